@@ -1,0 +1,110 @@
+"""Trading sessions: XNYS from exchange_calendars for US listings, every day for crypto.
+
+Session dates are dates in the exchange's time zone. Instants are UTC. Freshness is counted in
+sessions, so a weekend or a holiday is never "behind".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+
+import exchange_calendars as xcals
+import numpy as np
+import pandas as pd
+
+EXCHANGE_TZ = "America/New_York"
+CAL_START = dt.date(2000, 1, 3)
+
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _xcal(name: str):
+    with _lock:
+        return xcals.get_calendar(name, start=CAL_START.isoformat())
+
+
+@functools.lru_cache(maxsize=4)
+def _session_array(name: str) -> np.ndarray:
+    """All sessions of the calendar as numpy datetime64[D], ascending."""
+    if name == "24/7":
+        end = dt.date.today() + dt.timedelta(days=800)
+        return np.arange(np.datetime64(CAL_START), np.datetime64(end), dtype="datetime64[D]")
+    cal = _xcal(name)
+    return cal.sessions.values.astype("datetime64[D]")
+
+
+@functools.lru_cache(maxsize=4)
+def _close_array(name: str) -> np.ndarray:
+    """Close instants (UTC, datetime64[s]) aligned with ``_session_array``."""
+    if name == "24/7":
+        days = _session_array(name)
+        return (days + np.timedelta64(1, "D")).astype("datetime64[s]")
+    cal = _xcal(name)
+    closes = cal.closes.values  # UTC
+    return closes.astype("datetime64[s]")
+
+
+def sessions(calendar: str, start: dt.date, end: dt.date) -> list[dt.date]:
+    """Sessions in [start, end], ascending."""
+    arr = _session_array(calendar)
+    lo = np.searchsorted(arr, np.datetime64(start), "left")
+    hi = np.searchsorted(arr, np.datetime64(end), "right")
+    return [d.item() for d in arr[lo:hi]]
+
+
+def session_array(calendar: str, start: dt.date, end: dt.date) -> np.ndarray:
+    """Like ``sessions`` but as datetime64[D], for vectorised callers."""
+    arr = _session_array(calendar)
+    lo = np.searchsorted(arr, np.datetime64(start), "left")
+    hi = np.searchsorted(arr, np.datetime64(end), "right")
+    return arr[lo:hi]
+
+
+def is_session(calendar: str, day: dt.date) -> bool:
+    arr = _session_array(calendar)
+    i = np.searchsorted(arr, np.datetime64(day), "left")
+    return i < len(arr) and arr[i] == np.datetime64(day)
+
+
+def latest_session(calendar: str, now: dt.datetime) -> dt.date:
+    """The latest session whose close has passed at instant ``now`` (UTC-aware).
+
+    Before today's close (or on a holiday) that is the previous session: the day's bar does
+    not exist yet, so it cannot be missing.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    now64 = np.datetime64(now.astimezone(dt.timezone.utc).replace(tzinfo=None), "s")
+    closes = _close_array(calendar)
+    i = np.searchsorted(closes, now64, "right") - 1
+    if i < 0:
+        raise ValueError(f"{now} is before the calendar starts")
+    return _session_array(calendar)[i].item()
+
+
+def next_session(calendar: str, day: dt.date) -> dt.date | None:
+    arr = _session_array(calendar)
+    i = np.searchsorted(arr, np.datetime64(day), "right")
+    return arr[i].item() if i < len(arr) else None
+
+
+def sessions_behind(calendar: str, held: dt.date | None, expected: dt.date) -> int | None:
+    """Number of sessions after ``held`` up to and including ``expected``; None if nothing held."""
+    if held is None:
+        return None
+    if held >= expected:
+        return 0
+    arr = _session_array(calendar)
+    lo = np.searchsorted(arr, np.datetime64(held), "right")
+    hi = np.searchsorted(arr, np.datetime64(expected), "right")
+    return int(hi - lo)
+
+
+def session_close_utc(calendar: str, day: dt.date) -> dt.datetime:
+    arr = _session_array(calendar)
+    i = np.searchsorted(arr, np.datetime64(day), "left")
+    ts = pd.Timestamp(_close_array(calendar)[i])
+    return ts.to_pydatetime().replace(tzinfo=dt.timezone.utc)

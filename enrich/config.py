@@ -1,0 +1,185 @@
+"""Settings: the one place that reads the environment (and ``.env``).
+
+Everything else takes a ``Settings`` (or explicit arguments). ``load_settings`` validates every
+variable and raises ``ConfigError`` with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from enrich.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.massive.com"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    provider: str = "sample"
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    rate_limit_per_min: float = 5.0
+    schedule_utc: dt.time = dt.time(1, 30)
+    max_concurrent_symbols: int = 5
+    max_retries: int = 3
+    scheduler: bool = True
+    history_years: int = 10
+    retention_days: int = 90
+    sample_failure_rate: float = 0.0
+    risk_free_rate: float = 0.04
+    catalog_timeout_s: float = 30.0
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "enrich.duckdb"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def key_masked(self) -> str:
+        return mask_key(self.api_key)
+
+    @property
+    def base_host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def with_(self, **changes) -> Settings:
+        return replace(self, **changes)
+
+    def public(self) -> dict[str, str]:
+        """The effective configuration, safe to show: the key is masked."""
+        return {
+            "ENRICH_DATA_DIR": str(self.data_dir.resolve()),
+            "ENRICH_PROVIDER": self.provider,
+            "MASSIVE_API_KEY": self.key_masked,
+            "MASSIVE_BASE_URL": self.base_host,
+            "ENRICH_RATE_LIMIT_PER_MIN": f"{self.rate_limit_per_min:g}",
+            "ENRICH_SCHEDULE_UTC": self.schedule_utc.strftime("%H:%M") + " UTC",
+            "ENRICH_MAX_CONCURRENT_SYMBOLS": str(self.max_concurrent_symbols),
+            "ENRICH_MAX_RETRIES": str(self.max_retries),
+            "ENRICH_SCHEDULER": "on" if self.scheduler else "off",
+            "ENRICH_HISTORY_YEARS": str(self.history_years),
+            "ENRICH_RETENTION_DAYS": str(self.retention_days),
+            "ENRICH_SAMPLE_FAILURE_RATE": f"{self.sample_failure_rate:g}",
+        }
+
+
+def mask_key(key: str | None) -> str:
+    if not key:
+        return "not set"
+    if len(key) <= 8:
+        return "set (" + "•" * 4 + ")"
+    return f"{key[:2]}{'•' * 6}{key[-2:]}"
+
+
+_TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range; use {lo}..{hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {default:g}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value:g} is out of range; use {lo:g}..{hi:g}")
+    return value
+
+
+def parse_schedule(raw: str) -> dt.time:
+    m = _TIME_RE.match(raw.strip())
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ConfigError(
+            f"ENRICH_SCHEDULE_UTC={raw!r} is not a time of day; use HH:MM in UTC, e.g. 01:30"
+        )
+    return dt.time(int(m.group(1)), int(m.group(2)))
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``) over the ``.env`` file.
+
+    Real environment variables win over ``.env``. Pass ``dotenv_path=None`` to ignore ``.env``.
+    """
+    env: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+
+    key = env.get("MASSIVE_API_KEY") or env.get("POLYGON_API_KEY") or None
+    if key is not None:
+        key = key.strip() or None
+    if key is not None and any(ch.isspace() for ch in key):
+        raise ConfigError("MASSIVE_API_KEY contains whitespace; paste the key without spaces")
+
+    provider = (env.get("ENRICH_PROVIDER") or "").strip().lower() or ("massive" if key else "sample")
+    if provider not in ("sample", "massive"):
+        raise ConfigError(f"ENRICH_PROVIDER={provider!r} is unknown; use 'sample' or 'massive'")
+    if provider == "massive" and not key:
+        raise ConfigError(
+            "ENRICH_PROVIDER=massive needs MASSIVE_API_KEY (or POLYGON_API_KEY); "
+            "set it in the environment or .env, or use ENRICH_PROVIDER=sample"
+        )
+
+    base_url = (env.get("MASSIVE_BASE_URL") or DEFAULT_BASE_URL).strip().rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ConfigError(
+            f"MASSIVE_BASE_URL={base_url!r} is not an http(s) base URL; "
+            f"use e.g. {DEFAULT_BASE_URL}"
+        )
+
+    sched_raw = env.get("ENRICH_SCHEDULE_UTC")
+    schedule = parse_schedule(sched_raw) if sched_raw and sched_raw.strip() else dt.time(1, 30)
+
+    sched_flag = (env.get("ENRICH_SCHEDULER") or "on").strip().lower()
+    if sched_flag not in ("on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"ENRICH_SCHEDULER={sched_flag!r}: use 'on' or 'off'")
+
+    data_dir = Path((env.get("ENRICH_DATA_DIR") or "data").strip()).expanduser()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"ENRICH_DATA_DIR={str(data_dir)!r} exists and is not a directory")
+
+    return Settings(
+        data_dir=data_dir,
+        provider=provider,
+        api_key=key,
+        base_url=base_url,
+        rate_limit_per_min=_float(env, "ENRICH_RATE_LIMIT_PER_MIN", 5.0, 0.1, 100_000),
+        schedule_utc=schedule,
+        max_concurrent_symbols=_int(env, "ENRICH_MAX_CONCURRENT_SYMBOLS", 5, 1, 64),
+        max_retries=_int(env, "ENRICH_MAX_RETRIES", 3, 0, 20),
+        scheduler=sched_flag in ("on", "true", "1"),
+        history_years=_int(env, "ENRICH_HISTORY_YEARS", 10, 1, 30),
+        retention_days=_int(env, "ENRICH_RETENTION_DAYS", 90, 1, 3650),
+        sample_failure_rate=_float(env, "ENRICH_SAMPLE_FAILURE_RATE", 0.0, 0.0, 0.9),
+        risk_free_rate=_float(env, "ENRICH_RISK_FREE_RATE", 0.04, -0.05, 0.5),
+        catalog_timeout_s=_float(env, "ENRICH_CATALOG_TIMEOUT_S", 30.0, 0.1, 3600),
+    )

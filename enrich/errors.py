@@ -1,0 +1,127 @@
+"""The project's error tree.
+
+Library code raises these; only the edges (a job, the CLI, a page) decide how to report them.
+Every error carries context (provider, endpoint, status, request id) and never a secret.
+
+    EnrichError
+    ├── ConfigError              bad settings or usage (CLI exit code 2)
+    ├── InvalidSymbolError       a symbol refused at the boundary
+    ├── CatalogBusyError         another program holds the catalog beyond the wait
+    ├── ValidationError          a payload that does not fit the lake schema
+    ├── Cancelled                a run stopped between symbols
+    └── ProviderError            anything a data provider raised
+        ├── AuthError            missing or invalid key            (no retry)
+        ├── NotEntitledError     the plan does not include this    (no retry, remembered)
+        ├── NotFoundError        unknown symbol or path            (no retry)
+        ├── MalformedPayloadError truncated JSON, HTML, wrong shape (no retry)
+        ├── RateLimitedError     HTTP 429                          (retry after Retry-After)
+        └── TransientError       5xx, timeouts, connection resets  (retry with backoff)
+
+``error_class`` is the short, stable name stored in logs and shown in the UI.
+"""
+
+from __future__ import annotations
+
+
+class EnrichError(Exception):
+    error_class = "error"
+    retryable = False
+
+
+class ConfigError(EnrichError):
+    error_class = "config"
+
+
+class InvalidSymbolError(EnrichError, ValueError):
+    error_class = "invalid_symbol"
+
+
+class CatalogBusyError(EnrichError):
+    error_class = "catalog_busy"
+
+
+class ValidationError(EnrichError):
+    """A payload refused as a whole: ``causes`` lists the first few reasons."""
+
+    error_class = "validation"
+
+    def __init__(self, message: str, *, rejected: int = 0, causes: list[str] | None = None):
+        super().__init__(message)
+        self.rejected = rejected
+        self.causes = causes or []
+
+
+class Cancelled(EnrichError):
+    error_class = "cancelled"
+
+
+class ProviderError(EnrichError):
+    error_class = "provider"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        endpoint: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.endpoint = endpoint
+        self.status = status
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        ctx = []
+        if self.provider:
+            ctx.append(self.provider)
+        if self.endpoint:
+            ctx.append(self.endpoint)
+        if self.status is not None:
+            ctx.append(f"HTTP {self.status}")
+        if self.request_id:
+            ctx.append(f"request {self.request_id}")
+        if ctx:
+            parts.append(f"({', '.join(ctx)})")
+        return " ".join(parts)
+
+
+class AuthError(ProviderError):
+    error_class = "auth"
+
+
+class NotEntitledError(ProviderError):
+    error_class = "not_entitled"
+
+
+class NotFoundError(ProviderError):
+    error_class = "not_found"
+
+
+class MalformedPayloadError(ProviderError):
+    error_class = "malformed"
+
+
+class RateLimitedError(ProviderError):
+    error_class = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class TransientError(ProviderError):
+    error_class = "transient"
+    retryable = True
+
+
+def error_class_of(exc: BaseException) -> str:
+    """The stored class name of any exception (unknown ones are ``internal``)."""
+    if isinstance(exc, EnrichError):
+        return exc.error_class
+    return "internal"
