@@ -1,0 +1,277 @@
+"""The lake: Parquet files per dataset × symbol (× month), written atomically and idempotently.
+
+Layout (readable by any tool while the app runs, no lock needed to read)::
+
+    <data>/lake/<dataset>/[timeframe=<tf>/]symbol=<SYM>/data.parquet
+    <data>/lake/<dataset>/symbol=<SYM>/month=<YYYY-MM>.parquet     (month-partitioned datasets)
+    <data>/lake/_coverage/<SYM>.json     how far each dataset of a symbol has been fetched
+
+A write takes the file's cross-process lock, merges with what is stored (upsert on the natural
+key, last write wins), and replaces the file atomically (temp file in the same folder, fsync,
+``os.replace``), so a reader or a crash never sees half a file. A write that changes nothing
+leaves the file untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import polars as pl
+from filelock import FileLock
+
+from enrich.schemas import DATASETS, Dataset, conform
+
+LOCK_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+    files_written: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        return UpsertResult(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.files_written + other.files_written,
+        )
+
+
+def symbol_dir_name(symbol: str) -> str:
+    # ':' (X:BTCUSD) is not portable in paths; percent-encode it. '.' (BRK.B) is kept.
+    return "symbol=" + quote(symbol, safe=".")
+
+
+def symbol_from_dir_name(name: str) -> str:
+    return unquote(name.removeprefix("symbol="))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            frame.write_parquet(fh, compression="zstd", statistics=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_json_atomic(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class Lake:
+    def __init__(self, root: Path, lock_dir: Path | None = None):
+        self.root = Path(root)
+        self.lock_dir = Path(lock_dir) if lock_dir else self.root.parent / "locks"
+
+    # -- layout ---------------------------------------------------------------------------
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.root / dataset
+
+    def symbol_dir(self, ds: Dataset, symbol: str, level: str | None = None) -> Path:
+        base = self.root / ds.name
+        if ds.level_column:
+            if level is None:
+                raise ValueError(f"{ds.name} needs a {ds.level_column}")
+            base = base / f"{ds.level_column}={level}"
+        return base / symbol_dir_name(symbol)
+
+    def _file_for(self, ds: Dataset, symbol: str, level: str | None, month: str | None) -> Path:
+        d = self.symbol_dir(ds, symbol, level)
+        return d / (f"month={month}.parquet" if month else "data.parquet")
+
+    def lock_for(self, path: Path) -> FileLock:
+        rel = path.relative_to(self.root)
+        lock_path = self.lock_dir / "lake" / (str(rel).replace(os.sep, "__") + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S)
+
+    def symbol_lock(self, symbol: str) -> FileLock:
+        """Serialises enrichment of one symbol across threads and processes."""
+        p = self.lock_dir / "symbols" / (quote(symbol, safe=".") + ".lock")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(p), timeout=-1)
+
+    def files(self, dataset: str, symbols: Iterable[str] | None = None,
+              level: str | None = None) -> list[Path]:
+        ds = DATASETS[dataset]
+        base = self.root / ds.name
+        if not base.exists():
+            return []
+        if ds.level_column:
+            level_dirs = [base / f"{ds.level_column}={level}"] if level else sorted(
+                base.glob(f"{ds.level_column}=*"))
+        else:
+            level_dirs = [base]
+        out: list[Path] = []
+        for ld in level_dirs:
+            if symbols is None:
+                sym_dirs = sorted(ld.glob("symbol=*"))
+            else:
+                sym_dirs = [ld / symbol_dir_name(s) for s in symbols]
+            for sd in sym_dirs:
+                if sd.is_dir():
+                    out.extend(sorted(p for p in sd.glob("*.parquet")
+                                      if not p.name.startswith(".")))
+        return out
+
+    # -- reading --------------------------------------------------------------------------
+    def read(self, dataset: str, symbols: Iterable[str] | None = None,
+             level: str | None = None) -> pl.DataFrame:
+        """All stored rows of ``dataset`` (for ``symbols`` / ``level`` when given), sorted by key."""
+        ds = DATASETS[dataset]
+        files = self.files(dataset, symbols, level)
+        if not files:
+            return ds.empty()
+        frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical")
+        return frame.sort(list(ds.key))
+
+    def scan(self, dataset: str) -> pl.LazyFrame:
+        files = self.files(dataset)
+        if not files:
+            return DATASETS[dataset].empty().lazy()
+        return pl.scan_parquet([str(f) for f in files])
+
+    def symbols(self, dataset: str) -> list[str]:
+        base = self.root / dataset
+        return sorted({symbol_from_dir_name(p.name) for p in base.glob("**/symbol=*")})
+
+    # -- writing --------------------------------------------------------------------------
+    def upsert(self, dataset: str, frame: pl.DataFrame) -> UpsertResult:
+        """Insert or replace rows by natural key; returns counts of rows that changed."""
+        ds = DATASETS[dataset]
+        frame = conform(frame, ds)
+        if frame.is_empty():
+            return UpsertResult()
+        nulls = frame.select(pl.any_horizontal(pl.col(k).is_null() for k in ds.key)).to_series()
+        if nulls.any():
+            raise ValueError(f"{dataset}: {int(nulls.sum())} rows have a null key column")
+        frame = frame.unique(subset=list(ds.key), keep="last", maintain_order=True)
+        part_cols = ["symbol"] + ([ds.level_column] if ds.level_column else [])
+        if ds.month_column:
+            frame = frame.with_columns(
+                pl.col(ds.month_column).dt.strftime("%Y-%m").alias("__month"))
+            part_cols.append("__month")
+        total = UpsertResult()
+        for key, part in frame.group_by(part_cols, maintain_order=True):
+            symbol = key[0]
+            level = key[1] if ds.level_column else None
+            month = key[-1] if ds.month_column else None
+            if month is not None:
+                part = part.drop("__month")
+            total = total + self._upsert_file(ds, self._file_for(ds, symbol, level, month), part)
+        return total
+
+    def replace_symbol(self, dataset: str, symbol: str, frame: pl.DataFrame,
+                       level: str | None = None) -> UpsertResult:
+        """Make ``frame`` the whole content of one symbol (× level) of a one-file dataset."""
+        ds = DATASETS[dataset]
+        if ds.month_column:
+            raise ValueError(f"{dataset} is month-partitioned; use upsert")
+        frame = conform(frame, ds).unique(subset=list(ds.key), keep="last").sort(list(ds.key))
+        path = self._file_for(ds, symbol, level, None)
+        with self.lock_for(path):
+            old = pl.read_parquet(path) if path.exists() else ds.empty()
+            if old.height == frame.height and old.equals(frame):
+                return UpsertResult()
+            write_parquet_atomic(frame, path)
+        return UpsertResult(inserted=max(frame.height - old.height, 0),
+                            updated=min(frame.height, old.height), files_written=1)
+
+    def _upsert_file(self, ds: Dataset, path: Path, part: pl.DataFrame) -> UpsertResult:
+        key = list(ds.key)
+        with self.lock_for(path):
+            if path.exists():
+                old = pl.read_parquet(path)
+                # Rows of `part` that are new or differ from what is stored.
+                changed = part.join(old, on=list(ds.columns), how="anti", nulls_equal=True)
+                if changed.is_empty():
+                    return UpsertResult()
+                existing_keys = changed.join(old.select(key), on=key, how="semi")
+                updated = existing_keys.height
+                inserted = changed.height - updated
+                merged = (pl.concat([old, changed], how="vertical")
+                          .unique(subset=key, keep="last", maintain_order=True)
+                          .sort(key))
+            else:
+                merged = part.sort(key)
+                inserted, updated = part.height, 0
+            write_parquet_atomic(merged, path)
+        return UpsertResult(inserted=inserted, updated=updated, files_written=1)
+
+    # -- coverage ---------------------------------------------------------------------------
+    def _coverage_path(self, symbol: str) -> Path:
+        return self.root / "_coverage" / (quote(symbol, safe=".") + ".json")
+
+    def read_coverage(self, symbol: str) -> dict[str, dt.date]:
+        """How far each dataset (``bars:1d``, ``dividends`` …) of ``symbol`` has been fetched."""
+        p = self._coverage_path(symbol)
+        if not p.exists():
+            return {}
+        try:
+            raw = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: dt.date.fromisoformat(v) for k, v in raw.items()}
+
+    def write_coverage(self, symbol: str, coverage: dict[str, dt.date]) -> None:
+        write_json_atomic({k: v.isoformat() for k, v in coverage.items()},
+                          self._coverage_path(symbol))
+
+    def size_bytes(self) -> int:
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                try:
+                    total += os.path.getsize(os.path.join(dirpath, f))
+                except OSError:
+                    pass
+        return total
