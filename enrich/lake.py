@@ -74,7 +74,7 @@ def _fsync_dir(path: Path) -> None:
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             frame.write_parquet(fh, compression="zstd", statistics=True)

@@ -1,0 +1,477 @@
+"""The catalog: ``<data>/enrich.duckdb``, the operational state (runs, logs, status, views).
+
+DuckDB lets one process hold the file for writing and blocks the others, so no process keeps
+the catalog open: every access opens a connection, does its work and closes it, under a
+cross-process file lock (``enrich.duckdb.lock``). When another program holds the file we wait a
+bounded time, then raise ``CatalogBusyError`` naming the holder.
+
+Tables (created by numbered migrations, recorded in ``schema_migrations``)::
+
+    symbols            the universe
+    runs, tasks        job history, run × symbol
+    fetch_log          one row per fetch step (run, symbol, dataset)
+    compute_log        one row per feature computation
+    symbol_status      symbol × dataset: last success, latest session held, failures
+    backfill_progress  backfill chunks and their state
+    scheduler_state    paused flag, heartbeat
+    data_version       a counter bumped by every write (pages cache on it)
+
+plus one view per lake dataset (``bars``, ``dividends``, … ``features``). All timestamps are
+TIMESTAMPTZ in UTC; session dates are DATE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+from filelock import FileLock, Timeout
+
+from enrich.errors import CatalogBusyError
+from enrich.schemas import DATASETS
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial tables",
+        """
+        CREATE TABLE symbols (
+            symbol VARCHAR PRIMARY KEY,
+            asset_class VARCHAR NOT NULL,
+            name VARCHAR,
+            active BOOLEAN NOT NULL DEFAULT true,
+            added_at TIMESTAMPTZ NOT NULL,
+            listed_since DATE
+        );
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,          -- manual | scheduled | retry | backfill | cli
+            state VARCHAR NOT NULL,         -- queued | running | succeeded | partial | failed
+                                            -- | cancelled | interrupted | missed
+            params JSON,
+            provider VARCHAR,
+            parent_run_id VARCHAR,
+            requested_at TIMESTAMPTZ NOT NULL,
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ,
+            heartbeat_at TIMESTAMPTZ,
+            pid INTEGER,
+            host VARCHAR,
+            symbols_total INTEGER DEFAULT 0,
+            symbols_ok INTEGER DEFAULT 0,
+            symbols_failed INTEGER DEFAULT 0,
+            symbols_skipped INTEGER DEFAULT 0,
+            records_written BIGINT DEFAULT 0,
+            requests BIGINT DEFAULT 0,
+            retries INTEGER DEFAULT 0,
+            error_summary JSON,
+            message VARCHAR
+        );
+        CREATE TABLE tasks (
+            run_id VARCHAR NOT NULL,
+            symbol VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,         -- running | ok | failed | skipped | cancelled
+            started_at TIMESTAMPTZ,
+            finished_at TIMESTAMPTZ,
+            records BIGINT DEFAULT 0,
+            requests INTEGER DEFAULT 0,
+            retries INTEGER DEFAULT 0,
+            error_class VARCHAR,
+            error_message VARCHAR,
+            PRIMARY KEY (run_id, symbol)
+        );
+        CREATE TABLE fetch_log (
+            run_id VARCHAR,
+            symbol VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            timeframe VARCHAR,
+            started_at TIMESTAMPTZ NOT NULL,
+            duration_ms DOUBLE,
+            records BIGINT DEFAULT 0,       -- rows inserted or changed in the lake
+            received BIGINT DEFAULT 0,      -- rows the provider returned
+            rejected BIGINT DEFAULT 0,      -- rows refused by validation
+            requests INTEGER DEFAULT 0,
+            attempt INTEGER DEFAULT 1,
+            status VARCHAR NOT NULL,        -- ok | up_to_date | failed | skipped
+            error_class VARCHAR,
+            error_message VARCHAR,
+            window_start DATE,
+            window_end DATE
+        );
+        CREATE TABLE compute_log (
+            run_id VARCHAR,
+            symbol VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            timeframe VARCHAR,
+            started_at TIMESTAMPTZ NOT NULL,
+            duration_ms DOUBLE,
+            records BIGINT DEFAULT 0,
+            status VARCHAR NOT NULL,
+            error_class VARCHAR,
+            error_message VARCHAR
+        );
+        CREATE TABLE symbol_status (
+            symbol VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            last_attempt_at TIMESTAMPTZ,
+            last_success_at TIMESTAMPTZ,
+            latest_session DATE,            -- newest session (or event date) held
+            covered_through DATE,           -- fetched up to this session
+            expected_session DATE,          -- latest expected session at the last attempt
+            sessions_behind INTEGER,
+            rows_held BIGINT,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            last_error_class VARCHAR,
+            last_error_message VARCHAR,
+            last_error_at TIMESTAMPTZ,
+            not_entitled BOOLEAN NOT NULL DEFAULT false,
+            PRIMARY KEY (symbol, dataset)
+        );
+        CREATE TABLE backfill_progress (
+            backfill_id VARCHAR NOT NULL,
+            run_id VARCHAR,
+            dataset VARCHAR NOT NULL,
+            symbol VARCHAR NOT NULL,
+            window_start DATE NOT NULL,
+            window_end DATE NOT NULL,
+            state VARCHAR NOT NULL,         -- pending | running | done | failed
+            attempts INTEGER NOT NULL DEFAULT 0,
+            requests_expected INTEGER,
+            requests_made INTEGER DEFAULT 0,
+            records BIGINT DEFAULT 0,
+            last_error VARCHAR,
+            updated_at TIMESTAMPTZ,
+            PRIMARY KEY (backfill_id, dataset, symbol, window_start)
+        );
+        CREATE TABLE scheduler_state (
+            id INTEGER PRIMARY KEY,
+            paused BOOLEAN NOT NULL DEFAULT false,
+            paused_by VARCHAR,
+            paused_at TIMESTAMPTZ,
+            pause_reason VARCHAR,
+            heartbeat_at TIMESTAMPTZ,
+            pid INTEGER,
+            host VARCHAR,
+            started_at TIMESTAMPTZ,
+            next_fire_at TIMESTAMPTZ
+        );
+        INSERT INTO scheduler_state (id, paused) VALUES (1, false);
+        CREATE TABLE data_version (
+            id INTEGER PRIMARY KEY,
+            version BIGINT NOT NULL,
+            updated_at TIMESTAMPTZ
+        );
+        INSERT INTO data_version VALUES (1, 0, now());
+        """,
+    ),
+]
+
+_BUSY_RE = re.compile(r"(Conflicting lock is held in .*?)(?:\.|$)", re.S)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _placeholder_select(dataset: str) -> str:
+    type_map = {
+        "String": "VARCHAR", "Float64": "DOUBLE", "Int64": "BIGINT", "Int32": "INTEGER",
+        "Date": "DATE", "Boolean": "BOOLEAN",
+    }
+    cols = []
+    for name, dtype in DATASETS[dataset].schema.items():
+        base = dtype.base_type().__name__ if hasattr(dtype, "base_type") else str(dtype)
+        sql_t = "TIMESTAMPTZ" if base == "Datetime" else type_map.get(base, "VARCHAR")
+        cols.append(f'CAST(NULL AS {sql_t}) AS "{name}"')
+    return "SELECT " + ", ".join(cols) + " WHERE false"
+
+
+class Catalog:
+    """Short-lived DuckDB connections under a cross-process lock."""
+
+    def __init__(self, path: Path, lake_root: Path | None = None, timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.lake_root = Path(lake_root) if lake_root else self.path.parent / "lake"
+        self.timeout_s = timeout_s
+        self._lock = FileLock(str(self.path) + ".lock", timeout=timeout_s)
+        self._thread_lock = threading.RLock()
+        self._placeholder_views: set[str] | None = None
+
+    # -- connections ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open, yield, close. Holds the cross-process lock for the whole block."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.timeout_s
+        with self._thread_lock:
+            try:
+                self._lock.acquire(timeout=self.timeout_s)
+            except Timeout:
+                raise CatalogBusyError(
+                    f"the catalog {self.path} stayed locked by another enrich process for "
+                    f"{self.timeout_s:g}s; is a long job running? try again later"
+                ) from None
+            try:
+                con = self._open(deadline)
+                try:
+                    con.execute("SET TimeZone='UTC'")
+                    yield con
+                finally:
+                    con.close()
+            finally:
+                self._lock.release()
+
+    def _open(self, deadline: float) -> duckdb.DuckDBPyConnection:
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException as exc:
+                text = str(exc)
+                if "lock" not in text.lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    m = _BUSY_RE.search(text)
+                    holder = m.group(1) if m else "another program"
+                    raise CatalogBusyError(
+                        f"the catalog {self.path} is held open by another program "
+                        f"({holder}); close it (e.g. the notebook or duckdb shell) and retry"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # -- schema -----------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply pending migrations, each in its own transaction; returns versions applied."""
+        applied: list[int] = []
+        with self.connect() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMPTZ)"
+            )
+            done = {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
+            for version, name, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    for stmt in _split_sql(sql):
+                        con.execute(stmt)
+                    con.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, utcnow()]
+                    )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                applied.append(version)
+            self._refresh_views(con, force=True)
+        return applied
+
+    def _refresh_views(self, con: duckdb.DuckDBPyConnection, force: bool = False) -> None:
+        """Point one view per dataset at its Parquet files (a typed empty view until any exist)."""
+        if not force and self._placeholder_views is not None and not self._placeholder_views:
+            return
+        placeholders: set[str] = set()
+        root = self.lake_root.resolve()
+        for name, ds in DATASETS.items():
+            if not force and self._placeholder_views is not None \
+                    and name not in self._placeholder_views:
+                continue
+            depth = "*/*/*.parquet" if ds.level_column else "*/*.parquet"
+            base = root / name
+            has_files = base.is_dir() and next(base.glob(depth), None) is not None
+            if has_files:
+                glob = str(base / depth).replace("'", "''")
+                sql = f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
+            else:
+                sql = _placeholder_select(name)
+                placeholders.add(name)
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
+        if force or self._placeholder_views is None:
+            self._placeholder_views = placeholders
+        else:
+            self._placeholder_views &= placeholders
+
+    def refresh_views(self) -> None:
+        with self.connect() as con:
+            self._refresh_views(con, force=True)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        with self.connect() as con:
+            return frame(con, sql, params)
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        with self.connect() as con:
+            row = con.execute(sql, params or []).fetchone()
+            return row[0] if row else None
+
+    def data_version(self) -> int:
+        return int(self.scalar("SELECT version FROM data_version WHERE id = 1"))
+
+    def write(self, batch: WriteBatch) -> None:
+        """Apply a batch of rows and statements in one transaction and bump the data version."""
+        if batch.empty():
+            return
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                batch.apply(con)
+                bump_version(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._refresh_views(con)
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str,
+          params: Sequence[Any] | None = None) -> pl.DataFrame:
+    rel = con.sql(sql, params=list(params) if params else None)
+    if rel is None:
+        return pl.DataFrame()
+    return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
+
+
+def bump_version(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        "UPDATE data_version SET version = version + 1, updated_at = ? WHERE id = 1", [utcnow()]
+    )
+
+
+def _split_sql(sql: str) -> list[str]:
+    lines = [ln.split("--", 1)[0] for ln in sql.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class WriteBatch:
+    """Rows to insert (per table) and statements to run, applied together.
+
+    ``upsert`` rows replace existing rows with the same primary key (INSERT OR REPLACE).
+    """
+
+    def __init__(self) -> None:
+        self.inserts: dict[str, list[dict[str, Any]]] = {}
+        self.upserts: dict[str, list[dict[str, Any]]] = {}
+        self.statements: list[tuple[str, list[Any]]] = []
+
+    def empty(self) -> bool:
+        return not (self.inserts or self.upserts or self.statements)
+
+    def insert(self, table: str, row: dict[str, Any]) -> None:
+        self.inserts.setdefault(table, []).append(row)
+
+    def upsert(self, table: str, row: dict[str, Any]) -> None:
+        self.upserts.setdefault(table, []).append(row)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.statements.append((sql, list(params)))
+
+    def extend(self, other: WriteBatch) -> None:
+        for t, rows in other.inserts.items():
+            self.inserts.setdefault(t, []).extend(rows)
+        for t, rows in other.upserts.items():
+            self.upserts.setdefault(t, []).extend(rows)
+        self.statements.extend(other.statements)
+
+    def size(self) -> int:
+        return (sum(map(len, self.inserts.values())) + sum(map(len, self.upserts.values()))
+                + len(self.statements))
+
+    def apply(self, con: duckdb.DuckDBPyConnection) -> None:
+        for table, rows in self.inserts.items():
+            _insert_rows(con, table, rows, replace=False)
+        for table, rows in self.upserts.items():
+            _insert_rows(con, table, _last_per_key(con, table, rows), replace=True)
+        for sql, params in self.statements:
+            con.execute(sql, params)
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = ? ORDER BY ordinal_position", [table]
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _primary_key(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    rows = con.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() "
+        "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'", [table]
+    ).fetchall()
+    return list(rows[0][0]) if rows else []
+
+
+def _last_per_key(con, table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    key = _primary_key(con, table)
+    if not key:
+        return rows
+    seen: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        k = tuple(r.get(c) for c in key)
+        if k in seen:
+            merged = dict(seen[k])
+            merged.update(r)
+            seen[k] = merged
+        else:
+            seen[k] = r
+    return list(seen.values())
+
+
+def _insert_rows(con, table: str, rows: list[dict[str, Any]], replace: bool) -> None:
+    """Insert rows through one Arrow frame (fast for large batches).
+
+    With ``replace``, rows whose primary key exists update only the columns they carry;
+    the stored row keeps the others, and new rows get the column defaults.
+    """
+    if not rows:
+        return
+    cols_types = _table_columns(con, table)
+    unknown = {c for r in rows for c in r} - set(cols_types)
+    if unknown:
+        raise ValueError(f"{table}: unknown columns {sorted(unknown)}")
+    # Rows with different column sets are inserted in groups, so defaults stay intact.
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(c for c in cols_types if c in r), []).append(r)
+    key = _primary_key(con, table) if replace else []
+    for used, group in groups.items():
+        data = {
+            c: [json.dumps(r[c], default=str) if isinstance(r[c], (dict, list)) else r[c]
+                for r in group]
+            for c in used
+        }
+        df = pl.DataFrame(data, strict=False, infer_schema_length=None)
+        name = f"__rows_{threading.get_ident()}"
+        con.register(name, df)
+        try:
+            col_sql = ", ".join(f'"{c}"' for c in used)
+            sel = ", ".join(f'CAST("{c}" AS {cols_types[c]})' for c in used)
+            sql = f'INSERT INTO "{table}" ({col_sql}) SELECT {sel} FROM {name}'
+            if key:
+                upd = [c for c in used if c not in key]
+                action = (
+                    "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in upd)
+                    if upd else "DO NOTHING"
+                )
+                sql += f" ON CONFLICT ({', '.join(key)}) {action}"
+            con.execute(sql)
+        finally:
+            con.unregister(name)
+
+
+def host_and_pid() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
