@@ -1,0 +1,366 @@
+"""Command line: ``python -m enrich …``. Every dashboard action has a command here.
+
+Exit codes: 0 success, 1 some symbols failed (or an operation failed), 2 bad usage or
+configuration. ``--json`` where the output is data. Library code raises; this module turns
+errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+
+from enrich.config import Settings, load_settings
+from enrich.errors import CatalogBusyError, ConfigError, EnrichError, InvalidSymbolError
+from enrich.schemas import FETCHED
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+_COMMANDS: dict[str, Handler] = {}
+
+
+class UsageError(EnrichError):
+    error_class = "usage"
+
+
+def _csv_list(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    items = [x.strip() for x in raw.split(",") if x.strip()]
+    return items or None
+
+
+def _datasets(raw: str | None) -> list[str] | None:
+    items = _csv_list(raw)
+    if items is None:
+        return None
+    bad = [d for d in items if d not in FETCHED]
+    if bad:
+        raise UsageError(f"unknown dataset(s) {', '.join(bad)}; choose from {', '.join(FETCHED)}")
+    return items
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (dt.date, dt.datetime)):
+        return o.isoformat()
+    return str(o)
+
+
+def print_json(data: Any) -> None:
+    if isinstance(data, pl.DataFrame):
+        data = data.to_dicts()
+    print(json.dumps(data, default=_json_default, indent=2))
+
+
+def _fmt_ts(v: Any) -> str:
+    if isinstance(v, dt.datetime):
+        return v.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "" if v is None else str(v)
+
+
+def print_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> None:
+    cols = list(columns or frame.columns)
+    rows = [[_fmt_ts(v) for v in row] for row in frame.select(cols).iter_rows()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+class Progress:
+    """A progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.t0 = time.monotonic()
+
+    def __call__(self, done: int, total: int, res) -> None:
+        elapsed = time.monotonic() - self.t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        if self.tty:
+            width = 30
+            filled = int(width * done / max(total, 1))
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(
+                f"\r[{bar}] {done}/{total} {rate:.1f} sym/s ETA {eta:.0f}s  {res.symbol:<10}")
+            if done == total:
+                self.stream.write("\n")
+        else:
+            extra = ""
+            if res.state == "failed" and res.errors:
+                extra = f" ({res.errors[0].__class__.__name__}: {str(res.errors[0])[:120]})"
+            self.stream.write(
+                f"{done}/{total} {res.symbol} {res.state} {res.records} rows{extra}\n")
+        self.stream.flush()
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        _COMMANDS[name] = fn
+        return fn
+    return deco
+
+
+def _open(settings: Settings):
+    from enrich.store import Store
+    return Store.from_settings(settings)
+
+
+def _engine(settings: Settings, store=None):
+    from enrich.engine import Engine
+    from enrich.providers import make_provider
+    from enrich.universe import ensure_demo_universe
+
+    store = store or _open(settings)
+    ensure_demo_universe(store.catalog)
+    return Engine(store, make_provider(settings), settings)
+
+
+# -- run ------------------------------------------------------------------------------------
+@command("run")
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.engine import RunParams
+
+    params = RunParams(
+        symbols=_csv_list(args.symbols), datasets=_datasets(args.datasets),
+        asset_class=args.asset_class, timeframe=args.timeframe,
+        lookback_days=args.lookback_days,
+    )
+    if getattr(args, "background", False):
+        handoff = _COMMANDS.get("__background_run")
+        if handoff is None:
+            raise UsageError("--background needs a running `python -m enrich serve`")
+        return handoff(argparse.Namespace(params=params), settings)
+    engine = _engine(settings)
+    if settings.provider == "sample" and not args.json:
+        print("provider: sample (offline demo data)", file=sys.stderr)
+    summary = engine.run(params, kind="cli", progress=None if args.json else Progress())
+    from enrich.engine import describe
+
+    if args.json:
+        print_json({
+            "run_id": summary.run_id, "state": summary.state, "total": summary.total,
+            "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
+            "records": summary.records, "requests": summary.requests,
+            "retries": summary.retries, "errors_by_class": summary.errors_by_class,
+            "failed_symbols": summary.failed_symbols, "message": describe(summary),
+        })
+    else:
+        print(f"run {summary.run_id}: {summary.state} — {describe(summary)}")
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+
+
+# -- status ---------------------------------------------------------------------------------
+@command("status")
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.queries import status_table
+    from enrich.symbols import validate_symbol
+
+    store = _open(settings)
+    sym = validate_symbol(args.symbol) if args.symbol else None
+    frame = status_table(store.catalog, sym)
+    if args.json:
+        print_json(frame)
+        return EXIT_OK
+    if frame.is_empty():
+        print("no status yet: run `python -m enrich run` to enrich the universe")
+        return EXIT_OK
+    print_table(frame, ["symbol", "dataset", "state", "sessions_behind", "latest_session",
+                        "last_success_at", "last_error_class"])
+    counts = frame.group_by("state").len().sort("state")
+    print("\n" + ", ".join(f"{s}: {n}" for s, n in counts.iter_rows()))
+    return EXIT_OK
+
+
+# -- runs -----------------------------------------------------------------------------------
+@command("runs")
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    sub = getattr(args, "runs_cmd", None)
+    if sub and sub != "list":
+        handler = _COMMANDS.get(f"runs {sub}")
+        if handler is None:
+            raise UsageError(f"unknown runs command {sub!r}")
+        return handler(args, settings)
+    from enrich.queries import runs_table
+    from enrich.symbols import validate_symbol
+
+    store = _open(settings)
+    since = None
+    if getattr(args, "since", None):
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            raise UsageError(f"--since {args.since!r}: use YYYY-MM-DD or an ISO time") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+    frame = runs_table(store.catalog, limit=args.limit, state=getattr(args, "state", None),
+                       symbol=validate_symbol(args.symbol) if getattr(args, "symbol", None)
+                       else None, since=since)
+    if args.json:
+        print_json(frame)
+        return EXIT_OK
+    if frame.is_empty():
+        print("no runs yet: start one with `python -m enrich run`")
+        return EXIT_OK
+    print_table(frame, ["run_id", "kind", "state", "requested_at", "symbols_total",
+                        "symbols_ok", "symbols_failed", "records_written", "message"])
+    return EXIT_OK
+
+
+# -- symbols --------------------------------------------------------------------------------
+@command("symbols")
+def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich import universe
+
+    store = _open(settings)
+    if args.symbols_cmd == "list":
+        universe.ensure_demo_universe(store.catalog) if args.seed_demo else None
+        frame = universe.list_symbols(store.catalog)
+        if args.json:
+            print_json(frame)
+        elif frame.is_empty():
+            print("the universe is empty: `python -m enrich symbols add AAPL` or "
+                  "`python -m enrich run` (seeds the demo universe)")
+        else:
+            print_table(frame)
+        return EXIT_OK
+    if args.symbols_cmd == "add":
+        added = universe.add_symbols(
+            store.catalog, [(s, args.asset_class, args.name) for s in args.symbol])
+        print(f"added {', '.join(added)}")
+        return EXIT_OK
+    if args.symbols_cmd == "remove":
+        n = universe.remove_symbols(store.catalog, args.symbol)
+        print(f"removed {n} symbol(s); their data stays in the lake")
+        return EXIT_OK
+    if args.symbols_cmd in ("deactivate", "activate"):
+        universe.set_active(store.catalog, args.symbol, args.symbols_cmd == "activate")
+        print(f"{args.symbols_cmd}d {', '.join(args.symbol)}")
+        return EXIT_OK
+    if args.symbols_cmd == "import":
+        try:
+            text = sys.stdin.read() if args.file == "-" else open(args.file).read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+        report = universe.import_csv(store.catalog, text)
+        if args.json:
+            print_json({"added": report.added,
+                        "errors": [{"line": n, "error": e} for n, e in report.errors]})
+        else:
+            print(f"added {len(report.added)} symbol(s)")
+            for n, e in report.errors:
+                print(f"line {n}: {e}", file=sys.stderr)
+        return EXIT_OK if not report.errors else EXIT_FAILED
+    raise UsageError("symbols needs a command: list, add, remove, activate, deactivate, import")
+
+
+# -- parser ---------------------------------------------------------------------------------
+Extender = Callable[[argparse._SubParsersAction], None]
+_EXTENDERS: list[Extender] = []
+
+
+def extend_parser(fn: Extender) -> Extender:
+    """Other modules (scheduler, backfill) add their subcommands through this hook."""
+    _EXTENDERS.append(fn)
+    return fn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m enrich",
+        description="enrich: market-data enrichment desk (lake + catalog under ENRICH_DATA_DIR)")
+    p.add_argument("--data-dir", help="data directory (overrides ENRICH_DATA_DIR)")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="enrich the universe (or --symbols) now, in the foreground")
+    r.add_argument("--symbols", help="comma-separated symbols (default: the active universe)")
+    r.add_argument("--datasets", help=f"comma-separated, from {','.join(FETCHED)}")
+    r.add_argument("--asset-class", choices=["stocks", "etfs", "crypto", "fx", "indices"])
+    r.add_argument("--timeframe", default="1d", choices=["1d", "1h", "5m"])
+    r.add_argument("--lookback-days", type=int, help="history to fetch for a first enrichment")
+    r.add_argument("--background", action="store_true",
+                   help="hand the run to a running `python -m enrich serve`")
+    r.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("status", help="freshness per symbol and dataset")
+    s.add_argument("--symbol")
+    s.add_argument("--json", action="store_true")
+
+    rn = sub.add_parser("runs", help="run history")
+    rn.add_argument("--limit", type=int, default=20)
+    rn.add_argument("--state")
+    rn.add_argument("--symbol")
+    rn.add_argument("--since", help="YYYY-MM-DD or ISO time (UTC unless it says)")
+    rn.add_argument("--json", action="store_true")
+    rsub = rn.add_subparsers(dest="runs_cmd", metavar="ACTION")
+    rsub.add_parser("list", help="list runs (default)")
+
+    sy = sub.add_parser("symbols", help="manage the universe")
+    ssub = sy.add_subparsers(dest="symbols_cmd", metavar="ACTION")
+    sl = ssub.add_parser("list")
+    sl.add_argument("--json", action="store_true")
+    sl.add_argument("--seed-demo", action="store_true", help="seed the demo universe if empty")
+    sa = ssub.add_parser("add")
+    sa.add_argument("symbol", nargs="+")
+    sa.add_argument("--asset-class", choices=["stocks", "etfs", "crypto", "fx", "indices"])
+    sa.add_argument("--name")
+    for name in ("remove", "activate", "deactivate"):
+        x = ssub.add_parser(name)
+        x.add_argument("symbol", nargs="+")
+    si = ssub.add_parser("import", help="CSV lines: symbol[,asset_class[,name]]")
+    si.add_argument("file", help="path to a CSV file, or - for standard input")
+    si.add_argument("--json", action="store_true")
+
+    for ext in _EXTENDERS:
+        ext(sub)
+    return p
+
+
+def _load_plugins() -> None:
+    """Import modules that register extra commands (absent ones are skipped)."""
+    import importlib
+
+    for mod in ("enrich.service_cli", "enrich.backfill_cli"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_plugins()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.cmd:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        env = None
+        if args.data_dir:
+            import os
+            env = dict(os.environ, ENRICH_DATA_DIR=args.data_dir)
+        settings = load_settings(env)
+        return _COMMANDS[args.cmd](args, settings)
+    except (ConfigError, UsageError, InvalidSymbolError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CatalogBusyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except EnrichError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,667 @@
+"""The enrichment engine: symbol × dataset units of work, grouped into runs.
+
+``enrich_symbol`` fetches only what is missing since the last stored session, validates it,
+upserts it, recomputes features, and records a fetch/compute log row per step and the symbol's
+status. ``Engine.run`` runs many symbols on a bounded thread pool; one symbol's failure never
+stops the others; every run is recorded in ``runs`` and ``tasks``.
+
+How far each dataset has been fetched lives in the lake (``Lake.read_coverage``), next to the
+data, so a crash between the lake and the catalog can only cause an idempotent re-fetch.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import json
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from enrich import calendars
+from enrich.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.config import Settings
+from enrich.errors import (
+    Cancelled,
+    EnrichError,
+    NotEntitledError,
+    ValidationError,
+    error_class_of,
+)
+from enrich.features import compute_features
+from enrich.providers import Provider
+from enrich.retry import RetryPolicy
+from enrich.store import Store
+from enrich.symbols import DATASETS_BY_CLASS, calendar_for, validate_symbol
+from enrich.validate import check
+
+FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "interrupted", "missed")
+NEWS_FIRST_DAYS = 365
+FLUSH_INTERVAL_S = 1.0
+
+
+@dataclass
+class RunParams:
+    symbols: list[str] | None = None
+    datasets: list[str] | None = None
+    asset_class: str | None = None
+    timeframe: str = "1d"
+    lookback_days: int | None = None  # first fetch window; default: settings.history_years
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str | None) -> RunParams:
+        if isinstance(data, str):
+            data = json.loads(data)
+        return cls(**(data or {}))
+
+
+@dataclass
+class StepResult:
+    dataset: str
+    status: str  # ok | up_to_date | failed | skipped
+    records: int = 0
+    error: BaseException | None = None
+
+
+@dataclass
+class SymbolResult:
+    symbol: str
+    state: str  # ok | skipped (nothing new) | failed | cancelled
+    steps: list[StepResult] = field(default_factory=list)
+    records: int = 0
+    requests: int = 0
+    retries: int = 0
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return [s.error for s in self.steps if s.error is not None]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    state: str
+    total: int
+    ok: int
+    failed: int
+    skipped: int
+    records: int
+    requests: int
+    retries: int
+    errors_by_class: dict[str, int]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    results: list[SymbolResult] = field(default_factory=list)
+
+    @property
+    def failed_symbols(self) -> list[str]:
+        return [r.symbol for r in self.results if r.state == "failed"]
+
+
+class LogBuffer:
+    """Catalog rows buffered in memory and flushed in batches (never across network I/O)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._batch = WriteBatch()
+        self._lock = threading.Lock()
+
+    def add(self, fn: Callable[[WriteBatch], None]) -> None:
+        with self._lock:
+            fn(self._batch)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._batch = self._batch, WriteBatch()
+        if batch.empty():
+            return
+        try:
+            self.store.catalog.write(batch)
+        except BaseException:
+            with self._lock:  # keep the rows for the next flush
+                batch.extend(self._batch)
+                self._batch = batch
+            raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
+                          live_run_ids: Sequence[str] = ()) -> list[str]:
+    """Runs left ``running``/``queued`` by a dead process become ``interrupted``."""
+    host, me = host_and_pid()
+    rows = store.catalog.query(
+        "SELECT run_id, pid, host, heartbeat_at FROM runs WHERE state IN ('running', 'queued')"
+    )
+    now = utcnow()
+    dead = []
+    for run_id, pid, rhost, hb in rows.iter_rows():
+        if run_id in live_run_ids:
+            continue
+        if rhost == host:
+            if pid is None or (pid != me and not _pid_alive(pid)):
+                dead.append(run_id)
+            elif pid == me and not live_run_ids and hb is not None \
+                    and (now - hb).total_seconds() > stale_after_s:
+                dead.append(run_id)
+        elif hb is None or (now - hb).total_seconds() > stale_after_s:
+            dead.append(run_id)
+    if dead:
+        ph = ",".join("?" * len(dead))
+        b = WriteBatch()
+        b.execute(
+            f"UPDATE runs SET state = 'interrupted', finished_at = coalesce(finished_at, ?), "
+            f"message = coalesce(message, 'the process running it stopped') "
+            f"WHERE run_id IN ({ph})", [now, *dead])
+        b.execute(
+            f"UPDATE tasks SET state = 'interrupted', finished_at = coalesce(finished_at, ?) "
+            f"WHERE run_id IN ({ph}) AND state = 'running'", [now, *dead])
+        store.catalog.write(b)
+    return dead
+
+
+class Engine:
+    """Runs enrichment against one store with one provider."""
+
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        settings: Settings,
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.store = store
+        self.provider = provider
+        self.settings = settings
+        self.clock = clock or utcnow
+        self.retry = RetryPolicy(max_retries=settings.max_retries, sleep=sleep)
+
+    # -- universe ---------------------------------------------------------------------------
+    def resolve_symbols(self, params: RunParams) -> list[tuple[str, str]]:
+        """(symbol, asset_class) of the run: the given symbols or the active universe."""
+        rows = self.store.catalog.query(
+            "SELECT symbol, asset_class, active FROM symbols ORDER BY symbol")
+        known = {r[0]: (r[1], r[2]) for r in rows.iter_rows()}
+        if params.symbols:
+            out = []
+            for raw in params.symbols:
+                sym = validate_symbol(raw)
+                if sym not in known:
+                    raise EnrichError(
+                        f"{sym} is not in the universe; add it with "
+                        f"`python -m enrich symbols add {sym}`")
+                out.append((sym, known[sym][0]))
+        else:
+            out = [(s, c) for s, (c, active) in known.items() if active]
+        if params.asset_class:
+            out = [(s, c) for s, c in out if c == params.asset_class]
+        return out
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, params: RunParams, kind: str, run_id: str | None = None,
+                   state: str = "queued", parent_run_id: str | None = None) -> str:
+        run_id = run_id or str(uuid.uuid4())
+        host, pid = host_and_pid()
+        b = WriteBatch()
+        b.insert("runs", {
+            "run_id": run_id, "kind": kind, "state": state, "params": params.to_json(),
+            "provider": self.provider.name, "parent_run_id": parent_run_id,
+            "requested_at": utcnow(), "pid": pid, "host": host, "heartbeat_at": utcnow(),
+        })
+        self.store.catalog.write(b)
+        return run_id
+
+    def run(
+        self,
+        params: RunParams | None = None,
+        *,
+        kind: str = "cli",
+        run_id: str | None = None,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int, SymbolResult], None] | None = None,
+        max_workers: int | None = None,
+    ) -> RunSummary:
+        """Run enrichment now, in this thread, and return its summary."""
+        params = params or RunParams()
+        cancel = cancel or threading.Event()
+        if run_id is None:
+            run_id = self.create_run(params, kind)
+        mark_interrupted_runs(self.store, live_run_ids=[run_id])
+        started = utcnow()
+        log = LogBuffer(self.store)
+        try:
+            targets = self.resolve_symbols(params)
+        except BaseException as exc:
+            self._finish_run(log, run_id, started, [], "failed", str(exc))
+            raise
+        log.add(lambda b: b.execute(
+            "UPDATE runs SET state = 'running', started_at = ?, symbols_total = ?, "
+            "heartbeat_at = ? WHERE run_id = ?", [started, len(targets), started, run_id]))
+        log.flush()
+        not_entitled = self._not_entitled()
+        results: list[SymbolResult] = []
+        done_lock = threading.Lock()
+        stop_flusher = threading.Event()
+
+        def flusher() -> None:
+            while not stop_flusher.wait(FLUSH_INTERVAL_S):
+                with done_lock:
+                    snapshot = list(results)
+                log.add(lambda b, s=snapshot: self._progress_row(b, run_id, s))
+                try:
+                    log.flush()
+                except EnrichError:
+                    pass  # the catalog is busy; the rows stay buffered for the next flush
+
+        flush_thread = threading.Thread(target=flusher, name=f"flush-{run_id[:8]}", daemon=True)
+        flush_thread.start()
+
+        def work(sym: str, cls: str) -> SymbolResult:
+            if cancel.is_set():
+                return SymbolResult(sym, "cancelled")
+            return self.enrich_symbol(sym, cls, params, run_id, log, not_entitled, cancel)
+
+        workers = max_workers or self.settings.max_concurrent_symbols
+        try:
+            with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich") as pool:
+                futures = {pool.submit(work, s, c): s for s, c in targets}
+                for fut in cf.as_completed(futures):
+                    res = fut.result()
+                    with done_lock:
+                        results.append(res)
+                        n = len(results)
+                    if progress is not None:
+                        progress(n, len(targets), res)
+        finally:
+            stop_flusher.set()
+            flush_thread.join()
+        state = self._final_state(results, cancel.is_set())
+        return self._finish_run(log, run_id, started, results, state, None)
+
+    @staticmethod
+    def _final_state(results: list[SymbolResult], cancelled: bool) -> str:
+        if cancelled:
+            return "cancelled"
+        failed = sum(r.state == "failed" for r in results)
+        if failed == 0:
+            return "succeeded"
+        return "failed" if failed == len(results) else "partial"
+
+    def _progress_row(self, b: WriteBatch, run_id: str, results: list[SymbolResult]) -> None:
+        c = Counter(r.state for r in results)
+        b.execute(
+            "UPDATE runs SET symbols_ok = ?, symbols_failed = ?, symbols_skipped = ?, "
+            "records_written = ?, requests = ?, retries = ?, heartbeat_at = ? WHERE run_id = ?",
+            [c["ok"], c["failed"], c["skipped"] + c["cancelled"],
+             sum(r.records for r in results), sum(r.requests for r in results),
+             sum(r.retries for r in results), utcnow(), run_id])
+
+    def _finish_run(self, log: LogBuffer, run_id: str, started: dt.datetime,
+                    results: list[SymbolResult], state: str, message: str | None) -> RunSummary:
+        finished = utcnow()
+        errors = Counter(error_class_of(e) for r in results for e in r.errors)
+        summary = RunSummary(
+            run_id=run_id, state=state, total=len(results),
+            ok=sum(r.state == "ok" for r in results),
+            failed=sum(r.state == "failed" for r in results),
+            skipped=sum(r.state in ("skipped", "cancelled") for r in results),
+            records=sum(r.records for r in results),
+            requests=sum(r.requests for r in results),
+            retries=sum(r.retries for r in results),
+            errors_by_class=dict(errors), started_at=started, finished_at=finished,
+            results=results,
+        )
+        if message is None:
+            message = describe(summary)
+
+        def fill(b: WriteBatch) -> None:
+            self._progress_row(b, run_id, results)
+            b.execute(
+                "UPDATE runs SET state = ?, finished_at = ?, error_summary = ?, message = ?, "
+                "started_at = coalesce(started_at, ?) WHERE run_id = ?",
+                [state, finished, json.dumps(dict(errors)), message, started, run_id])
+            if state == "cancelled":
+                b.execute("UPDATE tasks SET state = 'cancelled', finished_at = ? "
+                          "WHERE run_id = ? AND state = 'running'", [finished, run_id])
+
+        log.add(fill)
+        log.flush()
+        return summary
+
+    def _not_entitled(self) -> set[tuple[str, str]]:
+        rows = self.store.catalog.query(
+            "SELECT symbol, dataset FROM symbol_status WHERE not_entitled")
+        return {(a, b) for a, b in rows.iter_rows()}
+
+    # -- one symbol -------------------------------------------------------------------------
+    def enrich_symbol(
+        self,
+        symbol: str,
+        asset_class: str,
+        params: RunParams,
+        run_id: str | None,
+        log: LogBuffer,
+        not_entitled: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
+        cancel: threading.Event | None = None,
+    ) -> SymbolResult:
+        res = SymbolResult(symbol, "ok", started_at=utcnow())
+        applicable = DATASETS_BY_CLASS.get(asset_class, ("bars",))
+        wanted = [d for d in (params.datasets or applicable) if d in applicable]
+        # Splits are part of the bars' integrity: fetch them whenever bars are fetched.
+        if "bars" in wanted and "splits" in applicable and "splits" not in wanted:
+            wanted.append("splits")
+        order = ["splits", "bars", "dividends", "earnings", "news", "options_iv"]
+        wanted = [d for d in order if d in wanted]
+        cal = calendar_for(asset_class)
+        expected = calendars.latest_session(cal, self.clock())
+        log.add(lambda b: b.upsert("tasks", {
+            "run_id": run_id, "symbol": symbol, "state": "running",
+            "started_at": res.started_at}) if run_id else None)
+
+        with self.store.lake.symbol_lock(symbol):
+            if cancel is not None and cancel.is_set():
+                res.state = "cancelled"
+                return self._record_task(log, run_id, res)
+            coverage = self.store.lake.read_coverage(symbol)
+            new_coverage = dict(coverage)
+            bars_changed = False
+            for ds in wanted:
+                if (symbol, ds) in not_entitled:
+                    step = StepResult(ds, "skipped", error=None)
+                    self._log_fetch(log, run_id, symbol, ds, params.timeframe, utcnow(), 0.0,
+                                    step, 0, 0, 1, None, None, "not entitled on this plan")
+                    res.steps.append(step)
+                    continue
+                step = self._fetch_step(symbol, ds, cal, expected, params, coverage,
+                                        new_coverage, run_id, log, res)
+                res.steps.append(step)
+                if ds in ("bars", "splits") and step.records:
+                    bars_changed = True
+            if "bars" in wanted:
+                self._compute_step(symbol, params.timeframe, bars_changed, run_id, log, res)
+            if new_coverage != coverage:
+                self.store.lake.write_coverage(symbol, new_coverage)
+
+        res.records = sum(s.records for s in res.steps)
+        if any(s.status == "failed" for s in res.steps):
+            res.state = "failed"
+        elif all(s.status in ("up_to_date", "skipped") for s in res.steps) and not res.records:
+            res.state = "skipped"
+        return self._record_task(log, run_id, res)
+
+    def _record_task(self, log: LogBuffer, run_id: str | None, res: SymbolResult) -> SymbolResult:
+        res.finished_at = utcnow()
+        if run_id is None:
+            return res
+        errs = res.errors
+        log.add(lambda b: b.upsert("tasks", {
+            "run_id": run_id, "symbol": res.symbol, "state": res.state,
+            "started_at": res.started_at, "finished_at": res.finished_at,
+            "records": res.records, "requests": res.requests, "retries": res.retries,
+            "error_class": error_class_of(errs[0]) if errs else None,
+            "error_message": str(errs[0])[:1000] if errs else None,
+        }))
+        return res
+
+    def _window(self, symbol: str, ds: str, cal: str, expected: dt.date, params: RunParams,
+                coverage: dict[str, dt.date]) -> tuple[dt.date, dt.date] | None:
+        ckey = f"bars:{params.timeframe}" if ds == "bars" else ds
+        covered = coverage.get(ckey)
+        if covered is not None and covered >= expected:
+            return None
+        if covered is None:
+            if params.lookback_days is not None:
+                days = params.lookback_days
+            elif ds == "news":
+                days = NEWS_FIRST_DAYS
+            elif ds == "options_iv":
+                days = 0
+            else:
+                days = int(self.settings.history_years * 365.25)
+            start = expected - dt.timedelta(days=days)
+        else:
+            start = covered + dt.timedelta(days=1)
+        if ds == "options_iv":
+            start = expected  # a snapshot of the latest session
+        return start, expected
+
+    def _fetch_step(self, symbol, ds, cal, expected, params, coverage, new_coverage, run_id,
+                    log, res: SymbolResult) -> StepResult:
+        ckey = f"bars:{params.timeframe}" if ds == "bars" else ds
+        window = self._window(symbol, ds, cal, expected, params, coverage)
+        t0 = utcnow()
+        if window is None:
+            step = StepResult(ds, "up_to_date")
+            self._log_fetch(log, run_id, symbol, ds, params.timeframe, t0, 0.0, step, 0, 0, 1,
+                            None, None, None)
+            self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, None)
+            return step
+        start, end = window
+        attempts_box = {"n": 1}
+        perf0 = time.perf_counter()
+
+        def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
+            res.retries += 1
+            attempts_box["n"] = attempt + 1
+            retry_step = StepResult(ds, "retried", error=exc)
+            self._log_fetch(log, run_id, symbol, ds, params.timeframe, utcnow(),
+                            (time.perf_counter() - perf0) * 1000, retry_step, 0, 0, attempt,
+                            start, end, f"retrying in {wait:.1f}s: {exc}")
+
+        def call() -> pl.DataFrame:
+            return self._call_provider(symbol, ds, params.timeframe, start, end)
+
+        try:
+            try:
+                frame, attempts = self.retry.call(call, on_retry=on_retry)
+            finally:
+                n_req = self._take_requests()
+                res.requests += n_req
+            received = frame.height
+            checked = check(ds, frame)
+            if ds == "bars":
+                written = self._store_bars(symbol, params.timeframe, checked.good)
+            else:
+                written = self.store.lake.upsert(ds, checked.good).changed
+            step = StepResult(ds, "ok", written)
+            new_coverage[ckey] = end
+            note = None
+            if checked.rejected:
+                note = f"refused {checked.rejected} rows: " + " | ".join(checked.causes)
+            latest = self._latest_of(ds, checked.good, coverage.get(ckey), end)
+            self._log_fetch(log, run_id, symbol, ds, params.timeframe, t0,
+                            (time.perf_counter() - perf0) * 1000, step, received,
+                            checked.rejected, attempts, start, end, note, n_req)
+            self._status(log, symbol, ds, cal, expected, latest, step, None, covered=end)
+        except Exception as exc:
+            if isinstance(exc, Cancelled):
+                raise
+            step = StepResult(ds, "failed", error=exc)
+            rejected = exc.rejected if isinstance(exc, ValidationError) else 0
+            note = None
+            if isinstance(exc, ValidationError) and exc.causes:
+                note = f"{exc} — " + " | ".join(exc.causes)
+            self._log_fetch(log, run_id, symbol, ds, params.timeframe, t0,
+                            (time.perf_counter() - perf0) * 1000, step, 0, rejected,
+                            getattr(exc, "attempts", attempts_box["n"]), start, end, note,
+                            n_req)
+            self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
+                         not_entitled=isinstance(exc, NotEntitledError))
+        return step
+
+    def _take_requests(self) -> int:
+        take = getattr(self.provider, "take_request_count", None)
+        return int(take()) if take else 0
+
+    def _call_provider(self, symbol: str, ds: str, timeframe: str, start: dt.date,
+                       end: dt.date) -> pl.DataFrame:
+        p = self.provider
+        if ds == "bars":
+            return p.bars(symbol, timeframe, start, end)
+        if ds == "dividends":
+            return p.dividends(symbol, start, end)
+        if ds == "splits":
+            return p.splits(symbol, start, end)
+        if ds == "earnings":
+            return p.earnings(symbol, start, end)
+        if ds == "news":
+            return p.news(symbol, start, end)
+        if ds == "options_iv":
+            return p.option_chain(symbol, end)
+        raise ValueError(f"unknown dataset {ds}")
+
+    @staticmethod
+    def _latest_of(ds: str, frame: pl.DataFrame, previous: dt.date | None,
+                   end: dt.date) -> dt.date | None:
+        col = {"bars": "session", "options_iv": "as_of"}.get(ds)
+        if col is None:
+            return end  # event datasets: held through the end of the fetched window
+        if frame.is_empty():
+            return previous
+        latest = frame[col].max()
+        return max(latest, previous) if previous else latest
+
+    def _store_bars(self, symbol: str, timeframe: str, fresh: pl.DataFrame) -> int:
+        """Upsert fresh bars, then bring stored bars onto the newest split basis."""
+        written = self.store.lake.upsert("bars", fresh).changed
+        splits = self.store.lake.read("splits", [symbol])
+        if splits.is_empty():
+            return written
+        stored = self.store.lake.read("bars", [symbol], level=timeframe)
+        adjusted = apply_splits(stored, splits)
+        if not adjusted.equals(stored):
+            written += self.store.lake.upsert("bars", adjusted).changed
+        return written
+
+    def _compute_step(self, symbol: str, timeframe: str, bars_changed: bool,
+                      run_id: str | None, log: LogBuffer, res: SymbolResult) -> None:
+        lake = self.store.lake
+        has_features = bool(lake.files("features", [symbol], level=timeframe))
+        if not bars_changed and has_features:
+            return
+        # Splits may have moved the basis even when no bar was fetched this time.
+        t0 = utcnow()
+        perf0 = time.perf_counter()
+        try:
+            bars = lake.read("bars", [symbol], level=timeframe)
+            if bars.is_empty():
+                return
+            feats = compute_features(bars)
+            written = lake.replace_symbol("features", symbol, feats, level=timeframe).changed
+            status, err = "ok", None
+        except Exception as exc:  # a compute failure is recorded, the run goes on
+            written, status, err = 0, "failed", exc
+            res.steps.append(StepResult("features", "failed", error=exc))
+        log.add(lambda b: b.insert("compute_log", {
+            "run_id": run_id, "symbol": symbol, "dataset": "features", "timeframe": timeframe,
+            "started_at": t0, "duration_ms": (time.perf_counter() - perf0) * 1000,
+            "records": written, "status": status,
+            "error_class": error_class_of(err) if err else None,
+            "error_message": str(err)[:1000] if err else None,
+        }))
+
+    def _log_fetch(self, log, run_id, symbol, ds, timeframe, started, duration_ms,
+                   step: StepResult, received, rejected, attempt, start, end, note,
+                   requests: int = 0) -> None:
+        err = step.error
+        message = note if note else (str(err)[:1000] if err else None)
+        row = {
+            "run_id": run_id, "symbol": symbol, "dataset": ds,
+            "timeframe": timeframe if ds == "bars" else None, "started_at": started,
+            "duration_ms": duration_ms, "records": step.records, "received": received,
+            "rejected": rejected, "requests": requests, "attempt": attempt, "status": step.status,
+            "error_class": error_class_of(err) if err else
+            ("not_entitled" if step.status == "skipped" else None),
+            "error_message": message, "window_start": start, "window_end": end,
+        }
+        log.add(lambda b: b.insert("fetch_log", row))
+
+    def _status(self, log, symbol, ds, cal, expected, latest, step: StepResult, exc,
+                covered: dt.date | None = None, not_entitled: bool = False) -> None:
+        now = utcnow()
+        row: dict[str, Any] = {
+            "symbol": symbol, "dataset": ds, "last_attempt_at": now,
+            "expected_session": expected,
+        }
+        if latest is not None:
+            row["latest_session"] = latest
+        if covered is not None:
+            row["covered_through"] = covered
+        held = covered or latest
+        if held is not None:
+            row["sessions_behind"] = calendars.sessions_behind(cal, held, expected)
+        if exc is None:
+            row.update(last_success_at=now, consecutive_failures=0, not_entitled=False)
+            log.add(lambda b: b.upsert("symbol_status", row))
+        else:
+            row.update(last_error_class=error_class_of(exc), last_error_message=str(exc)[:1000],
+                       last_error_at=now, not_entitled=not_entitled)
+            log.add(lambda b: (b.upsert("symbol_status", row), b.execute(
+                "UPDATE symbol_status SET consecutive_failures = consecutive_failures + 1 "
+                "WHERE symbol = ? AND dataset = ?", [symbol, ds])))
+
+
+def apply_splits(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
+    """Bring bars onto the basis of every split in ``splits``.
+
+    A bar dated before a split's execution date whose ``adjusted_asof`` is earlier than that
+    date is still on the old basis: its prices are multiplied by ``split_from / split_to`` and
+    its volume by the inverse, and its ``adjusted_asof`` moves to the execution date. Applying
+    the same splits twice changes nothing, so a crash mid-way can never double-adjust.
+    """
+    if bars.is_empty() or splits.is_empty():
+        return bars
+    out = bars
+    for e, s_from, s_to in splits.sort("execution_date").select(
+            "execution_date", "split_from", "split_to").iter_rows():
+        if not s_from or not s_to:
+            continue
+        ratio = s_from / s_to
+        mask = (pl.col("session") < e) & (
+            pl.col("adjusted_asof").is_null() | (pl.col("adjusted_asof") < e))
+        out = out.with_columns(
+            [pl.when(mask).then(pl.col(c) * ratio).otherwise(pl.col(c)).alias(c)
+             for c in ("open", "high", "low", "close", "vwap")]
+            + [pl.when(mask).then(pl.col("volume") / ratio).otherwise(pl.col("volume"))
+               .alias("volume"),
+               pl.when(mask).then(pl.lit(e)).otherwise(pl.col("adjusted_asof"))
+               .alias("adjusted_asof")]
+        )
+    return out
+
+
+def describe(summary: RunSummary) -> str:
+    """One plain sentence about a run's outcome."""
+    if summary.total == 0:
+        return "no symbols to enrich: add some with `python -m enrich symbols add`"
+    if summary.state == "cancelled":
+        return f"cancelled after {summary.ok + summary.failed} of {summary.total} symbols"
+    if summary.records == 0 and summary.failed == 0:
+        return f"nothing new to fetch: all {summary.total} symbols are up to date"
+    parts = [f"{summary.ok} enriched", f"{summary.skipped} up to date"]
+    if summary.failed:
+        errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
+        parts.append(f"{summary.failed} failed ({errs})")
+    return f"{summary.records} rows written; " + ", ".join(parts)

@@ -1,0 +1,107 @@
+"""The universe of symbols: list, add, remove, deactivate, import from CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import polars as pl
+
+from enrich.catalog import Catalog, WriteBatch, utcnow
+from enrich.errors import InvalidSymbolError
+from enrich.symbols import ASSET_CLASSES, DEMO_UNIVERSE, asset_class_of, validate_symbol
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    added: list[str]
+    errors: list[tuple[int, str]]  # (line number, message)
+
+
+def list_symbols(catalog: Catalog, active_only: bool = False,
+                 asset_class: str | None = None) -> pl.DataFrame:
+    sql = "SELECT symbol, asset_class, name, active, added_at FROM symbols WHERE true"
+    params: list = []
+    if active_only:
+        sql += " AND active"
+    if asset_class:
+        sql += " AND asset_class = ?"
+        params.append(asset_class)
+    return catalog.query(sql + " ORDER BY symbol", params)
+
+
+def _row(symbol: str, asset_class: str | None, name: str | None) -> dict:
+    sym = validate_symbol(symbol)
+    cls = (asset_class or asset_class_of(sym)).strip().lower()
+    if cls not in ASSET_CLASSES:
+        raise InvalidSymbolError(
+            f"unknown asset class {asset_class!r} for {sym}; use one of {', '.join(ASSET_CLASSES)}"
+        )
+    return {"symbol": sym, "asset_class": cls, "name": name, "active": True,
+            "added_at": utcnow()}
+
+
+def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]]) -> list[str]:
+    """Add (or re-activate) symbols; raises ``InvalidSymbolError`` before writing anything."""
+    rows = [_row(*it) for it in items]
+    batch = WriteBatch()
+    for r in rows:
+        batch.upsert("symbols", r)
+    catalog.write(batch)
+    return [r["symbol"] for r in rows]
+
+
+def remove_symbols(catalog: Catalog, symbols: list[str]) -> int:
+    """Remove from the universe (stored data stays in the lake)."""
+    syms = [validate_symbol(s) for s in symbols]
+    batch = WriteBatch()
+    batch.execute(f"DELETE FROM symbols WHERE symbol IN ({','.join('?' * len(syms))})", syms)
+    catalog.write(batch)
+    return len(syms)
+
+
+def set_active(catalog: Catalog, symbols: list[str], active: bool) -> None:
+    syms = [validate_symbol(s) for s in symbols]
+    batch = WriteBatch()
+    batch.execute(
+        f"UPDATE symbols SET active = ? WHERE symbol IN ({','.join('?' * len(syms))})",
+        [active, *syms],
+    )
+    catalog.write(batch)
+
+
+def import_csv(catalog: Catalog, text: str) -> ImportReport:
+    """Import ``symbol[,asset_class[,name]]`` lines (a header line is optional).
+
+    Valid lines are added; every invalid line is reported with its line number and cause.
+    """
+    items, errors, seen = [], [], set()
+    reader = csv.reader(io.StringIO(text))
+    for lineno, fields in enumerate(reader, start=1):
+        fields = [f.strip() for f in fields]
+        if not fields or not any(fields) or fields[0].startswith("#"):
+            continue
+        if lineno == 1 and fields[0].lower() == "symbol":
+            continue
+        sym, cls, name = (fields + [None, None])[:3]
+        try:
+            row = _row(sym, cls or None, name or None)
+        except InvalidSymbolError as exc:
+            errors.append((lineno, str(exc)))
+            continue
+        if row["symbol"] in seen:
+            errors.append((lineno, f"duplicate symbol {row['symbol']}"))
+            continue
+        seen.add(row["symbol"])
+        items.append((row["symbol"], row["asset_class"], row["name"]))
+    added = add_symbols(catalog, items) if items else []
+    return ImportReport(added, errors)
+
+
+def ensure_demo_universe(catalog: Catalog) -> bool:
+    """Seed the demo universe into an empty catalog; returns True when it did."""
+    if catalog.scalar("SELECT count(*) FROM symbols"):
+        return False
+    add_symbols(catalog, [(s.symbol, s.asset_class, s.name) for s in DEMO_UNIVERSE])
+    return True
