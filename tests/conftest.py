@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests never depend on the developer's environment or network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+
+from enrich.config import Settings, load_settings
+
+# A fixed instant: Wednesday 2026-11-25 22:00 UTC, after that session's close.
+FIXED_NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(("ENRICH_", "MASSIVE_", "POLYGON_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ENRICH_SCHEDULER", "off")
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return load_settings(
+        {"ENRICH_DATA_DIR": str(tmp_path / "data"), "ENRICH_SCHEDULER": "off"},
+        dotenv_path=None,
+    )
+
+
+@pytest.fixture
+def fixed_clock():
+    return lambda: FIXED_NOW
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(data_dir, **extra) -> dict[str, str]:
+    """A minimal environment for running ``python -m enrich`` in a child process."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": REPO,
+        "ENRICH_DATA_DIR": str(data_dir),
+        "ENRICH_SCHEDULER": "off",
+    }
+    env.update({k: str(v) for k, v in extra.items()})
+    return env

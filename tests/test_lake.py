@@ -1,0 +1,120 @@
+import datetime as dt
+import os
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from enrich.lake import Lake, write_parquet_atomic
+from enrich.schemas import DATASETS
+
+SYMS = st.sampled_from(["AAPL", "BRK.B", "X:BTCUSD", "Z"])
+DATES = st.dates(min_value=dt.date(2020, 1, 1), max_value=dt.date(2020, 3, 31))
+AMOUNTS = st.floats(min_value=0.01, max_value=10, allow_nan=False)
+
+div_rows = st.lists(st.tuples(SYMS, DATES, AMOUNTS), min_size=0, max_size=40)
+
+
+def _div_frame(rows):
+    return pl.DataFrame(
+        {"symbol": [r[0] for r in rows], "ex_date": [r[1] for r in rows],
+         "cash_amount": [r[2] for r in rows]},
+        schema={"symbol": pl.String, "ex_date": pl.Date, "cash_amount": pl.Float64},
+    )
+
+
+def _expected(frames, key):
+    """Independent model: last write per key wins."""
+    model = {}
+    for f in frames:
+        for row in f.iter_rows(named=True):
+            model[tuple(row[k] for k in key)] = row
+    return model
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(div_rows, min_size=1, max_size=4))
+def test_upsert_then_read_returns_input_deduplicated_on_key(tmp_path_factory, batches):
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    frames = [_div_frame(b) for b in batches]
+    for f in frames:
+        lake.upsert("dividends", f)
+    out = lake.read("dividends")
+    model = _expected(frames, ("symbol", "ex_date"))
+    assert out.height == len(model)
+    for row in out.iter_rows(named=True):
+        assert model[(row["symbol"], row["ex_date"])]["cash_amount"] == row["cash_amount"]
+    # Writing the same data again changes nothing, and no file is rewritten.
+    mtimes = {p: p.stat().st_mtime_ns for p in lake.files("dividends")}
+    again = [lake.upsert("dividends", f) for f in frames[-1:]]
+    assert all(r.changed == 0 and r.files_written == 0 for r in again)
+    assert {p: p.stat().st_mtime_ns for p in lake.files("dividends")} == mtimes
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(SYMS, DATES, st.sampled_from(["C1", "C2", "C3"]),
+                               AMOUNTS), max_size=60))
+def test_month_partitioned_upsert_roundtrip(tmp_path_factory, rows):
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    f = pl.DataFrame({"symbol": [r[0] for r in rows], "as_of": [r[1] for r in rows],
+                      "contract": [r[2] for r in rows], "iv": [r[3] for r in rows]},
+                     schema={"symbol": pl.String, "as_of": pl.Date, "contract": pl.String,
+                             "iv": pl.Float64})
+    lake.upsert("options_iv", f)
+    out = lake.read("options_iv")
+    model = _expected([f], ("symbol", "as_of", "contract"))
+    assert out.height == len(model)
+    assert set(out.columns) == set(DATASETS["options_iv"].columns)
+    for p in lake.files("options_iv"):
+        months = pl.read_parquet(p)["as_of"].dt.strftime("%Y-%m").unique().to_list()
+        assert p.name == f"month={months[0]}.parquet" and len(months) == 1
+
+
+def test_upsert_counts_inserted_and_updated(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    f = _div_frame([("A", dt.date(2020, 1, 1), 1.0), ("A", dt.date(2020, 2, 1), 2.0)])
+    assert lake.upsert("dividends", f).inserted == 2
+    g = _div_frame([("A", dt.date(2020, 2, 1), 3.0), ("A", dt.date(2020, 3, 1), 4.0)])
+    r = lake.upsert("dividends", g)
+    assert (r.inserted, r.updated) == (1, 1)
+
+
+def test_null_key_refused_and_nothing_written(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    f = pl.DataFrame({"symbol": ["A", None], "ex_date": [dt.date(2020, 1, 1)] * 2,
+                      "cash_amount": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="null key"):
+        lake.upsert("dividends", f)
+    assert lake.files("dividends") == []
+
+
+def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path, monkeypatch):
+    path = tmp_path / "x" / "data.parquet"
+    old = pl.DataFrame({"a": [1, 2]})
+    write_parquet_atomic(old, path)
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
+    with pytest.raises(OSError):
+        write_parquet_atomic(pl.DataFrame({"a": [3]}), path)
+    monkeypatch.undo()
+    assert_frame_equal(pl.read_parquet(path), old)
+    assert os.listdir(path.parent) == ["data.parquet"]  # no temp file left behind
+
+
+def test_symbol_paths_cannot_escape(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    d = lake.symbol_dir(DATASETS["dividends"], "X:BTCUSD")
+    assert d.name == "symbol=X%3ABTCUSD" and d.parent == tmp_path / "lake" / "dividends"
+
+
+def test_coverage_roundtrip(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    assert lake.read_coverage("AAPL") == {}
+    cov = {"bars:1d": dt.date(2026, 11, 25), "news": dt.date(2026, 11, 24)}
+    lake.write_coverage("AAPL", cov)
+    assert lake.read_coverage("AAPL") == cov
