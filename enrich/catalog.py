@@ -177,7 +177,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
-_BUSY_RE = re.compile(r"(Conflicting lock is held in .*?)(?:\.|$)", re.S)
+_BUSY_RE = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))")
 
 
 def utcnow() -> dt.datetime:
@@ -243,7 +243,7 @@ class Catalog:
                     raise
                 if time.monotonic() >= deadline:
                     m = _BUSY_RE.search(text)
-                    holder = m.group(1) if m else "another program"
+                    holder = m.group(1) if m else "unknown program"
                     raise CatalogBusyError(
                         f"the catalog {self.path} is held open by another program "
                         f"({holder}); close it (e.g. the notebook or duckdb shell) and retry"
