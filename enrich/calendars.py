@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
+import warnings
 
 import exchange_calendars as xcals
 import numpy as np
@@ -22,7 +23,9 @@ _lock = threading.Lock()
 
 @functools.lru_cache(maxsize=4)
 def _xcal(name: str):
-    with _lock:
+    # exchange_calendars trips pandas deprecation warnings that are not ours to fix.
+    with _lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         return xcals.get_calendar(name, start=CAL_START.isoformat())
 
 
@@ -33,7 +36,7 @@ def _session_array(name: str) -> np.ndarray:
         end = dt.date.today() + dt.timedelta(days=800)
         return np.arange(np.datetime64(CAL_START), np.datetime64(end), dtype="datetime64[D]")
     cal = _xcal(name)
-    return cal.sessions.values.astype("datetime64[D]")
+    return np.asarray(cal.sessions.to_numpy(), dtype="datetime64[D]")
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,7 +46,7 @@ def _close_array(name: str) -> np.ndarray:
         days = _session_array(name)
         return (days + np.timedelta64(1, "D")).astype("datetime64[s]")
     cal = _xcal(name)
-    closes = cal.closes.values  # UTC
+    closes = cal.closes.dt.tz_convert(None).to_numpy()  # UTC instants
     return closes.astype("datetime64[s]")
 
 

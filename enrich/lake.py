@@ -188,9 +188,9 @@ class Lake:
     def upsert(self, dataset: str, frame: pl.DataFrame) -> UpsertResult:
         """Insert or replace rows by natural key; returns counts of rows that changed."""
         ds = DATASETS[dataset]
-        frame = conform(frame, ds)
         if frame.is_empty():
             return UpsertResult()
+        frame = conform(frame, ds)
         nulls = frame.select(pl.any_horizontal(pl.col(k).is_null() for k in ds.key)).to_series()
         if nulls.any():
             raise ValueError(f"{dataset}: {int(nulls.sum())} rows have a null key column")
