@@ -37,6 +37,12 @@ class Settings:
     sample_failure_rate: float = 0.0
     risk_free_rate: float = 0.04
     catalog_timeout_s: float = 30.0
+    # Pretend the current instant is this (UTC): for demos that replay a past day, and tests.
+    now_override: dt.datetime | None = None
+
+    def now(self) -> dt.datetime:
+        """The current instant in UTC (or ``ENRICH_NOW`` when set)."""
+        return self.now_override or dt.datetime.now(dt.timezone.utc)
 
     @property
     def catalog_path(self) -> Path:
@@ -72,6 +78,7 @@ class Settings:
             "ENRICH_HISTORY_YEARS": str(self.history_years),
             "ENRICH_RETENTION_DAYS": str(self.retention_days),
             "ENRICH_SAMPLE_FAILURE_RATE": f"{self.sample_failure_rate:g}",
+            "ENRICH_NOW": self.now_override.isoformat() if self.now_override else "(real time)",
         }
 
 
@@ -167,7 +174,21 @@ def load_settings(
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"ENRICH_DATA_DIR={str(data_dir)!r} exists and is not a directory")
 
+    now_override = None
+    if (env.get("ENRICH_NOW") or "").strip():
+        raw_now = env["ENRICH_NOW"].strip()
+        try:
+            now_override = dt.datetime.fromisoformat(raw_now.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                f"ENRICH_NOW={raw_now!r} is not an ISO instant; use e.g. 2026-11-25T22:00:00Z"
+            ) from None
+        if now_override.tzinfo is None:
+            now_override = now_override.replace(tzinfo=dt.timezone.utc)
+        now_override = now_override.astimezone(dt.timezone.utc)
+
     return Settings(
+        now_override=now_override,
         data_dir=data_dir,
         provider=provider,
         api_key=key,

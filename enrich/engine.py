@@ -195,7 +195,7 @@ class Engine:
         self.store = store
         self.provider = provider
         self.settings = settings
-        self.clock = clock or utcnow
+        self.clock = clock or settings.now
         self.retry = RetryPolicy(max_retries=settings.max_retries, sleep=sleep)
 
     # -- universe ---------------------------------------------------------------------------

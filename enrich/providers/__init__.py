@@ -67,6 +67,7 @@ def make_provider(settings: Settings, **kw) -> Provider:
     if settings.provider == "sample":
         from enrich.providers.sample import SampleProvider
 
+        kw.setdefault("clock", settings.now)
         return SampleProvider(failure_rate=settings.sample_failure_rate, **kw)
     if settings.provider == "massive":
         from enrich.providers.massive import MassiveProvider
