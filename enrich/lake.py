@@ -74,7 +74,7 @@ def _fsync_dir(path: Path) -> None:
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             frame.write_parquet(fh, compression="zstd", statistics=True)
@@ -88,6 +88,18 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete temp files a killed writer of ``path`` left behind. Call under ``path``'s lock."""
+    n = 0
+    for tmp in path.parent.glob(f".tmp-{path.name}-*.part"):
+        try:
+            tmp.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
 
 
 def write_json_atomic(obj: object, path: Path) -> None:
@@ -219,6 +231,7 @@ class Lake:
         frame = conform(frame, ds).unique(subset=list(ds.key), keep="last").sort(list(ds.key))
         path = self._file_for(ds, symbol, level, None)
         with self.lock_for(path):
+            remove_stale_temps(path)
             old = pl.read_parquet(path) if path.exists() else ds.empty()
             if old.height == frame.height and old.equals(frame):
                 return UpsertResult()
@@ -229,6 +242,7 @@ class Lake:
     def _upsert_file(self, ds: Dataset, path: Path, part: pl.DataFrame) -> UpsertResult:
         key = list(ds.key)
         with self.lock_for(path):
+            remove_stale_temps(path)
             if path.exists():
                 old = pl.read_parquet(path)
                 # Rows of `part` that are new or differ from what is stored.
