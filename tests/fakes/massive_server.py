@@ -1,0 +1,723 @@
+"""A loopback HTTP fake of the Massive REST API, for tests and benchmarks over real sockets.
+
+    with FakeMassive(rate_limit_per_min=None) as fake:
+        provider = MassiveProvider(httpx.Client(), fake.api_key, fake.base_url, limiter=None)
+        ...
+        fake.requests            # every request seen, in order (path, query, status, ...)
+        fake.count("/v2/aggs")   # requests whose path starts with a prefix
+        fake.key_in_url          # True if any request target carried the API key
+        fake.served_rows("AAPL", "bars")
+
+Data are deterministic functions of (symbol, date), so two fakes serve the same rows. Symbols
+outside ``symbols`` are valid but have no data (the envelope without ``results``). Behaviour
+follows ``/work/shared/reference/massive-rest-api.md``: Bearer auth (401 otherwise), cursors in
+an absolute ``next_url`` that must be requested without re-sent parameters (400 otherwise),
+403 ``NOT_AUTHORIZED`` for endpoints listed in ``not_entitled``, 404 for ``missing`` ones, and
+an optional sliding-window request limit answering 429 like the real plan limit.
+
+Failures on demand: ``fake.fail("/v2/aggs/ticker/AAPL", nth=2, status=429, retry_after="1")``
+answers the 2nd request whose path starts with the prefix with that status (``body`` and
+``content_type`` override the JSON error body: truncated JSON, an HTML page, ...).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import math
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo
+
+from enrich.calendars import sessions
+from enrich.occ import format_occ, parse_occ
+
+ET = ZoneInfo("America/New_York")
+DEFAULT_KEY = "fake-massive-key-7f3a9c0d2e"
+DEFAULT_SYMBOLS = ("AAPL", "MSFT", "SPY")
+# Deterministic corporate actions: (execution date, split_from, split_to).
+SPLITS = {
+    "AAPL": [(dt.date(2014, 6, 9), 1.0, 7.0), (dt.date(2020, 8, 31), 1.0, 4.0)],
+    "XYZ": [(dt.date(2023, 5, 1), 10.0, 1.0)],
+}
+DIVIDEND_PER_SHARE = {"AAPL": 0.24, "MSFT": 0.75, "SPY": 1.6, "XYZ": 0.1}
+RATE_LIMIT_TEXT = (
+    "You've exceeded the maximum requests per minute, please wait or upgrade your "
+    "subscription to continue. https://massive.com/pricing"
+)
+
+
+class SlidingWindow:
+    """At most ``limit`` admissions in any ``window`` seconds, judged on arrival times.
+
+    An arrival at ``now`` is refused when ``limit`` admissions already lie in
+    ``(now - window, now]``; refused requests do not count.
+    """
+
+    def __init__(
+        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._times: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+
+    def admit(self, at: float | None = None) -> bool:
+        now = self._clock() if at is None else at
+        with self._lock:
+            self._trim(now)
+            if len(self._times) >= self.limit:
+                return False
+            self._times.append(now)
+            return True
+
+    def wait(self, at: float | None = None) -> float:
+        """Seconds until the next admission could succeed."""
+        now = self._clock() if at is None else at
+        with self._lock:
+            self._trim(now)
+            if len(self._times) < self.limit:
+                return 0.0
+            return self._times[0] + self.window - now
+
+
+@dataclass
+class Seen:
+    """One request as the fake saw it."""
+
+    path: str
+    query: str
+    status: int
+    at: float
+    target: str  # the raw request target (path + query), as sent
+
+
+@dataclass
+class _Failure:
+    prefix: str
+    nth: int
+    status: int
+    retry_after: str | None
+    body: bytes | None
+    content_type: str
+    seen: int = 0
+
+
+@dataclass
+class _Reply:
+    status: int
+    payload: object = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    content_type: str = "application/json"
+
+
+def _u(*parts: object) -> float:
+    """A deterministic uniform number in [0, 1) from its arguments."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def _ms(when: dt.datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _in_range(value: str | None, query: dict[str, str], name: str) -> bool:
+    """The API's ``name``, ``name.gte/.gt/.lte/.lt`` filters on ISO dates or timestamps."""
+    if value is None:
+        return not any(k.startswith(name) for k in query)
+    checks = {
+        "": lambda v, q: v == q,
+        ".gte": lambda v, q: v >= q,
+        ".gt": lambda v, q: v > q,
+        ".lte": lambda v, q: v <= q,
+        ".lt": lambda v, q: v < q,
+    }
+    for suffix, ok in checks.items():
+        bound = query.get(name + suffix)
+        if bound is None:
+            continue
+        # Compare like with like: a date bound against the date part of a timestamp.
+        v = value if len(bound) > 10 else value[:10]
+        if not ok(v, bound):
+            return False
+    return True
+
+
+class FakeData:
+    """Deterministic market data for a few symbols."""
+
+    def __init__(self, symbols: Iterable[str], today: dt.date):
+        self.symbols = tuple(symbols)
+        self.today = today
+
+    def close(self, symbol: str, day: dt.date) -> float:
+        i = (day - dt.date(2000, 1, 1)).days
+        base = 20 + 180 * _u(symbol, "base")
+        # Split-adjusted history (what adjusted=true serves): continuous across splits.
+        wave = 0.15 * math.sin(i / 40 + 6 * _u(symbol, "phase"))
+        noise = 0.02 * (_u(symbol, day, "c") - 0.5)
+        return round(base * math.exp(0.00015 * i + wave + noise), 4)
+
+    def bar(self, symbol: str, start: dt.datetime, span: str) -> dict:
+        key = (symbol, start.isoformat(), span)
+        ref = self.close(symbol, start.date())
+        c = round(ref * (1 + 0.01 * (_u(*key, "c") - 0.5)), 4)
+        o = round(ref * (1 + 0.01 * (_u(*key, "o") - 0.5)), 4)
+        h = round(max(o, c) * (1 + 0.01 * _u(*key, "h")), 4)
+        lo = round(min(o, c) * (1 - 0.01 * _u(*key, "l")), 4)
+        v = float(int(1e5 + 5e6 * _u(*key, "v")))
+        return {"v": v, "vw": round((o + h + lo + c) / 4, 4), "o": o, "c": c, "h": h, "l": lo,
+                "t": _ms(start), "n": int(100 + 5e4 * _u(*key, "n"))}
+
+    def aggs(self, ticker: str, mult: int, timespan: str, start: dt.date,
+             end: dt.date) -> list[dict]:
+        if ticker.startswith("O:"):
+            return self._option_aggs(ticker, start, end)
+        if ticker not in self.symbols:
+            return []
+        days = sessions("XNYS", start, min(end, self.today))
+        if timespan == "day":
+            return [self.bar(ticker, dt.datetime.combine(d, dt.time(), ET), "day") for d in days]
+        step = dt.timedelta(hours=mult) if timespan == "hour" else dt.timedelta(minutes=mult)
+        out = []
+        for d in days:
+            t = dt.datetime.combine(d, dt.time(9, 30), ET)
+            close = dt.datetime.combine(d, dt.time(16, 0), ET)
+            while t < close:
+                out.append(self.bar(ticker, t, f"{mult}{timespan}"))
+                t += step
+        return out
+
+    def _option_aggs(self, ticker: str, start: dt.date, end: dt.date) -> list[dict]:
+        contract = parse_occ(ticker)
+        if contract.underlying not in self.symbols:
+            return []
+        out = []
+        for d in sessions("XNYS", start, min(end, contract.expiration, self.today)):
+            spot = self.close(contract.underlying, d)
+            intrinsic = (
+                max(spot - contract.strike, 0.0) if contract.contract_type == "call"
+                else max(contract.strike - spot, 0.0)
+            )
+            years = max((contract.expiration - d).days, 1) / 365
+            c = round(intrinsic + 0.4 * spot * math.sqrt(years) * 0.4 + 0.05, 2)
+            o = round(c * (1 + 0.04 * (_u(ticker, d, "o") - 0.5)), 2)
+            h, lo = max(o, c), round(min(o, c) * 0.97, 2)
+            out.append({"v": float(int(10 + 900 * _u(ticker, d))), "vw": c, "o": o, "c": c,
+                        "h": h, "l": lo, "t": _ms(dt.datetime.combine(d, dt.time(), ET)),
+                        "n": int(1 + 50 * _u(ticker, d, "n"))})
+        return out
+
+    def grouped(self, day: dt.date) -> list[dict]:
+        if day > self.today or day not in sessions("XNYS", day, day):
+            return []
+        close_at = dt.datetime.combine(day, dt.time(16, 0), ET)  # grouped rows stamp the close
+        rows = []
+        for s in self.symbols:
+            bar = self.bar(s, dt.datetime.combine(day, dt.time(), ET), "day")
+            rows.append({"T": s, **bar, "t": _ms(close_at)})
+        return rows
+
+    def dividends(self, symbol: str) -> list[dict]:
+        if symbol not in self.symbols or symbol not in DIVIDEND_PER_SHARE:
+            return []
+        out = []
+        for year in range(2005, self.today.year + 1):
+            for month in (2, 5, 8, 11):
+                ex = dt.date(year, month, 10)
+                if ex.weekday() >= 5:  # a weekend: the next Monday
+                    ex += dt.timedelta(days=7 - ex.weekday())
+                if ex > self.today:
+                    continue
+                out.append({
+                    "id": f"E{hashlib.sha1(f'{symbol}{ex}'.encode()).hexdigest()[:12]}",
+                    "ticker": symbol,
+                    "cash_amount": DIVIDEND_PER_SHARE[symbol],
+                    "split_adjusted_cash_amount": DIVIDEND_PER_SHARE[symbol],
+                    "currency": "USD",
+                    "declaration_date": (ex - dt.timedelta(days=28)).isoformat(),
+                    "ex_dividend_date": ex.isoformat(),
+                    "record_date": ex.isoformat(),
+                    "pay_date": (ex + dt.timedelta(days=14)).isoformat(),
+                    "frequency": 4,
+                    "distribution_type": "recurring",
+                    "historical_adjustment_factor": 0.995,
+                })
+        return out
+
+    def splits(self, symbol: str) -> list[dict]:
+        if symbol not in self.symbols:
+            return []
+        return [
+            {"id": f"S{symbol}{when:%Y%m%d}", "ticker": symbol,
+             "execution_date": when.isoformat(), "split_from": s_from, "split_to": s_to,
+             "adjustment_type": "forward_split" if s_to > s_from else "reverse_split",
+             "historical_adjustment_factor": s_from / s_to}
+            for when, s_from, s_to in SPLITS.get(symbol, []) if when <= self.today
+        ]
+
+    def income(self, symbol: str) -> list[dict]:
+        if symbol not in self.symbols:
+            return []
+        out = []
+        for year in range(2005, self.today.year + 1):
+            for q in range(1, 5):
+                end = dt.date(year, 3 * q, 30 if q in (2, 3) else 31)
+                filed = end + dt.timedelta(days=35)
+                if filed > self.today:
+                    continue
+                revenue = round(1e9 * (1 + 9 * _u(symbol, "rev")) * (1 + 0.1 * _u(symbol, end)))
+                eps = round(0.2 + 3 * _u(symbol, end, "eps"), 2)
+                out.append({
+                    "tickers": [symbol], "cik": f"{int(1e9 * _u(symbol, 'cik')):010d}",
+                    "timeframe": "quarterly", "fiscal_year": year, "fiscal_quarter": q,
+                    "period_end": end.isoformat(), "filing_date": filed.isoformat(),
+                    "revenue": float(revenue), "basic_earnings_per_share": eps,
+                    "diluted_earnings_per_share": round(eps * 0.98, 2),
+                })
+        return out
+
+    def financials_vx(self, symbol: str) -> list[dict]:
+        """The same quarters in the legacy nested shape (string year, ``Q#``, YYYYMMDD)."""
+        out = []
+        for row in self.income(symbol):
+            out.append({
+                "tickers": row["tickers"], "cik": row["cik"], "company_name": f"{symbol} Inc",
+                "fiscal_period": f"Q{row['fiscal_quarter']}",
+                "fiscal_year": str(row["fiscal_year"]), "timeframe": "quarterly",
+                "start_date": row["period_end"][:8] + "01",
+                "end_date": row["period_end"].replace("-", ""),
+                "filing_date": row["filing_date"],
+                "financials": {"income_statement": {
+                    "revenues": {"label": "Revenues", "order": 100, "unit": "USD",
+                                 "value": row["revenue"]},
+                    "basic_earnings_per_share": {
+                        "label": "Basic Earnings Per Share", "order": 4200,
+                        "unit": "USD / shares", "value": row["basic_earnings_per_share"]},
+                    "diluted_earnings_per_share": {
+                        "label": "Diluted Earnings Per Share", "order": 4300,
+                        "unit": "USD / shares", "value": row["diluted_earnings_per_share"]},
+                }},
+            })
+        return out
+
+    def news(self, symbol: str, start: dt.date, end: dt.date) -> list[dict]:
+        if symbol not in self.symbols:
+            return []
+        out = []
+        day = max(start, dt.date(2015, 1, 1))
+        day += dt.timedelta(days=(-day.toordinal()) % 3)  # every third day, on a fixed grid
+        moods = ("positive", "neutral", "negative")
+        while day <= min(end, self.today):
+            other = self.symbols[(self.symbols.index(symbol) + 1) % len(self.symbols)]
+            out.append({
+                "id": f"N{symbol}{day:%Y%m%d}",
+                "publisher": {"name": "Fake Wire", "homepage_url": "https://example.com",
+                              "logo_url": "https://example.com/l.png",
+                              "favicon_url": "https://example.com/f.ico"},
+                "title": f"{symbol} note for {day.isoformat()}",
+                "author": "A. Writer",
+                "published_utc": f"{day.isoformat()}T13:30:00Z",
+                "article_url": f"https://example.com/{symbol}/{day.isoformat()}",
+                "tickers": [symbol, other],
+                "insights": [
+                    {"ticker": other, "sentiment": "neutral", "sentiment_reasoning": "mention"},
+                    {"ticker": symbol, "sentiment": moods[int(3 * _u(symbol, day, "s"))],
+                     "sentiment_reasoning": f"about {symbol}"},
+                ],
+            })
+            day += dt.timedelta(days=3)
+        return out
+
+    def _expirations(self, after: dt.date) -> list[dt.date]:
+        fridays = []
+        d = after + dt.timedelta(days=1)
+        while len(fridays) < 3:
+            if d.weekday() == 4:
+                fridays.append(d)
+            d += dt.timedelta(days=1)
+        return fridays
+
+    def contracts(self, underlying: str, as_of: dt.date) -> list[dict]:
+        if underlying not in self.symbols:
+            return []
+        spot = self.close(underlying, as_of)
+        step = 5.0 if spot > 50 else 1.0
+        atm = round(spot / step) * step
+        out = []
+        for exp in self._expirations(as_of):
+            for k in (atm - 2 * step, atm - step, atm, atm + step, atm + 2 * step):
+                for kind in ("call", "put"):
+                    out.append({
+                        "ticker": format_occ(underlying, exp, kind, k),
+                        "underlying_ticker": underlying, "contract_type": kind,
+                        "exercise_style": "american", "expiration_date": exp.isoformat(),
+                        "strike_price": k, "shares_per_contract": 100,
+                        "primary_exchange": "BATO", "cfi": "OCASPS" if kind == "call" else "OPASPS",
+                    })
+        return out
+
+    def chain(self, underlying: str) -> list[dict]:
+        from enrich.bsm import price_and_greeks
+
+        spot = self.close(underlying, self.today)
+        out = []
+        for c in self.contracts(underlying, self.today):
+            exp = dt.date.fromisoformat(c["expiration_date"])
+            t = max((exp - self.today).days, 1) / 365
+            k = c["strike_price"]
+            sigma = 0.25 + 0.3 * (math.log(k / spot)) ** 2
+            g = price_and_greeks(spot, k, t, 0.04, 0.0, sigma, c["contract_type"] == "call")
+            price = round(float(g["price"]), 2)
+            row = {
+                "details": {key: c[key] for key in ("ticker", "contract_type", "exercise_style",
+                                                    "expiration_date", "strike_price",
+                                                    "shares_per_contract")},
+                "greeks": {"delta": float(g["delta"]), "gamma": float(g["gamma"]),
+                           "theta": float(g["theta"]) / 365, "vega": float(g["vega"]) / 100},
+                "implied_volatility": round(sigma, 6),
+                "open_interest": int(10 + 5000 * _u(c["ticker"], "oi")),
+                "break_even_price": k + price,
+                "day": {"open": price, "high": price, "low": price, "close": price,
+                        "volume": 10, "vwap": price, "change": 0.0, "change_percent": 0.0,
+                        "previous_close": price},
+                "underlying_asset": {"ticker": underlying, "price": spot,
+                                     "change_to_break_even": k + price - spot,
+                                     "timeframe": "DELAYED"},
+            }
+            if _u(c["ticker"], "nogreeks") < 0.1:  # deep contracts sometimes come without
+                del row["greeks"]
+                del row["implied_volatility"]
+            out.append(row)
+        return out
+
+
+class FakeMassive:
+    """The fake API server; a context manager that serves on ``127.0.0.1`` on a free port."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_KEY,
+        rate_limit_per_min: int | None = None,
+        rate_limit_retry_after: bool = False,
+        symbols: Iterable[str] = DEFAULT_SYMBOLS,
+        today: dt.date | None = None,
+        page_size: int | None = None,
+        missing: Iterable[str] = (),
+        not_entitled: Iterable[str] = (),
+    ):
+        self.api_key = api_key
+        self.data = FakeData(symbols, today or dt.datetime.now(ET).date())
+        self.page_size = page_size
+        self.missing = set(missing)
+        self.not_entitled = set(not_entitled)
+        self.window = SlidingWindow(rate_limit_per_min) if rate_limit_per_min else None
+        self.rate_limit_retry_after = rate_limit_retry_after
+        self.rejected_by_limit = 0
+        self._lock = threading.Lock()
+        self._seen: list[Seen] = []
+        self._failures: list[_Failure] = []
+        self._served: dict[tuple[str, str], dict[object, dict]] = {}
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> FakeMassive:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> FakeMassive:
+        fake = self
+
+        class Handler(_Handler):
+            owner = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="fake-massive", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the fake is not running; use it as a context manager")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # ---- inspection ---------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[Seen]:
+        with self._lock:
+            return list(self._seen)
+
+    def count(self, prefix: str = "/") -> int:
+        """Requests whose path starts with ``prefix``."""
+        return sum(1 for s in self.requests if s.path.startswith(prefix))
+
+    def counts(self) -> Counter[str]:
+        return Counter(s.path for s in self.requests)
+
+    def statuses(self) -> Counter[int]:
+        return Counter(s.status for s in self.requests)
+
+    @property
+    def key_in_url(self) -> bool:
+        return any(self.api_key in s.target for s in self.requests)
+
+    def served_rows(self, symbol: str, dataset: str) -> list[dict]:
+        """Rows served so far for a symbol, once each, in API shape.
+
+        ``dataset`` is the lake name: bars (also option bars under the O: ticker), dividends,
+        splits, earnings, news, options_iv, option_contracts.
+        """
+        with self._lock:
+            return list(self._served.get((symbol, dataset), {}).values())
+
+    def fail(self, prefix: str, nth: int = 1, status: int = 500, *,
+             retry_after: str | None = None, body: bytes | None = None,
+             content_type: str = "application/json") -> None:
+        """Answer the ``nth`` request whose path starts with ``prefix`` with ``status``."""
+        with self._lock:
+            self._failures.append(_Failure(prefix, nth, status, retry_after, body, content_type))
+
+    # ---- serving ------------------------------------------------------------------------
+
+    def _record(self, seen: Seen) -> None:
+        with self._lock:
+            self._seen.append(seen)
+
+    def _serve_rows(self, symbol: str, dataset: str, rows: list[dict], key: str) -> None:
+        with self._lock:
+            store = self._served.setdefault((symbol, dataset), {})
+            for r in rows:
+                k = json.dumps(r.get(key) if key else r, sort_keys=True, default=str)
+                store.setdefault(k, r)
+
+    def _injected(self, path: str) -> _Reply | None:
+        with self._lock:
+            for f in self._failures:
+                if path.startswith(f.prefix):
+                    f.seen += 1
+                    if f.seen == f.nth:
+                        headers = {"Retry-After": f.retry_after} if f.retry_after else {}
+                        if f.body is not None:
+                            return _Reply(f.status, headers=headers, raw=f.body,
+                                          content_type=f.content_type)
+                        return _Reply(f.status, _error_body(f.status), headers)
+        return None
+
+    def handle(self, target: str, headers: dict[str, str]) -> _Reply:
+        parts = urlsplit(target)
+        path = parts.path
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        auth = headers.get("authorization", "")
+        if auth != f"Bearer {self.api_key}" and query.get("apiKey") != self.api_key:
+            text = "API Key was not provided" if not auth and "apiKey" not in query \
+                else "Unknown API Key"
+            return _Reply(401, {"status": "ERROR", "request_id": _rid(), "error": text})
+        query.pop("apiKey", None)
+        if self.window is not None and not self.window.admit():
+            with self._lock:
+                self.rejected_by_limit += 1
+            hdrs = {}
+            if self.rate_limit_retry_after:
+                hdrs["Retry-After"] = str(max(1, math.ceil(self.window.wait())))
+            return _Reply(429, {"status": "ERROR", "request_id": _rid(),
+                                "error": RATE_LIMIT_TEXT}, hdrs)
+        injected = self._injected(path)
+        if injected is not None:
+            return injected
+        if any(path.startswith(p) for p in self.missing):
+            return _Reply(404, _error_body(404))
+        if any(path.startswith(p) for p in self.not_entitled):
+            return _Reply(403, _error_body(403))
+        if "cursor" in query:
+            if len(query) > 1:
+                return _Reply(400, {"status": "ERROR", "request_id": _rid(),
+                                    "error": "a cursor request takes no other parameters"})
+            try:
+                state = json.loads(base64.urlsafe_b64decode(query["cursor"]))
+                query, offset = state["q"], int(state["o"])
+            except (ValueError, KeyError):
+                return _Reply(400, {"status": "ERROR", "request_id": _rid(),
+                                    "error": "bad cursor"})
+        else:
+            offset = 0
+        return self._route(path, query, offset)
+
+    def _route(self, path: str, q: dict[str, str], offset: int) -> _Reply:
+        seg = path.strip("/").split("/")
+        d = self.data
+        if path == "/v1/marketstatus/now":
+            return _Reply(200, {
+                "market": "closed", "serverTime": dt.datetime.now(ET).isoformat(timespec="seconds"),
+                "earlyHours": False, "afterHours": False,
+                "exchanges": {"nasdaq": "closed", "nyse": "closed", "otc": "closed"},
+                "currencies": {"fx": "open", "crypto": "open"}})
+        if len(seg) == 9 and seg[:3] == ["v2", "aggs", "ticker"] and seg[4] == "range":
+            ticker, mult, span = seg[3], int(seg[5]), seg[6]
+            start, end = dt.date.fromisoformat(seg[7]), dt.date.fromisoformat(seg[8])
+            rows = d.aggs(ticker, mult, span, start, end)
+            if q.get("sort") == "desc":
+                rows.reverse()
+            reply = self._page(path, q, offset, rows, int(q.get("limit", 5000)),
+                               ticker, "bars", "t", aggs=True)
+            reply.payload.update({"ticker": ticker, "adjusted": q.get("adjusted") != "false"})
+            return reply
+        if len(seg) == 8 and seg[:3] == ["v2", "aggs", "grouped"]:
+            rows = d.grouped(dt.date.fromisoformat(seg[7]))
+            for r in rows:
+                self._serve_rows(r["T"], "bars", [r], "t")
+            body = {"status": "OK", "request_id": _rid(), "adjusted": True,
+                    "queryCount": len(rows), "resultsCount": len(rows)}
+            if rows:
+                body["results"] = rows
+            return _Reply(200, body)
+        if path in ("/stocks/v1/dividends", "/v3/reference/dividends"):
+            rows = [r for r in d.dividends(q.get("ticker", ""))
+                    if _in_range(r["ex_dividend_date"], q, "ex_dividend_date")]
+            if path.startswith("/v3"):
+                rows = [_v3_dividend(r) for r in rows]
+            return self._page(path, q, offset, rows, int(q.get("limit", 100)),
+                              q.get("ticker", ""), "dividends", "id")
+        if path in ("/stocks/v1/splits", "/v3/reference/splits"):
+            rows = [r for r in d.splits(q.get("ticker", ""))
+                    if _in_range(r["execution_date"], q, "execution_date")]
+            if path.startswith("/v3"):
+                rows = [{k: r[k] for k in ("id", "ticker", "execution_date", "split_from",
+                                           "split_to")} for r in rows]
+            return self._page(path, q, offset, rows, int(q.get("limit", 100)),
+                              q.get("ticker", ""), "splits", "id")
+        if path == "/stocks/financials/v1/income-statements":
+            rows = [r for r in d.income(q.get("tickers", ""))
+                    if _in_range(r["filing_date"], q, "filing_date")]
+            return self._page(path, q, offset, rows, int(q.get("limit", 100)),
+                              q.get("tickers", ""), "earnings", "period_end")
+        if path == "/vX/reference/financials":
+            rows = [r for r in d.financials_vx(q.get("ticker", ""))
+                    if _in_range(r["filing_date"], q, "filing_date")]
+            return self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 100),
+                              q.get("ticker", ""), "earnings", "end_date")
+        if path == "/v2/reference/news":
+            sym = q.get("ticker", "")
+            lo = (q.get("published_utc.gte") or "2015-01-01")[:10]
+            hi = (q.get("published_utc.lte") or d.today.isoformat())[:10]
+            rows = [r for r in d.news(sym, dt.date.fromisoformat(lo), dt.date.fromisoformat(hi))
+                    if _in_range(r["published_utc"], q, "published_utc")]
+            if q.get("order") == "desc":
+                rows.reverse()
+            reply = self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 1000),
+                               sym, "news", "id")
+            reply.payload["count"] = len(reply.payload.get("results", []))
+            return reply
+        if len(seg) == 4 and seg[:3] == ["v3", "snapshot", "options"]:
+            rows = d.chain(seg[3]) if seg[3] in d.symbols else []
+            return self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 250),
+                              seg[3], "options_iv", "details")
+        if path == "/v3/reference/options/contracts":
+            und = q.get("underlying_ticker", "")
+            as_of = dt.date.fromisoformat(q.get("as_of") or d.today.isoformat())
+            expired = q.get("expired", "false") == "true"
+            rows = [r for r in d.contracts(und, as_of)
+                    if (r["expiration_date"] < d.today.isoformat()) == expired]
+            return self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 1000),
+                              und, "option_contracts", "ticker")
+        return _Reply(404, _error_body(404))
+
+    def _page(self, path: str, q: dict[str, str], offset: int, rows: list[dict], limit: int,
+              symbol: str, dataset: str, key: str, aggs: bool = False) -> _Reply:
+        size = max(1, min(limit, self.page_size or limit))
+        page = rows[offset:offset + size]
+        self._serve_rows(symbol, dataset, page, key)
+        body: dict = {"status": "OK", "request_id": _rid()}
+        if aggs:
+            body.update(queryCount=len(page), resultsCount=len(page))
+        if page or not aggs:
+            body["results"] = page
+        if offset + size < len(rows):
+            cursor = base64.urlsafe_b64encode(
+                json.dumps({"o": offset + size, "q": q}).encode()
+            ).decode()
+            body["next_url"] = f"{self.base_url}{path}?cursor={cursor}"
+        return _Reply(200, body)
+
+
+def _rid() -> str:
+    return uuid.uuid4().hex
+
+
+def _error_body(status: int) -> dict:
+    if status == 403:
+        return {"status": "NOT_AUTHORIZED", "request_id": _rid(),
+                "message": "You are not entitled to this data. Please upgrade your plan at "
+                           "https://massive.com/pricing"}
+    if status == 404:
+        return {"status": "NOT_FOUND", "request_id": _rid(), "message": "Data not found."}
+    if status == 429:
+        return {"status": "ERROR", "request_id": _rid(), "error": RATE_LIMIT_TEXT}
+    return {"status": "ERROR", "request_id": _rid(), "error": f"fake failure {status}"}
+
+
+def _v3_dividend(row: dict) -> dict:
+    keep = ("id", "ticker", "cash_amount", "currency", "declaration_date", "ex_dividend_date",
+            "record_date", "pay_date", "frequency")
+    return {**{k: row[k] for k in keep}, "dividend_type": "CD"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeMassive
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+    timeout = 30
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        fake = self.owner
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            reply = fake.handle(self.path, headers)
+        except Exception as exc:  # a bug in the fake must still answer, loudly
+            reply = _Reply(500, {"status": "ERROR", "request_id": _rid(),
+                                 "error": f"fake crashed: {type(exc).__name__}: {exc}"})
+        raw = reply.raw if reply.raw is not None else json.dumps(reply.payload).encode()
+        fake._record(Seen(urlsplit(self.path).path, urlsplit(self.path).query, reply.status,
+                          time.monotonic(), self.path))
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(raw)))
+        for k, v in reply.headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass  # quiet: tests read fake.requests instead
