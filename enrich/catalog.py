@@ -175,6 +175,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         INSERT INTO data_version VALUES (1, 0, now());
         """,
     ),
+    (
+        2,
+        "scheduler: cancel requests, background handoff, scheduled fire time, heartbeat",
+        """
+        ALTER TABLE runs ADD COLUMN cancel_requested_at TIMESTAMPTZ;  -- owner stops between
+        ALTER TABLE runs ADD COLUMN cancel_requested_by VARCHAR;      -- symbols when set
+        ALTER TABLE runs ADD COLUMN handoff BOOLEAN DEFAULT false;    -- queued for `serve`
+        ALTER TABLE runs ADD COLUMN scheduled_for TIMESTAMPTZ;        -- the cron fire time
+        ALTER TABLE scheduler_state ADD COLUMN resumed_by VARCHAR;
+        ALTER TABLE scheduler_state ADD COLUMN resumed_at TIMESTAMPTZ;
+        ALTER TABLE scheduler_state ADD COLUMN heartbeat_interval_s DOUBLE;
+        ALTER TABLE scheduler_state ADD COLUMN stopped_at TIMESTAMPTZ;
+        ALTER TABLE scheduler_state ADD COLUMN schedule_since TIMESTAMPTZ;
+        """,
+    ),
 ]
 
 _BUSY_RE = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))")

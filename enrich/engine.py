@@ -146,6 +146,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def cancel_requested(store: Store, run_id: str) -> bool:
+    """Whether someone asked, through the catalog, for the run to stop between symbols."""
+    return bool(store.catalog.scalar(
+        "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE run_id = ?", [run_id]))
+
+
 def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
                           live_run_ids: Sequence[str] = ()) -> list[str]:
     """Runs left ``running``/``queued`` by a dead process become ``interrupted``."""
@@ -221,7 +227,9 @@ class Engine:
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, params: RunParams, kind: str, run_id: str | None = None,
-                   state: str = "queued", parent_run_id: str | None = None) -> str:
+                   state: str = "queued", parent_run_id: str | None = None,
+                   extra: dict[str, Any] | None = None) -> str:
+        """Insert the run's row; ``extra`` sets further ``runs`` columns (e.g. scheduled_for)."""
         run_id = run_id or str(uuid.uuid4())
         host, pid = host_and_pid()
         b = WriteBatch()
@@ -229,6 +237,7 @@ class Engine:
             "run_id": run_id, "kind": kind, "state": state, "params": params.to_json(),
             "provider": self.provider.name, "parent_run_id": parent_run_id,
             "requested_at": utcnow(), "pid": pid, "host": host, "heartbeat_at": utcnow(),
+            **(extra or {}),
         })
         self.store.catalog.write(b)
         return run_id
@@ -272,6 +281,9 @@ class Engine:
                 log.add(lambda b, s=snapshot: self._progress_row(b, run_id, s))
                 try:
                     log.flush()
+                    # Another process (`runs cancel`, a page) asks through the catalog.
+                    if cancel_requested(self.store, run_id):
+                        cancel.set()
                 except EnrichError:
                     pass  # the catalog is busy; the rows stay buffered for the next flush
 
