@@ -524,17 +524,19 @@ class FakeMassive:
                 store.setdefault(k, r)
 
     def _injected(self, path: str) -> _Reply | None:
+        due = None
         with self._lock:
-            for f in self._failures:
+            for f in self._failures:  # every matching rule counts every request
                 if path.startswith(f.prefix):
                     f.seen += 1
-                    if f.seen == f.nth:
-                        headers = {"Retry-After": f.retry_after} if f.retry_after else {}
-                        if f.body is not None:
-                            return _Reply(f.status, headers=headers, raw=f.body,
-                                          content_type=f.content_type)
-                        return _Reply(f.status, _error_body(f.status), headers)
-        return None
+                    if f.seen == f.nth and due is None:
+                        due = f
+        if due is None:
+            return None
+        headers = {"Retry-After": due.retry_after} if due.retry_after else {}
+        if due.body is not None:
+            return _Reply(due.status, headers=headers, raw=due.body, content_type=due.content_type)
+        return _Reply(due.status, _error_body(due.status), headers)
 
     def handle(self, target: str, headers: dict[str, str]) -> _Reply:
         parts = urlsplit(target)

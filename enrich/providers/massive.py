@@ -1,0 +1,986 @@
+"""Massive (formerly Polygon.io) over httpx.
+
+Each method builds a query, fetches raw JSON through one request path, and transforms it into a
+frame in the lake schema. Endpoint facts: ``/work/shared/reference/massive-rest-api.md``.
+
+The API key travels only in the ``Authorization: Bearer`` header: never in a URL, a log line,
+an error message or a repr. Every HTTP request passes the rate limiter first.
+
+Errors are translated once, in ``_send`` / ``_decode``, into ``enrich.errors``:
+
+    401                                   AuthError             (check MASSIVE_API_KEY)
+    403, or a body with NOT_AUTHORIZED    NotEntitledError      (the plan does not include it)
+    404                                   NotFoundError
+    429                                   RateLimitedError      (retry_after from Retry-After)
+    408, 499, 5xx, timeouts, transport    TransientError
+    200 but not JSON / wrong envelope     MalformedPayloadError
+    any other status                      ProviderError
+    rows that do not fit the schema       ValidationError       (nothing partial is returned)
+
+The provider never retries (the engine wraps each call in ``enrich.retry.RetryPolicy``); it
+only follows ``next_url`` pages, which it requests unchanged (the cursor encodes the query).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import httpx
+import polars as pl
+
+from enrich.config import DEFAULT_BASE_URL, Settings
+from enrich.errors import (
+    AuthError,
+    ConfigError,
+    InvalidSymbolError,
+    MalformedPayloadError,
+    NotEntitledError,
+    NotFoundError,
+    ProviderError,
+    RateLimitedError,
+    TransientError,
+    ValidationError,
+)
+from enrich.occ import PREFIX as OCC_PREFIX
+from enrich.occ import parse_occ
+from enrich.providers import ProbeResult
+from enrich.ratelimit import RateLimiter, limiter_for
+from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, Dataset, conform
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "massive"
+ET = ZoneInfo("America/New_York")
+
+# Path templates double as the ``endpoint`` recorded on errors: no values, no query.
+AGGS = "/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}"
+GROUPED = "/v2/aggs/grouped/locale/us/market/stocks/{date}"
+DIVIDENDS_V1 = "/stocks/v1/dividends"
+DIVIDENDS_V3 = "/v3/reference/dividends"
+SPLITS_V1 = "/stocks/v1/splits"
+SPLITS_V3 = "/v3/reference/splits"
+INCOME_V1 = "/stocks/financials/v1/income-statements"
+FINANCIALS_VX = "/vX/reference/financials"
+NEWS_V2 = "/v2/reference/news"
+CHAIN = "/v3/snapshot/options/{underlying}"
+CONTRACTS = "/v3/reference/options/contracts"
+MARKET_STATUS = "/v1/marketstatus/now"
+
+TIMEFRAMES: dict[str, tuple[int, str]] = {"1d": (1, "day"), "1h": (1, "hour"), "5m": (5, "minute")}
+DEFAULT_MAX_PAGES = 50
+MAX_CAUSES = 5
+
+# What ``option_contracts`` returns. Not a lake dataset: the engine uses it to pick contracts.
+OPTION_CONTRACTS = Dataset(
+    "option_contracts",
+    {
+        "symbol": pl.String,  # the underlying
+        "contract": pl.String,
+        "expiration": pl.Date,
+        "strike": pl.Float64,
+        "contract_type": pl.String,
+    },
+    key=("symbol", "contract"),
+    description="Option contracts listed on a date",
+)
+
+_V3_DIVIDEND_TYPES = {"CD": "recurring", "SC": "special", "LT": "irregular", "ST": "irregular"}
+_SENTIMENTS = {"positive", "neutral", "negative"}
+
+
+def build_client(timeout: float = 30.0) -> httpx.Client:
+    """An httpx client with bounded timeouts and keep-alive, for ``from_settings``."""
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=10.0),
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10, keepalive_expiry=30),
+        headers={"Accept": "application/json", "User-Agent": "enrich (httpx)"},
+        follow_redirects=False,
+    )
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP-date)."""
+    if not value or not value.strip():
+        return None
+    raw = value.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+class MassiveProvider:
+    name = "massive"
+    is_demo = False
+    rate_limited = True
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        limiter: RateLimiter | None = None,
+        priority: int = 0,
+        *,
+        max_pages: int = DEFAULT_MAX_PAGES,
+        today: Callable[[], dt.date] | None = None,
+        owns_client: bool = False,
+    ):
+        if not api_key:
+            raise ConfigError("the massive provider needs MASSIVE_API_KEY")
+        if max_pages < 1:
+            raise ValueError("max_pages must be at least 1")
+        self._client = client
+        self._key = api_key
+        self._base_url = base_url.rstrip("/")
+        base = httpx.URL(self._base_url)
+        self._origin = _origin(base)
+        self._limiter = limiter
+        self._priority = priority
+        self._max_pages = max_pages
+        self._today = today or (lambda: dt.datetime.now(ET).date())
+        self._owns_client = owns_client
+        self._local = threading.local()
+        # Endpoints that answered 404/403 once: go straight to the fallback afterwards.
+        self._skip: dict[str, ProviderError] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, client: httpx.Client | None = None, **kw: Any
+    ) -> MassiveProvider:
+        """Build from settings; the limiter is the process-wide one for the API host."""
+        if not settings.api_key:
+            raise ConfigError(
+                "ENRICH_PROVIDER=massive needs MASSIVE_API_KEY (or POLYGON_API_KEY)"
+            )
+        if "limiter" not in kw:
+            kw["limiter"] = limiter_for(settings.base_host, settings.rate_limit_per_min)
+        owns = client is None
+        return cls(
+            client if client is not None else build_client(),
+            settings.api_key,
+            settings.base_url,
+            owns_client=owns,
+            **kw,
+        )
+
+    def with_priority(self, priority: int) -> MassiveProvider:
+        """The same provider (client, limiter, key) queuing at another priority."""
+        clone = MassiveProvider(
+            self._client, self._key, self._base_url, self._limiter, priority,
+            max_pages=self._max_pages, today=self._today,
+        )
+        clone._skip = self._skip
+        return clone
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> MassiveProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MassiveProvider(base_url={self._base_url!r}, priority={self._priority})"
+
+    def take_request_count(self) -> int:
+        """HTTP requests made by the calling thread since the last call; resets the count."""
+        n = getattr(self._local, "requests", 0)
+        self._local.requests = 0
+        return n
+
+    # ---- datasets -------------------------------------------------------------------------
+
+    def bars(self, symbol: str, timeframe: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Split-adjusted bars; ``session`` is the ET date of the bar start ``t``."""
+        if timeframe not in TIMEFRAMES:
+            raise ValueError(f"unknown timeframe {timeframe!r}; use one of {sorted(TIMEFRAMES)}")
+        return self._aggs(symbol, timeframe, start, end, f"{symbol} {timeframe} bars")
+
+    def option_bars(self, contract: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        if not contract.startswith(OCC_PREFIX):
+            raise InvalidSymbolError(
+                f"invalid option contract {contract!r}: expected O:ROOT+YYMMDD+C|P+strike, "
+                "e.g. O:AAPL250117C00150000"
+            )
+        parse_occ(contract)  # strict: raises InvalidSymbolError saying what is wrong
+        return self._aggs(contract, "1d", start, end, f"{contract} option bars")
+
+    def _aggs(
+        self, ticker: str, timeframe: str, start: dt.date, end: dt.date, subject: str
+    ) -> pl.DataFrame:
+        multiplier, timespan = TIMEFRAMES[timeframe]
+        path = (
+            f"/v2/aggs/ticker/{_seg(ticker)}/range/{multiplier}/{timespan}/"
+            f"{start.isoformat()}/{end.isoformat()}"
+        )
+        params = {"adjusted": "true", "sort": "asc", "limit": 50000}
+        rows = self._collect(AGGS, path, params, subject)
+        check = _Check(subject, len(rows))
+        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _bar_row))]
+        check.done()
+        frame = _bar_frame(parsed)
+        frame = frame.with_columns(
+            symbol=pl.lit(ticker),
+            timeframe=pl.lit(timeframe),
+            adjusted_asof=pl.lit(self._today(), dtype=pl.Date),
+        ).filter(pl.col("session").is_between(start, end))
+        return conform(frame.unique("ts", keep="first").sort("ts"), BARS)
+
+    def grouped_daily(self, session: dt.date) -> pl.DataFrame:
+        """Daily bars of every US stock for one session (one request), in the BARS schema.
+
+        Grouped rows stamp ``t`` at the session's close, per-ticker daily bars at midnight ET;
+        ``ts`` is normalised to midnight ET so both land on the same lake key.
+        """
+        subject = f"grouped daily bars {session.isoformat()}"
+        path = f"/v2/aggs/grouped/locale/us/market/stocks/{session.isoformat()}"
+        rows = self._collect(GROUPED, path, {"adjusted": "true"}, subject)
+        check = _Check(subject, len(rows))
+
+        def parse(raw: dict) -> dict:
+            row = _bar_row(raw)
+            row["symbol"] = _req_str(raw, "T")
+            return row
+
+        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
+        check.done()
+        midnight = dt.datetime.combine(session, dt.time(), ET).astimezone(dt.UTC)
+        frame = pl.DataFrame(
+            parsed,
+            schema={"symbol": pl.String, **_BAR_ROW_SCHEMA},
+        ).with_columns(
+            ts=pl.lit(midnight, dtype=pl.Datetime("us", "UTC")),
+            session=pl.lit(session, dtype=pl.Date),
+            timeframe=pl.lit("1d"),
+            adjusted_asof=pl.lit(self._today(), dtype=pl.Date),
+        )
+        return conform(frame.unique("symbol", keep="first").sort("symbol"), BARS)
+
+    def dividends(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Cash dividends as declared (not split-adjusted), one row per ex-date."""
+        subject = f"{symbol} dividends"
+        dates = {"ex_dividend_date.gte": start.isoformat(), "ex_dividend_date.lte": end.isoformat()}
+        try:
+            rows = self._collect_unless_skipped(
+                DIVIDENDS_V1, {"ticker": symbol, **dates, "limit": 5000,
+                               "sort": "ex_dividend_date.asc"}, subject, (NotFoundError,))
+            parse = _dividend_row_v1
+        except NotFoundError:
+            rows = self._collect(
+                DIVIDENDS_V3, DIVIDENDS_V3, {"ticker": symbol, **dates, "limit": 1000,
+                                             "sort": "ex_dividend_date", "order": "asc"}, subject)
+            parse = _dividend_row_v3
+        check = _Check(subject, len(rows))
+        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
+        check.done()
+        frame = pl.DataFrame(parsed, schema=_DIVIDEND_ROW_SCHEMA)
+        frame = frame.unique("id", keep="first").filter(pl.col("ex_date").is_between(start, end))
+        # Two distributions on one ex-date (a regular and a special) share the lake key:
+        # store their sum, and say what was summed.
+        frame = frame.sort("ex_date", "id").group_by("ex_date", maintain_order=True).agg(
+            pl.col("declaration_date", "record_date", "pay_date", "currency", "frequency").first(),
+            pl.col("cash_amount").sum(),
+            pl.col("distribution_type").drop_nulls().unique(maintain_order=True).str.join("+"),
+        )
+        frame = frame.with_columns(
+            symbol=pl.lit(symbol),
+            distribution_type=pl.when(pl.col("distribution_type") == "")
+            .then(None)
+            .otherwise(pl.col("distribution_type")),
+        )
+        return conform(frame, DIVIDENDS)
+
+    def splits(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        subject = f"{symbol} splits"
+        dates = {"execution_date.gte": start.isoformat(), "execution_date.lte": end.isoformat()}
+        try:
+            rows = self._collect_unless_skipped(
+                SPLITS_V1, {"ticker": symbol, **dates, "limit": 5000,
+                            "sort": "execution_date.asc"}, subject, (NotFoundError,))
+        except NotFoundError:
+            rows = self._collect(
+                SPLITS_V3, SPLITS_V3, {"ticker": symbol, **dates, "limit": 1000,
+                                       "sort": "execution_date", "order": "asc"}, subject)
+        check = _Check(subject, len(rows))
+        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _split_row))]
+        check.done()
+        frame = pl.DataFrame(parsed, schema=_SPLIT_ROW_SCHEMA)
+        frame = (
+            frame.filter(pl.col("execution_date").is_between(start, end))
+            .unique("execution_date", keep="first")
+            .sort("execution_date")
+            .with_columns(symbol=pl.lit(symbol))
+        )
+        return conform(frame, SPLITS)
+
+    def earnings(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Quarterly income-statement figures filed in [start, end].
+
+        ``/stocks/financials/v1`` needs an advanced plan: on 404 or 403 the deprecated
+        ``/vX/reference/financials`` is tried; when both deny, NotEntitledError.
+        """
+        subject = f"{symbol} earnings"
+        dates = {"filing_date.gte": start.isoformat(), "filing_date.lte": end.isoformat()}
+        try:
+            rows = self._collect_unless_skipped(
+                INCOME_V1, {"tickers": symbol, "timeframe": "quarterly", **dates, "limit": 1000,
+                            "sort": "filing_date.asc"}, subject, (NotFoundError, NotEntitledError))
+            parse = _earnings_row_v1
+        except (NotFoundError, NotEntitledError) as first:
+            try:
+                rows = self._collect(
+                    FINANCIALS_VX, FINANCIALS_VX,
+                    {"ticker": symbol, "timeframe": "quarterly", **dates, "limit": 100,
+                     "sort": "filing_date", "order": "asc"}, subject)
+            except NotFoundError:
+                # The legacy endpoint is gone; the first answer is the one that matters.
+                raise first from None
+            parse = _earnings_row_vx
+        check = _Check(subject, len(rows))
+        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
+        check.done()
+        frame = pl.DataFrame(parsed, schema=_EARNINGS_ROW_SCHEMA)
+        # A restated quarter appears again with a later filing: keep the latest.
+        frame = (
+            frame.sort("filing_date", nulls_last=False)
+            .unique(["fiscal_year", "fiscal_quarter"], keep="last")
+            .sort("fiscal_year", "fiscal_quarter")
+            .with_columns(symbol=pl.lit(symbol))
+        )
+        return conform(frame, EARNINGS)
+
+    def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Articles published on UTC dates [start, end]; sentiment is the insight for ``symbol``."""
+        subject = f"{symbol} news"
+        params = {
+            "ticker": symbol,
+            "published_utc.gte": f"{start.isoformat()}T00:00:00Z",
+            "published_utc.lte": f"{end.isoformat()}T23:59:59Z",
+            "limit": 1000,
+            "order": "asc",
+            "sort": "published_utc",
+        }
+        rows = self._collect(NEWS_V2, NEWS_V2, params, subject)
+        check = _Check(subject, len(rows))
+        parsed = [
+            r for i, raw in enumerate(rows) if (r := check.row(i, raw, _news_row, symbol))
+        ]
+        check.done()
+        frame = pl.DataFrame(parsed, schema=_NEWS_ROW_SCHEMA)
+        frame = (
+            frame.filter(pl.col("published_utc").dt.date().is_between(start, end))
+            .unique("id", keep="first")
+            .sort("published_utc", "id")
+            .with_columns(symbol=pl.lit(symbol))
+        )
+        return conform(frame, NEWS)
+
+    def option_chain(self, symbol: str, as_of: dt.date) -> pl.DataFrame:
+        """Live chain snapshot: IV and greeks as Massive computes them (``source='provider'``)."""
+        subject = f"{symbol} option chain"
+        path = f"/v3/snapshot/options/{_seg(symbol)}"
+        rows = self._collect(CHAIN, path, {"limit": 250}, subject)
+        check = _Check(subject, len(rows))
+        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _chain_row))]
+        check.done()
+        frame = pl.DataFrame(parsed, schema=_CHAIN_ROW_SCHEMA)
+        frame = (
+            frame.unique("contract", keep="first")
+            .sort("expiration", "strike", "contract_type")
+            .with_columns(
+                symbol=pl.lit(symbol),
+                as_of=pl.lit(as_of, dtype=pl.Date),
+                source=pl.lit("provider"),
+                iv_null_reason=pl.when(pl.col("iv").is_null())
+                .then(pl.lit("not provided by massive"))
+                .otherwise(None),
+            )
+        )
+        return conform(frame, OPTIONS_IV)
+
+    def option_contracts(self, underlying: str, as_of: dt.date) -> pl.DataFrame:
+        subject = f"{underlying} option contracts"
+        params = {"underlying_ticker": underlying, "as_of": as_of.isoformat(),
+                  "expired": "true", "limit": 1000}
+        rows = self._collect(CONTRACTS, CONTRACTS, params, subject)
+        check = _Check(subject, len(rows))
+        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _contract_row))]
+        check.done()
+        frame = pl.DataFrame(parsed, schema=_CONTRACT_ROW_SCHEMA)
+        frame = (
+            frame.unique("contract", keep="first")
+            .sort("expiration", "strike", "contract_type")
+            .with_columns(symbol=pl.lit(underlying))
+        )
+        return conform(frame, OPTION_CONTRACTS)
+
+    def probe(self) -> ProbeResult:
+        """One small request: is the host reachable and does it accept the key?"""
+        started = time.perf_counter()
+        try:
+            body = self._get(MARKET_STATUS, self._base_url + MARKET_STATUS, {}, "market status")
+            latency = (time.perf_counter() - started) * 1000
+            if not isinstance(body, dict) or "market" not in body:
+                raise MalformedPayloadError(
+                    "market status without a 'market' field", provider=PROVIDER,
+                    endpoint=MARKET_STATUS, status=200,
+                )
+        except AuthError as exc:
+            return ProbeResult(False, _ms(started), "invalid key", exc.message)
+        except NotEntitledError as exc:
+            return ProbeResult(False, _ms(started), "not entitled", exc.message)
+        except ProviderError as exc:
+            return ProbeResult(False, _ms(started), "unreachable", str(exc))
+        return ProbeResult(True, latency, "valid", f"key accepted; market {body['market']}")
+
+    # ---- transport ------------------------------------------------------------------------
+
+    def _collect_unless_skipped(
+        self, endpoint: str, params: dict, subject: str, fallback_on: tuple[type, ...]
+    ) -> list:
+        """``_collect`` on an endpoint that has a fallback; remember a denial for next time."""
+        earlier = self._skip.get(endpoint)
+        if earlier is not None:
+            raise type(earlier)(
+                f"{subject}: {earlier.message.partition(': ')[2]}", provider=PROVIDER,
+                endpoint=endpoint, status=earlier.status, request_id=earlier.request_id,
+            )
+        try:
+            return self._collect(endpoint, endpoint, params, subject)
+        except fallback_on as exc:
+            self._skip[endpoint] = exc
+            log.info("massive %s answered %s; using its fallback from now on", endpoint,
+                     exc.status)
+            raise
+
+    def _collect(self, endpoint: str, path: str, params: dict, subject: str) -> list:
+        """Every page's ``results`` rows, in order."""
+        rows: list = []
+        for body in self._pages(endpoint, path, params, subject):
+            results = body.get("results")
+            if results is None:  # "no data" leaves the key out
+                continue
+            if not isinstance(results, list):
+                raise MalformedPayloadError(
+                    f"{subject}: 'results' is a {type(results).__name__}, not a list",
+                    provider=PROVIDER, endpoint=endpoint, status=200,
+                    request_id=_request_id(body),
+                )
+            rows.extend(results)
+        return rows
+
+    def _pages(self, endpoint: str, path: str, params: dict, subject: str) -> Iterator[dict]:
+        body = self._get(endpoint, self._base_url + path, params, subject)
+        yield body
+        seen: set[str] = set()
+        pages = 1
+        while (next_url := body.get("next_url")) is not None:
+            url = self._checked_next(next_url, endpoint, subject)
+            if url in seen:
+                log.warning("massive %s: next_url repeated after %d pages; stopping", endpoint,
+                            pages)
+                return
+            if pages >= self._max_pages:
+                raise MalformedPayloadError(
+                    f"{subject}: still more pages after {pages}; narrow the date range "
+                    f"or raise max_pages", provider=PROVIDER, endpoint=endpoint, status=200,
+                )
+            seen.add(url)
+            # No params: httpx would replace the query string, dropping the cursor.
+            body = self._get(endpoint, url, None, subject)
+            pages += 1
+            yield body
+
+    def _checked_next(self, next_url: object, endpoint: str, subject: str) -> str:
+        try:
+            if not isinstance(next_url, str):
+                raise httpx.InvalidURL("not a string")
+            url = httpx.URL(next_url)
+        except httpx.InvalidURL as exc:
+            raise MalformedPayloadError(
+                f"{subject}: unusable next_url ({exc})", provider=PROVIDER, endpoint=endpoint,
+                status=200,
+            ) from None
+        if _origin(url) != self._origin:
+            # The Bearer header must never go to another host (or over plain http).
+            raise MalformedPayloadError(
+                f"{subject}: next_url points at {url.scheme}://{url.host}, not the API host",
+                provider=PROVIDER, endpoint=endpoint, status=200,
+            )
+        if "apiKey" in url.params:
+            url = url.copy_remove_param("apiKey")
+        return str(url)
+
+    def _get(self, endpoint: str, url: str, params: dict | None, subject: str) -> Any:
+        response = self._send(endpoint, url, params, subject)
+        return self._decode(response, endpoint, subject)
+
+    def _send(
+        self, endpoint: str, url: str, params: dict | None, subject: str
+    ) -> httpx.Response:
+        if self._limiter is not None:
+            self._limiter.acquire(self._priority)
+        self._local.requests = getattr(self._local, "requests", 0) + 1
+        headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
+        ctx = {"provider": PROVIDER, "endpoint": endpoint}
+        try:
+            if params is None:
+                response = self._client.get(url, headers=headers)
+            else:
+                response = self._client.get(url, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{subject}: request timed out ({type(exc).__name__})",
+                                 **ctx) from exc
+        except httpx.TransportError as exc:
+            raise TransientError(
+                f"{subject}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})",
+                **ctx,
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise MalformedPayloadError(f"{subject}: undecodable response body", **ctx) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{subject}: {type(exc).__name__}", **ctx) from exc
+        log.debug("massive GET %s -> %s", endpoint, response.status_code)
+        return response
+
+    def _decode(self, response: httpx.Response, endpoint: str, subject: str) -> Any:
+        status = response.status_code
+        try:
+            body: Any = json.loads(response.content)
+            json_error = None
+        except (ValueError, UnicodeDecodeError) as exc:
+            body, json_error = None, exc
+        request_id = _request_id(body) or response.headers.get("x-request-id")
+        ctx = {"provider": PROVIDER, "endpoint": endpoint, "status": status,
+               "request_id": request_id}
+        text = self._scrub(_error_text(body))
+        detail = f": {text}" if text else ""
+        body_status = body.get("status") if isinstance(body, dict) else None
+
+        if status == 401:
+            raise AuthError(f"{subject}: Massive rejected the API key{detail}; "
+                            "check MASSIVE_API_KEY", **ctx)
+        if status == 403 or body_status == "NOT_AUTHORIZED":
+            raise NotEntitledError(f"{subject}: your Massive plan does not include this "
+                                   f"data{detail}", **ctx)
+        if status == 404 or body_status == "NOT_FOUND":
+            raise NotFoundError(f"{subject}: not found{detail}", **ctx)
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise RateLimitedError(f"{subject}: rate limit exceeded{detail}",
+                                   retry_after=retry_after, **ctx)
+        if status in (408, 499) or status >= 500:
+            raise TransientError(f"{subject}: server error {response.reason_phrase}{detail}",
+                                 **ctx)
+        if status != 200:
+            raise ProviderError(f"{subject}: unexpected answer {response.reason_phrase}{detail}",
+                                **ctx)
+        if json_error is not None:
+            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            raise MalformedPayloadError(
+                f"{subject}: response is not valid JSON ({kind}; {_short(json_error)})", **ctx
+            )
+        if not isinstance(body, dict):
+            raise MalformedPayloadError(
+                f"{subject}: expected a JSON object, got {type(body).__name__}", **ctx
+            )
+        if body_status == "ERROR":
+            raise ProviderError(f"{subject}: Massive reported an error{detail}", **ctx)
+        return body
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if text else text
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"https": 443, "http": 80}.get(url.scheme)
+    return (url.scheme, url.host.lower(), url.port or default)
+
+
+def _seg(value: str) -> str:
+    """A symbol as one path segment: nothing in it can change the path."""
+    return quote(value, safe=":.")
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _short(exc: Exception) -> str:
+    return str(exc)[:120]
+
+
+def _request_id(body: Any) -> str | None:
+    if isinstance(body, dict) and body.get("request_id") is not None:
+        return str(body["request_id"])
+    return None
+
+
+def _error_text(body: Any) -> str:
+    if isinstance(body, dict):
+        for key in ("error", "message"):
+            if isinstance(body.get(key), str) and body[key].strip():
+                return body[key].strip()[:300]
+    return ""
+
+
+class _Bad(Exception):
+    """One row that does not fit; the message is the cause shown to the user."""
+
+
+class _Check:
+    """Collects rejected rows of one payload; ``done`` refuses the payload if any."""
+
+    def __init__(self, subject: str, total: int):
+        self.subject = subject
+        self.total = total
+        self.rejected = 0
+        self.causes: list[str] = []
+
+    def row(self, index: int, raw: Any, parse: Callable[..., dict | None], *args: Any):
+        try:
+            if not isinstance(raw, dict):
+                raise _Bad(f"a {type(raw).__name__}, not an object")
+            return parse(raw, *args)
+        except _Bad as exc:
+            self.rejected += 1
+            if len(self.causes) < MAX_CAUSES:
+                self.causes.append(f"row {index}: {exc}")
+            return None
+
+    def done(self) -> None:
+        if self.rejected:
+            raise ValidationError(
+                f"{self.subject}: {self.rejected} of {self.total} rows refused "
+                f"({'; '.join(self.causes)})",
+                rejected=self.rejected,
+                causes=self.causes,
+            )
+
+
+def _num(raw: dict, key: str, *, required: bool = True, minimum: float | None = None):
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise _Bad(f"missing {key!r}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Bad(f"{key!r} is not a number: {value!r:.40}")
+    if not math.isfinite(value):
+        raise _Bad(f"{key!r} is not finite")
+    if minimum is not None and value < minimum:
+        raise _Bad(f"{key!r} is negative: {value!r}")
+    return float(value)
+
+
+def _int(raw: dict, key: str, *, required: bool = True) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise _Bad(f"missing {key!r}")
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad(f"{key!r} is not a whole number: {value!r:.40}")
+    return value
+
+
+def _req_str(raw: dict, key: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise _Bad(f"missing {key!r}" if value is None else f"{key!r} is not text")
+    return value
+
+
+def _opt_str(raw: dict, key: str) -> str | None:
+    value = raw.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _date(raw: dict, key: str, *, required: bool = True) -> dt.date | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        if required:
+            raise _Bad(f"missing {key!r}")
+        return None
+    if isinstance(value, str):
+        for fmt in ("%Y-%m-%d", "%Y%m%d"):
+            try:
+                return dt.datetime.strptime(value, fmt).date()
+            except ValueError:
+                continue
+    raise _Bad(f"{key!r} is not a date: {value!r:.40}")
+
+
+def _instant(raw: dict, key: str) -> dt.datetime:
+    value = raw.get(key)
+    if not isinstance(value, str):
+        raise _Bad(f"missing {key!r}" if value is None else f"{key!r} is not text")
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _Bad(f"{key!r} is not an RFC 3339 time: {value!r:.40}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC)
+
+
+def _obj(raw: dict, key: str) -> dict:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Bad(f"{key!r} is not an object")
+    return value
+
+
+_BAR_ROW_SCHEMA = {
+    "t": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
+    "close": pl.Float64, "volume": pl.Float64, "vwap": pl.Float64, "trades": pl.Int64,
+}
+
+
+def _bar_row(raw: dict) -> dict:
+    t = _int(raw, "t")
+    o, h, lo, c = (_num(raw, k, minimum=0) for k in ("o", "h", "l", "c"))
+    if h < lo:
+        raise _Bad(f"high {h} < low {lo} at t={t}")
+    return {
+        "t": t, "open": o, "high": h, "low": lo, "close": c,
+        "volume": _num(raw, "v", minimum=0),
+        "vwap": _num(raw, "vw", required=False, minimum=0),
+        "trades": _int(raw, "n", required=False),
+    }
+
+
+def _bar_frame(rows: list[dict]) -> pl.DataFrame:
+    """``ts`` is ``t`` (ms) as UTC; ``session`` the date of that instant in New York."""
+    return pl.DataFrame(rows, schema=_BAR_ROW_SCHEMA).with_columns(
+        ts=pl.from_epoch("t", time_unit="ms").dt.replace_time_zone("UTC"),
+    ).with_columns(
+        session=pl.col("ts").dt.convert_time_zone("America/New_York").dt.date(),
+    )
+
+
+_DIVIDEND_ROW_SCHEMA = {
+    "id": pl.String, "ex_date": pl.Date, "declaration_date": pl.Date, "record_date": pl.Date,
+    "pay_date": pl.Date, "cash_amount": pl.Float64, "currency": pl.String,
+    "frequency": pl.Int32, "distribution_type": pl.String,
+}
+
+
+def _dividend_common(raw: dict) -> dict:
+    ex_date = _date(raw, "ex_dividend_date")
+    return {
+        "id": _opt_str(raw, "id") or f"{raw.get('ticker')}:{ex_date}:{raw.get('cash_amount')}",
+        "ex_date": ex_date,
+        "declaration_date": _date(raw, "declaration_date", required=False),
+        "record_date": _date(raw, "record_date", required=False),
+        "pay_date": _date(raw, "pay_date", required=False),
+        "cash_amount": _num(raw, "cash_amount", minimum=0),
+        "currency": _opt_str(raw, "currency"),
+        "frequency": _int(raw, "frequency", required=False),
+    }
+
+
+def _dividend_row_v1(raw: dict) -> dict:
+    return {**_dividend_common(raw), "distribution_type": _opt_str(raw, "distribution_type")}
+
+
+def _dividend_row_v3(raw: dict) -> dict:
+    row = _dividend_common(raw)
+    kind = _opt_str(raw, "dividend_type")
+    if kind == "CD" and row["frequency"] == 0:
+        row["distribution_type"] = "irregular"
+    else:
+        row["distribution_type"] = _V3_DIVIDEND_TYPES.get(kind or "", "unknown")
+    return row
+
+
+_SPLIT_ROW_SCHEMA = {
+    "execution_date": pl.Date, "split_from": pl.Float64, "split_to": pl.Float64,
+    "adjustment_type": pl.String,
+}
+
+
+def _split_row(raw: dict) -> dict:
+    split_from = _num(raw, "split_from")
+    split_to = _num(raw, "split_to")
+    if split_from <= 0 or split_to <= 0:
+        raise _Bad(f"split ratio {split_to}:{split_from} is not positive")
+    kind = _opt_str(raw, "adjustment_type")
+    if kind is None:  # the v3 endpoint has no type: read it off the ratio
+        kind = (
+            "forward_split" if split_to > split_from
+            else "reverse_split" if split_to < split_from
+            else "unknown"
+        )
+    return {"execution_date": _date(raw, "execution_date"), "split_from": split_from,
+            "split_to": split_to, "adjustment_type": kind}
+
+
+_EARNINGS_ROW_SCHEMA = {
+    "fiscal_year": pl.Int32, "fiscal_quarter": pl.Int32, "period_end": pl.Date,
+    "filing_date": pl.Date, "revenue": pl.Float64, "eps_basic": pl.Float64,
+    "eps_diluted": pl.Float64,
+}
+
+
+def _quarter(value: int | None) -> int:
+    if value is None or not 1 <= value <= 4:
+        raise _Bad(f"fiscal quarter {value!r} is not 1..4")
+    return value
+
+
+def _earnings_row_v1(raw: dict) -> dict:
+    return {
+        "fiscal_year": _int(raw, "fiscal_year"),
+        "fiscal_quarter": _quarter(_int(raw, "fiscal_quarter")),
+        "period_end": _date(raw, "period_end", required=False),
+        "filing_date": _date(raw, "filing_date", required=False),
+        "revenue": _num(raw, "revenue", required=False),
+        "eps_basic": _num(raw, "basic_earnings_per_share", required=False),
+        "eps_diluted": _num(raw, "diluted_earnings_per_share", required=False),
+    }
+
+
+def _earnings_row_vx(raw: dict) -> dict | None:
+    period = _req_str(raw, "fiscal_period")
+    if not re.fullmatch(r"Q[1-4]", period):
+        return None  # FY / H1 rows are not quarters: not an error, just not ours
+    year = raw.get("fiscal_year")
+    if isinstance(year, str) and year.strip().isdigit():
+        year = int(year.strip())
+    if isinstance(year, bool) or not isinstance(year, int):
+        raise _Bad(f"'fiscal_year' is not a year: {year!r:.40}")
+    income = _obj(_obj(raw, "financials"), "income_statement")
+
+    def value(concept: str) -> float | None:
+        return _num(_obj(income, concept), "value", required=False)
+
+    return {
+        "fiscal_year": year,
+        "fiscal_quarter": int(period[1]),
+        "period_end": _date(raw, "end_date", required=False),
+        "filing_date": _date(raw, "filing_date", required=False),
+        "revenue": value("revenues"),
+        "eps_basic": value("basic_earnings_per_share"),
+        "eps_diluted": value("diluted_earnings_per_share"),
+    }
+
+
+_NEWS_ROW_SCHEMA = {
+    "id": pl.String, "published_utc": pl.Datetime("us", "UTC"), "title": pl.String,
+    "publisher": pl.String, "url": pl.String, "sentiment": pl.String,
+    "sentiment_reasoning": pl.String,
+}
+
+
+def _news_row(raw: dict, symbol: str) -> dict:
+    insights = raw.get("insights") or []
+    if not isinstance(insights, list):
+        raise _Bad("'insights' is not a list")
+    mine = next(
+        (i for i in insights if isinstance(i, dict) and i.get("ticker") == symbol), {}
+    )
+    sentiment = mine.get("sentiment")
+    return {
+        "id": _req_str(raw, "id"),
+        "published_utc": _instant(raw, "published_utc"),
+        "title": _opt_str(raw, "title"),
+        "publisher": _opt_str(_obj(raw, "publisher"), "name"),
+        "url": _opt_str(raw, "article_url"),
+        "sentiment": sentiment if sentiment in _SENTIMENTS else None,
+        "sentiment_reasoning": _opt_str(mine, "sentiment_reasoning"),
+    }
+
+
+_CHAIN_ROW_SCHEMA = {
+    "contract": pl.String, "expiration": pl.Date, "strike": pl.Float64,
+    "contract_type": pl.String, "option_price": pl.Float64, "underlying_price": pl.Float64,
+    "iv": pl.Float64, "delta": pl.Float64, "gamma": pl.Float64, "vega": pl.Float64,
+    "theta": pl.Float64, "open_interest": pl.Int64,
+}
+
+
+def _contract_fields(details: dict, ticker_key: str) -> dict | None:
+    kind = _req_str(details, "contract_type")
+    if kind not in ("call", "put"):
+        return None  # "other" (non-standard deliverables) has no place in a call/put smile
+    strike = _num(details, "strike_price")
+    if strike <= 0:
+        raise _Bad(f"strike {strike} is not positive")
+    return {
+        "contract": _req_str(details, ticker_key),
+        "expiration": _date(details, "expiration_date"),
+        "strike": strike,
+        "contract_type": kind,
+    }
+
+
+def _chain_row(raw: dict) -> dict | None:
+    details = _obj(raw, "details")
+    fields = _contract_fields(details, "ticker")
+    if fields is None:
+        return None
+    greeks = _obj(raw, "greeks")
+    day_close = _num(_obj(raw, "day"), "close", required=False, minimum=0)
+    last_trade = _num(_obj(raw, "last_trade"), "price", required=False, minimum=0)
+    underlying = _obj(raw, "underlying_asset")
+    und_price = _num(underlying, "price", required=False, minimum=0)
+    if und_price is None:  # index underlyings carry "value" instead of "price"
+        und_price = _num(underlying, "value", required=False, minimum=0)
+    open_interest = _int(raw, "open_interest", required=False)
+    if open_interest is not None and open_interest < 0:
+        raise _Bad(f"open interest {open_interest} is negative")
+    return {
+        **fields,
+        # A day close of 0 means no trade today yet: fall back to the last trade.
+        "option_price": day_close if day_close else last_trade,
+        "underlying_price": und_price,
+        "iv": _num(raw, "implied_volatility", required=False, minimum=0),
+        "delta": _num(greeks, "delta", required=False),
+        "gamma": _num(greeks, "gamma", required=False),
+        "vega": _num(greeks, "vega", required=False),
+        "theta": _num(greeks, "theta", required=False),
+        "open_interest": open_interest,
+    }
+
+
+_CONTRACT_ROW_SCHEMA = {
+    "contract": pl.String, "expiration": pl.Date, "strike": pl.Float64,
+    "contract_type": pl.String,
+}
+
+
+def _contract_row(raw: dict) -> dict | None:
+    return _contract_fields(raw, "ticker")
