@@ -37,10 +37,11 @@ def read_lake(data_dir) -> dict[str, pl.DataFrame]:
 def test_sigkill_mid_run_leaves_consistent_store_and_next_run_completes(tmp_path):
     data = tmp_path / "killed"
     env = dict(ENRICH_HISTORY_YEARS="4", ENRICH_MAX_CONCURRENT_SYMBOLS="2")
+    errlog = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "enrich", "run"], cwd=REPO,
         env=subprocess_env(data, ENRICH_NOW=NOW, **env),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=errlog)
     try:
         # Kill once some, but not all, symbols have written data.
         deadline = time.monotonic() + 120
@@ -49,13 +50,14 @@ def test_sigkill_mid_run_leaves_consistent_store_and_next_run_completes(tmp_path
             if bars.is_dir() and len(list(bars.iterdir())) >= 5:
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        errlog.close()
 
     # Every visible Parquet file is whole; the catalog opens; the run is still 'running'.
     for f in (data / "lake").rglob("*.parquet"):
