@@ -1,0 +1,1037 @@
+"""The ``sample`` provider: offline, deterministic demo data behind the Provider interface.
+
+Everything is a pure function of the symbol and the date, so the same request gives the same
+rows on any machine and a later request extends history instead of rewriting it.
+
+Model
+-----
+* Randomness. Daily log returns come from a per-symbol ``numpy`` PCG64 stream seeded from a
+  SHA-256 of the symbol, one draw per *calendar day* from ``EPOCH`` (2000-01-01) to
+  ``LAST_DAY``, so day i's value never depends on the requested range. Everything else (a
+  day's open, range, volume; intraday steps; news; open interest) comes from a counter-based
+  hash (splitmix64 of symbol key, purpose, day, slot), computed only for the days asked for.
+* Prices. A geometric Brownian motion of the value of one share (on today's share basis) with
+  per-symbol drift and volatility (ETFs calm, crypto wild), anchored so that the close on
+  ``REF_DAY`` (2024-01-02) is at a realistic level. Exchange-listed symbols move a little
+  over weekends (Monday gaps); crypto trades every day and opens at the previous close.
+  Prices are rounded to cents (more decimals below $1), one grid per row so that
+  low <= open, close, vwap <= high always holds.
+* Splits. Real splits for a few well-known tickers, plus one synthetic split for about one in
+  40 unknown stock tickers. The company value is continuous, so the unadjusted price drops at
+  the split. Bars are split-adjusted as of the request's effective end ``e`` (its end, capped
+  at the latest completed session): splits executed on or before ``e`` are reflected (prices
+  divided by split_to/split_from before the execution date, volume multiplied), later ones
+  are not, and every row carries ``adjusted_asof = e``. So fetching [a, d1], later
+  [d1+1, d2], and adjusting the first piece by a split in between equals fetching [a, d2].
+* Sessions. XNYS (holidays; half-days trade less) through ``enrich.calendars``; crypto every
+  day on the "24/7" calendar. A daily bar's ``ts`` is the session's midnight in New York as a
+  UTC instant (as Massive does); for crypto, whose "24/7" sessions are UTC days in
+  ``enrich.calendars``, it is midnight UTC. Intraday bars ("1h", "5m") cover 09:30 ET to the
+  close (crypto: the whole UTC day); hours start at :30 like the session. They reproduce the
+  daily bar exactly: first open, last close, max high, min low, summed volume and trades.
+* Events. Quarterly dividends (as declared per then-current share), quarterly earnings (the
+  real fiscal calendars where known; EPS on the then-current share basis), 2-5 news items a
+  week with a sentiment that follows the day's move, and option chains priced with
+  Black-Scholes-Merton on an IV surface with skew, smile and term structure. An event is only
+  returned once it is known at the clock's instant (declared, filed, published, executed).
+* Options. A contract's daily bars are priced at the model IV from the underlying's close on
+  each session up to expiry (intrinsic value on the expiry day), unrounded, so IV computed
+  back from them matches the chain. Days with a model price under $0.01 have no bar (no
+  trade), as with a real feed.
+
+Failure injection
+-----------------
+With ``failure_rate > 0`` every data call first draws ``u = hash(seed, symbol, method, n)``,
+where ``n`` counts the calls made on this instance (across threads), and raises
+``TransientError`` when ``u < failure_rate``. A retry is a new call with a new ``n``, so
+retries eventually succeed, and a fresh instance making the same calls fails the same ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import itertools
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from scipy.special import ndtri
+
+from enrich import calendars
+from enrich.bsm import price_and_greeks
+from enrich.errors import NotFoundError, ProviderError, TransientError
+from enrich.occ import format_occ, parse_occ
+from enrich.providers import ProbeResult
+from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, conform
+from enrich.symbols import DEMO_UNIVERSE, asset_class_of, calendar_for, validate_symbol
+
+EPOCH = dt.date(2000, 1, 1)
+LAST_DAY = dt.date(2031, 12, 31)  # end of the generated history
+REF_DAY = dt.date(2024, 1, 2)  # prices are anchored to realistic levels on this session
+N_DAYS = (LAST_DAY - EPOCH).days + 1
+RISK_FREE = 0.04
+TIMEFRAMES = {"1d": 0, "1h": 60, "5m": 5}  # minutes per bar (0: daily)
+T1_SETTLEMENT = dt.date(2024, 5, 28)  # record date = ex date from here on
+
+_EPOCH64 = np.datetime64(EPOCH, "D")
+_UNIX_DAYS = (EPOCH - dt.date(1970, 1, 1)).days  # epoch-day index + this = Unix day number
+_US_PER_DAY = 86_400_000_000
+_US_PER_MIN = 60_000_000
+
+# Purposes of the random draws. Each has its own numbers, so changing one never shifts another.
+_RET, _DAY, _GAP, _HIGH, _LOW, _VWAP, _VOL = 1, 2, 3, 4, 5, 6, 7
+_I_STEP, _I_WICK, _I_VOL, _I_VWAP = 11, 12, 13, 14
+_N_COUNT, _N_DAY, _N_TIME, _N_ID, _N_SENT, _N_TITLE, _N_PUB = 21, 22, 23, 24, 25, 26, 27
+_DIV, _EARN, _OI, _OPT, _FAIL, _PROFILE = 31, 32, 33, 34, 35, 36
+
+# ----------------------------------------------------------------------------- hashing
+
+
+def _stable_key(text: str) -> int:
+    """A 64-bit key that is the same in every process and on every machine."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(*parts) -> np.ndarray:
+    """splitmix64 folded over the parts (ints or int arrays, broadcast); at least 1-d."""
+    h = np.zeros(1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for part in parts:
+            x = h ^ (np.asarray(part).astype(np.uint64) + _GOLDEN)
+            x = (x ^ (x >> np.uint64(30))) * _MIX1
+            x = (x ^ (x >> np.uint64(27))) * _MIX2
+            h = x ^ (x >> np.uint64(31))
+    return h
+
+
+def _unit(h: np.ndarray) -> np.ndarray:
+    """Hashes -> uniforms in (0, 1)."""
+    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 2**53)
+
+
+def _uniform(*parts) -> np.ndarray:
+    return _unit(_mix(*parts))
+
+
+def _normal(*parts) -> np.ndarray:
+    return ndtri(_uniform(*parts))
+
+
+def _hex_ids(h: np.ndarray) -> pl.Series:
+    """uint64 hashes -> 16-character hex strings, without a Python loop."""
+    buf = pa.py_buffer(h.astype(">u8").tobytes())
+    arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), len(h), [None, buf])
+    return pl.from_arrow(arr).bin.encode("hex")
+
+
+# ----------------------------------------------------------------------------- profiles
+
+# symbol: anchor close on REF_DAY (today's split basis), annual vol, annual drift,
+# average daily volume (shares, today's basis), dividend yield, quarterly revenue (USD bn),
+# revenue growth per year, net margin, shares outstanding (bn), fiscal-year-end month.
+_KNOWN: dict[str, tuple] = {
+    "AAPL": (185.6, 0.27, 0.18, 55e6, 0.005, 95.0, 0.06, 0.25, 15.5, 9),
+    "MSFT": (370.9, 0.25, 0.17, 25e6, 0.008, 60.0, 0.12, 0.35, 7.43, 6),
+    "GOOGL": (138.2, 0.30, 0.15, 30e6, 0.005, 80.0, 0.11, 0.25, 12.4, 12),
+    "AMZN": (149.9, 0.33, 0.20, 45e6, 0.0, 150.0, 0.11, 0.06, 10.4, 12),
+    "NVDA": (48.2, 0.50, 0.30, 400e6, 0.0008, 25.0, 0.30, 0.45, 24.5, 1),
+    "META": (346.3, 0.38, 0.15, 15e6, 0.006, 37.0, 0.15, 0.32, 2.56, 12),
+    "TSLA": (248.4, 0.55, 0.25, 110e6, 0.0, 24.0, 0.20, 0.10, 3.18, 12),
+    "JPM": (170.3, 0.24, 0.10, 9e6, 0.025, 40.0, 0.05, 0.30, 2.88, 12),
+    "V": (259.4, 0.22, 0.13, 6e6, 0.008, 8.9, 0.10, 0.52, 2.05, 9),
+    "JNJ": (156.9, 0.17, 0.06, 7e6, 0.030, 21.5, 0.04, 0.18, 2.41, 12),
+    "WMT": (52.7, 0.18, 0.08, 20e6, 0.014, 165.0, 0.04, 0.03, 8.06, 1),
+    "PG": (147.5, 0.17, 0.07, 7e6, 0.025, 21.4, 0.03, 0.17, 2.36, 6),
+    "XOM": (100.9, 0.27, 0.05, 18e6, 0.035, 85.0, 0.03, 0.10, 3.96, 12),
+    "KO": (59.4, 0.16, 0.06, 13e6, 0.031, 11.5, 0.04, 0.22, 4.32, 12),
+    "DIS": (91.5, 0.28, 0.05, 10e6, 0.008, 22.0, 0.05, 0.08, 1.83, 9),
+    "NFLX": (487.2, 0.40, 0.22, 5e6, 0.0, 8.8, 0.14, 0.16, 0.43, 12),
+    "INTC": (50.0, 0.35, 0.03, 35e6, 0.015, 14.0, 0.00, 0.10, 4.22, 12),
+    "BRK.B": (357.0, 0.16, 0.10, 4e6, 0.0, 90.0, 0.06, 0.10, 2.17, 12),
+    "SPY": (472.7, 0.17, 0.09, 80e6, 0.013),
+    "QQQ": (402.6, 0.22, 0.13, 45e6, 0.006),
+    "IWM": (200.1, 0.23, 0.06, 30e6, 0.012),
+    "DIA": (375.5, 0.16, 0.08, 3e6, 0.017),
+    "GLD": (190.3, 0.14, 0.06, 8e6, 0.0),
+    "TLT": (98.4, 0.16, 0.01, 40e6, 0.036),
+    "XLE": (84.6, 0.28, 0.05, 18e6, 0.033),
+    "X:BTCUSD": (44180.0, 0.65, 0.45, 30e3, 0.0),
+}
+
+# Real splits: (execution date, split_from, split_to).
+_KNOWN_SPLITS: dict[str, tuple[tuple[dt.date, float, float], ...]] = {
+    "AAPL": ((dt.date(2020, 8, 31), 1.0, 4.0),),
+    "TSLA": ((dt.date(2020, 8, 31), 1.0, 5.0), (dt.date(2022, 8, 25), 1.0, 3.0)),
+    "NVDA": ((dt.date(2021, 7, 20), 1.0, 4.0), (dt.date(2024, 6, 10), 1.0, 10.0)),
+    "GOOGL": ((dt.date(2022, 7, 18), 1.0, 20.0),),
+    "AMZN": ((dt.date(2022, 6, 6), 1.0, 20.0),),
+    "WMT": ((dt.date(2024, 2, 26), 1.0, 3.0),),
+}
+
+# Dividend payers that started paying recently.
+_DIVIDEND_START = {"GOOGL": dt.date(2024, 6, 1), "META": dt.date(2024, 2, 1)}
+
+
+_DEMO_CLASS = {s.symbol: s.asset_class for s in DEMO_UNIVERSE}
+_DEMO_NAME = {s.symbol: s.name for s in DEMO_UNIVERSE}
+_OCC_ROOTS = {s.symbol.replace(".", ""): s.symbol for s in DEMO_UNIVERSE if "." in s.symbol}
+_TRADE_DOLLARS = {"stocks": 15_000.0, "etfs": 30_000.0, "crypto": 2_500.0}  # per trade
+
+
+@dataclass(frozen=True)
+class _Profile:
+    symbol: str
+    key: int
+    asset_class: str
+    calendar: str
+    anchor: float  # close on REF_DAY, today's share basis
+    vol: float
+    drift: float
+    adv: float  # average daily volume, today's share basis
+    div_yield: float
+    div_start: dt.date
+    revenue: float  # quarterly, USD, around REF_DAY
+    rev_growth: float
+    margin: float
+    shares: float  # outstanding, today's share basis
+    fy_end_month: int
+    seasonality: float
+    splits: tuple[tuple[dt.date, float, float], ...]
+    split_days: tuple[int, ...]  # epoch-day index of each execution date
+    skew: float
+    smile: float
+
+    @property
+    def occ_root(self) -> str:
+        return self.symbol.replace(".", "")  # class shares fold in: BRK.B -> BRKB
+
+    @property
+    def has_options(self) -> bool:
+        root = self.occ_root
+        return self.asset_class in ("stocks", "etfs") and len(root) <= 6 and not root.isdigit()
+
+    @property
+    def has_earnings(self) -> bool:
+        return self.asset_class == "stocks"
+
+    def basis(self, day_idx):
+        """Product of the split ratios executed after ``day_idx`` (scalar or array): a price
+        on that day's share basis is the price on today's basis times this."""
+        g = np.ones(np.shape(day_idx))
+        for (_, s_from, s_to), e in zip(self.splits, self.split_days, strict=True):
+            g = np.where(np.asarray(day_idx) < e, g * (s_to / s_from), g)
+        return float(g) if np.ndim(day_idx) == 0 else g
+
+
+def _day_idx(day: dt.date) -> int:
+    return (day - EPOCH).days
+
+
+def _idx_of(days: np.ndarray) -> np.ndarray:
+    return (days - _EPOCH64).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=2)
+def _session_idx(cal: str) -> np.ndarray:
+    return _idx_of(calendars.session_array(cal, EPOCH, LAST_DAY))
+
+
+def _next_session_idx(day_idx: np.ndarray) -> np.ndarray:
+    """First XNYS session on or after each day (plain weekdays past the calendar's end)."""
+    sess = _session_idx("XNYS")
+    day_idx = np.asarray(day_idx, dtype=np.int64)
+    pos = np.searchsorted(sess, day_idx, "left")
+    inside = pos < len(sess)
+    wd = (day_idx + 5) % 7  # weekday, Monday = 0 (2000-01-01 was a Saturday)
+    beyond = day_idx + np.where(wd >= 5, 7 - wd, 0)
+    return np.where(inside, sess[np.minimum(pos, len(sess) - 1)], beyond)
+
+
+def _prev_session_idx(day_idx: np.ndarray) -> np.ndarray:
+    """Last XNYS session on or before each day (plain weekdays past the calendar's end)."""
+    sess = _session_idx("XNYS")
+    day_idx = np.asarray(day_idx, dtype=np.int64)
+    pos = np.searchsorted(sess, day_idx, "right") - 1
+    inside = day_idx <= sess[-1]
+    wd = (day_idx + 5) % 7
+    beyond = day_idx - np.where(wd >= 5, wd - 4, 0)
+    return np.where(inside, sess[np.maximum(pos, 0)], beyond)
+
+
+@functools.lru_cache(maxsize=4096)
+def _profile(symbol: str) -> _Profile:
+    key = _stable_key(symbol)
+    cls = _DEMO_CLASS.get(symbol) or asset_class_of(symbol)
+    u = _uniform(key, _PROFILE, np.arange(20)).tolist()
+
+    def loguni(x: float, lo: float, hi: float) -> float:
+        return math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * x)
+
+    known = _KNOWN.get(symbol)
+    if known is not None:
+        anchor, vol, drift, adv, dy = known[:5]
+        revenue, growth, margin, shares, fy_end = (
+            (known[5] * 1e9, known[6], known[7], known[8] * 1e9, known[9])
+            if len(known) > 5 else (0.0, 0.0, 0.0, 0.0, 12))
+    else:
+        if cls == "crypto":
+            anchor, vol, drift = loguni(u[1], 0.1, 3000.0), 0.6 + 0.4 * u[2], 0.1 + 0.3 * u[3]
+            adv = loguni(u[4], 1e4, 1e8) / anchor
+        elif cls == "fx":
+            anchor, vol, drift, adv = 0.5 + 1.5 * u[1], 0.08, 0.0, 2e5
+        elif cls == "indices":
+            anchor, vol, drift, adv = loguni(u[1], 1000.0, 20000.0), 0.18, 0.07, 0.0
+        else:
+            anchor, vol, drift = loguni(u[1], 8.0, 400.0), 0.2 + 0.4 * u[2], 0.02 + 0.12 * u[3]
+            adv = loguni(u[4], 2e5, 2e7)
+        dy = 0.005 + 0.035 * u[5] if u[6] < 0.7 else 0.0
+        revenue = loguni(u[7], 0.05, 20.0) * 1e9
+        growth, margin = -0.02 + 0.17 * u[8], -0.05 + 0.30 * u[9]
+        shares = revenue * 4 * (1.0 + 7.0 * u[10]) / anchor  # price/sales between 1 and 8
+        fy_end = 12 if u[11] < 0.75 else (3, 6, 9)[int(3 * u[12])]
+    if cls not in ("stocks", "etfs"):
+        dy = 0.0
+    splits = _KNOWN_SPLITS.get(symbol, ())
+    if known is None and cls == "stocks" and u[13] < 1 / 40:
+        first, last = _day_idx(dt.date(2004, 1, 1)), _day_idx(dt.date(2025, 12, 31))
+        exec_idx = int(_next_session_idx(first + int((last - first) * u[14])))
+        ratio = ((1.0, 2.0), (1.0, 3.0), (2.0, 3.0), (10.0, 1.0))[int(4 * u[15])]
+        splits = ((EPOCH + dt.timedelta(days=exec_idx), *ratio),)
+    return _Profile(
+        symbol=symbol, key=key, asset_class=cls, calendar=calendar_for(cls), anchor=anchor,
+        vol=vol, drift=drift, adv=adv, div_yield=dy,
+        div_start=_DIVIDEND_START.get(symbol, EPOCH), revenue=revenue, rev_growth=growth,
+        margin=margin, shares=shares, fy_end_month=fy_end, seasonality=0.12 * u[16],
+        splits=splits, split_days=tuple(_day_idx(d) for d, _, _ in splits),
+        skew=0.0 if cls == "crypto" else 0.10 + 0.08 * u[17], smile=0.06 + 0.05 * u[18],
+    )
+
+
+# ----------------------------------------------------------------------------- calendars
+
+
+@functools.lru_cache(maxsize=1)
+def _et_midnight_us() -> np.ndarray:
+    """UTC instant (µs since the Unix epoch) of midnight America/New_York, per epoch day."""
+    import pandas as pd
+
+    days = pd.date_range(EPOCH, periods=N_DAYS, freq="D", unit="us")
+    out = days.tz_localize(calendars.EXCHANGE_TZ).tz_convert("UTC").asi8.copy()
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _xnys_slots() -> np.ndarray:
+    """Regular-hours 5-minute slots (09:30 ET to the close) per epoch day: 78, 42 on half-days."""
+    slots = np.full(N_DAYS, 78, dtype=np.int64)
+    midnight = _et_midnight_us()
+    for i in _session_idx("XNYS").tolist():
+        close = calendars.session_close_utc("XNYS", EPOCH + dt.timedelta(days=i))
+        minutes = (int(close.timestamp() * 1_000_000) - midnight[i]) // _US_PER_MIN - 570
+        slots[i] = max(1, min(78, minutes // 5))
+    slots.flags.writeable = False
+    return slots
+
+
+def _session_start_us(cal: str, idx: np.ndarray) -> np.ndarray:
+    """Daily bar ``ts`` (µs, UTC): New York midnight, or UTC midnight on the 24/7 calendar."""
+    if cal == "24/7":
+        return (idx + _UNIX_DAYS) * _US_PER_DAY
+    return _et_midnight_us()[idx]
+
+
+# ----------------------------------------------------------------------------- price path
+
+
+@dataclass(frozen=True)
+class _Path:
+    log_close: np.ndarray  # per epoch day, today's share basis
+    sigma_d: float  # volatility per trading day
+    drift_d: float  # drift per trading day
+
+
+def _trading_weekdays(p: _Profile, idx: np.ndarray) -> np.ndarray:
+    return np.ones(len(idx), bool) if p.calendar == "24/7" else (idx + 5) % 7 < 5
+
+
+@functools.lru_cache(maxsize=256)
+def _path(symbol: str) -> _Path:
+    p = _profile(symbol)
+    days = np.arange(N_DAYS)
+    per_year = 365.0 if p.calendar == "24/7" else 252.0
+    sigma_d, drift_d = p.vol / math.sqrt(per_year), p.drift / per_year
+    trading = _trading_weekdays(p, days)
+    s = np.where(trading, sigma_d, 0.25 * sigma_d)  # weekends move a little: Monday gaps
+    mu = np.where(trading, drift_d, 0.0)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([p.key, _RET])))
+    r = mu - 0.5 * s * s + s * rng.standard_normal(N_DAYS)
+    cum = np.cumsum(r)
+    log_close = math.log(p.anchor) + cum - cum[_day_idx(REF_DAY)]
+    log_close.flags.writeable = False
+    return _Path(log_close, sigma_d, drift_d)
+
+
+def _round_rows(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return np.round(x * scale) / scale
+
+
+def _daily(p: _Profile, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The daily bar of each epoch day in ``idx`` on today's share basis (no split after it).
+
+    ``scale`` is each row's rounding grid (100 for cents)."""
+    path = _path(p.symbol)
+    lc = path.log_close[idx]
+    lp = path.log_close[np.maximum(idx - 1, 0)]
+    ret = lc - lp
+    sd = path.sigma_d
+    h = _mix(p.key, _DAY, idx)
+    if p.calendar == "24/7":
+        log_o = lp  # continuous trading: a day opens at the previous close
+    else:
+        log_o = lp + 0.3 * ret + 0.15 * sd * ndtri(_unit(_mix(h, _GAP)))
+    o, c = np.exp(log_o), np.exp(lc)
+    hi = np.maximum(o, c) * np.exp(-0.36 * sd * np.log(_unit(_mix(h, _HIGH))))
+    lo = np.maximum(np.minimum(o, c) * np.exp(0.36 * sd * np.log(_unit(_mix(h, _LOW)))), 1e-6)
+    # Cents, more decimals for pennies; one grid per row keeps low <= open, close <= high.
+    scale = np.where(lo >= 1.0, 100.0, np.where(lo >= 0.01, 1e4, 1e6))
+    o, hi, lo, c = (_round_rows(x, scale) for x in (o, hi, lo, c))
+    vwap = np.clip(_round_rows(lo + (hi - lo) * (0.1 + 0.8 * _unit(_mix(h, _VWAP))), scale),
+                   lo, hi)
+    mu = np.where(_trading_weekdays(p, idx), path.drift_d, 0.0)
+    surprise = np.clip(np.abs(ret - mu) / sd - 0.8, -1.0, 4.0)
+    vol = p.adv * np.exp(0.3 * ndtri(_unit(_mix(h, _VOL))) - 0.045 + 0.25 * surprise)
+    if p.calendar == "XNYS":
+        vol *= np.where(_xnys_slots()[idx] < 78, 0.55, 1.0)  # half-days trade less
+    vol = np.round(vol)
+    size = _TRADE_DOLLARS.get(p.asset_class, 10_000.0)
+    trades = np.where(vol > 0, np.maximum(1.0, np.round(vol * c / size)), 0.0)
+    return {"open": o, "high": hi, "low": lo, "close": c, "vwap": vwap, "volume": vol,
+            "trades": trades.astype(np.int64), "scale": scale}
+
+
+@functools.lru_cache(maxsize=64)
+def _vol_regime(symbol: str) -> np.ndarray:
+    """Slowly varying volatility level (about 1 on average) from the path's recent moves."""
+    from scipy.signal import lfilter
+
+    path = _path(symbol)
+    ret = np.diff(path.log_close, prepend=path.log_close[0])
+    z2 = np.minimum(np.square(ret / path.sigma_d), 25.0)
+    alpha = 1.0 - 0.5 ** (1.0 / 20.0)  # 20-day half-life
+    ema = lfilter([alpha], [1.0, -(1.0 - alpha)], z2, zi=[1.0 - alpha])[0]
+    out = 0.75 + 0.25 * np.sqrt(ema)
+    out.flags.writeable = False
+    return out
+
+
+# ----------------------------------------------------------------------------- provider
+
+
+class SampleProvider:
+    """Offline, deterministic demo data (the model is described in the module docstring).
+
+    ``clock`` (default: now, UTC) decides the latest completed session and what is already
+    known; ``failure_rate`` and ``seed`` drive the injected transient failures.
+    """
+
+    name = "sample"
+    is_demo = True
+    rate_limited = False
+
+    def __init__(
+        self,
+        failure_rate: float = 0.0,
+        clock: Callable[[], dt.datetime] | None = None,
+        seed: int = 0,
+    ):
+        if not 0.0 <= failure_rate <= 1.0:
+            raise ValueError(f"failure_rate must be within [0, 1], got {failure_rate}")
+        self.failure_rate = float(failure_rate)
+        self.seed = int(seed)
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._calls = itertools.count()  # next() is atomic: safe across threads
+        self._local = threading.local()
+
+    # -- bookkeeping
+
+    def take_request_count(self) -> int:
+        """Data calls made by the calling thread since the last take; resets the count."""
+        n = getattr(self._local, "count", 0)
+        self._local.count = 0
+        return n
+
+    def _begin(self, method: str, symbol: str) -> str:
+        """Count the call, maybe inject a failure, and return the canonical symbol."""
+        self._local.count = getattr(self._local, "count", 0) + 1
+        n = next(self._calls)
+        raw = symbol.strip().upper() if isinstance(symbol, str) else repr(symbol)
+        if self.failure_rate > 0.0:
+            u = float(_uniform(self.seed, _stable_key(raw), _stable_key(method), n, _FAIL)[0])
+            if u < self.failure_rate:
+                raise TransientError(
+                    f"injected transient failure (demo, failure_rate={self.failure_rate:g})",
+                    provider=self.name, endpoint=method, status=503, request_id=f"sample-{n}")
+        if method == "option_bars":
+            return raw
+        try:
+            return validate_symbol(raw)
+        except ValueError as exc:
+            raise NotFoundError(str(exc), provider=self.name, endpoint=method) from None
+
+    def _now(self) -> dt.datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the clock must return a timezone-aware datetime")
+        return now
+
+    def _latest(self, cal: str) -> dt.date:
+        """The latest completed session at the clock's instant."""
+        return min(calendars.latest_session(cal, self._now()), LAST_DAY)
+
+    # -- bars
+
+    def bars(self, symbol: str, timeframe: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Bars of the sessions in [start, end] up to the latest completed session,
+        split-adjusted as of the effective end (``adjusted_asof``)."""
+        sym = self._begin("bars", symbol)
+        if timeframe not in TIMEFRAMES:
+            raise ProviderError(
+                f"unsupported timeframe {timeframe!r}: use one of {', '.join(TIMEFRAMES)}",
+                provider=self.name, endpoint="bars")
+        p = _profile(sym)
+        eff_end = min(end, self._latest(p.calendar))
+        sess = calendars.session_array(p.calendar, max(start, EPOCH), eff_end)
+        if start > eff_end or len(sess) == 0:
+            return BARS.empty()
+        idx = _idx_of(sess)
+        g = p.basis(_day_idx(eff_end))
+        minutes = TIMEFRAMES[timeframe]
+        if minutes == 0:
+            day = _daily(p, idx)
+            cols = {k: day[k] for k in ("open", "high", "low", "close", "vwap", "volume",
+                                        "trades")}
+            ts = _session_start_us(p.calendar, idx)
+            return _bars_frame(sym, timeframe, ts, sess, _rebase(cols, g), eff_end)
+        ts, session, cols = _intraday(p, idx, sess, minutes)
+        return _bars_frame(sym, timeframe, ts, session, _rebase(cols, g), eff_end)
+
+    # -- corporate actions and events
+
+    def splits(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Splits executed in [start, end], up to the latest session."""
+        sym = self._begin("splits", symbol)
+        p = _profile(sym)
+        last = min(end, self._latest(p.calendar))
+        rows = [(sym, d, f, t, "forward_split" if t > f else "reverse_split")
+                for d, f, t in p.splits if start <= d <= last]
+        if not rows:
+            return SPLITS.empty()
+        frame = pl.DataFrame(rows, orient="row", schema=[
+            "symbol", "execution_date", "split_from", "split_to", "adjustment_type"])
+        return conform(frame, SPLITS)
+
+    def dividends(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Quarterly cash dividends with ex_date in [start, end] that are declared by now."""
+        sym = self._begin("dividends", symbol)
+        table = _dividend_table(sym)
+        if table.is_empty():
+            return table
+        latest = self._latest("XNYS")
+        return table.filter(pl.col("ex_date").is_between(start, end)
+                            & (pl.col("declaration_date") <= latest))
+
+    def earnings(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Quarterly results with filing_date in [start, end] that are filed by now."""
+        sym = self._begin("earnings", symbol)
+        table = _earnings_table(sym)
+        if table.is_empty():
+            return table
+        return table.filter(pl.col("filing_date").is_between(start, min(end, self._latest("XNYS"))))
+
+    def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """News published on [start, end] (UTC dates), up to the clock's instant."""
+        sym = self._begin("news", symbol)
+        now_us = int(self._now().timestamp() * 1_000_000)
+        return _news_frame(_profile(sym), max(start, EPOCH), min(end, LAST_DAY), now_us)
+
+    # -- options
+
+    def option_chain(self, symbol: str, as_of: dt.date) -> pl.DataFrame:
+        """Chain snapshot on the session ``as_of`` (empty if it is not a completed session or
+        the symbol has no options): about 6 expiries x ~21 strikes x call/put."""
+        sym = self._begin("option_chain", symbol)
+        p = _profile(sym)
+        if not p.has_options or not self._is_past_session(p, as_of):
+            return OPTIONS_IV.empty()
+        return _chain_frame(p, as_of)
+
+    def option_contracts(self, underlying: str, as_of: dt.date) -> pl.DataFrame:
+        """Contracts listed on ``as_of`` (the chain's): contract, expiration, strike,
+        contract_type."""
+        sym = self._begin("option_contracts", underlying)
+        p = _profile(sym)
+        cols = ["contract", "expiration", "strike", "contract_type"]
+        if not p.has_options or not self._is_past_session(p, as_of):
+            return OPTIONS_IV.empty().select(cols)
+        return _chain_frame(p, as_of).select(cols)
+
+    def option_bars(self, contract: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Daily bars of one contract from its listing to its expiration (BARS schema,
+        symbol = the OCC ticker), priced as traded that day (not split-adjusted)."""
+        ticker = self._begin("option_bars", contract)
+        try:
+            occ = parse_occ(ticker)
+        except ValueError as exc:
+            raise NotFoundError(str(exc), provider=self.name, endpoint="option_bars") from None
+        p = _profile(_OCC_ROOTS.get(occ.underlying, occ.underlying))
+        if not p.has_options:
+            raise NotFoundError(f"no options on {p.symbol} in the sample data",
+                                provider=self.name, endpoint="option_bars")
+        ticker = format_occ(occ.underlying, occ.expiration, occ.contract_type, occ.strike)
+        eff_end = min(end, occ.expiration, self._latest(p.calendar))
+        return _option_bars_frame(p, ticker, occ.expiration, occ.contract_type, occ.strike,
+                                  start, eff_end)
+
+    def _is_past_session(self, p: _Profile, day: dt.date) -> bool:
+        return EPOCH <= day <= self._latest(p.calendar) and calendars.is_session(p.calendar, day)
+
+    def probe(self) -> ProbeResult:
+        return ProbeResult(ok=True, latency_ms=0.0, status="demo",
+                           message="sample provider: offline demo data")
+
+
+# ----------------------------------------------------------------------------- bar frames
+
+_PRICE_COLS = ("open", "high", "low", "close", "vwap")
+
+
+def _rebase(cols: dict[str, np.ndarray], g: float) -> dict[str, np.ndarray]:
+    """Today's share basis -> the basis of the request's end (``g`` from ``_Profile.basis``)."""
+    if g == 1.0:
+        return cols
+    out = {k: v * g if k in _PRICE_COLS else v for k, v in cols.items()}
+    out["volume"] = cols["volume"] / g
+    return out
+
+
+def _const(value, n: int, dtype: pl.DataType) -> pl.Series:
+    return pl.Series([value], dtype=dtype).new_from_index(0, n)
+
+
+def _utc(us: np.ndarray) -> pl.Series:
+    """µs since the Unix epoch -> a UTC datetime column."""
+    return pl.Series(us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
+
+
+def _bars_frame(symbol: str, timeframe: str, ts_us: np.ndarray, session: np.ndarray,
+                cols: dict[str, np.ndarray], asof: dt.date) -> pl.DataFrame:
+    n = len(ts_us)
+    frame = pl.DataFrame({
+        "symbol": _const(symbol, n, pl.String),
+        "timeframe": _const(timeframe, n, pl.String),
+        "ts": _utc(ts_us),
+        "session": pl.Series(session.astype("datetime64[D]"), dtype=pl.Date),
+        **{k: cols[k] for k in ("open", "high", "low", "close", "volume", "vwap", "trades")},
+        "adjusted_asof": _const(asof, n, pl.Date),
+    })
+    return conform(frame, BARS)
+
+
+def _split_integer(total: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Split each row's integer total along the row's weights into integers summing to it."""
+    w = weights / weights.sum(axis=1, keepdims=True)
+    parts = np.floor(total[:, None] * w)
+    parts[np.arange(len(total)), np.argmax(w, axis=1)] += total - parts.sum(axis=1)
+    return parts
+
+
+def _intraday(p: _Profile, idx: np.ndarray, sess: np.ndarray, minutes: int):
+    """5-minute bars per session, a Brownian bridge from the day's open to its close kept
+    inside its [low, high] and touching both, optionally summed into hours.
+
+    Returns (ts µs, session, columns on today's share basis) for the valid slots."""
+    day = _daily(p, idx)
+    if p.calendar == "24/7":
+        n_slots, width, offset_us = np.full(len(idx), 288), 288, 0
+    else:
+        n_slots, width, offset_us = _xnys_slots()[idx], 84, 570 * _US_PER_MIN  # from 09:30
+    rows = np.arange(len(idx))
+    slot = np.arange(width)[None, :]
+    valid = slot < n_slots[:, None]
+    d_idx = idx[:, None]
+    o, hi, lo, c, scale = day["open"], day["high"], day["low"], day["close"], day["scale"]
+    lo_log, hi_log = np.log(lo)[:, None], np.log(hi)[:, None]
+    walk = np.cumsum(np.where(valid, _normal(p.key, _I_STEP, d_idx, slot), 0.0), axis=1)
+    n = n_slots[:, None].astype(np.float64)
+    frac = (slot + 1) / n  # share of the session elapsed at each slot's end
+    bridge = walk - frac * walk[rows, n_slots - 1][:, None]
+    step = _path(p.symbol).sigma_d / np.sqrt(n)
+    log_o = np.log(o)[:, None]
+    ends = np.clip(log_o + frac * (np.log(c)[:, None] - log_o) + step * bridge, lo_log, hi_log)
+    starts = np.concatenate((log_o, ends[:, :-1]), axis=1)
+    wick = np.abs(_normal(p.key, _I_WICK, d_idx, slot)) * 0.3 * step
+    b_hi = np.minimum(np.maximum(starts, ends) + wick, hi_log)
+    b_lo = np.maximum(np.minimum(starts, ends) - wick, lo_log)
+    j_hi = np.argmax(np.where(valid, b_hi, -np.inf), axis=1)
+    j_lo = np.argmin(np.where(valid, b_lo, np.inf), axis=1)
+    grid = scale[:, None]
+    bc, bh, bl = (_round_rows(np.exp(x), grid) for x in (ends, b_hi, b_lo))
+    # The day's own figures, exactly: last close and the extremes (the first open follows).
+    bc[rows, n_slots - 1] = c
+    bh[rows, j_hi] = hi
+    bl[rows, j_lo] = lo
+    bo = np.concatenate((o[:, None], bc[:, :-1]), axis=1)
+    bh = np.maximum(bh, np.maximum(bo, bc))
+    bl = np.minimum(bl, np.minimum(bo, bc))
+    if p.calendar == "24/7":
+        shape = np.ones((1, width))
+    else:
+        shape = 1.0 + 4.0 * ((slot + 0.5) / 78.0 - 0.5) ** 2  # busy open and close
+    weight = np.where(valid, shape * np.exp(0.25 * _normal(p.key, _I_VOL, d_idx, slot)), 0.0)
+    vol = _split_integer(day["volume"], weight)
+    trades = _split_integer(day["trades"].astype(np.float64), weight)
+    pos = 0.1 + 0.8 * _uniform(p.key, _I_VWAP, d_idx, slot)
+    vw = np.clip(_round_rows(bl + (bh - bl) * pos, grid), bl, bh)
+    step_us = 5 * _US_PER_MIN
+    if minutes == 60:
+        groups = width // 12
+        shp = (len(idx), groups, 12)
+        gvalid = valid.reshape(shp)
+        last = np.minimum(n_slots[:, None], 12 * np.arange(1, groups + 1)[None, :]) - 1
+        bo = bo.reshape(shp)[:, :, 0]
+        bc = np.take_along_axis(bc, np.maximum(last, 0), axis=1)
+        valid = gvalid[:, :, 0]
+        bh = np.where(valid, np.where(gvalid, bh.reshape(shp), 0.0).max(axis=2), 0.0)
+        bl = np.where(valid, np.where(gvalid, bl.reshape(shp), np.inf).min(axis=2), 0.0)
+        money = (vw * vol).reshape(shp).sum(axis=2)
+        vol = vol.reshape(shp).sum(axis=2)
+        trades = trades.reshape(shp).sum(axis=2)
+        vw = np.clip(np.where(vol > 0, money / np.where(vol > 0, vol, 1.0), bl), bl, bh)
+        width, step_us = groups, 60 * _US_PER_MIN
+    base = _session_start_us(p.calendar, idx) + offset_us
+    ts = (base[:, None] + np.arange(width)[None, :] * step_us)[valid]
+    session = np.broadcast_to(sess[:, None], valid.shape)[valid]
+    cols = {"open": bo[valid], "high": bh[valid], "low": bl[valid], "close": bc[valid],
+            "vwap": vw[valid], "volume": vol[valid], "trades": trades[valid].astype(np.int64)}
+    return ts, session, cols
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def _dates(idx: np.ndarray) -> pl.Series:
+    return pl.Series(_EPOCH64 + np.asarray(idx, dtype=np.int64), dtype=pl.Date)
+
+
+@functools.lru_cache(maxsize=256)
+def _dividend_table(symbol: str) -> pl.DataFrame:
+    """Every dividend of the generated history, declared per then-current share."""
+    p = _profile(symbol)
+    if p.div_yield <= 0.0:
+        return DIVIDENDS.empty()
+    u = _uniform(p.key, _DIV, np.arange(5)).tolist()
+    first_month, dom = 1 + int(3 * u[0]), 3 + int(22 * u[1])  # quarter cycle, day of month
+    years = np.repeat(np.arange(EPOCH.year, LAST_DAY.year + 1), 4)
+    months = np.tile(first_month + 3 * np.arange(4), len(years) // 4)
+    nominal = np.array([_day_idx(dt.date(int(y), int(m), dom))
+                        for y, m in zip(years, months, strict=True)])
+    ex = _next_session_idx(nominal)
+    q = np.arange(len(ex))
+    decl = _prev_session_idx(ex - 21 - (8 * _uniform(p.key, _DIV, 10, q)).astype(np.int64))
+    record = np.where(ex >= _day_idx(T1_SETTLEMENT), ex, _next_session_idx(ex + 1))
+    pay = _next_session_idx(ex + 14 + (15 * _uniform(p.key, _DIV, 11, q)).astype(np.int64))
+    # Raised once a year; on today's share basis, then as declared (per then-current share).
+    growth = 0.03 + 0.05 * u[2]
+    today_basis = p.div_yield / 4.0 * p.anchor * (1.0 + growth) ** (years - REF_DAY.year)
+    declared = today_basis * p.basis(ex)
+    declared = np.where(declared >= 0.1, np.round(declared, 2), np.round(declared, 4))
+    keep = (ex >= _day_idx(p.div_start)) & (ex <= _day_idx(LAST_DAY)) & (declared > 0)
+    n = int(keep.sum())
+    frame = pl.DataFrame({
+        "symbol": _const(symbol, n, pl.String),
+        "ex_date": _dates(ex[keep]),
+        "declaration_date": _dates(decl[keep]),
+        "record_date": _dates(record[keep]),
+        "pay_date": _dates(pay[keep]),
+        "cash_amount": declared[keep],
+        "currency": _const("USD", n, pl.String),
+        "frequency": _const(4, n, pl.Int32),
+        "distribution_type": _const("recurring", n, pl.String),
+    })
+    return conform(frame, DIVIDENDS)
+
+
+def _month_end(year: int, month: int) -> dt.date:
+    return dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)
+
+
+@functools.lru_cache(maxsize=256)
+def _earnings_table(symbol: str) -> pl.DataFrame:
+    """Every fiscal quarter of the generated history, ordered by period end."""
+    p = _profile(symbol)
+    if not p.has_earnings:
+        return EARNINGS.empty()
+    ends, fy, fq = [], [], []
+    for year in range(EPOCH.year, LAST_DAY.year + 1):
+        for k in range(1, 13):
+            if (k - p.fy_end_month) % 3:
+                continue  # not a fiscal quarter end
+            ends.append(_day_idx(_month_end(year, k)))
+            fq.append(((k - p.fy_end_month - 1) % 12) // 3 + 1)
+            fy.append(year if k <= p.fy_end_month else year + 1)
+    period_end, fy_arr, fq_arr = np.array(ends), np.array(fy), np.array(fq)
+    lag = 25 + (21 * _uniform(p.key, _EARN, 1, period_end)).astype(np.int64)  # 25-45 days
+    filing = _next_session_idx(period_end + lag)
+    years = (period_end - _day_idx(REF_DAY)) / 365.25
+    season = 1.0 + p.seasonality * np.cos(2 * np.pi * (period_end % 365.25) / 365.25)
+    revenue = (p.revenue * (1.0 + p.rev_growth) ** years * season
+               * np.exp(0.03 * _normal(p.key, _EARN, 2, period_end)))
+    margin = p.margin + 0.01 + 0.2 * abs(p.margin) * _normal(p.key, _EARN, 3, period_end)
+    shares = p.shares / p.basis(period_end)  # shares outstanding at the time
+    eps = np.round(revenue * margin / shares, 2)
+    dilution = 0.005 + 0.015 * _uniform(p.key, _EARN, 4, period_end)
+    # Dilution lowers a profit per share; a loss is not diluted (antidilutive).
+    eps_diluted = np.where(eps > 0, np.minimum(np.round(eps * (1.0 - dilution), 2), eps), eps)
+    keep = filing <= _day_idx(LAST_DAY)
+    n = int(keep.sum())
+    frame = pl.DataFrame({
+        "symbol": _const(symbol, n, pl.String),
+        "fiscal_year": fy_arr[keep],
+        "fiscal_quarter": fq_arr[keep],
+        "period_end": _dates(period_end[keep]),
+        "filing_date": _dates(filing[keep]),
+        "revenue": np.round(revenue[keep], -3),
+        "eps_basic": eps[keep],
+        "eps_diluted": eps_diluted[keep],
+    })
+    return conform(frame, EARNINGS)
+
+
+_PUBLISHERS = pl.Series(["Demo Newswire", "Sample Markets Daily", "Example Street Journal",
+                         "Placeholder Finance", "Synthetic Business Review",
+                         "Mock Capital Times"])
+_SENTIMENTS = pl.Series(["negative", "neutral", "positive"])
+_TITLES = (  # 5 per sentiment, in _SENTIMENTS order
+    "{s} slides as investors take profits",
+    "{n} ({s}) falls after cautious guidance",
+    "Analysts trim {s} estimates on margin worries",
+    "{s} drops amid sector weakness",
+    "Why {n} stock is falling today",
+    "{n} ({s}) holds steady ahead of key data",
+    "What to watch for {s} this week",
+    "{s} trades mixed as markets weigh rates",
+    "{n} announces investor day schedule",
+    "Three things to know about {s} today",
+    "{s} shares climb as investors cheer results",
+    "{n} ({s}) beats expectations",
+    "Analysts lift targets on {s} after strong session",
+    "{s} rallies on upbeat demand outlook",
+    "Why {n} stock is rising today",
+)
+_REASONS = (  # 3 per sentiment
+    "The article reports a decline in {s} and investor caution.",
+    "Coverage of {s} focuses on risks and weaker guidance.",
+    "{s} is described as underperforming the market.",
+    "The article on {s} is informational, without a clear direction.",
+    "Mentions of {s} balance risks and opportunities.",
+    "{s} is referenced in passing in a market overview.",
+    "The article highlights gains in {s} and an optimistic outlook.",
+    "Coverage of {s} is upbeat, citing strong demand.",
+    "{s} is described as outperforming its peers.",
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _news_text(symbol: str) -> tuple[pl.Series, pl.Series]:
+    name = _DEMO_NAME.get(symbol, symbol)
+    return (pl.Series([t.format(s=symbol, n=name) for t in _TITLES]),
+            pl.Series([r.format(s=symbol) for r in _REASONS]))
+
+
+_MONDAY0 = _day_idx(dt.date(2000, 1, 3))
+_WEEKDAY_CDF = np.cumsum([0.19, 0.19, 0.19, 0.19, 0.19, 0.025, 0.025])
+
+
+def _news_frame(p: _Profile, start: dt.date, end: dt.date, now_us: int) -> pl.DataFrame:
+    """2-5 items per Monday-based week, mostly on weekdays, published 11:00-23:00 UTC."""
+    lo_i, hi_i = max(_day_idx(start), _MONDAY0), _day_idx(end)
+    if lo_i > hi_i:
+        return NEWS.empty()
+    weeks = np.arange((lo_i - _MONDAY0) // 7, (hi_i - _MONDAY0) // 7 + 1)[:, None]
+    item = np.arange(5)[None, :]
+    count = 2 + (4 * _uniform(p.key, _N_COUNT, weeks)).astype(np.int64)
+    weekday = np.searchsorted(_WEEKDAY_CDF, _uniform(p.key, _N_DAY, weeks, item), "right")
+    day = _MONDAY0 + 7 * weeks + np.minimum(weekday, 6)
+    secs = (39_600 + 43_200 * _uniform(p.key, _N_TIME, weeks, item)).astype(np.int64)
+    published = (day + _UNIX_DAYS) * _US_PER_DAY + secs * 1_000_000
+    keep = (item < count) & (day >= lo_i) & (day <= hi_i) & (published <= now_us)
+    order = np.argsort(published[keep], kind="stable")
+    day, published = day[keep][order], published[keep][order]
+    if len(day) == 0:
+        return NEWS.empty()
+    n_in_day = np.arange(len(day)) - np.searchsorted(day, day, "left")
+    h = _mix(p.key, _N_ID, day, n_in_day)
+    path = _path(p.symbol)
+    move = (path.log_close[day] - path.log_close[np.maximum(day - 1, 0)]) / path.sigma_d
+    score = 0.8 * move + 0.6 * ndtri(_unit(_mix(h, _N_SENT)))
+    sent = np.where(score > 0.6, 2, np.where(score < -0.6, 0, 1))
+    pick = (_unit(_mix(h, _N_TITLE)) * 15).astype(np.int64)
+    titles, reasons = _news_text(p.symbol)
+    ids = _hex_ids(h)
+    frame = pl.DataFrame({
+        "symbol": _const(p.symbol, len(day), pl.String),
+        "id": ids,
+        "published_utc": _utc(published),
+        "title": titles.gather(sent * 5 + pick % 5),
+        "publisher": _PUBLISHERS.gather(
+            (_unit(_mix(h, _N_PUB)) * len(_PUBLISHERS)).astype(np.int64)),
+        "url": "https://example.com/demo-news/" + ids,
+        "sentiment": _SENTIMENTS.gather(sent),
+        "sentiment_reasoning": reasons.gather(sent * 3 + pick % 3),
+    })
+    return conform(frame, NEWS)
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def _third_friday(year: int, month: int) -> dt.date:
+    first = dt.date(year, month, 1)
+    return first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
+
+
+def _expirations(as_of: dt.date) -> list[dt.date]:
+    """The next 4 weekly Fridays and next 3 monthly third Fridays after ``as_of``; one on a
+    holiday moves to the session before (Good Friday -> Thursday)."""
+    first = as_of + dt.timedelta(days=(4 - as_of.weekday()) % 7 or 7)
+    fridays = {first + dt.timedelta(weeks=i) for i in range(4)}
+    y, m, monthly = as_of.year, as_of.month, 0
+    while monthly < 3:
+        f = _third_friday(y, m)
+        if f > as_of:
+            fridays.add(f)
+            monthly += 1
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    snapped = _prev_session_idx(np.array(sorted(_day_idx(d) for d in fridays)))
+    return sorted({EPOCH + dt.timedelta(days=int(i)) for i in snapped if i > _day_idx(as_of)})
+
+
+def _is_monthly(expiration: dt.date) -> bool:
+    return 0 <= (_third_friday(expiration.year, expiration.month) - expiration).days <= 1
+
+
+def _strike_grid(spot: float) -> np.ndarray:
+    """Strikes about +-25 % around spot on a 1-2-2.5-5 increment near 2.5 % of spot."""
+    raw = spot * 0.025
+    mag = 10.0 ** math.floor(math.log10(raw))
+    inc = min((m * mag for m in (1.0, 2.0, 2.5, 5.0, 10.0)),
+              key=lambda x: abs(math.log(x / raw)))
+    inc = max(inc, 0.001)
+    side = min(12, max(7, math.ceil(0.25 * spot / inc)))
+    strikes = np.round(round(spot / inc) * inc + inc * np.arange(-side, side + 1), 3)
+    return strikes[strikes > 0]
+
+
+def _model_iv(p: _Profile, regime, k, fwd, t) -> np.ndarray:
+    """ATM level x mild term structure x (1 + smile m^2 - skew m), m = ln(K/F)/sqrt(t)."""
+    atm = p.vol * regime * (1.0 + 0.06 * (np.sqrt(t / 0.25) - 1.0))
+    m = np.log(k / fwd) / np.sqrt(t)
+    return atm * np.clip(1.0 + p.smile * m * m - p.skew * m, 0.6, 2.5)
+
+
+def _chain_frame(p: _Profile, as_of: dt.date) -> pl.DataFrame:
+    a = _day_idx(as_of)
+    spot = float(_daily(p, np.array([a]))["close"][0] * p.basis(a))  # as shown that day
+    strikes = _strike_grid(spot)
+    exps = _expirations(as_of)
+    e_idx = np.array([_day_idx(e) for e in exps])
+    ee, kk, cc = (x.ravel() for x in np.meshgrid(e_idx, strikes, [True, False], indexing="ij"))
+    t = (ee - a) / 365.0
+    q = p.div_yield
+    fwd = spot * np.exp((RISK_FREE - q) * t)
+    iv = _model_iv(p, float(_vol_regime(p.symbol)[a]), kk, fwd, t)
+    res = price_and_greeks(spot, kk, t, RISK_FREE, q, iv, cc)
+    monthly = np.array([_is_monthly(e) for e in exps])[np.searchsorted(e_idx, ee)]
+    dist = np.log(kk / fwd) / (iv * np.sqrt(t))
+    oi = (3000.0 * math.sqrt(max(p.adv, 1.0) / 1e7) * np.exp(-0.5 * dist * dist)
+          * np.where(monthly, 3.0, 1.0)
+          * np.exp(0.5 * _normal(p.key, _OI, a, ee, np.round(kk * 1000).astype(np.int64), cc)))
+    types = np.where(cc, "call", "put")
+    contracts = [format_occ(p.occ_root, EPOCH + dt.timedelta(days=int(e)), ty, float(k))
+                 for e, ty, k in zip(ee, types, kk, strict=True)]
+    n = len(kk)
+    frame = pl.DataFrame({
+        "symbol": _const(p.symbol, n, pl.String),
+        "as_of": _const(as_of, n, pl.Date),
+        "contract": pl.Series(contracts, dtype=pl.String),
+        "expiration": _dates(ee),
+        "strike": kk,
+        "contract_type": pl.Series(types, dtype=pl.String),
+        "option_price": res["price"],
+        "underlying_price": np.full(n, spot),
+        "iv": iv,
+        **{g: res[g] for g in ("delta", "gamma", "vega", "theta", "rho")},
+        "open_interest": np.round(oi).astype(np.int64),
+        "source": _const("sample", n, pl.String),
+    })
+    return conform(frame, OPTIONS_IV)
+
+
+def _listing_day(expiration: dt.date) -> dt.date:
+    """The first day on which ``expiration`` is among the listed expirations."""
+    day = expiration - dt.timedelta(days=100 if _is_monthly(expiration) else 35)
+    while expiration not in _expirations(day):
+        day += dt.timedelta(days=1)
+    return day
+
+
+def _option_bars_frame(p: _Profile, ticker: str, expiration: dt.date, contract_type: str,
+                       strike: float, start: dt.date, end: dt.date) -> pl.DataFrame:
+    start = max(start, _listing_day(expiration), EPOCH)
+    sess = calendars.session_array(p.calendar, start, end) if start <= end else []
+    if len(sess) == 0:
+        return BARS.empty()
+    idx = _idx_of(sess)
+    day = _daily(p, idx)
+    basis = p.basis(idx)  # options trade on the share basis of their day
+    days_left = _day_idx(expiration) - idx
+    live = days_left > 0
+    t = np.where(live, days_left, 1) / 365.0
+    q, is_call = p.div_yield, contract_type == "call"
+    spot = day["close"] * basis
+    iv = _model_iv(p, _vol_regime(p.symbol)[idx], strike, spot * np.exp((RISK_FREE - q) * t), t)
+
+    def price(s: np.ndarray) -> np.ndarray:
+        model = price_and_greeks(s, strike, t, RISK_FREE, q, iv, is_call)["price"]
+        intrinsic = np.maximum(s - strike, 0.0) if is_call else np.maximum(strike - s, 0.0)
+        return np.where(live, model, intrinsic)
+
+    c = price(spot)
+    moves = [price(day[k] * basis) for k in ("open", "high", "low")]
+    hi, lo = np.maximum.reduce([c, *moves]), np.minimum.reduce([c, *moves])
+    h = _mix(p.key, _OPT, _stable_key(ticker), idx)
+    vwap = lo + (hi - lo) * (0.1 + 0.8 * _unit(_mix(h, 1)))
+    dist = np.log(strike / spot) / (iv * np.sqrt(t))
+    vol = np.maximum(1.0, np.round(200.0 * math.sqrt(max(p.adv, 1.0) / 1e7)
+                                   * np.exp(-0.5 * dist * dist + 0.6 * ndtri(_unit(_mix(h, 2))))))
+    traded = c >= 0.01
+    cols = {"open": moves[0], "high": hi, "low": lo, "close": c, "vwap": vwap, "volume": vol,
+            "trades": np.maximum(1.0, np.round(vol / 4.0)).astype(np.int64)}
+    cols = {k: v[traded] for k, v in cols.items()}
+    return _bars_frame(ticker, "1d", _session_start_us(p.calendar, idx[traded]), sess[traded],
+                       cols, end)
+
+
+__all__ = ["SampleProvider"]
