@@ -111,7 +111,7 @@ _MAX_STEPS = 64
 # A Householder(3) step this small (relative) leaves an error far below float64 precision.
 _CONVERGED_STEP = 1e-6
 
-_LOWEST, _UPPER = 1, 2  # objective kinds; 0 is b(s) itself
+_PLAIN, _LOWEST, _UPPER = 0, 1, 2  # objective kinds (see _householder_step)
 
 
 def reason_labels(codes: ArrayLike) -> list[str | None]:
@@ -188,23 +188,25 @@ def _solve(price, s, k, t, r, q, is_call, tol):
         reason[(reason == 0) & ((p <= 0) | (s <= 0) | (k <= 0))] = NullReason.NON_POSITIVE_INPUT
         reason[(reason == 0) & (t <= 0)] = NullReason.EXPIRED
 
-        idx = np.flatnonzero(reason == 0)
+        valid = reason == 0
+        # Index of the elements still in play (a plain slice when all are: no copies).
+        idx = slice(None) if valid.all() else np.flatnonzero(valid)
         p_, s_, k_, t_, r_, q_, c_ = (a[idx] for a in (p, s, k, t, r, q, call))
         sp = s_ * np.exp(-q_ * t_)  # discounted underlying
         kp = k_ * np.exp(-r_ * t_)  # discounted strike
-        theta = np.where(c_, 1.0, -1.0)
-        intrinsic = np.maximum(theta * (sp - kp), 0.0)
+        forward_gap = np.where(c_, sp - kp, kp - sp)
+        intrinsic = np.maximum(forward_gap, 0.0)
         time_value = p_ - intrinsic  # the out-of-the-money twin's price, by put-call parity
-        noise = np.where(intrinsic > 0.0, _BOUND_ULPS * _EPS * (sp + kp), 0.0)
+        noise = (_BOUND_ULPS * _EPS) * (sp + kp) * (forward_gap > 0.0)
         x = -np.abs(np.log(s_ / k_) + (r_ - q_) * t_)  # ln(F/K) of the out-of-the-money twin
-        sqrt_fk = np.sqrt(sp * kp)
-        beta = time_value / sqrt_fk
         bmax = np.exp(0.5 * x)
+        beta = time_value / np.sqrt(sp * kp)
 
-        why = np.zeros(idx.size, dtype=np.int8)
+        why = np.zeros(p_.size, dtype=np.int8)
         why[p_ >= np.where(c_, sp, kp)] = NullReason.AT_OR_ABOVE_UPPER_BOUND
         why[(why == 0) & (time_value < -noise)] = NullReason.BELOW_INTRINSIC
-        why[(why == 0) & ((time_value <= noise) | ~(beta > 0) | ~(beta < bmax))] = (
+        # Within rounding of a bound, or subnormal (no relative precision left).
+        why[(why == 0) & ((time_value <= noise) | ~(beta >= _TINY) | ~(beta < bmax))] = (
             NullReason.TIME_VALUE_BELOW_RESOLUTION
         )
         reason[idx] = why
@@ -215,28 +217,32 @@ def _solve(price, s, k, t, r, q, is_call, tol):
         s_tol = 0.25 * tol * sqrt_t
         total_vol, converged = _normalised_vol(beta[go], x[go], bmax[go], s_tol)
         sigma = total_vol / sqrt_t
-        at = idx[go]
-        g = price_and_greeks(s_[go], k_[go], t_[go], r_[go], q_[go], sigma, c_[go])
-        res = _resolution(p_[go], s_[go], x[go], sqrt_t, sigma, g["delta"], g["vega"])
+        s_go = s_[go]
+        g = price_and_greeks(s_go, k_[go], t_[go], r_[go], q_[go], sigma, c_[go])
+        res = _resolution(p_[go], s_go, x[go], sqrt_t, sigma, g["delta"], g["vega"])
         fail = np.where(
             ~(res <= tol), NullReason.TIME_VALUE_BELOW_RESOLUTION,
             np.where(converged & np.isfinite(sigma), 0, NullReason.NO_CONVERGENCE),
         ).astype(np.int8)
+        at = go if isinstance(idx, slice) else idx[go]
         reason[at] = fail
         ok = fail == 0
-        iv[at[ok]] = sigma[ok]
+        at_ok = at[ok]
+        iv[at_ok] = sigma[ok]
         for name in GREEKS:
-            greeks[name][at[ok]] = g[name][ok]
+            greeks[name][at_ok] = g[name][ok]
 
     greeks = {name: values.reshape(shape) for name, values in greeks.items()}
     return iv.reshape(shape), reason.reshape(shape), greeks
 
 
-def _nblack(x, s):
+def _nblack(x, s, ehp=None, ehm=None):
     """Normalised out-of-the-money call ``e^{x/2} N(x/s + s/2) - e^{-x/2} N(x/s - s/2)``."""
+    ehp = np.exp(0.5 * x) if ehp is None else ehp
+    ehm = 1.0 / ehp if ehm is None else ehm
     h = x / s
     half = 0.5 * s
-    return np.exp(0.5 * x) * ndtr(h + half) - np.exp(-0.5 * x) * ndtr(h - half)
+    return ehp * ndtr(h + half) - ehm * ndtr(h - half)
 
 
 def _nvega(x, s):
@@ -249,19 +255,109 @@ def _normalised_vol(beta, x, bmax, s_tol):
     """Solve ``b(x, s) = beta`` for ``s`` (x <= 0, 0 < beta < e^{x/2}); also a converged flag.
 
     ``s_tol`` is the absolute accuracy in ``s`` that is enough: a bracket that narrow counts as
-    converged even where rounding noise in ``b`` keeps the steps from shrinking.
+    converged even where rounding noise in ``b`` keeps the steps from shrinking. Elements are
+    split once into Jäckel's four branches; each branch is guessed and iterated on its own, so
+    no step carries masks.
     """
-    s, lo, hi, kind = _initial_guess(beta, x, bmax)
+    n = beta.size
+    s = np.empty(n)
+    converged = np.empty(n, dtype=bool)
+    ehm = 1.0 / bmax
+    s_c = np.sqrt(-2.0 * x)  # the inflection point of b in s, where d1 = 0
+    b_c = 0.5 * bmax - ehm * ndtr(-s_c)
+    v_c = _INV_SQRT_2PI * bmax
+    lower = beta < b_c
+    halves = ((np.flatnonzero(lower), _lower_half), (np.flatnonzero(~lower), _upper_half))
+    for part, solve in halves:
+        if part.size:
+            args = (a[part] for a in (beta, x, bmax, ehm, s_c, b_c, v_c, s_tol))
+            s[part], converged[part] = solve(*args)
+    return s, converged
+
+
+def _lower_half(beta, x, bmax, ehm, s_c, b_c, v_c, s_tol):
+    s = np.empty(beta.size)
+    converged = np.empty(beta.size, dtype=bool)
+    s_l = s_c - b_c / v_c
+    b_l = _nblack(x, s_l, bmax, ehm)
+    lowest = beta < b_l
+
+    j = np.flatnonzero(lowest)  # below b_l: rational guess in Jäckel's f_lower map
+    if j.size:
+        bj, xj, slj, blj = beta[j], x[j], s_l[j], b_l[j]
+        f_l, fp_l, fpp_l = _lower_map(xj, slj)
+        zero, one = np.zeros(j.size), np.ones(j.size)
+        r_ll = _convex_r_right(zero, blj, zero, f_l, one, fp_l, fpp_l, prefer_shape=True)
+        f = _rational_cubic(bj, zero, blj, zero, f_l, one, fp_l, r_ll)
+        tt = bj / blj
+        f = np.where(f > 0.0, f, (f_l * tt + blj * (1.0 - tt)) * tt)
+        guess = _inverse_lower_map(xj, f)
+        s[j], converged[j] = _iterate(
+            _LOWEST, bj, xj, bmax[j], ehm[j], guess, np.zeros(j.size), slj, s_tol[j]
+        )
+    j = np.flatnonzero(~lowest)  # between b_l and b_c: rational guess in s directly
+    if j.size:
+        bj, xj, slj, blj, scj = beta[j], x[j], s_l[j], b_l[j], s_c[j]
+        bcj = b_c[j]
+        inv_vl, inv_vc = 1.0 / _nvega(xj, slj), 1.0 / v_c[j]
+        r_lm = _convex_r_right(blj, bcj, slj, scj, inv_vl, inv_vc, 0.0, prefer_shape=False)
+        guess = _rational_cubic(bj, blj, bcj, slj, scj, inv_vl, inv_vc, r_lm)
+        s[j], converged[j] = _iterate(_PLAIN, bj, xj, bmax[j], ehm[j], guess, slj, scj, s_tol[j])
+    return s, converged
+
+
+def _upper_half(beta, x, bmax, ehm, s_c, b_c, v_c, s_tol):
+    s = np.empty(beta.size)
+    converged = np.empty(beta.size, dtype=bool)
+    s_h = np.where(v_c > _TINY, s_c + (bmax - b_c) / v_c, s_c)
+    b_h = _nblack(x, s_h, bmax, ehm)
+    middle = beta <= b_h
+
+    j = np.flatnonzero(middle)  # between b_c and b_h: rational guess in s directly
+    if j.size:
+        bj, xj, shj, bhj, scj, bcj = beta[j], x[j], s_h[j], b_h[j], s_c[j], b_c[j]
+        inv_vc, inv_vh = 1.0 / v_c[j], 1.0 / _nvega(xj, shj)
+        r_hm = _convex_r_left(bcj, bhj, scj, shj, inv_vc, inv_vh, 0.0, prefer_shape=False)
+        guess = _rational_cubic(bj, bcj, bhj, scj, shj, inv_vc, inv_vh, r_hm)
+        s[j], converged[j] = _iterate(_PLAIN, bj, xj, bmax[j], ehm[j], guess, scj, shj, s_tol[j])
+    j = np.flatnonzero(~middle)  # above b_h: rational guess in Jäckel's f_upper map
+    if j.size:
+        bj, xj, shj, bhj, bmj = beta[j], x[j], s_h[j], b_h[j], bmax[j]
+        f_h, fp_h, fpp_h = _upper_map(xj, shj)
+        zero, slope = np.zeros(j.size), np.full(j.size, -0.5)
+        r_hh = _convex_r_left(bhj, bmj, f_h, zero, fp_h, slope, fpp_h, prefer_shape=True)
+        f = _rational_cubic(bj, bhj, bmj, f_h, zero, fp_h, slope, r_hh)
+        f = np.where(np.abs(fpp_h) < _SQRT_DBL_MAX, f, -1.0)
+        width = bmj - bhj
+        tt = (bj - bhj) / width
+        f = np.where(f > 0.0, f, (f_h * (1.0 - tt) + 0.5 * width * tt) * (1.0 - tt))
+        guess = -2.0 * ndtri(f)
+        # ln(b_max - b) pays off only near the maximum; below half of it, b itself is better.
+        near = bj > 0.5 * bmj
+        for kind, sel in ((_UPPER, np.flatnonzero(near)), (_PLAIN, np.flatnonzero(~near))):
+            if sel.size:
+                at = j[sel]
+                s[at], converged[at] = _iterate(
+                    kind, bj[sel], xj[sel], bmj[sel], ehm[at], guess[sel], shj[sel],
+                    np.full(sel.size, np.inf), s_tol[at],
+                )
+    return s, converged
+
+
+def _iterate(kind, beta, x, bmax, ehm, s, lo, hi, s_tol):
+    """Householder steps for one objective kind: all elements twice, then the stragglers."""
+    aux = np.log(beta) if kind == _LOWEST else np.log(bmax - beta) if kind == _UPPER else None
     s = np.clip(s, lo, hi)
     for _ in range(_FIRST_STEPS):
-        s, lo, hi, converged = _householder_step(beta, x, bmax, s, lo, hi, kind, s_tol)
+        s, lo, hi, converged = _householder_step(kind, beta, x, bmax, ehm, aux, s, lo, hi, s_tol)
     todo = np.flatnonzero(~converged)
     for _ in range(_MAX_STEPS - _FIRST_STEPS):
         if todo.size == 0:
             break
-        sub = (beta[todo], x[todo], bmax[todo])
+        sub = [a[todo] for a in (beta, x, bmax, ehm)]
+        sub.append(None if aux is None else aux[todo])
         s_t, lo_t, hi_t, done = _householder_step(
-            *sub, s[todo], lo[todo], hi[todo], kind[todo], s_tol[todo]
+            kind, *sub, s[todo], lo[todo], hi[todo], s_tol[todo]
         )
         s[todo], lo[todo], hi[todo] = s_t, lo_t, hi_t
         converged[todo[done]] = True
@@ -269,126 +365,52 @@ def _normalised_vol(beta, x, bmax, s_tol):
     return s, converged
 
 
-def _householder_step(beta, x, bmax, s, lo, hi, kind, s_tol):
-    """One safeguarded Householder(3) step; returns s, the bracket, and a converged flag."""
-    b = _nblack(x, s)
-    bp = _nvega(x, s)
-    hi = np.where((b > beta) & (s < hi), s, hi)
-    lo = np.where((b < beta) & (s > lo), s, lo)
-    h = x / s
-    b_halley = h * h / s - 0.25 * s  # b''/b'
-    b_hh3 = b_halley * b_halley - 3.0 * (h / s) ** 2 - 0.25  # b'''/b'
-    newton = (beta - b) / bp
-    halley = b_halley.copy()
-    hh3 = b_hh3.copy()
-    bad = ~(bp > 0.0)
+def _householder_step(kind, beta, x, bmax, ehm, aux, s, lo, hi, s_tol):
+    """One safeguarded Householder(3) step; returns s, the bracket, and a converged flag.
 
-    low = np.flatnonzero(kind == _LOWEST)
-    if low.size:  # objective 1/ln(b) - 1/ln(beta)
-        bl, bpl, bhl = b[low], bp[low], b_halley[low]
-        ln_b, ln_beta = np.log(bl), np.log(beta[low])
-        bpob = bpl / bl
-        newton[low] = (ln_beta - ln_b) * ln_b / ln_beta / bpob
+    Objectives (Jäckel): b - beta (plain); 1/ln(b) - 1/ln(beta) (lowest, ``aux = ln beta``);
+    ln(b_max - beta) - ln(b_max - b) (upper, ``aux = ln(b_max - beta)``).
+    """
+    h = x / s
+    half = 0.5 * s
+    b = bmax * ndtr(h + half) - ehm * ndtr(h - half)
+    bp = _INV_SQRT_2PI * np.exp(-0.5 * (h * h + half * half))
+    hi = np.where(b > beta, np.minimum(s, hi), hi)
+    lo = np.where(b < beta, np.maximum(s, lo), lo)
+    b_halley = h * h / s - 0.5 * half  # b'' / b'
+    b_hh3 = b_halley * b_halley - 3.0 * (h / s) ** 2 - 0.25  # b''' / b'
+    if kind == _PLAIN:
+        newton = (beta - b) / bp
+        halley, hh3 = b_halley, b_hh3
+        bad = ~(bp > 0.0)
+    elif kind == _LOWEST:
+        ln_b = np.log(b)
+        bpob = bp / b
+        newton = (aux - ln_b) * ln_b / aux / bpob
         two = 1.0 + 2.0 / ln_b
-        halley[low] = bhl - bpob * two
-        hh3[low] = (b_hh3[low] + 2.0 * bpob * bpob * (1.0 + 3.0 / ln_b * (1.0 + 1.0 / ln_b))
-                    - 3.0 * bhl * bpob * two)
-        bad[low] |= ~(bl > 0.0) | ~(bpl > 0.0)
-    up = np.flatnonzero(kind == _UPPER)
-    if up.size:  # objective ln(b_max - beta) - ln(b_max - b)
-        bmu = bmax[up]
-        gap = bmu - b[up]
-        gp = bp[up] / gap
-        bhu = b_halley[up]
-        newton[up] = -np.log((bmu - beta[up]) / gap) / gp
-        halley[up] = bhu + gp
-        hh3[up] = b_hh3[up] + gp * (2.0 * gp + 3.0 * bhu)
-        bad[up] |= ~(gap > 0.0) | ~(bp[up] > _TINY)
+        halley = b_halley - bpob * two
+        hh3 = (b_hh3 + 2.0 * bpob * bpob * (1.0 + 3.0 / ln_b * (1.0 + 1.0 / ln_b))
+               - 3.0 * b_halley * bpob * two)
+        bad = ~(b > 0.0) | ~(bp > 0.0)
+    else:
+        gap = bmax - b
+        gp = bp / gap
+        newton = (np.log(gap) - aux) / gp
+        halley = b_halley + gp
+        hh3 = b_hh3 + gp * (2.0 * gp + 3.0 * b_halley)
+        bad = ~(gap > 0.0) | ~(bp > _TINY)
 
     ds = newton * (1.0 + 0.5 * halley * newton) / (1.0 + newton * (halley + hh3 * newton / 6.0))
     ds = np.maximum(ds, -0.5 * s)
     new = s + ds
     # Outside the bracket (or no usable step): bisect, doubling while no upper end is known.
     bisect = bad | ~np.isfinite(new) | (new < lo) | (new > hi)
-    mid = np.where(np.isfinite(hi), 0.5 * (lo + hi), 2.0 * np.maximum(s, lo))
-    new = np.where(bisect, mid, new)
+    if bisect.any():
+        mid = np.where(np.isfinite(hi), 0.5 * (lo + hi), 2.0 * np.maximum(s, lo))
+        new = np.where(bisect, mid, new)
     # Order-four convergence: after a step this small the error is far below rounding.
     converged = (~bisect & (np.abs(ds) <= _CONVERGED_STEP * s)) | (hi - lo <= s_tol)
     return new, lo, hi, converged
-
-
-def _initial_guess(beta, x, bmax):
-    """Jäckel's four-branch rational guess; returns s, bracket (lo, hi) and objective kind."""
-    n = beta.size
-    s = np.empty(n)
-    lo = np.zeros(n)
-    hi = np.full(n, np.inf)
-    kind = np.zeros(n, dtype=np.int8)
-
-    s_c = np.sqrt(-2.0 * x)
-    atm = s_c == 0.0
-    b_c = np.where(atm, 0.0, _nblack(x, s_c))
-    v_c = np.where(atm, _INV_SQRT_2PI, _nvega(x, s_c))
-
-    lower = np.flatnonzero(beta < b_c)
-    if lower.size:
-        xl, bl, sc, bc, vc = x[lower], beta[lower], s_c[lower], b_c[lower], v_c[lower]
-        s_l = sc - bc / vc
-        b_l = _nblack(xl, s_l)
-        lowest = bl < b_l
-        j = np.flatnonzero(lowest)
-        if j.size:
-            xj, betaj, slj, blj = xl[j], bl[j], s_l[j], b_l[j]
-            f_l, fp_l, fpp_l = _lower_map(xj, slj)
-            zero, one = np.zeros(j.size), np.ones(j.size)
-            r_ll = _convex_r_right(zero, blj, zero, f_l, one, fp_l, fpp_l, prefer_shape=True)
-            f = _rational_cubic(betaj, zero, blj, zero, f_l, one, fp_l, r_ll)
-            tt = betaj / blj
-            f = np.where(f > 0.0, f, (f_l * tt + blj * (1.0 - tt)) * tt)
-            at = lower[j]
-            s[at] = _inverse_lower_map(xj, f)
-            hi[at] = slj
-            kind[at] = _LOWEST
-        j = np.flatnonzero(~lowest)
-        if j.size:
-            slj, blj, scj, bcj = s_l[j], b_l[j], sc[j], bc[j]
-            inv_vl, inv_vc = 1.0 / _nvega(xl[j], slj), 1.0 / vc[j]
-            r_lm = _convex_r_right(blj, bcj, slj, scj, inv_vl, inv_vc, 0.0, prefer_shape=False)
-            at = lower[j]
-            s[at] = _rational_cubic(bl[j], blj, bcj, slj, scj, inv_vl, inv_vc, r_lm)
-            lo[at], hi[at] = slj, scj
-
-    upper = np.flatnonzero(~(beta < b_c))
-    if upper.size:
-        xu, bu, sc, bc, vc, bm = x[upper], beta[upper], s_c[upper], b_c[upper], v_c[upper], bmax[
-            upper]
-        s_h = np.where(vc > _TINY, sc + (bm - bc) / vc, sc)
-        b_h = _nblack(xu, s_h)
-        middle = bu <= b_h
-        j = np.flatnonzero(middle)
-        if j.size:
-            shj, bhj, scj, bcj = s_h[j], b_h[j], sc[j], bc[j]
-            inv_vc, inv_vh = 1.0 / vc[j], 1.0 / _nvega(xu[j], shj)
-            r_hm = _convex_r_left(bcj, bhj, scj, shj, inv_vc, inv_vh, 0.0, prefer_shape=False)
-            at = upper[j]
-            s[at] = _rational_cubic(bu[j], bcj, bhj, scj, shj, inv_vc, inv_vh, r_hm)
-            lo[at], hi[at] = scj, shj
-        j = np.flatnonzero(~middle)
-        if j.size:
-            xj, betaj, shj, bhj, bmj = xu[j], bu[j], s_h[j], b_h[j], bm[j]
-            f_h, fp_h, fpp_h = _upper_map(xj, shj)
-            zero, half = np.zeros(j.size), np.full(j.size, -0.5)
-            r_hh = _convex_r_left(bhj, bmj, f_h, zero, fp_h, half, fpp_h, prefer_shape=True)
-            f = _rational_cubic(betaj, bhj, bmj, f_h, zero, fp_h, half, r_hh)
-            f = np.where(np.abs(fpp_h) < _SQRT_DBL_MAX, f, -1.0)
-            width = bmj - bhj
-            tt = (betaj - bhj) / width
-            f = np.where(f > 0.0, f, (f_h * (1.0 - tt) + 0.5 * width * tt) * (1.0 - tt))
-            at = upper[j]
-            s[at] = -2.0 * ndtri(f)
-            lo[at] = shj
-            kind[at] = np.where(betaj > 0.5 * bmj, _UPPER, 0)
-    return s, lo, hi, kind
 
 
 def _lower_map(x, s):
