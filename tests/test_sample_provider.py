@@ -284,6 +284,12 @@ def test_several_news_items_a_week(sample):
     assert news["title"].str.contains("TSLA|Tesla").all()
     assert set(news["sentiment"]) <= {"positive", "neutral", "negative"}
     assert news["sentiment_reasoning"].str.len_chars().min() > 10
+    # A day's items are out before that day's close, even on a half-day: a fetch after the
+    # close has them all.
+    for row in news.filter(pl.col("published_utc").dt.date().is_in(
+            calendars.sessions("XNYS", D(2024, 1, 1), D(2024, 12, 31)))).iter_rows(named=True):
+        assert row["published_utc"] < calendars.session_close_utc(
+            "XNYS", row["published_utc"].date())
     # A sub-range returns the same items with the same ids.
     part = sample.news("TSLA", D(2024, 3, 1), D(2024, 3, 31))
     assert_frame_equal(part, news.filter(
@@ -458,6 +464,28 @@ def test_request_counts_are_per_thread_and_reset_on_take(sample):
     with pytest.raises(TransientError):
         failing.dividends("KO", D(2020, 1, 1), D(2021, 1, 1))
     assert failing.take_request_count() == 1  # a failed request is still a request
+
+
+def test_threads_share_the_caches_safely():
+    symbols = [f"THR{i}" for i in range(6)]  # fresh symbols: the caches start cold
+    p = SampleProvider(clock=clock)
+
+    def fetch(order):
+        return {s: (p.bars(s, "1d", D(2015, 1, 1), D(2025, 6, 20)), p.news(s, D(2025, 1, 1),
+                D(2025, 6, 20)), p.option_chain(s, D(2025, 6, 18))) for s in order}
+
+    results = [None] * 8
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+        i, fetch(symbols[i % 6:] + symbols[:i % 6]))) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    serial = fetch(symbols)
+    for result in results:
+        for s in symbols:
+            for got, want in zip(result[s], serial[s], strict=True):
+                assert_frame_equal(got, want)
 
 
 def test_bad_input_gets_a_typed_error(sample):

@@ -865,7 +865,10 @@ _WEEKDAY_CDF = np.cumsum([0.19, 0.19, 0.19, 0.19, 0.19, 0.025, 0.025])
 
 
 def _news_frame(p: _Profile, start: dt.date, end: dt.date, now_us: int) -> pl.DataFrame:
-    """2-5 items per Monday-based week, mostly on weekdays, published 11:00-23:00 UTC."""
+    """2-5 items per Monday-based week, mostly on weekdays, published 10:00-17:00 UTC.
+
+    Everything of a day is out before the US close (even on a half-day), so a fetch after the
+    close never misses an item that the next fetch, starting the next day, would not ask for."""
     lo_i, hi_i = max(_day_idx(start), _MONDAY0), _day_idx(end)
     if lo_i > hi_i:
         return NEWS.empty()
@@ -874,7 +877,7 @@ def _news_frame(p: _Profile, start: dt.date, end: dt.date, now_us: int) -> pl.Da
     count = 2 + (4 * _uniform(p.key, _N_COUNT, weeks)).astype(np.int64)
     weekday = np.searchsorted(_WEEKDAY_CDF, _uniform(p.key, _N_DAY, weeks, item), "right")
     day = _MONDAY0 + 7 * weeks + np.minimum(weekday, 6)
-    secs = (39_600 + 43_200 * _uniform(p.key, _N_TIME, weeks, item)).astype(np.int64)
+    secs = (36_000 + 25_200 * _uniform(p.key, _N_TIME, weeks, item)).astype(np.int64)
     published = (day + _UNIX_DAYS) * _US_PER_DAY + secs * 1_000_000
     keep = (item < count) & (day >= lo_i) & (day <= hi_i) & (published <= now_us)
     order = np.argsort(published[keep], kind="stable")
@@ -989,18 +992,22 @@ def _chain_frame(p: _Profile, as_of: dt.date) -> pl.DataFrame:
     return conform(frame, OPTIONS_IV)
 
 
-def _listing_day(expiration: dt.date) -> dt.date:
-    """The first day on which ``expiration`` is among the listed expirations."""
+def _listing_day(expiration: dt.date) -> dt.date | None:
+    """The first day on which ``expiration`` is among the listed expirations (None: never)."""
     day = expiration - dt.timedelta(days=100 if _is_monthly(expiration) else 35)
-    while expiration not in _expirations(day):
+    while day < expiration:
+        if expiration in _expirations(day):
+            return day
         day += dt.timedelta(days=1)
-    return day
+    return None
 
 
 def _option_bars_frame(p: _Profile, ticker: str, expiration: dt.date, contract_type: str,
                        strike: float, start: dt.date, end: dt.date) -> pl.DataFrame:
-    start = max(start, _listing_day(expiration), EPOCH)
-    sess = calendars.session_array(p.calendar, start, end) if start <= end else []
+    listed = _listing_day(expiration)
+    if listed is None:  # not a contract of this model: nothing ever traded
+        return BARS.empty()
+    sess = calendars.session_array(p.calendar, max(start, listed, EPOCH), end)
     if len(sess) == 0:
         return BARS.empty()
     idx = _idx_of(sess)
