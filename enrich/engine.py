@@ -388,11 +388,14 @@ class Engine:
         wanted = [d for d in order if d in wanted]
         cal = calendar_for(asset_class)
         expected = calendars.latest_session(cal, self.clock())
-        log.add(lambda b: b.upsert("tasks", {
-            "run_id": run_id, "symbol": symbol, "state": "running",
-            "started_at": res.started_at}) if run_id else None)
 
         with self.store.lake.symbol_lock(symbol):
+            # The task starts once the symbol is ours: waiting for another run's enrichment
+            # of it is not part of this one's (so task timings never overlap per symbol).
+            res.started_at = utcnow()
+            log.add(lambda b: b.upsert("tasks", {
+                "run_id": run_id, "symbol": symbol, "state": "running",
+                "started_at": res.started_at}) if run_id else None)
             if cancel is not None and cancel.is_set():
                 res.state = "cancelled"
                 return self._record_task(log, run_id, res)

@@ -1,0 +1,134 @@
+"""Health: what an operator checks first, readable from any process.
+
+``health`` reads only the catalog, the lake directory and the provider's probe, so the
+dashboard, ``python -m enrich health`` and the scheduler itself all see the same answer. The
+scheduler's state comes from its heartbeat row (``enrich.scheduler``): a heartbeat older than
+``DEAD_AFTER_BEATS`` intervals without a clean stop means the owning process died.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+from enrich.catalog import frame, utcnow
+from enrich.config import Settings
+from enrich.providers import Provider
+from enrich.scheduler import fire_label, in_exchange_time, next_fire_after, state_from
+from enrich.store import Store
+
+FAILURE_WINDOW = dt.timedelta(hours=24)
+
+
+def health(settings: Settings, store: Store, provider: Provider | None = None,
+           clock: Callable[[], dt.datetime] | None = None, *, probe: bool = True
+           ) -> dict[str, Any]:
+    """One dict describing the desk's health (instants are UTC-aware datetimes).
+
+    Keys: ``checked_at``, ``scheduler`` (state running | paused | stopped | dead, pause and
+    heartbeat details), ``schedule`` (configured time, next fire in UTC and in New York time),
+    ``last_run`` and ``last_scheduled_run``, ``catalog`` (ok, open-and-query ms), ``lake``
+    (bytes on disk), ``provider`` (probe result and latency; ``probe=False`` skips the call,
+    which for Massive costs one request), ``failures_24h`` (fetch failures by error class),
+    ``api_key`` (masked), and ``ok`` (catalog reachable, provider fine, scheduler not dead).
+    """
+    now = (clock or utcnow)()
+    out: dict[str, Any] = {"checked_at": now, "data_dir": str(settings.data_dir.resolve()),
+                           "api_key": settings.key_masked}
+    out.update(_catalog_part(settings, store, now))
+    try:
+        size = store.lake.size_bytes()
+    except OSError:
+        size = None
+    out["lake"] = {"path": str(store.lake.root.resolve()), "bytes": size}
+    out["provider"] = _provider_part(settings, provider, probe)
+    sched_state = out.get("scheduler", {}).get("state")
+    out["ok"] = bool(out["catalog"]["ok"] and out["provider"]["ok"] is not False
+                     and sched_state != "dead")
+    return out
+
+
+def _catalog_part(settings: Settings, store: Store, now: dt.datetime) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        with store.catalog.connect() as con:
+            con.execute("SELECT count(*) FROM runs").fetchall()
+            query_ms = (time.perf_counter() - t0) * 1000
+            state = state_from(con)
+            last = frame(con, _LAST_RUN_SQL.format(where="true"))
+            last_sched = frame(con, _LAST_RUN_SQL.format(where="kind = 'scheduled'"))
+            failures = frame(
+                con, "SELECT error_class, count(*) AS n FROM fetch_log "
+                     "WHERE status = 'failed' AND started_at >= ? GROUP BY 1 ORDER BY 2 DESC",
+                [now - FAILURE_WINDOW])
+            retries = con.execute(
+                "SELECT count(*) FROM fetch_log WHERE status = 'retried' AND started_at >= ?",
+                [now - FAILURE_WINDOW]).fetchall()[0][0]
+    except Exception as exc:  # health reports; it never raises
+        return {"catalog": {"ok": False, "path": str(settings.catalog_path.resolve()),
+                            "query_ms": None, "error": str(exc)}}
+    liveness = state.liveness(now)
+    next_fire = state.next_fire_at if liveness == "running" else None
+    age = (now - state.heartbeat_at).total_seconds() if state.heartbeat_at else None
+    return {
+        "catalog": {"ok": True, "path": str(settings.catalog_path.resolve()),
+                    "query_ms": round(query_ms, 2), "error": None},
+        "scheduler": {
+            "state": liveness, "paused": state.paused, "paused_by": state.paused_by,
+            "paused_at": state.paused_at, "pause_reason": state.pause_reason,
+            "resumed_by": state.resumed_by, "resumed_at": state.resumed_at,
+            "pid": state.pid, "host": state.host, "started_at": state.started_at,
+            "stopped_at": state.stopped_at, "heartbeat_at": state.heartbeat_at,
+            "heartbeat_age_s": round(age, 2) if age is not None else None,
+            "heartbeat_interval_s": state.heartbeat_interval_s,
+        },
+        "schedule": _schedule_part(settings, next_fire, now),
+        "last_run": last.row(0, named=True) if last.height else None,
+        "last_scheduled_run": last_sched.row(0, named=True) if last_sched.height else None,
+        "failures_24h": dict(failures.iter_rows()),
+        "retries_24h": int(retries),
+    }
+
+
+_LAST_RUN_SQL = """
+    SELECT run_id, kind, state, requested_at, started_at, finished_at, symbols_total,
+           symbols_ok, symbols_failed, message
+    FROM runs WHERE {where} ORDER BY requested_at DESC LIMIT 1
+"""
+
+
+def _schedule_part(settings: Settings, next_fire: dt.datetime | None,
+                   now: dt.datetime) -> dict[str, Any]:
+    at = settings.schedule_utc
+    # The configured time in exchange time today; it moves by an hour across DST changes.
+    upcoming = next_fire_after(at, now)
+    local = in_exchange_time(upcoming)
+    return {
+        "time_utc": at.strftime("%H:%M"),
+        "time_exchange": f"{local:%H:%M} {local.tzname()}",
+        "exchange_tz": "America/New_York",
+        "next_fire_utc": next_fire,
+        "next_fire_exchange": in_exchange_time(next_fire) if next_fire else None,
+        "next_fire_label": fire_label(next_fire),
+    }
+
+
+def _provider_part(settings: Settings, provider: Provider | None, probe: bool) -> dict[str, Any]:
+    part: dict[str, Any] = {"name": settings.provider,
+                            "is_demo": bool(getattr(provider, "is_demo", False))}
+    if provider is None or not probe:
+        part.update(ok=None, status="not probed", latency_ms=None, message=None)
+        return part
+    t0 = time.perf_counter()
+    try:
+        res = provider.probe()
+    except Exception as exc:  # a probe that raises is a failed probe, never a crash
+        part.update(ok=False, status="error", message=str(exc),
+                    latency_ms=round((time.perf_counter() - t0) * 1000, 1))
+        return part
+    measured = (time.perf_counter() - t0) * 1000
+    part.update(ok=res.ok, status=res.status, message=res.message,
+                latency_ms=round(res.latency_ms or measured, 1))
+    return part
