@@ -373,7 +373,7 @@ def test_option_contracts_and_bars_follow_the_same_model(sample):
     as_of = D(2025, 6, 18)
     chain = sample.option_chain("QQQ", as_of)
     contracts = sample.option_contracts("QQQ", as_of)
-    assert contracts.columns == ["contract", "expiration", "strike", "contract_type"]
+    assert contracts.columns == ["symbol", "contract", "expiration", "strike", "contract_type"]
     assert_frame_equal(contracts, chain.select(contracts.columns))
     near = chain.filter(pl.col("expiration") == chain["expiration"].max())
     row = near.sort((pl.col("strike") - pl.col("underlying_price")).abs()).row(0, named=True)

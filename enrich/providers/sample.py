@@ -578,11 +578,11 @@ class SampleProvider:
         return _chain_frame(p, as_of)
 
     def option_contracts(self, underlying: str, as_of: dt.date) -> pl.DataFrame:
-        """Contracts listed on ``as_of`` (the chain's): contract, expiration, strike,
-        contract_type."""
+        """Contracts listed on ``as_of`` (those of its chain), in the Massive provider's shape:
+        symbol (the underlying), contract, expiration, strike, contract_type."""
         sym = self._begin("option_contracts", underlying)
         p = _profile(sym)
-        cols = ["contract", "expiration", "strike", "contract_type"]
+        cols = ["symbol", "contract", "expiration", "strike", "contract_type"]
         if not p.has_options or not self._is_past_session(p, as_of):
             return OPTIONS_IV.empty().select(cols)
         return _chain_frame(p, as_of).select(cols)
