@@ -415,7 +415,7 @@ class Engine:
                 if ds in ("bars", "splits") and step.records:
                     bars_changed = True
             if "bars" in wanted:
-                self._compute_step(symbol, params.timeframe, bars_changed, run_id, log, res)
+                self._derive_step(symbol, params.timeframe, bars_changed, run_id, log, res)
             if new_coverage != coverage:
                 self.store.lake.write_coverage(symbol, new_coverage)
 
@@ -497,7 +497,7 @@ class Engine:
             received = frame.height
             checked = check(ds, frame)
             if ds == "bars":
-                written = self._store_bars(symbol, params.timeframe, checked.good)
+                written = self.store.lake.upsert("bars", checked.good).changed
             else:
                 written = self.store.lake.upsert(ds, checked.good).changed
             step = StepResult(ds, "ok", written)
@@ -558,31 +558,37 @@ class Engine:
         latest = frame[col].max()
         return max(latest, previous) if previous else latest
 
-    def _store_bars(self, symbol: str, timeframe: str, fresh: pl.DataFrame) -> int:
-        """Upsert fresh bars, then bring stored bars onto the newest split basis."""
-        written = self.store.lake.upsert("bars", fresh).changed
-        splits = self.store.lake.read("splits", [symbol])
-        if splits.is_empty():
-            return written
-        stored = self.store.lake.read("bars", [symbol], level=timeframe)
-        adjusted = apply_splits(stored, splits)
-        if not adjusted.equals(stored):
-            written += self.store.lake.upsert("bars", adjusted).changed
-        return written
+    def _derive_step(self, symbol: str, timeframe: str, bars_changed: bool,
+                     run_id: str | None, log: LogBuffer, res: SymbolResult) -> None:
+        """Bring stored bars onto the newest split basis, then recompute features.
 
-    def _compute_step(self, symbol: str, timeframe: str, bars_changed: bool,
-                      run_id: str | None, log: LogBuffer, res: SymbolResult) -> None:
+        Runs when bars or splits changed (or features are missing). Re-based bars are logged
+        in ``compute_log`` as dataset ``bars``, status ``rebased``, so the drilldown can say
+        when history was re-derived.
+        """
         lake = self.store.lake
         has_features = bool(lake.files("features", [symbol], level=timeframe))
         if not bars_changed and has_features:
             return
-        # Splits may have moved the basis even when no bar was fetched this time.
         t0 = utcnow()
         perf0 = time.perf_counter()
         try:
             bars = lake.read("bars", [symbol], level=timeframe)
             if bars.is_empty():
                 return
+            splits = lake.read("splits", [symbol])
+            adjusted = apply_splits(bars, splits)
+            if not adjusted.equals(bars):
+                rebased = lake.upsert("bars", adjusted).changed
+                bars = adjusted
+                for step in res.steps:
+                    if step.dataset == "bars":
+                        step.records += rebased
+                log.add(lambda b: b.insert("compute_log", {
+                    "run_id": run_id, "symbol": symbol, "dataset": "bars",
+                    "timeframe": timeframe, "started_at": t0,
+                    "duration_ms": (time.perf_counter() - perf0) * 1000, "records": rebased,
+                    "status": "rebased"}))
             feats = compute_features(bars)
             written = lake.replace_symbol("features", symbol, feats, level=timeframe).changed
             status, err = "ok", None

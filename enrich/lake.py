@@ -58,21 +58,13 @@ def symbol_from_dir_name(name: str) -> str:
     return unquote(name.removeprefix("symbol="))
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The data is fsynced before the rename, so the new name never points at unwritten blocks.
+    The directory is not fsynced: after a power loss the rename may be lost, leaving the old
+    (complete) file, which the next run's idempotent upsert brings up to date.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=".part", dir=path.parent)
     try:
@@ -87,7 +79,6 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
 
 
 def remove_stale_temps(path: Path) -> int:
@@ -103,13 +94,12 @@ def remove_stale_temps(path: Path) -> int:
 
 
 def write_json_atomic(obj: object, path: Path) -> None:
+    """Replace a small JSON file atomically (not fsynced: callers treat it as a hint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -123,6 +113,7 @@ class Lake:
     def __init__(self, root: Path, lock_dir: Path | None = None):
         self.root = Path(root)
         self.lock_dir = Path(lock_dir) if lock_dir else self.root.parent / "locks"
+        self._made_dirs: set[Path] = set()
 
     # -- layout ---------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
@@ -140,16 +131,21 @@ class Lake:
         d = self.symbol_dir(ds, symbol, level)
         return d / (f"month={month}.parquet" if month else "data.parquet")
 
+    def _mkdir(self, d: Path) -> None:
+        if d not in self._made_dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(d)
+
     def lock_for(self, path: Path) -> FileLock:
         rel = path.relative_to(self.root)
         lock_path = self.lock_dir / "lake" / (str(rel).replace(os.sep, "__") + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdir(lock_path.parent)
         return FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S)
 
     def symbol_lock(self, symbol: str) -> FileLock:
         """Serialises enrichment of one symbol across threads and processes."""
         p = self.lock_dir / "symbols" / (quote(symbol, safe=".") + ".lock")
-        p.parent.mkdir(parents=True, exist_ok=True)
+        self._mkdir(p.parent)
         return FileLock(str(p), timeout=-1)
 
     def files(self, dataset: str, symbols: Iterable[str] | None = None,

@@ -189,6 +189,8 @@ def conform(frame: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:
     Raises ``KeyError`` naming missing key columns. Casting is strict: a value that does not
     convert raises instead of silently becoming null.
     """
+    if frame.schema == dataset.schema:
+        return frame
     missing_keys = [k for k in dataset.key if k not in frame.columns]
     if missing_keys:
         raise KeyError(f"{dataset.name}: missing key columns {missing_keys}")
