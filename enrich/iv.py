@@ -178,59 +178,63 @@ def _solve(price, s, k, t, r, q, is_call, tol):
     p, s, k, t, r, q, call = (a.ravel() for a in arrays)
     n = p.size
     iv = np.full(n, np.nan)
-    reason = np.zeros(n, dtype=np.int8)
     greeks = {g: np.full(n, np.nan) for g in GREEKS}
 
     with np.errstate(all="ignore"):
-        finite = (np.isfinite(p) & np.isfinite(s) & np.isfinite(k) & np.isfinite(t)
-                  & np.isfinite(r) & np.isfinite(q))
-        reason[~finite] = NullReason.MISSING_INPUT
-        reason[(reason == 0) & ((p <= 0) | (s <= 0) | (k <= 0))] = NullReason.NON_POSITIVE_INPUT
-        reason[(reason == 0) & (t <= 0)] = NullReason.EXPIRED
-
-        valid = reason == 0
-        # Index of the elements still in play (a plain slice when all are: no copies).
-        idx = slice(None) if valid.all() else np.flatnonzero(valid)
-        p_, s_, k_, t_, r_, q_, c_ = (a[idx] for a in (p, s, k, t, r, q, call))
-        sp = s_ * np.exp(-q_ * t_)  # discounted underlying
-        kp = k_ * np.exp(-r_ * t_)  # discounted strike
-        forward_gap = np.where(c_, sp - kp, kp - sp)
-        intrinsic = np.maximum(forward_gap, 0.0)
-        time_value = p_ - intrinsic  # the out-of-the-money twin's price, by put-call parity
+        # Bounds are computed everywhere (garbage where an input is bad; np.select below lets
+        # the first matching reason win, so that garbage never decides anything).
+        sp = s * np.exp(-q * t)  # discounted underlying
+        kp = k * np.exp(-r * t)  # discounted strike
+        forward_gap = np.where(call, sp - kp, kp - sp)
+        time_value = p - np.maximum(forward_gap, 0.0)  # the OTM twin's price, by parity
         noise = (_BOUND_ULPS * _EPS) * (sp + kp) * (forward_gap > 0.0)
-        x = -np.abs(np.log(s_ / k_) + (r_ - q_) * t_)  # ln(F/K) of the out-of-the-money twin
+        x = -np.abs(np.log(s / k) + (r - q) * t)  # ln(F/K) of the out-of-the-money twin
         bmax = np.exp(0.5 * x)
         beta = time_value / np.sqrt(sp * kp)
-
-        why = np.zeros(p_.size, dtype=np.int8)
-        why[p_ >= np.where(c_, sp, kp)] = NullReason.AT_OR_ABOVE_UPPER_BOUND
-        why[(why == 0) & (time_value < -noise)] = NullReason.BELOW_INTRINSIC
-        # Within rounding of a bound, or subnormal (no relative precision left).
-        why[(why == 0) & ((time_value <= noise) | ~(beta >= _TINY) | ~(beta < bmax))] = (
-            NullReason.TIME_VALUE_BELOW_RESOLUTION
+        finite = (np.isfinite(p) & np.isfinite(s) & np.isfinite(k) & np.isfinite(t)
+                  & np.isfinite(r) & np.isfinite(q))
+        reason = np.select(
+            [
+                ~finite,
+                (p <= 0) | (s <= 0) | (k <= 0),
+                t <= 0,
+                p >= np.where(call, sp, kp),
+                time_value < -noise,
+                # Within rounding of a bound, or subnormal (no relative precision left).
+                (time_value <= noise) | ~(beta >= _TINY) | ~(beta < bmax),
+            ],
+            [
+                np.int8(NullReason.MISSING_INPUT),
+                np.int8(NullReason.NON_POSITIVE_INPUT),
+                np.int8(NullReason.EXPIRED),
+                np.int8(NullReason.AT_OR_ABOVE_UPPER_BOUND),
+                np.int8(NullReason.BELOW_INTRINSIC),
+                np.int8(NullReason.TIME_VALUE_BELOW_RESOLUTION),
+            ],
+            np.int8(0),
         )
-        reason[idx] = why
 
-        go = np.flatnonzero(why == 0)
-        sqrt_t = np.sqrt(t_[go])
+        go = np.flatnonzero(reason == 0)
+        t_go = t[go]
+        sqrt_t = np.sqrt(t_go)
         # Solver accuracy in total volatility: a small fraction of the tolerance asked for.
         s_tol = 0.25 * tol * sqrt_t
-        total_vol, converged = _normalised_vol(beta[go], x[go], bmax[go], s_tol)
+        x_go = x[go]
+        total_vol, converged = _normalised_vol(beta[go], x_go, bmax[go], s_tol)
         sigma = total_vol / sqrt_t
-        s_go = s_[go]
-        g = price_and_greeks(s_go, k_[go], t_[go], r_[go], q_[go], sigma, c_[go])
-        res = _resolution(p_[go], s_go, x[go], sqrt_t, sigma, g["delta"], g["vega"])
+        s_go = s[go]
+        g = price_and_greeks(s_go, k[go], t_go, r[go], q[go], sigma, call[go])
+        res = _resolution(p[go], s_go, x_go, sqrt_t, sigma, g["delta"], g["vega"])
         fail = np.where(
             ~(res <= tol), NullReason.TIME_VALUE_BELOW_RESOLUTION,
             np.where(converged & np.isfinite(sigma), 0, NullReason.NO_CONVERGENCE),
         ).astype(np.int8)
-        at = go if isinstance(idx, slice) else idx[go]
-        reason[at] = fail
+        reason[go] = fail
         ok = fail == 0
-        at_ok = at[ok]
-        iv[at_ok] = sigma[ok]
+        at = go[ok]
+        iv[at] = sigma[ok]
         for name in GREEKS:
-            greeks[name][at_ok] = g[name][ok]
+            greeks[name][at] = g[name][ok]
 
     greeks = {name: values.reshape(shape) for name, values in greeks.items()}
     return iv.reshape(shape), reason.reshape(shape), greeks
