@@ -510,9 +510,17 @@ def test_news_parse_takes_the_insight_for_the_symbol():
     }, schema=NEWS.schema)
     assert_frame_equal(frame, expected)
     assert dict(api.requests[0].url.params) == {
-        "ticker": "XYZ", "published_utc.gte": "2025-03-01T00:00:00Z",
-        "published_utc.lte": "2025-03-02T23:59:59Z", "limit": "1000", "order": "asc",
+        "ticker": "XYZ", "published_utc.gte": "2025-03-01T05:00:00Z",
+        "published_utc.lte": "2025-03-03T04:59:59Z", "limit": "1000", "order": "asc",
         "sort": "published_utc"}
+
+
+def test_news_days_are_new_york_days():
+    late = {**NEWS_ROW, "id": "late", "published_utc": "2025-03-03T03:00:00Z"}  # Mar 2, 22:00 ET
+    early = {**NEWS_ROW, "id": "early", "published_utc": "2025-03-01T04:00:00Z"}  # Feb 28 ET
+    api = Api({"/v2/reference/news": ok([early, late])})
+    frame = make(api).news("XYZ", D(2025, 3, 1), D(2025, 3, 2))
+    assert frame["id"].to_list() == ["late"]
 
 
 def test_news_without_id_or_time_is_refused():

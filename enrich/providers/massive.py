@@ -192,6 +192,7 @@ class MassiveProvider:
             max_pages=self._max_pages, today=self._today,
         )
         clone._skip = self._skip
+        clone._local = self._local  # one request count per thread, whichever clone made it
         return clone
 
     def close(self) -> None:
@@ -375,12 +376,15 @@ class MassiveProvider:
         return conform(frame, EARNINGS)
 
     def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-        """Articles published on UTC dates [start, end]; sentiment is the insight for ``symbol``."""
+        """Articles published on New York dates [start, end] (``published_utc`` stays UTC);
+        sentiment is the insight whose ticker is ``symbol``."""
         subject = f"{symbol} news"
+        first = dt.datetime.combine(start, dt.time(), ET)
+        after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), ET)
         params = {
             "ticker": symbol,
-            "published_utc.gte": f"{start.isoformat()}T00:00:00Z",
-            "published_utc.lte": f"{end.isoformat()}T23:59:59Z",
+            "published_utc.gte": _rfc3339(first),
+            "published_utc.lte": _rfc3339(after - dt.timedelta(seconds=1)),
             "limit": 1000,
             "order": "asc",
             "sort": "published_utc",
@@ -393,7 +397,10 @@ class MassiveProvider:
         check.done()
         frame = pl.DataFrame(parsed, schema=_NEWS_ROW_SCHEMA)
         frame = (
-            frame.filter(pl.col("published_utc").dt.date().is_between(start, end))
+            frame.filter(
+                pl.col("published_utc").dt.convert_time_zone("America/New_York").dt.date()
+                .is_between(start, end)
+            )
             .unique("id", keep="first")
             .sort("published_utc", "id")
             .with_columns(symbol=pl.lit(symbol))
@@ -628,6 +635,10 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 def _seg(value: str) -> str:
     """A symbol as one path segment: nothing in it can change the path."""
     return quote(value, safe=":.")
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ms(started: float) -> float:
