@@ -564,9 +564,9 @@ def implied_dividend_yield(
 
     ``D`` is the sum of ``cash_amount`` over dividends whose ``ex_date`` lies in
     ``(date - 1 calendar year, date]``; the yield is the continuous rate ``ln(1 + D / close)``
-    (what ``q`` means in the pricer), 0.0 with no dividends in the window and null where the
-    close is missing or not positive. If both frames have a ``symbol`` column the dividends are
-    matched per symbol. Row order of ``closes`` is kept.
+    (what ``q`` means in the pricer), 0.0 with no dividends in the window, and null where the
+    date or close is missing or the close is not positive. If both frames have a ``symbol``
+    column, dividends are matched per symbol. Row order of ``closes`` is kept.
     """
     by = ["symbol"] if "symbol" in dividends.columns and "symbol" in closes.columns else []
     paid = (
@@ -581,7 +581,9 @@ def implied_dividend_yield(
 
     def cum_at(column: str, name: str) -> pl.DataFrame:
         left = keyed.select("_row", *by, column).sort(*by, column)
-        joined = left.join_asof(paid, left_on=column, right_on="ex_date", by=by or None)
+        # Both sides are sorted just above; polars cannot verify that within groups.
+        joined = left.join_asof(paid, left_on=column, right_on="ex_date", by=by or None,
+                                check_sortedness=False)
         return joined.select("_row", pl.col("cum").fill_null(0.0).alias(name))
 
     cash = cum_at(date, "_now").join(cum_at("_start", "_then"), on="_row")
@@ -591,7 +593,9 @@ def implied_dividend_yield(
         keyed.join(cash, on="_row", how="left")
         .sort("_row")
         .with_columns(
-            dividend_yield=pl.when(price > 0).then((d / price).log1p()).otherwise(None)
+            dividend_yield=pl.when((price > 0) & pl.col(date).is_not_null())
+            .then((d / price).log1p())
+            .otherwise(None)
         )
         .drop("_row", "_start", "_now", "_then")
     )

@@ -19,6 +19,7 @@ from enrich.iv import (
     reason_labels,
     vol_resolution,
 )
+from enrich.schemas import DIVIDENDS, OPTIONS_IV
 
 TOL = 1e-8
 
@@ -309,3 +310,18 @@ def test_implied_dividend_yield_per_symbol():
     assert out["dividend_yield"].to_list() == pytest.approx(
         [math.log1p(2.0 / 100.0), math.log1p(1.5 / 50.0), 0.0]
     )
+
+
+def test_implied_dividend_yield_edges():
+    d = dt.date
+    closes = pl.DataFrame(
+        {"symbol": ["A", "A"], "session": [None, d(2024, 1, 2)], "close": [10.0, 10.0]},
+        schema={"symbol": pl.String, "session": pl.Date, "close": pl.Float64},
+    )
+    out = implied_dividend_yield(DIVIDENDS.empty(), closes)
+    assert out["dividend_yield"].to_list() == [None, 0.0]
+
+
+def test_chain_iv_on_an_empty_lake_frame_keeps_the_schema():
+    out = chain_iv(OPTIONS_IV.empty(), r=0.04)
+    assert out.schema == OPTIONS_IV.empty().schema
