@@ -140,7 +140,8 @@ def vol_resolution(
 def _resolution(price, s, x, sqrt_t, sigma, delta, vega):
     # Price rounding ~ eps * (price + s|delta|) over vega, plus the rounding of d1 and d2
     # (~ eps |d|, and |d1| + |d2| = max(2|x|/v, v) with v = sigma sqrt(t)), which moves the
-    # price by vega / sqrt(t) per unit of d.
+    # price by vega / sqrt(t) per unit of d. The 16 tiny / eps floor keeps prices that have
+    # gone subnormal (no relative precision left) from ever counting as resolved.
     v = sigma * sqrt_t
     d_sum = np.maximum(2.0 * np.abs(x) / v, v)
     noise = (price + s * np.abs(delta) + 16.0 * _TINY / _EPS) / vega + d_sum / sqrt_t
