@@ -1,8 +1,58 @@
-"""Streamlit entry: page config, navigation over pages/, the shared sidebar."""
+"""Streamlit entry: page config, navigation over pages/, the shared sidebar, the services."""
+
+from __future__ import annotations
 
 import streamlit as st
 
+from enrich import ui
+from pages import _common as c
+
 st.set_page_config(page_title="enrich", page_icon="📈", layout="wide")
-st.title("enrich")
-st.info("The dashboard is being built. Meanwhile: `python -m enrich run` and "
-        "`python -m enrich status`.")
+
+PAGES = [
+    st.Page(c.PAGES["overview"], title="Overview", icon="🏠", default=True),
+    st.Page(c.PAGES["symbols"], title="Symbols", icon="🔎"),
+    st.Page(c.PAGES["runs"], title="Runs", icon="🔄"),
+    st.Page(c.PAGES["metrics"], title="Metrics", icon="📊"),
+    st.Page(c.PAGES["health"], title="Health", icon="🩺"),
+    st.Page(c.PAGES["controls"], title="Controls", icon="🎛️"),
+    st.Page(c.PAGES["settings"], title="Settings", icon="⚙️"),
+]
+nav = st.navigation(PAGES)
+
+settings = c.settings()
+svc = c.services()  # starts the scheduler once per process
+
+
+@st.fragment(run_every=5)
+def _sidebar_status() -> None:
+    state = c.read("scheduler_state")
+    if not settings.scheduler:
+        st.markdown("**Scheduler** · off (ENRICH_SCHEDULER=off)")
+    elif state.get("paused"):
+        st.markdown(f"**Scheduler** · ⏸️ paused by {state.get('paused_by') or '?'}")
+        if state.get("pause_reason"):
+            st.caption(f"“{state['pause_reason']}”")
+    else:
+        st.markdown("**Scheduler** · ▶️ on")
+    nxt = svc.next_fire_time() if svc is not None and settings.scheduler else None
+    if nxt is not None and not state.get("paused"):
+        st.caption(f"Next run {ui.fmt_both(nxt)}")
+    else:
+        st.caption(f"Daily at {settings.schedule_utc:%H:%M} UTC")
+    active = c.read("active_runs")
+    for p in active:
+        st.caption(f"{ui.run_state_label(p['state'])} run {p['run_id'][:8]}: "
+                   f"{p['done']} / {p['total']} symbols")
+        c.run_link(p["run_id"], "Follow →")
+
+
+with st.sidebar:
+    if c.is_demo():
+        st.badge("Demo data · sample provider", icon="🧪", color="orange")
+    else:
+        st.badge(f"Provider · {settings.provider}", icon="🔌", color="blue")
+    _sidebar_status()
+    st.caption(f"Data: `{settings.data_dir.resolve()}`")
+
+nav.run()

@@ -1,17 +1,36 @@
 """Read models: what the CLI and the pages display, as SQL over the catalog and lake.
 
-Each function opens one short connection, aggregates in SQL, and returns a polars frame or a
-small dict. Nothing here loads a whole log into memory.
+Each catalog function opens one short connection, aggregates in SQL, and returns a polars
+frame or a small dict. Nothing here loads a whole log into memory: logs are aggregated or
+paginated in SQL. Lake reads are for one symbol at a time (``Lake.read(dataset, [symbol])``).
+
+Three kinds of time, never mixed: session dates (``session``, ``latest_session``…) are DATE;
+instants (``*_at``) are UTC; the daily and hourly buckets here are UTC days and hours.
+
+The status *grid* is the base of the overview and symbol views: one row per active symbol ×
+dataset that applies to its asset class (``enrich.symbols.DATASETS_BY_CLASS``), with a row even
+when the dataset was never fetched, and a freshness ``state`` recomputed for ``now``
+(``enrich.freshness``). A dataset the provider plan does not include gets the state
+``not_entitled`` instead of ``failing``: retrying will not fix it, so it does not ask for
+attention.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
 
+import duckdb
 import polars as pl
 
-from enrich.catalog import Catalog, utcnow
+from enrich import calendars
+from enrich.catalog import Catalog, frame, utcnow
 from enrich.freshness import add_freshness
+from enrich.lake import Lake
+from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
 STATUS_COLUMNS = (
     "symbol", "asset_class", "dataset", "state", "sessions_behind", "latest_session",
@@ -19,8 +38,37 @@ STATUS_COLUMNS = (
     "consecutive_failures", "last_error_class", "last_error_message", "last_error_at",
     "not_entitled",
 )
+# Freshness states of the grid, most urgent first ("not_entitled" asks for no action).
+GRID_STATES = ("failing", "stale", "never", "behind", "fresh", "not_entitled")
+_URGENCY = {s: i for i, s in enumerate(GRID_STATES)}
+STATUS_DATASETS = ("bars", "dividends", "splits", "earnings", "news", "options_iv")
+RUN_STATES = ("queued", "running", "succeeded", "partial", "failed", "cancelled",
+              "interrupted", "missed")
+ACTIVE_RUN_STATES = ("queued", "running")
+RUN_KINDS = ("manual", "scheduled", "retry", "backfill", "cli")
+# fetch_log rows that end a step (not the intermediate "retried" attempts).
+_STEP_DONE = "status IN ('ok', 'up_to_date', 'failed')"
+_STEP_OK = "status IN ('ok', 'up_to_date')"
 
 
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> dict:
+    cur = con.execute(sql, list(params))
+    row = cur.fetchone()
+    cols = [d[0] for d in cur.description]
+    return dict(zip(cols, row, strict=True)) if row else dict.fromkeys(cols)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return (num or 0) / den if den else None
+
+
+def _applies_values(alias: str) -> str:
+    """An inline table of (asset_class, dataset) pairs that apply."""
+    pairs = [f"('{c}', '{d}')" for c, ds in DATASETS_BY_CLASS.items() for d in ds]
+    return "(VALUES " + ", ".join(pairs) + f") AS {alias}(asset_class, dataset)"
+
+
+# -- status (CLI) -----------------------------------------------------------------------------
 def status_table(catalog: Catalog, symbol: str | None = None,
                  now: dt.datetime | None = None) -> pl.DataFrame:
     """symbol × dataset status with freshness recomputed for ``now`` (UTC)."""
@@ -36,16 +84,247 @@ def status_table(catalog: Catalog, symbol: str | None = None,
     if symbol:
         sql += " AND s.symbol = ?"
         params.append(symbol)
-    frame = catalog.query(sql + " ORDER BY s.symbol, st.dataset", params)
-    if frame.is_empty():
+    frame_ = catalog.query(sql + " ORDER BY s.symbol, st.dataset", params)
+    if frame_.is_empty():
         return pl.DataFrame(schema={c: pl.String for c in STATUS_COLUMNS})
-    return add_freshness(frame, now or utcnow()).select(STATUS_COLUMNS)
+    return add_freshness(frame_, now or utcnow()).select(STATUS_COLUMNS)
 
 
+# -- the status grid ----------------------------------------------------------------------------
+_GRID_SCHEMA = {
+    "symbol": pl.String, "name": pl.String, "asset_class": pl.String, "dataset": pl.String,
+    "state": pl.String, "sessions_behind": pl.Int64, "latest_session": pl.Date,
+    "covered_through": pl.Date, "last_success_at": pl.Datetime("us", "UTC"),
+    "last_attempt_at": pl.Datetime("us", "UTC"), "consecutive_failures": pl.Int32,
+    "last_error_class": pl.String, "last_error_message": pl.String,
+    "last_error_at": pl.Datetime("us", "UTC"), "not_entitled": pl.Boolean,
+}
+
+
+def status_grid(catalog: Catalog, now: dt.datetime, symbol: str | None = None,
+                active_only: bool = True) -> pl.DataFrame:
+    """Active symbol × applicable dataset, with ``state`` and ``sessions_behind`` for ``now``."""
+    where, params = ["true"], []
+    if active_only:
+        where.append("s.active")
+    if symbol:
+        where.append("s.symbol = ?")
+        params.append(symbol)
+    sql = f"""
+        SELECT s.symbol, s.name, s.asset_class, a.dataset, st.latest_session,
+               st.covered_through, st.last_success_at, st.last_attempt_at,
+               coalesce(st.consecutive_failures, 0) AS consecutive_failures,
+               st.last_error_class, st.last_error_message, st.last_error_at,
+               coalesce(st.not_entitled, false) AS not_entitled
+        FROM symbols s
+        JOIN {_applies_values("a")} ON a.asset_class = s.asset_class
+        LEFT JOIN symbol_status st ON st.symbol = s.symbol AND st.dataset = a.dataset
+        WHERE {' AND '.join(where)}
+        ORDER BY s.symbol, a.dataset
+    """
+    raw = catalog.query(sql, params)
+    if raw.is_empty():
+        return pl.DataFrame(schema=_GRID_SCHEMA)
+    out = add_freshness(raw, now).with_columns(
+        pl.when(pl.col("not_entitled")).then(pl.lit("not_entitled"))
+        .otherwise(pl.col("state")).alias("state"))
+    return out.select(list(_GRID_SCHEMA)).cast(
+        {"sessions_behind": pl.Int64, "consecutive_failures": pl.Int32})
+
+
+def state_distribution(grid: pl.DataFrame) -> pl.DataFrame:
+    """dataset × state → symbols (every state present as a row, zero included)."""
+    datasets = [d for d in STATUS_DATASETS if d in set(grid["dataset"].to_list())] \
+        if not grid.is_empty() else []
+    full = pl.DataFrame({"dataset": datasets}, schema={"dataset": pl.String}).join(
+        pl.DataFrame({"state": list(GRID_STATES)}), how="cross")
+    counts = grid.group_by("dataset", "state").agg(pl.len().alias("symbols"))
+    return (full.join(counts, on=["dataset", "state"], how="left")
+            .with_columns(pl.col("symbols").fill_null(0).cast(pl.Int64)))
+
+
+def symbol_summary(grid: pl.DataFrame) -> pl.DataFrame:
+    """One row per symbol: worst state, sessions behind, last error, one state per dataset.
+
+    Columns: symbol, name, asset_class, state (the most urgent of its datasets), urgency
+    (0 = most urgent), sessions_behind (max), last_success_at (newest), last_error_class and
+    last_error_at (newest failing dataset), then one ``<dataset>`` state column and one
+    ``<dataset>_behind`` column per dataset (null where the dataset does not apply).
+    """
+    cols = {"symbol": pl.String, "name": pl.String, "asset_class": pl.String,
+            "state": pl.String, "urgency": pl.Int64, "sessions_behind": pl.Int64,
+            "last_success_at": pl.Datetime("us", "UTC"), "last_error_class": pl.String,
+            "last_error_at": pl.Datetime("us", "UTC")}
+    for d in STATUS_DATASETS:
+        cols[d] = pl.String
+        cols[f"{d}_behind"] = pl.Int64
+    if grid.is_empty():
+        return pl.DataFrame(schema=cols)
+    g = grid.with_columns(
+        pl.col("state").replace_strict(_URGENCY, return_dtype=pl.Int64).alias("urgency"))
+    errors = (g.filter(pl.col("state") == "failing")
+              .sort("last_error_at", nulls_last=True, descending=True)
+              .group_by("symbol", maintain_order=True)
+              .agg(pl.col("last_error_class").first(), pl.col("last_error_at").first()))
+    base = g.group_by("symbol", maintain_order=True).agg(
+        pl.col("name").first(), pl.col("asset_class").first(),
+        pl.col("urgency").min(), pl.col("sessions_behind").max(),
+        pl.col("last_success_at").max())
+    wide = g.pivot(on="dataset", index="symbol", values=["state", "sessions_behind"],
+                   aggregate_function="first")
+    rename = {}
+    for c in wide.columns:
+        if c.startswith("state_"):
+            rename[c] = c.removeprefix("state_")
+        elif c.startswith("sessions_behind_"):
+            rename[c] = c.removeprefix("sessions_behind_") + "_behind"
+    wide = wide.rename(rename)
+    out = (base.join(errors, on="symbol", how="left").join(wide, on="symbol", how="left")
+           .with_columns(pl.col("urgency").replace_strict(
+               {i: s for s, i in _URGENCY.items()}, return_dtype=pl.String).alias("state")))
+    for d in STATUS_DATASETS:
+        if d not in out.columns:
+            out = out.with_columns(pl.lit(None, pl.String).alias(d),
+                                   pl.lit(None, pl.Int64).alias(f"{d}_behind"))
+    return out.select(list(cols)).cast(cols).sort("symbol")
+
+
+SYMBOL_SORTS = {
+    "needs attention": (["urgency", "sessions_behind", "symbol"], [False, True, False]),
+    "symbol": (["symbol"], [False]),
+    "sessions behind": (["sessions_behind", "symbol"], [True, False]),
+    "last success (newest)": (["last_success_at", "symbol"], [True, False]),
+    "last success (oldest)": (["last_success_at", "symbol"], [False, False]),
+}
+
+
+def filter_symbols(summary: pl.DataFrame, search: str | None = None,
+                   state: str | None = None, dataset: str | None = None,
+                   asset_class: str | None = None, sort: str = "needs attention",
+                   limit: int = 100, offset: int = 0) -> tuple[pl.DataFrame, int]:
+    """A page of ``symbol_summary`` rows matching the filters, and the number of matches.
+
+    ``state`` filters on the symbol's worst state, or on ``dataset``'s state when given.
+    ``search`` matches the symbol or its name, case-insensitively.
+    """
+    out = summary
+    if search:
+        needle = search.strip().lower()
+        out = out.filter(pl.col("symbol").str.to_lowercase().str.contains(needle, literal=True)
+                         | pl.col("name").fill_null("").str.to_lowercase()
+                         .str.contains(needle, literal=True))
+    if state:
+        col = dataset if dataset in STATUS_DATASETS else "state"
+        out = out.filter(pl.col(col) == state)
+    elif dataset in STATUS_DATASETS:
+        out = out.filter(pl.col(dataset).is_not_null())
+    if asset_class:
+        out = out.filter(pl.col("asset_class") == asset_class)
+    by, desc = SYMBOL_SORTS.get(sort, SYMBOL_SORTS["needs attention"])
+    out = out.sort(by, descending=desc, nulls_last=True)
+    return out.slice(offset, limit), out.height
+
+
+def symbol_state_counts(summary: pl.DataFrame) -> dict[str, int]:
+    """Symbols per worst state (every state present, zero included)."""
+    counts = dict.fromkeys(GRID_STATES, 0)
+    if not summary.is_empty():
+        for s, n in summary.group_by("state").len().iter_rows():
+            counts[s] = int(n)
+    return counts
+
+
+# -- pipeline metrics --------------------------------------------------------------------------
+def _log_metrics_sql(table: str) -> str:
+    if table == "fetch_log":
+        extra = """, CAST(coalesce(sum(requests), 0) AS BIGINT) AS requests,
+                   CAST(coalesce(sum(received), 0) AS BIGINT) AS received,
+                   CAST(coalesce(sum(rejected), 0) AS BIGINT) AS rejected,
+                   count(*) FILTER (status = 'retried') AS retries"""
+        done, ok = _STEP_DONE, _STEP_OK
+        timed = "status IN ('ok', 'failed')"
+    else:
+        extra = ""
+        done, ok, timed = "status IN ('ok', 'failed')", "status = 'ok'", "true"
+    return f"""
+        SELECT count(*) FILTER ({done}) AS steps,
+               count(*) FILTER ({ok}) AS ok,
+               count(*) FILTER (status = 'failed') AS failed,
+               CAST(coalesce(sum(records), 0) AS BIGINT) AS rows
+               {extra},
+               quantile_cont(duration_ms, 0.5) FILTER ({timed}) AS p50_ms,
+               quantile_cont(duration_ms, 0.95) FILTER ({timed}) AS p95_ms
+        FROM {table}
+    """
+
+
+def pipeline_metrics(catalog: Catalog, since: dt.datetime | None = None) -> dict[str, dict]:
+    """Fetch and compute pipeline totals since ``since`` (all time when None).
+
+    fetch: steps (finished fetch steps), ok, failed, success_rate, rows (rows written to the
+    lake), requests (provider calls), received, rejected, retries, p50_ms / p95_ms (duration
+    of steps that called the provider). compute: steps, ok, failed, success_rate, rows,
+    p50_ms, p95_ms.
+    """
+    where = " WHERE started_at >= ?" if since else ""
+    params = [since] if since else []
+    with catalog.connect() as con:
+        fetch = _one(con, _log_metrics_sql("fetch_log") + where, params)
+        compute = _one(con, _log_metrics_sql("compute_log") + where, params)
+    for m in (fetch, compute):
+        m["success_rate"] = _ratio(m["ok"], m["steps"])
+        for k, v in list(m.items()):
+            if k not in ("p50_ms", "p95_ms", "success_rate") and v is not None:
+                m[k] = int(v)
+    return {"fetch": fetch, "compute": compute}
+
+
+def overall_success(catalog: Catalog) -> dict[str, Any]:
+    """All-time success rates: runs, symbol tasks, fetch steps."""
+    with catalog.connect() as con:
+        runs = _one(con, """
+            SELECT count(*) FILTER (state IN ('succeeded','partial','failed','cancelled',
+                                              'interrupted','missed')) AS finished,
+                   count(*) FILTER (state = 'succeeded') AS succeeded,
+                   count(*) FILTER (state = 'partial') AS partial,
+                   count(*) FILTER (state = 'failed') AS failed
+            FROM runs""")
+        tasks = _one(con, """
+            SELECT count(*) FILTER (state IN ('ok', 'skipped', 'failed')) AS finished,
+                   count(*) FILTER (state IN ('ok', 'skipped')) AS ok
+            FROM tasks""")
+        steps = _one(con, f"""
+            SELECT count(*) FILTER ({_STEP_DONE}) AS finished,
+                   count(*) FILTER ({_STEP_OK}) AS ok FROM fetch_log""")
+    return {
+        "runs_finished": int(runs["finished"] or 0),
+        "run_success_rate": _ratio(runs["succeeded"], runs["finished"]),
+        "task_success_rate": _ratio(tasks["ok"], tasks["finished"]),
+        "fetch_success_rate": _ratio(steps["ok"], steps["finished"]),
+    }
+
+
+def latest_enrichment(catalog: Catalog) -> dict[str, Any]:
+    """Newest successful dataset update and the newest finished run."""
+    with catalog.connect() as con:
+        st = _one(con, "SELECT max(last_success_at) AS last_success_at FROM symbol_status")
+        run = _one(con, """
+            SELECT run_id, kind, state, finished_at, message FROM runs
+            WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1""")
+    return {"last_success_at": st["last_success_at"], "last_run": run
+            if run.get("run_id") else None}
+
+
+# -- runs -------------------------------------------------------------------------------------
 def runs_table(catalog: Catalog, limit: int = 20, offset: int = 0, state: str | None = None,
                symbol: str | None = None, kind: str | None = None,
                since: dt.datetime | None = None) -> pl.DataFrame:
     """Recent runs, newest first, filtered in SQL."""
+    return runs_search(catalog, limit=limit, offset=offset, state=state, symbol=symbol,
+                       kind=kind, since=since)[0]
+
+
+def _runs_where(state, symbol, kind, since, until) -> tuple[str, list]:
     where, params = ["true"], []
     if state:
         where.append("r.state = ?")
@@ -56,14 +335,461 @@ def runs_table(catalog: Catalog, limit: int = 20, offset: int = 0, state: str | 
     if since:
         where.append("r.requested_at >= ?")
         params.append(since)
+    if until:
+        where.append("r.requested_at < ?")
+        params.append(until)
     if symbol:
         where.append("EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r.run_id AND t.symbol = ?)")
         params.append(symbol)
+    return " AND ".join(where), params
+
+
+def runs_search(catalog: Catalog, limit: int = 20, offset: int = 0, state: str | None = None,
+                symbol: str | None = None, kind: str | None = None,
+                since: dt.datetime | None = None,
+                until: dt.datetime | None = None) -> tuple[pl.DataFrame, int]:
+    """A page of runs (newest first) matching the filters, and the number of matches.
+
+    ``since`` / ``until`` bound ``requested_at`` (UTC instants, ``until`` exclusive).
+    """
+    where, params = _runs_where(state, symbol, kind, since, until)
     sql = f"""
         SELECT r.run_id, r.kind, r.state, r.requested_at, r.started_at, r.finished_at,
                r.symbols_total, r.symbols_ok, r.symbols_failed, r.symbols_skipped,
-               r.records_written, r.requests, r.retries, r.error_summary, r.message, r.params
-        FROM runs r WHERE {' AND '.join(where)}
+               r.records_written, r.requests, r.retries, r.error_summary, r.message, r.params,
+               date_diff('millisecond', r.started_at, coalesce(r.finished_at, now())) / 1000.0
+                   AS duration_s
+        FROM runs r WHERE {where}
         ORDER BY r.requested_at DESC LIMIT ? OFFSET ?
     """
-    return catalog.query(sql, [*params, limit, offset])
+    with catalog.connect() as con:
+        page = frame(con, sql, [*params, limit, offset])
+        total = con.execute(f"SELECT count(*) FROM runs r WHERE {where}", params).fetchone()[0]
+    return page, int(total)
+
+
+def active_runs(catalog: Catalog, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Queued and running runs with live progress (see ``run_progress``)."""
+    rows = catalog.query(
+        "SELECT run_id FROM runs WHERE state IN ('queued', 'running') ORDER BY requested_at")
+    return [p for rid in rows["run_id"].to_list()
+            if (p := run_progress(catalog, rid, now)) is not None]
+
+
+def run_progress(catalog: Catalog, run_id: str,
+                 now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """A run's progress: done / total symbols, the symbols in flight, ETA in seconds.
+
+    ``eta_s`` extrapolates the run's mean time per finished symbol; None until one finished.
+    """
+    with catalog.connect() as con:
+        r = _one(con, """
+            SELECT run_id, kind, state, requested_at, started_at, finished_at, heartbeat_at,
+                   symbols_total, symbols_ok, symbols_failed, symbols_skipped,
+                   records_written, requests, retries, message
+            FROM runs WHERE run_id = ?""", [run_id])
+        if r.get("run_id") is None:
+            return None
+        t = _one(con, """
+            SELECT count(*) FILTER (state NOT IN ('running')) AS done,
+                   count(*) FILTER (state = 'failed') AS failed,
+                   list(symbol ORDER BY started_at) FILTER (state = 'running') AS current
+            FROM tasks WHERE run_id = ?""", [run_id])
+    now = now or utcnow()
+    total = int(r["symbols_total"] or 0)
+    done = max(int(t["done"] or 0),
+               int((r["symbols_ok"] or 0) + (r["symbols_failed"] or 0)
+                   + (r["symbols_skipped"] or 0)))
+    done = min(done, total) if total else done
+    elapsed = None
+    if r["started_at"] is not None:
+        elapsed = ((r["finished_at"] or now) - r["started_at"]).total_seconds()
+    eta = None
+    if r["state"] == "running" and elapsed and done and total > done:
+        eta = elapsed / done * (total - done)
+    r.update(done=done, total=total, current=list(t["current"] or []),
+             failed_so_far=int(t["failed"] or 0), elapsed_s=elapsed, eta_s=eta,
+             fraction=(done / total) if total else (1.0 if r["finished_at"] else 0.0))
+    return r
+
+
+def run_detail(catalog: Catalog, run_id: str) -> dict[str, Any] | None:
+    """Every column of a run, with ``params`` and ``error_summary`` parsed from JSON."""
+    with catalog.connect() as con:
+        r = _one(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+    if r.get("run_id") is None:
+        return None
+    for k in ("params", "error_summary"):
+        if isinstance(r.get(k), str):
+            with contextlib.suppress(ValueError):
+                r[k] = json.loads(r[k])
+    return r
+
+
+def run_tasks(catalog: Catalog, run_id: str) -> pl.DataFrame:
+    """The run's symbol tasks (timeline rows), with duration in seconds."""
+    return catalog.query("""
+        SELECT symbol, state, started_at, finished_at,
+               date_diff('millisecond', started_at, finished_at) / 1000.0 AS duration_s,
+               records, requests, retries, error_class, error_message
+        FROM tasks WHERE run_id = ? ORDER BY started_at NULLS LAST, symbol""", [run_id])
+
+
+def failed_symbols(catalog: Catalog, run_id: str) -> list[str]:
+    rows = catalog.query(
+        "SELECT symbol FROM tasks WHERE run_id = ? AND state = 'failed' ORDER BY symbol",
+        [run_id])
+    return rows["symbol"].to_list()
+
+
+def run_fetch_summary(catalog: Catalog, run_id: str) -> pl.DataFrame:
+    """Per dataset within a run: steps, failures, rows, requests, p50/p95 response time."""
+    return catalog.query(f"""
+        SELECT dataset, count(*) FILTER ({_STEP_DONE}) AS steps,
+               count(*) FILTER (status = 'failed') AS failed,
+               count(*) FILTER (status = 'retried') AS retries,
+               CAST(coalesce(sum(records), 0) AS BIGINT) AS rows,
+               CAST(coalesce(sum(requests), 0) AS BIGINT) AS requests,
+               CAST(coalesce(sum(rejected), 0) AS BIGINT) AS rejected,
+               quantile_cont(duration_ms, 0.5) FILTER (status IN ('ok', 'failed')) AS p50_ms,
+               quantile_cont(duration_ms, 0.95) FILTER (status IN ('ok', 'failed')) AS p95_ms
+        FROM fetch_log WHERE run_id = ? GROUP BY dataset ORDER BY dataset""", [run_id])
+
+
+def run_fetch_log(catalog: Catalog, run_id: str, symbol: str | None = None,
+                  errors_only: bool = False, limit: int = 100,
+                  offset: int = 0) -> tuple[pl.DataFrame, int]:
+    """A page of a run's fetch-log rows (response times and records), and the match count."""
+    where, params = ["run_id = ?"], [run_id]
+    if symbol:
+        where.append("symbol = ?")
+        params.append(symbol)
+    if errors_only:
+        where.append("status IN ('failed', 'retried')")
+    w = " AND ".join(where)
+    with catalog.connect() as con:
+        page = frame(con, f"""
+            SELECT symbol, dataset, status, started_at, duration_ms, records, received,
+                   rejected, requests, attempt, error_class, error_message,
+                   window_start, window_end
+            FROM fetch_log WHERE {w}
+            ORDER BY started_at, symbol, dataset LIMIT ? OFFSET ?""", [*params, limit, offset])
+        total = con.execute(f"SELECT count(*) FROM fetch_log WHERE {w}", params).fetchone()[0]
+    return page, int(total)
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def alltime_stats(catalog: Catalog) -> dict[str, Any]:
+    """Counts since the catalog was created."""
+    with catalog.connect() as con:
+        runs = _one(con, """
+            SELECT count(*) AS runs, min(requested_at) AS first_run_at,
+                   max(requested_at) AS last_run_at,
+                   CAST(coalesce(sum(records_written), 0) AS BIGINT) AS rows_written,
+                   median(date_diff('millisecond', started_at, finished_at)) / 1000.0
+                       AS median_run_s
+            FROM runs""")
+        by_state = dict(con.execute(
+            "SELECT state, count(*) FROM runs GROUP BY state ORDER BY state").fetchall())
+        syms = _one(con, """
+            SELECT count(*) AS symbols, count(*) FILTER (active) AS active_symbols
+            FROM symbols""")
+        tasks = _one(con, "SELECT count(*) AS symbol_tasks FROM tasks")
+    out = {**runs, **syms, **tasks, "runs_by_state": by_state}
+    for k in ("runs", "rows_written", "symbols", "active_symbols", "symbol_tasks"):
+        out[k] = int(out[k] or 0)
+    return out
+
+
+def fetch_by_dataset(catalog: Catalog, since: dt.datetime | None = None) -> pl.DataFrame:
+    """Per dataset: steps, success rate, requests, rows, received, rejected, p50/p95 ms."""
+    where = "WHERE started_at >= ?" if since else ""
+    return catalog.query(f"""
+        SELECT dataset, count(*) FILTER ({_STEP_DONE}) AS steps,
+               count(*) FILTER ({_STEP_OK}) / nullif(count(*) FILTER ({_STEP_DONE}), 0)
+                   AS success_rate,
+               count(*) FILTER (status = 'failed') AS failed,
+               count(*) FILTER (status = 'retried') AS retries,
+               CAST(coalesce(sum(requests), 0) AS BIGINT) AS requests,
+               CAST(coalesce(sum(records), 0) AS BIGINT) AS rows,
+               CAST(coalesce(sum(received), 0) AS BIGINT) AS received,
+               CAST(coalesce(sum(rejected), 0) AS BIGINT) AS rejected,
+               quantile_cont(duration_ms, 0.5) FILTER (status IN ('ok', 'failed')) AS p50_ms,
+               quantile_cont(duration_ms, 0.95) FILTER (status IN ('ok', 'failed')) AS p95_ms
+        FROM fetch_log {where} GROUP BY dataset ORDER BY dataset""",
+        [since] if since else [])
+
+
+def compute_by_dataset(catalog: Catalog, since: dt.datetime | None = None) -> pl.DataFrame:
+    where = "WHERE started_at >= ?" if since else ""
+    return catalog.query(f"""
+        SELECT dataset, count(*) AS steps,
+               count(*) FILTER (status = 'ok') / nullif(count(*), 0) AS success_rate,
+               count(*) FILTER (status = 'failed') AS failed,
+               CAST(coalesce(sum(records), 0) AS BIGINT) AS rows,
+               quantile_cont(duration_ms, 0.5) AS p50_ms,
+               quantile_cont(duration_ms, 0.95) AS p95_ms
+        FROM compute_log {where} GROUP BY dataset ORDER BY dataset""",
+        [since] if since else [])
+
+
+def errors_by_class(catalog: Catalog, since: dt.datetime | None = None) -> pl.DataFrame:
+    """Failed fetch steps and retried attempts per dataset × error class."""
+    where = "AND started_at >= ?" if since else ""
+    return catalog.query(f"""
+        SELECT dataset, coalesce(error_class, 'unknown') AS error_class,
+               count(*) FILTER (status = 'failed') AS failures,
+               count(*) FILTER (status = 'retried') AS retried
+        FROM fetch_log WHERE status IN ('failed', 'retried') {where}
+        GROUP BY ALL ORDER BY failures DESC, retried DESC, dataset""",
+        [since] if since else [])
+
+
+def failures_by_class(catalog: Catalog, since: dt.datetime | None = None) -> pl.DataFrame:
+    """Failed fetch steps and failed computations per error class (newest first)."""
+    where = "AND started_at >= ?" if since else ""
+    p = [since, since] if since else []
+    return catalog.query(f"""
+        SELECT error_class, count(*) AS failures, count(DISTINCT symbol) AS symbols,
+               max(started_at) AS last_at, arg_max(error_message, started_at) AS last_message
+        FROM (SELECT coalesce(error_class, 'unknown') AS error_class, symbol, started_at,
+                     error_message
+              FROM fetch_log WHERE status = 'failed' {where}
+              UNION ALL
+              SELECT coalesce(error_class, 'unknown'), symbol, started_at, error_message
+              FROM compute_log WHERE status = 'failed' {where})
+        GROUP BY error_class ORDER BY failures DESC""", p)
+
+
+def fetch_daily(catalog: Catalog, now: dt.datetime, days: int = 30) -> pl.DataFrame:
+    """Per UTC day × dataset over the last ``days`` days: steps, failures, requests, rows,
+    rejected, p50/p95 ms."""
+    return catalog.query(f"""
+        SELECT CAST(date_trunc('day', started_at) AS DATE) AS day, dataset,
+               count(*) FILTER ({_STEP_DONE}) AS steps,
+               count(*) FILTER (status = 'failed') AS failed,
+               CAST(coalesce(sum(requests), 0) AS BIGINT) AS requests,
+               CAST(coalesce(sum(records), 0) AS BIGINT) AS rows,
+               CAST(coalesce(sum(rejected), 0) AS BIGINT) AS rejected,
+               quantile_cont(duration_ms, 0.5) FILTER (status IN ('ok', 'failed')) AS p50_ms,
+               quantile_cont(duration_ms, 0.95) FILTER (status IN ('ok', 'failed')) AS p95_ms
+        FROM fetch_log WHERE started_at >= ?
+        GROUP BY ALL ORDER BY day, dataset""", [now - dt.timedelta(days=days)])
+
+
+def compute_daily(catalog: Catalog, now: dt.datetime, days: int = 30) -> pl.DataFrame:
+    return catalog.query("""
+        SELECT CAST(date_trunc('day', started_at) AS DATE) AS day, dataset,
+               count(*) AS steps, count(*) FILTER (status = 'failed') AS failed,
+               CAST(coalesce(sum(records), 0) AS BIGINT) AS rows,
+               quantile_cont(duration_ms, 0.5) AS p50_ms,
+               quantile_cont(duration_ms, 0.95) AS p95_ms
+        FROM compute_log WHERE started_at >= ?
+        GROUP BY ALL ORDER BY day, dataset""", [now - dt.timedelta(days=days)])
+
+
+def hourly(catalog: Catalog, now: dt.datetime, hours: int = 24) -> pl.DataFrame:
+    """Per UTC hour over the last ``hours``: fetch steps, failures, requests, rows, p95 ms."""
+    return catalog.query(f"""
+        SELECT date_trunc('hour', started_at) AS hour,
+               count(*) FILTER ({_STEP_DONE}) AS steps,
+               count(*) FILTER (status = 'failed') AS failed,
+               CAST(coalesce(sum(requests), 0) AS BIGINT) AS requests,
+               CAST(coalesce(sum(records), 0) AS BIGINT) AS rows,
+               quantile_cont(duration_ms, 0.95) FILTER (status IN ('ok', 'failed')) AS p95_ms
+        FROM fetch_log WHERE started_at >= ?
+        GROUP BY ALL ORDER BY hour""", [now - dt.timedelta(hours=hours)])
+
+
+def quality(catalog: Catalog) -> pl.DataFrame:
+    """Data quality per dataset: rows received, refused by validation, and the share refused."""
+    return catalog.query("""
+        SELECT dataset, CAST(coalesce(sum(received), 0) AS BIGINT) AS received,
+               CAST(coalesce(sum(rejected), 0) AS BIGINT) AS rejected,
+               CAST(coalesce(sum(rejected), 0) AS BIGINT) / nullif(sum(received) + sum(rejected), 0)
+                   AS rejected_share,
+               count(*) FILTER (rejected > 0) AS steps_with_rejections,
+               count(*) FILTER (error_class = 'validation') AS payloads_refused,
+               max(started_at) FILTER (rejected > 0) AS last_rejection_at
+        FROM fetch_log GROUP BY dataset ORDER BY dataset""")
+
+
+def recent_rejections(catalog: Catalog, limit: int = 20) -> pl.DataFrame:
+    """The newest fetch steps that refused rows, with the causes noted."""
+    return catalog.query("""
+        SELECT started_at, symbol, dataset, received, rejected, error_message AS causes
+        FROM fetch_log WHERE rejected > 0
+        ORDER BY started_at DESC LIMIT ?""", [limit])
+
+
+# -- universe -------------------------------------------------------------------------------------
+def universe_table(catalog: Catalog) -> pl.DataFrame:
+    """Every symbol of the universe with its newest successful dataset update."""
+    return catalog.query("""
+        SELECT s.symbol, s.name, s.asset_class, s.active, s.added_at,
+               max(st.last_success_at) AS last_success_at
+        FROM symbols s LEFT JOIN symbol_status st USING (symbol)
+        GROUP BY ALL ORDER BY s.symbol""")
+
+
+# -- scheduler --------------------------------------------------------------------------------
+def scheduler_state(catalog: Catalog) -> dict[str, Any]:
+    """The persisted scheduler row: paused flag (who, when, why), heartbeat, next fire."""
+    with catalog.connect() as con:
+        return _one(con, "SELECT * FROM scheduler_state WHERE id = 1")
+
+
+# -- one symbol (catalog) -----------------------------------------------------------------------
+def symbol_info(catalog: Catalog, symbol: str) -> dict[str, Any] | None:
+    with catalog.connect() as con:
+        r = _one(con, "SELECT * FROM symbols WHERE symbol = ?", [symbol])
+    return r if r.get("symbol") else None
+
+
+def symbol_fetch_stats(catalog: Catalog, symbol: str) -> pl.DataFrame:
+    """Per dataset of one symbol: fetch steps, failures, retries, rows refused, last duration."""
+    return catalog.query(f"""
+        SELECT dataset, count(*) FILTER ({_STEP_DONE}) AS steps,
+               count(*) FILTER (status = 'failed') AS failures,
+               count(*) FILTER (status = 'retried') AS retries,
+               CAST(coalesce(sum(received), 0) AS BIGINT) AS received,
+               CAST(coalesce(sum(rejected), 0) AS BIGINT) AS rejected,
+               arg_max(duration_ms, started_at) FILTER (status IN ('ok', 'failed'))
+                   AS last_duration_ms,
+               max(started_at) AS last_fetch_at
+        FROM fetch_log WHERE symbol = ? GROUP BY dataset ORDER BY dataset""", [symbol])
+
+
+# -- one symbol (lake) --------------------------------------------------------------------------
+def price_history(lake: Lake, symbol: str, timeframe: str = "1d") -> pl.DataFrame:
+    """Bars of one symbol with the chart features (MAs, Bollinger, volatility, RSI)."""
+    bars = lake.read("bars", [symbol], level=timeframe)
+    feats = lake.read("features", [symbol], level=timeframe)
+    cols = ["ma20", "ma50", "ma200", "bb_upper", "bb_lower", "volatility_20d", "rsi14"]
+    if feats.is_empty():
+        return bars.with_columns(pl.lit(None, pl.Float64).alias(c) for c in cols)
+    return bars.join(feats.select("ts", *cols), on="ts", how="left").sort("ts")
+
+
+def corporate_actions(lake: Lake, symbol: str) -> pl.DataFrame:
+    """Dividends, splits and earnings of one symbol as one table: date, kind, detail, value.
+
+    ``date`` is the ex date (dividends), execution date (splits) or filing date (earnings,
+    the period end when not filed yet); all session dates.
+    """
+    schema = {"date": pl.Date, "kind": pl.String, "detail": pl.String, "value": pl.Float64}
+    parts = [pl.DataFrame(schema=schema)]
+    div = lake.read("dividends", [symbol])
+    if not div.is_empty():
+        parts.append(div.select(
+            pl.col("ex_date").alias("date"), pl.lit("dividend").alias("kind"),
+            pl.format("{} {} per share, pays {}", pl.col("cash_amount").round(4),
+                      pl.col("currency").fill_null(""),
+                      pl.col("pay_date").cast(pl.String).fill_null("?")).alias("detail"),
+            pl.col("cash_amount").alias("value")))
+    spl = lake.read("splits", [symbol])
+    if not spl.is_empty():
+        parts.append(spl.select(
+            pl.col("execution_date").alias("date"), pl.lit("split").alias("kind"),
+            pl.format("{}-for-{}", pl.col("split_to").round(4),
+                      pl.col("split_from").round(4)).alias("detail"),
+            (pl.col("split_to") / pl.col("split_from")).alias("value")))
+    ern = lake.read("earnings", [symbol])
+    if not ern.is_empty():
+        parts.append(ern.select(
+            pl.coalesce("filing_date", "period_end").alias("date"),
+            pl.lit("earnings").alias("kind"),
+            pl.format("FY{} Q{}: EPS {} (diluted), revenue {}", pl.col("fiscal_year"),
+                      pl.col("fiscal_quarter"), pl.col("eps_diluted").round(2),
+                      pl.col("revenue").round(0)).alias("detail"),
+            pl.col("eps_diluted").alias("value")))
+    return pl.concat(parts, how="vertical").sort("date", descending=True)
+
+
+def latest_news(lake: Lake, symbol: str, limit: int = 20) -> pl.DataFrame:
+    news = lake.read("news", [symbol])
+    return (news.sort("published_utc", descending=True).head(limit)
+            .select("published_utc", "title", "publisher", "url", "sentiment",
+                    "sentiment_reasoning"))
+
+
+def _latest_options(lake: Lake, symbol: str) -> pl.DataFrame:
+    # Options are month-partitioned: the newest snapshot lives in the newest month file, so
+    # read that one instead of a symbol's whole options history.
+    files = lake.files("options_iv", [symbol])
+    if not files:
+        return lake.read("options_iv", [symbol])
+    chain = pl.read_parquet(files[-1])
+    return chain.filter(pl.col("as_of") == chain["as_of"].max())
+
+
+def iv_smile(lake: Lake, symbol: str, expiries: int = 3) -> pl.DataFrame:
+    """Implied volatility by strike for the nearest ``expiries`` expirations of the newest
+    snapshot, out-of-the-money side (puts below spot, calls at or above), with moneyness."""
+    chain = _latest_options(lake, symbol)
+    if chain.is_empty():
+        return chain.select("as_of", "expiration", "strike", "contract_type", "iv",
+                            "underlying_price").with_columns(
+            pl.lit(None, pl.Float64).alias("moneyness"))
+    near = chain["expiration"].unique().sort().head(expiries)
+    otm = ((pl.col("contract_type") == "put") & (pl.col("strike") < pl.col("underlying_price"))) \
+        | ((pl.col("contract_type") == "call")
+           & (pl.col("strike") >= pl.col("underlying_price")))
+    return (chain.filter(pl.col("expiration").is_in(near.implode()) & otm
+                         & pl.col("iv").is_not_null())
+            .select("as_of", "expiration", "strike", "contract_type", "iv",
+                    "underlying_price",
+                    (pl.col("strike") / pl.col("underlying_price")).alias("moneyness"))
+            .sort("expiration", "strike"))
+
+
+def atm_term_structure(lake: Lake, symbol: str) -> pl.DataFrame:
+    """At-the-money IV per expiration of the newest snapshot: the mean IV of the call and put
+    at the strike nearest the underlying price. ``days`` counts calendar days to expiry."""
+    chain = _latest_options(lake, symbol).filter(pl.col("iv").is_not_null())
+    schema = {"as_of": pl.Date, "expiration": pl.Date, "days": pl.Int64, "strike": pl.Float64,
+              "atm_iv": pl.Float64}
+    if chain.is_empty():
+        return pl.DataFrame(schema=schema)
+    chain = chain.with_columns((pl.col("strike") - pl.col("underlying_price")).abs()
+                               .alias("dist"))
+    nearest = chain.group_by("expiration").agg(pl.col("dist").min().alias("best"))
+    atm = (chain.join(nearest, on="expiration").filter(pl.col("dist") == pl.col("best"))
+           .group_by("as_of", "expiration")
+           .agg(pl.col("strike").first(), pl.col("iv").mean().alias("atm_iv")))
+    return (atm.with_columns((pl.col("expiration") - pl.col("as_of")).dt.total_days()
+                             .cast(pl.Int64).alias("days"))
+            .select(list(schema)).sort("expiration"))
+
+
+def dataset_rows(lake: Lake, symbol: str, dataset: str, timeframe: str = "1d") -> pl.DataFrame:
+    """Every stored row of one symbol's dataset (for downloads)."""
+    level = timeframe if dataset in ("bars", "features") else None
+    return lake.read(dataset, [symbol], level=level)
+
+
+def symbol_lake_quality(lake: Lake, symbol: str, asset_class: str,
+                        timeframe: str = "1d") -> pl.DataFrame:
+    """Per dataset held in the lake for one symbol: rows, first and last date, and for bars
+    the sessions missing between the first and last bar (by the exchange calendar)."""
+    date_col = {"bars": "session", "dividends": "ex_date", "splits": "execution_date",
+                "earnings": "period_end", "news": "published_utc", "options_iv": "as_of",
+                "features": "session"}
+    rows = []
+    for ds in (*DATASETS_BY_CLASS.get(asset_class, ("bars",)), "features"):
+        f = dataset_rows(lake, symbol, ds, timeframe)
+        first = last = None
+        missing = None
+        if not f.is_empty():
+            col = f[date_col[ds]]
+            if col.dtype != pl.Date:
+                col = col.dt.date()
+            first, last = col.min(), col.max()
+            if ds == "bars" and timeframe == "1d":
+                expected = calendars.session_array(calendar_for(asset_class), first, last)
+                missing = int(len(expected) - col.n_unique())
+        rows.append({"dataset": ds, "rows": f.height, "first": first, "last": last,
+                     "missing_sessions": missing})
+    return pl.DataFrame(rows, schema={"dataset": pl.String, "rows": pl.Int64,
+                                      "first": pl.Date, "last": pl.Date,
+                                      "missing_sessions": pl.Int64})

@@ -1,0 +1,176 @@
+"""Display formatting for the dashboard: instants with their zone, durations, sizes, chips.
+
+Plain Python (no streamlit), so the formatting is tested without a browser. Three kinds of
+time are never mixed: an instant is shown in UTC (and, where it helps, in exchange time,
+America/New_York) with its zone written out; a session date is shown as a bare date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from enrich.calendars import EXCHANGE_TZ
+
+UTC = dt.UTC
+EXCHANGE = ZoneInfo(EXCHANGE_TZ)
+
+# Freshness states, most urgent first, with the chip each is shown as.
+STATE_ORDER = ("failing", "stale", "never", "behind", "fresh")
+STATE_CHIP = {
+    "fresh": "🟢 fresh",
+    "behind": "🟡 behind",
+    "stale": "🟠 stale",
+    "failing": "🔴 failing",
+    "never": "⚪ never fetched",
+}
+STATE_COLOR = {
+    "fresh": "#2e7d32",
+    "behind": "#f9a825",
+    "stale": "#ef6c00",
+    "failing": "#c62828",
+    "never": "#9e9e9e",
+}
+RUN_STATE_ICON = {
+    "queued": "⏳", "running": "🔄", "succeeded": "✅", "partial": "🟠", "failed": "❌",
+    "cancelled": "⏹️", "interrupted": "⚠️", "missed": "⏭️",
+}
+DEMO_LABEL = "Demo data — the offline sample provider generates every number shown"
+
+
+def _aware(ts: dt.datetime) -> dt.datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def fmt_utc(ts: dt.datetime | None, seconds: bool = False) -> str:
+    """``2026-11-25 22:00 UTC`` (empty for None)."""
+    if ts is None:
+        return "—"
+    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return _aware(ts).astimezone(UTC).strftime(fmt) + " UTC"
+
+
+def fmt_exchange(ts: dt.datetime | None) -> str:
+    """``2026-11-25 17:00 ET`` — the instant in New York time, EST/EDT named."""
+    if ts is None:
+        return "—"
+    local = _aware(ts).astimezone(EXCHANGE)
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or "ET")
+
+
+def fmt_both(ts: dt.datetime | None) -> str:
+    """``2026-11-25 22:00 UTC (17:00 EST)``."""
+    if ts is None:
+        return "—"
+    local = _aware(ts).astimezone(EXCHANGE)
+    return f"{fmt_utc(ts)} ({local.strftime('%H:%M')} {local.tzname()})"
+
+
+def fmt_session(day: dt.date | None) -> str:
+    """A session date: a bare date, no time, no zone."""
+    if day is None:
+        return "—"
+    if isinstance(day, dt.datetime):
+        day = day.date()
+    return day.isoformat()
+
+
+def fmt_ago(ts: dt.datetime | None, now: dt.datetime) -> str:
+    """``3 min ago`` / ``in 2 h`` — relative to ``now``."""
+    if ts is None:
+        return "—"
+    secs = (now - _aware(ts)).total_seconds()
+    future = secs < 0
+    secs = abs(secs)
+    if secs < 60:
+        text = f"{secs:.0f} s"
+    elif secs < 3600:
+        text = f"{secs / 60:.0f} min"
+    elif secs < 86400 * 2:
+        text = f"{secs / 3600:.1f} h"
+    else:
+        text = f"{secs / 86400:.0f} days"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_ms(ms: float | None) -> str:
+    return "—" if ms is None else fmt_duration(ms / 1000)
+
+
+def fmt_pct(x: float | None) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
+
+
+def fmt_int(n: int | float | None) -> str:
+    return "—" if n is None else f"{int(n):,}"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def chip(state: str | None, sessions_behind: int | None = None) -> str:
+    """One status chip: ``🟡 behind 2``; ``—`` when the dataset does not apply."""
+    if state is None:
+        return "—"
+    text = STATE_CHIP.get(state, state)
+    if state in ("behind", "stale") and sessions_behind:
+        text += f" {sessions_behind}"
+    return text
+
+
+def run_state_label(state: str | None) -> str:
+    if state is None:
+        return "—"
+    return f"{RUN_STATE_ICON.get(state, '')} {state}".strip()
+
+
+def to_csv_bytes(frame: pl.DataFrame) -> bytes:
+    return frame.write_csv().encode()
+
+
+def to_parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_parquet(buf, compression="zstd")
+    return buf.getvalue()
+
+
+def utc_columns(frame: pl.DataFrame) -> list[str]:
+    """Names of the instant (tz-aware datetime) columns of ``frame``."""
+    return [c for c, t in frame.schema.items()
+            if isinstance(t, pl.Datetime) and t.time_zone is not None]
+
+
+def instants_as_text(frame: pl.DataFrame, seconds: bool = False) -> pl.DataFrame:
+    """Every instant column as ``YYYY-MM-DD HH:MM[:SS] UTC`` text (sorts like the instant)."""
+    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    cols = utc_columns(frame)
+    if not cols:
+        return frame
+    return frame.with_columns(
+        (pl.col(c).dt.convert_time_zone("UTC").dt.strftime(fmt) + " UTC").alias(c)
+        for c in cols
+    )

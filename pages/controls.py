@@ -1,0 +1,107 @@
+"""Controls: run now (symbols, datasets, asset class, timeframe, lookback); pause / resume."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from enrich import queries as q
+from enrich import ui
+from enrich.errors import EnrichError
+from enrich.schemas import FETCHED
+from enrich.symbols import ASSET_CLASSES
+from pages import _common as c
+
+ANY = "any"
+
+c.page_header("Controls", "Start a run now, or pause the daily schedule.")
+settings = c.settings()
+svc = c.services()
+if svc is None:
+    st.error("The run service is not available in this installation.")
+
+# -- run now -----------------------------------------------------------------------------------
+st.subheader("Run now")
+universe = c.read("universe_table")
+active = universe.filter(universe["active"])["symbol"].to_list() if universe.height else []
+with st.form("run_now"):
+    symbols = st.multiselect("Symbols", active, key="run_symbols",
+                             placeholder=f"all {len(active)} active symbols",
+                             help="Leave empty to enrich the whole active universe.")
+    f = st.columns(4)
+    datasets = f[0].multiselect("Datasets", list(FETCHED), key="run_datasets",
+                                placeholder="all that apply",
+                                help="Splits are always fetched with bars.")
+    asset = f[1].selectbox("Asset class", [ANY, *ASSET_CLASSES], key="run_asset")
+    timeframe = f[2].selectbox("Timeframe", ["1d", "1h", "5m"], key="run_timeframe")
+    lookback = f[3].number_input(
+        "Lookback for a first fetch (days)", min_value=0, max_value=365 * 30, value=0,
+        step=30, key="run_lookback",
+        help=f"0 = the default ({settings.history_years} years of history; news one year). "
+             "Only symbols fetched for the first time use it; the others fetch what is "
+             "missing since their last session.")
+    submitted = st.form_submit_button("Run now", type="primary", icon="▶️",
+                                      disabled=svc is None or not active)
+if not active:
+    st.info("The universe has no active symbol: add some under Settings, or start the first "
+            "enrichment on the Overview.")
+if submitted:
+    run_id = c.start_run(symbols=symbols or None, datasets=datasets or None,
+                         asset_class=None if asset == ANY else asset, timeframe=timeframe,
+                         lookback=int(lookback) or None, kind="manual")
+    if run_id:
+        st.session_state["controls_run"] = run_id
+
+
+@st.fragment(run_every=1.5)
+def followed_run() -> None:
+    run_id = st.session_state.get("controls_run")
+    if not run_id:
+        return
+    p = c.read("run_progress", run_id)
+    if p is None:
+        st.info(f"Run {run_id[:8]} queued…")
+    elif p["state"] in q.ACTIVE_RUN_STATES:
+        c.progress_block(p, key=f"ctl-{run_id}")
+    else:
+        st.success(f"Run {run_id[:8]} {ui.run_state_label(p['state'])}: {p['message'] or ''}")
+    c.run_link(run_id)
+
+
+followed_run()
+
+# -- schedule ----------------------------------------------------------------------------------
+st.subheader("Daily schedule")
+state = c.read("scheduler_state")
+nxt = svc.next_fire_time() if svc is not None else None
+st.write(f"Runs daily at **{settings.schedule_utc:%H:%M} UTC**"
+         + (f"; next {ui.fmt_both(nxt)}." if nxt else ".")
+         + ("" if settings.scheduler else " The scheduler is off in this process "
+            "(ENRICH_SCHEDULER=off); the pause flag is still kept for when it runs."))
+if state.get("paused"):
+    st.warning(f"⏸️ Paused by {state.get('paused_by') or '?'} at "
+               f"{ui.fmt_utc(state.get('paused_at'))}"
+               + (f": “{state['pause_reason']}”" if state.get("pause_reason") else ""))
+    if st.button("Resume schedule", icon="▶️", key="resume", disabled=svc is None):
+        try:
+            svc.resume(by=c.ACTOR)
+        except EnrichError as exc:
+            c.report_error("resume the schedule", exc)
+        else:
+            c.invalidate()
+            st.toast("Schedule resumed", icon="▶️")
+            st.rerun()
+else:
+    st.success("▶️ Active: the daily run will fire.")
+    reason = st.text_input("Reason (optional, shown to everyone)", key="pause_reason",
+                           placeholder="e.g. provider maintenance tonight")
+    if st.button("Pause schedule", icon="⏸️", key="pause", disabled=svc is None):
+        try:
+            svc.pause(by=c.ACTOR, reason=reason.strip() or None)
+        except EnrichError as exc:
+            c.report_error("pause the schedule", exc)
+        else:
+            c.invalidate()
+            st.toast("Schedule paused", icon="⏸️")
+            st.rerun()
+st.caption("Pausing stops only the daily run; manual runs and retries keep working. "
+           "The flag is stored in the catalog and survives restarts.")

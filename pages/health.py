@@ -1,0 +1,129 @@
+"""Health: scheduler, catalog, lake, provider and key, symbol health, recent failures."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+
+from enrich import queries as q
+from enrich import ui
+from pages import _common as c
+
+SCHEDULER_WORDS = {
+    "running": ("▶️ running", "The scheduler is alive and will fire at the next run time."),
+    "paused": ("⏸️ paused", "The daily run is paused; manual runs still work."),
+    "stopped": ("⏹️ stopped", "No process runs the schedule right now (the dashboard and "
+                             "`python -m enrich serve` run it when ENRICH_SCHEDULER=on)."),
+    "dead": ("💀 dead", "The process that owned the schedule stopped beating without a clean "
+                       "stop. Restart the dashboard or `python -m enrich serve`."),
+}
+PROBE_WORDS = {
+    "valid": ("success", "The key is valid: the provider accepted it."),
+    "invalid key": ("error", "The key is invalid: the provider refused it. Check "
+                             "MASSIVE_API_KEY (or POLYGON_API_KEY) in the environment or .env."),
+    "not entitled": ("warning", "The key works, but the plan is not entitled to this data. "
+                                "Upgrade the plan or leave those datasets out."),
+    "unreachable": ("error", "The provider could not be reached. Check the network and "
+                             "MASSIVE_BASE_URL."),
+    "demo": ("info", "The sample provider needs no key: it generates offline demo data."),
+}
+
+c.page_header("Health", "What to check first when something looks wrong.")
+h = c.health()
+settings = c.settings()
+
+# -- scheduler ---------------------------------------------------------------------------------
+st.subheader("Scheduler")
+sch = h.get("scheduler") or {}
+schedule = h.get("schedule") or {}
+state = sch.get("state") or "stopped"
+if not settings.scheduler:
+    label, words = "off", "ENRICH_SCHEDULER=off: no daily run in this process; manual runs work."
+else:
+    label, words = SCHEDULER_WORDS.get(state, (state, ""))
+cols = st.columns(4)
+cols[0].metric("State", label)
+nxt = schedule.get("next_fire_utc")
+cols[1].metric("Next run (UTC)", ui.fmt_utc(nxt) if nxt else "—")
+cols[2].metric("Next run (exchange time)", ui.fmt_exchange(nxt) if nxt else "—")
+last = h.get("last_run")
+cols[3].metric("Last run", ui.run_state_label(last["state"]) if last else "—",
+               help=ui.fmt_utc(last["requested_at"]) if last else None)
+st.caption(words)
+st.caption(f"Daily at {schedule.get('time_utc', '?')} UTC = {schedule.get('time_exchange', '?')}"
+           f" in {schedule.get('exchange_tz', 'America/New_York')} today.")
+if sch.get("paused"):
+    st.warning(f"Paused by {sch.get('paused_by') or '?'} at {ui.fmt_utc(sch.get('paused_at'))}"
+               + (f": “{sch['pause_reason']}”" if sch.get("pause_reason") else ""))
+if sch.get("heartbeat_at"):
+    st.caption(f"Heartbeat {ui.fmt_utc(sch['heartbeat_at'], seconds=True)} "
+               f"({ui.fmt_ago(sch['heartbeat_at'], c.now())}) from pid {sch.get('pid')} on "
+               f"{sch.get('host')}")
+if last:
+    c.run_link(last["run_id"], f"Last run {last['run_id'][:8]}: {last.get('message') or ''} →")
+
+# -- storage -----------------------------------------------------------------------------------
+st.subheader("Storage")
+cat = h.get("catalog") or {}
+lake = h.get("lake") or {}
+s = st.columns(3)
+s[0].metric("Catalog", "✅ reachable" if cat.get("ok") else "❌ unreachable")
+s[1].metric("Catalog query time", f"{cat['query_ms']:.1f} ms"
+            if cat.get("query_ms") is not None else "—",
+            help="open the catalog, take its lock, run one count query")
+s[2].metric("Lake size", ui.fmt_bytes(lake.get("bytes")))
+if cat.get("error"):
+    st.error(cat["error"])
+st.caption(f"Catalog `{cat.get('path', '')}` · lake `{lake.get('path', '')}`")
+
+# -- provider ----------------------------------------------------------------------------------
+st.subheader("Provider")
+prov = h.get("provider") or {}
+p = st.columns(4)
+p[0].metric("Provider", f"{settings.provider}" + (" (demo data)" if c.is_demo() else ""))
+p[1].metric("API key", h.get("api_key") or settings.key_masked,
+            help="Masked: only the first and last two characters are shown.")
+p[2].metric("Base URL host", settings.base_host if not c.is_demo() else "— (offline)")
+probe = st.session_state.get("probe_result")
+p[3].metric("Probe latency", f"{probe['latency_ms']:.0f} ms"
+            if probe and probe.get("latency_ms") is not None else "—")
+if st.button("Test key", icon="🔑", key="test_key",
+             help="Calls the provider once (one request on the Massive plan)."):
+    with st.spinner("Asking the provider…"):
+        st.session_state["probe_result"] = c.probe()
+    st.rerun()
+if probe:
+    kind, words = PROBE_WORDS.get(probe.get("status"), ("error", "The probe failed."))
+    getattr(st, kind)(f"**{probe.get('status')}** — {words}"
+                      + (f" ({probe['message']})" if probe.get("message") else ""))
+    st.caption(f"Tested {ui.fmt_utc(probe.get('checked_at'), seconds=True)}")
+
+# -- symbols and failures ----------------------------------------------------------------------
+left, right = st.columns(2)
+with left:
+    st.subheader("Symbol health")
+    counts = q.symbol_state_counts(c.summary())
+    if sum(counts.values()):
+        fig = go.Figure(go.Bar(
+            x=[ui.STATE_CHIP.get(k, "🔒 not entitled") for k in counts],
+            y=list(counts.values()),
+            marker_color=[ui.STATE_COLOR.get(k, "#607d8b") for k in counts]))
+        fig.update_layout(height=280, margin=dict(l=0, r=0, t=10, b=0),
+                          yaxis_title="symbols (by most urgent dataset)")
+        st.plotly_chart(fig, key="symbol_health")
+    else:
+        st.caption("No symbols in the universe.")
+with right:
+    st.subheader("Failures, last 24 hours")
+    failures = h.get("failures_24h") or {}
+    if failures:
+        c.dataframe(pl.DataFrame({"error class": list(failures),
+                                  "failed fetch steps": list(failures.values())}))
+    else:
+        st.success("No failed fetch in the last 24 hours.")
+    retries = h.get("retries_24h")
+    if retries:
+        st.caption(f"{retries} attempts were retried.")
+    st.page_link(c.PAGES["metrics"], label="Errors by dataset and class →")
+st.caption(f"Checked {ui.fmt_utc(h.get('checked_at'), seconds=True)}.")

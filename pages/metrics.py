@@ -1,0 +1,113 @@
+"""Metrics: all-time statistics, fetch and compute pipelines per dataset and per day, quality."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import plotly.express as px
+import streamlit as st
+
+from enrich import ui
+from pages import _common as c
+
+MS = {"p50_ms": st.column_config.NumberColumn("p50 ms", format="%.0f"),
+      "p95_ms": st.column_config.NumberColumn("p95 ms", format="%.0f"),
+      "success_rate": st.column_config.NumberColumn("success", format="percent")}
+
+c.page_header("Metrics", "Days are UTC days; durations are per fetch step (one dataset of one "
+                         "symbol) that called the provider.")
+now = c.now_minute()
+days = st.segmented_control("Window for the daily charts", [7, 30, 90, 365], default=30,
+                            format_func=lambda d: f"{d} days", key="metric_days") or 30
+
+# -- all time ----------------------------------------------------------------------------------
+s = c.read("alltime_stats")
+all_m = c.read("pipeline_metrics")
+st.subheader("All time")
+a = st.columns(6)
+a[0].metric("Runs", ui.fmt_int(s["runs"]))
+a[1].metric("Symbols (active)", f"{s['symbols']:,} ({s['active_symbols']:,})")
+a[2].metric("Symbol tasks", ui.fmt_int(s["symbol_tasks"]))
+a[3].metric("Rows written", ui.fmt_int(s["rows_written"]))
+a[4].metric("Provider requests", ui.fmt_int(all_m["fetch"]["requests"]))
+a[5].metric("Median run", ui.fmt_duration(s["median_run_s"]))
+if s["runs"]:
+    st.caption(f"First run {ui.fmt_utc(s['first_run_at'])} · latest "
+               f"{ui.fmt_utc(s['last_run_at'])} · by state: "
+               + ", ".join(f"{ui.run_state_label(k)} {v}" for k, v in
+                           s["runs_by_state"].items()))
+
+# -- last 24 hours -----------------------------------------------------------------------------
+st.subheader("Last 24 hours")
+m24 = c.read("pipeline_metrics", now - dt.timedelta(hours=24))
+b = st.columns(6)
+b[0].metric("Fetch steps", ui.fmt_int(m24["fetch"]["steps"]))
+b[1].metric("Requests", ui.fmt_int(m24["fetch"]["requests"]))
+b[2].metric("Rows", ui.fmt_int(m24["fetch"]["rows"]))
+b[3].metric("Success", ui.fmt_pct(m24["fetch"]["success_rate"]))
+b[4].metric("p50", ui.fmt_ms(m24["fetch"]["p50_ms"]))
+b[5].metric("p95", ui.fmt_ms(m24["fetch"]["p95_ms"]))
+hourly = c.read("hourly", now)
+if not hourly.is_empty():
+    fig = px.bar(hourly, x="hour", y="steps", hover_data=["failed", "requests", "rows",
+                                                            "p95_ms"],
+                 labels={"hour": "hour (UTC)", "steps": "fetch steps"})
+    fig.update_layout(height=240, margin=dict(l=0, r=0, t=10, b=0))
+    st.plotly_chart(fig, key="hourly")
+
+# -- fetch pipeline ----------------------------------------------------------------------------
+st.subheader("Fetch pipeline per dataset")
+by_ds = c.read("fetch_by_dataset")
+if by_ds.is_empty():
+    st.info("No fetches yet.")
+else:
+    c.dataframe(by_ds, column_config={**MS, "rejected": "rows refused"})
+    daily = c.read("fetch_daily", now, days)
+    if not daily.is_empty():
+        t1, t2, t3 = st.tabs(["Rows per day", "Requests per day", "p95 response per day"])
+        for tab, col, label in ((t1, "rows", "rows written"), (t2, "requests", "requests"),
+                                (t3, "p95_ms", "p95 ms")):
+            with tab:
+                kind = px.line if col == "p95_ms" else px.bar
+                fig = kind(daily, x="day", y=col, color="dataset",
+                           labels={"day": "day (UTC)", col: label})
+                fig.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0))
+                st.plotly_chart(fig, key=f"daily_{col}")
+    errs = c.read("errors_by_class")
+    st.markdown("**Errors by class**")
+    if errs.is_empty():
+        st.caption("No failed or retried fetch step.")
+    else:
+        c.dataframe(errs, column_config={"failures": "failed steps",
+                                         "retried": "retried attempts"})
+
+# -- compute pipeline --------------------------------------------------------------------------
+st.subheader("Compute pipeline (features)")
+comp = c.read("compute_by_dataset")
+if comp.is_empty():
+    st.info("No feature computation yet.")
+else:
+    c.dataframe(comp, column_config=MS)
+    cd = c.read("compute_daily", now, days)
+    if not cd.is_empty():
+        fig = px.bar(cd, x="day", y="rows", color="dataset", hover_data=["steps", "p95_ms"],
+                     labels={"day": "day (UTC)", "rows": "feature rows"})
+        fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0))
+        st.plotly_chart(fig, key="compute_daily")
+
+# -- data quality ------------------------------------------------------------------------------
+st.subheader("Data quality")
+qual = c.read("quality")
+if qual.is_empty():
+    st.caption("Nothing received yet.")
+else:
+    c.dataframe(qual, column_config={
+        "rejected": "rows refused",
+        "rejected_share": st.column_config.NumberColumn("refused share", format="percent"),
+        "steps_with_rejections": "fetches with refusals",
+        "payloads_refused": "payloads refused whole",
+        "last_rejection_at": "last refusal (UTC)"})
+    rej = c.read("recent_rejections", 20)
+    if not rej.is_empty():
+        st.markdown("**Latest refusals**")
+        c.dataframe(rej, column_config={"started_at": "at (UTC)", "rejected": "refused"})

@@ -1,0 +1,239 @@
+"""Runs: history with filters and pagination; ``?run=<id>`` opens a run's detail."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import plotly.express as px
+import polars as pl
+import streamlit as st
+
+from enrich import queries as q
+from enrich import ui
+from enrich.errors import EnrichError
+from pages import _common as c
+
+PAGE_SIZE = 25
+LOG_PAGE = 50
+ALL = "all"
+TASK_COLORS = {"ok": "#2e7d32", "skipped": "#90a4ae", "failed": "#c62828",
+               "running": "#1e88e5", "cancelled": "#6d4c41", "interrupted": "#ef6c00"}
+
+
+def _open(run_id: str) -> None:
+    st.query_params["run"] = run_id
+
+
+def _on_select() -> None:
+    sel = st.session_state.get(f"runs_table_{st.session_state.get('runs_nonce', 0)}")
+    rows = (sel or {}).get("selection", {}).get("rows", [])
+    page = st.session_state.get("runs_page_ids", [])
+    if rows and rows[0] < len(page):
+        _open(page[rows[0]])
+        st.session_state["runs_nonce"] = st.session_state.get("runs_nonce", 0) + 1
+
+
+def _reset_page() -> None:
+    st.session_state["runs_page"] = 1
+
+
+# -- one run -----------------------------------------------------------------------------------
+@st.fragment(run_every=1.5)
+def live(run_id: str) -> None:
+    p = c.read("run_progress", run_id)
+    if p is None:
+        st.info("Queued: the run is being recorded…")
+        return
+    if p["state"] in q.ACTIVE_RUN_STATES:
+        c.progress_block(p, key=f"run-{run_id}")
+        if st.button("Cancel this run", icon="⏹️", key="cancel_run"):
+            svc = c.services()
+            try:
+                ok = svc.cancel(run_id, by=c.ACTOR) if svc else False
+            except EnrichError as exc:
+                c.report_error("cancel the run", exc)
+            else:
+                c.invalidate()
+                st.toast("Cancelling: the run stops after the symbols in flight"
+                         if ok else "The run had already finished")
+        st.session_state[f"run_live_{run_id}"] = True
+    elif st.session_state.pop(f"run_live_{run_id}", False):
+        st.rerun()  # it just finished: refresh the whole detail
+
+
+def run_detail(run_id: str) -> None:
+    d = c.read("run_detail", run_id)
+    if st.button("← All runs", key="runs_back"):
+        del st.query_params["run"]
+        st.rerun()
+    if d is None:
+        if run_id == st.session_state.get("last_run_id"):
+            st.info("The run is being recorded; this page refreshes in a moment.")
+            live(run_id)
+        else:
+            st.error(f"No run {run_id}.")
+        return
+    c.page_header(f"Run {run_id[:8]} · {ui.run_state_label(d['state'])}",
+                  f"{d['kind']} run · provider {d.get('provider') or '?'} · id {run_id}")
+    live(run_id)
+    if d.get("message"):
+        st.write(d["message"])
+    times = st.columns(3)
+    times[0].markdown(f"**Requested** {ui.fmt_utc(d['requested_at'], True)}  \n"
+                      f"{ui.fmt_exchange(d['requested_at'])}")
+    times[1].markdown(f"**Started** {ui.fmt_utc(d['started_at'], True)}  \n"
+                      f"{ui.fmt_exchange(d['started_at'])}")
+    times[2].markdown(f"**Finished** {ui.fmt_utc(d['finished_at'], True)}  \n"
+                      f"{ui.fmt_exchange(d['finished_at'])}")
+    m = st.columns(7)
+    m[0].metric("Symbols", ui.fmt_int(d["symbols_total"]))
+    m[1].metric("Enriched", ui.fmt_int(d["symbols_ok"]))
+    m[2].metric("Up to date", ui.fmt_int(d["symbols_skipped"]))
+    m[3].metric("Failed", ui.fmt_int(d["symbols_failed"]))
+    m[4].metric("Rows written", ui.fmt_int(d["records_written"]))
+    m[5].metric("Requests", ui.fmt_int(d["requests"]))
+    m[6].metric("Retries", ui.fmt_int(d["retries"]))
+    if d.get("parent_run_id"):
+        c.run_link(d["parent_run_id"], f"Retry of run {d['parent_run_id'][:8]} →")
+    with st.expander("Parameters"):
+        st.json(d.get("params") or {})
+
+    failed = c.read("failed_symbols", run_id)
+    if failed and d["state"] not in q.ACTIVE_RUN_STATES:
+        label = f"Retry the {len(failed)} failed symbol{'s' if len(failed) > 1 else ''}"
+        if st.button(label, icon="🔁", type="primary", key="retry_failed",
+                     help=", ".join(failed[:50])):
+            svc = c.services()
+            if svc is None:
+                st.error("The run service is not available.")
+            else:
+                try:
+                    new_id = svc.retry_failed(run_id)
+                except EnrichError as exc:
+                    c.report_error("retry the failed symbols", exc)
+                else:
+                    c.invalidate()
+                    st.session_state["last_run_id"] = new_id
+                    st.toast(f"Retry run {new_id[:8]} started for {len(failed)} symbols",
+                             icon="🔁")
+                    _open(new_id)
+                    st.rerun()
+
+    tasks = c.read("run_tasks", run_id)
+    if not tasks.is_empty():
+        st.subheader("Timeline")
+        now = dt.datetime.now(dt.UTC)
+        tl = tasks.filter(pl.col("started_at").is_not_null()).with_columns(
+            pl.col("finished_at").fill_null(now))
+        if tl.height:
+            fig = px.timeline(tl, x_start="started_at", x_end="finished_at", y="symbol",
+                              color="state", color_discrete_map=TASK_COLORS,
+                              hover_data=["records", "requests", "retries", "error_class"])
+            fig.update_yaxes(autorange="reversed", title=None)
+            fig.update_xaxes(title="UTC")
+            fig.update_layout(height=min(160 + 22 * tl.height, 900),
+                              margin=dict(l=0, r=0, t=10, b=0))
+            st.plotly_chart(fig, key="gantt")
+        errs = tasks.filter(pl.col("error_class").is_not_null())
+        if errs.height:
+            st.subheader(f"Errors ({errs.height} symbols)")
+            c.dataframe(errs.select("symbol", "state", "error_class", "error_message",
+                                    "finished_at"),
+                        column_config={"finished_at": "at (UTC)", "error_class": "class",
+                                       "error_message": "message"})
+        with st.expander(f"All {tasks.height} symbol tasks"):
+            c.dataframe(tasks, column_config={"started_at": "started (UTC)",
+                                              "finished_at": "finished (UTC)"})
+
+    summ = c.read("run_fetch_summary", run_id)
+    if not summ.is_empty():
+        st.subheader("Fetches per dataset")
+        c.dataframe(summ, column_config={
+            "p50_ms": st.column_config.NumberColumn("p50 ms", format="%.0f"),
+            "p95_ms": st.column_config.NumberColumn("p95 ms", format="%.0f"),
+            "rejected": "rows refused"})
+        st.subheader("Fetch log")
+        f = st.columns([2, 1])
+        sym = f[0].selectbox("Symbol", [ALL, *tasks["symbol"].to_list()], key="log_symbol")
+        errors_only = f[1].toggle("Errors and retries only", key="log_errors")
+        _, n = c.read("run_fetch_log", run_id, None if sym == ALL else sym, errors_only, 1, 0)
+        pages = max(1, -(-n // LOG_PAGE))
+        page = min(int(st.session_state.get("log_page", 1) or 1), pages)
+        log, n = c.read("run_fetch_log", run_id, None if sym == ALL else sym, errors_only,
+                        LOG_PAGE, (page - 1) * LOG_PAGE)
+        st.caption(f"{n:,} rows" + (f" · page {page} of {pages}" if pages > 1 else ""))
+        c.dataframe(log, column_config={
+            "started_at": "started (UTC)",
+            "duration_ms": st.column_config.NumberColumn("response ms", format="%.0f"),
+            "window_start": st.column_config.DateColumn("from session"),
+            "window_end": st.column_config.DateColumn("to session")})
+        if pages > 1:
+            st.pagination(pages, key="log_page")
+
+
+# -- the list ----------------------------------------------------------------------------------
+def run_list() -> None:
+    c.page_header("Runs", "Every run: scheduled, manual, retries and backfills.")
+    f = st.columns([2, 2, 2, 3])
+    symbol = f[0].text_input("Symbol", key="run_symbol", bind="query-params",
+                             on_change=_reset_page, placeholder="e.g. AAPL")
+    state = f[1].selectbox("State", [ALL, *q.RUN_STATES], key="run_state",
+                           bind="query-params", on_change=_reset_page)
+    kind = f[2].selectbox("Trigger", [ALL, *q.RUN_KINDS], key="run_kind",
+                          bind="query-params", on_change=_reset_page)
+    days = f[3].date_input("Requested between (UTC dates)", value=(), key="run_days",
+                           on_change=_reset_page)
+    since = until = None
+    if isinstance(days, (tuple, list)) and days:
+        since = dt.datetime.combine(days[0], dt.time(), dt.UTC)
+        end = days[1] if len(days) > 1 else days[0]
+        until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
+    sym = (symbol or "").strip().upper() or None
+    filters = dict(state=None if state == ALL else state, symbol=sym,
+                   kind=None if kind == ALL else kind, since=since, until=until)
+    page = int(st.session_state.get("runs_page", 1) or 1)
+    rows, total = c.read("runs_search", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+                         **filters)
+    pages = max(1, -(-total // PAGE_SIZE))
+    if page > pages:
+        page = pages
+        rows, total = c.read("runs_search", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+                             **filters)
+    st.caption(f"{total:,} runs match" + (f" · page {page} of {pages}" if pages > 1 else ""))
+    if rows.is_empty():
+        st.info("No runs yet. Start one under Controls (or the first enrichment on the "
+                "Overview)." if total == 0 and not any(filters.values())
+                else "No run matches these filters.")
+        if total == 0:
+            st.page_link(c.PAGES["controls"], label="Controls →")
+        return
+    table = rows.select(
+        pl.col("run_id").str.slice(0, 8).alias("run"),
+        pl.col("state").map_elements(ui.run_state_label, return_dtype=pl.String),
+        "kind", "requested_at", "duration_s", "symbols_total", "symbols_ok",
+        "symbols_failed", "symbols_skipped", "records_written", "requests", "message")
+    st.session_state["runs_page_ids"] = rows["run_id"].to_list()
+    nonce = st.session_state.get("runs_nonce", 0)
+    c.dataframe(table, key=f"runs_table_{nonce}", on_select=_on_select,
+                selection_mode="single-row", column_config={
+                    "requested_at": "requested (UTC)",
+                    "duration_s": st.column_config.NumberColumn("seconds", format="%.1f"),
+                    "symbols_total": "symbols", "symbols_ok": "enriched",
+                    "symbols_failed": "failed", "symbols_skipped": "up to date",
+                    "records_written": "rows"})
+    if pages > 1:
+        st.pagination(pages, key="runs_page")
+    pick = st.selectbox("Open a run", rows["run_id"].to_list(), index=None,
+                        format_func=lambda r: r[:8], placeholder="…or pick one here",
+                        key=f"runs_pick_{nonce}")
+    if pick:
+        _open(pick)
+        st.session_state["runs_nonce"] = nonce + 1
+        st.rerun()
+
+
+run_param = c.query_param("run")
+if run_param:
+    run_detail(run_param.strip())
+else:
+    run_list()

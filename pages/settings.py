@@ -1,0 +1,116 @@
+"""Settings: the effective configuration (key masked) and the universe of symbols."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from enrich import universe as uv
+from enrich.errors import EnrichError
+from enrich.symbols import ASSET_CLASSES
+from pages import _common as c
+
+AUTO = "detect from the symbol"
+
+c.page_header("Settings", "Configuration comes from the environment and .env; change it there "
+                          "and restart. The universe is edited here.")
+settings = c.settings()
+
+# -- configuration -----------------------------------------------------------------------------
+st.subheader("Effective configuration")
+public = settings.public()
+c.dataframe(pl.DataFrame({"variable": list(public), "value": list(public.values())}))
+st.caption("The API key is masked and only the host of the base URL is shown.")
+
+# -- universe ----------------------------------------------------------------------------------
+st.subheader("Universe")
+table = c.read("universe_table")
+n_active = int(table["active"].sum()) if table.height else 0
+st.caption(f"{table.height:,} symbols, {n_active:,} active. Inactive symbols keep their data "
+           "but are left out of runs.")
+search = st.text_input("Filter", key="uni_search", placeholder="symbol or name")
+shown = table
+if search:
+    needle = search.strip().lower()
+    shown = table.filter(pl.col("symbol").str.to_lowercase().str.contains(needle, literal=True)
+                         | pl.col("name").fill_null("").str.to_lowercase()
+                         .str.contains(needle, literal=True))
+c.dataframe(shown, height=min(38 + 35 * max(shown.height, 1), 420), column_config={
+    "added_at": "added (UTC)", "last_success_at": "last enrichment (UTC)",
+    "asset_class": "class"})
+
+
+def _done(message: str) -> None:
+    c.invalidate()
+    st.toast(message, icon="✅")
+
+
+tab_add, tab_import, tab_state, tab_remove = st.tabs(
+    ["Add", "Import CSV", "Activate / deactivate", "Remove"])
+with tab_add, st.form("add_symbols", clear_on_submit=True):
+    raw = st.text_input("Symbols", key="add_raw",
+                        placeholder="AAPL, BRK.B, X:BTCUSD (comma or space separated)")
+    cls = st.selectbox("Asset class", [AUTO, *ASSET_CLASSES], key="add_class")
+    name = st.text_input("Name (for a single symbol)", key="add_name")
+    if st.form_submit_button("Add", icon="➕"):
+        items = [s for s in raw.replace(",", " ").split() if s]
+        if not items:
+            st.error("Type at least one symbol.")
+        else:
+            try:
+                added = uv.add_symbols(c.store().catalog, [
+                    (s, None if cls == AUTO else cls, name.strip() or None
+                     if len(items) == 1 else None) for s in items])
+            except EnrichError as exc:
+                st.error(str(exc))
+            else:
+                _done(f"Added {', '.join(added)}")
+                st.rerun()
+
+with tab_import:
+    st.caption("One symbol per line: `symbol[,asset_class[,name]]`; a header line and "
+               "`#` comments are allowed. Valid lines are added; invalid ones are listed.")
+    upload = st.file_uploader("CSV file", type=["csv", "txt"], key="import_file")
+    pasted = st.text_area("…or paste lines", key="import_text", height=120)
+    if st.button("Import", icon="📥", key="import"):
+        text = upload.getvalue().decode("utf-8", errors="replace") if upload else pasted
+        if not text.strip():
+            st.error("Choose a file or paste some lines first.")
+        else:
+            report = uv.import_csv(c.store().catalog, text)
+            c.invalidate()
+            st.session_state["import_report"] = report
+    report = st.session_state.get("import_report")
+    if report is not None:
+        if report.added:
+            st.success(f"Added {len(report.added)} symbol(s): {', '.join(report.added[:30])}"
+                       + (" …" if len(report.added) > 30 else ""))
+        if report.errors:
+            st.error(f"{len(report.errors)} line(s) refused:")
+            c.dataframe(pl.DataFrame({"line": [n for n, _ in report.errors],
+                                      "error": [e for _, e in report.errors]}))
+        elif not report.added:
+            st.info("Nothing to import.")
+
+with tab_state:
+    pick = st.multiselect("Symbols", table["symbol"].to_list() if table.height else [],
+                          key="state_pick")
+    b = st.columns(2)
+    if b[0].button("Deactivate", key="deactivate", disabled=not pick):
+        uv.set_active(c.store().catalog, pick, False)
+        _done(f"Deactivated {', '.join(pick)}")
+        st.rerun()
+    if b[1].button("Activate", key="activate", disabled=not pick):
+        uv.set_active(c.store().catalog, pick, True)
+        _done(f"Activated {', '.join(pick)}")
+        st.rerun()
+
+with tab_remove:
+    pick_rm = st.multiselect("Symbols", table["symbol"].to_list() if table.height else [],
+                             key="remove_pick")
+    sure = st.checkbox("Remove them from the universe (their stored data stays in the lake)",
+                       key="remove_sure")
+    if st.button("Remove", icon="🗑️", key="remove", disabled=not (pick_rm and sure)):
+        n = uv.remove_symbols(c.store().catalog, pick_rm)
+        _done(f"Removed {n} symbol(s)")
+        st.rerun()

@@ -1,0 +1,340 @@
+"""Symbols: the universe with a status chip per dataset; ``?symbol=AAPL`` opens a drilldown."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import plotly.graph_objects as go
+import polars as pl
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from enrich import queries as q
+from enrich import ui
+from enrich.symbols import ASSET_CLASSES
+from pages import _common as c
+
+PAGE_SIZE = 100
+ALL = "all"
+SENTIMENT = {"positive": "🟢 positive", "neutral": "⚪ neutral", "negative": "🔴 negative"}
+STATE_NAMES = {"never": "never fetched", "not_entitled": "not entitled"}
+
+
+def _state_label(s: str) -> str:
+    return "all states" if s == ALL else STATE_NAMES.get(s, s)
+
+
+def _open(symbol: str) -> None:
+    st.query_params["symbol"] = symbol
+
+
+def _on_select() -> None:
+    """Row picked in the table: open its drilldown and start the next table unselected."""
+    sel = st.session_state.get(f"sym_table_{st.session_state.get('sym_nonce', 0)}")
+    rows = (sel or {}).get("selection", {}).get("rows", [])
+    page = st.session_state.get("sym_page_symbols", [])
+    if rows and rows[0] < len(page):
+        _open(page[rows[0]])
+        st.session_state["sym_nonce"] = st.session_state.get("sym_nonce", 0) + 1
+
+
+def _reset_page() -> None:
+    st.session_state["page"] = 1
+
+
+# -- the list ----------------------------------------------------------------------------------
+def symbol_list() -> None:
+    c.page_header("Symbols", "Search, filter and sort the universe; pick a row for its detail.")
+    summary = c.summary()
+    if summary.is_empty():
+        st.info("The universe is empty. Add symbols under Settings, or start the first "
+                "enrichment on the Overview page (it seeds the demo universe).")
+        st.page_link(c.PAGES["overview"], label="Overview →")
+        return
+    f = st.columns([3, 2, 2, 2, 2])
+    search = f[0].text_input("Search symbol or name", key="q", bind="query-params",
+                             on_change=_reset_page, placeholder="e.g. AAPL or apple")
+    state = f[1].selectbox("State", [ALL, *q.GRID_STATES], key="state",
+                           bind="query-params", format_func=_state_label,
+                           on_change=_reset_page)
+    dataset = f[2].selectbox("Dataset", [ALL, *q.STATUS_DATASETS], key="dataset",
+                             bind="query-params", on_change=_reset_page,
+                             help="With a state: filter on that dataset's state.")
+    asset = f[3].selectbox("Asset class", [ALL, *ASSET_CLASSES], key="asset",
+                           bind="query-params", on_change=_reset_page)
+    sort = f[4].selectbox("Sort", list(q.SYMBOL_SORTS), key="sort", bind="query-params",
+                          on_change=_reset_page)
+    _, total = q.filter_symbols(summary, search=search or None,
+                                state=None if state == ALL else state,
+                                dataset=None if dataset == ALL else dataset,
+                                asset_class=None if asset == ALL else asset, limit=0)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page_no = min(int(st.session_state.get("page", 1) or 1), pages)
+    rows, total = q.filter_symbols(summary, search=search or None,
+                                   state=None if state == ALL else state,
+                                   dataset=None if dataset == ALL else dataset,
+                                   asset_class=None if asset == ALL else asset, sort=sort,
+                                   limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+    st.caption(f"{total:,} of {summary.height:,} symbols match"
+               + (f" · page {page_no} of {pages}" if pages > 1 else ""))
+    if rows.is_empty():
+        st.info("No symbol matches these filters.")
+        return
+    chips = [pl.struct("state", "sessions_behind").map_elements(
+        lambda r: ui.chip(r["state"], r["sessions_behind"]), return_dtype=pl.String)
+        .alias("status")]
+    for d in q.STATUS_DATASETS:
+        chips.append(pl.struct(pl.col(d).alias("s"), pl.col(f"{d}_behind").alias("b"))
+                     .map_elements(lambda r: ui.chip(r["s"], r["b"]), return_dtype=pl.String)
+                     .alias(d))
+    table = rows.select("symbol", "name", "asset_class", *chips, "sessions_behind",
+                        "last_error_class", "last_success_at")
+    st.session_state["sym_page_symbols"] = rows["symbol"].to_list()
+    nonce = st.session_state.get("sym_nonce", 0)
+    c.dataframe(table, key=f"sym_table_{nonce}", on_select=_on_select,
+                selection_mode="single-row", height=min(38 + 35 * table.height, 720),
+                column_config={
+                    "sessions_behind": st.column_config.NumberColumn(
+                        "sessions behind", help="Most sessions behind over its datasets"),
+                    "last_error_class": "last error",
+                    "last_success_at": "last success (UTC)",
+                    "asset_class": "class",
+                })
+    if pages > 1:
+        st.pagination(pages, key="page", bind="query-params")
+    pick = st.selectbox("Open a symbol", rows["symbol"].to_list(), index=None,
+                        placeholder="…or pick one here", key=f"sym_pick_{nonce}")
+    if pick:
+        _open(pick)
+        st.session_state["sym_nonce"] = nonce + 1
+        st.rerun()
+
+
+# -- the drilldown -----------------------------------------------------------------------------
+def _rangebreaks(sessions: pl.Series) -> list[dict]:
+    """Hide weekends and holidays on a daily axis (none for 7-day markets like crypto)."""
+    if sessions.is_empty() or sessions.dt.weekday().max() > 5:
+        return []
+    days = pl.date_range(sessions.min(), sessions.max(), eager=True)
+    weekdays = days.filter(days.dt.weekday() <= 5)
+    holidays = weekdays.filter(~weekdays.is_in(sessions.implode()))
+    return [dict(bounds=["sat", "mon"]), dict(values=holidays.cast(pl.String).to_list())]
+
+
+def price_figure(ph: pl.DataFrame, actions: pl.DataFrame, show_ma200: bool,
+                 show_bb: bool) -> go.Figure:
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.03,
+                        row_heights=[0.52, 0.16, 0.16, 0.16],
+                        subplot_titles=("Price (split-adjusted)", "Volume",
+                                        "Volatility (20 sessions, annualised)", "RSI (14)"))
+    x = ph["session"].to_list()
+    fig.add_trace(go.Candlestick(x=x, open=ph["open"], high=ph["high"], low=ph["low"],
+                                 close=ph["close"], name="price"), row=1, col=1)
+    lines = [("ma20", "MA20", "#1e88e5"), ("ma50", "MA50", "#8e24aa")]
+    if show_ma200:
+        lines.append(("ma200", "MA200", "#6d4c41"))
+    for col, name, color in lines:
+        fig.add_trace(go.Scatter(x=x, y=ph[col], name=name, line=dict(width=1.2, color=color)),
+                      row=1, col=1)
+    if show_bb:
+        fig.add_trace(go.Scatter(x=x, y=ph["bb_upper"], name="Bollinger upper",
+                                 line=dict(width=0.8, color="#90a4ae", dash="dot")),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=ph["bb_lower"], name="Bollinger lower",
+                                 line=dict(width=0.8, color="#90a4ae", dash="dot"),
+                                 fill="tonexty", fillcolor="rgba(144,164,174,0.08)"),
+                      row=1, col=1)
+    if not actions.is_empty():
+        highs = ph.select(pl.col("session").alias("date"), pl.col("high"))
+        ev = actions.join(highs, on="date", how="inner")
+        marks = {"dividend": ("triangle-up", "#2e7d32", 1.03),
+                 "split": ("diamond", "#d81b60", 1.06),
+                 "earnings": ("star", "#f9a825", 1.09)}
+        for kind, (symbol, color, lift) in marks.items():
+            part = ev.filter(pl.col("kind") == kind)
+            if part.is_empty():
+                continue
+            fig.add_trace(go.Scatter(
+                x=part["date"].to_list(), y=(part["high"] * lift).to_list(), mode="markers",
+                name=kind, marker=dict(symbol=symbol, size=10, color=color),
+                text=part["detail"].to_list(),
+                hovertemplate="%{x}<br>%{text}<extra>" + kind + "</extra>"), row=1, col=1)
+    fig.add_trace(go.Bar(x=x, y=ph["volume"], name="volume", marker_color="#90a4ae",
+                         showlegend=False), row=2, col=1)
+    fig.add_trace(go.Scatter(x=x, y=ph["volatility_20d"], name="volatility",
+                             line=dict(color="#ef6c00"), showlegend=False), row=3, col=1)
+    fig.add_trace(go.Scatter(x=x, y=ph["rsi14"], name="RSI", line=dict(color="#5e35b1"),
+                             showlegend=False), row=4, col=1)
+    for level in (30, 70):
+        fig.add_hline(y=level, line=dict(width=0.8, dash="dash", color="#9e9e9e"),
+                      row=4, col=1)
+    fig.update_layout(height=820, margin=dict(l=0, r=0, t=30, b=0),
+                      xaxis_rangeslider_visible=False,
+                      legend=dict(orientation="h", y=1.04, x=0))
+    fig.update_xaxes(rangebreaks=_rangebreaks(ph["session"]))
+    fig.update_yaxes(tickformat=".0%", row=3, col=1)
+    fig.update_yaxes(range=[0, 100], row=4, col=1)
+    return fig
+
+
+@st.fragment(run_every=1.5)
+def symbol_run_progress(symbol: str) -> None:
+    run_id = st.session_state.get(f"enrich_run_{symbol}")
+    if not run_id:
+        return
+    p = c.read("run_progress", run_id)
+    if p is None:
+        return
+    if p["state"] in q.ACTIVE_RUN_STATES:
+        c.progress_block(p, key=f"sym-{run_id}")
+        c.run_link(run_id)
+        return
+    st.session_state.pop(f"enrich_run_{symbol}", None)
+    st.toast(f"{symbol}: run {ui.run_state_label(p['state'])} — {p['message'] or ''}")
+    st.rerun()
+
+
+def status_table(symbol: str, asset_class: str) -> None:
+    g = c.read("status_grid", c.now_minute(), symbol=symbol, active_only=False)
+    stats = c.read("symbol_fetch_stats", symbol)
+    qual = c.lake_read("symbol_lake_quality", symbol, asset_class)
+    table = (g.join(qual.rename({"rows": "rows_held", "first": "first_held",
+                                 "last": "last_held"}), on="dataset", how="left")
+             .join(stats.select("dataset", "rejected", "retries", "last_duration_ms"),
+                   on="dataset", how="left")
+             .select("dataset",
+                     pl.struct("state", "sessions_behind").map_elements(
+                         lambda r: ui.chip(r["state"], r["sessions_behind"]),
+                         return_dtype=pl.String).alias("status"),
+                     "sessions_behind", "latest_session", "last_success_at",
+                     "rows_held", "first_held", "last_held", "missing_sessions", "rejected",
+                     "retries", "last_duration_ms", "consecutive_failures",
+                     "last_error_class", "last_error_message", "last_error_at"))
+    c.dataframe(table, column_config={
+        "sessions_behind": "sessions behind",
+        "latest_session": st.column_config.DateColumn("latest session"),
+        "last_success_at": "last enrichment (UTC)",
+        "rows_held": "rows held", "first_held": "first", "last_held": "last",
+        "missing_sessions": st.column_config.NumberColumn(
+            "missing sessions", help="Trading sessions without a bar between first and last"),
+        "rejected": st.column_config.NumberColumn(
+            "rows refused", help="Rows the provider returned that failed validation"),
+        "last_duration_ms": st.column_config.NumberColumn("last fetch ms", format="%.0f"),
+        "consecutive_failures": "failures in a row",
+        "last_error_class": "error class", "last_error_message": "last error",
+        "last_error_at": "error time (UTC)",
+    })
+
+
+def downloads(symbol: str, asset_class: str) -> None:
+    from enrich.symbols import DATASETS_BY_CLASS
+
+    lake = c.store().lake
+    safe = symbol.replace(":", "-")
+    for ds in (*DATASETS_BY_CLASS.get(asset_class, ("bars",)), "features"):
+        cols = st.columns([2, 1, 1])
+        cols[0].write(f"**{ds}**")
+        cols[1].download_button(
+            "CSV", lambda ds=ds: ui.to_csv_bytes(q.dataset_rows(lake, symbol, ds)),
+            file_name=f"{safe}_{ds}.csv", mime="text/csv", key=f"dl_csv_{ds}",
+            icon="⬇️", on_click="ignore")
+        cols[2].download_button(
+            "Parquet", lambda ds=ds: ui.to_parquet_bytes(q.dataset_rows(lake, symbol, ds)),
+            file_name=f"{safe}_{ds}.parquet", mime="application/vnd.apache.parquet",
+            key=f"dl_pq_{ds}", icon="⬇️", on_click="ignore")
+
+
+def drilldown(symbol: str) -> None:
+    info = c.read("symbol_info", symbol)
+    if st.button("← All symbols", key="back"):
+        del st.query_params["symbol"]
+        st.rerun()
+    if info is None:
+        st.error(f"{symbol} is not in the universe. Add it under Settings.")
+        return
+    title = f"{symbol} · {info['name']}" if info.get("name") else symbol
+    c.page_header(title, f"{info['asset_class']}"
+                  + ("" if info["active"] else " · inactive (not enriched by runs)"))
+    top = st.columns([1, 3])
+    if top[0].button("Enrich now", type="primary", icon="⚡", key="enrich_now"):
+        run_id = c.start_run(symbols=[symbol], kind="manual")
+        if run_id:
+            st.session_state[f"enrich_run_{symbol}"] = run_id
+    with top[1]:
+        symbol_run_progress(symbol)
+
+    st.subheader("Status per dataset")
+    status_table(symbol, info["asset_class"])
+
+    st.subheader("Price")
+    opts = st.columns(4)
+    ma200 = opts[0].toggle("MA200", key="ma200")
+    bb = opts[1].toggle("Bollinger bands", key="bb")
+    ph = c.lake_read("price_history", symbol)
+    actions = c.lake_read("corporate_actions", symbol)
+    if ph.is_empty():
+        st.info("No bars stored yet for this symbol. Press **Enrich now** to fetch them.")
+    else:
+        st.plotly_chart(price_figure(ph, actions, ma200, bb), key="price_chart")
+        st.caption(f"Daily bars by session date (exchange calendar), "
+                   f"{ui.fmt_session(ph['session'].min())} – "
+                   f"{ui.fmt_session(ph['session'].max())}. Markers: ▲ dividend (ex date), "
+                   "◆ split, ★ earnings (filing date).")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Corporate actions")
+        if actions.is_empty():
+            st.caption("None stored.")
+        else:
+            c.dataframe(actions, height=300, column_config={
+                "date": st.column_config.DateColumn("date (session)")})
+    with right:
+        st.subheader("Latest news")
+        news = c.lake_read("latest_news", symbol, 20)
+        if news.is_empty():
+            st.caption("None stored.")
+        else:
+            c.dataframe(news.with_columns(pl.col("sentiment").replace_strict(
+                SENTIMENT, default="—", return_dtype=pl.String)), height=300,
+                column_config={
+                    "published_utc": "published (UTC)",
+                    "url": st.column_config.LinkColumn("link", display_text="open ↗"),
+                    "sentiment_reasoning": "why"})
+
+    st.subheader("Options implied volatility")
+    smile = c.lake_read("iv_smile", symbol, 3)
+    term = c.lake_read("atm_term_structure", symbol)
+    if smile.is_empty():
+        st.caption("No option chain stored for this symbol.")
+    else:
+        oc = st.columns(2)
+        spot = smile["underlying_price"][0]
+        fig = px.line(smile.with_columns(pl.col("expiration").cast(pl.String)), x="strike",
+                      y="iv", color="expiration", markers=True,
+                      hover_data=["contract_type", "moneyness"],
+                      labels={"iv": "implied volatility", "expiration": "expiry"})
+        fig.add_vline(x=spot, line=dict(dash="dash", color="#9e9e9e"),
+                      annotation_text=f"spot {spot:.2f}")
+        fig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0),
+                          title="Smile, nearest expiries (OTM side)")
+        fig.update_yaxes(tickformat=".0%")
+        oc[0].plotly_chart(fig, key="iv_smile")
+        tfig = px.line(term, x="days", y="atm_iv", markers=True, hover_data=["expiration"],
+                       labels={"days": "days to expiry", "atm_iv": "ATM implied volatility"})
+        tfig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0),
+                           title="ATM term structure")
+        tfig.update_yaxes(tickformat=".0%")
+        oc[1].plotly_chart(tfig, key="iv_term")
+        st.caption(f"Snapshot of session {ui.fmt_session(smile['as_of'][0])}.")
+
+    with st.expander("Downloads"):
+        st.caption("Every stored row of each dataset for this symbol."
+                   + (" Demo data." if c.is_demo() else ""))
+        downloads(symbol, info["asset_class"])
+
+
+symbol_param = c.query_param("symbol")
+if symbol_param:
+    drilldown(symbol_param.strip().upper())
+else:
+    symbol_list()
