@@ -1,0 +1,236 @@
+"""Features computed from bars: returns, moving averages, volatility, EMA/MACD, RSI, ATR, bands.
+
+``compute_features(bars)`` is pure (frame in, frame out, no I/O). It takes bars in the
+``BARS`` schema for one or many symbols and timeframes and returns the ``FEATURES`` schema:
+``symbol, timeframe, ts, session`` followed by ``FEATURE_COLUMNS``, all ``Float64``, exactly
+one row per input bar, sorted by ``symbol, timeframe, ts``.
+
+Every feature is computed per ``(symbol, timeframe)`` group, in ``ts`` order. Windows count
+*rows* (bars) of the group, not calendar days: for daily bars "20" means 20 sessions, for
+hourly bars 20 hours. "Row k" below is the 0-based position of a bar inside its group. A
+window of n rows ending at row k covers rows k-n+1 .. k (the current bar included). A feature
+is null when the group has too few rows for it; "null before row k" means rows 0 .. k-1 are
+null and every later row has a value.
+
+Notation: ``c``, ``h``, ``l``, ``v`` are close, high, low, volume; ``c[-1]`` is the previous
+close in the group. ``std0`` is the population standard deviation (ddof=0), ``std1`` the
+sample standard deviation (ddof=1). ``EMA(x, alpha, seed at row s)`` is the recursion
+``e[s] = seed``, ``e[k] = alpha * x[k] + (1 - alpha) * e[k-1]`` for k > s, null before s.
+
+log_return
+    ``ln(c / c[-1])``. Null on row 0.
+ma20, ma50, ma200
+    Simple mean of the last 20 / 50 / 200 closes. Null before row 19 / 49 / 199.
+volatility_20d
+    ``std1`` of the last 20 log returns, annualised by ``* sqrt(252)`` (252 bars per year:
+    meaningful as an annual figure for daily bars). Null before row 20 (the first log return
+    is on row 1, so 20 of them exist from row 20).
+ema12, ema26
+    ``EMA(c, alpha = 2/(n+1), seed at row n-1)`` with n = 12 / 26, seeded with the simple mean
+    of the first n closes. Null before row 11 / 25.
+macd
+    ``ema12 - ema26``. Null before row 25.
+macd_signal
+    ``EMA(macd, alpha = 2/10, seed at row 33)``, seeded with the simple mean of the first 9
+    macd values (rows 25 .. 33). Null before row 33.
+rsi14
+    Wilder's RSI. Changes ``d = c - c[-1]`` (from row 1); ``gain = max(d, 0)``,
+    ``loss = max(-d, 0)``. ``avg_gain = EMA(gain, alpha = 1/14, seed at row 14)`` seeded with
+    the simple mean of the first 14 gains (rows 1 .. 14), i.e. Wilder's smoothing
+    ``avg[k] = (13 * avg[k-1] + gain[k]) / 14``; ``avg_loss`` likewise. Then
+    ``rsi14 = 100 - 100 / (1 + avg_gain / avg_loss)``; when ``avg_loss == 0`` it is 100 if
+    ``avg_gain > 0`` and 50 when both are 0 (a flat price is neutral). Null before row 14.
+atr14
+    Wilder's average true range. ``TR = max(h - l, |h - c[-1]|, |l - c[-1]|)`` and, on row 0
+    (no previous close), ``TR = h - l``. ``atr14 = EMA(TR, alpha = 1/14, seed at row 13)``
+    seeded with the simple mean of the first 14 TRs (rows 0 .. 13), i.e.
+    ``atr[k] = (13 * atr[k-1] + TR[k]) / 14``. Null before row 13.
+bb_upper, bb_lower
+    Bollinger bands ``ma20 +/- 2 * std0(last 20 closes)``: the population deviation (ddof=0),
+    Bollinger's own convention. Null before row 19.
+volume_z20
+    ``(v - mean(last 20 v)) / std1(last 20 v)``, the current bar included in both. Null before
+    row 19, when any volume in the window is null, and when the 20 volumes are all equal
+    (std == 0, tested exactly as max == min so rounding cannot yield a huge z).
+high_52w_dist, low_52w_dist
+    ``c / max(last 252 highs) - 1`` and ``c / min(last 252 lows) - 1`` (252 bars: 52 weeks of
+    daily sessions). Null before row 251.
+
+Prices (close, high, low) must be non-null and ``(symbol, timeframe, ts)`` unique; otherwise
+``ValidationError`` is raised. Volume may be null (only volume_z20 uses it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from enrich.errors import ValidationError
+from enrich.schemas import FEATURES
+
+__all__ = ["compute_features"]
+
+_ORDER: list[str] = ["symbol", "timeframe", "ts"]
+_NEEDED: tuple[str, ...] = (*_ORDER, "session", "high", "low", "close", "volume")
+_NON_NULL: tuple[str, ...] = (*_ORDER, "high", "low", "close")
+
+_GID = "_group"  # helper columns start with "_" and are dropped by the final select
+_POS = "_row"
+
+TRADING_DAYS_PER_YEAR = 252
+
+
+def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
+    """Return the FEATURES frame for ``bars`` (see the module docstring for every column)."""
+    missing = [c for c in _NEEDED if c not in bars.columns]
+    if missing:
+        raise ValidationError(f"features: bars lack columns {missing}", causes=missing)
+    frame = bars.select(
+        pl.col("symbol").cast(pl.String),
+        pl.col("timeframe").cast(pl.String),
+        pl.col("ts").cast(FEATURES.schema["ts"]),
+        pl.col("session").cast(pl.Date),
+        *(pl.col(c).cast(pl.Float64) for c in ("high", "low", "close", "volume")),
+    )
+    _check(frame)
+    if frame.height == 0:
+        return FEATURES.empty()
+    if not _is_sorted(frame):
+        frame = frame.sort(_ORDER)
+        _check_unique(frame)
+
+    # One integer id per (symbol, timeframe) run of the sorted frame: windows over a sorted
+    # integer key are several times faster than over the two string columns.
+    frame = frame.with_columns(pl.struct("symbol", "timeframe").rle_id().set_sorted().alias(_GID))
+    close, high, low, volume = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("volume")
+    frame = frame.with_columns(
+        _per_group(pl.int_range(pl.len())).alias(_POS),
+        _per_group(close.shift(1)).alias("_prev_close"),
+    )
+    prev_close = pl.col("_prev_close")
+    change = close - prev_close
+    frame = frame.with_columns(
+        (close / prev_close).log().alias("log_return"),
+        change.clip(lower_bound=0.0).alias("_gain"),
+        (-change).clip(lower_bound=0.0).alias("_loss"),
+        # max(h - l, |h - c[-1]|, |l - c[-1]|) == max(h, c[-1]) - min(l, c[-1]), with the same
+        # rounding; the horizontal max/min skip the null c[-1] of row 0, leaving h - l.
+        (pl.max_horizontal(high, prev_close) - pl.min_horizontal(low, prev_close)).alias(
+            "_true_range"
+        ),
+        # Running count of volume changes: the 20 volumes ending at row k are all equal exactly
+        # when the count has not moved since row k - 19 (an exact test for std == 0).
+        (volume != volume.shift(1)).fill_null(True).cum_sum().alias("_volume_changes"),
+    )
+    frame = frame.with_columns(
+        _seed_input(close, 12, first_row=0).alias("_ema12_in"),
+        _seed_input(close, 26, first_row=0).alias("_ema26_in"),
+        _seed_input(pl.col("_gain"), 14, first_row=1).alias("_gain_in"),
+        _seed_input(pl.col("_loss"), 14, first_row=1).alias("_loss_in"),
+        _seed_input(pl.col("_true_range"), 14, first_row=0).alias("_true_range_in"),
+    )
+    changes = pl.col("_volume_changes")
+    frame = frame.with_columns(
+        _per_group(close.rolling_mean(20)).alias("ma20"),
+        _per_group(close.rolling_mean(50)).alias("ma50"),
+        _per_group(close.rolling_mean(200)).alias("ma200"),
+        _per_group(close.rolling_std(20, ddof=0)).alias("_close_std0"),
+        _per_group(pl.col("log_return").rolling_std(20, ddof=1)).alias("_return_std1"),
+        _ema(pl.col("_ema12_in"), alpha=2 / 13).alias("ema12"),
+        _ema(pl.col("_ema26_in"), alpha=2 / 27).alias("ema26"),
+        _ema(pl.col("_gain_in"), alpha=1 / 14).alias("_avg_gain"),
+        _ema(pl.col("_loss_in"), alpha=1 / 14).alias("_avg_loss"),
+        _ema(pl.col("_true_range_in"), alpha=1 / 14).alias("atr14"),
+        _per_group(volume.rolling_mean(20)).alias("_volume_mean"),
+        _per_group(volume.rolling_std(20, ddof=1)).alias("_volume_std1"),
+        # Only read where row >= 19, so the shifted value is from the same group.
+        (changes == changes.shift(19)).alias("_volume_flat"),
+        _per_group(high.rolling_max(252)).alias("_high_252"),
+        _per_group(low.rolling_min(252)).alias("_low_252"),
+    )
+    frame = frame.with_columns((pl.col("ema12") - pl.col("ema26")).alias("macd"))
+    frame = frame.with_columns(_seed_input(pl.col("macd"), 9, first_row=25).alias("_macd_in"))
+    ma20, std0 = pl.col("ma20"), pl.col("_close_std0")
+    return frame.with_columns(
+        (pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)).alias("volatility_20d"),
+        _ema(pl.col("_macd_in"), alpha=2 / 10).alias("macd_signal"),
+        _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")).alias("rsi14"),
+        (ma20 + 2 * std0).alias("bb_upper"),
+        (ma20 - 2 * std0).alias("bb_lower"),
+        pl.when(~pl.col("_volume_flat"))
+        .then((volume - pl.col("_volume_mean")) / pl.col("_volume_std1"))
+        .alias("volume_z20"),
+        (close / pl.col("_high_252") - 1).alias("high_52w_dist"),
+        (close / pl.col("_low_252") - 1).alias("low_52w_dist"),
+    ).select(FEATURES.columns)
+
+
+def _per_group(expr: pl.Expr) -> pl.Expr:
+    return expr.over(_GID)
+
+
+def _seed_input(x: pl.Expr, n: int, *, first_row: int) -> pl.Expr:
+    """The input whose plain EMA is the EMA of ``x`` seeded with the mean of its first n values.
+
+    ``x`` has values from row ``first_row`` of each group. The result is null before the seed
+    row ``s = first_row + n - 1``, the seed on row ``s`` and ``x`` after it, so that
+    ``ewm_mean(adjust=False)``, which starts from the first non-null value, gives exactly
+    ``e[s] = seed, e[k] = alpha * x[k] + (1 - alpha) * e[k-1]``.
+    """
+    row = pl.col(_POS)
+    seed_row = first_row + n - 1
+    seed = _per_group(x.slice(first_row, n).mean())
+    return pl.when(row == seed_row).then(seed).when(row > seed_row).then(x)
+
+
+def _ema(seeded: pl.Expr, *, alpha: float) -> pl.Expr:
+    return _per_group(seeded.ewm_mean(alpha=alpha, adjust=False))
+
+
+def _rsi(avg_gain: pl.Expr, avg_loss: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(avg_loss > 0)
+        .then(100 - 100 / (1 + avg_gain / avg_loss))
+        .when(avg_gain > 0)
+        .then(100.0)
+        .when(avg_gain == 0)
+        .then(50.0)
+    )
+
+
+def _check(frame: pl.DataFrame) -> None:
+    nulls = {c: n for c in _NON_NULL if (n := frame[c].null_count())}
+    if nulls:
+        causes = [f"{n} null {c}" for c, n in nulls.items()]
+        raise ValidationError(
+            f"features: bars have null values ({', '.join(causes)})",
+            rejected=max(nulls.values()),
+            causes=causes,
+        )
+
+
+def _check_unique(frame: pl.DataFrame) -> None:
+    """Raise if a sorted frame repeats a (symbol, timeframe, ts) key."""
+    sym, tf, ts = (pl.col(c) for c in _ORDER)
+    repeated = (sym == sym.shift(1)) & (tf == tf.shift(1)) & (ts == ts.shift(1))
+    count = frame.select(repeated.sum()).item()
+    if count:
+        raise ValidationError(
+            f"features: {count} bars repeat a (symbol, timeframe, ts) key",
+            rejected=count,
+            causes=[f"{count} duplicate keys"],
+        )
+
+
+def _is_sorted(frame: pl.DataFrame) -> bool:
+    """Whether rows are already in (symbol, timeframe, ts) order, strictly (no duplicate keys)."""
+    sym, tf, ts = (pl.col(c) for c in _ORDER)
+    same_sym = sym == sym.shift(1)
+    same_group = same_sym & (tf == tf.shift(1))
+    in_order = (
+        (sym > sym.shift(1))
+        | (same_sym & (tf > tf.shift(1)))
+        | (same_group & (ts > ts.shift(1)))
+    ).fill_null(True)
+    return bool(frame.select(in_order.all()).item())

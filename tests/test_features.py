@@ -1,0 +1,476 @@
+"""compute_features: hand-computed values on tiny frames, grouping and ordering, and agreement
+with an independent loop-by-loop implementation on random walks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from enrich.errors import ValidationError
+from enrich.features import compute_features
+from enrich.schemas import BARS, FEATURE_COLUMNS, FEATURES
+
+START = dt.datetime(2024, 1, 1, 14, 30, tzinfo=dt.UTC)
+PRICE_VALUED = {"ma20", "ma50", "ma200", "ema12", "ema26", "macd", "macd_signal", "atr14",
+                "bb_upper", "bb_lower"}
+
+
+def make_bars(
+    symbol: str,
+    closes,
+    *,
+    highs=None,
+    lows=None,
+    volumes=None,
+    timeframe: str = "1d",
+    step: dt.timedelta = dt.timedelta(days=1),
+) -> pl.DataFrame:
+    """Bars in the BARS schema; high/low default to the close, volume to 1000 + row."""
+    n = len(closes)
+    ts = [START + i * step for i in range(n)]
+    return pl.DataFrame(
+        {
+            "symbol": [symbol] * n,
+            "timeframe": [timeframe] * n,
+            "ts": ts,
+            "session": [t.date() for t in ts],
+            "open": list(map(float, closes)),
+            "high": list(map(float, closes if highs is None else highs)),
+            "low": list(map(float, closes if lows is None else lows)),
+            "close": list(map(float, closes)),
+            "volume": [1000.0 + i for i in range(n)] if volumes is None else volumes,
+            "vwap": [None] * n,
+            "trades": [None] * n,
+            "adjusted_asof": [None] * n,
+        },
+        schema=BARS.schema,
+    )
+
+
+def random_walk(symbol: str, n: int, seed: int, **kwargs) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 50 * np.exp(np.cumsum(rng.normal(0.0003, 0.02, n)))
+    high = close * (1 + np.abs(rng.normal(0, 0.01, n)))
+    low = close * (1 - np.abs(rng.normal(0, 0.01, n)))
+    volume = np.round(rng.lognormal(12, 0.5, n))
+    return make_bars(symbol, close, highs=high, lows=low, volumes=volume.tolist(), **kwargs)
+
+
+def column(frame: pl.DataFrame, name: str) -> list[float | None]:
+    return frame[name].to_list()
+
+
+def nulls_then_values(values: list[float | None], first: int) -> bool:
+    return all(v is None for v in values[:first]) and all(v is not None for v in values[first:])
+
+
+# --- shape -------------------------------------------------------------------------------------
+
+
+def test_output_has_the_features_schema_one_row_per_bar_sorted():
+    bars = pl.concat([random_walk("MSFT", 30, 1), random_walk("AAPL", 40, 2)])
+    out = compute_features(bars)
+    assert out.schema == pl.Schema(FEATURES.schema)
+    assert out.columns == ["symbol", "timeframe", "ts", "session", *FEATURE_COLUMNS]
+    assert out.height == bars.height
+    assert out.equals(out.sort("symbol", "timeframe", "ts"))
+    assert out["symbol"].to_list() == ["AAPL"] * 40 + ["MSFT"] * 30
+    assert_frame_equal(
+        out.select("symbol", "timeframe", "ts", "session"),
+        bars.sort("symbol", "ts").select("symbol", "timeframe", "ts", "session"),
+    )
+
+
+def test_empty_input_returns_empty_features_frame():
+    assert_frame_equal(compute_features(BARS.empty()), FEATURES.empty())
+
+
+def test_nulls_are_nulls_never_nan():
+    out = compute_features(random_walk("X", 300, 3))
+    for name in FEATURE_COLUMNS:
+        assert not out[name].is_nan().any(), name
+
+
+# --- hand-computed values ----------------------------------------------------------------------
+
+
+def test_log_return_and_simple_moving_averages_on_25_rows():
+    closes = [float(k) for k in range(1, 26)]  # close on row k is k + 1
+    out = compute_features(make_bars("X", closes))
+
+    log_return = column(out, "log_return")
+    assert log_return[0] is None
+    assert log_return[1] == pytest.approx(math.log(2 / 1), abs=0, rel=1e-15)
+    assert log_return[24] == pytest.approx(math.log(25 / 24), abs=0, rel=1e-15)
+
+    ma20 = column(out, "ma20")
+    assert nulls_then_values(ma20, 19)
+    assert ma20[19] == pytest.approx(10.5)  # mean of 1 .. 20
+    assert ma20[24] == pytest.approx(15.5)  # mean of 6 .. 25
+    assert out["ma50"].null_count() == 25
+    assert out["ma200"].null_count() == 25
+
+
+def test_long_moving_averages_fill_at_their_window():
+    closes = [float(k) for k in range(1, 211)]
+    out = compute_features(make_bars("X", closes))
+    assert nulls_then_values(column(out, "ma50"), 49)
+    assert nulls_then_values(column(out, "ma200"), 199)
+    assert out["ma50"][49] == pytest.approx(25.5)
+    assert out["ma200"][199] == pytest.approx(100.5)
+    assert out["ma200"][209] == pytest.approx(110.5)
+
+
+def test_volatility_is_annualised_sample_std_of_the_last_20_log_returns():
+    closes = [100, 101, 99, 102, 104, 103, 101, 105, 108, 107, 106, 109, 111, 110, 108, 112, 115,
+              113, 114, 118, 117, 120, 119]
+    out = compute_features(make_bars("X", closes))
+    vol = column(out, "volatility_20d")
+    assert nulls_then_values(vol, 20)
+    returns = [math.log(closes[k] / closes[k - 1]) for k in range(1, len(closes))]
+    for row in (20, 21, 22):
+        window = returns[row - 20 : row]  # the log returns of rows row-19 .. row
+        expected = statistics.stdev(window) * math.sqrt(252)
+        assert vol[row] == pytest.approx(expected, rel=1e-12)
+
+
+def test_bollinger_bands_use_the_population_std():
+    closes = [float(k) for k in range(1, 26)]
+    out = compute_features(make_bars("X", closes))
+    # 20 consecutive integers: population variance (20**2 - 1) / 12 = 33.25.
+    assert nulls_then_values(column(out, "bb_upper"), 19)
+    assert nulls_then_values(column(out, "bb_lower"), 19)
+    assert out["bb_upper"][19] == pytest.approx(10.5 + 2 * math.sqrt(33.25), rel=1e-12)
+    assert out["bb_lower"][19] == pytest.approx(10.5 - 2 * math.sqrt(33.25), rel=1e-12)
+    assert out["bb_upper"][24] == pytest.approx(15.5 + 2 * math.sqrt(33.25), rel=1e-12)
+
+
+def test_ema_and_macd_are_seeded_with_simple_means():
+    # On a straight line an EMA seeded with the SMA lags it by exactly (1 - alpha) / alpha,
+    # which for alpha = 2/(n+1) is the SMA's own lag (n - 1) / 2.
+    closes = [float(k) for k in range(1, 41)]
+    out = compute_features(make_bars("X", closes))
+    ema12, ema26 = column(out, "ema12"), column(out, "ema26")
+    assert nulls_then_values(ema12, 11)
+    assert nulls_then_values(ema26, 25)
+    assert ema12[11] == pytest.approx(6.5, rel=1e-12)  # mean of 1 .. 12
+    assert ema12[12] == pytest.approx(2 / 13 * 13 + 11 / 13 * 6.5, rel=1e-12)
+    for row in range(11, 40):
+        assert ema12[row] == pytest.approx(row + 1 - 5.5, rel=1e-12)
+    for row in range(25, 40):
+        assert ema26[row] == pytest.approx(row + 1 - 12.5, rel=1e-12)
+
+    macd, signal = column(out, "macd"), column(out, "macd_signal")
+    assert nulls_then_values(macd, 25)
+    assert nulls_then_values(signal, 33)
+    assert macd[25:] == pytest.approx([7.0] * 15, rel=1e-12)
+    assert signal[33:] == pytest.approx([7.0] * 7, rel=1e-12)
+
+
+def test_ema_recursion_after_the_seed():
+    closes = [10.0] * 12 + [23.0, 10.0]
+    out = compute_features(make_bars("X", closes))
+    alpha = 2 / 13
+    assert out["ema12"][11] == 10.0
+    assert out["ema12"][12] == pytest.approx(10 + alpha * 13, rel=1e-14)
+    assert out["ema12"][13] == pytest.approx((1 - alpha) * (10 + alpha * 13) + alpha * 10)
+
+
+def test_macd_signal_seed_is_the_mean_of_the_first_nine_macd_values():
+    closes = [100.0] * 26 + [101.0, 103.0, 99.0, 104.0, 110.0, 108.0, 107.0, 111.0, 115.0]
+    out = compute_features(make_bars("X", closes))
+    macd = column(out, "macd")
+    assert out["macd_signal"][33] == pytest.approx(statistics.fmean(macd[25:34]), rel=1e-12)
+    expected = 0.8 * out["macd_signal"][33] + 0.2 * macd[34]
+    assert out["macd_signal"][34] == pytest.approx(expected, rel=1e-12)
+
+
+def test_rsi14_wilder_smoothing():
+    changes = [2, -1] * 7 + [3, -1.5]
+    closes = [100.0]
+    for d in changes:
+        closes.append(closes[-1] + d)
+    out = compute_features(make_bars("X", closes))
+    rsi = column(out, "rsi14")
+    assert nulls_then_values(rsi, 14)
+    # Row 14: first averages over changes 1..14: gain 14/14 = 1, loss 7/14 = 0.5.
+    assert rsi[14] == pytest.approx(100 - 100 / (1 + 1 / 0.5), rel=1e-12)
+    # Row 15 (+3): gain (13 * 1 + 3) / 14, loss (13 * 0.5) / 14.
+    gain, loss = 16 / 14, 6.5 / 14
+    assert rsi[15] == pytest.approx(100 - 100 / (1 + gain / loss), rel=1e-12)
+    # Row 16 (-1.5).
+    gain, loss = 13 * gain / 14, (13 * loss + 1.5) / 14
+    assert rsi[16] == pytest.approx(100 - 100 / (1 + gain / loss), rel=1e-12)
+
+
+def test_rsi14_edge_cases_only_gains_only_losses_flat():
+    up = compute_features(make_bars("X", [float(k) for k in range(1, 21)]))
+    down = compute_features(make_bars("X", [float(k) for k in range(20, 0, -1)]))
+    flat = compute_features(make_bars("X", [7.0] * 20))
+    assert column(up, "rsi14")[14:] == [100.0] * 6
+    assert column(down, "rsi14")[14:] == [0.0] * 6
+    assert column(flat, "rsi14")[14:] == [50.0] * 6
+    assert column(flat, "rsi14")[:14] == [None] * 14
+
+
+def test_atr14_wilder_true_range():
+    closes = [10.0] * 14 + [14.0, 9.0, 5.5]
+    highs = [12.0] + [11.0] * 13 + [15.0, 14.5, 6.5]
+    lows = [8.0] + [9.0] * 13 + [13.0, 8.0, 4.5]
+    out = compute_features(make_bars("X", closes, highs=highs, lows=lows))
+    atr = column(out, "atr14")
+    assert nulls_then_values(atr, 13)
+    # Row 0 has no previous close: TR = 12 - 8 = 4; rows 1..13 TR = 2.
+    assert atr[13] == pytest.approx((4 + 13 * 2) / 14, rel=1e-12)
+    # Row 14: gap up, TR = |15 - 10| = 5.
+    expected = (13 * atr[13] + 5) / 14
+    assert atr[14] == pytest.approx(expected, rel=1e-12)
+    # Row 15: wide bar, TR = 14.5 - 8 = 6.5.
+    expected = (13 * expected + 6.5) / 14
+    assert atr[15] == pytest.approx(expected, rel=1e-12)
+    # Row 16: gap down, TR = |4.5 - 9| = 4.5 (h - l is 2).
+    expected = (13 * expected + 4.5) / 14
+    assert atr[16] == pytest.approx(expected, rel=1e-12)
+
+
+def test_volume_z20():
+    volumes = [float(k) for k in range(1, 21)] + [30.0]
+    out = compute_features(make_bars("X", [10.0] * 21, volumes=volumes))
+    z = column(out, "volume_z20")
+    assert nulls_then_values(z, 19)
+    # Volumes 1..20: mean 10.5, sample variance 35.
+    assert z[19] == pytest.approx((20 - 10.5) / math.sqrt(35), rel=1e-12)
+    window = volumes[1:21]
+    expected = (30 - statistics.fmean(window)) / statistics.stdev(window)
+    assert z[20] == pytest.approx(expected, rel=1e-12)
+
+
+def test_volume_z20_is_null_when_the_window_is_flat_or_has_a_null():
+    volumes = [5.0, 9.0] + [7.0] * 25 + [8.0]
+    out = compute_features(make_bars("X", [10.0] * 28, volumes=volumes))
+    z = column(out, "volume_z20")
+    # Rows 19 and 20 still see a 5 or a 9; rows 21..26 see twenty 7s; row 27 sees an 8.
+    assert z[19] is not None and z[20] is not None
+    assert z[21:27] == [None] * 6
+    assert z[27] == pytest.approx((8 - 7.05) / statistics.stdev([7.0] * 19 + [8.0]), rel=1e-12)
+
+    volumes = [float(k) for k in range(1, 31)]
+    volumes[3] = None
+    out = compute_features(make_bars("X", [10.0] * 30, volumes=volumes))
+    z = column(out, "volume_z20")
+    assert z[:23] == [None] * 23  # every window up to row 22 holds row 3
+    assert all(v is not None for v in z[23:])
+    assert out["ma20"][19] == 10.0  # a null volume touches nothing else
+
+
+def test_52_week_distances():
+    n = 260
+    closes = [100.0 + k for k in range(n)]
+    highs = [c + 1 for c in closes]
+    lows = [c - 1 for c in closes]
+    highs[3] = 1000.0
+    lows[5] = 50.0
+    out = compute_features(make_bars("X", closes, highs=highs, lows=lows))
+    high_dist, low_dist = column(out, "high_52w_dist"), column(out, "low_52w_dist")
+    assert nulls_then_values(high_dist, 251)
+    assert nulls_then_values(low_dist, 251)
+    # Row 251 covers rows 0..251, which hold the 1000 high and the 50 low.
+    assert high_dist[251] == pytest.approx(351 / 1000 - 1, rel=1e-12)
+    assert low_dist[251] == pytest.approx(351 / 50 - 1, rel=1e-12)
+    # Row 255 covers rows 4..255: the spike high has left the window, the low has not.
+    assert high_dist[255] == pytest.approx(355 / 356 - 1, rel=1e-12)
+    assert low_dist[255] == pytest.approx(355 / 50 - 1, rel=1e-12)
+    # Row 257 covers rows 6..257: the lowest low is now row 6's.
+    assert low_dist[257] == pytest.approx(357 / 105 - 1, rel=1e-12)
+
+
+def test_short_group_is_all_nulls_where_windows_do_not_fit():
+    out = compute_features(make_bars("X", [10.0]))
+    assert out.height == 1
+    assert out.select(FEATURE_COLUMNS).row(0) == (None,) * 16
+    out = compute_features(make_bars("X", [10.0, 11.0, 12.0]))
+    assert out["log_return"].null_count() == 1
+    assert all(out[c].null_count() == 3 for c in FEATURE_COLUMNS if c != "log_return")
+
+
+# --- groups and ordering -----------------------------------------------------------------------
+
+
+def test_interleaved_symbols_match_each_computed_alone():
+    a = random_walk("AAA", 300, 11)
+    b = random_walk("BBB", 280, 12)
+    together = compute_features(pl.concat([a, b]).sort("ts", "symbol"))
+    assert_frame_equal(together.filter(pl.col("symbol") == "AAA"), compute_features(a))
+    assert_frame_equal(together.filter(pl.col("symbol") == "BBB"), compute_features(b))
+
+
+def test_timeframes_of_one_symbol_are_separate_series():
+    daily = random_walk("AAA", 60, 21)
+    hourly = random_walk("AAA", 70, 22, timeframe="1h", step=dt.timedelta(hours=1))
+    out = compute_features(pl.concat([hourly, daily]))
+    assert_frame_equal(out.filter(pl.col("timeframe") == "1d"), compute_features(daily))
+    assert_frame_equal(out.filter(pl.col("timeframe") == "1h"), compute_features(hourly))
+
+
+def test_unsorted_input_gives_the_sorted_result():
+    bars = pl.concat([random_walk("AAA", 120, 31), random_walk("BBB", 90, 32)])
+    expected = compute_features(bars)
+    shuffled = bars.sample(fraction=1.0, shuffle=True, seed=5)
+    assert not shuffled.equals(bars)
+    assert_frame_equal(compute_features(shuffled), expected)
+
+
+def test_null_price_is_refused():
+    bars = make_bars("X", [1.0, 2.0, 3.0]).with_columns(
+        close=pl.when(pl.col("close") == 2.0).then(None).otherwise(pl.col("close"))
+    )
+    with pytest.raises(ValidationError, match="null close"):
+        compute_features(bars)
+
+
+def test_duplicate_key_is_refused():
+    bars = make_bars("X", [1.0, 2.0, 3.0])
+    with pytest.raises(ValidationError, match="repeat"):
+        compute_features(pl.concat([bars, bars.head(1)]))
+
+
+def test_missing_column_is_refused():
+    with pytest.raises(ValidationError, match="volume"):
+        compute_features(make_bars("X", [1.0]).drop("volume"))
+
+
+# --- independent reference ---------------------------------------------------------------------
+
+
+def _seeded_ema(x: np.ndarray, n: int, first: int, step) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    seed_row = first + n - 1
+    if len(x) <= seed_row:
+        return out
+    value = sum(x[first : seed_row + 1]) / n
+    out[seed_row] = value
+    for k in range(seed_row + 1, len(x)):
+        value = step(value, x[k])
+        out[k] = value
+    return out
+
+
+def _window(x: np.ndarray, n: int, fn) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    for k in range(n - 1, len(x)):
+        out[k] = fn(x[k - n + 1 : k + 1])
+    return out
+
+
+def reference_features(bars: pl.DataFrame) -> pl.DataFrame:
+    """The docstring's definitions, one group and one row at a time."""
+    pieces = []
+    for _, group in bars.sort("symbol", "timeframe", "ts").group_by(
+        "symbol", "timeframe", maintain_order=True
+    ):
+        c, h, lo, v = (group[name].to_numpy().astype(float) for name in ("close", "high", "low",
+                                                                           "volume"))
+        n = len(c)
+        f: dict[str, np.ndarray] = {}
+        f["log_return"] = np.array([np.nan] + [math.log(c[k] / c[k - 1]) for k in range(1, n)])
+        for w in (20, 50, 200):
+            f[f"ma{w}"] = _window(c, w, lambda s: sum(s) / len(s))
+        f["volatility_20d"] = np.full(n, np.nan)
+        for k in range(20, n):
+            f["volatility_20d"][k] = statistics.stdev(f["log_return"][k - 19 : k + 1]) * math.sqrt(
+                252
+            )
+
+        def ema_step(alpha):
+            return lambda prev, x: alpha * x + (1 - alpha) * prev
+
+        def wilder_step(prev, x):
+            return (prev * 13 + x) / 14
+
+        f["ema12"] = _seeded_ema(c, 12, 0, ema_step(2 / 13))
+        f["ema26"] = _seeded_ema(c, 26, 0, ema_step(2 / 27))
+        f["macd"] = f["ema12"] - f["ema26"]
+        f["macd_signal"] = _seeded_ema(f["macd"], 9, 25, ema_step(0.2))
+
+        d = np.array([np.nan] + [c[k] - c[k - 1] for k in range(1, n)])
+        avg_gain = _seeded_ema(np.maximum(d, 0), 14, 1, wilder_step)
+        avg_loss = _seeded_ema(np.maximum(-d, 0), 14, 1, wilder_step)
+        rsi = np.full(n, np.nan)
+        for k in range(14, n):
+            g, lo_ = avg_gain[k], avg_loss[k]
+            rsi[k] = 100 - 100 / (1 + g / lo_) if lo_ > 0 else (100.0 if g > 0 else 50.0)
+        f["rsi14"] = rsi
+
+        tr = np.array(
+            [h[0] - lo[0]]
+            + [max(h[k] - lo[k], abs(h[k] - c[k - 1]), abs(lo[k] - c[k - 1])) for k in range(1, n)]
+        )
+        f["atr14"] = _seeded_ema(tr, 14, 0, wilder_step)
+
+        std0 = _window(c, 20, lambda s: statistics.pstdev(s))
+        f["bb_upper"] = f["ma20"] + 2 * std0
+        f["bb_lower"] = f["ma20"] - 2 * std0
+
+        def zscore(s):
+            if np.isnan(s).any() or len(set(s)) == 1:
+                return np.nan
+            return (s[-1] - statistics.fmean(s)) / statistics.stdev(s)
+
+        f["volume_z20"] = _window(v, 20, zscore)
+        f["high_52w_dist"] = c / _window(h, 252, max) - 1
+        f["low_52w_dist"] = c / _window(lo, 252, min) - 1
+
+        keys = group.select("symbol", "timeframe", "ts", "session")
+        values = pl.DataFrame({name: f[name] for name in FEATURE_COLUMNS}).fill_nan(None)
+        pieces.append(pl.concat([keys, values], how="horizontal"))
+    return pl.concat(pieces)
+
+
+def test_matches_an_independent_implementation_on_random_walks():
+    frames = [
+        random_walk("AAA", 900, 41),
+        random_walk("BBB", 700, 42),
+        random_walk("CCC", 300, 43, timeframe="1h", step=dt.timedelta(hours=1)),
+        random_walk("CCC", 600, 44),
+        random_walk("DDD", 30, 45),  # too short for most windows
+    ]
+    # A stretch of flat prices and volumes (RSI 50, null z-scores) at the start of one symbol.
+    flat = random_walk("EEE", 500, 46).with_row_index()
+    flat = flat.with_columns(
+        *(
+            pl.when(pl.col("index") < 40).then(77.0).otherwise(pl.col(c)).alias(c)
+            for c in ("open", "high", "low", "close")
+        ),
+        pl.when(pl.col("index") < 40).then(1e6).otherwise(pl.col("volume")).alias("volume"),
+    ).drop("index")
+    # Mixed scales: one symbol priced in the hundred-thousands, another in cents.
+    big = random_walk("FFF", 400, 47).with_columns(pl.col("open", "high", "low", "close") * 5000)
+    tiny = random_walk("GGG", 400, 48).with_columns(pl.col("open", "high", "low", "close") / 2000)
+    bars = pl.concat([*frames, flat, big, tiny]).sample(fraction=1.0, shuffle=True, seed=9)
+    assert bars.height > 3000
+
+    got = compute_features(bars)
+    expected = reference_features(bars)
+    assert got.height == expected.height
+    assert_frame_equal(
+        got.select("symbol", "timeframe", "ts", "session"),
+        expected.select("symbol", "timeframe", "ts", "session"),
+    )
+    assert column(got.filter(pl.col("symbol") == "EEE"), "rsi14")[14:40] == [50.0] * 26
+    # Prices are compared relative to the bar's close (a MACD near zero still has to be right to
+    # 1e-9 of the price), dimensionless features relative to max(1, |value|).
+    close = bars.sort("symbol", "timeframe", "ts")["close"].to_numpy()
+    for name in FEATURE_COLUMNS:
+        a, b = got[name], expected[name]
+        assert (a.is_null() == b.is_null()).all(), name
+        both = a.is_not_null().to_numpy()
+        a, b = a.to_numpy()[both], b.to_numpy()[both]
+        floor = close[both] if name in PRICE_VALUED else 1.0
+        scaled = np.abs(a - b) / np.maximum(floor, np.abs(b))
+        assert scaled.max(initial=0.0) <= 1e-9, (name, scaled.max())
