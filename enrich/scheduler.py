@@ -182,11 +182,15 @@ def beat(catalog: Catalog, now: dt.datetime, interval_s: float, started_at: dt.d
 
 def clean_stop(catalog: Catalog, now: dt.datetime) -> None:
     """Release ownership: a clean stop clears the pid, so health says stopped, not dead."""
-    host, pid = host_and_pid()
     b = WriteBatch()
+    add_clean_stop(b, now)
+    catalog.write(b)
+
+
+def add_clean_stop(b: WriteBatch, now: dt.datetime) -> None:
+    host, pid = host_and_pid()
     b.execute("UPDATE scheduler_state SET pid = NULL, stopped_at = ?, next_fire_at = NULL "
               "WHERE id = 1 AND pid = ? AND host = ?", [now, pid, host])
-    catalog.write(b)
 
 
 def pid_alive(pid: int) -> bool:

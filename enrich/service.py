@@ -138,16 +138,21 @@ def request_cancel(catalog: Catalog, run_id: str, by: str, now: dt.datetime) -> 
 def finish_runs(catalog: Catalog, run_ids: Sequence[str], state: str, message: str,
                 now: dt.datetime) -> None:
     """Close runs still ``queued``/``running`` (never touches a finished run)."""
+    b = WriteBatch()
+    add_finish(b, run_ids, state, message, now)
+    catalog.write(b)
+
+
+def add_finish(b: WriteBatch, run_ids: Sequence[str], state: str, message: str,
+               now: dt.datetime) -> None:
     if not run_ids:
         return
     ph = ",".join("?" * len(run_ids))
-    b = WriteBatch()
     b.execute(f"UPDATE runs SET state = ?, finished_at = ?, message = coalesce(message, ?) "
               f"WHERE run_id IN ({ph}) AND state IN ('queued', 'running')",
               [state, now, message, *run_ids])
     b.execute(f"UPDATE tasks SET state = ?, finished_at = ? "
               f"WHERE run_id IN ({ph}) AND state = 'running'", [state, now, *run_ids])
-    catalog.write(b)
 
 
 def hand_off_run(store: Store, params: RunParams, provider: str, now: dt.datetime) -> tuple[
@@ -294,21 +299,21 @@ class Services:
         now = self.clock()
         left = [j for j in jobs if not j.done.is_set()]
         try:
-            finish_runs(self.store.catalog, [j.run_id for j in left if j.started],
-                        "interrupted", "the service stopped before the run finished; "
-                        "symbols already enriched keep their data", now)
-            finish_runs(self.store.catalog, [j.run_id for j in left if not j.started],
-                        "cancelled", "the service stopped before the run started", now)
-            if self._owner:
+            b = WriteBatch()  # one write: stop() has a time budget
+            add_finish(b, [j.run_id for j in left if j.started], "interrupted",
+                       "the service stopped before the run finished; symbols already "
+                       "enriched keep their data", now)
+            add_finish(b, [j.run_id for j in left if not j.started], "cancelled",
+                       "the service stopped before the run started", now)
+            if self._scheduler is not None:
                 host, pid = host_and_pid()
-                b = WriteBatch()
                 b.execute("UPDATE runs SET state = 'interrupted', finished_at = ?, "
                           "message = 'the service stopped before picking it up' "
                           "WHERE handoff AND state = 'queued' AND pid = ? AND host = ?",
                           [now, pid, host])
-                self.store.catalog.write(b)
-                sched.clean_stop(self.store.catalog, now)
-                self._owner = False
+                sched.add_clean_stop(b, now)
+            self.store.catalog.write(b)
+            self._owner = False
         except Exception as exc:  # stopping must finish even when the catalog is unavailable
             log.warning("could not record the stop in the catalog: %s", exc)
         for _ in self._workers:
@@ -583,8 +588,8 @@ class Services:
         got = sched.beat(self.store.catalog, now, self.heartbeat_s,
                          self._started_at or now, fire)
         if got.owner and not self._owner:
+            self._take_schedule(now, got.state.paused)  # raises: retried on the next beat
             self._owner = True
-            self._take_schedule(now, got.state.paused)
         elif not got.owner and self._owner:
             log.warning("pid %s on %s now owns the schedule; standing by",
                         got.state.pid, got.state.host)

@@ -1,0 +1,332 @@
+"""Commands for the scheduler and services: ``schedule``, ``serve``, ``health``,
+``runs retry|cancel`` and the hand-off behind ``run --background``.
+
+Loaded by ``enrich.cli._load_plugins``; registers through ``command`` and ``extend_parser``.
+Exit codes as everywhere: 0 success, 1 failed (some symbols, an unhealthy check, a run that
+had already ended), 2 bad usage (unknown run, no live ``serve`` for ``--background``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+
+from enrich import scheduler as sched
+from enrich.catalog import utcnow
+from enrich.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    UsageError,
+    command,
+    extend_parser,
+    print_json,
+)
+from enrich.config import Settings
+from enrich.errors import EnrichError
+
+SERVE_STOP_S = 3.0  # grace for runs to reach a symbol boundary; serve exits within ~5 s
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()} (cli)"
+
+
+def _store(settings: Settings):
+    from enrich.store import Store
+
+    return Store.from_settings(settings)
+
+
+def _ts(v: dt.datetime | None) -> str:
+    return "never" if v is None else v.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# -- schedule -------------------------------------------------------------------------------
+@command("schedule")
+def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    action = args.schedule_cmd or "show"
+    now = utcnow()
+    if action == "pause":
+        sched.set_paused(store.catalog, args.by or _who(), args.reason, now)
+        print(f"schedule paused by {args.by or _who()}"
+              + (f" ({args.reason})" if args.reason else "")
+              + "; it stays paused across restarts until `python -m enrich schedule resume`")
+        return EXIT_OK
+    if action == "resume":
+        sched.set_resumed(store.catalog, args.by or _who(), now)
+        nxt = sched.next_fire_after(settings.schedule_utc, now)
+        print(f"schedule resumed; next fire {sched.fire_label(nxt)}")
+        return EXIT_OK
+    state = sched.read_state(store.catalog)
+    live = state.liveness(now)
+    upcoming = None if state.paused else sched.next_fire_after(settings.schedule_utc, now)
+    if args.json:
+        print_json({
+            "schedule_utc": settings.schedule_utc.strftime("%H:%M"), "state": live,
+            "paused": state.paused, "paused_by": state.paused_by, "paused_at": state.paused_at,
+            "pause_reason": state.pause_reason, "resumed_by": state.resumed_by,
+            "resumed_at": state.resumed_at, "pid": state.pid, "host": state.host,
+            "heartbeat_at": state.heartbeat_at, "next_fire_utc": upcoming,
+            "next_fire_exchange": sched.in_exchange_time(upcoming) if upcoming else None,
+        })
+        return EXIT_OK
+    local = sched.in_exchange_time(sched.next_fire_after(settings.schedule_utc, now))
+    print(f"daily at {settings.schedule_utc:%H:%M} UTC "
+          f"({local:%H:%M} {local.tzname()} in New York)")
+    if state.paused:
+        print(f"paused by {state.paused_by} at {_ts(state.paused_at)}"
+              + (f": {state.pause_reason}" if state.pause_reason else ""))
+    else:
+        print(f"next fire {sched.fire_label(upcoming)}"
+              + ("" if live in ("running", "paused") else " (if a scheduler is running)"))
+    owner = {"running": f"running in pid {state.pid} on {state.host}",
+             "paused": f"running (paused) in pid {state.pid} on {state.host}",
+             "dead": f"dead: pid {state.pid} on {state.host} last beat at "
+                     f"{_ts(state.heartbeat_at)}",
+             "stopped": "not running: start `python -m enrich serve` or the dashboard"}[live]
+    print(f"scheduler {owner}")
+    return EXIT_OK
+
+
+# -- serve ----------------------------------------------------------------------------------
+@command("serve")
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.service import Services
+    from enrich.universe import ensure_demo_universe
+
+    if not settings.scheduler:
+        raise UsageError("`serve` runs the daily scheduler, but ENRICH_SCHEDULER=off; "
+                         "unset it (or set it to on)")
+    if args.heartbeat_s <= 0:
+        raise UsageError("--heartbeat-s must be positive")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    store = _store(settings)
+    ensure_demo_universe(store.catalog)
+    svc = Services(settings, store=store, heartbeat_s=args.heartbeat_s)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        svc.start()
+        owner = "" if svc.owns_schedule else (
+            " (standing by: another process owns the schedule; this one takes over when "
+            "it stops)")
+        print(f"serving {settings.data_dir.resolve()} (pid {os.getpid()}): daily at "
+              f"{settings.schedule_utc:%H:%M} UTC, next fire "
+              f"{sched.fire_label(svc.next_fire_time())}{owner}; Ctrl-C to stop",
+              file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("stopping: running runs stop after their current symbols", file=sys.stderr,
+              flush=True)
+        svc.stop(timeout=SERVE_STOP_S)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print("stopped", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        # A symbol still mid-fetch (e.g. waiting on the rate limiter): its run is already
+        # marked interrupted and lake writes are atomic, so do not wait for it.
+        os._exit(EXIT_OK)
+    return EXIT_OK
+
+
+# -- run --background -----------------------------------------------------------------------
+@command("__background_run")
+def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.service import NoLiveSchedulerError, hand_off_run
+    from enrich.universe import ensure_demo_universe
+
+    params = args.params
+    store = _store(settings)
+    ensure_demo_universe(store.catalog)
+    if params.symbols:
+        known = set(store.catalog.query("SELECT symbol FROM symbols")["symbol"].to_list())
+        unknown = [s for s in params.symbols if s not in known]
+        if unknown:
+            raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
+                             f"`python -m enrich symbols add {' '.join(unknown)}`")
+    try:
+        run_id, owner = hand_off_run(store, params, settings.provider, utcnow())
+    except NoLiveSchedulerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"run {run_id} queued for serve (pid {owner.pid} on {owner.host}); "
+          f"follow it with `python -m enrich runs`, stop it with "
+          f"`python -m enrich runs cancel {run_id}`")
+    return EXIT_OK
+
+
+# -- runs retry | cancel --------------------------------------------------------------------
+@command("runs retry")
+def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.engine import Engine, describe
+    from enrich.providers import make_provider
+    from enrich.service import UnknownRunError, retry_params
+
+    store = _store(settings)
+    try:
+        params = retry_params(store.catalog, args.run_id)
+    except UnknownRunError as exc:
+        raise UsageError(str(exc)) from None
+    engine = Engine(store, make_provider(settings), settings)
+    as_json = getattr(args, "json", False)
+    if not as_json:
+        print(f"retrying {len(params.symbols or [])} failed symbol(s) of {args.run_id}: "
+              f"{', '.join(params.symbols or [])}", file=sys.stderr)
+    run_id = engine.create_run(params, "retry", parent_run_id=args.run_id)
+    summary = engine.run(params, kind="retry", run_id=run_id,
+                         progress=None if as_json else Progress())
+    if as_json:
+        print_json({"run_id": summary.run_id, "parent_run_id": args.run_id,
+                    "state": summary.state, "total": summary.total, "ok": summary.ok,
+                    "failed": summary.failed, "skipped": summary.skipped,
+                    "failed_symbols": summary.failed_symbols, "message": describe(summary)})
+    else:
+        print(f"run {summary.run_id}: {summary.state} — {describe(summary)}")
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+
+
+@command("runs cancel")
+def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.service import UnknownRunError, request_cancel
+
+    store = _store(settings)
+    try:
+        before = request_cancel(store.catalog, args.run_id, args.by or _who(), utcnow())
+    except UnknownRunError as exc:
+        raise UsageError(str(exc)) from None
+    if before == "queued":
+        print(f"run {args.run_id} cancelled before it started")
+        return EXIT_OK
+    if before != "running":
+        print(f"run {args.run_id} already ended: {before}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"cancel requested: run {args.run_id} stops after its current symbols "
+          "(symbols already enriched keep their data)")
+    if args.wait:
+        import time
+
+        deadline = time.monotonic() + args.wait
+        state = before
+        while time.monotonic() < deadline:
+            state = store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?",
+                                         [args.run_id])
+            if state not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+        print(f"run {args.run_id}: {state}")
+        return EXIT_OK if state not in ("queued", "running") else EXIT_FAILED
+    return EXIT_OK
+
+
+# -- health ---------------------------------------------------------------------------------
+@command("health")
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.health import health
+    from enrich.providers import make_provider
+
+    store = _store(settings)
+    try:
+        provider = make_provider(settings)
+    except EnrichError as exc:
+        provider = None
+        print(f"provider: {exc}", file=sys.stderr)
+    h = health(settings, store, provider, probe=not args.no_probe)
+    if args.json:
+        print_json(h)
+        return EXIT_OK if h["ok"] else EXIT_FAILED
+    s = h.get("scheduler") or {}
+    cat = h["catalog"]
+    prov = h["provider"]
+    print(f"overall      {'ok' if h['ok'] else 'NOT OK'}")
+    if s:
+        extra = ""
+        if s["state"] in ("running", "paused"):
+            extra = f" (pid {s['pid']} on {s['host']}, heartbeat {s['heartbeat_age_s']}s ago)"
+        elif s["state"] == "dead":
+            extra = f" (pid {s['pid']} on {s['host']}, last beat {_ts(s['heartbeat_at'])})"
+        print(f"scheduler    {s['state']}{extra}")
+        if s["paused"]:
+            print(f"paused       by {s['paused_by']} at {_ts(s['paused_at'])}"
+                  + (f": {s['pause_reason']}" if s["pause_reason"] else ""))
+        print(f"next fire    {h['schedule']['next_fire_label']}")
+        last = h.get("last_run")
+        if last:
+            print(f"last run     {last['state']} ({last['kind']}, {_ts(last['requested_at'])}): "
+                  f"{last['message'] or ''}")
+        else:
+            print("last run     none yet")
+    print(f"catalog      {'ok' if cat['ok'] else 'FAILED'} "
+          + (f"({cat['query_ms']} ms to open and query)" if cat["ok"] else f"({cat['error']})"))
+    size = h["lake"]["bytes"]
+    print(f"lake         {size / 1e6:.1f} MB" if size is not None else "lake         unknown")
+    probe = (f"{prov['status']} ({prov['latency_ms']} ms)" if prov["ok"] is not None
+             else prov["status"])
+    print(f"provider     {prov['name']}{' (demo data)' if prov['is_demo'] else ''}: {probe}"
+          + (f" — {prov['message']}" if prov["ok"] is False and prov["message"] else ""))
+    print(f"api key      {h['api_key']}")
+    fails = h.get("failures_24h") or {}
+    print("failures 24h " + (", ".join(f"{k}: {v}" for k, v in fails.items()) or "none"))
+    return EXIT_OK if h["ok"] else EXIT_FAILED
+
+
+# -- parser ---------------------------------------------------------------------------------
+@extend_parser
+def _add_commands(sub: argparse._SubParsersAction) -> None:
+    sc = sub.add_parser("schedule", help="show, pause or resume the daily schedule")
+    sc.add_argument("--json", action="store_true")
+    ssub = sc.add_subparsers(dest="schedule_cmd", metavar="ACTION")
+    show = ssub.add_parser("show", help="schedule, next fire, paused or not, scheduler state")
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    pause = ssub.add_parser("pause", help="pause the daily run (persists across restarts)")
+    pause.add_argument("--reason")
+    pause.add_argument("--by", help="who pauses (default: user@host)")
+    resume = ssub.add_parser("resume", help="resume the daily run")
+    resume.add_argument("--by", help="who resumes (default: user@host)")
+
+    sv = sub.add_parser("serve", help="run the scheduler headless until SIGINT/SIGTERM")
+    sv.add_argument("--heartbeat-s", type=float, default=sched.HEARTBEAT_S,
+                    help=f"heartbeat interval in seconds (default {sched.HEARTBEAT_S:g})")
+
+    hp = sub.add_parser("health", help="scheduler, catalog, lake, provider; exit 1 if unhealthy")
+    hp.add_argument("--json", action="store_true")
+    hp.add_argument("--no-probe", action="store_true",
+                    help="skip the provider probe (it costs one request with Massive)")
+
+    runs = sub.choices.get("runs")
+    actions = [a for a in (runs._actions if runs else [])
+               if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        return
+    rsub = actions[0]
+    rr = rsub.add_parser("retry", help="run again only the symbols that failed in RUN_ID")
+    rr.add_argument("run_id")
+    rr.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    rc = rsub.add_parser("cancel", help="stop RUN_ID between symbols (from any process)")
+    rc.add_argument("run_id")
+    rc.add_argument("--by", help="who cancels (default: user@host)")
+    rc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                    help="wait up to SECONDS for the run to end")
