@@ -26,17 +26,26 @@ runs_total = c.read("alltime_stats")["runs"]
 
 
 # -- live progress (polls the catalog; a finished run refreshes the whole page) ----------------
+def _pending_run() -> str | None:
+    """A run this session started whose row the service has not written yet."""
+    rid = st.session_state.get("last_run_id")
+    return rid if rid and c.read("run_progress", rid) is None else None
+
+
 @st.fragment(run_every=2)
 def live_progress() -> None:
     active = c.read("active_runs")
-    ids = [p["run_id"] for p in active]
+    pending = _pending_run()
+    ids = [p["run_id"] for p in active] + ([pending] if pending else [])
     before = st.session_state.get("overview_active_ids")
     st.session_state["overview_active_ids"] = ids
-    if before is not None and before != ids:
+    if before is not None and before != ids and not (pending and before == []):
         st.rerun()  # a run started or finished: every number on the page may change
-    if not active:
+    if not ids:
         return
     st.subheader("Running now")
+    if pending:
+        st.progress(0.0, text=f"Run {pending[:8]}: queued, starting…")
     for p in active:
         c.progress_block(p, key=f"ov-{p['run_id']}")
         c.run_link(p["run_id"])
@@ -66,9 +75,9 @@ def first_launch() -> None:
 
 live_progress()
 
-never_ran = runs_total == 0 and counts["never"] == summary.height
-if (summary.is_empty() or never_ran) and not c.read("active_runs"):
+if runs_total == 0 and not c.read("active_runs") and not _pending_run():
     first_launch()
+    st.stop()  # nothing has run yet: the button is the one thing to do
 
 # -- attention tiles ---------------------------------------------------------------------------
 st.subheader("Symbols by their most urgent dataset")

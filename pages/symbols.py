@@ -16,13 +16,6 @@ from pages import _common as c
 PAGE_SIZE = 100
 ALL = "all"
 SENTIMENT = {"positive": "🟢 positive", "neutral": "⚪ neutral", "negative": "🔴 negative"}
-STATE_NAMES = {"never": "never fetched", "not_entitled": "not entitled"}
-
-
-def _state_label(s: str) -> str:
-    return "all states" if s == ALL else STATE_NAMES.get(s, s)
-
-
 def _open(symbol: str) -> None:
     st.query_params["symbol"] = symbol
 
@@ -53,9 +46,9 @@ def symbol_list() -> None:
     f = st.columns([3, 2, 2, 2, 2])
     search = f[0].text_input("Search symbol or name", key="q", bind="query-params",
                              on_change=_reset_page, placeholder="e.g. AAPL or apple")
+    # Bound widgets match URL values against option labels: keep labels = values.
     state = f[1].selectbox("State", [ALL, *q.GRID_STATES], key="state",
-                           bind="query-params", format_func=_state_label,
-                           on_change=_reset_page)
+                           bind="query-params", on_change=_reset_page)
     dataset = f[2].selectbox("Dataset", [ALL, *q.STATUS_DATASETS], key="dataset",
                              bind="query-params", on_change=_reset_page,
                              help="With a state: filter on that dataset's state.")
