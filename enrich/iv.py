@@ -33,7 +33,8 @@ out-of-the-money call ``b(x, s)`` with ``x = ln(F/K) <= 0`` and total volatility
 on four branches is refined by Householder steps of order four on an objective chosen per
 branch (``1/ln b`` in the lowest, ``ln(b_max - b)`` in the highest, ``b`` between), inside a
 bracket that falls back to bisection. Two steps reach float64 precision almost everywhere; the
-few elements that need more are iterated on their own. Everything is numpy, element-wise.
+few elements that need more are iterated on their own. Everything is numpy, element-wise,
+over blocks of 64k elements.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from scipy.special import ndtr, ndtri
 from enrich.bsm import price_and_greeks
 
 __all__ = [
+    "GREEKS",
     "RESOLUTION_ULPS",
     "IvResult",
     "NullReason",
@@ -529,7 +531,8 @@ def chain_iv(frame: pl.DataFrame, r: float | pl.Expr, q: float | pl.Expr = 0.0, 
     contract_type ('call'|'put')``; other columns pass through, the filled ones are replaced.
     ``t = (expiration - as_of).days / 365`` (ACT/365). ``r`` and ``q`` are continuous rates,
     a number or an expression over the frame (e.g. ``pl.col("dividend_yield")``). Greeks use
-    :mod:`enrich.bsm` units and are null wherever ``iv`` is; ``iv_null_reason`` is a
+    :mod:`enrich.bsm` units (vega per 1.00 of vol, theta per year), not the per-1%/per-day
+    figures providers often quote, and are null wherever ``iv`` is; ``iv_null_reason`` is a
     :class:`NullReason` label there.
     """
     days = (pl.col("expiration") - pl.col("as_of")).dt.total_days()
