@@ -199,17 +199,23 @@ class Lake:
         if frame.is_empty():
             return UpsertResult()
         frame = conform(frame, ds)
-        nulls = frame.select(pl.any_horizontal(pl.col(k).is_null() for k in ds.key)).to_series()
-        if nulls.any():
-            raise ValueError(f"{dataset}: {int(nulls.sum())} rows have a null key column")
+        if frame.select(pl.any_horizontal(pl.col(k).has_nulls() for k in ds.key)).item():
+            n = frame.select(pl.any_horizontal(pl.col(k).is_null() for k in ds.key).sum()).item()
+            raise ValueError(f"{dataset}: {n} rows have a null key column")
         frame = frame.unique(subset=list(ds.key), keep="last", maintain_order=True)
         part_cols = ["symbol"] + ([ds.level_column] if ds.level_column else [])
         if ds.month_column:
             frame = frame.with_columns(
                 pl.col(ds.month_column).dt.strftime("%Y-%m").alias("__month"))
             part_cols.append("__month")
+        # The common case, one symbol into one file, skips the group-by.
+        if frame.select(pl.col(c).n_unique() for c in part_cols).row(0) == (1,) * len(part_cols):
+            groups = [(frame.row(0, named=True)[c] for c in part_cols), frame]
+            groups = [(tuple(groups[0]), groups[1])]
+        else:
+            groups = frame.group_by(part_cols, maintain_order=True)
         total = UpsertResult()
-        for key, part in frame.group_by(part_cols, maintain_order=True):
+        for key, part in groups:
             symbol = key[0]
             level = key[1] if ds.level_column else None
             month = key[-1] if ds.month_column else None
