@@ -13,6 +13,8 @@ Tables (created by numbered migrations, recorded in ``schema_migrations``)::
     compute_log        one row per feature computation
     symbol_status      symbol × dataset: last success, latest session held, failures
     backfill_progress  backfill chunks and their state
+    backfills          one row per backfill (request, window, paused/cancelled)
+    backfill_contracts option contracts an options backfill follows, per session
     scheduler_state    paused flag, heartbeat
     data_version       a counter bumped by every write (pages cache on it)
 
@@ -188,6 +190,37 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE scheduler_state ADD COLUMN heartbeat_interval_s DOUBLE;
         ALTER TABLE scheduler_state ADD COLUMN stopped_at TIMESTAMPTZ;
         ALTER TABLE scheduler_state ADD COLUMN schedule_since TIMESTAMPTZ;
+        """,
+    ),
+    (
+        3,
+        "backfills: one row per backfill, and the option contracts each session follows",
+        """
+        CREATE TABLE backfills (
+            backfill_id VARCHAR PRIMARY KEY,  -- from (dataset, symbols, window, options)
+            dataset VARCHAR NOT NULL,         -- bars | dividends | splits | earnings | news
+                                              -- | options
+            symbols JSON NOT NULL,            -- the symbols, or ["*"] for the universe
+            window_start DATE NOT NULL,
+            window_end DATE NOT NULL,
+            spec JSON,                        -- the request (span, timeframe, expirations …)
+            provider VARCHAR,
+            status VARCHAR NOT NULL,          -- active | paused | cancelled (the user's intent)
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ,
+            last_run_id VARCHAR
+        );
+        CREATE TABLE backfill_contracts (
+            backfill_id VARCHAR NOT NULL,
+            symbol VARCHAR NOT NULL,          -- the underlying
+            as_of DATE NOT NULL,              -- session the contract was chosen on
+            contract VARCHAR NOT NULL,        -- OCC ticker
+            expiration DATE NOT NULL,
+            strike DOUBLE NOT NULL,
+            contract_type VARCHAR NOT NULL,
+            underlying_price DOUBLE,          -- as-traded close the moneyness was measured on
+            PRIMARY KEY (backfill_id, symbol, as_of, contract)
+        );
         """,
     ),
 ]
