@@ -613,11 +613,17 @@ class Services:
         self._scheduler.add_job(self._prune, sched.daily_trigger(self.settings.schedule_utc),
                                 id=sched.RETENTION_JOB_ID, name="retention",
                                 replace_existing=True)
-        self._scheduler.add_job(self._prune, id="retention-now", replace_existing=True)
         if late is not None and not paused:
             log.info("running the %s fire late (within the grace time)", sched.fire_label(late))
-            self._scheduler.add_job(self._daily_job, kwargs={"fire": late}, id="late-fire",
-                                    replace_existing=True)
+
+        def catch_up() -> None:
+            # A plain thread, not a one-off APScheduler job: such a job racing a quick
+            # shutdown makes APScheduler raise in its own thread.
+            self._prune()
+            if late is not None and not paused:
+                self._daily_job(fire=late)
+
+        threading.Thread(target=catch_up, name="enrich-catch-up", daemon=True).start()
         log.info("scheduler owns the schedule; next fire %s",
                  sched.fire_label(self.next_fire_time()))
 

@@ -1,0 +1,263 @@
+"""Services in one process: trigger, overlapping runs, cancel, retry, scheduled job failures,
+health and the process-wide instance. Runs use the sample provider behind small wrappers that
+block, slow down or fail chosen symbols."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+
+import polars as pl
+import pytest
+from apscheduler.triggers.interval import IntervalTrigger
+
+from enrich.errors import NotFoundError
+from enrich.providers.sample import SampleProvider
+from enrich.service import Services, get_services, request_cancel, reset_services
+from enrich.store import Store
+from enrich.universe import add_symbols
+from tests.conftest import FIXED_NOW
+
+DATA_METHODS = {"bars", "dividends", "splits", "earnings", "news", "option_chain"}
+SYMS = ["AAPL", "MSFT", "NVDA", "KO"]
+
+
+class HookedProvider:
+    """The sample provider with ``before(method, symbol)`` called ahead of every data call."""
+
+    def __init__(self, before: Callable[[str, str], None] | None = None):
+        self._inner = SampleProvider(clock=lambda: FIXED_NOW)
+        self.before = before
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name not in DATA_METHODS:
+            return attr
+
+        def call(symbol, *args, **kw):
+            if self.before is not None:
+                self.before(name, symbol)
+            return attr(symbol, *args, **kw)
+        return call
+
+
+class Gate:
+    """Blocks the first data call for ``symbol`` until released; says when it got there."""
+
+    def __init__(self, symbol: str):
+        self.symbol = symbol
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, method: str, symbol: str) -> None:
+        if symbol == self.symbol and not self.reached.is_set():
+            self.reached.set()
+            assert self.release.wait(30), "the test never released the gate"
+
+
+@pytest.fixture
+def svc_settings(settings):
+    return settings.with_(history_years=1, now_override=FIXED_NOW)
+
+
+@pytest.fixture
+def services():
+    made: list[Services] = []
+
+    def make(settings, before=None, symbols=SYMS, **kw) -> Services:
+        svc = Services(settings, provider=HookedProvider(before), **kw)
+        add_symbols(svc.store.catalog, [(s, None, None) for s in symbols])
+        made.append(svc)
+        return svc.start()
+
+    yield make
+    for svc in made:
+        svc.stop(timeout=1.0)
+
+
+def run_row(store: Store, run_id: str) -> dict:
+    return store.catalog.query("SELECT * FROM runs WHERE run_id = ?", [run_id]).row(
+        0, named=True)
+
+
+def tasks_of(store: Store, run_id: str) -> pl.DataFrame:
+    return store.catalog.query(
+        "SELECT symbol, state, started_at, finished_at, records FROM tasks WHERE run_id = ? "
+        "ORDER BY symbol", [run_id])
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_trigger_returns_at_once_while_the_run_proceeds(svc_settings, services):
+    gate = Gate("AAPL")
+    svc = services(svc_settings, gate)
+    t0 = time.perf_counter()
+    run_id = svc.trigger(symbols=["AAPL"], lookback=30)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.05, f"trigger took {elapsed * 1000:.1f} ms"
+    assert run_id in svc.active_runs()
+    assert gate.reached.wait(30)  # the run is executing in the background, blocked in a fetch
+    assert svc.store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?",
+                                    [run_id]) == "running"
+    assert svc.wait(run_id, timeout=0.1) == "running"
+    gate.release.set()
+    assert svc.wait(run_id, timeout=60) == "succeeded"
+    assert svc.active_runs() == []
+    row = run_row(svc.store, run_id)
+    assert (row["kind"], row["symbols_total"], row["symbols_ok"]) == ("manual", 1, 1)
+
+
+def test_two_overlapping_runs_never_enrich_a_symbol_at_once(svc_settings, services):
+    svc = services(svc_settings.with_(max_concurrent_symbols=3),
+                   lambda method, symbol: time.sleep(0.03))
+    first = svc.trigger(symbols=["AAPL", "MSFT", "NVDA"], lookback=30)
+    second = svc.trigger(symbols=["NVDA", "MSFT", "KO"], lookback=30)
+    assert svc.wait(first, 120) == "succeeded" and svc.wait(second, 120) == "succeeded"
+
+    a, b = tasks_of(svc.store, first), tasks_of(svc.store, second)
+    for sym in ("MSFT", "NVDA"):  # in both runs: one after the other, never overlapping
+        ta = a.filter(pl.col("symbol") == sym).row(0, named=True)
+        tb = b.filter(pl.col("symbol") == sym).row(0, named=True)
+        assert ta["finished_at"] <= tb["started_at"] or tb["finished_at"] <= ta["started_at"], (
+            sym, ta, tb)
+        # Whichever came second found it up to date.
+        assert sorted([ta["state"], tb["state"]]) == ["ok", "skipped"]
+    for run_id, tasks in ((first, a), (second, b)):
+        row = run_row(svc.store, run_id)
+        assert row["symbols_total"] == 3 and row["symbols_failed"] == 0
+        assert row["symbols_ok"] == (tasks["state"] == "ok").sum()
+        assert row["symbols_skipped"] == (tasks["state"] == "skipped").sum()
+        assert row["symbols_ok"] + row["symbols_skipped"] == 3
+    assert svc.store.lake.read("bars")["symbol"].unique().sort().to_list() == sorted(SYMS)
+
+
+def test_cancel_mid_run_keeps_finished_symbols_and_ends_cancelled(svc_settings, services):
+    gate = Gate("MSFT")  # the second of four symbols, one at a time
+    svc = services(svc_settings.with_(max_concurrent_symbols=1), gate)
+    run_id = svc.trigger(symbols=SYMS, lookback=30)
+    assert gate.reached.wait(30)
+    assert svc.cancel(run_id) is True
+    gate.release.set()
+    assert svc.wait(run_id, 60) == "cancelled"
+
+    row = run_row(svc.store, run_id)
+    # AAPL finished before the cancel and MSFT was mid-way: both complete; the rest never start.
+    assert (row["symbols_total"], row["symbols_ok"], row["symbols_skipped"],
+            row["symbols_failed"]) == (4, 2, 2, 0)
+    assert row["cancel_requested_by"] == "dashboard"
+    assert "cancelled after 2 of 4" in row["message"]
+    assert set(svc.store.lake.read("bars")["symbol"].unique()) == {"AAPL", "MSFT"}
+    assert set(tasks_of(svc.store, run_id)["state"]) == {"ok"}
+    assert svc.cancel(run_id) is False  # already ended
+
+
+def test_cancel_through_the_catalog_stops_a_run_owned_here(svc_settings, services):
+    """What `python -m enrich runs cancel` does from another process."""
+    gate = Gate("MSFT")
+    svc = services(svc_settings.with_(max_concurrent_symbols=1), gate)
+    run_id = svc.trigger(symbols=SYMS, lookback=30)
+    assert gate.reached.wait(30)
+    other = Store.from_settings(svc_settings)
+    assert request_cancel(other.catalog, run_id, "cli", dt.datetime.now(dt.UTC)) == "running"
+    # The engine polls the flag with its progress flush (every second).
+    time.sleep(1.5)
+    gate.release.set()
+    assert svc.wait(run_id, 60) == "cancelled"
+    assert run_row(svc.store, run_id)["symbols_ok"] == 2
+
+
+def test_cancel_a_queued_run_before_it_starts(svc_settings, services):
+    gate = Gate("AAPL")
+    svc = services(svc_settings, gate, run_workers=1)
+    busy = svc.trigger(symbols=["AAPL"], lookback=30)
+    assert gate.reached.wait(30)
+    queued = svc.trigger(symbols=["KO"], lookback=30)
+    wait_for(lambda: svc.store.catalog.scalar(
+        "SELECT count(*) FROM runs WHERE run_id = ?", [queued]) == 1)
+    assert svc.cancel(queued) is True
+    gate.release.set()
+    assert svc.wait(queued, 30) == "cancelled"
+    assert svc.wait(busy, 60) == "succeeded"
+    assert tasks_of(svc.store, queued).is_empty()
+
+
+def test_retry_failed_runs_exactly_the_failed_symbols(svc_settings, services):
+    broken = {"MSFT", "KO"}
+
+    def fail_some(method: str, symbol: str) -> None:
+        if symbol in broken and method == "bars":
+            raise NotFoundError(f"no such ticker {symbol}", provider="sample", endpoint=method)
+
+    svc = services(svc_settings, fail_some)
+    first = svc.trigger(symbols=SYMS, datasets=["bars"], lookback=30)
+    assert svc.wait(first, 60) == "partial"
+    failed = tasks_of(svc.store, first).filter(pl.col("state") == "failed")["symbol"]
+    assert sorted(failed) == sorted(broken)
+
+    broken.clear()  # the provider is fixed
+    retry = svc.retry_failed(first)
+    assert svc.wait(retry, 60) == "succeeded"
+    row = run_row(svc.store, retry)
+    assert (row["kind"], row["parent_run_id"]) == ("retry", first)
+    assert '"datasets"' in row["params"] and '"lookback_days"' in row["params"]
+    assert tasks_of(svc.store, retry)["symbol"].to_list() == ["KO", "MSFT"]
+    assert (row["symbols_total"], row["symbols_ok"]) == (2, 2)
+    h = svc.health(probe=False)
+    assert h["failures_24h"] == {"not_found": 2}
+    with pytest.raises(Exception, match="no failed symbols"):
+        svc.retry_failed(retry)
+
+
+def test_a_scheduled_job_that_raises_is_a_failed_run_and_firing_goes_on(svc_settings, services):
+    svc = services(svc_settings.with_(scheduler=True), symbols=["AAPL"], heartbeat_s=0.5,
+                   trigger=IntervalTrigger(seconds=1))
+    real = svc.engine.resolve_symbols
+    calls = {"n": 0}
+
+    def flaky(params):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom: the universe could not be read")
+        return real(params)
+
+    svc.engine.resolve_symbols = flaky
+
+    def scheduled() -> pl.DataFrame:
+        return svc.store.catalog.query(
+            "SELECT state, message FROM runs WHERE kind = 'scheduled' ORDER BY requested_at")
+
+    wait_for(lambda: "succeeded" in scheduled()["state"].to_list(), timeout=40)
+    runs = scheduled()
+    assert runs["state"][0] == "failed" and "boom" in runs["message"][0]
+    assert runs["state"].to_list()[1] == "succeeded"
+
+
+def test_health_with_the_scheduler_off(svc_settings, services):
+    svc = services(svc_settings.with_(api_key="sk_live_abcdefgh12345678"))
+    h = svc.health()
+    assert h["scheduler"]["state"] == "stopped" and svc.next_fire_time() is None
+    assert h["schedule"]["next_fire_utc"] is None
+    assert h["catalog"]["ok"] and h["catalog"]["query_ms"] >= 0
+    assert h["provider"]["ok"] and h["provider"]["is_demo"]
+    assert h["api_key"] == "sk••••••78" and "abcdefgh" not in str(h)
+    assert h["last_run"] is None and h["failures_24h"] == {}
+    assert h["ok"] is True and h["service"]["scheduler_enabled"] is False
+
+
+def test_get_services_is_one_started_instance_per_settings(svc_settings, tmp_path):
+    try:
+        a = get_services(svc_settings, provider=HookedProvider())
+        assert get_services(svc_settings) is a and get_services() is a
+        other = svc_settings.with_(data_dir=tmp_path / "other")
+        b = get_services(other, provider=HookedProvider())
+        assert b is not a and a.stopped and not b.stopped
+    finally:
+        reset_services()
+    assert b.stopped
