@@ -165,12 +165,15 @@ def utc_columns(frame: pl.DataFrame) -> list[str]:
 
 
 def instants_as_text(frame: pl.DataFrame, seconds: bool = False) -> pl.DataFrame:
-    """Every instant column as ``YYYY-MM-DD HH:MM[:SS] UTC`` text (sorts like the instant)."""
+    """For display: every instant column as ``YYYY-MM-DD HH:MM[:SS] UTC`` text and every date
+    column (a session date) as ``YYYY-MM-DD``; both sort like the values they show."""
     fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    cols = utc_columns(frame)
-    if not cols:
+    instants = utc_columns(frame)
+    dates = [c for c, t in frame.schema.items() if t == pl.Date]
+    if not instants and not dates:
         return frame
     return frame.with_columns(
-        (pl.col(c).dt.convert_time_zone("UTC").dt.strftime(fmt) + " UTC").alias(c)
-        for c in cols
+        *[(pl.col(c).dt.convert_time_zone("UTC").dt.strftime(fmt) + " UTC").alias(c)
+          for c in instants],
+        *[pl.col(c).dt.strftime("%Y-%m-%d").alias(c) for c in dates],
     )

@@ -224,6 +224,11 @@ def progress_block(p: dict[str, Any], key: str) -> None:
     st.caption(" · ".join(bits))
 
 
+def fact(container, label: str, value: str, help_text: str | None = None) -> None:
+    """A labelled value in normal text size (``st.metric`` truncates long words)."""
+    container.markdown(f"**{label}**  \n{value}", help=help_text)
+
+
 def dataframe(frame: pl.DataFrame, **kwargs) -> Any:
     """``st.dataframe`` with instants shown as ``… UTC`` text and the index hidden."""
     return st.dataframe(ui.instants_as_text(frame), hide_index=True, **kwargs)

@@ -43,13 +43,13 @@ if not settings.scheduler:
 else:
     label, words = SCHEDULER_WORDS.get(state, (state, ""))
 cols = st.columns(4)
-cols[0].metric("State", label)
+c.fact(cols[0], "State", label)
 nxt = schedule.get("next_fire_utc")
-cols[1].metric("Next run (UTC)", ui.fmt_utc(nxt) if nxt else "—")
-cols[2].metric("Next run (exchange time)", ui.fmt_exchange(nxt) if nxt else "—")
+c.fact(cols[1], "Next run (UTC)", ui.fmt_utc(nxt) if nxt else "—")
+c.fact(cols[2], "Next run (exchange time)", ui.fmt_exchange(nxt) if nxt else "—")
 last = h.get("last_run")
-cols[3].metric("Last run", ui.run_state_label(last["state"]) if last else "—",
-               help=ui.fmt_utc(last["requested_at"]) if last else None)
+c.fact(cols[3], "Last run", (f"{ui.run_state_label(last['state'])} · "
+                             f"{ui.fmt_utc(last['requested_at'])}") if last else "—")
 st.caption(words)
 st.caption(f"Daily at {schedule.get('time_utc', '?')} UTC = {schedule.get('time_exchange', '?')}"
            f" in {schedule.get('exchange_tz', 'America/New_York')} today.")
@@ -68,7 +68,7 @@ st.subheader("Storage")
 cat = h.get("catalog") or {}
 lake = h.get("lake") or {}
 s = st.columns(3)
-s[0].metric("Catalog", "✅ reachable" if cat.get("ok") else "❌ unreachable")
+c.fact(s[0], "Catalog", "✅ reachable" if cat.get("ok") else "❌ unreachable")
 s[1].metric("Catalog query time", f"{cat['query_ms']:.1f} ms"
             if cat.get("query_ms") is not None else "—",
             help="open the catalog, take its lock, run one count query")
@@ -81,10 +81,10 @@ st.caption(f"Catalog `{cat.get('path', '')}` · lake `{lake.get('path', '')}`")
 st.subheader("Provider")
 prov = h.get("provider") or {}
 p = st.columns(4)
-p[0].metric("Provider", f"{settings.provider}" + (" (demo data)" if c.is_demo() else ""))
-p[1].metric("API key", h.get("api_key") or settings.key_masked,
-            help="Masked: only the first and last two characters are shown.")
-p[2].metric("Base URL host", settings.base_host if not c.is_demo() else "— (offline)")
+c.fact(p[0], "Provider", f"{settings.provider}" + (" (demo data)" if c.is_demo() else ""))
+c.fact(p[1], "API key", h.get("api_key") or settings.key_masked,
+       "Masked: only the first and last two characters are shown.")
+c.fact(p[2], "Base URL host", settings.base_host if not c.is_demo() else "— (offline)")
 probe = st.session_state.get("probe_result")
 p[3].metric("Probe latency", f"{probe['latency_ms']:.0f} ms"
             if probe and probe.get("latency_ms") is not None else "—")

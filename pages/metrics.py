@@ -52,6 +52,8 @@ if not hourly.is_empty():
     fig = px.bar(hourly, x="hour", y="steps", hover_data=["failed", "requests", "rows",
                                                             "p95_ms"],
                  labels={"hour": "hour (UTC)", "steps": "fetch steps"})
+    fig.update_traces(width=3_600_000 * 0.9)  # one bar per UTC hour, in milliseconds
+    fig.update_xaxes(range=[now - dt.timedelta(hours=24), now + dt.timedelta(hours=1)])
     fig.update_layout(height=240, margin=dict(l=0, r=0, t=10, b=0))
     st.plotly_chart(fig, key="hourly")
 

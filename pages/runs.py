@@ -15,6 +15,7 @@ from pages import _common as c
 
 PAGE_SIZE = 25
 LOG_PAGE = 50
+GANTT_MAX = 300
 ALL = "all"
 TASK_COLORS = {"ok": "#2e7d32", "skipped": "#90a4ae", "failed": "#c62828",
                "running": "#1e88e5", "cancelled": "#6d4c41", "interrupted": "#ef6c00"}
@@ -125,6 +126,12 @@ def run_detail(run_id: str) -> None:
         now = dt.datetime.now(dt.UTC)
         tl = tasks.filter(pl.col("started_at").is_not_null()).with_columns(
             pl.col("finished_at").fill_null(now))
+        if tl.height > GANTT_MAX:  # a browser cannot draw thousands of bars usefully
+            st.caption(f"Showing {GANTT_MAX} of {tl.height:,} tasks: failed ones first, "
+                       "then the slowest.")
+            tl = (tl.with_columns((pl.col("state") == "failed").alias("_failed"))
+                  .sort(["_failed", "duration_s"], descending=True, nulls_last=True)
+                  .head(GANTT_MAX).drop("_failed").sort("started_at"))
         if tl.height:
             fig = px.timeline(tl, x_start="started_at", x_end="finished_at", y="symbol",
                               color="state", color_discrete_map=TASK_COLORS,
@@ -165,8 +172,8 @@ def run_detail(run_id: str) -> None:
         c.dataframe(log, column_config={
             "started_at": "started (UTC)",
             "duration_ms": st.column_config.NumberColumn("response ms", format="%.0f"),
-            "window_start": st.column_config.DateColumn("from session"),
-            "window_end": st.column_config.DateColumn("to session")})
+            "window_start": "from session",
+            "window_end": "to session"})
         if pages > 1:
             st.pagination(pages, key="log_page")
 

@@ -160,9 +160,9 @@ def price_figure(ph: pl.DataFrame, actions: pl.DataFrame, show_ma200: bool,
     for level in (30, 70):
         fig.add_hline(y=level, line=dict(width=0.8, dash="dash", color="#9e9e9e"),
                       row=4, col=1)
-    fig.update_layout(height=820, margin=dict(l=0, r=0, t=30, b=0),
+    fig.update_layout(height=840, margin=dict(l=0, r=0, t=60, b=0),
                       xaxis_rangeslider_visible=False,
-                      legend=dict(orientation="h", y=1.04, x=0))
+                      legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
     fig.update_xaxes(rangebreaks=_rangebreaks(ph["session"]))
     fig.update_yaxes(tickformat=".0%", row=3, col=1)
     fig.update_yaxes(range=[0, 100], row=4, col=1)
@@ -204,7 +204,7 @@ def status_table(symbol: str, asset_class: str) -> None:
                      "last_error_class", "last_error_message", "last_error_at"))
     c.dataframe(table, column_config={
         "sessions_behind": "sessions behind",
-        "latest_session": st.column_config.DateColumn("latest session"),
+        "latest_session": "latest session",
         "last_success_at": "last enrichment (UTC)",
         "rows_held": "rows held", "first_held": "first", "last_held": "last",
         "missing_sessions": st.column_config.NumberColumn(
@@ -222,7 +222,7 @@ def downloads(symbol: str, asset_class: str) -> None:
     from enrich.symbols import DATASETS_BY_CLASS
 
     lake = c.store().lake
-    safe = symbol.replace(":", "-")
+    safe = ("demo_" if c.is_demo() else "") + symbol.replace(":", "-")
     for ds in (*DATASETS_BY_CLASS.get(asset_class, ("bars",)), "features"):
         cols = st.columns([2, 1, 1])
         cols[0].write(f"**{ds}**")
@@ -280,7 +280,7 @@ def drilldown(symbol: str) -> None:
             st.caption("None stored.")
         else:
             c.dataframe(actions, height=300, column_config={
-                "date": st.column_config.DateColumn("date (session)")})
+                "date": "date (session)"})
     with right:
         st.subheader("Latest news")
         news = c.lake_read("latest_news", symbol, 20)
@@ -316,7 +316,7 @@ def drilldown(symbol: str) -> None:
                        labels={"days": "days to expiry", "atm_iv": "ATM implied volatility"})
         tfig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0),
                            title="ATM term structure")
-        tfig.update_yaxes(tickformat=".0%")
+        tfig.update_yaxes(tickformat=".1%")
         oc[1].plotly_chart(tfig, key="iv_term")
         st.caption(f"Snapshot of session {ui.fmt_session(smile['as_of'][0])}.")
 

@@ -1,0 +1,223 @@
+"""The dashboard in a real browser: Debian Chromium driven by Playwright against
+``streamlit run app.py`` on a free port with a fresh data directory.
+
+First launch → "Start the first enrichment" → the run reaches its end and the overview numbers
+change; Controls → Run now → follow the run to its final state; Symbols → search, pick the row
+in the table → the drilldown draws the price chart and the IV smile; every page opens without
+a Streamlit exception box. Screenshots of each page go to ``docs/screenshots/``.
+
+Runs under ``CI=true``; skipped only when ``/usr/bin/chromium`` is missing outside CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+SHOTS = Path(REPO) / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 900}
+RUN_TIMEOUT_MS = 240_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip(f"{CHROMIUM} is missing (install Debian's chromium); required under CI",
+                allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), \
+                urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+            if r.read().strip() == b"ok":
+                return
+        time.sleep(0.25)
+    raise TimeoutError(f"streamlit did not answer on {url} within {timeout:g}s")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """``streamlit run app.py`` on a free port; the whole process group dies afterwards."""
+    port = _free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": REPO,
+        "ENRICH_DATA_DIR": str(tmp_path / "data"),
+        "ENRICH_SCHEDULER": "off",
+        "ENRICH_HISTORY_YEARS": "1",
+        "ENRICH_PROVIDER": "sample",
+    }
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed in finally)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.headless", "true"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+        if os.environ.get("CI"):
+            sys.stderr.write((tmp_path / "streamlit.log").read_text(errors="replace")[-4000:])
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=CHROMIUM_ARGS)
+        try:
+            pg = browser.new_page(viewport=VIEWPORT)
+            pg.set_default_timeout(60_000)
+            pg.goto(server)
+            yield pg
+        finally:
+            browser.close()
+
+
+def no_exception(page) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def settle(page, seconds: float = 1.5) -> None:
+    """Let the script run finish (and charts draw) before looking or shooting."""
+    page.wait_for_timeout(300)
+    with contextlib.suppress(Exception):
+        page.locator('[data-testid="stStatusWidget"]').get_by_text("Running").wait_for(
+            state="hidden", timeout=30_000)
+    page.wait_for_timeout(int(seconds * 1000))
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def metric_value(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def wait_metric(page, label: str, want: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            value = metric_value(page, label)
+            if value == want:
+                return
+        page.wait_for_timeout(500)
+    raise AssertionError(f"{label} shows {value!r}, expected {want!r}")
+
+
+def goto_page(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+    page.get_by_role("heading", name=title, level=1).wait_for()
+    settle(page)
+    no_exception(page)
+
+
+def test_dashboard_end_to_end(page):
+    # -- first launch: one obvious button, then live progress, then numbers ------------------
+    start = page.get_by_role("button", name="Start the first enrichment")
+    start.wait_for()
+    settle(page, 0.5)
+    no_exception(page)
+    shot(page, "first_launch")
+    start.click()
+    page.get_by_text(re.compile(r"Running now")).wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"\d+ / 26 symbols|starting")).first.wait_for()
+    wait_metric(page, "Fresh", "26", RUN_TIMEOUT_MS / 1000)
+    assert metric_value(page, "Never fetched") == "0"
+    settle(page)
+    no_exception(page)
+    steps_before = int(metric_value(page, "Fetch steps").replace(",", ""))
+    assert steps_before > 0
+    shot(page, "overview")
+
+    # -- Controls: Run now, follow it to its final state -----------------------------------------
+    goto_page(page, "Controls")
+    page.get_by_role("button", name="Run now").click()
+    page.get_by_text(re.compile(r"Run [0-9a-f]{8} started")).wait_for()
+    settle(page, 0.5)
+    shot(page, "controls")
+    page.get_by_role("link", name=re.compile(r"Follow run [0-9a-f]{8}")).first.click()
+    page.get_by_role("heading", level=1, name=re.compile(
+        r"Run [0-9a-f]{8} · .*(succeeded|partial|failed|cancelled)")).wait_for(
+        timeout=RUN_TIMEOUT_MS)
+    settle(page)
+    no_exception(page)
+    assert page.locator(".js-plotly-plot").count() >= 1  # the task timeline
+    shot(page, "run_detail")
+
+    # -- the overview numbers moved -------------------------------------------------------------
+    goto_page(page, "Overview")
+    steps_after = int(metric_value(page, "Fetch steps").replace(",", ""))
+    assert steps_after > steps_before
+
+    # -- Symbols: pick AAPL in the table → drilldown with price chart and IV smile -------------
+    goto_page(page, "Symbols")
+    shot(page, "symbols")
+    search = page.get_by_label("Search symbol or name")
+    search.fill("AAPL")
+    search.press("Enter")
+    page.get_by_text("1 of 26 symbols match").wait_for()
+    settle(page, 0.5)
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the row's selection cell
+    page.get_by_role("heading", name="AAPL · Apple Inc.", level=1).wait_for()
+    assert "symbol=AAPL" in page.url
+    page.locator(".js-plotly-plot").nth(2).wait_for()
+    settle(page, 2)
+    no_exception(page)
+    titles = [t.text_content() for t in page.locator(".js-plotly-plot .gtitle").all()]
+    assert any("Smile" in (t or "") for t in titles), titles
+    annotations = page.locator(".js-plotly-plot .annotation-text").all_text_contents()
+    assert "Price (split-adjusted)" in annotations
+    assert page.locator(".js-plotly-plot .candlestick, .js-plotly-plot .trace.boxes").count() \
+        or page.locator(".js-plotly-plot path.box").count()
+    shot(page, "symbol_drilldown")
+
+    # -- every page, no exception box ----------------------------------------------------------
+    for title in ("Runs", "Metrics", "Health", "Settings", "Controls", "Symbols", "Overview"):
+        goto_page(page, title)
+        if title in ("Runs", "Metrics", "Health", "Settings"):
+            shot(page, title.lower())
