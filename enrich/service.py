@@ -41,7 +41,13 @@ from enrich import health as health_mod
 from enrich import scheduler as sched
 from enrich.catalog import Catalog, WriteBatch, bump_version, frame, host_and_pid, utcnow
 from enrich.config import Settings, load_settings
-from enrich.engine import FINAL_STATES, Engine, RunParams, cancel_requested
+from enrich.engine import (
+    FINAL_STATES,
+    Engine,
+    RunParams,
+    cancel_requested,
+    mark_interrupted_runs,
+)
 from enrich.errors import ConfigError, EnrichError
 from enrich.providers import Provider, make_provider
 from enrich.schemas import FETCHED
@@ -259,6 +265,7 @@ class Services:
             self._phase = "started"
             self._started_at = self.clock()
         self._ensure_workers()
+        threading.Thread(target=self._close_orphans, name="enrich-orphans", daemon=True).start()
         if not self.settings.scheduler:
             log.info("scheduler off (ENRICH_SCHEDULER=off): runs start only on request")
             return self
@@ -527,6 +534,16 @@ class Services:
         while job is not None and not job.done.wait(0.5):
             if self._halt.is_set():
                 return
+
+    def _close_orphans(self) -> None:
+        """Runs left open by a process that died are shown as interrupted, not running."""
+        try:
+            dead = mark_interrupted_runs(self.store)
+        except Exception as exc:
+            log.warning("could not check for interrupted runs: %s", exc)
+            return
+        if dead:
+            log.info("marked %d run(s) of stopped processes interrupted", len(dead))
 
     def _prune(self) -> None:
         try:
