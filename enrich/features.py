@@ -72,11 +72,12 @@ from enrich.schemas import FEATURES
 __all__ = ["compute_features"]
 
 _ORDER: list[str] = ["symbol", "timeframe", "ts"]
-_NEEDED: tuple[str, ...] = (*_ORDER, "session", "high", "low", "close", "volume")
+_KEYS: tuple[str, ...] = (*_ORDER, "session")
+_NEEDED: tuple[str, ...] = (*_KEYS, "high", "low", "close", "volume")
 _NON_NULL: tuple[str, ...] = (*_ORDER, "high", "low", "close")
 
 _GID = "_group"  # helper columns start with "_" and are dropped by the final select
-_POS = "_row"
+_ROW = "_row"
 
 TRADING_DAYS_PER_YEAR = 252
 
@@ -96,21 +97,18 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     _check(frame)
     if frame.height == 0:
         return FEATURES.empty()
-    if not _is_sorted(frame):
-        frame = frame.sort(_ORDER)
-        _check_unique(frame)
-
-    # One integer id per (symbol, timeframe) run of the sorted frame: windows over a sorted
-    # integer key are several times faster than over the two string columns.
-    frame = frame.with_columns(pl.struct("symbol", "timeframe").rle_id().set_sorted().alias(_GID))
+    frame = _sorted_with_group_id(frame)
     close, high, low, volume = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("volume")
     frame = frame.with_columns(
-        _per_group(pl.int_range(pl.len())).alias(_POS),
+        _per_group(pl.int_range(pl.len())).alias(_ROW),
         _per_group(close.shift(1)).alias("_prev_close"),
     )
+    # Each stage drops the helper columns nothing later reads, which keeps the peak memory
+    # (and the cost of touching fresh pages) down on large frames.
     prev_close = pl.col("_prev_close")
     change = close - prev_close
-    frame = frame.with_columns(
+    frame = frame.select(
+        pl.exclude("_prev_close"),
         (close / prev_close).log().alias("log_return"),
         change.clip(lower_bound=0.0).alias("_gain"),
         (-change).clip(lower_bound=0.0).alias("_loss"),
@@ -123,7 +121,8 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
         # when the count has not moved since row k - 19 (an exact test for std == 0).
         (volume != volume.shift(1)).fill_null(True).cum_sum().alias("_volume_changes"),
     )
-    frame = frame.with_columns(
+    frame = frame.select(
+        pl.exclude("_gain", "_loss", "_true_range"),
         _seed_input(close, 12, first_row=0).alias("_ema12_in"),
         _seed_input(close, 26, first_row=0).alias("_ema26_in"),
         _seed_input(pl.col("_gain"), 14, first_row=1).alias("_gain_in"),
@@ -131,7 +130,13 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
         _seed_input(pl.col("_true_range"), 14, first_row=0).alias("_true_range_in"),
     )
     changes = pl.col("_volume_changes")
-    frame = frame.with_columns(
+    frame = frame.select(
+        *_KEYS,
+        _GID,
+        _ROW,
+        "close",
+        "volume",
+        "log_return",
         _per_group(close.rolling_mean(20)).alias("ma20"),
         _per_group(close.rolling_mean(50)).alias("ma50"),
         _per_group(close.rolling_mean(200)).alias("ma200"),
@@ -146,24 +151,30 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
         _per_group(volume.rolling_std(20, ddof=1)).alias("_volume_std1"),
         # Only read where row >= 19, so the shifted value is from the same group.
         (changes == changes.shift(19)).alias("_volume_flat"),
-        _per_group(high.rolling_max(252)).alias("_high_252"),
-        _per_group(low.rolling_min(252)).alias("_low_252"),
+        # A maximum is exact whatever else the window held, so these two run over the whole
+        # column (cheaper than per group); rows before 251 are masked below.
+        high.rolling_max(252).alias("_high_252"),
+        low.rolling_min(252).alias("_low_252"),
     )
     frame = frame.with_columns((pl.col("ema12") - pl.col("ema26")).alias("macd"))
     frame = frame.with_columns(_seed_input(pl.col("macd"), 9, first_row=25).alias("_macd_in"))
-    ma20, std0 = pl.col("ma20"), pl.col("_close_std0")
-    return frame.with_columns(
-        (pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)).alias("volatility_20d"),
-        _ema(pl.col("_macd_in"), alpha=2 / 10).alias("macd_signal"),
-        _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")).alias("rsi14"),
-        (ma20 + 2 * std0).alias("bb_upper"),
-        (ma20 - 2 * std0).alias("bb_lower"),
-        pl.when(~pl.col("_volume_flat"))
-        .then((volume - pl.col("_volume_mean")) / pl.col("_volume_std1"))
-        .alias("volume_z20"),
-        (close / pl.col("_high_252") - 1).alias("high_52w_dist"),
-        (close / pl.col("_low_252") - 1).alias("low_52w_dist"),
-    ).select(FEATURES.columns)
+    ma20, std0, row = pl.col("ma20"), pl.col("_close_std0"), pl.col(_ROW)
+    computed = {
+        "volatility_20d": pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR),
+        "macd_signal": _ema(pl.col("_macd_in"), alpha=2 / 10),
+        "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
+        "bb_upper": ma20 + 2 * std0,
+        "bb_lower": ma20 - 2 * std0,
+        "volume_z20": pl.when(~pl.col("_volume_flat")).then(
+            (volume - pl.col("_volume_mean")) / pl.col("_volume_std1")
+        ),
+        "high_52w_dist": pl.when(row >= 251).then(close / pl.col("_high_252") - 1),
+        "low_52w_dist": pl.when(row >= 251).then(close / pl.col("_low_252") - 1),
+    }
+    return frame.select(
+        computed[name].alias(name) if name in computed else pl.col(name)
+        for name in FEATURES.columns
+    )
 
 
 def _per_group(expr: pl.Expr) -> pl.Expr:
@@ -178,7 +189,7 @@ def _seed_input(x: pl.Expr, n: int, *, first_row: int) -> pl.Expr:
     ``ewm_mean(adjust=False)``, which starts from the first non-null value, gives exactly
     ``e[s] = seed, e[k] = alpha * x[k] + (1 - alpha) * e[k-1]``.
     """
-    row = pl.col(_POS)
+    row = pl.col(_ROW)
     seed_row = first_row + n - 1
     seed = _per_group(x.slice(first_row, n).mean())
     return pl.when(row == seed_row).then(seed).when(row > seed_row).then(x)
@@ -210,27 +221,41 @@ def _check(frame: pl.DataFrame) -> None:
         )
 
 
+def _sorted_with_group_id(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` in (symbol, timeframe, ts) order, with an integer id per (symbol, timeframe).
+
+    Windows over a sorted integer key are several times faster than over the two string
+    columns. Input that is already in order (the usual case: one lake file per symbol) is not
+    re-sorted. Raises ``ValidationError`` if a (symbol, timeframe, ts) key repeats.
+    """
+    group_id = pl.struct("symbol", "timeframe").rle_id().alias(_GID)
+    frame = frame.with_columns(group_id)
+    if not _is_sorted(frame):
+        frame = frame.sort(_ORDER).with_columns(group_id)
+        _check_unique(frame)
+    return frame.with_columns(pl.col(_GID).set_sorted())
+
+
+def _is_sorted(frame: pl.DataFrame) -> bool:
+    """Whether rows are in strict (symbol, timeframe, ts) order, given run ids in ``_GID``."""
+    gid, ts = pl.col(_GID), pl.col("ts")
+    run_start = (gid != gid.shift(1)).fill_null(True)
+    if not frame.select((run_start | (ts > ts.shift(1))).all()).item():
+        return False
+    # Within runs ts increases; the runs themselves must be distinct keys in ascending order.
+    firsts = frame.filter(run_start).select("symbol", "timeframe")
+    sym, tf = pl.col("symbol"), pl.col("timeframe")
+    ascending = (sym > sym.shift(1)) | ((sym == sym.shift(1)) & (tf > tf.shift(1)))
+    return bool(firsts.select(ascending.fill_null(True).all()).item())
+
+
 def _check_unique(frame: pl.DataFrame) -> None:
     """Raise if a sorted frame repeats a (symbol, timeframe, ts) key."""
-    sym, tf, ts = (pl.col(c) for c in _ORDER)
-    repeated = (sym == sym.shift(1)) & (tf == tf.shift(1)) & (ts == ts.shift(1))
-    count = frame.select(repeated.sum()).item()
+    gid, ts = pl.col(_GID), pl.col("ts")
+    count = frame.select(((gid == gid.shift(1)) & (ts == ts.shift(1))).sum()).item()
     if count:
         raise ValidationError(
             f"features: {count} bars repeat a (symbol, timeframe, ts) key",
             rejected=count,
             causes=[f"{count} duplicate keys"],
         )
-
-
-def _is_sorted(frame: pl.DataFrame) -> bool:
-    """Whether rows are already in (symbol, timeframe, ts) order, strictly (no duplicate keys)."""
-    sym, tf, ts = (pl.col(c) for c in _ORDER)
-    same_sym = sym == sym.shift(1)
-    same_group = same_sym & (tf == tf.shift(1))
-    in_order = (
-        (sym > sym.shift(1))
-        | (same_sym & (tf > tf.shift(1)))
-        | (same_group & (ts > ts.shift(1)))
-    ).fill_null(True)
-    return bool(frame.select(in_order.all()).item())

@@ -338,6 +338,8 @@ def test_duplicate_key_is_refused():
     bars = make_bars("X", [1.0, 2.0, 3.0])
     with pytest.raises(ValidationError, match="repeat"):
         compute_features(pl.concat([bars, bars.head(1)]))
+    with pytest.raises(ValidationError, match="1 bars repeat"):
+        compute_features(pl.concat([bars.head(2), bars.tail(2)]))  # adjacent, still in order
 
 
 def test_missing_column_is_refused():
