@@ -277,7 +277,7 @@ class Services:
         self._scheduler.start()
         try:
             self._beat()  # claim the schedule (and account for missed fires) before returning
-        except EnrichError as exc:
+        except Exception as exc:  # a busy catalog: the state loop tries again
             log.warning("could not write the scheduler heartbeat yet: %s", exc)
         self._loop_thread = threading.Thread(target=self._loop, name="enrich-scheduler-state",
                                              daemon=True)
