@@ -91,7 +91,11 @@ if state.get("paused"):
             st.toast("Schedule resumed", icon="▶️")
             st.rerun()
 else:
-    st.success("▶️ Active: the daily run will fire.")
+    if settings.scheduler:
+        st.success("▶️ Not paused: the daily run will fire.")
+    else:
+        st.info("Not paused. The daily run fires wherever the scheduler runs "
+                "(`python -m enrich serve`, or a dashboard with ENRICH_SCHEDULER=on).")
     reason = st.text_input("Reason (optional, shown to everyone)", key="pause_reason",
                            placeholder="e.g. provider maintenance tonight")
     if st.button("Pause schedule", icon="⏸️", key="pause", disabled=svc is None):

@@ -10,6 +10,7 @@ import streamlit as st
 
 from enrich import queries as q
 from enrich import ui
+from enrich.symbols import DEMO_UNIVERSE
 from enrich.universe import ensure_demo_universe
 from pages import _common as c
 
@@ -56,8 +57,9 @@ def first_launch() -> None:
     with st.container(border=True):
         st.subheader("No data yet")
         if summary.is_empty():
-            what = ("the demo universe (26 US stocks, ETFs and bitcoin)" if c.is_demo()
-                    else "the demo universe of 26 symbols (or add your own under Settings)")
+            n = len(DEMO_UNIVERSE)
+            what = (f"the demo universe ({n} US stocks, ETFs and bitcoin)" if c.is_demo()
+                    else f"the demo universe of {n} symbols (or add your own under Settings)")
         else:
             what = f"the {summary.height} symbols of your universe"
         source = "offline demo data from the sample provider" if c.is_demo() \

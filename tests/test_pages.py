@@ -362,3 +362,32 @@ def test_universe_management(populated):
     at.checkbox(key="remove_sure").check().run()
     at.button(key="remove").click().run()
     assert "ZZZT" not in set(q.universe_table(cat)["symbol"])
+
+
+# -- scale ----------------------------------------------------------------------------------
+def test_large_universe_pages_and_large_run_timeline(populated):
+    data, summary = populated
+    cat = Store(data).catalog
+    from enrich.universe import import_csv
+
+    import_csv(cat, "\n".join(f"Z{i:04d},stocks" for i in range(150)))
+    total = len(DEMO_UNIVERSE) + 150
+    at = open_page("pages/symbols.py")
+    assert f"{total} of {total} symbols match · page 1 of 2" in texts(at)
+    assert len(at.dataframe[0].value) == 100
+    at.get("pagination")[0].set_value(2).run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == total - 100
+
+    cat.query("""
+        INSERT INTO tasks (run_id, symbol, state, started_at, finished_at)
+        SELECT ?, 'Y' || lpad(CAST(i AS VARCHAR), 4, '0'),
+               CASE WHEN i % 50 = 0 THEN 'failed' ELSE 'ok' END,
+               TIMESTAMPTZ '2026-11-25 22:00:00+00' + INTERVAL (i) SECOND,
+               TIMESTAMPTZ '2026-11-25 22:00:01+00' + INTERVAL (i * 2) SECOND
+        FROM range(350) t(i)""", [summary.run_id])
+    at = open_page("pages/runs.py", run=summary.run_id)
+    assert "Showing 300 of 355 tasks: failed ones first, then the slowest." in texts(at)
+    gantt = [ch for ch in charts(at) if ch.proto.id.endswith("gantt")][0]
+    bars = sum(len(t.get("y") or []) for t in json.loads(gantt.proto.spec)["data"])
+    assert bars == 300
