@@ -68,6 +68,9 @@ def services():
         if exc.name != "enrich.service":
             raise
         return None
+    except EnrichError as exc:  # e.g. the catalog is held by another program
+        st.warning(f"The run service could not start: {exc}")
+        return None
     if svc.stopped:  # replaced by another data directory in this process (tests)
         _services.clear()
         svc = _services(str(s.data_dir), s)

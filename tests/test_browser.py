@@ -4,7 +4,10 @@
 First launch → "Start the first enrichment" → the run reaches its end and the overview numbers
 change; Controls → Run now → follow the run to its final state; Symbols → search, pick the row
 in the table → the drilldown draws the price chart and the IV smile; every page opens without
-a Streamlit exception box. Screenshots of each page go to ``docs/screenshots/``.
+a Streamlit exception box. Screenshots of each page go to the test's tmp dir, or to
+``docs/screenshots/`` with ``ENRICH_SCREENSHOTS=1`` (so a test run never dirties the tree)::
+
+    ENRICH_SCREENSHOTS=1 .venv/bin/python -m pytest tests/test_browser.py
 
 Runs under ``CI=true``; skipped only when ``/usr/bin/chromium`` is missing outside CI.
 """
@@ -125,9 +128,16 @@ def settle(page, seconds: float = 1.5) -> None:
     page.wait_for_timeout(int(seconds * 1000))
 
 
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+@pytest.fixture
+def shot(tmp_path):
+    """``shot(page, name)`` saves a viewport screenshot as ``<name>.png``."""
+    folder = SHOTS if os.environ.get("ENRICH_SCREENSHOTS") == "1" else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> None:
+        page.screenshot(path=str(folder / f"{name}.png"))
+
+    return take
 
 
 def metric_value(page, label: str) -> str:
@@ -154,7 +164,7 @@ def goto_page(page, title: str) -> None:
     no_exception(page)
 
 
-def test_dashboard_end_to_end(page):
+def test_dashboard_end_to_end(page, shot):
     # -- first launch: one obvious button, then live progress, then numbers ------------------
     start = page.get_by_role("button", name="Start the first enrichment")
     start.wait_for()
