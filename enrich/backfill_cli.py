@@ -1,0 +1,336 @@
+"""``python -m enrich backfill …``: plan, run, watch, pause, cancel and resume backfills.
+
+    backfill DATASET [--symbol S …|--all] [--years N|--days N|--since DATE] [--until DATE]
+                     [--timeframe TF] [--expiration DATE …] [--moneyness LO:HI]
+                     [--monthly N] [--chunk-days N] [--resume] [--retry-failed]
+                     [--dry-run] [--json]
+    backfill list | show ID | resume ID [--retry-failed] | pause ID | cancel ID
+
+Loaded by ``enrich.cli._load_plugins``. Exit codes: 0 every chunk done (or a dry run),
+1 some chunks failed or the run was stopped, 2 bad usage. Progress goes to standard error:
+a bar with the request rate and ETA on a terminal, one line per chunk otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import socket
+import sys
+import time
+from typing import Any
+
+import polars as pl
+
+from enrich.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    command,
+    extend_parser,
+    print_json,
+    print_table,
+)
+from enrich.config import Settings
+
+ACTIONS = ("list", "show", "resume", "pause", "cancel")
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()} (cli)"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+class TerminalProgress:
+    """A bar with chunks, requests per minute and ETA on a TTY; plain lines otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last_draw = 0.0
+
+    def __call__(self, p) -> None:
+        finished = p.done + p.failed
+        rate = p.requests_per_min
+        rate_s = f"{rate:.1f} req/min" if rate is not None else "- req/min"
+        eta = fmt_duration(p.eta_s)
+        c = p.chunk
+        if self.tty:
+            now = time.monotonic()
+            if finished < p.total and now - self.last_draw < 0.1:
+                return  # redraw at most 10 times a second
+            self.last_draw = now
+            width = 28
+            filled = int(width * finished / max(p.total, 1))
+            bar = "#" * filled + "-" * (width - filled)
+            label = c.label if c is not None else ""
+            self.stream.write(f"\r[{bar}] {finished}/{p.total} chunks · {p.requests} req · "
+                              f"{rate_s} · ETA {eta}  {label[:40]:<40}")
+            if finished >= p.total:
+                self.stream.write("\n")
+        elif c is not None:
+            extra = f" ({c.last_error[:160]})" if c.state == "failed" and c.last_error else ""
+            self.stream.write(f"{finished}/{p.total} {c.label} {c.state} {c.records} rows "
+                              f"{c.requests_made} req · {rate_s} · ETA {eta}{extra}\n")
+        self.stream.flush()
+
+
+def _date(raw: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _band(raw: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in raw.replace("-", ":").split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a moneyness band; use LOW:HIGH, e.g. 0.8:1.2") from None
+    return lo, hi
+
+
+def _symbols(raw: list[str] | None) -> tuple[str, ...]:
+    return tuple(s.strip() for item in raw or [] for s in item.split(",") if s.strip())
+
+
+def _request(args: argparse.Namespace):
+    from enrich.backfill import BackfillRequest
+    from enrich.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
+
+    symbols = _symbols(args.symbols)
+    if symbols and args.all:
+        raise UsageError("give --symbol … or --all, not both")
+    if not symbols and not args.all:
+        raise UsageError("choose the symbols: --symbol AAPL [MSFT …], or --all for the "
+                         "active universe")
+    return BackfillRequest(
+        dataset=args.dataset, symbols=symbols, years=args.years, days=args.days,
+        since=args.since, until=args.until, timeframe=args.timeframe,
+        expirations=tuple(args.expiration or ()),
+        moneyness=args.moneyness or DEFAULT_MONEYNESS,
+        monthly=args.monthly or DEFAULT_MONTHLY, chunk_days=args.chunk_days,
+    ).validated()
+
+
+def _backfiller(settings: Settings):
+    from enrich.backfill import Backfiller
+    from enrich.providers import make_provider
+    from enrich.store import Store
+    from enrich.universe import ensure_demo_universe
+
+    store = Store.from_settings(settings)
+    ensure_demo_universe(store.catalog)
+    return Backfiller(store, make_provider(settings), settings)
+
+
+@command("backfill")
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    if args.dataset in ACTIONS:
+        return _action(args, settings)
+    if args.backfill_id is not None:
+        raise UsageError(f"unexpected {args.backfill_id!r}: symbols go after --symbol")
+    from enrich.backfill import backfill_request, find_resumable
+
+    request = _request(args)
+    bf = _backfiller(settings)
+    try:
+        if args.resume:
+            found = find_resumable(bf.store.catalog, request)
+            if found is not None:
+                request = backfill_request(bf.store.catalog, found)
+        plan = bf.plan(request)
+        if args.resume and not plan.exists:
+            raise UsageError("nothing to resume: no unfinished backfill of this request; "
+                             "run it without --resume to start one")
+        return _execute(bf, plan, args, settings)
+    finally:
+        bf.close()
+
+
+def _execute(bf, plan, args: argparse.Namespace, settings: Settings) -> int:
+    retry_failed = args.retry_failed
+    if args.dry_run:
+        _print_plan(plan, retry_failed, args.json)
+        return EXIT_OK
+    todo = plan.todo(retry_failed)
+    if not todo and not plan.awaiting_listings:
+        what = "no failed chunks to retry" if retry_failed else "nothing left to do"
+        if args.json:
+            print_json({"backfill_id": plan.backfill_id, "state": "complete",
+                        "message": what})
+        else:
+            print(f"backfill {plan.backfill_id}: {what} — {plan.describe()}")
+        return EXIT_OK
+    run_id = bf.prepare(plan, retry_failed=retry_failed)
+    if not args.json:
+        demo = " (offline demo data)" if bf.provider.name == "sample" else ""
+        print(f"backfill {plan.backfill_id} (run {run_id[:8]}): {plan.describe()}; provider "
+              f"{bf.provider.name}{demo}; {len(todo)} chunks, "
+              f"{plan.requests_expected(retry_failed)} requests"
+              + (f", about {fmt_duration(plan.eta_s(retry_failed))} at "
+                 f"{settings.rate_limit_per_min:g} requests/min" if plan.rate_limited else "")
+              + "; Ctrl-C stops it, the same command resumes it",
+              file=sys.stderr, flush=True)
+    summary = bf.execute(plan, run_id, retry_failed=retry_failed,
+                         progress=None if args.json else TerminalProgress())
+    if args.json:
+        print_json(summary.to_json())
+    else:
+        print(f"backfill {summary.backfill_id} ({summary.run_id}): {summary.state} — "
+              f"{summary.message}")
+        for label, err in summary.failures[:10]:
+            print(f"  failed: {label}: {err}", file=sys.stderr)
+    return EXIT_OK if summary.state == "succeeded" else EXIT_FAILED
+
+
+def _print_plan(plan, retry_failed: bool, as_json: bool) -> None:
+    data = plan.to_json(retry_failed)
+    if as_json:
+        print_json(data)
+        return
+    state = "continues" if plan.exists else "new"
+    print(f"backfill {plan.backfill_id} ({state}): {plan.describe()}")
+    print(f"provider {plan.provider}; chunks {data['chunks_total']} "
+          f"({data['chunks_done']} done, {data['chunks_to_run']} to run)")
+    print(f"requests expected: {data['requests_expected']} (one per fetch chunk)")
+    eta = fmt_duration(data["eta_s"])
+    note = "" if plan.rate_limited else \
+        " — the sample provider is not rate-limited, so it will be much faster"
+    print(f"ETA at {plan.rate_limit_per_min:g} requests/min: {eta}{note}")
+    if plan.awaiting_listings:
+        print(f"not counted yet: the option contracts' bars of "
+              f"{', '.join(plan.awaiting_listings)} (one request per contract), planned once "
+              "their listings are fetched")
+    for n in plan.notes:
+        print(f"note: {n}")
+    by_step = plan.by_step(retry_failed)
+    if not by_step.is_empty():
+        print()
+        print_table(by_step.with_columns(pl.all().cast(pl.String)))
+
+
+def _action(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.backfill import (
+        backfill_progress_summary,
+        backfill_request,
+        backfill_steps,
+        stop_backfill,
+    )
+    from enrich.store import Store
+
+    action = args.dataset
+    if action == "list":
+        rows = backfill_progress_summary(Store.from_settings(settings).catalog)
+        if args.json:
+            print_json(rows)
+            return EXIT_OK
+        if not rows:
+            print("no backfills yet: start one with `python -m enrich backfill bars "
+                  "--symbol AAPL`")
+            return EXIT_OK
+        print_table(pl.DataFrame([_list_row(r) for r in rows]))
+        return EXIT_OK
+    if args.backfill_id is None:
+        raise UsageError(f"`backfill {action}` needs a backfill id (see `backfill list`)")
+    bid = args.backfill_id
+    if action == "show":
+        store = Store.from_settings(settings)
+        rows = backfill_progress_summary(store.catalog, bid)
+        if not rows:
+            raise UsageError(f"no backfill {bid}; see `python -m enrich backfill list`")
+        steps = backfill_steps(store.catalog, bid)
+        if args.json:
+            print_json({**rows[0], "steps": steps.to_dicts()})
+            return EXIT_OK
+        print_table(pl.DataFrame([_list_row(rows[0])]))
+        print()
+        print_table(steps.with_columns(pl.all().cast(pl.String)),
+                    ["symbol", "step", "chunks", "done", "failed", "pending",
+                     "requests_expected", "requests_made", "records", "last_error"])
+        return EXIT_OK
+    if action in ("pause", "cancel"):
+        intent = "paused" if action == "pause" else "cancelled"
+        run_id = stop_backfill(Store.from_settings(settings).catalog, bid, intent, _who())
+        if run_id:
+            print(f"backfill {bid}: {intent}; run {run_id[:8]} stops after its current "
+                  f"chunk; resume with `python -m enrich backfill resume {bid}`")
+        else:
+            print(f"backfill {bid}: {intent} (it was not running)")
+        return EXIT_OK
+    # resume
+    bf = _backfiller(settings)
+    try:
+        return _execute(bf, bf.plan(backfill_request(bf.store.catalog, bid)), args, settings)
+    finally:
+        bf.close()
+
+
+def _list_row(r: dict[str, Any]) -> dict[str, str]:
+    syms = r["symbols"] if isinstance(r["symbols"], list) else []
+    eta = fmt_duration(r["eta_s"]) if r["eta_s"] is not None else ""
+    rpm = f"{r['requests_per_min']:.1f}" if r["requests_per_min"] is not None else ""
+    return {
+        "backfill_id": r["backfill_id"], "dataset": r["dataset"],
+        "symbols": ",".join(syms)[:30], "window": f"{r['window_start']}..{r['window_end']}",
+        "status": r["status"], "chunks": f"{r['chunks_done']}/{r['chunks_total']}",
+        "failed": str(r["chunks_failed"]),
+        "requests": f"{r['requests_made']}/{r['requests_expected']}",
+        "req/min": rpm, "eta": eta,
+    }
+
+
+@extend_parser
+def _parser(sub: argparse._SubParsersAction) -> None:
+    from enrich.backfill import DATASETS
+
+    b = sub.add_parser(
+        "backfill", help="fill history for a dataset, resumably, within the rate limit",
+        description="Backfill DATASET (bars, dividends, splits, earnings, news, options) for "
+                    "some symbols, or manage backfills: list, show ID, resume ID, pause ID, "
+                    "cancel ID. Defaults: bars, dividends, earnings 10 years; splits since "
+                    "2000; news 1 year; options 30 days.")
+    b.add_argument("dataset", choices=[*DATASETS, *ACTIONS], metavar="DATASET",
+                   help=f"one of {', '.join(DATASETS)}; or {', '.join(ACTIONS)}")
+    b.add_argument("backfill_id", nargs="?", metavar="ID", help="for show/resume/pause/cancel")
+    b.add_argument("--symbol", "--symbols", dest="symbols", action="extend", nargs="+",
+                   metavar="S", help="symbols (space- or comma-separated)")
+    b.add_argument("--all", action="store_true", help="every active symbol of the universe")
+    span = b.add_mutually_exclusive_group()
+    span.add_argument("--years", type=int)
+    span.add_argument("--days", type=int)
+    span.add_argument("--since", type=_date, metavar="DATE")
+    b.add_argument("--until", type=_date, metavar="DATE",
+                   help="last session (default: the latest completed one)")
+    b.add_argument("--timeframe", default="1d", choices=["1d", "1h", "5m"], help="bars only")
+    b.add_argument("--expiration", type=_date, action="extend", nargs="+", metavar="DATE",
+                   help="options: these expirations (default: the next monthly ones)")
+    b.add_argument("--moneyness", type=_band, metavar="LO:HI",
+                   help="options: strikes within LO..HI of the underlying close "
+                        "(default 0.8:1.2)")
+    b.add_argument("--monthly", type=int, metavar="N",
+                   help="options: how many monthly expirations to follow (default 3)")
+    b.add_argument("--chunk-days", type=int, metavar="N",
+                   help="fixed windows of N days instead of calendar years/months")
+    b.add_argument("--resume", action="store_true",
+                   help="continue the newest unfinished backfill of this request")
+    b.add_argument("--retry-failed", action="store_true", help="run only the failed chunks")
+    b.add_argument("--dry-run", action="store_true",
+                   help="print the plan (chunks, requests, ETA) and fetch nothing")
+    b.add_argument("--json", action="store_true")

@@ -1,0 +1,154 @@
+"""Options IV history: which contracts to follow on each session, and their implied volatility.
+
+A history is built per underlying and session (``enrich.backfill`` does the fetching):
+
+1. the contracts listed on the session (``provider.option_contracts(underlying, as_of)``);
+2. ``choose_contracts`` keeps the chosen expirations (given dates, or the next ``monthly``
+   monthly expirations after the session) and the strikes within a moneyness band
+   ``lo <= strike / close <= hi`` of the underlying's **as-traded** close that session;
+3. each chosen contract's daily bars (``provider.option_bars``), fetched once for the
+   sessions it was chosen on;
+4. ``history_iv`` solves Black–Scholes–Merton implied volatility and greeks from each option
+   close (``enrich.iv.chain_iv``: ACT/365 time, ``r`` continuous, ``q`` the trailing dividend
+   yield of ``enrich.iv.implied_dividend_yield``) and returns ``options_iv`` rows with
+   ``source = 'computed'``.
+
+As-traded prices. Stored bars are split-adjusted (``adjusted_asof`` says as of when), while
+an option's strike and price are those of its own day. ``as_traded_closes`` undoes the splits
+executed after each session, so a strike is compared with the price it was listed against.
+
+Nulls. ``iv`` is null with ``iv_null_reason`` set where it cannot be stated: the solver's
+reasons (``enrich.iv.NullReason`` labels, e.g. ``below_intrinsic``,
+``time_value_below_resolution``), and two of ours: ``no_trade`` (the contract has no bar that
+session) and ``no_underlying_close`` (no stored bar of the underlying that session).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import polars as pl
+
+from enrich.iv import chain_iv, implied_dividend_yield
+from enrich.schemas import OPTIONS_IV, conform
+
+DEFAULT_MONEYNESS = (0.8, 1.2)
+DEFAULT_MONTHLY = 3  # monthly expirations followed when none are given
+
+# What ``choose_contracts`` returns (and ``backfill_contracts`` stores).
+PAIR_SCHEMA = {
+    "symbol": pl.String,  # the underlying
+    "as_of": pl.Date,
+    "contract": pl.String,
+    "expiration": pl.Date,
+    "strike": pl.Float64,
+    "contract_type": pl.String,
+    "underlying_price": pl.Float64,  # as-traded close the band was measured on
+}
+
+
+def third_friday(year: int, month: int) -> dt.date:
+    first = dt.date(year, month, 1)
+    return first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
+
+
+def is_monthly(expiration: dt.date) -> bool:
+    """The standard monthly expiration: the third Friday, or the Thursday before it when that
+    Friday is an exchange holiday (Good Friday)."""
+    return 0 <= (third_friday(expiration.year, expiration.month) - expiration).days <= 1
+
+
+def as_traded_closes(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
+    """``session, close`` on each session's own share basis.
+
+    A stored close is on the basis of every split executed up to its ``adjusted_asof``; the
+    splits executed after the session (and up to that date) are undone: the close is
+    multiplied by ``split_to / split_from`` of each. Bars without ``adjusted_asof`` are taken
+    as already as traded.
+    """
+    out = bars.select("session", "close", "adjusted_asof")
+    factor = pl.lit(1.0)
+    if not splits.is_empty():
+        for e, s_from, s_to in splits.select(
+                "execution_date", "split_from", "split_to").iter_rows():
+            if not s_from or not s_to:
+                continue
+            applied = (pl.col("session") < e) & (pl.col("adjusted_asof") >= e)
+            factor = factor * pl.when(applied).then(s_to / s_from).otherwise(1.0)
+    return (out.with_columns(close=pl.col("close") * factor)
+            .select("session", "close").unique("session", keep="last").sort("session"))
+
+
+def choose_contracts(
+    listed: pl.DataFrame, underlying: str, as_of: dt.date, close: float | None, *,
+    expirations: Sequence[dt.date] = (), monthly: int = DEFAULT_MONTHLY,
+    moneyness: tuple[float, float] = DEFAULT_MONEYNESS,
+) -> pl.DataFrame:
+    """The contracts of ``listed`` followed on ``as_of`` (``PAIR_SCHEMA``).
+
+    ``listed`` has ``contract, expiration, strike, contract_type`` (what
+    ``option_contracts`` returns). Expirations after ``as_of`` only: the given ones, or else
+    the first ``monthly`` monthly ones (``is_monthly``). Strikes with
+    ``moneyness[0] <= strike / close <= moneyness[1]``; nothing without a positive close.
+    """
+    if listed.is_empty() or close is None or not close > 0:
+        return pl.DataFrame(schema=PAIR_SCHEMA)
+    lo, hi = moneyness
+    live = listed.filter(pl.col("expiration") > as_of,
+                         pl.col("contract_type").is_in(["call", "put"]))
+    if expirations:
+        wanted = sorted(set(expirations))
+    else:
+        dates = live["expiration"].unique().sort().to_list()
+        wanted = [e for e in dates if is_monthly(e)][:monthly]
+    chosen = live.filter(
+        pl.col("expiration").is_in(wanted),
+        (pl.col("strike") / close).is_between(lo, hi),
+    )
+    return chosen.select(
+        pl.lit(underlying, pl.String).alias("symbol"),
+        pl.lit(as_of, pl.Date).alias("as_of"),
+        pl.col("contract").cast(pl.String),
+        pl.col("expiration").cast(pl.Date),
+        pl.col("strike").cast(pl.Float64),
+        pl.col("contract_type").cast(pl.String),
+        pl.lit(float(close), pl.Float64).alias("underlying_price"),
+    ).unique("contract", keep="first").sort("expiration", "strike", "contract_type")
+
+
+def history_iv(
+    pairs: pl.DataFrame, option_bars: pl.DataFrame, closes: pl.DataFrame,
+    dividends: pl.DataFrame, r: float,
+) -> pl.DataFrame:
+    """``options_iv`` rows (``source='computed'``) for every (as_of, contract) of ``pairs``.
+
+    ``option_bars`` are the contracts' daily bars (``symbol`` is the OCC ticker, ``close``
+    the option price); ``closes`` are the underlying's as-traded ``session, close``;
+    ``dividends`` its stored dividends (for ``q``); ``r`` the risk-free rate. A pair without
+    an option bar gets ``no_trade``, one without an underlying close ``no_underlying_close``.
+    """
+    if pairs.is_empty():
+        return OPTIONS_IV.empty()
+    prices = option_bars.select(
+        pl.col("symbol").alias("contract"), pl.col("session").alias("as_of"),
+        pl.col("close").alias("option_price"),
+    ).unique(["contract", "as_of"], keep="last")
+    spot = closes.select(pl.col("session").alias("as_of"), pl.col("close").alias("_spot"))
+    frame = (
+        pairs.drop("underlying_price", strict=False)
+        .join(prices, on=["contract", "as_of"], how="left")
+        .join(spot, on="as_of", how="left")
+        .rename({"_spot": "underlying_price"})
+    )
+    div = dividends.select("ex_date", "cash_amount") if not dividends.is_empty() else \
+        pl.DataFrame(schema={"ex_date": pl.Date, "cash_amount": pl.Float64})
+    frame = implied_dividend_yield(div, frame, date="as_of", close="underlying_price")
+    solved = chain_iv(frame, r, pl.col("dividend_yield").fill_null(0.0))
+    solved = solved.with_columns(
+        iv_null_reason=pl.when(pl.col("underlying_price").is_null())
+        .then(pl.lit("no_underlying_close"))
+        .when(pl.col("option_price").is_null()).then(pl.lit("no_trade"))
+        .otherwise(pl.col("iv_null_reason")),
+    )
+    return conform(solved.drop("dividend_yield"), OPTIONS_IV).sort("as_of", "contract")

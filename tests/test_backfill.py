@@ -1,0 +1,450 @@
+"""Backfills: plans, the request-count model against the loopback fake, SIGKILL and resume,
+failed chunks, pause/resume, split re-basing, priority on the shared limiter, the read model."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from enrich.backfill import (
+    BACKFILL_PRIORITY,
+    Backfiller,
+    BackfillRequest,
+    backfill_chunks,
+    backfill_progress_summary,
+    backfill_rebases,
+    backfill_request,
+    backfill_steps,
+    find_resumable,
+    start_in_background,
+    stop_backfill,
+    wait_for,
+)
+from enrich.catalog import Catalog
+from enrich.cli import main
+from enrich.config import load_settings
+from enrich.errors import ConfigError, TransientError
+from enrich.lake import Lake
+from enrich.providers.massive import MassiveProvider
+from enrich.providers.sample import SampleProvider
+from enrich.ratelimit import RateLimiter, clear_limiters
+from enrich.schemas import DATASETS
+from enrich.store import Store
+from enrich.universe import ensure_demo_universe
+from tests.conftest import FIXED_NOW, REPO, subprocess_env
+from tests.fakes.massive_server import FakeMassive
+
+D = dt.date
+NOW = "2026-11-25T22:00:00Z"
+
+
+def make(settings, now=FIXED_NOW, provider=None):
+    store = Store.from_settings(settings)
+    ensure_demo_universe(store.catalog)
+    clock = lambda: now  # noqa: E731
+    provider = provider or SampleProvider(clock=clock)
+    return Backfiller(store, provider, settings, clock=clock, sleep=lambda s: None)
+
+
+def lake_of(root) -> dict[str, pl.DataFrame]:
+    lake = Lake(root)
+    return {name: lake.read(name) for name in DATASETS}
+
+
+# -- plans ------------------------------------------------------------------------------------
+def test_plan_cuts_each_dataset_into_one_request_chunks(settings):
+    bf = make(settings)
+    bars = bf.plan(BackfillRequest("bars", ("AAPL", "X:BTCUSD"), years=3))
+    assert bars.window_end == D(2026, 11, 25)  # the latest completed session
+    aapl = [(c.step, c.window_start, c.window_end) for c in bars.chunks if c.underlying == "AAPL"]
+    assert aapl == [
+        ("splits", D(2023, 11, 25), D(2026, 11, 25)),  # re-base on every split to today
+        ("bars", D(2023, 11, 25), D(2023, 12, 31)),  # calendar years
+        ("bars", D(2024, 1, 1), D(2024, 12, 31)),
+        ("bars", D(2025, 1, 1), D(2025, 12, 31)),
+        ("bars", D(2026, 1, 1), D(2026, 11, 25)),
+        ("features", D(2023, 11, 25), D(2026, 11, 25)),  # no request
+    ]
+    assert [c.step for c in bars.chunks if c.underlying == "X:BTCUSD"][0] == "bars"  # no splits
+    assert bars.requests_expected() == 5 + 4 and bars.eta_s() == 9 * 60 / 5
+    assert {c.requests_expected for c in bars.chunks if c.step != "features"} == {1}
+    assert not bars.exists and bars.backfill_id.startswith("bf-")
+
+    news = bf.plan(BackfillRequest("news", ("AAPL",)))  # default: one year, by month
+    assert news.window_start == D(2025, 11, 25) and len(news.chunks) == 13
+    assert news.chunks[1].window_start == D(2025, 12, 1)
+    assert news.chunks[1].window_end == D(2025, 12, 31)
+    splits = bf.plan(BackfillRequest("splits", ("AAPL",)))
+    assert splits.window_start == D(2000, 1, 1)
+    assert [c.step for c in splits.chunks] == ["splits", "features"]
+    earn = bf.plan(BackfillRequest("earnings", ("AAPL", "SPY")))
+    assert [c.symbol for c in earn.chunks] == ["AAPL"]
+    assert earn.window_start == D(2016, 11, 25) and "SPY" in earn.notes[0]
+    hourly = bf.plan(BackfillRequest("bars", ("AAPL",), days=70, timeframe="1h"))
+    assert [c.window_start.day for c in hourly.chunks if c.step == "bars"] == [16, 1, 1]
+    opts = bf.plan(BackfillRequest("options", ("AAPL",)))
+    assert opts.window_start == D(2026, 10, 26)
+    assert sum(c.step == "option_contracts" for c in opts.chunks) == 23  # one per session
+    assert opts.awaiting_listings == ["AAPL"]
+    # The id names the work: same request and window, same id; another window, another.
+    assert bf.plan(BackfillRequest("bars", ("X:BTCUSD", "AAPL"), years=3)).backfill_id \
+        == bars.backfill_id
+    assert bf.plan(BackfillRequest("bars", ("AAPL", "X:BTCUSD"), years=2)).backfill_id \
+        != bars.backfill_id
+
+
+@pytest.mark.parametrize("request_, message", [
+    (BackfillRequest("prices", ("AAPL",)), "unknown dataset"),
+    (BackfillRequest("bars", ("AAPL",), years=2, days=3), "at most one"),
+    (BackfillRequest("bars", ("AAPL",), days=0), "at least 1"),
+    (BackfillRequest("bars", ("AAPL",), timeframe="5m", chunk_days=90), "too large"),
+    (BackfillRequest("bars", ("AAPL",), expirations=(D(2026, 12, 18),)), "options only"),
+    (BackfillRequest("options", ("AAPL",), moneyness=(1.1, 1.2)), "moneyness"),
+    (BackfillRequest("bars", ("NOPE",)), "not in the universe"),
+    (BackfillRequest("bars", ("AAPL",), since=D(2026, 12, 1)), "empty"),
+])
+def test_bad_requests_say_what_to_fix(settings, request_, message):
+    with pytest.raises(ConfigError, match=message):
+        make(settings).plan(request_)
+
+
+# -- the request-count model against the loopback fake ---------------------------------------
+@pytest.fixture
+def fake_env(tmp_path, monkeypatch):
+    with FakeMassive(today=D(2026, 11, 25)) as fake:
+        for k, v in {"ENRICH_DATA_DIR": str(tmp_path / "data"), "ENRICH_PROVIDER": "massive",
+                     "MASSIVE_API_KEY": fake.api_key, "MASSIVE_BASE_URL": fake.base_url,
+                     "ENRICH_RATE_LIMIT_PER_MIN": "100000", "ENRICH_NOW": NOW}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.chdir(tmp_path)  # no .env
+        yield fake
+    clear_limiters()
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dataset, span", [
+    ("bars", ["--years", "3"]), ("dividends", []), ("splits", []), ("earnings", []),
+    ("news", ["--days", "75"]),
+])
+def test_dry_run_requests_equal_the_requests_made(fake_env, capsys, dataset, span):
+    args = ["backfill", dataset, "--symbol", "AAPL", "MSFT", "SPY", *span, "--json"]
+    code, out = cli(capsys, *args, "--dry-run")
+    assert code == 0
+    plan = json.loads(out)
+    assert fake_env.count() == 0  # a dry run fetches nothing
+    assert plan["requests_expected"] > 0
+    code, out = cli(capsys, *args)
+    assert code == 0, out
+    summary = json.loads(out)
+    assert summary["state"] == "succeeded"
+    assert fake_env.count() == plan["requests_expected"] == summary["requests"]
+    assert set(fake_env.statuses()) == {200}
+    # Per chunk too, and nothing is left: the same command again makes no request.
+    store = Store(load_settings(dotenv_path=None).data_dir)
+    chunks = backfill_chunks(store.catalog, plan["backfill_id"])
+    assert (chunks["requests_made"] == chunks["requests_expected"]).all()
+    code, out = cli(capsys, *args, "--dry-run")
+    assert json.loads(out)["requests_expected"] == 0
+    assert cli(capsys, *args)[0] == 0 and fake_env.count() == plan["requests_expected"]
+
+
+def test_options_requests_listings_first_then_one_per_contract(fake_env, capsys):
+    args = ["backfill", "options", "--symbol", "AAPL", "--json"]
+    plan = json.loads(cli(capsys, *args, "--dry-run")[1])
+    listings = sum(c["step"] == "option_contracts" for c in plan["chunks"])
+    assert plan["awaiting_listings"] == ["AAPL"]
+    code, out = cli(capsys, *args)
+    assert code == 0, out
+    store = Store(load_settings(dotenv_path=None).data_dir)
+    chunks = backfill_chunks(store.catalog, plan["backfill_id"])
+    contracts = chunks.filter(pl.col("step") == "option_bars")
+    assert contracts.height > 0
+    assert fake_env.count("/v3/reference/options/contracts") == listings
+    assert fake_env.count("/v2/aggs/ticker/O:") == contracts.height
+    assert fake_env.count() == plan["requests_expected"] + contracts.height \
+        == chunks["requests_made"].sum() == chunks["requests_expected"].sum()
+    rows = store.lake.read("options_iv", ["AAPL"])
+    assert rows.height > 0 and set(rows["source"]) == {"computed"}
+
+
+# -- SIGKILL and resume -----------------------------------------------------------------------
+KILL_ARGS = ["backfill", "bars", "--symbol", "NVDA", "--years", "5", "--chunk-days", "30"]
+
+
+def _done_chunks(data) -> int:
+    if not (data / "enrich.duckdb").exists():
+        return 0
+    return Catalog(data / "enrich.duckdb").scalar(
+        "SELECT count(*) FROM backfill_progress WHERE state = 'done'")
+
+
+def _killed_after(data, chunk_lines: int) -> None:
+    """Start the backfill; SIGKILL it once it has reported ``chunk_lines`` chunks and the
+    catalog holds more done chunks than before (0: as soon as its run is recorded)."""
+    before = _done_chunks(data)
+    proc = subprocess.Popen([sys.executable, "-m", "enrich", *KILL_ARGS], cwd=REPO,
+                            env=subprocess_env(data, ENRICH_NOW=NOW),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen, tail, polled = 0, [], 0.0
+    try:
+        for line in proc.stderr:
+            tail.append(line)
+            if line.startswith("backfill ") and chunk_lines == 0:
+                break  # the run is recorded; its first chunk is on its way
+            if re.match(r"^\d+/\d+ ", line):
+                seen += 1
+                if seen >= chunk_lines and time.monotonic() - polled > 0.25:
+                    polled = time.monotonic()
+                    if _done_chunks(data) > before:
+                        break
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -9, "".join(tail[-5:])  # killed, not finished
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_lake(tmp_path):
+    data = tmp_path / "killed"
+    for lines in (0, 3, 12):
+        _killed_after(data, lines)
+    cat = Catalog(data / "enrich.duckdb")
+    mid = backfill_progress_summary(cat)[0]
+    assert 0 < mid["chunks_done"] < mid["chunks_total"]
+    final = subprocess.run([sys.executable, "-m", "enrich", *KILL_ARGS], cwd=REPO,
+                           env=subprocess_env(data, ENRICH_NOW=NOW), capture_output=True,
+                           text=True, timeout=120)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert "succeeded" in final.stdout
+    # The killed runs are interrupted; every chunk is done exactly once in the end.
+    states = cat.query("SELECT state, count(*) AS n FROM runs GROUP BY state")
+    assert dict(states.iter_rows()) == {"interrupted": 3, "succeeded": 1}
+    done = backfill_progress_summary(cat)[0]
+    assert done["status"] == "complete" and done["chunks_done"] == done["chunks_total"]
+    assert done["requests_made"] >= done["requests_expected"]  # redone chunks show here
+    last = cat.scalar("SELECT requests FROM runs WHERE state = 'succeeded'")
+    assert 0 < last < done["requests_expected"]  # the resume skipped the chunks done
+
+    # An uninterrupted backfill of the same request, in this process.
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "clean"), "ENRICH_NOW": NOW},
+                             dotenv_path=None)
+    bf = make(settings)
+    plan = bf.plan(BackfillRequest("bars", ("NVDA",), years=5, chunk_days=30))
+    assert plan.backfill_id == done["backfill_id"]
+    assert bf.run(plan).state == "succeeded"
+    assert not backfill_rebases(bf.store.catalog, plan.backfill_id).is_empty()  # NVDA 2024
+    got, want = lake_of(data / "lake"), lake_of(tmp_path / "clean" / "lake")
+    for name in DATASETS:
+        assert_frame_equal(got[name], want[name], check_row_order=True)
+    bars = got["bars"]
+    assert bars.select(pl.struct("symbol", "timeframe", "ts").is_unique().all()).item()
+    assert bars["adjusted_asof"].min() >= D(2024, 6, 10)  # all on the post-split basis
+
+
+# -- failures, retry, resume, pause -----------------------------------------------------------
+class Flaky:
+    """The sample provider, with bars of some windows answering 503 while ``failing``."""
+
+    def __init__(self, inner: SampleProvider, starts: set[dt.date]):
+        self.inner, self.starts, self.failing = inner, starts, True
+        self.name, self.is_demo, self.rate_limited = "sample", True, False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def bars(self, symbol, timeframe, start, end):
+        out = self.inner.bars(symbol, timeframe, start, end)
+        if self.failing and start in self.starts:
+            raise TransientError("server error 503", provider="sample", endpoint="bars",
+                                 status=503)
+        return out
+
+
+def test_failed_chunks_keep_attempts_and_error_and_retry_failed_runs_only_them(
+        settings, tmp_path):
+    flaky = Flaky(SampleProvider(clock=lambda: FIXED_NOW), {D(2024, 1, 1)})
+    bf = make(settings, provider=flaky)
+    req = BackfillRequest("bars", ("MSFT", "NVDA"), years=3)
+    first = bf.run(bf.plan(req))
+    assert first.state == "partial" and first.failed == 2
+    assert first.retries == 2 * settings.max_retries
+    plan = bf.plan(req)
+    failed = [c for c in plan.chunks if c.state == "failed"]
+    assert [(c.symbol, c.window_start) for c in failed] == [("MSFT", D(2024, 1, 1)),
+                                                            ("NVDA", D(2024, 1, 1))]
+    assert all(c.attempts == 1 + settings.max_retries for c in failed)
+    assert all(c.requests_made == 1 + settings.max_retries for c in failed)
+    assert all(c.last_error.startswith("transient: ") for c in failed)
+    summary = backfill_progress_summary(bf.store.catalog, plan.backfill_id)[0]
+    assert summary["status"] == "failed" and summary["chunks_failed"] == 2
+    assert "503" in summary["last_error"]
+    assert plan.todo(retry_failed=True) == failed
+
+    flaky.failing = False
+    again = bf.run(plan, retry_failed=True)
+    # The two chunks, and each symbol's features chunk after them (bars changed).
+    assert again.state == "succeeded" and again.requests == 2 and again.total == 4
+    final = backfill_progress_summary(bf.store.catalog, plan.backfill_id)[0]
+    assert final["status"] == "complete"
+    clean = make(load_settings({"ENRICH_DATA_DIR": str(tmp_path / "clean")}, dotenv_path=None))
+    clean.run(clean.plan(req))
+    for name in ("bars", "splits", "features"):
+        assert_frame_equal(bf.store.lake.read(name), clean.store.lake.read(name))
+    # NVDA's 2024-06-10 split re-based the chunk fetched before it: the drilldown says when.
+    rebased = backfill_rebases(bf.store.catalog, plan.backfill_id)
+    assert "NVDA" in rebased["symbol"].to_list()
+
+
+def test_resume_finds_the_unfinished_backfill_after_its_window_moved(settings):
+    bf = make(settings)
+    req = BackfillRequest("bars", ("AAPL", "MSFT"), years=2)
+    cancel = threading.Event()
+
+    def stop_after_three(p):
+        if p.done >= 3:
+            cancel.set()
+
+    plan = bf.plan(req)
+    first = bf.run(plan, cancel=cancel, progress=stop_after_three)
+    assert first.state == "cancelled" and first.done == 3 and first.left > 0
+    run = bf.store.catalog.query("SELECT kind, state, message FROM runs").row(0, named=True)
+    assert run["kind"] == "backfill" and run["state"] == "cancelled"
+
+    friday = FIXED_NOW + dt.timedelta(days=2)  # Thursday is Thanksgiving
+    later = make(settings, now=friday)
+    assert later.plan(req).backfill_id != plan.backfill_id  # the window moved on
+    found = find_resumable(later.store.catalog, req)
+    assert found == plan.backfill_id
+    resumed = later.plan(backfill_request(later.store.catalog, found))
+    assert resumed.backfill_id == plan.backfill_id and resumed.exists
+    assert len(resumed.todo()) == len(plan.chunks) - 3
+    assert later.run(resumed).state == "succeeded"
+    assert find_resumable(later.store.catalog, req) is None
+
+
+def test_pause_then_resume_from_the_background(settings):
+    class Slow(SampleProvider):
+        gate = threading.Event()
+
+        def bars(self, *a, **kw):
+            self.gate.wait(5)
+            return super().bars(*a, **kw)
+
+    store = Store.from_settings(settings)
+    ensure_demo_universe(store.catalog)
+    req = BackfillRequest("bars", ("KO",), years=4)
+    provider = Slow(clock=lambda: FIXED_NOW)
+    s = settings.with_(now_override=FIXED_NOW)
+    run_id = start_in_background(s, req, store=store, provider=provider)
+    bid = backfill_progress_summary(store.catalog)[0]["backfill_id"]
+    running = backfill_progress_summary(store.catalog, bid)[0]
+    assert running["status"] == "running" and running["last_run_id"] == run_id
+    assert stop_backfill(store.catalog, bid, "paused", "test") == run_id
+    provider.gate.set()
+    assert wait_for(bid, 30)
+    paused = backfill_progress_summary(store.catalog, bid)[0]
+    assert paused["status"] == "paused" and paused["run_state"] == "cancelled"
+    assert paused["chunks_pending"] > 0 and "resume" in paused["run_message"]
+    steps = backfill_steps(store.catalog, bid)
+    assert steps["step"].to_list() == ["splits", "bars", "features"]
+
+    run2 = start_in_background(s, backfill_id=bid, store=store, provider=provider)
+    assert wait_for(bid, 30) and run2 != run_id
+    done = backfill_progress_summary(store.catalog, bid)[0]
+    assert done["status"] == "complete" and done["run_state"] == "succeeded"
+    chunks = backfill_chunks(store.catalog, bid)
+    assert (chunks["attempts"] == 1).all()  # a pause never redoes a finished chunk
+
+
+def test_a_split_brought_by_a_backfill_rebases_bars_and_features(settings):
+    bf = make(settings)
+    sample = bf.provider
+    # Bars stored before anything knew of AAPL's 2020 split (as fetched in 2019).
+    early = sample.bars("AAPL", "1d", D(2019, 1, 1), D(2019, 12, 31))
+    bf.store.lake.upsert("bars", early)
+    summary = bf.run(bf.plan(BackfillRequest("splits", ("AAPL",))))
+    assert summary.state == "succeeded"
+    bars = bf.store.lake.read("bars", ["AAPL"])
+    today = sample.bars("AAPL", "1d", D(2019, 1, 1), D(2019, 12, 31)).with_columns(
+        adjusted_asof=pl.lit(D(2020, 8, 31)))
+    fresh = sample.bars("AAPL", "1d", D(2019, 1, 1), D(2026, 11, 25)).filter(
+        pl.col("session") <= D(2019, 12, 31))
+    assert (bars["close"] - fresh["close"]).abs().max() < 1e-9
+    assert bars["adjusted_asof"].unique().to_list() == [D(2020, 8, 31)]
+    assert today.height == bars.height
+    feats = bf.store.lake.read("features", ["AAPL"])
+    assert feats.height == bars.height
+    rebased = backfill_rebases(bf.store.catalog, summary.backfill_id)
+    assert rebased.height == 1 and rebased["records"][0] == bars.height
+
+
+# -- priority on the shared limiter -----------------------------------------------------------
+def test_backfill_requests_queue_behind_a_runs_requests(settings):
+    order: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        order.append(request.url.path)
+        return httpx.Response(200, json={"status": "OK", "request_id": "r", "results": []})
+
+    limiter = RateLimiter(per_minute=240)  # one grant every 0.25 s
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        runs = MassiveProvider(client, "key", limiter=limiter)  # the engine's, priority 0
+        bf = Backfiller(Store.from_settings(settings), runs, settings)
+        assert bf.provider._priority == BACKFILL_PRIORITY < runs._priority
+        limiter.acquire()  # the current slot is taken: the next requests queue
+        backfill = threading.Thread(target=lambda: [
+            bf.provider.splits("AAPL", D(2020, 1, 1), D(2020, 12, 31)) for _ in range(2)])
+        backfill.start()
+        while limiter.waiting < 1:
+            threading.Event().wait(0.001)
+        scheduled = threading.Thread(
+            target=lambda: runs.dividends("AAPL", D(2020, 1, 1), D(2020, 12, 31)))
+        scheduled.start()
+        backfill.join(10)
+        scheduled.join(10)
+    # Queued after the backfill's request, the run's request still goes first.
+    assert order == ["/stocks/v1/dividends", "/stocks/v1/splits", "/stocks/v1/splits"]
+
+
+# -- the command line -------------------------------------------------------------------------
+def test_cli_usage_list_show_pause_and_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENRICH_NOW", NOW)
+    monkeypatch.chdir(tmp_path)
+    assert main(["backfill", "bars"]) == 2
+    assert "--symbol" in capsys.readouterr().err
+    assert main(["backfill", "bars", "AAPL"]) == 2
+    assert main(["backfill", "bars", "--symbol", "AAPL", "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    code, out = cli(capsys, "backfill", "dividends", "--symbol", "KO", "--dry-run")
+    assert code == 0 and "requests expected: 1" in out and "ETA at 5 requests/min" in out
+    code, out = cli(capsys, "backfill", "dividends", "--symbol", "KO")
+    assert code == 0 and "succeeded" in out
+    bid = re.search(r"backfill (bf-\w+)", out).group(1)
+    code, out = cli(capsys, "backfill", "list", "--json")
+    assert [r["status"] for r in json.loads(out)] == ["complete"]
+    code, out = cli(capsys, "backfill", "show", bid)
+    assert code == 0 and "dividends" in out
+    code, out = cli(capsys, "backfill", "pause", bid)
+    assert code == 0 and "not running" in out
+    code, out = cli(capsys, "backfill", "resume", bid)
+    assert code == 0 and "nothing left to do" in out
+    assert main(["backfill", "resume", "bf-nope"]) == 1
