@@ -324,33 +324,48 @@ class Catalog:
                     con.execute("ROLLBACK")
                     raise
                 applied.append(version)
-            self._refresh_views(con, force=True)
+            self._refresh_views(con, force=bool(applied))
         return applied
 
     def _refresh_views(self, con: duckdb.DuckDBPyConnection, force: bool = False) -> None:
-        """Point one view per dataset at its Parquet files (a typed empty view until any exist)."""
-        if not force and self._placeholder_views is not None and not self._placeholder_views:
-            return
-        placeholders: set[str] = set()
+        """Point one view per dataset at its Parquet files (a typed empty view until any exist).
+
+        Binding a view over many files reads their footers, so views are only (re)created
+        when forced, when they are missing or point at another directory (the data dir moved),
+        or when a dataset that had no files gets its first one.
+        """
         root = self.lake_root.resolve()
-        for name, ds in DATASETS.items():
-            if not force and self._placeholder_views is not None \
-                    and name not in self._placeholder_views:
-                continue
+        if self._placeholder_views is None or force:
+            rows = con.execute(
+                "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
+            existing = {name: sql for name, sql in rows}
+            stale = set()
+            for name in DATASETS:
+                sql = existing.get(name)
+                if force or sql is None or ("WHERE false" not in sql and str(root) not in sql):
+                    stale.add(name)
+            placeholders = {n for n in DATASETS if n not in stale
+                            and "WHERE false" in existing.get(n, "")}
+            todo = stale | placeholders
+        else:
+            placeholders = set(self._placeholder_views)
+            todo = set(placeholders)
+        for name in todo:
+            ds = DATASETS[name]
             depth = "*/*/*.parquet" if ds.level_column else "*/*.parquet"
             base = root / name
             has_files = base.is_dir() and next(base.glob(depth), None) is not None
             if has_files:
                 glob = str(base / depth).replace("'", "''")
                 sql = f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
+                placeholders.discard(name)
+            elif name in placeholders:
+                continue  # still empty, and already a typed empty view
             else:
                 sql = _placeholder_select(name)
                 placeholders.add(name)
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
-        if force or self._placeholder_views is None:
-            self._placeholder_views = placeholders
-        else:
-            self._placeholder_views &= placeholders
+        self._placeholder_views = placeholders
 
     def refresh_views(self) -> None:
         with self.connect() as con:
@@ -447,7 +462,22 @@ class WriteBatch:
             con.execute(sql, params)
 
 
+_SCHEMA_CACHE: dict[tuple[str, str], object] = {}
+
+
+def _cached(kind: str, table: str, fn):
+    # Table shapes change only through migrations, which run before any write of a process.
+    key = (kind, table)
+    if key not in _SCHEMA_CACHE:
+        _SCHEMA_CACHE[key] = fn()
+    return _SCHEMA_CACHE[key]
+
+
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    return _cached("columns", table, lambda: _table_columns_uncached(con, table))
+
+
+def _table_columns_uncached(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_name = ? ORDER BY ordinal_position", [table]
@@ -456,6 +486,10 @@ def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]
 
 
 def _primary_key(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return _cached("pk", table, lambda: _primary_key_uncached(con, table))
+
+
+def _primary_key_uncached(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     rows = con.execute(
         "SELECT constraint_column_names FROM duckdb_constraints() "
         "WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'", [table]
