@@ -55,3 +55,13 @@ def price_and_greeks(
     rho = sign * k * t * df_r * nd2
     return {"price": price, "delta": delta, "gamma": gamma, "vega": vega, "theta": theta,
             "rho": rho}
+
+
+# The lake's options_iv convention is the market's (and Massive's): vega per one volatility
+# point (0.01), theta per calendar day, rho per one rate point (0.01).
+MARKET_UNITS = {"delta": 1.0, "gamma": 1.0, "vega": 0.01, "theta": 1.0 / 365.0, "rho": 0.01}
+
+
+def to_market_units(greeks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rescale ``price_and_greeks`` output (per unit vol / per year) to the lake's units."""
+    return {k: (v * MARKET_UNITS[k] if k in MARKET_UNITS else v) for k, v in greeks.items()}

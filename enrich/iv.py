@@ -48,7 +48,7 @@ import polars as pl
 from numpy.typing import ArrayLike
 from scipy.special import ndtr, ndtri
 
-from enrich.bsm import price_and_greeks
+from enrich.bsm import price_and_greeks, to_market_units
 
 __all__ = [
     "GREEKS",
@@ -530,10 +530,10 @@ def chain_iv(frame: pl.DataFrame, r: float | pl.Expr, q: float | pl.Expr = 0.0, 
     Reads ``option_price, underlying_price, strike, expiration (Date), as_of (Date),
     contract_type ('call'|'put')``; other columns pass through, the filled ones are replaced.
     ``t = (expiration - as_of).days / 365`` (ACT/365). ``r`` and ``q`` are continuous rates,
-    a number or an expression over the frame (e.g. ``pl.col("dividend_yield")``). Greeks use
-    :mod:`enrich.bsm` units (vega per 1.00 of vol, theta per year), not the per-1%/per-day
-    figures providers often quote, and are null wherever ``iv`` is; ``iv_null_reason`` is a
-    :class:`NullReason` label there.
+    a number or an expression over the frame (e.g. ``pl.col("dividend_yield")``). Greeks are
+    in the lake's market units (``enrich.bsm.MARKET_UNITS``: vega per vol point, theta per
+    calendar day, rho per rate point), like the provider's snapshot greeks, and are null
+    wherever ``iv`` is; ``iv_null_reason`` is a :class:`NullReason` label there.
     """
     days = (pl.col("expiration") - pl.col("as_of")).dt.total_days()
     cols = frame.select(
@@ -555,6 +555,7 @@ def chain_iv(frame: pl.DataFrame, r: float | pl.Expr, q: float | pl.Expr = 0.0, 
     )
     reason = out["reason"]
     reason[unknown] = NullReason.UNKNOWN_CONTRACT_TYPE
+    out = to_market_units(out)
     filled = {name: pl.Series(name, np.where(unknown, np.nan, out[name])).fill_nan(None)
               for name in ("iv", *GREEKS)}
     labels = {int(c): c.label for c in NullReason}

@@ -146,7 +146,8 @@ OPTIONS_IV = Dataset(
         "contract_type": pl.String,  # call | put
         "option_price": pl.Float64,
         "underlying_price": pl.Float64,
-        "iv": pl.Float64,
+        "iv": pl.Float64,  # annualised, 0.25 = 25 %
+        # Greeks in market units: vega per vol point, theta per calendar day, rho per rate point.
         "delta": pl.Float64,
         "gamma": pl.Float64,
         "vega": pl.Float64,

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from enrich.bsm import price_and_greeks
+from enrich.bsm import price_and_greeks, to_market_units
 from enrich.iv import (
     GREEKS,
     NullReason,
@@ -256,11 +256,15 @@ def test_chain_iv_fills_columns():
     for name in ("iv", *GREEKS):
         assert out[name].dtype == pl.Float64
         assert out[name].is_null().to_list() == [False, False, True, True, True, True]
-    # Same numbers as the array API, with ACT/365 time.
+    # Same numbers as the array API, with ACT/365 time, greeks in the lake's market units.
     t = (dt.date(2025, 7, 3) - dt.date(2025, 1, 2)).days / 365
-    arr = compute_iv_greeks(out["option_price"][0], 100.0, 105.0, t, 0.04, 0.01, True)
+    arr = to_market_units(
+        compute_iv_greeks(out["option_price"][0], 100.0, 105.0, t, 0.04, 0.01, True))
     for name in ("iv", *GREEKS):
         assert out[name][0] == float(arr[name])
+    assert out["vega"][0] == pytest.approx(
+        float(compute_iv_greeks(out["option_price"][0], 100.0, 105.0, t, 0.04, 0.01,
+                                True)["vega"]) / 100)
 
 
 def test_chain_iv_accepts_a_number_for_q_and_replaces_old_columns():

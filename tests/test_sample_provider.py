@@ -12,7 +12,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from enrich import calendars
-from enrich.bsm import price_and_greeks
+from enrich.bsm import price_and_greeks, to_market_units
 from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.providers import Provider
 from enrich.providers.sample import SampleProvider
@@ -338,8 +338,9 @@ def test_option_chain_greeks_match_bsm_at_the_stated_iv(sample):
     q_est = float(np.median(q.to_numpy()))
     assert 0 <= q_est < 0.02
     t = ((chain["expiration"] - chain["as_of"]).dt.total_days() / 365).to_numpy()
-    res = price_and_greeks(spot, chain["strike"].to_numpy(), t, r, q_est, chain["iv"].to_numpy(),
-                           (chain["contract_type"] == "call").to_numpy())
+    res = to_market_units(price_and_greeks(
+        spot, chain["strike"].to_numpy(), t, r, q_est, chain["iv"].to_numpy(),
+        (chain["contract_type"] == "call").to_numpy()))
     for name, col in [("price", "option_price"), ("delta", "delta"), ("gamma", "gamma"),
                       ("vega", "vega"), ("theta", "theta"), ("rho", "rho")]:
         np.testing.assert_allclose(chain[col].to_numpy(), res[name], rtol=1e-6, atol=1e-9,

@@ -64,7 +64,7 @@ import pyarrow as pa
 from scipy.special import ndtri
 
 from enrich import calendars
-from enrich.bsm import price_and_greeks
+from enrich.bsm import price_and_greeks, to_market_units
 from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.occ import format_occ, parse_occ
 from enrich.providers import ProbeResult
@@ -965,7 +965,7 @@ def _chain_frame(p: _Profile, as_of: dt.date) -> pl.DataFrame:
     q = p.div_yield
     fwd = spot * np.exp((RISK_FREE - q) * t)
     iv = _model_iv(p, float(_vol_regime(p.symbol)[a]), kk, fwd, t)
-    res = price_and_greeks(spot, kk, t, RISK_FREE, q, iv, cc)
+    res = to_market_units(price_and_greeks(spot, kk, t, RISK_FREE, q, iv, cc))
     monthly = np.array([_is_monthly(e) for e in exps])[np.searchsorted(e_idx, ee)]
     dist = np.log(kk / fwd) / (iv * np.sqrt(t))
     oi = (3000.0 * math.sqrt(max(p.adv, 1.0) / 1e7) * np.exp(-0.5 * dist * dist)
