@@ -28,7 +28,7 @@ from enrich.providers.sample import SampleProvider  # noqa: E402
 from enrich.store import Store  # noqa: E402
 from enrich.universe import add_symbols  # noqa: E402
 
-NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.UTC)
 
 
 def universe(n: int) -> list[tuple[str, str, str]]:

@@ -80,7 +80,7 @@ def latest_session(calendar: str, now: dt.datetime) -> dt.date:
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    now64 = np.datetime64(now.astimezone(dt.timezone.utc).replace(tzinfo=None), "s")
+    now64 = np.datetime64(now.astimezone(dt.UTC).replace(tzinfo=None), "s")
     closes = _close_array(calendar)
     i = np.searchsorted(closes, now64, "right") - 1
     if i < 0:
@@ -110,4 +110,4 @@ def session_close_utc(calendar: str, day: dt.date) -> dt.datetime:
     arr = _session_array(calendar)
     i = np.searchsorted(arr, np.datetime64(day), "left")
     ts = pd.Timestamp(_close_array(calendar)[i])
-    return ts.to_pydatetime().replace(tzinfo=dt.timezone.utc)
+    return ts.to_pydatetime().replace(tzinfo=dt.UTC)

@@ -229,7 +229,7 @@ _BUSY_RE = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _placeholder_select(dataset: str) -> str:

@@ -62,7 +62,7 @@ def print_json(data: Any) -> None:
 
 def _fmt_ts(v: Any) -> str:
     if isinstance(v, dt.datetime):
-        return v.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return v.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return "" if v is None else str(v)
 
 
@@ -70,9 +70,9 @@ def print_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> No
     cols = list(columns or frame.columns)
     rows = [[_fmt_ts(v) for v in row] for row in frame.select(cols).iter_rows()]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
 class Progress:
@@ -202,7 +202,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError:
             raise UsageError(f"--since {args.since!r}: use YYYY-MM-DD or an ISO time") from None
         if since.tzinfo is None:
-            since = since.replace(tzinfo=dt.timezone.utc)
+            since = since.replace(tzinfo=dt.UTC)
     frame = runs_table(store.catalog, limit=args.limit, state=getattr(args, "state", None),
                        symbol=validate_symbol(args.symbol) if getattr(args, "symbol", None)
                        else None, since=since)
@@ -249,7 +249,11 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if args.symbols_cmd == "import":
         try:
-            text = sys.stdin.read() if args.file == "-" else open(args.file).read()
+            if args.file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.file) as fh:
+                    text = fh.read()
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
         report = universe.import_csv(store.catalog, text)

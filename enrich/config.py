@@ -42,7 +42,7 @@ class Settings:
 
     def now(self) -> dt.datetime:
         """The current instant in UTC (or ``ENRICH_NOW`` when set)."""
-        return self.now_override or dt.datetime.now(dt.timezone.utc)
+        return self.now_override or dt.datetime.now(dt.UTC)
 
     @property
     def catalog_path(self) -> Path:
@@ -100,7 +100,8 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     try:
         value = int(raw.strip())
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is out of range; use {lo}..{hi}")
     return value
@@ -146,7 +147,8 @@ def load_settings(
     if key is not None and any(ch.isspace() for ch in key):
         raise ConfigError("MASSIVE_API_KEY contains whitespace; paste the key without spaces")
 
-    provider = (env.get("ENRICH_PROVIDER") or "").strip().lower() or ("massive" if key else "sample")
+    provider = (env.get("ENRICH_PROVIDER") or "").strip().lower()
+    provider = provider or ("massive" if key else "sample")
     if provider not in ("sample", "massive"):
         raise ConfigError(f"ENRICH_PROVIDER={provider!r} is unknown; use 'sample' or 'massive'")
     if provider == "massive" and not key:
@@ -184,8 +186,8 @@ def load_settings(
                 f"ENRICH_NOW={raw_now!r} is not an ISO instant; use e.g. 2026-11-25T22:00:00Z"
             ) from None
         if now_override.tzinfo is None:
-            now_override = now_override.replace(tzinfo=dt.timezone.utc)
-        now_override = now_override.astimezone(dt.timezone.utc)
+            now_override = now_override.replace(tzinfo=dt.UTC)
+        now_override = now_override.astimezone(dt.UTC)
 
     return Settings(
         now_override=now_override,

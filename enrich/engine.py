@@ -165,10 +165,10 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
         if run_id in live_run_ids:
             continue
         if rhost == host:
-            if pid is None or (pid != me and not _pid_alive(pid)):
-                dead.append(run_id)
-            elif pid == me and not live_run_ids and hb is not None \
-                    and (now - hb).total_seconds() > stale_after_s:
+            gone = pid is None or (pid != me and not _pid_alive(pid))
+            stale_here = (pid == me and not live_run_ids and hb is not None
+                          and (now - hb).total_seconds() > stale_after_s)
+            if gone or stale_here:
                 dead.append(run_id)
         elif hb is None or (now - hb).total_seconds() > stale_after_s:
             dead.append(run_id)

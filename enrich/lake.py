@@ -14,6 +14,7 @@ leaves the file untouched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -74,10 +75,8 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -85,11 +84,9 @@ def remove_stale_temps(path: Path) -> int:
     """Delete temp files a killed writer of ``path`` left behind. Call under ``path``'s lock."""
     n = 0
     for tmp in path.parent.glob(f".tmp-{path.name}-*.part"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
             n += 1
-        except FileNotFoundError:
-            pass
     return n
 
 
@@ -102,10 +99,8 @@ def write_json_atomic(obj: object, path: Path) -> None:
             json.dump(obj, fh, sort_keys=True)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -174,7 +169,7 @@ class Lake:
     # -- reading --------------------------------------------------------------------------
     def read(self, dataset: str, symbols: Iterable[str] | None = None,
              level: str | None = None) -> pl.DataFrame:
-        """All stored rows of ``dataset`` (for ``symbols`` / ``level`` when given), sorted by key."""
+        """Stored rows of ``dataset`` (for ``symbols`` / ``level`` when given), sorted by key."""
         ds = DATASETS[dataset]
         files = self.files(dataset, symbols, level)
         if not files:
@@ -286,8 +281,6 @@ class Lake:
         total = 0
         for dirpath, _dirs, files in os.walk(self.root):
             for f in files:
-                try:
+                with contextlib.suppress(OSError):
                     total += os.path.getsize(os.path.join(dirpath, f))
-                except OSError:
-                    pass
         return total

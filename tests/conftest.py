@@ -10,7 +10,7 @@ import pytest
 from enrich.config import Settings, load_settings
 
 # A fixed instant: Wednesday 2026-11-25 22:00 UTC, after that session's close.
-FIXED_NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.timezone.utc)
+FIXED_NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,8 @@ def test_defaults_without_key_use_sample(tmp_path):
 
 
 def test_key_selects_massive_and_polygon_alias():
-    assert load_settings({"MASSIVE_API_KEY": "abcdef123456"}, dotenv_path=None).provider == "massive"
+    s = load_settings({"MASSIVE_API_KEY": "abcdef123456"}, dotenv_path=None)
+    assert s.provider == "massive"
     s = load_settings({"POLYGON_API_KEY": "abcdef123456"}, dotenv_path=None)
     assert s.provider == "massive" and s.api_key == "abcdef123456"
 

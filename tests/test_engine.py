@@ -15,7 +15,7 @@ from enrich.schemas import DATASETS
 from enrich.store import Store
 from enrich.universe import add_symbols, ensure_demo_universe
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SYMS = ["AAPL", "SPY", "X:BTCUSD", "NVDA"]
 
 

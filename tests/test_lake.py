@@ -34,7 +34,8 @@ def _expected(frames, key):
     return model
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(div_rows, min_size=1, max_size=4))
 def test_upsert_then_read_returns_input_deduplicated_on_key(tmp_path_factory, batches):
     lake = Lake(tmp_path_factory.mktemp("lake"))
@@ -53,7 +54,8 @@ def test_upsert_then_read_returns_input_deduplicated_on_key(tmp_path_factory, ba
     assert {p: p.stat().st_mtime_ns for p in lake.files("dividends")} == mtimes
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(SYMS, DATES, st.sampled_from(["C1", "C2", "C3"]),
                                AMOUNTS), max_size=60))
 def test_month_partitioned_upsert_roundtrip(tmp_path_factory, rows):

@@ -17,7 +17,7 @@ def _bars(rows):
 
 
 def _row(day, o, h, low, c, v, asof):
-    ts = dt.datetime.combine(day, dt.time(5), tzinfo=dt.timezone.utc)
+    ts = dt.datetime.combine(day, dt.time(5), tzinfo=dt.UTC)
     return ("A", "1d", ts, day, o, h, low, c, v, asof)
 
 
