@@ -448,3 +448,85 @@ def test_cli_usage_list_show_pause_and_resume(tmp_path, monkeypatch, capsys):
     code, out = cli(capsys, "backfill", "resume", bid)
     assert code == 0 and "nothing left to do" in out
     assert main(["backfill", "resume", "bf-nope"]) == 1
+
+
+# -- the dashboard page -----------------------------------------------------------------------
+APP = str(REPO + "/app.py")
+
+
+@pytest.fixture
+def page_env(monkeypatch, tmp_path):
+    from enrich.service import reset_services
+
+    data = tmp_path / "data"
+    for k, v in {"ENRICH_DATA_DIR": str(data), "ENRICH_SCHEDULER": "off",
+                 "ENRICH_NOW": NOW}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)
+    store = Store(data)
+    ensure_demo_universe(store.catalog)
+    yield store
+    reset_services()
+
+
+def _page():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/backfill.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _text(at) -> str:
+    return "\n".join(str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.error))
+
+
+def _press(at, label: str):
+    [button] = [b for b in at.button if b.label == label]
+    button.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_page_plans_starts_watches_pauses_and_resumes(page_env):
+    store = page_env
+    at = _page()
+    assert at.title[0].value == "Backfill" and "No backfills yet" in _text(at)
+    at.selectbox(key="bf_dataset").set_value("dividends")
+    at.multiselect(key="bf_symbols").set_value(["KO", "PG"])
+    _press(at, "Preview plan")
+    assert "2 requests" in _text(at) and not backfill_progress_summary(store.catalog)
+    _press(at, "Start backfill")
+    [r] = backfill_progress_summary(store.catalog)
+    assert wait_for(r["backfill_id"], 30)
+    at.run()
+    assert "✅ complete" in _text(at)
+    assert [m.value for m in at.metric if m.label == "Chunks done"] == ["2 / 2"]
+
+    # A running backfill (held on its bars requests) shows Pause; then Resume finishes it.
+    class Held(SampleProvider):
+        gate = threading.Event()
+
+        def bars(self, *a, **kw):
+            self.gate.wait(10)
+            return super().bars(*a, **kw)
+
+    held = Held(clock=lambda: FIXED_NOW)
+    s = load_settings(dotenv_path=None)
+    start_in_background(s, BackfillRequest("bars", ("KO",), years=3), store=store,
+                        provider=held)
+    bid = backfill_progress_summary(store.catalog)[0]["backfill_id"]
+    at.run()
+    assert "🔄 running" in _text(at)
+    _press(at, "Pause")
+    held.gate.set()
+    assert wait_for(bid, 30)
+    at.run()
+    assert "⏸️ paused" in _text(at) and "resume" in _text(at)
+    _press(at, "Resume")
+    assert wait_for(bid, 30)
+    at.run()
+    done = backfill_progress_summary(store.catalog, bid)[0]
+    assert done["status"] == "complete"
+    assert "⏸️ paused" not in _text(at) and _text(at).count("✅ complete") == 2
