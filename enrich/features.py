@@ -51,13 +51,14 @@ bb_upper, bb_lower
 volume_z20
     ``(v - mean(last 20 v)) / std1(last 20 v)``, the current bar included in both. Null before
     row 19, when any volume in the window is null, and when the 20 volumes are all equal
-    (std == 0, tested exactly as max == min so rounding cannot yield a huge z).
+    (std == 0; detected exactly, so rounding in the rolling std can never yield a huge z).
 high_52w_dist, low_52w_dist
     ``c / max(last 252 highs) - 1`` and ``c / min(last 252 lows) - 1`` (252 bars: 52 weeks of
     daily sessions). Null before row 251.
 
 Prices (close, high, low) must be non-null and ``(symbol, timeframe, ts)`` unique; otherwise
-``ValidationError`` is raised. Volume may be null (only volume_z20 uses it).
+``ValidationError`` is raised. Volume may be null (only volume_z20 uses it). Arithmetic is
+IEEE double: a zero price gives an infinite log return or distance, as the formulas say.
 """
 
 from __future__ import annotations
@@ -141,7 +142,11 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
         _per_group(close.rolling_mean(50)).alias("ma50"),
         _per_group(close.rolling_mean(200)).alias("ma200"),
         _per_group(close.rolling_std(20, ddof=0)).alias("_close_std0"),
-        _per_group(pl.col("log_return").rolling_std(20, ddof=1)).alias("_return_std1"),
+        # Row 0's null log return never falls in a window that is kept (rows >= 20); filling it
+        # lets the rolling kernel take its faster no-null path.
+        _per_group(pl.col("log_return").fill_null(0.0).rolling_std(20, ddof=1)).alias(
+            "_return_std1"
+        ),
         _ema(pl.col("_ema12_in"), alpha=2 / 13).alias("ema12"),
         _ema(pl.col("_ema26_in"), alpha=2 / 27).alias("ema26"),
         _ema(pl.col("_gain_in"), alpha=1 / 14).alias("_avg_gain"),
@@ -160,7 +165,9 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     frame = frame.with_columns(_seed_input(pl.col("macd"), 9, first_row=25).alias("_macd_in"))
     ma20, std0, row = pl.col("ma20"), pl.col("_close_std0"), pl.col(_ROW)
     computed = {
-        "volatility_20d": pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR),
+        "volatility_20d": pl.when(row >= 20).then(
+            pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)
+        ),
         "macd_signal": _ema(pl.col("_macd_in"), alpha=2 / 10),
         "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
         "bb_upper": ma20 + 2 * std0,
