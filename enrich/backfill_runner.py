@@ -287,7 +287,6 @@ class _Execution:
         self.last_flush = self.started - bf.flush_s  # the first chunk's mark shows at once
         self._closes: dict[str, pl.DataFrame] = {}
         self._pairs: dict[str, pl.DataFrame] = {}
-        self._stop_intent: str | None = None
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> BackfillSummary:

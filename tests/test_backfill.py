@@ -340,6 +340,53 @@ def test_resume_finds_the_unfinished_backfill_after_its_window_moved(settings):
     assert find_resumable(later.store.catalog, req) is None
 
 
+def test_read_model_measures_throughput_of_a_running_backfill(settings):
+    bf = make(settings)
+    cancel = threading.Event()
+    plan = bf.plan(BackfillRequest("news", ("AAPL",), days=200))
+    first = bf.run(plan, cancel=cancel, progress=lambda p: p.done >= 4 and cancel.set())
+    assert first.done == 4 and first.requests == 4
+    cat = bf.store.catalog
+    started = cat.scalar("SELECT started_at FROM runs WHERE run_id = ?", [first.run_id])
+    # Seen while still running, two minutes in: 4 requests made, the rest at that pace.
+    from enrich.catalog import WriteBatch
+
+    b = WriteBatch()
+    b.execute("UPDATE runs SET state = 'running', finished_at = NULL WHERE run_id = ?",
+              [first.run_id])
+    cat.write(b)
+    [r] = backfill_progress_summary(cat, now=started + dt.timedelta(minutes=2))
+    left = len(plan.chunks) - 4
+    assert r["status"] == "running" and r["chunks_done"] == 4
+    assert r["requests_remaining"] == left and r["requests_made"] == 4
+    assert r["requests_per_min"] == pytest.approx(2.0)
+    assert r["eta_s"] == pytest.approx(left / 2.0 * 60)
+    assert r["fraction"] == pytest.approx(4 / len(plan.chunks))
+
+
+def test_terminal_progress_bar_and_plain_lines():
+    import io
+
+    from enrich.backfill import Chunk, Progress
+    from enrich.backfill_cli import TerminalProgress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    c = Chunk("bars", "AAPL", D(2024, 1, 1), D(2024, 12, 31), 1, "AAPL", state="done",
+              records=252, requests_made=1)
+    p = Progress("bf-x", "run", c, done=5, failed=0, total=10, requests=5, requests_left=5,
+                 elapsed_s=60.0)
+    tty, plain = Tty(), io.StringIO()
+    TerminalProgress(tty)(p)
+    TerminalProgress(plain)(p)
+    assert tty.getvalue().startswith("\r[##############--------------] 5/10 chunks")
+    assert "5.0 req/min · ETA 1m00s" in tty.getvalue()
+    assert plain.getvalue() == ("5/10 AAPL bars 2024-01-01..2024-12-31 done 252 rows 1 req · "
+                                "5.0 req/min · ETA 1m00s\n")
+
+
 def test_pause_then_resume_from_the_background(settings):
     class Slow(SampleProvider):
         gate = threading.Event()
