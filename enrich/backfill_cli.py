@@ -227,6 +227,15 @@ def _print_plan(plan, retry_failed: bool, as_json: bool) -> None:
 
 
 def _action(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich.backfill import UnknownBackfillError
+
+    try:
+        return _do_action(args, settings)
+    except UnknownBackfillError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _do_action(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.backfill import (
         backfill_progress_summary,
         backfill_request,

@@ -494,7 +494,9 @@ def test_cli_usage_list_show_pause_and_resume(tmp_path, monkeypatch, capsys):
     assert code == 0 and "not running" in out
     code, out = cli(capsys, "backfill", "resume", bid)
     assert code == 0 and "nothing left to do" in out
-    assert main(["backfill", "resume", "bf-nope"]) == 1
+    assert main(["backfill", "resume", "bf-nope"]) == 2
+    assert main(["backfill", "pause", "bf-nope"]) == 2
+    assert "no backfill bf-nope" in capsys.readouterr().err
 
 
 # -- the dashboard page -----------------------------------------------------------------------
