@@ -15,6 +15,9 @@ Tables (created by numbered migrations, recorded in ``schema_migrations``)::
     backfill_progress  backfill chunks and their state
     backfills          one row per backfill (request, window, paused/cancelled)
     backfill_contracts option contracts an options backfill follows, per session
+    quality_log        data-quality check results (enrich.quality); quality_status the latest
+    session_coverage   symbol × dataset: sessions held, gaps, sessions failing a check
+    restatements       stored history a re-fetch changed (session, column, old, new)
     scheduler_state    paused flag, heartbeat
     data_version       a counter bumped by every write (pages cache on it)
 
@@ -220,6 +223,63 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             contract_type VARCHAR NOT NULL,
             underlying_price DOUBLE,          -- as-traded close the moneyness was measured on
             PRIMARY KEY (backfill_id, symbol, as_of, contract)
+        );
+        """,
+    ),
+    (
+        4,
+        "data quality: check results, session coverage, restatements",
+        """
+        CREATE TABLE quality_log (
+            run_id VARCHAR,
+            symbol VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            check_name VARCHAR NOT NULL,      -- enrich.quality.CHECKS
+            severity VARCHAR NOT NULL,        -- error | warning
+            passed BOOLEAN NOT NULL,
+            observed DOUBLE,                  -- the check's measure (count, move, run length)
+            threshold DOUBLE,
+            detail VARCHAR,                   -- the evidence: the first offending rows
+            checked_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE quality_status (         -- the latest result of each check
+            symbol VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            check_name VARCHAR NOT NULL,
+            run_id VARCHAR,
+            severity VARCHAR NOT NULL,
+            passed BOOLEAN NOT NULL,
+            observed DOUBLE,
+            threshold DOUBLE,
+            detail VARCHAR,
+            checked_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (symbol, dataset, check_name)
+        );
+        CREATE TABLE session_coverage (       -- what a symbol × dataset holds, in sessions
+            symbol VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            first_session DATE,               -- first held (bars: the listing, for us)
+            last_session DATE,
+            through_session DATE,             -- fetched up to
+            covered_from DATE,                -- fetched from (first fetch or backfill)
+            sessions_expected INTEGER,
+            sessions_held INTEGER,
+            gaps JSON,                        -- [[first, last], ...] sessions without a row
+            failed_sessions JSON,             -- sessions a failing check points at
+            checked_at TIMESTAMPTZ,
+            run_id VARCHAR,
+            PRIMARY KEY (symbol, dataset)
+        );
+        CREATE TABLE restatements (           -- stored history a re-fetch changed
+            run_id VARCHAR,
+            symbol VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            session DATE NOT NULL,
+            column_name VARCHAR NOT NULL,
+            old_value DOUBLE,
+            new_value DOUBLE,
+            change DOUBLE,                    -- new / old - 1 (null when old is 0 or null)
+            detected_at TIMESTAMPTZ NOT NULL
         );
         """,
     ),

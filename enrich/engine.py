@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from enrich import calendars
+from enrich import calendars, quality, restatements
 from enrich.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.config import Settings
 from enrich.errors import (
@@ -71,6 +71,7 @@ class StepResult:
     status: str  # ok | up_to_date | failed | skipped
     records: int = 0
     error: BaseException | None = None
+    window: tuple[dt.date, dt.date] | None = None  # the session window fetched
 
 
 @dataclass
@@ -418,6 +419,9 @@ class Engine:
                 self._derive_step(symbol, params.timeframe, bars_changed, run_id, log, res)
             if new_coverage != coverage:
                 self.store.lake.write_coverage(symbol, new_coverage)
+            # Data-quality checks on what is now stored (enrich.quality), logged in the batch.
+            quality.after_fetch(self.store.lake, log, run_id, symbol, asset_class, res.steps,
+                                coverage, params.timeframe)
 
         res.records = sum(s.records for s in res.steps)
         if any(s.status == "failed" for s in res.steps):
@@ -496,11 +500,14 @@ class Engine:
                 res.requests += n_req
             received = frame.height
             checked = check(ds, frame)
+            # Stored history this fetch changes (enrich.restatements), before it is replaced.
+            diff = restatements.detect(self.store.lake, ds, checked.good, params.timeframe)
             if ds == "bars":
                 written = self.store.lake.upsert("bars", checked.good).changed
             else:
                 written = self.store.lake.upsert(ds, checked.good).changed
-            step = StepResult(ds, "ok", written)
+            step = StepResult(ds, "ok", written, window=(start, end))
+            restatements.record(log, run_id, diff, params.timeframe)
             new_coverage[ckey] = end
             note = None
             if checked.rejected:
