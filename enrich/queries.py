@@ -28,7 +28,7 @@ import polars as pl
 
 from enrich import calendars
 from enrich.catalog import Catalog, frame, utcnow
-from enrich.freshness import add_freshness
+from enrich.freshness import add_freshness, publication_lag
 from enrich.lake import Lake
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
@@ -38,8 +38,10 @@ STATUS_COLUMNS = (
     "consecutive_failures", "last_error_class", "last_error_message", "last_error_at",
     "not_entitled",
 )
-# Freshness states of the grid, most urgent first ("not_entitled" asks for no action).
-GRID_STATES = ("failing", "stale", "never", "behind", "fresh", "not_entitled")
+# Freshness states of the grid, most urgent first (enrich.freshness); "not_expected" and
+# "not_entitled" ask for no action.
+GRID_STATES = ("failing", "stale", "never", "late", "due", "fresh", "not_expected",
+               "not_entitled")
 _URGENCY = {s: i for i, s in enumerate(GRID_STATES)}
 STATUS_DATASETS = ("bars", "dividends", "splits", "earnings", "news", "options_iv")
 RUN_STATES = ("queued", "running", "succeeded", "partial", "failed", "cancelled",
@@ -69,11 +71,21 @@ def _applies_values(alias: str) -> str:
 
 
 # -- status (CLI) -----------------------------------------------------------------------------
+def _lag_of_newest_run(con: duckdb.DuckDBPyConnection) -> dt.timedelta:
+    """The publication lag of the provider that made the newest run (what the data is)."""
+    row = con.execute("SELECT provider FROM runs WHERE provider IS NOT NULL "
+                      "ORDER BY requested_at DESC LIMIT 1").fetchall()
+    return publication_lag(row[0][0] if row else None)
+
+
 def status_table(catalog: Catalog, symbol: str | None = None,
-                 now: dt.datetime | None = None) -> pl.DataFrame:
-    """symbol × dataset status with freshness recomputed for ``now`` (UTC)."""
+                 now: dt.datetime | None = None,
+                 lag: dt.timedelta | None = None) -> pl.DataFrame:
+    """symbol × dataset status with freshness recomputed for ``now`` (UTC); ``lag`` is the
+    provider's publication lag (default: that of the newest run's provider)."""
     sql = """
-        SELECT s.symbol, s.asset_class, st.dataset, st.latest_session, st.covered_through,
+        SELECT s.symbol, s.asset_class, s.active, st.dataset, st.latest_session,
+               st.covered_through,
                st.expected_session, st.last_success_at, st.last_attempt_at,
                st.consecutive_failures, st.last_error_class, st.last_error_message,
                st.last_error_at, st.not_entitled
@@ -84,10 +96,12 @@ def status_table(catalog: Catalog, symbol: str | None = None,
     if symbol:
         sql += " AND s.symbol = ?"
         params.append(symbol)
-    frame_ = catalog.query(sql + " ORDER BY s.symbol, st.dataset", params)
+    with catalog.connect() as con:
+        frame_ = frame(con, sql + " ORDER BY s.symbol, st.dataset", params)
+        lag = _lag_of_newest_run(con) if lag is None else lag
     if frame_.is_empty():
         return pl.DataFrame(schema={c: pl.String for c in STATUS_COLUMNS})
-    return add_freshness(frame_, now or utcnow()).select(STATUS_COLUMNS)
+    return add_freshness(frame_, now or utcnow(), lag).select(STATUS_COLUMNS)
 
 
 # -- the status grid ----------------------------------------------------------------------------
@@ -98,12 +112,19 @@ _GRID_SCHEMA = {
     "last_attempt_at": pl.Datetime("us", "UTC"), "consecutive_failures": pl.Int32,
     "last_error_class": pl.String, "last_error_message": pl.String,
     "last_error_at": pl.Datetime("us", "UTC"), "not_entitled": pl.Boolean,
+    "expected_session": pl.Date, "due_session": pl.Date, "due_at": pl.Datetime("us", "UTC"),
 }
 
 
 def status_grid(catalog: Catalog, now: dt.datetime, symbol: str | None = None,
-                active_only: bool = True) -> pl.DataFrame:
-    """Active symbol × applicable dataset, with ``state`` and ``sessions_behind`` for ``now``."""
+                active_only: bool = True, lag: dt.timedelta | None = None) -> pl.DataFrame:
+    """Active symbol × applicable dataset, with ``state`` and ``sessions_behind`` for ``now``.
+
+    Also ``expected_session`` (the latest session whose data is expected, an exchange date),
+    and for a dataset ``due`` the closed session not yet published (``due_session``) and when
+    it is expected (``due_at``, UTC). ``lag`` is the provider's publication lag (default:
+    that of the newest run's provider). A deactivated symbol's rows are ``not_expected``.
+    """
     where, params = ["true"], []
     if active_only:
         where.append("s.active")
@@ -111,7 +132,7 @@ def status_grid(catalog: Catalog, now: dt.datetime, symbol: str | None = None,
         where.append("s.symbol = ?")
         params.append(symbol)
     sql = f"""
-        SELECT s.symbol, s.name, s.asset_class, a.dataset, st.latest_session,
+        SELECT s.symbol, s.name, s.asset_class, s.active, a.dataset, st.latest_session,
                st.covered_through, st.last_success_at, st.last_attempt_at,
                coalesce(st.consecutive_failures, 0) AS consecutive_failures,
                st.last_error_class, st.last_error_message, st.last_error_at,
@@ -122,11 +143,13 @@ def status_grid(catalog: Catalog, now: dt.datetime, symbol: str | None = None,
         WHERE {' AND '.join(where)}
         ORDER BY s.symbol, a.dataset
     """
-    raw = catalog.query(sql, params)
+    with catalog.connect() as con:
+        raw = frame(con, sql, params)
+        lag = _lag_of_newest_run(con) if lag is None else lag
     if raw.is_empty():
         return pl.DataFrame(schema=_GRID_SCHEMA)
-    out = add_freshness(raw, now).with_columns(
-        pl.when(pl.col("not_entitled")).then(pl.lit("not_entitled"))
+    out = add_freshness(raw, now, lag).with_columns(
+        pl.when(pl.col("not_entitled") & pl.col("active")).then(pl.lit("not_entitled"))
         .otherwise(pl.col("state")).alias("state"))
     return out.select(list(_GRID_SCHEMA)).cast(
         {"sessions_behind": pl.Int64, "consecutive_failures": pl.Int32})

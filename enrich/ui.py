@@ -19,22 +19,48 @@ from enrich.calendars import EXCHANGE_TZ
 UTC = dt.UTC
 EXCHANGE = ZoneInfo(EXCHANGE_TZ)
 
-# Freshness states, most urgent first, with the chip each is shown as.
-STATE_ORDER = ("failing", "stale", "never", "behind", "fresh")
+# Freshness states (enrich.freshness), most urgent first, with the chip each is shown as.
+STATE_ORDER = ("failing", "stale", "never", "late", "due", "fresh", "not_expected",
+               "not_entitled")
 STATE_CHIP = {
     "fresh": "🟢 fresh",
-    "behind": "🟡 behind",
+    "due": "🔵 due",
+    "late": "🟡 late",
     "stale": "🟠 stale",
     "failing": "🔴 failing",
     "never": "⚪ never fetched",
+    "not_expected": "⏸️ not expected",
+    "not_entitled": "🔒 not entitled",
 }
 STATE_COLOR = {
     "fresh": "#2e7d32",
-    "behind": "#f9a825",
+    "due": "#1e88e5",
+    "late": "#f9a825",
     "stale": "#ef6c00",
     "failing": "#c62828",
     "never": "#9e9e9e",
+    "not_expected": "#cfd8dc",
+    "not_entitled": "#607d8b",
 }
+STATE_HELP = {
+    "failing": "the last attempt failed",
+    "stale": "3 or more expected sessions missing",
+    "never": "nothing held yet",
+    "late": "1–2 expected sessions missing",
+    "due": "a session has closed, within the provider's publication lag",
+    "fresh": "holds the latest closed session",
+    "not_expected": "deactivated (halted or delisted): nothing expected",
+    "not_entitled": "not in the provider plan",
+}
+
+
+def freshness_legend() -> str:
+    """One line per state, for the pages' legends."""
+    return "  \n".join(f"{STATE_CHIP[s]} — {STATE_HELP[s]}" for s in STATE_ORDER) + (
+        "  \nSessions follow the exchange calendar (XNYS; every day for crypto): weekends "
+        "and holidays are never late, and a half day closes at 13:00 ET.")
+
+
 RUN_STATE_ICON = {
     "queued": "⏳", "running": "🔄", "succeeded": "✅", "partial": "🟠", "failed": "❌",
     "cancelled": "⏹️", "interrupted": "⚠️", "missed": "⏭️",
@@ -133,11 +159,11 @@ def fmt_bytes(n: int | None) -> str:
 
 
 def chip(state: str | None, sessions_behind: int | None = None) -> str:
-    """One status chip: ``🟡 behind 2``; ``—`` when the dataset does not apply."""
+    """One status chip: ``🟡 late 2``; ``—`` when the dataset does not apply."""
     if state is None:
         return "—"
     text = STATE_CHIP.get(state, state)
-    if state in ("behind", "stale") and sessions_behind:
+    if state in ("late", "stale") and sessions_behind:
         text += f" {sessions_behind}"
     return text
 

@@ -16,7 +16,8 @@ from pages import _common as c
 
 TILE_LABELS = {
     "failing": "Failing", "stale": "Stale (3+ sessions)", "never": "Never fetched",
-    "behind": "Behind (1–2 sessions)", "fresh": "Fresh", "not_entitled": "Not entitled",
+    "late": "Late (1–2 sessions)", "due": "Due (publishing)", "fresh": "Fresh",
+    "not_expected": "Not expected", "not_entitled": "Not entitled",
 }
 
 c.page_header("Overview", "Is everything OK? Symbols that need attention come first.")
@@ -83,17 +84,19 @@ if runs_total == 0 and not c.read("active_runs") and not _pending_run():
 
 # -- attention tiles ---------------------------------------------------------------------------
 st.subheader("Symbols by their most urgent dataset")
-shown = [s for s in q.GRID_STATES if s != "not_entitled" or counts[s]]
+shown = [s for s in q.GRID_STATES
+         if s not in ("not_entitled", "due", "not_expected") or counts[s]]
 cols = st.columns(len(shown))
 for col, state in zip(cols, shown, strict=True):
     with col:
         st.metric(f"{ui.STATE_CHIP[state].split(' ')[0] if state in ui.STATE_CHIP else '🔒'} "
-                  f"{TILE_LABELS[state]}", ui.fmt_int(counts[state]), border=True)
+                  f"{TILE_LABELS[state]}", ui.fmt_int(counts[state]), border=True,
+                  help=ui.STATE_HELP.get(state))
         if counts[state]:
             st.page_link(c.PAGES["symbols"], label=f"Show {counts[state]} →",
                          query_params={"state": state})
 
-attention = summary.filter(pl.col("state").is_in(["failing", "stale", "never", "behind"]))
+attention = summary.filter(pl.col("state").is_in(["failing", "stale", "never", "late"]))
 if attention.height:
     with st.expander(f"Needs attention: {attention.height} symbols", expanded=True):
         top, _ = q.filter_symbols(summary.filter(pl.col("state") != "fresh"), limit=10)

@@ -394,7 +394,7 @@ def test_times_are_shown_with_their_zone():
 
 
 def test_number_and_chip_formatting():
-    assert ui.chip("behind", 2) == "🟡 behind 2"
+    assert ui.chip("late", 2) == "🟡 late 2"
     assert ui.chip("fresh", 0) == "🟢 fresh"
     assert ui.chip(None) == "—"
     assert ui.fmt_bytes(1536) == "1.5 KB" and ui.fmt_bytes(12) == "12 B"
