@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -71,6 +72,14 @@ def test_sigkill_mid_run_leaves_consistent_store_and_next_run_completes(tmp_path
     assert json.loads(second.stdout)["state"] == "succeeded"
     states = dict(cat.query("SELECT run_id, state FROM runs").iter_rows())
     assert states[killed["run_id"][0]] == "interrupted"
+
+    # Any tool can query every dataset view and the operational tables with plain DuckDB.
+    con = duckdb.connect(str(data / "enrich.duckdb"), read_only=True)
+    try:
+        for table in (*DATASETS, "runs", "tasks", "fetch_log", "compute_log", "symbol_status"):
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table
+    finally:
+        con.close()
 
     # The resumed store equals one that was never interrupted.
     clean = tmp_path / "clean"
