@@ -553,7 +553,9 @@ def run_checks(lake: Lake, symbol: str, asset_class: str,
                 missing = np.nonzero(~np.isin(expected, days))[0]
                 cov.gaps = _ranges(expected, missing)
                 cov.sessions_expected, cov.sessions_held = len(expected), len(days)
-        failed = sorted({s for r in results if not r.passed for s in r.sessions})
+        # Sessions whose rows a check faults (gaps are kept apart: they hold no row).
+        failed = sorted({s for r in results if not r.passed and r.check != "missing_sessions"
+                         for s in r.sessions})
         cov.failed_sessions = failed[-th.max_sessions:]
         cov.gaps = cov.gaps[-th.max_sessions:]
         sq.results.extend(results)

@@ -936,3 +936,26 @@ def symbol_rebases(catalog: Catalog, symbol: str) -> pl.DataFrame:
                coalesce(error_message, 'stored bars re-based on a new split') AS how
         FROM compute_log WHERE symbol = ? AND status = 'rebased'
         ORDER BY started_at DESC""", [symbol])
+
+
+def failing_checks(catalog: Catalog, dataset: str | None = None,
+                   limit: int = 200) -> pl.DataFrame:
+    """The checks failing now (latest results), errors first, with their evidence."""
+    where, params = "NOT passed", []
+    if dataset:
+        where += " AND dataset = ?"
+        params.append(dataset)
+    return catalog.query(f"""
+        SELECT symbol, dataset, check_name, severity, observed, threshold, detail, checked_at
+        FROM quality_status WHERE {where}
+        ORDER BY severity = 'warning', symbol, {_check_order_sql()} LIMIT ?""",
+        [*params, limit])
+
+
+def coverage_heatmap(catalog: Catalog, dataset: str, now: dt.datetime, sessions: int = 60,
+                     granularity: str = "auto"):
+    """``enrich.coverage.heatmap`` (symbols × sessions, present / missing / failed / not
+    expected), here so pages read it like every other read model."""
+    from enrich.coverage import heatmap
+
+    return heatmap(catalog, dataset, now, sessions, granularity)

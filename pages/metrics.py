@@ -113,3 +113,30 @@ else:
     if not rej.is_empty():
         st.markdown("**Latest refusals**")
         c.dataframe(rej, column_config={"started_at": "at (UTC)", "rejected": "refused"})
+
+# -- data-quality checks -------------------------------------------------------------------------
+st.subheader("Data-quality checks")
+qd = c.read("quality_by_dataset")
+if qd.is_empty():
+    st.caption("No check has run yet: they run after every fetch.")
+else:
+    st.caption("Latest result of every check per symbol × dataset; the score is the share "
+               "of checks passing, errors weighted 3×. Details per symbol on the Quality "
+               "page and in each symbol's drilldown.")
+    c.dataframe(qd, key="quality_by_dataset", column_config={
+        "mean_score": st.column_config.ProgressColumn("mean score", min_value=0.0,
+                                                      max_value=1.0, format="percent"),
+        "worst_score": st.column_config.NumberColumn("worst", format="percent"),
+        "symbols_failing": "symbols failing", "failed_checks": "failing checks"})
+    qt = c.read("quality_daily", now, days)
+    if not qt.is_empty():
+        fig = px.line(qt, x="day", y="pass_rate", color="dataset", markers=True,
+                      hover_data=["checks", "failed"],
+                      labels={"day": "day (UTC)", "pass_rate": "checks passing (weighted)"})
+        fig.update_yaxes(tickformat=".0%")
+        fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0))
+        st.plotly_chart(fig, key="quality_daily")
+    c.dataframe(c.read("quality_by_check"), key="quality_by_check", column_config={
+        "check_name": "check", "symbols": "symbols checked",
+        "worst_observed": st.column_config.NumberColumn("worst observed", format="%.4g"),
+        "last_failure": st.column_config.TextColumn("newest failure", width="large")})

@@ -69,6 +69,11 @@ def symbol_list() -> None:
                                    limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
     st.caption(f"{total:,} of {summary.height:,} symbols match"
                + (f" · page {page_no} of {pages}" if pages > 1 else ""))
+    with st.expander("What the states and the quality score mean"):
+        st.markdown(ui.freshness_legend())
+        st.caption("Quality: the share of the data-quality checks passing on what is stored "
+                   "for the symbol (errors weigh three times a warning); the failing checks "
+                   "are listed in its drilldown and on the Quality page.")
     if rows.is_empty():
         st.info("No symbol matches these filters.")
         return
@@ -79,8 +84,11 @@ def symbol_list() -> None:
         chips.append(pl.struct(pl.col(d).alias("s"), pl.col(f"{d}_behind").alias("b"))
                      .map_elements(lambda r: ui.chip(r["s"], r["b"]), return_dtype=pl.String)
                      .alias(d))
-    table = rows.select("symbol", "name", "asset_class", *chips, "sessions_behind",
-                        "last_error_class", "last_success_at")
+    scores = c.read("symbol_quality").select(
+        "symbol", pl.col("score").alias("quality"), pl.col("failing").alias("failing_checks"))
+    table = rows.join(scores, on="symbol", how="left", maintain_order="left").select(
+        "symbol", "name", "asset_class", *chips, "quality", "sessions_behind",
+        "last_error_class", "last_success_at", "failing_checks")
     st.session_state["sym_page_symbols"] = rows["symbol"].to_list()
     nonce = st.session_state.get("sym_nonce", 0)
     c.dataframe(table, key=f"sym_table_{nonce}", on_select=_on_select,
@@ -88,6 +96,10 @@ def symbol_list() -> None:
                 column_config={
                     "sessions_behind": st.column_config.NumberColumn(
                         "sessions behind", help="Most sessions behind over its datasets"),
+                    "quality": st.column_config.ProgressColumn(
+                        "quality", min_value=0.0, max_value=1.0, format="percent",
+                        help="Share of the data-quality checks passing (errors weigh 3×)"),
+                    "failing_checks": "failing checks",
                     "last_error_class": "last error",
                     "last_success_at": "last success (UTC)",
                     "asset_class": "class",
@@ -190,21 +202,38 @@ def status_table(symbol: str, asset_class: str) -> None:
     g = c.read("status_grid", c.now_minute(), symbol=symbol, active_only=False)
     stats = c.read("symbol_fetch_stats", symbol)
     qual = c.lake_read("symbol_lake_quality", symbol, asset_class)
+    scores = c.read("quality_scores").filter(pl.col("symbol") == symbol).select(
+        "dataset", pl.col("score").alias("quality"))
     table = (g.join(qual.rename({"rows": "rows_held", "first": "first_held",
                                  "last": "last_held"}), on="dataset", how="left")
              .join(stats.select("dataset", "rejected", "retries", "last_duration_ms"),
                    on="dataset", how="left")
+             .join(scores, on="dataset", how="left")
              .select("dataset",
                      pl.struct("state", "sessions_behind").map_elements(
                          lambda r: ui.chip(r["state"], r["sessions_behind"]),
                          return_dtype=pl.String).alias("status"),
-                     "sessions_behind", "latest_session", "last_success_at",
+                     "quality", "sessions_behind", "latest_session", "expected_session",
+                     pl.struct("due_session", "due_at").map_elements(
+                         lambda r: (f"{ui.fmt_session(r['due_session'])}, expected by "
+                                    f"{ui.fmt_exchange(r['due_at'])}")
+                         if r["due_session"] else None, return_dtype=pl.String).alias("due"),
+                     "last_success_at",
                      "rows_held", "first_held", "last_held", "missing_sessions", "rejected",
                      "retries", "last_duration_ms", "consecutive_failures",
                      "last_error_class", "last_error_message", "last_error_at"))
     c.dataframe(table, column_config={
         "sessions_behind": "sessions behind",
         "latest_session": "latest session",
+        "expected_session": st.column_config.DateColumn(
+            "expected session", help="The latest session whose data is expected now "
+                                     "(exchange date)"),
+        "due": st.column_config.TextColumn(
+            "due", help="A closed session still within the provider's publication lag, and "
+                        "when its data is expected (exchange time)"),
+        "quality": st.column_config.ProgressColumn(
+            "quality", min_value=0.0, max_value=1.0, format="percent",
+            help="Share of this dataset's quality checks passing (errors weigh 3×)"),
         "last_success_at": "last enrichment (UTC)",
         "rows_held": "rows held", "first_held": "first", "last_held": "last",
         "missing_sessions": st.column_config.NumberColumn(
@@ -216,6 +245,46 @@ def status_table(symbol: str, asset_class: str) -> None:
         "last_error_class": "error class", "last_error_message": "last error",
         "last_error_at": "error time (UTC)",
     })
+
+
+def quality_section(symbol: str) -> None:
+    """Each failing check with its evidence, then the restatements of stored history."""
+    checks = c.read("symbol_checks", symbol)
+    failing = checks.filter(~pl.col("passed")) if not checks.is_empty() else checks
+    st.subheader("Data quality")
+    if checks.is_empty():
+        st.caption("Not checked yet: the checks run after the next fetch.")
+    elif failing.is_empty():
+        st.success(f"All {checks.height} checks pass on what is stored.", icon="✅")
+    else:
+        st.warning(f"{failing.height} of {checks.height} checks fail.", icon="⚠️")
+        c.dataframe(failing.select("dataset", "check_name", "severity", "title", "observed",
+                                   "threshold", "detail", "checked_at"),
+                    key="failing_checks", column_config={
+                        "check_name": "check", "title": "looks for",
+                        "observed": st.column_config.NumberColumn(format="%.4g"),
+                        "threshold": st.column_config.NumberColumn(format="%.4g"),
+                        "detail": st.column_config.TextColumn("evidence", width="large"),
+                        "checked_at": "checked (UTC)"})
+    if not checks.is_empty():
+        with st.expander(f"Every check ({checks.height})"):
+            c.dataframe(checks.select("dataset", "check_name", "severity", "passed",
+                                      "observed", "threshold", "detail"),
+                        key="all_checks", column_config={"check_name": "check",
+                                                         "detail": "evidence"})
+    rest = c.read("symbol_restatements", symbol)
+    rebases = c.read("symbol_rebases", symbol)
+    if not rest.is_empty():
+        st.markdown(f"**Restatements** — {rest.height} stored values a re-fetch changed "
+                    "(old on today's split basis); the features were recomputed.")
+        c.dataframe(rest, key="restatements", column_config={
+            "column_name": "column", "old_value": "old", "new_value": "new",
+            "change": st.column_config.NumberColumn(format="percent"),
+            "detected_at": "detected (UTC)"})
+    if not rebases.is_empty():
+        st.caption(f"Split re-bases (not restatements): {rebases.height}, the newest "
+                   f"{ui.fmt_utc(rebases['started_at'][0])} ({rebases['records'][0]:,} bars "
+                   "moved to the new share basis).")
 
 
 def downloads(symbol: str, asset_class: str) -> None:
@@ -257,6 +326,9 @@ def drilldown(symbol: str) -> None:
 
     st.subheader("Status per dataset")
     status_table(symbol, info["asset_class"])
+    with st.expander("What the states mean"):
+        st.markdown(ui.freshness_legend())
+    quality_section(symbol)
 
     st.subheader("Price")
     opts = st.columns(4)
