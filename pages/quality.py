@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 
 import numpy as np
 import plotly.graph_objects as go
@@ -26,6 +27,7 @@ SESSION_LABEL = {20: "20 sessions", 60: "60 sessions (~3 months)", 130: "130 (~6
                  252: "252 (1 year, weekly)", 520: "520 (2 years, weekly)",
                  1260: "1,260 (5 years, monthly)"}
 ROWS = 40  # symbols drawn at once
+SETTLE_S = 15.0  # after a fill's runs end, keep redrawing while their data is re-checked
 SHOW = ("with gaps or failures first", "only with gaps or failures", "all, by symbol")
 LEGEND = ("🟩 present · 🟥 missing · 🟧 failed (a quality check points at it) · "
           "⬜ not expected (weekend, holiday, before listing, not entitled)")
@@ -189,8 +191,11 @@ if st.button(f"Fill {plan.cells:,} missing cells" if plan.cells else "Fill the g
 
 @st.fragment(run_every=2)
 def fill_progress() -> None:
+    """Follow the fill's runs; while they work (and a little after, while what they filled
+    is re-checked) redraw the page whenever the data changes, so the gap closes in view."""
     ids = st.session_state.get("fill_runs") or []
-    if not ids:
+    settle = st.session_state.get("fill_settle_until")
+    if not ids and settle is None:
         return
     live = [p for rid in ids if (p := c.read("run_progress", rid)) is not None]
     active = [p for p in live if p["state"] in ("queued", "running")]
@@ -198,10 +203,15 @@ def fill_progress() -> None:
         c.progress_block(p, key=f"fill-{p['run_id']}")
     for p in live:
         c.run_link(p["run_id"], f"{ui.run_state_label(p['state'])} run {p['run_id'][:8]} →")
-    if not active and len(live) == len(ids):
-        done = st.session_state.pop("fill_runs")
-        st.session_state["fill_done"] = done
-        st.rerun()  # the fill ended: redraw the heatmap from the new data
+    if ids and not active and len(live) == len(ids):
+        st.session_state["fill_done"] = st.session_state.pop("fill_runs")
+        st.session_state["fill_settle_until"] = time.monotonic() + SETTLE_S
+    elif settle is not None and time.monotonic() > settle:
+        st.session_state.pop("fill_settle_until", None)
+    version = c.version()
+    if st.session_state.get("fill_seen_version") != version:
+        st.session_state["fill_seen_version"] = version
+        st.rerun()
 
 
 fill_progress()

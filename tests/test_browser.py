@@ -231,3 +231,65 @@ def test_dashboard_end_to_end(page, shot):
         goto_page(page, title)
         if title in ("Runs", "Metrics", "Health", "Settings"):
             shot(page, title.lower())
+
+
+# -- coverage heatmap: select a gap, fill it, see it close --------------------------------------
+@pytest.fixture
+def gap_data(tmp_path):
+    """Before the server starts: AAPL, MSFT and SPY enriched (sample provider, 120 days), then
+    three AAPL sessions deleted from the lake and the stored data re-checked."""
+    import polars as pl
+
+    from enrich import quality
+    from enrich.config import load_settings
+    from enrich.engine import Engine, RunParams
+    from enrich.providers.sample import SampleProvider
+    from enrich.store import Store
+    from enrich.universe import add_symbols
+
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data"),
+                              "ENRICH_SCHEDULER": "off"}, dotenv_path=None)
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [("AAPL", "stocks", "Apple Inc."),
+                                ("MSFT", "stocks", "Microsoft Corp."),
+                                ("SPY", "etfs", "SPDR S&P 500 ETF Trust")])
+    summary = Engine(store, SampleProvider(clock=settings.now), settings).run(
+        RunParams(lookback_days=120))
+    assert summary.state == "succeeded"
+    bars = store.lake.read("bars", ["AAPL"], level="1d")
+    gone = bars["session"].to_list()[-25:-22]
+    store.lake.replace_symbol("bars", "AAPL", bars.filter(~pl.col("session").is_in(gone)),
+                              level="1d")
+    quality.audit(store, ["AAPL"], ["bars"])
+    return gone
+
+
+def test_coverage_heatmap_gap_fill(gap_data, page, shot):
+    page.get_by_role("heading", name="Overview", level=1).wait_for()  # the app's navigation
+    settle(page, 0.5)
+    goto_page(page, "Quality")
+    wait_metric(page, "Missing cells", "3", 30)
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    settle(page, 1)
+    shot(page, "quality_gap")
+    # Drag a box over the top row (AAPL: gaps first) across every session.
+    drag = plot.locator(".nsewdrag").first
+    box = drag.bounding_box()
+    top = box["y"] + 2
+    page.mouse.move(box["x"] + 2, top)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, top + box["height"] / 6, steps=5)
+    page.mouse.move(box["x"] + box["width"] - 2, top + box["height"] / 4, steps=5)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"3 missing cells: backfill bars .* for AAPL")).wait_for(
+        timeout=30_000)
+    settle(page, 0.5)
+    no_exception(page)
+    page.get_by_role("button", name="Fill 3 missing cells").click()
+    page.get_by_text(re.compile(r"Filling 3 cells")).wait_for()
+    wait_metric(page, "Missing cells", "0", RUN_TIMEOUT_MS / 1000)
+    settle(page)
+    no_exception(page)
+    assert page.get_by_text("Last fill: 1 run(s) finished").count() == 1
+    shot(page, "quality_filled")
