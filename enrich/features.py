@@ -38,8 +38,9 @@ rsi14
     ``loss = max(-d, 0)``. ``avg_gain = EMA(gain, alpha = 1/14, seed at row 14)`` seeded with
     the simple mean of the first 14 gains (rows 1 .. 14), i.e. Wilder's smoothing
     ``avg[k] = (13 * avg[k-1] + gain[k]) / 14``; ``avg_loss`` likewise. Then
-    ``rsi14 = 100 - 100 / (1 + avg_gain / avg_loss)``; when ``avg_loss == 0`` it is 100 if
-    ``avg_gain > 0`` and 50 when both are 0 (a flat price is neutral). Null before row 14.
+    ``rsi14 = 100 - 100 / (1 + avg_gain / avg_loss)``, computed as the equal
+    ``100 * avg_gain / (avg_gain + avg_loss)``: 100 when ``avg_loss == 0 < avg_gain``, and 50
+    when both are 0 (a flat price is neutral). Null before row 14.
 atr14
     Wilder's average true range. ``TR = max(h - l, |h - c[-1]|, |l - c[-1]|)`` and, on row 0
     (no previous close), ``TR = h - l``. ``atr14 = EMA(TR, alpha = 1/14, seed at row 13)``
@@ -99,79 +100,98 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     if frame.height == 0:
         return FEATURES.empty()
     frame = _sorted_with_group_id(frame)
+
     close, high, low, volume = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("volume")
-    frame = frame.with_columns(
-        _per_group(pl.int_range(pl.len())).alias(_ROW),
-        _per_group(close.shift(1)).alias("_prev_close"),
-    )
-    # Each stage drops the helper columns nothing later reads, which keeps the peak memory
-    # (and the cost of touching fresh pages) down on large frames.
-    prev_close = pl.col("_prev_close")
+    prev_close, row = pl.col("_prev_close"), pl.col(_ROW)
     change = close - prev_close
-    frame = frame.select(
-        pl.exclude("_prev_close"),
-        (close / prev_close).log().alias("log_return"),
-        change.clip(lower_bound=0.0).alias("_gain"),
-        (-change).clip(lower_bound=0.0).alias("_loss"),
-        # max(h - l, |h - c[-1]|, |l - c[-1]|) == max(h, c[-1]) - min(l, c[-1]), with the same
-        # rounding; the horizontal max/min skip the null c[-1] of row 0, leaving h - l.
-        (pl.max_horizontal(high, prev_close) - pl.min_horizontal(low, prev_close)).alias(
-            "_true_range"
-        ),
-        # Running count of volume changes: the 20 volumes ending at row k are all equal exactly
-        # when the count has not moved since row k - 19 (an exact test for std == 0).
-        (volume != volume.shift(1)).fill_null(True).cum_sum().alias("_volume_changes"),
-    )
-    frame = frame.select(
-        pl.exclude("_gain", "_loss", "_true_range"),
-        _seed_input(close, 12, first_row=0).alias("_ema12_in"),
-        _seed_input(close, 26, first_row=0).alias("_ema26_in"),
-        _seed_input(pl.col("_gain"), 14, first_row=1).alias("_gain_in"),
-        _seed_input(pl.col("_loss"), 14, first_row=1).alias("_loss_in"),
-        _seed_input(pl.col("_true_range"), 14, first_row=0).alias("_true_range_in"),
-    )
     changes = pl.col("_volume_changes")
-    frame = frame.select(
-        *_KEYS,
-        _GID,
-        _ROW,
-        "close",
-        "volume",
-        "log_return",
-        _per_group(close.rolling_mean(20)).alias("ma20"),
-        _per_group(close.rolling_mean(50)).alias("ma50"),
-        _per_group(close.rolling_mean(200)).alias("ma200"),
-        _per_group(close.rolling_std(20, ddof=0)).alias("_close_std0"),
-        # Row 0's null log return never falls in a window that is kept (rows >= 20); filling it
-        # lets the rolling kernel take its faster no-null path.
-        _per_group(pl.col("log_return").fill_null(0.0).rolling_std(20, ddof=1)).alias(
-            "_return_std1"
-        ),
-        _ema(pl.col("_ema12_in"), alpha=2 / 13).alias("ema12"),
-        _ema(pl.col("_ema26_in"), alpha=2 / 27).alias("ema26"),
-        _ema(pl.col("_gain_in"), alpha=1 / 14).alias("_avg_gain"),
-        _ema(pl.col("_loss_in"), alpha=1 / 14).alias("_avg_loss"),
-        _ema(pl.col("_true_range_in"), alpha=1 / 14).alias("atr14"),
-        _per_group(volume.rolling_mean(20)).alias("_volume_mean"),
-        _per_group(volume.rolling_std(20, ddof=1)).alias("_volume_std1"),
-        # Only read where row >= 19, so the shifted value is from the same group.
-        (changes == changes.shift(19)).alias("_volume_flat"),
-        # A maximum is exact whatever else the window held, so these two run over the whole
-        # column (cheaper than per group); rows before 251 are masked below.
-        high.rolling_max(252).alias("_high_252"),
-        low.rolling_min(252).alias("_low_252"),
+    ema12, ema26 = pl.col("ema12"), pl.col("ema26")
+    ma20, std0 = pl.col("ma20"), pl.col("_close_std0")
+
+    frame = _step(
+        frame,
+        {_ROW: _per_group(pl.int_range(pl.len())), "_prev_close": _per_group(close.shift(1))},
     )
-    frame = frame.with_columns((pl.col("ema12") - pl.col("ema26")).alias("macd"))
-    frame = frame.with_columns(_seed_input(pl.col("macd"), 9, first_row=25).alias("_macd_in"))
-    ma20, std0, row = pl.col("ma20"), pl.col("_close_std0"), pl.col(_ROW)
-    computed = {
-        "volatility_20d": pl.when(row >= 20).then(
-            pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)
-        ),
-        "macd_signal": _ema(pl.col("_macd_in"), alpha=2 / 10),
-        "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
-        "bb_upper": ma20 + 2 * std0,
-        "bb_lower": ma20 - 2 * std0,
+    frame = _step(
+        frame,
+        {
+            "log_return": (close / prev_close).log(),
+            "_gain": change.clip(lower_bound=0.0),
+            "_loss": (-change).clip(lower_bound=0.0),
+            # max(h - l, |h - c[-1]|, |l - c[-1]|) == max(h, c[-1]) - min(l, c[-1]), with the
+            # same rounding; the horizontal max/min skip row 0's null c[-1], leaving h - l.
+            "_true_range": pl.max_horizontal(high, prev_close) - pl.min_horizontal(low, prev_close),
+            # Running count of volume changes: the 20 volumes ending at row k are all equal
+            # exactly when the count has not moved since row k - 19 (an exact std == 0 test).
+            "_volume_changes": (volume != volume.shift(1)).fill_null(True).cum_sum(),
+        },
+        drop=["_prev_close"],
+    )
+    frame = _step(
+        frame,
+        {
+            "_ema12_in": _seed_input(close, 12, first_row=0),
+            "_ema26_in": _seed_input(close, 26, first_row=0),
+            "_gain_in": _seed_input(pl.col("_gain"), 14, first_row=1),
+            "_loss_in": _seed_input(pl.col("_loss"), 14, first_row=1),
+            "_true_range_in": _seed_input(pl.col("_true_range"), 14, first_row=0),
+        },
+        drop=["_gain", "_loss", "_true_range"],
+    )
+    frame = _step(
+        frame,
+        {
+            "ema12": _ema(pl.col("_ema12_in"), alpha=2 / 13),
+            "ema26": _ema(pl.col("_ema26_in"), alpha=2 / 27),
+            "_avg_gain": _ema(pl.col("_gain_in"), alpha=1 / 14),
+            "_avg_loss": _ema(pl.col("_loss_in"), alpha=1 / 14),
+            "atr14": _ema(pl.col("_true_range_in"), alpha=1 / 14),
+        },
+        drop=["_ema12_in", "_ema26_in", "_gain_in", "_loss_in", "_true_range_in"],
+    )
+    frame = _step(
+        frame,
+        {
+            "macd": ema12 - ema26,
+            "_macd_in": _seed_input(ema12 - ema26, 9, first_row=25),
+            "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
+        },
+        drop=["_avg_gain", "_avg_loss"],
+    )
+    frame = _step(
+        frame,
+        {
+            "macd_signal": _ema(pl.col("_macd_in"), alpha=2 / 10),
+            "ma20": _per_group(close.rolling_mean(20)),
+            "ma50": _per_group(close.rolling_mean(50)),
+            "ma200": _per_group(close.rolling_mean(200)),
+            "_close_std0": _per_group(close.rolling_std(20, ddof=0)),
+            # Row 0's null log return never falls in a window that is kept (rows >= 20);
+            # filling it lets the rolling kernel take its faster no-null path.
+            "_return_std1": _per_group(pl.col("log_return").fill_null(0.0).rolling_std(20)),
+        },
+        drop=["_macd_in"],
+    )
+    frame = _step(
+        frame,
+        {
+            "bb_upper": ma20 + 2 * std0,
+            "bb_lower": ma20 - 2 * std0,
+            "volatility_20d": pl.when(row >= 20).then(
+                pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)
+            ),
+            "_volume_mean": _per_group(volume.rolling_mean(20)),
+            "_volume_std1": _per_group(volume.rolling_std(20, ddof=1)),
+            # Only read where row >= 19, so the shifted count is from the same group.
+            "_volume_flat": changes == changes.shift(19),
+            # A maximum is exact whatever else the window held, so these two run over the
+            # whole column (cheaper than per group); rows before 251 are masked below.
+            "_high_252": high.rolling_max(252),
+            "_low_252": low.rolling_min(252),
+        },
+        drop=["_close_std0", "_return_std1", "_volume_changes"],
+    )
+    last = {
         "volume_z20": pl.when(~pl.col("_volume_flat")).then(
             (volume - pl.col("_volume_mean")) / pl.col("_volume_std1")
         ),
@@ -179,9 +199,20 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
         "low_52w_dist": pl.when(row >= 251).then(close / pl.col("_low_252") - 1),
     }
     return frame.select(
-        computed[name].alias(name) if name in computed else pl.col(name)
-        for name in FEATURES.columns
+        last[name].alias(name) if name in last else pl.col(name) for name in FEATURES.columns
     )
+
+
+def _step(
+    frame: pl.DataFrame, new: dict[str, pl.Expr], drop: list[str] | None = None
+) -> pl.DataFrame:
+    """Add the ``new`` columns (computed in parallel) and drop helpers nothing later reads.
+
+    Dropping early keeps the peak memory, and so the cost of touching fresh pages, down on
+    frames of millions of rows. Dropped columns can still be read by the ``new`` expressions.
+    """
+    kept = pl.all().exclude(drop) if drop else pl.all()
+    return frame.select(kept, *(expr.alias(name) for name, expr in new.items()))
 
 
 def _per_group(expr: pl.Expr) -> pl.Expr:
@@ -207,14 +238,9 @@ def _ema(seeded: pl.Expr, *, alpha: float) -> pl.Expr:
 
 
 def _rsi(avg_gain: pl.Expr, avg_loss: pl.Expr) -> pl.Expr:
-    return (
-        pl.when(avg_loss > 0)
-        .then(100 - 100 / (1 + avg_gain / avg_loss))
-        .when(avg_gain > 0)
-        .then(100.0)
-        .when(avg_gain == 0)
-        .then(50.0)
-    )
+    # 100 - 100 / (1 + g / l) == 100 * g / (g + l): also 100 when l == 0 < g, no special case.
+    moves = avg_gain + avg_loss
+    return pl.when(moves == 0).then(50.0).otherwise(100 * avg_gain / moves)
 
 
 def _check(frame: pl.DataFrame) -> None:
