@@ -2,9 +2,11 @@
 
 Builds a catalog in a temporary data directory with synthetic rows inserted in bulk by SQL
 (symbols, symbol × dataset status, runs and tasks, fetch and compute logs spread over 90
-days), enriches one symbol for real (sample provider, 10 years) so the drilldown reads a real
-lake, then times every read model each page calls: the median of ``--repeat`` calls each, and
-per page the sum of its models' medians. The target is < 300 ms per read model.
+days, quality results and session coverage of every symbol), enriches one symbol for real
+(sample provider, 10 years) so the drilldown reads a real lake, then times every read model
+each page calls — the coverage heatmap at 5,000 symbols × 252 sessions among them: the
+median of ``--repeat`` calls each, and per page the sum of its models' medians. The target
+is < 300 ms per read model.
 
 For reference it also times the naive way — loading the whole fetch log into the page and
 aggregating it there — and prints the ratio. Usage::
@@ -138,6 +140,57 @@ def build(store: Store, symbols: int, log_rows: int, runs: int = 2000,
           f"in {time.perf_counter() - t0:.1f} s")
 
 
+def build_quality(store: Store, log_rows: int) -> None:
+    """Quality results and session coverage for every synthetic symbol, in bulk: most
+    listed years ago, some recently (cells before listing), 5 % with gaps, 3 % with a
+    failing check, a few behind; ``log_rows`` check results over 90 days."""
+    from enrich.quality import CHECKS
+
+    checks = ", ".join(f"('{c.dataset}', '{c.name}', '{c.severity}')" for c in CHECKS)
+    t0 = time.perf_counter()
+    with store.catalog.connect() as con:
+        con.execute("SELECT setseed(0.17)").fetchall()
+        con.execute(f"""
+            INSERT INTO session_coverage
+            SELECT symbol, 'bars',
+                   CASE WHEN u1 < 0.9 THEN DATE '2016-11-25' + CAST(u1 * 300 AS INTEGER)
+                        ELSE DATE '2026-11-25' - CAST((u1 - 0.9) * 3000 AS INTEGER) END,
+                   CASE WHEN u2 < 0.95 THEN DATE '2026-11-25' ELSE DATE '2026-11-19' END,
+                   CASE WHEN u2 < 0.95 THEN DATE '2026-11-25' ELSE DATE '2026-11-19' END,
+                   NULL, 2515, 2515,
+                   CASE WHEN u3 < 0.05 THEN '[["2026-03-02", "2026-03-06"], '
+                                            '["2026-09-14", "2026-09-14"]]'
+                        ELSE '[]' END,
+                   CASE WHEN u4 < 0.03 THEN '["2026-05-12", "2026-08-03"]' ELSE '[]' END,
+                   TIMESTAMPTZ '{NOW}' - INTERVAL 3 HOUR, 'run-001999'
+            FROM (SELECT symbol, random() AS u1, random() AS u2, random() AS u3,
+                         random() AS u4 FROM symbols)""")
+        con.execute(f"""
+            INSERT INTO quality_status
+            SELECT s.symbol, c.dataset, c.name, 'run-001999', c.severity, r.u >= 0.01,
+                   CASE WHEN r.u >= 0.01 THEN 0 ELSE 2 END, 0,
+                   CASE WHEN r.u >= 0.01 THEN 'ok' ELSE '2 offending rows (synthetic)' END,
+                   TIMESTAMPTZ '{NOW}' - INTERVAL 3 HOUR
+            FROM symbols s JOIN (VALUES {", ".join(
+                f"('{c}', '{d}')" for c, ds in DATASETS_BY_CLASS.items() for d in ds)})
+                 a(asset_class, dataset) ON a.asset_class = s.asset_class
+            JOIN (VALUES {checks}) c(dataset, name, severity) ON c.dataset = a.dataset,
+                 LATERAL (SELECT random() AS u) r""")
+        n_status = con.execute("SELECT count(*) FROM quality_status").fetchall()[0][0]
+        con.execute(f"""
+            INSERT INTO quality_log
+            SELECT q.run_id, q.symbol, q.dataset, q.check_name, q.severity,
+                   random() >= 0.01, 0, 0, 'synthetic',
+                   TIMESTAMPTZ '{NOW}' - INTERVAL 90 DAY
+                       + INTERVAL (CAST(i * 7776 / {log_rows} AS BIGINT)) SECOND * 1000
+            FROM range({log_rows}) t(i)
+            JOIN (SELECT *, row_number() OVER () - 1 AS k FROM quality_status) q
+                 ON q.k = i % {n_status}""")
+        con.execute("CHECKPOINT").fetchall()
+    print(f"built quality: {n_status:,} check results, {log_rows:,} quality-log rows, "
+          f"session coverage of every symbol in {time.perf_counter() - t0:.1f} s")
+
+
 def enrich_one(store: Store, settings) -> None:
     from enrich.universe import add_symbols
 
@@ -192,6 +245,20 @@ def pages(store: Store, settings) -> dict[str, dict[str, Callable[[], object]]]:
                                                       q.atm_term_structure(lake, "AAPL")),
             "drilldown: symbol_lake_quality": lambda: q.symbol_lake_quality(
                 lake, "AAPL", "stocks"),
+            "symbol_quality (quality column)": lambda: q.symbol_quality(cat),
+            "drilldown: checks + scores + restatements": lambda: (
+                q.symbol_checks(cat, "AAPL"), q.quality_scores(cat, "AAPL"),
+                q.symbol_restatements(cat, "AAPL"), q.symbol_rebases(cat, "AAPL")),
+        },
+        "Quality": {
+            "coverage_heatmap bars 252 sessions (weekly)": lambda: q.coverage_heatmap(
+                cat, "bars", NOW, 252),
+            "coverage_heatmap bars 252 sessions (daily)": lambda: q.coverage_heatmap(
+                cat, "bars", NOW, 252, "day"),
+            "coverage_heatmap bars 60 sessions": lambda: q.coverage_heatmap(cat, "bars", NOW,
+                                                                          60),
+            "heatmap summary + page of 40 + fill plan": lambda: heatmap_page(cat),
+            "failing_checks": lambda: q.failing_checks(cat, "bars"),
         },
         "Runs": {
             "runs_search (page 1)": lambda: q.runs_search(cat, limit=25),
@@ -216,6 +283,9 @@ def pages(store: Store, settings) -> dict[str, dict[str, Callable[[], object]]]:
             "errors_by_class": lambda: q.errors_by_class(cat),
             "quality + recent_rejections": lambda: (q.quality(cat),
                                                     q.recent_rejections(cat)),
+            "quality_by_dataset + by_check": lambda: (q.quality_by_dataset(cat),
+                                                      q.quality_by_check(cat)),
+            "quality_daily (30 d)": lambda: q.quality_daily(cat, NOW, 30),
         },
         "Health": {
             "health (no probe)": lambda: health(settings, store, probe=False),
@@ -230,6 +300,16 @@ def pages(store: Store, settings) -> dict[str, dict[str, Callable[[], object]]]:
             "universe_table": lambda: q.universe_table(cat),
         },
     }
+
+
+def heatmap_page(cat) -> object:
+    """What the Quality page does with the heatmap: rank, take a page, plan a fill."""
+    from enrich import coverage
+
+    hm = q.coverage_heatmap(cat, "bars", NOW, 60)
+    summary = hm.summary().sort(["missing", "symbol"], descending=[True, False])
+    view = hm.subset(summary["symbol"].head(40).to_list())
+    return coverage.plan_fill(hm, view.symbols, hm.days[0].item(), hm.days[-1].item())
 
 
 def reference_naive(store: Store) -> pl.DataFrame:
@@ -251,6 +331,7 @@ def main() -> int:
                                  dotenv_path=None)
         store = Store.from_settings(settings)
         build(store, args.symbols, args.log_rows)
+        build_quality(store, args.log_rows // 2)
         enrich_one(store, settings)
         print(f"\nmedian of {args.repeat} calls each (target < {TARGET_MS:.0f} ms per model)\n")
         worst = 0.0

@@ -380,15 +380,17 @@ def check_dividends(divs: pl.DataFrame, bars: pl.DataFrame, splits: pl.DataFrame
     if bars.is_empty():
         return [_not_applicable(ds, "dividend_size", 0, "no daily bars to compare"),
                 _not_applicable(ds, "ex_date_range", 0, "no daily bars to compare")]
-    d = divs.sort("ex_date")
-    ex = d["ex_date"].to_numpy().astype("datetime64[D]")
-    cash = d["cash_amount"].to_numpy().astype(np.float64)
-    b = bars.sort("session", "ts")
-    sess = b["session"].to_numpy().astype("datetime64[D]")
+    ex = divs["ex_date"].to_numpy().astype("datetime64[D]")
+    cash = divs["cash_amount"].to_numpy().astype(np.float64)
+    by_day = np.argsort(ex, kind="stable")
+    ex, cash = ex[by_day], cash[by_day]
+    sess = bars["session"].to_numpy().astype("datetime64[D]")
+    order = np.lexsort((bars["ts"].to_numpy(), sess))
+    sess = sess[order]
     last_of = np.r_[sess[1:] != sess[:-1], True]
     days = sess[last_of]
-    close = b["close"].to_numpy().astype(np.float64)[last_of]
-    asof = b["adjusted_asof"].to_numpy().astype("datetime64[D]")[last_of]
+    close = bars["close"].to_numpy().astype(np.float64)[order][last_of]
+    asof = bars["adjusted_asof"].to_numpy().astype("datetime64[D]")[order][last_of]
     pos = np.searchsorted(days, ex, "right") - 1  # the ex date's bar, or the one before
     has_bar = pos >= 0
     at = np.maximum(pos, 0)
@@ -402,22 +404,25 @@ def check_dividends(divs: pl.DataFrame, bars: pl.DataFrame, splits: pl.DataFrame
     with np.errstate(invalid="ignore"):
         big = cash >= as_traded
     n = int(big.sum())
-    rows = pl.DataFrame({"ex_date": _dates(ex[big]), "cash_amount": cash[big],
-                         "as_traded": as_traded[big]})
-    out = [_result(
-        ds, "dividend_size", n, 0, n > 0,
-        _count_detail(n, "dividends at or above the close", rows,
-                      lambda r: f"ex {r['ex_date']} {_g(r['cash_amount'])} vs close "
-                                f"{_g(r['as_traded'])}", th), _dates(ex[big]))]
-    first, last = days[0], days[-1]
-    outside = (ex < first) | (ex > last)
+    if n:
+        rows = pl.DataFrame({"ex_date": _dates(ex[big]), "cash_amount": cash[big],
+                             "as_traded": as_traded[big]})
+        detail = _count_detail(n, "dividends at or above the close", rows,
+                               lambda r: f"ex {r['ex_date']} {_g(r['cash_amount'])} vs "
+                                         f"close {_g(r['as_traded'])}", th)
+    else:
+        detail = "every dividend below the close of its ex date"
+    out = [_result(ds, "dividend_size", n, 0, n > 0, detail, _dates(ex[big]))]
+    first, last = days[0].item(), days[-1].item()
+    outside = (ex < days[0]) | (ex > days[-1])
     n = int(outside.sum())
-    rows = pl.DataFrame({"ex_date": _dates(ex[outside]), "cash_amount": cash[outside]})
-    out.append(_result(
-        ds, "ex_date_range", n, 0, n > 0,
-        _count_detail(n, f"ex dates outside the bars ({first} – {last})", rows,
-                      lambda r: f"ex {r['ex_date']} {_g(r['cash_amount'])}", th),
-        _dates(ex[outside])))
+    if n:
+        rows = pl.DataFrame({"ex_date": _dates(ex[outside]), "cash_amount": cash[outside]})
+        detail = _count_detail(n, f"ex dates outside the bars ({first} – {last})", rows,
+                               lambda r: f"ex {r['ex_date']} {_g(r['cash_amount'])}", th)
+    else:
+        detail = f"every ex date within the bars ({first} – {last})"
+    out.append(_result(ds, "ex_date_range", n, 0, n > 0, detail, _dates(ex[outside])))
     return out
 
 
@@ -426,17 +431,25 @@ def check_earnings(earn: pl.DataFrame, th: Thresholds = THRESHOLDS) -> list[Chec
     ds = "earnings"
     if earn.is_empty():
         return [_not_applicable(ds, "earnings_order", 0, "no earnings stored")]
-    e = earn.sort("fiscal_year", "fiscal_quarter").with_columns(
-        pl.col("period_end").shift(1).alias("prev_end"))
-    bad = e.filter((pl.col("period_end") <= pl.col("prev_end"))
-                   | (pl.col("filing_date") < pl.col("period_end")))
+    fy = earn["fiscal_year"].to_numpy()
+    fq = earn["fiscal_quarter"].to_numpy()
+    order = np.lexsort((fq, fy))
+    ends = earn["period_end"].to_numpy().astype("datetime64[D]")[order]
+    filed = earn["filing_date"].to_numpy().astype("datetime64[D]")[order]
+    with np.errstate(invalid="ignore"):
+        bad = np.r_[False, ends[1:] <= ends[:-1]] | (filed < ends)
+    n = int(bad.sum())
+    if not n:
+        return [_result(ds, "earnings_order", 0, 0, False, "no quarters out of order")]
+    rows = earn[order].with_columns(
+        pl.col("period_end").shift(1).alias("prev_end")).filter(pl.Series(bad))
     return [_result(
-        ds, "earnings_order", bad.height, 0, bad.height > 0,
-        _count_detail(bad.height, "quarters out of order", bad,
+        ds, "earnings_order", n, 0, True,
+        _count_detail(n, "quarters out of order", rows,
                       lambda r: f"FY{r['fiscal_year']} Q{r['fiscal_quarter']} period end "
                                 f"{r['period_end']} (previous {r['prev_end']}), filed "
                                 f"{r['filing_date']}", th),
-        bad.select(pl.coalesce("filing_date", "period_end")).to_series())]
+        rows.select(pl.coalesce("filing_date", "period_end")).to_series())]
 
 
 def check_news(news: pl.DataFrame, th: Thresholds = THRESHOLDS) -> list[CheckResult]:
@@ -464,25 +477,31 @@ def check_options(chain: pl.DataFrame, th: Thresholds = THRESHOLDS) -> list[Chec
     if chain.is_empty():
         return [_not_applicable(ds, "iv_range", th.iv_max, "no option chain stored"),
                 _not_applicable(ds, "greeks", 0, "no option chain stored")]
-    bad_iv = chain.filter(pl.col("iv").is_not_null()
-                          & ((pl.col("iv") <= 0) | (pl.col("iv") > th.iv_max)
-                             | pl.col("iv").is_nan()))
-    out = [_result(
-        ds, "iv_range", bad_iv.height, th.iv_max, bad_iv.height > 0,
-        _count_detail(bad_iv.height, f"contracts with IV outside (0, {th.iv_max:g}]", bad_iv,
-                      lambda r: f"{r['as_of']} {r['contract']} iv={_g(r['iv'])}", th),
-        bad_iv["as_of"])]
-    call, put = pl.col("contract_type") == "call", pl.col("contract_type") == "put"
-    delta, gamma = pl.col("delta"), pl.col("gamma")
-    wrong = (((call & ((delta < 0) | (delta > 1))) | (put & ((delta < -1) | (delta > 0))))
-             .fill_null(False) | (gamma < 0).fill_null(False))
-    bad = chain.filter(wrong)
-    out.append(_result(
-        ds, "greeks", bad.height, 0, bad.height > 0,
-        _count_detail(bad.height, "contracts with greeks inconsistent with their type", bad,
-                      lambda r: f"{r['as_of']} {r['contract']} {r['contract_type']} "
-                                f"delta={_g(r['delta'])} gamma={_g(r['gamma'])}", th),
-        bad["as_of"]))
+
+    def num(col: str) -> np.ndarray:  # nulls become NaN, which compares False
+        return chain[col].to_numpy().astype(np.float64, copy=False)
+
+    iv, delta, gamma = num("iv"), num("delta"), num("gamma")
+    kind = chain["contract_type"].to_numpy()
+    call, put = kind == "call", kind == "put"
+    with np.errstate(invalid="ignore"):
+        # A null IV is a documented "not computed"; a NaN one is a defect.
+        bad_iv = ~chain["iv"].is_null().to_numpy() & ~((iv > 0) & (iv <= th.iv_max))
+        wrong = ((call & ((delta < 0) | (delta > 1))) | (put & ((delta < -1) | (delta > 0)))
+                 | (gamma < 0))
+    as_of = chain["as_of"].to_numpy().astype("datetime64[D]")
+    out = []
+    for name, mask, noun, fmt, limit in (
+        ("iv_range", bad_iv, f"contracts with IV outside (0, {th.iv_max:g}]",
+         lambda r: f"{r['as_of']} {r['contract']} iv={_g(r['iv'])}", th.iv_max),
+        ("greeks", wrong, "contracts with greeks inconsistent with their type",
+         lambda r: f"{r['as_of']} {r['contract']} {r['contract_type']} "
+                   f"delta={_g(r['delta'])} gamma={_g(r['gamma'])}", 0),
+    ):
+        n = int(mask.sum())
+        rows = chain.filter(pl.Series(mask)) if n else chain.clear()
+        out.append(_result(ds, name, n, limit, n > 0, _count_detail(n, noun, rows, fmt, th),
+                           _dates(as_of[mask])))
     return out
 
 
@@ -493,12 +512,16 @@ def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]
     if not files:
         return lake.read("options_iv", [symbol]), np.array([], dtype="datetime64[D]")
     newest = pl.read_parquet(files[-1])
-    days = newest["as_of"].unique()
+    as_of = newest["as_of"].to_numpy().astype("datetime64[D]")
+    days = np.unique(as_of)
     if len(files) > 1:
-        days = pl.concat([days, pl.scan_parquet([str(f) for f in files[:-1]])
-                          .select("as_of").unique().collect()["as_of"]]).unique()
-    newest = newest.filter(pl.col("as_of") == newest["as_of"].max())
-    return newest, np.sort(days.to_numpy().astype("datetime64[D]"))
+        older = (pl.scan_parquet([str(f) for f in files[:-1]]).select("as_of").unique()
+                 .collect()["as_of"].to_numpy().astype("datetime64[D]"))
+        days = np.union1d(days, older)
+    latest = as_of.max()
+    if not (as_of == latest).all():
+        newest = newest.filter(pl.Series(as_of == latest))
+    return newest, days
 
 
 def _event_coverage(ds: str, frame: pl.DataFrame, col: str,

@@ -833,18 +833,19 @@ def _check_order_sql() -> str:
     return f"(CASE dataset || '/' || check_name {cases} ELSE 99 END)"
 
 
-def quality_scores(catalog: Catalog) -> pl.DataFrame:
-    """Per symbol × dataset, from the latest check results: ``score`` (share of checks
-    passing, weighted by severity: ``enrich.quality.SEVERITY_WEIGHT``), checks, failed,
-    failed errors, when checked."""
+def quality_scores(catalog: Catalog, symbol: str | None = None) -> pl.DataFrame:
+    """Per symbol × dataset (of one ``symbol`` when given), from the latest check results:
+    ``score`` (share of checks passing, weighted by severity:
+    ``enrich.quality.SEVERITY_WEIGHT``), checks, failed, failed errors, when checked."""
     w = _weight_sql()
+    where, params = ("WHERE symbol = ?", [symbol]) if symbol else ("", [])
     return catalog.query(f"""
         SELECT symbol, dataset,
                sum({w} * CAST(passed AS INTEGER)) / sum({w}) AS score,
                count(*) AS checks, count(*) FILTER (NOT passed) AS failed,
                count(*) FILTER (NOT passed AND severity = 'error') AS failed_errors,
                max(checked_at) AS checked_at
-        FROM quality_status GROUP BY ALL ORDER BY symbol, dataset""")
+        FROM quality_status {where} GROUP BY ALL ORDER BY symbol, dataset""", params)
 
 
 def symbol_quality(catalog: Catalog) -> pl.DataFrame:

@@ -67,8 +67,11 @@ def symbol_list() -> None:
                                    dataset=None if dataset == ALL else dataset,
                                    asset_class=None if asset == ALL else asset, sort=sort,
                                    limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+    expected = c.grid().filter(pl.col("asset_class") != "crypto")["expected_session"].max()
     st.caption(f"{total:,} of {summary.height:,} symbols match"
-               + (f" · page {page_no} of {pages}" if pages > 1 else ""))
+               + (f" · page {page_no} of {pages}" if pages > 1 else "")
+               + (f" · latest expected session {ui.fmt_session(expected)} (XNYS, exchange "
+                  "date)" if expected else ""))
     with st.expander("What the states and the quality score mean"):
         st.markdown(ui.freshness_legend())
         st.caption("Quality: the share of the data-quality checks passing on what is stored "
@@ -202,7 +205,7 @@ def status_table(symbol: str, asset_class: str) -> None:
     g = c.read("status_grid", c.now_minute(), symbol=symbol, active_only=False)
     stats = c.read("symbol_fetch_stats", symbol)
     qual = c.lake_read("symbol_lake_quality", symbol, asset_class)
-    scores = c.read("quality_scores").filter(pl.col("symbol") == symbol).select(
+    scores = c.read("quality_scores", symbol).select(
         "dataset", pl.col("score").alias("quality"))
     table = (g.join(qual.rename({"rows": "rows_held", "first": "first_held",
                                  "last": "last_held"}), on="dataset", how="left")
@@ -285,6 +288,7 @@ def quality_section(symbol: str) -> None:
         st.caption(f"Split re-bases (not restatements): {rebases.height}, the newest "
                    f"{ui.fmt_utc(rebases['started_at'][0])} ({rebases['records'][0]:,} bars "
                    "moved to the new share basis).")
+    st.page_link("pages/quality.py", label="Coverage and checks of every symbol →", icon="🧪")
 
 
 def downloads(symbol: str, asset_class: str) -> None:

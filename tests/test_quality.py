@@ -402,3 +402,76 @@ def test_a_split_rebase_is_not_a_restatement(settings):
     assert rebased["error_message"][0] == "re-fetched bars on a newer split basis"
     assert q.symbol_restatements(store.catalog, "AAPL").is_empty()
     assert q.symbol_rebases(store.catalog, "AAPL")["records"].sum() == held
+
+
+# -- the pages ---------------------------------------------------------------------------------
+@pytest.fixture
+def app_env(monkeypatch, copy):
+    from enrich.service import reset_services
+
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(copy.data_dir))
+    monkeypatch.setenv("ENRICH_SCHEDULER", "off")
+    monkeypatch.setenv("ENRICH_NOW", FIXED_NOW.isoformat())
+    monkeypatch.chdir(copy.data_dir.parent)
+    yield copy
+    reset_services()
+
+
+def open_page(page: str, **query):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    at = AppTest.from_file(app, default_timeout=60).run()
+    at.switch_page(page)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def frame_with(at, column: str):
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert found, [list(d.value.columns) for d in at.dataframe]
+    return found[0]
+
+
+def test_pages_show_scores_failing_checks_and_restatements(app_env):
+    from enrich.catalog import WriteBatch
+
+    store = app_env
+    bars = bars_of(store)
+    put_bars(store, bars.filter(~pl.col("session").is_in(bars["session"][40:42].implode())))
+    quality.audit(store, ["AAPL"], ["bars"])
+    b = WriteBatch()
+    b.insert("restatements", {"run_id": "r-test", "symbol": "AAPL", "dataset": "bars",
+                              "session": bars["session"][10], "column_name": "close",
+                              "old_value": 100.0, "new_value": 101.0, "change": 0.01,
+                              "detected_at": FIXED_NOW})
+    store.catalog.write(b)
+
+    at = open_page("pages/symbols.py")
+    table = frame_with(at, "quality")
+    row = table[table["symbol"] == "AAPL"].iloc[0]
+    assert row["quality"] < 1 and row["failing_checks"] == "bars/missing_sessions"
+    assert table[table["symbol"] == "MSFT"].iloc[0]["quality"] == 1
+    assert any("late" in e.value and "stale" in e.value for e in at.markdown)  # the legend
+
+    at = open_page("pages/symbols.py", symbol="AAPL")
+    status = at.dataframe[0].value
+    assert status[status["dataset"] == "bars"].iloc[0]["quality"] < 1
+    assert status["expected_session"].notna().all()
+    failing = frame_with(at, "title")
+    assert list(failing["check_name"]) == ["missing_sessions"]
+    assert "2 sessions without a bar" in failing["detail"].iloc[0]
+    rest = frame_with(at, "column_name")
+    assert list(rest["column_name"]) == ["close"] and rest["new_value"].iloc[0] == 101.0
+
+    at = open_page("pages/metrics.py")
+    by_ds = frame_with(at, "mean_score")
+    assert set(by_ds["dataset"]) >= {"bars", "news"}
+    assert int(by_ds["failed_checks"].sum()) == 1
+    assert any(ch.proto.id.endswith("quality_daily") for ch in at.get("plotly_chart"))
+    by_check = frame_with(at, "last_failure")
+    assert by_check.set_index("check_name").loc["missing_sessions", "failing"] == 1
