@@ -4,8 +4,10 @@
 First launch → "Start the first enrichment" → the run reaches its end and the overview numbers
 change; Controls → Run now → follow the run to its final state; Symbols → search, pick the row
 in the table → the drilldown draws the price chart and the IV smile; every page opens without
-a Streamlit exception box. Screenshots of each page go to the test's tmp dir, or to
-``docs/screenshots/`` with ``ENRICH_SCREENSHOTS=1`` (so a test run never dirties the tree)::
+a Streamlit exception box. A second test opens the Quality page on a store with a gap, drags a
+box over the gap in the coverage heatmap, fills it and sees the gap close. Screenshots of
+each page go to the test's tmp dir, or to ``docs/screenshots/`` with ``ENRICH_SCREENSHOTS=1``
+(so a test run never dirties the tree)::
 
     ENRICH_SCREENSHOTS=1 .venv/bin/python -m pytest tests/test_browser.py
 
