@@ -502,21 +502,26 @@ class Engine:
             checked = check(ds, frame)
             # Stored history this fetch changes (enrich.restatements), before it is replaced.
             diff = restatements.detect(self.store.lake, ds, checked.good, params.timeframe)
-            if ds == "bars":
-                written = self.store.lake.upsert("bars", checked.good).changed
-            else:
-                written = self.store.lake.upsert(ds, checked.good).changed
+            written = self.store.lake.upsert(ds, checked.good).changed
             step = StepResult(ds, "ok", written, window=(start, end))
             restatements.record(log, run_id, diff, params.timeframe)
-            new_coverage[ckey] = end
+            # Bars and options are held through the newest session actually received: a
+            # session the provider has not published yet must be asked for again next time.
+            # Event datasets (dividends, news, …) are complete for the window they covered.
+            covered = end
+            if ds in ("bars", "options_iv"):
+                covered = self._latest_of(ds, checked.good, coverage.get(ckey), end)
+            if covered is not None:
+                new_coverage[ckey] = covered
             note = None
             if checked.rejected:
                 note = f"refused {checked.rejected} rows: " + " | ".join(checked.causes)
-            latest = self._latest_of(ds, checked.good, coverage.get(ckey), end)
+            latest = covered if ds in ("bars", "options_iv") else \
+                self._latest_of(ds, checked.good, coverage.get(ckey), end)
             self._log_fetch(log, run_id, symbol, ds, params.timeframe, t0,
                             (time.perf_counter() - perf0) * 1000, step, received,
                             checked.rejected, attempts, start, end, note, n_req)
-            self._status(log, symbol, ds, cal, expected, latest, step, None, covered=end)
+            self._status(log, symbol, ds, cal, expected, latest, step, None, covered=covered)
         except Exception as exc:
             if isinstance(exc, Cancelled):
                 raise

@@ -267,6 +267,8 @@ def prune_history(catalog: Catalog, retention_days: int, now: dt.datetime) -> di
                 ("tasks", f"run_id IN ({old_runs})"),
                 ("fetch_log", "started_at < $cutoff"),
                 ("compute_log", "started_at < $cutoff"),
+                ("quality_log", "checked_at < $cutoff"),
+                ("restatements", "detected_at < $cutoff"),
                 ("runs", f"run_id IN ({old_runs})"),
             ):
                 n = con.execute(f"SELECT count(*) FROM {table} WHERE {where}",

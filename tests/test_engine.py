@@ -172,3 +172,34 @@ def test_asset_class_decides_datasets(settings, fixed_clock):
         "SELECT DISTINCT dataset FROM fetch_log WHERE run_id = ?",
         [summary.run_id])["dataset"])
     assert fetched == {"bars", "news"}
+
+
+class Unpublished:
+    """The provider has not published the latest session's bar yet."""
+
+    def __init__(self, inner, hide):
+        self.inner, self.hide = inner, hide
+        self.name, self.is_demo, self.rate_limited = inner.name, True, False
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def bars(self, symbol, timeframe, start, end):
+        return self.inner.bars(symbol, timeframe, start, min(end, self.hide - dt.timedelta(1)))
+
+
+def test_an_unpublished_session_is_asked_for_again(settings, fixed_clock):
+    last = dt.date(2026, 11, 25)
+    inner = SampleProvider(clock=fixed_clock)
+    eng = make_engine(settings.with_(history_years=1), fixed_clock(),
+                      provider=Unpublished(inner, last))
+    eng.run(RunParams(symbols=["AAPL"], datasets=["bars"]))
+    assert eng.store.lake.read("bars", ["AAPL"])["session"].max() == dt.date(2026, 11, 24)
+    assert eng.store.lake.read_coverage("AAPL")["bars:1d"] == dt.date(2026, 11, 24)
+    behind = eng.store.catalog.scalar(
+        "SELECT sessions_behind FROM symbol_status WHERE symbol = 'AAPL' AND dataset = 'bars'")
+    assert behind == 1
+    eng.provider = inner  # now it is published
+    again = eng.run(RunParams(symbols=["AAPL"], datasets=["bars"]))
+    assert again.records > 0
+    assert eng.store.lake.read("bars", ["AAPL"])["session"].max() == last

@@ -245,7 +245,8 @@ def test_prune_history_drops_old_runs_tasks_and_logs(settings):
                              "started_at": at, "status": "ok"})
     store.catalog.write(b)
     counts = sched.prune_history(store.catalog, 90, now)
-    assert counts == {"tasks": 1, "fetch_log": 2, "compute_log": 2, "runs": 1}
+    assert counts == {"tasks": 1, "fetch_log": 2, "compute_log": 2, "runs": 1,
+                      "quality_log": 0, "restatements": 0}
     left = store.catalog.query("SELECT run_id FROM runs ORDER BY run_id")["run_id"].to_list()
     assert left == ["new", "old-running"]  # an unfinished run is never pruned
     assert store.catalog.scalar("SELECT count(*) FROM tasks") == 2
