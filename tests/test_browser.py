@@ -35,6 +35,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 SHOTS = Path(REPO) / "docs" / "screenshots"
+# Read at import: the autouse clean_environ fixture removes ENRICH_* variables before tests.
+WRITE_SHOTS = os.environ.get("ENRICH_SCREENSHOTS") == "1"
 VIEWPORT = {"width": 1280, "height": 900}
 RUN_TIMEOUT_MS = 240_000
 
@@ -133,7 +135,7 @@ def settle(page, seconds: float = 1.5) -> None:
 @pytest.fixture
 def shot(tmp_path):
     """``shot(page, name)`` saves a viewport screenshot as ``<name>.png``."""
-    folder = SHOTS if os.environ.get("ENRICH_SCREENSHOTS") == "1" else tmp_path / "screenshots"
+    folder = SHOTS if WRITE_SHOTS else tmp_path / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
 
     def take(page, name: str) -> None:
@@ -229,9 +231,10 @@ def test_dashboard_end_to_end(page, shot):
     shot(page, "symbol_drilldown")
 
     # -- every page, no exception box ----------------------------------------------------------
-    for title in ("Runs", "Metrics", "Health", "Settings", "Controls", "Symbols", "Overview"):
+    for title in ("Runs", "Metrics", "Quality", "Health", "Settings", "Controls", "Backfill",
+                  "Symbols", "Overview"):
         goto_page(page, title)
-        if title in ("Runs", "Metrics", "Health", "Settings"):
+        if title in ("Runs", "Metrics", "Quality", "Health", "Settings", "Backfill"):
             shot(page, title.lower())
 
 
