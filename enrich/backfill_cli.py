@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
-import socket
 import sys
 import time
 from typing import Any
@@ -31,18 +29,11 @@ from enrich.cli import (
     extend_parser,
     print_json,
     print_table,
+    who,
 )
 from enrich.config import Settings
 
 ACTIONS = ("list", "show", "resume", "pause", "cancel")
-
-
-def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()} (cli)"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -276,7 +267,7 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if action in ("pause", "cancel"):
         intent = "paused" if action == "pause" else "cancelled"
-        run_id = stop_backfill(Store.from_settings(settings).catalog, bid, intent, _who())
+        run_id = stop_backfill(Store.from_settings(settings).catalog, bid, intent, who())
         if run_id:
             print(f"backfill {bid}: {intent}; run {run_id[:8]} stops after its current "
                   f"chunk; resume with `python -m enrich backfill resume {bid}`")

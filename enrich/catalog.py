@@ -617,3 +617,14 @@ def _insert_rows(con, table: str, rows: list[dict[str, Any]], replace: bool) -> 
 
 def host_and_pid() -> tuple[str, int]:
     return socket.gethostname(), os.getpid()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +31,15 @@ _COMMANDS: dict[str, Handler] = {}
 
 class UsageError(EnrichError):
     error_class = "usage"
+
+
+def who() -> str:
+    """Who acts from this terminal, for pause/cancel records: ``user@host (cli)``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()} (cli)"
 
 
 def _csv_list(raw: str | None) -> list[str] | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import datetime as dt
 import json
-import os
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from enrich import calendars, quality, restatements
-from enrich.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.catalog import WriteBatch, host_and_pid, pid_alive, utcnow
 from enrich.config import Settings
 from enrich.errors import (
     Cancelled,
@@ -137,16 +136,6 @@ class LogBuffer:
             raise
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cancel_requested(store: Store, run_id: str) -> bool:
     """Whether someone asked, through the catalog, for the run to stop between symbols."""
     return bool(store.catalog.scalar(
@@ -166,7 +155,7 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
         if run_id in live_run_ids:
             continue
         if rhost == host:
-            gone = pid is None or (pid != me and not _pid_alive(pid))
+            gone = pid is None or (pid != me and not pid_alive(pid))
             stale_here = (pid == me and not live_run_ids and hb is not None
                           and (now - hb).total_seconds() > stale_after_s)
             if gone or stale_here:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -27,7 +26,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from enrich.calendars import EXCHANGE_TZ
-from enrich.catalog import Catalog, WriteBatch, bump_version, frame, host_and_pid
+from enrich.catalog import Catalog, WriteBatch, bump_version, frame, host_and_pid, pid_alive
 
 UTC = dt.UTC
 HEARTBEAT_S = 5.0
@@ -191,16 +190,6 @@ def add_clean_stop(b: WriteBatch, now: dt.datetime) -> None:
     host, pid = host_and_pid()
     b.execute("UPDATE scheduler_state SET pid = NULL, stopped_at = ?, next_fire_at = NULL "
               "WHERE id = 1 AND pid = ? AND host = ?", [now, pid, host])
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- bookkeeping runs -----------------------------------------------------------------------

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 
@@ -29,19 +27,12 @@ from enrich.cli import (
     command,
     extend_parser,
     print_json,
+    who,
 )
 from enrich.config import Settings
 from enrich.errors import EnrichError
 
 SERVE_STOP_S = 3.0  # grace for runs to reach a symbol boundary; serve exits within ~5 s
-
-
-def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()} (cli)"
 
 
 def _store(settings: Settings):
@@ -61,13 +52,13 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     action = args.schedule_cmd or "show"
     now = utcnow()
     if action == "pause":
-        sched.set_paused(store.catalog, args.by or _who(), args.reason, now)
-        print(f"schedule paused by {args.by or _who()}"
+        sched.set_paused(store.catalog, args.by or who(), args.reason, now)
+        print(f"schedule paused by {args.by or who()}"
               + (f" ({args.reason})" if args.reason else "")
               + "; it stays paused across restarts until `python -m enrich schedule resume`")
         return EXIT_OK
     if action == "resume":
-        sched.set_resumed(store.catalog, args.by or _who(), now)
+        sched.set_resumed(store.catalog, args.by or who(), now)
         nxt = sched.next_fire_after(settings.schedule_utc, now)
         print(f"schedule resumed; next fire {sched.fire_label(nxt)}")
         return EXIT_OK
@@ -215,7 +206,7 @@ def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
 
     store = _store(settings)
     try:
-        before = request_cancel(store.catalog, args.run_id, args.by or _who(), utcnow())
+        before = request_cancel(store.catalog, args.run_id, args.by or who(), utcnow())
     except UnknownRunError as exc:
         raise UsageError(str(exc)) from None
     if before == "queued":
