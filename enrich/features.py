@@ -146,22 +146,6 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
             "_avg_gain": _ema(pl.col("_gain_in"), alpha=1 / 14),
             "_avg_loss": _ema(pl.col("_loss_in"), alpha=1 / 14),
             "atr14": _ema(pl.col("_true_range_in"), alpha=1 / 14),
-        },
-        drop=["_ema12_in", "_ema26_in", "_gain_in", "_loss_in", "_true_range_in"],
-    )
-    frame = _step(
-        frame,
-        {
-            "macd": ema12 - ema26,
-            "_macd_in": _seed_input(ema12 - ema26, 9, first_row=25),
-            "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
-        },
-        drop=["_avg_gain", "_avg_loss"],
-    )
-    frame = _step(
-        frame,
-        {
-            "macd_signal": _ema(pl.col("_macd_in"), alpha=2 / 10),
             "ma20": _per_group(close.rolling_mean(20)),
             "ma50": _per_group(close.rolling_mean(50)),
             "ma200": _per_group(close.rolling_mean(200)),
@@ -169,17 +153,6 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
             # Row 0's null log return never falls in a window that is kept (rows >= 20);
             # filling it lets the rolling kernel take its faster no-null path.
             "_return_std1": _per_group(pl.col("log_return").fill_null(0.0).rolling_std(20)),
-        },
-        drop=["_macd_in"],
-    )
-    frame = _step(
-        frame,
-        {
-            "bb_upper": ma20 + 2 * std0,
-            "bb_lower": ma20 - 2 * std0,
-            "volatility_20d": pl.when(row >= 20).then(
-                pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)
-            ),
             "_volume_mean": _per_group(volume.rolling_mean(20)),
             "_volume_std1": _per_group(volume.rolling_std(20, ddof=1)),
             # Only read where row >= 19, so the shifted count is from the same group.
@@ -189,9 +162,25 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
             "_high_252": high.rolling_max(252),
             "_low_252": low.rolling_min(252),
         },
-        drop=["_close_std0", "_return_std1", "_volume_changes"],
+        drop=["_ema12_in", "_ema26_in", "_gain_in", "_loss_in", "_true_range_in"]
+        + ["_volume_changes", "high", "low"],
+    )
+    frame = _step(
+        frame,
+        {
+            "macd": ema12 - ema26,
+            "_macd_in": _seed_input(ema12 - ema26, 9, first_row=25),
+            "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
+            "bb_upper": ma20 + 2 * std0,
+            "bb_lower": ma20 - 2 * std0,
+            "volatility_20d": pl.when(row >= 20).then(
+                pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)
+            ),
+        },
+        drop=["_avg_gain", "_avg_loss", "_close_std0", "_return_std1"],
     )
     last = {
+        "macd_signal": _ema(pl.col("_macd_in"), alpha=2 / 10),
         "volume_z20": pl.when(~pl.col("_volume_flat")).then(
             (volume - pl.col("_volume_mean")) / pl.col("_volume_std1")
         ),
@@ -206,10 +195,10 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
 def _step(
     frame: pl.DataFrame, new: dict[str, pl.Expr], drop: list[str] | None = None
 ) -> pl.DataFrame:
-    """Add the ``new`` columns (computed in parallel) and drop helpers nothing later reads.
+    """Add the ``new`` columns and drop the helpers nothing later reads.
 
-    Dropping early keeps the peak memory, and so the cost of touching fresh pages, down on
-    frames of millions of rows. Dropped columns can still be read by the ``new`` expressions.
+    polars evaluates the ``new`` expressions of one step in parallel, so the steps are as few
+    and as wide as the dependencies allow. Dropped columns can still be read by ``new``.
     """
     kept = pl.all().exclude(drop) if drop else pl.all()
     return frame.select(kept, *(expr.alias(name) for name, expr in new.items()))
