@@ -41,7 +41,7 @@ from enrich.backfill_runner import (
     BackfillSummary,
     Progress,
 )
-from enrich.catalog import Catalog, bump_version, utcnow
+from enrich.catalog import Catalog, transaction, utcnow
 from enrich.config import Settings
 from enrich.errors import EnrichError
 from enrich.providers import Provider
@@ -248,14 +248,12 @@ def stop_backfill(catalog: Catalog, backfill_id: str, intent: str, by: str) -> s
         run_id = row[0][0]
         running = con.execute("SELECT state FROM runs WHERE run_id = ? AND state IN "
                               "('queued', 'running')", [run_id]).fetchall()
-        con.execute("BEGIN TRANSACTION")
-        con.execute("UPDATE backfills SET status = ?, updated_at = ? WHERE backfill_id = ?",
-                    [intent, now, backfill_id])
-        if running:
-            con.execute("UPDATE runs SET cancel_requested_at = ?, cancel_requested_by = ? "
-                        "WHERE run_id = ?", [now, by, run_id])
-        bump_version(con)
-        con.execute("COMMIT")
+        with transaction(con):
+            con.execute("UPDATE backfills SET status = ?, updated_at = ? WHERE backfill_id = ?",
+                        [intent, now, backfill_id])
+            if running:
+                con.execute("UPDATE runs SET cancel_requested_at = ?, cancel_requested_by = ? "
+                            "WHERE run_id = ?", [now, by, run_id])
     with _live_lock:
         live = _live.get(backfill_id)
     if live is not None:

@@ -38,7 +38,7 @@ from enrich.backfill_plan import (
     contract_bar_chunks,
     plan_backfill,
 )
-from enrich.catalog import WriteBatch, bump_version, host_and_pid, utcnow
+from enrich.catalog import WriteBatch, host_and_pid, transaction, utcnow
 from enrich.config import Settings
 from enrich.engine import (
     Engine,
@@ -219,14 +219,8 @@ class Backfiller:
                 "requested_at": now, "started_at": now, "heartbeat_at": now, "pid": pid,
                 "host": host, "symbols_total": len({c.underlying for c in todo}),
                 "message": f"backfill {bid}: {len(todo)} chunks to run"})
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 b.apply(con)
-                bump_version(con)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         for c in plan.chunks:
             if c.state == "running":
                 c.state = "pending"

@@ -372,17 +372,12 @@ class Catalog:
             for version, name, sql in MIGRATIONS:
                 if version in done:
                     continue
-                con.execute("BEGIN TRANSACTION")
-                try:
+                with transaction(con, bump=False):
                     for stmt in _split_sql(sql):
                         con.execute(stmt)
                     con.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, utcnow()]
                     )
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
                 applied.append(version)
             self._refresh_views(con, force=bool(applied))
         return applied
@@ -449,14 +444,8 @@ class Catalog:
         if batch.empty():
             return
         with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 batch.apply(con)
-                bump_version(con)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             self._refresh_views(con)
 
 
@@ -466,6 +455,20 @@ def frame(con: duckdb.DuckDBPyConnection, sql: str,
     if rel is None:
         return pl.DataFrame()
     return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection, bump: bool = True) -> Iterator[None]:
+    """One transaction on an open connection; a write bumps the data version before COMMIT."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        if bump:
+            bump_version(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def bump_version(con: duckdb.DuckDBPyConnection) -> None:

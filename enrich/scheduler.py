@@ -26,7 +26,15 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from enrich.calendars import EXCHANGE_TZ
-from enrich.catalog import Catalog, WriteBatch, bump_version, frame, host_and_pid, pid_alive
+from enrich.catalog import (
+    Catalog,
+    WriteBatch,
+    bump_version,
+    frame,
+    host_and_pid,
+    pid_alive,
+    transaction,
+)
 
 UTC = dt.UTC
 HEARTBEAT_S = 5.0
@@ -249,26 +257,20 @@ def prune_history(catalog: Catalog, retention_days: int, now: dt.datetime) -> di
     old_runs = (f"SELECT run_id FROM runs WHERE state IN {final} "
                 f"AND coalesce(finished_at, requested_at) < $cutoff")
     counts: dict[str, int] = {}
-    with catalog.connect() as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for table, where in (
-                ("tasks", f"run_id IN ({old_runs})"),
-                ("fetch_log", "started_at < $cutoff"),
-                ("compute_log", "started_at < $cutoff"),
-                ("quality_log", "checked_at < $cutoff"),
-                ("restatements", "detected_at < $cutoff"),
-                ("runs", f"run_id IN ({old_runs})"),
-            ):
-                n = con.execute(f"SELECT count(*) FROM {table} WHERE {where}",
-                                {"cutoff": cutoff}).fetchall()[0][0]
-                if n:
-                    con.execute(f"DELETE FROM {table} WHERE {where}", {"cutoff": cutoff})
-                counts[table] = int(n)
-            if any(counts.values()):
-                bump_version(con)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    with catalog.connect() as con, transaction(con, bump=False):
+        for table, where in (
+            ("tasks", f"run_id IN ({old_runs})"),
+            ("fetch_log", "started_at < $cutoff"),
+            ("compute_log", "started_at < $cutoff"),
+            ("quality_log", "checked_at < $cutoff"),
+            ("restatements", "detected_at < $cutoff"),
+            ("runs", f"run_id IN ({old_runs})"),
+        ):
+            n = con.execute(f"SELECT count(*) FROM {table} WHERE {where}",
+                            {"cutoff": cutoff}).fetchall()[0][0]
+            if n:
+                con.execute(f"DELETE FROM {table} WHERE {where}", {"cutoff": cutoff})
+            counts[table] = int(n)
+        if any(counts.values()):
+            bump_version(con)
     return counts

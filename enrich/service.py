@@ -39,7 +39,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from enrich import health as health_mod
 from enrich import scheduler as sched
-from enrich.catalog import Catalog, WriteBatch, bump_version, frame, host_and_pid, utcnow
+from enrich.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
 from enrich.config import Settings, load_settings
 from enrich.engine import (
     FINAL_STATES,
@@ -129,15 +129,13 @@ def request_cancel(catalog: Catalog, run_id: str, by: str, now: dt.datetime) -> 
         state = row[0]
         if state not in ("queued", "running"):
             return state
-        con.execute("BEGIN TRANSACTION")
-        con.execute("UPDATE runs SET cancel_requested_at = ?, cancel_requested_by = ? "
-                    "WHERE run_id = ?", [now, by, run_id])
-        if state == "queued":
-            con.execute("UPDATE runs SET state = 'cancelled', finished_at = ?, "
-                        "message = ? WHERE run_id = ?",
-                        [now, f"cancelled by {by} before it started", run_id])
-        bump_version(con)
-        con.execute("COMMIT")
+        with transaction(con):
+            con.execute("UPDATE runs SET cancel_requested_at = ?, cancel_requested_by = ? "
+                        "WHERE run_id = ?", [now, by, run_id])
+            if state == "queued":
+                con.execute("UPDATE runs SET state = 'cancelled', finished_at = ?, "
+                            "message = ? WHERE run_id = ?",
+                            [now, f"cancelled by {by} before it started", run_id])
     return state
 
 
@@ -181,10 +179,8 @@ def hand_off_run(store: Store, params: RunParams, provider: str, now: dt.datetim
             "provider": provider, "requested_at": now, "pid": owner.pid, "host": owner.host,
             "heartbeat_at": now, "handoff": True,
         })
-        con.execute("BEGIN TRANSACTION")
-        b.apply(con)
-        bump_version(con)
-        con.execute("COMMIT")
+        with transaction(con):
+            b.apply(con)
     return run_id, owner
 
 
