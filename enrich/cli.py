@@ -156,11 +156,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.provider == "sample" and not args.json:
         print("provider: sample (offline demo data)", file=sys.stderr)
     summary = engine.run(params, kind="cli", progress=None if args.json else Progress())
+    return report_run(summary, args.json)
+
+
+def report_run(summary, as_json: bool, **extra: Any) -> int:
+    """Print a finished run (a line, or JSON with ``extra`` keys) and return its exit code."""
     from enrich.engine import describe
 
-    if args.json:
+    if as_json:
         print_json({
-            "run_id": summary.run_id, "state": summary.state, "total": summary.total,
+            "run_id": summary.run_id, **extra, "state": summary.state, "total": summary.total,
             "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
             "records": summary.records, "requests": summary.requests,
             "retries": summary.retries, "errors_by_class": summary.errors_by_class,

@@ -230,12 +230,7 @@ def filter_symbols(summary: pl.DataFrame, search: str | None = None,
     ``state`` filters on the symbol's worst state, or on ``dataset``'s state when given.
     ``search`` matches the symbol or its name, case-insensitively.
     """
-    out = summary
-    if search:
-        needle = search.strip().lower()
-        out = out.filter(pl.col("symbol").str.to_lowercase().str.contains(needle, literal=True)
-                         | pl.col("name").fill_null("").str.to_lowercase()
-                         .str.contains(needle, literal=True))
+    out = search_symbols(summary, search)
     if state:
         col = dataset if dataset in STATUS_DATASETS else "state"
         out = out.filter(pl.col(col) == state)
@@ -345,6 +340,16 @@ def runs_table(catalog: Catalog, limit: int = 20, offset: int = 0, state: str | 
     """Recent runs, newest first, filtered in SQL."""
     return runs_search(catalog, limit=limit, offset=offset, state=state, symbol=symbol,
                        kind=kind, since=since)[0]
+
+
+def search_symbols(frame: pl.DataFrame, search: str | None) -> pl.DataFrame:
+    """Rows whose ``symbol`` or ``name`` contains ``search``, case-insensitively."""
+    if not search or not search.strip():
+        return frame
+    needle = search.strip().lower()
+    return frame.filter(pl.col("symbol").str.to_lowercase().str.contains(needle, literal=True)
+                        | pl.col("name").fill_null("").str.to_lowercase()
+                        .str.contains(needle, literal=True))
 
 
 def _runs_where(state, symbol, kind, since, until) -> tuple[str, list]:

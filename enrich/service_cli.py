@@ -27,6 +27,7 @@ from enrich.cli import (
     command,
     extend_parser,
     print_json,
+    report_run,
     who,
 )
 from enrich.config import Settings
@@ -173,7 +174,7 @@ def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
 # -- runs retry | cancel --------------------------------------------------------------------
 @command("runs retry")
 def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.engine import Engine, describe
+    from enrich.engine import Engine
     from enrich.providers import make_provider
     from enrich.service import UnknownRunError, retry_params
 
@@ -190,14 +191,7 @@ def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
     run_id = engine.create_run(params, "retry", parent_run_id=args.run_id)
     summary = engine.run(params, kind="retry", run_id=run_id,
                          progress=None if as_json else Progress())
-    if as_json:
-        print_json({"run_id": summary.run_id, "parent_run_id": args.run_id,
-                    "state": summary.state, "total": summary.total, "ok": summary.ok,
-                    "failed": summary.failed, "skipped": summary.skipped,
-                    "failed_symbols": summary.failed_symbols, "message": describe(summary)})
-    else:
-        print(f"run {summary.run_id}: {summary.state} — {describe(summary)}")
-    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+    return report_run(summary, as_json, parent_run_id=args.run_id)
 
 
 @command("runs cancel")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
+from enrich import queries
 from enrich import universe as uv
 from enrich.errors import EnrichError
 from enrich.symbols import ASSET_CLASSES
@@ -29,12 +30,7 @@ n_active = int(table["active"].sum()) if table.height else 0
 st.caption(f"{table.height:,} symbols, {n_active:,} active. Inactive symbols keep their data "
            "but are left out of runs.")
 search = st.text_input("Filter", key="uni_search", placeholder="symbol or name")
-shown = table
-if search:
-    needle = search.strip().lower()
-    shown = table.filter(pl.col("symbol").str.to_lowercase().str.contains(needle, literal=True)
-                         | pl.col("name").fill_null("").str.to_lowercase()
-                         .str.contains(needle, literal=True))
+shown = queries.search_symbols(table, search)
 c.dataframe(shown, height=min(38 + 35 * max(shown.height, 1), 420), column_config={
     "added_at": "added (UTC)", "last_success_at": "last enrichment (UTC)",
     "asset_class": "class"})
