@@ -40,6 +40,7 @@ from enrich.retry import RetryPolicy
 from enrich.store import Store
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for, validate_symbol
 from enrich.validate import check
+from enrich.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
 
 FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "interrupted", "missed")
 NEWS_FIRST_DAYS = 365
@@ -122,9 +123,14 @@ class LogBuffer:
         with self._lock:
             fn(self._batch)
 
-    def flush(self) -> None:
+    def take(self) -> WriteBatch:
+        """The buffered rows, leaving the buffer empty (a worker process hands them back)."""
         with self._lock:
             batch, self._batch = self._batch, WriteBatch()
+        return batch
+
+    def flush(self) -> None:
+        batch = self.take()
         if batch.empty():
             return
         try:
@@ -177,7 +183,14 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
 
 
 class Engine:
-    """Runs enrichment against one store with one provider."""
+    """Runs enrichment against one store with one provider.
+
+    A run's symbols are enriched on threads, or, for a provider that computes its rows on the
+    CPU and a run of at least ``process_min_symbols`` symbols, in worker processes
+    (``enrich.workers``).
+    """
+
+    process_min_symbols = MIN_SYMBOLS
 
     def __init__(
         self,
@@ -285,17 +298,27 @@ class Engine:
                 return SymbolResult(sym, "cancelled")
             return self.enrich_symbol(sym, cls, params, run_id, log, not_entitled, cancel)
 
+        def done(res: SymbolResult) -> None:
+            with done_lock:
+                results.append(res)
+                n = len(results)
+            if progress is not None:
+                progress(n, len(targets), res)
+
         workers = max_workers or self.settings.max_concurrent_symbols
+        processes = process_count(self.provider, len(targets), workers,
+                                  self.process_min_symbols)
         try:
-            with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enrich") as pool:
-                futures = {pool.submit(work, s, c): s for s, c in targets}
-                for fut in cf.as_completed(futures):
-                    res = fut.result()
-                    with done_lock:
-                        results.append(res)
-                        n = len(results)
-                    if progress is not None:
-                        progress(n, len(targets), res)
+            if processes:
+                job = Job(self.settings, self.provider.process_factory(), params, run_id,
+                          frozenset(not_entitled))
+                run_in_processes(self, targets, job, processes, log, cancel, done)
+            else:
+                with cf.ThreadPoolExecutor(max_workers=workers,
+                                           thread_name_prefix="enrich") as pool:
+                    futures = [pool.submit(work, s, c) for s, c in targets]
+                    for fut in cf.as_completed(futures):
+                        done(fut.result())
         finally:
             stop_flusher.set()
             flush_thread.join()

@@ -6,10 +6,16 @@ Layout (readable by any tool while the app runs, no lock needed to read)::
     <data>/lake/<dataset>/symbol=<SYM>/month=<YYYY-MM>.parquet     (month-partitioned datasets)
     <data>/lake/_coverage/<SYM>.json     how far each dataset of a symbol has been fetched
 
-A write takes the file's cross-process lock, merges with what is stored (upsert on the natural
-key, last write wins), and replaces the file atomically (temp file in the same folder, fsync,
-``os.replace``), so a reader or a crash never sees half a file. A write that changes nothing
-leaves the file untouched.
+A write takes its symbol's cross-process lock (unless the writing thread already holds it, as
+the engine and backfills do for the whole of a symbol's enrichment), merges with what is stored
+(upsert on the natural key, last write wins), and replaces the file atomically (temp file in the
+same folder, fsync, ``os.replace``), so a reader or a crash never sees half a file. A write that
+changes nothing leaves the file untouched.
+
+Frames this process last wrote or read are kept in a small cache keyed by the file's identity
+(inode, mtime, size): an enrichment reads back what it just wrote (restatement detection,
+features, quality checks) without decoding the file again, and any other writer's
+``os.replace`` changes the identity, so a stale frame is never served.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import datetime as dt
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -30,6 +38,7 @@ from filelock import FileLock
 from enrich.schemas import DATASETS, Dataset, conform
 
 LOCK_TIMEOUT_S = 120.0
+CACHED_FILES = 64  # about ten symbols' worth of files: the ones being enriched right now
 
 
 @dataclass(frozen=True)
@@ -109,11 +118,76 @@ def write_json_atomic(obj: object, path: Path) -> None:
         raise
 
 
+FileId = tuple[int, int, int]  # (inode, mtime_ns, size): changes with every os.replace
+
+
+def _file_id(path: Path) -> FileId | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class FrameCache:
+    """The frames of the files most recently written or read, valid while the file is unchanged."""
+
+    def __init__(self, size: int = CACHED_FILES):
+        self.size = size
+        self._frames: OrderedDict[Path, tuple[FileId, pl.DataFrame]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, fid: FileId) -> pl.DataFrame | None:
+        with self._lock:
+            hit = self._frames.get(path)
+            if hit is None or hit[0] != fid:
+                return None
+            self._frames.move_to_end(path)
+            return hit[1]
+
+    def put(self, path: Path, fid: FileId | None, frame: pl.DataFrame) -> None:
+        if fid is None:
+            return
+        with self._lock:
+            self._frames[path] = (fid, frame)
+            self._frames.move_to_end(path)
+            while len(self._frames) > self.size:
+                self._frames.popitem(last=False)
+
+
+class SymbolLock:
+    """One symbol's cross-process lock; while a thread holds it, that thread's lake writes of
+    the symbol need no further lock. Use as a context manager, or ``acquire``/``release``."""
+
+    def __init__(self, lake: Lake, symbol: str, timeout: float):
+        self.lake, self.symbol = lake, symbol
+        p = lake.lock_dir / "symbols" / (quote(symbol, safe=".") + ".lock")
+        lake._mkdir(p.parent)
+        self._lock = FileLock(str(p), timeout=timeout)
+
+    def acquire(self) -> SymbolLock:
+        self._lock.acquire()
+        self.lake._held().add(self.symbol)
+        return self
+
+    def release(self) -> None:
+        self.lake._held().discard(self.symbol)
+        self._lock.release()
+
+    def __enter__(self) -> SymbolLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Lake:
     def __init__(self, root: Path, lock_dir: Path | None = None):
         self.root = Path(root)
         self.lock_dir = Path(lock_dir) if lock_dir else self.root.parent / "locks"
         self._made_dirs: set[Path] = set()
+        self._local = threading.local()
+        self.cache = FrameCache()
 
     # -- layout ---------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
@@ -136,17 +210,26 @@ class Lake:
             d.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(d)
 
-    def lock_for(self, path: Path) -> FileLock:
-        rel = path.relative_to(self.root)
-        lock_path = self.lock_dir / "lake" / (str(rel).replace(os.sep, "__") + ".lock")
-        self._mkdir(lock_path.parent)
-        return FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S)
+    def _held(self) -> set[str]:
+        """Symbols whose lock the calling thread holds."""
+        held = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = set()
+        return held
 
-    def symbol_lock(self, symbol: str) -> FileLock:
-        """Serialises enrichment of one symbol across threads and processes."""
-        p = self.lock_dir / "symbols" / (quote(symbol, safe=".") + ".lock")
-        self._mkdir(p.parent)
-        return FileLock(str(p), timeout=-1)
+    def symbol_lock(self, symbol: str, timeout: float = -1) -> SymbolLock:
+        """Serialises enrichment and every lake write of one symbol across threads and
+        processes (waits forever by default: an enrichment waits for another one's)."""
+        return SymbolLock(self, symbol, timeout)
+
+    @contextlib.contextmanager
+    def write_lock(self, symbol: str) -> Iterator[None]:
+        """The symbol's lock for one write, unless this thread holds it already."""
+        if symbol in self._held():
+            yield
+            return
+        with self.symbol_lock(symbol, timeout=LOCK_TIMEOUT_S):
+            yield
 
     def files(self, dataset: str, symbols: Iterable[str] | None = None,
               level: str | None = None) -> list[Path]:
@@ -166,7 +249,10 @@ class Lake:
             else:
                 sym_dirs = [ld / symbol_dir_name(s) for s in symbols]
             for sd in sym_dirs:
-                if sd.is_dir():
+                if not ds.month_column:  # one file per symbol: no need to list the folder
+                    if (sd / "data.parquet").exists():
+                        out.append(sd / "data.parquet")
+                elif sd.is_dir():
                     out.extend(sorted(p for p in sd.glob("*.parquet")
                                       if not p.name.startswith(".")))
         return out
@@ -180,9 +266,24 @@ class Lake:
         if not files:
             return ds.empty()
         if len(files) == 1:
-            return pl.read_parquet(files[0])  # files are written sorted by key
-        frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical")
+            return self.read_file(files[0])  # files are written sorted by key
+        frame = pl.concat([self.read_file(f) for f in files], how="vertical")
         return frame.sort(list(ds.key))
+
+    def read_file(self, path: Path) -> pl.DataFrame:
+        """One lake file's rows (from the cache while the file is unchanged)."""
+        fid = _file_id(path)
+        if fid is None:
+            raise FileNotFoundError(path)
+        frame = self.cache.get(path, fid)
+        if frame is None:
+            frame = pl.read_parquet(path)
+            self.cache.put(path, fid, frame)
+        return frame
+
+    def _write_file(self, frame: pl.DataFrame, path: Path) -> None:
+        write_parquet_atomic(frame, path)
+        self.cache.put(path, _file_id(path), frame)
 
     def scan(self, dataset: str) -> pl.LazyFrame:
         files = self.files(dataset)
@@ -201,29 +302,33 @@ class Lake:
         if frame.is_empty():
             return UpsertResult()
         frame = conform(frame, ds)
-        if frame.select(pl.any_horizontal(pl.col(k).has_nulls() for k in ds.key)).item():
-            n = frame.select(pl.any_horizontal(pl.col(k).is_null() for k in ds.key).sum()).item()
-            raise ValueError(f"{dataset}: {n} rows have a null key column")
-        frame = frame.unique(subset=list(ds.key), keep="last", maintain_order=True)
-        part_cols = ["symbol"] + ([ds.level_column] if ds.level_column else [])
+        parts = [pl.col("symbol")] + ([pl.col(ds.level_column)] if ds.level_column else [])
         if ds.month_column:
-            frame = frame.with_columns(
-                pl.col(ds.month_column).dt.strftime("%Y-%m").alias("__month"))
-            part_cols.append("__month")
-        # The common case, one symbol into one file, skips the group-by.
-        if frame.select(pl.col(c).n_unique() for c in part_cols).row(0) == (1,) * len(part_cols):
-            groups = [(frame.row(0, named=True)[c] for c in part_cols), frame]
-            groups = [(tuple(groups[0]), groups[1])]
+            parts.append(pl.col(ds.month_column).dt.strftime("%Y-%m").alias("__month"))
+        # One pass for the null-key count and the partitions the rows fall in.
+        stats = frame.select(
+            pl.any_horizontal(pl.col(k).is_null() for k in ds.key).sum().alias("__nulls"),
+            *(p.n_unique().alias(f"__n{i}") for i, p in enumerate(parts)),
+            *(p.first().alias(f"__first{i}") for i, p in enumerate(parts)),
+        ).row(0)
+        if stats[0]:
+            raise ValueError(f"{dataset}: {stats[0]} rows have a null key column")
+        frame = frame.unique(subset=list(ds.key), keep="last", maintain_order=True)
+        n_parts = len(parts)
+        if stats[1:1 + n_parts] == (1,) * n_parts:  # the common case: one file
+            groups = [(stats[1 + n_parts:], frame)]
         else:
-            groups = frame.group_by(part_cols, maintain_order=True)
+            groups = frame.with_columns(parts).group_by(
+                [p.meta.output_name() for p in parts], maintain_order=True)
         total = UpsertResult()
         for key, part in groups:
             symbol = key[0]
             level = key[1] if ds.level_column else None
             month = key[-1] if ds.month_column else None
-            if month is not None:
+            if "__month" in part.columns:
                 part = part.drop("__month")
-            total = total + self._upsert_file(ds, self._file_for(ds, symbol, level, month), part)
+            total = total + self._upsert_file(ds, symbol, self._file_for(ds, symbol, level, month),
+                                              part.select(ds.columns))
         return total
 
     def replace_symbol(self, dataset: str, symbol: str, frame: pl.DataFrame,
@@ -234,21 +339,22 @@ class Lake:
             raise ValueError(f"{dataset} is month-partitioned; use upsert")
         frame = conform(frame, ds).unique(subset=list(ds.key), keep="last").sort(list(ds.key))
         path = self._file_for(ds, symbol, level, None)
-        with self.lock_for(path):
+        with self.write_lock(symbol):
             remove_stale_temps(path)
-            old = pl.read_parquet(path) if path.exists() else ds.empty()
+            old = self.read_file(path) if path.exists() else ds.empty()
             if old.height == frame.height and old.equals(frame):
                 return UpsertResult()
-            write_parquet_atomic(frame, path)
+            self._write_file(frame, path)
         return UpsertResult(inserted=max(frame.height - old.height, 0),
                             updated=min(frame.height, old.height), files_written=1)
 
-    def _upsert_file(self, ds: Dataset, path: Path, part: pl.DataFrame) -> UpsertResult:
+    def _upsert_file(self, ds: Dataset, symbol: str, path: Path,
+                     part: pl.DataFrame) -> UpsertResult:
         key = list(ds.key)
-        with self.lock_for(path):
+        with self.write_lock(symbol):
             remove_stale_temps(path)
             if path.exists():
-                old = pl.read_parquet(path)
+                old = self.read_file(path)
                 # Rows of `part` that are new or differ from what is stored.
                 changed = part.join(old, on=list(ds.columns), how="anti", nulls_equal=True)
                 if changed.is_empty():
@@ -262,7 +368,7 @@ class Lake:
             else:
                 merged = part.sort(key)
                 inserted, updated = part.height, 0
-            write_parquet_atomic(merged, path)
+            self._write_file(merged, path)
         return UpsertResult(inserted=inserted, updated=updated, files_written=1)
 
     # -- coverage ---------------------------------------------------------------------------

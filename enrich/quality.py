@@ -511,7 +511,7 @@ def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]
     files = lake.files("options_iv", [symbol])
     if not files:
         return lake.read("options_iv", [symbol]), np.array([], dtype="datetime64[D]")
-    newest = pl.read_parquet(files[-1])
+    newest = lake.read_file(files[-1])
     as_of = newest["as_of"].to_numpy().astype("datetime64[D]")
     days = np.unique(as_of)
     if len(files) > 1:

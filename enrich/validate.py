@@ -55,17 +55,16 @@ def check(dataset: str, frame: pl.DataFrame) -> Checked:
     if frame.is_empty():
         return Checked(frame)
     rules = _rules(dataset)
-    flags = frame.select(
-        [expr.fill_null(True).alias(f"r{i}") for i, (_, expr) in enumerate(rules)]
-    )
-    bad = flags.select(pl.any_horizontal(pl.all())).to_series()
-    n_bad = int(bad.sum())
+    flags = [expr.fill_null(True) for _, expr in rules]
+    n_bad = frame.select(pl.any_horizontal(flags).sum()).item()
     if n_bad == 0:
         return Checked(frame)
+    flagged = frame.select([f.alias(f"r{i}") for i, f in enumerate(flags)])
+    bad = flagged.select(pl.any_horizontal(pl.all())).to_series()
+    bad_flags = flagged.filter(bad)
     causes: list[str] = []
     key = list(DATASETS[dataset].key)
     bad_rows = frame.filter(bad)
-    bad_flags = flags.filter(bad)
     for i in range(min(bad_rows.height, MAX_CAUSES)):
         which = [rules[j][0] for j, v in enumerate(bad_flags.row(i)) if v]
         ident = ", ".join(f"{k}={bad_rows[k][i]}" for k in key if k in bad_rows.columns)

@@ -2,7 +2,10 @@
 
 Every method returns a polars frame in the lake schema of its dataset (``enrich.schemas``),
 already conformed. Dates are inclusive ranges of session dates in the exchange time zone.
-Providers raise only ``enrich.errors.ProviderError`` subclasses.
+Providers raise only ``enrich.errors.ProviderError`` subclasses. A provider that computes its
+rows on the CPU (no network, no rate limit) may offer ``process_factory()``, a picklable
+callable that builds it again in a worker process, so large runs use processes
+(``enrich.workers``).
 """
 
 from __future__ import annotations

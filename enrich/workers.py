@@ -1,0 +1,159 @@
+"""Worker processes for large runs of a provider that computes its rows on the CPU.
+
+Threads suit the network-bound provider: they wait on HTTP (and the per-process rate limiter)
+together. The offline sample provider instead *computes* every row in Python and numpy, so a
+run's threads queue on the GIL (measured: 2 threads enrich only ~1.3× as fast as 1). For such
+a provider, a run of many symbols enriches them in a pool of worker processes instead, one
+symbol per task, with the very same ``Engine.enrich_symbol``:
+
+- the lake is shared through the file system: a worker takes the same cross-process symbol
+  lock as a thread would, so another run (thread or process) never enriches a symbol at once;
+- workers never open the catalog: each returns its log rows (a ``WriteBatch``) with the
+  symbol's result, and the run's process buffers and flushes them like its threads' rows;
+- a cancel stops handing out symbols; those never started end ``cancelled``, as with threads;
+- a worker that dies fails only the symbols it held; the run goes on without the pool.
+
+Workers are forked from a forkserver that imported the engine once (spawned where forkserver
+is missing), never from the run's process: it has threads, and polars must not be forked
+from a process whose thread pool is running.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import multiprocessing as mp
+import os
+import pickle
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from enrich.catalog import WriteBatch
+from enrich.config import Settings
+from enrich.errors import EnrichError
+from enrich.providers import Provider
+from enrich.store import Store
+
+# Below this many symbols, starting processes (~1 s) costs more than threads lose.
+MIN_SYMBOLS = 64
+PRELOAD = ["enrich.engine", "enrich.workers", "enrich.providers.sample"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of one run shares, sent once to each worker."""
+
+    settings: Settings
+    provider_factory: Callable[..., Provider]
+    params: Any  # engine.RunParams
+    run_id: str | None
+    not_entitled: frozenset[tuple[str, str]]
+
+
+def process_count(provider: Provider, n_symbols: int, workers: int,
+                  min_symbols: int = MIN_SYMBOLS) -> int:
+    """How many worker processes a run should use: 0 means threads."""
+    if getattr(provider, "process_factory", None) is None or provider.rate_limited:
+        return 0
+    cpus = os.cpu_count() or 1
+    if n_symbols < min_symbols or cpus < 2 or workers < 2:
+        return 0
+    return min(workers, cpus)
+
+
+def _context() -> mp.context.BaseContext:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+# -- the worker side -------------------------------------------------------------------------
+_worker: dict[str, Any] = {}
+
+
+def _init(job: Job) -> None:
+    from enrich.engine import Engine
+
+    now = {"t": None}
+    clock = lambda: now["t"]  # noqa: E731 - set per task to the run's instant
+    store = Store(job.settings.data_dir, job.settings.catalog_timeout_s, migrate=False)
+    engine = Engine(store, job.provider_factory(clock=clock), job.settings, clock=clock)
+    _worker.update(job=job, engine=engine, now=now)
+
+
+def _enrich(symbol: str, asset_class: str, now: dt.datetime) -> tuple[Any, WriteBatch]:
+    from enrich.engine import LogBuffer
+
+    job: Job = _worker["job"]
+    _worker["now"]["t"] = now
+    engine = _worker["engine"]
+    log = LogBuffer(engine.store)
+    res = engine.enrich_symbol(symbol, asset_class, job.params, job.run_id, log,
+                               set(job.not_entitled))
+    for step in res.steps:  # an error the run's process could not unpickle becomes plain
+        if step.error is not None and not _picklable(step.error):
+            step.error = EnrichError(f"{type(step.error).__name__}: {step.error}")
+    return res, log.take()
+
+
+def _picklable(exc: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True
+
+
+# -- the run's side --------------------------------------------------------------------------
+def run_in_processes(
+    engine: Any,  # engine.Engine
+    targets: list[tuple[str, str]],
+    job: Job,
+    processes: int,
+    log: Any,  # engine.LogBuffer
+    cancel: threading.Event,
+    on_done: Callable[[Any], None],
+) -> None:
+    """Enrich ``targets`` in ``processes`` workers; ``on_done`` gets each ``SymbolResult``."""
+    from enrich.engine import StepResult, SymbolResult
+
+    def lost(sym: str, exc: BaseException) -> Any:
+        err = EnrichError(f"the worker process enriching {sym} stopped: {exc}")
+        res = SymbolResult(sym, "failed", steps=[StepResult("worker", "failed", error=err)])
+        return engine._record_task(log, job.run_id, res)
+
+    pending: Iterator[tuple[str, str]] = iter(targets)
+    running: dict[cf.Future, str] = {}
+    with cf.ProcessPoolExecutor(processes, mp_context=_context(), initializer=_init,
+                                initargs=(job,)) as pool:
+
+        def submit_next() -> None:
+            for sym, cls in pending:
+                if cancel.is_set():
+                    on_done(SymbolResult(sym, "cancelled"))
+                    continue
+                try:
+                    running[pool.submit(_enrich, sym, cls, engine.clock())] = sym
+                except cf.process.BrokenProcessPool as exc:
+                    on_done(lost(sym, exc))
+                    continue
+                return
+
+        for _ in range(2 * processes):  # a little queued work keeps every worker busy
+            submit_next()
+        while running:
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                sym = running.pop(fut)
+                try:
+                    res, batch = fut.result()
+                except Exception as exc:  # the worker died (killed, out of memory)
+                    res = lost(sym, exc)
+                else:
+                    log.add(lambda b, batch=batch: b.extend(batch))
+                on_done(res)
+                submit_next()
