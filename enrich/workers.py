@@ -11,7 +11,7 @@ symbol per task, with the very same ``Engine.enrich_symbol``:
 - workers never open the catalog: each returns its log rows (a ``WriteBatch``) with the
   symbol's result, and the run's process buffers and flushes them like its threads' rows;
 - a cancel stops handing out symbols; those never started end ``cancelled``, as with threads;
-- a worker that dies fails only the symbols it held; the run goes on without the pool.
+- a worker that dies fails only the symbols then in the workers' hands; a new pool goes on.
 
 Workers are forked from a forkserver that imported the engine once (spawned where forkserver
 is missing), never from the run's process: it has threads, and polars must not be forked
@@ -20,13 +20,14 @@ from a process whose thread pool is running.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import datetime as dt
 import multiprocessing as mp
 import os
 import pickle
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from enrich.store import Store
 
 # Below this many symbols, starting processes (~1 s) costs more than threads lose.
 MIN_SYMBOLS = 64
+MAX_POOL_STARTS = 3
 PRELOAD = ["enrich.engine", "enrich.workers", "enrich.providers.sample"]
 
 
@@ -118,29 +120,53 @@ def run_in_processes(
     cancel: threading.Event,
     on_done: Callable[[Any], None],
 ) -> None:
-    """Enrich ``targets`` in ``processes`` workers; ``on_done`` gets each ``SymbolResult``."""
+    """Enrich ``targets`` in ``processes`` workers; ``on_done`` gets each ``SymbolResult``.
+
+    A worker that dies breaks its pool: the symbols then in the workers' hands fail (which
+    one killed it cannot be told), and a new pool takes the rest, up to ``MAX_POOL_STARTS``.
+    """
     from enrich.engine import StepResult, SymbolResult
 
     def lost(sym: str, exc: BaseException) -> Any:
-        err = EnrichError(f"the worker process enriching {sym} stopped: {exc}")
+        err = EnrichError(f"enriching {sym} in a worker process failed: "
+                          f"{type(exc).__name__}: {exc}")
         res = SymbolResult(sym, "failed", steps=[StepResult("worker", "failed", error=err)])
         return engine._record_task(log, job.run_id, res)
 
-    pending: Iterator[tuple[str, str]] = iter(targets)
+    pending = collections.deque(targets)
+    for _ in range(MAX_POOL_STARTS):
+        if not pending:
+            return
+        broken = _drive_pool(engine, pending, job, processes, log, cancel, on_done, lost)
+        if broken is None:
+            return
+    while pending:  # the pool kept breaking: fail the rest rather than loop
+        on_done(lost(pending.popleft()[0], broken))
+
+
+def _drive_pool(engine: Any, pending: collections.deque, job: Job, processes: int, log: Any,
+                cancel: threading.Event, on_done: Callable[[Any], None],
+                lost: Callable[[str, BaseException], Any]) -> BaseException | None:
+    """Run ``pending`` symbols in one pool until done, or return the error that broke it."""
+    from enrich.engine import SymbolResult
+
     running: dict[cf.Future, str] = {}
+    broken: BaseException | None = None
     with cf.ProcessPoolExecutor(processes, mp_context=_context(), initializer=_init,
                                 initargs=(job,)) as pool:
 
         def submit_next() -> None:
-            for sym, cls in pending:
+            while pending and broken is None:
+                sym, cls = pending[0]
                 if cancel.is_set():
+                    pending.popleft()
                     on_done(SymbolResult(sym, "cancelled"))
                     continue
                 try:
                     running[pool.submit(_enrich, sym, cls, engine.clock())] = sym
-                except cf.process.BrokenProcessPool as exc:
-                    on_done(lost(sym, exc))
-                    continue
+                except cf.process.BrokenProcessPool:
+                    return  # the symbol stays pending for the next pool
+                pending.popleft()
                 return
 
         for _ in range(2 * processes):  # a little queued work keeps every worker busy
@@ -151,9 +177,13 @@ def run_in_processes(
                 sym = running.pop(fut)
                 try:
                     res, batch = fut.result()
-                except Exception as exc:  # the worker died (killed, out of memory)
+                except cf.process.BrokenProcessPool as exc:  # killed, out of memory
+                    broken = exc
+                    res = lost(sym, exc)
+                except Exception as exc:  # e.g. a result that would not pickle
                     res = lost(sym, exc)
                 else:
                     log.add(lambda b, batch=batch: b.extend(batch))
                 on_done(res)
                 submit_next()
+    return broken
