@@ -64,7 +64,9 @@ IEEE double: a zero price gives an infinite log return or distance, as the formu
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import polars as pl
 
@@ -83,6 +85,12 @@ _ROW = "_row"
 
 TRADING_DAYS_PER_YEAR = 252
 
+# The steps run as one lazy query (one collect, not one per step) with only the optimisation
+# an eager ``select`` makes, expression simplification, and on the in-memory engine: the same
+# kernels on whole columns, so the same numbers as eager steps. (The default engine may split
+# columns into morsels, which changed the last bits of rolling means.)
+_OPTIMIZATIONS = pl.QueryOptFlags.none(simplify_expression=True)
+
 
 def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     """Return the FEATURES frame for ``bars`` (see the module docstring for every column)."""
@@ -99,8 +107,25 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     _check(frame)
     if frame.height == 0:
         return FEATURES.empty()
-    frame = _sorted_with_group_id(frame)
+    grouped = not _one_group(frame)
+    frame = _sorted_with_group_id(frame) if grouped else _sorted_one_group(frame)
 
+    query = frame.lazy()
+    for step in _steps(grouped):
+        query = query.select(step)
+    return query.collect(engine="in-memory", optimizations=_OPTIMIZATIONS)
+
+
+@functools.cache
+def _steps(grouped: bool) -> tuple[tuple[pl.Expr, ...], ...]:
+    """The selects that add the features and their helpers, the last one FEATURES' columns.
+
+    polars evaluates the expressions of one select in parallel, so the steps are as few and as
+    wide as the dependencies allow. With several (symbol, timeframe) groups, ``per_group``
+    runs an operation per group (``.over``); with one group (the engine's per-symbol call) it
+    runs on the whole column: the same numbers without the window machinery. Built once per
+    case, since building the expressions costs about as much as running them on one symbol.
+    """
     close, high, low, volume = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("volume")
     prev_close, row = pl.col("_prev_close"), pl.col(_ROW)
     change = close - prev_close
@@ -108,107 +133,108 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     ema12, ema26 = pl.col("ema12"), pl.col("ema26")
     ma20, std0 = pl.col("ma20"), pl.col("_close_std0")
 
-    frame = _step(
-        frame,
-        {_ROW: _per_group(pl.int_range(pl.len())), "_prev_close": _per_group(close.shift(1))},
-    )
-    frame = _step(
-        frame,
-        {
-            "log_return": (close / prev_close).log(),
-            "_gain": change.clip(lower_bound=0.0),
-            "_loss": (-change).clip(lower_bound=0.0),
-            # max(h - l, |h - c[-1]|, |l - c[-1]|) == max(h, c[-1]) - min(l, c[-1]), with the
-            # same rounding; the horizontal max/min skip row 0's null c[-1], leaving h - l.
-            "_true_range": pl.max_horizontal(high, prev_close) - pl.min_horizontal(low, prev_close),
-            # Running count of volume changes: the 20 volumes ending at row k are all equal
-            # exactly when the count has not moved since row k - 19 (an exact std == 0 test).
-            "_volume_changes": (volume != volume.shift(1)).fill_null(True).cum_sum(),
-        },
-        drop=["_prev_close"],
-    )
-    frame = _step(
-        frame,
-        {
-            "_ema12_in": _seed_input(close, 12, first_row=0),
-            "_ema26_in": _seed_input(close, 26, first_row=0),
-            "_gain_in": _seed_input(pl.col("_gain"), 14, first_row=1),
-            "_loss_in": _seed_input(pl.col("_loss"), 14, first_row=1),
-            "_true_range_in": _seed_input(pl.col("_true_range"), 14, first_row=0),
-        },
-        drop=["_gain", "_loss", "_true_range"],
-    )
-    frame = _step(
-        frame,
-        {
-            "ema12": _ema(pl.col("_ema12_in"), alpha=2 / 13),
-            "ema26": _ema(pl.col("_ema26_in"), alpha=2 / 27),
-            "_avg_gain": _ema(pl.col("_gain_in"), alpha=1 / 14),
-            "_avg_loss": _ema(pl.col("_loss_in"), alpha=1 / 14),
-            "atr14": _ema(pl.col("_true_range_in"), alpha=1 / 14),
-            "ma20": _per_group(close.rolling_mean(20)),
-            "ma50": _per_group(close.rolling_mean(50)),
-            "ma200": _per_group(close.rolling_mean(200)),
-            "_close_std0": _per_group(close.rolling_std(20, ddof=0)),
-            # Row 0's null log return never falls in a window that is kept (rows >= 20);
-            # filling it lets the rolling kernel take its faster no-null path.
-            "_return_std1": _per_group(pl.col("log_return").fill_null(0.0).rolling_std(20)),
-            "_volume_mean": _per_group(volume.rolling_mean(20)),
-            "_volume_std1": _per_group(volume.rolling_std(20, ddof=1)),
-            # Only read where row >= 19, so the shifted count is from the same group.
-            "_volume_flat": changes == changes.shift(19),
-            # A maximum is exact whatever else the window held, so these two run over the
-            # whole column (cheaper than per group); rows before 251 are masked below.
-            "_high_252": high.rolling_max(252),
-            "_low_252": low.rolling_min(252),
-        },
-        drop=["_ema12_in", "_ema26_in", "_gain_in", "_loss_in", "_true_range_in"]
-        + ["_volume_changes", "high", "low"],
-    )
-    frame = _step(
-        frame,
-        {
-            "macd": ema12 - ema26,
-            "_macd_in": _seed_input(ema12 - ema26, 9, first_row=25),
-            "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
-            "bb_upper": ma20 + 2 * std0,
-            "bb_lower": ma20 - 2 * std0,
-            "volatility_20d": pl.when(row >= 20).then(
-                pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)
-            ),
-        },
-        drop=["_avg_gain", "_avg_loss", "_close_std0", "_return_std1"],
-    )
+    def per_group(expr: pl.Expr) -> pl.Expr:
+        return expr.over(_GID) if grouped else expr
+
+    def seed_input(x: pl.Expr, n: int, *, first_row: int) -> pl.Expr:
+        return _seed_input(x, n, first_row=first_row, per_group=per_group)
+
+    def ema(seeded: pl.Expr, *, alpha: float) -> pl.Expr:
+        return per_group(seeded.ewm_mean(alpha=alpha, adjust=False))
+
+    steps: list[tuple[dict[str, pl.Expr], list[str]]] = [
+        ({_ROW: per_group(pl.int_range(pl.len())), "_prev_close": per_group(close.shift(1))}, []),
+        (
+            {
+                "log_return": (close / prev_close).log(),
+                "_gain": change.clip(lower_bound=0.0),
+                "_loss": (-change).clip(lower_bound=0.0),
+                # max(h - l, |h - c[-1]|, |l - c[-1]|) == max(h, c[-1]) - min(l, c[-1]), with
+                # the same rounding; the horizontal max/min skip row 0's null c[-1], leaving
+                # h - l.
+                "_true_range": (
+                    pl.max_horizontal(high, prev_close) - pl.min_horizontal(low, prev_close)
+                ),
+                # Running count of volume changes: the 20 volumes ending at row k are all equal
+                # exactly when the count has not moved since row k - 19 (an exact std == 0
+                # test).
+                "_volume_changes": (volume != volume.shift(1)).fill_null(True).cum_sum(),
+            },
+            ["_prev_close"],
+        ),
+        (
+            {
+                "_ema12_in": seed_input(close, 12, first_row=0),
+                "_ema26_in": seed_input(close, 26, first_row=0),
+                "_gain_in": seed_input(pl.col("_gain"), 14, first_row=1),
+                "_loss_in": seed_input(pl.col("_loss"), 14, first_row=1),
+                "_true_range_in": seed_input(pl.col("_true_range"), 14, first_row=0),
+            },
+            ["_gain", "_loss", "_true_range"],
+        ),
+        (
+            {
+                "ema12": ema(pl.col("_ema12_in"), alpha=2 / 13),
+                "ema26": ema(pl.col("_ema26_in"), alpha=2 / 27),
+                "_avg_gain": ema(pl.col("_gain_in"), alpha=1 / 14),
+                "_avg_loss": ema(pl.col("_loss_in"), alpha=1 / 14),
+                "atr14": ema(pl.col("_true_range_in"), alpha=1 / 14),
+                "ma20": per_group(close.rolling_mean(20)),
+                "ma50": per_group(close.rolling_mean(50)),
+                "ma200": per_group(close.rolling_mean(200)),
+                "_close_std0": per_group(close.rolling_std(20, ddof=0)),
+                # Row 0's null log return never falls in a window that is kept (rows >= 20);
+                # filling it lets the rolling kernel take its faster no-null path.
+                "_return_std1": per_group(pl.col("log_return").fill_null(0.0).rolling_std(20)),
+                "_volume_mean": per_group(volume.rolling_mean(20)),
+                "_volume_std1": per_group(volume.rolling_std(20, ddof=1)),
+                # Only read where row >= 19, so the shifted count is from the same group.
+                "_volume_flat": changes == changes.shift(19),
+                # A maximum is exact whatever else the window held, so these two run over the
+                # whole column (cheaper than per group); rows before 251 are masked below.
+                "_high_252": high.rolling_max(252),
+                "_low_252": low.rolling_min(252),
+            },
+            ["_ema12_in", "_ema26_in", "_gain_in", "_loss_in", "_true_range_in"]
+            + ["_volume_changes", "high", "low"],
+        ),
+        (
+            {
+                "macd": ema12 - ema26,
+                "_macd_in": seed_input(ema12 - ema26, 9, first_row=25),
+                "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
+                "bb_upper": ma20 + 2 * std0,
+                "bb_lower": ma20 - 2 * std0,
+                "volatility_20d": pl.when(row >= 20).then(
+                    pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)
+                ),
+            },
+            ["_avg_gain", "_avg_loss", "_close_std0", "_return_std1"],
+        ),
+    ]
     last = {
-        "macd_signal": _ema(pl.col("_macd_in"), alpha=2 / 10),
+        "macd_signal": ema(pl.col("_macd_in"), alpha=2 / 10),
         "volume_z20": pl.when(~pl.col("_volume_flat")).then(
             (volume - pl.col("_volume_mean")) / pl.col("_volume_std1")
         ),
         "high_52w_dist": pl.when(row >= 251).then(close / pl.col("_high_252") - 1),
         "low_52w_dist": pl.when(row >= 251).then(close / pl.col("_low_252") - 1),
     }
-    return frame.select(
+    outputs = tuple(
         last[name].alias(name) if name in last else pl.col(name) for name in FEATURES.columns
     )
+    return (*(_step(new, drop) for new, drop in steps), outputs)
 
 
-def _step(
-    frame: pl.DataFrame, new: dict[str, pl.Expr], drop: list[str] | None = None
-) -> pl.DataFrame:
-    """Add the ``new`` columns and drop the helpers nothing later reads.
-
-    polars evaluates the ``new`` expressions of one step in parallel, so the steps are as few
-    and as wide as the dependencies allow. Dropped columns can still be read by ``new``.
-    """
+def _step(new: dict[str, pl.Expr], drop: list[str]) -> tuple[pl.Expr, ...]:
+    """Keep every column but ``drop`` (helpers nothing later reads; ``new`` may) and add ``new``."""
     kept = pl.all().exclude(drop) if drop else pl.all()
-    return frame.select(kept, *(expr.alias(name) for name, expr in new.items()))
+    return (kept, *(expr.alias(name) for name, expr in new.items()))
 
 
-def _per_group(expr: pl.Expr) -> pl.Expr:
-    return expr.over(_GID)
-
-
-def _seed_input(x: pl.Expr, n: int, *, first_row: int) -> pl.Expr:
+def _seed_input(
+    x: pl.Expr, n: int, *, first_row: int, per_group: Callable[[pl.Expr], pl.Expr]
+) -> pl.Expr:
     """The input whose plain EMA is the EMA of ``x`` seeded with the mean of its first n values.
 
     ``x`` has values from row ``first_row`` of each group. The result is null before the seed
@@ -218,12 +244,8 @@ def _seed_input(x: pl.Expr, n: int, *, first_row: int) -> pl.Expr:
     """
     row = pl.col(_ROW)
     seed_row = first_row + n - 1
-    seed = _per_group(x.slice(first_row, n).mean())
+    seed = per_group(x.slice(first_row, n).mean())
     return pl.when(row == seed_row).then(seed).when(row > seed_row).then(x)
-
-
-def _ema(seeded: pl.Expr, *, alpha: float) -> pl.Expr:
-    return _per_group(seeded.ewm_mean(alpha=alpha, adjust=False))
 
 
 def _rsi(avg_gain: pl.Expr, avg_loss: pl.Expr) -> pl.Expr:
@@ -241,6 +263,24 @@ def _check(frame: pl.DataFrame) -> None:
             rejected=max(nulls.values()),
             causes=causes,
         )
+
+
+def _one_group(frame: pl.DataFrame) -> bool:
+    """Whether all rows share one (symbol, timeframe): the engine's call, one symbol's bars."""
+    for name in ("symbol", "timeframe"):
+        keys = frame[name]
+        # Several groups nearly always differ at the two ends, which needs no scan.
+        if keys[0] != keys[-1] or not (keys == keys[0]).all():
+            return False
+    return True
+
+
+def _sorted_one_group(frame: pl.DataFrame) -> pl.DataFrame:
+    """A one-group ``frame`` in ``ts`` order; raises ``ValidationError`` if a ``ts`` repeats."""
+    if not frame["ts"].is_sorted():
+        frame = frame.sort("ts")
+    _refuse_repeats(frame.height - frame["ts"].n_unique())
+    return frame
 
 
 def _sorted_with_group_id(frame: pl.DataFrame) -> pl.DataFrame:
@@ -274,7 +314,10 @@ def _is_sorted(frame: pl.DataFrame) -> bool:
 def _check_unique(frame: pl.DataFrame) -> None:
     """Raise if a sorted frame repeats a (symbol, timeframe, ts) key."""
     gid, ts = pl.col(_GID), pl.col("ts")
-    count = frame.select(((gid == gid.shift(1)) & (ts == ts.shift(1))).sum()).item()
+    _refuse_repeats(frame.select(((gid == gid.shift(1)) & (ts == ts.shift(1))).sum()).item())
+
+
+def _refuse_repeats(count: int) -> None:
     if count:
         raise ValidationError(
             f"features: {count} bars repeat a (symbol, timeframe, ts) key",

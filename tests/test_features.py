@@ -318,6 +318,26 @@ def test_timeframes_of_one_symbol_are_separate_series():
     assert_frame_equal(out.filter(pl.col("timeframe") == "1h"), compute_features(hourly))
 
 
+def test_one_group_alone_is_exactly_its_slice_of_a_many_group_call():
+    # Bars of one (symbol, timeframe), the engine's call, skip the per-group windows; the
+    # result must still be bit-for-bit that group's rows of a call with several groups.
+    volumes = [1e6] * 40 + [float(k) for k in range(260)]
+    volumes[100] = None
+    groups = [
+        random_walk("AAA", 600, 51),
+        # A flat stretch and a null volume.
+        random_walk("BBB", 300, 52).with_columns(pl.Series("volume", volumes, pl.Float64)),
+        random_walk("BBB", 260, 53, timeframe="1h", step=dt.timedelta(hours=1)),
+        random_walk("CCC", 20, 54),  # too short for most windows
+    ]
+    together = compute_features(pl.concat(groups).sample(fraction=1.0, shuffle=True, seed=7))
+    for bars in groups:
+        symbol, timeframe = bars["symbol"][0], bars["timeframe"][0]
+        part = together.filter((pl.col("symbol") == symbol) & (pl.col("timeframe") == timeframe))
+        assert_frame_equal(compute_features(bars), part, check_exact=True)
+        assert_frame_equal(compute_features(bars.reverse()), part, check_exact=True)
+
+
 def test_unsorted_input_gives_the_sorted_result():
     bars = pl.concat([random_walk("AAA", 120, 31), random_walk("BBB", 90, 32)])
     expected = compute_features(bars)
