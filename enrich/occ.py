@@ -7,7 +7,7 @@ strikes run from 0.001 to 99999.999 in steps of 0.001.
 
 Roots are 1-6 upper-case letters or digits with at least one letter: one letter (``F``),
 class shares folded in (``BRKB``), weeklies and index variants (``SPXW``), and roots adjusted
-after a corporate action, which carry a digit (``AAPL1``). Both functions are strict: anything
+after a corporate action, which carry a digit (``AAPL1``). The functions are strict: anything
 else raises ``InvalidSymbolError`` (a ``ValueError``) that says what is wrong.
 """
 
@@ -19,6 +19,9 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal
+
+import numpy as np
+import polars as pl
 
 from enrich.errors import InvalidSymbolError
 
@@ -58,6 +61,47 @@ def format_occ(
     thousandths = _strike_thousandths(strike)
     cp = "C" if contract_type == "call" else "P"
     return f"{PREFIX}{root}{expiration:%y%m%d}{cp}{thousandths:08d}"
+
+
+def format_occ_array(
+    underlying: str, expiration: np.ndarray, is_call: np.ndarray, strike: np.ndarray
+) -> pl.Series:
+    """``format_occ`` for many contracts of one underlying at once (a whole chain), as a
+    String Series: the per-contract Python call costs more than the rest of a chain.
+
+    ``expiration`` is datetime64[D], ``is_call`` bool and ``strike`` float, all of one length.
+    The digits are written straight into a byte matrix. A row the vectorised checks do not
+    accept goes through ``format_occ`` row by row, which raises its usual error.
+    """
+    root = _check_root(underlying)
+    exp = np.asarray(expiration)
+    if exp.dtype != np.dtype("datetime64[D]"):
+        raise InvalidSymbolError(f"expiration must be datetime64[D], got {exp.dtype}")
+    call = np.asarray(is_call, dtype=bool)
+    k = np.asarray(strike, dtype=np.float64)
+    months = exp.astype("datetime64[M]")
+    month_no = months.astype(np.int64)
+    year = month_no // 12 + 1970
+    yymmdd = ((year % 100) * 10_000 + (month_no % 12 + 1) * 100
+              + (exp - months).astype(np.int64) + 1)
+    thousandths = np.round(k * 1000)
+    # A float is a whole number of thousandths exactly when it is the nearest float to n/1000
+    # (strikes are at most 8 digits), which is what _strike_thousandths checks via its repr.
+    ok = ((year >= 2000) & (year <= 2099) & (thousandths / 1000 == k)
+          & (thousandths > 0) & (thousandths <= _MAX_THOUSANDTHS))
+    if not ok.all():
+        return pl.Series([format_occ(root, e, "call" if c else "put", float(s))
+                          for e, c, s in zip(exp.tolist(), call, k, strict=True)],
+                         dtype=pl.String)
+    head = np.frombuffer(f"{PREFIX}{root}".encode(), dtype=np.uint8)
+    width = len(head) + 15
+    out = np.empty((len(k), width), dtype=np.uint8)
+    out[:, :len(head)] = head
+    tens = 10 ** np.arange(7, -1, -1)
+    out[:, len(head):len(head) + 6] = yymmdd[:, None] // tens[2:] % 10 + ord("0")
+    out[:, len(head) + 6] = np.where(call, ord("C"), ord("P"))
+    out[:, len(head) + 7:] = thousandths.astype(np.int64)[:, None] // tens % 10 + ord("0")
+    return pl.Series(out.view(f"S{width}").ravel()).cast(pl.String)
 
 
 def parse_occ(ticker: str) -> OccContract:

@@ -3,12 +3,14 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import numpy as np
+import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from enrich.errors import InvalidSymbolError
-from enrich.occ import OccContract, format_occ, parse_occ
+from enrich.occ import OccContract, format_occ, format_occ_array, parse_occ
 
 D = dt.date
 
@@ -60,6 +62,40 @@ def test_round_trip_property(root, expiry, kind, strike):
     ticker = format_occ(root, expiry, kind, strike)
     assert len(ticker) == 2 + len(root) + 15
     assert parse_occ(ticker) == OccContract(root, expiry, kind, strike)
+
+
+@given(roots, st.lists(st.tuples(expiries, st.booleans(), strikes), max_size=30))
+def test_array_form_matches_the_scalar_one(root, rows):
+    exp = np.array([e for e, _, _ in rows], dtype="datetime64[D]")
+    call = np.array([c for _, c, _ in rows], dtype=bool)
+    strike = np.array([k for _, _, k in rows], dtype=np.float64)
+    got = format_occ_array(root, exp, call, strike)
+    assert got.dtype == pl.String
+    assert got.to_list() == [format_occ(root, e, "call" if c else "put", k) for e, c, k in rows]
+
+
+@pytest.mark.parametrize(
+    "root, expiry, strike, needle",
+    [
+        ("AAPL", D(2025, 1, 17), 150.0001, "whole multiple of 0.001"),
+        ("AAPL", D(2025, 1, 17), 0.1 + 0.2, "whole multiple of 0.001"),
+        ("AAPL", D(2025, 1, 17), 0.0, "out of range"),
+        ("AAPL", D(2025, 1, 17), 100_000.0, "out of range"),
+        ("AAPL", D(2025, 1, 17), float("nan"), "finite"),
+        ("AAPL", D(2100, 1, 15), 150.0, "2000-2099"),
+        ("BRK.B", D(2025, 1, 17), 150.0, "upper-case"),
+    ],
+)
+def test_array_form_rejects_like_the_scalar_one(root, expiry, strike, needle):
+    exp = np.array([D(2025, 1, 17), expiry], dtype="datetime64[D]")
+    with pytest.raises(InvalidSymbolError, match=needle):
+        format_occ_array(root, exp, np.array([True, False]), np.array([150.0, strike]))
+
+
+def test_array_form_wants_day_expirations():
+    with pytest.raises(InvalidSymbolError, match="datetime64"):
+        format_occ_array("AAPL", np.array(["2025-01-17T10"], dtype="datetime64[h]"),
+                         np.array([True]), np.array([150.0]))
 
 
 @pytest.mark.parametrize(

@@ -273,6 +273,23 @@ def test_earnings_quarters_are_ordered(sample):
         assert sample.earnings(symbol, D(2000, 1, 1), D(2025, 6, 20)).is_empty()
 
 
+def test_event_windows_are_exactly_the_matching_rows(sample):
+    """Dividends and earnings answer a window with one slice of the cached history (their
+    dates rise with the quarter); that must keep exactly the rows a filter would."""
+    windows = [(D(2010, 2, 3), D(2012, 5, 17)), (D(2024, 12, 31), D(2025, 1, 2)),
+               (D(2023, 3, 1), D(2030, 1, 1)), (D(2020, 1, 1), D(2019, 1, 1))]
+    for symbol in ["AAPL", "KO", "JNJ", "SPY", "GOOGL"] + [f"EVT{i}" for i in range(40)]:
+        divs = sample.dividends(symbol, D(1990, 1, 1), D(2040, 1, 1))
+        earns = sample.earnings(symbol, D(1990, 1, 1), D(2040, 1, 1))
+        for dates in (divs["ex_date"], divs["declaration_date"], earns["filing_date"]):
+            assert (dates.diff().dt.total_days().drop_nulls() > 0).all(), symbol
+        for a, b in windows:
+            assert_frame_equal(sample.dividends(symbol, a, b),
+                               divs.filter(pl.col("ex_date").is_between(a, b)))
+            assert_frame_equal(sample.earnings(symbol, a, b),
+                               earns.filter(pl.col("filing_date").is_between(a, b)))
+
+
 def test_several_news_items_a_week(sample):
     news = sample.news("TSLA", D(2024, 1, 1), D(2024, 12, 29))  # Monday to Sunday
     per_week = news.group_by(pl.col("published_utc").dt.truncate("1w")).len()["len"]

@@ -60,15 +60,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from scipy.special import ndtri
 
 from enrich import calendars
 from enrich.bsm import price_and_greeks, to_market_units
 from enrich.errors import NotFoundError, ProviderError, TransientError
-from enrich.occ import format_occ, parse_occ
+from enrich.occ import format_occ, format_occ_array, parse_occ
 from enrich.providers import ProbeResult
-from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, conform
+from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, Dataset
 from enrich.symbols import DEMO_UNIVERSE, asset_class_of, calendar_for, validate_symbol
 
 EPOCH = dt.date(2000, 1, 1)
@@ -89,6 +88,10 @@ _RET, _DAY, _GAP, _HIGH, _LOW, _VWAP, _VOL = 1, 2, 3, 4, 5, 6, 7
 _I_STEP, _I_WICK, _I_VOL, _I_VWAP = 11, 12, 13, 14
 _N_COUNT, _N_DAY, _N_TIME, _N_ID, _N_SENT, _N_TITLE, _N_PUB = 21, 22, 23, 24, 25, 26, 27
 _DIV, _EARN, _OI, _OPT, _FAIL, _PROFILE = 31, 32, 33, 34, 35, 36
+# The draws _daily makes per day and _news_frame per item, as columns: hashed against a row of
+# day (item) hashes they give one contiguous row of draws per purpose, in one call.
+_DAY_PURPOSES = np.array([_GAP, _HIGH, _LOW, _VWAP, _VOL])[:, None]
+_NEWS_PURPOSES = np.array([_N_SENT, _N_TITLE, _N_PUB])[:, None]
 
 # ----------------------------------------------------------------------------- hashing
 
@@ -98,26 +101,37 @@ def _stable_key(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_MASK64 = (1 << 64) - 1
+# The same constants as 0-d uint64 arrays, which numpy combines with arrays faster than scalars.
+_GOLDEN_U, _MIX1_U, _MIX2_U, _SH11, _SH27, _SH30, _SH31 = (
+    np.array(v, dtype=np.uint64) for v in (_GOLDEN, _MIX1, _MIX2, 11, 27, 30, 31))
 
 
 def _mix(*parts) -> np.ndarray:
-    """splitmix64 folded over the parts (ints or int arrays, broadcast); at least 1-d."""
-    h = np.zeros(1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for part in parts:
-            x = h ^ (np.asarray(part).astype(np.uint64) + _GOLDEN)
-            x = (x ^ (x >> np.uint64(30))) * _MIX1
-            x = (x ^ (x >> np.uint64(27))) * _MIX2
-            h = x ^ (x >> np.uint64(31))
-    return h
+    """splitmix64 folded over the parts (ints or int arrays, broadcast); at least 1-d.
+
+    Python-int parts fold in Python until the first array part: the symbol key and purpose
+    lead most calls, and numpy costs about a microsecond per operation even on one value.
+    uint64 array arithmetic wraps silently, as the hash wants."""
+    h: int | np.ndarray = 0
+    for part in parts:
+        if isinstance(part, int) and isinstance(h, int):
+            x = h ^ ((part + _GOLDEN) & _MASK64)
+            x = ((x ^ (x >> 30)) * _MIX1) & _MASK64
+            x = ((x ^ (x >> 27)) * _MIX2) & _MASK64
+            h = x ^ (x >> 31)
+        else:
+            x = h ^ (np.asarray(part).astype(np.uint64) + _GOLDEN_U)
+            x = (x ^ (x >> _SH30)) * _MIX1_U
+            x = (x ^ (x >> _SH27)) * _MIX2_U
+            h = x ^ (x >> _SH31)
+    return np.array([h], dtype=np.uint64) if isinstance(h, int) else np.atleast_1d(h)
 
 
 def _unit(h: np.ndarray) -> np.ndarray:
     """Hashes -> uniforms in (0, 1)."""
-    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / 2**53)
+    return ((h >> _SH11).astype(np.float64) + 0.5) * (1.0 / 2**53)
 
 
 def _uniform(*parts) -> np.ndarray:
@@ -128,11 +142,17 @@ def _normal(*parts) -> np.ndarray:
     return ndtri(_uniform(*parts))
 
 
-def _hex_ids(h: np.ndarray) -> pl.Series:
-    """uint64 hashes -> 16-character hex strings, without a Python loop."""
-    buf = pa.py_buffer(h.astype(">u8").tobytes())
-    arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(8), len(h), [None, buf])
-    return pl.from_arrow(arr).bin.encode("hex")
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLE_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
+
+
+def _hex_ids(h: np.ndarray, prefix: str = "") -> pl.Series:
+    """uint64 hashes -> ``prefix`` + 16 lower-case hex digits, written into a byte matrix
+    (no Python loop, no polars expression)."""
+    digits = _HEX_DIGITS[((h[:, None] >> _NIBBLE_SHIFTS) & np.uint64(15)).astype(np.intp)]
+    head = np.frombuffer(prefix.encode(), dtype=np.uint8)
+    out = np.concatenate((np.broadcast_to(head, (len(h), len(head))), digits), axis=1)
+    return pl.Series(out.view(f"S{out.shape[1]}").ravel()).cast(pl.String)
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -366,17 +386,22 @@ def _trading_weekdays(p: _Profile, idx: np.ndarray) -> np.ndarray:
     return np.ones(len(idx), bool) if p.calendar == "24/7" else (idx + 5) % 7 < 5
 
 
+_ALL_DAYS = np.arange(N_DAYS)
+
+
 @functools.lru_cache(maxsize=256)
 def _path(symbol: str) -> _Path:
     p = _profile(symbol)
-    days = np.arange(N_DAYS)
     per_year = 365.0 if p.calendar == "24/7" else 252.0
     sigma_d, drift_d = p.vol / math.sqrt(per_year), p.drift / per_year
-    trading = _trading_weekdays(p, days)
-    s = np.where(trading, sigma_d, 0.25 * sigma_d)  # weekends move a little: Monday gaps
-    mu = np.where(trading, drift_d, 0.0)
+    trading = _trading_weekdays(p, _ALL_DAYS)
+    calm = 0.25 * sigma_d  # weekends move a little: Monday gaps
+    s = np.where(trading, sigma_d, calm)
+    # Mean log return mu - s^2/2, worked out once per kind of day (the same float operations
+    # as per day, so the same values).
+    mean_r = np.where(trading, drift_d - 0.5 * sigma_d * sigma_d, 0.0 - 0.5 * calm * calm)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([p.key, _RET])))
-    r = mu - 0.5 * s * s + s * rng.standard_normal(N_DAYS)
+    r = mean_r + s * rng.standard_normal(N_DAYS)
     cum = np.cumsum(r)
     log_close = math.log(p.anchor) + cum - cum[_day_idx(REF_DAY)]
     log_close.flags.writeable = False
@@ -396,22 +421,21 @@ def _daily(p: _Profile, idx: np.ndarray) -> dict[str, np.ndarray]:
     lp = path.log_close[np.maximum(idx - 1, 0)]
     ret = lc - lp
     sd = path.sigma_d
-    h = _mix(p.key, _DAY, idx)
+    u_gap, u_high, u_low, u_vwap, u_vol = _unit(_mix(_mix(p.key, _DAY, idx), _DAY_PURPOSES))
     if p.calendar == "24/7":
         log_o = lp  # continuous trading: a day opens at the previous close
     else:
-        log_o = lp + 0.3 * ret + 0.15 * sd * ndtri(_unit(_mix(h, _GAP)))
+        log_o = lp + 0.3 * ret + 0.15 * sd * ndtri(u_gap)
     o, c = np.exp(log_o), np.exp(lc)
-    hi = np.maximum(o, c) * np.exp(-0.36 * sd * np.log(_unit(_mix(h, _HIGH))))
-    lo = np.maximum(np.minimum(o, c) * np.exp(0.36 * sd * np.log(_unit(_mix(h, _LOW)))), 1e-6)
+    hi = np.maximum(o, c) * np.exp(-0.36 * sd * np.log(u_high))
+    lo = np.maximum(np.minimum(o, c) * np.exp(0.36 * sd * np.log(u_low)), 1e-6)
     # Cents, more decimals for pennies; one grid per row keeps low <= open, close <= high.
     scale = np.where(lo >= 1.0, 100.0, np.where(lo >= 0.01, 1e4, 1e6))
     o, hi, lo, c = (_round_rows(x, scale) for x in (o, hi, lo, c))
-    vwap = np.clip(_round_rows(lo + (hi - lo) * (0.1 + 0.8 * _unit(_mix(h, _VWAP))), scale),
-                   lo, hi)
+    vwap = np.clip(_round_rows(lo + (hi - lo) * (0.1 + 0.8 * u_vwap), scale), lo, hi)
     mu = np.where(_trading_weekdays(p, idx), path.drift_d, 0.0)
     surprise = np.clip(np.abs(ret - mu) / sd - 0.8, -1.0, 4.0)
-    vol = p.adv * np.exp(0.3 * ndtri(_unit(_mix(h, _VOL))) - 0.045 + 0.25 * surprise)
+    vol = p.adv * np.exp(0.3 * ndtri(u_vol) - 0.045 + 0.25 * surprise)
     if p.calendar == "XNYS":
         vol *= np.where(_xnys_slots()[idx] < 78, 0.55, 1.0)  # half-days trade less
     vol = np.round(vol)
@@ -464,6 +488,11 @@ class SampleProvider:
         self._calls = itertools.count()  # next() is atomic: safe across threads
         self._local = threading.local()
 
+    def process_factory(self) -> Callable[..., SampleProvider]:
+        """Builds this provider in a worker process (``enrich.workers``), given a ``clock``:
+        its rows are computed on the CPU, so large runs use processes rather than threads."""
+        return functools.partial(SampleProvider, failure_rate=self.failure_rate, seed=self.seed)
+
     # -- bookkeeping
 
     def take_request_count(self) -> int:
@@ -514,7 +543,7 @@ class SampleProvider:
         eff_end = min(end, self._latest(p.calendar))
         sess = calendars.session_array(p.calendar, max(start, EPOCH), eff_end)
         if start > eff_end or len(sess) == 0:
-            return BARS.empty()
+            return _empty(BARS)
         idx = _idx_of(sess)
         g = p.basis(_day_idx(eff_end))
         minutes = TIMEFRAMES[timeframe]
@@ -523,8 +552,8 @@ class SampleProvider:
             cols = {k: day[k] for k in ("open", "high", "low", "close", "vwap", "volume",
                                         "trades")}
             ts = _session_start_us(p.calendar, idx)
-            return _bars_frame(sym, timeframe, ts, sess, _rebase(cols, g), eff_end)
-        ts, session, cols = _intraday(p, idx, sess, minutes)
+            return _bars_frame(sym, timeframe, ts, idx, _rebase(cols, g), eff_end)
+        ts, session, cols = _intraday(p, idx, minutes)
         return _bars_frame(sym, timeframe, ts, session, _rebase(cols, g), eff_end)
 
     # -- corporate actions and events
@@ -537,28 +566,31 @@ class SampleProvider:
         rows = [(sym, d, f, t, "forward_split" if t > f else "reverse_split")
                 for d, f, t in p.splits if start <= d <= last]
         if not rows:
-            return SPLITS.empty()
-        frame = pl.DataFrame(rows, orient="row", schema=[
-            "symbol", "execution_date", "split_from", "split_to", "adjustment_type"])
-        return conform(frame, SPLITS)
+            return _empty(SPLITS)
+        return pl.DataFrame(rows, orient="row", schema=SPLITS.schema)
 
     def dividends(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Quarterly cash dividends with ex_date in [start, end] that are declared by now."""
         sym = self._begin("dividends", symbol)
         table = _dividend_table(sym)
-        if table.is_empty():
-            return table
-        latest = self._latest("XNYS")
-        return table.filter(pl.col("ex_date").is_between(start, end)
-                            & (pl.col("declaration_date") <= latest))
+        if table is None:
+            return _empty(DIVIDENDS)
+        frame, ex, declared = table
+        lo = np.searchsorted(ex, _day_idx(start), "left")
+        hi = min(np.searchsorted(ex, _day_idx(end), "right"),
+                 np.searchsorted(declared, _day_idx(self._latest("XNYS")), "right"))
+        return frame.slice(int(lo), max(int(hi - lo), 0))
 
     def earnings(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Quarterly results with filing_date in [start, end] that are filed by now."""
         sym = self._begin("earnings", symbol)
         table = _earnings_table(sym)
-        if table.is_empty():
-            return table
-        return table.filter(pl.col("filing_date").is_between(start, min(end, self._latest("XNYS"))))
+        if table is None:
+            return _empty(EARNINGS)
+        frame, filed = table
+        lo = np.searchsorted(filed, _day_idx(start), "left")
+        hi = np.searchsorted(filed, _day_idx(min(end, self._latest("XNYS"))), "right")
+        return frame.slice(int(lo), max(int(hi - lo), 0))
 
     def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """News published on [start, end] (UTC dates), up to the clock's instant."""
@@ -574,7 +606,7 @@ class SampleProvider:
         sym = self._begin("option_chain", symbol)
         p = _profile(sym)
         if not p.has_options or not self._is_past_session(p, as_of):
-            return OPTIONS_IV.empty()
+            return _empty(OPTIONS_IV)
         return _chain_frame(p, as_of)
 
     def option_contracts(self, underlying: str, as_of: dt.date) -> pl.DataFrame:
@@ -584,7 +616,7 @@ class SampleProvider:
         p = _profile(sym)
         cols = ["symbol", "contract", "expiration", "strike", "contract_type"]
         if not p.has_options or not self._is_past_session(p, as_of):
-            return OPTIONS_IV.empty().select(cols)
+            return _empty(OPTIONS_IV).select(cols)
         return _chain_frame(p, as_of).select(cols)
 
     def option_bars(self, contract: str, start: dt.date, end: dt.date) -> pl.DataFrame:
@@ -626,8 +658,33 @@ def _rebase(cols: dict[str, np.ndarray], g: float) -> dict[str, np.ndarray]:
     return out
 
 
-def _const(value, n: int, dtype: pl.DataType) -> pl.Series:
-    return pl.Series([value], dtype=dtype).new_from_index(0, n)
+_EMPTY = {d.name: d.empty() for d in (BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS)}
+
+
+def _empty(dataset: Dataset) -> pl.DataFrame:
+    """An empty frame of the dataset (a clone: building one from the schema costs ~0.1 ms)."""
+    return _EMPTY[dataset.name].clone()
+
+
+def _frame(dataset: Dataset, n: int, cols: dict) -> pl.DataFrame:
+    """``n`` rows in exactly the dataset's schema, so no ``conform`` query runs per frame.
+
+    Arrays and Series are cast (strictly) where their dtype differs, any other value is
+    repeated ``n`` times, and a column not given is null, as ``conform`` would make it."""
+    unknown = cols.keys() - dataset.schema.keys()
+    if unknown:
+        raise KeyError(f"{dataset.name}: unknown columns {sorted(unknown)}")
+    series = []
+    for name, dtype in dataset.schema.items():
+        value = cols.get(name)
+        if isinstance(value, pl.Series):
+            s = value.alias(name)
+        elif isinstance(value, np.ndarray):
+            s = pl.Series(name, value)
+        else:
+            s = pl.Series(name, [value], dtype=dtype).new_from_index(0, n)
+        series.append(s if s.dtype == dtype else s.cast(dtype))
+    return pl.DataFrame(series)
 
 
 def _utc(us: np.ndarray) -> pl.Series:
@@ -635,18 +692,16 @@ def _utc(us: np.ndarray) -> pl.Series:
     return pl.Series(us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
 
 
-def _bars_frame(symbol: str, timeframe: str, ts_us: np.ndarray, session: np.ndarray,
+def _dates(idx: np.ndarray) -> pl.Series:
+    """Epoch-day indexes -> a Date column (from Unix day numbers, the Date's own storage)."""
+    return pl.Series((np.asarray(idx) + _UNIX_DAYS).astype(np.int32)).cast(pl.Date)
+
+
+def _bars_frame(symbol: str, timeframe: str, ts_us: np.ndarray, session_idx: np.ndarray,
                 cols: dict[str, np.ndarray], asof: dt.date) -> pl.DataFrame:
-    n = len(ts_us)
-    frame = pl.DataFrame({
-        "symbol": _const(symbol, n, pl.String),
-        "timeframe": _const(timeframe, n, pl.String),
-        "ts": _utc(ts_us),
-        "session": pl.Series(session.astype("datetime64[D]"), dtype=pl.Date),
-        **{k: cols[k] for k in ("open", "high", "low", "close", "volume", "vwap", "trades")},
-        "adjusted_asof": _const(asof, n, pl.Date),
-    })
-    return conform(frame, BARS)
+    return _frame(BARS, len(ts_us), {"symbol": symbol, "timeframe": timeframe,
+                                     "ts": _utc(ts_us), "session": _dates(session_idx),
+                                     **cols, "adjusted_asof": asof})
 
 
 def _split_integer(total: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -657,11 +712,11 @@ def _split_integer(total: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return parts
 
 
-def _intraday(p: _Profile, idx: np.ndarray, sess: np.ndarray, minutes: int):
+def _intraday(p: _Profile, idx: np.ndarray, minutes: int):
     """5-minute bars per session, a Brownian bridge from the day's open to its close kept
     inside its [low, high] and touching both, optionally summed into hours.
 
-    Returns (ts µs, session, columns on today's share basis) for the valid slots."""
+    Returns (ts µs, session index, columns on today's share basis) for the valid slots."""
     day = _daily(p, idx)
     if p.calendar == "24/7":
         n_slots, width, offset_us = np.full(len(idx), 288), 288, 0
@@ -722,7 +777,7 @@ def _intraday(p: _Profile, idx: np.ndarray, sess: np.ndarray, minutes: int):
         width, step_us = groups, 60 * _US_PER_MIN
     base = _session_start_us(p.calendar, idx) + offset_us
     ts = (base[:, None] + np.arange(width)[None, :] * step_us)[valid]
-    session = np.broadcast_to(sess[:, None], valid.shape)[valid]
+    session = np.broadcast_to(idx[:, None], valid.shape)[valid]
     cols = {"open": bo[valid], "high": bh[valid], "low": bl[valid], "close": bc[valid],
             "vwap": vw[valid], "volume": vol[valid], "trades": trades[valid].astype(np.int64)}
     return ts, session, cols
@@ -731,22 +786,25 @@ def _intraday(p: _Profile, idx: np.ndarray, sess: np.ndarray, minutes: int):
 # ----------------------------------------------------------------------------- events
 
 
-def _dates(idx: np.ndarray) -> pl.Series:
-    return pl.Series(_EPOCH64 + np.asarray(idx, dtype=np.int64), dtype=pl.Date)
+def _month_start_idx(months: np.ndarray) -> np.ndarray:
+    """Epoch-day index of the first day of each month, months counted from 0 = 2000-01."""
+    return _idx_of((np.datetime64(EPOCH, "M") + months).astype("datetime64[D]"))
 
 
 @functools.lru_cache(maxsize=256)
-def _dividend_table(symbol: str) -> pl.DataFrame:
-    """Every dividend of the generated history, declared per then-current share."""
+def _dividend_table(symbol: str) -> tuple[pl.DataFrame, np.ndarray, np.ndarray] | None:
+    """Every dividend of the generated history, declared per then-current share, with its
+    ex and declaration day indexes (None: pays none).
+
+    Both dates rise with the quarter, so a request's rows are one slice of the frame."""
     p = _profile(symbol)
     if p.div_yield <= 0.0:
-        return DIVIDENDS.empty()
+        return None
     u = _uniform(p.key, _DIV, np.arange(5)).tolist()
     first_month, dom = 1 + int(3 * u[0]), 3 + int(22 * u[1])  # quarter cycle, day of month
     years = np.repeat(np.arange(EPOCH.year, LAST_DAY.year + 1), 4)
     months = np.tile(first_month + 3 * np.arange(4), len(years) // 4)
-    nominal = np.array([_day_idx(dt.date(int(y), int(m), dom))
-                        for y, m in zip(years, months, strict=True)])
+    nominal = _month_start_idx(12 * (years - EPOCH.year) + months - 1) + (dom - 1)
     ex = _next_session_idx(nominal)
     q = np.arange(len(ex))
     decl = _prev_session_idx(ex - 21 - (8 * _uniform(p.key, _DIV, 10, q)).astype(np.int64))
@@ -758,40 +816,34 @@ def _dividend_table(symbol: str) -> pl.DataFrame:
     declared = today_basis * p.basis(ex)
     declared = np.where(declared >= 0.1, np.round(declared, 2), np.round(declared, 4))
     keep = (ex >= _day_idx(p.div_start)) & (ex <= _day_idx(LAST_DAY)) & (declared > 0)
-    n = int(keep.sum())
-    frame = pl.DataFrame({
-        "symbol": _const(symbol, n, pl.String),
-        "ex_date": _dates(ex[keep]),
-        "declaration_date": _dates(decl[keep]),
-        "record_date": _dates(record[keep]),
-        "pay_date": _dates(pay[keep]),
-        "cash_amount": declared[keep],
-        "currency": _const("USD", n, pl.String),
-        "frequency": _const(4, n, pl.Int32),
-        "distribution_type": _const("recurring", n, pl.String),
+    ex, decl = ex[keep], decl[keep]
+    ex.flags.writeable = decl.flags.writeable = False  # cached and shared
+    frame = _frame(DIVIDENDS, len(ex), {
+        "symbol": symbol, "ex_date": _dates(ex), "declaration_date": _dates(decl),
+        "record_date": _dates(record[keep]), "pay_date": _dates(pay[keep]),
+        "cash_amount": declared[keep], "currency": "USD", "frequency": 4,
+        "distribution_type": "recurring",
     })
-    return conform(frame, DIVIDENDS)
-
-
-def _month_end(year: int, month: int) -> dt.date:
-    return dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)
+    return frame, ex, decl
 
 
 @functools.lru_cache(maxsize=256)
-def _earnings_table(symbol: str) -> pl.DataFrame:
-    """Every fiscal quarter of the generated history, ordered by period end."""
+def _earnings_table(symbol: str) -> tuple[pl.DataFrame, np.ndarray] | None:
+    """Every fiscal quarter of the generated history, ordered by period end, with its filing
+    day index (None: no earnings).
+
+    Filings rise with the quarter (lags of 25-45 days, quarters ~90 days apart), so a
+    request's rows are one slice of the frame."""
     p = _profile(symbol)
     if not p.has_earnings:
-        return EARNINGS.empty()
-    ends, fy, fq = [], [], []
-    for year in range(EPOCH.year, LAST_DAY.year + 1):
-        for k in range(1, 13):
-            if (k - p.fy_end_month) % 3:
-                continue  # not a fiscal quarter end
-            ends.append(_day_idx(_month_end(year, k)))
-            fq.append(((k - p.fy_end_month - 1) % 12) // 3 + 1)
-            fy.append(year if k <= p.fy_end_month else year + 1)
-    period_end, fy_arr, fq_arr = np.array(ends), np.array(fy), np.array(fq)
+        return None
+    month = np.arange(12 * (LAST_DAY.year - EPOCH.year + 1))  # 0 = 2000-01
+    k = month % 12 + 1
+    month = month[(k - p.fy_end_month) % 3 == 0]  # fiscal quarter ends
+    k, year = month % 12 + 1, EPOCH.year + month // 12
+    period_end = _month_start_idx(month + 1) - 1
+    fq_arr = ((k - p.fy_end_month - 1) % 12) // 3 + 1
+    fy_arr = np.where(k <= p.fy_end_month, year, year + 1)
     lag = 25 + (21 * _uniform(p.key, _EARN, 1, period_end)).astype(np.int64)  # 25-45 days
     filing = _next_session_idx(period_end + lag)
     years = (period_end - _day_idx(REF_DAY)) / 365.25
@@ -805,18 +857,15 @@ def _earnings_table(symbol: str) -> pl.DataFrame:
     # Dilution lowers a profit per share; a loss is not diluted (antidilutive).
     eps_diluted = np.where(eps > 0, np.minimum(np.round(eps * (1.0 - dilution), 2), eps), eps)
     keep = filing <= _day_idx(LAST_DAY)
-    n = int(keep.sum())
-    frame = pl.DataFrame({
-        "symbol": _const(symbol, n, pl.String),
-        "fiscal_year": fy_arr[keep],
-        "fiscal_quarter": fq_arr[keep],
-        "period_end": _dates(period_end[keep]),
-        "filing_date": _dates(filing[keep]),
-        "revenue": np.round(revenue[keep], -3),
-        "eps_basic": eps[keep],
+    filing = filing[keep]
+    filing.flags.writeable = False  # cached and shared
+    frame = _frame(EARNINGS, len(filing), {
+        "symbol": symbol, "fiscal_year": fy_arr[keep], "fiscal_quarter": fq_arr[keep],
+        "period_end": _dates(period_end[keep]), "filing_date": _dates(filing),
+        "revenue": np.round(revenue[keep], -3), "eps_basic": eps[keep],
         "eps_diluted": eps_diluted[keep],
     })
-    return conform(frame, EARNINGS)
+    return frame, filing
 
 
 _PUBLISHERS = pl.Series(["Demo Newswire", "Sample Markets Daily", "Example Street Journal",
@@ -871,7 +920,7 @@ def _news_frame(p: _Profile, start: dt.date, end: dt.date, now_us: int) -> pl.Da
     close never misses an item that the next fetch, starting the next day, would not ask for."""
     lo_i, hi_i = max(_day_idx(start), _MONDAY0), _day_idx(end)
     if lo_i > hi_i:
-        return NEWS.empty()
+        return _empty(NEWS)
     weeks = np.arange((lo_i - _MONDAY0) // 7, (hi_i - _MONDAY0) // 7 + 1)[:, None]
     item = np.arange(5)[None, :]
     count = 2 + (4 * _uniform(p.key, _N_COUNT, weeks)).astype(np.int64)
@@ -883,28 +932,27 @@ def _news_frame(p: _Profile, start: dt.date, end: dt.date, now_us: int) -> pl.Da
     order = np.argsort(published[keep], kind="stable")
     day, published = day[keep][order], published[keep][order]
     if len(day) == 0:
-        return NEWS.empty()
+        return _empty(NEWS)
     n_in_day = np.arange(len(day)) - np.searchsorted(day, day, "left")
     h = _mix(p.key, _N_ID, day, n_in_day)
     path = _path(p.symbol)
     move = (path.log_close[day] - path.log_close[np.maximum(day - 1, 0)]) / path.sigma_d
-    score = 0.8 * move + 0.6 * ndtri(_unit(_mix(h, _N_SENT)))
+    u_sent, u_title, u_pub = _unit(_mix(h, _NEWS_PURPOSES))
+    score = 0.8 * move + 0.6 * ndtri(u_sent)
     sent = np.where(score > 0.6, 2, np.where(score < -0.6, 0, 1))
-    pick = (_unit(_mix(h, _N_TITLE)) * 15).astype(np.int64)
+    pick = (u_title * 15).astype(np.int64)
     titles, reasons = _news_text(p.symbol)
-    ids = _hex_ids(h)
-    frame = pl.DataFrame({
-        "symbol": _const(p.symbol, len(day), pl.String),
-        "id": ids,
+    return _frame(NEWS, len(day), {
+        "symbol": p.symbol,
+        "id": _hex_ids(h),
         "published_utc": _utc(published),
-        "title": titles.gather(sent * 5 + pick % 5),
-        "publisher": _PUBLISHERS.gather(
-            (_unit(_mix(h, _N_PUB)) * len(_PUBLISHERS)).astype(np.int64)),
-        "url": "https://example.com/demo-news/" + ids,
-        "sentiment": _SENTIMENTS.gather(sent),
-        "sentiment_reasoning": reasons.gather(sent * 3 + pick % 3),
+        # Indexing gathers directly; Series.gather builds a polars query each time.
+        "title": titles[sent * 5 + pick % 5],
+        "publisher": _PUBLISHERS[(u_pub * len(_PUBLISHERS)).astype(np.int64)],
+        "url": _hex_ids(h, "https://example.com/demo-news/"),
+        "sentiment": _SENTIMENTS[sent],
+        "sentiment_reasoning": reasons[sent * 3 + pick % 3],
     })
-    return conform(frame, NEWS)
 
 
 # ----------------------------------------------------------------------------- options
@@ -915,9 +963,12 @@ def _third_friday(year: int, month: int) -> dt.date:
     return first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
 
 
-def _expirations(as_of: dt.date) -> list[dt.date]:
+@functools.lru_cache(maxsize=1024)
+def _expirations(as_of: dt.date) -> tuple[dt.date, ...]:
     """The next 4 weekly Fridays and next 3 monthly third Fridays after ``as_of``; one on a
-    holiday moves to the session before (Good Friday -> Thursday)."""
+    holiday moves to the session before (Good Friday -> Thursday).
+
+    Cached: every symbol's chain on a day asks, and ``_listing_day`` asks day after day."""
     first = as_of + dt.timedelta(days=(4 - as_of.weekday()) % 7 or 7)
     fridays = {first + dt.timedelta(weeks=i) for i in range(4)}
     y, m, monthly = as_of.year, as_of.month, 0
@@ -928,7 +979,8 @@ def _expirations(as_of: dt.date) -> list[dt.date]:
             monthly += 1
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)
     snapped = _prev_session_idx(np.array(sorted(_day_idx(d) for d in fridays)))
-    return sorted({EPOCH + dt.timedelta(days=int(i)) for i in snapped if i > _day_idx(as_of)})
+    return tuple(sorted({EPOCH + dt.timedelta(days=int(i))
+                         for i in snapped if i > _day_idx(as_of)}))
 
 
 def _is_monthly(expiration: dt.date) -> bool:
@@ -954,6 +1006,9 @@ def _model_iv(p: _Profile, regime, k, fwd, t) -> np.ndarray:
     return atm * np.clip(1.0 + p.smile * m * m - p.skew * m, 0.6, 2.5)
 
 
+_PUT_CALL = pl.Series(["put", "call"])
+
+
 def _chain_frame(p: _Profile, as_of: dt.date) -> pl.DataFrame:
     a = _day_idx(as_of)
     spot = float(_daily(p, np.array([a]))["close"][0] * p.basis(a))  # as shown that day
@@ -971,25 +1026,20 @@ def _chain_frame(p: _Profile, as_of: dt.date) -> pl.DataFrame:
     oi = (3000.0 * math.sqrt(max(p.adv, 1.0) / 1e7) * np.exp(-0.5 * dist * dist)
           * np.where(monthly, 3.0, 1.0)
           * np.exp(0.5 * _normal(p.key, _OI, a, ee, np.round(kk * 1000).astype(np.int64), cc)))
-    types = np.where(cc, "call", "put")
-    contracts = [format_occ(p.occ_root, EPOCH + dt.timedelta(days=int(e)), ty, float(k))
-                 for e, ty, k in zip(ee, types, kk, strict=True)]
-    n = len(kk)
-    frame = pl.DataFrame({
-        "symbol": _const(p.symbol, n, pl.String),
-        "as_of": _const(as_of, n, pl.Date),
-        "contract": pl.Series(contracts, dtype=pl.String),
+    return _frame(OPTIONS_IV, len(kk), {
+        "symbol": p.symbol,
+        "as_of": as_of,
+        "contract": format_occ_array(p.occ_root, _EPOCH64 + ee, cc, kk),
         "expiration": _dates(ee),
         "strike": kk,
-        "contract_type": pl.Series(types, dtype=pl.String),
+        "contract_type": _PUT_CALL[cc.astype(np.int64)],
         "option_price": res["price"],
-        "underlying_price": np.full(n, spot),
+        "underlying_price": spot,
         "iv": iv,
         **{g: res[g] for g in ("delta", "gamma", "vega", "theta", "rho")},
         "open_interest": np.round(oi).astype(np.int64),
-        "source": _const("sample", n, pl.String),
+        "source": "sample",
     })
-    return conform(frame, OPTIONS_IV)
 
 
 def _listing_day(expiration: dt.date) -> dt.date | None:
@@ -1006,10 +1056,10 @@ def _option_bars_frame(p: _Profile, ticker: str, expiration: dt.date, contract_t
                        strike: float, start: dt.date, end: dt.date) -> pl.DataFrame:
     listed = _listing_day(expiration)
     if listed is None:  # not a contract of this model: nothing ever traded
-        return BARS.empty()
+        return _empty(BARS)
     sess = calendars.session_array(p.calendar, max(start, listed, EPOCH), end)
     if len(sess) == 0:
-        return BARS.empty()
+        return _empty(BARS)
     idx = _idx_of(sess)
     day = _daily(p, idx)
     basis = p.basis(idx)  # options trade on the share basis of their day
@@ -1037,7 +1087,7 @@ def _option_bars_frame(p: _Profile, ticker: str, expiration: dt.date, contract_t
     cols = {"open": moves[0], "high": hi, "low": lo, "close": c, "vwap": vwap, "volume": vol,
             "trades": np.maximum(1.0, np.round(vol / 4.0)).astype(np.int64)}
     cols = {k: v[traded] for k, v in cols.items()}
-    return _bars_frame(ticker, "1d", _session_start_us(p.calendar, idx[traded]), sess[traded],
+    return _bars_frame(ticker, "1d", _session_start_us(p.calendar, idx[traded]), idx[traded],
                        cols, end)
 
 
