@@ -40,7 +40,7 @@ from enrich.store import Store
 # Below this many symbols, starting processes (~1 s) costs more than threads lose.
 MIN_SYMBOLS = 64
 MAX_POOL_STARTS = 3
-PRELOAD = ["enrich.engine", "enrich.workers", "enrich.providers.sample"]
+PRELOAD = ["enrich.worker_boot"]  # loads and warms what a worker needs, before any fork
 
 
 @dataclass(frozen=True)
