@@ -102,6 +102,19 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
         raise
 
 
+def in_key_order(frame: pl.DataFrame, key: list[str]) -> bool:
+    """Whether ``frame`` is strictly in ``key`` order (sorted, no key twice), found cheaply for
+    the usual rows of one file: one value in every key column but the last, which ascends.
+    False means "not known to be": the caller sorts."""
+    if frame.height <= 1:
+        return True
+    *lead, last = key
+    if any(frame[c].n_unique() != 1 for c in lead):
+        return False
+    s = frame[last]
+    return s.null_count() == 0 and s.is_sorted() and not (s == s.shift(1)).any()
+
+
 def remove_stale_temps(path: Path) -> int:
     """Delete temp files a killed writer of ``path`` left behind. Call under ``path``'s lock."""
     n = 0
@@ -347,7 +360,10 @@ class Lake:
         ds = DATASETS[dataset]
         if ds.month_column:
             raise ValueError(f"{dataset} is month-partitioned; use upsert")
-        frame = conform(frame, ds).unique(subset=list(ds.key), keep="last").sort(list(ds.key))
+        key = list(ds.key)
+        frame = conform(frame, ds)
+        if not in_key_order(frame, key):
+            frame = frame.unique(subset=key, keep="last").sort(key)
         path = self._file_for(ds, symbol, level, None)
         with self.write_lock(symbol):
             remove_stale_temps(path)
@@ -376,7 +392,7 @@ class Lake:
                           .unique(subset=key, keep="last", maintain_order=True)
                           .sort(key))
             else:
-                merged = part.sort(key)
+                merged = part if in_key_order(part, key) else part.sort(key)
                 inserted, updated = part.height, 0
             self._write_file(merged, path)
         return UpsertResult(inserted=inserted, updated=updated, files_written=1)

@@ -6,6 +6,7 @@ the checks here refuse individual rows that are well-typed but impossible, and c
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -22,7 +23,8 @@ class Checked:
     causes: list[str] = field(default_factory=list)
 
 
-def _rules(dataset: str) -> list[tuple[str, pl.Expr]]:
+@functools.cache
+def _rules(dataset: str) -> tuple[tuple[str, pl.Expr], ...]:
     """(cause, expression that is True for a BAD row)."""
     key_null = pl.any_horizontal([pl.col(k).is_null() for k in DATASETS[dataset].key])
     rules: list[tuple[str, pl.Expr]] = [("null key column", key_null)]
@@ -47,7 +49,7 @@ def _rules(dataset: str) -> list[tuple[str, pl.Expr]]:
                       ~pl.col("contract_type").is_in(["call", "put"])))
     elif dataset == "news":
         rules.append(("missing published_utc", pl.col("published_utc").is_null()))
-    return rules
+    return tuple(rules)
 
 
 def check(dataset: str, frame: pl.DataFrame) -> Checked:

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from enrich.lake import Lake, write_parquet_atomic
+from enrich.lake import Lake, in_key_order, write_parquet_atomic
 from enrich.schemas import DATASETS
 
 SYMS = st.sampled_from(["AAPL", "BRK.B", "X:BTCUSD", "Z"])
@@ -120,3 +120,33 @@ def test_coverage_roundtrip(tmp_path):
     cov = {"bars:1d": dt.date(2026, 11, 25), "news": dt.date(2026, 11, 24)}
     lake.write_coverage("AAPL", cov)
     assert lake.read_coverage("AAPL") == cov
+
+
+@pytest.mark.parametrize(("symbols", "days", "expected"), [
+    (["A", "A", "A"], [1, 2, 3], True),
+    (["A", "A", "A"], [1, 3, 2], False),       # out of order
+    (["A", "A", "A"], [1, 2, 2], False),       # a key twice
+    (["A", "B", "B"], [1, 2, 3], False),       # several symbols: not known, the caller sorts
+    (["A", "A", "A"], [1, None, 3], False),    # a null key
+    (["A"], [1], True),
+])
+def test_in_key_order_only_vouches_for_what_it_checked(symbols, days, expected):
+    frame = pl.DataFrame({"symbol": symbols, "day": days})
+    assert in_key_order(frame, ["symbol", "day"]) is expected
+
+
+def test_the_cache_never_serves_a_replaced_file(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    rows = pl.DataFrame({"symbol": ["AAPL"], "execution_date": [dt.date(2024, 1, 2)],
+                         "split_from": [1.0], "split_to": [2.0]})
+    lake.upsert("splits", rows)
+    path = lake.files("splits")[0]
+    assert lake.read("splits").height == 1
+    # Another process (here: another Lake) replaces the file; this one must see the change.
+    other = Lake(tmp_path / "lake")
+    more = rows.with_columns(pl.lit(dt.date(2025, 1, 2)).alias("execution_date"))
+    other.upsert("splits", more)
+    assert lake.read("splits").height == 2
+    # Any rewrite of the file in place, too.
+    write_parquet_atomic(rows, path)
+    assert lake.read("splits").height == 1
