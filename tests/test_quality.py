@@ -209,6 +209,29 @@ def test_news_duplicates_and_earnings_order(copy):
     assert set(got) == {("earnings", "earnings_order")}
 
 
+def test_results_do_not_depend_on_row_order(clean):
+    """The checks put rows in order themselves: shuffled bars (with or without a duplicated
+    session) give the same results and coverage, and items repeated at one time are quoted
+    in the same order on every run."""
+    data, _ = clean
+    store = Store(data)
+    bars, splits = bars_of(store), store.lake.read("splits", ["AAPL"])
+    divs = store.lake.read("dividends", ["AAPL"])
+    twin = bars.slice(30, 1).with_columns(pl.col("ts") + dt.timedelta(hours=1))
+    for frame in (bars, pl.concat([bars, twin])):
+        shuffled = frame.sample(fraction=1.0, shuffle=True, seed=1)
+        assert (quality.check_bars(shuffled, splits, "XNYS")
+                == quality.check_bars(frame, splits, "XNYS"))
+        assert (quality.check_dividends(divs, shuffled, splits)
+                == quality.check_dividends(divs, frame, splits))
+    news = store.lake.read("news", ["MSFT"])
+    at = news["published_utc"][0]
+    repeated = pl.concat([news.head(3), news.head(3)]).with_columns(
+        pl.lit(at).alias("published_utc"))
+    details = {quality.check_news(repeated)[0].detail for _ in range(5)}
+    assert len(details) == 1 and details.pop().startswith("3 repeated news items: ")
+
+
 # -- after every fetch, through the engine -----------------------------------------------------
 class Defective:
     """The sample provider whose AAPL bars skip two sessions and jump 40 % on another."""
