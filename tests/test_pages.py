@@ -23,6 +23,7 @@ from enrich.engine import FINAL_STATES
 from enrich.service import get_services, reset_services
 from enrich.store import Store
 from enrich.symbols import DEMO_UNIVERSE
+from pages import _common
 from tests.conftest import FIXED_NOW
 from tests.test_queries import RUN_SYMBOLS, populate
 
@@ -94,6 +95,10 @@ def texts(at: AppTest) -> str:
 def wait_final(run_id: str, timeout: float = 120) -> str:
     state = get_services(settings_now()).wait(run_id, timeout=timeout)
     assert state in FINAL_STATES, state
+    # Pages remember the catalog's data version for half a second; a user's next refresh
+    # outlasts that, a test's immediate rerun may not: forget it, as a page does after its
+    # own writes.
+    _common.invalidate()
     return state
 
 
