@@ -95,7 +95,7 @@ def _enrich(symbol: str, asset_class: str, now: dt.datetime) -> tuple[Any, Write
     engine = _worker["engine"]
     log = LogBuffer(engine.store)
     res = engine.enrich_symbol(symbol, asset_class, job.params, job.run_id, log,
-                               set(job.not_entitled))
+                               job.not_entitled)
     for step in res.steps:  # an error the run's process could not unpickle becomes plain
         if step.error is not None and not _picklable(step.error):
             step.error = EnrichError(f"{type(step.error).__name__}: {step.error}")
