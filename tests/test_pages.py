@@ -324,8 +324,17 @@ def test_enrich_now_on_a_symbol(populated):
     data, _ = populated
     at = open_page("pages/symbols.py", symbol="NVDA")
     assert "No bars stored yet" in texts(at)
-    at.button(key="enrich_now").click().run()
-    run_id = at.session_state["enrich_run_NVDA"]
+    # Hold NVDA's lock so the run is still going when the page renders after the click
+    # (a one-symbol run can otherwise end before the progress fragment first looks).
+    lock = Store(data).lake.symbol_lock("NVDA")
+    lock.acquire()
+    try:
+        at.button(key="enrich_now").click().run()
+        assert not at.exception
+        run_id = at.session_state["enrich_run_NVDA"]
+        assert q.run_detail(Store(data).catalog, run_id)["state"] in q.ACTIVE_RUN_STATES
+    finally:
+        lock.release()
     wait_final(run_id)
     d = q.run_detail(Store(data).catalog, run_id)
     assert d["params"]["symbols"] == ["NVDA"] and d["symbols_ok"] == 1
