@@ -184,7 +184,10 @@ class SymbolLock:
         self.lake, self.symbol = lake, symbol
         p = lake.lock_dir / "symbols" / (quote(symbol, safe=".") + ".lock")
         lake._mkdir(p.parent)
-        self._lock = FileLock(str(p), timeout=timeout)
+        # An explicit owner-only-write mode: with the default (0o666 less the umask) filelock
+        # first probes the folder with a throwaway file, per new lock file, which costs as much
+        # as the lock itself on a first enrichment.
+        self._lock = FileLock(str(p), timeout=timeout, mode=0o644)
 
     def acquire(self) -> SymbolLock:
         self._lock.acquire()
