@@ -115,6 +115,21 @@ def in_key_order(frame: pl.DataFrame, key: list[str]) -> bool:
     return s.null_count() == 0 and s.is_sorted() and not (s == s.shift(1)).any()
 
 
+def _only_file(frame: pl.DataFrame, ds: Dataset) -> tuple | None:
+    """``(symbol[, level][, month])`` of the one file all rows go to, when that is cheaply
+    known: rows strictly in key order (so no null and no repeated key) whose leading key
+    columns, which name the file, hold one non-null value each. Else None."""
+    *lead, _ = ds.key
+    names = ["symbol", *(c for c in (ds.level_column, ds.month_column) if c)]
+    if (not set(names) <= set(lead) or any(frame[c].null_count() for c in lead)
+            or not in_key_order(frame, list(ds.key))):
+        return None
+    only = [frame[c][0] for c in names]
+    if ds.month_column:
+        only[-1] = only[-1].strftime("%Y-%m")
+    return tuple(only)
+
+
 def remove_stale_temps(path: Path) -> int:
     """Delete temp files a killed writer of ``path`` left behind. Call under ``path``'s lock."""
     n = 0
@@ -326,6 +341,12 @@ class Lake:
         if frame.is_empty():
             return UpsertResult()
         frame = conform(frame, ds)
+        only = _only_file(frame, ds)
+        if only is not None:  # the common case, known without a pass over the rows
+            symbol, *rest = only
+            path = self._file_for(ds, symbol, rest[0] if ds.level_column else None,
+                                  rest[-1] if ds.month_column else None)
+            return self._upsert_file(ds, symbol, path, frame, in_order=True)
         parts = [pl.col("symbol")] + ([pl.col(ds.level_column)] if ds.level_column else [])
         if ds.month_column:
             parts.append(pl.col(ds.month_column).dt.strftime("%Y-%m").alias("__month"))
@@ -377,8 +398,8 @@ class Lake:
         return UpsertResult(inserted=max(frame.height - old.height, 0),
                             updated=min(frame.height, old.height), files_written=1)
 
-    def _upsert_file(self, ds: Dataset, symbol: str, path: Path,
-                     part: pl.DataFrame) -> UpsertResult:
+    def _upsert_file(self, ds: Dataset, symbol: str, path: Path, part: pl.DataFrame,
+                     in_order: bool = False) -> UpsertResult:
         key = list(ds.key)
         with self.write_lock(symbol):
             remove_stale_temps(path)
@@ -395,7 +416,7 @@ class Lake:
                           .unique(subset=key, keep="last", maintain_order=True)
                           .sort(key))
             else:
-                merged = part if in_key_order(part, key) else part.sort(key)
+                merged = part if in_order or in_key_order(part, key) else part.sort(key)
                 inserted, updated = part.height, 0
             self._write_file(merged, path)
         return UpsertResult(inserted=inserted, updated=updated, files_written=1)

@@ -48,7 +48,15 @@ class Dataset:
         return list(self.schema)
 
     def empty(self) -> pl.DataFrame:
-        return pl.DataFrame(schema=self.schema)
+        """No rows, this dataset's columns (built once: building one costs ~0.1 ms)."""
+        shape = (self.name, tuple(self.schema.items()))
+        frame = _EMPTY.get(shape)
+        if frame is None:
+            frame = _EMPTY[shape] = pl.DataFrame(schema=self.schema)
+        return frame.clone()
+
+
+_EMPTY: dict[tuple, pl.DataFrame] = {}
 
 
 BARS = Dataset(

@@ -74,6 +74,25 @@ def test_month_partitioned_upsert_roundtrip(tmp_path_factory, rows):
         assert p.name == f"month={months[0]}.parquet" and len(months) == 1
 
 
+@pytest.mark.parametrize("dataset", ["dividends", "options_iv"])
+def test_rows_in_key_order_land_where_shuffled_rows_do(tmp_path, dataset):
+    # Rows of one file in key order skip the pass that finds the files; shuffled, they take it.
+    day = dt.date(2020, 1, 31)
+    if dataset == "options_iv":
+        f = pl.DataFrame({"symbol": "BRK.B", "as_of": day, "contract": ["C1", "C2", "C3"],
+                          "iv": [0.2, 0.3, 0.4]})
+    else:
+        f = pl.DataFrame({"symbol": "BRK.B", "ex_date": [day, day + dt.timedelta(1)],
+                          "cash_amount": [0.5, 0.6]})
+    assert in_key_order(f, list(DATASETS[dataset].key))
+    lakes = Lake(tmp_path / "sorted"), Lake(tmp_path / "shuffled")
+    for lake, rows in zip(lakes, (f, f.reverse()), strict=True):
+        assert lake.upsert(dataset, rows).inserted == f.height
+    paths = [[p.relative_to(lake.root) for p in lake.files(dataset)] for lake in lakes]
+    assert paths[0] == paths[1] and len(paths[0]) == 1
+    assert_frame_equal(*(pl.read_parquet(lake.root / paths[0][0]) for lake in lakes))
+
+
 def test_upsert_counts_inserted_and_updated(tmp_path):
     lake = Lake(tmp_path / "lake")
     f = _div_frame([("A", dt.date(2020, 1, 1), 1.0), ("A", dt.date(2020, 2, 1), 2.0)])
