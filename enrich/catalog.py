@@ -439,14 +439,27 @@ class Catalog:
     def data_version(self) -> int:
         return int(self.scalar("SELECT version FROM data_version WHERE id = 1"))
 
-    def write(self, batch: WriteBatch) -> None:
-        """Apply a batch of rows and statements in one transaction and bump the data version."""
+    def write(self, batch: WriteBatch,
+              then: tuple[str, Sequence[Any]] | None = None) -> Any:
+        """Apply a batch of rows and statements in one transaction and bump the data version.
+
+        ``then``, a query and its parameters, is read after the commit on the same connection
+        (opening the catalog costs more than most batches): its first value is returned, or
+        None if it could not be read.
+        """
         if batch.empty():
-            return
+            return self.scalar(*then) if then else None
         with self.connect() as con:
             with transaction(con):
                 batch.apply(con)
             self._refresh_views(con)
+            if then is None:
+                return None
+            try:
+                row = con.execute(then[0], list(then[1])).fetchone()
+            except duckdb.Error:  # the batch is committed either way: never report it failed
+                return None
+            return row[0] if row else None
 
 
 def frame(con: duckdb.DuckDBPyConnection, sql: str,

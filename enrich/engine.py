@@ -129,12 +129,11 @@ class LogBuffer:
             batch, self._batch = self._batch, WriteBatch()
         return batch
 
-    def flush(self) -> None:
+    def flush(self, then: tuple[str, Sequence[Any]] | None = None) -> Any:
+        """Write the buffered rows; ``then`` as in ``Catalog.write``."""
         batch = self.take()
-        if batch.empty():
-            return
         try:
-            self.store.catalog.write(batch)
+            return self.store.catalog.write(batch, then)
         except BaseException:
             with self._lock:  # keep the rows for the next flush
                 batch.extend(self._batch)
@@ -144,8 +143,12 @@ class LogBuffer:
 
 def cancel_requested(store: Store, run_id: str) -> bool:
     """Whether someone asked, through the catalog, for the run to stop between symbols."""
-    return bool(store.catalog.scalar(
-        "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE run_id = ?", [run_id]))
+    return bool(store.catalog.scalar(*cancel_query(run_id)))
+
+
+def cancel_query(run_id: str) -> tuple[str, list[Any]]:
+    """The query behind ``cancel_requested``, to read along with a flush."""
+    return "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE run_id = ?", [run_id]
 
 
 def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
@@ -283,9 +286,8 @@ class Engine:
                     snapshot = list(results)
                 log.add(lambda b, s=snapshot: self._progress_row(b, run_id, s))
                 try:
-                    log.flush()
                     # Another process (`runs cancel`, a page) asks through the catalog.
-                    if cancel_requested(self.store, run_id):
+                    if log.flush(then=cancel_query(run_id)):
                         cancel.set()
                 except EnrichError:
                     pass  # the catalog is busy; the rows stay buffered for the next flush

@@ -36,6 +36,24 @@ def test_every_write_bumps_the_data_version(tmp_path):
     assert cat.data_version() == v0 + 1
 
 
+def test_a_write_reads_its_follow_up_query_after_the_commit(tmp_path):
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    cat.migrate()
+    count = ("SELECT count(*) FROM fetch_log WHERE symbol = ?", ["A"])
+    b = WriteBatch()
+    for dataset in ("bars", "news"):
+        b.insert("fetch_log", {"symbol": "A", "dataset": dataset, "started_at": utcnow(),
+                               "status": "ok"})
+    assert cat.write(b, then=count) == 2  # sees the batch it follows
+    assert cat.write(WriteBatch(), then=count) == 2  # nothing to write: still answered
+    v = cat.data_version()
+    b = WriteBatch()
+    b.insert("fetch_log", {"symbol": "A", "dataset": "splits", "started_at": utcnow(),
+                           "status": "ok"})
+    assert cat.write(b, then=("SELECT no_such_column FROM runs", [])) is None
+    assert cat.data_version() == v + 1 and cat.scalar(*count) == 3  # committed regardless
+
+
 def test_upsert_updates_only_given_columns(tmp_path):
     cat = Catalog(tmp_path / "enrich.duckdb")
     cat.migrate()

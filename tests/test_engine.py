@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from enrich import engine as engine_mod
+from enrich.catalog import utcnow
 from enrich.engine import Engine, RunParams
 from enrich.errors import NotFoundError
 from enrich.providers.sample import SampleProvider
 from enrich.schemas import DATASETS
+from enrich.service import request_cancel
 from enrich.store import Store
 from enrich.universe import add_symbols, ensure_demo_universe
 
@@ -203,3 +208,28 @@ def test_an_unpublished_session_is_asked_for_again(settings, fixed_clock):
     again = eng.run(RunParams(symbols=["AAPL"], datasets=["bars"]))
     assert again.records > 0
     assert eng.store.lake.read("bars", ["AAPL"])["session"].max() == last
+
+
+def test_a_cancel_asked_through_the_catalog_stops_the_run(settings, fixed_clock, monkeypatch):
+    """Another process cancels by writing to the catalog; the run's flusher reads it back."""
+    monkeypatch.setattr(engine_mod, "FLUSH_INTERVAL_S", 0.05)
+    eng = make_engine(settings.with_(history_years=1), fixed_clock())
+    params = RunParams(symbols=SYMS)
+    run_id = eng.create_run(params, "manual")
+    cancel, out = threading.Event(), []
+    lock = eng.store.lake.symbol_lock("AAPL")
+    lock.acquire()  # the run waits on AAPL, so it is still running when the cancel comes
+    try:
+        t = threading.Thread(target=lambda: out.append(
+            eng.run(params, run_id=run_id, cancel=cancel, max_workers=1)))
+        t.start()
+        deadline = time.monotonic() + 30
+        while (eng.store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?", [run_id])
+               != "running" and time.monotonic() < deadline):
+            time.sleep(0.02)
+        assert request_cancel(eng.store.catalog, run_id, "test", utcnow()) == "running"
+        assert cancel.wait(30), "the run never read the cancel from the catalog"
+    finally:
+        lock.release()
+    t.join(60)
+    assert out and out[0].state == "cancelled" and out[0].ok == 0
