@@ -5,7 +5,7 @@ reference measured in the same run, the bare cost of the same provider calls plu
 one plain Parquet write per dataset in one thread with no engine around them (no validation,
 upsert, locks, quality checks, logs or catalog).
 
-The engine enriches this many sample symbols in worker processes, one per core
+The engine enriches this many sample symbols in worker processes, one more than the cores
 (``enrich/workers.py``); ``--threads`` also measures the same run forced onto threads, as the
 engine ran before. Runs after the first reuse the warm forkserver, as a long-lived dashboard
 or ``serve`` process does; the first run's time is printed too.

@@ -117,7 +117,7 @@ def test_cancel_stops_handing_out_symbols(settings, fixed_clock, tmp_path):
 
 
 @pytest.mark.parametrize(("n", "workers", "rate_limited", "factory", "expected"), [
-    (500, 5, False, True, min(5, os.cpu_count() or 1)),
+    (500, 5, False, True, min(5, (os.cpu_count() or 1) + 1)),  # one spare for disk waits
     (10, 5, False, True, 0),       # a small run: starting processes costs more than it saves
     (500, 5, True, True, 0),       # a network provider shares one rate limiter: threads
     (500, 5, False, False, 0),     # a provider that cannot be rebuilt in a worker
