@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import shutil
 import statistics
 import sys
@@ -34,6 +33,7 @@ from enrich.features import compute_features  # noqa: E402
 from enrich.providers.sample import SampleProvider  # noqa: E402
 from enrich.store import Store  # noqa: E402
 from enrich.universe import add_symbols  # noqa: E402
+from enrich.workers import usable_cpus  # noqa: E402
 
 NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.UTC)
 
@@ -110,7 +110,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     e, r = statistics.median(eng), statistics.median(ref)
     print(f"first full enrichment: {n} symbols x {args.years} years, {args.workers} workers, "
-          f"{os.cpu_count()} cores, median of {args.repeat}")
+          f"{usable_cpus()} cores, median of {args.repeat}")
     print(f"  engine:    {e:7.2f} s  {n / e:7.1f} symbols/s   (target >= 50; "
           f"first run {n / eng[0]:.1f}, runs {', '.join(f'{n / x:.1f}' for x in eng)})")
     if thr:

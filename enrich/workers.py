@@ -54,12 +54,20 @@ class Job:
     not_entitled: frozenset[tuple[str, str]]
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity, as ``nproc`` reports), not the
+    machine's: a container or ``taskset`` may allow fewer."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def process_count(provider: Provider, n_symbols: int, workers: int,
                   min_symbols: int = MIN_SYMBOLS) -> int:
     """How many worker processes a run should use: 0 means threads."""
     if getattr(provider, "process_factory", None) is None or provider.rate_limited:
         return 0
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     if n_symbols < min_symbols or cpus < 2 or workers < 2:
         return 0
     # One more than the cores: a worker waiting on the disk (creating and fsyncing a symbol's

@@ -14,7 +14,7 @@ from enrich.providers.sample import SampleProvider
 from enrich.schemas import DATASETS
 from enrich.store import Store
 from enrich.universe import add_symbols
-from enrich.workers import process_count
+from enrich.workers import process_count, usable_cpus
 
 UNIVERSE = [("AAPL", "stocks", "Apple"), ("SPY", "etfs", "SPDR S&P 500"),
             ("NVDA", "stocks", "NVIDIA"), ("X:BTCUSD", "crypto", "Bitcoin"),
@@ -117,7 +117,7 @@ def test_cancel_stops_handing_out_symbols(settings, fixed_clock, tmp_path):
 
 
 @pytest.mark.parametrize(("n", "workers", "rate_limited", "factory", "expected"), [
-    (500, 5, False, True, min(5, (os.cpu_count() or 1) + 1)),  # one spare for disk waits
+    (500, 5, False, True, min(5, usable_cpus() + 1)),  # one spare for disk waits
     (10, 5, False, True, 0),       # a small run: starting processes costs more than it saves
     (500, 5, True, True, 0),       # a network provider shares one rate limiter: threads
     (500, 5, False, False, 0),     # a provider that cannot be rebuilt in a worker
@@ -131,4 +131,4 @@ def test_when_a_run_uses_processes(n, workers, rate_limited, factory, expected):
     p.rate_limited = rate_limited
     p.process_factory = (lambda: None) if factory else None
     got = process_count(p, n, workers)
-    assert got == (expected if (os.cpu_count() or 1) > 1 else 0)
+    assert got == (expected if usable_cpus() > 1 else 0)
