@@ -8,7 +8,13 @@ upsert, locks, quality checks, logs or catalog).
 The engine enriches this many sample symbols in worker processes, one more than the cores
 (``enrich/workers.py``); ``--threads`` also measures the same run forced onto threads, as the
 engine ran before. Runs after the first reuse the warm forkserver, as a long-lived dashboard
-or ``serve`` process does; the first run's time is printed too.
+or ``serve`` process does; the first run's time is printed too. The engine and the reference
+take turns, and every run's files are kept until the end.
+
+A first enrichment creates ~15 folders and files per symbol, so it also prints what creating a
+folder and a file costs on the disk right now. On an ext4 without a journal (this VM's) that
+cost doubles for a few minutes after many files were deleted (e.g. a previous invocation's
+cleanup): measure a few minutes after deleting large folders.
 
     PYTHONPATH=. .venv/bin/python bench/run.py [--symbols 500] [--years 10] [--workers 5]
                                                [--repeat 3] [--threads]
@@ -87,6 +93,18 @@ def reference_run(root: Path, n: int, years: int) -> float:
     return time.perf_counter() - t0
 
 
+def file_creation_us(root: Path, n: int = 200) -> float:
+    """Microseconds to create a folder and an empty file in it, here and now: a disk that
+    deleted many files in the last minutes (an ext4 without a journal) creates them slower."""
+    base = Path(tempfile.mkdtemp(prefix="probe-", dir=root))
+    t0 = time.perf_counter()
+    for i in range(n):
+        d = base / str(i)
+        d.mkdir()
+        (d / "f").touch()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--symbols", type=int, default=500)
@@ -99,18 +117,25 @@ def main() -> None:
     n = args.symbols
     # Every run's files are kept until the end: deleting thousands of files between runs
     # slows the next run's file creation (an ext4 without a journal scans past inodes
-    # freed in the last few minutes), which a real first enrichment does not pay.
+    # freed in the last few minutes), which a real first enrichment does not pay. For the
+    # same reason, a second invocation within minutes of the first measures slower.
+    # The engine and the reference take turns, so both see the same phases of a shared machine.
     root = Path(tempfile.mkdtemp(prefix="enrich-bench-"))
+    eng, thr, ref, fs = [], [], [], [file_creation_us(root)]
     try:
-        eng = [engine_run(root, n, args.years, args.workers) for _ in range(args.repeat)]
-        thr = [engine_run(root, n, args.years, args.workers, threads=True)
-               for _ in range(args.repeat if args.threads else 0)]
-        ref = [reference_run(root, n, args.years) for _ in range(args.repeat)]
+        for _ in range(args.repeat):
+            eng.append(engine_run(root, n, args.years, args.workers))
+            if args.threads:
+                thr.append(engine_run(root, n, args.years, args.workers, threads=True))
+            ref.append(reference_run(root, n, args.years))
+        fs.append(file_creation_us(root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     e, r = statistics.median(eng), statistics.median(ref)
     print(f"first full enrichment: {n} symbols x {args.years} years, {args.workers} workers, "
           f"{usable_cpus()} cores, median of {args.repeat}")
+    print(f"  disk: creating a folder and a file in it took {fs[0]:.0f} us before the runs, "
+          f"{fs[1]:.0f} us after (a first enrichment creates ~15 per symbol)")
     print(f"  engine:    {e:7.2f} s  {n / e:7.1f} symbols/s   (target >= 50; "
           f"first run {n / eng[0]:.1f}, runs {', '.join(f'{n / x:.1f}' for x in eng)})")
     if thr:
