@@ -1,11 +1,17 @@
+import datetime as dt
+import gc
+import os
 import subprocess
 import sys
 import time
+import warnings
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 
+from enrich import catalog
 from enrich.catalog import MIGRATIONS, Catalog, WriteBatch, utcnow
 from enrich.errors import CatalogBusyError
 from enrich.lake import Lake
@@ -106,3 +112,111 @@ def test_busy_catalog_fails_with_the_holder_named(tmp_path):
         holder.wait()
         holder.stdout.close()
     assert Catalog(path).data_version() >= 0  # usable again once released
+
+
+def test_last_row_per_key_wins_within_a_batch_column_by_column(tmp_path):
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    cat.migrate()
+    b = WriteBatch()
+    b.upsert("symbol_status", {"symbol": "A", "dataset": "bars", "rows_held": 5,
+                               "last_error_class": "auth"})
+    b.upsert("symbol_status", {"symbol": "B", "dataset": "bars", "rows_held": 1})
+    b.upsert("symbol_status", {"symbol": "A", "dataset": "bars", "rows_held": 7})
+    b.execute("UPDATE symbol_status SET sessions_behind = rows_held + 1")  # after the rows
+    cat.write(b)
+    rows = cat.query("SELECT symbol, rows_held, last_error_class, sessions_behind, not_entitled "
+                     "FROM symbol_status ORDER BY symbol").rows()
+    assert rows == [("A", 7, "auth", 8, False), ("B", 1, None, 2, False)]
+
+
+def test_values_of_other_python_types_are_converted_as_before(tmp_path):
+    """Plain values are staged typed from the table; anything else is inferred, then CAST."""
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    cat.migrate()
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+    b = WriteBatch()
+    b.insert("fetch_log", {"symbol": "A", "dataset": "bars", "started_at": at, "status": "ok",
+                           "duration_ms": 3, "records": 5, "window_start": dt.date(2026, 1, 2)})
+    b.insert("fetch_log", {"symbol": "B", "dataset": "bars", "status": "ok",
+                           "started_at": dt.datetime(2026, 1, 2, 5, 4, 5, 678901,
+                                                     tzinfo=dt.timezone(dt.timedelta(hours=2))),
+                           "duration_ms": np.float64(3.0), "records": np.int64(5),
+                           "window_start": "2026-01-02"})
+    b.upsert("session_coverage", {"symbol": "A", "dataset": "bars", "gaps": [["x", "y"]],
+                                  "failed_sessions": []})
+    cat.write(b)
+    rows = cat.query("SELECT symbol, started_at, duration_ms, records, window_start "
+                     "FROM fetch_log ORDER BY symbol").rows()
+    assert rows[0][1:] == rows[1][1:] == (at, 3.0, 5, dt.date(2026, 1, 2))
+    assert cat.query("SELECT CAST(gaps AS VARCHAR) AS g FROM session_coverage")["g"][0] == \
+        '[["x", "y"]]'
+    with pytest.raises(ValueError, match="unknown columns"):
+        b = WriteBatch()
+        b.insert("fetch_log", {"symbol": "A", "nope": 1})
+        cat.write(b)
+
+
+def test_a_failed_write_leaves_nothing_and_releases_the_file(tmp_path):
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    cat.migrate()
+    v0 = cat.data_version()
+    b = WriteBatch()
+    b.insert("fetch_log", {"symbol": "A", "dataset": "bars", "started_at": utcnow(),
+                           "status": "ok"})
+    b.upsert("tasks", {"run_id": "r", "symbol": "A"})  # no state: NOT NULL
+    with pytest.raises(duckdb.Error):
+        cat.write(b)
+    assert cat.data_version() == v0
+    assert cat.scalar("SELECT count(*) FROM fetch_log") == 0
+    con = duckdb.connect(str(tmp_path / "enrich.duckdb"))  # nothing holds the file
+    con.close()
+
+
+def test_a_migration_refreshes_the_cached_table_shapes(tmp_path, monkeypatch):
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    cat.migrate()
+    b = WriteBatch()
+    b.insert("fetch_log", {"symbol": "A", "dataset": "bars", "started_at": utcnow(),
+                           "status": "ok"})
+    cat.write(b)
+    monkeypatch.setattr(catalog, "MIGRATIONS", [
+        *MIGRATIONS, (999, "test", "ALTER TABLE fetch_log ADD COLUMN note VARCHAR;")])
+    assert cat.migrate() == [999]
+    b = WriteBatch()
+    b.insert("fetch_log", {"symbol": "B", "dataset": "bars", "started_at": utcnow(),
+                           "status": "ok", "note": "new"})
+    cat.write(b)
+    assert cat.scalar("SELECT note FROM fetch_log WHERE symbol = 'B'") == "new"
+
+
+def test_nested_connections_share_the_attached_file(tmp_path):
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    cat.migrate()
+    with cat.connect() as outer:
+        assert cat.data_version() == 0  # a nested access of the same thread
+        assert outer.execute("SELECT current_database()").fetchone()[0] == "enrich"
+    con = duckdb.connect(str(tmp_path / "enrich.duckdb"))  # released at the outer block's end
+    con.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_survives_the_parents_catalog(tmp_path):
+    """The DuckDB instance a Catalog keeps between accesses lost its threads in a forked child;
+    destroying it there would crash the child (SIGSEGV)."""
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    cat.migrate()
+    cat.data_version()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            cat = None  # the parent's catalog (and what it holds) is freed here
+            gc.collect()
+            code = 0 if Catalog(tmp_path / "enrich.duckdb").data_version() == 0 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cat.data_version() == 0
