@@ -17,6 +17,17 @@ from enrich.errors import CatalogBusyError
 from enrich.lake import Lake
 
 
+def migrated(tmp_path) -> Catalog:
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    cat.migrate()
+    return cat
+
+
+def fetched(symbol: str = "A", dataset: str = "bars", **more) -> dict:
+    """A fetch_log row."""
+    return {"symbol": symbol, "dataset": dataset, "started_at": utcnow(), "status": "ok", **more}
+
+
 def test_migrations_are_numbered_recorded_and_idempotent(tmp_path):
     cat = Catalog(tmp_path / "enrich.duckdb")
     assert cat.migrate() == [m[0] for m in MIGRATIONS]
@@ -30,12 +41,10 @@ def test_migrations_are_numbered_recorded_and_idempotent(tmp_path):
 
 
 def test_every_write_bumps_the_data_version(tmp_path):
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     v0 = cat.data_version()
     b = WriteBatch()
-    b.insert("fetch_log", {"symbol": "A", "dataset": "bars", "started_at": utcnow(),
-                           "status": "ok"})
+    b.insert("fetch_log", fetched())
     cat.write(b)
     assert cat.data_version() == v0 + 1
     cat.write(WriteBatch())  # an empty batch is not a write
@@ -43,26 +52,22 @@ def test_every_write_bumps_the_data_version(tmp_path):
 
 
 def test_a_write_reads_its_follow_up_query_after_the_commit(tmp_path):
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     count = ("SELECT count(*) FROM fetch_log WHERE symbol = ?", ["A"])
     b = WriteBatch()
     for dataset in ("bars", "news"):
-        b.insert("fetch_log", {"symbol": "A", "dataset": dataset, "started_at": utcnow(),
-                               "status": "ok"})
+        b.insert("fetch_log", fetched("A", dataset))
     assert cat.write(b, then=count) == 2  # sees the batch it follows
     assert cat.write(WriteBatch(), then=count) == 2  # nothing to write: still answered
     v = cat.data_version()
     b = WriteBatch()
-    b.insert("fetch_log", {"symbol": "A", "dataset": "splits", "started_at": utcnow(),
-                           "status": "ok"})
+    b.insert("fetch_log", fetched("A", "splits"))
     assert cat.write(b, then=("SELECT no_such_column FROM runs", [])) is None
     assert cat.data_version() == v + 1 and cat.scalar(*count) == 3  # committed regardless
 
 
 def test_upsert_updates_only_given_columns(tmp_path):
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     b = WriteBatch()
     b.upsert("symbol_status", {"symbol": "A", "dataset": "bars", "rows_held": 5,
                                "last_error_class": "auth"})
@@ -115,8 +120,7 @@ def test_busy_catalog_fails_with_the_holder_named(tmp_path):
 
 
 def test_last_row_per_key_wins_within_a_batch_column_by_column(tmp_path):
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     b = WriteBatch()
     b.upsert("symbol_status", {"symbol": "A", "dataset": "bars", "rows_held": 5,
                                "last_error_class": "auth"})
@@ -131,8 +135,7 @@ def test_last_row_per_key_wins_within_a_batch_column_by_column(tmp_path):
 
 def test_values_of_other_python_types_are_converted_as_before(tmp_path):
     """Plain values are staged typed from the table; anything else is inferred, then CAST."""
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     at = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
     b = WriteBatch()
     b.insert("fetch_log", {"symbol": "A", "dataset": "bars", "started_at": at, "status": "ok",
@@ -157,12 +160,10 @@ def test_values_of_other_python_types_are_converted_as_before(tmp_path):
 
 
 def test_a_failed_write_leaves_nothing_and_releases_the_file(tmp_path):
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     v0 = cat.data_version()
     b = WriteBatch()
-    b.insert("fetch_log", {"symbol": "A", "dataset": "bars", "started_at": utcnow(),
-                           "status": "ok"})
+    b.insert("fetch_log", fetched())
     b.upsert("tasks", {"run_id": "r", "symbol": "A"})  # no state: NOT NULL
     with pytest.raises(duckdb.Error):
         cat.write(b)
@@ -173,25 +174,21 @@ def test_a_failed_write_leaves_nothing_and_releases_the_file(tmp_path):
 
 
 def test_a_migration_refreshes_the_cached_table_shapes(tmp_path, monkeypatch):
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     b = WriteBatch()
-    b.insert("fetch_log", {"symbol": "A", "dataset": "bars", "started_at": utcnow(),
-                           "status": "ok"})
+    b.insert("fetch_log", fetched())
     cat.write(b)
     monkeypatch.setattr(catalog, "MIGRATIONS", [
         *MIGRATIONS, (999, "test", "ALTER TABLE fetch_log ADD COLUMN note VARCHAR;")])
     assert cat.migrate() == [999]
     b = WriteBatch()
-    b.insert("fetch_log", {"symbol": "B", "dataset": "bars", "started_at": utcnow(),
-                           "status": "ok", "note": "new"})
+    b.insert("fetch_log", fetched("B", note="new"))
     cat.write(b)
     assert cat.scalar("SELECT note FROM fetch_log WHERE symbol = 'B'") == "new"
 
 
 def test_nested_connections_share_the_attached_file(tmp_path):
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     with cat.connect() as outer:
         assert cat.data_version() == 0  # a nested access of the same thread
         assert outer.execute("SELECT current_database()").fetchone()[0] == "enrich"
@@ -203,8 +200,7 @@ def test_nested_connections_share_the_attached_file(tmp_path):
 def test_a_forked_child_survives_the_parents_catalog(tmp_path):
     """The DuckDB instance a Catalog keeps between accesses lost its threads in a forked child;
     destroying it there would crash the child (SIGSEGV)."""
-    cat = Catalog(tmp_path / "enrich.duckdb")
-    cat.migrate()
+    cat = migrated(tmp_path)
     cat.data_version()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, 3.12+
