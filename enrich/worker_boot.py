@@ -5,14 +5,16 @@ Everything a worker needs is loaded here, before any fork, so each worker starts
 - polars gets one thread per worker, set before polars loads: a run in worker processes
   already keeps every core busy with one symbol per process, and more polars threads would
   only contend for the same cores (measured: a quarter less CPU per symbol);
-- the engine and the sample provider are imported and the exchange calendars are built
-  (about 0.4 s each, once instead of per worker).
+- the engine and the sample provider are imported, with the scipy filter its option chains
+  use, and the exchange calendars are built (about 0.4 s each, once instead of per worker).
 """
 
 import datetime as dt
 import os
 
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
+
+import scipy.signal  # noqa: E402, F401  - the sample option chains' volatility filter
 
 import enrich.engine  # noqa: E402, F401
 import enrich.providers.sample  # noqa: E402, F401

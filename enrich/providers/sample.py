@@ -445,28 +445,17 @@ def _daily(p: _Profile, idx: np.ndarray) -> dict[str, np.ndarray]:
             "trades": trades.astype(np.int64), "scale": scale}
 
 
-def _ema(x: np.ndarray, alpha: float) -> np.ndarray:
-    """Exponential moving average starting from a level of 1, computed as (and bit for bit
-    equal to) ``scipy.signal.lfilter([alpha], [1, alpha - 1], x, zi=[1 - alpha])[0]``, whose
-    import alone costs about a second. A few thousand values: a plain loop takes ~0.3 ms."""
-    keep = 1.0 - alpha
-    out = []
-    state = keep
-    for v in x.tolist():
-        y = alpha * v + state
-        out.append(y)
-        state = keep * y
-    return np.array(out, dtype=np.float64)
-
-
 @functools.lru_cache(maxsize=64)
 def _vol_regime(symbol: str) -> np.ndarray:
     """Slowly varying volatility level (about 1 on average) from the path's recent moves."""
+    from scipy.signal import lfilter
+
     path = _path(symbol)
     ret = np.diff(path.log_close, prepend=path.log_close[0])
     z2 = np.minimum(np.square(ret / path.sigma_d), 25.0)
     alpha = 1.0 - 0.5 ** (1.0 / 20.0)  # 20-day half-life
-    out = 0.75 + 0.25 * np.sqrt(_ema(z2, alpha))
+    ema = lfilter([alpha], [1.0, -(1.0 - alpha)], z2, zi=[1.0 - alpha])[0]
+    out = 0.75 + 0.25 * np.sqrt(ema)
     out.flags.writeable = False
     return out
 
