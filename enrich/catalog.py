@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import polars as pl
@@ -320,7 +320,8 @@ def _placeholder_select(dataset: str) -> str:
 
 
 class Catalog:
-    """Short-lived DuckDB connections under a cross-process lock."""
+    """Access to the catalog file, attached only for the length of an access, under a
+    cross-process lock."""
 
     def __init__(self, path: Path, lake_root: Path | None = None, timeout_s: float = 30.0):
         self.path = Path(path)
@@ -337,7 +338,8 @@ class Catalog:
 
     # -- connections ------------------------------------------------------------------------
     def connect(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
-        """Open, yield, close. Holds the cross-process lock for the whole block."""
+        """Attach the file, yield a connection to it, detach. Holds the cross-process lock
+        for the whole block."""
         return self._connect(threads=None)
 
     @contextlib.contextmanager
@@ -644,14 +646,11 @@ class WriteBatch:
             con.execute(sql, params)
 
 
-class _Shape:
+class _Shape(NamedTuple):
     """A table's column types (in table order) and primary key."""
 
-    __slots__ = ("columns", "key")
-
-    def __init__(self, columns: dict[str, str], key: list[str]):
-        self.columns = columns
-        self.key = key
+    columns: dict[str, str]
+    key: list[str]
 
 
 # Catalog (resolved path) -> table -> shape. Reading one costs ~3 ms, more than writing a
