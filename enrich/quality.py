@@ -249,6 +249,11 @@ class _DailyBars:
     """One symbol's daily bars in session order (ts order within a session), with the numpy
     columns the bar and dividend checks share, each converted once."""
 
+    @classmethod
+    def of(cls, bars: pl.DataFrame) -> _DailyBars | None:
+        """None when there are no bars."""
+        return None if bars.is_empty() else cls(bars)
+
     def __init__(self, bars: pl.DataFrame):
         sess = bars["session"].to_numpy().astype("datetime64[D]", copy=False)
         self.last_of: np.ndarray | slice = slice(None)  # selects the last bar of each session
@@ -297,7 +302,7 @@ def check_bars(bars: pl.DataFrame, splits: pl.DataFrame, calendar: str,
     it is expected. Vectorised in numpy (about a hundred microseconds for ten years); the
     evidence is only formatted for a check that fails.
     """
-    daily = None if bars.is_empty() else _DailyBars(bars)
+    daily = _DailyBars.of(bars)
     return _check_bars(daily, _Splits.of(splits), calendar, through, th)
 
 
@@ -434,7 +439,7 @@ def check_dividends(divs: pl.DataFrame, bars: pl.DataFrame, splits: pl.DataFrame
     then-current share): multiplied by split_to/split_from of every split executed after the
     ex date up to the bar's ``adjusted_asof``.
     """
-    daily = None if bars.is_empty() else _DailyBars(bars)
+    daily = _DailyBars.of(bars)
     return _check_dividends(divs, daily, _Splits.of(splits), th)
 
 
@@ -575,14 +580,6 @@ def check_options(chain: pl.DataFrame, th: Thresholds = THRESHOLDS) -> list[Chec
 
 
 # -- one symbol ------------------------------------------------------------------------------
-def _read_if_stored(lake: Lake, dataset: str, symbol: str) -> pl.DataFrame | None:
-    """``lake.read`` of one symbol, or None when nothing is stored (no empty frame built)."""
-    files = lake.files(dataset, [symbol])
-    if not files:
-        return None
-    return lake.read_file(files[0]) if len(files) == 1 else lake.read(dataset, [symbol])
-
-
 def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]:
     """The newest option chain snapshot, and every session with one (for coverage)."""
     files = lake.files("options_iv", [symbol])
@@ -634,8 +631,8 @@ def run_checks(lake: Lake, symbol: str, asset_class: str,
     daily, splits = None, None
     if need_bars:  # read and converted once for the bar and the dividend checks
         bars = lake.read("bars", [symbol], level="1d")
-        daily = None if bars.is_empty() else _DailyBars(bars)
-        splits = _Splits.of(_read_if_stored(lake, "splits", symbol))  # most have none
+        daily = _DailyBars.of(bars)
+        splits = _Splits.of(lake.read("splits", [symbol]))  # most have none
     for ds in wanted:
         if ds == "bars":
             results, cov = _check_bars(daily, splits, cal, through.get("bars:1d"), th)
