@@ -1,16 +1,19 @@
 """Backfill execution: a plan's chunks, run in order, resumably, at low priority.
 
-Backfill requests queue on the shared per-process rate limiter at ``BACKFILL_PRIORITY``,
-below any scheduled or manual run. A chunk is marked done only after its data is in the
-lake; lake writes are idempotent upserts, so a process killed at any moment redoes at most
-the chunks whose marks were not flushed yet (at most ``FLUSH_S`` seconds of work), and the
-result equals an uninterrupted backfill. A chunk that keeps failing (after the retry policy)
-is marked failed with its attempts and last error; ``retry_failed`` runs only those. Bars and
-splits chunks are followed by the symbol's ``features`` chunk, which calls the engine's own
-derive step: bars are re-based on every stored split (logged in ``compute_log`` with status
-``rebased``) and features recomputed. Options chunks list contracts per session, then fetch
-each chosen contract's bars and write IV rows (``enrich.options_history``). Cancellation
-(pause or cancel, from any process through the catalog) stops between chunks.
+Backfill requests queue on the shared rate limiter at ``BACKFILL_PRIORITY``, below any
+scheduled or manual run. Every fetched chunk goes through the engine's one fetch pipeline
+(``Engine.fetch_window``: validation, restatements, upsert, quality checks, the
+fetched-through watermark, log rows), exactly as a run's step does. A chunk is marked done
+only after its data is in the lake; lake writes are idempotent upserts, so a process killed
+at any moment redoes at most the chunks whose marks were not flushed yet (at most
+``FLUSH_S`` seconds of work), and the result equals an uninterrupted backfill. A chunk that
+keeps failing (after the provider's retries) is marked failed with its attempts and last
+error; ``retry_failed`` runs only those. Bars and splits chunks are followed by the symbol's
+``features`` chunk, which calls the engine's own derive step: bars are re-based on every
+stored split (logged in ``compute_log`` with status ``rebased``) and features recomputed.
+Options chunks list contracts per session, then fetch each chosen contract's bars and write
+IV rows (``enrich.options_history``). Cancellation (pause or cancel, from any process
+through the catalog) stops between chunks.
 
 Bookkeeping (chunk marks, ``fetch_log``, ``tasks``, the run's counters) is buffered and
 flushed at most every ``FLUSH_S`` seconds, never across a request.
@@ -51,9 +54,8 @@ from enrich.engine import (
 from enrich.errors import EnrichError, error_class_of
 from enrich.options_history import PAIR_SCHEMA, as_traded_closes, choose_contracts, history_iv
 from enrich.providers import Provider
-from enrich.retry import RetryPolicy
 from enrich.store import Store
-from enrich.validate import check
+from enrich.symbols import asset_class_of
 
 BACKFILL_PRIORITY = -1  # below every run's requests (the engine's provider queues at >= 0)
 FLUSH_S = 1.0  # buffered chunk marks and log rows reach the catalog this often
@@ -136,21 +138,18 @@ class _Task:
 class Backfiller:
     """Plans and executes backfills against one store with one provider.
 
-    The provider is used at ``BACKFILL_PRIORITY`` (``with_priority``) when it supports it,
-    so its requests queue behind the runs' on the shared rate limiter.
+    The provider is used at ``BACKFILL_PRIORITY`` (``with_priority``), so its requests queue
+    behind the runs' on the shared rate limiter.
     """
 
     def __init__(self, store: Store, provider: Provider, settings: Settings, *,
-                 clock: Callable[[], dt.datetime] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, flush_s: float = FLUSH_S):
-        lower = getattr(provider, "with_priority", None)
+                 clock: Callable[[], dt.datetime] | None = None, flush_s: float = FLUSH_S):
         self.source = provider
-        self.provider = lower(BACKFILL_PRIORITY) if lower is not None else provider
+        self.provider = provider.with_priority(BACKFILL_PRIORITY)
         self.store = store
         self.settings = settings
         self.clock = clock or settings.now
-        self.engine = Engine(store, self.provider, settings, clock=self.clock, sleep=sleep)
-        self.retry = RetryPolicy(max_retries=settings.max_retries, sleep=sleep)
+        self.engine = Engine(store, self.provider, settings, clock=self.clock)
         self.flush_s = flush_s
 
     def close(self) -> None:
@@ -281,6 +280,7 @@ class _Execution:
         self.last_flush = self.started - bf.flush_s  # the first chunk's mark shows at once
         self._closes: dict[str, pl.DataFrame] = {}
         self._pairs: dict[str, pl.DataFrame] = {}
+        self._classes: dict[str, str] | None = None
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> BackfillSummary:
@@ -419,32 +419,32 @@ class _Execution:
         self._report(c)
 
     def _take_requests(self) -> int:
-        take = getattr(self.bf.provider, "take_request_count", None)
-        return int(take()) if take else 0
+        return self.bf.provider.take_requests().requests
+
+    def _count(self, c: Chunk, requests: int, retries: int) -> None:
+        c.requests_made += requests
+        c.attempts += retries
+        self.requests += requests
+        self.retries += retries
+        if self.current_task is not None:
+            self.current_task.requests += requests
+            self.current_task.retries += retries
 
     def _call(self, c: Chunk, fn: Callable[[], pl.DataFrame]) -> tuple[pl.DataFrame, int]:
-        """``fn`` under the retry policy; counts requests and retries on the chunk."""
-        retries = 0
+        """``fn`` (the provider retries each request); counts requests and retries on the
+        chunk and logs each retry."""
         t0 = utcnow()
-
-        def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
-            nonlocal retries
-            retries += 1
-            self._log_fetch(c, "retried", t0, 0, 0, 0, attempt, exc,
-                            f"retrying in {wait:.1f}s: {exc}")
-
         try:
-            result, attempts = self.bf.retry.call(fn, on_retry=on_retry)
+            result = fn()
         finally:
-            n = self._take_requests()
-            c.requests_made += n
-            c.attempts += retries
-            self.requests += n
-            self.retries += retries
-            if self.current_task is not None:
-                self.current_task.requests += n
-                self.current_task.retries += retries
-        return result, attempts
+            stats = self.bf.provider.take_requests()
+            for r in stats.retries:
+                err = EnrichError(r.message)
+                err.error_class = r.error_class  # type: ignore[misc]
+                self._log_fetch(c, "retried", t0, 0, 0, 0, r.attempt, err,
+                                f"{r.endpoint}: retrying in {r.wait_s:.1f}s: {r.message}")
+            self._count(c, stats.requests, len(stats.retries))
+        return result, 1 + len(stats.retries)
 
     def _log_fetch(self, c: Chunk, status: str, started: dt.datetime, records: int,
                    received: int, rejected: int, attempt: int, exc: BaseException | None,
@@ -472,11 +472,15 @@ class _Execution:
                 records = self._derive(c)
                 self._done(c, records)
                 return
-            if c.step == "option_contracts":
-                records, received = self._list_contracts(c)
-                rejected = 0
-            else:
-                records, received, rejected = self._fetch(c)
+            if c.step != "option_contracts":
+                step = self._fetch(c)  # the engine logs the fetch
+                if step.error is not None:
+                    self._fail(c, step.error)
+                else:
+                    self._done(c, step.records)
+                return
+            records, received = self._list_contracts(c)
+            rejected = 0
         except Exception as exc:
             if c.step != "features":
                 self._log_fetch(c, "failed", t0, 0, 0, getattr(exc, "rejected", 0),
@@ -490,24 +494,24 @@ class _Execution:
         if c.step == "option_contracts":
             self._maybe_plan_contract_bars(c.underlying)
 
-    def _fetch(self, c: Chunk) -> tuple[int, int, int]:
-        p = self.bf.provider
-        sym, a, z = c.symbol, c.window_start, c.window_end
-        calls: dict[str, Callable[[], pl.DataFrame]] = {
-            "bars": lambda: p.bars(sym, self.timeframe, a, z),
-            "dividends": lambda: p.dividends(sym, a, z),
-            "splits": lambda: p.splits(sym, a, z),
-            "earnings": lambda: p.earnings(sym, a, z),
-            "news": lambda: p.news(sym, a, z),
-        }
-        got, _ = self._call(c, calls[c.step])
-        checked = check(c.step, got)
-        with self.lake.symbol_lock(sym):
-            self.lake.upsert(c.step, checked.good)
-        if c.step in ("bars", "splits"):
+    def _fetch(self, c: Chunk) -> StepResult:
+        """One chunk through the engine's fetch pipeline (``Engine.fetch_window``)."""
+        sym = c.symbol
+        res = SymbolResult(sym, "ok")
+        step = self.bf.engine.fetch_window(
+            sym, self._asset_class(sym), c.step, self.timeframe,
+            (c.window_start, c.window_end), self.run_id, self.log, res)
+        self._count(c, res.requests, res.retries)
+        if c.step in ("bars", "splits") and step.error is None:
             self._closes.pop(sym, None)
             self._requeue_features(sym)
-        return checked.good.height, got.height, checked.rejected
+        return step
+
+    def _asset_class(self, symbol: str) -> str:
+        if self._classes is None:
+            self._classes = dict(self.bf.store.catalog.query(
+                "SELECT symbol, asset_class FROM symbols").iter_rows())
+        return self._classes.get(symbol) or asset_class_of(symbol)
 
     def _requeue_features(self, symbol: str) -> None:
         """Bars or splits of ``symbol`` changed: its features chunk must run (again)."""

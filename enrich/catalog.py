@@ -10,7 +10,8 @@ Tables (created by numbered migrations, recorded in ``schema_migrations``)::
 
     symbols            the universe
     runs, tasks        job history, run × symbol
-    fetch_log          one row per fetch step (run, symbol, dataset)
+    fetch_log          one row per fetch step (run, symbol, dataset); symbol ``*`` for a
+                       universe-wide request (grouped daily, a market-wide window)
     compute_log        one row per feature computation
     symbol_status      symbol × dataset: last success, latest session held, failures
     backfill_progress  backfill chunks and their state
@@ -286,6 +287,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             change DOUBLE,                    -- new / old - 1 (null when old is 0 or null)
             detected_at TIMESTAMPTZ NOT NULL
         );
+        """,
+    ),
+    (
+        5,
+        "refresh plans: the requests a run plans, and its plan by dataset",
+        """
+        ALTER TABLE runs ADD COLUMN requests_planned INTEGER;   -- the plan's request budget
+        ALTER TABLE runs ADD COLUMN plan JSON;                  -- per dataset: path, requests
         """,
     ),
 ]

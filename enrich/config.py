@@ -31,6 +31,8 @@ class Settings:
     schedule_utc: dt.time = dt.time(1, 30)
     max_concurrent_symbols: int = 5
     max_retries: int = 3
+    refetch_sessions: int = 2
+    event_lookback_days: int = 30
     scheduler: bool = True
     history_years: int = 10
     retention_days: int = 90
@@ -74,6 +76,8 @@ class Settings:
             "ENRICH_SCHEDULE_UTC": self.schedule_utc.strftime("%H:%M") + " UTC",
             "ENRICH_MAX_CONCURRENT_SYMBOLS": str(self.max_concurrent_symbols),
             "ENRICH_MAX_RETRIES": str(self.max_retries),
+            "ENRICH_REFETCH_SESSIONS": str(self.refetch_sessions),
+            "ENRICH_EVENT_LOOKBACK_DAYS": str(self.event_lookback_days),
             "ENRICH_SCHEDULER": "on" if self.scheduler else "off",
             "ENRICH_HISTORY_YEARS": str(self.history_years),
             "ENRICH_RETENTION_DAYS": str(self.retention_days),
@@ -199,6 +203,8 @@ def load_settings(
         schedule_utc=schedule,
         max_concurrent_symbols=_int(env, "ENRICH_MAX_CONCURRENT_SYMBOLS", 5, 1, 64),
         max_retries=_int(env, "ENRICH_MAX_RETRIES", 3, 0, 20),
+        refetch_sessions=_int(env, "ENRICH_REFETCH_SESSIONS", 2, 0, 30),
+        event_lookback_days=_int(env, "ENRICH_EVENT_LOOKBACK_DAYS", 30, 0, 365),
         scheduler=sched_flag in ("on", "true", "1"),
         history_years=_int(env, "ENRICH_HISTORY_YEARS", 10, 1, 30),
         retention_days=_int(env, "ENRICH_RETENTION_DAYS", 90, 1, 3650),

@@ -1,10 +1,17 @@
 """The enrichment engine: symbol × dataset units of work, grouped into runs.
 
-``enrich_symbol`` fetches only what is missing since the last stored session, validates it,
-upserts it, recomputes features, and records a fetch/compute log row per step and the symbol's
-status. ``Engine.run`` runs many symbols on a bounded thread pool; one symbol's failure never
-stops the others; every run is recorded in ``runs`` and ``tasks``.
+``Engine.run`` plans the run first (``enrich.refresh``): every symbol × dataset gets the window
+it is missing, and each dataset the cheaper path, universe-wide or per symbol. The universe-wide
+requests are made once, up front, in the run's process; then every symbol goes through the
+**one fetch pipeline**, ``enrich_symbol``: its rows (from the universe-wide answer or its own
+request) are validated, compared with what is stored (restatements), upserted, checked
+(quality), the fetched-through watermark moves, features are recomputed, and a fetch/compute
+log row per step and the symbol's status are recorded. Backfills and heatmap fills use the
+same pipeline for an explicit window (``fetch_window``). One symbol's failure never stops the
+others; every run is recorded in ``runs`` and ``tasks``, a universe-wide request in
+``fetch_log`` under the symbol ``*``.
 
+Providers retry each request themselves (``enrich.retry``); the engine logs what they report.
 How far each dataset has been fetched lives in the lake (``Lake.read_coverage``), next to the
 data, so a crash between the lake and the catalog can only cause an idempotent re-fetch.
 """
@@ -35,16 +42,24 @@ from enrich.errors import (
     error_class_of,
 )
 from enrich.features import compute_features
-from enrich.providers import Provider
-from enrich.retry import RetryPolicy
+from enrich.providers import MarketRequest, MarketRows, Provider
+from enrich.refresh import (
+    RefreshPlan,
+    Target,
+    coverage_key,
+    datasets_for,
+    plan_refresh,
+    window_for,
+)
+from enrich.retry import RequestStats
 from enrich.store import Store
-from enrich.symbols import DATASETS_BY_CLASS, calendar_for, validate_symbol
+from enrich.symbols import calendar_for, validate_symbol
 from enrich.validate import check
 from enrich.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
 
 FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "interrupted", "missed")
-NEWS_FIRST_DAYS = 365
 FLUSH_INTERVAL_S = 1.0
+MARKET = "*"  # fetch_log.symbol of a universe-wide request
 
 
 @dataclass
@@ -72,6 +87,24 @@ class StepResult:
     records: int = 0
     error: BaseException | None = None
     window: tuple[dt.date, dt.date] | None = None  # the session window fetched
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A universe-wide answer for one dataset, as a symbol's step takes it (``rows``), or the
+    error that request ended with (then every symbol it served fails that step)."""
+
+    request: MarketRequest
+    rows: MarketRows | None
+    error: BaseException | None = None
+
+    def covers(self, window: tuple[dt.date, dt.date]) -> bool:
+        return self.request.start <= window[0] and window[1] <= self.request.end
+
+
+def fetched_for(symbol: str, fetched: Sequence[Fetched]) -> dict[str, Fetched]:
+    """The universe-wide answers that serve ``symbol``, by dataset."""
+    return {f.request.dataset: f for f in fetched if symbol in f.request.symbols}
 
 
 @dataclass
@@ -105,6 +138,8 @@ class RunSummary:
     started_at: dt.datetime
     finished_at: dt.datetime
     results: list[SymbolResult] = field(default_factory=list)
+    requests_planned: int = 0
+    plan: RefreshPlan | None = None
 
     @property
     def failed_symbols(self) -> list[str]:
@@ -185,6 +220,20 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
     return dead
 
 
+class _MarketTally:
+    """Requests and retries of a run's universe-wide fetches (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+
+    def add(self, stats: RequestStats) -> None:
+        with self._lock:
+            self.requests += stats.requests
+            self.retries += len(stats.retries)
+
+
 class Engine:
     """Runs enrichment against one store with one provider.
 
@@ -202,13 +251,11 @@ class Engine:
         settings: Settings,
         *,
         clock: Callable[[], dt.datetime] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
     ):
         self.store = store
         self.provider = provider
         self.settings = settings
         self.clock = clock or settings.now
-        self.retry = RetryPolicy(max_retries=settings.max_retries, sleep=sleep)
 
     # -- universe ---------------------------------------------------------------------------
     def resolve_symbols(self, params: RunParams) -> list[tuple[str, str]]:
@@ -230,6 +277,30 @@ class Engine:
         if params.asset_class:
             out = [(s, c) for s, c in out if c == params.asset_class]
         return out
+
+    # -- the plan ---------------------------------------------------------------------------
+    def plan(self, params: RunParams | None = None,
+             targets: list[tuple[str, str]] | None = None,
+             not_entitled: set[tuple[str, str]] | None = None,
+             at: dt.datetime | None = None) -> RefreshPlan:
+        """What a run of ``params`` would fetch now (or at instant ``at``), by which path, and
+        the requests that costs. Reads each symbol's fetched-through record; fetches nothing."""
+        params = params or RunParams()
+        if targets is None:
+            targets = self.resolve_symbols(params)
+        if not_entitled is None:
+            not_entitled = self._not_entitled()
+        lake = self.store.lake
+        return plan_refresh(
+            (Target(s, c, lake.read_coverage(s)) for s, c in targets),
+            now=at or self.clock(), provider=self.provider, datasets=params.datasets,
+            timeframe=params.timeframe, lookback_days=params.lookback_days,
+            history_years=self.settings.history_years,
+            refetch_sessions=self.settings.refetch_sessions,
+            event_lookback_days=self.settings.event_lookback_days,
+            not_entitled=not_entitled,
+            rate_limit_per_min=self.settings.rate_limit_per_min
+            if self.provider.rate_limited else None)
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, params: RunParams, kind: str, run_id: str | None = None,
@@ -266,16 +337,21 @@ class Engine:
         mark_interrupted_runs(self.store, live_run_ids=[run_id])
         started = utcnow()
         log = LogBuffer(self.store)
+        tally = _MarketTally()
         try:
             targets = self.resolve_symbols(params)
+            not_entitled = self._not_entitled()
+            plan = self.plan(params, targets, not_entitled)
         except BaseException as exc:
-            self._finish_run(log, run_id, started, [], "failed", str(exc))
+            self._finish_run(log, run_id, started, [], "failed", str(exc), tally)
             raise
         log.add(lambda b: b.execute(
             "UPDATE runs SET state = 'running', started_at = ?, symbols_total = ?, "
-            "heartbeat_at = ? WHERE run_id = ?", [started, len(targets), started, run_id]))
+            "heartbeat_at = ?, requests_planned = ?, plan = ? WHERE run_id = ?",
+            [started, len(targets), started, plan.requests, json.dumps(plan.to_json(),
+                                                                       default=str),
+             run_id]))
         log.flush()
-        not_entitled = self._not_entitled()
         results: list[SymbolResult] = []
         done_lock = threading.Lock()
         stop_flusher = threading.Event()
@@ -284,7 +360,7 @@ class Engine:
             while not stop_flusher.wait(FLUSH_INTERVAL_S):
                 with done_lock:
                     snapshot = list(results)
-                log.add(lambda b, s=snapshot: self._progress_row(b, run_id, s))
+                log.add(lambda b, s=snapshot: self._progress_row(b, run_id, s, tally))
                 try:
                     # Another process (`runs cancel`, a page) asks through the catalog.
                     if log.flush(then=cancel_query(run_id)):
@@ -294,26 +370,28 @@ class Engine:
 
         flush_thread = threading.Thread(target=flusher, name=f"flush-{run_id[:8]}", daemon=True)
         flush_thread.start()
-
-        def work(sym: str, cls: str) -> SymbolResult:
-            if cancel.is_set():
-                return SymbolResult(sym, "cancelled")
-            return self.enrich_symbol(sym, cls, params, run_id, log, not_entitled, cancel)
-
-        def done(res: SymbolResult) -> None:
-            with done_lock:
-                results.append(res)
-                n = len(results)
-            if progress is not None:
-                progress(n, len(targets), res)
-
-        workers = max_workers or self.settings.max_concurrent_symbols
-        processes = process_count(self.provider, len(targets), workers,
-                                  self.process_min_symbols)
         try:
+            fetched = self._fetch_markets(plan, run_id, log, cancel, tally)
+
+            def work(sym: str, cls: str) -> SymbolResult:
+                if cancel.is_set():
+                    return SymbolResult(sym, "cancelled")
+                return self.enrich_symbol(sym, cls, params, run_id, log, not_entitled, cancel,
+                                          fetched_for(sym, fetched))
+
+            def done(res: SymbolResult) -> None:
+                with done_lock:
+                    results.append(res)
+                    n = len(results)
+                if progress is not None:
+                    progress(n, len(targets), res)
+
+            workers = max_workers or self.settings.max_concurrent_symbols
+            processes = process_count(self.provider, len(targets), workers,
+                                      self.process_min_symbols)
             if processes:
                 job = Job(self.settings, self.provider.process_factory(), params, run_id,
-                          frozenset(not_entitled))
+                          frozenset(not_entitled), tuple(fetched))
                 run_in_processes(self, targets, job, processes, log, cancel, done)
             else:
                 with cf.ThreadPoolExecutor(max_workers=workers,
@@ -325,7 +403,39 @@ class Engine:
             stop_flusher.set()
             flush_thread.join()
         state = self._final_state(results, cancel.is_set())
-        return self._finish_run(log, run_id, started, results, state, None)
+        summary = self._finish_run(log, run_id, started, results, state, None, tally)
+        summary.requests_planned, summary.plan = plan.requests, plan
+        return summary
+
+    def _fetch_markets(self, plan: RefreshPlan, run_id: str, log: LogBuffer,
+                       cancel: threading.Event, tally: _MarketTally) -> list[Fetched]:
+        """Make the plan's universe-wide requests, in this thread, one after the other."""
+        out: list[Fetched] = []
+        for request in plan.markets:
+            if cancel.is_set():
+                break
+            t0 = utcnow()
+            perf0 = time.perf_counter()
+            rows, error = None, None
+            try:
+                rows = self.provider.market_rows(request)
+            except Exception as exc:  # every symbol it would serve fails this step
+                error = exc
+            stats = self.provider.take_requests()
+            tally.add(stats)
+            self._log_retries(log, run_id, MARKET, request.dataset, "1d", stats,
+                              (request.start, request.end))
+            step = StepResult(request.dataset, "failed" if error else "ok", error=error)
+            n = len(request.symbols)
+            what = (f"{len(request.sessions)} sessions" if request.dataset == "bars"
+                    else f"{request.start.isoformat()}..{request.end.isoformat()}")
+            self._log_fetch(log, run_id, MARKET, request.dataset, "1d", t0,
+                            (time.perf_counter() - perf0) * 1000, step, 0, 0, 1,
+                            request.start, request.end,
+                            None if error else f"universe-wide {request.market} request "
+                            f"({what}) for {n} symbols", stats.requests)
+            out.append(Fetched(request, rows, error))
+        return out
 
     @staticmethod
     def _final_state(results: list[SymbolResult], cancelled: bool) -> str:
@@ -336,17 +446,22 @@ class Engine:
             return "succeeded"
         return "failed" if failed == len(results) else "partial"
 
-    def _progress_row(self, b: WriteBatch, run_id: str, results: list[SymbolResult]) -> None:
+    def _progress_row(self, b: WriteBatch, run_id: str, results: list[SymbolResult],
+                      tally: _MarketTally | None = None) -> None:
         c = Counter(r.state for r in results)
+        market_requests = tally.requests if tally else 0
+        market_retries = tally.retries if tally else 0
         b.execute(
             "UPDATE runs SET symbols_ok = ?, symbols_failed = ?, symbols_skipped = ?, "
             "records_written = ?, requests = ?, retries = ?, heartbeat_at = ? WHERE run_id = ?",
             [c["ok"], c["failed"], c["skipped"] + c["cancelled"],
-             sum(r.records for r in results), sum(r.requests for r in results),
-             sum(r.retries for r in results), utcnow(), run_id])
+             sum(r.records for r in results),
+             market_requests + sum(r.requests for r in results),
+             market_retries + sum(r.retries for r in results), utcnow(), run_id])
 
     def _finish_run(self, log: LogBuffer, run_id: str, started: dt.datetime,
-                    results: list[SymbolResult], state: str, message: str | None) -> RunSummary:
+                    results: list[SymbolResult], state: str, message: str | None,
+                    tally: _MarketTally | None = None) -> RunSummary:
         finished = utcnow()
         errors = Counter(error_class_of(e) for r in results for e in r.errors)
         summary = RunSummary(
@@ -355,8 +470,8 @@ class Engine:
             failed=sum(r.state == "failed" for r in results),
             skipped=sum(r.state in ("skipped", "cancelled") for r in results),
             records=sum(r.records for r in results),
-            requests=sum(r.requests for r in results),
-            retries=sum(r.retries for r in results),
+            requests=(tally.requests if tally else 0) + sum(r.requests for r in results),
+            retries=(tally.retries if tally else 0) + sum(r.retries for r in results),
             errors_by_class=dict(errors), started_at=started, finished_at=finished,
             results=results,
         )
@@ -364,7 +479,7 @@ class Engine:
             message = describe(summary)
 
         def fill(b: WriteBatch) -> None:
-            self._progress_row(b, run_id, results)
+            self._progress_row(b, run_id, results, tally)
             b.execute(
                 "UPDATE runs SET state = ?, finished_at = ?, error_summary = ?, message = ?, "
                 "started_at = coalesce(started_at, ?) WHERE run_id = ?",
@@ -382,7 +497,7 @@ class Engine:
             "SELECT symbol, dataset FROM symbol_status WHERE not_entitled")
         return {(a, b) for a, b in rows.iter_rows()}
 
-    # -- one symbol -------------------------------------------------------------------------
+    # -- one symbol: the one fetch pipeline -------------------------------------------------
     def enrich_symbol(
         self,
         symbol: str,
@@ -392,17 +507,15 @@ class Engine:
         log: LogBuffer,
         not_entitled: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
         cancel: threading.Event | None = None,
+        fetched: dict[str, Fetched] | None = None,
     ) -> SymbolResult:
+        """Bring one symbol up to date: each dataset's missing window, from the universe-wide
+        answer in ``fetched`` when it covers the window, else from a request of its own."""
         res = SymbolResult(symbol, "ok", started_at=utcnow())
-        applicable = DATASETS_BY_CLASS.get(asset_class, ("bars",))
-        wanted = [d for d in (params.datasets or applicable) if d in applicable]
-        # Splits are part of the bars' integrity: fetch them whenever bars are fetched.
-        if "bars" in wanted and "splits" in applicable and "splits" not in wanted:
-            wanted.append("splits")
-        order = ["splits", "bars", "dividends", "earnings", "news", "options_iv"]
-        wanted = [d for d in order if d in wanted]
+        wanted = datasets_for(asset_class, params.datasets)
         cal = calendar_for(asset_class)
         expected = calendars.latest_session(cal, self.clock())
+        fetched = fetched or {}
 
         with self.store.lake.symbol_lock(symbol):
             # The task starts once the symbol is ours: waiting for another run's enrichment
@@ -424,8 +537,10 @@ class Engine:
                                     step, 0, 0, 1, None, None, "not entitled on this plan")
                     res.steps.append(step)
                     continue
-                step = self._fetch_step(symbol, ds, cal, expected, params, coverage,
-                                        new_coverage, run_id, log, res)
+                window = self._window(ds, cal, expected, params, coverage)
+                step = self._fetch_step(symbol, ds, cal, expected, params.timeframe, window,
+                                        coverage, new_coverage, run_id, log, res,
+                                        fetched.get(ds))
                 res.steps.append(step)
                 if ds in ("bars", "splits") and step.records:
                     bars_changed = True
@@ -444,6 +559,27 @@ class Engine:
             res.state = "skipped"
         return self._record_task(log, run_id, res)
 
+    def fetch_window(self, symbol: str, asset_class: str, ds: str, timeframe: str,
+                     window: tuple[dt.date, dt.date], run_id: str | None, log: LogBuffer,
+                     res: SymbolResult) -> StepResult:
+        """Fetch one explicit window of one dataset through the same pipeline as a run (a
+        backfill chunk or a heatmap fill): validate, record restatements, upsert, check
+        quality, move the fetched-through watermark when the window reaches past it (and
+        starts no later than the day after it), log. Bars and splits are not re-derived here:
+        the caller re-bases and recomputes features once its bars are in."""
+        cal = calendar_for(asset_class)
+        expected = calendars.latest_session(cal, self.clock())
+        with self.store.lake.symbol_lock(symbol):
+            coverage = self.store.lake.read_coverage(symbol)
+            new_coverage = dict(coverage)
+            step = self._fetch_step(symbol, ds, cal, expected, timeframe, window, coverage,
+                                    new_coverage, run_id, log, res, None, explicit=True)
+            if new_coverage != coverage:
+                self.store.lake.write_coverage(symbol, new_coverage)
+            quality.after_fetch(self.store.lake, log, run_id, symbol, asset_class, [step],
+                                coverage, timeframe)
+        return step
+
     def _record_task(self, log: LogBuffer, run_id: str | None, res: SymbolResult) -> SymbolResult:
         res.finished_at = utcnow()
         if run_id is None:
@@ -458,84 +594,84 @@ class Engine:
         }))
         return res
 
-    def _window(self, symbol: str, ds: str, cal: str, expected: dt.date, params: RunParams,
+    def _window(self, ds: str, cal: str, expected: dt.date, params: RunParams,
                 coverage: dict[str, dt.date]) -> tuple[dt.date, dt.date] | None:
-        ckey = f"bars:{params.timeframe}" if ds == "bars" else ds
-        covered = coverage.get(ckey)
-        if covered is not None and covered >= expected:
-            return None
-        if covered is None:
-            if params.lookback_days is not None:
-                days = params.lookback_days
-            elif ds == "news":
-                days = NEWS_FIRST_DAYS
-            elif ds == "options_iv":
-                days = 0
-            else:
-                days = int(self.settings.history_years * 365.25)
-            start = expected - dt.timedelta(days=days)
-        else:
-            start = covered + dt.timedelta(days=1)
-        if ds == "options_iv":
-            start = expected  # a snapshot of the latest session
-        return start, expected
+        return window_for(ds, coverage.get(coverage_key(ds, params.timeframe)), expected, cal,
+                          lookback_days=params.lookback_days,
+                          history_years=self.settings.history_years,
+                          refetch_sessions=self.settings.refetch_sessions,
+                          event_lookback_days=self.settings.event_lookback_days)
 
-    def _fetch_step(self, symbol, ds, cal, expected, params, coverage, new_coverage, run_id,
-                    log, res: SymbolResult) -> StepResult:
-        ckey = f"bars:{params.timeframe}" if ds == "bars" else ds
-        window = self._window(symbol, ds, cal, expected, params, coverage)
+    def _fetch_step(self, symbol: str, ds: str, cal: str, expected: dt.date, timeframe: str,
+                    window: tuple[dt.date, dt.date] | None, coverage: dict[str, dt.date],
+                    new_coverage: dict[str, dt.date], run_id: str | None, log: LogBuffer,
+                    res: SymbolResult, fetched: Fetched | None,
+                    explicit: bool = False) -> StepResult:
+        """One dataset of one symbol: take its rows (universe-wide or its own request), then
+        validate → restatements → upsert → watermark → log rows and status."""
+        ckey = coverage_key(ds, timeframe)
         t0 = utcnow()
         if window is None:
             step = StepResult(ds, "up_to_date")
-            self._log_fetch(log, run_id, symbol, ds, params.timeframe, t0, 0.0, step, 0, 0, 1,
+            self._log_fetch(log, run_id, symbol, ds, timeframe, t0, 0.0, step, 0, 0, 1,
                             None, None, None)
             self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, None)
             return step
         start, end = window
-        attempts_box = {"n": 1}
         perf0 = time.perf_counter()
-
-        def on_retry(attempt: int, exc: BaseException, wait: float) -> None:
-            res.retries += 1
-            attempts_box["n"] = attempt + 1
-            retry_step = StepResult(ds, "retried", error=exc)
-            self._log_fetch(log, run_id, symbol, ds, params.timeframe, utcnow(),
-                            (time.perf_counter() - perf0) * 1000, retry_step, 0, 0, attempt,
-                            start, end, f"retrying in {wait:.1f}s: {exc}")
-
-        def call() -> pl.DataFrame:
-            return self._call_provider(symbol, ds, params.timeframe, start, end)
-
+        via_market = fetched is not None and fetched.covers(window)
+        n_req, attempts = 0, 1
         try:
-            try:
-                frame, attempts = self.retry.call(call, on_retry=on_retry)
-            finally:
-                n_req = self._take_requests()
-                res.requests += n_req
+            if via_market:
+                assert fetched is not None
+                start, end = fetched.request.start, fetched.request.end
+                if fetched.error is not None:
+                    raise fetched.error
+                assert fetched.rows is not None
+                frame = fetched.rows.for_symbol(symbol)
+            else:
+                try:
+                    frame = self._call_provider(symbol, ds, timeframe, start, end)
+                finally:
+                    stats = self.provider.take_requests()
+                    n_req = stats.requests
+                    attempts = 1 + sum(1 for r in stats.retries)
+                    res.requests += n_req
+                    res.retries += len(stats.retries)
+                    self._log_retries(log, run_id, symbol, ds, timeframe, stats, (start, end))
             received = frame.height
             checked = check(ds, frame)
             # Stored history this fetch changes (enrich.restatements), before it is replaced.
-            diff = restatements.detect(self.store.lake, ds, checked.good, params.timeframe)
+            diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
             written = self.store.lake.upsert(ds, checked.good).changed
             step = StepResult(ds, "ok", written, window=(start, end))
-            restatements.record(log, run_id, diff, params.timeframe)
+            restatements.record(log, run_id, diff, timeframe)
             # Bars and options are held through the newest session actually received: a
             # session the provider has not published yet must be asked for again next time.
             # Event datasets (dividends, news, …) are complete for the window they covered.
-            covered = end
+            previous = coverage.get(ckey)
+            covered: dt.date | None = end
             if ds in ("bars", "options_iv"):
-                covered = self._latest_of(ds, checked.good, coverage.get(ckey), end)
-            if covered is not None:
+                covered = self._latest_of(ds, checked.good, previous, end)
+            if explicit and previous is not None and start > previous + dt.timedelta(days=1):
+                covered = previous  # a window after a hole: the watermark cannot jump it
+            if covered is not None and (previous is None or covered >= previous):
                 new_coverage[ckey] = covered
+            else:
+                covered = previous
             note = None
             if checked.rejected:
                 note = f"refused {checked.rejected} rows: " + " | ".join(checked.causes)
+            elif via_market:
+                note = "served by the universe-wide request"
             latest = covered if ds in ("bars", "options_iv") else \
-                self._latest_of(ds, checked.good, coverage.get(ckey), end)
-            self._log_fetch(log, run_id, symbol, ds, params.timeframe, t0,
+                self._latest_of(ds, checked.good, previous, end)
+            self._log_fetch(log, run_id, symbol, ds, timeframe, t0,
                             (time.perf_counter() - perf0) * 1000, step, received,
                             checked.rejected, attempts, start, end, note, n_req)
-            self._status(log, symbol, ds, cal, expected, latest, step, None, covered=covered)
+            if not explicit or covered != previous:  # a backfill of old history: no news
+                self._status(log, symbol, ds, cal, expected, latest, step, None,
+                             covered=covered)
         except Exception as exc:
             if isinstance(exc, Cancelled):
                 raise
@@ -544,17 +680,25 @@ class Engine:
             note = None
             if isinstance(exc, ValidationError) and exc.causes:
                 note = f"{exc} — " + " | ".join(exc.causes)
-            self._log_fetch(log, run_id, symbol, ds, params.timeframe, t0,
+            self._log_fetch(log, run_id, symbol, ds, timeframe, t0,
                             (time.perf_counter() - perf0) * 1000, step, 0, rejected,
-                            getattr(exc, "attempts", attempts_box["n"]), start, end, note,
-                            n_req)
-            self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
-                         not_entitled=isinstance(exc, NotEntitledError))
+                            getattr(exc, "attempts", attempts), start, end, note, n_req)
+            if not explicit:  # a failed backfill chunk is reported by its backfill
+                self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
+                             not_entitled=isinstance(exc, NotEntitledError))
         return step
 
-    def _take_requests(self) -> int:
-        take = getattr(self.provider, "take_request_count", None)
-        return int(take()) if take else 0
+    def _log_retries(self, log: LogBuffer, run_id: str | None, symbol: str, ds: str,
+                     timeframe: str, stats: RequestStats,
+                     window: tuple[dt.date, dt.date]) -> None:
+        """One ``retried`` fetch_log row per retried request, with its wait."""
+        for r in stats.retries:
+            err = EnrichError(r.message)
+            err.error_class = r.error_class  # type: ignore[misc]
+            step = StepResult(ds, "retried", error=err)
+            self._log_fetch(log, run_id, symbol, ds, timeframe, utcnow(), 0.0, step, 0, 0,
+                            r.attempt, window[0], window[1],
+                            f"{r.endpoint}: retrying in {r.wait_s:.1f}s: {r.message}")
 
     def _call_provider(self, symbol: str, ds: str, timeframe: str, start: dt.date,
                        end: dt.date) -> pl.DataFrame:

@@ -1,19 +1,25 @@
-"""One retry policy, keyed on the error's class (design §3).
+"""One retry policy, keyed on the error's class (design §3), applied to each request.
 
 Rate limited → wait ``retry_after`` when the provider gave one, else back off;
 transient (5xx, timeouts) → exponential backoff with full jitter, bounded;
 everything else → no retry. ``sleep`` and ``rng`` are injectable for tests.
+
+Providers apply the policy to every single request (a page of a paginated answer is retried
+on its own; the pages before it are kept), and record what they did per calling thread in a
+``RequestLedger``: the requests sent and each retry with its wait. The engine takes the
+ledger's counts after each step and logs them (``fetch_log``, ``runs.requests``).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from enrich.errors import RateLimitedError
+from enrich.errors import RateLimitedError, error_class_of
 
 T = TypeVar("T")
 
@@ -52,3 +58,60 @@ class RetryPolicy:
                     on_retry(attempt, exc, wait)
                 self.sleep(wait)
                 attempt += 1
+
+
+NO_RETRY = RetryPolicy(max_retries=0)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """One retried request: which endpoint, after which attempt, why, and the wait."""
+
+    endpoint: str
+    attempt: int  # the attempt that failed (1 = the first try)
+    wait_s: float
+    error_class: str
+    message: str
+
+
+@dataclass
+class RequestStats:
+    """Requests sent (retries included) and the retries among them."""
+
+    requests: int = 0
+    retries: list[Retry] = field(default_factory=list)
+
+    def __add__(self, other: RequestStats) -> RequestStats:
+        return RequestStats(self.requests + other.requests, self.retries + other.retries)
+
+
+class RequestLedger:
+    """Per-thread request bookkeeping shared by a provider and its clones."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _stats(self) -> RequestStats:
+        stats = getattr(self._local, "stats", None)
+        if stats is None:
+            stats = self._local.stats = RequestStats()
+        return stats
+
+    def sent(self) -> None:
+        self._stats().requests += 1
+
+    def retried(self, endpoint: str, attempt: int, exc: BaseException, wait: float) -> None:
+        self._stats().retries.append(
+            Retry(endpoint, attempt, wait, error_class_of(exc), str(exc)[:1000]))
+
+    def take(self) -> RequestStats:
+        """What the calling thread did since the last take; resets it."""
+        stats = self._stats()
+        self._local.stats = RequestStats()
+        return stats
+
+    def retrying(self, policy: RetryPolicy, endpoint: str, fn: Callable[[], T]) -> T:
+        """``fn`` (one request) under ``policy``, each retry recorded."""
+        result, _ = policy.call(
+            fn, on_retry=lambda attempt, exc, wait: self.retried(endpoint, attempt, exc, wait))
+        return result

@@ -52,6 +52,7 @@ class Job:
     params: Any  # engine.RunParams
     run_id: str | None
     not_entitled: frozenset[tuple[str, str]]
+    fetched: tuple[Any, ...] = ()  # engine.Fetched: the run's universe-wide answers
 
 
 def usable_cpus() -> int:
@@ -65,7 +66,7 @@ def usable_cpus() -> int:
 def process_count(provider: Provider, n_symbols: int, workers: int,
                   min_symbols: int = MIN_SYMBOLS) -> int:
     """How many worker processes a run should use: 0 means threads."""
-    if getattr(provider, "process_factory", None) is None or provider.rate_limited:
+    if provider.rate_limited or provider.process_factory() is None:
         return 0
     cpus = usable_cpus()
     if n_symbols < min_symbols or cpus < 2 or workers < 2:
@@ -99,14 +100,14 @@ def _init(job: Job) -> None:
 
 
 def _enrich(symbol: str, asset_class: str, now: dt.datetime) -> tuple[Any, WriteBatch]:
-    from enrich.engine import LogBuffer
+    from enrich.engine import LogBuffer, fetched_for
 
     job: Job = _worker["job"]
     _worker["now"]["t"] = now
     engine = _worker["engine"]
     log = LogBuffer(engine.store)
     res = engine.enrich_symbol(symbol, asset_class, job.params, job.run_id, log,
-                               job.not_entitled)
+                               job.not_entitled, fetched=fetched_for(symbol, job.fetched))
     for step in res.steps:  # an error the run's process could not unpickle becomes plain
         if step.error is not None and not _picklable(step.error):
             step.error = EnrichError(f"{type(step.error).__name__}: {step.error}")

@@ -38,6 +38,7 @@ from enrich.lake import Lake
 from enrich.providers.massive import MassiveProvider
 from enrich.providers.sample import SampleProvider
 from enrich.ratelimit import RateLimiter, clear_limiters
+from enrich.retry import RetryPolicy
 from enrich.schemas import DATASETS
 from enrich.store import Store
 from enrich.universe import ensure_demo_universe
@@ -53,7 +54,7 @@ def make(settings, now=FIXED_NOW, provider=None):
     ensure_demo_universe(store.catalog)
     clock = lambda: now  # noqa: E731
     provider = provider or SampleProvider(clock=clock)
-    return Backfiller(store, provider, settings, clock=clock, sleep=lambda s: None)
+    return Backfiller(store, provider, settings, clock=clock)
 
 
 def lake_of(root) -> dict[str, pl.DataFrame]:
@@ -261,7 +262,8 @@ def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_lake(tmp_
 
 # -- failures, retry, resume, pause -----------------------------------------------------------
 class Flaky:
-    """The sample provider, with bars of some windows answering 503 while ``failing``."""
+    """The sample provider, with bars of some windows answering 503 while ``failing`` (each
+    attempt of the request, under the provider's retry policy)."""
 
     def __init__(self, inner: SampleProvider, starts: set[dt.date]):
         self.inner, self.starts, self.failing = inner, starts, True
@@ -270,17 +272,22 @@ class Flaky:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
+    def with_priority(self, priority):
+        return self
+
     def bars(self, symbol, timeframe, start, end):
-        out = self.inner.bars(symbol, timeframe, start, end)
         if self.failing and start in self.starts:
-            raise TransientError("server error 503", provider="sample", endpoint="bars",
-                                 status=503)
-        return out
+            def fail():
+                raise TransientError("server error 503", provider="sample", endpoint="bars",
+                                     status=503)
+            self.inner.request("bars", symbol, fail)
+        return self.inner.bars(symbol, timeframe, start, end)
 
 
 def test_failed_chunks_keep_attempts_and_error_and_retry_failed_runs_only_them(
         settings, tmp_path):
-    flaky = Flaky(SampleProvider(clock=lambda: FIXED_NOW), {D(2024, 1, 1)})
+    retry = RetryPolicy(max_retries=settings.max_retries, sleep=lambda s: None)
+    flaky = Flaky(SampleProvider(clock=lambda: FIXED_NOW, retry=retry), {D(2024, 1, 1)})
     bf = make(settings, provider=flaky)
     req = BackfillRequest("bars", ("MSFT", "NVDA"), years=3)
     first = bf.run(bf.plan(req))

@@ -15,6 +15,7 @@ from enrich.catalog import utcnow
 from enrich.engine import Engine, RunParams
 from enrich.errors import NotFoundError
 from enrich.providers.sample import SampleProvider
+from enrich.retry import RetryPolicy
 from enrich.schemas import DATASETS
 from enrich.service import request_cancel
 from enrich.store import Store
@@ -29,7 +30,7 @@ def make_engine(settings, now, provider=None, **kw):
     ensure_demo_universe(store.catalog)
     clock = (lambda: now) if isinstance(now, dt.datetime) else now
     provider = provider or SampleProvider(clock=clock)
-    return Engine(store, provider, settings, clock=clock, sleep=lambda s: None, **kw)
+    return Engine(store, provider, settings, clock=clock, **kw)
 
 
 def lake_snapshot(store: Store) -> dict[str, pl.DataFrame]:
@@ -147,7 +148,9 @@ def test_one_symbols_failure_never_stops_the_others(settings, fixed_clock):
 
 
 def test_transient_failures_are_retried_and_logged(settings, fixed_clock):
-    provider = SampleProvider(clock=fixed_clock, failure_rate=0.3, seed=7)
+    # The provider retries each request under its policy (here without sleeping).
+    provider = SampleProvider(clock=fixed_clock, failure_rate=0.3, seed=7,
+                              retry=RetryPolicy(max_retries=8, sleep=lambda s: None))
     eng = make_engine(settings.with_(history_years=1, max_retries=8), fixed_clock(),
                       provider=provider)
     summary = eng.run(RunParams(symbols=SYMS))

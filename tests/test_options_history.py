@@ -131,7 +131,7 @@ def test_options_backfill_on_sample_matches_the_sample_chains(settings):
     store = Store.from_settings(settings)
     ensure_demo_universe(store.catalog)
     sample = SampleProvider(clock=lambda: FIXED_NOW)
-    bf = Backfiller(store, sample, settings, clock=lambda: FIXED_NOW, sleep=lambda s: None)
+    bf = Backfiller(store, sample, settings, clock=lambda: FIXED_NOW)
     a, z = D(2022, 8, 18), D(2022, 9, 1)
     plan = bf.plan(BackfillRequest("options", ("TSLA",), since=a, until=z, monthly=2))
     sessions = calendars.sessions("XNYS", a, z)
@@ -177,12 +177,12 @@ def test_snapshot_rows_keep_their_greeks(settings):
     ensure_demo_universe(store.catalog)
     clock = lambda: FIXED_NOW  # noqa: E731
     sample = SampleProvider(clock=clock)
-    Engine(store, sample, settings, clock=clock, sleep=lambda s: None).run(
+    Engine(store, sample, settings, clock=clock).run(
         RunParams(symbols=["TSLA"], datasets=["bars", "dividends", "splits", "options_iv"]))
     snap = store.lake.read("options_iv", ["TSLA"])
     assert set(snap["source"]) == {"sample"}
     latest = snap["as_of"].max()
-    bf = Backfiller(store, sample, settings, clock=clock, sleep=lambda s: None)
+    bf = Backfiller(store, sample, settings, clock=clock)
     summary = bf.run(bf.plan(BackfillRequest("options", ("TSLA",), days=3, monthly=1)))
     assert summary.state == "succeeded"
     rows = store.lake.read("options_iv", ["TSLA"])

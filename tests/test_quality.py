@@ -32,8 +32,7 @@ def enrich(settings, now=FIXED_NOW, provider=None, symbols=None, **params):
     store = Store.from_settings(settings)
     ensure_demo_universe(store.catalog)
     clock = lambda: now  # noqa: E731
-    engine = Engine(store, provider or SampleProvider(clock=clock), settings, clock=clock,
-                    sleep=lambda s: None)
+    engine = Engine(store, provider or SampleProvider(clock=clock), settings, clock=clock)
     return store, engine.run(RunParams(symbols=symbols, **params), kind="manual")
 
 

@@ -12,6 +12,7 @@ from enrich import ui
 from enrich.engine import Engine, RunParams
 from enrich.errors import NotEntitledError, TransientError
 from enrich.providers.sample import SampleProvider
+from enrich.retry import RetryPolicy
 from enrich.store import Store
 from enrich.symbols import DATASETS_BY_CLASS, DEMO_UNIVERSE
 from enrich.universe import ensure_demo_universe, set_active
@@ -41,10 +42,15 @@ class DemoFaults:
                                    endpoint="option_chain", status=403)
         return self.inner.option_chain(symbol, as_of)
 
+    def with_priority(self, priority):
+        return self
+
     def news(self, symbol, start, end):
-        if symbol == "SPY":
-            raise TransientError("upstream timeout", provider="test", endpoint="news",
-                                 status=504)
+        if symbol == "SPY":  # every attempt of the request fails, under the retry policy
+            def fail():
+                raise TransientError("upstream timeout", provider="test", endpoint="news",
+                                     status=504)
+            self.inner.request("news", symbol, fail)
         return self.inner.news(symbol, start, end)
 
     def bars(self, symbol, timeframe, start, end):
@@ -63,8 +69,9 @@ def populate(settings, now: dt.datetime = FIXED_NOW, symbols=RUN_SYMBOLS,
     store = Store.from_settings(settings)
     ensure_demo_universe(store.catalog)
     clock = lambda: now  # noqa: E731
-    engine = Engine(store, DemoFaults(SampleProvider(clock=clock)), settings, clock=clock,
-                    sleep=lambda s: None)
+    retry = RetryPolicy(max_retries=settings.max_retries, sleep=lambda s: None)
+    engine = Engine(store, DemoFaults(SampleProvider(clock=clock, retry=retry)), settings,
+                    clock=clock)
     return engine.run(RunParams(symbols=list(symbols), lookback_days=lookback_days),
                       kind="manual")
 

@@ -129,6 +129,6 @@ def test_when_a_run_uses_processes(n, workers, rate_limited, factory, expected):
 
     p = P()
     p.rate_limited = rate_limited
-    p.process_factory = (lambda: None) if factory else None
+    p.process_factory = (lambda: object) if factory else (lambda: None)
     got = process_count(p, n, workers)
     assert got == (expected if usable_cpus() > 1 else 0)

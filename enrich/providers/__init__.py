@@ -2,15 +2,24 @@
 
 Every method returns a polars frame in the lake schema of its dataset (``enrich.schemas``),
 already conformed. Dates are inclusive ranges of session dates in the exchange time zone.
-Providers raise only ``enrich.errors.ProviderError`` subclasses. A provider that computes its
-rows on the CPU (no network, no rate limit) may offer ``process_factory()``, a picklable
-callable that builds it again in a worker process, so large runs use processes
-(``enrich.workers``).
+Providers raise only ``enrich.errors.ProviderError`` subclasses.
+
+Besides per-symbol calls, a provider answers **universe-wide** requests (``market_rows``): one
+request per session serves the daily bars of every stock and ETF (grouped daily), and one
+request per date window (paginated) serves the dividends, splits, income statements or news of
+the whole market; the rows are filtered to the requested symbols locally. Either path stores
+identical rows: the engine's refresh plan (``enrich.refresh``) picks the cheaper per dataset.
+
+Each provider applies its ``RetryPolicy`` to every single request (a failed page is retried,
+never the pages before it) and keeps a per-thread ledger of requests and retries
+(``take_requests``). Optional capabilities are declared here with their defaults:
+``process_factory`` (None: rows come over the network, use threads), ``with_priority``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -18,6 +27,7 @@ import polars as pl
 
 if TYPE_CHECKING:
     from enrich.config import Settings
+    from enrich.retry import RequestStats
 
 
 @dataclass(frozen=True)
@@ -28,11 +38,55 @@ class ProbeResult:
     message: str
 
 
+# Universe-wide requests: which market serves a dataset for an asset class. Bars come from
+# grouped daily (one request per session and market; there is none for indices); the event
+# datasets from market-wide date windows of US listings.
+MARKETS: dict[str, dict[str, str]] = {
+    "bars": {"stocks": "stocks", "etfs": "stocks", "crypto": "crypto", "fx": "fx"},
+    "dividends": {"stocks": "stocks", "etfs": "stocks"},
+    "splits": {"stocks": "stocks", "etfs": "stocks"},
+    "earnings": {"stocks": "stocks"},
+    "news": {"stocks": "stocks", "etfs": "stocks"},
+}
+
+
+def market_of(dataset: str, asset_class: str, timeframe: str = "1d") -> str | None:
+    """The market whose universe-wide request serves ``dataset`` of ``asset_class`` (None:
+    only per-symbol requests). Intraday bars have no grouped endpoint."""
+    if dataset == "bars" and timeframe != "1d":
+        return None
+    return MARKETS.get(dataset, {}).get(asset_class)
+
+
+@dataclass(frozen=True)
+class MarketRequest:
+    """One universe-wide fetch: ``dataset`` of ``market`` for ``symbols``.
+
+    Bars: the sessions ``sessions`` (one request each). Event datasets: the window
+    [``start``, ``end``] of ex-dates, execution dates, filing dates or New York publication
+    dates (paginated). ``start``/``end`` always span the request.
+    """
+
+    dataset: str
+    market: str
+    start: dt.date
+    end: dt.date
+    symbols: frozenset[str]
+    sessions: tuple[dt.date, ...] = ()
+
+
+class MarketRows(Protocol):
+    """The answer to a ``MarketRequest``: each symbol's rows in the lake schema, exactly as the
+    per-symbol call for the same window would give them (empty when the market had none)."""
+
+    def for_symbol(self, symbol: str) -> pl.DataFrame: ...
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: str
     is_demo: bool  # labelled as demo data wherever shown
-    rate_limited: bool  # whether calls must pass the process rate limiter
+    rate_limited: bool  # whether calls must pass the shared rate limiter
 
     def bars(
         self, symbol: str, timeframe: str, start: dt.date, end: dt.date
@@ -56,7 +110,29 @@ class Provider(Protocol):
         ...
 
     def option_bars(self, contract: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-        """Daily bars of one option contract (BARS schema, symbol = the OCC ticker)."""
+        """Daily bars of one contract (BARS schema, symbol = the OCC ticker)."""
+        ...
+
+    def market_rows(self, request: MarketRequest) -> MarketRows:
+        """A universe-wide fetch (see the module docstring)."""
+        ...
+
+    def estimate_requests(self, request: MarketRequest) -> int:
+        """Requests ``market_rows(request)`` is expected to make (the run's budget)."""
+        ...
+
+    def take_requests(self) -> RequestStats:
+        """Requests (and retries) made by the calling thread since the last take."""
+        ...
+
+    def with_priority(self, priority: int) -> Provider:
+        """The same provider queuing at ``priority`` on the shared rate limiter (a provider
+        that is not rate limited returns itself)."""
+        ...
+
+    def process_factory(self) -> Callable[..., Provider] | None:
+        """A picklable callable that builds this provider again in a worker process, for
+        providers that compute rows on the CPU; None for network providers."""
         ...
 
     def probe(self) -> ProbeResult: ...
@@ -66,7 +142,11 @@ PROVIDERS = ("sample", "massive")
 
 
 def make_provider(settings: Settings, **kw) -> Provider:
-    """Build the configured provider. Imports lazily so one provider's deps never load the other."""
+    """Build the configured provider with the configured retry policy. Imports lazily so one
+    provider's deps never load the other."""
+    from enrich.retry import RetryPolicy
+
+    kw.setdefault("retry", RetryPolicy(max_retries=settings.max_retries))
     if settings.provider == "sample":
         from enrich.providers.sample import SampleProvider
 

@@ -17,21 +17,28 @@ Errors are translated once, in ``_send`` / ``_decode``, into ``enrich.errors``:
     any other status                      ProviderError
     rows that do not fit the schema       ValidationError       (nothing partial is returned)
 
-The provider never retries (the engine wraps each call in ``enrich.retry.RetryPolicy``); it
-only follows ``next_url`` pages, which it requests unchanged (the cursor encodes the query).
+Retries are per request: ``_get`` runs each request (a first page, or one ``next_url``) under
+the provider's ``RetryPolicy``, so a 429 or 5xx on page k retries page k, never page 1; every
+attempt and wait is recorded in the per-thread ledger (``take_requests``). ``next_url`` pages
+are requested unchanged (the cursor encodes the query).
+
+Universe-wide requests (``market_rows``): grouped daily bars per session and market, and the
+market-wide dividends, splits, income statements and news for a date window, filtered to the
+requested symbols *before* rows are parsed (a bad row of a ticker nobody follows never refuses
+the payload), then transformed per symbol by the same code as the per-symbol calls.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import email.utils
 import json
 import logging
 import math
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -54,8 +61,10 @@ from enrich.errors import (
 )
 from enrich.occ import PREFIX as OCC_PREFIX
 from enrich.occ import parse_occ
-from enrich.providers import ProbeResult
+from enrich.providers import MarketRequest, ProbeResult
 from enrich.ratelimit import RateLimiter, limiter_for
+from enrich.refresh import estimate_pages
+from enrich.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
 from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, Dataset, conform
 
 log = logging.getLogger(__name__)
@@ -66,6 +75,14 @@ ET = ZoneInfo("America/New_York")
 # Path templates double as the ``endpoint`` recorded on errors: no values, no query.
 AGGS = "/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}"
 GROUPED = "/v2/aggs/grouped/locale/us/market/stocks/{date}"
+GROUPED_GLOBAL = "/v2/aggs/grouped/locale/global/market/{market}/{date}"
+# Grouped daily per market: path, and the zone whose midnight starts the session's bar (the
+# per-ticker daily bars' ``t``): New York for US stocks, UTC for crypto and forex.
+GROUPED_MARKETS: dict[str, tuple[str, str, ZoneInfo | dt.timezone]] = {
+    "stocks": (GROUPED, "/v2/aggs/grouped/locale/us/market/stocks/", ET),
+    "crypto": (GROUPED_GLOBAL, "/v2/aggs/grouped/locale/global/market/crypto/", dt.UTC),
+    "fx": (GROUPED_GLOBAL, "/v2/aggs/grouped/locale/global/market/fx/", dt.UTC),
+}
 DIVIDENDS_V1 = "/stocks/v1/dividends"
 DIVIDENDS_V3 = "/v3/reference/dividends"
 SPLITS_V1 = "/stocks/v1/splits"
@@ -79,6 +96,10 @@ MARKET_STATUS = "/v1/marketstatus/now"
 
 TIMEFRAMES: dict[str, tuple[int, str]] = {"1d": (1, "day"), "1h": (1, "hour"), "5m": (5, "minute")}
 DEFAULT_MAX_PAGES = 50
+MARKET_MAX_PAGES = 1000  # a market-wide window pages through every ticker's rows
+# Rough rows per calendar day of the whole US market, to estimate what a market-wide window
+# costs before asking (the plan's budget; the run counts what it really made).
+MARKET_ROWS_PER_DAY = {"dividends": 110.0, "splits": 2.0, "earnings": 70.0, "news": 1500.0}
 MAX_CAUSES = 5
 
 # What ``option_contracts`` returns. Not a lake dataset: the engine uses it to pick contracts.
@@ -146,6 +167,7 @@ class MassiveProvider:
         max_pages: int = DEFAULT_MAX_PAGES,
         today: Callable[[], dt.date] | None = None,
         owns_client: bool = False,
+        retry: RetryPolicy | None = None,
     ):
         if not api_key:
             raise ConfigError("the massive provider needs MASSIVE_API_KEY")
@@ -161,7 +183,8 @@ class MassiveProvider:
         self._max_pages = max_pages
         self._today = today or (lambda: dt.datetime.now(ET).date())
         self._owns_client = owns_client
-        self._local = threading.local()
+        self._retry = retry or NO_RETRY
+        self._ledger = RequestLedger()
         # Endpoints that answered 404/403 once: go straight to the fallback afterwards.
         self._skip: dict[str, ProviderError] = {}
 
@@ -186,14 +209,15 @@ class MassiveProvider:
         )
 
     def with_priority(self, priority: int) -> MassiveProvider:
-        """The same provider (client, limiter, key) queuing at another priority."""
-        clone = MassiveProvider(
-            self._client, self._key, self._base_url, self._limiter, priority,
-            max_pages=self._max_pages, today=self._today,
-        )
-        clone._skip = self._skip
-        clone._local = self._local  # one request count per thread, whichever clone made it
+        """The same provider (client, limiter, key, ledger, fallbacks) queuing at another
+        priority; closing it never closes the client."""
+        clone = copy.copy(self)
+        clone._priority = priority
+        clone._owns_client = False
         return clone
+
+    def process_factory(self) -> None:
+        return None  # rows come over the network: threads wait on it together
 
     def close(self) -> None:
         if self._owns_client:
@@ -208,11 +232,13 @@ class MassiveProvider:
     def __repr__(self) -> str:
         return f"MassiveProvider(base_url={self._base_url!r}, priority={self._priority})"
 
+    def take_requests(self) -> RequestStats:
+        """HTTP requests (and retries) made by the calling thread since the last take."""
+        return self._ledger.take()
+
     def take_request_count(self) -> int:
         """HTTP requests made by the calling thread since the last call; resets the count."""
-        n = getattr(self._local, "requests", 0)
-        self._local.requests = 0
-        return n
+        return self.take_requests().requests
 
     # ---- datasets -------------------------------------------------------------------------
 
@@ -252,15 +278,24 @@ class MassiveProvider:
         ).filter(pl.col("session").is_between(start, end))
         return conform(frame.unique("ts", keep="first").sort("ts"), BARS)
 
-    def grouped_daily(self, session: dt.date) -> pl.DataFrame:
-        """Daily bars of every US stock for one session (one request), in the BARS schema.
+    def grouped_daily(self, session: dt.date, market: str = "stocks",
+                      symbols: Iterable[str] | None = None) -> pl.DataFrame:
+        """Daily bars of every ticker of ``market`` (stocks, crypto, fx) for one session, in
+        one request, in the BARS schema; only ``symbols`` when given (filtered before parsing).
 
-        Grouped rows stamp ``t`` at the session's close, per-ticker daily bars at midnight ET;
-        ``ts`` is normalised to midnight ET so both land on the same lake key.
+        The rows are keyed by the requested date, never by ``t``: grouped rows stamp ``t`` at
+        the close (stocks) or the end of the UTC day (fx), per-ticker daily bars at the
+        session's midnight; ``ts`` is set to that midnight so both land on the same lake key.
         """
-        subject = f"grouped daily bars {session.isoformat()}"
-        path = f"/v2/aggs/grouped/locale/us/market/stocks/{session.isoformat()}"
-        rows = self._collect(GROUPED, path, {"adjusted": "true"}, subject)
+        if market not in GROUPED_MARKETS:
+            raise ValueError(f"no grouped daily bars for market {market!r}")
+        endpoint, prefix, zone = GROUPED_MARKETS[market]
+        subject = f"grouped daily {market} bars {session.isoformat()}"
+        rows = self._collect(endpoint, prefix + session.isoformat(), {"adjusted": "true"},
+                             subject)
+        if symbols is not None:
+            wanted = set(symbols)
+            rows = [r for r in rows if isinstance(r, dict) and r.get("T") in wanted]
         check = _Check(subject, len(rows))
 
         def parse(raw: dict) -> dict:
@@ -270,7 +305,7 @@ class MassiveProvider:
 
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
         check.done()
-        midnight = dt.datetime.combine(session, dt.time(), ET).astimezone(dt.UTC)
+        midnight = dt.datetime.combine(session, dt.time(), zone).astimezone(dt.UTC)
         frame = pl.DataFrame(
             parsed,
             schema={"symbol": pl.String, **_BAR_ROW_SCHEMA},
@@ -285,59 +320,41 @@ class MassiveProvider:
     def dividends(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Cash dividends as declared (not split-adjusted), one row per ex-date."""
         subject = f"{symbol} dividends"
+        rows, parse = self._dividend_rows({"ticker": symbol}, start, end, subject)
+        return _dividends_frame(symbol, rows, parse, start, end, subject)
+
+    def _dividend_rows(self, extra: dict, start: dt.date, end: dt.date, subject: str,
+                       max_pages: int | None = None) -> tuple[list, Callable[[dict], dict]]:
         dates = {"ex_dividend_date.gte": start.isoformat(), "ex_dividend_date.lte": end.isoformat()}
         try:
             rows = self._collect_unless_skipped(
-                DIVIDENDS_V1, {"ticker": symbol, **dates, "limit": 5000,
-                               "sort": "ex_dividend_date.asc"}, subject, (NotFoundError,))
-            parse = _dividend_row_v1
+                DIVIDENDS_V1, {**extra, **dates, "limit": 5000, "sort": "ex_dividend_date.asc"},
+                subject, (NotFoundError,), max_pages)
+            return rows, _dividend_row_v1
         except NotFoundError:
             rows = self._collect(
-                DIVIDENDS_V3, DIVIDENDS_V3, {"ticker": symbol, **dates, "limit": 1000,
-                                             "sort": "ex_dividend_date", "order": "asc"}, subject)
-            parse = _dividend_row_v3
-        check = _Check(subject, len(rows))
-        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
-        check.done()
-        frame = pl.DataFrame(parsed, schema=_DIVIDEND_ROW_SCHEMA)
-        frame = frame.unique("id", keep="first").filter(pl.col("ex_date").is_between(start, end))
-        # Two distributions on one ex-date (a regular and a special) share the lake key:
-        # store their sum, and say what was summed.
-        frame = frame.sort("ex_date", "id").group_by("ex_date", maintain_order=True).agg(
-            pl.col("declaration_date", "record_date", "pay_date", "currency", "frequency").first(),
-            pl.col("cash_amount").sum(),
-            pl.col("distribution_type").drop_nulls().unique(maintain_order=True).str.join("+"),
-        )
-        frame = frame.with_columns(
-            symbol=pl.lit(symbol),
-            distribution_type=pl.when(pl.col("distribution_type") == "")
-            .then(None)
-            .otherwise(pl.col("distribution_type")),
-        )
-        return conform(frame, DIVIDENDS)
+                DIVIDENDS_V3, DIVIDENDS_V3, {**extra, **dates, "limit": 1000,
+                                             "sort": "ex_dividend_date", "order": "asc"},
+                subject, max_pages)
+            return rows, _dividend_row_v3
 
     def splits(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         subject = f"{symbol} splits"
+        rows = self._split_rows({"ticker": symbol}, start, end, subject)
+        return _splits_frame(symbol, rows, start, end, subject)
+
+    def _split_rows(self, extra: dict, start: dt.date, end: dt.date, subject: str,
+                    max_pages: int | None = None) -> list:
         dates = {"execution_date.gte": start.isoformat(), "execution_date.lte": end.isoformat()}
         try:
-            rows = self._collect_unless_skipped(
-                SPLITS_V1, {"ticker": symbol, **dates, "limit": 5000,
-                            "sort": "execution_date.asc"}, subject, (NotFoundError,))
+            return self._collect_unless_skipped(
+                SPLITS_V1, {**extra, **dates, "limit": 5000, "sort": "execution_date.asc"},
+                subject, (NotFoundError,), max_pages)
         except NotFoundError:
-            rows = self._collect(
-                SPLITS_V3, SPLITS_V3, {"ticker": symbol, **dates, "limit": 1000,
-                                       "sort": "execution_date", "order": "asc"}, subject)
-        check = _Check(subject, len(rows))
-        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _split_row))]
-        check.done()
-        frame = pl.DataFrame(parsed, schema=_SPLIT_ROW_SCHEMA)
-        frame = (
-            frame.filter(pl.col("execution_date").is_between(start, end))
-            .unique("execution_date", keep="first")
-            .sort("execution_date")
-            .with_columns(symbol=pl.lit(symbol))
-        )
-        return conform(frame, SPLITS)
+            return self._collect(
+                SPLITS_V3, SPLITS_V3, {**extra, **dates, "limit": 1000,
+                                       "sort": "execution_date", "order": "asc"},
+                subject, max_pages)
 
     def earnings(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Quarterly income-statement figures filed in [start, end].
@@ -346,66 +363,107 @@ class MassiveProvider:
         ``/vX/reference/financials`` is tried; when both deny, NotEntitledError.
         """
         subject = f"{symbol} earnings"
+        rows, parse = self._earnings_rows(symbol, start, end, subject)
+        return _earnings_frame(symbol, rows, parse, subject)
+
+    def _earnings_rows(self, symbol: str | None, start: dt.date, end: dt.date, subject: str,
+                       max_pages: int | None = None) -> tuple[list, Callable[[dict], Any]]:
+        """Rows of one ticker, or of the whole market (``symbol`` None; rows carry
+        ``tickers``)."""
         dates = {"filing_date.gte": start.isoformat(), "filing_date.lte": end.isoformat()}
         try:
+            v1 = {"timeframe": "quarterly", **dates, "limit": 1000 if symbol else 50000,
+                  "sort": "filing_date.asc"}
+            if symbol:
+                v1["tickers"] = symbol
             rows = self._collect_unless_skipped(
-                INCOME_V1, {"tickers": symbol, "timeframe": "quarterly", **dates, "limit": 1000,
-                            "sort": "filing_date.asc"}, subject, (NotFoundError, NotEntitledError))
-            parse = _earnings_row_v1
+                INCOME_V1, v1, subject, (NotFoundError, NotEntitledError), max_pages)
+            return rows, _earnings_row_v1
         except (NotFoundError, NotEntitledError) as first:
+            vx = {"timeframe": "quarterly", **dates, "limit": 100, "sort": "filing_date",
+                  "order": "asc"}
+            if symbol:
+                vx["ticker"] = symbol
             try:
-                rows = self._collect(
-                    FINANCIALS_VX, FINANCIALS_VX,
-                    {"ticker": symbol, "timeframe": "quarterly", **dates, "limit": 100,
-                     "sort": "filing_date", "order": "asc"}, subject)
+                rows = self._collect(FINANCIALS_VX, FINANCIALS_VX, vx, subject, max_pages)
             except NotFoundError:
                 # The legacy endpoint is gone; the first answer is the one that matters.
                 raise first from None
-            parse = _earnings_row_vx
-        check = _Check(subject, len(rows))
-        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
-        check.done()
-        frame = pl.DataFrame(parsed, schema=_EARNINGS_ROW_SCHEMA)
-        # A restated quarter appears again with a later filing: keep the latest.
-        frame = (
-            frame.sort("filing_date", nulls_last=False)
-            .unique(["fiscal_year", "fiscal_quarter"], keep="last")
-            .sort("fiscal_year", "fiscal_quarter")
-            .with_columns(symbol=pl.lit(symbol))
-        )
-        return conform(frame, EARNINGS)
+            return rows, _earnings_row_vx
 
     def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Articles published on New York dates [start, end] (``published_utc`` stays UTC);
         sentiment is the insight whose ticker is ``symbol``."""
         subject = f"{symbol} news"
+        rows = self._news_rows({"ticker": symbol}, start, end, subject)
+        return _news_frame(symbol, rows, start, end, subject)
+
+    def _news_rows(self, extra: dict, start: dt.date, end: dt.date, subject: str,
+                   max_pages: int | None = None) -> list:
         first = dt.datetime.combine(start, dt.time(), ET)
         after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), ET)
         params = {
-            "ticker": symbol,
+            **extra,
             "published_utc.gte": _rfc3339(first),
             "published_utc.lte": _rfc3339(after - dt.timedelta(seconds=1)),
             "limit": 1000,
             "order": "asc",
             "sort": "published_utc",
         }
-        rows = self._collect(NEWS_V2, NEWS_V2, params, subject)
-        check = _Check(subject, len(rows))
-        parsed = [
-            r for i, raw in enumerate(rows) if (r := check.row(i, raw, _news_row, symbol))
-        ]
-        check.done()
-        frame = pl.DataFrame(parsed, schema=_NEWS_ROW_SCHEMA)
-        frame = (
-            frame.filter(
-                pl.col("published_utc").dt.convert_time_zone("America/New_York").dt.date()
-                .is_between(start, end)
-            )
-            .unique("id", keep="first")
-            .sort("published_utc", "id")
-            .with_columns(symbol=pl.lit(symbol))
-        )
-        return conform(frame, NEWS)
+        return self._collect(NEWS_V2, NEWS_V2, params, subject, max_pages)
+
+    # ---- universe-wide --------------------------------------------------------------------
+
+    def estimate_requests(self, request: MarketRequest) -> int:
+        """Requests ``market_rows(request)`` should take: one per session for bars; pages of
+        the endpoint in use (after any fallback) for an estimated market volume otherwise."""
+        if request.dataset == "bars":
+            return max(1, len(request.sessions))
+        limits = {
+            "dividends": 1000 if DIVIDENDS_V1 in self._skip else 5000,
+            "splits": 1000 if SPLITS_V1 in self._skip else 5000,
+            "earnings": 100 if INCOME_V1 in self._skip else 50000,
+            "news": 1000,
+        }
+        days = (request.end - request.start).days + 1
+        return estimate_pages(days * MARKET_ROWS_PER_DAY[request.dataset],
+                              limits[request.dataset])
+
+    def market_rows(self, request: MarketRequest) -> MassiveMarketRows:
+        """One universe-wide fetch (``enrich.providers.MarketRequest``): grouped daily bars,
+        one request per session; or a market-wide window of events, paginated. Rows are
+        filtered to ``request.symbols`` before they are parsed, and each symbol's frame is
+        built by the same transform as the per-symbol call. A symbol whose rows do not fit
+        fails alone (``for_symbol`` raises its ValidationError)."""
+        r, syms = request, request.symbols
+        start, end = r.start, r.end
+        subject = f"market-wide {r.dataset} {start.isoformat()}..{end.isoformat()}"
+        if r.dataset == "bars":
+            frames = [self.grouped_daily(s, r.market, syms) for s in r.sessions or (end,)]
+            bars = pl.concat(frames) if frames else BARS.empty()
+            return MassiveMarketRows.of_frame(BARS, bars)
+        pages = max(self._max_pages, MARKET_MAX_PAGES)
+        if r.dataset == "dividends":
+            rows, parse = self._dividend_rows({}, start, end, subject, pages)
+            return MassiveMarketRows.build(
+                DIVIDENDS, _by_ticker(rows, syms, "ticker"),
+                lambda sym, rs: _dividends_frame(sym, rs, parse, start, end, f"{sym} dividends"))
+        if r.dataset == "splits":
+            rows = self._split_rows({}, start, end, subject, pages)
+            return MassiveMarketRows.build(
+                SPLITS, _by_ticker(rows, syms, "ticker"),
+                lambda sym, rs: _splits_frame(sym, rs, start, end, f"{sym} splits"))
+        if r.dataset == "earnings":
+            rows, parse = self._earnings_rows(None, start, end, subject, pages)
+            return MassiveMarketRows.build(
+                EARNINGS, _by_ticker(rows, syms, "tickers"),
+                lambda sym, rs: _earnings_frame(sym, rs, parse, f"{sym} earnings"))
+        if r.dataset == "news":
+            rows = self._news_rows({}, start, end, subject, pages)
+            return MassiveMarketRows.build(
+                NEWS, _by_ticker(rows, syms, "tickers"),
+                lambda sym, rs: _news_frame(sym, rs, start, end, f"{sym} news"))
+        raise ValueError(f"no universe-wide request for {r.dataset!r}")
 
     def option_chain(self, symbol: str, as_of: dt.date) -> pl.DataFrame:
         """Live chain snapshot: IV and greeks as Massive computes them (``source='provider'``)."""
@@ -468,7 +526,8 @@ class MassiveProvider:
     # ---- transport ------------------------------------------------------------------------
 
     def _collect_unless_skipped(
-        self, endpoint: str, params: dict, subject: str, fallback_on: tuple[type, ...]
+        self, endpoint: str, params: dict, subject: str, fallback_on: tuple[type, ...],
+        max_pages: int | None = None,
     ) -> list:
         """``_collect`` on an endpoint that has a fallback; remember a denial for next time."""
         earlier = self._skip.get(endpoint)
@@ -478,17 +537,18 @@ class MassiveProvider:
                 endpoint=endpoint, status=earlier.status, request_id=earlier.request_id,
             )
         try:
-            return self._collect(endpoint, endpoint, params, subject)
+            return self._collect(endpoint, endpoint, params, subject, max_pages)
         except fallback_on as exc:
             self._skip[endpoint] = exc
             log.info("massive %s answered %s; using its fallback from now on", endpoint,
                      exc.status)
             raise
 
-    def _collect(self, endpoint: str, path: str, params: dict, subject: str) -> list:
+    def _collect(self, endpoint: str, path: str, params: dict, subject: str,
+                 max_pages: int | None = None) -> list:
         """Every page's ``results`` rows, in order."""
         rows: list = []
-        for body in self._pages(endpoint, path, params, subject):
+        for body in self._pages(endpoint, path, params, subject, max_pages):
             results = body.get("results")
             if results is None:  # "no data" leaves the key out
                 continue
@@ -501,7 +561,9 @@ class MassiveProvider:
             rows.extend(results)
         return rows
 
-    def _pages(self, endpoint: str, path: str, params: dict, subject: str) -> Iterator[dict]:
+    def _pages(self, endpoint: str, path: str, params: dict, subject: str,
+               max_pages: int | None = None) -> Iterator[dict]:
+        limit = max_pages or self._max_pages
         body = self._get(endpoint, self._base_url + path, params, subject)
         yield body
         seen: set[str] = set()
@@ -512,7 +574,7 @@ class MassiveProvider:
                 log.warning("massive %s: next_url repeated after %d pages; stopping", endpoint,
                             pages)
                 return
-            if pages >= self._max_pages:
+            if pages >= limit:
                 raise MalformedPayloadError(
                     f"{subject}: still more pages after {pages}; narrow the date range "
                     f"or raise max_pages", provider=PROVIDER, endpoint=endpoint, status=200,
@@ -544,15 +606,19 @@ class MassiveProvider:
         return str(url)
 
     def _get(self, endpoint: str, url: str, params: dict | None, subject: str) -> Any:
-        response = self._send(endpoint, url, params, subject)
-        return self._decode(response, endpoint, subject)
+        """One request (under the retry policy: a failed page is retried on its own)."""
+        def attempt() -> Any:
+            response = self._send(endpoint, url, params, subject)
+            return self._decode(response, endpoint, subject)
+
+        return self._ledger.retrying(self._retry, endpoint, attempt)
 
     def _send(
         self, endpoint: str, url: str, params: dict | None, subject: str
     ) -> httpx.Response:
         if self._limiter is not None:
             self._limiter.acquire(self._priority)
-        self._local.requests = getattr(self._local, "requests", 0) + 1
+        self._ledger.sent()
         headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
         ctx = {"provider": PROVIDER, "endpoint": endpoint}
         try:
@@ -622,6 +688,128 @@ class MassiveProvider:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if text else text
+
+
+# ---- per-symbol transforms (shared by per-symbol and universe-wide requests) -------------
+
+
+def _dividends_frame(symbol: str, rows: list, parse: Callable[[dict], dict], start: dt.date,
+                     end: dt.date, subject: str) -> pl.DataFrame:
+    check = _Check(subject, len(rows))
+    parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
+    check.done()
+    frame = pl.DataFrame(parsed, schema=_DIVIDEND_ROW_SCHEMA)
+    frame = frame.unique("id", keep="first").filter(pl.col("ex_date").is_between(start, end))
+    # Two distributions on one ex-date (a regular and a special) share the lake key:
+    # store their sum, and say what was summed.
+    frame = frame.sort("ex_date", "id").group_by("ex_date", maintain_order=True).agg(
+        pl.col("declaration_date", "record_date", "pay_date", "currency", "frequency").first(),
+        pl.col("cash_amount").sum(),
+        pl.col("distribution_type").drop_nulls().unique(maintain_order=True).str.join("+"),
+    )
+    frame = frame.with_columns(
+        symbol=pl.lit(symbol),
+        distribution_type=pl.when(pl.col("distribution_type") == "")
+        .then(None)
+        .otherwise(pl.col("distribution_type")),
+    )
+    return conform(frame, DIVIDENDS)
+
+
+def _splits_frame(symbol: str, rows: list, start: dt.date, end: dt.date,
+                  subject: str) -> pl.DataFrame:
+    check = _Check(subject, len(rows))
+    parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _split_row))]
+    check.done()
+    frame = pl.DataFrame(parsed, schema=_SPLIT_ROW_SCHEMA)
+    frame = (
+        frame.filter(pl.col("execution_date").is_between(start, end))
+        .unique("execution_date", keep="first")
+        .sort("execution_date")
+        .with_columns(symbol=pl.lit(symbol))
+    )
+    return conform(frame, SPLITS)
+
+
+def _earnings_frame(symbol: str, rows: list, parse: Callable[[dict], Any],
+                    subject: str) -> pl.DataFrame:
+    check = _Check(subject, len(rows))
+    parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
+    check.done()
+    frame = pl.DataFrame(parsed, schema=_EARNINGS_ROW_SCHEMA)
+    # A restated quarter appears again with a later filing: keep the latest.
+    frame = (
+        frame.sort("filing_date", nulls_last=False)
+        .unique(["fiscal_year", "fiscal_quarter"], keep="last")
+        .sort("fiscal_year", "fiscal_quarter")
+        .with_columns(symbol=pl.lit(symbol))
+    )
+    return conform(frame, EARNINGS)
+
+
+def _news_frame(symbol: str, rows: list, start: dt.date, end: dt.date,
+                subject: str) -> pl.DataFrame:
+    check = _Check(subject, len(rows))
+    parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _news_row, symbol))]
+    check.done()
+    frame = pl.DataFrame(parsed, schema=_NEWS_ROW_SCHEMA)
+    frame = (
+        frame.filter(
+            pl.col("published_utc").dt.convert_time_zone("America/New_York").dt.date()
+            .is_between(start, end)
+        )
+        .unique("id", keep="first")
+        .sort("published_utc", "id")
+        .with_columns(symbol=pl.lit(symbol))
+    )
+    return conform(frame, NEWS)
+
+
+def _by_ticker(rows: list, symbols: frozenset[str], field: str) -> dict[str, list]:
+    """Market-wide rows of ``symbols``, per symbol, in order. ``field`` is ``ticker`` (one
+    text) or ``tickers`` (a list: a row about several tickers goes to each of them)."""
+    out: dict[str, list] = {}
+    for raw in rows:
+        if not isinstance(raw, dict):
+            continue  # not attributable to anyone: nobody's payload is refused for it
+        value = raw.get(field)
+        tickers = value if isinstance(value, list) else [value]
+        for t in tickers:
+            if isinstance(t, str) and t in symbols:
+                out.setdefault(t, []).append(raw)
+    return out
+
+
+class MassiveMarketRows:
+    """A universe-wide answer: each symbol's frame, or the error its rows raised."""
+
+    def __init__(self, dataset: Dataset, frames: dict[str, pl.DataFrame],
+                 errors: dict[str, Exception] | None = None):
+        self._dataset = dataset
+        self._frames = frames
+        self._errors = errors or {}
+
+    @classmethod
+    def of_frame(cls, dataset: Dataset, frame: pl.DataFrame) -> MassiveMarketRows:
+        parts = frame.partition_by("symbol", as_dict=True) if frame.height else {}
+        return cls(dataset, {k[0]: v for k, v in parts.items()})
+
+    @classmethod
+    def build(cls, dataset: Dataset, rows: dict[str, list],
+              transform: Callable[[str, list], pl.DataFrame]) -> MassiveMarketRows:
+        frames: dict[str, pl.DataFrame] = {}
+        errors: dict[str, Exception] = {}
+        for sym, rs in rows.items():
+            try:
+                frames[sym] = transform(sym, rs)
+            except ValidationError as exc:
+                errors[sym] = exc
+        return cls(dataset, frames, errors)
+
+    def for_symbol(self, symbol: str) -> pl.DataFrame:
+        if symbol in self._errors:
+            raise self._errors[symbol]
+        return self._frames.get(symbol, self._dataset.empty())
 
 
 # ---- helpers --------------------------------------------------------------------------------

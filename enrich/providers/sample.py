@@ -39,12 +39,20 @@ Model
   back from them matches the chain. Days with a model price under $0.01 have no bar (no
   trade), as with a real feed.
 
-Failure injection
------------------
-With ``failure_rate > 0`` every data call first draws ``u = hash(seed, symbol, method, n)``,
-where ``n`` counts the calls made on this instance (across threads), and raises
-``TransientError`` when ``u < failure_rate``. A retry is a new call with a new ``n``, so
-retries eventually succeed, and a fresh instance making the same calls fails the same ones.
+Universe-wide requests
+----------------------
+``market_rows`` answers a ``MarketRequest`` as the real provider would (one "request" per
+session for bars, one per date window for events) and derives each symbol's rows from the
+per-symbol model lazily, in whichever process asks for them (``SampleMarketRows`` pickles), so
+a universe-wide refresh returns exactly what per-symbol calls return for the same window.
+
+Failure injection and retries
+-----------------------------
+With ``failure_rate > 0`` every request first draws ``u = hash(seed, symbol, method, n)``,
+where ``n`` counts the requests made on this instance (across threads), and raises
+``TransientError`` when ``u < failure_rate``. The provider's ``RetryPolicy`` retries that
+request (a new ``n``), so retries eventually succeed, and a fresh instance making the same
+calls fails the same ones. Every attempt counts as a request in ``take_requests``.
 """
 
 from __future__ import annotations
@@ -54,7 +62,6 @@ import functools
 import hashlib
 import itertools
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,7 +73,8 @@ from enrich import calendars
 from enrich.bsm import price_and_greeks, to_market_units
 from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.occ import format_occ, format_occ_array, parse_occ
-from enrich.providers import ProbeResult
+from enrich.providers import MarketRequest, ProbeResult
+from enrich.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
 from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, Dataset
 from enrich.symbols import DEMO_UNIVERSE, asset_class_of, calendar_for, validate_symbol
 
@@ -479,39 +487,62 @@ class SampleProvider:
         failure_rate: float = 0.0,
         clock: Callable[[], dt.datetime] | None = None,
         seed: int = 0,
+        retry: RetryPolicy | None = None,
     ):
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError(f"failure_rate must be within [0, 1], got {failure_rate}")
         self.failure_rate = float(failure_rate)
         self.seed = int(seed)
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._retry = retry or NO_RETRY
         self._calls = itertools.count()  # next() is atomic: safe across threads
-        self._local = threading.local()
+        self._ledger = RequestLedger()
 
     def process_factory(self) -> Callable[..., SampleProvider]:
         """Builds this provider in a worker process (``enrich.workers``), given a ``clock``:
         its rows are computed on the CPU, so large runs use processes rather than threads."""
-        return functools.partial(SampleProvider, failure_rate=self.failure_rate, seed=self.seed)
+        return functools.partial(SampleProvider, failure_rate=self.failure_rate, seed=self.seed,
+                                 retry=self._retry)
+
+    def with_priority(self, priority: int) -> SampleProvider:
+        return self  # no rate limit to queue on
 
     # -- bookkeeping
 
+    def take_requests(self) -> RequestStats:
+        """Data calls (and retries) made by the calling thread since the last take."""
+        return self._ledger.take()
+
     def take_request_count(self) -> int:
         """Data calls made by the calling thread since the last take; resets the count."""
-        n = getattr(self._local, "count", 0)
-        self._local.count = 0
-        return n
+        return self.take_requests().requests
 
-    def _begin(self, method: str, symbol: str) -> str:
-        """Count the call, maybe inject a failure, and return the canonical symbol."""
-        self._local.count = getattr(self._local, "count", 0) + 1
+    def request(self, method: str, what: str,
+                fault: Callable[[], None] | None = None) -> None:
+        """One "request" for ``what``: counted, maybe failing (``failure_rate``), retried by
+        the policy. ``fault``, called on every attempt, may raise to fail it too: a demo or a
+        test injects its own provider errors where a real one would arise."""
+        self._ledger.retrying(self._retry, method,
+                              lambda: self._attempt(method, what, fault))
+
+    _request = request
+
+    def _attempt(self, method: str, what: str, fault: Callable[[], None] | None = None) -> None:
+        self._ledger.sent()
+        if fault is not None:
+            fault()
         n = next(self._calls)
-        raw = symbol.strip().upper() if isinstance(symbol, str) else repr(symbol)
         if self.failure_rate > 0.0:
-            u = float(_uniform(self.seed, _stable_key(raw), _stable_key(method), n, _FAIL)[0])
+            u = float(_uniform(self.seed, _stable_key(what), _stable_key(method), n, _FAIL)[0])
             if u < self.failure_rate:
                 raise TransientError(
                     f"injected transient failure (demo, failure_rate={self.failure_rate:g})",
                     provider=self.name, endpoint=method, status=503, request_id=f"sample-{n}")
+
+    def _begin(self, method: str, symbol: str) -> str:
+        """Count the call, maybe inject a failure, and return the canonical symbol."""
+        raw = symbol.strip().upper() if isinstance(symbol, str) else repr(symbol)
+        self._request(method, raw)
         if method == "option_bars":
             return raw
         try:
@@ -639,9 +670,55 @@ class SampleProvider:
     def _is_past_session(self, p: _Profile, day: dt.date) -> bool:
         return EPOCH <= day <= self._latest(p.calendar) and calendars.is_session(p.calendar, day)
 
+    # -- universe-wide
+
+    def estimate_requests(self, request: MarketRequest) -> int:
+        """One per session for bars, one per window for events (``market_rows``)."""
+        return max(1, len(request.sessions)) if request.dataset == "bars" else 1
+
+    def market_rows(self, request: MarketRequest) -> SampleMarketRows:
+        """One request per session (bars) or per window (events), like grouped daily and the
+        market-wide endpoints; each symbol's rows are derived lazily (``SampleMarketRows``)."""
+        method = f"market_{request.dataset}"
+        if request.dataset == "bars":
+            for session in request.sessions or (request.end,):
+                self._request(method, f"{request.market}:{session.isoformat()}")
+        else:
+            self._request(method, f"{request.market}:{request.start}:{request.end}")
+        return SampleMarketRows(request, functools.partial(SampleProvider, seed=self.seed),
+                                self._now())
+
     def probe(self) -> ProbeResult:
         return ProbeResult(ok=True, latency_ms=0.0, status="demo",
                            message="sample provider: offline demo data")
+
+
+@dataclass(frozen=True)
+class SampleMarketRows:
+    """A universe-wide answer of the sample provider: each symbol's rows are the per-symbol
+    model's for the request's window, as known at ``now``. Picklable, so a run's worker
+    processes derive their own symbols' rows (no request is counted or failed again)."""
+
+    request: MarketRequest
+    factory: Callable[..., SampleProvider]
+    now: dt.datetime
+
+    def for_symbol(self, symbol: str) -> pl.DataFrame:
+        r = self.request
+        p = _quiet_provider(self.factory, self.now)
+        if r.dataset == "bars":
+            frame = p.bars(symbol, "1d", r.start, r.end)
+            if r.sessions:
+                frame = frame.filter(pl.col("session").is_in(list(r.sessions)))
+            return frame
+        call = {"dividends": p.dividends, "splits": p.splits, "earnings": p.earnings,
+                "news": p.news}[r.dataset]
+        return call(symbol, r.start, r.end)
+
+
+@functools.lru_cache(maxsize=8)
+def _quiet_provider(factory: Callable[..., SampleProvider], now: dt.datetime) -> SampleProvider:
+    return factory(clock=lambda: now)
 
 
 # ----------------------------------------------------------------------------- bar frames
