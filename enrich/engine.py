@@ -69,9 +69,13 @@ class RunParams:
     asset_class: str | None = None
     timeframe: str = "1d"
     lookback_days: int | None = None  # first fetch window; default: settings.history_years
+    universe_wide: bool = True  # False: every symbol its own requests (the reference path)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if out.get("universe_wide") is True:
+            del out["universe_wide"]  # the default: stored params stay as they were
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | str | None) -> RunParams:
@@ -300,7 +304,8 @@ class Engine:
             event_lookback_days=self.settings.event_lookback_days,
             not_entitled=not_entitled,
             rate_limit_per_min=self.settings.rate_limit_per_min
-            if self.provider.rate_limited else None)
+            if self.provider.rate_limited else None,
+            universe_wide=params.universe_wide)
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, params: RunParams, kind: str, run_id: str | None = None,

@@ -34,8 +34,10 @@ from enrich.providers import MarketRequest, market_of
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
 NEWS_FIRST_DAYS = 365  # a first news fetch reaches back a year, not the whole history
-NEWS_LOOKBACK_DAYS = 2  # articles indexed after their publication day still arrive
-EVENT_DATASETS = ("dividends", "splits", "earnings")
+# Filings and articles carry the date they were published, so a late one has a late date;
+# a few days still catch those indexed after their day ended.
+SHORT_LOOKBACK_DAYS = 3
+EVENT_DATASETS = ("dividends", "splits")  # dated by an ex/execution date, often published late
 FETCH_ORDER = ("splits", "bars", "dividends", "earnings", "news", "options_iv")
 
 
@@ -63,9 +65,10 @@ def window_for(dataset: str, covered: dt.date | None, expected: dt.date, calenda
     session. A first fetch reaches back ``lookback_days`` (default: ``history_years``; news a
     year; an option chain is a snapshot of ``expected``). Later fetches start after
     ``covered`` but re-ask the last ``refetch_sessions`` held sessions of bars (a bar stored
-    before the provider's final publication is replaced) and look back
-    ``event_lookback_days`` for dividends, splits and income statements (late-published
-    events arrive). Nothing is asked again while nothing new is due.
+    before the provider's final publication is replaced), look back ``event_lookback_days``
+    for dividends and splits (announced after their ex or execution date) and
+    ``SHORT_LOOKBACK_DAYS`` for income statements and news (indexed after their filing or
+    publication day). Nothing is asked again while nothing new is due.
     """
     if covered is not None and covered >= expected:
         return None
@@ -87,8 +90,8 @@ def window_for(dataset: str, covered: dt.date | None, expected: dt.date, calenda
             start = min(start, held[-min(refetch_sessions, len(held))])
     elif dataset in EVENT_DATASETS:
         start = min(start, covered + dt.timedelta(days=1 - event_lookback_days))
-    elif dataset == "news":
-        start = min(start, covered + dt.timedelta(days=1 - NEWS_LOOKBACK_DAYS))
+    elif dataset in ("earnings", "news"):
+        start = min(start, covered + dt.timedelta(days=1 - SHORT_LOOKBACK_DAYS))
     return start, expected
 
 
@@ -210,8 +213,10 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
                  datasets: Sequence[str] | None, timeframe: str, lookback_days: int | None,
                  history_years: int, refetch_sessions: int, event_lookback_days: int,
                  not_entitled: set[tuple[str, str]] | frozenset = frozenset(),
-                 rate_limit_per_min: float | None = None) -> RefreshPlan:
-    """Plan a run over ``targets`` at instant ``now`` (see the module docstring)."""
+                 rate_limit_per_min: float | None = None,
+                 universe_wide: bool = True) -> RefreshPlan:
+    """Plan a run over ``targets`` at instant ``now`` (see the module docstring).
+    ``universe_wide=False`` forces the per-symbol path (the reference it is measured by)."""
     plan = RefreshPlan(rate_limit_per_min=rate_limit_per_min)
     groups: dict[tuple[str, str], list[Unit]] = {}  # (dataset, market) -> incremental units
     for t in targets:
@@ -235,7 +240,8 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
             b.symbols += 1
             b.per_symbol_only += 1
             market = market_of(ds, t.asset_class, timeframe)
-            if covered is not None and market is not None and lookback_days is None:
+            if (universe_wide and covered is not None and market is not None
+                    and lookback_days is None):
                 groups.setdefault((ds, market), []).append(unit)
             else:
                 b.symbol_requests += 1

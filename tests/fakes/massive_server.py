@@ -17,7 +17,14 @@ an optional sliding-window request limit answering 429 like the real plan limit.
 
 Failures on demand: ``fake.fail("/v2/aggs/ticker/AAPL", nth=2, status=429, retry_after="1")``
 answers the 2nd request whose path starts with the prefix with that status (``body`` and
-``content_type`` override the JSON error body: truncated JSON, an HTML page, ...).
+``content_type`` override the JSON error body: truncated JSON, an HTML page, ...);
+``fail_every=7`` answers every 7th request (after auth) with a 500.
+
+A market: ``FakeMassive(symbols=market_tickers(520), ...)`` serves hundreds of tickers; the
+market-wide endpoints (grouped daily; dividends, splits, income statements and news without a
+ticker) answer for every one of them, paginated like the per-ticker queries, so a client can
+refresh a universe with a handful of requests. Per-ticker and market-wide answers are the same
+rows: ``ticker=X`` on news returns the articles whose ``tickers`` include X.
 """
 
 from __future__ import annotations
@@ -131,6 +138,20 @@ def _u(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def market_tickers(n: int, prefix: str = "") -> tuple[str, ...]:
+    """``n`` distinct, deterministic stock tickers (three or four letters) for a market."""
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        h = int(_u("ticker", i) * 26**4)
+        size = 3 + (i % 2)
+        name = prefix + "".join(chr(65 + (h // 26**k) % 26) for k in range(size))
+        if name not in out and name not in DEFAULT_SYMBOLS:
+            out.append(name)
+        i += 1
+    return tuple(out)
+
+
 def _ms(when: dt.datetime) -> int:
     return int(when.timestamp() * 1000)
 
@@ -158,11 +179,19 @@ def _in_range(value: str | None, query: dict[str, str], name: str) -> bool:
 
 
 class FakeData:
-    """Deterministic market data for a few symbols."""
+    """Deterministic market data for the symbols of a market.
 
-    def __init__(self, symbols: Iterable[str], today: dt.date):
+    Named symbols (AAPL, MSFT, SPY, XYZ) have fixed dividends and splits; any other symbol
+    pays a quarterly dividend with a probability of 0.6 and splits rarely, on dates drawn from
+    its name. Income statements are filed 25-55 days after the quarter (per symbol); news comes
+    every ``news_every`` days per symbol.
+    """
+
+    def __init__(self, symbols: Iterable[str], today: dt.date, news_every: int = 3):
         self.symbols = tuple(symbols)
         self.today = today
+        self.news_every = news_every
+        self._known = set(self.symbols)
 
     def close(self, symbol: str, day: dt.date) -> float:
         i = (day - dt.date(2000, 1, 1)).days
@@ -222,23 +251,46 @@ class FakeData:
                         "n": int(1 + 50 * _u(ticker, d, "n"))})
         return out
 
-    def grouped(self, day: dt.date) -> list[dict]:
-        if day > self.today or day not in sessions("XNYS", day, day):
+    def grouped(self, day: dt.date, market: str = "stocks") -> list[dict]:
+        """Grouped daily: stocks stamp ``t`` at the close (16:00 New York), the global
+        markets at the end of the UTC day (the spec's fx example); values are those of the
+        per-ticker daily bar of the session."""
+        if day > self.today:
             return []
-        close_at = dt.datetime.combine(day, dt.time(16, 0), ET)  # grouped rows stamp the close
-        rows = []
-        for s in self.symbols:
-            bar = self.bar(s, dt.datetime.combine(day, dt.time(), ET), "day")
-            rows.append({"T": s, **bar, "t": _ms(close_at)})
-        return rows
+        if market == "stocks":
+            if day not in sessions("XNYS", day, day):
+                return []
+            members = [s for s in self.symbols if ":" not in s]
+            stamp = dt.datetime.combine(day, dt.time(16, 0), ET)
+            start = dt.datetime.combine(day, dt.time(), ET)
+        else:
+            prefix = {"crypto": "X:", "fx": "C:"}[market]
+            members = [s for s in self.symbols if s.startswith(prefix)]
+            stamp = dt.datetime.combine(day, dt.time(23, 59, 59, 999000), dt.UTC)
+            start = dt.datetime.combine(day, dt.time(), dt.UTC)
+        return [{"T": s, **self.bar(s, start, "day"), "t": _ms(stamp)} for s in members]
+
+    def dividend_per_share(self, symbol: str) -> float | None:
+        if symbol in DIVIDEND_PER_SHARE:
+            return DIVIDEND_PER_SHARE[symbol]
+        if symbol in ("AAPL", "MSFT", "SPY", "XYZ") or _u(symbol, "pays") >= 0.6:
+            return None
+        return round(0.05 + 0.95 * _u(symbol, "dps"), 2)
 
     def dividends(self, symbol: str) -> list[dict]:
-        if symbol not in self.symbols or symbol not in DIVIDEND_PER_SHARE:
+        if symbol not in self._known or ":" in symbol:
             return []
+        dps = self.dividend_per_share(symbol)
+        if dps is None:
+            return []
+        phase = 0 if symbol in DIVIDEND_PER_SHARE else int(3 * _u(symbol, "phase"))
+        day = 10 if symbol in DIVIDEND_PER_SHARE else 1 + int(27 * _u(symbol, "day"))
         out = []
         for year in range(2005, self.today.year + 1):
-            for month in (2, 5, 8, 11):
-                ex = dt.date(year, month, 10)
+            for month in (2 + phase, 5 + phase, 8 + phase, 11 + phase):
+                if month > 12:
+                    continue
+                ex = dt.date(year, month, day)
                 if ex.weekday() >= 5:  # a weekend: the next Monday
                     ex += dt.timedelta(days=7 - ex.weekday())
                 if ex > self.today:
@@ -246,8 +298,8 @@ class FakeData:
                 out.append({
                     "id": f"E{hashlib.sha1(f'{symbol}{ex}'.encode()).hexdigest()[:12]}",
                     "ticker": symbol,
-                    "cash_amount": DIVIDEND_PER_SHARE[symbol],
-                    "split_adjusted_cash_amount": DIVIDEND_PER_SHARE[symbol],
+                    "cash_amount": dps,
+                    "split_adjusted_cash_amount": dps,
                     "currency": "USD",
                     "declaration_date": (ex - dt.timedelta(days=28)).isoformat(),
                     "ex_dividend_date": ex.isoformat(),
@@ -259,25 +311,37 @@ class FakeData:
                 })
         return out
 
+    def split_events(self, symbol: str) -> list[tuple[dt.date, float, float]]:
+        if symbol in SPLITS or symbol in DEFAULT_SYMBOLS or ":" in symbol:
+            return SPLITS.get(symbol, [])
+        if _u(symbol, "splits") >= 0.03:
+            return []
+        when = dt.date(2010, 1, 4) + dt.timedelta(days=int(6000 * _u(symbol, "split day")))
+        while when.weekday() >= 5:
+            when += dt.timedelta(days=1)
+        return [(when, 1.0, 2.0)]
+
     def splits(self, symbol: str) -> list[dict]:
-        if symbol not in self.symbols:
+        if symbol not in self._known:
             return []
         return [
             {"id": f"S{symbol}{when:%Y%m%d}", "ticker": symbol,
              "execution_date": when.isoformat(), "split_from": s_from, "split_to": s_to,
              "adjustment_type": "forward_split" if s_to > s_from else "reverse_split",
              "historical_adjustment_factor": s_from / s_to}
-            for when, s_from, s_to in SPLITS.get(symbol, []) if when <= self.today
+            for when, s_from, s_to in self.split_events(symbol) if when <= self.today
         ]
 
     def income(self, symbol: str) -> list[dict]:
-        if symbol not in self.symbols:
+        if symbol not in self._known or ":" in symbol:
             return []
+        lag = 35 if symbol in DEFAULT_SYMBOLS or symbol == "XYZ" \
+            else 25 + int(30 * _u(symbol, "lag"))
         out = []
         for year in range(2005, self.today.year + 1):
             for q in range(1, 5):
                 end = dt.date(year, 3 * q, 30 if q in (2, 3) else 31)
-                filed = end + dt.timedelta(days=35)
+                filed = end + dt.timedelta(days=lag)
                 if filed > self.today:
                     continue
                 revenue = round(1e9 * (1 + 9 * _u(symbol, "rev")) * (1 + 0.1 * _u(symbol, end)))
@@ -316,14 +380,17 @@ class FakeData:
         return out
 
     def news(self, symbol: str, start: dt.date, end: dt.date) -> list[dict]:
-        if symbol not in self.symbols:
+        """Articles about ``symbol`` (those whose ``tickers`` include it)."""
+        if symbol not in self._known:
             return []
         out = []
+        every = self.news_every
         day = max(start, dt.date(2015, 1, 1))
-        day += dt.timedelta(days=(-day.toordinal()) % 3)  # every third day, on a fixed grid
+        phase = 0 if every == 3 else int(every * _u(symbol, "news phase"))
+        day += dt.timedelta(days=(phase - day.toordinal()) % every)  # a fixed grid
         moods = ("positive", "neutral", "negative")
         while day <= min(end, self.today):
-            other = self.symbols[(self.symbols.index(symbol) + 1) % len(self.symbols)]
+            other = f"{symbol}.WS"  # a mentioned ticker nobody follows (its warrant)
             out.append({
                 "id": f"N{symbol}{day:%Y%m%d}",
                 "publisher": {"name": "Fake Wire", "homepage_url": "https://example.com",
@@ -340,8 +407,12 @@ class FakeData:
                      "sentiment_reasoning": f"about {symbol}"},
                 ],
             })
-            day += dt.timedelta(days=3)
+            day += dt.timedelta(days=every)
         return out
+
+    def market_news(self, start: dt.date, end: dt.date) -> list[dict]:
+        rows = [a for s in self.symbols for a in self.news(s, start, end)]
+        return sorted(rows, key=lambda a: (a["published_utc"], a["id"]))
 
     def _expirations(self, after: dt.date) -> list[dt.date]:
         fridays = []
@@ -420,9 +491,13 @@ class FakeMassive:
         page_size: int | None = None,
         missing: Iterable[str] = (),
         not_entitled: Iterable[str] = (),
+        news_every: int = 3,
+        fail_every: int | None = None,
     ):
         self.api_key = api_key
-        self.data = FakeData(symbols, today or dt.datetime.now(ET).date())
+        self.data = FakeData(symbols, today or dt.datetime.now(ET).date(), news_every)
+        self.fail_every = fail_every
+        self._answered = 0
         self.page_size = page_size
         self.missing = set(missing)
         self.not_entitled = set(not_entitled)
@@ -559,6 +634,12 @@ class FakeMassive:
         injected = self._injected(path)
         if injected is not None:
             return injected
+        if self.fail_every:
+            with self._lock:
+                self._answered += 1
+                nth = self._answered
+            if nth % self.fail_every == 0:
+                return _Reply(500, _error_body(500))
         if any(path.startswith(p) for p in self.missing):
             return _Reply(404, _error_body(404))
         if any(path.startswith(p) for p in self.not_entitled):
@@ -597,7 +678,7 @@ class FakeMassive:
             reply.payload.update({"ticker": ticker, "adjusted": q.get("adjusted") != "false"})
             return reply
         if len(seg) == 8 and seg[:3] == ["v2", "aggs", "grouped"]:
-            rows = d.grouped(dt.date.fromisoformat(seg[7]))
+            rows = d.grouped(dt.date.fromisoformat(seg[7]), seg[6])
             for r in rows:
                 self._serve_rows(r["T"], "bars", [r], "t")
             body = {"status": "OK", "request_id": _rid(), "adjusted": True,
@@ -606,36 +687,48 @@ class FakeMassive:
                 body["results"] = rows
             return _Reply(200, body)
         if path in ("/stocks/v1/dividends", "/v3/reference/dividends"):
-            rows = [r for r in d.dividends(q.get("ticker", ""))
+            tickers = [q["ticker"]] if "ticker" in q else d.symbols
+            rows = [r for t in tickers for r in d.dividends(t)
                     if _in_range(r["ex_dividend_date"], q, "ex_dividend_date")]
+            if "ticker" not in q:
+                rows.sort(key=lambda r: (r["ex_dividend_date"], r["ticker"]))
             if path.startswith("/v3"):
                 rows = [_v3_dividend(r) for r in rows]
             return self._page(path, q, offset, rows, int(q.get("limit", 100)),
                               q.get("ticker", ""), "dividends", "id")
         if path in ("/stocks/v1/splits", "/v3/reference/splits"):
-            rows = [r for r in d.splits(q.get("ticker", ""))
+            tickers = [q["ticker"]] if "ticker" in q else d.symbols
+            rows = [r for t in tickers for r in d.splits(t)
                     if _in_range(r["execution_date"], q, "execution_date")]
+            if "ticker" not in q:
+                rows.sort(key=lambda r: (r["execution_date"], r["ticker"]))
             if path.startswith("/v3"):
                 rows = [{k: r[k] for k in ("id", "ticker", "execution_date", "split_from",
                                            "split_to")} for r in rows]
             return self._page(path, q, offset, rows, int(q.get("limit", 100)),
                               q.get("ticker", ""), "splits", "id")
         if path == "/stocks/financials/v1/income-statements":
-            rows = [r for r in d.income(q.get("tickers", ""))
+            tickers = [q["tickers"]] if "tickers" in q else d.symbols
+            rows = [r for t in tickers for r in d.income(t)
                     if _in_range(r["filing_date"], q, "filing_date")]
+            if "tickers" not in q:
+                rows.sort(key=lambda r: (r["filing_date"], r["tickers"][0]))
             return self._page(path, q, offset, rows, int(q.get("limit", 100)),
                               q.get("tickers", ""), "earnings", "period_end")
         if path == "/vX/reference/financials":
-            rows = [r for r in d.financials_vx(q.get("ticker", ""))
+            tickers = [q["ticker"]] if "ticker" in q else d.symbols
+            rows = [r for t in tickers for r in d.financials_vx(t)
                     if _in_range(r["filing_date"], q, "filing_date")]
+            if "ticker" not in q:
+                rows.sort(key=lambda r: (r["filing_date"], r["tickers"][0]))
             return self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 100),
                               q.get("ticker", ""), "earnings", "end_date")
         if path == "/v2/reference/news":
             sym = q.get("ticker", "")
-            lo = (q.get("published_utc.gte") or "2015-01-01")[:10]
-            hi = (q.get("published_utc.lte") or d.today.isoformat())[:10]
-            rows = [r for r in d.news(sym, dt.date.fromisoformat(lo), dt.date.fromisoformat(hi))
-                    if _in_range(r["published_utc"], q, "published_utc")]
+            lo = dt.date.fromisoformat((q.get("published_utc.gte") or "2015-01-01")[:10])
+            hi = dt.date.fromisoformat((q.get("published_utc.lte") or d.today.isoformat())[:10])
+            found = d.news(sym, lo, hi) if sym else d.market_news(lo, hi)
+            rows = [r for r in found if _in_range(r["published_utc"], q, "published_utc")]
             if q.get("order") == "desc":
                 rows.reverse()
             reply = self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 1000),
@@ -660,7 +753,14 @@ class FakeMassive:
               symbol: str, dataset: str, key: str, aggs: bool = False) -> _Reply:
         size = max(1, min(limit, self.page_size or limit))
         page = rows[offset:offset + size]
-        self._serve_rows(symbol, dataset, page, key)
+        if symbol:
+            self._serve_rows(symbol, dataset, page, key)
+        else:  # a market-wide page: each row is served for the tickers it is about
+            for r in page:
+                about = r.get("tickers") or [r.get("ticker")]
+                for t in about:
+                    if isinstance(t, str):
+                        self._serve_rows(t, dataset, [r], key)
         body: dict = {"status": "OK", "request_id": _rid()}
         if aggs:
             body.update(queryCount=len(page), resultsCount=len(page))
