@@ -147,6 +147,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         asset_class=args.asset_class, timeframe=args.timeframe,
         lookback_days=args.lookback_days,
     )
+    if getattr(args, "dry_run", False):
+        return _dry_run(_engine(settings), params, settings, args.json)
     if getattr(args, "background", False):
         handoff = _COMMANDS.get("__background_run")
         if handoff is None:
@@ -157,6 +159,26 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print("provider: sample (offline demo data)", file=sys.stderr)
     summary = engine.run(params, kind="cli", progress=None if args.json else Progress())
     return report_run(summary, args.json)
+
+
+def _dry_run(engine, params, settings: Settings, as_json: bool) -> int:
+    """Print what the run would fetch, by which path, and the requests it would cost."""
+    plan = engine.plan(params)
+    if as_json:
+        print_json({"provider": settings.provider, **plan.to_json()})
+        return EXIT_OK
+    rate = plan.rate_limit_per_min
+    pace = f"{rate:g} requests/min" if rate else "not rate limited"
+    print(f"plan at {_fmt_ts(engine.clock())} (provider {settings.provider}, {pace}):")
+    rows = pl.DataFrame(plan.rows(), schema={
+        "dataset": pl.String, "path": pl.String, "symbols": pl.Int64, "up_to_date": pl.Int64,
+        "requests": pl.Int64, "universe_requests": pl.Int64, "symbol_requests": pl.Int64,
+        "per_symbol_path": pl.Int64, "minutes": pl.Float64})
+    if rows.height:
+        print_table(rows, ["dataset", "path", "symbols", "up_to_date", "requests",
+                           "per_symbol_path"] + (["minutes"] if rate else []))
+    print(f"total: {plan.describe()}")
+    return EXIT_OK
 
 
 def report_run(summary, as_json: bool, **extra: Any) -> int:
@@ -310,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lookback-days", type=int, help="history to fetch for a first enrichment")
     r.add_argument("--background", action="store_true",
                    help="hand the run to a running `python -m enrich serve`")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print what the run would fetch and the requests it would cost")
     r.add_argument("--json", action="store_true")
 
     s = sub.add_parser("status", help="freshness per symbol and dataset")

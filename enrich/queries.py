@@ -406,15 +406,19 @@ def active_runs(catalog: Catalog, now: dt.datetime | None = None) -> list[dict[s
 
 def run_progress(catalog: Catalog, run_id: str,
                  now: dt.datetime | None = None) -> dict[str, Any] | None:
-    """A run's progress: done / total symbols, the symbols in flight, ETA in seconds.
+    """A run's progress: done / total symbols, the symbols in flight, requests made against
+    the plan's budget, ETA in seconds.
 
-    ``eta_s`` extrapolates the run's mean time per finished symbol; None until one finished.
+    On a rate-limited provider the requests bound the run, so ``eta_s`` is the planned
+    requests still to make at the plan's rate; otherwise it extrapolates the run's mean time
+    per finished symbol (None until one finished).
     """
     with catalog.connect() as con:
         r = _one(con, """
             SELECT run_id, kind, state, requested_at, started_at, finished_at, heartbeat_at,
                    symbols_total, symbols_ok, symbols_failed, symbols_skipped,
-                   records_written, requests, retries, message
+                   records_written, requests, retries, message, requests_planned,
+                   CAST(json_extract(plan, '$.rate_limit_per_min') AS DOUBLE) AS rate_per_min
             FROM runs WHERE run_id = ?""", [run_id])
         if r.get("run_id") is None:
             return None
@@ -433,7 +437,10 @@ def run_progress(catalog: Catalog, run_id: str,
     if r["started_at"] is not None:
         elapsed = ((r["finished_at"] or now) - r["started_at"]).total_seconds()
     eta = None
-    if r["state"] == "running" and elapsed and done and total > done:
+    planned, made, rate = r["requests_planned"], int(r["requests"] or 0), r["rate_per_min"]
+    if r["state"] == "running" and planned is not None and rate:
+        eta = max(int(planned) - made, 0) * 60.0 / rate
+    elif r["state"] == "running" and elapsed and done and total > done:
         eta = elapsed / done * (total - done)
     r.update(done=done, total=total, current=list(t["current"] or []),
              failed_so_far=int(t["failed"] or 0), elapsed_s=elapsed, eta_s=eta,

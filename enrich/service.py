@@ -338,6 +338,21 @@ class Services:
         params = make_params(symbols, datasets, asset_class, timeframe, lookback)
         return self._submit(params, kind)
 
+    def plan(self, symbols: Sequence[str] | None = None,
+             datasets: Sequence[str] | None = None, asset_class: str | None = None,
+             timeframe: str = "1d", lookback: int | dt.timedelta | None = None,
+             at: dt.datetime | None = None):
+        """What such a run would fetch now (or at ``at``) and the requests it would cost
+        (``enrich.refresh.RefreshPlan``); fetches nothing."""
+        params = make_params(symbols, datasets, asset_class, timeframe, lookback)
+        return self.engine.plan(params, at=at)
+
+    def next_refresh_plan(self):
+        """The next daily refresh's plan, at its fire time (now when no fire is scheduled):
+        (fire time or None, plan)."""
+        fire = self.next_fire_time()
+        return fire, self.engine.plan(at=fire)
+
     def retry_failed(self, run_id: str) -> str:
         """Queue a run of only the symbols that failed in ``run_id`` (same parameters)."""
         params = retry_params(self.store.catalog, run_id)

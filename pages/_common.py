@@ -115,6 +115,23 @@ def _lake_read(name: str, data_dir: str, version: int, args: tuple, kwargs: tupl
     return getattr(queries, name)(store().lake, *args, **dict(kwargs))
 
 
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+def _next_refresh(data_dir: str, version: int, minute: dt.datetime) -> dict[str, Any] | None:
+    svc = services()
+    if svc is None:
+        return None
+    fire, plan = svc.next_refresh_plan()
+    return {"fire": fire, "text": plan.describe(), "requests": plan.requests,
+            "per_symbol": plan.per_symbol_requests, "eta_s": plan.eta_s(),
+            "rows": plan.rows()}
+
+
+def next_refresh() -> dict[str, Any] | None:
+    """The next daily refresh's cost (its plan at the fire time), cached per data version and
+    minute; None without the run service."""
+    return _next_refresh(str(settings().data_dir), version(), now_minute())
+
+
 def read(name: str, *args, **kwargs) -> Any:
     """``enrich.queries.<name>(catalog, *args, **kwargs)``, cached per data version."""
     return _read(name, str(settings().data_dir), version(), args, tuple(sorted(kwargs.items())))
@@ -218,6 +235,9 @@ def progress_block(p: dict[str, Any], key: str) -> None:
     st.progress(min(p["fraction"], 1.0),
                 text=f"{label}: {done} / {total} symbols{eta}")
     bits = []
+    if p.get("requests_planned") is not None:
+        bits.append(f"requests {ui.fmt_int(p['requests'])} / "
+                    f"{ui.fmt_int(p['requests_planned'])} planned")
     if p["current"]:
         shown = ", ".join(p["current"][:8]) + (" …" if len(p["current"]) > 8 else "")
         bits.append(f"now: {shown}")

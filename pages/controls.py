@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import streamlit as st
 
 from enrich import queries as q
@@ -39,11 +40,36 @@ with st.form("run_now"):
         help=f"0 = the default ({settings.history_years} years of history; news one year). "
              "Only symbols fetched for the first time use it; the others fetch what is "
              "missing since their last session.")
-    submitted = st.form_submit_button("Run now", type="primary", icon="▶️",
-                                      disabled=svc is None or not active)
+    b = st.columns([1, 1, 4])
+    submitted = b[0].form_submit_button("Run now", type="primary", icon="▶️",
+                                        disabled=svc is None or not active)
+    estimate = b[1].form_submit_button("Estimate cost", icon="🧮",
+                                       disabled=svc is None or not active,
+                                       help="What the run would fetch, by which path, and "
+                                            "the provider requests it would cost.")
 if not active:
     st.info("The universe has no active symbol: add some under Settings, or start the first "
             "enrichment on the Overview.")
+if estimate and svc is not None:
+    try:
+        plan = svc.plan(symbols=symbols or None, datasets=datasets or None,
+                        asset_class=None if asset == ANY else asset, timeframe=timeframe,
+                        lookback=int(lookback) or None)
+    except EnrichError as exc:
+        c.report_error("estimate the run", exc)
+    else:
+        st.markdown(f"**This run would make {ui.fmt_int(plan.requests)} requests** "
+                    f"({ui.fmt_int(plan.per_symbol_requests)} by the per-symbol path)"
+                    + (f", about {ui.fmt_duration(plan.eta_s())} at "
+                       f"{settings.rate_limit_per_min:g} requests/min."
+                       if plan.eta_s() is not None else "; the demo provider has no limit."))
+        c.dataframe(pl.DataFrame(plan.rows()), column_config={
+            "universe_requests": "universe-wide", "symbol_requests": "per symbol",
+            "per_symbol_path": "per-symbol path alone", "minutes": "minutes at the rate",
+            "up_to_date": "up to date"})
+        st.caption("Universe-wide requests (grouped daily bars, market-wide dividends, splits, "
+                   "income statements and news) serve every symbol whose missing window they "
+                   "cover; first fetches, symbols far behind and option chains go per symbol.")
 if submitted:
     run_id = c.start_run(symbols=symbols or None, datasets=datasets or None,
                          asset_class=None if asset == ANY else asset, timeframe=timeframe,

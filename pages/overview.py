@@ -82,6 +82,11 @@ if runs_total == 0 and not c.read("active_runs") and not _pending_run():
     first_launch()
     st.stop()  # nothing has run yet: the button is the one thing to do
 
+nxt = c.next_refresh()
+if nxt is not None and nxt["requests"]:
+    when = f"at {ui.fmt_both(nxt['fire'])}" if nxt["fire"] else "if it ran now"
+    st.caption(f"Next daily refresh {when}: {nxt['text']}.")
+
 # -- attention tiles ---------------------------------------------------------------------------
 st.subheader("Symbols by their most urgent dataset")
 shown = [s for s in q.GRID_STATES

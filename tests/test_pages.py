@@ -19,7 +19,8 @@ from streamlit.testing.v1 import AppTest
 
 from enrich import queries as q
 from enrich.config import load_settings
-from enrich.engine import FINAL_STATES
+from enrich.engine import FINAL_STATES, Engine
+from enrich.providers import make_provider
 from enrich.service import get_services, reset_services
 from enrich.store import Store
 from enrich.symbols import DEMO_UNIVERSE
@@ -265,6 +266,25 @@ def test_run_now_creates_a_run_with_the_chosen_parameters(populated):
     assert q.runs_search(Store(data).catalog)[1] == 2
     at.run()
     assert any(p.proto.query_string == f"run={run_id}" for p in at.page_link)
+
+
+def test_controls_estimate_and_overview_show_the_refresh_cost(populated, monkeypatch):
+    data, _ = populated
+    monkeypatch.setenv("ENRICH_NOW", (FIXED_NOW + dt.timedelta(days=5)).isoformat())
+    settings = settings_now()
+    want = Engine(Store(data), make_provider(settings), settings).plan()
+    assert want.requests and want.requests < want.per_symbol_requests
+    at = open_page("pages/controls.py")
+    at.button(key="FormSubmitter:run_now-Estimate cost").click().run()
+    assert not at.exception
+    assert f"This run would make {want.requests} requests" in texts(at)
+    shown = at.dataframe[0].value
+    assert shown["dataset"].tolist() == [r["dataset"] for r in want.rows()]
+    assert shown["requests"].tolist() == [r["requests"] for r in want.rows()]
+    assert shown["path"].tolist() == [r["path"] for r in want.rows()]
+    assert not get_services(settings).active_runs()  # an estimate starts nothing
+    overview = open_page("pages/overview.py")
+    assert f"Next daily refresh if it ran now: {want.describe()}" in texts(overview)
 
 
 def test_pause_and_resume_persist(populated):

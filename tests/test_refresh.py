@@ -257,3 +257,36 @@ def test_a_failed_page_is_retried_alone(tmp_path):
     assert pages[4].query == pages[5].query and "cursor=" in pages[5].query
     assert [r.attempt for r in stats.retries] == [1]
     assert stats.retries[0].error_class == "transient"
+
+
+def test_dry_run_prints_the_budget_and_the_run_makes_exactly_it(tmp_path, capsys,
+                                                                 monkeypatch):
+    """``run --dry-run`` makes no request and writes no run; the sample provider's estimates
+    are exact, so the run that follows makes exactly the planned requests."""
+    import json
+
+    from enrich.cli import main
+
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENRICH_HISTORY_YEARS", "1")
+    monkeypatch.setenv("ENRICH_NOW", FRIDAY.isoformat())
+    monkeypatch.chdir(tmp_path)  # no developer .env
+    assert main(["run", "--json"]) == 0
+    monkeypatch.setenv("ENRICH_NOW", MONDAY.isoformat())
+    capsys.readouterr()
+    assert main(["run", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "universe-wide" in text and "total:" in text and "by the per-symbol path" in text
+    assert main(["run", "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    store = Store(tmp_path / "data")
+    assert store.catalog.scalar("SELECT count(*) FROM runs") == 1  # the dry runs wrote none
+    by_ds = {r["dataset"]: r for r in plan["datasets"]}
+    assert by_ds["bars"]["universe_requests"] == 3  # Thu, Fri again, Mon
+    assert plan["requests"] < plan["per_symbol_requests"]
+    assert main(["run", "--json"]) == 0
+    ran = json.loads(capsys.readouterr().out)
+    assert ran["requests"] == plan["requests"]
+    row = store.catalog.query("SELECT requests, requests_planned FROM runs WHERE run_id = ?",
+                              [ran["run_id"]]).row(0)
+    assert row == (plan["requests"], plan["requests"])
