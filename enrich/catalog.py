@@ -20,6 +20,7 @@ Tables (created by numbered migrations, recorded in ``schema_migrations``)::
     quality_log        data-quality check results (enrich.quality); quality_status the latest
     session_coverage   symbol × dataset: sessions held, gaps, sessions failing a check
     restatements       stored history a re-fetch changed (session, column, old, new)
+    plan_limits        the provider plan's history window and publication time, as found
     scheduler_state    paused flag, heartbeat
     data_version       a counter bumped by every write (pages cache on it)
 
@@ -295,6 +296,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """
         ALTER TABLE runs ADD COLUMN requests_planned INTEGER;   -- the plan's request budget
         ALTER TABLE runs ADD COLUMN plan JSON;                  -- per dataset: path, requests
+        CREATE TABLE plan_limits (            -- what the provider plan allows, as found
+            provider VARCHAR NOT NULL,
+            limit_key VARCHAR NOT NULL,       -- history:<dataset>[:<timeframe>] | publication
+            history_days INTEGER,             -- history: how far back it serves (rolling)
+            value VARCHAR,                    -- publication: next_day (after midnight ET)
+            detail VARCHAR,                   -- the provider's words, the probe's finding
+            found_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (provider, limit_key)
+        );
         """,
     ),
 ]

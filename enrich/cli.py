@@ -306,6 +306,37 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
     raise UsageError("symbols needs a command: list, add, remove, activate, deactivate, import")
 
 
+# -- entitlements ---------------------------------------------------------------------------
+@command("entitlements")
+def cmd_entitlements(args: argparse.Namespace, settings: Settings) -> int:
+    from enrich import plan_limits
+
+    store = _open(settings)
+    if args.entitlements_cmd == "recheck":
+        n = plan_limits.recheck(store.catalog, settings.provider)
+        print(f"cleared {n} 'not entitled' mark(s) and what was learned of the "
+              f"{settings.provider} plan's limits: the next run asks again")
+        return EXIT_OK
+    refused = plan_limits.not_entitled_table(store.catalog)
+    limits = plan_limits.table(store.catalog)
+    if args.json:
+        print_json({"not_entitled": refused, "plan_limits": limits})
+        return EXIT_OK
+    if not refused and not limits:
+        print("nothing refused: the plan has served every dataset asked for so far")
+        return EXIT_OK
+    if refused:
+        print("not entitled (skipped by runs until re-checked):")
+        print_table(pl.DataFrame(refused), ["dataset", "symbols", "last_refused_at",
+                                            "recheck_at"])
+    if limits:
+        print("plan limits found:")
+        print_table(pl.DataFrame(limits), ["provider", "limit_key", "history_days", "value",
+                                           "found_at"])
+    print("re-check now with `python -m enrich entitlements recheck`")
+    return EXIT_OK
+
+
 # -- parser ---------------------------------------------------------------------------------
 Extender = Callable[[argparse._SubParsersAction], None]
 _EXTENDERS: list[Extender] = []
@@ -364,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     si = ssub.add_parser("import", help="CSV lines: symbol[,asset_class[,name]]")
     si.add_argument("file", help="path to a CSV file, or - for standard input")
     si.add_argument("--json", action="store_true")
+
+    en = sub.add_parser("entitlements",
+                        help="datasets the plan refused and its limits; re-check them")
+    en.add_argument("--json", action="store_true")
+    ensub = en.add_subparsers(dest="entitlements_cmd", metavar="ACTION")
+    ensub.add_parser("list", help="what the plan refused and the limits found (default)")
+    ensub.add_parser("recheck", help="clear the refusals and limits: the next run asks again")
 
     for ext in _EXTENDERS:
         ext(sub)

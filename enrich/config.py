@@ -33,6 +33,10 @@ class Settings:
     max_retries: int = 3
     refetch_sessions: int = 2
     event_lookback_days: int = 30
+    options_symbols: tuple[str, ...] | None = None  # None: every symbol with options
+    options_max_days: int = 120  # chain snapshot: expirations up to this many days out
+    options_moneyness: float = 0.3  # chain snapshot: strikes within spot × (1 ± this)
+    options_max_pages: int = 8  # chain snapshot: more is truncated (with a warning)
     scheduler: bool = True
     history_years: int = 10
     retention_days: int = 90
@@ -78,6 +82,11 @@ class Settings:
             "ENRICH_MAX_RETRIES": str(self.max_retries),
             "ENRICH_REFETCH_SESSIONS": str(self.refetch_sessions),
             "ENRICH_EVENT_LOOKBACK_DAYS": str(self.event_lookback_days),
+            "ENRICH_OPTIONS_SYMBOLS": ",".join(self.options_symbols)
+            if self.options_symbols is not None else "(every symbol with options)",
+            "ENRICH_OPTIONS_MAX_DAYS": str(self.options_max_days),
+            "ENRICH_OPTIONS_MONEYNESS": f"{self.options_moneyness:g}",
+            "ENRICH_OPTIONS_MAX_PAGES": str(self.options_max_pages),
             "ENRICH_SCHEDULER": "on" if self.scheduler else "off",
             "ENRICH_HISTORY_YEARS": str(self.history_years),
             "ENRICH_RETENTION_DAYS": str(self.retention_days),
@@ -193,8 +202,22 @@ def load_settings(
             now_override = now_override.replace(tzinfo=dt.UTC)
         now_override = now_override.astimezone(dt.UTC)
 
+    options_symbols = None
+    raw_opts = (env.get("ENRICH_OPTIONS_SYMBOLS") or "").strip()
+    if raw_opts:
+        from enrich.symbols import validate_symbol
+
+        try:
+            options_symbols = tuple(validate_symbol(s) for s in raw_opts.split(",") if s.strip())
+        except ValueError as exc:
+            raise ConfigError(f"ENRICH_OPTIONS_SYMBOLS: {exc}") from None
+
     return Settings(
         now_override=now_override,
+        options_symbols=options_symbols,
+        options_max_days=_int(env, "ENRICH_OPTIONS_MAX_DAYS", 120, 1, 1100),
+        options_moneyness=_float(env, "ENRICH_OPTIONS_MONEYNESS", 0.3, 0.01, 10.0),
+        options_max_pages=_int(env, "ENRICH_OPTIONS_MAX_PAGES", 8, 1, 1000),
         data_dir=data_dir,
         provider=provider,
         api_key=key,

@@ -31,13 +31,15 @@ from typing import Any
 
 import polars as pl
 
-from enrich import calendars, quality, restatements
+from enrich import calendars, plan_limits, quality, restatements
 from enrich.catalog import WriteBatch, host_and_pid, pid_alive, utcnow
 from enrich.config import Settings
 from enrich.errors import (
     Cancelled,
     EnrichError,
+    HistoryLimitError,
     NotEntitledError,
+    NotYetAvailableError,
     ValidationError,
     error_class_of,
 )
@@ -260,6 +262,36 @@ class Engine:
         self.provider = provider
         self.settings = settings
         self.clock = clock or settings.now
+        self._limits: plan_limits.Limits | None = None
+        self._limits_lock = threading.Lock()
+
+    # -- the plan's limits ------------------------------------------------------------------
+    def limits(self, reload: bool = False) -> plan_limits.Limits:
+        """What the provider's plan is known to allow (``enrich.plan_limits``)."""
+        with self._limits_lock:
+            if self._limits is None or reload:
+                self._limits = plan_limits.read(self.store.catalog, self.provider.name)
+            return self._limits
+
+    def _learn_history(self, log: LogBuffer, ds: str, timeframe: str | None, edge: dt.date,
+                       end: dt.date, exc: BaseException) -> None:
+        days = (end - edge).days
+        key = plan_limits.history_key(ds, timeframe)
+        with self._limits_lock:
+            old = self._limits or plan_limits.Limits({})
+            self._limits = plan_limits.Limits({**old.history, key: days}, old.next_day)
+        detail = (f"probed: served from {edge.isoformat()} ({days} days back) on "
+                  f"{end.isoformat()}; refused before: {exc}")
+        log.add(lambda b: plan_limits.record_history(b, self.provider.name, ds, timeframe,
+                                                     days, detail))
+
+    def _learn_next_day(self, log: LogBuffer, detail: str) -> None:
+        with self._limits_lock:
+            old = self._limits or plan_limits.Limits({})
+            if old.next_day:
+                return
+            self._limits = plan_limits.Limits(old.history, True)
+        log.add(lambda b: plan_limits.record_next_day(b, self.provider.name, detail[:1000]))
 
     # -- universe ---------------------------------------------------------------------------
     def resolve_symbols(self, params: RunParams) -> list[tuple[str, str]]:
@@ -305,7 +337,8 @@ class Engine:
             not_entitled=not_entitled,
             rate_limit_per_min=self.settings.rate_limit_per_min
             if self.provider.rate_limited else None,
-            universe_wide=params.universe_wide)
+            universe_wide=params.universe_wide,
+            options_symbols=self.settings.options_symbols)
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, params: RunParams, kind: str, run_id: str | None = None,
@@ -346,6 +379,7 @@ class Engine:
         try:
             targets = self.resolve_symbols(params)
             not_entitled = self._not_entitled()
+            self.limits(reload=True)
             plan = self.plan(params, targets, not_entitled)
         except BaseException as exc:
             self._finish_run(log, run_id, started, [], "failed", str(exc), tally)
@@ -439,6 +473,10 @@ class Engine:
                             request.start, request.end,
                             None if error else f"universe-wide {request.market} request "
                             f"({what}) for {n} symbols", stats.requests)
+            if rows is not None and rows.not_yet:
+                self._learn_next_day(log, f"{request.dataset} {request.market}: sessions "
+                                     f"{', '.join(d.isoformat() for d in rows.not_yet)} "
+                                     "not served yet (before the end of their day)")
             out.append(Fetched(request, rows, error))
         return out
 
@@ -498,8 +536,12 @@ class Engine:
         return summary
 
     def _not_entitled(self) -> set[tuple[str, str]]:
+        """Datasets the plan refused within the last week (older refusals are re-checked:
+        the run asks again, and a refusal is recorded again if it still stands)."""
         rows = self.store.catalog.query(
-            "SELECT symbol, dataset FROM symbol_status WHERE not_entitled")
+            "SELECT symbol, dataset FROM symbol_status WHERE not_entitled "
+            "AND (last_error_at IS NULL OR last_error_at >= ?)",
+            [plan_limits.not_entitled_since(utcnow())])  # refusals are stored in real time
         return {(a, b) for a, b in rows.iter_rows()}
 
     # -- one symbol: the one fetch pipeline -------------------------------------------------
@@ -517,7 +559,8 @@ class Engine:
         """Bring one symbol up to date: each dataset's missing window, from the universe-wide
         answer in ``fetched`` when it covers the window, else from a request of its own."""
         res = SymbolResult(symbol, "ok", started_at=utcnow())
-        wanted = datasets_for(asset_class, params.datasets)
+        wanted = datasets_for(asset_class, params.datasets, symbol,
+                              self.settings.options_symbols)
         cal = calendar_for(asset_class)
         expected = calendars.latest_session(cal, self.clock())
         fetched = fetched or {}
@@ -625,7 +668,7 @@ class Engine:
         start, end = window
         perf0 = time.perf_counter()
         via_market = fetched is not None and fetched.covers(window)
-        n_req, attempts = 0, 1
+        n_req, attempts, notes = 0, 1, []
         try:
             if via_market:
                 assert fetched is not None
@@ -636,10 +679,12 @@ class Engine:
                 frame = fetched.rows.for_symbol(symbol)
             else:
                 try:
-                    frame = self._call_provider(symbol, ds, timeframe, start, end)
+                    frame, start, end = self._fetch_own(symbol, ds, cal, timeframe, start,
+                                                        end, log)
                 finally:
                     stats = self.provider.take_requests()
                     n_req = stats.requests
+                    notes = stats.notes
                     attempts = 1 + sum(1 for r in stats.retries)
                     res.requests += n_req
                     res.retries += len(stats.retries)
@@ -669,6 +714,8 @@ class Engine:
                 note = f"refused {checked.rejected} rows: " + " | ".join(checked.causes)
             elif via_market:
                 note = "served by the universe-wide request"
+            if notes:
+                note = "; ".join([*notes, *([note] if note else [])])
             latest = covered if ds in ("bars", "options_iv") else \
                 self._latest_of(ds, checked.good, previous, end)
             self._log_fetch(log, run_id, symbol, ds, timeframe, t0,
@@ -692,6 +739,54 @@ class Engine:
                 self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
                              not_entitled=isinstance(exc, NotEntitledError))
         return step
+
+    def _fetch_own(self, symbol: str, ds: str, cal: str, timeframe: str, start: dt.date,
+                   end: dt.date, log: LogBuffer) -> tuple[pl.DataFrame, dt.date, dt.date]:
+        """A symbol's own request for [start, end], inside the plan's limits: a window that
+        reaches past the plan's history starts where the plan does (found by probing once,
+        then remembered); a session the plan does not serve yet is left for later (due).
+        Returns the rows and the window actually fetched."""
+        floor = self.limits().floor(ds, timeframe, end)
+        if floor is not None and start < floor:
+            start = min(floor, end)
+        try:
+            return self._call_provider(symbol, ds, timeframe, start, end), start, end
+        except HistoryLimitError as exc:
+            key = plan_limits.history_key(ds, timeframe)
+            with self._limits_lock:
+                known = (self._limits or plan_limits.Limits({})).history.get(key)
+            if known is not None and end - dt.timedelta(days=known) > start:
+                edge = end - dt.timedelta(days=known)  # another thread found it meanwhile
+            else:
+                edge = plan_limits.probe_history(
+                    lambda a, z: self._call_provider(symbol, ds, timeframe, a, z), start, end)
+                if edge is None:
+                    raise
+                self._learn_history(log, ds, timeframe, edge, end, exc)
+            return self._call_provider(symbol, ds, timeframe, edge, end), edge, end
+        except NotYetAvailableError as exc:
+            if ds != "bars":
+                raise
+            self._learn_next_day(log, str(exc))
+            held = calendars.sessions(cal, start, end)
+            before = [d for d in held if d < end]
+            if not before:  # only the unserved session was asked: nothing to store yet
+                return self._empty(ds), start, start - dt.timedelta(days=1)
+            return self._call_provider(symbol, ds, timeframe, start, before[-1]), start, \
+                before[-1]
+
+    def _latest_close(self, symbol: str) -> float | None:
+        """The newest stored daily close (the chain's strikes are asked around it)."""
+        bars = self.store.lake.read("bars", [symbol], level="1d")
+        if bars.is_empty():
+            return None
+        return float(bars.sort("session")["close"][-1])
+
+    @staticmethod
+    def _empty(ds: str) -> pl.DataFrame:
+        from enrich.schemas import DATASETS
+
+        return DATASETS[ds].empty()
 
     def _log_retries(self, log: LogBuffer, run_id: str | None, symbol: str, ds: str,
                      timeframe: str, stats: RequestStats,
@@ -719,7 +814,7 @@ class Engine:
         if ds == "news":
             return p.news(symbol, start, end)
         if ds == "options_iv":
-            return p.option_chain(symbol, end)
+            return p.option_chain(symbol, end, self._latest_close(symbol))
         raise ValueError(f"unknown dataset {ds}")
 
     @staticmethod

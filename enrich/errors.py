@@ -12,6 +12,10 @@ Every error carries context (provider, endpoint, status, request id) and never a
     └── ProviderError            anything a data provider raised
         ├── AuthError            missing or invalid key            (no retry)
         ├── NotEntitledError     the plan does not include this    (no retry, remembered)
+        │   └── HistoryLimitError  …this far back: the plan's history window (probed,
+        │                          remembered, the fetch shrinks to it)
+        ├── NotYetAvailableError today's session before the plan serves it (due, not failed;
+        │                        asked again after midnight New York time)
         ├── NotFoundError        unknown symbol or path            (no retry)
         ├── MalformedPayloadError truncated JSON, HTML, wrong shape (no retry)
         ├── RateLimitedError     HTTP 429                          (retry after Retry-After)
@@ -96,6 +100,20 @@ class AuthError(ProviderError):
 
 class NotEntitledError(ProviderError):
     error_class = "not_entitled"
+
+
+class HistoryLimitError(NotEntitledError):
+    """The plan serves this dataset only back to some date (Massive: "Your plan doesn't
+    include this data timeframe")."""
+
+    error_class = "history_limit"
+
+
+class NotYetAvailableError(ProviderError):
+    """The plan serves a session only after its day ends (Massive: "Attempted to request
+    today's data before end of day")."""
+
+    error_class = "not_yet_available"
 
 
 class NotFoundError(ProviderError):

@@ -30,6 +30,7 @@ from enrich import calendars
 from enrich.catalog import Catalog, frame, utcnow
 from enrich.freshness import add_freshness, publication_lag
 from enrich.lake import Lake
+from enrich.plan_limits import NEXT_DAY_LAG
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
 STATUS_COLUMNS = (
@@ -72,10 +73,18 @@ def _applies_values(alias: str) -> str:
 
 # -- status (CLI) -----------------------------------------------------------------------------
 def _lag_of_newest_run(con: duckdb.DuckDBPyConnection) -> dt.timedelta:
-    """The publication lag of the provider that made the newest run (what the data is)."""
+    """The publication lag of the provider that made the newest run (what the data is); for a
+    plan found to serve a session only after its New York day ends, until then
+    (``enrich.plan_limits``)."""
     row = con.execute("SELECT provider FROM runs WHERE provider IS NOT NULL "
                       "ORDER BY requested_at DESC LIMIT 1").fetchall()
-    return publication_lag(row[0][0] if row else None)
+    provider = row[0][0] if row else None
+    lag = publication_lag(provider)
+    if provider is not None and con.execute(
+            "SELECT count(*) FROM plan_limits WHERE provider = ? AND limit_key = 'publication' "
+            "AND value = 'next_day'", [provider]).fetchall()[0][0]:
+        lag = max(lag, NEXT_DAY_LAG)
+    return lag
 
 
 def status_table(catalog: Catalog, symbol: str | None = None,
@@ -972,3 +981,18 @@ def coverage_heatmap(catalog: Catalog, dataset: str, now: dt.datetime, sessions:
     from enrich.coverage import heatmap
 
     return heatmap(catalog, dataset, now, sessions, granularity)
+
+
+# -- the plan's limits ------------------------------------------------------------------------
+def not_entitled_summary(catalog: Catalog) -> list[dict[str, Any]]:
+    """Datasets the plan refused (``enrich.plan_limits.not_entitled_table``)."""
+    from enrich import plan_limits
+
+    return plan_limits.not_entitled_table(catalog)
+
+
+def plan_limit_rows(catalog: Catalog) -> list[dict[str, Any]]:
+    """The plan limits found so far (``enrich.plan_limits.table``)."""
+    from enrich import plan_limits
+
+    return plan_limits.table(catalog)

@@ -46,10 +46,14 @@ def coverage_key(dataset: str, timeframe: str) -> str:
     return f"bars:{timeframe}" if dataset == "bars" else dataset
 
 
-def datasets_for(asset_class: str, wanted: Sequence[str] | None) -> list[str]:
+def datasets_for(asset_class: str, wanted: Sequence[str] | None, symbol: str | None = None,
+                 options_symbols: Sequence[str] | None = None) -> list[str]:
     """The datasets a run fetches for a symbol of ``asset_class``, in fetch order. Splits go
-    with bars whenever bars are fetched (they are part of the bars' integrity)."""
+    with bars whenever bars are fetched (they are part of the bars' integrity); option chains
+    only for ``options_symbols`` when that is set (``ENRICH_OPTIONS_SYMBOLS``)."""
     applicable = DATASETS_BY_CLASS.get(asset_class, ("bars",))
+    if options_symbols is not None and symbol not in options_symbols:
+        applicable = tuple(d for d in applicable if d != "options_iv")
     out = [d for d in (wanted or applicable) if d in applicable]
     if "bars" in out and "splits" in applicable and "splits" not in out:
         out.append("splits")
@@ -214,7 +218,8 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
                  history_years: int, refetch_sessions: int, event_lookback_days: int,
                  not_entitled: set[tuple[str, str]] | frozenset = frozenset(),
                  rate_limit_per_min: float | None = None,
-                 universe_wide: bool = True) -> RefreshPlan:
+                 universe_wide: bool = True,
+                 options_symbols: Sequence[str] | None = None) -> RefreshPlan:
     """Plan a run over ``targets`` at instant ``now`` (see the module docstring).
     ``universe_wide=False`` forces the per-symbol path (the reference it is measured by)."""
     plan = RefreshPlan(rate_limit_per_min=rate_limit_per_min)
@@ -224,7 +229,7 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
         if cal not in plan.expected:
             plan.expected[cal] = calendars.latest_session(cal, now)
         expected = plan.expected[cal]
-        for ds in datasets_for(t.asset_class, datasets):
+        for ds in datasets_for(t.asset_class, datasets, t.symbol, options_symbols):
             b = plan.budget.setdefault(ds, DatasetBudget(ds))
             if (t.symbol, ds) in not_entitled:
                 continue

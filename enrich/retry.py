@@ -80,9 +80,11 @@ class RequestStats:
 
     requests: int = 0
     retries: list[Retry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings worth logging (a truncation)
 
     def __add__(self, other: RequestStats) -> RequestStats:
-        return RequestStats(self.requests + other.requests, self.retries + other.retries)
+        return RequestStats(self.requests + other.requests, self.retries + other.retries,
+                            self.notes + other.notes)
 
 
 class RequestLedger:
@@ -103,6 +105,9 @@ class RequestLedger:
     def retried(self, endpoint: str, attempt: int, exc: BaseException, wait: float) -> None:
         self._stats().retries.append(
             Retry(endpoint, attempt, wait, error_class_of(exc), str(exc)[:1000]))
+
+    def note(self, text: str) -> None:
+        self._stats().notes.append(text)
 
     def take(self) -> RequestStats:
         """What the calling thread did since the last take; resets it."""

@@ -46,6 +46,14 @@ MISFIRE_GRACE_S = 3600
 MAX_MISSED_RECORDED = 31  # a process down for months records its last month of fires
 DAILY_JOB_ID = "daily-enrichment"
 RETENTION_JOB_ID = "retention"
+FOLLOW_UP_JOB_ID = "follow-up"
+
+
+def follow_up_trigger(at_exchange: dt.time) -> CronTrigger:
+    """Daily at ``at_exchange`` New York time (the follow-up refresh for plans that serve a
+    session only after its day ends)."""
+    return CronTrigger(hour=at_exchange.hour, minute=at_exchange.minute,
+                       timezone=ZoneInfo(EXCHANGE_TZ))
 
 
 # -- schedule arithmetic --------------------------------------------------------------------

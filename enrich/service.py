@@ -38,6 +38,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from enrich import health as health_mod
+from enrich import plan_limits
 from enrich import scheduler as sched
 from enrich.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
 from enrich.config import Settings, load_settings
@@ -546,6 +547,27 @@ class Services:
             if self._halt.is_set():
                 return
 
+    def _follow_up_job(self) -> str | None:
+        """After midnight New York time: refresh again when the plan is known to serve a
+        session only after its day ends (the daily fire found it due). Nothing otherwise.
+        Returns the run id queued, if any."""
+        if self._paused or not self.engine.limits(reload=True).next_day:
+            return None
+        try:
+            return self._submit(RunParams(), "follow-up")
+        except Exception as exc:
+            log.error("the follow-up refresh could not start: %s", exc)
+            return None
+
+    def follow_up_time(self) -> dt.datetime | None:
+        """The next follow-up refresh (UTC) when the plan needs one, else None."""
+        if (not self.settings.scheduler or self._phase != "started" or self._paused
+                or not self.engine.limits().next_day):
+            return None
+        fire = sched.follow_up_trigger(plan_limits.FOLLOW_UP_ET).get_next_fire_time(
+            None, self.clock())
+        return fire.astimezone(UTC) if fire else None
+
     def _close_orphans(self) -> None:
         """Runs left open by a process that died are shown as interrupted, not running."""
         try:
@@ -622,7 +644,7 @@ class Services:
             log.warning("pid %s on %s now owns the schedule; standing by",
                         got.state.pid, got.state.host)
             self._owner = False
-            for job_id in (sched.DAILY_JOB_ID, sched.RETENTION_JOB_ID):
+            for job_id in (sched.DAILY_JOB_ID, sched.RETENTION_JOB_ID, sched.FOLLOW_UP_JOB_ID):
                 if self._scheduler.get_job(job_id):
                     self._scheduler.remove_job(job_id)
         self._apply_pause(got.state.paused)
@@ -637,6 +659,12 @@ class Services:
             extra = {"next_run_time": None} if paused else {}
             self._scheduler.add_job(self._daily_job, self._trigger, id=sched.DAILY_JOB_ID,
                                     name="daily enrichment", replace_existing=True, **extra)
+        # Plans that serve a session only after its New York day ends (enrich.plan_limits):
+        # a follow-up refresh after midnight there fetches what the daily fire could not.
+        self._scheduler.add_job(self._follow_up_job,
+                                sched.follow_up_trigger(plan_limits.FOLLOW_UP_ET),
+                                id=sched.FOLLOW_UP_JOB_ID, name="follow-up refresh",
+                                replace_existing=True)
         # Housekeeping is not paused with the schedule: it runs daily regardless, and now.
         self._scheduler.add_job(self._prune, sched.daily_trigger(self.settings.schedule_utc),
                                 id=sched.RETENTION_JOB_ID, name="retention",

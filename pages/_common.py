@@ -123,7 +123,8 @@ def _next_refresh(data_dir: str, version: int, minute: dt.datetime) -> dict[str,
     fire, plan = svc.next_refresh_plan()
     return {"fire": fire, "text": plan.describe(), "requests": plan.requests,
             "per_symbol": plan.per_symbol_requests, "eta_s": plan.eta_s(),
-            "rows": plan.rows()}
+            "rows": plan.rows(), "next_day": svc.engine.limits().next_day,
+            "follow_up": svc.follow_up_time()}
 
 
 def next_refresh() -> dict[str, Any] | None:

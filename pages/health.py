@@ -99,6 +99,39 @@ if probe:
                       + (f" ({probe['message']})" if probe.get("message") else ""))
     st.caption(f"Tested {ui.fmt_utc(probe.get('checked_at'), seconds=True)}")
 
+# -- the plan's limits -------------------------------------------------------------------------
+refused = c.read("not_entitled_summary")
+limits = c.read("plan_limit_rows")
+st.subheader("Plan")
+if not refused and not limits:
+    st.caption("The plan has served every dataset asked for so far.")
+if refused:
+    st.warning("The plan refused these datasets; runs skip them and ask again a week after "
+               "the first refusal (or now, with Re-check).")
+    c.dataframe(pl.DataFrame(refused).select("dataset", "symbols", "last_refused_at",
+                                             "recheck_at"),
+                column_config={"last_refused_at": "last refused (UTC)",
+                               "recheck_at": "asked again (UTC)"})
+if limits:
+    rows = [{"limit": r["limit_key"], "what the plan serves":
+             (f"the last {r['history_days']} days" if r["history_days"] is not None
+              else "a session after its New York day ends" if r["value"] == "next_day"
+              else r["value"]),
+             "found (UTC)": r["found_at"], "how": r["detail"]} for r in limits]
+    c.dataframe(pl.DataFrame(rows))
+    st.caption("Limits are facts the provider stated: history is stored from the plan's "
+               "window, and a session it serves only after midnight New York time is due "
+               "until then (a follow-up refresh runs at 00:30 New York time).")
+if (refused or limits) and st.button("Re-check entitlements", icon="🔁", key="recheck",
+                                     help="Forget the refusals and limits: the next run "
+                                          "asks the provider again."):
+    from enrich.plan_limits import recheck
+
+    n = recheck(c.store().catalog, settings.provider)
+    c.invalidate()
+    st.toast(f"Cleared {n} refusal(s); the next run asks again", icon="🔁")
+    st.rerun()
+
 # -- symbols and failures ----------------------------------------------------------------------
 left, right = st.columns(2)
 with left:

@@ -86,6 +86,11 @@ nxt = c.next_refresh()
 if nxt is not None and nxt["requests"]:
     when = f"at {ui.fmt_both(nxt['fire'])}" if nxt["fire"] else "if it ran now"
     st.caption(f"Next daily refresh {when}: {nxt['text']}.")
+if nxt is not None and nxt.get("next_day"):
+    follow = f" A follow-up refresh runs at {ui.fmt_both(nxt['follow_up'])}." \
+        if nxt.get("follow_up") else ""
+    st.info("Your provider plan serves a session's data only after its New York day ends: "
+            "the latest session shows as *due* until 00:15 New York time." + follow)
 
 # -- attention tiles ---------------------------------------------------------------------------
 st.subheader("Symbols by their most urgent dataset")
@@ -101,7 +106,8 @@ for col, state in zip(cols, shown, strict=True):
             st.page_link(c.PAGES["symbols"], label=f"Show {counts[state]} →",
                          query_params={"state": state})
 
-attention = summary.filter(pl.col("state").is_in(["failing", "stale", "never", "late"]))
+attention = summary.filter(pl.col("state").is_in(["failing", "stale", "never", "late",
+                                                   "not_entitled"]))
 if attention.height:
     with st.expander(f"Needs attention: {attention.height} symbols", expanded=True):
         top, _ = q.filter_symbols(summary.filter(pl.col("state") != "fresh"), limit=10)

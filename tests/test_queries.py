@@ -36,11 +36,11 @@ class DemoFaults:
     def __getattr__(self, item):
         return getattr(self.inner, item)
 
-    def option_chain(self, symbol, as_of):
+    def option_chain(self, symbol, as_of, spot=None):
         if symbol == "MSFT":
             raise NotEntitledError("options are not in this plan", provider="test",
                                    endpoint="option_chain", status=403)
-        return self.inner.option_chain(symbol, as_of)
+        return self.inner.option_chain(symbol, as_of, spot)
 
     def with_priority(self, priority):
         return self

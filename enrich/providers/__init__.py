@@ -77,7 +77,10 @@ class MarketRequest:
 
 class MarketRows(Protocol):
     """The answer to a ``MarketRequest``: each symbol's rows in the lake schema, exactly as the
-    per-symbol call for the same window would give them (empty when the market had none)."""
+    per-symbol call for the same window would give them (empty when the market had none).
+    ``not_yet``: sessions of the request the plan does not serve yet (they are due)."""
+
+    not_yet: tuple[dt.date, ...]
 
     def for_symbol(self, symbol: str) -> pl.DataFrame: ...
 
@@ -100,8 +103,11 @@ class Provider(Protocol):
 
     def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame: ...
 
-    def option_chain(self, symbol: str, as_of: dt.date) -> pl.DataFrame:
-        """Snapshot of the chain (OPTIONS_IV schema) for the session ``as_of``."""
+    def option_chain(self, symbol: str, as_of: dt.date,
+                     spot: float | None = None) -> pl.DataFrame:
+        """Snapshot of the chain (OPTIONS_IV schema) for the session ``as_of``; ``spot`` (the
+        underlying's latest close, when known) lets the provider ask only for strikes near
+        it."""
         ...
 
     def option_contracts(self, underlying: str, as_of: dt.date) -> pl.DataFrame:

@@ -10,6 +10,8 @@ Errors are translated once, in ``_send`` / ``_decode``, into ``enrich.errors``:
 
     401                                   AuthError             (check MASSIVE_API_KEY)
     403, or a body with NOT_AUTHORIZED    NotEntitledError      (the plan does not include it)
+      "today's data before end of day"    NotYetAvailableError  (due: asked after midnight ET)
+      "doesn't include … data timeframe"  HistoryLimitError     (beyond the plan's history)
     404                                   NotFoundError
     429                                   RateLimitedError      (retry_after from Retry-After)
     408, 499, 5xx, timeouts, transport    TransientError
@@ -39,6 +41,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -50,10 +53,12 @@ from enrich.config import DEFAULT_BASE_URL, Settings
 from enrich.errors import (
     AuthError,
     ConfigError,
+    HistoryLimitError,
     InvalidSymbolError,
     MalformedPayloadError,
     NotEntitledError,
     NotFoundError,
+    NotYetAvailableError,
     ProviderError,
     RateLimitedError,
     TransientError,
@@ -120,6 +125,16 @@ _V3_DIVIDEND_TYPES = {"CD": "recurring", "SC": "special", "LT": "irregular", "ST
 _SENTIMENTS = {"positive", "neutral", "negative"}
 
 
+@dataclass(frozen=True)
+class ChainFilters:
+    """What a chain snapshot asks for (``ENRICH_OPTIONS_MAX_DAYS``, ``…_MONEYNESS``,
+    ``…_MAX_PAGES``): the pages an underlying costs stay bounded."""
+
+    max_days: int = 120
+    moneyness: float = 0.3
+    max_pages: int = 8
+
+
 def build_client(timeout: float = 30.0) -> httpx.Client:
     """An httpx client with bounded timeouts and keep-alive, for ``from_settings``."""
     return httpx.Client(
@@ -168,6 +183,7 @@ class MassiveProvider:
         today: Callable[[], dt.date] | None = None,
         owns_client: bool = False,
         retry: RetryPolicy | None = None,
+        chain: ChainFilters | None = None,
     ):
         if not api_key:
             raise ConfigError("the massive provider needs MASSIVE_API_KEY")
@@ -184,6 +200,7 @@ class MassiveProvider:
         self._today = today or (lambda: dt.datetime.now(ET).date())
         self._owns_client = owns_client
         self._retry = retry or NO_RETRY
+        self._chain = chain or ChainFilters()
         self._ledger = RequestLedger()
         # Endpoints that answered 404/403 once: go straight to the fallback afterwards.
         self._skip: dict[str, ProviderError] = {}
@@ -199,6 +216,8 @@ class MassiveProvider:
             )
         if "limiter" not in kw:
             kw["limiter"] = limiter_for(settings.base_host, settings.rate_limit_per_min)
+        kw.setdefault("chain", ChainFilters(settings.options_max_days, settings.options_moneyness,
+                                            settings.options_max_pages))
         owns = client is None
         return cls(
             client if client is not None else build_client(),
@@ -439,9 +458,16 @@ class MassiveProvider:
         start, end = r.start, r.end
         subject = f"market-wide {r.dataset} {start.isoformat()}..{end.isoformat()}"
         if r.dataset == "bars":
-            frames = [self.grouped_daily(s, r.market, syms) for s in r.sessions or (end,)]
+            frames, pending = [], []
+            for session in r.sessions or (end,):
+                try:
+                    frames.append(self.grouped_daily(session, r.market, syms))
+                except NotYetAvailableError:
+                    pending.append(session)  # not served yet: due, asked again later
             bars = pl.concat(frames) if frames else BARS.empty()
-            return MassiveMarketRows.of_frame(BARS, bars)
+            rows = MassiveMarketRows.of_frame(BARS, bars)
+            rows.not_yet = tuple(pending)
+            return rows
         pages = max(self._max_pages, MARKET_MAX_PAGES)
         if r.dataset == "dividends":
             rows, parse = self._dividend_rows({}, start, end, subject, pages)
@@ -465,11 +491,34 @@ class MassiveProvider:
                 lambda sym, rs: _news_frame(sym, rs, start, end, f"{sym} news"))
         raise ValueError(f"no universe-wide request for {r.dataset!r}")
 
-    def option_chain(self, symbol: str, as_of: dt.date) -> pl.DataFrame:
-        """Live chain snapshot: IV and greeks as Massive computes them (``source='provider'``)."""
+    def option_chain(self, symbol: str, as_of: dt.date,
+                     spot: float | None = None) -> pl.DataFrame:
+        """Live chain snapshot: IV and greeks as Massive computes them (``source='provider'``).
+
+        Capped by the chain filters (``chain_filters``): expirations from ``as_of`` up to
+        ``max_days`` out and, when the underlying's ``spot`` is known, strikes within
+        ``spot × (1 ± moneyness)``, sent to the API; a chain still longer than ``max_pages``
+        pages is truncated (a note in the ledger says so), never failed whole."""
         subject = f"{symbol} option chain"
         path = f"/v3/snapshot/options/{_seg(symbol)}"
-        rows = self._collect(CHAIN, path, {"limit": 250}, subject)
+        f = self._chain
+        params: dict[str, Any] = {
+            "limit": 250, "expiration_date.gte": as_of.isoformat(),
+            "expiration_date.lte": (as_of + dt.timedelta(days=f.max_days)).isoformat()}
+        if spot:
+            params["strike_price.gte"] = round(spot * max(1 - f.moneyness, 0.0), 4)
+            params["strike_price.lte"] = round(spot * (1 + f.moneyness), 4)
+        rows: list = []
+        for pages, body in enumerate(self._pages(CHAIN, path, params, subject,
+                                                 max_pages=10**9), start=1):
+            results = body.get("results")
+            if isinstance(results, list):
+                rows.extend(results)
+            if pages >= f.max_pages and body.get("next_url"):
+                self._ledger.note(f"{subject} truncated after {pages} pages ({len(rows)} "
+                                  "contracts): raise ENRICH_OPTIONS_MAX_PAGES or narrow "
+                                  "ENRICH_OPTIONS_MAX_DAYS / ENRICH_OPTIONS_MONEYNESS")
+                break
         check = _Check(subject, len(rows))
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _chain_row))]
         check.done()
@@ -659,6 +708,16 @@ class MassiveProvider:
             raise AuthError(f"{subject}: Massive rejected the API key{detail}; "
                             "check MASSIVE_API_KEY", **ctx)
         if status == 403 or body_status == "NOT_AUTHORIZED":
+            # The 403 texts tell a plan's limits apart (reference §0 g, §6).
+            lowered = text.lower()
+            if "today's data" in lowered or "before end of day" in lowered:
+                raise NotYetAvailableError(
+                    f"{subject}: your Massive plan serves a session only after its day ends "
+                    f"in New York{detail}", **ctx)
+            if "data timeframe" in lowered:
+                raise HistoryLimitError(
+                    f"{subject}: your Massive plan does not reach this far back{detail}",
+                    **ctx)
             raise NotEntitledError(f"{subject}: your Massive plan does not include this "
                                    f"data{detail}", **ctx)
         if status == 404 or body_status == "NOT_FOUND":
@@ -788,6 +847,7 @@ class MassiveMarketRows:
         self._dataset = dataset
         self._frames = frames
         self._errors = errors or {}
+        self.not_yet: tuple[dt.date, ...] = ()  # sessions the plan does not serve yet
 
     @classmethod
     def of_frame(cls, dataset: Dataset, frame: pl.DataFrame) -> MassiveMarketRows:

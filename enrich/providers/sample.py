@@ -631,7 +631,8 @@ class SampleProvider:
 
     # -- options
 
-    def option_chain(self, symbol: str, as_of: dt.date) -> pl.DataFrame:
+    def option_chain(self, symbol: str, as_of: dt.date,
+                     spot: float | None = None) -> pl.DataFrame:
         """Chain snapshot on the session ``as_of`` (empty if it is not a completed session or
         the symbol has no options): about 6 expiries x ~21 strikes x call/put."""
         sym = self._begin("option_chain", symbol)
@@ -702,6 +703,7 @@ class SampleMarketRows:
     request: MarketRequest
     factory: Callable[..., SampleProvider]
     now: dt.datetime
+    not_yet: tuple[dt.date, ...] = ()  # the sample data are published at the close
 
     def for_symbol(self, symbol: str) -> pl.DataFrame:
         r = self.request

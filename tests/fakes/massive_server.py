@@ -56,6 +56,11 @@ SPLITS = {
     "XYZ": [(dt.date(2023, 5, 1), 10.0, 1.0)],
 }
 DIVIDEND_PER_SHARE = {"AAPL": 0.24, "MSFT": 0.75, "SPY": 1.6, "XYZ": 0.1}
+# The 403 texts of plan limits (reference: massive-refresh-and-correctness.md §0 g, §6).
+HISTORY_LIMIT_TEXT = ("Your plan doesn't include this data timeframe. Please upgrade your plan "
+                      "at https://massive.com/pricing")
+TODAY_TEXT = ("Attempted to request today's data before end of day. Please upgrade your plan "
+              "at https://massive.com/pricing")
 RATE_LIMIT_TEXT = (
     "You've exceeded the maximum requests per minute, please wait or upgrade your "
     "subscription to continue. https://massive.com/pricing"
@@ -493,11 +498,17 @@ class FakeMassive:
         not_entitled: Iterable[str] = (),
         news_every: int = 3,
         fail_every: int | None = None,
+        history_days: int | None = None,
+        not_yet: dt.date | None = None,
     ):
         self.api_key = api_key
         self.data = FakeData(symbols, today or dt.datetime.now(ET).date(), news_every)
         self.fail_every = fail_every
         self._answered = 0
+        # A plan's limits on aggregates: history older than ``history_days`` before today,
+        # and the session ``not_yet`` (today's, before its end of day), answer 403.
+        self.history_days = history_days
+        self.not_yet = not_yet
         self.page_size = page_size
         self.missing = set(missing)
         self.not_entitled = set(not_entitled)
@@ -670,6 +681,9 @@ class FakeMassive:
         if len(seg) == 9 and seg[:3] == ["v2", "aggs", "ticker"] and seg[4] == "range":
             ticker, mult, span = seg[3], int(seg[5]), seg[6]
             start, end = dt.date.fromisoformat(seg[7]), dt.date.fromisoformat(seg[8])
+            limited = self._plan_limit(start, end)
+            if limited is not None:
+                return limited
             rows = d.aggs(ticker, mult, span, start, end)
             if q.get("sort") == "desc":
                 rows.reverse()
@@ -678,7 +692,11 @@ class FakeMassive:
             reply.payload.update({"ticker": ticker, "adjusted": q.get("adjusted") != "false"})
             return reply
         if len(seg) == 8 and seg[:3] == ["v2", "aggs", "grouped"]:
-            rows = d.grouped(dt.date.fromisoformat(seg[7]), seg[6])
+            day = dt.date.fromisoformat(seg[7])
+            limited = self._plan_limit(day, day)
+            if limited is not None:
+                return limited
+            rows = d.grouped(day, seg[6])
             for r in rows:
                 self._serve_rows(r["T"], "bars", [r], "t")
             body = {"status": "OK", "request_id": _rid(), "adjusted": True,
@@ -748,6 +766,16 @@ class FakeMassive:
             return self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 1000),
                               und, "option_contracts", "ticker")
         return _Reply(404, _error_body(404))
+
+    def _plan_limit(self, start: dt.date, end: dt.date) -> _Reply | None:
+        if self.history_days is not None and \
+                start < self.data.today - dt.timedelta(days=self.history_days):
+            return _Reply(403, {"status": "NOT_AUTHORIZED", "request_id": _rid(),
+                                "message": HISTORY_LIMIT_TEXT})
+        if self.not_yet is not None and start <= self.not_yet <= end:
+            return _Reply(403, {"status": "NOT_AUTHORIZED", "request_id": _rid(),
+                                "message": TODAY_TEXT})
+        return None
 
     def _page(self, path: str, q: dict[str, str], offset: int, rows: list[dict], limit: int,
               symbol: str, dataset: str, key: str, aggs: bool = False) -> _Reply:
