@@ -20,10 +20,12 @@ from enrich.config import Settings
 from enrich.errors import (
     AuthError,
     ConfigError,
+    HistoryLimitError,
     InvalidSymbolError,
     MalformedPayloadError,
     NotEntitledError,
     NotFoundError,
+    NotYetAvailableError,
     ProviderError,
     RateLimitedError,
     TransientError,
@@ -570,7 +572,10 @@ def test_option_chain_parse_keeps_provider_figures():
     assert put["iv"] is None and put["delta"] is None
     assert put["iv_null_reason"] == "not provided by massive"
     assert put["strike"] == 32.5
-    assert dict(api.requests[0].url.params) == {"limit": "250"}
+    # Capped by the chain filters: expirations within 120 days (no spot given: no strikes).
+    assert dict(api.requests[0].url.params) == {
+        "limit": "250", "expiration_date.gte": "2025-06-02",
+        "expiration_date.lte": "2025-09-30"}
 
 
 def test_option_chain_with_negative_iv_is_refused():
@@ -716,7 +721,11 @@ def test_next_url_carrying_an_api_key_has_it_removed():
     (NOT_ENTITLED, NotEntitledError, False, "plan does not include"),
     (reply(200, {"status": "NOT_AUTHORIZED", "request_id": "rq",
                  "message": "Your plan doesn't include this data timeframe."}),
-     NotEntitledError, False, "doesn't include this data timeframe"),
+     HistoryLimitError, False, "doesn't include this data timeframe"),
+    (reply(403, {"status": "NOT_AUTHORIZED", "request_id": "rq",
+                 "message": "Attempted to request today's data before end of day. Please "
+                            "upgrade your plan at https://massive.com/pricing"}),
+     NotYetAvailableError, False, "before end of day"),
     (reply(404, {"status": "NOT_FOUND", "request_id": "rq", "message": "Not found"}),
      NotFoundError, False, "not found"),
     (reply(429, {"status": "ERROR", "request_id": "rq",

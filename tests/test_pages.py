@@ -226,11 +226,23 @@ def test_health_page(populated):
     assert "**Catalog**  \n✅ reachable" in facts
     assert "**API key**  \nnot set" in facts and "**State**  \noff" in facts
     assert metric(at, "Lake size").endswith("KB") or metric(at, "Lake size").endswith("MB")
-    failures = at.dataframe[0].value
+    failures = next(d.value for d in at.dataframe if "error class" in d.value.columns)
     assert set(failures["error class"]) == {"transient", "not_entitled"}
     at.button(key="test_key").click().run()
     assert not at.exception
     assert any("demo" in i.value for i in at.info)
+
+
+def test_health_lists_what_the_plan_refused_and_rechecks_it(populated):
+    data, _ = populated
+    at = open_page("pages/health.py")
+    refused = next(d.value for d in at.dataframe if "recheck_at" in d.value.columns)
+    assert refused["dataset"].tolist() == ["options_iv"] and refused["symbols"].tolist() == [1]
+    assert any("refused these datasets" in w.value for w in at.warning)
+    at.button(key="recheck").click().run()
+    assert not at.exception
+    assert Store(data).catalog.scalar(
+        "SELECT count(*) FROM symbol_status WHERE not_entitled") == 0
 
 
 # -- buttons -----------------------------------------------------------------------------------

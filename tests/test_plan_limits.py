@@ -53,14 +53,14 @@ def _store(tmp_path, **changes):
 
 def test_the_403_texts_are_told_apart(tmp_path):
     with FakeMassive(symbols=SYMS, today=MONDAY.date(), history_days=730,
-                     not_yet=MONDAY.date(), not_entitled={"/v3/snapshot"}) as fake:
-        with _provider(fake, MONDAY.date()) as p:
-            with pytest.raises(HistoryLimitError) as old:
-                p.bars("AAPL", "1d", D(2020, 1, 2), D(2020, 2, 1))
-            with pytest.raises(NotYetAvailableError):
-                p.bars("AAPL", "1d", D(2026, 11, 20), MONDAY.date())
-            with pytest.raises(NotEntitledError) as chain:
-                p.option_chain("AAPL", MONDAY.date())
+                     not_yet=MONDAY.date(), not_entitled={"/v3/snapshot"}) as fake, \
+            _provider(fake, MONDAY.date()) as p:
+        with pytest.raises(HistoryLimitError) as old:
+            p.bars("AAPL", "1d", D(2020, 1, 2), D(2020, 2, 1))
+        with pytest.raises(NotYetAvailableError):
+            p.bars("AAPL", "1d", D(2026, 11, 20), MONDAY.date())
+        with pytest.raises(NotEntitledError) as chain:
+            p.option_chain("AAPL", MONDAY.date())
     assert isinstance(old.value, NotEntitledError)  # a kind of refusal, remembered apart
     assert type(chain.value) is NotEntitledError
     assert old.value.error_class == "history_limit"
@@ -126,10 +126,10 @@ def test_todays_session_before_its_day_ends_is_due_then_fetched_after_midnight(
     assert [r["value"] for r in listed["plan_limits"]] == ["next_day"]
 
     # After midnight New York time the plan serves Monday: the follow-up refresh gets it.
-    with FakeMassive(symbols=(*SYMS, "NVDA"), today=MONDAY.date()) as fake:
-        with _provider(fake, TUESDAY_EARLY.date()) as p:
-            later = Engine(store, p, settings, clock=lambda: TUESDAY_EARLY).run(
-                RunParams(datasets=["bars"]))
+    with FakeMassive(symbols=(*SYMS, "NVDA"), today=MONDAY.date()) as fake, \
+            _provider(fake, TUESDAY_EARLY.date()) as p:
+        later = Engine(store, p, settings, clock=lambda: TUESDAY_EARLY).run(
+            RunParams(datasets=["bars"]))
     assert later.failed == 0
     held = store.lake.read("bars", level="1d").group_by("symbol").agg(pl.col("session").max())
     assert set(held["session"]) == {MONDAY.date()}
