@@ -1,0 +1,175 @@
+"""Benchmark: what a daily refresh costs in requests, and in CPU, by each path.
+
+Part 1, requests (what a user pays for). Against the loopback Massive fake with a market of
+``max(sizes) + 23`` tickers and 100-row pages, a universe of N symbols is enriched on Friday
+(a month of history), then refreshed after Monday's close twice from the same Friday store:
+universe-wide (the engine's plan: grouped daily, market-wide windows) and per symbol (the
+reference: every symbol its own requests, as before). Prints, per N, the requests each refresh
+made (option chains apart, then with them) and the time they take at 5 requests/min (the
+free plan), with the ratio.
+
+Part 2, CPU. A universe-wide refresh of N sample symbols (default 5,000) after Monday's close,
+against the per-symbol path on a copy of the same Friday store, in the same run, alternating;
+prints wall time, the machine's busy CPU time (all cores, /proc/stat: run it on a quiet
+machine) and symbols/s, medians.
+
+    PYTHONPATH=. .venv/bin/python bench/refresh.py [--sizes 50,500,5000] [--cpu 5000]
+                                                   [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from enrich.config import load_settings  # noqa: E402
+from enrich.engine import Engine, RunParams  # noqa: E402
+from enrich.providers.massive import MassiveProvider  # noqa: E402
+from enrich.providers.sample import SampleProvider  # noqa: E402
+from enrich.retry import RetryPolicy  # noqa: E402
+from enrich.store import Store  # noqa: E402
+from enrich.universe import add_symbols  # noqa: E402
+from tests.fakes.massive_server import FakeMassive, market_tickers  # noqa: E402
+
+FRIDAY = dt.datetime(2026, 11, 20, 23, 0, tzinfo=dt.UTC)
+MONDAY = dt.datetime(2026, 11, 23, 23, 0, tzinfo=dt.UTC)
+FREE_PLAN_PER_MIN = 5.0
+
+
+def _store(root: Path, name: str, symbols, years: int = 1) -> tuple[Store, object]:
+    settings = load_settings({"ENRICH_DATA_DIR": str(root / name),
+                              "ENRICH_HISTORY_YEARS": str(years),
+                              "ENRICH_MAX_CONCURRENT_SYMBOLS": "8"}, dotenv_path=None)
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [(s, "stocks", None) for s in symbols])
+    return store, settings
+
+
+def _massive(fake: FakeMassive, today: dt.date) -> MassiveProvider:
+    return MassiveProvider(httpx.Client(timeout=60), fake.api_key, fake.base_url, None,
+                           today=lambda: today, owns_client=True,
+                           retry=RetryPolicy(max_retries=3, sleep=lambda s: None))
+
+
+def _hours(requests: int) -> str:
+    minutes = requests / FREE_PLAN_PER_MIN
+    return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def requests_by_path(root: Path, sizes: list[int]) -> None:
+    market = market_tickers(max(sizes) + 23)
+    print(f"Part 1: requests of a Monday refresh, loopback fake market of {len(market)} "
+          "tickers, 100-row pages")
+    print(f"{'symbols':>8}  {'path':<14} {'requests':>9} {'+ chains':>9}  "
+          f"{'at 5/min':>10}  {'ratio':>6}")
+    for n in sizes:
+        universe = market[:n]
+        store, settings = _store(root, f"fake-{n}", universe)
+        with FakeMassive(symbols=market, today=MONDAY.date(), page_size=100,
+                         news_every=20) as fake:
+            t0 = time.perf_counter()
+            with _massive(fake, FRIDAY.date()) as p:
+                Engine(store, p, settings, clock=lambda: FRIDAY).run(
+                    RunParams(lookback_days=30))
+            seed_s = time.perf_counter() - t0
+            copy = root / f"fake-{n}-each"
+            shutil.copytree(root / f"fake-{n}", copy)
+            counts = {}
+            for label, path, data in (("universe-wide", True, root / f"fake-{n}"),
+                                      ("per symbol", False, copy)):
+                s2 = settings.with_(data_dir=data)
+                before = len(fake.requests)
+                with _massive(fake, MONDAY.date()) as p:
+                    summary = Engine(Store.from_settings(s2), p, s2,
+                                     clock=lambda: MONDAY).run(RunParams(universe_wide=path))
+                assert summary.failed == 0, summary.errors_by_class
+                seen = fake.requests[before:]
+                chains = sum(1 for r in seen if r.path.startswith("/v3/snapshot/options/"))
+                counts[label] = (len(seen) - chains, len(seen))
+            wide, each = counts["universe-wide"], counts["per symbol"]
+            for label, (bare, total) in counts.items():
+                ratio = f"{each[1] / total:5.1f}x" if label == "universe-wide" else ""
+                print(f"{n:>8}  {label:<14} {bare:>9} {total:>9}  {_hours(total):>10}  "
+                      f"{ratio:>6}")
+            print(f"{'':>8}  (Friday seed: {seed_s:.0f} s; without option chains the "
+                  f"universe-wide refresh is {bare_ratio(wide, each):.0f}x cheaper)")
+
+
+def bare_ratio(wide: tuple[int, int], each: tuple[int, int]) -> float:
+    return each[0] / max(wide[0], 1)
+
+
+def _cpu() -> float:
+    """CPU seconds the whole machine spent busy (every core; /proc/stat): a run's worker
+    processes are forked by the forkserver, not by this process, so its own rusage misses
+    them. Measure on a quiet machine."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_path(root: Path, n: int, repeat: int) -> None:
+    symbols = [f"S{i:04d}" for i in range(n)]
+    print(f"\nPart 2: CPU of a Monday refresh of {n} sample symbols (1 year held), "
+          f"median of {repeat}, alternating")
+    seed, settings = _store(root, "seed", symbols)
+    t0 = time.perf_counter()
+    Engine(seed, SampleProvider(clock=lambda: FRIDAY), settings,
+           clock=lambda: FRIDAY).run()
+    print(f"  Friday seed: {time.perf_counter() - t0:.0f} s")
+    results: dict[str, list[tuple[float, float, int]]] = {"universe-wide": [],
+                                                           "per symbol": []}
+    for i in range(repeat):
+        for label, path in (("universe-wide", True), ("per symbol", False)):
+            data = root / f"cpu-{label[:4]}-{i}"
+            shutil.copytree(root / "seed", data)
+            s2 = settings.with_(data_dir=data)
+            eng = Engine(Store.from_settings(s2), SampleProvider(clock=lambda: MONDAY), s2,
+                         clock=lambda: MONDAY)
+            c0, w0 = _cpu(), time.perf_counter()
+            summary = eng.run(RunParams(universe_wide=path))
+            wall, cpu = time.perf_counter() - w0, _cpu() - c0
+            assert summary.failed == 0 and summary.ok == n, summary.errors_by_class
+            results[label].append((wall, cpu, summary.requests))
+    for label, rows in results.items():
+        wall = statistics.median(r[0] for r in rows)
+        cpu = statistics.median(r[1] for r in rows)
+        print(f"  {label:<14} wall {wall:6.1f} s  cpu {cpu:6.1f} s  {n / wall:6.1f} symbols/s"
+              f"  requests {rows[0][2]}  (walls {', '.join(f'{r[0]:.1f}' for r in rows)})")
+    w_wide = statistics.median(r[0] for r in results["universe-wide"])
+    w_each = statistics.median(r[0] for r in results["per symbol"])
+    print(f"  universe-wide wall / per-symbol wall: {w_wide / w_each:.2f} "
+          f"(goal: universe-wide under 60 s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="50,500,5000")
+    ap.add_argument("--cpu", type=int, default=5000, help="sample symbols for part 2 (0: skip)")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
+    try:
+        sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        if sizes:
+            requests_by_path(root, sizes)
+        if args.cpu:
+            cpu_by_path(root, args.cpu, args.repeat)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
