@@ -290,3 +290,75 @@ def test_dry_run_prints_the_budget_and_the_run_makes_exactly_it(tmp_path, capsys
     row = store.catalog.query("SELECT requests, requests_planned FROM runs WHERE run_id = ?",
                               [ran["run_id"]]).row(0)
     assert row == (plan["requests"], plan["requests"])
+
+
+# ---- one pipeline: a backfill and a heatmap fill record what a run records -----------------
+
+
+def _tampered(tmp_path, name: str, drop: bool = False):
+    """AAPL enriched on Friday, then one stored October bar changed behind the provider's
+    back (a restatement to find); with ``drop``, the sessions either side deleted (a gap that
+    a heatmap fill spans)."""
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / name)}, dotenv_path=None)
+    settings = settings.with_(history_years=1)
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [("AAPL", "stocks", None)])
+    Engine(store, SampleProvider(clock=lambda: FRIDAY), settings, clock=lambda: FRIDAY).run()
+    bars = store.lake.read("bars", ["AAPL"], level="1d").sort("session")
+    october = bars.filter(pl.col("session").dt.month() == 10)
+    s1, s2, s3 = october["session"].to_list()[10:13]
+    changed = bars.filter(pl.col("session") == s2).with_columns(
+        pl.col("close") * 1.05, pl.col("high") * 1.05)
+    store.lake.upsert("bars", changed)
+    if drop:
+        keep = store.lake.read("bars", ["AAPL"], level="1d").filter(
+            ~pl.col("session").is_in([s1, s3]))
+        store.lake.replace_symbol("bars", "AAPL", keep, level="1d")
+        from enrich import quality
+
+        quality.audit(store, ["AAPL"], ["bars"])  # the heatmap sees the gap
+    return store, settings, (s1, s2, s3)
+
+
+def _recorded(store: Store, run_id: str) -> tuple[list, set]:
+    restated = store.catalog.query(
+        "SELECT symbol, dataset, session, column_name, old_value, new_value FROM restatements "
+        "WHERE run_id = ? ORDER BY session, column_name", [run_id]).rows()
+    checks = set(store.catalog.query(
+        "SELECT dataset, check_name, passed FROM quality_log WHERE run_id = ? "
+        "AND dataset = 'bars'", [run_id]).rows())
+    return restated, checks
+
+
+def test_a_backfill_and_a_heatmap_fill_record_what_a_run_records(tmp_path):
+    from enrich import coverage as cov
+    from enrich.backfill import Backfiller, BackfillRequest
+
+    # A run whose window covers the changed bar (its watermark set back before it).
+    store, settings, (s1, s2, s3) = _tampered(tmp_path, "run")
+    store.lake.write_coverage("AAPL", {**store.lake.read_coverage("AAPL"),
+                                       "bars:1d": s1 - dt.timedelta(days=1)})
+    ran = Engine(store, SampleProvider(clock=lambda: FRIDAY), settings,
+                 clock=lambda: FRIDAY).run(RunParams(datasets=["bars"]))
+    by_run = _recorded(store, ran.run_id)
+    assert [(r[2], r[3]) for r in by_run[0]] == [(s2, "close"), (s2, "high")]
+    assert by_run[1], "the run checked the bars"
+
+    store, settings, _ = _tampered(tmp_path, "backfill")
+    bf = Backfiller(store, SampleProvider(clock=lambda: FRIDAY), settings, clock=lambda: FRIDAY)
+    done = bf.run(bf.plan(BackfillRequest("bars", ("AAPL",), since=s1, until=FRIDAY.date())))
+    assert done.state == "succeeded"
+    assert _recorded(store, done.run_id) == by_run
+
+    store, settings, _ = _tampered(tmp_path, "fill", drop=True)
+    hm = cov.heatmap(store.catalog, "bars", FRIDAY, sessions=60)
+    plan = cov.plan_fill(hm, ["AAPL"], s1, s3)
+    assert plan.backfills == [(("AAPL",), s1, s3)]
+    import threading
+    finished = threading.Event()
+    (fill_run,) = cov.start_fill(plan, settings=settings.with_(now_override=FRIDAY),
+                                 store=store, on_done=lambda info: finished.set())
+    assert finished.wait(120)
+    restated, checks = _recorded(store, fill_run)
+    assert restated == by_run[0]  # s2, between the two filled sessions, was re-fetched
+    assert checks == by_run[1]
