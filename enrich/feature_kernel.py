@@ -1,10 +1,11 @@
 """The compiled loop behind ``enrich.features.compute_features``: every feature of every group.
 
-``fill(high, low, close, volume, volume_ok, starts, out, valid)`` computes the sixteen
+``fill(ts, high, low, close, volume, volume_ok, starts, out, valid)`` computes the sixteen
 ``FEATURE_COLUMNS`` (in that order, the definitions are in ``enrich.features``) for bars
-already sorted by (symbol, timeframe, ts), whose groups are the row ranges
+sorted by (symbol, timeframe, ts), whose groups are the row ranges
 ``starts[g] .. starts[g + 1] - 1``. It writes ``out[f, row]`` (NaN where null) and
-``valid[f, row]`` (False where null) and allocates nothing but its scratch space.
+``valid[f, row]`` (False where null) and returns 0; or, if some ``ts`` (integer ticks) does
+not increase within its group, returns how many and computes nothing.
 
 Each group is computed alone, from its own first row, in a fixed order of operations: the
 numbers of a group never depend on the other groups or on where the group sits in the frame
@@ -48,15 +49,21 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @_jit
-def fill(high, low, close, volume, volume_ok, starts, out, valid):
-    longest = 0
+def fill(ts, high, low, close, volume, volume_ok, starts, out, valid):
+    longest = disorder = 0
     for g in range(starts.size - 1):
         longest = max(longest, starts[g + 1] - starts[g])
+        for k in range(starts[g] + 1, starts[g + 1]):
+            if ts[k] <= ts[k - 1]:
+                disorder += 1
+    if disorder:
+        return disorder
     log_return = np.empty(longest)
     for g in range(starts.size - 1):
         a, b = starts[g], starts[g + 1]
         _group(high[a:b], low[a:b], close[a:b], volume[a:b], volume_ok[a:b], out, valid, a,
                log_return)
+    return 0
 
 
 @_jit
@@ -241,7 +248,8 @@ def _long_windows(h, lo, c, ma50, ma200, high_dist, low_dist):
     c - r over the block's rows up to k (the head), and ``tail[i]`` the sum of c - r from row i
     of the previous block to its end; the extremes keep the head's and the tails' max / min.
     """
-    tail_50, tail_200, tail_high, tail_low = np.empty(50), np.empty(200), np.empty(252), np.empty(252)
+    tail_50, tail_200 = np.empty(50), np.empty(200)
+    tail_high, tail_low = np.empty(252), np.empty(252)
     i50, i200, i252 = 49, 199, 251  # the row's position in its block of 50, 200, 252 rows
     r50 = s50 = r200 = s200 = 0.0
     top, bottom = -np.inf, np.inf

@@ -64,6 +64,11 @@ IEEE double: a zero price gives an infinite log return or distance, as the formu
 
 from __future__ import annotations
 
+import functools
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -83,6 +88,7 @@ _DTYPES: dict[str, pl.DataType] = {
     **{c: pl.Float64() for c in (*_PRICES, "volume")},
 }
 _GID = "_group"
+_ROWS_PER_THREAD = 100_000  # below this, one thread: starting threads would cost more
 
 TRADING_DAYS_PER_YEAR = 252  # the annualisation of volatility_20d (in the compiled kernel)
 
@@ -98,51 +104,91 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     if frame.height == 0:
         return FEATURES.empty()
     if _one_group(frame):
-        frame = _sorted_one_group(frame)
+        # The usual case, one lake file: already in ts order, which the kernel checks.
+        features = _features(frame, np.array([0, frame.height]))
+        if features is not None:
+            return features
+        frame = frame.sort("ts")
+        _refuse_repeats(frame.height - frame.get_column("ts").n_unique())
         starts = np.array([0, frame.height])
     else:
         frame = _sorted_with_group_id(frame)
         starts = _group_starts(frame.get_column(_GID).to_numpy())
-    return _features(frame, starts)
+    features = _features(frame, starts)
+    assert features is not None  # sorted, without repeats
+    return features
 
 
 def _conformed(bars: pl.DataFrame) -> pl.DataFrame:
     """``bars`` if the columns features need have FEATURES' types, else those columns cast."""
-    missing = [c for c in _NEEDED if c not in bars.columns]
+    dtypes = dict(zip(bars.columns, bars.dtypes, strict=True))
+    missing = [c for c in _NEEDED if c not in dtypes]
     if missing:
         raise ValidationError(f"features: bars lack columns {missing}", causes=missing)
-    if all(bars.get_column(c).dtype == t for c, t in _DTYPES.items()):
+    if all(dtypes[c] == t for c, t in _DTYPES.items()):
         return bars
     return bars.select(pl.col(c).cast(t) for c, t in _DTYPES.items())
 
 
-def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame:
-    """``frame``'s keys and the features of its groups ``starts[g] .. starts[g + 1] - 1``."""
-    from enrich import feature_kernel  # numba loads (~0.6 s) on the first computation only
-
+def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
+    """``frame``'s keys and the features of its groups ``starts[g] .. starts[g + 1] - 1``;
+    None if ``ts`` does not increase within a group."""
     n = frame.height
     volume = frame.get_column("volume")
-    inputs = [frame.get_column(c).to_numpy() for c in _PRICES]
+    inputs = [frame.get_column("ts").to_numpy().view(np.int64)]
+    inputs += [frame.get_column(c).to_numpy() for c in _PRICES]
     inputs.append(volume.to_numpy())  # nulls become NaN
     inputs.append(
         volume.is_not_null().to_numpy() if volume.null_count() else np.ones(n, dtype=np.bool_)
     )
-    inputs.append(starts.astype(np.int64))
+    inputs.append(np.array(starts, dtype=np.int64))
     for array in inputs:  # one compiled signature, whatever polars handed out
         array.setflags(write=False)
     values = np.empty((len(FEATURE_COLUMNS), n))
     valid = np.empty((len(FEATURE_COLUMNS), n), dtype=np.bool_)
-    feature_kernel.fill(*inputs, values, valid)
+    if _fill(*inputs, values, valid):
+        return None
     # One Arrow array holds every column (one validity bitmap, no copy); each column is a
     # zero-copy slice of it.
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    flat = pl.Series(pa.Array.from_buffers(pa.float64(), values.size, [bitmap, pa.py_buffer(values)]))
-    keys = pl.DataFrame([frame.get_column(c) for c in _KEYS])
-    return keys.hstack([flat.slice(i * n, n).alias(c) for i, c in enumerate(FEATURE_COLUMNS)])
+    buffers = [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(values)]
+    flat = pl.Series(pa.Array.from_buffers(pa.float64(), values.size, buffers))
+    symbol, *keys = (frame.get_column(c) for c in _KEYS)
+    return symbol.to_frame().hstack(
+        [*keys, *(flat.slice(i * n, n).alias(c) for i, c in enumerate(FEATURE_COLUMNS))]
+    )
+
+
+def _fill(*arrays: np.ndarray) -> int:
+    """``feature_kernel.fill`` on ``arrays``; a large frame's groups on polars' threads.
+
+    The kernel releases the GIL, and each group's numbers are its own whichever thread
+    computes them, so splitting the groups changes the speed only, never a bit.
+    """
+    fill = _kernel().fill
+    *inputs, starts, values, valid = arrays
+    rows = values.shape[1]
+    tasks = min(pl.thread_pool_size(), rows // _ROWS_PER_THREAD, starts.size - 1)
+    if tasks <= 1:
+        return fill(*inputs, starts, values, valid)
+    # Contiguous runs of groups with about as many rows each.
+    cuts = np.unique(np.searchsorted(starts, np.linspace(0, rows, 4 * tasks + 1)))
+    runs = [starts[a : b + 1] for a, b in itertools.pairwise(cuts) if b > a]
+    with ThreadPoolExecutor(tasks) as pool:
+        return sum(pool.map(lambda run: fill(*inputs, run, values, valid), runs))
+
+
+@functools.cache
+def _kernel() -> ModuleType:
+    """``enrich.feature_kernel``, imported on the first computation: loading numba and the
+    compiled kernel takes ~1 s, which a process that computes no features need not pay."""
+    from enrich import feature_kernel
+
+    return feature_kernel
 
 
 def _check(frame: pl.DataFrame) -> None:
-    nulls = {c: n for c in _NON_NULL if (n := frame.get_column(c).null_count())}
+    counts = dict(zip(frame.columns, frame.null_count().row(0), strict=True))
+    nulls = {c: counts[c] for c in _NON_NULL if counts[c]}
     if nulls:
         causes = [f"{n} null {c}" for c, n in nulls.items()]
         raise ValidationError(
@@ -161,20 +207,6 @@ def _one_group(frame: pl.DataFrame) -> bool:
         if keys[0] != keys[-1] or not keys.is_sorted():
             return False
     return True
-
-
-def _sorted_one_group(frame: pl.DataFrame) -> pl.DataFrame:
-    """A one-group ``frame`` in ``ts`` order; raises ``ValidationError`` if a ``ts`` repeats."""
-    if not _increasing(frame.get_column("ts")):
-        frame = frame.sort("ts")
-        _refuse_repeats(frame.height - frame.get_column("ts").n_unique())
-    return frame
-
-
-def _increasing(ts: pl.Series) -> bool:
-    """Whether ``ts`` strictly increases (sorted, no repeats)."""
-    ticks = ts.to_numpy().view(np.int64)
-    return bool((ticks[1:] > ticks[:-1]).all())
 
 
 def _sorted_with_group_id(frame: pl.DataFrame) -> pl.DataFrame:
