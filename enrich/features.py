@@ -76,7 +76,7 @@ import pyarrow as pa
 from enrich.errors import ValidationError
 from enrich.schemas import FEATURE_COLUMNS, FEATURES
 
-__all__ = ["compute_features"]
+__all__ = ["compute_features", "load_kernel"]
 
 _ORDER: list[str] = ["symbol", "timeframe", "ts"]
 _KEYS: list[str] = [*_ORDER, "session"]
@@ -88,7 +88,7 @@ _DTYPES: dict[str, pl.DataType] = {
     **{c: pl.Float64() for c in (*_PRICES, "volume")},
 }
 _GID = "_group"
-_ROWS_PER_THREAD = 100_000  # below this, one thread: starting threads would cost more
+_ROWS_PER_RUN = 100_000  # the rows computed at once, see _features
 
 TRADING_DAYS_PER_YEAR = 252  # the annualisation of volatility_20d (in the compiled kernel)
 
@@ -132,49 +132,87 @@ def _conformed(bars: pl.DataFrame) -> pl.DataFrame:
 
 def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
     """``frame``'s keys and the features of its groups ``starts[g] .. starts[g + 1] - 1``;
-    None if ``ts`` does not increase within a group."""
-    n = frame.height
+    None if ``ts`` does not increase within a group.
+
+    A large frame is computed in runs of whole groups, on polars' threads: the kernel
+    releases the GIL, and each group's numbers are its own whichever run computes them, so
+    runs change the speed, never a bit. Each run has buffers of its own of at most
+    ~15 MB, which the allocator reuses from one call to the next (one buffer for a whole
+    universe would be fresh memory, page-faulted in, on every call); the feature columns of
+    such a frame are in as many chunks as there were runs.
+    """
     volume = frame.get_column("volume")
     inputs = [frame.get_column("ts").to_numpy().view(np.int64)]
     inputs += [frame.get_column(c).to_numpy() for c in _PRICES]
     inputs.append(volume.to_numpy())  # nulls become NaN
     inputs.append(
-        volume.is_not_null().to_numpy() if volume.null_count() else np.ones(n, dtype=np.bool_)
+        volume.is_not_null().to_numpy()
+        if volume.null_count()
+        else np.ones(frame.height, dtype=np.bool_)
     )
-    inputs.append(np.array(starts, dtype=np.int64))
-    for array in inputs:  # one compiled signature, whatever polars handed out
-        array.setflags(write=False)
-    values = np.empty((len(FEATURE_COLUMNS), n))
-    valid = np.empty((len(FEATURE_COLUMNS), n), dtype=np.bool_)
-    if _fill(*inputs, values, valid):
+    runs = _runs(np.array(starts, dtype=np.int64))
+    threads = min(pl.thread_pool_size(), len(runs))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(lambda run: _run(inputs, run), runs))
+    else:
+        parts = [_run(inputs, run) for run in runs]
+    if any(part is None for part in parts):
         return None
-    # One Arrow array holds every column (one validity bitmap, no copy); each column is a
-    # zero-copy slice of it.
-    buffers = [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(values)]
-    flat = pl.Series(pa.Array.from_buffers(pa.float64(), values.size, buffers))
+    features: list[list[pl.Series]] = [[] for _ in FEATURE_COLUMNS]
+    for values, valid in parts:  # type: ignore[misc]
+        # One Arrow array holds a run's columns (one validity bitmap, no copy); each column
+        # is a zero-copy slice of it.
+        n = values.shape[1]
+        buffers = [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(values)]
+        flat = pl.Series(pa.Array.from_buffers(pa.float64(), values.size, buffers))
+        for i, chunks in enumerate(features):
+            chunks.append(flat.slice(i * n, n))
     symbol, *keys = (frame.get_column(c) for c in _KEYS)
-    return symbol.to_frame().hstack(
-        [*keys, *(flat.slice(i * n, n).alias(c) for i, c in enumerate(FEATURE_COLUMNS))]
-    )
+    return symbol.to_frame().hstack([
+        *keys,
+        *(
+            (chunks[0] if len(chunks) == 1 else pl.concat(chunks, rechunk=False)).alias(name)
+            for name, chunks in zip(FEATURE_COLUMNS, features, strict=True)
+        ),
+    ])
 
 
-def _fill(*arrays: np.ndarray) -> int:
-    """``feature_kernel.fill`` on ``arrays``; a large frame's groups on polars' threads.
+def _runs(starts: np.ndarray) -> list[np.ndarray]:
+    """``starts`` cut into runs of whole groups of at most ``_ROWS_PER_RUN`` rows (or one
+    group), each the starts of its groups and the row after its last."""
+    cuts, group, groups = [0], 0, starts.size - 1
+    while group < groups:
+        last = int(np.searchsorted(starts, starts[group] + _ROWS_PER_RUN, side="right")) - 1
+        group = min(max(last, group + 1), groups)
+        cuts.append(group)
+    return [starts[a : b + 1] for a, b in itertools.pairwise(cuts)]
 
-    The kernel releases the GIL, and each group's numbers are its own whichever thread
-    computes them, so splitting the groups changes the speed only, never a bit.
+
+def _run(inputs: list[np.ndarray], starts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The features of the groups of one run: values and validity, ``(16, rows)`` each."""
+    for array in inputs:  # one compiled signature, whatever the caller handed over
+        array.setflags(write=False)
+    first, end = starts[0], starts[-1]
+    local = starts - first
+    local.setflags(write=False)
+    values = np.empty((len(FEATURE_COLUMNS), end - first))
+    valid = np.empty((len(FEATURE_COLUMNS), end - first), dtype=np.bool_)
+    if _kernel().fill(*(a[first:end] for a in inputs), local, values, valid):
+        return None
+    return values, valid
+
+
+def load_kernel() -> None:
+    """Load the compiled kernel now rather than on the first computation (~1 s: numba, then
+    the machine code from numba's cache next to the module, compiled there on first use).
+
+    For a process that forks workers: they inherit it loaded (``enrich.worker_boot``).
     """
-    fill = _kernel().fill
-    *inputs, starts, values, valid = arrays
-    rows = values.shape[1]
-    tasks = min(pl.thread_pool_size(), rows // _ROWS_PER_THREAD, starts.size - 1)
-    if tasks <= 1:
-        return fill(*inputs, starts, values, valid)
-    # Contiguous runs of groups with about as many rows each.
-    cuts = np.unique(np.searchsorted(starts, np.linspace(0, rows, 4 * tasks + 1)))
-    runs = [starts[a : b + 1] for a, b in itertools.pairwise(cuts) if b > a]
-    with ThreadPoolExecutor(tasks) as pool:
-        return sum(pool.map(lambda run: fill(*inputs, run, values, valid), runs))
+    ticks = np.zeros(1, dtype=np.int64)
+    prices = np.ones(1)
+    inputs = [ticks, prices, prices, prices, prices, np.ones(1, dtype=np.bool_)]
+    _run(inputs, np.array([0, 1], dtype=np.int64))
 
 
 @functools.cache
