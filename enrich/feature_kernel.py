@@ -40,7 +40,8 @@ FIRST_ROW = np.array([1, 19, 49, 199, 20, 11, 25, 25, 33, 14, 13, 19, 19, 19, 25
  BB_UPPER, BB_LOWER, VOLUME_Z20, HIGH_52W_DIST, LOW_52W_DIST) = range(16)
 N_FEATURES = 16
 
-SQRT_252 = math.sqrt(252)
+TRADING_DAYS_PER_YEAR = 252  # volatility_20d's annualisation
+SQRT_252 = math.sqrt(TRADING_DAYS_PER_YEAR)
 A12, A26, A9, A14 = 2 / 13, 2 / 27, 2 / 10, 1 / 14
 INV_19, INV_20, INV_50, INV_200 = 1 / 19, 1 / 20, 1 / 50, 1 / 200
 B12, B26, B9, B14 = 1 - A12, 1 - A26, 1 - A9, 1 - A14

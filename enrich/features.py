@@ -90,7 +90,6 @@ _DTYPES: dict[str, pl.DataType] = {
 _GID = "_group"
 _ROWS_PER_RUN = 100_000  # the rows computed at once, see _features
 
-TRADING_DAYS_PER_YEAR = 252  # the annualisation of volatility_20d (in the compiled kernel)
 
 
 def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
