@@ -150,8 +150,7 @@ def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
         else np.ones(frame.height, dtype=np.bool_)
     )
     runs = _runs(np.array(starts, dtype=np.int64))
-    threads = min(pl.thread_pool_size(), len(runs))
-    if threads > 1:
+    if len(runs) > 1 and (threads := min(pl.thread_pool_size(), len(runs))) > 1:
         with ThreadPoolExecutor(threads) as pool:
             parts = list(pool.map(lambda run: _run(inputs, run), runs))
     else:
@@ -159,7 +158,7 @@ def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
     if any(part is None for part in parts):
         return None
     features: list[list[pl.Series]] = [[] for _ in FEATURE_COLUMNS]
-    for values, valid in parts:  # type: ignore[misc]
+    for values, valid in parts:
         # One Arrow array holds a run's columns (one validity bitmap, no copy); each column
         # is a zero-copy slice of it.
         n = values.shape[1]
@@ -180,6 +179,8 @@ def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
 def _runs(starts: np.ndarray) -> list[np.ndarray]:
     """``starts`` cut into runs of whole groups of at most ``_ROWS_PER_RUN`` rows (or one
     group), each the starts of its groups and the row after its last."""
+    if starts[-1] <= _ROWS_PER_RUN:
+        return [starts]
     cuts, group, groups = [0], 0, starts.size - 1
     while group < groups:
         last = int(np.searchsorted(starts, starts[group] + _ROWS_PER_RUN, side="right")) - 1
