@@ -14,9 +14,11 @@ the same input always gives the same bits. Arithmetic is IEEE (numpy's error mod
 inf or NaN, never an exception).
 
 Why a compiled loop: the features are seven recursions (EMAs, Wilder averages) and nine
-windows, about a hundred floating-point operations per bar, which one pass computes in ~0.1 µs
-a bar. Array libraries need a pass (and a temporary) per operation and a call per recursion;
-polars needs a query, whose fixed cost (~0.1 ms) is as much as the whole of one symbol here.
+windows, about a hundred floating-point operations per bar, which one pass computes in ~40 ns
+a bar (~0.1 ms for 2,520 bars). Array libraries need a pass (and a temporary) per operation
+and a call per recursion; polars needs a query, whose fixed cost (~0.1 ms) is as much as the
+whole of one symbol here. The recursions are written as the definitions are
+(``e = alpha * x + (1 - alpha) * e``), a window's mean as ``r + sum * (1 / n)``.
 
 Windows (sums and extremes over the last n rows) use the van Herk/Gil-Werman split: the group
 is cut into blocks of n rows from its first row, and a window ending at row k is the tail of
@@ -34,11 +36,23 @@ import math
 import numba
 import numpy as np
 
-# Rows (0-based, in the group) before which each feature is null, in FEATURE_COLUMNS order.
-FIRST_ROW = np.array([1, 19, 49, 199, 20, 11, 25, 25, 33, 14, 13, 19, 19, 19, 251, 251])
+from enrich.schemas import FEATURE_COLUMNS
+
+# Each feature's row of ``out`` (its place in FEATURE_COLUMNS), and the row of a group before
+# which it is null.
 (LOG_RETURN, MA20, MA50, MA200, VOLATILITY_20D, EMA12, EMA26, MACD, MACD_SIGNAL, RSI14, ATR14,
- BB_UPPER, BB_LOWER, VOLUME_Z20, HIGH_52W_DIST, LOW_52W_DIST) = range(16)
-N_FEATURES = 16
+ BB_UPPER, BB_LOWER, VOLUME_Z20, HIGH_52W_DIST, LOW_52W_DIST) = (
+    FEATURE_COLUMNS.index(name) for name in (
+        "log_return", "ma20", "ma50", "ma200", "volatility_20d", "ema12", "ema26", "macd",
+        "macd_signal", "rsi14", "atr14", "bb_upper", "bb_lower", "volume_z20", "high_52w_dist",
+        "low_52w_dist",
+    )
+)
+N_FEATURES = len(FEATURE_COLUMNS)
+_FIRST = {LOG_RETURN: 1, MA20: 19, MA50: 49, MA200: 199, VOLATILITY_20D: 20, EMA12: 11,
+          EMA26: 25, MACD: 25, MACD_SIGNAL: 33, RSI14: 14, ATR14: 13, BB_UPPER: 19, BB_LOWER: 19,
+          VOLUME_Z20: 19, HIGH_52W_DIST: 251, LOW_52W_DIST: 251}
+FIRST_ROW = np.array([_FIRST[f] for f in range(N_FEATURES)])
 
 TRADING_DAYS_PER_YEAR = 252  # volatility_20d's annualisation
 SQRT_252 = math.sqrt(TRADING_DAYS_PER_YEAR)

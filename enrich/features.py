@@ -91,7 +91,6 @@ _GID = "_group"
 _ROWS_PER_RUN = 100_000  # the rows computed at once, see _features
 
 
-
 def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     """Return the FEATURES frame for ``bars`` (see the module docstring for every column).
 
@@ -248,10 +247,10 @@ def _one_group(frame: pl.DataFrame) -> bool:
 
 
 def _sorted_with_group_id(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` in (symbol, timeframe, ts) order, with an integer id per (symbol, timeframe).
+    """``frame`` in (symbol, timeframe, ts) order, with an integer id per (symbol, timeframe)
+    (its runs are the kernel's groups).
 
-    Windows over a sorted integer key are several times faster than over the two string
-    columns. Input that is already in order (the usual case: one lake file per symbol) is not
+    Input that is already in order (the usual case: one lake file per symbol) is not
     re-sorted. Raises ``ValidationError`` if a (symbol, timeframe, ts) key repeats.
     """
     group_id = pl.struct("symbol", "timeframe").rle_id().alias(_GID)
