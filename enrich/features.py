@@ -65,197 +65,167 @@ IEEE double: a zero price gives an infinite log return or distance, as the formu
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from enrich.errors import ValidationError
-from enrich.schemas import FEATURES
+from enrich.schemas import FEATURE_COLUMNS, FEATURES
 
-__all__ = ["compute_features"]
+__all__ = ["compute_features", "load_kernel"]
 
 _ORDER: list[str] = ["symbol", "timeframe", "ts"]
-_KEYS: tuple[str, ...] = (*_ORDER, "session")
-_NEEDED: tuple[str, ...] = (*_KEYS, "high", "low", "close", "volume")
-_NON_NULL: tuple[str, ...] = (*_ORDER, "high", "low", "close")
-
-_GID = "_group"  # helper columns start with "_" and are dropped by the final select
-_ROW = "_row"
-
-TRADING_DAYS_PER_YEAR = 252
-
-# The steps run as one lazy query (one collect, not one per step) with only the optimisation
-# an eager ``select`` makes, expression simplification, and on the in-memory engine: the same
-# kernels on whole columns, so the same numbers as eager steps. (The default engine may split
-# columns into morsels, which changed the last bits of rolling means.)
-_OPTIMIZATIONS = pl.QueryOptFlags.none(simplify_expression=True)
+_KEYS: list[str] = [*_ORDER, "session"]
+_PRICES: tuple[str, ...] = ("high", "low", "close")
+_NEEDED: tuple[str, ...] = (*_KEYS, *_PRICES, "volume")
+_NON_NULL: tuple[str, ...] = (*_ORDER, *_PRICES)
+_DTYPES: dict[str, pl.DataType] = {
+    **{c: FEATURES.schema[c] for c in _KEYS},
+    **{c: pl.Float64() for c in (*_PRICES, "volume")},
+}
+_GID = "_group"
+_ROWS_PER_RUN = 100_000  # the rows computed at once, see _features
 
 
 def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
-    """Return the FEATURES frame for ``bars`` (see the module docstring for every column)."""
-    missing = [c for c in _NEEDED if c not in bars.columns]
-    if missing:
-        raise ValidationError(f"features: bars lack columns {missing}", causes=missing)
-    frame = bars.select(
-        pl.col("symbol").cast(pl.String),
-        pl.col("timeframe").cast(pl.String),
-        pl.col("ts").cast(FEATURES.schema["ts"]),
-        pl.col("session").cast(pl.Date),
-        *(pl.col(c).cast(pl.Float64) for c in ("high", "low", "close", "volume")),
-    )
+    """Return the FEATURES frame for ``bars`` (see the module docstring for every column).
+
+    The numbers come from one compiled pass per (symbol, timeframe) group
+    (``enrich.feature_kernel``); polars only checks, orders and frames them.
+    """
+    frame = _conformed(bars)
     _check(frame)
     if frame.height == 0:
         return FEATURES.empty()
-    grouped = not _one_group(frame)
-    frame = _sorted_with_group_id(frame) if grouped else _sorted_one_group(frame)
+    if _one_group(frame):
+        # The usual case, one lake file: already in ts order, which the kernel checks.
+        features = _features(frame, np.array([0, frame.height]))
+        if features is not None:
+            return features
+        frame = frame.sort("ts")
+        _refuse_repeats(frame.height - frame.get_column("ts").n_unique())
+        starts = np.array([0, frame.height])
+    else:
+        frame = _sorted_with_group_id(frame)
+        starts = _group_starts(frame.get_column(_GID).to_numpy())
+    features = _features(frame, starts)
+    assert features is not None  # sorted, without repeats
+    return features
 
-    query = frame.lazy()
-    for step in _steps(grouped):
-        query = query.select(step)
-    return query.collect(engine="in-memory", optimizations=_OPTIMIZATIONS)
+
+def _conformed(bars: pl.DataFrame) -> pl.DataFrame:
+    """``bars`` if the columns features need have FEATURES' types, else those columns cast."""
+    dtypes = dict(zip(bars.columns, bars.dtypes, strict=True))
+    missing = [c for c in _NEEDED if c not in dtypes]
+    if missing:
+        raise ValidationError(f"features: bars lack columns {missing}", causes=missing)
+    if all(dtypes[c] == t for c, t in _DTYPES.items()):
+        return bars
+    return bars.select(pl.col(c).cast(t) for c, t in _DTYPES.items())
+
+
+def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
+    """``frame``'s keys and the features of its groups ``starts[g] .. starts[g + 1] - 1``;
+    None if ``ts`` does not increase within a group.
+
+    A large frame is computed in runs of whole groups, on polars' threads: the kernel
+    releases the GIL, and each group's numbers are its own whichever run computes them, so
+    runs change the speed, never a bit. Each run has buffers of its own of at most
+    ~15 MB, which the allocator reuses from one call to the next (one buffer for a whole
+    universe would be fresh memory, page-faulted in, on every call); the feature columns of
+    such a frame are in as many chunks as there were runs.
+    """
+    volume = frame.get_column("volume")
+    inputs = [frame.get_column("ts").to_numpy().view(np.int64)]
+    inputs += [frame.get_column(c).to_numpy() for c in _PRICES]
+    inputs.append(volume.to_numpy())  # nulls become NaN
+    inputs.append(
+        volume.is_not_null().to_numpy()
+        if volume.null_count()
+        else np.ones(frame.height, dtype=np.bool_)
+    )
+    runs = _runs(np.array(starts, dtype=np.int64))
+    if len(runs) > 1 and (threads := min(pl.thread_pool_size(), len(runs))) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(lambda run: _run(inputs, run), runs))
+    else:
+        parts = [_run(inputs, run) for run in runs]
+    if any(part is None for part in parts):
+        return None
+    features: list[list[pl.Series]] = [[] for _ in FEATURE_COLUMNS]
+    for values, valid in parts:
+        # One Arrow array holds a run's columns (one validity bitmap, no copy); each column
+        # is a zero-copy slice of it.
+        n = values.shape[1]
+        buffers = [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(values)]
+        flat = pl.Series(pa.Array.from_buffers(pa.float64(), values.size, buffers))
+        for i, chunks in enumerate(features):
+            chunks.append(flat.slice(i * n, n))
+    symbol, *keys = (frame.get_column(c) for c in _KEYS)
+    return symbol.to_frame().hstack([
+        *keys,
+        *(
+            (chunks[0] if len(chunks) == 1 else pl.concat(chunks, rechunk=False)).alias(name)
+            for name, chunks in zip(FEATURE_COLUMNS, features, strict=True)
+        ),
+    ])
+
+
+def _runs(starts: np.ndarray) -> list[np.ndarray]:
+    """``starts`` cut into runs of whole groups of at most ``_ROWS_PER_RUN`` rows (or one
+    group), each the starts of its groups and the row after its last."""
+    if starts[-1] <= _ROWS_PER_RUN:
+        return [starts]
+    cuts, group, groups = [0], 0, starts.size - 1
+    while group < groups:
+        last = int(np.searchsorted(starts, starts[group] + _ROWS_PER_RUN, side="right")) - 1
+        group = min(max(last, group + 1), groups)
+        cuts.append(group)
+    return [starts[a : b + 1] for a, b in itertools.pairwise(cuts)]
+
+
+def _run(inputs: list[np.ndarray], starts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The features of the groups of one run: values and validity, ``(16, rows)`` each."""
+    for array in inputs:  # one compiled signature, whatever the caller handed over
+        array.setflags(write=False)
+    first, end = starts[0], starts[-1]
+    local = starts - first
+    local.setflags(write=False)
+    values = np.empty((len(FEATURE_COLUMNS), end - first))
+    valid = np.empty((len(FEATURE_COLUMNS), end - first), dtype=np.bool_)
+    if _kernel().fill(*(a[first:end] for a in inputs), local, values, valid):
+        return None
+    return values, valid
+
+
+def load_kernel() -> None:
+    """Load the compiled kernel now rather than on the first computation (~1 s: numba, then
+    the machine code from numba's cache next to the module, compiled there on first use).
+
+    For a process that forks workers: they inherit it loaded (``enrich.worker_boot``).
+    """
+    ticks = np.zeros(1, dtype=np.int64)
+    prices = np.ones(1)
+    inputs = [ticks, prices, prices, prices, prices, np.ones(1, dtype=np.bool_)]
+    _run(inputs, np.array([0, 1], dtype=np.int64))
 
 
 @functools.cache
-def _steps(grouped: bool) -> tuple[tuple[pl.Expr, ...], ...]:
-    """The selects that add the features and their helpers, the last one FEATURES' columns.
+def _kernel() -> ModuleType:
+    """``enrich.feature_kernel``, imported on the first computation: loading numba and the
+    compiled kernel takes ~1 s, which a process that computes no features need not pay."""
+    from enrich import feature_kernel
 
-    polars evaluates the expressions of one select in parallel, so the steps are as few and as
-    wide as the dependencies allow. With several (symbol, timeframe) groups, ``per_group``
-    runs an operation per group (``.over``); with one group (the engine's per-symbol call) it
-    runs on the whole column: the same numbers without the window machinery. Built once per
-    case, since building the expressions costs about as much as running them on one symbol.
-    """
-    close, high, low, volume = pl.col("close"), pl.col("high"), pl.col("low"), pl.col("volume")
-    prev_close, row = pl.col("_prev_close"), pl.col(_ROW)
-    change = close - prev_close
-    changes = pl.col("_volume_changes")
-    ema12, ema26 = pl.col("ema12"), pl.col("ema26")
-    ma20, std0 = pl.col("ma20"), pl.col("_close_std0")
-
-    def per_group(expr: pl.Expr) -> pl.Expr:
-        return expr.over(_GID) if grouped else expr
-
-    def seed_input(x: pl.Expr, n: int, *, first_row: int) -> pl.Expr:
-        return _seed_input(x, n, first_row=first_row, per_group=per_group)
-
-    def ema(seeded: pl.Expr, *, alpha: float) -> pl.Expr:
-        return per_group(seeded.ewm_mean(alpha=alpha, adjust=False))
-
-    steps: list[tuple[dict[str, pl.Expr], list[str]]] = [
-        ({_ROW: per_group(pl.int_range(pl.len())), "_prev_close": per_group(close.shift(1))}, []),
-        (
-            {
-                "log_return": (close / prev_close).log(),
-                "_gain": change.clip(lower_bound=0.0),
-                "_loss": (-change).clip(lower_bound=0.0),
-                # max(h - l, |h - c[-1]|, |l - c[-1]|) == max(h, c[-1]) - min(l, c[-1]), with
-                # the same rounding; the horizontal max/min skip row 0's null c[-1], leaving
-                # h - l.
-                "_true_range": (
-                    pl.max_horizontal(high, prev_close) - pl.min_horizontal(low, prev_close)
-                ),
-                # Running count of volume changes: the 20 volumes ending at row k are all equal
-                # exactly when the count has not moved since row k - 19 (an exact std == 0
-                # test).
-                "_volume_changes": (volume != volume.shift(1)).fill_null(True).cum_sum(),
-            },
-            ["_prev_close"],
-        ),
-        (
-            {
-                "_ema12_in": seed_input(close, 12, first_row=0),
-                "_ema26_in": seed_input(close, 26, first_row=0),
-                "_gain_in": seed_input(pl.col("_gain"), 14, first_row=1),
-                "_loss_in": seed_input(pl.col("_loss"), 14, first_row=1),
-                "_true_range_in": seed_input(pl.col("_true_range"), 14, first_row=0),
-            },
-            ["_gain", "_loss", "_true_range"],
-        ),
-        (
-            {
-                "ema12": ema(pl.col("_ema12_in"), alpha=2 / 13),
-                "ema26": ema(pl.col("_ema26_in"), alpha=2 / 27),
-                "_avg_gain": ema(pl.col("_gain_in"), alpha=1 / 14),
-                "_avg_loss": ema(pl.col("_loss_in"), alpha=1 / 14),
-                "atr14": ema(pl.col("_true_range_in"), alpha=1 / 14),
-                "ma20": per_group(close.rolling_mean(20)),
-                "ma50": per_group(close.rolling_mean(50)),
-                "ma200": per_group(close.rolling_mean(200)),
-                "_close_std0": per_group(close.rolling_std(20, ddof=0)),
-                # Row 0's null log return never falls in a window that is kept (rows >= 20);
-                # filling it lets the rolling kernel take its faster no-null path.
-                "_return_std1": per_group(pl.col("log_return").fill_null(0.0).rolling_std(20)),
-                "_volume_mean": per_group(volume.rolling_mean(20)),
-                "_volume_std1": per_group(volume.rolling_std(20, ddof=1)),
-                # Only read where row >= 19, so the shifted count is from the same group.
-                "_volume_flat": changes == changes.shift(19),
-                # A maximum is exact whatever else the window held, so these two run over the
-                # whole column (cheaper than per group); rows before 251 are masked below.
-                "_high_252": high.rolling_max(252),
-                "_low_252": low.rolling_min(252),
-            },
-            ["_ema12_in", "_ema26_in", "_gain_in", "_loss_in", "_true_range_in"]
-            + ["_volume_changes", "high", "low"],
-        ),
-        (
-            {
-                "macd": ema12 - ema26,
-                "_macd_in": seed_input(ema12 - ema26, 9, first_row=25),
-                "rsi14": _rsi(pl.col("_avg_gain"), pl.col("_avg_loss")),
-                "bb_upper": ma20 + 2 * std0,
-                "bb_lower": ma20 - 2 * std0,
-                "volatility_20d": pl.when(row >= 20).then(
-                    pl.col("_return_std1") * math.sqrt(TRADING_DAYS_PER_YEAR)
-                ),
-            },
-            ["_avg_gain", "_avg_loss", "_close_std0", "_return_std1"],
-        ),
-    ]
-    last = {
-        "macd_signal": ema(pl.col("_macd_in"), alpha=2 / 10),
-        "volume_z20": pl.when(~pl.col("_volume_flat")).then(
-            (volume - pl.col("_volume_mean")) / pl.col("_volume_std1")
-        ),
-        "high_52w_dist": pl.when(row >= 251).then(close / pl.col("_high_252") - 1),
-        "low_52w_dist": pl.when(row >= 251).then(close / pl.col("_low_252") - 1),
-    }
-    outputs = tuple(
-        last[name].alias(name) if name in last else pl.col(name) for name in FEATURES.columns
-    )
-    return (*(_step(new, drop) for new, drop in steps), outputs)
-
-
-def _step(new: dict[str, pl.Expr], drop: list[str]) -> tuple[pl.Expr, ...]:
-    """Keep every column but ``drop`` (helpers nothing later reads; ``new`` may) and add ``new``."""
-    kept = pl.all().exclude(drop) if drop else pl.all()
-    return (kept, *(expr.alias(name) for name, expr in new.items()))
-
-
-def _seed_input(
-    x: pl.Expr, n: int, *, first_row: int, per_group: Callable[[pl.Expr], pl.Expr]
-) -> pl.Expr:
-    """The input whose plain EMA is the EMA of ``x`` seeded with the mean of its first n values.
-
-    ``x`` has values from row ``first_row`` of each group. The result is null before the seed
-    row ``s = first_row + n - 1``, the seed on row ``s`` and ``x`` after it, so that
-    ``ewm_mean(adjust=False)``, which starts from the first non-null value, gives exactly
-    ``e[s] = seed, e[k] = alpha * x[k] + (1 - alpha) * e[k-1]``.
-    """
-    row = pl.col(_ROW)
-    seed_row = first_row + n - 1
-    seed = per_group(x.slice(first_row, n).mean())
-    return pl.when(row == seed_row).then(seed).when(row > seed_row).then(x)
-
-
-def _rsi(avg_gain: pl.Expr, avg_loss: pl.Expr) -> pl.Expr:
-    # 100 - 100 / (1 + g / l) == 100 * g / (g + l): also 100 when l == 0 < g, no special case.
-    moves = avg_gain + avg_loss
-    return pl.when(moves == 0).then(50.0).otherwise(100 * avg_gain / moves)
+    return feature_kernel
 
 
 def _check(frame: pl.DataFrame) -> None:
-    nulls = {c: n for c in _NON_NULL if (n := frame[c].null_count())}
+    counts = dict(zip(frame.columns, frame.null_count().row(0), strict=True))
+    nulls = {c: counts[c] for c in _NON_NULL if counts[c]}
     if nulls:
         causes = [f"{n} null {c}" for c, n in nulls.items()]
         raise ValidationError(
@@ -268,26 +238,19 @@ def _check(frame: pl.DataFrame) -> None:
 def _one_group(frame: pl.DataFrame) -> bool:
     """Whether all rows share one (symbol, timeframe): the engine's call, one symbol's bars."""
     for name in ("symbol", "timeframe"):
-        keys = frame[name]
-        # Several groups nearly always differ at the two ends, which needs no scan.
-        if keys[0] != keys[-1] or not (keys == keys[0]).all():
+        keys = frame.get_column(name)
+        # Equal ends of a sorted column: one value (and a sortedness test is cheaper than a
+        # comparison with the first value).
+        if keys[0] != keys[-1] or not keys.is_sorted():
             return False
     return True
 
 
-def _sorted_one_group(frame: pl.DataFrame) -> pl.DataFrame:
-    """A one-group ``frame`` in ``ts`` order; raises ``ValidationError`` if a ``ts`` repeats."""
-    if not frame["ts"].is_sorted():
-        frame = frame.sort("ts")
-    _refuse_repeats(frame.height - frame["ts"].n_unique())
-    return frame
-
-
 def _sorted_with_group_id(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` in (symbol, timeframe, ts) order, with an integer id per (symbol, timeframe).
+    """``frame`` in (symbol, timeframe, ts) order, with an integer id per (symbol, timeframe)
+    (its runs are the kernel's groups).
 
-    Windows over a sorted integer key are several times faster than over the two string
-    columns. Input that is already in order (the usual case: one lake file per symbol) is not
+    Input that is already in order (the usual case: one lake file per symbol) is not
     re-sorted. Raises ``ValidationError`` if a (symbol, timeframe, ts) key repeats.
     """
     group_id = pl.struct("symbol", "timeframe").rle_id().alias(_GID)
@@ -324,3 +287,9 @@ def _refuse_repeats(count: int) -> None:
             rejected=count,
             causes=[f"{count} duplicate keys"],
         )
+
+
+def _group_starts(group_id: np.ndarray) -> np.ndarray:
+    """The first row of each run of equal ids, and the row count at the end."""
+    changes = np.flatnonzero(group_id[1:] != group_id[:-1]) + 1
+    return np.concatenate(([0], changes, [group_id.size]))

@@ -338,6 +338,20 @@ def test_one_group_alone_is_exactly_its_slice_of_a_many_group_call():
         assert_frame_equal(compute_features(bars.reverse()), part, check_exact=True)
 
 
+def test_a_large_frame_is_bit_for_bit_each_symbol_alone_and_the_same_every_time():
+    # Over 100,000 rows the groups are computed in several runs, on several threads: neither
+    # may change a bit, whatever the scheduling.
+    groups = [random_walk(f"S{i:02d}", 2_600, 100 + i) for i in range(40)]
+    groups += [random_walk(f"T{i:02d}", n, 200 + i) for i, n in enumerate((1, 19, 251, 300))]
+    bars = pl.concat(groups)
+    assert bars.height > 100_000
+    first, second = compute_features(bars), compute_features(bars)
+    assert_frame_equal(first, second, check_exact=True)
+    for group in groups[::7] + groups[-4:]:
+        part = first.filter(pl.col("symbol") == group["symbol"][0])
+        assert_frame_equal(compute_features(group), part, check_exact=True)
+
+
 def test_unsorted_input_gives_the_sorted_result():
     bars = pl.concat([random_walk("AAA", 120, 31), random_walk("BBB", 90, 32)])
     expected = compute_features(bars)
@@ -365,6 +379,44 @@ def test_duplicate_key_is_refused():
 def test_missing_column_is_refused():
     with pytest.raises(ValidationError, match="volume"):
         compute_features(make_bars("X", [1.0]).drop("volume"))
+
+
+# --- numerics ----------------------------------------------------------------------------------
+
+
+def test_twenty_equal_closes_after_moves_have_bands_exactly_on_the_mean():
+    # A window's spread is computed from deviations inside the window, so a flat stretch after
+    # large moves has a standard deviation of exactly 0 (not a rounding residue whose square
+    # root would open the bands).
+    closes = [100.0 * 1.05 ** (k % 7) for k in range(60)] + [123.456] * 25
+    out = compute_features(make_bars("X", closes))
+    assert out["bb_upper"][-5:].to_list() == [123.456] * 5
+    assert out["bb_lower"][-5:].to_list() == [123.456] * 5
+    assert out["ma20"][-5:].to_list() == [123.456] * 5
+    assert out["volatility_20d"][-3:].to_list() == [0.0] * 3  # 20 log returns of 0
+
+
+def test_windows_do_not_drift_after_prices_fall_by_a_million():
+    # Sums over a window are never carried along the whole history (a running sum would keep
+    # the rounding error of the early, huge prices).
+    rng = np.random.default_rng(61)
+    closes = np.concatenate([1e6 * (1 + 0.01 * rng.standard_normal(2_000)),
+                             1 + 0.01 * rng.standard_normal(3_000)])
+    out = compute_features(make_bars("X", closes))
+    for n in (20, 50, 200):
+        expected = np.lib.stride_tricks.sliding_window_view(closes, n).mean(axis=1)
+        got = out[f"ma{n}"].to_numpy()[n - 1 :]
+        late = slice(2_000, None)  # windows of the small prices only
+        assert np.abs(got[late] - expected[late]).max() <= 1e-12 * np.abs(expected[late]).max()
+
+
+def test_a_zero_price_gives_infinities_as_ieee_arithmetic_says():
+    closes = [10.0] * 260 + [0.0, 5.0]
+    lows = [9.0] * 260 + [0.0, 4.0]
+    out = compute_features(make_bars("X", closes, lows=lows))
+    assert out["log_return"][-2:].to_list() == [-math.inf, math.inf]
+    assert out["low_52w_dist"][-1] == math.inf  # 5 / 0 - 1
+    assert out["high_52w_dist"][-2] == -1.0
 
 
 # --- independent reference ---------------------------------------------------------------------

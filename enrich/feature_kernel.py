@@ -1,0 +1,311 @@
+"""The compiled loop behind ``enrich.features.compute_features``: every feature of every group.
+
+``fill(ts, high, low, close, volume, volume_ok, starts, out, valid)`` computes the sixteen
+``FEATURE_COLUMNS`` (in that order, the definitions are in ``enrich.features``) for bars
+sorted by (symbol, timeframe, ts), whose groups are the row ranges
+``starts[g] .. starts[g + 1] - 1``. It writes ``out[f, row]`` (NaN where null) and
+``valid[f, row]`` (False where null) and returns 0; or, if some ``ts`` (integer ticks) does
+not increase within its group, returns how many and computes nothing.
+
+Each group is computed alone, from its own first row, in a fixed order of operations: the
+numbers of a group never depend on the other groups or on where the group sits in the frame
+(the engine's one-symbol call gives exactly that symbol's rows of a whole-universe call), and
+the same input always gives the same bits. Arithmetic is IEEE (numpy's error model: x / 0 is
+inf or NaN, never an exception).
+
+Why a compiled loop: the features are seven recursions (EMAs, Wilder averages) and nine
+windows, about a hundred floating-point operations per bar, which one pass computes in ~40 ns
+a bar (~0.1 ms for 2,520 bars). Array libraries need a pass (and a temporary) per operation
+and a call per recursion; polars needs a query, whose fixed cost (~0.1 ms) is as much as the
+whole of one symbol here. The recursions are written as the definitions are
+(``e = alpha * x + (1 - alpha) * e``), a window's mean as ``r + sum * (1 / n)``.
+
+Windows (sums and extremes over the last n rows) use the van Herk/Gil-Werman split: the group
+is cut into blocks of n rows from its first row, and a window ending at row k is the tail of
+one block plus the head of the next, each an exact running sum or extreme over at most n rows.
+So a window costs O(1) a row, its rounding error is that of a sum of n terms (no drift over a
+long history), and a NaN or inf only touches the windows that contain it. Sums are taken
+relative to a value from the window (the first row of the later block), which keeps the
+variances exact for flat windows (all deviations are 0) and accurate for nearly flat ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from enrich.schemas import FEATURE_COLUMNS
+
+# Each feature's row of ``out`` (its place in FEATURE_COLUMNS), and the row of a group before
+# which it is null.
+(LOG_RETURN, MA20, MA50, MA200, VOLATILITY_20D, EMA12, EMA26, MACD, MACD_SIGNAL, RSI14, ATR14,
+ BB_UPPER, BB_LOWER, VOLUME_Z20, HIGH_52W_DIST, LOW_52W_DIST) = (
+    FEATURE_COLUMNS.index(name) for name in (
+        "log_return", "ma20", "ma50", "ma200", "volatility_20d", "ema12", "ema26", "macd",
+        "macd_signal", "rsi14", "atr14", "bb_upper", "bb_lower", "volume_z20", "high_52w_dist",
+        "low_52w_dist",
+    )
+)
+N_FEATURES = len(FEATURE_COLUMNS)
+_FIRST = {LOG_RETURN: 1, MA20: 19, MA50: 49, MA200: 199, VOLATILITY_20D: 20, EMA12: 11,
+          EMA26: 25, MACD: 25, MACD_SIGNAL: 33, RSI14: 14, ATR14: 13, BB_UPPER: 19, BB_LOWER: 19,
+          VOLUME_Z20: 19, HIGH_52W_DIST: 251, LOW_52W_DIST: 251}
+FIRST_ROW = np.array([_FIRST[f] for f in range(N_FEATURES)])
+
+TRADING_DAYS_PER_YEAR = 252  # volatility_20d's annualisation
+SQRT_252 = math.sqrt(TRADING_DAYS_PER_YEAR)
+A12, A26, A9, A14 = 2 / 13, 2 / 27, 2 / 10, 1 / 14
+INV_19, INV_20, INV_50, INV_200 = 1 / 19, 1 / 20, 1 / 50, 1 / 200
+B12, B26, B9, B14 = 1 - A12, 1 - A26, 1 - A9, 1 - A14
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def fill(ts, high, low, close, volume, volume_ok, starts, out, valid):
+    longest = disorder = 0
+    for g in range(starts.size - 1):
+        longest = max(longest, starts[g + 1] - starts[g])
+        for k in range(starts[g] + 1, starts[g + 1]):
+            if ts[k] <= ts[k - 1]:
+                disorder += 1
+    if disorder:
+        return disorder
+    log_return = np.empty(longest)
+    for g in range(starts.size - 1):
+        a, b = starts[g], starts[g + 1]
+        _group(high[a:b], low[a:b], close[a:b], volume[a:b], volume_ok[a:b], out, valid, a,
+               log_return)
+    return 0
+
+
+@_jit
+def _group(h, lo, c, v, v_ok, out, valid, a, log_return):
+    """The features of one group, rows ``a .. a + c.size - 1`` of ``out`` and ``valid``."""
+    m = c.size
+    b = a + m
+    for f in range(N_FEATURES):
+        first = a + min(FIRST_ROW[f], m)
+        out[f][a:first] = np.nan
+        valid[f][a:first] = False
+        valid[f][first:b] = True
+    log_return = log_return[:m]
+    _recursions(h, lo, c, log_return, out, a, b)
+    if m >= 20:
+        _windows_20(c, log_return, v, v_ok, out, valid, a, b)
+    if m >= 50:
+        _long_windows(h, lo, c, out[MA50][a:b], out[MA200][a:b], out[HIGH_52W_DIST][a:b],
+                      out[LOW_52W_DIST][a:b])
+
+
+@_jit
+def _recursions(h, lo, c, log_return, out, a, b):
+    """log_return, the EMAs, MACD and its signal, RSI and ATR: one pass over the group."""
+    out_log_return, out_rsi, out_atr = out[LOG_RETURN][a:b], out[RSI14][a:b], out[ATR14][a:b]
+    out_ema12, out_ema26 = out[EMA12][a:b], out[EMA26][a:b]
+    out_macd, out_signal = out[MACD][a:b], out[MACD_SIGNAL][a:b]
+    log_return[0] = 0.0  # never inside a window that is kept
+    e12 = e26 = signal = gain = loss = atr = 0.0
+    for k in range(c.size):
+        x = c[k]
+        if k == 0:
+            true_range = h[0] - lo[0]
+        else:
+            prev = c[k - 1]
+            r = math.log(x / prev)
+            log_return[k] = r
+            out_log_return[k] = r
+            true_range = max(h[k], prev) - min(lo[k], prev)
+            change = x - prev
+            up = change if change > 0 else 0.0
+            down = -change if change < 0 else 0.0
+            if k <= 14:
+                gain += up
+                loss += down
+            else:
+                gain = A14 * up + B14 * gain
+                loss = A14 * down + B14 * loss
+            if k >= 14:
+                if k == 14:
+                    gain /= 14
+                    loss /= 14
+                moves = gain + loss
+                out_rsi[k] = 50.0 if moves == 0 else 100 * gain / moves
+        if k < 12:
+            e12 += x
+            if k == 11:
+                e12 /= 12
+        else:
+            e12 = A12 * x + B12 * e12
+        if k >= 11:
+            out_ema12[k] = e12
+        if k < 26:
+            e26 += x
+            if k == 25:
+                e26 /= 26
+        else:
+            e26 = A26 * x + B26 * e26
+        if k < 14:
+            atr += true_range
+            if k == 13:
+                atr /= 14
+        else:
+            atr = A14 * true_range + B14 * atr
+        if k >= 13:
+            out_atr[k] = atr
+        if k >= 25:
+            out_ema26[k] = e26
+            macd = e12 - e26
+            out_macd[k] = macd
+            if k < 34:
+                signal += macd
+                if k == 33:
+                    signal /= 9
+            else:
+                signal = A9 * macd + B9 * signal
+            if k >= 33:
+                out_signal[k] = signal
+
+
+@_jit
+def _windows_20(c, log_return, v, v_ok, out, valid, a, b):
+    """ma20, Bollinger bands, volatility_20d and volume_z20: windows of 20 rows."""
+    m = c.size
+    n = 20
+    ma20, upper, lower = out[MA20][a:b], out[BB_UPPER][a:b], out[BB_LOWER][a:b]
+    volatility, z, z_valid = out[VOLATILITY_20D][a:b], out[VOLUME_Z20][a:b], valid[VOLUME_Z20][a:b]
+    # The previous block's tails: sums of x - r and (x - r)**2 from a row to the block's end,
+    # r the first value of this block.
+    c1, c2, r1, r2, v1, v2 = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n),
+                              np.empty(n))
+    volume_mean = np.empty(m)
+    rc = rr = rv = 0.0
+    pc1 = pc2 = pr1 = pr2 = pv1 = pv2 = 0.0  # this block's heads, up to row k
+    in_block = n - 1
+    null_volumes = 0
+    last_change = 0  # the last row whose volume differs from the previous one, or is null
+    for k in range(m):
+        in_block += 1
+        if in_block == n:
+            in_block = 0
+            rc, rr, rv = c[k], log_return[k], v[k]
+            pc1 = pc2 = pr1 = pr2 = pv1 = pv2 = 0.0
+            if k >= n:
+                sc1 = sc2 = sr1 = sr2 = sv1 = sv2 = 0.0
+                for i in range(n - 1, -1, -1):
+                    j = k - n + i
+                    d = c[j] - rc
+                    sc1 += d
+                    sc2 += d * d
+                    c1[i], c2[i] = sc1, sc2
+                    d = log_return[j] - rr
+                    sr1 += d
+                    sr2 += d * d
+                    r1[i], r2[i] = sr1, sr2
+                    d = v[j] - rv
+                    sv1 += d
+                    sv2 += d * d
+                    v1[i], v2[i] = sv1, sv2
+        d = c[k] - rc
+        pc1 += d
+        pc2 += d * d
+        d = log_return[k] - rr
+        pr1 += d
+        pr2 += d * d
+        d = v[k] - rv
+        pv1 += d
+        pv2 += d * d
+        ok = v_ok[k]
+        if not ok:
+            null_volumes += 1
+        if k >= n and not v_ok[k - n]:
+            null_volumes -= 1
+        if k == 0 or not (ok and v_ok[k - 1] and v[k] == v[k - 1]):
+            last_change = k
+        if k < n - 1:
+            continue
+        if in_block == n - 1:  # the window is this block
+            sc1, sc2, sr1, sr2, sv1, sv2 = pc1, pc2, pr1, pr2, pv1, pv2
+        else:
+            i = in_block + 1  # the window starts at row i of the previous block
+            sc1, sc2 = c1[i] + pc1, c2[i] + pc2
+            sr1, sr2 = r1[i] + pr1, r2[i] + pr2
+            sv1, sv2 = v1[i] + pv1, v2[i] + pv2
+        ma20[k] = rc + sc1 * INV_20
+        # Sums of squared deviations; the square roots (and divisions) are taken below, in
+        # loops of their own, which the compiler vectorises.
+        upper[k] = max(sc2 - sc1 * sc1 * INV_20, 0.0)
+        volatility[k] = max(sr2 - sr1 * sr1 * INV_20, 0.0)
+        volume_mean[k] = rv + sv1 * INV_20
+        z[k] = max(sv2 - sv1 * sv1 * INV_20, 0.0)
+        # Null with a null volume in the window, or 20 equal volumes (std == 0).
+        z_valid[k] = null_volumes == 0 and last_change > k - n + 1
+    for k in range(n - 1, m):
+        std0 = math.sqrt(upper[k] * INV_20)
+        upper[k] = ma20[k] + 2 * std0
+        lower[k] = ma20[k] - 2 * std0
+    for k in range(n, m):
+        volatility[k] = math.sqrt(volatility[k] * INV_19) * SQRT_252
+    for k in range(n - 1, m):
+        z[k] = (v[k] - volume_mean[k]) / math.sqrt(z[k] * INV_19)
+    for k in range(n - 1, m):
+        if not z_valid[k]:
+            z[k] = np.nan
+
+
+@_jit
+def _long_windows(h, lo, c, ma50, ma200, high_dist, low_dist):
+    """ma50, ma200 and the 52-week distances (windows of 50, 200 and 252 rows), in one pass.
+
+    For each window length n, ``r`` is the first close of the current block, ``s`` the sum of
+    c - r over the block's rows up to k (the head), and ``tail[i]`` the sum of c - r from row i
+    of the previous block to its end; the extremes keep the head's and the tails' max / min.
+    """
+    tail_50, tail_200 = np.empty(50), np.empty(200)
+    tail_high, tail_low = np.empty(252), np.empty(252)
+    i50, i200, i252 = 49, 199, 251  # the row's position in its block of 50, 200, 252 rows
+    r50 = s50 = r200 = s200 = 0.0
+    top, bottom = -np.inf, np.inf
+    for k in range(c.size):
+        x = c[k]
+        i50 += 1
+        if i50 == 50:
+            i50, r50, s50 = 0, x, 0.0
+            if k >= 50:
+                t = 0.0
+                for i in range(49, -1, -1):
+                    t += c[k - 50 + i] - r50
+                    tail_50[i] = t
+        s50 += x - r50
+        if k >= 49:
+            ma50[k] = r50 + (s50 if i50 == 49 else tail_50[i50 + 1] + s50) * INV_50
+        i200 += 1
+        if i200 == 200:
+            i200, r200, s200 = 0, x, 0.0
+            if k >= 200:
+                t = 0.0
+                for i in range(199, -1, -1):
+                    t += c[k - 200 + i] - r200
+                    tail_200[i] = t
+        s200 += x - r200
+        if k >= 199:
+            ma200[k] = r200 + (s200 if i200 == 199 else tail_200[i200 + 1] + s200) * INV_200
+        i252 += 1
+        if i252 == 252:
+            i252, top, bottom = 0, -np.inf, np.inf
+            if k >= 252:
+                t, u = -np.inf, np.inf
+                for i in range(251, -1, -1):
+                    t, u = max(t, h[k - 252 + i]), min(u, lo[k - 252 + i])
+                    tail_high[i], tail_low[i] = t, u
+        top, bottom = max(top, h[k]), min(bottom, lo[k])
+        if k >= 251:
+            if i252 == 251:
+                high_252, low_252 = top, bottom
+            else:
+                high_252 = max(tail_high[i252 + 1], top)
+                low_252 = min(tail_low[i252 + 1], bottom)
+            high_dist[k] = x / high_252 - 1
+            low_dist[k] = x / low_252 - 1
