@@ -21,18 +21,25 @@ due, then checks it is still the head, so a higher-priority request that arrives
 
 Sharing across processes (``state=``, see ``shared_limiter``). The plan's quota is per API
 key, so ``serve``, the dashboard and a CLI backfill on one data directory must share one
-schedule. The schedule (the theoretical arrival time ``tat`` of the next slot, the last grant)
-and the queue of waiters live in a small JSON file, ``<data_dir>/locks/ratelimit.json``, read
-and rewritten under a ``filelock`` lock beside it; within a process a condition variable
-serialises the threads and wakes them on local changes, and waiters poll the file for changes
-made by other processes (at most ``poll`` seconds apart; a waiter that is not the head
-sleeps until about half an interval before its turn could come). The file is replaced
-atomically (write, then rename), so a process killed mid-write leaves the old state, and the
-kernel drops a dead process's lock, so a process killed while holding it wedges nothing.
-Each waiter's entry names its process id and when it last looked (``seen``): entries of
-processes that no longer exist are dropped by the next waiter that finds them ahead of it,
-and entries not refreshed for ``stale_after`` seconds (a stopped process, Ctrl-Z) are passed
-over, not dropped, so the process takes its place again when it resumes.
+schedule. The schedule (``tat``, the last grant) and the queue of waiters live in a small JSON
+file, ``<data_dir>/locks/ratelimit.json``, read and rewritten under a ``filelock`` lock beside
+it (the lake never sees it). Within a process a condition variable serialises the threads and
+wakes them on local changes; changes made by other processes are seen by looking again: the
+head a moment before its slot (``_EARLY``: it takes the lock early and waits out the rest
+holding it, so the lock's own cost does not make the grant late), the others about half an
+interval before their turn could come, everyone at least every ``poll`` seconds.
+
+Failures. The kernel drops the lock of a process that dies, so a process killed while holding
+it wedges nothing. The file is rewritten in place in one write of a few hundred bytes, which
+the kernel completes even for a process being killed (a temporary file and a rename tripled the
+cost of a look, to about 1 ms, measured); a torn file (a hand edit, a failing disk) is read as
+an empty schedule, which costs at most one request sent early. Each waiter's entry names its
+process and when it last looked (``seen``): the entries of processes that no longer exist are
+dropped by the next waiter that finds them ahead of it, and entries not refreshed for
+``stale_after`` seconds (a stopped process: Ctrl-Z) are passed over, not dropped, so that
+process takes its place again when it resumes. A grant reserves the granting process's
+``interval``: processes sharing a directory should share ``ENRICH_RATE_LIMIT_PER_MIN`` (they
+read the same settings).
 
 Clock: ``time.monotonic`` (``CLOCK_MONOTONIC``), which on Linux is one system-wide clock
 shared by every process, so grant times written by one process are meaningful to another; and
@@ -171,8 +178,7 @@ class _FileStore:
                 after = state.to_json().encode()
                 if after != before:
                     # In place, in one write from offset 0, padded with blanks over a longer
-                    # old text: no new file, no rename, so no directory update for the disk
-                    # to wait on (a rename cost up to 0.4 s while other programs wrote), and
+                    # old text (JSON ignores them): no new file and no rename per look, and
                     # the kernel finishes a one-page write even for a process being killed.
                     os.pwrite(fd, after.ljust(len(raw)), 0)
             finally:
