@@ -617,8 +617,10 @@ def test_two_processes_stay_within_the_plan_together(tmp_path, children):
 
     At R = 600 the run takes about 8 s, far from a full minute, so the plan's own window
     cannot tell one shared limiter from two private ones (each would pace at R). A shorter
-    window does: in any 5 s at most R / 12 requests (one more for arrival jitter), where two
-    private limiters would put twice as many.
+    window does: one shared limiter puts at most R / 12 = 50 requests in any 5 s, two private
+    ones put all 80 there. The bound allows 10 more: the fake stamps a request when it has
+    answered it, so a stall of the test process on a busy machine bunches the stamps of the
+    requests that arrived meanwhile.
     """
     rate, per_process = 600, 40
     with FakeMassive(rate_limit_per_min=rate, rate_limit_retry_after=True,
@@ -637,7 +639,7 @@ def test_two_processes_stay_within_the_plan_together(tmp_path, children):
     assert [s for s in seen if s.status == 429] == []
     arrivals = [s.at for s in seen]
     assert _max_in_window(arrivals, 60.0) <= rate
-    assert _max_in_window(arrivals, 5.0) <= rate * 5 // 60 + 1
+    assert _max_in_window(arrivals, 5.0) <= rate * 5 // 60 + 10
     # The schedule lives beside the other locks, never in the lake.
     data = tmp_path / "data"
     assert (data / "locks" / "ratelimit.json").is_file()
