@@ -21,8 +21,9 @@ priority-0 process's last request: ``N / 2`` (or one more, if the backfill's fir
 the first slot) when priorities hold across processes, near ``N`` when they do not.
 
 ``--compare`` adds the same scenarios with ``pyrate-limiter`` v4 (its ``SQLiteBucket`` with
-the file lock, ``Rate(1, interval)`` for smooth pacing; it has no priorities) and, with two
-processes, one private limiter per process (the limiter before it was shared).
+the file lock, ``Rate(1, interval)`` for smooth pacing; it has no priorities) and with one
+private limiter per process (the limiter before it was shared: the in-process reference with
+one process, twice the plan with two).
 
 ``--wrap`` adds two runs of ``1.1 R`` requests, which cross the 60 s window (more than a minute
 each), with and without the limiter's headroom: exact ``60 / R`` spacing sits right at the
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ["shared", "pyrate"] if args.compare else ["shared"]
     ok = True
     for processes in (1, 2):
-        for kind in kinds + (["private"] if args.compare and processes > 1 else []):
+        for kind in kinds + (["private"] if args.compare else []):
             runs = [run(rate, n, threads, kind, processes, args.headroom) for _ in range(reps)]
             where = "1 process" if processes == 1 else f"{processes} processes"
             report(f"{where}, {kind} limiter", rate, n, threads, args.headroom, runs)
