@@ -25,9 +25,10 @@ the file lock, ``Rate(1, interval)`` for smooth pacing; it has no priorities) an
 private limiter per process (the limiter before it was shared: the in-process reference with
 one process, twice the plan with two).
 
-``--wrap`` adds two runs of ``1.1 R`` requests from two processes, which cross the 60 s window
-(more than a minute each), with and without the limiter's headroom: exact ``60 / R`` spacing sits right at the
-window's edge, so arrival jitter can draw a 429 there; the default 1 % headroom absorbs it.
+``--wrap`` adds two runs of ``1.1 R`` requests from two processes, which cross the 60 s
+window (more than a minute each), with and without the limiter's headroom: exact ``60 / R``
+spacing sits right at the window's edge, so arrival jitter can draw a 429 there; the default
+1 % headroom absorbs it.
 Usage::
 
     PYTHONPATH=. .venv/bin/python bench/ratelimit.py [--rate 600 --requests 100 --threads 5]
