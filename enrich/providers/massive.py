@@ -67,7 +67,7 @@ from enrich.errors import (
 from enrich.occ import PREFIX as OCC_PREFIX
 from enrich.occ import parse_occ
 from enrich.providers import MarketRequest, ProbeResult
-from enrich.ratelimit import RateLimiter, limiter_for
+from enrich.ratelimit import RateLimiter, shared_limiter
 from enrich.refresh import estimate_pages
 from enrich.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
 from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, Dataset, conform
@@ -209,13 +209,14 @@ class MassiveProvider:
     def from_settings(
         cls, settings: Settings, client: httpx.Client | None = None, **kw: Any
     ) -> MassiveProvider:
-        """Build from settings; the limiter is the process-wide one for the API host."""
+        """Build from settings; the limiter is the one of the data directory, shared by every
+        thread and every process using it (its schedule is under ``<data_dir>/locks/``)."""
         if not settings.api_key:
             raise ConfigError(
                 "ENRICH_PROVIDER=massive needs MASSIVE_API_KEY (or POLYGON_API_KEY)"
             )
         if "limiter" not in kw:
-            kw["limiter"] = limiter_for(settings.base_host, settings.rate_limit_per_min)
+            kw["limiter"] = shared_limiter(settings.data_dir, settings.rate_limit_per_min)
         kw.setdefault("chain", ChainFilters(settings.options_max_days, settings.options_moneyness,
                                             settings.options_max_pages))
         owns = client is None
