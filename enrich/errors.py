@@ -5,8 +5,10 @@ Every error carries context (provider, endpoint, status, request id) and never a
 
     EnrichError
     ├── ConfigError              bad settings or usage (CLI exit code 2)
+    ├── InputError               a file or value given by the user that cannot be used (exit 2)
     ├── InvalidSymbolError       a symbol refused at the boundary
     ├── CatalogBusyError         another program holds the catalog beyond the wait
+    ├── CatalogUnreadableError   the catalog file is not a readable DuckDB database
     ├── CorruptFileError         an unreadable lake file (moved to lake/_quarantine/)
     ├── ValidationError          a payload that does not fit the lake schema
     ├── Cancelled                a run stopped between symbols
@@ -47,12 +49,20 @@ class ConfigError(EnrichError):
     error_class = "config"
 
 
+class InputError(EnrichError, ValueError):
+    error_class = "bad_input"
+
+
 class InvalidSymbolError(EnrichError, ValueError):
     error_class = "invalid_symbol"
 
 
 class CatalogBusyError(EnrichError):
     error_class = "catalog_busy"
+
+
+class CatalogUnreadableError(EnrichError):
+    error_class = "catalog_unreadable"
 
 
 class CorruptFileError(EnrichError):
