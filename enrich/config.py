@@ -24,6 +24,8 @@ DEFAULT_BASE_URL = "https://api.massive.com"
 # (enrich.calendars.CAL_START) and end about a year ahead of the real date.
 EARLIEST_NOW = dt.datetime(2000, 1, 5, tzinfo=dt.UTC)
 LATEST_NOW_AHEAD = dt.timedelta(days=300)
+MAX_HISTORY_YEARS = 30
+MAX_LOOKBACK_DAYS = 366 * MAX_HISTORY_YEARS  # the longest first fetch a run may ask for
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ def load_settings(
         max_concurrent_symbols=_int(env, "ENRICH_MAX_CONCURRENT_SYMBOLS", 5, 1, 64),
         max_retries=_int(env, "ENRICH_MAX_RETRIES", 3, 0, 20),
         scheduler=sched_flag in ("on", "true", "1"),
-        history_years=_int(env, "ENRICH_HISTORY_YEARS", 10, 1, 30),
+        history_years=_int(env, "ENRICH_HISTORY_YEARS", 10, 1, MAX_HISTORY_YEARS),
         retention_days=_int(env, "ENRICH_RETENTION_DAYS", 90, 1, 3650),
         sample_failure_rate=_float(env, "ENRICH_SAMPLE_FAILURE_RATE", 0.0, 0.0, 0.9),
         risk_free_rate=_float(env, "ENRICH_RISK_FREE_RATE", 0.04, -0.05, 0.5),

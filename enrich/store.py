@@ -8,6 +8,7 @@ from the lake's symbols instead of starting empty.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ from enrich.config import Settings
 from enrich.errors import CatalogUnreadableError, ConfigError
 from enrich.lake import Lake
 
+log = logging.getLogger(__name__)
 _migrated: set[Path] = set()
 _migrate_lock = threading.Lock()
 VIEW_QUARANTINE_WAIT_S = 0.5  # the catalog's lock is held meanwhile: do not wait long
@@ -40,6 +42,8 @@ class Store:
             if key not in _migrated:
                 self.notices = self._open_catalog()
                 _migrated.add(key)
+        for notice in self.notices:  # the CLI prints warnings on stderr; pages show notices
+            log.warning(notice)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -77,7 +81,9 @@ class Store:
 
 def _prepare(data_dir: Path) -> None:
     """Create the data directory's folders, or say plainly why they cannot be."""
-    for path in (data_dir, data_dir / "lake", data_dir / "locks"):
+    folders = (data_dir, data_dir / "lake", data_dir / "locks", data_dir / "locks" / "symbols",
+               data_dir / "lake" / "_coverage")
+    for path in folders:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{path} is a file, but enrich needs a folder there; move it "
                               "away or point ENRICH_DATA_DIR at another folder")
@@ -90,7 +96,7 @@ def _prepare(data_dir: Path) -> None:
     if catalog.is_dir():
         raise ConfigError(f"{catalog} is a folder, but it should be the catalog file; move it "
                           "away and enrich creates a new catalog")
-    for path in (data_dir, data_dir / "lake", data_dir / "locks"):
+    for path in folders:
         if not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(f"{path} is not writable by this user; enrich writes its lake, "
                               "catalog and locks there (check ENRICH_DATA_DIR's permissions)")

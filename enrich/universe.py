@@ -59,10 +59,7 @@ def _known(catalog: Catalog, symbols: list[str]) -> list[str]:
     syms = list(dict.fromkeys(validate_symbol(s) for s in symbols))
     if not syms:
         raise InputError("no symbol given")
-    held = set(catalog.query(
-        f"SELECT symbol FROM symbols WHERE symbol IN ({','.join('?' * len(syms))})",
-        syms)["symbol"].to_list())
-    unknown = [s for s in syms if s not in held]
+    unknown = unknown_symbols(catalog, syms)
     if unknown:
         raise InputError(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in "
                          "the universe (`python -m enrich symbols list` shows it); "
@@ -161,3 +158,13 @@ def rebuild_from_lake(catalog: Catalog, lake: Lake) -> list[str]:
         info = known.get(sym)
         items.append((sym, info.asset_class if info else None, info.name if info else None))
     return add_symbols(catalog, items) if items else []
+
+
+def unknown_symbols(catalog: Catalog, symbols: list[str]) -> list[str]:
+    """Those of ``symbols`` (canonical forms) that are not in the universe."""
+    if not symbols:
+        return []
+    held = set(catalog.query(
+        f"SELECT symbol FROM symbols WHERE symbol IN ({','.join('?' * len(symbols))})",
+        list(symbols))["symbol"].to_list())
+    return [s for s in symbols if s not in held]
