@@ -346,8 +346,10 @@ class Lake:
     def cache_forget(self, path: Path) -> None:
         self.cache.forget(path)
 
-    def check_files(self, datasets: Iterable[str] | None = None) -> list[tuple[Path, str]]:
-        """Lake files whose footer cannot be read, with the reason (``health``'s check).
+    def check_files(self, datasets: Iterable[str] | None = None,
+                    deep: bool = False) -> list[tuple[Path, str]]:
+        """Lake files whose footer cannot be read, with the reason (``health``'s check; see
+        ``quarantine.footer_error`` for ``deep``).
 
         A file found readable is remembered by its identity (inode, mtime, size), so only new
         or changed files are read again.
@@ -358,7 +360,7 @@ class Lake:
                 fid = _file_id(path)
                 if fid is None or self._checked.get(path) == fid:
                     continue
-                reason = quarantine.footer_error(path)
+                reason = quarantine.footer_error(path, deep=deep)
                 if reason is None:
                     self._checked[path] = fid
                 else:
