@@ -61,3 +61,4 @@ try:
     nav.run()
 except Exception as exc:  # st.stop and st.rerun are not Exceptions: they pass through
     c.page_failed(exc)
+    raise  # Streamlit logs it too; its box shows no details (client.showErrorDetails)

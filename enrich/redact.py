@@ -13,6 +13,7 @@ whole (the pieces rule catches that too, but only down to ``MIN_PIECE`` characte
 from __future__ import annotations
 
 import logging
+import string
 import threading
 from collections.abc import Iterable
 
@@ -48,18 +49,23 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     return text
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def _without(text: str, secret: str) -> str:
-    if len(secret) <= MIN_PIECE:
-        return text.replace(secret, MASK)
+    # Case-blind (ASCII only, so positions stay put): a host name or a header can come back
+    # lower-cased, and a key in lower case still gives most of it away.
+    folded, secret = text.translate(_ASCII_LOWER), secret.translate(_ASCII_LOWER)
     # Mark every character covered by some MIN_PIECE-long window of the secret: any piece of
-    # at least that length is a union of such windows, so it is covered entirely.
+    # at least that length is a union of such windows, so it is covered entirely. A secret
+    # no longer than that is its only window.
+    n = min(MIN_PIECE, len(secret))
     covered: list[tuple[int, int]] = []
-    for i in range(len(secret) - MIN_PIECE + 1):
-        window = secret[i:i + MIN_PIECE]
-        at = text.find(window)
+    for window in {secret[i:i + n] for i in range(len(secret) - n + 1)}:
+        at = folded.find(window)
         while at != -1:
-            covered.append((at, at + MIN_PIECE))
-            at = text.find(window, at + 1)
+            covered.append((at, at + n))
+            at = folded.find(window, at + 1)
     if not covered:
         return text
     covered.sort()

@@ -108,6 +108,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every URL at INFO
+    from enrich.redact import protect_handlers
+
+    protect_handlers()  # no log line shows the API key, whoever wrote it
     store = _store(settings)
     ensure_demo_universe(store.catalog)
     svc = Services(settings, store=store, heartbeat_s=args.heartbeat_s)
