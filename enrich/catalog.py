@@ -294,7 +294,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
-        5,
+        6,  # 5 is main's "refresh plans" (issue 11): numbered after it to merge cleanly
         "quarantine: unreadable lake files and catalogs moved aside",
         """
         CREATE TABLE quarantine (
