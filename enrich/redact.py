@@ -25,9 +25,14 @@ _secrets: tuple[str, ...] = ()
 
 
 def register(secret: str | None) -> None:
-    """Remember ``secret`` for ``redact`` in this process (idempotent; None is ignored)."""
+    """Remember ``secret`` for ``redact`` in this process (idempotent).
+
+    Only secrets of at least ``MIN_PIECE`` characters: a shorter one ("key", a test's dummy)
+    would mask ordinary words everywhere. Real keys are 32 characters; the provider still
+    scrubs a short key from what it builds itself (``MassiveProvider._scrub``).
+    """
     global _secrets
-    if not secret:
+    if not secret or len(secret) < MIN_PIECE:
         return
     with _lock:
         if secret not in _secrets:
