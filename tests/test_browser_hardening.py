@@ -97,7 +97,7 @@ def _visits(run_id: str) -> list[tuple[str, str | None]]:
     ]
 
 
-def test_markdown_payloads_render_as_text_on_every_page(hostile, server):
+def test_markdown_payloads_render_as_text_on_every_page(hostile, server):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     outside: list[str] = []
