@@ -158,10 +158,17 @@ CASES: dict[str, Case] = {
 }
 
 
-@pytest.fixture
-def seeded(tmp_path, monkeypatch) -> Path:
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("cli") / "data"
     add_symbols(Store(data).catalog, [("AAPL", None, None), ("MSFT", None, None)])
+    return data
+
+
+@pytest.fixture
+def seeded(template, tmp_path, monkeypatch) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(template, data)
     monkeypatch.chdir(tmp_path)  # no developer .env
     monkeypatch.setenv("ENRICH_DATA_DIR", str(data))
     monkeypatch.setenv("ENRICH_HISTORY_YEARS", "1")
