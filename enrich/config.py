@@ -17,8 +17,15 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from enrich.errors import ConfigError
+from enrich.redact import register
 
 DEFAULT_BASE_URL = "https://api.massive.com"
+# ENRICH_NOW must lie where the exchange calendars answer: they start on 2000-01-03
+# (enrich.calendars.CAL_START) and end about a year ahead of the real date.
+EARLIEST_NOW = dt.datetime(2000, 1, 5, tzinfo=dt.UTC)
+LATEST_NOW_AHEAD = dt.timedelta(days=300)
+MAX_HISTORY_YEARS = 30
+MAX_LOOKBACK_DAYS = 366 * MAX_HISTORY_YEARS  # the longest first fetch a run may ask for
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,8 @@ class Settings:
 
     @property
     def base_host(self) -> str:
-        return urlsplit(self.base_url).netloc
+        """Host (and port) of the base URL: never the user-info a URL may carry."""
+        return host_of(self.base_url)
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -93,6 +101,12 @@ class Settings:
             "ENRICH_SAMPLE_FAILURE_RATE": f"{self.sample_failure_rate:g}",
             "ENRICH_NOW": self.now_override.isoformat() if self.now_override else "(real time)",
         }
+
+
+def host_of(url: str) -> str:
+    """``host[:port]`` of ``url``, without ``user:password@``."""
+    netloc = urlsplit(url).netloc
+    return netloc.rpartition("@")[2]
 
 
 def mask_key(key: str | None) -> str:
@@ -159,6 +173,7 @@ def load_settings(
         key = key.strip() or None
     if key is not None and any(ch.isspace() for ch in key):
         raise ConfigError("MASSIVE_API_KEY contains whitespace; paste the key without spaces")
+    register(key)  # errors and logs of this process never show it (enrich.redact)
 
     provider = (env.get("ENRICH_PROVIDER") or "").strip().lower()
     provider = provider or ("massive" if key else "sample")
@@ -171,10 +186,17 @@ def load_settings(
         )
 
     base_url = (env.get("MASSIVE_BASE_URL") or DEFAULT_BASE_URL).strip().rstrip("/")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+    try:
+        parts = urlsplit(base_url)
+        usable = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                  and not parts.query and (parts.port or 0) >= 0)
+    except ValueError:  # an unclosed [IPv6 bracket, a port out of range
+        usable = False
+    if not usable:
+        # Shown without the user-info, which may hold a password.
+        shown = base_url if "@" not in base_url else "<a URL with user-info>"
         raise ConfigError(
-            f"MASSIVE_BASE_URL={base_url!r} is not an http(s) base URL; "
+            f"MASSIVE_BASE_URL={shown!r} is not an http(s) base URL; "
             f"use e.g. {DEFAULT_BASE_URL}"
         )
 
@@ -201,6 +223,11 @@ def load_settings(
         if now_override.tzinfo is None:
             now_override = now_override.replace(tzinfo=dt.UTC)
         now_override = now_override.astimezone(dt.UTC)
+        latest = dt.datetime.now(dt.UTC) + LATEST_NOW_AHEAD
+        if not EARLIEST_NOW <= now_override <= latest:
+            raise ConfigError(
+                f"ENRICH_NOW={raw_now!r} is outside the exchange calendar; use an instant "
+                f"between {EARLIEST_NOW:%Y-%m-%d} and {latest:%Y-%m-%d}, or unset it")
 
     options_symbols = None
     raw_opts = (env.get("ENRICH_OPTIONS_SYMBOLS") or "").strip()
@@ -229,7 +256,7 @@ def load_settings(
         refetch_sessions=_int(env, "ENRICH_REFETCH_SESSIONS", 2, 0, 30),
         event_lookback_days=_int(env, "ENRICH_EVENT_LOOKBACK_DAYS", 30, 0, 365),
         scheduler=sched_flag in ("on", "true", "1"),
-        history_years=_int(env, "ENRICH_HISTORY_YEARS", 10, 1, 30),
+        history_years=_int(env, "ENRICH_HISTORY_YEARS", 10, 1, MAX_HISTORY_YEARS),
         retention_days=_int(env, "ENRICH_RETENTION_DAYS", 90, 1, 3650),
         sample_failure_rate=_float(env, "ENRICH_SAMPLE_FAILURE_RATE", 0.0, 0.0, 0.9),
         risk_free_rate=_float(env, "ENRICH_RISK_FREE_RATE", 0.04, -0.05, 0.5),

@@ -751,9 +751,13 @@ def corporate_actions(lake: Lake, symbol: str) -> pl.DataFrame:
 
 
 def latest_news(lake: Lake, symbol: str, limit: int = 20) -> pl.DataFrame:
+    """The newest articles; ``url`` only when it is an http(s) address (it is shown as a
+    link, so never ``javascript:`` or another scheme a provider might send)."""
     news = lake.read("news", [symbol])
+    web = pl.col("url").str.to_lowercase().str.contains(r"^https?://[^\s]+$")
     return (news.sort("published_utc", descending=True).head(limit)
-            .select("published_utc", "title", "publisher", "url", "sentiment",
+            .select("published_utc", "title", "publisher",
+                    pl.when(web).then(pl.col("url")).alias("url"), "sentiment",
                     "sentiment_reasoning"))
 
 
@@ -763,7 +767,7 @@ def _latest_options(lake: Lake, symbol: str) -> pl.DataFrame:
     files = lake.files("options_iv", [symbol])
     if not files:
         return lake.read("options_iv", [symbol])
-    chain = pl.read_parquet(files[-1])
+    chain = lake.read_file(files[-1])
     return chain.filter(pl.col("as_of") == chain["as_of"].max())
 
 

@@ -41,7 +41,7 @@ from enrich import health as health_mod
 from enrich import plan_limits
 from enrich import scheduler as sched
 from enrich.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
-from enrich.config import Settings, load_settings
+from enrich.config import MAX_LOOKBACK_DAYS, Settings, load_settings
 from enrich.engine import (
     FINAL_STATES,
     Engine,
@@ -92,8 +92,8 @@ def make_params(symbols: Sequence[str] | None = None, datasets: Sequence[str] | 
         raise ConfigError(f"unknown timeframe {timeframe!r}; choose from {', '.join(TIMEFRAMES)}")
     if isinstance(lookback, dt.timedelta):
         lookback = lookback.days
-    if lookback is not None and lookback < 1:
-        raise ConfigError(f"lookback must be at least one day, got {lookback}")
+    if lookback is not None and not 1 <= lookback <= MAX_LOOKBACK_DAYS:
+        raise ConfigError(f"lookback must be 1..{MAX_LOOKBACK_DAYS} days, got {lookback}")
     return RunParams(symbols=syms, datasets=list(datasets) if datasets else None,
                      asset_class=asset_class, timeframe=timeframe, lookback_days=lookback)
 

@@ -108,6 +108,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every URL at INFO
+    from enrich.redact import protect_handlers
+
+    protect_handlers()  # no log line shows the API key, whoever wrote it
     store = _store(settings)
     ensure_demo_universe(store.catalog)
     svc = Services(settings, store=store, heartbeat_s=args.heartbeat_s)
@@ -268,6 +272,17 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
           + (f"({cat['query_ms']} ms to open and query)" if cat["ok"] else f"({cat['error']})"))
     size = h["lake"]["bytes"]
     print(f"lake         {size / 1e6:.1f} MB" if size is not None else "lake         unknown")
+    for f in h["lake"].get("quarantined_now", []):
+        print(f"lake file    {f['path']} is unreadable ({f['reason']}): moved to "
+              f"{f['moved_to']}; the next run fetches it again")
+    for f in h["lake"].get("unreadable", []):
+        print(f"lake file    {f['path']} is unreadable ({f['reason']}) and could not be moved "
+              "aside now; `health` tries again")
+    shown = {f["moved_to"] for f in h["lake"].get("quarantined_now", [])}
+    for f in h["lake"].get("awaiting_refetch", []):
+        if f["moved_to"] not in shown:
+            print(f"lake file    {f['original']} was unreadable ({f['reason']}); quarantined "
+                  f"at {_ts(f['quarantined_at'])} in {f['moved_to']}, awaiting the next run")
     probe = (f"{prov['status']} ({prov['latency_ms']} ms)" if prov["ok"] is not None
              else prov["status"])
     print(f"provider     {prov['name']}{' (demo data)' if prov['is_demo'] else ''}: {probe}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from enrich import queries
+from enrich import queries, ui
 from enrich import universe as uv
 from enrich.errors import EnrichError
 from enrich.symbols import ASSET_CLASSES
@@ -58,9 +58,9 @@ with tab_add, st.form("add_symbols", clear_on_submit=True):
                     (s, None if cls == AUTO else cls, name.strip() or None
                      if len(items) == 1 else None) for s in items])
             except EnrichError as exc:
-                st.error(str(exc))
+                st.error(ui.literal(exc))
             else:
-                _done(f"Added {', '.join(added)}")
+                _done(f"Added {ui.literal(', '.join(added))}")
                 st.rerun()
 
 with tab_import:
@@ -69,18 +69,23 @@ with tab_import:
     upload = st.file_uploader("CSV file", type=["csv", "txt"], key="import_file")
     pasted = st.text_area("…or paste lines", key="import_text", height=120)
     if st.button("Import", icon="📥", key="import"):
-        text = upload.getvalue().decode("utf-8", errors="replace") if upload else pasted
-        if not text.strip():
-            st.error("Choose a file or paste some lines first.")
-        else:
-            report = uv.import_csv(c.store().catalog, text)
-            c.invalidate()
-            st.session_state["import_report"] = report
+        try:
+            text = uv.decode_csv(upload.getvalue(), upload.name) if upload else pasted
+            if not text.strip():
+                st.error("Choose a file or paste some lines first.")
+            else:
+                report = uv.import_csv(c.store().catalog, text)
+                c.invalidate()
+                st.session_state["import_report"] = report
+        except EnrichError as exc:  # not UTF-8, a field over 128 KiB: nothing imported
+            st.session_state.pop("import_report", None)
+            st.error(ui.literal(exc))
     report = st.session_state.get("import_report")
     if report is not None:
         if report.added:
-            st.success(f"Added {len(report.added)} symbol(s): {', '.join(report.added[:30])}"
-                       + (" …" if len(report.added) > 30 else ""))
+            st.success(f"Added {len(report.added)} symbol(s): "
+                       + ui.literal(", ".join(report.added[:30])
+                                    + (" …" if len(report.added) > 30 else "")))
         if report.errors:
             st.error(f"{len(report.errors)} line(s) refused:")
             c.dataframe(pl.DataFrame({"line": [n for n, _ in report.errors],
@@ -94,11 +99,11 @@ with tab_state:
     b = st.columns(2)
     if b[0].button("Deactivate", key="deactivate", disabled=not pick):
         uv.set_active(c.store().catalog, pick, False)
-        _done(f"Deactivated {', '.join(pick)}")
+        _done(f"Deactivated {ui.literal(', '.join(pick))}")
         st.rerun()
     if b[1].button("Activate", key="activate", disabled=not pick):
         uv.set_active(c.store().catalog, pick, True)
-        _done(f"Activated {', '.join(pick)}")
+        _done(f"Activated {ui.literal(', '.join(pick))}")
         st.rerun()
 
 with tab_remove:
