@@ -41,11 +41,11 @@ import json
 import logging
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
 
@@ -143,9 +143,10 @@ _RUNS_SQL = """
               AND EXISTS (SELECT 1 FROM symbols s WHERE s.symbol = t.symbol AND s.active)
               AND NOT EXISTS (SELECT 1 FROM tasks t2
                               WHERE t2.symbol = t.symbol AND t2.state IN ('ok', 'skipped')
-                                AND t2.finished_at > c.finished_at)) AS still_failing,
-           EXISTS (SELECT 1 FROM runs r2 WHERE r2.state = 'succeeded'
-                   AND r2.kind <> 'backfill' AND r2.finished_at > c.finished_at)
+                                AND t2.run_id <> c.run_id
+                                AND t2.finished_at >= c.finished_at)) AS still_failing,
+           EXISTS (SELECT 1 FROM runs r2 WHERE r2.state = 'succeeded' AND r2.kind <> 'backfill'
+                   AND r2.run_id <> c.run_id AND r2.finished_at >= c.finished_at)
                AS later_success
     FROM cand c ORDER BY c.finished_at
 """
@@ -389,18 +390,16 @@ class ChannelResult:
 class Channels:
     """The notification URLs, sent through apprise, each retried with backoff.
 
-    ``sleep`` waits between attempts (a ``threading.Event.wait`` lets a stopping service cut
-    it short).
+    ``halt``, when set, ends the waits between attempts and the attempts (a stopping
+    service); the channel's failure is recorded as usual.
     """
 
     def __init__(self, urls: Sequence[str], attempts: int = SEND_ATTEMPTS,
-                 backoff_s: float = BACKOFF_S, timeout_s: float = 10.0,
-                 sleep: Callable[[float], Any] = time.sleep):
+                 backoff_s: float = BACKOFF_S, halt: threading.Event | None = None):
         self.urls = tuple(urls)
         self.attempts = max(1, int(attempts))
         self.backoff_s = float(backoff_s)
-        self.timeout_s = float(timeout_s)
-        self.sleep = sleep
+        self.halt = halt or threading.Event()
         self._labels: list[str] | None = None
         self._plugins: list[Any] | None = None
 
@@ -422,12 +421,13 @@ class Channels:
                 plugins.append(None)
                 labels.append(f"channel {i} (not a URL apprise supports)")
                 continue
-            private = plugin.url(privacy=True).split("?", 1)[0]
-            kept = set(_TOKEN_SPLIT.split(private))
-            secrets = {t for t in raw_tokens if t not in kept} | {url}
-            SCRUB.secrets.update(secrets)
+            # What apprise shows in privacy mode is not secret; every other token of the
+            # URL (passwords, API tokens, webhook keys) is scrubbed wherever it appears.
+            private = plugin.url(privacy=True)
+            kept = set(_TOKEN_SPLIT.split(unquote(private)))
+            SCRUB.secrets.update(t for t in raw_tokens if t not in kept)
             plugins.append(plugin)
-            labels.append(SCRUB.text(private))
+            labels.append(SCRUB.text(private.split("?", 1)[0]))
         self._plugins, self._labels = plugins, labels
 
     @property
@@ -464,8 +464,10 @@ class Channels:
                     error = "; ".join(logs)[-300:] or "the channel refused the notification"
                 except Exception as exc:  # a plugin that raises is a failed attempt
                     error = f"{type(exc).__name__}: {exc}"
-                if attempt < self.attempts:
-                    self.sleep(self.backoff_s * 2 ** (attempt - 1))
+                if attempt < self.attempts and \
+                        self.halt.wait(self.backoff_s * 2 ** (attempt - 1)):
+                    error += " (the service stopped before the next attempt)"
+                    break
             if error is not None:
                 log.warning("alert channel %s failed after %d attempt(s): %s", label, attempt,
                             SCRUB.text(error))
@@ -493,7 +495,11 @@ def _message(row: dict[str, Any]) -> tuple[str, str, str]:
 
 def deliver_pending(catalog: Catalog, channels: Channels,
                     clock: Callable[[], dt.datetime] = utcnow) -> list[dict[str, Any]]:
-    """Send every event waiting for delivery, once; returns what was done per event."""
+    """Send every event waiting for delivery, once; returns what was done per event.
+
+    When ``channels.halt`` is set (the service stops), the events not sent yet go back to
+    ``pending`` for the next process to send.
+    """
     now = clock()
     with catalog.connect() as con, transaction(con, bump=False):
         rows = frame(con, """
@@ -506,7 +512,14 @@ def deliver_pending(catalog: Catalog, channels: Channels,
             con.execute(f"UPDATE alerts SET delivery = 'sending', claimed_at = ? "
                         f"WHERE alert_id IN ({','.join('?' * len(ids))})", [now, *ids])
     done = []
-    for r in rows:
+    for i, r in enumerate(rows):
+        if channels.halt.is_set():
+            left = [x["alert_id"] for x in rows[i:]]
+            b = WriteBatch()
+            b.execute(f"UPDATE alerts SET delivery = 'pending', claimed_at = NULL "
+                      f"WHERE alert_id IN ({','.join('?' * len(left))})", left)
+            catalog.write(b)
+            break
         title, body, kind = _message(r)
         results = channels.send(title, body, kind) if channels else []
         ok = [x for x in results if x.ok]
@@ -646,7 +659,7 @@ def incidents(catalog: Catalog, now: dt.datetime, state: str | None = None,
               ) -> tuple[pl.DataFrame, int]:
     """A page of incidents (newest first) and the number matching: one row per incident
     (and per test), with its opening, resolution, delivery, acknowledgement and the snooze in
-    force. ``state``: open | resolved | test. ``deliveries`` is parsed JSON."""
+    force. ``state``: open | resolved | test. ``deliveries`` is JSON text."""
     where, params = ["true"], []
     if state:
         where.append("state = ?")
@@ -659,9 +672,6 @@ def incidents(catalog: Catalog, now: dt.datetime, state: str | None = None,
         page = frame(con, sql + " ORDER BY opened_at DESC, incident_id LIMIT ? OFFSET ?",
                      [now, *params, limit, offset])
         total = con.execute(f"SELECT count(*) FROM ({sql})", [now, *params]).fetchall()[0][0]
-    if not page.is_empty():
-        page = page.with_columns(pl.col("deliveries").map_elements(
-            lambda s: json.loads(s) if s else [], return_dtype=pl.Object))
     return page, int(total)
 
 
@@ -688,19 +698,26 @@ def active_snoozes(catalog: Catalog, now: dt.datetime) -> pl.DataFrame:
 # -- the watcher ----------------------------------------------------------------------------------
 class Watcher:
     """Evaluates the rules and delivers events on its own thread: every ``every_s`` seconds,
-    and when poked. Never raises into the service; ``stop`` interrupts a backoff wait."""
+    and when poked. Never raises into the service; ``stop`` interrupts a backoff wait.
+
+    ``clock`` is the wall clock (events, runs, heartbeats); ``now`` the data's instant
+    (freshness; ``settings.now`` by default).
+    """
 
     def __init__(self, settings: Settings, store: Store, *,
                  clock: Callable[[], dt.datetime] | None = None,
+                 now: Callable[[], dt.datetime] | None = None,
                  every_s: float = ALERT_EVERY_S, channels: Channels | None = None):
         self.settings = settings
         self.store = store
         self.clock = clock or utcnow
+        self.now = now or settings.now
         self.every_s = float(every_s)
         self._halt = threading.Event()
         self._poke = threading.Event()
         self.channels = channels if channels is not None else Channels(
-            settings.alert_urls, sleep=self._halt.wait)
+            settings.alert_urls, halt=self._halt)
+        self.channels.halt = self._halt  # stopping the watcher cuts its retries short
         self._thread: threading.Thread | None = None
         self._takeover: SchedulerState | None = None
         self._lock = threading.Lock()
@@ -737,7 +754,7 @@ class Watcher:
         """One round: evaluate, then deliver what is pending."""
         with self._lock:
             takeover = self._takeover
-        result = evaluate(self.store.catalog, self.settings.now(), self.clock(),
+        result = evaluate(self.store.catalog, self.now(), self.clock(),
                           channels=bool(self.channels), takeover=takeover)
         if takeover is not None and "scheduler" not in result.failed_rules:
             with self._lock:

@@ -401,7 +401,7 @@ def _read_routes(r: APIRouter, desk: _Desk) -> None:  # noqa: C901 - one route p
                    rule: Literal[(*alerts.RULE_NAMES, "test")] | None = None,  # type: ignore
                    limit: Limit = 50, offset: Offset = 0) -> _Json:
         page, total = alerts.incidents(desk.catalog, desk.wall(), state, rule, limit, offset)
-        return _Json({**_page(page, total, limit, offset),
+        return _Json({**_page(_json_cols(page, "deliveries"), total, limit, offset),
                       "snoozes": alerts.active_snoozes(desk.catalog, desk.wall()),
                       "channels": desk.channels.labels})
 
@@ -412,7 +412,7 @@ def _read_routes(r: APIRouter, desk: _Desk) -> None:  # noqa: C901 - one route p
             raise ApiError(404, "unknown_alert", f"no alert {incident_id}")
         page, _ = alerts.incidents(desk.catalog, desk.wall(), limit=MAX_PAGE)
         inc = page.filter(pl.col("incident_id") == incident_id)
-        return _Json({**(inc.to_dicts()[0] if inc.height else {}),
+        return _Json({**(_json_cols(inc, "deliveries")[0] if inc.height else {}),
                       "events": _json_cols(ev, "deliveries")})
 
     @r.get("/quality", summary="Quality checks and scores (of a symbol; only failing ones)")

@@ -301,7 +301,7 @@ class Services:
             jobs = list(self._jobs.values())
         self._halt.set()
         if self.alerts is not None:
-            self.alerts.stop(timeout=0.5)
+            self.alerts.stop(timeout=2.0)
         for job in jobs:
             job.cancel.set()
         if self._scheduler is not None:

@@ -38,8 +38,8 @@ if st.button("Send a test alert", icon="📣", key="test_alert"):
     with st.spinner("Sending…"):
         outcome = alerts.send_test(c.store().catalog, channels, c.ACTOR)
     c.invalidate()
-    st.session_state["test_alert"] = outcome
-outcome = st.session_state.get("test_alert")
+    st.session_state["test_alert_outcome"] = outcome
+outcome = st.session_state.get("test_alert_outcome")
 if outcome is not None:
     if not outcome["channels"]:
         st.warning("Recorded, but there is no channel to send it to.")
