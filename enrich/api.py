@@ -31,7 +31,7 @@ import time
 from typing import Annotated, Any, Literal
 
 import polars as pl
-from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -232,14 +232,24 @@ def create_app(settings: Settings, services: Services, *, token: str | None = No
                     "(`python -m enrich api token`). Instants are UTC (ISO 8601, `Z`); session "
                     "dates are exchange dates.")
     _install_errors(app)
-    reads = APIRouter(prefix=PREFIX, dependencies=[Depends(may_read)])
-    acts = APIRouter(prefix=PREFIX, dependencies=[Depends(need_token)])
-    _read_routes(reads, desk)
-    _action_routes(acts, desk)
-    app.include_router(reads)
-    app.include_router(acts)
+    _read_routes(_Routes(app, may_read), desk)
+    _action_routes(_Routes(app, need_token), desk)
     app.state.desk = desk
     return app
+
+
+class _Routes:
+    """Routes under ``PREFIX`` guarded by one dependency (registered on the app itself, so
+    ``app.routes`` lists every endpoint)."""
+
+    def __init__(self, app: FastAPI, guard: Any):
+        self.app, self.deps = app, [Depends(guard)]
+
+    def get(self, path: str, **kw: Any):
+        return self.app.get(PREFIX + path, dependencies=self.deps, **kw)
+
+    def post(self, path: str, **kw: Any):
+        return self.app.post(PREFIX + path, dependencies=self.deps, **kw)
 
 
 # -- reads --------------------------------------------------------------------------------------
@@ -254,7 +264,7 @@ def _symbol(desk: _Desk, raw: str) -> str:
     return sym
 
 
-def _read_routes(r: APIRouter, desk: _Desk) -> None:  # noqa: C901 - one route per endpoint
+def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per endpoint
     @r.get("/overview", summary="Is everything OK: states, distribution, 24 h metrics, "
                                 "active runs, open alerts")
     def overview() -> _Json:
@@ -503,7 +513,7 @@ def _known(desk: _Desk, symbols: list[str] | None) -> list[str] | None:
     return syms
 
 
-def _action_routes(r: APIRouter, desk: _Desk) -> None:  # noqa: C901 - one route per endpoint
+def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per endpoint
     @r.post("/runs", status_code=202, summary="Start a run now; 202 with its id at once")
     def start_run(body: RunRequest) -> _Json:
         run_id = desk.svc.trigger(symbols=_known(desk, body.symbols), datasets=body.datasets,

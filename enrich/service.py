@@ -369,7 +369,9 @@ class Services:
             if job is not None:  # its row is not written yet; it will be, as cancelled
                 return True
             raise
-        return state in ("queued", "running")
+        # A run of this process flagged here may already be recorded as cancelled (the
+        # intake thread writes a flagged run's row that way): that is this cancel's doing.
+        return state in ("queued", "running") or (job is not None and state == "cancelled")
 
     def pause(self, by: str, reason: str | None = None) -> None:
         """Pause the daily schedule (persisted: still paused after a restart)."""
