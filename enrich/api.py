@@ -175,6 +175,16 @@ class _Desk:
         self.token = token
         self.channels = (services.alerts.channels if services.alerts is not None
                          else alerts.Channels(settings.alert_urls))
+        self._known: frozenset[str] = frozenset()
+
+    def unknown(self, symbols: list[str]) -> list[str]:
+        """The symbols not in the universe. Remembers the universe, so starting a run costs
+        no catalog access (``POST /runs`` answers at once); a symbol not remembered is looked
+        up again before it is refused, and one removed since is refused by the run itself."""
+        if symbols and all(s in self._known for s in symbols):
+            return []
+        self._known = frozenset(self.catalog.query("SELECT symbol FROM symbols")["symbol"])
+        return [s for s in symbols if s not in self._known]
 
     def now(self) -> dt.datetime:
         """The data's instant (``ENRICH_NOW`` when set): freshness, coverage."""
@@ -505,8 +515,7 @@ def _known(desk: _Desk, symbols: list[str] | None) -> list[str] | None:
     if not symbols:
         return None
     syms = [validate_symbol(s) for s in symbols]
-    known = set(desk.catalog.query("SELECT symbol FROM symbols")["symbol"].to_list())
-    unknown = [s for s in syms if s not in known]
+    unknown = desk.unknown(syms)
     if unknown:
         raise ApiError(400, "unknown_symbol", f"{', '.join(unknown)} not in the universe; add "
                        f"with `python -m enrich symbols add {' '.join(unknown)}`")
@@ -713,7 +722,9 @@ def serve(settings: Settings, services: Services,
     if not _is_loopback(server.host):
         log.warning("the API listens on %s: reads from other hosts need the token too",
                     server.url)
-    return server.start(create_app(settings, services, token=token)), source
+    app = create_app(settings, services, token=token)
+    app.state.desk.unknown([])  # learn the universe before the first request
+    return server.start(app), source
 
 
 __all__ = ["ApiError", "ApiServer", "PREFIX", "create_app", "plain", "serve"]
