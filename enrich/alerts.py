@@ -655,8 +655,8 @@ _INCIDENTS_SQL = """
 
 
 def incidents(catalog: Catalog, now: dt.datetime, state: str | None = None,
-              rule: str | None = None, limit: int = 50, offset: int = 0
-              ) -> tuple[pl.DataFrame, int]:
+              rule: str | None = None, limit: int = 50, offset: int = 0,
+              incident_id: str | None = None) -> tuple[pl.DataFrame, int]:
     """A page of incidents (newest first) and the number matching: one row per incident
     (and per test), with its opening, resolution, delivery, acknowledgement and the snooze in
     force. ``state``: open | resolved | test. ``deliveries`` is JSON text."""
@@ -667,6 +667,9 @@ def incidents(catalog: Catalog, now: dt.datetime, state: str | None = None,
     if rule:
         where.append("rule = ?")
         params.append(rule)
+    if incident_id:
+        where.append("incident_id = ?")
+        params.append(incident_id)
     sql = f"SELECT * FROM ({_INCIDENTS_SQL}) WHERE {' AND '.join(where)}"
     with catalog.connect() as con:
         page = frame(con, sql + " ORDER BY opened_at DESC, incident_id LIMIT ? OFFSET ?",

@@ -87,8 +87,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     ev = alerts.events(catalog, args.target)
     if ev.is_empty():
         raise alerts.UnknownAlertError(f"no alert {args.target}")
-    page, _ = alerts.incidents(catalog, utcnow(), limit=100_000)
-    inc = page.filter(pl.col("incident_id") == args.target).to_dicts()
+    inc = alerts.incidents(catalog, utcnow(), incident_id=args.target)[0].to_dicts()
     if args.json:
         print_json({**(inc[0] if inc else {}), "events": ev.to_dicts()})
         return EXIT_OK

@@ -430,8 +430,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
         ev = alerts.events(desk.catalog, incident_id)
         if ev.is_empty():
             raise ApiError(404, "unknown_alert", f"no alert {incident_id}")
-        page, _ = alerts.incidents(desk.catalog, desk.wall(), limit=MAX_PAGE)
-        inc = page.filter(pl.col("incident_id") == incident_id)
+        inc, _ = alerts.incidents(desk.catalog, desk.wall(), incident_id=incident_id)
         return _Json({**(_json_cols(inc, "deliveries")[0] if inc.height else {}),
                       "events": _json_cols(ev, "deliveries")})
 

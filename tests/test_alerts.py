@@ -442,6 +442,9 @@ def test_alerts_cli_list_ack_snooze_and_test(data, sinks):
     assert p.returncode == 0, p.stderr
     listed = json.loads(p.stdout)
     assert listed["total"] == 1 and listed["items"][0]["incident_id"] == iid
+    p = run_cli(data, "alerts", "show", iid, "--json")
+    assert p.returncode == 0 and [e["event"] for e in json.loads(p.stdout)["events"]] == [
+        "opened"]
     assert run_cli(data, "alerts", "ack", iid, "--by", "ana").returncode == 0
     assert store.catalog.scalar("SELECT acked_by FROM alerts WHERE alert_id = ?", [iid]) \
         == "ana"
