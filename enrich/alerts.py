@@ -20,11 +20,12 @@ key (``RULES``)::
 lock, so two processes watching (the dashboard and ``serve``) never open a key twice. A rule
 that fails to evaluate leaves its incidents as they are.
 
-``deliver_pending`` sends each event once to every channel of ``ENRICH_ALERT_URLS`` through
-apprise: events are claimed in a transaction, sent outside the catalog, and the outcome is
-recorded. A failing channel is retried with exponential backoff, then its failure recorded;
-nothing here raises into the service. A channel is named by apprise's privacy URL with every
-credential of its URL scrubbed, in the catalog, the UI and the logs.
+``deliver_pending`` sends each event once to every channel of ``ENRICH_ALERT_URLS``
+(``enrich.channels``, through apprise): events are claimed in a transaction, sent outside the
+catalog, and the outcome is recorded. A failing channel is retried with exponential backoff,
+then its failure recorded; nothing here raises into the service. A channel is named by
+apprise's privacy URL with every credential of its URL scrubbed, in the catalog, the UI and
+the logs.
 
 A *snooze* (a rule, or one incident's dedupe key, until an instant) keeps events from being
 sent; they are still recorded. An incident opened while snoozed is sent when the snooze ends if
@@ -45,12 +46,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 import polars as pl
 
 from enrich import queries
 from enrich.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
+from enrich.channels import Channels
 from enrich.config import Settings
 from enrich.errors import ConfigError, EnrichError
 from enrich.scheduler import SchedulerState, read_state
@@ -64,8 +65,6 @@ STORM_RETRIES = 20  # rate-limited attempts within QUOTA_WINDOW that make a 429 
 NEW_RUN_WINDOW = dt.timedelta(hours=24)  # failed runs older than this open no incident
 NEW_BACKFILL_WINDOW = dt.timedelta(days=7)
 CLAIM_TIMEOUT = dt.timedelta(minutes=10)  # a sender that died: another may send after this
-SEND_ATTEMPTS = 3
-BACKOFF_S = 2.0  # first wait between attempts; doubles each time
 EXAMPLES = 5  # symbols named in an alert's text
 RULE_NAMES = ("stale", "run_failed", "scheduler", "quota", "quality", "backfill")
 EVENTS = ("opened", "resolved", "test")
@@ -345,135 +344,6 @@ def evaluate(catalog: Catalog, now: dt.datetime, wall: dt.datetime | None = None
             with transaction(con):
                 b.apply(con)
     return result
-
-
-# -- delivery -----------------------------------------------------------------------------------
-_TOKEN_SPLIT = re.compile(r"[/:@?&=#,;+\s]+")
-
-
-class _Scrub(logging.Filter):
-    """Removes registered secrets from log records (apprise's and urllib3's)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def text(self, s: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            s = s.replace(secret, "••••")
-        return s
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self.text(record.getMessage())
-            record.args = None
-        return True
-
-
-SCRUB = _Scrub()
-for _name in ("apprise", "urllib3.connectionpool"):
-    logging.getLogger(_name).addFilter(SCRUB)
-
-
-@dataclass
-class ChannelResult:
-    channel: str  # the label: apprise's privacy URL, credentials scrubbed
-    ok: bool
-    attempts: int
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"channel": self.channel, "ok": self.ok, "attempts": self.attempts,
-                "error": self.error}
-
-
-class Channels:
-    """The notification URLs, sent through apprise, each retried with backoff.
-
-    ``halt``, when set, ends the waits between attempts and the attempts (a stopping
-    service); the channel's failure is recorded as usual.
-    """
-
-    def __init__(self, urls: Sequence[str], attempts: int = SEND_ATTEMPTS,
-                 backoff_s: float = BACKOFF_S, halt: threading.Event | None = None):
-        self.urls = tuple(urls)
-        self.attempts = max(1, int(attempts))
-        self.backoff_s = float(backoff_s)
-        self.halt = halt or threading.Event()
-        self._labels: list[str] | None = None
-        self._plugins: list[Any] | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.urls)
-
-    def _load(self) -> None:
-        if self._plugins is not None:
-            return
-        import apprise
-
-        plugins, labels = [], []
-        for i, url in enumerate(self.urls, 1):
-            plugin = apprise.Apprise.instantiate(url)
-            raw_tokens = {t for t in _TOKEN_SPLIT.split(url) if len(t) >= 3}
-            if plugin is None:
-                # Unknown to apprise: nothing of it is shown, it may be a secret.
-                SCRUB.secrets.update(raw_tokens | {url})
-                plugins.append(None)
-                labels.append(f"channel {i} (not a URL apprise supports)")
-                continue
-            # What apprise shows in privacy mode is not secret; every other token of the
-            # URL (passwords, API tokens, webhook keys) is scrubbed wherever it appears.
-            private = plugin.url(privacy=True)
-            kept = set(_TOKEN_SPLIT.split(unquote(private)))
-            SCRUB.secrets.update(t for t in raw_tokens if t not in kept)
-            plugins.append(plugin)
-            labels.append(SCRUB.text(private.split("?", 1)[0]))
-        self._plugins, self._labels = plugins, labels
-
-    @property
-    def labels(self) -> list[str]:
-        """The channels as shown anywhere: no credential, no token."""
-        self._load()
-        return list(self._labels or [])
-
-    def scrub(self, text: str) -> str:
-        self._load()
-        return SCRUB.text(text)
-
-    def send(self, title: str, body: str, kind: str = "info") -> list[ChannelResult]:
-        """Send to every channel; ``kind`` is info | success | warning | failure."""
-        import apprise
-
-        self._load()
-        results = []
-        for plugin, label in zip(self._plugins or [], self._labels or [], strict=True):
-            if plugin is None:
-                results.append(ChannelResult(label, False, 0, "not a notification URL apprise "
-                                                              "supports; check ENRICH_ALERT_URLS"))
-                continue
-            error, attempt = None, 0
-            for attempt in range(1, self.attempts + 1):
-                ap = apprise.Apprise()
-                ap.add(plugin)
-                try:
-                    res = ap.notify(body=body, title=title, notify_type=kind)
-                    if res:
-                        error = None
-                        break
-                    logs = [e.message for e in res.logs() if e.level in ("WARNING", "ERROR")]
-                    error = "; ".join(logs)[-300:] or "the channel refused the notification"
-                except Exception as exc:  # a plugin that raises is a failed attempt
-                    error = f"{type(exc).__name__}: {exc}"
-                if attempt < self.attempts and \
-                        self.halt.wait(self.backoff_s * 2 ** (attempt - 1)):
-                    error += " (the service stopped before the next attempt)"
-                    break
-            if error is not None:
-                log.warning("alert channel %s failed after %d attempt(s): %s", label, attempt,
-                            SCRUB.text(error))
-            results.append(ChannelResult(label, error is None, attempt,
-                                         None if error is None else SCRUB.text(error)))
-        return results
 
 
 def _message(row: dict[str, Any]) -> tuple[str, str, str]:

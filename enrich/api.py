@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from enrich import alerts, backfill, coverage, queries, ui
 from enrich.api_token import ensure_token, matches
+from enrich.channels import SCRUB, Channels
 from enrich.config import Settings
 from enrich.errors import ConfigError, EnrichError
 from enrich.schemas import DATASETS as LAKE_DATASETS
@@ -137,7 +138,7 @@ _SECRETS: set[str] = set()
 
 
 def _scrub(body: bytes) -> bytes:
-    for secret in sorted(_SECRETS | alerts.SCRUB.secrets, key=len, reverse=True):
+    for secret in sorted(_SECRETS | SCRUB.secrets, key=len, reverse=True):
         if secret and secret.encode() in body:
             body = body.replace(secret.encode(), b"****")
     return body
@@ -174,7 +175,7 @@ class _Desk:
         self.catalog = services.store.catalog
         self.token = token
         self.channels = (services.alerts.channels if services.alerts is not None
-                         else alerts.Channels(settings.alert_urls))
+                         else Channels(settings.alert_urls))
         self._known: frozenset[str] = frozenset()
 
     def unknown(self, symbols: list[str]) -> list[str]:

@@ -145,7 +145,7 @@ def alerts_read(name: str, *args, **kwargs) -> Any:
 
 @st.cache_resource(show_spinner=False)
 def _channels(urls: tuple[str, ...]):
-    from enrich.alerts import Channels
+    from enrich.channels import Channels
 
     return Channels(urls)
 

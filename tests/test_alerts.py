@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 from enrich import alerts
 from enrich.backfill import BackfillRequest, start_in_background, wait_for
 from enrich.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.channels import Channels
 from enrich.config import load_settings
 from enrich.errors import TransientError
 from enrich.providers.sample import SampleProvider
@@ -96,7 +97,7 @@ class Desk:
         self.data_now = FIXED_NOW
         self.settings = settings_for(data).with_(alert_urls=urls, now_override=LATER)
         self.store = Store(data)
-        self.channels = alerts.Channels(urls, backoff_s=backoff_s)
+        self.channels = Channels(urls, backoff_s=backoff_s)
         self.watcher = alerts.Watcher(self.settings, self.store, now=lambda: self.data_now,
                                       every_s=0.1, channels=self.channels)
         self.svc = Services(self.settings, store=self.store, alerts=self.watcher,
@@ -229,7 +230,7 @@ def test_a_failing_receiver_is_retried_then_recorded_and_the_service_keeps_runni
 
 def test_an_unknown_channel_is_recorded_not_raised(data):
     store = Store(data)
-    channels = alerts.Channels(("nosuchscheme://tok3n-XYZ/abc",), backoff_s=0)
+    channels = Channels(("nosuchscheme://tok3n-XYZ/abc",), backoff_s=0)
     assert channels.labels == ["channel 1 (not a URL apprise supports)"]
     out = alerts.send_test(store.catalog, channels, "test")
     assert out["delivery"] == "failed"
@@ -305,7 +306,7 @@ def test_serve_taking_over_from_a_dead_owner_reports_it_once(data):
               [int(dead_pid), host, utcnow() - dt.timedelta(seconds=30)])
     store.catalog.write(b)
     settings = settings_for(data).with_(scheduler=True, now_override=FIXED_NOW)
-    watcher = alerts.Watcher(settings, store, every_s=0.1, channels=alerts.Channels(()))
+    watcher = alerts.Watcher(settings, store, every_s=0.1, channels=Channels(()))
     svc = Services(settings, store=store, alerts=watcher, heartbeat_s=0.2).start()
     try:
         events = wait_until(lambda: len(rows(store)) >= 2 and rows(store),
