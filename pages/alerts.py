@@ -27,7 +27,7 @@ c.page_header("Alerts", "Incidents open once per condition, are sent once to the
                         "Rules run every minute and after every run.")
 channels = c.alert_channels()
 if channels:
-    st.caption("Channels: " + " · ".join(channels.labels))
+    st.text("Channels: " + " · ".join(channels.labels))  # configuration text, not markup
 else:
     st.caption("No channel configured: incidents are recorded here but not sent. Set "
                "ENRICH_ALERT_URLS (json://…, mailto://…, ntfy://…, slack://…) and restart; "
@@ -80,7 +80,7 @@ if not page.is_empty():
     st.text(row["title"])
     st.text(row["detail"] or "")
     if row["acked_by"]:
-        st.caption(f"Acknowledged by {row['acked_by']} at {ui.fmt_utc(row['acked_at'])}")
+        st.text(f"Acknowledged by {row['acked_by']} at {ui.fmt_utc(row['acked_at'])}")
     events = alerts.events(c.store().catalog, pick)
     if not events.is_empty():
         c.dataframe(events, column_config={"event_at": "at (UTC)",

@@ -384,6 +384,10 @@ def test_cancel_and_retry_failed(desk, template):
     j = wait_run(desk, retry)
     assert j["parent_run_id"] == partial and j["kind"] == "retry"
     assert sorted(t["symbol"] for t in j["tasks"]) == ["MSFT", "SPY"]
+    assert j["state"] == "succeeded"  # no demo faults this time
+    r = desk.api.post(f"{V1}/runs/{retry}/retry-failed")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    assert "no failed symbols" in r.json()["error"]["message"]
     r = desk.api.post(f"{V1}/runs/{partial}/cancel")
     assert r.status_code == 409 and r.json()["error"]["code"] == "run_finished"
     r = desk.api.post(f"{V1}/runs/nope/retry-failed")
