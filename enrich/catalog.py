@@ -291,7 +291,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
-        5,
+        6,  # 5 is main's "refresh plans" (issue 11): keep both numbers distinct
         "alerts: incident events and their delivery, snoozes",
         """
         CREATE TABLE alerts (                 -- one row per event (enrich.alerts owns it)
