@@ -373,6 +373,9 @@ class _FailingBars:
     def __getattr__(self, item):
         return getattr(self.inner, item)
 
+    def with_priority(self, priority):  # the inner provider would return itself
+        return self
+
     def bars(self, *a, **k):
         raise TransientError("upstream down", provider="test", endpoint="bars", status=503)
 
