@@ -35,7 +35,8 @@ from enrich.cli import (
 from enrich.config import Settings
 from enrich.coverage import DATASETS
 
-FINAL = ("succeeded", "partial", "failed", "cancelled", "interrupted", "missed")
+FINAL = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
+         "missed")
 
 
 def _store(settings: Settings):
