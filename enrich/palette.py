@@ -46,8 +46,9 @@ BACKFILL_LEVEL = {
     "paused": IDLE, "cancelled": IDLE, "running": ACTIVE,
 }
 SEVERITY_LEVEL = {"error": BAD, "warning": WARN, "info": ACTIVE}
-TASK_LEVEL = {"ok": OK, "skipped": IDLE, "failed": BAD, "running": ACTIVE,
-              "cancelled": IDLE, "interrupted": WARN}
+# Symbol tasks of a run, and fetch-log steps.
+TASK_LEVEL = {"ok": OK, "up_to_date": OK, "skipped": IDLE, "failed": BAD, "retried": WARN,
+              "running": ACTIVE, "cancelled": IDLE, "interrupted": WARN}
 # Coverage heatmap cells (enrich.coverage codes' names).
 CELL_LEVEL = {"present": OK, "failed": WARN, "missing": BAD, "not expected": IDLE}
 

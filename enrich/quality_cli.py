@@ -179,7 +179,7 @@ def cmd_fill(args: argparse.Namespace, settings: Settings) -> int:
     _known(store.catalog, symbols)
     try:
         plan = plan_range(store.catalog, args.dataset, symbols, start, end, settings.now(),
-                          args.include_failed)
+                          args.include_failed, history_years=settings.history_years)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if plan.empty:

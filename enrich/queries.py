@@ -948,6 +948,23 @@ def symbol_quality(catalog: Catalog) -> pl.DataFrame:
         FROM quality_status GROUP BY symbol ORDER BY symbol""")
 
 
+def worst_quality(catalog: Catalog, dataset: str | None = None,
+                  limit: int = 20) -> pl.DataFrame:
+    """The symbols with failing checks, worst quality score first (of ``dataset`` when
+    given, else over every dataset): symbol, score, checks, failed, failed_errors, and the
+    failing checks as ``dataset/check`` text."""
+    w = _weight_sql()
+    where, params = ("WHERE dataset = ?", [dataset]) if dataset else ("", [])
+    return catalog.query(f"""
+        SELECT symbol, sum({w} * CAST(passed AS INTEGER)) / sum({w}) AS score,
+               count(*) AS checks, count(*) FILTER (NOT passed) AS failed,
+               count(*) FILTER (NOT passed AND severity = 'error') AS failed_errors,
+               string_agg(dataset || '/' || check_name, ', ' ORDER BY dataset, check_name)
+                   FILTER (NOT passed) AS failing
+        FROM quality_status {where} GROUP BY symbol HAVING count(*) FILTER (NOT passed) > 0
+        ORDER BY score, failed DESC, symbol LIMIT ?""", [*params, limit])
+
+
 def symbol_checks(catalog: Catalog, symbol: str) -> pl.DataFrame:
     """The latest result of every check of one symbol: failing first (errors before
     warnings), each with what it looks for and its evidence (``detail``)."""
@@ -1029,16 +1046,22 @@ def symbol_rebases(catalog: Catalog, symbol: str) -> pl.DataFrame:
 
 def failing_checks(catalog: Catalog, dataset: str | None = None,
                    limit: int = 200) -> pl.DataFrame:
-    """The checks failing now (latest results), errors first, with their evidence."""
+    """The checks failing now (latest results), errors first, with their evidence and the
+    quality ``score`` of their symbol × dataset."""
     where, params = "NOT passed", []
     if dataset:
         where += " AND dataset = ?"
         params.append(dataset)
+    w = _weight_sql("q.severity")
     return catalog.query(f"""
-        SELECT symbol, dataset, check_name, severity, observed, threshold, detail, checked_at
-        FROM quality_status WHERE {where}
-        ORDER BY severity = 'warning', symbol, {_check_order_sql()} LIMIT ?""",
-        [*params, limit])
+        WITH s AS (
+            SELECT symbol, dataset, sum({w} * CAST(passed AS INTEGER)) / sum({w}) AS score
+            FROM quality_status q {"WHERE dataset = ?" if dataset else ""} GROUP BY ALL)
+        SELECT symbol, dataset, check_name, severity, s.score, observed, threshold, detail,
+               checked_at
+        FROM quality_status JOIN s USING (symbol, dataset) WHERE {where}
+        ORDER BY severity = 'warning', s.score, symbol, {_check_order_sql()} LIMIT ?""",
+        [*params[:1], *params, limit] if dataset else [limit])
 
 
 def quality_report(catalog: Catalog, symbol: str | None = None, failing: bool = False,

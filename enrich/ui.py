@@ -229,3 +229,30 @@ def instants_as_text(frame: pl.DataFrame, seconds: bool = False) -> pl.DataFrame
           for c in instants],
         *[pl.col(c).dt.strftime("%Y-%m-%d").alias(c) for c in dates],
     )
+
+
+def run_targets(params: dict | str | None, symbols_total: int | None = None) -> tuple[str, str]:
+    """What a run covered, from its stored parameters: (symbols, datasets) as short text —
+    ``AAPL, MSFT`` or ``the active universe (26)``; ``bars, news`` or ``all that apply``."""
+    import json
+
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            params = {}
+    params = params if isinstance(params, dict) else {}
+    syms = [s for s in (params.get("symbols") or []) if s != "*"]
+    n = f" ({symbols_total:,})" if symbols_total else ""
+    if syms:
+        who = ", ".join(syms[:4]) + (f" +{len(syms) - 4} more" if len(syms) > 4 else "")
+    elif params.get("asset_class"):
+        who = f"every active {params['asset_class']}{n}"
+    else:
+        who = f"the active universe{n}"
+    datasets = params.get("datasets") or ([params["dataset"]] if params.get("dataset")
+                                          else None)
+    what = ", ".join(datasets) if datasets else "all that apply"
+    if params.get("timeframe") and params["timeframe"] != "1d":
+        what += f" ({params['timeframe']})"
+    return who, what
