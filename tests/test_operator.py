@@ -249,3 +249,57 @@ def test_cli_add_runs_in_a_child_process_too(populated, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "already present: AAPL (unchanged)" in p.stdout
     assert _aapl(data) == before
+
+
+# -- quality findable, charts and numbers ------------------------------------------------------
+def test_symbols_sort_by_worst_quality_over_the_whole_universe(populated):
+    data, _ = populated
+    cat = Store(data).catalog
+    worst = q.worst_quality(cat, limit=5)
+    at = open_page("pages/symbols.py", sort="worst quality")
+    table = at.dataframe[0].value
+    assert list(table["symbol"][:worst.height]) == worst["symbol"].to_list()
+    assert worst.height > 0 and (worst["score"] < 1).all()
+    # The Quality page lists them worst first, each with its score and a link to it.
+    at = open_page("pages/quality.py")
+    listed = next(d for d in at.dataframe if "failed_errors" in d.value.columns)
+    assert [u.split("symbol=")[1] for u in listed.value["symbol"]] == worst["symbol"].to_list()
+    config = json.loads(listed.proto.columns)
+    assert config["symbol"]["type_config"]["type"] == "link"
+
+
+def test_price_chart_opens_on_a_year_with_range_presets_and_zooms_in_time_only(populated):
+    data, _ = populated
+    at = open_page("pages/symbols.py", symbol="AAPL")
+    seg = at.get("button_group")
+    assert any("price_range" in s.proto.id for s in seg)
+
+    def price_spec():
+        [chart] = [ch for ch in at.get("plotly_chart") if ch.proto.id.endswith("price_chart")]
+        return json.loads(chart.proto.spec)
+
+    spec = price_spec()
+    layout = spec["layout"]
+    assert all(layout[k].get("fixedrange") for k in layout if k.startswith("yaxis"))
+    assert layout["legend"]["y"] < 0  # under the chart: the toolbar cannot cover it
+    assert layout["yaxis2"]["exponentformat"] == "B"  # volume: 1.2M, 3.4B
+    sessions = [dt.date.fromisoformat(x[:10]) for x in spec["data"][0]["x"]]
+    assert max(sessions) - min(sessions) <= dt.timedelta(days=366)
+    held = len(sessions)
+    at.session_state["price_range"] = "1M"
+    at.run()
+    month = [dt.date.fromisoformat(x[:10]) for x in price_spec()["data"][0]["x"]]
+    assert 15 <= len(month) <= 23 and len(month) < held
+
+
+def test_tables_show_blank_cells_and_thousands_separators(populated):
+    at = open_page("pages/runs.py")
+    df = at.dataframe[0]
+    assert df.proto.placeholder == ""  # an empty cell is blank, never "None"
+    config = json.loads(df.proto.columns)
+    assert config["records_written"]["type_config"]["format"] == "localized"
+    assert config["state"]["type_config"]["type"] == "multiselect"
+    runs = df.value
+    assert list(runs["trigger"]) == ["manual"]
+    assert runs["symbols"].iloc[0].startswith("AAPL, ") and "more" in runs["symbols"].iloc[0]
+    assert runs["datasets"].iloc[0] == "all that apply"
