@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from enrich import queries as q
 from enrich.backfill import (
     BACKFILL_PRIORITY,
     Backfiller,
@@ -30,7 +31,6 @@ from enrich.backfill import (
     stop_backfill,
     wait_for,
 )
-from enrich import queries as q
 from enrich.catalog import Catalog
 from enrich.cli import main
 from enrich.config import load_settings
