@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from enrich import ui
+from enrich import palette, ui
 from pages import _common as c
 
 st.set_page_config(page_title="enrich", page_icon="📈", layout="wide")
@@ -30,14 +30,16 @@ svc = c.services()  # starts the scheduler once per process
 @st.fragment(run_every=5)
 def _sidebar_status() -> None:
     state = c.read("scheduler_state")
-    if not settings.scheduler:
-        st.markdown("**Scheduler** · off (ENRICH_SCHEDULER=off)")
-    elif state.get("paused"):
-        st.markdown(f"**Scheduler** · ⏸️ paused by {ui.literal(state.get('paused_by') or '?')}")
+    if state.get("paused"):
+        st.markdown(f"**Scheduler** · {palette.markdown(palette.BAD, 'paused')} by "
+                    f"{ui.literal(state.get('paused_by') or '?')}")
         if state.get("pause_reason"):
             st.caption(ui.literal(state["pause_reason"], limit=200))
+    elif not settings.scheduler:
+        st.markdown(f"**Scheduler** · {palette.markdown(palette.IDLE, 'off here')} "
+                    "(ENRICH_SCHEDULER=off)")
     else:
-        st.markdown("**Scheduler** · ▶️ on")
+        st.markdown(f"**Scheduler** · {palette.markdown(palette.OK, 'on')}")
     nxt = svc.next_fire_time() if svc is not None and settings.scheduler else None
     if nxt is not None and not state.get("paused"):
         st.caption(f"Next run {ui.fmt_both(nxt)}")
@@ -45,7 +47,7 @@ def _sidebar_status() -> None:
         st.caption(f"Daily at {settings.schedule_utc:%H:%M} UTC")
     active = c.read("active_runs")
     for p in active:
-        st.caption(f"{ui.run_state_label(p['state'])} run {ui.literal(p['run_id'][:8])}: "
+        st.caption(f"{ui.run_badge(p['state'])} run {ui.literal(p['run_id'][:8])}: "
                    f"{p['done']} / {p['total']} symbols")
         c.run_link(p["run_id"], "Follow →")
 

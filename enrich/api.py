@@ -612,7 +612,8 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
     def fill(body: FillRequest) -> _Json:
         syms = _known(desk, body.symbols) or []
         plan = coverage.plan_range(desk.catalog, body.dataset, syms, body.start, body.end,
-                                   desk.now(), body.include_failed)
+                                   desk.now(), body.include_failed,
+                                   history_years=desk.settings.history_years)
         if plan.empty:
             return _Json({"run_ids": [], "cells": 0, "plan": plan.describe()}, status_code=200)
         ids = coverage.start_fill(plan, settings=desk.settings, store=desk.store,

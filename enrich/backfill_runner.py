@@ -348,9 +348,16 @@ class _Execution:
              len(self.tasks) - ok, self._progress_text(), self.run_id])
 
     def _progress_text(self) -> str:
-        text = f"backfill {self.bid}: {self.done} of {self.total} chunks done"
-        if self.failed:
-            text += f", {self.failed} failed"
+        """The backfill's chunks as its card counts them (every chunk of the backfill, done
+        in this run or before), then what this run did."""
+        chunks = self.plan.chunks
+        done = sum(1 for c in chunks if c.state == "done")
+        failed = sum(1 for c in chunks if c.state == "failed")
+        text = f"backfill {self.bid}: {done} of {len(chunks)} chunks done"
+        if failed:
+            text += f", {failed} failed"
+        if done != self.done or len(chunks) != self.total:
+            text += f" ({self.done} of {self.total} in this run)"
         return text
 
     def _report(self, chunk: Chunk | None) -> None:
@@ -666,7 +673,9 @@ class _Execution:
         if self.cancel.is_set():
             stop = self._stop_reason()
         if state is None:
-            if stop is not None:
+            if stop == "paused":
+                state = "paused"  # resumable on request: neither a failure nor a cancel
+            elif stop is not None:
                 state = "cancelled"
             elif self.failed == 0:
                 state = "succeeded"

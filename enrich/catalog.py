@@ -77,7 +77,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             run_id VARCHAR PRIMARY KEY,
             kind VARCHAR NOT NULL,          -- manual | scheduled | retry | backfill | cli
             state VARCHAR NOT NULL,         -- queued | running | succeeded | partial | failed
-                                            -- | cancelled | interrupted | missed
+                                            -- | cancelled | paused (a backfill)
+                                            -- | interrupted | missed
             params JSON,
             provider VARCHAR,
             parent_run_id VARCHAR,

@@ -290,9 +290,16 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
             print_table(frame)
         return EXIT_OK
     if args.symbols_cmd == "add":
-        added = universe.add_symbols(
+        report = universe.add_symbols(
             store.catalog, [(s, args.asset_class, args.name) for s in args.symbol])
-        print(f"added {', '.join(added)}")
+        if args.json:
+            print_json({"added": report.added, "already_present": report.present,
+                        "reactivated": report.reactivated})
+        else:
+            print(report.describe())
+            if report.added or report.reactivated:
+                print("fetch them now: python -m enrich run --symbols "
+                      + ",".join([*report.added, *report.reactivated]))
         return EXIT_OK
     if args.symbols_cmd == "remove":
         n = universe.remove_symbols(store.catalog, args.symbol)
@@ -314,10 +321,21 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
         name = "standard input" if args.file == "-" else args.file
         report = universe.import_csv(store.catalog, universe.decode_csv(data, name))
         if args.json:
-            print_json({"added": report.added,
+            print_json({"added": report.added, "already_present": report.present,
+                        "reactivated": report.reactivated,
                         "errors": [{"line": n, "error": e} for n, e in report.errors]})
         else:
-            print(f"added {len(report.added)} symbol(s)")
+            print(f"added {len(report.added)} symbol(s)"
+                  + (f": {', '.join(report.added[:20])}" + (" …" if len(report.added) > 20
+                                                           else "") if report.added else ""))
+            if report.reactivated:
+                print(f"reactivated {len(report.reactivated)} (name and added date kept): "
+                      + ", ".join(report.reactivated[:20]))
+            if report.present:
+                print(f"already present {len(report.present)} (unchanged): "
+                      + ", ".join(report.present[:20]) + (" …" if len(report.present) > 20
+                                                          else ""))
+            print(f"refused {len(report.errors)} line(s)")
             for n, e in report.errors:
                 print(f"line {n}: {e}", file=sys.stderr)
         return EXIT_OK if not report.errors else EXIT_FAILED
@@ -429,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("symbol", nargs="+")
     sa.add_argument("--asset-class", choices=["stocks", "etfs", "crypto", "fx", "indices"])
     sa.add_argument("--name")
+    sa.add_argument("--json", action="store_true")
     for name in ("remove", "activate", "deactivate"):
         x = ssub.add_parser(name)
         x.add_argument("symbol", nargs="+")

@@ -9,8 +9,11 @@ the universe — so it costs the same for 5,000 symbols as for 5: no lake file i
 A cell is one day for the symbol, coded:
 
     NOT_EXPECTED  no session that day on the symbol's calendar (weekend, holiday), before
-                  its listing (its first stored session, or ``symbols.listed_since``), or
-                  a dataset the provider plan does not include
+                  its listing, or a dataset the provider plan does not include. The listing
+                  is a real date only: ``symbols.listed_since``, or the first stored bar
+                  when the provider was asked for earlier sessions and had none (the bars'
+                  fetched window starts before it). History before a fetched window that
+                  no listing explains was never fetched: it is MISSING, not "not expected"
     PRESENT       held (bars, option snapshots: a row that session; event datasets: inside
                   the fetched window)
     MISSING       expected but not held
@@ -201,7 +204,7 @@ def heatmap(catalog: Catalog, dataset: str, now: dt.datetime, sessions: int = 60
     with catalog.connect() as con:
         rows = frame(con, f"""
             SELECT s.symbol, s.asset_class, s.listed_since,
-                   b.first_session AS bars_first,
+                   b.first_session AS bars_first, b.covered_from AS bars_from,
                    c.first_session, c.last_session, c.through_session, c.covered_from,
                    CAST(c.gaps AS VARCHAR) AS gaps,
                    CAST(c.failed_sessions AS VARCHAR) AS failed,
@@ -247,14 +250,19 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
 
     first, last = col("first_session"), col("last_session")
     bars_first, listed = col("bars_first"), col("listed_since")
+    bars_from = col("bars_from") if "bars_from" in rows.columns else \
+        np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
     through, covered_from = col("through_session"), col("covered_from")
     st_held = (_date_list(rows.select(pl.coalesce("status_latest", "status_through")
                                       if dataset in SESSION_DATASETS else
                                       pl.coalesce("status_through", "status_latest"))
                           .to_series()) if n else np.array([], dtype="datetime64[D]"))
     not_entitled = rows["not_entitled"].to_numpy().astype(bool) if n else np.zeros(0, bool)
-    # Listing: the earliest of the universe's listing date and the first stored bar.
-    listing = np.where(np.isnat(listed), bars_first,
+    # Listing: the universe's listing date, else the first stored bar when it is evidence of
+    # one — the provider was asked for sessions before it and returned none (the bars'
+    # fetched window starts at least one session earlier; a window not recorded is from
+    # before the window was recorded, when a first fetch always asked the whole history).
+    listing = np.where(np.isnat(listed), _evidenced(bars_first, bars_from, crypto),
                        np.where(np.isnat(bars_first), listed, np.minimum(listed, bars_first)))
     checked = ~np.isnat(first) | ~np.isnat(through)
     never = ~checked & np.isnat(st_held)  # this dataset was never fetched for the symbol
@@ -268,8 +276,6 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
         lo = np.where(np.isnat(covered_from), early, covered_from)
         hi = np.where(checked, through, st_held)
         hi = np.where(np.isnat(hi), last, hi)
-        # Without a listing, history before the fetched window is not known to be missing.
-        listing = np.where(np.isnat(listing), covered_from, listing)
 
     day = days[None, :]
     session = np.where(crypto[:, None], True, is_xnys_day[None, :])
@@ -325,14 +331,39 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
         listing=listing.astype(object).tolist(), never_fetched=never.tolist(), end=end)
 
 
+def _evidenced(first: np.ndarray, fetched_from: np.ndarray, every_day: np.ndarray
+               ) -> np.ndarray:
+    """``first`` (the first stored bar) where it is a listing date: the fetch that stored it
+    started at least one session earlier, or its window was not recorded; NaT elsewhere."""
+    out = first.copy()
+    known = ~np.isnat(first) & ~np.isnat(fetched_from)
+    if not known.any():
+        return out
+    lo, hi = fetched_from[known].min(), first[known].max()
+    sessions = calendars.session_array("XNYS", lo.item(), hi.item()) if hi >= lo else \
+        np.array([], dtype="datetime64[D]")
+    skipped = np.zeros(len(first), dtype=np.int64)
+    k = np.nonzero(known)[0]
+    skipped[k] = np.where(
+        every_day[k], (first[k] - fetched_from[k]).astype(np.int64),
+        np.searchsorted(sessions, first[k]) - np.searchsorted(sessions, fetched_from[k]))
+    out[known & (skipped <= 0)] = np.datetime64("NaT")
+    return out
+
+
 # -- filling ------------------------------------------------------------------------------------
 @dataclass
 class FillPlan:
     """The work that fills the missing cells of a selection.
 
     ``backfills``: (symbols, first, last) windows for symbols that hold data (one backfill
-    per distinct window); ``first_runs``: symbols never fetched, with the ``lookback_days``
-    their first run needs to reach back to the selection's start.
+    per distinct window); ``first_runs``: symbols never fetched. A first run fetches the
+    symbol's whole configured history (``lookback_days`` None: ``ENRICH_HISTORY_YEARS``, news
+    a year), or further back when the selection starts earlier — never just the selection,
+    which would leave the history before it unfetched and looking "before listing".
+    ``history_from`` is where the configured history starts; ``unfetched_before`` says, when
+    the heatmap reaches further back than the first runs fetch, the day before which their
+    history stays unfetched (it shows as missing).
     """
 
     dataset: str
@@ -340,6 +371,8 @@ class FillPlan:
     first_runs: list[str] = field(default_factory=list)
     lookback_days: int | None = None
     cells: int = 0  # missing cells the plan covers
+    history_from: dt.date | None = None
+    unfetched_before: dt.date | None = None
 
     @property
     def empty(self) -> bool:
@@ -353,15 +386,33 @@ class FillPlan:
             who = ", ".join(syms[:6]) + (f" … (+{len(syms) - 6})" if len(syms) > 6 else "")
             parts.append(f"backfill {self.dataset} {a.isoformat()} – {z.isoformat()} for {who}")
         if self.first_runs:
-            parts.append(f"first run ({self.lookback_days} days) for "
-                         + ", ".join(self.first_runs[:6])
+            reach = (f"{self.lookback_days} days back" if self.lookback_days is not None
+                     else "the configured history"
+                     + (f" from {self.history_from.isoformat()}" if self.history_from
+                        else ""))
+            parts.append(f"first run ({reach}) for " + ", ".join(self.first_runs[:6])
                          + (" …" if len(self.first_runs) > 6 else ""))
-        return f"{self.cells} missing cells: " + "; ".join(parts)
+        text = f"{self.cells} missing cells: " + "; ".join(parts)
+        if self.unfetched_before is not None:
+            text += (f"; their history before {self.unfetched_before.isoformat()} stays "
+                     "unfetched (a backfill fetches it) and shows as missing")
+        return text
+
+
+def first_fetch_days(dataset: str, history_years: int) -> int:
+    """How far back a first fetch of ``dataset`` reaches by default (``enrich.refresh``)."""
+    from enrich.refresh import NEWS_FIRST_DAYS
+
+    return NEWS_FIRST_DAYS if dataset == "news" else int(history_years * 365.25)
 
 
 def plan_fill(hm: Heatmap, symbols: Sequence[str], start: dt.date, end: dt.date,
-              today: dt.date | None = None, include_failed: bool = False) -> FillPlan:
-    """What fills exactly the missing cells of ``symbols`` × [``start``, ``end``]."""
+              today: dt.date | None = None, include_failed: bool = False,
+              history_years: int | None = None) -> FillPlan:
+    """What fills exactly the missing cells of ``symbols`` × [``start``, ``end``]: a
+    backfill of exactly those sessions for symbols holding data; for symbols never fetched,
+    a first run of their whole history (``history_years``, the configured
+    ``ENRICH_HISTORY_YEARS``; further back if the selection starts earlier)."""
     plan = FillPlan(hm.dataset)
     if hm.empty:
         return plan
@@ -385,7 +436,17 @@ def plan_fill(hm: Heatmap, symbols: Sequence[str], start: dt.date, end: dt.date,
     plan.backfills = [(tuple(syms), a, z) for (a, z), syms in sorted(windows.items())]
     if first_from:
         ref = today or (hm.end or max(first_from))
-        plan.lookback_days = max(1, (ref - min(first_from)).days + 1)
+        reach = max(1, (ref - min(first_from)).days + 1)
+        if history_years is None:
+            plan.lookback_days = None  # the engine's default: the configured history
+            return plan
+        days = first_fetch_days(hm.dataset, history_years)
+        plan.history_from = ref - dt.timedelta(days=days)
+        if reach > days:
+            plan.lookback_days = reach
+            plan.history_from = ref - dt.timedelta(days=reach)
+        elif len(hm.days) and hm.days[0].item() < plan.history_from:
+            plan.unfetched_before = plan.history_from
     return plan
 
 
@@ -405,7 +466,8 @@ def gaps_report(catalog: Catalog, dataset: str, now: dt.datetime,
 
 
 def plan_range(catalog: Catalog, dataset: str, symbols: Sequence[str], start: dt.date,
-               end: dt.date, now: dt.datetime, include_failed: bool = False) -> FillPlan:
+               end: dt.date, now: dt.datetime, include_failed: bool = False,
+               history_years: int | None = None) -> FillPlan:
     """What fills the missing cells of ``symbols`` × [``start``, ``end``] (sessions), read
     from a heatmap reaching back to ``start``: the heatmap's drag-to-fill, without the drag."""
     if end < start:
@@ -414,7 +476,8 @@ def plan_range(catalog: Catalog, dataset: str, symbols: Sequence[str], start: dt
     unknown = sorted(set(symbols) - set(hm.symbols))
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not active symbols that have {dataset}")
-    return plan_fill(hm, symbols, start, end, include_failed=include_failed)
+    return plan_fill(hm, symbols, start, end, include_failed=include_failed,
+                     history_years=history_years)
 
 
 def start_fill(plan: FillPlan, *, settings: Any, store: Any,

@@ -59,7 +59,8 @@ from enrich.symbols import calendar_for, validate_symbol
 from enrich.validate import check
 from enrich.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
 
-FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "interrupted", "missed")
+FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
+                "missed")
 FLUSH_INTERVAL_S = 1.0
 MARKET = "*"  # fetch_log.symbol of a universe-wide request
 

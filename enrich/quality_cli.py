@@ -35,7 +35,8 @@ from enrich.cli import (
 from enrich.config import Settings
 from enrich.coverage import DATASETS
 
-FINAL = ("succeeded", "partial", "failed", "cancelled", "interrupted", "missed")
+FINAL = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
+         "missed")
 
 
 def _store(settings: Settings):
@@ -178,7 +179,7 @@ def cmd_fill(args: argparse.Namespace, settings: Settings) -> int:
     _known(store.catalog, symbols)
     try:
         plan = plan_range(store.catalog, args.dataset, symbols, start, end, settings.now(),
-                          args.include_failed)
+                          args.include_failed, history_years=settings.history_years)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if plan.empty:

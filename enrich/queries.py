@@ -45,7 +45,7 @@ GRID_STATES = ("failing", "stale", "never", "late", "due", "fresh", "not_expecte
                "not_entitled")
 _URGENCY = {s: i for i, s in enumerate(GRID_STATES)}
 STATUS_DATASETS = ("bars", "dividends", "splits", "earnings", "news", "options_iv")
-RUN_STATES = ("queued", "running", "succeeded", "partial", "failed", "cancelled",
+RUN_STATES = ("queued", "running", "succeeded", "partial", "failed", "cancelled", "paused",
               "interrupted", "missed")
 ACTIVE_RUN_STATES = ("queued", "running")
 RUN_KINDS = ("manual", "scheduled", "retry", "backfill", "cli", "api")
@@ -223,6 +223,7 @@ def symbol_summary(grid: pl.DataFrame) -> pl.DataFrame:
 
 SYMBOL_SORTS = {
     "needs attention": (["urgency", "sessions_behind", "symbol"], [False, True, False]),
+    "worst quality": (["quality", "symbol"], [False, False]),
     "symbol": (["symbol"], [False]),
     "sessions behind": (["sessions_behind", "symbol"], [True, False]),
     "last success (newest)": (["last_success_at", "symbol"], [True, False]),
@@ -237,7 +238,8 @@ def filter_symbols(summary: pl.DataFrame, search: str | None = None,
     """A page of ``symbol_summary`` rows matching the filters, and the number of matches.
 
     ``state`` filters on the symbol's worst state, or on ``dataset``'s state when given.
-    ``search`` matches the symbol or its name, case-insensitively.
+    ``search`` matches the symbol or its name, case-insensitively. The sort by quality needs
+    the ``quality`` column of ``with_quality``; symbols not checked yet sort last.
     """
     out = search_symbols(summary, search)
     if state:
@@ -248,8 +250,19 @@ def filter_symbols(summary: pl.DataFrame, search: str | None = None,
     if asset_class:
         out = out.filter(pl.col("asset_class") == asset_class)
     by, desc = SYMBOL_SORTS.get(sort, SYMBOL_SORTS["needs attention"])
+    if any(c not in out.columns for c in by):
+        by, desc = SYMBOL_SORTS["needs attention"]
     out = out.sort(by, descending=desc, nulls_last=True)
     return out.slice(offset, limit), out.height
+
+
+def with_quality(summary: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
+    """``symbol_summary`` rows with each symbol's ``quality`` score and ``failing_checks``
+    (``symbol_quality``), so the list sorts and filters on quality over every symbol."""
+    return summary.join(
+        scores.select("symbol", pl.col("score").alias("quality"),
+                      pl.col("failing").alias("failing_checks")),
+        on="symbol", how="left", maintain_order="left")
 
 
 def symbols_page(catalog: Catalog, now: dt.datetime, search: str | None = None,
@@ -258,11 +271,8 @@ def symbols_page(catalog: Catalog, now: dt.datetime, search: str | None = None,
                  limit: int = 100, offset: int = 0) -> tuple[pl.DataFrame, int]:
     """What the Symbols page lists: ``filter_symbols`` over the summary at ``now``, with each
     symbol's quality score and failing checks (``symbol_quality``)."""
-    rows, total = filter_symbols(symbol_summary(status_grid(catalog, now)), search, state,
-                                 dataset, asset_class, sort, limit, offset)
-    scores = symbol_quality(catalog).select(
-        "symbol", pl.col("score").alias("quality"), pl.col("failing").alias("failing_checks"))
-    return rows.join(scores, on="symbol", how="left", maintain_order="left"), total
+    table = with_quality(symbol_summary(status_grid(catalog, now)), symbol_quality(catalog))
+    return filter_symbols(table, search, state, dataset, asset_class, sort, limit, offset)
 
 
 def overview(catalog: Catalog, now: dt.datetime) -> dict[str, Any]:
@@ -340,10 +350,14 @@ def pipeline_metrics(catalog: Catalog, since: dt.datetime | None = None) -> dict
 
 
 def overall_success(catalog: Catalog) -> dict[str, Any]:
-    """All-time success rates: runs, symbol tasks, fetch steps."""
+    """All-time success rates: runs, symbol tasks, fetch steps.
+
+    A run counts when it ran to its end (succeeded, partial, failed, interrupted, missed):
+    a run someone paused or cancelled stopped on request, which says nothing of the desk.
+    """
     with catalog.connect() as con:
         runs = _one(con, """
-            SELECT count(*) FILTER (state IN ('succeeded','partial','failed','cancelled',
+            SELECT count(*) FILTER (state IN ('succeeded','partial','failed',
                                               'interrupted','missed')) AS finished,
                    count(*) FILTER (state = 'succeeded') AS succeeded,
                    count(*) FILTER (state = 'partial') AS partial,
@@ -934,6 +948,23 @@ def symbol_quality(catalog: Catalog) -> pl.DataFrame:
         FROM quality_status GROUP BY symbol ORDER BY symbol""")
 
 
+def worst_quality(catalog: Catalog, dataset: str | None = None,
+                  limit: int = 20) -> pl.DataFrame:
+    """The symbols with failing checks, worst quality score first (of ``dataset`` when
+    given, else over every dataset): symbol, score, checks, failed, failed_errors, and the
+    failing checks as ``dataset/check`` text."""
+    w = _weight_sql()
+    where, params = ("WHERE dataset = ?", [dataset]) if dataset else ("", [])
+    return catalog.query(f"""
+        SELECT symbol, sum({w} * CAST(passed AS INTEGER)) / sum({w}) AS score,
+               count(*) AS checks, count(*) FILTER (NOT passed) AS failed,
+               count(*) FILTER (NOT passed AND severity = 'error') AS failed_errors,
+               string_agg(dataset || '/' || check_name, ', ' ORDER BY dataset, check_name)
+                   FILTER (NOT passed) AS failing
+        FROM quality_status {where} GROUP BY symbol HAVING count(*) FILTER (NOT passed) > 0
+        ORDER BY score, failed DESC, symbol LIMIT ?""", [*params, limit])
+
+
 def symbol_checks(catalog: Catalog, symbol: str) -> pl.DataFrame:
     """The latest result of every check of one symbol: failing first (errors before
     warnings), each with what it looks for and its evidence (``detail``)."""
@@ -1015,16 +1046,22 @@ def symbol_rebases(catalog: Catalog, symbol: str) -> pl.DataFrame:
 
 def failing_checks(catalog: Catalog, dataset: str | None = None,
                    limit: int = 200) -> pl.DataFrame:
-    """The checks failing now (latest results), errors first, with their evidence."""
+    """The checks failing now (latest results), errors first, with their evidence and the
+    quality ``score`` of their symbol × dataset."""
     where, params = "NOT passed", []
     if dataset:
         where += " AND dataset = ?"
         params.append(dataset)
+    w = _weight_sql("q.severity")
     return catalog.query(f"""
-        SELECT symbol, dataset, check_name, severity, observed, threshold, detail, checked_at
-        FROM quality_status WHERE {where}
-        ORDER BY severity = 'warning', symbol, {_check_order_sql()} LIMIT ?""",
-        [*params, limit])
+        WITH s AS (
+            SELECT symbol, dataset, sum({w} * CAST(passed AS INTEGER)) / sum({w}) AS score
+            FROM quality_status q {"WHERE dataset = ?" if dataset else ""} GROUP BY ALL)
+        SELECT symbol, dataset, check_name, severity, s.score, observed, threshold, detail,
+               checked_at
+        FROM quality_status JOIN s USING (symbol, dataset) WHERE {where}
+        ORDER BY severity = 'warning', s.score, symbol, {_check_order_sql()} LIMIT ?""",
+        [*params[:1], *params, limit] if dataset else [limit])
 
 
 def quality_report(catalog: Catalog, symbol: str | None = None, failing: bool = False,

@@ -261,7 +261,7 @@ def _ago(delta: dt.timedelta) -> str:
 def prune_history(catalog: Catalog, retention_days: int, now: dt.datetime) -> dict[str, int]:
     """Delete finished runs (and their tasks) and log rows older than the retention."""
     cutoff = now - dt.timedelta(days=retention_days)
-    final = "('succeeded', 'partial', 'failed', 'cancelled', 'interrupted', 'missed')"
+    final = "('succeeded', 'partial', 'failed', 'cancelled', 'paused', 'interrupted', 'missed')"
     old_runs = (f"SELECT run_id FROM runs WHERE state IN {final} "
                 f"AND coalesce(finished_at, requested_at) < $cutoff")
     counts: dict[str, int] = {}

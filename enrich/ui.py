@@ -15,34 +15,18 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from enrich import palette
 from enrich.calendars import EXCHANGE_TZ
 
 UTC = dt.UTC
 EXCHANGE = ZoneInfo(EXCHANGE_TZ)
 
-# Freshness states (enrich.freshness), most urgent first, with the chip each is shown as.
+# Freshness states (enrich.freshness), most urgent first, with the words each is shown as
+# and its colour (enrich.palette: by level, the same everywhere).
 STATE_ORDER = ("failing", "stale", "never", "late", "due", "fresh", "not_expected",
                "not_entitled")
-STATE_CHIP = {
-    "fresh": "🟢 fresh",
-    "due": "🔵 due",
-    "late": "🟡 late",
-    "stale": "🟠 stale",
-    "failing": "🔴 failing",
-    "never": "⚪ never fetched",
-    "not_expected": "⏸️ not expected",
-    "not_entitled": "🔒 not entitled",
-}
-STATE_COLOR = {
-    "fresh": "#2e7d32",
-    "due": "#1e88e5",
-    "late": "#f9a825",
-    "stale": "#ef6c00",
-    "failing": "#c62828",
-    "never": "#9e9e9e",
-    "not_expected": "#cfd8dc",
-    "not_entitled": "#607d8b",
-}
+STATE_CHIP = dict(palette.STATE_WORDS)
+STATE_COLOR = {s: palette.HEX[palette.state_level(s)] for s in STATE_ORDER}
 STATE_HELP = {
     "failing": "the last attempt failed",
     "stale": "3 or more expected sessions missing",
@@ -55,17 +39,26 @@ STATE_HELP = {
 }
 
 
+def state_badge(state: str, text: str | None = None) -> str:
+    """Markdown: the state's words (or ``text``, which the page wrote) as a badge in the
+    state's colour."""
+    return palette.markdown(palette.state_level(state), text or STATE_CHIP.get(state, state))
+
+
+def run_badge(state: str | None) -> str:
+    """Markdown: a run state as a badge in its colour (``—`` without one)."""
+    if state is None:
+        return "—"
+    return palette.markdown(palette.run_level(state), state)
+
+
 def freshness_legend() -> str:
     """One line per state, for the pages' legends."""
-    return "  \n".join(f"{STATE_CHIP[s]} — {STATE_HELP[s]}" for s in STATE_ORDER) + (
+    return "  \n".join(f"{state_badge(s)} — {STATE_HELP[s]}" for s in STATE_ORDER) + (
         "  \nSessions follow the exchange calendar (XNYS; every day for crypto): weekends "
         "and holidays are never late, and a half day closes at 13:00 ET.")
 
 
-RUN_STATE_ICON = {
-    "queued": "⏳", "running": "🔄", "succeeded": "✅", "partial": "🟠", "failed": "❌",
-    "cancelled": "⏹️", "interrupted": "⚠️", "missed": "⏭️",
-}
 DEMO_LABEL = "Demo data — the offline sample provider generates every number shown"
 
 
@@ -181,20 +174,30 @@ def fmt_bytes(n: int | None) -> str:
     return f"{size:.1f} TB"
 
 
-def chip(state: str | None, sessions_behind: int | None = None) -> str:
-    """One status chip: ``🟡 late 2``; ``—`` when the dataset does not apply."""
+def chip(state: str | None, sessions_behind: int | None = None) -> str | None:
+    """One status chip's words: ``late 2``; None when the dataset does not apply (a blank
+    cell). Its colour comes from the state (``chip_level``)."""
     if state is None:
-        return "—"
+        return None
     text = STATE_CHIP.get(state, state)
     if state in ("late", "stale") and sessions_behind:
         text += f" {sessions_behind}"
     return text
 
 
+def chip_level(text: str | None) -> str:
+    """The palette level of a chip's words (``late 2`` → warn)."""
+    if not text:
+        return palette.IDLE
+    for state, words in STATE_CHIP.items():
+        if text == words or text.startswith(words + " "):
+            return palette.state_level(state)
+    return palette.IDLE
+
+
 def run_state_label(state: str | None) -> str:
-    if state is None:
-        return "—"
-    return f"{RUN_STATE_ICON.get(state, '')} {state}".strip()
+    """A run state in words (its colour is ``palette.run_level``)."""
+    return "—" if state is None else state
 
 
 def to_csv_bytes(frame: pl.DataFrame) -> bytes:
@@ -226,3 +229,30 @@ def instants_as_text(frame: pl.DataFrame, seconds: bool = False) -> pl.DataFrame
           for c in instants],
         *[pl.col(c).dt.strftime("%Y-%m-%d").alias(c) for c in dates],
     )
+
+
+def run_targets(params: dict | str | None, symbols_total: int | None = None) -> tuple[str, str]:
+    """What a run covered, from its stored parameters: (symbols, datasets) as short text —
+    ``AAPL, MSFT`` or ``the active universe (26)``; ``bars, news`` or ``all that apply``."""
+    import json
+
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            params = {}
+    params = params if isinstance(params, dict) else {}
+    syms = [s for s in (params.get("symbols") or []) if s != "*"]
+    n = f" ({symbols_total:,})" if symbols_total else ""
+    if syms:
+        who = ", ".join(syms[:4]) + (f" +{len(syms) - 4} more" if len(syms) > 4 else "")
+    elif params.get("asset_class"):
+        who = f"every active {params['asset_class']}{n}"
+    else:
+        who = f"the active universe{n}"
+    datasets = params.get("datasets") or ([params["dataset"]] if params.get("dataset")
+                                          else None)
+    what = ", ".join(datasets) if datasets else "all that apply"
+    if params.get("timeframe") and params["timeframe"] != "1d":
+        what += f" ({params['timeframe']})"
+    return who, what

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
-from enrich.catalog import Catalog, WriteBatch, utcnow
+from enrich.catalog import Catalog, WriteBatch, transaction, utcnow
 from enrich.errors import InputError, InvalidSymbolError
 from enrich.lake import Lake
 from enrich.schemas import DATASETS
@@ -16,9 +16,36 @@ from enrich.symbols import ASSET_CLASSES, DEMO_UNIVERSE, asset_class_of, validat
 
 
 @dataclass(frozen=True)
+class AddReport:
+    """What adding symbols did: each symbol asked for is in exactly one list."""
+
+    added: list[str]  # new in the universe
+    present: list[str]  # already in it, active: nothing changed
+    reactivated: list[str]  # already in it, deactivated: active again, nothing else changed
+
+    @property
+    def in_universe(self) -> list[str]:
+        return [*self.added, *self.reactivated, *self.present]
+
+    def describe(self) -> str:
+        """``added NVDA; already present: AAPL (unchanged)`` — one line for a terminal."""
+        parts = []
+        if self.added:
+            parts.append(f"added {', '.join(self.added)}")
+        if self.reactivated:
+            parts.append(f"reactivated {', '.join(self.reactivated)} (name and added date "
+                         "kept)")
+        if self.present:
+            parts.append(f"already present: {', '.join(self.present)} (unchanged)")
+        return "; ".join(parts) or "nothing to add"
+
+
+@dataclass(frozen=True)
 class ImportReport:
     added: list[str]
-    errors: list[tuple[int, str]]  # (line number, message)
+    errors: list[tuple[int, str]]  # (line number, message): refused lines
+    present: list[str] = field(default_factory=list)  # already in the universe: unchanged
+    reactivated: list[str] = field(default_factory=list)
 
 
 def list_symbols(catalog: Catalog, active_only: bool = False,
@@ -44,14 +71,39 @@ def _row(symbol: str, asset_class: str | None, name: str | None) -> dict:
             "added_at": utcnow()}
 
 
-def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]]) -> list[str]:
-    """Add (or re-activate) symbols; raises ``InvalidSymbolError`` before writing anything."""
-    rows = [_row(*it) for it in items]
-    batch = WriteBatch()
-    for r in rows:
-        batch.upsert("symbols", r)
-    catalog.write(batch)
-    return [r["symbol"] for r in rows]
+def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]]
+                ) -> AddReport:
+    """Add symbols to the universe without ever changing one already there.
+
+    A symbol already in the universe keeps its name, asset class and added date (it is
+    reported ``present``); a deactivated one is only made active again (``reactivated``).
+    Every item is validated first: ``InvalidSymbolError`` is raised before writing anything.
+    The read and the writes happen in one transaction under the catalog's lock, so two
+    processes adding the same symbol cannot overwrite each other.
+    """
+    first: dict[str, dict] = {}
+    for r in [_row(*it) for it in items]:
+        first.setdefault(r["symbol"], r)  # a symbol given twice: its first occurrence
+    rows = list(first.values())
+    if not rows:
+        return AddReport([], [], [])
+    syms = [r["symbol"] for r in rows]
+    marks = ",".join("?" * len(syms))
+    cols = ("symbol", "asset_class", "name", "active", "added_at")
+    with catalog.connect() as con:
+        held = dict(con.execute(f"SELECT symbol, active FROM symbols WHERE symbol IN ({marks})",
+                                syms).fetchall())
+        new = [r for r in rows if r["symbol"] not in held]
+        sleeping = [s for s in syms if s in held and not held[s]]
+        with transaction(con):
+            if new:
+                con.executemany(
+                    f"INSERT INTO symbols ({', '.join(cols)}) VALUES ({','.join('?' * 5)}) "
+                    "ON CONFLICT (symbol) DO NOTHING", [[r[c] for c in cols] for r in new])
+            if sleeping:
+                con.execute(f"UPDATE symbols SET active = true WHERE symbol IN "
+                            f"({','.join('?' * len(sleeping))})", sleeping)
+    return AddReport([r["symbol"] for r in new], [s for s in syms if held.get(s)], sleeping)
 
 
 def _known(catalog: Catalog, symbols: list[str]) -> list[str]:
@@ -99,9 +151,10 @@ def decode_csv(data: bytes, name: str = "the file") -> str:
 def import_csv(catalog: Catalog, text: str) -> ImportReport:
     """Import ``symbol[,asset_class[,name]]`` lines (a header line is optional).
 
-    Valid lines are added; every invalid line is reported with its line number and cause. Text
-    that is not a CSV of symbols at all (a field over 128 KiB, a NUL byte) raises
-    ``InputError`` and adds nothing.
+    Valid lines are added; symbols already in the universe are left as they are (name and
+    added date kept) and reported apart; every invalid line is refused and reported with its
+    line number and cause. Text that is not a CSV of symbols at all (a field over 128 KiB, a
+    NUL byte) raises ``InputError`` and adds nothing.
     """
     items, errors, seen = [], [], set()
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
@@ -127,8 +180,8 @@ def import_csv(catalog: Catalog, text: str) -> ImportReport:
             continue
         seen.add(row["symbol"])
         items.append((row["symbol"], row["asset_class"], row["name"]))
-    added = add_symbols(catalog, items) if items else []
-    return ImportReport(added, errors)
+    report = add_symbols(catalog, items) if items else AddReport([], [], [])
+    return ImportReport(report.added, errors, report.present, report.reactivated)
 
 
 def ensure_demo_universe(catalog: Catalog) -> bool:
@@ -157,7 +210,7 @@ def rebuild_from_lake(catalog: Catalog, lake: Lake) -> list[str]:
             continue  # a folder no enrich version wrote: not a symbol of ours
         info = known.get(sym)
         items.append((sym, info.asset_class if info else None, info.name if info else None))
-    return add_symbols(catalog, items) if items else []
+    return add_symbols(catalog, items).added if items else []
 
 
 def unknown_symbols(catalog: Catalog, symbols: list[str]) -> list[str]:

@@ -9,12 +9,13 @@ through ``st.cache_resource``; jobs never call ``st.*`` — pages poll the catal
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import polars as pl
 import streamlit as st
 
-from enrich import queries, ui
+from enrich import palette, queries, ui
 from enrich.config import Settings, load_settings
 from enrich.errors import ConfigError, CorruptFileError, EnrichError
 from enrich.store import Store
@@ -183,6 +184,32 @@ def alert_channels():
     return _channels(settings().alert_urls)
 
 
+@st.cache_data(ttl=30, max_entries=8, show_spinner=False)
+def _schedule_facts(data_dir: str, version: int, minute: dt.datetime) -> dict[str, Any]:
+    from enrich import diagnosis
+
+    s = settings()
+    return diagnosis.schedule_facts(store().catalog, s.schedule_utc, minute, s.scheduler,
+                                    wall=dt.datetime.now(dt.UTC))
+
+
+def schedule_facts() -> dict[str, Any]:
+    """``enrich.diagnosis.schedule_facts``: paused, no scheduler, fires that did not run,
+    last and next run (cached per data version and minute)."""
+    return _schedule_facts(str(settings().data_dir), version(), now_minute())
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _quality_facts(data_dir: str, version: int) -> dict[str, Any]:
+    from enrich import diagnosis
+
+    return diagnosis.quality_facts(store().catalog)
+
+
+def quality_facts() -> dict[str, Any]:
+    return _quality_facts(str(settings().data_dir), version())
+
+
 def grid() -> pl.DataFrame:
     return read("status_grid", now_minute())
 
@@ -194,6 +221,37 @@ def summary() -> pl.DataFrame:
 @st.cache_data(max_entries=8, show_spinner=False)
 def _summary(data_dir: str, version: int, at: dt.datetime) -> pl.DataFrame:
     return queries.symbol_summary(grid())
+
+
+def symbols_table() -> pl.DataFrame:
+    """The per-symbol summary with each symbol's quality score (``queries.with_quality``):
+    what the Symbols page filters and sorts, over every symbol."""
+    return _symbols_table(str(settings().data_dir), version(), now_minute())
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _symbols_table(data_dir: str, version: int, at: dt.datetime) -> pl.DataFrame:
+    return queries.with_quality(summary(), read("symbol_quality"))
+
+
+def day_axis(fig: Any, days: Iterable[Any], **axis: Any) -> None:
+    """A date x axis that never shows sub-day ticks: one day or a few are padded to a range
+    of whole days (plotly would otherwise zoom a single point to milliseconds)."""
+    days = [d for d in days if d is not None]
+    if days:
+        lo, hi = min(days), max(days)
+        if isinstance(lo, dt.datetime):
+            lo, hi = lo.date(), hi.date()
+        if (hi - lo).days < 7:
+            pad = dt.timedelta(days=max(1, (7 - (hi - lo).days) // 2))
+            axis.setdefault("range", [(lo - pad).isoformat(), (hi + pad).isoformat()])
+            axis.setdefault("dtick", 86_400_000)
+    fig.update_xaxes(type="date", tickformat="%b %d\n%Y", **axis)
+
+
+def compact_axis(fig: Any, **where: Any) -> None:
+    """A numeric y axis in compact units with thousands separators: 15k, 2.5M, 1.2B."""
+    fig.update_yaxes(exponentformat="B", separatethousands=True, **where)
 
 
 @st.cache_data(ttl=5, max_entries=4, show_spinner=False)
@@ -310,7 +368,7 @@ def run_link(run_id: str, label: str | None = None) -> None:
 def progress_block(p: dict[str, Any], key: str) -> None:
     """One run's live progress: bar, done / total, symbols in flight, ETA."""
     total, done = p["total"], p["done"]
-    label = (f"{ui.run_state_label(p['state'])} · {ui.literal(p['kind'])} run "
+    label = (f"{ui.run_badge(p['state'])} · {ui.literal(p['kind'])} run "
              f"{ui.literal(p['run_id'][:8])}")
     if p["state"] == "queued" or not total:
         st.progress(0.0, text=f"{label}: waiting to start")
@@ -337,9 +395,89 @@ def fact(container, label: str, value: str, help_text: str | None = None) -> Non
     container.markdown(f"**{label}**  \n{value}", help=help_text)
 
 
-def dataframe(frame: pl.DataFrame, **kwargs) -> Any:
-    """``st.dataframe`` with instants shown as ``… UTC`` text and the index hidden."""
-    return st.dataframe(ui.instants_as_text(frame), hide_index=True, **kwargs)
+def tiles(items: Iterable[tuple[str, str] | tuple[str, str, str | None]],
+          per_row: int = 4, border: bool = False) -> None:
+    """``st.metric`` tiles, ``per_row`` to a row: at most four on a wide page, so neither a
+    label nor a value like ``15,124,332`` is cut short. Items: (label, value[, help])."""
+    items = list(items)
+    for i in range(0, len(items), per_row):
+        cols = st.columns(per_row)
+        for col, item in zip(cols, items[i:i + per_row], strict=False):
+            label, value, *rest = item
+            col.metric(label, value, help=rest[0] if rest else None, border=border)
+
+
+def alert(level: str, body: str, **kwargs) -> None:
+    """``body`` in the Streamlit alert of a palette level: success, warning, error, info."""
+    getattr(st, palette.ALERT[level])(body, **kwargs)
+
+
+def run_outcome(run_id: str, state: str, message: str | None) -> None:
+    """A finished run in the alert its outcome deserves: a failed run is an error, a
+    partial one a warning, a succeeded one a success (never a green box for a failure)."""
+    alert(palette.run_level(state),
+          f"Run {ui.literal(run_id[:8])} {ui.run_badge(state)}: "
+          f"{ui.literal(message or '', limit=300)}")
+
+
+def chip_column(values: Iterable[str | None], level_of: Callable[[str], str],
+                label: str | None = None, help_text: str | None = None) -> Any:
+    """A column of coloured chips, each with its words: one option per distinct value,
+    coloured by ``level_of(value)`` (``enrich.palette``)."""
+    options = sorted({v for v in values if v})
+    return st.column_config.MultiselectColumn(
+        label, options=options, color=[palette.HEX[level_of(o)] for o in options] or None,
+        help=help_text)
+
+
+CHIP_LEVELS: dict[str, Callable[[str], str]] = {
+    "state": ui.chip_level,
+    "run": palette.run_level,
+    "backfill": lambda s: palette.BACKFILL_LEVEL.get(s, palette.IDLE),
+    "severity": lambda s: palette.SEVERITY_LEVEL.get(s, palette.IDLE),
+    "task": lambda s: palette.TASK_LEVEL.get(s, palette.IDLE),
+    "sentiment": lambda s: {"positive": palette.OK, "negative": palette.BAD}.get(
+        s, palette.IDLE),
+}
+
+
+def quality_chips(frame: pl.DataFrame, column: str = "quality") -> pl.DataFrame:
+    """``column`` (a 0..1 score) as its words (``92.9%``) for a ``quality`` chip column."""
+    return frame.with_columns(pl.col(column).map_elements(
+        palette.quality_words, return_dtype=pl.String, skip_nulls=True).alias(column))
+
+
+def _quality_level(words: str) -> str:
+    return palette.quality_level(float(words.rstrip("%")) / 100)
+
+
+CHIP_LEVELS["quality"] = _quality_level
+
+
+def dataframe(frame: pl.DataFrame, chips: dict[str, str] | None = None, **kwargs) -> Any:
+    """``st.dataframe`` as every page shows tables: instants as ``… UTC`` text, the index
+    hidden, empty cells blank (never "None"), numbers with thousands separators, and the
+    ``chips`` columns (name → ``CHIP_LEVELS`` kind) as chips in the state palette."""
+    frame = ui.instants_as_text(frame)
+    config = dict(kwargs.pop("column_config", None) or {})
+    for col, kind in (chips or {}).items():
+        if col not in frame.columns:
+            continue
+        label = config.get(col)
+        help_text = None
+        if isinstance(label, dict):
+            help_text = label.get("help")
+            label = label.get("label")
+        config[col] = chip_column(frame[col].to_list(), CHIP_LEVELS[kind], label or col,
+                                  help_text)
+        frame = frame.with_columns(pl.when(pl.col(col).is_null()).then(None)
+                                   .otherwise(pl.concat_list(pl.col(col))).alias(col))
+    for col, dtype in frame.schema.items():
+        if not dtype.is_numeric() or isinstance(config.get(col), dict):
+            continue
+        config[col] = st.column_config.NumberColumn(config.get(col) or col, format="localized")
+    kwargs.setdefault("placeholder", "")
+    return st.dataframe(frame, hide_index=True, column_config=config, **kwargs)
 
 
 def query_param(name: str, default: str | None = None) -> str | None:

@@ -20,7 +20,6 @@ PAGE_SIZE = 50
 STATES = {"open": "Open", "resolved": "Resolved", "test": "Tests", "all": "All"}
 PERIODS = {"30 minutes": "30m", "1 hour": "1h", "2 hours": "2h", "4 hours": "4h",
            "1 day": "1d", "1 week": "1w"}
-SEVERITY = {"error": "🔴 error", "warning": "🟠 warning", "info": "🔵 info"}
 
 c.page_header("Alerts", "Incidents open once per condition, are sent once to the channels of "
                         "ENRICH_ALERT_URLS and resolve once when the condition clears. "
@@ -41,9 +40,7 @@ def _done(message: str) -> None:
 
 def _table(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
-        "incident_id",
-        pl.col("severity").replace_strict(SEVERITY, default=pl.col("severity")),
-        "state", "rule", "title", "opened_at", "resolved_at", "delivery",
+        "incident_id", "severity", "state", "rule", "title", "opened_at", "resolved_at", "delivery",
         "resolution_delivery", "acked_by", "snoozed_until")
 
 
@@ -57,7 +54,7 @@ if page.is_empty():
     st.success("No open incident: nothing needs you." if state == "open"
                else "Nothing here yet.")
 else:
-    c.dataframe(_table(page), column_config={
+    c.dataframe(_table(page), chips={"severity": "severity"}, column_config={
         "incident_id": "id", "opened_at": "opened (UTC)", "resolved_at": "resolved (UTC)",
         "resolution_delivery": "resolution delivery", "acked_by": "acknowledged by",
         "snoozed_until": "snoozed until (UTC)",
@@ -74,7 +71,7 @@ if not page.is_empty():
     pick = st.selectbox("Incident", ids, key="alert_pick",
                         format_func=lambda i: f"{i} · {titles[i][:80]}")
     row = page.filter(pl.col("incident_id") == pick).row(0, named=True)
-    st.text(f"{SEVERITY.get(row['severity'], row['severity'])} · rule {row['rule']} · "
+    st.text(f"{row['severity']} · rule {row['rule']} · "
             f"{row['state']} · opened {ui.fmt_utc(row['opened_at'])}"
             + (f" · resolved {ui.fmt_utc(row['resolved_at'])}" if row["resolved_at"] else ""))
     st.text(row["title"])

@@ -15,17 +15,18 @@ import polars as pl
 import streamlit as st
 
 from enrich import backfill as bfm
-from enrich import ui
+from enrich import palette, ui
 from enrich.errors import EnrichError
 from enrich.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
 from pages import _common as c
 
 SPANS = ("default", "years", "days", "since")
-STATUS_CHIP = {
-    "running": "🔄 running", "complete": "✅ complete", "paused": "⏸️ paused",
-    "cancelled": "⏹️ cancelled", "failed": "❌ failed", "interrupted": "⚠️ interrupted",
-    "incomplete": "🟡 incomplete",
-}
+
+
+def status_badge(status: str) -> str:
+    """A backfill's status in words, as a badge in its palette colour."""
+    return palette.markdown(palette.BACKFILL_LEVEL.get(status, palette.IDLE), status)
+
 DEFAULT_LABEL = {"bars": "10 years", "dividends": "10 years", "earnings": "10 years",
                  "splits": "since 2000", "news": "1 year", "options": "30 days"}
 SHOWN = 10
@@ -169,24 +170,31 @@ def _card(r: dict[str, Any]) -> None:
     syms = r["symbols"] if isinstance(r["symbols"], list) else []
     who = "the active universe" if syms == ["*"] else ", ".join(syms[:8]) + (
         f" and {len(syms) - 8} more" if len(syms) > 8 else "")
+    spec = r["spec"] if isinstance(r.get("spec"), dict) else {}
+    timeframe = spec.get("timeframe") if r["dataset"] == "bars" else None
     with st.container(border=True):
         head = st.columns([4, 1])
-        head[0].markdown(f"**{ui.literal(r['dataset'])}** for {ui.literal(who)} · "
+        head[0].markdown(f"**{ui.literal(r['dataset'])}**"
+                         + (f" · {ui.literal(timeframe)} bars" if timeframe else "")
+                         + f" for {ui.literal(who)} · "
                          f"{ui.fmt_session(r['window_start'])} → "
                          f"{ui.fmt_session(r['window_end'])} · {ui.literal(bid)}")
-        head[1].markdown(STATUS_CHIP.get(r["status"], r["status"]))
-        bits = [f"{r['chunks_done']} / {r['chunks_total']} chunks"]
+        head[1].markdown(status_badge(r["status"]))
+        # One source for the chunk counts: the backfill's progress rows (every chunk, done
+        # in any of its runs); the run's message below counts the same way.
+        bits = [f"{r['chunks_done']:,} / {r['chunks_total']:,} chunks"]
         if r["requests_per_min"] is not None:
             bits.append(f"{r['requests_per_min']:.1f} requests/min")
         if r["eta_s"] is not None:
             bits.append(f"ETA {ui.fmt_duration(r['eta_s'])}")
         st.progress(min(r["fraction"], 1.0), text=" · ".join(bits))
-        m = st.columns(4)
-        m[0].metric("Chunks done", f"{r['chunks_done']} / {r['chunks_total']}")
-        m[1].metric("Requests", f"{r['requests_made']} / {r['requests_expected']}",
-                    help="Made so far / expected by the plan (one per fetch chunk).")
-        m[2].metric("Failed chunks", r["chunks_failed"])
-        m[3].metric("Rows stored", ui.fmt_int(r["records"]))
+        c.tiles([
+            ("Chunks done", f"{r['chunks_done']:,} / {r['chunks_total']:,}"),
+            ("Requests", f"{r['requests_made']:,} / {r['requests_expected']:,}",
+             "Made so far / expected by the plan (one per fetch chunk)."),
+            ("Failed chunks", ui.fmt_int(r["chunks_failed"])),
+            ("Rows stored", ui.fmt_int(r["records"])),
+        ])
         if r["awaiting_listings"]:
             st.caption("Option contracts' bars are planned once every listing is fetched.")
         if r["last_error"]:

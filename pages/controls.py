@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
+from enrich import palette, ui
 from enrich import queries as q
-from enrich import ui
 from enrich.errors import EnrichError
 from enrich.schemas import FETCHED
 from enrich.symbols import ASSET_CLASSES
@@ -89,8 +89,7 @@ def followed_run() -> None:
     elif p["state"] in q.ACTIVE_RUN_STATES:
         c.progress_block(p, key=f"ctl-{run_id}")
     else:
-        st.success(f"Run {ui.literal(run_id[:8])} {ui.run_state_label(p['state'])}: "
-                   f"{ui.literal(p['message'] or '')}")
+        c.run_outcome(run_id, p["state"], p["message"])
     c.run_link(run_id)
 
 
@@ -105,7 +104,8 @@ st.write(f"Runs daily at **{settings.schedule_utc:%H:%M} UTC**"
          + ("" if settings.scheduler else " The scheduler is off in this process "
             "(ENRICH_SCHEDULER=off); the pause flag is still kept for when it runs."))
 if state.get("paused"):
-    st.warning(f"⏸️ Paused by {ui.literal(state.get('paused_by') or '?')} at "
+    st.warning(f"{palette.markdown(palette.BAD, 'paused')} by "
+               f"{ui.literal(state.get('paused_by') or '?')} at "
                f"{ui.fmt_utc(state.get('paused_at'))}"
                + (f": {ui.literal(state['pause_reason'])}" if state.get("pause_reason") else ""))
     if st.button("Resume schedule", icon="▶️", key="resume", disabled=svc is None):
@@ -119,7 +119,8 @@ if state.get("paused"):
             st.rerun()
 else:
     if settings.scheduler:
-        st.success("▶️ Not paused: the daily run will fire.")
+        st.success(f"{palette.markdown(palette.OK, 'not paused')} The daily run "
+                   "will fire.")
     else:
         st.info("Not paused. The daily run fires wherever the scheduler runs "
                 "(`python -m enrich serve`, or a dashboard with ENRICH_SCHEDULER=on).")

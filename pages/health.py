@@ -6,17 +6,21 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
+from enrich import palette, ui
 from enrich import queries as q
-from enrich import ui
 from pages import _common as c
 
 SCHEDULER_WORDS = {
-    "running": ("▶️ running", "The scheduler is alive and will fire at the next run time."),
-    "paused": ("⏸️ paused", "The daily run is paused; manual runs still work."),
-    "stopped": ("⏹️ stopped", "No process runs the schedule right now (the dashboard and "
-                             "`python -m enrich serve` run it when ENRICH_SCHEDULER=on)."),
-    "dead": ("💀 dead", "The process that owned the schedule stopped beating without a clean "
-                       "stop. Restart the dashboard or `python -m enrich serve`."),
+    "running": (palette.markdown(palette.OK, "running"),
+                "The scheduler is alive and will fire at the next run time."),
+    "paused": (palette.markdown(palette.BAD, "paused"),
+               "The daily run is paused; manual runs still work."),
+    "stopped": (palette.markdown(palette.BAD, "stopped"),
+                "No process runs the schedule right now (the dashboard and "
+                "`python -m enrich serve` run it when ENRICH_SCHEDULER=on)."),
+    "dead": (palette.markdown(palette.BAD, "dead"),
+             "The process that owned the schedule stopped beating without a clean "
+             "stop. Restart the dashboard or `python -m enrich serve`."),
 }
 PROBE_WORDS = {
     "valid": ("success", "The key is valid: the provider accepted it."),
@@ -39,7 +43,8 @@ sch = h.get("scheduler") or {}
 schedule = h.get("schedule") or {}
 state = sch.get("state") or "stopped"
 if not settings.scheduler:
-    label, words = "off", "ENRICH_SCHEDULER=off: no daily run in this process; manual runs work."
+    label = palette.markdown(palette.IDLE, "off")
+    words = "ENRICH_SCHEDULER=off: no daily run in this process; manual runs work."
 else:
     label, words = SCHEDULER_WORDS.get(state, (state, ""))
 cols = st.columns(4)
@@ -48,7 +53,7 @@ nxt = schedule.get("next_fire_utc")
 c.fact(cols[1], "Next run (UTC)", ui.fmt_utc(nxt) if nxt else "—")
 c.fact(cols[2], "Next run (exchange time)", ui.fmt_exchange(nxt) if nxt else "—")
 last = h.get("last_run")
-c.fact(cols[3], "Last run", (f"{ui.run_state_label(last['state'])} · "
+c.fact(cols[3], "Last run", (f"{ui.run_badge(last['state'])} · "
                              f"{ui.fmt_utc(last['requested_at'])}") if last else "—")
 st.caption(words)
 st.caption(f"Daily at {schedule.get('time_utc', '?')} UTC = {schedule.get('time_exchange', '?')}"
@@ -70,7 +75,8 @@ st.subheader("Storage")
 cat = h.get("catalog") or {}
 lake = h.get("lake") or {}
 s = st.columns(3)
-c.fact(s[0], "Catalog", "✅ reachable" if cat.get("ok") else "❌ unreachable")
+c.fact(s[0], "Catalog", palette.markdown(palette.OK, "reachable") if cat.get("ok")
+       else palette.markdown(palette.BAD, "unreachable"))
 s[1].metric("Catalog query time", f"{cat['query_ms']:.1f} ms"
             if cat.get("query_ms") is not None else "—",
             help="open the catalog, take its lock, run one count query")
@@ -143,11 +149,13 @@ with left:
     counts = q.symbol_state_counts(c.summary())
     if sum(counts.values()):
         fig = go.Figure(go.Bar(
-            x=[ui.STATE_CHIP.get(k, "🔒 not entitled") for k in counts],
-            y=list(counts.values()),
-            marker_color=[ui.STATE_COLOR.get(k, "#607d8b") for k in counts]))
+            x=[ui.STATE_CHIP.get(k, k) for k in counts],
+            y=list(counts.values()), text=[f"{v:,}" for v in counts.values()],
+            textposition="outside",
+            marker_color=[ui.STATE_COLOR.get(k, palette.HEX[palette.IDLE]) for k in counts]))
         fig.update_layout(height=280, margin=dict(l=0, r=0, t=10, b=0),
                           yaxis_title="symbols (by most urgent dataset)")
+        c.compact_axis(fig)
         st.plotly_chart(fig, key="symbol_health")
     else:
         st.caption("No symbols in the universe.")

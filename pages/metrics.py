@@ -24,29 +24,32 @@ days = st.segmented_control("Window for the daily charts", [7, 30, 90, 365], def
 s = c.read("alltime_stats")
 all_m = c.read("pipeline_metrics")
 st.subheader("All time")
-a = st.columns(6)
-a[0].metric("Runs", ui.fmt_int(s["runs"]))
-a[1].metric("Symbols (active)", f"{s['symbols']:,} ({s['active_symbols']:,})")
-a[2].metric("Symbol tasks", ui.fmt_int(s["symbol_tasks"]))
-a[3].metric("Rows written", ui.fmt_int(s["rows_written"]))
-a[4].metric("Provider requests", ui.fmt_int(all_m["fetch"]["requests"]))
-a[5].metric("Median run", ui.fmt_duration(s["median_run_s"]))
+c.tiles([
+    ("Runs", ui.fmt_int(s["runs"])),
+    ("Symbols", ui.fmt_int(s["symbols"])),
+    ("Active symbols", ui.fmt_int(s["active_symbols"])),
+    ("Symbol tasks", ui.fmt_int(s["symbol_tasks"])),
+    ("Rows written", ui.fmt_int(s["rows_written"])),
+    ("Provider requests", ui.fmt_int(all_m["fetch"]["requests"])),
+    ("Median run", ui.fmt_duration(s["median_run_s"])),
+])
 if s["runs"]:
-    st.caption(f"First run {ui.fmt_utc(s['first_run_at'])} · latest "
-               f"{ui.fmt_utc(s['last_run_at'])} · by state: "
-               + ", ".join(f"{ui.run_state_label(k)} {v}" for k, v in
-                           s["runs_by_state"].items()))
+    st.markdown(f"First run {ui.fmt_utc(s['first_run_at'])} · latest "
+                f"{ui.fmt_utc(s['last_run_at'])} · by state: "
+                + ", ".join(f"{ui.run_badge(k)} {v:,}" for k, v in
+                            s["runs_by_state"].items()))
 
 # -- last 24 hours -----------------------------------------------------------------------------
 st.subheader("Last 24 hours")
 m24 = c.read("pipeline_metrics", now - dt.timedelta(hours=24))
-b = st.columns(6)
-b[0].metric("Fetch steps", ui.fmt_int(m24["fetch"]["steps"]))
-b[1].metric("Requests", ui.fmt_int(m24["fetch"]["requests"]))
-b[2].metric("Rows", ui.fmt_int(m24["fetch"]["rows"]))
-b[3].metric("Success", ui.fmt_pct(m24["fetch"]["success_rate"]))
-b[4].metric("p50", ui.fmt_ms(m24["fetch"]["p50_ms"]))
-b[5].metric("p95", ui.fmt_ms(m24["fetch"]["p95_ms"]))
+c.tiles([
+    ("Fetch steps", ui.fmt_int(m24["fetch"]["steps"])),
+    ("Requests", ui.fmt_int(m24["fetch"]["requests"])),
+    ("Rows", ui.fmt_int(m24["fetch"]["rows"])),
+    ("Success", ui.fmt_pct(m24["fetch"]["success_rate"])),
+    ("p50", ui.fmt_ms(m24["fetch"]["p50_ms"])),
+    ("p95", ui.fmt_ms(m24["fetch"]["p95_ms"])),
+])
 hourly = c.read("hourly", now)
 if not hourly.is_empty():
     fig = px.bar(hourly, x="hour", y="steps", hover_data=["failed", "requests", "rows",
@@ -55,6 +58,7 @@ if not hourly.is_empty():
     fig.update_traces(width=3_600_000 * 0.9)  # one bar per UTC hour, in milliseconds
     fig.update_xaxes(range=[now - dt.timedelta(hours=24), now + dt.timedelta(hours=1)])
     fig.update_layout(height=240, margin=dict(l=0, r=0, t=10, b=0))
+    c.compact_axis(fig)
     st.plotly_chart(fig, key="hourly")
 
 # -- fetch pipeline ----------------------------------------------------------------------------
@@ -74,6 +78,8 @@ else:
                 fig = kind(daily, x="day", y=col, color="dataset",
                            labels={"day": "day (UTC)", col: label})
                 fig.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0))
+                c.day_axis(fig, daily["day"].to_list())
+                c.compact_axis(fig)
                 st.plotly_chart(fig, key=f"daily_{col}")
     errs = c.read("errors_by_class")
     st.markdown("**Errors by class**")
@@ -95,6 +101,8 @@ else:
         fig = px.bar(cd, x="day", y="rows", color="dataset", hover_data=["steps", "p95_ms"],
                      labels={"day": "day (UTC)", "rows": "feature rows"})
         fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0))
+        c.day_axis(fig, cd["day"].to_list())
+        c.compact_axis(fig)
         st.plotly_chart(fig, key="compute_daily")
 
 # -- data quality ------------------------------------------------------------------------------
@@ -123,10 +131,10 @@ else:
     st.caption("Latest result of every check per symbol × dataset; the score is the share "
                "of checks passing, errors weighted 3×. Details per symbol on the Quality "
                "page and in each symbol's drilldown.")
-    c.dataframe(qd, key="quality_by_dataset", column_config={
-        "mean_score": st.column_config.ProgressColumn("mean score", min_value=0.0,
-                                                      max_value=1.0, format="percent"),
-        "worst_score": st.column_config.NumberColumn("worst", format="percent"),
+    c.dataframe(c.quality_chips(c.quality_chips(qd, "mean_score"), "worst_score"),
+                key="quality_by_dataset",
+                chips={"mean_score": "quality", "worst_score": "quality"}, column_config={
+        "mean_score": "mean score", "worst_score": "worst",
         "symbols_failing": "symbols failing", "failed_checks": "failing checks"})
     qt = c.read("quality_daily", now, days)
     if not qt.is_empty():
@@ -135,6 +143,7 @@ else:
                       labels={"day": "day (UTC)", "pass_rate": "checks passing (weighted)"})
         fig.update_yaxes(tickformat=".0%")
         fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0))
+        c.day_axis(fig, qt["day"].to_list())
         st.plotly_chart(fig, key="quality_daily")
     c.dataframe(c.read("quality_by_check"), key="quality_by_check", column_config={
         "check_name": "check", "symbols": "symbols checked",

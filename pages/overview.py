@@ -8,16 +8,16 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
+from enrich import diagnosis, palette, ui
 from enrich import queries as q
-from enrich import ui
 from enrich.symbols import DEMO_UNIVERSE
 from enrich.universe import ensure_demo_universe
 from pages import _common as c
 
 TILE_LABELS = {
-    "failing": "Failing", "stale": "Stale (3+ sessions)", "never": "Never fetched",
-    "late": "Late (1–2 sessions)", "due": "Due (publishing)", "fresh": "Fresh",
-    "not_expected": "Not expected", "not_entitled": "Not entitled",
+    "failing": "Failing", "stale": "Stale", "never": "Never fetched", "late": "Late",
+    "due": "Due", "fresh": "Fresh", "not_expected": "Not expected",
+    "not_entitled": "Not entitled",
 }
 
 c.page_header("Overview", "Is everything OK? Symbols that need attention come first.")
@@ -79,19 +79,132 @@ def first_launch() -> None:
 live_progress()
 c.repairs()  # a catalog rebuilt, lake files quarantined: before anything says "fresh"
 
-# -- open alerts (enrich.alerts): what the desk has told, or would tell, someone ---------------
-open_alerts = c.alerts_read("open_incidents")
-if not open_alerts.is_empty():
-    st.subheader(f"🚨 Open alerts: {open_alerts.height}")
-    c.dataframe(open_alerts.head(10).select(
-        "severity", "title", "opened_at", "acked_by", "incident_id"), column_config={
-        "title": st.column_config.TextColumn("what", width="large"),
-        "opened_at": "since (UTC)", "acked_by": "acknowledged by", "incident_id": "id"})
-    st.page_link(c.PAGES["alerts"], label="Alerts: acknowledge, snooze, history →")
-
 if runs_total == 0 and not c.read("active_runs") and not _pending_run():
     first_launch()
     st.stop()  # nothing has run yet: the button is the one thing to do
+
+
+# -- why: the causes before the symptoms (enrich.diagnosis) ------------------------------------
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _since(fires: list, schedule: dict) -> str:
+    last = schedule["last_scheduled"]
+    if last:
+        return f"since the last scheduled run ({ui.fmt_utc(last['requested_at'])})"
+    return f"since {ui.fmt_utc(fires[0])}" if fires else ""
+
+
+def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
+    """One cause as a sentence (Markdown; text users wrote is quoted with ``ui.literal``)."""
+    kind = cause["kind"]
+    fires = schedule["unrun_fires"]
+    if kind == "paused":
+        who = ui.literal(schedule["paused_by"] or "?")
+        why = f": {ui.literal(schedule['pause_reason'], limit=200)}" \
+            if schedule["pause_reason"] else ""
+        skipped = (f" {_plural(cause['skipped'], 'daily run')} did not run "
+                   f"{_since(fires, schedule)}." if cause["skipped"] else "")
+        return (f"**The daily schedule is paused** — by {who} since "
+                f"{ui.fmt_utc(schedule['paused_at'])}{why}.{skipped} Resume it on Controls.")
+    if kind == "no_scheduler":
+        how = ("its process stopped without a clean stop" if cause["dead"]
+               else "no dashboard or `python -m enrich serve` runs the schedule"
+               + ("" if schedule["scheduler_here"] else " (ENRICH_SCHEDULER=off here)"))
+        skipped = (f": {_plural(cause['skipped'], 'daily run')} did not happen "
+                   f"{_since(fires, schedule)}" if cause["skipped"] else "")
+        return (f"**No scheduler is running** — {how}{skipped}. Nothing refreshes the data "
+                "until one runs; start `python -m enrich serve` (or a dashboard with "
+                "ENRICH_SCHEDULER=on), or run now.")
+    if kind == "missed":
+        return (f"**{_plural(cause['skipped'], 'daily run')} missed** — no scheduler was "
+                "running at their time; the Runs page lists them as *missed*.")
+    if kind == "last_run":
+        lr = schedule["last_run"]
+        return (f"**The last run {ui.run_badge(lr['state'])}** "
+                f"({ui.literal(lr['kind'])}, {ui.fmt_utc(lr['requested_at'])}): "
+                f"{ui.literal(lr['message'] or '', limit=200)}")
+    if kind == "behind":
+        held = (f"the oldest holds {ui.fmt_session(behind['oldest_held'])}, "
+                if behind["oldest_held"] else "")
+        return (f"**{_plural(behind['behind'], 'symbol')} behind** — up to "
+                f"{_plural(behind['max_behind'], 'session')}: {held}the latest expected "
+                f"session is {ui.fmt_session(behind['expected'])} (exchange dates).")
+    if kind == "failing":
+        classes = ", ".join(f"{ui.literal(c)} ×{n}" for c, n in behind["error_classes"][:4])
+        return (f"**{_plural(behind['failing'], 'dataset')} failing** on "
+                f"{_plural(behind['failing_symbols'], 'symbol')}: the last attempt ended in "
+                f"{classes}. Each symbol's page leads with its error.")
+    if kind == "alerts":
+        errs = f", {cause['errors']} at error level" if cause["errors"] else ""
+        return f"**{_plural(cause['open'], 'open alert')}**{errs} (listed below)."
+    if kind == "quality":
+        errs = f", {quality['errors']} at error level" if quality.get("errors") else ""
+        return (f"**{_plural(quality['checks'], 'quality check')} failing** on "
+                f"{_plural(quality['symbols'], 'symbol')}{errs}.")
+    return kind
+
+
+open_alerts = c.alerts_read("open_incidents")
+schedule = c.schedule_facts()
+behind = diagnosis.behind_facts(summary, c.grid())
+quality_now = c.quality_facts()
+alert_errors = int((open_alerts["severity"] == "error").sum()) if open_alerts.height else 0
+causes = diagnosis.overview_causes(schedule, behind, quality_now, open_alerts.height,
+                                   alert_errors)
+
+st.subheader("Why")
+facts = st.columns(4)
+sched_word = {"running": ("running", palette.OK), "paused": ("paused", palette.BAD),
+              "stopped": ("not running", palette.BAD), "dead": ("dead", palette.BAD)}
+word, level = sched_word.get(schedule["state"], (schedule["state"], palette.IDLE))
+if schedule["paused"]:
+    word, level = "paused", palette.BAD
+elif schedule["state"] == "stopped" and schedule["next_fire"] is not None:
+    word, level = "starts with this dashboard", palette.OK
+c.fact(facts[0], "Scheduler", palette.markdown(level, word))
+lr = schedule["last_run"]
+c.fact(facts[1], "Last run",
+       f"{ui.run_badge(lr['state'])} {ui.fmt_ago(lr['requested_at'], c.now())}" if lr
+       else "none yet", ui.fmt_utc(lr["requested_at"]) if lr else None)
+c.fact(facts[2], "Next daily run", ui.fmt_both(schedule["next_fire"]) if schedule["next_fire"]
+       else palette.markdown(palette.BAD, "none scheduled"))
+n_skipped = len(schedule["unrun_fires"]) + len(schedule["missed_runs"])
+c.fact(facts[3], "Daily runs missed", palette.markdown(
+    palette.BAD if n_skipped else palette.OK, f"{n_skipped} in {diagnosis.MISSED_SHOWN} days"),
+    "Daily fire times since the last scheduled run with no run (paused, or no scheduler "
+    "running), and fires recorded as missed.")
+if not causes:
+    st.success("Nothing needs you: every dataset holds the latest expected session, the "
+               "schedule runs, and no check or alert is failing.")
+for cause in causes:
+    c.alert(cause["level"], cause_text(cause, schedule, behind, quality_now))
+acts = st.columns([2, 2, 3])
+if behind["runnable"]:
+    n = len(behind["runnable"])
+    if acts[0].button(f"Run the {n:,} stale now", type="primary", icon="⚡", key="run_stale",
+                      help="Enrich now every symbol late, stale or failing: "
+                           + ui.literal(", ".join(behind["runnable"][:20])
+                                        + (" …" if n > 20 else ""))):
+        c.start_run(symbols=behind["runnable"], kind="manual")
+        st.rerun()
+if schedule["paused"] or schedule["state"] in ("stopped", "dead"):
+    with acts[1]:
+        st.page_link(c.PAGES["controls"], label="Schedule on Controls →", icon="⏸️")
+if quality_now.get("checks"):
+    with acts[2]:
+        st.page_link("pages/quality.py", label="Worst quality first →", icon="🧪")
+
+# -- open alerts (enrich.alerts): what the desk has told, or would tell, someone ---------------
+if not open_alerts.is_empty():
+    st.subheader(f"Open alerts: {open_alerts.height}")
+    c.dataframe(open_alerts.head(10).select(
+        "severity", "title", "opened_at", "acked_by", "incident_id"),
+        chips={"severity": "severity"}, column_config={
+        "title": st.column_config.TextColumn("what", width="large"),
+        "opened_at": "since (UTC)", "acked_by": "acknowledged by", "incident_id": "id"})
+    st.page_link(c.PAGES["alerts"], label="Alerts: acknowledge, snooze, history →")
 
 nxt = c.next_refresh()
 if nxt is not None and nxt["requests"]:
@@ -110,17 +223,16 @@ shown = [s for s in q.GRID_STATES
 cols = st.columns(len(shown))
 for col, state in zip(cols, shown, strict=True):
     with col:
-        st.metric(f"{ui.STATE_CHIP[state].split(' ')[0] if state in ui.STATE_CHIP else '🔒'} "
-                  f"{TILE_LABELS[state]}", ui.fmt_int(counts[state]), border=True,
-                  help=ui.STATE_HELP.get(state))
+        st.metric(ui.state_badge(state, TILE_LABELS[state]), ui.fmt_int(counts[state]),
+                  border=True, help=ui.STATE_HELP.get(state))
         if counts[state]:
-            st.page_link(c.PAGES["symbols"], label=f"Show {counts[state]} →",
+            st.page_link(c.PAGES["symbols"], label=f"Show {counts[state]:,} →",
                          query_params={"state": state})
 
 attention = summary.filter(pl.col("state").is_in(["failing", "stale", "never", "late",
                                                    "not_entitled"]))
 if attention.height:
-    with st.expander(f"Needs attention: {attention.height} symbols", expanded=True):
+    with st.expander(f"Needs attention: {attention.height:,} symbols", expanded=True):
         top, _ = q.filter_symbols(summary.filter(pl.col("state") != "fresh"), limit=10)
         table = top.select(
             "symbol", "name",
@@ -128,12 +240,10 @@ if attention.height:
                 lambda r: ui.chip(r["state"], r["sessions_behind"]),
                 return_dtype=pl.String).alias("status"),
             "last_error_class", "last_success_at")
-        c.dataframe(table, column_config={
+        c.dataframe(table, chips={"status": "state"}, column_config={
             "last_success_at": "last success (UTC)", "last_error_class": "last error"})
         st.page_link(c.PAGES["symbols"], label="All symbols, most urgent first →",
                      query_params={"sort": "needs attention"})
-elif not summary.is_empty():
-    st.success("Everything is fresh: every dataset holds the latest expected session.")
 
 # -- status distribution per dataset -----------------------------------------------------------
 dist = q.state_distribution(c.grid())
@@ -146,12 +256,14 @@ if not dist.is_empty():
             continue
         fig.add_bar(
             y=part["dataset"].to_list(), x=part["symbols"].to_list(), orientation="h",
-            name=ui.STATE_CHIP.get(state, "🔒 not entitled"),
-            marker_color=ui.STATE_COLOR.get(state, "#607d8b"),
+            name=ui.STATE_CHIP.get(state, state),
+            marker_color=ui.STATE_COLOR.get(state, palette.HEX[palette.IDLE]),
             customdata=[[d, state] for d in part["dataset"].to_list()],
-            hovertemplate="%{y}: %{x} symbols " + state + "<extra></extra>")
+            hovertemplate="%{y}: %{x:,} symbols " + ui.STATE_CHIP.get(state, state)
+            + "<extra></extra>")
     fig.update_layout(barmode="stack", height=300, margin=dict(l=0, r=0, t=10, b=0),
                       legend=dict(orientation="h", y=-0.2), xaxis_title="symbols",
+                      xaxis=dict(exponentformat="B", separatethousands=True),
                       yaxis=dict(categoryorder="array",
                                  categoryarray=list(reversed(q.STATUS_DATASETS))))
     event = st.plotly_chart(fig, key="distribution", on_select="rerun",
@@ -167,38 +279,38 @@ since = c.now_minute() - dt.timedelta(hours=24)
 m = c.read("pipeline_metrics", since)
 f, cp = m["fetch"], m["compute"]
 st.subheader("Last 24 hours")
-r1 = st.columns(6)
-r1[0].metric("Fetch steps", ui.fmt_int(f["steps"]))
-r1[1].metric("Provider requests", ui.fmt_int(f["requests"]))
-r1[2].metric("Rows written", ui.fmt_int(f["rows"]))
-r1[3].metric("Fetch success", ui.fmt_pct(f["success_rate"]))
-r1[4].metric("Fetch p50", ui.fmt_ms(f["p50_ms"]))
-r1[5].metric("Fetch p95", ui.fmt_ms(f["p95_ms"]))
-r2 = st.columns(6)
-r2[0].metric("Feature computations", ui.fmt_int(cp["steps"]))
-r2[1].metric("Feature rows", ui.fmt_int(cp["rows"]))
-r2[2].metric("Compute success", ui.fmt_pct(cp["success_rate"]))
-r2[3].metric("Compute p50", ui.fmt_ms(cp["p50_ms"]))
-r2[4].metric("Compute p95", ui.fmt_ms(cp["p95_ms"]))
-r2[5].metric("Rows refused", ui.fmt_int(f["rejected"]),
-             help="Rows the provider returned that failed validation and were not stored.")
+c.tiles([
+    ("Fetch steps", ui.fmt_int(f["steps"])),
+    ("Provider requests", ui.fmt_int(f["requests"])),
+    ("Rows written", ui.fmt_int(f["rows"])),
+    ("Rows refused", ui.fmt_int(f["rejected"]),
+     "Rows the provider returned that failed validation and were not stored."),
+    ("Fetch success", ui.fmt_pct(f["success_rate"])),
+    ("Fetch p50 / p95", f"{ui.fmt_ms(f['p50_ms'])} / {ui.fmt_ms(f['p95_ms'])}"),
+    ("Feature computations", ui.fmt_int(cp["steps"])),
+    ("Feature rows", ui.fmt_int(cp["rows"])),
+    ("Compute success", ui.fmt_pct(cp["success_rate"])),
+    ("Compute p50 / p95", f"{ui.fmt_ms(cp['p50_ms'])} / {ui.fmt_ms(cp['p95_ms'])}"),
+])
 
 # -- overall -----------------------------------------------------------------------------------
 st.subheader("All time")
 o = c.read("overall_success")
 latest = c.read("latest_enrichment")
-a = st.columns(4)
-a[0].metric("Runs succeeded", ui.fmt_pct(o["run_success_rate"]),
-            help=f"of {o['runs_finished']} finished runs")
-a[1].metric("Symbols enriched without error", ui.fmt_pct(o["task_success_rate"]))
-a[2].metric("Fetch steps succeeded", ui.fmt_pct(o["fetch_success_rate"]))
-a[3].metric("Latest enrichment", ui.fmt_ago(latest["last_success_at"], c.now()),
-            help="newest successful dataset update")
+c.tiles([
+    ("Runs succeeded", ui.fmt_pct(o["run_success_rate"]),
+     f"of {o['runs_finished']:,} runs that ran to their end (paused and cancelled runs are "
+     "left out)"),
+    ("Symbols enriched without error", ui.fmt_pct(o["task_success_rate"])),
+    ("Fetch steps succeeded", ui.fmt_pct(o["fetch_success_rate"])),
+    ("Latest enrichment", ui.fmt_ago(latest["last_success_at"], c.now()),
+     "newest successful dataset update"),
+])
 if latest["last_success_at"] is not None:
     st.caption(f"Latest enrichment: {ui.fmt_utc(latest['last_success_at'], seconds=True)} "
                f"· {ui.fmt_exchange(latest['last_success_at'])}")
 if latest["last_run"]:
     lr = latest["last_run"]
-    st.caption(f"Last run {ui.run_state_label(lr['state'])} ({ui.literal(lr['kind'])}) "
+    st.caption(f"Last run {ui.run_badge(lr['state'])} ({ui.literal(lr['kind'])}) "
                f"finished {ui.fmt_utc(lr['finished_at'])}: {ui.literal(lr['message'] or '')}")
     c.run_link(lr["run_id"], "Open the last run →")

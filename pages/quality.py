@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from urllib.parse import quote
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,7 +19,7 @@ import polars as pl
 import streamlit as st
 
 from enrich import coverage as cov
-from enrich import quality, ui
+from enrich import palette, quality, ui
 from enrich.errors import EnrichError
 from pages import _common as c
 
@@ -29,8 +30,11 @@ SESSION_LABEL = {20: "20 sessions", 60: "60 sessions (~3 months)", 130: "130 (~6
 ROWS = 40  # symbols drawn at once
 SETTLE_S = 15.0  # after a fill's runs end, keep redrawing while their data is re-checked
 SHOW = ("with gaps or failures first", "only with gaps or failures", "all, by symbol")
-LEGEND = ("🟩 present · 🟥 missing · 🟧 failed (a quality check points at it) · "
-          "⬜ not expected (weekend, holiday, before listing, not entitled)")
+LEGEND = (f"{palette.markdown(palette.OK, 'present')} · "
+          f"{palette.markdown(palette.BAD, 'missing')} (expected, never fetched or not held) · "
+          f"{palette.markdown(palette.WARN, 'failed')} (a quality check points at it) · "
+          f"{palette.markdown(palette.IDLE, 'not expected')} (weekend, holiday, before the "
+          "listing date, not entitled)")
 
 c.page_header("Quality", "Coverage per dataset in exchange sessions, and the data-quality "
                          "checks that run after every fetch.")
@@ -54,13 +58,13 @@ if hm.empty:
 summary = hm.summary().with_columns(
     (pl.col("missing") + pl.col("failed")).alias("attention"))
 totals = hm.totals()
-m = st.columns(4)
-m[0].metric("Symbols", ui.fmt_int(len(hm.symbols)))
-m[1].metric("Missing cells", ui.fmt_int(totals["missing"]),
-            help="Expected sessions without data, in the window")
-m[2].metric("Failed cells", ui.fmt_int(totals["failed"]),
-            help="Sessions a failing quality check points at")
-m[3].metric("Symbols with gaps", ui.fmt_int(int((summary["missing"] > 0).sum())))
+c.tiles([
+    ("Symbols", ui.fmt_int(len(hm.symbols))),
+    ("Missing cells", ui.fmt_int(totals["missing"]),
+     "Expected sessions without data in the window: gaps, and history never fetched"),
+    ("Failed cells", ui.fmt_int(totals["failed"]), "Sessions a failing quality check points at"),
+    ("Symbols with gaps", ui.fmt_int(int((summary["missing"] > 0).sum()))),
+])
 
 rows = summary
 if search:
@@ -166,7 +170,8 @@ span = g[1].date_input("Sessions", min_value=first_day, max_value=last_day,
 refetch_failed = g[2].checkbox("Also re-fetch failed cells", key="fill_failed")
 a, z = (tuple(span) + (None, None))[:2] if isinstance(span, tuple) else (span, span)
 z = z or a
-plan = cov.plan_fill(hm, picked, a, z, include_failed=refetch_failed) if picked and a else \
+plan = cov.plan_fill(hm, picked, a, z, include_failed=refetch_failed,
+                     history_years=c.settings().history_years) if picked and a else \
     cov.FillPlan(dataset)
 st.caption(ui.literal(plan.describe()) if picked else "Pick the symbols and sessions to fill.")
 if st.button(f"Fill {plan.cells:,} missing cells" if plan.cells else "Fill the gaps",
@@ -220,13 +225,44 @@ if st.session_state.get("fill_done"):
     st.caption(f"Last fill: {len(st.session_state['fill_done'])} run(s) finished; the "
                "heatmap above shows what they filled.")
 
-# -- failing checks ----------------------------------------------------------------------------
-st.subheader("Failing checks")
+# -- worst quality first, and the failing checks ---------------------------------------------
+def symbol_url(symbol: str) -> str:
+    return f"symbols?symbol={quote(symbol, safe='')}"
+
+
+def with_links(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col("symbol").map_elements(
+        symbol_url, return_dtype=pl.String).alias("symbol"))
+
+
+LINK = st.column_config.LinkColumn("symbol", display_text=r"symbol=(.*)$",
+                                   help="Opens the symbol's page: its checks and evidence")
+st.subheader("Worst quality first")
+scope = st.segmented_control("Checks of", ["every dataset", dataset], default="every dataset",
+                             key="worst_scope") or "every dataset"
+worst = c.read("worst_quality", None if scope == "every dataset" else dataset, 20)
+if worst.is_empty():
+    st.success("Every check passes on what is stored.")
+else:
+    st.caption("The symbols with failing checks, lowest quality score first (the share of "
+               "checks passing, errors weighted 3×); the Symbols page sorts every symbol "
+               "the same way (Sort: worst quality).")
+    c.dataframe(with_links(c.quality_chips(worst, "score")), key="worst_quality",
+                chips={"score": "quality"}, column_config={
+                    "symbol": LINK, "score": "quality", "failed": "failing",
+                    "failed_errors": "at error level",
+                    "failing": st.column_config.TextColumn("failing checks", width="large")})
+    st.page_link(c.PAGES["symbols"], label="Every symbol by quality →",
+                 query_params={"sort": "worst quality"})
+
+st.subheader(f"Failing {dataset} checks")
 fails = c.read("failing_checks", dataset)
 if fails.is_empty():
     st.success(f"Every {dataset} check passes on what is stored.")
 else:
-    c.dataframe(fails, column_config={
+    c.dataframe(with_links(c.quality_chips(fails, "score")),
+                chips={"severity": "severity", "score": "quality"}, column_config={
+        "symbol": LINK, "score": "quality",
         "check_name": "check", "observed": st.column_config.NumberColumn(format="%.4g"),
         "threshold": st.column_config.NumberColumn(format="%.4g"),
         "detail": st.column_config.TextColumn("evidence", width="large"),

@@ -8,8 +8,8 @@ import plotly.express as px
 import polars as pl
 import streamlit as st
 
+from enrich import palette, ui
 from enrich import queries as q
-from enrich import ui
 from enrich.errors import EnrichError
 from pages import _common as c
 
@@ -17,8 +17,7 @@ PAGE_SIZE = 25
 LOG_PAGE = 50
 GANTT_MAX = 300
 ALL = "all"
-TASK_COLORS = {"ok": "#2e7d32", "skipped": "#90a4ae", "failed": "#c62828",
-               "running": "#1e88e5", "cancelled": "#6d4c41", "interrupted": "#ef6c00"}
+TASK_COLORS = {s: palette.HEX[lv] for s, lv in palette.TASK_LEVEL.items()}
 
 
 def _open(run_id: str) -> None:
@@ -74,12 +73,14 @@ def run_detail(run_id: str) -> None:
         else:
             st.error(f"No run {ui.literal(run_id, limit=80)}.")
         return
-    c.page_header(f"Run {ui.literal(run_id[:8])} · {ui.run_state_label(d['state'])}",
-                  f"{ui.literal(d['kind'])} run · provider {ui.literal(d.get('provider') or '?')}"
-                  f" · id {ui.literal(run_id)}")
+    who, what = ui.run_targets(d.get("params"), d.get("symbols_total"))
+    c.page_header(f"Run {ui.literal(run_id[:8])} · {d['state']}",
+                  f"{ui.literal(d['kind'])} run · {ui.literal(who)} · {ui.literal(what)} · "
+                  f"provider {ui.literal(d.get('provider') or '?')} · id {ui.literal(run_id)}")
     live(run_id)
-    if d.get("message"):
-        st.text(d["message"])  # plain text: no Markdown
+    if d["state"] not in q.ACTIVE_RUN_STATES:
+        c.alert(palette.run_level(d["state"]),
+                f"{ui.run_badge(d['state'])} {ui.literal(d.get('message') or '', limit=600)}")
     times = st.columns(3)
     times[0].markdown(f"**Requested** {ui.fmt_utc(d['requested_at'], True)}  \n"
                       f"{ui.fmt_exchange(d['requested_at'])}")
@@ -87,14 +88,13 @@ def run_detail(run_id: str) -> None:
                       f"{ui.fmt_exchange(d['started_at'])}")
     times[2].markdown(f"**Finished** {ui.fmt_utc(d['finished_at'], True)}  \n"
                       f"{ui.fmt_exchange(d['finished_at'])}")
-    m = st.columns(7)
-    m[0].metric("Symbols", ui.fmt_int(d["symbols_total"]))
-    m[1].metric("Enriched", ui.fmt_int(d["symbols_ok"]))
-    m[2].metric("Up to date", ui.fmt_int(d["symbols_skipped"]))
-    m[3].metric("Failed", ui.fmt_int(d["symbols_failed"]))
-    m[4].metric("Rows written", ui.fmt_int(d["records_written"]))
-    m[5].metric("Requests", ui.fmt_int(d["requests"]))
-    m[6].metric("Retries", ui.fmt_int(d["retries"]))
+    c.tiles([("Symbols", ui.fmt_int(d["symbols_total"])),
+             ("Enriched", ui.fmt_int(d["symbols_ok"])),
+             ("Up to date", ui.fmt_int(d["symbols_skipped"])),
+             ("Failed", ui.fmt_int(d["symbols_failed"])),
+             ("Rows written", ui.fmt_int(d["records_written"])),
+             ("Requests", ui.fmt_int(d["requests"])),
+             ("Retries", ui.fmt_int(d["retries"]))])
     if d.get("parent_run_id"):
         c.run_link(d["parent_run_id"], f"Retry of run {ui.literal(d['parent_run_id'][:8])} →")
     with st.expander("Parameters"):
@@ -146,12 +146,12 @@ def run_detail(run_id: str) -> None:
         if errs.height:
             st.subheader(f"Errors ({errs.height} symbols)")
             c.dataframe(errs.select("symbol", "state", "error_class", "error_message",
-                                    "finished_at"),
+                                    "finished_at"), chips={"state": "task"},
                         column_config={"finished_at": "at (UTC)", "error_class": "class",
                                        "error_message": "message"})
         with st.expander(f"All {tasks.height} symbol tasks"):
-            c.dataframe(tasks, column_config={"started_at": "started (UTC)",
-                                              "finished_at": "finished (UTC)"})
+            c.dataframe(tasks, chips={"state": "task"}, column_config={
+                "started_at": "started (UTC)", "finished_at": "finished (UTC)"})
 
     summ = c.read("run_fetch_summary", run_id)
     if not summ.is_empty():
@@ -170,7 +170,7 @@ def run_detail(run_id: str) -> None:
         log, n = c.read("run_fetch_log", run_id, None if sym == ALL else sym, errors_only,
                         LOG_PAGE, (page - 1) * LOG_PAGE)
         st.caption(f"{n:,} rows" + (f" · page {page} of {pages}" if pages > 1 else ""))
-        c.dataframe(log, column_config={
+        c.dataframe(log, chips={"status": "task"}, column_config={
             "started_at": "started (UTC)",
             "duration_ms": st.column_config.NumberColumn("response ms", format="%.0f"),
             "window_start": "from session",
@@ -215,18 +215,29 @@ def run_list() -> None:
         if total == 0:
             st.page_link(c.PAGES["controls"], label="Controls →")
         return
+    targets = [ui.run_targets(p, n) for p, n in
+               zip(rows["params"].to_list(), rows["symbols_total"].to_list(), strict=True)]
     table = rows.select(
-        pl.col("run_id").str.slice(0, 8).alias("run"),
-        pl.col("state").map_elements(ui.run_state_label, return_dtype=pl.String),
-        "kind", "requested_at", "duration_s", "symbols_total", "symbols_ok",
-        "symbols_failed", "symbols_skipped", "records_written", "requests", "message")
+        pl.col("run_id").str.slice(0, 8).alias("run"), "state",
+        pl.Series("symbols", [t[0] for t in targets], dtype=pl.String),
+        pl.Series("datasets", [t[1] for t in targets], dtype=pl.String),
+        pl.col("kind").alias("trigger"), "requested_at", "duration_s", "symbols_total",
+        "symbols_ok", "symbols_failed", "symbols_skipped", "records_written", "requests",
+        "message")
     st.session_state["runs_page_ids"] = rows["run_id"].to_list()
     nonce = st.session_state.get("runs_nonce", 0)
     c.dataframe(table, key=f"runs_table_{nonce}", on_select=_on_select,
-                selection_mode="single-row", column_config={
+                selection_mode="single-row", chips={"state": "run"}, column_config={
+                    "symbols": st.column_config.TextColumn(
+                        "symbols", help="The symbols the run was asked for"),
+                    "datasets": st.column_config.TextColumn(
+                        "datasets", help="The datasets it was asked for"),
+                    "trigger": st.column_config.TextColumn(
+                        "trigger", help="scheduled (the daily cron), manual (a page), cli, "
+                                        "api, retry (of a run's failed symbols), backfill"),
                     "requested_at": "requested (UTC)",
                     "duration_s": st.column_config.NumberColumn("seconds", format="%.1f"),
-                    "symbols_total": "symbols", "symbols_ok": "enriched",
+                    "symbols_total": "symbol count", "symbols_ok": "enriched",
                     "symbols_failed": "failed", "symbols_skipped": "up to date",
                     "records_written": "rows"})
     if pages > 1:

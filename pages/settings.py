@@ -68,31 +68,68 @@ def _done(message: str) -> None:
     st.toast(message, icon="✅")
 
 
+def _names(syms: list[str], limit: int = 30) -> str:
+    return ui.literal(", ".join(syms[:limit]) + (" …" if len(syms) > limit else ""))
+
+
+def added_report(report: uv.AddReport | uv.ImportReport) -> None:
+    """What an add or an import did, each outcome apart; then "Fetch these now" for the
+    symbols that have no data yet."""
+    if report.added:
+        st.success(f"Added {len(report.added):,}: {_names(report.added)}")
+    if report.reactivated:
+        st.success(f"Reactivated {len(report.reactivated):,} (name and added date kept): "
+                   f"{_names(report.reactivated)}")
+    if report.present:
+        st.info(f"Already present {len(report.present):,}, left unchanged (name, class and "
+                f"added date kept): {_names(report.present)}")
+    errors = getattr(report, "errors", [])
+    if errors:
+        st.error(f"Refused {len(errors):,} line(s):")
+        c.dataframe(pl.DataFrame({"line": [n for n, _ in errors],
+                                  "error": [e for _, e in errors]}))
+    new = [*report.added, *report.reactivated]
+    if not (new or report.present or errors):
+        st.info("Nothing to import.")
+    if new and st.button(f"Fetch these {len(new):,} now", type="primary", icon="⚡",
+                         key="fetch_added",
+                         help="Start a run for exactly these symbols: their history from the "
+                              "configured start, then the daily refresh keeps them fresh."):
+        run_id = c.start_run(symbols=new, kind="manual")
+        if run_id:
+            st.session_state.pop("universe_report", None)
+            c.run_link(run_id)
+
+
 tab_add, tab_import, tab_state, tab_remove = st.tabs(
     ["Add", "Import CSV", "Activate / deactivate", "Remove"])
-with tab_add, st.form("add_symbols", clear_on_submit=True):
-    raw = st.text_input("Symbols", key="add_raw",
-                        placeholder="AAPL, BRK.B, X:BTCUSD (comma or space separated)")
-    cls = st.selectbox("Asset class", [AUTO, *ASSET_CLASSES], key="add_class")
-    name = st.text_input("Name (for a single symbol)", key="add_name")
-    if st.form_submit_button("Add", icon="➕"):
+with tab_add:
+    with st.form("add_symbols", clear_on_submit=True):
+        raw = st.text_input("Symbols", key="add_raw",
+                            placeholder="AAPL, BRK.B, X:BTCUSD (comma or space separated)")
+        cls = st.selectbox("Asset class", [AUTO, *ASSET_CLASSES], key="add_class")
+        name = st.text_input("Name (for a single symbol)", key="add_name")
+        submitted = st.form_submit_button("Add", icon="➕")
+    if submitted:
         items = [s for s in raw.replace(",", " ").split() if s]
         if not items:
             st.error("Type at least one symbol.")
         else:
             try:
-                added = uv.add_symbols(c.store().catalog, [
+                report = uv.add_symbols(c.store().catalog, [
                     (s, None if cls == AUTO else cls, name.strip() or None
                      if len(items) == 1 else None) for s in items])
             except EnrichError as exc:
                 st.error(ui.literal(exc))
             else:
-                _done(f"Added {ui.literal(', '.join(added))}")
-                st.rerun()
+                st.session_state["universe_report"] = ("add", report)
+                _done(report.describe())
+                st.rerun()  # the table above shows them
 
 with tab_import:
     st.caption("One symbol per line: `symbol[,asset_class[,name]]`; a header line and "
-               "`#` comments are allowed. Valid lines are added; invalid ones are listed.")
+               "`#` comments are allowed. Valid lines are added, symbols already in the "
+               "universe are left unchanged, invalid lines are refused and listed.")
     upload = st.file_uploader("CSV file", type=["csv", "txt"], key="import_file")
     pasted = st.text_area("…or paste lines", key="import_text", height=120)
     if st.button("Import", icon="📥", key="import"):
@@ -101,24 +138,18 @@ with tab_import:
             if not text.strip():
                 st.error("Choose a file or paste some lines first.")
             else:
-                report = uv.import_csv(c.store().catalog, text)
+                st.session_state["universe_report"] = (
+                    "import", uv.import_csv(c.store().catalog, text))
                 c.invalidate()
-                st.session_state["import_report"] = report
+                st.rerun()  # the table above shows them
         except EnrichError as exc:  # not UTF-8, a field over 128 KiB: nothing imported
-            st.session_state.pop("import_report", None)
+            st.session_state.pop("universe_report", None)
             st.error(ui.literal(exc))
-    report = st.session_state.get("import_report")
-    if report is not None:
-        if report.added:
-            st.success(f"Added {len(report.added)} symbol(s): "
-                       + ui.literal(", ".join(report.added[:30])
-                                    + (" …" if len(report.added) > 30 else "")))
-        if report.errors:
-            st.error(f"{len(report.errors)} line(s) refused:")
-            c.dataframe(pl.DataFrame({"line": [n for n, _ in report.errors],
-                                      "error": [e for _, e in report.errors]}))
-        elif not report.added:
-            st.info("Nothing to import.")
+
+last = st.session_state.get("universe_report")
+if last is not None:
+    with tab_add if last[0] == "add" else tab_import:
+        added_report(last[1])
 
 with tab_state:
     pick = st.multiselect("Symbols", table["symbol"].to_list() if table.height else [],

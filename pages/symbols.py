@@ -10,14 +10,19 @@ import polars as pl
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from enrich import diagnosis, palette, ui
 from enrich import queries as q
-from enrich import ui
 from enrich.symbols import ASSET_CLASSES
 from pages import _common as c
 
 PAGE_SIZE = 100
 ALL = "all"
-SENTIMENT = {"positive": "🟢 positive", "neutral": "⚪ neutral", "negative": "🔴 negative"}
+SENTIMENT = {"positive": "positive", "neutral": "neutral", "negative": "negative"}
+QUALITY_HELP = (f"Share of the data-quality checks passing (errors weigh 3×): green when "
+                f"every check passes, amber from {palette.QUALITY_WARN:.0%}, red below")
+RANGES = ("1M", "6M", "YTD", "1Y", "5Y", "Max")
+
+
 def _open(symbol: str) -> None:
     st.query_params["symbol"] = symbol
 
@@ -39,7 +44,7 @@ def _reset_page() -> None:
 # -- the list ----------------------------------------------------------------------------------
 def symbol_list() -> None:
     c.page_header("Symbols", "Search, filter and sort the universe; pick a row for its detail.")
-    summary = c.summary()
+    summary = c.symbols_table()
     if summary.is_empty():
         st.info("The universe is empty. Add symbols under Settings, or start the first "
                 "enrichment on the Overview page (it seeds the demo universe).")
@@ -87,23 +92,23 @@ def symbol_list() -> None:
         .alias("status")]
     for d in q.STATUS_DATASETS:
         chips.append(pl.struct(pl.col(d).alias("s"), pl.col(f"{d}_behind").alias("b"))
-                     .map_elements(lambda r: ui.chip(r["s"], r["b"]), return_dtype=pl.String)
+                     .map_elements(lambda r: ui.chip(r["s"], r["b"]), return_dtype=pl.String,
+                                   skip_nulls=False)
                      .alias(d))
-    scores = c.read("symbol_quality").select(
-        "symbol", pl.col("score").alias("quality"), pl.col("failing").alias("failing_checks"))
-    table = rows.join(scores, on="symbol", how="left", maintain_order="left").select(
+    table = c.quality_chips(rows.select(
         "symbol", "name", "asset_class", *chips, "quality", "sessions_behind",
-        "last_error_class", "last_success_at", "failing_checks")
+        "last_error_class", "last_success_at", "failing_checks"))
     st.session_state["sym_page_symbols"] = rows["symbol"].to_list()
     nonce = st.session_state.get("sym_nonce", 0)
     c.dataframe(table, key=f"sym_table_{nonce}", on_select=_on_select,
                 selection_mode="single-row", height=min(38 + 35 * table.height, 720),
+                chips={"status": "state", **dict.fromkeys(q.STATUS_DATASETS, "state"),
+                       "quality": "quality"},
                 column_config={
                     "sessions_behind": st.column_config.NumberColumn(
-                        "sessions behind", help="Most sessions behind over its datasets"),
-                    "quality": st.column_config.ProgressColumn(
-                        "quality", min_value=0.0, max_value=1.0, format="percent",
-                        help="Share of the data-quality checks passing (errors weigh 3×)"),
+                        "sessions behind", help="Most sessions behind over its datasets",
+                        format="localized"),
+                    "quality": {"label": "quality", "help": QUALITY_HELP},
                     "failing_checks": "failing checks",
                     "last_error_class": "last error",
                     "last_success_at": "last success (UTC)",
@@ -128,6 +133,22 @@ def _rangebreaks(sessions: pl.Series) -> list[dict]:
     weekdays = days.filter(days.dt.weekday() <= 5)
     holidays = weekdays.filter(~weekdays.is_in(sessions.implode()))
     return [dict(bounds=["sat", "mon"]), dict(values=holidays.cast(pl.String).to_list())]
+
+
+def in_range(ph: pl.DataFrame, span: str) -> pl.DataFrame:
+    """The sessions of ``ph`` a range preset shows, counted back from its newest session
+    (the moving averages were computed on the whole history, so they are right from the
+    first day shown)."""
+    last = ph["session"].max()
+    if span == "Max" or last is None:
+        return ph
+    if span == "YTD":
+        start = last.replace(month=1, day=1)
+    else:
+        months = {"1M": 1, "6M": 6, "1Y": 12, "5Y": 60}[span]
+        y, m = divmod(last.year * 12 + last.month - 1 - months, 12)
+        start = last.replace(year=y, month=m + 1, day=min(last.day, 28))
+    return ph.filter(pl.col("session") > start)
 
 
 def price_figure(ph: pl.DataFrame, actions: pl.DataFrame, show_ma200: bool,
@@ -170,7 +191,7 @@ def price_figure(ph: pl.DataFrame, actions: pl.DataFrame, show_ma200: bool,
                 text=[html.escape(t or "") for t in part["detail"].to_list()],
                 hovertemplate="%{x}<br>%{text}<extra>" + kind + "</extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=x, y=ph["volume"], name="volume", marker_color="#90a4ae",
-                         showlegend=False), row=2, col=1)
+                         showlegend=False, hovertemplate="%{y:,.0f}"), row=2, col=1)
     fig.add_trace(go.Scatter(x=x, y=ph["volatility_20d"], name="volatility",
                              line=dict(color="#ef6c00"), showlegend=False), row=3, col=1)
     fig.add_trace(go.Scatter(x=x, y=ph["rsi14"], name="RSI", line=dict(color="#5e35b1"),
@@ -178,10 +199,18 @@ def price_figure(ph: pl.DataFrame, actions: pl.DataFrame, show_ma200: bool,
     for level in (30, 70):
         fig.add_hline(y=level, line=dict(width=0.8, dash="dash", color="#9e9e9e"),
                       row=4, col=1)
-    fig.update_layout(height=840, margin=dict(l=0, r=0, t=60, b=0),
-                      xaxis_rangeslider_visible=False,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
+    # The legend sits under the chart, where plotly's toolbar (top right) cannot cover it;
+    # dragging zooms in time only (y axes fixed), as a price chart should.
+    fig.update_layout(height=840, margin=dict(l=0, r=0, t=30, b=0),
+                      xaxis_rangeslider_visible=False, dragmode="zoom",
+                      legend=dict(orientation="h", yanchor="top", y=-0.04, x=0),
+                      hovermode="x unified", separators=".,")
     fig.update_xaxes(rangebreaks=_rangebreaks(ph["session"]))
+    if ph.height < 7:
+        c.day_axis(fig, ph["session"].to_list(), rangebreaks=[])
+    fig.update_yaxes(fixedrange=True)
+    fig.update_yaxes(tickformat=",.2f", row=1, col=1)
+    c.compact_axis(fig, row=2, col=1)
     fig.update_yaxes(tickformat=".0%", row=3, col=1)
     fig.update_yaxes(range=[0, 100], row=4, col=1)
     return fig
@@ -205,8 +234,56 @@ def symbol_run_progress(symbol: str) -> None:
     st.rerun()
 
 
-def status_table(symbol: str, asset_class: str) -> None:
-    g = c.read("status_grid", c.now_minute(), symbol=symbol, active_only=False)
+ACTION_WORDS = {
+    "enrich": "**Enrich now** (above) fetches it again",
+    "resume": "the daily schedule is paused: resume it on Controls, or **Enrich now**",
+    "recheck": "the provider plan refused it: Health → *Re-check entitlements* asks again",
+    "wait": "nothing to do: the provider publishes it after its lag",
+    "activate": "the symbol is deactivated: activate it under Settings",
+}
+
+
+def cause_text(cause: dict) -> str:
+    """One dataset's cause as a sentence: what, since when, the error, the action."""
+    ds, state = ui.literal(cause["dataset"]), cause["state"]
+    head = f"**{ds}** {ui.state_badge(state, ui.chip(state, cause['sessions_behind']))}"
+    if state == "failing":
+        since = (f" since {ui.fmt_utc(cause['failing_since'])}" if cause["failing_since"]
+                 else " since its first attempt")
+        n = cause["failures"]
+        err = ui.literal(f"{cause['error_class'] or 'error'}: {cause['error_message'] or ''}",
+                         limit=300)
+        body = (f"{head}{since} ({n} failed attempt{'s' if n != 1 else ''} in a row; the "
+                f"last {ui.fmt_utc(cause['error_at'])}): {err}")
+    elif state in ("late", "stale"):
+        body = (f"{head}: holds {ui.fmt_session(cause['latest_session'])}, the latest "
+                f"expected session is {ui.fmt_session(cause['expected_session'])} "
+                "(exchange dates)")
+    elif state == "due":
+        body = (f"{head}: its newest session is expected by "
+                f"{ui.fmt_exchange(cause['due_at'])}")
+    elif state == "never":
+        body = f"{head}: nothing stored yet"
+    else:
+        body = head
+    return f"{body}. → {ACTION_WORDS[cause['action']]}."
+
+
+def causes_block(symbol: str, grid: pl.DataFrame) -> None:
+    """What is wrong with this symbol and why, before any table: one line per dataset that
+    is not fresh, worst first, in its state's colour."""
+    causes = diagnosis.dataset_causes(grid, c.schedule_facts())
+    if not causes:
+        st.success(f"Every dataset of {ui.literal(symbol)} holds the latest expected "
+                   "session.")
+        return
+    for cause in causes[:6]:
+        c.alert(cause["level"], cause_text(cause))
+    if len(causes) > 6:
+        st.caption(f"…and {len(causes) - 6} more below.")
+
+
+def status_table(symbol: str, asset_class: str, g: pl.DataFrame) -> None:
     stats = c.read("symbol_fetch_stats", symbol)
     qual = c.lake_read("symbol_lake_quality", symbol, asset_class)
     scores = c.read("quality_scores", symbol).select(
@@ -220,6 +297,11 @@ def status_table(symbol: str, asset_class: str) -> None:
                      pl.struct("state", "sessions_behind").map_elements(
                          lambda r: ui.chip(r["state"], r["sessions_behind"]),
                          return_dtype=pl.String).alias("status"),
+                     pl.when(pl.col("last_error_class").is_not_null())
+                     .then(pl.format("{}: {}", "last_error_class",
+                                     pl.col("last_error_message").fill_null("")))
+                     .alias("last_error"),
+                     "last_error_at", "consecutive_failures",
                      "quality", "sessions_behind", "latest_session", "expected_session",
                      pl.struct("due_session", "due_at").map_elements(
                          lambda r: (f"{ui.fmt_session(r['due_session'])}, expected by "
@@ -227,9 +309,13 @@ def status_table(symbol: str, asset_class: str) -> None:
                          if r["due_session"] else None, return_dtype=pl.String).alias("due"),
                      "last_success_at",
                      "rows_held", "first_held", "last_held", "missing_sessions", "rejected",
-                     "retries", "last_duration_ms", "consecutive_failures",
-                     "last_error_class", "last_error_message", "last_error_at"))
-    c.dataframe(table, column_config={
+                     "retries", "last_duration_ms"))
+    c.dataframe(c.quality_chips(table), chips={"status": "state", "quality": "quality"},
+                column_config={
+        "last_error": st.column_config.TextColumn(
+            "last error", width="large", help="The error of the last failed attempt"),
+        "last_error_at": "error time (UTC)",
+        "consecutive_failures": "failures in a row",
         "sessions_behind": "sessions behind",
         "latest_session": "latest session",
         "expected_session": st.column_config.DateColumn(
@@ -238,19 +324,16 @@ def status_table(symbol: str, asset_class: str) -> None:
         "due": st.column_config.TextColumn(
             "due", help="A closed session still within the provider's publication lag, and "
                         "when its data is expected (exchange time)"),
-        "quality": st.column_config.ProgressColumn(
-            "quality", min_value=0.0, max_value=1.0, format="percent",
-            help="Share of this dataset's quality checks passing (errors weigh 3×)"),
+        "quality": {"label": "quality", "help": QUALITY_HELP},
         "last_success_at": "last enrichment (UTC)",
         "rows_held": "rows held", "first_held": "first", "last_held": "last",
         "missing_sessions": st.column_config.NumberColumn(
-            "missing sessions", help="Trading sessions without a bar between first and last"),
+            "missing sessions", help="Trading sessions without a bar between first and last",
+            format="localized"),
         "rejected": st.column_config.NumberColumn(
-            "rows refused", help="Rows the provider returned that failed validation"),
+            "rows refused", help="Rows the provider returned that failed validation",
+            format="localized"),
         "last_duration_ms": st.column_config.NumberColumn("last fetch ms", format="%.0f"),
-        "consecutive_failures": "failures in a row",
-        "last_error_class": "error class", "last_error_message": "last error",
-        "last_error_at": "error time (UTC)",
     })
 
 
@@ -333,26 +416,36 @@ def drilldown(symbol: str) -> None:
     with top[1]:
         symbol_run_progress(symbol)
 
+    g = c.read("status_grid", c.now_minute(), symbol=symbol, active_only=False)
+    causes_block(symbol, g)
     st.subheader("Status per dataset")
-    status_table(symbol, info["asset_class"])
+    status_table(symbol, info["asset_class"], g)
     with st.expander("What the states mean"):
         st.markdown(ui.freshness_legend())
     quality_section(symbol)
 
     st.subheader("Price")
-    opts = st.columns(4)
-    ma200 = opts[0].toggle("MA200", key="ma200")
-    bb = opts[1].toggle("Bollinger bands", key="bb")
+    opts = st.columns([3, 1, 1, 2])
+    span = opts[0].segmented_control("Range", RANGES, default="1Y", key="price_range",
+                                     label_visibility="collapsed") or "1Y"
+    ma200 = opts[1].toggle("MA200", key="ma200")
+    bb = opts[2].toggle("Bollinger bands", key="bb")
     ph = c.lake_read("price_history", symbol)
     actions = c.lake_read("corporate_actions", symbol)
     if ph.is_empty():
         st.info("No bars stored yet for this symbol. Press **Enrich now** to fetch them.")
     else:
-        st.plotly_chart(price_figure(ph, actions, ma200, bb), key="price_chart")
-        st.caption(f"Daily bars by session date (exchange calendar), "
+        shown = in_range(ph, span)
+        st.plotly_chart(price_figure(shown, actions, ma200, bb), key="price_chart",
+                        config={"displaylogo": False, "scrollZoom": False})
+        st.caption(f"Daily bars by session date (exchange calendar): showing "
+                   f"{ui.fmt_session(shown['session'].min())} – "
+                   f"{ui.fmt_session(shown['session'].max())} of "
                    f"{ui.fmt_session(ph['session'].min())} – "
-                   f"{ui.fmt_session(ph['session'].max())}. Markers: ▲ dividend (ex date), "
-                   "◆ split, ★ earnings (filing date).")
+                   f"{ui.fmt_session(ph['session'].max())} ({shown.height:,} of "
+                   f"{ph.height:,} sessions; drag across the chart to zoom in time, "
+                   "double-click to reset). Markers: ▲ dividend (ex date), ◆ split, "
+                   "★ earnings (filing date).")
 
     left, right = st.columns(2)
     with left:
@@ -369,8 +462,8 @@ def drilldown(symbol: str) -> None:
             st.caption("None stored.")
         else:
             c.dataframe(news.with_columns(pl.col("sentiment").replace_strict(
-                SENTIMENT, default="—", return_dtype=pl.String)), height=300,
-                column_config={
+                SENTIMENT, default=None, return_dtype=pl.String)), height=300,
+                chips={"sentiment": "sentiment"}, column_config={
                     "published_utc": "published (UTC)",
                     "url": st.column_config.LinkColumn("link", display_text="open ↗"),
                     "sentiment_reasoning": "why"})

@@ -214,6 +214,20 @@ def test_symbols_filter_page_and_count(reads):
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
 
 
+def test_symbols_sort_by_quality_over_every_symbol_worst_first(reads):
+    """Issue 18: the sort is done by the server over the whole universe, not a page."""
+    desk, _ = reads
+    scores = desk.sql("SELECT symbol, score FROM (" + _score_sql() + ") ORDER BY score, symbol")
+    page = desk.api.ok(f"{V1}/symbols", sort="worst quality", limit=3)
+    assert [r["symbol"] for r in page["items"]] == scores["symbol"].to_list()[:3]
+    assert page["items"][0]["quality"] == pytest.approx(scores["score"][0]) and \
+        scores["score"][0] < 1
+    every = desk.api.ok(f"{V1}/symbols", sort="worst quality", limit=1000)["items"]
+    rated = [r["quality"] for r in every if r["quality"] is not None]
+    assert rated == sorted(rated)
+    assert all(r["quality"] is None for r in every[len(rated):])  # not checked: last
+
+
 def _score_sql() -> str:
     w = "(CASE severity WHEN 'error' THEN 3.0 WHEN 'warning' THEN 1.0 ELSE 1.0 END)"
     return (f"SELECT symbol, sum({w} * CAST(passed AS INTEGER)) / sum({w}) AS score "

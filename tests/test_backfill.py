@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from enrich import queries as q
 from enrich.backfill import (
     BACKFILL_PRIORITY,
     Backfiller,
@@ -415,7 +416,9 @@ def test_pause_then_resume_from_the_background(settings):
     provider.gate.set()
     assert wait_for(bid, 30)
     paused = backfill_progress_summary(store.catalog, bid)[0]
-    assert paused["status"] == "paused" and paused["run_state"] == "cancelled"
+    # Paused is its own run state: not cancelled, and not counted in the success rates.
+    assert paused["status"] == "paused" and paused["run_state"] == "paused"
+    assert q.overall_success(store.catalog)["runs_finished"] == 0
     assert paused["chunks_pending"] > 0 and "resume" in paused["run_message"]
     steps = backfill_steps(store.catalog, bid)
     assert steps["step"].to_list() == ["splits", "bars", "features"]
@@ -424,6 +427,12 @@ def test_pause_then_resume_from_the_background(settings):
     assert wait_for(bid, 30) and run2 != run_id
     done = backfill_progress_summary(store.catalog, bid)[0]
     assert done["status"] == "complete" and done["run_state"] == "succeeded"
+    # One source for chunk counts: the resumed run's message counts the backfill's chunks,
+    # as its card does, then what this run did.
+    assert done["chunks_done"] == done["chunks_total"]
+    total = done["chunks_total"]
+    assert done["run_message"].startswith(f"backfill {bid}: {total} of {total} chunks done (")
+    assert q.overall_success(store.catalog)["runs_finished"] == 1
     chunks = backfill_chunks(store.catalog, bid)
     assert (chunks["attempts"] == 1).all()  # a pause never redoes a finished chunk
 
@@ -568,7 +577,7 @@ def test_page_plans_starts_watches_pauses_and_resumes(page_env):
     [r] = backfill_progress_summary(store.catalog)
     assert wait_for(r["backfill_id"], 30)
     _rerun(at)
-    assert "✅ complete" in _text(at)
+    assert ":green-badge[complete]" in _text(at)
     assert [m.value for m in at.metric if m.label == "Chunks done"] == ["2 / 2"]
 
     # A running backfill (held on its bars requests) shows Pause; then Resume finishes it.
@@ -585,15 +594,16 @@ def test_page_plans_starts_watches_pauses_and_resumes(page_env):
                         provider=held)
     bid = backfill_progress_summary(store.catalog)[0]["backfill_id"]
     _rerun(at)
-    assert "🔄 running" in _text(at)
+    assert ":blue-badge[running]" in _text(at)
+    assert "`1d` bars for `KO`" in _text(at)  # the timeframe is on the card
     _press(at, "Pause")
     held.gate.set()
     assert wait_for(bid, 30)
     _rerun(at)
-    assert "⏸️ paused" in _text(at) and "resume" in _text(at)
+    assert ":gray-badge[paused]" in _text(at) and "resume" in _text(at)
     _press(at, "Resume")
     assert wait_for(bid, 30)
     _rerun(at)
     done = backfill_progress_summary(store.catalog, bid)[0]
     assert done["status"] == "complete"
-    assert "⏸️ paused" not in _text(at) and _text(at).count("✅ complete") == 2
+    assert ":gray-badge[paused]" not in _text(at) and _text(at).count(":green-badge[complete]") == 2

@@ -148,9 +148,89 @@ def test_never_fetched_symbols_are_missing_and_get_a_first_run(store):
     hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=20)
     new = cells(hm, "NEWCO")
     assert sum(v == cov.MISSING for v in new.values()) == 20
-    plan = cov.plan_fill(hm, ["NEWCO", "AAPL"], hm.days[0].item(), hm.days[-1].item())
+    plan = cov.plan_fill(hm, ["NEWCO", "AAPL"], hm.days[0].item(), hm.days[-1].item(),
+                         history_years=1)
     assert plan.first_runs == ["NEWCO"] and not plan.backfills
-    assert plan.lookback_days == (hm.end - hm.days[0].item()).days + 1
+    # Its whole configured history, not only the 20 sessions selected.
+    assert plan.lookback_days is None
+    assert plan.history_from == hm.end - dt.timedelta(days=365)
+    assert "first run (the configured history from" in plan.describe()
+    # A selection reaching further back than the configured history: the run reaches it.
+    long = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=520)
+    plan = cov.plan_fill(long, ["NEWCO"], long.days[0].item(), long.days[-1].item(),
+                         history_years=1)
+    assert plan.lookback_days == (long.end - long.days[0].item()).days + 1
+    # Selected inside the configured history, on a longer heatmap: it says what stays
+    # unfetched.
+    plan = cov.plan_fill(long, ["NEWCO"], long.days[-5].item(), long.days[-1].item(),
+                         history_years=1)
+    assert plan.lookback_days is None and plan.unfetched_before == plan.history_from
+    assert "stays unfetched" in plan.describe()
+
+
+def xnys_sessions(first: dt.date, last: dt.date) -> list[dt.date]:
+    from enrich import calendars
+
+    return calendars.sessions("XNYS", first, last)
+
+
+def test_filling_a_never_fetched_symbol_leaves_no_history_unfetched_and_not_expected(store):
+    """Issue 18, gap fill: a fill of a few sessions of a never-fetched symbol fetches its
+    configured history, and no session of that history is both unfetched and shown as
+    "not expected" (the old 33-day first fetch turned the years before it grey)."""
+    from enrich.engine import Engine, RunParams
+    from enrich.providers.sample import SampleProvider
+
+    settings = settings_for(store.data_dir)  # ENRICH_HISTORY_YEARS=1
+    add_symbols(store.catalog, [("NEWCO", "stocks", "Never fetched")])
+    hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=20)
+    plan = cov.plan_fill(hm, ["NEWCO"], hm.days[-15].item(), hm.days[-1].item(),
+                         history_years=settings.history_years)
+    clock = lambda: FIXED_NOW  # noqa: E731
+    engine = Engine(store, SampleProvider(clock=clock), settings, clock=clock)
+    asked = []
+
+    def trigger(symbols, datasets, lookback, **_):
+        asked.append((symbols, datasets, lookback))
+        return engine.run(RunParams(symbols=symbols, datasets=datasets,
+                                    lookback_days=lookback), kind="manual").run_id
+
+    cov.start_fill(plan, settings=settings, store=store, trigger=trigger)
+    assert asked == [(["NEWCO"], ["bars"], None)]
+    held = set(store.lake.read("bars", ["NEWCO"], level="1d")["session"].to_list())
+    after = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=252, granularity="day")
+    new = cells(after, "NEWCO")
+    history = [d for d in xnys_sessions(FIXED_NOW.date() - dt.timedelta(days=365),
+                                        after.end) if d in new]
+    assert len(history) > 240
+    hidden = [d for d in history if new[d] == cov.NOT_EXPECTED and d not in held]
+    assert hidden == []
+    assert all(new[d] == cov.PRESENT for d in history if d in held)
+
+
+def test_history_before_a_short_first_fetch_is_missing_not_before_listing(store):
+    """"Before listing" needs a real listing date: a first fetch of 33 days leaves the
+    sessions before it missing, counted, not grey."""
+    from enrich.engine import Engine, RunParams
+    from enrich.providers.sample import SampleProvider
+
+    settings = settings_for(store.data_dir)
+    add_symbols(store.catalog, [("NEWCO", "stocks", "Fetched for a month")])
+    clock = lambda: FIXED_NOW  # noqa: E731
+    Engine(store, SampleProvider(clock=clock), settings, clock=clock).run(
+        RunParams(symbols=["NEWCO"], datasets=["bars"], lookback_days=33))
+    held = store.lake.read("bars", ["NEWCO"], level="1d")["session"]
+    hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=60)
+    new = cells(hm, "NEWCO")
+    before = [d for d in xnys_sessions(hm.days[0].item(), held.min()) if d < held.min()]
+    assert before and all(new[d] == cov.MISSING for d in before)
+    row = hm.summary().filter(pl.col("symbol") == "NEWCO").row(0, named=True)
+    assert row["missing"] == len(before)
+    # With a real listing date in the universe, the sessions before it are not expected.
+    store.catalog.query("UPDATE symbols SET listed_since = ? WHERE symbol = 'NEWCO'",
+                        [held.min()])
+    hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=60)
+    assert all(cells(hm, "NEWCO")[d] == cov.NOT_EXPECTED for d in before)
 
 
 def test_not_entitled_is_not_expected_and_event_datasets_follow_the_fetched_window(store):
@@ -179,9 +259,10 @@ def test_long_windows_aggregate_to_weeks_and_months(store):
     assert week.granularity == "week"
     assert all(d.weekday() == 0 for d in week.bucket_start[1:])
     assert week.codes.shape == (len(SYMS), len(week.bucket_start))
-    # Six months of history in a one-year window: the older half is before listing.
+    # Six months of history in a one-year window: the older half was never fetched (the
+    # first fetch asked for six months; nothing says the symbol was not listed then).
     i = week.symbols.index("AAPL")
-    assert week.codes[i, 0] == cov.NOT_EXPECTED and week.codes[i, -1] == cov.PRESENT
+    assert week.codes[i, 0] == cov.MISSING and week.codes[i, -1] == cov.PRESENT
     month = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=1260)
     assert month.granularity == "month" and all(d.day == 1 for d in month.bucket_start[1:])
     drop_sessions(store, "AAPL", [dt.date(2026, 10, 14)])
@@ -278,7 +359,7 @@ def test_page_shows_the_gap_and_its_fill_starts_a_backfill(app_env):
     assert missing == ["2"]
     chart = [ch for ch in at.get("plotly_chart") if "coverage_bars" in ch.proto.id]
     assert chart, "the heatmap is drawn"
-    fails = at.dataframe[0].value
+    fails = next(d.value for d in at.dataframe if "check_name" in d.value.columns)
     assert list(fails["check_name"]) == ["missing_sessions"]
     at.multiselect(key="fill_symbols").set_value(["AAPL"])
     at.run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -77,8 +78,13 @@ def open_page(page: str, **query) -> AppTest:
     return at
 
 
+def plain(markdown: str) -> str:
+    """Markdown badges (``:red-badge[Failing]``) as their words."""
+    return re.sub(r":[a-z]+-badge\[([^\]]*)\]", r"\1", markdown)
+
+
 def metric(at: AppTest, label: str) -> str:
-    found = [m.value for m in at.metric if m.label.endswith(label)]
+    found = [m.value for m in at.metric if plain(m.label).endswith(label)]
     assert found, (label, [m.label for m in at.metric])
     return found[0]
 
@@ -171,7 +177,7 @@ def test_symbols_table_filters_and_drilldown(populated):
     status = at.dataframe[0].value
     assert list(status["dataset"]) == ["bars", "dividends", "earnings", "news", "options_iv",
                                        "splits"]
-    assert status["status"].str.contains("fresh").all()
+    assert all(list(v) == ["fresh"] for v in status["status"])
     fig = json.loads(charts(at)[0].proto.spec)
     names = {t.get("name") for t in fig["data"]}
     assert {"price", "MA20", "MA50", "dividend", "earnings"} <= names
@@ -184,8 +190,13 @@ def test_symbols_table_filters_and_drilldown(populated):
     at = open_page("pages/symbols.py", symbol="SPY")
     status = at.dataframe[0].value
     news = status[status["dataset"] == "news"].iloc[0]
-    assert "failing" in news["status"] and news["last_error_class"] == "transient"
-    assert "upstream timeout" in news["last_error_message"]
+    assert "failing" in news["status"]
+    assert news["last_error"].startswith("transient: ") and "upstream timeout" in news[
+        "last_error"]
+    # The cause leads the page, before any table: an error element naming the dataset,
+    # since when, the error and the action.
+    [cause] = [e.value for e in at.error if "news" in e.value]
+    assert "failing" in cause and "upstream timeout" in cause and "Enrich now" in cause
     at = open_page("pages/symbols.py", symbol="NOPE")
     assert "not in the universe" in texts(at)
 
@@ -223,8 +234,8 @@ def test_metrics_numbers_match_the_catalog(populated):
 def test_health_page(populated):
     at = open_page("pages/health.py")
     facts = texts(at)
-    assert "**Catalog**  \n✅ reachable" in facts
-    assert "**API key**  \nnot set" in facts and "**State**  \noff" in facts
+    assert "**Catalog**  \n:green-badge[reachable]" in facts
+    assert "**API key**  \nnot set" in facts and "**State**  \n:gray-badge[off]" in facts
     assert metric(at, "Lake size").endswith("KB") or metric(at, "Lake size").endswith("MB")
     failures = next(d.value for d in at.dataframe if "error class" in d.value.columns)
     assert set(failures["error class"]) == {"transient", "not_entitled"}

@@ -58,7 +58,7 @@ def test_import_reads_a_csv_with_a_byte_order_mark(data):
     at.file_uploader(key="import_file").set_value(
         ("bom.csv", "symbol,asset_class\nIBM,stocks\n".encode("utf-8-sig"), "text/csv"))
     at.button(key="import").click().run()
-    assert not at.error and any("Added 1 symbol(s)" in s.value for s in at.success)
+    assert not at.error and any("Added 1: `IBM`" in s.value for s in at.success)
     assert list_symbols(Store(data).catalog)["symbol"].to_list() == ["AAPL", "IBM"]
 
 

@@ -24,6 +24,7 @@ NAVIGATION = None  # a button that only moves between views: no action to mirror
 # page:key -> (argv of the command | None, "METHOD /route" | None) or NAVIGATION
 ACTIONS: dict[str, tuple[list[str] | None, str | None] | None] = {
     "overview:first_run": (["run"], "POST /api/v1/runs"),
+    "overview:run_stale": (["run", "--symbols", "AAPL,MSFT"], "POST /api/v1/runs"),
     "controls:Run now": (["run", "--symbols", "AAPL", "--datasets", "bars",
                           "--asset-class", "stocks", "--timeframe", "1d",
                           "--lookback-days", "30"], "POST /api/v1/runs"),
@@ -58,6 +59,7 @@ ACTIONS: dict[str, tuple[list[str] | None, str | None] | None] = {
                          "POST /api/v1/backfills/{backfill_id}/resume"),
     "settings:Add": (["symbols", "add", "AAPL"], None),
     "settings:import": (["symbols", "import", "symbols.csv"], None),
+    "settings:fetch_added": (["run", "--symbols", "NEWX"], "POST /api/v1/runs"),
     "settings:deactivate": (["symbols", "deactivate", "AAPL"], None),
     "settings:activate": (["symbols", "activate", "AAPL"], None),
     "settings:remove": (["symbols", "remove", "AAPL"], None),

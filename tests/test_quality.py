@@ -476,13 +476,14 @@ def test_pages_show_scores_failing_checks_and_restatements(app_env):
     at = open_page("pages/symbols.py")
     table = frame_with(at, "quality")
     row = table[table["symbol"] == "AAPL"].iloc[0]
-    assert row["quality"] < 1 and row["failing_checks"] == "bars/missing_sessions"
-    assert table[table["symbol"] == "MSFT"].iloc[0]["quality"] == 1
+    # Quality is a chip with its words, coloured by threshold (tests/test_operator.py).
+    assert list(row["quality"]) != ["100%"] and row["failing_checks"] == "bars/missing_sessions"
+    assert list(table[table["symbol"] == "MSFT"].iloc[0]["quality"]) == ["100%"]
     assert any("late" in e.value and "stale" in e.value for e in at.markdown)  # the legend
 
     at = open_page("pages/symbols.py", symbol="AAPL")
     status = at.dataframe[0].value
-    assert status[status["dataset"] == "bars"].iloc[0]["quality"] < 1
+    assert list(status[status["dataset"] == "bars"].iloc[0]["quality"]) != ["100%"]
     assert status["expected_session"].notna().all()
     failing = frame_with(at, "title")
     assert list(failing["check_name"]) == ["missing_sessions"]

@@ -22,7 +22,8 @@ from tests.test_quality import enrich
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     data = tmp_path_factory.mktemp("qcli") / "data"
-    store, summary = enrich(settings_for(data), symbols=["AAPL", "MSFT"], lookback_days=40)
+    # 60 days of history: the 30-session windows below lie inside what was fetched.
+    store, summary = enrich(settings_for(data), symbols=["AAPL", "MSFT"], lookback_days=60)
     assert summary.state == "succeeded"
     store.catalog.query("UPDATE symbols SET active = symbol IN ('AAPL', 'MSFT')")
     gone = store.lake.read("bars", ["AAPL"], level="1d")["session"].to_list()[-12:-10]

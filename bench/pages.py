@@ -1,0 +1,194 @@
+"""Load time of every dashboard page in Chromium at 5,000 symbols: cold and warm.
+
+Builds the same store as ``bench/dashboard.py`` (5,000 synthetic symbols, their status,
+2,000 runs, 1,000,000 fetch-log rows, quality results and session coverage; AAPL enriched for
+real, ten years), starts ``streamlit run app.py`` on it, and opens each page in headless
+Chromium (Playwright, ``/usr/bin/chromium``). A page is loaded when its script run has
+ended (``stApp[data-test-script-state=notRunning]``) with its title drawn, and the browser
+has painted twice since.
+
+* **server start**: the first page of a freshly started server, before anything was
+  imported or cached (one figure, the Overview).
+* **cold**: each page's first visit from a new browser session, on a server that has
+  served the Overview (its process started, its start-up warming done), so the page's own
+  read models run for the first time.
+* **warm**: the median of ``--repeat`` reloads of the same page.
+
+For reference the same server opens a page that draws only a title (``?bench=empty``
+is not used: a tiny app, ``bench/_empty_app.py``, served by a second server with the same
+configuration): the cost of Streamlit itself, which every page pays. The goal is every page
+under 1 s cold at 5,000 symbols. Usage::
+
+    PYTHONPATH=. .venv/bin/python bench/pages.py [--symbols 5000 --log-rows 1000000 --repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import dashboard as dash  # noqa: E402  (bench/dashboard.py: the 5,000-symbol store)
+
+from enrich.config import load_settings  # noqa: E402
+from enrich.store import Store  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+GOAL_MS = 1000.0
+EMPTY_APP = ROOT / "bench" / "_empty_app.py"
+
+
+def pages(run_id: str) -> dict[str, str]:
+    """Page name -> URL path (with query) of every view of the dashboard."""
+    return {
+        "Overview": "/", "Symbols": "/symbols", "Symbol drilldown": "/symbols?symbol=AAPL",
+        "Runs": "/runs", "Run detail": f"/runs?run={run_id}", "Metrics": "/metrics",
+        "Quality": "/quality", "Health": "/health", "Controls": "/controls",
+        "Backfill": "/backfill", "Alerts": "/alerts", "Settings": "/settings",
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(script: Path, data_dir: str | None, log: Path):
+    """``streamlit run script`` on a free port; yields its URL; kills its process group."""
+    port = _free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(log.parent),
+           "PYTHONPATH": str(ROOT), "ENRICH_SCHEDULER": "off", "ENRICH_PROVIDER": "sample",
+           "ENRICH_NOW": dash.NOW.isoformat()}
+    if data_dir:
+        env["ENRICH_DATA_DIR"] = data_dir
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+             "--server.headless", "true"], cwd=ROOT, env=env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                with contextlib.suppress(OSError), \
+                        urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit did not start; see {log}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def load_ms(page, url: str, reload: bool = False) -> float:
+    """Open ``url`` (or reload it) and wait until the script run ended and the browser
+    painted; milliseconds from the navigation's start."""
+    t0 = time.perf_counter()
+    if reload:
+        page.reload(wait_until="commit")
+    else:
+        page.goto(url, wait_until="commit")
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            return app && app.getAttribute('data-test-script-state') === 'notRunning'
+                && document.querySelector('h1');
+        }""", timeout=120_000, polling=20)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
+                  "requestAnimationFrame(r)))")
+    return (time.perf_counter() - t0) * 1000
+
+
+def measure(browser, base: str, path: str, repeat: int) -> tuple[float, float]:
+    """(cold, median warm) load of one page: a new browser session, then reloads."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = ctx.new_page()
+        cold = load_ms(page, base + path)
+        warm = [load_ms(page, base + path, reload=True) for _ in range(repeat)]
+    finally:
+        ctx.close()
+    return cold, statistics.median(warm) if warm else float("nan")
+
+
+def build_store(tmp: str, symbols: int, log_rows: int) -> str:
+    settings = load_settings({"ENRICH_DATA_DIR": tmp, "ENRICH_SCHEDULER": "off"},
+                             dotenv_path=None)
+    store = Store.from_settings(settings)
+    dash.build(store, symbols, log_rows)
+    dash.build_quality(store, log_rows // 2)
+    dash.enrich_one(store, settings)
+    return store.catalog.scalar("SELECT max(run_id) FROM runs WHERE run_id LIKE 'run-%'")
+
+
+def main() -> int:
+    from playwright.sync_api import sync_playwright
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--symbols", type=int, default=5000)
+    ap.add_argument("--log-rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=5, help="warm reloads per page")
+    args = ap.parse_args()
+    if not os.path.exists(CHROMIUM):
+        print(f"{CHROMIUM} is missing: install Debian's chromium", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="enrich-pages-") as tmp:
+        data = str(Path(tmp) / "data")
+        run_id = build_store(data, args.symbols, args.log_rows)
+        logs = Path(tmp)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu"])
+            try:
+                with server(EMPTY_APP, None, logs / "empty.log") as base:
+                    ref_start, _ = measure(browser, base, "/", 0)
+                    ref_cold, ref_warm = measure(browser, base, "/", args.repeat)
+                with server(ROOT / "app.py", data, logs / "app.log") as base:
+                    start, _ = measure(browser, base, "/", 0)
+                    rows = {name: measure(browser, base, path, args.repeat)
+                            for name, path in pages(run_id).items()}
+            finally:
+                browser.close()
+    print(f"\n{args.symbols:,} symbols, {args.log_rows:,} fetch-log rows; Chromium, "
+          f"headless; warm = median of {args.repeat} reloads\n")
+    print(f"reference (a page with only a title): server start {ref_start:6.0f} ms · "
+          f"cold {ref_cold:5.0f} ms · warm {ref_warm:5.0f} ms")
+    print(f"dashboard, first page after the server started (Overview): {start:6.0f} ms\n")
+    print(f"{'page':<18} {'cold ms':>8} {'warm ms':>8} {'cold / ref':>11} {'warm / ref':>11}")
+    worst = 0.0
+    for name, (cold, warm) in rows.items():
+        worst = max(worst, cold)
+        flag = "" if cold < GOAL_MS else "   <-- over the 1 s goal"
+        print(f"{name:<18} {cold:8.0f} {warm:8.0f} {cold / ref_cold:10.1f}x "
+              f"{warm / ref_warm:10.1f}x{flag}")
+    print(f"\nslowest cold page: {worst:.0f} ms "
+          f"({'within' if worst < GOAL_MS else 'OVER'} the {GOAL_MS:.0f} ms goal)")
+    return 0 if worst < GOAL_MS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
