@@ -290,9 +290,13 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
             print_table(frame)
         return EXIT_OK
     if args.symbols_cmd == "add":
-        added = universe.add_symbols(
-            store.catalog, [(s, args.asset_class, args.name) for s in args.symbol])
-        print(f"added {', '.join(added)}")
+        from enrich.providers import make_provider
+
+        # The provider's ticker reference first: an unknown ticker is refused (exit 2).
+        added = universe.add_verified(store.catalog, make_provider(settings),
+                                      [(s, args.asset_class, args.name) for s in args.symbol])
+        for a in added:
+            print(f"added {universe.describe_added(a)}")
         return EXIT_OK
     if args.symbols_cmd == "remove":
         n = universe.remove_symbols(store.catalog, args.symbol)

@@ -1,18 +1,31 @@
-"""The universe of symbols: list, add, remove, deactivate, import from CSV."""
+"""The universe of symbols: list, add, remove, deactivate, import from CSV.
+
+``add_verified`` (``symbols add``, the Settings page) asks the provider's ticker reference
+first (``enrich.identity``): an unknown ticker is refused, nothing is added; a known one is
+stored as the provider spells it, with its listing, delisting, FIGIs and ticker spans. Symbols
+are case-sensitive; a name given in another case finds the held symbol when only one matches
+(``match_symbols``).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
+from enrich import identity
 from enrich.catalog import Catalog, WriteBatch, utcnow
-from enrich.errors import InputError, InvalidSymbolError
+from enrich.errors import InputError, InvalidSymbolError, NotFoundError
 from enrich.lake import Lake
 from enrich.schemas import DATASETS
 from enrich.symbols import ASSET_CLASSES, DEMO_UNIVERSE, asset_class_of, validate_symbol
+
+if TYPE_CHECKING:
+    from enrich.identity import TickerReference
+    from enrich.providers import Provider
 
 
 @dataclass(frozen=True)
@@ -23,7 +36,10 @@ class ImportReport:
 
 def list_symbols(catalog: Catalog, active_only: bool = False,
                  asset_class: str | None = None) -> pl.DataFrame:
-    sql = "SELECT symbol, asset_class, name, active, added_at FROM symbols WHERE true"
+    """The universe; ``delisted_on`` marks a delisted symbol (kept, no longer refreshed),
+    ``history_from`` the first day its history may have (listing or ticker change)."""
+    sql = ("SELECT symbol, asset_class, name, active, added_at, delisted_on, history_from "
+           "FROM symbols WHERE true")
     params: list = []
     if active_only:
         sql += " AND active"
@@ -54,12 +70,100 @@ def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]
     return [r["symbol"] for r in rows]
 
 
+@dataclass(frozen=True)
+class Added:
+    symbol: str
+    reference: TickerReference
+
+
+def add_verified(catalog: Catalog, provider: Provider,
+                 items: list[tuple[str, str | None, str | None]]) -> list[Added]:
+    """Add symbols after the provider's ticker reference confirmed each (``symbols add``).
+
+    Each is stored as the provider spells it (a name typed in another case is looked up as
+    typed, then upper-cased), with its reference (``enrich.identity.to_row``); its name and
+    class default to the reference's. Raises ``InputError`` naming every ticker the reference
+    does not know, or whose class contradicts it, before anything is written."""
+    refs: list[tuple[TickerReference, str | None, str | None]] = []
+    problems: list[str] = []
+    for raw, cls, name in items:
+        sym = validate_symbol(raw)
+        try:
+            ref = _lookup(provider, sym)
+        except NotFoundError as exc:
+            problems.append(f"{sym} is not a ticker {provider.name} knows ({exc})")
+            continue
+        given = (cls or "").strip().lower() or None
+        if given and given != ref.asset_class and {given, ref.asset_class} != {"stocks", "etfs"}:
+            problems.append(f"{ref.ticker} is {ref.asset_class} ({ref.market} market, type "
+                            f"{ref.type}) in {provider.name}'s reference, not {given}")
+            continue
+        refs.append((ref, given, name))
+    if problems:
+        raise InputError("; ".join(problems) + "; nothing was added")
+    at = utcnow()
+    rows = [{**_row(ref.ticker, cls or ref.asset_class, name or ref.name),
+             **identity.to_row(ref, at)} for ref, cls, name in refs]
+    batch = WriteBatch()
+    for r in rows:
+        batch.upsert("symbols", r)
+    catalog.write(batch)
+    return [Added(r["symbol"], ref) for r, (ref, _, _) in zip(rows, refs, strict=True)]
+
+
+def _lookup(provider: Provider, sym: str) -> TickerReference:
+    try:
+        return provider.ticker_reference(sym)
+    except NotFoundError:
+        if sym.upper() == sym:
+            raise
+        return provider.ticker_reference(sym.upper())
+
+
+def describe_added(added: Added) -> str:
+    """One line about a verified symbol: what it is and what history it will have."""
+    ref, ident = added.reference, added.reference.identity()
+    what = f"{added.symbol} ({ref.name or 'no name'}; {ref.market} {ref.type or ''}".rstrip()
+    parts = [what + ")"]
+    if ident.delisted is not None:
+        parts.append(f"delisted: last traded {ident.delisted.isoformat()}; its history up to "
+                     "then is fetched once, then it is no longer refreshed")
+    if ident.renamed:
+        spans = ", ".join(f"{s.ticker} from {s.start.isoformat() if s.start else 'listing'}"
+                          for s in ident.spans)
+        parts.append(f"traded as {spans}: each ticker's history is fetched over its own span")
+    elif ident.history_from is not None:
+        parts.append(f"history from {ident.history_from.isoformat()}")
+    return "; ".join(parts)
+
+
+def match_symbols(catalog: Catalog, symbols: list[str]) -> tuple[list[str], list[str]]:
+    """(the held spelling of each of ``symbols``, those not held). A symbol matches itself,
+    else the one held symbol equal to it but for case (``kimpl`` finds ``KIMpL``)."""
+    if not symbols:
+        return [], []
+    held = catalog.query("SELECT symbol FROM symbols")["symbol"].to_list()
+    exact = set(held)
+    folded: dict[str, list[str]] = {}
+    for h in held:
+        folded.setdefault(h.lower(), []).append(h)
+    out, unknown = [], []
+    for s in symbols:
+        if s in exact:
+            out.append(s)
+        elif len(folded.get(s.lower(), [])) == 1:
+            out.append(folded[s.lower()][0])
+        else:
+            unknown.append(s)
+    return out, unknown
+
+
 def _known(catalog: Catalog, symbols: list[str]) -> list[str]:
     """``symbols`` validated; raises ``InputError`` naming those not in the universe."""
     syms = list(dict.fromkeys(validate_symbol(s) for s in symbols))
     if not syms:
         raise InputError("no symbol given")
-    unknown = unknown_symbols(catalog, syms)
+    syms, unknown = match_symbols(catalog, syms)
     if unknown:
         raise InputError(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in "
                          "the universe (`python -m enrich symbols list` shows it); "
@@ -161,10 +265,5 @@ def rebuild_from_lake(catalog: Catalog, lake: Lake) -> list[str]:
 
 
 def unknown_symbols(catalog: Catalog, symbols: list[str]) -> list[str]:
-    """Those of ``symbols`` (canonical forms) that are not in the universe."""
-    if not symbols:
-        return []
-    held = set(catalog.query(
-        f"SELECT symbol FROM symbols WHERE symbol IN ({','.join('?' * len(symbols))})",
-        list(symbols))["symbol"].to_list())
-    return [s for s in symbols if s not in held]
+    """Those of ``symbols`` that are not in the universe (in any case: ``match_symbols``)."""
+    return match_symbols(catalog, list(symbols))[1]
