@@ -17,7 +17,8 @@ A cell is one day for the symbol, coded:
     FAILED        held, but a quality check points at it
 
 Columns are the calendar days covering the last ``sessions`` XNYS sessions up to the latest
-expected one (``enrich.freshness``), weekends dropped unless a 24/7 (crypto) symbol is shown.
+expected one (``enrich.freshness``), weekend days dropped unless a symbol shown trades them
+(crypto every day, forex on Sundays: ``enrich.conventions``).
 Long windows aggregate to weeks or months: a bucket is failed if any of its cells failed,
 else missing if any is missing, else present if any is present.
 
@@ -198,7 +199,6 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     gran = _granularity(sessions, granularity)
     n = rows.height
     cal = [calendar_for(c) for c in rows["asset_class"].to_list()] if n else []
-    crypto = np.array([c == "24/7" for c in cal], dtype=bool)
     cals = set(cal) or {"XNYS"}
     ends = {c: freshness.expected_session(c, now, lag) for c in cals}
     end = max(ends.values())
@@ -209,10 +209,15 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
                                    xnys_end)
     start = xnys[-sessions] if len(xnys) >= sessions else xnys[0]
     days = np.arange(start, np.datetime64(end) + 1, dtype="datetime64[D]")
-    if not crypto.any():
-        days = days[((days.astype(np.int64) + 3) % 7) < 5]  # Monday..Friday
+    # Each calendar's sessions among the days (enrich.conventions: XNYS, crypto's every UTC
+    # day, forex's Sunday to Friday); weekends are columns only when some calendar trades them.
+    is_session = {c: np.isin(days, calendars.session_array(c, start.item(), end))
+                  for c in cals | {"XNYS"}}
+    weekday = ((days.astype(np.int64) + 3) % 7) < 5
+    keep = weekday | np.logical_or.reduce([is_session[c] for c in cals])
+    days = days[keep]
+    is_session = {c: m[keep] for c, m in is_session.items()}
     n_days = len(days)
-    is_xnys_day = np.isin(days, calendars.session_array("XNYS", start.item(), end))
 
     def col(name: str) -> np.ndarray:
         return _date_list(rows[name]) if n else np.array([], dtype="datetime64[D]")
@@ -244,7 +249,8 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
         listing = np.where(np.isnat(listing), covered_from, listing)
 
     day = days[None, :]
-    session = np.where(crypto[:, None], True, is_xnys_day[None, :])
+    session = (np.stack([is_session[c] for c in cal]) if n
+               else np.zeros((0, n_days), dtype=bool))
     with np.errstate(invalid="ignore"):
         after_listing = np.isnat(listing)[:, None] | (day >= listing[:, None])
         expected = (session & after_listing & ~not_entitled[:, None]

@@ -3,8 +3,9 @@
 A session's data is *expected* once the session has closed (the exchange calendar's close:
 13:00 ET on a half day) and the provider's publication lag has passed after that close
 (``PUBLICATION_LAG``: the sample provider publishes at the close, Massive's end-of-day
-aggregates a few hours later). Counting is in sessions of the symbol's calendar (XNYS for US
-listings, every day for crypto), with session dates in the exchange's time zone.
+aggregates a few hours later). Counting is in sessions of the symbol's calendar
+(``enrich.conventions``: XNYS for US listings and indices, every UTC day for crypto, UTC days
+Sunday to Friday for forex), with session dates in the calendar's time zone.
 
 States per symbol × dataset, most urgent first:
 
@@ -15,7 +16,8 @@ States per symbol × dataset, most urgent first:
     due           holds every expected session, but a session has closed whose data is
                   still within the publication lag (it may not be published yet)
     fresh         holds the latest closed session
-    not_expected  nothing is expected: the symbol is deactivated (halted or delisted)
+    not_expected  nothing is expected: the symbol is deactivated, or delisted
+                  (``symbols.delisted_on``: kept, no longer refreshed)
 
 (``enrich.queries`` adds ``not_entitled``: a dataset the provider plan does not include.)
 A holiday is not a session, so it never makes anything late; a half day closes early, so
@@ -34,12 +36,12 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from enrich import calendars
+from enrich import calendars, conventions
 from enrich.symbols import calendar_for
 
 STALE_AFTER_SESSIONS = 3
 STATES = ("failing", "stale", "never", "late", "due", "fresh", "not_expected")
-CALENDARS = ("XNYS", "24/7")
+CALENDARS = calendars.CALENDARS
 # Per-session datasets: held = the newest session stored (else the fetched window's end).
 SESSION_DATASETS = ("bars", "options_iv", "features")
 
@@ -140,7 +142,7 @@ def add_freshness(status: pl.DataFrame, now: dt.datetime,
     consecutive_failures; ``dataset`` (what counts as held) and ``active`` when present.
     """
     cal = status["asset_class"].replace_strict(
-        {c: calendar_for(c) for c in ("stocks", "etfs", "crypto", "fx", "indices")},
+        {c: calendar_for(c) for c in conventions.CONVENTIONS},
         default="XNYS", return_dtype=pl.String)
     if "dataset" in status.columns:
         per_session = pl.col("dataset").is_in(list(SESSION_DATASETS))

@@ -87,13 +87,19 @@ def _lag_of_newest_run(con: duckdb.DuckDBPyConnection) -> dt.timedelta:
     return lag
 
 
+# Expected to be fresh: active, and not delisted with its history fetched (a delisted symbol
+# is kept, not refreshed: ``not_expected`` once it holds anything).
+_ACTIVE = ("(s.active AND (s.delisted_on IS NULL "
+           "OR coalesce(st.latest_session, st.covered_through) IS NULL))")
+
+
 def status_table(catalog: Catalog, symbol: str | None = None,
                  now: dt.datetime | None = None,
                  lag: dt.timedelta | None = None) -> pl.DataFrame:
     """symbol × dataset status with freshness recomputed for ``now`` (UTC); ``lag`` is the
     provider's publication lag (default: that of the newest run's provider)."""
-    sql = """
-        SELECT s.symbol, s.asset_class, s.active, st.dataset, st.latest_session,
+    sql = f"""
+        SELECT s.symbol, s.asset_class, {_ACTIVE} AS active, st.dataset, st.latest_session,
                st.covered_through,
                st.expected_session, st.last_success_at, st.last_attempt_at,
                st.consecutive_failures, st.last_error_class, st.last_error_message,
@@ -141,7 +147,7 @@ def status_grid(catalog: Catalog, now: dt.datetime, symbol: str | None = None,
         where.append("s.symbol = ?")
         params.append(symbol)
     sql = f"""
-        SELECT s.symbol, s.name, s.asset_class, s.active, a.dataset, st.latest_session,
+        SELECT s.symbol, s.name, s.asset_class, {_ACTIVE} AS active, a.dataset, st.latest_session,
                st.covered_through, st.last_success_at, st.last_attempt_at,
                coalesce(st.consecutive_failures, 0) AS consecutive_failures,
                st.last_error_class, st.last_error_message, st.last_error_at,
