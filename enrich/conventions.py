@@ -123,14 +123,12 @@ def of_symbol(symbol: str) -> Convention:
 
 def markdown_table() -> str:
     """The table as the README shows it."""
-    head = ("| class | prefix | calendar | daily `t` → session | bars a year (1d / 1h / 5m) "
-            "| 52 weeks | volume |")
-    rows = [head, "|" + "---|" * 7]
+    rows = ["| class | prefix | calendar | daily `t` → session | bars a year (1d / 1h / 5m) "
+            "| 52 weeks | volume | short by design |", "|" + "---|" * 8]
     for c in CONVENTIONS.values():
         per_year = " / ".join(f"{c.bars_per_year(tf):,.0f}" for tf in ("1d", "1h", "5m"))
         rows.append(f"| {c.asset_class} | {f'`{c.prefix}`' if c.prefix else '—'} "
                     f"| {c.trading} | {c.session_rule} | {per_year} "
                     f"| {WEEKS_52.days} calendar days "
-                    f"| {c.volume or 'absent: stored as null'}; short by design: "
-                    f"{c.short_sessions} |")
+                    f"| {c.volume or 'absent: stored as null'} | {c.short_sessions} |")
     return "\n".join(rows)

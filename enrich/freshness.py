@@ -17,7 +17,8 @@ States per symbol × dataset, most urgent first:
                   still within the publication lag (it may not be published yet)
     fresh         holds the latest closed session
     not_expected  nothing is expected: the symbol is deactivated, or delisted
-                  (``symbols.delisted_on``: kept, no longer refreshed)
+                  (``symbols.delisted_on``: kept, fetched up to its last trading day,
+                  never refreshed after; ``enrich.queries`` reads it as not active)
 
 (``enrich.queries`` adds ``not_entitled``: a dataset the provider plan does not include.)
 A holiday is not a session, so it never makes anything late; a half day closes early, so

@@ -87,10 +87,9 @@ def _lag_of_newest_run(con: duckdb.DuckDBPyConnection) -> dt.timedelta:
     return lag
 
 
-# Expected to be fresh: active, and not delisted with its history fetched (a delisted symbol
-# is kept, not refreshed: ``not_expected`` once it holds anything).
-_ACTIVE = ("(s.active AND (s.delisted_on IS NULL "
-           "OR coalesce(st.latest_session, st.covered_through) IS NULL))")
+# Expected to be fresh: active and not delisted (a delisted symbol is kept, its history up to
+# its last trading day fetched once, and never refreshed after: ``not_expected``).
+_ACTIVE = "(s.active AND s.delisted_on IS NULL)"
 
 
 def status_table(catalog: Catalog, symbol: str | None = None,

@@ -45,7 +45,8 @@ tab_add, tab_import, tab_state, tab_remove = st.tabs(
     ["Add", "Import CSV", "Activate / deactivate", "Remove"])
 with tab_add, st.form("add_symbols", clear_on_submit=True):
     raw = st.text_input("Symbols", key="add_raw",
-                        placeholder="AAPL, BRK.B, X:BTCUSD (comma or space separated)")
+                        placeholder="AAPL, BRK.B, X:BTCUSD (comma or space separated; "
+                                    "checked against the provider's ticker reference)")
     cls = st.selectbox("Asset class", [AUTO, *ASSET_CLASSES], key="add_class")
     name = st.text_input("Name (for a single symbol)", key="add_name")
     if st.form_submit_button("Add", icon="➕"):
@@ -53,14 +54,14 @@ with tab_add, st.form("add_symbols", clear_on_submit=True):
         if not items:
             st.error("Type at least one symbol.")
         else:
-            try:
-                added = uv.add_symbols(c.store().catalog, [
+            try:  # the provider's ticker reference first: an unknown ticker is refused
+                added = uv.add_verified(c.store().catalog, c.provider(), [
                     (s, None if cls == AUTO else cls, name.strip() or None
                      if len(items) == 1 else None) for s in items])
             except EnrichError as exc:
                 st.error(ui.literal(exc))
             else:
-                _done(f"Added {ui.literal(', '.join(added))}")
+                _done(f"Added {ui.literal(', '.join(a.symbol for a in added))}")
                 st.rerun()
 
 with tab_import:

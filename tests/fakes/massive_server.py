@@ -233,7 +233,7 @@ class FakeData:
 
     def close(self, symbol: str, day: dt.date) -> float:
         i = (day - dt.date(2000, 1, 1)).days
-        base = 12.0 if symbol == "META~2022" else 20 + 180 * _u(symbol, "base")
+        base = 3.6 if symbol == "META~2022" else 20 + 180 * _u(symbol, "base")  # ~$12 in 2022
         # Split-adjusted history (what adjusted=true serves): continuous across splits.
         wave = 0.15 * math.sin(i / 40 + 6 * _u(symbol, "phase"))
         noise = 0.02 * (_u(symbol, day, "c") - 0.5)
