@@ -118,8 +118,8 @@ def test_symbols_add_meta_stores_the_linked_history_from_its_ticker_change(tmp_p
     catalog = Store(data).catalog
     assert catalog.scalar("SELECT history_from FROM symbols WHERE symbol = 'META'") == \
         D(2012, 5, 18)
-    assert not catalog.scalar("SELECT passed FROM quality_status WHERE symbol = 'META' "
-                              "AND check_name = 'ticker_reuse'") is False
+    assert catalog.scalar("SELECT passed FROM quality_status WHERE symbol = 'META' "
+                              "AND check_name = 'ticker_reuse'") is not False
 
 
 class NoReference(MassiveProvider):
