@@ -119,7 +119,7 @@ def test_symbols_add_meta_stores_the_linked_history_from_its_ticker_change(tmp_p
     assert catalog.scalar("SELECT history_from FROM symbols WHERE symbol = 'META'") == \
         D(2012, 5, 18)
     assert catalog.scalar("SELECT passed FROM quality_status WHERE symbol = 'META' "
-                              "AND check_name = 'ticker_reuse'") is not False
+                          "AND check_name = 'ticker_reuse'") is True
 
 
 class NoReference(MassiveProvider):
