@@ -47,8 +47,7 @@ def _settings(data: Path):
 def _engine(data: Path, now: dt.datetime) -> Engine:
     store = Store.from_settings(_settings(data))
     clock = lambda: now  # noqa: E731
-    return Engine(store, SampleProvider(clock=clock), _settings(data), clock=clock,
-                  sleep=lambda s: None)
+    return Engine(store, SampleProvider(clock=clock), _settings(data), clock=clock)
 
 
 def _truncate(path: Path) -> None:
