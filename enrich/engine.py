@@ -657,7 +657,11 @@ class Engine:
         the caller re-bases and recomputes features once its bars are in."""
         cal = calendar_for(asset_class)
         expected = calendars.latest_session(cal, self.clock())
-        ident = self._identity(symbol, log, res)
+        # The identity the catalog holds (``symbols add`` or the symbol's first run): a
+        # backfill's requests are planned exactly, so it asks no reference itself.
+        if symbol not in self.references and self.reads_catalog:
+            self._load_reference(symbol)
+        ident = self.known_identity(symbol)
         if ident is not None:
             window = ident.clamp(*window)  # never before the listing, after the delisting
         with self.store.lake.symbol_lock(symbol):
