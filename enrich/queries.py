@@ -381,7 +381,10 @@ def _runs_where(state, symbol, kind, since, until) -> tuple[str, list]:
         where.append("r.requested_at < ?")
         params.append(until)
     if symbol:
-        where.append("EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r.run_id AND t.symbol = ?)")
+        # Any case: tickers are case-sensitive, but a filter typed in another case still finds
+        # them (KIMpL and a KIMPL would both show).
+        where.append("EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r.run_id "
+                     "AND lower(t.symbol) = lower(?))")
         params.append(symbol)
     return " AND ".join(where), params
 
@@ -690,8 +693,15 @@ def scheduler_state(catalog: Catalog) -> dict[str, Any]:
 
 # -- one symbol (catalog) -----------------------------------------------------------------------
 def symbol_info(catalog: Catalog, symbol: str) -> dict[str, Any] | None:
+    """The universe's row of ``symbol``, or of the one held symbol equal to it but for case
+    (``?symbol=kimpl`` opens KIMpL); None if there is none."""
     with catalog.connect() as con:
         r = _one(con, "SELECT * FROM symbols WHERE symbol = ?", [symbol])
+        if not r.get("symbol"):
+            rows = con.execute("SELECT symbol FROM symbols WHERE lower(symbol) = lower(?)",
+                               [symbol]).fetchall()
+            if len(rows) == 1:
+                r = _one(con, "SELECT * FROM symbols WHERE symbol = ?", [rows[0][0]])
     return r if r.get("symbol") else None
 
 
