@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from enrich.engine import Engine, RunParams
+from enrich.identity import TickerReference
 from enrich.providers.sample import SampleProvider
 from enrich.schemas import DATASETS
-from enrich.identity import TickerReference
 from enrich.store import Store
 from enrich.universe import add_symbols
 from enrich.workers import process_count, usable_cpus
