@@ -131,7 +131,7 @@ def add_freshness(status: pl.DataFrame, now: dt.datetime,
                   lag: dt.timedelta = DEFAULT_LAG) -> pl.DataFrame:
     """Add freshness columns recomputed for ``now``:
 
-    calendar          XNYS or 24/7
+    calendar          XNYS, 24/7 or FX (``enrich.calendars``)
     sessions_behind   expected sessions not held (null: nothing held)
     sessions_due      sessions closed but still within the publication lag, not held
     expected_session  the latest session whose data is expected (exchange date)
