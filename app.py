@@ -18,6 +18,7 @@ PAGES = [
     st.Page(c.PAGES["health"], title="Health", icon="🩺"),
     st.Page(c.PAGES["controls"], title="Controls", icon="🎛️"),
     st.Page("pages/backfill.py", title="Backfill", icon="⏮️"),
+    st.Page(c.PAGES["alerts"], title="Alerts", icon="🚨"),
     st.Page(c.PAGES["settings"], title="Settings", icon="⚙️"),
 ]
 nav = st.navigation(PAGES)

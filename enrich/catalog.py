@@ -22,6 +22,8 @@ Tables (created by numbered migrations, recorded in ``schema_migrations``)::
     restatements       stored history a re-fetch changed (session, column, old, new)
     plan_limits        the provider plan's history window and publication time, as found
     quarantine         unreadable files moved aside (lake files, a catalog set aside)
+    alerts             alert events: incidents opened and resolved, tests (enrich.alerts)
+    alert_snoozes      rules or incidents whose alerts are not sent until a time
     scheduler_state    paused flag, heartbeat
     data_version       a counter bumped by every write (pages cache on it)
 
@@ -313,7 +315,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
-        6,  # 5 is main's "refresh plans" (issue 11): numbered after it to merge cleanly
+        6,  # 5: refresh plans (issue 11)
         "quarantine: unreadable lake files and catalogs moved aside",
         """
         CREATE TABLE quarantine (
@@ -330,7 +332,40 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
-        9,  # 7 and 8 are taken by parallel work (alerts; options and rates)
+        7,  # 5: refresh plans (issue 11), 6: quarantine (issue 12)
+        "alerts: incident events and their delivery, snoozes",
+        """
+        CREATE TABLE alerts (                 -- one row per event (enrich.alerts owns it)
+            alert_id VARCHAR PRIMARY KEY,
+            incident_id VARCHAR NOT NULL,     -- the opening event's id; the resolution's too
+            event VARCHAR NOT NULL,           -- opened | resolved | test
+            rule VARCHAR NOT NULL,            -- stale | run_failed | scheduler | quota
+                                              -- | quality | backfill | test
+            dedupe_key VARCHAR NOT NULL,      -- at most one open incident per key
+            severity VARCHAR NOT NULL,        -- error | warning | info
+            title VARCHAR NOT NULL,
+            detail VARCHAR,
+            event_at TIMESTAMPTZ NOT NULL,
+            delivery VARCHAR NOT NULL,        -- pending | sending | sent | partial | failed
+                                              -- | snoozed | no_channel
+            attempts INTEGER NOT NULL DEFAULT 0,
+            deliveries JSON,                  -- per channel: label (no secret), ok, error
+            delivered_at TIMESTAMPTZ,
+            claimed_at TIMESTAMPTZ,           -- a sender took it (another one may after 10 min)
+            acked_by VARCHAR,
+            acked_at TIMESTAMPTZ
+        );
+        CREATE TABLE alert_snoozes (
+            target VARCHAR PRIMARY KEY,       -- a rule, or one incident's dedupe key
+            until TIMESTAMPTZ NOT NULL,
+            snoozed_by VARCHAR,
+            snoozed_at TIMESTAMPTZ NOT NULL,
+            reason VARCHAR
+        );
+        """,
+    ),
+    (
+        9,  # 8 is taken by parallel work (options and rates, issue 14)
         "ticker identity: what the provider's reference says a symbol is",
         """
         ALTER TABLE symbols ADD COLUMN ticker_type VARCHAR;     -- CS, ETF, PFD, INDEX, …

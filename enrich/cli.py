@@ -456,7 +456,8 @@ def _load_plugins() -> None:
     """Import modules that register extra commands (absent ones are skipped)."""
     import importlib
 
-    for mod in ("enrich.service_cli", "enrich.backfill_cli"):
+    for mod in ("enrich.service_cli", "enrich.backfill_cli", "enrich.alerts_cli",
+                "enrich.quality_cli"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -26,6 +26,7 @@ EARLIEST_NOW = dt.datetime(2000, 1, 5, tzinfo=dt.UTC)
 LATEST_NOW_AHEAD = dt.timedelta(days=300)
 MAX_HISTORY_YEARS = 30
 MAX_LOOKBACK_DAYS = 366 * MAX_HISTORY_YEARS  # the longest first fetch a run may ask for
+DEFAULT_API_ADDRESS = "127.0.0.1:8765"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,13 @@ class Settings:
     catalog_timeout_s: float = 30.0
     # Pretend the current instant is this (UTC): for demos that replay a past day, and tests.
     now_override: dt.datetime | None = None
+    # The JSON API of `serve` (enrich.api): host and port, or None when ENRICH_API_ADDRESS=off.
+    api_host: str | None = "127.0.0.1"
+    api_port: int = 8765
+    api_token: str | None = field(default=None, repr=False)
+    # Notification URLs for alerts (enrich.alerts, sent through apprise); they may hold
+    # credentials, so they are never shown: ``alert_channels`` says only their kinds.
+    alert_urls: tuple[str, ...] = field(default=(), repr=False)
 
     def now(self) -> dt.datetime:
         """The current instant in UTC (or ``ENRICH_NOW`` when set)."""
@@ -73,6 +81,22 @@ class Settings:
     def base_host(self) -> str:
         """Host (and port) of the base URL: never the user-info a URL may carry."""
         return host_of(self.base_url)
+
+    @property
+    def api_address(self) -> str:
+        return "off" if self.api_host is None else f"{self.api_host}:{self.api_port}"
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.data_dir / "api_token"
+
+    @property
+    def alert_channels(self) -> str:
+        """The alert channels by kind only (``2: json, mailto``): URLs may hold secrets."""
+        if not self.alert_urls:
+            return "none"
+        kinds = [u.split("://", 1)[0].lower() for u in self.alert_urls]
+        return f"{len(kinds)}: {', '.join(kinds)}"
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -100,6 +124,10 @@ class Settings:
             "ENRICH_RETENTION_DAYS": str(self.retention_days),
             "ENRICH_SAMPLE_FAILURE_RATE": f"{self.sample_failure_rate:g}",
             "ENRICH_NOW": self.now_override.isoformat() if self.now_override else "(real time)",
+            "ENRICH_API_ADDRESS": self.api_address,
+            "ENRICH_API_TOKEN": "set" if self.api_token else
+            f"not set (generated into {self.api_token_path.name} in the data directory)",
+            "ENRICH_ALERT_URLS": self.alert_channels,
         }
 
 
@@ -118,6 +146,7 @@ def mask_key(key: str | None) -> str:
 
 
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -154,6 +183,30 @@ def parse_schedule(raw: str) -> dt.time:
             f"ENRICH_SCHEDULE_UTC={raw!r} is not a time of day; use HH:MM in UTC, e.g. 01:30"
         )
     return dt.time(int(m.group(1)), int(m.group(2)))
+
+
+def parse_api_address(raw: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` (``[::1]:8765`` for IPv6), or ``off``; port 0 picks a free one."""
+    raw = raw.strip()
+    if raw.lower() in ("off", "none", "false", "0"):
+        return None, 0
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"ENRICH_API_ADDRESS={raw!r} is not HOST:PORT; use e.g. "
+                          f"{DEFAULT_API_ADDRESS}, or off to serve no API")
+    return host, int(port)
+
+
+def parse_alert_urls(raw: str) -> tuple[str, ...]:
+    """Notification URLs separated by commas, spaces or newlines (apprise's own format)."""
+    urls = tuple(u for u in re.split(r"[,\s]+", raw.strip()) if u)
+    for i, url in enumerate(urls, 1):
+        if not _SCHEME_RE.match(url):
+            # Only the position: the text may be a secret pasted in the wrong place.
+            raise ConfigError(f"ENRICH_ALERT_URLS: entry {i} is not a notification URL; use "
+                              "e.g. json://host/path, mailto://user:pass@host, ntfy://topic")
+    return urls
 
 
 def load_settings(
@@ -239,12 +292,22 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(f"ENRICH_OPTIONS_SYMBOLS: {exc}") from None
 
+    api_host, api_port = parse_api_address(env.get("ENRICH_API_ADDRESS") or DEFAULT_API_ADDRESS)
+    api_token = (env.get("ENRICH_API_TOKEN") or "").strip() or None
+    if api_token is not None and (len(api_token) < 16 or any(c.isspace() for c in api_token)):
+        raise ConfigError("ENRICH_API_TOKEN must be at least 16 characters without spaces; "
+                          "or unset it to have one generated")
+
     return Settings(
         now_override=now_override,
         options_symbols=options_symbols,
         options_max_days=_int(env, "ENRICH_OPTIONS_MAX_DAYS", 120, 1, 1100),
         options_moneyness=_float(env, "ENRICH_OPTIONS_MONEYNESS", 0.3, 0.01, 10.0),
         options_max_pages=_int(env, "ENRICH_OPTIONS_MAX_PAGES", 8, 1, 1000),
+        api_host=api_host,
+        api_port=api_port,
+        api_token=api_token,
+        alert_urls=parse_alert_urls(env.get("ENRICH_ALERT_URLS") or ""),
         data_dir=data_dir,
         provider=provider,
         api_key=key,

@@ -114,8 +114,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     protect_handlers()  # no log line shows the API key, whoever wrote it
     store = _store(settings)
     ensure_demo_universe(store.catalog)
+    bound = None
+    if settings.api_host is not None:  # bind first: a taken port exits 2 before anything runs
+        from enrich.api import ApiServer
+
+        bound = ApiServer(settings.api_host, settings.api_port)
     svc = Services(settings, store=store, heartbeat_s=args.heartbeat_s)
     stop = threading.Event()
+    api = None
 
     def on_signal(signum, _frame) -> None:
         stop.set()
@@ -130,12 +136,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
               f"{settings.schedule_utc:%H:%M} UTC, next fire "
               f"{sched.fire_label(svc.next_fire_time())}{owner}; Ctrl-C to stop",
               file=sys.stderr, flush=True)
+        if bound is not None:
+            from enrich.api import serve as serve_api
+
+            try:
+                api, source = serve_api(settings, svc, bound)
+            except BaseException:
+                svc.stop(timeout=SERVE_STOP_S)
+                raise
+            shown = source if source == "ENRICH_API_TOKEN" else "`python -m enrich api token`"
+            print(f"api listening on {api.url}/api/v1 (docs {api.url}/docs); actions need "
+                  f"the token ({shown})", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
         print("stopping: running runs stop after their current symbols", file=sys.stderr,
               flush=True)
+        if api is not None:
+            api.stop()
         svc.stop(timeout=SERVE_STOP_S)
     finally:
+        if bound is not None and api is None:
+            bound.sock.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     print("stopped", file=sys.stderr, flush=True)

@@ -27,6 +27,7 @@ PAGES = {
     "health": "pages/health.py",
     "controls": "pages/controls.py",
     "settings": "pages/settings.py",
+    "alerts": "pages/alerts.py",
 }
 ACTOR = "dashboard"
 
@@ -152,6 +153,34 @@ def lake_read(name: str, *args, **kwargs) -> Any:
         store().catalog.sync_quarantine()  # its symbol × dataset now shows failing
         invalidate()
         return _lake_read(*key, version(), args, tuple(sorted(kwargs.items())))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _alerts_read(name: str, data_dir: str, version: int, at: dt.datetime, args: tuple,
+                 kwargs: tuple) -> Any:
+    from enrich import alerts
+
+    return getattr(alerts, name)(store().catalog, *args, **dict(kwargs))
+
+
+def alerts_read(name: str, *args, **kwargs) -> Any:
+    """``enrich.alerts.<name>(catalog, wall clock, *args, **kwargs)``, cached per data
+    version and minute (snoozes end on the wall clock)."""
+    at = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    return _alerts_read(name, str(settings().data_dir), version(), at, (at, *args),
+                        tuple(sorted(kwargs.items())))
+
+
+@st.cache_resource(show_spinner=False)
+def _channels(urls: tuple[str, ...]):
+    from enrich.channels import Channels
+
+    return Channels(urls)
+
+
+def alert_channels():
+    """The alert channels of ENRICH_ALERT_URLS (labels carry no credential)."""
+    return _channels(settings().alert_urls)
 
 
 def grid() -> pl.DataFrame:

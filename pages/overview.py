@@ -79,6 +79,16 @@ def first_launch() -> None:
 live_progress()
 c.repairs()  # a catalog rebuilt, lake files quarantined: before anything says "fresh"
 
+# -- open alerts (enrich.alerts): what the desk has told, or would tell, someone ---------------
+open_alerts = c.alerts_read("open_incidents")
+if not open_alerts.is_empty():
+    st.subheader(f"🚨 Open alerts: {open_alerts.height}")
+    c.dataframe(open_alerts.head(10).select(
+        "severity", "title", "opened_at", "acked_by", "incident_id"), column_config={
+        "title": st.column_config.TextColumn("what", width="large"),
+        "opened_at": "since (UTC)", "acked_by": "acknowledged by", "incident_id": "id"})
+    st.page_link(c.PAGES["alerts"], label="Alerts: acknowledge, snooze, history →")
+
 if runs_total == 0 and not c.read("active_runs") and not _pending_run():
     first_launch()
     st.stop()  # nothing has run yet: the button is the one thing to do

@@ -23,6 +23,33 @@ public = settings.public()
 c.dataframe(pl.DataFrame({"variable": list(public), "value": list(public.values())}))
 st.caption("The API key is masked and only the host of the base URL is shown.")
 
+# -- alerts ------------------------------------------------------------------------------------
+st.subheader("Alert channels")
+channels = c.alert_channels()
+if channels:
+    c.dataframe(pl.DataFrame({"channel": channels.labels}))
+    st.caption("From ENRICH_ALERT_URLS, shown without their credentials.")
+else:
+    st.info("No alert channel: set ENRICH_ALERT_URLS (e.g. json://host/path, "
+            "mailto://user:pass@host?to=you@example.com, ntfy://topic) and restart.")
+if st.button("Send a test alert", icon="📣", key="test_alert"):
+    from enrich import alerts
+
+    with st.spinner("Sending…"):
+        outcome = alerts.send_test(c.store().catalog, channels, c.ACTOR)
+    c.invalidate()
+    st.session_state["test_alert_outcome"] = outcome
+outcome = st.session_state.get("test_alert_outcome")
+if outcome is not None:
+    if not outcome["channels"]:
+        st.warning("Recorded, but there is no channel to send it to.")
+    elif outcome["delivery"] == "sent":
+        st.success(f"Test alert {outcome['alert_id']} sent to every channel.")
+    else:
+        st.error(f"Test alert {outcome['alert_id']}: {outcome['delivery']}.")
+    if outcome["channels"]:
+        c.dataframe(pl.DataFrame(outcome["channels"]))
+
 # -- universe ----------------------------------------------------------------------------------
 st.subheader("Universe")
 table = c.read("universe_table")
