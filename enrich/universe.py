@@ -24,6 +24,8 @@ from enrich.schemas import DATASETS
 from enrich.symbols import ASSET_CLASSES, DEMO_UNIVERSE, asset_class_of, validate_symbol
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from enrich.identity import TickerReference
     from enrich.providers import Provider
 
@@ -142,7 +144,12 @@ def match_symbols(catalog: Catalog, symbols: list[str]) -> tuple[list[str], list
     else the one held symbol equal to it but for case (``kimpl`` finds ``KIMpL``)."""
     if not symbols:
         return [], []
-    held = catalog.query("SELECT symbol FROM symbols")["symbol"].to_list()
+    return match_held(catalog.query("SELECT symbol FROM symbols")["symbol"].to_list(), symbols)
+
+
+def match_held(held: Iterable[str], symbols: list[str]) -> tuple[list[str], list[str]]:
+    """``match_symbols`` against the symbols ``held`` (a universe read before)."""
+    held = list(held)
     exact = set(held)
     folded: dict[str, list[str]] = {}
     for h in held:
