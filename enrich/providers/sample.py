@@ -255,6 +255,8 @@ _MORE_LISTINGS: dict[str, tuple] = {
     "TWTR": ("Twitter, Inc.", "stocks", "CS", dt.date(2013, 11, 7), dt.date(2022, 10, 27), ()),
     "KIMpL": ("Kimco Realty Corp. 5.125% Class L Cumulative Redeemable Preferred", "stocks",
               "PFD", dt.date(2017, 8, 16), None, ()),
+    # A plain stock outside the demo universe (a universe that is not the demo's, in tests).
+    "IBM": ("International Business Machines Corporation", "stocks", "CS", None, None, ()),
 }
 _CHANGES = {"META": (TickerChange(dt.date(2012, 5, 18), "FB"),
                      TickerChange(dt.date(2022, 6, 9), "META"))}
@@ -823,13 +825,13 @@ class SampleProvider:
 
     def ticker_reference(self, symbol: str) -> TickerReference:
         """What the sample's own universe says ``symbol`` is (the demo universe, TWTR
-        (delisted), KIMpL (a preferred), S0000-S9999); ``NotFoundError`` for anything else."""
+        (delisted), KIMpL (a preferred), IBM, S0000-S9999); ``NotFoundError`` for anything else."""
         self._request("ticker_reference", symbol)
         ref = _reference(symbol.strip()) if isinstance(symbol, str) else None
         if ref is None:
             raise NotFoundError(
                 f"{symbol!r} is not a ticker of the sample data (it knows the demo universe, "
-                "TWTR, KIMpL and S0000-S9999; tickers are case-sensitive)",
+                "TWTR, KIMpL, IBM and S0000-S9999; tickers are case-sensitive)",
                 provider=self.name, endpoint="ticker_reference", status=404)
         return ref
 
