@@ -50,11 +50,12 @@ from enrich.schemas import BARS, FEATURE_COLUMNS  # noqa: E402
 
 TOLERANCE = 1e-9
 PRICE_VALUED = {"ma20", "ma50", "ma200", "ema12", "ema26", "macd", "macd_signal", "atr14",
-                "bb_upper", "bb_lower"}
+                "bb_upper", "bb_lower", "tr_close"}
 # Columns whose TA-Lib counterpart is defined differently (see DIFFERENCES); not asserted.
 BY_DESIGN = {"atr14"}
 GOAL, STRETCH = 1.0, 2.0
 SAMPLE_SD = math.sqrt(20 / 19)  # TA-Lib's STDDEV is the population deviation
+WEEK_BARS = 260  # weekday sessions in 52 weeks (the synthetic bars have no holidays)
 
 
 def synthetic_bars(symbols: int, sessions: int, seed: int = 20240101) -> pl.DataFrame:
@@ -141,6 +142,14 @@ def talib_frame(split: tuple[pl.DataFrame, list[int]]) -> pl.DataFrame:
     )
 
 
+def _previous(x: np.ndarray) -> np.ndarray:
+    """``x`` one row later: row k holds row k - 1's value (NaN on row 0)."""
+    out = np.empty(x.size)
+    out[0] = np.nan
+    out[1:] = x[:-1]
+    return out
+
+
 def _talib_symbol(high, low, close, volume) -> dict[str, np.ndarray]:
     log_return = np.empty(close.size)
     log_return[0] = np.nan
@@ -148,6 +157,10 @@ def _talib_symbol(high, low, close, volume) -> dict[str, np.ndarray]:
     ema12, ema26 = talib.EMA(close, 12), talib.EMA(close, 26)
     macd = ema12 - ema26
     upper, _, lower = talib.BBANDS(close, 20, 2.0, 2.0)
+    # The 52 weeks before a bar of these weekday sessions hold 260 of them; the window is
+    # null until the history covers all 52 weeks (from row 260, TA-Lib's MAX from row 259).
+    high_52w, low_52w = talib.MAX(high, WEEK_BARS), talib.MIN(low, WEEK_BARS)
+    high_52w[:WEEK_BARS] = low_52w[:WEEK_BARS] = np.nan
     return {
         "log_return": log_return,
         "ma20": talib.SMA(close, 20),
@@ -162,9 +175,12 @@ def _talib_symbol(high, low, close, volume) -> dict[str, np.ndarray]:
         "atr14": talib.ATR(high, low, close, 14),
         "bb_upper": upper,
         "bb_lower": lower,
-        "volume_z20": (volume - talib.SMA(volume, 20)) / (talib.STDDEV(volume, 20) * SAMPLE_SD),
-        "high_52w_dist": close / talib.MAX(high, 252) - 1,
-        "low_52w_dist": close / talib.MIN(low, 252) - 1,
+        # Against the 20 bars before: TA-Lib's windows ending on the previous row.
+        "volume_z20": (volume - _previous(talib.SMA(volume, 20)))
+        / (_previous(talib.STDDEV(volume, 20)) * SAMPLE_SD),
+        "high_52w_dist": close / high_52w - 1,
+        "low_52w_dist": close / low_52w - 1,
+        "tr_close": close.copy(),  # no dividends given: the close
     }
 
 
@@ -174,6 +190,11 @@ DIFFERENCES = {
              "TR being high - low); the seeds' difference then decays by 13/14 a row",
     "rsi14": "on flat windows (average gain = average loss = 0) TA-Lib gives 0, ours 50 "
              "(neutral); these bars have none, so rsi14 is asserted equal here",
+    "high_52w_dist": "ours covers the bars of the last 364 days (a time window); on these "
+                     "weekday sessions that is TA-Lib's MAX over 260 rows, null before row 260 "
+                     "(the history must cover the 52 weeks), and is asserted equal",
+    "volume_z20": "ours compares a bar with the 20 before it: TA-Lib's SMA and STDDEV of the "
+                  "previous row, asserted equal",
     "macd": "TA-Lib's MACD() seeds its fast EMA at row 14 (to start with the slow one) and nulls "
             "all three outputs before row 33; the reference uses EMA(12) - EMA(26) and EMA(9) of "
             "that instead, which is our definition, and is asserted equal",

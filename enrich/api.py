@@ -46,6 +46,7 @@ from enrich.schemas import DATASETS as LAKE_DATASETS
 from enrich.schemas import FETCHED
 from enrich.service import Services, UnknownRunError
 from enrich.symbols import ASSET_CLASSES, validate_symbol
+from enrich.universe import match_held
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +179,16 @@ class _Desk:
                          else Channels(settings.alert_urls))
         self._known: frozenset[str] = frozenset()
 
-    def unknown(self, symbols: list[str]) -> list[str]:
-        """The symbols not in the universe. Remembers the universe, so starting a run costs
+    def held(self, symbols: list[str]) -> tuple[list[str], list[str]]:
+        """(the held spelling of each of ``symbols``, those not in the universe): a symbol
+        matches itself, else the one held symbol equal to it but for case
+        (``enrich.universe.match_held``). Remembers the universe, so starting a run costs
         no catalog access (``POST /runs`` answers at once); a symbol not remembered is looked
         up again before it is refused, and one removed since is refused by the run itself."""
         if symbols and all(s in self._known for s in symbols):
-            return []
+            return list(symbols), []
         self._known = frozenset(self.catalog.query("SELECT symbol FROM symbols")["symbol"])
-        return [s for s in symbols if s not in self._known]
+        return match_held(self._known, symbols)
 
     def now(self) -> dt.datetime:
         """The data's instant (``ENRICH_NOW`` when set): freshness, coverage."""
@@ -269,10 +272,12 @@ Offset = Annotated[int, Query(ge=0)]
 
 
 def _symbol(desk: _Desk, raw: str) -> str:
+    """The held spelling of ``raw`` (``kimpl`` finds KIMpL when it is the only match)."""
     sym = validate_symbol(raw)
-    if queries.symbol_info(desk.catalog, sym) is None:
+    info = queries.symbol_info(desk.catalog, sym)
+    if info is None:
         raise ApiError(404, "unknown_symbol", f"{sym} is not in the universe")
-    return sym
+    return info["symbol"]
 
 
 def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per endpoint
@@ -514,8 +519,7 @@ class SnoozeRequest(BaseModel):
 def _known(desk: _Desk, symbols: list[str] | None) -> list[str] | None:
     if not symbols:
         return None
-    syms = [validate_symbol(s) for s in symbols]
-    unknown = desk.unknown(syms)
+    syms, unknown = desk.held([validate_symbol(s) for s in symbols])
     if unknown:
         raise ApiError(400, "unknown_symbol", f"{', '.join(unknown)} not in the universe; add "
                        f"with `python -m enrich symbols add {' '.join(unknown)}`")
@@ -724,7 +728,7 @@ def serve(settings: Settings, services: Services,
         log.warning("the API listens on %s: reads from other hosts need the token too",
                     server.url)
     app = create_app(settings, services, token=token)
-    app.state.desk.unknown([])  # learn the universe before the first request
+    app.state.desk.held([])  # learn the universe before the first request
     return server.start(app), source
 
 

@@ -509,7 +509,7 @@ class _Execution:
             sym, self._asset_class(sym), c.step, self.timeframe,
             (c.window_start, c.window_end), self.run_id, self.log, res)
         self._count(c, res.requests, res.retries)
-        if c.step in ("bars", "splits") and step.error is None:
+        if c.step in ("bars", "splits", "dividends") and step.error is None:  # tr_close too
             self._closes.pop(sym, None)
             self._requeue_features(sym)
         return step
@@ -544,7 +544,8 @@ class _Execution:
         with self.lake.symbol_lock(c.symbol):
             for tf in TIMEFRAMES:
                 if self.lake.files("bars", [c.symbol], level=tf):
-                    self.bf.engine._derive_step(c.symbol, tf, True, self.run_id, self.log, res)
+                    self.bf.engine._derive_step(c.symbol, tf, True, self.run_id, self.log, res,
+                                                self._asset_class(c.symbol))
         self._closes.pop(c.symbol, None)
         for step in res.steps:
             if step.status == "failed" and step.error is not None:

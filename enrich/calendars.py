@@ -1,7 +1,11 @@
-"""Trading sessions: XNYS from exchange_calendars for US listings, every day for crypto.
+"""Trading sessions: XNYS from exchange_calendars for US listings and indices, every UTC day for
+crypto ("24/7"), and UTC days Sunday to Friday for forex ("FX": the market opens Sunday 17:00
+and closes Friday 17:00 New York, and trades on US holidays). Which class uses which calendar
+is in ``enrich.conventions``.
 
-Session dates are dates in the exchange's time zone. Instants are UTC. Freshness is counted in
-sessions, so a weekend or a holiday is never "behind".
+Session dates are dates in the calendar's time zone (New York for XNYS, UTC for the others).
+Instants are UTC. Freshness is counted in sessions, so a weekend or a holiday is never
+"behind".
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import pandas as pd
 
 EXCHANGE_TZ = "America/New_York"
 CAL_START = dt.date(2000, 1, 3)
+CALENDARS = ("XNYS", "24/7", "FX")
+_UTC_DAYS = ("24/7", "FX")  # calendars whose sessions are UTC days
+FX_CLOSE = dt.time(17, 0)  # New York: the forex week ends Friday at this time
 
 _lock = threading.Lock()
 
@@ -32,9 +39,12 @@ def _xcal(name: str):
 @functools.lru_cache(maxsize=4)
 def _session_array(name: str) -> np.ndarray:
     """All sessions of the calendar as numpy datetime64[D], ascending."""
-    if name == "24/7":
+    if name in _UTC_DAYS:
         end = dt.date.today() + dt.timedelta(days=800)
-        return np.arange(np.datetime64(CAL_START), np.datetime64(end), dtype="datetime64[D]")
+        days = np.arange(np.datetime64(CAL_START), np.datetime64(end), dtype="datetime64[D]")
+        if name == "FX":
+            days = days[_weekday(days) != 5]  # no Saturday
+        return days
     cal = _xcal(name)
     return np.asarray(cal.sessions.to_numpy(), dtype="datetime64[D]")
 
@@ -42,12 +52,45 @@ def _session_array(name: str) -> np.ndarray:
 @functools.lru_cache(maxsize=4)
 def _close_array(name: str) -> np.ndarray:
     """Close instants (UTC, datetime64[s]) aligned with ``_session_array``."""
-    if name == "24/7":
+    if name in _UTC_DAYS:
         days = _session_array(name)
-        return (days + np.timedelta64(1, "D")).astype("datetime64[s]")
+        closes = (days + np.timedelta64(1, "D")).astype("datetime64[s]")
+        if name == "FX":  # Friday's session ends at 17:00 New York
+            friday = _weekday(days) == 4
+            at = pd.DatetimeIndex(days[friday]) + pd.Timedelta(hours=FX_CLOSE.hour)
+            closes[friday] = (at.tz_localize(EXCHANGE_TZ).tz_convert("UTC").tz_localize(None)
+                              .to_numpy().astype("datetime64[s]"))
+        return closes
     cal = _xcal(name)
     closes = cal.closes.dt.tz_convert(None).to_numpy()  # UTC instants
     return closes.astype("datetime64[s]")
+
+
+def _weekday(days: np.ndarray) -> np.ndarray:
+    """Monday = 0 … Sunday = 6 of datetime64[D] days (1970-01-01 was a Thursday)."""
+    return (days.astype(np.int64) + 3) % 7
+
+
+@functools.lru_cache(maxsize=4)
+def _short_array(name: str) -> np.ndarray:
+    """Whether each session of ``_session_array`` is short by design: an XNYS half day (an
+    early close), a forex Sunday (it opens at 17:00 New York)."""
+    days = _session_array(name)
+    if name == "FX":
+        return _weekday(days) == 6
+    if name == "XNYS":
+        cal = _xcal(name)
+        early = cal.early_closes
+        early = early[(early >= pd.Timestamp(CAL_START))]
+        return np.isin(days, np.asarray(early.to_numpy(), dtype="datetime64[D]"))
+    return np.zeros(len(days), dtype=bool)
+
+
+def short_sessions(calendar: str, days: np.ndarray) -> np.ndarray:
+    """Whether each of ``days`` (sessions, datetime64[D]) is a session short by design."""
+    arr = _session_array(calendar)
+    pos = np.minimum(np.searchsorted(arr, days), len(arr) - 1)
+    return _short_array(calendar)[pos] & (arr[pos] == days)
 
 
 def sessions(calendar: str, start: dt.date, end: dt.date) -> list[dt.date]:

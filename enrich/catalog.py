@@ -365,6 +365,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        9,  # 8 is taken by parallel work (options and rates, issue 14)
+        "ticker identity: what the provider's reference says a symbol is",
+        """
+        ALTER TABLE symbols ADD COLUMN ticker_type VARCHAR;     -- CS, ETF, PFD, INDEX, …
+        ALTER TABLE symbols ADD COLUMN market VARCHAR;          -- stocks, otc, crypto, fx, indices
+        ALTER TABLE symbols ADD COLUMN composite_figi VARCHAR;
+        ALTER TABLE symbols ADD COLUMN share_class_figi VARCHAR;
+        ALTER TABLE symbols ADD COLUMN delisted_on DATE;        -- last traded: kept, not refreshed
+        ALTER TABLE symbols ADD COLUMN history_from DATE;       -- nothing before: listing, change
+        ALTER TABLE symbols ADD COLUMN ticker_spans VARCHAR;    -- JSON [[ticker, from, to], …]
+        ALTER TABLE symbols ADD COLUMN reference_checked_at TIMESTAMPTZ;
+        ALTER TABLE symbols ADD COLUMN reference_source VARCHAR;   -- the provider asked
+        ALTER TABLE symbols ADD COLUMN reference_error VARCHAR;    -- why the reference refused it
+        """,
+    ),
 ]
 
 # Statuses of symbol × dataset that a quarantined file marks failing (not derived features).

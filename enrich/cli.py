@@ -290,13 +290,22 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
             print_table(frame)
         return EXIT_OK
     if args.symbols_cmd == "add":
-        report = universe.add_symbols(
-            store.catalog, [(s, args.asset_class, args.name) for s in args.symbol])
+        from enrich.providers import make_provider
+
+        # The provider's ticker reference first: an unknown ticker is refused (exit 2); a
+        # symbol already held is left exactly as it is.
+        report = universe.add_verified(
+            store.catalog, make_provider(settings),
+            [(s, args.asset_class, args.name) for s in args.symbol])
         if args.json:
             print_json({"added": report.added, "already_present": report.present,
                         "reactivated": report.reactivated})
         else:
-            print(report.describe())
+            for a in report.references:
+                print(f"added {universe.describe_added(a)}")
+            rest = universe.AddReport([], report.present, report.reactivated)
+            if rest.present or rest.reactivated or not report.added:
+                print(rest.describe())
             if report.added or report.reactivated:
                 print("fetch them now: python -m enrich run --symbols "
                       + ",".join([*report.added, *report.reactivated]))

@@ -20,7 +20,8 @@ A cell is one day for the symbol, coded:
     FAILED        held, but a quality check points at it
 
 Columns are the calendar days covering the last ``sessions`` XNYS sessions up to the latest
-expected one (``enrich.freshness``), weekends dropped unless a 24/7 (crypto) symbol is shown.
+expected one (``enrich.freshness``), weekend days dropped unless a symbol shown trades them
+(crypto every day, forex on Sundays: ``enrich.conventions``).
 Long windows aggregate to weeks or months: a bucket is failed if any of its cells failed,
 else missing if any is missing, else present if any is present.
 
@@ -229,7 +230,6 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     gran = _granularity(sessions, granularity)
     n = rows.height
     cal = [calendar_for(c) for c in rows["asset_class"].to_list()] if n else []
-    crypto = np.array([c == "24/7" for c in cal], dtype=bool)
     cals = set(cal) or {"XNYS"}
     ends = {c: freshness.expected_session(c, now, lag) for c in cals}
     end = max(ends.values())
@@ -240,10 +240,15 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
                                    xnys_end)
     start = xnys[-sessions] if len(xnys) >= sessions else xnys[0]
     days = np.arange(start, np.datetime64(end) + 1, dtype="datetime64[D]")
-    if not crypto.any():
-        days = days[((days.astype(np.int64) + 3) % 7) < 5]  # Monday..Friday
+    # Each calendar's sessions among the days (enrich.conventions: XNYS, crypto's every UTC
+    # day, forex's Sunday to Friday); weekends are columns only when some calendar trades them.
+    is_session = {c: np.isin(days, calendars.session_array(c, start.item(), end))
+                  for c in cals | {"XNYS"}}
+    weekday = ((days.astype(np.int64) + 3) % 7) < 5
+    keep = weekday | np.logical_or.reduce([is_session[c] for c in cals])
+    days = days[keep]
+    is_session = {c: m[keep] for c, m in is_session.items()}
     n_days = len(days)
-    is_xnys_day = np.isin(days, calendars.session_array("XNYS", start.item(), end))
 
     def col(name: str) -> np.ndarray:
         return _date_list(rows[name]) if n else np.array([], dtype="datetime64[D]")
@@ -262,7 +267,7 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     # one — the provider was asked for sessions before it and returned none (the bars'
     # fetched window starts at least one session earlier; a window not recorded is from
     # before the window was recorded, when a first fetch always asked the whole history).
-    listing = np.where(np.isnat(listed), _evidenced(bars_first, bars_from, crypto),
+    listing = np.where(np.isnat(listed), _evidenced(bars_first, bars_from, cal),
                        np.where(np.isnat(bars_first), listed, np.minimum(listed, bars_first)))
     checked = ~np.isnat(first) | ~np.isnat(through)
     never = ~checked & np.isnat(st_held)  # this dataset was never fetched for the symbol
@@ -278,7 +283,8 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
         hi = np.where(np.isnat(hi), last, hi)
 
     day = days[None, :]
-    session = np.where(crypto[:, None], True, is_xnys_day[None, :])
+    session = (np.stack([is_session[c] for c in cal]) if n
+               else np.zeros((0, n_days), dtype=bool))
     with np.errstate(invalid="ignore"):
         after_listing = np.isnat(listing)[:, None] | (day >= listing[:, None])
         expected = (session & after_listing & ~not_entitled[:, None]
@@ -331,22 +337,23 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
         listing=listing.astype(object).tolist(), never_fetched=never.tolist(), end=end)
 
 
-def _evidenced(first: np.ndarray, fetched_from: np.ndarray, every_day: np.ndarray
-               ) -> np.ndarray:
+def _evidenced(first: np.ndarray, fetched_from: np.ndarray, cal: list[str]) -> np.ndarray:
     """``first`` (the first stored bar) where it is a listing date: the fetch that stored it
-    started at least one session earlier, or its window was not recorded; NaT elsewhere."""
+    started at least one session (of the row's calendar ``cal``) earlier, or its window was
+    not recorded; NaT elsewhere."""
     out = first.copy()
     known = ~np.isnat(first) & ~np.isnat(fetched_from)
     if not known.any():
         return out
-    lo, hi = fetched_from[known].min(), first[known].max()
-    sessions = calendars.session_array("XNYS", lo.item(), hi.item()) if hi >= lo else \
-        np.array([], dtype="datetime64[D]")
+    cals = np.array(cal, dtype=object)
     skipped = np.zeros(len(first), dtype=np.int64)
-    k = np.nonzero(known)[0]
-    skipped[k] = np.where(
-        every_day[k], (first[k] - fetched_from[k]).astype(np.int64),
-        np.searchsorted(sessions, first[k]) - np.searchsorted(sessions, fetched_from[k]))
+    for c in set(cals[known]):
+        k = np.nonzero(known & (cals == c))[0]
+        lo, hi = fetched_from[k].min(), first[k].max()
+        sessions = calendars.session_array(c, lo.item(), hi.item()) if hi >= lo else \
+            np.array([], dtype="datetime64[D]")
+        skipped[k] = np.searchsorted(sessions, first[k]) - np.searchsorted(sessions,
+                                                                           fetched_from[k])
     out[known & (skipped <= 0)] = np.datetime64("NaT")
     return out
 

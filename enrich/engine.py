@@ -11,6 +11,13 @@ same pipeline for an explicit window (``fetch_window``). One symbol's failure ne
 others; every run is recorded in ``runs`` and ``tasks``, a universe-wide request in
 ``fetch_log`` under the symbol ``*``.
 
+Before a symbol's first history fetch its identity is read from the provider's ticker
+reference (``enrich.identity``), unless ``symbols add`` did already: no window ever reaches
+before its listing or a ticker change, a renamed company's older tickers are fetched over their
+own spans and stored under the symbol, a delisted one is fetched up to its last trading day
+only, and a ticker the reference does not know fetches nothing (its steps fail, asked again
+after a week).
+
 Providers retry each request themselves (``enrich.retry``); the engine logs what they report.
 How far each dataset has been fetched lives in the lake (``Lake.read_coverage``), next to the
 data, so a crash between the lake and the catalog can only cause an idempotent re-fetch.
@@ -31,7 +38,7 @@ from typing import Any
 
 import polars as pl
 
-from enrich import calendars, plan_limits, quality, restatements
+from enrich import calendars, identity, plan_limits, quality, restatements
 from enrich.catalog import WriteBatch, host_and_pid, pid_alive, utcnow
 from enrich.config import Settings
 from enrich.errors import (
@@ -39,11 +46,14 @@ from enrich.errors import (
     EnrichError,
     HistoryLimitError,
     NotEntitledError,
+    NotFoundError,
     NotYetAvailableError,
+    UnknownTickerError,
     ValidationError,
     error_class_of,
 )
-from enrich.features import compute_features
+from enrich.features import compute_features, dividends_on_basis
+from enrich.identity import Identity
 from enrich.providers import MarketRequest, MarketRows, Provider
 from enrich.refresh import (
     RefreshPlan,
@@ -61,6 +71,10 @@ from enrich.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
 
 FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
                 "missed")
+# Datasets fetched per ticker as traded: a renamed company's older tickers serve their spans.
+BY_TICKER = ("bars", "dividends", "splits", "earnings", "news")
+_REFERENCE_COLUMNS = ("history_from", "delisted_on", "ticker_spans", "reference_checked_at",
+                      "reference_error")
 FLUSH_INTERVAL_S = 1.0
 MARKET = "*"  # fetch_log.symbol of a universe-wide request
 
@@ -265,6 +279,10 @@ class Engine:
         self.clock = clock or settings.now
         self._limits: plan_limits.Limits | None = None
         self._limits_lock = threading.Lock()
+        # Each symbol's reference columns of the catalog (``enrich.identity``), as loaded by
+        # ``resolve_symbols`` (or handed to a worker process); updated by identity look-ups.
+        self.references: dict[str, dict[str, Any]] = {}
+        self.reads_catalog = True  # False in worker processes: they never open the catalog
 
     # -- the plan's limits ------------------------------------------------------------------
     def limits(self, reload: bool = False) -> plan_limits.Limits:
@@ -296,14 +314,23 @@ class Engine:
 
     # -- universe ---------------------------------------------------------------------------
     def resolve_symbols(self, params: RunParams) -> list[tuple[str, str]]:
-        """(symbol, asset_class) of the run: the given symbols or the active universe."""
+        """(symbol, asset_class) of the run: the given symbols (in any case, when only one
+        held symbol matches) or the active universe. Loads their ticker references."""
         rows = self.store.catalog.query(
-            "SELECT symbol, asset_class, active FROM symbols ORDER BY symbol")
+            f"SELECT symbol, asset_class, active, {', '.join(_REFERENCE_COLUMNS)} "
+            "FROM symbols ORDER BY symbol")
         known = {r[0]: (r[1], r[2]) for r in rows.iter_rows()}
+        for r in rows.iter_rows(named=True):
+            self.references[r["symbol"]] = {k: r[k] for k in _REFERENCE_COLUMNS}
+        folded: dict[str, list[str]] = {}
+        for sym in known:
+            folded.setdefault(sym.lower(), []).append(sym)
         if params.symbols:
             out = []
             for raw in params.symbols:
                 sym = validate_symbol(raw)
+                if sym not in known and len(folded.get(sym.lower(), [])) == 1:
+                    sym = folded[sym.lower()][0]
                 if sym not in known:
                     raise EnrichError(
                         f"{sym} is not in the universe; add it with "
@@ -329,7 +356,7 @@ class Engine:
             not_entitled = self._not_entitled()
         lake = self.store.lake
         return plan_refresh(
-            (Target(s, c, lake.read_coverage(s)) for s, c in targets),
+            (Target(s, c, lake.read_coverage(s), self.known_identity(s)) for s, c in targets),
             now=at or self.clock(), provider=self.provider, datasets=params.datasets,
             timeframe=params.timeframe, lookback_days=params.lookback_days,
             history_years=self.settings.history_years,
@@ -431,7 +458,8 @@ class Engine:
                                       self.process_min_symbols)
             if processes:
                 job = Job(self.settings, self.provider.process_factory(), params, run_id,
-                          frozenset(not_entitled), tuple(fetched))
+                          frozenset(not_entitled), tuple(fetched),
+                          {s: self.references[s] for s, _ in targets if s in self.references})
                 run_in_processes(self, targets, job, processes, log, cancel, done)
             else:
                 with cf.ThreadPoolExecutor(max_workers=workers,
@@ -565,6 +593,15 @@ class Engine:
         cal = calendar_for(asset_class)
         expected = calendars.latest_session(cal, self.clock())
         fetched = fetched or {}
+        try:
+            ident = self._identity(symbol, log, res)
+        except Exception as exc:  # unknown ticker, or the reference failed: fetch nothing
+            if isinstance(exc, Cancelled):
+                raise
+            return self._refused(symbol, wanted, cal, expected, params, run_id, log, res, exc)
+        if ident is not None and ident.delisted is not None:
+            expected = min(expected, _last_session(cal, ident.delisted, expected))
+            wanted = [d for d in wanted if d != "options_iv"]  # no chain after delisting
 
         with self.store.lake.symbol_lock(symbol):
             # The task starts once the symbol is ours: waiting for another run's enrichment
@@ -586,15 +623,16 @@ class Engine:
                                     step, 0, 0, 1, None, None, "not entitled on this plan")
                     res.steps.append(step)
                     continue
-                window = self._window(ds, cal, expected, params, coverage)
+                window = self._window(ds, cal, expected, params, coverage, ident)
                 step = self._fetch_step(symbol, ds, cal, expected, params.timeframe, window,
                                         coverage, new_coverage, run_id, log, res,
-                                        fetched.get(ds))
+                                        fetched.get(ds), ident=ident)
                 res.steps.append(step)
-                if ds in ("bars", "splits") and step.records:
-                    bars_changed = True
+                if ds in ("bars", "splits", "dividends") and step.records:
+                    bars_changed = True  # features (total return too) are derived again
             if "bars" in wanted:
-                self._derive_step(symbol, params.timeframe, bars_changed, run_id, log, res)
+                self._derive_step(symbol, params.timeframe, bars_changed, run_id, log, res,
+                                  asset_class)
             # Only what this enrichment changed: a dataset whose file was quarantined meanwhile
             # keeps its reset coverage, so the next run fetches it again.
             self.store.lake.update_coverage(
@@ -620,11 +658,19 @@ class Engine:
         the caller re-bases and recomputes features once its bars are in."""
         cal = calendar_for(asset_class)
         expected = calendars.latest_session(cal, self.clock())
+        # The identity the catalog holds (``symbols add`` or the symbol's first run): a
+        # backfill's requests are planned exactly, so it asks no reference itself.
+        if symbol not in self.references and self.reads_catalog:
+            self._load_reference(symbol)
+        ident = self.known_identity(symbol)
+        if ident is not None:
+            window = ident.clamp(*window)  # never before the listing, after the delisting
         with self.store.lake.symbol_lock(symbol):
             coverage = self.store.lake.read_coverage(symbol)
             new_coverage = dict(coverage)
             step = self._fetch_step(symbol, ds, cal, expected, timeframe, window, coverage,
-                                    new_coverage, run_id, log, res, None, explicit=True)
+                                    new_coverage, run_id, log, res, None, explicit=True,
+                                    ident=ident)
             self.store.lake.update_coverage(  # only what it changed (see enrich_symbol)
                 symbol, {k: v for k, v in new_coverage.items() if coverage.get(k) != v})
             quality.after_fetch(self.store.lake, log, run_id, symbol, asset_class, [step],
@@ -646,18 +692,99 @@ class Engine:
         return res
 
     def _window(self, ds: str, cal: str, expected: dt.date, params: RunParams,
-                coverage: dict[str, dt.date]) -> tuple[dt.date, dt.date] | None:
-        return window_for(ds, coverage.get(coverage_key(ds, params.timeframe)), expected, cal,
-                          lookback_days=params.lookback_days,
-                          history_years=self.settings.history_years,
-                          refetch_sessions=self.settings.refetch_sessions,
-                          event_lookback_days=self.settings.event_lookback_days)
+                coverage: dict[str, dt.date],
+                ident: Identity | None = None) -> tuple[dt.date, dt.date] | None:
+        window = window_for(ds, coverage.get(coverage_key(ds, params.timeframe)), expected,
+                            cal, lookback_days=params.lookback_days,
+                            history_years=self.settings.history_years,
+                            refetch_sessions=self.settings.refetch_sessions,
+                            event_lookback_days=self.settings.event_lookback_days)
+        if window is None or ident is None or ds == "options_iv":
+            return window
+        # Never before the listing or the first ticker change (a recycled ticker's past is
+        # another security's).
+        return ident.clamp(*window)
+
+    # -- identity ---------------------------------------------------------------------------
+    def known_identity(self, symbol: str) -> Identity | None:
+        """The identity the catalog holds for ``symbol`` (None: not read yet, or unknown)."""
+        row = self.references.get(symbol)
+        return identity.from_row(symbol, row) if row else None
+
+    def _identity(self, symbol: str, log: LogBuffer, res: SymbolResult) -> Identity | None:
+        """``symbol``'s identity, read from the provider's reference the first time (its
+        requests count as the symbol's). None: no reference is held and none can be read (a
+        symbol outside the universe, a plan without the reference). Raises
+        ``UnknownTickerError`` for a ticker the reference does not know."""
+        row = self.references.get(symbol)
+        if row is None and self.reads_catalog:
+            row = self._load_reference(symbol)
+        if row is None:
+            return None
+        known = identity.from_row(symbol, row)
+        if known is not None:
+            return known
+        checked = row.get("reference_checked_at")
+        if row.get("reference_error") and checked is not None \
+                and utcnow() - checked < identity.RECHECK_AFTER:
+            raise UnknownTickerError(row["reference_error"], provider=self.provider.name)
+        at = utcnow()
+        try:
+            ref = self.provider.ticker_reference(symbol)
+        except NotFoundError as exc:
+            message = (f"{symbol} is not in {self.provider.name}'s ticker reference ({exc}); "
+                       "nothing is fetched for it: fix its spelling (tickers are "
+                       "case-sensitive) or remove it (`python -m enrich symbols remove "
+                       f"{symbol}`); asked again in a week")
+            self._keep_reference(log, symbol, {"reference_checked_at": at,
+                                               "reference_source": self.provider.name,
+                                               "reference_error": message[:1000]})
+            raise UnknownTickerError(message, provider=self.provider.name) from exc
+        except NotEntitledError:
+            return None  # the plan has no reference: history as the provider serves it
+        finally:
+            stats = self.provider.take_requests()
+            res.requests += stats.requests
+            res.retries += len(stats.retries)
+        self._keep_reference(log, symbol, identity.to_row(ref, at))
+        return ref.identity()
+
+    def _load_reference(self, symbol: str) -> dict[str, Any] | None:
+        rows = self.store.catalog.query(
+            f"SELECT {', '.join(_REFERENCE_COLUMNS)} FROM symbols WHERE symbol = ?", [symbol])
+        if rows.is_empty():
+            return None
+        row = rows.row(0, named=True)
+        self.references[symbol] = row
+        return row
+
+    def _keep_reference(self, log: LogBuffer, symbol: str, row: dict[str, Any]) -> None:
+        self.references[symbol] = {**self.references.get(symbol, {}), **row}
+        sets = ", ".join(f"{k} = ?" for k in row)
+        log.add(lambda b: b.execute(f"UPDATE symbols SET {sets} WHERE symbol = ?",
+                                    [*row.values(), symbol]))
+
+    def _refused(self, symbol: str, wanted: list[str], cal: str, expected: dt.date,
+                 params: RunParams, run_id: str | None, log: LogBuffer, res: SymbolResult,
+                 exc: Exception) -> SymbolResult:
+        """Every dataset of a symbol whose identity could not be established fails with
+        ``exc``; nothing is fetched."""
+        coverage = self.store.lake.read_coverage(symbol)
+        for ds in wanted:
+            step = StepResult(ds, "failed", error=exc)
+            res.steps.append(step)
+            self._log_fetch(log, run_id, symbol, ds, params.timeframe, utcnow(), 0.0, step, 0,
+                            0, 1, None, None, None)
+            self._status(log, symbol, ds, cal, expected,
+                         coverage.get(coverage_key(ds, params.timeframe)), step, exc)
+        res.state = "failed"
+        return self._record_task(log, run_id, res)
 
     def _fetch_step(self, symbol: str, ds: str, cal: str, expected: dt.date, timeframe: str,
                     window: tuple[dt.date, dt.date] | None, coverage: dict[str, dt.date],
                     new_coverage: dict[str, dt.date], run_id: str | None, log: LogBuffer,
                     res: SymbolResult, fetched: Fetched | None,
-                    explicit: bool = False) -> StepResult:
+                    explicit: bool = False, ident: Identity | None = None) -> StepResult:
         """One dataset of one symbol: take its rows (universe-wide or its own request), then
         validate → restatements → upsert → watermark → log rows and status."""
         ckey = coverage_key(ds, timeframe)
@@ -683,7 +810,7 @@ class Engine:
             else:
                 try:
                     frame, start, end = self._fetch_own(symbol, ds, cal, timeframe, start,
-                                                        end, log)
+                                                        end, log, ident)
                 finally:
                     stats = self.provider.take_requests()
                     n_req = stats.requests
@@ -744,7 +871,8 @@ class Engine:
         return step
 
     def _fetch_own(self, symbol: str, ds: str, cal: str, timeframe: str, start: dt.date,
-                   end: dt.date, log: LogBuffer) -> tuple[pl.DataFrame, dt.date, dt.date]:
+                   end: dt.date, log: LogBuffer,
+                   ident: Identity | None = None) -> tuple[pl.DataFrame, dt.date, dt.date]:
         """A symbol's own request for [start, end], inside the plan's limits: a window that
         reaches past the plan's history starts where the plan does (found by probing once,
         then remembered); a session the plan does not serve yet is left for later (due).
@@ -753,7 +881,7 @@ class Engine:
         if floor is not None and start < floor:
             start = min(floor, end)
         try:
-            return self._call_provider(symbol, ds, timeframe, start, end), start, end
+            return self._call_provider(symbol, ds, timeframe, ident, start, end), start, end
         except HistoryLimitError as exc:
             key = plan_limits.history_key(ds, timeframe)
             with self._limits_lock:
@@ -762,11 +890,12 @@ class Engine:
                 edge = end - dt.timedelta(days=known)  # another thread found it meanwhile
             else:
                 edge = plan_limits.probe_history(
-                    lambda a, z: self._call_provider(symbol, ds, timeframe, a, z), start, end)
+                    lambda a, z: self._call_provider(symbol, ds, timeframe, ident, a, z),
+                    start, end)
                 if edge is None:
                     raise
                 self._learn_history(log, ds, timeframe, edge, end, exc)
-            return self._call_provider(symbol, ds, timeframe, edge, end), edge, end
+            return self._call_provider(symbol, ds, timeframe, ident, edge, end), edge, end
         except NotYetAvailableError as exc:
             if ds != "bars":
                 raise
@@ -775,7 +904,7 @@ class Engine:
             before = [d for d in held if d < end]
             if not before:  # only the unserved session was asked: nothing to store yet
                 return self._empty(ds), start, start - dt.timedelta(days=1)
-            return self._call_provider(symbol, ds, timeframe, start, before[-1]), start, \
+            return self._call_provider(symbol, ds, timeframe, ident, start, before[-1]), start, \
                 before[-1]
 
     def _latest_close(self, symbol: str) -> float | None:
@@ -803,8 +932,23 @@ class Engine:
                             r.attempt, window[0], window[1],
                             f"{r.endpoint}: retrying in {r.wait_s:.1f}s: {r.message}")
 
-    def _call_provider(self, symbol: str, ds: str, timeframe: str, start: dt.date,
-                       end: dt.date) -> pl.DataFrame:
+    def _call_provider(self, symbol: str, ds: str, timeframe: str, ident: Identity | None,
+                       start: dt.date, end: dt.date) -> pl.DataFrame:
+        """``symbol``'s rows of ``ds`` for [start, end]: one request per ticker it traded as
+        in the window (``Identity.pieces``), each stored under ``symbol``."""
+        if ident is None or ds not in BY_TICKER:
+            return self._call_ticker(symbol, ds, timeframe, start, end)
+        frames = []
+        for ticker, a, z in ident.pieces(start, end):
+            frame = self._call_ticker(ticker, ds, timeframe, a, z)
+            frames.append(frame if ticker == symbol else frame.with_columns(
+                symbol=pl.lit(symbol)))
+        if not frames:
+            return self._empty(ds)
+        return frames[0] if len(frames) == 1 else pl.concat(frames)
+
+    def _call_ticker(self, symbol: str, ds: str, timeframe: str, start: dt.date,
+                     end: dt.date) -> pl.DataFrame:
         p = self.provider
         if ds == "bars":
             return p.bars(symbol, timeframe, start, end)
@@ -832,7 +976,8 @@ class Engine:
         return max(latest, previous) if previous else latest
 
     def _derive_step(self, symbol: str, timeframe: str, bars_changed: bool,
-                     run_id: str | None, log: LogBuffer, res: SymbolResult) -> None:
+                     run_id: str | None, log: LogBuffer, res: SymbolResult,
+                     asset_class: str | None = None) -> None:
         """Bring stored bars onto the newest split basis, then recompute features.
 
         Runs when bars or splits changed (or features are missing). Re-based bars are logged
@@ -862,7 +1007,8 @@ class Engine:
                     "timeframe": timeframe, "started_at": t0,
                     "duration_ms": (time.perf_counter() - perf0) * 1000, "records": rebased,
                     "status": "rebased"}))
-            feats = compute_features(bars)
+            dividends = dividends_on_basis(lake.read("dividends", [symbol]), splits)
+            feats = compute_features(bars, asset_class=asset_class, dividends=dividends)
             written = lake.replace_symbol("features", symbol, feats, level=timeframe).changed
             status, err = "ok", None
         except Exception as exc:  # a compute failure is recorded, the run goes on
@@ -915,6 +1061,12 @@ class Engine:
             log.add(lambda b: (b.upsert("symbol_status", row), b.execute(
                 "UPDATE symbol_status SET consecutive_failures = consecutive_failures + 1 "
                 "WHERE symbol = ? AND dataset = ?", [symbol, ds])))
+
+
+def _last_session(cal: str, day: dt.date, fallback: dt.date) -> dt.date:
+    """The last session of ``cal`` on or before ``day`` (``fallback`` if none)."""
+    held = calendars.sessions(cal, day - dt.timedelta(days=14), day)
+    return held[-1] if held else fallback
 
 
 def apply_splits(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:

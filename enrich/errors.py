@@ -20,6 +20,8 @@ Every error carries context (provider, endpoint, status, request id) and never a
         ├── NotYetAvailableError today's session before the plan serves it (due, not failed;
         │                        asked again after midnight New York time)
         ├── NotFoundError        unknown symbol or path            (no retry)
+        │   └── UnknownTickerError  the provider's ticker reference does not know the
+        │                           symbol: nothing is fetched for it (asked again weekly)
         ├── MalformedPayloadError truncated JSON, HTML, wrong shape (no retry)
         ├── RateLimitedError     HTTP 429                          (retry after Retry-After)
         └── TransientError       5xx, timeouts, connection resets  (retry with backoff)
@@ -157,6 +159,10 @@ class NotYetAvailableError(ProviderError):
 
 class NotFoundError(ProviderError):
     error_class = "not_found"
+
+
+class UnknownTickerError(NotFoundError):
+    error_class = "unknown_ticker"
 
 
 class MalformedPayloadError(ProviderError):

@@ -1,11 +1,13 @@
 """The compiled loop behind ``enrich.features.compute_features``: every feature of every group.
 
-``fill(ts, high, low, close, volume, volume_ok, starts, out, valid)`` computes the sixteen
-``FEATURE_COLUMNS`` (in that order, the definitions are in ``enrich.features``) for bars
-sorted by (symbol, timeframe, ts), whose groups are the row ranges
-``starts[g] .. starts[g + 1] - 1``. It writes ``out[f, row]`` (NaN where null) and
-``valid[f, row]`` (False where null) and returns 0; or, if some ``ts`` (integer ticks) does
-not increase within its group, returns how many and computes nothing.
+``fill(ts, high, low, close, volume, volume_ok, dividend, annual, starts, out, valid)``
+computes the ``FEATURE_COLUMNS`` (in that order, the definitions are in ``enrich.features``)
+for bars sorted by (symbol, timeframe, ts), whose groups are the row ranges
+``starts[g] .. starts[g + 1] - 1``. ``ts`` is in microseconds; ``dividend`` is the cash
+dividend going ex on each row (0 elsewhere), ``annual`` each row's annualisation factor
+(the square root of its group's bars a year, ``enrich.conventions``). It writes
+``out[f, row]`` (NaN where null) and ``valid[f, row]`` (False where null) and returns 0; or,
+if some ``ts`` does not increase within its group, returns how many and computes nothing.
 
 Each group is computed alone, from its own first row, in a fixed order of operations: the
 numbers of a group never depend on the other groups or on where the group sits in the frame
@@ -19,6 +21,9 @@ a bar (~0.1 ms for 2,520 bars). Array libraries need a pass (and a temporary) pe
 and a call per recursion; polars needs a query, whose fixed cost (~0.1 ms) is as much as the
 whole of one symbol here. The recursions are written as the definitions are
 (``e = alpha * x + (1 - alpha) * e``), a window's mean as ``r + sum * (1 / n)``.
+
+The 52-week extremes are over time, not rows: a monotonic queue of the rows in the last 364
+days keeps the highest high (lowest low) at its head, O(1) a row amortised.
 
 Windows (sums and extremes over the last n rows) use the van Herk/Gil-Werman split: the group
 is cut into blocks of n rows from its first row, and a window ending at row k is the tail of
@@ -41,21 +46,21 @@ from enrich.schemas import FEATURE_COLUMNS
 # Each feature's row of ``out`` (its place in FEATURE_COLUMNS), and the row of a group before
 # which it is null.
 (LOG_RETURN, MA20, MA50, MA200, VOLATILITY_20D, EMA12, EMA26, MACD, MACD_SIGNAL, RSI14, ATR14,
- BB_UPPER, BB_LOWER, VOLUME_Z20, HIGH_52W_DIST, LOW_52W_DIST) = (
+ BB_UPPER, BB_LOWER, VOLUME_Z20, HIGH_52W_DIST, LOW_52W_DIST, TR_CLOSE) = (
     FEATURE_COLUMNS.index(name) for name in (
         "log_return", "ma20", "ma50", "ma200", "volatility_20d", "ema12", "ema26", "macd",
         "macd_signal", "rsi14", "atr14", "bb_upper", "bb_lower", "volume_z20", "high_52w_dist",
-        "low_52w_dist",
+        "low_52w_dist", "tr_close",
     )
 )
 N_FEATURES = len(FEATURE_COLUMNS)
+# The row before which a feature is null (the 52-week distances: set per row, by time).
 _FIRST = {LOG_RETURN: 1, MA20: 19, MA50: 49, MA200: 199, VOLATILITY_20D: 20, EMA12: 11,
           EMA26: 25, MACD: 25, MACD_SIGNAL: 33, RSI14: 14, ATR14: 13, BB_UPPER: 19, BB_LOWER: 19,
-          VOLUME_Z20: 19, HIGH_52W_DIST: 251, LOW_52W_DIST: 251}
+          VOLUME_Z20: 20, HIGH_52W_DIST: 0, LOW_52W_DIST: 0, TR_CLOSE: 0}
 FIRST_ROW = np.array([_FIRST[f] for f in range(N_FEATURES)])
 
-TRADING_DAYS_PER_YEAR = 252  # volatility_20d's annualisation
-SQRT_252 = math.sqrt(TRADING_DAYS_PER_YEAR)
+WEEKS_52_US = 364 * 86_400 * 1_000_000  # the 52-week window, in ts ticks (µs)
 A12, A26, A9, A14 = 2 / 13, 2 / 27, 2 / 10, 1 / 14
 INV_19, INV_20, INV_50, INV_200 = 1 / 19, 1 / 20, 1 / 50, 1 / 200
 B12, B26, B9, B14 = 1 - A12, 1 - A26, 1 - A9, 1 - A14
@@ -64,7 +69,7 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @_jit
-def fill(ts, high, low, close, volume, volume_ok, starts, out, valid):
+def fill(ts, high, low, close, volume, volume_ok, dividend, annual, starts, out, valid):
     longest = disorder = 0
     for g in range(starts.size - 1):
         longest = max(longest, starts[g + 1] - starts[g])
@@ -76,13 +81,13 @@ def fill(ts, high, low, close, volume, volume_ok, starts, out, valid):
     log_return = np.empty(longest)
     for g in range(starts.size - 1):
         a, b = starts[g], starts[g + 1]
-        _group(high[a:b], low[a:b], close[a:b], volume[a:b], volume_ok[a:b], out, valid, a,
-               log_return)
+        _group(ts[a:b], high[a:b], low[a:b], close[a:b], volume[a:b], volume_ok[a:b],
+               dividend[a:b], annual[a], out, valid, a, log_return)
     return 0
 
 
 @_jit
-def _group(h, lo, c, v, v_ok, out, valid, a, log_return):
+def _group(t, h, lo, c, v, v_ok, div, annual, out, valid, a, log_return):
     """The features of one group, rows ``a .. a + c.size - 1`` of ``out`` and ``valid``."""
     m = c.size
     b = a + m
@@ -94,10 +99,12 @@ def _group(h, lo, c, v, v_ok, out, valid, a, log_return):
     log_return = log_return[:m]
     _recursions(h, lo, c, log_return, out, a, b)
     if m >= 20:
-        _windows_20(c, log_return, v, v_ok, out, valid, a, b)
+        _windows_20(c, log_return, v, v_ok, annual, out, valid, a, b)
     if m >= 50:
-        _long_windows(h, lo, c, out[MA50][a:b], out[MA200][a:b], out[HIGH_52W_DIST][a:b],
-                      out[LOW_52W_DIST][a:b])
+        _long_windows(c, out[MA50][a:b], out[MA200][a:b])
+    _year_extremes(t, h, lo, c, out[HIGH_52W_DIST][a:b], out[LOW_52W_DIST][a:b],
+                   valid[HIGH_52W_DIST][a:b], valid[LOW_52W_DIST][a:b])
+    _total_return(c, div, out[TR_CLOSE][a:b])
 
 
 @_jit
@@ -170,8 +177,9 @@ def _recursions(h, lo, c, log_return, out, a, b):
 
 
 @_jit
-def _windows_20(c, log_return, v, v_ok, out, valid, a, b):
-    """ma20, Bollinger bands, volatility_20d and volume_z20: windows of 20 rows."""
+def _windows_20(c, log_return, v, v_ok, annual, out, valid, a, b):
+    """ma20, Bollinger bands, volatility_20d and volume_z20: windows of 20 rows (volume_z20
+    compares a row with the window of the 20 rows before it)."""
     m = c.size
     n = 20
     ma20, upper, lower = out[MA20][a:b], out[BB_UPPER][a:b], out[BB_LOWER][a:b]
@@ -180,7 +188,7 @@ def _windows_20(c, log_return, v, v_ok, out, valid, a, b):
     # r the first value of this block.
     c1, c2, r1, r2, v1, v2 = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n),
                               np.empty(n))
-    volume_mean = np.empty(m)
+    volume_mean, volume_ok = np.empty(m), np.empty(m, dtype=np.bool_)
     rc = rr = rv = 0.0
     pc1 = pc2 = pr1 = pr2 = pv1 = pv2 = 0.0  # this block's heads, up to row k
     in_block = n - 1
@@ -240,34 +248,33 @@ def _windows_20(c, log_return, v, v_ok, out, valid, a, b):
         volatility[k] = max(sr2 - sr1 * sr1 * INV_20, 0.0)
         volume_mean[k] = rv + sv1 * INV_20
         z[k] = max(sv2 - sv1 * sv1 * INV_20, 0.0)
-        # Null with a null volume in the window, or 20 equal volumes (std == 0).
-        z_valid[k] = null_volumes == 0 and last_change > k - n + 1
+        # Usable as the next row's reference: no null volume, not 20 equal ones (std == 0).
+        volume_ok[k] = null_volumes == 0 and last_change > k - n + 1
     for k in range(n - 1, m):
         std0 = math.sqrt(upper[k] * INV_20)
         upper[k] = ma20[k] + 2 * std0
         lower[k] = ma20[k] - 2 * std0
     for k in range(n, m):
-        volatility[k] = math.sqrt(volatility[k] * INV_19) * SQRT_252
-    for k in range(n - 1, m):
-        z[k] = (v[k] - volume_mean[k]) / math.sqrt(z[k] * INV_19)
-    for k in range(n - 1, m):
-        if not z_valid[k]:
-            z[k] = np.nan
+        volatility[k] = math.sqrt(volatility[k] * INV_19) * annual
+    # Backwards: row k reads the previous row's window before that row is overwritten.
+    for k in range(m - 1, n - 1, -1):
+        ok = volume_ok[k - 1] and v_ok[k]
+        z[k] = (v[k] - volume_mean[k - 1]) / math.sqrt(z[k - 1] * INV_19) if ok else np.nan
+        z_valid[k] = ok
+    z[n - 1] = np.nan
 
 
 @_jit
-def _long_windows(h, lo, c, ma50, ma200, high_dist, low_dist):
-    """ma50, ma200 and the 52-week distances (windows of 50, 200 and 252 rows), in one pass.
+def _long_windows(c, ma50, ma200):
+    """ma50 and ma200 (windows of 50 and 200 rows), in one pass.
 
     For each window length n, ``r`` is the first close of the current block, ``s`` the sum of
     c - r over the block's rows up to k (the head), and ``tail[i]`` the sum of c - r from row i
-    of the previous block to its end; the extremes keep the head's and the tails' max / min.
+    of the previous block to its end.
     """
     tail_50, tail_200 = np.empty(50), np.empty(200)
-    tail_high, tail_low = np.empty(252), np.empty(252)
-    i50, i200, i252 = 49, 199, 251  # the row's position in its block of 50, 200, 252 rows
+    i50, i200 = 49, 199  # the row's position in its block of 50, 200 rows
     r50 = s50 = r200 = s200 = 0.0
-    top, bottom = -np.inf, np.inf
     for k in range(c.size):
         x = c[k]
         i50 += 1
@@ -292,20 +299,46 @@ def _long_windows(h, lo, c, ma50, ma200, high_dist, low_dist):
         s200 += x - r200
         if k >= 199:
             ma200[k] = r200 + (s200 if i200 == 199 else tail_200[i200 + 1] + s200) * INV_200
-        i252 += 1
-        if i252 == 252:
-            i252, top, bottom = 0, -np.inf, np.inf
-            if k >= 252:
-                t, u = -np.inf, np.inf
-                for i in range(251, -1, -1):
-                    t, u = max(t, h[k - 252 + i]), min(u, lo[k - 252 + i])
-                    tail_high[i], tail_low[i] = t, u
-        top, bottom = max(top, h[k]), min(bottom, lo[k])
-        if k >= 251:
-            if i252 == 251:
-                high_252, low_252 = top, bottom
-            else:
-                high_252 = max(tail_high[i252 + 1], top)
-                low_252 = min(tail_low[i252 + 1], bottom)
-            high_dist[k] = x / high_252 - 1
-            low_dist[k] = x / low_252 - 1
+
+
+@_jit
+def _year_extremes(t, h, lo, c, high_dist, low_dist, high_valid, low_valid):
+    """The 52-week distances: the extremes of the rows whose ``t`` lies in (t[k] - 364 days,
+    t[k]], null while that window reaches before the group's first row. Two monotonic queues
+    of row numbers: highs decreasing from the head (lows increasing), rows that left the
+    window dropped from the head, dominated rows from the tail."""
+    m = c.size
+    top, bottom = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
+    th = tt = bh = bt = 0  # heads and tails of the two queues
+    for k in range(m):
+        while tt > th and h[top[tt - 1]] <= h[k]:
+            tt -= 1
+        top[tt] = k
+        tt += 1
+        while bt > bh and lo[bottom[bt - 1]] >= lo[k]:
+            bt -= 1
+        bottom[bt] = k
+        bt += 1
+        cutoff = t[k] - WEEKS_52_US
+        while t[top[th]] <= cutoff:
+            th += 1
+        while t[bottom[bh]] <= cutoff:
+            bh += 1
+        if t[0] <= cutoff:
+            high_dist[k] = c[k] / h[top[th]] - 1
+            low_dist[k] = c[k] / lo[bottom[bh]] - 1
+            high_valid[k] = low_valid[k] = True
+        else:
+            high_dist[k] = low_dist[k] = np.nan
+            high_valid[k] = low_valid[k] = False
+
+
+@_jit
+def _total_return(c, div, out):
+    """tr_close: ``c[k]`` times the product, over the later rows j with a dividend, of
+    ``c[j] / (c[j] + div[j])`` (reinvested at the ex-date's close), from the last row back."""
+    factor = 1.0
+    for k in range(c.size - 1, -1, -1):
+        out[k] = c[k] * factor
+        if div[k] != 0.0:
+            factor *= c[k] / (c[k] + div[k])

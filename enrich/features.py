@@ -1,16 +1,25 @@
-"""Features computed from bars: returns, moving averages, volatility, EMA/MACD, RSI, ATR, bands.
+"""Features computed from bars: returns, moving averages, volatility, EMA/MACD, RSI, ATR, bands,
+and a total-return close.
 
-``compute_features(bars)`` is pure (frame in, frame out, no I/O). It takes bars in the
-``BARS`` schema for one or many symbols and timeframes and returns the ``FEATURES`` schema:
-``symbol, timeframe, ts, session`` followed by ``FEATURE_COLUMNS``, all ``Float64``, exactly
-one row per input bar, sorted by ``symbol, timeframe, ts``.
+``compute_features(bars, asset_class=None, dividends=None)`` is pure (frames in, frame out,
+no I/O). It takes bars in the ``BARS`` schema for one or many symbols and timeframes and
+returns the ``FEATURES`` schema: ``symbol, timeframe, ts, session`` followed by
+``FEATURE_COLUMNS``, all ``Float64``, exactly one row per input bar, sorted by
+``symbol, timeframe, ts``. ``asset_class`` (one class, or a class per symbol; default: what
+each symbol's form says, ``X:`` crypto, ``C:`` fx, ``I:`` indices, else stocks) chooses the
+conventions of ``enrich.conventions``: bars a year for annualising. ``dividends`` (symbol,
+ex_date, cash_amount on the bars' share basis: ``dividends_on_basis``) feed ``tr_close``.
 
 Every feature is computed per ``(symbol, timeframe)`` group, in ``ts`` order. Windows count
-*rows* (bars) of the group, not calendar days: for daily bars "20" means 20 sessions, for
-hourly bars 20 hours. "Row k" below is the 0-based position of a bar inside its group. A
-window of n rows ending at row k covers rows k-n+1 .. k (the current bar included). A feature
-is null when the group has too few rows for it; "null before row k" means rows 0 .. k-1 are
-null and every later row has a value.
+*rows* (bars) of the group: for daily bars "20" means 20 sessions, for hourly bars 20 bars;
+only the 52-week window is in calendar time. "Row k" below is the 0-based position of a bar
+inside its group. A window of n rows ending at row k covers rows k-n+1 .. k (the current bar
+included). A feature is null when the group has too few rows for it; "null before row k"
+means rows 0 .. k-1 are null and every later row has a value.
+
+Series: every feature but ``tr_close`` is computed from the split-adjusted prices as stored
+(price only: a dividend is a drop in the close like any other move); ``tr_close`` is the
+split-adjusted close with cash dividends reinvested, for total returns.
 
 Notation: ``c``, ``h``, ``l``, ``v`` are close, high, low, volume; ``c[-1]`` is the previous
 close in the group. ``std0`` is the population standard deviation (ddof=0), ``std1`` the
@@ -22,9 +31,12 @@ log_return
 ma20, ma50, ma200
     Simple mean of the last 20 / 50 / 200 closes. Null before row 19 / 49 / 199.
 volatility_20d
-    ``std1`` of the last 20 log returns, annualised by ``* sqrt(252)`` (252 bars per year:
-    meaningful as an annual figure for daily bars). Null before row 20 (the first log return
-    is on row 1, so 20 of them exist from row 20).
+    ``std1`` of the last 20 log returns, annualised by ``* sqrt(bars a year)`` of the
+    symbol's class and the group's timeframe (``Convention.bars_per_year``: daily bars 252
+    for US listings and indices, 365 for crypto, 312 for forex's six UTC-day bars a week;
+    intraday bars the class's trading time a year over the bar's length, e.g. 1,638 hourly
+    stock bars, 8,760 hourly crypto bars). Null before row 20 (the first log return is on
+    row 1, so 20 of them exist from row 20).
 ema12, ema26
     ``EMA(c, alpha = 2/(n+1), seed at row n-1)`` with n = 12 / 26, seeded with the simple mean
     of the first n closes. Null before row 11 / 25.
@@ -50,12 +62,23 @@ bb_upper, bb_lower
     Bollinger bands ``ma20 +/- 2 * std0(last 20 closes)``: the population deviation (ddof=0),
     Bollinger's own convention. Null before row 19.
 volume_z20
-    ``(v - mean(last 20 v)) / std1(last 20 v)``, the current bar included in both. Null before
-    row 19, when any volume in the window is null, and when the 20 volumes are all equal
-    (std == 0; detected exactly, so rounding in the rolling std can never yield a huge z).
+    ``(v - mean(w)) / std1(w)`` where ``w`` are the volumes of the 20 bars *before* this one
+    (rows k-20 .. k-1): a spike is measured against what came before it, unbounded (with the
+    bar inside its own window, |z| could never exceed 19/sqrt(20) ~ 4.25). Null before row
+    20, when this volume or any in ``w`` is null (index bars carry none), and when the 20
+    volumes of ``w`` are all equal (std == 0; detected exactly, so rounding in the rolling
+    std can never yield a huge z).
 high_52w_dist, low_52w_dist
-    ``c / max(last 252 highs) - 1`` and ``c / min(last 252 lows) - 1`` (252 bars: 52 weeks of
-    daily sessions). Null before row 251.
+    ``c / max(h) - 1`` and ``c / min(l) - 1`` over the bars of the last 52 weeks: those whose
+    ``ts`` lies in ``(ts[k] - 364 days, ts[k]]``, whatever the calendar (252 XNYS sessions,
+    364 crypto days) or timeframe. Null while that window reaches before the group's first
+    bar (``ts[k] - ts[0] < 364 days``).
+tr_close
+    The total-return close: ``c[k] * prod(c[j] / (c[j] + D[j]))`` over the later rows j on
+    which a cash dividend ``D[j]`` goes ex (a dividend is credited to the first bar of its
+    ex-date's session or later, and reinvested at that bar's close). Equal to ``c`` on the last
+    bar, and everywhere when no dividend is given; ``tr_close[k] / tr_close[k-1] - 1`` is the
+    total return of bar k. Never null.
 
 Prices (close, high, low) must be non-null and ``(symbol, timeframe, ts)`` unique; otherwise
 ``ValidationError`` is raised. Volume may be null (only volume_z20 uses it). Arithmetic is
@@ -66,6 +89,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
@@ -73,10 +98,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from enrich import conventions
 from enrich.errors import ValidationError
 from enrich.schemas import FEATURE_COLUMNS, FEATURES
 
-__all__ = ["compute_features", "load_kernel"]
+__all__ = ["compute_features", "dividends_on_basis", "load_kernel"]
 
 _ORDER: list[str] = ["symbol", "timeframe", "ts"]
 _KEYS: list[str] = [*_ORDER, "session"]
@@ -91,7 +117,8 @@ _GID = "_group"
 _ROWS_PER_RUN = 100_000  # the rows computed at once, see _features
 
 
-def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
+def compute_features(bars: pl.DataFrame, *, asset_class: str | Mapping[str, str] | None = None,
+                     dividends: pl.DataFrame | None = None) -> pl.DataFrame:
     """Return the FEATURES frame for ``bars`` (see the module docstring for every column).
 
     The numbers come from one compiled pass per (symbol, timeframe) group
@@ -103,7 +130,7 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
         return FEATURES.empty()
     if _one_group(frame):
         # The usual case, one lake file: already in ts order, which the kernel checks.
-        features = _features(frame, np.array([0, frame.height]))
+        features = _features(frame, np.array([0, frame.height]), asset_class, dividends)
         if features is not None:
             return features
         frame = frame.sort("ts")
@@ -112,9 +139,25 @@ def compute_features(bars: pl.DataFrame) -> pl.DataFrame:
     else:
         frame = _sorted_with_group_id(frame)
         starts = _group_starts(frame.get_column(_GID).to_numpy())
-    features = _features(frame, starts)
+    features = _features(frame, starts, asset_class, dividends)
     assert features is not None  # sorted, without repeats
     return features
+
+
+def dividends_on_basis(dividends: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
+    """Cash dividends (as declared, per then-current share) on the share basis of bars
+    adjusted for every split in ``splits``: each amount times ``split_from / split_to`` of
+    every split executed after its ex-date. Columns: symbol, ex_date, cash_amount."""
+    out = dividends.select("symbol", "ex_date", "cash_amount").drop_nulls()
+    if out.is_empty() or splits.is_empty():
+        return out
+    for e, s_from, s_to, sym in splits.select("execution_date", "split_from", "split_to",
+                                               "symbol").iter_rows():
+        if s_from and s_to:
+            later = (pl.col("symbol") == sym) & (pl.col("ex_date") < e)
+            out = out.with_columns(pl.when(later).then(pl.col("cash_amount") * (s_from / s_to))
+                                   .otherwise(pl.col("cash_amount")).alias("cash_amount"))
+    return out
 
 
 def _conformed(bars: pl.DataFrame) -> pl.DataFrame:
@@ -128,7 +171,9 @@ def _conformed(bars: pl.DataFrame) -> pl.DataFrame:
     return bars.select(pl.col(c).cast(t) for c, t in _DTYPES.items())
 
 
-def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
+def _features(frame: pl.DataFrame, starts: np.ndarray,
+              asset_class: str | Mapping[str, str] | None = None,
+              dividends: pl.DataFrame | None = None) -> pl.DataFrame | None:
     """``frame``'s keys and the features of its groups ``starts[g] .. starts[g + 1] - 1``;
     None if ``ts`` does not increase within a group.
 
@@ -148,6 +193,8 @@ def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
         if volume.null_count()
         else np.ones(frame.height, dtype=np.bool_)
     )
+    inputs.append(_dividend_rows(frame, starts, dividends))
+    inputs.append(_annual_rows(frame, starts, asset_class))
     runs = _runs(np.array(starts, dtype=np.int64))
     if len(runs) > 1 and (threads := min(pl.thread_pool_size(), len(runs))) > 1:
         with ThreadPoolExecutor(threads) as pool:
@@ -175,6 +222,57 @@ def _features(frame: pl.DataFrame, starts: np.ndarray) -> pl.DataFrame | None:
     ])
 
 
+def _group_keys(frame: pl.DataFrame, starts: np.ndarray, name: str) -> list:
+    return frame.get_column(name).gather(starts[:-1]).to_list()
+
+
+def _annual_rows(frame: pl.DataFrame, starts: np.ndarray,
+                 asset_class: str | Mapping[str, str] | None) -> np.ndarray:
+    """Each row's annualisation factor: sqrt(bars a year) of its group's class and
+    timeframe (``enrich.conventions``)."""
+    symbols = _group_keys(frame, starts, "symbol")
+    timeframes = _group_keys(frame, starts, "timeframe")
+    factors = np.empty(len(symbols))
+    for g, (sym, tf) in enumerate(zip(symbols, timeframes, strict=True)):
+        if isinstance(asset_class, str):
+            cls = asset_class
+        elif asset_class is not None and sym in asset_class:
+            cls = asset_class[sym]
+        else:
+            cls = conventions.asset_class_of(sym)
+        try:
+            factors[g] = math.sqrt(conventions.convention(cls).bars_per_year(tf))
+        except ValueError as exc:
+            raise ValidationError(f"features: {exc}", causes=[str(exc)]) from None
+    return np.repeat(factors, np.diff(starts))
+
+
+def _dividend_rows(frame: pl.DataFrame, starts: np.ndarray,
+                   dividends: pl.DataFrame | None) -> np.ndarray:
+    """The cash dividend going ex on each row: on the first bar of a group whose session is
+    on or after the ex-date (0 elsewhere; none before a group's first bar)."""
+    out = np.zeros(frame.height)
+    if dividends is None or dividends.is_empty():
+        return out
+    by_symbol: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for (sym,), part in dividends.partition_by("symbol", as_dict=True).items():
+        part = part.sort("ex_date")
+        by_symbol[sym] = (part["ex_date"].to_numpy().astype("datetime64[D]"),
+                          part["cash_amount"].to_numpy().astype(np.float64))
+    if not by_symbol:
+        return out
+    sessions = frame.get_column("session").to_numpy().astype("datetime64[D]")
+    for g, sym in enumerate(_group_keys(frame, starts, "symbol")):
+        if sym not in by_symbol:
+            continue
+        a, b = int(starts[g]), int(starts[g + 1])
+        ex, amount = by_symbol[sym]
+        pos = np.searchsorted(sessions[a:b], ex, "left")
+        keep = (pos < b - a) & (ex >= sessions[a])
+        np.add.at(out, a + pos[keep], amount[keep])
+    return out
+
+
 def _runs(starts: np.ndarray) -> list[np.ndarray]:
     """``starts`` cut into runs of whole groups of at most ``_ROWS_PER_RUN`` rows (or one
     group), each the starts of its groups and the row after its last."""
@@ -189,7 +287,7 @@ def _runs(starts: np.ndarray) -> list[np.ndarray]:
 
 
 def _run(inputs: list[np.ndarray], starts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The features of the groups of one run: values and validity, ``(16, rows)`` each."""
+    """The features of the groups of one run: values and validity, ``(features, rows)``."""
     for array in inputs:  # one compiled signature, whatever the caller handed over
         array.setflags(write=False)
     first, end = starts[0], starts[-1]
@@ -210,7 +308,8 @@ def load_kernel() -> None:
     """
     ticks = np.zeros(1, dtype=np.int64)
     prices = np.ones(1)
-    inputs = [ticks, prices, prices, prices, prices, np.ones(1, dtype=np.bool_)]
+    inputs = [ticks, prices, prices, prices, prices, np.ones(1, dtype=np.bool_),
+              np.zeros(1), prices]
     _run(inputs, np.array([0, 1], dtype=np.int64))
 
 

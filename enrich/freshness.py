@@ -3,8 +3,9 @@
 A session's data is *expected* once the session has closed (the exchange calendar's close:
 13:00 ET on a half day) and the provider's publication lag has passed after that close
 (``PUBLICATION_LAG``: the sample provider publishes at the close, Massive's end-of-day
-aggregates a few hours later). Counting is in sessions of the symbol's calendar (XNYS for US
-listings, every day for crypto), with session dates in the exchange's time zone.
+aggregates a few hours later). Counting is in sessions of the symbol's calendar
+(``enrich.conventions``: XNYS for US listings and indices, every UTC day for crypto, UTC days
+Sunday to Friday for forex), with session dates in the calendar's time zone.
 
 States per symbol × dataset, most urgent first:
 
@@ -15,7 +16,9 @@ States per symbol × dataset, most urgent first:
     due           holds every expected session, but a session has closed whose data is
                   still within the publication lag (it may not be published yet)
     fresh         holds the latest closed session
-    not_expected  nothing is expected: the symbol is deactivated (halted or delisted)
+    not_expected  nothing is expected: the symbol is deactivated, or delisted
+                  (``symbols.delisted_on``: kept, fetched up to its last trading day,
+                  never refreshed after; ``enrich.queries`` reads it as not active)
 
 (``enrich.queries`` adds ``not_entitled``: a dataset the provider plan does not include.)
 A holiday is not a session, so it never makes anything late; a half day closes early, so
@@ -34,12 +37,12 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from enrich import calendars
+from enrich import calendars, conventions
 from enrich.symbols import calendar_for
 
 STALE_AFTER_SESSIONS = 3
 STATES = ("failing", "stale", "never", "late", "due", "fresh", "not_expected")
-CALENDARS = ("XNYS", "24/7")
+CALENDARS = calendars.CALENDARS
 # Per-session datasets: held = the newest session stored (else the fetched window's end).
 SESSION_DATASETS = ("bars", "options_iv", "features")
 
@@ -128,7 +131,7 @@ def add_freshness(status: pl.DataFrame, now: dt.datetime,
                   lag: dt.timedelta = DEFAULT_LAG) -> pl.DataFrame:
     """Add freshness columns recomputed for ``now``:
 
-    calendar          XNYS or 24/7
+    calendar          XNYS, 24/7 or FX (``enrich.calendars``)
     sessions_behind   expected sessions not held (null: nothing held)
     sessions_due      sessions closed but still within the publication lag, not held
     expected_session  the latest session whose data is expected (exchange date)
@@ -140,7 +143,7 @@ def add_freshness(status: pl.DataFrame, now: dt.datetime,
     consecutive_failures; ``dataset`` (what counts as held) and ``active`` when present.
     """
     cal = status["asset_class"].replace_strict(
-        {c: calendar_for(c) for c in ("stocks", "etfs", "crypto", "fx", "indices")},
+        {c: calendar_for(c) for c in conventions.CONVENTIONS},
         default="XNYS", return_dtype=pl.String)
     if "dataset" in status.columns:
         per_session = pl.col("dataset").is_in(list(SESSION_DATASETS))

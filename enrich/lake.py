@@ -63,9 +63,17 @@ class UpsertResult:
         )
 
 
+def symbol_path_part(symbol: str) -> str:
+    """``symbol`` as one portable path component. ':' (X:BTCUSD) is percent-encoded, '.'
+    (BRK.B) kept, and so is every lower-case letter: tickers are case-sensitive (KIMpL is not
+    KIMPL) but macOS and Windows file systems are not, so two tickers differing only in case
+    must differ in more than case on disk. Upper-case tickers keep their plain names."""
+    return "".join(f"%{ord(ch):02X}" if "a" <= ch <= "z" else ch
+                   for ch in quote(symbol, safe="."))
+
+
 def symbol_dir_name(symbol: str) -> str:
-    # ':' (X:BTCUSD) is not portable in paths; percent-encode it. '.' (BRK.B) is kept.
-    return "symbol=" + quote(symbol, safe=".")
+    return "symbol=" + symbol_path_part(symbol)
 
 
 def symbol_from_dir_name(name: str) -> str:
@@ -204,7 +212,7 @@ class SymbolLock:
 
     def __init__(self, lake: Lake, symbol: str, timeout: float):
         self.lake, self.symbol = lake, symbol
-        p = lake.lock_dir / "symbols" / (quote(symbol, safe=".") + ".lock")
+        p = lake.lock_dir / "symbols" / (symbol_path_part(symbol) + ".lock")
         lake._mkdir(p.parent)
         # An explicit owner-only-write mode: with the default (0o666 less the umask) filelock
         # first probes the folder with a throwaway file, per new lock file, which costs as much
@@ -476,7 +484,7 @@ class Lake:
 
     # -- coverage ---------------------------------------------------------------------------
     def _coverage_path(self, symbol: str) -> Path:
-        return self.root / "_coverage" / (quote(symbol, safe=".") + ".json")
+        return self.root / "_coverage" / (symbol_path_part(symbol) + ".json")
 
     def read_coverage(self, symbol: str) -> dict[str, dt.date]:
         """How far each dataset (``bars:1d``, ``dividends`` …) of ``symbol`` has been fetched."""

@@ -27,6 +27,25 @@ The checks (every threshold lives in ``THRESHOLDS``; ``observed`` is what the ro
     bars        jump                warning   largest |close / previous close   > jump
                                               - 1| on a session with no split
     bars        repeated_closes     warning   longest run of identical closes   >= repeated_closes
+    bars        off_calendar        error     bars on days that are no session  > 0
+                                              of the symbol's calendar
+                                              (``enrich.conventions``)
+    bars        zero_volume         warning   bars with no volume (0 or null)   > 0
+                                              where the class trades volume
+                                              (not indices)
+    bars        bad_print           warning   largest excursion of a high or    > bad_print
+                                              low beyond its bar's open–close
+                                              and its neighbours' highs/lows,
+                                              in median daily ranges
+    bars        partial_session     warning   the last session's volume over    < partial_session
+                                              the median of the 20 sessions of
+                                              its kind before it (short
+                                              sessions: their own kind)
+    bars        ticker_reuse        error     gaps of reuse_gap+ sessions       > 0
+                                              across which the price level
+                                              moves by reuse_level× or more
+                                              with no split (another security
+                                              under the same ticker)
     dividends   dividend_size       error     dividends >= the as-traded close  > 0
                                               on their ex date
     dividends   ex_date_range       warning   ex dates outside the stored bars  > 0
@@ -41,6 +60,9 @@ The checks (every threshold lives in ``THRESHOLDS``; ``observed`` is what the ro
                                               contradicts the type (call delta
                                               in [0, 1], put in [-1, 0],
                                               gamma >= 0)
+
+A ticker-reuse break accounts for its gap and its move: they are not counted again by
+``missing_sessions`` and ``jump``, so each defect fails exactly one check.
 
 Bars are checked on the daily timeframe; options on the newest stored snapshot; the other
 datasets on everything stored for the symbol. A check that cannot apply (dividends with no
@@ -63,7 +85,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from enrich import calendars
+from enrich import calendars, conventions
 from enrich.catalog import WriteBatch, utcnow
 from enrich.lake import Lake
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
@@ -86,6 +108,16 @@ class Thresholds:
     repeated_closes   this many identical closes in a row look like a stale feed
     missing_sessions  exchange sessions a symbol's bars may miss (after its listing)
     iv_max            implied volatility above this (5 = 500 %) is not a quote but an error
+    bad_print         a high (low) further beyond the bar's open–close and both neighbours'
+                      highs (lows) than this many median daily ranges ((high - low) / close of
+                      the symbol's bars, at least ``bad_print_floor``) is a bad print: a
+                      normal wick is a fraction of a range, a misprint many
+    partial_session   a last session with less than this share of the median volume of the 20
+                      sessions of its kind before it was stored before the day was complete
+    partial_min       sessions of its kind a last session needs before it is judged
+    reuse_gap         sessions without a bar that make a gap worth a ticker-reuse look
+    reuse_level       a close-to-close ratio (either way) across such a gap that says the
+                      price level broke
     rel_tol           relative tolerance when comparing prices (restatements)
     max_evidence      offending rows quoted in a result's ``detail``
     max_sessions      sessions kept per symbol × dataset for the heatmap (newest first)
@@ -95,6 +127,12 @@ class Thresholds:
     repeated_closes: int = 5
     missing_sessions: int = 0
     iv_max: float = 5.0
+    bad_print: float = 8.0
+    bad_print_floor: float = 0.005
+    partial_session: float = 0.25
+    partial_min: int = 3
+    reuse_gap: int = 5
+    reuse_level: float = 2.0
     rel_tol: float = 1e-6
     max_evidence: int = 5
     max_sessions: int = 500
@@ -119,6 +157,11 @@ CHECKS: tuple[Check, ...] = (
     Check("bars", "missing_sessions", "error", "a bar for every session since listing"),
     Check("bars", "jump", "warning", "no unexplained jump (no split that day)"),
     Check("bars", "repeated_closes", "warning", "no run of identical closes"),
+    Check("bars", "off_calendar", "error", "bars only on sessions of the calendar"),
+    Check("bars", "zero_volume", "warning", "volume on every bar where the class trades it"),
+    Check("bars", "bad_print", "warning", "no high or low far beyond the bar and neighbours"),
+    Check("bars", "partial_session", "warning", "the last session complete (its volume)"),
+    Check("bars", "ticker_reuse", "error", "no price-level break across a gap"),
     Check("dividends", "dividend_size", "error", "dividend below the close"),
     Check("dividends", "ex_date_range", "warning", "ex date within the stored bars"),
     Check("earnings", "earnings_order", "warning", "quarters in order, filed after they end"),
@@ -294,20 +337,23 @@ class _Splits:
 
 def check_bars(bars: pl.DataFrame, splits: pl.DataFrame, calendar: str,
                through: dt.date | None = None,
-               th: Thresholds = THRESHOLDS) -> tuple[list[CheckResult], Coverage]:
-    """The six bar checks on one symbol's daily bars, and its session coverage.
+               th: Thresholds = THRESHOLDS,
+               asset_class: str = "stocks") -> tuple[list[CheckResult], Coverage]:
+    """The bar checks on one symbol's daily bars, and its session coverage.
 
     ``through`` is the last session fetched (the lake's coverage); sessions after the last
     bar up to it count as missing. The first stored session is the listing: nothing before
-    it is expected. Vectorised in numpy (about a hundred microseconds for ten years); the
-    evidence is only formatted for a check that fails.
+    it is expected. ``asset_class`` says whether volume is expected (``enrich.conventions``).
+    Vectorised in numpy (about a hundred microseconds for ten years); the evidence is only
+    formatted for a check that fails.
     """
     daily = _DailyBars.of(bars)
-    return _check_bars(daily, _Splits.of(splits), calendar, through, th)
+    return _check_bars(daily, _Splits.of(splits), calendar, through, th, asset_class)
 
 
 def _check_bars(daily: _DailyBars | None, splits: _Splits, calendar: str,
-                through: dt.date | None, th: Thresholds) -> tuple[list[CheckResult], Coverage]:
+                through: dt.date | None, th: Thresholds,
+                asset_class: str = "stocks") -> tuple[list[CheckResult], Coverage]:
     ds = "bars"
     cov = Coverage(ds, through_session=through)
     if daily is None:
@@ -354,10 +400,19 @@ def _check_bars(daily: _DailyBars | None, splits: _Splits, calendar: str,
     first, last = held[0].item(), held[-1].item()
     end = max(last, through) if through else last
     expected = _sessions(calendar, first, end)
-    if len(expected) == len(held) and (expected == held).all():  # the usual case
+    # One close per session (the last bar of a duplicated one) for moves, runs and breaks.
+    closes, days = c[daily.last_of], held
+    usual = len(expected) == len(held) and (expected == held).all()
+    if usual:
         missing_pos = np.array([], dtype=np.intp)
+        breaks = np.array([], dtype=np.intp)
     else:
         missing_pos = np.nonzero(~_member(expected, held))[0]
+        breaks, reused = _reuse_breaks(days, closes, expected, splits, th)
+        if len(breaks):  # a reuse break accounts for its gap (ticker_reuse)
+            missing_pos = missing_pos[~np.isin(missing_pos, reused)]
+    out.extend(_new_bar_checks(daily, days, closes, expected, breaks, calendar, asset_class,
+                               th))
     gaps = _ranges(expected, missing_pos)
     n = len(missing_pos)
     if n:
@@ -374,13 +429,12 @@ def _check_bars(daily: _DailyBars | None, splits: _Splits, calendar: str,
                        n > th.missing_sessions, detail,
                        _dates(expected[missing_pos]) if n else ()))
 
-    # One close per session (the last bar of a duplicated one) for moves and runs.
-    closes, days = c[daily.last_of], held
     with np.errstate(divide="ignore", invalid="ignore"):
         moves = closes[1:] / closes[:-1] - 1
     judged = np.isfinite(moves)
     if len(splits.days):
         judged &= ~_member(days[1:], np.sort(splits.days))
+    judged[breaks] = False  # a reuse break's move is ticker_reuse's
     size_ = np.where(judged, np.abs(moves), 0.0)
     worst = float(size_.max()) if len(size_) else 0.0
     jump = size_ > th.jump
@@ -423,11 +477,139 @@ def _check_bars(daily: _DailyBars | None, splits: _Splits, calendar: str,
         out.append(_result(ds, "repeated_closes", longest, th.repeated_closes, False,
                            f"longest run of identical closes: {longest}"))
 
+    order = {c.name: i for i, c in enumerate(CHECKS)}
+    out.sort(key=lambda r: order[r.check])
     cov.first_session, cov.last_session = first, last
     cov.sessions_expected = len(expected)
     cov.sessions_held = len(expected) - len(missing_pos)  # |expected ∩ held|: both unique
     cov.gaps = gaps
     return out, cov
+
+
+def _reuse_breaks(days: np.ndarray, closes: np.ndarray, expected: np.ndarray,
+                  splits: _Splits, th: Thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """(i: the held sessions i -> i + 1 that break, the positions in ``expected`` of their
+    gaps): ``reuse_gap``+ sessions without a bar between them, closes ``reuse_level``× apart
+    either way, and no split executed in between."""
+    pos = np.searchsorted(expected, days)
+    gap = np.diff(pos) - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = closes[1:] / closes[:-1]
+        level = np.abs(np.log(ratio)) >= np.log(th.reuse_level)
+    hit = (gap >= th.reuse_gap) & level
+    for i in np.nonzero(hit)[0]:
+        if len(splits.days) and ((splits.days > days[i]) & (splits.days <= days[i + 1])).any():
+            hit[i] = False
+    breaks = np.nonzero(hit)[0]
+    reused = (np.concatenate([np.arange(pos[i] + 1, pos[i + 1]) for i in breaks])
+              if len(breaks) else np.array([], dtype=np.intp))
+    return breaks, reused
+
+
+def _new_bar_checks(daily: _DailyBars, days: np.ndarray, closes: np.ndarray,
+                    expected: np.ndarray, breaks: np.ndarray, calendar: str, asset_class: str,
+                    th: Thresholds) -> list[CheckResult]:
+    """off_calendar, zero_volume, bad_print, partial_session and ticker_reuse (see the module
+    docstring), on one bar per session."""
+    ds = "bars"
+    conv = conventions.convention(asset_class)
+    frame = daily.frame.filter(pl.Series(daily.last_of)) if isinstance(
+        daily.last_of, np.ndarray) else daily.frame
+    o, h, lo, v = (daily.col(k)[daily.last_of] for k in ("open", "high", "low", "volume"))
+    out: list[CheckResult] = []
+
+    off = ~_member(days, expected)
+    n = int(off.sum())
+    out.append(_result(
+        ds, "off_calendar", n, 0, n > 0,
+        f"{n} bars on days that are no {calendar} session: "
+        + ", ".join(d.isoformat() for d in _dates(days[off][: th.max_evidence]))
+        + (f"; … and {n - th.max_evidence} more" if n > th.max_evidence else "")
+        if n else f"every bar on a {calendar} session", _dates(days[off])))
+
+    if not conv.volume_expected:
+        out.append(_not_applicable(ds, "zero_volume", 0,
+                                   f"{asset_class} bars carry no volume"))
+        out.append(_not_applicable(ds, "partial_session", th.partial_session,
+                                   f"{asset_class} bars carry no volume"))
+    else:
+        none = (v == 0) | np.isnan(v)  # 0, or null (NaN); a negative one is non_positive's
+        n = int(none.sum())
+        out.append(_result(
+            ds, "zero_volume", n, 0, n > 0,
+            _count_detail(n, "bars without volume", frame.filter(pl.Series(none)) if n else None,
+                          lambda r: f"{r['session']} v={_g(r['volume'])}", th)
+            if n else "volume on every bar", _dates(days[none])))
+        out.append(_partial_session(days, v, calendar, th))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        top = np.maximum(o, closes)
+        bottom = np.minimum(o, closes)
+        if len(h) > 1:
+            top[1:] = np.fmax(top[1:], h[:-1])
+            top[:-1] = np.fmax(top[:-1], h[1:])
+            bottom[1:] = np.fmin(bottom[1:], lo[:-1])
+            bottom[:-1] = np.fmin(bottom[:-1], lo[1:])
+        excursion = np.fmax(h / top - 1, 1 - lo / bottom)
+        unit = max(float(np.nanmedian((h - lo) / closes)), th.bad_print_floor)
+        size = np.nan_to_num(excursion / unit, nan=0.0, posinf=0.0)
+    worst = float(size.max()) if len(size) else 0.0
+    bad = size > th.bad_print
+    n = int(bad.sum())
+    if n:
+        rows = frame.filter(pl.Series(bad)).with_columns(pl.Series("x", size[bad]))
+        detail = _count_detail(n, f"bars with a high or low over {th.bad_print:g} median "
+                               f"ranges ({unit:.2%}) beyond the bar and its neighbours", rows,
+                               lambda r: f"{r['session']} o={_g(r['open'])} h={_g(r['high'])} "
+                               f"l={_g(r['low'])} c={_g(r['close'])} ({r['x']:.0f} ranges)",
+                               th)
+    else:
+        detail = f"largest excursion {worst:.1f} median daily ranges ({unit:.2%})"
+    out.append(_result(ds, "bad_print", worst, th.bad_print, n > 0, detail, _dates(days[bad])))
+
+    n = len(breaks)
+    if n:
+        shown = []
+        for i in breaks[: th.max_evidence]:
+            a, z = days[i].item(), days[i + 1].item()
+            shown.append(f"{a.isoformat()} → {z.isoformat()}: close {_g(closes[i])} → "
+                         f"{_g(closes[i + 1])} (×{closes[i + 1] / closes[i]:.3g})")
+        detail = (f"{n} price-level breaks across gaps of {th.reuse_gap}+ sessions, no split: "
+                  + "; ".join(shown) + " — another security's history under this ticker? "
+                  "Its ticker events say when the current one started")
+        evidence = _dates(np.concatenate([days[breaks], days[breaks + 1]]))
+    else:
+        detail, evidence = "no price-level break across a gap", []
+    out.append(_result(ds, "ticker_reuse", n, 0, n > 0, detail, evidence))
+    return out
+
+
+def _partial_session(days: np.ndarray, v: np.ndarray, calendar: str,
+                     th: Thresholds) -> CheckResult:
+    """The last session's volume against the median of the (up to) 20 sessions of its kind
+    before it (short by design or not: a forex Sunday against Sundays)."""
+    ds = "bars"
+    short = calendars.short_sessions(calendar, days)
+    kind = short == short[-1]
+    kind[-1] = False
+    before = v[kind][-20:]
+    before = before[np.isfinite(before)]
+    if len(before) < th.partial_min:
+        return _result(ds, "partial_session", None, th.partial_session, False,
+                       f"not judged: {len(before)} earlier sessions of its kind")
+    median = float(np.median(before))
+    share = float(v[-1] / median) if median > 0 else 1.0
+    if not np.isfinite(share):
+        share = 0.0
+    last = days[-1].item()
+    failed = share < th.partial_session
+    what = "a short session, " if short[-1] else ""
+    detail = (f"{last.isoformat()} ({what}volume {_g(float(v[-1]))}) is {share:.0%} of the "
+              f"median of its {len(before)} previous sessions of its kind ({_g(median)})")
+    if failed:
+        detail += ": stored before the session was complete? the next refresh asks it again"
+    return _result(ds, "partial_session", share, th.partial_session, failed, detail,
+                   [last] if failed else [])
 
 
 # -- dividends -------------------------------------------------------------------------------
@@ -635,7 +817,8 @@ def run_checks(lake: Lake, symbol: str, asset_class: str,
         splits = _Splits.of(lake.read("splits", [symbol]))  # most have none
     for ds in wanted:
         if ds == "bars":
-            results, cov = _check_bars(daily, splits, cal, through.get("bars:1d"), th)
+            results, cov = _check_bars(daily, splits, cal, through.get("bars:1d"), th,
+                                       asset_class)
         elif ds == "dividends":
             divs = lake.read("dividends", [symbol])
             results = _check_dividends(divs, daily, splits, th)

@@ -59,12 +59,16 @@ def _date(raw: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a date; use YYYY-MM-DD") from None
 
 
-def _known(catalog, symbols: list[str]) -> None:
-    known = set(catalog.query("SELECT symbol FROM symbols")["symbol"].to_list())
-    unknown = [s for s in symbols if s not in known]
+def _known(catalog, symbols: list[str]) -> list[str]:
+    """The held spelling of each of ``symbols`` (``enrich.universe.match_symbols``: any case
+    when only one held symbol matches); refuses those not in the universe."""
+    from enrich.universe import match_symbols
+
+    held, unknown = match_symbols(catalog, symbols)
     if unknown:
         raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
                          f"`python -m enrich symbols add {' '.join(unknown)}`")
+    return held
 
 
 # -- quality --------------------------------------------------------------------------------
@@ -77,7 +81,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     symbol = (_symbols([args.symbol]) or [None])[0] if args.symbol else None
     if symbol:
-        _known(store.catalog, [symbol])
+        symbol = _known(store.catalog, [symbol])[0]
     report = quality_report(store.catalog, symbol, args.failing, args.dataset)
     if args.json:
         print_json({"symbol": symbol, "failing": args.failing,
@@ -127,7 +131,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     symbols = _symbols(args.symbols) or None
     if symbols:
-        _known(store.catalog, symbols)
+        symbols = _known(store.catalog, symbols)
     t0 = time.monotonic()
     results = quality.audit(store, symbols, args.datasets or None)
     failing = results.filter(~pl.col("passed"))
@@ -176,7 +180,7 @@ def cmd_fill(args: argparse.Namespace, settings: Settings) -> int:
     if end < start:
         raise UsageError(f"--to {end} is before --from {start}")
     store = _store(settings)
-    _known(store.catalog, symbols)
+    symbols = _known(store.catalog, symbols)
     try:
         plan = plan_range(store.catalog, args.dataset, symbols, start, end, settings.now(),
                           args.include_failed, history_years=settings.history_years)

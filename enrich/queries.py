@@ -87,13 +87,18 @@ def _lag_of_newest_run(con: duckdb.DuckDBPyConnection) -> dt.timedelta:
     return lag
 
 
+# Expected to be fresh: active and not delisted (a delisted symbol is kept, its history up to
+# its last trading day fetched once, and never refreshed after: ``not_expected``).
+_ACTIVE = "(s.active AND s.delisted_on IS NULL)"
+
+
 def status_table(catalog: Catalog, symbol: str | None = None,
                  now: dt.datetime | None = None,
                  lag: dt.timedelta | None = None) -> pl.DataFrame:
     """symbol × dataset status with freshness recomputed for ``now`` (UTC); ``lag`` is the
     provider's publication lag (default: that of the newest run's provider)."""
-    sql = """
-        SELECT s.symbol, s.asset_class, s.active, st.dataset, st.latest_session,
+    sql = f"""
+        SELECT s.symbol, s.asset_class, {_ACTIVE} AS active, st.dataset, st.latest_session,
                st.covered_through,
                st.expected_session, st.last_success_at, st.last_attempt_at,
                st.consecutive_failures, st.last_error_class, st.last_error_message,
@@ -141,7 +146,7 @@ def status_grid(catalog: Catalog, now: dt.datetime, symbol: str | None = None,
         where.append("s.symbol = ?")
         params.append(symbol)
     sql = f"""
-        SELECT s.symbol, s.name, s.asset_class, s.active, a.dataset, st.latest_session,
+        SELECT s.symbol, s.name, s.asset_class, {_ACTIVE} AS active, a.dataset, st.latest_session,
                st.covered_through, st.last_success_at, st.last_attempt_at,
                coalesce(st.consecutive_failures, 0) AS consecutive_failures,
                st.last_error_class, st.last_error_message, st.last_error_at,
@@ -423,7 +428,10 @@ def _runs_where(state, symbol, kind, since, until) -> tuple[str, list]:
         where.append("r.requested_at < ?")
         params.append(until)
     if symbol:
-        where.append("EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r.run_id AND t.symbol = ?)")
+        # Any case: tickers are case-sensitive, but a filter typed in another case still finds
+        # them (KIMpL and a KIMPL would both show).
+        where.append("EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r.run_id "
+                     "AND lower(t.symbol) = lower(?))")
         params.append(symbol)
     return " AND ".join(where), params
 
@@ -732,8 +740,15 @@ def scheduler_state(catalog: Catalog) -> dict[str, Any]:
 
 # -- one symbol (catalog) -----------------------------------------------------------------------
 def symbol_info(catalog: Catalog, symbol: str) -> dict[str, Any] | None:
+    """The universe's row of ``symbol``, or of the one held symbol equal to it but for case
+    (``?symbol=kimpl`` opens KIMpL); None if there is none."""
     with catalog.connect() as con:
         r = _one(con, "SELECT * FROM symbols WHERE symbol = ?", [symbol])
+        if not r.get("symbol"):
+            rows = con.execute("SELECT symbol FROM symbols WHERE lower(symbol) = lower(?)",
+                               [symbol]).fetchall()
+            if len(rows) == 1:
+                r = _one(con, "SELECT * FROM symbols WHERE symbol = ?", [rows[0][0]])
     return r if r.get("symbol") else None
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrich import calendars
+from enrich.identity import Identity
 from enrich.providers import MarketRequest, market_of
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
@@ -101,11 +102,13 @@ def window_for(dataset: str, covered: dt.date | None, expected: dt.date, calenda
 
 @dataclass(frozen=True)
 class Target:
-    """One symbol of a run with what it holds."""
+    """One symbol of a run with what it holds, and its identity when known (no window
+    before its listing or ticker change, none after its delisting)."""
 
     symbol: str
     asset_class: str
     coverage: dict[str, dt.date]
+    identity: Identity | None = None
 
 
 @dataclass
@@ -229,7 +232,13 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
         if cal not in plan.expected:
             plan.expected[cal] = calendars.latest_session(cal, now)
         expected = plan.expected[cal]
+        ident = t.identity
+        if ident is not None and ident.delisted is not None:
+            held = calendars.sessions(cal, ident.delisted - dt.timedelta(days=14), ident.delisted)
+            expected = min(expected, held[-1] if held else expected)
         for ds in datasets_for(t.asset_class, datasets, t.symbol, options_symbols):
+            if ds == "options_iv" and ident is not None and ident.delisted is not None:
+                continue
             b = plan.budget.setdefault(ds, DatasetBudget(ds))
             if (t.symbol, ds) in not_entitled:
                 continue
@@ -237,6 +246,8 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
             window = window_for(ds, covered, expected, cal, lookback_days=lookback_days,
                                 history_years=history_years, refetch_sessions=refetch_sessions,
                                 event_lookback_days=event_lookback_days)
+            if window is not None and ident is not None and ds != "options_iv":
+                window = ident.clamp(*window)
             if window is None:
                 b.up_to_date += 1
                 continue

@@ -29,6 +29,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "volume_z20",
     "high_52w_dist",
     "low_52w_dist",
+    "tr_close",
 )
 
 

@@ -199,6 +199,7 @@ class _Job:
     extra: dict[str, Any] | None = None  # further ``runs`` columns for its row
     recorded: bool = False  # its row is in the catalog
     cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_by: str | None = None  # who cancelled it (written with its row if not yet written)
     done: threading.Event = field(default_factory=threading.Event)
     started: bool = False
     state: str | None = None
@@ -378,6 +379,7 @@ class Services:
         with self._lock:
             job = self._jobs.get(run_id)
         if job is not None:
+            job.cancel_by = by
             job.cancel.set()  # in this process: no need to wait for the catalog poll
         try:
             state = request_cancel(self.store.catalog, run_id, by, self.clock())
@@ -479,7 +481,11 @@ class Services:
             state = "queued"
             if job.cancel.is_set():
                 state = "cancelled"
-                extra.update(finished_at=self.clock(), message="cancelled before it started")
+                now = self.clock()
+                extra.update(finished_at=now, message="cancelled before it started")
+                if job.cancel_by is not None:  # a cancel() before the row existed
+                    extra.update(cancel_requested_at=now, cancel_requested_by=job.cancel_by,
+                                 message=f"cancelled by {job.cancel_by} before it started")
             try:
                 self.engine.create_run(job.params, job.kind, run_id=job.run_id, state=state,
                                        parent_run_id=job.parent_run_id, extra=extra)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from enrich import conventions
 from enrich.errors import InvalidSymbolError
 
-# Upper-case letters and digits, optionally one class suffix (BRK.B) or a crypto/fx pair
-# with a prefix (X:BTCUSD, C:EURUSD) or an index (I:SPX). Nothing that can escape a path.
-_SYMBOL_RE = re.compile(r"^(?:[XCI]:)?[A-Z0-9]{1,12}(?:\.[A-Z0-9]{1,4})?$")
+# ASCII letters and digits, optionally one class suffix (BRK.B) or a crypto/fx pair with a
+# prefix (X:BTCUSD, C:EURUSD) or an index (I:SPX). Case is the provider's: tickers are
+# case-sensitive (KIMpL, a preferred, is not KIMPL). Nothing that can escape a path.
+_SYMBOL_RE = re.compile(r"^(?:[XCI]:)?[A-Za-z0-9]{1,12}(?:\.[A-Za-z0-9]{1,4})?$")
 
 ASSET_CLASSES = ("stocks", "etfs", "crypto", "fx", "indices")
 
@@ -24,14 +26,16 @@ DATASETS_BY_CLASS: dict[str, tuple[str, ...]] = {
 
 
 def validate_symbol(raw: str) -> str:
-    """Return the canonical form of ``raw`` or raise ``InvalidSymbolError`` saying why."""
+    """Return ``raw`` without surrounding spaces, in its own case, or raise
+    ``InvalidSymbolError`` saying why. Case is kept: the provider's ticker reference decides
+    the spelling (``enrich.universe`` matches a differently cased name to a held symbol)."""
     if not isinstance(raw, str):
         raise InvalidSymbolError(f"symbol must be text, got {type(raw).__name__}")
     sym = raw.strip()
     if not sym:
         raise InvalidSymbolError("symbol is empty")
-    # ASCII before upper-casing: 'ß'.upper() is 'SS', and other letters fold the same way.
-    sym = sym.upper() if sym.isascii() else sym
+    if sym[1:2] == ":":
+        sym = sym[0].upper() + sym[1:]  # the class prefix (x:btcusd -> X:btcusd)
     if not sym.isascii() or not _SYMBOL_RE.match(sym):
         raise InvalidSymbolError(
             f"invalid symbol {raw!r}: use 1-12 ASCII letters or digits, optionally a class suffix "
@@ -42,18 +46,13 @@ def validate_symbol(raw: str) -> str:
 
 def asset_class_of(symbol: str) -> str:
     """A best guess from the symbol's form, used when the universe does not say."""
-    if symbol.startswith("X:"):
-        return "crypto"
-    if symbol.startswith("C:"):
-        return "fx"
-    if symbol.startswith("I:"):
-        return "indices"
-    return "stocks"
+    return conventions.asset_class_of(symbol)
 
 
 def calendar_for(asset_class: str) -> str:
-    """Exchange calendar name: every day for crypto, XNYS for US listings."""
-    return "24/7" if asset_class == "crypto" else "XNYS"
+    """The class's calendar (``enrich.conventions``): XNYS for US listings and indices, every
+    UTC day for crypto, UTC days Sunday to Friday for forex."""
+    return conventions.convention(asset_class).calendar
 
 
 @dataclass(frozen=True)
@@ -90,4 +89,7 @@ DEMO_UNIVERSE: tuple[SymbolInfo, ...] = (
     SymbolInfo("TLT", "etfs", "iShares 20+ Year Treasury Bond ETF"),
     SymbolInfo("XLE", "etfs", "Energy Select Sector SPDR Fund"),
     SymbolInfo("X:BTCUSD", "crypto", "Bitcoin / US Dollar"),
+    SymbolInfo("X:ETHUSD", "crypto", "Ether / US Dollar"),
+    SymbolInfo("C:EURUSD", "fx", "Euro / US Dollar"),
+    SymbolInfo("I:SPX", "indices", "S&P 500 Index"),
 )

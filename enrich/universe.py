@@ -1,18 +1,33 @@
-"""The universe of symbols: list, add, remove, deactivate, import from CSV."""
+"""The universe of symbols: list, add, remove, deactivate, import from CSV.
+
+``add_verified`` (``symbols add``, the Settings page) asks the provider's ticker reference
+first (``enrich.identity``): an unknown ticker is refused, nothing is added; a known one is
+stored as the provider spells it, with its listing, delisting, FIGIs and ticker spans. Symbols
+are case-sensitive; a name given in another case finds the held symbol when only one matches
+(``match_symbols``).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
+from enrich import identity
 from enrich.catalog import Catalog, WriteBatch, transaction, utcnow
-from enrich.errors import InputError, InvalidSymbolError
+from enrich.errors import InputError, InvalidSymbolError, NotFoundError
 from enrich.lake import Lake
 from enrich.schemas import DATASETS
 from enrich.symbols import ASSET_CLASSES, DEMO_UNIVERSE, asset_class_of, validate_symbol
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from enrich.identity import TickerReference
+    from enrich.providers import Provider
 
 
 @dataclass(frozen=True)
@@ -22,6 +37,8 @@ class AddReport:
     added: list[str]  # new in the universe
     present: list[str]  # already in it, active: nothing changed
     reactivated: list[str]  # already in it, deactivated: active again, nothing else changed
+    # the provider's ticker reference of each symbol added (``add_verified``)
+    references: list[Added] = field(default_factory=list)
 
     @property
     def in_universe(self) -> list[str]:
@@ -50,7 +67,10 @@ class ImportReport:
 
 def list_symbols(catalog: Catalog, active_only: bool = False,
                  asset_class: str | None = None) -> pl.DataFrame:
-    sql = "SELECT symbol, asset_class, name, active, added_at FROM symbols WHERE true"
+    """The universe; ``delisted_on`` marks a delisted symbol (kept, no longer refreshed),
+    ``history_from`` the first day its history may have (listing or ticker change)."""
+    sql = ("SELECT symbol, asset_class, name, active, added_at, delisted_on, history_from "
+           "FROM symbols WHERE true")
     params: list = []
     if active_only:
         sql += " AND active"
@@ -106,12 +126,120 @@ def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]
     return AddReport([r["symbol"] for r in new], [s for s in syms if held.get(s)], sleeping)
 
 
+@dataclass(frozen=True)
+class Added:
+    symbol: str
+    reference: TickerReference
+
+
+def add_verified(catalog: Catalog, provider: Provider,
+                 items: list[tuple[str, str | None, str | None]]) -> AddReport:
+    """Add symbols after the provider's ticker reference confirmed each (``symbols add``).
+
+    A symbol already in the universe (in any case) is left as it is, as ``add_symbols``
+    leaves it (``present`` or ``reactivated``), without asking the provider. Each new one is
+    stored as the provider spells it (a name typed in another case is looked up as typed,
+    then upper-cased), with its reference (``enrich.identity.to_row``, in the report's
+    ``references``); its name and class default to the reference's. Raises ``InputError``
+    naming every ticker the reference does not know, or whose class contradicts it, before
+    anything is written."""
+    syms = [validate_symbol(raw) for raw, _, _ in items]
+    held, _ = match_symbols(catalog, syms)
+    held_folded = {h.lower() for h in held}
+    kept: list[tuple[str, str | None, str | None]] = []
+    refs: list[tuple[TickerReference, str | None, str | None]] = []
+    problems: list[str] = []
+    for sym, (_, cls, name) in zip(syms, items, strict=True):
+        if sym.lower() in held_folded:
+            kept.append((next(h for h in held if h.lower() == sym.lower()), cls, name))
+            continue
+        try:
+            ref = _lookup(provider, sym)
+        except NotFoundError as exc:
+            problems.append(f"{sym} is not a ticker {provider.name} knows ({exc})")
+            continue
+        given = (cls or "").strip().lower() or None
+        if given and given != ref.asset_class and {given, ref.asset_class} != {"stocks", "etfs"}:
+            problems.append(f"{ref.ticker} is {ref.asset_class} ({ref.market} market, type "
+                            f"{ref.type}) in {provider.name}'s reference, not {given}")
+            continue
+        refs.append((ref, given, name))
+    if problems:
+        raise InputError("; ".join(problems) + "; nothing was added")
+    report = add_symbols(catalog, [*kept, *((ref.ticker, cls or ref.asset_class,
+                                             name or ref.name) for ref, cls, name in refs)])
+    at = utcnow()
+    added = set(report.added)
+    batch = WriteBatch()
+    references = []
+    for ref, cls, name in refs:
+        if ref.ticker in added:  # inserted just now: its reference joins it
+            batch.upsert("symbols", {**_row(ref.ticker, cls or ref.asset_class, name or ref.name),
+                                     **identity.to_row(ref, at)})
+            references.append(Added(ref.ticker, ref))
+    if references:
+        catalog.write(batch)
+    return AddReport(report.added, report.present, report.reactivated, references)
+
+
+def _lookup(provider: Provider, sym: str) -> TickerReference:
+    try:
+        return provider.ticker_reference(sym)
+    except NotFoundError:
+        if sym.upper() == sym:
+            raise
+        return provider.ticker_reference(sym.upper())
+
+
+def describe_added(added: Added) -> str:
+    """One line about a verified symbol: what it is and what history it will have."""
+    ref, ident = added.reference, added.reference.identity()
+    what = f"{added.symbol} ({ref.name or 'no name'}; {ref.market} {ref.type or ''}".rstrip()
+    parts = [what + ")"]
+    if ident.delisted is not None:
+        parts.append(f"delisted: last traded {ident.delisted.isoformat()}; its history up to "
+                     "then is fetched once, then it is no longer refreshed")
+    if ident.renamed:
+        spans = ", ".join(f"{s.ticker} from {s.start.isoformat() if s.start else 'listing'}"
+                          for s in ident.spans)
+        parts.append(f"traded as {spans}: each ticker's history is fetched over its own span")
+    elif ident.history_from is not None:
+        parts.append(f"history from {ident.history_from.isoformat()}")
+    return "; ".join(parts)
+
+
+def match_symbols(catalog: Catalog, symbols: list[str]) -> tuple[list[str], list[str]]:
+    """(the held spelling of each of ``symbols``, those not held). A symbol matches itself,
+    else the one held symbol equal to it but for case (``kimpl`` finds ``KIMpL``)."""
+    if not symbols:
+        return [], []
+    return match_held(catalog.query("SELECT symbol FROM symbols")["symbol"].to_list(), symbols)
+
+
+def match_held(held: Iterable[str], symbols: list[str]) -> tuple[list[str], list[str]]:
+    """``match_symbols`` against the symbols ``held`` (a universe read before)."""
+    held = list(held)
+    exact = set(held)
+    folded: dict[str, list[str]] = {}
+    for h in held:
+        folded.setdefault(h.lower(), []).append(h)
+    out, unknown = [], []
+    for s in symbols:
+        if s in exact:
+            out.append(s)
+        elif len(folded.get(s.lower(), [])) == 1:
+            out.append(folded[s.lower()][0])
+        else:
+            unknown.append(s)
+    return out, unknown
+
+
 def _known(catalog: Catalog, symbols: list[str]) -> list[str]:
     """``symbols`` validated; raises ``InputError`` naming those not in the universe."""
     syms = list(dict.fromkeys(validate_symbol(s) for s in symbols))
     if not syms:
         raise InputError("no symbol given")
-    unknown = unknown_symbols(catalog, syms)
+    syms, unknown = match_symbols(catalog, syms)
     if unknown:
         raise InputError(f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not in "
                          "the universe (`python -m enrich symbols list` shows it); "
@@ -214,10 +342,5 @@ def rebuild_from_lake(catalog: Catalog, lake: Lake) -> list[str]:
 
 
 def unknown_symbols(catalog: Catalog, symbols: list[str]) -> list[str]:
-    """Those of ``symbols`` (canonical forms) that are not in the universe."""
-    if not symbols:
-        return []
-    held = set(catalog.query(
-        f"SELECT symbol FROM symbols WHERE symbol IN ({','.join('?' * len(symbols))})",
-        list(symbols))["symbol"].to_list())
-    return [s for s in symbols if s not in held]
+    """Those of ``symbols`` that are not in the universe (in any case: ``match_symbols``)."""
+    return match_symbols(catalog, list(symbols))[1]

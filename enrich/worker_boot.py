@@ -21,6 +21,6 @@ import enrich.engine  # noqa: E402, F401
 import enrich.providers.sample  # noqa: E402, F401
 from enrich import calendars, features  # noqa: E402
 
-for _cal in ("XNYS", "24/7"):
+for _cal in calendars.CALENDARS:
     calendars.latest_session(_cal, dt.datetime.now(dt.UTC))
 features.load_kernel()

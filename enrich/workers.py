@@ -28,7 +28,7 @@ import os
 import pickle
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from enrich.catalog import WriteBatch
@@ -53,6 +53,7 @@ class Job:
     run_id: str | None
     not_entitled: frozenset[tuple[str, str]]
     fetched: tuple[Any, ...] = ()  # engine.Fetched: the run's universe-wide answers
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)  # Engine.references
 
 
 def usable_cpus() -> int:
@@ -96,6 +97,8 @@ def _init(job: Job) -> None:
     clock = lambda: now["t"]  # noqa: E731 - set per task to the run's instant
     store = Store(job.settings.data_dir, job.settings.catalog_timeout_s, migrate=False)
     engine = Engine(store, job.provider_factory(clock=clock), job.settings, clock=clock)
+    engine.reads_catalog = False
+    engine.references.update(job.references)
     _worker.update(job=job, engine=engine, now=now)
 
 

@@ -269,6 +269,17 @@ def health() -> dict[str, Any]:
     return _health(str(settings().data_dir), version())
 
 
+def provider():
+    """The run service's provider (the one whose ticker reference ``symbols add`` asks), or
+    a new one from the settings when the service is unavailable."""
+    svc = services()
+    if svc is not None:
+        return svc.provider
+    from enrich.providers import make_provider
+
+    return make_provider(settings())
+
+
 def probe() -> dict[str, Any]:
     """Call the provider's connectivity probe now: status, message, latency, when."""
     svc = services()

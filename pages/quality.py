@@ -68,7 +68,8 @@ c.tiles([
 
 rows = summary
 if search:
-    rows = rows.filter(pl.col("symbol").str.contains(search.strip().upper(), literal=True))
+    rows = rows.filter(pl.col("symbol").str.to_lowercase()
+                       .str.contains(search.strip().lower(), literal=True))
 if show == SHOW[0]:
     rows = rows.sort(["attention", "symbol"], descending=[True, False])
 elif show == SHOW[1]:

@@ -196,7 +196,7 @@ def run_list() -> None:
         since = dt.datetime.combine(days[0], dt.time(), dt.UTC)
         end = days[1] if len(days) > 1 else days[0]
         until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
-    sym = (symbol or "").strip().upper() or None
+    sym = (symbol or "").strip() or None
     filters = dict(state=None if state == ALL else state, symbol=sym,
                    kind=None if kind == ALL else kind, since=since, until=until)
     page = int(st.session_state.get("runs_page", 1) or 1)

@@ -77,6 +77,8 @@ def added_report(report: uv.AddReport | uv.ImportReport) -> None:
     symbols that have no data yet."""
     if report.added:
         st.success(f"Added {len(report.added):,}: {_names(report.added)}")
+        for added in getattr(report, "references", [])[:30]:  # what the reference said
+            st.caption(ui.literal(uv.describe_added(added)))
     if report.reactivated:
         st.success(f"Reactivated {len(report.reactivated):,} (name and added date kept): "
                    f"{_names(report.reactivated)}")
@@ -106,7 +108,8 @@ tab_add, tab_import, tab_state, tab_remove = st.tabs(
 with tab_add:
     with st.form("add_symbols", clear_on_submit=True):
         raw = st.text_input("Symbols", key="add_raw",
-                            placeholder="AAPL, BRK.B, X:BTCUSD (comma or space separated)")
+                            placeholder="AAPL, BRK.B, X:BTCUSD (comma or space separated; "
+                                        "checked against the provider's ticker reference)")
         cls = st.selectbox("Asset class", [AUTO, *ASSET_CLASSES], key="add_class")
         name = st.text_input("Name (for a single symbol)", key="add_name")
         submitted = st.form_submit_button("Add", icon="➕")
@@ -115,8 +118,8 @@ with tab_add:
         if not items:
             st.error("Type at least one symbol.")
         else:
-            try:
-                report = uv.add_symbols(c.store().catalog, [
+            try:  # the provider's ticker reference first: an unknown ticker is refused
+                report = uv.add_verified(c.store().catalog, c.provider(), [
                     (s, None if cls == AUTO else cls, name.strip() or None
                      if len(items) == 1 else None) for s in items])
             except EnrichError as exc:

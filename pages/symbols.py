@@ -405,6 +405,7 @@ def drilldown(symbol: str) -> None:
         st.error(f"{ui.literal(symbol, limit=80)} is not in the universe. Add it under "
                  "Settings.")
         return
+    symbol = info["symbol"]  # as held (a name typed in another case finds it)
     title = ui.literal(symbol) + (f" · {ui.literal(info['name'])}" if info.get("name") else "")
     c.page_header(title, f"{ui.literal(info['asset_class'])}"
                   + ("" if info["active"] else " · inactive (not enriched by runs)"))
@@ -502,6 +503,6 @@ def drilldown(symbol: str) -> None:
 
 symbol_param = c.query_param("symbol")
 if symbol_param:
-    drilldown(symbol_param.strip().upper())
+    drilldown(symbol_param.strip())  # tickers are case-sensitive (KIMpL)
 else:
     symbol_list()

@@ -252,6 +252,11 @@ def test_symbol_detail_matches_its_status(reads):
     assert [c["check_name"] for c in ko["failing_checks"]] == list(desk.sql(
         "SELECT check_name FROM quality_status WHERE symbol = 'KO' AND NOT passed")[
         "check_name"])
+    # Tickers keep their case; one typed in another case finds the held spelling, with the
+    # identity the provider's reference gave it.
+    low = desk.api.ok(f"{V1}/symbols/aapl")
+    assert low["symbol"] == "AAPL" and low["datasets"] == j["datasets"]
+    assert {"ticker_type", "market", "delisted_on", "history_from"} <= set(low)
     r = desk.api.get(f"{V1}/symbols/NOPE")
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_symbol"
     r = desk.api.get(f"{V1}/symbols/bad%20symbol!")
@@ -275,6 +280,8 @@ def test_symbol_rows_as_json_csv_and_parquet(reads):
                      headers={"Accept": "application/vnd.apache.parquet"})
     assert r.headers["content-type"] == "application/vnd.apache.parquet"
     assert pl.read_parquet(io.BytesIO(r.content)).equals(lake)
+    j = desk.api.ok(f"{V1}/symbols/aapl/bars", **q)  # the held spelling's rows
+    assert j["symbol"] == "AAPL" and j["rows"] == 15
     news = desk.api.ok(f"{V1}/symbols/AAPL/news", **{"from": "2026-11-01"})
     assert all(n["published_utc"] >= "2026-11-01" for n in news["items"]) and news["rows"]
     r = desk.api.get(f"{V1}/symbols/AAPL/bars", params={"from": "2026-11-20", "to": "2026-11-02"})
@@ -374,8 +381,8 @@ def test_health_is_200_when_healthy_503_with_the_reason(desk, monkeypatch):
 
 # -- actions ----------------------------------------------------------------------------------
 def test_post_run_returns_202_and_the_run_ends(desk):
-    r = desk.api.post(f"{V1}/runs", json={"symbols": ["AAPL"], "datasets": ["bars"],
-                                          "lookback": 10})
+    r = desk.api.post(f"{V1}/runs", json={"symbols": ["aapl"], "datasets": ["bars"],
+                                          "lookback": 10})  # any case finds the held AAPL
     assert r.status_code == 202, r.text
     run_id = r.json()["run_id"]
     assert r.json()["url"] == f"{V1}/runs/{run_id}"

@@ -29,7 +29,10 @@ from pathlib import Path
 
 import pytest
 
+from enrich.symbols import DEMO_UNIVERSE
 from tests.conftest import REPO
+
+N_DEMO = len(DEMO_UNIVERSE)  # 29: stocks, ETFs, two crypto pairs, a forex pair, an index
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -177,8 +180,8 @@ def test_dashboard_end_to_end(page, shot):
     shot(page, "first_launch")
     start.click()
     page.get_by_text(re.compile(r"Running now")).wait_for(timeout=60_000)
-    page.get_by_text(re.compile(r"\d+ / 26 symbols|starting")).first.wait_for()
-    wait_metric(page, "Fresh", "26", RUN_TIMEOUT_MS / 1000)
+    page.get_by_text(re.compile(rf"\d+ / {N_DEMO} symbols|starting")).first.wait_for()
+    wait_metric(page, "Fresh", str(N_DEMO), RUN_TIMEOUT_MS / 1000)
     assert metric_value(page, "Never fetched") == "0"
     settle(page)
     no_exception(page)
@@ -212,7 +215,7 @@ def test_dashboard_end_to_end(page, shot):
     search = page.get_by_label("Search symbol or name")
     search.fill("AAPL")
     search.press("Enter")
-    page.get_by_text("1 of 26 symbols match").wait_for()
+    page.get_by_text(f"1 of {N_DEMO} symbols match").wait_for()
     settle(page, 0.5)
     grid = page.locator('[data-testid="stDataFrame"]').first
     box = grid.bounding_box()

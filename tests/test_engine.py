@@ -175,7 +175,7 @@ def test_unknown_symbol_is_refused_with_a_hint(settings, fixed_clock):
 def test_asset_class_decides_datasets(settings, fixed_clock):
     eng = make_engine(settings.with_(history_years=1), fixed_clock())
     summary = eng.run(RunParams(asset_class="crypto"))
-    assert [r.symbol for r in summary.results] == ["X:BTCUSD"]
+    assert sorted(r.symbol for r in summary.results) == ["X:BTCUSD", "X:ETHUSD"]
     fetched = set(eng.store.catalog.query(
         "SELECT DISTINCT dataset FROM fetch_log WHERE run_id = ?",
         [summary.run_id])["dataset"])

@@ -13,8 +13,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from enrich.errors import ValidationError
-from enrich.features import compute_features
-from enrich.schemas import BARS, FEATURE_COLUMNS, FEATURES
+from enrich.features import compute_features, dividends_on_basis
+from enrich.schemas import BARS, DIVIDENDS, FEATURE_COLUMNS, FEATURES, SPLITS
 
 START = dt.datetime(2024, 1, 1, 14, 30, tzinfo=dt.UTC)
 PRICE_VALUED = {"ma20", "ma50", "ma200", "ema12", "ema26", "macd", "macd_signal", "atr14",
@@ -140,6 +140,49 @@ def test_volatility_is_annualised_sample_std_of_the_last_20_log_returns():
         assert vol[row] == pytest.approx(expected, rel=1e-12)
 
 
+def _returns_std(closes: list[float], row: int) -> float:
+    returns = [math.log(closes[k] / closes[k - 1]) for k in range(row - 19, row + 1)]
+    return statistics.stdev(returns)
+
+
+@pytest.mark.parametrize(("symbol", "asset_class", "timeframe", "step", "per_year"), [
+    # Crypto trades 365 days a year; forex's UTC-day bars are six a week (Sunday's short).
+    ("X:BTCUSD", None, "1d", dt.timedelta(days=1), 365),
+    ("BTCUSD", "crypto", "1d", dt.timedelta(days=1), 365),
+    ("C:EURUSD", None, "1d", dt.timedelta(days=1), 312),
+    ("I:SPX", None, "1d", dt.timedelta(days=1), 252),
+    ("SPY", "etfs", "1d", dt.timedelta(days=1), 252),
+    # Hourly bars annualise by their bars a year: the trading hours of a year.
+    ("AAPL", "stocks", "1h", dt.timedelta(hours=1), 252 * 6.5),
+    ("X:BTCUSD", "crypto", "1h", dt.timedelta(hours=1), 365 * 24),
+    ("C:EURUSD", "fx", "1h", dt.timedelta(hours=1), 52 * 120),
+    ("AAPL", "stocks", "5m", dt.timedelta(minutes=5), 252 * 78),
+])
+def test_volatility_annualises_by_the_bars_a_year_of_class_and_timeframe(
+        symbol, asset_class, timeframe, step, per_year):
+    closes = [100 * math.exp(0.01 * math.sin(k) + 0.002 * k) for k in range(25)]
+    out = compute_features(make_bars(symbol, closes, timeframe=timeframe, step=step),
+                           asset_class=asset_class)
+    vol = column(out, "volatility_20d")
+    for row in (20, 24):
+        assert vol[row] == pytest.approx(_returns_std(closes, row) * math.sqrt(per_year),
+                                         rel=1e-12)
+
+
+def test_each_symbol_of_a_many_symbol_call_uses_its_own_class():
+    closes = [100 * math.exp(0.01 * math.sin(k)) for k in range(22)]
+    bars = pl.concat([make_bars("AAA", closes), make_bars("BBB", closes)])
+    out = compute_features(bars, asset_class={"AAA": "crypto", "BBB": "stocks"})
+    vol = {s: out.filter(pl.col("symbol") == s)["volatility_20d"][21] for s in ("AAA", "BBB")}
+    assert vol["AAA"] == pytest.approx(_returns_std(closes, 21) * math.sqrt(365), rel=1e-12)
+    assert vol["BBB"] == pytest.approx(_returns_std(closes, 21) * math.sqrt(252), rel=1e-12)
+
+
+def test_an_unknown_timeframe_is_refused():
+    with pytest.raises(ValidationError, match="timeframe"):
+        compute_features(make_bars("X", [1.0, 2.0], timeframe="1w"))
+
+
 def test_bollinger_bands_use_the_population_std():
     closes = [float(k) for k in range(1, 26)]
     out = compute_features(make_bars("X", closes))
@@ -239,64 +282,165 @@ def test_atr14_wilder_true_range():
     assert atr[16] == pytest.approx(expected, rel=1e-12)
 
 
-def test_volume_z20():
-    volumes = [float(k) for k in range(1, 21)] + [30.0]
-    out = compute_features(make_bars("X", [10.0] * 21, volumes=volumes))
+def test_volume_z20_compares_a_bar_with_the_20_before_it():
+    volumes = [float(k) for k in range(1, 21)] + [30.0, 10.5]
+    out = compute_features(make_bars("X", [10.0] * 22, volumes=volumes))
     z = column(out, "volume_z20")
-    assert nulls_then_values(z, 19)
-    # Volumes 1..20: mean 10.5, sample variance 35.
-    assert z[19] == pytest.approx((20 - 10.5) / math.sqrt(35), rel=1e-12)
-    window = volumes[1:21]
-    expected = (30 - statistics.fmean(window)) / statistics.stdev(window)
-    assert z[20] == pytest.approx(expected, rel=1e-12)
+    assert nulls_then_values(z, 20)
+    # Row 20 against volumes 1..20 (rows 0..19): mean 10.5, sample variance 35.
+    assert z[20] == pytest.approx((30 - 10.5) / math.sqrt(35), rel=1e-12)
+    window = volumes[1:21]  # row 21 against rows 1..20
+    assert z[21] == pytest.approx((10.5 - statistics.fmean(window)) / statistics.stdev(window),
+                                  rel=1e-12)
+
+
+def test_volume_z20_is_not_capped_by_its_own_bar():
+    # With the bar inside its own window |z| <= 19 / sqrt(20) ~ 4.25 whatever the spike.
+    volumes = [1000.0 + (k % 2) for k in range(20)] + [1e9]
+    z = column(compute_features(make_bars("X", [10.0] * 21, volumes=volumes)), "volume_z20")
+    assert z[20] > 1e6
+
+
+def test_volume_z20_matches_pandas_over_the_previous_20_bars():
+    pd = pytest.importorskip("pandas")
+    bars = random_walk("X", 400, 7)
+    volume = bars["volume"].to_list()
+    volume[100] = None  # a missing volume nulls every z whose window (or bar) holds it
+    volume[200:230] = [5e5] * 30  # a flat stretch: std 0, null
+    bars = bars.with_columns(pl.Series("volume", volume, dtype=pl.Float64))
+    got = compute_features(bars)["volume_z20"].to_numpy()  # nulls as NaN
+    v = pd.Series(volume, dtype="float64")
+    before = v.shift(1).rolling(20, min_periods=20)
+    std = before.std(ddof=1)
+    expected = ((v - before.mean()) / std.where(std > 0)).to_numpy()
+    assert (np.isnan(got) == np.isnan(expected)).all()
+    both = ~np.isnan(expected)
+    assert both.sum() > 300
+    scaled = np.abs(got[both] - expected[both]) / np.maximum(1.0, np.abs(expected[both]))
+    assert scaled.max() <= 1e-9
 
 
 def test_volume_z20_is_null_when_the_window_is_flat_or_has_a_null():
-    volumes = [5.0, 9.0] + [7.0] * 25 + [8.0]
-    out = compute_features(make_bars("X", [10.0] * 28, volumes=volumes))
+    volumes = [5.0, 9.0] + [7.0] * 25 + [8.0, 7.0]
+    out = compute_features(make_bars("X", [10.0] * 29, volumes=volumes))
     z = column(out, "volume_z20")
-    # Rows 19 and 20 still see a 5 or a 9; rows 21..26 see twenty 7s; row 27 sees an 8.
-    assert z[19] is not None and z[20] is not None
-    assert z[21:27] == [None] * 6
-    assert z[27] == pytest.approx((8 - 7.05) / statistics.stdev([7.0] * 19 + [8.0]), rel=1e-12)
+    # Rows 20 and 21 still see a 5 or a 9; rows 22..27 see twenty 7s (the 8 too: its window
+    # is flat); row 28 sees nineteen 7s and the 8.
+    assert z[20] is not None and z[21] is not None
+    assert z[22:28] == [None] * 6
+    assert z[28] == pytest.approx((7 - 7.05) / statistics.stdev([7.0] * 19 + [8.0]), rel=1e-12)
 
     volumes = [float(k) for k in range(1, 31)]
     volumes[3] = None
     out = compute_features(make_bars("X", [10.0] * 30, volumes=volumes))
     z = column(out, "volume_z20")
-    assert z[:23] == [None] * 23  # every window up to row 22 holds row 3
-    assert all(v is not None for v in z[23:])
+    assert z[:24] == [None] * 24  # every window up to row 23 holds row 3
+    assert all(v is not None for v in z[24:])
     assert out["ma20"][19] == 10.0  # a null volume touches nothing else
 
 
-def test_52_week_distances():
-    n = 260
+def test_52_week_distances_cover_364_calendar_days():
+    n = 372  # a bar every calendar day (crypto)
     closes = [100.0 + k for k in range(n)]
     highs = [c + 1 for c in closes]
     lows = [c - 1 for c in closes]
     highs[3] = 1000.0
     lows[5] = 50.0
-    out = compute_features(make_bars("X", closes, highs=highs, lows=lows))
+    out = compute_features(make_bars("X:BTCUSD", closes, highs=highs, lows=lows))
     high_dist, low_dist = column(out, "high_52w_dist"), column(out, "low_52w_dist")
-    assert nulls_then_values(high_dist, 251)
-    assert nulls_then_values(low_dist, 251)
-    # Row 251 covers rows 0..251, which hold the 1000 high and the 50 low.
-    assert high_dist[251] == pytest.approx(351 / 1000 - 1, rel=1e-12)
-    assert low_dist[251] == pytest.approx(351 / 50 - 1, rel=1e-12)
-    # Row 255 covers rows 4..255: the spike high has left the window, the low has not.
-    assert high_dist[255] == pytest.approx(355 / 356 - 1, rel=1e-12)
-    assert low_dist[255] == pytest.approx(355 / 50 - 1, rel=1e-12)
-    # Row 257 covers rows 6..257: the lowest low is now row 6's.
-    assert low_dist[257] == pytest.approx(357 / 105 - 1, rel=1e-12)
+    # Row k covers the bars after ts[k] - 364 days: from row 364 on, 364 rows, all held.
+    assert nulls_then_values(high_dist, 364)
+    assert nulls_then_values(low_dist, 364)
+    # Row 364 covers rows 1..364, which hold the 1000 high and the 50 low.
+    assert high_dist[364] == pytest.approx(464 / 1000 - 1, rel=1e-12)
+    assert low_dist[364] == pytest.approx(464 / 50 - 1, rel=1e-12)
+    # Row 367 covers rows 4..367: the spike high has left the window, the low has not.
+    assert high_dist[367] == pytest.approx(467 / 468 - 1, rel=1e-12)
+    assert low_dist[367] == pytest.approx(467 / 50 - 1, rel=1e-12)
+    # Row 369 covers rows 6..369: the lowest low is now row 6's.
+    assert low_dist[369] == pytest.approx(469 / 105 - 1, rel=1e-12)
+
+
+def test_52_week_window_is_the_same_time_for_every_calendar():
+    from enrich.calendars import sessions
+
+    days = sessions("XNYS", dt.date(2022, 1, 3), dt.date(2023, 12, 29))
+    n = len(days)
+    closes = [100.0 + k for k in range(n)]
+    highs = [c + 1 for c in closes]
+    bars = make_bars("SPY", closes, highs=highs, lows=closes).with_columns(
+        pl.Series("ts", [dt.datetime.combine(d, dt.time(5), dt.UTC) for d in days]),
+        pl.Series("session", days))
+    dist = column(compute_features(bars), "high_52w_dist")
+    # 2023-01-03 is the first session 364 days or more after 2022-01-03; its window holds the
+    # sessions after 2022-01-04 (250 of them: 52 weeks of XNYS sessions, not 252 rows).
+    first = days.index(dt.date(2023, 1, 3))
+    assert nulls_then_values(dist, first)
+    inside = [d for d in days if dt.date(2022, 1, 4) < d <= dt.date(2023, 1, 3)]
+    assert len(inside) == 250
+    assert dist[first] == pytest.approx(closes[first] / highs[first] - 1, rel=1e-12)
+    # Hourly bars: 364 days of hours before any value (no row count stands in for 52 weeks).
+    hourly = compute_features(make_bars("SPY", closes * 20, timeframe="1h",
+                                        step=dt.timedelta(hours=1)))
+    assert nulls_then_values(column(hourly, "high_52w_dist"), 364 * 24)
 
 
 def test_short_group_is_all_nulls_where_windows_do_not_fit():
     out = compute_features(make_bars("X", [10.0]))
     assert out.height == 1
-    assert out.select(FEATURE_COLUMNS).row(0) == (None,) * 16
+    assert out.select(FEATURE_COLUMNS).row(0) == (None,) * (len(FEATURE_COLUMNS) - 1) + (10.0,)
     out = compute_features(make_bars("X", [10.0, 11.0, 12.0]))
     assert out["log_return"].null_count() == 1
-    assert all(out[c].null_count() == 3 for c in FEATURE_COLUMNS if c != "log_return")
+    assert all(out[c].null_count() == 3 for c in FEATURE_COLUMNS
+               if c not in ("log_return", "tr_close"))
+    assert out["tr_close"].to_list() == [10.0, 11.0, 12.0]  # no dividend: the close
+
+
+# --- total return ------------------------------------------------------------------------------
+
+
+def _dividends(rows: list[tuple[str, dt.date, float]]) -> pl.DataFrame:
+    return pl.DataFrame({"symbol": [r[0] for r in rows], "ex_date": [r[1] for r in rows],
+                         "cash_amount": [r[2] for r in rows]},
+                        schema={"symbol": pl.String, "ex_date": pl.Date,
+                                "cash_amount": pl.Float64})
+
+
+def test_tr_close_reinvests_cash_dividends_on_the_ex_date():
+    closes = [100.0, 101.0, 99.0, 100.0, 102.0]
+    bars = make_bars("KO", closes)
+    ex = bars["session"][2]  # a 2.0 dividend goes ex on row 2 (the close drops by it)
+    out = compute_features(bars, dividends=_dividends([("KO", ex, 2.0), ("PG", ex, 9.0)]))
+    tr = column(out, "tr_close")
+    assert tr[2:] == closes[2:]  # the last bar's close, and every bar after the ex-date
+    factor = 99.0 / (99.0 + 2.0)
+    assert tr[0] == pytest.approx(100.0 * factor, rel=1e-15)
+    assert tr[1] == pytest.approx(101.0 * factor, rel=1e-15)
+    # The total return of the ex-date's bar is its price move plus the dividend.
+    assert tr[2] / tr[1] - 1 == pytest.approx((99.0 + 2.0) / 101.0 - 1, rel=1e-12)
+    assert out["log_return"][2] == pytest.approx(math.log(99 / 101))  # price only
+    # A dividend whose ex-date has no bar is credited to the next bar; one before the
+    # history is not.
+    gappy = bars.filter(pl.col("session") != bars["session"][3])  # no bar on row 3's day
+    late = compute_features(gappy, dividends=_dividends([
+        ("KO", bars["session"][0] - dt.timedelta(days=3), 5.0),
+        ("KO", bars["session"][3], 1.0)]))
+    # Credited to the next bar (close 102), reinvested at its close; the early one nowhere.
+    assert column(late, "tr_close") == pytest.approx(
+        [c * 102.0 / 103.0 for c in closes[:3]] + [102.0], rel=1e-15)
+
+
+def test_dividends_are_put_on_the_split_adjusted_basis():
+    divs = DIVIDENDS.empty().vstack(pl.DataFrame({
+        "symbol": ["AAPL", "AAPL"], "ex_date": [dt.date(2020, 8, 7), dt.date(2020, 11, 6)],
+        "cash_amount": [0.82, 0.205]}).pipe(lambda f: f.select(
+            [pl.col(c) if c in f.columns else pl.lit(None, dtype=t).alias(c)
+             for c, t in DIVIDENDS.schema.items()])))
+    splits = SPLITS.empty().vstack(pl.DataFrame(
+        {"symbol": ["AAPL"], "execution_date": [dt.date(2020, 8, 31)], "split_from": [1.0],
+         "split_to": [4.0], "adjustment_type": ["forward_split"]}, schema=SPLITS.schema))
+    out = dividends_on_basis(divs, splits)
+    assert out["cash_amount"].to_list() == [0.205, 0.205]  # 0.82 per pre-split share / 4
 
 
 # --- groups and ordering -----------------------------------------------------------------------
@@ -411,8 +555,8 @@ def test_windows_do_not_drift_after_prices_fall_by_a_million():
 
 
 def test_a_zero_price_gives_infinities_as_ieee_arithmetic_says():
-    closes = [10.0] * 260 + [0.0, 5.0]
-    lows = [9.0] * 260 + [0.0, 4.0]
+    closes = [10.0] * 370 + [0.0, 5.0]
+    lows = [9.0] * 370 + [0.0, 4.0]
     out = compute_features(make_bars("X", closes, lows=lows))
     assert out["log_return"][-2:].to_list() == [-math.inf, math.inf]
     assert out["low_52w_dist"][-1] == math.inf  # 5 / 0 - 1
@@ -456,9 +600,10 @@ def reference_features(bars: pl.DataFrame) -> pl.DataFrame:
         for w in (20, 50, 200):
             f[f"ma{w}"] = _window(c, w, lambda s: sum(s) / len(s))
         f["volatility_20d"] = np.full(n, np.nan)
+        per_year = {"1d": 252, "1h": 252 * 6.5}[group["timeframe"][0]]  # US stocks
         for k in range(20, n):
             f["volatility_20d"][k] = statistics.stdev(f["log_return"][k - 19 : k + 1]) * math.sqrt(
-                252
+                per_year
             )
 
         def ema_step(alpha):
@@ -491,14 +636,23 @@ def reference_features(bars: pl.DataFrame) -> pl.DataFrame:
         f["bb_upper"] = f["ma20"] + 2 * std0
         f["bb_lower"] = f["ma20"] - 2 * std0
 
-        def zscore(s):
-            if np.isnan(s).any() or len(set(s)) == 1:
+        def zscore(s):  # the last of 21 volumes against the 20 before it
+            before = s[:-1]
+            if np.isnan(s).any() or len(set(before)) == 1:
                 return np.nan
-            return (s[-1] - statistics.fmean(s)) / statistics.stdev(s)
+            return (s[-1] - statistics.fmean(before)) / statistics.stdev(before)
 
-        f["volume_z20"] = _window(v, 20, zscore)
-        f["high_52w_dist"] = c / _window(h, 252, max) - 1
-        f["low_52w_dist"] = c / _window(lo, 252, min) - 1
+        f["volume_z20"] = _window(v, 21, zscore)
+        ts = group["ts"].to_list()
+        year = dt.timedelta(days=364)
+        high_52w, low_52w = np.full(n, np.nan), np.full(n, np.nan)
+        for k in range(n):
+            if ts[k] - ts[0] >= year:
+                inside = [j for j in range(k + 1) if ts[j] > ts[k] - year]
+                high_52w[k], low_52w[k] = max(h[inside]), min(lo[inside])
+        f["high_52w_dist"] = c / high_52w - 1
+        f["low_52w_dist"] = c / low_52w - 1
+        f["tr_close"] = c.copy()
 
         keys = group.select("symbol", "timeframe", "ts", "session")
         values = pl.DataFrame({name: f[name] for name in FEATURE_COLUMNS}).fill_nan(None)

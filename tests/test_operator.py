@@ -177,9 +177,9 @@ def test_cli_add_of_a_symbol_already_present_changes_nothing(populated, capsys, 
     out = capsys.readouterr().out
     assert "already present: AAPL (unchanged)" in out and "added" not in out
     assert _aapl(data) == before
-    assert cli.main(["symbols", "add", "AAPL", "NEWX", "--json"]) == 0
+    assert cli.main(["symbols", "add", "AAPL", "IBM", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report == {"added": ["NEWX"], "already_present": ["AAPL"], "reactivated": []}
+    assert report == {"added": ["IBM"], "already_present": ["AAPL"], "reactivated": []}
     assert _aapl(data) == before
 
 

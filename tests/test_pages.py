@@ -393,13 +393,19 @@ def test_universe_management(populated):
     public = at.dataframe[0].value
     assert dict(zip(public["variable"], public["value"], strict=True))[
         "MASSIVE_API_KEY"] == "not set"
-    at.text_input(key="add_raw").set_value("ZZZT, C:EURUSD")
+    # The provider's ticker reference decides: an unknown ticker refuses the whole addition.
+    at.text_input(key="add_raw").set_value("ZZZT, TWTR")
+    at.button(key="FormSubmitter:add_symbols-Add").click().run()
+    assert not at.exception
+    assert any("ZZZT is not a ticker sample knows" in e.value for e in at.error)
+    assert not {"ZZZT", "TWTR"} & set(q.universe_table(cat)["symbol"])
+    at.text_input(key="add_raw").set_value("S0042, TWTR")
     at.button(key="FormSubmitter:add_symbols-Add").click().run()
     assert not at.exception
     syms = q.universe_table(cat)
-    added = syms.filter(pl.col("symbol").is_in(["ZZZT", "C:EURUSD"]))
+    added = syms.filter(pl.col("symbol").is_in(["S0042", "TWTR"]))
     assert dict(added.select("symbol", "asset_class").iter_rows()) == {
-        "ZZZT": "stocks", "C:EURUSD": "fx"}
+        "S0042": "stocks", "TWTR": "stocks"}
 
     at.text_area(key="import_text").set_value("symbol,asset_class\nQQQQ,etfs\nbad sym\n"
                                              "X:ETHUSD,crypto\nFOO,planets\n")
@@ -411,13 +417,13 @@ def test_universe_management(populated):
     assert "unknown asset class" in refused["error"].iloc[1]
     assert {"QQQQ", "X:ETHUSD"} <= set(q.universe_table(cat)["symbol"])
 
-    at.multiselect(key="state_pick").set_value(["ZZZT"]).run()  # enables the buttons
+    at.multiselect(key="state_pick").set_value(["S0042"]).run()  # enables the buttons
     at.button(key="deactivate").click().run()
-    assert q.universe_table(cat).filter(pl.col("symbol") == "ZZZT")["active"][0] is False
-    at.multiselect(key="remove_pick").set_value(["ZZZT"])
+    assert q.universe_table(cat).filter(pl.col("symbol") == "S0042")["active"][0] is False
+    at.multiselect(key="remove_pick").set_value(["S0042"])
     at.checkbox(key="remove_sure").check().run()
     at.button(key="remove").click().run()
-    assert "ZZZT" not in set(q.universe_table(cat)["symbol"])
+    assert "S0042" not in set(q.universe_table(cat)["symbol"])
 
 
 # -- scale ----------------------------------------------------------------------------------

@@ -165,6 +165,111 @@ def test_repeated_closes_fail_repeated_closes_only(copy):
     assert failing(copy, "AAPL") == {("bars", "repeated_closes"): 6.0}
 
 
+# -- the checks that would have caught wrong data for an instrument (issue 13) --------------
+def _shift_days(frame: pl.DataFrame, days: int) -> pl.DataFrame:
+    return frame.with_columns(pl.col("ts") + dt.timedelta(days=days),
+                              pl.col("session") + dt.timedelta(days=days))
+
+
+def test_a_bar_on_a_day_that_is_no_session_fails_off_calendar_only(copy):
+    bars = bars_of(copy)
+    friday = bars.filter(pl.col("session").dt.weekday() == 5).slice(10, 1)
+    put_bars(copy, pl.concat([bars, _shift_days(friday, 1)]))  # the same bar on Saturday
+    saturday = friday["session"][0] + dt.timedelta(days=1)
+    assert failing(copy, "AAPL") == {("bars", "off_calendar"): 1.0}
+    assert saturday.isoformat() in copy.catalog.scalar(
+        "SELECT detail FROM quality_status WHERE symbol = 'AAPL' AND check_name = "
+        "'off_calendar'")
+    # Forex trades Sunday to Friday: a Saturday bar is none of its sessions, a Sunday is one
+    # (crypto's calendar has every day).
+    fx = bars_of(copy, "C:EURUSD")
+    assert (fx["session"].dt.weekday() == 7).any() and not (fx["session"].dt.weekday() == 6).any()
+    fri = fx.filter(pl.col("session").dt.weekday() == 5).slice(3, 1)
+    put_bars(copy, pl.concat([fx, _shift_days(fri, 1)]), "C:EURUSD")
+    assert failing(copy, "C:EURUSD") == {("bars", "off_calendar"): 1.0}
+    btc = bars_of(copy, "X:BTCUSD")
+    assert (btc["session"].dt.weekday() == 6).any()
+    assert failing(copy, "X:BTCUSD") == {}
+
+
+def test_a_zero_volume_bar_fails_zero_volume_only_where_volume_is_expected(copy):
+    bars = bars_of(copy)
+    put_bars(copy, bars.with_columns(pl.when(pl.int_range(pl.len()) == 40).then(0.0)
+                                     .otherwise(pl.col("volume")).alias("volume")))
+    assert failing(copy, "AAPL") == {("bars", "zero_volume"): 1.0}
+    # An index carries no volume at all (null): nothing to judge.
+    spx = bars_of(copy, "I:SPX")
+    assert spx["volume"].null_count() == spx.height
+    assert failing(copy, "I:SPX") == {}
+    assert "carry no volume" in copy.catalog.scalar(
+        "SELECT detail FROM quality_status WHERE symbol = 'I:SPX' AND check_name = "
+        "'zero_volume'")
+
+
+@pytest.mark.parametrize(("column", "factor"), [("high", 1.6), ("low", 0.5)])
+def test_a_bad_print_fails_bad_print_only(copy, column, factor):
+    bars = bars_of(copy)
+    put_bars(copy, bars.with_columns(pl.when(pl.int_range(pl.len()) == 90)
+                                     .then(pl.col(column) * factor)
+                                     .otherwise(pl.col(column)).alias(column)))
+    got = failing(copy, "AAPL")
+    assert set(got) == {("bars", "bad_print")} and got[("bars", "bad_print")] > 8
+    assert str(bars["session"][90]) in copy.catalog.scalar(
+        "SELECT detail FROM quality_status WHERE symbol = 'AAPL' AND check_name = 'bad_print'")
+
+
+def test_a_partial_last_session_fails_partial_session_only(copy):
+    bars = bars_of(copy)
+    last = bars.height - 1
+    put_bars(copy, bars.with_columns(pl.when(pl.int_range(pl.len()) == last)
+                                     .then(pl.col("volume") * 0.05)
+                                     .otherwise(pl.col("volume")).alias("volume")))
+    got = failing(copy, "AAPL")
+    assert set(got) == {("bars", "partial_session")}
+    assert got[("bars", "partial_session")] < quality.THRESHOLDS.partial_session
+
+
+def test_a_forex_sunday_is_judged_against_sundays(copy):
+    """Sunday's forex session opens at 17:00 New York: a few percent of a weekday's quotes
+    is its normal volume, not a partial session."""
+    fx = bars_of(copy, "C:EURUSD")
+    sunday = fx.filter(pl.col("session").dt.weekday() == 7)["session"][-1]
+    upto = fx.filter(pl.col("session") <= sunday)
+    weekdays = upto.filter(pl.col("session").dt.weekday() < 6)["volume"].median()
+    assert upto["volume"][-1] < 0.25 * weekdays  # far below a weekday's
+    results, _ = quality.check_bars(upto, copy.lake.read("splits", ["C:EURUSD"]), "FX",
+                                    asset_class="fx")
+    partial = next(r for r in results if r.check == "partial_session")
+    assert partial.passed and "short session" in partial.detail
+    cut = upto.with_columns(pl.when(pl.col("session") == sunday).then(pl.col("volume") * 0.05)
+                            .otherwise(pl.col("volume")).alias("volume"))
+    results, _ = quality.check_bars(cut, copy.lake.read("splits", ["C:EURUSD"]), "FX",
+                                    asset_class="fx")
+    assert [r.check for r in results if not r.passed] == ["partial_session"]
+
+
+def test_a_price_level_break_across_a_gap_fails_ticker_reuse_only(copy):
+    """Another security's history under the ticker: it stopped trading, the ticker was idle,
+    then the current one started at another price level. The gap and the move are that
+    check's evidence, not missing sessions or a jump."""
+    bars = bars_of(copy)
+    i = pl.int_range(pl.len())
+    px = ["open", "high", "low", "close", "vwap"]
+    old = bars.with_columns([pl.when(i < 100).then(pl.col(c) / 15).otherwise(pl.col(c))
+                             .alias(c) for c in px])
+    put_bars(copy, old.filter((i < 100) | (i >= 110)))  # ten sessions without a bar
+    got = failing(copy, "AAPL")
+    assert got == {("bars", "ticker_reuse"): 1.0}
+    detail = copy.catalog.scalar("SELECT detail FROM quality_status WHERE symbol = 'AAPL' "
+                                 "AND check_name = 'ticker_reuse'")
+    assert f"{bars['session'][99]} → {bars['session'][110]}" in detail
+    # A split in the gap explains the level: no break.
+    copy.lake.upsert("splits", pl.DataFrame({
+        "symbol": ["AAPL"], "execution_date": [bars["session"][110]], "split_from": [1.0],
+        "split_to": [15.0], "adjustment_type": ["forward_split"]}))
+    assert failing(copy, "AAPL") == {("bars", "missing_sessions"): 10.0}
+
+
 def test_a_bad_iv_fails_iv_range_only_and_bad_greeks_fail_greeks(copy):
     chain = copy.lake.read("options_iv", ["AAPL"])
     calls = pl.col("contract_type") == "call"
@@ -268,7 +373,7 @@ def test_checks_run_after_each_fetch_and_feed_scores(settings):
     scores = q.quality_scores(store.catalog)
     aapl_bars = scores.filter((pl.col("symbol") == "AAPL") & (pl.col("dataset") == "bars"))
     weights = quality.SEVERITY_WEIGHT
-    total = 4 * weights["error"] + 2 * weights["warning"]
+    total = sum(weights[c.severity] for c in quality.CHECKS if c.dataset == "bars")
     assert aapl_bars["score"][0] == pytest.approx(
         (total - weights["error"] - weights["warning"]) / total)
     assert aapl_bars["failed"][0] == 2

@@ -62,6 +62,12 @@ def test_quality_json_is_the_read_model_and_failing_exits_1(data):
     p = run(data, "quality", "--symbol", "AAPL")
     assert "missing_sessions" in p.stdout and "bars" in p.stdout
     assert run(data, "quality", "--symbol", "NOPE").returncode == 2
+    # Tickers keep their case; one typed in another case finds the held spelling.
+    p = run(data, "quality", "--symbol", "aapl", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["symbol"] == "AAPL"
+    assert [c["check_name"] for c in json.loads(p.stdout)["checks"] if not c["passed"]] == [
+        "missing_sessions"]
 
 
 def test_coverage_lists_the_gaps_as_rows(data, template):
@@ -90,7 +96,7 @@ def test_audit_and_fill_close_the_gap(data, template):
     assert p.returncode == 2 and "before --from" in p.stderr
     assert run(data, "fill", "--dataset", "bars", "--symbols", "NOPE", "--from",
                gone[0].isoformat(), "--to", gone[-1].isoformat()).returncode == 2
-    p = run(data, "fill", "--dataset", "bars", "--symbols", "AAPL", "--from",
+    p = run(data, "fill", "--dataset", "bars", "--symbols", "aapl", "--from",  # held: AAPL
             gone[0].isoformat(), "--to", gone[-1].isoformat())
     assert p.returncode == 0, p.stderr
     assert "2 missing cells: backfill bars" in p.stderr and "succeeded" in p.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from enrich.engine import Engine, RunParams
+from enrich.identity import TickerReference
 from enrich.providers.sample import SampleProvider
 from enrich.schemas import DATASETS
 from enrich.store import Store
@@ -30,6 +31,12 @@ class MarkedProvider(SampleProvider):
         super().__init__(**kw)
         self.marks, self.crash = marks, crash
         Path(marks, str(os.getpid())).touch()
+
+    def ticker_reference(self, symbol):
+        if symbol == "AAAA":  # not in the sample's own universe: known to this test
+            return TickerReference("AAAA", "Crashes its worker", "stocks", "CS", True,
+                                   source="test")
+        return super().ticker_reference(symbol)
 
     def bars(self, symbol, timeframe, start, end):
         if symbol == self.crash:

@@ -27,6 +27,7 @@ import polars as pl
 
 if TYPE_CHECKING:
     from enrich.config import Settings
+    from enrich.identity import TickerReference
     from enrich.retry import RequestStats
 
 
@@ -139,6 +140,12 @@ class Provider(Protocol):
     def process_factory(self) -> Callable[..., Provider] | None:
         """A picklable callable that builds this provider again in a worker process, for
         providers that compute rows on the CPU; None for network providers."""
+        ...
+
+    def ticker_reference(self, symbol: str) -> TickerReference:
+        """What the provider's ticker reference says ``symbol`` is now, with the ticker
+        changes of the entity holding it (``enrich.identity``). Raises ``NotFoundError`` for
+        a ticker it does not know."""
         ...
 
     def probe(self) -> ProbeResult: ...

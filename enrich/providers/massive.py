@@ -47,8 +47,10 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
+import numpy as np
 import polars as pl
 
+from enrich import calendars, conventions
 from enrich.config import DEFAULT_BASE_URL, Settings
 from enrich.errors import (
     AuthError,
@@ -64,6 +66,7 @@ from enrich.errors import (
     TransientError,
     ValidationError,
 )
+from enrich.identity import TickerChange, TickerReference
 from enrich.occ import PREFIX as OCC_PREFIX
 from enrich.occ import parse_occ
 from enrich.providers import MarketRequest, ProbeResult
@@ -99,6 +102,10 @@ NEWS_V2 = "/v2/reference/news"
 CHAIN = "/v3/snapshot/options/{underlying}"
 CONTRACTS = "/v3/reference/options/contracts"
 MARKET_STATUS = "/v1/marketstatus/now"
+TICKER_DETAILS = "/v3/reference/tickers/{ticker}"
+TICKER_EVENTS = "/vX/reference/tickers/{id}/events"
+# Markets whose entities change tickers (the events endpoint is about companies).
+_EVENT_MARKETS = {"stocks", "otc"}
 
 TIMEFRAMES: dict[str, tuple[int, str]] = {"1d": (1, "day"), "1h": (1, "hour"), "5m": (5, "minute")}
 DEFAULT_MAX_PAGES = 50
@@ -267,7 +274,11 @@ class MassiveProvider:
     # ---- datasets -------------------------------------------------------------------------
 
     def bars(self, symbol: str, timeframe: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-        """Split-adjusted bars; ``session`` is the ET date of the bar start ``t``."""
+        """Split-adjusted bars. ``session`` is the date of ``t`` in the zone of the ticker's
+        class (``enrich.conventions``: New York for stocks and indices, UTC for crypto and
+        forex); a daily bar's ``ts`` is that session's midnight there. Index bars carry no
+        volume (null); a forex row on a Saturday is no session and is left out (a note says
+        so)."""
         if timeframe not in TIMEFRAMES:
             raise ValueError(f"unknown timeframe {timeframe!r}; use one of {sorted(TIMEFRAMES)}")
         return self._aggs(symbol, timeframe, start, end, f"{symbol} {timeframe} bars")
@@ -291,15 +302,24 @@ class MassiveProvider:
         )
         params = {"adjusted": "true", "sort": "asc", "limit": 50000}
         rows = self._collect(AGGS, path, params, subject)
+        conv = conventions.of_symbol(ticker)
         check = _Check(subject, len(rows))
-        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _bar_row))]
+        parsed = [r for i, raw in enumerate(rows)
+                  if (r := check.row(i, raw, _bar_row, conv.volume_expected))]
         check.done()
-        frame = _bar_frame(parsed)
+        frame = _bar_frame(parsed, conv, daily=timeframe == "1d")
         frame = frame.with_columns(
             symbol=pl.lit(ticker),
             timeframe=pl.lit(timeframe),
             adjusted_asof=pl.lit(self._today(), dtype=pl.Date),
         ).filter(pl.col("session").is_between(start, end))
+        off = _off_calendar(frame, conv.calendar)
+        if off is not None and off.any():
+            days = sorted(set(frame.filter(off)["session"].to_list()))
+            self._ledger.note(f"{subject}: left out {int(off.sum())} rows on "
+                              f"{', '.join(d.isoformat() for d in days[:3])}"
+                              f"{' …' if len(days) > 3 else ''}: no {conv.calendar} session")
+            frame = frame.filter(~off)
         return conform(frame.unique("ts", keep="first").sort("ts"), BARS)
 
     def grouped_daily(self, session: dt.date, market: str = "stocks",
@@ -314,6 +334,7 @@ class MassiveProvider:
         if market not in GROUPED_MARKETS:
             raise ValueError(f"no grouped daily bars for market {market!r}")
         endpoint, prefix, zone = GROUPED_MARKETS[market]
+        conv = conventions.convention(market)
         subject = f"grouped daily {market} bars {session.isoformat()}"
         rows = self._collect(endpoint, prefix + session.isoformat(), {"adjusted": "true"},
                              subject)
@@ -323,7 +344,7 @@ class MassiveProvider:
         check = _Check(subject, len(rows))
 
         def parse(raw: dict) -> dict:
-            row = _bar_row(raw)
+            row = _bar_row(raw, conv.volume_expected)
             row["symbol"] = _req_str(raw, "T")
             return row
 
@@ -435,6 +456,51 @@ class MassiveProvider:
             "sort": "published_utc",
         }
         return self._collect(NEWS_V2, NEWS_V2, params, subject, max_pages)
+
+    # ---- ticker reference -----------------------------------------------------------------
+
+    def ticker_reference(self, symbol: str) -> TickerReference:
+        """What Massive's reference says ``symbol`` is now (``/v3/reference/tickers/{ticker}``)
+        and, for companies, the ticker changes of the entity holding it
+        (``/vX/reference/tickers/{id}/events``, experimental: when it is refused or missing,
+        the listing date alone bounds the history). Raises ``NotFoundError`` for a ticker the
+        reference does not know (tickers are case-sensitive)."""
+        subject = f"{symbol} ticker details"
+        body = self._get(TICKER_DETAILS, self._base_url + f"/v3/reference/tickers/{_seg(symbol)}",
+                         {}, subject)
+        results = body.get("results")
+        if not isinstance(results, dict):
+            raise NotFoundError(f"{subject}: not found (no results)", provider=PROVIDER,
+                                endpoint=TICKER_DETAILS, status=200,
+                                request_id=_request_id(body))
+        check = _Check(subject, 1)
+        details = check.row(0, results, _ticker_details)
+        check.done()
+        changes: tuple[TickerChange, ...] = ()
+        if details["market"] in _EVENT_MARKETS:
+            changes = self._ticker_changes(details["ticker"])
+        return TickerReference(**details, changes=changes, source=PROVIDER)
+
+    def _ticker_changes(self, ticker: str) -> tuple[TickerChange, ...]:
+        subject = f"{ticker} ticker events"
+        try:
+            body = self._get(TICKER_EVENTS,
+                             self._base_url + f"/vX/reference/tickers/{_seg(ticker)}/events",
+                             {"types": "ticker_change"}, subject)
+        except (NotFoundError, NotEntitledError) as exc:
+            self._ledger.note(f"{subject}: {exc.message}; the listing date alone bounds the "
+                              "history")
+            return ()
+        events = _obj(body, "results").get("events") if isinstance(body, dict) else None
+        if events is None:
+            return ()
+        if not isinstance(events, list):
+            raise MalformedPayloadError(f"{subject}: 'events' is not a list", provider=PROVIDER,
+                                        endpoint=TICKER_EVENTS, status=200)
+        check = _Check(subject, len(events))
+        parsed = [r for i, raw in enumerate(events) if (r := check.row(i, raw, _ticker_change))]
+        check.done()
+        return tuple(sorted(parsed, key=lambda c: c.date))
 
     # ---- universe-wide --------------------------------------------------------------------
 
@@ -1042,26 +1108,71 @@ _BAR_ROW_SCHEMA = {
 }
 
 
-def _bar_row(raw: dict) -> dict:
+def _bar_row(raw: dict, volume: bool = True) -> dict:
+    """One aggregate. ``volume``: whether the class trades volume (index bars carry only
+    ``o h l c t``, reference §7: their volume, VWAP and trade count are null)."""
     t = _int(raw, "t")
     o, h, lo, c = (_num(raw, k, minimum=0) for k in ("o", "h", "l", "c"))
     if h < lo:
         raise _Bad(f"high {h} < low {lo} at t={t}")
     return {
         "t": t, "open": o, "high": h, "low": lo, "close": c,
-        "volume": _num(raw, "v", minimum=0),
-        "vwap": _num(raw, "vw", required=False, minimum=0),
-        "trades": _int(raw, "n", required=False),
+        "volume": _num(raw, "v", minimum=0) if volume else None,
+        "vwap": _num(raw, "vw", required=False, minimum=0) if volume else None,
+        "trades": _int(raw, "n", required=False) if volume else None,
     }
 
 
-def _bar_frame(rows: list[dict]) -> pl.DataFrame:
-    """``ts`` is ``t`` (ms) as UTC; ``session`` the date of that instant in New York."""
-    return pl.DataFrame(rows, schema=_BAR_ROW_SCHEMA).with_columns(
+def _bar_frame(rows: list[dict], conv: conventions.Convention,
+               daily: bool) -> pl.DataFrame:
+    """``ts`` is ``t`` (ms) as UTC; ``session`` the date of that instant in the class's zone
+    (``enrich.conventions``). A daily bar's ``ts`` becomes the session's midnight in that
+    zone, whichever instant the provider stamped (crypto: 00:00 UTC recorded, 04:00 UTC in the
+    spec's example; indices: 01:00 New York), so every path lands on one lake key."""
+    frame = pl.DataFrame(rows, schema=_BAR_ROW_SCHEMA).with_columns(
         ts=pl.from_epoch("t", time_unit="ms").dt.replace_time_zone("UTC"),
     ).with_columns(
-        session=pl.col("ts").dt.convert_time_zone("America/New_York").dt.date(),
+        session=pl.col("ts").dt.convert_time_zone(conv.session_zone).dt.date(),
     )
+    if daily:
+        frame = frame.with_columns(
+            ts=pl.col("session").cast(pl.Datetime("us")).dt.replace_time_zone(conv.session_zone)
+            .dt.convert_time_zone("UTC"))
+    return frame
+
+
+def _off_calendar(frame: pl.DataFrame, calendar: str) -> pl.Series | None:
+    """Which rows of a forex frame fall on no session (Saturdays: stray quotes after the
+    Friday close, in recorded responses); None for the other calendars, whose rows are kept
+    for the quality checks to judge."""
+    if calendar != "FX" or frame.is_empty():
+        return None
+    days = frame["session"].to_numpy().astype("datetime64[D]")
+    held = calendars.session_array(calendar, frame["session"].min(), frame["session"].max())
+    return pl.Series(~np.isin(days, held))
+
+
+def _ticker_details(raw: dict) -> dict:
+    delisted = raw.get("delisted_utc")
+    return {
+        "ticker": _req_str(raw, "ticker"),
+        "name": _opt_str(raw, "name"),
+        "market": _opt_str(raw, "market"),
+        "type": _opt_str(raw, "type"),
+        "active": raw.get("active") is not False,
+        "list_date": _date(raw, "list_date", required=False),
+        "delisted": _instant(raw, "delisted_utc").date() if delisted else None,
+        "composite_figi": _opt_str(raw, "composite_figi"),
+        "share_class_figi": _opt_str(raw, "share_class_figi"),
+    }
+
+
+def _ticker_change(raw: dict) -> TickerChange | None:
+    # The spec's schema names the field ``event_type``, its example ``type``: read both.
+    kind = raw.get("type", raw.get("event_type"))
+    if kind != "ticker_change":
+        return None
+    return TickerChange(_date(raw, "date"), _req_str(_obj(raw, "ticker_change"), "ticker"))
 
 
 _DIVIDEND_ROW_SCHEMA = {

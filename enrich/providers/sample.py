@@ -62,6 +62,7 @@ import functools
 import hashlib
 import itertools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,6 +73,7 @@ from scipy.special import ndtri
 from enrich import calendars
 from enrich.bsm import price_and_greeks, to_market_units
 from enrich.errors import NotFoundError, ProviderError, TransientError
+from enrich.identity import TickerChange, TickerReference
 from enrich.occ import format_occ, format_occ_array, parse_occ
 from enrich.providers import MarketRequest, ProbeResult
 from enrich.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
@@ -195,6 +197,11 @@ _KNOWN: dict[str, tuple] = {
     "TLT": (98.4, 0.16, 0.01, 40e6, 0.036),
     "XLE": (84.6, 0.28, 0.05, 18e6, 0.033),
     "X:BTCUSD": (44180.0, 0.65, 0.45, 30e3, 0.0),
+    "X:ETHUSD": (2352.0, 0.75, 0.40, 400e3, 0.0),
+    "C:EURUSD": (1.0940, 0.075, 0.0, 2e5, 0.0),  # volume: quotes a day
+    "I:SPX": (4742.83, 0.17, 0.09, 0.0, 0.0),  # an index carries no volume
+    # The security that traded as META until 2022-04-29 (a recycled ticker: see _AS_TRADED).
+    "META~2022": (12.4, 0.45, 0.0, 2e5, 0.0),
 }
 
 # Real splits: (execution date, split_from, split_to).
@@ -209,6 +216,76 @@ _KNOWN_SPLITS: dict[str, tuple[tuple[dt.date, float, float], ...]] = {
 
 # Dividend payers that started paying recently.
 _DIVIDEND_START = {"GOOGL": dt.date(2024, 6, 1), "META": dt.date(2024, 2, 1)}
+
+# Tickers that named different securities over time: (first day, last day, the security whose
+# data the ticker shows then). Facebook traded as FB until 2022-06-08 and as META since
+# 2022-06-09; before that, META was another, ~$12 security that stopped trading on 2022-04-29
+# (reference massive-refresh-and-correctness.md §8). Other tickers are their own security.
+_AS_TRADED: dict[str, tuple[tuple[dt.date, dt.date, str], ...]] = {
+    "FB": ((dt.date(2012, 5, 18), dt.date(2022, 6, 8), "META"),),
+    "META": ((EPOCH, dt.date(2022, 4, 29), "META~2022"), (dt.date(2022, 6, 9), LAST_DAY, "META")),
+}
+
+
+def _as_traded(ticker: str, start: dt.date, end: dt.date) -> list[tuple[str, dt.date, dt.date]]:
+    """(security, first, last) pieces of [start, end] for ``ticker`` as traded."""
+    spans = _AS_TRADED.get(ticker)
+    if spans is None:
+        return [(ticker, start, end)]
+    return [(sec, max(start, a), min(end, z)) for a, z, sec in spans
+            if max(start, a) <= min(end, z)]
+
+
+# The sample provider's ticker reference ("its own universe"): the demo universe, a few more
+# listings that show what a reference is for, and 10,000 synthetic stocks S0000-S9999 (scale
+# tests and benchmarks). Anything else is an unknown ticker. Listing dates are the real ones
+# where the model knows them (it generates prices from 2000 on for every ticker).
+_SYNTHETIC = re.compile(r"^S[0-9]{4}$")
+_TYPES = {"stocks": "CS", "etfs": "ETF", "indices": "INDEX"}
+_MARKETS = {"stocks": "stocks", "etfs": "stocks", "crypto": "crypto", "fx": "fx",
+            "indices": "indices"}
+_LISTED = {"META": dt.date(2012, 5, 18), "TSLA": dt.date(2010, 6, 29),
+           "V": dt.date(2008, 3, 19), "GOOGL": dt.date(2004, 8, 19),
+           "X:ETHUSD": dt.date(2016, 5, 1), "QQQ": dt.date(1999, 3, 10),
+           "IWM": dt.date(2000, 5, 22), "GLD": dt.date(2004, 11, 18),
+           "TLT": dt.date(2002, 7, 22)}
+_FIGI = {"AAPL": ("BBG000B9XRY4", "BBG001S5N8V8"), "META": ("BBG000MM2P62", "BBG001SNF2J7")}
+# (name, class, type, listed, last traded or None, ticker changes)
+_MORE_LISTINGS: dict[str, tuple] = {
+    "TWTR": ("Twitter, Inc.", "stocks", "CS", dt.date(2013, 11, 7), dt.date(2022, 10, 27), ()),
+    "KIMpL": ("Kimco Realty Corp. 5.125% Class L Cumulative Redeemable Preferred", "stocks",
+              "PFD", dt.date(2017, 8, 16), None, ()),
+    # A plain stock outside the demo universe (a universe that is not the demo's, in tests).
+    "IBM": ("International Business Machines Corporation", "stocks", "CS", None, None, ()),
+}
+_CHANGES = {"META": (TickerChange(dt.date(2012, 5, 18), "FB"),
+                     TickerChange(dt.date(2022, 6, 9), "META"))}
+
+
+def _reference(ticker: str) -> TickerReference | None:
+    """What the sample reference says ``ticker`` is (None: it does not know it)."""
+    if ticker in _MORE_LISTINGS:
+        name, cls, kind, listed, last, changes = _MORE_LISTINGS[ticker]
+    elif ticker in _DEMO_CLASS:
+        cls = _DEMO_CLASS[ticker]
+        name, kind, listed, last = _DEMO_NAME[ticker], _TYPES.get(cls), _LISTED.get(ticker), None
+        changes = _CHANGES.get(ticker, ())
+    elif _SYNTHETIC.match(ticker):
+        name, cls, kind, listed, last, changes = f"Synthetic {ticker[1:]}", "stocks", "CS", \
+            None, None, ()
+    else:
+        return None
+    figi, share_figi = _FIGI.get(ticker, (None, None))
+    return TickerReference(ticker, name, _MARKETS[cls], kind, last is None, listed, last,
+                           figi, share_figi, changes, "sample")
+
+
+def _relabel(frames: list[pl.DataFrame], ticker: str, empty: pl.DataFrame) -> pl.DataFrame:
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return empty
+    out = frames[0] if len(frames) == 1 else pl.concat(frames)
+    return out.with_columns(symbol=pl.lit(ticker))
 
 
 _DEMO_CLASS = {s.symbol: s.asset_class for s in DEMO_UNIVERSE}
@@ -247,7 +324,8 @@ class _Profile:
     @property
     def has_options(self) -> bool:
         root = self.occ_root
-        return self.asset_class in ("stocks", "etfs") and len(root) <= 6 and not root.isdigit()
+        return (self.asset_class in ("stocks", "etfs") and len(root) <= 6 and not root.isdigit()
+                and root.isalnum() and root == root.upper() and "~" not in self.symbol)
 
     @property
     def has_earnings(self) -> bool:
@@ -300,7 +378,7 @@ def _prev_session_idx(day_idx: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=4096)
 def _profile(symbol: str) -> _Profile:
     key = _stable_key(symbol)
-    cls = _DEMO_CLASS.get(symbol) or asset_class_of(symbol)
+    cls = _DEMO_CLASS.get(symbol) or asset_class_of(symbol.partition("~")[0])
     u = _uniform(key, _PROFILE, np.arange(20)).tolist()
 
     def loguni(x: float, lo: float, hi: float) -> float:
@@ -374,10 +452,21 @@ def _xnys_slots() -> np.ndarray:
 
 
 def _session_start_us(cal: str, idx: np.ndarray) -> np.ndarray:
-    """Daily bar ``ts`` (µs, UTC): New York midnight, or UTC midnight on the 24/7 calendar."""
-    if cal == "24/7":
+    """Daily bar ``ts`` (µs, UTC): New York midnight, or UTC midnight on the calendars of UTC
+    days (crypto's 24/7, forex's FX), as ``enrich.conventions`` says."""
+    if cal in _UTC_DAY_CALENDARS:
         return (idx + _UNIX_DAYS) * _US_PER_DAY
     return _et_midnight_us()[idx]
+
+
+_UTC_DAY_CALENDARS = ("24/7", "FX")
+# Forex: the share of a full trading day each UTC weekday trades (Monday = 0): Friday closes
+# at 17:00 New York, Sunday opens then, Saturday is closed. Five days of trading a week.
+_FX_DAY_WEIGHT = np.array([1.0, 1.0, 1.0, 1.0, 0.875, 0.0, 0.125])
+
+
+def _fx_weight(idx: np.ndarray) -> np.ndarray:
+    return _FX_DAY_WEIGHT[(idx + 5) % 7]
 
 
 # ----------------------------------------------------------------------------- price path
@@ -400,14 +489,19 @@ _ALL_DAYS = np.arange(N_DAYS)
 @functools.lru_cache(maxsize=256)
 def _path(symbol: str) -> _Path:
     p = _profile(symbol)
-    per_year = 365.0 if p.calendar == "24/7" else 252.0
+    per_year = {"24/7": 365.0, "FX": 260.0}.get(p.calendar, 252.0)
     sigma_d, drift_d = p.vol / math.sqrt(per_year), p.drift / per_year
-    trading = _trading_weekdays(p, _ALL_DAYS)
-    calm = 0.25 * sigma_d  # weekends move a little: Monday gaps
-    s = np.where(trading, sigma_d, calm)
-    # Mean log return mu - s^2/2, worked out once per kind of day (the same float operations
-    # as per day, so the same values).
-    mean_r = np.where(trading, drift_d - 0.5 * sigma_d * sigma_d, 0.0 - 0.5 * calm * calm)
+    if p.calendar == "FX":  # a day moves as much as it trades (Saturday: a trace)
+        w = np.maximum(_fx_weight(_ALL_DAYS), 0.0004)
+        s = sigma_d * np.sqrt(w)
+        mean_r = drift_d * w - 0.5 * s * s
+    else:
+        trading = _trading_weekdays(p, _ALL_DAYS)
+        calm = 0.25 * sigma_d  # weekends move a little: Monday gaps
+        s = np.where(trading, sigma_d, calm)
+        # Mean log return mu - s^2/2, worked out once per kind of day (the same float
+        # operations as per day, so the same values).
+        mean_r = np.where(trading, drift_d - 0.5 * sigma_d * sigma_d, 0.0 - 0.5 * calm * calm)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([p.key, _RET])))
     r = mean_r + s * rng.standard_normal(N_DAYS)
     cum = np.cumsum(r)
@@ -429,8 +523,10 @@ def _daily(p: _Profile, idx: np.ndarray) -> dict[str, np.ndarray]:
     lp = path.log_close[np.maximum(idx - 1, 0)]
     ret = lc - lp
     sd = path.sigma_d
+    if p.calendar == "FX":  # a Sunday trades a few hours: its range is as short
+        sd = sd * np.sqrt(_fx_weight(idx))
     u_gap, u_high, u_low, u_vwap, u_vol = _unit(_mix(_mix(p.key, _DAY, idx), _DAY_PURPOSES))
-    if p.calendar == "24/7":
+    if p.calendar in _UTC_DAY_CALENDARS:
         log_o = lp  # continuous trading: a day opens at the previous close
     else:
         log_o = lp + 0.3 * ret + 0.15 * sd * ndtri(u_gap)
@@ -439,6 +535,8 @@ def _daily(p: _Profile, idx: np.ndarray) -> dict[str, np.ndarray]:
     lo = np.maximum(np.minimum(o, c) * np.exp(0.36 * sd * np.log(u_low)), 1e-6)
     # Cents, more decimals for pennies; one grid per row keeps low <= open, close <= high.
     scale = np.where(lo >= 1.0, 100.0, np.where(lo >= 0.01, 1e4, 1e6))
+    if p.calendar == "FX":
+        scale = np.full(len(idx), 1e5)  # currency pairs quote five decimals
     o, hi, lo, c = (_round_rows(x, scale) for x in (o, hi, lo, c))
     vwap = np.clip(_round_rows(lo + (hi - lo) * (0.1 + 0.8 * u_vwap), scale), lo, hi)
     mu = np.where(_trading_weekdays(p, idx), path.drift_d, 0.0)
@@ -446,9 +544,13 @@ def _daily(p: _Profile, idx: np.ndarray) -> dict[str, np.ndarray]:
     vol = p.adv * np.exp(0.3 * ndtri(u_vol) - 0.045 + 0.25 * surprise)
     if p.calendar == "XNYS":
         vol *= np.where(_xnys_slots()[idx] < 78, 0.55, 1.0)  # half-days trade less
+    elif p.calendar == "FX":
+        vol *= np.where(_fx_weight(idx) < 0.5, 0.03, 1.0)  # Sunday evening: few quotes
     vol = np.round(vol)
     size = _TRADE_DOLLARS.get(p.asset_class, 10_000.0)
     trades = np.where(vol > 0, np.maximum(1.0, np.round(vol * c / size)), 0.0)
+    if p.calendar == "FX":
+        trades = vol  # forex volume is a count of quotes: Massive's v equals n
     return {"open": o, "high": hi, "low": lo, "close": c, "vwap": vwap, "volume": vol,
             "trades": trades.astype(np.int64), "scale": scale}
 
@@ -541,7 +643,7 @@ class SampleProvider:
 
     def _begin(self, method: str, symbol: str) -> str:
         """Count the call, maybe inject a failure, and return the canonical symbol."""
-        raw = symbol.strip().upper() if isinstance(symbol, str) else repr(symbol)
+        raw = symbol.strip() if isinstance(symbol, str) else repr(symbol)
         self._request(method, raw)
         if method == "option_bars":
             return raw
@@ -570,32 +672,46 @@ class SampleProvider:
             raise ProviderError(
                 f"unsupported timeframe {timeframe!r}: use one of {', '.join(TIMEFRAMES)}",
                 provider=self.name, endpoint="bars")
-        p = _profile(sym)
-        eff_end = min(end, self._latest(p.calendar))
-        sess = calendars.session_array(p.calendar, max(start, EPOCH), eff_end)
-        if start > eff_end or len(sess) == 0:
+        eff_end = min(end, self._latest(_profile(sym).calendar))
+        pieces = _as_traded(sym, start, eff_end)
+        if len(pieces) == 1 and pieces[0][0] == sym:
+            return self._bars_of(sym, timeframe, start, eff_end)
+        return _relabel([self._bars_of(sec, timeframe, a, z, eff_end) for sec, a, z in pieces],
+                        sym, BARS.empty())
+
+    def _bars_of(self, security: str, timeframe: str, start: dt.date, end: dt.date,
+                 asof: dt.date | None = None) -> pl.DataFrame:
+        """The bars of ``security`` on the sessions in [start, end] (``end`` at most the
+        latest completed session), on the share basis of ``asof`` (default ``end``)."""
+        p = _profile(security)
+        asof = asof or end
+        sess = calendars.session_array(p.calendar, max(start, EPOCH), end)
+        if start > end or len(sess) == 0:
             return BARS.empty()
         idx = _idx_of(sess)
-        g = p.basis(_day_idx(eff_end))
+        g = p.basis(_day_idx(asof))
         minutes = TIMEFRAMES[timeframe]
         if minutes == 0:
             day = _daily(p, idx)
             cols = {k: day[k] for k in ("open", "high", "low", "close", "vwap", "volume",
                                         "trades")}
-            ts = _session_start_us(p.calendar, idx)
-            return _bars_frame(sym, timeframe, ts, idx, _rebase(cols, g), eff_end)
-        ts, session, cols = _intraday(p, idx, minutes)
-        return _bars_frame(sym, timeframe, ts, session, _rebase(cols, g), eff_end)
+            ts, session = _session_start_us(p.calendar, idx), idx
+        else:
+            ts, session, cols = _intraday(p, idx, minutes)
+        cols = _rebase(cols, g)
+        if p.asset_class == "indices":  # an index has no volume, VWAP or trades (null)
+            cols = {k: v for k, v in cols.items() if k not in ("volume", "vwap", "trades")}
+        return _bars_frame(security, timeframe, ts, session, cols, asof)
 
     # -- corporate actions and events
 
     def splits(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Splits executed in [start, end], up to the latest session."""
         sym = self._begin("splits", symbol)
-        p = _profile(sym)
-        last = min(end, self._latest(p.calendar))
+        last = min(end, self._latest(_profile(sym).calendar))
         rows = [(sym, d, f, t, "forward_split" if t > f else "reverse_split")
-                for d, f, t in p.splits if start <= d <= last]
+                for sec, a, z in _as_traded(sym, start, last)
+                for d, f, t in _profile(sec).splits if a <= d <= z]
         if not rows:
             return SPLITS.empty()
         return pl.DataFrame(rows, orient="row", schema=SPLITS.schema)
@@ -603,7 +719,14 @@ class SampleProvider:
     def dividends(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Quarterly cash dividends with ex_date in [start, end] that are declared by now."""
         sym = self._begin("dividends", symbol)
-        table = _dividend_table(sym)
+        pieces = _as_traded(sym, start, end)
+        frames = [self._dividends_of(sec, a, z) for sec, a, z in pieces]
+        if len(pieces) == 1 and pieces[0][0] == sym:
+            return frames[0]
+        return _relabel(frames, sym, DIVIDENDS.empty())
+
+    def _dividends_of(self, security: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        table = _dividend_table(security)
         if table is None:
             return DIVIDENDS.empty()
         frame, ex, declared = table
@@ -615,7 +738,14 @@ class SampleProvider:
     def earnings(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Quarterly results with filing_date in [start, end] that are filed by now."""
         sym = self._begin("earnings", symbol)
-        table = _earnings_table(sym)
+        pieces = _as_traded(sym, start, end)
+        frames = [self._earnings_of(sec, a, z) for sec, a, z in pieces]
+        if len(pieces) == 1 and pieces[0][0] == sym:
+            return frames[0]
+        return _relabel(frames, sym, EARNINGS.empty())
+
+    def _earnings_of(self, security: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+        table = _earnings_table(security)
         if table is None:
             return EARNINGS.empty()
         frame, filed = table
@@ -627,7 +757,11 @@ class SampleProvider:
         """News published on [start, end] (UTC dates), up to the clock's instant."""
         sym = self._begin("news", symbol)
         now_us = int(self._now().timestamp() * 1_000_000)
-        return _news_frame(_profile(sym), max(start, EPOCH), min(end, LAST_DAY), now_us)
+        pieces = _as_traded(sym, max(start, EPOCH), min(end, LAST_DAY))
+        frames = [_news_frame(_profile(sec), a, z, now_us) for sec, a, z in pieces]
+        if len(pieces) == 1 and pieces[0][0] == sym:
+            return frames[0]
+        return _relabel(frames, sym, NEWS.empty())
 
     # -- options
 
@@ -688,6 +822,18 @@ class SampleProvider:
             self._request(method, f"{request.market}:{request.start}:{request.end}")
         return SampleMarketRows(request, functools.partial(SampleProvider, seed=self.seed),
                                 self._now())
+
+    def ticker_reference(self, symbol: str) -> TickerReference:
+        """What the sample's own universe says ``symbol`` is (the demo universe, TWTR
+        (delisted), KIMpL (a preferred), IBM, S0000-S9999); ``NotFoundError`` for anything else."""
+        self._request("ticker_reference", symbol)
+        ref = _reference(symbol.strip()) if isinstance(symbol, str) else None
+        if ref is None:
+            raise NotFoundError(
+                f"{symbol!r} is not a ticker of the sample data (it knows the demo universe, "
+                "TWTR, KIMpL, IBM and S0000-S9999; tickers are case-sensitive)",
+                provider=self.name, endpoint="ticker_reference", status=404)
+        return ref
 
     def probe(self) -> ProbeResult:
         return ProbeResult(ok=True, latency_ms=0.0, status="demo",
@@ -791,6 +937,13 @@ def _intraday(p: _Profile, idx: np.ndarray, minutes: int):
     day = _daily(p, idx)
     if p.calendar == "24/7":
         n_slots, width, offset_us = np.full(len(idx), 288), 288, 0
+    elif p.calendar == "FX":  # Sunday from 17:00 New York, Friday until then, in 5 minutes
+        n_slots, width = np.full(len(idx), 288), 288
+        ny17 = (_et_midnight_us()[idx] + 17 * 60 * _US_PER_MIN
+                - (idx + _UNIX_DAYS) * _US_PER_DAY) // (5 * _US_PER_MIN)  # slot of 17:00 NY
+        weekday = (idx + 5) % 7
+        n_slots = np.where(weekday == 4, ny17, np.where(weekday == 6, 288 - ny17, n_slots))
+        offset_us = np.where(weekday == 6, ny17 * 5 * _US_PER_MIN, 0)[:, None]
     else:
         n_slots, width, offset_us = _xnys_slots()[idx], 84, 570 * _US_PER_MIN  # from 09:30
     rows = np.arange(len(idx))
@@ -821,7 +974,7 @@ def _intraday(p: _Profile, idx: np.ndarray, minutes: int):
     bo = np.concatenate((o[:, None], bc[:, :-1]), axis=1)
     bh = np.maximum(bh, np.maximum(bo, bc))
     bl = np.minimum(bl, np.minimum(bo, bc))
-    if p.calendar == "24/7":
+    if p.calendar in _UTC_DAY_CALENDARS:
         shape = np.ones((1, width))
     else:
         shape = 1.0 + 4.0 * ((slot + 0.5) / 78.0 - 0.5) ** 2  # busy open and close
@@ -846,8 +999,8 @@ def _intraday(p: _Profile, idx: np.ndarray, minutes: int):
         trades = trades.reshape(shp).sum(axis=2)
         vw = np.clip(np.where(vol > 0, money / np.where(vol > 0, vol, 1.0), bl), bl, bh)
         width, step_us = groups, 60 * _US_PER_MIN
-    base = _session_start_us(p.calendar, idx) + offset_us
-    ts = (base[:, None] + np.arange(width)[None, :] * step_us)[valid]
+    base = _session_start_us(p.calendar, idx)[:, None] + offset_us
+    ts = (base + np.arange(width)[None, :] * step_us)[valid]
     session = np.broadcast_to(idx[:, None], valid.shape)[valid]
     cols = {"open": bo[valid], "high": bh[valid], "low": bl[valid], "close": bc[valid],
             "vwap": vw[valid], "volume": vol[valid], "trades": trades[valid].astype(np.int64)}
@@ -975,6 +1128,7 @@ _REASONS = (  # 3 per sentiment
 
 @functools.lru_cache(maxsize=256)
 def _news_text(symbol: str) -> tuple[pl.Series, pl.Series]:
+    symbol = symbol.partition("~")[0]  # a former holder of a ticker is named by the ticker
     name = _DEMO_NAME.get(symbol, symbol)
     return (pl.Series([t.format(s=symbol, n=name) for t in _TITLES]),
             pl.Series([r.format(s=symbol) for r in _REASONS]))

@@ -21,6 +21,22 @@ answers the 2nd request whose path starts with the prefix with that status (``bo
 adds response headers such as ``X-Request-Id``, ``reason`` replaces the status line's reason);
 ``fail_every=7`` answers every 7th request (after auth) with a 500.
 
+Crypto, forex and index aggregates follow the recorded responses and the spec's examples
+(reference ``massive-refresh-and-correctness.md`` §7; OpenAPI spec in massive-com/client-go
+``rest/scripts/openapi.json`` @ 9471d9b): ``X:`` daily bars start at 00:00 UTC every day,
+weekends included, with fractional ``v`` (recorded X:BTCUSD 2023-01-01..07); ``C:`` daily bars
+start at 00:00 UTC (the spec's C:EURUSD example, t=1626912000000), Sunday to Friday plus a
+Saturday row of a few stray quotes, ``v`` equal to ``n`` (recorded C:EURUSD 2023-01-01..10);
+``I:`` bars carry ``o h l c t`` only, ``t`` at 01:00 New York, and the envelope has ``count``
+but no ``resultsCount`` or ``adjusted`` (the spec's I:NDX example, t=1678341600000).
+
+The ticker reference: ``/v3/reference/tickers/{ticker}`` answers every symbol of the market
+in the shape of the spec's AAPL example, and 404 ``Ticker not found.`` for any other (§0 c);
+``/vX/reference/tickers/{id}/events`` gives one ticker change at the listing, except META,
+whose events are the spec's example (FB from 2012-05-18, META from 2022-06-09). META is served
+as traded: its bars before 2022-06-09 are another, ~$12 security's that stopped on 2022-04-29,
+and FB's bars (2012-05-18..2022-06-08) continue Meta's prices (§8).
+
 A market: ``FakeMassive(symbols=market_tickers(520), ...)`` serves hundreds of tickers; the
 market-wide endpoints (grouped daily; dividends, splits, income statements and news without a
 ticker) answer for every one of them, paginated like the per-ticker queries, so a client can
@@ -62,6 +78,18 @@ HISTORY_LIMIT_TEXT = ("Your plan doesn't include this data timeframe. Please upg
                       "at https://massive.com/pricing")
 TODAY_TEXT = ("Attempted to request today's data before end of day. Please upgrade your plan "
               "at https://massive.com/pricing")
+# Tickers that named different securities over time (reference §8): (first, last, security).
+AS_TRADED: dict[str, list[tuple[dt.date, dt.date, str]]] = {
+    "FB": [(dt.date(2012, 5, 18), dt.date(2022, 6, 8), "META")],
+    "META": [(dt.date(2000, 1, 1), dt.date(2022, 4, 29), "META~2022"),
+             (dt.date(2022, 6, 9), dt.date(2100, 1, 1), "META")],
+}
+# The spec's events example (vX/reference/tickers/{id}/events) and names for the reference.
+META_EVENTS = {"name": "Meta Platforms, Inc. Class A Common Stock", "events": [
+    {"date": "2022-06-09", "ticker_change": {"ticker": "META"}, "type": "ticker_change"},
+    {"date": "2012-05-18", "ticker_change": {"ticker": "FB"}, "type": "ticker_change"}]}
+LISTED = {"META": "2012-05-18", "AAPL": "1980-12-12"}
+DEFAULT_LISTED = "1993-01-29"
 RATE_LIMIT_TEXT = (
     "You've exceeded the maximum requests per minute, please wait or upgrade your "
     "subscription to continue. https://massive.com/pricing"
@@ -201,18 +229,27 @@ class FakeData:
         self.today = today
         self.news_every = news_every
         self._known = set(self.symbols)
+        self._traded = self._known | ({"FB"} if "META" in self._known else set())
 
     def close(self, symbol: str, day: dt.date) -> float:
         i = (day - dt.date(2000, 1, 1)).days
-        base = 20 + 180 * _u(symbol, "base")
+        base = 3.6 if symbol == "META~2022" else 20 + 180 * _u(symbol, "base")  # ~$12 in 2022
         # Split-adjusted history (what adjusted=true serves): continuous across splits.
         wave = 0.15 * math.sin(i / 40 + 6 * _u(symbol, "phase"))
         noise = 0.02 * (_u(symbol, day, "c") - 0.5)
         return round(base * math.exp(0.00015 * i + wave + noise), 4)
 
+    def security(self, ticker: str, day: dt.date) -> str | None:
+        """The security ``ticker`` named on ``day`` (None: the ticker did not trade)."""
+        spans = AS_TRADED.get(ticker)
+        if spans is None:
+            return ticker
+        return next((sec for a, z, sec in spans if a <= day <= z), None)
+
     def bar(self, symbol: str, start: dt.datetime, span: str) -> dict:
-        key = (symbol, start.isoformat(), span)
-        ref = self.close(symbol, start.date())
+        sec = self.security(symbol, start.date())
+        key = (sec, start.isoformat(), span)
+        ref = self.close(sec, start.date())
         c = round(ref * (1 + 0.01 * (_u(*key, "c") - 0.5)), 4)
         o = round(ref * (1 + 0.01 * (_u(*key, "o") - 0.5)), 4)
         h = round(max(o, c) * (1 + 0.01 * _u(*key, "h")), 4)
@@ -225,9 +262,12 @@ class FakeData:
              end: dt.date) -> list[dict]:
         if ticker.startswith("O:"):
             return self._option_aggs(ticker, start, end)
-        if ticker not in self.symbols:
+        if ticker not in self._traded:
             return []
-        days = sessions("XNYS", start, min(end, self.today))
+        if ticker[:2] in ("X:", "C:", "I:"):
+            return self._global_aggs(ticker, mult, timespan, start, min(end, self.today))
+        days = [d for d in sessions("XNYS", start, min(end, self.today))
+                if self.security(ticker, d) is not None]
         if timespan == "day":
             return [self.bar(ticker, dt.datetime.combine(d, dt.time(), ET), "day") for d in days]
         step = dt.timedelta(hours=mult) if timespan == "hour" else dt.timedelta(minutes=mult)
@@ -239,6 +279,48 @@ class FakeData:
                 out.append(self.bar(ticker, t, f"{mult}{timespan}"))
                 t += step
         return out
+
+    def _global_aggs(self, ticker: str, mult: int, timespan: str, start: dt.date,
+                     end: dt.date) -> list[dict]:
+        """Crypto, forex and index bars as recorded (see the module docstring)."""
+        if ticker.startswith("I:"):
+            days = sessions("XNYS", start, end)
+            hours = [dt.datetime.combine(d, dt.time(1), ET) for d in days]  # 01:00 New York
+            if timespan != "day":
+                step = dt.timedelta(hours=mult) if timespan == "hour" else \
+                    dt.timedelta(minutes=mult)
+                hours = [dt.datetime.combine(d, dt.time(9, 30), ET) + k * step for d in days
+                         for k in range(int(dt.timedelta(hours=6, minutes=30) / step))]
+            out = []
+            for t in hours:
+                b = self.bar(ticker, t, "day" if timespan == "day" else f"{mult}{timespan}")
+                out.append({k: b[k] * 1.000000123 if k in "ohlc" else b[k]
+                            for k in ("o", "h", "l", "c", "t")})  # full-precision floats
+            return out
+        days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+        if timespan == "day":
+            return [self.global_bar(ticker, d) for d in days]
+        step = dt.timedelta(hours=mult) if timespan == "hour" else dt.timedelta(minutes=mult)
+        out = []
+        for d in days:
+            if ticker.startswith("C:") and d.weekday() == 5:
+                continue
+            t = dt.datetime.combine(d, dt.time(), dt.UTC)
+            while t.date() == d:
+                out.append(self.bar(ticker, t, f"{mult}{timespan}"))
+                t += step
+        return out
+
+    def global_bar(self, ticker: str, day: dt.date) -> dict:
+        """A crypto or forex daily bar: starts 00:00 UTC; crypto's ``v`` fractional; forex's
+        ``v`` a count of quotes equal to ``n``, a few on a Saturday, fewer on a Sunday."""
+        b = self.bar(ticker, dt.datetime.combine(day, dt.time(), dt.UTC), "day")
+        if ticker.startswith("X:"):
+            b["v"] = round(b["v"] / 1000 + _u(ticker, day, "frac"), 8)
+        else:
+            quotes = {5: 2, 6: 4731}.get(day.weekday(), int(b["v"] / 25))
+            b["v"] = b["n"] = quotes
+        return b
 
     def _option_aggs(self, ticker: str, start: dt.date, end: dt.date) -> list[dict]:
         contract = parse_occ(ticker)
@@ -276,8 +358,39 @@ class FakeData:
             prefix = {"crypto": "X:", "fx": "C:"}[market]
             members = [s for s in self.symbols if s.startswith(prefix)]
             stamp = dt.datetime.combine(day, dt.time(23, 59, 59, 999000), dt.UTC)
-            start = dt.datetime.combine(day, dt.time(), dt.UTC)
-        return [{"T": s, **self.bar(s, start, "day"), "t": _ms(stamp)} for s in members]
+            return [{"T": s, **self.global_bar(s, day), "t": _ms(stamp)} for s in members]
+        return [{"T": s, **self.bar(s, start, "day"), "t": _ms(stamp)} for s in members
+                if self.security(s, day) is not None]
+
+    def ticker_details(self, ticker: str) -> dict | None:
+        """``/v3/reference/tickers/{ticker}`` results, in the shape of the spec's AAPL
+        example (None: not found)."""
+        if ticker not in self._known:
+            return None
+        market = {"X:": "crypto", "C:": "fx", "I:": "indices"}.get(ticker[:2], "stocks")
+        row = {"ticker": ticker, "name": META_EVENTS["name"] if ticker == "META"
+               else f"{ticker} Inc.", "market": market,
+               "locale": "us" if market in ("stocks", "indices") else "global",
+               "active": True, "currency_name": "usd"}
+        if market == "stocks":
+            row.update(type="CS", list_date=LISTED.get(ticker, DEFAULT_LISTED),
+                       primary_exchange="XNAS", cik=f"{int(1e9 * _u(ticker, 'cik')):010d}",
+                       composite_figi=f"BBG{int(1e9 * _u(ticker, 'figi')):09d}",
+                       share_class_figi=f"BBG{int(1e9 * _u(ticker, 'share')):09d}")
+        elif market == "indices":
+            row["type"] = "INDEX"
+        return row
+
+    def ticker_events(self, ticker: str) -> dict | None:
+        """``/vX/reference/tickers/{id}/events`` results (None: not found)."""
+        if ticker == "META" and "META" in self._known:
+            return META_EVENTS
+        details = self.ticker_details(ticker)
+        if details is None or details["market"] != "stocks":
+            return None
+        return {"name": details["name"], "events": [
+            {"type": "ticker_change", "date": details["list_date"],
+             "ticker_change": {"ticker": ticker}}]}
 
     def dividend_per_share(self, symbol: str) -> float | None:
         if symbol in DIVIDEND_PER_SHARE:
@@ -686,6 +799,17 @@ class FakeMassive:
                 "earlyHours": False, "afterHours": False,
                 "exchanges": {"nasdaq": "closed", "nyse": "closed", "otc": "closed"},
                 "currencies": {"fx": "open", "crypto": "open"}})
+        if len(seg) == 4 and seg[:3] == ["v3", "reference", "tickers"]:
+            details = d.ticker_details(seg[3])
+            if details is None:
+                return _Reply(404, {"status": "NOT_FOUND", "request_id": _rid(),
+                                    "message": "Ticker not found."})
+            return _Reply(200, {"status": "OK", "request_id": _rid(), "results": details})
+        if len(seg) == 5 and seg[:3] == ["vX", "reference", "tickers"] and seg[4] == "events":
+            events = d.ticker_events(seg[3])
+            if events is None:
+                return _Reply(404, _error_body(404))
+            return _Reply(200, {"status": "OK", "request_id": _rid(), "results": events})
         if len(seg) == 9 and seg[:3] == ["v2", "aggs", "ticker"] and seg[4] == "range":
             ticker, mult, span = seg[3], int(seg[5]), seg[6]
             start, end = dt.date.fromisoformat(seg[7]), dt.date.fromisoformat(seg[8])
@@ -698,6 +822,9 @@ class FakeMassive:
             reply = self._page(path, q, offset, rows, int(q.get("limit", 5000)),
                                ticker, "bars", "t", aggs=True)
             reply.payload.update({"ticker": ticker, "adjusted": q.get("adjusted") != "false"})
+            if ticker.startswith("I:"):  # the spec's I:NDX example: count, no resultsCount
+                reply.payload["count"] = reply.payload.pop("resultsCount")
+                del reply.payload["adjusted"]
             return reply
         if len(seg) == 8 and seg[:3] == ["v2", "aggs", "grouped"]:
             day = dt.date.fromisoformat(seg[7])
