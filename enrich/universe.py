@@ -136,7 +136,7 @@ def add_verified(catalog: Catalog, provider: Provider,
                  items: list[tuple[str, str | None, str | None]]) -> AddReport:
     """Add symbols after the provider's ticker reference confirmed each (``symbols add``).
 
-    A symbol already in the universe (in any case) is left as it is, as ``add_symbols``
+    A symbol already in the universe as typed is left as it is, as ``add_symbols``
     leaves it (``present`` or ``reactivated``), without asking the provider. Each new one is
     stored as the provider spells it (a name typed in another case is looked up as typed,
     then upper-cased), with its reference (``enrich.identity.to_row``, in the report's
@@ -144,14 +144,14 @@ def add_verified(catalog: Catalog, provider: Provider,
     naming every ticker the reference does not know, or whose class contradicts it, before
     anything is written."""
     syms = [validate_symbol(raw) for raw, _, _ in items]
-    held, _ = match_symbols(catalog, syms)
-    held_folded = {h.lower() for h in held}
+    # Held exactly as typed (another case may be another ticker: KIMpL is not KIMPL).
+    held = set(catalog.query("SELECT symbol FROM symbols")["symbol"].to_list()) & set(syms)
     kept: list[tuple[str, str | None, str | None]] = []
     refs: list[tuple[TickerReference, str | None, str | None]] = []
     problems: list[str] = []
     for sym, (_, cls, name) in zip(syms, items, strict=True):
-        if sym.lower() in held_folded:
-            kept.append((next(h for h in held if h.lower() == sym.lower()), cls, name))
+        if sym in held:
+            kept.append((sym, cls, name))
             continue
         try:
             ref = _lookup(provider, sym)
