@@ -144,25 +144,25 @@ def test_failed_cells_point_at_the_failing_session(store):
 
 
 def test_never_fetched_symbols_are_missing_and_get_a_first_run(store):
-    add_symbols(store.catalog, [("NEWCO", "stocks", "Never fetched")])
+    add_symbols(store.catalog, [("S0042", "stocks", "Never fetched")])
     hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=20)
-    new = cells(hm, "NEWCO")
+    new = cells(hm, "S0042")
     assert sum(v == cov.MISSING for v in new.values()) == 20
-    plan = cov.plan_fill(hm, ["NEWCO", "AAPL"], hm.days[0].item(), hm.days[-1].item(),
+    plan = cov.plan_fill(hm, ["S0042", "AAPL"], hm.days[0].item(), hm.days[-1].item(),
                          history_years=1)
-    assert plan.first_runs == ["NEWCO"] and not plan.backfills
+    assert plan.first_runs == ["S0042"] and not plan.backfills
     # Its whole configured history, not only the 20 sessions selected.
     assert plan.lookback_days is None
     assert plan.history_from == hm.end - dt.timedelta(days=365)
     assert "first run (the configured history from" in plan.describe()
     # A selection reaching further back than the configured history: the run reaches it.
     long = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=520)
-    plan = cov.plan_fill(long, ["NEWCO"], long.days[0].item(), long.days[-1].item(),
+    plan = cov.plan_fill(long, ["S0042"], long.days[0].item(), long.days[-1].item(),
                          history_years=1)
     assert plan.lookback_days == (long.end - long.days[0].item()).days + 1
     # Selected inside the configured history, on a longer heatmap: it says what stays
     # unfetched.
-    plan = cov.plan_fill(long, ["NEWCO"], long.days[-5].item(), long.days[-1].item(),
+    plan = cov.plan_fill(long, ["S0042"], long.days[-5].item(), long.days[-1].item(),
                          history_years=1)
     assert plan.lookback_days is None and plan.unfetched_before == plan.history_from
     assert "stays unfetched" in plan.describe()
@@ -182,9 +182,9 @@ def test_filling_a_never_fetched_symbol_leaves_no_history_unfetched_and_not_expe
     from enrich.providers.sample import SampleProvider
 
     settings = settings_for(store.data_dir)  # ENRICH_HISTORY_YEARS=1
-    add_symbols(store.catalog, [("NEWCO", "stocks", "Never fetched")])
+    add_symbols(store.catalog, [("S0042", "stocks", "Never fetched")])
     hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=20)
-    plan = cov.plan_fill(hm, ["NEWCO"], hm.days[-15].item(), hm.days[-1].item(),
+    plan = cov.plan_fill(hm, ["S0042"], hm.days[-15].item(), hm.days[-1].item(),
                          history_years=settings.history_years)
     clock = lambda: FIXED_NOW  # noqa: E731
     engine = Engine(store, SampleProvider(clock=clock), settings, clock=clock)
@@ -196,10 +196,10 @@ def test_filling_a_never_fetched_symbol_leaves_no_history_unfetched_and_not_expe
                                     lookback_days=lookback), kind="manual").run_id
 
     cov.start_fill(plan, settings=settings, store=store, trigger=trigger)
-    assert asked == [(["NEWCO"], ["bars"], None)]
-    held = set(store.lake.read("bars", ["NEWCO"], level="1d")["session"].to_list())
+    assert asked == [(["S0042"], ["bars"], None)]
+    held = set(store.lake.read("bars", ["S0042"], level="1d")["session"].to_list())
     after = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=252, granularity="day")
-    new = cells(after, "NEWCO")
+    new = cells(after, "S0042")
     history = [d for d in xnys_sessions(FIXED_NOW.date() - dt.timedelta(days=365),
                                         after.end) if d in new]
     assert len(history) > 240
@@ -215,22 +215,22 @@ def test_history_before_a_short_first_fetch_is_missing_not_before_listing(store)
     from enrich.providers.sample import SampleProvider
 
     settings = settings_for(store.data_dir)
-    add_symbols(store.catalog, [("NEWCO", "stocks", "Fetched for a month")])
+    add_symbols(store.catalog, [("S0042", "stocks", "Fetched for a month")])
     clock = lambda: FIXED_NOW  # noqa: E731
     Engine(store, SampleProvider(clock=clock), settings, clock=clock).run(
-        RunParams(symbols=["NEWCO"], datasets=["bars"], lookback_days=33))
-    held = store.lake.read("bars", ["NEWCO"], level="1d")["session"]
+        RunParams(symbols=["S0042"], datasets=["bars"], lookback_days=33))
+    held = store.lake.read("bars", ["S0042"], level="1d")["session"]
     hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=60)
-    new = cells(hm, "NEWCO")
+    new = cells(hm, "S0042")
     before = [d for d in xnys_sessions(hm.days[0].item(), held.min()) if d < held.min()]
     assert before and all(new[d] == cov.MISSING for d in before)
-    row = hm.summary().filter(pl.col("symbol") == "NEWCO").row(0, named=True)
+    row = hm.summary().filter(pl.col("symbol") == "S0042").row(0, named=True)
     assert row["missing"] == len(before)
     # With a real listing date in the universe, the sessions before it are not expected.
-    store.catalog.query("UPDATE symbols SET listed_since = ? WHERE symbol = 'NEWCO'",
+    store.catalog.query("UPDATE symbols SET listed_since = ? WHERE symbol = 'S0042'",
                         [held.min()])
     hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=60)
-    assert all(cells(hm, "NEWCO")[d] == cov.NOT_EXPECTED for d in before)
+    assert all(cells(hm, "S0042")[d] == cov.NOT_EXPECTED for d in before)
 
 
 def test_not_entitled_is_not_expected_and_event_datasets_follow_the_fetched_window(store):
