@@ -26,6 +26,8 @@ polars) and one reason code per element (:class:`NullReason`), checked in this o
   cheap out-of-the-money contracts, whose tiny prices are exact relative to themselves.
 - ``no_convergence``: a safeguard that should not occur; kept so a failure shows as a null.
 - ``unknown_contract_type``: set by :func:`chain_iv` for a contract type other than call/put.
+- ``early_exercise``: set by :mod:`enrich.american` for an American price at the value of
+  exercising now (or whose early-exercise premium alone exceeds its time value).
 
 Method: P. Jäckel, "Let's be rational" (Wilmott, 2015). The price is reduced to the normalised
 out-of-the-money call ``b(x, s)`` with ``x = ln(F/K) <= 0`` and total volatility
@@ -74,6 +76,7 @@ class NullReason(IntEnum):
     TIME_VALUE_BELOW_RESOLUTION = 6
     NO_CONVERGENCE = 7
     UNKNOWN_CONTRACT_TYPE = 8
+    EARLY_EXERCISE = 9
 
     @property
     def label(self) -> str | None:
