@@ -6,16 +6,17 @@ Two methods, recorded per row in ``dividend_method``:
   ``(D - 1 year, D]``, each put on session ``D``'s share basis (divided by the ratio
   ``split_to / split_from`` of every split executed after its ex-date and on or before ``D``),
   over ``D``'s close on that same basis, as a continuous rate ``q = ln(1 + cash / close)``.
-  Regular means ``distribution_type = 'recurring'`` (or no type and a frequency above zero):
-  special, supplemental and irregular distributions, and returns of capital, are one-offs the
-  next twelve months will not repeat. ``none`` (``q = 0``) when no regular dividend was paid.
+  Regular means ``distribution_type = 'recurring'`` (or no type given and a frequency that is
+  not zero): special, supplemental, irregular and unclassified (``unknown``) distributions,
+  and returns of capital, are one-offs the next twelve months will not repeat. ``none``
+  (``q = 0``) when no regular dividend was paid.
 - ``parity`` (:func:`parity_yield`): the forward implied by put–call parity where both sides
   quote, per expiration: ``F = K + e^{rt} (C - P)`` at the (up to three) strikes where the
   call and the put are closest in price, the median of those, and
   ``q = r - ln(F / S) / t``. American prices are first reduced to European ones by their
   early-exercise premium (``enrich.american``), which the caller supplies. Expirations closer
-  than ``PARITY_MIN_DAYS`` are left to the trailing yield: a cent of quote noise moves ``q``
-  by ``0.01 / (S t)``.
+  than ``PARITY_MIN_DAYS`` take the parity yield of the session's nearest expiration that has
+  one (``enrich.snapshots``): a cent of quote noise moves ``q`` by ``0.01 / (S t)``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def regular(dividends: pl.DataFrame) -> pl.DataFrame:
     kind = pl.col("distribution_type") if "distribution_type" in dividends.columns \
         else pl.lit(None, pl.String)
     freq = pl.col("frequency") if "frequency" in dividends.columns else pl.lit(None, pl.Int32)
-    keep = (kind == "recurring") | (kind.is_null() & (freq.fill_null(0) > 0))
+    keep = (kind == "recurring") | (kind.is_null() & (freq.is_null() | (freq > 0)))
     return dividends.filter(keep & pl.col("ex_date").is_not_null()
                             & (pl.col("cash_amount") > 0))
 

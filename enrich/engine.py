@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from enrich import calendars, plan_limits, quality, restatements
+from enrich import calendars, plan_limits, quality, rates, restatements, snapshots, vol_summary
 from enrich.catalog import WriteBatch, host_and_pid, pid_alive, utcnow
 from enrich.config import Settings
 from enrich.errors import (
@@ -44,12 +44,14 @@ from enrich.errors import (
     error_class_of,
 )
 from enrich.features import compute_features
+from enrich.options_history import as_traded_closes
 from enrich.providers import MarketRequest, MarketRows, Provider
 from enrich.refresh import (
     RefreshPlan,
     Target,
     coverage_key,
     datasets_for,
+    plan_rates,
     plan_refresh,
     window_for,
 )
@@ -327,9 +329,10 @@ class Engine:
         if not_entitled is None:
             not_entitled = self._not_entitled()
         lake = self.store.lake
-        return plan_refresh(
+        now = at or self.clock()
+        plan = plan_refresh(
             (Target(s, c, lake.read_coverage(s)) for s, c in targets),
-            now=at or self.clock(), provider=self.provider, datasets=params.datasets,
+            now=now, provider=self.provider, datasets=params.datasets,
             timeframe=params.timeframe, lookback_days=params.lookback_days,
             history_years=self.settings.history_years,
             refetch_sessions=self.settings.refetch_sessions,
@@ -339,6 +342,11 @@ class Engine:
             if self.provider.rate_limited else None,
             universe_wide=params.universe_wide,
             options_symbols=self.settings.options_symbols)
+        if targets and (rates.CURVE, "rates") not in not_entitled:
+            plan_rates(plan, lake.read_coverage(rates.CURVE).get("rates"),
+                       calendars.latest_session("XNYS", now),
+                       wanted="rates" in (params.datasets or ()))
+        return plan
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, params: RunParams, kind: str, run_id: str | None = None,
@@ -410,6 +418,7 @@ class Engine:
         flush_thread = threading.Thread(target=flusher, name=f"flush-{run_id[:8]}", daemon=True)
         flush_thread.start()
         try:
+            self._refresh_rates(plan.rates, run_id, log, tally)
             fetched = self._fetch_markets(plan, run_id, log, cancel, tally)
 
             def work(sym: str, cls: str) -> SymbolResult:
@@ -479,6 +488,57 @@ class Engine:
                                      "not served yet (before the end of their day)")
             out.append(Fetched(request, rows, error))
         return out
+
+    def _refresh_rates(self, window: tuple[dt.date, dt.date] | None, run_id: str | None,
+                       log: LogBuffer, tally: _MarketTally | None = None) -> StepResult | None:
+        """Fetch the Treasury curve for ``window`` (one request) and store it (``rates``,
+        symbol ``UST``). A failure is logged and the run goes on: IVs then use the newest
+        stored curve within a week, else ``ENRICH_RISK_FREE_RATE`` (``rate_source``)."""
+        if window is None:
+            return None
+        start, end = window
+        t0, perf0 = utcnow(), time.perf_counter()
+        lake = self.store.lake
+        received = rejected = 0
+        with lake.symbol_lock(rates.CURVE):
+            coverage = lake.read_coverage(rates.CURVE)
+            previous = coverage.get("rates")
+            try:
+                frame = self.provider.treasury_yields(start, end)
+                received = frame.height
+                checked = check("rates", frame)
+                rejected = checked.rejected
+                step = StepResult("rates", "ok", lake.upsert("rates", checked.good).changed,
+                                  window=window)
+                latest = checked.good["date"].max() if checked.good.height else None
+                if latest is not None and (previous is None or latest > previous):
+                    lake.write_coverage(rates.CURVE, {**coverage, "rates": latest})
+                    previous = latest
+                error = None
+            except Exception as exc:
+                step, error = StepResult("rates", "failed", error=exc), exc
+        stats = self.provider.take_requests()
+        if tally is not None:
+            tally.add(stats)
+        self._log_retries(log, run_id, MARKET, "rates", "1d", stats, window)
+        self._log_fetch(log, run_id, MARKET, "rates", "1d", t0,
+                        (time.perf_counter() - perf0) * 1000, step, received, rejected,
+                        1 + len(stats.retries), start, end,
+                        None if error else "Treasury curve (enrich.rates)", stats.requests)
+        self._status(log, rates.CURVE, "rates", "XNYS", end, previous, step, error,
+                     covered=previous, not_entitled=isinstance(error, NotEntitledError))
+        return step
+
+    def ensure_rates(self, through: dt.date, run_id: str | None, log: LogBuffer) -> None:
+        """Fetch the Treasury curve when what is stored ends before ``through`` (a backfill
+        of option history needs the curve of every session it solves)."""
+        covered = self.store.lake.read_coverage(rates.CURVE).get("rates")
+        expected = calendars.latest_session("XNYS", self.clock())
+        if covered is not None and covered >= min(through, expected):
+            return
+        self._refresh_rates(window_for("rates", covered, expected, "XNYS", lookback_days=None,
+                                       history_years=0, refetch_sessions=0,
+                                       event_lookback_days=0), run_id, log)
 
     @staticmethod
     def _final_state(results: list[SymbolResult], cancelled: bool) -> str:
@@ -695,6 +755,8 @@ class Engine:
             diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
             written = self.store.lake.upsert(ds, checked.good).changed
             step = StepResult(ds, "ok", written, window=(start, end))
+            if ds == "options_iv":
+                self._summarize_options(symbol, checked.good, run_id, log)
             restatements.record(log, run_id, diff, timeframe)
             # Bars and options are held through the newest session actually received: a
             # session the provider has not published yet must be asked for again next time.
@@ -703,6 +765,10 @@ class Engine:
             covered: dt.date | None = end
             if ds in ("bars", "options_iv"):
                 covered = self._latest_of(ds, checked.good, previous, end)
+            if ds == "options_iv" and covered is not None and covered > end:
+                # A snapshot of the session in progress is stored (partial) but does not
+                # count as held: the next run after the close takes the session's final state.
+                covered = end
             if explicit and previous is not None and start > previous + dt.timedelta(days=1):
                 covered = previous  # a window after a hole: the watermark cannot jump it
             if covered is not None and (previous is None or covered >= previous):
@@ -750,7 +816,7 @@ class Engine:
         if floor is not None and start < floor:
             start = min(floor, end)
         try:
-            return self._call_provider(symbol, ds, timeframe, start, end), start, end
+            return self._call_provider(symbol, ds, timeframe, start, end, cal), start, end
         except HistoryLimitError as exc:
             key = plan_limits.history_key(ds, timeframe)
             with self._limits_lock:
@@ -801,7 +867,7 @@ class Engine:
                             f"{r.endpoint}: retrying in {r.wait_s:.1f}s: {r.message}")
 
     def _call_provider(self, symbol: str, ds: str, timeframe: str, start: dt.date,
-                       end: dt.date) -> pl.DataFrame:
+                       end: dt.date, cal: str = "XNYS") -> pl.DataFrame:
         p = self.provider
         if ds == "bars":
             return p.bars(symbol, timeframe, start, end)
@@ -814,8 +880,52 @@ class Engine:
         if ds == "news":
             return p.news(symbol, start, end)
         if ds == "options_iv":
-            return p.option_chain(symbol, end, self._latest_close(symbol))
+            return self._option_snapshot(symbol, cal)
         raise ValueError(f"unknown dataset {ds}")
+
+    def _option_snapshot(self, symbol: str, cal: str) -> pl.DataFrame:
+        """The chain as of now, priced (``enrich.snapshots``): stored under the session it
+        describes, the one in progress (partial) or the latest that closed."""
+        now = self.clock()
+        as_of, _ = calendars.snapshot_session(cal, now)
+        chain = self.provider.option_chain(symbol, as_of, self._latest_close(symbol))
+        if chain.is_empty():
+            return chain
+        lake = self.store.lake
+        splits = lake.read("splits", [symbol])
+        closes = as_traded_closes(lake.read("bars", [symbol], level="1d"), splits) \
+            .filter(pl.col("session") == as_of)["close"]
+        return snapshots.price_chain(
+            chain, curves=lake.read("rates", [rates.CURVE]),
+            dividends=lake.read("dividends", [symbol]), splits=splits,
+            fallback_rate=self.settings.risk_free_rate,
+            close=float(closes[0]) if len(closes) else None,
+            session_open=calendars.session_open_utc(cal, as_of),
+            session_close=calendars.session_close_utc(cal, as_of), snapshot_at=now)
+
+    def _summarize_options(self, symbol: str, rows: pl.DataFrame, run_id: str | None,
+                           log: LogBuffer) -> None:
+        """The volatility summary of the sessions in ``rows`` (``enrich.vol_summary``), from
+        everything stored for them; logged in ``compute_log`` like features."""
+        if rows.is_empty():
+            return
+        t0, perf0 = utcnow(), time.perf_counter()
+        try:
+            sessions = rows["as_of"].unique()
+            stored = self.store.lake.read("options_iv", [symbol]).filter(
+                pl.col("as_of").is_in(sessions.implode()))
+            written = self.store.lake.upsert("vol_summary",
+                                             vol_summary.summarize(stored)).changed
+            status, err = "ok", None
+        except Exception as exc:  # a summary failure is recorded; the chain stays stored
+            written, status, err = 0, "failed", exc
+        log.add(lambda b: b.insert("compute_log", {
+            "run_id": run_id, "symbol": symbol, "dataset": "vol_summary", "timeframe": "1d",
+            "started_at": t0, "duration_ms": (time.perf_counter() - perf0) * 1000,
+            "records": written, "status": status,
+            "error_class": error_class_of(err) if err else None,
+            "error_message": str(err)[:1000] if err else None,
+        }))
 
     @staticmethod
     def _latest_of(ds: str, frame: pl.DataFrame, previous: dt.date | None,

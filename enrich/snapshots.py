@@ -90,11 +90,13 @@ def flag_adjusted(chain: pl.DataFrame) -> pl.DataFrame:
     """``adjusted``: a deliverable other than 100 shares of the underlying itself."""
     root = pl.col("contract").str.slice(2).str.head(pl.col("contract").str.len_chars() - 17)
     own = pl.col("symbol").str.replace_all(".", "", literal=True)
-    return chain.with_columns(adjusted=(
-        (pl.col("shares_per_contract").is_not_null()
-         & (pl.col("shares_per_contract") != STANDARD_SHARES))
-        | pl.col("deliverables").is_not_null()
-        | (root != own)).fill_null(False))
+    odd = root != own
+    if "shares_per_contract" in chain.columns:
+        shares = pl.col("shares_per_contract")
+        odd = odd | (shares.is_not_null() & (shares != STANDARD_SHARES))
+    if "deliverables" in chain.columns:
+        odd = odd | pl.col("deliverables").is_not_null()
+    return chain.with_columns(adjusted=odd.fill_null(False))
 
 
 def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,

@@ -22,6 +22,7 @@ from enrich.options_history import (
     is_monthly,
 )
 from enrich.providers.sample import SampleProvider
+from enrich.schemas import RATES, SPLITS
 from enrich.store import Store
 from enrich.universe import ensure_demo_universe
 from tests.conftest import FIXED_NOW
@@ -88,6 +89,7 @@ def test_history_iv_recovers_volatility_and_says_why_when_it_cannot():
     pairs = pl.DataFrame({
         "symbol": "XYZ", "as_of": [as_of] * 4 + [D(2026, 11, 3)], "contract": contracts,
         "expiration": exp, "strike": strikes, "contract_type": kinds,
+        "exercise_style": "european",  # priced by BSM below
     })
     bars = pl.DataFrame({
         "symbol": contracts[:3] + [contracts[3]],
@@ -97,7 +99,7 @@ def test_history_iv_recovers_volatility_and_says_why_when_it_cannot():
     })
     closes = pl.DataFrame({"session": [as_of], "close": [s]})
     no_divs = pl.DataFrame(schema={"ex_date": pl.Date, "cash_amount": pl.Float64})
-    out = history_iv(pairs, bars, closes, no_divs, r)
+    out = history_iv(pairs, bars, closes, no_divs, SPLITS.empty(), RATES.empty(), r)
     assert out["source"].unique().to_list() == ["computed"]
     assert np.allclose(out["iv"][:3].to_numpy(), sigma, atol=1e-10)
     assert out["iv_null_reason"].to_list()[:3] == [None, None, None]
@@ -106,7 +108,8 @@ def test_history_iv_recovers_volatility_and_says_why_when_it_cannot():
     # The last pair's session has no underlying close (and no bar): that is said first.
     assert out.row(4, named=True)["iv_null_reason"] == "no_underlying_close"
     bars_missing = bars.filter(pl.col("symbol") != "C0")
-    again = history_iv(pairs.head(1), bars_missing, closes, no_divs, r)
+    again = history_iv(pairs.head(1), bars_missing, closes, no_divs, SPLITS.empty(),
+                       RATES.empty(), r)
     assert again["iv_null_reason"].to_list() == ["no_trade"]
 
 
@@ -117,12 +120,19 @@ def test_history_iv_uses_the_dividend_yield_implied_by_dividends():
     q = float(np.log1p(1.5 / s))
     t = (exp - as_of).days / 365
     price = float(price_and_greeks(s, 50.0, t, r, q, 0.25, True)["price"])
-    pairs = pl.DataFrame({"symbol": "XYZ", "as_of": [as_of], "contract": ["C"],
-                          "expiration": [exp], "strike": [50.0], "contract_type": ["call"]})
-    out = history_iv(pairs, pl.DataFrame({"symbol": ["C"], "session": [as_of],
-                                          "close": [price]}),
-                     pl.DataFrame({"session": [as_of], "close": [s]}), divs, r)
+    pairs = pl.DataFrame({"symbol": "XYZ", "as_of": [as_of], "contract": ["O:XYZ270115C00050000"],
+                          "expiration": [exp], "strike": [50.0], "contract_type": ["call"],
+                          "exercise_style": ["european"]})
+    out = history_iv(pairs, pl.DataFrame({"symbol": ["O:XYZ270115C00050000"],
+                                          "session": [as_of], "close": [price],
+                                          "volume": [12.0]}),
+                     pl.DataFrame({"session": [as_of], "close": [s]}), divs, SPLITS.empty(),
+                     RATES.empty(), r)
     assert out["iv"][0] == pytest.approx(0.25, abs=1e-10)
+    row = out.row(0, named=True)
+    assert (row["dividend_method"], row["rate_source"], row["price_source"], row["iv_model"]) \
+        == ("trailing_12m", "fallback", "close", "european")
+    assert (row["dividend_yield"], row["rate"], row["volume"]) == pytest.approx((q, r, 12.0))
 
 
 def test_options_backfill_on_sample_matches_the_sample_chains(settings):
