@@ -307,6 +307,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        8,
+        "options backfills: the exercise style of each contract followed",
+        """
+        ALTER TABLE backfill_contracts ADD COLUMN exercise_style VARCHAR;  -- american | european
+        """,
+    ),
 ]
 
 _BUSY_RE = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))")

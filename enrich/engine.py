@@ -237,9 +237,12 @@ class _MarketTally:
         self.retries = 0
 
     def add(self, stats: RequestStats) -> None:
+        self.add_counts(stats.requests, len(stats.retries))
+
+    def add_counts(self, requests: int, retries: int) -> None:
         with self._lock:
-            self.requests += stats.requests
-            self.retries += len(stats.retries)
+            self.requests += requests
+            self.retries += retries
 
 
 class Engine:
@@ -491,54 +494,25 @@ class Engine:
 
     def _refresh_rates(self, window: tuple[dt.date, dt.date] | None, run_id: str | None,
                        log: LogBuffer, tally: _MarketTally | None = None) -> StepResult | None:
-        """Fetch the Treasury curve for ``window`` (one request) and store it (``rates``,
-        symbol ``UST``). A failure is logged and the run goes on: IVs then use the newest
-        stored curve within a week, else ``ENRICH_RISK_FREE_RATE`` (``rate_source``)."""
+        """The Treasury curve for ``window`` (one request) through the one fetch pipeline,
+        stored as the ``rates`` dataset of symbol ``UST``. A failure is logged and the run
+        goes on: IVs then use the newest stored curve within a week, else
+        ``ENRICH_RISK_FREE_RATE`` (``rate_source``); a refusal is remembered like any
+        dataset's (*not entitled*, asked again a week later)."""
         if window is None:
             return None
-        start, end = window
-        t0, perf0 = utcnow(), time.perf_counter()
         lake = self.store.lake
-        received = rejected = 0
+        res = SymbolResult(rates.CURVE, "ok")
         with lake.symbol_lock(rates.CURVE):
             coverage = lake.read_coverage(rates.CURVE)
-            previous = coverage.get("rates")
-            try:
-                frame = self.provider.treasury_yields(start, end)
-                received = frame.height
-                checked = check("rates", frame)
-                rejected = checked.rejected
-                step = StepResult("rates", "ok", lake.upsert("rates", checked.good).changed,
-                                  window=window)
-                latest = checked.good["date"].max() if checked.good.height else None
-                if latest is not None and (previous is None or latest > previous):
-                    lake.write_coverage(rates.CURVE, {**coverage, "rates": latest})
-                    previous = latest
-                error = None
-            except Exception as exc:
-                step, error = StepResult("rates", "failed", error=exc), exc
-        stats = self.provider.take_requests()
+            new_coverage = dict(coverage)
+            step = self._fetch_step(rates.CURVE, "rates", "XNYS", window[1], "1d", window,
+                                    coverage, new_coverage, run_id, log, res, None)
+            if new_coverage != coverage:
+                lake.write_coverage(rates.CURVE, new_coverage)
         if tally is not None:
-            tally.add(stats)
-        self._log_retries(log, run_id, MARKET, "rates", "1d", stats, window)
-        self._log_fetch(log, run_id, MARKET, "rates", "1d", t0,
-                        (time.perf_counter() - perf0) * 1000, step, received, rejected,
-                        1 + len(stats.retries), start, end,
-                        None if error else "Treasury curve (enrich.rates)", stats.requests)
-        self._status(log, rates.CURVE, "rates", "XNYS", end, previous, step, error,
-                     covered=previous, not_entitled=isinstance(error, NotEntitledError))
+            tally.add_counts(res.requests, res.retries)
         return step
-
-    def ensure_rates(self, through: dt.date, run_id: str | None, log: LogBuffer) -> None:
-        """Fetch the Treasury curve when what is stored ends before ``through`` (a backfill
-        of option history needs the curve of every session it solves)."""
-        covered = self.store.lake.read_coverage(rates.CURVE).get("rates")
-        expected = calendars.latest_session("XNYS", self.clock())
-        if covered is not None and covered >= min(through, expected):
-            return
-        self._refresh_rates(window_for("rates", covered, expected, "XNYS", lookback_days=None,
-                                       history_years=0, refetch_sessions=0,
-                                       event_lookback_days=0), run_id, log)
 
     @staticmethod
     def _final_state(results: list[SymbolResult], cancelled: bool) -> str:
@@ -763,7 +737,7 @@ class Engine:
             # Event datasets (dividends, news, …) are complete for the window they covered.
             previous = coverage.get(ckey)
             covered: dt.date | None = end
-            if ds in ("bars", "options_iv"):
+            if ds in ("bars", "options_iv", "rates"):
                 covered = self._latest_of(ds, checked.good, previous, end)
             if ds == "options_iv" and covered is not None and covered > end:
                 # A snapshot of the session in progress is stored (partial) but does not
@@ -782,7 +756,7 @@ class Engine:
                 note = "served by the universe-wide request"
             if notes:
                 note = "; ".join([*notes, *([note] if note else [])])
-            latest = covered if ds in ("bars", "options_iv") else \
+            latest = covered if ds in ("bars", "options_iv", "rates") else \
                 self._latest_of(ds, checked.good, previous, end)
             self._log_fetch(log, run_id, symbol, ds, timeframe, t0,
                             (time.perf_counter() - perf0) * 1000, step, received,
@@ -881,6 +855,8 @@ class Engine:
             return p.news(symbol, start, end)
         if ds == "options_iv":
             return self._option_snapshot(symbol, cal)
+        if ds == "rates":
+            return p.treasury_yields(start, end)
         raise ValueError(f"unknown dataset {ds}")
 
     def _option_snapshot(self, symbol: str, cal: str) -> pl.DataFrame:
@@ -930,7 +906,7 @@ class Engine:
     @staticmethod
     def _latest_of(ds: str, frame: pl.DataFrame, previous: dt.date | None,
                    end: dt.date) -> dt.date | None:
-        col = {"bars": "session", "options_iv": "as_of"}.get(ds)
+        col = {"bars": "session", "options_iv": "as_of", "rates": "date"}.get(ds)
         if col is None:
             return end  # event datasets: held through the end of the fetched window
         if frame.is_empty():

@@ -26,8 +26,8 @@ carry ``last_quote`` and ``last_trade`` as in the spec's example; contract listi
 ``as_of``, ``expired`` and the ``expiration_date.*`` / ``strike_price.*`` filters, with one
 adjusted contract per underlying and expiry carrying ``additional_underlyings`` like the spec's
 example (44 VMW + 6.53 USD). What ``expired`` is judged against is not in the spec, so the fake
-takes either reading: ``expired_against="today"`` (default; a project's knowledge base) or
-``"as_of"`` (what one report observed). ``/fed/v1/treasury-yields`` serves a curve per weekday
+takes either reading: ``expired_against="as_of"`` (default: what one report observed,
+reference §9) or ``"today"`` (what the provider's knowledge base is said to state). ``/fed/v1/treasury-yields`` serves a curve per weekday
 (``curve=`` a function of the date, returning the tenors in percent, overrides the default).
 
 A market: ``FakeMassive(symbols=market_tickers(520), ...)`` serves hundreds of tickers; the
@@ -562,7 +562,7 @@ class FakeMassive:
         fail_every: int | None = None,
         history_days: int | None = None,
         not_yet: dt.date | None = None,
-        expired_against: str = "today",
+        expired_against: str = "as_of",
         curve: Callable[[dt.date], dict | None] | None = None,
     ):
         if expired_against not in ("today", "as_of"):
