@@ -229,20 +229,23 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
 
 
 class _MarketTally:
-    """Requests and retries of a run's universe-wide fetches (thread-safe)."""
+    """Requests and retries of a run's universe-wide fetches, and the rows written by those
+    that store rows themselves (the Treasury curve); thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
+        self.records = 0
 
     def add(self, stats: RequestStats) -> None:
         self.add_counts(stats.requests, len(stats.retries))
 
-    def add_counts(self, requests: int, retries: int) -> None:
+    def add_counts(self, requests: int, retries: int, records: int = 0) -> None:
         with self._lock:
             self.requests += requests
             self.retries += retries
+            self.records += records
 
 
 class Engine:
@@ -511,7 +514,7 @@ class Engine:
             if new_coverage != coverage:
                 lake.write_coverage(rates.CURVE, new_coverage)
         if tally is not None:
-            tally.add_counts(res.requests, res.retries)
+            tally.add_counts(res.requests, res.retries, step.records)
         return step
 
     @staticmethod
@@ -532,7 +535,7 @@ class Engine:
             "UPDATE runs SET symbols_ok = ?, symbols_failed = ?, symbols_skipped = ?, "
             "records_written = ?, requests = ?, retries = ?, heartbeat_at = ? WHERE run_id = ?",
             [c["ok"], c["failed"], c["skipped"] + c["cancelled"],
-             sum(r.records for r in results),
+             (tally.records if tally else 0) + sum(r.records for r in results),
              market_requests + sum(r.requests for r in results),
              market_retries + sum(r.retries for r in results), utcnow(), run_id])
 
@@ -546,7 +549,7 @@ class Engine:
             ok=sum(r.state == "ok" for r in results),
             failed=sum(r.state == "failed" for r in results),
             skipped=sum(r.state in ("skipped", "cancelled") for r in results),
-            records=sum(r.records for r in results),
+            records=(tally.records if tally else 0) + sum(r.records for r in results),
             requests=(tally.requests if tally else 0) + sum(r.requests for r in results),
             retries=(tally.retries if tally else 0) + sum(r.retries for r in results),
             errors_by_class=dict(errors), started_at=started, finished_at=finished,

@@ -106,8 +106,8 @@ def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.Data
                 snapshot_at: dt.datetime | None = None) -> pl.DataFrame:
     """``options_iv`` rows from one session's chain snapshot (see the module docstring).
 
-    ``close``: the underlying's close of the session, used instead of the snapshot's price
-    once the session has closed (the option quotes are closing quotes). ``session_open``,
+    ``close``: the underlying's stored close of the session, for rows whose snapshot gives no
+    underlying price (the quotes were made against the snapshot's own). ``session_open``,
     ``session_close``: the session's instants (UTC). ``snapshot_at``: when the snapshot was
     taken, for rows the provider did not stamp."""
     if chain.is_empty():
@@ -119,10 +119,8 @@ def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.Data
     if session_close is not None:
         partial = (pl.col("snapshot_at") < session_close).fill_null(False)
     frame = frame.with_columns(partial=partial, source=pl.lit(SNAPSHOT))
-    if close is not None and close > 0:
-        frame = frame.with_columns(
-            underlying_price=pl.when(pl.col("partial")).then(pl.col("underlying_price"))
-            .otherwise(pl.lit(float(close))))
+    if close is not None and close > 0:  # the snapshot's own price, which its quotes face
+        frame = frame.with_columns(pl.col("underlying_price").fill_null(float(close)))
     frame = flag_adjusted(choose_prices(frame, session_open))
     return solve(frame, curves=curves, dividends=dividends, splits=splits,
                  fallback_rate=fallback_rate, parity=True)

@@ -191,7 +191,8 @@ def test_pipeline_metrics_match_the_logs(populated):
     assert m["fetch"]["success_rate"] == pytest.approx((steps - 2) / steps)
     assert m["fetch"]["rejected"] == 1
     assert 0 < m["fetch"]["p50_ms"] <= m["fetch"]["p95_ms"]
-    assert m["compute"]["steps"] == len(RUN_SYMBOLS) and m["compute"]["success_rate"] == 1
+    # Features per symbol, a volatility summary per stored chain (AAPL, SPY, KO).
+    assert m["compute"]["steps"] == len(RUN_SYMBOLS) + 3 and m["compute"]["success_rate"] == 1
     # all time equals the wide window; a window after the run is empty
     assert q.pipeline_metrics(cat)["fetch"]["rows"] == m["fetch"]["rows"]
     future = q.pipeline_metrics(cat, since=dt.datetime(2100, 1, 1, tzinfo=UTC))
@@ -295,7 +296,9 @@ def test_metrics_aggregates_match_the_logs(populated):
         "transient": 1, "not_entitled": 1}
     daily = q.fetch_daily(cat, FIXED_NOW, days=400)
     assert daily["rows"].sum() == by_ds["rows"].sum()
-    assert q.compute_daily(cat, FIXED_NOW, days=400)["steps"].sum() == 5
+    # Features of the five symbols, and the volatility summary of the three chains stored
+    # (AAPL, SPY and KO; MSFT's options are not entitled, BTC has none).
+    assert q.compute_daily(cat, FIXED_NOW, days=400)["steps"].sum() == 5 + 3
     qual = q.quality(cat)
     assert qual.filter(pl.col("dataset") == "bars")["rejected"][0] == 1
     rej = q.recent_rejections(cat)

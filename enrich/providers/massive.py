@@ -588,7 +588,8 @@ class MassiveProvider:
         subject = "treasury yields"
         params = {"date.gte": start.isoformat(), "date.lte": end.isoformat(),
                   "limit": 50000, "sort": "date.asc"}
-        rows = self._collect(TREASURY, TREASURY, params, subject)
+        rows = self._collect(TREASURY, TREASURY, params, subject,
+                             max(self._max_pages, MARKET_MAX_PAGES))
         check = _Check(subject, len(rows))
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _treasury_row))]
         check.done()
