@@ -69,7 +69,7 @@ def trailing_yield(dividends: pl.DataFrame, splits: pl.DataFrame, frame: pl.Data
         cash = days.join(cash, on=date, how="left").with_columns(pl.col("_cash").fill_null(0.0))
     price = pl.col(close).cast(pl.Float64)
     out = frame.join(cash, on=date, how="left", maintain_order="left")
-    usable = (price > 0) & pl.col(date).is_not_null()
+    usable = ((price > 0) & pl.col(date).is_not_null()).fill_null(False)
     return out.with_columns(
         dividend_yield=pl.when(usable).then((pl.col("_cash").fill_null(0.0) / price).log1p()),
         dividend_method=pl.when(~usable).then(None)
