@@ -15,8 +15,8 @@ import pytest
 from enrich.american import (
     american_iv_greeks,
     american_price,
-    early_exercise_premium,
     early_exercise_pays,
+    early_exercise_premium,
 )
 from enrich.bsm import price_and_greeks
 from enrich.iv import GREEKS, NullReason, compute_iv_greeks, implied_vol
@@ -47,7 +47,7 @@ def reference_american(s, k, t, r, q, sigma, call, n=REFERENCE_STEPS):
     j = np.arange(n + 1)[None, :]
     spot = s[:, None] * u[:, None] ** j * d[:, None] ** (n - j)
     am = eu = np.maximum(sign * (spot - k[:, None]), 0.0)
-    for i in range(n - 1, -1, -1):
+    for _ in range(n):
         spot = spot[:, 1:] / u[:, None]
         eu = pd * eu[:, :-1] + pu * eu[:, 1:]
         am = np.maximum(pd * am[:, :-1] + pu * am[:, 1:], sign * (spot - k[:, None]))

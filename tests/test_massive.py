@@ -31,6 +31,7 @@ from enrich.errors import (
     TransientError,
     ValidationError,
 )
+from enrich.occ import parse_occ
 from enrich.providers import Provider
 from enrich.providers.massive import MassiveProvider, parse_retry_after
 from enrich.ratelimit import RateLimiter, clear_limiters
@@ -1113,3 +1114,33 @@ def test_loopback_wrong_key_is_an_auth_error(fake):
         with pytest.raises(AuthError, match="Unknown API Key"):
             p.bars("AAPL", "1d", D(2024, 1, 2), D(2024, 1, 5))
         assert p.probe().status == "invalid key"
+
+
+@pytest.mark.parametrize("reading", ["as_of", "today"])
+def test_acceptance_a_historical_listing_holds_the_contracts_live_on_as_of(reading):
+    """Listing AAPL as of 2025-04-25 on 2025-06-02 (the loopback fake lists the next three
+    Fridays and the next monthlies of each day): every contract live that day comes back,
+    those expired since and those still trading after today, whichever way the API judges
+    ``expired``. The old query (``expired=true`` with ``as_of``) loses the ones after today
+    when ``expired`` is judged against today."""
+    as_of = D(2025, 4, 25)
+    with FakeMassive(today=TODAY, expired_against=reading) as fake, over(fake) as p:
+        listed = p.option_contracts("AAPL", as_of, expirations=(as_of, D(2025, 12, 31)))
+        live = {r["ticker"] for r in fake.data.contracts("AAPL", as_of)}
+        assert set(listed["contract"]) == live
+        exps = set(listed["expiration"])
+        assert min(exps) < TODAY < max(exps)  # expired since, and still trading after today
+        assert listed["exercise_style"].to_list() == ["american"] * listed.height
+        assert listed["deliverables"].drop_nulls().len() == len(exps)  # the adjusted ones
+        old = httpx.get(f"{fake.base_url}/v3/reference/options/contracts", params={
+            "underlying_ticker": "AAPL", "as_of": as_of.isoformat(), "expired": "true",
+            "limit": 1000}, headers={"Authorization": f"Bearer {fake.api_key}"}).json()
+        after_today = {t for t in live if parse_occ(t).expiration >= TODAY}
+        got_old = {r["ticker"] for r in old.get("results", [])}
+        if reading == "today":
+            assert after_today and not got_old & after_today
+        # Past sessions cost one listing request once the answer shows the reading.
+        before = fake.count("/v3/reference/options/contracts")
+        p.option_contracts("AAPL", D(2025, 4, 28), expirations=(as_of, D(2025, 12, 31)))
+        extra = fake.count("/v3/reference/options/contracts") - before
+        assert extra == (1 if reading == "as_of" else 2)

@@ -27,8 +27,9 @@ carry ``last_quote`` and ``last_trade`` as in the spec's example; contract listi
 adjusted contract per underlying and expiry carrying ``additional_underlyings`` like the spec's
 example (44 VMW + 6.53 USD). What ``expired`` is judged against is not in the spec, so the fake
 takes either reading: ``expired_against="as_of"`` (default: what one report observed,
-reference §9) or ``"today"`` (what the provider's knowledge base is said to state). ``/fed/v1/treasury-yields`` serves a curve per weekday
-(``curve=`` a function of the date, returning the tenors in percent, overrides the default).
+reference §9) or ``"today"`` (what the provider's knowledge base is said to state).
+``/fed/v1/treasury-yields`` serves a curve per weekday (``curve=`` a function of the date,
+returning the tenors in percent, overrides the default).
 
 A market: ``FakeMassive(symbols=market_tickers(520), ...)`` serves hundreds of tickers; the
 market-wide endpoints (grouped daily; dividends, splits, income statements and news without a
