@@ -58,6 +58,33 @@ SNAPSHOT = "snapshot"
 _LABELS = {int(c): c.label for c in NullReason}
 
 
+METHOD_NOTE = (
+    "IV of American options from an American model (Black-Scholes-Merton plus the early-"
+    "exercise premium of a Leisen-Reimer tree); smiles, ATM and 25-delta figures from out-of-"
+    "the-money options only (calls above the forward, puts below). Prices are quote mids, else "
+    "the session's last trade; adjusted contracts get no IV.")
+
+
+def describe_inputs(inputs: dict) -> str:
+    """One plain sentence on how a snapshot's IVs were found (``queries.options_inputs``)."""
+    def share(counts: dict[str, int], labels: dict[str, str]) -> str:
+        total = sum(counts.values()) or 1
+        return ", ".join(f"{labels.get(k, k)} {100 * n / total:.0f}%"
+                         for k, n in counts.items())
+
+    return (f"{inputs['with_iv']} of {inputs['contracts']} contracts with an IV. Rate: "
+            + share(inputs["rate_source"], {"treasury": "Treasury curve",
+                                            "fallback": "ENRICH_RISK_FREE_RATE"})
+            + ". Dividend yield: " + share(inputs["dividend_method"], {
+                "parity": "put-call parity", "trailing_12m": "trailing 12 months",
+                "none": "no dividends"})
+            + ". Prices: " + share(inputs["price_source"], {
+                "mid": "quote mid", "last_trade": "last trade", "close": "daily close",
+                "none": "none usable"})
+            + (f". Adjusted contracts left out: {inputs['adjusted']}" if inputs["adjusted"]
+               else "") + ".")
+
+
 def occ_root(symbol: str) -> str:
     """The standard OCC root of an underlying (class shares fold in: BRK.B -> BRKB)."""
     return symbol.replace(".", "")

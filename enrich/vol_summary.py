@@ -62,57 +62,96 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
         put_call_oi=pl.when(pl.col("call_oi") > 0)
         .then(pl.col("put_oi").cast(pl.Float64) / pl.col("call_oi")),
     )
-    smiles = _smiles(frame.filter(pl.col("iv").is_not_null()
-                                  & pl.col("underlying_price").is_not_null()))
+    smiles = _smiles(frame)
     out = flows.join(smiles, on=["symbol", "as_of"], how="left")
     return out.with_columns(pl.col("expirations").fill_null(0)) \
         .select(VOL_SUMMARY.columns).cast(VOL_SUMMARY.schema).sort("symbol", "as_of")
 
 
+def term_structure(chain: pl.DataFrame) -> pl.DataFrame:
+    """ATM IV per (as_of, expiration) of ``chain`` (OPTIONS_IV rows), read at the forward
+    from the out-of-the-money points as for the summary: ``as_of, expiration, days,
+    forward, atm_iv`` (expirations whose strikes do not straddle the forward are left out)."""
+    schema = {"as_of": pl.Date, "expiration": pl.Date, "days": pl.Int64, "forward": pl.Float64,
+              "atm_iv": pl.Float64}
+    pts = _points(chain)
+    if pts is None:
+        return pl.DataFrame(schema=schema)
+    rows = []
+    for key, at in pts["groups"].items():
+        sel = at[pts["otm"][at]]
+        atm = _expiry_points(pts["x"][sel], pts["iv"][sel], pts["delta"][sel],
+                             pts["call"][sel])[0]
+        if np.isfinite(atm):
+            i = int(at[0])
+            rows.append({"as_of": key[0], "expiration": key[1],
+                         "days": int(round(pts["t"][i] * 365)),
+                         "forward": float(pts["fwd"][i]), "atm_iv": atm})
+    return pl.DataFrame(rows, schema=schema).sort("as_of", "expiration")
+
+
+def _forward_expr() -> pl.Expr:
+    t = (pl.col("expiration") - pl.col("as_of")).dt.total_days().cast(pl.Float64) / 365.0
+    carry = pl.col("rate").fill_null(0.0) - pl.col("dividend_yield").fill_null(0.0)
+    return pl.col("underlying_price") * (carry * t).exp()
+
+
+def otm_expr() -> pl.Expr:
+    """True for out-of-the-money OPTIONS_IV rows: calls at or above the forward
+    ``S e^{(r - q) t}``, puts below it."""
+    fwd = _forward_expr()
+    return (pl.when(pl.col("contract_type") == "call").then(pl.col("strike") >= fwd)
+            .otherwise(pl.col("strike") < fwd))
+
+
+def _points(chain: pl.DataFrame) -> dict | None:
+    frame = chain.filter(pl.col("iv").is_not_null() & pl.col("underlying_price").is_not_null()
+                         & ~pl.col("adjusted").fill_null(False)
+                         & (pl.col("expiration") > pl.col("as_of"))).sort(
+        "as_of", "expiration", "strike")
+    if frame.is_empty():
+        return None
+    t = frame.select((pl.col("expiration") - pl.col("as_of")).dt.total_days()
+                     .cast(pl.Float64) / 365.0).to_series().to_numpy()
+    fwd = frame.select(_forward_expr()).to_series().to_numpy()
+    k, iv = frame["strike"].cast(pl.Float64).to_numpy(), frame["iv"].to_numpy()
+    call = (frame["contract_type"] == "call").to_numpy()
+    x = np.log(k / fwd)
+    vt = iv * np.sqrt(t)
+    d1 = (-x + 0.5 * vt * vt) / vt
+    groups: dict[tuple, np.ndarray] = {}
+    keys = list(zip(frame["as_of"].to_list(), frame["expiration"].to_list(), strict=True))
+    bounds = [0] + [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]] + [len(keys)]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        groups[keys[a]] = np.arange(a, b)
+    return {"t": t, "fwd": fwd, "x": x, "iv": iv, "call": call,
+            "otm": np.where(call, x >= 0, x < 0),
+            "delta": np.where(call, ndtr(d1), ndtr(d1) - 1.0), "groups": groups}
+
+
 def _smiles(frame: pl.DataFrame) -> pl.DataFrame:
     schema = {"symbol": pl.String, "as_of": pl.Date, "atm_iv_30d": pl.Float64,
               "rr25_30d": pl.Float64, "bf25_30d": pl.Float64, "expirations": pl.Int32}
-    if frame.is_empty():
-        return pl.DataFrame(schema=schema)
-    days = (pl.col("expiration") - pl.col("as_of")).dt.total_days().cast(pl.Float64)
-    cols = frame.select(
-        "symbol", "as_of", "expiration",
-        t=days / 365.0,
-        k=pl.col("strike").cast(pl.Float64),
-        s=pl.col("underlying_price").cast(pl.Float64),
-        r=pl.col("rate").cast(pl.Float64).fill_null(0.0),
-        q=pl.col("dividend_yield").cast(pl.Float64).fill_null(0.0),
-        iv=pl.col("iv").cast(pl.Float64),
-        call=pl.col("contract_type") == "call",
-    ).filter(pl.col("t") > 0)
-    t, k, s, r, q, iv = (cols[c].to_numpy() for c in ("t", "k", "s", "r", "q", "iv"))
-    call = cols["call"].to_numpy()
-    fwd = s * np.exp((r - q) * t)
-    x = np.log(k / fwd)
-    otm = np.where(call, x >= 0, x < 0)
-    vt = iv * np.sqrt(t)
-    d1 = (-x + 0.5 * vt * vt) / vt
-    delta = np.where(call, ndtr(d1), ndtr(d1) - 1.0)
-    session = (cols["symbol"] + cols["as_of"].cast(pl.String)).to_numpy()
-    expiry = cols["expiration"].cast(pl.Int32).to_numpy()
     rows = []
-    bounds = np.flatnonzero(np.r_[True, session[1:] != session[:-1], True])
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        per_expiry = []
-        cuts = np.flatnonzero(np.r_[True, expiry[a + 1:b] != expiry[a:b - 1], True]) + a
-        for e0, e1 in zip(cuts[:-1], cuts[1:], strict=True):
-            sel = np.arange(e0, e1)[otm[e0:e1]]
-            per_expiry.append((t[e0], *_expiry_points(x[sel], iv[sel], delta[sel], call[sel])))
-        ts = np.array([p[0] for p in per_expiry])
-        atm, c25, p25 = (np.array([p[i] for p in per_expiry]) for i in (1, 2, 3))
-        v_atm, v_c, v_p = (_at_30_days(ts, v) for v in (atm, c25, p25))
-        rows.append({
-            "symbol": cols["symbol"][int(a)], "as_of": cols["as_of"][int(a)],
-            "atm_iv_30d": v_atm,
-            "rr25_30d": None if v_c is None or v_p is None else v_c - v_p,
-            "bf25_30d": None if None in (v_c, v_p, v_atm) else 0.5 * (v_c + v_p) - v_atm,
-            "expirations": int(np.isfinite(atm).sum()),
-        })
+    for (symbol,), chain in frame.group_by("symbol", maintain_order=True):
+        pts = _points(chain)
+        if pts is None:
+            continue
+        per_session: dict = {}
+        for (as_of, _), at in pts["groups"].items():
+            sel = at[pts["otm"][at]]
+            per_session.setdefault(as_of, []).append((pts["t"][at[0]], *_expiry_points(
+                pts["x"][sel], pts["iv"][sel], pts["delta"][sel], pts["call"][sel])))
+        for as_of, per_expiry in per_session.items():
+            ts = np.array([p[0] for p in per_expiry])
+            atm, c25, p25 = (np.array([p[i] for p in per_expiry]) for i in (1, 2, 3))
+            v_atm, v_c, v_p = (_at_30_days(ts, v) for v in (atm, c25, p25))
+            rows.append({
+                "symbol": symbol, "as_of": as_of, "atm_iv_30d": v_atm,
+                "rr25_30d": None if v_c is None or v_p is None else v_c - v_p,
+                "bf25_30d": None if None in (v_c, v_p, v_atm) else 0.5 * (v_c + v_p) - v_atm,
+                "expirations": int(np.isfinite(atm).sum()),
+            })
     return pl.DataFrame(rows, schema=schema)
 
 
