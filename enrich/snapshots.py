@@ -53,7 +53,7 @@ MAX_SPREAD_ABS = 0.10
 STANDARD_SHARES = 100.0
 MID, LAST_TRADE, CLOSE = "mid", "last_trade", "close"
 PARITY_ROUNDS = 8
-PARITY_TOL = 1e-7
+PARITY_TOL = 1e-6
 SNAPSHOT = "snapshot"
 _LABELS = {int(c): c.label for c in NullReason}
 
@@ -178,31 +178,17 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
     q = _floats(frame["dividend_yield"]).copy()
     q[np.isnan(q)] = 0.0
     method = frame["dividend_method"].to_numpy().astype(object)
-    out = _solve_rows(inputs, q, american, usable)
     if parity:
         quoted = usable & (frame["price_source"] == MID).fill_null(False).to_numpy()
         pair = (frame["as_of"].cast(pl.Int64) * 100_000 + frame["expiration"].cast(pl.Int64))
         groups = np.unique(pair.fill_null(-1).to_numpy(), return_inverse=True)[1]
-        # Each round takes the premium at the current q, implies q again, and re-solves the
-        # expirations whose q moved; the map contracts quickly (q within 1e-6 in 3-5 rounds).
-        for _ in range(PARITY_ROUNDS):
-            implied = _parity(inputs, out, quoted, groups)
-            implied = _fill_short(implied, groups, inputs["t"], frame["as_of"])
-            moved = [g for g, q_g in implied.items()
-                     if abs(q[groups == g][0] - q_g) > PARITY_TOL or method[groups == g][0]
-                     != dividend_yield.PARITY]
-            if not moved:
-                break
-            for g in moved:
-                at = groups == g
-                q[at] = implied[g]
-                method[at] = dividend_yield.PARITY
-            rows = np.isin(groups, moved) & usable
-            if rows.any():
-                sub = _solve_rows({k: v[rows] for k, v in inputs.items()}, q[rows],
-                                  american[rows], np.ones(rows.sum(), dtype=bool))
-                for name, values in sub.items():
-                    out[name][rows] = values
+        implied = _implied_yields(inputs, q, american, quoted, groups)
+        implied = _fill_short(implied, groups, inputs["t"], frame["as_of"])
+        for g, q_g in implied.items():
+            at = groups == g
+            q[at] = q_g
+            method[at] = dividend_yield.PARITY
+    out = _solve_rows(inputs, q, american, usable)
     reason = out["reason"]
     labels = [_LABELS[int(c)] for c in reason]
     no_price = frame["option_price"].is_null().to_numpy()
@@ -263,25 +249,65 @@ def _fill_short(implied: dict[int, float], groups: np.ndarray, t: np.ndarray,
     return out
 
 
-def _parity(inputs: dict[str, np.ndarray], out: dict[str, np.ndarray], quoted: np.ndarray,
-            groups: np.ndarray) -> dict[int, float]:
-    """Parity yields per (as_of, expiration) group from European-equivalent quote mids."""
-    euro = inputs["price"] - out["eep"]  # NaN where no IV (premium unknown)
-    found: dict[int, float] = {}
+def _parity_strikes(inputs: dict[str, np.ndarray], quoted: np.ndarray,
+                    groups: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per (as_of, expiration) group: the rows of the call and the put at the (up to
+    ``PARITY_STRIKES``) strikes where both quote and their prices are closest."""
+    chosen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for g in np.unique(groups[quoted]):
-        at = np.flatnonzero((groups == g) & quoted & np.isfinite(euro))
-        if at.size < 2:
-            continue
-        strikes = np.unique(inputs["k"][at])
-        call = np.full(strikes.size, np.nan)
-        put = np.full(strikes.size, np.nan)
-        pos = np.searchsorted(strikes, inputs["k"][at])
-        is_call = inputs["is_call"][at]
-        call[pos[is_call]] = euro[at][is_call]
-        put[pos[~is_call]] = euro[at][~is_call]
-        i = at[0]
-        q_g = dividend_yield.parity_yield(float(inputs["s"][i]), float(inputs["t"][i]),
-                                          float(inputs["r"][i]), strikes, call, put)
-        if q_g is not None and math.isfinite(q_g):
-            found[int(g)] = q_g
+        at = np.flatnonzero((groups == g) & quoted)
+        calls = {inputs["k"][i]: i for i in at if inputs["is_call"][i]}
+        puts = {inputs["k"][i]: i for i in at if not inputs["is_call"][i]}
+        both = sorted(set(calls) & set(puts),
+                      key=lambda k: abs(inputs["price"][calls[k]] - inputs["price"][puts[k]]))
+        if both:
+            keep = both[:dividend_yield.PARITY_STRIKES]
+            chosen[int(g)] = (np.array([calls[k] for k in keep]), np.array([puts[k] for k in keep]))
+    return chosen
+
+
+def _implied_yields(inputs: dict[str, np.ndarray], q0: np.ndarray, american: np.ndarray,
+                    quoted: np.ndarray, groups: np.ndarray) -> dict[int, float]:
+    """Parity yields per group, iterated on the parity strikes alone: solve their IVs at the
+    current q, remove their early-exercise premia, imply q again (``PARITY_TOL``,
+    ``PARITY_ROUNDS``); the rest of the chain is solved once, at the final q."""
+    chosen = _parity_strikes(inputs, quoted, groups)
+    if not chosen:
+        return {}
+    q = {g: float(q0[calls[0]]) for g, (calls, _) in chosen.items()}
+    found: dict[int, float] = {}
+    before: dict[int, float] = {}  # the iterate before q[g], for Aitken's acceleration
+    todo = list(chosen)
+    for _ in range(PARITY_ROUNDS):
+        if not todo:
+            break
+        rows = np.concatenate([np.concatenate(chosen[g]) for g in todo])
+        qs = np.concatenate([np.full(2 * len(chosen[g][0]), q[g]) for g in todo])
+        res = _solve_rows({k: v[rows] for k, v in inputs.items()}, qs, american[rows],
+                          np.ones(rows.size, dtype=bool))
+        euro = dict(zip(rows.tolist(), (inputs["price"][rows] - res["eep"]).tolist(),
+                        strict=True))
+        left = []
+        for g in todo:
+            calls, puts = chosen[g]
+            i = int(calls[0])
+            q_g = dividend_yield.parity_yield(
+                float(inputs["s"][i]), float(inputs["t"][i]), float(inputs["r"][i]),
+                inputs["k"][calls], np.array([euro[int(j)] for j in calls]),
+                np.array([euro[int(j)] for j in puts]))
+            if q_g is None or not math.isfinite(q_g):
+                continue
+            x1 = q[g]  # this round's input
+            if g in found and abs(q_g - x1) <= PARITY_TOL:
+                found[g] = q_g
+                continue
+            found[g] = q_g
+            x0 = before.pop(g, None)
+            den = None if x0 is None else q_g - 2.0 * x1 + x0
+            if den is not None and abs(den) > 1e-12:
+                q[g] = x0 - (x1 - x0) ** 2 / den  # Aitken: the map is nearly linear
+            else:
+                before[g], q[g] = x1, q_g
+            left.append(g)
+        todo = left
     return found
