@@ -18,6 +18,7 @@ PAGES = [
     st.Page(c.PAGES["health"], title="Health", icon="🩺"),
     st.Page(c.PAGES["controls"], title="Controls", icon="🎛️"),
     st.Page("pages/backfill.py", title="Backfill", icon="⏮️"),
+    st.Page(c.PAGES["alerts"], title="Alerts", icon="🚨"),
     st.Page(c.PAGES["settings"], title="Settings", icon="⚙️"),
 ]
 nav = st.navigation(PAGES)
@@ -32,9 +33,9 @@ def _sidebar_status() -> None:
     if not settings.scheduler:
         st.markdown("**Scheduler** · off (ENRICH_SCHEDULER=off)")
     elif state.get("paused"):
-        st.markdown(f"**Scheduler** · ⏸️ paused by {state.get('paused_by') or '?'}")
+        st.markdown(f"**Scheduler** · ⏸️ paused by {ui.literal(state.get('paused_by') or '?')}")
         if state.get("pause_reason"):
-            st.caption(f"“{state['pause_reason']}”")
+            st.caption(ui.literal(state["pause_reason"], limit=200))
     else:
         st.markdown("**Scheduler** · ▶️ on")
     nxt = svc.next_fire_time() if svc is not None and settings.scheduler else None
@@ -44,7 +45,7 @@ def _sidebar_status() -> None:
         st.caption(f"Daily at {settings.schedule_utc:%H:%M} UTC")
     active = c.read("active_runs")
     for p in active:
-        st.caption(f"{ui.run_state_label(p['state'])} run {p['run_id'][:8]}: "
+        st.caption(f"{ui.run_state_label(p['state'])} run {ui.literal(p['run_id'][:8])}: "
                    f"{p['done']} / {p['total']} symbols")
         c.run_link(p["run_id"], "Follow →")
 
@@ -55,6 +56,10 @@ with st.sidebar:
     else:
         st.badge(f"Provider · {settings.provider}", icon="🔌", color="blue")
     _sidebar_status()
-    st.caption(f"Data: `{settings.data_dir.resolve()}`")
+    st.caption(f"Data: {ui.literal(settings.data_dir.resolve())}")
 
-nav.run()
+try:
+    nav.run()
+except Exception as exc:  # st.stop and st.rerun are not Exceptions: they pass through
+    c.page_failed(exc)
+    raise  # Streamlit logs it too; its box shows no details (client.showErrorDetails)

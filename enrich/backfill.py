@@ -268,8 +268,8 @@ def start_in_background(settings: Settings, request: BackfillRequest | None = No
                         ) -> str:
     """Start (or resume, by ``backfill_id``) a backfill on a daemon thread; return its run id.
 
-    The run's row is written before this returns, so pages see it at once. In a process
-    with services, the provider shares the process's rate limiter (``limiter_for``).
+    The run's row is written before this returns, so pages see it at once. The provider
+    queues on the rate limiter every process of the data directory shares.
     """
     from enrich.providers import make_provider
 

@@ -53,7 +53,13 @@ from enrich.engine import (
     mark_interrupted_runs,
 )
 from enrich.errors import EnrichError, error_class_of
-from enrich.options_history import PAIR_SCHEMA, as_traded_closes, choose_contracts, history_iv
+from enrich.options_history import (
+    PAIR_SCHEMA,
+    as_traded_closes,
+    choose_contracts,
+    history_iv,
+    monthly_horizon,
+)
 from enrich.providers import Provider
 from enrich.store import Store
 from enrich.symbols import asset_class_of
@@ -561,8 +567,8 @@ class _Execution:
         r = self.plan.request
         close = float(closes["close"][0])
         # Only what can be chosen is listed: the moneyness band, and the expirations asked
-        # for (or the next monthlies, within the chain filters' horizon).
-        window = (day, max(r.expirations)) if r.expirations else None
+        # for or else those up to the last monthly followed.
+        window = (day, max(r.expirations) if r.expirations else monthly_horizon(day, r.monthly))
         listed, _ = self._call(c, lambda: self.bf.provider.option_contracts(
             sym, day, strikes=(r.moneyness[0] * close, r.moneyness[1] * close),
             expirations=window))

@@ -21,6 +21,9 @@ Tables (created by numbered migrations, recorded in ``schema_migrations``)::
     session_coverage   symbol × dataset: sessions held, gaps, sessions failing a check
     restatements       stored history a re-fetch changed (session, column, old, new)
     plan_limits        the provider plan's history window and publication time, as found
+    quarantine         unreadable files moved aside (lake files, a catalog set aside)
+    alerts             alert events: incidents opened and resolved, tests (enrich.alerts)
+    alert_snoozes      rules or incidents whose alerts are not sent until a time
     scheduler_state    paused flag, heartbeat
     data_version       a counter bumped by every write (pages cache on it)
 
@@ -34,13 +37,14 @@ import contextlib
 import ctypes
 import datetime as dt
 import json
+import logging
 import os
 import re
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,8 +54,11 @@ import polars as pl
 import pyarrow as pa
 from filelock import FileLock, Timeout
 
-from enrich.errors import CatalogBusyError
+from enrich import quarantine
+from enrich.errors import CatalogBusyError, CatalogUnreadableError, ConfigError, CorruptFileError
 from enrich.schemas import DATASETS
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -308,13 +315,69 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
-        8,
+        6,  # 5: refresh plans (issue 11)
+        "quarantine: unreadable lake files and catalogs moved aside",
+        """
+        CREATE TABLE quarantine (
+            moved_to VARCHAR PRIMARY KEY,     -- where the file is now (relative to the data dir)
+            original VARCHAR NOT NULL,        -- where it was
+            kind VARCHAR NOT NULL,            -- lake_file | catalog
+            dataset VARCHAR,
+            level VARCHAR,                    -- bars and features: the timeframe
+            symbol VARCHAR,
+            reason VARCHAR,                   -- why it could not be read
+            size_bytes BIGINT,
+            quarantined_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
+    (
+        7,  # 5: refresh plans (issue 11), 6: quarantine (issue 12)
+        "alerts: incident events and their delivery, snoozes",
+        """
+        CREATE TABLE alerts (                 -- one row per event (enrich.alerts owns it)
+            alert_id VARCHAR PRIMARY KEY,
+            incident_id VARCHAR NOT NULL,     -- the opening event's id; the resolution's too
+            event VARCHAR NOT NULL,           -- opened | resolved | test
+            rule VARCHAR NOT NULL,            -- stale | run_failed | scheduler | quota
+                                              -- | quality | backfill | test
+            dedupe_key VARCHAR NOT NULL,      -- at most one open incident per key
+            severity VARCHAR NOT NULL,        -- error | warning | info
+            title VARCHAR NOT NULL,
+            detail VARCHAR,
+            event_at TIMESTAMPTZ NOT NULL,
+            delivery VARCHAR NOT NULL,        -- pending | sending | sent | partial | failed
+                                              -- | snoozed | no_channel
+            attempts INTEGER NOT NULL DEFAULT 0,
+            deliveries JSON,                  -- per channel: label (no secret), ok, error
+            delivered_at TIMESTAMPTZ,
+            claimed_at TIMESTAMPTZ,           -- a sender took it (another one may after 10 min)
+            acked_by VARCHAR,
+            acked_at TIMESTAMPTZ
+        );
+        CREATE TABLE alert_snoozes (
+            target VARCHAR PRIMARY KEY,       -- a rule, or one incident's dedupe key
+            until TIMESTAMPTZ NOT NULL,
+            snoozed_by VARCHAR,
+            snoozed_at TIMESTAMPTZ NOT NULL,
+            reason VARCHAR
+        );
+        """,
+    ),
+    (
+        8,  # 5: refresh plans, 6: quarantine, 7: alerts
         "options backfills: the exercise style of each contract followed",
         """
         ALTER TABLE backfill_contracts ADD COLUMN exercise_style VARCHAR;  -- american | european
         """,
     ),
 ]
+
+# Statuses of symbol × dataset that a quarantined file marks failing (not derived features).
+_STATUS_DATASETS = frozenset({"bars", "dividends", "splits", "earnings", "news", "options_iv"})
+# DuckDB's words for a file that is not (or no longer) a readable database.
+_UNREADABLE_RE = re.compile(r"not a valid DuckDB database|Could not read enough bytes|"
+                            r"Corrupt database file|checksum|replaying WAL", re.IGNORECASE)
 
 _BUSY_RE = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))")
 _CON_PATHS: dict[int, str] = {}  # id of an open catalog connection -> its catalog's _key
@@ -330,6 +393,73 @@ def _alias_for(path: Path) -> str:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+WAITING_NOTE = ".waiting"  # next to the lock file: whom its holder is waiting for
+
+
+def _lock_holder(lock_file: str) -> str:
+    """Who holds the catalog's lock file, in words: the enrich process (from /proc/locks on
+    Linux) and, if that process itself waits for another program, that program."""
+    who = "another enrich process"
+    with contextlib.suppress(OSError, ValueError):
+        st = os.stat(lock_file)
+        dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == dev:
+                    pid = int(fields[4])
+                    who = f"enrich process {pid} ({_cmdline(pid)})"
+                    break
+    with contextlib.suppress(OSError):
+        waits_for = Path(lock_file + WAITING_NOTE).read_text().strip()
+        if waits_for:
+            return f"{waits_for}, which {who} is waiting for"
+    return who
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "command unknown"
+    args = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if args and "python" in Path(args[0]).name:
+        args = args[1:]
+    text = " ".join(args) or "command unknown"
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def _os_reason(exc: OSError) -> str:
+    what = exc.strerror or type(exc).__name__
+    return f"{what}: {exc.filename}" if exc.filename else what
+
+
+def record_quarantined(con: duckdb.DuckDBPyConnection, item: quarantine.Quarantined) -> None:
+    """Insert a quarantined lake file's row and mark its symbol × dataset failing with the
+    message "corrupt file, re-fetch …" — unless a fetch succeeded after it was moved."""
+    row = quarantine.as_row(item)
+    con.execute(
+        "INSERT INTO quarantine (moved_to, original, kind, dataset, level, symbol, reason, "
+        "size_bytes, quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (moved_to) DO NOTHING",
+        [row[k] for k in ("moved_to", "original", "kind", "dataset", "level", "symbol",
+                          "reason", "size_bytes", "quarantined_at")])
+    if item.symbol is None or item.dataset not in _STATUS_DATASETS or \
+            (item.dataset == "bars" and item.level not in (None, "1d")):
+        return
+    con.execute(
+        "INSERT INTO symbol_status (symbol, dataset, last_attempt_at, consecutive_failures, "
+        "last_error_class, last_error_message, last_error_at) "
+        "VALUES (?, ?, ?, 1, 'corrupt', ?, ?) ON CONFLICT (symbol, dataset) DO UPDATE SET "
+        "consecutive_failures = greatest(symbol_status.consecutive_failures, 1), "
+        "last_error_class = 'corrupt', last_error_message = excluded.last_error_message, "
+        "last_error_at = excluded.last_error_at "
+        "WHERE symbol_status.last_success_at IS NULL "
+        "OR symbol_status.last_success_at < excluded.last_error_at",
+        [item.symbol, item.dataset, item.quarantined_at, item.message()[:1000],
+         item.quarantined_at])
 
 
 def _placeholder_select(dataset: str) -> str:
@@ -349,10 +479,15 @@ class Catalog:
     """Access to the catalog file, attached only for the length of an access, under a
     cross-process lock."""
 
-    def __init__(self, path: Path, lake_root: Path | None = None, timeout_s: float = 30.0):
+    def __init__(self, path: Path, lake_root: Path | None = None, timeout_s: float = 30.0,
+                 quarantine_file: Callable[[Path, str], object] | None = None):
         self.path = Path(path)
         self.lake_root = Path(lake_root) if lake_root else self.path.parent / "lake"
         self.timeout_s = timeout_s
+        # Moves an unreadable lake file aside (``Lake.quarantine_file``); None: leave it.
+        self._quarantine_file = quarantine_file
+        self._index_seen = -1  # size of the quarantine index last imported (-1: not yet)
+        self._partial_views: set[str] = set()  # views left over some files (see _view_sql)
         self._lock = FileLock(str(self.path) + ".lock", timeout=timeout_s)
         self._thread_lock = threading.RLock()
         self._placeholder_views: set[str] | None = None
@@ -370,16 +505,20 @@ class Catalog:
 
     @contextlib.contextmanager
     def _connect(self, threads: int | None) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.timeout_s
         with self._thread_lock:
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._lock.acquire(timeout=self.timeout_s)
             except Timeout:
                 raise CatalogBusyError(
-                    f"the catalog {self.path} stayed locked by another enrich process for "
-                    f"{self.timeout_s:g}s; is a long job running? try again later"
+                    f"the catalog {self.path} is held by {_lock_holder(self._lock.lock_file)} "
+                    f"(waited {self.timeout_s:g}s); try again when it is done"
                 ) from None
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot open the catalog {self.path}: {_os_reason(exc)}; check that "
+                    "ENRICH_DATA_DIR is a folder this user can write") from None
             try:
                 con = self._open(deadline, threads)
                 try:
@@ -430,23 +569,41 @@ class Catalog:
     def _attach(self, engine: duckdb.DuckDBPyConnection, deadline: float) -> None:
         path = str(self.path).replace("'", "''")
         delay = 0.05
-        while True:
-            try:
-                engine.execute(f"ATTACH '{path}' AS \"{self._alias}\"")
-                return
-            except duckdb.IOException as exc:
-                text = str(exc)
-                if "lock" not in text.lower():
-                    raise
-                if time.monotonic() >= deadline:
+        note = Path(str(self._lock.lock_file) + WAITING_NOTE)
+        try:
+            while True:
+                try:
+                    engine.execute(f"ATTACH '{path}' AS \"{self._alias}\"")
+                    return
+                except duckdb.IOException as exc:
+                    text = str(exc)
+                    if "lock" not in text.lower():
+                        raise self._open_error(text) from None
                     m = _BUSY_RE.search(text)
-                    holder = m.group(1) if m else "unknown program"
-                    raise CatalogBusyError(
-                        f"the catalog {self.path} is held open by another program "
-                        f"({holder}); close it (e.g. the notebook or duckdb shell) and retry"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                    holder = f"another program ({m.group(1) if m else 'unknown program'})"
+                    # Other enrich processes wait on our lock meanwhile: tell them whom we
+                    # wait for, so every process names the same holder (see _lock_holder).
+                    with contextlib.suppress(OSError):
+                        note.write_text(holder)
+                    if time.monotonic() >= deadline:
+                        raise CatalogBusyError(
+                            f"the catalog {self.path} is held open by {holder}; close it "
+                            "(e.g. the notebook or duckdb shell) and retry") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        finally:
+            with contextlib.suppress(OSError):
+                note.unlink()
+
+    def _open_error(self, text: str) -> Exception:
+        """The error for a catalog file DuckDB could not open (not a lock conflict)."""
+        if _UNREADABLE_RE.search(text):
+            return CatalogUnreadableError(
+                f"the catalog {self.path} is not a readable DuckDB database ({text.strip()})")
+        if "permission" in text.lower() or "read-only" in text.lower():
+            return ConfigError(f"cannot open the catalog {self.path} for writing ({text.strip()});"
+                               " check the permissions of ENRICH_DATA_DIR and its files")
+        return ConfigError(f"cannot open the catalog {self.path}: {text.strip()}")
 
     def _close(self, con: duckdb.DuckDBPyConnection) -> None:
         """Close the cursor (rolling back what it left open); the last one detaches the file.
@@ -495,12 +652,16 @@ class Catalog:
         return applied
 
     def _refresh_views(self, con: duckdb.DuckDBPyConnection, force: bool = False) -> None:
-        """Point one view per dataset at its Parquet files (a typed empty view until any exist).
+        """Point one view per dataset at its Parquet files (a typed empty view until any exist),
+        and import new records of lake files quarantined by any process.
 
         Binding a view over many files reads their footers, so views are only (re)created
         when forced, when they are missing or point at another directory (the data dir moved),
-        or when a dataset that had no files gets its first one.
+        when a dataset that had no files gets its first one, or while a view leaves out an
+        unreadable file that could not be moved aside yet. An unreadable file never stops the
+        views: see ``_view_sql``.
         """
+        self._sync_quarantine(con)
         root = self.lake_root.resolve()
         if self._placeholder_views is None or force:
             rows = con.execute(
@@ -509,34 +670,149 @@ class Catalog:
             stale = set()
             for name in DATASETS:
                 sql = existing.get(name)
-                if force or sql is None or ("WHERE false" not in sql and str(root) not in sql):
+                if (force or sql is None or "read_parquet([" in sql
+                        or ("WHERE false" not in sql and str(root) not in sql)):
                     stale.add(name)
             placeholders = {n for n in DATASETS if n not in stale
                             and "WHERE false" in existing.get(n, "")}
             todo = stale | placeholders
         else:
             placeholders = set(self._placeholder_views)
-            todo = set(placeholders)
+            todo = placeholders | self._partial_views
+        moved = False
         for name in todo:
             ds = DATASETS[name]
             depth = "*/*/*.parquet" if ds.level_column else "*/*.parquet"
             base = root / name
             has_files = base.is_dir() and next(base.glob(depth), None) is not None
             if has_files:
-                glob = str(base / depth).replace("'", "''")
-                sql = f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
+                moved |= self._view_sql(con, name, base, depth)
                 placeholders.discard(name)
-            elif name in placeholders:
+                continue
+            self._partial_views.discard(name)
+            if name in placeholders:
                 continue  # still empty, and already a typed empty view
-            else:
-                sql = _placeholder_select(name)
-                placeholders.add(name)
-            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {_placeholder_select(name)}')
+            placeholders.add(name)
         self._placeholder_views = placeholders
+        if moved:
+            self._sync_quarantine(con)
+
+    def _view_sql(self, con: duckdb.DuckDBPyConnection, name: str, base: Path,
+                  depth: str) -> bool:
+        """(Re)create the view of one dataset that has files; True if a file was moved aside.
+
+        Over the folder's glob when every file is readable. Otherwise the unreadable files are
+        quarantined, and the view is made over the glob again, or — for a file that could not
+        be moved now (its symbol is being enriched) — over the list of readable files, retried
+        on the next write.
+        """
+        glob = str(base / depth).replace("'", "''")
+        try:
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS '
+                        f"SELECT * FROM read_parquet('{glob}', union_by_name=true)")
+            self._partial_views.discard(name)
+            return False
+        except duckdb.Error as exc:
+            first_error = str(exc)
+        files = sorted(base.glob(depth))
+        named = set(re.findall(r"'([^']+\.parquet)'", first_error))
+        bad = {}
+        for f in files:
+            reason = quarantine.footer_error(f)
+            if reason is None and str(f) in named:
+                reason = first_error.strip().splitlines()[0][:200]
+            if reason is not None:
+                bad[f] = reason
+        moved, left = False, []
+        for f, reason in bad.items():
+            try:
+                item = self._quarantine_file(f, reason) if self._quarantine_file else None
+            except CorruptFileError:
+                item = None
+            if item is None and f.exists():
+                left.append(f)
+            moved |= item is not None
+            log.warning("lake file %s is unreadable (%s)%s", f, reason,
+                        "; moved to the quarantine" if item is not None else "")
+        good = [f for f in files if f not in bad]
+        if not left:
+            sources = f"'{glob}'"
+        elif good:
+            sources = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in good) + "]"
+        else:
+            sources = None
+        try:
+            if sources is None:
+                raise duckdb.Error("no readable file")
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS '
+                        f"SELECT * FROM read_parquet({sources}, union_by_name=true)")
+        except duckdb.Error as exc:  # still not buildable: an empty view, never a failure
+            log.warning("the %s view is empty for now: %s", name, exc)
+            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {_placeholder_select(name)}')
+            left = left or [base]
+        if left:
+            self._partial_views.add(name)
+        else:
+            self._partial_views.discard(name)
+        return moved
+
+    def _sync_quarantine(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Import lake files quarantined since the last look (``enrich.quarantine``'s index)
+        into the ``quarantine`` table, and mark their symbol × dataset failing unless it has
+        been fetched again since."""
+        size = quarantine.index_size(self.lake_root)
+        if size == self._index_seen:
+            return
+        items, _ = quarantine.read_index(self.lake_root)
+        try:
+            known = {r[0] for r in con.execute("SELECT moved_to FROM quarantine").fetchall()}
+        except duckdb.CatalogException:
+            return  # not migrated yet: the migration's refresh imports them
+        new = [i for i in items if i.moved_to not in known]
+        if new:
+            with transaction(con):
+                for item in new:
+                    record_quarantined(con, item)
+        self._index_seen = size
+
+    def set_aside(self, reason: str) -> dict[str, Any] | None:
+        """Move an unreadable catalog file (and its WAL) aside so a new one can be created;
+        returns the ``quarantine`` row to record in the new catalog, or None if the file is
+        readable after all (another process set it aside first)."""
+        now = utcnow()
+        target = self.path.with_name(f"{self.path.name}.unreadable-{now:%Y%m%dT%H%M%SZ}")
+        with self._thread_lock, self._lock.acquire(timeout=self.timeout_s):
+            if not self.path.exists():
+                return None
+            try:
+                with self._connect(threads=None):
+                    return None  # readable now
+            except CatalogUnreadableError:
+                pass
+            size = self.path.stat().st_size
+            os.replace(self.path, target)
+            wal = Path(str(self.path) + ".wal")
+            if wal.exists():
+                os.replace(wal, Path(str(target) + ".wal"))
+        _SHAPES.pop(self._key, None)
+        self._placeholder_views = None
+        self._index_seen = -1
+        base = self.path.parent
+        return {"moved_to": str(target.relative_to(base)), "original": self.path.name,
+                "kind": "catalog", "dataset": None, "level": None, "symbol": None,
+                "reason": reason, "size_bytes": size, "quarantined_at": now}
 
     def refresh_views(self) -> None:
         with self.connect() as con:
             self._refresh_views(con, force=True)
+
+    def sync_quarantine(self) -> None:
+        """Import the records of lake files quarantined since the catalog last looked."""
+        if quarantine.index_size(self.lake_root) == self._index_seen:
+            return
+        with self.connect() as con:
+            self._sync_quarantine(con)
 
     # -- helpers ----------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:

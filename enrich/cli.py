@@ -15,15 +15,22 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import polars as pl
 
-from enrich.config import Settings, load_settings
-from enrich.errors import CatalogBusyError, ConfigError, EnrichError, InvalidSymbolError
+from enrich.config import MAX_LOOKBACK_DAYS, Settings, load_settings
+from enrich.errors import (
+    CatalogBusyError,
+    ConfigError,
+    EnrichError,
+    InputError,
+    InvalidSymbolError,
+)
 from enrich.schemas import FETCHED
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_LIMIT = 100_000  # rows a listing prints at most
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 _COMMANDS: dict[str, Handler] = {}
@@ -42,15 +49,19 @@ def who() -> str:
     return f"{user}@{socket.gethostname()} (cli)"
 
 
-def _csv_list(raw: str | None) -> list[str] | None:
+def _csv_list(raw: str | None, option: str | None = None) -> list[str] | None:
+    """Comma-separated items; None when the option was not given. Given but empty (``''``)
+    is an error when ``option`` names it: an empty list must never mean "everything"."""
     if raw is None:
         return None
     items = [x.strip() for x in raw.split(",") if x.strip()]
+    if not items and option:
+        raise UsageError(f"{option} is empty: name at least one, or leave {option} out")
     return items or None
 
 
 def _datasets(raw: str | None) -> list[str] | None:
-    items = _csv_list(raw)
+    items = _csv_list(raw, "--datasets")
     if items is None:
         return None
     bad = [d for d in items if d not in FETCHED]
@@ -124,7 +135,8 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 def _open(settings: Settings):
     from enrich.store import Store
-    return Store.from_settings(settings)
+
+    return Store.from_settings(settings)  # repairs made while opening are logged as warnings
 
 
 def _engine(settings: Settings, store=None):
@@ -140,13 +152,11 @@ def _engine(settings: Settings, store=None):
 # -- run ------------------------------------------------------------------------------------
 @command("run")
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.engine import RunParams
+    from enrich.service import make_params
 
-    params = RunParams(
-        symbols=_csv_list(args.symbols), datasets=_datasets(args.datasets),
-        asset_class=args.asset_class, timeframe=args.timeframe,
-        lookback_days=args.lookback_days,
-    )
+    # Everything is checked before a run is recorded: a refused argument leaves no run row.
+    params = make_params(_csv_list(args.symbols, "--symbols"), _datasets(args.datasets),
+                         args.asset_class, args.timeframe, args.lookback_days)
     if getattr(args, "dry_run", False):
         return _dry_run(_engine(settings), params, settings, args.json)
     if getattr(args, "background", False):
@@ -155,6 +165,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--background needs a running `python -m enrich serve`")
         return handoff(argparse.Namespace(params=params), settings)
     engine = _engine(settings)
+    if params.symbols:
+        from enrich.universe import unknown_symbols
+
+        unknown = unknown_symbols(engine.store.catalog, params.symbols)
+        if unknown:
+            raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
+                             f"`python -m enrich symbols add {' '.join(unknown)}`")
     if settings.provider == "sample" and not args.json:
         print("provider: sample (offline demo data)", file=sys.stderr)
     summary = engine.run(params, kind="cli", progress=None if args.json else Progress())
@@ -288,13 +305,14 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
     if args.symbols_cmd == "import":
         try:
             if args.file == "-":
-                text = sys.stdin.read()
+                data = sys.stdin.buffer.read()
             else:
-                with open(args.file) as fh:
-                    text = fh.read()
+                with open(args.file, "rb") as fh:
+                    data = fh.read()
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
-        report = universe.import_csv(store.catalog, text)
+        name = "standard input" if args.file == "-" else args.file
+        report = universe.import_csv(store.catalog, universe.decode_csv(data, name))
         if args.json:
             print_json({"added": report.added,
                         "errors": [{"line": n, "error": e} for n, e in report.errors]})
@@ -348,8 +366,28 @@ def extend_parser(fn: Extender) -> Extender:
     return fn
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong and where help is), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[lo, hi]``."""
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; use {lo}..{hi}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m enrich",
         description="enrich: market-data enrichment desk (lake + catalog under ENRICH_DATA_DIR)")
     p.add_argument("--data-dir", help="data directory (overrides ENRICH_DATA_DIR)")
@@ -360,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", help=f"comma-separated, from {','.join(FETCHED)}")
     r.add_argument("--asset-class", choices=["stocks", "etfs", "crypto", "fx", "indices"])
     r.add_argument("--timeframe", default="1d", choices=["1d", "1h", "5m"])
-    r.add_argument("--lookback-days", type=int, help="history to fetch for a first enrichment")
+    r.add_argument("--lookback-days", type=bounded_int(1, MAX_LOOKBACK_DAYS),
+                   help="history to fetch for a first enrichment (days, at most "
+                        f"{MAX_LOOKBACK_DAYS})")
     r.add_argument("--background", action="store_true",
                    help="hand the run to a running `python -m enrich serve`")
     r.add_argument("--dry-run", action="store_true",
@@ -372,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     rn = sub.add_parser("runs", help="run history")
-    rn.add_argument("--limit", type=int, default=20)
+    rn.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=20)
     rn.add_argument("--state")
     rn.add_argument("--symbol")
     rn.add_argument("--since", help="YYYY-MM-DD or ISO time (UTC unless it says)")
@@ -412,7 +452,8 @@ def _load_plugins() -> None:
     """Import modules that register extra commands (absent ones are skipped)."""
     import importlib
 
-    for mod in ("enrich.service_cli", "enrich.backfill_cli"):
+    for mod in ("enrich.service_cli", "enrich.backfill_cli", "enrich.alerts_cli",
+                "enrich.quality_cli"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
@@ -427,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.cmd:
         parser.print_help()
         return EXIT_USAGE
+    settings = None
     try:
         env = None
         if args.data_dir:
@@ -434,15 +476,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             env = dict(os.environ, ENRICH_DATA_DIR=args.data_dir)
         settings = load_settings(env)
         return _COMMANDS[args.cmd](args, settings)
-    except (ConfigError, UsageError, InvalidSymbolError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ConfigError, UsageError, InvalidSymbolError, InputError) as exc:
+        return _fail(exc, EXIT_USAGE)
     except CatalogBusyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(exc, EXIT_FAILED)
     except EnrichError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(exc, EXIT_FAILED)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path or permission of this machine: say which, no traceback
+        reason = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {reason}{where}; check ENRICH_DATA_DIR and the paths given",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug: one line here, the traceback in the error log
+        from enrich import errorlog
+
+        where = errorlog.record(exc, settings.data_dir if settings else None,
+                                f"python -m enrich {args.cmd}")
+        print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); "
+              + (f"the traceback is in {where}" if where else "no log could be written"),
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _fail(exc: BaseException, code: int) -> int:
+    print(f"error: {_one_line(exc, 2000)}", file=sys.stderr)
+    return code

@@ -17,8 +17,16 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from enrich.errors import ConfigError
+from enrich.redact import register
 
 DEFAULT_BASE_URL = "https://api.massive.com"
+# ENRICH_NOW must lie where the exchange calendars answer: they start on 2000-01-03
+# (enrich.calendars.CAL_START) and end about a year ahead of the real date.
+EARLIEST_NOW = dt.datetime(2000, 1, 5, tzinfo=dt.UTC)
+LATEST_NOW_AHEAD = dt.timedelta(days=300)
+MAX_HISTORY_YEARS = 30
+MAX_LOOKBACK_DAYS = 366 * MAX_HISTORY_YEARS  # the longest first fetch a run may ask for
+DEFAULT_API_ADDRESS = "127.0.0.1:8765"
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,13 @@ class Settings:
     catalog_timeout_s: float = 30.0
     # Pretend the current instant is this (UTC): for demos that replay a past day, and tests.
     now_override: dt.datetime | None = None
+    # The JSON API of `serve` (enrich.api): host and port, or None when ENRICH_API_ADDRESS=off.
+    api_host: str | None = "127.0.0.1"
+    api_port: int = 8765
+    api_token: str | None = field(default=None, repr=False)
+    # Notification URLs for alerts (enrich.alerts, sent through apprise); they may hold
+    # credentials, so they are never shown: ``alert_channels`` says only their kinds.
+    alert_urls: tuple[str, ...] = field(default=(), repr=False)
 
     def now(self) -> dt.datetime:
         """The current instant in UTC (or ``ENRICH_NOW`` when set)."""
@@ -64,7 +79,24 @@ class Settings:
 
     @property
     def base_host(self) -> str:
-        return urlsplit(self.base_url).netloc
+        """Host (and port) of the base URL: never the user-info a URL may carry."""
+        return host_of(self.base_url)
+
+    @property
+    def api_address(self) -> str:
+        return "off" if self.api_host is None else f"{self.api_host}:{self.api_port}"
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.data_dir / "api_token"
+
+    @property
+    def alert_channels(self) -> str:
+        """The alert channels by kind only (``2: json, mailto``): URLs may hold secrets."""
+        if not self.alert_urls:
+            return "none"
+        kinds = [u.split("://", 1)[0].lower() for u in self.alert_urls]
+        return f"{len(kinds)}: {', '.join(kinds)}"
 
     def with_(self, **changes) -> Settings:
         return replace(self, **changes)
@@ -92,7 +124,17 @@ class Settings:
             "ENRICH_RETENTION_DAYS": str(self.retention_days),
             "ENRICH_SAMPLE_FAILURE_RATE": f"{self.sample_failure_rate:g}",
             "ENRICH_NOW": self.now_override.isoformat() if self.now_override else "(real time)",
+            "ENRICH_API_ADDRESS": self.api_address,
+            "ENRICH_API_TOKEN": "set" if self.api_token else
+            f"not set (generated into {self.api_token_path.name} in the data directory)",
+            "ENRICH_ALERT_URLS": self.alert_channels,
         }
+
+
+def host_of(url: str) -> str:
+    """``host[:port]`` of ``url``, without ``user:password@``."""
+    netloc = urlsplit(url).netloc
+    return netloc.rpartition("@")[2]
 
 
 def mask_key(key: str | None) -> str:
@@ -104,6 +146,7 @@ def mask_key(key: str | None) -> str:
 
 
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -142,6 +185,30 @@ def parse_schedule(raw: str) -> dt.time:
     return dt.time(int(m.group(1)), int(m.group(2)))
 
 
+def parse_api_address(raw: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` (``[::1]:8765`` for IPv6), or ``off``; port 0 picks a free one."""
+    raw = raw.strip()
+    if raw.lower() in ("off", "none", "false", "0"):
+        return None, 0
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"ENRICH_API_ADDRESS={raw!r} is not HOST:PORT; use e.g. "
+                          f"{DEFAULT_API_ADDRESS}, or off to serve no API")
+    return host, int(port)
+
+
+def parse_alert_urls(raw: str) -> tuple[str, ...]:
+    """Notification URLs separated by commas, spaces or newlines (apprise's own format)."""
+    urls = tuple(u for u in re.split(r"[,\s]+", raw.strip()) if u)
+    for i, url in enumerate(urls, 1):
+        if not _SCHEME_RE.match(url):
+            # Only the position: the text may be a secret pasted in the wrong place.
+            raise ConfigError(f"ENRICH_ALERT_URLS: entry {i} is not a notification URL; use "
+                              "e.g. json://host/path, mailto://user:pass@host, ntfy://topic")
+    return urls
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
 ) -> Settings:
@@ -159,6 +226,7 @@ def load_settings(
         key = key.strip() or None
     if key is not None and any(ch.isspace() for ch in key):
         raise ConfigError("MASSIVE_API_KEY contains whitespace; paste the key without spaces")
+    register(key)  # errors and logs of this process never show it (enrich.redact)
 
     provider = (env.get("ENRICH_PROVIDER") or "").strip().lower()
     provider = provider or ("massive" if key else "sample")
@@ -171,10 +239,17 @@ def load_settings(
         )
 
     base_url = (env.get("MASSIVE_BASE_URL") or DEFAULT_BASE_URL).strip().rstrip("/")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+    try:
+        parts = urlsplit(base_url)
+        usable = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                  and not parts.query and (parts.port or 0) >= 0)
+    except ValueError:  # an unclosed [IPv6 bracket, a port out of range
+        usable = False
+    if not usable:
+        # Shown without the user-info, which may hold a password.
+        shown = base_url if "@" not in base_url else "<a URL with user-info>"
         raise ConfigError(
-            f"MASSIVE_BASE_URL={base_url!r} is not an http(s) base URL; "
+            f"MASSIVE_BASE_URL={shown!r} is not an http(s) base URL; "
             f"use e.g. {DEFAULT_BASE_URL}"
         )
 
@@ -201,6 +276,11 @@ def load_settings(
         if now_override.tzinfo is None:
             now_override = now_override.replace(tzinfo=dt.UTC)
         now_override = now_override.astimezone(dt.UTC)
+        latest = dt.datetime.now(dt.UTC) + LATEST_NOW_AHEAD
+        if not EARLIEST_NOW <= now_override <= latest:
+            raise ConfigError(
+                f"ENRICH_NOW={raw_now!r} is outside the exchange calendar; use an instant "
+                f"between {EARLIEST_NOW:%Y-%m-%d} and {latest:%Y-%m-%d}, or unset it")
 
     options_symbols = None
     raw_opts = (env.get("ENRICH_OPTIONS_SYMBOLS") or "").strip()
@@ -212,12 +292,22 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(f"ENRICH_OPTIONS_SYMBOLS: {exc}") from None
 
+    api_host, api_port = parse_api_address(env.get("ENRICH_API_ADDRESS") or DEFAULT_API_ADDRESS)
+    api_token = (env.get("ENRICH_API_TOKEN") or "").strip() or None
+    if api_token is not None and (len(api_token) < 16 or any(c.isspace() for c in api_token)):
+        raise ConfigError("ENRICH_API_TOKEN must be at least 16 characters without spaces; "
+                          "or unset it to have one generated")
+
     return Settings(
         now_override=now_override,
         options_symbols=options_symbols,
         options_max_days=_int(env, "ENRICH_OPTIONS_MAX_DAYS", 120, 1, 1100),
         options_moneyness=_float(env, "ENRICH_OPTIONS_MONEYNESS", 0.3, 0.01, 10.0),
         options_max_pages=_int(env, "ENRICH_OPTIONS_MAX_PAGES", 8, 1, 1000),
+        api_host=api_host,
+        api_port=api_port,
+        api_token=api_token,
+        alert_urls=parse_alert_urls(env.get("ENRICH_ALERT_URLS") or ""),
         data_dir=data_dir,
         provider=provider,
         api_key=key,
@@ -229,7 +319,7 @@ def load_settings(
         refetch_sessions=_int(env, "ENRICH_REFETCH_SESSIONS", 2, 0, 30),
         event_lookback_days=_int(env, "ENRICH_EVENT_LOOKBACK_DAYS", 30, 0, 365),
         scheduler=sched_flag in ("on", "true", "1"),
-        history_years=_int(env, "ENRICH_HISTORY_YEARS", 10, 1, 30),
+        history_years=_int(env, "ENRICH_HISTORY_YEARS", 10, 1, MAX_HISTORY_YEARS),
         retention_days=_int(env, "ENRICH_RETENTION_DAYS", 90, 1, 3650),
         sample_failure_rate=_float(env, "ENRICH_SAMPLE_FAILURE_RATE", 0.0, 0.0, 0.9),
         risk_free_rate=_float(env, "ENRICH_RISK_FREE_RATE", 0.04, -0.05, 0.5),

@@ -119,6 +119,34 @@ class Heatmap:
     def totals(self) -> dict[str, int]:
         return {CODES[k]: int((self.day_codes == k).sum()) for k in CODES}
 
+    def gaps(self) -> pl.DataFrame:
+        """The missing and failed cells as rows: per symbol, each run of consecutive
+        expected sessions in one state (days with no session in between do not break it):
+        symbol, state (missing | failed), first and last session, sessions, never_fetched."""
+        rows: list[tuple] = []
+        for i, sym in enumerate(self.symbols):
+            codes = self.day_codes[i]
+            start = prev = None
+            state = None
+            n = 0
+            for j in np.nonzero(codes != NOT_EXPECTED)[0]:
+                code = int(codes[j])
+                st = CODES[code] if code in (MISSING, FAILED) else None
+                if st != state and state is not None:
+                    rows.append((sym, state, start, prev, n, self.never_fetched[i]))
+                if st is None:
+                    state = None
+                    continue
+                if st != state:
+                    start, n = self.days[j].item(), 0
+                state, prev, n = st, self.days[j].item(), n + 1
+            if state is not None:
+                rows.append((sym, state, start, prev, n, self.never_fetched[i]))
+        return pl.DataFrame(rows, schema={
+            "symbol": pl.String, "state": pl.String, "first_session": pl.Date,
+            "last_session": pl.Date, "sessions": pl.Int64, "never_fetched": pl.Boolean},
+            orient="row")
+
 
 # -- building -----------------------------------------------------------------------------------
 def _granularity(sessions: int, granularity: str) -> str:
@@ -359,6 +387,34 @@ def plan_fill(hm: Heatmap, symbols: Sequence[str], start: dt.date, end: dt.date,
         ref = today or (hm.end or max(first_from))
         plan.lookback_days = max(1, (ref - min(first_from)).days + 1)
     return plan
+
+
+def sessions_since(start: dt.date, now: dt.datetime) -> int:
+    """How many XNYS sessions a heatmap needs to reach back to ``start`` (at least one)."""
+    return max(1, len(calendars.session_array("XNYS", start, now.date())) + 1)
+
+
+def gaps_report(catalog: Catalog, dataset: str, now: dt.datetime,
+                sessions: int = 60) -> dict[str, Any]:
+    """The heatmap's gaps as rows, with its window and totals (the CLI's and API's view)."""
+    hm = heatmap(catalog, dataset, now, sessions)
+    return {"dataset": dataset, "sessions": sessions,
+            "first_session": hm.days[0].item() if len(hm.days) else None,
+            "last_session": hm.days[-1].item() if len(hm.days) else None,
+            "symbols": len(hm.symbols), "totals": hm.totals(), "gaps": hm.gaps()}
+
+
+def plan_range(catalog: Catalog, dataset: str, symbols: Sequence[str], start: dt.date,
+               end: dt.date, now: dt.datetime, include_failed: bool = False) -> FillPlan:
+    """What fills the missing cells of ``symbols`` × [``start``, ``end``] (sessions), read
+    from a heatmap reaching back to ``start``: the heatmap's drag-to-fill, without the drag."""
+    if end < start:
+        raise ValueError(f"the range ends ({end}) before it starts ({start})")
+    hm = heatmap(catalog, dataset, now, sessions_since(start, now), symbols=list(symbols))
+    unknown = sorted(set(symbols) - set(hm.symbols))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not active symbols that have {dataset}")
+    return plan_fill(hm, symbols, start, end, include_failed=include_failed)
 
 
 def start_fill(plan: FillPlan, *, settings: Any, store: Any,

@@ -511,8 +511,8 @@ class Engine:
             new_coverage = dict(coverage)
             step = self._fetch_step(rates.CURVE, "rates", "XNYS", window[1], "1d", window,
                                     coverage, new_coverage, run_id, log, res, None)
-            if new_coverage != coverage:
-                lake.write_coverage(rates.CURVE, new_coverage)
+            lake.update_coverage(  # only what it changed (see enrich_symbol)
+                rates.CURVE, {k: v for k, v in new_coverage.items() if coverage.get(k) != v})
         if tally is not None:
             tally.add_counts(res.requests, res.retries, step.records)
         return step
@@ -631,8 +631,10 @@ class Engine:
                     bars_changed = True
             if "bars" in wanted:
                 self._derive_step(symbol, params.timeframe, bars_changed, run_id, log, res)
-            if new_coverage != coverage:
-                self.store.lake.write_coverage(symbol, new_coverage)
+            # Only what this enrichment changed: a dataset whose file was quarantined meanwhile
+            # keeps its reset coverage, so the next run fetches it again.
+            self.store.lake.update_coverage(
+                symbol, {k: v for k, v in new_coverage.items() if coverage.get(k) != v})
             # Data-quality checks on what is now stored (enrich.quality), logged in the batch.
             quality.after_fetch(self.store.lake, log, run_id, symbol, asset_class, res.steps,
                                 coverage, params.timeframe)
@@ -659,8 +661,8 @@ class Engine:
             new_coverage = dict(coverage)
             step = self._fetch_step(symbol, ds, cal, expected, timeframe, window, coverage,
                                     new_coverage, run_id, log, res, None, explicit=True)
-            if new_coverage != coverage:
-                self.store.lake.write_coverage(symbol, new_coverage)
+            self.store.lake.update_coverage(  # only what it changed (see enrich_symbol)
+                symbol, {k: v for k, v in new_coverage.items() if coverage.get(k) != v})
             quality.after_fetch(self.store.lake, log, run_id, symbol, asset_class, [step],
                                 coverage, timeframe)
         return step

@@ -5,8 +5,11 @@ Every error carries context (provider, endpoint, status, request id) and never a
 
     EnrichError
     ├── ConfigError              bad settings or usage (CLI exit code 2)
+    ├── InputError               a file or value given by the user that cannot be used (exit 2)
     ├── InvalidSymbolError       a symbol refused at the boundary
     ├── CatalogBusyError         another program holds the catalog beyond the wait
+    ├── CatalogUnreadableError   the catalog file is not a readable DuckDB database
+    ├── CorruptFileError         an unreadable lake file (moved to lake/_quarantine/)
     ├── ValidationError          a payload that does not fit the lake schema
     ├── Cancelled                a run stopped between symbols
     └── ProviderError            anything a data provider raised
@@ -21,19 +24,37 @@ Every error carries context (provider, endpoint, status, request id) and never a
         ├── RateLimitedError     HTTP 429                          (retry after Retry-After)
         └── TransientError       5xx, timeouts, connection resets  (retry with backoff)
 
-``error_class`` is the short, stable name stored in logs and shown in the UI.
+``error_class`` is the short, stable name stored in logs and shown in the UI. Every message,
+request id and cause is passed through ``enrich.redact`` when the error is built, so an error
+never carries a registered secret, wherever it was raised.
 """
 
 from __future__ import annotations
+
+from enrich.redact import redact
+
+
+def _clean(value: object) -> object:
+    return redact(value) if isinstance(value, str) else value
 
 
 class EnrichError(Exception):
     error_class = "error"
     retryable = False
 
+    def __init__(self, *args: object):
+        super().__init__(*map(_clean, args))
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
+
 
 class ConfigError(EnrichError):
     error_class = "config"
+
+
+class InputError(EnrichError, ValueError):
+    error_class = "bad_input"
 
 
 class InvalidSymbolError(EnrichError, ValueError):
@@ -44,6 +65,23 @@ class CatalogBusyError(EnrichError):
     error_class = "catalog_busy"
 
 
+class CatalogUnreadableError(EnrichError):
+    error_class = "catalog_unreadable"
+
+
+class CorruptFileError(EnrichError):
+    """A lake file that cannot be read; ``path`` is where it is now (quarantined or not)."""
+
+    error_class = "corrupt"
+
+    def __init__(self, message: str, *, path: str | None = None, dataset: str | None = None,
+                 symbol: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.dataset = dataset
+        self.symbol = symbol
+
+
 class ValidationError(EnrichError):
     """A payload refused as a whole: ``causes`` lists the first few reasons."""
 
@@ -52,7 +90,7 @@ class ValidationError(EnrichError):
     def __init__(self, message: str, *, rejected: int = 0, causes: list[str] | None = None):
         super().__init__(message)
         self.rejected = rejected
-        self.causes = causes or []
+        self.causes = [redact(c) for c in causes or []]
 
 
 class Cancelled(EnrichError):
@@ -71,12 +109,13 @@ class ProviderError(EnrichError):
         status: int | None = None,
         request_id: str | None = None,
     ):
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.provider = provider
-        self.endpoint = endpoint
+        self.endpoint = endpoint and redact(endpoint)
         self.status = status
-        self.request_id = request_id
+        self.request_id = request_id and redact(request_id)
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -91,7 +130,7 @@ class ProviderError(EnrichError):
             ctx.append(f"request {self.request_id}")
         if ctx:
             parts.append(f"({', '.join(ctx)})")
-        return " ".join(parts)
+        return redact(" ".join(parts))
 
 
 class AuthError(ProviderError):

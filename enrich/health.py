@@ -8,14 +8,20 @@ scheduler's state comes from its heartbeat row (``enrich.scheduler``): a heartbe
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from enrich.catalog import frame, utcnow
 from enrich.config import Settings
+from enrich.errors import EnrichError
 from enrich.providers import Provider
+from enrich.redact import redact
 from enrich.scheduler import fire_label, in_exchange_time, next_fire_after, state_from
 from enrich.store import Store
 
@@ -32,22 +38,72 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
     ``last_run`` and ``last_scheduled_run``, ``catalog`` (ok, open-and-query ms), ``lake``
     (bytes on disk), ``provider`` (probe result and latency; ``probe=False`` skips the call,
     which for Massive costs one request), ``failures_24h`` (fetch failures by error class),
-    ``api_key`` (masked), and ``ok`` (catalog reachable, provider fine, scheduler not dead).
+    ``api_key`` (masked), ``lake`` also lists lake files found unreadable (each quarantined
+    on the spot, see ``enrich.quarantine``) and those awaiting a re-fetch, and ``ok``
+    (catalog reachable, provider fine, scheduler not dead, no lake file unreadable or
+    awaiting its re-fetch).
     """
     now = (clock or utcnow)()
     out: dict[str, Any] = {"checked_at": now, "data_dir": str(settings.data_dir.resolve()),
                            "api_key": settings.key_masked}
+    lake_files = _lake_files_part(store)  # first: it may quarantine, which the catalog records
     out.update(_catalog_part(settings, store, now))
     try:
         size = store.lake.size_bytes()
     except OSError:
         size = None
-    out["lake"] = {"path": str(store.lake.root.resolve()), "bytes": size}
+    out["lake"] = {"path": str(store.lake.root.resolve()), "bytes": size, **lake_files}
     out["provider"] = _provider_part(settings, provider, probe)
     sched_state = out.get("scheduler", {}).get("state")
     out["ok"] = bool(out["catalog"]["ok"] and out["provider"]["ok"] is not False
-                     and sched_state != "dead")
+                     and sched_state != "dead" and not lake_files["unreadable"]
+                     and not lake_files["awaiting_refetch"])
     return out
+
+
+def _lake_files_part(store: Store) -> dict[str, Any]:
+    """Lake files whose footer cannot be read (each is quarantined on the spot), and files
+    quarantined earlier whose data the next run has not fetched again yet.
+
+    ``unreadable``: ``{path, reason, moved_to}`` (``moved_to`` None if it could not be moved
+    now); ``awaiting_refetch``: ``{original, moved_to, reason, quarantined_at}``. Paths are
+    relative to the data directory.
+    """
+    unreadable = []
+    try:
+        found = store.lake.check_files()
+    except OSError as exc:
+        found = [(store.lake.root, f"cannot list the lake: {exc.strerror or exc}")]
+    for path, reason in found:
+        moved = None
+        with contextlib.suppress(EnrichError, OSError):
+            item = store.lake.quarantine_file(path, reason)
+            moved = item.moved_to if item else None
+        unreadable.append({"path": _rel(path, store.data_dir), "reason": reason,
+                           "moved_to": moved})
+    waiting: list[dict[str, Any]] = []
+    with contextlib.suppress(EnrichError, duckdb.Error):
+        store.catalog.sync_quarantine()
+        rows = store.catalog.query(
+            "SELECT q.original, q.moved_to, q.dataset, q.symbol, q.reason, q.quarantined_at, "
+            "coalesce(s.last_success_at > q.quarantined_at, false) AS fetched_since "
+            "FROM quarantine q LEFT JOIN symbol_status s "
+            "ON s.symbol = q.symbol AND s.dataset = q.dataset "
+            "WHERE q.kind = 'lake_file' ORDER BY q.quarantined_at DESC")
+        # Fetched again: a fetch of the symbol × dataset succeeded since, or the file is back
+        # where it was (features: only their recomputation writes it).
+        waiting = [{k: v for k, v in r.items() if k != "fetched_since"}
+                   for r in rows.to_dicts()
+                   if not r["fetched_since"] and not (store.data_dir / r["original"]).exists()]
+    return {"unreadable": [u for u in unreadable if u["moved_to"] is None],
+            "quarantined_now": [u for u in unreadable if u["moved_to"] is not None],
+            "awaiting_refetch": waiting}
+
+
+def _rel(path: Path, base: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(Path(path).resolve().relative_to(Path(base).resolve()))
+    return str(path)
 
 
 def _catalog_part(settings: Settings, store: Store, now: dt.datetime) -> dict[str, Any]:
@@ -125,10 +181,10 @@ def _provider_part(settings: Settings, provider: Provider | None, probe: bool) -
     try:
         res = provider.probe()
     except Exception as exc:  # a probe that raises is a failed probe, never a crash
-        part.update(ok=False, status="error", message=str(exc),
+        part.update(ok=False, status="error", message=redact(str(exc)),
                     latency_ms=round((time.perf_counter() - t0) * 1000, 1))
         return part
     measured = (time.perf_counter() - t0) * 1000
-    part.update(ok=res.ok, status=res.status, message=res.message,
+    part.update(ok=res.ok, status=res.status, message=redact(res.message or "") or None,
                 latency_ms=round(res.latency_ms or measured, 1))
     return part

@@ -34,8 +34,11 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 import polars as pl
+import pyarrow as pa
 from filelock import FileLock
 
+from enrich import quarantine
+from enrich.errors import CorruptFileError
 from enrich.schemas import DATASETS, Dataset, conform
 
 LOCK_TIMEOUT_S = 120.0
@@ -181,6 +184,10 @@ class FrameCache:
             self._frames.move_to_end(path)
             return hit[1]
 
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._frames.pop(path, None)
+
     def put(self, path: Path, fid: FileId | None, frame: pl.DataFrame) -> None:
         if fid is None:
             return
@@ -227,6 +234,7 @@ class Lake:
         self._made_dirs: set[Path] = set()
         self._local = threading.local()
         self.cache = FrameCache()
+        self._checked: dict[Path, FileId] = {}  # files check_files found readable
 
     # -- layout ---------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
@@ -262,12 +270,12 @@ class Lake:
         return SymbolLock(self, symbol, timeout)
 
     @contextlib.contextmanager
-    def write_lock(self, symbol: str) -> Iterator[None]:
+    def write_lock(self, symbol: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         """The symbol's lock for one write, unless this thread holds it already."""
         if symbol in self._held():
             yield
             return
-        with self.symbol_lock(symbol, timeout=LOCK_TIMEOUT_S):
+        with self.symbol_lock(symbol, timeout=timeout):
             yield
 
     def files(self, dataset: str, symbols: Iterable[str] | None = None,
@@ -316,15 +324,60 @@ class Lake:
         return frame if frame.schema == ds.schema else conform(frame, ds)
 
     def read_file(self, path: Path) -> pl.DataFrame:
-        """One lake file's rows (from the cache while the file is unchanged)."""
-        fid = _file_id(path)
-        if fid is None:
-            raise FileNotFoundError(path)
-        frame = self.cache.get(path, fid)
-        if frame is None:
-            frame = pl.read_parquet(path)
+        """One lake file's rows (from the cache while the file is unchanged).
+
+        A file that cannot be decoded is quarantined (``enrich.quarantine``) and
+        ``CorruptFileError`` ("corrupt file, re-fetch") is raised: the symbol × dataset reads
+        fail, visibly, until the next run has fetched it again.
+        """
+        for _ in range(2):
+            fid = _file_id(path)
+            if fid is None:
+                raise FileNotFoundError(path)
+            frame = self.cache.get(path, fid)
+            if frame is not None:
+                return frame
+            try:
+                frame = pl.read_parquet(path)
+            except (pl.exceptions.PolarsError, pa.ArrowException) as exc:
+                item = quarantine.move(self, path, quarantine._short(exc))
+                if item is None:
+                    continue  # replaced by a readable file meanwhile: read that one
+                raise CorruptFileError(item.message(), path=item.moved_to,
+                                       dataset=item.dataset, symbol=item.symbol) from None
             self.cache.put(path, fid, frame)
-        return frame
+            return frame
+        raise CorruptFileError(f"{quarantine.REFETCH_HINT}: {path} keeps changing as it is read")
+
+    def cache_forget(self, path: Path) -> None:
+        self.cache.forget(path)
+
+    def check_files(self, datasets: Iterable[str] | None = None,
+                    deep: bool = False) -> list[tuple[Path, str]]:
+        """Lake files whose footer cannot be read, with the reason (``health``'s check; see
+        ``quarantine.footer_error`` for ``deep``).
+
+        A file found readable is remembered by its identity (inode, mtime, size), so only new
+        or changed files are read again.
+        """
+        bad = []
+        for name in datasets or DATASETS:
+            for path in self.files(name):
+                fid = _file_id(path)
+                if fid is None or self._checked.get(path) == fid:
+                    continue
+                reason = quarantine.footer_error(path, deep=deep)
+                if reason is None:
+                    self._checked[path] = fid
+                else:
+                    bad.append((path, reason))
+        return bad
+
+    def quarantine_file(self, path: Path, reason: str,
+                        lock_timeout: float = quarantine.LOCK_TIMEOUT_S
+                        ) -> quarantine.Quarantined | None:
+        """Move an unreadable file aside (``enrich.quarantine.move``)."""
+        return quarantine.move(self, path, reason, lock_timeout)
 
     def _write_file(self, frame: pl.DataFrame, path: Path) -> None:
         write_parquet_atomic(frame, path)
@@ -445,6 +498,20 @@ class Lake:
     def write_coverage(self, symbol: str, coverage: dict[str, dt.date]) -> None:
         write_json_atomic({k: v.isoformat() for k, v in coverage.items()},
                           self._coverage_path(symbol))
+
+    def update_coverage(self, symbol: str, changes: dict[str, dt.date]) -> None:
+        """Set only the ``changes`` keys of ``symbol``'s coverage, over what is stored now (a
+        dataset reset meanwhile — a quarantined file — stays reset). Call under the symbol's
+        lock."""
+        if changes:
+            self.write_coverage(symbol, {**self.read_coverage(symbol), **changes})
+
+    def drop_coverage(self, symbol: str, key: str) -> None:
+        """Forget how far ``key`` of ``symbol`` was fetched: the next run fetches its history.
+        Call under the symbol's lock."""
+        coverage = self.read_coverage(symbol)
+        if coverage.pop(key, None) is not None:
+            self.write_coverage(symbol, coverage)
 
     def size_bytes(self) -> int:
         total = 0

@@ -62,6 +62,18 @@ def is_monthly(expiration: dt.date) -> bool:
     return 0 <= (third_friday(expiration.year, expiration.month) - expiration).days <= 1
 
 
+def monthly_horizon(as_of: dt.date, n: int) -> dt.date:
+    """The ``n``-th standard monthly expiration after ``as_of`` (its third Friday): a listing
+    reaching that far holds every monthly ``choose_contracts`` can pick (on the Thursday
+    before a third Friday, which may be the month's expiration, the count starts a month on:
+    one more monthly listed, none missed)."""
+    month = as_of.year * 12 + as_of.month - 1
+    if third_friday(as_of.year, as_of.month) - dt.timedelta(days=1) <= as_of:
+        month += 1
+    month += n - 1
+    return third_friday(month // 12, month % 12 + 1)
+
+
 def as_traded_closes(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
     """``session, close`` on each session's own share basis.
 

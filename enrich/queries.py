@@ -49,7 +49,7 @@ STATUS_DATASETS = ("bars", "dividends", "splits", "earnings", "news", "options_i
 RUN_STATES = ("queued", "running", "succeeded", "partial", "failed", "cancelled",
               "interrupted", "missed")
 ACTIVE_RUN_STATES = ("queued", "running")
-RUN_KINDS = ("manual", "scheduled", "retry", "backfill", "cli")
+RUN_KINDS = ("manual", "scheduled", "retry", "backfill", "cli", "api")
 # fetch_log rows that end a step (not the intermediate "retried" attempts).
 _STEP_DONE = "status IN ('ok', 'up_to_date', 'failed')"
 _STEP_OK = "status IN ('ok', 'up_to_date')"
@@ -251,6 +251,39 @@ def filter_symbols(summary: pl.DataFrame, search: str | None = None,
     by, desc = SYMBOL_SORTS.get(sort, SYMBOL_SORTS["needs attention"])
     out = out.sort(by, descending=desc, nulls_last=True)
     return out.slice(offset, limit), out.height
+
+
+def symbols_page(catalog: Catalog, now: dt.datetime, search: str | None = None,
+                 state: str | None = None, dataset: str | None = None,
+                 asset_class: str | None = None, sort: str = "needs attention",
+                 limit: int = 100, offset: int = 0) -> tuple[pl.DataFrame, int]:
+    """What the Symbols page lists: ``filter_symbols`` over the summary at ``now``, with each
+    symbol's quality score and failing checks (``symbol_quality``)."""
+    rows, total = filter_symbols(symbol_summary(status_grid(catalog, now)), search, state,
+                                 dataset, asset_class, sort, limit, offset)
+    scores = symbol_quality(catalog).select(
+        "symbol", pl.col("score").alias("quality"), pl.col("failing").alias("failing_checks"))
+    return rows.join(scores, on="symbol", how="left", maintain_order="left"), total
+
+
+def overview(catalog: Catalog, now: dt.datetime) -> dict[str, Any]:
+    """What the Overview page shows, in one dict: symbols per worst state, the status
+    distribution per dataset, the ten most urgent symbols, 24 h pipeline metrics (the 24 h
+    before ``now``), all-time success, the latest enrichment and the active runs."""
+    grid = status_grid(catalog, now)
+    summary = symbol_summary(grid)
+    attention, n_attention = filter_symbols(
+        summary.filter(pl.col("state").is_in(["failing", "stale", "never", "late"])), limit=10)
+    return {
+        "as_of": now, "symbols": summary.height, "states": symbol_state_counts(summary),
+        "distribution": state_distribution(grid),
+        "needs_attention": {"total": n_attention, "top": attention.select(
+            "symbol", "name", "state", "sessions_behind", "last_error_class",
+            "last_success_at")},
+        "metrics_24h": pipeline_metrics(catalog, now - dt.timedelta(hours=24)),
+        "overall": overall_success(catalog), "latest": latest_enrichment(catalog),
+        "active_runs": active_runs(catalog),
+    }
 
 
 def symbol_state_counts(summary: pl.DataFrame) -> dict[str, int]:
@@ -752,9 +785,13 @@ def corporate_actions(lake: Lake, symbol: str) -> pl.DataFrame:
 
 
 def latest_news(lake: Lake, symbol: str, limit: int = 20) -> pl.DataFrame:
+    """The newest articles; ``url`` only when it is an http(s) address (it is shown as a
+    link, so never ``javascript:`` or another scheme a provider might send)."""
     news = lake.read("news", [symbol])
+    web = pl.col("url").str.to_lowercase().str.contains(r"^https?://[^\s]+$")
     return (news.sort("published_utc", descending=True).head(limit)
-            .select("published_utc", "title", "publisher", "url", "sentiment",
+            .select("published_utc", "title", "publisher",
+                    pl.when(web).then(pl.col("url")).alias("url"), "sentiment",
                     "sentiment_reasoning"))
 
 
@@ -764,7 +801,7 @@ def _latest_options(lake: Lake, symbol: str) -> pl.DataFrame:
     files = lake.files("options_iv", [symbol])
     if not files:
         return lake.read("options_iv", [symbol])
-    chain = pl.read_parquet(files[-1])
+    chain = lake.read_file(files[-1])
     return chain.filter(pl.col("as_of") == chain["as_of"].max())
 
 
@@ -829,19 +866,35 @@ def vol_history(lake: Lake, symbol: str) -> pl.DataFrame:
     return out.join(realised, on="as_of", how="left").sort("as_of")
 
 
-def dataset_rows(lake: Lake, symbol: str, dataset: str, timeframe: str = "1d") -> pl.DataFrame:
-    """Every stored row of one symbol's dataset (for downloads)."""
+# The date each dataset's rows are placed on (session dates; news: its UTC publication day).
+DATE_COLUMNS = {"bars": "session", "dividends": "ex_date", "splits": "execution_date",
+                "earnings": "period_end", "news": "published_utc", "options_iv": "as_of",
+                "features": "session"}
+
+
+def dataset_rows(lake: Lake, symbol: str, dataset: str, timeframe: str = "1d",
+                 start: dt.date | None = None, end: dt.date | None = None) -> pl.DataFrame:
+    """The stored rows of one symbol's dataset (for downloads), optionally only those
+    dated ``start`` to ``end`` inclusive (``DATE_COLUMNS``)."""
     level = timeframe if dataset in ("bars", "features") else None
-    return lake.read(dataset, [symbol], level=level)
+    rows = lake.read(dataset, [symbol], level=level)
+    if (start is None and end is None) or rows.is_empty():
+        return rows
+    col = pl.col(DATE_COLUMNS[dataset])
+    if rows.schema[DATE_COLUMNS[dataset]] != pl.Date:
+        col = col.dt.date()
+    if start is not None:
+        rows = rows.filter(col >= start)
+    if end is not None:
+        rows = rows.filter(col <= end)
+    return rows
 
 
 def symbol_lake_quality(lake: Lake, symbol: str, asset_class: str,
                         timeframe: str = "1d") -> pl.DataFrame:
     """Per dataset held in the lake for one symbol: rows, first and last date, and for bars
     the sessions missing between the first and last bar (by the exchange calendar)."""
-    date_col = {"bars": "session", "dividends": "ex_date", "splits": "execution_date",
-                "earnings": "period_end", "news": "published_utc", "options_iv": "as_of",
-                "features": "session"}
+    date_col = DATE_COLUMNS
     rows = []
     for ds in (*DATASETS_BY_CLASS.get(asset_class, ("bars",)), "features"):
         f = dataset_rows(lake, symbol, ds, timeframe)
@@ -995,6 +1048,27 @@ def failing_checks(catalog: Catalog, dataset: str | None = None,
         FROM quality_status WHERE {where}
         ORDER BY severity = 'warning', symbol, {_check_order_sql()} LIMIT ?""",
         [*params, limit])
+
+
+def quality_report(catalog: Catalog, symbol: str | None = None, failing: bool = False,
+                   dataset: str | None = None) -> dict[str, pl.DataFrame]:
+    """Checks and scores, as ``enrich quality`` and ``GET /api/v1/quality`` show them.
+
+    With ``symbol``: its scores per dataset and its checks (only failing ones with
+    ``failing``). Without: with ``failing`` the checks failing now (of ``dataset``); else the
+    score of every symbol, per dataset and per check.
+    """
+    if symbol:
+        checks = symbol_checks(catalog, symbol)
+        if failing and not checks.is_empty():
+            checks = checks.filter(~pl.col("passed"))
+        if dataset and not checks.is_empty():
+            checks = checks.filter(pl.col("dataset") == dataset)
+        return {"scores": quality_scores(catalog, symbol), "checks": checks}
+    if failing:
+        return {"failing": failing_checks(catalog, dataset, limit=10_000)}
+    return {"symbols": symbol_quality(catalog), "by_dataset": quality_by_dataset(catalog),
+            "by_check": quality_by_check(catalog)}
 
 
 def coverage_heatmap(catalog: Catalog, dataset: str, now: dt.datetime, sessions: int = 60,

@@ -30,6 +30,7 @@ from typing import Any
 
 import polars as pl
 
+from enrich.errors import CorruptFileError
 from enrich.lake import Lake
 from enrich.quality import THRESHOLDS, Thresholds
 from enrich.schemas import DATASETS
@@ -87,11 +88,15 @@ def detect(lake: Lake, dataset: str, incoming: pl.DataFrame, timeframe: str = "1
     """Compare one symbol's fetched rows with the stored rows they overlap; None when the
     dataset is not tracked or nothing stored overlaps (a first fetch costs a directory look).
 
-    Never raises: detection must not fail the fetch it watches (a failure is logged)."""
+    Never raises — detection must not fail the fetch it watches (a failure is logged) — but
+    for ``CorruptFileError``: the stored file was unreadable and has been quarantined, and the
+    fetch must fail so that the next run fetches the whole history again."""
     if dataset not in TRACKED or incoming.is_empty():
         return None
     try:
         return _detect(lake, dataset, incoming, timeframe, th)
+    except CorruptFileError:
+        raise  # the stored file was quarantined: this fetch must not stand in for its history
     except Exception:
         log.exception("restatement detection failed for %s %s", dataset,
                       incoming["symbol"][0])

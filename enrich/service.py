@@ -15,6 +15,9 @@ Only one process at a time owns the schedule (``enrich.scheduler.beat``); anothe
 scheduler on stands by and takes over when the owner's heartbeat dies. The owner also executes
 runs handed to it by ``python -m enrich run --background`` (rows with ``handoff`` set and its
 pid), polling for them every ``poll_s`` seconds.
+
+Alerts (``enrich.alerts``) are evaluated on a thread of their own, every minute and after
+every run; a process that takes the schedule over from a dead owner reports that once.
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
+from enrich import alerts as alerts_mod
 from enrich import health as health_mod
 from enrich import plan_limits
 from enrich import scheduler as sched
 from enrich.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
-from enrich.config import Settings, load_settings
+from enrich.config import MAX_LOOKBACK_DAYS, Settings, load_settings
 from enrich.engine import (
     FINAL_STATES,
     Engine,
@@ -92,8 +96,8 @@ def make_params(symbols: Sequence[str] | None = None, datasets: Sequence[str] | 
         raise ConfigError(f"unknown timeframe {timeframe!r}; choose from {', '.join(TIMEFRAMES)}")
     if isinstance(lookback, dt.timedelta):
         lookback = lookback.days
-    if lookback is not None and lookback < 1:
-        raise ConfigError(f"lookback must be at least one day, got {lookback}")
+    if lookback is not None and not 1 <= lookback <= MAX_LOOKBACK_DAYS:
+        raise ConfigError(f"lookback must be 1..{MAX_LOOKBACK_DAYS} days, got {lookback}")
     return RunParams(symbols=syms, datasets=list(datasets) if datasets else None,
                      asset_class=asset_class, timeframe=timeframe, lookback_days=lookback)
 
@@ -220,6 +224,7 @@ class Services:
         run_workers: int = RUN_WORKERS,
         misfire_grace_s: float = sched.MISFIRE_GRACE_S,
         trigger: BaseTrigger | None = None,
+        alerts: alerts_mod.Watcher | bool = True,
     ):
         self.settings = settings
         self.clock = clock or utcnow
@@ -245,6 +250,10 @@ class Services:
         self._owner = False
         self._paused = False
         self._started_at: dt.datetime | None = None
+        # Alert rules and delivery; ``alerts=False`` for short-lived helpers (the CLI's fill).
+        self.alerts: alerts_mod.Watcher | None = (
+            alerts if isinstance(alerts, alerts_mod.Watcher) else
+            alerts_mod.Watcher(settings, self.store, clock=self.clock) if alerts else None)
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -263,6 +272,8 @@ class Services:
             self._started_at = self.clock()
         self._ensure_workers()
         threading.Thread(target=self._close_orphans, name="enrich-orphans", daemon=True).start()
+        if self.alerts is not None:
+            self.alerts.start().poke()
         if not self.settings.scheduler:
             log.info("scheduler off (ENRICH_SCHEDULER=off): runs start only on request")
             return self
@@ -290,6 +301,8 @@ class Services:
             self._phase = "stopping"
             jobs = list(self._jobs.values())
         self._halt.set()
+        if self.alerts is not None:
+            self.alerts.stop(timeout=2.0)
         for job in jobs:
             job.cancel.set()
         if self._scheduler is not None:
@@ -372,7 +385,9 @@ class Services:
             if job is not None:  # its row is not written yet; it will be, as cancelled
                 return True
             raise
-        return state in ("queued", "running")
+        # A run of this process flagged here may already be recorded as cancelled (the
+        # intake thread writes a flagged run's row that way): that is this cancel's doing.
+        return state in ("queued", "running") or (job is not None and state == "cancelled")
 
     def pause(self, by: str, reason: str | None = None) -> None:
         """Pause the daily schedule (persisted: still paused after a restart)."""
@@ -452,6 +467,8 @@ class Services:
         job.done.set()
         with self._lock:
             self._jobs.pop(job.run_id, None)
+        if self.alerts is not None:
+            self.alerts.poke()  # a run ended: did it fail, did it make data fresh again?
 
     def _intake_loop(self) -> None:
         while True:
@@ -588,6 +605,10 @@ class Services:
         if any(counts.values()):
             log.info("pruned history older than %d days: %s", self.settings.retention_days,
                      counts)
+        try:
+            alerts_mod.prune(self.store.catalog, self.settings.retention_days, self.clock())
+        except Exception as exc:
+            log.warning("pruning alert history failed: %s", exc)
 
     def _record_scheduled(self, fire: dt.datetime, state: str, message: str) -> None:
         row = sched.missed_run_row(fire, self.clock(), self.provider.name, message)
@@ -638,6 +659,8 @@ class Services:
         got = sched.beat(self.store.catalog, now, self.heartbeat_s,
                          self._started_at or now, fire)
         if got.owner and not self._owner:
+            if self.alerts is not None:
+                self.alerts.note_takeover(got.state, now)
             self._take_schedule(now, got.state.paused)  # raises: retried on the next beat
             self._owner = True
         elif not got.owner and self._owner:

@@ -108,10 +108,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every URL at INFO
+    from enrich.redact import protect_handlers
+
+    protect_handlers()  # no log line shows the API key, whoever wrote it
     store = _store(settings)
     ensure_demo_universe(store.catalog)
+    bound = None
+    if settings.api_host is not None:  # bind first: a taken port exits 2 before anything runs
+        from enrich.api import ApiServer
+
+        bound = ApiServer(settings.api_host, settings.api_port)
     svc = Services(settings, store=store, heartbeat_s=args.heartbeat_s)
     stop = threading.Event()
+    api = None
 
     def on_signal(signum, _frame) -> None:
         stop.set()
@@ -126,12 +136,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
               f"{settings.schedule_utc:%H:%M} UTC, next fire "
               f"{sched.fire_label(svc.next_fire_time())}{owner}; Ctrl-C to stop",
               file=sys.stderr, flush=True)
+        if bound is not None:
+            from enrich.api import serve as serve_api
+
+            try:
+                api, source = serve_api(settings, svc, bound)
+            except BaseException:
+                svc.stop(timeout=SERVE_STOP_S)
+                raise
+            shown = source if source == "ENRICH_API_TOKEN" else "`python -m enrich api token`"
+            print(f"api listening on {api.url}/api/v1 (docs {api.url}/docs); actions need "
+                  f"the token ({shown})", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
         print("stopping: running runs stop after their current symbols", file=sys.stderr,
               flush=True)
+        if api is not None:
+            api.stop()
         svc.stop(timeout=SERVE_STOP_S)
     finally:
+        if bound is not None and api is None:
+            bound.sock.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     print("stopped", file=sys.stderr, flush=True)
@@ -268,6 +293,17 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
           + (f"({cat['query_ms']} ms to open and query)" if cat["ok"] else f"({cat['error']})"))
     size = h["lake"]["bytes"]
     print(f"lake         {size / 1e6:.1f} MB" if size is not None else "lake         unknown")
+    for f in h["lake"].get("quarantined_now", []):
+        print(f"lake file    {f['path']} is unreadable ({f['reason']}): moved to "
+              f"{f['moved_to']}; the next run fetches it again")
+    for f in h["lake"].get("unreadable", []):
+        print(f"lake file    {f['path']} is unreadable ({f['reason']}) and could not be moved "
+              "aside now; `health` tries again")
+    shown = {f["moved_to"] for f in h["lake"].get("quarantined_now", [])}
+    for f in h["lake"].get("awaiting_refetch", []):
+        if f["moved_to"] not in shown:
+            print(f"lake file    {f['original']} was unreadable ({f['reason']}); quarantined "
+                  f"at {_ts(f['quarantined_at'])} in {f['moved_to']}, awaiting the next run")
     probe = (f"{prov['status']} ({prov['latency_ms']} ms)" if prov["ok"] is not None
              else prov["status"])
     print(f"provider     {prov['name']}{' (demo data)' if prov['is_demo'] else ''}: {probe}"

@@ -27,12 +27,14 @@ def validate_symbol(raw: str) -> str:
     """Return the canonical form of ``raw`` or raise ``InvalidSymbolError`` saying why."""
     if not isinstance(raw, str):
         raise InvalidSymbolError(f"symbol must be text, got {type(raw).__name__}")
-    sym = raw.strip().upper()
+    sym = raw.strip()
     if not sym:
         raise InvalidSymbolError("symbol is empty")
-    if not _SYMBOL_RE.match(sym):
+    # ASCII before upper-casing: 'ß'.upper() is 'SS', and other letters fold the same way.
+    sym = sym.upper() if sym.isascii() else sym
+    if not sym.isascii() or not _SYMBOL_RE.match(sym):
         raise InvalidSymbolError(
-            f"invalid symbol {raw!r}: use 1-12 letters or digits, optionally a class suffix "
+            f"invalid symbol {raw!r}: use 1-12 ASCII letters or digits, optionally a class suffix "
             "like BRK.B or a prefix X: (crypto), C: (fx), I: (index); no spaces, quotes or '/'"
         )
     return sym

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import math
+import re
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -66,6 +67,28 @@ RUN_STATE_ICON = {
     "cancelled": "⏹️", "interrupted": "⚠️", "missed": "⏭️",
 }
 DEMO_LABEL = "Demo data — the offline sample provider generates every number shown"
+
+
+_BACKTICKS = re.compile(r"`+")
+
+
+def literal(text: object, limit: int | None = None) -> str:
+    """Markdown that shows ``text`` exactly as written: an inline code span.
+
+    For every string a page did not write itself — from a URL, a provider, a user, a file or
+    the catalog (symbols, run ids, names, reasons, messages). Inside a code span Markdown
+    makes no link, image, emphasis, math, HTML or autolinked URL; escaping punctuation
+    instead would still let a bare ``https://…`` become a link. Whitespace runs (newlines
+    too, which would end the span) become one space; ``limit`` cuts to that many characters.
+    """
+    s = " ".join(str(text).split())
+    if limit is not None and len(s) > limit:
+        s = s[:limit - 1] + "…"
+    if not s:
+        return ""
+    fence = "`" * (max(map(len, _BACKTICKS.findall(s)), default=0) + 1)
+    pad = " " if s[0] == "`" or s[-1] == "`" else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
 
 
 def _aware(ts: dt.datetime) -> dt.datetime:

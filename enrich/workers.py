@@ -1,6 +1,6 @@
 """Worker processes for large runs of a provider that computes its rows on the CPU.
 
-Threads suit the network-bound provider: they wait on HTTP (and the per-process rate limiter)
+Threads suit the network-bound provider: they wait on HTTP (and the shared rate limiter)
 together. The offline sample provider instead *computes* every row in Python and numpy, so a
 run's threads queue on the GIL (measured: 2 threads enrich only ~1.3× as fast as 1). For such
 a provider, a run of many symbols enriches them in a pool of worker processes instead (one

@@ -16,7 +16,7 @@ import streamlit as st
 
 from enrich import queries, ui
 from enrich.config import Settings, load_settings
-from enrich.errors import ConfigError, EnrichError
+from enrich.errors import ConfigError, CorruptFileError, EnrichError
 from enrich.store import Store
 
 PAGES = {
@@ -27,6 +27,7 @@ PAGES = {
     "health": "pages/health.py",
     "controls": "pages/controls.py",
     "settings": "pages/settings.py",
+    "alerts": "pages/alerts.py",
 }
 ACTOR = "dashboard"
 
@@ -37,7 +38,7 @@ def settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        st.error(f"Configuration error: {exc}")
+        st.error(f"Configuration error: {ui.literal(exc)}")
         st.stop()
         raise  # unreachable: st.stop raises
 
@@ -69,7 +70,7 @@ def services():
             raise
         return None
     except EnrichError as exc:  # e.g. the catalog is held by another program
-        st.warning(f"The run service could not start: {exc}")
+        st.warning(f"The run service could not start: {ui.literal(exc)}")
         return None
     if svc.stopped:  # replaced by another data directory in this process (tests)
         _services.clear()
@@ -139,9 +140,47 @@ def read(name: str, *args, **kwargs) -> Any:
 
 
 def lake_read(name: str, *args, **kwargs) -> Any:
-    """``enrich.queries.<name>(lake, *args, **kwargs)``, cached per data version."""
-    return _lake_read(name, str(settings().data_dir), version(), args,
-                      tuple(sorted(kwargs.items())))
+    """``enrich.queries.<name>(lake, *args, **kwargs)``, cached per data version.
+
+    A lake file that cannot be read is quarantined by the read (``enrich.quarantine``): the
+    page says so and shows what remains, as the next run re-fetches the file.
+    """
+    key = (name, str(settings().data_dir))
+    try:
+        return _lake_read(*key, version(), args, tuple(sorted(kwargs.items())))
+    except CorruptFileError as exc:
+        st.error(ui.literal(exc), icon="🩹")
+        store().catalog.sync_quarantine()  # its symbol × dataset now shows failing
+        invalidate()
+        return _lake_read(*key, version(), args, tuple(sorted(kwargs.items())))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _alerts_read(name: str, data_dir: str, version: int, at: dt.datetime, args: tuple,
+                 kwargs: tuple) -> Any:
+    from enrich import alerts
+
+    return getattr(alerts, name)(store().catalog, *args, **dict(kwargs))
+
+
+def alerts_read(name: str, *args, **kwargs) -> Any:
+    """``enrich.alerts.<name>(catalog, wall clock, *args, **kwargs)``, cached per data
+    version and minute (snoozes end on the wall clock)."""
+    at = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    return _alerts_read(name, str(settings().data_dir), version(), at, (at, *args),
+                        tuple(sorted(kwargs.items())))
+
+
+@st.cache_resource(show_spinner=False)
+def _channels(urls: tuple[str, ...]):
+    from enrich.channels import Channels
+
+    return Channels(urls)
+
+
+def alert_channels():
+    """The alert channels of ENRICH_ALERT_URLS (labels carry no credential)."""
+    return _channels(settings().alert_urls)
 
 
 def grid() -> pl.DataFrame:
@@ -186,6 +225,47 @@ def probe() -> dict[str, Any]:
     return {**part, "checked_at": now()}
 
 
+# -- errors ------------------------------------------------------------------------------------
+def page_failed(exc: BaseException) -> None:
+    """An unexpected error in a page: a short message saying where the details are, never the
+    exception's text (it may quote a path, a provider's answer or a secret)."""
+    from enrich import errorlog
+
+    try:
+        data_dir = settings().data_dir
+    except Exception:  # noqa: BLE001 (the settings themselves may be what failed)
+        data_dir = None
+    where = errorlog.record(exc, data_dir, "dashboard")
+    st.error(f"This page ran into an unexpected error ({type(exc).__name__}). "
+             + (f"The details are in {ui.literal(where)}." if where else
+                "The details are in the log of the terminal running the dashboard.")
+             + " Other pages keep working; reload to try again.", icon="⚠️")
+
+
+def repairs() -> None:
+    """What opening the store repaired (a catalog set aside and rebuilt, …), once per
+    process, and lake files quarantined and not fetched again yet: both are shown on the
+    Overview and on Health."""
+    for notice in store().notices:
+        st.warning(ui.literal(notice), icon="🛠️")
+    lake = health().get("lake") or {}
+    bad = lake.get("unreadable", []) + lake.get("quarantined_now", [])
+    waiting = lake.get("awaiting_refetch", [])
+    if not (bad or waiting):
+        return
+    n = len({f.get("path") or f.get("original") for f in bad + waiting})
+    st.error(f"{n} lake file{'s' if n != 1 else ''} could not be read. Each was moved to "
+             "`lake/_quarantine/`, its symbol × dataset shows *failing* with “corrupt file, "
+             "re-fetch”, and the next run fetches it again (the Controls page runs one now).",
+             icon="🩹")
+    rows = [{"file": f["path"], "reason": f["reason"], "now in": f.get("moved_to") or
+             "(not moved yet: retried on the next check)"} for f in bad]
+    shown = {f.get("moved_to") for f in bad}
+    rows += [{"file": f["original"], "reason": f["reason"], "now in": f["moved_to"]}
+             for f in waiting if f["moved_to"] not in shown]
+    dataframe(pl.DataFrame(rows), key="quarantined_files")
+
+
 # -- shared widgets ----------------------------------------------------------------------------
 def demo_banner() -> None:
     if is_demo():
@@ -200,7 +280,7 @@ def page_header(title: str, help_text: str | None = None) -> None:
 
 
 def report_error(action: str, exc: Exception) -> None:
-    st.error(f"Could not {action}: {exc}")
+    st.error(f"Could not {action}: {ui.literal(exc)}")
 
 
 def start_run(**params) -> str | None:
@@ -216,19 +296,22 @@ def start_run(**params) -> str | None:
         return None
     invalidate()
     st.session_state["last_run_id"] = run_id
-    st.toast(f"Run {run_id[:8]} started", icon="🚀")
+    st.toast(f"Run {ui.literal(run_id[:8])} started", icon="🚀")
     return run_id
 
 
 def run_link(run_id: str, label: str | None = None) -> None:
-    st.page_link(PAGES["runs"], label=label or f"Follow run {run_id[:8]} →", icon="🔄",
-                 query_params={"run": run_id})
+    """A link to a run's page; ``label`` is Markdown (pass what it quotes through
+    ``ui.literal``)."""
+    st.page_link(PAGES["runs"], label=label or f"Follow run {ui.literal(run_id[:8])} →",
+                 icon="🔄", query_params={"run": run_id})
 
 
 def progress_block(p: dict[str, Any], key: str) -> None:
     """One run's live progress: bar, done / total, symbols in flight, ETA."""
     total, done = p["total"], p["done"]
-    label = f"{ui.run_state_label(p['state'])} · {p['kind']} run {p['run_id'][:8]}"
+    label = (f"{ui.run_state_label(p['state'])} · {ui.literal(p['kind'])} run "
+             f"{ui.literal(p['run_id'][:8])}")
     if p["state"] == "queued" or not total:
         st.progress(0.0, text=f"{label}: waiting to start")
         return
@@ -241,7 +324,7 @@ def progress_block(p: dict[str, Any], key: str) -> None:
                     f"{ui.fmt_int(p['requests_planned'])} planned")
     if p["current"]:
         shown = ", ".join(p["current"][:8]) + (" …" if len(p["current"]) > 8 else "")
-        bits.append(f"now: {shown}")
+        bits.append(f"now: {ui.literal(shown)}")
     if p["failed_so_far"]:
         bits.append(f"{p['failed_so_far']} failed so far")
     bits.append(f"started {ui.fmt_utc(p['started_at'], seconds=True)}")
@@ -249,7 +332,8 @@ def progress_block(p: dict[str, Any], key: str) -> None:
 
 
 def fact(container, label: str, value: str, help_text: str | None = None) -> None:
-    """A labelled value in normal text size (``st.metric`` truncates long words)."""
+    """A labelled value in normal text size (``st.metric`` truncates long words). ``value``
+    is Markdown: pass text the page did not write through ``ui.literal``."""
     container.markdown(f"**{label}**  \n{value}", help=help_text)
 
 

@@ -147,17 +147,17 @@ if request is not None and preview:
     else:
         todo = plan.todo()
         eta = ui.fmt_duration(plan.eta_s())
-        st.info(f"**{plan.describe()}** — {len(plan.chunks)} chunks "
+        st.info(f"**{ui.literal(plan.describe())}** — {len(plan.chunks)} chunks "
                 f"({len(plan.chunks) - len(todo)} done), **{plan.requests_expected()} "
                 f"requests** to make: about {eta} at {settings.rate_limit_per_min:g} "
                 "requests/min" + ("" if plan.rate_limited else
                                   " (the sample provider is not rate-limited: much faster)"))
         if plan.awaiting_listings:
             st.caption("Not counted yet: one request per option contract chosen, planned "
-                       "once the listings of " + ", ".join(plan.awaiting_listings)
+                       "once the listings of " + ui.literal(", ".join(plan.awaiting_listings))
                        + " are fetched.")
         for note in plan.notes:
-            st.caption(note)
+            st.caption(ui.literal(note))
         c.dataframe(plan.by_step(), width="stretch")
 if request is not None and start:
     _start(request)
@@ -171,8 +171,9 @@ def _card(r: dict[str, Any]) -> None:
         f" and {len(syms) - 8} more" if len(syms) > 8 else "")
     with st.container(border=True):
         head = st.columns([4, 1])
-        head[0].markdown(f"**{r['dataset']}** for {who} · {ui.fmt_session(r['window_start'])} "
-                         f"→ {ui.fmt_session(r['window_end'])} · `{bid}`")
+        head[0].markdown(f"**{ui.literal(r['dataset'])}** for {ui.literal(who)} · "
+                         f"{ui.fmt_session(r['window_start'])} → "
+                         f"{ui.fmt_session(r['window_end'])} · {ui.literal(bid)}")
         head[1].markdown(STATUS_CHIP.get(r["status"], r["status"]))
         bits = [f"{r['chunks_done']} / {r['chunks_total']} chunks"]
         if r["requests_per_min"] is not None:
@@ -189,9 +190,9 @@ def _card(r: dict[str, Any]) -> None:
         if r["awaiting_listings"]:
             st.caption("Option contracts' bars are planned once every listing is fetched.")
         if r["last_error"]:
-            st.caption(f"Last error: {r['last_error'][:300]}")
+            st.caption(f"Last error: {ui.literal(r['last_error'], limit=300)}")
         if r["run_message"] and r["status"] != "running":
-            st.caption(r["run_message"])
+            st.caption(ui.literal(r["run_message"], limit=300))
         acts = st.columns(6)
         if r["status"] == "running":
             if acts[0].button("Pause", icon="⏸️", key=f"pause_{bid}",

@@ -85,11 +85,12 @@ def followed_run() -> None:
         return
     p = c.read("run_progress", run_id)
     if p is None:
-        st.info(f"Run {run_id[:8]} queued…")
+        st.info(f"Run {ui.literal(run_id[:8])} queued…")
     elif p["state"] in q.ACTIVE_RUN_STATES:
         c.progress_block(p, key=f"ctl-{run_id}")
     else:
-        st.success(f"Run {run_id[:8]} {ui.run_state_label(p['state'])}: {p['message'] or ''}")
+        st.success(f"Run {ui.literal(run_id[:8])} {ui.run_state_label(p['state'])}: "
+                   f"{ui.literal(p['message'] or '')}")
     c.run_link(run_id)
 
 
@@ -104,9 +105,9 @@ st.write(f"Runs daily at **{settings.schedule_utc:%H:%M} UTC**"
          + ("" if settings.scheduler else " The scheduler is off in this process "
             "(ENRICH_SCHEDULER=off); the pause flag is still kept for when it runs."))
 if state.get("paused"):
-    st.warning(f"⏸️ Paused by {state.get('paused_by') or '?'} at "
+    st.warning(f"⏸️ Paused by {ui.literal(state.get('paused_by') or '?')} at "
                f"{ui.fmt_utc(state.get('paused_at'))}"
-               + (f": “{state['pause_reason']}”" if state.get("pause_reason") else ""))
+               + (f": {ui.literal(state['pause_reason'])}" if state.get("pause_reason") else ""))
     if st.button("Resume schedule", icon="▶️", key="resume", disabled=svc is None):
         try:
             svc.resume(by=c.ACTOR)

@@ -54,14 +54,16 @@ st.caption(words)
 st.caption(f"Daily at {schedule.get('time_utc', '?')} UTC = {schedule.get('time_exchange', '?')}"
            f" in {schedule.get('exchange_tz', 'America/New_York')} today.")
 if sch.get("paused"):
-    st.warning(f"Paused by {sch.get('paused_by') or '?'} at {ui.fmt_utc(sch.get('paused_at'))}"
-               + (f": “{sch['pause_reason']}”" if sch.get("pause_reason") else ""))
+    st.warning(f"Paused by {ui.literal(sch.get('paused_by') or '?')} at "
+               f"{ui.fmt_utc(sch.get('paused_at'))}"
+               + (f": {ui.literal(sch['pause_reason'])}" if sch.get("pause_reason") else ""))
 if sch.get("heartbeat_at"):
     st.caption(f"Heartbeat {ui.fmt_utc(sch['heartbeat_at'], seconds=True)} "
                f"({ui.fmt_ago(sch['heartbeat_at'], c.now())}) from pid {sch.get('pid')} on "
-               f"{sch.get('host')}")
+               f"{ui.literal(sch.get('host') or '?')}")
 if last:
-    c.run_link(last["run_id"], f"Last run {last['run_id'][:8]}: {last.get('message') or ''} →")
+    c.run_link(last["run_id"], f"Last run {ui.literal(last['run_id'][:8])}: "
+                               f"{ui.literal(last.get('message') or '', limit=120)} →")
 
 # -- storage -----------------------------------------------------------------------------------
 st.subheader("Storage")
@@ -74,8 +76,9 @@ s[1].metric("Catalog query time", f"{cat['query_ms']:.1f} ms"
             help="open the catalog, take its lock, run one count query")
 s[2].metric("Lake size", ui.fmt_bytes(lake.get("bytes")))
 if cat.get("error"):
-    st.error(cat["error"])
-st.caption(f"Catalog `{cat.get('path', '')}` · lake `{lake.get('path', '')}`")
+    st.error(ui.literal(cat["error"]))
+st.caption(f"Catalog {ui.literal(cat.get('path', ''))} · lake {ui.literal(lake.get('path', ''))}")
+c.repairs()
 
 # -- provider ----------------------------------------------------------------------------------
 st.subheader("Provider")
@@ -84,7 +87,8 @@ p = st.columns(4)
 c.fact(p[0], "Provider", f"{settings.provider}" + (" (demo data)" if c.is_demo() else ""))
 c.fact(p[1], "API key", h.get("api_key") or settings.key_masked,
        "Masked: only the first and last two characters are shown.")
-c.fact(p[2], "Base URL host", settings.base_host if not c.is_demo() else "— (offline)")
+c.fact(p[2], "Base URL host", ui.literal(settings.base_host) if not c.is_demo() else "— (offline)",
+       "Only the host: user-info in MASSIVE_BASE_URL is never shown.")
 probe = st.session_state.get("probe_result")
 p[3].metric("Probe latency", f"{probe['latency_ms']:.0f} ms"
             if probe and probe.get("latency_ms") is not None else "—")
@@ -95,8 +99,8 @@ if st.button("Test key", icon="🔑", key="test_key",
     st.rerun()
 if probe:
     kind, words = PROBE_WORDS.get(probe.get("status"), ("error", "The probe failed."))
-    getattr(st, kind)(f"**{probe.get('status')}** — {words}"
-                      + (f" ({probe['message']})" if probe.get("message") else ""))
+    getattr(st, kind)(f"**{ui.literal(probe.get('status'))}** — {words}"
+                      + (f" ({ui.literal(probe['message'])})" if probe.get("message") else ""))
     st.caption(f"Tested {ui.fmt_utc(probe.get('checked_at'), seconds=True)}")
 
 # -- the plan's limits -------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def live_progress() -> None:
         return
     st.subheader("Running now")
     if pending:
-        st.progress(0.0, text=f"Run {pending[:8]}: queued, starting…")
+        st.progress(0.0, text=f"Run {ui.literal(pending[:8])}: queued, starting…")
     for p in active:
         c.progress_block(p, key=f"ov-{p['run_id']}")
         c.run_link(p["run_id"])
@@ -77,6 +77,17 @@ def first_launch() -> None:
 
 
 live_progress()
+c.repairs()  # a catalog rebuilt, lake files quarantined: before anything says "fresh"
+
+# -- open alerts (enrich.alerts): what the desk has told, or would tell, someone ---------------
+open_alerts = c.alerts_read("open_incidents")
+if not open_alerts.is_empty():
+    st.subheader(f"🚨 Open alerts: {open_alerts.height}")
+    c.dataframe(open_alerts.head(10).select(
+        "severity", "title", "opened_at", "acked_by", "incident_id"), column_config={
+        "title": st.column_config.TextColumn("what", width="large"),
+        "opened_at": "since (UTC)", "acked_by": "acknowledged by", "incident_id": "id"})
+    st.page_link(c.PAGES["alerts"], label="Alerts: acknowledge, snooze, history →")
 
 if runs_total == 0 and not c.read("active_runs") and not _pending_run():
     first_launch()
@@ -188,6 +199,6 @@ if latest["last_success_at"] is not None:
                f"· {ui.fmt_exchange(latest['last_success_at'])}")
 if latest["last_run"]:
     lr = latest["last_run"]
-    st.caption(f"Last run {ui.run_state_label(lr['state'])} ({lr['kind']}) finished "
-               f"{ui.fmt_utc(lr['finished_at'])}: {lr['message'] or ''}")
+    st.caption(f"Last run {ui.run_state_label(lr['state'])} ({ui.literal(lr['kind'])}) "
+               f"finished {ui.fmt_utc(lr['finished_at'])}: {ui.literal(lr['message'] or '')}")
     c.run_link(lr["run_id"], "Open the last run →")

@@ -168,7 +168,7 @@ a, z = (tuple(span) + (None, None))[:2] if isinstance(span, tuple) else (span, s
 z = z or a
 plan = cov.plan_fill(hm, picked, a, z, include_failed=refetch_failed) if picked and a else \
     cov.FillPlan(dataset)
-st.caption(plan.describe() if picked else "Pick the symbols and sessions to fill.")
+st.caption(ui.literal(plan.describe()) if picked else "Pick the symbols and sessions to fill.")
 if st.button(f"Fill {plan.cells:,} missing cells" if plan.cells else "Fill the gaps",
              type="primary", icon="🩹", disabled=plan.empty, key="fill_go"):
     svc = c.services()
@@ -202,7 +202,8 @@ def fill_progress() -> None:
     for p in active:
         c.progress_block(p, key=f"fill-{p['run_id']}")
     for p in live:
-        c.run_link(p["run_id"], f"{ui.run_state_label(p['state'])} run {p['run_id'][:8]} →")
+        c.run_link(p["run_id"],
+                   f"{ui.run_state_label(p['state'])} run {ui.literal(p['run_id'][:8])} →")
     if ids and not active and len(live) == len(ids):
         st.session_state["fill_done"] = st.session_state.pop("fill_runs")
         st.session_state["fill_settle_until"] = time.monotonic() + SETTLE_S

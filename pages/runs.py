@@ -72,13 +72,14 @@ def run_detail(run_id: str) -> None:
             st.info("The run is being recorded; this page refreshes in a moment.")
             live(run_id)
         else:
-            st.error(f"No run {run_id}.")
+            st.error(f"No run {ui.literal(run_id, limit=80)}.")
         return
-    c.page_header(f"Run {run_id[:8]} · {ui.run_state_label(d['state'])}",
-                  f"{d['kind']} run · provider {d.get('provider') or '?'} · id {run_id}")
+    c.page_header(f"Run {ui.literal(run_id[:8])} · {ui.run_state_label(d['state'])}",
+                  f"{ui.literal(d['kind'])} run · provider {ui.literal(d.get('provider') or '?')}"
+                  f" · id {ui.literal(run_id)}")
     live(run_id)
     if d.get("message"):
-        st.write(d["message"])
+        st.text(d["message"])  # plain text: no Markdown
     times = st.columns(3)
     times[0].markdown(f"**Requested** {ui.fmt_utc(d['requested_at'], True)}  \n"
                       f"{ui.fmt_exchange(d['requested_at'])}")
@@ -95,7 +96,7 @@ def run_detail(run_id: str) -> None:
     m[5].metric("Requests", ui.fmt_int(d["requests"]))
     m[6].metric("Retries", ui.fmt_int(d["retries"]))
     if d.get("parent_run_id"):
-        c.run_link(d["parent_run_id"], f"Retry of run {d['parent_run_id'][:8]} →")
+        c.run_link(d["parent_run_id"], f"Retry of run {ui.literal(d['parent_run_id'][:8])} →")
     with st.expander("Parameters"):
         st.json(d.get("params") or {})
 
@@ -103,7 +104,7 @@ def run_detail(run_id: str) -> None:
     if failed and d["state"] not in q.ACTIVE_RUN_STATES:
         label = f"Retry the {len(failed)} failed symbol{'s' if len(failed) > 1 else ''}"
         if st.button(label, icon="🔁", type="primary", key="retry_failed",
-                     help=", ".join(failed[:50])):
+                     help=ui.literal(", ".join(failed[:50]))):
             svc = c.services()
             if svc is None:
                 st.error("The run service is not available.")
@@ -115,8 +116,8 @@ def run_detail(run_id: str) -> None:
                 else:
                     c.invalidate()
                     st.session_state["last_run_id"] = new_id
-                    st.toast(f"Retry run {new_id[:8]} started for {len(failed)} symbols",
-                             icon="🔁")
+                    st.toast(f"Retry run {ui.literal(new_id[:8])} started for {len(failed)} "
+                             "symbols", icon="🔁")
                     _open(new_id)
                     st.rerun()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from enrich import queries
+from enrich import queries, ui
 from enrich import universe as uv
 from enrich.errors import EnrichError
 from enrich.symbols import ASSET_CLASSES
@@ -22,6 +22,33 @@ st.subheader("Effective configuration")
 public = settings.public()
 c.dataframe(pl.DataFrame({"variable": list(public), "value": list(public.values())}))
 st.caption("The API key is masked and only the host of the base URL is shown.")
+
+# -- alerts ------------------------------------------------------------------------------------
+st.subheader("Alert channels")
+channels = c.alert_channels()
+if channels:
+    c.dataframe(pl.DataFrame({"channel": channels.labels}))
+    st.caption("From ENRICH_ALERT_URLS, shown without their credentials.")
+else:
+    st.info("No alert channel: set ENRICH_ALERT_URLS (e.g. json://host/path, "
+            "mailto://user:pass@host?to=you@example.com, ntfy://topic) and restart.")
+if st.button("Send a test alert", icon="📣", key="test_alert"):
+    from enrich import alerts
+
+    with st.spinner("Sending…"):
+        outcome = alerts.send_test(c.store().catalog, channels, c.ACTOR)
+    c.invalidate()
+    st.session_state["test_alert_outcome"] = outcome
+outcome = st.session_state.get("test_alert_outcome")
+if outcome is not None:
+    if not outcome["channels"]:
+        st.warning("Recorded, but there is no channel to send it to.")
+    elif outcome["delivery"] == "sent":
+        st.success(f"Test alert {outcome['alert_id']} sent to every channel.")
+    else:
+        st.error(f"Test alert {outcome['alert_id']}: {outcome['delivery']}.")
+    if outcome["channels"]:
+        c.dataframe(pl.DataFrame(outcome["channels"]))
 
 # -- universe ----------------------------------------------------------------------------------
 st.subheader("Universe")
@@ -58,9 +85,9 @@ with tab_add, st.form("add_symbols", clear_on_submit=True):
                     (s, None if cls == AUTO else cls, name.strip() or None
                      if len(items) == 1 else None) for s in items])
             except EnrichError as exc:
-                st.error(str(exc))
+                st.error(ui.literal(exc))
             else:
-                _done(f"Added {', '.join(added)}")
+                _done(f"Added {ui.literal(', '.join(added))}")
                 st.rerun()
 
 with tab_import:
@@ -69,18 +96,23 @@ with tab_import:
     upload = st.file_uploader("CSV file", type=["csv", "txt"], key="import_file")
     pasted = st.text_area("…or paste lines", key="import_text", height=120)
     if st.button("Import", icon="📥", key="import"):
-        text = upload.getvalue().decode("utf-8", errors="replace") if upload else pasted
-        if not text.strip():
-            st.error("Choose a file or paste some lines first.")
-        else:
-            report = uv.import_csv(c.store().catalog, text)
-            c.invalidate()
-            st.session_state["import_report"] = report
+        try:
+            text = uv.decode_csv(upload.getvalue(), upload.name) if upload else pasted
+            if not text.strip():
+                st.error("Choose a file or paste some lines first.")
+            else:
+                report = uv.import_csv(c.store().catalog, text)
+                c.invalidate()
+                st.session_state["import_report"] = report
+        except EnrichError as exc:  # not UTF-8, a field over 128 KiB: nothing imported
+            st.session_state.pop("import_report", None)
+            st.error(ui.literal(exc))
     report = st.session_state.get("import_report")
     if report is not None:
         if report.added:
-            st.success(f"Added {len(report.added)} symbol(s): {', '.join(report.added[:30])}"
-                       + (" …" if len(report.added) > 30 else ""))
+            st.success(f"Added {len(report.added)} symbol(s): "
+                       + ui.literal(", ".join(report.added[:30])
+                                    + (" …" if len(report.added) > 30 else "")))
         if report.errors:
             st.error(f"{len(report.errors)} line(s) refused:")
             c.dataframe(pl.DataFrame({"line": [n for n, _ in report.errors],
@@ -94,11 +126,11 @@ with tab_state:
     b = st.columns(2)
     if b[0].button("Deactivate", key="deactivate", disabled=not pick):
         uv.set_active(c.store().catalog, pick, False)
-        _done(f"Deactivated {', '.join(pick)}")
+        _done(f"Deactivated {ui.literal(', '.join(pick))}")
         st.rerun()
     if b[1].button("Activate", key="activate", disabled=not pick):
         uv.set_active(c.store().catalog, pick, True)
-        _done(f"Activated {', '.join(pick)}")
+        _done(f"Activated {ui.literal(', '.join(pick))}")
         st.rerun()
 
 with tab_remove:

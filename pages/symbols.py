@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import plotly.express as px
 import plotly.graph_objects as go
 import polars as pl
@@ -165,7 +167,8 @@ def price_figure(ph: pl.DataFrame, actions: pl.DataFrame, show_ma200: bool,
             fig.add_trace(go.Scatter(
                 x=part["date"].to_list(), y=(part["high"] * lift).to_list(), mode="markers",
                 name=kind, marker=dict(symbol=symbol, size=10, color=color),
-                text=part["detail"].to_list(),
+                # plotly reads tags (<a href=…>) in hover text: show provider text as text
+                text=[html.escape(t or "") for t in part["detail"].to_list()],
                 hovertemplate="%{x}<br>%{text}<extra>" + kind + "</extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=x, y=ph["volume"], name="volume", marker_color="#90a4ae",
                          showlegend=False), row=2, col=1)
@@ -198,7 +201,8 @@ def symbol_run_progress(symbol: str) -> None:
         c.run_link(run_id)
         return
     st.session_state.pop(f"enrich_run_{symbol}", None)
-    st.toast(f"{symbol}: run {ui.run_state_label(p['state'])} — {p['message'] or ''}")
+    st.toast(f"{ui.literal(symbol)}: run {ui.run_state_label(p['state'])} — "
+             f"{ui.literal(p['message'] or '', limit=200)}")
     st.rerun()
 
 
@@ -316,10 +320,11 @@ def drilldown(symbol: str) -> None:
         del st.query_params["symbol"]
         st.rerun()
     if info is None:
-        st.error(f"{symbol} is not in the universe. Add it under Settings.")
+        st.error(f"{ui.literal(symbol, limit=80)} is not in the universe. Add it under "
+                 "Settings.")
         return
-    title = f"{symbol} · {info['name']}" if info.get("name") else symbol
-    c.page_header(title, f"{info['asset_class']}"
+    title = ui.literal(symbol) + (f" · {ui.literal(info['name'])}" if info.get("name") else "")
+    c.page_header(title, f"{ui.literal(info['asset_class'])}"
                   + ("" if info["active"] else " · inactive (not enriched by runs)"))
     top = st.columns([1, 3])
     if top[0].button("Enrich now", type="primary", icon="⚡", key="enrich_now"):

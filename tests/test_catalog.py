@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -12,9 +13,10 @@ import polars as pl
 import pytest
 
 from enrich import catalog
-from enrich.catalog import MIGRATIONS, Catalog, WriteBatch, utcnow
+from enrich.catalog import MIGRATIONS, WAITING_NOTE, Catalog, WriteBatch, utcnow
 from enrich.errors import CatalogBusyError
 from enrich.lake import Lake
+from tests.conftest import REPO
 
 
 def migrated(tmp_path) -> Catalog:
@@ -216,3 +218,50 @@ def test_a_forked_child_survives_the_parents_catalog(tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert cat.data_version() == 0
+
+
+_WAIT_FOR_CATALOG = """
+import sys
+from enrich.catalog import Catalog
+from enrich.errors import CatalogBusyError
+try:
+    Catalog(sys.argv[1], timeout_s=float(sys.argv[2])).data_version()
+    print("ok", flush=True)
+except CatalogBusyError as exc:
+    print(exc, flush=True)
+"""
+
+
+def test_a_held_catalog_names_its_holder_in_every_process(tmp_path):
+    """A notebook holds the file; enrich process A waits for it holding the catalog's lock;
+    enrich process B, waiting on A, names the notebook too (and A), not "another process"."""
+    path = tmp_path / "enrich.duckdb"
+    Catalog(path).migrate()
+    env = {**os.environ, "PYTHONPATH": REPO}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb,sys; c=duckdb.connect(sys.argv[1]); "
+         "print('ready', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    first = None
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        first = subprocess.Popen([sys.executable, "-c", _WAIT_FOR_CATALOG, str(path), "120"],
+                                 stdout=subprocess.PIPE, text=True, env=env)
+        note = Path(str(path) + ".lock" + WAITING_NOTE)
+        deadline = time.monotonic() + 60
+        while not note.exists():  # A holds the lock and has met the notebook
+            assert time.monotonic() < deadline and first.poll() is None, "A never waited"
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-c", _WAIT_FOR_CATALOG, str(path), "0.5"],
+                                capture_output=True, text=True, env=env, timeout=60)
+        said = second.stdout
+        assert f"PID {holder.pid}" in said, said  # the notebook, named …
+        assert f"enrich process {first.pid}" in said, said  # … and who waits for it
+    finally:
+        holder.stdin.close()  # the notebook closes: A gets the catalog
+        holder.wait(timeout=30)
+        holder.stdout.close()
+        if first is not None:
+            out, _ = first.communicate(timeout=60)
+            assert out.strip() == "ok"
+    assert not Path(str(path) + ".lock" + WAITING_NOTE).exists()

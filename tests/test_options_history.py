@@ -20,6 +20,7 @@ from enrich.options_history import (
     choose_contracts,
     history_iv,
     is_monthly,
+    monthly_horizon,
 )
 from enrich.providers.sample import SampleProvider
 from enrich.schemas import RATES, SPLITS
@@ -35,6 +36,24 @@ def test_is_monthly_third_friday_or_the_thursday_before_a_holiday():
     assert not is_monthly(D(2026, 11, 27))
     assert is_monthly(D(2025, 4, 17))  # Good Friday 2025-04-18: the Thursday before
     assert not is_monthly(D(2026, 11, 13))
+
+
+def test_the_listing_horizon_reaches_every_monthly_followed():
+    """A backfill's listing asks for expirations up to ``monthly_horizon`` (the chain
+    filters' 120 days would cut ``--monthly 6`` short): every monthly that
+    ``choose_contracts`` picks is inside it, on any day of the year."""
+    assert monthly_horizon(D(2026, 11, 2), 1) == D(2026, 11, 20)
+    assert monthly_horizon(D(2026, 11, 20), 1) == D(2026, 12, 18)  # the session's own: gone
+    assert monthly_horizon(D(2026, 11, 2), 12) == D(2027, 10, 15)
+    expirations = [e for e in (D(2025, 1, 1) + dt.timedelta(days=i) for i in range(900))
+                   if e.weekday() == 4 or is_monthly(e)]
+    listed = pl.DataFrame({"contract": [f"O:XYZ{e:%y%m%d}C00100000" for e in expirations],
+                           "expiration": expirations, "strike": 100.0, "contract_type": "call"})
+    for as_of in (D(2025, 1, 1) + dt.timedelta(days=i) for i in range(0, 400, 3)):
+        for n in (1, 3, 12):
+            got = choose_contracts(listed, "XYZ", as_of, 100.0, monthly=n)
+            assert got.height == n, (as_of, n)
+            assert got["expiration"].max() <= monthly_horizon(as_of, n), (as_of, n)
 
 
 def test_as_traded_closes_undo_splits_after_each_session():

@@ -165,7 +165,7 @@ def test_symbols_table_filters_and_drilldown(populated):
     assert list(at.dataframe[0].value["symbol"]) == ["AAPL"]
 
     at = open_page("pages/symbols.py", symbol="AAPL")
-    assert at.title[0].value.startswith("AAPL")
+    assert at.title[0].value.startswith("`AAPL`")  # untrusted text is a code span
     keys = [ch.proto.id.rsplit("-", 1)[-1] for ch in charts(at)]
     assert keys == ["price_chart", "iv_smile", "iv_term", "iv_history", "iv_skew"]
     # Implied (the session's 30-day ATM) beside realised volatility; the method is said.

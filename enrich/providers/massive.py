@@ -67,8 +67,9 @@ from enrich.errors import (
 from enrich.occ import PREFIX as OCC_PREFIX
 from enrich.occ import parse_occ
 from enrich.providers import OPTION_CONTRACTS, MarketRequest, ProbeResult
-from enrich.ratelimit import RateLimiter, limiter_for
+from enrich.ratelimit import RateLimiter, shared_limiter
 from enrich.rates import TENORS
+from enrich.redact import redact, register
 from enrich.refresh import estimate_pages
 from enrich.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
 from enrich.schemas import (
@@ -118,6 +119,8 @@ MARKET_MAX_PAGES = 1000  # a market-wide window pages through every ticker's row
 # costs before asking (the plan's budget; the run counts what it really made).
 MARKET_ROWS_PER_DAY = {"dividends": 110.0, "splits": 2.0, "earnings": 70.0, "news": 1500.0}
 MAX_CAUSES = 5
+MAX_ERROR_TEXT = 300  # characters of a server's error text kept in a message (after scrubbing)
+MAX_REQUEST_ID = 100
 
 _V3_DIVIDEND_TYPES = {"CD": "recurring", "SC": "special", "LT": "irregular", "ST": "irregular"}
 _SENTIMENTS = {"positive", "neutral", "negative"}
@@ -189,6 +192,7 @@ class MassiveProvider:
             raise ValueError("max_pages must be at least 1")
         self._client = client
         self._key = api_key
+        register(api_key)  # every error built from now on has it scrubbed (enrich.redact)
         self._base_url = base_url.rstrip("/")
         base = httpx.URL(self._base_url)
         self._origin = _origin(base)
@@ -210,13 +214,14 @@ class MassiveProvider:
     def from_settings(
         cls, settings: Settings, client: httpx.Client | None = None, **kw: Any
     ) -> MassiveProvider:
-        """Build from settings; the limiter is the process-wide one for the API host."""
+        """Build from settings; the limiter is the one of the data directory, shared by every
+        thread and every process using it (its schedule is under ``<data_dir>/locks/``)."""
         if not settings.api_key:
             raise ConfigError(
                 "ENRICH_PROVIDER=massive needs MASSIVE_API_KEY (or POLYGON_API_KEY)"
             )
         if "limiter" not in kw:
-            kw["limiter"] = limiter_for(settings.base_host, settings.rate_limit_per_min)
+            kw["limiter"] = shared_limiter(settings.data_dir, settings.rate_limit_per_min)
         kw.setdefault("chain", ChainFilters(settings.options_max_days, settings.options_moneyness,
                                             settings.options_max_pages))
         owns = client is None
@@ -741,11 +746,13 @@ class MassiveProvider:
             json_error = None
         except (ValueError, UnicodeDecodeError) as exc:
             body, json_error = None, exc
-        request_id = _request_id(body) or response.headers.get("x-request-id")
+        request_id = _clip(self._scrub(_request_id(body) or response.headers.get("x-request-id")),
+                           MAX_REQUEST_ID) or None
         ctx = {"provider": PROVIDER, "endpoint": endpoint, "status": status,
                "request_id": request_id}
-        text = self._scrub(_error_text(body))
+        text = _clip(self._scrub(_error_text(body)), MAX_ERROR_TEXT)  # scrub, then cut
         detail = f": {text}" if text else ""
+        reason = self._scrub(response.reason_phrase)
         body_status = body.get("status") if isinstance(body, dict) else None
 
         if status == 401:
@@ -771,13 +778,12 @@ class MassiveProvider:
             raise RateLimitedError(f"{subject}: rate limit exceeded{detail}",
                                    retry_after=retry_after, **ctx)
         if status in (408, 499) or status >= 500:
-            raise TransientError(f"{subject}: server error {response.reason_phrase}{detail}",
-                                 **ctx)
+            raise TransientError(f"{subject}: server error {reason}{detail}", **ctx)
         if status != 200:
-            raise ProviderError(f"{subject}: unexpected answer {response.reason_phrase}{detail}",
-                                **ctx)
+            raise ProviderError(f"{subject}: unexpected answer {reason}{detail}", **ctx)
         if json_error is not None:
-            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            kind = self._scrub(
+                response.headers.get("content-type", "no content type").split(";")[0])
             raise MalformedPayloadError(
                 f"{subject}: response is not valid JSON ({kind}; {_short(json_error)})", **ctx
             )
@@ -789,8 +795,9 @@ class MassiveProvider:
             raise ProviderError(f"{subject}: Massive reported an error{detail}", **ctx)
         return body
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if text else text
+    def _scrub(self, text: str | None) -> str | None:
+        """``text`` without the key or any 8-character piece of it (``enrich.redact``)."""
+        return redact(text, (self._key,)) if text else text
 
 
 # ---- per-symbol transforms (shared by per-symbol and universe-wide requests) -------------
@@ -948,11 +955,18 @@ def _request_id(body: Any) -> str | None:
 
 
 def _error_text(body: Any) -> str:
+    """The server's own words from an error body, whole: the caller scrubs, then cuts."""
     if isinstance(body, dict):
         for key in ("error", "message"):
             if isinstance(body.get(key), str) and body[key].strip():
-                return body[key].strip()[:300]
+                return body[key].strip()
     return ""
+
+
+def _clip(text: str | None, limit: int) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class _Bad(Exception):

@@ -17,7 +17,8 @@ an optional sliding-window request limit answering 429 like the real plan limit.
 
 Failures on demand: ``fake.fail("/v2/aggs/ticker/AAPL", nth=2, status=429, retry_after="1")``
 answers the 2nd request whose path starts with the prefix with that status (``body`` and
-``content_type`` override the JSON error body: truncated JSON, an HTML page, ...);
+``content_type`` override the JSON error body: truncated JSON, an HTML page, ...; ``headers``
+adds response headers such as ``X-Request-Id``, ``reason`` replaces the status line's reason);
 ``fail_every=7`` answers every 7th request (after auth) with a 500.
 
 Options and rates follow the OpenAPI spec (``massive-com/client-go`` ``rest/scripts/openapi.json``
@@ -136,6 +137,8 @@ class _Failure:
     retry_after: str | None
     body: bytes | None
     content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
     seen: int = 0
 
 
@@ -146,6 +149,7 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
     content_type: str = "application/json"
+    reason: str | None = None
 
 
 def _u(*parts: object) -> float:
@@ -659,10 +663,12 @@ class FakeMassive:
 
     def fail(self, prefix: str, nth: int = 1, status: int = 500, *,
              retry_after: str | None = None, body: bytes | None = None,
-             content_type: str = "application/json") -> None:
+             content_type: str = "application/json", headers: dict[str, str] | None = None,
+             reason: str | None = None) -> None:
         """Answer the ``nth`` request whose path starts with ``prefix`` with ``status``."""
         with self._lock:
-            self._failures.append(_Failure(prefix, nth, status, retry_after, body, content_type))
+            self._failures.append(_Failure(prefix, nth, status, retry_after, body, content_type,
+                                           dict(headers or {}), reason))
 
     # ---- serving ------------------------------------------------------------------------
 
@@ -688,9 +694,11 @@ class FakeMassive:
         if due is None:
             return None
         headers = {"Retry-After": due.retry_after} if due.retry_after else {}
+        headers.update(due.headers)
         if due.body is not None:
-            return _Reply(due.status, headers=headers, raw=due.body, content_type=due.content_type)
-        return _Reply(due.status, _error_body(due.status), headers)
+            return _Reply(due.status, headers=headers, raw=due.body,
+                          content_type=due.content_type, reason=due.reason)
+        return _Reply(due.status, _error_body(due.status), headers, reason=due.reason)
 
     def handle(self, target: str, headers: dict[str, str]) -> _Reply:
         parts = urlsplit(target)
@@ -927,7 +935,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = reply.raw if reply.raw is not None else json.dumps(reply.payload).encode()
         fake._record(Seen(urlsplit(self.path).path, urlsplit(self.path).query, reply.status,
                           time.monotonic(), self.path))
-        self.send_response(reply.status)
+        self.send_response(reply.status, reply.reason)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(raw)))
         for k, v in reply.headers.items():

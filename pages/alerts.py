@@ -1,0 +1,127 @@
+"""Alerts: incidents the desk opened and resolved, their delivery; acknowledge and snooze.
+
+Rules, incidents and delivery live in ``enrich.alerts``; the service evaluates them every
+minute and after every run. Text from rules (symbols, provider messages) is shown in tables
+and plain text, never as markup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import streamlit as st
+
+from enrich import alerts, ui
+from enrich.errors import EnrichError
+from pages import _common as c
+
+PAGE_SIZE = 50
+STATES = {"open": "Open", "resolved": "Resolved", "test": "Tests", "all": "All"}
+PERIODS = {"30 minutes": "30m", "1 hour": "1h", "2 hours": "2h", "4 hours": "4h",
+           "1 day": "1d", "1 week": "1w"}
+SEVERITY = {"error": "🔴 error", "warning": "🟠 warning", "info": "🔵 info"}
+
+c.page_header("Alerts", "Incidents open once per condition, are sent once to the channels of "
+                        "ENRICH_ALERT_URLS and resolve once when the condition clears. "
+                        "Rules run every minute and after every run.")
+channels = c.alert_channels()
+if channels:
+    st.text("Channels: " + " · ".join(channels.labels))  # configuration text, not markup
+else:
+    st.caption("No channel configured: incidents are recorded here but not sent. Set "
+               "ENRICH_ALERT_URLS (json://…, mailto://…, ntfy://…, slack://…) and restart; "
+               "Settings has “Send a test alert”.")
+
+
+def _done(message: str) -> None:
+    c.invalidate()
+    st.toast(message, icon="✅")
+
+
+def _table(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select(
+        "incident_id",
+        pl.col("severity").replace_strict(SEVERITY, default=pl.col("severity")),
+        "state", "rule", "title", "opened_at", "resolved_at", "delivery",
+        "resolution_delivery", "acked_by", "snoozed_until")
+
+
+# -- list --------------------------------------------------------------------------------------
+state = st.segmented_control("Show", list(STATES), default="open", key="alert_state",
+                             format_func=STATES.get) or "open"
+page_no = int(st.session_state.get("alert_page", 1) or 1)
+page, total = c.alerts_read("incidents", None if state == "all" else state,
+                            limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+if page.is_empty():
+    st.success("No open incident: nothing needs you." if state == "open"
+               else "Nothing here yet.")
+else:
+    c.dataframe(_table(page), column_config={
+        "incident_id": "id", "opened_at": "opened (UTC)", "resolved_at": "resolved (UTC)",
+        "resolution_delivery": "resolution delivery", "acked_by": "acknowledged by",
+        "snoozed_until": "snoozed until (UTC)",
+        "title": st.column_config.TextColumn("what", width="large")})
+    pages = max(1, -(-total // PAGE_SIZE))
+    if pages > 1:
+        st.pagination(pages, key="alert_page")
+
+# -- one incident ------------------------------------------------------------------------------
+if not page.is_empty():
+    st.subheader("Incident")
+    ids = page["incident_id"].to_list()
+    titles = dict(zip(ids, page["title"].to_list(), strict=True))
+    pick = st.selectbox("Incident", ids, key="alert_pick",
+                        format_func=lambda i: f"{i} · {titles[i][:80]}")
+    row = page.filter(pl.col("incident_id") == pick).row(0, named=True)
+    st.text(f"{SEVERITY.get(row['severity'], row['severity'])} · rule {row['rule']} · "
+            f"{row['state']} · opened {ui.fmt_utc(row['opened_at'])}"
+            + (f" · resolved {ui.fmt_utc(row['resolved_at'])}" if row["resolved_at"] else ""))
+    st.text(row["title"])
+    st.text(row["detail"] or "")
+    if row["acked_by"]:
+        st.text(f"Acknowledged by {row['acked_by']} at {ui.fmt_utc(row['acked_at'])}")
+    events = alerts.events(c.store().catalog, pick)
+    if not events.is_empty():
+        c.dataframe(events, column_config={"event_at": "at (UTC)",
+                                           "delivered_at": "delivered (UTC)"})
+    if row["state"] != "test":
+        a = st.columns([1, 2, 2, 1])
+        if a[0].button("Acknowledge", icon="👀", key="ack", disabled=bool(row["acked_by"])):
+            try:
+                alerts.acknowledge(c.store().catalog, pick, c.ACTOR, dt.datetime.now(dt.UTC))
+            except EnrichError as exc:
+                c.report_error("acknowledge the incident", exc)
+            else:
+                _done(f"Incident {pick} acknowledged")
+                st.rerun()
+        period = a[1].selectbox("Snooze for", list(PERIODS), key="snooze_period")
+        scope = a[2].radio("Snooze", ["this incident", f"every {row['rule']} alert"],
+                           key="snooze_scope", horizontal=True)
+        if a[3].button("Snooze", icon="😴", key="snooze"):
+            now = dt.datetime.now(dt.UTC)
+            target = pick if scope == "this incident" else row["rule"]
+            try:
+                out = alerts.snooze(c.store().catalog, target,
+                                    now + alerts.parse_period(PERIODS[period]), c.ACTOR, now)
+            except EnrichError as exc:
+                c.report_error("snooze", exc)
+            else:
+                _done(f"{out['target']} snoozed until {ui.fmt_utc(out['until'])}")
+                st.rerun()
+
+# -- snoozes -----------------------------------------------------------------------------------
+snoozes = c.alerts_read("active_snoozes")
+if not snoozes.is_empty():
+    st.subheader("Snoozed")
+    st.caption("Alerts of these rules or incidents are recorded but not sent until then; an "
+               "incident still open when its snooze ends is sent then.")
+    c.dataframe(snoozes, column_config={"until": "until (UTC)", "snoozed_at": "since (UTC)"})
+    end = st.selectbox("End a snooze", snoozes["target"].to_list(), key="unsnooze_pick")
+    if st.button("End snooze", icon="🔔", key="unsnooze"):
+        alerts.unsnooze(c.store().catalog, end)
+        _done(f"{end}: snooze ended")
+        st.rerun()
+
+st.caption("Same from a terminal: `python -m enrich alerts list|ack ID|snooze ID --for 2h`; "
+           "over HTTP: `GET /api/v1/alerts`, `POST /api/v1/alerts/{id}/ack|snooze`.")
