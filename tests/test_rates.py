@@ -93,8 +93,9 @@ def test_acceptance_ivs_use_the_curve_of_their_session(tmp_path):
     """A fake curve at 0.1 % for 2021 and 5 % for 2024, fetched from the loopback fake;
     prices made at sigma = 20 % with those rates solve to 20 % +- 1e-6 on both dates, calls
     and puts; the old constant 4 % would not."""
-    with FakeMassive(today=D(2024, 12, 31), curve=_curve_2021_and_2024) as fake:
-        provider = MassiveProvider(httpx.Client(), fake.api_key, fake.base_url, None,
+    with (FakeMassive(today=D(2024, 12, 31), curve=_curve_2021_and_2024) as fake,
+          httpx.Client() as client):
+        provider = MassiveProvider(client, fake.api_key, fake.base_url, None,
                                    today=lambda: D(2024, 12, 31))
         curves = provider.treasury_yields(D(2021, 1, 1), D(2024, 12, 31))
     assert set(curves["date"].dt.year()) == {2021, 2024}
