@@ -855,8 +855,11 @@ class FakeMassive:
                     and _in_range(r["date"], q, "date")]
             if q.get("sort") == "date.desc":
                 rows.reverse()
+            # ``page_size`` models the row caps of the other endpoints; the curve is served
+            # in pages of what was asked (up to 50,000 dates), so a test with small pages
+            # does not walk 25 years of curve ten dates at a time.
             reply = self._page(path, q, offset, rows, min(int(q.get("limit", 100)), 50000),
-                               "UST", "rates", "date")
+                               "UST", "rates", "date", capped=False)
             reply.payload["request_id"] = 1  # the spec example's request_id is a number
             return reply
         return _Reply(404, _error_body(404))
@@ -872,8 +875,9 @@ class FakeMassive:
         return None
 
     def _page(self, path: str, q: dict[str, str], offset: int, rows: list[dict], limit: int,
-              symbol: str, dataset: str, key: str, aggs: bool = False) -> _Reply:
-        size = max(1, min(limit, self.page_size or limit))
+              symbol: str, dataset: str, key: str, aggs: bool = False,
+              capped: bool = True) -> _Reply:
+        size = max(1, min(limit, (self.page_size if capped else None) or limit))
         page = rows[offset:offset + size]
         if symbol:
             self._serve_rows(symbol, dataset, page, key)
