@@ -15,6 +15,7 @@ one request** (``requests_for``). The chunk sizes are what make it hold:
     bars (1d)         a calendar year                         <= 253 rows; limit 50,000
     bars (1h, 5m)     a calendar month                        <= ~20,000 minute aggregates
     news              a calendar month                        < 1,000 articles (the limit)
+    rates             options: the Treasury curve, once           <= 50,000 dates a page
     option_contracts  one underlying × one session            one page of contracts
     option_bars       one contract, over its chosen sessions  <= 253 rows
     features          re-base bars on splits, recompute       no request
@@ -22,7 +23,9 @@ one request** (``requests_for``). The chunk sizes are what make it hold:
 
 The model can only be exceeded by what no plan can know: a month with more than 1,000
 articles for one ticker, a session listing more than 1,000 contracts, the first call of a
-process that finds a replacement endpoint missing and falls back (Massive), or retries. The
+process that finds a replacement endpoint missing and falls back (Massive), a past session's
+listing while Massive's ``expired`` is not yet known to be judged against ``as_of`` (a second
+request, ``MassiveProvider.option_contracts``), or retries. The
 executor records ``requests_made`` next to ``requests_expected`` for every chunk, so any
 difference shows. An options backfill is planned in two phases: the listing chunks first;
 the contracts' bar chunks once every listing of that underlying is in (``Plan.
@@ -44,7 +47,7 @@ from typing import Any
 
 import polars as pl
 
-from enrich import calendars
+from enrich import calendars, rates
 from enrich.catalog import Catalog, frame
 from enrich.config import Settings
 from enrich.errors import ConfigError
@@ -61,8 +64,8 @@ MAX_INTRADAY_CHUNK_DAYS = 31
 
 # Steps (backfill_progress.dataset) in the order they run for one symbol.
 STEP_ORDER = {"splits": 0, "dividends": 1, "earnings": 2, "news": 3, "bars": 4, "features": 5,
-              "option_contracts": 6, "option_bars": 7}
-FETCH_STEPS = ("splits", "dividends", "earnings", "news", "bars", "option_contracts",
+              "rates": 5, "option_contracts": 6, "option_bars": 7}
+FETCH_STEPS = ("splits", "dividends", "earnings", "news", "bars", "rates", "option_contracts",
                "option_bars")
 
 
@@ -406,6 +409,10 @@ def plan_backfill(store: Store, settings: Settings, request: BackfillRequest,
         chunks.extend(got)
         if note:
             notes.append(note)
+    if request.dataset == "options" and chunks:
+        # The Treasury curve of the window (enrich.rates), once for every underlying, first.
+        chunks.append(Chunk("rates", rates.CURVE, start, end, requests_for("rates"),
+                            rates.CURVE))
     bid = backfill_id_for(request, (start, end))
     plan = Plan(bid, request, [s for s, _ in targets], start, end, chunks,
                 provider=getattr(provider, "name", "?"),
@@ -456,6 +463,7 @@ def _merge_stored(catalog: Catalog, plan: Plan) -> None:
     for c in plan.chunks:
         _apply_row(c, rows.get(c.key))
     order = {s: i for i, s in enumerate(plan.symbols)}
+    order[rates.CURVE] = -1  # the curve before any IV is solved
     plan.chunks.sort(key=lambda c: (order.get(c.underlying, len(order)), c.underlying,
                                     STEP_ORDER.get(c.step, 99), c.window_start, c.symbol))
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import polars as pl
 
+from enrich import rates, vol_summary
 from enrich.backfill_plan import (
     STEP_ORDER,
     TIMEFRAMES,
@@ -52,7 +53,13 @@ from enrich.engine import (
     mark_interrupted_runs,
 )
 from enrich.errors import EnrichError, error_class_of
-from enrich.options_history import PAIR_SCHEMA, as_traded_closes, choose_contracts, history_iv
+from enrich.options_history import (
+    PAIR_SCHEMA,
+    as_traded_closes,
+    choose_contracts,
+    history_iv,
+    monthly_horizon,
+)
 from enrich.providers import Provider
 from enrich.store import Store
 from enrich.symbols import asset_class_of
@@ -565,9 +572,15 @@ class _Execution:
         if closes.is_empty():
             raise EnrichError(f"no stored close of {sym} on {day.isoformat()}; its bars "
                               "chunk must succeed first (retry with --retry-failed)")
-        listed, _ = self._call(c, lambda: self.bf.provider.option_contracts(sym, day))
         r = self.plan.request
-        pairs = choose_contracts(listed, sym, day, closes["close"][0],
+        close = float(closes["close"][0])
+        # Only what can be chosen is listed: the moneyness band, and the expirations asked
+        # for or else those up to the last monthly followed.
+        window = (day, max(r.expirations) if r.expirations else monthly_horizon(day, r.monthly))
+        listed, _ = self._call(c, lambda: self.bf.provider.option_contracts(
+            sym, day, strikes=(r.moneyness[0] * close, r.moneyness[1] * close),
+            expirations=window))
+        pairs = choose_contracts(listed, sym, day, close,
                                  expirations=r.expirations, monthly=r.monthly,
                                  moneyness=r.moneyness)
         # Same batch as the chunk's done mark: the pairs and the mark commit together.
@@ -604,7 +617,7 @@ class _Execution:
         if symbol not in self._pairs:
             self._pairs[symbol] = self.bf.store.catalog.query(
                 "SELECT symbol, as_of, contract, expiration, strike, contract_type, "
-                "underlying_price FROM backfill_contracts WHERE backfill_id = ? "
+                "underlying_price, exercise_style FROM backfill_contracts WHERE backfill_id = ? "
                 "AND symbol = ? ORDER BY as_of, contract", [self.bid, symbol]
             ).cast(PAIR_SCHEMA)  # type: ignore[arg-type]
         return self._pairs[symbol]
@@ -636,11 +649,16 @@ class _Execution:
             pairs = self._pairs_of(und).filter(pl.col("contract").is_in(contracts))
             bars = pl.concat([b for _, b, _, _ in fetched], how="vertical")
             rows = history_iv(pairs, bars, self._closes_of(und),
-                              self.lake.read("dividends", [und]),
+                              self.lake.read("dividends", [und]), self.lake.read("splits", [und]),
+                              self.lake.read("rates", [rates.CURVE]),
                               self.bf.settings.risk_free_rate)
             with self.lake.symbol_lock(und):
                 rows = self._without_snapshots(und, rows)
                 self.lake.upsert("options_iv", rows)
+                sessions = rows["as_of"].unique().implode()
+                stored = self.lake.read("options_iv", [und]).filter(
+                    pl.col("as_of").is_in(sessions))
+                self.lake.upsert("vol_summary", vol_summary.summarize(stored))
         except Exception as exc:
             for c, _, t0, n in fetched:
                 self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)

@@ -93,6 +93,15 @@ def short_sessions(calendar: str, days: np.ndarray) -> np.ndarray:
     return _short_array(calendar)[pos] & (arr[pos] == days)
 
 
+@functools.lru_cache(maxsize=4)
+def _open_array(name: str) -> np.ndarray:
+    """Open instants (UTC, datetime64[s]) aligned with ``_session_array``."""
+    if name in _UTC_DAYS:  # a UTC day opens at midnight (forex's Sunday: a short session)
+        return _session_array(name).astype("datetime64[s]")
+    cal = _xcal(name)
+    return cal.opens.dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+
+
 def sessions(calendar: str, start: dt.date, end: dt.date) -> list[dt.date]:
     """Sessions in [start, end], ascending."""
     arr = _session_array(calendar)
@@ -154,3 +163,25 @@ def session_close_utc(calendar: str, day: dt.date) -> dt.datetime:
     i = np.searchsorted(arr, np.datetime64(day), "left")
     ts = pd.Timestamp(_close_array(calendar)[i])
     return ts.to_pydatetime().replace(tzinfo=dt.UTC)
+
+
+def session_open_utc(calendar: str, day: dt.date) -> dt.datetime:
+    arr = _session_array(calendar)
+    i = np.searchsorted(arr, np.datetime64(day), "left")
+    ts = pd.Timestamp(_open_array(calendar)[i])
+    return ts.to_pydatetime().replace(tzinfo=dt.UTC)
+
+
+def snapshot_session(calendar: str, now: dt.datetime) -> tuple[dt.date, bool]:
+    """The session a snapshot taken at ``now`` describes, and whether it is partial.
+
+    The latest session that has opened by ``now``: during it the snapshot is partial (its
+    close is still to come); after its close, until the next open, it is that session's
+    final state."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    now64 = np.datetime64(now.astimezone(dt.UTC).replace(tzinfo=None), "s")
+    i = np.searchsorted(_open_array(calendar), now64, "right") - 1
+    if i < 0:
+        raise ValueError(f"{now} is before the calendar starts")
+    return _session_array(calendar)[i].item(), bool(now64 < _close_array(calendar)[i])

@@ -366,6 +366,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
     (
+        8,  # 5: refresh plans, 6: quarantine, 7: alerts
+        "options backfills: the exercise style of each contract followed",
+        """
+        ALTER TABLE backfill_contracts ADD COLUMN exercise_style VARCHAR;  -- american | european
+        """,
+    ),
+    (
         9,  # 8 is taken by parallel work (options and rates, issue 14)
         "ticker identity: what the provider's reference says a symbol is",
         """

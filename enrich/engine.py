@@ -38,7 +38,16 @@ from typing import Any
 
 import polars as pl
 
-from enrich import calendars, identity, plan_limits, quality, restatements
+from enrich import (
+    calendars,
+    identity,
+    plan_limits,
+    quality,
+    rates,
+    restatements,
+    snapshots,
+    vol_summary,
+)
 from enrich.catalog import WriteBatch, host_and_pid, pid_alive, utcnow
 from enrich.config import Settings
 from enrich.errors import (
@@ -54,12 +63,14 @@ from enrich.errors import (
 )
 from enrich.features import compute_features, dividends_on_basis
 from enrich.identity import Identity
+from enrich.options_history import as_traded_closes
 from enrich.providers import MarketRequest, MarketRows, Provider
 from enrich.refresh import (
     RefreshPlan,
     Target,
     coverage_key,
     datasets_for,
+    plan_rates,
     plan_refresh,
     window_for,
 )
@@ -242,17 +253,23 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
 
 
 class _MarketTally:
-    """Requests and retries of a run's universe-wide fetches (thread-safe)."""
+    """Requests and retries of a run's universe-wide fetches, and the rows written by those
+    that store rows themselves (the Treasury curve); thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
+        self.records = 0
 
     def add(self, stats: RequestStats) -> None:
+        self.add_counts(stats.requests, len(stats.retries))
+
+    def add_counts(self, requests: int, retries: int, records: int = 0) -> None:
         with self._lock:
-            self.requests += stats.requests
-            self.retries += len(stats.retries)
+            self.requests += requests
+            self.retries += retries
+            self.records += records
 
 
 class Engine:
@@ -355,9 +372,10 @@ class Engine:
         if not_entitled is None:
             not_entitled = self._not_entitled()
         lake = self.store.lake
-        return plan_refresh(
+        now = at or self.clock()
+        plan = plan_refresh(
             (Target(s, c, lake.read_coverage(s), self.known_identity(s)) for s, c in targets),
-            now=at or self.clock(), provider=self.provider, datasets=params.datasets,
+            now=now, provider=self.provider, datasets=params.datasets,
             timeframe=params.timeframe, lookback_days=params.lookback_days,
             history_years=self.settings.history_years,
             refetch_sessions=self.settings.refetch_sessions,
@@ -367,6 +385,11 @@ class Engine:
             if self.provider.rate_limited else None,
             universe_wide=params.universe_wide,
             options_symbols=self.settings.options_symbols)
+        if targets and (rates.CURVE, "rates") not in not_entitled:
+            plan_rates(plan, lake.read_coverage(rates.CURVE).get("rates"),
+                       calendars.latest_session("XNYS", now),
+                       wanted="rates" in (params.datasets or ()))
+        return plan
 
     # -- runs -------------------------------------------------------------------------------
     def create_run(self, params: RunParams, kind: str, run_id: str | None = None,
@@ -438,6 +461,7 @@ class Engine:
         flush_thread = threading.Thread(target=flusher, name=f"flush-{run_id[:8]}", daemon=True)
         flush_thread.start()
         try:
+            self._refresh_rates(plan.rates, run_id, log, tally)
             fetched = self._fetch_markets(plan, run_id, log, cancel, tally)
 
             def work(sym: str, cls: str) -> SymbolResult:
@@ -509,6 +533,28 @@ class Engine:
             out.append(Fetched(request, rows, error))
         return out
 
+    def _refresh_rates(self, window: tuple[dt.date, dt.date] | None, run_id: str | None,
+                       log: LogBuffer, tally: _MarketTally | None = None) -> StepResult | None:
+        """The Treasury curve for ``window`` (one request) through the one fetch pipeline,
+        stored as the ``rates`` dataset of symbol ``UST``. A failure is logged and the run
+        goes on: IVs then use the newest stored curve within a week, else
+        ``ENRICH_RISK_FREE_RATE`` (``rate_source``); a refusal is remembered like any
+        dataset's (*not entitled*, asked again a week later)."""
+        if window is None:
+            return None
+        lake = self.store.lake
+        res = SymbolResult(rates.CURVE, "ok")
+        with lake.symbol_lock(rates.CURVE):
+            coverage = lake.read_coverage(rates.CURVE)
+            new_coverage = dict(coverage)
+            step = self._fetch_step(rates.CURVE, "rates", "XNYS", window[1], "1d", window,
+                                    coverage, new_coverage, run_id, log, res, None)
+            lake.update_coverage(  # only what it changed (see enrich_symbol)
+                rates.CURVE, {k: v for k, v in new_coverage.items() if coverage.get(k) != v})
+        if tally is not None:
+            tally.add_counts(res.requests, res.retries, step.records)
+        return step
+
     @staticmethod
     def _final_state(results: list[SymbolResult], cancelled: bool) -> str:
         if cancelled:
@@ -527,7 +573,7 @@ class Engine:
             "UPDATE runs SET symbols_ok = ?, symbols_failed = ?, symbols_skipped = ?, "
             "records_written = ?, requests = ?, retries = ?, heartbeat_at = ? WHERE run_id = ?",
             [c["ok"], c["failed"], c["skipped"] + c["cancelled"],
-             sum(r.records for r in results),
+             (tally.records if tally else 0) + sum(r.records for r in results),
              market_requests + sum(r.requests for r in results),
              market_retries + sum(r.retries for r in results), utcnow(), run_id])
 
@@ -541,7 +587,7 @@ class Engine:
             ok=sum(r.state == "ok" for r in results),
             failed=sum(r.state == "failed" for r in results),
             skipped=sum(r.state in ("skipped", "cancelled") for r in results),
-            records=sum(r.records for r in results),
+            records=(tally.records if tally else 0) + sum(r.records for r in results),
             requests=(tally.requests if tally else 0) + sum(r.requests for r in results),
             retries=(tally.retries if tally else 0) + sum(r.retries for r in results),
             errors_by_class=dict(errors), started_at=started, finished_at=finished,
@@ -825,14 +871,20 @@ class Engine:
             diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
             written = self.store.lake.upsert(ds, checked.good).changed
             step = StepResult(ds, "ok", written, window=(start, end))
+            if ds == "options_iv":
+                self._summarize_options(symbol, checked.good, run_id, log)
             restatements.record(log, run_id, diff, timeframe)
             # Bars and options are held through the newest session actually received: a
             # session the provider has not published yet must be asked for again next time.
             # Event datasets (dividends, news, …) are complete for the window they covered.
             previous = coverage.get(ckey)
             covered: dt.date | None = end
-            if ds in ("bars", "options_iv"):
+            if ds in ("bars", "options_iv", "rates"):
                 covered = self._latest_of(ds, checked.good, previous, end)
+            if ds == "options_iv" and covered is not None and covered > end:
+                # A snapshot of the session in progress is stored (partial) but does not
+                # count as held: the next run after the close takes the session's final state.
+                covered = end
             if explicit and previous is not None and start > previous + dt.timedelta(days=1):
                 covered = previous  # a window after a hole: the watermark cannot jump it
             if covered is not None and (previous is None or covered >= previous):
@@ -846,7 +898,7 @@ class Engine:
                 note = "served by the universe-wide request"
             if notes:
                 note = "; ".join([*notes, *([note] if note else [])])
-            latest = covered if ds in ("bars", "options_iv") else \
+            latest = covered if ds in ("bars", "options_iv", "rates") else \
                 self._latest_of(ds, checked.good, previous, end)
             self._log_fetch(log, run_id, symbol, ds, timeframe, t0,
                             (time.perf_counter() - perf0) * 1000, step, received,
@@ -881,7 +933,8 @@ class Engine:
         if floor is not None and start < floor:
             start = min(floor, end)
         try:
-            return self._call_provider(symbol, ds, timeframe, ident, start, end), start, end
+            return (self._call_provider(symbol, ds, timeframe, ident, start, end, cal),
+                    start, end)
         except HistoryLimitError as exc:
             key = plan_limits.history_key(ds, timeframe)
             with self._limits_lock:
@@ -933,14 +986,14 @@ class Engine:
                             f"{r.endpoint}: retrying in {r.wait_s:.1f}s: {r.message}")
 
     def _call_provider(self, symbol: str, ds: str, timeframe: str, ident: Identity | None,
-                       start: dt.date, end: dt.date) -> pl.DataFrame:
+                       start: dt.date, end: dt.date, cal: str = "XNYS") -> pl.DataFrame:
         """``symbol``'s rows of ``ds`` for [start, end]: one request per ticker it traded as
         in the window (``Identity.pieces``), each stored under ``symbol``."""
         if ident is None or ds not in BY_TICKER:
-            return self._call_ticker(symbol, ds, timeframe, start, end)
+            return self._call_ticker(symbol, ds, timeframe, start, end, cal)
         frames = []
         for ticker, a, z in ident.pieces(start, end):
-            frame = self._call_ticker(ticker, ds, timeframe, a, z)
+            frame = self._call_ticker(ticker, ds, timeframe, a, z, cal)
             frames.append(frame if ticker == symbol else frame.with_columns(
                 symbol=pl.lit(symbol)))
         if not frames:
@@ -948,7 +1001,7 @@ class Engine:
         return frames[0] if len(frames) == 1 else pl.concat(frames)
 
     def _call_ticker(self, symbol: str, ds: str, timeframe: str, start: dt.date,
-                     end: dt.date) -> pl.DataFrame:
+                     end: dt.date, cal: str = "XNYS") -> pl.DataFrame:
         p = self.provider
         if ds == "bars":
             return p.bars(symbol, timeframe, start, end)
@@ -961,13 +1014,59 @@ class Engine:
         if ds == "news":
             return p.news(symbol, start, end)
         if ds == "options_iv":
-            return p.option_chain(symbol, end, self._latest_close(symbol))
+            return self._option_snapshot(symbol, cal)
+        if ds == "rates":
+            return p.treasury_yields(start, end)
         raise ValueError(f"unknown dataset {ds}")
+
+    def _option_snapshot(self, symbol: str, cal: str) -> pl.DataFrame:
+        """The chain as of now, priced (``enrich.snapshots``): stored under the session it
+        describes, the one in progress (partial) or the latest that closed."""
+        now = self.clock()
+        as_of, _ = calendars.snapshot_session(cal, now)
+        chain = self.provider.option_chain(symbol, as_of, self._latest_close(symbol))
+        if chain.is_empty():
+            return chain
+        lake = self.store.lake
+        splits = lake.read("splits", [symbol])
+        closes = as_traded_closes(lake.read("bars", [symbol], level="1d"), splits) \
+            .filter(pl.col("session") == as_of)["close"]
+        return snapshots.price_chain(
+            chain, curves=lake.read("rates", [rates.CURVE]),
+            dividends=lake.read("dividends", [symbol]), splits=splits,
+            fallback_rate=self.settings.risk_free_rate,
+            close=float(closes[0]) if len(closes) else None,
+            session_open=calendars.session_open_utc(cal, as_of),
+            session_close=calendars.session_close_utc(cal, as_of), snapshot_at=now)
+
+    def _summarize_options(self, symbol: str, rows: pl.DataFrame, run_id: str | None,
+                           log: LogBuffer) -> None:
+        """The volatility summary of the sessions in ``rows`` (``enrich.vol_summary``), from
+        everything stored for them; logged in ``compute_log`` like features."""
+        if rows.is_empty():
+            return
+        t0, perf0 = utcnow(), time.perf_counter()
+        try:
+            sessions = rows["as_of"].unique()
+            stored = self.store.lake.read("options_iv", [symbol]).filter(
+                pl.col("as_of").is_in(sessions.implode()))
+            written = self.store.lake.upsert("vol_summary",
+                                             vol_summary.summarize(stored)).changed
+            status, err = "ok", None
+        except Exception as exc:  # a summary failure is recorded; the chain stays stored
+            written, status, err = 0, "failed", exc
+        log.add(lambda b: b.insert("compute_log", {
+            "run_id": run_id, "symbol": symbol, "dataset": "vol_summary", "timeframe": "1d",
+            "started_at": t0, "duration_ms": (time.perf_counter() - perf0) * 1000,
+            "records": written, "status": status,
+            "error_class": error_class_of(err) if err else None,
+            "error_message": str(err)[:1000] if err else None,
+        }))
 
     @staticmethod
     def _latest_of(ds: str, frame: pl.DataFrame, previous: dt.date | None,
                    end: dt.date) -> dt.date | None:
-        col = {"bars": "session", "options_iv": "as_of"}.get(ds)
+        col = {"bars": "session", "options_iv": "as_of", "rates": "date"}.get(ds)
         if col is None:
             return end  # event datasets: held through the end of the fetched window
         if frame.is_empty():

@@ -26,6 +26,8 @@ polars) and one reason code per element (:class:`NullReason`), checked in this o
   cheap out-of-the-money contracts, whose tiny prices are exact relative to themselves.
 - ``no_convergence``: a safeguard that should not occur; kept so a failure shows as a null.
 - ``unknown_contract_type``: set by :func:`chain_iv` for a contract type other than call/put.
+- ``early_exercise``: set by :mod:`enrich.american` for an American price at the value of
+  exercising now (or whose early-exercise premium alone exceeds its time value).
 
 Method: P. Jäckel, "Let's be rational" (Wilmott, 2015). The price is reduced to the normalised
 out-of-the-money call ``b(x, s)`` with ``x = ln(F/K) <= 0`` and total volatility
@@ -57,7 +59,6 @@ __all__ = [
     "NullReason",
     "chain_iv",
     "compute_iv_greeks",
-    "implied_dividend_yield",
     "implied_vol",
     "reason_labels",
     "vol_resolution",
@@ -74,6 +75,7 @@ class NullReason(IntEnum):
     TIME_VALUE_BELOW_RESOLUTION = 6
     NO_CONVERGENCE = 7
     UNKNOWN_CONTRACT_TYPE = 8
+    EARLY_EXERCISE = 9
 
     @property
     def label(self) -> str | None:
@@ -574,48 +576,3 @@ def _as_float_expr(value: float | pl.Expr) -> pl.Expr:
 def _numpy(series: pl.Series) -> np.ndarray:
     # A writable float copy with nulls as NaN.
     return series.cast(pl.Float64).fill_null(np.nan).to_numpy().astype(np.float64, copy=True)
-
-
-def implied_dividend_yield(
-    dividends: pl.DataFrame, closes: pl.DataFrame, *, date: str = "session",
-    close: str = "close",
-) -> pl.DataFrame:
-    """``closes`` with a ``dividend_yield`` column: trailing twelve months' cash over the close.
-
-    ``D`` is the sum of ``cash_amount`` over dividends whose ``ex_date`` lies in
-    ``(date - 1 calendar year, date]``; the yield is the continuous rate ``ln(1 + D / close)``
-    (what ``q`` means in the pricer), 0.0 with no dividends in the window, and null where the
-    date or close is missing or the close is not positive. If both frames have a ``symbol``
-    column, dividends are matched per symbol. Row order of ``closes`` is kept.
-    """
-    by = ["symbol"] if "symbol" in dividends.columns and "symbol" in closes.columns else []
-    paid = (
-        dividends.filter(pl.col("ex_date").is_not_null() & pl.col("cash_amount").is_not_null())
-        .group_by(*by, "ex_date")
-        .agg(pl.col("cash_amount").cast(pl.Float64).sum())
-        .sort(*by, "ex_date")
-        .select(*by, "ex_date", cum=pl.col("cash_amount").cum_sum().over(by) if by
-                else pl.col("cash_amount").cum_sum())
-    )
-    keyed = closes.with_row_index("_row").with_columns(_start=pl.col(date).dt.offset_by("-1y"))
-
-    def cum_at(column: str, name: str) -> pl.DataFrame:
-        left = keyed.select("_row", *by, column).sort(*by, column)
-        # Both sides are sorted just above; polars cannot verify that within groups.
-        joined = left.join_asof(paid, left_on=column, right_on="ex_date", by=by or None,
-                                check_sortedness=False)
-        return joined.select("_row", pl.col("cum").fill_null(0.0).alias(name))
-
-    cash = cum_at(date, "_now").join(cum_at("_start", "_then"), on="_row")
-    d = pl.col("_now") - pl.col("_then")
-    price = pl.col(close).cast(pl.Float64)
-    return (
-        keyed.join(cash, on="_row", how="left")
-        .sort("_row")
-        .with_columns(
-            dividend_yield=pl.when((price > 0) & pl.col(date).is_not_null())
-            .then((d / price).log1p())
-            .otherwise(None)
-        )
-        .drop("_row", "_start", "_now", "_then")
-    )

@@ -321,9 +321,15 @@ class Lake:
         if not files:
             return ds.empty()
         if len(files) == 1:
-            return self.read_file(files[0])  # files are written sorted by key
-        frame = pl.concat([self.read_file(f) for f in files], how="vertical")
+            return self._stored(ds, files[0])  # files are written sorted by key
+        frame = pl.concat([self._stored(ds, f) for f in files], how="vertical")
         return frame.sort(list(ds.key))
+
+    def _stored(self, ds: Dataset, path: Path) -> pl.DataFrame:
+        """A file's rows in the dataset's current schema: a file written before a column was
+        added reads with that column null."""
+        frame = self.read_file(path)
+        return frame if frame.schema == ds.schema else conform(frame, ds)
 
     def read_file(self, path: Path) -> pl.DataFrame:
         """One lake file's rows (from the cache while the file is unchanged).
@@ -452,7 +458,7 @@ class Lake:
         path = self._file_for(ds, symbol, level, None)
         with self.write_lock(symbol):
             remove_stale_temps(path)
-            old = self.read_file(path) if path.exists() else ds.empty()
+            old = self._stored(ds, path) if path.exists() else ds.empty()
             if old.height == frame.height and old.equals(frame):
                 return UpsertResult()
             self._write_file(frame, path)
@@ -465,7 +471,7 @@ class Lake:
         with self.write_lock(symbol):
             remove_stale_temps(path)
             if path.exists():
-                old = self.read_file(path)
+                old = self._stored(ds, path)
                 # Rows of `part` that are new or differ from what is stored.
                 changed = part.join(old, on=list(ds.columns), how="anti", nulls_equal=True)
                 if changed.is_empty():

@@ -8,10 +8,12 @@ A history is built per underlying and session (``enrich.backfill`` does the fetc
    ``lo <= strike / close <= hi`` of the underlying's **as-traded** close that session;
 3. each chosen contract's daily bars (``provider.option_bars``), fetched once for the
    sessions it was chosen on;
-4. ``history_iv`` solves Black–Scholes–Merton implied volatility and greeks from each option
-   close (``enrich.iv.chain_iv``: ACT/365 time, ``r`` continuous, ``q`` the trailing dividend
-   yield of ``enrich.iv.implied_dividend_yield``) and returns ``options_iv`` rows with
-   ``source = 'computed'``.
+4. ``history_iv`` solves implied volatility and greeks from each option close
+   (``enrich.snapshots.solve``: ACT/365 time; ``r`` the session's Treasury curve to the
+   expiry, ``enrich.rates``; ``q`` the trailing twelve months' regular dividends on the
+   session's share basis, ``enrich.dividend_yield``; American exercise unless the listing
+   says European, ``enrich.american``) and returns ``options_iv`` rows with
+   ``source = 'computed'`` and ``price_source = 'close'``.
 
 As-traded prices. Stored bars are split-adjusted (``adjusted_asof`` says as of when), while
 an option's strike and price are those of its own day. ``as_traded_closes`` undoes the splits
@@ -30,8 +32,8 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from enrich.iv import chain_iv, implied_dividend_yield
-from enrich.schemas import OPTIONS_IV, conform
+from enrich.schemas import OPTIONS_IV, UTC_TS, conform
+from enrich.snapshots import CLOSE, flag_adjusted, solve
 
 DEFAULT_MONEYNESS = (0.8, 1.2)
 DEFAULT_MONTHLY = 3  # monthly expirations followed when none are given
@@ -45,6 +47,7 @@ PAIR_SCHEMA = {
     "strike": pl.Float64,
     "contract_type": pl.String,
     "underlying_price": pl.Float64,  # as-traded close the band was measured on
+    "exercise_style": pl.String,  # american | european (null: not given, taken as american)
 }
 
 
@@ -57,6 +60,18 @@ def is_monthly(expiration: dt.date) -> bool:
     """The standard monthly expiration: the third Friday, or the Thursday before it when that
     Friday is an exchange holiday (Good Friday)."""
     return 0 <= (third_friday(expiration.year, expiration.month) - expiration).days <= 1
+
+
+def monthly_horizon(as_of: dt.date, n: int) -> dt.date:
+    """The ``n``-th standard monthly expiration after ``as_of`` (its third Friday): a listing
+    reaching that far holds every monthly ``choose_contracts`` can pick (on the Thursday
+    before a third Friday, which may be the month's expiration, the count starts a month on:
+    one more monthly listed, none missed)."""
+    month = as_of.year * 12 + as_of.month - 1
+    if third_friday(as_of.year, as_of.month) - dt.timedelta(days=1) <= as_of:
+        month += 1
+    month += n - 1
+    return third_friday(month // 12, month % 12 + 1)
 
 
 def as_traded_closes(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
@@ -87,16 +102,21 @@ def choose_contracts(
 ) -> pl.DataFrame:
     """The contracts of ``listed`` followed on ``as_of`` (``PAIR_SCHEMA``).
 
-    ``listed`` has ``contract, expiration, strike, contract_type`` (what
-    ``option_contracts`` returns). Expirations after ``as_of`` only: the given ones, or else
-    the first ``monthly`` monthly ones (``is_monthly``). Strikes with
+    ``listed`` has ``contract, expiration, strike, contract_type`` and the contract's terms
+    (what ``option_contracts`` returns). Expirations after ``as_of`` only: the given ones, or
+    else the first ``monthly`` monthly ones (``is_monthly``). Strikes with
     ``moneyness[0] <= strike / close <= moneyness[1]``; nothing without a positive close.
+    Adjusted contracts (``enrich.snapshots.flag_adjusted``) are not followed: their IV would
+    not be stated anyway.
     """
     if listed.is_empty() or close is None or not close > 0:
         return pl.DataFrame(schema=PAIR_SCHEMA)
     lo, hi = moneyness
-    live = listed.filter(pl.col("expiration") > as_of,
-                         pl.col("contract_type").is_in(["call", "put"]))
+    if "exercise_style" not in listed.columns:
+        listed = listed.with_columns(exercise_style=pl.lit(None, pl.String))
+    live = flag_adjusted(listed.with_columns(symbol=pl.lit(underlying))).filter(
+        pl.col("expiration") > as_of, pl.col("contract_type").is_in(["call", "put"]),
+        ~pl.col("adjusted"))
     if expirations:
         wanted = sorted(set(expirations))
     else:
@@ -114,25 +134,29 @@ def choose_contracts(
         pl.col("strike").cast(pl.Float64),
         pl.col("contract_type").cast(pl.String),
         pl.lit(float(close), pl.Float64).alias("underlying_price"),
+        pl.col("exercise_style").cast(pl.String),
     ).unique("contract", keep="first").sort("expiration", "strike", "contract_type")
 
 
 def history_iv(
     pairs: pl.DataFrame, option_bars: pl.DataFrame, closes: pl.DataFrame,
-    dividends: pl.DataFrame, r: float,
+    dividends: pl.DataFrame, splits: pl.DataFrame, curves: pl.DataFrame, fallback_rate: float,
 ) -> pl.DataFrame:
     """``options_iv`` rows (``source='computed'``) for every (as_of, contract) of ``pairs``.
 
     ``option_bars`` are the contracts' daily bars (``symbol`` is the OCC ticker, ``close``
-    the option price); ``closes`` are the underlying's as-traded ``session, close``;
-    ``dividends`` its stored dividends (for ``q``); ``r`` the risk-free rate. A pair without
-    an option bar gets ``no_trade``, one without an underlying close ``no_underlying_close``.
+    the option price, ``volume`` the session's); ``closes`` are the underlying's as-traded
+    ``session, close``; ``dividends`` and ``splits`` its stored ones (for ``q``); ``curves``
+    the stored Treasury curves (``r``, with ``fallback_rate`` where none). A pair without an
+    option bar gets ``no_trade``, one without an underlying close ``no_underlying_close``.
     """
     if pairs.is_empty():
         return OPTIONS_IV.empty()
     prices = option_bars.select(
         pl.col("symbol").alias("contract"), pl.col("session").alias("as_of"),
         pl.col("close").alias("option_price"),
+        (pl.col("volume") if "volume" in option_bars.columns else pl.lit(None))
+        .cast(pl.Float64).alias("volume"),
     ).unique(["contract", "as_of"], keep="last")
     spot = closes.select(pl.col("session").alias("as_of"), pl.col("close").alias("_spot"))
     frame = (
@@ -140,15 +164,20 @@ def history_iv(
         .join(prices, on=["contract", "as_of"], how="left")
         .join(spot, on="as_of", how="left")
         .rename({"_spot": "underlying_price"})
+        .with_columns(
+            trade_price=pl.col("option_price"),
+            trade_at=pl.lit(None, UTC_TS),  # a daily close: the time of the last trade is unknown
+            price_source=pl.when(pl.col("option_price").is_not_null()).then(pl.lit(CLOSE)),
+            adjusted=pl.lit(False),
+            source=pl.lit("computed"),
+        )
     )
-    div = dividends.select("ex_date", "cash_amount") if not dividends.is_empty() else \
-        pl.DataFrame(schema={"ex_date": pl.Date, "cash_amount": pl.Float64})
-    frame = implied_dividend_yield(div, frame, date="as_of", close="underlying_price")
-    solved = chain_iv(frame, r, pl.col("dividend_yield").fill_null(0.0))
+    solved = solve(conform(frame, OPTIONS_IV), curves=curves, dividends=dividends,
+                   splits=splits, fallback_rate=fallback_rate, parity=False)
     solved = solved.with_columns(
         iv_null_reason=pl.when(pl.col("underlying_price").is_null())
         .then(pl.lit("no_underlying_close"))
         .when(pl.col("option_price").is_null()).then(pl.lit("no_trade"))
         .otherwise(pl.col("iv_null_reason")),
     )
-    return conform(solved.drop("dividend_yield"), OPTIONS_IV).sort("as_of", "contract")
+    return solved.sort("as_of", "contract")

@@ -26,11 +26,12 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from enrich import calendars
+from enrich import calendars, vol_summary
 from enrich.catalog import Catalog, frame, utcnow
 from enrich.freshness import add_freshness, publication_lag
 from enrich.lake import Lake
 from enrich.plan_limits import NEXT_DAY_LAG
+from enrich.schemas import OPTIONS_IV, conform
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
 STATUS_COLUMNS = (
@@ -835,41 +836,63 @@ def _latest_options(lake: Lake, symbol: str) -> pl.DataFrame:
 
 def iv_smile(lake: Lake, symbol: str, expiries: int = 3) -> pl.DataFrame:
     """Implied volatility by strike for the nearest ``expiries`` expirations of the newest
-    snapshot, out-of-the-money side (puts below spot, calls at or above), with moneyness."""
+    snapshot, out-of-the-money side only (calls at or above the forward, puts below:
+    ``enrich.vol_summary.otm_expr``), with moneyness (strike / underlying)."""
     chain = _latest_options(lake, symbol)
+    cols = ["as_of", "expiration", "strike", "contract_type", "iv", "underlying_price"]
     if chain.is_empty():
-        return chain.select("as_of", "expiration", "strike", "contract_type", "iv",
-                            "underlying_price").with_columns(
-            pl.lit(None, pl.Float64).alias("moneyness"))
+        return chain.select(cols).with_columns(pl.lit(None, pl.Float64).alias("moneyness"))
+    chain = conform(chain, OPTIONS_IV)  # a file written before the inputs were recorded
     near = chain["expiration"].unique().sort().head(expiries)
-    otm = ((pl.col("contract_type") == "put") & (pl.col("strike") < pl.col("underlying_price"))) \
-        | ((pl.col("contract_type") == "call")
-           & (pl.col("strike") >= pl.col("underlying_price")))
-    return (chain.filter(pl.col("expiration").is_in(near.implode()) & otm
+    return (chain.filter(pl.col("expiration").is_in(near.implode()) & vol_summary.otm_expr()
                          & pl.col("iv").is_not_null())
-            .select("as_of", "expiration", "strike", "contract_type", "iv",
-                    "underlying_price",
-                    (pl.col("strike") / pl.col("underlying_price")).alias("moneyness"))
+            .select(*cols, (pl.col("strike") / pl.col("underlying_price")).alias("moneyness"))
             .sort("expiration", "strike"))
 
 
 def atm_term_structure(lake: Lake, symbol: str) -> pl.DataFrame:
-    """At-the-money IV per expiration of the newest snapshot: the mean IV of the call and put
-    at the strike nearest the underlying price. ``days`` counts calendar days to expiry."""
-    chain = _latest_options(lake, symbol).filter(pl.col("iv").is_not_null())
-    schema = {"as_of": pl.Date, "expiration": pl.Date, "days": pl.Int64, "strike": pl.Float64,
-              "atm_iv": pl.Float64}
+    """At-the-money IV per expiration of the newest snapshot, read at the forward between the
+    out-of-the-money strikes around it (``enrich.vol_summary.term_structure``); ``days``
+    counts calendar days to expiry."""
+    chain = _latest_options(lake, symbol)
     if chain.is_empty():
-        return pl.DataFrame(schema=schema)
-    chain = chain.with_columns((pl.col("strike") - pl.col("underlying_price")).abs()
-                               .alias("dist"))
-    nearest = chain.group_by("expiration").agg(pl.col("dist").min().alias("best"))
-    atm = (chain.join(nearest, on="expiration").filter(pl.col("dist") == pl.col("best"))
-           .group_by("as_of", "expiration")
-           .agg(pl.col("strike").first(), pl.col("iv").mean().alias("atm_iv")))
-    return (atm.with_columns((pl.col("expiration") - pl.col("as_of")).dt.total_days()
-                             .cast(pl.Int64).alias("days"))
-            .select(list(schema)).sort("expiration"))
+        return vol_summary.term_structure(OPTIONS_IV.empty())
+    return vol_summary.term_structure(conform(chain, OPTIONS_IV))
+
+
+def options_inputs(lake: Lake, symbol: str) -> dict[str, Any] | None:
+    """How the newest snapshot's IVs were found: the session, when the snapshot was taken and
+    whether it is partial, the rate's and dividend yield's sources and the model, each as
+    ``{value: contracts}``, and how many prices came from quotes, trades or nowhere."""
+    chain = _latest_options(lake, symbol)
+    if chain.is_empty():
+        return None
+    chain = conform(chain, OPTIONS_IV)
+
+    def counts(col: str) -> dict[str, int]:
+        got = chain.group_by(pl.col(col).fill_null("none")).len().sort("len", descending=True)
+        return dict(got.iter_rows())
+
+    return {"as_of": chain["as_of"][0], "snapshot_at": chain["snapshot_at"].max(),
+            "partial": bool(chain["partial"].fill_null(False).any()),
+            "contracts": chain.height, "with_iv": chain.height - chain["iv"].null_count(),
+            "adjusted": int(chain["adjusted"].fill_null(False).sum()),
+            "rate_source": counts("rate_source"), "dividend_method": counts("dividend_method"),
+            "iv_model": counts("iv_model"), "price_source": counts("price_source")}
+
+
+def vol_history(lake: Lake, symbol: str) -> pl.DataFrame:
+    """Per session: the 30-day ATM implied volatility, 25-delta risk reversal and butterfly,
+    put/call ratios (``vol_summary``) beside the realised ``volatility_20d`` (``features``,
+    daily bars), on the sessions that have a summary."""
+    summary = lake.read("vol_summary", [symbol])
+    feats = lake.read("features", [symbol], level="1d")
+    out = summary.select("as_of", "atm_iv_30d", "rr25_30d", "bf25_30d", "put_call_volume",
+                         "put_call_oi", "partial", "source")
+    if summary.is_empty() or feats.is_empty():
+        return out.with_columns(pl.lit(None, pl.Float64).alias("volatility_20d"))
+    realised = feats.select(pl.col("session").alias("as_of"), "volatility_20d")
+    return out.join(realised, on="as_of", how="left").sort("as_of")
 
 
 # The date each dataset's rows are placed on (session dates; news: its UTC publication day).

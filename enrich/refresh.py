@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrich import calendars
+from enrich import calendars, rates
 from enrich.identity import Identity
 from enrich.providers import MarketRequest, market_of
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
@@ -39,7 +39,7 @@ NEWS_FIRST_DAYS = 365  # a first news fetch reaches back a year, not the whole h
 # a few days still catch those indexed after their day ended.
 SHORT_LOOKBACK_DAYS = 3
 EVENT_DATASETS = ("dividends", "splits")  # dated by an ex/execution date, often published late
-FETCH_ORDER = ("splits", "bars", "dividends", "earnings", "news", "options_iv")
+FETCH_ORDER = ("splits", "bars", "dividends", "earnings", "news", "rates", "options_iv")
 
 
 def coverage_key(dataset: str, timeframe: str) -> str:
@@ -79,6 +79,10 @@ def window_for(dataset: str, covered: dt.date | None, expected: dt.date, calenda
         return None
     if dataset == "options_iv":
         return expected, expected
+    if dataset == "rates":  # one request either way: the whole curve history, or a refresh
+        if covered is None:
+            return rates.FIRST_DATE, expected
+        return covered + dt.timedelta(days=1 - rates.LOOKBACK_DAYS), expected
     if covered is None:
         if lookback_days is not None:
             days = lookback_days
@@ -153,6 +157,7 @@ class RefreshPlan:
     budget: dict[str, DatasetBudget] = field(default_factory=dict)
     rate_limit_per_min: float | None = None  # None: the provider is not rate limited
     expected: dict[str, dt.date] = field(default_factory=dict)  # per calendar
+    rates: tuple[dt.date, dt.date] | None = None  # the Treasury curve's window, one request
 
     @property
     def requests(self) -> int:
@@ -264,6 +269,25 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
     for (ds, market), units in groups.items():
         _choose(plan, ds, market, units, provider)
     return plan
+
+
+def plan_rates(plan: RefreshPlan, covered: dt.date | None, expected: dt.date, *,
+               wanted: bool) -> None:
+    """Add the Treasury curve to ``plan`` (one request, ``enrich.rates``) when the run
+    computes option IVs or asks for it (``wanted``), unless it holds ``expected`` already."""
+    if not (wanted or any(ds == "options_iv" for _, ds in plan.units)):
+        return
+    b = plan.budget.setdefault("rates", DatasetBudget("rates"))
+    window = window_for("rates", covered, expected, "XNYS", lookback_days=None,
+                        history_years=0, refetch_sessions=0, event_lookback_days=0)
+    if window is None:
+        b.up_to_date += 1
+        return
+    plan.rates = window
+    b.symbols += 1
+    b.universe_requests += 1
+    b.universe_symbols += 1
+    b.per_symbol_only += 1
 
 
 def _choose(plan: RefreshPlan, ds: str, market: str, units: list[Unit], provider: Any) -> None:

@@ -153,7 +153,7 @@ OPTIONS_IV = Dataset(
         "expiration": pl.Date,
         "strike": pl.Float64,
         "contract_type": pl.String,  # call | put
-        "option_price": pl.Float64,
+        "option_price": pl.Float64,  # the price IV is solved from (see price_source)
         "underlying_price": pl.Float64,
         "iv": pl.Float64,  # annualised, 0.25 = 25 %
         # Greeks in market units: vega per vol point, theta per calendar day, rho per rate point.
@@ -163,12 +163,74 @@ OPTIONS_IV = Dataset(
         "theta": pl.Float64,
         "rho": pl.Float64,
         "open_interest": pl.Int64,
-        "source": pl.String,  # provider | computed | sample
+        # snapshot (a chain snapshot; IV computed here from its quotes) | computed (history:
+        # IV from the contract's daily close)
+        "source": pl.String,
         "iv_null_reason": pl.String,
+        # The quote and the last trade the price was chosen from (enrich.snapshots).
+        "bid": pl.Float64,
+        "ask": pl.Float64,
+        "quote_at": UTC_TS,
+        "trade_price": pl.Float64,
+        "trade_at": UTC_TS,
+        "price_source": pl.String,  # mid | last_trade | close (history) | null: no usable price
+        "price_age_s": pl.Float64,  # seconds from the quote or trade to the snapshot
+        "volume": pl.Float64,  # contracts traded that session
+        # The contract's terms; adjusted contracts (non-standard deliverable) get no IV.
+        "shares_per_contract": pl.Float64,
+        "exercise_style": pl.String,  # american | european | bermudan
+        "deliverables": pl.String,  # JSON of additional_underlyings, null when standard
+        "adjusted": pl.Boolean,
+        # The inputs IV was solved with, and how each was found.
+        "rate": pl.Float64,  # continuous risk-free rate to expiry
+        "rate_source": pl.String,  # treasury | fallback (ENRICH_RISK_FREE_RATE)
+        "dividend_yield": pl.Float64,  # continuous q
+        "dividend_method": pl.String,  # parity | trailing_12m | none
+        "iv_model": pl.String,  # american | european
+        "provider_iv": pl.Float64,  # the provider's own IV, for comparison (null if none)
+        "snapshot_at": UTC_TS,  # the instant the snapshot describes
+        "partial": pl.Boolean,  # taken before the session's close: replaced after it
     },
     key=("symbol", "as_of", "contract"),
     month_column="as_of",
     description="Option implied volatility and greeks per contract and session",
+)
+
+RATES = Dataset(
+    "rates",
+    {
+        "symbol": pl.String,  # the curve: UST
+        "date": pl.Date,  # observation date
+        **{f"yield_{t}": pl.Float64 for t in (
+            "1_month", "3_month", "6_month", "1_year", "2_year", "3_year", "5_year", "7_year",
+            "10_year", "20_year", "30_year")},  # percent, investment basis (enrich.rates)
+    },
+    key=("symbol", "date"),
+    description="US Treasury constant-maturity yields by tenor, percent",
+)
+
+VOL_SUMMARY = Dataset(
+    "vol_summary",
+    {
+        "symbol": pl.String,
+        "as_of": pl.Date,
+        # 30 calendar days, interpolated in total variance (enrich.vol_summary).
+        "atm_iv_30d": pl.Float64,
+        "rr25_30d": pl.Float64,  # IV(25-delta call) - IV(25-delta put)
+        "bf25_30d": pl.Float64,  # (IV(25-delta call) + IV(25-delta put)) / 2 - ATM IV
+        "call_volume": pl.Float64,
+        "put_volume": pl.Float64,
+        "put_call_volume": pl.Float64,
+        "call_oi": pl.Int64,
+        "put_oi": pl.Int64,
+        "put_call_oi": pl.Float64,
+        "expirations": pl.Int32,  # expirations with a usable smile
+        "contracts": pl.Int32,  # contracts with an IV
+        "source": pl.String,  # snapshot | computed, as the contracts'
+        "partial": pl.Boolean,  # from a snapshot taken before the session's close
+    },
+    key=("symbol", "as_of"),
+    description="Per session: 30-day ATM IV, 25-delta risk reversal and butterfly, put/call",
 )
 
 FEATURES = Dataset(
@@ -186,11 +248,13 @@ FEATURES = Dataset(
 )
 
 DATASETS: dict[str, Dataset] = {
-    d.name: d for d in (BARS, DIVIDENDS, SPLITS, EARNINGS, NEWS, OPTIONS_IV, FEATURES)
+    d.name: d for d in (BARS, DIVIDENDS, SPLITS, EARNINGS, NEWS, OPTIONS_IV, FEATURES, RATES,
+                        VOL_SUMMARY)
 }
 
 # Datasets fetched from a provider (features are computed, not fetched).
-FETCHED: tuple[str, ...] = ("bars", "dividends", "splits", "earnings", "news", "options_iv")
+FETCHED: tuple[str, ...] = ("bars", "dividends", "splits", "earnings", "news", "options_iv",
+                            "rates")
 
 
 def conform(frame: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:

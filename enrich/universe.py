@@ -20,7 +20,7 @@ from enrich import identity
 from enrich.catalog import Catalog, WriteBatch, transaction, utcnow
 from enrich.errors import InputError, InvalidSymbolError, NotFoundError
 from enrich.lake import Lake
-from enrich.schemas import DATASETS
+from enrich.schemas import DATASETS, RATES
 from enrich.symbols import ASSET_CLASSES, DEMO_UNIVERSE, asset_class_of, validate_symbol
 
 if TYPE_CHECKING:
@@ -328,7 +328,8 @@ def rebuild_from_lake(catalog: Catalog, lake: Lake) -> list[str]:
         return []
     held = set()
     for dataset in DATASETS:
-        held.update(lake.symbols(dataset))
+        if dataset != RATES.name:  # the Treasury curve (enrich.rates) is no symbol of ours
+            held.update(lake.symbols(dataset))
     known = {s.symbol: s for s in DEMO_UNIVERSE}
     items = []
     for raw in sorted(held):

@@ -7,7 +7,8 @@ Everything a worker needs is loaded here, before any fork, so each worker starts
   only contend for the same cores (measured: a quarter less CPU per symbol);
 - the engine and the sample provider are imported, with the scipy filter its option chains
   use, and the exchange calendars are built (about 0.4 s each, once instead of per worker);
-- the features' compiled kernel is loaded (numba and its machine code, ~1 s).
+- the features' compiled kernel is loaded (numba and its machine code, ~1 s), and the
+  American option tree of the option chains (``enrich.american``).
 """
 
 import datetime as dt
@@ -19,8 +20,9 @@ import scipy.signal  # noqa: E402, F401  - the sample option chains' volatility 
 
 import enrich.engine  # noqa: E402, F401
 import enrich.providers.sample  # noqa: E402, F401
-from enrich import calendars, features  # noqa: E402
+from enrich import american, calendars, features  # noqa: E402
 
 for _cal in calendars.CALENDARS:
     calendars.latest_session(_cal, dt.datetime.now(dt.UTC))
 features.load_kernel()
+american.load_kernel()

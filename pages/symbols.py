@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from enrich import diagnosis, palette, ui
 from enrich import queries as q
+from enrich.snapshots import METHOD_NOTE, describe_inputs
 from enrich.symbols import ASSET_CLASSES
 from pages import _common as c
 
@@ -472,28 +473,65 @@ def drilldown(symbol: str) -> None:
     st.subheader("Options implied volatility")
     smile = c.lake_read("iv_smile", symbol, 3)
     term = c.lake_read("atm_term_structure", symbol)
+    inputs = c.lake_read("options_inputs", symbol)
     if smile.is_empty():
         st.caption("No option chain stored for this symbol.")
     else:
         oc = st.columns(2)
-        spot = smile["underlying_price"][0]
         fig = px.line(smile.with_columns(pl.col("expiration").cast(pl.String)), x="strike",
                       y="iv", color="expiration", markers=True,
                       hover_data=["contract_type", "moneyness"],
                       labels={"iv": "implied volatility", "expiration": "expiry"})
+        spot = smile["underlying_price"][0]
         fig.add_vline(x=spot, line=dict(dash="dash", color="#9e9e9e"),
                       annotation_text=f"spot {spot:.2f}")
         fig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0),
-                          title="Smile, nearest expiries (OTM side)")
+                          title="Smile, nearest expiries (out of the money)")
         fig.update_yaxes(tickformat=".0%")
         oc[0].plotly_chart(fig, key="iv_smile")
-        tfig = px.line(term, x="days", y="atm_iv", markers=True, hover_data=["expiration"],
+        tfig = px.line(term, x="days", y="atm_iv", markers=True,
+                       hover_data=["expiration", "forward"],
                        labels={"days": "days to expiry", "atm_iv": "ATM implied volatility"})
         tfig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0),
-                           title="ATM term structure")
+                           title="ATM term structure (at the forward)")
         tfig.update_yaxes(tickformat=".1%")
         oc[1].plotly_chart(tfig, key="iv_term")
-        st.caption(f"Snapshot of session {ui.fmt_session(smile['as_of'][0])}.")
+        when = (f"taken {ui.fmt_utc(inputs['snapshot_at'])}, before the close: partial until "
+                "the next snapshot after it" if inputs["partial"] else "closing state")
+        st.caption(f"Snapshot of session {ui.fmt_session(inputs['as_of'])} ({when}). "
+                   + describe_inputs(inputs))
+    history = c.lake_read("vol_history", symbol)
+    if not history.is_empty():
+        hc = st.columns(2)
+        hfig = go.Figure()
+        days = history["as_of"].to_list()
+        hfig.add_trace(go.Scatter(x=days, y=history["atm_iv_30d"].to_list(),
+                                  name="30-day ATM implied", mode="lines+markers"))
+        hfig.add_trace(go.Scatter(x=days, y=history["volatility_20d"].to_list(),
+                                  name="20-day realised", mode="lines"))
+        hfig.update_layout(height=320, margin=dict(l=0, r=0, t=30, b=0),
+                           title="Implied vs realised volatility",
+                           legend=dict(orientation="h"))
+        hfig.update_yaxes(tickformat=".0%")
+        hc[0].plotly_chart(hfig, key="iv_history")
+        sfig = go.Figure()
+        sfig.add_trace(go.Scatter(x=days, y=history["rr25_30d"].to_list(),
+                                  name="25-delta risk reversal", mode="lines+markers"))
+        sfig.add_trace(go.Scatter(x=days, y=history["bf25_30d"].to_list(),
+                                  name="25-delta butterfly", mode="lines+markers"))
+        sfig.update_layout(height=320, margin=dict(l=0, r=0, t=30, b=0),
+                           title="Skew and wings at 30 days", legend=dict(orientation="h"))
+        sfig.update_yaxes(tickformat=".1%")
+        hc[1].plotly_chart(sfig, key="iv_skew")
+        latest = history.row(-1, named=True)
+        ratios = ", ".join(f"{label} {value:.2f}" for label, value in (
+            ("put/call volume", latest["put_call_volume"]),
+            ("put/call open interest", latest["put_call_oi"])) if value is not None)
+        st.caption("Per session, from that session's chain; sessions are exchange dates."
+                   + (f" Latest {ui.fmt_session(latest['as_of'])}: {ratios}." if ratios
+                      else ""))
+    if not smile.is_empty() or not history.is_empty():
+        st.caption(METHOD_NOTE)
 
     with st.expander("Downloads"):
         st.caption("Every stored row of each dataset for this symbol."

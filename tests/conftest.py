@@ -15,13 +15,15 @@ FIXED_NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="session", autouse=True)
 def feature_kernel_compiled():
-    """Compile the features' kernel (or load it from numba's cache) before any test: on a
-    fresh checkout the first compilation takes 10-30 s, which must not fall inside a timed
-    wait (a page that waits for a run, a child process); every later process loads the
-    cached machine code in about a second."""
+    """Compile the features' kernel and the American option tree (or load them from numba's
+    cache) before any test: on a fresh checkout the first compilation takes 10-30 s, which
+    must not fall inside a timed wait (a page that waits for a run, a child process); every
+    later process loads the cached machine code in about a second."""
+    from enrich import american
     from enrich.features import load_kernel
 
     load_kernel()
+    american.load_kernel()  # the option chains' tree, likewise
 
 
 @pytest.fixture(autouse=True)

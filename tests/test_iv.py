@@ -6,7 +6,6 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 
 from enrich.bsm import price_and_greeks, to_market_units
 from enrich.iv import (
@@ -14,12 +13,11 @@ from enrich.iv import (
     NullReason,
     chain_iv,
     compute_iv_greeks,
-    implied_dividend_yield,
     implied_vol,
     reason_labels,
     vol_resolution,
 )
-from enrich.schemas import DIVIDENDS, OPTIONS_IV
+from enrich.schemas import OPTIONS_IV
 
 TOL = 1e-8
 
@@ -274,56 +272,6 @@ def test_chain_iv_accepts_a_number_for_q_and_replaces_old_columns():
                                            "iv_null_reason"]
     assert out["iv"][0] == pytest.approx(0.3, abs=TOL)
     assert out["source"][0] == "computed"
-
-
-def test_implied_dividend_yield():
-    d = dt.date
-    dividends = pl.DataFrame({
-        "ex_date": [d(2024, 2, 9), d(2024, 5, 10), d(2024, 8, 12), d(2024, 11, 8), d(2025, 2, 10)],
-        "cash_amount": [0.24, 0.25, 0.25, 0.25, 0.25],
-    })
-    closes = pl.DataFrame({
-        "session": [d(2025, 2, 10), d(2024, 1, 2), d(2024, 11, 8), d(2025, 2, 7), d(2025, 3, 3)],
-        "close": [227.0, 180.0, 230.0, 228.0, None],
-    })
-    out = implied_dividend_yield(dividends, closes)
-    expected = closes.with_columns(dividend_yield=pl.Series([
-        math.log1p(1.00 / 227.0),  # (2024-02-10, 2025-02-10]: four 0.25s
-        0.0,  # nothing paid yet
-        math.log1p(0.99 / 230.0),  # (2023-11-08, 2024-11-08]: 0.24 + 3 x 0.25
-        math.log1p(0.99 / 228.0),  # (2024-02-07, 2025-02-07]
-        None,  # no close
-    ]))
-    assert_frame_equal(out, expected)
-
-
-def test_implied_dividend_yield_per_symbol():
-    d = dt.date
-    dividends = pl.DataFrame({
-        "symbol": ["A", "B", "A"],
-        "ex_date": [d(2024, 3, 1), d(2024, 3, 1), d(2024, 3, 1)],
-        "cash_amount": [1.0, 2.0, 0.5],  # two A rows on one day add up
-    })
-    closes = pl.DataFrame({
-        "symbol": ["B", "A", "C"],
-        "session": [d(2024, 6, 3)] * 3,
-        "close": [100.0, 50.0, 10.0],
-    })
-    out = implied_dividend_yield(dividends, closes)
-    assert out["symbol"].to_list() == ["B", "A", "C"]
-    assert out["dividend_yield"].to_list() == pytest.approx(
-        [math.log1p(2.0 / 100.0), math.log1p(1.5 / 50.0), 0.0]
-    )
-
-
-def test_implied_dividend_yield_edges():
-    d = dt.date
-    closes = pl.DataFrame(
-        {"symbol": ["A", "A"], "session": [None, d(2024, 1, 2)], "close": [10.0, 10.0]},
-        schema={"symbol": pl.String, "session": pl.Date, "close": pl.Float64},
-    )
-    out = implied_dividend_yield(DIVIDENDS.empty(), closes)
-    assert out["dividend_yield"].to_list() == [None, 0.0]
 
 
 def test_chain_iv_on_an_empty_lake_frame_keeps_the_schema():

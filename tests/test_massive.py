@@ -31,11 +31,12 @@ from enrich.errors import (
     TransientError,
     ValidationError,
 )
+from enrich.occ import parse_occ
 from enrich.providers import Provider
 from enrich.providers.massive import MassiveProvider, parse_retry_after
 from enrich.ratelimit import RateLimiter, clear_limiters
 from enrich.retry import RetryPolicy
-from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS
+from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, RATES, SPLITS
 from tests.fakes.massive_server import FakeMassive
 
 KEY = "sk-live-Zq8SECRETxY41"
@@ -547,35 +548,66 @@ CHAIN_ROW = {
 }
 
 
-def test_option_chain_parse_keeps_provider_figures():
-    no_greeks = {"details": {"ticker": "O:XYZ250620P00032500", "contract_type": "put",
-                             "expiration_date": "2025-06-20", "strike_price": 32.5},
-                 "open_interest": 7, "day": {}, "last_trade": {"price": 0.05},
-                 "underlying_asset": {"ticker": "XYZ", "price": 151.2}}
-    other = {"details": {"ticker": "O:XYZ1250620C00150000", "contract_type": "other",
-                         "expiration_date": "2025-06-20", "strike_price": 150},
+# The chain snapshot's example row from the OpenAPI spec (massive-com/client-go
+# rest/scripts/openapi.json @ 9471d9b, GET /v3/snapshot/options/{underlyingAsset}), ticker
+# fixed to 8 strike digits (the spec's has 9: a typo, massive-rest-api.md §6).
+SPEC_CHAIN_ROW = {
+    "break_even_price": 151.2,
+    "day": {"change": 4.5, "change_percent": 6.76, "close": 120.73, "high": 120.81,
+            "last_updated": 1605195918507251700, "low": 118.9, "open": 119.32,
+            "previous_close": 119.12, "volume": 868, "vwap": 119.31},
+    "details": {"contract_type": "call", "exercise_style": "american",
+                "expiration_date": "2022-01-21", "shares_per_contract": 100,
+                "strike_price": 150, "ticker": "O:AAPL220121C00150000"},
+    "fmv": 0.05, "fmv_last_updated": 1605195918508251600,
+    "greeks": {"delta": 1, "gamma": 0, "theta": 0.00229, "vega": 0},
+    "implied_volatility": 5,
+    "last_quote": {"ask": 120.3, "ask_size": 4, "bid": 120.28, "bid_size": 8,
+                   "last_updated": 1605195918507251700, "midpoint": 120.29,
+                   "timeframe": "REAL-TIME"},
+    "last_trade": {"conditions": [209], "decimal_size": "2.0", "exchange": 316, "price": 0.05,
+                   "sip_timestamp": 1675280958783136800, "size": 2, "timeframe": "REAL-TIME"},
+    "open_interest": 1543,
+    "underlying_asset": {"change_to_break_even": 4.2, "last_updated": 1605195918507251700,
+                         "price": 147, "ticker": "AAPL", "timeframe": "DELAYED"},
+}
+
+
+def test_option_chain_keeps_the_quote_the_last_trade_and_the_terms():
+    no_trades = {"details": {"ticker": "O:AAPL220121P00032500", "contract_type": "put",
+                             "expiration_date": "2022-01-21", "strike_price": 32.5},
+                 "open_interest": 7, "day": {"close": 0.07, "volume": 3,
+                                             "last_updated": 1605195918507251700},
+                 "underlying_asset": {"ticker": "AAPL", "price": 147}}
+    other = {"details": {"ticker": "O:AAPL1220121C00150000", "contract_type": "other",
+                         "expiration_date": "2022-01-21", "strike_price": 150},
              "open_interest": 1}
-    api = Api({"/v3/snapshot/options/XYZ": ok([CHAIN_ROW, no_greeks, other])})
-    frame = make(api).option_chain("XYZ", D(2025, 6, 2))
+    api = Api({"/v3/snapshot/options/AAPL": ok([SPEC_CHAIN_ROW, no_trades, other])})
+    frame = make(api).option_chain("AAPL", D(2020, 11, 12))
     assert frame.schema == OPTIONS_IV.schema
     rows = frame.to_dicts()
-    assert [r["contract"] for r in rows] == ["O:XYZ250620P00032500", "O:XYZ250620C00150000"]
+    assert [r["contract"] for r in rows] == ["O:AAPL220121P00032500", "O:AAPL220121C00150000"]
     put, call = rows
-    assert call == {
-        "symbol": "XYZ", "as_of": D(2025, 6, 2), "contract": "O:XYZ250620C00150000",
-        "expiration": D(2025, 6, 20), "strike": 150.0, "contract_type": "call",
-        "option_price": 5.4, "underlying_price": 151.2, "iv": 0.31, "delta": 0.52,
-        "gamma": 0.03, "vega": 0.12, "theta": -0.05, "rho": None, "open_interest": 1200,
-        "source": "provider", "iv_null_reason": None,
-    }
-    assert put["option_price"] == 0.05  # no day close: the last trade
-    assert put["iv"] is None and put["delta"] is None
-    assert put["iv_null_reason"] == "not provided by massive"
-    assert put["strike"] == 32.5
+    stamp = utc(2020, 11, 12, 15, 45, 18, 507251)  # 1605195918507251700 ns
+    assert {k: call[k] for k in (
+        "symbol", "as_of", "expiration", "strike", "contract_type", "underlying_price",
+        "open_interest", "bid", "ask", "quote_at", "trade_price", "trade_at", "volume",
+        "shares_per_contract", "exercise_style", "provider_iv", "source")} == {
+        "symbol": "AAPL", "as_of": D(2020, 11, 12), "expiration": D(2022, 1, 21),
+        "strike": 150.0, "contract_type": "call", "underlying_price": 147.0,
+        "open_interest": 1543, "bid": 120.28, "ask": 120.3, "quote_at": stamp,
+        "trade_price": 0.05, "trade_at": utc(2023, 2, 1, 19, 49, 18, 783136),
+        "volume": 868.0, "shares_per_contract": 100.0, "exercise_style": "american",
+        "provider_iv": 5.0, "source": "snapshot"}
+    # IV and greeks are ours to compute (enrich.snapshots), never Massive's.
+    assert call["iv"] is None and call["delta"] is None and call["option_price"] is None
+    # A plan without trades: the day's close stands in for the last trade, with its time.
+    assert (put["trade_price"], put["trade_at"], put["bid"]) == (0.07, stamp, None)
+    assert put["strike"] == 32.5 and put["exercise_style"] is None
     # Capped by the chain filters: expirations within 120 days (no spot given: no strikes).
     assert dict(api.requests[0].url.params) == {
-        "limit": "250", "expiration_date.gte": "2025-06-02",
-        "expiration_date.lte": "2025-09-30"}
+        "limit": "250", "expiration_date.gte": "2020-11-12",
+        "expiration_date.lte": "2021-03-12"}
 
 
 def test_option_chain_with_negative_iv_is_refused():
@@ -584,18 +616,79 @@ def test_option_chain_with_negative_iv_is_refused():
         make(api).option_chain("XYZ", D(2025, 6, 2))
 
 
-def test_option_contracts_parse_and_query():
-    rows = [{"ticker": "O:XYZ240119P00045000", "underlying_ticker": "XYZ",
-             "contract_type": "put", "exercise_style": "american",
-             "expiration_date": "2024-01-19", "strike_price": 45, "shares_per_contract": 100,
-             "primary_exchange": "BATO", "cfi": "OPASPS"}]
-    api = Api({"/v3/reference/options/contracts": ok(rows)})
-    frame = make(api).option_contracts("XYZ", D(2024, 1, 2))
-    assert frame.to_dicts() == [{"symbol": "XYZ", "contract": "O:XYZ240119P00045000",
-                                 "expiration": D(2024, 1, 19), "strike": 45.0,
-                                 "contract_type": "put"}]
+# The contracts example of the OpenAPI spec (GET /v3/reference/options/contracts, @ 9471d9b):
+# the second contract carries adjusted deliverables.
+SPEC_CONTRACTS = [
+    {"cfi": "OCASPS", "contract_type": "call", "exercise_style": "american",
+     "expiration_date": "2021-11-19", "primary_exchange": "BATO", "shares_per_contract": 100,
+     "strike_price": 85, "ticker": "O:AAPL211119C00085000", "underlying_ticker": "AAPL"},
+    {"additional_underlyings": [{"amount": 44, "type": "equity", "underlying": "VMW"},
+                                {"amount": 6.53, "type": "currency", "underlying": "USD"}],
+     "cfi": "OCASPS", "contract_type": "call", "exercise_style": "american",
+     "expiration_date": "2021-11-19", "primary_exchange": "BATO", "shares_per_contract": 100,
+     "strike_price": 90, "ticker": "O:AAPL211119C00090000", "underlying_ticker": "AAPL"},
+]
+
+
+def test_option_contracts_parse_the_terms_and_send_the_filters():
+    api = Api({"/v3/reference/options/contracts": ok(SPEC_CONTRACTS)})
+    frame = make(api, today=lambda: D(2021, 11, 1)).option_contracts(
+        "AAPL", D(2021, 11, 1), strikes=(80.0, 120.0))
+    assert frame.to_dicts() == [
+        {"symbol": "AAPL", "contract": "O:AAPL211119C00085000", "expiration": D(2021, 11, 19),
+         "strike": 85.0, "contract_type": "call", "shares_per_contract": 100.0,
+         "exercise_style": "american", "deliverables": None},
+        {"symbol": "AAPL", "contract": "O:AAPL211119C00090000", "expiration": D(2021, 11, 19),
+         "strike": 90.0, "contract_type": "call", "shares_per_contract": 100.0,
+         "exercise_style": "american",
+         "deliverables": '[{"amount": 44, "type": "equity", "underlying": "VMW"}, '
+                         '{"amount": 6.53, "type": "currency", "underlying": "USD"}]'}]
+    # as_of today: one request, live contracts only; expirations up to 120 days, strikes.
+    assert [dict(r.url.params) for r in api.requests] == [{
+        "underlying_ticker": "AAPL", "as_of": "2021-11-01", "expiration_date.gte": "2021-11-01",
+        "expiration_date.lte": "2022-03-01", "strike_price.gte": "80.0",
+        "strike_price.lte": "120.0", "limit": "1000", "expired": "false"}]
+
+
+def test_a_past_listing_asks_for_contracts_expired_since_until_the_answer_says_otherwise():
+    # Expired judged against today: the first request lists only contracts still live today,
+    # the second (expired=true, expirations from as_of to yesterday) the ones gone since.
+    live = [{**SPEC_CONTRACTS[0], "ticker": "O:AAPL211217C00085000",
+             "expiration_date": "2021-12-17"}]
+    api = Api({"/v3/reference/options/contracts": [ok(live), ok(SPEC_CONTRACTS[:1])]})
+    provider = make(api, today=lambda: D(2021, 12, 1))
+    got = provider.option_contracts("AAPL", D(2021, 11, 1))
+    assert got["contract"].to_list() == ["O:AAPL211119C00085000", "O:AAPL211217C00085000"]
+    assert [(r.url.params["expired"], r.url.params["expiration_date.lte"])
+            for r in api.requests] == [("false", "2022-03-01"), ("true", "2021-11-30")]
+    # Expired judged against as_of: the first answer already holds a contract that has
+    # expired since; from then on one request per session.
+    api = Api({"/v3/reference/options/contracts": ok(SPEC_CONTRACTS[:1] + live)})
+    provider = make(api, today=lambda: D(2021, 12, 1))
+    assert provider.option_contracts("AAPL", D(2021, 11, 1)).height == 2
+    provider.option_contracts("AAPL", D(2021, 11, 2))
+    assert [r.url.params["expired"] for r in api.requests] == ["false", "false"]
+
+
+def test_treasury_yields_from_the_spec_example():
+    # GET /fed/v1/treasury-yields example of the OpenAPI spec (@ 9471d9b): 1962, three tenors,
+    # a numeric request_id.
+    body = {"count": 1, "request_id": 1, "status": "OK", "results": [
+        {"date": "1962-01-02", "yield_10_year": 4.06, "yield_1_year": 3.22,
+         "yield_5_year": 3.88}]}
+    api = Api({"/fed/v1/treasury-yields": body})
+    frame = make(api).treasury_yields(D(1962, 1, 1), D(1962, 1, 31))
+    assert frame.schema == RATES.schema
+    row = frame.row(0, named=True)
+    assert (row["symbol"], row["date"], row["yield_1_year"], row["yield_5_year"],
+            row["yield_10_year"], row["yield_3_month"]) == ("UST", D(1962, 1, 2), 3.22, 3.88,
+                                                            4.06, None)
     assert dict(api.requests[0].url.params) == {
-        "underlying_ticker": "XYZ", "as_of": "2024-01-02", "expired": "true", "limit": "1000"}
+        "date.gte": "1962-01-01", "date.lte": "1962-01-31", "limit": "50000",
+        "sort": "date.asc"}
+    bad = Api({"/fed/v1/treasury-yields": ok([{"date": "2024-01-02", "yield_1_year": "4.1"}])})
+    with pytest.raises(ValidationError, match="yield_1_year"):
+        make(bad).treasury_yields(D(2024, 1, 1), D(2024, 1, 31))
 
 
 # ---- probe ----------------------------------------------------------------------------------
@@ -992,7 +1085,10 @@ def test_loopback_every_dataset_parses(fake):
         assert p.splits("AAPL", D(2010, 1, 1), D(2025, 1, 1))["split_to"].to_list() == [7.0, 4.0]
         assert p.news("AAPL", D(2025, 1, 1), D(2025, 1, 31)).height == 10
         chain = p.option_chain("SPY", TODAY)
-        assert chain.height == 30 and chain["iv"].null_count() < chain.height
+        # 3 weeklies + 3 monthlies x 5 strikes x call/put, with quotes, trades and terms.
+        assert chain.height == 60 and chain["provider_iv"].null_count() < chain.height
+        assert chain["bid"].is_not_null().all() and chain["trade_at"].is_not_null().all()
+        assert p.treasury_yields(D(2025, 5, 26), D(2025, 5, 30)).height == 5
         contracts = p.option_contracts("SPY", D(2025, 3, 3))
         first = contracts["contract"][0]
         assert p.option_bars(first, D(2025, 3, 3), D(2025, 3, 31)).height > 0
@@ -1018,3 +1114,33 @@ def test_loopback_wrong_key_is_an_auth_error(fake):
         with pytest.raises(AuthError, match="Unknown API Key"):
             p.bars("AAPL", "1d", D(2024, 1, 2), D(2024, 1, 5))
         assert p.probe().status == "invalid key"
+
+
+@pytest.mark.parametrize("reading", ["as_of", "today"])
+def test_acceptance_a_historical_listing_holds_the_contracts_live_on_as_of(reading):
+    """Listing AAPL as of 2025-04-25 on 2025-06-02 (the loopback fake lists the next three
+    Fridays and the next monthlies of each day): every contract live that day comes back,
+    those expired since and those still trading after today, whichever way the API judges
+    ``expired``. The old query (``expired=true`` with ``as_of``) loses the ones after today
+    when ``expired`` is judged against today."""
+    as_of = D(2025, 4, 25)
+    with FakeMassive(today=TODAY, expired_against=reading) as fake, over(fake) as p:
+        listed = p.option_contracts("AAPL", as_of, expirations=(as_of, D(2025, 12, 31)))
+        live = {r["ticker"] for r in fake.data.contracts("AAPL", as_of)}
+        assert set(listed["contract"]) == live
+        exps = set(listed["expiration"])
+        assert min(exps) < TODAY < max(exps)  # expired since, and still trading after today
+        assert listed["exercise_style"].to_list() == ["american"] * listed.height
+        assert listed["deliverables"].drop_nulls().len() == len(exps)  # the adjusted ones
+        old = httpx.get(f"{fake.base_url}/v3/reference/options/contracts", params={
+            "underlying_ticker": "AAPL", "as_of": as_of.isoformat(), "expired": "true",
+            "limit": 1000}, headers={"Authorization": f"Bearer {fake.api_key}"}).json()
+        after_today = {t for t in live if parse_occ(t).expiration >= TODAY}
+        got_old = {r["ticker"] for r in old.get("results", [])}
+        if reading == "today":
+            assert after_today and not got_old & after_today
+        # Past sessions cost one listing request once the answer shows the reading.
+        before = fake.count("/v3/reference/options/contracts")
+        p.option_contracts("AAPL", D(2025, 4, 28), expirations=(as_of, D(2025, 12, 31)))
+        extra = fake.count("/v3/reference/options/contracts") - before
+        assert extra == (1 if reading == "as_of" else 2)

@@ -20,8 +20,10 @@ from enrich.options_history import (
     choose_contracts,
     history_iv,
     is_monthly,
+    monthly_horizon,
 )
 from enrich.providers.sample import SampleProvider
+from enrich.schemas import RATES, SPLITS
 from enrich.store import Store
 from enrich.universe import ensure_demo_universe
 from tests.conftest import FIXED_NOW
@@ -34,6 +36,24 @@ def test_is_monthly_third_friday_or_the_thursday_before_a_holiday():
     assert not is_monthly(D(2026, 11, 27))
     assert is_monthly(D(2025, 4, 17))  # Good Friday 2025-04-18: the Thursday before
     assert not is_monthly(D(2026, 11, 13))
+
+
+def test_the_listing_horizon_reaches_every_monthly_followed():
+    """A backfill's listing asks for expirations up to ``monthly_horizon`` (the chain
+    filters' 120 days would cut ``--monthly 6`` short): every monthly that
+    ``choose_contracts`` picks is inside it, on any day of the year."""
+    assert monthly_horizon(D(2026, 11, 2), 1) == D(2026, 11, 20)
+    assert monthly_horizon(D(2026, 11, 20), 1) == D(2026, 12, 18)  # the session's own: gone
+    assert monthly_horizon(D(2026, 11, 2), 12) == D(2027, 10, 15)
+    expirations = [e for e in (D(2025, 1, 1) + dt.timedelta(days=i) for i in range(900))
+                   if e.weekday() == 4 or is_monthly(e)]
+    listed = pl.DataFrame({"contract": [f"O:XYZ{e:%y%m%d}C00100000" for e in expirations],
+                           "expiration": expirations, "strike": 100.0, "contract_type": "call"})
+    for as_of in (D(2025, 1, 1) + dt.timedelta(days=i) for i in range(0, 400, 3)):
+        for n in (1, 3, 12):
+            got = choose_contracts(listed, "XYZ", as_of, 100.0, monthly=n)
+            assert got.height == n, (as_of, n)
+            assert got["expiration"].max() <= monthly_horizon(as_of, n), (as_of, n)
 
 
 def test_as_traded_closes_undo_splits_after_each_session():
@@ -88,6 +108,7 @@ def test_history_iv_recovers_volatility_and_says_why_when_it_cannot():
     pairs = pl.DataFrame({
         "symbol": "XYZ", "as_of": [as_of] * 4 + [D(2026, 11, 3)], "contract": contracts,
         "expiration": exp, "strike": strikes, "contract_type": kinds,
+        "exercise_style": "european",  # priced by BSM below
     })
     bars = pl.DataFrame({
         "symbol": contracts[:3] + [contracts[3]],
@@ -97,7 +118,7 @@ def test_history_iv_recovers_volatility_and_says_why_when_it_cannot():
     })
     closes = pl.DataFrame({"session": [as_of], "close": [s]})
     no_divs = pl.DataFrame(schema={"ex_date": pl.Date, "cash_amount": pl.Float64})
-    out = history_iv(pairs, bars, closes, no_divs, r)
+    out = history_iv(pairs, bars, closes, no_divs, SPLITS.empty(), RATES.empty(), r)
     assert out["source"].unique().to_list() == ["computed"]
     assert np.allclose(out["iv"][:3].to_numpy(), sigma, atol=1e-10)
     assert out["iv_null_reason"].to_list()[:3] == [None, None, None]
@@ -106,7 +127,8 @@ def test_history_iv_recovers_volatility_and_says_why_when_it_cannot():
     # The last pair's session has no underlying close (and no bar): that is said first.
     assert out.row(4, named=True)["iv_null_reason"] == "no_underlying_close"
     bars_missing = bars.filter(pl.col("symbol") != "C0")
-    again = history_iv(pairs.head(1), bars_missing, closes, no_divs, r)
+    again = history_iv(pairs.head(1), bars_missing, closes, no_divs, SPLITS.empty(),
+                       RATES.empty(), r)
     assert again["iv_null_reason"].to_list() == ["no_trade"]
 
 
@@ -117,12 +139,19 @@ def test_history_iv_uses_the_dividend_yield_implied_by_dividends():
     q = float(np.log1p(1.5 / s))
     t = (exp - as_of).days / 365
     price = float(price_and_greeks(s, 50.0, t, r, q, 0.25, True)["price"])
-    pairs = pl.DataFrame({"symbol": "XYZ", "as_of": [as_of], "contract": ["C"],
-                          "expiration": [exp], "strike": [50.0], "contract_type": ["call"]})
-    out = history_iv(pairs, pl.DataFrame({"symbol": ["C"], "session": [as_of],
-                                          "close": [price]}),
-                     pl.DataFrame({"session": [as_of], "close": [s]}), divs, r)
+    pairs = pl.DataFrame({"symbol": "XYZ", "as_of": [as_of], "contract": ["O:XYZ270115C00050000"],
+                          "expiration": [exp], "strike": [50.0], "contract_type": ["call"],
+                          "exercise_style": ["european"]})
+    out = history_iv(pairs, pl.DataFrame({"symbol": ["O:XYZ270115C00050000"],
+                                          "session": [as_of], "close": [price],
+                                          "volume": [12.0]}),
+                     pl.DataFrame({"session": [as_of], "close": [s]}), divs, SPLITS.empty(),
+                     RATES.empty(), r)
     assert out["iv"][0] == pytest.approx(0.25, abs=1e-10)
+    row = out.row(0, named=True)
+    assert (row["dividend_method"], row["rate_source"], row["price_source"], row["iv_model"]) \
+        == ("trailing_12m", "fallback", "close", "european")
+    assert (row["dividend_yield"], row["rate"], row["volume"]) == pytest.approx((q, r, 12.0))
 
 
 def test_options_backfill_on_sample_matches_the_sample_chains(settings):
@@ -158,15 +187,27 @@ def test_options_backfill_on_sample_matches_the_sample_chains(settings):
     assert (both["underlying_price"] - both["underlying_price_chain"]).abs().max() < 1e-9
     solved = both.filter(pl.col("iv").is_not_null())
     assert solved.height > 0.9 * both.height
-    assert (solved["iv"] - solved["iv_chain"]).abs().max() < 1e-8
-    assert (solved["delta"] - solved["delta_chain"]).abs().max() < 1e-8
-    assert (solved["vega"] - solved["vega_chain"]).abs().max() < 1e-6
+    # The chain's model IV, from American option closes, the stored demo curve's rate and the
+    # trailing yield (TSLA pays none): the same model, so within the solver's tolerance.
+    assert (solved["iv"] - solved["provider_iv_chain"]).abs().max() < 1e-6
+    assert set(solved["rate_source"]) == {"treasury"} and set(solved["iv_model"]) == {"american"}
+    assert set(solved["dividend_method"]) == {"none"} and set(solved["price_source"]) == {"close"}
+    t = ((solved["expiration"] - solved["as_of"]).dt.total_days() / 365).to_numpy()
+    bsm = price_and_greeks(solved["underlying_price"].to_numpy(), solved["strike"].to_numpy(), t,
+                           solved["rate"].to_numpy(), 0.0, solved["iv"].to_numpy(),
+                           (solved["contract_type"] == "call").to_numpy())
+    assert np.allclose(solved["delta"].to_numpy(), bsm["delta"], atol=1e-12)
+    # Each session's volatility summary was computed from those rows.
+    summary = store.lake.read("vol_summary", ["TSLA"])
+    assert summary["as_of"].to_list() == sessions and (summary["source"] == "computed").all()
+    assert summary["atm_iv_30d"].is_between(0.3, 1.5).all()
     # Where no IV can be stated, the row says why.
     unsolved = rows.filter(pl.col("iv").is_null())
     assert unsolved.height > 0
     assert unsolved["iv_null_reason"].is_not_null().all()
     assert set(unsolved["iv_null_reason"]) <= {"no_trade", "time_value_below_resolution",
-                                              "below_intrinsic", "at_or_above_upper_bound"}
+                                              "below_intrinsic", "at_or_above_upper_bound",
+                                              "early_exercise"}
     assert unsolved.filter(pl.col("iv_null_reason") == "no_trade")["option_price"] \
         .is_null().all()
 
@@ -180,7 +221,8 @@ def test_snapshot_rows_keep_their_greeks(settings):
     Engine(store, sample, settings, clock=clock).run(
         RunParams(symbols=["TSLA"], datasets=["bars", "dividends", "splits", "options_iv"]))
     snap = store.lake.read("options_iv", ["TSLA"])
-    assert set(snap["source"]) == {"sample"}
+    assert set(snap["source"]) == {"snapshot"}
+    assert set(snap["price_source"]) <= {"mid", "last_trade", None}
     latest = snap["as_of"].max()
     bf = Backfiller(store, sample, settings, clock=clock)
     summary = bf.run(bf.plan(BackfillRequest("options", ("TSLA",), days=3, monthly=1)))

@@ -173,7 +173,15 @@ def test_symbols_table_filters_and_drilldown(populated):
     at = open_page("pages/symbols.py", symbol="AAPL")
     assert at.title[0].value.startswith("`AAPL`")  # untrusted text is a code span
     keys = [ch.proto.id.rsplit("-", 1)[-1] for ch in charts(at)]
-    assert keys == ["price_chart", "iv_smile", "iv_term"]
+    assert keys == ["price_chart", "iv_smile", "iv_term", "iv_history", "iv_skew"]
+    # Implied (the session's 30-day ATM) beside realised volatility; the method is said.
+    history = {t["name"]: t for t in json.loads(charts(at)[3].proto.spec)["data"]}
+    assert set(history) == {"30-day ATM implied", "20-day realised"}
+    assert 0.05 < history["30-day ATM implied"]["y"][-1] < 1.5
+    assert 0.05 < history["20-day realised"]["y"][-1] < 1.5
+    words = texts(at)
+    assert "American model" in words and "out-of-the-money options only" in words
+    assert "Rate: Treasury curve 100%" in words and "closing state" in words
     status = at.dataframe[0].value
     assert list(status["dataset"]) == ["bars", "dividends", "earnings", "news", "options_iv",
                                        "splits"]

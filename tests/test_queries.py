@@ -191,7 +191,8 @@ def test_pipeline_metrics_match_the_logs(populated):
     assert m["fetch"]["success_rate"] == pytest.approx((steps - 2) / steps)
     assert m["fetch"]["rejected"] == 1
     assert 0 < m["fetch"]["p50_ms"] <= m["fetch"]["p95_ms"]
-    assert m["compute"]["steps"] == len(RUN_SYMBOLS) and m["compute"]["success_rate"] == 1
+    # Features per symbol, a volatility summary per stored chain (AAPL, SPY, KO).
+    assert m["compute"]["steps"] == len(RUN_SYMBOLS) + 3 and m["compute"]["success_rate"] == 1
     # all time equals the wide window; a window after the run is empty
     assert q.pipeline_metrics(cat)["fetch"]["rows"] == m["fetch"]["rows"]
     future = q.pipeline_metrics(cat, since=dt.datetime(2100, 1, 1, tzinfo=UTC))
@@ -295,7 +296,9 @@ def test_metrics_aggregates_match_the_logs(populated):
         "transient": 1, "not_entitled": 1}
     daily = q.fetch_daily(cat, FIXED_NOW, days=400)
     assert daily["rows"].sum() == by_ds["rows"].sum()
-    assert q.compute_daily(cat, FIXED_NOW, days=400)["steps"].sum() == 5
+    # Features of the five symbols, and the volatility summary of the three chains stored
+    # (AAPL, SPY and KO; MSFT's options are not entitled, BTC has none).
+    assert q.compute_daily(cat, FIXED_NOW, days=400)["steps"].sum() == 5 + 3
     qual = q.quality(cat)
     assert qual.filter(pl.col("dataset") == "bars")["rejected"][0] == 1
     rej = q.recent_rejections(cat)
@@ -329,10 +332,31 @@ def test_symbol_lake_models(populated):
     assert smile["expiration"].n_unique() == 3 and smile["iv"].null_count() == 0
     chain = lake.read("options_iv", ["AAPL"])
     assert smile["expiration"].max() == chain["expiration"].unique().sort()[2]
+    # Out of the money: calls at or above the forward, puts below it.
+    fwd = chain.select("expiration", "strike", "contract_type", fwd=pl.col("underlying_price")
+                       * ((pl.col("rate") - pl.col("dividend_yield"))
+                          * (pl.col("expiration") - pl.col("as_of")).dt.total_days() / 365)
+                       .exp())
+    sides = smile.join(fwd, on=["expiration", "strike", "contract_type"])
+    assert sides.height == smile.height
+    assert (sides.filter(pl.col("contract_type") == "call")["strike"]
+            >= sides.filter(pl.col("contract_type") == "call")["fwd"]).all()
+    assert (sides.filter(pl.col("contract_type") == "put")["strike"]
+            < sides.filter(pl.col("contract_type") == "put")["fwd"]).all()
     term = q.atm_term_structure(lake, "AAPL")
     assert term.height == chain["expiration"].n_unique()
     assert (term["days"] > 0).all() and term["atm_iv"].is_between(0.05, 2).all()
     assert q.iv_smile(lake, "MSFT").is_empty() and q.atm_term_structure(lake, "MSFT").is_empty()
+    inputs = q.options_inputs(lake, "AAPL")
+    assert inputs["rate_source"] == {"treasury": chain.height} and not inputs["partial"]
+    assert set(inputs["dividend_method"]) == {"parity"}
+    assert q.options_inputs(lake, "MSFT") is None
+    history = q.vol_history(lake, "AAPL")
+    assert history["as_of"].to_list() == [chain["as_of"].max()]
+    assert history["volatility_20d"][0] == ph.filter(
+        pl.col("session") == chain["as_of"].max())["volatility_20d"][0]
+    assert 0.05 < history["atm_iv_30d"][0] < 1.5 and history["rr25_30d"][0] < 0  # put skew
+    assert q.vol_history(lake, "MSFT").is_empty()
     assert q.price_history(lake, "NVDA").is_empty()
     qual = q.symbol_lake_quality(lake, "AAPL", "stocks")
     bars = qual.filter(pl.col("dataset") == "bars").row(0, named=True)
@@ -378,7 +402,7 @@ def test_every_read_model_works_on_an_empty_store(empty_store):
         assert fn(cat, FIXED_NOW).is_empty()
     assert q.scheduler_state(cat)["paused"] is False
     for fn in (q.price_history, q.corporate_actions, q.latest_news, q.iv_smile,
-               q.atm_term_structure):
+               q.atm_term_structure, q.vol_history):
         assert fn(lake, "AAPL").is_empty()
     assert q.symbol_lake_quality(lake, "AAPL", "stocks")["rows"].sum() == 0
 

@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from enrich import calendars
-from enrich.bsm import price_and_greeks, to_market_units
+from enrich import calendars, rates
+from enrich.american import american_price
 from enrich.errors import NotFoundError, ProviderError, TransientError
-from enrich.providers import Provider
+from enrich.providers import OPTION_CONTRACTS, Provider
 from enrich.providers.sample import SampleProvider
-from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS
+from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, RATES, SPLITS
 from enrich.symbols import DEMO_UNIVERSE
 
 # Friday 2025-06-20 22:00 UTC: after that session's close (and Juneteenth on the 19th).
@@ -327,23 +327,14 @@ def test_news_sentiment_follows_the_days_move(sample):
     assert by["positive"] > by["neutral"] > by["negative"]
 
 
-def _implied_q(chain: pl.DataFrame) -> pl.DataFrame:
-    """Dividend yield from put-call parity per expiry: C - P = S e^{-qt} - K e^{-rt}."""
-    calls = chain.filter(pl.col("contract_type") == "call")
-    puts = chain.filter(pl.col("contract_type") == "put")
-    pairs = calls.join(puts, on=["expiration", "strike"], suffix="_p")
-    return pairs.with_columns(t=(pl.col("expiration") - pl.col("as_of")).dt.total_days() / 365)
-
-
-def test_option_chain_greeks_match_bsm_at_the_stated_iv(sample):
+def test_option_chain_quotes_american_prices_of_the_model(sample):
     as_of = D(2025, 6, 18)
     chain = sample.option_chain("AAPL", as_of)
     spot = sample.bars("AAPL", "1d", as_of, as_of)["close"].item()
     assert (chain["underlying_price"] == spot).all()
-    assert (chain["source"] == "sample").all() and chain["iv_null_reason"].is_null().all()
     assert (chain["symbol"] == "AAPL").all() and (chain["as_of"] == as_of).all()
     exps = chain["expiration"].unique().sort().to_list()
-    assert 5 <= len(exps) <= 7 and exps[0] > as_of
+    assert 5 <= len(exps) <= 8 and exps[0] > as_of
     assert all(calendars.is_session("XNYS", e) for e in exps)
     assert D(2025, 7, 3) in exps  # Friday the 4th is a holiday: Thursday expiry
     strikes = chain["strike"].unique().sort().to_numpy()
@@ -351,20 +342,44 @@ def test_option_chain_greeks_match_bsm_at_the_stated_iv(sample):
     assert strikes.min() < 0.8 * spot and strikes.max() > 1.2 * spot
     assert chain["contract"][0].startswith("O:AAPL")
     assert (chain["open_interest"] >= 0).all()
-    pairs = _implied_q(chain)
-    r = 0.04
-    q = -np.log((pairs["option_price"] - pairs["option_price_p"]
-                 + pairs["strike"] * np.exp(-r * pairs["t"])) / spot) / pairs["t"]
-    q_est = float(np.median(q.to_numpy()))
-    assert 0 <= q_est < 0.02
+    # The closing snapshot: terms, quotes on a cent grid, IV left to enrich.snapshots.
+    close = calendars.session_close_utc("XNYS", as_of)
+    assert (chain["snapshot_at"] == close).all() and (chain["quote_at"] < close).all()
+    assert set(chain["exercise_style"]) == {"american"}
+    assert set(chain["shares_per_contract"]) == {100.0}
+    assert chain["iv"].is_null().all() and chain["delta"].is_null().all()
+    bid, ask = chain["bid"].to_numpy(), chain["ask"].to_numpy()
+    assert ((bid >= 0) & (ask > bid)).all()
+    assert np.allclose(np.round(bid * 100), bid * 100) and np.allclose(np.round(ask * 100),
+                                                                         ask * 100)
+    # The quotes straddle the American price at the model IV, the demo curve's rate to each
+    # expiry (as enrich.rates reads it) and the profile's dividend yield.
     t = ((chain["expiration"] - chain["as_of"]).dt.total_days() / 365).to_numpy()
-    res = to_market_units(price_and_greeks(
-        spot, chain["strike"].to_numpy(), t, r, q_est, chain["iv"].to_numpy(),
-        (chain["contract_type"] == "call").to_numpy()))
-    for name, col in [("price", "option_price"), ("delta", "delta"), ("gamma", "gamma"),
-                      ("vega", "vega"), ("theta", "theta"), ("rho", "rho")]:
-        np.testing.assert_allclose(chain[col].to_numpy(), res[name], rtol=1e-6, atol=1e-9,
-                                   err_msg=name)
+    r, source = rates.rate_to(sample.treasury_yields(as_of, as_of), chain["as_of"], t, 0.04)
+    assert set(source) == {"treasury"}
+    model = american_price(spot, chain["strike"].to_numpy(), t, r, 0.005,
+                           chain["provider_iv"].to_numpy(),
+                           (chain["contract_type"] == "call").to_numpy())
+    assert ((bid <= model + 1e-9) & (model <= ask + 1e-9)).all()
+    traded = chain.filter(pl.col("trade_price").is_not_null())
+    assert traded.height > 0.5 * chain.height
+    assert ((traded["trade_price"] >= traded["bid"]) & (traded["trade_price"] <= traded["ask"])
+            & (traded["trade_at"] < close) & (traded["volume"] > 0)).all()
+
+
+def test_option_chain_during_the_session_is_priced_at_the_clock(sample):
+    as_of = D(2025, 6, 20)
+    noon = dt.datetime(2025, 6, 20, 16, 7, tzinfo=dt.UTC)  # 12:07 in New York
+    live = SampleProvider(clock=lambda: noon)
+    chain = live.option_chain("AAPL", as_of)
+    assert (chain["snapshot_at"] == noon).all()
+    five = sample.bars("AAPL", "5m", as_of, as_of)  # the day's bars, known after its close
+    last = five.filter(pl.col("ts") + dt.timedelta(minutes=5) <= noon)["close"][-1]
+    assert (chain["underlying_price"] == last).all()
+    closing = sample.option_chain("AAPL", as_of)  # the clock is past that close
+    assert (closing["underlying_price"] != last).all()
+    assert closing["volume"].sum() > chain["volume"].sum()  # the day is not over at noon
+    assert live.option_chain("AAPL", D(2025, 6, 23)).is_empty()  # not begun at the clock
 
 
 def test_option_chain_has_a_skew(sample):
@@ -372,14 +387,29 @@ def test_option_chain_has_a_skew(sample):
     chain = sample.option_chain("MSFT", as_of).filter(pl.col("contract_type") == "put")
     spot = chain["underlying_price"][0]
     for (exp,), g in chain.group_by("expiration"):
-        atm = g.sort((pl.col("strike") - spot).abs())["iv"][0]
-        otm = g.filter(pl.col("strike") < 0.9 * spot)["iv"]
+        atm = g.sort((pl.col("strike") - spot).abs())["provider_iv"][0]
+        otm = g.filter(pl.col("strike") < 0.9 * spot)["provider_iv"]
         assert (otm > atm).all(), exp
     near = chain.filter(pl.col("expiration") == chain["expiration"].min())
     far = chain.filter(pl.col("expiration") == chain["expiration"].max())
-    atm_near = near.sort((pl.col("strike") - spot).abs())["iv"][0]
-    atm_far = far.sort((pl.col("strike") - spot).abs())["iv"][0]
+    atm_near = near.sort((pl.col("strike") - spot).abs())["provider_iv"][0]
+    atm_far = far.sort((pl.col("strike") - spot).abs())["provider_iv"][0]
     assert atm_near < atm_far  # mild upward term structure
+
+
+def test_treasury_curve_is_deterministic_and_realistic(sample):
+    curve = sample.treasury_yields(D(2000, 1, 1), D(2030, 1, 1))
+    assert curve.schema == pl.Schema(RATES.schema)
+    assert curve["date"].max() == NOW.date()  # known through the latest completed session
+    assert curve["date"].to_list() == calendars.sessions("XNYS", D(2000, 1, 3), NOW.date())
+    assert_frame_equal(curve.filter(pl.col("date").dt.year() == 2021),
+                       sample.treasury_yields(D(2021, 1, 1), D(2021, 12, 31)))
+    by_year = curve.group_by(pl.col("date").dt.year().alias("y")).agg(
+        pl.col("yield_3_month").mean()).sort("y")
+    mean = dict(by_year.iter_rows())
+    assert mean[2021] < 0.3 and mean[2024] > 4.5  # near zero, then above 4.5 %
+    assert curve.select(pl.all().exclude("symbol", "date").is_null().sum()).row(0) == \
+        (0,) * 11
 
 
 def test_option_chain_is_empty_when_there_is_nothing_to_show(sample):
@@ -394,8 +424,12 @@ def test_option_contracts_and_bars_follow_the_same_model(sample):
     as_of = D(2025, 6, 18)
     chain = sample.option_chain("QQQ", as_of)
     contracts = sample.option_contracts("QQQ", as_of)
-    assert contracts.columns == ["symbol", "contract", "expiration", "strike", "contract_type"]
+    assert contracts.columns == OPTION_CONTRACTS.columns
     assert_frame_equal(contracts, chain.select(contracts.columns))
+    narrow = sample.option_contracts("QQQ", as_of, strikes=(340.0, 360.0),
+                                     expirations=(as_of, D(2025, 7, 31)))
+    assert narrow["strike"].is_between(340, 360).all() and narrow.height > 0
+    assert narrow["expiration"].max() <= D(2025, 7, 31)
     near = chain.filter(pl.col("expiration") == chain["expiration"].max())
     row = near.sort((pl.col("strike") - pl.col("underlying_price")).abs()).row(0, named=True)
     bars = sample.option_bars(row["contract"], D(2025, 1, 1), D(2025, 12, 31))
@@ -403,7 +437,7 @@ def test_option_contracts_and_bars_follow_the_same_model(sample):
     assert bars["session"].min() < as_of and bars["session"].max() == NOW.date()
     assert bars["session"].is_in(calendars.sessions("XNYS", D(2025, 1, 1), NOW.date())).all()
     on_day = bars.filter(pl.col("session") == as_of)
-    assert on_day["close"].item() == pytest.approx(row["option_price"], rel=1e-9)
+    assert row["bid"] <= on_day["close"].item() <= row["ask"]  # the closing quote's model
     assert bars.select(
         (pl.col("low") <= pl.min_horizontal("open", "close", "vwap"))
         & (pl.col("high") >= pl.max_horizontal("open", "close", "vwap"))).to_series().all()

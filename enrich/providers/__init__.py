@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import polars as pl
 
+from enrich.schemas import Dataset
+
 if TYPE_CHECKING:
     from enrich.config import Settings
     from enrich.identity import TickerReference
@@ -86,6 +88,24 @@ class MarketRows(Protocol):
     def for_symbol(self, symbol: str) -> pl.DataFrame: ...
 
 
+# What ``option_contracts`` returns. Not a lake dataset: listings pick the contracts followed.
+OPTION_CONTRACTS = Dataset(
+    "option_contracts",
+    {
+        "symbol": pl.String,  # the underlying
+        "contract": pl.String,
+        "expiration": pl.Date,
+        "strike": pl.Float64,
+        "contract_type": pl.String,
+        "shares_per_contract": pl.Float64,
+        "exercise_style": pl.String,
+        "deliverables": pl.String,  # JSON of additional_underlyings; null when standard
+    },
+    key=("symbol", "contract"),
+    description="Option contracts listed on a date",
+)
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: str
@@ -106,14 +126,24 @@ class Provider(Protocol):
 
     def option_chain(self, symbol: str, as_of: dt.date,
                      spot: float | None = None) -> pl.DataFrame:
-        """Snapshot of the chain (OPTIONS_IV schema) for the session ``as_of``; ``spot`` (the
-        underlying's latest close, when known) lets the provider ask only for strikes near
-        it."""
+        """Snapshot of the chain for the session ``as_of`` (the session in progress, or the
+        latest one that closed): OPTIONS_IV columns with the quote, the last trade, volume,
+        open interest, the contract's terms, ``provider_iv`` and ``snapshot_at``; IV and
+        greeks are left to ``enrich.snapshots``. ``spot`` (the underlying's latest close,
+        when known) lets the provider ask only for strikes near it."""
         ...
 
-    def option_contracts(self, underlying: str, as_of: dt.date) -> pl.DataFrame:
-        """Contracts listed on ``as_of`` (expired ones included): contract, expiration,
-        strike, contract_type."""
+    def option_contracts(self, underlying: str, as_of: dt.date, *,
+                         strikes: tuple[float, float] | None = None,
+                         expirations: tuple[dt.date, dt.date] | None = None) -> pl.DataFrame:
+        """Contracts that were listed and live on ``as_of`` (including those that have
+        expired since), in OPTION_CONTRACTS columns; only strikes within ``strikes`` and
+        expirations within ``expirations`` (default: from ``as_of``, up to the chain
+        filters' horizon) when given."""
+        ...
+
+    def treasury_yields(self, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Treasury yield curves observed on [start, end] (RATES schema; ``enrich.rates``)."""
         ...
 
     def option_bars(self, contract: str, start: dt.date, end: dt.date) -> pl.DataFrame:

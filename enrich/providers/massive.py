@@ -69,12 +69,23 @@ from enrich.errors import (
 from enrich.identity import TickerChange, TickerReference
 from enrich.occ import PREFIX as OCC_PREFIX
 from enrich.occ import parse_occ
-from enrich.providers import MarketRequest, ProbeResult
+from enrich.providers import OPTION_CONTRACTS, MarketRequest, ProbeResult
 from enrich.ratelimit import RateLimiter, shared_limiter
+from enrich.rates import TENORS
 from enrich.redact import redact, register
 from enrich.refresh import estimate_pages
 from enrich.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
-from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, Dataset, conform
+from enrich.schemas import (
+    BARS,
+    DIVIDENDS,
+    EARNINGS,
+    NEWS,
+    OPTIONS_IV,
+    RATES,
+    SPLITS,
+    Dataset,
+    conform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +112,7 @@ FINANCIALS_VX = "/vX/reference/financials"
 NEWS_V2 = "/v2/reference/news"
 CHAIN = "/v3/snapshot/options/{underlying}"
 CONTRACTS = "/v3/reference/options/contracts"
+TREASURY = "/fed/v1/treasury-yields"
 MARKET_STATUS = "/v1/marketstatus/now"
 TICKER_DETAILS = "/v3/reference/tickers/{ticker}"
 TICKER_EVENTS = "/vX/reference/tickers/{id}/events"
@@ -116,20 +128,6 @@ MARKET_ROWS_PER_DAY = {"dividends": 110.0, "splits": 2.0, "earnings": 70.0, "new
 MAX_CAUSES = 5
 MAX_ERROR_TEXT = 300  # characters of a server's error text kept in a message (after scrubbing)
 MAX_REQUEST_ID = 100
-
-# What ``option_contracts`` returns. Not a lake dataset: the engine uses it to pick contracts.
-OPTION_CONTRACTS = Dataset(
-    "option_contracts",
-    {
-        "symbol": pl.String,  # the underlying
-        "contract": pl.String,
-        "expiration": pl.Date,
-        "strike": pl.Float64,
-        "contract_type": pl.String,
-    },
-    key=("symbol", "contract"),
-    description="Option contracts listed on a date",
-)
 
 _V3_DIVIDEND_TYPES = {"CD": "recurring", "SC": "special", "LT": "irregular", "ST": "irregular"}
 _SENTIMENTS = {"positive", "neutral", "negative"}
@@ -213,6 +211,9 @@ class MassiveProvider:
         self._retry = retry or NO_RETRY
         self._chain = chain or ChainFilters()
         self._ledger = RequestLedger()
+        # Found once an answer shows it (``option_contracts``): ``expired`` is judged against
+        # ``as_of``, and a past session needs one listing request, not two.
+        self._expired_vs_as_of = False
         # Endpoints that answered 404/403 once: go straight to the fallback afterwards.
         self._skip: dict[str, ProviderError] = {}
 
@@ -564,7 +565,10 @@ class MassiveProvider:
 
     def option_chain(self, symbol: str, as_of: dt.date,
                      spot: float | None = None) -> pl.DataFrame:
-        """Live chain snapshot: IV and greeks as Massive computes them (``source='provider'``).
+        """Live chain snapshot for the session ``as_of``: per contract the last quote, the
+        last trade (or the day's close when the plan has no trades), the day's volume, open
+        interest, the contract's terms and Massive's own IV (``provider_iv``); IV and greeks
+        are computed by ``enrich.snapshots``.
 
         Capped by the chain filters (``chain_filters``): expirations from ``as_of`` up to
         ``max_days`` out and, when the underlying's ``spot`` is known, strikes within
@@ -600,29 +604,69 @@ class MassiveProvider:
             .with_columns(
                 symbol=pl.lit(symbol),
                 as_of=pl.lit(as_of, dtype=pl.Date),
-                source=pl.lit("provider"),
-                iv_null_reason=pl.when(pl.col("iv").is_null())
-                .then(pl.lit("not provided by massive"))
-                .otherwise(None),
+                source=pl.lit("snapshot"),
             )
         )
         return conform(frame, OPTIONS_IV)
 
-    def option_contracts(self, underlying: str, as_of: dt.date) -> pl.DataFrame:
+    def option_contracts(self, underlying: str, as_of: dt.date, *,
+                         strikes: tuple[float, float] | None = None,
+                         expirations: tuple[dt.date, dt.date] | None = None) -> pl.DataFrame:
+        """Contracts that were listed and live on ``as_of``, with their terms.
+
+        ``as_of`` lists the contracts as they were that day. What ``expired`` is judged
+        against is not stated by the spec (reference §9): by ``as_of`` (what one report
+        observed) or by today (what another project's knowledge base says). So a past session
+        is asked twice, both answers merged: ``expired=false``, then ``expired=true`` for the
+        expirations from ``as_of`` to yesterday; the second request is dropped for good once
+        an answer shows that ``expired`` is judged against ``as_of`` (the first one lists a
+        contract that has expired since). Expiration window (default: ``as_of`` to the chain
+        filters' ``max_days``) and strike band are sent to the API."""
         subject = f"{underlying} option contracts"
-        params = {"underlying_ticker": underlying, "as_of": as_of.isoformat(),
-                  "expired": "true", "limit": 1000}
-        rows = self._collect(CONTRACTS, CONTRACTS, params, subject)
+        lo, hi = expirations or (as_of, as_of + dt.timedelta(days=self._chain.max_days))
+        params: dict[str, Any] = {
+            "underlying_ticker": underlying, "as_of": as_of.isoformat(),
+            "expiration_date.gte": max(lo, as_of).isoformat(),
+            "expiration_date.lte": hi.isoformat(), "limit": 1000}
+        if strikes is not None:
+            params["strike_price.gte"] = round(strikes[0], 4)
+            params["strike_price.lte"] = round(strikes[1], 4)
+        rows = self._collect(CONTRACTS, CONTRACTS, {**params, "expired": "false"}, subject)
+        today = self._today()
+        if as_of < today and not self._expired_vs_as_of:
+            since = [r.get("expiration_date") for r in rows if isinstance(r, dict)]
+            if any(isinstance(e, str) and e < today.isoformat() for e in since):
+                self._expired_vs_as_of = True  # expired is judged against as_of
+            elif max(lo, as_of) < today:
+                gone = {**params, "expired": "true",
+                        "expiration_date.lte": min(hi, today - dt.timedelta(days=1)).isoformat()}
+                rows = rows + self._collect(CONTRACTS, CONTRACTS, gone, subject)
         check = _Check(subject, len(rows))
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _contract_row))]
         check.done()
         frame = pl.DataFrame(parsed, schema=_CONTRACT_ROW_SCHEMA)
         frame = (
-            frame.unique("contract", keep="first")
+            frame.filter(pl.col("expiration") >= as_of)
+            .unique("contract", keep="first")
             .sort("expiration", "strike", "contract_type")
             .with_columns(symbol=pl.lit(underlying))
         )
         return conform(frame, OPTION_CONTRACTS)
+
+    def treasury_yields(self, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """Treasury constant-maturity yields (percent) observed on [start, end], one request
+        of up to 50,000 dates (``enrich.rates``; reference §10)."""
+        subject = "treasury yields"
+        params = {"date.gte": start.isoformat(), "date.lte": end.isoformat(),
+                  "limit": 50000, "sort": "date.asc"}
+        rows = self._collect(TREASURY, TREASURY, params, subject,
+                             max(self._max_pages, MARKET_MAX_PAGES))
+        check = _Check(subject, len(rows))
+        parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _treasury_row))]
+        check.done()
+        frame = pl.DataFrame(parsed, schema={"date": pl.Date, **{c: pl.Float64 for c in TENORS}})
+        return conform(frame.unique("date", keep="first").sort("date")
+                       .with_columns(symbol=pl.lit("UST")), RATES)
 
     def probe(self) -> ProbeResult:
         """One small request: is the host reachable and does it accept the key?"""
@@ -1310,9 +1354,10 @@ def _news_row(raw: dict, symbol: str) -> dict:
 
 _CHAIN_ROW_SCHEMA = {
     "contract": pl.String, "expiration": pl.Date, "strike": pl.Float64,
-    "contract_type": pl.String, "option_price": pl.Float64, "underlying_price": pl.Float64,
-    "iv": pl.Float64, "delta": pl.Float64, "gamma": pl.Float64, "vega": pl.Float64,
-    "theta": pl.Float64, "open_interest": pl.Int64,
+    "contract_type": pl.String, "shares_per_contract": pl.Float64, "exercise_style": pl.String,
+    "underlying_price": pl.Float64, "open_interest": pl.Int64, "bid": pl.Float64,
+    "ask": pl.Float64, "quote_at": pl.Datetime("us", "UTC"), "trade_price": pl.Float64,
+    "trade_at": pl.Datetime("us", "UTC"), "volume": pl.Float64, "provider_iv": pl.Float64,
 }
 
 
@@ -1323,12 +1368,25 @@ def _contract_fields(details: dict, ticker_key: str) -> dict | None:
     strike = _num(details, "strike_price")
     if strike <= 0:
         raise _Bad(f"strike {strike} is not positive")
+    shares = _num(details, "shares_per_contract", required=False)
+    if shares is not None and shares <= 0:
+        raise _Bad(f"shares_per_contract {shares} is not positive")
     return {
         "contract": _req_str(details, ticker_key),
         "expiration": _date(details, "expiration_date"),
         "strike": strike,
         "contract_type": kind,
+        "shares_per_contract": shares,
+        "exercise_style": _opt_str(details, "exercise_style"),
     }
+
+
+def _ns(raw: dict, key: str) -> dt.datetime | None:
+    """A nanosecond Unix timestamp (snapshot ``last_updated``, ``sip_timestamp``) as UTC."""
+    value = _int(raw, key, required=False)
+    if value is None or value <= 0:
+        return None
+    return dt.datetime.fromtimestamp(value // 1000 / 1e6, dt.UTC)
 
 
 def _chain_row(raw: dict) -> dict | None:
@@ -1336,9 +1394,9 @@ def _chain_row(raw: dict) -> dict | None:
     fields = _contract_fields(details, "ticker")
     if fields is None:
         return None
-    greeks = _obj(raw, "greeks")
-    day_close = _num(_obj(raw, "day"), "close", required=False, minimum=0)
-    last_trade = _num(_obj(raw, "last_trade"), "price", required=False, minimum=0)
+    day = _obj(raw, "day")
+    quote = _obj(raw, "last_quote")  # only on plans with quotes
+    trade = _obj(raw, "last_trade")  # only on plans with trades
     underlying = _obj(raw, "underlying_asset")
     und_price = _num(underlying, "price", required=False, minimum=0)
     if und_price is None:  # index underlyings carry "value" instead of "price"
@@ -1346,25 +1404,44 @@ def _chain_row(raw: dict) -> dict | None:
     open_interest = _int(raw, "open_interest", required=False)
     if open_interest is not None and open_interest < 0:
         raise _Bad(f"open interest {open_interest} is negative")
+    trade_price = _num(trade, "price", required=False, minimum=0)
+    trade_at = _ns(trade, "sip_timestamp")
+    if not trade_price:  # no trades on this plan: the day's close is the last trade
+        trade_price = _num(day, "close", required=False, minimum=0) or None
+        trade_at = _ns(day, "last_updated") if trade_price else None
     return {
         **fields,
-        # A day close of 0 means no trade today yet: fall back to the last trade.
-        "option_price": day_close if day_close else last_trade,
         "underlying_price": und_price,
-        "iv": _num(raw, "implied_volatility", required=False, minimum=0),
-        "delta": _num(greeks, "delta", required=False),
-        "gamma": _num(greeks, "gamma", required=False),
-        "vega": _num(greeks, "vega", required=False),
-        "theta": _num(greeks, "theta", required=False),
         "open_interest": open_interest,
+        "bid": _num(quote, "bid", required=False, minimum=0),
+        "ask": _num(quote, "ask", required=False, minimum=0),
+        "quote_at": _ns(quote, "last_updated"),
+        "trade_price": trade_price,
+        "trade_at": trade_at,
+        "volume": _num(day, "volume", required=False, minimum=0),
+        "provider_iv": _num(raw, "implied_volatility", required=False, minimum=0),
     }
 
 
 _CONTRACT_ROW_SCHEMA = {
     "contract": pl.String, "expiration": pl.Date, "strike": pl.Float64,
-    "contract_type": pl.String,
+    "contract_type": pl.String, "shares_per_contract": pl.Float64, "exercise_style": pl.String,
+    "deliverables": pl.String,
 }
 
 
 def _contract_row(raw: dict) -> dict | None:
-    return _contract_fields(raw, "ticker")
+    fields = _contract_fields(raw, "ticker")
+    if fields is None:
+        return None
+    extra = raw.get("additional_underlyings")
+    if extra is not None and not isinstance(extra, list):
+        raise _Bad("'additional_underlyings' is not a list")
+    return {**fields, "deliverables": json.dumps(extra, sort_keys=True) if extra else None}
+
+
+def _treasury_row(raw: dict) -> dict:
+    row: dict[str, Any] = {"date": _date(raw, "date")}
+    for col in TENORS:
+        row[col] = _num(raw, col, required=False)
+    return row

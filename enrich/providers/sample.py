@@ -70,21 +70,20 @@ import numpy as np
 import polars as pl
 from scipy.special import ndtri
 
-from enrich import calendars
-from enrich.bsm import price_and_greeks, to_market_units
+from enrich import calendars, rates
+from enrich.american import american_price
 from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.identity import TickerChange, TickerReference
 from enrich.occ import format_occ, format_occ_array, parse_occ
-from enrich.providers import MarketRequest, ProbeResult
+from enrich.providers import OPTION_CONTRACTS, MarketRequest, ProbeResult
 from enrich.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
-from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, SPLITS, Dataset
+from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, RATES, SPLITS, Dataset
 from enrich.symbols import DEMO_UNIVERSE, asset_class_of, calendar_for, validate_symbol
 
 EPOCH = dt.date(2000, 1, 1)
 LAST_DAY = dt.date(2031, 12, 31)  # end of the generated history
 REF_DAY = dt.date(2024, 1, 2)  # prices are anchored to realistic levels on this session
 N_DAYS = (LAST_DAY - EPOCH).days + 1
-RISK_FREE = 0.04
 TIMEFRAMES = {"1d": 0, "1h": 60, "5m": 5}  # minutes per bar (0: daily)
 T1_SETTLEMENT = dt.date(2024, 5, 28)  # record date = ex date from here on
 
@@ -97,7 +96,7 @@ _US_PER_MIN = 60_000_000
 _RET, _DAY, _GAP, _HIGH, _LOW, _VWAP, _VOL = 1, 2, 3, 4, 5, 6, 7
 _I_STEP, _I_WICK, _I_VOL, _I_VWAP = 11, 12, 13, 14
 _N_COUNT, _N_DAY, _N_TIME, _N_ID, _N_SENT, _N_TITLE, _N_PUB = 21, 22, 23, 24, 25, 26, 27
-_DIV, _EARN, _OI, _OPT, _FAIL, _PROFILE = 31, 32, 33, 34, 35, 36
+_DIV, _EARN, _OI, _OPT, _FAIL, _PROFILE, _CURVE, _QUOTE = 31, 32, 33, 34, 35, 36, 37, 38
 # The draws _daily makes per day and _news_frame per item, as columns: hashed against a row of
 # day (item) hashes they give one contiguous row of draws per purpose, in one call.
 _DAY_PURPOSES = np.array([_GAP, _HIGH, _LOW, _VWAP, _VOL])[:, None]
@@ -767,23 +766,31 @@ class SampleProvider:
 
     def option_chain(self, symbol: str, as_of: dt.date,
                      spot: float | None = None) -> pl.DataFrame:
-        """Chain snapshot on the session ``as_of`` (empty if it is not a completed session or
-        the symbol has no options): about 6 expiries x ~21 strikes x call/put."""
+        """Chain snapshot of the session ``as_of``: its closing state once it has closed, or
+        the state at the clock's instant while it trades (priced off the last 5-minute bar;
+        ``snapshot_at`` says when). Empty if ``as_of`` is not such a session or the symbol
+        has no options. About 7 expiries x ~21 strikes x call/put."""
         sym = self._begin("option_chain", symbol)
         p = _profile(sym)
-        if not p.has_options or not self._is_past_session(p, as_of):
+        if not p.has_options or not self._is_snapshot_session(p, as_of):
             return OPTIONS_IV.empty()
-        return _chain_frame(p, as_of)
+        return _chain_frame(p, as_of, self._now())
 
-    def option_contracts(self, underlying: str, as_of: dt.date) -> pl.DataFrame:
-        """Contracts listed on ``as_of`` (those of its chain), in the Massive provider's shape:
-        symbol (the underlying), contract, expiration, strike, contract_type."""
+    def option_contracts(self, underlying: str, as_of: dt.date, *,
+                         strikes: tuple[float, float] | None = None,
+                         expirations: tuple[dt.date, dt.date] | None = None) -> pl.DataFrame:
+        """Contracts listed on ``as_of`` (those of its chain), in OPTION_CONTRACTS columns,
+        within ``strikes`` and ``expirations`` when given."""
         sym = self._begin("option_contracts", underlying)
         p = _profile(sym)
-        cols = ["symbol", "contract", "expiration", "strike", "contract_type"]
         if not p.has_options or not self._is_past_session(p, as_of):
-            return OPTIONS_IV.empty().select(cols)
-        return _chain_frame(p, as_of).select(cols)
+            return OPTION_CONTRACTS.empty()
+        listed = _chain_frame(p, as_of, None).select(OPTION_CONTRACTS.columns)
+        if strikes is not None:
+            listed = listed.filter(pl.col("strike").is_between(*strikes))
+        if expirations is not None:
+            listed = listed.filter(pl.col("expiration").is_between(*expirations))
+        return listed
 
     def option_bars(self, contract: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Daily bars of one contract from its listing to its expiration (BARS schema,
@@ -804,6 +811,28 @@ class SampleProvider:
 
     def _is_past_session(self, p: _Profile, day: dt.date) -> bool:
         return EPOCH <= day <= self._latest(p.calendar) and calendars.is_session(p.calendar, day)
+
+    def _is_snapshot_session(self, p: _Profile, day: dt.date) -> bool:
+        """A completed session, or the one trading at the clock's instant."""
+        if not (EPOCH <= day <= LAST_DAY and calendars.is_session(p.calendar, day)):
+            return False
+        return day <= calendars.snapshot_session(p.calendar, self._now())[0]
+
+    # -- rates
+
+    def treasury_yields(self, start: dt.date, end: dt.date) -> pl.DataFrame:
+        """The demo Treasury curve of every XNYS session in [start, end], up to the latest
+        completed session (``_curve``)."""
+        self._request("treasury_yields", f"{start}:{end}")
+        last = min(end, self._latest("XNYS"))
+        sess = calendars.session_array("XNYS", max(start, EPOCH), last)
+        if start > last or len(sess) == 0:
+            return RATES.empty()
+        idx = _idx_of(sess)
+        curve = _curve(idx)
+        return _frame(RATES, len(idx), {
+            "symbol": rates.CURVE, "date": _dates(idx),
+            **{col: curve[:, i] for i, col in enumerate(rates.TENORS)}})
 
     # -- universe-wide
 
@@ -1232,39 +1261,140 @@ def _model_iv(p: _Profile, regime, k, fwd, t) -> np.ndarray:
 
 
 _PUT_CALL = pl.Series(["put", "call"])
+_TICK = 0.01
 
 
-def _chain_frame(p: _Profile, as_of: dt.date) -> pl.DataFrame:
+def _quotes(p: _Profile, a: int, price: np.ndarray, ee: np.ndarray, kk: np.ndarray,
+            cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bid and ask around the model price on a cent grid: a spread of about 1 cent plus 2 %
+    of the price, a little wider or narrower per contract and day; no bid under 1 cent."""
+    u = _uniform(p.key, _QUOTE, a, ee, np.round(kk * 1000).astype(np.int64), cc)
+    half = (0.005 + 0.01 * price) * (0.6 + 0.8 * u)
+    bid = np.floor((price - half) / _TICK + 1e-9) * _TICK
+    ask = np.ceil((price + half) / _TICK - 1e-9) * _TICK
+    bid = np.where(bid >= _TICK, np.round(bid, 2), 0.0)
+    return bid, np.round(np.maximum(ask, bid + _TICK), 2)
+
+
+def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.DataFrame:
+    """The chain of ``as_of`` as the snapshot at ``now`` shows it (None: its listing only).
+
+    Prices are American (``enrich.american``) at the model IV, the demo curve's rate to each
+    expiry and the profile's continuous dividend yield, off the session's close, or off the
+    last 5-minute bar before ``now`` while the session trades."""
     a = _day_idx(as_of)
-    spot = float(_daily(p, np.array([a]))["close"][0] * p.basis(a))  # as shown that day
-    strikes = _strike_grid(spot)
+    close_at = calendars.session_close_utc(p.calendar, as_of)
+    snapshot_at = close_at
+    day_close = float(_daily(p, np.array([a]))["close"][0])
+    spot_today = day_close
+    if now is not None and now < close_at:
+        ts, _, cols = _intraday(p, np.array([a]), 5)
+        done = ts + 5 * _US_PER_MIN <= int(now.timestamp() * 1_000_000)
+        spot_today = float(cols["close"][done][-1]) if done.any() else float(cols["open"][0])
+        snapshot_at = now
+    spot = spot_today * p.basis(a)  # as shown that day
+    strikes = _strike_grid(day_close * p.basis(a))  # listed around the previous close
     exps = _expirations(as_of)
     e_idx = np.array([_day_idx(e) for e in exps])
     ee, kk, cc = (x.ravel() for x in np.meshgrid(e_idx, strikes, [True, False], indexing="ij"))
     t = (ee - a) / 365.0
     q = p.div_yield
-    fwd = spot * np.exp((RISK_FREE - q) * t)
+    r = _rates_to(np.full(t.size, a), t)
+    fwd = spot * np.exp((r - q) * t)
     iv = _model_iv(p, float(_vol_regime(p.symbol)[a]), kk, fwd, t)
-    res = to_market_units(price_and_greeks(spot, kk, t, RISK_FREE, q, iv, cc))
     monthly = np.array([_is_monthly(e) for e in exps])[np.searchsorted(e_idx, ee)]
     dist = np.log(kk / fwd) / (iv * np.sqrt(t))
     oi = (3000.0 * math.sqrt(max(p.adv, 1.0) / 1e7) * np.exp(-0.5 * dist * dist)
           * np.where(monthly, 3.0, 1.0)
           * np.exp(0.5 * _normal(p.key, _OI, a, ee, np.round(kk * 1000).astype(np.int64), cc)))
-    return _frame(OPTIONS_IV, len(kk), {
+    listing = {
         "symbol": p.symbol,
         "as_of": as_of,
         "contract": format_occ_array(p.occ_root, _EPOCH64 + ee, cc, kk),
         "expiration": _dates(ee),
         "strike": kk,
         "contract_type": _PUT_CALL[cc.astype(np.int64)],
-        "option_price": res["price"],
+        "shares_per_contract": 100.0,
+        "exercise_style": "american",
+    }
+    if now is None:
+        return _frame(OPTIONS_IV, len(kk), listing)
+    price = american_price(spot, kk, t, r, q, iv, cc)
+    bid, ask = _quotes(p, a, price, ee, kk, cc)
+    h = _mix(p.key, _QUOTE, a, ee, np.round(kk * 1000).astype(np.int64), cc, 1)
+    # The session's volume so far; the last trade some minutes before the snapshot, inside
+    # the spread.
+    elapsed = min(1.0, max(0.0, (snapshot_at - calendars.session_open_utc(p.calendar, as_of))
+                           .total_seconds() / (close_at - calendars.session_open_utc(
+                               p.calendar, as_of)).total_seconds()))
+    volume = np.round(oi * 0.08 * elapsed * np.exp(0.6 * ndtri(_unit(h))))
+    traded = volume > 0
+    trade = np.round(bid + (ask - bid) * _unit(_mix(h, 2)), 2)
+    snap_us = int(snapshot_at.timestamp() * 1_000_000)
+    ago_us = np.round(60e6 * (1.0 + 120.0 * _unit(_mix(h, 3)) ** 2)).astype(np.int64)
+    return _frame(OPTIONS_IV, len(kk), {
+        **listing,
         "underlying_price": spot,
-        "iv": iv,
-        **{g: res[g] for g in ("delta", "gamma", "vega", "theta", "rho")},
         "open_interest": np.round(oi).astype(np.int64),
+        "bid": bid, "ask": ask,
+        "quote_at": _utc(np.full(len(kk), snap_us - 1_000_000)),
+        "trade_price": pl.Series(np.where(traded, trade, np.nan)).fill_nan(None),
+        "trade_at": _utc(snap_us - ago_us).zip_with(
+            pl.Series(traded), pl.Series([None], dtype=pl.Datetime("us", "UTC"))
+            .new_from_index(0, len(kk))),
+        "volume": volume,
+        "provider_iv": iv,
+        "snapshot_at": _utc(np.full(len(kk), snap_us)),
         "source": "sample",
     })
+
+
+def _curve(idx: np.ndarray) -> np.ndarray:
+    """The demo Treasury curve per epoch day (rows) and tenor (``rates.TENORS`` columns), in
+    percent: a short and a long level through hand-set anchors (near-zero 2009-2015 and
+    2020-2021, 5 % and more in 2000, 2006-2007 and 2023-2024), a smooth tenor shape between
+    them, and a few basis points of daily noise; two decimals, as published."""
+    days = np.asarray(idx, dtype=np.int64)
+    anchor = np.array([_day_idx(d) for d, _, _ in _RATE_ANCHORS])
+    short = np.interp(days, anchor, [s for _, s, _ in _RATE_ANCHORS])
+    long = np.interp(days, anchor, [x for _, _, x in _RATE_ANCHORS])
+    tenor = np.array(list(rates.TENORS.values()))
+    shape = (1.0 - np.exp(-tenor / 2.0)) / (1.0 - np.exp(-5.0))
+    noise = 0.03 * _normal(_CURVE, days)[:, None] + 0.01 * _normal(_CURVE, days[:, None],
+                                                                      np.arange(tenor.size))
+    curve = short[:, None] + (long - short)[:, None] * shape[None, :] + noise
+    return np.round(np.maximum(curve, 0.01), 2)
+
+
+# (date, short level %, 10-year level %)
+_RATE_ANCHORS = (
+    (dt.date(2000, 1, 3), 5.3, 6.6), (dt.date(2000, 12, 29), 5.9, 5.1),
+    (dt.date(2001, 12, 31), 1.7, 5.1), (dt.date(2003, 6, 30), 0.9, 3.5),
+    (dt.date(2004, 6, 30), 1.3, 4.6), (dt.date(2006, 7, 3), 5.0, 5.1),
+    (dt.date(2007, 8, 1), 4.9, 4.8), (dt.date(2008, 12, 31), 0.1, 2.2),
+    (dt.date(2013, 5, 1), 0.05, 1.7), (dt.date(2015, 12, 31), 0.2, 2.3),
+    (dt.date(2018, 12, 31), 2.4, 2.7), (dt.date(2019, 12, 31), 1.55, 1.9),
+    (dt.date(2020, 4, 1), 0.1, 0.6), (dt.date(2021, 12, 31), 0.05, 1.5),
+    (dt.date(2022, 12, 30), 4.4, 3.9), (dt.date(2023, 10, 19), 5.5, 5.0),
+    (dt.date(2024, 6, 28), 5.5, 4.4), (dt.date(2024, 12, 31), 4.4, 4.6),
+    (dt.date(2025, 12, 31), 3.7, 4.2), (LAST_DAY, 3.5, 4.0),
+)
+
+
+def _rates_to(day_idx: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The continuous rate from the demo curve of each day to ``t`` years, as
+    ``enrich.rates`` reads a stored curve (every tenor is present)."""
+    tenor = np.array(list(rates.TENORS.values()))
+    curve = _curve(day_idx)
+    r = rates.continuous(curve, tenor[None, :])
+    rt = r * tenor[None, :]
+    inside = np.clip(t, tenor[0], tenor[-1])
+    j = np.clip(np.searchsorted(tenor, inside, "right") - 1, 0, tenor.size - 2)
+    rows = np.arange(t.size)
+    w = (inside - tenor[j]) / (tenor[j + 1] - tenor[j])
+    out = (rt[rows, j] * (1.0 - w) + rt[rows, j + 1] * w) / inside
+    out = np.where(t < tenor[0], r[:, 0], out)
+    return np.where(t > tenor[-1], r[:, -1], out)
 
 
 def _listing_day(expiration: dt.date) -> dt.date | None:
@@ -1293,10 +1423,11 @@ def _option_bars_frame(p: _Profile, ticker: str, expiration: dt.date, contract_t
     t = np.where(live, days_left, 1) / 365.0
     q, is_call = p.div_yield, contract_type == "call"
     spot = day["close"] * basis
-    iv = _model_iv(p, _vol_regime(p.symbol)[idx], strike, spot * np.exp((RISK_FREE - q) * t), t)
+    r = _rates_to(idx, t)
+    iv = _model_iv(p, _vol_regime(p.symbol)[idx], strike, spot * np.exp((r - q) * t), t)
 
     def price(s: np.ndarray) -> np.ndarray:
-        model = price_and_greeks(s, strike, t, RISK_FREE, q, iv, is_call)["price"]
+        model = american_price(s, strike, t, r, q, iv, is_call)
         intrinsic = np.maximum(s - strike, 0.0) if is_call else np.maximum(strike - s, 0.0)
         return np.where(live, model, intrinsic)
 

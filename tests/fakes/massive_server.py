@@ -37,6 +37,17 @@ whose events are the spec's example (FB from 2012-05-18, META from 2022-06-09). 
 as traded: its bars before 2022-06-09 are another, ~$12 security's that stopped on 2022-04-29,
 and FB's bars (2012-05-18..2022-06-08) continue Meta's prices (§8).
 
+Options and rates follow the OpenAPI spec (``massive-com/client-go`` ``rest/scripts/openapi.json``
+@ 9471d9b, reference ``massive-refresh-and-correctness.md`` §5, §9, §10): chain snapshot rows
+carry ``last_quote`` and ``last_trade`` as in the spec's example; contract listings honour
+``as_of``, ``expired`` and the ``expiration_date.*`` / ``strike_price.*`` filters, with one
+adjusted contract per underlying and expiry carrying ``additional_underlyings`` like the spec's
+example (44 VMW + 6.53 USD). What ``expired`` is judged against is not in the spec, so the fake
+takes either reading: ``expired_against="as_of"`` (default: what one report observed,
+reference §9) or ``"today"`` (what the provider's knowledge base is said to state).
+``/fed/v1/treasury-yields`` serves a curve per weekday (``curve=`` a function of the date,
+returning the tenors in percent, overrides the default).
+
 A market: ``FakeMassive(symbols=market_tickers(520), ...)`` serves hundreds of tickers; the
 market-wide endpoints (grouped daily; dividends, splits, income statements and news without a
 ticker) answer for every one of them, paginated like the per-ticker queries, so a client can
@@ -215,6 +226,17 @@ def _in_range(value: str | None, query: dict[str, str], name: str) -> bool:
     return True
 
 
+def _in_number_range(value: float, query: dict[str, str], name: str) -> bool:
+    """The API's numeric ``name``, ``name.gte/.gt/.lte/.lt`` filters (``strike_price``)."""
+    checks = {"": lambda v, q: v == q, ".gte": lambda v, q: v >= q, ".gt": lambda v, q: v > q,
+              ".lte": lambda v, q: v <= q, ".lt": lambda v, q: v < q}
+    for suffix, ok in checks.items():
+        bound = query.get(name + suffix)
+        if bound is not None and not ok(float(value), float(bound)):
+            return False
+    return True
+
+
 class FakeData:
     """Deterministic market data for the symbols of a market.
 
@@ -224,10 +246,12 @@ class FakeData:
     every ``news_every`` days per symbol.
     """
 
-    def __init__(self, symbols: Iterable[str], today: dt.date, news_every: int = 3):
+    def __init__(self, symbols: Iterable[str], today: dt.date, news_every: int = 3,
+                 curve: Callable[[dt.date], dict | None] | None = None):
         self.symbols = tuple(symbols)
         self.today = today
         self.news_every = news_every
+        self.curve = curve
         self._known = set(self.symbols)
         self._traded = self._known | ({"FB"} if "META" in self._known else set())
 
@@ -537,15 +561,25 @@ class FakeData:
         return sorted(rows, key=lambda a: (a["published_utc"], a["id"]))
 
     def _expirations(self, after: dt.date) -> list[dt.date]:
+        """The next three Fridays and the third Fridays of the next four months."""
         fridays = []
         d = after + dt.timedelta(days=1)
         while len(fridays) < 3:
             if d.weekday() == 4:
                 fridays.append(d)
             d += dt.timedelta(days=1)
-        return fridays
+        y, m = after.year, after.month
+        for _ in range(5):
+            first = dt.date(y, m, 1)
+            third = first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
+            if third > after and third not in fridays and len(fridays) < 7:
+                fridays.append(third)
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        return sorted(fridays)
 
     def contracts(self, underlying: str, as_of: dt.date) -> list[dict]:
+        """The contracts listed on ``as_of``, each with its terms; the highest call strike of
+        every expiry is an adjusted contract (the spec example's deliverables)."""
         if underlying not in self.symbols:
             return []
         spot = self.close(underlying, as_of)
@@ -555,19 +589,28 @@ class FakeData:
         for exp in self._expirations(as_of):
             for k in (atm - 2 * step, atm - step, atm, atm + step, atm + 2 * step):
                 for kind in ("call", "put"):
-                    out.append({
+                    row = {
                         "ticker": format_occ(underlying, exp, kind, k),
                         "underlying_ticker": underlying, "contract_type": kind,
                         "exercise_style": "american", "expiration_date": exp.isoformat(),
                         "strike_price": k, "shares_per_contract": 100,
                         "primary_exchange": "BATO", "cfi": "OCASPS" if kind == "call" else "OPASPS",
-                    })
+                    }
+                    if kind == "call" and k == atm + 2 * step:
+                        row["additional_underlyings"] = [
+                            {"amount": 44, "type": "equity", "underlying": "VMW"},
+                            {"amount": 6.53, "type": "currency", "underlying": "USD"}]
+                    out.append(row)
         return out
 
     def chain(self, underlying: str) -> list[dict]:
+        """Snapshot rows in the spec example's shape: a quote around a BSM price at the fake's
+        smile, a last trade inside the spread, the day's bar."""
         from enrich.bsm import price_and_greeks
 
         spot = self.close(underlying, self.today)
+        close_ns = int(dt.datetime.combine(self.today, dt.time(16, 0), ET).timestamp()) \
+            * 1_000_000_000
         out = []
         for c in self.contracts(underlying, self.today):
             exp = dt.date.fromisoformat(c["expiration_date"])
@@ -576,6 +619,7 @@ class FakeData:
             sigma = 0.25 + 0.3 * (math.log(k / spot)) ** 2
             g = price_and_greeks(spot, k, t, 0.04, 0.0, sigma, c["contract_type"] == "call")
             price = round(float(g["price"]), 2)
+            half = max(0.01, round(0.02 * price, 2))
             row = {
                 "details": {key: c[key] for key in ("ticker", "contract_type", "exercise_style",
                                                     "expiration_date", "strike_price",
@@ -587,16 +631,35 @@ class FakeData:
                 "break_even_price": k + price,
                 "day": {"open": price, "high": price, "low": price, "close": price,
                         "volume": 10, "vwap": price, "change": 0.0, "change_percent": 0.0,
-                        "previous_close": price},
+                        "previous_close": price, "last_updated": close_ns},
+                "last_quote": {"ask": round(price + half, 2), "ask_size": 4,
+                               "bid": round(max(price - half, 0.0), 2), "bid_size": 8,
+                               "last_updated": close_ns - 1_000_000_000,
+                               "midpoint": price, "timeframe": "DELAYED"},
+                "last_trade": {"conditions": [209], "exchange": 316, "price": price,
+                               "sip_timestamp": close_ns - int(600e9 * _u(c["ticker"], "tr")),
+                               "size": 2, "timeframe": "DELAYED"},
                 "underlying_asset": {"ticker": underlying, "price": spot,
                                      "change_to_break_even": k + price - spot,
-                                     "timeframe": "DELAYED"},
+                                     "last_updated": close_ns, "timeframe": "DELAYED"},
             }
             if _u(c["ticker"], "nogreeks") < 0.1:  # deep contracts sometimes come without
                 del row["greeks"]
                 del row["implied_volatility"]
             out.append(row)
         return out
+
+    def treasury(self, day: dt.date) -> dict | None:
+        """The curve observed on ``day`` (weekdays up to today), tenors in percent."""
+        if day.weekday() >= 5 or day > self.today:
+            return None
+        if self.curve is not None:
+            yields = self.curve(day)
+            return None if yields is None else {"date": day.isoformat(), **yields}
+        level = 1.0 + 4.0 * _u("curve", day.year, day.month)
+        return {"date": day.isoformat(), "yield_1_month": round(level, 2),
+                "yield_3_month": round(level + 0.05, 2), "yield_1_year": round(level + 0.1, 2),
+                "yield_10_year": round(level + 0.6, 2)}
 
 
 class FakeMassive:
@@ -617,9 +680,14 @@ class FakeMassive:
         fail_every: int | None = None,
         history_days: int | None = None,
         not_yet: dt.date | None = None,
+        expired_against: str = "as_of",
+        curve: Callable[[dt.date], dict | None] | None = None,
     ):
+        if expired_against not in ("today", "as_of"):
+            raise ValueError("expired_against is 'today' or 'as_of'")
         self.api_key = api_key
-        self.data = FakeData(symbols, today or dt.datetime.now(ET).date(), news_every)
+        self.expired_against = expired_against
+        self.data = FakeData(symbols, today or dt.datetime.now(ET).date(), news_every, curve)
         self.fail_every = fail_every
         self._answered = 0
         # A plan's limits on aggregates: history older than ``history_days`` before today,
@@ -890,16 +958,37 @@ class FakeMassive:
             return reply
         if len(seg) == 4 and seg[:3] == ["v3", "snapshot", "options"]:
             rows = d.chain(seg[3]) if seg[3] in d.symbols else []
+            rows = [r for r in rows if _in_range(r["details"]["expiration_date"], q,
+                                                 "expiration_date")
+                    and _in_number_range(r["details"]["strike_price"], q, "strike_price")]
             return self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 250),
                               seg[3], "options_iv", "details")
         if path == "/v3/reference/options/contracts":
             und = q.get("underlying_ticker", "")
             as_of = dt.date.fromisoformat(q.get("as_of") or d.today.isoformat())
             expired = q.get("expired", "false") == "true"
+            judged = as_of if self.expired_against == "as_of" else d.today
             rows = [r for r in d.contracts(und, as_of)
-                    if (r["expiration_date"] < d.today.isoformat()) == expired]
+                    if (r["expiration_date"] < judged.isoformat()) == expired
+                    and _in_range(r["expiration_date"], q, "expiration_date")
+                    and _in_number_range(r["strike_price"], q, "strike_price")]
             return self._page(path, q, offset, rows, min(int(q.get("limit", 10)), 1000),
                               und, "option_contracts", "ticker")
+        if path == "/fed/v1/treasury-yields":
+            lo = dt.date.fromisoformat(q.get("date.gte") or "2000-01-01")
+            hi = min(dt.date.fromisoformat(q.get("date.lte") or d.today.isoformat()), d.today)
+            days = [lo + dt.timedelta(days=i) for i in range((hi - lo).days + 1)]
+            rows = [r for day in days if (r := d.treasury(day)) is not None
+                    and _in_range(r["date"], q, "date")]
+            if q.get("sort") == "date.desc":
+                rows.reverse()
+            # ``page_size`` models the row caps of the other endpoints; the curve is served
+            # in pages of what was asked (up to 50,000 dates), so a test with small pages
+            # does not walk 25 years of curve ten dates at a time.
+            reply = self._page(path, q, offset, rows, min(int(q.get("limit", 100)), 50000),
+                               "UST", "rates", "date", capped=False)
+            reply.payload["request_id"] = 1  # the spec example's request_id is a number
+            return reply
         return _Reply(404, _error_body(404))
 
     def _plan_limit(self, start: dt.date, end: dt.date) -> _Reply | None:
@@ -913,8 +1002,9 @@ class FakeMassive:
         return None
 
     def _page(self, path: str, q: dict[str, str], offset: int, rows: list[dict], limit: int,
-              symbol: str, dataset: str, key: str, aggs: bool = False) -> _Reply:
-        size = max(1, min(limit, self.page_size or limit))
+              symbol: str, dataset: str, key: str, aggs: bool = False,
+              capped: bool = True) -> _Reply:
+        size = max(1, min(limit, (self.page_size if capped else None) or limit))
         page = rows[offset:offset + size]
         if symbol:
             self._serve_rows(symbol, dataset, page, key)

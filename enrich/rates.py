@@ -1,0 +1,118 @@
+"""The risk-free curve: US Treasury yields by tenor, and the continuous rate to an expiry.
+
+The ``rates`` dataset holds one row per observation date (``symbol`` is the curve, ``UST``):
+the constant-maturity Treasury yields of ``/fed/v1/treasury-yields`` in **percent**, as
+published (1 month to 30 years; older dates lack some tenors). They are quoted on an
+investment basis: simple interest over 365 days up to six months (the bills' coupon-equivalent
+yield), semiannual compounding beyond (par bonds). :func:`continuous` turns a yield into the
+continuously compounded rate the pricer takes:
+
+    r = ln(1 + y t) / t      for t <= 0.5 year
+    r = 2 ln(1 + y / 2)      beyond
+
+Par yields stand in for zero rates: below two years (where nearly every option expires) they
+coincide with zero rates to a basis point or two.
+
+:func:`rate_to` gives the rate for an option of session ``as_of`` expiring ``t`` years later:
+the curve of ``as_of`` (or the latest one before it, at most ``MAX_CURVE_AGE_DAYS`` older:
+curves are published a day late and bond-market holidays differ from the exchange's),
+interpolated linearly in ``r t`` (the log discount factor) between the tenors present, flat in
+``r`` before the first tenor and after the last. Without a curve it is
+``ENRICH_RISK_FREE_RATE`` and ``rate_source`` says ``fallback``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+
+from enrich.schemas import RATES
+
+CURVE = "UST"  # the rates dataset's one "symbol"
+MAX_CURVE_AGE_DAYS = 7
+FIRST_DATE = dt.date(2000, 1, 1)  # a first fetch reaches back to here (one request)
+LOOKBACK_DAYS = 7  # a refresh asks again for this many days before what it holds
+
+# Column -> tenor in years.
+TENORS: dict[str, float] = {
+    "yield_1_month": 1 / 12, "yield_3_month": 0.25, "yield_6_month": 0.5,
+    "yield_1_year": 1.0, "yield_2_year": 2.0, "yield_3_year": 3.0, "yield_5_year": 5.0,
+    "yield_7_year": 7.0, "yield_10_year": 10.0, "yield_20_year": 20.0, "yield_30_year": 30.0,
+}
+TREASURY = "treasury"
+FALLBACK = "fallback"
+
+
+def continuous(yield_pct: np.ndarray | float, tenor: np.ndarray | float) -> np.ndarray:
+    """Continuously compounded rate of a yield in percent quoted on the investment basis."""
+    y = np.asarray(yield_pct, dtype=np.float64) / 100.0
+    t = np.asarray(tenor, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        simple = np.log1p(y * t) / t
+        semi = 2.0 * np.log1p(y / 2.0)
+    return np.where(t <= 0.5, simple, semi)
+
+
+def curve_points(row: dict[str, float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(tenors, continuous rates) of one curve row, tenors present only, ascending."""
+    tenors, rates = [], []
+    for col, tenor in TENORS.items():
+        value = row.get(col)
+        if value is not None and np.isfinite(value):
+            tenors.append(tenor)
+            rates.append(float(continuous(value, tenor)))
+    return np.array(tenors), np.array(rates)
+
+
+def interpolate(tenors: np.ndarray, rates: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Rates at times ``t`` (years): linear in ``r t`` between tenors, flat in ``r`` outside."""
+    t = np.asarray(t, dtype=np.float64)
+    if tenors.size == 0:
+        return np.full(t.shape, np.nan)
+    if tenors.size == 1:
+        return np.full(t.shape, rates[0])
+    lo, hi = tenors[0], tenors[-1]
+    inside = np.clip(t, lo, hi)
+    rt = np.interp(inside, tenors, rates * tenors)
+    out = rt / inside
+    out = np.where(t < lo, rates[0], out)
+    return np.where(t > hi, rates[-1], out)
+
+
+def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarray,
+            fallback: float) -> tuple[np.ndarray, np.ndarray]:
+    """The continuous rate for each (``as_of``, ``t`` years) and where it came from
+    (``treasury`` or ``fallback``), from stored ``curves`` (RATES rows, any order)."""
+    days = pl.Series("as_of", as_of, dtype=pl.Date)
+    t = np.asarray(t, dtype=np.float64)
+    rate = np.full(len(days), float(fallback))
+    source = np.full(len(days), FALLBACK, dtype=object)
+    if curves.is_empty() or len(days) == 0:
+        return rate, source
+    curves = curves.filter(pl.col("symbol") == CURVE).sort("date")
+    codes = days.cast(pl.Int32).to_numpy()
+    unique, inverse = np.unique(codes, return_inverse=True)
+    wanted = pl.DataFrame({"as_of": pl.Series(unique, dtype=pl.Int32).cast(pl.Date)})
+    picked = wanted.join_asof(curves.rename({"date": "_curve"}), left_on="as_of",
+                              right_on="_curve", strategy="backward",
+                              tolerance=f"{MAX_CURVE_AGE_DAYS}d")
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(unique.size + 1))
+    for u, row in enumerate(picked.iter_rows(named=True)):
+        if row["_curve"] is None:
+            continue
+        tenors, rates = curve_points(row)
+        if tenors.size == 0:
+            continue
+        at = order[bounds[u]:bounds[u + 1]]
+        rate[at] = interpolate(tenors, rates, t[at])
+        source[at] = TREASURY
+    return rate, source
+
+
+def frame(rows: list[dict]) -> pl.DataFrame:
+    """RATES rows from dicts with ``date`` and any of the tenor columns (percent)."""
+    out = pl.DataFrame(rows, schema={"date": pl.Date, **{c: pl.Float64 for c in TENORS}})
+    return out.with_columns(symbol=pl.lit(CURVE)).select(RATES.columns).sort("date")

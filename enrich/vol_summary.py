@@ -1,0 +1,194 @@
+"""A volatility summary per symbol and session, from its ``options_iv`` rows.
+
+Smile points are the out-of-the-money options only (calls with a strike at or above the
+forward ``F = S e^{(r - q) t}``, puts below), whose early-exercise premium is small, with an
+IV, and not adjusted. Per expiration:
+
+- ATM IV: the IV at ``ln(K / F) = 0``, linear in log-moneyness between the nearest points on
+  each side (none when the strikes do not straddle the forward);
+- 25-delta call and put IVs: linear in forward delta (``N(d1)`` for calls, ``N(d1) - 1`` for
+  puts, at each point's own IV) between the points around 0.25 and -0.25.
+
+Each of the three is then read at 30 calendar days by linear interpolation in total variance
+``sigma^2 t`` between the expirations around 30 days (expirations under ``MIN_DAYS`` are left
+out: their total variance is mostly noise); when none lies beyond (or before) 30 days, the
+nearest expiration within ``FLAT_DAYS`` of it is taken flat in volatility, else null.
+
+    atm_iv_30d  ATM IV at 30 days
+    rr25_30d    IV(25-delta call) - IV(25-delta put), at 30 days
+    bf25_30d    (IV(25-delta call) + IV(25-delta put)) / 2 - ATM IV, at 30 days
+
+Volume and open interest are summed over every standard contract of the session, calls and
+puts apart; the ratios are put / call (null when the call side is zero or unknown).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from scipy.special import ndtr
+
+from enrich.schemas import VOL_SUMMARY
+
+TARGET_DAYS = 30
+MIN_DAYS = 7
+FLAT_DAYS = 7
+
+
+def summarize(options: pl.DataFrame) -> pl.DataFrame:
+    """VOL_SUMMARY rows, one per (symbol, as_of) of ``options`` (OPTIONS_IV rows)."""
+    if options.is_empty():
+        return VOL_SUMMARY.empty()
+    frame = options.filter(~pl.col("adjusted").fill_null(False)).sort(
+        "symbol", "as_of", "expiration", "strike")
+    flows = frame.group_by("symbol", "as_of").agg(
+        call_volume=pl.col("volume").filter(pl.col("contract_type") == "call").sum(),
+        put_volume=pl.col("volume").filter(pl.col("contract_type") == "put").sum(),
+        call_oi=pl.col("open_interest").filter(pl.col("contract_type") == "call").sum(),
+        put_oi=pl.col("open_interest").filter(pl.col("contract_type") == "put").sum(),
+        any_volume=pl.col("volume").is_not_null().any(),
+        any_oi=pl.col("open_interest").is_not_null().any(),
+        contracts=pl.col("iv").is_not_null().sum().cast(pl.Int32),
+        source=pl.col("source").drop_nulls().first(),
+        partial=pl.col("partial").fill_null(False).any(),
+    ).with_columns(
+        call_volume=pl.when("any_volume").then("call_volume"),
+        put_volume=pl.when("any_volume").then("put_volume"),
+        call_oi=pl.when("any_oi").then("call_oi"),
+        put_oi=pl.when("any_oi").then("put_oi"),
+    ).with_columns(
+        put_call_volume=pl.when(pl.col("call_volume") > 0)
+        .then(pl.col("put_volume") / pl.col("call_volume")),
+        put_call_oi=pl.when(pl.col("call_oi") > 0)
+        .then(pl.col("put_oi").cast(pl.Float64) / pl.col("call_oi")),
+    )
+    smiles = _smiles(frame)
+    out = flows.join(smiles, on=["symbol", "as_of"], how="left")
+    return out.with_columns(pl.col("expirations").fill_null(0)) \
+        .select(VOL_SUMMARY.columns).cast(VOL_SUMMARY.schema).sort("symbol", "as_of")
+
+
+def term_structure(chain: pl.DataFrame) -> pl.DataFrame:
+    """ATM IV per (as_of, expiration) of ``chain`` (OPTIONS_IV rows), read at the forward
+    from the out-of-the-money points as for the summary: ``as_of, expiration, days,
+    forward, atm_iv`` (expirations whose strikes do not straddle the forward are left out)."""
+    schema = {"as_of": pl.Date, "expiration": pl.Date, "days": pl.Int64, "forward": pl.Float64,
+              "atm_iv": pl.Float64}
+    pts = _points(chain)
+    if pts is None:
+        return pl.DataFrame(schema=schema)
+    rows = []
+    for key, at in pts["groups"].items():
+        sel = at[pts["otm"][at]]
+        atm = _expiry_points(pts["x"][sel], pts["iv"][sel], pts["delta"][sel],
+                             pts["call"][sel])[0]
+        if np.isfinite(atm):
+            i = int(at[0])
+            rows.append({"as_of": key[0], "expiration": key[1],
+                         "days": int(round(pts["t"][i] * 365)),
+                         "forward": float(pts["fwd"][i]), "atm_iv": atm})
+    return pl.DataFrame(rows, schema=schema).sort("as_of", "expiration")
+
+
+def _forward_expr() -> pl.Expr:
+    t = (pl.col("expiration") - pl.col("as_of")).dt.total_days().cast(pl.Float64) / 365.0
+    carry = pl.col("rate").fill_null(0.0) - pl.col("dividend_yield").fill_null(0.0)
+    return pl.col("underlying_price") * (carry * t).exp()
+
+
+def otm_expr() -> pl.Expr:
+    """True for out-of-the-money OPTIONS_IV rows: calls at or above the forward
+    ``S e^{(r - q) t}``, puts below it."""
+    fwd = _forward_expr()
+    return (pl.when(pl.col("contract_type") == "call").then(pl.col("strike") >= fwd)
+            .otherwise(pl.col("strike") < fwd))
+
+
+def _points(chain: pl.DataFrame) -> dict | None:
+    frame = chain.filter(pl.col("iv").is_not_null() & pl.col("underlying_price").is_not_null()
+                         & ~pl.col("adjusted").fill_null(False)
+                         & (pl.col("expiration") > pl.col("as_of"))).sort(
+        "as_of", "expiration", "strike")
+    if frame.is_empty():
+        return None
+    t = frame.select((pl.col("expiration") - pl.col("as_of")).dt.total_days()
+                     .cast(pl.Float64) / 365.0).to_series().to_numpy()
+    fwd = frame.select(_forward_expr()).to_series().to_numpy()
+    k, iv = frame["strike"].cast(pl.Float64).to_numpy(), frame["iv"].to_numpy()
+    call = (frame["contract_type"] == "call").to_numpy()
+    x = np.log(k / fwd)
+    vt = iv * np.sqrt(t)
+    d1 = (-x + 0.5 * vt * vt) / vt
+    groups: dict[tuple, np.ndarray] = {}
+    keys = list(zip(frame["as_of"].to_list(), frame["expiration"].to_list(), strict=True))
+    bounds = [0] + [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]] + [len(keys)]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        groups[keys[a]] = np.arange(a, b)
+    return {"t": t, "fwd": fwd, "x": x, "iv": iv, "call": call,
+            "otm": np.where(call, x >= 0, x < 0),
+            "delta": np.where(call, ndtr(d1), ndtr(d1) - 1.0), "groups": groups}
+
+
+def _smiles(frame: pl.DataFrame) -> pl.DataFrame:
+    schema = {"symbol": pl.String, "as_of": pl.Date, "atm_iv_30d": pl.Float64,
+              "rr25_30d": pl.Float64, "bf25_30d": pl.Float64, "expirations": pl.Int32}
+    rows = []
+    for (symbol,), chain in frame.group_by("symbol", maintain_order=True):
+        pts = _points(chain)
+        if pts is None:
+            continue
+        per_session: dict = {}
+        for (as_of, _), at in pts["groups"].items():
+            sel = at[pts["otm"][at]]
+            per_session.setdefault(as_of, []).append((pts["t"][at[0]], *_expiry_points(
+                pts["x"][sel], pts["iv"][sel], pts["delta"][sel], pts["call"][sel])))
+        for as_of, per_expiry in per_session.items():
+            ts = np.array([p[0] for p in per_expiry])
+            atm, c25, p25 = (np.array([p[i] for p in per_expiry]) for i in (1, 2, 3))
+            v_atm, v_c, v_p = (_at_30_days(ts, v) for v in (atm, c25, p25))
+            rows.append({
+                "symbol": symbol, "as_of": as_of, "atm_iv_30d": v_atm,
+                "rr25_30d": None if v_c is None or v_p is None else v_c - v_p,
+                "bf25_30d": None if None in (v_c, v_p, v_atm) else 0.5 * (v_c + v_p) - v_atm,
+                "expirations": int(np.isfinite(atm).sum()),
+            })
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _expiry_points(x, iv, delta, call) -> tuple[float, float, float]:
+    """(ATM IV, 25-delta call IV, 25-delta put IV) of one expiration's OTM points (NaN when
+    the points do not reach)."""
+    atm = c25 = p25 = np.nan
+    if x.size and x.min() < 0 <= x.max():
+        order = np.argsort(x)
+        atm = float(np.interp(0.0, x[order], iv[order]))
+    calls, puts = call, ~call
+    if calls.sum() and delta[calls].min() <= 0.25 <= delta[calls].max():
+        order = np.argsort(delta[calls])
+        c25 = float(np.interp(0.25, delta[calls][order], iv[calls][order]))
+    if puts.sum() and delta[puts].min() <= -0.25 <= delta[puts].max():
+        order = np.argsort(delta[puts])
+        p25 = float(np.interp(-0.25, delta[puts][order], iv[puts][order]))
+    return atm, c25, p25
+
+
+def _at_30_days(t: np.ndarray, vol: np.ndarray) -> float | None:
+    """``vol`` read at 30 days, linear in total variance (see the module docstring)."""
+    ok = np.isfinite(vol) & (t * 365.0 >= MIN_DAYS - 1e-9)
+    t, vol = t[ok], vol[ok]
+    if t.size == 0:
+        return None
+    target = TARGET_DAYS / 365.0
+    below, above = t <= target, t >= target
+    if below.any() and above.any():
+        i, j = np.flatnonzero(below)[np.argmax(t[below])], np.flatnonzero(above)[
+            np.argmin(t[above])]
+        if t[i] == t[j]:
+            return float(vol[i])
+        w = vol[i] ** 2 * t[i] + (vol[j] ** 2 * t[j] - vol[i] ** 2 * t[i]) \
+            * (target - t[i]) / (t[j] - t[i])
+        return float(np.sqrt(w / target)) if w > 0 else None
+    nearest = int(np.argmin(np.abs(t - target)))
+    if abs(t[nearest] - target) * 365.0 <= FLAT_DAYS + 1e-9:
+        return float(vol[nearest])
+    return None
