@@ -85,7 +85,7 @@ def _visits(run_id: str) -> list[tuple[str, str | None]]:
         ("/symbols?symbol=AAPL", "h1"),  # the CSV-imported name in the title
         (f"/symbols?symbol={Q}", "[data-testid=stAlert]"),  # "… is not in the universe"
         (f"/symbols?q={Q}&state={Q}&dataset={Q}&asset={Q}&sort={Q}&page={Q}", None),
-        (f"/runs?run={run_id}", "[data-testid=stText]"),  # the run's message
+        (f"/runs?run={run_id}", "[data-testid=stAlert]"),  # the run's message, in its outcome
         (f"/runs?run={Q}", "[data-testid=stAlert]"),  # "No run …"
         (f"/runs?run_symbol={Q}&run_state={Q}&run_kind={Q}", None),
         (f"/metrics?x={Q}", None),
