@@ -51,7 +51,7 @@ def build(store: Store, symbols: int, log_rows: int, runs: int = 2000,
     with store.catalog.connect() as con:
         con.execute("SELECT setseed(0.42)").fetchall()
         con.execute(f"""
-            INSERT INTO symbols
+            INSERT INTO symbols (symbol, asset_class, name, active, added_at, listed_since)
             SELECT 'S' || lpad(CAST(i AS VARCHAR), 5, '0'),
                    CASE WHEN i % 10 = 0 THEN 'etfs' WHEN i % 97 = 0 THEN 'crypto'
                         ELSE 'stocks' END,
