@@ -91,25 +91,28 @@ def _row(symbol: str, asset_class: str | None, name: str | None) -> dict:
             "added_at": utcnow()}
 
 
-def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]]
-                ) -> AddReport:
+def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]],
+                extra: dict[str, dict] | None = None) -> AddReport:
     """Add symbols to the universe without ever changing one already there.
 
     A symbol already in the universe keeps its name, asset class and added date (it is
     reported ``present``); a deactivated one is only made active again (``reactivated``).
     Every item is validated first: ``InvalidSymbolError`` is raised before writing anything.
     The read and the writes happen in one transaction under the catalog's lock, so two
-    processes adding the same symbol cannot overwrite each other.
+    processes adding the same symbol cannot overwrite each other. ``extra`` gives further
+    ``symbols`` columns of a new symbol (every mapping the same keys), written with it.
     """
     first: dict[str, dict] = {}
     for r in [_row(*it) for it in items]:
-        first.setdefault(r["symbol"], r)  # a symbol given twice: its first occurrence
+        # a symbol given twice: its first occurrence
+        first.setdefault(r["symbol"], {**r, **(extra or {}).get(r["symbol"], {})})
     rows = list(first.values())
     if not rows:
         return AddReport([], [], [])
     syms = [r["symbol"] for r in rows]
     marks = ",".join("?" * len(syms))
-    cols = ("symbol", "asset_class", "name", "active", "added_at")
+    cols = ("symbol", "asset_class", "name", "active", "added_at",
+            *next(iter((extra or {}).values()), {}))
     with catalog.connect() as con:
         held = dict(con.execute(f"SELECT symbol, active FROM symbols WHERE symbol IN ({marks})",
                                 syms).fetchall())
@@ -118,8 +121,9 @@ def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]
         with transaction(con):
             if new:
                 con.executemany(
-                    f"INSERT INTO symbols ({', '.join(cols)}) VALUES ({','.join('?' * 5)}) "
-                    "ON CONFLICT (symbol) DO NOTHING", [[r[c] for c in cols] for r in new])
+                    f"INSERT INTO symbols ({', '.join(cols)}) VALUES "
+                    f"({','.join('?' * len(cols))}) ON CONFLICT (symbol) DO NOTHING",
+                    [[r.get(c) for c in cols] for r in new])
             if sleeping:
                 con.execute(f"UPDATE symbols SET active = true WHERE symbol IN "
                             f"({','.join('?' * len(sleeping))})", sleeping)
@@ -145,7 +149,9 @@ def add_verified(catalog: Catalog, provider: Provider,
     anything is written."""
     syms = [validate_symbol(raw) for raw, _, _ in items]
     # Held exactly as typed (another case may be another ticker: KIMpL is not KIMPL).
-    held = set(catalog.query("SELECT symbol FROM symbols")["symbol"].to_list()) & set(syms)
+    marks = ",".join("?" * len(syms))
+    held = set(catalog.query(f"SELECT symbol FROM symbols WHERE symbol IN ({marks})", syms)
+               ["symbol"].to_list()) if syms else set()
     kept: list[tuple[str, str | None, str | None]] = []
     refs: list[tuple[TickerReference, str | None, str | None]] = []
     problems: list[str] = []
@@ -166,19 +172,13 @@ def add_verified(catalog: Catalog, provider: Provider,
         refs.append((ref, given, name))
     if problems:
         raise InputError("; ".join(problems) + "; nothing was added")
-    report = add_symbols(catalog, [*kept, *((ref.ticker, cls or ref.asset_class,
-                                             name or ref.name) for ref, cls, name in refs)])
     at = utcnow()
+    report = add_symbols(
+        catalog, [*kept, *((ref.ticker, cls or ref.asset_class, name or ref.name)
+                           for ref, cls, name in refs)],
+        extra={ref.ticker: identity.to_row(ref, at) for ref, _, _ in refs})
     added = set(report.added)
-    batch = WriteBatch()
-    references = []
-    for ref, cls, name in refs:
-        if ref.ticker in added:  # inserted just now: its reference joins it
-            batch.upsert("symbols", {**_row(ref.ticker, cls or ref.asset_class, name or ref.name),
-                                     **identity.to_row(ref, at)})
-            references.append(Added(ref.ticker, ref))
-    if references:
-        catalog.write(batch)
+    references = [Added(ref.ticker, ref) for ref, _, _ in refs if ref.ticker in added]
     return AddReport(report.added, report.present, report.reactivated, references)
 
 
