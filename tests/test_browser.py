@@ -126,6 +126,28 @@ def no_exception(page) -> None:
     assert boxes.count() == 0, boxes.first.inner_text()
 
 
+def watch_text(page, pattern: str) -> None:
+    """From now on, note in ``window.__enrichSeen`` whether text matching the regular
+    expression ``pattern`` is ever on the page (a toast or a progress line that is gone by the
+    time a poll looks still counts). Read it with ``seen(page)``."""
+    page.evaluate("""(pattern) => {
+        const re = new RegExp(pattern);
+        window.__enrichSeen = false;
+        const look = () => {
+            if (!window.__enrichSeen && re.test(document.body.innerText)) {
+                window.__enrichSeen = true;
+            }
+        };
+        new MutationObserver(look).observe(document.body,
+            {subtree: true, childList: true, characterData: true});
+        look();
+    }""", pattern)
+
+
+def seen(page) -> bool:
+    return page.evaluate("window.__enrichSeen") is True
+
+
 def settle(page, seconds: float = 1.5) -> None:
     """Let the script run finish (and charts draw) before looking or shooting."""
     page.wait_for_timeout(300)
@@ -191,8 +213,10 @@ def test_dashboard_end_to_end(page, shot):
 
     # -- Controls: Run now, follow it to its final state -----------------------------------------
     goto_page(page, "Controls")
+    watch_text(page, r"Run [0-9a-f]{8} started")  # a toast: it may be gone before a poll
     page.get_by_role("button", name="Run now").click()
-    page.get_by_text(re.compile(r"Run [0-9a-f]{8} started")).wait_for()
+    page.get_by_role("link", name=re.compile(r"Follow run [0-9a-f]{8}")).first.wait_for()
+    assert seen(page), "no 'Run … started' toast was shown"
     settle(page, 0.5)
     shot(page, "controls")
     page.get_by_role("link", name=re.compile(r"Follow run [0-9a-f]{8}")).first.click()
@@ -294,10 +318,13 @@ def test_coverage_heatmap_gap_fill(gap_data, page, shot):
         timeout=30_000)
     settle(page, 0.5)
     no_exception(page)
+    # The toast lives ~4 s; on a loaded machine it may come and go between two polls, so a
+    # mutation observer installed before the click records that it was shown.
+    watch_text(page, "Filling 3 cells")
     page.get_by_role("button", name="Fill 3 missing cells").click()
-    page.get_by_text(re.compile(r"Filling 3 cells")).wait_for()
     wait_metric(page, "Missing cells", "0", RUN_TIMEOUT_MS / 1000)
     settle(page)
     no_exception(page)
+    assert seen(page), "no 'Filling 3 cells' toast was shown"
     assert page.get_by_text("Last fill: 1 run(s) finished").count() == 1
     shot(page, "quality_filled")
