@@ -489,6 +489,20 @@ def _load_plugins() -> None:
                 raise
 
 
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
+
+
+def _reader_gone() -> int:
+    """The reader of our output closed the pipe (``enrich … | head``): stop quietly, as Unix
+    tools do. Python flushes stdout once more at exit, so point it at /dev/null first (the
+    recipe of the ``signal`` module's documentation)."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _load_plugins()
     parser = build_parser()
@@ -503,7 +517,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             import os
             env = dict(os.environ, ENRICH_DATA_DIR=args.data_dir)
         settings = load_settings(env)
-        return _COMMANDS[args.cmd](args, settings)
+        code = _COMMANDS[args.cmd](args, settings)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except (ConfigError, UsageError, InvalidSymbolError, InputError) as exc:
         return _fail(exc, EXIT_USAGE)
     except CatalogBusyError as exc:

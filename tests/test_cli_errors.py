@@ -277,3 +277,19 @@ def test_streamlit_shows_no_error_details():
 
     config = tomllib.loads((Path(REPO) / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"
+
+
+def test_a_reader_that_goes_away_stops_the_cli_quietly(tmp_path):
+    """`enrich symbols list | head -1`: the pipe closes before the listing is written. The
+    CLI stops with the shell's SIGPIPE status, no traceback and no misleading "check
+    ENRICH_DATA_DIR" line (a BrokenPipeError is an OSError)."""
+    data = tmp_path / "data"
+    add_symbols(Store(data).catalog, [(f"S{i:04d}", "stocks", None) for i in range(50)])
+    proc = subprocess.Popen([sys.executable, "-m", "enrich", "symbols", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=subprocess_env(data), cwd=REPO)
+    proc.stdout.close()  # the reader is gone before the first byte is written
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == cli.EXIT_PIPE, err
+    assert err == "", err
