@@ -130,6 +130,15 @@ def test_key_never_in_repr_or_str():
     assert KEY not in repr(p) and KEY not in str(p)
 
 
+def test_a_base_url_password_never_in_repr_or_str():
+    client = httpx.Client(transport=httpx.MockTransport(Api()))
+    p = MassiveProvider(client, KEY, "https://ops:hunter2-secret@proxy.example:8443", None,
+                        today=lambda: TODAY)
+    for text in (repr(p), str(p)):
+        assert "hunter2" not in text and "ops:" not in text, text
+        assert "proxy.example:8443" in text  # which endpoint it talks to stays visible
+
+
 def test_missing_key_is_a_config_error():
     with pytest.raises(ConfigError, match="MASSIVE_API_KEY"):
         MassiveProvider(httpx.Client(), "", BASE, None)

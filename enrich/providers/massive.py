@@ -51,7 +51,7 @@ import numpy as np
 import polars as pl
 
 from enrich import calendars, conventions
-from enrich.config import DEFAULT_BASE_URL, Settings
+from enrich.config import DEFAULT_BASE_URL, Settings, host_of
 from enrich.errors import (
     AuthError,
     ConfigError,
@@ -262,7 +262,8 @@ class MassiveProvider:
         self.close()
 
     def __repr__(self) -> str:
-        return f"MassiveProvider(base_url={self._base_url!r}, priority={self._priority})"
+        # The host only: a base URL's user-info may hold a password.
+        return f"MassiveProvider(host={host_of(self._base_url)!r}, priority={self._priority})"
 
     def take_requests(self) -> RequestStats:
         """HTTP requests (and retries) made by the calling thread since the last take."""
