@@ -326,5 +326,7 @@ def test_coverage_heatmap_gap_fill(gap_data, page, shot):
     settle(page)
     no_exception(page)
     assert seen(page), "no 'Filling 3 cells' toast was shown"
+    # The caption follows the fill's own fragment, which may draw after the metric did.
+    page.get_by_text("Last fill: 1 run(s) finished").wait_for(timeout=30_000)
     assert page.get_by_text("Last fill: 1 run(s) finished").count() == 1
     shot(page, "quality_filled")
