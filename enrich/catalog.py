@@ -558,7 +558,8 @@ class Catalog:
         """
         engine = self._engines.get(threads)
         if engine is None:
-            config = {"temp_directory": f"{self.path}.tmp"}
+            config: dict[str, str | bool | int | float | list[str]] = {
+                "temp_directory": f"{self.path}.tmp"}
             if threads:
                 config["threads"] = str(threads)
             engine = duckdb.connect(":memory:", config=config)
