@@ -271,13 +271,18 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Offset = Annotated[int, Query(ge=0)]
 
 
-def _symbol(desk: _Desk, raw: str) -> str:
-    """The held spelling of ``raw`` (``kimpl`` finds KIMpL when it is the only match)."""
+def _symbol_info(desk: _Desk, raw: str) -> dict[str, Any]:
+    """The universe's row of ``raw`` (``kimpl`` finds KIMpL when it is the only match)."""
     sym = validate_symbol(raw)
     info = queries.symbol_info(desk.catalog, sym)
     if info is None:
         raise ApiError(404, "unknown_symbol", f"{sym} is not in the universe")
-    return info["symbol"]
+    return info
+
+
+def _symbol(desk: _Desk, raw: str) -> str:
+    """The held spelling of ``raw``."""
+    return _symbol_info(desk, raw)["symbol"]
 
 
 def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per endpoint
@@ -301,7 +306,8 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
 
     @r.get("/symbols/{symbol}", summary="One symbol: status per dataset, quality, last error")
     def symbol(symbol: str) -> _Json:
-        sym = _symbol(desk, symbol)
+        info = _symbol_info(desk, symbol)
+        sym = info["symbol"]
         grid = queries.status_grid(desk.catalog, desk.now(), sym, active_only=False)
         errors = grid.filter(pl.col("last_error_at").is_not_null()).sort(
             "last_error_at", descending=True)
@@ -309,7 +315,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
                              "last_error_at").head(1).to_dicts()
         checks = queries.symbol_checks(desk.catalog, sym)
         return _Json({
-            **queries.symbol_info(desk.catalog, sym), "datasets": grid,
+            **info, "datasets": grid,
             "quality": queries.quality_scores(desk.catalog, sym),
             "failing_checks": checks.filter(~pl.col("passed")) if not checks.is_empty()
             else checks,
@@ -512,8 +518,8 @@ class AuditRequest(BaseModel):
 
 
 class SnoozeRequest(BaseModel):
-    period: str = Field("1h", alias="for", description="30m, 2h, 1d or 1w")
-    reason: str | None = Field(None, max_length=500)
+    period: str = Field(default="1h", alias="for", description="30m, 2h, 1d or 1w")
+    reason: str | None = Field(default=None, max_length=500)
 
 
 def _known(desk: _Desk, symbols: list[str] | None) -> list[str] | None:
