@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 MAX_PAGE = 1000
+# Parameters typed ``Literal[<a tuple of the package>]``: FastAPI validates them and lists the
+# choices in the OpenAPI schema from the one tuple; a type checker wants the values written
+# out, hence each one's ``type: ignore[valid-type]``.
 PARQUET = "application/vnd.apache.parquet"
 PARQUET_TYPES = (PARQUET, "application/x-parquet", "application/parquet")
 
@@ -296,9 +299,9 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/symbols", summary="The universe with its status, filtered and paged")
     def symbols(search: str | None = None,
                 state: Literal[queries.GRID_STATES] | None = None,  # type: ignore[valid-type]
-                dataset: Literal[queries.STATUS_DATASETS] | None = None,  # type: ignore
+                dataset: Literal[queries.STATUS_DATASETS] | None = None,  # type: ignore[valid-type]
                 asset_class: Literal[ASSET_CLASSES] | None = None,  # type: ignore[valid-type]
-                sort: Literal[tuple(queries.SYMBOL_SORTS)] = "needs attention",  # type: ignore
+                sort: Literal[tuple(queries.SYMBOL_SORTS)] = "needs attention",  # type: ignore[valid-type]
                 limit: Limit = 100, offset: Offset = 0) -> _Json:
         rows, total = queries.symbols_page(desk.catalog, desk.now(), search, state, dataset,
                                            asset_class, sort, limit, offset)
@@ -430,7 +433,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/alerts", summary="Incidents (open, resolved) and tests, newest first; active "
                               "snoozes; the channels")
     def alert_list(state: Literal["open", "resolved", "test"] | None = None,
-                   rule: Literal[(*alerts.RULE_NAMES, "test")] | None = None,  # type: ignore
+                   rule: Literal[(*alerts.RULE_NAMES, "test")] | None = None,  # type: ignore[valid-type]
                    limit: Limit = 50, offset: Offset = 0) -> _Json:
         page, total = alerts.incidents(desk.catalog, desk.wall(), state, rule, limit, offset)
         return _Json({**_page(_json_cols(page, "deliveries"), total, limit, offset),
@@ -448,7 +451,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
 
     @r.get("/quality", summary="Quality checks and scores (of a symbol; only failing ones)")
     def quality(symbol: str | None = None, failing: bool = False,
-                dataset: Literal[coverage.DATASETS] | None = None) -> _Json:  # type: ignore
+                dataset: Literal[coverage.DATASETS] | None = None) -> _Json:  # type: ignore[valid-type]
         sym = _symbol(desk, symbol) if symbol else None
         return _Json({"symbol": sym, "failing": failing,
                       **queries.quality_report(desk.catalog, sym, failing, dataset)})

@@ -895,6 +895,7 @@ def frame(con: duckdb.DuckDBPyConnection, sql: str,
     rel = con.sql(sql, params=list(params) if params else None)
     if rel is None:
         return pl.DataFrame()
+    # from_arrow is typed DataFrame | Series; a Table always gives a DataFrame
     return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
 
 

@@ -505,7 +505,7 @@ def start_fill(plan: FillPlan, *, settings: Any, store: Any,
     try:
         from enrich import backfill
     except ImportError:  # pragma: no cover - the backfill module ships with the app
-        backfill = None  # type: ignore[assignment]
+        backfill = None  # type: ignore[assignment]  # a module, or None when absent
     if plan.backfills and backfill is None:
         if trigger is None:
             raise RuntimeError("no backfill module and no run service to fill gaps with")
