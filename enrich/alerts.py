@@ -45,7 +45,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -115,7 +115,8 @@ def rule_stale(ctx: Context) -> list[Condition]:
         examples = [f"{s} ({b} behind)" for s, b in
                     part.select("symbol", "sessions_behind").iter_rows()]
         lines.append(f"{dataset}: {part.height} symbol(s), {_names(examples)}")
-    worst = int(late["sessions_behind"].max() or 0)
+    worst = int(cast(int | None, late["sessions_behind"].max()) or 0)
+    expected = cast(dt.date | None, late["expected_session"].max())
     datasets = sorted(set(late["dataset"].to_list()))
     symbols = late["symbol"].n_unique()
     # One incident for all datasets: a missed daily run makes every dataset late at once,
@@ -125,7 +126,7 @@ def rule_stale(ctx: Context) -> list[Condition]:
         title=f"data not fresh: {', '.join(datasets)} ({symbols} symbol(s))",
         detail=("Sessions behind the latest expected session, whose close plus the "
                 "provider's publication lag has passed (exchange dates: "
-                f"{late['expected_session'].max()}). " + "; ".join(lines) + "."))]
+                f"{expected}). " + "; ".join(lines) + "."))]
 
 
 _RUNS_SQL = """

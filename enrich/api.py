@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 MAX_PAGE = 1000
+# Parameters typed ``Literal[<a tuple of the package>]``: FastAPI validates them and lists the
+# choices in the OpenAPI schema from the one tuple; a type checker wants the values written
+# out, hence each one's ``type: ignore[valid-type]``.
 PARQUET = "application/vnd.apache.parquet"
 PARQUET_TYPES = (PARQUET, "application/x-parquet", "application/parquet")
 
@@ -271,13 +274,18 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Offset = Annotated[int, Query(ge=0)]
 
 
-def _symbol(desk: _Desk, raw: str) -> str:
-    """The held spelling of ``raw`` (``kimpl`` finds KIMpL when it is the only match)."""
+def _symbol_info(desk: _Desk, raw: str) -> dict[str, Any]:
+    """The universe's row of ``raw`` (``kimpl`` finds KIMpL when it is the only match)."""
     sym = validate_symbol(raw)
     info = queries.symbol_info(desk.catalog, sym)
     if info is None:
         raise ApiError(404, "unknown_symbol", f"{sym} is not in the universe")
-    return info["symbol"]
+    return info
+
+
+def _symbol(desk: _Desk, raw: str) -> str:
+    """The held spelling of ``raw``."""
+    return _symbol_info(desk, raw)["symbol"]
 
 
 def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per endpoint
@@ -291,9 +299,9 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/symbols", summary="The universe with its status, filtered and paged")
     def symbols(search: str | None = None,
                 state: Literal[queries.GRID_STATES] | None = None,  # type: ignore[valid-type]
-                dataset: Literal[queries.STATUS_DATASETS] | None = None,  # type: ignore
+                dataset: Literal[queries.STATUS_DATASETS] | None = None,  # type: ignore[valid-type]
                 asset_class: Literal[ASSET_CLASSES] | None = None,  # type: ignore[valid-type]
-                sort: Literal[tuple(queries.SYMBOL_SORTS)] = "needs attention",  # type: ignore
+                sort: Literal[tuple(queries.SYMBOL_SORTS)] = "needs attention",  # type: ignore[valid-type]
                 limit: Limit = 100, offset: Offset = 0) -> _Json:
         rows, total = queries.symbols_page(desk.catalog, desk.now(), search, state, dataset,
                                            asset_class, sort, limit, offset)
@@ -301,7 +309,8 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
 
     @r.get("/symbols/{symbol}", summary="One symbol: status per dataset, quality, last error")
     def symbol(symbol: str) -> _Json:
-        sym = _symbol(desk, symbol)
+        info = _symbol_info(desk, symbol)
+        sym = info["symbol"]
         grid = queries.status_grid(desk.catalog, desk.now(), sym, active_only=False)
         errors = grid.filter(pl.col("last_error_at").is_not_null()).sort(
             "last_error_at", descending=True)
@@ -309,7 +318,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
                              "last_error_at").head(1).to_dicts()
         checks = queries.symbol_checks(desk.catalog, sym)
         return _Json({
-            **queries.symbol_info(desk.catalog, sym), "datasets": grid,
+            **info, "datasets": grid,
             "quality": queries.quality_scores(desk.catalog, sym),
             "failing_checks": checks.filter(~pl.col("passed")) if not checks.is_empty()
             else checks,
@@ -424,7 +433,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/alerts", summary="Incidents (open, resolved) and tests, newest first; active "
                               "snoozes; the channels")
     def alert_list(state: Literal["open", "resolved", "test"] | None = None,
-                   rule: Literal[(*alerts.RULE_NAMES, "test")] | None = None,  # type: ignore
+                   rule: Literal[(*alerts.RULE_NAMES, "test")] | None = None,  # type: ignore[valid-type]
                    limit: Limit = 50, offset: Offset = 0) -> _Json:
         page, total = alerts.incidents(desk.catalog, desk.wall(), state, rule, limit, offset)
         return _Json({**_page(_json_cols(page, "deliveries"), total, limit, offset),
@@ -442,7 +451,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
 
     @r.get("/quality", summary="Quality checks and scores (of a symbol; only failing ones)")
     def quality(symbol: str | None = None, failing: bool = False,
-                dataset: Literal[coverage.DATASETS] | None = None) -> _Json:  # type: ignore
+                dataset: Literal[coverage.DATASETS] | None = None) -> _Json:  # type: ignore[valid-type]
         sym = _symbol(desk, symbol) if symbol else None
         return _Json({"symbol": sym, "failing": failing,
                       **queries.quality_report(desk.catalog, sym, failing, dataset)})
@@ -512,8 +521,8 @@ class AuditRequest(BaseModel):
 
 
 class SnoozeRequest(BaseModel):
-    period: str = Field("1h", alias="for", description="30m, 2h, 1d or 1w")
-    reason: str | None = Field(None, max_length=500)
+    period: str = Field(default="1h", alias="for", description="30m, 2h, 1d or 1w")
+    reason: str | None = Field(default=None, max_length=500)
 
 
 def _known(desk: _Desk, symbols: list[str] | None) -> list[str] | None:

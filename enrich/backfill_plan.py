@@ -156,14 +156,14 @@ class BackfillRequest:
     def from_spec(cls, spec: dict[str, Any] | str, window: tuple[dt.date, dt.date]
                   ) -> BackfillRequest:
         """The request of a stored backfill, pinned to its window."""
-        if isinstance(spec, str):
-            spec = json.loads(spec)
+        spec = json.loads(spec) if isinstance(spec, str) else spec
+        low, high = spec.get("moneyness", DEFAULT_MONEYNESS)
         syms = tuple(s for s in spec.get("symbols", []) if s != "*")
         return cls(
             dataset=spec["dataset"], symbols=syms, since=window[0], until=window[1],
             timeframe=spec.get("timeframe", "1d"),
             expirations=tuple(dt.date.fromisoformat(e) for e in spec.get("expirations", [])),
-            moneyness=tuple(spec.get("moneyness", DEFAULT_MONEYNESS)),  # type: ignore[arg-type]
+            moneyness=(float(low), float(high)),
             monthly=int(spec.get("monthly", DEFAULT_MONTHLY)),
             chunk_days=spec.get("chunk_days"),
         )

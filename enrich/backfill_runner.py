@@ -22,6 +22,7 @@ flushed at most every ``FLUSH_S`` seconds, never across a request.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import threading
 import time
@@ -454,7 +455,7 @@ class _Execution:
             stats = self.bf.provider.take_requests()
             for r in stats.retries:
                 err = EnrichError(r.message)
-                err.error_class = r.error_class  # type: ignore[misc]
+                err.error_class = r.error_class
                 self._log_fetch(c, "retried", t0, 0, 0, 0, r.attempt, err,
                                 f"{r.endpoint}: retrying in {r.wait_s:.1f}s: {r.message}")
             self._count(c, stats.requests, len(stats.retries))
@@ -585,7 +586,12 @@ class _Execution:
                                  moneyness=r.moneyness)
         # Same batch as the chunk's done mark: the pairs and the mark commit together.
         rows = [{"backfill_id": self.bid, **p} for p in pairs.iter_rows(named=True)]
-        self.log.add(lambda b: [b.upsert("backfill_contracts", row) for row in rows])
+
+        def upsert(b: WriteBatch) -> None:
+            for row in rows:
+                b.upsert("backfill_contracts", row)
+
+        self.log.add(upsert)
         self._pairs.pop(sym, None)
         return pairs.height, listed.height
 
@@ -604,7 +610,12 @@ class _Execution:
             return
         now = utcnow()
         rows = [_chunk_row(self.bid, self.run_id, c, now) for c in new]
-        self.log.add(lambda b: [b.insert("backfill_progress", row) for row in rows])
+
+        def insert(b: WriteBatch) -> None:
+            for row in rows:
+                b.insert("backfill_progress", row)
+
+        self.log.add(insert)
         self.plan.chunks.extend(new)
         at = 0
         for i, q in enumerate(self.queue):
@@ -619,7 +630,7 @@ class _Execution:
                 "SELECT symbol, as_of, contract, expiration, strike, contract_type, "
                 "underlying_price, exercise_style FROM backfill_contracts WHERE backfill_id = ? "
                 "AND symbol = ? ORDER BY as_of, contract", [self.bid, symbol]
-            ).cast(PAIR_SCHEMA)  # type: ignore[arg-type]
+            ).cast(pl.Schema(PAIR_SCHEMA))
         return self._pairs[symbol]
 
     def _run_contract_bars(self, batch: list[Chunk]) -> None:
@@ -634,8 +645,8 @@ class _Execution:
             t0 = utcnow()
             before = c.requests_made
             try:
-                bars, _ = self._call(c, lambda c=c: self.bf.provider.option_bars(
-                    c.symbol, c.window_start, c.window_end))
+                bars, _ = self._call(c, functools.partial(
+                    self.bf.provider.option_bars, c.symbol, c.window_start, c.window_end))
             except Exception as exc:
                 self._log_fetch(c, "failed", t0, 0, 0, 0, getattr(exc, "attempts", 1), exc,
                                 requests=c.requests_made - before)

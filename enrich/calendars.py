@@ -121,7 +121,7 @@ def session_array(calendar: str, start: dt.date, end: dt.date) -> np.ndarray:
 def is_session(calendar: str, day: dt.date) -> bool:
     arr = _session_array(calendar)
     i = np.searchsorted(arr, np.datetime64(day), "left")
-    return i < len(arr) and arr[i] == np.datetime64(day)
+    return bool(i < len(arr) and arr[i] == np.datetime64(day))
 
 
 def latest_session(calendar: str, now: dt.datetime) -> dt.date:

@@ -558,7 +558,8 @@ class Catalog:
         """
         engine = self._engines.get(threads)
         if engine is None:
-            config = {"temp_directory": f"{self.path}.tmp"}
+            config: dict[str, str | bool | int | float | list[str]] = {
+                "temp_directory": f"{self.path}.tmp"}
             if threads:
                 config["threads"] = str(threads)
             engine = duckdb.connect(":memory:", config=config)
@@ -894,6 +895,7 @@ def frame(con: duckdb.DuckDBPyConnection, sql: str,
     rel = con.sql(sql, params=list(params) if params else None)
     if rel is None:
         return pl.DataFrame()
+    # from_arrow is typed DataFrame | Series; a Table always gives a DataFrame
     return pl.from_arrow(rel.to_arrow_table())  # type: ignore[return-value]
 
 

@@ -86,7 +86,8 @@ class Channels:
             return
         import apprise
 
-        plugins, labels = [], []
+        plugins: list[Any] = []  # apprise plugins; None for a URL apprise does not know
+        labels: list[str] = []
         for i, url in enumerate(self.urls, 1):
             plugin = apprise.Apprise.instantiate(url)
             raw_tokens = {t for t in _TOKEN_SPLIT.split(url) if len(t) >= 3}

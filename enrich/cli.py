@@ -328,26 +328,26 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
         name = "standard input" if args.file == "-" else args.file
-        report = universe.import_csv(store.catalog, universe.decode_csv(data, name))
+        imported = universe.import_csv(store.catalog, universe.decode_csv(data, name))
         if args.json:
-            print_json({"added": report.added, "already_present": report.present,
-                        "reactivated": report.reactivated,
-                        "errors": [{"line": n, "error": e} for n, e in report.errors]})
+            print_json({"added": imported.added, "already_present": imported.present,
+                        "reactivated": imported.reactivated,
+                        "errors": [{"line": n, "error": e} for n, e in imported.errors]})
         else:
-            print(f"added {len(report.added)} symbol(s)"
-                  + (f": {', '.join(report.added[:20])}" + (" …" if len(report.added) > 20
-                                                           else "") if report.added else ""))
-            if report.reactivated:
-                print(f"reactivated {len(report.reactivated)} (name and added date kept): "
-                      + ", ".join(report.reactivated[:20]))
-            if report.present:
-                print(f"already present {len(report.present)} (unchanged): "
-                      + ", ".join(report.present[:20]) + (" …" if len(report.present) > 20
-                                                          else ""))
-            print(f"refused {len(report.errors)} line(s)")
-            for n, e in report.errors:
+            print(f"added {len(imported.added)} symbol(s)"
+                  + (f": {', '.join(imported.added[:20])}" + (" …" if len(imported.added) > 20
+                                                             else "") if imported.added else ""))
+            if imported.reactivated:
+                print(f"reactivated {len(imported.reactivated)} (name and added date kept): "
+                      + ", ".join(imported.reactivated[:20]))
+            if imported.present:
+                print(f"already present {len(imported.present)} (unchanged): "
+                      + ", ".join(imported.present[:20]) + (" …" if len(imported.present) > 20
+                                                            else ""))
+            print(f"refused {len(imported.errors)} line(s)")
+            for n, e in imported.errors:
                 print(f"line {n}: {e}", file=sys.stderr)
-        return EXIT_OK if not report.errors else EXIT_FAILED
+        return EXIT_OK if not imported.errors else EXIT_FAILED
     raise UsageError("symbols needs a command: list, add, remove, activate, deactivate, import")
 
 
@@ -540,10 +540,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line here, the traceback in the error log
         from enrich import errorlog
 
-        where = errorlog.record(exc, settings.data_dir if settings else None,
-                                f"python -m enrich {args.cmd}")
+        log_path = errorlog.record(exc, settings.data_dir if settings else None,
+                                   f"python -m enrich {args.cmd}")
         print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); "
-              + (f"the traceback is in {where}" if where else "no log could be written"),
+              + (f"the traceback is in {log_path}" if log_path else "no log could be written"),
               file=sys.stderr)
         return EXIT_FAILED
 

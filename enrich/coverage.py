@@ -43,6 +43,7 @@ import polars as pl
 
 from enrich import calendars, freshness
 from enrich.catalog import Catalog, frame
+from enrich.schemas import ColumnType
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
 NOT_EXPECTED, PRESENT, MISSING, FAILED = 0, 1, 2, 3
@@ -178,7 +179,7 @@ def _date_list(col: pl.Series) -> np.ndarray:
     return col.to_numpy().astype("datetime64[D]")
 
 
-def _explode_json(df: pl.DataFrame, col: str, inner: pl.DataType) -> pl.DataFrame:
+def _explode_json(df: pl.DataFrame, col: str, inner: ColumnType) -> pl.DataFrame:
     """(row, value) pairs of a JSON list column, for the rows whose list is not empty."""
     part = df.with_row_index("row").filter(pl.col(col).is_not_null()
                                            & (pl.col(col) != "[]"))
@@ -318,7 +319,7 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     keys = _bucket_index(days, gran)
     new = np.r_[True, keys[1:] != keys[:-1]] if n_days else np.zeros(0, bool)
     starts = np.nonzero(new)[0]
-    ends = np.r_[starts[1:] - 1, n_days - 1] if n_days else starts
+    last = np.r_[starts[1:] - 1, n_days - 1] if n_days else starts
     counts: dict[int, np.ndarray] = {}
     for k in CODES:
         m = (day_codes == k).astype(np.int16)
@@ -330,7 +331,7 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     return Heatmap(
         dataset=dataset, granularity=gran, days=days,
         bucket_start=days[starts].astype(object).tolist(),
-        bucket_end=days[ends].astype(object).tolist(),
+        bucket_end=days[last].astype(object).tolist(),
         symbols=rows["symbol"].to_list() if n else [],
         asset_classes=rows["asset_class"].to_list() if n else [],
         codes=codes, counts=counts, day_codes=day_codes,
@@ -504,7 +505,7 @@ def start_fill(plan: FillPlan, *, settings: Any, store: Any,
     try:
         from enrich import backfill
     except ImportError:  # pragma: no cover - the backfill module ships with the app
-        backfill = None  # type: ignore[assignment]
+        backfill = None  # type: ignore[assignment]  # a module, or None when absent
     if plan.backfills and backfill is None:
         if trigger is None:
             raise RuntimeError("no backfill module and no run service to fill gaps with")

@@ -14,7 +14,7 @@ pages quote the text users wrote (a pause reason, who paused) with ``ui.literal`
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -116,7 +116,8 @@ def behind_facts(summary: pl.DataFrame, grid: pl.DataFrame) -> dict[str, Any]:
     out.update(
         runnable=runnable["symbol"].to_list(),
         behind=int(summary.filter(pl.col("state").is_in(BEHIND)).height),
-        max_behind=int(behind_rows["sessions_behind"].max() or 0) if behind_rows.height else 0,
+        max_behind=(int(cast(int | None, behind_rows["sessions_behind"].max()) or 0)
+                    if behind_rows.height else 0),
         newest_held=behind_rows["latest_session"].max() if behind_rows.height else None,
         oldest_held=behind_rows["latest_session"].min() if behind_rows.height else None,
         expected=behind_rows["expected_session"].max() if behind_rows.height else None,

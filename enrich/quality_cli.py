@@ -79,9 +79,8 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.queries import quality_report
 
     store = _store(settings)
-    symbol = (_symbols([args.symbol]) or [None])[0] if args.symbol else None
-    if symbol:
-        symbol = _known(store.catalog, [symbol])[0]
+    given = _symbols([args.symbol]) if args.symbol else []
+    symbol = _known(store.catalog, given[:1])[0] if given else None
     report = quality_report(store.catalog, symbol, args.failing, args.dataset)
     if args.json:
         print_json({"symbol": symbol, "failing": args.failing,

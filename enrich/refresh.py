@@ -310,17 +310,17 @@ def _choose(plan: RefreshPlan, ds: str, market: str, units: list[Unit], provider
         cost = provider.estimate_requests(request) + i
         if cost < best[0]:
             best = (cost, i, request)
-    cost, first, request = best
-    if request is None:
+    cost, first, chosen = best
+    if chosen is None:
         b.symbol_requests += len(units)
         return
-    plan.markets.append(request)
-    plan.market_cost[request] = cost - first
+    plan.markets.append(chosen)
+    plan.market_cost[chosen] = cost - first
     b.universe_requests += cost - first
     b.universe_symbols += len(units) - first
     b.symbol_requests += first
     for u in units[first:]:
-        u.market = request
+        u.market = chosen
 
 
 def _request(ds: str, market: str, start: dt.date, end: dt.date, units: list[Unit],

@@ -61,8 +61,9 @@ class Diff:
         return self.restated.is_empty() and self.rebased == 0
 
 
-_RESTATED_SCHEMA = {"session": pl.Date, "column_name": pl.String, "old_value": pl.Float64,
-                    "new_value": pl.Float64, "change": pl.Float64}
+_RESTATED_SCHEMA = pl.Schema({"session": pl.Date, "column_name": pl.String,
+                              "old_value": pl.Float64, "new_value": pl.Float64,
+                              "change": pl.Float64})
 
 
 def _rebase_factor(joined: pl.DataFrame, splits: pl.DataFrame) -> pl.Series:

@@ -51,7 +51,7 @@ class RetryPolicy:
                 return fn(), attempt
             except Exception as exc:
                 if not getattr(exc, "retryable", False) or attempt > self.max_retries:
-                    exc.attempts = attempt  # type: ignore[attr-defined]
+                    exc.attempts = attempt  # type: ignore[attr-defined]  # any exception
                     raise
                 wait = self.delay(attempt, exc)
                 if on_retry is not None:

@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import polars as pl
+from polars.datatypes import DataTypeClass
+
+# A column's type in a schema: a class (``pl.String``) or an instance (``pl.Datetime("us")``).
+ColumnType = pl.DataType | DataTypeClass
 
 UTC_TS = pl.Datetime("us", "UTC")
 
@@ -36,7 +40,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    schema: dict[str, pl.DataType]
+    schema: dict[str, ColumnType]
     key: tuple[str, ...]
     # Column used to split a symbol's rows into month files (None: one file per symbol).
     month_column: str | None = None

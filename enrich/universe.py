@@ -297,7 +297,7 @@ def import_csv(catalog: Catalog, text: str) -> ImportReport:
             continue
         if lineno == 1 and fields[0].lower() == "symbol":
             continue
-        sym, cls, name = (fields + [None, None])[:3]
+        sym, cls, name = (fields + ["", ""])[:3]
         try:
             row = _row(sym, cls or None, name or None)
         except InvalidSymbolError as exc:

@@ -93,8 +93,11 @@ _worker: dict[str, Any] = {}
 def _init(job: Job) -> None:
     from enrich.engine import Engine
 
-    now = {"t": None}
-    clock = lambda: now["t"]  # noqa: E731 - set per task to the run's instant
+    now: dict[str, dt.datetime] = {}
+
+    def clock() -> dt.datetime:
+        return now["t"]  # set per task to the run's instant (``_enrich``)
+
     store = Store(job.settings.data_dir, job.settings.catalog_timeout_s, migrate=False)
     engine = Engine(store, job.provider_factory(clock=clock), job.settings, clock=clock)
     engine.reads_catalog = False
@@ -149,12 +152,14 @@ def run_in_processes(
         return engine._record_task(log, job.run_id, res)
 
     pending = collections.deque(targets)
+    broken: BaseException = RuntimeError("no worker pool was started")
     for _ in range(MAX_POOL_STARTS):
         if not pending:
             return
-        broken = _drive_pool(engine, pending, job, processes, log, cancel, on_done, lost)
-        if broken is None:
+        failure = _drive_pool(engine, pending, job, processes, log, cancel, on_done, lost)
+        if failure is None:
             return
+        broken = failure
     while pending:  # the pool kept breaking: fail the rest rather than loop
         on_done(lost(pending.popleft()[0], broken))
 

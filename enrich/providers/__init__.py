@@ -83,7 +83,8 @@ class MarketRows(Protocol):
     per-symbol call for the same window would give them (empty when the market had none).
     ``not_yet``: sessions of the request the plan does not serve yet (they are due)."""
 
-    not_yet: tuple[dt.date, ...]
+    @property
+    def not_yet(self) -> tuple[dt.date, ...]: ...  # read-only: a frozen dataclass satisfies it
 
     def for_symbol(self, symbol: str) -> pl.DataFrame: ...
 

@@ -42,7 +42,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, TypeVar, cast, overload
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -83,11 +83,22 @@ from enrich.schemas import (
     OPTIONS_IV,
     RATES,
     SPLITS,
+    ColumnType,
     Dataset,
     conform,
 )
 
 log = logging.getLogger(__name__)
+_Row = TypeVar("_Row")  # what a row parser makes of one raw row
+
+
+class _ErrorContext(TypedDict, total=False):
+    """The context every ``ProviderError`` raised here carries (never the key)."""
+
+    provider: str
+    endpoint: str
+    status: int
+    request_id: str | None
 
 PROVIDER = "massive"
 ET = ZoneInfo("America/New_York")
@@ -477,7 +488,8 @@ class MassiveProvider:
                                 request_id=_request_id(body))
         check = _Check(subject, 1)
         details = check.row(0, results, _ticker_details)
-        check.done()
+        check.done()  # raises when the row was refused
+        assert details is not None
         changes: tuple[TickerChange, ...] = ()
         if details["market"] in _EVENT_MARKETS:
             changes = self._ticker_changes(details["ticker"])
@@ -538,9 +550,9 @@ class MassiveProvider:
                 except NotYetAvailableError:
                     pending.append(session)  # not served yet: due, asked again later
             bars = pl.concat(frames) if frames else BARS.empty()
-            rows = MassiveMarketRows.of_frame(BARS, bars)
-            rows.not_yet = tuple(pending)
-            return rows
+            answer = MassiveMarketRows.of_frame(BARS, bars)
+            answer.not_yet = tuple(pending)
+            return answer
         pages = max(self._max_pages, MARKET_MAX_PAGES)
         if r.dataset == "dividends":
             rows, parse = self._dividend_rows({}, start, end, subject, pages)
@@ -691,7 +703,8 @@ class MassiveProvider:
     # ---- transport ------------------------------------------------------------------------
 
     def _collect_unless_skipped(
-        self, endpoint: str, params: dict, subject: str, fallback_on: tuple[type, ...],
+        self, endpoint: str, params: dict, subject: str,
+        fallback_on: tuple[type[ProviderError], ...],
         max_pages: int | None = None,
     ) -> list:
         """``_collect`` on an endpoint that has a fallback; remember a denial for next time."""
@@ -785,7 +798,7 @@ class MassiveProvider:
             self._limiter.acquire(self._priority)
         self._ledger.sent()
         headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
-        ctx = {"provider": PROVIDER, "endpoint": endpoint}
+        ctx: _ErrorContext = {"provider": PROVIDER, "endpoint": endpoint}
         try:
             if params is None:
                 response = self._client.get(url, headers=headers)
@@ -815,8 +828,8 @@ class MassiveProvider:
             body, json_error = None, exc
         request_id = _clip(self._scrub(_request_id(body) or response.headers.get("x-request-id")),
                            MAX_REQUEST_ID) or None
-        ctx = {"provider": PROVIDER, "endpoint": endpoint, "status": status,
-               "request_id": request_id}
+        ctx: _ErrorContext = {"provider": PROVIDER, "endpoint": endpoint, "status": status,
+                              "request_id": request_id}
         text = _clip(self._scrub(_error_text(body)), MAX_ERROR_TEXT)  # scrub, then cut
         detail = f": {text}" if text else ""
         reason = self._scrub(response.reason_phrase)
@@ -1049,7 +1062,8 @@ class _Check:
         self.rejected = 0
         self.causes: list[str] = []
 
-    def row(self, index: int, raw: Any, parse: Callable[..., dict | None], *args: Any):
+    def row(self, index: int, raw: Any, parse: Callable[..., _Row | None],
+            *args: Any) -> _Row | None:
         try:
             if not isinstance(raw, dict):
                 raise _Bad(f"a {type(raw).__name__}, not an object")
@@ -1110,6 +1124,14 @@ def _opt_str(raw: dict, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+@overload
+def _date(raw: dict, key: str) -> dt.date: ...
+
+
+@overload
+def _date(raw: dict, key: str, *, required: bool) -> dt.date | None: ...
+
+
 def _date(raw: dict, key: str, *, required: bool = True) -> dt.date | None:
     value = raw.get(key)
     if value is None or value == "":
@@ -1147,7 +1169,7 @@ def _obj(raw: dict, key: str) -> dict:
     return value
 
 
-_BAR_ROW_SCHEMA = {
+_BAR_ROW_SCHEMA: dict[str, ColumnType] = {
     "t": pl.Int64, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64,
     "close": pl.Float64, "volume": pl.Float64, "vwap": pl.Float64, "trades": pl.Int64,
 }
@@ -1193,7 +1215,8 @@ def _off_calendar(frame: pl.DataFrame, calendar: str) -> pl.Series | None:
     if calendar != "FX" or frame.is_empty():
         return None
     days = frame["session"].to_numpy().astype("datetime64[D]")
-    held = calendars.session_array(calendar, frame["session"].min(), frame["session"].max())
+    first, last = (cast(dt.date, frame["session"].min()), cast(dt.date, frame["session"].max()))
+    held = calendars.session_array(calendar, first, last)
     return pl.Series(~np.isin(days, held))
 
 
@@ -1220,7 +1243,7 @@ def _ticker_change(raw: dict) -> TickerChange | None:
     return TickerChange(_date(raw, "date"), _req_str(_obj(raw, "ticker_change"), "ticker"))
 
 
-_DIVIDEND_ROW_SCHEMA = {
+_DIVIDEND_ROW_SCHEMA: dict[str, ColumnType] = {
     "id": pl.String, "ex_date": pl.Date, "declaration_date": pl.Date, "record_date": pl.Date,
     "pay_date": pl.Date, "cash_amount": pl.Float64, "currency": pl.String,
     "frequency": pl.Int32, "distribution_type": pl.String,
@@ -1255,7 +1278,7 @@ def _dividend_row_v3(raw: dict) -> dict:
     return row
 
 
-_SPLIT_ROW_SCHEMA = {
+_SPLIT_ROW_SCHEMA: dict[str, ColumnType] = {
     "execution_date": pl.Date, "split_from": pl.Float64, "split_to": pl.Float64,
     "adjustment_type": pl.String,
 }
@@ -1277,7 +1300,7 @@ def _split_row(raw: dict) -> dict:
             "split_to": split_to, "adjustment_type": kind}
 
 
-_EARNINGS_ROW_SCHEMA = {
+_EARNINGS_ROW_SCHEMA: dict[str, ColumnType] = {
     "fiscal_year": pl.Int32, "fiscal_quarter": pl.Int32, "period_end": pl.Date,
     "filing_date": pl.Date, "revenue": pl.Float64, "eps_basic": pl.Float64,
     "eps_diluted": pl.Float64,
@@ -1327,7 +1350,7 @@ def _earnings_row_vx(raw: dict) -> dict | None:
     }
 
 
-_NEWS_ROW_SCHEMA = {
+_NEWS_ROW_SCHEMA: dict[str, ColumnType] = {
     "id": pl.String, "published_utc": pl.Datetime("us", "UTC"), "title": pl.String,
     "publisher": pl.String, "url": pl.String, "sentiment": pl.String,
     "sentiment_reasoning": pl.String,
@@ -1353,7 +1376,7 @@ def _news_row(raw: dict, symbol: str) -> dict:
     }
 
 
-_CHAIN_ROW_SCHEMA = {
+_CHAIN_ROW_SCHEMA: dict[str, ColumnType] = {
     "contract": pl.String, "expiration": pl.Date, "strike": pl.Float64,
     "contract_type": pl.String, "shares_per_contract": pl.Float64, "exercise_style": pl.String,
     "underlying_price": pl.Float64, "open_interest": pl.Int64, "bid": pl.Float64,
@@ -1424,7 +1447,7 @@ def _chain_row(raw: dict) -> dict | None:
     }
 
 
-_CONTRACT_ROW_SCHEMA = {
+_CONTRACT_ROW_SCHEMA: dict[str, ColumnType] = {
     "contract": pl.String, "expiration": pl.Date, "strike": pl.Float64,
     "contract_type": pl.String, "shares_per_contract": pl.Float64, "exercise_style": pl.String,
     "deliverables": pl.String,
