@@ -552,8 +552,8 @@ class _Execution:
         with self.lake.symbol_lock(c.symbol):
             for tf in TIMEFRAMES:
                 if self.lake.files("bars", [c.symbol], level=tf):
-                    self.bf.engine._derive_step(c.symbol, tf, True, self.run_id, self.log, res,
-                                                self._asset_class(c.symbol))
+                    self.bf.engine.derive_step(c.symbol, tf, True, self.run_id, self.log, res,
+                                               self._asset_class(c.symbol))
         self._closes.pop(c.symbol, None)
         for step in res.steps:
             if step.status == "failed" and step.error is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import functools
 import json
 import threading
 import time
@@ -64,7 +65,7 @@ from enrich.errors import (
 from enrich.features import compute_features, dividends_on_basis
 from enrich.identity import Identity
 from enrich.options_history import as_traded_closes
-from enrich.providers import MarketRequest, MarketRows, Provider
+from enrich.providers import Provider
 from enrich.refresh import (
     RefreshPlan,
     Target,
@@ -75,6 +76,7 @@ from enrich.refresh import (
     window_for,
 )
 from enrich.retry import RequestStats
+from enrich.run_model import Fetched, LogBuffer, StepResult, SymbolResult, fetched_for
 from enrich.store import Store
 from enrich.symbols import calendar_for, validate_symbol
 from enrich.validate import check
@@ -113,49 +115,6 @@ class RunParams:
 
 
 @dataclass
-class StepResult:
-    dataset: str
-    status: str  # ok | up_to_date | failed | skipped
-    records: int = 0
-    error: BaseException | None = None
-    window: tuple[dt.date, dt.date] | None = None  # the session window fetched
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """A universe-wide answer for one dataset, as a symbol's step takes it (``rows``), or the
-    error that request ended with (then every symbol it served fails that step)."""
-
-    request: MarketRequest
-    rows: MarketRows | None
-    error: BaseException | None = None
-
-    def covers(self, window: tuple[dt.date, dt.date]) -> bool:
-        return self.request.start <= window[0] and window[1] <= self.request.end
-
-
-def fetched_for(symbol: str, fetched: Sequence[Fetched]) -> dict[str, Fetched]:
-    """The universe-wide answers that serve ``symbol``, by dataset."""
-    return {f.request.dataset: f for f in fetched if symbol in f.request.symbols}
-
-
-@dataclass
-class SymbolResult:
-    symbol: str
-    state: str  # ok | skipped (nothing new) | failed | cancelled
-    steps: list[StepResult] = field(default_factory=list)
-    records: int = 0
-    requests: int = 0
-    retries: int = 0
-    started_at: dt.datetime | None = None
-    finished_at: dt.datetime | None = None
-
-    @property
-    def errors(self) -> list[BaseException]:
-        return [s.error for s in self.steps if s.error is not None]
-
-
-@dataclass
 class RunSummary:
     run_id: str
     state: str
@@ -176,36 +135,6 @@ class RunSummary:
     @property
     def failed_symbols(self) -> list[str]:
         return [r.symbol for r in self.results if r.state == "failed"]
-
-
-class LogBuffer:
-    """Catalog rows buffered in memory and flushed in batches (never across network I/O)."""
-
-    def __init__(self, store: Store):
-        self.store = store
-        self._batch = WriteBatch()
-        self._lock = threading.Lock()
-
-    def add(self, fn: Callable[[WriteBatch], None]) -> None:
-        with self._lock:
-            fn(self._batch)
-
-    def take(self) -> WriteBatch:
-        """The buffered rows, leaving the buffer empty (a worker process hands them back)."""
-        with self._lock:
-            batch, self._batch = self._batch, WriteBatch()
-        return batch
-
-    def flush(self, then: tuple[str, Sequence[Any]] | None = None) -> Any:
-        """Write the buffered rows; ``then`` as in ``Catalog.write``."""
-        batch = self.take()
-        try:
-            return self.store.catalog.write(batch, then)
-        except BaseException:
-            with self._lock:  # keep the rows for the next flush
-                batch.extend(self._batch)
-                self._batch = batch
-            raise
 
 
 def cancel_requested(store: Store, run_id: str) -> bool:
@@ -483,8 +412,10 @@ class Engine:
             if processes:
                 job = Job(self.settings, self.provider.process_factory(), params, run_id,
                           frozenset(not_entitled), tuple(fetched),
-                          {s: self.references[s] for s, _ in targets if s in self.references})
-                run_in_processes(self, targets, job, processes, log, cancel, done)
+                          {s: self.references[s] for s, _ in targets if s in self.references},
+                          engine_factory=type(self))
+                run_in_processes(self, targets, job, processes, log, cancel, done,
+                                 record=functools.partial(self.record_task, log, run_id))
             else:
                 with cf.ThreadPoolExecutor(max_workers=workers,
                                            thread_name_prefix="enrich") as pool:
@@ -658,7 +589,7 @@ class Engine:
                 "started_at": res.started_at}) if run_id else None)
             if cancel is not None and cancel.is_set():
                 res.state = "cancelled"
-                return self._record_task(log, run_id, res)
+                return self.record_task(log, run_id, res)
             coverage = self.store.lake.read_coverage(symbol)
             new_coverage = dict(coverage)
             bars_changed = False
@@ -677,7 +608,7 @@ class Engine:
                 if ds in ("bars", "splits", "dividends") and step.records:
                     bars_changed = True  # features (total return too) are derived again
             if "bars" in wanted:
-                self._derive_step(symbol, params.timeframe, bars_changed, run_id, log, res,
+                self.derive_step(symbol, params.timeframe, bars_changed, run_id, log, res,
                                   asset_class)
             # Only what this enrichment changed: a dataset whose file was quarantined meanwhile
             # keeps its reset coverage, so the next run fetches it again.
@@ -692,7 +623,7 @@ class Engine:
             res.state = "failed"
         elif all(s.status in ("up_to_date", "skipped") for s in res.steps) and not res.records:
             res.state = "skipped"
-        return self._record_task(log, run_id, res)
+        return self.record_task(log, run_id, res)
 
     def fetch_window(self, symbol: str, asset_class: str, ds: str, timeframe: str,
                      window: tuple[dt.date, dt.date], run_id: str | None, log: LogBuffer,
@@ -723,7 +654,7 @@ class Engine:
                                 coverage, timeframe)
         return step
 
-    def _record_task(self, log: LogBuffer, run_id: str | None, res: SymbolResult) -> SymbolResult:
+    def record_task(self, log: LogBuffer, run_id: str | None, res: SymbolResult) -> SymbolResult:
         res.finished_at = utcnow()
         if run_id is None:
             return res
@@ -824,7 +755,7 @@ class Engine:
             self._status(log, symbol, ds, cal, expected,
                          coverage.get(coverage_key(ds, params.timeframe)), step, exc)
         res.state = "failed"
-        return self._record_task(log, run_id, res)
+        return self.record_task(log, run_id, res)
 
     def _fetch_step(self, symbol: str, ds: str, cal: str, expected: dt.date, timeframe: str,
                     window: tuple[dt.date, dt.date] | None, coverage: dict[str, dt.date],
@@ -1074,9 +1005,9 @@ class Engine:
         latest = frame[col].max()
         return max(latest, previous) if previous else latest
 
-    def _derive_step(self, symbol: str, timeframe: str, bars_changed: bool,
-                     run_id: str | None, log: LogBuffer, res: SymbolResult,
-                     asset_class: str | None = None) -> None:
+    def derive_step(self, symbol: str, timeframe: str, bars_changed: bool,
+                    run_id: str | None, log: LogBuffer, res: SymbolResult,
+                    asset_class: str | None = None) -> None:
         """Bring stored bars onto the newest split basis, then recompute features.
 
         Runs when bars or splits changed (or features are missing). Re-based bars are logged

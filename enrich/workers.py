@@ -35,6 +35,7 @@ from enrich.catalog import WriteBatch
 from enrich.config import Settings
 from enrich.errors import EnrichError
 from enrich.providers import Provider
+from enrich.run_model import LogBuffer, StepResult, SymbolResult, fetched_for
 from enrich.store import Store
 
 # Below this many symbols, starting processes (~1 s) costs more than threads lose.
@@ -54,6 +55,9 @@ class Job:
     not_entitled: frozenset[tuple[str, str]]
     fetched: tuple[Any, ...] = ()  # engine.Fetched: the run's universe-wide answers
     references: dict[str, dict[str, Any]] = field(default_factory=dict)  # Engine.references
+    # The engine class a worker builds (``enrich.engine.Engine``), passed rather than imported
+    # so that this module stays below the engine.
+    engine_factory: Callable[..., Any] = field(kw_only=True)
 
 
 def usable_cpus() -> int:
@@ -91,23 +95,20 @@ _worker: dict[str, Any] = {}
 
 
 def _init(job: Job) -> None:
-    from enrich.engine import Engine
-
     now: dict[str, dt.datetime] = {}
 
     def clock() -> dt.datetime:
         return now["t"]  # set per task to the run's instant (``_enrich``)
 
     store = Store(job.settings.data_dir, job.settings.catalog_timeout_s, migrate=False)
-    engine = Engine(store, job.provider_factory(clock=clock), job.settings, clock=clock)
+    engine = job.engine_factory(store, job.provider_factory(clock=clock), job.settings,
+                                clock=clock)
     engine.reads_catalog = False
     engine.references.update(job.references)
     _worker.update(job=job, engine=engine, now=now)
 
 
 def _enrich(symbol: str, asset_class: str, now: dt.datetime) -> tuple[Any, WriteBatch]:
-    from enrich.engine import LogBuffer, fetched_for
-
     job: Job = _worker["job"]
     _worker["now"]["t"] = now
     engine = _worker["engine"]
@@ -130,26 +131,27 @@ def _picklable(exc: BaseException) -> bool:
 
 # -- the run's side --------------------------------------------------------------------------
 def run_in_processes(
-    engine: Any,  # engine.Engine
+    engine: Any,  # engine.Engine: its clock stamps each task
     targets: list[tuple[str, str]],
     job: Job,
     processes: int,
-    log: Any,  # engine.LogBuffer
+    log: LogBuffer,
     cancel: threading.Event,
-    on_done: Callable[[Any], None],
+    on_done: Callable[[SymbolResult], None],
+    record: Callable[[SymbolResult], SymbolResult],
 ) -> None:
     """Enrich ``targets`` in ``processes`` workers; ``on_done`` gets each ``SymbolResult``.
 
     A worker that dies breaks its pool: the symbols then in the workers' hands fail (which
     one killed it cannot be told), and a new pool takes the rest, up to ``MAX_POOL_STARTS``.
+    ``record`` writes a lost symbol's task row (``Engine.record_task`` for this run).
     """
-    from enrich.engine import StepResult, SymbolResult
 
-    def lost(sym: str, exc: BaseException) -> Any:
+    def lost(sym: str, exc: BaseException) -> SymbolResult:
         err = EnrichError(f"enriching {sym} in a worker process failed: "
                           f"{type(exc).__name__}: {exc}")
         res = SymbolResult(sym, "failed", steps=[StepResult("worker", "failed", error=err)])
-        return engine._record_task(log, job.run_id, res)
+        return record(res)
 
     pending = collections.deque(targets)
     broken: BaseException = RuntimeError("no worker pool was started")
@@ -168,8 +170,6 @@ def _drive_pool(engine: Any, pending: collections.deque, job: Job, processes: in
                 cancel: threading.Event, on_done: Callable[[Any], None],
                 lost: Callable[[str, BaseException], Any]) -> BaseException | None:
     """Run ``pending`` symbols in one pool until done, or return the error that broke it."""
-    from enrich.engine import SymbolResult
-
     running: dict[cf.Future, str] = {}
     broken: BaseException | None = None
     with cf.ProcessPoolExecutor(processes, mp_context=_context(), initializer=_init,

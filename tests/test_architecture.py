@@ -188,12 +188,11 @@ def describe(cycle: list[Edge]) -> str:
 
 
 # Today's cycles, each by the import the fix is expected to remove.
-ENGINE_WORKERS = {("enrich.workers", "enrich.engine")}
 PROVIDERS_FACTORY = {("enrich.providers", "enrich.providers.sample"),
                      ("enrich.providers", "enrich.providers.massive")}
 CLI_PLUGINS = {("enrich.cli", f"enrich.{m}")
                for m in ("service_cli", "backfill_cli", "alerts_cli", "quality_cli")}
-KNOWN = ENGINE_WORKERS | PROVIDERS_FACTORY | CLI_PLUGINS
+KNOWN = PROVIDERS_FACTORY | CLI_PLUGINS
 
 
 @pytest.fixture(scope="module")
@@ -211,18 +210,10 @@ def test_no_import_cycle(graph):
     assert not found, "import cycle(s):\n" + "\n".join(describe(c) for c in found)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cycle enrich.engine -> enrich.workers -> enrich.engine: workers imports Engine, "
-    "LogBuffer, fetched_for, StepResult and SymbolResult from engine inside functions and "
-    "calls the private Engine._record_task; the fix needs enrich/engine.py (see the note "
-    "in this test)"))
 def test_no_cycle_engine_workers(graph):
-    # The edit that breaks it (engine.py is being changed elsewhere): move StepResult,
-    # SymbolResult, LogBuffer and fetched_for from engine.py to a module below both (the
-    # run model), imported back into engine.py so their names stay; pass workers what it
-    # now imports: ``run_in_processes(..., record=partial(self.record_task, log, run_id))``
-    # (``_record_task`` made public) and ``Job(..., engine_factory=type(self))`` for the
-    # worker process's ``_init``. workers.py then imports nothing from engine.
+    # Broken by enrich/run_model.py (StepResult, SymbolResult, LogBuffer, fetched_for below
+    # both), ``run_in_processes(..., record=partial(engine.record_task, log, run_id))`` and
+    # ``Job(..., engine_factory=type(engine))``: workers.py imports nothing from the engine.
     assert not _cycles_through(graph, {"enrich.engine", "enrich.workers"})
 
 
