@@ -90,6 +90,7 @@ _REFERENCE_COLUMNS = ("history_from", "delisted_on", "ticker_spans", "reference_
                       "reference_error")
 FLUSH_INTERVAL_S = 1.0
 MARKET = "*"  # fetch_log.symbol of a universe-wide request
+REFERENCE = "reference"  # fetch_log.dataset of a symbol's ticker-reference request
 
 
 @dataclass
@@ -109,9 +110,8 @@ class RunParams:
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | str | None) -> RunParams:
-        if isinstance(data, str):
-            data = json.loads(data)
-        return cls(**(data or {}))
+        fields: dict[str, Any] = (json.loads(data) if isinstance(data, str) else data) or {}
+        return cls(**fields)
 
 
 @dataclass
@@ -379,7 +379,8 @@ class Engine:
             while not stop_flusher.wait(FLUSH_INTERVAL_S):
                 with done_lock:
                     snapshot = list(results)
-                log.add(lambda b, s=snapshot: self._progress_row(b, run_id, s, tally))
+                log.add(functools.partial(self._progress_row, run_id=run_id, results=snapshot,
+                                          tally=tally))
                 try:
                     # Another process (`runs cancel`, a page) asks through the catalog.
                     if log.flush(then=cancel_query(run_id)):
@@ -410,7 +411,9 @@ class Engine:
             processes = process_count(self.provider, len(targets), workers,
                                       self.process_min_symbols)
             if processes:
-                job = Job(self.settings, self.provider.process_factory(), params, run_id,
+                factory = self.provider.process_factory()
+                assert factory is not None  # process_count() is 0 without one
+                job = Job(self.settings, factory, params, run_id,
                           frozenset(not_entitled), tuple(fetched),
                           {s: self.references[s] for s, _ in targets if s in self.references},
                           engine_factory=type(self))
@@ -571,7 +574,7 @@ class Engine:
         expected = calendars.latest_session(cal, self.clock())
         fetched = fetched or {}
         try:
-            ident = self._identity(symbol, log, res)
+            ident = self._identity(symbol, log, res, run_id)
         except Exception as exc:  # unknown ticker, or the reference failed: fetch nothing
             if isinstance(exc, Cancelled):
                 raise
@@ -640,12 +643,13 @@ class Engine:
         if symbol not in self.references and self.reads_catalog:
             self._load_reference(symbol)
         ident = self.known_identity(symbol)
+        span: tuple[dt.date, dt.date] | None = window
         if ident is not None:
-            window = ident.clamp(*window)  # never before the listing, after the delisting
+            span = ident.clamp(*window)  # never before the listing, after the delisting
         with self.store.lake.symbol_lock(symbol):
             coverage = self.store.lake.read_coverage(symbol)
             new_coverage = dict(coverage)
-            step = self._fetch_step(symbol, ds, cal, expected, timeframe, window, coverage,
+            step = self._fetch_step(symbol, ds, cal, expected, timeframe, span, coverage,
                                     new_coverage, run_id, log, res, None, explicit=True,
                                     ident=ident)
             self.store.lake.update_coverage(  # only what it changed (see enrich_symbol)
@@ -688,7 +692,8 @@ class Engine:
         row = self.references.get(symbol)
         return identity.from_row(symbol, row) if row else None
 
-    def _identity(self, symbol: str, log: LogBuffer, res: SymbolResult) -> Identity | None:
+    def _identity(self, symbol: str, log: LogBuffer, res: SymbolResult,
+                  run_id: str | None = None) -> Identity | None:
         """``symbol``'s identity, read from the provider's reference the first time (its
         requests count as the symbol's). None: no reference is held and none can be read (a
         symbol outside the universe, a plan without the reference). Raises
@@ -723,6 +728,8 @@ class Engine:
             stats = self.provider.take_requests()
             res.requests += stats.requests
             res.retries += len(stats.retries)
+            # Logged like any dataset's, so fetch_log's retried rows add up to the run's.
+            self._log_retries(log, run_id, symbol, REFERENCE, "1d", stats, None)
         self._keep_reference(log, symbol, identity.to_row(ref, at))
         return ref.identity()
 
@@ -870,6 +877,7 @@ class Engine:
             key = plan_limits.history_key(ds, timeframe)
             with self._limits_lock:
                 known = (self._limits or plan_limits.Limits({})).history.get(key)
+            edge: dt.date | None
             if known is not None and end - dt.timedelta(days=known) > start:
                 edge = end - dt.timedelta(days=known)  # another thread found it meanwhile
             else:
@@ -906,14 +914,15 @@ class Engine:
 
     def _log_retries(self, log: LogBuffer, run_id: str | None, symbol: str, ds: str,
                      timeframe: str, stats: RequestStats,
-                     window: tuple[dt.date, dt.date]) -> None:
+                     window: tuple[dt.date, dt.date] | None) -> None:
         """One ``retried`` fetch_log row per retried request, with its wait."""
+        start, end = window or (None, None)
         for r in stats.retries:
             err = EnrichError(r.message)
-            err.error_class = r.error_class  # type: ignore[misc]
+            err.error_class = r.error_class
             step = StepResult(ds, "retried", error=err)
             self._log_fetch(log, run_id, symbol, ds, timeframe, utcnow(), 0.0, step, 0, 0,
-                            r.attempt, window[0], window[1],
+                            r.attempt, start, end,
                             f"{r.endpoint}: retrying in {r.wait_s:.1f}s: {r.message}")
 
     def _call_provider(self, symbol: str, ds: str, timeframe: str, ident: Identity | None,
@@ -1002,8 +1011,8 @@ class Engine:
             return end  # event datasets: held through the end of the fetched window
         if frame.is_empty():
             return previous
-        latest = frame[col].max()
-        return max(latest, previous) if previous else latest
+        latest: dt.date | None = frame[col].max()  # type: ignore[assignment]  # a Date column
+        return max(latest, previous) if previous and latest else latest or previous
 
     def derive_step(self, symbol: str, timeframe: str, bars_changed: bool,
                     run_id: str | None, log: LogBuffer, res: SymbolResult,

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 import polars as pl
@@ -429,6 +430,7 @@ class Lake:
         if stats[1]:
             frame = frame.unique(subset=list(ds.key), keep="last", maintain_order=True)
         n_parts = len(parts)
+        groups: Iterable[tuple[tuple[Any, ...], pl.DataFrame]]
         if stats[2:2 + n_parts] == (1,) * n_parts:  # the common case: one file
             groups = [(stats[2 + n_parts:], frame)]
         else:

@@ -244,7 +244,7 @@ def _count_detail(n: int, noun: str, rows: pl.DataFrame | None,
                   fmt: Callable[[dict[str, Any]], str], th: Thresholds) -> str:
     if n == 0:
         return f"no {noun}"
-    return f"{n} {noun}: " + _examples(rows, fmt, th.max_evidence)
+    return f"{n} {noun}" + ("" if rows is None else ": " + _examples(rows, fmt, th.max_evidence))
 
 
 def _g(x: float | None) -> str:
@@ -787,7 +787,8 @@ def _event_coverage(ds: str, frame: pl.DataFrame, col: str,
     cov = Coverage(ds, through_session=through, sessions_held=frame.height)
     if not frame.is_empty():
         s = frame[col]
-        first, last = s.min(), s.max()
+        first: Any = s.min()  # a date, or an instant (below)
+        last: Any = s.max()
         if s.dtype != pl.Date:  # instants: the session is the date at the exchange, which
             # only ever moves forward with the instant, so the extremes convert alone
             first, last = (None if t is None else t.astimezone(EXCHANGE).date()
@@ -817,10 +818,12 @@ def run_checks(lake: Lake, symbol: str, asset_class: str,
         splits = _Splits.of(lake.read("splits", [symbol]))  # most have none
     for ds in wanted:
         if ds == "bars":
+            assert splits is not None  # read above whenever bars or dividends are wanted
             results, cov = _check_bars(daily, splits, cal, through.get("bars:1d"), th,
                                        asset_class)
         elif ds == "dividends":
             divs = lake.read("dividends", [symbol])
+            assert splits is not None
             results = _check_dividends(divs, daily, splits, th)
             cov = _event_coverage(ds, divs, "ex_date", through.get(ds))
         elif ds == "earnings":
@@ -857,6 +860,7 @@ def record(b: WriteBatch, sq: SymbolQuality, run_id: str | None, at: dt.datetime
     """Add one symbol's results to a batch: ``quality_log`` rows, the latest per check in
     ``quality_status``, and its ``session_coverage``. ``covered_from`` sets where the fetched
     window of a dataset starts (given on its first fetch; kept otherwise)."""
+    row: dict[str, Any]
     for r in sq.results:
         row = {"run_id": run_id, "symbol": sq.symbol, "dataset": r.dataset,
                "check_name": r.check, "severity": r.severity, "passed": r.passed,

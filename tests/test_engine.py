@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 from enrich import engine as engine_mod
 from enrich.catalog import utcnow
 from enrich.engine import Engine, RunParams
-from enrich.errors import NotFoundError
+from enrich.errors import NotFoundError, TransientError
 from enrich.providers.sample import SampleProvider
 from enrich.retry import RetryPolicy
 from enrich.schemas import DATASETS
@@ -162,6 +162,37 @@ def test_transient_failures_are_retried_and_logged(settings, fixed_clock):
     assert eng.store.catalog.scalar(
         "SELECT max(attempt) FROM fetch_log WHERE run_id = ? AND status = 'ok'",
         [summary.run_id]) > 1
+
+
+class FlakyReference(SampleProvider):
+    """The ticker reference of AAPL fails once (503), then answers: deterministic, unlike
+    ``failure_rate``, whose draws follow the order the run's threads ask in."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.failed = False
+
+    def ticker_reference(self, symbol):
+        def fault():
+            if symbol == "AAPL" and not self.failed:
+                self.failed = True
+                raise TransientError("reference unavailable", provider=self.name,
+                                     endpoint="ticker_reference", status=503)
+        self.request("ticker_reference_check", symbol, fault)
+        return super().ticker_reference(symbol)
+
+
+def test_a_retried_reference_request_is_logged_like_a_datasets(settings, fixed_clock):
+    provider = FlakyReference(clock=fixed_clock,
+                              retry=RetryPolicy(max_retries=2, sleep=lambda s: None))
+    eng = make_engine(settings.with_(history_years=1), fixed_clock(), provider=provider)
+    summary = eng.run(RunParams(symbols=SYMS))
+    assert summary.failed == 0 and provider.failed
+    rows = eng.store.catalog.query(
+        "SELECT symbol, dataset, error_class FROM fetch_log "
+        "WHERE run_id = ? AND status = 'retried'", [summary.run_id])
+    assert rows.rows() == [("AAPL", "reference", "transient")]
+    assert summary.retries == rows.height
 
 
 def test_unknown_symbol_is_refused_with_a_hint(settings, fixed_clock):
