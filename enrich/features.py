@@ -223,7 +223,11 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
 
 
 def _group_keys(frame: pl.DataFrame, starts: np.ndarray, name: str) -> list:
-    return frame.get_column(name).gather(starts[:-1]).to_list()
+    """The value of column ``name`` on the first row of each group."""
+    column = frame.get_column(name)
+    if starts.size == 2:  # one group: a gather costs ~0.1 ms, indexing ~0.3 µs
+        return [column[0]]
+    return column.gather(starts[:-1]).to_list()
 
 
 def _annual_rows(frame: pl.DataFrame, starts: np.ndarray,
