@@ -14,7 +14,9 @@ falls on both alike) and reported as medians:
   (symbol, timeframe, ts) order, so neither side sorts) for ``--symbols`` symbols;
 - the engine's call: one symbol's bars as the lake hands them over (read back from Parquet),
   ``--calls`` calls per timed batch; then again in a fresh process with
-  ``POLARS_MAX_THREADS=1``, as in the engine's worker processes (``enrich/worker_boot.py``).
+  ``POLARS_MAX_THREADS=1``, as in the engine's worker processes (``enrich/worker_boot.py``);
+  each also timed with the symbol's dividends (a quarterly payer's 40), which the engine
+  passes for ``tr_close`` and TA-Lib has no counterpart for: its extra cost is printed.
 
 Before timing, both results are compared on every row: equal null positions and values to
 1e-9 (relative to the bar's close for prices, to max(1, |value|) otherwise) on every column
