@@ -14,7 +14,9 @@ falls on both alike) and reported as medians:
   (symbol, timeframe, ts) order, so neither side sorts) for ``--symbols`` symbols;
 - the engine's call: one symbol's bars as the lake hands them over (read back from Parquet),
   ``--calls`` calls per timed batch; then again in a fresh process with
-  ``POLARS_MAX_THREADS=1``, as in the engine's worker processes (``enrich/worker_boot.py``).
+  ``POLARS_MAX_THREADS=1``, as in the engine's worker processes (``enrich/worker_boot.py``);
+  each also timed with the symbol's dividends (a quarterly payer's 40), which the engine
+  passes for ``tr_close`` and TA-Lib has no counterpart for: its extra cost is printed.
 
 Before timing, both results are compared on every row: equal null positions and values to
 1e-9 (relative to the bar's close for prices, to max(1, |value|) otherwise) on every column
@@ -330,7 +332,30 @@ def per_symbol(sessions: int, calls: int, rounds: int) -> float:
     compare(ours, talib_features(split), bars.get_column("close").to_numpy())
     print(f"  first call in this process {first:.2f} s (imports numba, loads the compiled "
           f"kernel from its cache)")
-    return _timed(split, rounds, calls, "µs")
+    ratio = _timed(split, rounds, calls, "µs")
+    _with_dividends(bars, rounds, calls)
+    return ratio
+
+
+def quarterly_dividends(bars: pl.DataFrame) -> pl.DataFrame:
+    """A quarterly payer's cash dividends over one symbol's bars, as the engine passes them
+    (``dividends_on_basis``: symbol, ex_date, cash_amount): one every 63 sessions."""
+    ex_dates = bars.get_column("session").gather_every(63, offset=20)
+    return pl.DataFrame({"symbol": [bars.get_column("symbol")[0]] * ex_dates.len(),
+                         "ex_date": ex_dates, "cash_amount": [0.25] * ex_dates.len()})
+
+
+def _with_dividends(bars: pl.DataFrame, rounds: int, calls: int) -> None:
+    """The engine's call passes the symbol's dividends (for tr_close), which TA-Lib has no
+    counterpart for: its extra cost, against the same call without them."""
+    dividends = quarterly_dividends(bars)
+    timings = alternate({"without": compute_features,
+                         "with": lambda b: compute_features(b, dividends=dividends)},
+                        bars, rounds, calls)
+    (wall, cpu), (base, _) = timings["with"], timings["without"]
+    print(f"  with the symbol's {dividends.height} dividends, as the engine calls it: "
+          f"{wall * 1e6:.0f} µs (CPU {cpu * 1e6:.0f} µs), {(wall - base) * 1e6:+.0f} µs over "
+          f"none (medians of {rounds} alternating batches)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

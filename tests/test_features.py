@@ -482,6 +482,29 @@ def test_one_group_alone_is_exactly_its_slice_of_a_many_group_call():
         assert_frame_equal(compute_features(bars.reverse()), part, check_exact=True)
 
 
+def test_one_group_finds_its_dividends_as_a_many_group_call_does():
+    # The one-group call picks its symbol's dividends itself (no partition of the frame);
+    # it must credit exactly what the many-group call credits, to the bit: dividends in any
+    # order, three on one bar (Saturday's, Sunday's and Monday's ex-dates all go to Monday's
+    # bar, summed in ex-date order: 0.1 + 1.3 + 3.3 is not 3.3 + 1.3 + 0.1 in floating
+    # point, nor is the close's reinvestment factor), one before the history, other symbols'
+    # and a null symbol's ignored.
+    weekdays = pl.col("session").dt.weekday() <= 5
+    aaa, bbb = (random_walk(s, 300, seed).filter(weekdays) for s, seed in (("AAA", 61),
+                                                                           ("BBB", 62)))
+    days = aaa["session"]
+    saturday = next(d for d in days if d.weekday() == 4) + dt.timedelta(days=1)
+    sunday, monday = saturday + dt.timedelta(days=1), saturday + dt.timedelta(days=2)
+    rows = [("AAA", days[200], 0.4), ("BBB", days[100], 9.0), ("AAA", monday, 3.3),
+            (None, days[50], 7.0), ("AAA", sunday, 1.3), ("AAA", saturday, 0.1),
+            ("AAA", days[0] - dt.timedelta(days=5), 1.0), ("AAA", days[120], 0.5)]
+    divs = _dividends(rows)
+    together = compute_features(pl.concat([aaa, bbb]), dividends=divs)
+    alone = compute_features(aaa, dividends=divs)
+    assert_frame_equal(alone, together.filter(pl.col("symbol") == "AAA"), check_exact=True)
+    assert column(alone, "tr_close") != column(compute_features(aaa), "tr_close")
+
+
 def test_a_large_frame_is_bit_for_bit_each_symbol_alone_and_the_same_every_time():
     # Over 100,000 rows the groups are computed in several runs, on several threads: neither
     # may change a bit, whatever the scheduling.
