@@ -100,7 +100,7 @@ import pyarrow as pa
 
 from enrich import conventions
 from enrich.errors import ValidationError
-from enrich.schemas import FEATURE_COLUMNS, FEATURES
+from enrich.schemas import FEATURE_COLUMNS, FEATURES, ColumnType
 
 __all__ = ["compute_features", "dividends_on_basis", "load_kernel"]
 
@@ -109,7 +109,7 @@ _KEYS: list[str] = [*_ORDER, "session"]
 _PRICES: tuple[str, ...] = ("high", "low", "close")
 _NEEDED: tuple[str, ...] = (*_KEYS, *_PRICES, "volume")
 _NON_NULL: tuple[str, ...] = (*_ORDER, *_PRICES)
-_DTYPES: dict[str, pl.DataType] = {
+_DTYPES: dict[str, ColumnType] = {
     **{c: FEATURES.schema[c] for c in _KEYS},
     **{c: pl.Float64() for c in (*_PRICES, "volume")},
 }
@@ -211,10 +211,11 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
             parts = list(pool.map(lambda run: _run(inputs, run), runs))
     else:
         parts = [_run(inputs, run) for run in runs]
-    if any(part is None for part in parts):
+    done = [part for part in parts if part is not None]
+    if len(done) < len(parts):
         return None
     features: list[list[pl.Series]] = [[] for _ in FEATURE_COLUMNS]
-    for values, valid in parts:
+    for values, valid in done:
         flat, n = _flat(values, valid), values.shape[1]
         for i, chunks in enumerate(features):
             chunks.append(flat.slice(i * n, n))
