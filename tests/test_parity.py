@@ -104,7 +104,6 @@ def test_every_page_action_is_listed():
 
 @pytest.fixture(scope="module")
 def parser():
-    cli._load_plugins()
     return cli.build_parser()
 
 
@@ -129,10 +128,10 @@ def test_every_page_action_has_a_command_or_an_endpoint(action, parser, routes):
     assert argv or endpoint, f"{action}: neither a command nor an endpoint"
     if argv:
         args = parser.parse_args(argv)  # exits (fails) on an unknown command or option
-        assert args.cmd in cli._COMMANDS, argv
+        assert args.cmd in cli.COMMANDS, argv
         sub = getattr(args, f"{args.cmd}_cmd", None)
         if sub and sub != "list" and args.cmd == "runs":
-            assert f"runs {sub}" in cli._COMMANDS
+            assert f"runs {sub}" in cli.COMMANDS
     if endpoint:
         assert endpoint in routes, f"{action}: no route {endpoint}"
 
@@ -141,5 +140,5 @@ def test_quality_page_has_both(routes, parser):
     """The issue's parity: the Quality page's views and actions, from both sides."""
     for argv in (["quality", "--symbol", "AAPL", "--failing", "--json"], ["quality", "audit"],
                  ["coverage", "--dataset", "bars", "--sessions", "20", "--json"]):
-        assert parser.parse_args(argv).cmd in cli._COMMANDS
+        assert parser.parse_args(argv).cmd in cli.COMMANDS
     assert {"GET /api/v1/quality", "GET /api/v1/coverage", "POST /api/v1/fills"} <= routes

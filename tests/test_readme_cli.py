@@ -32,9 +32,6 @@ _WORD = re.compile(r"[a-z][a-z0-9-]*")
 
 def command_tree() -> dict[Path_, argparse.ArgumentParser]:
     """Every command path of the CLI (``("runs", "retry")``) and the parser that reads it."""
-    load_plugins = getattr(cli, "_load_plugins", None)  # gone once cli imports them plainly
-    if load_plugins is not None:
-        load_plugins()
     root = cli.build_parser()
     tree: dict[Path_, argparse.ArgumentParser] = {(): root}
 

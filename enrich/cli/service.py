@@ -1,7 +1,7 @@
 """Commands for the scheduler and services: ``schedule``, ``serve``, ``health``,
 ``runs retry|cancel`` and the hand-off behind ``run --background``.
 
-Loaded by ``enrich.cli._load_plugins``; registers through ``command`` and ``extend_parser``.
+Imported by ``enrich.cli``; registers through ``command`` and ``extend_parser``.
 Exit codes as everywhere: 0 success, 1 failed (some symbols, an unhealthy check, a run that
 had already ended), 2 bad usage (unknown run, no live ``serve`` for ``--background``).
 """
@@ -18,7 +18,7 @@ import threading
 
 from enrich import scheduler as sched
 from enrich.catalog import utcnow
-from enrich.cli import (
+from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,

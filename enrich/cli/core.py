@@ -1,52 +1,29 @@
-"""Command line: ``python -m enrich …``. Every dashboard action has a command here.
-
-Exit codes: 0 success, 1 some symbols failed (or an operation failed), 2 bad usage or
-configuration. ``--json`` where the output is data. Library code raises; this module turns
-errors into messages and exit codes.
-"""
+"""The core commands: ``run``, ``status``, ``runs``, ``symbols`` and ``entitlements``."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
-import json
-import socket
 import sys
-import time
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 import polars as pl
 
-from enrich.config import MAX_LOOKBACK_DAYS, Settings, load_settings
-from enrich.errors import (
-    CatalogBusyError,
-    ConfigError,
-    EnrichError,
-    InputError,
-    InvalidSymbolError,
+from enrich.cli.common import (
+    COMMANDS,
+    EXIT_FAILED,
+    EXIT_OK,
+    MAX_LIMIT,
+    Progress,
+    UsageError,
+    bounded_int,
+    command,
+    fmt_ts,
+    print_json,
+    print_table,
+    report_run,
 )
+from enrich.config import MAX_LOOKBACK_DAYS, Settings
 from enrich.schemas import FETCHED
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-MAX_LIMIT = 100_000  # rows a listing prints at most
-
-Handler = Callable[[argparse.Namespace, Settings], int]
-_COMMANDS: dict[str, Handler] = {}
-
-
-class UsageError(EnrichError):
-    error_class = "usage"
-
-
-def who() -> str:
-    """Who acts from this terminal, for pause/cancel records: ``user@host (cli)``."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()} (cli)"
 
 
 def _csv_list(raw: str | None, option: str | None = None) -> list[str] | None:
@@ -68,69 +45,6 @@ def _datasets(raw: str | None) -> list[str] | None:
     if bad:
         raise UsageError(f"unknown dataset(s) {', '.join(bad)}; choose from {', '.join(FETCHED)}")
     return items
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (dt.date, dt.datetime)):
-        return o.isoformat()
-    return str(o)
-
-
-def print_json(data: Any) -> None:
-    if isinstance(data, pl.DataFrame):
-        data = data.to_dicts()
-    print(json.dumps(data, default=_json_default, indent=2))
-
-
-def _fmt_ts(v: Any) -> str:
-    if isinstance(v, dt.datetime):
-        return v.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return "" if v is None else str(v)
-
-
-def print_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> None:
-    cols = list(columns or frame.columns)
-    rows = [[_fmt_ts(v) for v in row] for row in frame.select(cols).iter_rows()]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-
-
-class Progress:
-    """A progress bar on a terminal, plain lines otherwise."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.t0 = time.monotonic()
-
-    def __call__(self, done: int, total: int, res) -> None:
-        elapsed = time.monotonic() - self.t0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        if self.tty:
-            width = 30
-            filled = int(width * done / max(total, 1))
-            bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(
-                f"\r[{bar}] {done}/{total} {rate:.1f} sym/s ETA {eta:.0f}s  {res.symbol:<10}")
-            if done == total:
-                self.stream.write("\n")
-        else:
-            extra = ""
-            if res.state == "failed" and res.errors:
-                extra = f" ({res.errors[0].__class__.__name__}: {str(res.errors[0])[:120]})"
-            self.stream.write(
-                f"{done}/{total} {res.symbol} {res.state} {res.records} rows{extra}\n")
-        self.stream.flush()
-
-
-def command(name: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        _COMMANDS[name] = fn
-        return fn
-    return deco
 
 
 def _open(settings: Settings):
@@ -160,7 +74,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "dry_run", False):
         return _dry_run(_engine(settings), params, settings, args.json)
     if getattr(args, "background", False):
-        handoff = _COMMANDS.get("__background_run")
+        handoff = COMMANDS.get("__background_run")
         if handoff is None:
             raise UsageError("--background needs a running `python -m enrich serve`")
         return handoff(argparse.Namespace(params=params), settings)
@@ -186,7 +100,7 @@ def _dry_run(engine, params, settings: Settings, as_json: bool) -> int:
         return EXIT_OK
     rate = plan.rate_limit_per_min
     pace = f"{rate:g} requests/min" if rate else "not rate limited"
-    print(f"plan at {_fmt_ts(engine.clock())} (provider {settings.provider}, {pace}):")
+    print(f"plan at {fmt_ts(engine.clock())} (provider {settings.provider}, {pace}):")
     rows = pl.DataFrame(plan.rows(), schema={
         "dataset": pl.String, "path": pl.String, "symbols": pl.Int64, "up_to_date": pl.Int64,
         "requests": pl.Int64, "universe_requests": pl.Int64, "symbol_requests": pl.Int64,
@@ -196,23 +110,6 @@ def _dry_run(engine, params, settings: Settings, as_json: bool) -> int:
                            "per_symbol_path"] + (["minutes"] if rate else []))
     print(f"total: {plan.describe()}")
     return EXIT_OK
-
-
-def report_run(summary, as_json: bool, **extra: Any) -> int:
-    """Print a finished run (a line, or JSON with ``extra`` keys) and return its exit code."""
-    from enrich.engine import describe
-
-    if as_json:
-        print_json({
-            "run_id": summary.run_id, **extra, "state": summary.state, "total": summary.total,
-            "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
-            "records": summary.records, "requests": summary.requests,
-            "retries": summary.retries, "errors_by_class": summary.errors_by_class,
-            "failed_symbols": summary.failed_symbols, "message": describe(summary),
-        })
-    else:
-        print(f"run {summary.run_id}: {summary.state} — {describe(summary)}")
-    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -242,7 +139,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     sub = getattr(args, "runs_cmd", None)
     if sub and sub != "list":
-        handler = _COMMANDS.get(f"runs {sub}")
+        handler = COMMANDS.get(f"runs {sub}")
         if handler is None:
             raise UsageError(f"unknown runs command {sub!r}")
         return handler(args, settings)
@@ -382,44 +279,8 @@ def cmd_entitlements(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-# -- parser ---------------------------------------------------------------------------------
-Extender = Callable[[argparse._SubParsersAction], None]
-_EXTENDERS: list[Extender] = []
-
-
-def extend_parser(fn: Extender) -> Extender:
-    """Other modules (scheduler, backfill) add their subcommands through this hook."""
-    _EXTENDERS.append(fn)
-    return fn
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what is wrong and where help is), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
-
-
-def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
-    """An argparse type: a whole number in ``[lo, hi]``."""
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} is out of range; use {lo}..{hi}")
-        return value
-    return parse
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="python -m enrich",
-        description="enrich: market-data enrichment desk (lake + catalog under ENRICH_DATA_DIR)")
-    p.add_argument("--data-dir", help="data directory (overrides ENRICH_DATA_DIR)")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """The core commands' parsers: first, as the others may extend them (``runs``)."""
     r = sub.add_parser("run", help="enrich the universe (or --symbols) now, in the foreground")
     r.add_argument("--symbols", help="comma-separated symbols (default: the active universe)")
     r.add_argument("--datasets", help=f"comma-separated, from {','.join(FETCHED)}")
@@ -470,89 +331,3 @@ def build_parser() -> argparse.ArgumentParser:
     ensub = en.add_subparsers(dest="entitlements_cmd", metavar="ACTION")
     ensub.add_parser("list", help="what the plan refused and the limits found (default)")
     ensub.add_parser("recheck", help="clear the refusals and limits: the next run asks again")
-
-    for ext in _EXTENDERS:
-        ext(sub)
-    return p
-
-
-def _load_plugins() -> None:
-    """Import modules that register extra commands (absent ones are skipped)."""
-    import importlib
-
-    for mod in ("enrich.service_cli", "enrich.backfill_cli", "enrich.alerts_cli",
-                "enrich.quality_cli"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
-
-
-EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
-
-
-def _reader_gone() -> int:
-    """The reader of our output closed the pipe (``enrich … | head``): stop quietly, as Unix
-    tools do. Python flushes stdout once more at exit, so point it at /dev/null first (the
-    recipe of the ``signal`` module's documentation)."""
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return EXIT_PIPE
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    _load_plugins()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.cmd:
-        parser.print_help()
-        return EXIT_USAGE
-    settings = None
-    try:
-        env = None
-        if args.data_dir:
-            import os
-            env = dict(os.environ, ENRICH_DATA_DIR=args.data_dir)
-        settings = load_settings(env)
-        code = _COMMANDS[args.cmd](args, settings)
-        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
-        return code
-    except BrokenPipeError:
-        return _reader_gone()
-    except (ConfigError, UsageError, InvalidSymbolError, InputError) as exc:
-        return _fail(exc, EXIT_USAGE)
-    except CatalogBusyError as exc:
-        return _fail(exc, EXIT_FAILED)
-    except EnrichError as exc:
-        return _fail(exc, EXIT_FAILED)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as exc:  # a path or permission of this machine: say which, no traceback
-        reason = exc.strerror or type(exc).__name__
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {reason}{where}; check ENRICH_DATA_DIR and the paths given",
-              file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as exc:  # a bug: one line here, the traceback in the error log
-        from enrich import errorlog
-
-        log_path = errorlog.record(exc, settings.data_dir if settings else None,
-                                   f"python -m enrich {args.cmd}")
-        print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); "
-              + (f"the traceback is in {log_path}" if log_path else "no log could be written"),
-              file=sys.stderr)
-        return EXIT_FAILED
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _fail(exc: BaseException, code: int) -> int:
-    print(f"error: {_one_line(exc, 2000)}", file=sys.stderr)
-    return code

@@ -6,7 +6,7 @@
                      [--dry-run] [--json]
     backfill list | show ID | resume ID [--retry-failed] | pause ID | cancel ID
 
-Loaded by ``enrich.cli._load_plugins``. Exit codes: 0 every chunk done (or a dry run),
+Imported by ``enrich.cli``. Exit codes: 0 every chunk done (or a dry run),
 1 some chunks failed or the run was stopped, 2 bad usage. Progress goes to standard error:
 a bar with the request rate and ETA on a terminal, one line per chunk otherwise.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from enrich.cli import (
+from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,

@@ -9,7 +9,7 @@
     alerts check                 evaluate the rules and send what is pending, now
     api token                    the bearer token the API's actions need
 
-Loaded by ``enrich.cli._load_plugins``. Exit codes: 0 done, 1 a test alert that reached no
+Imported by ``enrich.cli``. Exit codes: 0 done, 1 a test alert that reached no
 channel, 2 bad usage (unknown alert, bad period).
 """
 
@@ -22,7 +22,7 @@ import polars as pl
 
 from enrich import alerts
 from enrich.catalog import utcnow
-from enrich.cli import (
+from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,

@@ -6,7 +6,7 @@
     fill --dataset D --symbols S,… --from DATE --to DATE [--include-failed] [--json]
                                                               fill exactly those gaps
 
-Loaded by ``enrich.cli._load_plugins``. The same read models as the page and
+Imported by ``enrich.cli``. The same read models as the page and
 ``GET /api/v1/quality`` / ``/api/v1/coverage`` (``enrich.queries.quality_report``,
 ``enrich.coverage.gaps_report``), the same action as the heatmap's drag-to-fill and
 ``POST /api/v1/fills`` (``enrich.coverage.plan_range`` + ``start_fill``). Exit codes: 0 done,
@@ -23,7 +23,7 @@ import time
 
 import polars as pl
 
-from enrich.cli import (
+from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,

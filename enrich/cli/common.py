@@ -1,0 +1,154 @@
+"""What every command module shares: exit codes, the command registry and parser hooks,
+output helpers (tables, JSON, the progress line) and the usage error."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import polars as pl
+
+from enrich.config import Settings
+from enrich.errors import (
+    EnrichError,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MAX_LIMIT = 100_000  # rows a listing prints at most
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+COMMANDS: dict[str, Handler] = {}
+
+
+class UsageError(EnrichError):
+    error_class = "usage"
+
+
+def who() -> str:
+    """Who acts from this terminal, for pause/cancel records: ``user@host (cli)``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()} (cli)"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (dt.date, dt.datetime)):
+        return o.isoformat()
+    return str(o)
+
+
+def print_json(data: Any) -> None:
+    if isinstance(data, pl.DataFrame):
+        data = data.to_dicts()
+    print(json.dumps(data, default=_json_default, indent=2))
+
+
+def fmt_ts(v: Any) -> str:
+    if isinstance(v, dt.datetime):
+        return v.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "" if v is None else str(v)
+
+
+def print_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> None:
+    cols = list(columns or frame.columns)
+    rows = [[fmt_ts(v) for v in row] for row in frame.select(cols).iter_rows()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+class Progress:
+    """A progress bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.t0 = time.monotonic()
+
+    def __call__(self, done: int, total: int, res) -> None:
+        elapsed = time.monotonic() - self.t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        if self.tty:
+            width = 30
+            filled = int(width * done / max(total, 1))
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(
+                f"\r[{bar}] {done}/{total} {rate:.1f} sym/s ETA {eta:.0f}s  {res.symbol:<10}")
+            if done == total:
+                self.stream.write("\n")
+        else:
+            extra = ""
+            if res.state == "failed" and res.errors:
+                extra = f" ({res.errors[0].__class__.__name__}: {str(res.errors[0])[:120]})"
+            self.stream.write(
+                f"{done}/{total} {res.symbol} {res.state} {res.records} rows{extra}\n")
+        self.stream.flush()
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        COMMANDS[name] = fn
+        return fn
+    return deco
+
+
+def report_run(summary, as_json: bool, **extra: Any) -> int:
+    """Print a finished run (a line, or JSON with ``extra`` keys) and return its exit code."""
+    from enrich.engine import describe
+
+    if as_json:
+        print_json({
+            "run_id": summary.run_id, **extra, "state": summary.state, "total": summary.total,
+            "ok": summary.ok, "failed": summary.failed, "skipped": summary.skipped,
+            "records": summary.records, "requests": summary.requests,
+            "retries": summary.retries, "errors_by_class": summary.errors_by_class,
+            "failed_symbols": summary.failed_symbols, "message": describe(summary),
+        })
+    else:
+        print(f"run {summary.run_id}: {summary.state} — {describe(summary)}")
+    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+
+
+# -- parser ---------------------------------------------------------------------------------
+Extender = Callable[[argparse._SubParsersAction], None]
+EXTENDERS: list[Extender] = []
+
+
+def extend_parser(fn: Extender) -> Extender:
+    """Other modules (scheduler, backfill) add their subcommands through this hook."""
+    EXTENDERS.append(fn)
+    return fn
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong and where help is), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[lo, hi]``."""
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; use {lo}..{hi}")
+        return value
+    return parse
+
+
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
