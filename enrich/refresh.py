@@ -31,7 +31,7 @@ from typing import Any
 
 from enrich import calendars, rates
 from enrich.identity import Identity
-from enrich.providers import MarketRequest, market_of
+from enrich.providers.base import MarketRequest, market_of
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
 NEWS_FIRST_DAYS = 365  # a first news fetch reaches back a year, not the whole history

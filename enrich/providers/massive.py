@@ -69,7 +69,7 @@ from enrich.errors import (
 from enrich.identity import TickerChange, TickerReference
 from enrich.occ import PREFIX as OCC_PREFIX
 from enrich.occ import parse_occ
-from enrich.providers import OPTION_CONTRACTS, MarketRequest, ProbeResult
+from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult
 from enrich.ratelimit import RateLimiter, shared_limiter
 from enrich.rates import TENORS
 from enrich.redact import redact, register

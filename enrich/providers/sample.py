@@ -75,7 +75,7 @@ from enrich.american import american_price
 from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.identity import TickerChange, TickerReference
 from enrich.occ import format_occ, format_occ_array, parse_occ
-from enrich.providers import OPTION_CONTRACTS, MarketRequest, ProbeResult
+from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult
 from enrich.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
 from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, RATES, SPLITS, Dataset
 from enrich.symbols import DEMO_UNIVERSE, asset_class_of, calendar_for, validate_symbol
