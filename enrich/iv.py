@@ -46,10 +46,14 @@ import math
 from enum import IntEnum
 from typing import NamedTuple
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 import polars as pl
+from numba import types
+from numba.extending import get_cython_function_address
 from numpy.typing import ArrayLike
+from scipy.special import cython_special
 
 from enrich.bsm import to_market_units
 
@@ -62,6 +66,7 @@ __all__ = [
     "compute_iv_greeks",
     "implied_vol",
     "reason_labels",
+    "solve_one",
     "vol_resolution",
 ]
 
@@ -172,68 +177,38 @@ def compute_iv_greeks(
 #
 # One compiled scalar solve per element (numba, cached next to this module, ``nogil``): a
 # chain of a few hundred contracts is one call, with no per-array overhead. The arithmetic is
-# the same, operation for operation, as the former vectorised numpy solver, which
-# ``tests/test_iv_kernel.py`` holds it to (1e-10 in IV; libm's exp/erf differ from numpy's and
-# scipy's in the last bit).
+# the same, operation for operation, as the former vectorised numpy solver, with scipy's own
+# normal CDF and quantile; ``tests/test_iv_kernel.py`` holds it to that solver's results.
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-_SQRT1_2 = math.sqrt(0.5)
+
+
+def _scipy_special(name: str) -> types.ExternalFunction:
+    """scipy.special's own C function ``name`` (double -> double), callable from compiled code
+    by symbol name (so numba's disk cache holds; the symbol is bound at each import): the
+    kernel's normal CDF is then bit for bit the one the vectorised solver used."""
+    capi = cython_special.__pyx_capi__
+    for key in (name, f"__pyx_fuse_1{name}", f"__pyx_fuse_0{name}"):
+        if key in capi and '"double (double, int' in repr(capi[key]):
+            symbol = f"enrich_scipy_{name}"
+            llvm.add_symbol(symbol, get_cython_function_address(
+                "scipy.special.cython_special", key))
+            return types.ExternalFunction(symbol, types.float64(types.float64, types.intc))
+    raise ImportError(f"scipy.special.cython_special has no double {name}")
+
+
+_c_ndtr = _scipy_special("ndtr")
+_c_ndtri = _scipy_special("ndtri")
 
 
 @_jit
-def _ndtr(a):
-    """The standard normal CDF, as cephes (scipy.special.ndtr) computes it."""
-    x = a * _SQRT1_2
-    z = abs(x)
-    if z < _SQRT1_2:
-        return 0.5 + 0.5 * math.erf(x)
-    y = 0.5 * math.erfc(z)
-    return 1.0 - y if x > 0 else y
+def _ndtr(x):
+    return _c_ndtr(x, 0)
 
 
 @_jit
 def _ndtri(p):
-    """The standard normal quantile: Wichura's AS241 (as CPython's ``statistics``), to about
-    1e-16 relative; only ever a starting point here."""
-    if not p > 0.0:
-        return -math.inf if p == 0.0 else math.nan
-    if not p < 1.0:
-        return math.inf if p == 1.0 else math.nan
-    q = p - 0.5
-    if abs(q) <= 0.425:
-        r = 0.180625 - q * q
-        num = (((((((2.5090809287301226727e+3 * r + 3.3430575583588128105e+4) * r
-                    + 6.7265770927008700853e+4) * r + 4.5921953931549871457e+4) * r
-                  + 1.3731693765509461125e+4) * r + 1.9715909503065514427e+3) * r
-                + 1.3314166789178437745e+2) * r + 3.3871328727963666080e+0) * q
-        den = (((((((5.2264952788528545610e+3 * r + 2.8729085735721942674e+4) * r
-                    + 3.9307895800092710610e+4) * r + 2.1213794301586595867e+4) * r
-                  + 5.3941960214247511077e+3) * r + 6.8718700749205790830e+2) * r
-                + 4.2313330701600911252e+1) * r + 1.0)
-        return num / den
-    r = math.sqrt(-math.log(p if q <= 0.0 else 1.0 - p))
-    if r <= 5.0:
-        r = r - 1.6
-        num = (((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r
-                    + 2.41780725177450611770e-1) * r + 1.27045825245236838258e+0) * r
-                  + 3.64784832476320460504e+0) * r + 5.76949722146069140550e+0) * r
-                + 4.63033784615654529590e+0) * r + 1.42343711074968357734e+0)
-        den = (((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r
-                    + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r
-                  + 6.89767334985100004550e-1) * r + 1.67638483018380384940e+0) * r
-                + 2.05319162663775882187e+0) * r + 1.0)
-    else:
-        r = r - 5.0
-        num = (((((((2.01033439929228813265e-7 * r + 2.71155556874348757815e-5) * r
-                    + 1.24266094738807843860e-3) * r + 2.65321895265761230930e-2) * r
-                  + 2.96560571828504891230e-1) * r + 1.78482653991729133580e+0) * r
-                + 5.46378491116411436990e+0) * r + 6.65790464350110377720e+0)
-        den = (((((((2.04426310338993978564e-15 * r + 1.42151175831644588870e-7) * r
-                    + 1.84631831751005468180e-5) * r + 7.86869131145613259100e-4) * r
-                  + 1.48753612908506148525e-2) * r + 1.36929880922735805310e-1) * r
-                + 5.99832206555887937690e-1) * r + 1.0)
-    x = num / den
-    return -x if q < 0.0 else x
+    return _c_ndtri(p, 0)
 
 
 @_jit
@@ -298,15 +273,16 @@ def _resolutions(price, s, k, t, r, q, sigma, call, out):
 @_jit
 def _solve_all(p, s, k, t, r, q, call, tol, iv, reason, delta, gamma, vega, theta, rho):
     for i in range(p.size):
-        res = _solve_one(p[i], s[i], k[i], t[i], r[i], q[i], call[i], tol)
+        res = solve_one(p[i], s[i], k[i], t[i], r[i], q[i], call[i], tol)
         iv[i], reason[i] = res[0], res[1]
         delta[i], gamma[i], vega[i], theta[i], rho[i] = res[2], res[3], res[4], res[5], res[6]
 
 
 @_jit
-def _solve_one(p, s, k, t, r, q, call, tol):
+def solve_one(p, s, k, t, r, q, call, tol):
     """``(iv, reason, delta, gamma, vega, theta, rho)`` of one European price (NaN and a
-    reason code where null; see the module docstring)."""
+    reason code where null; see the module docstring). Compiled: for other compiled code
+    (``enrich.american``); from Python, call :func:`compute_iv_greeks`."""
     nan = math.nan
     sp = s * math.exp(-q * t)  # discounted underlying
     kp = k * math.exp(-r * t)  # discounted strike
@@ -518,7 +494,8 @@ def _inverse_lower_map(x, f):
 def _upper_map(x, s):
     """Jäckel's f_upper(beta) = N(-s/2) at b(x, s) and its first two derivatives in beta."""
     f = _ndtr(-0.5 * s)
-    w = (x / s) ** 2
+    w = x / s
+    w = w * w  # as numpy's ** 2 (numba's pow may differ in the last bit)
     fp = -0.5 * math.exp(0.5 * w)
     fpp = _SQRT_PI_OVER_2 * math.exp(w + 0.125 * s * s) * w / s
     return f, fp, fpp

@@ -1,6 +1,6 @@
 """The compiled solver against what the vectorised numpy solver returned before it
 (``tests/golden/iv_before_kernel.parquet``, written by ``tests/golden/make_iv_golden.py`` at
-commit f62721f): the same nulls, and IVs within 1e-10, on sample-provider chains of four rate
+commit f62721f): the same nulls, and IVs within 1e-10 (bit for bit on the machine that wrote it), on sample-provider chains of four rate
 regimes, a wide European grid and a listed-style American grid."""
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def test_american_grid_matches_the_numpy_solver(golden):
     res = american_iv_greeks(**american_grid())
     assert np.array_equal(res["reason"], old["reason"].to_numpy())
     _agree(res["iv"], old["iv"].to_numpy(), IV_AGREE)
-    _agree(res["eep"], old["eep"].to_numpy(), 1e-10)
+    _agree(res["eep"], old["eep"].to_numpy(), 1e-9)  # dollars, on prices of 20-400
     assert NullReason.EARLY_EXERCISE in set(res["reason"].tolist())
 
 
