@@ -1,7 +1,8 @@
 """The compiled solver against what the vectorised numpy solver returned before it
 (``tests/golden/iv_before_kernel.parquet``, written by ``tests/golden/make_iv_golden.py`` at
-commit f62721f): the same nulls, and IVs within 1e-10 (bit for bit on the machine that wrote it), on sample-provider chains of four rate
-regimes, a wide European grid and a listed-style American grid."""
+commit f62721f): the same nulls, and IVs within 1e-10 (bit for bit on the machine that wrote
+it: the kernel calls scipy's own ndtr), on sample-provider chains of four rate regimes, a wide
+European grid and a listed-style American grid."""
 
 from __future__ import annotations
 
