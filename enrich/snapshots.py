@@ -55,7 +55,7 @@ MID, LAST_TRADE, CLOSE = "mid", "last_trade", "close"
 PARITY_ROUNDS = 8
 PARITY_TOL = 1e-6
 SNAPSHOT = "snapshot"
-_LABELS = {int(c): c.label for c in NullReason}
+_LABELS = np.array([NullReason(c).label for c in range(max(NullReason) + 1)], dtype=object)
 
 
 METHOD_NOTE = (
@@ -165,35 +165,42 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
     r, r_source = rates.rate_to(curves, frame["as_of"], t, fallback_rate)
     frame = dividend_yield.trailing_yield(dividends, splits, frame.with_columns(
         rate=pl.Series(r), rate_source=pl.Series(r_source, dtype=pl.String)))
-    kind = frame["contract_type"]
-    usable = (frame["option_price"].is_not_null() & ~frame["adjusted"].fill_null(False)
-              & kind.is_in(["call", "put"]).fill_null(False)
-              & frame["underlying_price"].is_not_null()).to_numpy()
-    american = (frame["exercise_style"].fill_null("american") != "european").to_numpy()
-    inputs = {
-        "price": _floats(frame["option_price"]), "s": _floats(frame["underlying_price"]),
-        "k": _floats(frame["strike"]), "t": t, "r": r,
-        "is_call": (kind == "call").fill_null(False).to_numpy(),
-    }
-    q = _floats(frame["dividend_yield"]).copy()
+    # Every column the solver reads, in one pass over the frame (each Series method would be
+    # a query of its own: most of the cost on a chain of a few hundred rows).
+    kind = pl.col("contract_type")
+    cols = frame.select(
+        usable=(pl.col("option_price").is_not_null() & ~pl.col("adjusted").fill_null(False)
+                & kind.is_in(["call", "put"]).fill_null(False)
+                & pl.col("underlying_price").is_not_null()),
+        american=pl.col("exercise_style").fill_null("american") != "european",
+        price=_floats("option_price"), s=_floats("underlying_price"), k=_floats("strike"),
+        is_call=(kind == "call").fill_null(False), q=_floats("dividend_yield"),
+        quoted=(pl.col("price_source") == MID).fill_null(False),
+        pair=(pl.col("as_of").cast(pl.Int64) * 100_000
+              + pl.col("expiration").cast(pl.Int64)).fill_null(-1),
+        as_of=pl.col("as_of").cast(pl.Int64).fill_null(-1),
+        no_price=pl.col("option_price").is_null(), adjusted=pl.col("adjusted").fill_null(False),
+        no_spot=pl.col("underlying_price").is_null(),
+    )
+    col = {name: cols[name].to_numpy() for name in cols.columns}
+    usable, american = col["usable"], col["american"]
+    inputs = {"price": col["price"], "s": col["s"], "k": col["k"], "t": t, "r": r,
+              "is_call": col["is_call"]}
+    q = col["q"].copy()
     q[np.isnan(q)] = 0.0
     method = frame["dividend_method"].to_numpy().astype(object)
     if parity:
-        quoted = usable & (frame["price_source"] == MID).fill_null(False).to_numpy()
-        pair = (frame["as_of"].cast(pl.Int64) * 100_000 + frame["expiration"].cast(pl.Int64))
-        groups = np.unique(pair.fill_null(-1).to_numpy(), return_inverse=True)[1]
+        quoted = usable & col["quoted"]
+        groups = np.unique(col["pair"], return_inverse=True)[1]
         implied = _implied_yields(inputs, q, american, quoted, groups)
-        implied = _fill_short(implied, groups, inputs["t"], frame["as_of"])
+        implied = _fill_short(implied, groups, inputs["t"], col["as_of"])
         for g, q_g in implied.items():
             at = groups == g
             q[at] = q_g
             method[at] = dividend_yield.PARITY
     out = _solve_rows(inputs, q, american, usable)
-    reason = out["reason"]
-    labels = [_LABELS[int(c)] for c in reason]
-    no_price = frame["option_price"].is_null().to_numpy()
-    adjusted = frame["adjusted"].fill_null(False).to_numpy()
-    no_spot = frame["underlying_price"].is_null().to_numpy()
+    labels = _LABELS[out["reason"]]
+    no_price, adjusted, no_spot = col["no_price"], col["adjusted"], col["no_spot"]
     for i in np.flatnonzero(~usable):
         labels[i] = ("adjusted_contract" if adjusted[i] else "no_underlying_price"
                      if no_spot[i] else "no_price" if no_price[i] else labels[i])
@@ -202,7 +209,7 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
               for name, values in (("iv", out["iv"]), *greeks.items())]
     frame = frame.with_columns(
         *filled,
-        pl.Series("iv_null_reason", labels, dtype=pl.String),
+        pl.Series("iv_null_reason", labels.tolist(), dtype=pl.String),
         pl.Series("dividend_yield", q).fill_nan(None),
         pl.Series("dividend_method", method, dtype=pl.String),
         iv_model=pl.when(pl.Series(american)).then(pl.lit("american"))
@@ -211,8 +218,8 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
     return conform(frame, OPTIONS_IV)
 
 
-def _floats(series: pl.Series) -> np.ndarray:
-    return series.cast(pl.Float64).fill_null(np.nan).to_numpy()
+def _floats(name: str) -> pl.Expr:
+    return pl.col(name).cast(pl.Float64).fill_null(float("nan"))
 
 
 def _solve_rows(inputs: dict[str, np.ndarray], q: np.ndarray, american: np.ndarray,
@@ -231,13 +238,12 @@ def _solve_rows(inputs: dict[str, np.ndarray], q: np.ndarray, american: np.ndarr
 
 
 def _fill_short(implied: dict[int, float], groups: np.ndarray, t: np.ndarray,
-                as_of: pl.Series) -> dict[int, float]:
+                days: np.ndarray) -> dict[int, float]:
     """Expirations too close for parity (``PARITY_MIN_DAYS``) take the implied yield of the
     nearest expiration of the same session that has one."""
     if not implied:
         return implied
     out = dict(implied)
-    days = as_of.cast(pl.Int64).fill_null(-1).to_numpy()
     first = {int(g): int(np.flatnonzero(groups == g)[0]) for g in np.unique(groups)}
     for g, i in first.items():
         if g in out or t[i] * 365.0 >= dividend_yield.PARITY_MIN_DAYS - 1e-9:
