@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from enrich.bsm import price_and_greeks
-from enrich.iv import GREEKS, NullReason, solve_one
+from enrich.iv import GREEKS, NullReason, compute_iv_greeks, solve_one
 
 __all__ = [
     "EEP_STEPS",
@@ -277,5 +277,8 @@ def _solve_american(p, s, k, t, r, q, call, euro, tol, steps, am, eu, sp):
 
 
 def load_kernel() -> None:
-    """Compile (or load from numba's cache) the tree now, not on the first chain."""
+    """Compile (or load from numba's cache) the trees and the solvers now, not on the first
+    chain."""
     early_exercise_premium(100.0, 100.0, 0.5, 0.05, 0.0, 0.2, False)
+    american_iv_greeks(5.0, 100.0, 100.0, 0.5, 0.05, 0.0, False)
+    compute_iv_greeks(5.0, 100.0, 100.0, 0.5, 0.05, 0.0, False)
