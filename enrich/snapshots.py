@@ -93,6 +93,10 @@ def occ_root(symbol: str) -> str:
 def choose_prices(chain: pl.DataFrame, session_open: dt.datetime | None) -> pl.DataFrame:
     """``option_price``, ``price_source`` and ``price_age_s`` from the quote and last trade
     (see the module docstring); a quote or trade stamped before ``session_open`` is stale."""
+    return chain.with_columns(**_prices(session_open))
+
+
+def _prices(session_open: dt.datetime | None) -> dict[str, pl.Expr]:
     bid, ask = pl.col("bid"), pl.col("ask")
     mid = (bid + ask) / 2.0
     fresh_quote = fresh_trade = pl.lit(True)
@@ -106,24 +110,25 @@ def choose_prices(chain: pl.DataFrame, session_open: dt.datetime | None) -> pl.D
     source = pl.when(sane).then(pl.lit(MID)).when(traded).then(pl.lit(LAST_TRADE))
     age = (pl.col("snapshot_at") - pl.when(sane).then(pl.col("quote_at"))
            .when(traded).then(pl.col("trade_at"))).dt.total_microseconds() / 1e6
-    return chain.with_columns(
-        option_price=pl.when(sane).then(mid).when(traded).then(pl.col("trade_price")),
-        price_source=source,
-        price_age_s=age,
-    )
+    return {"option_price": pl.when(sane).then(mid).when(traded).then(pl.col("trade_price")),
+            "price_source": source, "price_age_s": age}
+
+
+def _adjusted(columns: list[str]) -> pl.Expr:
+    root = pl.col("contract").str.slice(2).str.head(pl.col("contract").str.len_chars() - 17)
+    own = pl.col("symbol").str.replace_all(".", "", literal=True)
+    odd = root != own
+    if "shares_per_contract" in columns:
+        shares = pl.col("shares_per_contract")
+        odd = odd | (shares.is_not_null() & (shares != STANDARD_SHARES))
+    if "deliverables" in columns:
+        odd = odd | pl.col("deliverables").is_not_null()
+    return odd.fill_null(False)
 
 
 def flag_adjusted(chain: pl.DataFrame) -> pl.DataFrame:
     """``adjusted``: a deliverable other than 100 shares of the underlying itself."""
-    root = pl.col("contract").str.slice(2).str.head(pl.col("contract").str.len_chars() - 17)
-    own = pl.col("symbol").str.replace_all(".", "", literal=True)
-    odd = root != own
-    if "shares_per_contract" in chain.columns:
-        shares = pl.col("shares_per_contract")
-        odd = odd | (shares.is_not_null() & (shares != STANDARD_SHARES))
-    if "deliverables" in chain.columns:
-        odd = odd | pl.col("deliverables").is_not_null()
-    return chain.with_columns(adjusted=odd.fill_null(False))
+    return chain.with_columns(adjusted=_adjusted(chain.columns))
 
 
 def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
@@ -140,15 +145,17 @@ def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.Data
     if chain.is_empty():
         return OPTIONS_IV.empty()
     frame = conform(chain, OPTIONS_IV)
+    filled = {"source": pl.lit(SNAPSHOT)}
     if snapshot_at is not None:
-        frame = frame.with_columns(pl.col("snapshot_at").fill_null(snapshot_at))
+        filled["snapshot_at"] = pl.col("snapshot_at").fill_null(snapshot_at)
+    if close is not None and close > 0:  # the snapshot's own price, which its quotes face
+        filled["underlying_price"] = pl.col("underlying_price").fill_null(float(close))
     partial = pl.lit(False)
     if session_close is not None:
         partial = (pl.col("snapshot_at") < session_close).fill_null(False)
-    frame = frame.with_columns(partial=partial, source=pl.lit(SNAPSHOT))
-    if close is not None and close > 0:  # the snapshot's own price, which its quotes face
-        frame = frame.with_columns(pl.col("underlying_price").fill_null(float(close)))
-    frame = flag_adjusted(choose_prices(frame, session_open))
+    # One query: choose_prices and flag_adjusted, after the fills they read.
+    frame = frame.lazy().with_columns(**filled).with_columns(
+        partial=partial, adjusted=_adjusted(frame.columns), **_prices(session_open)).collect()
     return solve(frame, curves=curves, dividends=dividends, splits=splits,
                  fallback_rate=fallback_rate, parity=True)
 
@@ -205,12 +212,12 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
         labels[i] = ("adjusted_contract" if adjusted[i] else "no_underlying_price"
                      if no_spot[i] else "no_price" if no_price[i] else labels[i])
     greeks = to_market_units({g: out[g] for g in GREEKS})
-    filled = [pl.Series(name, values).fill_nan(None)
+    filled = [pl.Series(name, values, nan_to_null=True)
               for name, values in (("iv", out["iv"]), *greeks.items())]
     frame = frame.with_columns(
         *filled,
         pl.Series("iv_null_reason", labels.tolist(), dtype=pl.String),
-        pl.Series("dividend_yield", q).fill_nan(None),
+        pl.Series("dividend_yield", q, nan_to_null=True),
         pl.Series("dividend_method", method, dtype=pl.String),
         iv_model=pl.when(pl.Series(american)).then(pl.lit("american"))
         .otherwise(pl.lit("european")),
