@@ -37,6 +37,7 @@ Partial. A snapshot taken before its session's close is stored under that sessio
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 
 import numpy as np
@@ -96,6 +97,7 @@ def choose_prices(chain: pl.DataFrame, session_open: dt.datetime | None) -> pl.D
     return chain.with_columns(**_prices(session_open))
 
 
+@functools.lru_cache(maxsize=64)  # building them costs more than running them on a chain
 def _prices(session_open: dt.datetime | None) -> dict[str, pl.Expr]:
     bid, ask = pl.col("bid"), pl.col("ask")
     mid = (bid + ask) / 2.0

@@ -39,9 +39,9 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
     """VOL_SUMMARY rows, one per (symbol, as_of) of ``options`` (OPTIONS_IV rows)."""
     if options.is_empty():
         return VOL_SUMMARY.empty()
-    frame = options.filter(~pl.col("adjusted").fill_null(False)).sort(
-        "symbol", "as_of", "expiration", "strike")
-    flows = frame.group_by("symbol", "as_of").agg(
+    frame = options.lazy().filter(~pl.col("adjusted").fill_null(False)).sort(
+        "symbol", "as_of", "expiration", "strike").collect()
+    flows = frame.lazy().group_by("symbol", "as_of").agg(
         call_volume=pl.col("volume").filter(pl.col("contract_type") == "call").sum(),
         put_volume=pl.col("volume").filter(pl.col("contract_type") == "put").sum(),
         call_oi=pl.col("open_interest").filter(pl.col("contract_type") == "call").sum(),
@@ -63,9 +63,11 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
         .then(pl.col("put_oi").cast(pl.Float64) / pl.col("call_oi")),
     )
     smiles = _smiles(frame)
-    out = flows.join(smiles, on=["symbol", "as_of"], how="left")
+    out = flows.join(smiles.lazy(), on=["symbol", "as_of"], how="left")
+    # One query from the grouping to here: on a single chain, each query costs more than
+    # its arithmetic.
     return out.with_columns(pl.col("expirations").fill_null(0)) \
-        .select(VOL_SUMMARY.columns).cast(VOL_SUMMARY.schema).sort("symbol", "as_of")
+        .select(VOL_SUMMARY.columns).cast(VOL_SUMMARY.schema).sort("symbol", "as_of").collect()
 
 
 def term_structure(chain: pl.DataFrame) -> pl.DataFrame:
@@ -105,22 +107,24 @@ def otm_expr() -> pl.Expr:
 
 
 def _points(chain: pl.DataFrame) -> dict | None:
-    frame = chain.filter(pl.col("iv").is_not_null() & pl.col("underlying_price").is_not_null()
-                         & ~pl.col("adjusted").fill_null(False)
-                         & (pl.col("expiration") > pl.col("as_of"))).sort(
-        "as_of", "expiration", "strike")
-    if frame.is_empty():
+    cols = chain.lazy().filter(
+        pl.col("iv").is_not_null() & pl.col("underlying_price").is_not_null()
+        & ~pl.col("adjusted").fill_null(False) & (pl.col("expiration") > pl.col("as_of"))
+    ).sort("as_of", "expiration", "strike").select(
+        "as_of", "expiration", "iv",
+        t=(pl.col("expiration") - pl.col("as_of")).dt.total_days().cast(pl.Float64) / 365.0,
+        fwd=_forward_expr(), k=pl.col("strike").cast(pl.Float64),
+        call=pl.col("contract_type") == "call",
+    ).collect()
+    if cols.is_empty():
         return None
-    t = frame.select((pl.col("expiration") - pl.col("as_of")).dt.total_days()
-                     .cast(pl.Float64) / 365.0).to_series().to_numpy()
-    fwd = frame.select(_forward_expr()).to_series().to_numpy()
-    k, iv = frame["strike"].cast(pl.Float64).to_numpy(), frame["iv"].to_numpy()
-    call = (frame["contract_type"] == "call").to_numpy()
+    t, fwd, k, iv = (cols[c].to_numpy() for c in ("t", "fwd", "k", "iv"))
+    call = cols["call"].to_numpy()
     x = np.log(k / fwd)
     vt = iv * np.sqrt(t)
     d1 = (-x + 0.5 * vt * vt) / vt
     groups: dict[tuple, np.ndarray] = {}
-    keys = list(zip(frame["as_of"].to_list(), frame["expiration"].to_list(), strict=True))
+    keys = list(zip(cols["as_of"].to_list(), cols["expiration"].to_list(), strict=True))
     bounds = [0] + [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]] + [len(keys)]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         groups[keys[a]] = np.arange(a, b)
