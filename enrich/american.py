@@ -29,7 +29,8 @@ within rounding of) the value of exercising now, or below what the premium alone
 any volatility the solver reaches: the price then says nothing about volatility. Greeks are
 BSM greeks at the solved volatility (the convention quotes use, e.g. for "25 delta").
 
-The tree runs compiled (numba, cached next to this module, ``nogil`` so threads overlap).
+The trees and the fixed point run compiled, one option at a time (numba, cached next to this
+module, ``nogil`` so threads overlap): a chain is one call, whatever its size.
 """
 
 from __future__ import annotations
