@@ -29,7 +29,8 @@ within rounding of) the value of exercising now, or below what the premium alone
 any volatility the solver reaches: the price then says nothing about volatility. Greeks are
 BSM greeks at the solved volatility (the convention quotes use, e.g. for "25 delta").
 
-The tree runs compiled (numba, cached next to this module, ``nogil`` so threads overlap).
+The trees and the fixed point run compiled, one option at a time (numba, cached next to this
+module, ``nogil`` so threads overlap): a chain is one call, whatever its size.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from enrich.bsm import price_and_greeks
-from enrich.iv import GREEKS, NullReason, compute_iv_greeks
+from enrich.iv import GREEKS, NullReason, compute_iv_greeks, solve_one
 
 __all__ = [
     "EEP_STEPS",
@@ -57,6 +58,13 @@ _MAX_TREES = 16  # premium evaluations per option in the solver, at most
 _STEP_TOL = 1e-7  # fixed point converged: volatility moved less than this (absolute)
 _MAX_SLOPE = 0.9  # fixed-point slope beyond which the price is left unsolved (see below)
 _EXERCISE_ULPS = 64.0  # price within this many ulps of K (or S) of exercise value: no IV
+_EPS = float(np.finfo(np.float64).eps)
+# Reason codes as plain ints, which the compiled code takes as constants.
+_BELOW_INTRINSIC = int(NullReason.BELOW_INTRINSIC)
+_AT_OR_ABOVE_UPPER_BOUND = int(NullReason.AT_OR_ABOVE_UPPER_BOUND)
+_TIME_VALUE_BELOW_RESOLUTION = int(NullReason.TIME_VALUE_BELOW_RESOLUTION)
+_NO_CONVERGENCE = int(NullReason.NO_CONVERGENCE)
+_EARLY_EXERCISE = int(NullReason.EARLY_EXERCISE)
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -110,17 +118,24 @@ def _tree(s, k, t, r, q, sigma, call, n, am, eu, sp):
 
 
 @_jit
-def _eep(s, k, t, r, q, sigma, call, n, out):
+def _eep_one(s, k, t, r, q, sigma, call, n, am, eu, sp):
+    """The premium on the ``n``-step tree, Richardson-extrapolated with the ``(n // 2) | 1``-
+    step one (>= 0; NaN if a tree cannot be built)."""
     m = (n // 2) | 1
     w = n / (n - m)  # Richardson weights for an error in 1/n: w E_n - (w - 1) E_m
+    fine = _tree(s, k, t, r, q, sigma, call, n, am, eu, sp)
+    coarse = _tree(s, k, t, r, q, sigma, call, m, am, eu, sp)
+    e = w * fine - (w - 1.0) * coarse
+    return e if e > 0.0 else (0.0 if e == e else e)
+
+
+@_jit
+def _eep(s, k, t, r, q, sigma, call, n, out):
     am = np.empty(n + 1)
     eu = np.empty(n + 1)
     sp = np.empty(n + 1)
     for i in range(s.size):
-        fine = _tree(s[i], k[i], t[i], r[i], q[i], sigma[i], call[i], n, am, eu, sp)
-        coarse = _tree(s[i], k[i], t[i], r[i], q[i], sigma[i], call[i], m, am, eu, sp)
-        e = w * fine - (w - 1.0) * coarse
-        out[i] = e if e > 0.0 else (0.0 if e == e else e)
+        out[i] = _eep_one(s[i], k[i], t[i], r[i], q[i], sigma[i], call[i], n, am, eu, sp)
 
 
 def early_exercise_pays(is_call: ArrayLike, r: ArrayLike, q: ArrayLike) -> np.ndarray:
@@ -183,84 +198,88 @@ def american_iv_greeks(
         *(np.asarray(a, dtype=np.float64) for a in (price, s, k, t, r, q)),
         np.asarray(is_call, dtype=bool), np.asarray(american, dtype=bool))
     shape = arrays[0].shape
-    p, s_, k_, t_, r_, q_, call, am = (np.array(a, copy=True).ravel() for a in arrays)
-    out = compute_iv_greeks(p, s_, k_, t_, r_, q_, call, tol=tol)
-    out["eep"] = np.where(np.isnan(out["iv"]), np.nan, 0.0)
-    with np.errstate(invalid="ignore"):
-        valid = (np.isfinite(p) & np.isfinite(s_) & np.isfinite(k_) & np.isfinite(t_)
-                 & np.isfinite(r_) & np.isfinite(q_) & (p > 0) & (s_ > 0) & (k_ > 0) & (t_ > 0))
-    idx = np.flatnonzero(am & valid & early_exercise_pays(call, r_, q_))
-    if idx.size:
-        _solve_american(idx, p, s_, k_, t_, r_, q_, call, out, tol, steps)
+    n = arrays[0].size
+    out = {name: np.empty(n) for name in ("iv", "eep", *GREEKS)}
+    out["reason"] = np.empty(n, dtype=np.int8)
+    _solve_all(*(np.ascontiguousarray(a).ravel() for a in arrays), float(tol),
+               int(steps) | 1, out["iv"], out["reason"], out["eep"],
+               *(out[g] for g in GREEKS))
     return {name: values.reshape(shape) for name, values in out.items()}
 
 
-def _solve_american(idx, p, s, k, t, r, q, call, out, tol, steps):
-    """Fill ``out`` at ``idx`` (American options where early exercise pays)."""
-    pi, si, ki, ti, ri, qi, ci = (a[idx] for a in (p, s, k, t, r, q, call))
-    reason = out["reason"][idx].copy()
-    now = np.where(ci, si - ki, ki - si)  # value of exercising now
-    upper = np.where(ci, si, ki)  # American call <= S, American put <= K
-    noise = _EXERCISE_ULPS * np.finfo(np.float64).eps * np.maximum(si, ki)
-    code = reason.copy()
-    code[:] = 0
-    code[pi >= upper] = NullReason.AT_OR_ABOVE_UPPER_BOUND
-    code[(code == 0) & (pi < now - noise)] = NullReason.BELOW_INTRINSIC
-    code[(code == 0) & (now > 0) & (pi - now <= noise)] = NullReason.EARLY_EXERCISE
-    # The European lower bound binds American prices too: below it is below intrinsic.
-    euro_low = reason == NullReason.BELOW_INTRINSIC
-    code[(code == 0) & euro_low] = NullReason.BELOW_INTRINSIC
+@_jit
+def _solve_all(p, s, k, t, r, q, call, am, tol, steps, iv, reason, eep, delta, gamma, vega,
+               theta, rho):
+    tree = np.empty((3, steps + 1))
+    for i in range(p.size):
+        res = solve_one(p[i], s[i], k[i], t[i], r[i], q[i], call[i], tol)
+        e = math.nan if res[1] != 0 else 0.0
+        valid = (math.isfinite(p[i]) and math.isfinite(s[i]) and math.isfinite(k[i])
+                 and math.isfinite(t[i]) and math.isfinite(r[i]) and math.isfinite(q[i])
+                 and p[i] > 0 and s[i] > 0 and k[i] > 0 and t[i] > 0)
+        if am[i] and valid and (q[i] > 0.0 if call[i] else r[i] > 0.0):
+            res, e = _solve_american(p[i], s[i], k[i], t[i], r[i], q[i], call[i], res, tol,
+                                     steps, tree[0], tree[1], tree[2])
+        iv[i], reason[i], eep[i] = res[0], res[1], e
+        delta[i], gamma[i], vega[i], theta[i], rho[i] = res[2], res[3], res[4], res[5], res[6]
+
+
+@_jit
+def _solve_american(p, s, k, t, r, q, call, euro, tol, steps, am, eu, sp):
+    """``(solve_one's tuple, eep)`` of one American option where early exercise pays, from
+    its European solve ``euro`` (see the module docstring)."""
+    nan = math.nan
+    now = s - k if call else k - s  # value of exercising now
+    upper = s if call else k  # American call <= S, American put <= K
+    noise = _EXERCISE_ULPS * _EPS * max(s, k)
+    code = 0
+    if p >= upper:
+        code = _AT_OR_ABOVE_UPPER_BOUND
+    elif p < now - noise:
+        code = _BELOW_INTRINSIC
+    elif now > 0 and p - now <= noise:
+        code = _EARLY_EXERCISE
+    elif euro[1] == _BELOW_INTRINSIC:
+        # The European lower bound binds American prices too: below it is below intrinsic.
+        code = _BELOW_INTRINSIC
+    if code != 0:
+        return (nan, code, nan, nan, nan, nan, nan), nan
     # Start from the European volatility (an upper bound: the premium is >= 0), or from a
     # high one where the price is above the European range (a deep put when r > 0).
-    sigma = np.where(np.isnan(out["iv"][idx]), 1.0, out["iv"][idx])
-    go = np.flatnonzero(code == 0)
-    final = {name: np.full(idx.size, np.nan) for name in ("iv", "eep", *GREEKS)}
-    prev = np.full(idx.size, np.nan)  # the iterate before the current one (Aitken)
+    sigma = 1.0 if math.isnan(euro[0]) else euro[0]
+    prev = nan  # the iterate before the current one (Aitken)
     for _ in range(_MAX_TREES):
-        if go.size == 0:
-            break
-        eep = early_exercise_premium(si[go], ki[go], ti[go], ri[go], qi[go], sigma[go],
-                                     ci[go], steps=steps)
-        res = compute_iv_greeks(pi[go] - eep, si[go], ki[go], ti[go], ri[go], qi[go], ci[go],
-                                tol=tol)
-        new = res["iv"]
-        lost = np.isnan(new)
-        # The premium at this volatility eats all the time value: no volatility is stated.
-        code[go[lost]] = np.where(
-            res["reason"][lost] == NullReason.TIME_VALUE_BELOW_RESOLUTION,
-            NullReason.TIME_VALUE_BELOW_RESOLUTION, NullReason.EARLY_EXERCISE)
-        done = ~lost & (np.abs(new - sigma[go]) <= _STEP_TOL)
-        for name in ("iv", *GREEKS):
-            final[name][go[done]] = res[name][done]
-        final["eep"][go[done]] = eep[done]
-        keep = ~lost & ~done
-        at, new = go[keep], new[keep]
+        e = nan
+        if sigma > 0:
+            e = _eep_one(s, k, t, r, q, sigma, call, steps, am, eu, sp)
+        res = solve_one(p - e, s, k, t, r, q, call, tol)
+        new = res[0]
+        if math.isnan(new):
+            # The premium at this volatility eats all the time value: no volatility is stated.
+            code = (_TIME_VALUE_BELOW_RESOLUTION if res[1] == _TIME_VALUE_BELOW_RESOLUTION
+                    else _EARLY_EXERCISE)
+            return (nan, code, nan, nan, nan, nan, nan), nan
+        if abs(new - sigma) <= _STEP_TOL:
+            return res, e
         # Aitken's delta-squared on the last three iterates, then two plain steps again.
-        x0, x1 = prev[at], sigma[at]
+        x0, x1 = prev, sigma
         den = new - 2.0 * x1 + x0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            acc = x0 - (x1 - x0) ** 2 / den
-        ok = np.isfinite(acc) & (np.abs(den) > 1e-14) & (acc > 0) & (acc < 2.0 * new)
+        step = x1 - x0
+        acc = x0 - step * step / den
+        ok = math.isfinite(acc) and abs(den) > 1e-14 and acc > 0 and acc < 2.0 * new
         # The map's slope: near 1, the price hardly moves with volatility (it is mostly the
         # value of exercise), and an error in the premium is amplified by 1 / (1 - slope).
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = (new - x1) / (x1 - x0)
-        flat = (np.abs(x1 - x0) > 1e-9) & (slope >= _MAX_SLOPE)
-        code[at[flat]] = NullReason.EARLY_EXERCISE
-        prev[at] = np.where(ok, np.nan, x1)
-        new = np.where(ok, acc, new)
-        at, new = at[~flat], new[~flat]
-        sigma[at] = new
-        go = at
-    code[go] = NullReason.NO_CONVERGENCE
-    code[(code == 0) & np.isnan(final["iv"])] = NullReason.NO_CONVERGENCE
-    out["reason"][idx] = code
-    for name in ("iv", "eep", *GREEKS):
-        values = final[name]
-        values[code != 0] = np.nan
-        out[name][idx] = values
+        slope = (new - x1) / (x1 - x0)
+        if abs(x1 - x0) > 1e-9 and slope >= _MAX_SLOPE:
+            return (nan, _EARLY_EXERCISE, nan, nan, nan, nan, nan), nan
+        prev = nan if ok else x1
+        sigma = acc if ok else new
+    return (nan, _NO_CONVERGENCE, nan, nan, nan, nan, nan), nan
 
 
 def load_kernel() -> None:
-    """Compile (or load from numba's cache) the tree now, not on the first chain."""
+    """Compile (or load from numba's cache) the trees and the solvers now, not on the first
+    chain."""
     early_exercise_premium(100.0, 100.0, 0.5, 0.05, 0.0, 0.2, False)
+    american_iv_greeks(5.0, 100.0, 100.0, 0.5, 0.05, 0.0, False)
+    compute_iv_greeks(5.0, 100.0, 100.0, 0.5, 0.05, 0.0, False)

@@ -21,6 +21,7 @@ Two methods, recorded per row in ``dividend_method``:
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -54,27 +55,39 @@ def trailing_yield(dividends: pl.DataFrame, splits: pl.DataFrame, frame: pl.Data
     its stored splits. ``close``: the price on session ``date``'s own share basis. The yield
     is null where the close is missing or not positive. Row order is kept."""
     paid = regular(dividends).select("ex_date", pl.col("cash_amount").cast(pl.Float64))
-    days = frame.select(pl.col(date).unique().drop_nulls().sort())
-    if paid.is_empty() or days.is_empty():
-        cash = days.with_columns(_cash=pl.lit(0.0))
-    else:
-        pairs = days.join(paid, how="cross").filter(
-            (pl.col("ex_date") <= pl.col(date))
-            & (pl.col("ex_date") > pl.col(date).dt.offset_by("-1y")))
-        factor = pl.lit(1.0)
-        for e, s_from, s_to in _splits(splits):
-            moved = (pl.col("ex_date") < e) & (pl.lit(e) <= pl.col(date))
-            factor = factor * pl.when(moved).then(s_from / s_to).otherwise(1.0)
-        cash = pairs.group_by(date).agg((pl.col("cash_amount") * factor).sum().alias("_cash"))
-        cash = days.join(cash, on=date, how="left").with_columns(pl.col("_cash").fill_null(0.0))
+    # Plain Python over the few (day, dividend, split) triples: a chain has one day, a symbol
+    # a few dozen dividends, and polars' joins cost more than the arithmetic here.
+    moves = _splits(splits)
+    ex_dates, amounts = paid["ex_date"].to_list(), paid["cash_amount"].to_list()
+    day_list = frame[date].to_list()
+    on_day: dict[dt.date, float] = {}
+    for day in set(day_list) - {None}:
+        start = _year_before(day)
+        total = 0.0
+        for ex, amount in zip(ex_dates, amounts, strict=True):
+            if not start < ex <= day:
+                continue
+            factor = 1.0
+            for e, s_from, s_to in moves:
+                factor = factor * (s_from / s_to if ex < e <= day else 1.0)
+            total += amount * factor
+        on_day[day] = total
+    cash = pl.Series("_cash", [on_day.get(day, 0.0) for day in day_list], dtype=pl.Float64)
     price = pl.col(close).cast(pl.Float64)
-    out = frame.join(cash, on=date, how="left", maintain_order="left")
     usable = ((price > 0) & pl.col(date).is_not_null()).fill_null(False)
-    return out.with_columns(
-        dividend_yield=pl.when(usable).then((pl.col("_cash").fill_null(0.0) / price).log1p()),
+    return frame.lazy().with_columns(cash).with_columns(
+        dividend_yield=pl.when(usable).then((pl.col("_cash") / price).log1p()),
         dividend_method=pl.when(~usable).then(None)
-        .when(pl.col("_cash").fill_null(0.0) > 0).then(pl.lit(TRAILING)).otherwise(pl.lit(NONE)),
-    ).drop("_cash")
+        .when(pl.col("_cash") > 0).then(pl.lit(TRAILING)).otherwise(pl.lit(NONE)),
+    ).drop("_cash").collect()
+
+
+def _year_before(day: dt.date) -> dt.date:
+    """``day`` a calendar year earlier (29 February to 28 February), as polars' ``-1y``."""
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:
+        return day.replace(year=day.year - 1, day=28)
 
 
 def _splits(splits: pl.DataFrame) -> list[tuple]:
@@ -98,7 +111,9 @@ def parity_yield(spot: float, t: float, r: float, strikes: np.ndarray, call: np.
     k, c, p = strikes[both], call[both], put[both]
     nearest = np.argsort(np.abs(c - p), kind="stable")[:PARITY_STRIKES]
     forwards = k[nearest] + math.exp(r * t) * (c[nearest] - p[nearest])
-    forward = float(np.median(forwards))
+    forwards.sort()  # the median, without np.median's cost on three numbers
+    mid = forwards.size // 2
+    forward = float(forwards[mid] if forwards.size % 2 else (forwards[mid - 1] + forwards[mid]) / 2)
     if not forward > 0:
         return None
     q = r - math.log(forward / spot) / t

@@ -35,8 +35,9 @@ out-of-the-money call ``b(x, s)`` with ``x = ln(F/K) <= 0`` and total volatility
 on four branches is refined by Householder steps of order four on an objective chosen per
 branch (``1/ln b`` in the lowest, ``ln(b_max - b)`` in the highest, ``b`` between), inside a
 bracket that falls back to bisection. Two steps reach float64 precision almost everywhere; the
-few elements that need more are iterated on their own. Everything is numpy, element-wise,
-over blocks of 64k elements.
+few elements that need more take up to 64. Each option is solved by compiled scalar code (numba,
+cached on disk), so a chain of a few hundred contracts costs one call; ``nogil``, so threads
+overlap.
 """
 
 from __future__ import annotations
@@ -45,12 +46,16 @@ import math
 from enum import IntEnum
 from typing import NamedTuple
 
+import llvmlite.binding as llvm
+import numba
 import numpy as np
 import polars as pl
+from numba import types
+from numba.extending import get_cython_function_address
 from numpy.typing import ArrayLike
-from scipy.special import ndtr, ndtri
+from scipy.special import cython_special
 
-from enrich.bsm import price_and_greeks, to_market_units
+from enrich.bsm import to_market_units
 
 __all__ = [
     "GREEKS",
@@ -61,6 +66,7 @@ __all__ = [
     "compute_iv_greeks",
     "implied_vol",
     "reason_labels",
+    "solve_one",
     "vol_resolution",
 ]
 
@@ -109,8 +115,6 @@ _SQRT_PI_OVER_2 = math.sqrt(math.pi / 2.0)
 _R_MIN = -(1.0 - math.sqrt(_EPS))  # rational cubic control parameter range (Delbourgo–Gregory)
 _R_MAX = 2.0 / (_EPS * _EPS)
 
-_BLOCK = 1 << 16  # elements per block in _solve
-
 # Steps every element takes, then the most any one element may take.
 _FIRST_STEPS = 2
 _MAX_STEPS = 64
@@ -118,6 +122,14 @@ _MAX_STEPS = 64
 _CONVERGED_STEP = 1e-6
 
 _PLAIN, _LOWEST, _UPPER = 0, 1, 2  # objective kinds (see _householder_step)
+# Reason codes as plain ints, which the compiled code takes as constants.
+_MISSING_INPUT = int(NullReason.MISSING_INPUT)
+_NON_POSITIVE_INPUT = int(NullReason.NON_POSITIVE_INPUT)
+_EXPIRED = int(NullReason.EXPIRED)
+_BELOW_INTRINSIC = int(NullReason.BELOW_INTRINSIC)
+_AT_OR_ABOVE_UPPER_BOUND = int(NullReason.AT_OR_ABOVE_UPPER_BOUND)
+_TIME_VALUE_BELOW_RESOLUTION = int(NullReason.TIME_VALUE_BELOW_RESOLUTION)
+_NO_CONVERGENCE = int(NullReason.NO_CONVERGENCE)
 
 
 def reason_labels(codes: ArrayLike) -> list[str | None]:
@@ -134,24 +146,12 @@ def vol_resolution(
     :func:`implied_vol` reports a volatility only where this is <= ``tol``; see the module
     docstring for the error model.
     """
-    s, k, t, r, q, sigma = (np.asarray(a, dtype=np.float64) for a in (s, k, t, r, q, sigma))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        g = price_and_greeks(s, k, t, r, q, sigma, is_call)
-        x = np.log(s / k) + (r - q) * t
-        sqrt_t = np.sqrt(t)
-        return _resolution(np.asarray(price, dtype=np.float64), s, x, sqrt_t, sigma, g["delta"],
-                           g["vega"])
-
-
-def _resolution(price, s, x, sqrt_t, sigma, delta, vega):
-    # Price rounding ~ eps * (price + s|delta|) over vega, plus the rounding of d1 and d2
-    # (~ eps |d|, and |d1| + |d2| = max(2|x|/v, v) with v = sigma sqrt(t)), which moves the
-    # price by vega / sqrt(t) per unit of d. The 16 tiny / eps floor keeps prices that have
-    # gone subnormal (no relative precision left) from ever counting as resolved.
-    v = sigma * sqrt_t
-    d_sum = np.maximum(2.0 * np.abs(x) / v, v)
-    noise = (price + s * np.abs(delta) + 16.0 * _TINY / _EPS) / vega + d_sum / sqrt_t
-    return RESOLUTION_ULPS * _EPS * noise
+    arrays = np.broadcast_arrays(
+        *(np.asarray(a, dtype=np.float64) for a in (price, s, k, t, r, q, sigma)),
+        np.asarray(is_call, dtype=bool))
+    out = np.empty(arrays[0].shape)
+    _resolutions(*(np.ascontiguousarray(a).ravel() for a in arrays), out.ravel())
+    return out
 
 
 def implied_vol(
@@ -174,219 +174,247 @@ def compute_iv_greeks(
 
 
 # --------------------------------------------------------------------------- the solver
+#
+# One compiled scalar solve per element (numba, cached next to this module, ``nogil``): a
+# chain of a few hundred contracts is one call, with no per-array overhead. The arithmetic is
+# the same, operation for operation, as the former vectorised numpy solver, with scipy's own
+# normal CDF and quantile; ``tests/test_iv_kernel.py`` holds it to that solver's results.
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
-def _solve(price, s, k, t, r, q, is_call, tol):
-    arrays = np.broadcast_arrays(
-        *(np.asarray(a, dtype=np.float64) for a in (price, s, k, t, r, q)),
-        np.asarray(is_call, dtype=bool),
-    )
-    shape = arrays[0].shape
-    if len(shape) != 1:
-        arrays = [a.ravel() for a in arrays]
-    n = arrays[0].size
-    iv = np.full(n, np.nan)
-    reason = np.empty(n, dtype=np.int8)
-    greeks = {g: np.full(n, np.nan) for g in GREEKS}
-    # Work block by block: temporaries of a few hundred kB stay in cache and in malloc's heap,
-    # where whole-array ones of many MB are mapped and page-faulted afresh by every ufunc
-    # (measured: ~40% of the time at a million options).
-    for start in range(0, n, _BLOCK):
-        block = slice(start, start + _BLOCK)
-        _solve_block(*(a[block] for a in arrays), tol, iv[block], reason[block],
-                     {name: values[block] for name, values in greeks.items()})
-    greeks = {name: values.reshape(shape) for name, values in greeks.items()}
-    return iv.reshape(shape), reason.reshape(shape), greeks
+def _scipy_special(name: str) -> types.ExternalFunction:
+    """scipy.special's own C function ``name`` (double -> double), callable from compiled code
+    by symbol name (so numba's disk cache holds; the symbol is bound at each import): the
+    kernel's normal CDF is then bit for bit the one the vectorised solver used."""
+    capi = cython_special.__pyx_capi__
+    for key in (name, f"__pyx_fuse_1{name}", f"__pyx_fuse_0{name}"):
+        if key in capi and '"double (double, int' in repr(capi[key]):
+            symbol = f"enrich_scipy_{name}"
+            llvm.add_symbol(symbol, get_cython_function_address(
+                "scipy.special.cython_special", key))
+            return types.ExternalFunction(symbol, types.float64(types.float64, types.intc))
+    raise ImportError(f"scipy.special.cython_special has no double {name}")
 
 
-def _solve_block(p, s, k, t, r, q, call, tol, iv, reason, greeks):
-    """Solve one block, writing into the views ``iv``, ``reason`` and ``greeks``."""
-    with np.errstate(all="ignore"):
-        # Bounds are computed everywhere (garbage where an input is bad; np.select below lets
-        # the first matching reason win, so that garbage never decides anything).
-        sp = s * np.exp(-q * t)  # discounted underlying
-        kp = k * np.exp(-r * t)  # discounted strike
-        forward_gap = np.where(call, sp - kp, kp - sp)
-        time_value = p - np.maximum(forward_gap, 0.0)  # the OTM twin's price, by parity
-        noise = (_BOUND_ULPS * _EPS) * (sp + kp) * (forward_gap > 0.0)
-        x = -np.abs(np.log(s / k) + (r - q) * t)  # ln(F/K) of the out-of-the-money twin
-        bmax = np.exp(0.5 * x)
-        beta = time_value / np.sqrt(sp * kp)
-        finite = (np.isfinite(p) & np.isfinite(s) & np.isfinite(k) & np.isfinite(t)
-                  & np.isfinite(r) & np.isfinite(q))
-        reason[:] = np.select(
-            [
-                ~finite,
-                (p <= 0) | (s <= 0) | (k <= 0),
-                t <= 0,
-                p >= np.where(call, sp, kp),
-                time_value < -noise,
-                # Within rounding of a bound, or subnormal (no relative precision left).
-                (time_value <= noise) | ~(beta >= _TINY) | ~(beta < bmax),
-            ],
-            [
-                np.int8(NullReason.MISSING_INPUT),
-                np.int8(NullReason.NON_POSITIVE_INPUT),
-                np.int8(NullReason.EXPIRED),
-                np.int8(NullReason.AT_OR_ABOVE_UPPER_BOUND),
-                np.int8(NullReason.BELOW_INTRINSIC),
-                np.int8(NullReason.TIME_VALUE_BELOW_RESOLUTION),
-            ],
-            np.int8(0),
-        )
-
-        go = np.flatnonzero(reason == 0)
-        t_go = t[go]
-        sqrt_t = np.sqrt(t_go)
-        # Solver accuracy in total volatility: a small fraction of the tolerance asked for.
-        s_tol = 0.25 * tol * sqrt_t
-        x_go = x[go]
-        total_vol, converged = _normalised_vol(beta[go], x_go, bmax[go], s_tol)
-        sigma = total_vol / sqrt_t
-        s_go = s[go]
-        g = price_and_greeks(s_go, k[go], t_go, r[go], q[go], sigma, call[go])
-        res = _resolution(p[go], s_go, x_go, sqrt_t, sigma, g["delta"], g["vega"])
-        fail = np.where(
-            ~(res <= tol), NullReason.TIME_VALUE_BELOW_RESOLUTION,
-            np.where(converged & np.isfinite(sigma), 0, NullReason.NO_CONVERGENCE),
-        ).astype(np.int8)
-        reason[go] = fail
-        ok = fail == 0
-        at = go[ok]
-        iv[at] = sigma[ok]
-        for name in GREEKS:
-            greeks[name][at] = g[name][ok]
+_c_ndtr = _scipy_special("ndtr")
+_c_ndtri = _scipy_special("ndtri")
 
 
-def _nblack(x, s, ehp=None, ehm=None):
+@_jit
+def _ndtr(x):
+    return _c_ndtr(x, 0)
+
+
+@_jit
+def _ndtri(p):
+    return _c_ndtri(p, 0)
+
+
+@_jit
+def _nmax(a, b):
+    """``np.maximum`` of two scalars (NaN wins)."""
+    if a != a or b != b:
+        return math.nan
+    return a if a >= b else b
+
+
+@_jit
+def _nmin(a, b):
+    """``np.minimum`` of two scalars (NaN wins)."""
+    if a != a or b != b:
+        return math.nan
+    return a if a <= b else b
+
+
+@_jit
+def _greeks(s, k, t, r, q, sigma, call):
+    """BSM ``(price, delta, gamma, vega, theta, rho)`` of one option (``enrich.bsm``)."""
+    sqrt_t = math.sqrt(t)
+    vol_t = sigma * sqrt_t
+    d1 = (math.log(s / k) + (r - q + 0.5 * sigma * sigma) * t) / vol_t
+    d2 = d1 - vol_t
+    df_r = math.exp(-r * t)
+    df_q = math.exp(-q * t)
+    pdf_d1 = _INV_SQRT_2PI * math.exp(-0.5 * d1 * d1)
+    sign = 1.0 if call else -1.0
+    nd1 = _ndtr(sign * d1)
+    nd2 = _ndtr(sign * d2)
+    price = sign * (s * df_q * nd1 - k * df_r * nd2)
+    delta = sign * df_q * nd1
+    gamma = df_q * pdf_d1 / (s * vol_t)
+    vega = s * df_q * pdf_d1 * sqrt_t
+    theta = (-s * df_q * pdf_d1 * sigma / (2.0 * sqrt_t)
+             + sign * (q * s * df_q * nd1 - r * k * df_r * nd2))
+    rho = sign * k * t * df_r * nd2
+    return price, delta, gamma, vega, theta, rho
+
+
+@_jit
+def _resolution(price, s, x, sqrt_t, sigma, delta, vega):
+    # Price rounding ~ eps * (price + s|delta|) over vega, plus the rounding of d1 and d2
+    # (~ eps |d|, and |d1| + |d2| = max(2|x|/v, v) with v = sigma sqrt(t)), which moves the
+    # price by vega / sqrt(t) per unit of d. The 16 tiny / eps floor keeps prices that have
+    # gone subnormal (no relative precision left) from ever counting as resolved.
+    v = sigma * sqrt_t
+    d_sum = _nmax(2.0 * abs(x) / v, v)
+    noise = (price + s * abs(delta) + 16.0 * _TINY / _EPS) / vega + d_sum / sqrt_t
+    return RESOLUTION_ULPS * _EPS * noise
+
+
+@_jit
+def _resolutions(price, s, k, t, r, q, sigma, call, out):
+    for i in range(price.size):
+        g = _greeks(s[i], k[i], t[i], r[i], q[i], sigma[i], call[i])
+        x = math.log(s[i] / k[i]) + (r[i] - q[i]) * t[i]
+        out[i] = _resolution(price[i], s[i], x, math.sqrt(t[i]), sigma[i], g[1], g[3])
+
+
+@_jit
+def _solve_all(p, s, k, t, r, q, call, tol, iv, reason, delta, gamma, vega, theta, rho):
+    for i in range(p.size):
+        res = solve_one(p[i], s[i], k[i], t[i], r[i], q[i], call[i], tol)
+        iv[i], reason[i] = res[0], res[1]
+        delta[i], gamma[i], vega[i], theta[i], rho[i] = res[2], res[3], res[4], res[5], res[6]
+
+
+@_jit
+def solve_one(p, s, k, t, r, q, call, tol):
+    """``(iv, reason, delta, gamma, vega, theta, rho)`` of one European price (NaN and a
+    reason code where null; see the module docstring). Compiled: for other compiled code
+    (``enrich.american``); from Python, call :func:`compute_iv_greeks`."""
+    nan = math.nan
+    sp = s * math.exp(-q * t)  # discounted underlying
+    kp = k * math.exp(-r * t)  # discounted strike
+    forward_gap = sp - kp if call else kp - sp
+    time_value = p - _nmax(forward_gap, 0.0)  # the OTM twin's price, by parity
+    noise = (_BOUND_ULPS * _EPS) * (sp + kp) * (1.0 if forward_gap > 0.0 else 0.0)
+    x = -abs(math.log(s / k) + (r - q) * t)  # ln(F/K) of the out-of-the-money twin
+    bmax = math.exp(0.5 * x)
+    beta = time_value / math.sqrt(sp * kp)
+    code = 0
+    if not (math.isfinite(p) and math.isfinite(s) and math.isfinite(k) and math.isfinite(t)
+            and math.isfinite(r) and math.isfinite(q)):
+        code = _MISSING_INPUT
+    elif p <= 0 or s <= 0 or k <= 0:
+        code = _NON_POSITIVE_INPUT
+    elif t <= 0:
+        code = _EXPIRED
+    elif p >= (sp if call else kp):
+        code = _AT_OR_ABOVE_UPPER_BOUND
+    elif time_value < -noise:
+        code = _BELOW_INTRINSIC
+    elif time_value <= noise or not beta >= _TINY or not beta < bmax:
+        # Within rounding of a bound, or subnormal (no relative precision left).
+        code = _TIME_VALUE_BELOW_RESOLUTION
+    if code != 0:
+        return nan, code, nan, nan, nan, nan, nan
+    sqrt_t = math.sqrt(t)
+    # Solver accuracy in total volatility: a small fraction of the tolerance asked for.
+    total_vol, converged = _normalised_vol(beta, x, bmax, 0.25 * tol * sqrt_t)
+    sigma = total_vol / sqrt_t
+    _, delta, gamma, vega, theta, rho = _greeks(s, k, t, r, q, sigma, call)
+    if not _resolution(p, s, x, sqrt_t, sigma, delta, vega) <= tol:
+        return nan, _TIME_VALUE_BELOW_RESOLUTION, nan, nan, nan, nan, nan
+    if not (converged and math.isfinite(sigma)):
+        return nan, _NO_CONVERGENCE, nan, nan, nan, nan, nan
+    return sigma, 0, delta, gamma, vega, theta, rho
+
+
+@_jit
+def _nblack(x, s, ehp, ehm):
     """Normalised out-of-the-money call ``e^{x/2} N(x/s + s/2) - e^{-x/2} N(x/s - s/2)``."""
-    ehp = np.exp(0.5 * x) if ehp is None else ehp
-    ehm = 1.0 / ehp if ehm is None else ehm
     h = x / s
     half = 0.5 * s
-    return ehp * ndtr(h + half) - ehm * ndtr(h - half)
+    return ehp * _ndtr(h + half) - ehm * _ndtr(h - half)
 
 
+@_jit
 def _nvega(x, s):
     """d b / d s."""
     h = x / s
-    return _INV_SQRT_2PI * np.exp(-0.5 * (h * h + 0.25 * s * s))
+    return _INV_SQRT_2PI * math.exp(-0.5 * (h * h + 0.25 * s * s))
 
 
+@_jit
 def _normalised_vol(beta, x, bmax, s_tol):
     """Solve ``b(x, s) = beta`` for ``s`` (x <= 0, 0 < beta < e^{x/2}); also a converged flag.
 
     ``s_tol`` is the absolute accuracy in ``s`` that is enough: a bracket that narrow counts as
-    converged even where rounding noise in ``b`` keeps the steps from shrinking. Elements are
-    split once into Jäckel's four branches; each branch is guessed and iterated on its own, so
-    no step carries masks.
+    converged even where rounding noise in ``b`` keeps the steps from shrinking. Jäckel's four
+    branches each have their own guess and objective.
     """
-    n = beta.size
-    s = np.empty(n)
-    converged = np.empty(n, dtype=bool)
     ehm = 1.0 / bmax
-    s_c = np.sqrt(-2.0 * x)  # the inflection point of b in s, where d1 = 0
-    b_c = 0.5 * bmax - ehm * ndtr(-s_c)
+    s_c = math.sqrt(-2.0 * x)  # the inflection point of b in s, where d1 = 0
+    b_c = 0.5 * bmax - ehm * _ndtr(-s_c)
     v_c = _INV_SQRT_2PI * bmax
-    lower = beta < b_c
-    halves = ((np.flatnonzero(lower), _lower_half), (np.flatnonzero(~lower), _upper_half))
-    for part, solve in halves:
-        if part.size:
-            args = (a[part] for a in (beta, x, bmax, ehm, s_c, b_c, v_c, s_tol))
-            s[part], converged[part] = solve(*args)
-    return s, converged
+    if beta < b_c:
+        return _lower_half(beta, x, bmax, ehm, s_c, b_c, v_c, s_tol)
+    return _upper_half(beta, x, bmax, ehm, s_c, b_c, v_c, s_tol)
 
 
+@_jit
 def _lower_half(beta, x, bmax, ehm, s_c, b_c, v_c, s_tol):
-    s = np.empty(beta.size)
-    converged = np.empty(beta.size, dtype=bool)
     s_l = s_c - b_c / v_c
     b_l = _nblack(x, s_l, bmax, ehm)
-    lowest = beta < b_l
-
-    j = np.flatnonzero(lowest)  # below b_l: rational guess in Jäckel's f_lower map
-    if j.size:
-        bj, xj, slj, blj = beta[j], x[j], s_l[j], b_l[j]
-        f_l, fp_l, fpp_l = _lower_map(xj, slj)
-        zero, one = np.zeros(j.size), np.ones(j.size)
-        r_ll = _convex_r_right(zero, blj, zero, f_l, one, fp_l, fpp_l, prefer_shape=True)
-        f = _rational_cubic(bj, zero, blj, zero, f_l, one, fp_l, r_ll)
-        tt = bj / blj
-        f = np.where(f > 0.0, f, (f_l * tt + blj * (1.0 - tt)) * tt)
-        guess = _inverse_lower_map(xj, f)
-        s[j], converged[j] = _iterate(
-            _LOWEST, bj, xj, bmax[j], ehm[j], guess, np.zeros(j.size), slj, s_tol[j]
-        )
-    j = np.flatnonzero(~lowest)  # between b_l and b_c: rational guess in s directly
-    if j.size:
-        bj, xj, slj, blj, scj = beta[j], x[j], s_l[j], b_l[j], s_c[j]
-        bcj = b_c[j]
-        inv_vl, inv_vc = 1.0 / _nvega(xj, slj), 1.0 / v_c[j]
-        r_lm = _convex_r_right(blj, bcj, slj, scj, inv_vl, inv_vc, 0.0, prefer_shape=False)
-        guess = _rational_cubic(bj, blj, bcj, slj, scj, inv_vl, inv_vc, r_lm)
-        s[j], converged[j] = _iterate(_PLAIN, bj, xj, bmax[j], ehm[j], guess, slj, scj, s_tol[j])
-    return s, converged
+    if beta < b_l:  # below b_l: rational guess in Jäckel's f_lower map
+        f_l, fp_l, fpp_l = _lower_map(x, s_l)
+        r_ll = _convex_r_right(0.0, b_l, 0.0, f_l, 1.0, fp_l, fpp_l, True)
+        f = _rational_cubic(beta, 0.0, b_l, 0.0, f_l, 1.0, fp_l, r_ll)
+        tt = beta / b_l
+        if not f > 0.0:
+            f = (f_l * tt + b_l * (1.0 - tt)) * tt
+        guess = _inverse_lower_map(x, f)
+        return _iterate(_LOWEST, beta, x, bmax, ehm, guess, 0.0, s_l, s_tol)
+    # between b_l and b_c: rational guess in s directly
+    inv_vl, inv_vc = 1.0 / _nvega(x, s_l), 1.0 / v_c
+    r_lm = _convex_r_right(b_l, b_c, s_l, s_c, inv_vl, inv_vc, 0.0, False)
+    guess = _rational_cubic(beta, b_l, b_c, s_l, s_c, inv_vl, inv_vc, r_lm)
+    return _iterate(_PLAIN, beta, x, bmax, ehm, guess, s_l, s_c, s_tol)
 
 
+@_jit
 def _upper_half(beta, x, bmax, ehm, s_c, b_c, v_c, s_tol):
-    s = np.empty(beta.size)
-    converged = np.empty(beta.size, dtype=bool)
-    s_h = np.where(v_c > _TINY, s_c + (bmax - b_c) / v_c, s_c)
+    s_h = s_c + (bmax - b_c) / v_c if v_c > _TINY else s_c
     b_h = _nblack(x, s_h, bmax, ehm)
-    middle = beta <= b_h
-
-    j = np.flatnonzero(middle)  # between b_c and b_h: rational guess in s directly
-    if j.size:
-        bj, xj, shj, bhj, scj, bcj = beta[j], x[j], s_h[j], b_h[j], s_c[j], b_c[j]
-        inv_vc, inv_vh = 1.0 / v_c[j], 1.0 / _nvega(xj, shj)
-        r_hm = _convex_r_left(bcj, bhj, scj, shj, inv_vc, inv_vh, 0.0, prefer_shape=False)
-        guess = _rational_cubic(bj, bcj, bhj, scj, shj, inv_vc, inv_vh, r_hm)
-        s[j], converged[j] = _iterate(_PLAIN, bj, xj, bmax[j], ehm[j], guess, scj, shj, s_tol[j])
-    j = np.flatnonzero(~middle)  # above b_h: rational guess in Jäckel's f_upper map
-    if j.size:
-        bj, xj, shj, bhj, bmj = beta[j], x[j], s_h[j], b_h[j], bmax[j]
-        f_h, fp_h, fpp_h = _upper_map(xj, shj)
-        zero, slope = np.zeros(j.size), np.full(j.size, -0.5)
-        r_hh = _convex_r_left(bhj, bmj, f_h, zero, fp_h, slope, fpp_h, prefer_shape=True)
-        f = _rational_cubic(bj, bhj, bmj, f_h, zero, fp_h, slope, r_hh)
-        f = np.where(np.abs(fpp_h) < _SQRT_DBL_MAX, f, -1.0)
-        width = bmj - bhj
-        tt = (bj - bhj) / width
-        f = np.where(f > 0.0, f, (f_h * (1.0 - tt) + 0.5 * width * tt) * (1.0 - tt))
-        guess = -2.0 * ndtri(f)
-        # ln(b_max - b) pays off only near the maximum; below half of it, b itself is better.
-        near = bj > 0.5 * bmj
-        for kind, sel in ((_UPPER, np.flatnonzero(near)), (_PLAIN, np.flatnonzero(~near))):
-            if sel.size:
-                at = j[sel]
-                s[at], converged[at] = _iterate(
-                    kind, bj[sel], xj[sel], bmj[sel], ehm[at], guess[sel], shj[sel],
-                    np.full(sel.size, np.inf), s_tol[at],
-                )
-    return s, converged
+    if beta <= b_h:  # between b_c and b_h: rational guess in s directly
+        inv_vc, inv_vh = 1.0 / v_c, 1.0 / _nvega(x, s_h)
+        r_hm = _convex_r_left(b_c, b_h, s_c, s_h, inv_vc, inv_vh, 0.0, False)
+        guess = _rational_cubic(beta, b_c, b_h, s_c, s_h, inv_vc, inv_vh, r_hm)
+        return _iterate(_PLAIN, beta, x, bmax, ehm, guess, s_c, s_h, s_tol)
+    # above b_h: rational guess in Jäckel's f_upper map
+    f_h, fp_h, fpp_h = _upper_map(x, s_h)
+    r_hh = _convex_r_left(b_h, bmax, f_h, 0.0, fp_h, -0.5, fpp_h, True)
+    f = _rational_cubic(beta, b_h, bmax, f_h, 0.0, fp_h, -0.5, r_hh)
+    if not abs(fpp_h) < _SQRT_DBL_MAX:
+        f = -1.0
+    width = bmax - b_h
+    tt = (beta - b_h) / width
+    if not f > 0.0:
+        f = (f_h * (1.0 - tt) + 0.5 * width * tt) * (1.0 - tt)
+    guess = -2.0 * _ndtri(f)
+    # ln(b_max - b) pays off only near the maximum; below half of it, b itself is better.
+    kind = _UPPER if beta > 0.5 * bmax else _PLAIN
+    return _iterate(kind, beta, x, bmax, ehm, guess, s_h, math.inf, s_tol)
 
 
+@_jit
 def _iterate(kind, beta, x, bmax, ehm, s, lo, hi, s_tol):
-    """Householder steps for one objective kind: all elements twice, then the stragglers."""
-    aux = np.log(beta) if kind == _LOWEST else np.log(bmax - beta) if kind == _UPPER else None
-    s = np.clip(s, lo, hi)
-    for _ in range(_FIRST_STEPS):
-        s, lo, hi, converged = _householder_step(kind, beta, x, bmax, ehm, aux, s, lo, hi, s_tol)
-    todo = np.flatnonzero(~converged)
-    for _ in range(_MAX_STEPS - _FIRST_STEPS):
-        if todo.size == 0:
+    """Householder steps for one objective kind: two always, then until converged."""
+    aux = math.log(beta) if kind == _LOWEST else math.log(bmax - beta) if kind == _UPPER \
+        else 0.0
+    if s == s:  # np.clip: NaN stays NaN
+        s = min(max(s, lo), hi)
+    converged = False
+    for step in range(_MAX_STEPS):
+        if step >= _FIRST_STEPS and converged:
             break
-        sub = [a[todo] for a in (beta, x, bmax, ehm)]
-        sub.append(None if aux is None else aux[todo])
-        s_t, lo_t, hi_t, done = _householder_step(
-            kind, *sub, s[todo], lo[todo], hi[todo], s_tol[todo]
-        )
-        s[todo], lo[todo], hi[todo] = s_t, lo_t, hi_t
-        converged[todo[done]] = True
-        todo = todo[~done]
+        s, lo, hi, converged = _householder_step(kind, beta, x, bmax, ehm, aux, s, lo, hi,
+                                                 s_tol)
     return s, converged
 
 
+@_jit
 def _householder_step(kind, beta, x, bmax, ehm, aux, s, lo, hi, s_tol):
     """One safeguarded Householder(3) step; returns s, the bracket, and a converged flag.
 
@@ -395,131 +423,162 @@ def _householder_step(kind, beta, x, bmax, ehm, aux, s, lo, hi, s_tol):
     """
     h = x / s
     half = 0.5 * s
-    b = bmax * ndtr(h + half) - ehm * ndtr(h - half)
+    b = bmax * _ndtr(h + half) - ehm * _ndtr(h - half)
     hh = h * h
-    bp = _INV_SQRT_2PI * np.exp(-0.5 * (hh + half * half))
-    hi = np.minimum(hi, np.where(b > beta, s, np.inf))
-    lo = np.maximum(lo, np.where(b < beta, s, 0.0))
+    bp = _INV_SQRT_2PI * math.exp(-0.5 * (hh + half * half))
+    if b > beta:
+        hi = _nmin(hi, s)
+    if b < beta:
+        lo = _nmax(lo, s)
     hs = hh / s
     b_halley = hs - 0.5 * half  # b'' / b'
     b_hh3 = b_halley * b_halley - 3.0 * (hs / s) - 0.25  # b''' / b'
     if kind == _PLAIN:
         newton = (beta - b) / bp
         halley, hh3 = b_halley, b_hh3
-        bad = ~(bp > 0.0)
+        bad = not bp > 0.0
     elif kind == _LOWEST:
-        ln_b = np.log(b)
+        ln_b = math.log(b)
         bpob = bp / b
         newton = (aux - ln_b) * ln_b / aux / bpob
         two = 1.0 + 2.0 / ln_b
         halley = b_halley - bpob * two
         hh3 = (b_hh3 + 2.0 * bpob * bpob * (1.0 + 3.0 / ln_b * (1.0 + 1.0 / ln_b))
                - 3.0 * b_halley * bpob * two)
-        bad = ~(b > 0.0) | ~(bp > 0.0)
+        bad = not b > 0.0 or not bp > 0.0
     else:
         gap = bmax - b
         gp = bp / gap
-        newton = (np.log(gap) - aux) / gp
+        newton = (math.log(gap) - aux) / gp
         halley = b_halley + gp
         hh3 = b_hh3 + gp * (2.0 * gp + 3.0 * b_halley)
-        bad = ~(gap > 0.0) | ~(bp > _TINY)
+        bad = not gap > 0.0 or not bp > _TINY
 
     ds = newton * (1.0 + 0.5 * halley * newton) / (1.0 + newton * (halley + hh3 * newton / 6.0))
-    ds = np.maximum(ds, -0.5 * s)
+    ds = _nmax(ds, -0.5 * s)
     new = s + ds
     # Outside the bracket (or no usable step): bisect, doubling while no upper end is known.
-    bisect = bad | ~((new >= lo) & (new <= hi) & (new < np.inf))
-    if bisect.any():
-        mid = np.where(np.isfinite(hi), 0.5 * (lo + hi), 2.0 * np.maximum(s, lo))
-        new = np.where(bisect, mid, new)
+    bisect = bad or not (new >= lo and new <= hi and new < math.inf)
+    if bisect:
+        new = 0.5 * (lo + hi) if math.isfinite(hi) else 2.0 * _nmax(s, lo)
     # Order-four convergence: after a step this small the error is far below rounding.
-    converged = (~bisect & (np.abs(ds) <= _CONVERGED_STEP * s)) | (hi - lo <= s_tol)
+    converged = (not bisect and abs(ds) <= _CONVERGED_STEP * s) or hi - lo <= s_tol
     return new, lo, hi, converged
 
 
+@_jit
 def _lower_map(x, s):
     """Jäckel's f_lower(beta) at b(x, s) and its first two derivatives in beta."""
-    ax = np.abs(x)
+    ax = abs(x)
     z = ax / (_SQRT3 * s)
     y = z * z
     s2 = s * s
-    big_phi = ndtr(-z)
-    phi = _INV_SQRT_2PI * np.exp(-0.5 * y)
+    big_phi = _ndtr(-z)
+    phi = _INV_SQRT_2PI * math.exp(-0.5 * y)
     fpp = (_PI_OVER_6 * y / (s2 * s) * big_phi
            * (8.0 * _SQRT3 * s * ax + (3.0 * s2 * (s2 - 8.0) - 8.0 * x * x) * big_phi / phi)
-           * np.exp(2.0 * y + 0.25 * s2))
+           * math.exp(2.0 * y + 0.25 * s2))
     phi2 = big_phi * big_phi
-    fp = _TWO_PI * y * phi2 * np.exp(y + 0.125 * s2)
+    fp = _TWO_PI * y * phi2 * math.exp(y + 0.125 * s2)
     f = _TWO_PI_OVER_SQRT27 * ax * (phi2 * big_phi)
     return f, fp, fpp
 
 
+@_jit
 def _inverse_lower_map(x, f):
-    ax = np.abs(x)
-    return np.abs(x / (_SQRT3 * ndtri(np.cbrt(f / (_TWO_PI_OVER_SQRT27 * ax)))))
+    ax = abs(x)
+    return abs(x / (_SQRT3 * _ndtri(np.cbrt(f / (_TWO_PI_OVER_SQRT27 * ax)))))
 
 
+@_jit
 def _upper_map(x, s):
     """Jäckel's f_upper(beta) = N(-s/2) at b(x, s) and its first two derivatives in beta."""
-    f = ndtr(-0.5 * s)
-    w = (x / s) ** 2
-    fp = -0.5 * np.exp(0.5 * w)
-    fpp = _SQRT_PI_OVER_2 * np.exp(w + 0.125 * s * s) * w / s
+    f = _ndtr(-0.5 * s)
+    w = x / s
+    w = w * w  # as numpy's ** 2 (numba's pow may differ in the last bit)
+    fp = -0.5 * math.exp(0.5 * w)
+    fpp = _SQRT_PI_OVER_2 * math.exp(w + 0.125 * s * s) * w / s
     return f, fp, fpp
 
 
+@_jit
 def _rational_cubic(x, x_l, x_r, y_l, y_r, d_l, d_r, r):
     """Delbourgo–Gregory rational cubic through (x_l, y_l), (x_r, y_r) with end slopes."""
     h = x_r - x_l
+    if h == 0.0:
+        return 0.5 * (y_l + y_r)
     t = (x - x_l) / h
     omt = 1.0 - t
+    if r >= _R_MAX:
+        return y_r * t + y_l * omt
     t2, omt2 = t * t, omt * omt
-    cubic = ((y_r * t2 * t + (r * y_r - h * d_r) * t2 * omt + (r * y_l + h * d_l) * t * omt2
-              + y_l * omt2 * omt) / (1.0 + (r - 3.0) * t * omt))
-    out = np.where(r >= _R_MAX, y_r * t + y_l * omt, cubic)
-    return np.where(h == 0.0, 0.5 * (y_l + y_r), out)
+    return ((y_r * t2 * t + (r * y_r - h * d_r) * t2 * omt + (r * y_l + h * d_l) * t * omt2
+             + y_l * omt2 * omt) / (1.0 + (r - 3.0) * t * omt))
 
 
+@_jit
 def _r_from(numerator, denominator):
-    r = numerator / denominator
-    r = np.where(np.abs(denominator) < _TINY, np.where(numerator > 0, _R_MAX, _R_MIN), r)
-    return np.where(np.abs(numerator) < _TINY, 0.0, r)
+    if abs(numerator) < _TINY:
+        return 0.0
+    if abs(denominator) < _TINY:
+        return _R_MAX if numerator > 0 else _R_MIN
+    return numerator / denominator
 
 
-def _convex_r_left(x_l, x_r, y_l, y_r, d_l, d_r, second_l, *, prefer_shape):
+@_jit
+def _convex_r_left(x_l, x_r, y_l, y_r, d_l, d_r, second_l, prefer_shape):
     h = x_r - x_l
     slope = (y_r - y_l) / h
     r = _r_from(0.5 * h * second_l + (d_r - d_l), slope - d_l)
-    return np.maximum(r, _r_min(d_l, d_r, slope, prefer_shape))
+    return _nmax(r, _r_min(d_l, d_r, slope, prefer_shape))
 
 
-def _convex_r_right(x_l, x_r, y_l, y_r, d_l, d_r, second_r, *, prefer_shape):
+@_jit
+def _convex_r_right(x_l, x_r, y_l, y_r, d_l, d_r, second_r, prefer_shape):
     h = x_r - x_l
     slope = (y_r - y_l) / h
     r = _r_from(0.5 * h * second_r + (d_r - d_l), d_r - slope)
-    return np.maximum(r, _r_min(d_l, d_r, slope, prefer_shape))
+    return _nmax(r, _r_min(d_l, d_r, slope, prefer_shape))
 
 
+@_jit
 def _r_min(d_l, d_r, s, prefer_shape):
     """Smallest control parameter that keeps the interpolant monotone/convex as the data is."""
-    monotonic = (d_l * s >= 0) & (d_r * s >= 0)
-    convex = (d_l <= s) & (s <= d_r)
-    concave = (d_l >= s) & (s >= d_r)
-    s_zero = np.abs(s) < _TINY
-    r1 = np.where(monotonic & ~s_zero, (d_r + d_l) / s, -np.inf)
+    monotonic = d_l * s >= 0 and d_r * s >= 0
+    convex = d_l <= s and s <= d_r
+    concave = d_l >= s and s >= d_r
+    s_zero = abs(s) < _TINY
+    curved = convex or concave
+    if not (monotonic or curved):
+        return _R_MIN
+    r1 = (d_r + d_l) / s if monotonic and not s_zero else -math.inf
     d_r_m_d_l, d_r_m_s, s_m_d_l = d_r - d_l, d_r - s, s - d_l
-    edge = (np.abs(s_m_d_l) < _TINY) | (np.abs(d_r_m_s) < _TINY)
-    curved = convex | concave
-    r2 = np.where(
-        curved & ~edge,
-        np.maximum(np.abs(d_r_m_d_l / d_r_m_s), np.abs(d_r_m_d_l / s_m_d_l)),
-        -np.inf,
-    )
+    edge = abs(s_m_d_l) < _TINY or abs(d_r_m_s) < _TINY
+    r2 = -math.inf
+    if curved and not edge:
+        r2 = _nmax(abs(d_r_m_d_l / d_r_m_s), abs(d_r_m_d_l / s_m_d_l))
     if prefer_shape:
-        r1 = np.where(monotonic & s_zero, _R_MAX, r1)
-        r2 = np.where((curved & edge) | (~curved & monotonic), _R_MAX, r2)
-    r = np.maximum(_R_MIN, np.maximum(r1, r2))
-    return np.where(monotonic | curved, r, _R_MIN)
+        if monotonic and s_zero:
+            r1 = _R_MAX
+        if (curved and edge) or (not curved and monotonic):
+            r2 = _R_MAX
+    return _nmax(_R_MIN, _nmax(r1, r2))
+
+
+def _solve(price, s, k, t, r, q, is_call, tol):
+    arrays = np.broadcast_arrays(
+        *(np.asarray(a, dtype=np.float64) for a in (price, s, k, t, r, q)),
+        np.asarray(is_call, dtype=bool),
+    )
+    shape = arrays[0].shape
+    p_, s_, k_, t_, r_, q_, call = (np.ascontiguousarray(a).ravel() for a in arrays)
+    n = p_.size
+    iv = np.empty(n)
+    reason = np.empty(n, dtype=np.int8)
+    greeks = {g: np.empty(n) for g in GREEKS}
+    _solve_all(p_, s_, k_, t_, r_, q_, call, float(tol), iv, reason, *greeks.values())
+    greeks = {name: values.reshape(shape) for name, values in greeks.items()}
+    return iv.reshape(shape), reason.reshape(shape), greeks
 
 
 # --------------------------------------------------------------------------- polars helpers

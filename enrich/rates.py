@@ -43,6 +43,7 @@ TENORS: dict[str, float] = {
 }
 TREASURY = "treasury"
 FALLBACK = "fallback"
+_NO_DAY = -(2 ** 62)  # a null date, in days since the epoch
 
 
 def continuous(yield_pct: np.ndarray | float, tenor: np.ndarray | float) -> np.ndarray:
@@ -91,19 +92,21 @@ def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarra
     source = np.full(len(days), FALLBACK, dtype=object)
     if curves.is_empty() or len(days) == 0:
         return rate, source
-    curves = curves.filter(pl.col("symbol") == CURVE).sort("date")
-    codes = days.cast(pl.Int32).to_numpy()
+    curves = curves.filter(pl.col("symbol") == CURVE)
+    codes = days.cast(pl.Int64).fill_null(_NO_DAY).to_numpy()
     unique, inverse = np.unique(codes, return_inverse=True)
-    wanted = pl.DataFrame({"as_of": pl.Series(unique, dtype=pl.Int32).cast(pl.Date)})
-    picked = wanted.join_asof(curves.rename({"date": "_curve"}), left_on="as_of",
-                              right_on="_curve", strategy="backward",
-                              tolerance=f"{MAX_CURVE_AGE_DAYS}d")
+    # The latest curve on or before each day, at most MAX_CURVE_AGE_DAYS older (a backward
+    # as-of match; numpy, as a chain has one or two days and polars' join costs more).
+    dates = curves["date"].cast(pl.Int64).fill_null(_NO_DAY).to_numpy()
+    by_date = np.argsort(dates, kind="stable")
+    picked = np.searchsorted(dates[by_date], unique, side="right") - 1
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(unique.size + 1))
-    for u, row in enumerate(picked.iter_rows(named=True)):
-        if row["_curve"] is None:
+    for u, i in enumerate(picked):
+        if (unique[u] == _NO_DAY or i < 0 or dates[by_date[i]] == _NO_DAY
+                or unique[u] - dates[by_date[i]] > MAX_CURVE_AGE_DAYS):
             continue
-        tenors, rates = curve_points(row)
+        tenors, rates = curve_points(curves.row(int(by_date[i]), named=True))
         if tenors.size == 0:
             continue
         at = order[bounds[u]:bounds[u + 1]]

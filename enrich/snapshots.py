@@ -37,6 +37,7 @@ Partial. A snapshot taken before its session's close is stored under that sessio
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 
 import numpy as np
@@ -55,7 +56,7 @@ MID, LAST_TRADE, CLOSE = "mid", "last_trade", "close"
 PARITY_ROUNDS = 8
 PARITY_TOL = 1e-6
 SNAPSHOT = "snapshot"
-_LABELS = {int(c): c.label for c in NullReason}
+_LABELS = np.array([NullReason(c).label for c in range(max(NullReason) + 1)], dtype=object)
 
 
 METHOD_NOTE = (
@@ -93,6 +94,11 @@ def occ_root(symbol: str) -> str:
 def choose_prices(chain: pl.DataFrame, session_open: dt.datetime | None) -> pl.DataFrame:
     """``option_price``, ``price_source`` and ``price_age_s`` from the quote and last trade
     (see the module docstring); a quote or trade stamped before ``session_open`` is stale."""
+    return chain.with_columns(**_prices(session_open))
+
+
+@functools.lru_cache(maxsize=64)  # building them costs more than running them on a chain
+def _prices(session_open: dt.datetime | None) -> dict[str, pl.Expr]:
     bid, ask = pl.col("bid"), pl.col("ask")
     mid = (bid + ask) / 2.0
     fresh_quote = fresh_trade = pl.lit(True)
@@ -106,24 +112,25 @@ def choose_prices(chain: pl.DataFrame, session_open: dt.datetime | None) -> pl.D
     source = pl.when(sane).then(pl.lit(MID)).when(traded).then(pl.lit(LAST_TRADE))
     age = (pl.col("snapshot_at") - pl.when(sane).then(pl.col("quote_at"))
            .when(traded).then(pl.col("trade_at"))).dt.total_microseconds() / 1e6
-    return chain.with_columns(
-        option_price=pl.when(sane).then(mid).when(traded).then(pl.col("trade_price")),
-        price_source=source,
-        price_age_s=age,
-    )
+    return {"option_price": pl.when(sane).then(mid).when(traded).then(pl.col("trade_price")),
+            "price_source": source, "price_age_s": age}
+
+
+def _adjusted(columns: list[str]) -> pl.Expr:
+    root = pl.col("contract").str.slice(2).str.head(pl.col("contract").str.len_chars() - 17)
+    own = pl.col("symbol").str.replace_all(".", "", literal=True)
+    odd = root != own
+    if "shares_per_contract" in columns:
+        shares = pl.col("shares_per_contract")
+        odd = odd | (shares.is_not_null() & (shares != STANDARD_SHARES))
+    if "deliverables" in columns:
+        odd = odd | pl.col("deliverables").is_not_null()
+    return odd.fill_null(False)
 
 
 def flag_adjusted(chain: pl.DataFrame) -> pl.DataFrame:
     """``adjusted``: a deliverable other than 100 shares of the underlying itself."""
-    root = pl.col("contract").str.slice(2).str.head(pl.col("contract").str.len_chars() - 17)
-    own = pl.col("symbol").str.replace_all(".", "", literal=True)
-    odd = root != own
-    if "shares_per_contract" in chain.columns:
-        shares = pl.col("shares_per_contract")
-        odd = odd | (shares.is_not_null() & (shares != STANDARD_SHARES))
-    if "deliverables" in chain.columns:
-        odd = odd | pl.col("deliverables").is_not_null()
-    return chain.with_columns(adjusted=odd.fill_null(False))
+    return chain.with_columns(adjusted=_adjusted(chain.columns))
 
 
 def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
@@ -140,15 +147,17 @@ def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.Data
     if chain.is_empty():
         return OPTIONS_IV.empty()
     frame = conform(chain, OPTIONS_IV)
+    filled = {"source": pl.lit(SNAPSHOT)}
     if snapshot_at is not None:
-        frame = frame.with_columns(pl.col("snapshot_at").fill_null(snapshot_at))
+        filled["snapshot_at"] = pl.col("snapshot_at").fill_null(snapshot_at)
+    if close is not None and close > 0:  # the snapshot's own price, which its quotes face
+        filled["underlying_price"] = pl.col("underlying_price").fill_null(float(close))
     partial = pl.lit(False)
     if session_close is not None:
         partial = (pl.col("snapshot_at") < session_close).fill_null(False)
-    frame = frame.with_columns(partial=partial, source=pl.lit(SNAPSHOT))
-    if close is not None and close > 0:  # the snapshot's own price, which its quotes face
-        frame = frame.with_columns(pl.col("underlying_price").fill_null(float(close)))
-    frame = flag_adjusted(choose_prices(frame, session_open))
+    # One query: choose_prices and flag_adjusted, after the fills they read.
+    frame = frame.lazy().with_columns(**filled).with_columns(
+        partial=partial, adjusted=_adjusted(frame.columns), **_prices(session_open)).collect()
     return solve(frame, curves=curves, dividends=dividends, splits=splits,
                  fallback_rate=fallback_rate, parity=True)
 
@@ -165,45 +174,52 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
     r, r_source = rates.rate_to(curves, frame["as_of"], t, fallback_rate)
     frame = dividend_yield.trailing_yield(dividends, splits, frame.with_columns(
         rate=pl.Series(r), rate_source=pl.Series(r_source, dtype=pl.String)))
-    kind = frame["contract_type"]
-    usable = (frame["option_price"].is_not_null() & ~frame["adjusted"].fill_null(False)
-              & kind.is_in(["call", "put"]).fill_null(False)
-              & frame["underlying_price"].is_not_null()).to_numpy()
-    american = (frame["exercise_style"].fill_null("american") != "european").to_numpy()
-    inputs = {
-        "price": _floats(frame["option_price"]), "s": _floats(frame["underlying_price"]),
-        "k": _floats(frame["strike"]), "t": t, "r": r,
-        "is_call": (kind == "call").fill_null(False).to_numpy(),
-    }
-    q = _floats(frame["dividend_yield"]).copy()
+    # Every column the solver reads, in one pass over the frame (each Series method would be
+    # a query of its own: most of the cost on a chain of a few hundred rows).
+    kind = pl.col("contract_type")
+    cols = frame.select(
+        usable=(pl.col("option_price").is_not_null() & ~pl.col("adjusted").fill_null(False)
+                & kind.is_in(["call", "put"]).fill_null(False)
+                & pl.col("underlying_price").is_not_null()),
+        american=pl.col("exercise_style").fill_null("american") != "european",
+        price=_floats("option_price"), s=_floats("underlying_price"), k=_floats("strike"),
+        is_call=(kind == "call").fill_null(False), q=_floats("dividend_yield"),
+        quoted=(pl.col("price_source") == MID).fill_null(False),
+        pair=(pl.col("as_of").cast(pl.Int64) * 100_000
+              + pl.col("expiration").cast(pl.Int64)).fill_null(-1),
+        as_of=pl.col("as_of").cast(pl.Int64).fill_null(-1),
+        no_price=pl.col("option_price").is_null(), adjusted=pl.col("adjusted").fill_null(False),
+        no_spot=pl.col("underlying_price").is_null(),
+    )
+    col = {name: cols[name].to_numpy() for name in cols.columns}
+    usable, american = col["usable"], col["american"]
+    inputs = {"price": col["price"], "s": col["s"], "k": col["k"], "t": t, "r": r,
+              "is_call": col["is_call"]}
+    q = col["q"].copy()
     q[np.isnan(q)] = 0.0
     method = frame["dividend_method"].to_numpy().astype(object)
     if parity:
-        quoted = usable & (frame["price_source"] == MID).fill_null(False).to_numpy()
-        pair = (frame["as_of"].cast(pl.Int64) * 100_000 + frame["expiration"].cast(pl.Int64))
-        groups = np.unique(pair.fill_null(-1).to_numpy(), return_inverse=True)[1]
+        quoted = usable & col["quoted"]
+        groups = np.unique(col["pair"], return_inverse=True)[1]
         implied = _implied_yields(inputs, q, american, quoted, groups)
-        implied = _fill_short(implied, groups, inputs["t"], frame["as_of"])
+        implied = _fill_short(implied, groups, inputs["t"], col["as_of"])
         for g, q_g in implied.items():
             at = groups == g
             q[at] = q_g
             method[at] = dividend_yield.PARITY
     out = _solve_rows(inputs, q, american, usable)
-    reason = out["reason"]
-    labels = [_LABELS[int(c)] for c in reason]
-    no_price = frame["option_price"].is_null().to_numpy()
-    adjusted = frame["adjusted"].fill_null(False).to_numpy()
-    no_spot = frame["underlying_price"].is_null().to_numpy()
+    labels = _LABELS[out["reason"]]
+    no_price, adjusted, no_spot = col["no_price"], col["adjusted"], col["no_spot"]
     for i in np.flatnonzero(~usable):
         labels[i] = ("adjusted_contract" if adjusted[i] else "no_underlying_price"
                      if no_spot[i] else "no_price" if no_price[i] else labels[i])
     greeks = to_market_units({g: out[g] for g in GREEKS})
-    filled = [pl.Series(name, values).fill_nan(None)
+    filled = [pl.Series(name, values, nan_to_null=True)
               for name, values in (("iv", out["iv"]), *greeks.items())]
     frame = frame.with_columns(
         *filled,
-        pl.Series("iv_null_reason", labels, dtype=pl.String),
-        pl.Series("dividend_yield", q).fill_nan(None),
+        pl.Series("iv_null_reason", labels.tolist(), dtype=pl.String),
+        pl.Series("dividend_yield", q, nan_to_null=True),
         pl.Series("dividend_method", method, dtype=pl.String),
         iv_model=pl.when(pl.Series(american)).then(pl.lit("american"))
         .otherwise(pl.lit("european")),
@@ -211,8 +227,8 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
     return conform(frame, OPTIONS_IV)
 
 
-def _floats(series: pl.Series) -> np.ndarray:
-    return series.cast(pl.Float64).fill_null(np.nan).to_numpy()
+def _floats(name: str) -> pl.Expr:
+    return pl.col(name).cast(pl.Float64).fill_null(float("nan"))
 
 
 def _solve_rows(inputs: dict[str, np.ndarray], q: np.ndarray, american: np.ndarray,
@@ -231,13 +247,12 @@ def _solve_rows(inputs: dict[str, np.ndarray], q: np.ndarray, american: np.ndarr
 
 
 def _fill_short(implied: dict[int, float], groups: np.ndarray, t: np.ndarray,
-                as_of: pl.Series) -> dict[int, float]:
+                days: np.ndarray) -> dict[int, float]:
     """Expirations too close for parity (``PARITY_MIN_DAYS``) take the implied yield of the
     nearest expiration of the same session that has one."""
     if not implied:
         return implied
     out = dict(implied)
-    days = as_of.cast(pl.Int64).fill_null(-1).to_numpy()
     first = {int(g): int(np.flatnonzero(groups == g)[0]) for g in np.unique(groups)}
     for g, i in first.items():
         if g in out or t[i] * 365.0 >= dividend_yield.PARITY_MIN_DAYS - 1e-9:

@@ -39,33 +39,77 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
     """VOL_SUMMARY rows, one per (symbol, as_of) of ``options`` (OPTIONS_IV rows)."""
     if options.is_empty():
         return VOL_SUMMARY.empty()
-    frame = options.filter(~pl.col("adjusted").fill_null(False)).sort(
-        "symbol", "as_of", "expiration", "strike")
-    flows = frame.group_by("symbol", "as_of").agg(
-        call_volume=pl.col("volume").filter(pl.col("contract_type") == "call").sum(),
-        put_volume=pl.col("volume").filter(pl.col("contract_type") == "put").sum(),
-        call_oi=pl.col("open_interest").filter(pl.col("contract_type") == "call").sum(),
-        put_oi=pl.col("open_interest").filter(pl.col("contract_type") == "put").sum(),
-        any_volume=pl.col("volume").is_not_null().any(),
-        any_oi=pl.col("open_interest").is_not_null().any(),
-        contracts=pl.col("iv").is_not_null().sum().cast(pl.Int32),
-        source=pl.col("source").drop_nulls().first(),
-        partial=pl.col("partial").fill_null(False).any(),
-    ).with_columns(
-        call_volume=pl.when("any_volume").then("call_volume"),
-        put_volume=pl.when("any_volume").then("put_volume"),
-        call_oi=pl.when("any_oi").then("call_oi"),
-        put_oi=pl.when("any_oi").then("put_oi"),
-    ).with_columns(
-        put_call_volume=pl.when(pl.col("call_volume") > 0)
-        .then(pl.col("put_volume") / pl.col("call_volume")),
-        put_call_oi=pl.when(pl.col("call_oi") > 0)
-        .then(pl.col("put_oi").cast(pl.Float64) / pl.col("call_oi")),
+    # One polars query reads every column sorted; the rest is numpy over contiguous groups
+    # (on a single chain, each polars query would cost more than its arithmetic).
+    t = (pl.col("expiration") - pl.col("as_of")).dt.total_days().cast(pl.Float64) / 365.0
+    cols = options.lazy().filter(~pl.col("adjusted").fill_null(False)).sort(
+        "symbol", "as_of", "expiration", "strike").select(
+        "symbol", "as_of", "source",
+        expiration=pl.col("expiration").cast(pl.Int64).fill_null(-1),
+        call=(pl.col("contract_type") == "call").fill_null(False),
+        put=(pl.col("contract_type") == "put").fill_null(False),
+        volume=pl.col("volume").cast(pl.Float64).fill_null(0.0),
+        has_volume=pl.col("volume").is_not_null(),
+        oi=pl.col("open_interest").cast(pl.Int64).fill_null(0),
+        has_oi=pl.col("open_interest").is_not_null(),
+        has_iv=pl.col("iv").is_not_null(), partial=pl.col("partial").fill_null(False),
+        point=(pl.col("iv").is_not_null() & pl.col("underlying_price").is_not_null()
+               & (pl.col("expiration") > pl.col("as_of"))).fill_null(False),
+        iv=pl.col("iv").cast(pl.Float64).fill_null(np.nan), t=t.fill_null(np.nan),
+        fwd=_forward_expr().fill_null(np.nan), k=pl.col("strike").cast(pl.Float64),
+    ).collect()
+    n = {name: cols[name].to_numpy() for name in cols.columns
+         if name not in ("symbol", "as_of", "source")}
+    with np.errstate(all="ignore"):
+        n["x"] = np.log(n["k"] / n["fwd"])
+        vt = n["iv"] * np.sqrt(n["t"])
+        d1 = (-n["x"] + 0.5 * vt * vt) / vt
+        n["delta"] = np.where(n["call"], ndtr(d1), ndtr(d1) - 1.0)
+    n["otm"] = np.where(n["call"], n["x"] >= 0, n["x"] < 0)
+    keys = list(zip(cols["symbol"].to_list(), cols["as_of"].to_list(), strict=True))
+    sources = cols["source"].to_list()
+    starts = [0] + [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
+    rows = [_session(n, sources, a, b, *keys[a])
+            for a, b in zip(starts, starts[1:] + [len(keys)], strict=True)]
+    return pl.DataFrame(rows, schema=VOL_SUMMARY.schema, orient="row")
+
+
+def _session(n: dict[str, np.ndarray], sources: list, a: int, b: int, symbol: str,
+             as_of) -> tuple:
+    """One VOL_SUMMARY row from rows ``a:b`` of the columns ``n`` (one session, sorted by
+    expiration and strike). A side's volume or open interest is null when no contract of
+    the session reports any."""
+    at = slice(a, b)
+    call, put = n["call"][at], n["put"][at]
+    volume, oi = n["volume"][at], n["oi"][at]
+    any_volume, any_oi = bool(n["has_volume"][at].any()), bool(n["has_oi"][at].any())
+    call_volume = float(volume[call].sum()) if any_volume else None
+    put_volume = float(volume[put].sum()) if any_volume else None
+    call_oi = int(oi[call].sum()) if any_oi else None
+    put_oi = int(oi[put].sum()) if any_oi else None
+    # The smile points: per expiration, its out-of-the-money contracts with an IV.
+    pts = a + np.flatnonzero(n["point"][at])
+    per_expiry = []
+    if pts.size:
+        exp = n["expiration"][pts]
+        cuts = np.flatnonzero(exp[1:] != exp[:-1]) + 1
+        for group in np.split(pts, cuts):
+            sel = group[n["otm"][group]]
+            per_expiry.append((n["t"][group[0]], *_expiry_points(
+                n["x"][sel], n["iv"][sel], n["delta"][sel], n["call"][sel])))
+    ts = np.array([p[0] for p in per_expiry])
+    atm, c25, p25 = (np.array([p[i] for p in per_expiry]) for i in (1, 2, 3))
+    v_atm, v_c, v_p = (_at_30_days(ts, v) for v in (atm, c25, p25))
+    return (
+        symbol, as_of, v_atm,
+        None if v_c is None or v_p is None else v_c - v_p,
+        None if None in (v_c, v_p, v_atm) else 0.5 * (v_c + v_p) - v_atm,
+        call_volume, put_volume, put_volume / call_volume if call_volume else None,
+        call_oi, put_oi, float(put_oi) / call_oi if call_oi else None,
+        int(np.isfinite(atm).sum()), int(n["has_iv"][at].sum()),
+        next((x for x in sources[a:b] if x is not None), None),
+        bool(n["partial"][at].any()),
     )
-    smiles = _smiles(frame)
-    out = flows.join(smiles, on=["symbol", "as_of"], how="left")
-    return out.with_columns(pl.col("expirations").fill_null(0)) \
-        .select(VOL_SUMMARY.columns).cast(VOL_SUMMARY.schema).sort("symbol", "as_of")
 
 
 def term_structure(chain: pl.DataFrame) -> pl.DataFrame:
@@ -105,54 +149,30 @@ def otm_expr() -> pl.Expr:
 
 
 def _points(chain: pl.DataFrame) -> dict | None:
-    frame = chain.filter(pl.col("iv").is_not_null() & pl.col("underlying_price").is_not_null()
-                         & ~pl.col("adjusted").fill_null(False)
-                         & (pl.col("expiration") > pl.col("as_of"))).sort(
-        "as_of", "expiration", "strike")
-    if frame.is_empty():
+    cols = chain.lazy().filter(
+        pl.col("iv").is_not_null() & pl.col("underlying_price").is_not_null()
+        & ~pl.col("adjusted").fill_null(False) & (pl.col("expiration") > pl.col("as_of"))
+    ).sort("as_of", "expiration", "strike").select(
+        "as_of", "expiration", "iv",
+        t=(pl.col("expiration") - pl.col("as_of")).dt.total_days().cast(pl.Float64) / 365.0,
+        fwd=_forward_expr(), k=pl.col("strike").cast(pl.Float64),
+        call=pl.col("contract_type") == "call",
+    ).collect()
+    if cols.is_empty():
         return None
-    t = frame.select((pl.col("expiration") - pl.col("as_of")).dt.total_days()
-                     .cast(pl.Float64) / 365.0).to_series().to_numpy()
-    fwd = frame.select(_forward_expr()).to_series().to_numpy()
-    k, iv = frame["strike"].cast(pl.Float64).to_numpy(), frame["iv"].to_numpy()
-    call = (frame["contract_type"] == "call").to_numpy()
+    t, fwd, k, iv = (cols[c].to_numpy() for c in ("t", "fwd", "k", "iv"))
+    call = cols["call"].to_numpy()
     x = np.log(k / fwd)
     vt = iv * np.sqrt(t)
     d1 = (-x + 0.5 * vt * vt) / vt
     groups: dict[tuple, np.ndarray] = {}
-    keys = list(zip(frame["as_of"].to_list(), frame["expiration"].to_list(), strict=True))
+    keys = list(zip(cols["as_of"].to_list(), cols["expiration"].to_list(), strict=True))
     bounds = [0] + [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]] + [len(keys)]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         groups[keys[a]] = np.arange(a, b)
     return {"t": t, "fwd": fwd, "x": x, "iv": iv, "call": call,
             "otm": np.where(call, x >= 0, x < 0),
             "delta": np.where(call, ndtr(d1), ndtr(d1) - 1.0), "groups": groups}
-
-
-def _smiles(frame: pl.DataFrame) -> pl.DataFrame:
-    schema = {"symbol": pl.String, "as_of": pl.Date, "atm_iv_30d": pl.Float64,
-              "rr25_30d": pl.Float64, "bf25_30d": pl.Float64, "expirations": pl.Int32}
-    rows = []
-    for (symbol,), chain in frame.group_by("symbol", maintain_order=True):
-        pts = _points(chain)
-        if pts is None:
-            continue
-        per_session: dict = {}
-        for (as_of, _), at in pts["groups"].items():
-            sel = at[pts["otm"][at]]
-            per_session.setdefault(as_of, []).append((pts["t"][at[0]], *_expiry_points(
-                pts["x"][sel], pts["iv"][sel], pts["delta"][sel], pts["call"][sel])))
-        for as_of, per_expiry in per_session.items():
-            ts = np.array([p[0] for p in per_expiry])
-            atm, c25, p25 = (np.array([p[i] for p in per_expiry]) for i in (1, 2, 3))
-            v_atm, v_c, v_p = (_at_30_days(ts, v) for v in (atm, c25, p25))
-            rows.append({
-                "symbol": symbol, "as_of": as_of, "atm_iv_30d": v_atm,
-                "rr25_30d": None if v_c is None or v_p is None else v_c - v_p,
-                "bf25_30d": None if None in (v_c, v_p, v_atm) else 0.5 * (v_c + v_p) - v_atm,
-                "expirations": int(np.isfinite(atm).sum()),
-            })
-    return pl.DataFrame(rows, schema=schema)
 
 
 def _expiry_points(x, iv, delta, call) -> tuple[float, float, float]:

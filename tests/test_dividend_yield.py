@@ -107,3 +107,14 @@ def test_parity_of_american_quotes_after_removing_the_premium():
     c_e = c - early_exercise_premium(s, strikes, t, r, q, sigma, True)
     p_e = p - early_exercise_premium(s, strikes, t, r, q, sigma, False)
     assert dividend_yield.parity_yield(s, t, r, strikes, c_e, p_e) == pytest.approx(q, abs=1e-9)
+
+
+def test_the_trailing_year_of_a_leap_day_starts_after_28_february():
+    # (2023-02-28, 2024-02-29]: a year before 29 February is 28 February (polars' "-1y").
+    paid = divs([(D(2023, 2, 28), 1.0, "recurring", 4), (D(2023, 3, 1), 0.5, "recurring", 4),
+                 (D(2024, 2, 29), 0.25, "recurring", 4), (D(2024, 3, 1), 8.0, "recurring", 4)])
+    frame = pl.DataFrame({"as_of": [D(2024, 2, 29), D(2024, 2, 28)],
+                          "underlying_price": [100.0, 100.0]})
+    out = dividend_yield.trailing_yield(paid, SPLITS.empty(), frame)
+    assert out["dividend_yield"].to_list() == pytest.approx(
+        [math.log1p(0.75 / 100.0), math.log1p(0.5 / 100.0)])

@@ -179,3 +179,11 @@ def test_without_a_curve_ivs_use_the_configured_rate_and_say_so(settings):
            clock=clock).run(RunParams(symbols=["AAPL"]))
     chain = store.lake.read("options_iv", ["AAPL"])
     assert set(chain["rate_source"]) == {"fallback"} and set(chain["rate"]) == {0.031}
+
+
+def test_rate_to_falls_back_for_a_row_without_a_session():
+    curves = rates.frame([{"date": D(2024, 6, 10), **flat(5.0)}])
+    as_of = pl.Series([None, D(2024, 6, 10)], dtype=pl.Date)
+    r, source = rates.rate_to(curves, as_of, np.full(2, 0.5), 0.033)
+    assert r.tolist() == pytest.approx([0.033, 2 * math.log(1.025)])
+    assert source.tolist() == ["fallback", "treasury"]
