@@ -179,7 +179,8 @@ def american_price(
     euro = price_and_greeks(s, k, t, r, q, sigma, is_call)["price"]
     price = euro + early_exercise_premium(s, k, t, r, q, sigma, is_call, steps=steps)
     call = np.asarray(is_call, dtype=bool)
-    now = np.where(call, np.asarray(s, dtype=np.float64) - k, np.asarray(k, np.float64) - s)
+    spot, strike = np.asarray(s, dtype=np.float64), np.asarray(k, dtype=np.float64)
+    now = np.where(call, spot - strike, strike - spot)
     return np.maximum(price, now)
 
 
@@ -201,7 +202,8 @@ def american_iv_greeks(
     n = arrays[0].size
     out = {name: np.empty(n) for name in ("iv", "eep", *GREEKS)}
     out["reason"] = np.empty(n, dtype=np.int8)
-    _solve_all(*(np.ascontiguousarray(a).ravel() for a in arrays), float(tol),
+    _solve_all(*(np.ascontiguousarray(a).ravel() for a in arrays),  # type: ignore[call-arg]
+               float(tol),  # (a numba dispatcher: it takes the kernel's own arguments)
                int(steps) | 1, out["iv"], out["reason"], out["eep"],
                *(out[g] for g in GREEKS))
     return {name: values.reshape(shape) for name, values in out.items()}

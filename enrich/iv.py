@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import llvmlite.binding as llvm
 import numba
@@ -150,7 +150,8 @@ def vol_resolution(
         *(np.asarray(a, dtype=np.float64) for a in (price, s, k, t, r, q, sigma)),
         np.asarray(is_call, dtype=bool))
     out = np.empty(arrays[0].shape)
-    _resolutions(*(np.ascontiguousarray(a).ravel() for a in arrays), out.ravel())
+    _resolutions(*(np.ascontiguousarray(a).ravel() for a in arrays),  # type: ignore[call-arg]
+                 out.ravel())  # (a numba dispatcher: it takes the kernel's own arguments)
     return out
 
 
@@ -187,7 +188,7 @@ def _scipy_special(name: str) -> types.ExternalFunction:
     """scipy.special's own C function ``name`` (double -> double), callable from compiled code
     by symbol name (so numba's disk cache holds; the symbol is bound at each import): the
     kernel's normal CDF is then bit for bit the one the vectorised solver used."""
-    capi = cython_special.__pyx_capi__
+    capi: dict[str, Any] = dict(cython_special.__pyx_capi__)
     for key in (name, f"__pyx_fuse_1{name}", f"__pyx_fuse_0{name}"):
         if key in capi and '"double (double, int' in repr(capi[key]):
             symbol = f"enrich_scipy_{name}"

@@ -319,7 +319,7 @@ def _implied_yields(inputs: dict[str, np.ndarray], q0: np.ndarray, american: np.
             found[g] = q_g
             x0 = before.pop(g, None)
             den = None if x0 is None else q_g - 2.0 * x1 + x0
-            if den is not None and abs(den) > 1e-12:
+            if x0 is not None and den is not None and abs(den) > 1e-12:
                 q[g] = x0 - (x1 - x0) ** 2 / den  # Aitken: the map is nearly linear
             else:
                 before[g], q[g] = x1, q_g

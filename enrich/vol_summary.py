@@ -103,9 +103,10 @@ def _session(n: dict[str, np.ndarray], sources: list, a: int, b: int, symbol: st
     return (
         symbol, as_of, v_atm,
         None if v_c is None or v_p is None else v_c - v_p,
-        None if None in (v_c, v_p, v_atm) else 0.5 * (v_c + v_p) - v_atm,
-        call_volume, put_volume, put_volume / call_volume if call_volume else None,
-        call_oi, put_oi, float(put_oi) / call_oi if call_oi else None,
+        None if v_c is None or v_p is None or v_atm is None else 0.5 * (v_c + v_p) - v_atm,
+        call_volume, put_volume,
+        put_volume / call_volume if call_volume and put_volume is not None else None,
+        call_oi, put_oi, float(put_oi) / call_oi if call_oi and put_oi is not None else None,
         int(np.isfinite(atm).sum()), int(n["has_iv"][at].sum()),
         next((x for x in sources[a:b] if x is not None), None),
         bool(n["partial"][at].any()),

@@ -125,6 +125,7 @@ def _mix(*parts) -> np.ndarray:
     uint64 array arithmetic wraps silently, as the hash wants."""
     h: int | np.ndarray = 0
     for part in parts:
+        x: int | np.ndarray
         if isinstance(part, int) and isinstance(h, int):
             x = h ^ ((part + _GOLDEN) & _MASK64)
             x = ((x ^ (x >> 30)) * _MIX1) & _MASK64
@@ -410,7 +411,7 @@ def _profile(symbol: str) -> _Profile:
     splits = _KNOWN_SPLITS.get(symbol, ())
     if known is None and cls == "stocks" and u[13] < 1 / 40:
         first, last = _day_idx(dt.date(2004, 1, 1)), _day_idx(dt.date(2025, 12, 31))
-        exec_idx = int(_next_session_idx(first + int((last - first) * u[14])))
+        exec_idx = int(_next_session_idx(np.asarray(first + int((last - first) * u[14]))))
         ratio = ((1.0, 2.0), (1.0, 3.0), (2.0, 3.0), (10.0, 1.0))[int(4 * u[15])]
         splits = ((EPOCH + dt.timedelta(days=exec_idx), *ratio),)
     return _Profile(
@@ -964,6 +965,7 @@ def _intraday(p: _Profile, idx: np.ndarray, minutes: int):
 
     Returns (ts µs, session index, columns on today's share basis) for the valid slots."""
     day = _daily(p, idx)
+    offset_us: int | np.ndarray
     if p.calendar == "24/7":
         n_slots, width, offset_us = np.full(len(idx), 288), 288, 0
     elif p.calendar == "FX":  # Sunday from 17:00 New York, Friday until then, in 5 minutes
@@ -1003,6 +1005,7 @@ def _intraday(p: _Profile, idx: np.ndarray, minutes: int):
     bo = np.concatenate((o[:, None], bc[:, :-1]), axis=1)
     bh = np.maximum(bh, np.maximum(bo, bc))
     bl = np.minimum(bl, np.minimum(bo, bc))
+    shape: np.ndarray
     if p.calendar in _UTC_DAY_CALENDARS:
         shape = np.ones((1, width))
     else:
