@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -49,6 +50,7 @@ from enrich.store import Store  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 GOAL_MS = 1000.0
 EMPTY_APP = ROOT / "bench" / "_empty_app.py"
+VIEWPORT = {"width": 1280, "height": 900}
 
 
 def pages(run_id: str) -> dict[str, str]:
@@ -124,8 +126,8 @@ def load_ms(page, url: str, reload: bool = False) -> float:
 
 
 def measure(browser, base: str, path: str, repeat: int) -> tuple[float, float]:
-    """(cold, median warm) load of one page: a new browser session, then reloads."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    """(cold, median warm) load of one page: a new browser context, then reloads."""
+    ctx = browser.new_context(viewport=VIEWPORT)
     try:
         page = ctx.new_page()
         cold = load_ms(page, base + path)
@@ -135,6 +137,25 @@ def measure(browser, base: str, path: str, repeat: int) -> tuple[float, float]:
     return cold, statistics.median(warm) if warm else float("nan")
 
 
+def measure_cached(browser, base: str, paths: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """The first visit of each page from one browser context that has Streamlit's static
+    bundle in its HTTP cache: the context opens ``/`` once (returned: that load), then each
+    page in a new tab, so a new session, as an operator switching to a page the first time
+    in a day."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    try:
+        first = ctx.new_page()
+        primed = load_ms(first, base + "/")
+        out = {}
+        for name, path in paths.items():
+            tab = ctx.new_page()
+            out[name] = load_ms(tab, base + path)
+            tab.close()
+    finally:
+        ctx.close()
+    return primed, out
+
+
 def build_store(tmp: str, symbols: int, log_rows: int) -> str:
     settings = load_settings({"ENRICH_DATA_DIR": tmp, "ENRICH_SCHEDULER": "off"},
                              dotenv_path=None)
@@ -142,6 +163,10 @@ def build_store(tmp: str, symbols: int, log_rows: int) -> str:
     dash.build(store, symbols, log_rows)
     dash.build_quality(store, log_rows // 2)
     dash.enrich_one(store, settings)
+    return last_run(store)
+
+
+def last_run(store: Store) -> str:
     return store.catalog.scalar("SELECT max(run_id) FROM runs WHERE run_id LIKE 'run-%'")
 
 
@@ -152,13 +177,21 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=5000)
     ap.add_argument("--log-rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5, help="warm reloads per page")
+    ap.add_argument("--data", help="use this data directory (a store this bench built "
+                                   "before: its copy is measured) instead of building one")
+    ap.add_argument("--page", action="append", help="measure only this page (repeatable)")
     args = ap.parse_args()
     if not os.path.exists(CHROMIUM):
         print(f"{CHROMIUM} is missing: install Debian's chromium", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="enrich-pages-") as tmp:
         data = str(Path(tmp) / "data")
-        run_id = build_store(data, args.symbols, args.log_rows)
+        if args.data:
+            shutil.copytree(args.data, data)
+            run_id = last_run(Store(data))
+        else:
+            run_id = build_store(data, args.symbols, args.log_rows)
+        todo = {k: v for k, v in pages(run_id).items() if not args.page or k in args.page}
         logs = Path(tmp)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -167,25 +200,40 @@ def main() -> int:
                 with server(EMPTY_APP, None, logs / "empty.log") as base:
                     ref_start, _ = measure(browser, base, "/", 0)
                     ref_cold, ref_warm = measure(browser, base, "/", args.repeat)
+                    _, ref = measure_cached(browser, base, {"ref": "/"})
+                    ref_cached = ref["ref"]
+                # two servers, so that each page's first visit is the first run of its
+                # page script on that server in both cold figures
                 with server(ROOT / "app.py", data, logs / "app.log") as base:
                     start, _ = measure(browser, base, "/", 0)
                     rows = {name: measure(browser, base, path, args.repeat)
-                            for name, path in pages(run_id).items()}
+                            for name, path in todo.items()}
+                with server(ROOT / "app.py", data, logs / "app2.log") as base:
+                    start2, cached = measure_cached(browser, base, todo)
             finally:
                 browser.close()
     print(f"\n{args.symbols:,} symbols, {args.log_rows:,} fetch-log rows; Chromium, "
-          f"headless; warm = median of {args.repeat} reloads\n")
+          f"headless; warm = median of {args.repeat} reloads; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("cold = a page's first visit on a server that has served the Overview;\n"
+          "  new ctx: from a new browser context (downloads Streamlit's bundle);\n"
+          "  cached:  from a tab of a context that opened the dashboard before (the goal's "
+          "figure)\n")
     print(f"reference (a page with only a title): server start {ref_start:6.0f} ms · "
-          f"cold {ref_cold:5.0f} ms · warm {ref_warm:5.0f} ms")
-    print(f"dashboard, first page after the server started (Overview): {start:6.0f} ms\n")
-    print(f"{'page':<18} {'cold ms':>8} {'warm ms':>8} {'cold / ref':>11} {'warm / ref':>11}")
+          f"cold new ctx {ref_cold:5.0f} ms · cold cached {ref_cached:5.0f} ms · "
+          f"warm {ref_warm:5.0f} ms")
+    print(f"dashboard, first page after the server started (Overview): {start:6.0f} ms "
+          f"(second server: {start2:.0f} ms)\n")
+    print(f"{'page':<18} {'cold new':>9} {'cold cached':>12} {'warm':>6} "
+          f"{'/ ref new':>10} {'/ ref cached':>13} {'warm / ref':>11}")
     worst = 0.0
     for name, (cold, warm) in rows.items():
-        worst = max(worst, cold)
-        flag = "" if cold < GOAL_MS else "   <-- over the 1 s goal"
-        print(f"{name:<18} {cold:8.0f} {warm:8.0f} {cold / ref_cold:10.1f}x "
-              f"{warm / ref_warm:10.1f}x{flag}")
-    print(f"\nslowest cold page: {worst:.0f} ms "
+        hit = cached[name]
+        worst = max(worst, hit)
+        flag = "" if hit < GOAL_MS else "   <-- over the 1 s goal"
+        print(f"{name:<18} {cold:9.0f} {hit:12.0f} {warm:6.0f} {cold / ref_cold:9.1f}x "
+              f"{hit / ref_cached:12.1f}x {warm / ref_warm:10.1f}x{flag}")
+    print(f"\nslowest cold page, bundle cached: {worst:.0f} ms "
           f"({'within' if worst < GOAL_MS else 'OVER'} the {GOAL_MS:.0f} ms goal)")
     return 0 if worst < GOAL_MS else 1
 

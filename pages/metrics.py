@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-import plotly.express as px
 import streamlit as st
 
 from enrich import ui
+from pages import _charts as charts
 from pages import _common as c
 
 MS = {"p50_ms": st.column_config.NumberColumn("p50 ms", format="%.0f"),
       "p95_ms": st.column_config.NumberColumn("p95 ms", format="%.0f"),
       "success_rate": st.column_config.NumberColumn("success", format="percent")}
+DAILY = {"rows": ("Rows per day", "rows written"), "requests": ("Requests per day", "requests"),
+         "p95_ms": ("p95 response per day", "p95 ms")}
 
 c.page_header("Metrics", "Days are UTC days; durations are per fetch step (one dataset of one "
                          "symbol) that called the provider.")
@@ -52,12 +54,10 @@ c.tiles([
 ])
 hourly = c.read("hourly", now)
 if not hourly.is_empty():
-    fig = px.bar(hourly, x="hour", y="steps", hover_data=["failed", "requests", "rows",
-                                                            "p95_ms"],
-                 labels={"hour": "hour (UTC)", "steps": "fetch steps"})
+    fig = charts.series(hourly, "hour", "steps", hover=["failed", "requests", "rows", "p95_ms"],
+                        labels={"hour": "hour (UTC)", "steps": "fetch steps"}, height=240)
     fig.update_traces(width=3_600_000 * 0.9)  # one bar per UTC hour, in milliseconds
     fig.update_xaxes(range=[now - dt.timedelta(hours=24), now + dt.timedelta(hours=1)])
-    fig.update_layout(height=240, margin=dict(l=0, r=0, t=10, b=0))
     c.compact_axis(fig)
     st.plotly_chart(fig, key="hourly")
 
@@ -70,17 +70,16 @@ else:
     c.dataframe(by_ds, column_config={**MS, "rejected": "rows refused"})
     daily = c.read("fetch_daily", now, days)
     if not daily.is_empty():
-        t1, t2, t3 = st.tabs(["Rows per day", "Requests per day", "p95 response per day"])
-        for tab, col, label in ((t1, "rows", "rows written"), (t2, "requests", "requests"),
-                                (t3, "p95_ms", "p95 ms")):
-            with tab:
-                kind = px.line if col == "p95_ms" else px.bar
-                fig = kind(daily, x="day", y=col, color="dataset",
-                           labels={"day": "day (UTC)", col: label})
-                fig.update_layout(height=300, margin=dict(l=0, r=0, t=10, b=0))
-                c.day_axis(fig, daily["day"].to_list())
-                c.compact_axis(fig)
-                st.plotly_chart(fig, key=f"daily_{col}")
+        # one chart and a choice of measure: three tabs would draw three charts
+        col = st.segmented_control("Per day", list(DAILY), default="rows",
+                                   format_func=lambda k: DAILY[k][0],
+                                   key="daily_measure") or "rows"
+        label = DAILY[col][1]
+        fig = charts.series(daily, "day", col, "dataset", kind="line" if col == "p95_ms" else "bar",
+                            labels={"day": "day (UTC)", col: label}, height=300)
+        c.day_axis(fig, daily["day"].to_list())
+        c.compact_axis(fig)
+        st.plotly_chart(fig, key=f"daily_{col}")
     errs = c.read("errors_by_class")
     st.markdown("**Errors by class**")
     if errs.is_empty():
@@ -98,9 +97,8 @@ else:
     c.dataframe(comp, column_config=MS)
     cd = c.read("compute_daily", now, days)
     if not cd.is_empty():
-        fig = px.bar(cd, x="day", y="rows", color="dataset", hover_data=["steps", "p95_ms"],
-                     labels={"day": "day (UTC)", "rows": "feature rows"})
-        fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0))
+        fig = charts.series(cd, "day", "rows", "dataset", hover=["steps", "p95_ms"],
+                            labels={"day": "day (UTC)", "rows": "feature rows"})
         c.day_axis(fig, cd["day"].to_list())
         c.compact_axis(fig)
         st.plotly_chart(fig, key="compute_daily")
@@ -138,11 +136,10 @@ else:
         "symbols_failing": "symbols failing", "failed_checks": "failing checks"})
     qt = c.read("quality_daily", now, days)
     if not qt.is_empty():
-        fig = px.line(qt, x="day", y="pass_rate", color="dataset", markers=True,
-                      hover_data=["checks", "failed"],
-                      labels={"day": "day (UTC)", "pass_rate": "checks passing (weighted)"})
+        fig = charts.series(qt, "day", "pass_rate", "dataset", kind="line", markers=True,
+                            hover=["checks", "failed"],
+                            labels={"day": "day (UTC)", "pass_rate": "checks passing (weighted)"})
         fig.update_yaxes(tickformat=".0%")
-        fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0))
         c.day_axis(fig, qt["day"].to_list())
         st.plotly_chart(fig, key="quality_daily")
     c.dataframe(c.read("quality_by_check"), key="quality_by_check", column_config={
