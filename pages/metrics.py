@@ -23,8 +23,10 @@ days = st.segmented_control("Window for the daily charts", [7, 30, 90, 365], def
                             format_func=lambda d: f"{d} days", key="metric_days") or 30
 
 # -- all time ----------------------------------------------------------------------------------
-s = c.read("alltime_stats")
-by_ds = c.read("fetch_by_dataset")  # its per-dataset requests add up to the all-time total
+tot = c.read("metrics_totals")
+win = c.read("metrics_window", now, days)
+s = tot["alltime"]
+by_ds = tot["fetch_by_dataset"]  # its per-dataset requests add up to the all-time total
 st.subheader("All time")
 c.tiles([
     ("Runs", ui.fmt_int(s["runs"])),
@@ -43,7 +45,7 @@ if s["runs"]:
 
 # -- last 24 hours -----------------------------------------------------------------------------
 st.subheader("Last 24 hours")
-m24 = c.read("pipeline_metrics", now - dt.timedelta(hours=24))
+m24 = win["last_24h"]
 c.tiles([
     ("Fetch steps", ui.fmt_int(m24["fetch"]["steps"])),
     ("Requests", ui.fmt_int(m24["fetch"]["requests"])),
@@ -52,7 +54,7 @@ c.tiles([
     ("p50", ui.fmt_ms(m24["fetch"]["p50_ms"])),
     ("p95", ui.fmt_ms(m24["fetch"]["p95_ms"])),
 ])
-hourly = c.read("hourly", now)
+hourly = win["hourly"]
 if not hourly.is_empty():
     fig = charts.series(hourly, "hour", "steps", hover=["failed", "requests", "rows", "p95_ms"],
                         labels={"hour": "hour (UTC)", "steps": "fetch steps"}, height=240)
@@ -67,7 +69,7 @@ if by_ds.is_empty():
     st.info("No fetches yet.")
 else:
     c.dataframe(by_ds, column_config={**MS, "rejected": "rows refused"})
-    daily = c.read("fetch_daily", now, days)
+    daily = win["fetch_daily"]
     if not daily.is_empty():
         # one chart and a choice of measure: three tabs would draw three charts
         col = st.segmented_control("Per day", list(DAILY), default="rows",
@@ -79,7 +81,7 @@ else:
         c.day_axis(fig, daily["day"].to_list())
         c.compact_axis(fig)
         st.plotly_chart(fig, key=f"daily_{col}")
-    errs = c.read("errors_by_class")
+    errs = tot["errors_by_class"]
     st.markdown("**Errors by class**")
     if errs.is_empty():
         st.caption("No failed or retried fetch step.")
@@ -89,12 +91,12 @@ else:
 
 # -- compute pipeline --------------------------------------------------------------------------
 st.subheader("Compute pipeline (features)")
-comp = c.read("compute_by_dataset")
+comp = tot["compute_by_dataset"]
 if comp.is_empty():
     st.info("No feature computation yet.")
 else:
     c.dataframe(comp, column_config=MS)
-    cd = c.read("compute_daily", now, days)
+    cd = win["compute_daily"]
     if not cd.is_empty():
         fig = charts.series(cd, "day", "rows", "dataset", hover=["steps", "p95_ms"],
                             labels={"day": "day (UTC)", "rows": "feature rows"})
@@ -104,7 +106,7 @@ else:
 
 # -- data quality ------------------------------------------------------------------------------
 st.subheader("Data quality")
-qual = c.read("quality")
+qual = tot["quality"]
 if qual.is_empty():
     st.caption("Nothing received yet.")
 else:
@@ -114,14 +116,14 @@ else:
         "steps_with_rejections": "fetches with refusals",
         "payloads_refused": "payloads refused whole",
         "last_rejection_at": "last refusal (UTC)"})
-    rej = c.read("recent_rejections", 20)
+    rej = tot["recent_rejections"]
     if not rej.is_empty():
         st.markdown("**Latest refusals**")
         c.dataframe(rej, column_config={"started_at": "at (UTC)", "rejected": "refused"})
 
 # -- data-quality checks -------------------------------------------------------------------------
 st.subheader("Data-quality checks")
-qd = c.read("quality_by_dataset")
+qd = tot["quality_by_dataset"]
 if qd.is_empty():
     st.caption("No check has run yet: they run after every fetch.")
 else:
@@ -133,7 +135,7 @@ else:
                 chips={"mean_score": "quality", "worst_score": "quality"}, column_config={
         "mean_score": "mean score", "worst_score": "worst",
         "symbols_failing": "symbols failing", "failed_checks": "failing checks"})
-    qt = c.read("quality_daily", now, days)
+    qt = win["quality_daily"]
     if not qt.is_empty():
         fig = charts.series(qt, "day", "pass_rate", "dataset", kind="line", markers=True,
                             hover=["checks", "failed"],
@@ -141,7 +143,7 @@ else:
         fig.update_yaxes(tickformat=".0%")
         c.day_axis(fig, qt["day"].to_list())
         st.plotly_chart(fig, key="quality_daily")
-    c.dataframe(c.read("quality_by_check"), key="quality_by_check", column_config={
+    c.dataframe(tot["quality_by_check"], key="quality_by_check", column_config={
         "check_name": "check", "symbols": "symbols checked",
         "worst_observed": st.column_config.NumberColumn("worst observed", format="%.4g"),
         "last_failure": st.column_config.TextColumn("newest failure", width="large")})
