@@ -73,11 +73,15 @@ WARM_IMPORTS = ("plotly.graph_objects", "plotly.subplots", "numpy", "enrich.cove
 
 @st.cache_resource(show_spinner=False)
 def warm_imports() -> threading.Thread:
-    """Start importing ``WARM_IMPORTS`` in a daemon thread (once per process)."""
+    """Start importing ``WARM_IMPORTS`` in a daemon thread (once per process), then load
+    what plotly loads on a figure's first use (``pages._charts.warm``)."""
     def load() -> None:
         for name in WARM_IMPORTS:
             with contextlib.suppress(ImportError):
                 importlib.import_module(name)
+        from pages import _charts
+
+        _charts.warm()
 
     thread = threading.Thread(target=load, name="warm-imports", daemon=True)
     thread.start()
