@@ -21,6 +21,10 @@ has painted twice since.
   the page's data is not in the server's. **The 1 s goal is judged on this figure.**
 * **warm**: the median of ``--repeat`` reloads of the same page (new context's tab).
 
+A cold figure is one visit, so the whole measurement is made ``--rounds`` times (3), each
+round on newly started servers, and every figure printed is the median over the rounds:
+other work on a shared machine moves a single visit by a second.
+
 For reference a page that draws only a title (a tiny app, ``bench/_empty_app.py``, served
 by its own server with the same configuration) is measured the same three ways: the cost
 of Streamlit itself, which every page pays; each page's figures are printed with their
@@ -169,6 +173,28 @@ def measure_cached(browser, base: str, paths: dict[str, str]) -> tuple[float, di
     return primed, out
 
 
+def one_round(browser, data: str, todo: dict[str, str], repeat: int, logs: Path) -> dict:
+    """Every figure once, on newly started servers: the title-only reference (one server),
+    then each page new-context cold and warm (a second), then bundle-cached cold (a third),
+    so that each page's first visit is the first run of its script on its server."""
+    logs.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
+    with server(EMPTY_APP, None, logs / "empty.log") as base:
+        start, _ = measure(browser, base, "/", 0)
+        cold, warm = measure(browser, base, "/", repeat)
+        _, ref = measure_cached(browser, base, {"ref": "/"})
+        out["ref"] = {"start": start, "cold": cold, "warm": warm, "cached": ref["ref"]}
+    with server(ROOT / "app.py", data, logs / "app.log") as base:
+        out["start"], _ = measure(browser, base, "/", 0)
+        time.sleep(SETTLE_S)
+        got = {name: measure(browser, base, path, repeat) for name, path in todo.items()}
+    out["cold"] = {name: c for name, (c, _) in got.items()}
+    out["warm"] = {name: w for name, (_, w) in got.items()}
+    with server(ROOT / "app.py", data, logs / "app2.log") as base:
+        out["start2"], out["cached"] = measure_cached(browser, base, todo)
+    return out
+
+
 def build_store(tmp: str, symbols: int, log_rows: int) -> str:
     settings = load_settings({"ENRICH_DATA_DIR": tmp, "ENRICH_SCHEDULER": "off"},
                              dotenv_path=None)
@@ -190,6 +216,8 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=5000)
     ap.add_argument("--log-rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5, help="warm reloads per page")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds on newly started servers; figures are their medians")
     ap.add_argument("--data", help="use this data directory (a store this bench built "
                                    "before: its copy is measured) instead of building one")
     ap.add_argument("--page", action="append", help="measure only this page (repeatable)")
@@ -206,28 +234,37 @@ def main() -> int:
             run_id = build_store(data, args.symbols, args.log_rows)
         todo = {k: v for k, v in pages(run_id).items() if not args.page or k in args.page}
         logs = Path(tmp)
+        rounds: list[dict] = []
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                          args=["--no-sandbox", "--disable-gpu"])
             try:
-                with server(EMPTY_APP, None, logs / "empty.log") as base:
-                    ref_start, _ = measure(browser, base, "/", 0)
-                    ref_cold, ref_warm = measure(browser, base, "/", args.repeat)
-                    _, ref = measure_cached(browser, base, {"ref": "/"})
-                    ref_cached = ref["ref"]
-                # two servers, so that each page's first visit is the first run of its
-                # page script on that server in both cold figures
-                with server(ROOT / "app.py", data, logs / "app.log") as base:
-                    start, _ = measure(browser, base, "/", 0)
-                    time.sleep(SETTLE_S)
-                    rows = {name: measure(browser, base, path, args.repeat)
-                            for name, path in todo.items()}
-                with server(ROOT / "app.py", data, logs / "app2.log") as base:
-                    start2, cached = measure_cached(browser, base, todo)
+                loads = []
+                for r in range(args.rounds):
+                    loads.append(os.getloadavg()[0])
+                    rounds.append(one_round(browser, data, todo, args.repeat,
+                                            logs / f"round{r}"))
             finally:
                 browser.close()
+
+    def med(*key):
+        vals = []
+        for r in rounds:
+            v = r
+            for k in key:
+                v = v[k]
+            vals.append(v)
+        return statistics.median(vals)
+
+    ref_start, ref_cold, ref_warm, ref_cached = (med("ref", k) for k in
+                                                 ("start", "cold", "warm", "cached"))
+    start, start2 = med("start"), med("start2")
+    rows = {name: (med("cold", name), med("warm", name)) for name in todo}
+    cached = {name: med("cached", name) for name in todo}
     print(f"\n{args.symbols:,} symbols, {args.log_rows:,} fetch-log rows; Chromium, "
-          f"headless; warm = median of {args.repeat} reloads; load average "
+          f"headless; warm = median of {args.repeat} reloads; every figure the median of "
+          f"{args.rounds} round(s), each on newly started servers; load average at the "
+          f"rounds' starts {', '.join(f'{x:.1f}' for x in loads)}, now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print("cold = a page's first visit on a server that has served the Overview;\n"
           "  new ctx: from a new browser context (downloads Streamlit's bundle);\n"
