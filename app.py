@@ -62,6 +62,7 @@ with st.sidebar:
 
 try:
     nav.run()
+    c.warm_imports()  # after the page: the first one drawn is not slowed by it
 except Exception as exc:  # st.stop and st.rerun are not Exceptions: they pass through
     c.page_failed(exc)
     raise  # Streamlit logs it too; its box shows no details (client.showErrorDetails)

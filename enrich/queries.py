@@ -722,6 +722,35 @@ def recent_rejections(catalog: Catalog, limit: int = 20) -> pl.DataFrame:
         ORDER BY started_at DESC LIMIT ?""", [limit])
 
 
+
+def metrics_totals(catalog: Catalog) -> dict[str, Any]:
+    """What the Metrics page shows for all time, read on one attach of the catalog (its
+    reads scan the same logs, so one attach saves the file's reopening and re-reading):
+    ``alltime`` (``alltime_stats``), ``fetch_by_dataset``, ``errors_by_class``,
+    ``compute_by_dataset``, ``quality``, ``recent_rejections`` (20), ``quality_by_dataset``,
+    ``quality_by_check``."""
+    with catalog.connect():
+        return {"alltime": alltime_stats(catalog),
+                "fetch_by_dataset": fetch_by_dataset(catalog),
+                "errors_by_class": errors_by_class(catalog),
+                "compute_by_dataset": compute_by_dataset(catalog),
+                "quality": quality(catalog),
+                "recent_rejections": recent_rejections(catalog, 20),
+                "quality_by_dataset": quality_by_dataset(catalog),
+                "quality_by_check": quality_by_check(catalog)}
+
+
+def metrics_window(catalog: Catalog, now: dt.datetime, days: int = 30) -> dict[str, Any]:
+    """What the Metrics page shows for recent time, on one attach: ``last_24h``
+    (``pipeline_metrics`` since ``now`` - 24 h), ``hourly``, and the last ``days`` days of
+    ``fetch_daily``, ``compute_daily`` and ``quality_daily``."""
+    with catalog.connect():
+        return {"last_24h": pipeline_metrics(catalog, now - dt.timedelta(hours=24)),
+                "hourly": hourly(catalog, now),
+                "fetch_daily": fetch_daily(catalog, now, days),
+                "compute_daily": compute_daily(catalog, now, days),
+                "quality_daily": quality_daily(catalog, now, days)}
+
 # -- universe -------------------------------------------------------------------------------------
 def universe_table(catalog: Catalog) -> pl.DataFrame:
     """Every symbol of the universe with its newest successful dataset update."""

@@ -8,7 +8,10 @@ through ``st.cache_resource``; jobs never call ``st.*`` — pages poll the catal
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import importlib
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -59,6 +62,30 @@ def _services(data_dir: str, _settings: Settings):
     from enrich.service import get_services
 
     return get_services(_settings)
+
+
+# What the pages import beyond the Overview's modules: loaded once per process, in the
+# background, after the first page is served, so no page's first visit waits for an import.
+WARM_IMPORTS = ("plotly.graph_objects", "plotly.subplots", "numpy", "enrich.coverage",
+                "enrich.diagnosis", "enrich.quality", "enrich.snapshots", "enrich.alerts",
+                "enrich.options_history", "enrich.channels", "pages._charts")
+
+
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> threading.Thread:
+    """Start importing ``WARM_IMPORTS`` in a daemon thread (once per process), then load
+    what plotly loads on a figure's first use (``pages._charts.warm``)."""
+    def load() -> None:
+        for name in WARM_IMPORTS:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+        from pages import _charts
+
+        _charts.warm()
+
+    thread = threading.Thread(target=load, name="warm-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def services():

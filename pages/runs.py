@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-import plotly.express as px
 import polars as pl
 import streamlit as st
 
 from enrich import palette, ui
 from enrich import queries as q
 from enrich.errors import EnrichError
+from pages import _charts as charts
 from pages import _common as c
 
 PAGE_SIZE = 25
 LOG_PAGE = 50
+TASK_PAGE = 100
 GANTT_MAX = 300
 ALL = "all"
 TASK_COLORS = {s: palette.HEX[lv] for s, lv in palette.TASK_LEVEL.items()}
@@ -134,13 +135,10 @@ def run_detail(run_id: str) -> None:
                   .sort(["_failed", "duration_s"], descending=True, nulls_last=True)
                   .head(GANTT_MAX).drop("_failed").sort("started_at"))
         if tl.height:
-            fig = px.timeline(tl, x_start="started_at", x_end="finished_at", y="symbol",
-                              color="state", color_discrete_map=TASK_COLORS,
-                              hover_data=["records", "requests", "retries", "error_class"])
-            fig.update_yaxes(autorange="reversed", title=None)
-            fig.update_xaxes(title="UTC")
-            fig.update_layout(height=min(160 + 22 * tl.height, 900),
-                              margin=dict(l=0, r=0, t=10, b=0))
+            fig = charts.timeline(tl, "started_at", "finished_at", "symbol", "state",
+                                  TASK_COLORS, ["records", "requests", "retries",
+                                                "error_class"],
+                                  height=min(160 + 22 * tl.height, 900))
             st.plotly_chart(fig, key="gantt")
         errs = tasks.filter(pl.col("error_class").is_not_null())
         if errs.height:
@@ -149,9 +147,17 @@ def run_detail(run_id: str) -> None:
                                     "finished_at"), chips={"state": "task"},
                         column_config={"finished_at": "at (UTC)", "error_class": "class",
                                        "error_message": "message"})
-        with st.expander(f"All {tasks.height} symbol tasks"):
-            c.dataframe(tasks, chips={"state": "task"}, column_config={
-                "started_at": "started (UTC)", "finished_at": "finished (UTC)"})
+        with st.expander(f"All {tasks.height:,} symbol tasks"):
+            # a page at a time: an expander's content is sent even while it is closed
+            pages = max(1, -(-tasks.height // TASK_PAGE))
+            page = min(int(st.session_state.get("task_page", 1) or 1), pages)
+            if pages > 1:
+                st.caption(f"page {page} of {pages}")
+            c.dataframe(tasks.slice((page - 1) * TASK_PAGE, TASK_PAGE), chips={"state": "task"},
+                        column_config={"started_at": "started (UTC)",
+                                       "finished_at": "finished (UTC)"})
+            if pages > 1:
+                st.pagination(pages, key="task_page")
 
     summ = c.read("run_fetch_summary", run_id)
     if not summ.is_empty():

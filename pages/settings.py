@@ -12,6 +12,7 @@ from enrich.symbols import ASSET_CLASSES
 from pages import _common as c
 
 AUTO = "detect from the symbol"
+UNIVERSE_PAGE = 100
 
 c.page_header("Settings", "Configuration comes from the environment and .env; change it there "
                           "and restart. The universe is edited here.")
@@ -56,11 +57,20 @@ table = c.read("universe_table")
 n_active = int(table["active"].sum()) if table.height else 0
 st.caption(f"{table.height:,} symbols, {n_active:,} active. Inactive symbols keep their data "
            "but are left out of runs.")
-search = st.text_input("Filter", key="uni_search", placeholder="symbol or name")
+search = st.text_input("Filter", key="uni_search", placeholder="symbol or name",
+                       on_change=lambda: st.session_state.update(uni_page=1))
 shown = queries.search_symbols(table, search)
+# a page at a time: 5,000 rows would be ~0.5 MB sent and drawn on every visit
+pages = max(1, -(-shown.height // UNIVERSE_PAGE))
+page = min(int(st.session_state.get("uni_page", 1) or 1), pages)
+if pages > 1:
+    st.caption(f"{shown.height:,} shown · page {page} of {pages}")
+shown = shown.slice((page - 1) * UNIVERSE_PAGE, UNIVERSE_PAGE)
 c.dataframe(shown, height=min(38 + 35 * max(shown.height, 1), 420), column_config={
     "added_at": "added (UTC)", "last_success_at": "last enrichment (UTC)",
     "asset_class": "class"})
+if pages > 1:
+    st.pagination(pages, key="uni_page")
 
 
 def _done(message: str) -> None:

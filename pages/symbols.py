@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 
-import plotly.express as px
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
@@ -14,6 +13,7 @@ from enrich import diagnosis, palette, ui
 from enrich import queries as q
 from enrich.snapshots import METHOD_NOTE, describe_inputs
 from enrich.symbols import ASSET_CLASSES
+from pages import _charts as charts
 from pages import _common as c
 
 PAGE_SIZE = 100
@@ -478,10 +478,10 @@ def drilldown(symbol: str) -> None:
         st.caption("No option chain stored for this symbol.")
     else:
         oc = st.columns(2)
-        fig = px.line(smile.with_columns(pl.col("expiration").cast(pl.String)), x="strike",
-                      y="iv", color="expiration", markers=True,
-                      hover_data=["contract_type", "moneyness"],
-                      labels={"iv": "implied volatility", "expiration": "expiry"})
+        fig = charts.series(smile.with_columns(pl.col("expiration").cast(pl.String)), "strike",
+                            "iv", "expiration", kind="line", markers=True,
+                            hover=["contract_type", "moneyness"],
+                            labels={"iv": "implied volatility", "expiration": "expiry"})
         spot = smile["underlying_price"][0]
         fig.add_vline(x=spot, line=dict(dash="dash", color="#9e9e9e"),
                       annotation_text=f"spot {spot:.2f}")
@@ -489,9 +489,9 @@ def drilldown(symbol: str) -> None:
                           title="Smile, nearest expiries (out of the money)")
         fig.update_yaxes(tickformat=".0%")
         oc[0].plotly_chart(fig, key="iv_smile")
-        tfig = px.line(term, x="days", y="atm_iv", markers=True,
-                       hover_data=["expiration", "forward"],
-                       labels={"days": "days to expiry", "atm_iv": "ATM implied volatility"})
+        tfig = charts.series(term, "days", "atm_iv", kind="line", markers=True,
+                             hover=["expiration", "forward"],
+                             labels={"days": "days to expiry", "atm_iv": "ATM implied volatility"})
         tfig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0),
                            title="ATM term structure (at the forward)")
         tfig.update_yaxes(tickformat=".1%")

@@ -6,6 +6,7 @@ import datetime as dt
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from enrich import queries as q
 from enrich import ui
@@ -304,6 +305,26 @@ def test_metrics_aggregates_match_the_logs(populated):
     rej = q.recent_rejections(cat)
     assert rej["symbol"].to_list() == ["KO"] and "low" in rej["causes"][0]
 
+
+
+def test_metrics_bundles_equal_their_read_models(populated, empty_store):
+    """The Metrics page reads two bundles, each on one attach of the catalog: every part is
+    what its own read model returns."""
+    for store in (populated[0], empty_store):
+        cat = store.catalog
+        tot = q.metrics_totals(cat)
+        assert tot["alltime"] == q.alltime_stats(cat)
+        for name in ("fetch_by_dataset", "errors_by_class", "compute_by_dataset", "quality",
+                     "quality_by_dataset", "quality_by_check"):
+            assert_frame_equal(tot[name], getattr(q, name)(cat))
+        assert_frame_equal(tot["recent_rejections"], q.recent_rejections(cat, 20))
+        win = q.metrics_window(cat, FIXED_NOW, 400)
+        assert win["last_24h"] == q.pipeline_metrics(cat, FIXED_NOW - dt.timedelta(hours=24))
+        assert_frame_equal(win["hourly"], q.hourly(cat, FIXED_NOW))
+        for name in ("fetch_daily", "compute_daily", "quality_daily"):
+            assert_frame_equal(win[name], getattr(q, name)(cat, FIXED_NOW, 400))
+    assert not q.metrics_totals(populated[0].catalog)["fetch_by_dataset"].is_empty()
+    assert not q.metrics_window(populated[0].catalog, FIXED_NOW, 400)["fetch_daily"].is_empty()
 
 def test_hourly_buckets_the_last_day(populated):
     store, _ = populated
