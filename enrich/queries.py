@@ -31,7 +31,7 @@ from enrich.catalog import Catalog, frame, utcnow
 from enrich.freshness import add_freshness, publication_lag
 from enrich.lake import Lake
 from enrich.plan_limits import NEXT_DAY_LAG
-from enrich.schemas import OPTIONS_IV, conform
+from enrich.schemas import OPTIONS_IV, ColumnType, conform
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
 STATUS_COLUMNS = (
@@ -60,6 +60,12 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -
     row = cur.fetchone()
     cols = [d[0] for d in cur.description]
     return dict(zip(cols, row, strict=True)) if row else dict.fromkeys(cols)
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> int:
+    """The one number a ``SELECT count(*) …`` answers."""
+    row = con.execute(sql, params).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -120,7 +126,7 @@ def status_table(catalog: Catalog, symbol: str | None = None,
 
 
 # -- the status grid ----------------------------------------------------------------------------
-_GRID_SCHEMA = {
+_GRID_SCHEMA: dict[str, ColumnType] = {
     "symbol": pl.String, "name": pl.String, "asset_class": pl.String, "dataset": pl.String,
     "state": pl.String, "sessions_behind": pl.Int64, "latest_session": pl.Date,
     "covered_through": pl.Date, "last_success_at": pl.Datetime("us", "UTC"),
@@ -189,10 +195,11 @@ def symbol_summary(grid: pl.DataFrame) -> pl.DataFrame:
     last_error_at (newest failing dataset), then one ``<dataset>`` state column and one
     ``<dataset>_behind`` column per dataset (null where the dataset does not apply).
     """
-    cols = {"symbol": pl.String, "name": pl.String, "asset_class": pl.String,
-            "state": pl.String, "urgency": pl.Int64, "sessions_behind": pl.Int64,
-            "last_success_at": pl.Datetime("us", "UTC"), "last_error_class": pl.String,
-            "last_error_at": pl.Datetime("us", "UTC")}
+    cols: dict[str, ColumnType] = {
+        "symbol": pl.String, "name": pl.String, "asset_class": pl.String,
+        "state": pl.String, "urgency": pl.Int64, "sessions_behind": pl.Int64,
+        "last_success_at": pl.Datetime("us", "UTC"), "last_error_class": pl.String,
+        "last_error_at": pl.Datetime("us", "UTC")}
     for d in STATUS_DATASETS:
         cols[d] = pl.String
         cols[f"{d}_behind"] = pl.Int64
@@ -224,7 +231,7 @@ def symbol_summary(grid: pl.DataFrame) -> pl.DataFrame:
         if d not in out.columns:
             out = out.with_columns(pl.lit(None, pl.String).alias(d),
                                    pl.lit(None, pl.Int64).alias(f"{d}_behind"))
-    return out.select(list(cols)).cast(cols).sort("symbol")
+    return out.select(list(cols)).cast(pl.Schema(cols)).sort("symbol")
 
 
 SYMBOL_SORTS = {
@@ -457,7 +464,7 @@ def runs_search(catalog: Catalog, limit: int = 20, offset: int = 0, state: str |
     """
     with catalog.connect() as con:
         page = frame(con, sql, [*params, limit, offset])
-        total = con.execute(f"SELECT count(*) FROM runs r WHERE {where}", params).fetchone()[0]
+        total = _count(con, f"SELECT count(*) FROM runs r WHERE {where}", params)
     return page, int(total)
 
 
@@ -574,7 +581,7 @@ def run_fetch_log(catalog: Catalog, run_id: str, symbol: str | None = None,
                    window_start, window_end
             FROM fetch_log WHERE {w}
             ORDER BY started_at, symbol, dataset LIMIT ? OFFSET ?""", [*params, limit, offset])
-        total = con.execute(f"SELECT count(*) FROM fetch_log WHERE {w}", params).fetchone()[0]
+        total = _count(con, f"SELECT count(*) FROM fetch_log WHERE {w}", params)
     return page, int(total)
 
 
@@ -956,7 +963,8 @@ def symbol_lake_quality(lake: Lake, symbol: str, asset_class: str,
     rows = []
     for ds in (*DATASETS_BY_CLASS.get(asset_class, ("bars",)), "features"):
         f = dataset_rows(lake, symbol, ds, timeframe)
-        first = last = None
+        first: Any = None  # dates (the column is a Date, or instants taken to their date)
+        last: Any = None
         missing = None
         if not f.is_empty():
             col = f[date_col[ds]]
