@@ -114,7 +114,7 @@ def page(server):
                                     args=CHROMIUM_ARGS)
         try:
             pg = browser.new_page(viewport=VIEWPORT)
-            pg.set_default_timeout(60_000)
+            pg.set_default_timeout(120_000)  # patient on a loaded 2-core machine
             pg.goto(server)
             yield pg
         finally:
@@ -300,7 +300,7 @@ def test_coverage_heatmap_gap_fill(gap_data, page, shot):
     page.get_by_role("heading", name="Overview", level=1).wait_for()  # the app's navigation
     settle(page, 0.5)
     goto_page(page, "Quality")
-    wait_metric(page, "Missing cells", "3", 30)
+    wait_metric(page, "Missing cells", "3", 90)
     plot = page.locator(".js-plotly-plot").first
     plot.wait_for()
     settle(page, 1)
@@ -315,7 +315,7 @@ def test_coverage_heatmap_gap_fill(gap_data, page, shot):
     page.mouse.move(box["x"] + box["width"] - 2, top + box["height"] / 4, steps=5)
     page.mouse.up()
     page.get_by_text(re.compile(r"3 missing cells: backfill bars .* for AAPL")).wait_for(
-        timeout=30_000)
+        timeout=90_000)
     settle(page, 0.5)
     no_exception(page)
     # The toast lives ~4 s; on a loaded machine it may come and go between two polls, so a
@@ -327,6 +327,6 @@ def test_coverage_heatmap_gap_fill(gap_data, page, shot):
     no_exception(page)
     assert seen(page), "no 'Filling 3 cells' toast was shown"
     # The caption follows the fill's own fragment, which may draw after the metric did.
-    page.get_by_text("Last fill: 1 run(s) finished").wait_for(timeout=30_000)
+    page.get_by_text("Last fill: 1 run(s) finished").wait_for(timeout=90_000)
     assert page.get_by_text("Last fill: 1 run(s) finished").count() == 1
     shot(page, "quality_filled")

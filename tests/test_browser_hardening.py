@@ -115,7 +115,7 @@ def test_markdown_payloads_render_as_text_on_every_page(hostile, server):  # noq
                                     args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport=VIEWPORT)
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(120_000)  # patient on a loaded 2-core machine
             page.route("**/*", intercept)  # before the first request
             for path, shows in _visits(hostile):
                 page.goto(server + path)
