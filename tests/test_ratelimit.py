@@ -425,11 +425,19 @@ _CHILD = textwrap.dedent("""
 
     mode, args = sys.argv[1], json.loads(sys.argv[2])
 
+    last = 0.0  # this process's last reading of the file clock
+
     def file_clock():
-        return float(Path(args["clock"]).read_text())
+        global last
+        last = float(Path(args["clock"]).read_text())
+        return last
 
     def file_sleep(seconds):
-        until = file_clock() + seconds
+        # Measured from the caller's last reading, which is what the limiter measures
+        # ``seconds`` from. Not from a fresh reading: the test may move the clock while this
+        # process is stopped or descheduled between the two, and the sleep would then end
+        # ``seconds`` after a time the test sets last, which it never passes.
+        until = last + seconds
         while file_clock() < until:
             time.sleep(0.002)
 
@@ -563,6 +571,19 @@ def test_a_killed_waiter_does_not_block_the_others(tmp_path, children):
     assert not (tmp_path / "grants").exists()
 
 
+def _stop(p: subprocess.Popen, timeout: float = 60.0) -> None:
+    """SIGSTOP a child and return once it is stopped (a signal is delivered asynchronously)."""
+    os.kill(p.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status = os.waitpid(p.pid, os.WUNTRACED | os.WNOHANG)
+        if pid:
+            assert os.WIFSTOPPED(status), f"child exited (status {status}) instead of stopping"
+            return
+        assert time.monotonic() < deadline, f"child not stopped within {timeout} s"
+        time.sleep(0.001)
+
+
 def test_a_stopped_waiter_is_passed_over_and_keeps_its_place(tmp_path, children):
     """A waiter that stops looking (its process suspended, e.g. Ctrl-Z) is passed over once
     ``stale_after`` has gone by; it is served when it resumes."""
@@ -574,7 +595,7 @@ def test_a_stopped_waiter_is_passed_over_and_keeps_its_place(tmp_path, children)
     stopped = children("wait", name="stopped", priority=5, state=str(state),
                        clock=str(clock.path), out=str(out))
     _wait_until(lambda: here.waiting == 1, 60)
-    os.kill(stopped.pid, signal.SIGSTOP)
+    _stop(stopped)  # stopped before the clock moves: it cannot look at t=10
     clock.set(10.0)
     assert _acquire_within(here, 0) == 10.0
     assert here.waiting == 1  # still queued
