@@ -428,7 +428,8 @@ class Engine:
         finally:
             stop_flusher.set()
             flush_thread.join()
-        state = self._final_state(results, cancel.is_set())
+        # A cancel that came after the last symbol stopped nothing: the run ended as it ran.
+        state = self._final_state(results, any(r.state == "cancelled" for r in results))
         summary = self._finish_run(log, run_id, started, results, state, None, tally)
         summary.requests_planned, summary.plan = plan.requests, plan
         return summary

@@ -199,7 +199,7 @@ class _Job:
     extra: dict[str, Any] | None = None  # further ``runs`` columns for its row
     recorded: bool = False  # its row is in the catalog
     cancel: threading.Event = field(default_factory=threading.Event)
-    cancel_by: str | None = None  # who cancelled it (written with its row if not yet written)
+    cancel_by: str | None = None  # who cancelled it before its row was recorded
     done: threading.Event = field(default_factory=threading.Event)
     started: bool = False
     state: str | None = None
@@ -378,18 +378,20 @@ class Services:
         already finished. Symbols already enriched keep their data."""
         with self._lock:
             job = self._jobs.get(run_id)
-        if job is not None:
-            job.cancel_by = by
-            job.cancel.set()  # in this process: no need to wait for the catalog poll
-        try:
-            state = request_cancel(self.store.catalog, run_id, by, self.clock())
-        except UnknownRunError:
-            if job is not None:  # its row is not written yet; it will be, as cancelled
+            if job is not None and not job.recorded:
+                # Its row is still being written: the intake thread writes it cancelled, or
+                # the worker cancels it before it starts; either way, by ``by``.
+                job.cancel_by = by
+                job.cancel.set()
                 return True
-            raise
-        # A run of this process flagged here may already be recorded as cancelled (the
-        # intake thread writes a flagged run's row that way): that is this cancel's doing.
-        return state in ("queued", "running") or (job is not None and state == "cancelled")
+        # Who asked is in the catalog before the run can see the request: a run that stops
+        # for it (or ends first) is never recorded cancelled without its requester.
+        state = request_cancel(self.store.catalog, run_id, by, self.clock())
+        if state not in ("queued", "running"):
+            return False
+        if job is not None:
+            job.cancel.set()  # in this process: no need to wait for the catalog poll
+        return True
 
     def pause(self, by: str, reason: str | None = None) -> None:
         """Pause the daily schedule (persisted: still paused after a restart)."""
@@ -495,7 +497,8 @@ class Services:
                 job.state = "failed"
                 self._end_job(job)
                 continue
-            job.recorded = True
+            with self._lock:  # a cancel() from now on goes through the catalog
+                job.recorded = True
             if state == "cancelled":
                 job.state = state
                 self._end_job(job)
@@ -532,8 +535,10 @@ class Services:
     def _execute(self, job: _Job) -> None:
         catalog = self.store.catalog
         if job.cancel.is_set() or cancel_requested(self.store, job.run_id):
-            finish_runs(catalog, [job.run_id], "cancelled", "cancelled before it started",
-                        self.clock())
+            now = self.clock()
+            if job.cancel_by is not None:  # a cancel() while its row was being written
+                request_cancel(catalog, job.run_id, job.cancel_by, now)
+            finish_runs(catalog, [job.run_id], "cancelled", "cancelled before it started", now)
             job.state = "cancelled"
             return
         job.started = True

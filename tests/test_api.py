@@ -413,16 +413,29 @@ def test_cancel_and_retry_failed(desk, template):
     assert r.status_code == 409 and r.json()["error"]["code"] == "run_finished"
     r = desk.api.post(f"{V1}/runs/nope/retry-failed")
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_run"
-    # Cancel a run before it can finish: the service's workers are all busy with others.
-    run_id = desk.svc.trigger(symbols=["AAPL"], lookback=10)
+    # Cancel a running run that cannot finish first: it waits for AAPL, held here (as by
+    # another run enriching it). Once let go it stops before AAPL, cancelled by whoever asked.
+    lock = desk.store.lake.symbol_lock("AAPL")
+    lock.acquire()
+    try:
+        run_id = desk.svc.trigger(symbols=["AAPL"], lookback=10)
+        deadline = time.monotonic() + TIMEOUT
+        while desk.api.ok(f"{V1}/runs/{run_id}")["state"] != "running":
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        r = desk.api.post(f"{V1}/runs/{run_id}/cancel")
+        assert r.status_code == 202, r.text
+        assert r.json() == {"run_id": run_id, "cancel_requested": True}
+    finally:
+        lock.release()
+    j = wait_run(desk, run_id)
+    assert j["state"] == "cancelled", j
+    assert (j["symbols_ok"], j["symbols_failed"], j["symbols_skipped"]) == (0, 0, 1), j
+    assert desk.one("SELECT cancel_requested_by FROM runs WHERE run_id = ?",
+                    [run_id]) == "api (127.0.0.1)"
     r = desk.api.post(f"{V1}/runs/{run_id}/cancel")
-    state = wait_run(desk, run_id)["state"]
-    if r.status_code == 202:  # caught while queued or running: it stops between symbols
-        assert state in ("cancelled", "succeeded")
-        assert desk.one("SELECT cancel_requested_by FROM runs WHERE run_id = ?",
-                        [run_id]) == "api (127.0.0.1)"
-    else:  # it had already ended (a quick machine)
-        assert r.status_code == 409 and state == "succeeded"
+    assert r.status_code == 409 and r.json()["error"]["code"] == "run_finished"
+    assert r.json()["error"]["state"] == "cancelled"
 
 
 def test_schedule_pause_and_resume(desk):

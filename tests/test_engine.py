@@ -267,3 +267,22 @@ def test_a_cancel_asked_through_the_catalog_stops_the_run(settings, fixed_clock,
         lock.release()
     t.join(60)
     assert out and out[0].state == "cancelled" and out[0].ok == 0
+
+
+def test_a_cancel_after_the_last_symbol_leaves_the_run_as_it_ended(settings, fixed_clock):
+    """A cancel that comes once every symbol is done stopped nothing: the run is recorded as
+    it ran, not as cancelled ("cancelled after 2 of 2 symbols" would be a wrong state)."""
+    eng = make_engine(settings.with_(history_years=1), fixed_clock())
+    cancel = threading.Event()
+
+    def progress(n: int, total: int, res) -> None:
+        if n == total:  # after the last symbol's result, before the run's final state
+            cancel.set()
+
+    summary = eng.run(RunParams(symbols=["AAPL", "NVDA"]), cancel=cancel, progress=progress,
+                      max_workers=1)
+    assert cancel.is_set()
+    assert (summary.state, summary.ok, summary.skipped) == ("succeeded", 2, 0)
+    row = eng.store.catalog.query("SELECT state, message FROM runs WHERE run_id = ?",
+                                  [summary.run_id]).row(0, named=True)
+    assert row["state"] == "succeeded" and "cancelled" not in row["message"], row

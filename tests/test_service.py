@@ -13,6 +13,8 @@ import polars as pl
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
+from enrich import service as service_mod
+from enrich.engine import FINAL_STATES
 from enrich.errors import NotFoundError
 from enrich.providers.sample import SampleProvider
 from enrich.service import Services, get_services, request_cancel, reset_services
@@ -182,10 +184,40 @@ def test_cancel_a_queued_run_before_it_starts(svc_settings, services):
     wait_for(lambda: svc.store.catalog.scalar(
         "SELECT count(*) FROM runs WHERE run_id = ?", [queued]) == 1)
     assert svc.cancel(queued) is True
+    at_once = svc.trigger(symbols=["NVDA"], lookback=30)  # its row is not even written yet
+    assert svc.cancel(at_once, by="api") is True
     gate.release.set()
-    assert svc.wait(queued, 30) == "cancelled"
+    assert svc.wait(queued, 30) == "cancelled" and svc.wait(at_once, 30) == "cancelled"
     assert svc.wait(busy, 60) == "succeeded"
-    assert tasks_of(svc.store, queued).is_empty()
+    for run_id, by in ((queued, "dashboard"), (at_once, "api")):
+        assert tasks_of(svc.store, run_id).is_empty()
+        row = run_row(svc.store, run_id)
+        assert row["cancel_requested_by"] == by, row
+        assert row["message"] == f"cancelled by {by} before it started"
+        assert svc.cancel(run_id) is False  # already ended
+
+
+def test_a_cancel_that_reaches_the_catalog_after_the_run_ended_is_refused(
+        svc_settings, services, monkeypatch):
+    """The race behind a flaky API test: the cancelling thread is held up before its catalog
+    write until the run has ended. The answer and the row must agree: the run ran to its end,
+    so the cancel is refused and nobody is recorded as having cancelled it (before the fix, the
+    run was flagged in memory first, stopped, and was recorded cancelled without who asked)."""
+    gate = Gate("MSFT")
+    svc = services(svc_settings.with_(max_concurrent_symbols=1), gate)
+    run_id = svc.trigger(symbols=SYMS, lookback=30)
+    assert gate.reached.wait(30)
+    real = service_mod.request_cancel
+
+    def held_up(catalog, rid, by, now):
+        gate.release.set()
+        assert svc.wait(run_id, 60) in FINAL_STATES
+        return real(catalog, rid, by, now)
+
+    monkeypatch.setattr(service_mod, "request_cancel", held_up)
+    assert svc.cancel(run_id) is False
+    row = run_row(svc.store, run_id)
+    assert (row["state"], row["symbols_ok"], row["cancel_requested_by"]) == ("succeeded", 4, None)
 
 
 def test_retry_failed_runs_exactly_the_failed_symbols(svc_settings, services):
