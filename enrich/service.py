@@ -273,9 +273,9 @@ class Services:
             self._started_at = self.clock()
         self._ensure_workers()
         threading.Thread(target=self._close_orphans, name="enrich-orphans", daemon=True).start()
-        if self.alerts is not None:
-            self.alerts.start().poke()
         if not self.settings.scheduler:
+            if self.alerts is not None:
+                self.alerts.start().poke()
             log.info("scheduler off (ENRICH_SCHEDULER=off): runs start only on request")
             return self
         self._scheduler = BackgroundScheduler(
@@ -288,6 +288,10 @@ class Services:
             self._beat()  # claim the schedule (and account for missed fires) before returning
         except Exception as exc:  # a busy catalog: the state loop tries again
             log.warning("could not write the scheduler heartbeat yet: %s", exc)
+        if self.alerts is not None:
+            # Only after the claim: a watcher round that read the dead owner's row before it
+            # would report "no process owns the schedule" while this process takes it over.
+            self.alerts.start().poke()
         self._loop_thread = threading.Thread(target=self._loop, name="enrich-scheduler-state",
                                              daemon=True)
         self._loop_thread.start()

@@ -9,18 +9,21 @@ never on wall-clock sleeps.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from enrich import alerts
+from enrich import scheduler as sched
 from enrich.backfill import BackfillRequest, start_in_background, wait_for
 from enrich.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.channels import Channels
@@ -293,31 +296,71 @@ def test_scheduler_heartbeat_lost_opens_and_resolves(data):
     assert [r["dedupe_key"] for r in ev.resolved] == ["scheduler:dead"]
 
 
-def test_serve_taking_over_from_a_dead_owner_reports_it_once(data):
-    """The previous owner died (same host, its pid gone): the new owner says so, then the
-    incident resolves because a scheduler beats again."""
+def ticking_clock() -> Callable[[], dt.datetime]:
+    """A wall clock that moves one microsecond a reading: no heartbeat can age past the dead
+    threshold however slowly a loaded machine schedules the threads (liveness compares a
+    heartbeat's age with the wall clock of whoever reads it)."""
+    start, ticks = utcnow(), itertools.count()
+    return lambda: start + dt.timedelta(microseconds=next(ticks))
+
+
+def take_over_from_a_dead_owner(data: Path) -> tuple[list[dict], str]:
+    """The previous owner died (same host, its pid gone); a service with the scheduler on
+    starts. Returns the alert events once the takeover was reported and resolved, and the
+    dead pid."""
     store = Store(data)
     host, _ = host_and_pid()
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True).stdout.strip()
+    clock = ticking_clock()
     b = WriteBatch()
     b.execute("UPDATE scheduler_state SET pid = ?, host = ?, heartbeat_at = ?, "
               "heartbeat_interval_s = 5, stopped_at = NULL WHERE id = 1",
-              [int(dead_pid), host, utcnow() - dt.timedelta(seconds=30)])
+              [int(dead_pid), host, clock() - dt.timedelta(seconds=30)])
     store.catalog.write(b)
     settings = settings_for(data).with_(scheduler=True, now_override=FIXED_NOW)
-    watcher = alerts.Watcher(settings, store, every_s=0.1, channels=Channels(()))
-    svc = Services(settings, store=store, alerts=watcher, heartbeat_s=0.2).start()
+    watcher = alerts.Watcher(settings, store, clock=clock, every_s=0.1, channels=Channels(()))
+    svc = Services(settings, clock=clock, store=store, alerts=watcher, heartbeat_s=0.2)
+    svc.start()
     try:
-        events = wait_until(lambda: len(rows(store)) >= 2 and rows(store),
-                            what="opened and resolved")
+        wait_until(lambda: len(rows(store)) >= 2, what="opened and resolved")
         rounds(watcher)
     finally:
         svc.stop()
-    events = rows(store)
+    return rows(store), dead_pid
+
+
+def test_serve_taking_over_from_a_dead_owner_reports_it_once(data):
+    """The new owner names the dead one and says it took over, once; then the incident
+    resolves because a scheduler beats again."""
+    host, pid = host_and_pid()
+    events, dead_pid = take_over_from_a_dead_owner(data)
     assert [(e["event"], e["dedupe_key"]) for e in events] == [
         ("opened", "scheduler:dead"), ("resolved", "scheduler:dead")]
     assert f"pid {dead_pid} on {host}" in events[0]["detail"]
+    assert f"pid {pid} has taken the schedule over" in events[0]["detail"]
+
+
+def test_the_watcher_of_a_taking_over_service_first_looks_after_the_claim(data, monkeypatch):
+    """The watcher starts only after the service's first heartbeat write: a round that read
+    the dead owner's row before it would say "no process owns the daily schedule now" while
+    this very process takes it over (the race a loaded machine showed)."""
+    seen: list[str] = []
+    beat, run_once = sched.beat, alerts.Watcher.run_once
+
+    def recording_beat(*args, **kwargs):
+        got = beat(*args, **kwargs)
+        seen.append("claimed" if got.owner else "standing by")
+        return got
+
+    def recording_round(self):
+        seen.append("round")
+        return run_once(self)
+
+    monkeypatch.setattr(sched, "beat", recording_beat)
+    monkeypatch.setattr(alerts.Watcher, "run_once", recording_round)
+    events, _ = take_over_from_a_dead_owner(data)
+    assert seen[0] == "claimed", seen[:5]
     assert "has taken the schedule over" in events[0]["detail"]
 
 
