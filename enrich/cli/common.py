@@ -1,5 +1,6 @@
 """What every command module shares: exit codes, the command registry and parser hooks,
-output helpers (tables, JSON, the progress line) and the usage error."""
+output helpers (tables, JSON, the progress line) and the usage error.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ from typing import Any, NoReturn
 import polars as pl
 
 from enrich.config import Settings
-from enrich.errors import (
-    EnrichError,
-)
+from enrich.errors import EnrichError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_LIMIT = 100_000  # rows a listing prints at most
