@@ -9,9 +9,9 @@ counted: imports under ``if TYPE_CHECKING:``, which never run and exist to name 
 annotation. An edge goes to the module named (``enrich.providers`` for ``from enrich.providers
 import Provider``), not to the parent packages the interpreter also initialises on the way.
 
-Cycles known today have their own ``xfail(strict=True)`` test each, which turns into a failure
-(XPASS) the day the cycle is gone, so that its marker is removed; every other cycle fails
-``test_no_import_cycle``.
+``test_no_import_cycle`` fails on any cycle; the three the package once had (engine ↔ workers,
+the provider registry ↔ the providers, the CLI ↔ its command modules) keep a test each that
+names what broke them.
 """
 
 from __future__ import annotations
@@ -187,12 +187,9 @@ def describe(cycle: list[Edge]) -> str:
     return " -> ".join([cycle[0].source] + [f"{e.target} ({e.where})" for e in cycle])
 
 
-# Today's cycles, each by the import the fix is expected to remove.
-PROVIDERS_FACTORY = {("enrich.providers", "enrich.providers.sample"),
-                     ("enrich.providers", "enrich.providers.massive")}
+# The command modules the CLI package imports (once a cycle through enrich.cli).
 CLI_PLUGINS = {("enrich.cli", f"enrich.cli.{m}")
                for m in ("service", "backfill", "alerts", "quality")}
-KNOWN: set[tuple[str, str]] = set()
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +202,8 @@ def _cycles_through(edges: list[Edge], members: set[str]) -> list[str]:
 
 
 def test_no_import_cycle(graph):
-    """No cycle, once today's known ones (the xfail tests below) are set aside."""
-    found = cycles(e for e in graph if (e.source, e.target) not in KNOWN)
+    """No cycle anywhere in the package (the tests below name the three there were)."""
+    found = cycles(graph)
     assert not found, "import cycle(s):\n" + "\n".join(describe(c) for c in found)
 
 
