@@ -82,7 +82,9 @@ tr_close
 
 Prices (close, high, low) must be non-null and ``(symbol, timeframe, ts)`` unique; otherwise
 ``ValidationError`` is raised. Volume may be null (only volume_z20 uses it). Arithmetic is
-IEEE double: a zero price gives an infinite log return or distance, as the formulas say.
+IEEE double: a zero price gives an infinite log return or distance, as the formulas say. A
+value the arithmetic leaves undefined (NaN: from a NaN price, 0 / 0, inf - inf) is null, like
+every value a formula does not define: the output holds no NaN.
 """
 
 from __future__ import annotations
@@ -96,11 +98,10 @@ from types import ModuleType
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from enrich import conventions
 from enrich.errors import ValidationError
-from enrich.schemas import FEATURE_COLUMNS, FEATURES, ColumnType
+from enrich.schemas import FEATURE_COLUMNS, FEATURES
 
 __all__ = ["compute_features", "dividends_on_basis", "load_kernel"]
 
@@ -109,8 +110,8 @@ _KEYS: list[str] = [*_ORDER, "session"]
 _PRICES: tuple[str, ...] = ("high", "low", "close")
 _NEEDED: tuple[str, ...] = (*_KEYS, *_PRICES, "volume")
 _NON_NULL: tuple[str, ...] = (*_ORDER, *_PRICES)
-_DTYPES: dict[str, ColumnType] = {
-    **{c: FEATURES.schema[c] for c in _KEYS},
+_DTYPES: dict[str, pl.DataType] = {  # instances (a schema may hold classes: pl.String)
+    **{c: t() if isinstance(t, type) else t for c, t in FEATURES.schema.items() if c in _KEYS},
     **{c: pl.Float64() for c in (*_PRICES, "volume")},
 }
 _GID = "_group"
@@ -168,16 +169,16 @@ def _conformed(bars: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in _NEEDED if c not in dtypes]
     if missing:
         raise ValidationError(f"features: bars lack columns {missing}", causes=missing)
-    if _conforming(tuple(dtypes[c] for c in _DTYPES)):
+    if all(_same_type(dtypes[c], t) for c, t in _DTYPES.items()):
         return bars
     return bars.select(pl.col(c).cast(t) for c, t in _DTYPES.items())
 
 
-@functools.cache
-def _conforming(dtypes: tuple[pl.DataType, ...]) -> bool:
-    """Whether ``dtypes`` (of the columns of ``_DTYPES``, in its order) are those types: a
-    comparison of polars types runs in Python (~1 µs each); the lake has one schema."""
-    return all(a == b for a, b in zip(dtypes, _DTYPES.values(), strict=True))
+def _same_type(dtype: pl.DataType, expected: pl.DataType) -> bool:
+    """``dtype == expected``, by class first: polars compares types in Python (~1 µs each),
+    a class test is ~50 ns, and only a datetime's unit and zone need comparing."""
+    return type(dtype) is type(expected) and (
+        not isinstance(expected, pl.Datetime) or dtype == expected)
 
 
 def _features(frame: pl.DataFrame, starts: np.ndarray,
@@ -214,7 +215,7 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
         part = _run(inputs, starts)
         if part is None:
             return None
-        flat, n = _flat(*part), frame.height
+        flat, n = _flat(part), frame.height
         return symbol.to_frame().hstack([
             *keys, *(flat.slice(i * n, n).alias(name) for i, name in enumerate(FEATURE_COLUMNS))
         ])
@@ -228,8 +229,8 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
     if len(done) < len(parts):
         return None
     features: list[list[pl.Series]] = [[] for _ in FEATURE_COLUMNS]
-    for values, valid in done:
-        flat, n = _flat(values, valid), values.shape[1]
+    for values in done:
+        flat, n = _flat(values), values.shape[1]
         for i, chunks in enumerate(features):
             chunks.append(flat.slice(i * n, n))
     return symbol.to_frame().hstack([
@@ -241,11 +242,10 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
     ])
 
 
-def _flat(values: np.ndarray, valid: np.ndarray) -> pl.Series:
-    """A run's feature columns, one after the other, as one Series without a copy: one
-    Arrow array over ``values`` with one validity bitmap; each column is a slice of it."""
-    buffers = [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(values)]
-    return pl.Series(pa.Array.from_buffers(pa.float64(), values.size, buffers))
+def _flat(values: np.ndarray) -> pl.Series:
+    """A run's feature columns, one after the other, as one Series over ``values`` (no
+    copy), null where the kernel wrote NaN; each column is a slice of it."""
+    return pl.Series(values.ravel(), nan_to_null=True)
 
 
 def _group_keys(columns: Mapping[str, pl.Series], starts: np.ndarray, name: str) -> list:
@@ -336,18 +336,17 @@ def _runs(starts: np.ndarray) -> list[np.ndarray]:
     return [starts[a : b + 1] for a, b in itertools.pairwise(cuts)]
 
 
-def _run(inputs: list[np.ndarray], starts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The features of the groups of one run: values and validity, ``(features, rows)``."""
+def _run(inputs: list[np.ndarray], starts: np.ndarray) -> np.ndarray | None:
+    """The features of the groups of one run, ``(features, rows)``, NaN where null."""
     for array in inputs:  # one compiled signature, whatever the caller handed over
         array.setflags(write=False)
     first, end = starts[0], starts[-1]
     local = starts - first
     local.setflags(write=False)
     values = np.empty((len(FEATURE_COLUMNS), end - first))
-    valid = np.empty((len(FEATURE_COLUMNS), end - first), dtype=np.bool_)
-    if _kernel().fill(*(a[first:end] for a in inputs), local, values, valid):
+    if _kernel().fill(*(a[first:end] for a in inputs), local, values):
         return None
-    return values, valid
+    return values
 
 
 def load_kernel() -> None:
