@@ -336,3 +336,24 @@ def _total_return(c, div, out):
         out[k] = c[k] * factor
         if div[k] != 0.0:
             factor *= c[k] / (c[k] + div[k])
+
+
+@_jit
+def place_dividends(sessions, ex_dates, amounts, out):
+    """Add each dividend to ``out`` on the first row whose session (days since the epoch,
+    ascending) is on or after its ex-date; none before the first row or after the last.
+    Dividends credited to one row are summed in ex-date order (then in the given order), as
+    the many-group path sums them. ``compute_features``' one-group call, one call."""
+    m = sessions.size
+    for i in np.argsort(ex_dates, kind="mergesort"):
+        ex = ex_dates[i]
+        if m == 0 or ex < sessions[0] or ex > sessions[m - 1]:
+            continue
+        lo, hi = 0, m - 1  # the first row with sessions[row] >= ex
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sessions[mid] < ex:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[lo] += amounts[i]
