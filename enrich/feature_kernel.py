@@ -1,12 +1,12 @@
 """The compiled loop behind ``enrich.features.compute_features``: every feature of every group.
 
-``fill(ts, high, low, close, volume, volume_ok, dividend, annual, starts, out, valid)``
+``fill(ts, high, low, close, volume, volume_ok, dividend, annual, starts, out)``
 computes the ``FEATURE_COLUMNS`` (in that order, the definitions are in ``enrich.features``)
 for bars sorted by (symbol, timeframe, ts), whose groups are the row ranges
 ``starts[g] .. starts[g + 1] - 1``. ``ts`` is in microseconds; ``dividend`` is the cash
 dividend going ex on each row (0 elsewhere), ``annual`` each row's annualisation factor
 (the square root of its group's bars a year, ``enrich.conventions``). It writes
-``out[f, row]`` (NaN where null) and ``valid[f, row]`` (False where null) and returns 0; or,
+``out[f, row]``, NaN where the feature is null, and returns 0; or,
 if some ``ts`` does not increase within its group, returns how many and computes nothing.
 
 Each group is computed alone, from its own first row, in a fixed order of operations: the
@@ -69,7 +69,7 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @_jit
-def fill(ts, high, low, close, volume, volume_ok, dividend, annual, starts, out, valid):
+def fill(ts, high, low, close, volume, volume_ok, dividend, annual, starts, out):
     longest = disorder = 0
     for g in range(starts.size - 1):
         longest = max(longest, starts[g + 1] - starts[g])
@@ -82,28 +82,24 @@ def fill(ts, high, low, close, volume, volume_ok, dividend, annual, starts, out,
     for g in range(starts.size - 1):
         a, b = starts[g], starts[g + 1]
         _group(ts[a:b], high[a:b], low[a:b], close[a:b], volume[a:b], volume_ok[a:b],
-               dividend[a:b], annual[a], out, valid, a, log_return)
+               dividend[a:b], annual[a], out, a, log_return)
     return 0
 
 
 @_jit
-def _group(t, h, lo, c, v, v_ok, div, annual, out, valid, a, log_return):
-    """The features of one group, rows ``a .. a + c.size - 1`` of ``out`` and ``valid``."""
+def _group(t, h, lo, c, v, v_ok, div, annual, out, a, log_return):
+    """The features of one group, rows ``a .. a + c.size - 1`` of ``out``."""
     m = c.size
     b = a + m
     for f in range(N_FEATURES):
-        first = a + min(FIRST_ROW[f], m)
-        out[f][a:first] = np.nan
-        valid[f][a:first] = False
-        valid[f][first:b] = True
+        out[f][a : a + min(FIRST_ROW[f], m)] = np.nan
     log_return = log_return[:m]
     _recursions(h, lo, c, log_return, out, a, b)
     if m >= 20:
-        _windows_20(c, log_return, v, v_ok, annual, out, valid, a, b)
+        _windows_20(c, log_return, v, v_ok, annual, out, a, b)
     if m >= 50:
         _long_windows(c, out[MA50][a:b], out[MA200][a:b])
-    _year_extremes(t, h, lo, c, out[HIGH_52W_DIST][a:b], out[LOW_52W_DIST][a:b],
-                   valid[HIGH_52W_DIST][a:b], valid[LOW_52W_DIST][a:b])
+    _year_extremes(t, h, lo, c, out[HIGH_52W_DIST][a:b], out[LOW_52W_DIST][a:b])
     _total_return(c, div, out[TR_CLOSE][a:b])
 
 
@@ -177,13 +173,13 @@ def _recursions(h, lo, c, log_return, out, a, b):
 
 
 @_jit
-def _windows_20(c, log_return, v, v_ok, annual, out, valid, a, b):
+def _windows_20(c, log_return, v, v_ok, annual, out, a, b):
     """ma20, Bollinger bands, volatility_20d and volume_z20: windows of 20 rows (volume_z20
     compares a row with the window of the 20 rows before it)."""
     m = c.size
     n = 20
     ma20, upper, lower = out[MA20][a:b], out[BB_UPPER][a:b], out[BB_LOWER][a:b]
-    volatility, z, z_valid = out[VOLATILITY_20D][a:b], out[VOLUME_Z20][a:b], valid[VOLUME_Z20][a:b]
+    volatility, z = out[VOLATILITY_20D][a:b], out[VOLUME_Z20][a:b]
     # The previous block's tails: sums of x - r and (x - r)**2 from a row to the block's end,
     # r the first value of this block.
     c1, c2, r1, r2, v1, v2 = (np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n),
@@ -256,11 +252,11 @@ def _windows_20(c, log_return, v, v_ok, annual, out, valid, a, b):
         lower[k] = ma20[k] - 2 * std0
     for k in range(n, m):
         volatility[k] = math.sqrt(volatility[k] * INV_19) * annual
+    volatility[n - 1] = np.nan  # 19 log returns: null (the sums above were for row n)
     # Backwards: row k reads the previous row's window before that row is overwritten.
     for k in range(m - 1, n - 1, -1):
         ok = volume_ok[k - 1] and v_ok[k]
         z[k] = (v[k] - volume_mean[k - 1]) / math.sqrt(z[k - 1] * INV_19) if ok else np.nan
-        z_valid[k] = ok
     z[n - 1] = np.nan
 
 
@@ -302,7 +298,7 @@ def _long_windows(c, ma50, ma200):
 
 
 @_jit
-def _year_extremes(t, h, lo, c, high_dist, low_dist, high_valid, low_valid):
+def _year_extremes(t, h, lo, c, high_dist, low_dist):
     """The 52-week distances: the extremes of the rows whose ``t`` lies in (t[k] - 364 days,
     t[k]], null while that window reaches before the group's first row. Two monotonic queues
     of row numbers: highs decreasing from the head (lows increasing), rows that left the
@@ -327,10 +323,8 @@ def _year_extremes(t, h, lo, c, high_dist, low_dist, high_valid, low_valid):
         if t[0] <= cutoff:
             high_dist[k] = c[k] / h[top[th]] - 1
             low_dist[k] = c[k] / lo[bottom[bh]] - 1
-            high_valid[k] = low_valid[k] = True
         else:
             high_dist[k] = low_dist[k] = np.nan
-            high_valid[k] = low_valid[k] = False
 
 
 @_jit
@@ -342,3 +336,24 @@ def _total_return(c, div, out):
         out[k] = c[k] * factor
         if div[k] != 0.0:
             factor *= c[k] / (c[k] + div[k])
+
+
+@_jit
+def place_dividends(sessions, ex_dates, amounts, out):
+    """Add each dividend to ``out`` on the first row whose session (days since the epoch,
+    ascending) is on or after its ex-date; none before the first row or after the last.
+    Dividends credited to one row are summed in ex-date order (then in the given order), as
+    the many-group path sums them. ``compute_features``' one-group call, one call."""
+    m = sessions.size
+    for i in np.argsort(ex_dates, kind="mergesort"):
+        ex = ex_dates[i]
+        if m == 0 or ex < sessions[0] or ex > sessions[m - 1]:
+            continue
+        lo, hi = 0, m - 1  # the first row with sessions[row] >= ex
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if sessions[mid] < ex:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[lo] += amounts[i]

@@ -82,7 +82,9 @@ tr_close
 
 Prices (close, high, low) must be non-null and ``(symbol, timeframe, ts)`` unique; otherwise
 ``ValidationError`` is raised. Volume may be null (only volume_z20 uses it). Arithmetic is
-IEEE double: a zero price gives an infinite log return or distance, as the formulas say.
+IEEE double: a zero price gives an infinite log return or distance, as the formulas say. A
+value the arithmetic leaves undefined (NaN: from a NaN price, 0 / 0, inf - inf) is null, like
+every value a formula does not define: the output holds no NaN.
 """
 
 from __future__ import annotations
@@ -96,11 +98,10 @@ from types import ModuleType
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from enrich import conventions
 from enrich.errors import ValidationError
-from enrich.schemas import FEATURE_COLUMNS, FEATURES, ColumnType
+from enrich.schemas import FEATURE_COLUMNS, FEATURES
 
 __all__ = ["compute_features", "dividends_on_basis", "load_kernel"]
 
@@ -109,8 +110,8 @@ _KEYS: list[str] = [*_ORDER, "session"]
 _PRICES: tuple[str, ...] = ("high", "low", "close")
 _NEEDED: tuple[str, ...] = (*_KEYS, *_PRICES, "volume")
 _NON_NULL: tuple[str, ...] = (*_ORDER, *_PRICES)
-_DTYPES: dict[str, ColumnType] = {
-    **{c: FEATURES.schema[c] for c in _KEYS},
+_DTYPES: dict[str, pl.DataType] = {  # instances (a schema may hold classes: pl.String)
+    **{c: t() if isinstance(t, type) else t for c, t in FEATURES.schema.items() if c in _KEYS},
     **{c: pl.Float64() for c in (*_PRICES, "volume")},
 }
 _GID = "_group"
@@ -125,12 +126,14 @@ def compute_features(bars: pl.DataFrame, *, asset_class: str | Mapping[str, str]
     (``enrich.feature_kernel``); polars only checks, orders and frames them.
     """
     frame = _conformed(bars)
-    _check(frame)
+    columns = dict(zip(frame.columns, frame.get_columns(), strict=True))
+    _check(columns)
     if frame.height == 0:
         return FEATURES.empty()
-    if _one_group(frame):
+    if _one_group(columns):
         # The usual case, one lake file: already in ts order, which the kernel checks.
-        features = _features(frame, np.array([0, frame.height]), asset_class, dividends)
+        features = _features(frame, np.array([0, frame.height]), asset_class, dividends,
+                             columns)
         if features is not None:
             return features
         frame = frame.sort("ts")
@@ -166,14 +169,22 @@ def _conformed(bars: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in _NEEDED if c not in dtypes]
     if missing:
         raise ValidationError(f"features: bars lack columns {missing}", causes=missing)
-    if all(dtypes[c] == t for c, t in _DTYPES.items()):
+    if all(_same_type(dtypes[c], t) for c, t in _DTYPES.items()):
         return bars
     return bars.select(pl.col(c).cast(t) for c, t in _DTYPES.items())
 
 
+def _same_type(dtype: pl.DataType, expected: pl.DataType) -> bool:
+    """``dtype == expected``, by class first: polars compares types in Python (~1 µs each),
+    a class test is ~50 ns, and only a datetime's unit and zone need comparing."""
+    return type(dtype) is type(expected) and (
+        not isinstance(expected, pl.Datetime) or dtype == expected)
+
+
 def _features(frame: pl.DataFrame, starts: np.ndarray,
               asset_class: str | Mapping[str, str] | None = None,
-              dividends: pl.DataFrame | None = None) -> pl.DataFrame | None:
+              dividends: pl.DataFrame | None = None,
+              columns: Mapping[str, pl.Series] | None = None) -> pl.DataFrame | None:
     """``frame``'s keys and the features of its groups ``starts[g] .. starts[g + 1] - 1``;
     None if ``ts`` does not increase within a group.
 
@@ -182,26 +193,29 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
     runs change the speed, never a bit. Each run has buffers of its own of at most
     ~15 MB, which the allocator reuses from one call to the next (one buffer for a whole
     universe would be fresh memory, page-faulted in, on every call); the feature columns of
-    such a frame are in as many chunks as there were runs.
+    such a frame are in as many chunks as there were runs. ``columns`` are ``frame``'s, by
+    name, if the caller has them already.
     """
-    volume = frame.get_column("volume")
-    inputs = [frame.get_column("ts").to_numpy().view(np.int64)]
-    inputs += [frame.get_column(c).to_numpy() for c in _PRICES]
+    if columns is None:
+        columns = dict(zip(frame.columns, frame.get_columns(), strict=True))
+    volume = columns["volume"]
+    inputs = [columns["ts"].to_numpy().view(np.int64)]
+    inputs += [columns[c].to_numpy() for c in _PRICES]
     inputs.append(volume.to_numpy())  # nulls become NaN
     inputs.append(
         volume.is_not_null().to_numpy()
         if volume.null_count()
         else np.ones(frame.height, dtype=np.bool_)
     )
-    inputs.append(_dividend_rows(frame, starts, dividends))
-    inputs.append(_annual_rows(frame, starts, asset_class))
-    symbol, *keys = (frame.get_column(c) for c in _KEYS)
+    inputs.append(_dividend_rows(columns, starts, dividends))
+    inputs.append(_annual_rows(columns, starts, asset_class))
+    symbol, *keys = (columns[c] for c in _KEYS)
     if starts.size == 2:
         # One group, the engine's call: one run, and each column a slice of it.
         part = _run(inputs, starts)
         if part is None:
             return None
-        flat, n = _flat(*part), frame.height
+        flat, n = _flat(part), frame.height
         return symbol.to_frame().hstack([
             *keys, *(flat.slice(i * n, n).alias(name) for i, name in enumerate(FEATURE_COLUMNS))
         ])
@@ -215,8 +229,8 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
     if len(done) < len(parts):
         return None
     features: list[list[pl.Series]] = [[] for _ in FEATURE_COLUMNS]
-    for values, valid in done:
-        flat, n = _flat(values, valid), values.shape[1]
+    for values in done:
+        flat, n = _flat(values), values.shape[1]
         for i, chunks in enumerate(features):
             chunks.append(flat.slice(i * n, n))
     return symbol.to_frame().hstack([
@@ -228,27 +242,26 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
     ])
 
 
-def _flat(values: np.ndarray, valid: np.ndarray) -> pl.Series:
-    """A run's feature columns, one after the other, as one Series without a copy: one
-    Arrow array over ``values`` with one validity bitmap; each column is a slice of it."""
-    buffers = [pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(values)]
-    return pl.Series(pa.Array.from_buffers(pa.float64(), values.size, buffers))
+def _flat(values: np.ndarray) -> pl.Series:
+    """A run's feature columns, one after the other, as one Series over ``values`` (no
+    copy), null where the kernel wrote NaN; each column is a slice of it."""
+    return pl.Series(values.ravel(), nan_to_null=True)
 
 
-def _group_keys(frame: pl.DataFrame, starts: np.ndarray, name: str) -> list:
+def _group_keys(columns: Mapping[str, pl.Series], starts: np.ndarray, name: str) -> list:
     """The value of column ``name`` on the first row of each group."""
-    column = frame.get_column(name)
+    column = columns[name]
     if starts.size == 2:  # one group: a gather costs ~0.1 ms, indexing ~0.3 µs
         return [column[0]]
     return column.gather(starts[:-1]).to_list()
 
 
-def _annual_rows(frame: pl.DataFrame, starts: np.ndarray,
+def _annual_rows(columns: Mapping[str, pl.Series], starts: np.ndarray,
                  asset_class: str | Mapping[str, str] | None) -> np.ndarray:
     """Each row's annualisation factor: sqrt(bars a year) of its group's class and
     timeframe (``enrich.conventions``)."""
-    symbols = _group_keys(frame, starts, "symbol")
-    timeframes = _group_keys(frame, starts, "timeframe")
+    symbols = _group_keys(columns, starts, "symbol")
+    timeframes = _group_keys(columns, starts, "timeframe")
     factors = np.empty(len(symbols))
     for g, (sym, tf) in enumerate(zip(symbols, timeframes, strict=True)):
         if isinstance(asset_class, str):
@@ -257,34 +270,40 @@ def _annual_rows(frame: pl.DataFrame, starts: np.ndarray,
             cls = asset_class[sym]
         else:
             cls = conventions.asset_class_of(sym)
-        try:
-            factors[g] = math.sqrt(conventions.convention(cls).bars_per_year(tf))
-        except ValueError as exc:
-            raise ValidationError(f"features: {exc}", causes=[str(exc)]) from None
+        factors[g] = _annual_factor(cls, tf)
     if factors.size == 1:
         return np.full(int(starts[-1]), factors[0])
     return np.repeat(factors, np.diff(starts))
 
 
-def _dividend_rows(frame: pl.DataFrame, starts: np.ndarray,
+@functools.cache
+def _annual_factor(asset_class: str, timeframe: str) -> float:
+    """sqrt(bars a year) of a class and timeframe (a few µs to derive; a universe has few)."""
+    try:
+        return math.sqrt(conventions.convention(asset_class).bars_per_year(timeframe))
+    except ValueError as exc:
+        raise ValidationError(f"features: {exc}", causes=[str(exc)]) from None
+
+
+def _dividend_rows(columns: Mapping[str, pl.Series], starts: np.ndarray,
                    dividends: pl.DataFrame | None) -> np.ndarray:
     """The cash dividend going ex on each row: on the first bar of a group whose session is
     on or after the ex-date (0 elsewhere; none before a group's first bar)."""
-    out = np.zeros(frame.height)
+    out = np.zeros(int(starts[-1]))
     if dividends is None or dividends.is_empty():
         return out
     by_symbol: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if starts.size == 2:
-        # One group, the engine's call: its symbol's rows picked in numpy (~20 µs; a
-        # partition and a sort are polars queries, ~0.3 ms together).
-        (sym,) = _group_keys(frame, starts, "symbol")
-        same = dividends.get_column("symbol") == sym
-        mine = same.to_numpy().astype(np.bool_)  # a null symbol (None) is not this one
-        if mine.any():
-            ex = dividends.get_column("ex_date").to_numpy()[mine].astype("datetime64[D]")
-            order = np.argsort(ex, kind="stable")
-            amount = dividends.get_column("cash_amount").to_numpy()[mine].astype(np.float64)
-            by_symbol[sym] = (ex[order], amount[order])
+        # One group, the engine's call: its symbol's rows picked in numpy and placed by the
+        # kernel, one call (a partition and a sort are polars queries, ~0.3 ms together; a
+        # numpy sort, search and add.at ~50 µs in calls).
+        (sym,) = _group_keys(columns, starts, "symbol")
+        mine = (dividends.get_column("symbol") == sym).to_numpy().astype(np.bool_)  # null: no
+        ex = dividends.get_column("ex_date").to_numpy()[mine].astype("datetime64[D]")
+        amount = dividends.get_column("cash_amount").to_numpy()[mine].astype(np.float64)
+        sessions = columns["session"].to_numpy().astype("datetime64[D]")
+        _kernel().place_dividends(sessions.view(np.int64), ex.view(np.int64), amount, out)
+        return out
     else:
         for (sym,), part in dividends.partition_by("symbol", as_dict=True).items():
             part = part.sort("ex_date")
@@ -292,8 +311,8 @@ def _dividend_rows(frame: pl.DataFrame, starts: np.ndarray,
                               part["cash_amount"].to_numpy().astype(np.float64))
     if not by_symbol:
         return out
-    sessions = frame.get_column("session").to_numpy().astype("datetime64[D]")
-    for g, sym in enumerate(_group_keys(frame, starts, "symbol")):
+    sessions = columns["session"].to_numpy().astype("datetime64[D]")
+    for g, sym in enumerate(_group_keys(columns, starts, "symbol")):
         if sym not in by_symbol:
             continue
         a, b = int(starts[g]), int(starts[g + 1])
@@ -317,18 +336,17 @@ def _runs(starts: np.ndarray) -> list[np.ndarray]:
     return [starts[a : b + 1] for a, b in itertools.pairwise(cuts)]
 
 
-def _run(inputs: list[np.ndarray], starts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The features of the groups of one run: values and validity, ``(features, rows)``."""
+def _run(inputs: list[np.ndarray], starts: np.ndarray) -> np.ndarray | None:
+    """The features of the groups of one run, ``(features, rows)``, NaN where null."""
     for array in inputs:  # one compiled signature, whatever the caller handed over
         array.setflags(write=False)
     first, end = starts[0], starts[-1]
     local = starts - first
     local.setflags(write=False)
     values = np.empty((len(FEATURE_COLUMNS), end - first))
-    valid = np.empty((len(FEATURE_COLUMNS), end - first), dtype=np.bool_)
-    if _kernel().fill(*(a[first:end] for a in inputs), local, values, valid):
+    if _kernel().fill(*(a[first:end] for a in inputs), local, values):
         return None
-    return values, valid
+    return values
 
 
 def load_kernel() -> None:
@@ -353,9 +371,8 @@ def _kernel() -> ModuleType:
     return feature_kernel
 
 
-def _check(frame: pl.DataFrame) -> None:
-    counts = dict(zip(frame.columns, frame.null_count().row(0), strict=True))
-    nulls = {c: counts[c] for c in _NON_NULL if counts[c]}
+def _check(columns: Mapping[str, pl.Series]) -> None:
+    nulls = {c: n for c in _NON_NULL if (n := columns[c].null_count())}
     if nulls:
         causes = [f"{n} null {c}" for c, n in nulls.items()]
         raise ValidationError(
@@ -365,10 +382,10 @@ def _check(frame: pl.DataFrame) -> None:
         )
 
 
-def _one_group(frame: pl.DataFrame) -> bool:
+def _one_group(columns: Mapping[str, pl.Series]) -> bool:
     """Whether all rows share one (symbol, timeframe): the engine's call, one symbol's bars."""
     for name in ("symbol", "timeframe"):
-        keys = frame.get_column(name)
+        keys = columns[name]
         # Equal ends of a sorted column: one value (and a sortedness test is cheaper than a
         # comparison with the first value).
         if keys[0] != keys[-1] or not keys.is_sorted():

@@ -725,3 +725,14 @@ def test_matches_an_independent_implementation_on_random_walks():
         floor = close[both] if name in PRICE_VALUED else 1.0
         scaled = np.abs(a - b) / np.maximum(floor, np.abs(b))
         assert scaled.max(initial=0.0) <= 1e-9, (name, scaled.max())
+
+
+def test_a_value_the_arithmetic_leaves_undefined_is_null_not_nan():
+    # Two zero closes in a row: log(0 / 0) is NaN, which the output holds as a null.
+    closes = [10.0] * 30 + [0.0, 0.0, 5.0]
+    out = compute_features(make_bars("X", closes, lows=[min(c, 9.0) for c in closes]))
+    log_return = out["log_return"]
+    assert log_return[31] is None  # 0 / 0
+    assert log_return[30] == -math.inf and log_return[32] == math.inf
+    for name in FEATURE_COLUMNS:
+        assert not out[name].is_nan().any(), name
