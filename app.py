@@ -9,18 +9,8 @@ from pages import _common as c
 
 st.set_page_config(page_title="enrich", page_icon="📈", layout="wide")
 
-PAGES = [
-    st.Page(c.PAGES["overview"], title="Overview", icon="🏠", default=True),
-    st.Page(c.PAGES["symbols"], title="Symbols", icon="🔎"),
-    st.Page(c.PAGES["runs"], title="Runs", icon="🔄"),
-    st.Page(c.PAGES["metrics"], title="Metrics", icon="📊"),
-    st.Page("pages/quality.py", title="Quality", icon="🧪"),
-    st.Page(c.PAGES["health"], title="Health", icon="🩺"),
-    st.Page(c.PAGES["controls"], title="Controls", icon="🎛️"),
-    st.Page("pages/backfill.py", title="Backfill", icon="⏮️"),
-    st.Page(c.PAGES["alerts"], title="Alerts", icon="🚨"),
-    st.Page(c.PAGES["settings"], title="Settings", icon="⚙️"),
-]
+PAGES = [st.Page(c.PAGES[name], title=title, icon=icon, default=name == "overview")
+         for name, title, icon in c.PAGE_TABLE]
 nav = st.navigation(PAGES)
 
 settings = c.settings()

@@ -139,9 +139,18 @@ def fmt_ago(ts: dt.datetime | None, now: dt.datetime) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
-def fmt_duration(seconds: float | None) -> str:
+def fmt_duration(seconds: float | None, *, compact: bool = False) -> str:
+    """A duration for people: "350 ms", "12.5 s", "2.1 min", "1.5 h"; ``compact`` for a
+    terminal line, a clock's fields: "45s", "2m05s", "1h05m". "—" if unknown."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "—"
+    if compact:
+        s = int(round(seconds))
+        if s < 60:
+            return f"{s}s"
+        if s < 3600:
+            return f"{s // 60}m{s % 60:02d}s"
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 90:

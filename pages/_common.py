@@ -23,16 +23,21 @@ from enrich.config import Settings, load_settings
 from enrich.errors import ConfigError, CorruptFileError, EnrichError
 from enrich.store import Store
 
-PAGES = {
-    "overview": "pages/overview.py",
-    "symbols": "pages/symbols.py",
-    "runs": "pages/runs.py",
-    "metrics": "pages/metrics.py",
-    "health": "pages/health.py",
-    "controls": "pages/controls.py",
-    "settings": "pages/settings.py",
-    "alerts": "pages/alerts.py",
-}
+# The one page registry: each page's name, title and icon, in the sidebar's order (app.py);
+# its script is pages/<name>.py. Links between pages name them by PAGES[name].
+PAGE_TABLE = (
+    ("overview", "Overview", "🏠"),
+    ("symbols", "Symbols", "🔎"),
+    ("runs", "Runs", "🔄"),
+    ("metrics", "Metrics", "📊"),
+    ("quality", "Quality", "🧪"),
+    ("health", "Health", "🩺"),
+    ("controls", "Controls", "🎛️"),
+    ("backfill", "Backfill", "⏮️"),
+    ("alerts", "Alerts", "🚨"),
+    ("settings", "Settings", "⚙️"),
+)
+PAGES = {name: f"pages/{name}.py" for name, _, _ in PAGE_TABLE}
 ACTOR = "dashboard"
 
 

@@ -376,7 +376,7 @@ def test_terminal_progress_bar_and_plain_lines():
     import io
 
     from enrich.backfill import Chunk, Progress
-    from enrich.cli.backfill import TerminalProgress
+    from enrich.cli.progress import TerminalProgress
 
     class Tty(io.StringIO):
         def isatty(self):

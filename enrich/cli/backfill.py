@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from typing import Any
 
 import polars as pl
@@ -31,54 +30,11 @@ from enrich.cli.common import (
     print_table,
     who,
 )
+from enrich.cli.progress import TerminalProgress
 from enrich.config import Settings
+from enrich.ui import fmt_duration
 
 ACTIONS = ("list", "show", "resume", "pause", "cancel")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-class TerminalProgress:
-    """A bar with chunks, requests per minute and ETA on a TTY; plain lines otherwise."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last_draw = 0.0
-
-    def __call__(self, p) -> None:
-        finished = p.done + p.failed
-        rate = p.requests_per_min
-        rate_s = f"{rate:.1f} req/min" if rate is not None else "- req/min"
-        eta = fmt_duration(p.eta_s)
-        c = p.chunk
-        if self.tty:
-            now = time.monotonic()
-            if finished < p.total and now - self.last_draw < 0.1:
-                return  # redraw at most 10 times a second
-            self.last_draw = now
-            width = 28
-            filled = int(width * finished / max(p.total, 1))
-            bar = "#" * filled + "-" * (width - filled)
-            label = c.label if c is not None else ""
-            self.stream.write(f"\r[{bar}] {finished}/{p.total} chunks · {p.requests} req · "
-                              f"{rate_s} · ETA {eta}  {label[:40]:<40}")
-            if finished >= p.total:
-                self.stream.write("\n")
-        elif c is not None:
-            extra = f" ({c.last_error[:160]})" if c.state == "failed" and c.last_error else ""
-            self.stream.write(f"{finished}/{p.total} {c.label} {c.state} {c.records} rows "
-                              f"{c.requests_made} req · {rate_s} · ETA {eta}{extra}\n")
-        self.stream.flush()
 
 
 def _date(raw: str) -> dt.date:
@@ -175,7 +131,7 @@ def _execute(bf, plan, args: argparse.Namespace, settings: Settings) -> int:
         print(f"backfill {plan.backfill_id} (run {run_id[:8]}): {plan.describe()}; provider "
               f"{bf.provider.name}{demo}; {len(todo)} chunks, "
               f"{plan.requests_expected(retry_failed)} requests"
-              + (f", about {fmt_duration(plan.eta_s(retry_failed))} at "
+              + (f", about {fmt_duration(plan.eta_s(retry_failed), compact=True)} at "
                  f"{settings.rate_limit_per_min:g} requests/min" if plan.rate_limited else "")
               + "; Ctrl-C stops it, the same command resumes it",
               file=sys.stderr, flush=True)
@@ -201,7 +157,7 @@ def _print_plan(plan, retry_failed: bool, as_json: bool) -> None:
     print(f"provider {plan.provider}; chunks {data['chunks_total']} "
           f"({data['chunks_done']} done, {data['chunks_to_run']} to run)")
     print(f"requests expected: {data['requests_expected']} (one per fetch chunk)")
-    eta = fmt_duration(data["eta_s"])
+    eta = fmt_duration(data["eta_s"], compact=True)
     note = "" if plan.rate_limited else \
         " — the sample provider is not rate-limited, so it will be much faster"
     print(f"ETA at {plan.rate_limit_per_min:g} requests/min: {eta}{note}")
@@ -284,7 +240,7 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
 
 def _list_row(r: dict[str, Any]) -> dict[str, str]:
     syms = r["symbols"] if isinstance(r["symbols"], list) else []
-    eta = fmt_duration(r["eta_s"]) if r["eta_s"] is not None else ""
+    eta = fmt_duration(r["eta_s"], compact=True) if r["eta_s"] is not None else ""
     rpm = f"{r['requests_per_min']:.1f}" if r["requests_per_min"] is not None else ""
     return {
         "backfill_id": r["backfill_id"], "dataset": r["dataset"],

@@ -1,5 +1,5 @@
 """What every command module shares: exit codes, the command registry and parser hooks,
-output helpers (tables, JSON, the progress line) and the usage error.
+output helpers (tables, JSON) and the usage error; the progress bar is ``cli.progress``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import datetime as dt
 import getpass
 import json
 import socket
-import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -64,35 +62,6 @@ def print_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> No
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-
-
-class Progress:
-    """A progress bar on a terminal, plain lines otherwise."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.t0 = time.monotonic()
-
-    def __call__(self, done: int, total: int, res) -> None:
-        elapsed = time.monotonic() - self.t0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        if self.tty:
-            width = 30
-            filled = int(width * done / max(total, 1))
-            bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(
-                f"\r[{bar}] {done}/{total} {rate:.1f} sym/s ETA {eta:.0f}s  {res.symbol:<10}")
-            if done == total:
-                self.stream.write("\n")
-        else:
-            extra = ""
-            if res.state == "failed" and res.errors:
-                extra = f" ({res.errors[0].__class__.__name__}: {str(res.errors[0])[:120]})"
-            self.stream.write(
-                f"{done}/{total} {res.symbol} {res.state} {res.records} rows{extra}\n")
-        self.stream.flush()
 
 
 def command(name: str) -> Callable[[Handler], Handler]:

@@ -13,7 +13,6 @@ from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     MAX_LIMIT,
-    Progress,
     UsageError,
     bounded_int,
     command,
@@ -22,6 +21,7 @@ from enrich.cli.common import (
     print_table,
     report_run,
 )
+from enrich.cli.progress import TerminalProgress
 from enrich.config import MAX_LOOKBACK_DAYS, Settings
 from enrich.schemas import FETCHED
 
@@ -88,7 +88,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                              f"`python -m enrich symbols add {' '.join(unknown)}`")
     if settings.provider == "sample" and not args.json:
         print("provider: sample (offline demo data)", file=sys.stderr)
-    summary = engine.run(params, kind="cli", progress=None if args.json else Progress())
+    progress = None if args.json else TerminalProgress().symbol_done
+    summary = engine.run(params, kind="cli", progress=progress)
     return report_run(summary, args.json)
 
 

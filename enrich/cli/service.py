@@ -22,7 +22,6 @@ from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    Progress,
     UsageError,
     command,
     extend_parser,
@@ -30,6 +29,7 @@ from enrich.cli.common import (
     report_run,
     who,
 )
+from enrich.cli.progress import TerminalProgress
 from enrich.config import Settings
 from enrich.errors import EnrichError
 
@@ -215,7 +215,7 @@ def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
               f"{', '.join(params.symbols or [])}", file=sys.stderr)
     run_id = engine.create_run(params, "retry", parent_run_id=args.run_id)
     summary = engine.run(params, kind="retry", run_id=run_id,
-                         progress=None if as_json else Progress())
+                         progress=None if as_json else TerminalProgress().symbol_done)
     return report_run(summary, as_json, parent_run_id=args.run_id)
 
 
