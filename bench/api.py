@@ -33,11 +33,12 @@ from anyio.from_thread import start_blocking_portal
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dashboard import NOW, build  # noqa: E402
-from enrich import alerts, queries  # noqa: E402
+from enrich import alerts  # noqa: E402
 from enrich.api import ApiServer, create_app, plain  # noqa: E402
 from enrich.config import load_settings  # noqa: E402
 from enrich.service import Services  # noqa: E402
-from enrich.store import Store  # noqa: E402
+from enrich.store.store import Store  # noqa: E402
+from enrich.views import queries  # noqa: E402
 
 PATH = "/api/v1/overview"
 

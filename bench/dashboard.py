@@ -29,13 +29,13 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from enrich import queries as q  # noqa: E402
 from enrich.config import load_settings  # noqa: E402
-from enrich.engine import Engine, RunParams  # noqa: E402
 from enrich.health import health  # noqa: E402
-from enrich.providers.sample import SampleProvider  # noqa: E402
-from enrich.store import Store  # noqa: E402
+from enrich.pipeline.engine import Engine, RunParams  # noqa: E402
+from enrich.providers.sample.provider import SampleProvider  # noqa: E402
+from enrich.store.store import Store  # noqa: E402
 from enrich.symbols import DATASETS_BY_CLASS  # noqa: E402
+from enrich.views import queries as q  # noqa: E402
 
 TARGET_MS = 300.0
 NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.UTC)
@@ -144,7 +144,7 @@ def build_quality(store: Store, log_rows: int) -> None:
     """Quality results and session coverage for every synthetic symbol, in bulk: most
     listed years ago, some recently (cells before listing), 5 % with gaps, 3 % with a
     failing check, a few behind; ``log_rows`` check results over 90 days."""
-    from enrich.quality import CHECKS
+    from enrich.checks.quality import CHECKS
 
     checks = ", ".join(f"('{c.dataset}', '{c.name}', '{c.severity}')" for c in CHECKS)
     t0 = time.perf_counter()
@@ -192,7 +192,7 @@ def build_quality(store: Store, log_rows: int) -> None:
 
 
 def enrich_one(store: Store, settings) -> None:
-    from enrich.universe import add_symbols
+    from enrich.store.universe import add_symbols
 
     add_symbols(store.catalog, [("AAPL", "stocks", "Apple Inc.")])
     clock = lambda: NOW  # noqa: E731
@@ -304,7 +304,7 @@ def pages(store: Store, settings) -> dict[str, dict[str, Callable[[], object]]]:
 
 def heatmap_page(cat) -> object:
     """What the Quality page does with the heatmap: rank, take a page, plan a fill."""
-    from enrich import coverage
+    from enrich.backfill import heatmap as coverage
 
     hm = q.coverage_heatmap(cat, "bars", NOW, 60)
     summary = hm.summary().sort(["missing", "symbol"], descending=[True, False])

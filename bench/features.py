@@ -47,7 +47,7 @@ import talib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from enrich.features import compute_features  # noqa: E402
+from enrich.quant.features import compute_features  # noqa: E402
 from enrich.schemas import BARS, FEATURE_COLUMNS  # noqa: E402
 
 TOLERANCE = 1e-9

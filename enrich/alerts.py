@@ -49,13 +49,13 @@ from typing import Any, cast
 
 import polars as pl
 
-from enrich import queries
-from enrich.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
 from enrich.channels import Channels
 from enrich.config import Settings
 from enrich.errors import ConfigError, EnrichError
-from enrich.scheduler import SchedulerState, read_state
-from enrich.store import Store
+from enrich.pipeline.scheduler import SchedulerState, read_state
+from enrich.store.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
+from enrich.store.store import Store
+from enrich.views import queries
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def rule_quality(ctx: Context) -> list[Condition]:
 
 
 def rule_backfill(ctx: Context) -> list[Condition]:
-    from enrich.backfill import backfill_progress_summary
+    from enrich.backfill.jobs import backfill_progress_summary
 
     out = []
     for r in backfill_progress_summary(ctx.catalog, now=ctx.wall, limit=500):

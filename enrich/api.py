@@ -1,8 +1,8 @@
 """The JSON API that ``python -m enrich serve`` serves: ``/api/v1/…``, docs at ``/docs``.
 
-Every endpoint calls the read models (``enrich.queries``, ``enrich.health``,
-``enrich.backfill``, ``enrich.coverage``, ``enrich.alerts``) and the actions
-(``enrich.service.Services``, ``enrich.backfill``, ``enrich.alerts``) that the pages and the
+Every endpoint calls the read models (``enrich.views.queries``, ``enrich.health``,
+``enrich.backfill.jobs``, ``enrich.backfill.heatmap``, ``enrich.alerts``) and the actions
+(``enrich.service.Services``, ``enrich.backfill.jobs``, ``enrich.alerts``) that the pages and the
 CLI call: this module only translates HTTP to those calls and their results to JSON.
 
 Security: mutations (POST) need ``Authorization: Bearer <token>`` (``enrich.api_token``);
@@ -37,16 +37,19 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from enrich import alerts, backfill, coverage, queries, ui
+from enrich import alerts, ui
 from enrich.api_token import ensure_token, matches
+from enrich.backfill import heatmap as coverage
+from enrich.backfill import jobs as backfill
 from enrich.channels import SCRUB, Channels
 from enrich.config import Settings
 from enrich.errors import ConfigError, EnrichError
 from enrich.schemas import DATASETS as LAKE_DATASETS
 from enrich.schemas import FETCHED
 from enrich.service import Services, UnknownRunError
+from enrich.store.universe import match_held
 from enrich.symbols import ASSET_CLASSES, validate_symbol
-from enrich.universe import match_held
+from enrich.views import queries
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +188,7 @@ class _Desk:
     def held(self, symbols: list[str]) -> tuple[list[str], list[str]]:
         """(the held spelling of each of ``symbols``, those not in the universe): a symbol
         matches itself, else the one held symbol equal to it but for case
-        (``enrich.universe.match_held``). Remembers the universe, so starting a run costs
+        (``enrich.store.universe.match_held``). Remembers the universe, so starting a run costs
         no catalog access (``POST /runs`` answers at once); a symbol not remembered is looked
         up again before it is refused, and one removed since is refused by the run itself."""
         if symbols and all(s in self._known for s in symbols):
@@ -577,7 +580,7 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
     @r.post("/backfills", status_code=202,
             summary="Start a backfill (202 with its run), or plan one with dry_run (200)")
     def start_backfill(body: BackfillStart) -> _Json:
-        from enrich.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
+        from enrich.quant.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
 
         request = backfill.BackfillRequest(
             dataset=body.dataset, symbols=tuple(_known(desk, body.symbols) or ()),
@@ -637,7 +640,7 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
     @r.post("/quality/audit", status_code=202,
             summary="Re-check what is stored, without fetching (in the background)")
     def audit(body: Annotated[AuditRequest | None, Body()] = None) -> _Json:
-        from enrich import quality
+        from enrich.checks import quality
 
         syms = _known(desk, body.symbols if body else None)
         datasets = body.datasets if body else None

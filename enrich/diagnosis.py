@@ -19,8 +19,8 @@ from typing import Any, cast
 import polars as pl
 
 from enrich import palette
-from enrich.catalog import Catalog
-from enrich.scheduler import fires_between, next_fire_after, state_from
+from enrich.pipeline.scheduler import fires_between, next_fire_after, state_from
+from enrich.store.catalog import Catalog
 
 # Worst freshness states a run can fix (not_entitled needs the plan, not a run).
 BEHIND = ("late", "stale")
@@ -186,7 +186,7 @@ def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None
     ``resume`` (behind while the schedule is paused), ``wait`` (due: publication lag),
     ``activate`` (not expected: deactivated).
     """
-    from enrich.queries import GRID_STATES
+    from enrich.views.queries import GRID_STATES
 
     order = {s: i for i, s in enumerate(GRID_STATES)}
     rows = [r for r in grid.to_dicts() if r["state"] != "fresh"]

@@ -2,8 +2,8 @@
 
 ``health`` reads only the catalog, the lake directory and the provider's probe, so the
 dashboard, ``python -m enrich health`` and the scheduler itself all see the same answer. The
-scheduler's state comes from its heartbeat row (``enrich.scheduler``): a heartbeat older than
-``DEAD_AFTER_BEATS`` intervals without a clean stop means the owning process died.
+scheduler's state comes from its heartbeat row (``enrich.pipeline.scheduler``): a heartbeat older
+than ``DEAD_AFTER_BEATS`` intervals without a clean stop means the owning process died.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 
 import duckdb
 
-from enrich.catalog import frame, utcnow
 from enrich.config import Settings
 from enrich.errors import EnrichError
+from enrich.pipeline.scheduler import fire_label, in_exchange_time, next_fire_after, state_from
 from enrich.providers import Provider
 from enrich.redact import redact
-from enrich.scheduler import fire_label, in_exchange_time, next_fire_after, state_from
-from enrich.store import Store
+from enrich.store.catalog import frame, utcnow
+from enrich.store.store import Store
 
 FAILURE_WINDOW = dt.timedelta(hours=24)
 
@@ -39,7 +39,7 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
     (bytes on disk), ``provider`` (probe result and latency; ``probe=False`` skips the call,
     which for Massive costs one request), ``failures_24h`` (fetch failures by error class),
     ``api_key`` (masked), ``lake`` also lists lake files found unreadable (each quarantined
-    on the spot, see ``enrich.quarantine``) and those awaiting a re-fetch, and ``ok``
+    on the spot, see ``enrich.store.quarantine``) and those awaiting a re-fetch, and ``ok``
     (catalog reachable, provider fine, scheduler not dead, no lake file unreadable or
     awaiting its re-fetch).
     """

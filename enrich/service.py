@@ -11,8 +11,8 @@ pages follow it in the catalog. Runs stop between symbols when cancelled, from t
 polls it). With ``ENRICH_SCHEDULER=off`` there is no cron and no heartbeat, but every action
 still works.
 
-Only one process at a time owns the schedule (``enrich.scheduler.beat``); another one with the
-scheduler on stands by and takes over when the owner's heartbeat dies. The owner also executes
+Only one process at a time owns the schedule (``enrich.pipeline.scheduler.beat``); another one with
+the scheduler on stands by and takes over when the owner's heartbeat dies. The owner also executes
 runs handed to it by ``python -m enrich run --background`` (rows with ``handoff`` set and its
 pid), polling for them every ``poll_s`` seconds.
 
@@ -42,21 +42,21 @@ from apscheduler.triggers.base import BaseTrigger
 
 from enrich import alerts as alerts_mod
 from enrich import health as health_mod
-from enrich import plan_limits
-from enrich import scheduler as sched
-from enrich.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
 from enrich.config import MAX_LOOKBACK_DAYS, Settings, load_settings
-from enrich.engine import (
+from enrich.errors import ConfigError, EnrichError
+from enrich.pipeline import scheduler as sched
+from enrich.pipeline.engine import (
     FINAL_STATES,
     Engine,
     RunParams,
     cancel_requested,
     mark_interrupted_runs,
 )
-from enrich.errors import ConfigError, EnrichError
 from enrich.providers import Provider, make_provider
 from enrich.schemas import FETCHED
-from enrich.store import Store
+from enrich.store import plan_limits
+from enrich.store.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
+from enrich.store.store import Store
 from enrich.symbols import ASSET_CLASSES, validate_symbol
 
 log = logging.getLogger(__name__)
@@ -362,7 +362,7 @@ class Services:
              timeframe: str = "1d", lookback: int | dt.timedelta | None = None,
              at: dt.datetime | None = None):
         """What such a run would fetch now (or at ``at``) and the requests it would cost
-        (``enrich.refresh.RefreshPlan``); fetches nothing."""
+        (``enrich.pipeline.refresh.RefreshPlan``); fetches nothing."""
         params = make_params(symbols, datasets, asset_class, timeframe, lookback)
         return self.engine.plan(params, at=at)
 
@@ -697,7 +697,7 @@ class Services:
             extra = {"next_run_time": None} if paused else {}
             self._scheduler.add_job(self._daily_job, self._trigger, id=sched.DAILY_JOB_ID,
                                     name="daily enrichment", replace_existing=True, **extra)
-        # Plans that serve a session only after its New York day ends (enrich.plan_limits):
+        # Plans that serve a session only after its New York day ends (enrich.store.plan_limits):
         # a follow-up refresh after midnight there fetches what the daily fire could not.
         self._scheduler.add_job(self._follow_up_job,
                                 sched.follow_up_trigger(plan_limits.FOLLOW_UP_ET),

@@ -18,10 +18,11 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from enrich import palette, queries, ui
+from enrich import palette, ui
 from enrich.config import Settings, load_settings
 from enrich.errors import ConfigError, CorruptFileError, EnrichError
-from enrich.store import Store
+from enrich.store.store import Store
+from enrich.views import queries
 
 PAGES = {
     "overview": "pages/overview.py",
@@ -66,9 +67,10 @@ def _services(data_dir: str, _settings: Settings):
 
 # What the pages import beyond the Overview's modules: loaded once per process, in the
 # background, after the first page is served, so no page's first visit waits for an import.
-WARM_IMPORTS = ("plotly.graph_objects", "plotly.subplots", "numpy", "enrich.coverage",
-                "enrich.diagnosis", "enrich.quality", "enrich.snapshots", "enrich.alerts",
-                "enrich.options_history", "enrich.channels", "pages._charts")
+WARM_IMPORTS = ("plotly.graph_objects", "plotly.subplots", "numpy", "enrich.backfill.heatmap",
+                "enrich.diagnosis", "enrich.checks.quality", "enrich.quant.snapshots",
+                "enrich.alerts", "enrich.quant.options_history", "enrich.channels",
+                "pages._charts")
 
 
 @st.cache_resource(show_spinner=False)
@@ -163,14 +165,14 @@ def next_refresh() -> dict[str, Any] | None:
 
 
 def read(name: str, *args, **kwargs) -> Any:
-    """``enrich.queries.<name>(catalog, *args, **kwargs)``, cached per data version."""
+    """``enrich.views.queries.<name>(catalog, *args, **kwargs)``, cached per data version."""
     return _read(name, str(settings().data_dir), version(), args, tuple(sorted(kwargs.items())))
 
 
 def lake_read(name: str, *args, **kwargs) -> Any:
-    """``enrich.queries.<name>(lake, *args, **kwargs)``, cached per data version.
+    """``enrich.views.queries.<name>(lake, *args, **kwargs)``, cached per data version.
 
-    A lake file that cannot be read is quarantined by the read (``enrich.quarantine``): the
+    A lake file that cannot be read is quarantined by the read (``enrich.store.quarantine``): the
     page says so and shows what remains, as the next run re-fetches the file.
     """
     key = (name, str(settings().data_dir))

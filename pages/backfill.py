@@ -1,7 +1,7 @@
 """Backfill: plan and start backfills; watch, pause, cancel, resume and retry them.
 
 A pause stops the backfill between chunks and keeps every chunk done; resuming runs only what
-is left. Everything shown comes from ``enrich.backfill``'s read models, polled from the
+is left. Everything shown comes from ``enrich.backfill.jobs``'s read models, polled from the
 catalog; backfills started here run on a thread of this process, below the daily run's
 priority on the shared rate limiter.
 """
@@ -14,10 +14,10 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from enrich import backfill as bfm
 from enrich import palette, ui
+from enrich.backfill import jobs as bfm
 from enrich.errors import EnrichError
-from enrich.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
+from enrich.quant.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
 from pages import _common as c
 
 SPANS = ("default", "years", "days", "since")

@@ -6,10 +6,10 @@ import polars as pl
 import streamlit as st
 
 from enrich import palette, ui
-from enrich import queries as q
 from enrich.errors import EnrichError
 from enrich.schemas import FETCHED
 from enrich.symbols import ASSET_CLASSES
+from enrich.views import queries as q
 from pages import _common as c
 
 ANY = "any"

@@ -7,7 +7,7 @@ import polars as pl
 import streamlit as st
 
 from enrich import palette, ui
-from enrich import queries as q
+from enrich.views import queries as q
 from pages import _common as c
 
 SCHEDULER_WORDS = {
@@ -135,7 +135,7 @@ if limits:
 if (refused or limits) and st.button("Re-check entitlements", icon="🔁", key="recheck",
                                      help="Forget the refusals and limits: the next run "
                                           "asks the provider again."):
-    from enrich.plan_limits import recheck
+    from enrich.store.plan_limits import recheck
 
     n = recheck(c.store().catalog, settings.provider)
     c.invalidate()

@@ -9,9 +9,9 @@ import polars as pl
 import streamlit as st
 
 from enrich import diagnosis, palette, ui
-from enrich import queries as q
+from enrich.store.universe import ensure_demo_universe
 from enrich.symbols import DEMO_UNIVERSE
-from enrich.universe import ensure_demo_universe
+from enrich.views import queries as q
 from pages import _common as c
 
 TILE_LABELS = {

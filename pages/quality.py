@@ -2,8 +2,8 @@
 
 Select cells in the heatmap (box select) to fill in the form below it, or pick symbols and
 dates there directly; the fill starts a backfill for exactly the missing sessions (a first
-run for symbols never fetched). Everything shown comes from ``enrich.coverage`` and the
-quality read models (``enrich.queries``).
+run for symbols never fetched). Everything shown comes from ``enrich.backfill.heatmap`` and the
+quality read models (``enrich.views.queries``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from enrich import coverage as cov
-from enrich import palette, quality, ui
+from enrich import palette, ui
+from enrich.backfill import heatmap as cov
+from enrich.checks import quality
 from enrich.errors import EnrichError
 from pages import _common as c
 

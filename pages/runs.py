@@ -8,8 +8,8 @@ import polars as pl
 import streamlit as st
 
 from enrich import palette, ui
-from enrich import queries as q
 from enrich.errors import EnrichError
+from enrich.views import queries as q
 from pages import _charts as charts
 from pages import _common as c
 

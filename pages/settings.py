@@ -5,10 +5,11 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from enrich import queries, ui
-from enrich import universe as uv
+from enrich import ui
 from enrich.errors import EnrichError
+from enrich.store import universe as uv
 from enrich.symbols import ASSET_CLASSES
+from enrich.views import queries
 from pages import _common as c
 
 AUTO = "detect from the symbol"

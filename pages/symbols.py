@@ -10,9 +10,9 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from enrich import diagnosis, palette, ui
-from enrich import queries as q
-from enrich.snapshots import METHOD_NOTE, describe_inputs
+from enrich.quant.snapshots import METHOD_NOTE, describe_inputs
 from enrich.symbols import ASSET_CLASSES
+from enrich.views import queries as q
 from pages import _charts as charts
 from pages import _common as c
 

@@ -23,15 +23,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from enrich import alerts
-from enrich import scheduler as sched
-from enrich.backfill import BackfillRequest, start_in_background, wait_for
-from enrich.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.backfill.jobs import BackfillRequest, start_in_background, wait_for
 from enrich.channels import Channels
 from enrich.config import load_settings
 from enrich.errors import TransientError
-from enrich.providers.sample import SampleProvider
+from enrich.pipeline import scheduler as sched
+from enrich.providers.sample.provider import SampleProvider
 from enrich.service import Services, reset_services
-from enrich.store import Store
+from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.store.store import Store
 from tests.conftest import FIXED_NOW, subprocess_env
 from tests.fakes.alert_sinks import Smtp, Webhook
 from tests.test_quality import enrich

@@ -24,14 +24,17 @@ import httpx
 import polars as pl
 import pytest
 
-from enrich import alerts, backfill, coverage, queries
+from enrich import alerts
 from enrich.api import create_app
 from enrich.api_token import ensure_token
-from enrich.catalog import WriteBatch, utcnow
+from enrich.backfill import heatmap as coverage
+from enrich.backfill import jobs as backfill
 from enrich.config import load_settings
 from enrich.errors import CatalogBusyError
 from enrich.service import Services
-from enrich.store import Store
+from enrich.store.catalog import WriteBatch, utcnow
+from enrich.store.store import Store
+from enrich.views import queries
 from tests.conftest import FIXED_NOW, subprocess_env
 from tests.test_queries import populate
 
@@ -655,7 +658,7 @@ KEY = "ECHO-key-5f1e9c2b7a"
 def test_provider_key_never_in_a_response(template, tmp_path):
     """A provider that echoes the key into its error bodies, and an error message that
     carries it into the catalog: no response shows it."""
-    from enrich.providers.massive import MassiveProvider
+    from enrich.providers.massive.provider import MassiveProvider
 
     data = tmp_path / "data"
     shutil.copytree(template[0], data)

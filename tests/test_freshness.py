@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from enrich import freshness, ui
-from enrich import queries as q
-from enrich.catalog import WriteBatch
-from enrich.store import Store
-from enrich.universe import add_symbols, set_active
+from enrich.store.catalog import WriteBatch
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols, set_active
+from enrich.views import queries as q
 
 UTC = dt.UTC
 D = dt.date

@@ -17,11 +17,12 @@ import uuid
 import polars as pl
 import pytest
 
-from enrich import cli, palette, scheduler, ui
-from enrich import queries as q
-from enrich.catalog import WriteBatch
-from enrich.store import Store
-from enrich.universe import add_symbols, import_csv
+from enrich import cli, palette, ui
+from enrich.pipeline import scheduler
+from enrich.store.catalog import WriteBatch
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols, import_csv
+from enrich.views import queries as q
 from tests.conftest import FIXED_NOW
 from tests.test_pages import (  # noqa: F401 (fixtures)
     APP,

@@ -18,13 +18,13 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from enrich import queries as q
 from enrich.config import load_settings
-from enrich.engine import FINAL_STATES, Engine
+from enrich.pipeline.engine import FINAL_STATES, Engine
 from enrich.providers import make_provider
 from enrich.service import get_services, reset_services
-from enrich.store import Store
+from enrich.store.store import Store
 from enrich.symbols import DEMO_UNIVERSE
+from enrich.views import queries as q
 from pages import _common
 from tests.conftest import FIXED_NOW
 from tests.test_queries import RUN_SYMBOLS, populate
@@ -438,7 +438,7 @@ def test_universe_management(populated):
 def test_large_universe_pages_and_large_run_timeline(populated):
     data, summary = populated
     cat = Store(data).catalog
-    from enrich.universe import import_csv
+    from enrich.store.universe import import_csv
 
     import_csv(cat, "\n".join(f"Z{i:04d},stocks" for i in range(150)))
     total = len(DEMO_UNIVERSE) + 150

@@ -15,14 +15,14 @@ import shutil
 import polars as pl
 import pytest
 
-from enrich import quality
-from enrich import queries as q
+from enrich.checks import quality
 from enrich.config import load_settings
-from enrich.engine import Engine, RunParams
-from enrich.providers.sample import SampleProvider
-from enrich.store import Store
+from enrich.pipeline.engine import Engine, RunParams
+from enrich.providers.sample.provider import SampleProvider
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe
 from enrich.symbols import DATASETS_BY_CLASS, DEMO_UNIVERSE
-from enrich.universe import ensure_demo_universe
+from enrich.views import queries as q
 from tests.conftest import FIXED_NOW
 
 UTC = dt.UTC
@@ -565,7 +565,7 @@ def frame_with(at, column: str):
 
 
 def test_pages_show_scores_failing_checks_and_restatements(app_env):
-    from enrich.catalog import WriteBatch
+    from enrich.store.catalog import WriteBatch
 
     store = app_env
     bars = bars_of(store)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from enrich import coverage, queries
-from enrich.store import Store
+from enrich.backfill import heatmap as coverage
+from enrich.store.store import Store
+from enrich.views import queries
 from tests.conftest import FIXED_NOW, subprocess_env
 from tests.test_alerts import settings_for
 from tests.test_coverage import drop_sessions

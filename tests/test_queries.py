@@ -8,15 +8,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from enrich import queries as q
 from enrich import ui
-from enrich.engine import Engine, RunParams
 from enrich.errors import NotEntitledError, TransientError
-from enrich.providers.sample import SampleProvider
-from enrich.retry import RetryPolicy
-from enrich.store import Store
+from enrich.pipeline.engine import Engine, RunParams
+from enrich.providers.retry import RetryPolicy
+from enrich.providers.sample.provider import SampleProvider
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe, set_active
 from enrich.symbols import DATASETS_BY_CLASS, DEMO_UNIVERSE
-from enrich.universe import ensure_demo_universe, set_active
+from enrich.views import queries as q
 from tests.conftest import FIXED_NOW
 
 UTC = dt.UTC

@@ -21,7 +21,6 @@ import sys
 import polars as pl
 
 from enrich import alerts
-from enrich.catalog import utcnow
 from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -34,12 +33,13 @@ from enrich.cli.common import (
 )
 from enrich.config import Settings
 from enrich.errors import ConfigError
+from enrich.store.catalog import utcnow
 
 ACTIONS = ("list", "show", "ack", "snooze", "unsnooze", "test", "check")
 
 
 def _catalog(settings: Settings):
-    from enrich.store import Store
+    from enrich.store.store import Store
 
     return Store.from_settings(settings).catalog
 

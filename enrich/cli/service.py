@@ -16,8 +16,6 @@ import signal
 import sys
 import threading
 
-from enrich import scheduler as sched
-from enrich.catalog import utcnow
 from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -32,12 +30,14 @@ from enrich.cli.common import (
 )
 from enrich.config import Settings
 from enrich.errors import EnrichError
+from enrich.pipeline import scheduler as sched
+from enrich.store.catalog import utcnow
 
 SERVE_STOP_S = 3.0  # grace for runs to reach a symbol boundary; serve exits within ~5 s
 
 
 def _store(settings: Settings):
-    from enrich.store import Store
+    from enrich.store.store import Store
 
     return Store.from_settings(settings)
 
@@ -98,7 +98,7 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
 @command("serve")
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.service import Services
-    from enrich.universe import ensure_demo_universe
+    from enrich.store.universe import ensure_demo_universe
 
     if not settings.scheduler:
         raise UsageError("`serve` runs the daily scheduler, but ENRICH_SCHEDULER=off; "
@@ -174,7 +174,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 @command("__background_run")
 def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.service import NoLiveSchedulerError, hand_off_run
-    from enrich.universe import ensure_demo_universe
+    from enrich.store.universe import ensure_demo_universe
 
     params = args.params
     store = _store(settings)
@@ -199,7 +199,7 @@ def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
 # -- runs retry | cancel --------------------------------------------------------------------
 @command("runs retry")
 def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.engine import Engine
+    from enrich.pipeline.engine import Engine
     from enrich.providers import make_provider
     from enrich.service import UnknownRunError, retry_params
 

@@ -18,7 +18,7 @@ from enrich.schemas import Dataset
 
 if TYPE_CHECKING:
     from enrich.identity import TickerReference
-    from enrich.retry import RequestStats
+    from enrich.providers.retry import RequestStats
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Provider(Protocol):
         """Snapshot of the chain for the session ``as_of`` (the session in progress, or the
         latest one that closed): OPTIONS_IV columns with the quote, the last trade, volume,
         open interest, the contract's terms, ``provider_iv`` and ``snapshot_at``; IV and
-        greeks are left to ``enrich.snapshots``. ``spot`` (the underlying's latest close,
+        greeks are left to ``enrich.quant.snapshots``. ``spot`` (the underlying's latest close,
         when known) lets the provider ask only for strikes near it."""
         ...
 
@@ -132,7 +132,7 @@ class Provider(Protocol):
         ...
 
     def treasury_yields(self, start: dt.date, end: dt.date) -> pl.DataFrame:
-        """Treasury yield curves observed on [start, end] (RATES schema; ``enrich.rates``)."""
+        """Treasury yield curves observed on [start, end] (RATES schema; ``enrich.quant.rates``)."""
         ...
 
     def option_bars(self, contract: str, start: dt.date, end: dt.date) -> pl.DataFrame:
