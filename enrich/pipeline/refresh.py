@@ -24,7 +24,6 @@ plan's rate, shown before a run (``enrich run --dry-run``, Controls) and against
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -328,8 +327,3 @@ def _request(ds: str, market: str, start: dt.date, end: dt.date, units: list[Uni
              calendar: str) -> MarketRequest:
     sessions = tuple(calendars.sessions(calendar, start, end)) if ds == "bars" else ()
     return MarketRequest(ds, market, start, end, frozenset(u.symbol for u in units), sessions)
-
-
-def estimate_pages(rows: float, page_limit: int) -> int:
-    """Requests a paginated answer of about ``rows`` rows takes (at least one)."""
-    return max(1, math.ceil(rows / page_limit))

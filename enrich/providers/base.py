@@ -8,6 +8,7 @@ the registry that builds them). See the package's docstring for the contract.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -168,3 +169,8 @@ class Provider(Protocol):
         ...
 
     def probe(self) -> ProbeResult: ...
+
+
+def estimate_pages(rows: float, page_limit: int) -> int:
+    """Requests a paginated answer of about ``rows`` rows takes (at least one)."""
+    return max(1, math.ceil(rows / page_limit))

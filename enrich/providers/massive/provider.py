@@ -67,8 +67,7 @@ from enrich.errors import (
     ValidationError,
 )
 from enrich.identity import TickerChange, TickerReference
-from enrich.pipeline.refresh import estimate_pages
-from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult
+from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult, estimate_pages
 from enrich.providers.ratelimit import RateLimiter, shared_limiter
 from enrich.providers.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
 from enrich.quant.occ import PREFIX as OCC_PREFIX
