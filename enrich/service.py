@@ -49,13 +49,11 @@ from enrich.pipeline.engine import (
     FINAL_STATES,
     Engine,
     RunParams,
-    cancel_requested,
-    mark_interrupted_runs,
 )
 from enrich.providers import Provider, make_provider
 from enrich.schemas import FETCHED
-from enrich.store import plan_limits
-from enrich.store.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
+from enrich.store import plan_limits, runs
+from enrich.store.catalog import Catalog, WriteBatch, host_and_pid, transaction, utcnow
 from enrich.store.store import Store
 from enrich.symbols import ASSET_CLASSES, validate_symbol
 
@@ -104,10 +102,7 @@ def make_params(symbols: Sequence[str] | None = None, datasets: Sequence[str] | 
 
 def retry_params(catalog: Catalog, run_id: str) -> RunParams:
     """The parameters of ``run_id`` restricted to the symbols that failed in it."""
-    with catalog.connect() as con:
-        run = frame(con, "SELECT params, state FROM runs WHERE run_id = ?", [run_id])
-        failed = frame(con, "SELECT symbol FROM tasks WHERE run_id = ? AND state = 'failed' "
-                            "ORDER BY symbol", [run_id])
+    run, failed = runs.params_and_failed(catalog, run_id)
     if run.is_empty():
         raise UnknownRunError(f"no run {run_id}; list runs with `python -m enrich runs`")
     state = run["state"][0]
@@ -127,41 +122,16 @@ def request_cancel(catalog: Catalog, run_id: str, by: str, now: dt.datetime) -> 
     which its owner (any process) polls. Finished runs are left alone.
     """
     with catalog.connect() as con:
-        rows = con.execute("SELECT state FROM runs WHERE run_id = ?", [run_id]).fetchall()
-        row = rows[0] if rows else None
-        if row is None:
+        state = runs.state_in(con, run_id)
+        if state is None:
             raise UnknownRunError(f"no run {run_id}; list runs with `python -m enrich runs`")
-        state = row[0]
         if state not in ("queued", "running"):
             return state
         with transaction(con):
-            con.execute("UPDATE runs SET cancel_requested_at = ?, cancel_requested_by = ? "
-                        "WHERE run_id = ?", [now, by, run_id])
+            runs.request_cancel_in(con, run_id, now, by)
             if state == "queued":
-                con.execute("UPDATE runs SET state = 'cancelled', finished_at = ?, "
-                            "message = ? WHERE run_id = ?",
-                            [now, f"cancelled by {by} before it started", run_id])
+                runs.cancel_queued_in(con, run_id, now, f"cancelled by {by} before it started")
     return state
-
-
-def finish_runs(catalog: Catalog, run_ids: Sequence[str], state: str, message: str,
-                now: dt.datetime) -> None:
-    """Close runs still ``queued``/``running`` (never touches a finished run)."""
-    b = WriteBatch()
-    add_finish(b, run_ids, state, message, now)
-    catalog.write(b)
-
-
-def add_finish(b: WriteBatch, run_ids: Sequence[str], state: str, message: str,
-               now: dt.datetime) -> None:
-    if not run_ids:
-        return
-    ph = ",".join("?" * len(run_ids))
-    b.execute(f"UPDATE runs SET state = ?, finished_at = ?, message = coalesce(message, ?) "
-              f"WHERE run_id IN ({ph}) AND state IN ('queued', 'running')",
-              [state, now, message, *run_ids])
-    b.execute(f"UPDATE tasks SET state = ?, finished_at = ? "
-              f"WHERE run_id IN ({ph}) AND state = 'running'", [state, now, *run_ids])
 
 
 def hand_off_run(store: Store, params: RunParams, provider: str, now: dt.datetime) -> tuple[
@@ -179,7 +149,7 @@ def hand_off_run(store: Store, params: RunParams, provider: str, now: dt.datetim
                 "no live `python -m enrich serve` for this data directory (scheduler "
                 f"{owner.liveness(now)}); start one, or run without --background")
         b = WriteBatch()
-        b.insert("runs", {
+        runs.add_run(b, {
             "run_id": run_id, "kind": "cli", "state": "queued", "params": params.to_json(),
             "provider": provider, "requested_at": now, "pid": owner.pid, "host": owner.host,
             "heartbeat_at": now, "handoff": True,
@@ -322,17 +292,14 @@ class Services:
         left = [j for j in jobs if not j.done.is_set()]
         try:
             b = WriteBatch()  # one write: stop() has a time budget
-            add_finish(b, [j.run_id for j in left if j.started], "interrupted",
+            runs.add_finish(b, [j.run_id for j in left if j.started], "interrupted",
                        "the service stopped before the run finished; symbols already "
                        "enriched keep their data", now)
-            add_finish(b, [j.run_id for j in left if not j.started], "cancelled",
+            runs.add_finish(b, [j.run_id for j in left if not j.started], "cancelled",
                        "the service stopped before the run started", now)
             if self._scheduler is not None:
                 host, pid = host_and_pid()
-                b.execute("UPDATE runs SET state = 'interrupted', finished_at = ?, "
-                          "message = 'the service stopped before picking it up' "
-                          "WHERE handoff AND state = 'queued' AND pid = ? AND host = ?",
-                          [now, pid, host])
+                runs.add_handoffs_interrupted(b, now, pid, host)
                 sched.add_clean_stop(b, now)
             self.store.catalog.write(b)
             self._owner = False
@@ -451,7 +418,7 @@ class Services:
 
     # -- runs -------------------------------------------------------------------------------
     def _state_of(self, run_id: str) -> str:
-        state = self.store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?", [run_id])
+        state = runs.state_of(self.store.catalog, run_id)
         if state is None:
             raise UnknownRunError(f"no run {run_id}")
         return state
@@ -538,11 +505,12 @@ class Services:
 
     def _execute(self, job: _Job) -> None:
         catalog = self.store.catalog
-        if job.cancel.is_set() or cancel_requested(self.store, job.run_id):
+        if job.cancel.is_set() or runs.cancel_requested(self.store, job.run_id):
             now = self.clock()
             if job.cancel_by is not None:  # a cancel() while its row was being written
                 request_cancel(catalog, job.run_id, job.cancel_by, now)
-            finish_runs(catalog, [job.run_id], "cancelled", "cancelled before it started", now)
+            runs.finish_runs(catalog, [job.run_id], "cancelled", "cancelled before it started",
+                             now)
             job.state = "cancelled"
             return
         job.started = True
@@ -554,7 +522,7 @@ class Services:
             # The engine records what it can; whatever is still open is failed here, with
             # the error, so no run is ever left `running` by a crash in this process.
             log.error("run %s failed: %s: %s", job.run_id, type(exc).__name__, exc)
-            finish_runs(catalog, [job.run_id], "failed", f"{type(exc).__name__}: {exc}",
+            runs.finish_runs(catalog, [job.run_id], "failed", f"{type(exc).__name__}: {exc}",
                         self.clock())
             job.state = "failed"
             return
@@ -603,7 +571,7 @@ class Services:
     def _close_orphans(self) -> None:
         """Runs left open by a process that died are shown as interrupted, not running."""
         try:
-            dead = mark_interrupted_runs(self.store)
+            dead = runs.mark_interrupted_runs(self.store)
         except Exception as exc:
             log.warning("could not check for interrupted runs: %s", exc)
             return
@@ -629,7 +597,7 @@ class Services:
         row = sched.missed_run_row(fire, self.clock(), self.provider.name, message)
         row["state"] = state
         b = WriteBatch()
-        b.insert("runs", row)
+        runs.add_run(b, row)
         try:
             self.store.catalog.write(b)
         except Exception as exc:
@@ -737,11 +705,7 @@ class Services:
 
     def _pick_up_handoffs(self) -> None:
         host, pid = host_and_pid()
-        rows = self.store.catalog.query(
-            "SELECT run_id, kind, params FROM runs WHERE handoff AND state = 'queued' "
-            "AND pid = ? AND host = ? AND cancel_requested_at IS NULL ORDER BY requested_at",
-            [pid, host])
-        for run_id, kind, params in rows.iter_rows():
+        for run_id, kind, params in runs.handoffs(self.store.catalog, pid, host).iter_rows():
             with self._lock:
                 if run_id in self._jobs:
                     continue

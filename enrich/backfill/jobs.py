@@ -44,6 +44,7 @@ from enrich.backfill.runner import (
 from enrich.config import Settings
 from enrich.errors import EnrichError
 from enrich.providers import Provider
+from enrich.store import runs
 from enrich.store.catalog import Catalog, transaction, utcnow
 from enrich.store.store import Store
 
@@ -246,14 +247,12 @@ def stop_backfill(catalog: Catalog, backfill_id: str, intent: str, by: str) -> s
             raise UnknownBackfillError(f"no backfill {backfill_id}; list them with "
                                        "`python -m enrich backfill list`")
         run_id = row[0][0]
-        running = con.execute("SELECT state FROM runs WHERE run_id = ? AND state IN "
-                              "('queued', 'running')", [run_id]).fetchall()
+        running = runs.is_active(con, run_id)
         with transaction(con):
             con.execute("UPDATE backfills SET status = ?, updated_at = ? WHERE backfill_id = ?",
                         [intent, now, backfill_id])
             if running:
-                con.execute("UPDATE runs SET cancel_requested_at = ?, cancel_requested_by = ? "
-                            "WHERE run_id = ?", [now, by, run_id])
+                runs.request_cancel_in(con, run_id, now, by)
     with _live_lock:
         live = _live.get(backfill_id)
     if live is not None:

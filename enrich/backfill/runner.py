@@ -49,8 +49,6 @@ from enrich.pipeline.engine import (
     LogBuffer,
     StepResult,
     SymbolResult,
-    cancel_requested,
-    mark_interrupted_runs,
 )
 from enrich.providers import Provider
 from enrich.quant import rates, vol_summary
@@ -61,6 +59,7 @@ from enrich.quant.options_history import (
     history_iv,
     monthly_horizon,
 )
+from enrich.store import runs
 from enrich.store.catalog import WriteBatch, host_and_pid, transaction, utcnow
 from enrich.store.store import Store
 from enrich.symbols import asset_class_of
@@ -178,7 +177,7 @@ class Backfiller:
         Chunks left ``running`` by a dead run become ``pending`` again.
         """
         run_id = run_id or str(uuid.uuid4())
-        mark_interrupted_runs(self.store, live_run_ids=[run_id])
+        runs.mark_interrupted_runs(self.store, live_run_ids=[run_id])
         now = utcnow()
         host, pid = host_and_pid()
         bid = plan.backfill_id
@@ -216,7 +215,7 @@ class Backfiller:
                     b.insert("backfill_progress", _chunk_row(bid, None, c, now))
             b.execute("UPDATE backfill_progress SET state = 'pending', updated_at = ? "
                       "WHERE backfill_id = ? AND state = 'running'", [now, bid])
-            b.insert("runs", {
+            runs.add_run(b, {
                 "run_id": run_id, "kind": "backfill", "state": "running",
                 "params": {"backfill_id": bid, **plan.request.spec(),
                            "window_start": plan.window_start.isoformat(),
@@ -330,7 +329,7 @@ class _Execution:
         if time.monotonic() - self.last_poll >= CANCEL_POLL_S:
             self.last_poll = time.monotonic()
             try:
-                if cancel_requested(self.bf.store, self.run_id):
+                if runs.cancel_requested(self.bf.store, self.run_id):
                     self.cancel.set()
             except EnrichError:
                 pass  # a busy catalog: ask again at the next chunk
@@ -349,11 +348,9 @@ class _Execution:
 
     def _run_row(self, b: WriteBatch) -> None:
         ok = sum(1 for t in self.tasks.values() if not t.failed)
-        b.execute(
-            "UPDATE runs SET requests = ?, records_written = ?, retries = ?, heartbeat_at = ?, "
-            "symbols_ok = ?, symbols_failed = ?, message = ? WHERE run_id = ?",
-            [self.requests, self.records, self.retries, utcnow(), ok,
-             len(self.tasks) - ok, self._progress_text(), self.run_id])
+        runs.add_backfill_progress(
+            b, self.run_id, requests=self.requests, records=self.records, retries=self.retries,
+            ok=ok, failed=len(self.tasks) - ok, message=self._progress_text())
 
     def _progress_text(self) -> str:
         """The backfill's chunks as its card counts them (every chunk of the backfill, done
@@ -384,7 +381,7 @@ class _Execution:
         task = self.tasks.get(symbol) or _Task(symbol, utcnow())
         self.tasks[symbol] = task
         self.current_task = task
-        self.log.add(lambda b: b.upsert("tasks", {
+        self.log.add(lambda b: runs.add_task(b, {
             "run_id": self.run_id, "symbol": symbol, "state": "running",
             "started_at": task.started_at}))
 
@@ -393,7 +390,7 @@ class _Execution:
         if t is None:
             return
         self.current_task = None
-        self.log.add(lambda b: b.upsert("tasks", {
+        self.log.add(lambda b: runs.add_task(b, {
             "run_id": self.run_id, "symbol": t.symbol,
             "state": "failed" if t.failed else "ok", "started_at": t.started_at,
             "finished_at": utcnow(), "records": t.records, "requests": t.requests,
@@ -726,10 +723,8 @@ class _Execution:
 
         def final(b: WriteBatch) -> None:
             self._run_row(b)
-            b.execute("UPDATE runs SET state = ?, finished_at = ?, message = ?, "
-                      "error_summary = ? WHERE run_id = ?",
-                      [state, finished, message,
-                       json.dumps(_error_counts(self.failures)), run_id])
+            runs.add_backfill_finished(b, run_id, state, finished, message,
+                                       json.dumps(_error_counts(self.failures)))
             b.execute("UPDATE backfills SET updated_at = ? WHERE backfill_id = ?",
                       [finished, bid])
 

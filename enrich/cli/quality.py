@@ -34,6 +34,7 @@ from enrich.cli.common import (
     print_table,
 )
 from enrich.config import Settings
+from enrich.store import runs
 
 FINAL = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
          "missed")
@@ -217,7 +218,7 @@ def _wait(svc, catalog, run_id: str) -> str:
     if run_id in svc.active_runs():
         return svc.wait(run_id)
     while True:
-        state = catalog.scalar("SELECT state FROM runs WHERE run_id = ?", [run_id])
+        state = runs.state_of(catalog, run_id)
         if state in FINAL:
             return state
         time.sleep(0.2)

@@ -31,6 +31,7 @@ from enrich.cli.common import (
 from enrich.config import Settings
 from enrich.errors import EnrichError
 from enrich.pipeline import scheduler as sched
+from enrich.store import runs
 from enrich.store.catalog import utcnow
 
 SERVE_STOP_S = 3.0  # grace for runs to reach a symbol boundary; serve exits within ~5 s
@@ -240,10 +241,9 @@ def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
         import time
 
         deadline = time.monotonic() + args.wait
-        state = before
+        state: str | None = before
         while time.monotonic() < deadline:
-            state = store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?",
-                                         [args.run_id])
+            state = runs.state_of(store.catalog, args.run_id)
             if state not in ("queued", "running"):
                 break
             time.sleep(0.5)

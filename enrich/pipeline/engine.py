@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,8 +71,8 @@ from enrich.providers.retry import RequestStats
 from enrich.quant import rates, snapshots, vol_summary
 from enrich.quant.features import compute_features, dividends_on_basis
 from enrich.quant.options_history import as_traded_closes
-from enrich.store import plan_limits
-from enrich.store.catalog import WriteBatch, host_and_pid, pid_alive, utcnow
+from enrich.store import plan_limits, runs
+from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.store.store import Store
 from enrich.symbols import calendar_for, validate_symbol
 
@@ -129,50 +129,6 @@ class RunSummary:
     @property
     def failed_symbols(self) -> list[str]:
         return [r.symbol for r in self.results if r.state == "failed"]
-
-
-def cancel_requested(store: Store, run_id: str) -> bool:
-    """Whether someone asked, through the catalog, for the run to stop between symbols."""
-    return bool(store.catalog.scalar(*cancel_query(run_id)))
-
-
-def cancel_query(run_id: str) -> tuple[str, list[Any]]:
-    """The query behind ``cancel_requested``, to read along with a flush."""
-    return "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE run_id = ?", [run_id]
-
-
-def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
-                          live_run_ids: Sequence[str] = ()) -> list[str]:
-    """Runs left ``running``/``queued`` by a dead process become ``interrupted``."""
-    host, me = host_and_pid()
-    rows = store.catalog.query(
-        "SELECT run_id, pid, host, heartbeat_at FROM runs WHERE state IN ('running', 'queued')"
-    )
-    now = utcnow()
-    dead = []
-    for run_id, pid, rhost, hb in rows.iter_rows():
-        if run_id in live_run_ids:
-            continue
-        if rhost == host:
-            gone = pid is None or (pid != me and not pid_alive(pid))
-            stale_here = (pid == me and not live_run_ids and hb is not None
-                          and (now - hb).total_seconds() > stale_after_s)
-            if gone or stale_here:
-                dead.append(run_id)
-        elif hb is None or (now - hb).total_seconds() > stale_after_s:
-            dead.append(run_id)
-    if dead:
-        ph = ",".join("?" * len(dead))
-        b = WriteBatch()
-        b.execute(
-            f"UPDATE runs SET state = 'interrupted', finished_at = coalesce(finished_at, ?), "
-            f"message = coalesce(message, 'the process running it stopped') "
-            f"WHERE run_id IN ({ph})", [now, *dead])
-        b.execute(
-            f"UPDATE tasks SET state = 'interrupted', finished_at = coalesce(finished_at, ?) "
-            f"WHERE run_id IN ({ph}) AND state = 'running'", [now, *dead])
-        store.catalog.write(b)
-    return dead
 
 
 class _MarketTally:
@@ -322,7 +278,7 @@ class Engine:
         run_id = run_id or str(uuid.uuid4())
         host, pid = host_and_pid()
         b = WriteBatch()
-        b.insert("runs", {
+        runs.add_run(b, {
             "run_id": run_id, "kind": kind, "state": state, "params": params.to_json(),
             "provider": self.provider.name, "parent_run_id": parent_run_id,
             "requested_at": utcnow(), "pid": pid, "host": host, "heartbeat_at": utcnow(),
@@ -346,7 +302,7 @@ class Engine:
         cancel = cancel or threading.Event()
         if run_id is None:
             run_id = self.create_run(params, kind)
-        mark_interrupted_runs(self.store, live_run_ids=[run_id])
+        runs.mark_interrupted_runs(self.store, live_run_ids=[run_id])
         started = utcnow()
         log = LogBuffer(self.store)
         tally = _MarketTally()
@@ -358,12 +314,9 @@ class Engine:
         except BaseException as exc:
             self._finish_run(log, run_id, started, [], "failed", str(exc), tally)
             raise
-        log.add(lambda b: b.execute(
-            "UPDATE runs SET state = 'running', started_at = ?, symbols_total = ?, "
-            "heartbeat_at = ?, requests_planned = ?, plan = ? WHERE run_id = ?",
-            [started, len(targets), started, plan.requests, json.dumps(plan.to_json(),
-                                                                       default=str),
-             run_id]))
+        log.add(lambda b: runs.add_started(
+            b, run_id, started, len(targets), plan.requests,
+            json.dumps(plan.to_json(), default=str)))
         log.flush()
         results: list[SymbolResult] = []
         done_lock = threading.Lock()
@@ -377,7 +330,7 @@ class Engine:
                                           tally=tally))
                 try:
                     # Another process (`runs cancel`, a page) asks through the catalog.
-                    if log.flush(then=cancel_query(run_id)):
+                    if log.flush(then=runs.cancel_query(run_id)):
                         cancel.set()
                 except EnrichError:
                     pass  # the catalog is busy; the rows stay buffered for the next flush
@@ -498,13 +451,11 @@ class Engine:
         c = Counter(r.state for r in results)
         market_requests = tally.requests if tally else 0
         market_retries = tally.retries if tally else 0
-        b.execute(
-            "UPDATE runs SET symbols_ok = ?, symbols_failed = ?, symbols_skipped = ?, "
-            "records_written = ?, requests = ?, retries = ?, heartbeat_at = ? WHERE run_id = ?",
-            [c["ok"], c["failed"], c["skipped"] + c["cancelled"],
-             (tally.records if tally else 0) + sum(r.records for r in results),
-             market_requests + sum(r.requests for r in results),
-             market_retries + sum(r.retries for r in results), utcnow(), run_id])
+        runs.add_progress(
+            b, run_id, ok=c["ok"], failed=c["failed"], skipped=c["skipped"] + c["cancelled"],
+            records=(tally.records if tally else 0) + sum(r.records for r in results),
+            requests=market_requests + sum(r.requests for r in results),
+            retries=market_retries + sum(r.retries for r in results))
 
     def _finish_run(self, log: LogBuffer, run_id: str, started: dt.datetime,
                     results: list[SymbolResult], state: str, message: str | None,
@@ -527,13 +478,10 @@ class Engine:
 
         def fill(b: WriteBatch) -> None:
             self._progress_row(b, run_id, results, tally)
-            b.execute(
-                "UPDATE runs SET state = ?, finished_at = ?, error_summary = ?, message = ?, "
-                "started_at = coalesce(started_at, ?) WHERE run_id = ?",
-                [state, finished, json.dumps(dict(errors)), message, started, run_id])
+            runs.add_finished(b, run_id, state, finished, json.dumps(dict(errors)), message,
+                              started)
             if state == "cancelled":
-                b.execute("UPDATE tasks SET state = 'cancelled', finished_at = ? "
-                          "WHERE run_id = ? AND state = 'running'", [finished, run_id])
+                runs.add_tasks_cancelled(b, run_id, finished)
 
         log.add(fill)
         log.flush()
@@ -582,7 +530,7 @@ class Engine:
             # The task starts once the symbol is ours: waiting for another run's enrichment
             # of it is not part of this one's (so task timings never overlap per symbol).
             res.started_at = utcnow()
-            log.add(lambda b: b.upsert("tasks", {
+            log.add(lambda b: runs.add_task(b, {
                 "run_id": run_id, "symbol": symbol, "state": "running",
                 "started_at": res.started_at}) if run_id else None)
             if cancel is not None and cancel.is_set():
@@ -659,7 +607,7 @@ class Engine:
         if run_id is None:
             return res
         errs = res.errors
-        log.add(lambda b: b.upsert("tasks", {
+        log.add(lambda b: runs.add_task(b, {
             "run_id": run_id, "symbol": res.symbol, "state": res.state,
             "started_at": res.started_at, "finished_at": res.finished_at,
             "records": res.records, "requests": res.requests, "retries": res.retries,

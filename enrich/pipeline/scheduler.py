@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from enrich.calendars import EXCHANGE_TZ
+from enrich.store import runs
 from enrich.store.catalog import (
     Catalog,
     WriteBatch,
@@ -232,8 +233,7 @@ def record_missed_fires(catalog: Catalog, at_utc: dt.time, now: dt.datetime,
     """
     with catalog.connect() as con:
         state = state_from(con)
-        last = con.execute("SELECT max(scheduled_for) FROM runs WHERE kind = 'scheduled'"
-                           ).fetchall()[0][0]
+        last = runs.last_scheduled_for(con)
     if state.paused:
         return None
     anchors = [t for t in (last, state.schedule_since, state.resumed_at) if t is not None]
@@ -245,7 +245,7 @@ def record_missed_fires(catalog: Catalog, at_utc: dt.time, now: dt.datetime,
     if missed:
         b = WriteBatch()
         for f in missed:
-            b.insert("runs", missed_run_row(
+            runs.add_run(b, missed_run_row(
                 f, now, provider,
                 f"missed: no scheduler was running at {f:%Y-%m-%d %H:%M} UTC "
                 f"(started {_ago(now - f)} later, beyond the {grace_s / 60:g} min grace)"))
