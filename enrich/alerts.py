@@ -53,6 +53,7 @@ from enrich.channels import Channels
 from enrich.config import Settings
 from enrich.errors import ConfigError, EnrichError
 from enrich.pipeline.scheduler import SchedulerState, read_state
+from enrich.store import runs
 from enrich.store.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
 from enrich.store.store import Store
 from enrich.views import queries
@@ -129,35 +130,12 @@ def rule_stale(ctx: Context) -> list[Condition]:
                 f"{expected}). " + "; ".join(lines) + "."))]
 
 
-_RUNS_SQL = """
-    WITH cand AS (
-        SELECT run_id, kind, state, finished_at, symbols_total, symbols_failed, message
-        FROM runs
-        WHERE state IN ('failed', 'partial') AND kind <> 'backfill'
-          AND (finished_at >= ? OR run_id IN (SELECT unnest(?::VARCHAR[]))))
-    SELECT c.*,
-           (SELECT count(*) FROM tasks t WHERE t.run_id = c.run_id AND t.state = 'failed')
-               AS failed_tasks,
-           (SELECT list(t.symbol ORDER BY t.symbol) FROM tasks t
-            WHERE t.run_id = c.run_id AND t.state = 'failed'
-              AND EXISTS (SELECT 1 FROM symbols s WHERE s.symbol = t.symbol AND s.active)
-              AND NOT EXISTS (SELECT 1 FROM tasks t2
-                              WHERE t2.symbol = t.symbol AND t2.state IN ('ok', 'skipped')
-                                AND t2.run_id <> c.run_id
-                                AND t2.finished_at >= c.finished_at)) AS still_failing,
-           EXISTS (SELECT 1 FROM runs r2 WHERE r2.state = 'succeeded' AND r2.kind <> 'backfill'
-                   AND r2.run_id <> c.run_id AND r2.finished_at >= c.finished_at)
-               AS later_success
-    FROM cand c ORDER BY c.finished_at
-"""
-
-
 def rule_run_failed(ctx: Context) -> list[Condition]:
     """A failed or partial run stays an incident until each symbol that failed in it has
     succeeded in a later run (or was deactivated); a run that failed before any symbol, until
     a later run succeeds."""
     open_runs = [k.split(":", 1)[1] for k in ctx.open_keys if k.startswith("run_failed:")]
-    rows = ctx.catalog.query(_RUNS_SQL, [ctx.wall - NEW_RUN_WINDOW, open_runs])
+    rows = runs.failed_runs(ctx.catalog, ctx.wall - NEW_RUN_WINDOW, open_runs)
     out = []
     for r in rows.iter_rows(named=True):
         still = list(r["still_failing"] or [])

@@ -22,6 +22,7 @@ from enrich.errors import EnrichError
 from enrich.pipeline.scheduler import fire_label, in_exchange_time, next_fire_after, state_from
 from enrich.providers import Provider
 from enrich.redact import redact
+from enrich.store import runs
 from enrich.store.catalog import frame, utcnow
 from enrich.store.store import Store
 
@@ -110,11 +111,11 @@ def _catalog_part(settings: Settings, store: Store, now: dt.datetime) -> dict[st
     t0 = time.perf_counter()
     try:
         with store.catalog.connect() as con:
-            con.execute("SELECT count(*) FROM runs").fetchall()
+            runs.count_in(con)
             query_ms = (time.perf_counter() - t0) * 1000
             state = state_from(con)
-            last = frame(con, _LAST_RUN_SQL.format(where="true"))
-            last_sched = frame(con, _LAST_RUN_SQL.format(where="kind = 'scheduled'"))
+            last = runs.last_run(con)
+            last_sched = runs.last_run(con, scheduled=True)
             failures = frame(
                 con, "SELECT error_class, count(*) AS n FROM fetch_log "
                      "WHERE status = 'failed' AND started_at >= ? GROUP BY 1 ORDER BY 2 DESC",
@@ -147,12 +148,6 @@ def _catalog_part(settings: Settings, store: Store, now: dt.datetime) -> dict[st
         "retries_24h": int(retries),
     }
 
-
-_LAST_RUN_SQL = """
-    SELECT run_id, kind, state, requested_at, started_at, finished_at, symbols_total,
-           symbols_ok, symbols_failed, message
-    FROM runs WHERE {where} ORDER BY requested_at DESC LIMIT 1
-"""
 
 
 def _schedule_part(settings: Settings, next_fire: dt.datetime | None,

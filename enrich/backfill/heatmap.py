@@ -43,6 +43,7 @@ import polars as pl
 
 from enrich import calendars, freshness
 from enrich.schemas import ColumnType
+from enrich.store import runs
 from enrich.store.catalog import Catalog, frame
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
@@ -218,9 +219,7 @@ def heatmap(catalog: Catalog, dataset: str, now: dt.datetime, sessions: int = 60
             LEFT JOIN symbol_status st ON st.symbol = s.symbol AND st.dataset = ?
             WHERE {' AND '.join(where)} ORDER BY s.symbol""", [dataset, dataset, *params])
         if lag is None:
-            prov = con.execute("SELECT provider FROM runs WHERE provider IS NOT NULL "
-                               "ORDER BY requested_at DESC LIMIT 1").fetchall()
-            lag = freshness.publication_lag(prov[0][0] if prov else None)
+            lag = freshness.publication_lag(runs.last_provider(con))
     return build(rows, dataset, now, sessions, granularity, lag)
 
 

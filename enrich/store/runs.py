@@ -76,6 +76,93 @@ def last_scheduled_for(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
                        ).fetchall()[0][0]
 
 
+
+def count_in(con: duckdb.DuckDBPyConnection) -> int:
+    """How many runs the catalog holds (health's probe of the catalog)."""
+    return con.execute("SELECT count(*) FROM runs").fetchall()[0][0]
+
+
+_LAST_RUN_SQL = """
+    SELECT run_id, kind, state, requested_at, started_at, finished_at, symbols_total,
+           symbols_ok, symbols_failed, message
+    FROM runs WHERE {where} ORDER BY requested_at DESC LIMIT 1
+"""
+
+
+def last_run(con: duckdb.DuckDBPyConnection, scheduled: bool = False) -> pl.DataFrame:
+    """The newest run (of the schedule only, with ``scheduled``), as a frame of 0 or 1 row."""
+    return frame(con, _LAST_RUN_SQL.format(where="kind = 'scheduled'" if scheduled else "true"))
+
+
+def last_provider(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The provider of the newest run that names one."""
+    prov = con.execute("SELECT provider FROM runs WHERE provider IS NOT NULL "
+                       "ORDER BY requested_at DESC LIMIT 1").fetchall()
+    return prov[0][0] if prov else None
+
+
+_FAILED_RUNS_SQL = """
+    WITH cand AS (
+        SELECT run_id, kind, state, finished_at, symbols_total, symbols_failed, message
+        FROM runs
+        WHERE state IN ('failed', 'partial') AND kind <> 'backfill'
+          AND (finished_at >= ? OR run_id IN (SELECT unnest(?::VARCHAR[]))))
+    SELECT c.*,
+           (SELECT count(*) FROM tasks t WHERE t.run_id = c.run_id AND t.state = 'failed')
+               AS failed_tasks,
+           (SELECT list(t.symbol ORDER BY t.symbol) FROM tasks t
+            WHERE t.run_id = c.run_id AND t.state = 'failed'
+              AND EXISTS (SELECT 1 FROM symbols s WHERE s.symbol = t.symbol AND s.active)
+              AND NOT EXISTS (SELECT 1 FROM tasks t2
+                              WHERE t2.symbol = t.symbol AND t2.state IN ('ok', 'skipped')
+                                AND t2.run_id <> c.run_id
+                                AND t2.finished_at >= c.finished_at)) AS still_failing,
+           EXISTS (SELECT 1 FROM runs r2 WHERE r2.state = 'succeeded' AND r2.kind <> 'backfill'
+                   AND r2.run_id <> c.run_id AND r2.finished_at >= c.finished_at)
+               AS later_success
+    FROM cand c ORDER BY c.finished_at
+"""
+
+
+def failed_runs(catalog: Catalog, since: dt.datetime, run_ids: Sequence[str]) -> pl.DataFrame:
+    """Failed or partial runs (not backfills) finished since ``since``, or named in
+    ``run_ids``, oldest first, with ``failed_tasks``, ``still_failing`` (the active symbols
+    that failed in the run and have not succeeded in a later one) and ``later_success`` (a
+    later run succeeded)."""
+    return catalog.query(_FAILED_RUNS_SQL, [since, list(run_ids)])
+
+
+def _row(con: duckdb.DuckDBPyConnection, sql: str,
+         params: list | None = None) -> dict[str, Any] | None:
+    cur = con.execute(sql, params or [])
+    row = cur.fetchone()
+    return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+
+
+def schedule_history(con: duckdb.DuckDBPyConnection, since: dt.datetime) -> dict[str, Any]:
+    """What the runs say about the schedule: ``last`` (the newest run that is not a missed
+    fire), ``last_scheduled`` (the newest scheduled run that ran, with its ``fire``),
+    ``first_requested`` (the first run ever), ``missed`` (fires recorded as missed after the
+    last scheduled run that ran, or after ``since`` when none did, and not before ``since``)
+    and ``newest_fire`` (the newest fire a scheduled or missed run was recorded for)."""
+    last = _row(con, "SELECT run_id, kind, state, requested_at, finished_at, message "
+                     "FROM runs WHERE state <> 'missed' "
+                     "ORDER BY requested_at DESC LIMIT 1")
+    last_sched = _row(con, "SELECT run_id, state, requested_at, finished_at, "
+                           "coalesce(scheduled_for, requested_at) AS fire FROM runs "
+                           "WHERE kind = 'scheduled' AND state <> 'missed' "
+                           "ORDER BY requested_at DESC LIMIT 1")
+    first_run = con.execute("SELECT min(requested_at) FROM runs").fetchall()[0][0]
+    anchor_missed = last_sched["fire"] if last_sched else since
+    missed = con.execute(
+        "SELECT coalesce(scheduled_for, requested_at) FROM runs "
+        "WHERE kind = 'scheduled' AND state = 'missed' AND requested_at > ? "
+        "AND requested_at >= ? ORDER BY 1", [anchor_missed, since]).fetchall()
+    newest_sched = con.execute("SELECT max(coalesce(scheduled_for, requested_at)) "
+                               "FROM runs WHERE kind = 'scheduled'").fetchall()[0][0]
+    return {"last": last, "last_scheduled": last_sched, "first_requested": first_run,
+            "missed": missed, "newest_fire": newest_sched}
+
 def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
                           live_run_ids: Sequence[str] = ()) -> list[str]:
     """Runs left ``running``/``queued`` by a dead process become ``interrupted``."""
