@@ -14,8 +14,9 @@ import pytest
 
 from enrich.errors import CatalogBusyError
 from enrich.store import catalog
-from enrich.store.catalog import MIGRATIONS, WAITING_NOTE, Catalog, WriteBatch, utcnow
+from enrich.store.catalog import WAITING_NOTE, Catalog, WriteBatch, utcnow
 from enrich.store.lake import Lake
+from enrich.store.migrations import MIGRATIONS
 from tests.conftest import REPO
 
 
