@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from enrich.config import load_settings  # noqa: E402
 from enrich.health import health  # noqa: E402
-from enrich.pipeline.engine import Engine, RunParams  # noqa: E402
+from enrich.pipeline.engine import Engine  # noqa: E402
+from enrich.pipeline.run_model import RunParams  # noqa: E402
 from enrich.providers.sample.provider import SampleProvider  # noqa: E402
 from enrich.store.store import Store  # noqa: E402
 from enrich.symbols import DATASETS_BY_CLASS  # noqa: E402

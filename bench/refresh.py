@@ -34,7 +34,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enrich.config import load_settings  # noqa: E402
-from enrich.pipeline.engine import Engine, RunParams  # noqa: E402
+from enrich.pipeline.engine import Engine  # noqa: E402
+from enrich.pipeline.run_model import RunParams  # noqa: E402
 from enrich.providers.massive.provider import MassiveProvider  # noqa: E402
 from enrich.providers.retry import RetryPolicy  # noqa: E402
 from enrich.providers.sample.provider import SampleProvider  # noqa: E402

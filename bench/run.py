@@ -35,7 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enrich.config import load_settings  # noqa: E402
-from enrich.pipeline.engine import Engine, RunParams  # noqa: E402
+from enrich.pipeline.engine import Engine  # noqa: E402
+from enrich.pipeline.run_model import RunParams  # noqa: E402
 from enrich.pipeline.workers import usable_cpus  # noqa: E402
 from enrich.providers.sample.provider import SampleProvider  # noqa: E402
 from enrich.quant.features import compute_features  # noqa: E402

@@ -45,11 +45,8 @@ from enrich import health as health_mod
 from enrich.config import MAX_LOOKBACK_DAYS, Settings, load_settings
 from enrich.errors import ConfigError, EnrichError
 from enrich.pipeline import scheduler as sched
-from enrich.pipeline.engine import (
-    FINAL_STATES,
-    Engine,
-    RunParams,
-)
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import FINAL_STATES, RunParams
 from enrich.providers import Provider, make_provider
 from enrich.schemas import FETCHED
 from enrich.store import plan_limits, runs

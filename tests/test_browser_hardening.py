@@ -38,7 +38,8 @@ def hostile(tmp_path):
     """Before the server starts: a store whose every stored text field holds the payload."""
     from enrich.config import load_settings
     from enrich.pipeline import scheduler as sched
-    from enrich.pipeline.engine import Engine, RunParams
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
     from enrich.providers.sample.provider import SampleProvider
     from enrich.store.catalog import WriteBatch, utcnow
     from enrich.store.store import Store

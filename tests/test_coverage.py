@@ -178,7 +178,8 @@ def test_filling_a_never_fetched_symbol_leaves_no_history_unfetched_and_not_expe
     """Issue 18, gap fill: a fill of a few sessions of a never-fetched symbol fetches its
     configured history, and no session of that history is both unfetched and shown as
     "not expected" (the old 33-day first fetch turned the years before it grey)."""
-    from enrich.pipeline.engine import Engine, RunParams
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
     from enrich.providers.sample.provider import SampleProvider
 
     settings = settings_for(store.data_dir)  # ENRICH_HISTORY_YEARS=1
@@ -211,7 +212,8 @@ def test_filling_a_never_fetched_symbol_leaves_no_history_unfetched_and_not_expe
 def test_history_before_a_short_first_fetch_is_missing_not_before_listing(store):
     """"Before listing" needs a real listing date: a first fetch of 33 days leaves the
     sessions before it missing, counted, not grey."""
-    from enrich.pipeline.engine import Engine, RunParams
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
     from enrich.providers.sample.provider import SampleProvider
 
     settings = settings_for(store.data_dir)

@@ -12,7 +12,8 @@ from polars.testing import assert_frame_equal
 
 from enrich.errors import NotFoundError, TransientError
 from enrich.pipeline import engine as engine_mod
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.retry import RetryPolicy
 from enrich.providers.sample.provider import SampleProvider
 from enrich.schemas import DATASETS

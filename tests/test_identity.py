@@ -25,7 +25,8 @@ from enrich.checks import quality
 from enrich.config import load_settings
 from enrich.errors import InputError, NotEntitledError
 from enrich.identity import Span, TickerChange, TickerReference
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.massive.provider import MassiveProvider
 from enrich.providers.retry import RetryPolicy
 from enrich.providers.sample.provider import SampleProvider

@@ -24,7 +24,8 @@ import pytest
 from enrich import conventions
 from enrich.config import load_settings
 from enrich.errors import ValidationError
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.massive.provider import MassiveProvider
 from enrich.providers.retry import RetryPolicy
 from enrich.store.store import Store

@@ -12,7 +12,8 @@ from polars.testing import assert_frame_equal
 
 from enrich import calendars
 from enrich.backfill.jobs import Backfiller, BackfillRequest
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.sample.provider import SampleProvider
 from enrich.quant.bsm import price_and_greeks
 from enrich.quant.options_history import (

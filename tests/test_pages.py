@@ -19,7 +19,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from enrich.config import load_settings
-from enrich.pipeline.engine import FINAL_STATES, Engine
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import FINAL_STATES
 from enrich.providers import make_provider
 from enrich.service import get_services, reset_services
 from enrich.store.store import Store

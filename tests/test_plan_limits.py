@@ -19,7 +19,8 @@ import pytest
 from enrich.cli import main
 from enrich.config import load_settings
 from enrich.errors import HistoryLimitError, NotEntitledError, NotYetAvailableError
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.massive.provider import ChainFilters, MassiveProvider
 from enrich.providers.retry import RetryPolicy
 from enrich.service import Services

@@ -17,7 +17,8 @@ import pytest
 
 from enrich.checks import quality
 from enrich.config import load_settings
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.sample.provider import SampleProvider
 from enrich.store.store import Store
 from enrich.store.universe import ensure_demo_universe

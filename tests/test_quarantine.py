@@ -23,7 +23,8 @@ from streamlit.testing.v1 import AppTest
 
 from enrich.calendars import sessions
 from enrich.config import load_settings
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.sample.provider import SampleProvider
 from enrich.store.catalog import WriteBatch
 from enrich.store.lake import Lake

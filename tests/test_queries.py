@@ -10,7 +10,8 @@ from polars.testing import assert_frame_equal
 
 from enrich import ui
 from enrich.errors import NotEntitledError, TransientError
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.retry import RetryPolicy
 from enrich.providers.sample.provider import SampleProvider
 from enrich.store.store import Store

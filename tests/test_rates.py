@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.massive.provider import MassiveProvider
 from enrich.providers.sample.provider import SampleProvider
 from enrich.quant import rates

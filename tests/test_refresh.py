@@ -20,8 +20,9 @@ from polars.testing import assert_frame_equal
 
 from enrich import calendars
 from enrich.config import load_settings
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
 from enrich.pipeline.refresh import Target, plan_refresh, window_for
+from enrich.pipeline.run_model import RunParams
 from enrich.providers import MarketRequest
 from enrich.providers.massive.provider import MassiveProvider
 from enrich.providers.retry import RetryPolicy

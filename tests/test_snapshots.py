@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from enrich import calendars
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.providers.sample.provider import SampleProvider
 from enrich.quant import rates
 from enrich.quant.american import american_price

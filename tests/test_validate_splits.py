@@ -4,7 +4,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from enrich.checks.validate import check
-from enrich.pipeline.engine import apply_splits
+from enrich.quant.splits import apply_splits
 from enrich.schemas import BARS, conform
 
 D = dt.date

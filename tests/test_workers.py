@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from enrich.identity import TickerReference
-from enrich.pipeline.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
 from enrich.pipeline.workers import process_count, usable_cpus
 from enrich.providers.sample.provider import SampleProvider
 from enrich.schemas import DATASETS

@@ -44,12 +44,7 @@ from enrich.backfill.plan import (
 )
 from enrich.config import Settings
 from enrich.errors import EnrichError, error_class_of
-from enrich.pipeline.engine import (
-    Engine,
-    LogBuffer,
-    StepResult,
-    SymbolResult,
-)
+from enrich.pipeline.engine import Engine, LogBuffer, StepResult, SymbolResult
 from enrich.providers import Provider
 from enrich.quant import rates, vol_summary
 from enrich.quant.options_history import (

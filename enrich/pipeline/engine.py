@@ -34,7 +34,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -64,20 +63,28 @@ from enrich.pipeline.refresh import (
     plan_refresh,
     window_for,
 )
-from enrich.pipeline.run_model import Fetched, LogBuffer, StepResult, SymbolResult, fetched_for
+from enrich.pipeline.run_model import (
+    Fetched,
+    LogBuffer,
+    RunParams,
+    RunSummary,
+    StepResult,
+    SymbolResult,
+    describe,
+    fetched_for,
+)
 from enrich.pipeline.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
 from enrich.providers import Provider
 from enrich.providers.retry import RequestStats
 from enrich.quant import rates, snapshots, vol_summary
 from enrich.quant.features import compute_features, dividends_on_basis
 from enrich.quant.options_history import as_traded_closes
+from enrich.quant.splits import apply_splits
 from enrich.store import plan_limits, runs
 from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.store.store import Store
 from enrich.symbols import calendar_for, validate_symbol
 
-FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
-                "missed")
 # Datasets fetched per ticker as traded: a renamed company's older tickers serve their spans.
 BY_TICKER = ("bars", "dividends", "splits", "earnings", "news")
 _REFERENCE_COLUMNS = ("history_from", "delisted_on", "ticker_spans", "reference_checked_at",
@@ -85,50 +92,6 @@ _REFERENCE_COLUMNS = ("history_from", "delisted_on", "ticker_spans", "reference_
 FLUSH_INTERVAL_S = 1.0
 MARKET = "*"  # fetch_log.symbol of a universe-wide request
 REFERENCE = "reference"  # fetch_log.dataset of a symbol's ticker-reference request
-
-
-@dataclass
-class RunParams:
-    symbols: list[str] | None = None
-    datasets: list[str] | None = None
-    asset_class: str | None = None
-    timeframe: str = "1d"
-    lookback_days: int | None = None  # first fetch window; default: settings.history_years
-    universe_wide: bool = True  # False: every symbol its own requests (the reference path)
-
-    def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if v is not None}
-        if out.get("universe_wide") is True:
-            del out["universe_wide"]  # the default: stored params stay as they were
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | str | None) -> RunParams:
-        fields: dict[str, Any] = (json.loads(data) if isinstance(data, str) else data) or {}
-        return cls(**fields)
-
-
-@dataclass
-class RunSummary:
-    run_id: str
-    state: str
-    total: int
-    ok: int
-    failed: int
-    skipped: int
-    records: int
-    requests: int
-    retries: int
-    errors_by_class: dict[str, int]
-    started_at: dt.datetime
-    finished_at: dt.datetime
-    results: list[SymbolResult] = field(default_factory=list)
-    requests_planned: int = 0
-    plan: RefreshPlan | None = None
-
-    @property
-    def failed_symbols(self) -> list[str]:
-        return [r.symbol for r in self.results if r.state == "failed"]
 
 
 class _MarketTally:
@@ -1050,47 +1013,3 @@ def _last_session(cal: str, day: dt.date, fallback: dt.date) -> dt.date:
     """The last session of ``cal`` on or before ``day`` (``fallback`` if none)."""
     held = calendars.sessions(cal, day - dt.timedelta(days=14), day)
     return held[-1] if held else fallback
-
-
-def apply_splits(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
-    """Bring bars onto the basis of every split in ``splits``.
-
-    A bar dated before a split's execution date whose ``adjusted_asof`` is earlier than that
-    date is still on the old basis: its prices are multiplied by ``split_from / split_to`` and
-    its volume by the inverse, and its ``adjusted_asof`` moves to the execution date. Applying
-    the same splits twice changes nothing, so a crash mid-way can never double-adjust.
-    """
-    if bars.is_empty() or splits.is_empty():
-        return bars
-    out = bars
-    for e, s_from, s_to in splits.sort("execution_date").select(
-            "execution_date", "split_from", "split_to").iter_rows():
-        if not s_from or not s_to:
-            continue
-        ratio = s_from / s_to
-        mask = (pl.col("session") < e) & (
-            pl.col("adjusted_asof").is_null() | (pl.col("adjusted_asof") < e))
-        out = out.with_columns(
-            [pl.when(mask).then(pl.col(c) * ratio).otherwise(pl.col(c)).alias(c)
-             for c in ("open", "high", "low", "close", "vwap")]
-            + [pl.when(mask).then(pl.col("volume") / ratio).otherwise(pl.col("volume"))
-               .alias("volume"),
-               pl.when(mask).then(pl.lit(e)).otherwise(pl.col("adjusted_asof"))
-               .alias("adjusted_asof")]
-        )
-    return out
-
-
-def describe(summary: RunSummary) -> str:
-    """One plain sentence about a run's outcome."""
-    if summary.total == 0:
-        return "no symbols to enrich: add some with `python -m enrich symbols add`"
-    if summary.state == "cancelled":
-        return f"cancelled after {summary.ok + summary.failed} of {summary.total} symbols"
-    if summary.records == 0 and summary.failed == 0:
-        return f"nothing new to fetch: all {summary.total} symbols are up to date"
-    parts = [f"{summary.ok} enriched", f"{summary.skipped} up to date"]
-    if summary.failed:
-        errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
-        parts.append(f"{summary.failed} failed ({errs})")
-    return f"{summary.records} rows written; " + ", ".join(parts)

@@ -10,14 +10,18 @@ and the buffered rows).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from enrich.providers import MarketRequest, MarketRows
 from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
+
+if TYPE_CHECKING:
+    from enrich.pipeline.refresh import RefreshPlan
 
 
 @dataclass
@@ -91,3 +95,66 @@ class LogBuffer:
                 batch.extend(self._batch)
                 self._batch = batch
             raise
+
+
+FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
+                "missed")
+
+
+@dataclass
+class RunParams:
+    symbols: list[str] | None = None
+    datasets: list[str] | None = None
+    asset_class: str | None = None
+    timeframe: str = "1d"
+    lookback_days: int | None = None  # first fetch window; default: settings.history_years
+    universe_wide: bool = True  # False: every symbol its own requests (the reference path)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if out.get("universe_wide") is True:
+            del out["universe_wide"]  # the default: stored params stay as they were
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str | None) -> RunParams:
+        fields: dict[str, Any] = (json.loads(data) if isinstance(data, str) else data) or {}
+        return cls(**fields)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    state: str
+    total: int
+    ok: int
+    failed: int
+    skipped: int
+    records: int
+    requests: int
+    retries: int
+    errors_by_class: dict[str, int]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    results: list[SymbolResult] = field(default_factory=list)
+    requests_planned: int = 0
+    plan: RefreshPlan | None = None
+
+    @property
+    def failed_symbols(self) -> list[str]:
+        return [r.symbol for r in self.results if r.state == "failed"]
+
+
+def describe(summary: RunSummary) -> str:
+    """One plain sentence about a run's outcome."""
+    if summary.total == 0:
+        return "no symbols to enrich: add some with `python -m enrich symbols add`"
+    if summary.state == "cancelled":
+        return f"cancelled after {summary.ok + summary.failed} of {summary.total} symbols"
+    if summary.records == 0 and summary.failed == 0:
+        return f"nothing new to fetch: all {summary.total} symbols are up to date"
+    parts = [f"{summary.ok} enriched", f"{summary.skipped} up to date"]
+    if summary.failed:
+        errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
+        parts.append(f"{summary.failed} failed ({errs})")
+    return f"{summary.records} rows written; " + ", ".join(parts)

@@ -50,7 +50,7 @@ class Job:
 
     settings: Settings
     provider_factory: Callable[..., Provider]
-    params: Any  # engine.RunParams
+    params: Any  # run_model.RunParams
     run_id: str | None
     not_entitled: frozenset[tuple[str, str]]
     fetched: tuple[Any, ...] = ()  # engine.Fetched: the run's universe-wide answers
