@@ -5,7 +5,7 @@ Builds the dashboard benchmark's synthetic catalog (``bench/dashboard.py``: 5,00
 their status, runs, fetch and compute logs) plus a few open alert incidents, then measures,
 in the same run, sequential requests of the overview:
 
-* the reference: the read models called directly (``queries.overview`` and
+* the reference: the read models called directly (``status_view.overview`` and
   ``alerts.open_incidents``, exactly what the endpoint calls), no HTTP, no JSON;
 * through the app in-process (httpx's ASGI transport): routing, dependencies, JSON;
 * over a real socket (uvicorn on 127.0.0.1, one keep-alive httpx client), as ``serve`` does.
@@ -38,7 +38,7 @@ from enrich.api import ApiServer, create_app, plain  # noqa: E402
 from enrich.config import load_settings  # noqa: E402
 from enrich.service import Services  # noqa: E402
 from enrich.store.store import Store  # noqa: E402
-from enrich.views import queries  # noqa: E402
+from enrich.views import status as status_view  # noqa: E402
 
 PATH = "/api/v1/overview"
 
@@ -83,7 +83,7 @@ def main() -> int:
         app = create_app(settings, svc)
 
         def direct() -> object:
-            return (queries.overview(store.catalog, NOW),
+            return (status_view.overview(store.catalog, NOW),
                     alerts.open_incidents(store.catalog, wall))
 
         server = ApiServer("127.0.0.1", 0).start(app)

@@ -56,7 +56,7 @@ from enrich.pipeline.scheduler import SchedulerState, read_state
 from enrich.store import runs
 from enrich.store.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
 from enrich.store.store import Store
-from enrich.views import queries
+from enrich.views import status as status_view
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _names(symbols: Sequence[str]) -> str:
 
 
 def rule_stale(ctx: Context) -> list[Condition]:
-    grid = queries.status_grid(ctx.catalog, ctx.now)
+    grid = status_view.status_grid(ctx.catalog, ctx.now)
     late = grid.filter(pl.col("state").is_in(["late", "stale"])
                        | ((pl.col("state") == "failing") & (pl.col("sessions_behind") > 0)))
     if late.is_empty():

@@ -1,6 +1,6 @@
 """The JSON API that ``python -m enrich serve`` serves: ``/api/v1/…``, docs at ``/docs``.
 
-Every endpoint calls the read models (``enrich.views.queries``, ``enrich.health``,
+Every endpoint calls the read models (``enrich.views``, ``enrich.health``,
 ``enrich.backfill.jobs``, ``enrich.backfill.heatmap``, ``enrich.alerts``) and the actions
 (``enrich.service.Services``, ``enrich.backfill.jobs``, ``enrich.alerts``) that the pages and the
 CLI call: this module only translates HTTP to those calls and their results to JSON.
@@ -49,7 +49,12 @@ from enrich.schemas import FETCHED
 from enrich.service import Services, UnknownRunError
 from enrich.store.universe import match_held
 from enrich.symbols import ASSET_CLASSES, validate_symbol
-from enrich.views import queries
+from enrich.views import health as health_view
+from enrich.views import metrics as metrics_view
+from enrich.views import quality as quality_view
+from enrich.views import runs as runs_view
+from enrich.views import status as status_view
+from enrich.views import symbols as symbols_view
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +285,7 @@ Offset = Annotated[int, Query(ge=0)]
 def _symbol_info(desk: _Desk, raw: str) -> dict[str, Any]:
     """The universe's row of ``raw`` (``kimpl`` finds KIMpL when it is the only match)."""
     sym = validate_symbol(raw)
-    info = queries.symbol_info(desk.catalog, sym)
+    info = symbols_view.symbol_info(desk.catalog, sym)
     if info is None:
         raise ApiError(404, "unknown_symbol", f"{sym} is not in the universe")
     return info
@@ -295,18 +300,18 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/overview", summary="Is everything OK: states, distribution, 24 h metrics, "
                                 "active runs, open alerts")
     def overview() -> _Json:
-        out = queries.overview(desk.catalog, desk.now())
+        out = status_view.overview(desk.catalog, desk.now())
         out["open_alerts"] = alerts.open_incidents(desk.catalog, desk.wall())
         return _Json(out)
 
     @r.get("/symbols", summary="The universe with its status, filtered and paged")
     def symbols(search: str | None = None,
-                state: Literal[queries.GRID_STATES] | None = None,  # type: ignore[valid-type]
-                dataset: Literal[queries.STATUS_DATASETS] | None = None,  # type: ignore[valid-type]
+                state: Literal[status_view.GRID_STATES] | None = None,  # type: ignore[valid-type]
+                dataset: Literal[status_view.STATUS_DATASETS] | None = None,  # type: ignore[valid-type]
                 asset_class: Literal[ASSET_CLASSES] | None = None,  # type: ignore[valid-type]
-                sort: Literal[tuple(queries.SYMBOL_SORTS)] = "needs attention",  # type: ignore[valid-type]
+                sort: Literal[tuple(status_view.SYMBOL_SORTS)] = "needs attention",  # type: ignore[valid-type]
                 limit: Limit = 100, offset: Offset = 0) -> _Json:
-        rows, total = queries.symbols_page(desk.catalog, desk.now(), search, state, dataset,
+        rows, total = status_view.symbols_page(desk.catalog, desk.now(), search, state, dataset,
                                            asset_class, sort, limit, offset)
         return _Json(_page(rows, total, limit, offset))
 
@@ -314,19 +319,19 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     def symbol(symbol: str) -> _Json:
         info = _symbol_info(desk, symbol)
         sym = info["symbol"]
-        grid = queries.status_grid(desk.catalog, desk.now(), sym, active_only=False)
+        grid = status_view.status_grid(desk.catalog, desk.now(), sym, active_only=False)
         errors = grid.filter(pl.col("last_error_at").is_not_null()).sort(
             "last_error_at", descending=True)
         last = errors.select("dataset", "last_error_class", "last_error_message",
                              "last_error_at").head(1).to_dicts()
-        checks = queries.symbol_checks(desk.catalog, sym)
+        checks = quality_view.symbol_checks(desk.catalog, sym)
         return _Json({
             **info, "datasets": grid,
-            "quality": queries.quality_scores(desk.catalog, sym),
+            "quality": quality_view.quality_scores(desk.catalog, sym),
             "failing_checks": checks.filter(~pl.col("passed")) if not checks.is_empty()
             else checks,
             "last_error": last[0] if last else None,
-            "fetch": queries.symbol_fetch_stats(desk.catalog, sym)})
+            "fetch": symbols_view.symbol_fetch_stats(desk.catalog, sym)})
 
     @r.get("/symbols/{symbol}/{dataset}",
            summary="A symbol's rows of one dataset for a date range: JSON, CSV or Parquet",
@@ -341,7 +346,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
         sym = _symbol(desk, symbol)
         if start and end and end < start:
             raise ApiError(400, "invalid_request", f"to ({end}) is before from ({start})")
-        frame = queries.dataset_rows(desk.store.lake, sym, dataset, timeframe, start, end)
+        frame = symbols_view.dataset_rows(desk.store.lake, sym, dataset, timeframe, start, end)
         accept = request.headers.get("accept", "")
         fmt = format or ("csv" if "text/csv" in accept else
                          "parquet" if any(t in accept for t in PARQUET_TYPES) else "json")
@@ -356,28 +361,28 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
                       "rows": frame.height, "items": frame})
 
     @r.get("/runs", summary="Run history, newest first, filtered and paged")
-    def runs(state: Literal[queries.RUN_STATES] | None = None,  # type: ignore[valid-type]
-             kind: Literal[queries.RUN_KINDS] | None = None,  # type: ignore[valid-type]
+    def runs(state: Literal[runs_view.RUN_STATES] | None = None,  # type: ignore[valid-type]
+             kind: Literal[runs_view.RUN_KINDS] | None = None,  # type: ignore[valid-type]
              symbol: str | None = None, since: dt.datetime | None = None,
              until: dt.datetime | None = None, limit: Limit = 20,
              offset: Offset = 0) -> _Json:
-        page, total = queries.runs_search(
+        page, total = runs_view.runs_search(
             desk.catalog, limit, offset, state, validate_symbol(symbol) if symbol else None,
             kind, _utc(since), _utc(until))
         return _Json(_page(_json_cols(page, "params", "error_summary"), total, limit, offset))
 
     @r.get("/runs/{run_id}", summary="One run: progress, tasks, fetch summary, errors")
     def run(run_id: str) -> _Json:
-        detail = queries.run_detail(desk.catalog, run_id)
+        detail = runs_view.run_detail(desk.catalog, run_id)
         if detail is None:
             if run_id in desk.svc.active_runs():  # queued: its row is being written
                 return _Json({"run_id": run_id, "state": "queued", "progress": None,
                               "tasks": [], "fetch": [], "errors": _page([], 0, 100, 0)})
             raise ApiError(404, "unknown_run", f"no run {run_id}")
-        errors, n = queries.run_fetch_log(desk.catalog, run_id, errors_only=True)
-        return _Json({**detail, "progress": queries.run_progress(desk.catalog, run_id),
-                      "tasks": queries.run_tasks(desk.catalog, run_id),
-                      "fetch": queries.run_fetch_summary(desk.catalog, run_id),
+        errors, n = runs_view.run_fetch_log(desk.catalog, run_id, errors_only=True)
+        return _Json({**detail, "progress": runs_view.run_progress(desk.catalog, run_id),
+                      "tasks": runs_view.run_tasks(desk.catalog, run_id),
+                      "fetch": runs_view.run_fetch_summary(desk.catalog, run_id),
                       "errors": _page(errors, n, 100, 0)})
 
     @r.get("/metrics", summary="Pipeline metrics: window totals, per dataset, per hour, "
@@ -387,14 +392,15 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
         since = now - dt.timedelta(hours=hours)
         cat = desk.catalog
         return _Json({
-            "since": since, "hours": hours, "pipeline": queries.pipeline_metrics(cat, since),
-            "fetch_by_dataset": queries.fetch_by_dataset(cat, since),
-            "compute_by_dataset": queries.compute_by_dataset(cat, since),
-            "errors_by_class": queries.errors_by_class(cat, since),
-            "failures_by_class": queries.failures_by_class(cat, since),
-            "hourly": queries.hourly(cat, now, min(hours, 24 * 14)),
-            "alltime": queries.alltime_stats(cat), "overall": queries.overall_success(cat),
-            "rows_refused": queries.quality(cat)})
+            "since": since, "hours": hours, "pipeline": metrics_view.pipeline_metrics(cat, since),
+            "fetch_by_dataset": metrics_view.fetch_by_dataset(cat, since),
+            "compute_by_dataset": metrics_view.compute_by_dataset(cat, since),
+            "errors_by_class": metrics_view.errors_by_class(cat, since),
+            "failures_by_class": metrics_view.failures_by_class(cat, since),
+            "hourly": metrics_view.hourly(cat, now, min(hours, 24 * 14)),
+            "alltime": metrics_view.alltime_stats(cat),
+            "overall": metrics_view.overall_success(cat),
+            "rows_refused": metrics_view.quality(cat)})
 
     @r.get("/health", summary="200 when healthy; 503 with the reasons when the scheduler is "
                               "dead or the catalog unreachable",
@@ -415,7 +421,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
 
     @r.get("/schedule", summary="The daily schedule: paused or not, owner, next fire")
     def schedule() -> _Json:
-        state = queries.scheduler_state(desk.catalog)
+        state = health_view.scheduler_state(desk.catalog)
         return _Json({**state, "schedule_utc": desk.settings.schedule_utc.strftime("%H:%M"),
                       "next_fire_utc": desk.svc.next_fire_time()})
 
@@ -457,7 +463,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
                 dataset: Literal[coverage.DATASETS] | None = None) -> _Json:  # type: ignore[valid-type]
         sym = _symbol(desk, symbol) if symbol else None
         return _Json({"symbol": sym, "failing": failing,
-                      **queries.quality_report(desk.catalog, sym, failing, dataset)})
+                      **quality_view.quality_report(desk.catalog, sym, failing, dataset)})
 
     @r.get("/coverage", summary="The coverage heatmap's gaps as rows (missing and failed "
                                 "sessions per symbol)")
@@ -551,7 +557,7 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
             summary="Stop a run between symbols (409 if it already ended)")
     def cancel(request: Request, run_id: str) -> _Json:
         if not desk.svc.cancel(run_id, by=_who(request)):
-            state = queries.run_detail(desk.catalog, run_id) or {}
+            state = runs_view.run_detail(desk.catalog, run_id) or {}
             raise ApiError(409, "run_finished", f"run {run_id} already ended: "
                            f"{state.get('state')}", state=state.get("state"))
         return _Json({"run_id": run_id, "cancel_requested": True}, status_code=202)
@@ -569,12 +575,12 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
     @r.post("/schedule/pause", summary="Pause the daily schedule (survives restarts)")
     def pause(request: Request, body: Annotated[PauseRequest | None, Body()] = None) -> _Json:
         desk.svc.pause(by=_who(request), reason=(body.reason if body else None) or None)
-        return _Json(queries.scheduler_state(desk.catalog))
+        return _Json(health_view.scheduler_state(desk.catalog))
 
     @r.post("/schedule/resume", summary="Resume the daily schedule")
     def resume(request: Request) -> _Json:
         desk.svc.resume(by=_who(request))
-        return _Json({**queries.scheduler_state(desk.catalog),
+        return _Json({**health_view.scheduler_state(desk.catalog),
                       "next_fire_utc": desk.svc.next_fire_time()})
 
     @r.post("/backfills", status_code=202,

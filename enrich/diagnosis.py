@@ -171,7 +171,7 @@ def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None
     ``resume`` (behind while the schedule is paused), ``wait`` (due: publication lag),
     ``activate`` (not expected: deactivated).
     """
-    from enrich.views.queries import GRID_STATES
+    from enrich.views.status import GRID_STATES
 
     order = {s: i for i, s in enumerate(GRID_STATES)}
     rows = [r for r in grid.to_dicts() if r["state"] != "fresh"]

@@ -18,6 +18,7 @@ from enrich import palette, ui
 from enrich.backfill import jobs as bfm
 from enrich.errors import EnrichError
 from enrich.quant.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
+from enrich.views import universe as universe_view
 from pages import _common as c
 
 SPANS = ("default", "years", "days", "since")
@@ -85,7 +86,7 @@ def _stop(backfill_id: str, intent: str) -> None:
 c.page_header("Backfill", "Fill years of history for one dataset, resumably, within the "
               "provider's rate limit. The daily run keeps priority over backfill requests.")
 settings = c.settings()
-universe = c.read("universe_table")
+universe = c.read(universe_view.universe_table)
 active = universe.filter(universe["active"])["symbol"].to_list() if universe.height else []
 
 st.subheader("New backfill")

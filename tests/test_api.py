@@ -34,7 +34,7 @@ from enrich.errors import CatalogBusyError
 from enrich.service import Services
 from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.store import Store
-from enrich.views import queries
+from enrich.views import status as status_view
 from tests.conftest import FIXED_NOW, subprocess_env
 from tests.test_queries import populate
 
@@ -178,10 +178,10 @@ def test_overview_matches_the_catalog(reads):
     j = desk.api.ok(f"{V1}/overview")
     assert j["as_of"] == "2026-11-25T22:00:00Z"
     assert j["symbols"] == desk.one("SELECT count(*) FROM symbols WHERE active")
-    expected = queries.symbol_state_counts(queries.symbol_summary(
-        queries.status_grid(desk.catalog, FIXED_NOW)))
+    expected = status_view.symbol_state_counts(status_view.symbol_summary(
+        status_view.status_grid(desk.catalog, FIXED_NOW)))
     assert j["states"] == expected and j["states"]["failing"] == 1
-    grid_rows = queries.status_grid(desk.catalog, FIXED_NOW).height
+    grid_rows = status_view.status_grid(desk.catalog, FIXED_NOW).height
     assert sum(r["symbols"] for r in j["distribution"]) == grid_rows
     steps = desk.one("SELECT count(*) FROM fetch_log WHERE status IN ('ok', 'up_to_date', "
                      "'failed') AND started_at >= ?", [FIXED_NOW - dt.timedelta(hours=24)])

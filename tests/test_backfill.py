@@ -42,7 +42,7 @@ from enrich.store.catalog import Catalog
 from enrich.store.lake import Lake
 from enrich.store.store import Store
 from enrich.store.universe import ensure_demo_universe
-from enrich.views import queries as q
+from enrich.views import metrics as metrics_view
 from tests.conftest import FIXED_NOW, REPO, subprocess_env
 from tests.fakes.massive_server import FakeMassive
 
@@ -418,7 +418,7 @@ def test_pause_then_resume_from_the_background(settings):
     paused = backfill_progress_summary(store.catalog, bid)[0]
     # Paused is its own run state: not cancelled, and not counted in the success rates.
     assert paused["status"] == "paused" and paused["run_state"] == "paused"
-    assert q.overall_success(store.catalog)["runs_finished"] == 0
+    assert metrics_view.overall_success(store.catalog)["runs_finished"] == 0
     assert paused["chunks_pending"] > 0 and "resume" in paused["run_message"]
     steps = backfill_steps(store.catalog, bid)
     assert steps["step"].to_list() == ["splits", "bars", "features"]
@@ -432,7 +432,7 @@ def test_pause_then_resume_from_the_background(settings):
     assert done["chunks_done"] == done["chunks_total"]
     total = done["chunks_total"]
     assert done["run_message"].startswith(f"backfill {bid}: {total} of {total} chunks done (")
-    assert q.overall_success(store.catalog)["runs_finished"] == 1
+    assert metrics_view.overall_success(store.catalog)["runs_finished"] == 1
     chunks = backfill_chunks(store.catalog, bid)
     assert (chunks["attempts"] == 1).all()  # a pause never redoes a finished chunk
 

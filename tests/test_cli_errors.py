@@ -259,12 +259,12 @@ def test_base_url_user_info_is_never_shown(seeded, capsys, monkeypatch):
 
 
 def test_an_internal_error_is_one_line_and_logged(seeded, capsys, monkeypatch):
-    import enrich.views.queries
+    import enrich.views.status
 
     def broken(*a, **k):
         raise KeyError("boom")
 
-    monkeypatch.setattr(enrich.views.queries, "status_table", broken)
+    monkeypatch.setattr(enrich.views.status, "status_table", broken)
     assert cli.main(["status"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error (KeyError" in err

@@ -190,7 +190,7 @@ def test_a_delisted_symbol_is_marked_kept_and_no_longer_refreshed(tmp_path):
     later = Engine(store, provider, settings.with_(history_years=5),
                    clock=lambda: FIXED_NOW + dt.timedelta(days=30)).run(RunParams())
     assert later.requests == 0  # nothing more is ever asked
-    from enrich.views.queries import status_grid
+    from enrich.views.status import status_grid
     grid = status_grid(store.catalog, now=FIXED_NOW + dt.timedelta(days=30))
     assert set(grid["state"]) == {"not_expected"}
     assert "TWTR" in list_symbols(store.catalog)["symbol"].to_list()  # kept

@@ -30,7 +30,7 @@ from enrich.providers.massive.provider import MassiveProvider
 from enrich.providers.retry import RetryPolicy
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
-from enrich.views.queries import status_grid
+from enrich.views.status import status_grid
 from tests.fakes.massive_server import FakeMassive
 
 UTC = dt.UTC

@@ -27,7 +27,7 @@ from enrich.service import Services
 from enrich.store import plan_limits
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
-from enrich.views.queries import status_table
+from enrich.views.status import status_table
 from tests.fakes.massive_server import FakeMassive
 
 UTC = dt.UTC

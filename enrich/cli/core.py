@@ -116,7 +116,7 @@ def _dry_run(engine, params, settings: Settings, as_json: bool) -> int:
 @command("status")
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.symbols import validate_symbol
-    from enrich.views.queries import status_table
+    from enrich.views.status import status_table
 
     store = _open(settings)
     sym = validate_symbol(args.symbol) if args.symbol else None
@@ -144,7 +144,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"unknown runs command {sub!r}")
         return handler(args, settings)
     from enrich.symbols import validate_symbol
-    from enrich.views.queries import runs_table
+    from enrich.views.runs import runs_table
 
     store = _open(settings)
     since = None

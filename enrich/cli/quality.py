@@ -7,7 +7,7 @@
                                                               fill exactly those gaps
 
 Imported by ``enrich.cli``. The same read models as the page and
-``GET /api/v1/quality`` / ``/api/v1/coverage`` (``enrich.views.queries.quality_report``,
+``GET /api/v1/quality`` / ``/api/v1/coverage`` (``enrich.views.quality.quality_report``,
 ``enrich.backfill.heatmap.gaps_report``), the same action as the heatmap's drag-to-fill and
 ``POST /api/v1/fills`` (``enrich.backfill.heatmap.plan_range`` + ``start_fill``). Exit codes: 0
 done, 1 a fill whose runs did not all succeed (``quality --failing``: some check fails), 2 bad
@@ -77,7 +77,7 @@ def _known(catalog, symbols: list[str]) -> list[str]:
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     if args.quality_cmd == "audit":
         return _audit(args, settings)
-    from enrich.views.queries import quality_report
+    from enrich.views.quality import quality_report
 
     store = _store(settings)
     given = _symbols([args.symbol]) if args.symbol else []

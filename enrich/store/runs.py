@@ -5,7 +5,7 @@ A run is one row in ``runs`` (a manual, scheduled, retry, CLI, API or backfill r
 one row per symbol of a run in ``tasks``. Writes are added to a ``WriteBatch`` (``add_*``), so
 the caller decides which transaction they join (a run's progress rides along with its log
 rows); reads take a catalog or an open connection. The run read models the pages show live in
-``enrich.views.queries``; this module is what the processes that run and stop runs need.
+``enrich.views.runs``; this module is what the processes that run and stop runs need.
 
 Run states: ``queued`` → ``running`` → ``succeeded | partial | failed | cancelled |
 interrupted`` (``paused`` for a backfill, ``missed`` for a scheduled fire no process took).
