@@ -646,11 +646,11 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
     @r.post("/quality/audit", status_code=202,
             summary="Re-check what is stored, without fetching (in the background)")
     def audit(body: Annotated[AuditRequest | None, Body()] = None) -> _Json:
-        from enrich.checks import quality
+        from enrich.checks import quality_run
 
         syms = _known(desk, body.symbols if body else None)
         datasets = body.datasets if body else None
-        threading.Thread(target=quality.audit, args=(desk.store, syms, datasets),
+        threading.Thread(target=quality_run.audit, args=(desk.store, syms, datasets),
                          name="quality-audit", daemon=True).start()
         return _Json({"started": True, "symbols": syms or "active universe",
                       "datasets": datasets or "all"}, status_code=202)

@@ -20,7 +20,7 @@ import streamlit as st
 
 from enrich import palette, ui
 from enrich.backfill import heatmap as cov
-from enrich.checks import quality
+from enrich.checks import quality, quality_run
 from enrich.errors import EnrichError
 from enrich.views import quality as quality_view
 from enrich.views import runs as runs_view
@@ -285,6 +285,6 @@ with st.expander("The checks and their thresholds"):
 if st.button("Re-check stored data", icon="🔁", key="recheck",
              help="Run every check again on what the lake holds now, without fetching"):
     store = c.store()
-    threading.Thread(target=quality.audit, args=(store,), name="quality-audit",
+    threading.Thread(target=quality_run.audit, args=(store,), name="quality-audit",
                      daemon=True).start()
     st.toast("Re-checking every active symbol in the background", icon="🔁")

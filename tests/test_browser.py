@@ -272,7 +272,7 @@ def gap_data(tmp_path):
     three AAPL sessions deleted from the lake and the stored data re-checked."""
     import polars as pl
 
-    from enrich.checks import quality
+    from enrich.checks import quality_run
     from enrich.config import load_settings
     from enrich.pipeline.engine import Engine
     from enrich.pipeline.run_model import RunParams
@@ -293,7 +293,7 @@ def gap_data(tmp_path):
     gone = bars["session"].to_list()[-25:-22]
     store.lake.replace_symbol("bars", "AAPL", bars.filter(~pl.col("session").is_in(gone)),
                               level="1d")
-    quality.audit(store, ["AAPL"], ["bars"])
+    quality_run.audit(store, ["AAPL"], ["bars"])
     return gone
 
 

@@ -19,7 +19,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from enrich.backfill import heatmap as cov
-from enrich.checks import quality
+from enrich.checks import quality_run
 from enrich.config import load_settings
 from enrich.service import reset_services
 from enrich.store.catalog import WriteBatch
@@ -66,7 +66,7 @@ def drop_sessions(store: Store, symbol: str, days: list[dt.date]) -> None:
     bars = store.lake.read("bars", [symbol], level="1d")
     store.lake.replace_symbol("bars", symbol, bars.filter(~pl.col("session").is_in(days)),
                               level="1d")
-    quality.audit(store, [symbol], ["bars"])
+    quality_run.audit(store, [symbol], ["bars"])
 
 
 # -- the read model ----------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_failed_cells_point_at_the_failing_session(store):
     store.lake.replace_symbol("bars", "KO", bars.with_columns(
         pl.when(pl.col("session") == day).then(pl.col("low") * 0.5)
         .otherwise(pl.col("high")).alias("high")), level="1d")
-    quality.audit(store, ["KO"], ["bars"])
+    quality_run.audit(store, ["KO"], ["bars"])
     hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=20)
     ko = cells(hm, "KO")
     assert [d for d, v in ko.items() if v == cov.FAILED] == [day]

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 
 from enrich import identity
-from enrich.checks import quality
+from enrich.checks import quality_run
 from enrich.config import load_settings
 from enrich.errors import InputError, NotEntitledError
 from enrich.identity import Span, TickerChange, TickerReference
@@ -236,5 +236,5 @@ def test_the_demo_universe_holds_metas_linked_history_without_a_break(settings):
     bars = store.lake.read("bars", ["META"], level="1d").sort("session")
     fb = provider.bars("FB", "1d", bars["session"][0], CHANGE - dt.timedelta(days=1))
     assert bars.filter(pl.col("session") < CHANGE)["close"].to_list() == fb["close"].to_list()
-    results = quality.run_checks(store.lake, "META", "stocks", ["bars"])
+    results = quality_run.run_checks(store.lake, "META", "stocks", ["bars"])
     assert not results.failures, [(r.check, r.detail) for r in results.failures]

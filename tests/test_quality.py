@@ -15,7 +15,7 @@ import shutil
 import polars as pl
 import pytest
 
-from enrich.checks import quality
+from enrich.checks import quality, quality_run
 from enrich.config import load_settings
 from enrich.pipeline.engine import Engine
 from enrich.pipeline.run_model import RunParams
@@ -59,7 +59,7 @@ def copy(clean, tmp_path):
 
 def failing(store: Store, symbol: str, datasets=None) -> dict[tuple[str, str], float]:
     """Re-check one symbol; (dataset, check) -> observed of every failing check."""
-    res = quality.audit(store, [symbol], datasets)
+    res = quality_run.audit(store, [symbol], datasets)
     return {(r["dataset"], r["check"]): r["observed"]
             for r in res.filter(~pl.col("passed")).iter_rows(named=True)}
 
@@ -87,7 +87,7 @@ def test_clean_demo_universe_fails_no_check(clean):
                                   [summary.run_id])
     assert logged == expected  # one row per check per symbol × dataset, not per bar
     # A re-check of everything stored agrees.
-    assert quality.audit(store).filter(~pl.col("passed")).is_empty()
+    assert quality_run.audit(store).filter(~pl.col("passed")).is_empty()
     scores = quality_view.quality_scores(store.catalog)
     assert scores["score"].min() == 1.0
 
@@ -397,7 +397,7 @@ def test_a_crashing_check_is_recorded_not_raised(settings, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("check exploded")
 
-    monkeypatch.setattr(quality, "run_checks", boom)
+    monkeypatch.setattr(quality_run, "run_checks", boom)
     store, summary = enrich(settings, symbols=["SPY"], lookback_days=30)
     assert summary.state == "succeeded"
     row = store.catalog.query("SELECT status, error_message FROM compute_log "
@@ -571,7 +571,7 @@ def test_pages_show_scores_failing_checks_and_restatements(app_env):
     store = app_env
     bars = bars_of(store)
     put_bars(store, bars.filter(~pl.col("session").is_in(bars["session"][40:42].implode())))
-    quality.audit(store, ["AAPL"], ["bars"])
+    quality_run.audit(store, ["AAPL"], ["bars"])
     b = WriteBatch()
     b.insert("restatements", {"run_id": "r-test", "symbol": "AAPL", "dataset": "bars",
                               "session": bars["session"][10], "column_name": "close",

@@ -321,9 +321,9 @@ def _tampered(tmp_path, name: str, drop: bool = False):
         keep = store.lake.read("bars", ["AAPL"], level="1d").filter(
             ~pl.col("session").is_in([s1, s3]))
         store.lake.replace_symbol("bars", "AAPL", keep, level="1d")
-        from enrich.checks import quality
+        from enrich.checks import quality_run
 
-        quality.audit(store, ["AAPL"], ["bars"])  # the heatmap sees the gap
+        quality_run.audit(store, ["AAPL"], ["bars"])  # the heatmap sees the gap
     return store, settings, (s1, s2, s3)
 
 

@@ -494,12 +494,12 @@ def start_fill(plan: FillPlan, *, settings: Any, store: Any,
     """Start the plan's work in the background; returns the run ids.
 
     Backfills go through ``enrich.backfill.jobs.start_in_background``; when one ends, what it
-    filled is re-checked (``enrich.checks.quality.audit``), so the heatmap and scores see it. First
-    runs go through ``trigger`` (``Services.trigger``), whose engine checks after fetching.
+    filled is re-checked (``enrich.checks.quality_run.audit``), so the heatmap and scores see it.
+    First runs go through ``trigger`` (``Services.trigger``), whose engine checks after fetching.
     Without the backfill module, every symbol goes through ``trigger`` with a lookback to the
     window's start (which fills gaps at the end of history, and first fetches).
     """
-    from enrich.checks import quality
+    from enrich.checks import quality_run
 
     run_ids: list[str] = []
     try:
@@ -519,7 +519,7 @@ def start_fill(plan: FillPlan, *, settings: Any, store: Any,
 
         def done(result: Any, syms: tuple[str, ...] = syms, a: dt.date = a) -> None:
             try:
-                quality.audit(store, list(syms), [plan.dataset], covered_from={plan.dataset: a})
+                quality_run.audit(store, list(syms), [plan.dataset], covered_from={plan.dataset: a})
             finally:
                 if on_done is not None:
                     on_done(json.dumps({"symbols": list(syms), "result": str(result)[:200]}))

@@ -126,14 +126,14 @@ def _table(frame: pl.DataFrame, cols: list[str], empty: str) -> None:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.checks import quality
+    from enrich.checks import quality_run
 
     store = _store(settings)
     symbols = _symbols(args.symbols) or None
     if symbols:
         symbols = _known(store.catalog, symbols)
     t0 = time.monotonic()
-    results = quality.audit(store, symbols, args.datasets or None)
+    results = quality_run.audit(store, symbols, args.datasets or None)
     failing = results.filter(~pl.col("passed"))
     if args.json:
         print_json({"checks": results.height, "failing": failing.to_dicts()})

@@ -39,7 +39,7 @@ from typing import Any
 import polars as pl
 
 from enrich import calendars, identity
-from enrich.checks import quality, restatements
+from enrich.checks import quality_run, restatements
 from enrich.checks.validate import check
 from enrich.config import Settings
 from enrich.errors import (
@@ -523,10 +523,10 @@ class Engine:
             # keeps its reset coverage, so the next run fetches it again.
             self.store.lake.update_coverage(
                 symbol, {k: v for k, v in new_coverage.items() if coverage.get(k) != v})
-            # Data-quality checks on what is now stored (enrich.checks.quality), logged in the
-            # batch.
-            quality.after_fetch(self.store.lake, log, run_id, symbol, asset_class, res.steps,
-                                coverage, params.timeframe)
+            # Data-quality checks on what is now stored (enrich.checks.quality_run), logged in
+            # the batch.
+            quality_run.after_fetch(self.store.lake, log, run_id, symbol, asset_class,
+                                    res.steps, coverage, params.timeframe)
 
         res.records = sum(s.records for s in res.steps)
         if any(s.status == "failed" for s in res.steps):
@@ -561,8 +561,8 @@ class Engine:
                                     ident=ident)
             self.store.lake.update_coverage(  # only what it changed (see enrich_symbol)
                 symbol, {k: v for k, v in new_coverage.items() if coverage.get(k) != v})
-            quality.after_fetch(self.store.lake, log, run_id, symbol, asset_class, [step],
-                                coverage, timeframe)
+            quality_run.after_fetch(self.store.lake, log, run_id, symbol, asset_class, [step],
+                                    coverage, timeframe)
         return step
 
     def record_task(self, log: LogBuffer, run_id: str | None, res: SymbolResult) -> SymbolResult:
