@@ -44,9 +44,10 @@ from enrich.backfill import jobs as backfill
 from enrich.channels import SCRUB, Channels
 from enrich.config import Settings
 from enrich.errors import ConfigError, EnrichError
+from enrich.pipeline.requests import UnknownRunError
 from enrich.schemas import DATASETS as LAKE_DATASETS
 from enrich.schemas import FETCHED
-from enrich.service import Services, UnknownRunError
+from enrich.service import Services
 from enrich.store.universe import match_held
 from enrich.symbols import ASSET_CLASSES, validate_symbol
 from enrich.views import health as health_view

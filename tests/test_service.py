@@ -15,9 +15,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from enrich import service as service_mod
 from enrich.errors import NotFoundError
+from enrich.pipeline.requests import request_cancel
 from enrich.pipeline.run_model import FINAL_STATES
 from enrich.providers.sample.provider import SampleProvider
-from enrich.service import Services, get_services, request_cancel, reset_services
+from enrich.service import Services, get_services, reset_services
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
 from tests.conftest import FIXED_NOW

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from enrich.pipeline import scheduler as sched
-from enrich.service import request_cancel
+from enrich.pipeline.requests import request_cancel
 from enrich.store.catalog import Catalog, utcnow
 from enrich.store.store import Store
 from enrich.store.universe import ensure_demo_universe

@@ -66,7 +66,7 @@ def _engine(settings: Settings, store=None):
 # -- run ------------------------------------------------------------------------------------
 @command("run")
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.service import make_params
+    from enrich.pipeline.requests import make_params
 
     # Everything is checked before a run is recorded: a refused argument leaves no run row.
     params = make_params(_csv_list(args.symbols, "--symbols"), _datasets(args.datasets),

@@ -174,7 +174,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 # -- run --background -----------------------------------------------------------------------
 @command("__background_run")
 def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.service import NoLiveSchedulerError, hand_off_run
+    from enrich.pipeline.requests import NoLiveSchedulerError, hand_off_run
     from enrich.store.universe import ensure_demo_universe
 
     params = args.params
@@ -201,8 +201,8 @@ def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
 @command("runs retry")
 def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.pipeline.engine import Engine
+    from enrich.pipeline.requests import UnknownRunError, retry_params
     from enrich.providers import make_provider
-    from enrich.service import UnknownRunError, retry_params
 
     store = _store(settings)
     try:
@@ -222,7 +222,7 @@ def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("runs cancel")
 def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.service import UnknownRunError, request_cancel
+    from enrich.pipeline.requests import UnknownRunError, request_cancel
 
     store = _store(settings)
     try:
