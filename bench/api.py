@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dashboard import NOW, build  # noqa: E402
 from enrich import alerts  # noqa: E402
-from enrich.api import ApiServer, create_app, plain  # noqa: E402
+from enrich.api.app import create_app  # noqa: E402
+from enrich.api.common import plain  # noqa: E402
+from enrich.api.serving import ApiServer  # noqa: E402
 from enrich.config import load_settings  # noqa: E402
 from enrich.service import Services  # noqa: E402
 from enrich.store.store import Store  # noqa: E402

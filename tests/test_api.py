@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 
 from enrich import alerts
-from enrich.api import create_app
+from enrich.api.app import create_app
 from enrich.api_token import ensure_token
 from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill

@@ -270,10 +270,10 @@ def test_walker_names_the_cycle(tmp_path):
 # The folders in data-flow order (README, "How the code is laid out"). A module at the top of
 # enrich/ is either a foundation every folder may use, or an application module that ties the
 # folders together for the service, the API and the pages.
-FOLDERS = ("providers", "checks", "store", "pipeline", "backfill", "quant", "views", "cli")
+FOLDERS = ("providers", "checks", "store", "pipeline", "backfill", "quant", "views", "api", "cli")
 FOUNDATION = {"errors", "redact", "schemas", "conventions", "calendars", "symbols", "config",
               "identity", "freshness", "palette", "ui", "errorlog", "api_token", "channels"}
-APPLICATION = {"service", "api", "alerts", "health", "diagnosis"}
+APPLICATION = {"service", "alerts", "health", "diagnosis"}
 ENTRY = {"enrich", "enrich.__main__"}
 
 # What each folder may import besides itself and the foundation. Read down the data flow:
@@ -289,9 +289,12 @@ MAY_IMPORT = {
     "checks": {"store"},
     "pipeline": {"providers", "checks", "store", "quant"},
     "backfill": {"pipeline", "providers", "checks", "store", "quant"},
-    # views.queries reads the coverage heatmap (backfill.heatmap) and the quality check
+    # views.quality reads the coverage heatmap (backfill.heatmap) and the quality check
     # catalogue (checks.quality): read models over what those folders own, not a fetch.
     "views": {"backfill", "checks", "store", "quant"},
+    # The JSON API translates HTTP to the services' and read models' calls, as the CLI does.
+    "api": {"views", "backfill", "pipeline", "providers", "checks", "store", "quant",
+            "application"},
     "cli": {*FOLDERS, "application"},
 }
 

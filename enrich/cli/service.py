@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     ensure_demo_universe(store.catalog)
     bound = None
     if settings.api_host is not None:  # bind first: a taken port exits 2 before anything runs
-        from enrich.api import ApiServer
+        from enrich.api.serving import ApiServer
 
         bound = ApiServer(settings.api_host, settings.api_port)
     svc = Services(settings, store=store, heartbeat_s=args.heartbeat_s)
@@ -138,7 +138,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
               f"{sched.fire_label(svc.next_fire_time())}{owner}; Ctrl-C to stop",
               file=sys.stderr, flush=True)
         if bound is not None:
-            from enrich.api import serve as serve_api
+            from enrich.api.serving import serve as serve_api
 
             try:
                 api, source = serve_api(settings, svc, bound)
