@@ -275,7 +275,7 @@ def pages(store: Store, settings) -> dict[str, dict[str, Callable[[], object]]]:
             "runs_search (symbol, state)": lambda: runs_view.runs_search(
                 cat, symbol="S00042", state="succeeded", limit=25),
             "run_detail + failed_symbols": lambda: (runs_view.run_detail(cat, big_run),
-                                                   runs_view.failed_symbols(cat, big_run)),
+                                                    runs_view.failed_symbols(cat, big_run)),
             "run_progress": lambda: runs_view.run_progress(cat, big_run),
             "run_tasks (5,000 tasks)": lambda: runs_view.run_tasks(cat, big_run),
             "run_fetch_summary": lambda: runs_view.run_fetch_summary(cat, big_run),

@@ -40,8 +40,9 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from enrich import alerts as alerts_mod
 from enrich import health as health_mod
+from enrich.alerts import lifecycle as alert_lifecycle
+from enrich.alerts import watcher as alert_watcher
 from enrich.config import Settings, load_settings
 from enrich.errors import EnrichError
 from enrich.pipeline import scheduler as sched
@@ -102,7 +103,7 @@ class Services:
         run_workers: int = RUN_WORKERS,
         misfire_grace_s: float = sched.MISFIRE_GRACE_S,
         trigger: BaseTrigger | None = None,
-        alerts: alerts_mod.Watcher | bool = True,
+        alerts: alert_watcher.Watcher | bool = True,
     ):
         self.settings = settings
         self.clock = clock or utcnow
@@ -129,9 +130,9 @@ class Services:
         self._paused = False
         self._started_at: dt.datetime | None = None
         # Alert rules and delivery; ``alerts=False`` for short-lived helpers (the CLI's fill).
-        self.alerts: alerts_mod.Watcher | None = (
-            alerts if isinstance(alerts, alerts_mod.Watcher) else
-            alerts_mod.Watcher(settings, self.store, clock=self.clock) if alerts else None)
+        self.alerts: alert_watcher.Watcher | None = (
+            alerts if isinstance(alerts, alert_watcher.Watcher) else
+            alert_watcher.Watcher(settings, self.store, clock=self.clock) if alerts else None)
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -200,10 +201,10 @@ class Services:
         try:
             b = WriteBatch()  # one write: stop() has a time budget
             runs.add_finish(b, [j.run_id for j in left if j.started], "interrupted",
-                       "the service stopped before the run finished; symbols already "
-                       "enriched keep their data", now)
+                            "the service stopped before the run finished; symbols already "
+                            "enriched keep their data", now)
             runs.add_finish(b, [j.run_id for j in left if not j.started], "cancelled",
-                       "the service stopped before the run started", now)
+                            "the service stopped before the run started", now)
             if self._scheduler is not None:
                 host, pid = host_and_pid()
                 runs.add_handoffs_interrupted(b, now, pid, host)
@@ -430,7 +431,7 @@ class Services:
             # the error, so no run is ever left `running` by a crash in this process.
             log.error("run %s failed: %s: %s", job.run_id, type(exc).__name__, exc)
             runs.finish_runs(catalog, [job.run_id], "failed", f"{type(exc).__name__}: {exc}",
-                        self.clock())
+                             self.clock())
             job.state = "failed"
             return
         job.state = summary.state
@@ -496,7 +497,7 @@ class Services:
             log.info("pruned history older than %d days: %s", self.settings.retention_days,
                      counts)
         try:
-            alerts_mod.prune(self.store.catalog, self.settings.retention_days, self.clock())
+            alert_lifecycle.prune(self.store.catalog, self.settings.retention_days, self.clock())
         except Exception as exc:
             log.warning("pruning alert history failed: %s", exc)
 

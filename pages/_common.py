@@ -72,7 +72,7 @@ def _services(data_dir: str, _settings: Settings):
 # background, after the first page is served, so no page's first visit waits for an import.
 WARM_IMPORTS = ("plotly.graph_objects", "plotly.subplots", "numpy", "enrich.backfill.heatmap",
                 "enrich.diagnosis", "enrich.checks.quality", "enrich.quant.snapshots",
-                "enrich.alerts", "enrich.quant.options_history", "enrich.channels",
+                "enrich.views.alerts", "enrich.quant.options_history", "enrich.channels",
                 "pages._charts")
 
 
@@ -199,18 +199,17 @@ def lake_read(fn: Callable[..., T], *args, **kwargs) -> T:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _alerts_read(name: str, data_dir: str, version: int, at: dt.datetime, args: tuple,
-                 kwargs: tuple) -> Any:
-    from enrich import alerts
-
-    return getattr(alerts, name)(store().catalog, *args, **dict(kwargs))
+def _alerts_read(name: str, _fn: Callable[..., Any], data_dir: str, version: int,
+                 at: dt.datetime, args: tuple, kwargs: tuple) -> Any:
+    return _fn(store().catalog, *args, **dict(kwargs))
 
 
-def alerts_read(name: str, *args, **kwargs) -> Any:
-    """``enrich.alerts.<name>(catalog, wall clock, *args, **kwargs)``, cached per data
-    version and minute (snoozes end on the wall clock)."""
+def alerts_read(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(catalog, wall clock, *args, **kwargs)``, an alert read model of
+    ``enrich.views.alerts``, cached per data version and minute (snoozes end on the wall
+    clock)."""
     at = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-    return _alerts_read(name, str(settings().data_dir), version(), at, (at, *args),
+    return _alerts_read(_name(fn), fn, str(settings().data_dir), version(), at, (at, *args),
                         tuple(sorted(kwargs.items())))
 
 

@@ -11,6 +11,7 @@ import streamlit as st
 from enrich import diagnosis, palette, ui
 from enrich.store.universe import ensure_demo_universe
 from enrich.symbols import DEMO_UNIVERSE
+from enrich.views import alerts as alerts_view
 from enrich.views import metrics as metrics_view
 from enrich.views import runs as runs_view
 from enrich.views import status as status_view
@@ -148,7 +149,7 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
     return kind
 
 
-open_alerts = c.alerts_read("open_incidents")
+open_alerts = c.alerts_read(alerts_view.open_incidents)
 schedule = c.schedule_facts()
 behind = diagnosis.behind_facts(summary, c.grid())
 quality_now = c.quality_facts()

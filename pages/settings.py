@@ -35,10 +35,10 @@ else:
     st.info("No alert channel: set ENRICH_ALERT_URLS (e.g. json://host/path, "
             "mailto://user:pass@host?to=you@example.com, ntfy://topic) and restart.")
 if st.button("Send a test alert", icon="📣", key="test_alert"):
-    from enrich import alerts
+    from enrich.alerts import lifecycle as alert_lifecycle
 
     with st.spinner("Sending…"):
-        outcome = alerts.send_test(c.store().catalog, channels, c.ACTOR)
+        outcome = alert_lifecycle.send_test(c.store().catalog, channels, c.ACTOR)
     c.invalidate()
     st.session_state["test_alert_outcome"] = outcome
 outcome = st.session_state.get("test_alert_outcome")

@@ -68,16 +68,16 @@ def symbol_list() -> None:
     sort = f[4].selectbox("Sort", list(status_view.SYMBOL_SORTS), key="sort", bind="query-params",
                           on_change=_reset_page)
     _, total = status_view.filter_symbols(summary, search=search or None,
-                                state=None if state == ALL else state,
-                                dataset=None if dataset == ALL else dataset,
-                                asset_class=None if asset == ALL else asset, limit=0)
+                                          state=None if state == ALL else state,
+                                          dataset=None if dataset == ALL else dataset,
+                                          asset_class=None if asset == ALL else asset, limit=0)
     pages = max(1, -(-total // PAGE_SIZE))
     page_no = min(int(st.session_state.get("page", 1) or 1), pages)
     rows, total = status_view.filter_symbols(summary, search=search or None,
-                                   state=None if state == ALL else state,
-                                   dataset=None if dataset == ALL else dataset,
-                                   asset_class=None if asset == ALL else asset, sort=sort,
-                                   limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+                                             state=None if state == ALL else state,
+                                             dataset=None if dataset == ALL else dataset,
+                                             asset_class=None if asset == ALL else asset, sort=sort,
+                                             limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
     expected = c.grid().filter(pl.col("asset_class") != "crypto")["expected_session"].max()
     st.caption(f"{total:,} of {summary.height:,} symbols match"
                + (f" · page {page_no} of {pages}" if pages > 1 else "")

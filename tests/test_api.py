@@ -24,7 +24,7 @@ import httpx
 import polars as pl
 import pytest
 
-from enrich import alerts
+from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.api.app import create_app
 from enrich.api_token import ensure_token
 from enrich.backfill import heatmap as coverage
@@ -119,7 +119,7 @@ def template(tmp_path_factory):
     data = tmp_path_factory.mktemp("api") / "data"
     summary = populate(settings_for(data))
     store = Store(data)
-    alerts.evaluate(store.catalog, FIXED_NOW, channels=False)  # the partial run, KO's gap
+    alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False)  # the partial run, KO's gap
     return data, summary
 
 

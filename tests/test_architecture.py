@@ -270,10 +270,11 @@ def test_walker_names_the_cycle(tmp_path):
 # The folders in data-flow order (README, "How the code is laid out"). A module at the top of
 # enrich/ is either a foundation every folder may use, or an application module that ties the
 # folders together for the service, the API and the pages.
-FOLDERS = ("providers", "checks", "store", "pipeline", "backfill", "quant", "views", "api", "cli")
+FOLDERS = ("providers", "checks", "store", "pipeline", "backfill", "quant", "views", "alerts",
+           "api", "cli")
 FOUNDATION = {"errors", "redact", "schemas", "conventions", "calendars", "symbols", "config",
               "identity", "freshness", "palette", "ui", "errorlog", "api_token", "channels"}
-APPLICATION = {"service", "alerts", "health", "diagnosis"}
+APPLICATION = {"service", "health", "diagnosis"}
 ENTRY = {"enrich", "enrich.__main__"}
 
 # What each folder may import besides itself and the foundation. Read down the data flow:
@@ -292,8 +293,10 @@ MAY_IMPORT = {
     # views.quality reads the coverage heatmap (backfill.heatmap) and the quality check
     # catalogue (checks.quality): read models over what those folders own, not a fetch.
     "views": {"backfill", "checks", "store", "quant"},
+    # Alert rules read what the views and the runs say; incidents live in the catalog.
+    "alerts": {"views", "backfill", "pipeline", "checks", "store", "quant"},
     # The JSON API translates HTTP to the services' and read models' calls, as the CLI does.
-    "api": {"views", "backfill", "pipeline", "providers", "checks", "store", "quant",
+    "api": {"alerts", "views", "backfill", "pipeline", "providers", "checks", "store", "quant",
             "application"},
     "cli": {*FOLDERS, "application"},
 }

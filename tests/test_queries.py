@@ -231,7 +231,7 @@ def test_runs_search_filters_and_counts(populated):
     assert runs_view.runs_search(store.catalog, kind="scheduled")[1] == 0
     day = page["requested_at"][0]
     assert runs_view.runs_search(store.catalog, since=day - dt.timedelta(hours=1),
-                         until=day + dt.timedelta(hours=1))[1] == 1
+                                 until=day + dt.timedelta(hours=1))[1] == 1
     assert runs_view.runs_search(store.catalog, until=day - dt.timedelta(hours=1))[1] == 0
     # the CLI's read model keeps its shape
     assert runs_view.runs_table(store.catalog, limit=5)["run_id"].to_list() == [summary.run_id]

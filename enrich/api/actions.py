@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import Body, Path, Request
 from pydantic import BaseModel, Field
 
-from enrich import alerts
+from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.api.common import PREFIX, ApiError, _Desk, _Json, _Routes, _who
 from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill
@@ -118,7 +118,7 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
     def resume(request: Request) -> _Json:
         desk.svc.resume(by=_who(request))
         return _Json({**health_view.scheduler_state(desk.catalog),
-                      "next_fire_utc": desk.svc.next_fire_time()})
+                     "next_fire_utc": desk.svc.next_fire_time()})
 
     @r.post("/backfills", status_code=202,
             summary="Start a backfill (202 with its run), or plan one with dry_run (200)")
@@ -194,11 +194,13 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
 
     @r.post("/alerts/test", summary="Send a test alert to every channel now")
     def test_alert(request: Request) -> _Json:
-        return _Json(alerts.send_test(desk.catalog, desk.channels, _who(request), desk.wall))
+        return _Json(alert_lifecycle.send_test(desk.catalog, desk.channels, _who(request),
+                     desk.wall))
 
     @r.post("/alerts/{alert_id}/ack", summary="Acknowledge an incident")
     def ack(request: Request, alert_id: str) -> _Json:
-        return _Json(alerts.acknowledge(desk.catalog, alert_id, _who(request), desk.wall()))
+        return _Json(alert_lifecycle.acknowledge(desk.catalog, alert_id, _who(request),
+                     desk.wall()))
 
     @r.post("/alerts/{target}/snooze",
             summary="Send nothing for an incident (its id) or a rule for a period")
@@ -206,12 +208,13 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
                body: Annotated[SnoozeRequest | None, Body()] = None) -> _Json:
         body = body or SnoozeRequest()
         now = desk.wall()
-        return _Json(alerts.snooze(desk.catalog, target, now + alerts.parse_period(body.period),
-                                   _who(request), now, body.reason))
+        until = now + alert_lifecycle.parse_period(body.period)
+        return _Json(alert_lifecycle.snooze(desk.catalog, target, until, _who(request), now,
+                     body.reason))
 
     @r.post("/alerts/{target}/unsnooze", summary="End a snooze now")
     def unsnooze(target: str) -> _Json:
-        if not alerts.unsnooze(desk.catalog, target):
+        if not alert_lifecycle.unsnooze(desk.catalog, target):
             raise ApiError(404, "not_snoozed", f"{target} is not snoozed")
         return _Json({"target": target, "snoozed": False})
 

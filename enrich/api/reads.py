@@ -11,7 +11,8 @@ import polars as pl
 from fastapi import Query, Request
 from fastapi.responses import Response
 
-from enrich import alerts, ui
+from enrich import ui
+from enrich.alerts import rules as alert_rules
 from enrich.api.common import (
     MAX_PAGE,
     PARQUET,
@@ -29,6 +30,7 @@ from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill
 from enrich.schemas import DATASETS as LAKE_DATASETS
 from enrich.symbols import ASSET_CLASSES, validate_symbol
+from enrich.views import alerts as alerts_view
 from enrich.views import health as health_view
 from enrich.views import metrics as metrics_view
 from enrich.views import quality as quality_view
@@ -61,7 +63,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
                                 "active runs, open alerts")
     def overview() -> _Json:
         out = status_view.overview(desk.catalog, desk.now())
-        out["open_alerts"] = alerts.open_incidents(desk.catalog, desk.wall())
+        out["open_alerts"] = alerts_view.open_incidents(desk.catalog, desk.wall())
         return _Json(out)
 
     @r.get("/symbols", summary="The universe with its status, filtered and paged")
@@ -72,7 +74,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
                 sort: Literal[tuple(status_view.SYMBOL_SORTS)] = "needs attention",  # type: ignore[valid-type]
                 limit: Limit = 100, offset: Offset = 0) -> _Json:
         rows, total = status_view.symbols_page(desk.catalog, desk.now(), search, state, dataset,
-                                           asset_class, sort, limit, offset)
+                                               asset_class, sort, limit, offset)
         return _Json(_page(rows, total, limit, offset))
 
     @r.get("/symbols/{symbol}", summary="One symbol: status per dataset, quality, last error")
@@ -141,9 +143,9 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
             raise ApiError(404, "unknown_run", f"no run {run_id}")
         errors, n = runs_view.run_fetch_log(desk.catalog, run_id, errors_only=True)
         return _Json({**detail, "progress": runs_view.run_progress(desk.catalog, run_id),
-                      "tasks": runs_view.run_tasks(desk.catalog, run_id),
-                      "fetch": runs_view.run_fetch_summary(desk.catalog, run_id),
-                      "errors": _page(errors, n, 100, 0)})
+                     "tasks": runs_view.run_tasks(desk.catalog, run_id),
+                     "fetch": runs_view.run_fetch_summary(desk.catalog, run_id),
+                     "errors": _page(errors, n, 100, 0)})
 
     @r.get("/metrics", summary="Pipeline metrics: window totals, per dataset, per hour, "
                                "all time")
@@ -202,19 +204,19 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/alerts", summary="Incidents (open, resolved) and tests, newest first; active "
                               "snoozes; the channels")
     def alert_list(state: Literal["open", "resolved", "test"] | None = None,
-                   rule: Literal[(*alerts.RULE_NAMES, "test")] | None = None,  # type: ignore[valid-type]
+                   rule: Literal[(*alert_rules.RULE_NAMES, "test")] | None = None,  # type: ignore[valid-type]
                    limit: Limit = 50, offset: Offset = 0) -> _Json:
-        page, total = alerts.incidents(desk.catalog, desk.wall(), state, rule, limit, offset)
+        page, total = alerts_view.incidents(desk.catalog, desk.wall(), state, rule, limit, offset)
         return _Json({**_page(_json_cols(page, "deliveries"), total, limit, offset),
-                      "snoozes": alerts.active_snoozes(desk.catalog, desk.wall()),
+                      "snoozes": alerts_view.active_snoozes(desk.catalog, desk.wall()),
                       "channels": desk.channels.labels})
 
     @r.get("/alerts/{incident_id}", summary="One incident and its events")
     def alert(incident_id: str) -> _Json:
-        ev = alerts.events(desk.catalog, incident_id)
+        ev = alerts_view.events(desk.catalog, incident_id)
         if ev.is_empty():
             raise ApiError(404, "unknown_alert", f"no alert {incident_id}")
-        inc, _ = alerts.incidents(desk.catalog, desk.wall(), incident_id=incident_id)
+        inc, _ = alerts_view.incidents(desk.catalog, desk.wall(), incident_id=incident_id)
         return _Json({**(_json_cols(inc, "deliveries")[0] if inc.height else {}),
                       "events": _json_cols(ev, "deliveries")})
 
