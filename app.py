@@ -16,10 +16,10 @@ PAGES = [
     st.Page(c.PAGES["symbols"], title="Symbols", icon="🔎"),
     st.Page(c.PAGES["runs"], title="Runs", icon="🔄"),
     st.Page(c.PAGES["metrics"], title="Metrics", icon="📊"),
-    st.Page("pages/quality.py", title="Quality", icon="🧪"),
+    st.Page(c.PAGES["quality"], title="Quality", icon="🧪"),
     st.Page(c.PAGES["health"], title="Health", icon="🩺"),
     st.Page(c.PAGES["controls"], title="Controls", icon="🎛️"),
-    st.Page("pages/backfill.py", title="Backfill", icon="⏮️"),
+    st.Page(c.PAGES["backfill"], title="Backfill", icon="⏮️"),
     st.Page(c.PAGES["alerts"], title="Alerts", icon="🚨"),
     st.Page(c.PAGES["settings"], title="Settings", icon="⚙️"),
 ]

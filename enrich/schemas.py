@@ -256,9 +256,12 @@ DATASETS: dict[str, Dataset] = {
                         VOL_SUMMARY)
 }
 
+# The datasets a provider serves per symbol, each with a status per symbol × dataset (the
+# status grid, the coverage heatmap, quarantine): declared once, here.
+SYMBOL_DATASETS: tuple[str, ...] = ("bars", "dividends", "splits", "earnings", "news",
+                                    "options_iv")
 # Datasets fetched from a provider (features are computed, not fetched).
-FETCHED: tuple[str, ...] = ("bars", "dividends", "splits", "earnings", "news", "options_iv",
-                            "rates")
+FETCHED: tuple[str, ...] = (*SYMBOL_DATASETS, "rates")
 
 
 def conform(frame: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:

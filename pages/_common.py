@@ -27,13 +27,16 @@ from enrich.views import status as status_view
 
 T = TypeVar("T")
 
+# Every page, once: the navigation (app.py) and the links between pages use these paths.
 PAGES = {
     "overview": "pages/overview.py",
     "symbols": "pages/symbols.py",
     "runs": "pages/runs.py",
     "metrics": "pages/metrics.py",
+    "quality": "pages/quality.py",
     "health": "pages/health.py",
     "controls": "pages/controls.py",
+    "backfill": "pages/backfill.py",
     "settings": "pages/settings.py",
     "alerts": "pages/alerts.py",
 }

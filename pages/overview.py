@@ -197,7 +197,7 @@ if schedule["paused"] or schedule["state"] in ("stopped", "dead"):
         st.page_link(c.PAGES["controls"], label="Schedule on Controls →", icon="⏸️")
 if quality_now.get("checks"):
     with acts[2]:
-        st.page_link("pages/quality.py", label="Worst quality first →", icon="🧪")
+        st.page_link(c.PAGES["quality"], label="Worst quality first →", icon="🧪")
 
 # -- open alerts (enrich.alerts): what the desk has told, or would tell, someone ---------------
 if not open_alerts.is_empty():

@@ -379,7 +379,7 @@ def quality_section(symbol: str) -> None:
         st.caption(f"Split re-bases (not restatements): {rebases.height}, the newest "
                    f"{ui.fmt_utc(rebases['started_at'][0])} ({rebases['records'][0]:,} bars "
                    "moved to the new share basis).")
-    st.page_link("pages/quality.py", label="Coverage and checks of every symbol →", icon="🧪")
+    st.page_link(c.PAGES["quality"], label="Coverage and checks of every symbol →", icon="🧪")
 
 
 def downloads(symbol: str, asset_class: str) -> None:

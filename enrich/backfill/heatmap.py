@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 
 from enrich import calendars, freshness
-from enrich.schemas import ColumnType
+from enrich.schemas import SYMBOL_DATASETS, ColumnType
 from enrich.store import runs
 from enrich.store.catalog import Catalog, frame
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
@@ -52,7 +52,7 @@ CODES = {NOT_EXPECTED: "not expected", PRESENT: "present", MISSING: "missing",
          FAILED: "failed"}
 COLORS = {NOT_EXPECTED: "#eceff1", PRESENT: "#66bb6a", MISSING: "#ef5350",
           FAILED: "#ffa726"}
-DATASETS = ("bars", "dividends", "splits", "earnings", "news", "options_iv")
+DATASETS = SYMBOL_DATASETS
 SESSION_DATASETS = ("bars", "options_iv")  # a row per session; the others are events
 DAY_MAX_SESSIONS = 130  # daily columns up to about half a year
 WEEK_MAX_SESSIONS = 520  # then weekly up to about two years, then monthly

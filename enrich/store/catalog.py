@@ -56,7 +56,7 @@ import pyarrow as pa
 from filelock import FileLock, Timeout
 
 from enrich.errors import CatalogBusyError, CatalogUnreadableError, ConfigError, CorruptFileError
-from enrich.schemas import DATASETS
+from enrich.schemas import DATASETS, SYMBOL_DATASETS
 from enrich.store import quarantine
 from enrich.store.migrations import MIGRATIONS
 
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 
 # Statuses of symbol × dataset that a quarantined file marks failing (not derived features).
-_STATUS_DATASETS = frozenset({"bars", "dividends", "splits", "earnings", "news", "options_iv"})
+_STATUS_DATASETS = frozenset(SYMBOL_DATASETS)
 # DuckDB's words for a file that is not (or no longer) a readable database.
 _UNREADABLE_RE = re.compile(r"not a valid DuckDB database|Could not read enough bytes|"
                             r"Corrupt database file|checksum|replaying WAL", re.IGNORECASE)

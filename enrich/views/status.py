@@ -25,7 +25,7 @@ import duckdb
 import polars as pl
 
 from enrich.freshness import add_freshness, publication_lag
-from enrich.schemas import ColumnType
+from enrich.schemas import SYMBOL_DATASETS, ColumnType
 from enrich.store.catalog import Catalog, frame, utcnow
 from enrich.store.plan_limits import NEXT_DAY_LAG
 from enrich.views.common import _applies_values
@@ -51,7 +51,7 @@ GRID_STATES = ("failing", "stale", "never", "late", "due", "fresh", "not_expecte
 _URGENCY = {s: i for i, s in enumerate(GRID_STATES)}
 
 
-STATUS_DATASETS = ("bars", "dividends", "splits", "earnings", "news", "options_iv")
+STATUS_DATASETS = SYMBOL_DATASETS
 
 
 def _lag_of_newest_run(con: duckdb.DuckDBPyConnection) -> dt.timedelta:
