@@ -5,6 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from enrich import palette, ui
+from enrich.views import health as health_view
+from enrich.views import runs as runs_view
 from pages import _common as c
 
 st.set_page_config(page_title="enrich", page_icon="📈", layout="wide")
@@ -19,7 +21,7 @@ svc = c.services()  # starts the scheduler once per process
 
 @st.fragment(run_every=5)
 def _sidebar_status() -> None:
-    state = c.read("scheduler_state")
+    state = c.read(health_view.scheduler_state)
     if state.get("paused"):
         st.markdown(f"**Scheduler** · {palette.markdown(palette.BAD, 'paused')} by "
                     f"{ui.literal(state.get('paused_by') or '?')}")
@@ -35,7 +37,7 @@ def _sidebar_status() -> None:
         st.caption(f"Next run {ui.fmt_both(nxt)}")
     else:
         st.caption(f"Daily at {settings.schedule_utc:%H:%M} UTC")
-    active = c.read("active_runs")
+    active = c.read(runs_view.active_runs)
     for p in active:
         st.caption(f"{ui.run_badge(p['state'])} run {ui.literal(p['run_id'][:8])}: "
                    f"{p['done']} / {p['total']} symbols")

@@ -5,8 +5,8 @@ Builds the dashboard benchmark's synthetic catalog (``bench/dashboard.py``: 5,00
 their status, runs, fetch and compute logs) plus a few open alert incidents, then measures,
 in the same run, sequential requests of the overview:
 
-* the reference: the read models called directly (``queries.overview`` and
-  ``alerts.open_incidents``, exactly what the endpoint calls), no HTTP, no JSON;
+* the reference: the read models called directly (``status_view.overview`` and
+  ``alerts_view.open_incidents``, exactly what the endpoint calls), no HTTP, no JSON;
 * through the app in-process (httpx's ASGI transport): routing, dependencies, JSON;
 * over a real socket (uvicorn on 127.0.0.1, one keep-alive httpx client), as ``serve`` does.
 
@@ -33,11 +33,15 @@ from anyio.from_thread import start_blocking_portal
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dashboard import NOW, build  # noqa: E402
-from enrich import alerts, queries  # noqa: E402
-from enrich.api import ApiServer, create_app, plain  # noqa: E402
+from enrich.alerts import lifecycle as alert_lifecycle  # noqa: E402
+from enrich.api.app import create_app  # noqa: E402
+from enrich.api.common import plain  # noqa: E402
+from enrich.api.serving import ApiServer  # noqa: E402
 from enrich.config import load_settings  # noqa: E402
 from enrich.service import Services  # noqa: E402
-from enrich.store import Store  # noqa: E402
+from enrich.store.store import Store  # noqa: E402
+from enrich.views import alerts as alerts_view  # noqa: E402
+from enrich.views import status as status_view  # noqa: E402
 
 PATH = "/api/v1/overview"
 
@@ -74,16 +78,16 @@ def main() -> int:
         store = Store.from_settings(settings)
         build(store, args.symbols, args.log_rows)
         wall = dt.datetime.now(dt.UTC)
-        opened = alerts.evaluate(store.catalog, NOW + dt.timedelta(days=7), wall,
-                                 channels=False).opened
+        opened = alert_lifecycle.evaluate(store.catalog, NOW + dt.timedelta(days=7), wall,
+                                          channels=False).opened
         print(f"{args.symbols:,} symbols, {args.log_rows:,} log rows, {len(opened)} open "
               f"incident(s); median of {args.repeat} sequential requests each\n")
         svc = Services(settings, store=store, alerts=False)  # the API reads through it
         app = create_app(settings, svc)
 
         def direct() -> object:
-            return (queries.overview(store.catalog, NOW),
-                    alerts.open_incidents(store.catalog, wall))
+            return (status_view.overview(store.catalog, NOW),
+                    alerts_view.open_incidents(store.catalog, wall))
 
         server = ApiServer("127.0.0.1", 0).start(app)
         asgi = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x")

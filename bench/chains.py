@@ -31,13 +31,14 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from enrich import calendars, snapshots, vol_summary  # noqa: E402
-from enrich.american import load_kernel  # noqa: E402
-from enrich.providers.sample import SampleProvider  # noqa: E402
+from enrich import calendars  # noqa: E402
+from enrich.providers.sample.provider import SampleProvider  # noqa: E402
+from enrich.quant import snapshots, vol_summary  # noqa: E402
+from enrich.quant.american import load_kernel  # noqa: E402
 from enrich.schemas import DIVIDENDS, SPLITS  # noqa: E402
 from enrich.symbols import DEMO_UNIVERSE  # noqa: E402
 
-_COMPILE = ("import time; t = time.perf_counter(); from enrich.american import load_kernel; "
+_COMPILE = ("import time; t = time.perf_counter(); from enrich.quant.american import load_kernel; "
             "load_kernel(); print(time.perf_counter() - t)")
 
 

@@ -29,13 +29,20 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from enrich import queries as q  # noqa: E402
 from enrich.config import load_settings  # noqa: E402
-from enrich.engine import Engine, RunParams  # noqa: E402
 from enrich.health import health  # noqa: E402
-from enrich.providers.sample import SampleProvider  # noqa: E402
-from enrich.store import Store  # noqa: E402
+from enrich.pipeline.engine import Engine  # noqa: E402
+from enrich.pipeline.run_model import RunParams  # noqa: E402
+from enrich.providers.sample.provider import SampleProvider  # noqa: E402
+from enrich.store.store import Store  # noqa: E402
 from enrich.symbols import DATASETS_BY_CLASS  # noqa: E402
+from enrich.views import health as health_view  # noqa: E402
+from enrich.views import metrics as metrics_view  # noqa: E402
+from enrich.views import quality as quality_view  # noqa: E402
+from enrich.views import runs as runs_view  # noqa: E402
+from enrich.views import status as status_view  # noqa: E402
+from enrich.views import symbols as symbols_view  # noqa: E402
+from enrich.views import universe as universe_view  # noqa: E402
 
 TARGET_MS = 300.0
 NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.UTC)
@@ -144,7 +151,7 @@ def build_quality(store: Store, log_rows: int) -> None:
     """Quality results and session coverage for every synthetic symbol, in bulk: most
     listed years ago, some recently (cells before listing), 5 % with gaps, 3 % with a
     failing check, a few behind; ``log_rows`` check results over 90 days."""
-    from enrich.quality import CHECKS
+    from enrich.checks.quality import CHECKS
 
     checks = ", ".join(f"('{c.dataset}', '{c.name}', '{c.severity}')" for c in CHECKS)
     t0 = time.perf_counter()
@@ -192,7 +199,7 @@ def build_quality(store: Store, log_rows: int) -> None:
 
 
 def enrich_one(store: Store, settings) -> None:
-    from enrich.universe import add_symbols
+    from enrich.store.universe import add_symbols
 
     add_symbols(store.catalog, [("AAPL", "stocks", "Apple Inc.")])
     clock = lambda: NOW  # noqa: E731
@@ -219,94 +226,97 @@ def pages(store: Store, settings) -> dict[str, dict[str, Callable[[], object]]]:
     big_run = cat.scalar("SELECT max(run_id) FROM runs")
 
     def summary():
-        return q.symbol_summary(q.status_grid(cat, NOW))
+        return status_view.symbol_summary(status_view.status_grid(cat, NOW))
 
     return {
         "Overview": {
             "status_grid+summary+counts+distribution": lambda: (
-                q.symbol_state_counts(s := summary()),
-                q.state_distribution(q.status_grid(cat, NOW)), s),
-            "pipeline_metrics(24h)": lambda: q.pipeline_metrics(cat, day),
-            "overall_success": lambda: q.overall_success(cat),
-            "latest_enrichment": lambda: q.latest_enrichment(cat),
-            "alltime_stats": lambda: q.alltime_stats(cat),
-            "active_runs": lambda: q.active_runs(cat),
+                status_view.symbol_state_counts(s := summary()),
+                status_view.state_distribution(status_view.status_grid(cat, NOW)), s),
+            "pipeline_metrics(24h)": lambda: metrics_view.pipeline_metrics(cat, day),
+            "overall_success": lambda: metrics_view.overall_success(cat),
+            "latest_enrichment": lambda: metrics_view.latest_enrichment(cat),
+            "alltime_stats": lambda: metrics_view.alltime_stats(cat),
+            "active_runs": lambda: runs_view.active_runs(cat),
         },
         "Symbols": {
             "status_grid+summary": summary,
-            "filter_symbols (page 1, sorted)": lambda s=None: q.filter_symbols(
+            "filter_symbols (page 1, sorted)": lambda s=None: status_view.filter_symbols(
                 summary(), state="fresh", sort="sessions behind", limit=100),
-            "drilldown: status_grid(symbol)": lambda: q.status_grid(cat, NOW, symbol="AAPL"),
-            "drilldown: symbol_fetch_stats": lambda: q.symbol_fetch_stats(cat, "AAPL"),
-            "drilldown: price_history (10 y)": lambda: q.price_history(lake, "AAPL"),
-            "drilldown: corporate_actions": lambda: q.corporate_actions(lake, "AAPL"),
-            "drilldown: latest_news": lambda: q.latest_news(lake, "AAPL"),
-            "drilldown: iv_smile + atm_term": lambda: (q.iv_smile(lake, "AAPL"),
-                                                      q.atm_term_structure(lake, "AAPL")),
-            "drilldown: symbol_lake_quality": lambda: q.symbol_lake_quality(
+            "drilldown: status_grid(symbol)": lambda: status_view.status_grid(
+                cat, NOW, symbol="AAPL"),
+            "drilldown: symbol_fetch_stats": lambda: symbols_view.symbol_fetch_stats(cat, "AAPL"),
+            "drilldown: price_history (10 y)": lambda: symbols_view.price_history(lake, "AAPL"),
+            "drilldown: corporate_actions": lambda: symbols_view.corporate_actions(lake, "AAPL"),
+            "drilldown: latest_news": lambda: symbols_view.latest_news(lake, "AAPL"),
+            "drilldown: iv_smile + atm_term": lambda: (
+                symbols_view.iv_smile(lake, "AAPL"),
+                symbols_view.atm_term_structure(lake, "AAPL")),
+            "drilldown: symbol_lake_quality": lambda: symbols_view.symbol_lake_quality(
                 lake, "AAPL", "stocks"),
-            "symbol_quality (quality column)": lambda: q.symbol_quality(cat),
+            "symbol_quality (quality column)": lambda: quality_view.symbol_quality(cat),
             "drilldown: checks + scores + restatements": lambda: (
-                q.symbol_checks(cat, "AAPL"), q.quality_scores(cat, "AAPL"),
-                q.symbol_restatements(cat, "AAPL"), q.symbol_rebases(cat, "AAPL")),
+                quality_view.symbol_checks(cat, "AAPL"), quality_view.quality_scores(cat, "AAPL"),
+                quality_view.symbol_restatements(cat, "AAPL"),
+                quality_view.symbol_rebases(cat, "AAPL")),
         },
         "Quality": {
-            "coverage_heatmap bars 252 sessions (weekly)": lambda: q.coverage_heatmap(
+            "coverage_heatmap bars 252 sessions (weekly)": lambda: quality_view.coverage_heatmap(
                 cat, "bars", NOW, 252),
-            "coverage_heatmap bars 252 sessions (daily)": lambda: q.coverage_heatmap(
+            "coverage_heatmap bars 252 sessions (daily)": lambda: quality_view.coverage_heatmap(
                 cat, "bars", NOW, 252, "day"),
-            "coverage_heatmap bars 60 sessions": lambda: q.coverage_heatmap(cat, "bars", NOW,
-                                                                          60),
+            "coverage_heatmap bars 60 sessions": lambda: quality_view.coverage_heatmap(
+                cat, "bars", NOW, 60),
             "heatmap summary + page of 40 + fill plan": lambda: heatmap_page(cat),
-            "failing_checks": lambda: q.failing_checks(cat, "bars"),
+            "failing_checks": lambda: quality_view.failing_checks(cat, "bars"),
         },
         "Runs": {
-            "runs_search (page 1)": lambda: q.runs_search(cat, limit=25),
-            "runs_search (symbol, state)": lambda: q.runs_search(
+            "runs_search (page 1)": lambda: runs_view.runs_search(cat, limit=25),
+            "runs_search (symbol, state)": lambda: runs_view.runs_search(
                 cat, symbol="S00042", state="succeeded", limit=25),
-            "run_detail + failed_symbols": lambda: (q.run_detail(cat, big_run),
-                                                   q.failed_symbols(cat, big_run)),
-            "run_progress": lambda: q.run_progress(cat, big_run),
-            "run_tasks (5,000 tasks)": lambda: q.run_tasks(cat, big_run),
-            "run_fetch_summary": lambda: q.run_fetch_summary(cat, big_run),
-            "run_fetch_log (page)": lambda: q.run_fetch_log(cat, big_run, limit=50),
+            "run_detail + failed_symbols": lambda: (runs_view.run_detail(cat, big_run),
+                                                    runs_view.failed_symbols(cat, big_run)),
+            "run_progress": lambda: runs_view.run_progress(cat, big_run),
+            "run_tasks (5,000 tasks)": lambda: runs_view.run_tasks(cat, big_run),
+            "run_fetch_summary": lambda: runs_view.run_fetch_summary(cat, big_run),
+            "run_fetch_log (page)": lambda: runs_view.run_fetch_log(cat, big_run, limit=50),
         },
         "Metrics": {
-            "alltime_stats": lambda: q.alltime_stats(cat),
-            "pipeline_metrics (all time)": lambda: q.pipeline_metrics(cat),
-            "pipeline_metrics (24h)": lambda: q.pipeline_metrics(cat, day),
-            "hourly": lambda: q.hourly(cat, NOW),
-            "fetch_by_dataset": lambda: q.fetch_by_dataset(cat),
-            "fetch_daily (30 d)": lambda: q.fetch_daily(cat, NOW, 30),
-            "compute_by_dataset + daily": lambda: (q.compute_by_dataset(cat),
-                                                   q.compute_daily(cat, NOW, 30)),
-            "errors_by_class": lambda: q.errors_by_class(cat),
-            "quality + recent_rejections": lambda: (q.quality(cat),
-                                                    q.recent_rejections(cat)),
-            "quality_by_dataset + by_check": lambda: (q.quality_by_dataset(cat),
-                                                      q.quality_by_check(cat)),
-            "quality_daily (30 d)": lambda: q.quality_daily(cat, NOW, 30),
+            "alltime_stats": lambda: metrics_view.alltime_stats(cat),
+            "pipeline_metrics (all time)": lambda: metrics_view.pipeline_metrics(cat),
+            "pipeline_metrics (24h)": lambda: metrics_view.pipeline_metrics(cat, day),
+            "hourly": lambda: metrics_view.hourly(cat, NOW),
+            "fetch_by_dataset": lambda: metrics_view.fetch_by_dataset(cat),
+            "fetch_daily (30 d)": lambda: metrics_view.fetch_daily(cat, NOW, 30),
+            "compute_by_dataset + daily": lambda: (metrics_view.compute_by_dataset(cat),
+                                                   metrics_view.compute_daily(cat, NOW, 30)),
+            "errors_by_class": lambda: metrics_view.errors_by_class(cat),
+            "quality + recent_rejections": lambda: (metrics_view.quality(cat),
+                                                    metrics_view.recent_rejections(cat)),
+            "quality_by_dataset + by_check": lambda: (quality_view.quality_by_dataset(cat),
+                                                      quality_view.quality_by_check(cat)),
+            "quality_daily (30 d)": lambda: quality_view.quality_daily(cat, NOW, 30),
         },
         "Health": {
             "health (no probe)": lambda: health(settings, store, probe=False),
-            "symbol_state_counts": lambda: q.symbol_state_counts(summary()),
-            "failures_by_class (24h)": lambda: q.failures_by_class(cat, day),
+            "symbol_state_counts": lambda: status_view.symbol_state_counts(summary()),
+            "failures_by_class (24h)": lambda: metrics_view.failures_by_class(cat, day),
         },
         "Controls": {
-            "universe_table + scheduler_state": lambda: (q.universe_table(cat),
-                                                         q.scheduler_state(cat)),
+            "universe_table + scheduler_state": lambda: (universe_view.universe_table(cat),
+                                                         health_view.scheduler_state(cat)),
         },
         "Settings": {
-            "universe_table": lambda: q.universe_table(cat),
+            "universe_table": lambda: universe_view.universe_table(cat),
         },
     }
 
 
 def heatmap_page(cat) -> object:
     """What the Quality page does with the heatmap: rank, take a page, plan a fill."""
-    from enrich import coverage
+    from enrich.backfill import heatmap as coverage
 
-    hm = q.coverage_heatmap(cat, "bars", NOW, 60)
+    hm = quality_view.coverage_heatmap(cat, "bars", NOW, 60)
     summary = hm.summary().sort(["missing", "symbol"], descending=[True, False])
     view = hm.subset(summary["symbol"].head(40).to_list())
     return coverage.plan_fill(hm, view.symbols, hm.days[0].item(), hm.days[-1].item())
@@ -345,7 +355,7 @@ def main() -> int:
                 flag = "" if ms < TARGET_MS else "   <-- over target"
                 print(f"  {name:<44} {ms:8.1f} ms{flag}")
             print(f"  {'page total':<44} {total:8.1f} ms\n")
-        sql = median_ms(lambda: q.fetch_by_dataset(store.catalog), args.repeat)
+        sql = median_ms(lambda: metrics_view.fetch_by_dataset(store.catalog), args.repeat)
         naive = median_ms(lambda: reference_naive(store), max(3, args.repeat // 2))
         print(f"reference: fetch metrics per dataset aggregated in SQL {sql:.1f} ms vs loading "
               f"the whole log into the page {naive:.1f} ms ({naive / sql:.0f}x slower)")

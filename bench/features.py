@@ -1,4 +1,4 @@
-"""Benchmark ``enrich.features.compute_features`` against TA-Lib on the same bars.
+"""Benchmark ``enrich.quant.features.compute_features`` against TA-Lib on the same bars.
 
 The reference is what a practitioner would run instead: a plain Python loop over the symbols
 calling TA-Lib's C functions (``ta-lib`` wheels bundle the C library) on numpy views of each
@@ -14,7 +14,8 @@ falls on both alike) and reported as medians:
   (symbol, timeframe, ts) order, so neither side sorts) for ``--symbols`` symbols;
 - the engine's call: one symbol's bars as the lake hands them over (read back from Parquet),
   ``--calls`` calls per timed batch; then again in a fresh process with
-  ``POLARS_MAX_THREADS=1``, as in the engine's worker processes (``enrich/worker_boot.py``);
+  ``POLARS_MAX_THREADS=1``, as in the engine's worker processes
+  (``enrich/pipeline/worker_boot.py``);
   each also timed with the symbol's dividends (a quarterly payer's 40), which the engine
   passes for ``tr_close`` and TA-Lib has no counterpart for: its extra cost is printed.
 
@@ -47,7 +48,7 @@ import talib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from enrich.features import compute_features  # noqa: E402
+from enrich.quant.features import compute_features  # noqa: E402
 from enrich.schemas import BARS, FEATURE_COLUMNS  # noqa: E402
 
 TOLERANCE = 1e-9
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in DIFFERENCES.items():
         print(f"  {name}: {why}")
     ratios = {"per symbol": per_symbol(args.sessions, args.calls, args.rounds)}
-    # The engine's worker processes run with one polars thread (enrich/worker_boot.py).
+    # The engine's worker processes run with one polars thread (enrich/pipeline/worker_boot.py).
     child = subprocess.run(
         [sys.executable, __file__, "--per-symbol-only", "--sessions", str(args.sessions),
          "--calls", str(args.calls), "--rounds", str(args.rounds)],

@@ -1,10 +1,10 @@
 """Implied volatility + greeks: vectorised solver against a scalar brentq reference, and the
-choice of American method (enrich.american) measured.
+choice of American method (enrich.quant.american) measured.
 
     python bench/iv.py [--n 1000000] [--sample 2000] [--seed 7] [--american 20000]
 
 Builds n European options on a random grid (moneyness 0.5-2, expiry 1 day-3 years, vol
-1%-300%, calls and puts, r 0-6%, q 0 or 0-5%), prices them with ``enrich.bsm``, then times
+1%-300%, calls and puts, r 0-6%, q 0 or 0-5%), prices them with ``enrich.quant.bsm``, then times
 ``compute_iv_greeks`` on all of them (median of 3) and a per-option ``scipy.optimize.brentq``
 solve plus greeks on a subsample, and reports options per second for both and the ratio. It
 checks that both agree within 1e-8 wherever both return a volatility. Runs on one core.
@@ -36,13 +36,13 @@ from scipy.optimize import brentq  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from enrich.american import (  # noqa: E402
+from enrich.quant.american import (  # noqa: E402
     american_iv_greeks,
     early_exercise_premium,
     load_kernel,
 )
-from enrich.bsm import price_and_greeks  # noqa: E402
-from enrich.iv import compute_iv_greeks  # noqa: E402
+from enrich.quant.bsm import price_and_greeks  # noqa: E402
+from enrich.quant.iv import compute_iv_greeks  # noqa: E402
 
 AGREE = 1e-8
 
@@ -100,7 +100,7 @@ def reference(grid: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
 
 
 def american_grid(n: int, seed: int) -> dict[str, np.ndarray]:
-    """American options as listed: prices from BSM plus the premium of ``enrich.american``
+    """American options as listed: prices from BSM plus the premium of ``enrich.quant.american``
     (the speed grid); ``truth`` adds a 4,001-step tree's premium for an accuracy subsample."""
     rng = np.random.default_rng(seed)
     s = np.full(n, 100.0)
@@ -189,12 +189,12 @@ def sample_chains() -> None:
 
     import polars as pl
 
-    from enrich import rates
-    from enrich.providers.sample import SampleProvider
+    from enrich.providers.sample.provider import SampleProvider
+    from enrich.quant import rates
+    from enrich.quant.snapshots import price_chain
+    from enrich.quant.vol_summary import otm_expr
     from enrich.schemas import DIVIDENDS, SPLITS
-    from enrich.snapshots import price_chain
     from enrich.symbols import DEMO_UNIVERSE
-    from enrich.vol_summary import otm_expr
 
     day = dt.date(2025, 6, 18)
     p = SampleProvider(clock=lambda: dt.datetime(2025, 6, 20, 22, tzinfo=dt.UTC))

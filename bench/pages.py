@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import dashboard as dash  # noqa: E402  (bench/dashboard.py: the 5,000-symbol store)
 
 from enrich.config import load_settings  # noqa: E402
-from enrich.store import Store  # noqa: E402
+from enrich.store.store import Store  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 GOAL_MS = 1000.0

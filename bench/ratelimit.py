@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 from enrich.config import Settings  # noqa: E402
 from enrich.errors import ProviderError  # noqa: E402
-from enrich.providers.massive import MassiveProvider  # noqa: E402
-from enrich.ratelimit import DEFAULT_HEADROOM, RateLimiter, state_path  # noqa: E402
+from enrich.providers.massive.provider import MassiveProvider  # noqa: E402
+from enrich.providers.ratelimit import DEFAULT_HEADROOM, RateLimiter, state_path  # noqa: E402
 from tests.fakes.massive_server import FakeMassive  # noqa: E402
 
 TOLERANCE = 0.01

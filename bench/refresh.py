@@ -34,12 +34,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enrich.config import load_settings  # noqa: E402
-from enrich.engine import Engine, RunParams  # noqa: E402
-from enrich.providers.massive import MassiveProvider  # noqa: E402
-from enrich.providers.sample import SampleProvider  # noqa: E402
-from enrich.retry import RetryPolicy  # noqa: E402
-from enrich.store import Store  # noqa: E402
-from enrich.universe import add_symbols  # noqa: E402
+from enrich.pipeline.engine import Engine  # noqa: E402
+from enrich.pipeline.run_model import RunParams  # noqa: E402
+from enrich.providers.massive.provider import MassiveProvider  # noqa: E402
+from enrich.providers.retry import RetryPolicy  # noqa: E402
+from enrich.providers.sample.provider import SampleProvider  # noqa: E402
+from enrich.store.store import Store  # noqa: E402
+from enrich.store.universe import add_symbols  # noqa: E402
 from tests.fakes.massive_server import FakeMassive, market_tickers  # noqa: E402
 
 FRIDAY = dt.datetime(2026, 11, 20, 23, 0, tzinfo=dt.UTC)

@@ -2,13 +2,13 @@
 
 Prints symbols per second for the engine (target ≥ 50 symbols/s on 2 cores), and, as a
 reference measured in the same run, the bare cost of the same provider calls plus features, the
-option chain's pricing (``enrich.snapshots``) and one plain Parquet write per dataset in one
+option chain's pricing (``enrich.quant.snapshots``) and one plain Parquet write per dataset in one
 thread with no engine around them (no validation, upsert, locks, quality checks, logs or
 catalog).
 
 The engine enriches this many sample symbols in worker processes, one more than the cores
-(``enrich/workers.py``); ``--threads`` also measures the same run forced onto threads, as the
-engine ran before. Runs after the first reuse the warm forkserver, as a long-lived dashboard
+(``enrich/pipeline/workers.py``); ``--threads`` also measures the same run forced onto threads, as
+the engine ran before. Runs after the first reuse the warm forkserver, as a long-lived dashboard
 or ``serve`` process does; the first run's time is printed too. The engine and the reference
 take turns, and every run's files are kept until the end.
 
@@ -35,13 +35,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enrich.config import load_settings  # noqa: E402
-from enrich.engine import Engine, RunParams  # noqa: E402
-from enrich.features import compute_features  # noqa: E402
-from enrich.providers.sample import SampleProvider  # noqa: E402
-from enrich.snapshots import price_chain  # noqa: E402
-from enrich.store import Store  # noqa: E402
-from enrich.universe import add_symbols  # noqa: E402
-from enrich.workers import usable_cpus  # noqa: E402
+from enrich.pipeline.engine import Engine  # noqa: E402
+from enrich.pipeline.run_model import RunParams  # noqa: E402
+from enrich.pipeline.workers import usable_cpus  # noqa: E402
+from enrich.providers.sample.provider import SampleProvider  # noqa: E402
+from enrich.quant.features import compute_features  # noqa: E402
+from enrich.quant.snapshots import price_chain  # noqa: E402
+from enrich.store.store import Store  # noqa: E402
+from enrich.store.universe import add_symbols  # noqa: E402
 
 NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.UTC)
 
@@ -87,7 +88,7 @@ def reference_run(root: Path, n: int, years: int) -> float:
             "dividends": p.dividends(sym, start, end),
             "news": p.news(sym, end - dt.timedelta(days=365), end),
         }
-        # The chain priced as the engine prices it (quotes to American IV, enrich.snapshots).
+        # The chain priced as the engine prices it (quotes to American IV, enrich.quant.snapshots).
         frames["options_iv"] = price_chain(
             p.option_chain(sym, end), curves=curves, dividends=frames["dividends"],
             splits=frames["splits"], fallback_rate=0.04)

@@ -19,17 +19,14 @@ from typing import Any, cast
 import polars as pl
 
 from enrich import palette
-from enrich.catalog import Catalog
-from enrich.scheduler import fires_between, next_fire_after, state_from
+from enrich.pipeline.scheduler import fires_between, next_fire_after, state_from
+from enrich.store import runs
+from enrich.store.catalog import Catalog
 
 # Worst freshness states a run can fix (not_entitled needs the plan, not a run).
 BEHIND = ("late", "stale")
 RUNNABLE = ("failing", "stale", "late")
 MISSED_SHOWN = 30  # days of daily fires looked back on
-
-
-def _scalar(con, sql: str, params: list | None = None) -> Any:
-    return con.execute(sql, params or []).fetchall()[0][0]
 
 
 def _row(con, sql: str, params: list | None = None) -> dict[str, Any] | None:
@@ -55,22 +52,10 @@ def schedule_facts(catalog: Catalog, schedule_utc: dt.time, now: dt.datetime,
     """
     with catalog.connect() as con:
         state = state_from(con)
-        last = _row(con, "SELECT run_id, kind, state, requested_at, finished_at, message "
-                         "FROM runs WHERE state <> 'missed' "
-                         "ORDER BY requested_at DESC LIMIT 1")
-        last_sched = _row(con, "SELECT run_id, state, requested_at, finished_at, "
-                               "coalesce(scheduled_for, requested_at) AS fire FROM runs "
-                               "WHERE kind = 'scheduled' AND state <> 'missed' "
-                               "ORDER BY requested_at DESC LIMIT 1")
-        first_run = _scalar(con, "SELECT min(requested_at) FROM runs")
-        since = now - dt.timedelta(days=MISSED_SHOWN)
-        anchor_missed = last_sched["fire"] if last_sched else since
-        missed = con.execute(
-            "SELECT coalesce(scheduled_for, requested_at) FROM runs "
-            "WHERE kind = 'scheduled' AND state = 'missed' AND requested_at > ? "
-            "AND requested_at >= ? ORDER BY 1", [anchor_missed, since]).fetchall()
-        newest_sched = _scalar(con, "SELECT max(coalesce(scheduled_for, requested_at)) "
-                                    "FROM runs WHERE kind = 'scheduled'")
+        history = runs.schedule_history(con, now - dt.timedelta(days=MISSED_SHOWN))
+    last, last_sched = history["last"], history["last_scheduled"]
+    first_run, missed, newest_sched = (history["first_requested"], history["missed"],
+                                       history["newest_fire"])
     liveness = state.liveness(wall or now)
     anchor = newest_sched or first_run
     unrun: list[dt.datetime] = []
@@ -186,7 +171,7 @@ def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None
     ``resume`` (behind while the schedule is paused), ``wait`` (due: publication lag),
     ``activate`` (not expected: deactivated).
     """
-    from enrich.queries import GRID_STATES
+    from enrich.views.status import GRID_STATES
 
     order = {s: i for i, s in enumerate(GRID_STATES)}
     rows = [r for r in grid.to_dicts() if r["state"] != "fresh"]

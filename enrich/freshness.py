@@ -18,9 +18,9 @@ States per symbol × dataset, most urgent first:
     fresh         holds the latest closed session
     not_expected  nothing is expected: the symbol is deactivated, or delisted
                   (``symbols.delisted_on``: kept, fetched up to its last trading day,
-                  never refreshed after; ``enrich.queries`` reads it as not active)
+                  never refreshed after; ``enrich.views.status`` reads it as not active)
 
-(``enrich.queries`` adds ``not_entitled``: a dataset the provider plan does not include.)
+(``enrich.views.status`` adds ``not_entitled``: a dataset the provider plan does not include.)
 A holiday is not a session, so it never makes anything late; a half day closes early, so
 its data is expected earlier.
 

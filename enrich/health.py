@@ -2,8 +2,8 @@
 
 ``health`` reads only the catalog, the lake directory and the provider's probe, so the
 dashboard, ``python -m enrich health`` and the scheduler itself all see the same answer. The
-scheduler's state comes from its heartbeat row (``enrich.scheduler``): a heartbeat older than
-``DEAD_AFTER_BEATS`` intervals without a clean stop means the owning process died.
+scheduler's state comes from its heartbeat row (``enrich.pipeline.scheduler``): a heartbeat older
+than ``DEAD_AFTER_BEATS`` intervals without a clean stop means the owning process died.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from typing import Any
 
 import duckdb
 
-from enrich.catalog import frame, utcnow
 from enrich.config import Settings
 from enrich.errors import EnrichError
+from enrich.pipeline.scheduler import fire_label, in_exchange_time, next_fire_after, state_from
 from enrich.providers import Provider
 from enrich.redact import redact
-from enrich.scheduler import fire_label, in_exchange_time, next_fire_after, state_from
-from enrich.store import Store
+from enrich.store import runs
+from enrich.store.catalog import frame, utcnow
+from enrich.store.store import Store
 
 FAILURE_WINDOW = dt.timedelta(hours=24)
 
@@ -39,7 +40,7 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
     (bytes on disk), ``provider`` (probe result and latency; ``probe=False`` skips the call,
     which for Massive costs one request), ``failures_24h`` (fetch failures by error class),
     ``api_key`` (masked), ``lake`` also lists lake files found unreadable (each quarantined
-    on the spot, see ``enrich.quarantine``) and those awaiting a re-fetch, and ``ok``
+    on the spot, see ``enrich.store.quarantine``) and those awaiting a re-fetch, and ``ok``
     (catalog reachable, provider fine, scheduler not dead, no lake file unreadable or
     awaiting its re-fetch).
     """
@@ -110,11 +111,11 @@ def _catalog_part(settings: Settings, store: Store, now: dt.datetime) -> dict[st
     t0 = time.perf_counter()
     try:
         with store.catalog.connect() as con:
-            con.execute("SELECT count(*) FROM runs").fetchall()
+            runs.count_in(con)
             query_ms = (time.perf_counter() - t0) * 1000
             state = state_from(con)
-            last = frame(con, _LAST_RUN_SQL.format(where="true"))
-            last_sched = frame(con, _LAST_RUN_SQL.format(where="kind = 'scheduled'"))
+            last = runs.last_run(con)
+            last_sched = runs.last_run(con, scheduled=True)
             failures = frame(
                 con, "SELECT error_class, count(*) AS n FROM fetch_log "
                      "WHERE status = 'failed' AND started_at >= ? GROUP BY 1 ORDER BY 2 DESC",
@@ -147,12 +148,6 @@ def _catalog_part(settings: Settings, store: Store, now: dt.datetime) -> dict[st
         "retries_24h": int(retries),
     }
 
-
-_LAST_RUN_SQL = """
-    SELECT run_id, kind, state, requested_at, started_at, finished_at, symbols_total,
-           symbols_ok, symbols_failed, message
-    FROM runs WHERE {where} ORDER BY requested_at DESC LIMIT 1
-"""
 
 
 def _schedule_part(settings: Settings, next_fire: dt.datetime | None,

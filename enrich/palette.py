@@ -36,7 +36,7 @@ STATE_WORDS = {
     "fresh": "fresh", "due": "due", "late": "late", "stale": "stale", "failing": "failing",
     "never": "never fetched", "not_expected": "not expected", "not_entitled": "not entitled",
 }
-# Run states (enrich.engine) and backfill statuses (enrich.backfill).
+# Run states (enrich.pipeline.engine) and backfill statuses (enrich.backfill.jobs).
 RUN_LEVEL = {
     "succeeded": OK, "partial": WARN, "missed": WARN, "failed": BAD, "interrupted": BAD,
     "cancelled": IDLE, "paused": IDLE, "queued": ACTIVE, "running": ACTIVE,
@@ -49,11 +49,11 @@ SEVERITY_LEVEL = {"error": BAD, "warning": WARN, "info": ACTIVE}
 # Symbol tasks of a run, and fetch-log steps.
 TASK_LEVEL = {"ok": OK, "up_to_date": OK, "skipped": IDLE, "failed": BAD, "retried": WARN,
               "running": ACTIVE, "cancelled": IDLE, "interrupted": WARN}
-# Coverage heatmap cells (enrich.coverage codes' names).
+# Coverage heatmap cells (enrich.backfill.heatmap codes' names).
 CELL_LEVEL = {"present": OK, "failed": WARN, "missing": BAD, "not expected": IDLE}
 
 # Quality score thresholds: every check passing is ok; a score at or above QUALITY_WARN has
-# failing checks (amber); below it, red. Scores weigh errors 3x a warning (enrich.quality).
+# failing checks (amber); below it, red. Scores weigh errors 3x a warning (enrich.checks.quality).
 QUALITY_OK = 0.9995
 QUALITY_WARN = 0.9
 

@@ -171,7 +171,7 @@ OPTIONS_IV = Dataset(
         # IV from the contract's daily close)
         "source": pl.String,
         "iv_null_reason": pl.String,
-        # The quote and the last trade the price was chosen from (enrich.snapshots).
+        # The quote and the last trade the price was chosen from (enrich.quant.snapshots).
         "bid": pl.Float64,
         "ask": pl.Float64,
         "quote_at": UTC_TS,
@@ -207,7 +207,7 @@ RATES = Dataset(
         "date": pl.Date,  # observation date
         **{f"yield_{t}": pl.Float64 for t in (
             "1_month", "3_month", "6_month", "1_year", "2_year", "3_year", "5_year", "7_year",
-            "10_year", "20_year", "30_year")},  # percent, investment basis (enrich.rates)
+            "10_year", "20_year", "30_year")},  # percent, investment basis (enrich.quant.rates)
     },
     key=("symbol", "date"),
     description="US Treasury constant-maturity yields by tenor, percent",
@@ -218,7 +218,7 @@ VOL_SUMMARY = Dataset(
     {
         "symbol": pl.String,
         "as_of": pl.Date,
-        # 30 calendar days, interpolated in total variance (enrich.vol_summary).
+        # 30 calendar days, interpolated in total variance (enrich.quant.vol_summary).
         "atm_iv_30d": pl.Float64,
         "rr25_30d": pl.Float64,  # IV(25-delta call) - IV(25-delta put)
         "bf25_30d": pl.Float64,  # (IV(25-delta call) + IV(25-delta put)) / 2 - ATM IV
@@ -248,7 +248,7 @@ FEATURES = Dataset(
     },
     key=("symbol", "timeframe", "ts"),
     level_column="timeframe",
-    description="Features computed from bars (see enrich.features)",
+    description="Features computed from bars (see enrich.quant.features)",
 )
 
 DATASETS: dict[str, Dataset] = {
@@ -256,9 +256,12 @@ DATASETS: dict[str, Dataset] = {
                         VOL_SUMMARY)
 }
 
+# The datasets a provider serves per symbol, each with a status per symbol × dataset (the
+# status grid, the coverage heatmap, quarantine): declared once, here.
+SYMBOL_DATASETS: tuple[str, ...] = ("bars", "dividends", "splits", "earnings", "news",
+                                    "options_iv")
 # Datasets fetched from a provider (features are computed, not fetched).
-FETCHED: tuple[str, ...] = ("bars", "dividends", "splits", "earnings", "news", "options_iv",
-                            "rates")
+FETCHED: tuple[str, ...] = (*SYMBOL_DATASETS, "rates")
 
 
 def conform(frame: pl.DataFrame, dataset: Dataset) -> pl.DataFrame:

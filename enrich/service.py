@@ -11,8 +11,8 @@ pages follow it in the catalog. Runs stop between symbols when cancelled, from t
 polls it). With ``ENRICH_SCHEDULER=off`` there is no cron and no heartbeat, but every action
 still works.
 
-Only one process at a time owns the schedule (``enrich.scheduler.beat``); another one with the
-scheduler on stands by and takes over when the owner's heartbeat dies. The owner also executes
+Only one process at a time owns the schedule (``enrich.pipeline.scheduler.beat``); another one with
+the scheduler on stands by and takes over when the owner's heartbeat dies. The owner also executes
 runs handed to it by ``python -m enrich run --background`` (rows with ``handoff`` set and its
 pid), polling for them every ``poll_s`` seconds.
 
@@ -40,24 +40,24 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from enrich import alerts as alerts_mod
 from enrich import health as health_mod
-from enrich import plan_limits
-from enrich import scheduler as sched
-from enrich.catalog import Catalog, WriteBatch, frame, host_and_pid, transaction, utcnow
-from enrich.config import MAX_LOOKBACK_DAYS, Settings, load_settings
-from enrich.engine import (
-    FINAL_STATES,
-    Engine,
-    RunParams,
-    cancel_requested,
-    mark_interrupted_runs,
+from enrich.alerts import lifecycle as alert_lifecycle
+from enrich.alerts import watcher as alert_watcher
+from enrich.config import Settings, load_settings
+from enrich.errors import EnrichError
+from enrich.pipeline import scheduler as sched
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.requests import (
+    UnknownRunError,
+    make_params,
+    request_cancel,
+    retry_params,
 )
-from enrich.errors import ConfigError, EnrichError
+from enrich.pipeline.run_model import FINAL_STATES, RunParams
 from enrich.providers import Provider, make_provider
-from enrich.schemas import FETCHED
-from enrich.store import Store
-from enrich.symbols import ASSET_CLASSES, validate_symbol
+from enrich.store import plan_limits, runs
+from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -65,128 +65,6 @@ UTC = dt.UTC
 RUN_WORKERS = 3  # runs executing at once; each runs up to max_concurrent_symbols symbols
 POLL_S = 1.0  # how often the schedule owner looks for runs handed to it
 STOP_GRACE_S = 3.0  # how long stop() lets running runs reach a symbol boundary
-TIMEFRAMES = ("1d", "1h", "5m")
-
-
-class UnknownRunError(EnrichError):
-    error_class = "unknown_run"
-
-
-class NoLiveSchedulerError(EnrichError):
-    error_class = "no_scheduler"
-
-
-# -- run requests, usable without a Services (the CLI) --------------------------------------
-def make_params(symbols: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
-                asset_class: str | None = None, timeframe: str = "1d",
-                lookback: int | dt.timedelta | None = None) -> RunParams:
-    """Validated run parameters; raises ``InvalidSymbolError`` / ``ConfigError`` at once."""
-    if isinstance(symbols, str):
-        symbols = [s for s in symbols.split(",") if s.strip()]
-    syms = [validate_symbol(s) for s in symbols] if symbols else None
-    if datasets:
-        bad = [d for d in datasets if d not in FETCHED]
-        if bad:
-            raise ConfigError(f"unknown dataset(s) {', '.join(bad)}; "
-                              f"choose from {', '.join(FETCHED)}")
-    if asset_class is not None and asset_class not in ASSET_CLASSES:
-        raise ConfigError(f"unknown asset class {asset_class!r}; "
-                          f"choose from {', '.join(ASSET_CLASSES)}")
-    if timeframe not in TIMEFRAMES:
-        raise ConfigError(f"unknown timeframe {timeframe!r}; choose from {', '.join(TIMEFRAMES)}")
-    if isinstance(lookback, dt.timedelta):
-        lookback = lookback.days
-    if lookback is not None and not 1 <= lookback <= MAX_LOOKBACK_DAYS:
-        raise ConfigError(f"lookback must be 1..{MAX_LOOKBACK_DAYS} days, got {lookback}")
-    return RunParams(symbols=syms, datasets=list(datasets) if datasets else None,
-                     asset_class=asset_class, timeframe=timeframe, lookback_days=lookback)
-
-
-def retry_params(catalog: Catalog, run_id: str) -> RunParams:
-    """The parameters of ``run_id`` restricted to the symbols that failed in it."""
-    with catalog.connect() as con:
-        run = frame(con, "SELECT params, state FROM runs WHERE run_id = ?", [run_id])
-        failed = frame(con, "SELECT symbol FROM tasks WHERE run_id = ? AND state = 'failed' "
-                            "ORDER BY symbol", [run_id])
-    if run.is_empty():
-        raise UnknownRunError(f"no run {run_id}; list runs with `python -m enrich runs`")
-    state = run["state"][0]
-    if state not in FINAL_STATES:
-        raise EnrichError(f"run {run_id} is still {state}; retry its failures once it ends")
-    if failed.is_empty():
-        raise EnrichError(f"run {run_id} has no failed symbols to retry")
-    params = RunParams.from_json(run["params"][0])
-    params.symbols = failed["symbol"].to_list()
-    return params
-
-
-def request_cancel(catalog: Catalog, run_id: str, by: str, now: dt.datetime) -> str:
-    """Ask a run to stop between symbols; returns the state the run was in.
-
-    A ``queued`` run is cancelled outright; a ``running`` one gets ``cancel_requested_at``,
-    which its owner (any process) polls. Finished runs are left alone.
-    """
-    with catalog.connect() as con:
-        rows = con.execute("SELECT state FROM runs WHERE run_id = ?", [run_id]).fetchall()
-        row = rows[0] if rows else None
-        if row is None:
-            raise UnknownRunError(f"no run {run_id}; list runs with `python -m enrich runs`")
-        state = row[0]
-        if state not in ("queued", "running"):
-            return state
-        with transaction(con):
-            con.execute("UPDATE runs SET cancel_requested_at = ?, cancel_requested_by = ? "
-                        "WHERE run_id = ?", [now, by, run_id])
-            if state == "queued":
-                con.execute("UPDATE runs SET state = 'cancelled', finished_at = ?, "
-                            "message = ? WHERE run_id = ?",
-                            [now, f"cancelled by {by} before it started", run_id])
-    return state
-
-
-def finish_runs(catalog: Catalog, run_ids: Sequence[str], state: str, message: str,
-                now: dt.datetime) -> None:
-    """Close runs still ``queued``/``running`` (never touches a finished run)."""
-    b = WriteBatch()
-    add_finish(b, run_ids, state, message, now)
-    catalog.write(b)
-
-
-def add_finish(b: WriteBatch, run_ids: Sequence[str], state: str, message: str,
-               now: dt.datetime) -> None:
-    if not run_ids:
-        return
-    ph = ",".join("?" * len(run_ids))
-    b.execute(f"UPDATE runs SET state = ?, finished_at = ?, message = coalesce(message, ?) "
-              f"WHERE run_id IN ({ph}) AND state IN ('queued', 'running')",
-              [state, now, message, *run_ids])
-    b.execute(f"UPDATE tasks SET state = ?, finished_at = ? "
-              f"WHERE run_id IN ({ph}) AND state = 'running'", [state, now, *run_ids])
-
-
-def hand_off_run(store: Store, params: RunParams, provider: str, now: dt.datetime) -> tuple[
-        str, sched.SchedulerState]:
-    """Queue a run for the live schedule owner (``serve``); raises if there is none.
-
-    The row carries the owner's pid, so only that process picks it up, and a run handed to a
-    process that then dies is marked interrupted like any other orphan.
-    """
-    run_id = str(uuid.uuid4())
-    with store.catalog.connect() as con:
-        owner = sched.state_from(con)
-        if not owner.is_live(now):
-            raise NoLiveSchedulerError(
-                "no live `python -m enrich serve` for this data directory (scheduler "
-                f"{owner.liveness(now)}); start one, or run without --background")
-        b = WriteBatch()
-        b.insert("runs", {
-            "run_id": run_id, "kind": "cli", "state": "queued", "params": params.to_json(),
-            "provider": provider, "requested_at": now, "pid": owner.pid, "host": owner.host,
-            "heartbeat_at": now, "handoff": True,
-        })
-        with transaction(con):
-            b.apply(con)
-    return run_id, owner
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -225,7 +103,7 @@ class Services:
         run_workers: int = RUN_WORKERS,
         misfire_grace_s: float = sched.MISFIRE_GRACE_S,
         trigger: BaseTrigger | None = None,
-        alerts: alerts_mod.Watcher | bool = True,
+        alerts: alert_watcher.Watcher | bool = True,
     ):
         self.settings = settings
         self.clock = clock or utcnow
@@ -252,9 +130,9 @@ class Services:
         self._paused = False
         self._started_at: dt.datetime | None = None
         # Alert rules and delivery; ``alerts=False`` for short-lived helpers (the CLI's fill).
-        self.alerts: alerts_mod.Watcher | None = (
-            alerts if isinstance(alerts, alerts_mod.Watcher) else
-            alerts_mod.Watcher(settings, self.store, clock=self.clock) if alerts else None)
+        self.alerts: alert_watcher.Watcher | None = (
+            alerts if isinstance(alerts, alert_watcher.Watcher) else
+            alert_watcher.Watcher(settings, self.store, clock=self.clock) if alerts else None)
 
     # -- lifecycle --------------------------------------------------------------------------
     @property
@@ -322,17 +200,14 @@ class Services:
         left = [j for j in jobs if not j.done.is_set()]
         try:
             b = WriteBatch()  # one write: stop() has a time budget
-            add_finish(b, [j.run_id for j in left if j.started], "interrupted",
-                       "the service stopped before the run finished; symbols already "
-                       "enriched keep their data", now)
-            add_finish(b, [j.run_id for j in left if not j.started], "cancelled",
-                       "the service stopped before the run started", now)
+            runs.add_finish(b, [j.run_id for j in left if j.started], "interrupted",
+                            "the service stopped before the run finished; symbols already "
+                            "enriched keep their data", now)
+            runs.add_finish(b, [j.run_id for j in left if not j.started], "cancelled",
+                            "the service stopped before the run started", now)
             if self._scheduler is not None:
                 host, pid = host_and_pid()
-                b.execute("UPDATE runs SET state = 'interrupted', finished_at = ?, "
-                          "message = 'the service stopped before picking it up' "
-                          "WHERE handoff AND state = 'queued' AND pid = ? AND host = ?",
-                          [now, pid, host])
+                runs.add_handoffs_interrupted(b, now, pid, host)
                 sched.add_clean_stop(b, now)
             self.store.catalog.write(b)
             self._owner = False
@@ -362,7 +237,7 @@ class Services:
              timeframe: str = "1d", lookback: int | dt.timedelta | None = None,
              at: dt.datetime | None = None):
         """What such a run would fetch now (or at ``at``) and the requests it would cost
-        (``enrich.refresh.RefreshPlan``); fetches nothing."""
+        (``enrich.pipeline.refresh.RefreshPlan``); fetches nothing."""
         params = make_params(symbols, datasets, asset_class, timeframe, lookback)
         return self.engine.plan(params, at=at)
 
@@ -451,7 +326,7 @@ class Services:
 
     # -- runs -------------------------------------------------------------------------------
     def _state_of(self, run_id: str) -> str:
-        state = self.store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?", [run_id])
+        state = runs.state_of(self.store.catalog, run_id)
         if state is None:
             raise UnknownRunError(f"no run {run_id}")
         return state
@@ -538,11 +413,12 @@ class Services:
 
     def _execute(self, job: _Job) -> None:
         catalog = self.store.catalog
-        if job.cancel.is_set() or cancel_requested(self.store, job.run_id):
+        if job.cancel.is_set() or runs.cancel_requested(self.store, job.run_id):
             now = self.clock()
             if job.cancel_by is not None:  # a cancel() while its row was being written
                 request_cancel(catalog, job.run_id, job.cancel_by, now)
-            finish_runs(catalog, [job.run_id], "cancelled", "cancelled before it started", now)
+            runs.finish_runs(catalog, [job.run_id], "cancelled", "cancelled before it started",
+                             now)
             job.state = "cancelled"
             return
         job.started = True
@@ -554,8 +430,8 @@ class Services:
             # The engine records what it can; whatever is still open is failed here, with
             # the error, so no run is ever left `running` by a crash in this process.
             log.error("run %s failed: %s: %s", job.run_id, type(exc).__name__, exc)
-            finish_runs(catalog, [job.run_id], "failed", f"{type(exc).__name__}: {exc}",
-                        self.clock())
+            runs.finish_runs(catalog, [job.run_id], "failed", f"{type(exc).__name__}: {exc}",
+                             self.clock())
             job.state = "failed"
             return
         job.state = summary.state
@@ -603,7 +479,7 @@ class Services:
     def _close_orphans(self) -> None:
         """Runs left open by a process that died are shown as interrupted, not running."""
         try:
-            dead = mark_interrupted_runs(self.store)
+            dead = runs.mark_interrupted_runs(self.store)
         except Exception as exc:
             log.warning("could not check for interrupted runs: %s", exc)
             return
@@ -621,7 +497,7 @@ class Services:
             log.info("pruned history older than %d days: %s", self.settings.retention_days,
                      counts)
         try:
-            alerts_mod.prune(self.store.catalog, self.settings.retention_days, self.clock())
+            alert_lifecycle.prune(self.store.catalog, self.settings.retention_days, self.clock())
         except Exception as exc:
             log.warning("pruning alert history failed: %s", exc)
 
@@ -629,7 +505,7 @@ class Services:
         row = sched.missed_run_row(fire, self.clock(), self.provider.name, message)
         row["state"] = state
         b = WriteBatch()
-        b.insert("runs", row)
+        runs.add_run(b, row)
         try:
             self.store.catalog.write(b)
         except Exception as exc:
@@ -697,7 +573,7 @@ class Services:
             extra = {"next_run_time": None} if paused else {}
             self._scheduler.add_job(self._daily_job, self._trigger, id=sched.DAILY_JOB_ID,
                                     name="daily enrichment", replace_existing=True, **extra)
-        # Plans that serve a session only after its New York day ends (enrich.plan_limits):
+        # Plans that serve a session only after its New York day ends (enrich.store.plan_limits):
         # a follow-up refresh after midnight there fetches what the daily fire could not.
         self._scheduler.add_job(self._follow_up_job,
                                 sched.follow_up_trigger(plan_limits.FOLLOW_UP_ET),
@@ -737,11 +613,7 @@ class Services:
 
     def _pick_up_handoffs(self) -> None:
         host, pid = host_and_pid()
-        rows = self.store.catalog.query(
-            "SELECT run_id, kind, params FROM runs WHERE handoff AND state = 'queued' "
-            "AND pid = ? AND host = ? AND cancel_requested_at IS NULL ORDER BY requested_at",
-            [pid, host])
-        for run_id, kind, params in rows.iter_rows():
+        for run_id, kind, params in runs.handoffs(self.store.catalog, pid, host).iter_rows():
             with self._lock:
                 if run_id in self._jobs:
                     continue

@@ -28,7 +28,7 @@ DATASETS_BY_CLASS: dict[str, tuple[str, ...]] = {
 def validate_symbol(raw: str) -> str:
     """Return ``raw`` without surrounding spaces, in its own case, or raise
     ``InvalidSymbolError`` saying why. Case is kept: the provider's ticker reference decides
-    the spelling (``enrich.universe`` matches a differently cased name to a held symbol)."""
+    the spelling (``enrich.store.universe`` matches a differently cased name to a held symbol)."""
     if not isinstance(raw, str):
         raise InvalidSymbolError(f"symbol must be text, got {type(raw).__name__}")
     sym = raw.strip()

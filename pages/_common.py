@@ -13,15 +13,19 @@ import datetime as dt
 import importlib
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import streamlit as st
 
-from enrich import palette, queries, ui
+from enrich import palette, ui
 from enrich.config import Settings, load_settings
 from enrich.errors import ConfigError, CorruptFileError, EnrichError
-from enrich.store import Store
+from enrich.store.store import Store
+from enrich.views import quality as quality_view
+from enrich.views import status as status_view
+
+T = TypeVar("T")
 
 # The one page registry: each page's name, title and icon, in the sidebar's order (app.py);
 # its script is pages/<name>.py. Links between pages name them by PAGES[name].
@@ -71,9 +75,10 @@ def _services(data_dir: str, _settings: Settings):
 
 # What the pages import beyond the Overview's modules: loaded once per process, in the
 # background, after the first page is served, so no page's first visit waits for an import.
-WARM_IMPORTS = ("plotly.graph_objects", "plotly.subplots", "numpy", "enrich.coverage",
-                "enrich.diagnosis", "enrich.quality", "enrich.snapshots", "enrich.alerts",
-                "enrich.options_history", "enrich.channels", "pages._charts")
+WARM_IMPORTS = ("plotly.graph_objects", "plotly.subplots", "numpy", "enrich.backfill.heatmap",
+                "enrich.diagnosis", "enrich.checks.quality", "enrich.quant.snapshots",
+                "enrich.views.alerts", "enrich.quant.options_history", "enrich.channels",
+                "pages._charts")
 
 
 @st.cache_resource(show_spinner=False)
@@ -139,14 +144,22 @@ def invalidate() -> None:
     _version.clear()
 
 
+# The read model itself is passed as ``_fn`` (not hashed); ``name``, its dotted name, keys the
+# cache.
 @st.cache_data(max_entries=512, show_spinner=False)
-def _read(name: str, data_dir: str, version: int, args: tuple, kwargs: tuple) -> Any:
-    return getattr(queries, name)(store().catalog, *args, **dict(kwargs))
+def _read(name: str, _fn: Callable[..., Any], data_dir: str, version: int, args: tuple,
+          kwargs: tuple) -> Any:
+    return _fn(store().catalog, *args, **dict(kwargs))
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def _lake_read(name: str, data_dir: str, version: int, args: tuple, kwargs: tuple) -> Any:
-    return getattr(queries, name)(store().lake, *args, **dict(kwargs))
+def _lake_read(name: str, _fn: Callable[..., Any], data_dir: str, version: int, args: tuple,
+               kwargs: tuple) -> Any:
+    return _fn(store().lake, *args, **dict(kwargs))
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
 
 
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)
@@ -167,18 +180,20 @@ def next_refresh() -> dict[str, Any] | None:
     return _next_refresh(str(settings().data_dir), version(), now_minute())
 
 
-def read(name: str, *args, **kwargs) -> Any:
-    """``enrich.queries.<name>(catalog, *args, **kwargs)``, cached per data version."""
-    return _read(name, str(settings().data_dir), version(), args, tuple(sorted(kwargs.items())))
+def read(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(catalog, *args, **kwargs)``, a read model of ``enrich.views``, cached per data
+    version."""
+    return _read(_name(fn), fn, str(settings().data_dir), version(), args,
+                 tuple(sorted(kwargs.items())))
 
 
-def lake_read(name: str, *args, **kwargs) -> Any:
-    """``enrich.queries.<name>(lake, *args, **kwargs)``, cached per data version.
+def lake_read(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(lake, *args, **kwargs)``, a read model of ``enrich.views``, cached per data version.
 
-    A lake file that cannot be read is quarantined by the read (``enrich.quarantine``): the
+    A lake file that cannot be read is quarantined by the read (``enrich.store.quarantine``): the
     page says so and shows what remains, as the next run re-fetches the file.
     """
-    key = (name, str(settings().data_dir))
+    key = (_name(fn), fn, str(settings().data_dir))
     try:
         return _lake_read(*key, version(), args, tuple(sorted(kwargs.items())))
     except CorruptFileError as exc:
@@ -189,18 +204,17 @@ def lake_read(name: str, *args, **kwargs) -> Any:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _alerts_read(name: str, data_dir: str, version: int, at: dt.datetime, args: tuple,
-                 kwargs: tuple) -> Any:
-    from enrich import alerts
-
-    return getattr(alerts, name)(store().catalog, *args, **dict(kwargs))
+def _alerts_read(name: str, _fn: Callable[..., Any], data_dir: str, version: int,
+                 at: dt.datetime, args: tuple, kwargs: tuple) -> Any:
+    return _fn(store().catalog, *args, **dict(kwargs))
 
 
-def alerts_read(name: str, *args, **kwargs) -> Any:
-    """``enrich.alerts.<name>(catalog, wall clock, *args, **kwargs)``, cached per data
-    version and minute (snoozes end on the wall clock)."""
+def alerts_read(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(catalog, wall clock, *args, **kwargs)``, an alert read model of
+    ``enrich.views.alerts``, cached per data version and minute (snoozes end on the wall
+    clock)."""
     at = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-    return _alerts_read(name, str(settings().data_dir), version(), at, (at, *args),
+    return _alerts_read(_name(fn), fn, str(settings().data_dir), version(), at, (at, *args),
                         tuple(sorted(kwargs.items())))
 
 
@@ -243,7 +257,7 @@ def quality_facts() -> dict[str, Any]:
 
 
 def grid() -> pl.DataFrame:
-    return read("status_grid", now_minute())
+    return read(status_view.status_grid, now_minute())
 
 
 def summary() -> pl.DataFrame:
@@ -252,18 +266,18 @@ def summary() -> pl.DataFrame:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _summary(data_dir: str, version: int, at: dt.datetime) -> pl.DataFrame:
-    return queries.symbol_summary(grid())
+    return status_view.symbol_summary(grid())
 
 
 def symbols_table() -> pl.DataFrame:
-    """The per-symbol summary with each symbol's quality score (``queries.with_quality``):
+    """The per-symbol summary with each symbol's quality score (``status_view.with_quality``):
     what the Symbols page filters and sorts, over every symbol."""
     return _symbols_table(str(settings().data_dir), version(), now_minute())
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _symbols_table(data_dir: str, version: int, at: dt.datetime) -> pl.DataFrame:
-    return queries.with_quality(summary(), read("symbol_quality"))
+    return status_view.with_quality(summary(), read(quality_view.symbol_quality))
 
 
 def day_axis(fig: Any, days: Iterable[Any], **axis: Any) -> None:

@@ -12,8 +12,10 @@ import datetime as dt
 import polars as pl
 import streamlit as st
 
-from enrich import alerts, ui
+from enrich import ui
+from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.errors import EnrichError
+from enrich.views import alerts as alerts_view
 from pages import _common as c
 
 PAGE_SIZE = 50
@@ -48,7 +50,7 @@ def _table(frame: pl.DataFrame) -> pl.DataFrame:
 state = st.segmented_control("Show", list(STATES), default="open", key="alert_state",
                              format_func=STATES.get) or "open"
 page_no = int(st.session_state.get("alert_page", 1) or 1)
-page, total = c.alerts_read("incidents", None if state == "all" else state,
+page, total = c.alerts_read(alerts_view.incidents, None if state == "all" else state,
                             limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
 if page.is_empty():
     st.success("No open incident: nothing needs you." if state == "open"
@@ -78,7 +80,7 @@ if not page.is_empty():
     st.text(row["detail"] or "")
     if row["acked_by"]:
         st.text(f"Acknowledged by {row['acked_by']} at {ui.fmt_utc(row['acked_at'])}")
-    events = alerts.events(c.store().catalog, pick)
+    events = alerts_view.events(c.store().catalog, pick)
     if not events.is_empty():
         c.dataframe(events, column_config={"event_at": "at (UTC)",
                                            "delivered_at": "delivered (UTC)"})
@@ -86,7 +88,8 @@ if not page.is_empty():
         a = st.columns([1, 2, 2, 1])
         if a[0].button("Acknowledge", icon="👀", key="ack", disabled=bool(row["acked_by"])):
             try:
-                alerts.acknowledge(c.store().catalog, pick, c.ACTOR, dt.datetime.now(dt.UTC))
+                alert_lifecycle.acknowledge(c.store().catalog, pick, c.ACTOR,
+                                            dt.datetime.now(dt.UTC))
             except EnrichError as exc:
                 c.report_error("acknowledge the incident", exc)
             else:
@@ -99,8 +102,8 @@ if not page.is_empty():
             now = dt.datetime.now(dt.UTC)
             target = pick if scope == "this incident" else row["rule"]
             try:
-                out = alerts.snooze(c.store().catalog, target,
-                                    now + alerts.parse_period(PERIODS[period]), c.ACTOR, now)
+                until = now + alert_lifecycle.parse_period(PERIODS[period])
+                out = alert_lifecycle.snooze(c.store().catalog, target, until, c.ACTOR, now)
             except EnrichError as exc:
                 c.report_error("snooze", exc)
             else:
@@ -108,7 +111,7 @@ if not page.is_empty():
                 st.rerun()
 
 # -- snoozes -----------------------------------------------------------------------------------
-snoozes = c.alerts_read("active_snoozes")
+snoozes = c.alerts_read(alerts_view.active_snoozes)
 if not snoozes.is_empty():
     st.subheader("Snoozed")
     st.caption("Alerts of these rules or incidents are recorded but not sent until then; an "
@@ -116,7 +119,7 @@ if not snoozes.is_empty():
     c.dataframe(snoozes, column_config={"until": "until (UTC)", "snoozed_at": "since (UTC)"})
     end = st.selectbox("End a snooze", snoozes["target"].to_list(), key="unsnooze_pick")
     if st.button("End snooze", icon="🔔", key="unsnooze"):
-        alerts.unsnooze(c.store().catalog, end)
+        alert_lifecycle.unsnooze(c.store().catalog, end)
         _done(f"{end}: snooze ended")
         st.rerun()
 

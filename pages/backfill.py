@@ -1,7 +1,7 @@
 """Backfill: plan and start backfills; watch, pause, cancel, resume and retry them.
 
 A pause stops the backfill between chunks and keeps every chunk done; resuming runs only what
-is left. Everything shown comes from ``enrich.backfill``'s read models, polled from the
+is left. Everything shown comes from ``enrich.backfill.jobs``'s read models, polled from the
 catalog; backfills started here run on a thread of this process, below the daily run's
 priority on the shared rate limiter.
 """
@@ -14,10 +14,11 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from enrich import backfill as bfm
 from enrich import palette, ui
+from enrich.backfill import jobs as bfm
 from enrich.errors import EnrichError
-from enrich.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
+from enrich.quant.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
+from enrich.views import universe as universe_view
 from pages import _common as c
 
 SPANS = ("default", "years", "days", "since")
@@ -85,7 +86,7 @@ def _stop(backfill_id: str, intent: str) -> None:
 c.page_header("Backfill", "Fill years of history for one dataset, resumably, within the "
               "provider's rate limit. The daily run keeps priority over backfill requests.")
 settings = c.settings()
-universe = c.read("universe_table")
+universe = c.read(universe_view.universe_table)
 active = universe.filter(universe["active"])["symbol"].to_list() if universe.height else []
 
 st.subheader("New backfill")

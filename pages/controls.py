@@ -6,10 +6,12 @@ import polars as pl
 import streamlit as st
 
 from enrich import palette, ui
-from enrich import queries as q
 from enrich.errors import EnrichError
 from enrich.schemas import FETCHED
 from enrich.symbols import ASSET_CLASSES
+from enrich.views import health as health_view
+from enrich.views import runs as runs_view
+from enrich.views import universe as universe_view
 from pages import _common as c
 
 ANY = "any"
@@ -22,7 +24,7 @@ if svc is None:
 
 # -- run now -----------------------------------------------------------------------------------
 st.subheader("Run now")
-universe = c.read("universe_table")
+universe = c.read(universe_view.universe_table)
 active = universe.filter(universe["active"])["symbol"].to_list() if universe.height else []
 with st.form("run_now"):
     symbols = st.multiselect("Symbols", active, key="run_symbols",
@@ -83,10 +85,10 @@ def followed_run() -> None:
     run_id = st.session_state.get("controls_run")
     if not run_id:
         return
-    p = c.read("run_progress", run_id)
+    p = c.read(runs_view.run_progress, run_id)
     if p is None:
         st.info(f"Run {ui.literal(run_id[:8])} queued…")
-    elif p["state"] in q.ACTIVE_RUN_STATES:
+    elif p["state"] in runs_view.ACTIVE_RUN_STATES:
         c.progress_block(p, key=f"ctl-{run_id}")
     else:
         c.run_outcome(run_id, p["state"], p["message"])
@@ -97,7 +99,7 @@ followed_run()
 
 # -- schedule ----------------------------------------------------------------------------------
 st.subheader("Daily schedule")
-state = c.read("scheduler_state")
+state = c.read(health_view.scheduler_state)
 nxt = svc.next_fire_time() if svc is not None else None
 st.write(f"Runs daily at **{settings.schedule_utc:%H:%M} UTC**"
          + (f"; next {ui.fmt_both(nxt)}." if nxt else ".")

@@ -7,7 +7,8 @@ import polars as pl
 import streamlit as st
 
 from enrich import palette, ui
-from enrich import queries as q
+from enrich.views import health as health_view
+from enrich.views import status as status_view
 from pages import _common as c
 
 SCHEDULER_WORDS = {
@@ -110,8 +111,8 @@ if probe:
     st.caption(f"Tested {ui.fmt_utc(probe.get('checked_at'), seconds=True)}")
 
 # -- the plan's limits -------------------------------------------------------------------------
-refused = c.read("not_entitled_summary")
-limits = c.read("plan_limit_rows")
+refused = c.read(health_view.not_entitled_summary)
+limits = c.read(health_view.plan_limit_rows)
 st.subheader("Plan")
 if not refused and not limits:
     st.caption("The plan has served every dataset asked for so far.")
@@ -135,7 +136,7 @@ if limits:
 if (refused or limits) and st.button("Re-check entitlements", icon="🔁", key="recheck",
                                      help="Forget the refusals and limits: the next run "
                                           "asks the provider again."):
-    from enrich.plan_limits import recheck
+    from enrich.store.plan_limits import recheck
 
     n = recheck(c.store().catalog, settings.provider)
     c.invalidate()
@@ -146,7 +147,7 @@ if (refused or limits) and st.button("Re-check entitlements", icon="🔁", key="
 left, right = st.columns(2)
 with left:
     st.subheader("Symbol health")
-    counts = q.symbol_state_counts(c.summary())
+    counts = status_view.symbol_state_counts(c.summary())
     if sum(counts.values()):
         fig = go.Figure(go.Bar(
             x=[ui.STATE_CHIP.get(k, k) for k in counts],

@@ -7,6 +7,7 @@ import datetime as dt
 import streamlit as st
 
 from enrich import ui
+from enrich.views import metrics as metrics_view
 from pages import _charts as charts
 from pages import _common as c
 
@@ -23,8 +24,8 @@ days = st.segmented_control("Window for the daily charts", [7, 30, 90, 365], def
                             format_func=lambda d: f"{d} days", key="metric_days") or 30
 
 # -- all time ----------------------------------------------------------------------------------
-tot = c.read("metrics_totals")
-win = c.read("metrics_window", now, days)
+tot = c.read(metrics_view.metrics_totals)
+win = c.read(metrics_view.metrics_window, now, days)
 s = tot["alltime"]
 by_ds = tot["fetch_by_dataset"]  # its per-dataset requests add up to the all-time total
 st.subheader("All time")

@@ -9,9 +9,12 @@ import polars as pl
 import streamlit as st
 
 from enrich import diagnosis, palette, ui
-from enrich import queries as q
+from enrich.store.universe import ensure_demo_universe
 from enrich.symbols import DEMO_UNIVERSE
-from enrich.universe import ensure_demo_universe
+from enrich.views import alerts as alerts_view
+from enrich.views import metrics as metrics_view
+from enrich.views import runs as runs_view
+from enrich.views import status as status_view
 from pages import _common as c
 
 TILE_LABELS = {
@@ -23,20 +26,20 @@ TILE_LABELS = {
 c.page_header("Overview", "Is everything OK? Symbols that need attention come first.")
 
 summary = c.summary()
-counts = q.symbol_state_counts(summary)
-runs_total = c.read("alltime_stats")["runs"]
+counts = status_view.symbol_state_counts(summary)
+runs_total = c.read(metrics_view.alltime_stats)["runs"]
 
 
 # -- live progress (polls the catalog; a finished run refreshes the whole page) ----------------
 def _pending_run() -> str | None:
     """A run this session started whose row the service has not written yet."""
     rid = st.session_state.get("last_run_id")
-    return rid if rid and c.read("run_progress", rid) is None else None
+    return rid if rid and c.read(runs_view.run_progress, rid) is None else None
 
 
 @st.fragment(run_every=2)
 def live_progress() -> None:
-    active = c.read("active_runs")
+    active = c.read(runs_view.active_runs)
     pending = _pending_run()
     ids = [p["run_id"] for p in active] + ([pending] if pending else [])
     before = st.session_state.get("overview_active_ids")
@@ -79,7 +82,7 @@ def first_launch() -> None:
 live_progress()
 c.repairs()  # a catalog rebuilt, lake files quarantined: before anything says "fresh"
 
-if runs_total == 0 and not c.read("active_runs") and not _pending_run():
+if runs_total == 0 and not c.read(runs_view.active_runs) and not _pending_run():
     first_launch()
     st.stop()  # nothing has run yet: the button is the one thing to do
 
@@ -146,7 +149,7 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
     return kind
 
 
-open_alerts = c.alerts_read("open_incidents")
+open_alerts = c.alerts_read(alerts_view.open_incidents)
 schedule = c.schedule_facts()
 behind = diagnosis.behind_facts(summary, c.grid())
 quality_now = c.quality_facts()
@@ -218,7 +221,7 @@ if nxt is not None and nxt.get("next_day"):
 
 # -- attention tiles ---------------------------------------------------------------------------
 st.subheader("Symbols by their most urgent dataset")
-shown = [s for s in q.GRID_STATES
+shown = [s for s in status_view.GRID_STATES
          if s not in ("not_entitled", "due", "not_expected") or counts[s]]
 cols = st.columns(len(shown))
 for col, state in zip(cols, shown, strict=True):
@@ -233,7 +236,7 @@ attention = summary.filter(pl.col("state").is_in(["failing", "stale", "never", "
                                                    "not_entitled"]))
 if attention.height:
     with st.expander(f"Needs attention: {attention.height:,} symbols", expanded=True):
-        top, _ = q.filter_symbols(summary.filter(pl.col("state") != "fresh"), limit=10)
+        top, _ = status_view.filter_symbols(summary.filter(pl.col("state") != "fresh"), limit=10)
         table = top.select(
             "symbol", "name",
             pl.struct("state", "sessions_behind").map_elements(
@@ -246,11 +249,11 @@ if attention.height:
                      query_params={"sort": "needs attention"})
 
 # -- status distribution per dataset -----------------------------------------------------------
-dist = q.state_distribution(c.grid())
+dist = status_view.state_distribution(c.grid())
 if not dist.is_empty():
     st.subheader("Status per dataset")
     fig = go.Figure()
-    for state in q.GRID_STATES:
+    for state in status_view.GRID_STATES:
         part = dist.filter(pl.col("state") == state)
         if part["symbols"].sum() == 0:
             continue
@@ -265,7 +268,7 @@ if not dist.is_empty():
                       legend=dict(orientation="h", y=-0.2), xaxis_title="symbols",
                       xaxis=dict(exponentformat="B", separatethousands=True),
                       yaxis=dict(categoryorder="array",
-                                 categoryarray=list(reversed(q.STATUS_DATASETS))))
+                                 categoryarray=list(reversed(status_view.STATUS_DATASETS))))
     event = st.plotly_chart(fig, key="distribution", on_select="rerun",
                             selection_mode="points")
     st.caption("Click a bar to list its symbols.")
@@ -276,7 +279,7 @@ if not dist.is_empty():
 
 # -- pipeline metrics, last 24 hours -----------------------------------------------------------
 since = c.now_minute() - dt.timedelta(hours=24)
-m = c.read("pipeline_metrics", since)
+m = c.read(metrics_view.pipeline_metrics, since)
 f, cp = m["fetch"], m["compute"]
 st.subheader("Last 24 hours")
 c.tiles([
@@ -295,8 +298,8 @@ c.tiles([
 
 # -- overall -----------------------------------------------------------------------------------
 st.subheader("All time")
-o = c.read("overall_success")
-latest = c.read("latest_enrichment")
+o = c.read(metrics_view.overall_success)
+latest = c.read(metrics_view.latest_enrichment)
 c.tiles([
     ("Runs succeeded", ui.fmt_pct(o["run_success_rate"]),
      f"of {o['runs_finished']:,} runs that ran to their end (paused and cancelled runs are "

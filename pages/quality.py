@@ -2,8 +2,8 @@
 
 Select cells in the heatmap (box select) to fill in the form below it, or pick symbols and
 dates there directly; the fill starts a backfill for exactly the missing sessions (a first
-run for symbols never fetched). Everything shown comes from ``enrich.coverage`` and the
-quality read models (``enrich.queries``).
+run for symbols never fetched). Everything shown comes from ``enrich.backfill.heatmap`` and the
+quality read models (``enrich.views.quality``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from enrich import coverage as cov
-from enrich import palette, quality, ui
+from enrich import palette, ui
+from enrich.backfill import heatmap as cov
+from enrich.checks import quality, quality_run
 from enrich.errors import EnrichError
+from enrich.views import quality as quality_view
+from enrich.views import runs as runs_view
 from pages import _common as c
 
 SESSIONS = (20, 60, 130, 252, 520, 1260)
@@ -48,7 +51,7 @@ sessions = f[1].selectbox("Window", SESSIONS, index=1, key="cov_sessions",
                           format_func=lambda n: SESSION_LABEL[n])
 show = f[2].selectbox("Symbols", SHOW, key="cov_show")
 search = f[3].text_input("Search", key="cov_search", placeholder="e.g. AAPL")
-hm: cov.Heatmap = c.read("coverage_heatmap", dataset, now, sessions)
+hm: cov.Heatmap = c.read(quality_view.coverage_heatmap, dataset, now, sessions)
 
 if hm.empty:
     st.info("No active symbol has this dataset yet. Add symbols under Settings, or start "
@@ -203,7 +206,7 @@ def fill_progress() -> None:
     settle = st.session_state.get("fill_settle_until")
     if not ids and settle is None:
         return
-    live = [p for rid in ids if (p := c.read("run_progress", rid)) is not None]
+    live = [p for rid in ids if (p := c.read(runs_view.run_progress, rid)) is not None]
     active = [p for p in live if p["state"] in ("queued", "running")]
     for p in active:
         c.progress_block(p, key=f"fill-{p['run_id']}")
@@ -241,7 +244,7 @@ LINK = st.column_config.LinkColumn("symbol", display_text=r"symbol=(.*)$",
 st.subheader("Worst quality first")
 scope = st.segmented_control("Checks of", ["every dataset", dataset], default="every dataset",
                              key="worst_scope") or "every dataset"
-worst = c.read("worst_quality", None if scope == "every dataset" else dataset, 20)
+worst = c.read(quality_view.worst_quality, None if scope == "every dataset" else dataset, 20)
 if worst.is_empty():
     st.success("Every check passes on what is stored.")
 else:
@@ -257,7 +260,7 @@ else:
                  query_params={"sort": "worst quality"})
 
 st.subheader(f"Failing {dataset} checks")
-fails = c.read("failing_checks", dataset)
+fails = c.read(quality_view.failing_checks, dataset)
 if fails.is_empty():
     st.success(f"Every {dataset} check passes on what is stored.")
 else:
@@ -282,6 +285,6 @@ with st.expander("The checks and their thresholds"):
 if st.button("Re-check stored data", icon="🔁", key="recheck",
              help="Run every check again on what the lake holds now, without fetching"):
     store = c.store()
-    threading.Thread(target=quality.audit, args=(store,), name="quality-audit",
+    threading.Thread(target=quality_run.audit, args=(store,), name="quality-audit",
                      daemon=True).start()
     st.toast("Re-checking every active symbol in the background", icon="🔁")

@@ -8,8 +8,8 @@ import polars as pl
 import streamlit as st
 
 from enrich import palette, ui
-from enrich import queries as q
 from enrich.errors import EnrichError
+from enrich.views import runs as runs_view
 from pages import _charts as charts
 from pages import _common as c
 
@@ -41,11 +41,11 @@ def _reset_page() -> None:
 # -- one run -----------------------------------------------------------------------------------
 @st.fragment(run_every=1.5)
 def live(run_id: str) -> None:
-    p = c.read("run_progress", run_id)
+    p = c.read(runs_view.run_progress, run_id)
     if p is None:
         st.info("Queued: the run is being recorded…")
         return
-    if p["state"] in q.ACTIVE_RUN_STATES:
+    if p["state"] in runs_view.ACTIVE_RUN_STATES:
         c.progress_block(p, key=f"run-{run_id}")
         if st.button("Cancel this run", icon="⏹️", key="cancel_run"):
             svc = c.services()
@@ -63,7 +63,7 @@ def live(run_id: str) -> None:
 
 
 def run_detail(run_id: str) -> None:
-    d = c.read("run_detail", run_id)
+    d = c.read(runs_view.run_detail, run_id)
     if st.button("← All runs", key="runs_back"):
         del st.query_params["run"]
         st.rerun()
@@ -79,7 +79,7 @@ def run_detail(run_id: str) -> None:
                   f"{ui.literal(d['kind'])} run · {ui.literal(who)} · {ui.literal(what)} · "
                   f"provider {ui.literal(d.get('provider') or '?')} · id {ui.literal(run_id)}")
     live(run_id)
-    if d["state"] not in q.ACTIVE_RUN_STATES:
+    if d["state"] not in runs_view.ACTIVE_RUN_STATES:
         c.alert(palette.run_level(d["state"]),
                 f"{ui.run_badge(d['state'])} {ui.literal(d.get('message') or '', limit=600)}")
     times = st.columns(3)
@@ -101,8 +101,8 @@ def run_detail(run_id: str) -> None:
     with st.expander("Parameters"):
         st.json(d.get("params") or {})
 
-    failed = c.read("failed_symbols", run_id)
-    if failed and d["state"] not in q.ACTIVE_RUN_STATES:
+    failed = c.read(runs_view.failed_symbols, run_id)
+    if failed and d["state"] not in runs_view.ACTIVE_RUN_STATES:
         label = f"Retry the {len(failed)} failed symbol{'s' if len(failed) > 1 else ''}"
         if st.button(label, icon="🔁", type="primary", key="retry_failed",
                      help=ui.literal(", ".join(failed[:50]))):
@@ -122,7 +122,7 @@ def run_detail(run_id: str) -> None:
                     _open(new_id)
                     st.rerun()
 
-    tasks = c.read("run_tasks", run_id)
+    tasks = c.read(runs_view.run_tasks, run_id)
     if not tasks.is_empty():
         st.subheader("Timeline")
         now = dt.datetime.now(dt.UTC)
@@ -159,7 +159,7 @@ def run_detail(run_id: str) -> None:
             if pages > 1:
                 st.pagination(pages, key="task_page")
 
-    summ = c.read("run_fetch_summary", run_id)
+    summ = c.read(runs_view.run_fetch_summary, run_id)
     if not summ.is_empty():
         st.subheader("Fetches per dataset")
         c.dataframe(summ, column_config={
@@ -170,10 +170,11 @@ def run_detail(run_id: str) -> None:
         f = st.columns([2, 1])
         sym = f[0].selectbox("Symbol", [ALL, *tasks["symbol"].to_list()], key="log_symbol")
         errors_only = f[1].toggle("Errors and retries only", key="log_errors")
-        _, n = c.read("run_fetch_log", run_id, None if sym == ALL else sym, errors_only, 1, 0)
+        _, n = c.read(runs_view.run_fetch_log, run_id, None if sym == ALL else sym, errors_only,
+                      1, 0)
         pages = max(1, -(-n // LOG_PAGE))
         page = min(int(st.session_state.get("log_page", 1) or 1), pages)
-        log, n = c.read("run_fetch_log", run_id, None if sym == ALL else sym, errors_only,
+        log, n = c.read(runs_view.run_fetch_log, run_id, None if sym == ALL else sym, errors_only,
                         LOG_PAGE, (page - 1) * LOG_PAGE)
         st.caption(f"{n:,} rows" + (f" · page {page} of {pages}" if pages > 1 else ""))
         c.dataframe(log, chips={"status": "task"}, column_config={
@@ -191,9 +192,9 @@ def run_list() -> None:
     f = st.columns([2, 2, 2, 3])
     symbol = f[0].text_input("Symbol", key="run_symbol", bind="query-params",
                              on_change=_reset_page, placeholder="e.g. AAPL")
-    state = f[1].selectbox("State", [ALL, *q.RUN_STATES], key="run_state",
+    state = f[1].selectbox("State", [ALL, *runs_view.RUN_STATES], key="run_state",
                            bind="query-params", on_change=_reset_page)
-    kind = f[2].selectbox("Trigger", [ALL, *q.RUN_KINDS], key="run_kind",
+    kind = f[2].selectbox("Trigger", [ALL, *runs_view.RUN_KINDS], key="run_kind",
                           bind="query-params", on_change=_reset_page)
     days = f[3].date_input("Requested between (UTC dates)", value=(), key="run_days",
                            on_change=_reset_page)
@@ -206,12 +207,12 @@ def run_list() -> None:
     filters = dict(state=None if state == ALL else state, symbol=sym,
                    kind=None if kind == ALL else kind, since=since, until=until)
     page = int(st.session_state.get("runs_page", 1) or 1)
-    rows, total = c.read("runs_search", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+    rows, total = c.read(runs_view.runs_search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                          **filters)
     pages = max(1, -(-total // PAGE_SIZE))
     if page > pages:
         page = pages
-        rows, total = c.read("runs_search", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+        rows, total = c.read(runs_view.runs_search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                              **filters)
     st.caption(f"{total:,} runs match" + (f" · page {page} of {pages}" if pages > 1 else ""))
     if rows.is_empty():

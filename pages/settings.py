@@ -5,10 +5,11 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from enrich import queries, ui
-from enrich import universe as uv
+from enrich import ui
 from enrich.errors import EnrichError
+from enrich.store import universe as uv
 from enrich.symbols import ASSET_CLASSES
+from enrich.views import universe as universe_view
 from pages import _common as c
 
 AUTO = "detect from the symbol"
@@ -34,10 +35,10 @@ else:
     st.info("No alert channel: set ENRICH_ALERT_URLS (e.g. json://host/path, "
             "mailto://user:pass@host?to=you@example.com, ntfy://topic) and restart.")
 if st.button("Send a test alert", icon="📣", key="test_alert"):
-    from enrich import alerts
+    from enrich.alerts import lifecycle as alert_lifecycle
 
     with st.spinner("Sending…"):
-        outcome = alerts.send_test(c.store().catalog, channels, c.ACTOR)
+        outcome = alert_lifecycle.send_test(c.store().catalog, channels, c.ACTOR)
     c.invalidate()
     st.session_state["test_alert_outcome"] = outcome
 outcome = st.session_state.get("test_alert_outcome")
@@ -53,13 +54,13 @@ if outcome is not None:
 
 # -- universe ----------------------------------------------------------------------------------
 st.subheader("Universe")
-table = c.read("universe_table")
+table = c.read(universe_view.universe_table)
 n_active = int(table["active"].sum()) if table.height else 0
 st.caption(f"{table.height:,} symbols, {n_active:,} active. Inactive symbols keep their data "
            "but are left out of runs.")
 search = st.text_input("Filter", key="uni_search", placeholder="symbol or name",
                        on_change=lambda: st.session_state.update(uni_page=1))
-shown = queries.search_symbols(table, search)
+shown = universe_view.search_symbols(table, search)
 # a page at a time: 5,000 rows would be ~0.5 MB sent and drawn on every visit
 pages = max(1, -(-shown.height // UNIVERSE_PAGE))
 page = min(int(st.session_state.get("uni_page", 1) or 1), pages)

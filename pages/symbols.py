@@ -10,9 +10,12 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from enrich import diagnosis, palette, ui
-from enrich import queries as q
-from enrich.snapshots import METHOD_NOTE, describe_inputs
+from enrich.quant.snapshots import METHOD_NOTE, describe_inputs
 from enrich.symbols import ASSET_CLASSES
+from enrich.views import quality as quality_view
+from enrich.views import runs as runs_view
+from enrich.views import status as status_view
+from enrich.views import symbols as symbols_view
 from pages import _charts as charts
 from pages import _common as c
 
@@ -55,26 +58,26 @@ def symbol_list() -> None:
     search = f[0].text_input("Search symbol or name", key="q", bind="query-params",
                              on_change=_reset_page, placeholder="e.g. AAPL or apple")
     # Bound widgets match URL values against option labels: keep labels = values.
-    state = f[1].selectbox("State", [ALL, *q.GRID_STATES], key="state",
+    state = f[1].selectbox("State", [ALL, *status_view.GRID_STATES], key="state",
                            bind="query-params", on_change=_reset_page)
-    dataset = f[2].selectbox("Dataset", [ALL, *q.STATUS_DATASETS], key="dataset",
+    dataset = f[2].selectbox("Dataset", [ALL, *status_view.STATUS_DATASETS], key="dataset",
                              bind="query-params", on_change=_reset_page,
                              help="With a state: filter on that dataset's state.")
     asset = f[3].selectbox("Asset class", [ALL, *ASSET_CLASSES], key="asset",
                            bind="query-params", on_change=_reset_page)
-    sort = f[4].selectbox("Sort", list(q.SYMBOL_SORTS), key="sort", bind="query-params",
+    sort = f[4].selectbox("Sort", list(status_view.SYMBOL_SORTS), key="sort", bind="query-params",
                           on_change=_reset_page)
-    _, total = q.filter_symbols(summary, search=search or None,
-                                state=None if state == ALL else state,
-                                dataset=None if dataset == ALL else dataset,
-                                asset_class=None if asset == ALL else asset, limit=0)
+    _, total = status_view.filter_symbols(summary, search=search or None,
+                                          state=None if state == ALL else state,
+                                          dataset=None if dataset == ALL else dataset,
+                                          asset_class=None if asset == ALL else asset, limit=0)
     pages = max(1, -(-total // PAGE_SIZE))
     page_no = min(int(st.session_state.get("page", 1) or 1), pages)
-    rows, total = q.filter_symbols(summary, search=search or None,
-                                   state=None if state == ALL else state,
-                                   dataset=None if dataset == ALL else dataset,
-                                   asset_class=None if asset == ALL else asset, sort=sort,
-                                   limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+    rows, total = status_view.filter_symbols(summary, search=search or None,
+                                             state=None if state == ALL else state,
+                                             dataset=None if dataset == ALL else dataset,
+                                             asset_class=None if asset == ALL else asset, sort=sort,
+                                             limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
     expected = c.grid().filter(pl.col("asset_class") != "crypto")["expected_session"].max()
     st.caption(f"{total:,} of {summary.height:,} symbols match"
                + (f" · page {page_no} of {pages}" if pages > 1 else "")
@@ -91,7 +94,7 @@ def symbol_list() -> None:
     chips = [pl.struct("state", "sessions_behind").map_elements(
         lambda r: ui.chip(r["state"], r["sessions_behind"]), return_dtype=pl.String)
         .alias("status")]
-    for d in q.STATUS_DATASETS:
+    for d in status_view.STATUS_DATASETS:
         chips.append(pl.struct(pl.col(d).alias("s"), pl.col(f"{d}_behind").alias("b"))
                      .map_elements(lambda r: ui.chip(r["s"], r["b"]), return_dtype=pl.String,
                                    skip_nulls=False)
@@ -103,7 +106,7 @@ def symbol_list() -> None:
     nonce = st.session_state.get("sym_nonce", 0)
     c.dataframe(table, key=f"sym_table_{nonce}", on_select=_on_select,
                 selection_mode="single-row", height=min(38 + 35 * table.height, 720),
-                chips={"status": "state", **dict.fromkeys(q.STATUS_DATASETS, "state"),
+                chips={"status": "state", **dict.fromkeys(status_view.STATUS_DATASETS, "state"),
                        "quality": "quality"},
                 column_config={
                     "sessions_behind": st.column_config.NumberColumn(
@@ -222,10 +225,10 @@ def symbol_run_progress(symbol: str) -> None:
     run_id = st.session_state.get(f"enrich_run_{symbol}")
     if not run_id:
         return
-    p = c.read("run_progress", run_id)
+    p = c.read(runs_view.run_progress, run_id)
     if p is None:
         return
-    if p["state"] in q.ACTIVE_RUN_STATES:
+    if p["state"] in runs_view.ACTIVE_RUN_STATES:
         c.progress_block(p, key=f"sym-{run_id}")
         c.run_link(run_id)
         return
@@ -285,9 +288,9 @@ def causes_block(symbol: str, grid: pl.DataFrame) -> None:
 
 
 def status_table(symbol: str, asset_class: str, g: pl.DataFrame) -> None:
-    stats = c.read("symbol_fetch_stats", symbol)
-    qual = c.lake_read("symbol_lake_quality", symbol, asset_class)
-    scores = c.read("quality_scores", symbol).select(
+    stats = c.read(symbols_view.symbol_fetch_stats, symbol)
+    qual = c.lake_read(symbols_view.symbol_lake_quality, symbol, asset_class)
+    scores = c.read(quality_view.quality_scores, symbol).select(
         "dataset", pl.col("score").alias("quality"))
     table = (g.join(qual.rename({"rows": "rows_held", "first": "first_held",
                                  "last": "last_held"}), on="dataset", how="left")
@@ -340,7 +343,7 @@ def status_table(symbol: str, asset_class: str, g: pl.DataFrame) -> None:
 
 def quality_section(symbol: str) -> None:
     """Each failing check with its evidence, then the restatements of stored history."""
-    checks = c.read("symbol_checks", symbol)
+    checks = c.read(quality_view.symbol_checks, symbol)
     failing = checks.filter(~pl.col("passed")) if not checks.is_empty() else checks
     st.subheader("Data quality")
     if checks.is_empty():
@@ -363,8 +366,8 @@ def quality_section(symbol: str) -> None:
                                       "observed", "threshold", "detail"),
                         key="all_checks", column_config={"check_name": "check",
                                                          "detail": "evidence"})
-    rest = c.read("symbol_restatements", symbol)
-    rebases = c.read("symbol_rebases", symbol)
+    rest = c.read(quality_view.symbol_restatements, symbol)
+    rebases = c.read(quality_view.symbol_rebases, symbol)
     if not rest.is_empty():
         st.markdown(f"**Restatements** — {rest.height} stored values a re-fetch changed "
                     "(old on today's split basis); the features were recomputed.")
@@ -388,17 +391,18 @@ def downloads(symbol: str, asset_class: str) -> None:
         cols = st.columns([2, 1, 1])
         cols[0].write(f"**{ds}**")
         cols[1].download_button(
-            "CSV", lambda ds=ds: ui.to_csv_bytes(q.dataset_rows(lake, symbol, ds)),
+            "CSV", lambda ds=ds: ui.to_csv_bytes(symbols_view.dataset_rows(lake, symbol, ds)),
             file_name=f"{safe}_{ds}.csv", mime="text/csv", key=f"dl_csv_{ds}",
             icon="⬇️", on_click="ignore")
         cols[2].download_button(
-            "Parquet", lambda ds=ds: ui.to_parquet_bytes(q.dataset_rows(lake, symbol, ds)),
+            "Parquet",
+            lambda ds=ds: ui.to_parquet_bytes(symbols_view.dataset_rows(lake, symbol, ds)),
             file_name=f"{safe}_{ds}.parquet", mime="application/vnd.apache.parquet",
             key=f"dl_pq_{ds}", icon="⬇️", on_click="ignore")
 
 
 def drilldown(symbol: str) -> None:
-    info = c.read("symbol_info", symbol)
+    info = c.read(symbols_view.symbol_info, symbol)
     if st.button("← All symbols", key="back"):
         del st.query_params["symbol"]
         st.rerun()
@@ -418,7 +422,7 @@ def drilldown(symbol: str) -> None:
     with top[1]:
         symbol_run_progress(symbol)
 
-    g = c.read("status_grid", c.now_minute(), symbol=symbol, active_only=False)
+    g = c.read(status_view.status_grid, c.now_minute(), symbol=symbol, active_only=False)
     causes_block(symbol, g)
     st.subheader("Status per dataset")
     status_table(symbol, info["asset_class"], g)
@@ -432,8 +436,8 @@ def drilldown(symbol: str) -> None:
                                      label_visibility="collapsed") or "1Y"
     ma200 = opts[1].toggle("MA200", key="ma200")
     bb = opts[2].toggle("Bollinger bands", key="bb")
-    ph = c.lake_read("price_history", symbol)
-    actions = c.lake_read("corporate_actions", symbol)
+    ph = c.lake_read(symbols_view.price_history, symbol)
+    actions = c.lake_read(symbols_view.corporate_actions, symbol)
     if ph.is_empty():
         st.info("No bars stored yet for this symbol. Press **Enrich now** to fetch them.")
     else:
@@ -459,7 +463,7 @@ def drilldown(symbol: str) -> None:
                 "date": "date (session)"})
     with right:
         st.subheader("Latest news")
-        news = c.lake_read("latest_news", symbol, 20)
+        news = c.lake_read(symbols_view.latest_news, symbol, 20)
         if news.is_empty():
             st.caption("None stored.")
         else:
@@ -471,9 +475,9 @@ def drilldown(symbol: str) -> None:
                     "sentiment_reasoning": "why"})
 
     st.subheader("Options implied volatility")
-    smile = c.lake_read("iv_smile", symbol, 3)
-    term = c.lake_read("atm_term_structure", symbol)
-    inputs = c.lake_read("options_inputs", symbol)
+    smile = c.lake_read(symbols_view.iv_smile, symbol, 3)
+    term = c.lake_read(symbols_view.atm_term_structure, symbol)
+    inputs = c.lake_read(symbols_view.options_inputs, symbol)
     if smile.is_empty():
         st.caption("No option chain stored for this symbol.")
     else:
@@ -500,7 +504,7 @@ def drilldown(symbol: str) -> None:
                 "the next snapshot after it" if inputs["partial"] else "closing state")
         st.caption(f"Snapshot of session {ui.fmt_session(inputs['as_of'])} ({when}). "
                    + describe_inputs(inputs))
-    history = c.lake_read("vol_history", symbol)
+    history = c.lake_read(symbols_view.vol_history, symbol)
     if not history.is_empty():
         hc = st.columns(2)
         hfig = go.Figure()

@@ -19,8 +19,8 @@ def feature_kernel_compiled():
     cache) before any test: on a fresh checkout the first compilation takes 10-30 s, which
     must not fall inside a timed wait (a page that waits for a run, a child process); every
     later process loads the cached machine code in about a second."""
-    from enrich import american
-    from enrich.features import load_kernel
+    from enrich.quant import american
+    from enrich.quant.features import load_kernel
 
     load_kernel()
     american.load_kernel()  # the option chains' tree, likewise

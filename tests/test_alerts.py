@@ -22,16 +22,19 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from enrich import alerts
-from enrich import scheduler as sched
-from enrich.backfill import BackfillRequest, start_in_background, wait_for
-from enrich.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.alerts import lifecycle as alert_lifecycle
+from enrich.alerts import rules as alert_rules
+from enrich.alerts import watcher as alert_watcher
+from enrich.backfill.jobs import BackfillRequest, start_in_background, wait_for
 from enrich.channels import Channels
 from enrich.config import load_settings
 from enrich.errors import TransientError
-from enrich.providers.sample import SampleProvider
+from enrich.pipeline import scheduler as sched
+from enrich.providers.sample.provider import SampleProvider
 from enrich.service import Services, reset_services
-from enrich.store import Store
+from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.store.store import Store
+from enrich.views import alerts as alerts_view
 from tests.conftest import FIXED_NOW, subprocess_env
 from tests.fakes.alert_sinks import Smtp, Webhook
 from tests.test_quality import enrich
@@ -87,7 +90,7 @@ def wait_until(predicate, timeout: float = TIMEOUT, what: str = "the condition")
         time.sleep(0.05)
 
 
-def rounds(watcher: alerts.Watcher, n: int = 3) -> None:
+def rounds(watcher: alert_watcher.Watcher, n: int = 3) -> None:
     """Wait until the watcher has finished ``n`` more evaluations."""
     start = watcher.evaluations
     wait_until(lambda: watcher.evaluations >= start + n, what=f"{n} evaluations")
@@ -101,8 +104,8 @@ class Desk:
         self.settings = settings_for(data).with_(alert_urls=urls, now_override=LATER)
         self.store = Store(data)
         self.channels = Channels(urls, backoff_s=backoff_s)
-        self.watcher = alerts.Watcher(self.settings, self.store, now=lambda: self.data_now,
-                                      every_s=0.1, channels=self.channels)
+        self.watcher = alert_watcher.Watcher(self.settings, self.store, now=lambda: self.data_now,
+                                             every_s=0.1, channels=self.channels)
         self.svc = Services(self.settings, store=self.store, alerts=self.watcher,
                             provider=SampleProvider(clock=lambda: LATER)).start()
 
@@ -164,8 +167,8 @@ def test_a_snoozed_rule_sends_nothing_but_is_recorded(data, sinks):
     hook, smtp = sinks
     desk = Desk(data, (hook.url(), smtp.url()))
     try:
-        out = alerts.snooze(desk.store.catalog, "stale", utcnow() + dt.timedelta(hours=2),
-                            "test", utcnow(), "maintenance")
+        out = alert_lifecycle.snooze(desk.store.catalog, "stale", utcnow() + dt.timedelta(hours=2),
+                                     "test", utcnow(), "maintenance")
         assert out["target"] == "stale"
         desk.data_now = LATER
         wait_until(lambda: [e for e in rows(desk.store) if e["event"] == "opened"],
@@ -180,7 +183,7 @@ def test_a_snoozed_rule_sends_nothing_but_is_recorded(data, sinks):
     assert hook.attempts == 0 and smtp.items == [] and smtp.logins == []
     assert [(e["event"], e["delivery"]) for e in rows(desk.store)] == [
         ("opened", "snoozed"), ("resolved", "snoozed")]
-    page, _ = alerts.incidents(desk.store.catalog, utcnow())
+    page, _ = alerts_view.incidents(desk.store.catalog, utcnow())
     assert page["snoozed_until"][0] is not None and page["state"][0] == "resolved"
 
 
@@ -188,13 +191,13 @@ def test_an_incident_opened_while_snoozed_is_sent_when_the_snooze_ends(data, sin
     hook, _ = sinks
     desk = Desk(data, (hook.url(),))
     try:
-        alerts.snooze(desk.store.catalog, "stale", utcnow() + dt.timedelta(hours=1), "t",
-                      utcnow())
+        alert_lifecycle.snooze(desk.store.catalog, "stale", utcnow() + dt.timedelta(hours=1), "t",
+                               utcnow())
         desk.data_now = LATER
         wait_until(lambda: rows(desk.store), what="the incident")
         rounds(desk.watcher)
         assert hook.attempts == 0
-        assert alerts.unsnooze(desk.store.catalog, "stale")
+        assert alert_lifecycle.unsnooze(desk.store.catalog, "stale")
         [sent] = hook.wait_for(1)
         rounds(desk.watcher)
         assert len(hook.items) == 1 and sent["title"].startswith("[enrich] data not fresh")
@@ -235,7 +238,7 @@ def test_an_unknown_channel_is_recorded_not_raised(data):
     store = Store(data)
     channels = Channels(("nosuchscheme://tok3n-XYZ/abc",), backoff_s=0)
     assert channels.labels == ["channel 1 (not a URL apprise supports)"]
-    out = alerts.send_test(store.catalog, channels, "test")
+    out = alert_lifecycle.send_test(store.catalog, channels, "test")
     assert out["delivery"] == "failed"
     assert "apprise supports" in out["channels"][0]["error"]
     assert "tok3n-XYZ" not in json.dumps(rows(store), default=str)
@@ -264,17 +267,17 @@ def test_failed_run_opens_until_its_symbols_succeed(tmp_path):
     summary = populate(settings)  # SPY's news fails: a partial run
     store = Store(settings.data_dir)
     assert summary.state == "partial"
-    ev = alerts.evaluate(store.catalog, FIXED_NOW, channels=False)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False)
     [inc] = [r for r in ev.opened if r["rule"] == "run_failed"]
     assert inc["dedupe_key"] == f"run_failed:{summary.run_id}"
     assert "still failing: MSFT, SPY" in inc["detail"] and inc["severity"] == "warning"
-    assert not alerts.evaluate(store.catalog, FIXED_NOW, channels=False).opened
+    assert not alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False).opened
     # Neither an unrelated symbol's success nor one of the two clears it; both do.
     for symbol in ("AAPL", "SPY"):
         enrich(settings, symbols=[symbol], lookback_days=5)
-        assert not alerts.evaluate(store.catalog, FIXED_NOW, channels=False).resolved
+        assert not alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False).resolved
     enrich(settings, symbols=["MSFT"], lookback_days=5)
-    ev = alerts.evaluate(store.catalog, FIXED_NOW, channels=False)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False)
     assert [r["dedupe_key"] for r in ev.resolved] == [inc["dedupe_key"]]
 
 
@@ -286,13 +289,13 @@ def test_scheduler_heartbeat_lost_opens_and_resolves(data):
               "heartbeat_interval_s = 5, stopped_at = NULL WHERE id = 1",
               [now - dt.timedelta(minutes=5)])
     store.catalog.write(b)
-    ev = alerts.evaluate(store.catalog, FIXED_NOW, now, channels=False)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=False)
     [inc] = ev.opened
     assert inc["dedupe_key"] == "scheduler:dead" and "pid 4242 on elsewhere" in inc["detail"]
     b = WriteBatch()
     b.execute("UPDATE scheduler_state SET heartbeat_at = ? WHERE id = 1", [now])
     store.catalog.write(b)
-    ev = alerts.evaluate(store.catalog, FIXED_NOW, now, channels=False)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=False)
     assert [r["dedupe_key"] for r in ev.resolved] == ["scheduler:dead"]
 
 
@@ -319,7 +322,8 @@ def take_over_from_a_dead_owner(data: Path) -> tuple[list[dict], str]:
               [int(dead_pid), host, clock() - dt.timedelta(seconds=30)])
     store.catalog.write(b)
     settings = settings_for(data).with_(scheduler=True, now_override=FIXED_NOW)
-    watcher = alerts.Watcher(settings, store, clock=clock, every_s=0.1, channels=Channels(()))
+    watcher = alert_watcher.Watcher(settings, store, clock=clock, every_s=0.1,
+                                    channels=Channels(()))
     svc = Services(settings, clock=clock, store=store, alerts=watcher, heartbeat_s=0.2)
     svc.start()
     try:
@@ -346,7 +350,7 @@ def test_the_watcher_of_a_taking_over_service_first_looks_after_the_claim(data, 
     the dead owner's row before it would say "no process owns the daily schedule now" while
     this very process takes it over (the race a loaded machine showed)."""
     seen: list[str] = []
-    beat, run_once = sched.beat, alerts.Watcher.run_once
+    beat, run_once = sched.beat, alert_watcher.Watcher.run_once
 
     def recording_beat(*args, **kwargs):
         got = beat(*args, **kwargs)
@@ -358,7 +362,7 @@ def test_the_watcher_of_a_taking_over_service_first_looks_after_the_claim(data, 
         return run_once(self)
 
     monkeypatch.setattr(sched, "beat", recording_beat)
-    monkeypatch.setattr(alerts.Watcher, "run_once", recording_round)
+    monkeypatch.setattr(alert_watcher.Watcher, "run_once", recording_round)
     events, _ = take_over_from_a_dead_owner(data)
     assert seen[0] == "claimed", seen[:5]
     assert "has taken the schedule over" in events[0]["detail"]
@@ -368,20 +372,20 @@ def test_quota_exhausted_and_429_storm(data):
     store = Store(data)
     now = utcnow()
     b = WriteBatch()
-    for i in range(alerts.STORM_RETRIES):
+    for i in range(alert_rules.STORM_RETRIES):
         b.insert("fetch_log", {"symbol": "AAPL", "dataset": "bars", "status": "retried",
                                "error_class": "rate_limited",
                                "started_at": now - dt.timedelta(seconds=i)})
     store.catalog.write(b)
-    [storm] = alerts.evaluate(store.catalog, FIXED_NOW, now, channels=False).opened
+    [storm] = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=False).opened
     assert storm["title"].startswith("429 storm") and storm["severity"] == "warning"
     b = WriteBatch()
     b.insert("fetch_log", {"symbol": "AAPL", "dataset": "bars", "status": "failed",
                            "error_class": "rate_limited", "started_at": now})
     store.catalog.write(b)
-    assert not alerts.evaluate(store.catalog, FIXED_NOW, now, channels=False).opened
-    later = now + alerts.QUOTA_WINDOW + dt.timedelta(minutes=1)
-    ev = alerts.evaluate(store.catalog, FIXED_NOW, later, channels=False)
+    assert not alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=False).opened
+    later = now + alert_rules.QUOTA_WINDOW + dt.timedelta(minutes=1)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, later, channels=False)
     assert [r["dedupe_key"] for r in ev.resolved] == ["quota:rate_limited"]
 
 
@@ -391,7 +395,7 @@ def test_quality_error_opens_until_a_fill_closes_the_gap(data):
     store = Store(data)
     gone = store.lake.read("bars", ["AAPL"], level="1d")["session"].to_list()[-10:-8]
     drop_sessions(store, "AAPL", gone)  # re-checks: missing_sessions fails (error level)
-    [inc] = alerts.evaluate(store.catalog, FIXED_NOW, channels=False).opened
+    [inc] = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False).opened
     assert inc["dedupe_key"] == "quality:bars/missing_sessions"
     assert inc["detail"].startswith("AAPL.")
     env = subprocess_env(data, ENRICH_NOW=FIXED_NOW.isoformat(), ENRICH_HISTORY_YEARS=1)
@@ -402,7 +406,7 @@ def test_quality_error_opens_until_a_fill_closes_the_gap(data):
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["cells"] == 2 and list(out["states"].values()) == ["succeeded"]
-    ev = alerts.evaluate(store.catalog, FIXED_NOW, channels=False)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False)
     assert [r["dedupe_key"] for r in ev.resolved] == [inc["dedupe_key"]]
 
 
@@ -430,47 +434,47 @@ def test_failed_backfill_opens_until_it_is_resumed(data):
     start_in_background(settings, request, store=store, provider=_FailingBars())
     bid = store.catalog.scalar("SELECT backfill_id FROM backfills")
     assert wait_for(bid, TIMEOUT)
-    [inc] = alerts.evaluate(store.catalog, FIXED_NOW, channels=False).opened
+    [inc] = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False).opened
     assert inc["dedupe_key"] == f"backfill:{bid}" and "upstream down" in inc["detail"]
     start_in_background(settings, backfill_id=bid, retry_failed=True, store=store,
                         provider=SampleProvider(clock=lambda: FIXED_NOW))
     assert wait_for(bid, TIMEOUT)
-    ev = alerts.evaluate(store.catalog, FIXED_NOW, channels=False)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False)
     assert [r["dedupe_key"] for r in ev.resolved] == [f"backfill:{bid}"]
 
 
 def test_a_broken_rule_leaves_its_incidents_alone(data):
     store = Store(data)
-    ev = alerts.evaluate(store.catalog, LATER, channels=False)
+    ev = alert_lifecycle.evaluate(store.catalog, LATER, channels=False)
     assert [r["rule"] for r in ev.opened] == ["stale"]
 
     def broken(ctx):
         raise RuntimeError("bug")
 
-    ev = alerts.evaluate(store.catalog, FIXED_NOW, channels=False,
-                         rules={**alerts.RULES, "stale": broken})
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False,
+                                  rules={**alert_rules.RULES, "stale": broken})
     assert not ev.resolved and "stale" in ev.failed_rules
 
 
 def test_ack_snooze_and_periods(data):
     store = Store(data)
-    [inc] = alerts.evaluate(store.catalog, LATER, channels=False).opened
+    [inc] = alert_lifecycle.evaluate(store.catalog, LATER, channels=False).opened
     now = utcnow()
-    out = alerts.acknowledge(store.catalog, inc["incident_id"], "ana", now)
+    out = alert_lifecycle.acknowledge(store.catalog, inc["incident_id"], "ana", now)
     assert out["acked_by"] == "ana"
-    page, total = alerts.incidents(store.catalog, now, state="open")
+    page, total = alerts_view.incidents(store.catalog, now, state="open")
     assert total == 1 and page["acked_by"][0] == "ana"
-    s = alerts.snooze(store.catalog, inc["incident_id"], now + alerts.parse_period("2h"),
-                      "ana", now)
+    s = alert_lifecycle.snooze(store.catalog, inc["incident_id"],
+                               now + alert_lifecycle.parse_period("2h"), "ana", now)
     assert s["target"] == "stale"  # an incident is snoozed by its dedupe key
-    assert alerts.active_snoozes(store.catalog, now)["target"].to_list() == ["stale"]
-    with pytest.raises(alerts.UnknownAlertError):
-        alerts.acknowledge(store.catalog, "nope", "ana", now)
-    assert alerts.parse_period("30m") == dt.timedelta(minutes=30)
-    assert alerts.parse_period("1w") == dt.timedelta(days=7)
+    assert alerts_view.active_snoozes(store.catalog, now)["target"].to_list() == ["stale"]
+    with pytest.raises(alert_lifecycle.UnknownAlertError):
+        alert_lifecycle.acknowledge(store.catalog, "nope", "ana", now)
+    assert alert_lifecycle.parse_period("30m") == dt.timedelta(minutes=30)
+    assert alert_lifecycle.parse_period("1w") == dt.timedelta(days=7)
     for bad in ("", "soon", "0m", "100d"):
-        with pytest.raises(alerts.ConfigError):
-            alerts.parse_period(bad)
+        with pytest.raises(alert_lifecycle.ConfigError):
+            alert_lifecycle.parse_period(bad)
 
 
 # -- CLI ----------------------------------------------------------------------------------------
@@ -483,7 +487,7 @@ def run_cli(data: Path, *args: str, **env) -> subprocess.CompletedProcess:
 def test_alerts_cli_list_ack_snooze_and_test(data, sinks):
     hook, _ = sinks
     store = Store(data)
-    [inc] = alerts.evaluate(store.catalog, LATER, channels=False).opened
+    [inc] = alert_lifecycle.evaluate(store.catalog, LATER, channels=False).opened
     iid = inc["incident_id"]
     p = run_cli(data, "alerts", "list", "--json")
     assert p.returncode == 0, p.stderr
@@ -530,8 +534,8 @@ def open_page(page: str) -> AppTest:
 
 def test_overview_lists_open_alerts_and_the_alerts_page_acks_and_snoozes(app_env):
     store = app_env
-    alerts.evaluate(store.catalog, LATER, channels=False)  # or the page's own watcher did
-    [inc] = alerts.open_incidents(store.catalog, utcnow()).to_dicts()
+    alert_lifecycle.evaluate(store.catalog, LATER, channels=False)  # or the page's own watcher did
+    [inc] = alerts_view.open_incidents(store.catalog, utcnow()).to_dicts()
     assert inc["rule"] == "stale"
     at = open_page("pages/overview.py")
     assert any(s.value.startswith("Open alerts: 1") for s in at.subheader)

@@ -2,7 +2,7 @@
 
 The reference chains are priced by an independent American model: a 1,001-step Leisen–Reimer
 tree written here in numpy (vectorised over options, one loop over time steps), with the
-tree's European value as a control variate. ``enrich.american`` uses 101- and 51-step trees.
+tree's European value as a control variate. ``enrich.quant.american`` uses 101- and 51-step trees.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import math
 import numpy as np
 import pytest
 
-from enrich.american import (
+from enrich.quant.american import (
     american_iv_greeks,
     american_price,
     early_exercise_pays,
     early_exercise_premium,
 )
-from enrich.bsm import price_and_greeks
-from enrich.iv import GREEKS, NullReason, compute_iv_greeks, implied_vol
+from enrich.quant.bsm import price_and_greeks
+from enrich.quant.iv import GREEKS, NullReason, compute_iv_greeks, implied_vol
 
 REFERENCE_STEPS = 1001
 
@@ -31,7 +31,7 @@ def _pp(z: np.ndarray, n: int) -> np.ndarray:
 
 def reference_american(s, k, t, r, q, sigma, call, n=REFERENCE_STEPS):
     """American prices from an n-step Leisen–Reimer tree, BSM-corrected by the same tree's
-    European value (numpy, independent of enrich.american's compiled tree)."""
+    European value (numpy, independent of enrich.quant.american's compiled tree)."""
     s, k, t, r, q, sigma = (np.broadcast_to(np.asarray(a, float), np.shape(k)).copy()
                             for a in (s, k, t, r, q, sigma))
     call = np.broadcast_to(np.asarray(call, bool), np.shape(k))

@@ -24,14 +24,17 @@ import httpx
 import polars as pl
 import pytest
 
-from enrich import alerts, backfill, coverage, queries
-from enrich.api import create_app
+from enrich.alerts import lifecycle as alert_lifecycle
+from enrich.api.app import create_app
 from enrich.api_token import ensure_token
-from enrich.catalog import WriteBatch, utcnow
+from enrich.backfill import heatmap as coverage
+from enrich.backfill import jobs as backfill
 from enrich.config import load_settings
 from enrich.errors import CatalogBusyError
 from enrich.service import Services
-from enrich.store import Store
+from enrich.store.catalog import WriteBatch, utcnow
+from enrich.store.store import Store
+from enrich.views import status as status_view
 from tests.conftest import FIXED_NOW, subprocess_env
 from tests.test_queries import populate
 
@@ -116,7 +119,7 @@ def template(tmp_path_factory):
     data = tmp_path_factory.mktemp("api") / "data"
     summary = populate(settings_for(data))
     store = Store(data)
-    alerts.evaluate(store.catalog, FIXED_NOW, channels=False)  # the partial run, KO's gap
+    alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False)  # the partial run, KO's gap
     return data, summary
 
 
@@ -175,10 +178,10 @@ def test_overview_matches_the_catalog(reads):
     j = desk.api.ok(f"{V1}/overview")
     assert j["as_of"] == "2026-11-25T22:00:00Z"
     assert j["symbols"] == desk.one("SELECT count(*) FROM symbols WHERE active")
-    expected = queries.symbol_state_counts(queries.symbol_summary(
-        queries.status_grid(desk.catalog, FIXED_NOW)))
+    expected = status_view.symbol_state_counts(status_view.symbol_summary(
+        status_view.status_grid(desk.catalog, FIXED_NOW)))
     assert j["states"] == expected and j["states"]["failing"] == 1
-    grid_rows = queries.status_grid(desk.catalog, FIXED_NOW).height
+    grid_rows = status_view.status_grid(desk.catalog, FIXED_NOW).height
     assert sum(r["symbols"] for r in j["distribution"]) == grid_rows
     steps = desk.one("SELECT count(*) FROM fetch_log WHERE status IN ('ok', 'up_to_date', "
                      "'failed') AND started_at >= ?", [FIXED_NOW - dt.timedelta(hours=24)])
@@ -655,7 +658,7 @@ KEY = "ECHO-key-5f1e9c2b7a"
 def test_provider_key_never_in_a_response(template, tmp_path):
     """A provider that echoes the key into its error bodies, and an error message that
     carries it into the catalog: no response shows it."""
-    from enrich.providers.massive import MassiveProvider
+    from enrich.providers.massive.provider import MassiveProvider
 
     data = tmp_path / "data"
     shutil.copytree(template[0], data)

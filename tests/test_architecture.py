@@ -208,18 +208,18 @@ def test_no_import_cycle(graph):
 
 
 def test_no_cycle_engine_workers(graph):
-    # Broken by enrich/run_model.py (StepResult, SymbolResult, LogBuffer, fetched_for below
+    # Broken by enrich/pipeline/run_model.py (StepResult, SymbolResult, LogBuffer, fetched_for below
     # both), ``run_in_processes(..., record=partial(engine.record_task, log, run_id))`` and
     # ``Job(..., engine_factory=type(engine))``: workers.py imports nothing from the engine.
-    assert not _cycles_through(graph, {"enrich.engine", "enrich.workers"})
+    assert not _cycles_through(graph, {"enrich.pipeline.engine", "enrich.pipeline.workers"})
 
 
 def test_no_cycle_providers_factory(graph):
     # Broken by enrich/providers/base.py: the protocol and its value types live below the
     # providers, which import them from there; the package keeps make_provider.
-    members = {"enrich.providers", "enrich.providers.sample"}
+    members = {"enrich.providers", "enrich.providers.sample.provider"}
     assert not _cycles_through(graph, members)
-    assert not _cycles_through(graph, {"enrich.providers", "enrich.providers.massive"})
+    assert not _cycles_through(graph, {"enrich.providers", "enrich.providers.massive.provider"})
 
 
 def test_no_cycle_cli_plugins(graph):
@@ -264,3 +264,76 @@ def test_walker_names_the_cycle(tmp_path):
     found = cycles(import_edges(tmp_path, "pkg"))
     assert [describe(c) for c in found] == [
         "pkg.a -> pkg.b (pkg/a.py:1) -> pkg.c (pkg/b.py:2) -> pkg.a (pkg/c.py:1)"]
+
+
+# -- the layout: which modules sit at the top of enrich/, and which way imports run -----------
+# The folders in data-flow order (README, "How the code is laid out"). A module at the top of
+# enrich/ is either a foundation every folder may use, or an application module that ties the
+# folders together for the service, the API and the pages.
+FOLDERS = ("providers", "checks", "store", "pipeline", "backfill", "quant", "views", "alerts",
+           "api", "cli")
+FOUNDATION = {"errors", "redact", "schemas", "conventions", "calendars", "symbols", "config",
+              "identity", "freshness", "palette", "ui", "errorlog", "api_token", "channels"}
+APPLICATION = {"service", "health", "diagnosis"}
+ENTRY = {"enrich", "enrich.__main__"}
+
+# What each folder may import besides itself and the foundation. Read down the data flow:
+# a provider answers requests (its request policy, retries and pacing, live in providers/);
+# the checks judge what was fetched and what the store holds; the pipeline runs providers,
+# checks and store; backfills drive the pipeline's fetch step; views read the store (and the
+# heatmap a backfill fills) for the pages. quant is pure maths, below everything but the
+# foundation.
+MAY_IMPORT = {
+    "quant": set(),
+    "store": set(),
+    "providers": {"quant"},
+    "checks": {"store"},
+    "pipeline": {"providers", "checks", "store", "quant"},
+    "backfill": {"pipeline", "providers", "checks", "store", "quant"},
+    # views.quality reads the coverage heatmap (backfill.heatmap) and the quality check
+    # catalogue (checks.quality): read models over what those folders own, not a fetch.
+    "views": {"backfill", "checks", "store", "quant"},
+    # Alert rules read what the views and the runs say; incidents live in the catalog.
+    "alerts": {"views", "backfill", "pipeline", "checks", "store", "quant"},
+    # The JSON API translates HTTP to the services' and read models' calls, as the CLI does.
+    "api": {"alerts", "views", "backfill", "pipeline", "providers", "checks", "store", "quant",
+            "application"},
+    "cli": {*FOLDERS, "application"},
+}
+
+
+def _place(module: str) -> str:
+    """``foundation``, ``application``, ``entry`` or the folder a module of enrich sits in."""
+    if module in ENTRY:
+        return "entry"
+    part = module.split(".")[1]
+    if part in FOLDERS:
+        return part
+    return "foundation" if part in FOUNDATION else "application" if part in APPLICATION else "?"
+
+
+def test_top_of_the_package_holds_only_the_named_modules():
+    top = {p.stem for p in (ROOT / "enrich").glob("*.py")} - {"__init__", "__main__"}
+    folders = {p.name for p in (ROOT / "enrich").iterdir()
+               if p.is_dir() and (p / "__init__.py").exists()}
+    assert top == FOUNDATION | APPLICATION, (
+        f"new at the top of enrich/: {sorted(top - FOUNDATION - APPLICATION)} (give it a "
+        f"folder, or name it here); gone: {sorted(FOUNDATION | APPLICATION - top)}")
+    assert folders == set(FOLDERS)
+
+
+def test_imports_run_down_the_data_flow(graph):
+    wrong = []
+    for e in graph:
+        src, dst = _place(e.source), _place(e.target)
+        if src == dst or dst == "foundation":
+            continue
+        if src == "foundation":
+            ok = False  # the foundation imports only itself
+        elif src in ("application", "entry"):
+            ok = dst != "cli" or src == "entry"
+        else:
+            ok = dst in MAY_IMPORT[src]
+        if not ok:
+            wrong.append(f"{e.source} ({src}) -> {e.target} ({dst}) at {e.where}")
+    assert not wrong, "imports against the data flow:\n" + "\n".join(wrong)

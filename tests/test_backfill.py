@@ -16,8 +16,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from enrich import queries as q
-from enrich.backfill import (
+from enrich.backfill.jobs import (
     BACKFILL_PRIORITY,
     Backfiller,
     BackfillRequest,
@@ -31,18 +30,19 @@ from enrich.backfill import (
     stop_backfill,
     wait_for,
 )
-from enrich.catalog import Catalog
 from enrich.cli import main
 from enrich.config import load_settings
 from enrich.errors import ConfigError, TransientError
-from enrich.lake import Lake
-from enrich.providers.massive import MassiveProvider
-from enrich.providers.sample import SampleProvider
-from enrich.ratelimit import RateLimiter, clear_limiters
-from enrich.retry import RetryPolicy
+from enrich.providers.massive.provider import MassiveProvider
+from enrich.providers.ratelimit import RateLimiter, clear_limiters
+from enrich.providers.retry import RetryPolicy
+from enrich.providers.sample.provider import SampleProvider
 from enrich.schemas import DATASETS
-from enrich.store import Store
-from enrich.universe import ensure_demo_universe
+from enrich.store.catalog import Catalog
+from enrich.store.lake import Lake
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe
+from enrich.views import metrics as metrics_view
 from tests.conftest import FIXED_NOW, REPO, subprocess_env
 from tests.fakes.massive_server import FakeMassive
 
@@ -357,7 +357,7 @@ def test_read_model_measures_throughput_of_a_running_backfill(settings):
     cat = bf.store.catalog
     started = cat.scalar("SELECT started_at FROM runs WHERE run_id = ?", [first.run_id])
     # Seen while still running, two minutes in: 4 requests made, the rest at that pace.
-    from enrich.catalog import WriteBatch
+    from enrich.store.catalog import WriteBatch
 
     b = WriteBatch()
     b.execute("UPDATE runs SET state = 'running', finished_at = NULL WHERE run_id = ?",
@@ -375,7 +375,7 @@ def test_read_model_measures_throughput_of_a_running_backfill(settings):
 def test_terminal_progress_bar_and_plain_lines():
     import io
 
-    from enrich.backfill import Chunk, Progress
+    from enrich.backfill.jobs import Chunk, Progress
     from enrich.cli.progress import TerminalProgress
 
     class Tty(io.StringIO):
@@ -418,7 +418,7 @@ def test_pause_then_resume_from_the_background(settings):
     paused = backfill_progress_summary(store.catalog, bid)[0]
     # Paused is its own run state: not cancelled, and not counted in the success rates.
     assert paused["status"] == "paused" and paused["run_state"] == "paused"
-    assert q.overall_success(store.catalog)["runs_finished"] == 0
+    assert metrics_view.overall_success(store.catalog)["runs_finished"] == 0
     assert paused["chunks_pending"] > 0 and "resume" in paused["run_message"]
     steps = backfill_steps(store.catalog, bid)
     assert steps["step"].to_list() == ["splits", "bars", "features"]
@@ -432,7 +432,7 @@ def test_pause_then_resume_from_the_background(settings):
     assert done["chunks_done"] == done["chunks_total"]
     total = done["chunks_total"]
     assert done["run_message"].startswith(f"backfill {bid}: {total} of {total} chunks done (")
-    assert q.overall_success(store.catalog)["runs_finished"] == 1
+    assert metrics_view.overall_success(store.catalog)["runs_finished"] == 1
     chunks = backfill_chunks(store.catalog, bid)
     assert (chunks["attempts"] == 1).all()  # a pause never redoes a finished chunk
 

@@ -272,12 +272,13 @@ def gap_data(tmp_path):
     three AAPL sessions deleted from the lake and the stored data re-checked."""
     import polars as pl
 
-    from enrich import quality
+    from enrich.checks import quality_run
     from enrich.config import load_settings
-    from enrich.engine import Engine, RunParams
-    from enrich.providers.sample import SampleProvider
-    from enrich.store import Store
-    from enrich.universe import add_symbols
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.providers.sample.provider import SampleProvider
+    from enrich.store.store import Store
+    from enrich.store.universe import add_symbols
 
     settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data"),
                               "ENRICH_SCHEDULER": "off"}, dotenv_path=None)
@@ -292,7 +293,7 @@ def gap_data(tmp_path):
     gone = bars["session"].to_list()[-25:-22]
     store.lake.replace_symbol("bars", "AAPL", bars.filter(~pl.col("session").is_in(gone)),
                               level="1d")
-    quality.audit(store, ["AAPL"], ["bars"])
+    quality_run.audit(store, ["AAPL"], ["bars"])
     return gone
 
 

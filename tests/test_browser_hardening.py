@@ -36,13 +36,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @pytest.fixture
 def hostile(tmp_path):
     """Before the server starts: a store whose every stored text field holds the payload."""
-    from enrich import scheduler as sched
-    from enrich.catalog import WriteBatch, utcnow
     from enrich.config import load_settings
-    from enrich.engine import Engine, RunParams
-    from enrich.providers.sample import SampleProvider
-    from enrich.store import Store
-    from enrich.universe import import_csv
+    from enrich.pipeline import scheduler as sched
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.providers.sample.provider import SampleProvider
+    from enrich.store.catalog import WriteBatch, utcnow
+    from enrich.store.store import Store
+    from enrich.store.universe import import_csv
 
     settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data"),
                               "ENRICH_SCHEDULER": "off", "ENRICH_HISTORY_YEARS": "1"},

@@ -12,10 +12,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enrich import catalog
-from enrich.catalog import MIGRATIONS, WAITING_NOTE, Catalog, WriteBatch, utcnow
 from enrich.errors import CatalogBusyError
-from enrich.lake import Lake
+from enrich.store import catalog
+from enrich.store.catalog import WAITING_NOTE, Catalog, WriteBatch, utcnow
+from enrich.store.lake import Lake
+from enrich.store.migrations import MIGRATIONS
 from tests.conftest import REPO
 
 
@@ -227,7 +228,7 @@ def test_a_forked_child_survives_the_parents_catalog(tmp_path):
 
 _WAIT_FOR_CATALOG = """
 import sys
-from enrich.catalog import Catalog
+from enrich.store.catalog import Catalog
 from enrich.errors import CatalogBusyError
 try:
     Catalog(sys.argv[1], timeout_s=float(sys.argv[2])).data_version()

@@ -21,8 +21,8 @@ import duckdb
 import pytest
 
 from enrich import cli
-from enrich.store import Store
-from enrich.universe import add_symbols
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
 from tests.conftest import REPO, subprocess_env
 
 
@@ -259,12 +259,12 @@ def test_base_url_user_info_is_never_shown(seeded, capsys, monkeypatch):
 
 
 def test_an_internal_error_is_one_line_and_logged(seeded, capsys, monkeypatch):
-    import enrich.queries
+    import enrich.views.status
 
     def broken(*a, **k):
         raise KeyError("boom")
 
-    monkeypatch.setattr(enrich.queries, "status_table", broken)
+    monkeypatch.setattr(enrich.views.status, "status_table", broken)
     assert cli.main(["status"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error (KeyError" in err

@@ -7,7 +7,7 @@ import io
 
 from enrich.cli.progress import TerminalProgress
 from enrich.errors import ProviderError
-from enrich.run_model import StepResult, SymbolResult
+from enrich.pipeline.run_model import StepResult, SymbolResult
 
 
 class Tty(io.StringIO):

@@ -18,13 +18,13 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from enrich import coverage as cov
-from enrich import quality
-from enrich.catalog import WriteBatch
+from enrich.backfill import heatmap as cov
+from enrich.checks import quality_run
 from enrich.config import load_settings
 from enrich.service import reset_services
-from enrich.store import Store
-from enrich.universe import add_symbols
+from enrich.store.catalog import WriteBatch
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
 from tests.conftest import FIXED_NOW
 from tests.test_quality import enrich
 
@@ -66,7 +66,7 @@ def drop_sessions(store: Store, symbol: str, days: list[dt.date]) -> None:
     bars = store.lake.read("bars", [symbol], level="1d")
     store.lake.replace_symbol("bars", symbol, bars.filter(~pl.col("session").is_in(days)),
                               level="1d")
-    quality.audit(store, [symbol], ["bars"])
+    quality_run.audit(store, [symbol], ["bars"])
 
 
 # -- the read model ----------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_failed_cells_point_at_the_failing_session(store):
     store.lake.replace_symbol("bars", "KO", bars.with_columns(
         pl.when(pl.col("session") == day).then(pl.col("low") * 0.5)
         .otherwise(pl.col("high")).alias("high")), level="1d")
-    quality.audit(store, ["KO"], ["bars"])
+    quality_run.audit(store, ["KO"], ["bars"])
     hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=20)
     ko = cells(hm, "KO")
     assert [d for d, v in ko.items() if v == cov.FAILED] == [day]
@@ -178,8 +178,9 @@ def test_filling_a_never_fetched_symbol_leaves_no_history_unfetched_and_not_expe
     """Issue 18, gap fill: a fill of a few sessions of a never-fetched symbol fetches its
     configured history, and no session of that history is both unfetched and shown as
     "not expected" (the old 33-day first fetch turned the years before it grey)."""
-    from enrich.engine import Engine, RunParams
-    from enrich.providers.sample import SampleProvider
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.providers.sample.provider import SampleProvider
 
     settings = settings_for(store.data_dir)  # ENRICH_HISTORY_YEARS=1
     add_symbols(store.catalog, [("S0042", "stocks", "Never fetched")])
@@ -211,8 +212,9 @@ def test_filling_a_never_fetched_symbol_leaves_no_history_unfetched_and_not_expe
 def test_history_before_a_short_first_fetch_is_missing_not_before_listing(store):
     """"Before listing" needs a real listing date: a first fetch of 33 days leaves the
     sessions before it missing, counted, not grey."""
-    from enrich.engine import Engine, RunParams
-    from enrich.providers.sample import SampleProvider
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.providers.sample.provider import SampleProvider
 
     settings = settings_for(store.data_dir)
     add_symbols(store.catalog, [("S0042", "stocks", "Fetched for a month")])
@@ -367,7 +369,7 @@ def test_page_shows_the_gap_and_its_fill_starts_a_backfill(app_env):
     at.button(key="fill_go").click().run()
     assert not at.exception
     ids = at.session_state["fill_last"]
-    from enrich import backfill
+    from enrich.backfill import jobs as backfill
 
     for bid in list(backfill.live_backfills()):
         backfill.wait_for(bid, 120)

@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from enrich.catalog import Catalog
-from enrich.lake import Lake
 from enrich.schemas import DATASETS
+from enrich.store.catalog import Catalog
+from enrich.store.lake import Lake
 from tests.conftest import REPO, subprocess_env
 
 NOW = "2026-11-25T22:00:00Z"

@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enrich import dividend_yield
-from enrich.american import american_price
+from enrich.quant import dividend_yield
+from enrich.quant.american import american_price
 from enrich.schemas import DIVIDENDS, SPLITS
 
 D = dt.date
@@ -81,7 +81,7 @@ def test_trailing_yield_window_rows_and_nulls():
 def test_parity_recovers_the_yield_of_a_european_chain():
     s, t, r, q = 100.0, 0.25, 0.045, 0.021
     strikes = np.arange(80.0, 121.0, 5.0)
-    from enrich.bsm import price_and_greeks
+    from enrich.quant.bsm import price_and_greeks
 
     call = price_and_greeks(s, strikes, t, r, q, 0.3, True)["price"]
     put = price_and_greeks(s, strikes, t, r, q, 0.3, False)["price"]
@@ -95,8 +95,8 @@ def test_parity_recovers_the_yield_of_a_european_chain():
 
 def test_parity_of_american_quotes_after_removing_the_premium():
     """American prices break parity; with their premium removed the forward is exact again
-    (what enrich.snapshots iterates on a chain)."""
-    from enrich.american import early_exercise_premium
+    (what enrich.quant.snapshots iterates on a chain)."""
+    from enrich.quant.american import early_exercise_premium
 
     s, t, r, q, sigma = 100.0, 0.5, 0.05, 0.03, 0.25
     strikes = np.arange(85.0, 116.0, 5.0)

@@ -10,16 +10,17 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from enrich import engine as engine_mod
-from enrich.catalog import utcnow
-from enrich.engine import Engine, RunParams
 from enrich.errors import NotFoundError, TransientError
-from enrich.providers.sample import SampleProvider
-from enrich.retry import RetryPolicy
+from enrich.pipeline import engine as engine_mod
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.requests import request_cancel
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.retry import RetryPolicy
+from enrich.providers.sample.provider import SampleProvider
 from enrich.schemas import DATASETS
-from enrich.service import request_cancel
-from enrich.store import Store
-from enrich.universe import add_symbols, ensure_demo_universe
+from enrich.store.catalog import utcnow
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols, ensure_demo_universe
 
 UTC = dt.UTC
 SYMS = ["AAPL", "SPY", "X:BTCUSD", "NVDA"]

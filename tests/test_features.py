@@ -13,7 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from enrich.errors import ValidationError
-from enrich.features import compute_features, dividends_on_basis
+from enrich.quant.features import compute_features, dividends_on_basis
 from enrich.schemas import BARS, DIVIDENDS, FEATURE_COLUMNS, FEATURES, SPLITS
 
 START = dt.datetime(2024, 1, 1, 14, 30, tzinfo=dt.UTC)

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from enrich import freshness, ui
-from enrich import queries as q
-from enrich.catalog import WriteBatch
-from enrich.store import Store
-from enrich.universe import add_symbols, set_active
+from enrich.store.catalog import WriteBatch
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols, set_active
+from enrich.views import status as status_view
 
 UTC = dt.UTC
 D = dt.date
@@ -140,23 +140,23 @@ def test_grid_uses_the_newest_runs_provider_lag_and_marks_deactivated(settings):
                       "provider": "massive", "requested_at": at(24, 22)})
     store.catalog.write(b)
     set_active(store.catalog, ["DELI"], False)
-    grid = q.status_grid(store.catalog, at(25, 22), active_only=False)
+    grid = status_view.status_grid(store.catalog, at(25, 22), active_only=False)
     bars = {r["symbol"]: r for r in grid.filter(pl.col("dataset") == "bars")
             .iter_rows(named=True)}
     assert bars["AAPL"]["state"] == "due" and bars["AAPL"]["due_session"] == D(2026, 11, 25)
     assert bars["DELI"]["state"] == "not_expected"
     # the same data fetched from the sample provider (no lag) is late at that instant
-    late = q.status_grid(store.catalog, at(25, 22), lag=SAMPLE)
+    late = status_view.status_grid(store.catalog, at(25, 22), lag=SAMPLE)
     assert late.filter(pl.col("dataset") == "bars")["state"].to_list() == ["late"]
     assert "DELI" not in set(late["symbol"])
-    table = q.status_table(store.catalog, now=at(25, 22))
+    table = status_view.status_table(store.catalog, now=at(25, 22))
     assert dict(zip(table["symbol"], table["state"], strict=True)) == {
         "AAPL": "due", "DELI": "not_expected"}
 
 
 def test_legend_lists_every_state():
     legend = ui.freshness_legend()
-    for s in q.GRID_STATES:
+    for s in status_view.GRID_STATES:
         assert ui.STATE_CHIP[s] in legend
     assert ":orange-badge[late]" in legend and ":green-badge[fresh]" in legend
     assert ui.chip("late", 2) == "late 2" and ui.chip("due", 0) == "due"

@@ -20,17 +20,19 @@ import httpx
 import polars as pl
 import pytest
 
-from enrich import identity, quality
+from enrich import identity
+from enrich.checks import quality_run
 from enrich.config import load_settings
-from enrich.engine import Engine, RunParams
 from enrich.errors import InputError, NotEntitledError
 from enrich.identity import Span, TickerChange, TickerReference
-from enrich.lake import Lake, symbol_dir_name
-from enrich.providers.massive import MassiveProvider
-from enrich.providers.sample import SampleProvider
-from enrich.retry import RetryPolicy
-from enrich.store import Store
-from enrich.universe import add_symbols, add_verified, list_symbols
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.massive.provider import MassiveProvider
+from enrich.providers.retry import RetryPolicy
+from enrich.providers.sample.provider import SampleProvider
+from enrich.store.lake import Lake, symbol_dir_name
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols, add_verified, list_symbols
 from tests.conftest import FIXED_NOW, REPO, subprocess_env
 from tests.fakes.massive_server import FakeMassive
 
@@ -188,7 +190,7 @@ def test_a_delisted_symbol_is_marked_kept_and_no_longer_refreshed(tmp_path):
     later = Engine(store, provider, settings.with_(history_years=5),
                    clock=lambda: FIXED_NOW + dt.timedelta(days=30)).run(RunParams())
     assert later.requests == 0  # nothing more is ever asked
-    from enrich.queries import status_grid
+    from enrich.views.status import status_grid
     grid = status_grid(store.catalog, now=FIXED_NOW + dt.timedelta(days=30))
     assert set(grid["state"]) == {"not_expected"}
     assert "TWTR" in list_symbols(store.catalog)["symbol"].to_list()  # kept
@@ -223,7 +225,7 @@ def test_add_verified_refuses_a_class_the_reference_contradicts(settings):
 def test_the_demo_universe_holds_metas_linked_history_without_a_break(settings):
     """The demo universe is seeded without `symbols add`: the engine reads each symbol's
     reference before its first history fetch."""
-    from enrich.universe import ensure_demo_universe
+    from enrich.store.universe import ensure_demo_universe
 
     store = Store.from_settings(settings)
     ensure_demo_universe(store.catalog)
@@ -234,5 +236,5 @@ def test_the_demo_universe_holds_metas_linked_history_without_a_break(settings):
     bars = store.lake.read("bars", ["META"], level="1d").sort("session")
     fb = provider.bars("FB", "1d", bars["session"][0], CHANGE - dt.timedelta(days=1))
     assert bars.filter(pl.col("session") < CHANGE)["close"].to_list() == fb["close"].to_list()
-    results = quality.run_checks(store.lake, "META", "stocks", ["bars"])
+    results = quality_run.run_checks(store.lake, "META", "stocks", ["bars"])
     assert not results.failures, [(r.check, r.detail) for r in results.failures]

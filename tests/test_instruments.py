@@ -23,13 +23,14 @@ import pytest
 
 from enrich import conventions
 from enrich.config import load_settings
-from enrich.engine import Engine, RunParams
 from enrich.errors import ValidationError
-from enrich.providers.massive import MassiveProvider
-from enrich.queries import status_grid
-from enrich.retry import RetryPolicy
-from enrich.store import Store
-from enrich.universe import add_symbols
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.massive.provider import MassiveProvider
+from enrich.providers.retry import RetryPolicy
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+from enrich.views.status import status_grid
 from tests.fakes.massive_server import FakeMassive
 
 UTC = dt.UTC

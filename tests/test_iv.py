@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enrich.bsm import price_and_greeks, to_market_units
-from enrich.iv import (
+from enrich.quant.bsm import price_and_greeks, to_market_units
+from enrich.quant.iv import (
     GREEKS,
     NullReason,
     chain_iv,

@@ -15,12 +15,12 @@ import polars as pl
 import pytest
 
 from enrich import calendars
-from enrich.american import american_iv_greeks, early_exercise_premium
-from enrich.bsm import price_and_greeks
-from enrich.iv import NullReason, compute_iv_greeks
-from enrich.providers.sample import SampleProvider
+from enrich.providers.sample.provider import SampleProvider
+from enrich.quant.american import american_iv_greeks, early_exercise_premium
+from enrich.quant.bsm import price_and_greeks
+from enrich.quant.iv import NullReason, compute_iv_greeks
+from enrich.quant.snapshots import price_chain
 from enrich.schemas import DIVIDENDS, SPLITS
-from enrich.snapshots import price_chain
 from enrich.symbols import DEMO_UNIVERSE
 
 GOLDEN = Path(__file__).parent / "golden" / "iv_before_kernel.parquet"

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from enrich.lake import Lake, in_key_order, write_parquet_atomic
 from enrich.schemas import DATASETS
+from enrich.store.lake import Lake, in_key_order, write_parquet_atomic
 
 SYMS = st.sampled_from(["AAPL", "BRK.B", "X:BTCUSD", "Z"])
 DATES = st.dates(min_value=dt.date(2020, 1, 1), max_value=dt.date(2020, 3, 31))

@@ -31,11 +31,11 @@ from enrich.errors import (
     TransientError,
     ValidationError,
 )
-from enrich.occ import parse_occ
 from enrich.providers import Provider
-from enrich.providers.massive import MassiveProvider, parse_retry_after
-from enrich.ratelimit import RateLimiter, clear_limiters
-from enrich.retry import RetryPolicy
+from enrich.providers.massive.provider import MassiveProvider, parse_retry_after
+from enrich.providers.ratelimit import RateLimiter, clear_limiters
+from enrich.providers.retry import RetryPolicy
+from enrich.quant.occ import parse_occ
 from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, RATES, SPLITS
 from tests.fakes.massive_server import FakeMassive
 
@@ -608,7 +608,7 @@ def test_option_chain_keeps_the_quote_the_last_trade_and_the_terms():
         "trade_price": 0.05, "trade_at": utc(2023, 2, 1, 19, 49, 18, 783136),
         "volume": 868.0, "shares_per_contract": 100.0, "exercise_style": "american",
         "provider_iv": 5.0, "source": "snapshot"}
-    # IV and greeks are ours to compute (enrich.snapshots), never Massive's.
+    # IV and greeks are ours to compute (enrich.quant.snapshots), never Massive's.
     assert call["iv"] is None and call["delta"] is None and call["option_price"] is None
     # A plan without trades: the day's close stands in for the last trade, with its time.
     assert (put["trade_price"], put["trade_at"], put["bid"]) == (0.07, stamp, None)

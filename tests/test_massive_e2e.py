@@ -10,7 +10,7 @@ import sys
 import duckdb
 import polars as pl
 
-from enrich.lake import Lake
+from enrich.store.lake import Lake
 from tests.conftest import REPO, subprocess_env
 from tests.fakes.massive_server import FakeMassive
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from enrich.errors import InvalidSymbolError
-from enrich.occ import OccContract, format_occ, format_occ_array, parse_occ
+from enrich.quant.occ import OccContract, format_occ, format_occ_array, parse_occ
 
 D = dt.date
 

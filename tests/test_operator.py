@@ -17,11 +17,14 @@ import uuid
 import polars as pl
 import pytest
 
-from enrich import cli, palette, scheduler, ui
-from enrich import queries as q
-from enrich.catalog import WriteBatch
-from enrich.store import Store
-from enrich.universe import add_symbols, import_csv
+from enrich import cli, palette, ui
+from enrich.pipeline import scheduler
+from enrich.store.catalog import WriteBatch
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols, import_csv
+from enrich.views import quality as quality_view
+from enrich.views import runs as runs_view
+from enrich.views import status as status_view
 from tests.conftest import FIXED_NOW
 from tests.test_pages import (  # noqa: F401 (fixtures)
     APP,
@@ -81,7 +84,7 @@ def test_quality_and_status_chips_are_coloured_by_value(populated):
     data, _ = populated
     cat = Store(data).catalog
     # One symbol with every check passing, one with a failing check.
-    scores = q.symbol_quality(cat)
+    scores = quality_view.symbol_quality(cat)
     assert (scores["score"] >= palette.QUALITY_OK).any()
     b = WriteBatch()
     b.execute("UPDATE quality_status SET passed = false WHERE symbol = 'KO' "
@@ -147,7 +150,8 @@ def test_paused_and_a_week_behind_the_overview_names_both_causes(populated, monk
     headers = [h.value for h in at.subheader]
     assert headers.index("Why") < headers.index("Symbols by their most urgent dataset")
     [run] = [b for b in at.button if b.label.startswith("Run the ")]
-    n = len(q.symbol_summary(q.status_grid(cat, FIXED_NOW + dt.timedelta(days=7)))
+    grid = status_view.status_grid(cat, FIXED_NOW + dt.timedelta(days=7))
+    n = len(status_view.symbol_summary(grid)
             .filter(pl.col("state").is_in(["failing", "stale", "late"])))
     assert run.label == f"Run the {n} stale now" and n > 0
     facts = texts(at)
@@ -233,7 +237,7 @@ def test_settings_add_and_import_say_already_present_and_offer_fetch_these_now(p
     assert not at.exception
     run_id = at.session_state["last_run_id"]
     wait_final(run_id)
-    assert q.run_detail(Store(data).catalog, run_id)["params"]["symbols"] == ["NEWX"]
+    assert runs_view.run_detail(Store(data).catalog, run_id)["params"]["symbols"] == ["NEWX"]
 
 
 def test_cli_add_runs_in_a_child_process_too(populated, tmp_path):
@@ -255,7 +259,7 @@ def test_cli_add_runs_in_a_child_process_too(populated, tmp_path):
 def test_symbols_sort_by_worst_quality_over_the_whole_universe(populated):
     data, _ = populated
     cat = Store(data).catalog
-    worst = q.worst_quality(cat, limit=5)
+    worst = quality_view.worst_quality(cat, limit=5)
     at = open_page("pages/symbols.py", sort="worst quality")
     table = at.dataframe[0].value
     assert list(table["symbol"][:worst.height]) == worst["symbol"].to_list()

@@ -11,10 +11,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from enrich import calendars
-from enrich.backfill import Backfiller, BackfillRequest
-from enrich.bsm import price_and_greeks
-from enrich.engine import Engine, RunParams
-from enrich.options_history import (
+from enrich.backfill.jobs import Backfiller, BackfillRequest
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.sample.provider import SampleProvider
+from enrich.quant.bsm import price_and_greeks
+from enrich.quant.options_history import (
     PAIR_SCHEMA,
     as_traded_closes,
     choose_contracts,
@@ -22,10 +24,9 @@ from enrich.options_history import (
     is_monthly,
     monthly_horizon,
 )
-from enrich.providers.sample import SampleProvider
 from enrich.schemas import RATES, SPLITS
-from enrich.store import Store
-from enrich.universe import ensure_demo_universe
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe
 from tests.conftest import FIXED_NOW
 
 D = dt.date

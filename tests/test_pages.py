@@ -18,13 +18,18 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from enrich import queries as q
 from enrich.config import load_settings
-from enrich.engine import FINAL_STATES, Engine
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import FINAL_STATES
 from enrich.providers import make_provider
 from enrich.service import get_services, reset_services
-from enrich.store import Store
+from enrich.store.store import Store
 from enrich.symbols import DEMO_UNIVERSE
+from enrich.views import health as health_view
+from enrich.views import metrics as metrics_view
+from enrich.views import runs as runs_view
+from enrich.views import status as status_view
+from enrich.views import universe as universe_view
 from pages import _common
 from tests.conftest import FIXED_NOW
 from tests.test_queries import RUN_SYMBOLS, populate
@@ -141,11 +146,12 @@ def test_overview_numbers_match_the_catalog(populated):
     data, summary = populated
     store = Store(data)
     at = open_page("pages/overview.py")
-    counts = q.symbol_state_counts(q.symbol_summary(q.status_grid(store.catalog, FIXED_NOW)))
+    counts = status_view.symbol_state_counts(
+        status_view.symbol_summary(status_view.status_grid(store.catalog, FIXED_NOW)))
     assert metric(at, "Failing") == str(counts["failing"]) == "1"
     assert metric(at, "Fresh") == str(counts["fresh"]) == "4"
     assert metric(at, "Never fetched") == str(counts["never"])
-    m = q.pipeline_metrics(store.catalog, since=FIXED_NOW - dt.timedelta(hours=24))
+    m = metrics_view.pipeline_metrics(store.catalog, since=FIXED_NOW - dt.timedelta(hours=24))
     assert metric(at, "Rows written") == f"{m['fetch']['rows']:,}"
     assert metric(at, "Fetch steps") == f"{m['fetch']['steps']:,}"
     assert metric(at, "Feature rows") == f"{m['compute']['rows']:,}"
@@ -291,10 +297,10 @@ def test_run_now_creates_a_run_with_the_chosen_parameters(populated):
     assert not at.exception
     run_id = at.session_state["controls_run"]
     wait_final(run_id)
-    d = q.run_detail(Store(data).catalog, run_id)
+    d = runs_view.run_detail(Store(data).catalog, run_id)
     assert d["kind"] == "manual" and d["params"]["symbols"] == ["AAPL", "KO"]
     assert d["params"]["datasets"] == ["bars"] and d["symbols_total"] == 2
-    assert q.runs_search(Store(data).catalog)[1] == 2
+    assert runs_view.runs_search(Store(data).catalog)[1] == 2
     at.run()
     assert any(p.proto.query_string == f"run={run_id}" for p in at.page_link)
 
@@ -324,12 +330,12 @@ def test_pause_and_resume_persist(populated):
     at.text_input(key="pause_reason").set_value("provider maintenance")
     at.button(key="pause").click().run()
     assert not at.exception
-    state = q.scheduler_state(Store(data).catalog)
+    state = health_view.scheduler_state(Store(data).catalog)
     assert state["paused"] is True and state["pause_reason"] == "provider maintenance"
     assert state["paused_by"] == "dashboard"
     assert "Resume schedule" in [b.label for b in at.button]
     at.button(key="resume").click().run()
-    assert q.scheduler_state(Store(data).catalog)["paused"] is False
+    assert health_view.scheduler_state(Store(data).catalog)["paused"] is False
 
 
 def test_retry_failed_runs_exactly_the_failed_symbols(populated):
@@ -341,9 +347,9 @@ def test_retry_failed_runs_exactly_the_failed_symbols(populated):
     assert new_id != summary.run_id
     wait_final(new_id)
     cat = Store(data).catalog
-    d = q.run_detail(cat, new_id)
+    d = runs_view.run_detail(cat, new_id)
     assert d["kind"] == "retry" and d["parent_run_id"] == summary.run_id
-    assert sorted(q.run_tasks(cat, new_id)["symbol"]) == ["MSFT", "SPY"]
+    assert sorted(runs_view.run_tasks(cat, new_id)["symbol"]) == ["MSFT", "SPY"]
     assert sorted(d["params"]["symbols"]) == ["MSFT", "SPY"]
     at.run()
     assert at.query_params.get("run") == new_id or at.title[0].value.startswith(
@@ -359,7 +365,7 @@ def test_cancel_stops_a_running_run(populated):
         svc = get_services(settings_now())
         run_id = svc.trigger(symbols=["AAPL"])
         for _ in range(100):
-            p = q.run_progress(store.catalog, run_id)
+            p = runs_view.run_progress(store.catalog, run_id)
             if p and p["state"] == "running":
                 break
             time.sleep(0.05)
@@ -386,7 +392,7 @@ def test_enrich_now_on_a_symbol(populated):
     finally:
         lock.release()
     wait_final(run_id)
-    d = q.run_detail(Store(data).catalog, run_id)
+    d = runs_view.run_detail(Store(data).catalog, run_id)
     assert d["params"]["symbols"] == ["NVDA"] and d["symbols_ok"] == 1
     at.run()
     at.run()  # the follow-up fragment saw the end and reran the page
@@ -406,11 +412,11 @@ def test_universe_management(populated):
     at.button(key="FormSubmitter:add_symbols-Add").click().run()
     assert not at.exception
     assert any("ZZZT is not a ticker sample knows" in e.value for e in at.error)
-    assert not {"ZZZT", "TWTR"} & set(q.universe_table(cat)["symbol"])
+    assert not {"ZZZT", "TWTR"} & set(universe_view.universe_table(cat)["symbol"])
     at.text_input(key="add_raw").set_value("S0042, TWTR")
     at.button(key="FormSubmitter:add_symbols-Add").click().run()
     assert not at.exception
-    syms = q.universe_table(cat)
+    syms = universe_view.universe_table(cat)
     added = syms.filter(pl.col("symbol").is_in(["S0042", "TWTR"]))
     assert dict(added.select("symbol", "asset_class").iter_rows()) == {
         "S0042": "stocks", "TWTR": "stocks"}
@@ -423,22 +429,23 @@ def test_universe_management(populated):
     assert list(refused["line"]) == [3, 5]
     assert "invalid symbol" in refused["error"].iloc[0]
     assert "unknown asset class" in refused["error"].iloc[1]
-    assert {"QQQQ", "X:ETHUSD"} <= set(q.universe_table(cat)["symbol"])
+    assert {"QQQQ", "X:ETHUSD"} <= set(universe_view.universe_table(cat)["symbol"])
 
     at.multiselect(key="state_pick").set_value(["S0042"]).run()  # enables the buttons
     at.button(key="deactivate").click().run()
-    assert q.universe_table(cat).filter(pl.col("symbol") == "S0042")["active"][0] is False
+    universe = universe_view.universe_table(cat)
+    assert universe.filter(pl.col("symbol") == "S0042")["active"][0] is False
     at.multiselect(key="remove_pick").set_value(["S0042"])
     at.checkbox(key="remove_sure").check().run()
     at.button(key="remove").click().run()
-    assert "S0042" not in set(q.universe_table(cat)["symbol"])
+    assert "S0042" not in set(universe_view.universe_table(cat)["symbol"])
 
 
 # -- scale ----------------------------------------------------------------------------------
 def test_large_universe_pages_and_large_run_timeline(populated):
     data, summary = populated
     cat = Store(data).catalog
-    from enrich.universe import import_csv
+    from enrich.store.universe import import_csv
 
     import_csv(cat, "\n".join(f"Z{i:04d},stocks" for i in range(150)))
     total = len(DEMO_UNIVERSE) + 150

@@ -11,8 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from enrich.service import reset_services
-from enrich.store import Store
-from enrich.universe import add_symbols, list_symbols
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols, list_symbols
 from tests.conftest import FIXED_NOW, REPO
 from tests.test_secrets import _page_text
 
@@ -83,12 +83,12 @@ def test_no_page_shows_the_base_urls_user_info(data, monkeypatch):
 
 
 def test_an_unexpected_error_says_where_its_traceback_is(data, monkeypatch):
-    import enrich.queries
+    import enrich.views.metrics
 
     def broken(*a, **k):
         raise RuntimeError("a detail that must stay in the log: /secret/path")
 
-    monkeypatch.setattr(enrich.queries, "alltime_stats", broken)
+    monkeypatch.setattr(enrich.views.metrics, "alltime_stats", broken)
     # The Overview, run by app.py's navigation (AppTest's switch_page runs a page directly).
     at = AppTest.from_file(APP, default_timeout=60).run()
     log = data / "logs" / "errors.log"

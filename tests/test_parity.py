@@ -109,7 +109,7 @@ def parser():
 
 @pytest.fixture(scope="module")
 def routes(tmp_path_factory):
-    from enrich.api import create_app
+    from enrich.api.app import create_app
     from enrich.config import load_settings
     from enrich.service import Services
 

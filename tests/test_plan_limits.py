@@ -16,17 +16,18 @@ import httpx
 import polars as pl
 import pytest
 
-from enrich import plan_limits
 from enrich.cli import main
 from enrich.config import load_settings
-from enrich.engine import Engine, RunParams
 from enrich.errors import HistoryLimitError, NotEntitledError, NotYetAvailableError
-from enrich.providers.massive import ChainFilters, MassiveProvider
-from enrich.queries import status_table
-from enrich.retry import RetryPolicy
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.massive.provider import ChainFilters, MassiveProvider
+from enrich.providers.retry import RetryPolicy
 from enrich.service import Services
-from enrich.store import Store
-from enrich.universe import add_symbols
+from enrich.store import plan_limits
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+from enrich.views.status import status_table
 from tests.fakes.massive_server import FakeMassive
 
 UTC = dt.UTC

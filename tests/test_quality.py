@@ -15,14 +15,15 @@ import shutil
 import polars as pl
 import pytest
 
-from enrich import quality
-from enrich import queries as q
+from enrich.checks import quality, quality_run
 from enrich.config import load_settings
-from enrich.engine import Engine, RunParams
-from enrich.providers.sample import SampleProvider
-from enrich.store import Store
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.sample.provider import SampleProvider
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe
 from enrich.symbols import DATASETS_BY_CLASS, DEMO_UNIVERSE
-from enrich.universe import ensure_demo_universe
+from enrich.views import quality as quality_view
 from tests.conftest import FIXED_NOW
 
 UTC = dt.UTC
@@ -58,7 +59,7 @@ def copy(clean, tmp_path):
 
 def failing(store: Store, symbol: str, datasets=None) -> dict[tuple[str, str], float]:
     """Re-check one symbol; (dataset, check) -> observed of every failing check."""
-    res = quality.audit(store, [symbol], datasets)
+    res = quality_run.audit(store, [symbol], datasets)
     return {(r["dataset"], r["check"]): r["observed"]
             for r in res.filter(~pl.col("passed")).iter_rows(named=True)}
 
@@ -86,8 +87,8 @@ def test_clean_demo_universe_fails_no_check(clean):
                                   [summary.run_id])
     assert logged == expected  # one row per check per symbol × dataset, not per bar
     # A re-check of everything stored agrees.
-    assert quality.audit(store).filter(~pl.col("passed")).is_empty()
-    scores = q.quality_scores(store.catalog)
+    assert quality_run.audit(store).filter(~pl.col("passed")).is_empty()
+    scores = quality_view.quality_scores(store.catalog)
     assert scores["score"].min() == 1.0
 
 
@@ -370,7 +371,7 @@ def test_checks_run_after_each_fetch_and_feed_scores(settings):
     assert sorted(zip(bad["symbol"], bad["check_name"], strict=True)) == [
         ("AAPL", "jump"), ("AAPL", "missing_sessions")]
     assert bad.filter(pl.col("check_name") == "missing_sessions")["observed"][0] == 2
-    scores = q.quality_scores(store.catalog)
+    scores = quality_view.quality_scores(store.catalog)
     aapl_bars = scores.filter((pl.col("symbol") == "AAPL") & (pl.col("dataset") == "bars"))
     weights = quality.SEVERITY_WEIGHT
     total = sum(weights[c.severity] for c in quality.CHECKS if c.dataset == "bars")
@@ -378,10 +379,10 @@ def test_checks_run_after_each_fetch_and_feed_scores(settings):
         (total - weights["error"] - weights["warning"]) / total)
     assert aapl_bars["failed"][0] == 2
     assert scores.filter(pl.col("symbol") == "MSFT")["score"].min() == 1.0
-    per_symbol = q.symbol_quality(store.catalog)
+    per_symbol = quality_view.symbol_quality(store.catalog)
     assert per_symbol.filter(pl.col("symbol") == "AAPL")["failed"][0] == 2
     # The drilldown lists each failing check with its evidence.
-    checks = q.symbol_checks(store.catalog, "AAPL")
+    checks = quality_view.symbol_checks(store.catalog, "AAPL")
     failed = checks.filter(~pl.col("passed"))
     assert failed["check_name"].to_list() == ["missing_sessions", "jump"]  # errors first
     assert "moves beyond ±25% without a split: " in failed["detail"][1]
@@ -396,7 +397,7 @@ def test_a_crashing_check_is_recorded_not_raised(settings, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("check exploded")
 
-    monkeypatch.setattr(quality, "run_checks", boom)
+    monkeypatch.setattr(quality_run, "run_checks", boom)
     store, summary = enrich(settings, symbols=["SPY"], lookback_days=30)
     assert summary.state == "succeeded"
     row = store.catalog.query("SELECT status, error_message FROM compute_log "
@@ -407,12 +408,12 @@ def test_a_crashing_check_is_recorded_not_raised(settings, monkeypatch):
 def test_quality_trend_and_aggregates(clean):
     data, _ = clean
     store = Store(data)
-    agg = q.quality_by_dataset(store.catalog)
+    agg = quality_view.quality_by_dataset(store.catalog)
     assert set(agg["dataset"]) == {"bars", "dividends", "earnings", "news", "options_iv"}
     assert agg["failed_checks"].sum() == 0 and agg["mean_score"].min() == 1.0
-    trend = q.quality_daily(store.catalog, FIXED_NOW + dt.timedelta(days=400), days=900)
+    trend = quality_view.quality_daily(store.catalog, FIXED_NOW + dt.timedelta(days=400), days=900)
     assert trend.height >= 1 and trend["pass_rate"].min() == 1.0
-    by_check = q.quality_by_check(store.catalog)
+    by_check = quality_view.quality_by_check(store.catalog)
     assert by_check.height == len(quality.CHECKS)
 
 
@@ -484,7 +485,7 @@ def test_a_refetch_that_changes_history_is_a_restatement(settings):
     clock = lambda: FIXED_NOW  # noqa: E731
     _, second = enrich(settings, provider=Restating(SampleProvider(clock=clock), day),
                        symbols=["AAPL"], lookback_days=90)
-    rest = q.symbol_restatements(store.catalog, "AAPL")
+    rest = quality_view.symbol_restatements(store.catalog, "AAPL")
     assert {"close"} <= set(rest["column_name"]) <= {"close", "high"}
     row = rest.filter(pl.col("column_name") == "close").row(0, named=True)
     assert row["session"] == day and row["run_id"] == second.run_id
@@ -527,8 +528,8 @@ def test_a_split_rebase_is_not_a_restatement(settings):
     # older ones the window missed were re-based by the engine's derive step.
     assert rebased["records"].sum() == held
     assert rebased["error_message"][0] == "re-fetched bars on a newer split basis"
-    assert q.symbol_restatements(store.catalog, "AAPL").is_empty()
-    assert q.symbol_rebases(store.catalog, "AAPL")["records"].sum() == held
+    assert quality_view.symbol_restatements(store.catalog, "AAPL").is_empty()
+    assert quality_view.symbol_rebases(store.catalog, "AAPL")["records"].sum() == held
 
 
 # -- the pages ---------------------------------------------------------------------------------
@@ -565,12 +566,12 @@ def frame_with(at, column: str):
 
 
 def test_pages_show_scores_failing_checks_and_restatements(app_env):
-    from enrich.catalog import WriteBatch
+    from enrich.store.catalog import WriteBatch
 
     store = app_env
     bars = bars_of(store)
     put_bars(store, bars.filter(~pl.col("session").is_in(bars["session"][40:42].implode())))
-    quality.audit(store, ["AAPL"], ["bars"])
+    quality_run.audit(store, ["AAPL"], ["bars"])
     b = WriteBatch()
     b.insert("restatements", {"run_id": "r-test", "symbol": "AAPL", "dataset": "bars",
                               "session": bars["session"][10], "column_name": "close",

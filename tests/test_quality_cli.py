@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from enrich import coverage, queries
-from enrich.store import Store
+from enrich.backfill import heatmap as coverage
+from enrich.store.store import Store
+from enrich.views import quality as quality_view
 from tests.conftest import FIXED_NOW, subprocess_env
 from tests.test_alerts import settings_for
 from tests.test_coverage import drop_sessions
@@ -49,7 +50,7 @@ def test_quality_json_is_the_read_model_and_failing_exits_1(data):
     p = run(data, "quality", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    report = queries.quality_report(store.catalog)
+    report = quality_view.quality_report(store.catalog)
     assert [(r["symbol"], r["failed"]) for r in out["symbols"]] == [
         (r["symbol"], r["failed"]) for r in report["symbols"].to_dicts()] == [
         ("AAPL", 1), ("MSFT", 0)]

@@ -22,13 +22,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from enrich.calendars import sessions
-from enrich.catalog import WriteBatch
 from enrich.config import load_settings
-from enrich.engine import Engine, RunParams
-from enrich.lake import Lake
-from enrich.providers.sample import SampleProvider
-from enrich.store import Store
-from enrich.universe import add_symbols, list_symbols
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.sample.provider import SampleProvider
+from enrich.store.catalog import WriteBatch
+from enrich.store.lake import Lake
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols, list_symbols
 from tests.conftest import FIXED_NOW, REPO, subprocess_env
 
 SYMS = ["AAPL", "SPY", "IBM"]  # IBM is not in the demo universe

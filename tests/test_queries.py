@@ -8,15 +8,21 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from enrich import queries as q
 from enrich import ui
-from enrich.engine import Engine, RunParams
 from enrich.errors import NotEntitledError, TransientError
-from enrich.providers.sample import SampleProvider
-from enrich.retry import RetryPolicy
-from enrich.store import Store
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.retry import RetryPolicy
+from enrich.providers.sample.provider import SampleProvider
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe, set_active
 from enrich.symbols import DATASETS_BY_CLASS, DEMO_UNIVERSE
-from enrich.universe import ensure_demo_universe, set_active
+from enrich.views import health as health_view
+from enrich.views import metrics as metrics_view
+from enrich.views import quality as quality_view
+from enrich.views import runs as runs_view
+from enrich.views import status as status_view
+from enrich.views import symbols as symbols_view
 from tests.conftest import FIXED_NOW
 
 UTC = dt.UTC
@@ -96,7 +102,7 @@ def empty_store(settings):
 # -- the status grid --------------------------------------------------------------------------
 def test_grid_has_one_row_per_active_symbol_and_applicable_dataset(populated):
     store, _ = populated
-    grid = q.status_grid(store.catalog, FIXED_NOW)
+    grid = status_view.status_grid(store.catalog, FIXED_NOW)
     expected = sum(len(DATASETS_BY_CLASS[s.asset_class]) for s in DEMO_UNIVERSE)
     assert grid.height == expected
     assert grid.filter(pl.col("symbol") == "X:BTCUSD")["dataset"].sort().to_list() == \
@@ -105,7 +111,7 @@ def test_grid_has_one_row_per_active_symbol_and_applicable_dataset(populated):
 
 def test_grid_states_follow_what_happened(populated):
     store, _ = populated
-    grid = q.status_grid(store.catalog, FIXED_NOW)
+    grid = status_view.status_grid(store.catalog, FIXED_NOW)
 
     def state(sym, ds):
         return grid.filter((pl.col("symbol") == sym) & (pl.col("dataset") == ds))["state"][0]
@@ -116,20 +122,20 @@ def test_grid_states_follow_what_happened(populated):
     assert state("SPY", "news") == "failing"
     assert state("NVDA", "bars") == "never"
     # a week later without a run, the same bars are stale (counted in sessions)
-    later = q.status_grid(store.catalog, FIXED_NOW + dt.timedelta(days=7))
+    later = status_view.status_grid(store.catalog, FIXED_NOW + dt.timedelta(days=7))
     aapl = later.filter((pl.col("symbol") == "AAPL") & (pl.col("dataset") == "bars"))
     assert aapl["state"][0] == "stale" and aapl["sessions_behind"][0] == 4  # Thanksgiving
     # the next morning, before the close, nothing is behind yet
-    morning = q.status_grid(store.catalog, dt.datetime(2026, 11, 27, 14, 0, tzinfo=UTC))
+    morning = status_view.status_grid(store.catalog, dt.datetime(2026, 11, 27, 14, 0, tzinfo=UTC))
     assert morning.filter((pl.col("symbol") == "AAPL")
                           & (pl.col("dataset") == "bars"))["state"][0] == "fresh"
 
 
 def test_distribution_counts_match_the_catalog(populated):
     store, _ = populated
-    grid = q.status_grid(store.catalog, FIXED_NOW)
-    dist = q.state_distribution(grid)
-    assert set(dist["state"]) == set(q.GRID_STATES)
+    grid = status_view.status_grid(store.catalog, FIXED_NOW)
+    dist = status_view.state_distribution(grid)
+    assert set(dist["state"]) == set(status_view.GRID_STATES)
     assert dist["symbols"].sum() == grid.height
     fetched_ok = store.catalog.scalar(
         "SELECT count(*) FROM symbol_status WHERE dataset = 'bars' "
@@ -144,14 +150,15 @@ def test_inactive_symbols_leave_the_grid(settings):
     store = Store.from_settings(settings)
     ensure_demo_universe(store.catalog)
     set_active(store.catalog, ["AAPL"], False)
-    grid = q.status_grid(store.catalog, FIXED_NOW)
+    grid = status_view.status_grid(store.catalog, FIXED_NOW)
     assert "AAPL" not in set(grid["symbol"])
-    assert "AAPL" in set(q.status_grid(store.catalog, FIXED_NOW, active_only=False)["symbol"])
+    assert "AAPL" in set(
+        status_view.status_grid(store.catalog, FIXED_NOW, active_only=False)["symbol"])
 
 
 def test_symbol_summary_worst_state_and_filters(populated):
     store, _ = populated
-    summary = q.symbol_summary(q.status_grid(store.catalog, FIXED_NOW))
+    summary = status_view.symbol_summary(status_view.status_grid(store.catalog, FIXED_NOW))
     assert summary.height == len(DEMO_UNIVERSE)
     row = summary.filter(pl.col("symbol") == "SPY").row(0, named=True)
     assert row["state"] == "failing" and row["news"] == "failing"
@@ -160,27 +167,27 @@ def test_symbol_summary_worst_state_and_filters(populated):
     msft = summary.filter(pl.col("symbol") == "MSFT").row(0, named=True)
     assert msft["state"] == "fresh" and msft["options_iv"] == "not_entitled"
 
-    counts = q.symbol_state_counts(summary)
+    counts = status_view.symbol_state_counts(summary)
     assert counts["failing"] == 1 and counts["fresh"] == 4
     assert counts["never"] == len(DEMO_UNIVERSE) - len(RUN_SYMBOLS)
     assert sum(counts.values()) == len(DEMO_UNIVERSE)
 
-    page, total = q.filter_symbols(summary, state="never", limit=5)
+    page, total = status_view.filter_symbols(summary, state="never", limit=5)
     assert total == counts["never"] and page.height == 5
-    page2, _ = q.filter_symbols(summary, state="never", limit=5, offset=5)
+    page2, _ = status_view.filter_symbols(summary, state="never", limit=5, offset=5)
     assert not set(page["symbol"]) & set(page2["symbol"])
-    assert q.filter_symbols(summary, search="apple")[0]["symbol"].to_list() == ["AAPL"]
-    assert q.filter_symbols(summary, search="btc")[1] == 1
-    by_ds, n = q.filter_symbols(summary, state="not_entitled", dataset="options_iv")
+    assert status_view.filter_symbols(summary, search="apple")[0]["symbol"].to_list() == ["AAPL"]
+    assert status_view.filter_symbols(summary, search="btc")[1] == 1
+    by_ds, n = status_view.filter_symbols(summary, state="not_entitled", dataset="options_iv")
     assert n == 1 and by_ds["symbol"][0] == "MSFT"
-    first = q.filter_symbols(summary)[0]
+    first = status_view.filter_symbols(summary)[0]
     assert first["symbol"][0] == "SPY"  # needs attention: failing first
 
 
 # -- pipeline metrics ---------------------------------------------------------------------------
 def test_pipeline_metrics_match_the_logs(populated):
     store, summary = populated
-    m = q.pipeline_metrics(store.catalog, since=FIXED_NOW - dt.timedelta(days=400))
+    m = metrics_view.pipeline_metrics(store.catalog, since=FIXED_NOW - dt.timedelta(days=400))
     cat = store.catalog
     assert m["fetch"]["rows"] == cat.scalar("SELECT sum(records) FROM fetch_log") \
         == summary.records
@@ -195,17 +202,17 @@ def test_pipeline_metrics_match_the_logs(populated):
     # Features per symbol, a volatility summary per stored chain (AAPL, SPY, KO).
     assert m["compute"]["steps"] == len(RUN_SYMBOLS) + 3 and m["compute"]["success_rate"] == 1
     # all time equals the wide window; a window after the run is empty
-    assert q.pipeline_metrics(cat)["fetch"]["rows"] == m["fetch"]["rows"]
-    future = q.pipeline_metrics(cat, since=dt.datetime(2100, 1, 1, tzinfo=UTC))
+    assert metrics_view.pipeline_metrics(cat)["fetch"]["rows"] == m["fetch"]["rows"]
+    future = metrics_view.pipeline_metrics(cat, since=dt.datetime(2100, 1, 1, tzinfo=UTC))
     assert future["fetch"]["steps"] == 0 and future["fetch"]["success_rate"] is None
 
 
 def test_overall_success_and_latest(populated):
     store, summary = populated
-    o = q.overall_success(store.catalog)
+    o = metrics_view.overall_success(store.catalog)
     assert o["runs_finished"] == 1 and o["run_success_rate"] == 0  # the run was partial
     assert o["task_success_rate"] == pytest.approx(3 / 5)  # MSFT and SPY failed
-    latest = q.latest_enrichment(store.catalog)
+    latest = metrics_view.latest_enrichment(store.catalog)
     assert latest["last_run"]["run_id"] == summary.run_id
     assert latest["last_success_at"] == store.catalog.scalar(
         "SELECT max(last_success_at) FROM symbol_status")
@@ -214,46 +221,46 @@ def test_overall_success_and_latest(populated):
 # -- runs -----------------------------------------------------------------------------------
 def test_runs_search_filters_and_counts(populated):
     store, summary = populated
-    page, total = q.runs_search(store.catalog)
+    page, total = runs_view.runs_search(store.catalog)
     assert total == 1 and page["run_id"][0] == summary.run_id
     assert page["state"][0] == "partial" and page["symbols_failed"][0] == 2
-    assert q.runs_search(store.catalog, symbol="SPY")[1] == 1
-    assert q.runs_search(store.catalog, symbol="NVDA")[1] == 0
-    assert q.runs_search(store.catalog, state="succeeded")[1] == 0
-    assert q.runs_search(store.catalog, kind="manual")[1] == 1
-    assert q.runs_search(store.catalog, kind="scheduled")[1] == 0
+    assert runs_view.runs_search(store.catalog, symbol="SPY")[1] == 1
+    assert runs_view.runs_search(store.catalog, symbol="NVDA")[1] == 0
+    assert runs_view.runs_search(store.catalog, state="succeeded")[1] == 0
+    assert runs_view.runs_search(store.catalog, kind="manual")[1] == 1
+    assert runs_view.runs_search(store.catalog, kind="scheduled")[1] == 0
     day = page["requested_at"][0]
-    assert q.runs_search(store.catalog, since=day - dt.timedelta(hours=1),
-                         until=day + dt.timedelta(hours=1))[1] == 1
-    assert q.runs_search(store.catalog, until=day - dt.timedelta(hours=1))[1] == 0
+    assert runs_view.runs_search(store.catalog, since=day - dt.timedelta(hours=1),
+                                 until=day + dt.timedelta(hours=1))[1] == 1
+    assert runs_view.runs_search(store.catalog, until=day - dt.timedelta(hours=1))[1] == 0
     # the CLI's read model keeps its shape
-    assert q.runs_table(store.catalog, limit=5)["run_id"].to_list() == [summary.run_id]
+    assert runs_view.runs_table(store.catalog, limit=5)["run_id"].to_list() == [summary.run_id]
 
 
 def test_run_detail_tasks_and_log(populated):
     store, summary = populated
     rid = summary.run_id
-    d = q.run_detail(store.catalog, rid)
+    d = runs_view.run_detail(store.catalog, rid)
     assert d["params"]["symbols"] == RUN_SYMBOLS
     assert d["error_summary"] == {"transient": 1, "not_entitled": 1}
-    tasks = q.run_tasks(store.catalog, rid)
+    tasks = runs_view.run_tasks(store.catalog, rid)
     assert sorted(tasks["symbol"]) == sorted(RUN_SYMBOLS)
     assert tasks["started_at"].null_count() == 0 and (tasks["duration_s"] >= 0).all()
-    assert q.failed_symbols(store.catalog, rid) == ["MSFT", "SPY"]
-    log, n = q.run_fetch_log(store.catalog, rid, limit=3)
+    assert runs_view.failed_symbols(store.catalog, rid) == ["MSFT", "SPY"]
+    log, n = runs_view.run_fetch_log(store.catalog, rid, limit=3)
     assert log.height == 3 and n == store.catalog.scalar(
         "SELECT count(*) FROM fetch_log WHERE run_id = ?", [rid])
-    errs, n_err = q.run_fetch_log(store.catalog, rid, errors_only=True)
+    errs, n_err = runs_view.run_fetch_log(store.catalog, rid, errors_only=True)
     assert n_err == 3 and set(errs["status"]) == {"failed", "retried"}
-    assert q.run_fetch_log(store.catalog, rid, symbol="AAPL")[1] == 6
-    summ = q.run_fetch_summary(store.catalog, rid)
+    assert runs_view.run_fetch_log(store.catalog, rid, symbol="AAPL")[1] == 6
+    summ = runs_view.run_fetch_summary(store.catalog, rid)
     assert summ.filter(pl.col("dataset") == "news")["failed"][0] == 1
-    progress = q.run_progress(store.catalog, rid)
+    progress = runs_view.run_progress(store.catalog, rid)
     assert progress["done"] == progress["total"] == 5 and progress["eta_s"] is None
     assert progress["fraction"] == 1.0 and progress["current"] == []
-    assert q.run_detail(store.catalog, "nope") is None
-    assert q.run_progress(store.catalog, "nope") is None
-    assert q.active_runs(store.catalog) == []
+    assert runs_view.run_detail(store.catalog, "nope") is None
+    assert runs_view.run_progress(store.catalog, "nope") is None
+    assert runs_view.active_runs(store.catalog) == []
 
 
 def test_run_progress_of_a_running_run(settings):
@@ -268,41 +275,41 @@ def test_run_progress_of_a_running_run(settings):
         ('r1', 'A', 'ok', ?), ('r1', 'B', 'ok', ?), ('r1', 'C', 'ok', ?),
         ('r1', 'D', 'failed', ?), ('r1', 'E', 'running', ?), ('r1', 'F', 'running', ?)""",
         [t0] * 4 + [t0 + dt.timedelta(seconds=5), t0 + dt.timedelta(seconds=6)])
-    p = q.run_progress(store.catalog, "r1", now=t0 + dt.timedelta(seconds=40))
+    p = runs_view.run_progress(store.catalog, "r1", now=t0 + dt.timedelta(seconds=40))
     assert p["done"] == 4 and p["total"] == 10 and p["current"] == ["E", "F"]
     assert p["eta_s"] == pytest.approx(40 / 4 * 6) and p["fraction"] == 0.4
-    assert [r["run_id"] for r in q.active_runs(store.catalog)] == ["r1"]
+    assert [r["run_id"] for r in runs_view.active_runs(store.catalog)] == ["r1"]
 
 
 # -- metrics -----------------------------------------------------------------------------------
 def test_metrics_aggregates_match_the_logs(populated):
     store, summary = populated
     cat = store.catalog
-    s = q.alltime_stats(cat)
+    s = metrics_view.alltime_stats(cat)
     assert s["runs"] == 1 and s["runs_by_state"] == {"partial": 1}
     assert s["rows_written"] == summary.records and s["symbol_tasks"] == 5
     assert s["symbols"] == s["active_symbols"] == len(DEMO_UNIVERSE)
-    by_ds = q.fetch_by_dataset(cat)
+    by_ds = metrics_view.fetch_by_dataset(cat)
     assert by_ds["rows"].sum() == cat.scalar("SELECT sum(records) FROM fetch_log")
     assert by_ds.filter(pl.col("dataset") == "news")["failed"][0] == 1
     assert by_ds.schema["rows"] == pl.Int64
-    comp = q.compute_by_dataset(cat)
+    comp = metrics_view.compute_by_dataset(cat)
     assert comp["rows"].sum() == cat.scalar("SELECT sum(records) FROM compute_log")
-    errs = q.errors_by_class(cat)
+    errs = metrics_view.errors_by_class(cat)
     assert errs.filter(pl.col("dataset") == "news").row(0, named=True) == {
         "dataset": "news", "error_class": "transient", "failures": 1, "retried": 1}
-    fails = q.failures_by_class(cat)
+    fails = metrics_view.failures_by_class(cat)
     # MSFT options (not entitled) and SPY news (transient)
     assert dict(zip(fails["error_class"], fails["failures"], strict=True)) == {
         "transient": 1, "not_entitled": 1}
-    daily = q.fetch_daily(cat, FIXED_NOW, days=400)
+    daily = metrics_view.fetch_daily(cat, FIXED_NOW, days=400)
     assert daily["rows"].sum() == by_ds["rows"].sum()
     # Features of the five symbols, and the volatility summary of the three chains stored
     # (AAPL, SPY and KO; MSFT's options are not entitled, BTC has none).
-    assert q.compute_daily(cat, FIXED_NOW, days=400)["steps"].sum() == 5 + 3
-    qual = q.quality(cat)
+    assert metrics_view.compute_daily(cat, FIXED_NOW, days=400)["steps"].sum() == 5 + 3
+    qual = metrics_view.quality(cat)
     assert qual.filter(pl.col("dataset") == "bars")["rejected"][0] == 1
-    rej = q.recent_rejections(cat)
+    rej = metrics_view.recent_rejections(cat)
     assert rej["symbol"].to_list() == ["KO"] and "low" in rej["causes"][0]
 
 
@@ -312,24 +319,29 @@ def test_metrics_bundles_equal_their_read_models(populated, empty_store):
     what its own read model returns."""
     for store in (populated[0], empty_store):
         cat = store.catalog
-        tot = q.metrics_totals(cat)
-        assert tot["alltime"] == q.alltime_stats(cat)
-        for name in ("fetch_by_dataset", "errors_by_class", "compute_by_dataset", "quality",
-                     "quality_by_dataset", "quality_by_check"):
-            assert_frame_equal(tot[name], getattr(q, name)(cat))
-        assert_frame_equal(tot["recent_rejections"], q.recent_rejections(cat, 20))
-        win = q.metrics_window(cat, FIXED_NOW, 400)
-        assert win["last_24h"] == q.pipeline_metrics(cat, FIXED_NOW - dt.timedelta(hours=24))
-        assert_frame_equal(win["hourly"], q.hourly(cat, FIXED_NOW))
-        for name in ("fetch_daily", "compute_daily", "quality_daily"):
-            assert_frame_equal(win[name], getattr(q, name)(cat, FIXED_NOW, 400))
-    assert not q.metrics_totals(populated[0].catalog)["fetch_by_dataset"].is_empty()
-    assert not q.metrics_window(populated[0].catalog, FIXED_NOW, 400)["fetch_daily"].is_empty()
+        tot = metrics_view.metrics_totals(cat)
+        assert tot["alltime"] == metrics_view.alltime_stats(cat)
+        for name, view in (("fetch_by_dataset", metrics_view), ("errors_by_class", metrics_view),
+                           ("compute_by_dataset", metrics_view), ("quality", metrics_view),
+                           ("quality_by_dataset", quality_view),
+                           ("quality_by_check", quality_view)):
+            assert_frame_equal(tot[name], getattr(view, name)(cat))
+        assert_frame_equal(tot["recent_rejections"], metrics_view.recent_rejections(cat, 20))
+        win = metrics_view.metrics_window(cat, FIXED_NOW, 400)
+        assert win["last_24h"] == metrics_view.pipeline_metrics(
+            cat, FIXED_NOW - dt.timedelta(hours=24))
+        assert_frame_equal(win["hourly"], metrics_view.hourly(cat, FIXED_NOW))
+        for name, view in (("fetch_daily", metrics_view), ("compute_daily", metrics_view),
+                           ("quality_daily", quality_view)):
+            assert_frame_equal(win[name], getattr(view, name)(cat, FIXED_NOW, 400))
+    assert not metrics_view.metrics_totals(populated[0].catalog)["fetch_by_dataset"].is_empty()
+    assert not metrics_view.metrics_window(populated[0].catalog, FIXED_NOW,
+                                           400)["fetch_daily"].is_empty()
 
 def test_hourly_buckets_the_last_day(populated):
     store, _ = populated
     real_now = dt.datetime.now(UTC)
-    h = q.hourly(store.catalog, real_now)
+    h = metrics_view.hourly(store.catalog, real_now)
     assert h["steps"].sum() == store.catalog.scalar(
         "SELECT count(*) FROM fetch_log WHERE status <> 'retried'")
 
@@ -338,18 +350,18 @@ def test_hourly_buckets_the_last_day(populated):
 def test_symbol_lake_models(populated):
     store, _ = populated
     lake = store.lake
-    ph = q.price_history(lake, "AAPL")
+    ph = symbols_view.price_history(lake, "AAPL")
     assert ph.height == lake.read("bars", ["AAPL"], level="1d").height
     assert ph["ma20"].drop_nulls().len() == ph.height - 19
     assert {"ma50", "ma200", "bb_upper", "bb_lower", "rsi14", "volatility_20d"} <= \
         set(ph.columns)
-    ca = q.corporate_actions(lake, "AAPL")
+    ca = symbols_view.corporate_actions(lake, "AAPL")
     n = sum(lake.read(d, ["AAPL"]).height for d in ("dividends", "splits", "earnings"))
     assert ca.height == n and set(ca["kind"]) <= {"dividend", "split", "earnings"}
     assert ca["date"].is_sorted(descending=True)
-    news = q.latest_news(lake, "AAPL", limit=5)
+    news = symbols_view.latest_news(lake, "AAPL", limit=5)
     assert news.height == 5 and news["published_utc"].is_sorted(descending=True)
-    smile = q.iv_smile(lake, "AAPL", expiries=3)
+    smile = symbols_view.iv_smile(lake, "AAPL", expiries=3)
     assert smile["expiration"].n_unique() == 3 and smile["iv"].null_count() == 0
     chain = lake.read("options_iv", ["AAPL"])
     assert smile["expiration"].max() == chain["expiration"].unique().sort()[2]
@@ -364,68 +376,71 @@ def test_symbol_lake_models(populated):
             >= sides.filter(pl.col("contract_type") == "call")["fwd"]).all()
     assert (sides.filter(pl.col("contract_type") == "put")["strike"]
             < sides.filter(pl.col("contract_type") == "put")["fwd"]).all()
-    term = q.atm_term_structure(lake, "AAPL")
+    term = symbols_view.atm_term_structure(lake, "AAPL")
     assert term.height == chain["expiration"].n_unique()
     assert (term["days"] > 0).all() and term["atm_iv"].is_between(0.05, 2).all()
-    assert q.iv_smile(lake, "MSFT").is_empty() and q.atm_term_structure(lake, "MSFT").is_empty()
-    inputs = q.options_inputs(lake, "AAPL")
+    assert (symbols_view.iv_smile(lake, "MSFT").is_empty()
+            and symbols_view.atm_term_structure(lake, "MSFT").is_empty())
+    inputs = symbols_view.options_inputs(lake, "AAPL")
     assert inputs["rate_source"] == {"treasury": chain.height} and not inputs["partial"]
     assert set(inputs["dividend_method"]) == {"parity"}
-    assert q.options_inputs(lake, "MSFT") is None
-    history = q.vol_history(lake, "AAPL")
+    assert symbols_view.options_inputs(lake, "MSFT") is None
+    history = symbols_view.vol_history(lake, "AAPL")
     assert history["as_of"].to_list() == [chain["as_of"].max()]
     assert history["volatility_20d"][0] == ph.filter(
         pl.col("session") == chain["as_of"].max())["volatility_20d"][0]
     assert 0.05 < history["atm_iv_30d"][0] < 1.5 and history["rr25_30d"][0] < 0  # put skew
-    assert q.vol_history(lake, "MSFT").is_empty()
-    assert q.price_history(lake, "NVDA").is_empty()
-    qual = q.symbol_lake_quality(lake, "AAPL", "stocks")
+    assert symbols_view.vol_history(lake, "MSFT").is_empty()
+    assert symbols_view.price_history(lake, "NVDA").is_empty()
+    qual = symbols_view.symbol_lake_quality(lake, "AAPL", "stocks")
     bars = qual.filter(pl.col("dataset") == "bars").row(0, named=True)
     assert bars["rows"] == ph.height and bars["missing_sessions"] == 0
-    ko = q.symbol_lake_quality(lake, "KO", "stocks").filter(pl.col("dataset") == "bars")
+    ko = symbols_view.symbol_lake_quality(lake, "KO", "stocks").filter(pl.col("dataset") == "bars")
     assert ko["missing_sessions"][0] == 1  # the refused bar
-    assert q.dataset_rows(lake, "AAPL", "features").height == ph.height
+    assert symbols_view.dataset_rows(lake, "AAPL", "features").height == ph.height
 
 
 def test_symbol_catalog_models(populated):
     store, _ = populated
-    info = q.symbol_info(store.catalog, "AAPL")
+    info = symbols_view.symbol_info(store.catalog, "AAPL")
     assert info["name"] == "Apple Inc." and info["asset_class"] == "stocks"
-    assert q.symbol_info(store.catalog, "ZZZZ") is None
-    stats = q.symbol_fetch_stats(store.catalog, "SPY")
+    assert symbols_view.symbol_info(store.catalog, "ZZZZ") is None
+    stats = symbols_view.symbol_fetch_stats(store.catalog, "SPY")
     news = stats.filter(pl.col("dataset") == "news").row(0, named=True)
     assert news["failures"] == 1 and news["retries"] == 1
-    ko = q.symbol_fetch_stats(store.catalog, "KO").filter(pl.col("dataset") == "bars")
+    ko = symbols_view.symbol_fetch_stats(store.catalog, "KO").filter(pl.col("dataset") == "bars")
     assert ko["rejected"][0] == 1
-    grid = q.status_grid(store.catalog, FIXED_NOW, symbol="SPY")
+    grid = status_view.status_grid(store.catalog, FIXED_NOW, symbol="SPY")
     assert grid.height == len(DATASETS_BY_CLASS["etfs"])
 
 
 # -- an empty store ------------------------------------------------------------------------
 def test_every_read_model_works_on_an_empty_store(empty_store):
     cat, lake = empty_store.catalog, empty_store.lake
-    grid = q.status_grid(cat, FIXED_NOW)
+    grid = status_view.status_grid(cat, FIXED_NOW)
     assert grid.is_empty()
-    assert q.state_distribution(grid).is_empty()
-    summary = q.symbol_summary(grid)
-    assert summary.is_empty() and q.filter_symbols(summary)[1] == 0
-    assert sum(q.symbol_state_counts(summary).values()) == 0
-    m = q.pipeline_metrics(cat)
+    assert status_view.state_distribution(grid).is_empty()
+    summary = status_view.symbol_summary(grid)
+    assert summary.is_empty() and status_view.filter_symbols(summary)[1] == 0
+    assert sum(status_view.symbol_state_counts(summary).values()) == 0
+    m = metrics_view.pipeline_metrics(cat)
     assert m["fetch"]["steps"] == 0 and m["fetch"]["p50_ms"] is None
-    assert q.overall_success(cat)["run_success_rate"] is None
-    assert q.latest_enrichment(cat) == {"last_success_at": None, "last_run": None}
-    assert q.runs_search(cat)[1] == 0 and q.active_runs(cat) == []
-    assert q.alltime_stats(cat)["runs"] == 0
-    for fn in (q.fetch_by_dataset, q.compute_by_dataset, q.errors_by_class,
-               q.failures_by_class, q.quality, q.recent_rejections):
+    assert metrics_view.overall_success(cat)["run_success_rate"] is None
+    assert metrics_view.latest_enrichment(cat) == {"last_success_at": None, "last_run": None}
+    assert runs_view.runs_search(cat)[1] == 0 and runs_view.active_runs(cat) == []
+    assert metrics_view.alltime_stats(cat)["runs"] == 0
+    for fn in (metrics_view.fetch_by_dataset, metrics_view.compute_by_dataset,
+               metrics_view.errors_by_class, metrics_view.failures_by_class, metrics_view.quality,
+               metrics_view.recent_rejections):
         assert fn(cat).is_empty()
-    for fn in (q.fetch_daily, q.compute_daily, q.hourly):
+    for fn in (metrics_view.fetch_daily, metrics_view.compute_daily, metrics_view.hourly):
         assert fn(cat, FIXED_NOW).is_empty()
-    assert q.scheduler_state(cat)["paused"] is False
-    for fn in (q.price_history, q.corporate_actions, q.latest_news, q.iv_smile,
-               q.atm_term_structure, q.vol_history):
+    assert health_view.scheduler_state(cat)["paused"] is False
+    for fn in (symbols_view.price_history, symbols_view.corporate_actions,
+               symbols_view.latest_news, symbols_view.iv_smile, symbols_view.atm_term_structure,
+               symbols_view.vol_history):
         assert fn(lake, "AAPL").is_empty()
-    assert q.symbol_lake_quality(lake, "AAPL", "stocks")["rows"].sum() == 0
+    assert symbols_view.symbol_lake_quality(lake, "AAPL", "stocks")["rows"].sum() == 0
 
 
 # -- formatting -------------------------------------------------------------------------

@@ -22,8 +22,8 @@ import pytest
 from filelock import FileLock, Timeout
 
 from enrich.config import Settings
-from enrich.providers.massive import MassiveProvider
-from enrich.ratelimit import (
+from enrich.providers.massive.provider import MassiveProvider
+from enrich.providers.ratelimit import (
     DEFAULT_HEADROOM,
     RateLimiter,
     clear_limiters,
@@ -393,7 +393,7 @@ def test_an_unreadable_state_file_starts_afresh(tmp_path, caplog):
     path.parent.mkdir(parents=True)
     path.write_text('{"version": 1, "tat": 5')  # torn: a hand edit or a failed disk
     lim = RateLimiter(60, clock, clock.sleep, state=path, poll=1000.0)
-    with caplog.at_level(logging.WARNING, logger="enrich.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="enrich.providers.ratelimit"):
         assert lim.acquire() == 0.0
     assert "unreadable" in caplog.text
     assert json.loads(path.read_text())["tat"] == pytest.approx(1.0)
@@ -410,7 +410,7 @@ def test_a_state_from_before_a_reboot_is_discarded(tmp_path, caplog):
     path.write_text(json.dumps(state))
     after = FakeClock(start=30.0)  # a fresh boot
     lim = RateLimiter(5, after, after.sleep, state=path)
-    with caplog.at_level(logging.WARNING, logger="enrich.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="enrich.providers.ratelimit"):
         assert lim.acquire() == 30.0  # at once, not at 5012, and not behind the old waiter
     assert "clock restarted" in caplog.text
     assert lim.waiting == 0
@@ -442,7 +442,7 @@ _CHILD = textwrap.dedent("""
             time.sleep(0.002)
 
     if mode == "wait":  # queue once on the shared limiter, record the grant
-        from enrich.ratelimit import RateLimiter
+        from enrich.providers.ratelimit import RateLimiter
         lim = RateLimiter(60, file_clock, file_sleep, state=args["state"])
         print("ready", flush=True)
         granted = lim.acquire(args["priority"])
@@ -458,7 +458,7 @@ _CHILD = textwrap.dedent("""
         import datetime as dt
         from enrich.config import Settings
         from enrich.errors import ProviderError
-        from enrich.providers.massive import MassiveProvider
+        from enrich.providers.massive.provider import MassiveProvider
         settings = Settings(data_dir=Path(args["data_dir"]), provider="massive",
                             api_key=args["key"], base_url=args["base_url"],
                             rate_limit_per_min=args["rate"])

@@ -10,16 +10,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enrich import rates
-from enrich.bsm import price_and_greeks
-from enrich.engine import Engine, RunParams
-from enrich.options_history import history_iv
-from enrich.providers.massive import MassiveProvider
-from enrich.providers.sample import SampleProvider
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.massive.provider import MassiveProvider
+from enrich.providers.sample.provider import SampleProvider
+from enrich.quant import rates
+from enrich.quant.bsm import price_and_greeks
+from enrich.quant.options_history import history_iv
+from enrich.quant.snapshots import price_chain
 from enrich.schemas import DIVIDENDS, RATES, SPLITS
-from enrich.snapshots import price_chain
-from enrich.store import Store
-from enrich.universe import ensure_demo_universe
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe
 from tests.conftest import FIXED_NOW
 from tests.fakes.massive_server import FakeMassive
 

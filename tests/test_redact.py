@@ -19,7 +19,7 @@ from enrich.errors import (
     TransientError,
     ValidationError,
 )
-from enrich.providers.massive import MAX_ERROR_TEXT, MassiveProvider
+from enrich.providers.massive.provider import MAX_ERROR_TEXT, MassiveProvider
 
 KEY = "mk_live_7Q2xV9pLr4TzW8cN3bY6hJ1d"  # 32 characters, like a real key
 BASE = "https://api.massive.com"

@@ -20,15 +20,16 @@ from polars.testing import assert_frame_equal
 
 from enrich import calendars
 from enrich.config import load_settings
-from enrich.engine import Engine, RunParams
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.refresh import Target, plan_refresh, window_for
+from enrich.pipeline.run_model import RunParams
 from enrich.providers import MarketRequest
-from enrich.providers.massive import MassiveProvider
-from enrich.providers.sample import SampleProvider
-from enrich.refresh import Target, plan_refresh, window_for
-from enrich.retry import RetryPolicy
+from enrich.providers.massive.provider import MassiveProvider
+from enrich.providers.retry import RetryPolicy
+from enrich.providers.sample.provider import SampleProvider
 from enrich.schemas import DATASETS
-from enrich.store import Store
-from enrich.universe import add_symbols
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
 from tests.fakes.massive_server import FakeMassive, market_tickers
 
 UTC = dt.UTC
@@ -320,9 +321,9 @@ def _tampered(tmp_path, name: str, drop: bool = False):
         keep = store.lake.read("bars", ["AAPL"], level="1d").filter(
             ~pl.col("session").is_in([s1, s3]))
         store.lake.replace_symbol("bars", "AAPL", keep, level="1d")
-        from enrich import quality
+        from enrich.checks import quality_run
 
-        quality.audit(store, ["AAPL"], ["bars"])  # the heatmap sees the gap
+        quality_run.audit(store, ["AAPL"], ["bars"])  # the heatmap sees the gap
     return store, settings, (s1, s2, s3)
 
 
@@ -337,8 +338,8 @@ def _recorded(store: Store, run_id: str) -> tuple[list, set]:
 
 
 def test_a_backfill_and_a_heatmap_fill_record_what_a_run_records(tmp_path):
-    from enrich import coverage as cov
-    from enrich.backfill import Backfiller, BackfillRequest
+    from enrich.backfill import heatmap as cov
+    from enrich.backfill.jobs import Backfiller, BackfillRequest
 
     # A run whose window covers the changed bar (its watermark set back before it).
     store, settings, (s1, s2, s3) = _tampered(tmp_path, "run")

@@ -11,11 +11,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from enrich import calendars, rates
-from enrich.american import american_price
+from enrich import calendars
 from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.providers import OPTION_CONTRACTS, Provider
-from enrich.providers.sample import SampleProvider
+from enrich.providers.sample.provider import SampleProvider
+from enrich.quant import rates
+from enrich.quant.american import american_price
 from enrich.schemas import BARS, DIVIDENDS, EARNINGS, NEWS, OPTIONS_IV, RATES, SPLITS
 from enrich.symbols import DEMO_UNIVERSE
 
@@ -342,7 +343,7 @@ def test_option_chain_quotes_american_prices_of_the_model(sample):
     assert strikes.min() < 0.8 * spot and strikes.max() > 1.2 * spot
     assert chain["contract"][0].startswith("O:AAPL")
     assert (chain["open_interest"] >= 0).all()
-    # The closing snapshot: terms, quotes on a cent grid, IV left to enrich.snapshots.
+    # The closing snapshot: terms, quotes on a cent grid, IV left to enrich.quant.snapshots.
     close = calendars.session_close_utc("XNYS", as_of)
     assert (chain["snapshot_at"] == close).all() and (chain["quote_at"] < close).all()
     assert set(chain["exercise_style"]) == {"american"}
@@ -353,7 +354,7 @@ def test_option_chain_quotes_american_prices_of_the_model(sample):
     assert np.allclose(np.round(bid * 100), bid * 100) and np.allclose(np.round(ask * 100),
                                                                          ask * 100)
     # The quotes straddle the American price at the model IV, the demo curve's rate to each
-    # expiry (as enrich.rates reads it) and the profile's dividend yield.
+    # expiry (as enrich.quant.rates reads it) and the profile's dividend yield.
     t = ((chain["expiration"] - chain["as_of"]).dt.total_days() / 365).to_numpy()
     r, source = rates.rate_to(sample.treasury_yields(as_of, as_of), chain["as_of"], t, 0.04)
     assert set(source) == {"treasury"}

@@ -10,13 +10,13 @@ import time
 import pytest
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 
-from enrich import scheduler as sched
-from enrich.catalog import WriteBatch, host_and_pid
 from enrich.health import health
-from enrich.providers.sample import SampleProvider
+from enrich.pipeline import scheduler as sched
+from enrich.providers.sample.provider import SampleProvider
 from enrich.service import Services
-from enrich.store import Store
-from enrich.universe import add_symbols
+from enrich.store.catalog import WriteBatch, host_and_pid
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
 from tests.conftest import FIXED_NOW
 
 UTC = dt.UTC

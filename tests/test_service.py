@@ -14,12 +14,13 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
 from enrich import service as service_mod
-from enrich.engine import FINAL_STATES
 from enrich.errors import NotFoundError
-from enrich.providers.sample import SampleProvider
-from enrich.service import Services, get_services, request_cancel, reset_services
-from enrich.store import Store
-from enrich.universe import add_symbols
+from enrich.pipeline.requests import request_cancel
+from enrich.pipeline.run_model import FINAL_STATES
+from enrich.providers.sample.provider import SampleProvider
+from enrich.service import Services, get_services, reset_services
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
 from tests.conftest import FIXED_NOW
 
 DATA_METHODS = {"bars", "dividends", "splits", "earnings", "news", "option_chain"}

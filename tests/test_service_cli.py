@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from enrich import scheduler as sched
-from enrich.catalog import Catalog, utcnow
-from enrich.service import request_cancel
-from enrich.store import Store
-from enrich.universe import ensure_demo_universe
+from enrich.pipeline import scheduler as sched
+from enrich.pipeline.requests import request_cancel
+from enrich.store.catalog import Catalog, utcnow
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe
 from tests.conftest import REPO, subprocess_env
 
 NOW = "2026-11-25T22:00:00Z"

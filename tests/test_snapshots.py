@@ -8,14 +8,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from enrich import calendars, rates
-from enrich.american import american_price
-from enrich.engine import Engine, RunParams
-from enrich.providers.sample import SampleProvider
+from enrich import calendars
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.sample.provider import SampleProvider
+from enrich.quant import rates
+from enrich.quant.american import american_price
+from enrich.quant.snapshots import price_chain
 from enrich.schemas import DIVIDENDS, OPTIONS_IV, SPLITS
-from enrich.snapshots import price_chain
-from enrich.store import Store
-from enrich.universe import ensure_demo_universe
+from enrich.store.store import Store
+from enrich.store.universe import ensure_demo_universe
 
 D = dt.date
 UTC = dt.UTC

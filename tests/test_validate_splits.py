@@ -3,9 +3,9 @@ import datetime as dt
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from enrich.engine import apply_splits
+from enrich.checks.validate import check
+from enrich.quant.splits import apply_splits
 from enrich.schemas import BARS, conform
-from enrich.validate import check
 
 D = dt.date
 

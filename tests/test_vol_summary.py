@@ -1,4 +1,4 @@
-"""The volatility summary per symbol and session (enrich.vol_summary)."""
+"""The volatility summary per symbol and session (enrich.quant.vol_summary)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from scipy.special import ndtri
 
+from enrich.quant.vol_summary import summarize
 from enrich.schemas import VOL_SUMMARY
-from enrich.vol_summary import summarize
 
 D = dt.date
 AS_OF = D(2025, 6, 2)

@@ -1,4 +1,5 @@
-"""Runs in worker processes (enrich.workers): same lake and logs as threads, isolation, cancel."""
+"""Runs in worker processes (enrich.pipeline.workers): same lake and logs as threads, isolation,
+cancel."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from enrich.engine import Engine, RunParams
 from enrich.identity import TickerReference
-from enrich.providers.sample import SampleProvider
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.pipeline.workers import process_count, usable_cpus
+from enrich.providers.sample.provider import SampleProvider
 from enrich.schemas import DATASETS
-from enrich.store import Store
-from enrich.universe import add_symbols
-from enrich.workers import process_count, usable_cpus
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
 
 UNIVERSE = [("AAPL", "stocks", "Apple"), ("SPY", "etfs", "SPDR S&P 500"),
             ("NVDA", "stocks", "NVIDIA"), ("X:BTCUSD", "crypto", "Bitcoin"),

@@ -20,8 +20,8 @@ import sys
 
 import polars as pl
 
-from enrich import alerts
-from enrich.catalog import utcnow
+from enrich.alerts import lifecycle as alert_lifecycle
+from enrich.alerts import rules as alert_rules
 from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -34,18 +34,20 @@ from enrich.cli.common import (
 )
 from enrich.config import Settings
 from enrich.errors import ConfigError
+from enrich.store.catalog import utcnow
+from enrich.views import alerts as alerts_view
 
 ACTIONS = ("list", "show", "ack", "snooze", "unsnooze", "test", "check")
 
 
 def _catalog(settings: Settings):
-    from enrich.store import Store
+    from enrich.store.store import Store
 
     return Store.from_settings(settings).catalog
 
 
-def _channels(settings: Settings) -> alerts.Channels:
-    return alerts.Channels(settings.alert_urls)
+def _channels(settings: Settings) -> alert_lifecycle.Channels:
+    return alert_lifecycle.Channels(settings.alert_urls)
 
 
 @command("alerts")
@@ -53,16 +55,16 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
     action = args.alerts_cmd or "list"
     try:
         return _ALERT_ACTIONS[action](args, settings)
-    except alerts.UnknownAlertError as exc:
+    except alert_lifecycle.UnknownAlertError as exc:
         raise UsageError(str(exc)) from None
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     now = utcnow()
     catalog = _catalog(settings)
-    page, total = alerts.incidents(catalog, now, getattr(args, "state", None),
-                                   getattr(args, "rule", None), getattr(args, "limit", 50))
-    snoozes = alerts.active_snoozes(catalog, now)
+    page, total = alerts_view.incidents(catalog, now, getattr(args, "state", None),
+                                        getattr(args, "rule", None), getattr(args, "limit", 50))
+    snoozes = alerts_view.active_snoozes(catalog, now)
     if getattr(args, "json", False):
         print_json({"total": total, "items": page.to_dicts(), "snoozes": snoozes.to_dicts()})
         return EXIT_OK
@@ -84,10 +86,10 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     if not args.target:
         raise UsageError("`alerts show` needs an alert id (see `alerts list`)")
     catalog = _catalog(settings)
-    ev = alerts.events(catalog, args.target)
+    ev = alerts_view.events(catalog, args.target)
     if ev.is_empty():
-        raise alerts.UnknownAlertError(f"no alert {args.target}")
-    inc = alerts.incidents(catalog, utcnow(), incident_id=args.target)[0].to_dicts()
+        raise alert_lifecycle.UnknownAlertError(f"no alert {args.target}")
+    inc = alerts_view.incidents(catalog, utcnow(), incident_id=args.target)[0].to_dicts()
     if args.json:
         print_json({**(inc[0] if inc else {}), "events": ev.to_dicts()})
         return EXIT_OK
@@ -104,7 +106,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 def _ack(args: argparse.Namespace, settings: Settings) -> int:
     if not args.target:
         raise UsageError("`alerts ack` needs an alert id (see `alerts list`)")
-    out = alerts.acknowledge(_catalog(settings), args.target, args.by or who(), utcnow())
+    out = alert_lifecycle.acknowledge(_catalog(settings), args.target, args.by or who(), utcnow())
     print(f"incident {out['incident_id']} acknowledged by {out['acked_by']}")
     return EXIT_OK
 
@@ -112,14 +114,14 @@ def _ack(args: argparse.Namespace, settings: Settings) -> int:
 def _snooze(args: argparse.Namespace, settings: Settings) -> int:
     if not args.target:
         raise UsageError("`alerts snooze` needs an alert id or a rule "
-                         f"({', '.join(alerts.RULE_NAMES)})")
+                         f"({', '.join(alert_rules.RULE_NAMES)})")
     try:
-        period = alerts.parse_period(args.period)
+        period = alert_lifecycle.parse_period(args.period)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     now = utcnow()
-    out = alerts.snooze(_catalog(settings), args.target, now + period, args.by or who(), now,
-                        args.reason)
+    out = alert_lifecycle.snooze(_catalog(settings), args.target, now + period,
+                                 args.by or who(), now, args.reason)
     print(f"{out['target']} snoozed until {out['until']:%Y-%m-%d %H:%M} UTC: its alerts are "
           "recorded but not sent")
     return EXIT_OK
@@ -128,7 +130,7 @@ def _snooze(args: argparse.Namespace, settings: Settings) -> int:
 def _unsnooze(args: argparse.Namespace, settings: Settings) -> int:
     if not args.target:
         raise UsageError("`alerts unsnooze` needs an alert id or a rule")
-    if alerts.unsnooze(_catalog(settings), args.target):
+    if alert_lifecycle.unsnooze(_catalog(settings), args.target):
         print(f"{args.target}: snooze ended")
     else:
         print(f"{args.target} was not snoozed")
@@ -137,7 +139,7 @@ def _unsnooze(args: argparse.Namespace, settings: Settings) -> int:
 
 def _test(args: argparse.Namespace, settings: Settings) -> int:
     channels = _channels(settings)
-    out = alerts.send_test(_catalog(settings), channels, args.by or who())
+    out = alert_lifecycle.send_test(_catalog(settings), channels, args.by or who())
     if getattr(args, "json", False):
         print_json(out)
     elif not out["channels"]:
@@ -155,8 +157,8 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     catalog = _catalog(settings)
     channels = _channels(settings)
-    result = alerts.evaluate(catalog, settings.now(), channels=bool(channels))
-    sent = alerts.deliver_pending(catalog, channels) if channels else []
+    result = alert_lifecycle.evaluate(catalog, settings.now(), channels=bool(channels))
+    sent = alert_lifecycle.deliver_pending(catalog, channels) if channels else []
     if getattr(args, "json", False):
         print_json({"opened": result.opened, "resolved": result.resolved,
                     "failed_rules": result.failed_rules, "delivered": sent})
@@ -196,7 +198,7 @@ def _parser(sub: argparse._SubParsersAction) -> None:
     asub = a.add_subparsers(dest="alerts_cmd", metavar="ACTION")
     ls = asub.add_parser("list", help="incidents, newest first (default)")
     ls.add_argument("--state", choices=["open", "resolved", "test"])
-    ls.add_argument("--rule", choices=[*alerts.RULE_NAMES, "test"])
+    ls.add_argument("--rule", choices=[*alert_rules.RULE_NAMES, "test"])
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     for name, text in (("show", "one incident and its events"),

@@ -58,8 +58,8 @@ def _symbols(raw: list[str] | None) -> tuple[str, ...]:
 
 
 def _request(args: argparse.Namespace):
-    from enrich.backfill import BackfillRequest
-    from enrich.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
+    from enrich.backfill.jobs import BackfillRequest
+    from enrich.quant.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
 
     symbols = _symbols(args.symbols)
     if symbols and args.all:
@@ -77,10 +77,10 @@ def _request(args: argparse.Namespace):
 
 
 def _backfiller(settings: Settings):
-    from enrich.backfill import Backfiller
+    from enrich.backfill.jobs import Backfiller
     from enrich.providers import make_provider
-    from enrich.store import Store
-    from enrich.universe import ensure_demo_universe
+    from enrich.store.store import Store
+    from enrich.store.universe import ensure_demo_universe
 
     store = Store.from_settings(settings)
     ensure_demo_universe(store.catalog)
@@ -93,7 +93,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         return _action(args, settings)
     if args.backfill_id is not None:
         raise UsageError(f"unexpected {args.backfill_id!r}: symbols go after --symbol")
-    from enrich.backfill import backfill_request, find_resumable
+    from enrich.backfill.jobs import backfill_request, find_resumable
 
     request = _request(args)
     bf = _backfiller(settings)
@@ -174,7 +174,7 @@ def _print_plan(plan, retry_failed: bool, as_json: bool) -> None:
 
 
 def _action(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.backfill import UnknownBackfillError
+    from enrich.backfill.jobs import UnknownBackfillError
 
     try:
         return _do_action(args, settings)
@@ -183,13 +183,13 @@ def _action(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _do_action(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.backfill import (
+    from enrich.backfill.jobs import (
         backfill_progress_summary,
         backfill_request,
         backfill_steps,
         stop_backfill,
     )
-    from enrich.store import Store
+    from enrich.store.store import Store
 
     action = args.dataset
     if action == "list":
@@ -254,7 +254,7 @@ def _list_row(r: dict[str, Any]) -> dict[str, str]:
 
 @extend_parser
 def _parser(sub: argparse._SubParsersAction) -> None:
-    from enrich.backfill import DATASETS
+    from enrich.backfill.jobs import DATASETS
 
     b = sub.add_parser(
         "backfill", help="fill history for a dataset, resumably, within the rate limit",

@@ -73,7 +73,7 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 def report_run(summary, as_json: bool, **extra: Any) -> int:
     """Print a finished run (a line, or JSON with ``extra`` keys) and return its exit code."""
-    from enrich.engine import describe
+    from enrich.pipeline.run_model import describe
 
     if as_json:
         print_json({

@@ -48,15 +48,15 @@ def _datasets(raw: str | None) -> list[str] | None:
 
 
 def _open(settings: Settings):
-    from enrich.store import Store
+    from enrich.store.store import Store
 
     return Store.from_settings(settings)  # repairs made while opening are logged as warnings
 
 
 def _engine(settings: Settings, store=None):
-    from enrich.engine import Engine
+    from enrich.pipeline.engine import Engine
     from enrich.providers import make_provider
-    from enrich.universe import ensure_demo_universe
+    from enrich.store.universe import ensure_demo_universe
 
     store = store or _open(settings)
     ensure_demo_universe(store.catalog)
@@ -66,7 +66,7 @@ def _engine(settings: Settings, store=None):
 # -- run ------------------------------------------------------------------------------------
 @command("run")
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.service import make_params
+    from enrich.pipeline.requests import make_params
 
     # Everything is checked before a run is recorded: a refused argument leaves no run row.
     params = make_params(_csv_list(args.symbols, "--symbols"), _datasets(args.datasets),
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return handoff(argparse.Namespace(params=params), settings)
     engine = _engine(settings)
     if params.symbols:
-        from enrich.universe import unknown_symbols
+        from enrich.store.universe import unknown_symbols
 
         unknown = unknown_symbols(engine.store.catalog, params.symbols)
         if unknown:
@@ -116,8 +116,8 @@ def _dry_run(engine, params, settings: Settings, as_json: bool) -> int:
 # -- status ---------------------------------------------------------------------------------
 @command("status")
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.queries import status_table
     from enrich.symbols import validate_symbol
+    from enrich.views.status import status_table
 
     store = _open(settings)
     sym = validate_symbol(args.symbol) if args.symbol else None
@@ -144,8 +144,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
         if handler is None:
             raise UsageError(f"unknown runs command {sub!r}")
         return handler(args, settings)
-    from enrich.queries import runs_table
     from enrich.symbols import validate_symbol
+    from enrich.views.runs import runs_table
 
     store = _open(settings)
     since = None
@@ -173,7 +173,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 # -- symbols --------------------------------------------------------------------------------
 @command("symbols")
 def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich import universe
+    from enrich.store import universe
 
     store = _open(settings)
     if args.symbols_cmd == "list":
@@ -252,7 +252,7 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
 # -- entitlements ---------------------------------------------------------------------------
 @command("entitlements")
 def cmd_entitlements(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich import plan_limits
+    from enrich.store import plan_limits
 
     store = _open(settings)
     if args.entitlements_cmd == "recheck":

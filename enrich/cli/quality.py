@@ -7,10 +7,10 @@
                                                               fill exactly those gaps
 
 Imported by ``enrich.cli``. The same read models as the page and
-``GET /api/v1/quality`` / ``/api/v1/coverage`` (``enrich.queries.quality_report``,
-``enrich.coverage.gaps_report``), the same action as the heatmap's drag-to-fill and
-``POST /api/v1/fills`` (``enrich.coverage.plan_range`` + ``start_fill``). Exit codes: 0 done,
-1 a fill whose runs did not all succeed (``quality --failing``: some check fails), 2 bad
+``GET /api/v1/quality`` / ``/api/v1/coverage`` (``enrich.views.quality.quality_report``,
+``enrich.backfill.heatmap.gaps_report``), the same action as the heatmap's drag-to-fill and
+``POST /api/v1/fills`` (``enrich.backfill.heatmap.plan_range`` + ``start_fill``). Exit codes: 0
+done, 1 a fill whose runs did not all succeed (``quality --failing``: some check fails), 2 bad
 usage.
 """
 
@@ -23,6 +23,7 @@ import time
 
 import polars as pl
 
+from enrich.backfill.heatmap import DATASETS
 from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -33,14 +34,14 @@ from enrich.cli.common import (
     print_table,
 )
 from enrich.config import Settings
-from enrich.coverage import DATASETS
+from enrich.store import runs
 
 FINAL = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
          "missed")
 
 
 def _store(settings: Settings):
-    from enrich.store import Store
+    from enrich.store.store import Store
 
     return Store.from_settings(settings)
 
@@ -60,9 +61,9 @@ def _date(raw: str) -> dt.date:
 
 
 def _known(catalog, symbols: list[str]) -> list[str]:
-    """The held spelling of each of ``symbols`` (``enrich.universe.match_symbols``: any case
+    """The held spelling of each of ``symbols`` (``enrich.store.universe.match_symbols``: any case
     when only one held symbol matches); refuses those not in the universe."""
-    from enrich.universe import match_symbols
+    from enrich.store.universe import match_symbols
 
     held, unknown = match_symbols(catalog, symbols)
     if unknown:
@@ -76,7 +77,7 @@ def _known(catalog, symbols: list[str]) -> list[str]:
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     if args.quality_cmd == "audit":
         return _audit(args, settings)
-    from enrich.queries import quality_report
+    from enrich.views.quality import quality_report
 
     store = _store(settings)
     given = _symbols([args.symbol]) if args.symbol else []
@@ -125,14 +126,14 @@ def _table(frame: pl.DataFrame, cols: list[str], empty: str) -> None:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich import quality
+    from enrich.checks import quality_run
 
     store = _store(settings)
     symbols = _symbols(args.symbols) or None
     if symbols:
         symbols = _known(store.catalog, symbols)
     t0 = time.monotonic()
-    results = quality.audit(store, symbols, args.datasets or None)
+    results = quality_run.audit(store, symbols, args.datasets or None)
     failing = results.filter(~pl.col("passed"))
     if args.json:
         print_json({"checks": results.height, "failing": failing.to_dicts()})
@@ -148,7 +149,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 # -- coverage -------------------------------------------------------------------------------
 @command("coverage")
 def cmd_coverage(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.coverage import gaps_report
+    from enrich.backfill.heatmap import gaps_report
 
     if args.sessions < 1:
         raise UsageError("--sessions must be at least 1")
@@ -168,8 +169,8 @@ def cmd_coverage(args: argparse.Namespace, settings: Settings) -> int:
 # -- fill -----------------------------------------------------------------------------------
 @command("fill")
 def cmd_fill(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich import backfill
-    from enrich.coverage import plan_range, start_fill
+    from enrich.backfill import jobs as backfill
+    from enrich.backfill.heatmap import plan_range, start_fill
     from enrich.service import Services
 
     symbols = _symbols(args.symbols)
@@ -217,7 +218,7 @@ def _wait(svc, catalog, run_id: str) -> str:
     if run_id in svc.active_runs():
         return svc.wait(run_id)
     while True:
-        state = catalog.scalar("SELECT state FROM runs WHERE run_id = ?", [run_id])
+        state = runs.state_of(catalog, run_id)
         if state in FINAL:
             return state
         time.sleep(0.2)

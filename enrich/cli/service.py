@@ -16,8 +16,6 @@ import signal
 import sys
 import threading
 
-from enrich import scheduler as sched
-from enrich.catalog import utcnow
 from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -32,12 +30,15 @@ from enrich.cli.common import (
 from enrich.cli.progress import TerminalProgress
 from enrich.config import Settings
 from enrich.errors import EnrichError
+from enrich.pipeline import scheduler as sched
+from enrich.store import runs
+from enrich.store.catalog import utcnow
 
 SERVE_STOP_S = 3.0  # grace for runs to reach a symbol boundary; serve exits within ~5 s
 
 
 def _store(settings: Settings):
-    from enrich.store import Store
+    from enrich.store.store import Store
 
     return Store.from_settings(settings)
 
@@ -98,7 +99,7 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
 @command("serve")
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.service import Services
-    from enrich.universe import ensure_demo_universe
+    from enrich.store.universe import ensure_demo_universe
 
     if not settings.scheduler:
         raise UsageError("`serve` runs the daily scheduler, but ENRICH_SCHEDULER=off; "
@@ -116,7 +117,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     ensure_demo_universe(store.catalog)
     bound = None
     if settings.api_host is not None:  # bind first: a taken port exits 2 before anything runs
-        from enrich.api import ApiServer
+        from enrich.api.serving import ApiServer
 
         bound = ApiServer(settings.api_host, settings.api_port)
     svc = Services(settings, store=store, heartbeat_s=args.heartbeat_s)
@@ -137,7 +138,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
               f"{sched.fire_label(svc.next_fire_time())}{owner}; Ctrl-C to stop",
               file=sys.stderr, flush=True)
         if bound is not None:
-            from enrich.api import serve as serve_api
+            from enrich.api.serving import serve as serve_api
 
             try:
                 api, source = serve_api(settings, svc, bound)
@@ -173,8 +174,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 # -- run --background -----------------------------------------------------------------------
 @command("__background_run")
 def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.service import NoLiveSchedulerError, hand_off_run
-    from enrich.universe import ensure_demo_universe
+    from enrich.pipeline.requests import NoLiveSchedulerError, hand_off_run
+    from enrich.store.universe import ensure_demo_universe
 
     params = args.params
     store = _store(settings)
@@ -199,9 +200,9 @@ def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
 # -- runs retry | cancel --------------------------------------------------------------------
 @command("runs retry")
 def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.engine import Engine
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.requests import UnknownRunError, retry_params
     from enrich.providers import make_provider
-    from enrich.service import UnknownRunError, retry_params
 
     store = _store(settings)
     try:
@@ -221,7 +222,7 @@ def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("runs cancel")
 def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.service import UnknownRunError, request_cancel
+    from enrich.pipeline.requests import UnknownRunError, request_cancel
 
     store = _store(settings)
     try:
@@ -240,10 +241,9 @@ def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
         import time
 
         deadline = time.monotonic() + args.wait
-        state = before
+        state: str | None = before
         while time.monotonic() < deadline:
-            state = store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?",
-                                         [args.run_id])
+            state = runs.state_of(store.catalog, args.run_id)
             if state not in ("queued", "running"):
                 break
             time.sleep(0.5)

@@ -8,7 +8,8 @@ Besides per-symbol calls, a provider answers **universe-wide** requests (``marke
 request per session serves the daily bars of every stock and ETF (grouped daily), and one
 request per date window (paginated) serves the dividends, splits, income statements or news of
 the whole market; the rows are filtered to the requested symbols locally. Either path stores
-identical rows: the engine's refresh plan (``enrich.refresh``) picks the cheaper per dataset.
+identical rows: the engine's refresh plan (``enrich.pipeline.refresh``) picks the cheaper per
+dataset.
 
 Each provider applies its ``RetryPolicy`` to every single request (a failed page is retried,
 never the pages before it) and keeps a per-thread ledger of requests and retries
@@ -38,16 +39,16 @@ PROVIDERS = ("sample", "massive")
 def make_provider(settings: Settings, **kw) -> Provider:
     """Build the configured provider with the configured retry policy. Imports lazily so one
     provider's deps never load the other."""
-    from enrich.retry import RetryPolicy
+    from enrich.providers.retry import RetryPolicy
 
     kw.setdefault("retry", RetryPolicy(max_retries=settings.max_retries))
     if settings.provider == "sample":
-        from enrich.providers.sample import SampleProvider
+        from enrich.providers.sample.provider import SampleProvider
 
         kw.setdefault("clock", settings.now)
         return SampleProvider(failure_rate=settings.sample_failure_rate, **kw)
     if settings.provider == "massive":
-        from enrich.providers.massive import MassiveProvider
+        from enrich.providers.massive.provider import MassiveProvider
 
         return MassiveProvider.from_settings(settings, **kw)
     raise ValueError(f"unknown provider {settings.provider!r}")

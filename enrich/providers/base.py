@@ -8,6 +8,7 @@ the registry that builds them). See the package's docstring for the contract.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -18,7 +19,7 @@ from enrich.schemas import Dataset
 
 if TYPE_CHECKING:
     from enrich.identity import TickerReference
-    from enrich.retry import RequestStats
+    from enrich.providers.retry import RequestStats
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class Provider(Protocol):
         """Snapshot of the chain for the session ``as_of`` (the session in progress, or the
         latest one that closed): OPTIONS_IV columns with the quote, the last trade, volume,
         open interest, the contract's terms, ``provider_iv`` and ``snapshot_at``; IV and
-        greeks are left to ``enrich.snapshots``. ``spot`` (the underlying's latest close,
+        greeks are left to ``enrich.quant.snapshots``. ``spot`` (the underlying's latest close,
         when known) lets the provider ask only for strikes near it."""
         ...
 
@@ -132,7 +133,7 @@ class Provider(Protocol):
         ...
 
     def treasury_yields(self, start: dt.date, end: dt.date) -> pl.DataFrame:
-        """Treasury yield curves observed on [start, end] (RATES schema; ``enrich.rates``)."""
+        """Treasury yield curves observed on [start, end] (RATES schema; ``enrich.quant.rates``)."""
         ...
 
     def option_bars(self, contract: str, start: dt.date, end: dt.date) -> pl.DataFrame:
@@ -168,3 +169,8 @@ class Provider(Protocol):
         ...
 
     def probe(self) -> ProbeResult: ...
+
+
+def estimate_pages(rows: float, page_limit: int) -> int:
+    """Requests a paginated answer of about ``rows`` rows takes (at least one)."""
+    return max(1, math.ceil(rows / page_limit))

@@ -73,7 +73,7 @@ from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo
 
 from enrich.calendars import sessions
-from enrich.occ import format_occ, parse_occ
+from enrich.quant.occ import format_occ, parse_occ
 
 ET = ZoneInfo("America/New_York")
 DEFAULT_KEY = "fake-massive-key-7f3a9c0d2e"
@@ -606,7 +606,7 @@ class FakeData:
     def chain(self, underlying: str) -> list[dict]:
         """Snapshot rows in the spec example's shape: a quote around a BSM price at the fake's
         smile, a last trade inside the spread, the day's bar."""
-        from enrich.bsm import price_and_greeks
+        from enrich.quant.bsm import price_and_greeks
 
         spot = self.close(underlying, self.today)
         close_ns = int(dt.datetime.combine(self.today, dt.time(16, 0), ET).timestamp()) \

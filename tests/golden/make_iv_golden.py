@@ -20,8 +20,8 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from enrich.american import american_iv_greeks  # noqa: E402
-from enrich.iv import compute_iv_greeks  # noqa: E402
+from enrich.quant.american import american_iv_greeks  # noqa: E402
+from enrich.quant.iv import compute_iv_greeks  # noqa: E402
 from tests.test_iv_kernel import (  # noqa: E402
     american_grid,
     european_grid,

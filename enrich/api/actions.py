@@ -1,0 +1,224 @@
+"""The API's actions (POST, token required): runs, the schedule, backfills, fills, audits and
+alerts, each the same call the pages and the CLI make.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Annotated, Literal
+
+from fastapi import Body, Path, Request
+from pydantic import BaseModel, Field
+
+from enrich.alerts import lifecycle as alert_lifecycle
+from enrich.api.common import PREFIX, ApiError, _Desk, _Json, _Routes, _who
+from enrich.backfill import heatmap as coverage
+from enrich.backfill import jobs as backfill
+from enrich.pipeline.requests import UnknownRunError
+from enrich.schemas import FETCHED
+from enrich.symbols import ASSET_CLASSES, validate_symbol
+from enrich.views import health as health_view
+from enrich.views import runs as runs_view
+
+
+class RunRequest(BaseModel):
+    symbols: list[str] | None = Field(None, description="default: the active universe")
+    datasets: list[Literal[FETCHED]] | None = None  # type: ignore[valid-type]
+    asset_class: Literal[ASSET_CLASSES] | None = None  # type: ignore[valid-type]
+    timeframe: Literal["1d", "1h", "5m"] = "1d"
+    lookback: int | None = Field(None, ge=1, description="days of history for a first fetch")
+
+
+class PauseRequest(BaseModel):
+    reason: str | None = Field(None, max_length=500)
+
+
+class BackfillStart(BaseModel):
+    dataset: Literal[backfill.DATASETS]  # type: ignore[valid-type]
+    symbols: list[str] = Field(default_factory=list, description="empty: the active universe")
+    years: int | None = Field(None, ge=1)
+    days: int | None = Field(None, ge=1)
+    since: dt.date | None = None
+    until: dt.date | None = None
+    timeframe: Literal["1d", "1h", "5m"] = "1d"
+    expirations: list[dt.date] = Field(default_factory=list)
+    moneyness: tuple[float, float] | None = None
+    monthly: int | None = Field(None, ge=1, le=12)
+    chunk_days: int | None = Field(None, ge=1)
+    dry_run: bool = Field(False, description="return the plan; start nothing")
+
+
+class BackfillResume(BaseModel):
+    retry_failed: bool = False
+
+
+class FillRequest(BaseModel):
+    dataset: Literal[coverage.DATASETS]  # type: ignore[valid-type]
+    symbols: list[str] = Field(min_length=1)
+    start: dt.date = Field(alias="from")
+    end: dt.date = Field(alias="to")
+    include_failed: bool = Field(False, description="also re-fetch cells a check failed on")
+
+
+class AuditRequest(BaseModel):
+    symbols: list[str] | None = None
+    datasets: list[Literal[coverage.DATASETS]] | None = None  # type: ignore[valid-type]
+
+
+class SnoozeRequest(BaseModel):
+    period: str = Field(default="1h", alias="for", description="30m, 2h, 1d or 1w")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+def _known(desk: _Desk, symbols: list[str] | None) -> list[str] | None:
+    if not symbols:
+        return None
+    syms, unknown = desk.held([validate_symbol(s) for s in symbols])
+    if unknown:
+        raise ApiError(400, "unknown_symbol", f"{', '.join(unknown)} not in the universe; add "
+                       f"with `python -m enrich symbols add {' '.join(unknown)}`")
+    return syms
+
+
+def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per endpoint
+    @r.post("/runs", status_code=202, summary="Start a run now; 202 with its id at once")
+    def start_run(body: RunRequest) -> _Json:
+        run_id = desk.svc.trigger(symbols=_known(desk, body.symbols), datasets=body.datasets,
+                                  asset_class=body.asset_class, timeframe=body.timeframe,
+                                  lookback=body.lookback, kind="api")
+        return _Json({"run_id": run_id, "state": "queued", "url": f"{PREFIX}/runs/{run_id}"},
+                     status_code=202)
+
+    @r.post("/runs/{run_id}/cancel", status_code=202,
+            summary="Stop a run between symbols (409 if it already ended)")
+    def cancel(request: Request, run_id: str) -> _Json:
+        if not desk.svc.cancel(run_id, by=_who(request)):
+            state = runs_view.run_detail(desk.catalog, run_id) or {}
+            raise ApiError(409, "run_finished", f"run {run_id} already ended: "
+                           f"{state.get('state')}", state=state.get("state"))
+        return _Json({"run_id": run_id, "cancel_requested": True}, status_code=202)
+
+    @r.post("/runs/{run_id}/retry-failed", status_code=202,
+            summary="Run again only the symbols that failed in a run")
+    def retry(run_id: str) -> _Json:
+        try:
+            new = desk.svc.retry_failed(run_id)
+        except UnknownRunError as exc:
+            raise ApiError(404, "unknown_run", str(exc)) from None
+        return _Json({"run_id": new, "parent_run_id": run_id, "state": "queued",
+                      "url": f"{PREFIX}/runs/{new}"}, status_code=202)
+
+    @r.post("/schedule/pause", summary="Pause the daily schedule (survives restarts)")
+    def pause(request: Request, body: Annotated[PauseRequest | None, Body()] = None) -> _Json:
+        desk.svc.pause(by=_who(request), reason=(body.reason if body else None) or None)
+        return _Json(health_view.scheduler_state(desk.catalog))
+
+    @r.post("/schedule/resume", summary="Resume the daily schedule")
+    def resume(request: Request) -> _Json:
+        desk.svc.resume(by=_who(request))
+        return _Json({**health_view.scheduler_state(desk.catalog),
+                     "next_fire_utc": desk.svc.next_fire_time()})
+
+    @r.post("/backfills", status_code=202,
+            summary="Start a backfill (202 with its run), or plan one with dry_run (200)")
+    def start_backfill(body: BackfillStart) -> _Json:
+        from enrich.quant.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
+
+        request = backfill.BackfillRequest(
+            dataset=body.dataset, symbols=tuple(_known(desk, body.symbols) or ()),
+            years=body.years, days=body.days, since=body.since, until=body.until,
+            timeframe=body.timeframe, expirations=tuple(body.expirations),
+            moneyness=body.moneyness or DEFAULT_MONEYNESS,
+            monthly=body.monthly or DEFAULT_MONTHLY, chunk_days=body.chunk_days).validated()
+        if body.dry_run:
+            from enrich.providers import make_provider
+
+            plan = backfill.plan_backfill(desk.store, desk.settings, request,
+                                          make_provider(desk.settings))
+            return _Json(plan.to_json(), status_code=200)
+        run_id = backfill.start_in_background(desk.settings, request, store=desk.store)
+        return _Json({"run_id": run_id, "backfill_id": _backfill_of(desk, run_id)},
+                     status_code=202)
+
+    def stop(request: Request, backfill_id: str, intent: str) -> _Json:
+        run_id = backfill.stop_backfill(desk.catalog, backfill_id, intent, _who(request))
+        return _Json({"backfill_id": backfill_id, "status": intent, "stopping_run": run_id},
+                     status_code=202)
+
+    @r.post("/backfills/{backfill_id}/pause", status_code=202,
+            summary="Pause a backfill after its current chunk")
+    def pause_backfill(request: Request, backfill_id: str) -> _Json:
+        return stop(request, backfill_id, "paused")
+
+    @r.post("/backfills/{backfill_id}/cancel", status_code=202,
+            summary="Cancel a backfill after its current chunk (chunks done are kept)")
+    def cancel_backfill(request: Request, backfill_id: str) -> _Json:
+        return stop(request, backfill_id, "cancelled")
+
+    @r.post("/backfills/{backfill_id}/resume", status_code=202,
+            summary="Resume a backfill (only its failed chunks with retry_failed)")
+    def resume_backfill(backfill_id: str,
+                        body: Annotated[BackfillResume | None, Body()] = None) -> _Json:
+        run_id = backfill.start_in_background(
+            desk.settings, backfill_id=backfill_id, store=desk.store,
+            retry_failed=bool(body and body.retry_failed))
+        return _Json({"run_id": run_id, "backfill_id": backfill_id}, status_code=202)
+
+    @r.post("/fills", status_code=202,
+            summary="Fill exactly the missing sessions of symbols × a date range (what the "
+                    "heatmap's drag-to-fill does)")
+    def fill(body: FillRequest) -> _Json:
+        syms = _known(desk, body.symbols) or []
+        plan = coverage.plan_range(desk.catalog, body.dataset, syms, body.start, body.end,
+                                   desk.now(), body.include_failed,
+                                   history_years=desk.settings.history_years)
+        if plan.empty:
+            return _Json({"run_ids": [], "cells": 0, "plan": plan.describe()}, status_code=200)
+        ids = coverage.start_fill(plan, settings=desk.settings, store=desk.store,
+                                  trigger=lambda **kw: desk.svc.trigger(kind="api", **kw))
+        return _Json({"run_ids": ids, "cells": plan.cells, "plan": plan.describe()},
+                     status_code=202)
+
+    @r.post("/quality/audit", status_code=202,
+            summary="Re-check what is stored, without fetching (in the background)")
+    def audit(body: Annotated[AuditRequest | None, Body()] = None) -> _Json:
+        from enrich.checks import quality_run
+
+        syms = _known(desk, body.symbols if body else None)
+        datasets = body.datasets if body else None
+        threading.Thread(target=quality_run.audit, args=(desk.store, syms, datasets),
+                         name="quality-audit", daemon=True).start()
+        return _Json({"started": True, "symbols": syms or "active universe",
+                      "datasets": datasets or "all"}, status_code=202)
+
+    @r.post("/alerts/test", summary="Send a test alert to every channel now")
+    def test_alert(request: Request) -> _Json:
+        return _Json(alert_lifecycle.send_test(desk.catalog, desk.channels, _who(request),
+                     desk.wall))
+
+    @r.post("/alerts/{alert_id}/ack", summary="Acknowledge an incident")
+    def ack(request: Request, alert_id: str) -> _Json:
+        return _Json(alert_lifecycle.acknowledge(desk.catalog, alert_id, _who(request),
+                     desk.wall()))
+
+    @r.post("/alerts/{target}/snooze",
+            summary="Send nothing for an incident (its id) or a rule for a period")
+    def snooze(request: Request, target: Annotated[str, Path(description="alert id or rule")],
+               body: Annotated[SnoozeRequest | None, Body()] = None) -> _Json:
+        body = body or SnoozeRequest()
+        now = desk.wall()
+        until = now + alert_lifecycle.parse_period(body.period)
+        return _Json(alert_lifecycle.snooze(desk.catalog, target, until, _who(request), now,
+                     body.reason))
+
+    @r.post("/alerts/{target}/unsnooze", summary="End a snooze now")
+    def unsnooze(target: str) -> _Json:
+        if not alert_lifecycle.unsnooze(desk.catalog, target):
+            raise ApiError(404, "not_snoozed", f"{target} is not snoozed")
+        return _Json({"target": target, "snoozed": False})
+
+
+def _backfill_of(desk: _Desk, run_id: str) -> str | None:
+    return desk.catalog.scalar("SELECT backfill_id FROM backfills WHERE last_run_id = ?",
+                               [run_id])

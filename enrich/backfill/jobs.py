@@ -1,0 +1,335 @@
+"""Backfills: resumable, quota-aware history for every dataset.
+
+A backfill fills one dataset (bars, dividends, splits, earnings, news or options) for some
+symbols over a window of session dates. It is a run in ``runs`` (kind ``backfill``), so the
+history and health pages show it, and its work lives in the catalog:
+
+    backfills           one row per backfill: the request, its window, paused/cancelled
+    backfill_progress   one row per chunk: pending | running | done | failed, attempts,
+                        requests expected and made, records, last error
+    backfill_contracts  for options: the contracts followed on each session
+
+``enrich.backfill.plan`` cuts a request into chunks of one provider request each (the
+request-count model the dry run and the executor share); ``enrich.backfill.runner`` runs
+them, resumably and below the runs' priority. This module is the face the CLI and the
+dashboard use: the read models (``backfill_progress_summary`` and the drilldowns) and the
+actions (start in the background, pause, cancel, resume).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+
+from enrich.backfill.plan import (
+    DATASETS,
+    BackfillRequest,
+    Chunk,
+    Plan,
+    plan_backfill,
+    requests_for,
+)
+from enrich.backfill.runner import (
+    BACKFILL_PRIORITY,
+    BackfillBusyError,
+    Backfiller,
+    BackfillSummary,
+    Progress,
+)
+from enrich.config import Settings
+from enrich.errors import EnrichError
+from enrich.providers import Provider
+from enrich.store import runs
+from enrich.store.catalog import Catalog, transaction, utcnow
+from enrich.store.store import Store
+
+
+class UnknownBackfillError(EnrichError):
+    error_class = "unknown_backfill"
+
+
+
+# -- read models ------------------------------------------------------------------------------
+def backfill_progress_summary(catalog: Catalog, backfill_id: str | None = None,
+                              now: dt.datetime | None = None, limit: int = 50
+                              ) -> list[dict[str, Any]]:
+    """Backfills (newest first), each with its progress and throughput.
+
+    Per backfill: ``status`` (running | complete | paused | cancelled | failed | interrupted
+    | incomplete), chunks total / done / failed / pending, requests expected / made /
+    remaining, records, the last run (state, start, requests) and, for a running backfill,
+    ``requests_per_min`` measured over its current run and ``eta_s`` = remaining requests at
+    that rate (remaining chunks at the measured chunk rate when there were no requests).
+    """
+    now = now or utcnow()
+    where, params = ("WHERE b.backfill_id = ?", [backfill_id]) if backfill_id else ("", [])
+    sql = f"""
+        WITH p AS (
+            SELECT backfill_id, count(*) AS chunks_total,
+                   count(*) FILTER (state = 'done') AS chunks_done,
+                   count(*) FILTER (state = 'failed') AS chunks_failed,
+                   count(*) FILTER (state = 'running') AS chunks_running,
+                   count(*) FILTER (state = 'pending') AS chunks_pending,
+                   CAST(coalesce(sum(requests_expected), 0) AS BIGINT) AS requests_expected,
+                   CAST(coalesce(sum(requests_expected) FILTER (state <> 'done'), 0)
+                       AS BIGINT) AS requests_remaining,
+                   CAST(coalesce(sum(requests_made), 0) AS BIGINT) AS requests_made,
+                   CAST(coalesce(sum(records), 0) AS BIGINT) AS records,
+                   max(updated_at) AS last_chunk_at,
+                   arg_max(last_error, updated_at) FILTER (state = 'failed') AS last_error,
+                   count(*) FILTER (dataset = 'option_contracts') AS listings,
+                   count(*) FILTER (dataset = 'option_contracts' AND state = 'done')
+                       AS listings_done,
+                   count(*) FILTER (dataset = 'option_bars') AS contract_chunks
+            FROM backfill_progress GROUP BY backfill_id),
+        rc AS (
+            SELECT p.backfill_id, count(*) AS run_chunks_done
+            FROM backfill_progress p JOIN backfills b USING (backfill_id)
+            WHERE p.run_id = b.last_run_id AND p.state IN ('done', 'failed')
+            GROUP BY p.backfill_id)
+        SELECT b.backfill_id, b.dataset, b.symbols, b.window_start, b.window_end, b.spec,
+               b.provider, b.status AS intent, b.created_at, b.updated_at, b.last_run_id,
+               r.state AS run_state, r.started_at AS run_started_at,
+               r.finished_at AS run_finished_at, r.requests AS run_requests,
+               r.message AS run_message, coalesce(rc.run_chunks_done, 0) AS run_chunks_done,
+               coalesce(p.chunks_total, 0) AS chunks_total,
+               coalesce(p.chunks_done, 0) AS chunks_done,
+               coalesce(p.chunks_failed, 0) AS chunks_failed,
+               coalesce(p.chunks_running, 0) AS chunks_running,
+               coalesce(p.chunks_pending, 0) AS chunks_pending,
+               coalesce(p.requests_expected, 0) AS requests_expected,
+               coalesce(p.requests_remaining, 0) AS requests_remaining,
+               coalesce(p.requests_made, 0) AS requests_made,
+               coalesce(p.records, 0) AS records, p.last_chunk_at, p.last_error,
+               coalesce(p.listings, 0) AS listings, coalesce(p.listings_done, 0) AS listings_done,
+               coalesce(p.contract_chunks, 0) AS contract_chunks
+        FROM backfills b LEFT JOIN p USING (backfill_id) LEFT JOIN rc USING (backfill_id)
+        LEFT JOIN runs r ON r.run_id = b.last_run_id
+        {where} ORDER BY b.updated_at DESC NULLS LAST, b.created_at DESC LIMIT ?"""
+    rows = catalog.query(sql, [*params, limit]).to_dicts()
+    for r in rows:
+        for k in ("symbols", "spec"):
+            if isinstance(r.get(k), str):
+                r[k] = json.loads(r[k])
+        r.update(_throughput(r, now))
+        r["status"] = _status(r)
+        r["fraction"] = (r["chunks_done"] / r["chunks_total"]) if r["chunks_total"] else 0.0
+        r["awaiting_listings"] = (r["dataset"] == "options"
+                                  and r["listings_done"] < r["listings"])
+    return rows
+
+
+def _throughput(r: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    running = r["run_state"] in ("queued", "running")
+    elapsed = None
+    if r["run_started_at"] is not None:
+        elapsed = ((r["run_finished_at"] or now) - r["run_started_at"]).total_seconds()
+    rpm = eta = None
+    if elapsed and elapsed > 0:
+        if r["run_requests"]:
+            rpm = r["run_requests"] / elapsed * 60.0
+        if running:
+            left = r["chunks_pending"] + r["chunks_running"]
+            if rpm and r["requests_remaining"]:
+                eta = r["requests_remaining"] / rpm * 60.0
+            elif r["run_chunks_done"]:
+                eta = left * elapsed / r["run_chunks_done"]
+    return {"elapsed_s": elapsed, "requests_per_min": rpm, "eta_s": eta}
+
+
+def _status(r: dict[str, Any]) -> str:
+    if r["run_state"] in ("queued", "running"):
+        return "running"
+    if r["chunks_total"] and r["chunks_done"] == r["chunks_total"] \
+            and r["listings_done"] == r["listings"]:
+        return "complete"
+    if r["intent"] in ("paused", "cancelled"):
+        return r["intent"]
+    if r["chunks_failed"] and not (r["chunks_pending"] or r["chunks_running"]):
+        return "failed"
+    if r["run_state"] == "interrupted":
+        return "interrupted"
+    return "incomplete"
+
+
+def backfill_steps(catalog: Catalog, backfill_id: str) -> pl.DataFrame:
+    """Per symbol (the underlying for options) and step: chunks, states, requests, records,
+    the window covered and the newest error."""
+    return catalog.query("""
+        WITH u AS (SELECT DISTINCT contract, symbol FROM backfill_contracts
+                   WHERE backfill_id = ?)
+        SELECT coalesce(u.symbol, p.symbol) AS symbol, p.dataset AS step,
+               count(*) AS chunks,
+               count(*) FILTER (p.state = 'done') AS done,
+               count(*) FILTER (p.state = 'failed') AS failed,
+               count(*) FILTER (p.state IN ('pending', 'running')) AS pending,
+               CAST(sum(p.requests_expected) AS BIGINT) AS requests_expected,
+               CAST(sum(p.requests_made) AS BIGINT) AS requests_made,
+               CAST(sum(p.records) AS BIGINT) AS records,
+               min(p.window_start) AS window_start, max(p.window_end) AS window_end,
+               arg_max(p.last_error, p.updated_at) FILTER (p.state = 'failed') AS last_error
+        FROM backfill_progress p LEFT JOIN u ON p.dataset = 'option_bars'
+             AND u.contract = p.symbol
+        WHERE p.backfill_id = ?
+        GROUP BY ALL ORDER BY 1, min(CASE p.dataset
+            WHEN 'splits' THEN 0 WHEN 'dividends' THEN 1 WHEN 'earnings' THEN 2
+            WHEN 'news' THEN 3 WHEN 'bars' THEN 4 WHEN 'features' THEN 5 WHEN 'rates' THEN 5
+            WHEN 'option_contracts' THEN 6 ELSE 7 END)""", [backfill_id, backfill_id])
+
+
+def backfill_chunks(catalog: Catalog, backfill_id: str, state: str | None = None,
+                    limit: int = 500) -> pl.DataFrame:
+    """The chunks of a backfill (optionally in one state), in window order."""
+    where, params = "backfill_id = ?", [backfill_id]
+    if state:
+        where += " AND state = ?"
+        params.append(state)
+    return catalog.query(
+        f"SELECT dataset AS step, symbol, window_start, window_end, state, attempts, "
+        f"requests_expected, requests_made, records, last_error, updated_at, run_id "
+        f"FROM backfill_progress WHERE {where} "
+        f"ORDER BY symbol, window_start, dataset LIMIT ?", [*params, limit])
+
+
+def backfill_rebases(catalog: Catalog, backfill_id: str) -> pl.DataFrame:
+    """When the backfill's runs re-based bars on splits (``compute_log`` status 'rebased')."""
+    return catalog.query("""
+        SELECT c.symbol, c.timeframe, c.started_at, c.records, c.run_id
+        FROM compute_log c JOIN runs r USING (run_id)
+        WHERE r.kind = 'backfill' AND json_extract_string(r.params, '$.backfill_id') = ?
+          AND c.status = 'rebased' ORDER BY c.started_at""", [backfill_id])
+
+
+def backfill_request(catalog: Catalog, backfill_id: str) -> BackfillRequest:
+    """The request of a stored backfill, pinned to its window (to resume it)."""
+    rows = catalog.query("SELECT spec, window_start, window_end FROM backfills "
+                         "WHERE backfill_id = ?", [backfill_id])
+    if rows.is_empty():
+        raise UnknownBackfillError(f"no backfill {backfill_id}; list them with "
+                                   "`python -m enrich backfill list`")
+    spec, ws, we = rows.row(0)
+    return BackfillRequest.from_spec(spec, (ws, we))
+
+
+def find_resumable(catalog: Catalog, request: BackfillRequest) -> str | None:
+    """The newest unfinished backfill made by the same request (its window may be older)."""
+    want = {**request.validated().spec()}
+    for r in backfill_progress_summary(catalog, limit=500):
+        spec = r["spec"] or {}
+        if r["status"] in ("complete", "running"):
+            continue
+        if {k: spec.get(k) for k in want} == want:
+            return r["backfill_id"]
+    return None
+
+
+# -- actions (dashboard and CLI) -------------------------------------------------------------
+_live: dict[str, tuple[threading.Thread, threading.Event, str]] = {}
+_live_lock = threading.Lock()
+
+
+def stop_backfill(catalog: Catalog, backfill_id: str, intent: str, by: str) -> str | None:
+    """Pause (``intent='paused'``) or cancel a backfill: it stops between chunks, in any
+    process. Returns the run asked to stop, None if none was running. Both keep every chunk
+    done so far; a paused or cancelled backfill can be resumed."""
+    if intent not in ("paused", "cancelled"):
+        raise ValueError(f"intent must be 'paused' or 'cancelled', got {intent!r}")
+    now = utcnow()
+    with catalog.connect() as con:
+        row = con.execute("SELECT last_run_id FROM backfills WHERE backfill_id = ?",
+                          [backfill_id]).fetchall()
+        if not row:
+            raise UnknownBackfillError(f"no backfill {backfill_id}; list them with "
+                                       "`python -m enrich backfill list`")
+        run_id = row[0][0]
+        running = runs.is_active(con, run_id)
+        with transaction(con):
+            con.execute("UPDATE backfills SET status = ?, updated_at = ? WHERE backfill_id = ?",
+                        [intent, now, backfill_id])
+            if running:
+                runs.request_cancel_in(con, run_id, now, by)
+    with _live_lock:
+        live = _live.get(backfill_id)
+    if live is not None:
+        live[1].set()  # in this process: no need to wait for the catalog poll
+    return run_id if running else None
+
+
+def start_in_background(settings: Settings, request: BackfillRequest | None = None, *,
+                        backfill_id: str | None = None, retry_failed: bool = False,
+                        store: Store | None = None, provider: Provider | None = None,
+                        on_done: Callable[[BackfillSummary | BaseException], None] | None = None
+                        ) -> str:
+    """Start (or resume, by ``backfill_id``) a backfill on a daemon thread; return its run id.
+
+    The run's row is written before this returns, so pages see it at once. The provider
+    queues on the rate limiter every process of the data directory shares.
+    """
+    from enrich.providers import make_provider
+
+    store = store or Store.from_settings(settings)
+    own_provider = provider is None
+    provider = provider or make_provider(settings)
+    if request is None:
+        if backfill_id is None:
+            raise ValueError("give a request or a backfill_id")
+        request = backfill_request(store.catalog, backfill_id)
+    bf = Backfiller(store, provider, settings)
+    try:
+        plan = bf.plan(request)
+        run_id = bf.prepare(plan, retry_failed=retry_failed)
+    except BaseException:
+        if own_provider:
+            bf.close()
+        raise
+    cancel = threading.Event()
+
+    def work() -> None:
+        try:
+            result: BackfillSummary | BaseException = bf.execute(
+                plan, run_id, retry_failed=retry_failed, cancel=cancel)
+        except BaseException as exc:  # recorded on the run by the execution itself
+            result = exc
+        finally:
+            with _live_lock:
+                _live.pop(plan.backfill_id, None)
+            if own_provider:
+                bf.close()
+        if on_done is not None:
+            on_done(result)
+
+    thread = threading.Thread(target=work, name=f"backfill-{plan.backfill_id}", daemon=True)
+    with _live_lock:
+        _live[plan.backfill_id] = (thread, cancel, run_id)
+    thread.start()
+    return run_id
+
+
+def live_backfills() -> dict[str, str]:
+    """Backfills executing in this process: backfill id -> run id."""
+    with _live_lock:
+        return {bid: run_id for bid, (t, _, run_id) in _live.items() if t.is_alive()}
+
+
+def wait_for(backfill_id: str, timeout: float | None = None) -> bool:
+    """Wait for a backfill started by this process to end; False on timeout."""
+    with _live_lock:
+        live = _live.get(backfill_id)
+    if live is None:
+        return True
+    live[0].join(timeout)
+    return not live[0].is_alive()
+
+
+__all__ = [
+    "BACKFILL_PRIORITY", "DATASETS", "BackfillBusyError", "BackfillRequest",
+    "BackfillSummary", "Backfiller", "Chunk", "Plan", "Progress", "UnknownBackfillError",
+    "backfill_chunks", "backfill_progress_summary", "backfill_rebases", "backfill_request",
+    "backfill_steps", "find_resumable", "live_backfills", "plan_backfill", "requests_for",
+    "start_in_background", "stop_backfill", "wait_for",
+]

@@ -1,0 +1,160 @@
+"""What one run's symbols produce and hand around, apart from the engine that runs them:
+each dataset's step result, each symbol's result, a universe-wide answer as a symbol takes it,
+and the buffer of catalog rows a run (or a worker process) fills.
+
+Below both ``enrich.pipeline.engine`` and ``enrich.pipeline.workers``, so that neither imports the
+other for these (the worker processes run ``Engine.enrich_symbol`` and hand back ``SymbolResult``
+and the buffered rows).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from enrich.providers import MarketRequest, MarketRows
+from enrich.store.catalog import WriteBatch
+from enrich.store.store import Store
+
+if TYPE_CHECKING:
+    from enrich.pipeline.refresh import RefreshPlan
+
+
+@dataclass
+class StepResult:
+    dataset: str
+    status: str  # ok | up_to_date | failed | skipped
+    records: int = 0
+    error: BaseException | None = None
+    window: tuple[dt.date, dt.date] | None = None  # the session window fetched
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A universe-wide answer for one dataset, as a symbol's step takes it (``rows``), or the
+    error that request ended with (then every symbol it served fails that step)."""
+
+    request: MarketRequest
+    rows: MarketRows | None
+    error: BaseException | None = None
+
+    def covers(self, window: tuple[dt.date, dt.date]) -> bool:
+        return self.request.start <= window[0] and window[1] <= self.request.end
+
+
+def fetched_for(symbol: str, fetched: Sequence[Fetched]) -> dict[str, Fetched]:
+    """The universe-wide answers that serve ``symbol``, by dataset."""
+    return {f.request.dataset: f for f in fetched if symbol in f.request.symbols}
+
+
+@dataclass
+class SymbolResult:
+    symbol: str
+    state: str  # ok | skipped (nothing new) | failed | cancelled
+    steps: list[StepResult] = field(default_factory=list)
+    records: int = 0
+    requests: int = 0
+    retries: int = 0
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return [s.error for s in self.steps if s.error is not None]
+
+
+class LogBuffer:
+    """Catalog rows buffered in memory and flushed in batches (never across network I/O)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._batch = WriteBatch()
+        self._lock = threading.Lock()
+
+    def add(self, fn: Callable[[WriteBatch], None]) -> None:
+        with self._lock:
+            fn(self._batch)
+
+    def take(self) -> WriteBatch:
+        """The buffered rows, leaving the buffer empty (a worker process hands them back)."""
+        with self._lock:
+            batch, self._batch = self._batch, WriteBatch()
+        return batch
+
+    def flush(self, then: tuple[str, Sequence[Any]] | None = None) -> Any:
+        """Write the buffered rows; ``then`` as in ``Catalog.write``."""
+        batch = self.take()
+        try:
+            return self.store.catalog.write(batch, then)
+        except BaseException:
+            with self._lock:  # keep the rows for the next flush
+                batch.extend(self._batch)
+                self._batch = batch
+            raise
+
+
+FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
+                "missed")
+
+
+@dataclass
+class RunParams:
+    symbols: list[str] | None = None
+    datasets: list[str] | None = None
+    asset_class: str | None = None
+    timeframe: str = "1d"
+    lookback_days: int | None = None  # first fetch window; default: settings.history_years
+    universe_wide: bool = True  # False: every symbol its own requests (the reference path)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        if out.get("universe_wide") is True:
+            del out["universe_wide"]  # the default: stored params stay as they were
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | str | None) -> RunParams:
+        fields: dict[str, Any] = (json.loads(data) if isinstance(data, str) else data) or {}
+        return cls(**fields)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    state: str
+    total: int
+    ok: int
+    failed: int
+    skipped: int
+    records: int
+    requests: int
+    retries: int
+    errors_by_class: dict[str, int]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    results: list[SymbolResult] = field(default_factory=list)
+    requests_planned: int = 0
+    plan: RefreshPlan | None = None
+
+    @property
+    def failed_symbols(self) -> list[str]:
+        return [r.symbol for r in self.results if r.state == "failed"]
+
+
+def describe(summary: RunSummary) -> str:
+    """One plain sentence about a run's outcome."""
+    if summary.total == 0:
+        return "no symbols to enrich: add some with `python -m enrich symbols add`"
+    if summary.state == "cancelled":
+        return f"cancelled after {summary.ok + summary.failed} of {summary.total} symbols"
+    if summary.records == 0 and summary.failed == 0:
+        return f"nothing new to fetch: all {summary.total} symbols are up to date"
+    parts = [f"{summary.ok} enriched", f"{summary.skipped} up to date"]
+    if summary.failed:
+        errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
+        parts.append(f"{summary.failed} failed ({errs})")
+    return f"{summary.records} rows written; " + ", ".join(parts)

@@ -1,0 +1,1 @@
+"""The Massive (Polygon) REST provider."""

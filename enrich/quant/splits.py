@@ -1,0 +1,35 @@
+"""Split adjustment of bars: bars brought onto the share basis of every split executed after
+them, idempotently (``adjusted_asof`` records the basis a bar is on)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def apply_splits(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
+    """Bring bars onto the basis of every split in ``splits``.
+
+    A bar dated before a split's execution date whose ``adjusted_asof`` is earlier than that
+    date is still on the old basis: its prices are multiplied by ``split_from / split_to`` and
+    its volume by the inverse, and its ``adjusted_asof`` moves to the execution date. Applying
+    the same splits twice changes nothing, so a crash mid-way can never double-adjust.
+    """
+    if bars.is_empty() or splits.is_empty():
+        return bars
+    out = bars
+    for e, s_from, s_to in splits.sort("execution_date").select(
+            "execution_date", "split_from", "split_to").iter_rows():
+        if not s_from or not s_to:
+            continue
+        ratio = s_from / s_to
+        mask = (pl.col("session") < e) & (
+            pl.col("adjusted_asof").is_null() | (pl.col("adjusted_asof") < e))
+        out = out.with_columns(
+            [pl.when(mask).then(pl.col(c) * ratio).otherwise(pl.col(c)).alias(c)
+             for c in ("open", "high", "low", "close", "vwap")]
+            + [pl.when(mask).then(pl.col("volume") / ratio).otherwise(pl.col("volume"))
+               .alias("volume"),
+               pl.when(mask).then(pl.lit(e)).otherwise(pl.col("adjusted_asof"))
+               .alias("adjusted_asof")]
+        )
+    return out

@@ -1,0 +1,532 @@
+"""The lake: Parquet files per dataset × symbol (× month), written atomically and idempotently.
+
+Layout (readable by any tool while the app runs, no lock needed to read)::
+
+    <data>/lake/<dataset>/[timeframe=<tf>/]symbol=<SYM>/data.parquet
+    <data>/lake/<dataset>/symbol=<SYM>/month=<YYYY-MM>.parquet     (month-partitioned datasets)
+    <data>/lake/_coverage/<SYM>.json     how far each dataset of a symbol has been fetched
+
+A write takes its symbol's cross-process lock (unless the writing thread already holds it, as
+the engine and backfills do for the whole of a symbol's enrichment), merges with what is stored
+(upsert on the natural key, last write wins), and replaces the file atomically (temp file in the
+same folder, fsync, ``os.replace``), so a reader or a crash never sees half a file. A write that
+changes nothing leaves the file untouched.
+
+Frames this process last wrote or read are kept in a small cache keyed by the file's identity
+(inode, mtime, size): an enrichment reads back what it just wrote (restatement detection,
+features, quality checks) without decoding the file again, and any other writer's
+``os.replace`` changes the identity, so a stale frame is never served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import polars as pl
+import pyarrow as pa
+from filelock import FileLock
+
+from enrich.errors import CorruptFileError
+from enrich.schemas import DATASETS, Dataset, conform
+from enrich.store import quarantine
+
+LOCK_TIMEOUT_S = 120.0
+CACHED_FILES = 64  # about ten symbols' worth of files: the ones being enriched right now
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int = 0
+    updated: int = 0
+    files_written: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        return UpsertResult(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.files_written + other.files_written,
+        )
+
+
+def symbol_path_part(symbol: str) -> str:
+    """``symbol`` as one portable path component. ':' (X:BTCUSD) is percent-encoded, '.'
+    (BRK.B) kept, and so is every lower-case letter: tickers are case-sensitive (KIMpL is not
+    KIMPL) but macOS and Windows file systems are not, so two tickers differing only in case
+    must differ in more than case on disk. Upper-case tickers keep their plain names."""
+    return "".join(f"%{ord(ch):02X}" if "a" <= ch <= "z" else ch
+                   for ch in quote(symbol, safe="."))
+
+
+def symbol_dir_name(symbol: str) -> str:
+    return "symbol=" + symbol_path_part(symbol)
+
+
+def symbol_from_dir_name(name: str) -> str:
+    return unquote(name.removeprefix("symbol="))
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The data is fsynced before the rename, so the new name never points at unwritten blocks.
+    The directory is not fsynced: after a power loss the rename may be lost, leaving the old
+    (complete) file, which the next run's idempotent upsert brings up to date.
+    """
+    # The file is encoded in memory and written with one call: fewer system calls than
+    # polars writing the path itself, which on a slow disk is most of a small file's cost.
+    # lz4: about twice as fast to write as zstd at a modest size cost; every reader reads it.
+    buf = io.BytesIO()
+    frame.write_parquet(buf, compression="lz4", statistics=True)
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}.part"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        try:
+            view = buf.getbuffer()
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def in_key_order(frame: pl.DataFrame, key: list[str]) -> bool:
+    """Whether ``frame`` is strictly in ``key`` order (sorted, no key twice), found cheaply for
+    the usual rows of one file: one value in every key column but the last, which ascends.
+    False means "not known to be": the caller sorts."""
+    if frame.height <= 1:
+        return True
+    *lead, last = key
+    if any(frame[c].n_unique() != 1 for c in lead):
+        return False
+    s = frame[last]
+    return s.null_count() == 0 and s.is_sorted() and not (s == s.shift(1)).any()
+
+
+def _only_file(frame: pl.DataFrame, ds: Dataset) -> tuple | None:
+    """``(symbol[, level][, month])`` of the one file all rows go to, when that is cheaply
+    known: rows strictly in key order (so no null and no repeated key) whose leading key
+    columns, which name the file, hold one non-null value each. Else None."""
+    *lead, _ = ds.key
+    names = ["symbol", *(c for c in (ds.level_column, ds.month_column) if c)]
+    if (not set(names) <= set(lead) or any(frame[c].null_count() for c in lead)
+            or not in_key_order(frame, list(ds.key))):
+        return None
+    only = [frame[c][0] for c in names]
+    if ds.month_column:
+        only[-1] = only[-1].strftime("%Y-%m")
+    return tuple(only)
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete temp files a killed writer of ``path`` left behind. Call under ``path``'s lock."""
+    n = 0
+    for tmp in path.parent.glob(f".tmp-{path.name}-*.part"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            n += 1
+    return n
+
+
+def write_json_atomic(obj: object, path: Path) -> None:
+    """Replace a small JSON file atomically (not fsynced: callers treat it as a hint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+FileId = tuple[int, int, int]  # (inode, mtime_ns, size): changes with every os.replace
+
+
+def _file_id(path: Path) -> FileId | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class FrameCache:
+    """The frames of the files most recently written or read, valid while the file is unchanged."""
+
+    def __init__(self, size: int = CACHED_FILES):
+        self.size = size
+        self._frames: OrderedDict[Path, tuple[FileId, pl.DataFrame]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, fid: FileId) -> pl.DataFrame | None:
+        with self._lock:
+            hit = self._frames.get(path)
+            if hit is None or hit[0] != fid:
+                return None
+            self._frames.move_to_end(path)
+            return hit[1]
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._frames.pop(path, None)
+
+    def put(self, path: Path, fid: FileId | None, frame: pl.DataFrame) -> None:
+        if fid is None:
+            return
+        with self._lock:
+            self._frames[path] = (fid, frame)
+            self._frames.move_to_end(path)
+            while len(self._frames) > self.size:
+                self._frames.popitem(last=False)
+
+
+class SymbolLock:
+    """One symbol's cross-process lock; while a thread holds it, that thread's lake writes of
+    the symbol need no further lock. Use as a context manager, or ``acquire``/``release``."""
+
+    def __init__(self, lake: Lake, symbol: str, timeout: float):
+        self.lake, self.symbol = lake, symbol
+        p = lake.lock_dir / "symbols" / (symbol_path_part(symbol) + ".lock")
+        lake._mkdir(p.parent)
+        # An explicit owner-only-write mode: with the default (0o666 less the umask) filelock
+        # first probes the folder with a throwaway file, per new lock file, which costs as much
+        # as the lock itself on a first enrichment.
+        self._lock = FileLock(str(p), timeout=timeout, mode=0o644)
+
+    def acquire(self) -> SymbolLock:
+        self._lock.acquire()
+        self.lake._held().add(self.symbol)
+        return self
+
+    def release(self) -> None:
+        self.lake._held().discard(self.symbol)
+        self._lock.release()
+
+    def __enter__(self) -> SymbolLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Lake:
+    def __init__(self, root: Path, lock_dir: Path | None = None):
+        self.root = Path(root)
+        self.lock_dir = Path(lock_dir) if lock_dir else self.root.parent / "locks"
+        self._made_dirs: set[Path] = set()
+        self._local = threading.local()
+        self.cache = FrameCache()
+        self._checked: dict[Path, FileId] = {}  # files check_files found readable
+
+    # -- layout ---------------------------------------------------------------------------
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.root / dataset
+
+    def symbol_dir(self, ds: Dataset, symbol: str, level: str | None = None) -> Path:
+        base = self.root / ds.name
+        if ds.level_column:
+            if level is None:
+                raise ValueError(f"{ds.name} needs a {ds.level_column}")
+            base = base / f"{ds.level_column}={level}"
+        return base / symbol_dir_name(symbol)
+
+    def _file_for(self, ds: Dataset, symbol: str, level: str | None, month: str | None) -> Path:
+        d = self.symbol_dir(ds, symbol, level)
+        return d / (f"month={month}.parquet" if month else "data.parquet")
+
+    def _mkdir(self, d: Path) -> None:
+        if d not in self._made_dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(d)
+
+    def _held(self) -> set[str]:
+        """Symbols whose lock the calling thread holds."""
+        held = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = set()
+        return held
+
+    def symbol_lock(self, symbol: str, timeout: float = -1) -> SymbolLock:
+        """Serialises enrichment and every lake write of one symbol across threads and
+        processes (waits forever by default: an enrichment waits for another one's)."""
+        return SymbolLock(self, symbol, timeout)
+
+    @contextlib.contextmanager
+    def write_lock(self, symbol: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """The symbol's lock for one write, unless this thread holds it already."""
+        if symbol in self._held():
+            yield
+            return
+        with self.symbol_lock(symbol, timeout=timeout):
+            yield
+
+    def files(self, dataset: str, symbols: Iterable[str] | None = None,
+              level: str | None = None) -> list[Path]:
+        ds = DATASETS[dataset]
+        base = self.root / ds.name
+        if not base.exists():
+            return []
+        if ds.level_column:
+            level_dirs = [base / f"{ds.level_column}={level}"] if level else sorted(
+                base.glob(f"{ds.level_column}=*"))
+        else:
+            level_dirs = [base]
+        out: list[Path] = []
+        for ld in level_dirs:
+            if symbols is None:
+                sym_dirs = sorted(ld.glob("symbol=*"))
+            else:
+                sym_dirs = [ld / symbol_dir_name(s) for s in symbols]
+            for sd in sym_dirs:
+                if not ds.month_column:  # one file per symbol: no need to list the folder
+                    if (sd / "data.parquet").exists():
+                        out.append(sd / "data.parquet")
+                elif sd.is_dir():
+                    out.extend(sorted(p for p in sd.glob("*.parquet")
+                                      if not p.name.startswith(".")))
+        return out
+
+    # -- reading --------------------------------------------------------------------------
+    def read(self, dataset: str, symbols: Iterable[str] | None = None,
+             level: str | None = None) -> pl.DataFrame:
+        """Stored rows of ``dataset`` (for ``symbols`` / ``level`` when given), sorted by key."""
+        ds = DATASETS[dataset]
+        files = self.files(dataset, symbols, level)
+        if not files:
+            return ds.empty()
+        if len(files) == 1:
+            return self._stored(ds, files[0])  # files are written sorted by key
+        frame = pl.concat([self._stored(ds, f) for f in files], how="vertical")
+        return frame.sort(list(ds.key))
+
+    def _stored(self, ds: Dataset, path: Path) -> pl.DataFrame:
+        """A file's rows in the dataset's current schema: a file written before a column was
+        added reads with that column null."""
+        frame = self.read_file(path)
+        return frame if frame.schema == ds.schema else conform(frame, ds)
+
+    def read_file(self, path: Path) -> pl.DataFrame:
+        """One lake file's rows (from the cache while the file is unchanged).
+
+        A file that cannot be decoded is quarantined (``enrich.store.quarantine``) and
+        ``CorruptFileError`` ("corrupt file, re-fetch") is raised: the symbol × dataset reads
+        fail, visibly, until the next run has fetched it again.
+        """
+        for _ in range(2):
+            fid = _file_id(path)
+            if fid is None:
+                raise FileNotFoundError(path)
+            frame = self.cache.get(path, fid)
+            if frame is not None:
+                return frame
+            try:
+                frame = pl.read_parquet(path)
+            except (pl.exceptions.PolarsError, pa.ArrowException) as exc:
+                item = quarantine.move(self, path, quarantine._short(exc))
+                if item is None:
+                    continue  # replaced by a readable file meanwhile: read that one
+                raise CorruptFileError(item.message(), path=item.moved_to,
+                                       dataset=item.dataset, symbol=item.symbol) from None
+            self.cache.put(path, fid, frame)
+            return frame
+        raise CorruptFileError(f"{quarantine.REFETCH_HINT}: {path} keeps changing as it is read")
+
+    def cache_forget(self, path: Path) -> None:
+        self.cache.forget(path)
+
+    def check_files(self, datasets: Iterable[str] | None = None,
+                    deep: bool = False) -> list[tuple[Path, str]]:
+        """Lake files whose footer cannot be read, with the reason (``health``'s check; see
+        ``quarantine.footer_error`` for ``deep``).
+
+        A file found readable is remembered by its identity (inode, mtime, size), so only new
+        or changed files are read again.
+        """
+        bad = []
+        for name in datasets or DATASETS:
+            for path in self.files(name):
+                fid = _file_id(path)
+                if fid is None or self._checked.get(path) == fid:
+                    continue
+                reason = quarantine.footer_error(path, deep=deep)
+                if reason is None:
+                    self._checked[path] = fid
+                else:
+                    bad.append((path, reason))
+        return bad
+
+    def quarantine_file(self, path: Path, reason: str,
+                        lock_timeout: float = quarantine.LOCK_TIMEOUT_S
+                        ) -> quarantine.Quarantined | None:
+        """Move an unreadable file aside (``enrich.store.quarantine.move``)."""
+        return quarantine.move(self, path, reason, lock_timeout)
+
+    def _write_file(self, frame: pl.DataFrame, path: Path) -> None:
+        write_parquet_atomic(frame, path)
+        self.cache.put(path, _file_id(path), frame)
+
+    def scan(self, dataset: str) -> pl.LazyFrame:
+        files = self.files(dataset)
+        if not files:
+            return DATASETS[dataset].empty().lazy()
+        return pl.scan_parquet([str(f) for f in files])
+
+    def symbols(self, dataset: str) -> list[str]:
+        base = self.root / dataset
+        return sorted({symbol_from_dir_name(p.name) for p in base.glob("**/symbol=*")})
+
+    # -- writing --------------------------------------------------------------------------
+    def upsert(self, dataset: str, frame: pl.DataFrame) -> UpsertResult:
+        """Insert or replace rows by natural key; returns counts of rows that changed."""
+        ds = DATASETS[dataset]
+        if frame.is_empty():
+            return UpsertResult()
+        frame = conform(frame, ds)
+        only = _only_file(frame, ds)
+        if only is not None:  # the common case, known without a pass over the rows
+            symbol, *rest = only
+            path = self._file_for(ds, symbol, rest[0] if ds.level_column else None,
+                                  rest[-1] if ds.month_column else None)
+            return self._upsert_file(ds, symbol, path, frame, in_order=True)
+        parts = [pl.col("symbol")] + ([pl.col(ds.level_column)] if ds.level_column else [])
+        if ds.month_column:
+            parts.append(pl.col(ds.month_column).dt.strftime("%Y-%m").alias("__month"))
+        # One pass for the null-key count, whether keys repeat, and the files the rows go to.
+        stats = frame.select(
+            pl.any_horizontal(pl.col(k).is_null() for k in ds.key).sum().alias("__nulls"),
+            pl.struct(ds.key).is_duplicated().any().alias("__repeats"),
+            *(p.n_unique().alias(f"__n{i}") for i, p in enumerate(parts)),
+            *(p.first().alias(f"__first{i}") for i, p in enumerate(parts)),
+        ).row(0)
+        if stats[0]:
+            raise ValueError(f"{dataset}: {stats[0]} rows have a null key column")
+        if stats[1]:
+            frame = frame.unique(subset=list(ds.key), keep="last", maintain_order=True)
+        n_parts = len(parts)
+        groups: Iterable[tuple[tuple[Any, ...], pl.DataFrame]]
+        if stats[2:2 + n_parts] == (1,) * n_parts:  # the common case: one file
+            groups = [(stats[2 + n_parts:], frame)]
+        else:
+            groups = frame.with_columns(parts).group_by(
+                [p.meta.output_name() for p in parts], maintain_order=True)
+        total = UpsertResult()
+        for key, part in groups:
+            symbol = key[0]
+            level = key[1] if ds.level_column else None
+            month = key[-1] if ds.month_column else None
+            if "__month" in part.columns:
+                part = part.drop("__month")
+            total = total + self._upsert_file(ds, symbol, self._file_for(ds, symbol, level, month),
+                                              part)
+        return total
+
+    def replace_symbol(self, dataset: str, symbol: str, frame: pl.DataFrame,
+                       level: str | None = None) -> UpsertResult:
+        """Make ``frame`` the whole content of one symbol (× level) of a one-file dataset."""
+        ds = DATASETS[dataset]
+        if ds.month_column:
+            raise ValueError(f"{dataset} is month-partitioned; use upsert")
+        key = list(ds.key)
+        frame = conform(frame, ds)
+        if not in_key_order(frame, key):
+            frame = frame.unique(subset=key, keep="last").sort(key)
+        path = self._file_for(ds, symbol, level, None)
+        with self.write_lock(symbol):
+            remove_stale_temps(path)
+            old = self._stored(ds, path) if path.exists() else ds.empty()
+            if old.height == frame.height and old.equals(frame):
+                return UpsertResult()
+            self._write_file(frame, path)
+        return UpsertResult(inserted=max(frame.height - old.height, 0),
+                            updated=min(frame.height, old.height), files_written=1)
+
+    def _upsert_file(self, ds: Dataset, symbol: str, path: Path, part: pl.DataFrame,
+                     in_order: bool = False) -> UpsertResult:
+        key = list(ds.key)
+        with self.write_lock(symbol):
+            remove_stale_temps(path)
+            if path.exists():
+                old = self._stored(ds, path)
+                # Rows of `part` that are new or differ from what is stored.
+                changed = part.join(old, on=list(ds.columns), how="anti", nulls_equal=True)
+                if changed.is_empty():
+                    return UpsertResult()
+                existing_keys = changed.join(old.select(key), on=key, how="semi")
+                updated = existing_keys.height
+                inserted = changed.height - updated
+                merged = (pl.concat([old, changed], how="vertical")
+                          .unique(subset=key, keep="last", maintain_order=True)
+                          .sort(key))
+            else:
+                merged = part if in_order or in_key_order(part, key) else part.sort(key)
+                inserted, updated = part.height, 0
+            self._write_file(merged, path)
+        return UpsertResult(inserted=inserted, updated=updated, files_written=1)
+
+    # -- coverage ---------------------------------------------------------------------------
+    def _coverage_path(self, symbol: str) -> Path:
+        return self.root / "_coverage" / (symbol_path_part(symbol) + ".json")
+
+    def read_coverage(self, symbol: str) -> dict[str, dt.date]:
+        """How far each dataset (``bars:1d``, ``dividends`` …) of ``symbol`` has been fetched."""
+        p = self._coverage_path(symbol)
+        if not p.exists():
+            return {}
+        try:
+            raw = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: dt.date.fromisoformat(v) for k, v in raw.items()}
+
+    def write_coverage(self, symbol: str, coverage: dict[str, dt.date]) -> None:
+        write_json_atomic({k: v.isoformat() for k, v in coverage.items()},
+                          self._coverage_path(symbol))
+
+    def update_coverage(self, symbol: str, changes: dict[str, dt.date]) -> None:
+        """Set only the ``changes`` keys of ``symbol``'s coverage, over what is stored now (a
+        dataset reset meanwhile — a quarantined file — stays reset). Call under the symbol's
+        lock."""
+        if changes:
+            self.write_coverage(symbol, {**self.read_coverage(symbol), **changes})
+
+    def drop_coverage(self, symbol: str, key: str) -> None:
+        """Forget how far ``key`` of ``symbol`` was fetched: the next run fetches its history.
+        Call under the symbol's lock."""
+        coverage = self.read_coverage(symbol)
+        if coverage.pop(key, None) is not None:
+            self.write_coverage(symbol, coverage)
+
+    def size_bytes(self) -> int:
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.path.getsize(os.path.join(dirpath, f))
+        return total
