@@ -125,6 +125,7 @@ class Services:
         self._scheduler: BackgroundScheduler | None = None
         self._loop_thread: threading.Thread | None = None
         self._halt = threading.Event()
+        self._audit_thread: threading.Thread | None = None
         self._phase = "new"  # new | started | stopping | stopped
         self._owner = False
         self._paused = False
@@ -271,6 +272,30 @@ class Services:
         if job is not None:
             job.cancel.set()  # in this process: no need to wait for the catalog poll
         return True
+
+    def audit(self, symbols: Sequence[str] | None = None,
+              datasets: Sequence[str] | None = None) -> bool:
+        """Re-check what is stored, without fetching (``quality_run.audit``: ``symbols``,
+        default the active universe, × ``datasets``), on a thread of the services. False, and
+        nothing started, while a re-check of this process is still running."""
+        from enrich.checks import quality_run
+
+        def run() -> None:
+            try:
+                quality_run.audit(self.store, symbols, datasets)
+            except Exception:  # a background job: logged, the desk goes on
+                log.exception("the re-check of stored data failed")
+
+        with self._lock:
+            if self._audit_thread is not None and self._audit_thread.is_alive():
+                return False
+            self._audit_thread = threading.Thread(target=run, name="quality-audit",
+                                                  daemon=True)
+            self._audit_thread.start()
+        return True
+
+    def audit_running(self) -> bool:
+        return self._audit_thread is not None and self._audit_thread.is_alive()
 
     def pause(self, by: str, reason: str | None = None) -> None:
         """Pause the daily schedule (persisted: still paused after a restart)."""

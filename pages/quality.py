@@ -9,7 +9,6 @@ quality read models (``enrich.views.quality``).
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from urllib.parse import quote
 
@@ -20,7 +19,7 @@ import streamlit as st
 
 from enrich import palette, ui
 from enrich.backfill import heatmap as cov
-from enrich.checks import quality, quality_run
+from enrich.checks import quality
 from enrich.errors import EnrichError
 from enrich.views import quality as quality_view
 from enrich.views import runs as runs_view
@@ -284,7 +283,12 @@ with st.expander("The checks and their thresholds"):
 
 if st.button("Re-check stored data", icon="🔁", key="recheck",
              help="Run every check again on what the lake holds now, without fetching"):
-    store = c.store()
-    threading.Thread(target=quality_run.audit, args=(store,), name="quality-audit",
-                     daemon=True).start()
-    st.toast("Re-checking every active symbol in the background", icon="🔁")
+    svc = c.services()
+    if svc is None:
+        st.error("The run service is not available in this installation, so nothing can be "
+                 "re-checked from here; run `python -m enrich quality audit` instead.")
+    elif svc.audit():
+        st.toast("Re-checking every active symbol in the background", icon="🔁")
+    else:
+        st.info("A re-check is still running; its results appear here when it ends.",
+                icon="⏳")

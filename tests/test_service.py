@@ -294,3 +294,34 @@ def test_get_services_is_one_started_instance_per_settings(svc_settings, tmp_pat
     finally:
         reset_services()
     assert b.stopped
+
+
+def test_a_recheck_of_stored_data_runs_on_the_services_one_at_a_time(
+        svc_settings, services, monkeypatch, caplog):
+    # The Quality page's "Re-check stored data" and POST /quality/audit ask the services:
+    # one re-check at a time per process (a second ask while it runs starts nothing), and a
+    # failing one is logged, not lost in a bare thread.
+    from enrich.checks import quality_run
+
+    svc = services(svc_settings)
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def audit(store, symbols=None, datasets=None):
+        calls.append((symbols, datasets))
+        started.set()
+        assert release.wait(30), "the test never released the re-check"
+        if len(calls) == 2:
+            raise RuntimeError("disk went away")
+
+    monkeypatch.setattr(quality_run, "audit", audit)
+    assert svc.audit(["AAPL"], ["bars"]) is True
+    assert started.wait(30)
+    assert svc.audit_running() and svc.audit() is False  # nothing started
+    release.set()
+    wait_for(lambda: not svc.audit_running())
+    assert calls == [(["AAPL"], ["bars"])]
+    with caplog.at_level("ERROR", logger="enrich.service"):
+        assert svc.audit() is True
+        wait_for(lambda: not svc.audit_running())
+    assert calls[1] == (None, None)
+    assert any("re-check of stored data failed" in r.getMessage() for r in caplog.records)

@@ -5,7 +5,6 @@ alerts, each the same call the pages and the CLI make.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from typing import Annotated, Literal
 
 from fastapi import Body, Path, Request
@@ -183,12 +182,11 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
     @r.post("/quality/audit", status_code=202,
             summary="Re-check what is stored, without fetching (in the background)")
     def audit(body: Annotated[AuditRequest | None, Body()] = None) -> _Json:
-        from enrich.checks import quality_run
-
         syms = _known(desk, body.symbols if body else None)
         datasets = body.datasets if body else None
-        threading.Thread(target=quality_run.audit, args=(desk.store, syms, datasets),
-                         name="quality-audit", daemon=True).start()
+        if not desk.svc.audit(syms, datasets):
+            raise ApiError(409, "audit_running", "a re-check of stored data is still running "
+                                                 "in this process; ask again when it has ended")
         return _Json({"started": True, "symbols": syms or "active universe",
                       "datasets": datasets or "all"}, status_code=202)
 
