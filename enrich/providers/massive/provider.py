@@ -67,6 +67,13 @@ from enrich.errors import (
 )
 from enrich.identity import TickerChange, TickerReference
 from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult, estimate_pages
+from enrich.providers.massive.endpoints import (
+    DIVIDENDS_V1,
+    INCOME_V1,
+    SOURCES,
+    SPLITS_V1,
+    Listing,
+)
 from enrich.providers.massive.frames import (
     MassiveMarketRows,
     _by_ticker,
@@ -84,10 +91,6 @@ from enrich.providers.massive.parse import (
     _chain_row,
     _Check,
     _contract_row,
-    _dividend_row_v1,
-    _dividend_row_v3,
-    _earnings_row_v1,
-    _earnings_row_vx,
     _obj,
     _off_calendar,
     _req_str,
@@ -128,13 +131,6 @@ GROUPED_MARKETS: dict[str, tuple[str, str, ZoneInfo | dt.timezone]] = {
     "crypto": (GROUPED_GLOBAL, "/v2/aggs/grouped/locale/global/market/crypto/", dt.UTC),
     "fx": (GROUPED_GLOBAL, "/v2/aggs/grouped/locale/global/market/fx/", dt.UTC),
 }
-DIVIDENDS_V1 = "/stocks/v1/dividends"
-DIVIDENDS_V3 = "/v3/reference/dividends"
-SPLITS_V1 = "/stocks/v1/splits"
-SPLITS_V3 = "/v3/reference/splits"
-INCOME_V1 = "/stocks/financials/v1/income-statements"
-FINANCIALS_VX = "/vX/reference/financials"
-NEWS_V2 = "/v2/reference/news"
 CHAIN = "/v3/snapshot/options/{underlying}"
 CONTRACTS = "/v3/reference/options/contracts"
 TREASURY = "/fed/v1/treasury-yields"
@@ -388,41 +384,13 @@ class MassiveProvider:
     def dividends(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Cash dividends as declared (not split-adjusted), one row per ex-date."""
         subject = f"{symbol} dividends"
-        rows, parse = self._dividend_rows({"ticker": symbol}, start, end, subject)
-        return _dividends_frame(symbol, rows, parse, start, end, subject)
-
-    def _dividend_rows(self, extra: dict, start: dt.date, end: dt.date, subject: str,
-                       max_pages: int | None = None) -> tuple[list, Callable[[dict], dict]]:
-        dates = {"ex_dividend_date.gte": start.isoformat(), "ex_dividend_date.lte": end.isoformat()}
-        try:
-            rows = self._collect_unless_skipped(
-                DIVIDENDS_V1, {**extra, **dates, "limit": 5000, "sort": "ex_dividend_date.asc"},
-                subject, (NotFoundError,), max_pages)
-            return rows, _dividend_row_v1
-        except NotFoundError:
-            rows = self._collect(
-                DIVIDENDS_V3, DIVIDENDS_V3, {**extra, **dates, "limit": 1000,
-                                             "sort": "ex_dividend_date", "order": "asc"},
-                subject, max_pages)
-            return rows, _dividend_row_v3
+        rows, listing = self._listing("dividends", symbol, start, end, subject)
+        return _dividends_frame(symbol, rows, listing.row_parser, start, end, subject)
 
     def splits(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         subject = f"{symbol} splits"
-        rows = self._split_rows({"ticker": symbol}, start, end, subject)
+        rows, _ = self._listing("splits", symbol, start, end, subject)
         return _splits_frame(symbol, rows, start, end, subject)
-
-    def _split_rows(self, extra: dict, start: dt.date, end: dt.date, subject: str,
-                    max_pages: int | None = None) -> list:
-        dates = {"execution_date.gte": start.isoformat(), "execution_date.lte": end.isoformat()}
-        try:
-            return self._collect_unless_skipped(
-                SPLITS_V1, {**extra, **dates, "limit": 5000, "sort": "execution_date.asc"},
-                subject, (NotFoundError,), max_pages)
-        except NotFoundError:
-            return self._collect(
-                SPLITS_V3, SPLITS_V3, {**extra, **dates, "limit": 1000,
-                                       "sort": "execution_date", "order": "asc"},
-                subject, max_pages)
 
     def earnings(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Quarterly income-statement figures filed in [start, end].
@@ -431,54 +399,39 @@ class MassiveProvider:
         ``/vX/reference/financials`` is tried; when both deny, NotEntitledError.
         """
         subject = f"{symbol} earnings"
-        rows, parse = self._earnings_rows(symbol, start, end, subject)
-        return _earnings_frame(symbol, rows, parse, subject)
-
-    def _earnings_rows(self, symbol: str | None, start: dt.date, end: dt.date, subject: str,
-                       max_pages: int | None = None) -> tuple[list, Callable[[dict], Any]]:
-        """Rows of one ticker, or of the whole market (``symbol`` None; rows carry
-        ``tickers``)."""
-        dates = {"filing_date.gte": start.isoformat(), "filing_date.lte": end.isoformat()}
-        try:
-            v1 = {"timeframe": "quarterly", **dates, "limit": 1000 if symbol else 50000,
-                  "sort": "filing_date.asc"}
-            if symbol:
-                v1["tickers"] = symbol
-            rows = self._collect_unless_skipped(
-                INCOME_V1, v1, subject, (NotFoundError, NotEntitledError), max_pages)
-            return rows, _earnings_row_v1
-        except (NotFoundError, NotEntitledError) as first:
-            vx = {"timeframe": "quarterly", **dates, "limit": 100, "sort": "filing_date",
-                  "order": "asc"}
-            if symbol:
-                vx["ticker"] = symbol
-            try:
-                rows = self._collect(FINANCIALS_VX, FINANCIALS_VX, vx, subject, max_pages)
-            except NotFoundError:
-                # The legacy endpoint is gone; the first answer is the one that matters.
-                raise first from None
-            return rows, _earnings_row_vx
+        rows, listing = self._listing("earnings", symbol, start, end, subject)
+        return _earnings_frame(symbol, rows, listing.row_parser, subject)
 
     def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Articles published on New York dates [start, end] (``published_utc`` stays UTC);
         sentiment is the insight whose ticker is ``symbol``."""
         subject = f"{symbol} news"
-        rows = self._news_rows({"ticker": symbol}, start, end, subject)
+        rows, _ = self._listing("news", symbol, start, end, subject)
         return _news_frame(symbol, rows, start, end, subject)
 
-    def _news_rows(self, extra: dict, start: dt.date, end: dt.date, subject: str,
-                   max_pages: int | None = None) -> list:
-        first = dt.datetime.combine(start, dt.time(), ET)
-        after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), ET)
-        params = {
-            **extra,
-            "published_utc.gte": _rfc3339(first),
-            "published_utc.lte": _rfc3339(after - dt.timedelta(seconds=1)),
-            "limit": 1000,
-            "order": "asc",
-            "sort": "published_utc",
-        }
-        return self._collect(NEWS_V2, NEWS_V2, params, subject, max_pages)
+    def _listing(self, dataset: str, ticker: str | None, start: dt.date, end: dt.date,
+                 subject: str, max_pages: int | None = None) -> tuple[list, Listing]:
+        """Every row of ``dataset`` (``endpoints.SOURCES``) for ``ticker`` (None: the whole
+        market) dated in [start, end], and the listing that answered (whose row parser reads
+        them): its first endpoint, or the fallback once the first refused."""
+        source = SOURCES[dataset]
+        first, fallback = source.first, source.fallback
+        if fallback is None:
+            return self._collect(first.path, first.path, first.params(ticker, start, end),
+                                 subject, max_pages), first
+        try:
+            return self._collect_unless_skipped(
+                first.path, first.params(ticker, start, end), subject, source.fallback_on,
+                max_pages), first
+        except source.fallback_on as refused:
+            try:
+                rows = self._collect(fallback.path, fallback.path,
+                                     fallback.params(ticker, start, end), subject, max_pages)
+            except NotFoundError:
+                if source.first_if_gone:  # the older endpoint is retired: the first answer
+                    raise refused from None
+                raise
+            return rows, fallback
 
     # ---- ticker reference -----------------------------------------------------------------
 
@@ -565,22 +518,23 @@ class MassiveProvider:
             return answer
         pages = max(self._max_pages, MARKET_MAX_PAGES)
         if r.dataset == "dividends":
-            rows, parse = self._dividend_rows({}, start, end, subject, pages)
+            rows, listing = self._listing("dividends", None, start, end, subject, pages)
             return MassiveMarketRows.build(
                 DIVIDENDS, _by_ticker(rows, syms, "ticker"),
-                lambda sym, rs: _dividends_frame(sym, rs, parse, start, end, f"{sym} dividends"))
+                lambda sym, rs: _dividends_frame(sym, rs, listing.row_parser, start, end,
+                                                 f"{sym} dividends"))
         if r.dataset == "splits":
-            rows = self._split_rows({}, start, end, subject, pages)
+            rows, _ = self._listing("splits", None, start, end, subject, pages)
             return MassiveMarketRows.build(
                 SPLITS, _by_ticker(rows, syms, "ticker"),
                 lambda sym, rs: _splits_frame(sym, rs, start, end, f"{sym} splits"))
         if r.dataset == "earnings":
-            rows, parse = self._earnings_rows(None, start, end, subject, pages)
+            rows, listing = self._listing("earnings", None, start, end, subject, pages)
             return MassiveMarketRows.build(
                 EARNINGS, _by_ticker(rows, syms, "tickers"),
-                lambda sym, rs: _earnings_frame(sym, rs, parse, f"{sym} earnings"))
+                lambda sym, rs: _earnings_frame(sym, rs, listing.row_parser, f"{sym} earnings"))
         if r.dataset == "news":
-            rows = self._news_rows({}, start, end, subject, pages)
+            rows, _ = self._listing("news", None, start, end, subject, pages)
             return MassiveMarketRows.build(
                 NEWS, _by_ticker(rows, syms, "tickers"),
                 lambda sym, rs: _news_frame(sym, rs, start, end, f"{sym} news"))
