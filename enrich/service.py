@@ -287,7 +287,7 @@ class Services:
                 log.exception("the re-check of stored data failed")
 
         with self._lock:
-            if self._audit_thread is not None and self._audit_thread.is_alive():
+            if self.audit_running():
                 return False
             self._audit_thread = threading.Thread(target=run, name="quality-audit",
                                                   daemon=True)

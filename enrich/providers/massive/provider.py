@@ -69,6 +69,7 @@ from enrich.identity import TickerChange, TickerReference
 from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult, estimate_pages
 from enrich.providers.massive.endpoints import (
     DIVIDENDS_V1,
+    ET,
     INCOME_V1,
     SOURCES,
     SPLITS_V1,
@@ -118,7 +119,6 @@ class _ErrorContext(TypedDict, total=False):
     request_id: str | None
 
 PROVIDER = "massive"
-ET = ZoneInfo("America/New_York")
 
 # Path templates double as the ``endpoint`` recorded on errors: no values, no query.
 AGGS = "/v2/aggs/ticker/{ticker}/range/{multiplier}/{timespan}/{from}/{to}"
@@ -855,10 +855,6 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 def _seg(value: str) -> str:
     """A symbol as one path segment: nothing in it can change the path."""
     return quote(value, safe=":.")
-
-
-def _rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ms(started: float) -> float:
