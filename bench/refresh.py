@@ -13,14 +13,23 @@ against the per-symbol path on a copy of the same Friday store, in the same run,
 prints wall time, the machine's busy CPU time (all cores, /proc/stat: run it on a quiet
 machine) and symbols/s, medians.
 
+Part 3, where a symbol's time goes. The same universe-wide Monday refresh of N sample symbols
+(default 300) in one thread of this process, each step the engine takes timed around its
+call (wall time in that thread: run it on a quiet machine): ms per symbol and calls per
+symbol, steps inside other steps marked as such. The steps' sum is what Part 2's workers
+spend per symbol; Part 2 adds the run's own process (universe-wide requests, catalog rows).
+
     PYTHONPATH=. .venv/bin/python bench/refresh.py [--sizes 50,500,5000] [--cpu 5000]
-                                                   [--repeat 3]
+                                                   [--repeat 3] [--steps 300]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import datetime as dt
+import functools
 import os
 import shutil
 import statistics
@@ -33,12 +42,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from enrich.checks import quality_run, restatements  # noqa: E402
 from enrich.config import load_settings  # noqa: E402
+from enrich.pipeline import engine as engine_module  # noqa: E402
 from enrich.pipeline.engine import Engine  # noqa: E402
 from enrich.pipeline.run_model import RunParams  # noqa: E402
 from enrich.providers.massive.provider import MassiveProvider  # noqa: E402
 from enrich.providers.retry import RetryPolicy  # noqa: E402
 from enrich.providers.sample.provider import SampleProvider  # noqa: E402
+from enrich.quant import snapshots, vol_summary  # noqa: E402
+from enrich.store import lake as lake_module  # noqa: E402
 from enrich.store.store import Store  # noqa: E402
 from enrich.store.universe import add_symbols  # noqa: E402
 from tests.fakes.massive_server import FakeMassive, market_tickers  # noqa: E402
@@ -155,11 +168,72 @@ def cpu_by_path(root: Path, n: int, repeat: int) -> None:
           f"(goal: universe-wide under 60 s)")
 
 
+# Part 3's steps: (label, the object whose attribute is timed, the attribute, inside which step).
+STEPS: list[tuple[str, object, str, str]] = [
+    ("a symbol's whole enrichment", Engine, "enrich_symbol", ""),
+    ("option chain: the provider's chain", SampleProvider, "option_chain", "option snapshot"),
+    ("option snapshot (chain, reads, pricing)", Engine, "_option_snapshot", ""),
+    ("option chain: pricing (IV, greeks)", snapshots, "price_chain", "option snapshot"),
+    ("volatility summary (read, summarize, write)", Engine, "_summarize_options", ""),
+    ("volatility summary: summarize", vol_summary, "summarize", "volatility summary"),
+    ("lake upserts (every dataset)", lake_module.Lake, "upsert", "one in the summary"),
+    ("features file (replace)", lake_module.Lake, "replace_symbol", "features step"),
+    ("parquet write + fsync (every file)", lake_module, "write_parquet_atomic",
+     "upserts, replace"),
+    ("features step (rebase, compute, write)", Engine, "derive_step", ""),
+    ("features: compute_features", engine_module, "compute_features", "features step"),
+    ("validation of fetched rows", engine_module, "check", ""),
+    ("restatement detection", restatements, "detect", ""),
+    ("quality checks", quality_run, "after_fetch", ""),
+    ("lake reads (every dataset)", lake_module.Lake, "read", "several"),
+]
+
+
+def steps_of_a_symbol(root: Path, n: int) -> None:
+    symbols = [f"S{i:04d}" for i in range(n)]
+    print(f"\nPart 3: where a symbol's time goes: a Monday refresh of {n} sample symbols "
+          "(1 year held), universe-wide, one thread")
+    seed, settings = _store(root, "steps", symbols)
+    Engine(seed, SampleProvider(clock=lambda: FRIDAY), settings, clock=lambda: FRIDAY).run()
+    spent: collections.Counter[str] = collections.Counter()
+    calls: collections.Counter[str] = collections.Counter()
+
+    def timed(label: str, fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - t0
+                calls[label] += 1
+        return call
+
+    engine = Engine(seed, SampleProvider(clock=lambda: MONDAY), settings, clock=lambda: MONDAY)
+    engine.process_min_symbols = n + 1  # threads: every step in this process
+    with contextlib.ExitStack() as stack:
+        for label, owner, name, _ in STEPS:
+            original = getattr(owner, name)
+            stack.callback(setattr, owner, name, original)
+            setattr(owner, name, timed(label, original))
+        w0 = time.perf_counter()
+        summary = engine.run(RunParams(universe_wide=True), max_workers=1)
+        wall = time.perf_counter() - w0
+    assert summary.failed == 0 and summary.ok == n, summary.errors_by_class
+    print(f"  run: {wall:.1f} s, {wall / n * 1000:.1f} ms a symbol "
+          f"(the run's own steps included)")
+    print(f"  {'step':<46} {'ms/symbol':>9} {'calls':>6}  inside")
+    for label, _, _, inside in STEPS:
+        print(f"  {label:<46} {spent[label] / n * 1000:9.2f} {calls[label] / n:6.2f}  {inside}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="50,500,5000")
     ap.add_argument("--cpu", type=int, default=5000, help="sample symbols for part 2 (0: skip)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=300,
+                    help="sample symbols for part 3 (0: skip)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
     try:
@@ -168,6 +242,8 @@ def main() -> None:
             requests_by_path(root, sizes)
         if args.cpu:
             cpu_by_path(root, args.cpu, args.repeat)
+        if args.steps:
+            steps_of_a_symbol(root, args.steps)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
