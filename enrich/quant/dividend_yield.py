@@ -134,15 +134,19 @@ def parity_yield(spot: float, t: float, r: float, strikes: np.ndarray, call: np.
     quote) at ``strikes``; ``t`` in years, ``r`` continuous."""
     if not (spot > 0 and t * 365.0 >= PARITY_MIN_DAYS - 1e-9 and math.isfinite(r)):
         return None
-    both = np.isfinite(call) & np.isfinite(put) & (strikes > 0)
-    if not both.any():
+    # Python floats: on three strikes numpy's per-call cost is most of the work (the same
+    # arithmetic, so the same result to the last bit).
+    pairs = [(k, c, p) for k, c, p in zip(np.asarray(strikes, dtype=np.float64).tolist(),
+                                          np.asarray(call, dtype=np.float64).tolist(),
+                                          np.asarray(put, dtype=np.float64).tolist(), strict=True)
+             if math.isfinite(c) and math.isfinite(p) and k > 0]
+    if not pairs:
         return None
-    k, c, p = strikes[both], call[both], put[both]
-    nearest = np.argsort(np.abs(c - p), kind="stable")[:PARITY_STRIKES]
-    forwards = k[nearest] + math.exp(r * t) * (c[nearest] - p[nearest])
-    forwards.sort()  # the median, without np.median's cost on three numbers
-    mid = forwards.size // 2
-    forward = float(forwards[mid] if forwards.size % 2 else (forwards[mid - 1] + forwards[mid]) / 2)
+    nearest = sorted(pairs, key=lambda kcp: abs(kcp[1] - kcp[2]))[:PARITY_STRIKES]  # stable
+    growth = math.exp(r * t)
+    forwards = sorted(k + growth * (c - p) for k, c, p in nearest)
+    mid = len(forwards) // 2
+    forward = forwards[mid] if len(forwards) % 2 else (forwards[mid - 1] + forwards[mid]) / 2
     if not forward > 0:
         return None
     q = r - math.log(forward / spot) / t

@@ -75,14 +75,14 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
         d1 = (-n["x"] + 0.5 * vt * vt) / vt
         n["delta"] = np.where(n["call"], ndtr(d1), ndtr(d1) - 1.0)
     n["otm"] = np.where(n["call"], n["x"] >= 0, n["x"] < 0)
-    rows = order.tolist()
-    days = options["as_of"].to_list()
-    keys_of = [(symbols[i], days[i]) for i in rows]
-    sources = options["source"].to_list()
-    sources = [sources[i] for i in rows]
-    starts = [0] + [i for i in range(1, len(keys_of)) if keys_of[i] != keys_of[i - 1]]
-    out = [_session(n, sources, a, b, *keys_of[a])
-           for a, b in zip(starts, starts[1:] + [len(keys_of)], strict=True)]
+    # Sessions: runs of equal (symbol, as_of) in the sorted rows.
+    session = (symbol_code * 2 + as_of_null)[order], np.where(as_of_null, 0.0, as_of)[order]
+    starts = np.flatnonzero(np.r_[True, (session[0][1:] != session[0][:-1])
+                                  | (session[1][1:] != session[1][:-1])]).tolist()
+    days, sources = options["as_of"].to_list(), options["source"].to_list()
+    sources = [sources[i] for i in order.tolist()]
+    out = [_session(n, sources, a, b, symbols[order[a]], days[order[a]])
+           for a, b in zip(starts, starts[1:] + [order.size], strict=True)]
     return pl.DataFrame(out, schema=VOL_SUMMARY.schema, orient="row")
 
 
