@@ -69,7 +69,8 @@ def instants(name: str, us: np.ndarray, nulls: np.ndarray) -> pl.Series:
 
 def floats(name: str, x: np.ndarray) -> pl.Series:
     """A Float64 column, NaN as null."""
-    return pl.Series(name, x, dtype=pl.Float64, nan_to_null=True)
+    # No dtype= here: with one, polars takes a path ~5x slower than the array's own.
+    return pl.Series(name, np.asarray(x, dtype=np.float64), nan_to_null=True)
 
 
 def strings(name: str, x: list | np.ndarray) -> pl.Series:

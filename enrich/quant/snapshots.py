@@ -233,7 +233,7 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
     greeks = to_market_units({g: out[g] for g in GREEKS})
     frame = columns.put(
         frame,
-        pl.Series("rate", r, dtype=pl.Float64), columns.strings("rate_source", r_source),
+        pl.Series("rate", r), columns.strings("rate_source", r_source),
         *(columns.floats(name, values) for name, values in (("iv", out["iv"]),
                                                            *greeks.items())),
         columns.strings("iv_null_reason", labels),
@@ -311,23 +311,24 @@ def _implied_yields(inputs: dict[str, np.ndarray], q0: np.ndarray, american: np.
     found: dict[int, float] = {}
     before: dict[int, float] = {}  # the iterate before q[g], for Aitken's acceleration
     todo = list(chosen)
+    rows_of = {g: np.concatenate(chosen[g]) for g in todo}  # its calls, then its puts
     for _ in range(PARITY_ROUNDS):
         if not todo:
             break
-        rows = np.concatenate([np.concatenate(chosen[g]) for g in todo])
-        qs = np.concatenate([np.full(2 * len(chosen[g][0]), q[g]) for g in todo])
-        res = _solve_rows({k: v[rows] for k, v in inputs.items()}, qs, american[rows],
-                          np.ones(rows.size, dtype=bool))
-        euro = dict(zip(rows.tolist(), (inputs["price"][rows] - res["eep"]).tolist(),
-                        strict=True))
+        rows = np.concatenate([rows_of[g] for g in todo])
+        at = {name: values[rows] for name, values in inputs.items()}
+        res = american_iv_greeks(at["price"], at["s"], at["k"], at["t"], at["r"],
+                                 np.repeat([q[g] for g in todo], [rows_of[g].size for g in todo]),
+                                 at["is_call"], american[rows])
+        euro = at["price"] - res["eep"]
         left = []
+        start = 0
         for g in todo:
-            calls, puts = chosen[g]
-            i = int(calls[0])
+            n = len(chosen[g][0])
             q_g = dividend_yield.parity_yield(
-                float(inputs["s"][i]), float(inputs["t"][i]), float(inputs["r"][i]),
-                inputs["k"][calls], np.array([euro[int(j)] for j in calls]),
-                np.array([euro[int(j)] for j in puts]))
+                float(at["s"][start]), float(at["t"][start]), float(at["r"][start]),
+                at["k"][start:start + n], euro[start:start + n], euro[start + n:start + 2 * n])
+            start += 2 * n
             if q_g is None or not math.isfinite(q_g):
                 continue
             x1 = q[g]  # this round's input
