@@ -93,15 +93,19 @@ def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarra
     # numpy, no polars query: a chain has one or two days, a query costs more than the match.
     ust = np.flatnonzero(np.array([s == CURVE for s in curves["symbol"].to_list()], dtype=bool))
     codes = _day_codes(days)
-    unique, inverse = np.unique(codes, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    if (codes == codes[0]).all():  # a chain's one session
+        unique, rows = codes[:1], [np.arange(codes.size)]
+    else:
+        unique, inverse = np.unique(codes, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(unique.size + 1))
+        rows = [order[bounds[u]:bounds[u + 1]] for u in range(unique.size)]
     # The latest curve on or before each day, at most MAX_CURVE_AGE_DAYS older (a backward
     # as-of match).
     dates = _day_codes(curves["date"])[ust]
     by_date = np.argsort(dates, kind="stable")
     picked = np.searchsorted(dates[by_date], unique, side="right") - 1
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(unique.size + 1))
     for u, i in enumerate(picked):
         if (unique[u] == _NO_DAY or i < 0 or dates[by_date[i]] == _NO_DAY
                 or unique[u] - dates[by_date[i]] > MAX_CURVE_AGE_DAYS):
@@ -109,7 +113,7 @@ def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarra
         tenors, rates = curve_points(curves.row(int(ust[by_date[i]]), named=True))
         if tenors.size == 0:
             continue
-        at = order[bounds[u]:bounds[u + 1]]
+        at = rows[u]
         rate[at] = interpolate(tenors, rates, t[at])
         source[at] = TREASURY
     return rate, source
