@@ -230,9 +230,11 @@ def _solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame
         groups = np.unique(pair, return_inverse=True)[1].reshape(-1)
         implied = _implied_yields(inputs, q, american, quoted, groups)
         implied = _fill_short(implied, groups, inputs["t"], day)
-        for g, q_g in implied.items():
-            at = groups == g
-            q[at] = q_g
+        if implied:
+            by_group = np.full(int(groups.max()) + 1, np.nan)
+            by_group[list(implied)] = list(implied.values())
+            at = ~np.isnan(by_group)[groups]
+            q[at] = by_group[groups[at]]
             method[at] = dividend_yield.PARITY
     out = _solve_rows(inputs, q, american, usable)
     labels = _LABELS[out["reason"]]
@@ -273,7 +275,8 @@ def _fill_short(implied: dict[int, float], groups: np.ndarray, t: np.ndarray,
     if not implied:
         return implied
     out = dict(implied)
-    first = {int(g): int(np.flatnonzero(groups == g)[0]) for g in np.unique(groups)}
+    unique, rows = np.unique(groups, return_index=True)
+    first = dict(zip(unique.tolist(), rows.tolist(), strict=True))  # each group's first row
     for g, i in first.items():
         if g in out or t[i] * 365.0 >= dividend_yield.PARITY_MIN_DAYS - 1e-9:
             continue
