@@ -200,18 +200,20 @@ def _points(chain: pl.DataFrame) -> dict | None:
 def _expiry_points(x, iv, delta, call) -> tuple[float, float, float]:
     """(ATM IV, 25-delta call IV, 25-delta put IV) of one expiration's OTM points (NaN when
     the points do not reach)."""
-    atm = c25 = p25 = np.nan
+    atm = np.nan
     if x.size and x.min() < 0 <= x.max():
         order = np.argsort(x)
         atm = float(np.interp(0.0, x[order], iv[order]))
-    calls, puts = call, ~call
-    if calls.sum() and delta[calls].min() <= 0.25 <= delta[calls].max():
-        order = np.argsort(delta[calls])
-        c25 = float(np.interp(0.25, delta[calls][order], iv[calls][order]))
-    if puts.sum() and delta[puts].min() <= -0.25 <= delta[puts].max():
-        order = np.argsort(delta[puts])
-        p25 = float(np.interp(-0.25, delta[puts][order], iv[puts][order]))
-    return atm, c25, p25
+    return atm, _at_delta(delta[call], iv[call], 0.25), _at_delta(delta[~call], iv[~call], -0.25)
+
+
+def _at_delta(delta: np.ndarray, iv: np.ndarray, target: float) -> float:
+    """The IV at forward delta ``target``, linear between the points around it (NaN when
+    they do not reach)."""
+    if delta.size and delta.min() <= target <= delta.max():
+        order = np.argsort(delta)
+        return float(np.interp(target, delta[order], iv[order]))
+    return np.nan
 
 
 def _at_30_days(t: np.ndarray, vol: np.ndarray) -> float | None:
