@@ -73,15 +73,17 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
         n["x"] = np.log(n["k"] / n["fwd"])
         vt = n["iv"] * np.sqrt(n["t"])
         d1 = (-n["x"] + 0.5 * vt * vt) / vt
-        n["delta"] = np.where(n["call"], ndtr(d1), ndtr(d1) - 1.0)
+        nd1 = ndtr(d1)
+        n["delta"] = np.where(n["call"], nd1, nd1 - 1.0)
     n["otm"] = np.where(n["call"], n["x"] >= 0, n["x"] < 0)
     # Sessions: runs of equal (symbol, as_of) in the sorted rows.
     session = (symbol_code * 2 + as_of_null)[order], np.where(as_of_null, 0.0, as_of)[order]
     starts = np.flatnonzero(np.r_[True, (session[0][1:] != session[0][:-1])
                                   | (session[1][1:] != session[1][:-1])]).tolist()
-    days, sources = options["as_of"].to_list(), options["source"].to_list()
+    sources = options["source"].to_list()
     sources = [sources[i] for i in order.tolist()]
-    out = [_session(n, sources, a, b, symbols[order[a]], days[order[a]])
+    as_of_of = options["as_of"]  # read at each session's first row only
+    out = [_session(n, sources, a, b, symbols[order[a]], as_of_of[int(order[a])])
            for a, b in zip(starts, starts[1:] + [order.size], strict=True)]
     return pl.DataFrame(out, schema=VOL_SUMMARY.schema, orient="row")
 
