@@ -174,9 +174,8 @@ def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.Data
         filled.append(columns.instants("snapshot_at", snap, snap_null))
     if close is not None and close > 0:  # the snapshot's own price, which its quotes face
         spot, spot_null = columns.values(frame["underlying_price"])
-        if spot_null.any():
-            filled.append(columns.floats("underlying_price",
-                                         np.where(spot_null, float(close), spot)))
+        if spot_null.any():  # (no null left: a NaN price stays NaN, as fill_null keeps it)
+            filled.append(pl.Series("underlying_price", np.where(spot_null, float(close), spot)))
     partial = np.zeros(n, dtype=bool)
     if session_close is not None:
         partial = ~snap_null & (snap < columns.micros(session_close))
