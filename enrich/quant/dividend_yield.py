@@ -54,17 +54,30 @@ def trailing_yield(dividends: pl.DataFrame, splits: pl.DataFrame, frame: pl.Data
     ``dividends``: one symbol's stored rows (as declared: per share of their day). ``splits``:
     its stored splits. ``close``: the price on session ``date``'s own share basis. The yield
     is null where the close is missing or not positive. Row order is kept."""
-    paid = regular(dividends).select("ex_date", pl.col("cash_amount").cast(pl.Float64))
+    price = frame[close].cast(pl.Float64)
+    q, method = trailing(dividends, splits, frame[date].to_list(), price.to_numpy(),
+                         np.array([p is not None for p in price.to_list()], dtype=bool))
+    known = np.array([m is not None for m in method], dtype=bool)
+    return frame.with_columns(
+        dividend_yield=pl.when(pl.Series(known)).then(pl.Series(q)),
+        dividend_method=pl.Series(method.tolist(), dtype=pl.String))
+
+
+def trailing(dividends: pl.DataFrame, splits: pl.DataFrame, days: list[dt.date | None],
+             close: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`trailing_yield`'s ``(dividend_yield, dividend_method)`` per row of sessions
+    ``days`` and closes ``close`` (``known``: not null), as arrays: the yield NaN where null,
+    the method an object array. A NaN close is taken as polars takes it (greater than zero:
+    its yield is NaN, its method stated)."""
+    paid = _regular_cash(dividends)
     # Plain Python over the few (day, dividend, split) triples: a chain has one day, a symbol
     # a few dozen dividends, and polars' joins cost more than the arithmetic here.
     moves = _splits(splits)
-    ex_dates, amounts = paid["ex_date"].to_list(), paid["cash_amount"].to_list()
-    day_list = frame[date].to_list()
-    on_day: dict[dt.date, float] = {}
-    for day in set(day_list) - {None}:
+    on_day: dict[dt.date | None, float] = {}
+    for day in {d for d in days if d is not None}:
         start = _year_before(day)
         total = 0.0
-        for ex, amount in zip(ex_dates, amounts, strict=True):
+        for ex, amount in paid:
             if not start < ex <= day:
                 continue
             factor = 1.0
@@ -72,14 +85,30 @@ def trailing_yield(dividends: pl.DataFrame, splits: pl.DataFrame, frame: pl.Data
                 factor = factor * (s_from / s_to if ex < e <= day else 1.0)
             total += amount * factor
         on_day[day] = total
-    cash = pl.Series("_cash", [on_day.get(day, 0.0) for day in day_list], dtype=pl.Float64)
-    price = pl.col(close).cast(pl.Float64)
-    usable = ((price > 0) & pl.col(date).is_not_null()).fill_null(False)
-    return frame.lazy().with_columns(cash).with_columns(
-        dividend_yield=pl.when(usable).then((pl.col("_cash") / price).log1p()),
-        dividend_method=pl.when(~usable).then(None)
-        .when(pl.col("_cash") > 0).then(pl.lit(TRAILING)).otherwise(pl.lit(NONE)),
-    ).drop("_cash").collect()
+    cash = np.array([on_day.get(day, 0.0) for day in days], dtype=np.float64)
+    close = np.asarray(close, dtype=np.float64)
+    usable = (known & ((close > 0) | np.isnan(close))
+              & np.array([day is not None for day in days], dtype=bool))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(usable, np.log1p(cash / close), np.nan)
+    method = np.full(cash.size, None, dtype=object)
+    method[usable] = np.where(cash[usable] > 0, TRAILING, NONE)
+    return q, method
+
+
+def _regular_cash(dividends: pl.DataFrame) -> list[tuple[dt.date, float]]:
+    """``(ex_date, cash_amount)`` of :func:`regular`'s rows, in order, read without a query."""
+    if dividends.is_empty():
+        return []
+    n = dividends.height
+    kinds = (dividends["distribution_type"].to_list() if "distribution_type" in dividends.columns
+             else [None] * n)
+    freqs = dividends["frequency"].to_list() if "frequency" in dividends.columns else [None] * n
+    cash = dividends["cash_amount"].cast(pl.Float64).to_list()
+    return [(ex, amount) for kind, freq, ex, amount in zip(
+                kinds, freqs, dividends["ex_date"].to_list(), cash, strict=True)
+            if (kind == "recurring" or (kind is None and (freq is None or freq > 0)))
+            and ex is not None and amount is not None and (amount > 0 or math.isnan(amount))]
 
 
 def _year_before(day: dt.date) -> dt.date:
@@ -105,15 +134,19 @@ def parity_yield(spot: float, t: float, r: float, strikes: np.ndarray, call: np.
     quote) at ``strikes``; ``t`` in years, ``r`` continuous."""
     if not (spot > 0 and t * 365.0 >= PARITY_MIN_DAYS - 1e-9 and math.isfinite(r)):
         return None
-    both = np.isfinite(call) & np.isfinite(put) & (strikes > 0)
-    if not both.any():
+    # Python floats: on three strikes numpy's per-call cost is most of the work (the same
+    # arithmetic, so the same result to the last bit).
+    pairs = [(k, c, p) for k, c, p in zip(np.asarray(strikes, dtype=np.float64).tolist(),
+                                          np.asarray(call, dtype=np.float64).tolist(),
+                                          np.asarray(put, dtype=np.float64).tolist(), strict=True)
+             if math.isfinite(c) and math.isfinite(p) and k > 0]
+    if not pairs:
         return None
-    k, c, p = strikes[both], call[both], put[both]
-    nearest = np.argsort(np.abs(c - p), kind="stable")[:PARITY_STRIKES]
-    forwards = k[nearest] + math.exp(r * t) * (c[nearest] - p[nearest])
-    forwards.sort()  # the median, without np.median's cost on three numbers
-    mid = forwards.size // 2
-    forward = float(forwards[mid] if forwards.size % 2 else (forwards[mid - 1] + forwards[mid]) / 2)
+    nearest = sorted(pairs, key=lambda kcp: abs(kcp[1] - kcp[2]))[:PARITY_STRIKES]  # stable
+    growth = math.exp(r * t)
+    forwards = sorted(k + growth * (c - p) for k, c, p in nearest)
+    mid = len(forwards) // 2
+    forward = forwards[mid] if len(forwards) % 2 else (forwards[mid - 1] + forwards[mid]) / 2
     if not forward > 0:
         return None
     q = r - math.log(forward / spot) / t

@@ -58,13 +58,10 @@ def continuous(yield_pct: np.ndarray | float, tenor: np.ndarray | float) -> np.n
 
 def curve_points(row: dict[str, float | None]) -> tuple[np.ndarray, np.ndarray]:
     """(tenors, continuous rates) of one curve row, tenors present only, ascending."""
-    tenors, rates = [], []
-    for col, tenor in TENORS.items():
-        value = row.get(col)
-        if value is not None and np.isfinite(value):
-            tenors.append(tenor)
-            rates.append(float(continuous(value, tenor)))
-    return np.array(tenors), np.array(rates)
+    points = [(tenor, value) for col, tenor in TENORS.items()
+              if (value := row.get(col)) is not None and np.isfinite(value)]
+    tenors = np.array([p[0] for p in points], dtype=np.float64)
+    return tenors, continuous(np.array([p[1] for p in points], dtype=np.float64), tenors)
 
 
 def interpolate(tenors: np.ndarray, rates: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -86,33 +83,46 @@ def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarra
             fallback: float) -> tuple[np.ndarray, np.ndarray]:
     """The continuous rate for each (``as_of``, ``t`` years) and where it came from
     (``treasury`` or ``fallback``), from stored ``curves`` (RATES rows, any order)."""
-    days = pl.Series("as_of", as_of, dtype=pl.Date)
+    days = as_of if isinstance(as_of, pl.Series) and as_of.dtype == pl.Date \
+        else pl.Series("as_of", as_of, dtype=pl.Date)
     t = np.asarray(t, dtype=np.float64)
     rate = np.full(len(days), float(fallback))
     source = np.full(len(days), FALLBACK, dtype=object)
     if curves.is_empty() or len(days) == 0:
         return rate, source
-    curves = curves.filter(pl.col("symbol") == CURVE)
-    codes = days.cast(pl.Int64).fill_null(_NO_DAY).to_numpy()
-    unique, inverse = np.unique(codes, return_inverse=True)
+    # numpy, no polars query: a chain has one or two days, a query costs more than the match.
+    ust = np.flatnonzero(np.array([s == CURVE for s in curves["symbol"].to_list()], dtype=bool))
+    codes = _day_codes(days)
+    if (codes == codes[0]).all():  # a chain's one session
+        unique, rows = codes[:1], [np.arange(codes.size)]
+    else:
+        unique, inverse = np.unique(codes, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(unique.size + 1))
+        rows = [order[bounds[u]:bounds[u + 1]] for u in range(unique.size)]
     # The latest curve on or before each day, at most MAX_CURVE_AGE_DAYS older (a backward
-    # as-of match; numpy, as a chain has one or two days and polars' join costs more).
-    dates = curves["date"].cast(pl.Int64).fill_null(_NO_DAY).to_numpy()
+    # as-of match).
+    dates = _day_codes(curves["date"])[ust]
     by_date = np.argsort(dates, kind="stable")
     picked = np.searchsorted(dates[by_date], unique, side="right") - 1
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(unique.size + 1))
     for u, i in enumerate(picked):
         if (unique[u] == _NO_DAY or i < 0 or dates[by_date[i]] == _NO_DAY
                 or unique[u] - dates[by_date[i]] > MAX_CURVE_AGE_DAYS):
             continue
-        tenors, rates = curve_points(curves.row(int(by_date[i]), named=True))
+        tenors, rates = curve_points(curves.row(int(ust[by_date[i]]), named=True))
         if tenors.size == 0:
             continue
-        at = order[bounds[u]:bounds[u + 1]]
+        at = rows[u]
         rate[at] = interpolate(tenors, rates, t[at])
         source[at] = TREASURY
     return rate, source
+
+
+def _day_codes(days: pl.Series) -> np.ndarray:
+    """Days since the epoch of a Date column, ``_NO_DAY`` where null."""
+    codes = days.cast(pl.Int32).cast(pl.Float64).to_numpy()
+    return np.where(np.isnan(codes), _NO_DAY, codes).astype(np.int64)
 
 
 def frame(rows: list[dict]) -> pl.DataFrame:

@@ -38,13 +38,12 @@ Partial. A snapshot taken before its session's close is stored under that sessio
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import math
 
 import numpy as np
 import polars as pl
 
-from enrich.quant import dividend_yield, rates
+from enrich.quant import columns, dividend_yield, rates
 from enrich.quant.american import american_iv_greeks
 from enrich.quant.bsm import to_market_units
 from enrich.quant.iv import GREEKS, NullReason
@@ -95,43 +94,59 @@ def occ_root(symbol: str) -> str:
 def choose_prices(chain: pl.DataFrame, session_open: dt.datetime | None) -> pl.DataFrame:
     """``option_price``, ``price_source`` and ``price_age_s`` from the quote and last trade
     (see the module docstring); a quote or trade stamped before ``session_open`` is stale."""
-    return chain.with_columns(**_prices(session_open))
+    snap, snap_null = columns.values(chain["snapshot_at"])
+    return columns.put(chain, *_prices(chain, snap, snap_null, session_open))
 
 
-@functools.lru_cache(maxsize=64)  # building them costs more than running them on a chain
-def _prices(session_open: dt.datetime | None) -> dict[str, pl.Expr]:
-    bid, ask = pl.col("bid"), pl.col("ask")
+def _prices(chain: pl.DataFrame, snap: np.ndarray, snap_null: np.ndarray,
+            session_open: dt.datetime | None) -> list[pl.Series]:
+    """:func:`choose_prices`' columns; ``snap``: ``snapshot_at`` as :func:`columns.values`
+    reads it. Null quotes, prices and stamps are as polars takes them (a comparison with a null
+    is not true); a NaN (not null) bid, ask or trade price, which no provider sends, is never
+    usable."""
+    bid, _ = columns.values(chain["bid"])
+    ask, _ = columns.values(chain["ask"])
+    trade, _ = columns.values(chain["trade_price"])
+    quote_at, quote_null = columns.values(chain["quote_at"])
+    trade_at, trade_null = columns.values(chain["trade_at"])
     mid = (bid + ask) / 2.0
-    fresh_quote = fresh_trade = pl.lit(True)
+    fresh_quote = fresh_trade = np.ones(bid.size, dtype=bool)
     if session_open is not None:  # unstamped quotes and trades are taken as this session's
-        fresh_quote = pl.col("quote_at").is_null() | (pl.col("quote_at") >= session_open)
-        fresh_trade = pl.col("trade_at").is_null() | (pl.col("trade_at") >= session_open)
+        opened = columns.micros(session_open)
+        fresh_quote = quote_null | (quote_at >= opened)
+        fresh_trade = trade_null | (trade_at >= opened)
     sane = ((bid > 0) & (ask >= bid)
-            & ((ask - bid) <= pl.max_horizontal(MAX_SPREAD_REL * mid, pl.lit(MAX_SPREAD_ABS)))
-            & fresh_quote).fill_null(False)
-    traded = ((pl.col("trade_price") > 0) & fresh_trade).fill_null(False)
-    source = pl.when(sane).then(pl.lit(MID)).when(traded).then(pl.lit(LAST_TRADE))
-    age = (pl.col("snapshot_at") - pl.when(sane).then(pl.col("quote_at"))
-           .when(traded).then(pl.col("trade_at"))).dt.total_microseconds() / 1e6
-    return {"option_price": pl.when(sane).then(mid).when(traded).then(pl.col("trade_price")),
-            "price_source": source, "price_age_s": age}
+            & ((ask - bid) <= np.maximum(MAX_SPREAD_REL * mid, MAX_SPREAD_ABS)) & fresh_quote)
+    traded = (trade > 0) & fresh_trade & ~sane
+    price = np.where(sane, mid, np.where(traded, trade, np.nan))
+    source = np.full(bid.size, None, dtype=object)
+    source[sane], source[traded] = MID, LAST_TRADE
+    at, at_null = np.where(sane, quote_at, trade_at), np.where(sane, quote_null, trade_null)
+    # Times the reciprocal, as polars divides by a constant: the same float to the last bit.
+    age = np.where(~(sane | traded) | at_null | snap_null, np.nan, (snap - at) * (1 / 1e6))
+    return [columns.floats("option_price", price), columns.strings("price_source", source),
+            columns.floats("price_age_s", age)]
 
 
-def _adjusted(columns: list[str]) -> pl.Expr:
-    root = pl.col("contract").str.slice(2).str.head(pl.col("contract").str.len_chars() - 17)
-    own = pl.col("symbol").str.replace_all(".", "", literal=True)
-    odd = root != own
-    if "shares_per_contract" in columns:
-        shares = pl.col("shares_per_contract")
-        odd = odd | (shares.is_not_null() & (shares != STANDARD_SHARES))
-    if "deliverables" in columns:
-        odd = odd | pl.col("deliverables").is_not_null()
-    return odd.fill_null(False)
+def _adjusted(chain: pl.DataFrame) -> np.ndarray:
+    contracts, symbols = chain["contract"].to_list(), chain["symbol"].to_list()
+    # The root: the ticker less "O:" and the 15 characters of expiry, type and strike (one
+    # shorter than 17 keeps all after "O:": the polars expression this replaced did so).
+    own = {u: occ_root(u) for u in set(symbols) if u is not None}
+    odd = np.array([c is not None and u is not None
+                    and (c[2:len(c) - 15] if len(c) >= 17 else c[2:]) != own[u]
+                    for c, u in zip(contracts, symbols, strict=True)], dtype=bool)
+    if "shares_per_contract" in chain.columns:
+        shares, missing = columns.values(chain["shares_per_contract"])
+        odd |= ~missing & (shares != STANDARD_SHARES)
+    if "deliverables" in chain.columns:
+        odd |= columns.present(chain["deliverables"])
+    return odd
 
 
 def flag_adjusted(chain: pl.DataFrame) -> pl.DataFrame:
     """``adjusted``: a deliverable other than 100 shares of the underlying itself."""
-    return chain.with_columns(adjusted=_adjusted(chain.columns))
+    return columns.put(chain, pl.Series("adjusted", _adjusted(chain)))
 
 
 def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
@@ -147,20 +162,29 @@ def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.Data
     taken, for rows the provider did not stamp."""
     if chain.is_empty():
         return OPTIONS_IV.empty()
+    # numpy over columns, no polars query (``enrich.quant.columns``: each would cost more
+    # than its arithmetic on a chain).
     frame = conform(chain, OPTIONS_IV)
-    filled = {"source": pl.lit(SNAPSHOT)}
-    if snapshot_at is not None:
-        filled["snapshot_at"] = pl.col("snapshot_at").fill_null(snapshot_at)
+    n = frame.height
+    filled = [columns.constant("source", SNAPSHOT, pl.String, n)]
+    snap, snap_null = columns.values(frame["snapshot_at"])
+    if snapshot_at is not None and snap_null.any():
+        snap = np.where(snap_null, columns.micros(snapshot_at), snap)
+        snap_null = np.zeros(n, dtype=bool)
+        filled.append(columns.instants("snapshot_at", snap, snap_null))
     if close is not None and close > 0:  # the snapshot's own price, which its quotes face
-        filled["underlying_price"] = pl.col("underlying_price").fill_null(float(close))
-    partial = pl.lit(False)
+        spot, spot_null = columns.values(frame["underlying_price"])
+        if spot_null.any():  # (no null left: a NaN price stays NaN, as fill_null keeps it)
+            filled.append(pl.Series("underlying_price", np.where(spot_null, float(close), spot)))
+    partial = np.zeros(n, dtype=bool)
     if session_close is not None:
-        partial = (pl.col("snapshot_at") < session_close).fill_null(False)
-    # One query: choose_prices and flag_adjusted, after the fills they read.
-    frame = frame.lazy().with_columns(**filled).with_columns(
-        partial=partial, adjusted=_adjusted(frame.columns), **_prices(session_open)).collect()
-    return solve(frame, curves=curves, dividends=dividends, splits=splits,
-                 fallback_rate=fallback_rate, parity=True)
+        partial = ~snap_null & (snap < columns.micros(session_close))
+    frame = columns.put(frame, *filled, pl.Series("partial", partial),
+                        pl.Series("adjusted", _adjusted(frame)),
+                        *_prices(frame, snap, snap_null, session_open))
+    # Already OPTIONS_IV's schema, which _solve keeps: no second conform (~0.1 ms).
+    return _solve(frame, curves=curves, dividends=dividends, splits=splits,
+                  fallback_rate=fallback_rate, parity=True)
 
 
 def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
@@ -170,66 +194,62 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
     ``price_source``); ``parity``: imply ``q`` from both sides' quotes where they exist."""
     if frame.is_empty():
         return conform(frame, OPTIONS_IV)
-    days = (pl.col("expiration") - pl.col("as_of")).dt.total_days().cast(pl.Float64)
-    t = frame.select(days / 365.0).to_series().to_numpy()
+    return conform(_solve(frame, curves=curves, dividends=dividends, splits=splits,
+                          fallback_rate=fallback_rate, parity=parity), OPTIONS_IV)
+
+
+def _solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
+           splits: pl.DataFrame, fallback_rate: float, parity: bool) -> pl.DataFrame:
+    """:func:`solve` of a non-empty frame, its columns filled (new ones last), not conformed."""
+    # Every column read once into numpy (``enrich.quant.columns``), no polars query.
+    as_of, as_of_null = columns.values(frame["as_of"])
+    expiration, expiration_null = columns.values(frame["expiration"])
+    t = (expiration - as_of) * (1 / 365.0)  # as polars divides by a constant (bit for bit)
     r, r_source = rates.rate_to(curves, frame["as_of"], t, fallback_rate)
-    frame = dividend_yield.trailing_yield(dividends, splits, frame.with_columns(
-        rate=pl.Series(r), rate_source=pl.Series(r_source, dtype=pl.String)))
-    # Every column the solver reads, in one pass over the frame (each Series method would be
-    # a query of its own: most of the cost on a chain of a few hundred rows).
-    kind = pl.col("contract_type")
-    cols = frame.select(
-        usable=(pl.col("option_price").is_not_null() & ~pl.col("adjusted").fill_null(False)
-                & kind.is_in(["call", "put"]).fill_null(False)
-                & pl.col("underlying_price").is_not_null()),
-        american=pl.col("exercise_style").fill_null("american") != "european",
-        price=_floats("option_price"), s=_floats("underlying_price"), k=_floats("strike"),
-        is_call=(kind == "call").fill_null(False), q=_floats("dividend_yield"),
-        quoted=(pl.col("price_source") == MID).fill_null(False),
-        pair=(pl.col("as_of").cast(pl.Int64) * 100_000
-              + pl.col("expiration").cast(pl.Int64)).fill_null(-1),
-        as_of=pl.col("as_of").cast(pl.Int64).fill_null(-1),
-        no_price=pl.col("option_price").is_null(), adjusted=pl.col("adjusted").fill_null(False),
-        no_spot=pl.col("underlying_price").is_null(),
-    )
-    col = {name: cols[name].to_numpy() for name in cols.columns}
-    usable, american = col["usable"], col["american"]
-    inputs = {"price": col["price"], "s": col["s"], "k": col["k"], "t": t, "r": r,
-              "is_call": col["is_call"]}
-    q = col["q"].copy()
+    price, no_price = columns.values(frame["option_price"])
+    s, no_spot = columns.values(frame["underlying_price"])
+    q, method = dividend_yield.trailing(dividends, splits, frame["as_of"].to_list(), s,
+                                        ~no_spot)
+    kinds = frame["contract_type"].to_list()
+    is_call = np.array([kind == "call" for kind in kinds], dtype=bool)
+    is_put = np.array([kind == "put" for kind in kinds], dtype=bool)
+    adjusted = columns.flags(frame["adjusted"])
+    usable = ~no_price & ~adjusted & (is_call | is_put) & ~no_spot
+    american = np.array([style != "european" for style in frame["exercise_style"].to_list()],
+                        dtype=bool)
+    inputs = {"price": price, "s": s, "k": columns.values(frame["strike"])[0], "t": t, "r": r,
+              "is_call": is_call}
     q[np.isnan(q)] = 0.0
-    method = frame["dividend_method"].to_numpy().astype(object)
     if parity:
-        quoted = usable & col["quoted"]
-        groups = np.unique(col["pair"], return_inverse=True)[1]
+        quoted = usable & np.array([src == MID for src in frame["price_source"].to_list()],
+                                   dtype=bool)
+        day = np.where(as_of_null, -1, as_of).astype(np.int64)
+        pair = np.where(as_of_null | expiration_null, -1,
+                        day * 100_000 + np.where(expiration_null, 0, expiration)).astype(np.int64)
+        groups = np.unique(pair, return_inverse=True)[1].reshape(-1)
         implied = _implied_yields(inputs, q, american, quoted, groups)
-        implied = _fill_short(implied, groups, inputs["t"], col["as_of"])
-        for g, q_g in implied.items():
-            at = groups == g
-            q[at] = q_g
+        implied = _fill_short(implied, groups, inputs["t"], day)
+        if implied:
+            by_group = np.full(int(groups.max()) + 1, np.nan)
+            by_group[list(implied)] = list(implied.values())
+            at = ~np.isnan(by_group)[groups]
+            q[at] = by_group[groups[at]]
             method[at] = dividend_yield.PARITY
     out = _solve_rows(inputs, q, american, usable)
     labels = _LABELS[out["reason"]]
-    no_price, adjusted, no_spot = col["no_price"], col["adjusted"], col["no_spot"]
     for i in np.flatnonzero(~usable):
         labels[i] = ("adjusted_contract" if adjusted[i] else "no_underlying_price"
                      if no_spot[i] else "no_price" if no_price[i] else labels[i])
     greeks = to_market_units({g: out[g] for g in GREEKS})
-    filled = [pl.Series(name, values, nan_to_null=True)
-              for name, values in (("iv", out["iv"]), *greeks.items())]
-    frame = frame.with_columns(
-        *filled,
-        pl.Series("iv_null_reason", labels.tolist(), dtype=pl.String),
-        pl.Series("dividend_yield", q, nan_to_null=True),
-        pl.Series("dividend_method", method, dtype=pl.String),
-        iv_model=pl.when(pl.Series(american)).then(pl.lit("american"))
-        .otherwise(pl.lit("european")),
+    return columns.put(
+        frame,
+        pl.Series("rate", r), columns.strings("rate_source", r_source),
+        *(columns.floats(name, values) for name, values in (("iv", out["iv"]),
+                                                           *greeks.items())),
+        columns.strings("iv_null_reason", labels),
+        columns.floats("dividend_yield", q), columns.strings("dividend_method", method),
+        columns.strings("iv_model", np.where(american, "american", "european").astype(object)),
     )
-    return conform(frame, OPTIONS_IV)
-
-
-def _floats(name: str) -> pl.Expr:
-    return pl.col(name).cast(pl.Float64).fill_null(float("nan"))
 
 
 def _solve_rows(inputs: dict[str, np.ndarray], q: np.ndarray, american: np.ndarray,
@@ -254,7 +274,8 @@ def _fill_short(implied: dict[int, float], groups: np.ndarray, t: np.ndarray,
     if not implied:
         return implied
     out = dict(implied)
-    first = {int(g): int(np.flatnonzero(groups == g)[0]) for g in np.unique(groups)}
+    unique, rows = np.unique(groups, return_index=True)
+    first = dict(zip(unique.tolist(), rows.tolist(), strict=True))  # each group's first row
     for g, i in first.items():
         if g in out or t[i] * 365.0 >= dividend_yield.PARITY_MIN_DAYS - 1e-9:
             continue
@@ -270,15 +291,21 @@ def _parity_strikes(inputs: dict[str, np.ndarray], quoted: np.ndarray,
     """Per (as_of, expiration) group: the rows of the call and the put at the (up to
     ``PARITY_STRIKES``) strikes where both quote and their prices are closest."""
     chosen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for g in np.unique(groups[quoted]):
-        at = np.flatnonzero((groups == g) & quoted)
-        calls = {inputs["k"][i]: i for i in at if inputs["is_call"][i]}
-        puts = {inputs["k"][i]: i for i in at if not inputs["is_call"][i]}
+    rows = np.flatnonzero(quoted)
+    by_group = rows[np.argsort(groups[rows], kind="stable")]  # each group's rows in order
+    cuts = np.flatnonzero(np.diff(groups[by_group])) + 1
+    strikes, prices = inputs["k"].tolist(), inputs["price"].tolist()
+    is_call = inputs["is_call"]
+    for at in np.split(by_group, cuts) if by_group.size else []:
+        call_rows, put_rows = at[is_call[at]].tolist(), at[~is_call[at]].tolist()
+        calls = {strikes[i]: i for i in call_rows}
+        puts = {strikes[i]: i for i in put_rows}
         both = sorted(set(calls) & set(puts),
-                      key=lambda k: abs(inputs["price"][calls[k]] - inputs["price"][puts[k]]))
+                      key=lambda k: abs(prices[calls[k]] - prices[puts[k]]))
         if both:
             keep = both[:dividend_yield.PARITY_STRIKES]
-            chosen[int(g)] = (np.array([calls[k] for k in keep]), np.array([puts[k] for k in keep]))
+            chosen[int(groups[at[0]])] = (np.array([calls[k] for k in keep]),
+                                          np.array([puts[k] for k in keep]))
     return chosen
 
 
@@ -294,23 +321,24 @@ def _implied_yields(inputs: dict[str, np.ndarray], q0: np.ndarray, american: np.
     found: dict[int, float] = {}
     before: dict[int, float] = {}  # the iterate before q[g], for Aitken's acceleration
     todo = list(chosen)
+    rows_of = {g: np.concatenate(chosen[g]) for g in todo}  # its calls, then its puts
     for _ in range(PARITY_ROUNDS):
         if not todo:
             break
-        rows = np.concatenate([np.concatenate(chosen[g]) for g in todo])
-        qs = np.concatenate([np.full(2 * len(chosen[g][0]), q[g]) for g in todo])
-        res = _solve_rows({k: v[rows] for k, v in inputs.items()}, qs, american[rows],
-                          np.ones(rows.size, dtype=bool))
-        euro = dict(zip(rows.tolist(), (inputs["price"][rows] - res["eep"]).tolist(),
-                        strict=True))
+        rows = np.concatenate([rows_of[g] for g in todo])
+        at = {name: values[rows] for name, values in inputs.items()}
+        res = american_iv_greeks(at["price"], at["s"], at["k"], at["t"], at["r"],
+                                 np.repeat([q[g] for g in todo], [rows_of[g].size for g in todo]),
+                                 at["is_call"], american[rows])
+        euro = at["price"] - res["eep"]
         left = []
+        start = 0
         for g in todo:
-            calls, puts = chosen[g]
-            i = int(calls[0])
+            n = len(chosen[g][0])
             q_g = dividend_yield.parity_yield(
-                float(inputs["s"][i]), float(inputs["t"][i]), float(inputs["r"][i]),
-                inputs["k"][calls], np.array([euro[int(j)] for j in calls]),
-                np.array([euro[int(j)] for j in puts]))
+                float(at["s"][start]), float(at["t"][start]), float(at["r"][start]),
+                at["k"][start:start + n], euro[start:start + n], euro[start + n:start + 2 * n])
+            start += 2 * n
             if q_g is None or not math.isfinite(q_g):
                 continue
             x1 = q[g]  # this round's input

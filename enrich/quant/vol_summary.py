@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 from scipy.special import ndtr
 
+from enrich.quant import columns
 from enrich.schemas import VOL_SUMMARY
 
 TARGET_DAYS = 30
@@ -39,39 +40,61 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
     """VOL_SUMMARY rows, one per (symbol, as_of) of ``options`` (OPTIONS_IV rows)."""
     if options.is_empty():
         return VOL_SUMMARY.empty()
-    # One polars query reads every column sorted; the rest is numpy over contiguous groups
-    # (on a single chain, each polars query would cost more than its arithmetic).
-    t = (pl.col("expiration") - pl.col("as_of")).dt.total_days().cast(pl.Float64) / 365.0
-    cols = options.lazy().filter(~pl.col("adjusted").fill_null(False)).sort(
-        "symbol", "as_of", "expiration", "strike").select(
-        "symbol", "as_of", "source",
-        expiration=pl.col("expiration").cast(pl.Int64).fill_null(-1),
-        call=(pl.col("contract_type") == "call").fill_null(False),
-        put=(pl.col("contract_type") == "put").fill_null(False),
-        volume=pl.col("volume").cast(pl.Float64).fill_null(0.0),
-        has_volume=pl.col("volume").is_not_null(),
-        oi=pl.col("open_interest").cast(pl.Int64).fill_null(0),
-        has_oi=pl.col("open_interest").is_not_null(),
-        has_iv=pl.col("iv").is_not_null(), partial=pl.col("partial").fill_null(False),
-        point=(pl.col("iv").is_not_null() & pl.col("underlying_price").is_not_null()
-               & (pl.col("expiration") > pl.col("as_of"))).fill_null(False),
-        iv=pl.col("iv").cast(pl.Float64).fill_null(np.nan), t=t.fill_null(np.nan),
-        fwd=_forward_expr().fill_null(np.nan), k=pl.col("strike").cast(pl.Float64),
-    ).collect()
-    n = {name: cols[name].to_numpy() for name in cols.columns
-         if name not in ("symbol", "as_of", "source")}
+    # numpy over the columns, read without a polars query (``enrich.quant.columns``: on a
+    # single chain each query would cost more than its arithmetic), sorted by symbol, as_of,
+    # expiration and strike (nulls first, as polars sorts); then contiguous groups.
+    keep = np.flatnonzero(~columns.flags(options["adjusted"]))
+    symbols = options["symbol"].to_list()
+    names = {name: code for code, name in enumerate(sorted(set(symbols) - {None}))}
+    symbol_code = np.array([names.get(x, -1) if x is not None else -1 for x in symbols],
+                           dtype=np.int64)
+    as_of, as_of_null = columns.values(options["as_of"])
+    expiration, expiration_null = columns.values(options["expiration"])
+    k, k_null = columns.values(options["strike"])
+    keys = (np.where(k_null, 0.0, k), ~k_null, np.where(expiration_null, 0.0, expiration),
+            ~expiration_null, np.where(as_of_null, 0.0, as_of), ~as_of_null, symbol_code)
+    order = keep[np.lexsort(tuple(key[keep] for key in keys))]
+    kinds = options["contract_type"].to_list()
+    call = np.array([kind == "call" for kind in kinds], dtype=bool)
+    put = np.array([kind == "put" for kind in kinds], dtype=bool)
+    volume, no_volume = columns.values(options["volume"])
+    oi, no_oi = columns.values(options["open_interest"])
+    iv, no_iv = columns.values(options["iv"])
+    spot, no_spot = columns.values(options["underlying_price"])
+    t = (expiration - as_of) * (1 / 365.0)  # as polars divides by a constant (bit for bit)
+    n = {"expiration": np.where(expiration_null, -1, expiration).astype(np.int64),
+         "call": call, "put": put, "volume": np.where(no_volume, 0.0, volume),
+         "has_volume": ~no_volume, "oi": np.where(no_oi, 0, oi).astype(np.int64),
+         "has_oi": ~no_oi, "has_iv": ~no_iv, "partial": columns.flags(options["partial"]),
+         "point": ~no_iv & ~no_spot & ~as_of_null & ~expiration_null & (expiration > as_of),
+         "iv": iv, "t": t, "fwd": _forward(options, spot, t), "k": k}
+    n = {name: values[order] for name, values in n.items()}
     with np.errstate(all="ignore"):
         n["x"] = np.log(n["k"] / n["fwd"])
         vt = n["iv"] * np.sqrt(n["t"])
         d1 = (-n["x"] + 0.5 * vt * vt) / vt
-        n["delta"] = np.where(n["call"], ndtr(d1), ndtr(d1) - 1.0)
+        nd1 = ndtr(d1)
+        n["delta"] = np.where(n["call"], nd1, nd1 - 1.0)
     n["otm"] = np.where(n["call"], n["x"] >= 0, n["x"] < 0)
-    keys = list(zip(cols["symbol"].to_list(), cols["as_of"].to_list(), strict=True))
-    sources = cols["source"].to_list()
-    starts = [0] + [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
-    rows = [_session(n, sources, a, b, *keys[a])
-            for a, b in zip(starts, starts[1:] + [len(keys)], strict=True)]
-    return pl.DataFrame(rows, schema=VOL_SUMMARY.schema, orient="row")
+    # Sessions: runs of equal (symbol, as_of) in the sorted rows.
+    session = (symbol_code * 2 + as_of_null)[order], np.where(as_of_null, 0.0, as_of)[order]
+    starts = np.flatnonzero(np.r_[True, (session[0][1:] != session[0][:-1])
+                                  | (session[1][1:] != session[1][:-1])]).tolist()
+    sources = options["source"].to_list()
+    sources = [sources[i] for i in order.tolist()]
+    as_of_of = options["as_of"]  # read at each session's first row only
+    out = [_session(n, sources, a, b, symbols[order[a]], as_of_of[int(order[a])])
+           for a, b in zip(starts, starts[1:] + [order.size], strict=True)]
+    return pl.DataFrame(out, schema=VOL_SUMMARY.schema, orient="row")
+
+
+def _forward(options: pl.DataFrame, spot: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``F = S e^{(r - q) t}`` per row (:func:`_forward_expr` in numpy; NaN where null)."""
+    rate, no_rate = columns.values(options["rate"])
+    q, no_q = columns.values(options["dividend_yield"])
+    carry = np.where(no_rate, 0.0, rate) - np.where(no_q, 0.0, q)
+    with np.errstate(all="ignore"):
+        return spot * np.exp(carry * t)
 
 
 def _session(n: dict[str, np.ndarray], sources: list, a: int, b: int, symbol: str,
@@ -179,18 +202,20 @@ def _points(chain: pl.DataFrame) -> dict | None:
 def _expiry_points(x, iv, delta, call) -> tuple[float, float, float]:
     """(ATM IV, 25-delta call IV, 25-delta put IV) of one expiration's OTM points (NaN when
     the points do not reach)."""
-    atm = c25 = p25 = np.nan
+    atm = np.nan
     if x.size and x.min() < 0 <= x.max():
         order = np.argsort(x)
         atm = float(np.interp(0.0, x[order], iv[order]))
-    calls, puts = call, ~call
-    if calls.sum() and delta[calls].min() <= 0.25 <= delta[calls].max():
-        order = np.argsort(delta[calls])
-        c25 = float(np.interp(0.25, delta[calls][order], iv[calls][order]))
-    if puts.sum() and delta[puts].min() <= -0.25 <= delta[puts].max():
-        order = np.argsort(delta[puts])
-        p25 = float(np.interp(-0.25, delta[puts][order], iv[puts][order]))
-    return atm, c25, p25
+    return atm, _at_delta(delta[call], iv[call], 0.25), _at_delta(delta[~call], iv[~call], -0.25)
+
+
+def _at_delta(delta: np.ndarray, iv: np.ndarray, target: float) -> float:
+    """The IV at forward delta ``target``, linear between the points around it (NaN when
+    they do not reach)."""
+    if delta.size and delta.min() <= target <= delta.max():
+        order = np.argsort(delta)
+        return float(np.interp(target, delta[order], iv[order]))
+    return np.nan
 
 
 def _at_30_days(t: np.ndarray, vol: np.ndarray) -> float | None:
