@@ -40,9 +40,9 @@ from enrich.providers.sample.randomness import (
     _OPT,
     _QUOTE,
     _mix,
+    _mix_on,
     _normal,
     _stable_key,
-    _uniform,
     _unit,
 )
 from enrich.quant import rates
@@ -101,15 +101,28 @@ def _model_iv(p: _Profile, regime, k, fwd, t) -> np.ndarray:
     return atm * np.clip(1.0 + p.smile * m * m - p.skew * m, 0.6, 2.5)
 
 
-_PUT_CALL = pl.Series(["put", "call"])
+@functools.lru_cache(maxsize=64)
+def _contract_types(n_pairs: int) -> pl.Series:
+    """A chain's ``contract_type`` column: call, put, call, put, ... (``n_pairs`` pairs, the
+    chain's order)."""
+    return pl.Series(["call", "put"] * n_pairs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _expiry_axis(as_of: dt.date) -> tuple[np.ndarray, np.ndarray]:
+    """The day indexes of ``as_of``'s expirations and whether each is a monthly."""
+    exps = _expirations(as_of)
+    e_idx = np.array([_day_idx(e) for e in exps])
+    monthly = np.array([_is_monthly(e) for e in exps])
+    e_idx.flags.writeable = monthly.flags.writeable = False  # cached and shared
+    return e_idx, monthly
 _TICK = 0.01
 
 
-def _quotes(p: _Profile, a: int, price: np.ndarray, ee: np.ndarray, kk: np.ndarray,
-            cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _quotes(price: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bid and ask around the model price on a cent grid: a spread of about 1 cent plus 2 %
-    of the price, a little wider or narrower per contract and day; no bid under 1 cent."""
-    u = _uniform(p.key, _QUOTE, a, ee, np.round(kk * 1000).astype(np.int64), cc)
+    of the price, a little wider or narrower per contract and day (``u``, the contract's
+    quote draw); no bid under 1 cent."""
     half = (0.005 + 0.01 * price) * (0.6 + 0.8 * u)
     bid = np.floor((price - half) / _TICK + 1e-9) * _TICK
     ask = np.ceil((price + half) / _TICK - 1e-9) * _TICK
@@ -135,39 +148,40 @@ def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.Dat
         snapshot_at = now
     spot = spot_today * p.basis(a)  # as shown that day
     strikes = _strike_grid(day_close * p.basis(a))  # listed around the previous close
-    exps = _expirations(as_of)
-    e_idx = np.array([_day_idx(e) for e in exps])
+    e_idx, e_monthly = _expiry_axis(as_of)
     ee, kk, cc = (x.ravel() for x in np.meshgrid(e_idx, strikes, [True, False], indexing="ij"))
+    k_milli = np.round(kk * 1000).astype(np.int64)
     t = (ee - a) / 365.0
     q = p.div_yield
     r = _rates_to(np.full(t.size, a), t)
     fwd = spot * np.exp((r - q) * t)
     iv = _model_iv(p, float(_vol_regime(p.symbol)[a]), kk, fwd, t)
-    monthly = np.array([_is_monthly(e) for e in exps])[np.searchsorted(e_idx, ee)]
+    monthly = e_monthly[np.searchsorted(e_idx, ee)]
     dist = np.log(kk / fwd) / (iv * np.sqrt(t))
     oi = (3000.0 * math.sqrt(max(p.adv, 1.0) / 1e7) * np.exp(-0.5 * dist * dist)
           * np.where(monthly, 3.0, 1.0)
-          * np.exp(0.5 * _normal(p.key, _OI, a, ee, np.round(kk * 1000).astype(np.int64), cc)))
+          * np.exp(0.5 * _normal(p.key, _OI, a, ee, k_milli, cc)))
     listing = {
         "symbol": p.symbol,
         "as_of": as_of,
         "contract": format_occ_array(p.occ_root, _EPOCH64 + ee, cc, kk),
         "expiration": _dates(ee),
         "strike": kk,
-        "contract_type": _PUT_CALL[cc.astype(np.int64)],
+        "contract_type": _contract_types(len(e_idx) * len(strikes)),
         "shares_per_contract": 100.0,
         "exercise_style": "american",
     }
     if now is None:
         return _frame(OPTIONS_IV, len(kk), listing)
     price = american_price(spot, kk, t, r, q, iv, cc)
-    bid, ask = _quotes(p, a, price, ee, kk, cc)
-    h = _mix(p.key, _QUOTE, a, ee, np.round(kk * 1000).astype(np.int64), cc, 1)
+    h_quote = _mix(p.key, _QUOTE, a, ee, k_milli, cc)
+    bid, ask = _quotes(price, _unit(h_quote))
+    h = _mix_on(h_quote, 1)  # = _mix(p.key, _QUOTE, a, ee, k_milli, cc, 1)
     # The session's volume so far; the last trade some minutes before the snapshot, inside
     # the spread.
-    elapsed = min(1.0, max(0.0, (snapshot_at - calendars.session_open_utc(p.calendar, as_of))
-                           .total_seconds() / (close_at - calendars.session_open_utc(
-                               p.calendar, as_of)).total_seconds()))
+    open_at = calendars.session_open_utc(p.calendar, as_of)
+    elapsed = min(1.0, max(0.0, (snapshot_at - open_at).total_seconds()
+                           / (close_at - open_at).total_seconds()))
     volume = np.round(oi * 0.08 * elapsed * np.exp(0.6 * ndtri(_unit(h))))
     traded = volume > 0
     trade = np.round(bid + (ask - bid) * _unit(_mix(h, 2)), 2)
@@ -179,7 +193,7 @@ def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.Dat
         "open_interest": np.round(oi).astype(np.int64),
         "bid": bid, "ask": ask,
         "quote_at": _utc(np.full(len(kk), snap_us - 1_000_000)),
-        "trade_price": pl.Series(np.where(traded, trade, np.nan)).fill_nan(None),
+        "trade_price": pl.Series(np.where(traded, trade, np.nan), nan_to_null=True),
         "trade_at": _utc(snap_us - ago_us).zip_with(
             pl.Series(traded), pl.Series([None], dtype=pl.Datetime("us", "UTC"))
             .new_from_index(0, len(kk))),
@@ -196,13 +210,11 @@ def _curve(idx: np.ndarray) -> np.ndarray:
     2020-2021, 5 % and more in 2000, 2006-2007 and 2023-2024), a smooth tenor shape between
     them, and a few basis points of daily noise; two decimals, as published."""
     days = np.asarray(idx, dtype=np.int64)
-    anchor = np.array([_day_idx(d) for d, _, _ in _RATE_ANCHORS])
-    short = np.interp(days, anchor, [s for _, s, _ in _RATE_ANCHORS])
-    long = np.interp(days, anchor, [x for _, _, x in _RATE_ANCHORS])
-    tenor = np.array(list(rates.TENORS.values()))
-    shape = (1.0 - np.exp(-tenor / 2.0)) / (1.0 - np.exp(-5.0))
+    anchor, short_at, long_at, shape = _curve_axes()
+    short = np.interp(days, anchor, short_at)
+    long = np.interp(days, anchor, long_at)
     noise = 0.03 * _normal(_CURVE, days)[:, None] + 0.01 * _normal(_CURVE, days[:, None],
-                                                                      np.arange(tenor.size))
+                                                                      _TENOR_NO)
     curve = short[:, None] + (long - short)[:, None] * shape[None, :] + noise
     return np.round(np.maximum(curve, 0.01), 2)
 
@@ -222,12 +234,29 @@ _RATE_ANCHORS = (
 )
 
 
+@functools.cache
+def _curve_axes() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``_curve``'s fixed inputs: the anchors' day indexes, short and long levels, and the
+    tenor shape."""
+    anchor = np.array([_day_idx(d) for d, _, _ in _RATE_ANCHORS])
+    short = np.array([s for _, s, _ in _RATE_ANCHORS], dtype=np.float64)
+    long = np.array([x for _, _, x in _RATE_ANCHORS], dtype=np.float64)
+    shape = (1.0 - np.exp(-_TENOR_YEARS / 2.0)) / (1.0 - np.exp(-5.0))
+    return anchor, short, long, shape
+
+
+_TENOR_YEARS = np.array(list(rates.TENORS.values()))
+_TENOR_NO = np.arange(_TENOR_YEARS.size)
+
+
 def _rates_to(day_idx: np.ndarray, t: np.ndarray) -> np.ndarray:
     """The continuous rate from the demo curve of each day to ``t`` years, as
-    ``enrich.quant.rates`` reads a stored curve (every tenor is present)."""
-    tenor = np.array(list(rates.TENORS.values()))
-    curve = _curve(day_idx)
-    r = rates.continuous(curve, tenor[None, :])
+    ``enrich.quant.rates`` reads a stored curve (every tenor is present).
+
+    The curve is worked out once per distinct day (a chain's rows share one)."""
+    tenor = _TENOR_YEARS
+    days, row = np.unique(day_idx, return_inverse=True)
+    r = rates.continuous(_curve(days), tenor[None, :])[row]
     rt = r * tenor[None, :]
     inside = np.clip(t, tenor[0], tenor[-1])
     j = np.clip(np.searchsorted(tenor, inside, "right") - 1, 0, tenor.size - 2)

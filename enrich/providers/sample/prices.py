@@ -176,9 +176,22 @@ def _frame(dataset: Dataset, n: int, cols: dict) -> pl.DataFrame:
         elif isinstance(value, np.ndarray):
             s = pl.Series(name, value)
         else:
-            s = pl.Series(name, [value], dtype=dtype).new_from_index(0, n)
+            s = _constant(name, dtype, value).new_from_index(0, n)
         series.append(s if s.dtype == dtype else s.cast(dtype))
     return pl.DataFrame(series)
+
+
+def _constant(name: str, dtype: pl.DataType, value: object) -> pl.Series:
+    """A one-row column of ``value``; the nulls and fixed values of every frame are built once
+    (a Series from a Python value costs several times repeating one)."""
+    if isinstance(value, float) and value == 0.0:  # 0.0 and -0.0 would share a cache entry
+        return pl.Series(name, [value], dtype=dtype)
+    return _cached_constant(name, dtype, value)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _cached_constant(name: str, dtype: pl.DataType, value: object) -> pl.Series:
+    return pl.Series(name, [value], dtype=dtype)
 
 
 def _utc(us: np.ndarray) -> pl.Series:

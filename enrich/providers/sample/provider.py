@@ -197,6 +197,12 @@ class SampleProvider:
     def bars(self, symbol: str, timeframe: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Bars of the sessions in [start, end] up to the latest completed session,
         split-adjusted as of the effective end (``adjusted_asof``)."""
+        return self._bars(symbol, timeframe, start, end)
+
+    def _bars(self, symbol: str, timeframe: str, start: dt.date, end: dt.date,
+              only: tuple[dt.date, ...] | None = None) -> pl.DataFrame:
+        """``bars``, keeping only the sessions in ``only`` when given (grouped daily bars:
+        each row depends on its own session alone, so the rest are never computed)."""
         sym = self._begin("bars", symbol)
         if timeframe not in TIMEFRAMES:
             raise ProviderError(
@@ -205,17 +211,21 @@ class SampleProvider:
         eff_end = min(end, self._latest(_profile(sym).calendar))
         pieces = _as_traded(sym, start, eff_end)
         if len(pieces) == 1 and pieces[0][0] == sym:
-            return self._bars_of(sym, timeframe, start, eff_end)
-        return _relabel([self._bars_of(sec, timeframe, a, z, eff_end) for sec, a, z in pieces],
-                        sym, BARS.empty())
+            return self._bars_of(sym, timeframe, start, eff_end, only=only)
+        return _relabel([self._bars_of(sec, timeframe, a, z, eff_end, only)
+                         for sec, a, z in pieces], sym, BARS.empty())
 
     def _bars_of(self, security: str, timeframe: str, start: dt.date, end: dt.date,
-                 asof: dt.date | None = None) -> pl.DataFrame:
+                 asof: dt.date | None = None,
+                 only: tuple[dt.date, ...] | None = None) -> pl.DataFrame:
         """The bars of ``security`` on the sessions in [start, end] (``end`` at most the
-        latest completed session), on the share basis of ``asof`` (default ``end``)."""
+        latest completed session; those in ``only`` if given), on the share basis of
+        ``asof`` (default ``end``)."""
         p = _profile(security)
         asof = asof or end
         sess = calendars.session_array(p.calendar, max(start, EPOCH), end)
+        if only is not None:
+            sess = sess[np.isin(sess, np.array(only, dtype="datetime64[D]"))]
         if start > end or len(sess) == 0:
             return BARS.empty()
         idx = _idx_of(sess)
@@ -415,10 +425,7 @@ class SampleMarketRows:
         r = self.request
         p = _quiet_provider(self.factory, self.now)
         if r.dataset == "bars":
-            frame = p.bars(symbol, "1d", r.start, r.end)
-            if r.sessions:
-                frame = frame.filter(pl.col("session").is_in(list(r.sessions)))
-            return frame
+            return p._bars(symbol, "1d", r.start, r.end, r.sessions or None)
         call = {"dividends": p.dividends, "splits": p.splits, "earnings": p.earnings,
                 "news": p.news}[r.dataset]
         return call(symbol, r.start, r.end)

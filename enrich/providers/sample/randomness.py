@@ -44,7 +44,12 @@ def _mix(*parts) -> np.ndarray:
     Python-int parts fold in Python until the first array part: the symbol key and purpose
     lead most calls, and numpy costs about a microsecond per operation even on one value.
     uint64 array arithmetic wraps silently, as the hash wants."""
-    h: int | np.ndarray = 0
+    return _mix_on(0, *parts)
+
+
+def _mix_on(h: int | np.ndarray, *parts) -> np.ndarray:
+    """The fold of ``_mix`` carried on from ``h``, the hash of some leading parts:
+    ``_mix_on(_mix(a, b), c) == _mix(a, b, c)``, so draws that share a prefix hash it once."""
     for part in parts:
         x: int | np.ndarray
         if isinstance(part, int) and isinstance(h, int):
