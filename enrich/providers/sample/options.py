@@ -109,13 +109,26 @@ def _contract_types(n_pairs: int) -> pl.Series:
 
 
 @functools.lru_cache(maxsize=1024)
-def _expiry_axis(as_of: dt.date) -> tuple[np.ndarray, np.ndarray]:
-    """The day indexes of ``as_of``'s expirations and whether each is a monthly."""
+def _expiry_axis(as_of: dt.date) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What every chain of ``as_of`` shares, per expiration: its day index, whether it is a
+    monthly, its time to expiry in years and the demo curve's rate to it (``_rates_to``)."""
+    a = _day_idx(as_of)
     exps = _expirations(as_of)
     e_idx = np.array([_day_idx(e) for e in exps])
     monthly = np.array([_is_monthly(e) for e in exps])
-    e_idx.flags.writeable = monthly.flags.writeable = False  # cached and shared
-    return e_idx, monthly
+    t = (e_idx - a) / 365.0
+    r = _rates_to(np.full(t.size, a), t)
+    for x in (e_idx, monthly, t, r):
+        x.flags.writeable = False  # cached and shared
+    return e_idx, monthly, t, r
+
+
+@functools.lru_cache(maxsize=1024)
+def _session_hours(calendar: str, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The session's open and close (UTC): every chain of the day asks."""
+    return calendars.session_open_utc(calendar, day), calendars.session_close_utc(calendar, day)
+
+
 _TICK = 0.01
 
 
@@ -137,7 +150,7 @@ def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.Dat
     expiry and the profile's continuous dividend yield, off the session's close, or off the
     last 5-minute bar before ``now`` while the session trades."""
     a = _day_idx(as_of)
-    close_at = calendars.session_close_utc(p.calendar, as_of)
+    open_at, close_at = _session_hours(p.calendar, as_of)
     snapshot_at = close_at
     day_close = float(_daily(p, np.array([a]))["close"][0])
     spot_today = day_close
@@ -148,15 +161,16 @@ def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.Dat
         snapshot_at = now
     spot = spot_today * p.basis(a)  # as shown that day
     strikes = _strike_grid(day_close * p.basis(a))  # listed around the previous close
-    e_idx, e_monthly = _expiry_axis(as_of)
-    ee, kk, cc = (x.ravel() for x in np.meshgrid(e_idx, strikes, [True, False], indexing="ij"))
+    e_idx, e_monthly, e_t, e_r = _expiry_axis(as_of)
+    # Rows by expiration, then strike, then call and put.
+    per_exp = 2 * len(strikes)
+    ee, t, r, monthly = (np.repeat(x, per_exp) for x in (e_idx, e_t, e_r, e_monthly))
+    kk = np.tile(np.repeat(strikes, 2), len(e_idx))
+    cc = np.tile(np.array([True, False]), len(e_idx) * len(strikes))
     k_milli = np.round(kk * 1000).astype(np.int64)
-    t = (ee - a) / 365.0
     q = p.div_yield
-    r = _rates_to(np.full(t.size, a), t)
     fwd = spot * np.exp((r - q) * t)
     iv = _model_iv(p, float(_vol_regime(p.symbol)[a]), kk, fwd, t)
-    monthly = e_monthly[np.searchsorted(e_idx, ee)]
     dist = np.log(kk / fwd) / (iv * np.sqrt(t))
     oi = (3000.0 * math.sqrt(max(p.adv, 1.0) / 1e7) * np.exp(-0.5 * dist * dist)
           * np.where(monthly, 3.0, 1.0)
@@ -179,7 +193,6 @@ def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.Dat
     h = _mix_on(h_quote, 1)  # = _mix(p.key, _QUOTE, a, ee, k_milli, cc, 1)
     # The session's volume so far; the last trade some minutes before the snapshot, inside
     # the spread.
-    open_at = calendars.session_open_utc(p.calendar, as_of)
     elapsed = min(1.0, max(0.0, (snapshot_at - open_at).total_seconds()
                            / (close_at - open_at).total_seconds()))
     volume = np.round(oi * 0.08 * elapsed * np.exp(0.6 * ndtri(_unit(h))))
@@ -210,11 +223,13 @@ def _curve(idx: np.ndarray) -> np.ndarray:
     2020-2021, 5 % and more in 2000, 2006-2007 and 2023-2024), a smooth tenor shape between
     them, and a few basis points of daily noise; two decimals, as published."""
     days = np.asarray(idx, dtype=np.int64)
-    anchor, short_at, long_at, shape = _curve_axes()
-    short = np.interp(days, anchor, short_at)
-    long = np.interp(days, anchor, long_at)
+    anchor = np.array([_day_idx(d) for d, _, _ in _RATE_ANCHORS])
+    short = np.interp(days, anchor, [s for _, s, _ in _RATE_ANCHORS])
+    long = np.interp(days, anchor, [x for _, _, x in _RATE_ANCHORS])
+    tenor = np.array(list(rates.TENORS.values()))
+    shape = (1.0 - np.exp(-tenor / 2.0)) / (1.0 - np.exp(-5.0))
     noise = 0.03 * _normal(_CURVE, days)[:, None] + 0.01 * _normal(_CURVE, days[:, None],
-                                                                      _TENOR_NO)
+                                                                      np.arange(tenor.size))
     curve = short[:, None] + (long - short)[:, None] * shape[None, :] + noise
     return np.round(np.maximum(curve, 0.01), 2)
 
@@ -234,29 +249,12 @@ _RATE_ANCHORS = (
 )
 
 
-@functools.cache
-def _curve_axes() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``_curve``'s fixed inputs: the anchors' day indexes, short and long levels, and the
-    tenor shape."""
-    anchor = np.array([_day_idx(d) for d, _, _ in _RATE_ANCHORS])
-    short = np.array([s for _, s, _ in _RATE_ANCHORS], dtype=np.float64)
-    long = np.array([x for _, _, x in _RATE_ANCHORS], dtype=np.float64)
-    shape = (1.0 - np.exp(-_TENOR_YEARS / 2.0)) / (1.0 - np.exp(-5.0))
-    return anchor, short, long, shape
-
-
-_TENOR_YEARS = np.array(list(rates.TENORS.values()))
-_TENOR_NO = np.arange(_TENOR_YEARS.size)
-
-
 def _rates_to(day_idx: np.ndarray, t: np.ndarray) -> np.ndarray:
     """The continuous rate from the demo curve of each day to ``t`` years, as
-    ``enrich.quant.rates`` reads a stored curve (every tenor is present).
-
-    The curve is worked out once per distinct day (a chain's rows share one)."""
-    tenor = _TENOR_YEARS
-    days, row = np.unique(day_idx, return_inverse=True)
-    r = rates.continuous(_curve(days), tenor[None, :])[row]
+    ``enrich.quant.rates`` reads a stored curve (every tenor is present)."""
+    tenor = np.array(list(rates.TENORS.values()))
+    curve = _curve(day_idx)
+    r = rates.continuous(curve, tenor[None, :])
     rt = r * tenor[None, :]
     inside = np.clip(t, tenor[0], tenor[-1])
     j = np.clip(np.searchsorted(tenor, inside, "right") - 1, 0, tenor.size - 2)
