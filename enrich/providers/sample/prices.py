@@ -43,7 +43,7 @@ from enrich.providers.sample.randomness import (
     _uniform,
     _unit,
 )
-from enrich.schemas import BARS, Dataset
+from enrich.schemas import BARS, ColumnType, Dataset
 
 # ----------------------------------------------------------------------------- price path
 
@@ -181,7 +181,7 @@ def _frame(dataset: Dataset, n: int, cols: dict) -> pl.DataFrame:
     return pl.DataFrame(series)
 
 
-def _constant(name: str, dtype: pl.DataType, value: object) -> pl.Series:
+def _constant(name: str, dtype: ColumnType, value: object) -> pl.Series:
     """A one-row column of ``value``; the nulls and fixed values of every frame are built once
     (a Series from a Python value costs several times repeating one)."""
     if isinstance(value, float) and value == 0.0:  # 0.0 and -0.0 would share a cache entry
@@ -190,7 +190,7 @@ def _constant(name: str, dtype: pl.DataType, value: object) -> pl.Series:
 
 
 @functools.lru_cache(maxsize=1024, typed=True)
-def _cached_constant(name: str, dtype: pl.DataType, value: object) -> pl.Series:
+def _cached_constant(name: str, dtype: ColumnType, value: object) -> pl.Series:
     return pl.Series(name, [value], dtype=dtype)
 
 

@@ -68,7 +68,6 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
 from enrich import calendars
@@ -76,7 +75,7 @@ from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.identity import TickerReference
 from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult
 from enrich.providers.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
-from enrich.providers.sample.events import _dividend_table, _earnings_table, _news_frame
+from enrich.providers.sample.events import _dividend_frame, _earnings_frame, _news_frame
 from enrich.providers.sample.options import _chain_frame, _curve, _option_bars_frame
 from enrich.providers.sample.prices import _bars_frame, _daily, _dates, _frame, _intraday, _rebase
 from enrich.providers.sample.profiles import (
@@ -225,7 +224,8 @@ class SampleProvider:
         asof = asof or end
         sess = calendars.session_array(p.calendar, max(start, EPOCH), end)
         if only is not None:
-            sess = sess[np.isin(sess, np.array(only, dtype="datetime64[D]"))]
+            wanted = set(only)
+            sess = sess[[d in wanted for d in sess.tolist()]]
         if start > end or len(sess) == 0:
             return BARS.empty()
         idx = _idx_of(sess)
@@ -266,14 +266,8 @@ class SampleProvider:
         return _relabel(frames, sym, DIVIDENDS.empty())
 
     def _dividends_of(self, security: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-        table = _dividend_table(security)
-        if table is None:
-            return DIVIDENDS.empty()
-        frame, ex, declared = table
-        lo = np.searchsorted(ex, _day_idx(start), "left")
-        hi = min(np.searchsorted(ex, _day_idx(end), "right"),
-                 np.searchsorted(declared, _day_idx(self._latest("XNYS")), "right"))
-        return frame.slice(int(lo), max(int(hi - lo), 0))
+        return _dividend_frame(_profile(security), _day_idx(start), _day_idx(end),
+                               _day_idx(self._latest("XNYS")))
 
     def earnings(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Quarterly results with filing_date in [start, end] that are filed by now."""
@@ -285,13 +279,8 @@ class SampleProvider:
         return _relabel(frames, sym, EARNINGS.empty())
 
     def _earnings_of(self, security: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-        table = _earnings_table(security)
-        if table is None:
-            return EARNINGS.empty()
-        frame, filed = table
-        lo = np.searchsorted(filed, _day_idx(start), "left")
-        hi = np.searchsorted(filed, _day_idx(min(end, self._latest("XNYS"))), "right")
-        return frame.slice(int(lo), max(int(hi - lo), 0))
+        return _earnings_frame(_profile(security), _day_idx(start),
+                               _day_idx(min(end, self._latest("XNYS"))))
 
     def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """News published on [start, end] (UTC dates), up to the clock's instant."""

@@ -83,8 +83,11 @@ _NIBBLE_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
 
 
 def _hex_ids(h: np.ndarray, prefix: str = "") -> pl.Series:
-    """uint64 hashes -> ``prefix`` + 16 lower-case hex digits, written into a byte matrix
-    (no Python loop, no polars expression)."""
+    """uint64 hashes -> ``prefix`` + 16 lower-case hex digits: a few (a refresh's window) by
+    Python formatting, many (a history) written into a byte matrix (no Python loop, no
+    polars expression), which costs more to set up."""
+    if len(h) <= 64:
+        return pl.Series([f"{prefix}{x:016x}" for x in h.tolist()], dtype=pl.String)
     digits = _HEX_DIGITS[((h[:, None] >> _NIBBLE_SHIFTS) & np.uint64(15)).astype(np.intp)]
     head = np.frombuffer(prefix.encode(), dtype=np.uint8)
     out = np.concatenate((np.broadcast_to(head, (len(h), len(head))), digits), axis=1)
