@@ -189,7 +189,7 @@ class SampleProvider:
 
     def _latest(self, cal: str) -> dt.date:
         """The latest completed session at the clock's instant."""
-        return min(calendars.latest_session(cal, self._now()), LAST_DAY)
+        return _latest_session(cal, self._now())
 
     # -- bars
 
@@ -418,6 +418,13 @@ class SampleMarketRows:
         call = {"dividends": p.dividends, "splits": p.splits, "earnings": p.earnings,
                 "news": p.news}[r.dataset]
         return call(symbol, r.start, r.end)
+
+
+@functools.lru_cache(maxsize=64)
+def _latest_session(cal: str, now: dt.datetime) -> dt.date:
+    """The latest completed session at ``now``, within the generated history (a fixed clock,
+    as a run's, asks the same for every symbol and dataset)."""
+    return min(calendars.latest_session(cal, now), LAST_DAY)
 
 
 @functools.lru_cache(maxsize=8)
