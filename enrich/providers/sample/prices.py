@@ -189,23 +189,23 @@ def _frame(dataset: Dataset, n: int, cols: dict) -> pl.DataFrame:
         elif isinstance(value, np.ndarray):
             s = pl.Series(name, value)
         else:
-            s = _constant(name, dtype, value, n)
+            s = _constant(name, dtype, value).new_from_index(0, n)
         series.append(s if s.dtype == dtype else s.cast(dtype))
     return pl.DataFrame(series)
 
 
-def _constant(name: str, dtype: ColumnType, value: object, n: int) -> pl.Series:
-    """``value`` ``n`` times; the null and fixed columns of frames are built once (a Series
-    from a Python value costs several times taking a cached one; frames share it, copy on
-    write)."""
+def _constant(name: str, dtype: ColumnType, value: object) -> pl.Series:
+    """A one-row column of ``value``: the nulls and fixed values of frames are built once (a
+    Series from a Python value costs several times repeating a row). One row each, so the
+    cache stays small whatever the frames' lengths."""
     if isinstance(value, float) and value == 0.0:  # 0.0 and -0.0 would share a cache entry
-        return pl.Series(name, [value], dtype=dtype).new_from_index(0, n)
-    return _cached_constant(name, dtype, value, n)
+        return pl.Series(name, [value], dtype=dtype)
+    return _cached_constant(name, dtype, value)
 
 
-@functools.lru_cache(maxsize=4096, typed=True)
-def _cached_constant(name: str, dtype: ColumnType, value: object, n: int) -> pl.Series:
-    return pl.Series(name, [value], dtype=dtype).new_from_index(0, n)
+@functools.lru_cache(maxsize=1024, typed=True)
+def _cached_constant(name: str, dtype: ColumnType, value: object) -> pl.Series:
+    return pl.Series(name, [value], dtype=dtype)
 
 
 def _utc(us: np.ndarray) -> pl.Series:
