@@ -554,3 +554,32 @@ def test_bad_input_gets_a_typed_error(sample):
     # Tickers are case-sensitive (KIMpL is not KIMPL): spaces go, case stays.
     lower = sample.bars(" aapl ", "1d", D(2025, 1, 2), D(2025, 1, 3))
     assert (lower["symbol"] == "aapl").all()
+
+
+def test_grouped_daily_rows_are_the_range_bars_of_those_sessions(sample):
+    """A universe-wide bars request computes only its sessions' rows; they must be the rows
+    the per-symbol range gives for them (also for a ticker whose security changed, META,
+    and one traded as another's, FB)."""
+    from enrich.providers import MarketRequest
+
+    start, end = D(2022, 4, 25), D(2022, 6, 17)
+    held = calendars.sessions("XNYS", start, end)
+    for sessions in ((held[0], held[3], held[-1]), tuple(held), (held[5],)):
+        symbols = frozenset({"AAPL", "NVDA", "META", "FB", "SPY", "S0042"})
+        rows = sample.market_rows(MarketRequest("bars", "stocks", start, end, symbols,
+                                                sessions))
+        for symbol in sorted(symbols):
+            whole = sample.bars(symbol, "1d", start, end)
+            assert_frame_equal(rows.for_symbol(symbol),
+                               whole.filter(pl.col("session").is_in(list(sessions))))
+
+
+def test_option_chain_rows_are_a_call_and_a_put_per_expiration_and_strike(sample):
+    chain = sample.option_chain("MSFT", D(2025, 6, 18))
+    letter = chain["contract"].str.slice(-9, 1)
+    assert ((letter == "C") == (chain["contract_type"] == "call")).all()
+    assert chain["contract_type"].to_list() == ["call", "put"] * (chain.height // 2)
+    pairs = chain.select("expiration", "strike").unique()
+    assert pairs.height * 2 == chain.height
+    assert chain.select("expiration", "strike").equals(
+        chain.sort("expiration", "strike", maintain_order=True).select("expiration", "strike"))

@@ -40,9 +40,9 @@ from enrich.providers.sample.randomness import (
     _OPT,
     _QUOTE,
     _mix,
+    _mix_on,
     _normal,
     _stable_key,
-    _uniform,
     _unit,
 )
 from enrich.quant import rates
@@ -101,15 +101,41 @@ def _model_iv(p: _Profile, regime, k, fwd, t) -> np.ndarray:
     return atm * np.clip(1.0 + p.smile * m * m - p.skew * m, 0.6, 2.5)
 
 
-_PUT_CALL = pl.Series(["put", "call"])
+@functools.lru_cache(maxsize=64)
+def _contract_types(n_pairs: int) -> pl.Series:
+    """A chain's ``contract_type`` column: call, put, call, put, ... (``n_pairs`` pairs, the
+    chain's order)."""
+    return pl.Series(["call", "put"] * n_pairs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _expiry_axis(as_of: dt.date) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What every chain of ``as_of`` shares, per expiration: its day index, whether it is a
+    monthly, its time to expiry in years and the demo curve's rate to it (``_rates_to``)."""
+    a = _day_idx(as_of)
+    exps = _expirations(as_of)
+    e_idx = np.array([_day_idx(e) for e in exps])
+    monthly = np.array([_is_monthly(e) for e in exps])
+    t = (e_idx - a) / 365.0
+    r = _rates_to(np.full(t.size, a), t)
+    for x in (e_idx, monthly, t, r):
+        x.flags.writeable = False  # cached and shared
+    return e_idx, monthly, t, r
+
+
+@functools.lru_cache(maxsize=1024)
+def _session_hours(calendar: str, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """The session's open and close (UTC): every chain of the day asks."""
+    return calendars.session_open_utc(calendar, day), calendars.session_close_utc(calendar, day)
+
+
 _TICK = 0.01
 
 
-def _quotes(p: _Profile, a: int, price: np.ndarray, ee: np.ndarray, kk: np.ndarray,
-            cc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _quotes(price: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bid and ask around the model price on a cent grid: a spread of about 1 cent plus 2 %
-    of the price, a little wider or narrower per contract and day; no bid under 1 cent."""
-    u = _uniform(p.key, _QUOTE, a, ee, np.round(kk * 1000).astype(np.int64), cc)
+    of the price, a little wider or narrower per contract and day (``u``, the contract's
+    quote draw); no bid under 1 cent."""
     half = (0.005 + 0.01 * price) * (0.6 + 0.8 * u)
     bid = np.floor((price - half) / _TICK + 1e-9) * _TICK
     ask = np.ceil((price + half) / _TICK - 1e-9) * _TICK
@@ -124,7 +150,7 @@ def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.Dat
     expiry and the profile's continuous dividend yield, off the session's close, or off the
     last 5-minute bar before ``now`` while the session trades."""
     a = _day_idx(as_of)
-    close_at = calendars.session_close_utc(p.calendar, as_of)
+    open_at, close_at = _session_hours(p.calendar, as_of)
     snapshot_at = close_at
     day_close = float(_daily(p, np.array([a]))["close"][0])
     spot_today = day_close
@@ -135,39 +161,40 @@ def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.Dat
         snapshot_at = now
     spot = spot_today * p.basis(a)  # as shown that day
     strikes = _strike_grid(day_close * p.basis(a))  # listed around the previous close
-    exps = _expirations(as_of)
-    e_idx = np.array([_day_idx(e) for e in exps])
-    ee, kk, cc = (x.ravel() for x in np.meshgrid(e_idx, strikes, [True, False], indexing="ij"))
-    t = (ee - a) / 365.0
+    e_idx, e_monthly, e_t, e_r = _expiry_axis(as_of)
+    # Rows by expiration, then strike, then call and put.
+    per_exp = 2 * len(strikes)
+    ee, t, r, monthly = (np.repeat(x, per_exp) for x in (e_idx, e_t, e_r, e_monthly))
+    kk = np.tile(np.repeat(strikes, 2), len(e_idx))
+    cc = np.tile(np.array([True, False]), len(e_idx) * len(strikes))
+    k_milli = np.round(kk * 1000).astype(np.int64)
     q = p.div_yield
-    r = _rates_to(np.full(t.size, a), t)
     fwd = spot * np.exp((r - q) * t)
     iv = _model_iv(p, float(_vol_regime(p.symbol)[a]), kk, fwd, t)
-    monthly = np.array([_is_monthly(e) for e in exps])[np.searchsorted(e_idx, ee)]
     dist = np.log(kk / fwd) / (iv * np.sqrt(t))
     oi = (3000.0 * math.sqrt(max(p.adv, 1.0) / 1e7) * np.exp(-0.5 * dist * dist)
           * np.where(monthly, 3.0, 1.0)
-          * np.exp(0.5 * _normal(p.key, _OI, a, ee, np.round(kk * 1000).astype(np.int64), cc)))
+          * np.exp(0.5 * _normal(p.key, _OI, a, ee, k_milli, cc)))
     listing = {
         "symbol": p.symbol,
         "as_of": as_of,
         "contract": format_occ_array(p.occ_root, _EPOCH64 + ee, cc, kk),
         "expiration": _dates(ee),
         "strike": kk,
-        "contract_type": _PUT_CALL[cc.astype(np.int64)],
+        "contract_type": _contract_types(len(e_idx) * len(strikes)),
         "shares_per_contract": 100.0,
         "exercise_style": "american",
     }
     if now is None:
         return _frame(OPTIONS_IV, len(kk), listing)
     price = american_price(spot, kk, t, r, q, iv, cc)
-    bid, ask = _quotes(p, a, price, ee, kk, cc)
-    h = _mix(p.key, _QUOTE, a, ee, np.round(kk * 1000).astype(np.int64), cc, 1)
+    h_quote = _mix(p.key, _QUOTE, a, ee, k_milli, cc)
+    bid, ask = _quotes(price, _unit(h_quote))
+    h = _mix_on(h_quote, 1)  # = _mix(p.key, _QUOTE, a, ee, k_milli, cc, 1)
     # The session's volume so far; the last trade some minutes before the snapshot, inside
     # the spread.
-    elapsed = min(1.0, max(0.0, (snapshot_at - calendars.session_open_utc(p.calendar, as_of))
-                           .total_seconds() / (close_at - calendars.session_open_utc(
-                               p.calendar, as_of)).total_seconds()))
+    elapsed = min(1.0, max(0.0, (snapshot_at - open_at).total_seconds()
+                           / (close_at - open_at).total_seconds()))
     volume = np.round(oi * 0.08 * elapsed * np.exp(0.6 * ndtri(_unit(h))))
     traded = volume > 0
     trade = np.round(bid + (ask - bid) * _unit(_mix(h, 2)), 2)
@@ -179,7 +206,7 @@ def _chain_frame(p: _Profile, as_of: dt.date, now: dt.datetime | None) -> pl.Dat
         "open_interest": np.round(oi).astype(np.int64),
         "bid": bid, "ask": ask,
         "quote_at": _utc(np.full(len(kk), snap_us - 1_000_000)),
-        "trade_price": pl.Series(np.where(traded, trade, np.nan)).fill_nan(None),
+        "trade_price": pl.Series(np.where(traded, trade, np.nan), nan_to_null=True),
         "trade_at": _utc(snap_us - ago_us).zip_with(
             pl.Series(traded), pl.Series([None], dtype=pl.Datetime("us", "UTC"))
             .new_from_index(0, len(kk))),

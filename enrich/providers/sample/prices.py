@@ -43,7 +43,7 @@ from enrich.providers.sample.randomness import (
     _uniform,
     _unit,
 )
-from enrich.schemas import BARS, Dataset
+from enrich.schemas import BARS, ColumnType, Dataset
 
 # ----------------------------------------------------------------------------- price path
 
@@ -60,6 +60,7 @@ def _trading_weekdays(p: _Profile, idx: np.ndarray) -> np.ndarray:
 
 
 _ALL_DAYS = np.arange(N_DAYS)
+_ALL_WEEKDAYS = (_ALL_DAYS + 5) % 7 < 5  # _trading_weekdays of every day, off 24/7
 
 
 @functools.lru_cache(maxsize=256)
@@ -72,7 +73,7 @@ def _path(symbol: str) -> _Path:
         s = sigma_d * np.sqrt(w)
         mean_r = drift_d * w - 0.5 * s * s
     else:
-        trading = _trading_weekdays(p, _ALL_DAYS)
+        trading = _ALL_WEEKDAYS if p.calendar != "24/7" else _trading_weekdays(p, _ALL_DAYS)
         calm = 0.25 * sigma_d  # weekends move a little: Monday gaps
         s = np.where(trading, sigma_d, calm)
         # Mean log return mu - s^2/2, worked out once per kind of day (the same float
@@ -80,8 +81,11 @@ def _path(symbol: str) -> _Path:
         mean_r = np.where(trading, drift_d - 0.5 * sigma_d * sigma_d, 0.0 - 0.5 * calm * calm)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([p.key, _RET])))
     r = mean_r + s * rng.standard_normal(N_DAYS)
-    cum = np.cumsum(r)
-    log_close = math.log(p.anchor) + cum - cum[_day_idx(REF_DAY)]
+    # log(anchor) + cum - cum[REF_DAY], in place (a path is built on a symbol's first touch).
+    log_close = np.cumsum(r, out=r)
+    at_ref = log_close[_day_idx(REF_DAY)]
+    log_close += math.log(p.anchor)
+    log_close -= at_ref
     log_close.flags.writeable = False
     return _Path(log_close, sigma_d, drift_d)
 
@@ -137,11 +141,20 @@ def _vol_regime(symbol: str) -> np.ndarray:
     from scipy.signal import lfilter
 
     path = _path(symbol)
-    ret = np.diff(path.log_close, prepend=path.log_close[0])
-    z2 = np.minimum(np.square(ret / path.sigma_d), 25.0)
+    lc = path.log_close
+    # np.diff(lc, prepend=lc[0]), then (ret / sigma_d)^2 capped at 25, in place (a symbol's
+    # first chain builds it).
+    z2 = np.empty_like(lc)
+    z2[0] = 0.0
+    np.subtract(lc[1:], lc[:-1], out=z2[1:])
+    z2 /= path.sigma_d
+    np.square(z2, out=z2)
+    np.minimum(z2, 25.0, out=z2)
     alpha = 1.0 - 0.5 ** (1.0 / 20.0)  # 20-day half-life
     ema = lfilter([alpha], [1.0, -(1.0 - alpha)], z2, zi=[1.0 - alpha])[0]
-    out = 0.75 + 0.25 * np.sqrt(ema)
+    out = np.sqrt(ema, out=ema)
+    out *= 0.25
+    out += 0.75
     out.flags.writeable = False
     return out
 
@@ -176,9 +189,23 @@ def _frame(dataset: Dataset, n: int, cols: dict) -> pl.DataFrame:
         elif isinstance(value, np.ndarray):
             s = pl.Series(name, value)
         else:
-            s = pl.Series(name, [value], dtype=dtype).new_from_index(0, n)
+            s = _constant(name, dtype, value).new_from_index(0, n)
         series.append(s if s.dtype == dtype else s.cast(dtype))
     return pl.DataFrame(series)
+
+
+def _constant(name: str, dtype: ColumnType, value: object) -> pl.Series:
+    """A one-row column of ``value``: the nulls and fixed values of frames are built once (a
+    Series from a Python value costs several times repeating a row). One row each, so the
+    cache stays small whatever the frames' lengths."""
+    if isinstance(value, float) and value == 0.0:  # 0.0 and -0.0 would share a cache entry
+        return pl.Series(name, [value], dtype=dtype)
+    return _cached_constant(name, dtype, value)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _cached_constant(name: str, dtype: ColumnType, value: object) -> pl.Series:
+    return pl.Series(name, [value], dtype=dtype)
 
 
 def _utc(us: np.ndarray) -> pl.Series:

@@ -201,6 +201,8 @@ class _Profile:
     def basis(self, day_idx):
         """Product of the split ratios executed after ``day_idx`` (scalar or array): a price
         on that day's share basis is the price on today's basis times this."""
+        if not self.splits:  # most symbols: asked several times per request
+            return 1.0 if np.ndim(day_idx) == 0 else np.ones(np.shape(day_idx))
         g = np.ones(np.shape(day_idx))
         for (_, s_from, s_to), e in zip(self.splits, self.split_days, strict=True):
             g = np.where(np.asarray(day_idx) < e, g * (s_to / s_from), g)

@@ -68,7 +68,6 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
 from enrich import calendars
@@ -76,7 +75,7 @@ from enrich.errors import NotFoundError, ProviderError, TransientError
 from enrich.identity import TickerReference
 from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult
 from enrich.providers.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
-from enrich.providers.sample.events import _dividend_table, _earnings_table, _news_frame
+from enrich.providers.sample.events import _dividend_frame, _earnings_frame, _news_frame
 from enrich.providers.sample.options import _chain_frame, _curve, _option_bars_frame
 from enrich.providers.sample.prices import _bars_frame, _daily, _dates, _frame, _intraday, _rebase
 from enrich.providers.sample.profiles import (
@@ -190,13 +189,19 @@ class SampleProvider:
 
     def _latest(self, cal: str) -> dt.date:
         """The latest completed session at the clock's instant."""
-        return min(calendars.latest_session(cal, self._now()), LAST_DAY)
+        return _latest_session(cal, self._now())
 
     # -- bars
 
     def bars(self, symbol: str, timeframe: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Bars of the sessions in [start, end] up to the latest completed session,
         split-adjusted as of the effective end (``adjusted_asof``)."""
+        return self._bars(symbol, timeframe, start, end)
+
+    def _bars(self, symbol: str, timeframe: str, start: dt.date, end: dt.date,
+              only: tuple[dt.date, ...] | None = None) -> pl.DataFrame:
+        """``bars``, keeping only the sessions in ``only`` when given (grouped daily bars:
+        each row depends on its own session alone, so the rest are never computed)."""
         sym = self._begin("bars", symbol)
         if timeframe not in TIMEFRAMES:
             raise ProviderError(
@@ -205,17 +210,22 @@ class SampleProvider:
         eff_end = min(end, self._latest(_profile(sym).calendar))
         pieces = _as_traded(sym, start, eff_end)
         if len(pieces) == 1 and pieces[0][0] == sym:
-            return self._bars_of(sym, timeframe, start, eff_end)
-        return _relabel([self._bars_of(sec, timeframe, a, z, eff_end) for sec, a, z in pieces],
-                        sym, BARS.empty())
+            return self._bars_of(sym, timeframe, start, eff_end, only=only)
+        return _relabel([self._bars_of(sec, timeframe, a, z, eff_end, only)
+                         for sec, a, z in pieces], sym, BARS.empty())
 
     def _bars_of(self, security: str, timeframe: str, start: dt.date, end: dt.date,
-                 asof: dt.date | None = None) -> pl.DataFrame:
+                 asof: dt.date | None = None,
+                 only: tuple[dt.date, ...] | None = None) -> pl.DataFrame:
         """The bars of ``security`` on the sessions in [start, end] (``end`` at most the
-        latest completed session), on the share basis of ``asof`` (default ``end``)."""
+        latest completed session; those in ``only`` if given), on the share basis of
+        ``asof`` (default ``end``)."""
         p = _profile(security)
         asof = asof or end
         sess = calendars.session_array(p.calendar, max(start, EPOCH), end)
+        if only is not None:
+            wanted = set(only)
+            sess = sess[[d in wanted for d in sess.tolist()]]
         if start > end or len(sess) == 0:
             return BARS.empty()
         idx = _idx_of(sess)
@@ -256,14 +266,8 @@ class SampleProvider:
         return _relabel(frames, sym, DIVIDENDS.empty())
 
     def _dividends_of(self, security: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-        table = _dividend_table(security)
-        if table is None:
-            return DIVIDENDS.empty()
-        frame, ex, declared = table
-        lo = np.searchsorted(ex, _day_idx(start), "left")
-        hi = min(np.searchsorted(ex, _day_idx(end), "right"),
-                 np.searchsorted(declared, _day_idx(self._latest("XNYS")), "right"))
-        return frame.slice(int(lo), max(int(hi - lo), 0))
+        return _dividend_frame(_profile(security), _day_idx(start), _day_idx(end),
+                               _day_idx(self._latest("XNYS")))
 
     def earnings(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """Quarterly results with filing_date in [start, end] that are filed by now."""
@@ -275,13 +279,8 @@ class SampleProvider:
         return _relabel(frames, sym, EARNINGS.empty())
 
     def _earnings_of(self, security: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-        table = _earnings_table(security)
-        if table is None:
-            return EARNINGS.empty()
-        frame, filed = table
-        lo = np.searchsorted(filed, _day_idx(start), "left")
-        hi = np.searchsorted(filed, _day_idx(min(end, self._latest("XNYS"))), "right")
-        return frame.slice(int(lo), max(int(hi - lo), 0))
+        return _earnings_frame(_profile(security), _day_idx(start),
+                               _day_idx(min(end, self._latest("XNYS"))))
 
     def news(self, symbol: str, start: dt.date, end: dt.date) -> pl.DataFrame:
         """News published on [start, end] (UTC dates), up to the clock's instant."""
@@ -415,13 +414,17 @@ class SampleMarketRows:
         r = self.request
         p = _quiet_provider(self.factory, self.now)
         if r.dataset == "bars":
-            frame = p.bars(symbol, "1d", r.start, r.end)
-            if r.sessions:
-                frame = frame.filter(pl.col("session").is_in(list(r.sessions)))
-            return frame
+            return p._bars(symbol, "1d", r.start, r.end, r.sessions or None)
         call = {"dividends": p.dividends, "splits": p.splits, "earnings": p.earnings,
                 "news": p.news}[r.dataset]
         return call(symbol, r.start, r.end)
+
+
+@functools.lru_cache(maxsize=64)
+def _latest_session(cal: str, now: dt.datetime) -> dt.date:
+    """The latest completed session at ``now``, within the generated history (a fixed clock,
+    as a run's, asks the same for every symbol and dataset)."""
+    return min(calendars.latest_session(cal, now), LAST_DAY)
 
 
 @functools.lru_cache(maxsize=8)

@@ -44,7 +44,12 @@ def _mix(*parts) -> np.ndarray:
     Python-int parts fold in Python until the first array part: the symbol key and purpose
     lead most calls, and numpy costs about a microsecond per operation even on one value.
     uint64 array arithmetic wraps silently, as the hash wants."""
-    h: int | np.ndarray = 0
+    return _mix_on(0, *parts)
+
+
+def _mix_on(h: int | np.ndarray, *parts) -> np.ndarray:
+    """The fold of ``_mix`` carried on from ``h``, the hash of some leading parts:
+    ``_mix_on(_mix(a, b), c) == _mix(a, b, c)``, so draws that share a prefix hash it once."""
     for part in parts:
         x: int | np.ndarray
         if isinstance(part, int) and isinstance(h, int):
@@ -78,8 +83,11 @@ _NIBBLE_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
 
 
 def _hex_ids(h: np.ndarray, prefix: str = "") -> pl.Series:
-    """uint64 hashes -> ``prefix`` + 16 lower-case hex digits, written into a byte matrix
-    (no Python loop, no polars expression)."""
+    """uint64 hashes -> ``prefix`` + 16 lower-case hex digits: a few (a refresh's window) by
+    Python formatting, many (a history) written into a byte matrix (no Python loop, no
+    polars expression), which costs more to set up."""
+    if len(h) <= 64:
+        return pl.Series([f"{prefix}{x:016x}" for x in h.tolist()], dtype=pl.String)
     digits = _HEX_DIGITS[((h[:, None] >> _NIBBLE_SHIFTS) & np.uint64(15)).astype(np.intp)]
     head = np.frombuffer(prefix.encode(), dtype=np.uint8)
     out = np.concatenate((np.broadcast_to(head, (len(h), len(head))), digits), axis=1)
