@@ -100,6 +100,16 @@ def test_put_call_volume_and_open_interest():
         None, None, None, None)
 
 
+def test_a_chain_of_adjusted_contracts_only_has_no_summary():
+    # After a split a chain may list only adjusted (non-standard) contracts for a while: they
+    # say nothing about the standard smile, so the session gets no row (it used to fail).
+    adjusted = frame(smile(30, 0.2)).with_columns(pl.lit(True).alias("adjusted"))
+    assert summarize(adjusted).is_empty()
+    mixed = pl.concat([adjusted, frame(smile(30, 0.2)).with_columns(
+        pl.lit("ABC").alias("symbol"))])
+    assert summarize(mixed)["symbol"].to_list() == ["ABC"]
+
+
 def test_one_row_per_symbol_and_session():
     a = frame(smile(30, 0.2))
     b = a.with_columns(pl.lit(D(2025, 6, 3)).alias("as_of"), pl.lit(True).alias("partial"))

@@ -44,6 +44,8 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
     # single chain each query would cost more than its arithmetic), sorted by symbol, as_of,
     # expiration and strike (nulls first, as polars sorts); then contiguous groups.
     keep = np.flatnonzero(~columns.flags(options["adjusted"]))
+    if keep.size == 0:  # only adjusted contracts (non-standard deliverables): nothing to read
+        return VOL_SUMMARY.empty()
     symbols = options["symbol"].to_list()
     names = {name: code for code, name in enumerate(sorted(set(symbols) - {None}))}
     symbol_code = np.array([names.get(x, -1) if x is not None else -1 for x in symbols],
