@@ -806,13 +806,6 @@ class Engine:
             return self._call_provider(symbol, ds, timeframe, ident, start, before[-1]), start, \
                 before[-1]
 
-    def _latest_close(self, symbol: str) -> float | None:
-        """The newest stored daily close (the chain's strikes are asked around it)."""
-        bars = self.store.lake.read("bars", [symbol], level="1d")
-        if bars.is_empty():
-            return None
-        return float(bars.sort("session")["close"][-1])
-
     @staticmethod
     def _empty(ds: str) -> pl.DataFrame:
         from enrich.schemas import DATASETS
@@ -871,13 +864,16 @@ class Engine:
         describes, the one in progress (partial) or the latest that closed."""
         now = self.clock()
         as_of, _ = calendars.snapshot_session(cal, now)
-        chain = self.provider.option_chain(symbol, as_of, self._latest_close(symbol))
+        lake = self.store.lake
+        bars = lake.read("bars", [symbol], level="1d")
+        # The newest stored close: the chain's strikes are asked around it.
+        latest = None if bars.is_empty() else float(bars.sort("session")["close"][-1])
+        chain = self.provider.option_chain(symbol, as_of, latest)
         if chain.is_empty():
             return chain
-        lake = self.store.lake
         splits = lake.read("splits", [symbol])
-        closes = as_traded_closes(lake.read("bars", [symbol], level="1d"), splits) \
-            .filter(pl.col("session") == as_of)["close"]
+        # The session's close as traded that day (one row: each row's basis is its own).
+        closes = as_traded_closes(bars.filter(pl.col("session") == as_of), splits)["close"]
         return snapshots.price_chain(
             chain, curves=lake.read("rates", [rates.CURVE]),
             dividends=lake.read("dividends", [symbol]), splits=splits,
