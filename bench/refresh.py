@@ -14,8 +14,9 @@ prints wall time, the machine's busy CPU time (all cores, /proc/stat: run it on 
 machine) and symbols/s, medians.
 
 Part 3, where a symbol's time goes. The same universe-wide Monday refresh of N sample symbols
-(default 300) in one thread of this process, each step the engine takes timed around its
-call in CPU time of this process (its polars threads included; the run's flushes of catalog
+(default 300) in one thread of a process with one polars thread (as a worker of Part 2 has:
+``enrich.pipeline.worker_boot``), each step the engine takes timed around its call in CPU
+time of that process (its polars threads included; the run's flushes of catalog
 rows, ~3 %, fall into whichever step they overlap): ms per symbol and calls per symbol,
 steps inside other steps marked as such. The steps' sum is what Part 2's workers
 spend per symbol; Part 2 adds the run's own process (universe-wide requests, catalog rows).
@@ -34,6 +35,7 @@ import functools
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -243,8 +245,13 @@ def main() -> None:
             requests_by_path(root, sizes)
         if args.cpu:
             cpu_by_path(root, args.cpu, args.repeat)
-        if args.steps:
+        if args.steps and os.environ.get("POLARS_MAX_THREADS") == "1":
             steps_of_a_symbol(root, args.steps)
+        elif args.steps:  # polars takes its thread count when imported: a process of its own
+            sys.stdout.flush()
+            subprocess.run([sys.executable, __file__, "--sizes", "", "--cpu", "0",
+                            "--steps", str(args.steps)], check=True,
+                           env={**os.environ, "POLARS_MAX_THREADS": "1"})
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
