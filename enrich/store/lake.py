@@ -44,6 +44,7 @@ from enrich.store import quarantine
 
 LOCK_TIMEOUT_S = 120.0
 CACHED_FILES = 64  # about ten symbols' worth of files: the ones being enriched right now
+APPEND_OVERLAP = 32  # stored rows an append may repeat (a refresh re-asks its last sessions)
 
 
 @dataclass(frozen=True)
@@ -124,22 +125,59 @@ def in_key_order(frame: pl.DataFrame, key: list[str]) -> bool:
     if any(frame[c].n_unique() != 1 for c in lead):
         return False
     s = frame[last]
-    return s.null_count() == 0 and s.is_sorted() and not (s == s.shift(1)).any()
+    # Sorted and no value twice: strictly ascending (Series methods, no query to plan).
+    return s.null_count() == 0 and s.is_sorted() and s.n_unique() == s.len()
 
 
-def _only_file(frame: pl.DataFrame, ds: Dataset) -> tuple | None:
-    """``(symbol[, level][, month])`` of the one file all rows go to, when that is cheaply
-    known: rows strictly in key order (so no null and no repeated key) whose leading key
-    columns, which name the file, hold one non-null value each. Else None."""
-    *lead, _ = ds.key
+def _only_file(frame: pl.DataFrame, ds: Dataset) -> tuple[tuple, pl.DataFrame] | None:
+    """``(symbol[, level][, month])`` of the one file all rows go to, and the rows in key
+    order, when that is cheaply known: the leading key columns, which name the file, hold one
+    non-null value each, and the last one no null and no value twice (so no key repeats; an
+    option chain comes in any order and is sorted here). Else None."""
+    *lead, last = ds.key
     names = ["symbol", *(c for c in (ds.level_column, ds.month_column) if c)]
-    if (not set(names) <= set(lead) or any(frame[c].null_count() for c in lead)
-            or not in_key_order(frame, list(ds.key))):
+    s = frame[last]
+    if (not set(names) <= set(lead) or s.null_count()
+            or any(frame[c].null_count() for c in lead)):
         return None
+    if frame.height > 1:
+        if any(frame[c].n_unique() != 1 for c in lead) or s.n_unique() != s.len():
+            return None
+        if not s.is_sorted():
+            frame = frame.sort(last)  # one value in every other key column: key order
     only = [frame[c][0] for c in names]
     if ds.month_column:
         only[-1] = only[-1].strftime("%Y-%m")
-    return tuple(only)
+    return tuple(only), frame
+
+
+def _appends(old: pl.DataFrame, part: pl.DataFrame, key: list[str]) -> int | None:
+    """When ``part`` only appends to ``old`` — its first rows repeat ``old``'s last rows
+    exactly (a refresh re-asks its last sessions) and every other key comes after ``old``'s
+    last — how many rows it repeats. None otherwise (a key inside the stored history, a
+    repeated row that changed: a restatement), for the general merge.
+
+    Both frames strictly in key order (``old`` a lake file: files are written so) and of the
+    same schema. Equal rows are what the general merge's anti-join calls equal (``equals``:
+    nulls equal, NaN equals NaN, -0.0 equals 0.0), so both paths count and keep the same rows.
+    """
+    if old.is_empty():
+        return 0
+    at = [old.columns.index(k) for k in key]
+    first = tuple(part.row(0)[i] for i in at)
+    n = old.height
+    limit = min(n, part.height, APPEND_OVERLAP)
+    m = 0  # stored rows whose key is not before part's first
+    try:
+        while m < n and tuple(old.row(n - 1 - m)[i] for i in at) >= first:
+            m += 1
+            if m > limit:
+                return None
+    except TypeError:  # a null key stored by something else than this lake
+        return None
+    if m and not old.slice(n - m).equals(part.slice(0, m)):
+        return None
+    return m
 
 
 def remove_stale_temps(path: Path) -> int:
@@ -178,11 +216,15 @@ def _file_id(path: Path) -> FileId | None:
 
 
 class FrameCache:
-    """The frames of the files most recently written or read, valid while the file is unchanged."""
+    """The frames of the files most recently written or read, valid while the file is unchanged.
+
+    Each frame carries whether it is known to have its dataset's schema (the lake wrote it, or
+    a read compared it once), so a read of a cached file skips that comparison.
+    """
 
     def __init__(self, size: int = CACHED_FILES):
         self.size = size
-        self._frames: OrderedDict[Path, tuple[FileId, pl.DataFrame]] = OrderedDict()
+        self._frames: OrderedDict[Path, tuple[FileId, pl.DataFrame, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, path: Path, fid: FileId) -> pl.DataFrame | None:
@@ -197,11 +239,24 @@ class FrameCache:
         with self._lock:
             self._frames.pop(path, None)
 
-    def put(self, path: Path, fid: FileId | None, frame: pl.DataFrame) -> None:
+    def conforms(self, path: Path, frame: pl.DataFrame) -> bool:
+        """Whether ``frame`` is the one cached for ``path`` and known to have its schema."""
+        with self._lock:
+            hit = self._frames.get(path)
+            return hit is not None and hit[1] is frame and hit[2]
+
+    def mark_conforms(self, path: Path, frame: pl.DataFrame) -> None:
+        with self._lock:
+            hit = self._frames.get(path)
+            if hit is not None and hit[1] is frame:
+                self._frames[path] = (hit[0], frame, True)
+
+    def put(self, path: Path, fid: FileId | None, frame: pl.DataFrame,
+            conforms: bool = False) -> None:
         if fid is None:
             return
         with self._lock:
-            self._frames[path] = (fid, frame)
+            self._frames[path] = (fid, frame, conforms)
             self._frames.move_to_end(path)
             while len(self._frames) > self.size:
                 self._frames.popitem(last=False)
@@ -330,7 +385,12 @@ class Lake:
         """A file's rows in the dataset's current schema: a file written before a column was
         added reads with that column null."""
         frame = self.read_file(path)
-        return frame if frame.schema == ds.schema else conform(frame, ds)
+        if self.cache.conforms(path, frame):
+            return frame
+        if frame.schema != ds.schema:
+            return conform(frame, ds)
+        self.cache.mark_conforms(path, frame)
+        return frame
 
     def read_file(self, path: Path) -> pl.DataFrame:
         """One lake file's rows (from the cache while the file is unchanged).
@@ -389,8 +449,9 @@ class Lake:
         return quarantine.move(self, path, reason, lock_timeout)
 
     def _write_file(self, frame: pl.DataFrame, path: Path) -> None:
+        """Write a frame of its dataset's schema (``conform``-ed) to ``path``."""
         write_parquet_atomic(frame, path)
-        self.cache.put(path, _file_id(path), frame)
+        self.cache.put(path, _file_id(path), frame, conforms=True)
 
     def scan(self, dataset: str) -> pl.LazyFrame:
         files = self.files(dataset)
@@ -409,9 +470,9 @@ class Lake:
         if frame.is_empty():
             return UpsertResult()
         frame = conform(frame, ds)
-        only = _only_file(frame, ds)
-        if only is not None:  # the common case, known without a pass over the rows
-            symbol, *rest = only
+        one = _only_file(frame, ds)
+        if one is not None:  # the common case, known without a pass over the rows
+            (symbol, *rest), frame = one
             path = self._file_for(ds, symbol, rest[0] if ds.level_column else None,
                                   rest[-1] if ds.month_column else None)
             return self._upsert_file(ds, symbol, path, frame, in_order=True)
@@ -469,11 +530,20 @@ class Lake:
 
     def _upsert_file(self, ds: Dataset, symbol: str, path: Path, part: pl.DataFrame,
                      in_order: bool = False) -> UpsertResult:
+        """Merge ``part`` (rows of one file, no key twice; ``in_order``: in key order) into
+        the file at ``path``."""
         key = list(ds.key)
         with self.write_lock(symbol):
             remove_stale_temps(path)
             if path.exists():
                 old = self._stored(ds, path)
+                repeated = _appends(old, part, key) if in_order else None
+                if repeated is not None:  # the daily append: what the general merge gives
+                    if repeated == part.height:
+                        return UpsertResult()
+                    self._write_file(pl.concat([old, part.slice(repeated)], how="vertical",
+                                               rechunk=True), path)
+                    return UpsertResult(inserted=part.height - repeated, files_written=1)
                 # Rows of `part` that are new or differ from what is stored.
                 changed = part.join(old, on=list(ds.columns), how="anti", nulls_equal=True)
                 if changed.is_empty():
