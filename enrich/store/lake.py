@@ -44,6 +44,7 @@ from enrich.store import quarantine
 
 LOCK_TIMEOUT_S = 120.0
 CACHED_FILES = 64  # about ten symbols' worth of files: the ones being enriched right now
+KNOWN_PATHS = 4096  # symbol folders whose paths are kept built (a few hundred symbols' worth)
 APPEND_OVERLAP = 32  # stored rows an append may repeat (a refresh re-asks its last sessions)
 
 
@@ -151,31 +152,50 @@ def _only_file(frame: pl.DataFrame, ds: Dataset) -> tuple[tuple, pl.DataFrame] |
     return tuple(only), frame
 
 
+def tail_overlap(old: pl.DataFrame, new: pl.DataFrame, key: list[str]) -> int | None:
+    """How many of ``new``'s first rows have the keys of ``old``'s last rows, when every other
+    row of ``new`` comes after ``old``'s last: the shape of a daily refresh, which re-asks its
+    last sessions and adds the next. None when ``new`` reaches further back into ``old`` or
+    lacks one of its keys there (looking at most ``APPEND_OVERLAP`` rows back).
+
+    Both frames strictly in key order (a lake file is written so; see ``in_key_order``), with
+    the ``key`` columns; found from a few rows' values, without a query.
+    """
+    if old.is_empty() or new.is_empty():
+        return 0
+    at_old = [old.columns.index(k) for k in key]
+    at_new = [new.columns.index(k) for k in key]
+    first = tuple(new.row(0)[i] for i in at_new)
+    n = old.height
+    limit = min(n, new.height, APPEND_OVERLAP)
+    tail: list[tuple] = []  # keys of old's rows not before new's first, last row first
+    try:
+        while len(tail) < n:
+            k = tuple(old.row(n - 1 - len(tail))[i] for i in at_old)
+            if k < first:
+                break
+            if len(tail) == limit:
+                return None
+            tail.append(k)
+    except TypeError:  # a null key, stored by something other than this lake
+        return None
+    m = len(tail)
+    if any(tuple(new.row(j)[i] for i in at_new) != tail[m - 1 - j] for j in range(m)):
+        return None
+    return m
+
+
 def _appends(old: pl.DataFrame, part: pl.DataFrame, key: list[str]) -> int | None:
     """When ``part`` only appends to ``old`` — its first rows repeat ``old``'s last rows
-    exactly (a refresh re-asks its last sessions) and every other key comes after ``old``'s
-    last — how many rows it repeats. None otherwise (a key inside the stored history, a
-    repeated row that changed: a restatement), for the general merge.
+    exactly and every other row comes after (``tail_overlap``) — how many rows it repeats.
+    None otherwise (a key inside the stored history, a repeated row that changed: a
+    restatement), for the general merge. Same schema, both in key order.
 
-    Both frames strictly in key order (``old`` a lake file: files are written so) and of the
-    same schema. Equal rows are what the general merge's anti-join calls equal (``equals``:
-    nulls equal, NaN equals NaN, -0.0 equals 0.0), so both paths count and keep the same rows.
+    Equal rows are what the general merge's anti-join calls equal (``equals``: nulls equal,
+    NaN equals NaN, -0.0 equals 0.0), so both paths count and keep the same rows.
     """
-    if old.is_empty():
-        return 0
-    at = [old.columns.index(k) for k in key]
-    first = tuple(part.row(0)[i] for i in at)
-    n = old.height
-    limit = min(n, part.height, APPEND_OVERLAP)
-    m = 0  # stored rows whose key is not before part's first
-    try:
-        while m < n and tuple(old.row(n - 1 - m)[i] for i in at) >= first:
-            m += 1
-            if m > limit:
-                return None
-    except TypeError:  # a null key stored by something else than this lake
-        return None
-    if m and not old.slice(n - m).equals(part.slice(0, m)):
+    m = tail_overlap(old, part, key)
+    if m and not old.slice(old.height - m).equals(part.slice(0, m)):
         return None
     return m
 
@@ -299,6 +319,7 @@ class Lake:
         self._local = threading.local()
         self.cache = FrameCache()
         self._checked: dict[Path, FileId] = {}  # files check_files found readable
+        self._paths: dict[tuple[str, str | None, str], tuple[Path, Path]] = {}
 
     # -- layout ---------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
@@ -345,6 +366,8 @@ class Lake:
     def files(self, dataset: str, symbols: Iterable[str] | None = None,
               level: str | None = None) -> list[Path]:
         ds = DATASETS[dataset]
+        if symbols is not None and (level or not ds.level_column):
+            return [f for s in symbols for f in self._symbol_files(ds, s, level)]
         base = self.root / ds.name
         if not base.exists():
             return []
@@ -367,6 +390,26 @@ class Lake:
                     out.extend(sorted(p for p in sd.glob("*.parquet")
                                       if not p.name.startswith(".")))
         return out
+
+    def _symbol_files(self, ds: Dataset, symbol: str, level: str | None) -> list[Path]:
+        """The files of one symbol (× level): ``files`` for the usual call, which names them,
+        with the paths built once (an enrichment asks for them a few dozen times)."""
+        level = level if ds.level_column else None
+        where = (ds.name, level, symbol)
+        paths = self._paths.get(where)
+        if paths is None:
+            if len(self._paths) >= KNOWN_PATHS:
+                self._paths.clear()
+            d = self.symbol_dir(ds, symbol, level)
+            paths = self._paths[where] = (d, d / "data.parquet")
+        d, data = paths
+        if not ds.month_column:
+            return [data] if os.path.exists(data) else []
+        try:
+            names = sorted(os.listdir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [d / n for n in names if n.endswith(".parquet") and not n.startswith(".")]
 
     # -- reading --------------------------------------------------------------------------
     def read(self, dataset: str, symbols: Iterable[str] | None = None,
