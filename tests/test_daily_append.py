@@ -225,3 +225,22 @@ def test_named_symbol_files_are_the_listed_ones(tmp_path):
             assert named == [p for p in listed
                              if p.parent.name == lake_module.symbol_dir_name(sym)]
         assert len(listed) == (4 if dataset == "options_iv" else 2)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_replace_symbol_counts_by_the_stored_height(tmp_path, cached):
+    # The stored height comes from the cache or the file's footer; the old rows are decoded
+    # only to tell an equal frame from a changed one of the same height.
+    lake = Lake(tmp_path / "lake")
+    rows = pl.DataFrame({"symbol": "AAPL", "timeframe": "1d",
+                         "ts": [dt.datetime(2026, 11, d, 5, tzinfo=dt.UTC) for d in (2, 3, 4)],
+                         "ma20": [1.0, 2.0, 3.0]})
+    steps = [(rows, (3, 0, 1)), (rows, (0, 0, 0)), (rows.head(2), (0, 2, 1)),
+             (rows.with_columns(ma20=pl.lit(9.0)), (1, 2, 1)),
+             (rows.with_columns(ma20=pl.lit(8.0)), (0, 3, 1))]
+    for frame, expected in steps:
+        writer = lake if cached else Lake(tmp_path / "lake")
+        r = writer.replace_symbol("features", "AAPL", frame, level="1d")
+        assert (r.inserted, r.updated, r.files_written) == expected
+        assert_frame_equal(Lake(tmp_path / "lake").read("features").select(frame.columns),
+                           frame)

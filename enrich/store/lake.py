@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from urllib.parse import quote, unquote
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock
 
 from enrich.errors import CorruptFileError
@@ -64,6 +66,21 @@ class UpsertResult:
             self.updated + other.updated,
             self.files_written + other.files_written,
         )
+
+
+@functools.cache
+def _schema_of(dataset: str) -> tuple[list[str], list[pl.DataType]]:
+    schema = pl.Schema(DATASETS[dataset].schema)
+    return schema.names(), schema.dtypes()
+
+
+def _conformed(frame: pl.DataFrame, ds: Dataset) -> pl.DataFrame:
+    """``conform(frame, ds)``, with a cheaper look first at a frame that has the schema
+    already (the usual one: comparing ``Schema`` objects costs more than the whole check)."""
+    names, dtypes = _schema_of(ds.name)
+    if frame.columns == names and frame.dtypes == dtypes:
+        return frame
+    return conform(frame, ds)
 
 
 def symbol_path_part(symbol: str) -> str:
@@ -430,10 +447,10 @@ class Lake:
         frame = self.read_file(path)
         if self.cache.conforms(path, frame):
             return frame
-        if frame.schema != ds.schema:
-            return conform(frame, ds)
-        self.cache.mark_conforms(path, frame)
-        return frame
+        conformed = _conformed(frame, ds)
+        if conformed is frame:
+            self.cache.mark_conforms(path, frame)
+        return conformed
 
     def read_file(self, path: Path) -> pl.DataFrame:
         """One lake file's rows (from the cache while the file is unchanged).
@@ -512,7 +529,7 @@ class Lake:
         ds = DATASETS[dataset]
         if frame.is_empty():
             return UpsertResult()
-        frame = conform(frame, ds)
+        frame = _conformed(frame, ds)
         one = _only_file(frame, ds)
         if one is not None:  # the common case, known without a pass over the rows
             (symbol, *rest), frame = one
@@ -558,18 +575,34 @@ class Lake:
         if ds.month_column:
             raise ValueError(f"{dataset} is month-partitioned; use upsert")
         key = list(ds.key)
-        frame = conform(frame, ds)
+        frame = _conformed(frame, ds)
         if not in_key_order(frame, key):
             frame = frame.unique(subset=key, keep="last").sort(key)
         path = self._file_for(ds, symbol, level, None)
         with self.write_lock(symbol):
             remove_stale_temps(path)
-            old = self._stored(ds, path) if path.exists() else ds.empty()
-            if old.height == frame.height and old.equals(frame):
-                return UpsertResult()
+            held = self._height(ds, path)
+            if held == frame.height:  # else it differs: no need to decode the old file
+                old = self._stored(ds, path) if path.exists() else ds.empty()
+                if old.equals(frame):
+                    return UpsertResult()
             self._write_file(frame, path)
-        return UpsertResult(inserted=max(frame.height - old.height, 0),
-                            updated=min(frame.height, old.height), files_written=1)
+        return UpsertResult(inserted=max(frame.height - held, 0),
+                            updated=min(frame.height, held), files_written=1)
+
+    def _height(self, ds: Dataset, path: Path) -> int:
+        """Rows in the file at ``path`` (0: none), from the cache or the file's footer; a
+        footer that cannot be read is read in full (``read_file``: quarantined, raises)."""
+        fid = _file_id(path)
+        if fid is None:
+            return 0
+        frame = self.cache.get(path, fid)
+        if frame is not None:
+            return frame.height
+        try:
+            return pq.read_metadata(path).num_rows
+        except (OSError, pa.ArrowException):
+            return self._stored(ds, path).height
 
     def _upsert_file(self, ds: Dataset, symbol: str, path: Path, part: pl.DataFrame,
                      in_order: bool = False) -> UpsertResult:
