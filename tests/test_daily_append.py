@@ -40,20 +40,28 @@ def _bars(days: list[int], close: float = 100.0, asof: int = 20, **values) -> pl
 
 
 def _upsert_both(tmp_path, monkeypatch, dataset, stored, incoming):
-    """Upsert ``incoming`` over ``stored`` by the shortcut and by the general path; returns
-    (shortcut result, general result, file bytes of each, whether the shortcut was taken)."""
+    """Upsert ``incoming`` over ``stored`` by the shortcuts and by the general path; returns
+    (shortcut result, general result, file bytes of each, the shortcut taken: "append",
+    "insert" or None)."""
     taken = []
-    real = lake_module._appends
 
-    def spy(old, part, key):
-        taken.append(real(old, part, key))
-        return taken[-1]
+    def spy(name):
+        real = getattr(lake_module, name)
+
+        def call(*args):
+            result = real(*args)
+            if result is not None:
+                taken.append(name.strip("_").removesuffix("s"))
+            return result
+        return call
 
     out = []
-    for name, appends in (("fast", spy), ("general", lambda old, part, key: None)):
+    for name in ("fast", "general"):
         lake = Lake(tmp_path / name / "lake")
         lake.upsert(dataset, stored)
-        monkeypatch.setattr(lake_module, "_appends", appends)
+        for shortcut in ("_appends", "_inserts"):
+            monkeypatch.setattr(lake_module, shortcut,
+                                spy(shortcut) if name == "fast" else lambda *a: None)
         result = lake.upsert(dataset, incoming)
         monkeypatch.undo()
         [path] = lake.files(dataset)
@@ -61,28 +69,29 @@ def _upsert_both(tmp_path, monkeypatch, dataset, stored, incoming):
         assert_frame_equal(Lake(lake.root).read(dataset), lake.read(dataset))
         out.append((result, path.read_bytes()))
     (fast, fast_bytes), (general, general_bytes) = out
-    return fast, general, fast_bytes, general_bytes, taken[-1] is not None
+    assert len(taken) <= 1
+    return fast, general, fast_bytes, general_bytes, (taken or [None])[0]
 
 
 @pytest.mark.parametrize(("name", "incoming", "shortcut", "expected"), [
-    ("a new session after the stored ones", _bars([20]), True, (1, 0, 1)),
-    ("re-asked sessions as stored, and a new one", _bars([18, 19, 20]), True, (1, 0, 1)),
-    ("re-asked sessions only, as stored", _bars([18, 19]), True, (0, 0, 0)),
-    ("several new sessions", _bars([20, 21, 22]), True, (3, 0, 1)),
+    ("a new session after the stored ones", _bars([20]), "append", (1, 0, 1)),
+    ("re-asked sessions as stored, and a new one", _bars([18, 19, 20]), "append", (1, 0, 1)),
+    ("re-asked sessions only, as stored", _bars([18, 19]), "append", (0, 0, 0)),
+    ("several new sessions", _bars([20, 21, 22]), "append", (3, 0, 1)),
     ("a restated session", _bars([18, 19, 20]).with_columns(
-        close=pl.Series([118.0, 120.5, 120.0])), False, (1, 1, 1)),
-    ("re-asked on a newer split basis", _bars([18, 19, 20], asof=23), False, (1, 2, 1)),
-    ("a session inside the history", _bars([5]), False, (0, 0, 0)),
-    ("a changed session inside the history", _bars([5], close=90.0), False, (0, 1, 1)),
-    ("a session missing from the re-asked ones", _bars([17, 19, 20]), False, (1, 0, 1)),
-    ("a session before the history", _bars([-3]), False, (1, 0, 1)),
+        close=pl.Series([118.0, 120.5, 120.0])), None, (1, 1, 1)),
+    ("re-asked on a newer split basis", _bars([18, 19, 20], asof=23), None, (1, 2, 1)),
+    ("a session inside the history, as stored", _bars([5]), "insert", (0, 0, 0)),
+    ("a changed session inside the history", _bars([5], close=90.0), None, (0, 1, 1)),
+    ("a session missing from the re-asked ones", _bars([17, 19, 20]), "insert", (1, 0, 1)),
+    ("a session before the history", _bars([-3]), "insert", (1, 0, 1)),
 ])
 def test_daily_bars_upsert_matches_the_general_merge(tmp_path, monkeypatch, name, incoming,
                                                      shortcut, expected):
     stored = _bars(list(range(20)))
     fast, general, fast_bytes, general_bytes, taken = _upsert_both(
         tmp_path, monkeypatch, "bars", stored, incoming)
-    assert taken is shortcut, name
+    assert taken == shortcut, name
     assert fast == general, name
     assert (fast.inserted, fast.updated, fast.files_written) == expected, name
     assert fast_bytes == general_bytes, name
@@ -98,8 +107,30 @@ def test_nan_null_and_negative_zero_count_as_the_general_merge_counts(tmp_path, 
         vwap=pl.Series([float("nan"), None, 7.0]), volume=pl.Series([1e6, -0.0, 1e6]))
     fast, general, fast_bytes, general_bytes, taken = _upsert_both(
         tmp_path, monkeypatch, "bars", stored, incoming)
-    assert taken and fast == general and (fast.inserted, fast.updated) == (1, 0)
+    assert taken == "append" and fast == general and (fast.inserted, fast.updated) == (1, 0)
     assert fast_bytes == general_bytes
+
+
+def _news(ids: list[str], title: str = "t") -> pl.DataFrame:
+    return pl.DataFrame({"symbol": "AAPL", "id": ids, "title": [f"{title} {i}" for i in ids],
+                         "published_utc": dt.datetime(2026, 11, 20, 14, tzinfo=dt.UTC)})
+
+
+@pytest.mark.parametrize(("name", "incoming", "shortcut", "expected"), [
+    ("re-asked news as stored, two new among them", _news(["b2", "c3", "zz"]), "insert",
+     (2, 0, 1)),
+    ("re-asked news as stored", _news(["a1", "e5"]), "insert", (0, 0, 0)),
+    ("a re-asked item changed", _news(["b2", "c3"], title="new"), None, (1, 1, 1)),
+])
+def test_news_among_the_stored_matches_the_general_merge(tmp_path, monkeypatch, name,
+                                                         incoming, shortcut, expected):
+    # News ids are in no time order: a day's items land anywhere among the stored ones.
+    fast, general, fast_bytes, general_bytes, taken = _upsert_both(
+        tmp_path, monkeypatch, "news", _news(["a1", "c3", "e5", "g7"]), incoming)
+    assert taken == shortcut, name
+    assert fast == general, name
+    assert (fast.inserted, fast.updated, fast.files_written) == expected, name
+    assert fast_bytes == general_bytes, name
 
 
 def test_a_new_option_snapshot_in_any_order_appends_like_the_general_merge(tmp_path,
@@ -113,7 +144,7 @@ def test_a_new_option_snapshot_in_any_order_appends_like_the_general_merge(tmp_p
     incoming = chain(4, ["P100", "C110", "C100", "P90"])  # as a provider lists it
     fast, general, fast_bytes, general_bytes, taken = _upsert_both(
         tmp_path, monkeypatch, "options_iv", stored, incoming)
-    assert taken and fast == general and (fast.inserted, fast.updated) == (4, 0)
+    assert taken == "append" and fast == general and (fast.inserted, fast.updated) == (4, 0)
     assert fast_bytes == general_bytes
 
 

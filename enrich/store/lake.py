@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -215,6 +216,34 @@ def _appends(old: pl.DataFrame, part: pl.DataFrame, key: list[str]) -> int | Non
     if m and not old.slice(old.height - m).equals(part.slice(0, m)):
         return None
     return m
+
+
+def _inserts(old: pl.DataFrame, part: pl.DataFrame, key: list[str]
+             ) -> tuple[pl.DataFrame | None, int] | None:
+    """When every row of ``part`` is new or repeats its stored row exactly (re-asked news
+    whose ids fall anywhere in the stored ones): the merged rows (None: nothing new) and how
+    many are new. None otherwise — a re-asked row changed, or the frames are not of one file
+    per symbol — for the general merge.
+
+    Both strictly in key order with one value in every key column but the last (``part``
+    checked by the caller); rows are placed by the last key's values (numpy's order of
+    strings, dates and instants is polars' order), compared as ``_appends`` compares them.
+    """
+    *lead, last = key
+    if (old.is_empty() or old[last].null_count()
+            or any(old[c].n_unique() != 1 or old[c][0] != part[c][0] for c in lead)):
+        return None
+    held, asked = old[last].to_numpy(), part[last].to_numpy()
+    at = np.searchsorted(held, asked)
+    stored = at < len(held)
+    stored[stored] = held[at[stored]] == asked[stored]
+    if stored.any() and not old[at[stored]].equals(part.filter(pl.Series(stored))):
+        return None
+    new = np.flatnonzero(~stored)
+    if not len(new):
+        return None, 0
+    order = np.argsort(np.concatenate([held, asked[new]]), kind="stable")
+    return pl.concat([old, part[new]], how="vertical")[order], len(new)
 
 
 def remove_stale_temps(path: Path) -> int:
@@ -620,6 +649,13 @@ class Lake:
                     self._write_file(pl.concat([old, part.slice(repeated)], how="vertical",
                                                rechunk=True), path)
                     return UpsertResult(inserted=part.height - repeated, files_written=1)
+                added = _inserts(old, part, key) if in_order and not ds.month_column else None
+                if added is not None:  # new rows among the stored ones, the rest as stored
+                    merged, inserted = added
+                    if merged is None:
+                        return UpsertResult()
+                    self._write_file(merged, path)
+                    return UpsertResult(inserted=inserted, files_written=1)
                 # Rows of `part` that are new or differ from what is stored.
                 changed = part.join(old, on=list(ds.columns), how="anti", nulls_equal=True)
                 if changed.is_empty():
