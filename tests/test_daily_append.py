@@ -275,3 +275,16 @@ def test_replace_symbol_counts_by_the_stored_height(tmp_path, cached):
         assert (r.inserted, r.updated, r.files_written) == expected
         assert_frame_equal(Lake(tmp_path / "lake").read("features").select(frame.columns),
                            frame)
+
+
+def test_coverage_is_read_again_once_another_writer_changed_it(tmp_path):
+    lake, other = Lake(tmp_path / "lake"), Lake(tmp_path / "lake")
+    day = dt.date(2026, 11, 20)
+    lake.write_coverage("AAPL", {"bars:1d": day})
+    got = lake.read_coverage("AAPL")
+    got["news"] = day  # a caller's change to what it got is not the lake's
+    assert lake.read_coverage("AAPL") == {"bars:1d": day}
+    other.update_coverage("AAPL", {"news": day + dt.timedelta(days=3)})
+    assert lake.read_coverage("AAPL") == {"bars:1d": day, "news": day + dt.timedelta(days=3)}
+    other.drop_coverage("AAPL", "bars:1d")
+    assert lake.read_coverage("AAPL") == {"news": day + dt.timedelta(days=3)}

@@ -10,7 +10,10 @@ A write takes its symbol's cross-process lock (unless the writing thread already
 the engine and backfills do for the whole of a symbol's enrichment), merges with what is stored
 (upsert on the natural key, last write wins), and replaces the file atomically (temp file in the
 same folder, fsync, ``os.replace``), so a reader or a crash never sees half a file. A write that
-changes nothing leaves the file untouched.
+changes nothing leaves the file untouched. A file holds its rows in key order, no key twice:
+reads rely on it, and so does the daily refresh's shortcut — rows that only add keys (after the
+stored ones or among them) and repeat re-asked rows unchanged are placed without the general
+merge (anti-join, unique, sort); the file written is the same. A changed row takes the merge.
 
 Frames this process last wrote or read are kept in a small cache keyed by the file's identity
 (inode, mtime, size): an enrichment reads back what it just wrote (restatement detection,
@@ -366,6 +369,7 @@ class Lake:
         self.cache = FrameCache()
         self._checked: dict[Path, FileId] = {}  # files check_files found readable
         self._paths: dict[tuple[str, str | None, str], tuple[Path, Path]] = {}
+        self._coverage: dict[Path, tuple[FileId, dict[str, dt.date]]] = {}
 
     # -- layout ---------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
@@ -677,19 +681,35 @@ class Lake:
         return self.root / "_coverage" / (symbol_path_part(symbol) + ".json")
 
     def read_coverage(self, symbol: str) -> dict[str, dt.date]:
-        """How far each dataset (``bars:1d``, ``dividends`` …) of ``symbol`` has been fetched."""
+        """How far each dataset (``bars:1d``, ``dividends`` …) of ``symbol`` has been fetched
+        (parsed again only when the file changed: a run reads it a few times per symbol)."""
         p = self._coverage_path(symbol)
-        if not p.exists():
+        fid = _file_id(p)
+        if fid is None:
             return {}
+        hit = self._coverage.get(p)
+        if hit is not None and hit[0] == fid:
+            return dict(hit[1])
         try:
             raw = json.loads(p.read_text())
         except (OSError, ValueError):
             return {}
-        return {k: dt.date.fromisoformat(v) for k, v in raw.items()}
+        coverage = {k: dt.date.fromisoformat(v) for k, v in raw.items()}
+        self._remember_coverage(p, fid, coverage)
+        return dict(coverage)
+
+    def _remember_coverage(self, p: Path, fid: FileId | None,
+                           coverage: dict[str, dt.date]) -> None:
+        if fid is None:
+            return
+        if len(self._coverage) >= KNOWN_PATHS:
+            self._coverage.clear()
+        self._coverage[p] = (fid, dict(coverage))
 
     def write_coverage(self, symbol: str, coverage: dict[str, dt.date]) -> None:
-        write_json_atomic({k: v.isoformat() for k, v in coverage.items()},
-                          self._coverage_path(symbol))
+        p = self._coverage_path(symbol)
+        write_json_atomic({k: v.isoformat() for k, v in coverage.items()}, p)
+        self._remember_coverage(p, _file_id(p), coverage)
 
     def update_coverage(self, symbol: str, changes: dict[str, dt.date]) -> None:
         """Set only the ``changes`` keys of ``symbol``'s coverage, over what is stored now (a
