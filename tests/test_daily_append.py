@@ -288,3 +288,18 @@ def test_coverage_is_read_again_once_another_writer_changed_it(tmp_path):
     assert lake.read_coverage("AAPL") == {"bars:1d": day, "news": day + dt.timedelta(days=3)}
     other.drop_coverage("AAPL", "bars:1d")
     assert lake.read_coverage("AAPL") == {"news": day + dt.timedelta(days=3)}
+
+
+def test_a_write_removes_only_its_own_files_stale_temps(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    lake.upsert("bars", _bars([1]))
+    [path] = lake.files("bars")
+    folder = path.parent
+    mine = [folder / ".tmp-data.parquet-123-456.part", folder / ".tmp-data.parquet-9-9.part"]
+    others = [folder / ".tmp-other.parquet-1-1.part", folder / ".tmp-data.parquet-1-1.json",
+              folder / "notes.part"]
+    for p in mine + others:
+        p.write_bytes(b"half a file")
+    lake.upsert("bars", _bars([2]))
+    assert not any(p.exists() for p in mine) and all(p.exists() for p in others)
+    assert lake_module.remove_stale_temps(tmp_path / "nowhere" / "data.parquet") == 0

@@ -252,10 +252,16 @@ def _inserts(old: pl.DataFrame, part: pl.DataFrame, key: list[str]
 def remove_stale_temps(path: Path) -> int:
     """Delete temp files a killed writer of ``path`` left behind. Call under ``path``'s lock."""
     n = 0
-    for tmp in path.parent.glob(f".tmp-{path.name}-*.part"):
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-            n += 1
+    prefix = f".tmp-{path.name}-"
+    try:
+        names = os.listdir(path.parent)  # a listing, not a glob: this runs before every write
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".part"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+                n += 1
     return n
 
 
