@@ -33,7 +33,7 @@ import polars as pl
 from enrich.checks.quality import THRESHOLDS, Thresholds
 from enrich.errors import CorruptFileError
 from enrich.schemas import DATASETS
-from enrich.store.lake import Lake
+from enrich.store.lake import Lake, in_key_order, tail_overlap
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,12 @@ def _rebase_factor(joined: pl.DataFrame, splits: pl.DataFrame) -> pl.Series:
             .sort("_i")["factor"].fill_null(1.0))
 
 
+def _same_values(old: pl.DataFrame, new: pl.DataFrame, cols: tuple[str, ...]) -> bool:
+    """Whether rows aligned by key have the same ``cols`` values and types: what the content
+    hashes below would call unchanged (nulls equal, NaN equals NaN, -0.0 equals 0.0)."""
+    return all(new[c].dtype == old[c].dtype and new[c].equals(old[c]) for c in cols)
+
+
 def detect(lake: Lake, dataset: str, incoming: pl.DataFrame, timeframe: str = "1d",
            th: Thresholds = THRESHOLDS) -> Diff | None:
     """Compare one symbol's fetched rows with the stored rows they overlap; None when the
@@ -114,6 +120,14 @@ def _detect(lake: Lake, dataset: str, incoming: pl.DataFrame, timeframe: str,
     key = [k for k in ds.key if k != "symbol"]
     date_col, cols = TRACKED[dataset]
     stored = lake.read(dataset, [symbol], level=level)
+    if in_key_order(incoming, list(ds.key)):
+        # A daily refresh: new rows after the stored ones, re-asked ones as stored. Found
+        # without the join: nothing overlaps, or what overlaps has the same values.
+        m = tail_overlap(stored, incoming, list(ds.key))
+        if m == 0:
+            return None
+        if m and _same_values(stored.slice(stored.height - m), incoming.head(m), cols):
+            return Diff(symbol, dataset, pl.DataFrame(schema=_RESTATED_SCHEMA), 0, m)
     extra = ["adjusted_asof"] if dataset == "bars" else []
     new = incoming.select(*dict.fromkeys([*key, date_col, *cols, *extra]))
     old = stored.select(*key, *[c for c in (date_col, *cols, *extra) if c not in key])

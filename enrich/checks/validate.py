@@ -52,13 +52,21 @@ def _rules(dataset: str) -> tuple[tuple[str, pl.Expr], ...]:
     return tuple(rules)
 
 
+@functools.cache
+def _flags(dataset: str) -> tuple[list[pl.Expr], pl.Expr]:
+    """Per rule, True for a BAD row (a rule that cannot tell, null, refuses it), and the
+    count of bad rows: built once, as building them costs about as much as the query."""
+    flags = [expr.fill_null(True) for _, expr in _rules(dataset)]
+    return flags, pl.any_horizontal(flags).sum()
+
+
 def check(dataset: str, frame: pl.DataFrame) -> Checked:
     """Split ``frame`` into rows that may be stored and a count of refused rows with causes."""
     if frame.is_empty():
         return Checked(frame)
     rules = _rules(dataset)
-    flags = [expr.fill_null(True) for _, expr in rules]
-    n_bad = frame.select(pl.any_horizontal(flags).sum()).item()
+    flags, count_bad = _flags(dataset)
+    n_bad = frame.select(count_bad).item()
     if n_bad == 0:
         return Checked(frame)
     flagged = frame.select([f.alias(f"r{i}") for i, f in enumerate(flags)])

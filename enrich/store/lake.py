@@ -10,7 +10,10 @@ A write takes its symbol's cross-process lock (unless the writing thread already
 the engine and backfills do for the whole of a symbol's enrichment), merges with what is stored
 (upsert on the natural key, last write wins), and replaces the file atomically (temp file in the
 same folder, fsync, ``os.replace``), so a reader or a crash never sees half a file. A write that
-changes nothing leaves the file untouched.
+changes nothing leaves the file untouched. A file holds its rows in key order, no key twice:
+reads rely on it, and so does the daily refresh's shortcut — rows that only add keys (after the
+stored ones or among them) and repeat re-asked rows unchanged are placed without the general
+merge (anti-join, unique, sort); the file written is the same. A changed row takes the merge.
 
 Frames this process last wrote or read are kept in a small cache keyed by the file's identity
 (inode, mtime, size): an enrichment reads back what it just wrote (restatement detection,
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import io
 import json
 import os
@@ -34,8 +38,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock
 
 from enrich.errors import CorruptFileError
@@ -44,6 +50,8 @@ from enrich.store import quarantine
 
 LOCK_TIMEOUT_S = 120.0
 CACHED_FILES = 64  # about ten symbols' worth of files: the ones being enriched right now
+KNOWN_PATHS = 4096  # symbol folders whose paths are kept built (a few hundred symbols' worth)
+APPEND_OVERLAP = 32  # stored rows an append may repeat (a refresh re-asks its last sessions)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,21 @@ class UpsertResult:
             self.updated + other.updated,
             self.files_written + other.files_written,
         )
+
+
+@functools.cache
+def _schema_of(dataset: str) -> tuple[list[str], list[pl.DataType]]:
+    schema = pl.Schema(DATASETS[dataset].schema)
+    return schema.names(), schema.dtypes()
+
+
+def _conformed(frame: pl.DataFrame, ds: Dataset) -> pl.DataFrame:
+    """``conform(frame, ds)``, with a cheaper look first at a frame that has the schema
+    already (the usual one: comparing ``Schema`` objects costs more than the whole check)."""
+    names, dtypes = _schema_of(ds.name)
+    if frame.columns == names and frame.dtypes == dtypes:
+        return frame
+    return conform(frame, ds)
 
 
 def symbol_path_part(symbol: str) -> str:
@@ -124,31 +147,121 @@ def in_key_order(frame: pl.DataFrame, key: list[str]) -> bool:
     if any(frame[c].n_unique() != 1 for c in lead):
         return False
     s = frame[last]
-    return s.null_count() == 0 and s.is_sorted() and not (s == s.shift(1)).any()
+    # Sorted and no value twice: strictly ascending (Series methods, no query to plan).
+    return s.null_count() == 0 and s.is_sorted() and s.n_unique() == s.len()
 
 
-def _only_file(frame: pl.DataFrame, ds: Dataset) -> tuple | None:
-    """``(symbol[, level][, month])`` of the one file all rows go to, when that is cheaply
-    known: rows strictly in key order (so no null and no repeated key) whose leading key
-    columns, which name the file, hold one non-null value each. Else None."""
-    *lead, _ = ds.key
+def _only_file(frame: pl.DataFrame, ds: Dataset) -> tuple[tuple, pl.DataFrame] | None:
+    """``(symbol[, level][, month])`` of the one file all rows go to, and the rows in key
+    order, when that is cheaply known: the leading key columns, which name the file, hold one
+    non-null value each, and the last one no null and no value twice (so no key repeats; an
+    option chain comes in any order and is sorted here). Else None."""
+    *lead, last = ds.key
     names = ["symbol", *(c for c in (ds.level_column, ds.month_column) if c)]
-    if (not set(names) <= set(lead) or any(frame[c].null_count() for c in lead)
-            or not in_key_order(frame, list(ds.key))):
+    s = frame[last]
+    if (not set(names) <= set(lead) or s.null_count()
+            or any(frame[c].null_count() for c in lead)):
         return None
+    if frame.height > 1:
+        if any(frame[c].n_unique() != 1 for c in lead) or s.n_unique() != s.len():
+            return None
+        if not s.is_sorted():
+            frame = frame.sort(last)  # one value in every other key column: key order
     only = [frame[c][0] for c in names]
     if ds.month_column:
         only[-1] = only[-1].strftime("%Y-%m")
-    return tuple(only)
+    return tuple(only), frame
+
+
+def tail_overlap(old: pl.DataFrame, new: pl.DataFrame, key: list[str]) -> int | None:
+    """How many of ``new``'s first rows have the keys of ``old``'s last rows, when every other
+    row of ``new`` comes after ``old``'s last: the shape of a daily refresh, which re-asks its
+    last sessions and adds the next. None when ``new`` reaches further back into ``old`` or
+    lacks one of its keys there (looking at most ``APPEND_OVERLAP`` rows back).
+
+    Both frames strictly in key order (a lake file is written so; see ``in_key_order``), with
+    the ``key`` columns; found from a few rows' values, without a query.
+    """
+    if old.is_empty() or new.is_empty():
+        return 0
+    at_old = [old.columns.index(k) for k in key]
+    at_new = [new.columns.index(k) for k in key]
+    first = tuple(new.row(0)[i] for i in at_new)
+    n = old.height
+    limit = min(n, new.height, APPEND_OVERLAP)
+    tail: list[tuple] = []  # keys of old's rows not before new's first, last row first
+    try:
+        while len(tail) < n:
+            k = tuple(old.row(n - 1 - len(tail))[i] for i in at_old)
+            if k < first:
+                break
+            if len(tail) == limit:
+                return None
+            tail.append(k)
+    except TypeError:  # a null key, stored by something other than this lake
+        return None
+    m = len(tail)
+    if any(tuple(new.row(j)[i] for i in at_new) != tail[m - 1 - j] for j in range(m)):
+        return None
+    return m
+
+
+def _appends(old: pl.DataFrame, part: pl.DataFrame, key: list[str]) -> int | None:
+    """When ``part`` only appends to ``old`` — its first rows repeat ``old``'s last rows
+    exactly and every other row comes after (``tail_overlap``) — how many rows it repeats.
+    None otherwise (a key inside the stored history, a repeated row that changed: a
+    restatement), for the general merge. Same schema, both in key order.
+
+    Equal rows are what the general merge's anti-join calls equal (``equals``: nulls equal,
+    NaN equals NaN, -0.0 equals 0.0), so both paths count and keep the same rows.
+    """
+    m = tail_overlap(old, part, key)
+    if m and not old.slice(old.height - m).equals(part.slice(0, m)):
+        return None
+    return m
+
+
+def _inserts(old: pl.DataFrame, part: pl.DataFrame, key: list[str]
+             ) -> tuple[pl.DataFrame | None, int] | None:
+    """When every row of ``part`` is new or repeats its stored row exactly (re-asked news
+    whose ids fall anywhere in the stored ones): the merged rows (None: nothing new) and how
+    many are new. None otherwise — a re-asked row changed, or the frames are not of one file
+    per symbol — for the general merge.
+
+    Both strictly in key order with one value in every key column but the last (``part``
+    checked by the caller); rows are placed by the last key's values (numpy's order of
+    strings, dates and instants is polars' order), compared as ``_appends`` compares them.
+    """
+    *lead, last = key
+    if (old.is_empty() or old[last].null_count()
+            or any(old[c].n_unique() != 1 or old[c][0] != part[c][0] for c in lead)):
+        return None
+    held, asked = old[last].to_numpy(), part[last].to_numpy()
+    at = np.searchsorted(held, asked)
+    stored = at < len(held)
+    stored[stored] = held[at[stored]] == asked[stored]
+    if stored.any() and not old[at[stored]].equals(part.filter(pl.Series(stored))):
+        return None
+    new = np.flatnonzero(~stored)
+    if not len(new):
+        return None, 0
+    order = np.argsort(np.concatenate([held, asked[new]]), kind="stable")
+    return pl.concat([old, part[new]], how="vertical")[order], len(new)
 
 
 def remove_stale_temps(path: Path) -> int:
     """Delete temp files a killed writer of ``path`` left behind. Call under ``path``'s lock."""
     n = 0
-    for tmp in path.parent.glob(f".tmp-{path.name}-*.part"):
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-            n += 1
+    prefix = f".tmp-{path.name}-"
+    try:
+        names = os.listdir(path.parent)  # a listing, not a glob: this runs before every write
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".part"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path.parent / name)
+                n += 1
     return n
 
 
@@ -178,11 +291,15 @@ def _file_id(path: Path) -> FileId | None:
 
 
 class FrameCache:
-    """The frames of the files most recently written or read, valid while the file is unchanged."""
+    """The frames of the files most recently written or read, valid while the file is unchanged.
+
+    Each frame carries whether it is known to have its dataset's schema (the lake wrote it, or
+    a read compared it once), so a read of a cached file skips that comparison.
+    """
 
     def __init__(self, size: int = CACHED_FILES):
         self.size = size
-        self._frames: OrderedDict[Path, tuple[FileId, pl.DataFrame]] = OrderedDict()
+        self._frames: OrderedDict[Path, tuple[FileId, pl.DataFrame, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, path: Path, fid: FileId) -> pl.DataFrame | None:
@@ -197,11 +314,24 @@ class FrameCache:
         with self._lock:
             self._frames.pop(path, None)
 
-    def put(self, path: Path, fid: FileId | None, frame: pl.DataFrame) -> None:
+    def conforms(self, path: Path, frame: pl.DataFrame) -> bool:
+        """Whether ``frame`` is the one cached for ``path`` and known to have its schema."""
+        with self._lock:
+            hit = self._frames.get(path)
+            return hit is not None and hit[1] is frame and hit[2]
+
+    def mark_conforms(self, path: Path, frame: pl.DataFrame) -> None:
+        with self._lock:
+            hit = self._frames.get(path)
+            if hit is not None and hit[1] is frame:
+                self._frames[path] = (hit[0], frame, True)
+
+    def put(self, path: Path, fid: FileId | None, frame: pl.DataFrame,
+            conforms: bool = False) -> None:
         if fid is None:
             return
         with self._lock:
-            self._frames[path] = (fid, frame)
+            self._frames[path] = (fid, frame, conforms)
             self._frames.move_to_end(path)
             while len(self._frames) > self.size:
                 self._frames.popitem(last=False)
@@ -244,6 +374,8 @@ class Lake:
         self._local = threading.local()
         self.cache = FrameCache()
         self._checked: dict[Path, FileId] = {}  # files check_files found readable
+        self._paths: dict[tuple[str, str | None, str], tuple[Path, Path]] = {}
+        self._coverage: dict[Path, tuple[FileId, dict[str, dt.date]]] = {}
 
     # -- layout ---------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
@@ -290,6 +422,8 @@ class Lake:
     def files(self, dataset: str, symbols: Iterable[str] | None = None,
               level: str | None = None) -> list[Path]:
         ds = DATASETS[dataset]
+        if symbols is not None and (level or not ds.level_column):
+            return [f for s in symbols for f in self._symbol_files(ds, s, level)]
         base = self.root / ds.name
         if not base.exists():
             return []
@@ -313,6 +447,26 @@ class Lake:
                                       if not p.name.startswith(".")))
         return out
 
+    def _symbol_files(self, ds: Dataset, symbol: str, level: str | None) -> list[Path]:
+        """The files of one symbol (× level): ``files`` for the usual call, which names them,
+        with the paths built once (an enrichment asks for them a few dozen times)."""
+        level = level if ds.level_column else None
+        where = (ds.name, level, symbol)
+        paths = self._paths.get(where)
+        if paths is None:
+            if len(self._paths) >= KNOWN_PATHS:
+                self._paths.clear()
+            d = self.symbol_dir(ds, symbol, level)
+            paths = self._paths[where] = (d, d / "data.parquet")
+        d, data = paths
+        if not ds.month_column:
+            return [data] if os.path.exists(data) else []
+        try:
+            names = sorted(os.listdir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [d / n for n in names if n.endswith(".parquet") and not n.startswith(".")]
+
     # -- reading --------------------------------------------------------------------------
     def read(self, dataset: str, symbols: Iterable[str] | None = None,
              level: str | None = None) -> pl.DataFrame:
@@ -330,7 +484,12 @@ class Lake:
         """A file's rows in the dataset's current schema: a file written before a column was
         added reads with that column null."""
         frame = self.read_file(path)
-        return frame if frame.schema == ds.schema else conform(frame, ds)
+        if self.cache.conforms(path, frame):
+            return frame
+        conformed = _conformed(frame, ds)
+        if conformed is frame:
+            self.cache.mark_conforms(path, frame)
+        return conformed
 
     def read_file(self, path: Path) -> pl.DataFrame:
         """One lake file's rows (from the cache while the file is unchanged).
@@ -389,8 +548,9 @@ class Lake:
         return quarantine.move(self, path, reason, lock_timeout)
 
     def _write_file(self, frame: pl.DataFrame, path: Path) -> None:
+        """Write a frame of its dataset's schema (``conform``-ed) to ``path``."""
         write_parquet_atomic(frame, path)
-        self.cache.put(path, _file_id(path), frame)
+        self.cache.put(path, _file_id(path), frame, conforms=True)
 
     def scan(self, dataset: str) -> pl.LazyFrame:
         files = self.files(dataset)
@@ -408,10 +568,10 @@ class Lake:
         ds = DATASETS[dataset]
         if frame.is_empty():
             return UpsertResult()
-        frame = conform(frame, ds)
-        only = _only_file(frame, ds)
-        if only is not None:  # the common case, known without a pass over the rows
-            symbol, *rest = only
+        frame = _conformed(frame, ds)
+        one = _only_file(frame, ds)
+        if one is not None:  # the common case, known without a pass over the rows
+            (symbol, *rest), frame = one
             path = self._file_for(ds, symbol, rest[0] if ds.level_column else None,
                                   rest[-1] if ds.month_column else None)
             return self._upsert_file(ds, symbol, path, frame, in_order=True)
@@ -454,26 +614,58 @@ class Lake:
         if ds.month_column:
             raise ValueError(f"{dataset} is month-partitioned; use upsert")
         key = list(ds.key)
-        frame = conform(frame, ds)
+        frame = _conformed(frame, ds)
         if not in_key_order(frame, key):
             frame = frame.unique(subset=key, keep="last").sort(key)
         path = self._file_for(ds, symbol, level, None)
         with self.write_lock(symbol):
             remove_stale_temps(path)
-            old = self._stored(ds, path) if path.exists() else ds.empty()
-            if old.height == frame.height and old.equals(frame):
-                return UpsertResult()
+            held = self._height(ds, path)
+            if held == frame.height:  # else it differs: no need to decode the old file
+                old = self._stored(ds, path) if path.exists() else ds.empty()
+                if old.equals(frame):
+                    return UpsertResult()
             self._write_file(frame, path)
-        return UpsertResult(inserted=max(frame.height - old.height, 0),
-                            updated=min(frame.height, old.height), files_written=1)
+        return UpsertResult(inserted=max(frame.height - held, 0),
+                            updated=min(frame.height, held), files_written=1)
+
+    def _height(self, ds: Dataset, path: Path) -> int:
+        """Rows in the file at ``path`` (0: none), from the cache or the file's footer; a
+        footer that cannot be read is read in full (``read_file``: quarantined, raises)."""
+        fid = _file_id(path)
+        if fid is None:
+            return 0
+        frame = self.cache.get(path, fid)
+        if frame is not None:
+            return frame.height
+        try:
+            return pq.read_metadata(path).num_rows
+        except (OSError, pa.ArrowException):
+            return self._stored(ds, path).height
 
     def _upsert_file(self, ds: Dataset, symbol: str, path: Path, part: pl.DataFrame,
                      in_order: bool = False) -> UpsertResult:
+        """Merge ``part`` (rows of one file, no key twice; ``in_order``: in key order) into
+        the file at ``path``."""
         key = list(ds.key)
         with self.write_lock(symbol):
             remove_stale_temps(path)
             if path.exists():
                 old = self._stored(ds, path)
+                repeated = _appends(old, part, key) if in_order else None
+                if repeated is not None:  # the daily append: what the general merge gives
+                    if repeated == part.height:
+                        return UpsertResult()
+                    self._write_file(pl.concat([old, part.slice(repeated)], how="vertical",
+                                               rechunk=True), path)
+                    return UpsertResult(inserted=part.height - repeated, files_written=1)
+                added = _inserts(old, part, key) if in_order and not ds.month_column else None
+                if added is not None:  # new rows among the stored ones, the rest as stored
+                    merged, inserted = added
+                    if merged is None:
+                        return UpsertResult()
+                    self._write_file(merged, path)
+                    return UpsertResult(inserted=inserted, files_written=1)
                 # Rows of `part` that are new or differ from what is stored.
                 changed = part.join(old, on=list(ds.columns), how="anti", nulls_equal=True)
                 if changed.is_empty():
@@ -495,19 +687,35 @@ class Lake:
         return self.root / "_coverage" / (symbol_path_part(symbol) + ".json")
 
     def read_coverage(self, symbol: str) -> dict[str, dt.date]:
-        """How far each dataset (``bars:1d``, ``dividends`` …) of ``symbol`` has been fetched."""
+        """How far each dataset (``bars:1d``, ``dividends`` …) of ``symbol`` has been fetched
+        (parsed again only when the file changed: a run reads it a few times per symbol)."""
         p = self._coverage_path(symbol)
-        if not p.exists():
+        fid = _file_id(p)
+        if fid is None:
             return {}
+        hit = self._coverage.get(p)
+        if hit is not None and hit[0] == fid:
+            return dict(hit[1])
         try:
             raw = json.loads(p.read_text())
         except (OSError, ValueError):
             return {}
-        return {k: dt.date.fromisoformat(v) for k, v in raw.items()}
+        coverage = {k: dt.date.fromisoformat(v) for k, v in raw.items()}
+        self._remember_coverage(p, fid, coverage)
+        return dict(coverage)
+
+    def _remember_coverage(self, p: Path, fid: FileId | None,
+                           coverage: dict[str, dt.date]) -> None:
+        if fid is None:
+            return
+        if len(self._coverage) >= KNOWN_PATHS:
+            self._coverage.clear()
+        self._coverage[p] = (fid, dict(coverage))
 
     def write_coverage(self, symbol: str, coverage: dict[str, dt.date]) -> None:
-        write_json_atomic({k: v.isoformat() for k, v in coverage.items()},
-                          self._coverage_path(symbol))
+        p = self._coverage_path(symbol)
+        write_json_atomic({k: v.isoformat() for k, v in coverage.items()}, p)
+        self._remember_coverage(p, _file_id(p), coverage)
 
     def update_coverage(self, symbol: str, changes: dict[str, dt.date]) -> None:
         """Set only the ``changes`` keys of ``symbol``'s coverage, over what is stored now (a
