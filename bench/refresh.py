@@ -11,7 +11,8 @@ free plan), with the ratio.
 Part 2, CPU. A universe-wide refresh of N sample symbols (default 5,000) after Monday's close,
 against the per-symbol path on a copy of the same Friday store, in the same run, alternating;
 prints wall time, the machine's busy CPU time (all cores, /proc/stat: run it on a quiet
-machine) and symbols/s, medians.
+machine), of which the run's own process (planning, universe-wide requests, the catalog rows
+its workers hand back), and symbols/s, medians.
 
 Part 3, where a symbol's time goes. The same universe-wide Monday refresh of N sample symbols
 (default 300) in one thread of a process with one polars thread (as a worker of Part 2 has:
@@ -146,7 +147,7 @@ def cpu_by_path(root: Path, n: int, repeat: int) -> None:
     Engine(seed, SampleProvider(clock=lambda: FRIDAY), settings,
            clock=lambda: FRIDAY).run()
     print(f"  Friday seed: {time.perf_counter() - t0:.0f} s")
-    results: dict[str, list[tuple[float, float, int]]] = {"universe-wide": [],
+    results: dict[str, list[tuple[float, float, int, float]]] = {"universe-wide": [],
                                                            "per symbol": []}
     for i in range(repeat):
         for label, path in (("universe-wide", True), ("per symbol", False)):
@@ -155,16 +156,19 @@ def cpu_by_path(root: Path, n: int, repeat: int) -> None:
             s2 = settings.with_(data_dir=data)
             eng = Engine(Store.from_settings(s2), SampleProvider(clock=lambda: MONDAY), s2,
                          clock=lambda: MONDAY)
-            c0, w0 = _cpu(), time.perf_counter()
+            c0, w0, own0 = _cpu(), time.perf_counter(), time.process_time()
             summary = eng.run(RunParams(universe_wide=path))
             wall, cpu = time.perf_counter() - w0, _cpu() - c0
+            own = time.process_time() - own0
             assert summary.failed == 0 and summary.ok == n, summary.errors_by_class
-            results[label].append((wall, cpu, summary.requests))
+            results[label].append((wall, cpu, summary.requests, own))
     for label, rows in results.items():
         wall = statistics.median(r[0] for r in rows)
         cpu = statistics.median(r[1] for r in rows)
-        print(f"  {label:<14} wall {wall:6.1f} s  cpu {cpu:6.1f} s  {n / wall:6.1f} symbols/s"
-              f"  requests {rows[0][2]}  (walls {', '.join(f'{r[0]:.1f}' for r in rows)})")
+        own = statistics.median(r[3] for r in rows)
+        print(f"  {label:<14} wall {wall:6.1f} s  cpu {cpu:6.1f} s (the run's own process "
+              f"{own:.1f} s)  {n / wall:6.1f} symbols/s  requests {rows[0][2]}  "
+              f"(walls {', '.join(f'{r[0]:.1f}' for r in rows)})")
     w_wide = statistics.median(r[0] for r in results["universe-wide"])
     w_each = statistics.median(r[0] for r in results["per symbol"])
     print(f"  universe-wide wall / per-symbol wall: {w_wide / w_each:.2f} "
