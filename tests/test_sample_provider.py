@@ -278,8 +278,9 @@ def test_earnings_quarters_are_ordered(sample):
 
 
 def test_event_windows_are_exactly_the_matching_rows(sample):
-    """Dividends and earnings answer a window with one slice of the cached history (their
-    dates rise with the quarter); that must keep exactly the rows a filter would."""
+    """Dividends and earnings answer a window by working out only its quarters (their dates
+    rise with the quarter); that must keep exactly the rows a filter of the whole history
+    would."""
     windows = [(D(2010, 2, 3), D(2012, 5, 17)), (D(2024, 12, 31), D(2025, 1, 2)),
                (D(2023, 3, 1), D(2030, 1, 1)), (D(2020, 1, 1), D(2019, 1, 1))]
     for symbol in ["AAPL", "KO", "JNJ", "SPY", "GOOGL"] + [f"EVT{i}" for i in range(40)]:

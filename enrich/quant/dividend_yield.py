@@ -37,16 +37,6 @@ PARITY_STRIKES = 3
 PARITY_RANGE = (-0.5, 1.0)
 
 
-def regular(dividends: pl.DataFrame) -> pl.DataFrame:
-    """The regular cash dividends (``ex_date, cash_amount``) of ``dividends``."""
-    kind = pl.col("distribution_type") if "distribution_type" in dividends.columns \
-        else pl.lit(None, pl.String)
-    freq = pl.col("frequency") if "frequency" in dividends.columns else pl.lit(None, pl.Int32)
-    keep = (kind == "recurring") | (kind.is_null() & (freq.is_null() | (freq > 0)))
-    return dividends.filter(keep & pl.col("ex_date").is_not_null()
-                            & (pl.col("cash_amount") > 0))
-
-
 def trailing_yield(dividends: pl.DataFrame, splits: pl.DataFrame, frame: pl.DataFrame, *,
                    date: str = "as_of", close: str = "underlying_price") -> pl.DataFrame:
     """``frame`` with ``dividend_yield`` and ``dividend_method`` (see the module docstring).
@@ -97,7 +87,8 @@ def trailing(dividends: pl.DataFrame, splits: pl.DataFrame, days: list[dt.date |
 
 
 def _regular_cash(dividends: pl.DataFrame) -> list[tuple[dt.date, float]]:
-    """``(ex_date, cash_amount)`` of :func:`regular`'s rows, in order, read without a query."""
+    """``(ex_date, cash_amount)`` of the regular cash dividends (see the module docstring) with
+    an ex-date and a positive amount, in order, read without a polars query."""
     if dividends.is_empty():
         return []
     n = dividends.height
