@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import os
 import shutil
 import stat
@@ -655,6 +656,24 @@ def test_every_endpoint_has_a_test(reads):
 
 
 KEY = "ECHO-key-5f1e9c2b7a"
+
+
+def test_short_tokens_of_alert_urls_do_not_mask_ids_in_responses(monkeypatch):
+    """An unknown alert URL registers its 3-character tokens for the channels' own messages;
+    the API's scrub leaves them (a run id containing "abc" came back with "****" in it, one
+    run in a few hundred), and still takes out every secret of MIN_PIECE characters or more."""
+    from enrich.api import common
+    from enrich.channels import SCRUB
+
+    monkeypatch.setattr(SCRUB, "secrets", {"abc", "tok3n"})
+    monkeypatch.setattr(common, "_SECRETS", {KEY})
+    body = json.dumps({"run_id": "823d23f7-3ae7-48f7-bde5-0e65b7babcdc",
+                       "error": f"upstream said {KEY}", "note": "tok3n"}).encode()
+    out = json.loads(common._scrub(body))
+    assert out["run_id"] == "823d23f7-3ae7-48f7-bde5-0e65b7babcdc"
+    assert out["error"] == "upstream said ****" and out["note"] == "tok3n"
+    monkeypatch.setattr(SCRUB, "secrets", {"abc", "tok3n-XYZ"})
+    assert json.loads(common._scrub(b'{"x": "a tok3n-XYZ b"}')) == {"x": "a **** b"}
 
 
 def test_provider_key_never_in_a_response(template, tmp_path):
