@@ -19,8 +19,10 @@ Part 3, where a symbol's time goes. The same universe-wide Monday refresh of N s
 ``enrich.pipeline.worker_boot``), each step the engine takes timed around its call in CPU
 time of that process (its polars threads included; the run's flushes of catalog
 rows, ~3 %, fall into whichever step they overlap): ms per symbol and calls per symbol,
-steps inside other steps marked as such. The steps' sum is what Part 2's workers
-spend per symbol; Part 2 adds the run's own process (universe-wide requests, catalog rows).
+steps inside other steps marked as such; then the share of the Parquet files alone (every
+write, and every decode of a file the lake's cache does not hold). The steps' sum is what
+Part 2's workers spend per symbol; Part 2 adds the run's own process (universe-wide
+requests, catalog rows).
 
     PYTHONPATH=. .venv/bin/python bench/refresh.py [--sizes 50,500,5000] [--cpu 5000]
                                                    [--repeat 3] [--steps 300]
@@ -187,6 +189,9 @@ STEPS: list[tuple[str, object, str, str]] = [
     ("features file (replace)", lake_module.Lake, "replace_symbol", "features step"),
     ("parquet write + fsync (every file)", lake_module, "write_parquet_atomic",
      "upserts, replace"),
+    # The lake calls polars' reader only for a file its cache does not hold.
+    ("parquet decode (a file not in the cache)", lake_module.pl, "read_parquet",
+     "upserts, reads"),
     ("features step (rebase, compute, write)", Engine, "derive_step", ""),
     ("features: compute_features", engine_module, "compute_features", "features step"),
     ("validation of fetched rows", engine_module, "check", ""),
@@ -232,6 +237,11 @@ def steps_of_a_symbol(root: Path, n: int) -> None:
     print(f"  {'step (CPU)':<46} {'ms/symbol':>9} {'calls':>6}  inside")
     for label, _, _, inside in STEPS:
         print(f"  {label:<46} {spent[label] / n * 1000:9.2f} {calls[label] / n:6.2f}  {inside}")
+    files = spent["parquet write + fsync (every file)"] + spent[
+        "parquet decode (a file not in the cache)"]
+    print(f"  Parquet files alone (writes and decodes): {files / n * 1000:.1f} ms a symbol, "
+          f"{files / spent[STEPS[0][0]]:.0%} of its enrichment (one file per symbol x dataset: "
+          "a daily refresh decodes and re-encodes each file it adds a row to)")
 
 
 def main() -> None:
