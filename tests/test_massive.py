@@ -297,7 +297,7 @@ def test_grouped_daily_normalises_ts_to_midnight_new_york():
     assert frame["symbol"].to_list() == ["AAPL", "KIMpL"]
     assert set(frame["ts"]) == {utc(2024, 3, 11, 4)}
     assert set(frame["session"]) == {D(2024, 3, 11)}
-    assert dict(api.requests[0].url.params) == {"adjusted": "true"}
+    assert dict(api.requests[0].url.params) == {"adjusted": "true", "include_otc": "true"}
 
 
 def test_grouped_daily_without_results_is_empty():

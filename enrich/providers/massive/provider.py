@@ -355,8 +355,9 @@ class MassiveProvider:
         endpoint, prefix, zone = GROUPED_MARKETS[market]
         conv = conventions.convention(market)
         subject = f"grouped daily {market} bars {session.isoformat()}"
-        rows = self._collect(endpoint, prefix + session.isoformat(), {"adjusted": "true"},
-                             subject)
+        # OTC stocks are followed as stocks, but the API leaves them out unless asked.
+        params = {"adjusted": "true", **({"include_otc": "true"} if market == "stocks" else {})}
+        rows = self._collect(endpoint, prefix + session.isoformat(), params, subject)
         if symbols is not None:
             wanted = set(symbols)
             rows = [r for r in rows if isinstance(r, dict) and r.get("T") in wanted]
