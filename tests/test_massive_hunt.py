@@ -198,8 +198,9 @@ def test_a_next_url_without_a_query_is_not_followed():
     ("https://api.polygon.io", f"https://api.massive.com{NEXT_PATH}?cursor={CURSOR}"),
     # polygon-io/issues #143: the API once sent ``:443:443`` in next_url.
     (BASE, f"https://api.massive.com:443:443{NEXT_PATH}?cursor={CURSOR}"),
-    # Another scheme: the key must not travel over plain http.
+    # Another scheme or port: the key must not travel over plain http, nor elsewhere.
     (BASE, f"http://api.massive.com{NEXT_PATH}?cursor={CURSOR}"),
+    (BASE, f"https://api.massive.com:8443{NEXT_PATH}?cursor={CURSOR}"),
     # Anything else: its path and query are asked of the API host, never of that host.
     (BASE, f"https://evil.example.com{NEXT_PATH}?cursor={CURSOR}"),
 ])
@@ -211,8 +212,8 @@ def test_a_next_url_elsewhere_is_followed_at_the_api_host(base, next_url):
     frame = make(api, base).bars("AAPL", "1d", D(2020, 1, 1), D(2020, 1, 10))
     assert frame["close"].to_list() == [75.0875, 74.3575, 74.95]
     second = api.requests[1].url
-    assert (second.scheme, second.host, second.path) == ("https", httpx.URL(base).host,
-                                                         NEXT_PATH)
+    assert (second.scheme, second.host, second.port, second.path) == (
+        "https", httpx.URL(base).host, None, NEXT_PATH)
     assert str(second.query, "ascii") == f"cursor={CURSOR}"
 
 

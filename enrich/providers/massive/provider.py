@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypedDict
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -218,8 +218,7 @@ class MassiveProvider:
         self._key = api_key
         register(api_key)  # every error built from now on has it scrubbed (enrich.redact)
         self._base_url = base_url.rstrip("/")
-        base = httpx.URL(self._base_url)
-        self._origin = _origin(base)
+        self._base = httpx.URL(self._base_url)  # next_url pages are asked of its origin
         self._limiter = limiter
         self._priority = priority
         self._max_pages = max_pages
@@ -713,6 +712,8 @@ class MassiveProvider:
         pages = 1
         while (next_url := body.get("next_url")) is not None:
             url = self._checked_next(next_url, endpoint, subject)
+            if url is None:  # "" (the Go client's end), or a next_url naming no page
+                return
             if url in seen:
                 log.warning("massive %s: next_url repeated after %d pages; stopping", endpoint,
                             pages)
@@ -728,22 +729,31 @@ class MassiveProvider:
             pages += 1
             yield body
 
-    def _checked_next(self, next_url: object, endpoint: str, subject: str) -> str:
+    def _checked_next(self, next_url: object, endpoint: str, subject: str) -> str | None:
+        """The URL to ask for the next page: ``next_url``'s path and query on the API host
+        (as the official Python client does), so the Bearer header never goes to another host
+        or over plain http, whatever host the answer names (``api.massive.com`` to a client of
+        ``api.polygon.io``; the ``:443:443`` of polygon-io/issues #143). None when it names no
+        page: empty (the Go client's end of a listing), or without a query (the spec's vX
+        example, ``…/financials?``: no cursor and none of the filters)."""
         try:
             if not isinstance(next_url, str):
-                raise httpx.InvalidURL("not a string")
-            url = httpx.URL(next_url)
-        except httpx.InvalidURL as exc:
+                raise ValueError("not a string")
+            if not next_url.strip():
+                return None
+            parts = urlsplit(next_url.strip())
+            if not parts.path.startswith("/"):
+                raise ValueError("no path")
+            if not parts.query:
+                log.warning("massive %s: next_url without a query (%s); the listing ends "
+                            "there", endpoint, parts.path)
+                return None
+            url = self._base.copy_with(raw_path=f"{parts.path}?{parts.query}".encode("ascii"))
+        except (ValueError, UnicodeEncodeError, httpx.InvalidURL) as exc:
             raise MalformedPayloadError(
                 f"{subject}: unusable next_url ({exc})", provider=PROVIDER, endpoint=endpoint,
                 status=200,
             ) from None
-        if _origin(url) != self._origin:
-            # The Bearer header must never go to another host (or over plain http).
-            raise MalformedPayloadError(
-                f"{subject}: next_url points at {url.scheme}://{url.host}, not the API host",
-                provider=PROVIDER, endpoint=endpoint, status=200,
-            )
         if "apiKey" in url.params:
             url = url.copy_remove_param("apiKey")
         return str(url)
@@ -846,11 +856,6 @@ class MassiveProvider:
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default = {"https": 443, "http": 80}.get(url.scheme)
-    return (url.scheme, url.host.lower(), url.port or default)
 
 
 def _seg(value: str) -> str:
