@@ -681,6 +681,8 @@ class MassiveProvider:
         try:
             return self._collect(endpoint, endpoint, params, subject, max_pages)
         except fallback_on as exc:
+            if isinstance(exc, HistoryLimitError):
+                raise  # this window is beyond the plan, not the endpoint: ask it next time
             self._skip[endpoint] = exc
             log.info("massive %s answered %s; using its fallback from now on", endpoint,
                      exc.status)
