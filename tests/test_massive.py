@@ -790,6 +790,15 @@ def test_page_cap_refuses_a_never_ending_listing():
     assert len(api.requests) == 3
 
 
+@pytest.mark.parametrize("next_url", ["https://evil.example.com/v2/aggs?cursor=x",
+                                      12])
+def test_next_url_elsewhere_is_refused(next_url):
+    api = Api({AAPL_AGGS: ok([bar(et_ms(D(2024, 3, 4)))], next_url=next_url)})
+    with pytest.raises(MalformedPayloadError, match="next_url"):
+        make(api).bars("AAPL", "1d", D(2024, 3, 1), D(2024, 11, 5))
+    assert len(api.requests) == 1
+
+
 def test_next_url_carrying_an_api_key_has_it_removed():
     def handler(request):
         if "cursor" not in request.url.params:

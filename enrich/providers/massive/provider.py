@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypedDict
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -137,6 +137,8 @@ TREASURY = "/fed/v1/treasury-yields"
 MARKET_STATUS = "/v1/marketstatus/now"
 TICKER_DETAILS = "/v3/reference/tickers/{ticker}"
 TICKER_EVENTS = "/vX/reference/tickers/{id}/events"
+# The API's two names (reference §10): a next_url naming either is followed on the base URL.
+API_HOSTS = frozenset({"api.massive.com", "api.polygon.io"})
 # Markets whose entities change tickers (the events endpoint is about companies).
 _EVENT_MARKETS = {"stocks", "otc"}
 
@@ -732,12 +734,13 @@ class MassiveProvider:
             yield body
 
     def _checked_next(self, next_url: object, endpoint: str, subject: str) -> str | None:
-        """The URL to ask for the next page: ``next_url``'s path and query on the API host
-        (as the official Python client does), so the Bearer header never goes to another host
-        or over plain http, whatever host the answer names (``api.massive.com`` to a client of
-        ``api.polygon.io``; the ``:443:443`` of polygon-io/issues #143). None when it names no
-        page: empty (the Go client's end of a listing), or without a query (the spec's vX
-        example, ``…/financials?``: no cursor and none of the filters)."""
+        """The URL to ask for the next page: ``next_url``'s path and query on the configured
+        host (as the official Python client does), so the Bearer header never goes over plain
+        http or to another port, and an answer naming the API's other name (``api.massive.com``
+        to a client of ``api.polygon.io``) or a broken port (``:443:443``, polygon-io/issues
+        #143) is still followed; any other host is refused. None when it names no page: empty
+        (the Go client's end of a listing), or without a query (the spec's vX example,
+        ``…/financials?``: no cursor and none of the filters)."""
         try:
             if not isinstance(next_url, str):
                 raise ValueError("not a string")
@@ -746,18 +749,30 @@ class MassiveProvider:
             parts = urlsplit(next_url.strip())
             if not parts.path.startswith("/"):
                 raise ValueError("no path")
-            if not parts.query:
-                log.warning("massive %s: next_url without a query (%s); the listing ends "
-                            "there", endpoint, parts.path)
-                return None
-            url = self._base.copy_with(raw_path=f"{parts.path}?{parts.query}".encode("ascii"))
-        except (ValueError, UnicodeEncodeError, httpx.InvalidURL) as exc:
+        except ValueError as exc:
             raise MalformedPayloadError(
                 f"{subject}: unusable next_url ({exc})", provider=PROVIDER, endpoint=endpoint,
                 status=200,
             ) from None
-        if "apiKey" in url.params:
-            url = url.copy_remove_param("apiKey")
+        host = parts.hostname
+        if host is not None and host not in API_HOSTS and host != self._base.host.lower():
+            raise MalformedPayloadError(
+                f"{subject}: next_url points at {parts.scheme}://{host}, not the API host",
+                provider=PROVIDER, endpoint=endpoint, status=200,
+            )
+        query = "&".join(p for p in parts.query.split("&")
+                         if p and unquote_plus(p.partition("=")[0]) != "apiKey")
+        if not query:
+            log.warning("massive %s: next_url without a query; the listing ends there",
+                        endpoint)
+            return None
+        try:
+            url = self._base.copy_with(raw_path=f"{parts.path}?{query}".encode("ascii"))
+        except (UnicodeEncodeError, httpx.InvalidURL) as exc:
+            raise MalformedPayloadError(
+                f"{subject}: unusable next_url ({type(exc).__name__})", provider=PROVIDER,
+                endpoint=endpoint, status=200,
+            ) from None
         return str(url)
 
     def _get(self, endpoint: str, url: str, params: dict | None, subject: str) -> Any:
