@@ -276,3 +276,22 @@ def test_a_key_in_next_url_is_never_sent(query, asked):
     make(api).bars("AAPL", "1d", D(2020, 1, 1), D(2020, 1, 10))
     assert [str(r.url.query, "ascii") for r in api.requests[1:]] == \
         ([asked] if asked else [])
+
+
+def test_a_next_url_of_the_api_is_asked_through_a_base_url_with_a_path():
+    """A base URL with a path (a proxy, ``MASSIVE_BASE_URL=https://proxy.example/massive``)
+    asks first pages under that path; a next_url naming the API's own host is asked under it
+    too (as the Python client's ``BASE + path``), and one already under it is kept as is."""
+    base = "https://proxy.example/massive"
+    routes = {"/massive" + p: h for p, h in aggs_pages(
+        f"https://api.massive.com{NEXT_PATH}?cursor={CURSOR}").items()}
+    api = Api(routes, host="proxy.example")
+    frame = make(api, base).bars("AAPL", "1d", D(2020, 1, 1), D(2020, 1, 10))
+    assert frame.height == 3
+    assert [r.url.raw_path.decode() for r in api.requests] == [
+        f"/massive{AAPL_AGGS}?adjusted=true&sort=asc&limit=50000",
+        f"/massive{NEXT_PATH}?cursor={CURSOR}"]
+    routes[f"/massive{AAPL_AGGS}"] = lambda r: _json(200, {
+        **AGGS_EXAMPLE, "next_url": f"https://proxy.example/massive{NEXT_PATH}?cursor={CURSOR}"})
+    make(api, base).bars("AAPL", "1d", D(2020, 1, 1), D(2020, 1, 10))
+    assert api.requests[-1].url.raw_path.decode() == f"/massive{NEXT_PATH}?cursor={CURSOR}"

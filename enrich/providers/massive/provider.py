@@ -24,7 +24,7 @@ Errors are translated once, in ``_send`` / ``_decode``, into ``enrich.errors``:
 Retries are per request: ``_get`` runs each request (a first page, or one ``next_url``) under
 the provider's ``RetryPolicy``, so a 429 or 5xx on page k retries page k, never page 1; every
 attempt and wait is recorded in the per-thread ledger (``take_requests``). ``next_url`` pages
-are requested unchanged (the cursor encodes the query).
+are requested as given, on the configured host (the cursor encodes the query).
 
 Universe-wide requests (``market_rows``): grouped daily bars per session and market, and the
 market-wide dividends, splits, income statements and news for a date window, filtered to the
@@ -766,8 +766,10 @@ class MassiveProvider:
             log.warning("massive %s: next_url without a query; the listing ends there",
                         endpoint)
             return None
+        prefix = self._base.raw_path.decode("ascii").rstrip("/")  # a proxy's path, if any
+        path = parts.path if parts.path.startswith(prefix + "/") else prefix + parts.path
         try:
-            url = self._base.copy_with(raw_path=f"{parts.path}?{query}".encode("ascii"))
+            url = self._base.copy_with(raw_path=f"{path}?{query}".encode("ascii"))
         except (UnicodeEncodeError, httpx.InvalidURL) as exc:
             raise MalformedPayloadError(
                 f"{subject}: unusable next_url ({type(exc).__name__})", provider=PROVIDER,
