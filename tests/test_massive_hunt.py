@@ -15,7 +15,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from enrich.errors import HistoryLimitError, MalformedPayloadError
+from enrich.errors import HistoryLimitError, MalformedPayloadError, ValidationError
+from enrich.providers import MarketRequest
 from enrich.providers.massive.provider import MassiveProvider
 
 KEY = "sk-hunt-Q7wTOPSECRETz93"
@@ -110,6 +111,24 @@ def test_grouped_crypto_and_fx_send_only_adjusted(market, path):
                                            "adjusted": True})})
     assert make(api).grouped_daily(D(2020, 10, 14), market).is_empty()
     assert dict(api.requests[0].url.params) == {"adjusted": "true"}
+
+
+def test_a_bad_grouped_row_fails_its_symbol_alone():
+    """``market_rows``: "A symbol whose rows do not fit fails alone" (its docstring; the desk's
+    "one bad file never stops the desk"). The spec's grouped example with TANH's high made
+    lower than its low: TANH is refused, VSAT and KIMpL still get their bar."""
+    rows = [dict(r) for r in GROUPED_STOCKS_EXAMPLE]
+    rows[1]["h"] = 22.0  # below its low, 22.65
+    api = Api({"/v2/aggs/grouped/locale/us/market/stocks/2020-10-14": lambda r: _json(
+        200, {"adjusted": True, "queryCount": 3, "request_id": "r1", "results": rows,
+              "resultsCount": 3, "status": "OK"})})
+    day = D(2020, 10, 14)
+    answer = make(api).market_rows(MarketRequest(
+        "bars", "stocks", day, day, frozenset({"KIMpL", "TANH", "VSAT"}), (day,)))
+    assert answer.for_symbol("VSAT")["close"].to_list() == [34.24]
+    assert answer.for_symbol("KIMpL")["close"].to_list() == [25.9102]
+    with pytest.raises(ValidationError, match="high 22.0 < low 22.65"):
+        answer.for_symbol("TANH")
 
 
 # ---- next_url ---------------------------------------------------------------------------------

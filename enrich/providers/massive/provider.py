@@ -64,6 +64,7 @@ from enrich.errors import (
     ProviderError,
     RateLimitedError,
     TransientError,
+    ValidationError,
 )
 from enrich.identity import TickerChange, TickerReference
 from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult, estimate_pages
@@ -343,9 +344,12 @@ class MassiveProvider:
         return conform(frame.unique("ts", keep="first").sort("ts"), BARS)
 
     def grouped_daily(self, session: dt.date, market: str = "stocks",
-                      symbols: Iterable[str] | None = None) -> pl.DataFrame:
+                      symbols: Iterable[str] | None = None, *,
+                      errors: dict[str, Exception] | None = None) -> pl.DataFrame:
         """Daily bars of every ticker of ``market`` (stocks, crypto, fx) for one session, in
         one request, in the BARS schema; only ``symbols`` when given (filtered before parsing).
+        ``errors``: when given, a ticker whose row does not fit is left out and its
+        ValidationError kept there under its ticker, instead of refusing the whole answer.
 
         The rows are keyed by the requested date, never by ``t``: grouped rows stamp ``t`` at
         the close (stocks) or the end of the UTC day (fx), per-ticker daily bars at the
@@ -370,7 +374,21 @@ class MassiveProvider:
             return row
 
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
-        check.done()
+        if errors is not None and check.rejected:
+            # Each ticker's rows again, on their own: only the ones that do not fit fail.
+            parsed = []
+            for raw in rows:
+                own = _Check(f"{raw.get('T')} 1d bars ({subject})", 1)
+                row = own.row(0, raw, parse)
+                try:
+                    own.done()
+                except ValidationError as exc:
+                    errors.setdefault(str(raw.get("T")), exc)
+                    continue
+                if row is not None:
+                    parsed.append(row)
+        else:
+            check.done()
         midnight = dt.datetime.combine(session, dt.time(), zone).astimezone(dt.UTC)
         frame = pl.DataFrame(
             parsed,
@@ -509,13 +527,14 @@ class MassiveProvider:
         subject = f"market-wide {r.dataset} {start.isoformat()}..{end.isoformat()}"
         if r.dataset == "bars":
             frames, pending = [], []
+            errors: dict[str, Exception] = {}
             for session in r.sessions or (end,):
                 try:
-                    frames.append(self.grouped_daily(session, r.market, syms))
+                    frames.append(self.grouped_daily(session, r.market, syms, errors=errors))
                 except NotYetAvailableError:
                     pending.append(session)  # not served yet: due, asked again later
             bars = pl.concat(frames) if frames else BARS.empty()
-            answer = MassiveMarketRows.of_frame(BARS, bars)
+            answer = MassiveMarketRows.of_frame(BARS, bars, errors)
             answer.not_yet = tuple(pending)
             return answer
         pages = max(self._max_pages, MARKET_MAX_PAGES)
