@@ -122,9 +122,10 @@ class MassiveMarketRows:
         self.not_yet: tuple[dt.date, ...] = ()  # sessions the plan does not serve yet
 
     @classmethod
-    def of_frame(cls, dataset: Dataset, frame: pl.DataFrame) -> MassiveMarketRows:
+    def of_frame(cls, dataset: Dataset, frame: pl.DataFrame,
+                 errors: dict[str, Exception] | None = None) -> MassiveMarketRows:
         parts = frame.partition_by("symbol", as_dict=True) if frame.height else {}
-        return cls(dataset, {k[0]: v for k, v in parts.items()})
+        return cls(dataset, {k[0]: v for k, v in parts.items()}, errors)
 
     @classmethod
     def build(cls, dataset: Dataset, rows: dict[str, list],

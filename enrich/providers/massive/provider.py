@@ -24,7 +24,7 @@ Errors are translated once, in ``_send`` / ``_decode``, into ``enrich.errors``:
 Retries are per request: ``_get`` runs each request (a first page, or one ``next_url``) under
 the provider's ``RetryPolicy``, so a 429 or 5xx on page k retries page k, never page 1; every
 attempt and wait is recorded in the per-thread ledger (``take_requests``). ``next_url`` pages
-are requested unchanged (the cursor encodes the query).
+are requested as given, on the configured host (the cursor encodes the query).
 
 Universe-wide requests (``market_rows``): grouped daily bars per session and market, and the
 market-wide dividends, splits, income statements and news for a date window, filtered to the
@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypedDict
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -64,6 +64,7 @@ from enrich.errors import (
     ProviderError,
     RateLimitedError,
     TransientError,
+    ValidationError,
 )
 from enrich.identity import TickerChange, TickerReference
 from enrich.providers.base import OPTION_CONTRACTS, MarketRequest, ProbeResult, estimate_pages
@@ -137,6 +138,8 @@ TREASURY = "/fed/v1/treasury-yields"
 MARKET_STATUS = "/v1/marketstatus/now"
 TICKER_DETAILS = "/v3/reference/tickers/{ticker}"
 TICKER_EVENTS = "/vX/reference/tickers/{id}/events"
+# The API's two names (reference §10): a next_url naming either is followed on the base URL.
+API_HOSTS = frozenset({"api.massive.com", "api.polygon.io"})
 # Markets whose entities change tickers (the events endpoint is about companies).
 _EVENT_MARKETS = {"stocks", "otc"}
 
@@ -218,8 +221,7 @@ class MassiveProvider:
         self._key = api_key
         register(api_key)  # every error built from now on has it scrubbed (enrich.redact)
         self._base_url = base_url.rstrip("/")
-        base = httpx.URL(self._base_url)
-        self._origin = _origin(base)
+        self._base = httpx.URL(self._base_url)  # next_url pages are asked of its origin
         self._limiter = limiter
         self._priority = priority
         self._max_pages = max_pages
@@ -342,9 +344,12 @@ class MassiveProvider:
         return conform(frame.unique("ts", keep="first").sort("ts"), BARS)
 
     def grouped_daily(self, session: dt.date, market: str = "stocks",
-                      symbols: Iterable[str] | None = None) -> pl.DataFrame:
+                      symbols: Iterable[str] | None = None, *,
+                      errors: dict[str, Exception] | None = None) -> pl.DataFrame:
         """Daily bars of every ticker of ``market`` (stocks, crypto, fx) for one session, in
         one request, in the BARS schema; only ``symbols`` when given (filtered before parsing).
+        ``errors``: when given, a ticker whose row does not fit is left out and its
+        ValidationError kept there under its ticker, instead of refusing the whole answer.
 
         The rows are keyed by the requested date, never by ``t``: grouped rows stamp ``t`` at
         the close (stocks) or the end of the UTC day (fx), per-ticker daily bars at the
@@ -355,8 +360,9 @@ class MassiveProvider:
         endpoint, prefix, zone = GROUPED_MARKETS[market]
         conv = conventions.convention(market)
         subject = f"grouped daily {market} bars {session.isoformat()}"
-        rows = self._collect(endpoint, prefix + session.isoformat(), {"adjusted": "true"},
-                             subject)
+        # OTC stocks are followed as stocks, but the API leaves them out unless asked.
+        params = {"adjusted": "true", **({"include_otc": "true"} if market == "stocks" else {})}
+        rows = self._collect(endpoint, prefix + session.isoformat(), params, subject)
         if symbols is not None:
             wanted = set(symbols)
             rows = [r for r in rows if isinstance(r, dict) and r.get("T") in wanted]
@@ -368,7 +374,21 @@ class MassiveProvider:
             return row
 
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
-        check.done()
+        if errors is not None and check.rejected:
+            # Each ticker's rows again, on their own: only the ones that do not fit fail.
+            parsed = []
+            for raw in rows:
+                own = _Check(f"{raw.get('T')} 1d bars ({subject})", 1)
+                row = own.row(0, raw, parse)
+                try:
+                    own.done()
+                except ValidationError as exc:
+                    errors.setdefault(str(raw.get("T")), exc)
+                    continue
+                if row is not None:
+                    parsed.append(row)
+        else:
+            check.done()
         midnight = dt.datetime.combine(session, dt.time(), zone).astimezone(dt.UTC)
         frame = pl.DataFrame(
             parsed,
@@ -507,13 +527,14 @@ class MassiveProvider:
         subject = f"market-wide {r.dataset} {start.isoformat()}..{end.isoformat()}"
         if r.dataset == "bars":
             frames, pending = [], []
+            errors: dict[str, Exception] = {}
             for session in r.sessions or (end,):
                 try:
-                    frames.append(self.grouped_daily(session, r.market, syms))
+                    frames.append(self.grouped_daily(session, r.market, syms, errors=errors))
                 except NotYetAvailableError:
                     pending.append(session)  # not served yet: due, asked again later
             bars = pl.concat(frames) if frames else BARS.empty()
-            answer = MassiveMarketRows.of_frame(BARS, bars)
+            answer = MassiveMarketRows.of_frame(BARS, bars, errors)
             answer.not_yet = tuple(pending)
             return answer
         pages = max(self._max_pages, MARKET_MAX_PAGES)
@@ -681,6 +702,8 @@ class MassiveProvider:
         try:
             return self._collect(endpoint, endpoint, params, subject, max_pages)
         except fallback_on as exc:
+            if isinstance(exc, HistoryLimitError):
+                raise  # this window is beyond the plan, not the endpoint: ask it next time
             self._skip[endpoint] = exc
             log.info("massive %s answered %s; using its fallback from now on", endpoint,
                      exc.status)
@@ -712,6 +735,8 @@ class MassiveProvider:
         pages = 1
         while (next_url := body.get("next_url")) is not None:
             url = self._checked_next(next_url, endpoint, subject)
+            if url is None:  # "" (the Go client's end), or a next_url naming no page
+                return
             if url in seen:
                 log.warning("massive %s: next_url repeated after %d pages; stopping", endpoint,
                             pages)
@@ -727,24 +752,48 @@ class MassiveProvider:
             pages += 1
             yield body
 
-    def _checked_next(self, next_url: object, endpoint: str, subject: str) -> str:
+    def _checked_next(self, next_url: object, endpoint: str, subject: str) -> str | None:
+        """The URL to ask for the next page: ``next_url``'s path and query on the configured
+        host (as the official Python client does), so the Bearer header never goes over plain
+        http or to another port, and an answer naming the API's other name (``api.massive.com``
+        to a client of ``api.polygon.io``) or a broken port (``:443:443``, polygon-io/issues
+        #143) is still followed; any other host is refused. None when it names no page: empty
+        (the Go client's end of a listing), or without a query (the spec's vX example,
+        ``…/financials?``: no cursor and none of the filters)."""
         try:
             if not isinstance(next_url, str):
-                raise httpx.InvalidURL("not a string")
-            url = httpx.URL(next_url)
-        except httpx.InvalidURL as exc:
+                raise ValueError("not a string")
+            if not next_url.strip():
+                return None
+            parts = urlsplit(next_url.strip())
+            if not parts.path.startswith("/"):
+                raise ValueError("no path")
+        except ValueError as exc:
             raise MalformedPayloadError(
                 f"{subject}: unusable next_url ({exc})", provider=PROVIDER, endpoint=endpoint,
                 status=200,
             ) from None
-        if _origin(url) != self._origin:
-            # The Bearer header must never go to another host (or over plain http).
+        host = parts.hostname
+        if host is not None and host not in API_HOSTS and host != self._base.host.lower():
             raise MalformedPayloadError(
-                f"{subject}: next_url points at {url.scheme}://{url.host}, not the API host",
+                f"{subject}: next_url points at {parts.scheme}://{host}, not the API host",
                 provider=PROVIDER, endpoint=endpoint, status=200,
             )
-        if "apiKey" in url.params:
-            url = url.copy_remove_param("apiKey")
+        query = "&".join(p for p in parts.query.split("&")
+                         if p and unquote_plus(p.partition("=")[0]) != "apiKey")
+        if not query:
+            log.warning("massive %s: next_url without a query; the listing ends there",
+                        endpoint)
+            return None
+        prefix = self._base.raw_path.decode("ascii").rstrip("/")  # a proxy's path, if any
+        path = parts.path if parts.path.startswith(prefix + "/") else prefix + parts.path
+        try:
+            url = self._base.copy_with(raw_path=f"{path}?{query}".encode("ascii"))
+        except (UnicodeEncodeError, httpx.InvalidURL) as exc:
+            raise MalformedPayloadError(
+                f"{subject}: unusable next_url ({type(exc).__name__})", provider=PROVIDER,
+                endpoint=endpoint, status=200,
+            ) from None
         return str(url)
 
     def _get(self, endpoint: str, url: str, params: dict | None, subject: str) -> Any:
@@ -845,11 +894,6 @@ class MassiveProvider:
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    default = {"https": 443, "http": 80}.get(url.scheme)
-    return (url.scheme, url.host.lower(), url.port or default)
 
 
 def _seg(value: str) -> str:
