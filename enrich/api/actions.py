@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import Body, Path, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.api.common import PREFIX, ApiError, _Desk, _Json, _Routes, _who
@@ -21,19 +21,29 @@ from enrich.views import health as health_view
 from enrich.views import runs as runs_view
 
 
-class RunRequest(BaseModel):
-    symbols: list[str] | None = Field(None, description="default: the active universe")
-    datasets: list[Literal[FETCHED]] | None = None  # type: ignore[valid-type]
+class _Body(BaseModel):
+    """A request body: a field it does not know is refused (a typo such as ``symbol`` for
+    ``symbols`` would otherwise be dropped, and the request run without it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunRequest(_Body):
+    # An empty list is refused, not read as "everything": omit the field for that.
+    symbols: list[str] | None = Field(None, min_length=1,
+                                      description="omitted: the active universe")
+    datasets: list[Literal[FETCHED]] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="omitted: every dataset")
     asset_class: Literal[ASSET_CLASSES] | None = None  # type: ignore[valid-type]
     timeframe: Literal["1d", "1h", "5m"] = "1d"
     lookback: int | None = Field(None, ge=1, description="days of history for a first fetch")
 
 
-class PauseRequest(BaseModel):
+class PauseRequest(_Body):
     reason: str | None = Field(None, max_length=500)
 
 
-class BackfillStart(BaseModel):
+class BackfillStart(_Body):
     dataset: Literal[backfill.DATASETS]  # type: ignore[valid-type]
     symbols: list[str] = Field(default_factory=list, description="empty: the active universe")
     years: int | None = Field(None, ge=1)
@@ -48,11 +58,11 @@ class BackfillStart(BaseModel):
     dry_run: bool = Field(False, description="return the plan; start nothing")
 
 
-class BackfillResume(BaseModel):
+class BackfillResume(_Body):
     retry_failed: bool = False
 
 
-class FillRequest(BaseModel):
+class FillRequest(_Body):
     dataset: Literal[coverage.DATASETS]  # type: ignore[valid-type]
     symbols: list[str] = Field(min_length=1)
     start: dt.date = Field(alias="from")
@@ -60,12 +70,12 @@ class FillRequest(BaseModel):
     include_failed: bool = Field(False, description="also re-fetch cells a check failed on")
 
 
-class AuditRequest(BaseModel):
+class AuditRequest(_Body):
     symbols: list[str] | None = None
     datasets: list[Literal[coverage.DATASETS]] | None = None  # type: ignore[valid-type]
 
 
-class SnoozeRequest(BaseModel):
+class SnoozeRequest(_Body):
     period: str = Field(default="1h", alias="for", description="30m, 2h, 1d or 1w")
     reason: str | None = Field(default=None, max_length=500)
 

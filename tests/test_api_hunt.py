@@ -1,0 +1,80 @@
+"""What a script author gets wrong against the JSON API: bodies with unknown fields or sent
+without a JSON content type, empty lists, huge numbers, the wrong method. Each answer is a
+clear 4xx saying what to fix, and nothing starts (or the request works as documented).
+
+The desk is an empty store (no run needs data here), served through httpx's ASGI transport
+with app exceptions turned into responses, so a 500 is seen as the client would see it.
+"""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+
+from tests.test_api import TOKEN, V1, Api, Desk
+
+KEY = "sk-test-SECRET-123456"
+
+
+class RawApi(Api):
+    """As a client sees the app: a crash is a 500 response, not an exception in the test."""
+
+    def request(self, method: str, path: str, **kw) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app, client=self.client,
+                                            raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://desk") as c:
+                return await c.request(method, path, **kw)
+
+        return anyio.run(go)
+
+
+@pytest.fixture
+def desk(tmp_path):
+    d = Desk(tmp_path / "data")
+    d.api = RawApi(d.app)
+    yield d
+    d.svc.stop()
+
+
+def runs_in(desk: Desk) -> int:
+    return desk.one("SELECT count(*) FROM runs")
+
+
+def clean(r: httpx.Response) -> dict:
+    """The error of a 4xx response, checked for what no response may hold."""
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert r.headers["content-type"] == "application/json"
+    assert TOKEN not in r.text and KEY not in r.text and "Traceback" not in r.text
+    return r.json()["error"]
+
+
+def test_unknown_fields_in_a_body_are_refused_and_start_nothing(desk):
+    """A typo (``symbol`` for ``symbols``) was ignored: the run started over the whole
+    universe; ``dry_run`` on ``/runs`` started a real run."""
+    for path, body, field in (
+            ("/runs", {"symbol": "AAPL"}, "symbol"),
+            ("/runs", {"symbols": ["AAPL"], "dry_run": True}, "dry_run"),
+            ("/runs", {"symbols": ["AAPL"], "lookback_days": 5}, "lookback_days"),
+            ("/backfills", {"dataset": "bars", "symbol": ["AAPL"], "dry_run": True}, "symbol"),
+            ("/fills", {"dataset": "bars", "symbols": ["AAPL"], "from": "2026-11-02",
+                        "to": "2026-11-05", "dry_run": True}, "dry_run"),
+            ("/quality/audit", {"symbol": "AAPL"}, "symbol"),
+            ("/schedule/pause", {"reason": "maintenance", "until": "tomorrow"}, "until"),
+            ("/alerts/stale/snooze", {"for": "2h", "resaon": "noisy"}, "resaon")):
+        err = clean(desk.api.post(V1 + path, json=body))
+        assert err["code"] == "invalid_request", (path, err)
+        assert f"body.{field}" in err["message"], (path, err)
+    assert desk.svc.active_runs() == [] and runs_in(desk) == 0
+    assert desk.one("SELECT count(*) FROM alert_snoozes") == 0
+    assert not desk.one("SELECT coalesce(bool_or(paused), false) FROM scheduler_state")
+
+
+def test_an_empty_symbol_or_dataset_list_is_refused_not_read_as_everything(desk):
+    """``{"symbols": []}`` (a script's filter that matched nothing) started a run of the
+    whole universe; omitting the field is how to ask for it."""
+    for body in ({"symbols": []}, {"datasets": []}):
+        err = clean(desk.api.post(f"{V1}/runs", json=body))
+        assert err["code"] == "invalid_request" and "at least 1" in err["message"], err
+    assert desk.svc.active_runs() == [] and runs_in(desk) == 0
