@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from tests.test_api import TOKEN, V1, Api, Desk
+from tests.test_api import AUTH, TOKEN, V1, Api, Desk
 
 KEY = "sk-test-SECRET-123456"
 
@@ -78,3 +78,30 @@ def test_an_empty_symbol_or_dataset_list_is_refused_not_read_as_everything(desk)
         err = clean(desk.api.post(f"{V1}/runs", json=body))
         assert err["code"] == "invalid_request" and "at least 1" in err["message"], err
     assert desk.svc.active_runs() == [] and runs_in(desk) == 0
+
+
+def test_a_json_body_without_a_json_content_type_is_read_as_json(desk):
+    """The README's ``curl -d '{…}'`` sends ``application/x-www-form-urlencoded``;
+    ``requests.post(data=json.dumps(…))`` sends no type: both were refused with "Input should
+    be a valid dictionary". Every body the API takes is JSON."""
+    for headers in ({"content-type": "application/x-www-form-urlencoded"},
+                    {"content-type": "text/plain"}, {}):
+        r = desk.api.post(f"{V1}/schedule/pause", content=b'{"reason": "maintenance"}',
+                          headers={**AUTH, **headers})
+        assert r.status_code == 200, (headers, r.text)
+        assert desk.one("SELECT pause_reason FROM scheduler_state") == "maintenance"
+        assert desk.api.post(f"{V1}/schedule/resume").status_code == 200
+    r = desk.api.post(f"{V1}/runs", content=b'{"symbols": ["ZZZZ"]}',
+                      headers={**AUTH, "content-type": "application/x-www-form-urlencoded"})
+    assert clean(r)["code"] == "unknown_symbol"  # the body was read: its symbol is judged
+
+
+def test_a_body_that_is_not_json_says_so(desk):
+    r = desk.api.post(f"{V1}/runs", content=b"{symbols: [AAPL]}",
+                      headers={**AUTH, "content-type": "application/json"})
+    err = clean(r)
+    assert err["code"] == "invalid_request"
+    assert "not valid JSON" in err["message"] and "property name" in err["message"], err
+    err = clean(desk.api.post(f"{V1}/runs"))  # no body at all
+    assert err["code"] == "invalid_request" and "JSON object is required" in err["message"]
+    assert runs_in(desk) == 0
