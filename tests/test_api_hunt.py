@@ -105,3 +105,24 @@ def test_a_body_that_is_not_json_says_so(desk):
     err = clean(desk.api.post(f"{V1}/runs"))  # no body at all
     assert err["code"] == "invalid_request" and "JSON object is required" in err["message"]
     assert runs_in(desk) == 0
+
+
+@pytest.mark.parametrize("path", ["/symbols", "/runs", "/alerts"])
+def test_a_huge_offset_is_a_4xx_not_a_500(desk, path):
+    """``offset=10**20`` overflowed a C long in the page's slice: 500 "internal"."""
+    err = clean(desk.api.get(f"{V1}{path}", params={"offset": 10**20}))
+    assert err["code"] == "invalid_request" and "query.offset" in err["message"], err
+    r = desk.api.get(f"{V1}{path}", params={"offset": 10**6})  # past the end: an empty page
+    assert r.status_code == 200 and r.json()["items"] == [], r.text
+
+
+@pytest.mark.parametrize("field,value", [("days", 99_999_999_999), ("chunk_days", 99_999_999_999),
+                                         ("years", 1_000_000)])
+def test_a_huge_backfill_span_is_a_4xx_naming_the_field(desk, field, value):
+    """``days``/``chunk_days`` past a C int crashed the plan (500); a million ``years``
+    answered "year -997974 is out of range"."""
+    r = desk.api.post(f"{V1}/backfills", json={"dataset": "bars", "symbols": [],
+                                               field: value, "dry_run": True})
+    err = clean(r)
+    assert err["code"] == "invalid_request" and f"body.{field}" in err["message"], err
+    assert desk.one("SELECT count(*) FROM backfills") == 0

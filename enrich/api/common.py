@@ -34,6 +34,9 @@ PREFIX = "/api/v1"
 MAX_PAGE = 1000
 
 
+MAX_OFFSET = 1_000_000_000  # past any table here; larger ones overflowed a slice (a 500)
+
+
 # Parameters typed ``Literal[<a tuple of the package>]``: FastAPI validates them and lists the
 # choices in the OpenAPI schema from the one tuple; a type checker wants the values written
 # out, hence each one's ``type: ignore[valid-type]``.

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from enrich import ui
 from enrich.alerts import rules as alert_rules
 from enrich.api.common import (
+    MAX_OFFSET,
     MAX_PAGE,
     PARQUET,
     PARQUET_TYPES,
@@ -41,7 +42,7 @@ from enrich.views import symbols as symbols_view
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def _symbol_info(desk: _Desk, raw: str) -> dict[str, Any]:
