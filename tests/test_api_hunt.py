@@ -126,3 +126,10 @@ def test_a_huge_backfill_span_is_a_4xx_naming_the_field(desk, field, value):
     err = clean(r)
     assert err["code"] == "invalid_request" and f"body.{field}" in err["message"], err
     assert desk.one("SELECT count(*) FROM backfills") == 0
+
+
+def test_the_wrong_method_says_which_one_to_use(desk):
+    r = desk.api.get(f"{V1}/schedule/resume")
+    err = clean(r)
+    assert r.status_code == 405 and err["code"] == "method_not_allowed"
+    assert "POST" in err["message"] and r.headers.get("allow") == "POST", (err, r.headers)

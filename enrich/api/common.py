@@ -85,9 +85,15 @@ def _install_errors(app: FastAPI) -> None:
                       problems=problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        allow = (exc.headers or {}).get("Allow")
+        message = (f"{req.method} {req.url.path} is not allowed; use {allow}" if allow
+                   else str(exc.detail))
+        response = _error(exc.status_code, code, message)
+        if allow:
+            response.headers["Allow"] = allow
+        return response
 
     @app.exception_handler(Exception)
     async def internal(_req: Request, exc: Exception) -> JSONResponse:
