@@ -8,11 +8,17 @@ with app exceptions turned into responses, so a 500 is seen as the client would 
 
 from __future__ import annotations
 
+import json
+import threading
+
 import anyio
 import httpx
 import pytest
 
-from tests.test_api import AUTH, TOKEN, V1, Api, Desk
+from enrich.pipeline.run_model import RunParams
+from enrich.store.catalog import WriteBatch, utcnow
+from enrich.store.universe import ensure_demo_universe
+from tests.test_api import AUTH, TIMEOUT, TOKEN, V1, Api, Desk
 
 KEY = "sk-test-SECRET-123456"
 
@@ -133,3 +139,39 @@ def test_the_wrong_method_says_which_one_to_use(desk):
     err = clean(r)
     assert r.status_code == 405 and err["code"] == "method_not_allowed"
     assert "POST" in err["message"] and r.headers.get("allow") == "POST", (err, r.headers)
+
+
+def test_a_run_is_retried_once_at_a_time(desk):
+    """Two retries of one run at once (a double click, a script's second try) both started:
+    two runs fetching the same failed symbols. While one is queued or running, the next is a
+    409 naming it; once it has ended, the run can be retried again."""
+    ensure_demo_universe(desk.catalog)
+    b = WriteBatch()
+    b.execute("INSERT INTO runs (run_id, kind, state, params, requested_at) "
+              "VALUES ('r-partial', 'manual', 'partial', ?, ?)",
+              [json.dumps(RunParams(symbols=["AAPL"], datasets=["bars"]).to_json()), utcnow()])
+    b.execute("INSERT INTO tasks (run_id, symbol, state) VALUES ('r-partial', 'AAPL', 'failed')")
+    desk.catalog.write(b)
+    lock = desk.store.lake.symbol_lock("AAPL")  # the retry waits for it: it stays active
+    lock.acquire()
+    try:
+        out: list[httpx.Response] = []
+        posts = [threading.Thread(target=lambda: out.append(
+            desk.api.post(f"{V1}/runs/r-partial/retry-failed"))) for _ in range(2)]
+        for t in posts:
+            t.start()
+        for t in posts:
+            t.join(TIMEOUT)
+        assert sorted(r.status_code for r in out) == [202, 409], [r.text for r in out]
+        first = next(r for r in out if r.status_code == 202).json()["run_id"]
+        err = clean(next(r for r in out if r.status_code == 409))
+        assert err["code"] == "conflict" and first in err["message"], err
+        r = desk.api.post(f"{V1}/runs/r-partial/retry-failed")  # its row is written by now
+        assert r.status_code == 409 and first in r.json()["error"]["message"], r.text
+    finally:
+        lock.release()
+    assert desk.svc.wait(first, timeout=TIMEOUT) in ("succeeded", "partial", "failed")
+    assert desk.one("SELECT count(*) FROM runs WHERE parent_run_id = 'r-partial'") == 1
+    r = desk.api.post(f"{V1}/runs/r-partial/retry-failed")  # ended: may be retried again
+    assert r.status_code == 202, r.text
+    desk.svc.wait(r.json()["run_id"], timeout=TIMEOUT)
