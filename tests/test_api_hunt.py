@@ -175,3 +175,17 @@ def test_a_run_is_retried_once_at_a_time(desk):
     r = desk.api.post(f"{V1}/runs/r-partial/retry-failed")  # ended: may be retried again
     assert r.status_code == 202, r.text
     desk.svc.wait(r.json()["run_id"], timeout=TIMEOUT)
+
+
+def test_a_symbol_named_twice_is_enriched_once_and_counted_once(desk):
+    """``["AAPL", "aapl", "AAPL"]`` ran AAPL once but counted three symbols, none of them ok:
+    "succeeded" with 0 of 3 (and 100,000 copies kept a run busy for minutes)."""
+    ensure_demo_universe(desk.catalog)
+    r = desk.api.post(f"{V1}/runs", json={"symbols": ["AAPL", "aapl", "AAPL"],
+                                          "datasets": ["bars"], "lookback": 10})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    assert desk.svc.wait(run_id, timeout=TIMEOUT) == "succeeded"
+    j = desk.api.ok(f"{V1}/runs/{run_id}")
+    assert (j["symbols_total"], j["symbols_ok"]) == (1, 1), j
+    assert [t["symbol"] for t in j["tasks"]] == ["AAPL"]
