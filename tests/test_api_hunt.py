@@ -139,6 +139,8 @@ def test_the_wrong_method_says_which_one_to_use(desk):
     err = clean(r)
     assert r.status_code == 405 and err["code"] == "method_not_allowed"
     assert "POST" in err["message"] and r.headers.get("allow") == "POST", (err, r.headers)
+    r = desk.api.request("DELETE", f"{V1}/runs")  # a path with a GET and a POST
+    assert clean(r)["message"].endswith("use GET, POST") and r.headers["allow"] == "GET, POST"
 
 
 def test_a_run_is_retried_once_at_a_time(desk):

@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from enrich.channels import SCRUB, Channels
 from enrich.config import Settings
@@ -88,6 +89,10 @@ def _install_errors(app: FastAPI) -> None:
     async def http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         allow = (exc.headers or {}).get("Allow")
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            allow = ", ".join(sorted(
+                {m for r in req.app.routes for m in getattr(r, "methods", None) or ()
+                 if m != "HEAD" and r.matches(req.scope)[0] != Match.NONE})) or allow
         message = (f"{req.method} {req.url.path} is not allowed; use {allow}" if allow
                    else str(exc.detail))
         response = _error(exc.status_code, code, message)
