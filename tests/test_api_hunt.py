@@ -191,3 +191,15 @@ def test_a_symbol_named_twice_is_enriched_once_and_counted_once(desk):
     j = desk.api.ok(f"{V1}/runs/{run_id}")
     assert (j["symbols_total"], j["symbols_ok"]) == (1, 1), j
     assert [t["symbol"] for t in j["tasks"]] == ["AAPL"]
+
+
+def test_many_unknown_symbols_are_counted_not_all_echoed(desk):
+    """200,000 unknown symbols came back as a 3.4 MB message listing each (twice)."""
+    syms = [f"Z{i:05d}" for i in range(50_000)]
+    err = clean(desk.api.post(f"{V1}/runs", json={"symbols": syms}))
+    assert err["code"] == "unknown_symbol" and len(err["message"]) < 1000, len(err["message"])
+    assert "50000 symbols" in err["message"] and "Z00000" in err["message"], err["message"]
+    err = clean(desk.api.post(f"{V1}/runs", json={"symbols": ["ZZZZ", "YYYY"]}))
+    assert err["message"] == ("ZZZZ, YYYY not in the universe; add with "
+                              "`python -m enrich symbols add ZZZZ YYYY`")
+    assert runs_in(desk) == 0

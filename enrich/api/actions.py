@@ -81,10 +81,17 @@ class SnoozeRequest(_Body):
     reason: str | None = Field(default=None, max_length=500)
 
 
+SHOWN_UNKNOWN = 10
+
+
 def _known(desk: _Desk, symbols: list[str] | None) -> list[str] | None:
     if not symbols:
         return None
     syms, unknown = desk.held([validate_symbol(s) for s in symbols])
+    if len(unknown) > SHOWN_UNKNOWN:  # named, not all echoed back (a list of 200,000: 3 MB)
+        raise ApiError(400, "unknown_symbol", f"{len(unknown)} symbols are not in the "
+                       f"universe, among them {', '.join(unknown[:SHOWN_UNKNOWN])}; add them "
+                       "with `python -m enrich symbols add …`")
     if unknown:
         raise ApiError(400, "unknown_symbol", f"{', '.join(unknown)} not in the universe; add "
                        f"with `python -m enrich symbols add {' '.join(unknown)}`")
