@@ -203,3 +203,21 @@ def test_many_unknown_symbols_are_counted_not_all_echoed(desk):
     assert err["message"] == ("ZZZZ, YYYY not in the universe; add with "
                               "`python -m enrich symbols add ZZZZ YYYY`")
     assert runs_in(desk) == 0
+
+
+@pytest.mark.parametrize("query", ["since=0001-01-01T00:00:00+01:00",
+                                   "until=9999-12-31T23:59:59-01:00"])
+def test_an_instant_that_leaves_the_calendar_in_utc_is_a_4xx(desk, query):
+    """Converting these to UTC overflowed (500 "internal")."""
+    name = query.split("=")[0]
+    err = clean(desk.api.get(f"{V1}/runs", params=dict([query.split("=", 1)])))
+    assert err["code"] == "invalid_request" and name in err["message"], err
+
+
+def test_runs_until_before_since_is_a_4xx_like_rows_to_before_from(desk):
+    """A reversed window answered an empty page, as if no run had happened."""
+    err = clean(desk.api.get(f"{V1}/runs", params={"since": "2026-11-20",
+                                                    "until": "2026-11-01T12:00:00Z"}))
+    assert err["code"] == "invalid_request" and "before since" in err["message"], err
+    assert desk.api.get(f"{V1}/runs", params={"since": "2026-11-01",
+                                              "until": "2026-11-01"}).status_code == 200
