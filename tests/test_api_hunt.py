@@ -2,8 +2,9 @@
 without a JSON content type, empty lists, huge numbers, the wrong method. Each answer is a
 clear 4xx saying what to fix, and nothing starts (or the request works as documented).
 
-The desk is an empty store (no run needs data here), served through httpx's ASGI transport
-with app exceptions turned into responses, so a 500 is seen as the client would see it.
+The desk is an empty store (no run needs data here) on the sample provider, with a provider
+key set (every error is checked for it and for the token), served through httpx's ASGI
+transport with app exceptions turned into responses, so a 500 is seen as a client sees it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class RawApi(Api):
 
 @pytest.fixture
 def desk(tmp_path):
-    d = Desk(tmp_path / "data")
+    d = Desk(tmp_path / "data", MASSIVE_API_KEY=KEY, ENRICH_PROVIDER="sample")
     d.api = RawApi(d.app)
     yield d
     d.svc.stop()
