@@ -252,6 +252,11 @@ class Services:
     def retry_failed(self, run_id: str) -> str:
         """Queue a run of only the symbols that failed in ``run_id`` (same parameters);
         refused while a retry of it is queued or running (here, before its row is written)."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is not None and not job.recorded:  # queued: its row is being written
+                raise EnrichError(f"run {run_id} is still queued; retry its failures once it "
+                                  "ends")
         params = retry_params(self.store.catalog, run_id)
         with self._lock:
             pending = [j.run_id for j in self._jobs.values()

@@ -222,3 +222,27 @@ def test_runs_until_before_since_is_a_4xx_like_rows_to_before_from(desk):
     assert err["code"] == "invalid_request" and "before since" in err["message"], err
     assert desk.api.get(f"{V1}/runs", params={"since": "2026-11-01",
                                               "until": "2026-11-01"}).status_code == 200
+
+
+def test_retrying_a_run_whose_row_is_not_written_yet_is_a_409_not_a_404(desk, monkeypatch):
+    """``POST /runs`` answers before the run's row is written; a retry-failed of it in that
+    moment answered 404 "no run", while ``GET /runs/{id}`` said it was queued."""
+    ensure_demo_universe(desk.catalog)
+    create_run, go = desk.svc.engine.create_run, threading.Event()
+
+    def held_create_run(*args, **kw):  # the intake writes the row once the test lets it
+        assert go.wait(TIMEOUT)
+        return create_run(*args, **kw)
+
+    monkeypatch.setattr(desk.svc.engine, "create_run", held_create_run)
+    try:
+        r = desk.api.post(f"{V1}/runs", json={"symbols": ["AAPL"], "datasets": ["bars"]})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+        assert desk.api.ok(f"{V1}/runs/{run_id}")["state"] == "queued"
+        err = clean(desk.api.post(f"{V1}/runs/{run_id}/retry-failed"))
+        assert err["code"] == "conflict" and "still queued" in err["message"], err
+        assert desk.api.post(f"{V1}/runs/{run_id}/cancel").status_code == 202
+    finally:
+        go.set()
+    assert desk.svc.wait(run_id, timeout=TIMEOUT) == "cancelled"
