@@ -48,6 +48,7 @@ from enrich.errors import EnrichError
 from enrich.pipeline import scheduler as sched
 from enrich.pipeline.engine import Engine
 from enrich.pipeline.requests import (
+    RetryActiveError,
     UnknownRunError,
     make_params,
     request_cancel,
@@ -249,9 +250,20 @@ class Services:
         return fire, self.engine.plan(at=fire)
 
     def retry_failed(self, run_id: str) -> str:
-        """Queue a run of only the symbols that failed in ``run_id`` (same parameters)."""
+        """Queue a run of only the symbols that failed in ``run_id`` (same parameters);
+        refused while a retry of it is queued or running (here, before its row is written)."""
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is not None and not job.recorded:  # queued: its row is being written
+                raise EnrichError(f"run {run_id} is still queued; retry its failures once it "
+                                  "ends")
         params = retry_params(self.store.catalog, run_id)
-        return self._submit(params, "retry", parent_run_id=run_id)
+        with self._lock:
+            pending = [j.run_id for j in self._jobs.values()
+                       if j.parent_run_id == run_id and not j.done.is_set()]
+            if pending:
+                raise RetryActiveError(run_id, pending[0])
+            return self._submit(params, "retry", parent_run_id=run_id)
 
     def cancel(self, run_id: str, by: str = "dashboard") -> bool:
         """Stop a queued or running run between symbols (in any process); False if it had

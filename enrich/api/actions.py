@@ -8,12 +8,13 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import Body, Path, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.api.common import PREFIX, ApiError, _Desk, _Json, _Routes, _who
 from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill
+from enrich.config import MAX_HISTORY_YEARS, MAX_LOOKBACK_DAYS
 from enrich.pipeline.requests import UnknownRunError
 from enrich.schemas import FETCHED
 from enrich.symbols import ASSET_CLASSES, validate_symbol
@@ -21,38 +22,48 @@ from enrich.views import health as health_view
 from enrich.views import runs as runs_view
 
 
-class RunRequest(BaseModel):
-    symbols: list[str] | None = Field(None, description="default: the active universe")
-    datasets: list[Literal[FETCHED]] | None = None  # type: ignore[valid-type]
+class _Body(BaseModel):
+    """A request body: a field it does not know is refused (a typo such as ``symbol`` for
+    ``symbols`` would otherwise be dropped, and the request run without it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunRequest(_Body):
+    # An empty list is refused, not read as "everything": omit the field for that.
+    symbols: list[str] | None = Field(None, min_length=1,
+                                      description="omitted: the active universe")
+    datasets: list[Literal[FETCHED]] | None = Field(  # type: ignore[valid-type]
+        None, min_length=1, description="omitted: every dataset")
     asset_class: Literal[ASSET_CLASSES] | None = None  # type: ignore[valid-type]
     timeframe: Literal["1d", "1h", "5m"] = "1d"
     lookback: int | None = Field(None, ge=1, description="days of history for a first fetch")
 
 
-class PauseRequest(BaseModel):
+class PauseRequest(_Body):
     reason: str | None = Field(None, max_length=500)
 
 
-class BackfillStart(BaseModel):
+class BackfillStart(_Body):
     dataset: Literal[backfill.DATASETS]  # type: ignore[valid-type]
     symbols: list[str] = Field(default_factory=list, description="empty: the active universe")
-    years: int | None = Field(None, ge=1)
-    days: int | None = Field(None, ge=1)
+    years: int | None = Field(None, ge=1, le=MAX_HISTORY_YEARS)
+    days: int | None = Field(None, ge=1, le=MAX_LOOKBACK_DAYS)
     since: dt.date | None = None
     until: dt.date | None = None
     timeframe: Literal["1d", "1h", "5m"] = "1d"
     expirations: list[dt.date] = Field(default_factory=list)
     moneyness: tuple[float, float] | None = None
     monthly: int | None = Field(None, ge=1, le=12)
-    chunk_days: int | None = Field(None, ge=1)
+    chunk_days: int | None = Field(None, ge=1, le=MAX_LOOKBACK_DAYS)
     dry_run: bool = Field(False, description="return the plan; start nothing")
 
 
-class BackfillResume(BaseModel):
+class BackfillResume(_Body):
     retry_failed: bool = False
 
 
-class FillRequest(BaseModel):
+class FillRequest(_Body):
     dataset: Literal[coverage.DATASETS]  # type: ignore[valid-type]
     symbols: list[str] = Field(min_length=1)
     start: dt.date = Field(alias="from")
@@ -60,20 +71,27 @@ class FillRequest(BaseModel):
     include_failed: bool = Field(False, description="also re-fetch cells a check failed on")
 
 
-class AuditRequest(BaseModel):
+class AuditRequest(_Body):
     symbols: list[str] | None = None
     datasets: list[Literal[coverage.DATASETS]] | None = None  # type: ignore[valid-type]
 
 
-class SnoozeRequest(BaseModel):
+class SnoozeRequest(_Body):
     period: str = Field(default="1h", alias="for", description="30m, 2h, 1d or 1w")
     reason: str | None = Field(default=None, max_length=500)
+
+
+SHOWN_UNKNOWN = 10
 
 
 def _known(desk: _Desk, symbols: list[str] | None) -> list[str] | None:
     if not symbols:
         return None
     syms, unknown = desk.held([validate_symbol(s) for s in symbols])
+    if len(unknown) > SHOWN_UNKNOWN:  # named, not all echoed back (a list of 200,000: 3 MB)
+        raise ApiError(400, "unknown_symbol", f"{len(unknown)} symbols are not in the "
+                       f"universe, among them {', '.join(unknown[:SHOWN_UNKNOWN])}; add them "
+                       "with `python -m enrich symbols add …`")
     if unknown:
         raise ApiError(400, "unknown_symbol", f"{', '.join(unknown)} not in the universe; add "
                        f"with `python -m enrich symbols add {' '.join(unknown)}`")

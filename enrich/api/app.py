@@ -31,6 +31,7 @@ from enrich.api.common import (
     _install_errors,
     _is_loopback,
     _Json,
+    _JsonBodies,
     _Routes,
 )
 from enrich.api.reads import _read_routes
@@ -62,6 +63,7 @@ def create_app(settings: Settings, services: Services, *, token: str | None = No
                     "(`python -m enrich api token`). Instants are UTC (ISO 8601, `Z`); session "
                     "dates are exchange dates.")
     _install_errors(app)
+    app.add_middleware(_JsonBodies)
     _read_routes(_Routes(app, may_read), desk)
     _action_routes(_Routes(app, need_token), desk)
     app.state.desk = desk

@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from enrich.channels import SCRUB, Channels
 from enrich.config import Settings
@@ -32,6 +33,9 @@ PREFIX = "/api/v1"
 
 
 MAX_PAGE = 1000
+
+
+MAX_OFFSET = 1_000_000_000  # past any table here; larger ones overflowed a slice (a 500)
 
 
 # Parameters typed ``Literal[<a tuple of the package>]``: FastAPI validates them and lists the
@@ -76,21 +80,63 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"where": ".".join(str(x) for x in e.get("loc", ())),
-                     "problem": e.get("msg", "")} for e in exc.errors()]
+        problems = [_problem(e) for e in exc.errors()]
         return _error(422, "invalid_request", "the request does not fit the endpoint: "
                       + "; ".join(f"{p['where']}: {p['problem']}" for p in problems),
                       problems=problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        allow = (exc.headers or {}).get("Allow")
+        if exc.status_code == 405:  # Starlette names only the first route of the path
+            allow = ", ".join(sorted(
+                {m for r in req.app.routes for m in getattr(r, "methods", None) or ()
+                 if m != "HEAD" and r.matches(req.scope)[0] != Match.NONE})) or allow
+        message = (f"{req.method} {req.url.path} is not allowed; use {allow}" if allow
+                   else str(exc.detail))
+        response = _error(exc.status_code, code, message)
+        if allow:
+            response.headers["Allow"] = allow
+        return response
 
     @app.exception_handler(Exception)
     async def internal(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("API request failed")
         return _error(500, "internal", "internal error; the service log has the details")
+
+
+def _problem(e: Any) -> dict[str, str]:
+    """One validation error as ``where`` and ``problem``; a body that is not JSON says why
+    and where (FastAPI's own is "body.1: JSON decode error"), a missing one that it is."""
+    if e.get("type") == "json_invalid":
+        loc = e.get("loc", ())
+        at = f" at character {loc[-1]}" if len(loc) > 1 else ""
+        why = (e.get("ctx") or {}).get("error", "")
+        return {"where": "body", "problem": f"not valid JSON ({why}{at})" if why
+                else f"not valid JSON{at}"}
+    if tuple(e.get("loc", ())) == ("body",) and e.get("type") == "missing":
+        return {"where": "body", "problem": "a JSON object is required; none was sent"}
+    return {"where": ".".join(str(x) for x in e.get("loc", ())), "problem": e.get("msg", "")}
+
+
+class _JsonBodies:
+    """Every body this API takes is JSON: a POST that declares another type, or none, is
+    read as JSON all the same (``curl -d`` sends ``application/x-www-form-urlencoded``,
+    ``requests.post(data=…)`` no type; FastAPI refused both with "Input should be a valid
+    dictionary"). Reading them as JSON gives cross-site forms nothing: every POST needs the
+    bearer token, which a browser sends cross-site only after a CORS preflight this API never
+    grants."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"].startswith(PREFIX)):
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
 
 
 def plain(v: Any) -> Any:

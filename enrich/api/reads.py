@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from enrich import ui
 from enrich.alerts import rules as alert_rules
 from enrich.api.common import (
+    MAX_OFFSET,
     MAX_PAGE,
     PARQUET,
     PARQUET_TYPES,
@@ -41,7 +42,7 @@ from enrich.views import symbols as symbols_view
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 
 
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def _symbol_info(desk: _Desk, raw: str) -> dict[str, Any]:
@@ -128,9 +129,13 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
              symbol: str | None = None, since: dt.datetime | None = None,
              until: dt.datetime | None = None, limit: Limit = 20,
              offset: Offset = 0) -> _Json:
+        since, until = _utc(since, "since"), _utc(until, "until")
+        if since and until and until < since:
+            raise ApiError(400, "invalid_request", f"until ({plain(until)}) is before since "
+                           f"({plain(since)})")
         page, total = runs_view.runs_search(
             desk.catalog, limit, offset, state, validate_symbol(symbol) if symbol else None,
-            kind, _utc(since), _utc(until))
+            kind, since, until)
         return _Json(_page(_json_cols(page, "params", "error_summary"), total, limit, offset))
 
     @r.get("/runs/{run_id}", summary="One run: progress, tasks, fetch summary, errors")
@@ -240,7 +245,11 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
                       "alert_channels": desk.channels.labels})
 
 
-def _utc(ts: dt.datetime | None) -> dt.datetime | None:
+def _utc(ts: dt.datetime | None, name: str) -> dt.datetime | None:
     if ts is None:
         return None
-    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+    try:
+        return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+        raise ApiError(400, "invalid_request", f"{name} ({ts.isoformat()}) is not an instant "
+                       "of the years 1-9999 in UTC") from None

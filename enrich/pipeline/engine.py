@@ -185,7 +185,7 @@ class Engine:
         for sym in known:
             folded.setdefault(sym.lower(), []).append(sym)
         if params.symbols:
-            out = []
+            out, seen = [], set()
             for raw in params.symbols:
                 sym = validate_symbol(raw)
                 if sym not in known and len(folded.get(sym.lower(), [])) == 1:
@@ -194,7 +194,9 @@ class Engine:
                     raise EnrichError(
                         f"{sym} is not in the universe; add it with "
                         f"`python -m enrich symbols add {sym}`")
-                out.append((sym, known[sym][0]))
+                if sym not in seen:  # named twice (or in two cases): enriched once
+                    seen.add(sym)
+                    out.append((sym, known[sym][0]))
         else:
             out = [(s, c) for s, (c, active) in known.items() if active]
         if params.asset_class:

@@ -56,8 +56,18 @@ def make_params(symbols: Sequence[str] | None = None, datasets: Sequence[str] | 
                      asset_class=asset_class, timeframe=timeframe, lookback_days=lookback)
 
 
+class RetryActiveError(EnrichError):
+    """A run is retried once at a time: a second retry would fetch the same symbols again."""
+
+    def __init__(self, run_id: str, retry_id: str):
+        super().__init__(f"run {run_id} is already being retried by run {retry_id}; wait for "
+                         "that run to end")
+        self.retry_id = retry_id
+
+
 def retry_params(catalog: Catalog, run_id: str) -> RunParams:
-    """The parameters of ``run_id`` restricted to the symbols that failed in it."""
+    """The parameters of ``run_id`` restricted to the symbols that failed in it; refused
+    while a retry of it is queued or running."""
     run, failed = runs.params_and_failed(catalog, run_id)
     if run.is_empty():
         raise UnknownRunError(f"no run {run_id}; list runs with `python -m enrich runs`")
@@ -66,6 +76,9 @@ def retry_params(catalog: Catalog, run_id: str) -> RunParams:
         raise EnrichError(f"run {run_id} is still {state}; retry its failures once it ends")
     if failed.is_empty():
         raise EnrichError(f"run {run_id} has no failed symbols to retry")
+    retrying = runs.active_retry_of(catalog, run_id)
+    if retrying:
+        raise RetryActiveError(run_id, retrying)
     params = RunParams.from_json(run["params"][0])
     params.symbols = failed["symbol"].to_list()
     return params

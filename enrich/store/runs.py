@@ -51,6 +51,12 @@ def params_and_failed(catalog: Catalog, run_id: str) -> tuple[pl.DataFrame, pl.D
     return run, failed
 
 
+def active_retry_of(catalog: Catalog, run_id: str) -> str | None:
+    """A retry of ``run_id`` still queued or running, if any."""
+    return catalog.scalar("SELECT run_id FROM runs WHERE parent_run_id = ? AND state IN "
+                          "('queued', 'running') ORDER BY requested_at LIMIT 1", [run_id])
+
+
 def cancel_requested(store: Store, run_id: str) -> bool:
     """Whether someone asked, through the catalog, for the run to stop between symbols."""
     return bool(store.catalog.scalar(*cancel_query(run_id)))
