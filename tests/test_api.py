@@ -41,6 +41,7 @@ from tests.test_queries import populate
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BASE = "http://127.0.0.1:8765"  # what a script on this machine asks (the Host it sends)
 V1 = "/api/v1"
 TIMEOUT = 120.0
 
@@ -91,7 +92,7 @@ class Api:
     def request(self, method: str, path: str, **kw) -> httpx.Response:
         async def go() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app, client=self.client)
-            async with httpx.AsyncClient(transport=transport, base_url="http://desk") as c:
+            async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
                 return await c.request(method, path, **kw)
 
         return anyio.run(go)
@@ -623,6 +624,33 @@ def test_reads_from_other_hosts_need_the_token(reads):
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
     assert remote.get(f"{V1}/overview", headers=AUTH).status_code == 200
     assert Api(desk.app, client=("::1", 40000)).get(f"{V1}/health").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["localhost:8765", "127.0.0.1", "[::1]:8765", "LOCALHOST"])
+def test_reads_naming_this_machine_need_no_token(reads, host):
+    desk, _ = reads
+    r = desk.api.get(f"{V1}/health", headers={"Host": host})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("host", ["evil.example:8765", "desk", "10.0.0.5:8765", None])
+def test_a_site_rebound_to_loopback_reads_nothing_without_the_token(reads, host):
+    """DNS rebinding: a page on another site whose name now resolves to 127.0.0.1 reaches the
+    API from a loopback client, but its requests carry the site's name as Host."""
+    desk, _ = reads
+    headers = {"Host": host} if host else {}
+
+    async def go(extra: dict) -> httpx.Response:
+        transport = httpx.ASGITransport(app=desk.app, client=("127.0.0.1", 50123))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            request = c.build_request("GET", f"{V1}/overview", headers={**headers, **extra})
+            if host is None:
+                del request.headers["Host"]
+            return await c.send(request)
+
+    r = anyio.run(go, {})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert anyio.run(go, AUTH).status_code == 200
 
 
 def test_errors_are_json_with_stable_codes(reads):

@@ -19,7 +19,7 @@ import pytest
 from enrich.pipeline.run_model import RunParams
 from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.universe import ensure_demo_universe
-from tests.test_api import AUTH, TIMEOUT, TOKEN, V1, Api, Desk
+from tests.test_api import AUTH, BASE, TIMEOUT, TOKEN, V1, Api, Desk
 
 KEY = "sk-test-SECRET-123456"
 
@@ -31,7 +31,7 @@ class RawApi(Api):
         async def go() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app, client=self.client,
                                             raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://desk") as c:
+            async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
                 return await c.request(method, path, **kw)
 
         return anyio.run(go)

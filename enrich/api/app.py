@@ -32,6 +32,7 @@ from enrich.api.common import (
     _is_loopback,
     _Json,
     _JsonBodies,
+    _names_loopback,
     _Routes,
 )
 from enrich.api.reads import _read_routes
@@ -52,7 +53,10 @@ def create_app(settings: Settings, services: Services, *, token: str | None = No
                            "`python -m enrich api token` shows the token")
 
     def may_read(request: Request) -> None:
-        if not _is_loopback(request.client.host if request.client else None):
+        # Open to this machine only: a loopback client that names it (not a site rebound to
+        # 127.0.0.1, which sends its own name as Host).
+        if not (_is_loopback(request.client.host if request.client else None)
+                and _names_loopback(request.headers.get("host"))):
             need_token(request)
 
     app = FastAPI(

@@ -234,7 +234,7 @@ class _Desk:
         return self.svc.clock()
 
 
-_LOOPBACK_NAMES = ("localhost", "testclient")
+_LOOPBACK_NAMES = ("localhost",)
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -246,6 +246,20 @@ def _is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _names_loopback(host_header: str | None) -> bool:
+    """Whether a request's ``Host`` names this machine (``localhost``, ``127.0.0.1``,
+    ``[::1]``, any port). A page on another site whose name it has pointed at 127.0.0.1 (DNS
+    rebinding) reaches the API from a loopback client too, but under its own name."""
+    if not host_header:
+        return False
+    name = host_header.strip().lower()
+    if name.startswith("["):  # [::1]:8765
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name == "localhost" or _is_loopback(name)
 
 
 def _bearer(request: Request) -> str | None:
