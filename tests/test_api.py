@@ -704,6 +704,25 @@ def test_short_tokens_of_alert_urls_do_not_mask_ids_in_responses(monkeypatch):
     assert json.loads(common._scrub(b'{"x": "a tok3n-XYZ b"}')) == {"x": "a **** b"}
 
 
+def test_a_secret_in_stored_text_is_scrubbed_from_every_export_format(desk):
+    """A provider's text that carries a secret (here the API token in a news title) leaves
+    the API scrubbed as JSON, CSV and Parquet alike: the Parquet export is compressed, so it is
+    scrubbed in the frame's text columns before it is encoded."""
+    news = desk.store.lake.read("news", ["AAPL"])
+    assert news.height
+    leaked = news.head(1).with_columns(pl.lit(f"key {TOKEN} leaked").alias("title"))
+    desk.store.lake.upsert("news", leaked)
+    q = {"from": "2000-01-01"}
+    j = desk.api.get(f"{V1}/symbols/AAPL/news", params=q)
+    csv = desk.api.get(f"{V1}/symbols/AAPL/news", params={**q, "format": "csv"})
+    parquet = desk.api.get(f"{V1}/symbols/AAPL/news", params={**q, "format": "parquet"})
+    for r in (j, csv, parquet):
+        assert r.status_code == 200 and TOKEN.encode() not in r.content
+    titles = pl.read_parquet(io.BytesIO(parquet.content))["title"].to_list()
+    assert "key **** leaked" in titles and len(titles) == news.height
+    assert "key **** leaked" in csv.text and "key **** leaked" in j.text
+
+
 def test_provider_key_never_in_a_response(template, tmp_path):
     """A provider that echoes the key into its error bodies, and an error message that
     carries it into the catalog: no response shows it."""

@@ -25,6 +25,7 @@ from enrich.api.common import (
     _page,
     _Routes,
     _scrub,
+    _scrub_frame,
     plain,
 )
 from enrich.backfill import heatmap as coverage
@@ -118,7 +119,8 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
             return Response(_scrub(ui.to_csv_bytes(frame)), media_type="text/csv",
                             headers={"content-disposition": f'attachment; filename="{name}.csv"'})
         if fmt == "parquet":
-            return Response(ui.to_parquet_bytes(frame), media_type=PARQUET, headers={
+            body = ui.to_parquet_bytes(_scrub_frame(frame))
+            return Response(body, media_type=PARQUET, headers={
                 "content-disposition": f'attachment; filename="{name}.parquet"'})
         return _Json({"symbol": sym, "dataset": dataset, "from": start, "to": end,
                       "rows": frame.height, "items": frame})
