@@ -2,7 +2,8 @@
 
 The generated token lives in ``<data>/api_token`` with mode 0600, created atomically (a
 complete temp file linked into place), so two processes starting at once agree on one token.
-``python -m enrich api token`` shows it.
+``python -m enrich api token`` shows it. A running API checks the file again when it changes
+(``TokenFile``): a token rotated by deleting the file takes effect at once, in every process.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hmac
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from enrich.config import Settings
@@ -62,3 +64,23 @@ def ensure_token(settings: Settings) -> tuple[str, str]:
 def matches(expected: str, given: str | None) -> bool:
     """Constant-time comparison of a presented token."""
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+class TokenFile:
+    """The token in force, for a process that checks many requests: the variable's, or the
+    file's as it is now — read on every check (a few µs; a change detected by the file's
+    identity could miss a rewrite within the clock's resolution): deleting the file (a new
+    one is generated on the next check, as ``enrich api token`` does) or replacing it revokes
+    the old token in a running ``serve`` too."""
+
+    def __init__(self, settings: Settings, on_new: Callable[[str], None] = lambda _: None):
+        self._settings = settings
+        self._on_new = on_new
+        self._token = ""
+
+    def current(self) -> str:
+        token = ensure_token(self._settings)[0]
+        if token != self._token:
+            self._token = token
+            self._on_new(token)  # a secret from now on (scrubbed from what is shown)
+        return token

@@ -617,6 +617,36 @@ def test_the_generated_token_file_is_0600_and_shown_by_the_cli(tmp_path):
     assert p.returncode == 0 and p.stdout.strip() == token
 
 
+def test_a_token_rotated_in_its_file_takes_effect_in_the_running_api(template, tmp_path):
+    """Deleting ``<data>/api_token`` (or replacing it) rotates the token: ``enrich api token``
+    then shows a new one, which the running API takes at once, and the old one stops working
+    (it kept working, and the new one was refused, until a restart)."""
+    data = tmp_path / "data"
+    shutil.copytree(template[0], data)
+    settings = settings_for(data).with_(api_token=None)
+    svc = Services(settings, alerts=False).start()
+    try:
+        remote = Api(create_app(settings, svc), client=("10.1.2.3", 40000))
+        path = data / "api_token"
+        first = path.read_text().strip()
+
+        def status(token: str) -> int:
+            return remote.get(f"{V1}/health",
+                              headers={"Authorization": f"Bearer {token}"}).status_code
+
+        assert status(first) == 200
+        path.unlink()
+        second = ensure_token(settings)[0]  # what `enrich api token` does next
+        assert second != first
+        assert (status(first), status(second)) == (401, 200)
+        path.write_text("a-token-written-by-hand-0123456789\n")
+        assert (status(second), status("a-token-written-by-hand-0123456789")) == (401, 200)
+        path.unlink()  # gone and nobody asked yet: the API generates the next one itself
+        assert status(second) == 401 and status(path.read_text().strip()) == 200
+    finally:
+        svc.stop()
+
+
 def test_reads_from_other_hosts_need_the_token(reads):
     desk, _ = reads
     remote = Api(desk.app, client=("10.1.2.3", 40000))

@@ -36,18 +36,25 @@ from enrich.api.common import (
     _Routes,
 )
 from enrich.api.reads import _read_routes
-from enrich.api_token import ensure_token, matches
+from enrich.api_token import TokenFile, matches
 from enrich.config import Settings
 from enrich.service import Services
 
 
 def create_app(settings: Settings, services: Services, *, token: str | None = None) -> FastAPI:
     """The API over ``services`` (its store, scheduler and run workers)."""
-    token = token or ensure_token(settings)[0]
+    _SECRETS.update(s for s in (settings.api_key, *settings.alert_urls) if s)
+    tokens: TokenFile | None = None
+    if token:
+        _SECRETS.add(token)
+    else:  # the file's (or the variable's), checked again on every request that needs it
+        tokens = TokenFile(settings, on_new=_SECRETS.add)
+        token = tokens.current()
     desk = _Desk(settings, services, token)
-    _SECRETS.update(s for s in (settings.api_key, token, *settings.alert_urls) if s)
 
     def need_token(request: Request) -> None:
+        if tokens is not None:  # the file's token as it is now (rotated: the new one)
+            desk.token = tokens.current()
         if not matches(desk.token, _bearer(request)):
             raise ApiError(401, "unauthorized", "this needs `Authorization: Bearer <token>`; "
                            "`python -m enrich api token` shows the token")
