@@ -64,6 +64,18 @@ def print_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> No
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
+def held_symbols(catalog, symbols: list[str]) -> list[str]:
+    """The held spelling of each of ``symbols`` (``enrich.store.universe.match_symbols``: any
+    case when only one held symbol matches); refuses those not in the universe."""
+    from enrich.store.universe import match_symbols
+
+    held, unknown = match_symbols(catalog, symbols)
+    if unknown:
+        raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
+                         f"`python -m enrich symbols add {' '.join(unknown)}`")
+    return held
+
+
 def command(name: str) -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
         COMMANDS[name] = fn

@@ -17,6 +17,7 @@ from enrich.cli.common import (
     bounded_int,
     command,
     fmt_ts,
+    held_symbols,
     print_json,
     print_table,
     report_run,
@@ -24,6 +25,7 @@ from enrich.cli.common import (
 from enrich.cli.progress import TerminalProgress
 from enrich.config import MAX_LOOKBACK_DAYS, Settings
 from enrich.schemas import FETCHED
+from enrich.views.runs import RUN_STATES
 
 
 def _csv_list(raw: str | None, option: str | None = None) -> list[str] | None:
@@ -120,7 +122,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.views.status import status_table
 
     store = _open(settings)
-    sym = validate_symbol(args.symbol) if args.symbol else None
+    sym = None
+    if args.symbol is not None:
+        if not args.symbol.strip():
+            raise UsageError("--symbol is empty: name one, or leave --symbol out")
+        sym = held_symbols(store.catalog, [validate_symbol(args.symbol.strip())])[0]
     frame = status_table(store.catalog, sym)
     if args.json:
         print_json(frame)
@@ -301,13 +307,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
 
     rn = sub.add_parser("runs", help="run history")
-    rn.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=20)
-    rn.add_argument("--state")
-    rn.add_argument("--symbol")
-    rn.add_argument("--since", help="YYYY-MM-DD or ISO time (UTC unless it says)")
-    rn.add_argument("--json", action="store_true")
+    _runs_filters(rn)
     rsub = rn.add_subparsers(dest="runs_cmd", metavar="ACTION")
-    rsub.add_parser("list", help="list runs (default)")
+    # `runs list --limit 5` as well as `runs --limit 5 list` (the README's form)
+    _runs_filters(rsub.add_parser("list", help="list runs (default)"), suppress=True)
 
     sy = sub.add_parser("symbols", help="manage the universe")
     ssub = sy.add_subparsers(dest="symbols_cmd", metavar="ACTION")
@@ -330,5 +333,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="datasets the plan refused and its limits; re-check them")
     en.add_argument("--json", action="store_true")
     ensub = en.add_subparsers(dest="entitlements_cmd", metavar="ACTION")
-    ensub.add_parser("list", help="what the plan refused and the limits found (default)")
+    ensub.add_parser("list", help="what the plan refused and the limits found (default)"
+                     ).add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     ensub.add_parser("recheck", help="clear the refusals and limits: the next run asks again")
+
+
+def _runs_filters(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """The options of ``runs``; on ``runs list`` (``suppress``) an option not given there
+    keeps the value given before ``list``."""
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    p.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=default(20))
+    p.add_argument("--state", choices=RUN_STATES, default=default(None))
+    p.add_argument("--symbol", default=default(None))
+    p.add_argument("--since", help="YYYY-MM-DD or ISO time (UTC unless it says)",
+                   default=default(None))
+    p.add_argument("--json", action="store_true", default=default(False))

@@ -30,6 +30,7 @@ from enrich.cli.common import (
     UsageError,
     command,
     extend_parser,
+    held_symbols,
     print_json,
     print_table,
 )
@@ -60,18 +61,6 @@ def _date(raw: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a date; use YYYY-MM-DD") from None
 
 
-def _known(catalog, symbols: list[str]) -> list[str]:
-    """The held spelling of each of ``symbols`` (``enrich.store.universe.match_symbols``: any case
-    when only one held symbol matches); refuses those not in the universe."""
-    from enrich.store.universe import match_symbols
-
-    held, unknown = match_symbols(catalog, symbols)
-    if unknown:
-        raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
-                         f"`python -m enrich symbols add {' '.join(unknown)}`")
-    return held
-
-
 # -- quality --------------------------------------------------------------------------------
 @command("quality")
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,7 +70,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
 
     store = _store(settings)
     given = _symbols([args.symbol]) if args.symbol else []
-    symbol = _known(store.catalog, given[:1])[0] if given else None
+    symbol = held_symbols(store.catalog, given[:1])[0] if given else None
     report = quality_report(store.catalog, symbol, args.failing, args.dataset)
     if args.json:
         print_json({"symbol": symbol, "failing": args.failing,
@@ -131,7 +120,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     symbols = _symbols(args.symbols) or None
     if symbols:
-        symbols = _known(store.catalog, symbols)
+        symbols = held_symbols(store.catalog, symbols)
     t0 = time.monotonic()
     results = quality_run.audit(store, symbols, args.datasets or None)
     failing = results.filter(~pl.col("passed"))
@@ -180,7 +169,7 @@ def cmd_fill(args: argparse.Namespace, settings: Settings) -> int:
     if end < start:
         raise UsageError(f"--to {end} is before --from {start}")
     store = _store(settings)
-    symbols = _known(store.catalog, symbols)
+    symbols = held_symbols(store.catalog, symbols)
     try:
         plan = plan_range(store.catalog, args.dataset, symbols, start, end, settings.now(),
                           args.include_failed, history_years=settings.history_years)

@@ -1,0 +1,115 @@
+"""An operator's mistypes at the command line (the CLI review): each bad argument is one
+``error:`` line and exit 2, never an internal error; the forms the README shows are accepted;
+a symbol typed in another case finds the held one; Ctrl-C leaves no run ``running``.
+
+In-process through ``enrich.cli.main`` (an escaping exception fails the test), offline (the
+sample provider), in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from enrich import cli
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A catalog holding AAPL and MSFT, AAPL's bars fetched once (so it has a status)."""
+    data = tmp_path_factory.mktemp("hunt") / "data"
+    add_symbols(Store(data).catalog, [("AAPL", "stocks", None), ("MSFT", "stocks", None)])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(data.parent)
+        for name in [n for n in os.environ if n.startswith(("ENRICH_", "MASSIVE_", "POLYGON_"))]:
+            mp.delenv(name)  # the autouse clean_environ runs after module fixtures
+        mp.setenv("ENRICH_DATA_DIR", str(data))
+        mp.setenv("ENRICH_PROVIDER", "sample")
+        mp.setenv("ENRICH_SCHEDULER", "off")
+        mp.setenv("ENRICH_HISTORY_YEARS", "1")
+        assert cli.main(["run", "--symbols", "AAPL", "--datasets", "bars", "--json"]) == 0
+    return data
+
+
+@pytest.fixture
+def data(template, tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "data"
+    shutil.copytree(template, d)
+    monkeypatch.chdir(tmp_path)  # no developer .env
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(d))
+    monkeypatch.setenv("ENRICH_PROVIDER", "sample")
+    monkeypatch.setenv("ENRICH_HISTORY_YEARS", "1")
+    monkeypatch.setenv("MASSIVE_API_KEY", "sk-test-SECRET-123456")
+    return d
+
+
+def _main(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as done:  # argparse refuses a value by exiting
+        return int(done.code or 0)
+
+
+def _refused(argv: list[str], says: str, capsys) -> None:
+    code = _main(argv)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, (argv, out, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), (argv, err)
+    assert says in lines[0], (argv, lines[0])
+    assert "internal error" not in err and "Traceback" not in out + err
+    assert "SECRET" not in out + err
+
+
+def _query(data: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(data / "enrich.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+# -- runs -------------------------------------------------------------------------------------
+def test_runs_state_that_is_not_a_state_is_refused(data, capsys):
+    """`runs --state faild` listed nothing and exited 0, as if no run had failed."""
+    _refused(["runs", "--state", "faild"], "invalid choice: 'faild'", capsys)
+
+
+def test_runs_list_takes_the_options_the_readme_shows(data, capsys):
+    """README: `runs [list] [--limit 20] [--state failed] … [--json]`; with `list` spelled
+    out, the options after it were refused as unrecognized."""
+    assert _main(["runs", "list", "--limit", "1", "--state", "succeeded", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1 and rows[0]["state"] == "succeeded"
+    _refused(["runs", "list", "--limit", "0"], "--limit: 0 is out of range", capsys)
+
+
+def test_entitlements_list_takes_json(data, capsys):
+    """README: `entitlements [list|recheck] [--json]`."""
+    assert _main(["entitlements", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"not_entitled": [], "plan_limits": []}
+
+
+# -- status -----------------------------------------------------------------------------------
+def test_status_of_a_symbol_typed_in_another_case(data, capsys):
+    """README: a name typed in another case finds the one held symbol (CLI alike)."""
+    assert _main(["status", "--symbol", "aapl", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["symbol"] for r in rows} == {"AAPL"}
+
+
+def test_status_of_a_symbol_not_in_the_universe_is_refused(data, capsys):
+    """It said "no status yet: run …" and exited 0."""
+    _refused(["status", "--symbol", "NOPE"], "NOPE not in the universe", capsys)
+
+
+def test_status_of_an_empty_symbol_is_refused(data, capsys):
+    """`--symbol ''` showed every symbol: an empty filter must never mean everything."""
+    _refused(["status", "--symbol", ""], "--symbol is empty", capsys)
