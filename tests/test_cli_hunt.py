@@ -113,3 +113,68 @@ def test_status_of_a_symbol_not_in_the_universe_is_refused(data, capsys):
 def test_status_of_an_empty_symbol_is_refused(data, capsys):
     """`--symbol ''` showed every symbol: an empty filter must never mean everything."""
     _refused(["status", "--symbol", ""], "--symbol is empty", capsys)
+
+
+# -- symbols import ---------------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"symbol,asset_class,name\n", b"\n\n# a comment\n"])
+def test_importing_a_file_without_symbols_is_refused(data, tmp_path, content, capsys):
+    """An empty (or header-only) file said "added 0 symbol(s)" and exited 0: most likely the
+    wrong file. The Settings page refuses it too ("Choose a file or paste some lines")."""
+    (tmp_path / "empty.csv").write_bytes(content)
+    before = _query(data, "SELECT count(*) FROM symbols")
+    _refused(["symbols", "import", str(tmp_path / "empty.csv")], "holds no symbol", capsys)
+    assert _query(data, "SELECT count(*) FROM symbols") == before
+
+
+# -- backfill ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, says", [
+    (["--years", "2026"], "--years: 2026 is out of range"),
+    (["--days", "99999999"], "--days: 99999999 is out of range"),
+    (["--days", "999999999999999999999"], "is out of range"),
+    (["--days", "5", "--chunk-days", "99999999999"], "--chunk-days: 99999999999 is out of"),
+])
+def test_backfill_absurd_spans_are_refused(data, argv, says, capsys):
+    """They were internal errors (year 0 is out of range, date value out of range)."""
+    _refused(["backfill", "bars", "--symbol", "AAPL", "--dry-run", *argv], says, capsys)
+
+
+def test_backfill_monthly_is_bounded_as_in_the_api(data, capsys):
+    """`POST /api/v1/backfills` takes 1..12 monthly expirations; the CLI took 100000."""
+    _refused(["backfill", "options", "--symbol", "AAPL", "--monthly", "100000", "--dry-run"],
+             "--monthly: 100000 is out of range", capsys)
+
+
+def test_backfill_of_a_symbol_typed_in_another_case(data, capsys):
+    """It said "aapl not in the universe"; the API and the other commands find AAPL."""
+    assert _main(["backfill", "bars", "--symbol", "aapl", "--days", "5", "--dry-run",
+                  "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["symbols"] == ["AAPL"] and {s["symbol"] for s in plan["by_step"]} == {"AAPL"}
+
+
+# -- coverage, alerts -------------------------------------------------------------------------
+@pytest.mark.parametrize("n", ["99999999", "999999999999999999999"])
+def test_coverage_absurd_sessions_are_refused(data, n, capsys):
+    """Internal errors (OverflowError) before; the API takes 1..5000."""
+    _refused(["coverage", "--dataset", "bars", "--sessions", n], f"--sessions: {n} is out",
+             capsys)
+
+
+@pytest.mark.parametrize("n", ["-1", "0", "99999999999999999999"])
+def test_alerts_list_limit_out_of_range_is_refused(data, n, capsys):
+    """`--limit -1` was an internal error (DuckDB: LIMIT cannot be negative)."""
+    _refused(["alerts", "list", "--limit", n], f"--limit: {n} is out of range", capsys)
+
+
+# -- run --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_dry_run_of_a_symbol_not_in_the_universe_exits_2(data, json_flag, capsys):
+    """`run --symbols NOPE` exits 2; with --dry-run it exited 1 (the planner's error)."""
+    _refused(["run", "--dry-run", "--symbols", "NOPE", *json_flag], "NOPE not in the universe",
+             capsys)
+
+
+def test_an_empty_data_dir_option_is_refused(data, capsys):
+    """`--data-dir "$DIR"` with DIR unset used ENRICH_DATA_DIR (or ./data) instead: the wrong
+    desk, silently."""
+    _refused(["--data-dir", "", "status"], "--data-dir is empty", capsys)

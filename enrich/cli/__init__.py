@@ -71,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = None
     try:
         env = None
-        if args.data_dir:
+        if args.data_dir is not None:
+            if not args.data_dir.strip():  # `--data-dir "$DIR"` with DIR unset: not ./data
+                raise UsageError("--data-dir is empty: name the data directory, or leave "
+                                 "--data-dir out to use ENRICH_DATA_DIR")
             env = dict(os.environ, ENRICH_DATA_DIR=args.data_dir)
         settings = load_settings(env)
         code = COMMANDS[args.cmd](args, settings)

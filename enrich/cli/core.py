@@ -73,21 +73,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # Everything is checked before a run is recorded: a refused argument leaves no run row.
     params = make_params(_csv_list(args.symbols, "--symbols"), _datasets(args.datasets),
                          args.asset_class, args.timeframe, args.lookback_days)
-    if getattr(args, "dry_run", False):
-        return _dry_run(_engine(settings), params, settings, args.json)
-    if getattr(args, "background", False):
+    if getattr(args, "background", False) and not getattr(args, "dry_run", False):
         handoff = COMMANDS.get("__background_run")
         if handoff is None:
             raise UsageError("--background needs a running `python -m enrich serve`")
         return handoff(argparse.Namespace(params=params), settings)
     engine = _engine(settings)
     if params.symbols:
-        from enrich.store.universe import unknown_symbols
-
-        unknown = unknown_symbols(engine.store.catalog, params.symbols)
-        if unknown:
-            raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
-                             f"`python -m enrich symbols add {' '.join(unknown)}`")
+        held_symbols(engine.store.catalog, list(params.symbols))  # refuses unknown ones
+    if getattr(args, "dry_run", False):
+        return _dry_run(engine, params, settings, args.json)
     if settings.provider == "sample" and not args.json:
         print("provider: sample (offline demo data)", file=sys.stderr)
     progress = None if args.json else TerminalProgress().symbol_done
@@ -233,6 +228,9 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
         name = "standard input" if args.file == "-" else args.file
         imported = universe.import_csv(store.catalog, universe.decode_csv(data, name))
+        if not (imported.added or imported.present or imported.reactivated or imported.errors):
+            raise UsageError(f"{name} holds no symbol lines (expected symbol[,asset_class"
+                             "[,name]] per line); nothing was imported")
         if args.json:
             print_json({"added": imported.added, "already_present": imported.present,
                         "reactivated": imported.reactivated,

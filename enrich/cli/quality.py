@@ -28,6 +28,7 @@ from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
+    bounded_int,
     command,
     extend_parser,
     held_symbols,
@@ -232,7 +233,7 @@ def _parser(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("coverage", help="the coverage heatmap's gaps as rows")
     c.add_argument("--dataset", required=True, choices=DATASETS)
-    c.add_argument("--sessions", type=int, default=60,
+    c.add_argument("--sessions", type=bounded_int(1, 5000), default=60,  # as the API
                    help="XNYS sessions back from the latest expected one (default 60)")
     c.add_argument("--json", action="store_true")
 
