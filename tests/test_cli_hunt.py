@@ -178,3 +178,50 @@ def test_an_empty_data_dir_option_is_refused(data, capsys):
     """`--data-dir "$DIR"` with DIR unset used ENRICH_DATA_DIR (or ./data) instead: the wrong
     desk, silently."""
     _refused(["--data-dir", "", "status"], "--data-dir is empty", capsys)
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["run", "--symbols", "MSFT"], "retry"])
+def test_ctrl_c_during_a_run_leaves_no_run_running(data, argv, monkeypatch, capsys):
+    """Ctrl-C stopped the process (exit 130) but left its run `running` (and its task) until
+    some later run noticed the dead pid: `runs`, `health` and the Runs page showed it going.
+    The interrupt is raised where Python raises it, in the main thread: here as a symbol ends.
+    """
+    from enrich.cli import progress
+
+    if argv == "retry":  # a failed run of MSFT to retry
+        failed_id = "00000000-0000-4000-8000-000000000001"
+        with Store(data).catalog.connect() as con:
+            con.execute("INSERT INTO runs (run_id, kind, state, params, requested_at) "
+                        "VALUES (?, 'cli', 'failed', '{\"datasets\": [\"bars\"]}', now())",
+                        [failed_id])
+            con.execute("INSERT INTO tasks (run_id, symbol, state) "
+                        "VALUES (?, 'MSFT', 'failed')", [failed_id])
+        argv = ["runs", "retry", failed_id]
+
+    def interrupt(self, done, total, res):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.TerminalProgress, "symbol_done", interrupt)
+    assert _main(argv) == 130
+    assert "Traceback" not in capsys.readouterr().err
+    assert _query(data, "SELECT count(*) FROM runs WHERE state IN ('queued', 'running')") \
+        == [(0,)]
+    assert _query(data, "SELECT count(*) FROM tasks WHERE state = 'running'") == [(0,)]
+    last = _query(data, "SELECT state, message FROM runs ORDER BY requested_at DESC LIMIT 1")
+    assert last[0][0] == "interrupted" and "Ctrl-C" in last[0][1]
+
+
+def test_ctrl_c_while_a_run_plans_is_no_failure(data, monkeypatch, capsys):
+    """Ctrl-C before the first fetch (the plan, the reference reads) recorded the run
+    `failed` with an empty message (str() of a KeyboardInterrupt)."""
+    from enrich.pipeline.engine import Engine
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "plan", interrupt)
+    assert _main(["run", "--symbols", "MSFT"]) == 130
+    capsys.readouterr()
+    last = _query(data, "SELECT state, message FROM runs ORDER BY requested_at DESC LIMIT 1")
+    assert last[0][0] == "interrupted" and "Ctrl-C" in last[0][1]

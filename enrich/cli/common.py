@@ -5,6 +5,7 @@ output helpers (tables, JSON) and the usage error; the progress bar is ``cli.pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -81,6 +82,23 @@ def command(name: str) -> Callable[[Handler], Handler]:
         COMMANDS[name] = fn
         return fn
     return deco
+
+
+def run_in_foreground(engine, params, kind: str, run_id: str, progress) -> Any:
+    """``engine.run`` of the run ``run_id`` (already recorded). On Ctrl-C the run is closed
+    ``interrupted`` before the interrupt goes on (to exit 130): left ``running``, it would show
+    as going until a later run noticed its process gone."""
+    try:
+        return engine.run(params, kind=kind, run_id=run_id, progress=progress)
+    except KeyboardInterrupt:
+        from enrich.store import runs
+        from enrich.store.catalog import utcnow
+
+        with contextlib.suppress(Exception):  # a busy catalog: the next run closes it then
+            runs.finish_runs(engine.store.catalog, [run_id], "interrupted",
+                             "stopped by Ctrl-C; symbols already enriched keep their data",
+                             utcnow())
+        raise
 
 
 def report_run(summary, as_json: bool, **extra: Any) -> int:

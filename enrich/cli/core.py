@@ -21,6 +21,7 @@ from enrich.cli.common import (
     print_json,
     print_table,
     report_run,
+    run_in_foreground,
 )
 from enrich.cli.progress import TerminalProgress
 from enrich.config import MAX_LOOKBACK_DAYS, Settings
@@ -86,7 +87,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if settings.provider == "sample" and not args.json:
         print("provider: sample (offline demo data)", file=sys.stderr)
     progress = None if args.json else TerminalProgress().symbol_done
-    summary = engine.run(params, kind="cli", progress=progress)
+    summary = run_in_foreground(engine, params, "cli", engine.create_run(params, "cli"),
+                                progress)
     return report_run(summary, args.json)
 
 

@@ -25,6 +25,7 @@ from enrich.cli.common import (
     extend_parser,
     print_json,
     report_run,
+    run_in_foreground,
     who,
 )
 from enrich.cli.progress import TerminalProgress
@@ -215,8 +216,8 @@ def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
         print(f"retrying {len(params.symbols or [])} failed symbol(s) of {args.run_id}: "
               f"{', '.join(params.symbols or [])}", file=sys.stderr)
     run_id = engine.create_run(params, "retry", parent_run_id=args.run_id)
-    summary = engine.run(params, kind="retry", run_id=run_id,
-                         progress=None if as_json else TerminalProgress().symbol_done)
+    summary = run_in_foreground(engine, params, "retry", run_id,
+                                None if as_json else TerminalProgress().symbol_done)
     return report_run(summary, as_json, parent_run_id=args.run_id)
 
 
