@@ -225,3 +225,21 @@ def test_ctrl_c_while_a_run_plans_is_no_failure(data, monkeypatch, capsys):
     capsys.readouterr()
     last = _query(data, "SELECT state, message FROM runs ORDER BY requested_at DESC LIMIT 1")
     assert last[0][0] == "interrupted" and "Ctrl-C" in last[0][1]
+
+
+# -- seconds ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["-5", "nan", "inf"])
+def test_runs_cancel_wait_must_be_a_sensible_number_of_seconds(data, value, capsys):
+    """`--wait -5` (or nan) did not wait at all and reported the run still running (exit 1);
+    inf waited forever."""
+    _refused(["runs", "cancel", "00000000-0000-4000-8000-000000000001", "--wait", value],
+             "argument --wait", capsys)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_serve_heartbeat_must_be_a_sensible_number_of_seconds(data, value, monkeypatch,
+                                                              capsys):
+    """`--heartbeat-s nan` passed the `<= 0` check: a scheduler that never beats."""
+    monkeypatch.setenv("ENRICH_SCHEDULER", "on")
+    monkeypatch.setenv("ENRICH_API_ADDRESS", "off")
+    _refused(["serve", "--heartbeat-s", value], "--heartbeat-s", capsys)

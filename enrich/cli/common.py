@@ -149,4 +149,17 @@ def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def bounded_float(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a number in ``[lo, hi]`` (never nan or inf)."""
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+        if not lo <= value <= hi:  # False for nan too
+            raise argparse.ArgumentTypeError(f"{raw} is out of range; use {lo:g}..{hi:g}")
+        return value
+    return parse
+
+
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away

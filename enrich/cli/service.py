@@ -21,6 +21,7 @@ from enrich.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    bounded_float,
     command,
     extend_parser,
     print_json,
@@ -330,7 +331,7 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     resume.add_argument("--by", help="who resumes (default: user@host)")
 
     sv = sub.add_parser("serve", help="run the scheduler headless until SIGINT/SIGTERM")
-    sv.add_argument("--heartbeat-s", type=float, default=sched.HEARTBEAT_S,
+    sv.add_argument("--heartbeat-s", type=bounded_float(0.1, 3600), default=sched.HEARTBEAT_S,
                     help=f"heartbeat interval in seconds (default {sched.HEARTBEAT_S:g})")
 
     hp = sub.add_parser("health", help="scheduler, catalog, lake, provider; exit 1 if unhealthy")
@@ -350,5 +351,5 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     rc = rsub.add_parser("cancel", help="stop RUN_ID between symbols (from any process)")
     rc.add_argument("run_id")
     rc.add_argument("--by", help="who cancels (default: user@host)")
-    rc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    rc.add_argument("--wait", type=bounded_float(0, 86_400), default=0.0, metavar="SECONDS",
                     help="wait up to SECONDS for the run to end")
