@@ -243,3 +243,11 @@ def test_serve_heartbeat_must_be_a_sensible_number_of_seconds(data, value, monke
     monkeypatch.setenv("ENRICH_SCHEDULER", "on")
     monkeypatch.setenv("ENRICH_API_ADDRESS", "off")
     _refused(["serve", "--heartbeat-s", value], "--heartbeat-s", capsys)
+
+
+# -- fill -------------------------------------------------------------------------------------
+def test_fill_of_future_dates_is_refused(data, capsys):
+    """`--from 2036-11-01` (for 2026) said "nothing to fill: the selection has no missing
+    cell" and exited 0, as if those sessions were held."""
+    _refused(["fill", "--dataset", "bars", "--symbols", "AAPL", "--from", "2036-11-01",
+              "--to", "2036-11-05"], "--from 2036-11-01 is in the future", capsys)

@@ -169,6 +169,10 @@ def cmd_fill(args: argparse.Namespace, settings: Settings) -> int:
     start, end = args.start, args.end
     if end < start:
         raise UsageError(f"--to {end} is before --from {start}")
+    today = settings.now().date()  # UTC: never before the exchange's date
+    if start > today:
+        raise UsageError(f"--from {start} is in the future (today is {today} UTC): no "
+                         "session there can be filled yet")
     store = _store(settings)
     symbols = held_symbols(store.catalog, symbols)
     try:
