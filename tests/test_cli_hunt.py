@@ -251,3 +251,10 @@ def test_fill_of_future_dates_is_refused(data, capsys):
     cell" and exited 0, as if those sessions were held."""
     _refused(["fill", "--dataset", "bars", "--symbols", "AAPL", "--from", "2036-11-01",
               "--to", "2036-11-05"], "--from 2036-11-01 is in the future", capsys)
+
+
+def test_runs_filtered_to_nothing_does_not_say_there_are_no_runs(data, capsys):
+    """`runs --symbol MSFT` (never run) said "no runs yet: start one", with a run recorded."""
+    assert _main(["runs", "--symbol", "MSFT"]) == 0
+    out = capsys.readouterr().out
+    assert "no runs yet" not in out and "no run matches" in out

@@ -166,7 +166,9 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
         print_json(frame)
         return EXIT_OK
     if frame.is_empty():
-        print("no runs yet: start one with `python -m enrich run`")
+        filtered = any(getattr(args, k, None) for k in ("state", "symbol", "since"))
+        print("no run matches --state/--symbol/--since" if filtered
+              else "no runs yet: start one with `python -m enrich run`")
         return EXIT_OK
     print_table(frame, ["run_id", "kind", "state", "requested_at", "symbols_total",
                         "symbols_ok", "symbols_failed", "records_written", "message"])
