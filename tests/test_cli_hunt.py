@@ -258,3 +258,21 @@ def test_runs_filtered_to_nothing_does_not_say_there_are_no_runs(data, capsys):
     assert _main(["runs", "--symbol", "MSFT"]) == 0
     out = capsys.readouterr().out
     assert "no runs yet" not in out and "no run matches" in out
+
+
+# -- text from users and providers ------------------------------------------------------------
+def test_control_characters_in_stored_text_do_not_reach_the_terminal(data, tmp_path, capsys):
+    """A name imported from a CSV or a pause reason holding ESC sequences was printed raw:
+    `symbols list` / `schedule` could recolour or clear the operator's terminal, or set its
+    title. They are shown as escapes (`\\x1b`), as text."""
+    (tmp_path / "esc.csv").write_bytes(b"IBM,stocks,\x1b[31mRED\x1b[0m\x07\n")
+    assert _main(["symbols", "import", str(tmp_path / "esc.csv")]) == 0
+    assert _main(["schedule", "pause", "--reason", "\x1b]0;pwned\x07\x1b[2J"]) == 0
+    assert _main(["symbols", "list"]) == 0
+    assert _main(["schedule", "show"]) == 0
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert "\\x1b[31mRED\\x1b[0m\\x07" in out and "\\x1b]0;pwned\\x07" in out
+    assert _main(["symbols", "list", "--json"]) == 0  # JSON escapes them itself, unchanged
+    names = {r["symbol"]: r["name"] for r in json.loads(capsys.readouterr().out)}
+    assert names["IBM"] == "\x1b[31mRED\x1b[0m\x07"

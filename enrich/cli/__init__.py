@@ -26,6 +26,7 @@ from enrich.cli.common import (  # noqa: F401  (EXIT_* and COMMANDS: the package
     EXIT_USAGE,
     EXTENDERS,
     Parser,
+    PlainText,
     UsageError,
 )
 from enrich.config import load_settings
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     settings = None
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PlainText(sys.stdout), PlainText(sys.stderr)
     try:
         env = None
         if args.data_dir is not None:
@@ -106,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f"the traceback is in {log_path}" if log_path else "no log could be written"),
               file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

@@ -162,4 +162,26 @@ def bounded_float(lo: float, hi: float) -> Callable[[str], float]:
     return parse
 
 
+# Control characters (C0 but tab, newline and the progress bar's carriage return; DEL; C1)
+# shown as escapes: text from users and providers never drives the terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))
+             if c not in (0x09, 0x0a, 0x0d)}
+
+
+class PlainText:
+    """A text stream that writes through to ``stream`` with control characters escaped
+    (``ESC`` as ``\\x1b``): a name, pause reason or provider message holding terminal
+    sequences is shown as those characters, never obeyed. Everything else is the stream's."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(text.translate(_CONTROLS))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, …
+        return getattr(self.stream, name)
+
+
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
