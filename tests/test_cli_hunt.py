@@ -276,3 +276,11 @@ def test_control_characters_in_stored_text_do_not_reach_the_terminal(data, tmp_p
     assert _main(["symbols", "list", "--json"]) == 0  # JSON escapes them itself, unchanged
     names = {r["symbol"]: r["name"] for r in json.loads(capsys.readouterr().out)}
     assert names["IBM"] == "\x1b[31mRED\x1b[0m\x07"
+
+
+def test_backfill_of_an_expiration_before_the_window_is_refused(data, capsys):
+    """`--expiration 2020-01-17` with the default 30 days planned a listing request a session
+    for contracts that had expired years before the window (none trade there): rate-limited
+    requests spent on nothing."""
+    _refused(["backfill", "options", "--symbol", "AAPL", "--expiration", "2020-01-17",
+              "--dry-run"], "--expiration 2020-01-17 is before the window", capsys)

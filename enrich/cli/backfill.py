@@ -111,6 +111,11 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
             if found is not None:
                 request = backfill_request(bf.store.catalog, found)
         plan = bf.plan(request)
+        expired = [e.isoformat() for e in request.expirations if e < plan.window_start]
+        if expired:
+            raise UsageError(f"--expiration {', '.join(expired)} is before the window "
+                             f"({plan.window_start} to {plan.window_end}): no contract of it "
+                             "trades there; give later expirations or an earlier --since")
         if args.resume and not plan.exists:
             raise UsageError("nothing to resume: no unfinished backfill of this request; "
                              "run it without --resume to start one")
