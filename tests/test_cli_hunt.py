@@ -284,3 +284,15 @@ def test_backfill_of_an_expiration_before_the_window_is_refused(data, capsys):
     requests spent on nothing."""
     _refused(["backfill", "options", "--symbol", "AAPL", "--expiration", "2020-01-17",
               "--dry-run"], "--expiration 2020-01-17 is before the window", capsys)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["runs", "--symbol", ""], "--symbol is empty"),
+    (["runs", "--since", " "], "--since is empty"),
+    (["quality", "--symbol", ""], "--symbol is empty"),
+    (["quality", "audit", "--symbol", ""], "--symbol is empty"),
+])
+def test_an_empty_filter_never_means_everything(data, argv, says, capsys):
+    """`--symbol "$SYM"` with SYM unset listed (or re-checked) every symbol, as `status` did;
+    the README's rule for `run --symbols ''`."""
+    _refused(argv, says, capsys)

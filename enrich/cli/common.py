@@ -65,6 +65,15 @@ def print_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> No
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
+def not_empty(value: Any, option: str) -> Any:
+    """``value`` as given; refuses one given empty (``--symbol ''``): an empty filter must
+    never mean "everything"."""
+    text = ",".join(value) if isinstance(value, list) else value
+    if text is not None and not text.replace(",", "").strip():
+        raise UsageError(f"{option} is empty: name one, or leave {option} out")
+    return value
+
+
 def held_symbols(catalog, symbols: list[str]) -> list[str]:
     """The held spelling of each of ``symbols`` (``enrich.store.universe.match_symbols``: any
     case when only one held symbol matches); refuses those not in the universe."""

@@ -18,6 +18,7 @@ from enrich.cli.common import (
     command,
     fmt_ts,
     held_symbols,
+    not_empty,
     print_json,
     print_table,
     report_run,
@@ -120,9 +121,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     store = _open(settings)
     sym = None
-    if args.symbol is not None:
-        if not args.symbol.strip():
-            raise UsageError("--symbol is empty: name one, or leave --symbol out")
+    if not_empty(args.symbol, "--symbol") is not None:
         sym = held_symbols(store.catalog, [validate_symbol(args.symbol.strip())])[0]
     frame = status_table(store.catalog, sym)
     if args.json:
@@ -150,6 +149,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.symbols import validate_symbol
     from enrich.views.runs import runs_table
 
+    not_empty(getattr(args, "symbol", None), "--symbol")
+    not_empty(getattr(args, "since", None), "--since")
     store = _open(settings)
     since = None
     if getattr(args, "since", None):

@@ -32,6 +32,7 @@ from enrich.cli.common import (
     command,
     extend_parser,
     held_symbols,
+    not_empty,
     print_json,
     print_table,
 )
@@ -70,7 +71,7 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.views.quality import quality_report
 
     store = _store(settings)
-    given = _symbols([args.symbol]) if args.symbol else []
+    given = _symbols([not_empty(args.symbol, "--symbol")]) if args.symbol is not None else []
     symbol = held_symbols(store.catalog, given[:1])[0] if given else None
     report = quality_report(store.catalog, symbol, args.failing, args.dataset)
     if args.json:
@@ -119,7 +120,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.checks import quality_run
 
     store = _store(settings)
-    symbols = _symbols(args.symbols) or None
+    symbols = _symbols(not_empty(args.symbols, "--symbol")) or None
     if symbols:
         symbols = held_symbols(store.catalog, symbols)
     t0 = time.monotonic()
