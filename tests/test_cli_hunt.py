@@ -296,3 +296,17 @@ def test_an_empty_filter_never_means_everything(data, argv, says, capsys):
     """`--symbol "$SYM"` with SYM unset listed (or re-checked) every symbol, as `status` did;
     the README's rule for `run --symbols ''`."""
     _refused(argv, says, capsys)
+
+
+def test_an_internal_error_line_never_shows_the_api_key(data, monkeypatch, capsys):
+    """errors.log was redacted, but the one line on the terminal quoted the exception as is:
+    an unexpected error whose text held the key (a URL, a header) showed it."""
+    import enrich.views.status
+
+    def broken(*a, **k):
+        raise RuntimeError("GET https://api.example/v2/x?apiKey=sk-test-SECRET-123456 failed")
+
+    monkeypatch.setattr(enrich.views.status, "status_table", broken)
+    assert _main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError" in err and "SECRET" not in err

@@ -114,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
+    from enrich.redact import redact
+
+    text = " ".join(redact(str(exc)).split())  # scrub, then cut (enrich.redact)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
