@@ -310,3 +310,14 @@ def test_an_internal_error_line_never_shows_the_api_key(data, monkeypatch, capsy
     assert _main(["status"]) == 1
     err = capsys.readouterr().err
     assert "internal error (RuntimeError" in err and "SECRET" not in err
+
+
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_run_whose_asset_class_keeps_none_of_its_symbols_is_refused(data, dry, capsys):
+    """`run --symbols AAPL --asset-class crypto` recorded a succeeded run of no symbol, saying
+    "no symbols to enrich: add some with `symbols add`" (dry run: "every symbol is up to
+    date")."""
+    before = _query(data, "SELECT count(*) FROM runs")
+    _refused(["run", "--symbols", "AAPL", "--asset-class", "crypto", *dry],
+             "AAPL is stocks, not crypto", capsys)
+    assert _query(data, "SELECT count(*) FROM runs") == before

@@ -82,7 +82,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return handoff(argparse.Namespace(params=params), settings)
     engine = _engine(settings)
     if params.symbols:
-        held_symbols(engine.store.catalog, list(params.symbols))  # refuses unknown ones
+        held = held_symbols(engine.store.catalog, list(params.symbols))  # refuses unknown ones
+        if params.asset_class:
+            _some_of_class(engine.store.catalog, held, params.asset_class)
     if getattr(args, "dry_run", False):
         return _dry_run(engine, params, settings, args.json)
     if settings.provider == "sample" and not args.json:
@@ -91,6 +93,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     summary = run_in_foreground(engine, params, "cli", engine.create_run(params, "cli"),
                                 progress)
     return report_run(summary, args.json)
+
+
+def _some_of_class(catalog, symbols: list[str], asset_class: str) -> None:
+    """Refuses ``--asset-class`` that keeps none of ``--symbols`` (a run of nothing)."""
+    from enrich.store.universe import list_symbols
+
+    classes = dict(list_symbols(catalog).select("symbol", "asset_class").iter_rows())
+    if all(classes.get(s) != asset_class for s in symbols):
+        shown = ", ".join(f"{s} is {classes.get(s)}" for s in symbols[:5])
+        raise UsageError(f"{shown}, not {asset_class}: --asset-class keeps none of --symbols; "
+                         "drop one of the two")
 
 
 def _dry_run(engine, params, settings: Settings, as_json: bool) -> int:
