@@ -321,3 +321,10 @@ def test_run_whose_asset_class_keeps_none_of_its_symbols_is_refused(data, dry, c
     _refused(["run", "--symbols", "AAPL", "--asset-class", "crypto", *dry],
              "AAPL is stocks, not crypto", capsys)
     assert _query(data, "SELECT count(*) FROM runs") == before
+
+
+def test_background_run_of_a_symbol_typed_in_another_case(data, capsys):
+    """`run --background --symbols aapl` said "aapl not in the universe" (an exact match),
+    where the foreground run finds AAPL. Without a live `serve` it is refused for that."""
+    _refused(["run", "--background", "--symbols", "aapl"], "no live `python -m enrich serve`",
+             capsys)

@@ -24,6 +24,7 @@ from enrich.cli.common import (
     bounded_float,
     command,
     extend_parser,
+    held_symbols,
     print_json,
     report_run,
     run_in_foreground,
@@ -183,11 +184,7 @@ def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     ensure_demo_universe(store.catalog)
     if params.symbols:
-        known = set(store.catalog.query("SELECT symbol FROM symbols")["symbol"].to_list())
-        unknown = [s for s in params.symbols if s not in known]
-        if unknown:
-            raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
-                             f"`python -m enrich symbols add {' '.join(unknown)}`")
+        held_symbols(store.catalog, list(params.symbols))  # in any case, as in the foreground
     try:
         run_id, owner = hand_off_run(store, params, settings.provider, utcnow())
     except NoLiveSchedulerError as exc:
