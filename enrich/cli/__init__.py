@@ -26,6 +26,7 @@ from enrich.cli.common import (  # noqa: F401  (EXIT_* and COMMANDS: the package
     EXIT_USAGE,
     EXTENDERS,
     Parser,
+    PlainText,
     UsageError,
 )
 from enrich.config import load_settings
@@ -69,9 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     settings = None
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PlainText(sys.stdout), PlainText(sys.stderr)
     try:
         env = None
-        if args.data_dir:
+        if args.data_dir is not None:
+            if not args.data_dir.strip():  # `--data-dir "$DIR"` with DIR unset: not ./data
+                raise UsageError("--data-dir is empty: name the data directory, or leave "
+                                 "--data-dir out to use ENRICH_DATA_DIR")
             env = dict(os.environ, ENRICH_DATA_DIR=args.data_dir)
         settings = load_settings(env)
         code = COMMANDS[args.cmd](args, settings)
@@ -103,10 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               + (f"the traceback is in {log_path}" if log_path else "no log could be written"),
               file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
+    from enrich.redact import redact
+
+    text = " ".join(redact(str(exc)).split())  # scrub, then cut (enrich.redact)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 

@@ -25,7 +25,9 @@ from enrich.alerts import rules as alert_rules
 from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    MAX_LIMIT,
     UsageError,
+    bounded_int,
     command,
     extend_parser,
     print_json,
@@ -199,7 +201,7 @@ def _parser(sub: argparse._SubParsersAction) -> None:
     ls = asub.add_parser("list", help="incidents, newest first (default)")
     ls.add_argument("--state", choices=["open", "resolved", "test"])
     ls.add_argument("--rule", choices=[*alert_rules.RULE_NAMES, "test"])
-    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=50)
     ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     for name, text in (("show", "one incident and its events"),
                        ("ack", "acknowledge an incident"),

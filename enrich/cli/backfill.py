@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -24,8 +25,10 @@ from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
+    bounded_int,
     command,
     extend_parser,
+    held_symbols,
     print_json,
     print_table,
     who,
@@ -35,6 +38,8 @@ from enrich.config import Settings
 from enrich.ui import fmt_duration
 
 ACTIONS = ("list", "show", "resume", "pause", "cancel")
+MAX_YEARS = 100  # a span longer than any market's history (and far from the date type's limits)
+MAX_DAYS = 366 * MAX_YEARS
 
 
 def _date(raw: str) -> dt.date:
@@ -95,14 +100,22 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"unexpected {args.backfill_id!r}: symbols go after --symbol")
     from enrich.backfill.jobs import backfill_request, find_resumable
 
-    request = _request(args)
+    request = _request(args)  # checked before anything is opened or written
     bf = _backfiller(settings)
     try:
+        # The held spelling (`aapl` finds AAPL), as the API and the other commands do.
+        request = replace(request, symbols=tuple(sorted(set(
+            held_symbols(bf.store.catalog, list(request.symbols))))))
         if args.resume:
             found = find_resumable(bf.store.catalog, request)
             if found is not None:
                 request = backfill_request(bf.store.catalog, found)
         plan = bf.plan(request)
+        expired = [e.isoformat() for e in request.expirations if e < plan.window_start]
+        if expired:
+            raise UsageError(f"--expiration {', '.join(expired)} is before the window "
+                             f"({plan.window_start} to {plan.window_end}): no contract of it "
+                             "trades there; give later expirations or an earlier --since")
         if args.resume and not plan.exists:
             raise UsageError("nothing to resume: no unfinished backfill of this request; "
                              "run it without --resume to start one")
@@ -269,8 +282,8 @@ def _parser(sub: argparse._SubParsersAction) -> None:
                    metavar="S", help="symbols (space- or comma-separated)")
     b.add_argument("--all", action="store_true", help="every active symbol of the universe")
     span = b.add_mutually_exclusive_group()
-    span.add_argument("--years", type=int)
-    span.add_argument("--days", type=int)
+    span.add_argument("--years", type=bounded_int(1, MAX_YEARS))
+    span.add_argument("--days", type=bounded_int(1, MAX_DAYS))
     span.add_argument("--since", type=_date, metavar="DATE")
     b.add_argument("--until", type=_date, metavar="DATE",
                    help="last session (default: the latest completed one)")
@@ -280,9 +293,9 @@ def _parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--moneyness", type=_band, metavar="LO:HI",
                    help="options: strikes within LO..HI of the underlying close "
                         "(default 0.8:1.2)")
-    b.add_argument("--monthly", type=int, metavar="N",
+    b.add_argument("--monthly", type=bounded_int(1, 12), metavar="N",
                    help="options: how many monthly expirations to follow (default 3)")
-    b.add_argument("--chunk-days", type=int, metavar="N",
+    b.add_argument("--chunk-days", type=bounded_int(1, MAX_DAYS), metavar="N",
                    help="fixed windows of N days instead of calendar years/months")
     b.add_argument("--resume", action="store_true",
                    help="continue the newest unfinished backfill of this request")

@@ -5,6 +5,7 @@ output helpers (tables, JSON) and the usage error; the progress bar is ``cli.pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -64,11 +65,49 @@ def print_table(frame: pl.DataFrame, columns: Sequence[str] | None = None) -> No
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
+def not_empty(value: Any, option: str) -> Any:
+    """``value`` as given; refuses one given empty (``--symbol ''``): an empty filter must
+    never mean "everything"."""
+    text = ",".join(value) if isinstance(value, list) else value
+    if text is not None and not text.replace(",", "").strip():
+        raise UsageError(f"{option} is empty: name one, or leave {option} out")
+    return value
+
+
+def held_symbols(catalog, symbols: list[str]) -> list[str]:
+    """The held spelling of each of ``symbols`` (``enrich.store.universe.match_symbols``: any
+    case when only one held symbol matches); refuses those not in the universe."""
+    from enrich.store.universe import match_symbols
+
+    held, unknown = match_symbols(catalog, symbols)
+    if unknown:
+        raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
+                         f"`python -m enrich symbols add {' '.join(unknown)}`")
+    return held
+
+
 def command(name: str) -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
         COMMANDS[name] = fn
         return fn
     return deco
+
+
+def run_in_foreground(engine, params, kind: str, run_id: str, progress) -> Any:
+    """``engine.run`` of the run ``run_id`` (already recorded). On Ctrl-C the run is closed
+    ``interrupted`` before the interrupt goes on (to exit 130): left ``running``, it would show
+    as going until a later run noticed its process gone."""
+    try:
+        return engine.run(params, kind=kind, run_id=run_id, progress=progress)
+    except KeyboardInterrupt:
+        from enrich.store import runs
+        from enrich.store.catalog import utcnow
+
+        with contextlib.suppress(Exception):  # a busy catalog: the next run closes it then
+            runs.finish_runs(engine.store.catalog, [run_id], "interrupted",
+                             "stopped by Ctrl-C; symbols already enriched keep their data",
+                             utcnow())
+        raise
 
 
 def report_run(summary, as_json: bool, **extra: Any) -> int:
@@ -117,6 +156,41 @@ def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{value} is out of range; use {lo}..{hi}")
         return value
     return parse
+
+
+def bounded_float(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a number in ``[lo, hi]`` (never nan or inf)."""
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+        if not lo <= value <= hi:  # False for nan too
+            raise argparse.ArgumentTypeError(f"{raw} is out of range; use {lo:g}..{hi:g}")
+        return value
+    return parse
+
+
+# Control characters (C0 but tab, newline and the progress bar's carriage return; DEL; C1)
+# shown as escapes: text from users and providers never drives the terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))
+             if c not in (0x09, 0x0a, 0x0d)}
+
+
+class PlainText:
+    """A text stream that writes through to ``stream`` with control characters escaped
+    (``ESC`` as ``\\x1b``): a name, pause reason or provider message holding terminal
+    sequences is shown as those characters, never obeyed. Everything else is the stream's."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(text.translate(_CONTROLS))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, …
+        return getattr(self.stream, name)
 
 
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away

@@ -17,13 +17,17 @@ from enrich.cli.common import (
     bounded_int,
     command,
     fmt_ts,
+    held_symbols,
+    not_empty,
     print_json,
     print_table,
     report_run,
+    run_in_foreground,
 )
 from enrich.cli.progress import TerminalProgress
 from enrich.config import MAX_LOOKBACK_DAYS, Settings
 from enrich.schemas import FETCHED
+from enrich.views.runs import RUN_STATES
 
 
 def _csv_list(raw: str | None, option: str | None = None) -> list[str] | None:
@@ -71,26 +75,35 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # Everything is checked before a run is recorded: a refused argument leaves no run row.
     params = make_params(_csv_list(args.symbols, "--symbols"), _datasets(args.datasets),
                          args.asset_class, args.timeframe, args.lookback_days)
-    if getattr(args, "dry_run", False):
-        return _dry_run(_engine(settings), params, settings, args.json)
-    if getattr(args, "background", False):
+    if getattr(args, "background", False) and not getattr(args, "dry_run", False):
         handoff = COMMANDS.get("__background_run")
         if handoff is None:
             raise UsageError("--background needs a running `python -m enrich serve`")
         return handoff(argparse.Namespace(params=params), settings)
     engine = _engine(settings)
     if params.symbols:
-        from enrich.store.universe import unknown_symbols
-
-        unknown = unknown_symbols(engine.store.catalog, params.symbols)
-        if unknown:
-            raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
-                             f"`python -m enrich symbols add {' '.join(unknown)}`")
+        held = held_symbols(engine.store.catalog, list(params.symbols))  # refuses unknown ones
+        if params.asset_class:
+            _some_of_class(engine.store.catalog, held, params.asset_class)
+    if getattr(args, "dry_run", False):
+        return _dry_run(engine, params, settings, args.json)
     if settings.provider == "sample" and not args.json:
         print("provider: sample (offline demo data)", file=sys.stderr)
     progress = None if args.json else TerminalProgress().symbol_done
-    summary = engine.run(params, kind="cli", progress=progress)
+    summary = run_in_foreground(engine, params, "cli", engine.create_run(params, "cli"),
+                                progress)
     return report_run(summary, args.json)
+
+
+def _some_of_class(catalog, symbols: list[str], asset_class: str) -> None:
+    """Refuses ``--asset-class`` that keeps none of ``--symbols`` (a run of nothing)."""
+    from enrich.store.universe import list_symbols
+
+    classes = dict(list_symbols(catalog).select("symbol", "asset_class").iter_rows())
+    if all(classes.get(s) != asset_class for s in symbols):
+        shown = ", ".join(f"{s} is {classes.get(s)}" for s in symbols[:5])
+        raise UsageError(f"{shown}, not {asset_class}: --asset-class keeps none of --symbols; "
+                         "drop one of the two")
 
 
 def _dry_run(engine, params, settings: Settings, as_json: bool) -> int:
@@ -120,7 +133,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.views.status import status_table
 
     store = _open(settings)
-    sym = validate_symbol(args.symbol) if args.symbol else None
+    sym = None
+    if not_empty(args.symbol, "--symbol") is not None:
+        sym = held_symbols(store.catalog, [validate_symbol(args.symbol.strip())])[0]
     frame = status_table(store.catalog, sym)
     if args.json:
         print_json(frame)
@@ -147,6 +162,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.symbols import validate_symbol
     from enrich.views.runs import runs_table
 
+    not_empty(getattr(args, "symbol", None), "--symbol")
+    not_empty(getattr(args, "since", None), "--since")
     store = _open(settings)
     since = None
     if getattr(args, "since", None):
@@ -163,7 +180,9 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
         print_json(frame)
         return EXIT_OK
     if frame.is_empty():
-        print("no runs yet: start one with `python -m enrich run`")
+        filtered = any(getattr(args, k, None) for k in ("state", "symbol", "since"))
+        print("no run matches --state/--symbol/--since" if filtered
+              else "no runs yet: start one with `python -m enrich run`")
         return EXIT_OK
     print_table(frame, ["run_id", "kind", "state", "requested_at", "symbols_total",
                         "symbols_ok", "symbols_failed", "records_written", "message"])
@@ -227,6 +246,9 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
         name = "standard input" if args.file == "-" else args.file
         imported = universe.import_csv(store.catalog, universe.decode_csv(data, name))
+        if not (imported.added or imported.present or imported.reactivated or imported.errors):
+            raise UsageError(f"{name} holds no symbol lines (expected symbol[,asset_class"
+                             "[,name]] per line); nothing was imported")
         if args.json:
             print_json({"added": imported.added, "already_present": imported.present,
                         "reactivated": imported.reactivated,
@@ -301,13 +323,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
 
     rn = sub.add_parser("runs", help="run history")
-    rn.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=20)
-    rn.add_argument("--state")
-    rn.add_argument("--symbol")
-    rn.add_argument("--since", help="YYYY-MM-DD or ISO time (UTC unless it says)")
-    rn.add_argument("--json", action="store_true")
+    _runs_filters(rn)
     rsub = rn.add_subparsers(dest="runs_cmd", metavar="ACTION")
-    rsub.add_parser("list", help="list runs (default)")
+    # `runs list --limit 5` as well as `runs --limit 5 list` (the README's form)
+    _runs_filters(rsub.add_parser("list", help="list runs (default)"), suppress=True)
 
     sy = sub.add_parser("symbols", help="manage the universe")
     ssub = sy.add_subparsers(dest="symbols_cmd", metavar="ACTION")
@@ -330,5 +349,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="datasets the plan refused and its limits; re-check them")
     en.add_argument("--json", action="store_true")
     ensub = en.add_subparsers(dest="entitlements_cmd", metavar="ACTION")
-    ensub.add_parser("list", help="what the plan refused and the limits found (default)")
+    ensub.add_parser("list", help="what the plan refused and the limits found (default)"
+                     ).add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     ensub.add_parser("recheck", help="clear the refusals and limits: the next run asks again")
+
+
+def _runs_filters(p: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """The options of ``runs``; on ``runs list`` (``suppress``) an option not given there
+    keeps the value given before ``list``."""
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    p.add_argument("--limit", type=bounded_int(1, MAX_LIMIT), default=default(20))
+    p.add_argument("--state", choices=RUN_STATES, default=default(None))
+    p.add_argument("--symbol", default=default(None))
+    p.add_argument("--since", help="YYYY-MM-DD or ISO time (UTC unless it says)",
+                   default=default(None))
+    p.add_argument("--json", action="store_true", default=default(False))

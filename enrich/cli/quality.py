@@ -28,8 +28,11 @@ from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
+    bounded_int,
     command,
     extend_parser,
+    held_symbols,
+    not_empty,
     print_json,
     print_table,
 )
@@ -60,18 +63,6 @@ def _date(raw: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a date; use YYYY-MM-DD") from None
 
 
-def _known(catalog, symbols: list[str]) -> list[str]:
-    """The held spelling of each of ``symbols`` (``enrich.store.universe.match_symbols``: any case
-    when only one held symbol matches); refuses those not in the universe."""
-    from enrich.store.universe import match_symbols
-
-    held, unknown = match_symbols(catalog, symbols)
-    if unknown:
-        raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
-                         f"`python -m enrich symbols add {' '.join(unknown)}`")
-    return held
-
-
 # -- quality --------------------------------------------------------------------------------
 @command("quality")
 def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,8 +71,8 @@ def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.views.quality import quality_report
 
     store = _store(settings)
-    given = _symbols([args.symbol]) if args.symbol else []
-    symbol = _known(store.catalog, given[:1])[0] if given else None
+    given = _symbols([not_empty(args.symbol, "--symbol")]) if args.symbol is not None else []
+    symbol = held_symbols(store.catalog, given[:1])[0] if given else None
     report = quality_report(store.catalog, symbol, args.failing, args.dataset)
     if args.json:
         print_json({"symbol": symbol, "failing": args.failing,
@@ -129,9 +120,9 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.checks import quality_run
 
     store = _store(settings)
-    symbols = _symbols(args.symbols) or None
+    symbols = _symbols(not_empty(args.symbols, "--symbol")) or None
     if symbols:
-        symbols = _known(store.catalog, symbols)
+        symbols = held_symbols(store.catalog, symbols)
     t0 = time.monotonic()
     results = quality_run.audit(store, symbols, args.datasets or None)
     failing = results.filter(~pl.col("passed"))
@@ -179,8 +170,12 @@ def cmd_fill(args: argparse.Namespace, settings: Settings) -> int:
     start, end = args.start, args.end
     if end < start:
         raise UsageError(f"--to {end} is before --from {start}")
+    today = settings.now().date()  # UTC: never before the exchange's date
+    if start > today:
+        raise UsageError(f"--from {start} is in the future (today is {today} UTC): no "
+                         "session there can be filled yet")
     store = _store(settings)
-    symbols = _known(store.catalog, symbols)
+    symbols = held_symbols(store.catalog, symbols)
     try:
         plan = plan_range(store.catalog, args.dataset, symbols, start, end, settings.now(),
                           args.include_failed, history_years=settings.history_years)
@@ -243,7 +238,7 @@ def _parser(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("coverage", help="the coverage heatmap's gaps as rows")
     c.add_argument("--dataset", required=True, choices=DATASETS)
-    c.add_argument("--sessions", type=int, default=60,
+    c.add_argument("--sessions", type=bounded_int(1, 5000), default=60,  # as the API
                    help="XNYS sessions back from the latest expected one (default 60)")
     c.add_argument("--json", action="store_true")
 

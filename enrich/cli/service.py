@@ -21,10 +21,13 @@ from enrich.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    bounded_float,
     command,
     extend_parser,
+    held_symbols,
     print_json,
     report_run,
+    run_in_foreground,
     who,
 )
 from enrich.cli.progress import TerminalProgress
@@ -181,11 +184,7 @@ def cmd_background_run(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     ensure_demo_universe(store.catalog)
     if params.symbols:
-        known = set(store.catalog.query("SELECT symbol FROM symbols")["symbol"].to_list())
-        unknown = [s for s in params.symbols if s not in known]
-        if unknown:
-            raise UsageError(f"{', '.join(unknown)} not in the universe; add with "
-                             f"`python -m enrich symbols add {' '.join(unknown)}`")
+        held_symbols(store.catalog, list(params.symbols))  # in any case, as in the foreground
     try:
         run_id, owner = hand_off_run(store, params, settings.provider, utcnow())
     except NoLiveSchedulerError as exc:
@@ -215,8 +214,8 @@ def cmd_runs_retry(args: argparse.Namespace, settings: Settings) -> int:
         print(f"retrying {len(params.symbols or [])} failed symbol(s) of {args.run_id}: "
               f"{', '.join(params.symbols or [])}", file=sys.stderr)
     run_id = engine.create_run(params, "retry", parent_run_id=args.run_id)
-    summary = engine.run(params, kind="retry", run_id=run_id,
-                         progress=None if as_json else TerminalProgress().symbol_done)
+    summary = run_in_foreground(engine, params, "retry", run_id,
+                                None if as_json else TerminalProgress().symbol_done)
     return report_run(summary, as_json, parent_run_id=args.run_id)
 
 
@@ -329,7 +328,7 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     resume.add_argument("--by", help="who resumes (default: user@host)")
 
     sv = sub.add_parser("serve", help="run the scheduler headless until SIGINT/SIGTERM")
-    sv.add_argument("--heartbeat-s", type=float, default=sched.HEARTBEAT_S,
+    sv.add_argument("--heartbeat-s", type=bounded_float(0.1, 3600), default=sched.HEARTBEAT_S,
                     help=f"heartbeat interval in seconds (default {sched.HEARTBEAT_S:g})")
 
     hp = sub.add_parser("health", help="scheduler, catalog, lake, provider; exit 1 if unhealthy")
@@ -349,5 +348,5 @@ def _add_commands(sub: argparse._SubParsersAction) -> None:
     rc = rsub.add_parser("cancel", help="stop RUN_ID between symbols (from any process)")
     rc.add_argument("run_id")
     rc.add_argument("--by", help="who cancels (default: user@host)")
-    rc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    rc.add_argument("--wait", type=bounded_float(0, 86_400), default=0.0, metavar="SECONDS",
                     help="wait up to SECONDS for the run to end")

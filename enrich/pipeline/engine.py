@@ -277,7 +277,11 @@ class Engine:
             self.limits(reload=True)
             plan = self.plan(params, targets, not_entitled)
         except BaseException as exc:
-            self._finish_run(log, run_id, started, [], "failed", str(exc), tally)
+            if isinstance(exc, KeyboardInterrupt):  # str() of it is empty; it failed nothing
+                self._finish_run(log, run_id, started, [], "interrupted",
+                                 "stopped by Ctrl-C before any symbol was fetched", tally)
+            else:
+                self._finish_run(log, run_id, started, [], "failed", str(exc), tally)
             raise
         log.add(lambda b: runs.add_started(
             b, run_id, started, len(targets), plan.requests,
