@@ -26,6 +26,10 @@ EARLIEST_NOW = dt.datetime(2000, 1, 5, tzinfo=dt.UTC)
 LATEST_NOW_AHEAD = dt.timedelta(days=300)
 MAX_HISTORY_YEARS = 30
 MAX_LOOKBACK_DAYS = 366 * MAX_HISTORY_YEARS  # the longest first fetch a run may ask for
+# The longest span a backfill may ask (CLI and API alike): longer than any market's
+# history, and far from the date type's limits (a million years overflowed the plan).
+MAX_BACKFILL_YEARS = 100
+MAX_BACKFILL_DAYS = 366 * MAX_BACKFILL_YEARS
 DEFAULT_API_ADDRESS = "127.0.0.1:8765"
 
 

@@ -14,7 +14,7 @@ from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.api.common import PREFIX, ApiError, _Desk, _Json, _Routes, _who
 from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill
-from enrich.config import MAX_HISTORY_YEARS, MAX_LOOKBACK_DAYS
+from enrich.config import MAX_BACKFILL_DAYS, MAX_BACKFILL_YEARS
 from enrich.pipeline.requests import UnknownRunError
 from enrich.schemas import FETCHED
 from enrich.symbols import ASSET_CLASSES, validate_symbol
@@ -47,15 +47,15 @@ class PauseRequest(_Body):
 class BackfillStart(_Body):
     dataset: Literal[backfill.DATASETS]  # type: ignore[valid-type]
     symbols: list[str] = Field(default_factory=list, description="empty: the active universe")
-    years: int | None = Field(None, ge=1, le=MAX_HISTORY_YEARS)
-    days: int | None = Field(None, ge=1, le=MAX_LOOKBACK_DAYS)
+    years: int | None = Field(None, ge=1, le=MAX_BACKFILL_YEARS)
+    days: int | None = Field(None, ge=1, le=MAX_BACKFILL_DAYS)
     since: dt.date | None = None
     until: dt.date | None = None
     timeframe: Literal["1d", "1h", "5m"] = "1d"
     expirations: list[dt.date] = Field(default_factory=list)
     moneyness: tuple[float, float] | None = None
     monthly: int | None = Field(None, ge=1, le=12)
-    chunk_days: int | None = Field(None, ge=1, le=MAX_LOOKBACK_DAYS)
+    chunk_days: int | None = Field(None, ge=1, le=MAX_BACKFILL_DAYS)
     dry_run: bool = Field(False, description="return the plan; start nothing")
 
 

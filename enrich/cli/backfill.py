@@ -34,12 +34,10 @@ from enrich.cli.common import (
     who,
 )
 from enrich.cli.progress import TerminalProgress
-from enrich.config import Settings
+from enrich.config import MAX_BACKFILL_DAYS, MAX_BACKFILL_YEARS, Settings
 from enrich.ui import fmt_duration
 
 ACTIONS = ("list", "show", "resume", "pause", "cancel")
-MAX_YEARS = 100  # a span longer than any market's history (and far from the date type's limits)
-MAX_DAYS = 366 * MAX_YEARS
 
 
 def _date(raw: str) -> dt.date:
@@ -282,8 +280,8 @@ def _parser(sub: argparse._SubParsersAction) -> None:
                    metavar="S", help="symbols (space- or comma-separated)")
     b.add_argument("--all", action="store_true", help="every active symbol of the universe")
     span = b.add_mutually_exclusive_group()
-    span.add_argument("--years", type=bounded_int(1, MAX_YEARS))
-    span.add_argument("--days", type=bounded_int(1, MAX_DAYS))
+    span.add_argument("--years", type=bounded_int(1, MAX_BACKFILL_YEARS))
+    span.add_argument("--days", type=bounded_int(1, MAX_BACKFILL_DAYS))
     span.add_argument("--since", type=_date, metavar="DATE")
     b.add_argument("--until", type=_date, metavar="DATE",
                    help="last session (default: the latest completed one)")
@@ -295,7 +293,7 @@ def _parser(sub: argparse._SubParsersAction) -> None:
                         "(default 0.8:1.2)")
     b.add_argument("--monthly", type=bounded_int(1, 12), metavar="N",
                    help="options: how many monthly expirations to follow (default 3)")
-    b.add_argument("--chunk-days", type=bounded_int(1, MAX_DAYS), metavar="N",
+    b.add_argument("--chunk-days", type=bounded_int(1, MAX_BACKFILL_DAYS), metavar="N",
                    help="fixed windows of N days instead of calendar years/months")
     b.add_argument("--resume", action="store_true",
                    help="continue the newest unfinished backfill of this request")
