@@ -41,21 +41,16 @@ from enrich.config import Settings
 from enrich.service import Services
 
 
-def create_app(settings: Settings, services: Services, *, token: str | None = None) -> FastAPI:
+def create_app(settings: Settings, services: Services) -> FastAPI:
     """The API over ``services`` (its store, scheduler and run workers)."""
     _SECRETS.update(s for s in (settings.api_key, *settings.alert_urls) if s)
-    tokens: TokenFile | None = None
-    if token:
-        _SECRETS.add(token)
-    else:  # the file's (or the variable's), checked again on every request that needs it
-        tokens = TokenFile(settings, on_new=_SECRETS.add)
-        token = tokens.current()
-    desk = _Desk(settings, services, token)
+    # The variable's token, or the file's as it is now (a rotated file: its new one).
+    tokens = TokenFile(settings, on_new=_SECRETS.add)
+    tokens.current()  # generated now if there is none yet
+    desk = _Desk(settings, services)
 
     def need_token(request: Request) -> None:
-        if tokens is not None:  # the file's token as it is now (rotated: the new one)
-            desk.token = tokens.current()
-        if not matches(desk.token, _bearer(request)):
+        if not matches(tokens.current(), _bearer(request)):
             raise ApiError(401, "unauthorized", "this needs `Authorization: Bearer <token>`; "
                            "`python -m enrich api token` shows the token")
 

@@ -176,17 +176,22 @@ def _scrub(body: bytes) -> bytes:
     3-character token of an unknown URL for their own messages, and masking "abc" in every
     response corrupted ids that contain it (a run id ``…b7babcdc`` came back ``…b7b****dc``).
     """
-    for secret in sorted(_SECRETS | SCRUB.secrets, key=len, reverse=True):
-        if len(secret) >= MIN_PIECE and secret.encode() in body:
+    for secret in _scrubbed():
+        if secret.encode() in body:
             body = body.replace(secret.encode(), b"****")
     return body
+
+
+def _scrubbed() -> list[str]:
+    """The secrets ``_scrub`` and ``_scrub_frame`` take out, longest first."""
+    return sorted((s for s in _SECRETS | SCRUB.secrets if len(s) >= MIN_PIECE), key=len,
+                  reverse=True)
 
 
 def _scrub_frame(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` with every secret ``_scrub`` takes out of a body taken out of its text
     columns: what a binary export (Parquet, compressed) carries cannot be scrubbed as bytes."""
-    secrets = sorted((s for s in _SECRETS | SCRUB.secrets if len(s) >= MIN_PIECE), key=len,
-                     reverse=True)
+    secrets = _scrubbed()
     texts = [c for c, t in frame.schema.items() if t == pl.String]
     if not secrets or not texts:
         return frame
@@ -220,14 +225,13 @@ def _json_cols(frame: pl.DataFrame, *cols: str) -> list[dict[str, Any]]:
 
 
 class _Desk:
-    """What the endpoints act on: one process's settings, services and token."""
+    """What the endpoints act on: one process's settings and services."""
 
-    def __init__(self, settings: Settings, services: Services, token: str):
+    def __init__(self, settings: Settings, services: Services):
         self.settings = settings
         self.svc = services
         self.store = services.store
         self.catalog = services.store.catalog
-        self.token = token
         self.channels = (services.alerts.channels if services.alerts is not None
                          else Channels(settings.alert_urls))
         self._known: frozenset[str] = frozenset()
@@ -276,7 +280,7 @@ def _names_loopback(host_header: str | None) -> bool:
         name = name[1:].partition("]")[0]
     elif name.count(":") == 1:
         name = name.partition(":")[0]
-    return name == "localhost" or _is_loopback(name)
+    return _is_loopback(name)  # "localhost" among the names it knows
 
 
 def _bearer(request: Request) -> str | None:

@@ -77,11 +77,11 @@ def serve(settings: Settings, services: Services,
           bound: ApiServer | None = None) -> tuple[ApiServer, str]:
     """Start the API for ``services`` on ``ENRICH_API_ADDRESS`` (or the ``bound`` socket);
     returns the server and where the token comes from."""
-    token, source = ensure_token(settings)
+    source = ensure_token(settings)[1]
     server = bound or ApiServer(settings.api_host or "127.0.0.1", settings.api_port)
     if not _is_loopback(server.host):
         log.warning("the API listens on %s: reads from other hosts need the token too",
                     server.url)
-    app = create_app(settings, services, token=token)
+    app = create_app(settings, services)  # it reads the token file as it changes
     app.state.desk.held([])  # learn the universe before the first request
     return server.start(app), source
