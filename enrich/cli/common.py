@@ -104,7 +104,6 @@ def command(name: str, creates: Creates = never) -> Callable[[Handler], Handler]
     return deco
 
 
-
 def run_in_foreground(engine, params, kind: str, run_id: str, progress) -> Any:
     """``engine.run`` of the run ``run_id`` (already recorded). On Ctrl-C the run is closed
     ``interrupted`` before the interrupt goes on (to exit 130): left ``running``, it would show
