@@ -604,6 +604,7 @@ def test_mutations_need_the_token_and_change_nothing_without_it(desk, template):
 def test_the_generated_token_file_is_0600_and_shown_by_the_cli(tmp_path):
     data = tmp_path / "data"
     settings = settings_for(data).with_(api_token=None)
+    Store(data)  # a desk (`enrich api token` refuses a data dir that holds none)
     token, source = ensure_token(settings)
     path = data / "api_token"
     assert source == str(path) and len(token) >= 40

@@ -120,7 +120,7 @@ CASES: dict[str, Case] = {
     "ENRICH_NOW not a time": Case(["status"], "is not an ISO instant",
                                   env={"ENRICH_NOW": "yesterday"}),
     # -- point 4: data dir, catalog and lock paths
-    "data dir under a file": Case(["status"], "cannot create the folder",
+    "data dir under a file": Case(["symbols", "add", "IBM"], "cannot create the folder",
                                   env={"ENRICH_DATA_DIR": "{tmp}/afile/data"},
                                   setup=_write("afile", b"x")),
     "data dir is a file": Case(["status"], "exists and is not a directory",

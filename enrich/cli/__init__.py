@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from enrich.cli import alerts, backfill, core, quality, service  # noqa: F401  (register commands)
 from enrich.cli.common import (  # noqa: F401  (EXIT_* and COMMANDS: the package's interface)
     COMMANDS,
+    CREATES,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_PIPE,
@@ -29,7 +30,7 @@ from enrich.cli.common import (  # noqa: F401  (EXIT_* and COMMANDS: the package
     PlainText,
     UsageError,
 )
-from enrich.config import load_settings
+from enrich.config import Settings, load_settings
 from enrich.errors import (
     CatalogBusyError,
     ConfigError,
@@ -80,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "--data-dir out to use ENRICH_DATA_DIR")
             env = dict(os.environ, ENRICH_DATA_DIR=args.data_dir)
         settings = load_settings(env)
+        if not CREATES[args.cmd](args):
+            _need_desk(settings, "--data-dir" if env is not None else "ENRICH_DATA_DIR")
         code = COMMANDS[args.cmd](args, settings)
         sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
         return code
@@ -111,6 +114,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         sys.stdout, sys.stderr = streams
+
+
+def _need_desk(settings: Settings, named_by: str) -> None:
+    """Refuse a data directory that holds no desk: opening it would create an empty desk there
+    (a mistyped path showing "no data" instead of saying so)."""
+    from enrich.store.store import desk_exists
+
+    if not desk_exists(settings.data_dir):
+        raise UsageError(
+            f"no desk at {settings.data_dir.resolve()} (no catalog enrich.duckdb there); "
+            f"check {named_by} for a typo, or start a desk there with `python -m enrich run` "
+            "(or `symbols add`, `serve`, the dashboard)")
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:

@@ -90,7 +90,7 @@ def _backfiller(settings: Settings):
     return Backfiller(store, make_provider(settings), settings)
 
 
-@command("backfill")
+@command("backfill", creates=lambda args: args.dataset not in ACTIONS)  # a new one creates
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     if args.dataset in ACTIONS:
         return _action(args, settings)

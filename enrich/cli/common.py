@@ -22,7 +22,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_LIMIT = 100_000  # rows a listing prints at most
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+Creates = Callable[[argparse.Namespace], bool]
 COMMANDS: dict[str, Handler] = {}
+# Whether a command (as parsed) may start a desk in a data directory that holds none; the
+# others only read or act on what a desk holds, so they refuse such a directory (``main``).
+CREATES: dict[str, Creates] = {}
 
 
 class UsageError(EnrichError):
@@ -86,9 +90,16 @@ def held_symbols(catalog, symbols: list[str]) -> list[str]:
     return held
 
 
-def command(name: str) -> Callable[[Handler], Handler]:
+def never(args: argparse.Namespace) -> bool:
+    return False
+
+
+def command(name: str, creates: Creates = never) -> Callable[[Handler], Handler]:
+    """Register ``name``'s handler; ``creates`` says which of its forms may start a desk
+    where there is none (``run``, ``symbols add``): every other form needs one."""
     def deco(fn: Handler) -> Handler:
         COMMANDS[name] = fn
+        CREATES[name] = creates
         return fn
     return deco
 

@@ -68,7 +68,7 @@ def _engine(settings: Settings, store=None):
 
 
 # -- run ------------------------------------------------------------------------------------
-@command("run")
+@command("run", creates=lambda args: not args.background or args.dry_run)
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.pipeline.requests import make_params
 
@@ -190,7 +190,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- symbols --------------------------------------------------------------------------------
-@command("symbols")
+@command("symbols", creates=lambda args: args.symbols_cmd in ("add", "import") or (
+    args.symbols_cmd == "list" and args.seed_demo))
 def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.store import universe
 

@@ -99,7 +99,7 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- serve ----------------------------------------------------------------------------------
-@command("serve")
+@command("serve", creates=lambda args: True)
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.service import Services
     from enrich.store.universe import ensure_demo_universe

@@ -28,7 +28,7 @@ import os
 import pickle
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from enrich.config import Settings
@@ -153,6 +153,9 @@ def run_in_processes(
         res = SymbolResult(sym, "failed", steps=[StepResult("worker", "failed", error=err)])
         return record(res)
 
+    # Workers open the run's own store, never the data directory the settings name (the
+    # store may be elsewhere, and a default one is ./data), and by its absolute path.
+    job = replace(job, settings=job.settings.with_(data_dir=engine.store.data_dir.resolve()))
     pending = collections.deque(targets)
     broken: BaseException = RuntimeError("no worker pool was started")
     for _ in range(MAX_POOL_STARTS):

@@ -194,11 +194,21 @@ class Catalog:
         return self._connect(threads=None)
 
     @contextlib.contextmanager
-    def _connect(self, threads: int | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connect(self, threads: int | None,
+                 create: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """``connect``; only ``create`` (``migrate``) makes the file where there is none:
+        attaching a missing file would create an empty one, so a read would leave a catalog
+        without tables (and a desk) behind."""
         deadline = time.monotonic() + self.timeout_s
         with self._thread_lock:
+            if not create and not self.path.exists():
+                raise ConfigError(
+                    f"the catalog {self.path} does not exist: it was deleted or moved after "
+                    "enrich opened it, or ENRICH_DATA_DIR names no desk; opening the desk "
+                    "again (a new command, or restarting the dashboard or serve) creates it")
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if create:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._lock.acquire(timeout=self.timeout_s)
             except Timeout:
                 raise CatalogBusyError(
@@ -322,7 +332,7 @@ class Catalog:
         """Apply pending migrations, each in its own transaction; returns versions applied."""
         applied: list[int] = []
         _SHAPES.pop(self._key, None)
-        with self.connect() as con:
+        with self._connect(threads=None, create=True) as con:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMPTZ)"

@@ -1,9 +1,11 @@
 """The store: one lake and one catalog under a data directory, migrated once per process.
 
-Opening a store also repairs what would otherwise stop everything: a catalog file that is not
-a readable DuckDB database is moved aside and a new one created (its run history is lost, and
-``notices`` says so), and a new catalog next to a lake that holds data gets its universe back
-from the lake's symbols instead of starting empty.
+Opening a store creates the desk's folders and catalog where there are none; a command that
+only reads asks ``desk_exists`` first, so a mistyped data directory is refused rather than
+made into an empty desk. Opening a store also repairs what would otherwise stop everything: a
+catalog file that is not a readable DuckDB database is moved aside and a new one created (its
+run history is lost, and ``notices`` says so), and a new catalog next to a lake that holds
+data gets its universe back from the lake's symbols instead of starting empty.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from pathlib import Path
 
 from enrich.config import Settings
 from enrich.errors import CatalogUnreadableError, ConfigError
+from enrich.schemas import DATASETS
 from enrich.store.catalog import Catalog, WriteBatch
 from enrich.store.lake import Lake
 
 log = logging.getLogger(__name__)
 _migrated: set[Path] = set()
 _migrate_lock = threading.Lock()
+CATALOG_NAME = "enrich.duckdb"
 VIEW_QUARANTINE_WAIT_S = 0.5  # the catalog's lock is held meanwhile: do not wait long
 
 
@@ -31,7 +35,7 @@ class Store:
         _prepare(self.data_dir)
         self.lake = Lake(self.data_dir / "lake", lock_dir=self.data_dir / "locks")
         self.catalog = Catalog(
-            self.data_dir / "enrich.duckdb", lake_root=self.lake.root,
+            self.data_dir / CATALOG_NAME, lake_root=self.lake.root,
             timeout_s=catalog_timeout_s,
             quarantine_file=lambda path, reason: self.lake.quarantine_file(
                 path, reason, lock_timeout=VIEW_QUARANTINE_WAIT_S))
@@ -39,7 +43,8 @@ class Store:
             return
         key = self.catalog.path.resolve()
         with _migrate_lock:
-            if key not in _migrated:
+            # Again when the file is gone (deleted by hand since): reads never create it.
+            if key not in _migrated or not self.catalog.path.exists():
                 self.notices = self._open_catalog()
                 _migrated.add(key)
         for notice in self.notices:  # the CLI prints warnings on stderr; pages show notices
@@ -79,6 +84,17 @@ class Store:
                 f"{len(added)} symbols."]
 
 
+def desk_exists(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds a desk: a catalog, or a lake with data whose catalog was
+    lost (opening a store creates it again and rebuilds the universe from the lake). Creates
+    nothing."""
+    data_dir = Path(data_dir)
+    if (data_dir / CATALOG_NAME).exists():  # a folder there too: opening says what is wrong
+        return True
+    lake = data_dir / "lake"
+    return any(next((lake / name).glob("**/symbol=*"), None) is not None for name in DATASETS)
+
+
 def _prepare(data_dir: Path) -> None:
     """Create the data directory's folders, or say plainly why they cannot be."""
     folders = (data_dir, data_dir / "lake", data_dir / "locks", data_dir / "locks" / "symbols",
@@ -92,7 +108,7 @@ def _prepare(data_dir: Path) -> None:
         except OSError as exc:
             raise ConfigError(f"cannot create the folder {path} ({exc.strerror or exc}); "
                               "point ENRICH_DATA_DIR at a folder this user can write") from None
-    catalog = data_dir / "enrich.duckdb"
+    catalog = data_dir / CATALOG_NAME
     if catalog.is_dir():
         raise ConfigError(f"{catalog} is a folder, but it should be the catalog file; move it "
                           "away and enrich creates a new catalog")
