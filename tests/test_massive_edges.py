@@ -15,12 +15,17 @@ import datetime as dt
 import httpx
 import pytest
 
+from enrich.api.app import create_app
 from enrich.checks.validate import check
+from enrich.config import load_settings
 from enrich.errors import RateLimitedError, ValidationError
+from enrich.health import PROBE_TTL_S, ProbeCache
 from enrich.providers import MarketRequest
 from enrich.providers.massive.provider import MassiveProvider
 from enrich.providers.ratelimit import PLAN_WINDOW_S, RateLimiter
 from enrich.providers.retry import RetryPolicy
+from enrich.service import Services
+from tests.test_api import Api as AsgiApi
 from tests.test_massive_spec import AGGS_EXAMPLE, BASE, KEY, TODAY, Api, _json, make
 
 D = dt.date
@@ -308,3 +313,72 @@ def test_an_income_statement_without_its_fiscal_quarter_is_refused_alone():
     assert checked.good.select("fiscal_year", "fiscal_quarter", "revenue").rows() == [
         (2025, 3, 94036000000.0)]
     assert checked.rejected == 1 and "null key column" in checked.causes[0]
+
+
+# ---- 4. the health probe spends one request a minute at most ------------------------------------
+
+# REF massive-rest-api.md §8 "/v1/marketstatus/now: a good connectivity and key probe"; its
+# fields from SPEC paths./v1/marketstatus/now.get.responses.200.content.application/json
+#   .schema.properties (market, serverTime, earlyHours, afterHours, exchanges, currencies).
+MARKET_STATUS = {"market": "closed", "serverTime": "2025-01-04T10:00:00-05:00",
+                 "earlyHours": False, "afterHours": False,
+                 "exchanges": {"nasdaq": "closed", "nyse": "closed", "otc": "closed"},
+                 "currencies": {"fx": "open", "crypto": "open"}}
+
+
+def counted_status(calls: list, body: dict | None = None, status: int = 200):
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return _json(status, body or MARKET_STATUS)
+    return handler
+
+
+def test_two_api_health_probes_within_the_window_make_one_request(tmp_path):
+    """A monitor polling ``GET /api/v1/health?probe=true`` every 10 s spent one request of
+    the plan's quota per poll (6 a minute, the free plan allows 5). Within ``PROBE_TTL_S`` the
+    probe's answer is reused, with its age; after it, the provider is asked again."""
+    calls: list = []
+    api = Api({"/v1/marketstatus/now": counted_status(calls)})
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data"),
+                              "ENRICH_SCHEDULER": "off", "ENRICH_API_TOKEN": "t" * 32,
+                              "ENRICH_PROVIDER": "massive", "MASSIVE_API_KEY": KEY},
+                             dotenv_path=None)
+    svc = Services(settings, provider=provider(api), alerts=False).start()
+    clock = FakeClock()
+    svc.probes = ProbeCache(clock=clock)
+    try:
+        http = AsgiApi(create_app(settings, svc))
+        first = http.ok("/api/v1/health", probe="true")["provider"]
+        clock.now += PROBE_TTL_S - 0.5
+        second = http.ok("/api/v1/health", probe="true")["provider"]
+        assert len(calls) == 1
+        assert first["status"] == second["status"] == "valid"
+        assert first["probe_age_s"] == 0.0 and second["probe_age_s"] == PROBE_TTL_S - 0.5
+        assert second["probed_at"] == first["probed_at"] is not None
+        assert http.ok("/api/v1/health")["provider"]["status"] == "not probed"
+        clock.now += 0.5
+        third = http.ok("/api/v1/health", probe="true")["provider"]
+        assert len(calls) == 2 and third["probe_age_s"] == 0.0
+    finally:
+        svc.stop()
+
+
+def test_a_failed_probe_is_reused_too_and_the_cache_is_per_provider():
+    """A refused key is as costly to ask again (and as refused a second later); another
+    provider object (settings changed: a new key) is asked afresh."""
+    calls: list = []
+    refused = Api({"/v1/marketstatus/now": counted_status(
+        calls, {"status": "ERROR", "request_id": "r", "error": "Unknown API Key"}, 401)})
+    clock = FakeClock()
+    cache = ProbeCache(clock=clock)
+    bad = provider(refused)
+    parts = [cache.get(bad, lambda: probe_part(bad)) for _ in range(3)]
+    assert len(calls) == 1 and {p["status"] for p in parts} == {"invalid key"}
+    other = provider(refused)
+    cache.get(other, lambda: probe_part(other))
+    assert len(calls) == 2
+
+
+def probe_part(p: MassiveProvider) -> dict:
+    res = p.probe()
+    return {"ok": res.ok, "status": res.status}
