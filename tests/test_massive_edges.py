@@ -382,3 +382,28 @@ def test_a_failed_probe_is_reused_too_and_the_cache_is_per_provider():
 def probe_part(p: MassiveProvider) -> dict:
     res = p.probe()
     return {"ok": res.ok, "status": res.status}
+
+
+def test_a_vx_filing_without_its_fiscal_year_is_refused_alone():
+    """SPEC paths./vX/reference/financials.get.responses.200.content.application/json.schema
+    .properties.results.items.required: cik, company_name, financials, fiscal_period,
+    timeframe — ``fiscal_year`` may be absent (the fallback when income statements v1 is
+    refused: here it answers 404, unrouted)."""
+    # SPEC ...vX/reference/financials...example.results[0] (SiteOne, fiscal 2022 Q1).
+    site = {"cik": "0001650729", "company_name": "SiteOne Landscape Supply, Inc.",
+            "end_date": "2022-04-03", "filing_date": "2022-05-04", "fiscal_period": "Q1",
+            "fiscal_year": "2022", "start_date": "2022-01-03", "tickers": ["SITE"],
+            "timeframe": "quarterly",
+            "financials": {"income_statement": {
+                "revenues": {"label": "Revenues", "order": 100, "unit": "USD",
+                             "value": 805300000}}}}
+    no_year = {**site, "fiscal_period": "Q4", "end_date": "2021-12-31",
+               "filing_date": "2022-02-16"}
+    del no_year["fiscal_year"]
+    api = Api({"/vX/reference/financials": lambda r: _json(200, {
+        "count": 2, "request_id": "r", "status": "OK", "results": [site, no_year]})})
+    frame = make(api).earnings("SITE", D(2022, 1, 1), D(2022, 12, 31))
+    checked = check("earnings", frame)
+    assert checked.good.select("fiscal_year", "fiscal_quarter", "revenue").rows() == [
+        (2022, 1, 805300000.0)]
+    assert checked.rejected == 1
