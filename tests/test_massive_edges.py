@@ -124,6 +124,15 @@ def test_a_429_holds_the_shared_limiter_for_every_process(tmp_path, retry_after,
     assert clock() < start + held + 1.0  # but not longer than that
 
 
+def test_a_hold_written_before_a_reboot_is_not_waited_out(tmp_path):
+    """The limiter's clock is CLOCK_MONOTONIC, which restarts at boot: a state file from
+    before a reboot is discarded (``ratelimit`` docstring), a hold in it too."""
+    state = tmp_path / "ratelimit.json"
+    before, after = FakeClock(10_000.0), FakeClock(5.0)
+    RateLimiter(600, before, before.sleep, state=state).hold(PLAN_WINDOW_S)
+    assert RateLimiter(600, after, after.sleep, state=state).acquire() == 5.0
+
+
 def test_a_429_holds_the_other_threads_of_this_process():
     clock = FakeClock()
     limiter = RateLimiter(600, clock, clock.sleep)

@@ -101,7 +101,7 @@ class _Waiter:
 @dataclass
 class _State:
     tat: float | None = None  # theoretical arrival time of the next conforming request
-    last: float | None = None  # the last grant (a later clock reading means a new boot)
+    last: float | None = None  # the last grant or hold (a later reading means a new boot)
     seq: int = 0
     waiters: list[_Waiter] = field(default_factory=list)  # sorted by ``order``
 
@@ -310,9 +310,13 @@ class RateLimiter:
         seconds = min(max(float(seconds), 0.0), MAX_HOLD_S)
         with self._cond:
             with self._store.transaction() as state:
-                until = self._clock() + seconds
+                now = self._clock()
+                until = now + seconds
                 if state.tat is None or state.tat - self._tolerance < until:
                     state.tat = until + self._tolerance
+                # Stamped with this clock too, so a hold written before a reboot is discarded
+                # like a grant (``_step``), never waited out on the new boot's clock.
+                state.last = now if state.last is None else max(state.last, now)
             self._cond.notify_all()
         return until
 
