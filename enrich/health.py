@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,18 +28,51 @@ from enrich.store.catalog import frame, utcnow
 from enrich.store.store import Store
 
 FAILURE_WINDOW = dt.timedelta(hours=24)
+PROBE_TTL_S = 60.0  # seconds a provider probe's answer is reused (a Massive probe is a request)
+
+
+class ProbeCache:
+    """The provider probe's last answer, reused for ``ttl`` seconds.
+
+    Probing Massive costs one request of the plan's quota (5 a minute on the free plan), so a
+    monitor polling ``/health?probe=true`` every 10 s would spend more than the plan allows.
+    Within ``ttl`` of a probe, callers get its answer and its age (``probe_age_s``); callers
+    arriving while a probe is in flight wait for it rather than make their own. Every
+    outcome is kept, a failure too (a key refused a second ago is refused still); another
+    provider object (new settings, a new key) is probed afresh. ``clock`` is monotonic and
+    injectable for tests.
+    """
+
+    def __init__(self, ttl: float = PROBE_TTL_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: tuple[object, float, dict[str, Any]] | None = None  # provider, at, part
+
+    def get(self, provider: object, probe: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``probe()``'s answer, fresh or at most ``ttl`` seconds old, with its age."""
+        with self._lock:
+            last = self._last
+            if last is None or last[0] is not provider or self._clock() - last[1] >= self.ttl:
+                part = probe()
+                last = self._last = (provider, self._clock(), part)
+            age = max(0.0, self._clock() - last[1])
+            return {**last[2], "probe_age_s": round(age, 1)}
 
 
 def health(settings: Settings, store: Store, provider: Provider | None = None,
-           clock: Callable[[], dt.datetime] | None = None, *, probe: bool = True
-           ) -> dict[str, Any]:
+           clock: Callable[[], dt.datetime] | None = None, *, probe: bool = True,
+           probes: ProbeCache | None = None) -> dict[str, Any]:
     """One dict describing the desk's health (instants are UTC-aware datetimes).
 
     Keys: ``checked_at``, ``scheduler`` (state running | paused | stopped | dead, pause and
     heartbeat details), ``schedule`` (configured time, next fire in UTC and in New York time),
     ``last_run`` and ``last_scheduled_run``, ``catalog`` (ok, open-and-query ms), ``lake``
-    (bytes on disk), ``provider`` (probe result and latency; ``probe=False`` skips the call,
-    which for Massive costs one request), ``failures_24h`` (fetch failures by error class),
+    (bytes on disk), ``provider`` (probe result and latency, ``probed_at`` and
+    ``probe_age_s``; ``probe=False`` skips the call, which for Massive costs one request; with
+    ``probes`` an answer younger than its ``ttl`` is reused), ``failures_24h`` (fetch failures
+    by error class),
     ``api_key`` (masked), ``lake`` also lists lake files found unreadable (each quarantined
     on the spot, see ``enrich.store.quarantine``) and those awaiting a re-fetch, and ``ok``
     (catalog reachable, provider fine, scheduler not dead, no lake file unreadable or
@@ -54,7 +88,7 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
     except OSError:
         size = None
     out["lake"] = {"path": str(store.lake.root.resolve()), "bytes": size, **lake_files}
-    out["provider"] = _provider_part(settings, provider, probe)
+    out["provider"] = _provider_part(settings, provider, probe, probes, now)
     sched_state = out.get("scheduler", {}).get("state")
     out["ok"] = bool(out["catalog"]["ok"] and out["provider"]["ok"] is not False
                      and sched_state != "dead" and not lake_files["unreadable"]
@@ -166,20 +200,29 @@ def _schedule_part(settings: Settings, next_fire: dt.datetime | None,
     }
 
 
-def _provider_part(settings: Settings, provider: Provider | None, probe: bool) -> dict[str, Any]:
+def _provider_part(settings: Settings, provider: Provider | None, probe: bool,
+                   probes: ProbeCache | None, now: dt.datetime) -> dict[str, Any]:
     part: dict[str, Any] = {"name": settings.provider,
                             "is_demo": bool(getattr(provider, "is_demo", False))}
     if provider is None or not probe:
-        part.update(ok=None, status="not probed", latency_ms=None, message=None)
+        part.update(ok=None, status="not probed", latency_ms=None, message=None,
+                    probed_at=None, probe_age_s=None)
         return part
-    t0 = time.perf_counter()
-    try:
-        res = provider.probe()
-    except Exception as exc:  # a probe that raises is a failed probe, never a crash
-        part.update(ok=False, status="error", message=redact(str(exc)),
-                    latency_ms=round((time.perf_counter() - t0) * 1000, 1))
-        return part
-    measured = (time.perf_counter() - t0) * 1000
-    part.update(ok=res.ok, status=res.status, message=redact(res.message or "") or None,
-                latency_ms=round(res.latency_ms or measured, 1))
+    prov = provider
+
+    def run() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            res = prov.probe()
+        except Exception as exc:  # a probe that raises is a failed probe, never a crash
+            return {"ok": False, "status": "error", "message": redact(str(exc)),
+                    "latency_ms": round((time.perf_counter() - t0) * 1000, 1),
+                    "probed_at": now}
+        measured = (time.perf_counter() - t0) * 1000
+        return {"ok": res.ok, "status": res.status,
+                "message": redact(res.message or "") or None,
+                "latency_ms": round(res.latency_ms or measured, 1), "probed_at": now}
+
+    part.update(probes.get(provider, run) if probes is not None
+                else {**run(), "probe_age_s": 0.0})
     return part

@@ -111,6 +111,9 @@ class Services:
         self.store = store or Store.from_settings(settings)
         self.provider = provider or make_provider(settings)
         self.engine = Engine(self.store, self.provider, settings)
+        # The provider probe's answer, reused for a minute: polled health (the API, the
+        # Health page) spends at most one request of the plan's quota a minute on it.
+        self.probes = health_mod.ProbeCache()
         self.heartbeat_s = float(heartbeat_s)
         self.poll_s = float(poll_s)
         self.run_workers = int(run_workers)
@@ -330,7 +333,7 @@ class Services:
     def health(self, probe: bool = True) -> dict[str, Any]:
         """``enrich.health.health`` plus what only this process knows."""
         out = health_mod.health(self.settings, self.store, self.provider, self.clock,
-                                probe=probe)
+                                probe=probe, probes=self.probes)
         out["service"] = {"scheduler_enabled": self.settings.scheduler,
                           "owns_schedule": self._owner, "pid": host_and_pid()[1],
                           "active_runs": self.active_runs()}

@@ -327,17 +327,17 @@ def provider():
 
 
 def probe() -> dict[str, Any]:
-    """Call the provider's connectivity probe now: status, message, latency, when."""
+    """The provider's connectivity probe: status, message, latency, when it was made (the
+    service reuses an answer younger than a minute: each probe is a request of the plan)."""
     svc = services()
     if svc is not None:
         part = svc.health(probe=True)["provider"]
-    else:
-        from enrich.providers import make_provider
+        return {**part, "checked_at": part.get("probed_at") or now()}
+    from enrich.providers import make_provider
 
-        res = make_provider(settings()).probe()
-        part = {"ok": res.ok, "status": res.status, "message": res.message,
-                "latency_ms": res.latency_ms}
-    return {**part, "checked_at": now()}
+    res = make_provider(settings()).probe()
+    return {"ok": res.ok, "status": res.status, "message": res.message,
+            "latency_ms": res.latency_ms, "checked_at": now()}
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -100,7 +100,8 @@ probe = st.session_state.get("probe_result")
 p[3].metric("Probe latency", f"{probe['latency_ms']:.0f} ms"
             if probe and probe.get("latency_ms") is not None else "—")
 if st.button("Test key", icon="🔑", key="test_key",
-             help="Calls the provider once (one request on the Massive plan)."):
+             help="Calls the provider once (one request on the Massive plan); an answer "
+                  "less than a minute old is shown again instead."):
     with st.spinner("Asking the provider…"):
         st.session_state["probe_result"] = c.probe()
     st.rerun()

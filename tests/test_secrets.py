@@ -60,8 +60,9 @@ def _echo(fake: FakeMassive) -> None:
     fake.fail("/stocks/v1/splits", status=200, headers={"X-Request-Id": KEY},
               body=body(status="OK", request_id=KEY[3:17], results=[],
                         next_url=f"https://{KEY}.evil.example/v1?apiKey={KEY}"))
+    # Retry-After: 1, as without it a 429 holds the data directory's requests for a minute.
     fake.fail("/v2/reference/news", status=429, headers={"X-Request-Id": KEY.upper()},
-              body=body(status="ERROR", error=f"slow down, {KEY}"))
+              retry_after="1", body=body(status="ERROR", error=f"slow down, {KEY}"))
     fake.fail("/stocks/financials/v1/income-statements", status=500,
               body=body(status="ERROR", request_id=KEY[5:20], error="boom"))
     fake.fail("/v3/snapshot/options/", status=404,

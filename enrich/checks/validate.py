@@ -39,10 +39,16 @@ def _rules(dataset: str) -> tuple[tuple[str, pl.Expr], ...]:
             ("high < open/close", pl.col("high") < pl.max_horizontal("open", "close")),
         ]
     elif dataset == "dividends":
-        rules.append(("cash_amount not > 0", ~(pl.col("cash_amount") > 0)))
+        cash = pl.col("cash_amount")
+        # Listings may leave the amount out (a distribution in shares, or only a ratio): the
+        # lake holds cash dividends, so that row alone is refused, and says why.
+        rules.append(("no cash amount", cash.is_null()))
+        rules.append(("cash_amount not > 0", cash.is_not_null() & ~(cash > 0)))
     elif dataset == "splits":
-        rules.append(("split ratio not > 0", ~((pl.col("split_from") > 0)
-                                               & (pl.col("split_to") > 0))))
+        ratio = [pl.col("split_from"), pl.col("split_to")]
+        rules.append(("no split ratio", pl.any_horizontal([c.is_null() for c in ratio])))
+        rules.append(("split ratio not > 0", pl.all_horizontal([c.is_not_null() for c in ratio])
+                      & ~((ratio[0] > 0) & (ratio[1] > 0))))
     elif dataset == "options_iv":
         rules.append(("strike not > 0", ~(pl.col("strike") > 0)))
         rules.append(("contract_type not call/put",

@@ -73,6 +73,8 @@ from filelock import FileLock
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADROOM = 0.01
+PLAN_WINDOW_S = 60.0  # plans limit requests per minute: the window a 429 says is spent
+MAX_HOLD_S = 2 * PLAN_WINDOW_S  # the longest ``hold``, whatever a Retry-After header says
 STATE_FILE = "ratelimit.json"  # under <data_dir>/locks/
 DEFAULT_POLL = 1.0  # seconds: longest sleep between two looks at a shared state file
 _LOCK_POLL = 0.0005  # seconds between tries of a contended file lock (held for ~1 ms)
@@ -99,7 +101,7 @@ class _Waiter:
 @dataclass
 class _State:
     tat: float | None = None  # theoretical arrival time of the next conforming request
-    last: float | None = None  # the last grant (a later clock reading means a new boot)
+    last: float | None = None  # the last grant or hold (a later reading means a new boot)
     seq: int = 0
     waiters: list[_Waiter] = field(default_factory=list)  # sorted by ``order``
 
@@ -297,6 +299,26 @@ class RateLimiter:
         with self._cond:
             self._set_rate(per_minute)
             self._cond.notify_all()
+
+    def hold(self, seconds: float) -> float:
+        """Grant nothing for ``seconds`` from now (at most ``MAX_HOLD_S``): to every thread
+        and, with a state file, to every process sharing it. The provider answered 429, so the
+        key's quota for the window is spent, by another consumer of the key (this limiter
+        paces its own requests); whoever asks meanwhile would earn a 429 of their own. Waiters
+        already queued keep their order and re-check their slot. A hold never brings the
+        schedule forward. Returns the instant it ends, on the limiter's clock."""
+        seconds = min(max(float(seconds), 0.0), MAX_HOLD_S)
+        with self._cond:
+            with self._store.transaction() as state:
+                now = self._clock()
+                until = now + seconds
+                if state.tat is None or state.tat - self._tolerance < until:
+                    state.tat = until + self._tolerance
+                # Stamped with this clock too, so a hold written before a reboot is discarded
+                # like a grant (``_step``), never waited out on the new boot's clock.
+                state.last = now if state.last is None else max(state.last, now)
+            self._cond.notify_all()
+        return until
 
     def acquire(self, priority: int = 0) -> float:
         """Block until a request may be sent; return the grant instant on the limiter's clock.

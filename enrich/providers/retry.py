@@ -1,6 +1,9 @@
 """One retry policy, keyed on the error's class (design §3), applied to each request.
 
-Rate limited → wait ``retry_after`` when the provider gave one, else back off;
+Rate limited → wait ``retry_after`` when the provider gave one, else one plan window
+(``PLAN_WINDOW_S``: plans count requests per minute, and a 429 says the minute's quota is
+spent — by another consumer of the key, since the shared limiter paces this desk — so a retry
+within seconds only earns another 429);
 transient (5xx, timeouts) → exponential backoff with full jitter, bounded;
 everything else → no retry. ``sleep`` and ``rng`` are injectable for tests.
 
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from enrich.errors import RateLimitedError, error_class_of
+from enrich.providers.ratelimit import PLAN_WINDOW_S
 
 T = TypeVar("T")
 
@@ -29,12 +33,15 @@ class RetryPolicy:
     max_retries: int = 3
     base_delay: float = 0.5
     max_delay: float = 30.0
+    rate_window: float = PLAN_WINDOW_S  # a 429 without Retry-After waits this long
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempt: int, exc: BaseException) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        if isinstance(exc, RateLimitedError):
+            if exc.retry_after is None:
+                return self.rate_window
             return min(max(exc.retry_after, 0.0), self.max_delay * 4)
         cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return self.rng.uniform(cap / 2, cap)

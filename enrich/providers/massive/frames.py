@@ -24,13 +24,31 @@ from enrich.providers.massive.parse import (
 from enrich.schemas import DIVIDENDS, EARNINGS, NEWS, SPLITS, Dataset, conform
 
 
+def _apart(frame: pl.DataFrame, needed: tuple[str, ...]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows that have every ``needed`` field (the lake's key and what it must hold), and
+    the others. Listings may leave out nearly any field (the spec requires few), so a row
+    without one is not a broken payload: it is passed on alone, after the whole ones (never
+    merged with one, never hiding one), and validation (``enrich.checks.validate``) refuses it
+    with its cause, counted in the fetch log, while the rows beside it are stored."""
+    whole = pl.all_horizontal([pl.col(c).is_not_null() for c in needed])
+    return frame.filter(whole), frame.filter(~whole)
+
+
+def _dated(frame: pl.DataFrame, column: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+    """Rows dated in [start, end], and those without a date (for validation to refuse)."""
+    return frame.filter(pl.col(column).is_null() | pl.col(column).is_between(start, end))
+
+
 def _dividends_frame(symbol: str, rows: list, parse: Callable[[dict], dict], start: dt.date,
                      end: dt.date, subject: str) -> pl.DataFrame:
     check = _Check(subject, len(rows))
     parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
     check.done()
-    frame = pl.DataFrame(parsed, schema=_DIVIDEND_ROW_SCHEMA)
-    frame = frame.unique("id", keep="first").filter(pl.col("ex_date").is_between(start, end))
+    frame = pl.DataFrame(parsed, schema=_DIVIDEND_ROW_SCHEMA).unique("id", keep="first")
+    # A distribution without an amount (paid in shares, or declared only as a ratio) is no
+    # cash dividend: it neither adds to nor names a cash dividend of its ex-date.
+    frame, unusable = _apart(frame, ("ex_date", "cash_amount"))
+    frame = frame.filter(pl.col("ex_date").is_between(start, end))
     # Two distributions on one ex-date (a regular and a special) share the lake key:
     # store their sum, and say what was summed.
     frame = frame.sort("ex_date", "id").group_by("ex_date", maintain_order=True).agg(
@@ -44,7 +62,8 @@ def _dividends_frame(symbol: str, rows: list, parse: Callable[[dict], dict], sta
         .then(None)
         .otherwise(pl.col("distribution_type")),
     )
-    return conform(frame, DIVIDENDS)
+    unusable = _dated(unusable, "ex_date", start, end).with_columns(symbol=pl.lit(symbol))
+    return pl.concat([conform(frame, DIVIDENDS), conform(unusable, DIVIDENDS)])
 
 
 def _splits_frame(symbol: str, rows: list, start: dt.date, end: dt.date,
@@ -52,14 +71,16 @@ def _splits_frame(symbol: str, rows: list, start: dt.date, end: dt.date,
     check = _Check(subject, len(rows))
     parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _split_row))]
     check.done()
-    frame = pl.DataFrame(parsed, schema=_SPLIT_ROW_SCHEMA)
+    frame, unusable = _apart(pl.DataFrame(parsed, schema=_SPLIT_ROW_SCHEMA),
+                             ("execution_date", "split_from", "split_to"))
     frame = (
         frame.filter(pl.col("execution_date").is_between(start, end))
         .unique("execution_date", keep="first")
         .sort("execution_date")
         .with_columns(symbol=pl.lit(symbol))
     )
-    return conform(frame, SPLITS)
+    unusable = _dated(unusable, "execution_date", start, end).with_columns(symbol=pl.lit(symbol))
+    return pl.concat([conform(frame, SPLITS), conform(unusable, SPLITS)])
 
 
 def _earnings_frame(symbol: str, rows: list, parse: Callable[[dict], Any],
@@ -67,7 +88,8 @@ def _earnings_frame(symbol: str, rows: list, parse: Callable[[dict], Any],
     check = _Check(subject, len(rows))
     parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, parse))]
     check.done()
-    frame = pl.DataFrame(parsed, schema=_EARNINGS_ROW_SCHEMA)
+    frame, unusable = _apart(pl.DataFrame(parsed, schema=_EARNINGS_ROW_SCHEMA),
+                             ("fiscal_year", "fiscal_quarter"))
     # A restated quarter appears again with a later filing: keep the latest.
     frame = (
         frame.sort("filing_date", nulls_last=False)
@@ -75,7 +97,8 @@ def _earnings_frame(symbol: str, rows: list, parse: Callable[[dict], Any],
         .sort("fiscal_year", "fiscal_quarter")
         .with_columns(symbol=pl.lit(symbol))
     )
-    return conform(frame, EARNINGS)
+    unusable = unusable.with_columns(symbol=pl.lit(symbol))
+    return pl.concat([conform(frame, EARNINGS), conform(unusable, EARNINGS)])
 
 
 def _news_frame(symbol: str, rows: list, start: dt.date, end: dt.date,

@@ -229,14 +229,18 @@ _DIVIDEND_ROW_SCHEMA: dict[str, ColumnType] = {
 
 
 def _dividend_common(raw: dict) -> dict:
-    ex_date = _date(raw, "ex_dividend_date")
+    """Every field but the v1 type may be absent (the spec requires only
+    ``distribution_type``): a row without an ex-date or an amount is kept with nulls, for
+    validation to refuse it alone (the lake holds cash dividends); a field of the wrong type
+    refuses the payload."""
+    ex_date = _date(raw, "ex_dividend_date", required=False)
     return {
         "id": _opt_str(raw, "id") or f"{raw.get('ticker')}:{ex_date}:{raw.get('cash_amount')}",
         "ex_date": ex_date,
         "declaration_date": _date(raw, "declaration_date", required=False),
         "record_date": _date(raw, "record_date", required=False),
         "pay_date": _date(raw, "pay_date", required=False),
-        "cash_amount": _num(raw, "cash_amount", minimum=0),
+        "cash_amount": _num(raw, "cash_amount", required=False, minimum=0),
         "currency": _opt_str(raw, "currency"),
         "frequency": _int(raw, "frequency", required=False),
     }
@@ -263,19 +267,23 @@ _SPLIT_ROW_SCHEMA: dict[str, ColumnType] = {
 
 
 def _split_row(raw: dict) -> dict:
-    split_from = _num(raw, "split_from")
-    split_to = _num(raw, "split_to")
-    if split_from <= 0 or split_to <= 0:
+    """v1 requires only ``adjustment_type``: a row without its date or ratio is kept with
+    nulls, for validation to refuse it alone; a ratio that is not positive refuses the
+    payload."""
+    split_from = _num(raw, "split_from", required=False)
+    split_to = _num(raw, "split_to", required=False)
+    if (split_from is not None and split_from <= 0) or (split_to is not None and split_to <= 0):
         raise _Bad(f"split ratio {split_to}:{split_from} is not positive")
     kind = _opt_str(raw, "adjustment_type")
     if kind is None:  # the v3 endpoint has no type: read it off the ratio
         kind = (
-            "forward_split" if split_to > split_from
+            "unknown" if split_from is None or split_to is None
+            else "forward_split" if split_to > split_from
             else "reverse_split" if split_to < split_from
             else "unknown"
         )
-    return {"execution_date": _date(raw, "execution_date"), "split_from": split_from,
-            "split_to": split_to, "adjustment_type": kind}
+    return {"execution_date": _date(raw, "execution_date", required=False),
+            "split_from": split_from, "split_to": split_to, "adjustment_type": kind}
 
 
 _EARNINGS_ROW_SCHEMA: dict[str, ColumnType] = {
@@ -285,16 +293,18 @@ _EARNINGS_ROW_SCHEMA: dict[str, ColumnType] = {
 }
 
 
-def _quarter(value: int | None) -> int:
-    if value is None or not 1 <= value <= 4:
+def _quarter(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= 4:
         raise _Bad(f"fiscal quarter {value!r} is not 1..4")
     return value
 
 
 def _earnings_row_v1(raw: dict) -> dict:
+    """No field is required by the spec: a row without its fiscal year or quarter (the lake's
+    key) is kept with nulls, for validation to refuse it alone."""
     return {
-        "fiscal_year": _int(raw, "fiscal_year"),
-        "fiscal_quarter": _quarter(_int(raw, "fiscal_quarter")),
+        "fiscal_year": _int(raw, "fiscal_year", required=False),
+        "fiscal_quarter": _quarter(_int(raw, "fiscal_quarter", required=False)),
         "period_end": _date(raw, "period_end", required=False),
         "filing_date": _date(raw, "filing_date", required=False),
         "revenue": _num(raw, "revenue", required=False),
@@ -307,10 +317,10 @@ def _earnings_row_vx(raw: dict) -> dict | None:
     period = _req_str(raw, "fiscal_period")
     if not re.fullmatch(r"Q[1-4]", period):
         return None  # FY / H1 rows are not quarters: not an error, just not ours
-    year = raw.get("fiscal_year")
+    year = raw.get("fiscal_year")  # optional in the spec: absent, validation refuses the row
     if isinstance(year, str) and year.strip().isdigit():
         year = int(year.strip())
-    if isinstance(year, bool) or not isinstance(year, int):
+    if year is not None and (isinstance(year, bool) or not isinstance(year, int)):
         raise _Bad(f"'fiscal_year' is not a year: {year!r:.40}")
     income = _obj(_obj(raw, "financials"), "income_statement")
 

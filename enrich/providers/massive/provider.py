@@ -15,7 +15,8 @@ Errors are translated once, in ``_send`` / ``_decode``, into ``enrich.errors``:
       "today's data before end of day"    NotYetAvailableError  (due: asked after midnight ET)
       "doesn't include … data timeframe"  HistoryLimitError     (beyond the plan's history)
     404                                   NotFoundError
-    429                                   RateLimitedError      (retry_after from Retry-After)
+    429                                   RateLimitedError      (retry_after from Retry-After;
+                                                                 the shared limiter holds)
     408, 499, 5xx, timeouts, transport    TransientError
     200 but not JSON / wrong envelope     MalformedPayloadError
     any other status                      ProviderError
@@ -100,7 +101,7 @@ from enrich.providers.massive.parse import (
     _ticker_details,
     _treasury_row,
 )
-from enrich.providers.ratelimit import RateLimiter, shared_limiter
+from enrich.providers.ratelimit import MAX_HOLD_S, PLAN_WINDOW_S, RateLimiter, shared_limiter
 from enrich.providers.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
 from enrich.quant.occ import PREFIX as OCC_PREFIX
 from enrich.quant.occ import parse_occ
@@ -321,9 +322,13 @@ class MassiveProvider:
             f"/v2/aggs/ticker/{_seg(ticker)}/range/{multiplier}/{timespan}/"
             f"{start.isoformat()}/{end.isoformat()}"
         )
-        params = {"adjusted": "true", "sort": "asc", "limit": 50000}
-        rows = self._collect(AGGS, path, params, subject)
         conv = conventions.of_symbol(ticker)
+        params: dict[str, Any] = {"adjusted": "true", "sort": "asc", "limit": 50000}
+        if conv.asset_class == "indices":
+            # The indices path takes no ``adjusted`` (an index has no splits; the spec lists
+            # only sort and limit): only what the endpoint knows is sent.
+            del params["adjusted"]
+        rows = self._collect(AGGS, path, params, subject)
         check = _Check(subject, len(rows))
         parsed = [r for i, raw in enumerate(rows)
                   if (r := check.row(i, raw, _bar_row, conv.volume_expected))]
@@ -868,6 +873,7 @@ class MassiveProvider:
             raise NotFoundError(f"{subject}: not found{detail}", **ctx)
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            self._window_spent(endpoint, retry_after)
             raise RateLimitedError(f"{subject}: rate limit exceeded{detail}",
                                    retry_after=retry_after, **ctx)
         if status in (408, 499) or status >= 500:
@@ -887,6 +893,18 @@ class MassiveProvider:
         if body_status == "ERROR":
             raise ProviderError(f"{subject}: Massive reported an error{detail}", **ctx)
         return body
+
+    def _window_spent(self, endpoint: str, retry_after: float | None) -> None:
+        """A 429: the key's quota for the plan's window is spent, by another consumer of the
+        key (the limiter paces this desk). Every thread and process of the data directory
+        holds off for ``Retry-After``, else one window (``RateLimiter.hold``)."""
+        if self._limiter is None:
+            return
+        wait = PLAN_WINDOW_S if retry_after is None else retry_after
+        self._limiter.hold(wait)
+        log.warning("massive %s answered 429%s: no request leaves this data directory for "
+                    "%.0f s", endpoint, "" if retry_after is None else " with Retry-After",
+                    min(wait, MAX_HOLD_S))
 
     def _scrub(self, text: str | None) -> str | None:
         """``text`` without the key or any 8-character piece of it (``enrich.redact``)."""
