@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -190,3 +192,34 @@ def test_a_catalog_deleted_under_an_open_store_is_not_recreated_empty(tmp_path):
     assert not (tmp_path / "data" / "enrich.duckdb").exists()
     # Opening a store creates it again (the universe comes back from the lake, here none).
     assert Store(tmp_path / "data").catalog.scalar("SELECT count(*) FROM symbols") == 0
+
+
+def test_worker_processes_of_a_dashboard_run_do_not_run_the_dashboard(tmp_path, fixed_clock,
+                                                                      monkeypatch):
+    """Streamlit runs app.py as the ``__main__`` module, and multiprocessing runs the parent's
+    main script again in every worker process before its work (as ``__mp_main__``, in the
+    parent's working directory). app.py's body started the services there — a Services
+    object, its scheduler and a desk at ./data of that directory, once per worker. Here
+    ``__main__`` is app.py as under Streamlit (an AppTest earlier in the process leaves it so
+    too); the workers must create nothing in the working directory."""
+    cwd, desk, marks = tmp_path / "cwd", tmp_path / "desk", tmp_path / "marks"
+    cwd.mkdir()
+    marks.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("ENRICH_DATA_DIR", raising=False)
+    dashboard = types.ModuleType("__main__")
+    dashboard.__file__ = str(Path(__file__).resolve().parents[1] / "app.py")
+    monkeypatch.setitem(sys.modules, "__main__", dashboard)
+    settings = load_settings({"ENRICH_SCHEDULER": "off", "ENRICH_HISTORY_YEARS": "1",
+                              "ENRICH_MAX_CONCURRENT_SYMBOLS": "2"}, dotenv_path=None)
+    store = Store(desk)
+    add_symbols(store.catalog, [("AAPL", "stocks", "Apple"), ("MSFT", "stocks", "Microsoft")])
+    engine = Engine(store, MarkedProvider(str(marks), clock=fixed_clock), settings,
+                    clock=fixed_clock)
+    engine.process_min_symbols = 2
+    summary = engine.run(RunParams(datasets=["bars"]))
+
+    assert {int(p.name) for p in marks.iterdir()} - {os.getpid()}  # workers did the work
+    assert (summary.state, summary.ok) == ("succeeded", 2), [
+        (r.symbol, [str(e) for e in r.errors]) for r in summary.results]
+    assert _tree(cwd) == [], _tree(cwd)
