@@ -132,9 +132,9 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
     def pause(request: Request, body: Annotated[PauseRequest | None, Body()] = None) -> _Json:
         changed = desk.svc.pause(by=_who(request), reason=(body.reason if body else None) or None)
         state = health_view.scheduler_state(desk.catalog)
-        message = ("paused" if changed else
-                   f"already paused by {state.get('paused_by')} at {plain(state.get('paused_at'))}; "
-                   "nothing changed")
+        message = "paused" if changed else (
+            f"already paused by {state.get('paused_by')} at {plain(state.get('paused_at'))}; "
+            "nothing changed")
         return _Json({**state, "changed": changed, "message": message})
 
     @r.post("/schedule/resume", summary="Resume the daily schedule (not paused: 200 with "

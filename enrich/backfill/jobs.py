@@ -276,14 +276,14 @@ def request_stop(catalog: Catalog, backfill_id: str, intent: str, by: str) -> St
         status, held, run_id = rows[0]["status"], rows[0]["intent"], rows[0]["last_run_id"]
         running = status == "running"
         verb = "pause" if intent == "paused" else "cancel"
-        if status == "complete" or (status == "cancelled" and not running):
+        if status in ("complete", "cancelled"):  # neither is running
             raise BackfillStateError(f"backfill {backfill_id} is {status}: nothing to {verb}"
                                      + ("" if status == "complete" else
                                         f"; resume it with `python -m enrich backfill resume "
                                         f"{backfill_id}`"), status)
         if held == "cancelled" and intent == "paused":  # running, stopping for a cancel
-            raise BackfillStateError(f"backfill {backfill_id} is being cancelled: its run "
-                                     "stops after the current chunk", "cancelled")
+            raise StateError(f"backfill {backfill_id} is being cancelled: its run stops "
+                             "after the current chunk")
         if held == intent:
             return StopRequest(run_id if running else None, False, status)
         with transaction(con):

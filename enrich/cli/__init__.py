@@ -2,8 +2,8 @@
 
 Exit codes: 0 success, 1 some symbols failed (or an operation failed), 2 bad usage or
 configuration, or an action the state of its target refuses (``StateError``: an ended run, a
-complete backfill, a resolved incident). ``--json`` where the output is data. Library code raises; this module turns
-errors into messages and exit codes.
+complete backfill, a resolved incident). ``--json`` where the output is data. Library code
+raises; this module turns errors into messages and exit codes.
 
 The commands live in the modules of this package (``core``, ``service``, ``backfill``,
 ``alerts``, ``quality``), each registering its subcommands through ``common.command`` and

@@ -6,10 +6,10 @@
                      [--dry-run] [--json]
     backfill list | show ID | resume ID [--retry-failed] | pause ID | cancel ID
 
-Imported by ``enrich.cli``. Exit codes: 0 every chunk done (or a dry run),
-1 some chunks failed or the run was stopped, 2 bad usage, or a pause or cancel of a backfill
-that is complete or cancelled (a second pause changes nothing: 0). Progress goes to standard error:
-a bar with the request rate and ETA on a terminal, one line per chunk otherwise.
+Imported by ``enrich.cli``. Exit codes: 0 every chunk done (or a dry run; a second pause
+changes nothing), 1 some chunks failed or the run was stopped, 2 bad usage, or a pause or
+cancel of a backfill that is complete or cancelled. Progress goes to standard error: a bar
+with the request rate and ETA on a terminal, one line per chunk otherwise.
 """
 
 from __future__ import annotations

@@ -286,7 +286,8 @@ class Engine:
         log.add(lambda b: runs.add_started(
             b, run_id, started, len(targets), plan.requests,
             json.dumps(plan.to_json(), default=str)))
-        state = log.flush(then=runs.state_query(run_id))
+        state = log.flush(then=runs.state_query(run_id)) or runs.state_of(self.store.catalog,
+                                                                             run_id)
         if state is None:
             raise EnrichError(f"run {run_id} has no row in the catalog; it cannot start")
         if state != "running":  # cancelled while queued (by any process): it never starts
