@@ -6,6 +6,8 @@ Every error carries context (provider, endpoint, status, request id) and never a
     EnrichError
     ├── ConfigError              bad settings or usage (CLI exit code 2)
     ├── InputError               a file or value given by the user that cannot be used (exit 2)
+    ├── StateError               an action the state of what it acts on refuses: an ended run,
+    │                            a complete backfill, a resolved incident (exit 2; HTTP 409)
     ├── InvalidSymbolError       a symbol refused at the boundary
     ├── CatalogBusyError         another program holds the catalog beyond the wait
     ├── CatalogUnreadableError   the catalog file is not a readable DuckDB database
@@ -57,6 +59,13 @@ class ConfigError(EnrichError):
 
 class InputError(EnrichError, ValueError):
     error_class = "bad_input"
+
+
+class StateError(EnrichError):
+    """An action refused by the state of what it acts on; the message names that state, and
+    nothing was recorded. Subclasses may name a more precise ``error_class`` (the API's code)."""
+
+    error_class = "conflict"
 
 
 class InvalidSymbolError(EnrichError, ValueError):

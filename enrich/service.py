@@ -44,7 +44,7 @@ from enrich import health as health_mod
 from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.alerts import watcher as alert_watcher
 from enrich.config import Settings, load_settings
-from enrich.errors import EnrichError
+from enrich.errors import EnrichError, StateError
 from enrich.pipeline import scheduler as sched
 from enrich.pipeline.engine import Engine
 from enrich.pipeline.requests import (
@@ -258,8 +258,8 @@ class Services:
         with self._lock:
             job = self._jobs.get(run_id)
             if job is not None and not job.recorded:  # queued: its row is being written
-                raise EnrichError(f"run {run_id} is still queued; retry its failures once it "
-                                  "ends")
+                raise StateError(f"run {run_id} is still queued; retry its failures once it "
+                                 "ends")
         params = retry_params(self.store.catalog, run_id)
         with self._lock:
             pending = [j.run_id for j in self._jobs.values()
@@ -312,16 +312,20 @@ class Services:
     def audit_running(self) -> bool:
         return self._audit_thread is not None and self._audit_thread.is_alive()
 
-    def pause(self, by: str, reason: str | None = None) -> None:
-        """Pause the daily schedule (persisted: still paused after a restart)."""
-        sched.set_paused(self.store.catalog, by, reason, self.clock())
+    def pause(self, by: str, reason: str | None = None) -> bool:
+        """Pause the daily schedule (persisted: still paused after a restart); False when it
+        already was (the first pause's who, when and why are kept)."""
+        changed, _ = sched.set_paused(self.store.catalog, by, reason, self.clock())
         self._apply_pause(True)
+        return changed
 
-    def resume(self, by: str) -> None:
-        sched.set_resumed(self.store.catalog, by, self.clock())
+    def resume(self, by: str) -> bool:
+        """Resume the daily schedule; False when it was not paused (nothing is recorded)."""
+        changed, _ = sched.set_resumed(self.store.catalog, by, self.clock())
         self._apply_pause(False)
         if self._owner and not self.stopped:
             self._beat_quietly()  # publish the next fire time now
+        return changed
 
     def next_fire_time(self) -> dt.datetime | None:
         """The next daily fire (UTC), or None while paused, stopped or with the scheduler off."""

@@ -88,12 +88,13 @@ if not page.is_empty():
         a = st.columns([1, 2, 2, 1])
         if a[0].button("Acknowledge", icon="👀", key="ack", disabled=bool(row["acked_by"])):
             try:
-                alert_lifecycle.acknowledge(c.store().catalog, pick, c.ACTOR,
-                                            dt.datetime.now(dt.UTC))
+                out = alert_lifecycle.acknowledge(c.store().catalog, pick, c.ACTOR,
+                                                  dt.datetime.now(dt.UTC))
             except EnrichError as exc:
                 c.report_error("acknowledge the incident", exc)
             else:
-                _done(f"Incident {pick} acknowledged")
+                _done(f"Incident {pick} acknowledged" if out["changed"] else
+                      f"Incident {pick} was already acknowledged by {ui.literal(out['acked_by'])}")
                 st.rerun()
         period = a[1].selectbox("Snooze for", list(PERIODS), key="snooze_period")
         scope = a[2].radio("Snooze", ["this incident", f"every {row['rule']} alert"],
@@ -119,8 +120,8 @@ if not snoozes.is_empty():
     c.dataframe(snoozes, column_config={"until": "until (UTC)", "snoozed_at": "since (UTC)"})
     end = st.selectbox("End a snooze", snoozes["target"].to_list(), key="unsnooze_pick")
     if st.button("End snooze", icon="🔔", key="unsnooze"):
-        alert_lifecycle.unsnooze(c.store().catalog, end)
-        _done(f"{end}: snooze ended")
+        ended = alert_lifecycle.unsnooze(c.store().catalog, end)
+        _done(f"{end}: snooze ended" if ended else f"{end} was no longer snoozed")
         st.rerun()
 
 st.caption("Same from a terminal: `python -m enrich alerts list|ack ID|snooze ID --for 2h`; "

@@ -72,13 +72,14 @@ def _start(request: bfm.BackfillRequest | None = None, backfill_id: str | None =
 
 def _stop(backfill_id: str, intent: str) -> None:
     try:
-        run_id = bfm.stop_backfill(c.store().catalog, backfill_id, intent, c.ACTOR)
+        out = bfm.request_stop(c.store().catalog, backfill_id, intent, c.ACTOR)
     except EnrichError as exc:
         c.report_error(("pause" if intent == "paused" else "cancel") + " the backfill", exc)
         return
     c.invalidate()
     verb = "Pausing" if intent == "paused" else "Cancelling"
-    st.toast(f"{verb}: the backfill stops after its current chunk" if run_id
+    st.toast(f"Backfill already {intent}" if not out.changed
+             else f"{verb}: the backfill stops after its current chunk" if out.run_id
              else f"Backfill {intent}")
 
 

@@ -112,12 +112,13 @@ if state.get("paused"):
                + (f": {ui.literal(state['pause_reason'])}" if state.get("pause_reason") else ""))
     if st.button("Resume schedule", icon="▶️", key="resume", disabled=svc is None):
         try:
-            svc.resume(by=c.ACTOR)
+            resumed = svc.resume(by=c.ACTOR)
         except EnrichError as exc:
             c.report_error("resume the schedule", exc)
         else:
             c.invalidate()
-            st.toast("Schedule resumed", icon="▶️")
+            st.toast("Schedule resumed" if resumed else "The schedule was not paused "
+                     "any more", icon="▶️")
             st.rerun()
 else:
     if settings.scheduler:
@@ -130,12 +131,13 @@ else:
                            placeholder="e.g. provider maintenance tonight")
     if st.button("Pause schedule", icon="⏸️", key="pause", disabled=svc is None):
         try:
-            svc.pause(by=c.ACTOR, reason=reason.strip() or None)
+            paused = svc.pause(by=c.ACTOR, reason=reason.strip() or None)
         except EnrichError as exc:
             c.report_error("pause the schedule", exc)
         else:
-            c.invalidate()
-            st.toast("Schedule paused", icon="⏸️")
+            c.invalidate()  # already paused by someone else: the page shows whom, and why
+            st.toast("Schedule paused" if paused else "The schedule was already paused",
+                     icon="⏸️")
             st.rerun()
 st.caption("Pausing stops only the daily run; manual runs and retries keep working. "
            "The flag is stored in the catalog and survives restarts.")

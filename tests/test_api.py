@@ -473,16 +473,16 @@ def test_backfills_start_list_pause_resume_cancel(desk):
                                           "backfill_id = ? AND state = 'done'", [bid])
     assert [s["step"] for s in one["steps"]] == list(
         backfill.backfill_steps(desk.catalog, bid)["step"])
+    # It is complete: nothing to pause or cancel (both once recorded an intent on it).
     r = desk.api.post(f"{V1}/backfills/{bid}/pause")
-    assert r.status_code == 202 and r.json()["stopping_run"] is None  # it had finished
-    assert desk.one("SELECT status FROM backfills WHERE backfill_id = ?", [bid]) == "paused"
+    assert r.status_code == 409 and r.json()["error"]["status"] == "complete", r.text
+    assert desk.one("SELECT status FROM backfills WHERE backfill_id = ?", [bid]) == "active"
     r = desk.api.post(f"{V1}/backfills/{bid}/resume", json={"retry_failed": True})
     assert r.status_code == 202 and r.json()["run_id"] != run_id
     assert backfill.wait_for(bid, TIMEOUT)
     r = desk.api.post(f"{V1}/backfills/{bid}/cancel")
-    assert r.status_code == 202
-    assert desk.one("SELECT status FROM backfills WHERE backfill_id = ?", [bid]) == \
-        "cancelled"
+    assert r.status_code == 409 and r.json()["error"]["code"] == "backfill_finished"
+    assert desk.one("SELECT status FROM backfills WHERE backfill_id = ?", [bid]) == "active"
     r = desk.api.get(f"{V1}/backfills/nope")
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_backfill"
     r = desk.api.post(f"{V1}/backfills/nope/pause")

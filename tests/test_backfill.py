@@ -506,8 +506,8 @@ def test_cli_usage_list_show_pause_and_resume(tmp_path, monkeypatch, capsys):
     assert [r["status"] for r in json.loads(out)] == ["complete"]
     code, out = cli(capsys, "backfill", "show", bid)
     assert code == 0 and "dividends" in out
-    code, out = cli(capsys, "backfill", "pause", bid)
-    assert code == 0 and "not running" in out
+    assert main(["backfill", "pause", bid]) == 2  # complete: nothing to pause
+    assert f"backfill {bid} is complete" in capsys.readouterr().err
     code, out = cli(capsys, "backfill", "resume", bid)
     assert code == 0 and "nothing left to do" in out
     assert main(["backfill", "resume", "bf-nope"]) == 2

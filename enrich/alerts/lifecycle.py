@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrich.alerts.rules import RULE_NAMES, RULES, Condition, Context, _fmt
+from enrich.alerts.rules import RULE_NAMES, RULES, Condition, Context, _fmt, key_problem
 from enrich.channels import Channels
-from enrich.errors import ConfigError, EnrichError
+from enrich.errors import ConfigError, EnrichError, StateError
 from enrich.pipeline.scheduler import SchedulerState
 from enrich.store.catalog import Catalog, WriteBatch, frame, transaction, utcnow
 
@@ -31,6 +31,12 @@ EVENTS = ("opened", "resolved", "test")
 
 class UnknownAlertError(EnrichError):
     error_class = "unknown_alert"
+
+
+class IncidentResolvedError(StateError):
+    """An acknowledge of an incident whose condition has cleared."""
+
+    error_class = "alert_resolved"
 
 
 _OPEN_SQL = """
@@ -211,42 +217,96 @@ def _incident(con, alert_id: str) -> dict[str, Any]:
 
 
 def acknowledge(catalog: Catalog, alert_id: str, by: str, now: dt.datetime) -> dict[str, Any]:
-    """Mark an incident (by its id or any of its events' ids) as seen by ``by``."""
+    """Mark an open incident (by its id or any of its events' ids) as seen by ``by``.
+
+    Once: an incident already acknowledged keeps who did it first and when (``changed``
+    False). Refused for a resolved incident and a test alert (``StateError``).
+    """
     with catalog.connect() as con:
-        inc = _incident(con, alert_id)
+        iid = _incident(con, alert_id)["incident_id"]
+        opened = con.execute("SELECT acked_by, acked_at FROM alerts "
+                             "WHERE incident_id = ? AND event = 'opened'", [iid]).fetchall()
+        if not opened:
+            raise StateError(f"alert {alert_id} is a test alert: there is no incident to "
+                             "acknowledge")
+        acked_by, acked_at = opened[0]
+        if acked_by is not None:
+            return {"incident_id": iid, "acked_by": acked_by, "acked_at": acked_at,
+                    "changed": False}
+        resolved = con.execute("SELECT min(event_at) FROM alerts WHERE incident_id = ? "
+                               "AND event = 'resolved'", [iid]).fetchall()[0][0]
+        if resolved is not None:
+            raise IncidentResolvedError(
+                f"incident {iid} was resolved at {_fmt(resolved)} (its condition cleared): "
+                "there is nothing to acknowledge")
         with transaction(con):
-            con.execute("UPDATE alerts SET acked_by = ?, acked_at = ? "
-                        "WHERE incident_id = ? AND event = 'opened'",
-                        [by, now, inc["incident_id"]])
-    return {"incident_id": inc["incident_id"], "acked_by": by, "acked_at": now}
+            con.execute("UPDATE alerts SET acked_by = ?, acked_at = ? WHERE incident_id = ? "
+                        "AND event = 'opened' AND acked_by IS NULL", [by, now, iid])
+    return {"incident_id": iid, "acked_by": by, "acked_at": now, "changed": True}
 
 
 def snooze_target(catalog: Catalog, target: str) -> str:
-    """What a snooze applies to: a rule name as is, an alert id as its incident's key."""
-    if target in RULE_NAMES or ":" in target:
+    """What a snooze applies to: a rule name as is, a dedupe key as is, an alert id as its
+    incident's key. Refuses (``UnknownAlertError``) what no alert can be: a rule or key no
+    rule makes (``rules.key_problem``), an id of no alert; and a test alert's id."""
+    if target in RULE_NAMES:
+        return target
+    if ":" in target:
+        problem = key_problem(catalog, target)
+        if problem is not None:
+            raise UnknownAlertError(f"nothing can alert as {target}: {problem}")
         return target
     with catalog.connect() as con:
-        return _incident(con, target)["dedupe_key"]
+        try:
+            inc = _incident(con, target)
+        except UnknownAlertError:
+            raise UnknownAlertError(
+                f"no alert or rule {target}; the rules are {', '.join(RULE_NAMES)}, and "
+                "`python -m enrich alerts list` lists the alerts") from None
+    if inc["rule"] == "test":
+        raise StateError(f"alert {target} is a test alert: there is no incident to snooze")
+    return inc["dedupe_key"]
 
 
 def snooze(catalog: Catalog, target: str, until: dt.datetime, by: str, now: dt.datetime,
            reason: str | None = None) -> dict[str, Any]:
-    """Send nothing for ``target`` (a rule, an alert id, or a dedupe key) until ``until``."""
+    """Send nothing for ``target`` (a rule, an alert id, or a dedupe key) until ``until``.
+
+    A key no incident has had yet is accepted (a run still going may fail, a check that
+    passes may fail tomorrow): ``seen`` is False and ``note`` says so. ``replaced`` is the
+    snooze of the same target this one replaces (who, since when, until when, why), if any.
+    """
     if until <= now:
         raise ConfigError("a snooze must end in the future")
     key = snooze_target(catalog, target)
-    b = WriteBatch()
-    b.upsert("alert_snoozes", {"target": key, "until": until, "snoozed_by": by,
-                               "snoozed_at": now, "reason": reason})
-    catalog.write(b)
-    return {"target": key, "until": until, "snoozed_by": by, "reason": reason}
-
-
-def unsnooze(catalog: Catalog, target: str) -> bool:
-    key = snooze_target(catalog, target)
     with catalog.connect() as con:
-        n = con.execute("SELECT count(*) FROM alert_snoozes WHERE target = ?",
-                        [key]).fetchall()[0][0]
+        seen = key in RULE_NAMES or bool(con.execute(
+            "SELECT count(*) FROM alerts WHERE dedupe_key = ?", [key]).fetchall()[0][0])
+        before = frame(con, "SELECT snoozed_by, snoozed_at, until, reason FROM alert_snoozes "
+                            "WHERE target = ? AND until > ?", [key, now])
+        b = WriteBatch()
+        b.upsert("alert_snoozes", {"target": key, "until": until, "snoozed_by": by,
+                                   "snoozed_at": now, "reason": reason})
+        with transaction(con):
+            b.apply(con)
+    note = None if seen else (f"no incident has had the key {key} yet: the snooze applies "
+                              "if one opens before it ends")
+    return {"target": key, "until": until, "snoozed_by": by, "reason": reason, "seen": seen,
+            "note": note, "replaced": before.row(0, named=True) if before.height else None}
+
+
+def unsnooze(catalog: Catalog, target: str, now: dt.datetime | None = None) -> bool:
+    """End the snooze of ``target`` (a rule, a dedupe key, or an alert id: its incident's
+    key) now; False, and nothing changed, when it is not snoozed (a snooze that has ended is
+    not snoozed)."""
+    now = now or utcnow()
+    with catalog.connect() as con:
+        rows = con.execute("SELECT dedupe_key FROM alerts WHERE (alert_id = ? OR "
+                           "incident_id = ?) AND rule <> 'test' LIMIT 1",
+                           [target, target]).fetchall()
+        key = rows[0][0] if rows and target not in RULE_NAMES else target
+        n = con.execute("SELECT count(*) FROM alert_snoozes WHERE target = ? AND until > ?",
+                        [key, now]).fetchall()[0][0]
         if n:
             with transaction(con):
                 con.execute("DELETE FROM alert_snoozes WHERE target = ?", [key])

@@ -187,6 +187,40 @@ def rule_backfill(ctx: Context) -> list[Condition]:
     return out
 
 
+# The rules that open one incident at most, and its dedupe key (see each rule above).
+SINGLE_KEYS = {"stale": "stale", "scheduler": "scheduler:dead", "quota": "quota:rate_limited"}
+
+
+def key_problem(catalog: Catalog, key: str) -> str | None:
+    """Why no rule can ever open an incident with the dedupe ``key`` (a typo, a check that is
+    only a warning, a run that ended well), or None when one can: the rules make it, for
+    something that exists, whether or not an incident has had it yet."""
+    rule, _, rest = key.partition(":")
+    if rule not in RULE_NAMES:
+        return f"no rule {rule}; the rules are {', '.join(RULE_NAMES)}"
+    if rule in SINGLE_KEYS:
+        one = SINGLE_KEYS[rule]
+        return None if key == one else f"the {rule} rule opens one incident, keyed {one}"
+    if rule == "quality":
+        from enrich.checks.quality import CHECKS
+
+        errors = [f"{c.dataset}/{c.name}" for c in CHECKS if c.severity == "error"]
+        if rest in errors:
+            return None
+        if any(f"{c.dataset}/{c.name}" == rest for c in CHECKS):
+            return f"the quality check {rest} is a warning, which opens no incident"
+        return f"no quality check {rest}; those that alert are {', '.join(errors)}"
+    if rule == "run_failed":
+        state = runs.state_of(catalog, rest)
+        if state is None:
+            return f"no run {rest}"
+        return None if state in ("queued", "running", "failed", "partial") else (
+            f"run {rest} ended {state}, which opens no incident")
+    from enrich.backfill.jobs import backfill_progress_summary
+
+    return None if backfill_progress_summary(catalog, rest) else f"no backfill {rest}"
+
+
 RULES: dict[str, Callable[[Context], list[Condition]]] = {
     "stale": rule_stale, "run_failed": rule_run_failed, "scheduler": rule_scheduler,
     "quota": rule_quota, "quality": rule_quality, "backfill": rule_backfill,

@@ -11,7 +11,7 @@ from fastapi import Body, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from enrich.alerts import lifecycle as alert_lifecycle
-from enrich.api.common import PREFIX, ApiError, _Desk, _Json, _Routes, _who
+from enrich.api.common import PREFIX, ApiError, _Desk, _Json, _Routes, _who, plain
 from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill
 from enrich.config import MAX_BACKFILL_DAYS, MAX_BACKFILL_YEARS
@@ -126,16 +126,24 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
         return _Json({"run_id": new, "parent_run_id": run_id, "state": "queued",
                       "url": f"{PREFIX}/runs/{new}"}, status_code=202)
 
-    @r.post("/schedule/pause", summary="Pause the daily schedule (survives restarts)")
+    @r.post("/schedule/pause", summary="Pause the daily schedule (survives restarts); "
+                                       "already paused: 200 with changed false and the "
+                                       "first pause's who, when and why")
     def pause(request: Request, body: Annotated[PauseRequest | None, Body()] = None) -> _Json:
-        desk.svc.pause(by=_who(request), reason=(body.reason if body else None) or None)
-        return _Json(health_view.scheduler_state(desk.catalog))
+        changed = desk.svc.pause(by=_who(request), reason=(body.reason if body else None) or None)
+        state = health_view.scheduler_state(desk.catalog)
+        message = "paused" if changed else (
+            f"already paused by {state.get('paused_by')} at {plain(state.get('paused_at'))}; "
+            "nothing changed")
+        return _Json({**state, "changed": changed, "message": message})
 
-    @r.post("/schedule/resume", summary="Resume the daily schedule")
+    @r.post("/schedule/resume", summary="Resume the daily schedule (not paused: 200 with "
+                                        "changed false)")
     def resume(request: Request) -> _Json:
-        desk.svc.resume(by=_who(request))
-        return _Json({**health_view.scheduler_state(desk.catalog),
-                     "next_fire_utc": desk.svc.next_fire_time()})
+        changed = desk.svc.resume(by=_who(request))
+        return _Json({**health_view.scheduler_state(desk.catalog), "changed": changed,
+                      "message": "resumed" if changed else "not paused; nothing changed",
+                      "next_fire_utc": desk.svc.next_fire_time()})
 
     @r.post("/backfills", status_code=202,
             summary="Start a backfill (202 with its run), or plan one with dry_run (200)")
@@ -159,17 +167,22 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
                      status_code=202)
 
     def stop(request: Request, backfill_id: str, intent: str) -> _Json:
-        run_id = backfill.stop_backfill(desk.catalog, backfill_id, intent, _who(request))
-        return _Json({"backfill_id": backfill_id, "status": intent, "stopping_run": run_id},
-                     status_code=202)
+        try:
+            out = backfill.request_stop(desk.catalog, backfill_id, intent, _who(request))
+        except backfill.BackfillStateError as exc:
+            raise ApiError(409, exc.error_class, str(exc), status=exc.status) from None
+        return _Json({"backfill_id": backfill_id, "status": intent, "stopping_run": out.run_id,
+                      "changed": out.changed}, status_code=202 if out.changed else 200)
 
     @r.post("/backfills/{backfill_id}/pause", status_code=202,
-            summary="Pause a backfill after its current chunk")
+            summary="Pause a backfill after its current chunk (409 if it is complete or "
+                    "cancelled; already paused: 200, changed false)")
     def pause_backfill(request: Request, backfill_id: str) -> _Json:
         return stop(request, backfill_id, "paused")
 
     @r.post("/backfills/{backfill_id}/cancel", status_code=202,
-            summary="Cancel a backfill after its current chunk (chunks done are kept)")
+            summary="Cancel a backfill after its current chunk (chunks done are kept; 409 if "
+                    "it is complete or cancelled)")
     def cancel_backfill(request: Request, backfill_id: str) -> _Json:
         return stop(request, backfill_id, "cancelled")
 
@@ -213,13 +226,16 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
         return _Json(alert_lifecycle.send_test(desk.catalog, desk.channels, _who(request),
                      desk.wall))
 
-    @r.post("/alerts/{alert_id}/ack", summary="Acknowledge an incident")
+    @r.post("/alerts/{alert_id}/ack",
+            summary="Acknowledge an open incident (409 if resolved; already acknowledged: "
+                    "200 with changed false and the first acknowledgement)")
     def ack(request: Request, alert_id: str) -> _Json:
         return _Json(alert_lifecycle.acknowledge(desk.catalog, alert_id, _who(request),
                      desk.wall()))
 
     @r.post("/alerts/{target}/snooze",
-            summary="Send nothing for an incident (its id) or a rule for a period")
+            summary="Send nothing for an incident (its id or dedupe key) or a rule for a "
+                    "period (404 for what no alert can be)")
     def snooze(request: Request, target: Annotated[str, Path(description="alert id or rule")],
                body: Annotated[SnoozeRequest | None, Body()] = None) -> _Json:
         body = body or SnoozeRequest()
@@ -230,7 +246,7 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
 
     @r.post("/alerts/{target}/unsnooze", summary="End a snooze now")
     def unsnooze(target: str) -> _Json:
-        if not alert_lifecycle.unsnooze(desk.catalog, target):
+        if not alert_lifecycle.unsnooze(desk.catalog, target, desk.wall()):
             raise ApiError(404, "not_snoozed", f"{target} is not snoozed")
         return _Json({"target": target, "snoozed": False})
 

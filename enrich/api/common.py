@@ -48,7 +48,7 @@ PARQUET_TYPES = (PARQUET, "application/x-parquet", "application/parquet")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
+    def __init__(self, status: int, code: str, message: str, /, **extra: Any):
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
 
@@ -59,7 +59,7 @@ _STATUS = {"unknown_run": 404, "unknown_backfill": 404, "unknown_alert": 404,
            "catalog_busy": 503, "no_scheduler": 503, "backfill_busy": 409}
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+def _error(status: int, code: str, message: str, /, **extra: Any) -> JSONResponse:
     return _Json({"error": {"code": code, "message": message, **extra}}, status_code=status)
 
 

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -42,7 +43,7 @@ from enrich.backfill.runner import (
     Progress,
 )
 from enrich.config import Settings
-from enrich.errors import EnrichError
+from enrich.errors import EnrichError, StateError
 from enrich.providers import Provider
 from enrich.store import runs
 from enrich.store.catalog import Catalog, transaction, utcnow
@@ -233,21 +234,58 @@ _live: dict[str, tuple[threading.Thread, threading.Event, str]] = {}
 _live_lock = threading.Lock()
 
 
-def stop_backfill(catalog: Catalog, backfill_id: str, intent: str, by: str) -> str | None:
+class BackfillStateError(StateError):
+    """A pause or cancel the backfill's state refuses: it is complete, or cancelled.
+    ``status`` is its status (``backfill_progress_summary``)."""
+
+    error_class = "backfill_finished"
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """What ``request_stop`` did: ``run_id`` the run asked to stop (None if none was running),
+    ``changed`` False when the backfill already had this intent (nothing was recorded), and
+    ``status`` the backfill's status before the request."""
+
+    run_id: str | None
+    changed: bool
+    status: str
+
+
+def request_stop(catalog: Catalog, backfill_id: str, intent: str, by: str) -> StopRequest:
     """Pause (``intent='paused'``) or cancel a backfill: it stops between chunks, in any
-    process. Returns the run asked to stop, None if none was running. Both keep every chunk
-    done so far; a paused or cancelled backfill can be resumed."""
+    process. Both keep every chunk done so far; a paused or cancelled backfill can be resumed.
+
+    Refused (``BackfillStateError``) for a complete backfill, and for a cancelled one (a pause
+    of one being cancelled too); a second pause, or a cancel of one still stopping for a
+    cancel, changes nothing. The state is read and the intent written under the catalog's
+    lock, so the backfill cannot end in between.
+    """
     if intent not in ("paused", "cancelled"):
         raise ValueError(f"intent must be 'paused' or 'cancelled', got {intent!r}")
     now = utcnow()
     with catalog.connect() as con:
-        row = con.execute("SELECT last_run_id FROM backfills WHERE backfill_id = ?",
-                          [backfill_id]).fetchall()
-        if not row:
+        rows = backfill_progress_summary(catalog, backfill_id, now)  # nested: the same lock
+        if not rows:
             raise UnknownBackfillError(f"no backfill {backfill_id}; list them with "
                                        "`python -m enrich backfill list`")
-        run_id = row[0][0]
-        running = runs.is_active(con, run_id)
+        status, held, run_id = rows[0]["status"], rows[0]["intent"], rows[0]["last_run_id"]
+        running = status == "running"
+        verb = "pause" if intent == "paused" else "cancel"
+        if status in ("complete", "cancelled"):  # neither is running
+            raise BackfillStateError(f"backfill {backfill_id} is {status}: nothing to {verb}"
+                                     + ("" if status == "complete" else
+                                        f"; resume it with `python -m enrich backfill resume "
+                                        f"{backfill_id}`"), status)
+        if held == "cancelled" and intent == "paused":  # running, stopping for a cancel
+            raise StateError(f"backfill {backfill_id} is being cancelled: its run stops "
+                             "after the current chunk")
+        if held == intent:
+            return StopRequest(run_id if running else None, False, status)
         with transaction(con):
             con.execute("UPDATE backfills SET status = ?, updated_at = ? WHERE backfill_id = ?",
                         [intent, now, backfill_id])
@@ -257,7 +295,13 @@ def stop_backfill(catalog: Catalog, backfill_id: str, intent: str, by: str) -> s
         live = _live.get(backfill_id)
     if live is not None:
         live[1].set()  # in this process: no need to wait for the catalog poll
-    return run_id if running else None
+    return StopRequest(run_id if running else None, True, status)
+
+
+def stop_backfill(catalog: Catalog, backfill_id: str, intent: str, by: str) -> str | None:
+    """``request_stop``, for callers that need only the run asked to stop (None if none was
+    running)."""
+    return request_stop(catalog, backfill_id, intent, by).run_id
 
 
 def start_in_background(settings: Settings, request: BackfillRequest | None = None, *,
@@ -328,8 +372,9 @@ def wait_for(backfill_id: str, timeout: float | None = None) -> bool:
 
 __all__ = [
     "BACKFILL_PRIORITY", "DATASETS", "BackfillBusyError", "BackfillRequest",
-    "BackfillSummary", "Backfiller", "Chunk", "Plan", "Progress", "UnknownBackfillError",
-    "backfill_chunks", "backfill_progress_summary", "backfill_rebases", "backfill_request",
-    "backfill_steps", "find_resumable", "live_backfills", "plan_backfill", "requests_for",
-    "start_in_background", "stop_backfill", "wait_for",
+    "BackfillStateError", "BackfillSummary", "Backfiller", "Chunk", "Plan", "Progress",
+    "StopRequest", "UnknownBackfillError", "backfill_chunks", "backfill_progress_summary",
+    "backfill_rebases", "backfill_request", "backfill_steps", "find_resumable",
+    "live_backfills", "plan_backfill", "request_stop", "requests_for", "start_in_background",
+    "stop_backfill", "wait_for",
 ]

@@ -43,7 +43,7 @@ from enrich.backfill.plan import (
     plan_backfill,
 )
 from enrich.config import Settings
-from enrich.errors import EnrichError, error_class_of
+from enrich.errors import EnrichError, StateError, error_class_of
 from enrich.pipeline.engine import Engine, LogBuffer, StepResult, SymbolResult
 from enrich.providers import Provider
 from enrich.quant import rates, vol_summary
@@ -67,7 +67,7 @@ OPTION_BATCH = 25  # contracts whose IV rows are computed and written together
 STEP_DATASET = {"option_contracts": "options_iv", "option_bars": "options_iv"}
 
 
-class BackfillBusyError(EnrichError):
+class BackfillBusyError(StateError):
     error_class = "backfill_busy"
 
 

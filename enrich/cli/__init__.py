@@ -1,8 +1,9 @@
 """Command line: ``python -m enrich …``. Every dashboard action has a command here.
 
 Exit codes: 0 success, 1 some symbols failed (or an operation failed), 2 bad usage or
-configuration. ``--json`` where the output is data. Library code raises; this module turns
-errors into messages and exit codes.
+configuration, or an action the state of its target refuses (``StateError``: an ended run, a
+complete backfill, a resolved incident). ``--json`` where the output is data. Library code
+raises; this module turns errors into messages and exit codes.
 
 The commands live in the modules of this package (``core``, ``service``, ``backfill``,
 ``alerts``, ``quality``), each registering its subcommands through ``common.command`` and
@@ -37,6 +38,7 @@ from enrich.errors import (
     EnrichError,
     InputError,
     InvalidSymbolError,
+    StateError,
 )
 
 # The order of the commands in ``--help``: the core ones, the services, then the rest.
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return _reader_gone()
-    except (ConfigError, UsageError, InvalidSymbolError, InputError) as exc:
+    except (ConfigError, UsageError, InvalidSymbolError, InputError, StateError) as exc:
         return _fail(exc, EXIT_USAGE)
     except CatalogBusyError as exc:
         return _fail(exc, EXIT_FAILED)

@@ -9,8 +9,10 @@
     alerts check                 evaluate the rules and send what is pending, now
     api token                    the bearer token the API's actions need
 
-Imported by ``enrich.cli``. Exit codes: 0 done, 1 a test alert that reached no
-channel, 2 bad usage (unknown alert, bad period).
+Imported by ``enrich.cli``. Exit codes: 0 done (a second ack changes nothing and says whose
+the first was), 1 a test alert that reached no channel, 2 bad usage (unknown alert, a rule or
+key no alert can have, bad period, an unsnooze of what is not snoozed) or an action the
+incident's state refuses (an ack of a resolved incident or of a test alert).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from enrich.cli.common import (
     bounded_int,
     command,
     extend_parser,
+    fmt_ts,
     print_json,
     print_table,
     who,
@@ -109,7 +112,13 @@ def _ack(args: argparse.Namespace, settings: Settings) -> int:
     if not args.target:
         raise UsageError("`alerts ack` needs an alert id (see `alerts list`)")
     out = alert_lifecycle.acknowledge(_catalog(settings), args.target, args.by or who(), utcnow())
-    print(f"incident {out['incident_id']} acknowledged by {out['acked_by']}")
+    if getattr(args, "json", False):
+        print_json(out)
+    elif not out["changed"]:  # exit 0: it is acknowledged; the first one's record stands
+        print(f"incident {out['incident_id']} already acknowledged by {out['acked_by']} at "
+              f"{fmt_ts(out['acked_at'])}; nothing changed")
+    else:
+        print(f"incident {out['incident_id']} acknowledged by {out['acked_by']}")
     return EXIT_OK
 
 
@@ -124,6 +133,12 @@ def _snooze(args: argparse.Namespace, settings: Settings) -> int:
     now = utcnow()
     out = alert_lifecycle.snooze(_catalog(settings), args.target, now + period,
                                  args.by or who(), now, args.reason)
+    before = out["replaced"]
+    if before:
+        print(f"note: this replaces the snooze by {before['snoozed_by']} until "
+              f"{fmt_ts(before['until'])}", file=sys.stderr)
+    if out["note"]:
+        print(f"note: {out['note']}", file=sys.stderr)
     print(f"{out['target']} snoozed until {out['until']:%Y-%m-%d %H:%M} UTC: its alerts are "
           "recorded but not sent")
     return EXIT_OK
@@ -132,10 +147,16 @@ def _snooze(args: argparse.Namespace, settings: Settings) -> int:
 def _unsnooze(args: argparse.Namespace, settings: Settings) -> int:
     if not args.target:
         raise UsageError("`alerts unsnooze` needs an alert id or a rule")
-    if alert_lifecycle.unsnooze(_catalog(settings), args.target):
-        print(f"{args.target}: snooze ended")
-    else:
-        print(f"{args.target} was not snoozed")
+    catalog = _catalog(settings)
+    now = utcnow()
+    if not alert_lifecycle.unsnooze(catalog, args.target, now):
+        # Exit 2: a typo must not read as done while the real snooze stays.
+        active = alerts_view.active_snoozes(catalog, now)
+        shown = ", ".join(f"{t} (until {fmt_ts(u)})" for t, u in
+                          active.select("target", "until").iter_rows())
+        raise UsageError(f"{args.target} is not snoozed; "
+                         + (f"snoozed now: {shown}" if shown else "nothing is snoozed"))
+    print(f"{args.target}: snooze ended")
     return EXIT_OK
 
 

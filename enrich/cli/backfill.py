@@ -6,9 +6,10 @@
                      [--dry-run] [--json]
     backfill list | show ID | resume ID [--retry-failed] | pause ID | cancel ID
 
-Imported by ``enrich.cli``. Exit codes: 0 every chunk done (or a dry run),
-1 some chunks failed or the run was stopped, 2 bad usage. Progress goes to standard error:
-a bar with the request rate and ETA on a terminal, one line per chunk otherwise.
+Imported by ``enrich.cli``. Exit codes: 0 every chunk done (or a dry run; a second pause
+changes nothing), 1 some chunks failed or the run was stopped, 2 bad usage, or a pause or
+cancel of a backfill that is complete or cancelled. Progress goes to standard error: a bar
+with the request rate and ETA on a terminal, one line per chunk otherwise.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
         backfill_progress_summary,
         backfill_request,
         backfill_steps,
-        stop_backfill,
+        request_stop,
     )
     from enrich.store.store import Store
 
@@ -232,11 +233,15 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
                     ["symbol", "step", "chunks", "done", "failed", "pending",
                      "requests_expected", "requests_made", "records", "last_error"])
         return EXIT_OK
-    if action in ("pause", "cancel"):
+    if action in ("pause", "cancel"):  # complete or cancelled: BackfillStateError, exit 2
         intent = "paused" if action == "pause" else "cancelled"
-        run_id = stop_backfill(Store.from_settings(settings).catalog, bid, intent, who())
-        if run_id:
-            print(f"backfill {bid}: {intent}; run {run_id[:8]} stops after its current "
+        out = request_stop(Store.from_settings(settings).catalog, bid, intent, who())
+        if not out.changed:
+            print(f"backfill {bid}: already {intent}"
+                  + (f"; run {out.run_id[:8]} stops after its current chunk" if out.run_id
+                     else "") + "; nothing changed")
+        elif out.run_id:
+            print(f"backfill {bid}: {intent}; run {out.run_id[:8]} stops after its current "
                   f"chunk; resume with `python -m enrich backfill resume {bid}`")
         else:
             print(f"backfill {bid}: {intent} (it was not running)")

@@ -2,8 +2,10 @@
 ``runs retry|cancel`` and the hand-off behind ``run --background``.
 
 Imported by ``enrich.cli``; registers through ``command`` and ``extend_parser``.
-Exit codes as everywhere: 0 success, 1 failed (some symbols, an unhealthy check, a run that
-had already ended), 2 bad usage (unknown run, no live ``serve`` for ``--background``).
+Exit codes as everywhere: 0 success (a pause of a paused schedule, or a resume of one not
+paused, changes nothing and says so), 1 failed (some symbols, an unhealthy check), 2 bad usage
+(unknown run, no live ``serve`` for ``--background``) or a run whose state refuses the action
+(cancel or retry of a run that ended, retry of one without failures).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from enrich.cli.common import (
 )
 from enrich.cli.progress import TerminalProgress
 from enrich.config import Settings
-from enrich.errors import EnrichError
+from enrich.errors import EnrichError, StateError
 from enrich.pipeline import scheduler as sched
 from enrich.store import runs
 from enrich.store.catalog import utcnow
@@ -57,14 +59,24 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     action = args.schedule_cmd or "show"
     now = utcnow()
     if action == "pause":
-        sched.set_paused(store.catalog, args.by or who(), args.reason, now)
-        print(f"schedule paused by {args.by or who()}"
-              + (f" ({args.reason})" if args.reason else "")
+        changed, state = sched.set_paused(store.catalog, args.by or who(), args.reason, now)
+        if not changed:  # a second pause: the first one's record stands (exit 0: it is paused)
+            print(f"schedule already paused by {state.paused_by} at {_ts(state.paused_at)}"
+                  + (f" ({state.pause_reason})" if state.pause_reason else "")
+                  + "; nothing changed")
+            return EXIT_OK
+        print(f"schedule paused by {state.paused_by}"
+              + (f" ({state.pause_reason})" if state.pause_reason else "")
               + "; it stays paused across restarts until `python -m enrich schedule resume`")
         return EXIT_OK
     if action == "resume":
-        sched.set_resumed(store.catalog, args.by or who(), now)
+        changed, state = sched.set_resumed(store.catalog, args.by or who(), now)
         nxt = sched.next_fire_after(settings.schedule_utc, now)
+        if not changed:
+            print("schedule not paused; nothing changed"
+                  + (f" (last resumed by {state.resumed_by} at {_ts(state.resumed_at)})"
+                     if state.resumed_by else "") + f"; next fire {sched.fire_label(nxt)}")
+            return EXIT_OK
         print(f"schedule resumed; next fire {sched.fire_label(nxt)}")
         return EXIT_OK
     state = sched.read_state(store.catalog)
@@ -231,9 +243,8 @@ def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     if before == "queued":
         print(f"run {args.run_id} cancelled before it started")
         return EXIT_OK
-    if before != "running":
-        print(f"run {args.run_id} already ended: {before}", file=sys.stderr)
-        return EXIT_FAILED
+    if before != "running":  # nothing recorded on it (request_cancel leaves it alone)
+        raise StateError(f"run {args.run_id} already ended: {before}")
     print(f"cancel requested: run {args.run_id} stops after its current symbols "
           "(symbols already enriched keep their data)")
     if args.wait:

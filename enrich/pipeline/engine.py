@@ -286,7 +286,15 @@ class Engine:
         log.add(lambda b: runs.add_started(
             b, run_id, started, len(targets), plan.requests,
             json.dumps(plan.to_json(), default=str)))
-        log.flush()
+        state = log.flush(then=runs.state_query(run_id)) or runs.state_of(self.store.catalog,
+                                                                             run_id)
+        if state is None:
+            raise EnrichError(f"run {run_id} has no row in the catalog; it cannot start")
+        if state != "running":  # cancelled while queued (by any process): it never starts
+            now = utcnow()
+            return RunSummary(run_id=run_id, state=state, total=0, ok=0,
+                              failed=0, skipped=0, records=0, requests=0, retries=0,
+                              errors_by_class={}, started_at=now, finished_at=now)
         results: list[SymbolResult] = []
         done_lock = threading.Lock()
         stop_flusher = threading.Event()

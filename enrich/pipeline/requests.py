@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 
 from enrich.config import MAX_LOOKBACK_DAYS
-from enrich.errors import ConfigError, EnrichError
+from enrich.errors import ConfigError, EnrichError, StateError
 from enrich.pipeline import scheduler as sched
 from enrich.pipeline.run_model import FINAL_STATES, RunParams
 from enrich.schemas import FETCHED
@@ -56,7 +56,7 @@ def make_params(symbols: Sequence[str] | None = None, datasets: Sequence[str] | 
                      asset_class=asset_class, timeframe=timeframe, lookback_days=lookback)
 
 
-class RetryActiveError(EnrichError):
+class RetryActiveError(StateError):
     """A run is retried once at a time: a second retry would fetch the same symbols again."""
 
     def __init__(self, run_id: str, retry_id: str):
@@ -73,9 +73,9 @@ def retry_params(catalog: Catalog, run_id: str) -> RunParams:
         raise UnknownRunError(f"no run {run_id}; list runs with `python -m enrich runs`")
     state = run["state"][0]
     if state not in FINAL_STATES:
-        raise EnrichError(f"run {run_id} is still {state}; retry its failures once it ends")
+        raise StateError(f"run {run_id} is still {state}; retry its failures once it ends")
     if failed.is_empty():
-        raise EnrichError(f"run {run_id} has no failed symbols to retry")
+        raise StateError(f"run {run_id} ended {state} with no failed symbols to retry")
     retrying = runs.active_retry_of(catalog, run_id)
     if retrying:
         raise RetryActiveError(run_id, retrying)

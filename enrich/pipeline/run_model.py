@@ -147,6 +147,8 @@ class RunSummary:
 
 def describe(summary: RunSummary) -> str:
     """One plain sentence about a run's outcome."""
+    if summary.total == 0 and summary.state in FINAL_STATES and summary.state != "succeeded":
+        return f"{summary.state} before it started: nothing was fetched"
     if summary.total == 0:
         return "no symbols to enrich: add some with `python -m enrich symbols add`"
     if summary.state == "cancelled":

@@ -154,18 +154,36 @@ def read_state(catalog: Catalog) -> SchedulerState:
         return state_from(con)
 
 
-def set_paused(catalog: Catalog, by: str, reason: str | None, now: dt.datetime) -> None:
-    b = WriteBatch()
-    b.execute("UPDATE scheduler_state SET paused = true, paused_by = ?, paused_at = ?, "
-              "pause_reason = ?, next_fire_at = NULL WHERE id = 1", [by, now, reason])
-    catalog.write(b)
+def set_paused(catalog: Catalog, by: str, reason: str | None,
+               now: dt.datetime) -> tuple[bool, SchedulerState]:
+    """Pause the schedule; returns whether this call paused it, and the row as it is now.
+
+    A schedule already paused stays as it was: who paused it first, when and why are kept
+    (read and write under the catalog's lock, so two pauses at once record one).
+    """
+    with catalog.connect() as con:
+        state = state_from(con)
+        if state.paused:
+            return False, state
+        with transaction(con):
+            con.execute("UPDATE scheduler_state SET paused = true, paused_by = ?, "
+                        "paused_at = ?, pause_reason = ?, next_fire_at = NULL "
+                        "WHERE id = 1 AND NOT paused", [by, now, reason])
+        return True, state_from(con)
 
 
-def set_resumed(catalog: Catalog, by: str, now: dt.datetime) -> None:
-    b = WriteBatch()
-    b.execute("UPDATE scheduler_state SET paused = false, resumed_by = ?, resumed_at = ? "
-              "WHERE id = 1", [by, now])
-    catalog.write(b)
+def set_resumed(catalog: Catalog, by: str, now: dt.datetime) -> tuple[bool, SchedulerState]:
+    """Resume a paused schedule; returns whether this call resumed it, and the row as it is
+    now. A schedule that is not paused is left as it is: its ``resumed_at`` is where the
+    missed-fire accounting starts, so moving it would hide the fires missed before."""
+    with catalog.connect() as con:
+        state = state_from(con)
+        if not state.paused:
+            return False, state
+        with transaction(con):
+            con.execute("UPDATE scheduler_state SET paused = false, resumed_by = ?, "
+                        "resumed_at = ? WHERE id = 1 AND paused", [by, now])
+        return True, state_from(con)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,12 @@ from enrich.store.store import Store
 # -- reads ------------------------------------------------------------------------------------
 def state_of(catalog: Catalog, run_id: str) -> str | None:
     """The run's state; None for an unknown run."""
-    return catalog.scalar("SELECT state FROM runs WHERE run_id = ?", [run_id])
+    return catalog.scalar(*state_query(run_id))
+
+
+def state_query(run_id: str) -> tuple[str, list[Any]]:
+    """The query behind ``state_of``, to read along with a flush."""
+    return "SELECT state FROM runs WHERE run_id = ?", [run_id]
 
 
 def state_in(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
@@ -211,10 +216,12 @@ def add_run(b: WriteBatch, row: dict[str, Any]) -> None:
 
 def add_started(b: WriteBatch, run_id: str, started: dt.datetime, symbols_total: int,
                 requests_planned: int, plan: str) -> None:
-    """The run is ``running``: its symbols and its plan (JSON) are known."""
+    """The run is ``running``: its symbols and its plan (JSON) are known. Only a ``queued``
+    run starts: one cancelled meanwhile (from any process) stays as it is; read its state
+    after the write (``state_query``) to know whether it started."""
     b.execute(
         "UPDATE runs SET state = 'running', started_at = ?, symbols_total = ?, "
-        "heartbeat_at = ?, requests_planned = ?, plan = ? WHERE run_id = ?",
+        "heartbeat_at = ?, requests_planned = ?, plan = ? WHERE run_id = ? AND state = 'queued'",
         [started, symbols_total, started, requests_planned, plan, run_id])
 
 
