@@ -39,7 +39,12 @@ def cli(data: Path, *args: str, timeout: float = 120, **env) -> subprocess.Compl
                           text=True, timeout=timeout)
 
 
-def start_serve(data: Path, log: Path, heartbeat_s: float = 0.5, **env) -> subprocess.Popen:
+def start_serve(data: Path, log: Path, heartbeat_s: float = sched.HEARTBEAT_S,
+                **env) -> subprocess.Popen:
+    """serve on ``data``. Its heartbeat is serve's default unless a test needs a short one:
+    a beat of 0.5 s (dead after 1.5 s without one) was measured 1.49 s late on a loaded
+    machine, busy with serve's runs and a foreground run, and `run --background` would then
+    have been refused for want of a live serve."""
     with log.open("w") as err:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "enrich", "serve", "--heartbeat-s", str(heartbeat_s)],
