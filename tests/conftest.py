@@ -6,8 +6,16 @@ import datetime as dt
 import os
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from enrich.config import Settings, load_settings
+
+# Property tests time nothing: no per-example deadline (200 ms by default, which a loaded
+# 2-core machine overruns) and no too-slow health check on generating the examples.
+hypothesis_settings.register_profile("enrich", deadline=None,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("enrich")
 
 # A fixed instant: Wednesday 2026-11-25 22:00 UTC, after that session's close.
 FIXED_NOW = dt.datetime(2026, 11, 25, 22, 0, tzinfo=dt.UTC)

@@ -8,6 +8,7 @@ the test asserts behaviour, and timing belongs to ``bench/``.
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 import re
 import signal
@@ -22,6 +23,9 @@ import httpx
 from tests.conftest import subprocess_env
 
 TOKEN = "serve-token-0123456789abcdef"
+# serve runs on the real clock: its daily run must not fire mid-test (at the default 01:30 UTC
+# it would, for a test started just before, and fill the run queue ahead of the test's runs).
+FAR = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=12)).strftime("%H:%M")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TIMEOUT = 180.0
 FINAL = ("succeeded", "partial", "failed", "cancelled", "interrupted")
@@ -63,8 +67,11 @@ def _follow(client: httpx.Client, run_id: str) -> dict:
 def test_serve_starts_a_run_over_http_and_stops_on_sigterm(tmp_path):
     data = tmp_path / "data"
     env = subprocess_env(data, ENRICH_SCHEDULER="on", ENRICH_API_ADDRESS="127.0.0.1:0",
-                         ENRICH_API_TOKEN=TOKEN, ENRICH_HISTORY_YEARS=1)
-    proc = subprocess.Popen([sys.executable, "-m", "enrich", "serve", "--heartbeat-s", "1"],
+                         ENRICH_API_TOKEN=TOKEN, ENRICH_HISTORY_YEARS=1,
+                         ENRICH_SCHEDULE_UTC=FAR)
+    # serve's own heartbeat interval: at 1 s (dead after 3 s without a beat) a loaded machine
+    # comes within a factor of two of a health check answering 503 "scheduler dead".
+    proc = subprocess.Popen([sys.executable, "-m", "enrich", "serve"],
                             env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()

@@ -48,6 +48,14 @@ from tests.fakes.massive_server import FakeMassive
 
 D = dt.date
 NOW = "2026-11-25T22:00:00Z"
+TIMEOUT = 120  # seconds: a generous bound for a loaded 2-core machine, never a measure
+
+
+def _until(predicate, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
 
 
 def make(settings, now=FIXED_NOW, provider=None):
@@ -400,7 +408,9 @@ def test_pause_then_resume_from_the_background(settings):
         gate = threading.Event()
 
         def bars(self, *a, **kw):
-            self.gate.wait(5)
+            # Held until the test has paused the backfill (a bound of 5 s let a slow machine
+            # fetch every chunk first); the bound only frees a failed test's thread.
+            self.gate.wait(TIMEOUT)
             return super().bars(*a, **kw)
 
     store = Store.from_settings(settings)
@@ -409,12 +419,14 @@ def test_pause_then_resume_from_the_background(settings):
     provider = Slow(clock=lambda: FIXED_NOW)
     s = settings.with_(now_override=FIXED_NOW)
     run_id = start_in_background(s, req, store=store, provider=provider)
-    bid = backfill_progress_summary(store.catalog)[0]["backfill_id"]
-    running = backfill_progress_summary(store.catalog, bid)[0]
-    assert running["status"] == "running" and running["last_run_id"] == run_id
-    assert stop_backfill(store.catalog, bid, "paused", "test") == run_id
-    provider.gate.set()
-    assert wait_for(bid, 30)
+    try:
+        bid = backfill_progress_summary(store.catalog)[0]["backfill_id"]
+        running = backfill_progress_summary(store.catalog, bid)[0]
+        assert running["status"] == "running" and running["last_run_id"] == run_id
+        assert stop_backfill(store.catalog, bid, "paused", "test") == run_id
+    finally:
+        provider.gate.set()
+    assert wait_for(bid, TIMEOUT)
     paused = backfill_progress_summary(store.catalog, bid)[0]
     # Paused is its own run state: not cancelled, and not counted in the success rates.
     assert paused["status"] == "paused" and paused["run_state"] == "paused"
@@ -424,7 +436,7 @@ def test_pause_then_resume_from_the_background(settings):
     assert steps["step"].to_list() == ["splits", "bars", "features"]
 
     run2 = start_in_background(s, backfill_id=bid, store=store, provider=provider)
-    assert wait_for(bid, 30) and run2 != run_id
+    assert wait_for(bid, TIMEOUT) and run2 != run_id
     done = backfill_progress_summary(store.catalog, bid)[0]
     assert done["status"] == "complete" and done["run_state"] == "succeeded"
     # One source for chunk counts: the resumed run's message counts the backfill's chunks,
@@ -467,7 +479,16 @@ def test_backfill_requests_queue_behind_a_runs_requests(settings):
         order.append(request.url.path)
         return httpx.Response(200, json={"status": "OK", "request_id": "r", "results": []})
 
-    limiter = RateLimiter(per_minute=240)  # one grant every 0.25 s
+    # On a clock that stands still until both requests have queued: on the real clock the
+    # run's request had to queue within the 0.25 s before the backfill's slot came, which a
+    # loaded machine can miss (the backfill's request then rightly went first).
+    now, queued = [0.0], threading.Event()
+
+    def sleep(seconds: float) -> None:
+        assert queued.wait(TIMEOUT), "the requests never queued"
+        now[0] += seconds
+
+    limiter = RateLimiter(per_minute=240, clock=lambda: now[0], sleep=sleep)  # every 0.25 s
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
         runs = MassiveProvider(client, "key", limiter=limiter)  # the engine's, priority 0
         bf = Backfiller(Store.from_settings(settings), runs, settings)
@@ -476,13 +497,14 @@ def test_backfill_requests_queue_behind_a_runs_requests(settings):
         backfill = threading.Thread(target=lambda: [
             bf.provider.splits("AAPL", D(2020, 1, 1), D(2020, 12, 31)) for _ in range(2)])
         backfill.start()
-        while limiter.waiting < 1:
-            threading.Event().wait(0.001)
+        _until(lambda: limiter.waiting == 1)
         scheduled = threading.Thread(
             target=lambda: runs.dividends("AAPL", D(2020, 1, 1), D(2020, 12, 31)))
         scheduled.start()
-        backfill.join(10)
-        scheduled.join(10)
+        _until(lambda: limiter.waiting == 2)
+        queued.set()
+        backfill.join(TIMEOUT)
+        scheduled.join(TIMEOUT)
     # Queued after the backfill's request, the run's request still goes first.
     assert order == ["/stocks/v1/dividends", "/stocks/v1/splits", "/stocks/v1/splits"]
 
@@ -575,7 +597,7 @@ def test_page_plans_starts_watches_pauses_and_resumes(page_env):
     assert "2 requests" in _text(at) and not backfill_progress_summary(store.catalog)
     _press(at, "Start backfill")
     [r] = backfill_progress_summary(store.catalog)
-    assert wait_for(r["backfill_id"], 30)
+    assert wait_for(r["backfill_id"], TIMEOUT)
     _rerun(at)
     assert ":green-badge[complete]" in _text(at)
     assert [m.value for m in at.metric if m.label == "Chunks done"] == ["2 / 2"]
@@ -585,24 +607,28 @@ def test_page_plans_starts_watches_pauses_and_resumes(page_env):
         gate = threading.Event()
 
         def bars(self, *a, **kw):
-            self.gate.wait(10)
+            # Held until Pause was pressed: two page runs come first, which on a loaded
+            # machine outlasted the 10 s this wait had (the backfill then ended on its own).
+            self.gate.wait(TIMEOUT)
             return super().bars(*a, **kw)
 
     held = Held(clock=lambda: FIXED_NOW)
     s = load_settings(dotenv_path=None)
     start_in_background(s, BackfillRequest("bars", ("KO",), years=3), store=store,
                         provider=held)
-    bid = backfill_progress_summary(store.catalog)[0]["backfill_id"]
-    _rerun(at)
-    assert ":blue-badge[running]" in _text(at)
-    assert "`1d` bars for `KO`" in _text(at)  # the timeframe is on the card
-    _press(at, "Pause")
-    held.gate.set()
-    assert wait_for(bid, 30)
+    try:
+        bid = backfill_progress_summary(store.catalog)[0]["backfill_id"]
+        _rerun(at)
+        assert ":blue-badge[running]" in _text(at)
+        assert "`1d` bars for `KO`" in _text(at)  # the timeframe is on the card
+        _press(at, "Pause")
+    finally:
+        held.gate.set()
+    assert wait_for(bid, TIMEOUT)
     _rerun(at)
     assert ":gray-badge[paused]" in _text(at) and "resume" in _text(at)
     _press(at, "Resume")
-    assert wait_for(bid, 30)
+    assert wait_for(bid, TIMEOUT)
     _rerun(at)
     done = backfill_progress_summary(store.catalog, bid)[0]
     assert done["status"] == "complete"

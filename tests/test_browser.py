@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from enrich.symbols import DEMO_UNIVERSE
-from tests.conftest import REPO
+from tests.conftest import FIXED_NOW, REPO
 
 N_DEMO = len(DEMO_UNIVERSE)  # 29: stocks, ETFs, two crypto pairs, a forex pair, an index
 
@@ -42,6 +42,7 @@ SHOTS = Path(REPO) / "docs" / "screenshots"
 WRITE_SHOTS = os.environ.get("ENRICH_SCREENSHOTS") == "1"
 VIEWPORT = {"width": 1280, "height": 900}
 RUN_TIMEOUT_MS = 240_000
+NOW = FIXED_NOW.isoformat()  # the desk's clock: Wednesday 2026-11-25 22:00 UTC
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -71,8 +72,11 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> No
 
 @pytest.fixture
 def server(tmp_path):
-    """``streamlit run app.py`` on a free port; the whole process group dies afterwards."""
-    port = _free_port()
+    """``streamlit run app.py`` on a free port; the whole process group dies afterwards.
+
+    The desk's clock is fixed (``ENRICH_NOW``, as every store the tests build): on the real
+    clock a session that closed between the run and a look at the numbers made symbols
+    "late", so "Fresh" never reached the universe when a test ran across a close."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
@@ -81,25 +85,39 @@ def server(tmp_path):
         "ENRICH_SCHEDULER": "off",
         "ENRICH_HISTORY_YEARS": "1",
         "ENRICH_PROVIDER": "sample",
+        "ENRICH_NOW": NOW,
     }
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed in finally)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.headless", "true"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "streamlit.log"
+    log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
+    proc = None
     try:
-        _wait_healthy(url, proc)
+        for attempt in range(3):
+            # The port is free when asked, but another process may bind it before streamlit
+            # does (it starts for seconds): then streamlit exits, and a new port is tried.
+            port = _free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port",
+                 str(port), "--server.headless", "true"],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                _wait_healthy(url, proc)
+                break
+            except RuntimeError:
+                taken = f"Port {port} is not available".encode() in log_path.read_bytes()
+                if attempt == 2 or not taken:
+                    raise
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+        if proc is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
         log.close()
         if os.environ.get("CI"):
             sys.stderr.write((tmp_path / "streamlit.log").read_text(errors="replace")[-4000:])
@@ -286,7 +304,7 @@ def gap_data(tmp_path):
     from enrich.store.universe import add_symbols
 
     settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data"),
-                              "ENRICH_SCHEDULER": "off"}, dotenv_path=None)
+                              "ENRICH_SCHEDULER": "off", "ENRICH_NOW": NOW}, dotenv_path=None)
     store = Store.from_settings(settings)
     add_symbols(store.catalog, [("AAPL", "stocks", "Apple Inc."),
                                 ("MSFT", "stocks", "Microsoft Corp."),

@@ -19,6 +19,7 @@ import pytest
 from tests.test_browser import (  # noqa: F401 (server is a fixture)
     CHROMIUM,
     CHROMIUM_ARGS,
+    NOW,
     VIEWPORT,
     no_exception,
     server,
@@ -46,8 +47,8 @@ def hostile(tmp_path):
     from enrich.store.universe import import_csv
 
     settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data"),
-                              "ENRICH_SCHEDULER": "off", "ENRICH_HISTORY_YEARS": "1"},
-                             dotenv_path=None)
+                              "ENRICH_SCHEDULER": "off", "ENRICH_HISTORY_YEARS": "1",
+                              "ENRICH_NOW": NOW}, dotenv_path=None)  # the server's clock
     store = Store.from_settings(settings)
     quoted = PAYLOAD.replace('"', '""')
     report = import_csv(store.catalog, f'AAPL,stocks,"{quoted}"\nSPY,etfs,"{quoted}"\n')

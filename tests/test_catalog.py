@@ -1,3 +1,4 @@
+import concurrent.futures as cf
 import datetime as dt
 import gc
 import os
@@ -102,22 +103,28 @@ def test_views_cover_every_dataset_even_before_data(tmp_path):
 def test_busy_catalog_fails_with_the_holder_named(tmp_path):
     path = tmp_path / "enrich.duckdb"
     Catalog(path).migrate()
+    # The holder keeps the file until told (it slept 30 s, which a slow machine could outlast
+    # before the catalog gave up); giving up is shown by an answer while it still holds the
+    # file, within a generous bound, not by a stopwatch.
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('ready', flush=True); "
-         "time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", "import duckdb,sys; c=duckdb.connect(sys.argv[1]); "
+         "print('ready', flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
         cat = Catalog(path, timeout_s=0.5)
-        t0 = time.monotonic()
-        with pytest.raises(CatalogBusyError, match="held open by another program") as ei:
-            cat.data_version()
-        assert time.monotonic() - t0 < 10
-        assert str(holder.pid) in str(ei.value) or "PID" in str(ei.value)
+        pool = cf.ThreadPoolExecutor(1)
+        try:
+            err = pool.submit(cat.data_version).exception(timeout=120)
+        finally:
+            pool.shutdown(wait=False)
+        assert holder.poll() is None  # it gave up while the file was still held
+        assert isinstance(err, CatalogBusyError) and "held open by another program" in str(err)
+        assert str(holder.pid) in str(err) or "PID" in str(err)
     finally:
         holder.kill()
-        holder.wait()
+        holder.wait(timeout=30)
+        holder.stdin.close()
         holder.stdout.close()
     assert Catalog(path).data_version() >= 0  # usable again once released
 
@@ -265,9 +272,17 @@ def test_a_held_catalog_names_its_holder_in_every_process(tmp_path):
         assert f"enrich process {first.pid}" in said, said  # … and who waits for it
     finally:
         holder.stdin.close()  # the notebook closes: A gets the catalog
-        holder.wait(timeout=30)
-        holder.stdout.close()
-        if first is not None:
-            out, _ = first.communicate(timeout=60)
-            assert out.strip() == "ok"
+        try:
+            holder.wait(timeout=60)
+            if first is not None:
+                out, _ = first.communicate(timeout=120)
+                assert out.strip() == "ok"
+        finally:  # no child outlives a failed test
+            for p in (holder, first):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait(timeout=30)
+            holder.stdout.close()
+            if first is not None and first.stdout:
+                first.stdout.close()
     assert not Path(str(path) + ".lock" + WAITING_NOTE).exists()

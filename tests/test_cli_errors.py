@@ -285,11 +285,22 @@ def test_a_reader_that_goes_away_stops_the_cli_quietly(tmp_path):
     ENRICH_DATA_DIR" line (a BrokenPipeError is an OSError)."""
     data = tmp_path / "data"
     add_symbols(Store(data).catalog, [(f"S{i:04d}", "stocks", None) for i in range(50)])
-    proc = subprocess.Popen([sys.executable, "-m", "enrich", "symbols", "list"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=subprocess_env(data), cwd=REPO)
-    proc.stdout.close()  # the reader is gone before the first byte is written
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.wait(timeout=120) == cli.EXIT_PIPE, err
+    # The reader is gone before the child starts (closing it after the start raced the
+    # child, which a slow test process could let write its 50 lines into the pipe first).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "enrich", "symbols", "list"],
+                                stdout=write_end, stderr=subprocess.PIPE,
+                                env=subprocess_env(data), cwd=REPO)
+    finally:
+        os.close(write_end)
+    try:
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == cli.EXIT_PIPE, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        proc.stderr.close()
     assert err == "", err

@@ -149,7 +149,8 @@ def test_a_new_option_snapshot_in_any_order_appends_like_the_general_merge(tmp_p
 
 
 settings_ = settings(max_examples=60, deadline=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+                     suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                            HealthCheck.too_slow])
 
 
 @settings_

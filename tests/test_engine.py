@@ -258,15 +258,16 @@ def test_a_cancel_asked_through_the_catalog_stops_the_run(settings, fixed_clock,
         t = threading.Thread(target=lambda: out.append(
             eng.run(params, run_id=run_id, cancel=cancel, max_workers=1)))
         t.start()
-        deadline = time.monotonic() + 30
-        while (eng.store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?", [run_id])
-               != "running" and time.monotonic() < deadline):
+        deadline = time.monotonic() + 120
+        while eng.store.catalog.scalar("SELECT state FROM runs WHERE run_id = ?",
+                                       [run_id]) != "running":
+            assert time.monotonic() < deadline, "the run never started"
             time.sleep(0.02)
         assert request_cancel(eng.store.catalog, run_id, "test", utcnow()) == "running"
-        assert cancel.wait(30), "the run never read the cancel from the catalog"
+        assert cancel.wait(120), "the run never read the cancel from the catalog"
     finally:
         lock.release()
-    t.join(60)
+    t.join(120)
     assert out and out[0].state == "cancelled" and out[0].ok == 0
 
 

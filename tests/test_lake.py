@@ -35,7 +35,7 @@ def _expected(frames, key):
 
 
 @settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batches=st.lists(div_rows, min_size=1, max_size=4))
 def test_upsert_then_read_returns_input_deduplicated_on_key(tmp_path_factory, batches):
     lake = Lake(tmp_path_factory.mktemp("lake"))
@@ -55,7 +55,7 @@ def test_upsert_then_read_returns_input_deduplicated_on_key(tmp_path_factory, ba
 
 
 @settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(rows=st.lists(st.tuples(SYMS, DATES, st.sampled_from(["C1", "C2", "C3"]),
                                AMOUNTS), max_size=60))
 def test_month_partitioned_upsert_roundtrip(tmp_path_factory, rows):

@@ -1020,7 +1020,7 @@ def fake():
 def over(fake: FakeMassive, key: str | None = None, **kw) -> MassiveProvider:
     """A provider on a real socket client it owns: use it as a context manager."""
     kw.setdefault("today", lambda: TODAY)
-    return MassiveProvider(httpx.Client(timeout=5), key or fake.api_key, fake.base_url,
+    return MassiveProvider(httpx.Client(timeout=30), key or fake.api_key, fake.base_url,
                            kw.pop("limiter", None), owns_client=True, **kw)
 
 

@@ -364,10 +364,12 @@ def test_cancel_stops_a_running_run(populated):
     try:
         svc = get_services(settings_now())
         run_id = svc.trigger(symbols=["AAPL"])
-        for _ in range(100):
-            p = runs_view.run_progress(store.catalog, run_id)
-            if p and p["state"] == "running":
-                break
+        # Until it runs (a bound of 5 s let a slow machine open the page while the run's row
+        # was still unwritten: no Cancel button yet).
+        deadline = time.monotonic() + 120
+        while (p := runs_view.run_progress(store.catalog, run_id)) is None \
+                or p["state"] != "running":
+            assert time.monotonic() < deadline, f"the run never started: {p}"
             time.sleep(0.05)
         at = open_page("pages/runs.py", run=run_id)
         at.button(key="cancel_run").click().run()

@@ -21,6 +21,7 @@ from tests.conftest import FIXED_NOW
 
 UTC = dt.UTC
 AT = dt.time(1, 30)
+TIMEOUT = 120  # seconds: a generous bound for a loaded 2-core machine, never a measure
 
 
 class Clock:
@@ -150,7 +151,7 @@ def test_a_fire_within_the_grace_time_runs_late(sched_settings, services):
     first.stop()
     clock.now = t("2026-11-23T02:00")  # 30 min after the fire, within the 1 h grace
     svc = services(sched_settings, clock)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         runs = _scheduled_runs(svc.store)
         if runs.height and runs["state"][0] not in ("queued", "running"):
@@ -201,7 +202,7 @@ def test_pause_from_another_process_reaches_the_running_scheduler(sched_settings
     svc = services(sched_settings, Clock(t("2026-11-23T00:00")))
     store = Store.from_settings(sched_settings)  # e.g. `python -m enrich schedule pause`
     sched.set_paused(store.catalog, "cli", None, t("2026-11-23T00:00"))
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + TIMEOUT
     while svc.next_fire_time() is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert svc.next_fire_time() is None
@@ -221,7 +222,7 @@ def test_one_process_owns_the_schedule_and_takes_over_a_dead_owner(sched_setting
     assert sched.read_state(store.catalog).pid == 4321
 
     clock.now += dt.timedelta(seconds=3.5)  # the other one stopped beating: dead
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + TIMEOUT
     while not svc.owns_schedule and time.monotonic() < deadline:
         time.sleep(0.05)
     assert svc.owns_schedule and svc._scheduler.get_job(sched.DAILY_JOB_ID) is not None

@@ -50,14 +50,18 @@ class Webhook(_Sink):
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                sink.attempts += 1
-                sink.auth.append(self.headers.get("Authorization"))
                 code = sink.status
+                # Recorded before the answer: a sender that has its 200 (and a test that
+                # waited for the sender) finds the item here, never a moment later. Under the
+                # lock: each request is answered on its own thread.
+                with sink._cond:
+                    sink.attempts += 1
+                    sink.auth.append(self.headers.get("Authorization"))
+                if code < 300:
+                    sink.add(json.loads(body))
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                if code < 300:
-                    sink.add(json.loads(body))
 
             def log_message(self, *args) -> None:
                 pass
