@@ -26,6 +26,7 @@ from enrich.backfill.jobs import (
     backfill_request,
     backfill_steps,
     find_resumable,
+    live_backfills,
     start_in_background,
     stop_backfill,
     wait_for,
@@ -447,6 +448,33 @@ def test_pause_then_resume_from_the_background(settings):
     assert metrics_view.overall_success(store.catalog)["runs_finished"] == 1
     chunks = backfill_chunks(store.catalog, bid)
     assert (chunks["attempts"] == 1).all()  # a pause never redoes a finished chunk
+
+
+def test_a_backfill_is_live_until_its_on_done_has_run(settings):
+    """``on_done`` (a heatmap fill's quality re-check) is part of the backfill: ``wait_for``
+    and ``live_backfills`` must not report it ended while that still runs, or ``enrich fill``
+    exits and its daemon thread dies with the re-check half done."""
+    entered, release = threading.Event(), threading.Event()
+
+    def on_done(result) -> None:
+        entered.set()
+        release.wait(TIMEOUT)  # held by the test; the bound only frees a failed test
+
+    store = Store.from_settings(settings)
+    ensure_demo_universe(store.catalog)
+    s = settings.with_(now_override=FIXED_NOW)
+    start_in_background(s, BackfillRequest("bars", ("KO",), years=1), store=store,
+                        provider=SampleProvider(clock=lambda: FIXED_NOW), on_done=on_done)
+    bid = backfill_progress_summary(store.catalog)[0]["backfill_id"]
+    try:
+        assert entered.wait(TIMEOUT)
+        # The thread is held inside on_done: it cannot end, whatever the machine's speed.
+        assert wait_for(bid, 0.05) is False
+        assert bid in live_backfills()
+    finally:
+        release.set()
+    assert wait_for(bid, TIMEOUT)
+    assert bid not in live_backfills()
 
 
 def test_a_split_brought_by_a_backfill_rebases_bars_and_features(settings):

@@ -335,17 +335,19 @@ def start_in_background(settings: Settings, request: BackfillRequest | None = No
 
     def work() -> None:
         try:
-            result: BackfillSummary | BaseException = bf.execute(
-                plan, run_id, retry_failed=retry_failed, cancel=cancel)
-        except BaseException as exc:  # recorded on the run by the execution itself
-            result = exc
+            try:
+                result: BackfillSummary | BaseException = bf.execute(
+                    plan, run_id, retry_failed=retry_failed, cancel=cancel)
+            except BaseException as exc:  # recorded on the run by the execution itself
+                result = exc
+            finally:
+                if own_provider:
+                    bf.close()
+            if on_done is not None:
+                on_done(result)  # part of the backfill (a fill's re-check): still live
         finally:
             with _live_lock:
                 _live.pop(plan.backfill_id, None)
-            if own_provider:
-                bf.close()
-        if on_done is not None:
-            on_done(result)
 
     thread = threading.Thread(target=work, name=f"backfill-{plan.backfill_id}", daemon=True)
     with _live_lock:
