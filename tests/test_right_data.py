@@ -5,7 +5,6 @@ it could be wrong for some instrument or some day. Each test names the Massive f
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 
 import numpy as np

@@ -14,9 +14,9 @@ Par yields stand in for zero rates: below two years (where nearly every option e
 coincide with zero rates to a basis point or two.
 
 :func:`rate_to` gives the rate for an option of session ``as_of`` expiring ``t`` years later:
-the curve of ``as_of`` (or the latest one before it, at most ``MAX_CURVE_AGE_DAYS`` older;
-a row holding no yield is no curve:
-curves are published a day late and bond-market holidays differ from the exchange's),
+the curve of ``as_of`` (or the latest one before it, at most ``MAX_CURVE_AGE_DAYS`` older:
+curves are published a day late and bond-market holidays differ from the exchange's; a row
+without any yield is no curve),
 interpolated linearly in ``r t`` (the log discount factor) between the tenors present, flat in
 ``r`` before the first tenor and after the last. Without a curve it is
 ``ENRICH_RISK_FREE_RATE`` and ``rate_source`` says ``fallback``.
