@@ -15,7 +15,8 @@ coincide with zero rates to a basis point or two.
 
 :func:`rate_to` gives the rate for an option of session ``as_of`` expiring ``t`` years later:
 the curve of ``as_of`` (or the latest one before it, at most ``MAX_CURVE_AGE_DAYS`` older:
-curves are published a day late and bond-market holidays differ from the exchange's),
+curves are published a day late and bond-market holidays differ from the exchange's; a row
+without any yield is no curve),
 interpolated linearly in ``r t`` (the log discount factor) between the tenors present, flat in
 ``r`` before the first tenor and after the last. Without a curve it is
 ``ENRICH_RISK_FREE_RATE`` and ``rate_source`` says ``fallback``.
@@ -91,7 +92,12 @@ def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarra
     if curves.is_empty() or len(days) == 0:
         return rate, source
     # numpy, no polars query: a chain has one or two days, a query costs more than the match.
-    ust = np.flatnonzero(np.array([s == CURVE for s in curves["symbol"].to_list()], dtype=bool))
+    # A row without any yield (every tenor is optional in the spec) is no curve: the one
+    # before it stands.
+    held = np.isfinite(curves.select(c for c in TENORS if c in curves.columns)
+                       .to_numpy().astype(np.float64)).any(axis=1)
+    ust = np.flatnonzero(np.array([s == CURVE for s in curves["symbol"].to_list()], dtype=bool)
+                         & held)
     codes = _day_codes(days)
     if (codes == codes[0]).all():  # a chain's one session
         unique, rows = codes[:1], [np.arange(codes.size)]
