@@ -98,6 +98,10 @@ DIVIDENDS = Dataset(
         "currency": pl.String,
         "frequency": pl.Int32,
         "distribution_type": pl.String,
+        # Of cash_amount, the regular (recurring) part, where distributions of several kinds
+        # share the ex-date and were summed into this one row (the key is symbol, ex_date);
+        # null otherwise (distribution_type says what the whole amount is).
+        "regular_cash_amount": pl.Float64,
     },
     key=("symbol", "ex_date"),
     description="Cash dividends as declared",

@@ -325,7 +325,7 @@ def test_dividends_v1_parse_and_query():
         "declaration_date": [D(2025, 1, 2), None], "record_date": [D(2025, 1, 15), None],
         "pay_date": [D(2025, 2, 1), None], "cash_amount": [0.5, 1.25],
         "currency": ["USD", None], "frequency": [4, None],
-        "distribution_type": ["recurring", "special"],
+        "distribution_type": ["recurring", "special"], "regular_cash_amount": [None, None],
     }, schema=DIVIDENDS.schema)
     assert_frame_equal(frame, expected)
     assert dict(api.requests[0].url.params) == {

@@ -7,9 +7,10 @@ Two methods, recorded per row in ``dividend_method``:
   ``split_to / split_from`` of every split executed after its ex-date and on or before ``D``),
   over ``D``'s close on that same basis, as a continuous rate ``q = ln(1 + cash / close)``.
   Regular means ``distribution_type = 'recurring'`` (or no type given and a frequency that is
-  not zero): special, supplemental, irregular and unclassified (``unknown``) distributions,
-  and returns of capital, are one-offs the next twelve months will not repeat. ``none``
-  (``q = 0``) when no regular dividend was paid.
+  not zero) — of a row that sums distributions of several kinds on one ex-date, its
+  ``regular_cash_amount`` —: special, supplemental, irregular and unclassified (``unknown``)
+  distributions, and returns of capital, are one-offs the next twelve months will not repeat.
+  ``none`` (``q = 0``) when no regular dividend was paid.
 - ``parity`` (:func:`parity_yield`): the forward implied by put–call parity where both sides
   quote, per expiration: ``F = K + e^{rt} (C - P)`` at the (up to three) strikes where the
   call and the put are closest in price, the median of those, and
@@ -96,6 +97,12 @@ def _regular_cash(dividends: pl.DataFrame) -> list[tuple[dt.date, float]]:
              else [None] * n)
     freqs = dividends["frequency"].to_list() if "frequency" in dividends.columns else [None] * n
     cash = dividends["cash_amount"].cast(pl.Float64).to_list()
+    if "regular_cash_amount" in dividends.columns:  # a summed row: its regular part alone
+        parts = dividends["regular_cash_amount"].cast(pl.Float64).to_list()
+        kinds = ["recurring" if part is not None else kind for kind, part in zip(
+            kinds, parts, strict=True)]
+        cash = [amount if part is None else part for amount, part in zip(cash, parts,
+                                                                          strict=True)]
     return [(ex, amount) for kind, freq, ex, amount in zip(
                 kinds, freqs, dividends["ex_date"].to_list(), cash, strict=True)
             if (kind == "recurring" or (kind is None and (freq is None or freq > 0)))

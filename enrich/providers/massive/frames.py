@@ -50,11 +50,16 @@ def _dividends_frame(symbol: str, rows: list, parse: Callable[[dict], dict], sta
     frame, unusable = _apart(frame, ("ex_date", "cash_amount"))
     frame = frame.filter(pl.col("ex_date").is_between(start, end))
     # Two distributions on one ex-date (a regular and a special) share the lake key:
-    # store their sum, and say what was summed.
+    # store their sum, say what was summed, and keep the regular part apart (the dividend
+    # yield counts only that: enrich.quant.dividend_yield).
+    kind, freq = pl.col("distribution_type"), pl.col("frequency")
+    regular = (kind == "recurring") | (kind.is_null() & (freq.is_null() | (freq > 0)))
+    recurring = pl.col("cash_amount").filter(regular)
     frame = frame.sort("ex_date", "id").group_by("ex_date", maintain_order=True).agg(
         pl.col("declaration_date", "record_date", "pay_date", "currency", "frequency").first(),
         pl.col("cash_amount").sum(),
         pl.col("distribution_type").drop_nulls().unique(maintain_order=True).str.join("+"),
+        regular_cash_amount=pl.when(pl.len() > 1).then(recurring.sum()),
     )
     frame = frame.with_columns(
         symbol=pl.lit(symbol),
