@@ -39,6 +39,25 @@ def _reset_page() -> None:
 
 
 # -- one run -----------------------------------------------------------------------------------
+def _cancel(run_id: str) -> None:
+    """The Cancel button's callback: it runs even when the click lands after the run ended
+    (the next draw has no button), and then says how the run ended."""
+    svc = c.services()
+    try:
+        ok = svc.cancel(run_id, by=c.ACTOR) if svc else False
+    except EnrichError as exc:
+        st.session_state["cancel_said"] = (palette.BAD, f"Could not cancel the run: "
+                                           f"{ui.literal(exc)}")
+        return
+    c.invalidate()
+    if ok:
+        st.toast("Cancelling: the run stops after the symbols in flight", icon="⏹️")
+        return
+    p = runs_view.run_progress(c.store().catalog, run_id)
+    st.session_state["cancel_said"] = (palette.WARN, ui.run_ended_already(
+        run_id, p["state"] if p else None))
+
+
 @st.fragment(run_every=1.5)
 def live(run_id: str) -> None:
     p = c.read(runs_view.run_progress, run_id)
@@ -47,16 +66,8 @@ def live(run_id: str) -> None:
         return
     if p["state"] in runs_view.ACTIVE_RUN_STATES:
         c.progress_block(p, key=f"run-{run_id}")
-        if st.button("Cancel this run", icon="⏹️", key="cancel_run"):
-            svc = c.services()
-            try:
-                ok = svc.cancel(run_id, by=c.ACTOR) if svc else False
-            except EnrichError as exc:
-                c.report_error("cancel the run", exc)
-            else:
-                c.invalidate()
-                st.toast("Cancelling: the run stops after the symbols in flight"
-                         if ok else "The run had already finished")
+        st.button("Cancel this run", icon="⏹️", key="cancel_run", on_click=_cancel,
+                  args=(run_id,))
         st.session_state[f"run_live_{run_id}"] = True
     elif st.session_state.pop(f"run_live_{run_id}", False):
         st.rerun()  # it just finished: refresh the whole detail
@@ -78,7 +89,10 @@ def run_detail(run_id: str) -> None:
     c.page_header(f"Run {ui.literal(run_id[:8])} · {d['state']}",
                   f"{ui.literal(d['kind'])} run · {ui.literal(who)} · {ui.literal(what)} · "
                   f"provider {ui.literal(d.get('provider') or '?')} · id {ui.literal(run_id)}")
-    live(run_id)
+    if said := st.session_state.get("cancel_said"):
+        c.alert(*said)
+    live(run_id)  # reruns the page when the run just ended: the message is shown again
+    st.session_state.pop("cancel_said", None)
     if d["state"] not in runs_view.ACTIVE_RUN_STATES:
         c.alert(palette.run_level(d["state"]),
                 f"{ui.run_badge(d['state'])} {ui.literal(d.get('message') or '', limit=600)}")

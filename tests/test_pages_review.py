@@ -1,0 +1,109 @@
+"""The dashboard as its users meet it (AppTest), under the states a desk reaches: a button
+clicked on state that changed meanwhile (another user resumed, a run ended) says what
+happened; a 5,000-symbol run's fetch log has no select box of 5,000 options."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from enrich.config import load_settings
+from enrich.pipeline import scheduler as sched
+from enrich.service import get_services, reset_services
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+from enrich.views import runs as runs_view
+from pages import _common
+from tests.conftest import FIXED_NOW, REPO
+
+APP = str(Path(REPO) / "app.py")
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    add_symbols(Store(data).catalog, [("AAPL", None, None)])
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(data))
+    monkeypatch.setenv("ENRICH_SCHEDULER", "off")
+    monkeypatch.setenv("ENRICH_NOW", FIXED_NOW.isoformat())
+    monkeypatch.setenv("ENRICH_HISTORY_YEARS", "1")
+    monkeypatch.chdir(tmp_path)
+    yield data
+    reset_services()
+
+
+def open_page(page: str, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page(page)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def said(at: AppTest) -> str:
+    """What the page told the user: alerts, captions and toasts."""
+    parts = [e.value for e in (*at.info, *at.success, *at.warning, *at.error, *at.caption,
+                                *at.markdown, *at.toast)]
+    return "\n".join(str(p) for p in parts)
+
+
+def elsewhere(write) -> None:
+    """A write by another user or process; the page's next rerun sees it (its half-second
+    version memo forgotten, as a user's next click outlasts it)."""
+    write()
+    _common.invalidate()
+
+
+# -- buttons on stale state --------------------------------------------------------------------
+def test_resume_after_someone_else_resumed_says_so(data):
+    catalog = Store(data).catalog
+    sched.set_paused(catalog, "ops", "provider maintenance", FIXED_NOW)
+    at = open_page("pages/controls.py")
+    assert at.button(key="resume")
+    elsewhere(lambda: sched.set_resumed(catalog, "alice", FIXED_NOW))
+    at.button(key="resume").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = said(at)
+    assert "already resumed" in text and "alice" in text, text
+    assert not sched.read_state(catalog).paused
+
+
+def test_pause_after_someone_else_paused_says_who(data):
+    catalog = Store(data).catalog
+    at = open_page("pages/controls.py")
+    assert at.button(key="pause")
+    elsewhere(lambda: sched.set_paused(catalog, "bob", "holiday", FIXED_NOW))
+    at.text_input(key="pause_reason").input("mine")
+    at.button(key="pause").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = said(at)
+    assert "already paused" in text and "bob" in text, text
+
+
+def test_cancel_of_a_run_that_ended_meanwhile_says_how_it_ended(data):
+    store = Store(data)
+    svc = get_services(load_settings(dotenv_path=None))
+    lock = store.lake.symbol_lock("AAPL")
+    lock.acquire()  # the run waits on AAPL: it is running while the page is drawn
+    try:
+        run_id = svc.trigger(symbols=["AAPL"], datasets=["bars"])
+        for _ in range(600):
+            p = runs_view.run_progress(store.catalog, run_id)
+            if p and p["state"] == "running":
+                break
+            time.sleep(0.05)
+        at = open_page("pages/runs.py", run=run_id)
+        assert at.button(key="cancel_run")
+    finally:
+        lock.release()
+    state = svc.wait(run_id, timeout=120)  # it ends before the user's click lands
+    assert state == "succeeded", state
+    _common.invalidate()
+    at.button(key="cancel_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = said(at)
+    assert "already ended" in text and "succeeded" in text, text
