@@ -4,6 +4,8 @@ happened; a 5,000-symbol run's fetch log has no select box of 5,000 options."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from enrich.config import load_settings
 from enrich.pipeline import scheduler as sched
 from enrich.service import get_services, reset_services
+from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
 from enrich.views import runs as runs_view
@@ -107,3 +110,39 @@ def test_cancel_of_a_run_that_ended_meanwhile_says_how_it_ended(data):
     assert not at.exception, [e.value for e in at.exception]
     text = said(at)
     assert "already ended" in text and "succeeded" in text, text
+
+
+# -- a run's ETA -------------------------------------------------------------------------------
+def _running_elsewhere(catalog, planned: int, made: int) -> str:
+    """A run another host is running (its heartbeat fresh): 3 symbols, one done, one in
+    flight, ``made`` of ``planned`` requests made at a limited rate."""
+    run_id = "r-elsewhere"
+    now = utcnow()
+    b = WriteBatch()
+    b.execute("INSERT INTO runs (run_id, kind, state, params, plan, requested_at, started_at, "
+              "heartbeat_at, host, pid, symbols_total, symbols_ok, requests, requests_planned) "
+              "VALUES (?, 'cli', 'running', '{}', ?, ?, ?, ?, 'another-host', 1, 3, 1, ?, ?)",
+              [run_id, json.dumps({"rate_limit_per_min": 5}), now - dt.timedelta(minutes=2),
+               now - dt.timedelta(minutes=2), now, made, planned])
+    b.execute("INSERT INTO tasks (run_id, symbol, state, started_at, finished_at) VALUES "
+              "(?, 'AAPL', 'ok', ?, ?), (?, 'MSFT', 'running', ?, NULL)",
+              [run_id, now - dt.timedelta(minutes=2), now - dt.timedelta(minutes=1),
+               run_id, now - dt.timedelta(minutes=1)])
+    catalog.write(b)
+    return run_id
+
+
+def _progress_text(at: AppTest) -> str:
+    return " ".join(p.proto.text for p in at.get("progress"))
+
+
+@pytest.mark.parametrize("planned, made", [(0, 0), (4, 9)])
+def test_a_running_runs_eta_is_never_zero_while_symbols_remain(data, planned, made):
+    """No requests planned (every dataset up to date by the plan), or more made than planned
+    (retries): the requests left say nothing, and "ETA 0 ms" for a run with two symbols to
+    go is nonsense; the ETA comes from the time per finished symbol instead."""
+    run_id = _running_elsewhere(Store(data).catalog, planned, made)
+    at = open_page("pages/runs.py", run=run_id)
+    text = _progress_text(at)
+    assert "1 / 3 symbols" in text, text
+    assert "ETA" in text and "ETA 0 ms" not in text, text

@@ -98,7 +98,8 @@ def run_progress(catalog: Catalog, run_id: str,
     the plan's budget, ETA in seconds.
 
     On a rate-limited provider the requests bound the run, so ``eta_s`` is the planned
-    requests still to make at the plan's rate; otherwise it extrapolates the run's mean time
+    requests still to make at the plan's rate; otherwise (no limit, or none of the planned
+    requests left: none were planned, or retries used them up) it extrapolates the run's mean time
     per finished symbol (None until one finished).
     """
     with catalog.connect() as con:
@@ -126,8 +127,8 @@ def run_progress(catalog: Catalog, run_id: str,
         elapsed = ((r["finished_at"] or now) - r["started_at"]).total_seconds()
     eta = None
     planned, made, rate = r["requests_planned"], int(r["requests"] or 0), r["rate_per_min"]
-    if r["state"] == "running" and planned is not None and rate:
-        eta = max(int(planned) - made, 0) * 60.0 / rate
+    if r["state"] == "running" and planned is not None and rate and int(planned) > made:
+        eta = (int(planned) - made) * 60.0 / rate
     elif r["state"] == "running" and elapsed and done and total > done:
         eta = elapsed / done * (total - done)
     r.update(done=done, total=total, current=list(t["current"] or []),
