@@ -17,6 +17,7 @@ PAGE_SIZE = 25
 LOG_PAGE = 50
 TASK_PAGE = 100
 GANTT_MAX = 300
+PICK_MAX = 200  # symbols a select box offers; more are typed
 ALL = "all"
 TASK_COLORS = {s: palette.HEX[lv] for s, lv in palette.TASK_LEVEL.items()}
 
@@ -156,11 +157,18 @@ def run_detail(run_id: str) -> None:
             st.plotly_chart(fig, key="gantt")
         errs = tasks.filter(pl.col("error_class").is_not_null())
         if errs.height:
-            st.subheader(f"Errors ({errs.height} symbols)")
-            c.dataframe(errs.select("symbol", "state", "error_class", "error_message",
-                                    "finished_at"), chips={"state": "task"},
-                        column_config={"finished_at": "at (UTC)", "error_class": "class",
-                                       "error_message": "message"})
+            st.subheader(f"Errors ({errs.height:,} symbols)")
+            pages = max(1, -(-errs.height // TASK_PAGE))  # every symbol may have failed
+            page = min(int(st.session_state.get("err_page", 1) or 1), pages)
+            if pages > 1:
+                st.caption(f"page {page} of {pages}")
+            c.dataframe(errs.slice((page - 1) * TASK_PAGE, TASK_PAGE).select(
+                "symbol", "state", "error_class", "error_message", "finished_at"),
+                chips={"state": "task"},
+                column_config={"finished_at": "at (UTC)", "error_class": "class",
+                               "error_message": "message"})
+            if pages > 1:
+                st.pagination(pages, key="err_page")
         with st.expander(f"All {tasks.height:,} symbol tasks"):
             # a page at a time: an expander's content is sent even while it is closed
             pages = max(1, -(-tasks.height // TASK_PAGE))
@@ -182,7 +190,13 @@ def run_detail(run_id: str) -> None:
             "rejected": "rows refused"})
         st.subheader("Fetch log")
         f = st.columns([2, 1])
-        sym = f[0].selectbox("Symbol", [ALL, *tasks["symbol"].to_list()], key="log_symbol")
+        run_symbols = tasks["symbol"].to_list()
+        if len(run_symbols) <= PICK_MAX:
+            sym = f[0].selectbox("Symbol", [ALL, *run_symbols], key="log_symbol")
+        else:  # a select box of thousands of options: type the symbol instead
+            typed = f[0].text_input("Symbol", key="log_symbol_text",
+                                    placeholder=f"all {len(run_symbols):,}; or type one")
+            sym = runs_view.match_symbol(run_symbols, typed) or ALL
         errors_only = f[1].toggle("Errors and retries only", key="log_errors")
         _, n = c.read(runs_view.run_fetch_log, run_id, None if sym == ALL else sym, errors_only,
                       1, 0)

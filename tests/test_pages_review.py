@@ -146,3 +146,42 @@ def test_a_running_runs_eta_is_never_zero_while_symbols_remain(data, planned, ma
     text = _progress_text(at)
     assert "1 / 3 symbols" in text, text
     assert "ETA" in text and "ETA 0 ms" not in text, text
+
+
+# -- 5,000 symbols -----------------------------------------------------------------------------
+BIG = 5_000
+MOST_ROWS = 500  # what a page may put in one table or one select box at once
+
+
+def _big_failed_run(catalog) -> str:
+    """A run of 5,000 symbols whose every fetch failed (the provider was down)."""
+    run_id = "r-big"
+    now = utcnow()
+    b = WriteBatch()
+    b.execute("INSERT INTO runs (run_id, kind, state, params, requested_at, started_at, "
+              "finished_at, symbols_total, symbols_failed, message) VALUES "
+              "(?, 'scheduled', 'failed', '{}', ?, ?, ?, ?, ?, 'every symbol failed')",
+              [run_id, now, now, now, BIG, BIG])
+    b.execute("INSERT INTO tasks (run_id, symbol, state, started_at, finished_at, error_class, "
+              "error_message) SELECT ?, 'S' || lpad(CAST(i AS VARCHAR), 4, '0'), 'failed', ?, "
+              "?, 'transient', 'HTTP 503' FROM range(?) t(i)", [run_id, now, now, BIG])
+    b.execute("INSERT INTO fetch_log (run_id, symbol, dataset, status, started_at, "
+              "duration_ms, error_class, error_message) SELECT ?, "
+              "'S' || lpad(CAST(i AS VARCHAR), 4, '0'), 'bars', 'failed', ?, 12, 'transient', "
+              "'HTTP 503' FROM range(?) t(i)", [run_id, now, BIG])
+    catalog.write(b)
+    return run_id
+
+
+def test_a_5000_symbol_failed_run_is_shown_a_page_at_a_time(data):
+    run_id = _big_failed_run(Store(data).catalog)
+    at = open_page("pages/runs.py", run=run_id)
+    tables = [len(t.value) for t in at.dataframe]
+    assert tables and max(tables) <= MOST_ROWS, tables
+    options = [(s.key, len(s.options)) for s in at.selectbox]
+    assert all(n <= MOST_ROWS for _, n in options), options
+    assert f"{BIG:,}" in said(at)  # … while saying how many there are
+    at.text_input(key="log_symbol_text").input("s0042").run()  # the fetch log of one
+    assert not at.exception
+    assert "1 rows" in [cap.value for cap in at.caption]
+    assert at.dataframe[-1].value["symbol"].to_list() == ["S0042"]

@@ -159,6 +159,18 @@ def run_tasks(catalog: Catalog, run_id: str) -> pl.DataFrame:
         FROM tasks WHERE run_id = ? ORDER BY started_at NULLS LAST, symbol""", [run_id])
 
 
+def match_symbol(symbols: list[str], typed: str | None) -> str | None:
+    """The symbol of ``symbols`` that ``typed`` names: as written, else in any case (tickers
+    are case-sensitive, a filter typed in another case still finds them); ``typed`` itself
+    when none does (it matches no row), None when nothing was typed."""
+    typed = (typed or "").strip()
+    if not typed:
+        return None
+    if typed in symbols:
+        return typed
+    return next((s for s in symbols if s.lower() == typed.lower()), typed)
+
+
 def failed_symbols(catalog: Catalog, run_id: str) -> list[str]:
     rows = catalog.query(
         "SELECT symbol FROM tasks WHERE run_id = ? AND state = 'failed' ORDER BY symbol",
