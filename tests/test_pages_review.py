@@ -1,6 +1,7 @@
 """The dashboard as its users meet it (AppTest), under the states a desk reaches: a button
 clicked on state that changed meanwhile (another user resumed, a run ended) says what
-happened; a 5,000-symbol run's fetch log has no select box of 5,000 options."""
+happened; a running run's ETA is never "0 ms" while symbols remain; a 5,000-symbol run whose
+every fetch failed is shown a page at a time, with no select box of 5,000 options."""
 
 from __future__ import annotations
 
