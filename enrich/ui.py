@@ -204,6 +204,27 @@ def chip_level(text: str | None) -> str:
     return palette.IDLE
 
 
+def schedule_unchanged(action: str, state: dict) -> str:
+    """Markdown: why a pause (``action`` "pause") or resume changed nothing, from the
+    scheduler row as it is now — someone else acted first (who, when, why)."""
+    if action == "pause":
+        return (f"The schedule was already paused by {literal(state.get('paused_by') or '?')} "
+                f"at {fmt_utc(state.get('paused_at'))}"
+                + (f": {literal(state['pause_reason'], limit=200)}"
+                   if state.get("pause_reason") else "")
+                + "; their pause (and its reason) is kept.")
+    if state.get("resumed_at") is None:
+        return "The schedule was not paused: nothing to resume."
+    return (f"The schedule was already resumed by {literal(state.get('resumed_by') or '?')} "
+            f"at {fmt_utc(state.get('resumed_at'))}.")
+
+
+def run_ended_already(run_id: str, state: str | None) -> str:
+    """Markdown: a cancel that came too late — the run had already ended (and how)."""
+    how = f" {run_badge(state)}" if state else ""
+    return f"Run {literal(run_id[:8])} had already ended{how}: nothing to cancel."
+
+
 def run_state_label(state: str | None) -> str:
     """A run state in words (its colour is ``palette.run_level``)."""
     return "—" if state is None else state

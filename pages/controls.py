@@ -105,21 +105,36 @@ st.write(f"Runs daily at **{settings.schedule_utc:%H:%M} UTC**"
          + (f"; next {ui.fmt_both(nxt)}." if nxt else ".")
          + ("" if settings.scheduler else " The scheduler is off in this process "
             "(ENRICH_SCHEDULER=off); the pause flag is still kept for when it runs."))
+def _schedule_action(action: str) -> None:
+    """Pause or resume (a button's callback: it runs even when the click lands on a page
+    that no longer shows the button, because someone else acted first) and say what
+    happened, with who acted first when the call changed nothing."""
+    if svc is None:
+        return
+    try:
+        if action == "pause":
+            reason = (st.session_state.get("pause_reason") or "").strip() or None
+            changed = svc.pause(by=c.ACTOR, reason=reason)
+        else:
+            changed = svc.resume(by=c.ACTOR)
+    except EnrichError as exc:
+        st.session_state["schedule_said"] = (palette.BAD, f"Could not {action} the schedule: "
+                                             f"{ui.literal(exc)}")
+    else:
+        c.invalidate()
+        now_state = health_view.scheduler_state(c.store().catalog)
+        st.session_state["schedule_said"] = (
+            (palette.OK, f"Schedule {action}d.") if changed else
+            (palette.WARN, ui.schedule_unchanged(action, now_state)))
+
+
 if state.get("paused"):
     st.warning(f"{palette.markdown(palette.BAD, 'paused')} by "
                f"{ui.literal(state.get('paused_by') or '?')} at "
                f"{ui.fmt_utc(state.get('paused_at'))}"
                + (f": {ui.literal(state['pause_reason'])}" if state.get("pause_reason") else ""))
-    if st.button("Resume schedule", icon="▶️", key="resume", disabled=svc is None):
-        try:
-            resumed = svc.resume(by=c.ACTOR)
-        except EnrichError as exc:
-            c.report_error("resume the schedule", exc)
-        else:
-            c.invalidate()
-            st.toast("Schedule resumed" if resumed else "The schedule was not paused "
-                     "any more", icon="▶️")
-            st.rerun()
+    st.button("Resume schedule", icon="▶️", key="resume", disabled=svc is None,
+              on_click=_schedule_action, args=("resume",))
 else:
     if settings.scheduler:
         st.success(f"{palette.markdown(palette.OK, 'not paused')} The daily run "
@@ -127,17 +142,11 @@ else:
     else:
         st.info("Not paused. The daily run fires wherever the scheduler runs "
                 "(`python -m enrich serve`, or a dashboard with ENRICH_SCHEDULER=on).")
-    reason = st.text_input("Reason (optional, shown to everyone)", key="pause_reason",
-                           placeholder="e.g. provider maintenance tonight")
-    if st.button("Pause schedule", icon="⏸️", key="pause", disabled=svc is None):
-        try:
-            paused = svc.pause(by=c.ACTOR, reason=reason.strip() or None)
-        except EnrichError as exc:
-            c.report_error("pause the schedule", exc)
-        else:
-            c.invalidate()  # already paused by someone else: the page shows whom, and why
-            st.toast("Schedule paused" if paused else "The schedule was already paused",
-                     icon="⏸️")
-            st.rerun()
+    st.text_input("Reason (optional, shown to everyone)", key="pause_reason",
+                  placeholder="e.g. provider maintenance tonight")
+    st.button("Pause schedule", icon="⏸️", key="pause", disabled=svc is None,
+              on_click=_schedule_action, args=("pause",))
+if said := st.session_state.pop("schedule_said", None):
+    c.alert(*said)
 st.caption("Pausing stops only the daily run; manual runs and retries keep working. "
            "The flag is stored in the catalog and survives restarts.")

@@ -17,6 +17,7 @@ PAGE_SIZE = 25
 LOG_PAGE = 50
 TASK_PAGE = 100
 GANTT_MAX = 300
+PICK_MAX = 200  # symbols a select box offers; more are typed
 ALL = "all"
 TASK_COLORS = {s: palette.HEX[lv] for s, lv in palette.TASK_LEVEL.items()}
 
@@ -39,6 +40,25 @@ def _reset_page() -> None:
 
 
 # -- one run -----------------------------------------------------------------------------------
+def _cancel(run_id: str) -> None:
+    """The Cancel button's callback: it runs even when the click lands after the run ended
+    (the next draw has no button), and then says how the run ended."""
+    svc = c.services()
+    try:
+        ok = svc.cancel(run_id, by=c.ACTOR) if svc else False
+    except EnrichError as exc:
+        st.session_state["cancel_said"] = (palette.BAD, f"Could not cancel the run: "
+                                           f"{ui.literal(exc)}")
+        return
+    c.invalidate()
+    if ok:
+        st.toast("Cancelling: the run stops after the symbols in flight", icon="⏹️")
+        return
+    p = runs_view.run_progress(c.store().catalog, run_id)
+    st.session_state["cancel_said"] = (palette.WARN, ui.run_ended_already(
+        run_id, p["state"] if p else None))
+
+
 @st.fragment(run_every=1.5)
 def live(run_id: str) -> None:
     p = c.read(runs_view.run_progress, run_id)
@@ -47,16 +67,8 @@ def live(run_id: str) -> None:
         return
     if p["state"] in runs_view.ACTIVE_RUN_STATES:
         c.progress_block(p, key=f"run-{run_id}")
-        if st.button("Cancel this run", icon="⏹️", key="cancel_run"):
-            svc = c.services()
-            try:
-                ok = svc.cancel(run_id, by=c.ACTOR) if svc else False
-            except EnrichError as exc:
-                c.report_error("cancel the run", exc)
-            else:
-                c.invalidate()
-                st.toast("Cancelling: the run stops after the symbols in flight"
-                         if ok else "The run had already finished")
+        st.button("Cancel this run", icon="⏹️", key="cancel_run", on_click=_cancel,
+                  args=(run_id,))
         st.session_state[f"run_live_{run_id}"] = True
     elif st.session_state.pop(f"run_live_{run_id}", False):
         st.rerun()  # it just finished: refresh the whole detail
@@ -78,7 +90,10 @@ def run_detail(run_id: str) -> None:
     c.page_header(f"Run {ui.literal(run_id[:8])} · {d['state']}",
                   f"{ui.literal(d['kind'])} run · {ui.literal(who)} · {ui.literal(what)} · "
                   f"provider {ui.literal(d.get('provider') or '?')} · id {ui.literal(run_id)}")
-    live(run_id)
+    if said := st.session_state.get("cancel_said"):
+        c.alert(*said)
+    live(run_id)  # reruns the page when the run just ended: the message is shown again
+    st.session_state.pop("cancel_said", None)
     if d["state"] not in runs_view.ACTIVE_RUN_STATES:
         c.alert(palette.run_level(d["state"]),
                 f"{ui.run_badge(d['state'])} {ui.literal(d.get('message') or '', limit=600)}")
@@ -142,11 +157,18 @@ def run_detail(run_id: str) -> None:
             st.plotly_chart(fig, key="gantt")
         errs = tasks.filter(pl.col("error_class").is_not_null())
         if errs.height:
-            st.subheader(f"Errors ({errs.height} symbols)")
-            c.dataframe(errs.select("symbol", "state", "error_class", "error_message",
-                                    "finished_at"), chips={"state": "task"},
-                        column_config={"finished_at": "at (UTC)", "error_class": "class",
-                                       "error_message": "message"})
+            st.subheader(f"Errors ({errs.height:,} symbols)")
+            pages = max(1, -(-errs.height // TASK_PAGE))  # every symbol may have failed
+            page = min(int(st.session_state.get("err_page", 1) or 1), pages)
+            if pages > 1:
+                st.caption(f"page {page} of {pages}")
+            c.dataframe(errs.slice((page - 1) * TASK_PAGE, TASK_PAGE).select(
+                "symbol", "state", "error_class", "error_message", "finished_at"),
+                chips={"state": "task"},
+                column_config={"finished_at": "at (UTC)", "error_class": "class",
+                               "error_message": "message"})
+            if pages > 1:
+                st.pagination(pages, key="err_page")
         with st.expander(f"All {tasks.height:,} symbol tasks"):
             # a page at a time: an expander's content is sent even while it is closed
             pages = max(1, -(-tasks.height // TASK_PAGE))
@@ -168,7 +190,13 @@ def run_detail(run_id: str) -> None:
             "rejected": "rows refused"})
         st.subheader("Fetch log")
         f = st.columns([2, 1])
-        sym = f[0].selectbox("Symbol", [ALL, *tasks["symbol"].to_list()], key="log_symbol")
+        run_symbols = tasks["symbol"].to_list()
+        if len(run_symbols) <= PICK_MAX:
+            sym = f[0].selectbox("Symbol", [ALL, *run_symbols], key="log_symbol")
+        else:  # a select box of thousands of options: type the symbol instead
+            typed = f[0].text_input("Symbol", key="log_symbol_text",
+                                    placeholder=f"all {len(run_symbols):,}; or type one")
+            sym = runs_view.match_symbol(run_symbols, typed) or ALL
         errors_only = f[1].toggle("Errors and retries only", key="log_errors")
         _, n = c.read(runs_view.run_fetch_log, run_id, None if sym == ALL else sym, errors_only,
                       1, 0)

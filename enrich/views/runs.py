@@ -98,7 +98,8 @@ def run_progress(catalog: Catalog, run_id: str,
     the plan's budget, ETA in seconds.
 
     On a rate-limited provider the requests bound the run, so ``eta_s`` is the planned
-    requests still to make at the plan's rate; otherwise it extrapolates the run's mean time
+    requests still to make at the plan's rate; otherwise (no limit, or none of the planned
+    requests left: none were planned, or retries used them up) it extrapolates the run's mean time
     per finished symbol (None until one finished).
     """
     with catalog.connect() as con:
@@ -126,8 +127,8 @@ def run_progress(catalog: Catalog, run_id: str,
         elapsed = ((r["finished_at"] or now) - r["started_at"]).total_seconds()
     eta = None
     planned, made, rate = r["requests_planned"], int(r["requests"] or 0), r["rate_per_min"]
-    if r["state"] == "running" and planned is not None and rate:
-        eta = max(int(planned) - made, 0) * 60.0 / rate
+    if r["state"] == "running" and planned is not None and rate and int(planned) > made:
+        eta = (int(planned) - made) * 60.0 / rate
     elif r["state"] == "running" and elapsed and done and total > done:
         eta = elapsed / done * (total - done)
     r.update(done=done, total=total, current=list(t["current"] or []),
@@ -156,6 +157,18 @@ def run_tasks(catalog: Catalog, run_id: str) -> pl.DataFrame:
                date_diff('millisecond', started_at, finished_at) / 1000.0 AS duration_s,
                records, requests, retries, error_class, error_message
         FROM tasks WHERE run_id = ? ORDER BY started_at NULLS LAST, symbol""", [run_id])
+
+
+def match_symbol(symbols: list[str], typed: str | None) -> str | None:
+    """The symbol of ``symbols`` that ``typed`` names: as written, else in any case (tickers
+    are case-sensitive, a filter typed in another case still finds them); ``typed`` itself
+    when none does (it matches no row), None when nothing was typed."""
+    typed = (typed or "").strip()
+    if not typed:
+        return None
+    if typed in symbols:
+        return typed
+    return next((s for s in symbols if s.lower() == typed.lower()), typed)
 
 
 def failed_symbols(catalog: Catalog, run_id: str) -> list[str]:
