@@ -545,3 +545,51 @@ def test_a_yield_of_the_wrong_type_still_refuses_the_curve():
                                                "results": [bad]})})
     with pytest.raises(ValidationError, match="'yield_10_year' is not a number"):
         make(api).treasury_yields(D(1962, 1, 1), D(1962, 1, 31))
+
+
+# ---- 7. the other listings the client reads -----------------------------------------------------
+# News (SPEC paths./v2/reference/news...results.items.required: id, published_utc, …), grouped
+# daily and aggregates (…results.items.required: o, h, l, c, t, v[, T]) and ticker details
+# (…/v3/reference/tickers/{ticker}…results.required: ticker, …) require every field the desk
+# needs: a row without one is a broken payload there, refused whole as before. Market status
+# requires nothing, but the probe reads only that it answers. Ticker events remain.
+
+META_DETAILS = "/v3/reference/tickers/META"
+META_EVENTS = "/vX/reference/tickers/META/events"
+# SPEC paths./vX/reference/tickers/{id}/events.get.responses.200.content.application/json
+#   .example (META's two ticker changes).
+SPEC_EVENTS = {"request_id": "31d59dda", "status": "OK", "results": {
+    "name": "Meta Platforms, Inc. Class A Common Stock",
+    "events": [{"date": "2022-06-09", "ticker_change": {"ticker": "META"},
+                "type": "ticker_change"},
+               {"date": "2012-05-18", "ticker_change": {"ticker": "FB"},
+                "type": "ticker_change"}]}}
+
+
+def test_a_ticker_change_without_its_new_ticker_is_left_out_alone():
+    """SPEC ...vX/reference/tickers/{id}/events...results.properties.events.items.oneOf[0]
+    .required == ["event_type", "date"]: ``ticker_change`` (and its ``ticker``) may be absent.
+    Such an event names no ticker to follow: it is left out, and the request's notes say so;
+    the other changes still bound the ticker's history."""
+    body = {**SPEC_EVENTS, "results": {**SPEC_EVENTS["results"], "events": [
+        *SPEC_EVENTS["results"]["events"],
+        {"date": "2015-01-02", "type": "ticker_change", "ticker_change": {}}]}}
+    api = Api({META_DETAILS: lambda r: _json(200, {"request_id": "r", "status": "OK",
+                                                   "results": {"ticker": "META",
+                                                               "market": "stocks",
+                                                               "active": True}}),
+               META_EVENTS: lambda r: _json(200, body)})
+    p = make(api)
+    ref = p.ticker_reference("META")
+    assert [(c.date, c.ticker) for c in ref.changes] == [
+        (D(2012, 5, 18), "FB"), (D(2022, 6, 9), "META")]
+    notes = p.take_requests().notes
+    assert len(notes) == 1 and "left out 1 of 3" in notes[0] and "2015-01-02" in notes[0]
+
+
+def test_a_ticker_change_naming_a_number_still_refuses_the_events():
+    body = {**SPEC_EVENTS, "results": {**SPEC_EVENTS["results"], "events": [
+        {"date": "2015-01-02", "type": "ticker_change", "ticker_change": {"ticker": 7}}]}}
+    api = Api({META_EVENTS: lambda r: _json(200, body)})
+    with pytest.raises(ValidationError, match="'ticker' is not text"):
+        make(api)._ticker_changes("META")

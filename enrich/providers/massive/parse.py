@@ -229,6 +229,15 @@ def _ticker_change(raw: dict) -> TickerChange | None:
     return TickerChange(_date(raw, "date"), _req_str(_obj(raw, "ticker_change"), "ticker"))
 
 
+def _unnamed_change(raw: object) -> bool:
+    """A ticker change without its new ticker: the spec requires only the event's type and
+    date, so the event is no broken payload, but it names nothing to follow."""
+    if not isinstance(raw, dict) or raw.get("type", raw.get("event_type")) != "ticker_change":
+        return False
+    change = raw.get("ticker_change")
+    return change is None or (isinstance(change, dict) and change.get("ticker") is None)
+
+
 _DIVIDEND_ROW_SCHEMA: dict[str, ColumnType] = {
     "id": pl.String, "ex_date": pl.Date, "declaration_date": pl.Date, "record_date": pl.Date,
     "pay_date": pl.Date, "cash_amount": pl.Float64, "currency": pl.String,

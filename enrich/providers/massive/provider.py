@@ -103,6 +103,7 @@ from enrich.providers.massive.parse import (
     _ticker_change,
     _ticker_details,
     _treasury_row,
+    _unnamed_change,
 )
 from enrich.providers.ratelimit import MAX_HOLD_S, PLAN_WINDOW_S, RateLimiter, shared_limiter
 from enrich.providers.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
@@ -502,6 +503,12 @@ class MassiveProvider:
         if not isinstance(events, list):
             raise MalformedPayloadError(f"{subject}: 'events' is not a list", provider=PROVIDER,
                                         endpoint=TICKER_EVENTS, status=200)
+        unnamed = [e for e in events if _unnamed_change(e)]
+        if unnamed:
+            dates = ", ".join(f"{e.get('date')!s:.20}" for e in unnamed[:MAX_CAUSES])
+            self._ledger.note(f"{subject}: left out {len(unnamed)} of {len(events)} ticker "
+                              f"changes without the new ticker (dated {dates})")
+            events = [e for e in events if not _unnamed_change(e)]
         check = _Check(subject, len(events))
         parsed = [r for i, raw in enumerate(events) if (r := check.row(i, raw, _ticker_change))]
         check.done()
