@@ -24,6 +24,8 @@ from enrich.providers import MarketRequest
 from enrich.providers.massive.provider import MassiveProvider
 from enrich.providers.ratelimit import PLAN_WINDOW_S, RateLimiter
 from enrich.providers.retry import RetryPolicy
+from enrich.quant.snapshots import price_chain
+from enrich.schemas import DIVIDENDS, RATES, SPLITS
 from enrich.service import Services
 from tests.test_api import Api as AsgiApi
 from tests.test_massive_spec import AGGS_EXAMPLE, BASE, KEY, TODAY, Api, _json, make
@@ -416,3 +418,178 @@ def test_a_vx_filing_without_its_fiscal_year_is_refused_alone():
     assert checked.good.select("fiscal_year", "fiscal_quarter", "revenue").rows() == [
         (2022, 1, 805300000.0)]
     assert checked.rejected == 1
+
+
+# ---- 6. option contracts, the Treasury curve: rows the spec lets be incomplete ------------------
+
+CHAIN_AAPL = "/v3/snapshot/options/AAPL"
+# SPEC paths./v3/snapshot/options/{underlyingAsset}.get.responses.200.content.application/json
+#   .example.results[0], expiration moved after TODAY and the ticker made a valid OCC symbol.
+SPEC_CHAIN_ROW = {
+    "break_even_price": 151.2,
+    "day": {"change": 4.5, "change_percent": 6.76, "close": 120.73, "high": 120.81,
+            "last_updated": 1605195918507251700, "low": 118.9, "open": 119.32,
+            "previous_close": 119.12, "volume": 868, "vwap": 119.31},
+    "details": {"contract_type": "call", "exercise_style": "american",
+                "expiration_date": "2025-06-20", "shares_per_contract": 100,
+                "strike_price": 150, "ticker": "O:AAPL250620C00150000"},
+    "implied_volatility": 5,
+    "last_quote": {"ask": 120.3, "ask_size": 4, "bid": 120.28, "bid_size": 8,
+                   "last_updated": 1605195918507251700, "midpoint": 120.29,
+                   "timeframe": "REAL-TIME"},
+    "open_interest": 1543,
+    "underlying_asset": {"change_to_break_even": 4.2, "last_updated": 1605195918507251700,
+                         "price": 147, "ticker": "AAPL", "timeframe": "DELAYED"}}
+CHAIN_FIELDS = {"strike_price": "no strike", "contract_type": "no contract type",
+                "expiration_date": "no expiration", "ticker": "null key column"}
+
+
+def chain_page(*rows: dict) -> Api:
+    return Api({CHAIN_AAPL: lambda r: _json(200, {"request_id": "r", "status": "OK",
+                                                  "results": list(rows)})})
+
+
+def _without(row: dict, field: str, n: int) -> dict:
+    details = {k: v for k, v in row["details"].items() if k != field}
+    if field != "ticker":
+        details["ticker"] = f"O:AAPL250620P0016{n}000"
+    return {**row, "details": details}
+
+
+@pytest.mark.parametrize("field", sorted(CHAIN_FIELDS))
+def test_a_chain_contract_without_its_terms_is_refused_alone(field):
+    """SPEC paths./v3/snapshot/options/{underlyingAsset}.get.responses.200.content
+    .application/json.schema.properties.results.items.properties.details.required lists
+    ticker, contract_type, expiration_date and strike_price, but the contracts listing
+    (SPEC paths./v3/reference/options/contracts...results.items) requires none of them and
+    REF massive-refresh-and-correctness.md §9's listing example has no ``contract_type``: the
+    two are one record. A snapshot cannot be asked again for a past session, so one contract
+    without its terms is refused by validation, with its cause, and the chain is stored."""
+    incomplete = _without(SPEC_CHAIN_ROW, field, 1)
+    frame = make(chain_page(SPEC_CHAIN_ROW, incomplete, _without(SPEC_CHAIN_ROW, field, 2))
+                 ).option_chain("AAPL", TODAY)
+    priced = price_chain(frame, curves=RATES.empty(), dividends=DIVIDENDS.empty(),
+                         splits=SPLITS.empty(), fallback_rate=0.04)
+    checked = check("options_iv", priced)  # the pipeline prices the chain, then validates
+    assert checked.good["contract"].to_list() == ["O:AAPL250620C00150000"]
+    assert checked.rejected == 2  # two unkeyed contracts are two refused rows, not one
+    assert CHAIN_FIELDS[field] in checked.causes[0]
+
+
+def test_a_chain_contract_of_the_wrong_type_still_refuses_the_chain():
+    bad = {**SPEC_CHAIN_ROW, "details": {**SPEC_CHAIN_ROW["details"], "strike_price": "150"}}
+    with pytest.raises(ValidationError, match="'strike_price' is not a number"):
+        make(chain_page(SPEC_CHAIN_ROW, bad)).option_chain("AAPL", TODAY)
+
+
+def test_a_fractional_open_interest_is_read_rounded():
+    """SPEC ...snapshot/options/{underlyingAsset}...results.items.properties.open_interest is
+    ``{"type": "number", "format": "double"}``: a fractional value is within the spec. The
+    lake keeps open interest as a count of contracts (``enrich.schemas.OPTIONS_IV``, Int64:
+    stored files and the views read it so), so it is rounded to the nearest whole contract."""
+    fractional = {**SPEC_CHAIN_ROW, "open_interest": 1543.6}
+    frame = make(chain_page(fractional)).option_chain("AAPL", TODAY)
+    assert frame["open_interest"].to_list() == [1544]
+
+
+CONTRACTS = "/v3/reference/options/contracts"
+# SPEC paths./v3/reference/options/contracts.get.responses.200.content.application/json
+#   .example.results[0], expiration moved after TODAY.
+SPEC_CONTRACT = {"cfi": "OCASPS", "contract_type": "call", "exercise_style": "american",
+                 "expiration_date": "2025-06-20", "primary_exchange": "BATO",
+                 "shares_per_contract": 100, "strike_price": 85,
+                 "ticker": "O:AAPL250620C00085000", "underlying_ticker": "AAPL"}
+
+
+@pytest.mark.parametrize("field", sorted(CHAIN_FIELDS))
+def test_a_listed_contract_without_its_terms_is_left_out_alone(field):
+    """SPEC paths./v3/reference/options/contracts.get.responses.200.content.application/json
+    .schema.properties.results.items has no ``required``; REF massive-refresh-and-correctness.md
+    §9's example has no ``contract_type``. The listing is no lake dataset (it picks the
+    contracts a backfill follows): such a contract is left out, and the request's notes
+    count and name it; the others are listed."""
+    incomplete = {k: v for k, v in SPEC_CONTRACT.items() if k != field}
+    if field != "ticker":
+        incomplete["ticker"] = "O:AAPL250620P00090000"
+    api = Api({CONTRACTS: lambda r: _json(200, {"request_id": "r", "status": "OK",
+                                                "results": [SPEC_CONTRACT, incomplete]})})
+    p = make(api)
+    listed = p.option_contracts("AAPL", TODAY)
+    assert listed["contract"].to_list() == ["O:AAPL250620C00085000"]
+    notes = p.take_requests().notes
+    assert len(notes) == 1 and "left out 1 of 2" in notes[0] and field in notes[0]
+
+
+TREASURY = "/fed/v1/treasury-yields"
+# SPEC paths./fed/v1/treasury-yields.get.responses.200.content.application/json.example
+SPEC_YIELDS = {"date": "1962-01-02", "yield_10_year": 4.06, "yield_1_year": 3.22,
+               "yield_5_year": 3.88}
+
+
+def test_a_treasury_row_without_its_date_is_refused_alone():
+    """SPEC paths./fed/v1/treasury-yields.get.responses.200.content.application/json.schema
+    .properties.results.items has no ``required``: ``date`` may be absent. That row is
+    refused by validation; the curves beside it are stored."""
+    undated = {"yield_10_year": 4.1, "yield_1_year": 3.3}
+    api = Api({TREASURY: lambda r: _json(200, {"count": 3, "request_id": 1, "status": "OK",
+                                               "results": [SPEC_YIELDS, undated, undated]})})
+    frame = make(api).treasury_yields(D(1962, 1, 1), D(1962, 1, 31))
+    checked = check("rates", frame)
+    assert checked.good.select("date", "yield_10_year").rows() == [(D(1962, 1, 2), 4.06)]
+    assert checked.rejected == 2 and "null key column" in checked.causes[0]
+
+
+def test_a_yield_of_the_wrong_type_still_refuses_the_curve():
+    bad = {**SPEC_YIELDS, "yield_10_year": "4.06"}
+    api = Api({TREASURY: lambda r: _json(200, {"request_id": 1, "status": "OK",
+                                               "results": [bad]})})
+    with pytest.raises(ValidationError, match="'yield_10_year' is not a number"):
+        make(api).treasury_yields(D(1962, 1, 1), D(1962, 1, 31))
+
+
+# ---- 7. the other listings the client reads -----------------------------------------------------
+# News (SPEC paths./v2/reference/news...results.items.required: id, published_utc, …), grouped
+# daily and aggregates (…results.items.required: o, h, l, c, t, v[, T]) and ticker details
+# (…/v3/reference/tickers/{ticker}…results.required: ticker, …) require every field the desk
+# needs: a row without one is a broken payload there, refused whole as before. Market status
+# requires nothing, but the probe reads only that it answers. Ticker events remain.
+
+META_DETAILS = "/v3/reference/tickers/META"
+META_EVENTS = "/vX/reference/tickers/META/events"
+# SPEC paths./vX/reference/tickers/{id}/events.get.responses.200.content.application/json
+#   .example (META's two ticker changes).
+SPEC_EVENTS = {"request_id": "31d59dda", "status": "OK", "results": {
+    "name": "Meta Platforms, Inc. Class A Common Stock",
+    "events": [{"date": "2022-06-09", "ticker_change": {"ticker": "META"},
+                "type": "ticker_change"},
+               {"date": "2012-05-18", "ticker_change": {"ticker": "FB"},
+                "type": "ticker_change"}]}}
+
+
+def test_a_ticker_change_without_its_new_ticker_is_left_out_alone():
+    """SPEC ...vX/reference/tickers/{id}/events...results.properties.events.items.oneOf[0]
+    .required == ["event_type", "date"]: ``ticker_change`` (and its ``ticker``) may be absent.
+    Such an event names no ticker to follow: it is left out, and the request's notes say so;
+    the other changes still bound the ticker's history."""
+    body = {**SPEC_EVENTS, "results": {**SPEC_EVENTS["results"], "events": [
+        *SPEC_EVENTS["results"]["events"],
+        {"date": "2015-01-02", "type": "ticker_change", "ticker_change": {}}]}}
+    api = Api({META_DETAILS: lambda r: _json(200, {"request_id": "r", "status": "OK",
+                                                   "results": {"ticker": "META",
+                                                               "market": "stocks",
+                                                               "active": True}}),
+               META_EVENTS: lambda r: _json(200, body)})
+    p = make(api)
+    ref = p.ticker_reference("META")
+    assert [(c.date, c.ticker) for c in ref.changes] == [
+        (D(2012, 5, 18), "FB"), (D(2022, 6, 9), "META")]
+    notes = p.take_requests().notes
+    assert len(notes) == 1 and "left out 1 of 3" in notes[0] and "2015-01-02" in notes[0]
+
+
+def test_a_ticker_change_naming_a_number_still_refuses_the_events():
+    body = {**SPEC_EVENTS, "results": {**SPEC_EVENTS["results"], "events": [
+        {"date": "2015-01-02", "type": "ticker_change", "ticker_change": {"ticker": 7}}]}}
+    api = Api({META_EVENTS: lambda r: _json(200, body)})
+    with pytest.raises(ValidationError, match="'ticker' is not text"):
+        make(api)._ticker_changes("META")

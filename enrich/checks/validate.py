@@ -50,9 +50,15 @@ def _rules(dataset: str) -> tuple[tuple[str, pl.Expr], ...]:
         rules.append(("split ratio not > 0", pl.all_horizontal([c.is_not_null() for c in ratio])
                       & ~((ratio[0] > 0) & (ratio[1] > 0))))
     elif dataset == "options_iv":
-        rules.append(("strike not > 0", ~(pl.col("strike") > 0)))
+        strike, kind = pl.col("strike"), pl.col("contract_type")
+        # A chain may hold a contract without its terms (the listing requires none): that
+        # row alone is refused, and says which term it lacks.
+        rules.append(("no strike", strike.is_null()))
+        rules.append(("no contract type", kind.is_null()))
+        rules.append(("no expiration", pl.col("expiration").is_null()))
+        rules.append(("strike not > 0", strike.is_not_null() & ~(strike > 0)))
         rules.append(("contract_type not call/put",
-                      ~pl.col("contract_type").is_in(["call", "put"])))
+                      kind.is_not_null() & ~kind.is_in(["call", "put"])))
     elif dataset == "news":
         rules.append(("missing published_utc", pl.col("published_utc").is_null()))
     return tuple(rules)

@@ -102,6 +102,14 @@ def _opt_str(raw: dict, key: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _text(raw: dict, key: str) -> str | None:
+    """Text the spec lets be absent (None when absent or empty); any other type is refused."""
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _Bad(f"{key!r} is not text")
+    return value or None
+
+
 @overload
 def _date(raw: dict, key: str) -> dt.date: ...
 
@@ -219,6 +227,15 @@ def _ticker_change(raw: dict) -> TickerChange | None:
     if kind != "ticker_change":
         return None
     return TickerChange(_date(raw, "date"), _req_str(_obj(raw, "ticker_change"), "ticker"))
+
+
+def _unnamed_change(raw: object) -> bool:
+    """A ticker change without its new ticker: the spec requires only the event's type and
+    date, so the event is no broken payload, but it names nothing to follow."""
+    if not isinstance(raw, dict) or raw.get("type", raw.get("event_type")) != "ticker_change":
+        return False
+    change = raw.get("ticker_change")
+    return change is None or (isinstance(change, dict) and change.get("ticker") is None)
 
 
 _DIVIDEND_ROW_SCHEMA: dict[str, ColumnType] = {
@@ -373,19 +390,28 @@ _CHAIN_ROW_SCHEMA: dict[str, ColumnType] = {
 }
 
 
+# The terms a contract needs to be priced or chosen (the contracts listing requires none of
+# them, the snapshot repeats the listing's record): a row without one is kept with nulls.
+CONTRACT_TERMS = {"contract": "ticker", "expiration": "expiration_date", "strike": "strike_price",
+                  "contract_type": "contract_type"}
+
+
 def _contract_fields(details: dict, ticker_key: str) -> dict | None:
-    kind = _req_str(details, "contract_type")
-    if kind not in ("call", "put"):
+    """A contract's terms. One without its ticker, type, expiration or strike is kept with
+    nulls, for validation to refuse it alone (``frames._apart``); a field of the wrong type
+    refuses the payload."""
+    kind = _text(details, "contract_type")
+    if kind is not None and kind not in ("call", "put"):
         return None  # "other" (non-standard deliverables) has no place in a call/put smile
-    strike = _num(details, "strike_price")
-    if strike <= 0:
+    strike = _num(details, "strike_price", required=False)
+    if strike is not None and strike <= 0:
         raise _Bad(f"strike {strike} is not positive")
     shares = _num(details, "shares_per_contract", required=False)
     if shares is not None and shares <= 0:
         raise _Bad(f"shares_per_contract {shares} is not positive")
     return {
-        "contract": _req_str(details, ticker_key),
-        "expiration": _date(details, "expiration_date"),
+        "contract": _text(details, ticker_key),
+        "expiration": _date(details, "expiration_date", required=False),
         "strike": strike,
         "contract_type": kind,
         "shares_per_contract": shares,
@@ -413,9 +439,8 @@ def _chain_row(raw: dict) -> dict | None:
     und_price = _num(underlying, "price", required=False, minimum=0)
     if und_price is None:  # index underlyings carry "value" instead of "price"
         und_price = _num(underlying, "value", required=False, minimum=0)
-    open_interest = _int(raw, "open_interest", required=False)
-    if open_interest is not None and open_interest < 0:
-        raise _Bad(f"open interest {open_interest} is negative")
+    # A number in the spec (``format: double``); the lake counts whole contracts.
+    open_interest = _num(raw, "open_interest", required=False, minimum=0)
     trade_price = _num(trade, "price", required=False, minimum=0)
     trade_at = _ns(trade, "sip_timestamp")
     if not trade_price:  # no trades on this plan: the day's close is the last trade
@@ -424,7 +449,7 @@ def _chain_row(raw: dict) -> dict | None:
     return {
         **fields,
         "underlying_price": und_price,
-        "open_interest": open_interest,
+        "open_interest": None if open_interest is None else round(open_interest),
         "bid": _num(quote, "bid", required=False, minimum=0),
         "ask": _num(quote, "ask", required=False, minimum=0),
         "quote_at": _ns(quote, "last_updated"),
@@ -453,7 +478,9 @@ def _contract_row(raw: dict) -> dict | None:
 
 
 def _treasury_row(raw: dict) -> dict:
-    row: dict[str, Any] = {"date": _date(raw, "date")}
+    """No field is required by the spec: a row without its date is kept with a null one, for
+    validation to refuse it alone."""
+    row: dict[str, Any] = {"date": _date(raw, "date", required=False)}
     for col in TENORS:
         row[col] = _num(raw, col, required=False)
     return row

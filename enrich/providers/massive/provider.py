@@ -79,6 +79,7 @@ from enrich.providers.massive.endpoints import (
 )
 from enrich.providers.massive.frames import (
     MassiveMarketRows,
+    _apart,
     _by_ticker,
     _dividends_frame,
     _earnings_frame,
@@ -89,6 +90,8 @@ from enrich.providers.massive.parse import (
     _BAR_ROW_SCHEMA,
     _CHAIN_ROW_SCHEMA,
     _CONTRACT_ROW_SCHEMA,
+    CONTRACT_TERMS,
+    MAX_CAUSES,
     _bar_frame,
     _bar_row,
     _chain_row,
@@ -100,6 +103,7 @@ from enrich.providers.massive.parse import (
     _ticker_change,
     _ticker_details,
     _treasury_row,
+    _unnamed_change,
 )
 from enrich.providers.ratelimit import MAX_HOLD_S, PLAN_WINDOW_S, RateLimiter, shared_limiter
 from enrich.providers.retry import NO_RETRY, RequestLedger, RequestStats, RetryPolicy
@@ -499,6 +503,12 @@ class MassiveProvider:
         if not isinstance(events, list):
             raise MalformedPayloadError(f"{subject}: 'events' is not a list", provider=PROVIDER,
                                         endpoint=TICKER_EVENTS, status=200)
+        unnamed = [e for e in events if _unnamed_change(e)]
+        if unnamed:
+            dates = ", ".join(f"{e.get('date')!s:.20}" for e in unnamed[:MAX_CAUSES])
+            self._ledger.note(f"{subject}: left out {len(unnamed)} of {len(events)} ticker "
+                              f"changes without the new ticker (dated {dates})")
+            events = [e for e in events if not _unnamed_change(e)]
         check = _Check(subject, len(events))
         parsed = [r for i, raw in enumerate(events) if (r := check.row(i, raw, _ticker_change))]
         check.done()
@@ -600,15 +610,17 @@ class MassiveProvider:
         check = _Check(subject, len(rows))
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _chain_row))]
         check.done()
-        frame = pl.DataFrame(parsed, schema=_CHAIN_ROW_SCHEMA)
-        frame = (
-            frame.unique("contract", keep="first")
-            .sort("expiration", "strike", "contract_type")
-            .with_columns(
-                symbol=pl.lit(symbol),
-                as_of=pl.lit(as_of, dtype=pl.Date),
-                source=pl.lit("snapshot"),
-            )
+        # A contract without its terms is passed on after the others, for validation to
+        # refuse it alone (``frames._apart``): a snapshot cannot be asked again later.
+        frame, unusable = _apart(pl.DataFrame(parsed, schema=_CHAIN_ROW_SCHEMA),
+                                 tuple(CONTRACT_TERMS))
+        frame = pl.concat([
+            frame.unique("contract", keep="first").sort("expiration", "strike", "contract_type"),
+            unusable,
+        ]).with_columns(
+            symbol=pl.lit(symbol),
+            as_of=pl.lit(as_of, dtype=pl.Date),
+            source=pl.lit("snapshot"),
         )
         return conform(frame, OPTIONS_IV)
 
@@ -647,7 +659,11 @@ class MassiveProvider:
         check = _Check(subject, len(rows))
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _contract_row))]
         check.done()
-        frame = pl.DataFrame(parsed, schema=_CONTRACT_ROW_SCHEMA)
+        frame, unusable = _apart(pl.DataFrame(parsed, schema=_CONTRACT_ROW_SCHEMA),
+                                 tuple(CONTRACT_TERMS))
+        if unusable.height:  # no lake dataset to validate it: left out here, and said so
+            self._ledger.note(f"{subject}: left out {unusable.height} of {len(rows)} contracts "
+                              f"without their terms ({_missing_terms(unusable)})")
         frame = (
             frame.filter(pl.col("expiration") >= as_of)
             .unique("contract", keep="first")
@@ -667,8 +683,10 @@ class MassiveProvider:
         check = _Check(subject, len(rows))
         parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _treasury_row))]
         check.done()
-        frame = pl.DataFrame(parsed, schema={"date": pl.Date, **{c: pl.Float64 for c in TENORS}})
-        return conform(frame.unique("date", keep="first").sort("date")
+        frame, undated = _apart(
+            pl.DataFrame(parsed, schema={"date": pl.Date, **{c: pl.Float64 for c in TENORS}}),
+            ("date",))  # passed on after the others, for validation to refuse them alone
+        return conform(pl.concat([frame.unique("date", keep="first").sort("date"), undated])
                        .with_columns(symbol=pl.lit("UST")), RATES)
 
     def probe(self) -> ProbeResult:
@@ -917,6 +935,17 @@ class MassiveProvider:
 def _seg(value: str) -> str:
     """A symbol as one path segment: nothing in it can change the path."""
     return quote(value, safe=":.")
+
+
+def _missing_terms(contracts: pl.DataFrame) -> str:
+    """Which contract lacks which term, for the first few (``parse.CONTRACT_TERMS``)."""
+    said = []
+    for row in contracts.head(MAX_CAUSES).iter_rows(named=True):
+        lacks = ", ".join(f"no {field!r}" for col, field in CONTRACT_TERMS.items()
+                          if row[col] is None)
+        said.append(f"{row['contract'] or 'a contract'}: {lacks}")
+    more = " …" if contracts.height > MAX_CAUSES else ""
+    return "; ".join(said) + more
 
 
 def _ms(started: float) -> float:
