@@ -309,6 +309,10 @@ def test_metrics_aggregates_match_the_logs(populated):
     assert metrics_view.compute_daily(cat, FIXED_NOW, days=400)["steps"].sum() == 5 + 3
     qual = metrics_view.quality(cat)
     assert qual.filter(pl.col("dataset") == "bars")["rejected"][0] == 1
+    # KO's bad bar was refused alone: it is one of the rows received (a refused payload logs
+    # none received), so the share refused is 1 of those, not 1 of received + 1.
+    bars = qual.filter(pl.col("dataset") == "bars").row(0, named=True)
+    assert bars["rejected_share"] == 1 / bars["received"]
     rej = metrics_view.recent_rejections(cat)
     assert rej["symbol"].to_list() == ["KO"] and "low" in rej["causes"][0]
 

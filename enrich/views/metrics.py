@@ -224,7 +224,10 @@ def quality(catalog: Catalog) -> pl.DataFrame:
     return catalog.query("""
         SELECT dataset, CAST(coalesce(sum(received), 0) AS BIGINT) AS received,
                CAST(coalesce(sum(rejected), 0) AS BIGINT) AS rejected,
-               CAST(coalesce(sum(rejected), 0) AS BIGINT) / nullif(sum(received) + sum(rejected), 0)
+               -- A step's received rows include those refused alone; a refused payload
+               -- logs none received, its refused rows are all it had.
+               CAST(coalesce(sum(rejected), 0) AS BIGINT)
+                   / nullif(sum(CASE WHEN received = 0 THEN rejected ELSE received END), 0)
                    AS rejected_share,
                count(*) FILTER (rejected > 0) AS steps_with_rejections,
                count(*) FILTER (error_class = 'validation') AS payloads_refused,
