@@ -34,7 +34,8 @@ from enrich.store.universe import add_symbols
 UTC = dt.UTC
 FRIDAY = dt.datetime(2026, 11, 20, 23, 0, tzinfo=UTC)  # after Friday's close
 MONDAY = dt.datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # after Monday's close
-X = dt.date(2026, 11, 10)  # inside Monday's look-back (from 2026-10-22)
+X = dt.date(2026, 11, 10)  # inside Monday's look-back for dividends (from 2026-10-22)
+FILED = dt.date(2026, 11, 19)  # inside it for income statements (3 days: from 2026-11-18)
 SYM = "AAPL"
 SYMBOLS = (("AAPL", "stocks"), ("KO", "stocks"))
 AMOUNT = 5.0  # large, so a dividend counted twice shows in the total return
@@ -151,7 +152,7 @@ def _monday_chain(store: Store) -> pl.DataFrame:
                          ids=["re-dated", "cancelled"])
 def test_a_dividend_no_longer_listed_in_the_window_leaves_the_lake(tmp_path, universe_wide,
                                                                   monday):
-    store, summary = _friday_then_monday(tmp_path, "edited", Listed(X, filed=X), monday,
+    store, summary = _friday_then_monday(tmp_path, "edited", Listed(X, filed=FILED), monday,
                                          universe_wide)
     assert summary.failed == 0
     market = store.catalog.query(
