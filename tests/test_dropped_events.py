@@ -216,3 +216,13 @@ def test_a_backfill_chunk_replaces_its_window_too(tmp_path):
     assert held.filter(pl.col("ex_date") == X + dt.timedelta(days=1)).height == 1
     # Rows outside the chunk's window are untouched.
     assert_frame_equal(held.filter(pl.col("ex_date") < X - dt.timedelta(days=60)), outside)
+
+
+def test_both_refresh_paths_leave_the_same_lake_after_a_re_dated_dividend(tmp_path):
+    wide, s1 = _friday_then_monday(tmp_path, "wide", Listed(X), Listed(X + dt.timedelta(days=1)))
+    each, s2 = _friday_then_monday(tmp_path, "each", Listed(X), Listed(X + dt.timedelta(days=1)),
+                                   universe_wide=False)
+    assert s1.failed == s2.failed == 0 and s1.requests < s2.requests
+    for name in ("bars", "dividends", "splits", "earnings", "news", "features"):
+        assert_frame_equal(wide.lake.read(name), each.lake.read(name), check_exact=True)
+    assert_frame_equal(_monday_chain(wide), _monday_chain(each), check_exact=True)
