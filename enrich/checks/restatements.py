@@ -15,6 +15,10 @@ Two kinds of change are told apart:
   session × column goes to ``restatements`` (run, symbol, dataset, session, column, old, new,
   change), old on the new split basis.
 
+A row a complete re-fetch of its window no longer lists (a cancelled or re-dated dividend or
+income statement) is removed by the lake (``Lake.replace_window``) and recorded by ``removal``
+the same way, its new values null.
+
 Datasets tracked (session is the row's date): bars (session; prices, volume, vwap, trades),
 dividends (ex date; cash amount), splits (execution date; ratio), earnings (period end;
 revenue, EPS). The upsert writes the new values, so the engine's derive step sees changed
@@ -179,6 +183,25 @@ def _detect(lake: Lake, dataset: str, incoming: pl.DataFrame, timeframe: str,
                               .alias("change"))
                 .sort("session", "column_name"))
     return Diff(symbol, dataset, restated.cast(_RESTATED_SCHEMA), rebased, compared)
+
+
+def removal(dataset: str, removed: pl.DataFrame) -> Diff | None:
+    """Stored rows a complete re-fetch no longer lists (a cancelled or re-dated event,
+    ``Lake.replace_window``) as a diff: one row per row × compared column, the new value null
+    (the session is the row's date; a row without one is dated by its window's column)."""
+    if dataset not in TRACKED or removed.is_empty():
+        return None
+    date_col, cols = TRACKED[dataset]
+    window_col = {"earnings": "filing_date"}.get(dataset, date_col)
+    session = pl.coalesce(date_col, window_col).alias("session")
+    restated = pl.concat([
+        removed.filter(session.is_not_null()).select(
+            session, pl.lit(c).alias("column_name"),
+            pl.col(c).cast(pl.Float64).alias("old_value"),
+            pl.lit(None, pl.Float64).alias("new_value"), pl.lit(None, pl.Float64).alias("change"))
+        for c in cols], how="vertical").sort("session", "column_name")
+    return Diff(removed["symbol"][0], dataset, restated.cast(_RESTATED_SCHEMA), 0,
+                removed.height)
 
 
 def record(log_buffer: Any, run_id: str | None, diff: Diff | None,

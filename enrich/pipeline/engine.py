@@ -91,6 +91,10 @@ _REFERENCE_COLUMNS = ("history_from", "delisted_on", "ticker_spans", "reference_
                       "reference_error")
 FLUSH_INTERVAL_S = 1.0
 MARKET = "*"  # fetch_log.symbol of a universe-wide request
+# Event datasets fetched by a window of this date: a complete fetch of a window replaces the
+# symbol's rows dated in it (``Lake.replace_window``). Splits are left out: removing one would
+# have to re-base the bars stored on its basis back, which ``apply_splits`` cannot undo.
+WINDOW_COLUMN = {"dividends": "ex_date", "earnings": "filing_date"}
 REFERENCE = "reference"  # fetch_log.dataset of a symbol's ticker-reference request
 
 
@@ -389,7 +393,7 @@ class Engine:
                 self._learn_next_day(log, f"{request.dataset} {request.market}: sessions "
                                      f"{', '.join(d.isoformat() for d in rows.not_yet)} "
                                      "not served yet (before the end of their day)")
-            out.append(Fetched(request, rows, error))
+            out.append(Fetched(request, rows, error, complete=not stats.notes))
         return out
 
     def _refresh_rates(self, window: tuple[dt.date, dt.date] | None, run_id: str | None,
@@ -728,7 +732,24 @@ class Engine:
             checked = check(ds, frame)
             # Stored history this fetch changes (enrich.checks.restatements), before it is replaced.
             diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
-            written = self.store.lake.upsert(ds, checked.good).changed
+            # A complete answer for the window is what the provider lists for it: stored rows
+            # it no longer lists (cancelled, re-dated) go. A partial one only adds.
+            column = WINDOW_COLUMN.get(ds)
+            span = window if via_market else (start, end)
+            complete = (column is not None and not checked.rejected and not notes
+                        and (not via_market or (fetched is not None and fetched.complete
+                                                and not _renamed_in(ident, symbol, span))))
+            if complete:
+                assert column is not None
+                result, removed = self.store.lake.replace_window(ds, symbol, checked.good,
+                                                                 column, *span)
+                written = result.changed
+                if not removed.is_empty():
+                    restatements.record(log, run_id, restatements.removal(ds, removed),
+                                        timeframe)
+                    notes = [*notes, _removed_note(removed, column, span)]
+            else:
+                written = self.store.lake.upsert(ds, checked.good).changed
             step = StepResult(ds, "ok", written, window=(start, end))
             if ds == "options_iv":
                 self._summarize_options(symbol, checked.good, run_id, log)
@@ -1017,6 +1038,19 @@ class Engine:
             log.add(lambda b: (b.upsert("symbol_status", row), b.execute(
                 "UPDATE symbol_status SET consecutive_failures = consecutive_failures + 1 "
                 "WHERE symbol = ? AND dataset = ?", [symbol, ds])))
+
+
+def _renamed_in(ident: Identity | None, symbol: str, span: tuple[dt.date, dt.date]) -> bool:
+    """Whether ``symbol`` traded under another ticker in ``span``: a universe-wide listing is
+    read by today's ticker, so it is no complete answer for that span."""
+    return ident is not None and any(t != symbol for t, _, _ in ident.pieces(*span))
+
+
+def _removed_note(removed: pl.DataFrame, column: str, span: tuple[dt.date, dt.date]) -> str:
+    dates = sorted({d.isoformat() for d in removed[column].to_list() if d is not None})
+    shown = ", ".join(dates[:10]) + (f" and {len(dates) - 10} more" if len(dates) > 10 else "")
+    return (f"removed {removed.height} stored rows no longer listed for "
+            f"{span[0].isoformat()}..{span[1].isoformat()} ({column} {shown})")
 
 
 def _last_session(cal: str, day: dt.date, fallback: dt.date) -> dt.date:

@@ -41,6 +41,7 @@ class Fetched:
     request: MarketRequest
     rows: MarketRows | None
     error: BaseException | None = None
+    complete: bool = True  # False: the provider noted a truncation (no rows may be removed)
 
     def covers(self, window: tuple[dt.date, dt.date]) -> bool:
         return self.request.start <= window[0] and window[1] <= self.request.end

@@ -59,16 +59,18 @@ class UpsertResult:
     inserted: int = 0
     updated: int = 0
     files_written: int = 0
+    deleted: int = 0  # rows a window replacement removed (``Lake.replace_window``)
 
     @property
     def changed(self) -> int:
-        return self.inserted + self.updated
+        return self.inserted + self.updated + self.deleted
 
     def __add__(self, other: UpsertResult) -> UpsertResult:
         return UpsertResult(
             self.inserted + other.inserted,
             self.updated + other.updated,
             self.files_written + other.files_written,
+            self.deleted + other.deleted,
         )
 
 
@@ -628,6 +630,37 @@ class Lake:
             self._write_file(frame, path)
         return UpsertResult(inserted=max(frame.height - held, 0),
                             updated=min(frame.height, held), files_written=1)
+
+    def replace_window(self, dataset: str, symbol: str, frame: pl.DataFrame, column: str,
+                       start: dt.date, end: dt.date) -> tuple[UpsertResult, pl.DataFrame]:
+        """Make ``frame`` the rows of ``symbol`` whose ``column`` lies in [start, end] (a
+        complete fetch of that window): stored rows of the window that ``frame`` does not
+        hold (by key) are removed, ``frame`` is upserted, rows outside the window are
+        untouched; one atomic write of a one-file dataset. Returns the counts and the
+        removed rows."""
+        ds = DATASETS[dataset]
+        if ds.month_column:
+            raise ValueError(f"{dataset} is month-partitioned; use upsert")
+        key = list(ds.key)
+        frame = _conformed(frame, ds)
+        if not frame.is_empty() and frame["symbol"].ne(symbol).any():
+            raise ValueError(f"{dataset}: rows of another symbol than {symbol}")
+        path = self._file_for(ds, symbol, None, None)
+        with self.write_lock(symbol):
+            remove_stale_temps(path)
+            old = self._stored(ds, path) if path.exists() else ds.empty()
+            removed = (old.filter(pl.col(column).is_between(start, end))
+                       .join(frame.select(key), on=key, how="anti", nulls_equal=True))
+            if removed.is_empty():  # nothing went: the usual upsert (and its shortcuts)
+                return self.upsert(dataset, frame), removed
+            kept = old.join(removed.select(key), on=key, how="anti", nulls_equal=True)
+            changed = frame.join(kept, on=list(ds.columns), how="anti", nulls_equal=True)
+            updated = changed.join(kept.select(key), on=key, how="semi").height
+            merged = (pl.concat([kept, frame], how="vertical")
+                      .unique(subset=key, keep="last", maintain_order=True).sort(key))
+            self._write_file(merged, path)
+        return UpsertResult(inserted=changed.height - updated, updated=updated,
+                            files_written=1, deleted=removed.height), removed
 
     def _height(self, ds: Dataset, path: Path) -> int:
         """Rows in the file at ``path`` (0: none), from the cache or the file's footer; a

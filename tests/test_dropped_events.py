@@ -1,0 +1,228 @@
+"""Events the provider no longer lists inside a re-asked window leave the lake.
+
+A dividend (or income statement) stored on a Friday and then cancelled, or re-dated to
+another ex-date, while it is still inside the daily refresh's look-back window
+(``ENRICH_EVENT_LOOKBACK_DAYS``, 30 days) must not stay next to its replacement: a complete
+fetch of a window replaces the symbol's rows dated in it, on the per-symbol path, the
+universe-wide path and a backfill chunk alike; the features' total return and the option
+chain's trailing dividend yield then count it once. A partial fetch (a refused row, a failed
+request) keeps the upsert: nothing stored is lost on a flaky API.
+
+The provider is the offline sample with one synthetic dividend and one income statement of
+AAPL listed where each test says (``_Listing``), per symbol and universe-wide alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from enrich.config import load_settings
+from enrich.errors import ProviderError
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import LogBuffer, RunParams, SymbolResult
+from enrich.providers import MarketRequest, MarketRows
+from enrich.providers.sample.provider import SampleProvider
+from enrich.schemas import DIVIDENDS, EARNINGS
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+
+UTC = dt.UTC
+FRIDAY = dt.datetime(2026, 11, 20, 23, 0, tzinfo=UTC)  # after Friday's close
+MONDAY = dt.datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # after Monday's close
+X = dt.date(2026, 11, 10)  # inside Monday's look-back for dividends (from 2026-10-22)
+FILED = dt.date(2026, 11, 19)  # inside it for income statements (3 days: from 2026-11-18)
+SYM = "AAPL"
+SYMBOLS = (("AAPL", "stocks"), ("KO", "stocks"))
+AMOUNT = 5.0  # large, so a dividend counted twice shows in the total return
+
+
+@dataclass(frozen=True)
+class Listed:
+    """What the provider lists for AAPL beyond the sample's own rows: a dividend on
+    ``dividend`` and an income statement (FY 1999 Q4, an unused key) filed on ``filed``
+    (None: not listed); ``refused``: also a dividend without a cash amount on X - 2 (a row
+    validation refuses); ``fail``: the dividends request fails."""
+
+    dividend: dt.date | None = None
+    filed: dt.date | None = None
+    refused: bool = False
+    fail: bool = False
+
+
+def _extra_dividends(listed: Listed, start: dt.date, end: dt.date) -> pl.DataFrame:
+    rows = []
+    if listed.dividend is not None and start <= listed.dividend <= end:
+        rows.append({"ex_date": listed.dividend, "cash_amount": AMOUNT})
+    if listed.refused and start <= X - dt.timedelta(days=2) <= end:
+        rows.append({"ex_date": X - dt.timedelta(days=2), "cash_amount": None})
+    return pl.DataFrame(
+        [{"symbol": SYM, "declaration_date": X - dt.timedelta(days=20), "record_date": None,
+          "pay_date": None, "currency": "USD", "frequency": 0, "distribution_type": "special",
+          "regular_cash_amount": None, **r} for r in rows],
+        schema=DIVIDENDS.schema)
+
+
+def _extra_earnings(listed: Listed, start: dt.date, end: dt.date) -> pl.DataFrame:
+    rows = []
+    if listed.filed is not None and start <= listed.filed <= end:
+        rows.append({"symbol": SYM, "fiscal_year": 1999, "fiscal_quarter": 4,
+                     "period_end": listed.filed - dt.timedelta(days=40),
+                     "filing_date": listed.filed, "revenue": 1e9, "eps_basic": 1.0,
+                     "eps_diluted": 1.0})
+    return pl.DataFrame(rows, schema=EARNINGS.schema)
+
+
+def _edit(listed: Listed, ds: str, symbol: str, frame: pl.DataFrame, start: dt.date,
+          end: dt.date) -> pl.DataFrame:
+    if symbol != SYM or ds not in ("dividends", "earnings"):
+        return frame
+    if ds == "dividends" and listed.fail:
+        raise ProviderError("dividends: 502 Bad Gateway", provider="sample",
+                            endpoint="dividends", status=502)
+    extra = (_extra_dividends if ds == "dividends" else _extra_earnings)(listed, start, end)
+    if extra.is_empty():
+        return frame
+    key = "ex_date" if ds == "dividends" else "filing_date"
+    return pl.concat([frame, extra]).sort(key)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    inner: MarketRows
+    request: MarketRequest
+    listed: Listed
+
+    @property
+    def not_yet(self) -> tuple[dt.date, ...]:
+        return self.inner.not_yet
+
+    def for_symbol(self, symbol: str) -> pl.DataFrame:
+        r = self.request
+        return _edit(self.listed, r.dataset, symbol, self.inner.for_symbol(symbol), r.start,
+                     r.end)
+
+
+class _Listing(SampleProvider):
+    """The sample provider listing AAPL's synthetic events as ``listed`` says."""
+
+    def __init__(self, clock, listed: Listed):
+        super().__init__(clock=clock)
+        self.listed = listed
+
+    def dividends(self, symbol, start, end):
+        return _edit(self.listed, "dividends", symbol, super().dividends(symbol, start, end),
+                     start, end)
+
+    def earnings(self, symbol, start, end):
+        return _edit(self.listed, "earnings", symbol, super().earnings(symbol, start, end),
+                     start, end)
+
+    def market_rows(self, request):
+        return _Rows(super().market_rows(request), request, self.listed)
+
+
+def _store(tmp_path, name: str) -> tuple[Store, object]:
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / name)}, dotenv_path=None)
+    settings = settings.with_(history_years=1, options_symbols=(SYM,))
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [(s, c, None) for s, c in SYMBOLS])
+    return store, settings
+
+
+def _friday_then_monday(tmp_path, name: str, friday: Listed, monday: Listed,
+                        universe_wide: bool = True):
+    store, settings = _store(tmp_path, name)
+    Engine(store, _Listing(lambda: FRIDAY, friday), settings, clock=lambda: FRIDAY).run()
+    summary = Engine(store, _Listing(lambda: MONDAY, monday), settings,
+                     clock=lambda: MONDAY).run(RunParams(universe_wide=universe_wide))
+    return store, summary
+
+
+def _monday_chain(store: Store) -> pl.DataFrame:
+    return store.lake.read("options_iv", [SYM]).filter(pl.col("as_of") == MONDAY.date())
+
+
+@pytest.mark.parametrize("universe_wide", [True, False], ids=["universe-wide", "per-symbol"])
+@pytest.mark.parametrize("monday", [Listed(X + dt.timedelta(days=1)), Listed()],
+                         ids=["re-dated", "cancelled"])
+def test_a_dividend_no_longer_listed_in_the_window_leaves_the_lake(tmp_path, universe_wide,
+                                                                  monday):
+    store, summary = _friday_then_monday(tmp_path, "edited", Listed(X, filed=FILED), monday,
+                                         universe_wide)
+    assert summary.failed == 0
+    market = store.catalog.query(
+        "SELECT count(*) FROM fetch_log WHERE run_id = ? AND symbol = '*' "
+        "AND dataset = 'dividends'", [summary.run_id]).item()
+    assert bool(market) == universe_wide  # the path under test served the refresh
+
+    # What a desk that was only ever told the final listing holds.
+    control, _ = _friday_then_monday(tmp_path, "control", monday, monday, universe_wide)
+    for ds in ("dividends", "earnings", "features"):
+        assert_frame_equal(store.lake.read(ds), control.lake.read(ds), check_exact=True)
+    assert not _monday_chain(store).is_empty()
+    assert_frame_equal(_monday_chain(store), _monday_chain(control), check_exact=True)
+    ex = store.lake.read("dividends", [SYM])["ex_date"].to_list()
+    assert X not in ex
+    assert (X + dt.timedelta(days=1) in ex) == (monday.dividend is not None)
+    assert store.lake.read("earnings", [SYM]).filter(pl.col("fiscal_year") == 1999).is_empty()
+
+    # An operator sees what went: a restatement row per removed value (new value null),
+    # and the step's fetch_log row says so.
+    gone = store.catalog.query(
+        "SELECT dataset, session, column_name, old_value, new_value FROM restatements "
+        "WHERE run_id = ? ORDER BY dataset, column_name", [summary.run_id])
+    assert gone.filter(pl.col("dataset") == "dividends").rows() == [
+        ("dividends", X, "cash_amount", AMOUNT, None)]
+    assert gone.filter(pl.col("dataset") == "earnings")["column_name"].to_list() == [
+        "eps_basic", "eps_diluted", "revenue"]
+    assert gone["new_value"].null_count() == gone.height
+    note = store.catalog.query(
+        "SELECT error_message FROM fetch_log WHERE run_id = ? AND symbol = ? "
+        "AND dataset = 'dividends'", [summary.run_id, SYM]).item()
+    assert "no longer listed" in note and X.isoformat() in note
+
+
+@pytest.mark.parametrize("monday", [Listed(refused=True), Listed(fail=True)],
+                         ids=["refused-row", "failed-request"])
+def test_a_partial_fetch_removes_nothing(tmp_path, monday):
+    store, summary = _friday_then_monday(tmp_path, "partial", Listed(X), monday,
+                                         universe_wide=False)
+    assert X in store.lake.read("dividends", [SYM])["ex_date"].to_list()
+    assert store.catalog.query("SELECT count(*) FROM restatements WHERE run_id = ?",
+                               [summary.run_id]).item() == 0
+
+
+def test_a_backfill_chunk_replaces_its_window_too(tmp_path):
+    store, settings = _store(tmp_path, "backfill")
+    Engine(store, _Listing(lambda: FRIDAY, Listed(X)), settings, clock=lambda: FRIDAY).run()
+    engine = Engine(store, _Listing(lambda: MONDAY, Listed(X + dt.timedelta(days=1))),
+                    settings, clock=lambda: MONDAY)
+    log = LogBuffer(store)
+    outside = store.lake.read("dividends", [SYM]).filter(pl.col("ex_date") < X - dt.timedelta(
+        days=60))
+    assert not outside.is_empty()
+    step = engine.fetch_window(SYM, "stocks", "dividends", "1d",
+                               (X - dt.timedelta(days=20), X + dt.timedelta(days=20)), None,
+                               log, SymbolResult(SYM, "ok"))
+    log.flush()
+    assert step.status == "ok"
+    held = store.lake.read("dividends", [SYM])
+    assert X not in held["ex_date"].to_list()
+    assert held.filter(pl.col("ex_date") == X + dt.timedelta(days=1)).height == 1
+    # Rows outside the chunk's window are untouched.
+    assert_frame_equal(held.filter(pl.col("ex_date") < X - dt.timedelta(days=60)), outside)
+
+
+def test_both_refresh_paths_leave_the_same_lake_after_a_re_dated_dividend(tmp_path):
+    wide, s1 = _friday_then_monday(tmp_path, "wide", Listed(X), Listed(X + dt.timedelta(days=1)))
+    each, s2 = _friday_then_monday(tmp_path, "each", Listed(X), Listed(X + dt.timedelta(days=1)),
+                                   universe_wide=False)
+    assert s1.failed == s2.failed == 0 and s1.requests < s2.requests
+    for name in ("bars", "dividends", "splits", "earnings", "news", "features"):
+        assert_frame_equal(wide.lake.read(name), each.lake.read(name), check_exact=True)
+    assert_frame_equal(_monday_chain(wide), _monday_chain(each), check_exact=True)
