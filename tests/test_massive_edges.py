@@ -593,3 +593,22 @@ def test_a_ticker_change_naming_a_number_still_refuses_the_events():
     api = Api({META_EVENTS: lambda r: _json(200, body)})
     with pytest.raises(ValidationError, match="'ticker' is not text"):
         make(api)._ticker_changes("META")
+
+
+def test_a_listing_whose_next_url_repeats_is_noted_as_incomplete():
+    """A cursor that comes back (a server bug, or a proxy's cache) ends the listing with what
+    was read, as before — but a complete answer for a window now replaces the symbol's
+    stored rows dated in it (cancelled events leave the lake), so an answer cut short this
+    way must say so in the request's notes: the engine then keeps the upsert and removes
+    nothing."""
+    loop = f"{BASE}{DIVIDENDS_V1}?cursor=loop"
+
+    def page(request):
+        return _json(200, {"request_id": 1, "status": "OK", "results": [SPEC_DIVIDEND],
+                           "next_url": loop})
+
+    p = make(Api({DIVIDENDS_V1: page}))
+    frame = p.dividends("AAPL", D(2025, 1, 1), D(2025, 12, 31))
+    assert frame["ex_date"].to_list() == [D(2025, 8, 11)]
+    notes = p.take_requests().notes
+    assert len(notes) == 1 and "repeated" in notes[0] and "incomplete" in notes[0]

@@ -763,6 +763,10 @@ class MassiveProvider:
             if url in seen:
                 log.warning("massive %s: next_url repeated after %d pages; stopping", endpoint,
                             pages)
+                # What was read is kept, but it is no complete answer for the window: a
+                # noted request keeps the engine from removing stored rows it did not list.
+                self._ledger.note(f"{subject}: next_url repeated after {pages} pages; the "
+                                  "listing may be incomplete")
                 return
             if pages >= limit:
                 raise MalformedPayloadError(
