@@ -445,11 +445,18 @@ def test_api_resume_or_restart_of_a_complete_backfill_is_200_nothing_to_do(env, 
     assert r.status_code == 200, r.text
     assert r.json()["run_id"] is None and r.json()["changed"] is False
     assert r.json()["status"] == "complete" and "nothing left to do" in r.json()["message"]
-    r = api.post(f"{V1}/backfills", json={"dataset": "dividends", "symbols": ["KO"],
-                                          "years": 2})
+    assert run_count(env) == before
+    body = {"dataset": "dividends", "symbols": ["PG"], "years": 2}
+    r = api.post(f"{V1}/backfills", json=body)
+    assert r.status_code == 202, r.text
+    started = r.json()["backfill_id"]
+    assert backfill.wait_for(started, 120)
+    assert backfill.backfill_progress_summary(env.catalog, started)[0]["status"] == "complete"
+    before = run_count(env)
+    r = api.post(f"{V1}/backfills", json=body)  # the same request again: nothing left
     assert r.status_code == 200, r.text
     assert (r.json()["backfill_id"], r.json()["run_id"], r.json()["status"]) == (
-        bid, None, "complete")
+        started, None, "complete")
     assert run_count(env) == before
 
 

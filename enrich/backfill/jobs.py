@@ -245,6 +245,18 @@ class BackfillStateError(StateError):
         self.status = status
 
 
+class NothingToDoError(BackfillStateError):
+    """A start or resume of a backfill with no chunk left to run (it is complete; or, retrying
+    failed chunks, none failed): nothing was recorded, as the CLI's "nothing left to do".
+    ``status`` is the backfill's status (``complete`` for one never stored)."""
+
+    error_class = "nothing_to_do"
+
+    def __init__(self, message: str, backfill_id: str, status: str):
+        super().__init__(message, status)
+        self.backfill_id = backfill_id
+
+
 @dataclass(frozen=True)
 class StopRequest:
     """What ``request_stop`` did: ``run_id`` the run asked to stop (None if none was running),
@@ -312,7 +324,8 @@ def start_in_background(settings: Settings, request: BackfillRequest | None = No
     """Start (or resume, by ``backfill_id``) a backfill on a daemon thread; return its run id.
 
     The run's row is written before this returns, so pages see it at once. The provider
-    queues on the rate limiter every process of the data directory shares.
+    queues on the rate limiter every process of the data directory shares. A backfill with
+    no chunk left to run raises ``NothingToDoError`` and records no run.
     """
     from enrich.providers import make_provider
 
@@ -326,6 +339,11 @@ def start_in_background(settings: Settings, request: BackfillRequest | None = No
     bf = Backfiller(store, provider, settings)
     try:
         plan = bf.plan(request)
+        if not plan.todo(retry_failed) and not plan.awaiting_listings:
+            what = "no failed chunks to retry" if retry_failed else "nothing left to do"
+            rows = backfill_progress_summary(store.catalog, plan.backfill_id)
+            raise NothingToDoError(f"backfill {plan.backfill_id}: {what} — {plan.describe()}",
+                                   plan.backfill_id, rows[0]["status"] if rows else "complete")
         run_id = bf.prepare(plan, retry_failed=retry_failed)
     except BaseException:
         if own_provider:
@@ -374,9 +392,9 @@ def wait_for(backfill_id: str, timeout: float | None = None) -> bool:
 
 __all__ = [
     "BACKFILL_PRIORITY", "DATASETS", "BackfillBusyError", "BackfillRequest",
-    "BackfillStateError", "BackfillSummary", "Backfiller", "Chunk", "Plan", "Progress",
-    "StopRequest", "UnknownBackfillError", "backfill_chunks", "backfill_progress_summary",
-    "backfill_rebases", "backfill_request", "backfill_steps", "find_resumable",
-    "live_backfills", "plan_backfill", "request_stop", "requests_for", "start_in_background",
-    "stop_backfill", "wait_for",
+    "BackfillStateError", "BackfillSummary", "Backfiller", "Chunk", "NothingToDoError", "Plan",
+    "Progress", "StopRequest", "UnknownBackfillError", "backfill_chunks",
+    "backfill_progress_summary", "backfill_rebases", "backfill_request", "backfill_steps",
+    "find_resumable", "live_backfills", "plan_backfill", "request_stop", "requests_for",
+    "start_in_background", "stop_backfill", "wait_for",
 ]
