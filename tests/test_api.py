@@ -709,8 +709,8 @@ def test_docs_and_openapi_list_every_endpoint(reads):
 
 def test_every_endpoint_has_a_test(reads):
     desk, _ = reads
-    routes = {(m, r.path) for r in desk.app.routes if r.path.startswith(V1)
-              for m in r.methods}
+    routes = {(m, r.path.replace(":path}", "}")) for r in desk.app.routes  # as OpenAPI
+              if r.path.startswith(V1) for m in r.methods}
     assert routes == set(ENDPOINTS)
     missing = [t for t in ENDPOINTS.values() if t not in globals()]
     assert not missing, missing

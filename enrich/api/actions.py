@@ -240,10 +240,12 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
         return _Json(alert_lifecycle.acknowledge(desk.catalog, alert_id, _who(request),
                      desk.wall()))
 
-    @r.post("/alerts/{target}/snooze",
+    # ``:path``: a quality check's key has a slash (``quality:bars/ohlc``), raw or as %2F.
+    @r.post("/alerts/{target:path}/snooze",
             summary="Send nothing for an incident (its id or dedupe key) or a rule for a "
                     "period (404 for what no alert can be)")
-    def snooze(request: Request, target: Annotated[str, Path(description="alert id or rule")],
+    def snooze(request: Request, target: Annotated[str, Path(
+            description="alert id, dedupe key (quality:bars/ohlc) or rule")],
                body: Annotated[SnoozeRequest | None, Body()] = None) -> _Json:
         body = body or SnoozeRequest()
         now = desk.wall()
@@ -251,7 +253,7 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
         return _Json(alert_lifecycle.snooze(desk.catalog, target, until, _who(request), now,
                      body.reason))
 
-    @r.post("/alerts/{target}/unsnooze", summary="End a snooze now")
+    @r.post("/alerts/{target:path}/unsnooze", summary="End a snooze now")
     def unsnooze(target: str) -> _Json:
         if not alert_lifecycle.unsnooze(desk.catalog, target, desk.wall()):
             raise ApiError(404, "not_snoozed", f"{target} is not snoozed")
