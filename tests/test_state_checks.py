@@ -546,3 +546,24 @@ def test_api_answers_503_when_the_catalog_was_deleted_under_it(env, api):
     r = api.get(f"{V1}/runs")
     assert r.status_code == 503, r.text
     assert error(r)["code"] == "catalog_missing" and "does not exist" in error(r)["message"]
+
+
+# -- leftovers: who paused a backfill --------------------------------------------------------------
+def test_a_second_pause_of_a_backfill_says_who_paused_it_and_when(env, bf_settings, capsys,
+                                                                  api):
+    bid = interrupted_backfill(env, bf_settings)
+    first = backfill.request_stop(env.catalog, bid, "paused", "ana")
+    assert first.changed and first.paused_by == "ana"
+    paused_at = first.paused_at
+    again = backfill.request_stop(env.catalog, bid, "paused", "bob")
+    assert not again.changed and (again.paused_by, again.paused_at) == ("ana", paused_at)
+    assert env.catalog.query("SELECT paused_by, paused_at FROM backfills WHERE backfill_id = ?",
+                             [bid]).row(0) == ("ana", paused_at)
+    code, stdout, _ = cli(capsys, "backfill", "pause", bid)
+    when = paused_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert code == 0 and f"already paused by ana at {when}" in stdout, stdout
+    r = api.post(f"{V1}/backfills/{bid}/pause")
+    assert r.status_code == 200 and r.json()["changed"] is False, r.text
+    assert r.json()["paused_by"] == "ana" and r.json()["paused_at"] is not None
+    [row] = backfill.backfill_progress_summary(env.catalog, bid)
+    assert (row["paused_by"], row["paused_at"]) == ("ana", paused_at)
