@@ -174,8 +174,11 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
             out = backfill.request_stop(desk.catalog, backfill_id, intent, _who(request))
         except backfill.BackfillStateError as exc:
             raise ApiError(409, exc.error_class, str(exc), status=exc.status) from None
+        paused = {"paused_by": out.paused_by, "paused_at": out.paused_at} \
+            if intent == "paused" else {}
         return _Json({"backfill_id": backfill_id, "status": intent, "stopping_run": out.run_id,
-                      "changed": out.changed}, status_code=202 if out.changed else 200)
+                      "changed": out.changed, **paused},
+                     status_code=202 if out.changed else 200)
 
     @r.post("/backfills/{backfill_id}/pause", status_code=202,
             summary="Pause a backfill after its current chunk (409 if it is complete or "

@@ -95,6 +95,7 @@ def backfill_progress_summary(catalog: Catalog, backfill_id: str | None = None,
             GROUP BY p.backfill_id)
         SELECT b.backfill_id, b.dataset, b.symbols, b.window_start, b.window_end, b.spec,
                b.provider, b.status AS intent, b.created_at, b.updated_at, b.last_run_id,
+               b.paused_by, b.paused_at,
                r.state AS run_state, r.started_at AS run_started_at,
                r.finished_at AS run_finished_at, r.requests AS run_requests,
                r.message AS run_message, coalesce(rc.run_chunks_done, 0) AS run_chunks_done,
@@ -260,12 +261,15 @@ class NothingToDoError(BackfillStateError):
 @dataclass(frozen=True)
 class StopRequest:
     """What ``request_stop`` did: ``run_id`` the run asked to stop (None if none was running),
-    ``changed`` False when the backfill already had this intent (nothing was recorded), and
-    ``status`` the backfill's status before the request."""
+    ``changed`` False when the backfill already had this intent (nothing was recorded),
+    ``status`` the backfill's status before the request, and for a pause, who paused it and
+    when (this request, or the first one when it was already paused)."""
 
     run_id: str | None
     changed: bool
     status: str
+    paused_by: str | None = None
+    paused_at: dt.datetime | None = None
 
 
 def request_stop(catalog: Catalog, backfill_id: str, intent: str, by: str) -> StopRequest:
@@ -297,17 +301,23 @@ def request_stop(catalog: Catalog, backfill_id: str, intent: str, by: str) -> St
             raise StateError(f"backfill {backfill_id} is being cancelled: its run stops "
                              "after the current chunk")
         if held == intent:
-            return StopRequest(run_id if running else None, False, status)
+            return StopRequest(run_id if running else None, False, status,
+                               *((rows[0]["paused_by"], rows[0]["paused_at"])
+                                 if intent == "paused" else (None, None)))
         with transaction(con):
             con.execute("UPDATE backfills SET status = ?, updated_at = ? WHERE backfill_id = ?",
                         [intent, now, backfill_id])
+            if intent == "paused":
+                con.execute("UPDATE backfills SET paused_by = ?, paused_at = ? "
+                            "WHERE backfill_id = ?", [by, now, backfill_id])
             if running:
                 runs.request_cancel_in(con, run_id, now, by)
     with _live_lock:
         live = _live.get(backfill_id)
     if live is not None:
         live[1].set()  # in this process: no need to wait for the catalog poll
-    return StopRequest(run_id if running else None, True, status)
+    return StopRequest(run_id if running else None, True, status,
+                       *((by, now) if intent == "paused" else (None, None)))
 
 
 def stop_backfill(catalog: Catalog, backfill_id: str, intent: str, by: str) -> str | None:
