@@ -5,6 +5,7 @@ Every error carries context (provider, endpoint, status, request id) and never a
 
     EnrichError
     ├── ConfigError              bad settings or usage (CLI exit code 2)
+    │   └── CatalogMissingError  the catalog deleted under an open store (HTTP 503)
     ├── InputError               a file or value given by the user that cannot be used (exit 2)
     ├── StateError               an action the state of what it acts on refuses: an ended run,
     │                            a complete backfill, a resolved incident (exit 2; HTTP 409)
@@ -55,6 +56,13 @@ class EnrichError(Exception):
 
 class ConfigError(EnrichError):
     error_class = "config"
+
+
+class CatalogMissingError(ConfigError):
+    """The catalog file was deleted or moved under a process that had opened it (HTTP 503:
+    the service cannot answer until it is restarted; CLI exit 2 as any ConfigError)."""
+
+    error_class = "catalog_missing"
 
 
 class InputError(EnrichError, ValueError):

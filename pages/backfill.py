@@ -63,6 +63,9 @@ def _start(request: bfm.BackfillRequest | None = None, backfill_id: str | None =
     try:
         run_id = bfm.start_in_background(c.settings(), request, backfill_id=backfill_id,
                                          retry_failed=retry_failed, store=c.store())
+    except bfm.NothingToDoError as exc:  # complete (or no failed chunk): no run recorded
+        st.info(ui.literal(str(exc)))
+        return
     except (EnrichError, ValueError) as exc:
         c.report_error("start the backfill", exc)
         return

@@ -415,3 +415,155 @@ def test_api_refuses_to_pause_a_complete_backfill(env, api, bf_settings):
         assert error(r)["code"] == "backfill_finished" and error(r)["status"] == "complete"
     assert intent(env, bid) == "active"
 
+
+
+# -- leftovers: a complete backfill is not started again -----------------------------------------
+def run_count(store: Store) -> int:
+    return store.catalog.scalar("SELECT count(*) FROM runs")
+
+
+def test_resuming_or_restarting_a_complete_backfill_records_no_run(env, bf_settings):
+    """Through ``start_in_background`` (the API, the Backfill page, a heatmap fill) it recorded
+    an empty `succeeded` run; the CLI says "nothing left to do" and records nothing."""
+    bid = complete_backfill(env, bf_settings)
+    before = run_count(env)
+    with pytest.raises(backfill.NothingToDoError, match="nothing left to do") as err:
+        backfill.start_in_background(bf_settings, backfill_id=bid, store=env,
+                                     provider=SampleProvider(clock=lambda: FIXED_NOW))
+    assert (err.value.backfill_id, err.value.status) == (bid, "complete")
+    with pytest.raises(backfill.NothingToDoError, match="no failed chunks to retry"):
+        backfill.start_in_background(bf_settings, backfill_id=bid, retry_failed=True,
+                                     store=env, provider=SampleProvider(clock=lambda: FIXED_NOW))
+    assert run_count(env) == before and backfill.live_backfills() == {}
+
+
+def test_api_resume_or_restart_of_a_complete_backfill_is_200_nothing_to_do(env, api,
+                                                                           bf_settings):
+    bid = complete_backfill(env, bf_settings)
+    before = run_count(env)
+    r = api.post(f"{V1}/backfills/{bid}/resume")
+    assert r.status_code == 200, r.text
+    assert r.json()["run_id"] is None and r.json()["changed"] is False
+    assert r.json()["status"] == "complete" and "nothing left to do" in r.json()["message"]
+    assert run_count(env) == before
+    body = {"dataset": "dividends", "symbols": ["PG"], "years": 2}
+    r = api.post(f"{V1}/backfills", json=body)
+    assert r.status_code == 202, r.text
+    started = r.json()["backfill_id"]
+    assert backfill.wait_for(started, 120)
+    assert backfill.backfill_progress_summary(env.catalog, started)[0]["status"] == "complete"
+    before = run_count(env)
+    r = api.post(f"{V1}/backfills", json=body)  # the same request again: nothing left
+    assert r.status_code == 200, r.text
+    assert (r.json()["backfill_id"], r.json()["run_id"], r.json()["status"]) == (
+        started, None, "complete")
+    assert run_count(env) == before
+
+
+def test_a_heatmap_fill_whose_backfill_is_complete_starts_nothing(env, bf_settings):
+    """A fill planned before its gaps were filled (the same fill, run meanwhile)."""
+    from enrich.backfill import heatmap as coverage
+
+    a, z = dt.date(2025, 1, 2), dt.date(2025, 12, 31)
+    plan = coverage.FillPlan("dividends", backfills=[(("KO",), a, z)], cells=1)
+    done = threading.Event()
+    [run_id] = coverage.start_fill(plan, settings=bf_settings, store=env,
+                                   on_done=lambda info: done.set())
+    assert done.wait(120)
+    assert env.catalog.scalar("SELECT state FROM runs WHERE run_id = ?", [run_id]) == \
+        "succeeded"
+    before = run_count(env)
+    assert coverage.start_fill(plan, settings=bf_settings, store=env) == []
+    assert run_count(env) == before
+
+
+def test_the_backfill_page_says_a_complete_backfill_has_nothing_to_do(env, bf_settings,
+                                                                      monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from enrich.service import reset_services
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("ENRICH_SCHEDULER", "off")
+    complete_backfill(env, bf_settings)
+    before = run_count(env)
+    try:
+        at = AppTest.from_file(f"{REPO}/app.py", default_timeout=60).run()
+        at.switch_page("pages/backfill.py").run()
+        at.selectbox(key="bf_dataset").set_value("dividends")
+        at.multiselect(key="bf_symbols").set_value(["KO"])
+        at.selectbox(key="bf_span").set_value("years")
+        at.number_input(key="bf_amount").set_value(2)
+        [start] = [b for b in at.button if b.label == "Start backfill"]
+        start.click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error, [e.value for e in at.error]
+        assert any("nothing left to do" in i.value for i in at.info), [i.value for i in at.info]
+    finally:
+        reset_services()
+    assert run_count(env) == before
+
+
+# -- leftovers: a quality key (with a slash) is snoozed through the API's URL --------------------
+def test_api_snoozes_and_unsnoozes_a_quality_key_with_a_slash(env, api):
+    open_incident(env)
+    r = api.post(f"{V1}/alerts/{KEY}/snooze", json={"for": "1h"})
+    assert r.status_code == 200, r.text
+    assert r.json()["target"] == KEY and r.json()["seen"] is True
+    assert snoozes(env) == [(KEY, r.json()["snoozed_by"])]
+    r = api.post(f"{V1}/alerts/quality%3Abars%2Fohlc/unsnooze")  # percent-encoded: the same
+    assert r.status_code == 200 and r.json()["target"] == KEY, r.text
+    assert snoozes(env) == []
+    r = api.post(f"{V1}/alerts/quality:bars/ohcl/snooze", json={"for": "1h"})
+    assert r.status_code == 404 and error(r)["code"] == "unknown_alert", r.text
+
+
+# -- leftovers: a cancelled queued run stays cancelled when its planning fails -----------------
+def test_a_cancelled_queued_run_whose_planning_fails_stays_cancelled(env, bf_settings,
+                                                                     monkeypatch):
+    engine = Engine(env, SampleProvider(clock=lambda: FIXED_NOW), bf_settings,
+                    clock=lambda: FIXED_NOW)
+    params = RunParams(symbols=["AAPL"], lookback_days=10)
+    run_id = engine.create_run(params, "manual")
+    assert request_cancel(env.catalog, run_id, "ana", utcnow()) == "queued"
+
+    def broken(_params):
+        raise StateError("the universe could not be read")
+
+    monkeypatch.setattr(engine, "resolve_symbols", broken)
+    with pytest.raises(StateError, match="universe"):
+        engine.run(params, run_id=run_id)
+    row = env.catalog.query("SELECT state, message FROM runs WHERE run_id = ?",
+                            [run_id]).row(0)
+    assert row == ("cancelled", "cancelled by ana before it started")
+
+
+# -- leftovers: the catalog deleted under a running serve ----------------------------------------
+def test_api_answers_503_when_the_catalog_was_deleted_under_it(env, api):
+    assert api.get(f"{V1}/runs").status_code == 200
+    for p in env.catalog.path.parent.glob("enrich.duckdb*"):
+        p.unlink()
+    r = api.get(f"{V1}/runs")
+    assert r.status_code == 503, r.text
+    assert error(r)["code"] == "catalog_missing" and "does not exist" in error(r)["message"]
+
+
+# -- leftovers: who paused a backfill --------------------------------------------------------------
+def test_a_second_pause_of_a_backfill_says_who_paused_it_and_when(env, bf_settings, capsys,
+                                                                  api):
+    bid = interrupted_backfill(env, bf_settings)
+    first = backfill.request_stop(env.catalog, bid, "paused", "ana")
+    assert first.changed and first.paused_by == "ana"
+    paused_at = first.paused_at
+    again = backfill.request_stop(env.catalog, bid, "paused", "bob")
+    assert not again.changed and (again.paused_by, again.paused_at) == ("ana", paused_at)
+    assert env.catalog.query("SELECT paused_by, paused_at FROM backfills WHERE backfill_id = ?",
+                             [bid]).row(0) == ("ana", paused_at)
+    code, stdout, _ = cli(capsys, "backfill", "pause", bid)
+    when = paused_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert code == 0 and f"already paused by ana at {when}" in stdout, stdout
+    r = api.post(f"{V1}/backfills/{bid}/pause")
+    assert r.status_code == 200 and r.json()["changed"] is False, r.text
+    assert r.json()["paused_by"] == "ana" and r.json()["paused_at"] is not None
+    [row] = backfill.backfill_progress_summary(env.catalog, bid)
+    assert (row["paused_by"], row["paused_at"]) == ("ana", paused_at)

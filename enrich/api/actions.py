@@ -162,7 +162,10 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
             plan = backfill.plan_backfill(desk.store, desk.settings, request,
                                           make_provider(desk.settings))
             return _Json(plan.to_json(), status_code=200)
-        run_id = backfill.start_in_background(desk.settings, request, store=desk.store)
+        try:
+            run_id = backfill.start_in_background(desk.settings, request, store=desk.store)
+        except backfill.NothingToDoError as exc:
+            return _nothing_to_do(exc)
         return _Json({"run_id": run_id, "backfill_id": _backfill_of(desk, run_id)},
                      status_code=202)
 
@@ -171,8 +174,11 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
             out = backfill.request_stop(desk.catalog, backfill_id, intent, _who(request))
         except backfill.BackfillStateError as exc:
             raise ApiError(409, exc.error_class, str(exc), status=exc.status) from None
+        paused = {"paused_by": out.paused_by, "paused_at": out.paused_at} \
+            if intent == "paused" else {}
         return _Json({"backfill_id": backfill_id, "status": intent, "stopping_run": out.run_id,
-                      "changed": out.changed}, status_code=202 if out.changed else 200)
+                      "changed": out.changed, **paused},
+                     status_code=202 if out.changed else 200)
 
     @r.post("/backfills/{backfill_id}/pause", status_code=202,
             summary="Pause a backfill after its current chunk (409 if it is complete or "
@@ -187,12 +193,16 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
         return stop(request, backfill_id, "cancelled")
 
     @r.post("/backfills/{backfill_id}/resume", status_code=202,
-            summary="Resume a backfill (only its failed chunks with retry_failed)")
+            summary="Resume a backfill (only its failed chunks with retry_failed; nothing "
+                    "left to run: 200 with run_id null and its status)")
     def resume_backfill(backfill_id: str,
                         body: Annotated[BackfillResume | None, Body()] = None) -> _Json:
-        run_id = backfill.start_in_background(
-            desk.settings, backfill_id=backfill_id, store=desk.store,
-            retry_failed=bool(body and body.retry_failed))
+        try:
+            run_id = backfill.start_in_background(
+                desk.settings, backfill_id=backfill_id, store=desk.store,
+                retry_failed=bool(body and body.retry_failed))
+        except backfill.NothingToDoError as exc:
+            return _nothing_to_do(exc)
         return _Json({"run_id": run_id, "backfill_id": backfill_id}, status_code=202)
 
     @r.post("/fills", status_code=202,
@@ -208,7 +218,7 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
         ids = coverage.start_fill(plan, settings=desk.settings, store=desk.store,
                                   trigger=lambda **kw: desk.svc.trigger(kind="api", **kw))
         return _Json({"run_ids": ids, "cells": plan.cells, "plan": plan.describe()},
-                     status_code=202)
+                     status_code=202 if ids else 200)  # none: its backfills were complete
 
     @r.post("/quality/audit", status_code=202,
             summary="Re-check what is stored, without fetching (in the background)")
@@ -233,10 +243,12 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
         return _Json(alert_lifecycle.acknowledge(desk.catalog, alert_id, _who(request),
                      desk.wall()))
 
-    @r.post("/alerts/{target}/snooze",
+    # ``:path``: a quality check's key has a slash (``quality:bars/ohlc``), raw or as %2F.
+    @r.post("/alerts/{target:path}/snooze",
             summary="Send nothing for an incident (its id or dedupe key) or a rule for a "
                     "period (404 for what no alert can be)")
-    def snooze(request: Request, target: Annotated[str, Path(description="alert id or rule")],
+    def snooze(request: Request, target: Annotated[str, Path(
+            description="alert id, dedupe key (quality:bars/ohlc) or rule")],
                body: Annotated[SnoozeRequest | None, Body()] = None) -> _Json:
         body = body or SnoozeRequest()
         now = desk.wall()
@@ -244,11 +256,18 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
         return _Json(alert_lifecycle.snooze(desk.catalog, target, until, _who(request), now,
                      body.reason))
 
-    @r.post("/alerts/{target}/unsnooze", summary="End a snooze now")
+    @r.post("/alerts/{target:path}/unsnooze", summary="End a snooze now")
     def unsnooze(target: str) -> _Json:
         if not alert_lifecycle.unsnooze(desk.catalog, target, desk.wall()):
             raise ApiError(404, "not_snoozed", f"{target} is not snoozed")
         return _Json({"target": target, "snoozed": False})
+
+
+def _nothing_to_do(exc: backfill.NothingToDoError) -> _Json:
+    """A start or resume with no chunk left to run: 200 (as the CLI's exit 0; a second pause
+    is 200 too), no run, and the backfill's status; a run started is 202 with its id."""
+    return _Json({"run_id": None, "backfill_id": exc.backfill_id, "status": exc.status,
+                  "changed": False, "message": str(exc)}, status_code=200)
 
 
 def _backfill_of(desk: _Desk, run_id: str) -> str | None:

@@ -56,7 +56,8 @@ class ApiError(Exception):
 # EnrichError.error_class -> HTTP status; anything else is a conflict with the current state.
 _STATUS = {"unknown_run": 404, "unknown_backfill": 404, "unknown_alert": 404,
            "unknown_symbol": 404, "config": 400, "invalid_symbol": 400, "usage": 400,
-           "catalog_busy": 503, "no_scheduler": 503, "backfill_busy": 409}
+           "catalog_busy": 503, "catalog_missing": 503, "no_scheduler": 503,
+           "backfill_busy": 409}
 
 
 def _error(status: int, code: str, message: str, /, **extra: Any) -> JSONResponse:

@@ -524,8 +524,11 @@ def start_fill(plan: FillPlan, *, settings: Any, store: Any,
                 if on_done is not None:
                     on_done(json.dumps({"symbols": list(syms), "result": str(result)[:200]}))
 
-        run_ids.append(backfill.start_in_background(settings, request, store=store,
-                                                    on_done=done))
+        try:
+            run_ids.append(backfill.start_in_background(settings, request, store=store,
+                                                        on_done=done))
+        except backfill.NothingToDoError:  # the same fill ran meanwhile: no run to record
+            continue
     if plan.first_runs:
         if trigger is None:
             raise RuntimeError("a first run needs the run service")

@@ -95,6 +95,7 @@ def backfill_progress_summary(catalog: Catalog, backfill_id: str | None = None,
             GROUP BY p.backfill_id)
         SELECT b.backfill_id, b.dataset, b.symbols, b.window_start, b.window_end, b.spec,
                b.provider, b.status AS intent, b.created_at, b.updated_at, b.last_run_id,
+               b.paused_by, b.paused_at,
                r.state AS run_state, r.started_at AS run_started_at,
                r.finished_at AS run_finished_at, r.requests AS run_requests,
                r.message AS run_message, coalesce(rc.run_chunks_done, 0) AS run_chunks_done,
@@ -245,15 +246,30 @@ class BackfillStateError(StateError):
         self.status = status
 
 
+class NothingToDoError(BackfillStateError):
+    """A start or resume of a backfill with no chunk left to run (it is complete; or, retrying
+    failed chunks, none failed): nothing was recorded, as the CLI's "nothing left to do".
+    ``status`` is the backfill's status (``complete`` for one never stored)."""
+
+    error_class = "nothing_to_do"
+
+    def __init__(self, message: str, backfill_id: str, status: str):
+        super().__init__(message, status)
+        self.backfill_id = backfill_id
+
+
 @dataclass(frozen=True)
 class StopRequest:
     """What ``request_stop`` did: ``run_id`` the run asked to stop (None if none was running),
-    ``changed`` False when the backfill already had this intent (nothing was recorded), and
-    ``status`` the backfill's status before the request."""
+    ``changed`` False when the backfill already had this intent (nothing was recorded),
+    ``status`` the backfill's status before the request, and for a pause, who paused it and
+    when (this request, or the first one when it was already paused)."""
 
     run_id: str | None
     changed: bool
     status: str
+    paused_by: str | None = None
+    paused_at: dt.datetime | None = None
 
 
 def request_stop(catalog: Catalog, backfill_id: str, intent: str, by: str) -> StopRequest:
@@ -285,17 +301,23 @@ def request_stop(catalog: Catalog, backfill_id: str, intent: str, by: str) -> St
             raise StateError(f"backfill {backfill_id} is being cancelled: its run stops "
                              "after the current chunk")
         if held == intent:
-            return StopRequest(run_id if running else None, False, status)
+            return StopRequest(run_id if running else None, False, status,
+                               *((rows[0]["paused_by"], rows[0]["paused_at"])
+                                 if intent == "paused" else (None, None)))
         with transaction(con):
             con.execute("UPDATE backfills SET status = ?, updated_at = ? WHERE backfill_id = ?",
                         [intent, now, backfill_id])
+            if intent == "paused":
+                con.execute("UPDATE backfills SET paused_by = ?, paused_at = ? "
+                            "WHERE backfill_id = ?", [by, now, backfill_id])
             if running:
                 runs.request_cancel_in(con, run_id, now, by)
     with _live_lock:
         live = _live.get(backfill_id)
     if live is not None:
         live[1].set()  # in this process: no need to wait for the catalog poll
-    return StopRequest(run_id if running else None, True, status)
+    return StopRequest(run_id if running else None, True, status,
+                       *((by, now) if intent == "paused" else (None, None)))
 
 
 def stop_backfill(catalog: Catalog, backfill_id: str, intent: str, by: str) -> str | None:
@@ -312,7 +334,8 @@ def start_in_background(settings: Settings, request: BackfillRequest | None = No
     """Start (or resume, by ``backfill_id``) a backfill on a daemon thread; return its run id.
 
     The run's row is written before this returns, so pages see it at once. The provider
-    queues on the rate limiter every process of the data directory shares.
+    queues on the rate limiter every process of the data directory shares. A backfill with
+    no chunk left to run raises ``NothingToDoError`` and records no run.
     """
     from enrich.providers import make_provider
 
@@ -326,6 +349,11 @@ def start_in_background(settings: Settings, request: BackfillRequest | None = No
     bf = Backfiller(store, provider, settings)
     try:
         plan = bf.plan(request)
+        if not plan.todo(retry_failed) and not plan.awaiting_listings:
+            what = "no failed chunks to retry" if retry_failed else "nothing left to do"
+            rows = backfill_progress_summary(store.catalog, plan.backfill_id)
+            raise NothingToDoError(f"backfill {plan.backfill_id}: {what} — {plan.describe()}",
+                                   plan.backfill_id, rows[0]["status"] if rows else "complete")
         run_id = bf.prepare(plan, retry_failed=retry_failed)
     except BaseException:
         if own_provider:
@@ -374,9 +402,9 @@ def wait_for(backfill_id: str, timeout: float | None = None) -> bool:
 
 __all__ = [
     "BACKFILL_PRIORITY", "DATASETS", "BackfillBusyError", "BackfillRequest",
-    "BackfillStateError", "BackfillSummary", "Backfiller", "Chunk", "Plan", "Progress",
-    "StopRequest", "UnknownBackfillError", "backfill_chunks", "backfill_progress_summary",
-    "backfill_rebases", "backfill_request", "backfill_steps", "find_resumable",
-    "live_backfills", "plan_backfill", "request_stop", "requests_for", "start_in_background",
-    "stop_backfill", "wait_for",
+    "BackfillStateError", "BackfillSummary", "Backfiller", "Chunk", "NothingToDoError", "Plan",
+    "Progress", "StopRequest", "UnknownBackfillError", "backfill_chunks",
+    "backfill_progress_summary", "backfill_rebases", "backfill_request", "backfill_steps",
+    "find_resumable", "live_backfills", "plan_backfill", "request_stop", "requests_for",
+    "start_in_background", "stop_backfill", "wait_for",
 ]

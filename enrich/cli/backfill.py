@@ -237,7 +237,10 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
         intent = "paused" if action == "pause" else "cancelled"
         out = request_stop(Store.from_settings(settings).catalog, bid, intent, who())
         if not out.changed:
-            print(f"backfill {bid}: already {intent}"
+            by = (f" by {out.paused_by} at "
+                  f"{out.paused_at.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}"
+                  if out.paused_by and out.paused_at else "")
+            print(f"backfill {bid}: already {intent}{by}"
                   + (f"; run {out.run_id[:8]} stops after its current chunk" if out.run_id
                      else "") + "; nothing changed")
         elif out.run_id:

@@ -284,9 +284,9 @@ class Engine:
             if isinstance(exc, KeyboardInterrupt):  # str() of it is empty; it failed nothing
                 self._finish_run(log, run_id, started, [], "interrupted",
                                  "stopped by Ctrl-C before any symbol was fetched", tally)
-            else:
+            elif runs.state_of(self.store.catalog, run_id) in ("queued", "running"):
                 self._finish_run(log, run_id, started, [], "failed", str(exc), tally)
-            raise
+            raise  # (a run cancelled while queued stays cancelled)
         log.add(lambda b: runs.add_started(
             b, run_id, started, len(targets), plan.requests,
             json.dumps(plan.to_json(), default=str)))

@@ -55,7 +55,13 @@ import polars as pl
 import pyarrow as pa
 from filelock import FileLock, Timeout
 
-from enrich.errors import CatalogBusyError, CatalogUnreadableError, ConfigError, CorruptFileError
+from enrich.errors import (
+    CatalogBusyError,
+    CatalogMissingError,
+    CatalogUnreadableError,
+    ConfigError,
+    CorruptFileError,
+)
 from enrich.schemas import DATASETS, SYMBOL_DATASETS
 from enrich.store import quarantine
 from enrich.store.migrations import MIGRATIONS
@@ -202,7 +208,7 @@ class Catalog:
         deadline = time.monotonic() + self.timeout_s
         with self._thread_lock:
             if not create and not self.path.exists():
-                raise ConfigError(
+                raise CatalogMissingError(
                     f"the catalog {self.path} does not exist: it was deleted or moved after "
                     "enrich opened it, or ENRICH_DATA_DIR names no desk; opening the desk "
                     "again (a new command, or restarting the dashboard or serve) creates it")

@@ -336,4 +336,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE symbols ADD COLUMN reference_error VARCHAR;    -- why the reference refused it
         """,
     ),
+    (
+        10,
+        "backfills: who paused one, and when",
+        """
+        ALTER TABLE backfills ADD COLUMN paused_by VARCHAR;       -- the latest pause's author
+        ALTER TABLE backfills ADD COLUMN paused_at TIMESTAMPTZ;
+        """,
+    ),
 ]
