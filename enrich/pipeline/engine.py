@@ -281,12 +281,16 @@ class Engine:
             self.limits(reload=True)
             plan = self.plan(params, targets, not_entitled)
         except BaseException as exc:
+            # Written only over a run still queued or running, in one statement: a run
+            # cancelled while queued (by any process, at any instant) stays cancelled.
             if isinstance(exc, KeyboardInterrupt):  # str() of it is empty; it failed nothing
                 self._finish_run(log, run_id, started, [], "interrupted",
-                                 "stopped by Ctrl-C before any symbol was fetched", tally)
-            elif runs.state_of(self.store.catalog, run_id) in ("queued", "running"):
-                self._finish_run(log, run_id, started, [], "failed", str(exc), tally)
-            raise  # (a run cancelled while queued stays cancelled)
+                                 "stopped by Ctrl-C before any symbol was fetched", tally,
+                                 only_active=True)
+            else:
+                self._finish_run(log, run_id, started, [], "failed", str(exc), tally,
+                                 only_active=True)
+            raise
         log.add(lambda b: runs.add_started(
             b, run_id, started, len(targets), plan.requests,
             json.dumps(plan.to_json(), default=str)))
@@ -440,7 +444,8 @@ class Engine:
 
     def _finish_run(self, log: LogBuffer, run_id: str, started: dt.datetime,
                     results: list[SymbolResult], state: str, message: str | None,
-                    tally: _MarketTally | None = None) -> RunSummary:
+                    tally: _MarketTally | None = None,
+                    only_active: bool = False) -> RunSummary:
         finished = utcnow()
         errors = Counter(error_class_of(e) for r in results for e in r.errors)
         summary = RunSummary(
@@ -460,7 +465,7 @@ class Engine:
         def fill(b: WriteBatch) -> None:
             self._progress_row(b, run_id, results, tally)
             runs.add_finished(b, run_id, state, finished, json.dumps(dict(errors)), message,
-                              started)
+                              started, only_active)
             if state == "cancelled":
                 runs.add_tasks_cancelled(b, run_id, finished)
 

@@ -244,11 +244,15 @@ def add_backfill_progress(b: WriteBatch, run_id: str, *, requests: int, records:
 
 
 def add_finished(b: WriteBatch, run_id: str, state: str, finished: dt.datetime,
-                 error_summary: str, message: str | None, started: dt.datetime) -> None:
-    """A run's end (the engine's runs): final state, message, errors by class (JSON)."""
+                 error_summary: str, message: str | None, started: dt.datetime,
+                 only_active: bool = False) -> None:
+    """A run's end (the engine's runs): final state, message, errors by class (JSON).
+    ``only_active``: only if the run is still queued or running (a run that ends before it
+    started must not overwrite a cancel written meanwhile, by any process)."""
     b.execute(
         "UPDATE runs SET state = ?, finished_at = ?, error_summary = ?, message = ?, "
-        "started_at = coalesce(started_at, ?) WHERE run_id = ?",
+        "started_at = coalesce(started_at, ?) WHERE run_id = ?"
+        + (" AND state IN ('queued', 'running')" if only_active else ""),
         [state, finished, error_summary, message, started, run_id])
 
 
