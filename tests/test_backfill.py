@@ -661,3 +661,22 @@ def test_page_plans_starts_watches_pauses_and_resumes(page_env):
     done = backfill_progress_summary(store.catalog, bid)[0]
     assert done["status"] == "complete"
     assert ":gray-badge[paused]" not in _text(at) and _text(at).count(":green-badge[complete]") == 2
+
+
+def test_a_backfill_chunk_logs_what_the_provider_noted(settings):
+    """A listing the provider answered only in part (contracts left out for want of their
+    terms, a listing cut short) says so in its request's notes; a backfill chunk's fetch_log
+    row carries them, as a run's step does (they were dropped)."""
+
+    class Noting(SampleProvider):
+        def option_contracts(self, *a, **kw):
+            listed = super().option_contracts(*a, **kw)
+            self._ledger.note("AAPL contracts: left out 1 of 9 contracts without their terms")
+            return listed
+
+    bf = make(settings, provider=Noting(clock=lambda: FIXED_NOW))
+    bf.run(bf.plan(BackfillRequest("options", ("AAPL",), days=3)))
+    logged = bf.store.catalog.query(
+        "SELECT status, error_message FROM fetch_log WHERE dataset = 'options_iv' "
+        "AND error_message LIKE '%left out%'")
+    assert logged.height >= 1 and set(logged["status"]) == {"ok"}

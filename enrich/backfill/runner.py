@@ -282,6 +282,7 @@ class _Execution:
         self.last_flush = self.started - bf.flush_s  # the first chunk's mark shows at once
         self._closes: dict[str, pl.DataFrame] = {}
         self._pairs: dict[str, pl.DataFrame] = {}
+        self._notes: dict[tuple, list[str]] = {}  # a chunk's provider notes, for its log row
         self._classes: dict[str, str] | None = None
 
     # -- the loop -------------------------------------------------------------------------------
@@ -445,6 +446,8 @@ class _Execution:
             result = fn()
         finally:
             stats = self.bf.provider.take_requests()
+            if stats.notes:  # e.g. contracts left out, a listing cut short: on its log row
+                self._notes.setdefault(c.key, []).extend(stats.notes)
             for r in stats.retries:
                 err = EnrichError(r.message)
                 err.error_class = r.error_class
@@ -457,6 +460,9 @@ class _Execution:
                    received: int, rejected: int, attempt: int, exc: BaseException | None,
                    note: str | None = None, requests: int = 0) -> None:
         ds = STEP_DATASET.get(c.step, c.step)
+        message = note or (str(exc)[:1000] if exc else None)
+        if status != "retried" and (notes := self._notes.pop(c.key, None)):
+            message = "; ".join([*notes, *([message] if message else [])])
         row = {
             "run_id": self.run_id, "symbol": c.underlying, "dataset": ds,
             "timeframe": self.timeframe if c.step == "bars" else None, "started_at": started,
@@ -464,7 +470,7 @@ class _Execution:
             "received": received, "rejected": rejected, "requests": requests,
             "attempt": attempt, "status": status,
             "error_class": error_class_of(exc) if exc else None,
-            "error_message": note or (str(exc)[:1000] if exc else None),
+            "error_message": message,
             "window_start": c.window_start, "window_end": c.window_end,
         }
         self.log.add(lambda b: b.insert("fetch_log", row))
