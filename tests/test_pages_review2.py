@@ -91,3 +91,55 @@ def test_every_page_draws_on_every_state(data, state, page):
     at = open_page(page, **(query if page == "pages/runs.py" else {}))
     assert at.title
     assert "unexpected error" not in said(at)
+
+
+# -- Acknowledge on state that changed meanwhile ------------------------------------------------
+def _open_incident(catalog) -> str:
+    """The incident of a run that failed at planning a minute ago (the rules open it)."""
+    from enrich.alerts import lifecycle
+    from enrich.views import alerts as alerts_view
+
+    wall = dt.datetime.now(dt.UTC)
+    b = WriteBatch()
+    b.execute("INSERT INTO runs (run_id, kind, state, params, requested_at, started_at, "
+              "finished_at, symbols_total, message) VALUES ('r-ack', 'manual', 'failed', "
+              "'{}', ?, ?, ?, 0, 'planning failed: 401 unauthorized')", [wall, wall, wall])
+    catalog.write(b)
+    lifecycle.evaluate(catalog, FIXED_NOW, wall)
+    opened = alerts_view.open_incidents(catalog, wall)
+    assert opened.height == 1, opened
+    return opened["incident_id"][0]
+
+
+def test_acknowledge_after_someone_else_acknowledged_says_who(data):
+    from enrich.alerts import lifecycle
+
+    catalog = Store(data).catalog
+    iid = _open_incident(catalog)
+    at = open_page("pages/alerts.py")
+    assert not at.button(key="ack").disabled, said(at)
+    elsewhere(lambda: lifecycle.acknowledge(catalog, iid, "alice", dt.datetime.now(dt.UTC)))
+    at.button(key="ack").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = said(at)
+    assert "already acknowledged" in text and "alice" in text, text
+
+
+def test_acknowledge_after_the_incident_resolved_says_so(data):
+    catalog = Store(data).catalog
+    iid = _open_incident(catalog)
+    at = open_page("pages/alerts.py")
+
+    def resolve():
+        b = WriteBatch()
+        b.execute("INSERT INTO alerts (alert_id, incident_id, event, rule, dedupe_key, "
+                  "severity, title, event_at, delivery) SELECT 'r-' || incident_id, "
+                  "incident_id, 'resolved', rule, dedupe_key, severity, title, ?, "
+                  "'no_channel' FROM alerts WHERE incident_id = ?",
+                  [dt.datetime.now(dt.UTC), iid])
+        catalog.write(b)
+
+    elsewhere(resolve)
+    at.button(key="ack").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "resolved" in "\n".join(e.value for e in at.error), said(at)
