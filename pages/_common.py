@@ -120,6 +120,15 @@ def now() -> dt.datetime:
     return settings().now()
 
 
+def clock() -> dt.datetime:
+    """The clock that stamps runs and heartbeats (the run service's, else the wall clock), to
+    the second: what a running run's duration runs to (``now`` may be ENRICH_NOW's fixed
+    "as of" instant)."""
+    svc = services()
+    at = svc.clock() if svc is not None else dt.datetime.now(dt.UTC)
+    return at.replace(microsecond=0)
+
+
 def now_minute() -> dt.datetime:
     """``now`` to the minute: freshness changes at session closes, so reads cache per minute."""
     return now().replace(second=0, microsecond=0)

@@ -143,3 +143,31 @@ def test_acknowledge_after_the_incident_resolved_says_so(data):
     at.button(key="ack").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert "resolved" in "\n".join(e.value for e in at.error), said(at)
+
+
+# -- a running run's duration ------------------------------------------------------------------
+def _running(catalog, run_id: str, started: dt.datetime) -> None:
+    b = WriteBatch()
+    b.execute("INSERT INTO runs (run_id, kind, state, params, requested_at, started_at, "
+              "heartbeat_at, host, symbols_total) VALUES (?, 'cli', 'running', '{}', ?, ?, ?, "
+              "'another-host', 3)", [run_id, started, started, started])
+    catalog.write(b)
+
+
+def test_a_running_runs_duration_is_counted_on_the_given_clock(data):
+    from enrich.views import runs as runs_view
+
+    catalog = Store(data).catalog
+    at = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)  # far from the database's now()
+    _running(catalog, "r-run", at - dt.timedelta(seconds=90))
+    page, _ = runs_view.runs_search(catalog, now=at)
+    assert page["duration_s"].to_list() == [90.0]
+
+
+def test_the_runs_list_never_shows_a_negative_duration(data):
+    """A run another host stamped with a clock five minutes ahead of this one."""
+    catalog = Store(data).catalog
+    _running(catalog, "r-ahead", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
+    at = open_page("pages/runs.py")
+    seconds = at.dataframe[0].value["duration_s"].to_list()
+    assert seconds and all(s is not None and s >= 0 for s in seconds), seconds
