@@ -171,3 +171,35 @@ def test_the_runs_list_never_shows_a_negative_duration(data):
     at = open_page("pages/runs.py")
     seconds = at.dataframe[0].value["duration_s"].to_list()
     assert seconds and all(s is not None and s >= 0 for s in seconds), seconds
+
+
+# -- symbol pickers at 5,000 symbols -----------------------------------------------------------
+BIG = 5_000
+MOST_OPTIONS = 500
+
+
+def _big_universe(catalog) -> None:
+    add_symbols(catalog, [(f"S{i:04d}", None, None) for i in range(BIG)])
+
+
+@pytest.mark.parametrize("page", ["pages/controls.py", "pages/backfill.py",
+                                  "pages/settings.py", "pages/quality.py"])
+def test_no_symbol_picker_lists_5000_symbols(data, page):
+    _big_universe(Store(data).catalog)
+    at = open_page(page)
+    options = [(w.key, len(w.options)) for w in (*at.multiselect, *at.selectbox)]
+    assert all(n <= MOST_OPTIONS for _, n in options), options
+
+
+def test_a_big_universes_symbols_are_typed_in_any_case(data):
+    from enrich.views import universe as universe_view
+
+    catalog = Store(data).catalog
+    _big_universe(catalog)
+    at = open_page("pages/settings.py")
+    at.multiselect(key="state_pick").set_value(["s0042, S0043", "NOPE"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "NOPE" in "\n".join(w.value for w in at.warning)  # what is not in the universe
+    at.button(key="deactivate").click().run()
+    table = universe_view.universe_table(catalog)
+    assert set(table.filter(~table["active"])["symbol"]) == {"S0042", "S0043"}
