@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import importlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import polars as pl
@@ -118,6 +118,15 @@ def services():
 
 def now() -> dt.datetime:
     return settings().now()
+
+
+def clock() -> dt.datetime:
+    """The clock that stamps runs and heartbeats (the run service's, else the wall clock), to
+    the second: what a running run's duration runs to (``now`` may be ENRICH_NOW's fixed
+    "as of" instant)."""
+    svc = services()
+    at = svc.clock() if svc is not None else dt.datetime.now(dt.UTC)
+    return at.replace(microsecond=0)
 
 
 def now_minute() -> dt.datetime:
@@ -444,6 +453,39 @@ def progress_block(p: dict[str, Any], key: str) -> None:
         bits.append(f"{p['failed_so_far']} failed so far")
     bits.append(f"started {ui.fmt_utc(p['started_at'], seconds=True)}")
     st.caption(" · ".join(bits))
+
+
+# A symbol picker lists every symbol up to this many; beyond, symbols are typed (a list of
+# 5,000 is neither readable nor light to send on every rerun).
+PICK_FROM_LIST_UP_TO = 200
+
+
+def symbol_picker(container: Any, label: str, symbols: Sequence[str], key: str,
+                  **kwargs: Any) -> list[str]:
+    """A multiselect of ``symbols`` under ``key``: every symbol as an option up to
+    ``PICK_FROM_LIST_UP_TO``; beyond, the symbols typed (several at once, separated by commas
+    or spaces, in any case), each resolved against ``symbols`` — what names none is
+    dropped with a warning. The same key either way: ``st.session_state[key]`` (or a test)
+    sets a list of symbols. Returns the symbols picked, as the universe spells them."""
+    from enrich.views import universe as universe_view
+
+    found, unknown = universe_view.resolve_symbols(symbols, st.session_state.get(key) or [])
+    if len(symbols) <= PICK_FROM_LIST_UP_TO:
+        if key in st.session_state:  # a pick the options no longer hold (the list changed)
+            st.session_state[key] = found
+        return container.multiselect(label, list(symbols), key=key, **kwargs)
+    if key in st.session_state:  # as the universe spells them, and what names none
+        st.session_state[key] = found + unknown
+    kwargs["placeholder"] = (f"type symbols, e.g. {symbols[0]}, {symbols[-1]} — "
+                             + kwargs.get("placeholder", f"{len(symbols):,} to pick from"))
+    picked = container.multiselect(
+        label, found + unknown, key=key, accept_new_options=True,
+        help=kwargs.pop("help", None) or f"{len(symbols):,} symbols: type them (several "
+        "at once, separated by commas or spaces, in any case).", **kwargs)
+    found, unknown = universe_view.resolve_symbols(symbols, picked)
+    if unknown:
+        st.warning("Not in the list, left out: " + ui.literal(", ".join(unknown), limit=300))
+    return found
 
 
 def fact(container, label: str, value: str, help_text: str | None = None) -> None:

@@ -12,7 +12,7 @@ import datetime as dt
 import polars as pl
 import streamlit as st
 
-from enrich import ui
+from enrich import palette, ui
 from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.errors import EnrichError
 from enrich.views import alerts as alerts_view
@@ -40,11 +40,32 @@ def _done(message: str) -> None:
     st.toast(message, icon="✅")
 
 
+def _acknowledge(incident_id: str) -> None:
+    """Acknowledge (a button's callback: it runs even when the click lands on a page that no
+    longer offers it, because someone else acknowledged or the incident resolved meanwhile)
+    and say what happened, with who acknowledged first when the call changed nothing."""
+    try:
+        out = alert_lifecycle.acknowledge(c.store().catalog, incident_id, c.ACTOR,
+                                          dt.datetime.now(dt.UTC))
+    except EnrichError as exc:
+        st.session_state["alert_said"] = (palette.BAD, "Could not acknowledge incident "
+                                          f"{ui.literal(incident_id)}: {ui.literal(exc)}")
+        return
+    c.invalidate()
+    st.session_state["alert_said"] = (
+        (palette.OK, f"Incident {ui.literal(incident_id)} acknowledged.") if out["changed"] else
+        (palette.WARN, f"Incident {ui.literal(incident_id)} was already acknowledged by "
+                       f"{ui.literal(out['acked_by'])} at {ui.fmt_utc(out['acked_at'])}."))
+
+
 def _table(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
         "incident_id", "severity", "state", "rule", "title", "opened_at", "resolved_at", "delivery",
         "resolution_delivery", "acked_by", "snoozed_until")
 
+
+if said := st.session_state.pop("alert_said", None):
+    c.alert(*said)
 
 # -- list --------------------------------------------------------------------------------------
 state = st.segmented_control("Show", list(STATES), default="open", key="alert_state",
@@ -86,16 +107,8 @@ if not page.is_empty():
                                            "delivered_at": "delivered (UTC)"})
     if row["state"] != "test":
         a = st.columns([1, 2, 2, 1])
-        if a[0].button("Acknowledge", icon="👀", key="ack", disabled=bool(row["acked_by"])):
-            try:
-                out = alert_lifecycle.acknowledge(c.store().catalog, pick, c.ACTOR,
-                                                  dt.datetime.now(dt.UTC))
-            except EnrichError as exc:
-                c.report_error("acknowledge the incident", exc)
-            else:
-                _done(f"Incident {pick} acknowledged" if out["changed"] else
-                      f"Incident {pick} was already acknowledged by {ui.literal(out['acked_by'])}")
-                st.rerun()
+        a[0].button("Acknowledge", icon="👀", key="ack", disabled=bool(row["acked_by"]),
+                    on_click=_acknowledge, args=(pick,))
         period = a[1].selectbox("Snooze for", list(PERIODS), key="snooze_period")
         scope = a[2].radio("Snooze", ["this incident", f"every {row['rule']} alert"],
                            key="snooze_scope", horizontal=True)

@@ -98,8 +98,8 @@ with st.form("backfill_new"):
     top = st.columns([1, 3])
     dataset = top[0].selectbox("Dataset", bfm.DATASETS, key="bf_dataset",
                                format_func=lambda d: f"{d} ({DEFAULT_LABEL[d]} by default)")
-    symbols = top[1].multiselect("Symbols", active, key="bf_symbols",
-                                 placeholder=f"all {len(active)} active symbols")
+    symbols = c.symbol_picker(top[1], "Symbols", active, key="bf_symbols",
+                              placeholder=f"all {len(active):,} active symbols")
     span_cols = st.columns(4)
     span = span_cols[0].selectbox("History", SPANS, key="bf_span",
                                   format_func=lambda s: {"default": "dataset default",

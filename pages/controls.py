@@ -27,9 +27,9 @@ st.subheader("Run now")
 universe = c.read(universe_view.universe_table)
 active = universe.filter(universe["active"])["symbol"].to_list() if universe.height else []
 with st.form("run_now"):
-    symbols = st.multiselect("Symbols", active, key="run_symbols",
-                             placeholder=f"all {len(active)} active symbols",
-                             help="Leave empty to enrich the whole active universe.")
+    symbols = c.symbol_picker(st, "Symbols", active, key="run_symbols",
+                              placeholder=f"all {len(active):,} active symbols",
+                              help="Leave empty to enrich the whole active universe.")
     f = st.columns(4)
     datasets = f[0].multiselect("Datasets", list(FETCHED), key="run_datasets",
                                 placeholder="all that apply",

@@ -162,12 +162,9 @@ else:  # keep a remembered range inside this window
     a = min(max(a or first_day, first_day), last_day)
     z = min(max(z or last_day, first_day), last_day)
     st.session_state["fill_range"] = (a, z)
-if "fill_symbols" in st.session_state:
-    st.session_state["fill_symbols"] = [s for s in st.session_state["fill_symbols"]
-                                        if s in set(hm.symbols)]
 g = st.columns([4, 3, 2])
-picked = g[0].multiselect("Symbols", hm.symbols, key="fill_symbols",
-                          placeholder="select cells above, or pick symbols")
+picked = c.symbol_picker(g[0], "Symbols", hm.symbols, key="fill_symbols",
+                         placeholder="select cells above, or pick symbols")
 span = g[1].date_input("Sessions", min_value=first_day, max_value=last_day,
                        key="fill_range", format="YYYY-MM-DD")
 refetch_failed = g[2].checkbox("Also re-fetch failed cells", key="fill_failed")

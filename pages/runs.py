@@ -234,14 +234,15 @@ def run_list() -> None:
     sym = (symbol or "").strip() or None
     filters = dict(state=None if state == ALL else state, symbol=sym,
                    kind=None if kind == ALL else kind, since=since, until=until)
+    at = c.clock()
     page = int(st.session_state.get("runs_page", 1) or 1)
     rows, total = c.read(runs_view.runs_search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
-                         **filters)
+                         now=at, **filters)
     pages = max(1, -(-total // PAGE_SIZE))
     if page > pages:
         page = pages
         rows, total = c.read(runs_view.runs_search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
-                             **filters)
+                             now=at, **filters)
     st.caption(f"{total:,} runs match" + (f" · page {page} of {pages}" if pages > 1 else ""))
     if rows.is_empty():
         st.info("No runs yet. Start one under Controls (or the first enrichment on the "

@@ -166,8 +166,8 @@ if last is not None:
         added_report(last[1])
 
 with tab_state:
-    pick = st.multiselect("Symbols", table["symbol"].to_list() if table.height else [],
-                          key="state_pick")
+    pick = c.symbol_picker(st, "Symbols", table["symbol"].to_list() if table.height else [],
+                           key="state_pick")
     b = st.columns(2)
     if b[0].button("Deactivate", key="deactivate", disabled=not pick):
         uv.set_active(c.store().catalog, pick, False)
@@ -179,8 +179,9 @@ with tab_state:
         st.rerun()
 
 with tab_remove:
-    pick_rm = st.multiselect("Symbols", table["symbol"].to_list() if table.height else [],
-                             key="remove_pick")
+    pick_rm = c.symbol_picker(st, "Symbols",
+                              table["symbol"].to_list() if table.height else [],
+                              key="remove_pick")
     sure = st.checkbox("Remove them from the universe (their stored data stays in the lake)",
                        key="remove_sure")
     if st.button("Remove", icon="🗑️", key="remove", disabled=not (pick_rm and sure)):

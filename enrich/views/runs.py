@@ -31,10 +31,11 @@ _STEP_OK = "status IN ('ok', 'up_to_date')"
 
 def runs_table(catalog: Catalog, limit: int = 20, offset: int = 0, state: str | None = None,
                symbol: str | None = None, kind: str | None = None,
-               since: dt.datetime | None = None) -> pl.DataFrame:
+               since: dt.datetime | None = None, *,
+               now: dt.datetime | None = None) -> pl.DataFrame:
     """Recent runs, newest first, filtered in SQL."""
     return runs_search(catalog, limit=limit, offset=offset, state=state, symbol=symbol,
-                       kind=kind, since=since)[0]
+                       kind=kind, since=since, now=now)[0]
 
 
 def _runs_where(state, symbol, kind, since, until) -> tuple[str, list]:
@@ -63,23 +64,28 @@ def _runs_where(state, symbol, kind, since, until) -> tuple[str, list]:
 def runs_search(catalog: Catalog, limit: int = 20, offset: int = 0, state: str | None = None,
                 symbol: str | None = None, kind: str | None = None,
                 since: dt.datetime | None = None,
-                until: dt.datetime | None = None) -> tuple[pl.DataFrame, int]:
+                until: dt.datetime | None = None, *,
+                now: dt.datetime | None = None) -> tuple[pl.DataFrame, int]:
     """A page of runs (newest first) matching the filters, and the number of matches.
 
     ``since`` / ``until`` bound ``requested_at`` (UTC instants, ``until`` exclusive).
+    ``duration_s`` of a run still going runs to ``now``, the clock that stamps runs
+    (default the wall clock; never the database's), and is never negative: a run stamped by
+    a host whose clock is ahead of this one has run for no time this clock can see.
     """
     where, params = _runs_where(state, symbol, kind, since, until)
     sql = f"""
         SELECT r.run_id, r.kind, r.state, r.requested_at, r.started_at, r.finished_at,
                r.symbols_total, r.symbols_ok, r.symbols_failed, r.symbols_skipped,
                r.records_written, r.requests, r.retries, r.error_summary, r.message, r.params,
-               date_diff('millisecond', r.started_at, coalesce(r.finished_at, now())) / 1000.0
+               greatest(0, date_diff('millisecond', r.started_at,
+                                     coalesce(r.finished_at, ?::TIMESTAMPTZ))) / 1000.0
                    AS duration_s
         FROM runs r WHERE {where}
         ORDER BY r.requested_at DESC LIMIT ? OFFSET ?
     """
     with catalog.connect() as con:
-        page = frame(con, sql, [*params, limit, offset])
+        page = frame(con, sql, [now or utcnow(), *params, limit, offset])
         total = _count(con, f"SELECT count(*) FROM runs r WHERE {where}", params)
     return page, int(total)
 

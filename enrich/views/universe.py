@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
+
 import polars as pl
 
 from enrich.store.catalog import Catalog
@@ -15,6 +18,30 @@ def search_symbols(frame: pl.DataFrame, search: str | None) -> pl.DataFrame:
     return frame.filter(pl.col("symbol").str.to_lowercase().str.contains(needle, literal=True)
                         | pl.col("name").fill_null("").str.to_lowercase()
                         .str.contains(needle, literal=True))
+
+
+def resolve_symbols(symbols: Sequence[str],
+                    typed: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Typed entries (each may hold several, separated by commas or spaces) as symbols of
+    ``symbols``: as written, else in any case (tickers are case-sensitive, one typed in
+    another case still finds them). Returns (found, in order without repeats; not found)."""
+    exact = set(symbols)
+    folded: dict[str, str] = {}
+    for s in symbols:
+        folded.setdefault(s.lower(), s)
+    found: list[str] = []
+    unknown: list[str] = []
+    for entry in typed:
+        for word in re.split(r"[\s,;]+", str(entry).strip()):
+            if not word:
+                continue
+            sym = word if word in exact else folded.get(word.lower())
+            if sym is None:
+                if word not in unknown:
+                    unknown.append(word)
+            elif sym not in found:
+                found.append(sym)
+    return found, unknown
 
 
 def universe_table(catalog: Catalog) -> pl.DataFrame:
