@@ -207,11 +207,6 @@ class Catalog:
         without tables (and a desk) behind."""
         deadline = time.monotonic() + self.timeout_s
         with self._thread_lock:
-            if not create and not self.path.exists():
-                raise CatalogMissingError(
-                    f"the catalog {self.path} does not exist: it was deleted or moved after "
-                    "enrich opened it, or ENRICH_DATA_DIR names no desk; opening the desk "
-                    "again (a new command, or restarting the dashboard or serve) creates it")
             try:
                 if create:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +221,14 @@ class Catalog:
                     f"cannot open the catalog {self.path}: {_os_reason(exc)}; check that "
                     "ENRICH_DATA_DIR is a folder this user can write") from None
             try:
+                # Under the lock: a file moved aside while this waited (another process's
+                # repair) must not be attached, which would create it empty.
+                if not create and not self.path.exists():
+                    raise CatalogMissingError(
+                        f"the catalog {self.path} does not exist: it was deleted or moved "
+                        "after enrich opened it, or ENRICH_DATA_DIR names no desk; opening the "
+                        "desk again (a new command, or restarting the dashboard or serve) "
+                        "creates it")
                 con = self._open(deadline, threads)
                 try:
                     yield con
