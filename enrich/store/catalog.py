@@ -207,11 +207,8 @@ class Catalog:
         without tables (and a desk) behind."""
         deadline = time.monotonic() + self.timeout_s
         with self._thread_lock:
-            if not create and not self.path.exists():
-                raise CatalogMissingError(
-                    f"the catalog {self.path} does not exist: it was deleted or moved after "
-                    "enrich opened it, or ENRICH_DATA_DIR names no desk; opening the desk "
-                    "again (a new command, or restarting the dashboard or serve) creates it")
+            if not create and not self.path.exists():  # before the lock, which makes a file
+                raise CatalogMissingError(self._missing())
             try:
                 if create:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +223,10 @@ class Catalog:
                     f"cannot open the catalog {self.path}: {_os_reason(exc)}; check that "
                     "ENRICH_DATA_DIR is a folder this user can write") from None
             try:
+                # Again under the lock: a file moved aside while this waited (another
+                # process's repair) must not be attached, which would create it empty.
+                if not create and not self.path.exists():
+                    raise CatalogMissingError(self._missing())
                 con = self._open(deadline, threads)
                 try:
                     yield con
@@ -233,6 +234,11 @@ class Catalog:
                     self._close(con)
             finally:
                 self._lock.release()
+
+    def _missing(self) -> str:
+        return (f"the catalog {self.path} does not exist: it was deleted or moved after enrich "
+                "opened it, or ENRICH_DATA_DIR names no desk; opening the desk again (a new "
+                "command, or restarting the dashboard or serve) creates it")
 
     def _duckdb(self, threads: int | None) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB kept by this Catalog, into which each access attaches the file.
