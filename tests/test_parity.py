@@ -119,7 +119,9 @@ def routes(tmp_path_factory):
                              dotenv_path=None)
     svc = Services(settings, alerts=False)  # never started: only its routes are read
     app = create_app(settings, svc)
-    return {f"{m} {r.path}" for r in app.routes for m in getattr(r, "methods", ())}
+    # A path converter ({target:path}: an alert key may hold a slash) named as OpenAPI names it.
+    return {f"{m} {r.path.replace(':path}', '}')}" for r in app.routes
+            for m in getattr(r, "methods", ())}
 
 
 @pytest.mark.parametrize("action", sorted(a for a, v in ACTIONS.items() if v is not None))
