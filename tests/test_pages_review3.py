@@ -121,3 +121,33 @@ def test_snooze_over_someone_elses_snooze_says_whose_it_replaced(data):
     assert not at.exception, [e.value for e in at.exception]
     text = said(at)
     assert "snoozed until" in text and "carol" in text, text
+
+
+# -- who paused a backfill ---------------------------------------------------------------------
+def test_a_paused_backfills_card_says_who_paused_it_and_a_resume_forgets(data):
+    from enrich.backfill import jobs as bfm
+    from enrich.config import load_settings
+    from enrich.store.universe import add_symbols
+
+    store = Store(data)
+    add_symbols(store.catalog, [("KO", None, None)])
+    s = load_settings(dotenv_path=None)
+    bfm.start_in_background(s, bfm.BackfillRequest("dividends", ("KO",)), store=store)
+    [r] = bfm.backfill_progress_summary(store.catalog)
+    bid = r["backfill_id"]
+    assert bfm.wait_for(bid, TIMEOUT)
+    b = WriteBatch()  # one chunk left to do: the backfill can be paused, then resumed
+    b.execute("UPDATE backfill_progress SET state = 'pending' WHERE backfill_id = ?", [bid])
+    store.catalog.write(b)
+    out = bfm.request_stop(store.catalog, bid, "paused", "alice")
+    assert out.changed and out.paused_by == "alice"
+
+    at = open_page("pages/backfill.py")
+    text = said(at)
+    assert f"Paused by `alice` at {out.paused_at:%Y-%m-%d %H:%M} UTC" in text, text
+    [resume] = [x for x in at.button if x.label == "Resume"]
+    resume.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert bfm.wait_for(bid, TIMEOUT)
+    [r] = bfm.backfill_progress_summary(store.catalog, bid)
+    assert r["status"] == "complete" and (r["paused_by"], r["paused_at"]) == (None, None), r
