@@ -151,3 +151,44 @@ def test_a_paused_backfills_card_says_who_paused_it_and_a_resume_forgets(data):
     assert bfm.wait_for(bid, TIMEOUT)
     [r] = bfm.backfill_progress_summary(store.catalog, bid)
     assert r["status"] == "complete" and (r["paused_by"], r["paused_at"]) == (None, None), r
+
+
+# -- a restatement that removed a row ----------------------------------------------------------
+def _restated(catalog) -> None:
+    """KO's dividend of 2026-09-12 changed by a re-fetch, and its dividend of 2026-06-13
+    cancelled (a complete re-fetch of its window no longer lists it: ``removal``)."""
+    from enrich.checks.restatements import removal
+    from enrich.store.universe import add_symbols
+    import polars as pl
+
+    add_symbols(catalog, [("KO", None, None)])
+    gone = removal("dividends", pl.DataFrame({"symbol": ["KO"],
+                                              "ex_date": [dt.date(2026, 6, 13)],
+                                              "cash_amount": [0.51]}))
+    assert gone is not None
+    rows = [*gone.restated.to_dicts(),
+            {"session": dt.date(2026, 9, 12), "column_name": "cash_amount",
+             "old_value": 0.51, "new_value": 0.53, "change": 0.53 / 0.51 - 1}]
+    b = WriteBatch()
+    for r in rows:
+        b.insert("restatements", {"run_id": "r-1", "symbol": "KO", "dataset": "dividends",
+                                  "detected_at": FIXED_NOW, **r})
+    catalog.write(b)
+
+
+def test_the_restatements_read_labels_a_removed_row(data):
+    from enrich.views import quality as quality_view
+
+    catalog = Store(data).catalog
+    _restated(catalog)
+    rest = quality_view.symbol_restatements(catalog, "KO")
+    what = dict(zip(rest["session"].to_list(), rest["what"].to_list(), strict=True))
+    assert what == {dt.date(2026, 6, 13): "removed", dt.date(2026, 9, 12): "changed"}, rest
+
+
+def test_the_symbol_page_shows_a_removed_dividend_as_removed(data):
+    _restated(Store(data).catalog)
+    at = open_page("pages/symbols.py", symbol="KO")
+    [table] = [d.value for d in at.dataframe if "column_name" in d.value.columns]
+    removed = table[table["session"].astype(str) == "2026-06-13"]
+    assert list(removed["what"]) == ["removed"], table
