@@ -157,9 +157,10 @@ def test_a_paused_backfills_card_says_who_paused_it_and_a_resume_forgets(data):
 def _restated(catalog) -> None:
     """KO's dividend of 2026-09-12 changed by a re-fetch, and its dividend of 2026-06-13
     cancelled (a complete re-fetch of its window no longer lists it: ``removal``)."""
+    import polars as pl
+
     from enrich.checks.restatements import removal
     from enrich.store.universe import add_symbols
-    import polars as pl
 
     add_symbols(catalog, [("KO", None, None)])
     gone = removal("dividends", pl.DataFrame({"symbol": ["KO"],
