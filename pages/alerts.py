@@ -35,11 +35,6 @@ else:
                "Settings has “Send a test alert”.")
 
 
-def _done(message: str) -> None:
-    c.invalidate()
-    st.toast(message, icon="✅")
-
-
 def _acknowledge(incident_id: str) -> None:
     """Acknowledge (a button's callback: it runs even when the click lands on a page that no
     longer offers it, because someone else acknowledged or the incident resolved meanwhile)
@@ -56,6 +51,50 @@ def _acknowledge(incident_id: str) -> None:
         (palette.OK, f"Incident {ui.literal(incident_id)} acknowledged.") if out["changed"] else
         (palette.WARN, f"Incident {ui.literal(incident_id)} was already acknowledged by "
                        f"{ui.literal(out['acked_by'])} at {ui.fmt_utc(out['acked_at'])}."))
+
+
+def _snooze(incident_id: str, rule: str) -> None:
+    """Snooze this incident or its rule for the period picked (a callback: it runs even when
+    the incident resolved meanwhile and left the list) and say until when, and whose snooze
+    it replaced when someone else's was in force."""
+    now = dt.datetime.now(dt.UTC)
+    target = incident_id if st.session_state.get("snooze_scope") == "this incident" else rule
+    try:
+        until = now + alert_lifecycle.parse_period(
+            PERIODS[st.session_state.get("snooze_period") or next(iter(PERIODS))])
+        out = alert_lifecycle.snooze(c.store().catalog, target, until, c.ACTOR, now)
+    except EnrichError as exc:
+        st.session_state["alert_said"] = (palette.BAD, f"Could not snooze "
+                                          f"{ui.literal(target)}: {ui.literal(exc)}")
+        return
+    c.invalidate()
+    text = f"{ui.literal(out['target'])} snoozed until {ui.fmt_utc(out['until'])}."
+    before = out["replaced"]
+    if before and before["snoozed_by"] != c.ACTOR:
+        text += (f" It replaces the snooze {ui.literal(before['snoozed_by'])} set at "
+                 f"{ui.fmt_utc(before['snoozed_at'])}, until {ui.fmt_utc(before['until'])}.")
+    st.session_state["alert_said"] = (palette.WARN if before else palette.OK, text)
+
+
+def _unsnooze(target: str | None) -> None:
+    """End the snooze picked (a callback: it runs even when the snooze ended meanwhile and
+    left the list) and say whose snooze it ended, or that there was none any more."""
+    if not target:
+        return
+    catalog = c.store().catalog
+    now = dt.datetime.now(dt.UTC)
+    held = alerts_view.active_snoozes(catalog, now).filter(pl.col("target") == target)
+    ended = alert_lifecycle.unsnooze(catalog, target, now)
+    c.invalidate()
+    if not ended:
+        st.session_state["alert_said"] = (
+            palette.WARN, f"{ui.literal(target)} was no longer snoozed: its snooze ended "
+                          "or someone else ended it. Nothing changed.")
+        return
+    who = (f" (set by {ui.literal(held['snoozed_by'][0])}, until "
+           f"{ui.fmt_utc(held['until'][0])})") if held.height else ""
+    st.session_state["alert_said"] = (palette.OK,
+                                      f"{ui.literal(target)}: snooze ended{who}.")
 
 
 def _table(frame: pl.DataFrame) -> pl.DataFrame:
@@ -109,20 +148,11 @@ if not page.is_empty():
         a = st.columns([1, 2, 2, 1])
         a[0].button("Acknowledge", icon="👀", key="ack", disabled=bool(row["acked_by"]),
                     on_click=_acknowledge, args=(pick,))
-        period = a[1].selectbox("Snooze for", list(PERIODS), key="snooze_period")
-        scope = a[2].radio("Snooze", ["this incident", f"every {row['rule']} alert"],
+        a[1].selectbox("Snooze for", list(PERIODS), key="snooze_period")
+        a[2].radio("Snooze", ["this incident", f"every {row['rule']} alert"],
                            key="snooze_scope", horizontal=True)
-        if a[3].button("Snooze", icon="😴", key="snooze"):
-            now = dt.datetime.now(dt.UTC)
-            target = pick if scope == "this incident" else row["rule"]
-            try:
-                until = now + alert_lifecycle.parse_period(PERIODS[period])
-                out = alert_lifecycle.snooze(c.store().catalog, target, until, c.ACTOR, now)
-            except EnrichError as exc:
-                c.report_error("snooze", exc)
-            else:
-                _done(f"{out['target']} snoozed until {ui.fmt_utc(out['until'])}")
-                st.rerun()
+        a[3].button("Snooze", icon="😴", key="snooze", on_click=_snooze,
+                    args=(pick, row["rule"]))
 
 # -- snoozes -----------------------------------------------------------------------------------
 snoozes = c.alerts_read(alerts_view.active_snoozes)
@@ -132,10 +162,7 @@ if not snoozes.is_empty():
                "incident still open when its snooze ends is sent then.")
     c.dataframe(snoozes, column_config={"until": "until (UTC)", "snoozed_at": "since (UTC)"})
     end = st.selectbox("End a snooze", snoozes["target"].to_list(), key="unsnooze_pick")
-    if st.button("End snooze", icon="🔔", key="unsnooze"):
-        ended = alert_lifecycle.unsnooze(c.store().catalog, end)
-        _done(f"{end}: snooze ended" if ended else f"{end} was no longer snoozed")
-        st.rerun()
+    st.button("End snooze", icon="🔔", key="unsnooze", on_click=_unsnooze, args=(end,))
 
 st.caption("Same from a terminal: `python -m enrich alerts list|ack ID|snooze ID --for 2h`; "
            "over HTTP: `GET /api/v1/alerts`, `POST /api/v1/alerts/{id}/ack|snooze`.")

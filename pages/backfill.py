@@ -200,6 +200,9 @@ def _card(r: dict[str, Any]) -> None:
             ("Failed chunks", ui.fmt_int(r["chunks_failed"])),
             ("Rows stored", ui.fmt_int(r["records"])),
         ])
+        if r["status"] == "paused" and r["paused_by"]:
+            st.caption(f"Paused by {ui.literal(r['paused_by'])} at "
+                       f"{ui.fmt_utc(r['paused_at'])}: Resume runs the chunks left.")
         if r["awaiting_listings"]:
             st.caption("Option contracts' bars are planned once every listing is fetched.")
         if r["last_error"]:

@@ -370,7 +370,9 @@ def quality_section(symbol: str) -> None:
     rebases = c.read(quality_view.symbol_rebases, symbol)
     if not rest.is_empty():
         st.markdown(f"**Restatements** — {rest.height} stored values a re-fetch changed "
-                    "(old on today's split basis); the features were recomputed.")
+                    "(old on today's split basis) or *removed* (a complete re-fetch no longer "
+                    "lists the row: a cancelled or re-dated event); the features were "
+                    "recomputed.")
         c.dataframe(rest, key="restatements", column_config={
             "column_name": "column", "old_value": "old", "new_value": "new",
             "change": st.column_config.NumberColumn(format="percent"),

@@ -195,7 +195,8 @@ class Backfiller:
             b = WriteBatch()
             if exists:
                 b.execute("UPDATE backfills SET status = 'active', updated_at = ?, "
-                          "last_run_id = ?, provider = ? WHERE backfill_id = ?",
+                          "last_run_id = ?, provider = ?, paused_by = NULL, "
+                          "paused_at = NULL WHERE backfill_id = ?",
                           [now, run_id, plan.provider, bid])
             else:
                 b.insert("backfills", {

@@ -128,10 +128,14 @@ def quality_daily(catalog: Catalog, now: dt.datetime, days: int = 30) -> pl.Data
 
 def symbol_restatements(catalog: Catalog, symbol: str, limit: int = 500) -> pl.DataFrame:
     """Stored history of one symbol that re-fetches changed, newest first: session, column,
-    old and new value, relative change, the run and when."""
+    ``what`` happened, old and new value, relative change, the run and when. ``what`` is
+    ``removed`` when the new value is null: a complete re-fetch no longer lists the row (a
+    cancelled or re-dated dividend, ``checks.restatements.removal``) or no longer gives the
+    value; else ``changed``."""
     return catalog.query("""
-        SELECT dataset, session, column_name, old_value, new_value, change, run_id,
-               detected_at
+        SELECT dataset, session, column_name,
+               CASE WHEN new_value IS NULL THEN 'removed' ELSE 'changed' END AS what,
+               old_value, new_value, change, run_id, detected_at
         FROM restatements WHERE symbol = ?
         ORDER BY detected_at DESC, session DESC, column_name LIMIT ?""", [symbol, limit])
 
