@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -21,9 +20,8 @@ from enrich.store.store import Store
 from enrich.store.universe import add_symbols
 from enrich.views import runs as runs_view
 from pages import _common
-from tests.conftest import FIXED_NOW, REPO
-
-APP = str(Path(REPO) / "app.py")
+from tests.apptest_kit import elsewhere, open_page
+from tests.conftest import FIXED_NOW
 
 
 @pytest.fixture
@@ -39,27 +37,11 @@ def data(tmp_path, monkeypatch):
     reset_services()
 
 
-def open_page(page: str, **query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page(page)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def said(at: AppTest) -> str:
     """What the page told the user: alerts, captions and toasts."""
     parts = [e.value for e in (*at.info, *at.success, *at.warning, *at.error, *at.caption,
                                 *at.markdown, *at.toast)]
     return "\n".join(str(p) for p in parts)
-
-
-def elsewhere(write) -> None:
-    """A write by another user or process; the page's next rerun sees it (its half-second
-    version memo forgotten, as a user's next click outlasts it)."""
-    write()
-    _common.invalidate()
 
 
 # -- buttons on stale state --------------------------------------------------------------------

@@ -10,7 +10,6 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from enrich.pipeline import scheduler as sched
 from enrich.service import reset_services
@@ -18,9 +17,9 @@ from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
 from pages import _common
-from tests.conftest import FIXED_NOW, REPO
+from tests.apptest_kit import elsewhere, open_page, said
+from tests.conftest import FIXED_NOW
 
-APP = str(Path(REPO) / "app.py")
 ALL_PAGES = [f"pages/{name}.py" for name, _, _ in _common.PAGE_TABLE]
 
 
@@ -35,26 +34,6 @@ def data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     yield data
     reset_services()
-
-
-def open_page(page: str, **query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page(page)
-    at.query_params.update(query)
-    at.run()
-    assert not at.exception, (page, [e.value for e in at.exception])
-    return at
-
-
-def said(at: AppTest) -> str:
-    parts = [e.value for e in (*at.info, *at.success, *at.warning, *at.error, *at.caption,
-                                *at.markdown, *at.toast, *at.text)]
-    return "\n".join(str(p) for p in parts)
-
-
-def elsewhere(write) -> None:
-    write()
-    _common.invalidate()
 
 
 def _failed_at_planning(catalog) -> str:
