@@ -789,6 +789,13 @@ def _inferred_frame(used: tuple[str, ...], group: list[dict[str, Any]]) -> pl.Da
     return pl.DataFrame(data, strict=False, infer_schema_length=None)
 
 
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (column -> value) into ``table`` on an open connection (its caller holds
+    the catalog's lock), one statement per set of columns: for many rows, where DuckDB's
+    ``executemany`` runs one statement a row."""
+    _insert_rows(con, table, rows, replace=False)
+
+
 def _insert_rows(con, table: str, rows: list[dict[str, Any]], replace: bool) -> None:
     """Insert rows through one Arrow frame per set of columns (fast for large batches).
 

@@ -19,7 +19,7 @@ import polars as pl
 from enrich import identity
 from enrich.errors import InputError, InvalidSymbolError, NotFoundError
 from enrich.schemas import DATASETS, RATES
-from enrich.store.catalog import Catalog, WriteBatch, transaction, utcnow
+from enrich.store.catalog import Catalog, WriteBatch, insert_rows, transaction, utcnow
 from enrich.store.lake import Lake
 from enrich.symbols import ASSET_CLASSES, DEMO_UNIVERSE, asset_class_of, validate_symbol
 
@@ -120,10 +120,9 @@ def add_symbols(catalog: Catalog, items: list[tuple[str, str | None, str | None]
         sleeping = [s for s in syms if s in held and not held[s]]
         with transaction(con):
             if new:
-                con.executemany(
-                    f"INSERT INTO symbols ({', '.join(cols)}) VALUES "
-                    f"({','.join('?' * len(cols))}) ON CONFLICT (symbol) DO NOTHING",
-                    [[r.get(c) for c in cols] for r in new])
+                # One statement through an Arrow frame: DuckDB's executemany runs one INSERT
+                # a row (5,000 symbols took ~17 s).
+                insert_rows(con, "symbols", [{c: r.get(c) for c in cols} for r in new])
             if sleeping:
                 con.execute(f"UPDATE symbols SET active = true WHERE symbol IN "
                             f"({','.join('?' * len(sleeping))})", sleeping)
