@@ -28,6 +28,8 @@ Every error carries context (provider, endpoint, status, request id) and never a
         ├── MalformedPayloadError truncated JSON, HTML, wrong shape (no retry)
         ├── RateLimitedError     HTTP 429                          (retry after Retry-After)
         └── TransientError       5xx, timeouts, connection resets  (retry with backoff)
+            └── ProviderUnreachableError  no connection at all (DNS, refused, connect
+                                 timeout): retried; a run stops after a few in a row
 
 ``error_class`` is the short, stable name stored in logs and shown in the UI. Every message,
 request id and cause is passed through ``enrich.redact`` when the error is built, so an error
@@ -198,6 +200,13 @@ class RateLimitedError(ProviderError):
 class TransientError(ProviderError):
     error_class = "transient"
     retryable = True
+
+
+class ProviderUnreachableError(TransientError):
+    """No connection to the provider at all (the name did not resolve, the connection was
+    refused or timed out, a proxy refused it): no request reached it."""
+
+    error_class = "unreachable"
 
 
 def error_class_of(exc: BaseException) -> str:

@@ -45,6 +45,7 @@ from enrich.backfill.plan import (
 from enrich.config import Settings
 from enrich.errors import EnrichError, StateError, error_class_of
 from enrich.pipeline.engine import Engine, LogBuffer, StepResult, SymbolResult
+from enrich.pipeline.run_model import Halt
 from enrich.providers import Provider
 from enrich.quant import rates, vol_summary
 from enrich.quant.options_history import (
@@ -265,6 +266,7 @@ class _Execution:
         self.bid = plan.backfill_id
         self.run_id = run_id
         self.cancel = cancel
+        self.halt = Halt(cancel)  # a refused key, or no provider in reach: stop, say why
         self.progress = progress
         self.lake = bf.store.lake
         self.log = LogBuffer(bf.store)
@@ -405,6 +407,8 @@ class _Execution:
         self._mark(c)
 
     def _done(self, c: Chunk, records: int) -> None:
+        if c.step != "features":  # a features chunk asks no provider
+            self.halt.saw([StepResult(c.step, "ok")])
         c.state = "done"
         c.records = records
         c.last_error = None
@@ -416,6 +420,8 @@ class _Execution:
         self._report(c)
 
     def _fail(self, c: Chunk, exc: BaseException) -> None:
+        if c.step != "features":
+            self.halt.saw([StepResult(c.step, "failed", error=exc)])
         c.state = "failed"
         c.last_error = f"{error_class_of(exc)}: {str(exc)[:900]}"
         self.failed += 1
@@ -699,7 +705,14 @@ class _Execution:
         self._close_task()
         left = sum(1 for c in self.plan.chunks if c.state in ("pending", "running"))
         stop = None
-        if self.cancel.is_set():
+        if self.halt.reason is not None:  # it stopped itself: failed, with why, resumable
+            state = "failed"
+            message = message or (
+                f"stopped early: {self.halt.reason}. {self._progress_text()}; "
+                f"{self.requests} requests; {left} chunks left as they were — resume with "
+                f"`python -m enrich backfill resume {self.bid}` (add --retry-failed for the "
+                "failed ones) once that is fixed")
+        elif self.cancel.is_set():
             stop = self._stop_reason()
         if state is None:
             if stop == "paused":

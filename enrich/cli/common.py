@@ -132,10 +132,11 @@ def report_run(summary, as_json: bool, **extra: Any) -> int:
             "records": summary.records, "requests": summary.requests,
             "retries": summary.retries, "errors_by_class": summary.errors_by_class,
             "failed_symbols": summary.failed_symbols, "message": describe(summary),
+            "stopped": summary.stopped, "not_attempted": summary.not_attempted,
         })
     else:
         print(f"run {summary.run_id}: {summary.state} — {describe(summary)}")
-    return EXIT_OK if summary.failed == 0 else EXIT_FAILED
+    return EXIT_OK if summary.failed == 0 and not summary.stopped else EXIT_FAILED
 
 
 # -- parser ---------------------------------------------------------------------------------

@@ -81,18 +81,22 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("--background needs a running `python -m enrich serve`")
         return handoff(argparse.Namespace(params=params), settings)
     engine = _engine(settings)
-    if params.symbols:
-        held = held_symbols(engine.store.catalog, list(params.symbols))  # refuses unknown ones
-        if params.asset_class:
-            _some_of_class(engine.store.catalog, held, params.asset_class)
-    if getattr(args, "dry_run", False):
-        return _dry_run(engine, params, settings, args.json)
-    if settings.provider == "sample" and not args.json:
-        print("provider: sample (offline demo data)", file=sys.stderr)
-    progress = None if args.json else TerminalProgress().symbol_done
-    summary = run_in_foreground(engine, params, "cli", engine.create_run(params, "cli"),
-                                progress)
-    return report_run(summary, args.json)
+    try:
+        if params.symbols:
+            held = held_symbols(engine.store.catalog, list(params.symbols))  # refuses unknowns
+            if params.asset_class:
+                _some_of_class(engine.store.catalog, held, params.asset_class)
+        if getattr(args, "dry_run", False):
+            return _dry_run(engine, params, settings, args.json)
+        if settings.provider == "sample" and not args.json:
+            print("provider: sample (offline demo data)", file=sys.stderr)
+        progress = None if args.json else TerminalProgress().symbol_done
+        summary = run_in_foreground(engine, params, "cli", engine.create_run(params, "cli"),
+                                    progress)
+        return report_run(summary, args.json)
+    finally:  # its connections (a Massive client's), when run in-process (tests, scripts)
+        if (close := getattr(engine.provider, "close", None)) is not None:
+            close()
 
 
 def _some_of_class(catalog, symbols: list[str], asset_class: str) -> None:

@@ -52,7 +52,8 @@ class TerminalProgress:
         extra = ""
         if res.state == "failed" and res.errors:
             extra = f" ({res.errors[0].__class__.__name__}: {str(res.errors[0])[:120]})"
-        self._line(f"{done}/{total} {res.symbol} {res.state} {res.records} rows{extra}")
+        state = res.state.replace("_", " ")  # not_attempted: not attempted
+        self._line(f"{done}/{total} {res.symbol} {state} {res.records} rows{extra}")
 
     def __call__(self, p: Any) -> None:
         """A backfill's chunk finished or started (``p``: its ``Progress``)."""

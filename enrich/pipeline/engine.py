@@ -65,6 +65,7 @@ from enrich.pipeline.refresh import (
 )
 from enrich.pipeline.run_model import (
     Fetched,
+    Halt,
     LogBuffer,
     RunParams,
     RunSummary,
@@ -72,6 +73,7 @@ from enrich.pipeline.run_model import (
     SymbolResult,
     describe,
     fetched_for,
+    stops_symbol,
 )
 from enrich.pipeline.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
 from enrich.providers import Provider
@@ -269,6 +271,7 @@ class Engine:
         """Run enrichment now, in this thread, and return its summary."""
         params = params or RunParams()
         cancel = cancel or threading.Event()
+        halt = Halt(cancel)  # a refused key, or no provider in reach: set cancel, say why
         if run_id is None:
             run_id = self.create_run(params, kind)
         runs.mark_interrupted_runs(self.store, live_run_ids=[run_id])
@@ -323,8 +326,9 @@ class Engine:
         flush_thread = threading.Thread(target=flusher, name=f"flush-{run_id[:8]}", daemon=True)
         flush_thread.start()
         try:
-            self._refresh_rates(plan.rates, run_id, log, tally)
-            fetched = self._fetch_markets(plan, run_id, log, cancel, tally)
+            step = self._refresh_rates(plan.rates, run_id, log, tally)
+            halt.saw([step] if step is not None else [])
+            fetched = self._fetch_markets(plan, run_id, log, cancel, tally, halt)
 
             def work(sym: str, cls: str) -> SymbolResult:
                 if cancel.is_set():
@@ -333,6 +337,9 @@ class Engine:
                                           fetched_for(sym, fetched))
 
             def done(res: SymbolResult) -> None:
+                halt.saw(res.steps)
+                if res.state == "cancelled" and halt.reason is not None:
+                    res.state = "not_attempted"  # stopped by the run itself, not a cancel
                 with done_lock:
                     results.append(res)
                     n = len(results)
@@ -362,13 +369,18 @@ class Engine:
             flush_thread.join()
         # A cancel that came after the last symbol stopped nothing: the run ended as it ran.
         state = self._final_state(results, any(r.state == "cancelled" for r in results))
-        summary = self._finish_run(log, run_id, started, results, state, None, tally)
+        if halt.reason is not None:  # it stopped itself: failed, with why
+            state = "failed"
+        summary = self._finish_run(log, run_id, started, results, state, None, tally,
+                                   stopped=halt.reason)
         summary.requests_planned, summary.plan = plan.requests, plan
         return summary
 
     def _fetch_markets(self, plan: RefreshPlan, run_id: str, log: LogBuffer,
-                       cancel: threading.Event, tally: _MarketTally) -> list[Fetched]:
-        """Make the plan's universe-wide requests, in this thread, one after the other."""
+                       cancel: threading.Event, tally: _MarketTally,
+                       halt: Halt | None = None) -> list[Fetched]:
+        """Make the plan's universe-wide requests, in this thread, one after the other
+        (``halt`` is told what each met)."""
         out: list[Fetched] = []
         for request in plan.markets:
             if cancel.is_set():
@@ -385,6 +397,8 @@ class Engine:
             self._log_retries(log, run_id, MARKET, request.dataset, "1d", stats,
                               (request.start, request.end))
             step = StepResult(request.dataset, "failed" if error else "ok", error=error)
+            if halt is not None:
+                halt.saw([step])
             n = len(request.symbols)
             what = (f"{len(request.sessions)} sessions" if request.dataset == "bars"
                     else f"{request.start.isoformat()}..{request.end.isoformat()}")
@@ -437,7 +451,8 @@ class Engine:
         market_requests = tally.requests if tally else 0
         market_retries = tally.retries if tally else 0
         runs.add_progress(
-            b, run_id, ok=c["ok"], failed=c["failed"], skipped=c["skipped"] + c["cancelled"],
+            b, run_id, ok=c["ok"], failed=c["failed"],
+            skipped=c["skipped"] + c["cancelled"] + c["not_attempted"],
             records=(tally.records if tally else 0) + sum(r.records for r in results),
             requests=market_requests + sum(r.requests for r in results),
             retries=market_retries + sum(r.retries for r in results))
@@ -445,7 +460,7 @@ class Engine:
     def _finish_run(self, log: LogBuffer, run_id: str, started: dt.datetime,
                     results: list[SymbolResult], state: str, message: str | None,
                     tally: _MarketTally | None = None,
-                    only_active: bool = False) -> RunSummary:
+                    only_active: bool = False, stopped: str | None = None) -> RunSummary:
         finished = utcnow()
         errors = Counter(error_class_of(e) for r in results for e in r.errors)
         summary = RunSummary(
@@ -457,7 +472,8 @@ class Engine:
             requests=(tally.requests if tally else 0) + sum(r.requests for r in results),
             retries=(tally.retries if tally else 0) + sum(r.retries for r in results),
             errors_by_class=dict(errors), started_at=started, finished_at=finished,
-            results=results,
+            results=results, stopped=stopped,
+            not_attempted=sum(r.state == "not_attempted" for r in results),
         )
         if message is None:
             message = describe(summary)
@@ -539,6 +555,8 @@ class Engine:
                 res.steps.append(step)
                 if ds in ("bars", "splits", "dividends") and step.records:
                     bars_changed = True  # features (total return too) are derived again
+                if stops_symbol(step.error):  # the key refused, or no provider in reach:
+                    break  # its other datasets are not asked (they stay as they were)
             if "bars" in wanted:
                 self.derive_step(symbol, params.timeframe, bars_changed, run_id, log, res,
                                   asset_class)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from enrich.errors import AuthError, ProviderUnreachableError
 from enrich.providers import MarketRequest, MarketRows
 from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
@@ -55,7 +56,7 @@ def fetched_for(symbol: str, fetched: Sequence[Fetched]) -> dict[str, Fetched]:
 @dataclass
 class SymbolResult:
     symbol: str
-    state: str  # ok | skipped (nothing new) | failed | cancelled
+    state: str  # ok | skipped (nothing new) | failed | cancelled | not_attempted (``Halt``)
     steps: list[StepResult] = field(default_factory=list)
     records: int = 0
     requests: int = 0
@@ -140,6 +141,8 @@ class RunSummary:
     results: list[SymbolResult] = field(default_factory=list)
     requests_planned: int = 0
     plan: RefreshPlan | None = None
+    stopped: str | None = None  # why the run stopped before its last symbols (``Halt``)
+    not_attempted: int = 0  # symbols it then left as they were
 
     @property
     def failed_symbols(self) -> list[str]:
@@ -154,6 +157,14 @@ def describe(summary: RunSummary) -> str:
         return "no symbols to enrich: add some with `python -m enrich symbols add`"
     if summary.state == "cancelled":
         return f"cancelled after {summary.ok + summary.failed} of {summary.total} symbols"
+    if summary.stopped:
+        parts = [f"{summary.ok} enriched"]
+        if summary.failed:
+            errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
+            parts.append(f"{summary.failed} failed ({errs})")
+        parts.append(f"{summary.not_attempted} not attempted (left as they were)")
+        return (f"stopped early: {summary.stopped}. {summary.records} rows written; "
+                + ", ".join(parts))
     if summary.records == 0 and summary.failed == 0:
         return f"nothing new to fetch: all {summary.total} symbols are up to date"
     parts = [f"{summary.ok} enriched", f"{summary.skipped} up to date"]
@@ -161,3 +172,56 @@ def describe(summary: RunSummary) -> str:
         errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
         parts.append(f"{summary.failed} failed ({errs})")
     return f"{summary.records} rows written; " + ", ".join(parts)
+
+
+# Symbols (or universe-wide requests) in a row that reached no provider before a run stops.
+UNREACHABLE_STREAK = 3
+
+
+class Halt:
+    """Whether a run stops before its remaining symbols, and why, from what its steps met.
+
+    Two things make every further request of the run pointless: the provider refusing the
+    key (``AuthError``: it would refuse each of them, at the plan's pace — hours of refusals
+    for a large universe), and the provider out of reach (``ProviderUnreachableError``, each
+    request after its retries) for ``UNREACHABLE_STREAK`` symbols in a row with no answer
+    between them (a network down: each symbol would spend its retries on it). The first
+    reason is kept and ``cancel`` is set, so no further symbol starts; what they hold is
+    left as it was, and the next run fetches what is missing. Thread-safe.
+    """
+
+    def __init__(self, cancel: threading.Event):
+        self._cancel = cancel
+        self._lock = threading.Lock()
+        self._streak = 0
+        self.reason: str | None = None
+
+    def saw(self, steps: Sequence[StepResult]) -> None:
+        """Take account of what one symbol's (or one universe-wide request's) steps met."""
+        errors = [s.error for s in steps if s.error is not None]
+        answered = any(s.status == "ok" for s in steps) or any(
+            not isinstance(e, ProviderUnreachableError) for e in errors)
+        with self._lock:
+            if self.reason is not None:
+                return
+            refused = next((e for e in errors if isinstance(e, AuthError)), None)
+            if refused is not None:
+                self.reason = (f"{refused} — every request with this key would be refused, "
+                               "so the run stopped at the first refusal")
+            elif answered:
+                self._streak = 0
+            elif errors:
+                self._streak += 1
+                if self._streak >= UNREACHABLE_STREAK:
+                    self.reason = (f"{errors[0]} — the provider could not be reached "
+                                   f"{self._streak} times in a row: check the network (or "
+                                   "MASSIVE_BASE_URL, a proxy), then run again; what is "
+                                   "missing is fetched then")
+            if self.reason is not None:
+                self._cancel.set()
+
+
+def stops_symbol(error: BaseException | None) -> bool:
+    """Whether a step's error makes the symbol's further requests pointless (its remaining
+    datasets are not attempted): the key refused, or the provider out of reach."""
+    return isinstance(error, (AuthError, ProviderUnreachableError))

@@ -63,6 +63,7 @@ from enrich.errors import (
     NotFoundError,
     NotYetAvailableError,
     ProviderError,
+    ProviderUnreachableError,
     RateLimitedError,
     TransientError,
     ValidationError,
@@ -844,6 +845,11 @@ class MassiveProvider:
                 response = self._client.get(url, headers=headers)
             else:
                 response = self._client.get(url, params=params, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+            raise ProviderUnreachableError(
+                f"{subject}: cannot reach {self._base.host} ({type(exc).__name__}: "
+                f"{self._scrub(str(exc))})", **ctx,
+            ) from exc
         except httpx.TimeoutException as exc:
             raise TransientError(f"{subject}: request timed out ({type(exc).__name__})",
                                  **ctx) from exc
