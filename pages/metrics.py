@@ -51,7 +51,8 @@ c.tiles([
     ("Fetch steps", ui.fmt_int(m24["fetch"]["steps"])),
     ("Requests", ui.fmt_int(m24["fetch"]["requests"])),
     ("Rows", ui.fmt_int(m24["fetch"]["rows"])),
-    ("Success", ui.fmt_pct(m24["fetch"]["success_rate"])),
+    ("Success", ui.fmt_pct(m24["fetch"]["success_rate"]),
+     f"of {m24['fetch']['steps']:,} fetch steps"),
     ("p50", ui.fmt_ms(m24["fetch"]["p50_ms"])),
     ("p95", ui.fmt_ms(m24["fetch"]["p95_ms"])),
 ])

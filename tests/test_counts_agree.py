@@ -29,6 +29,7 @@ from enrich.providers.retry import RetryPolicy
 from enrich.providers.sample.provider import SampleProvider
 from enrich.service import Services
 from enrich.store import universe
+from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
 from enrich.views import status as status_view
 from tests.apptest_kit import open_page, said
@@ -264,3 +265,87 @@ def test_a_symbol_removed_after_it_was_fetched_is_counted_nowhere(faulty, capsys
     assert "KO" not in said(at)
     worst = [df.value for df in at.dataframe if "failing" in df.value.columns]
     assert all("KO" not in df["symbol"].to_list() for df in worst if "symbol" in df.columns)
+
+
+def test_requests_used_add_up_the_same_everywhere(clean, capsys):
+    """The provider requests a run made (its Runs page tile, ``runs list``, ``GET /runs``)
+    are the requests the metrics count (the Overview's and the Metrics page's "Provider
+    requests", ``GET /metrics``, the run's per-dataset table): the ticker reference a
+    first run asks for each new symbol costs the plan's quota like any dataset's request."""
+    run = cli_json(capsys, "runs", "list")[0]
+    with api(clean) as a:
+        assert a.ok(f"{V1}/runs")["items"][0]["requests"] == run["requests"]
+        per_dataset = a.ok(f"{V1}/runs/{run['run_id']}")["fetch"]
+        metrics = a.ok(f"{V1}/metrics", hours=24 * 365)
+    assert run["requests"] > 0
+    assert sum(f["requests"] for f in per_dataset) == run["requests"]
+    assert metrics["pipeline"]["fetch"]["requests"] == run["requests"]
+    assert sum(f["requests"] for f in metrics["fetch_by_dataset"]) == run["requests"]
+    tiles = {m.label: m.value for m in open_page("pages/metrics.py").metric}
+    assert tiles["Provider requests"] == f"{run['requests']:,}"
+    ov = {m.label: m.value for m in open_page("pages/overview.py").metric}
+    assert ov["Provider requests"] == f"{run['requests']:,}"
+    at = open_page("pages/runs.py", run=run["run_id"])
+    assert {m.label: m.value for m in at.metric}["Requests"] == f"{run['requests']:,}"
+
+
+def test_coverage_says_its_totals_count_cells_and_the_page_agrees(clean, capsys):
+    """``enrich coverage`` printed "2 symbol(s) …; not expected 4, present 40, missing 80":
+    counts of symbol × day cells with no unit beside a count of symbols. The Quality page's
+    tiles call them cells; the CLI now does too, with the same numbers."""
+    text = run_cli(capsys, "coverage", "--dataset", "bars")
+    report = cli_json(capsys, "coverage", "--dataset", "bars")
+    first = text.splitlines()[0]
+    assert f"{report['symbols']} symbol(s)" in first
+    assert "symbol × day cells: " + ", ".join(f"{k} {v}" for k, v in
+                                              report["totals"].items()) in first
+    tiles = {m.label: m.value for m in open_page("pages/quality.py").metric}
+    assert tiles["Symbols"] == str(report["symbols"])
+    assert tiles["Missing cells"] == f"{report['totals']['missing']:,}"
+    assert tiles["Failed cells"] == f"{report['totals']['failed']:,}"
+
+
+def test_every_percentage_says_what_it_is_of(faulty, capsys):
+    """The Overview's "Symbols enriched without error: 75%" was a share of symbol tasks (a
+    symbol once per run), not of symbols, and its rates named no denominator: each now says
+    what it counts and of how many, the numbers ``GET /overview`` and ``GET /metrics`` give."""
+    with api(faulty) as a:
+        ov = a.ok(f"{V1}/overview")
+        m = a.ok(f"{V1}/metrics")
+    overall, fetch = ov["overall"], ov["metrics_24h"]["fetch"]
+    assert overall["tasks_finished"] == m["alltime"]["symbol_tasks"] == 4
+    assert overall["fetch_steps_finished"] == fetch["steps"] > 0  # one run: all within 24 h
+    tiles = {t.label: t for t in open_page("pages/overview.py").metric}
+    assert not any(label.startswith("Symbols enriched") for label in tiles)
+    tasks = tiles["Symbol tasks without error"]
+    assert tasks.value == f"{overall['task_success_rate'] * 100:.1f}%"
+    assert f"of {overall['tasks_finished']:,} symbol tasks" in tasks.help
+    assert f"of {overall['fetch_steps_finished']:,} fetch steps" in \
+        tiles["Fetch steps succeeded"].help
+    assert f"of {fetch['steps']:,} fetch steps" in tiles["Fetch success"].help
+    assert f"of {ov['metrics_24h']['compute']['steps']:,} feature computations" in \
+        tiles["Compute success"].help
+    metric_tiles = {t.label: t for t in open_page("pages/metrics.py").metric}
+    assert f"of {m['pipeline']['fetch']['steps']:,} fetch steps" in metric_tiles["Success"].help
+
+
+def test_needs_attention_counts_the_same_symbols_on_the_page_and_the_api(clean, capsys):
+    """A symbol every dataset of which the plan refused: the Overview's "Needs attention"
+    counted it (and listed fresh-but-due symbols below its count) while ``GET /overview``
+    left it out of ``needs_attention``; both now count and list the same symbols."""
+    batch = WriteBatch()
+    batch.execute("UPDATE symbol_status SET not_entitled = true WHERE symbol = 'KO'")
+    Store(clean).catalog.write(batch)
+    universe.add_symbols(Store(clean).catalog, [("MSFT", "stocks", "Microsoft")])
+    truth = assert_symbol_states_agree(clean, capsys)
+    assert truth == {"AAPL": "fresh", "KO": "not_entitled", "MSFT": "never"}
+    with api(clean) as a:
+        attention = a.ok(f"{V1}/overview")["needs_attention"]
+    at = open_page("pages/overview.py")
+    labels = [e.label for e in at.expander if e.label.startswith("Needs attention")]
+    assert labels == [f"Needs attention: {attention['total']} symbols"]
+    assert attention["total"] == 2
+    listed = [df.value for df in at.dataframe if "last error" in str(df.proto)
+              or "status" in df.value.columns]
+    assert sorted(listed[0]["symbol"].to_list()) == \
+        sorted(r["symbol"] for r in attention["top"]) == ["KO", "MSFT"]
