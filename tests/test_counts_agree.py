@@ -202,6 +202,25 @@ def test_a_failed_symbol_and_a_plan_refusal_count_the_same_everywhere(faulty, ca
     assert {r["dataset"]: r["state"] for r in rows}["options_iv"] == "not_entitled"
     _, text = overview_tiles()
     assert "1 dataset failing** on 1 symbol" in text
+    # failed fetch steps by error class: enrich health, GET /health, the Health page
+    health = cli_json(capsys, "health", "--no-probe")["failures_24h"]
+    assert health == {"transient": 1, "not_entitled": 1}
+    assert "failed fetch steps by error class: " + ", ".join(
+        f"{k} {v}" for k, v in health.items()) in run_cli(capsys, "health", "--no-probe")
+    with api(faulty) as a:
+        assert a.get(f"{V1}/health").json()["failures_24h"] == health
+    page = open_page("pages/health.py")
+    table = next(df.value for df in page.dataframe if "error class" in df.value.columns)
+    assert dict(zip(table["error class"], table["failed fetch steps"], strict=True)) == health
+    # runs by state: the Metrics page's line, GET /metrics, GET /runs?state=, runs list
+    runs = cli_json(capsys, "runs", "list")
+    by_state = {r["state"]: sum(x["state"] == r["state"] for x in runs) for r in runs}
+    assert by_state == {"partial": 1}
+    with api(faulty) as a:
+        assert a.ok(f"{V1}/metrics")["alltime"]["runs_by_state"] == by_state
+        for state, n in by_state.items():
+            assert a.ok(f"{V1}/runs", state=state)["total"] == n
+    assert "by state: :orange-badge[partial] 1" in said(open_page("pages/metrics.py"))
 
 
 def test_a_symbol_added_but_never_fetched_is_counted_as_never_everywhere(clean, capsys):
@@ -349,3 +368,32 @@ def test_needs_attention_counts_the_same_symbols_on_the_page_and_the_api(clean, 
               or "status" in df.value.columns]
     assert sorted(listed[0]["symbol"].to_list()) == \
         sorted(r["symbol"] for r in attention["top"]) == ["KO", "MSFT"]
+
+
+def test_open_alerts_count_the_same_everywhere(faulty, capsys):
+    """The partial run and KO's failing check open incidents; the Overview, the Alerts page,
+    ``alerts list`` and the API count the same open ones, before and after KO is removed
+    (its quality incident resolves: the rule counts active symbols, as the views now do)."""
+    from enrich.alerts import lifecycle
+
+    catalog = Store(faulty).catalog
+
+    def open_counts() -> int:
+        cli_total = cli_json(capsys, "alerts", "list", "--state", "open")["total"]
+        with api(faulty) as a:
+            listed = a.ok(f"{V1}/alerts", state="open")["total"]
+            on_overview = len(a.ok(f"{V1}/overview")["open_alerts"])
+        at = open_page("pages/overview.py")
+        heads = [h.value for h in at.subheader if h.value.startswith("Open alerts")]
+        page = open_page("pages/alerts.py")
+        rows = sum(len(df.value) for df in page.dataframe if "incident_id" in df.value.columns)
+        assert cli_total == listed == on_overview == rows, (cli_total, listed, on_overview, rows)
+        assert heads == ([f"Open alerts: {listed}"] if listed else [])
+        return listed
+
+    lifecycle.evaluate(catalog, FIXED_NOW, channels=False)
+    before = open_counts()
+    assert before >= 2  # the partial run, KO's missing session
+    universe.remove_symbols(catalog, ["KO"])
+    lifecycle.evaluate(catalog, FIXED_NOW, channels=False)
+    assert open_counts() == before - 1
