@@ -136,8 +136,10 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
                 f"session is {ui.fmt_session(behind['expected'])} (exchange dates).")
     if kind == "failing":
         classes = ", ".join(f"{ui.literal(c)} ×{n}" for c, n in behind["error_classes"][:4])
-        return (f"**{_plural(behind['failing'], 'dataset')} failing** on "
-                f"{_plural(behind['failing_symbols'], 'symbol')}: the last attempt ended in "
+        # Symbols counted as symbols; their failing datasets (symbol × dataset) beside them.
+        whose = "its" if behind["failing_symbols"] == 1 else "their"
+        return (f"**{_plural(behind['failing_symbols'], 'symbol')} failing** "
+                f"({behind['failing']:,} of {whose} datasets): the last attempt ended in "
                 f"{classes}. Each symbol's page leads with its error.")
     if kind == "alerts":
         errs = f", {cause['errors']} at error level" if cause["errors"] else ""

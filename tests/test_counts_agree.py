@@ -201,7 +201,7 @@ def test_a_failed_symbol_and_a_plan_refusal_count_the_same_everywhere(faulty, ca
     rows = cli_json(capsys, "status", "--symbol", "MSFT")
     assert {r["dataset"]: r["state"] for r in rows}["options_iv"] == "not_entitled"
     _, text = overview_tiles()
-    assert "1 dataset failing** on 1 symbol" in text
+    assert "**1 symbol failing** (1 of its datasets)" in text  # SPY's news
     # failed fetch steps by error class: enrich health, GET /health, the Health page
     health = cli_json(capsys, "health", "--no-probe")["failures_24h"]
     assert health == {"transient": 1, "not_entitled": 1}
