@@ -18,7 +18,7 @@ DAILY = {"rows": ("Rows per day", "rows written"), "requests": ("Requests per da
          "p95_ms": ("p95 response per day", "p95 ms")}
 
 c.page_header("Metrics", "Days are UTC days; durations are per fetch step (one dataset of one "
-                         "symbol) that called the provider.")
+                         "symbol, or its ticker reference) that called the provider.")
 now = c.now_minute()
 days = st.segmented_control("Window for the daily charts", [7, 30, 90, 365], default=30,
                             format_func=lambda d: f"{d} days", key="metric_days") or 30

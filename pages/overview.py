@@ -310,7 +310,8 @@ c.tiles([
      f"of {o['tasks_finished']:,} symbol tasks that ended (a task is one symbol in one run, "
      "so a symbol counts once per run)"),
     ("Fetch steps succeeded", ui.fmt_pct(o["fetch_success_rate"]),
-     f"of {o['fetch_steps_finished']:,} fetch steps (one dataset of one symbol)"),
+     f"of {o['fetch_steps_finished']:,} fetch steps (one dataset of one symbol, or its "
+     "ticker reference)"),
     ("Latest enrichment", ui.fmt_ago(latest["last_success_at"], c.now()),
      "newest successful dataset update"),
 ])
