@@ -397,3 +397,28 @@ def test_open_alerts_count_the_same_everywhere(faulty, capsys):
     universe.remove_symbols(catalog, ["KO"])
     lifecycle.evaluate(catalog, FIXED_NOW, channels=False)
     assert open_counts() == before - 1
+
+
+def test_a_quarantined_file_of_a_removed_symbol_awaits_no_refetch(clean, capsys):
+    """AAPL's bars file was unreadable and quarantined, then AAPL was removed: no run will
+    fetch it again, yet ``health`` kept it *awaiting the next run* (not ok, for ever) and the
+    Overview kept saying "1 lake file could not be read … the next run fetches it again"
+    while no status row of the desk was failing. The quarantined copy stays on disk."""
+    path = clean / "lake" / "bars" / "timeframe=1d" / "symbol=AAPL" / "data.parquet"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    first = cli_json(capsys, "health", "--no-probe")
+    moved = [f["moved_to"] for f in first["lake"]["quarantined_now"]
+             + first["lake"]["awaiting_refetch"]]
+    assert first["ok"] is False and len(moved) == 1
+    universe.remove_symbols(Store(clean).catalog, ["AAPL"])
+    truth = assert_symbol_states_agree(clean, capsys)
+    assert truth == {"KO": "fresh"}
+    health = cli_json(capsys, "health", "--no-probe")
+    assert health["lake"]["awaiting_refetch"] == [] and health["ok"] is True
+    with api(clean) as a:
+        h = a.get(f"{V1}/health")
+        assert h.status_code == 200 and h.json()["lake"]["awaiting_refetch"] == []
+    _, text = overview_tiles()
+    assert "could not be read" not in text
+    assert (clean / moved[0]).exists()
