@@ -115,11 +115,14 @@ def behind_facts(summary: pl.DataFrame, grid: pl.DataFrame) -> dict[str, Any]:
 
 
 def quality_facts(catalog: Catalog) -> dict[str, Any]:
-    """Checks failing now: how many, on how many symbols, how many at error level."""
+    """Checks failing now on active symbols: how many, on how many symbols, how many at
+    error level."""
     with catalog.connect() as con:
+        # Of active symbols, as the grid, the Quality page and the quality alert count them.
         row = _row(con, "SELECT count(*) AS checks, count(DISTINCT symbol) AS symbols, "
                         "count(*) FILTER (severity = 'error') AS errors "
-                        "FROM quality_status WHERE NOT passed")
+                        "FROM quality_status WHERE NOT passed AND symbol IN "
+                        "(SELECT symbol FROM symbols WHERE active)")
     return {k: int(v or 0) for k, v in (row or {}).items()}
 
 

@@ -23,11 +23,14 @@ from enrich.errors import EnrichError
 from enrich.pipeline.scheduler import fire_label, in_exchange_time, next_fire_after, state_from
 from enrich.providers import Provider
 from enrich.redact import redact
+from enrich.schemas import SYMBOL_DATASETS
 from enrich.store import runs
 from enrich.store.catalog import frame, utcnow
 from enrich.store.store import Store
 
 FAILURE_WINDOW = dt.timedelta(hours=24)
+# Lake datasets held per symbol of the universe (the rates curve is not one).
+_FOLLOWED = (*SYMBOL_DATASETS, "features", "vol_summary")
 PROBE_TTL_S = 60.0  # seconds a provider probe's answer is reused (a Massive probe is a request)
 
 
@@ -98,7 +101,8 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
 
 def _lake_files_part(store: Store) -> dict[str, Any]:
     """Lake files whose footer cannot be read (each is quarantined on the spot), and files
-    quarantined earlier whose data the next run has not fetched again yet.
+    quarantined earlier whose data the next run has not fetched again yet (of an active
+    symbol of the universe, or of a dataset not held per symbol).
 
     ``unreadable``: ``{path, reason, moved_to}`` (``moved_to`` None if it could not be moved
     now); ``awaiting_refetch``: ``{original, moved_to, reason, quarantined_at}``. Paths are
@@ -119,12 +123,17 @@ def _lake_files_part(store: Store) -> dict[str, Any]:
     waiting: list[dict[str, Any]] = []
     with contextlib.suppress(EnrichError, duckdb.Error):
         store.catalog.sync_quarantine()
+        marks = ",".join("?" * len(_FOLLOWED))
+        # A file of a symbol no longer followed (removed, deactivated) awaits nothing: no run
+        # fetches it again, and no status of the desk counts it (its copy stays quarantined).
         rows = store.catalog.query(
             "SELECT q.original, q.moved_to, q.dataset, q.symbol, q.reason, q.quarantined_at, "
             "coalesce(s.last_success_at > q.quarantined_at, false) AS fetched_since "
             "FROM quarantine q LEFT JOIN symbol_status s "
             "ON s.symbol = q.symbol AND s.dataset = q.dataset "
-            "WHERE q.kind = 'lake_file' ORDER BY q.quarantined_at DESC")
+            "LEFT JOIN symbols u ON u.symbol = q.symbol "
+            f"WHERE q.kind = 'lake_file' AND (q.dataset NOT IN ({marks}) "
+            "OR coalesce(u.active, false)) ORDER BY q.quarantined_at DESC", list(_FOLLOWED))
         # Fetched again: a fetch of the symbol × dataset succeeded since, or the file is back
         # where it was (features: only their recomputation writes it).
         waiting = [{k: v for k, v in r.items() if k != "fetched_since"}

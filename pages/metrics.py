@@ -18,7 +18,7 @@ DAILY = {"rows": ("Rows per day", "rows written"), "requests": ("Requests per da
          "p95_ms": ("p95 response per day", "p95 ms")}
 
 c.page_header("Metrics", "Days are UTC days; durations are per fetch step (one dataset of one "
-                         "symbol) that called the provider.")
+                         "symbol, or its ticker reference) that called the provider.")
 now = c.now_minute()
 days = st.segmented_control("Window for the daily charts", [7, 30, 90, 365], default=30,
                             format_func=lambda d: f"{d} days", key="metric_days") or 30
@@ -51,7 +51,8 @@ c.tiles([
     ("Fetch steps", ui.fmt_int(m24["fetch"]["steps"])),
     ("Requests", ui.fmt_int(m24["fetch"]["requests"])),
     ("Rows", ui.fmt_int(m24["fetch"]["rows"])),
-    ("Success", ui.fmt_pct(m24["fetch"]["success_rate"])),
+    ("Success", ui.fmt_pct(m24["fetch"]["success_rate"]),
+     f"of {m24['fetch']['steps']:,} fetch steps"),
     ("p50", ui.fmt_ms(m24["fetch"]["p50_ms"])),
     ("p95", ui.fmt_ms(m24["fetch"]["p95_ms"])),
 ])

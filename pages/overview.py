@@ -136,8 +136,10 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
                 f"session is {ui.fmt_session(behind['expected'])} (exchange dates).")
     if kind == "failing":
         classes = ", ".join(f"{ui.literal(c)} ×{n}" for c, n in behind["error_classes"][:4])
-        return (f"**{_plural(behind['failing'], 'dataset')} failing** on "
-                f"{_plural(behind['failing_symbols'], 'symbol')}: the last attempt ended in "
+        # Symbols counted as symbols; their failing datasets (symbol × dataset) beside them.
+        whose = "its" if behind["failing_symbols"] == 1 else "their"
+        return (f"**{_plural(behind['failing_symbols'], 'symbol')} failing** "
+                f"({behind['failing']:,} of {whose} datasets): the last attempt ended in "
                 f"{classes}. Each symbol's page leads with its error.")
     if kind == "alerts":
         errs = f", {cause['errors']} at error level" if cause["errors"] else ""
@@ -232,11 +234,10 @@ for col, state in zip(cols, shown, strict=True):
             st.page_link(c.PAGES["symbols"], label=f"Show {counts[state]:,} →",
                          query_params={"state": state})
 
-attention = summary.filter(pl.col("state").is_in(["failing", "stale", "never", "late",
-                                                   "not_entitled"]))
-if attention.height:
-    with st.expander(f"Needs attention: {attention.height:,} symbols", expanded=True):
-        top, _ = status_view.filter_symbols(summary.filter(pl.col("state") != "fresh"), limit=10)
+top, n_attention = status_view.needs_attention(summary)
+if n_attention:
+    with st.expander(f"Needs attention: {n_attention:,} symbol{'s' if n_attention != 1 else ''}",
+                     expanded=True):
         table = top.select(
             "symbol", "name",
             pl.struct("state", "sessions_behind").map_elements(
@@ -288,11 +289,12 @@ c.tiles([
     ("Rows written", ui.fmt_int(f["rows"])),
     ("Rows refused", ui.fmt_int(f["rejected"]),
      "Rows the provider returned that failed validation and were not stored."),
-    ("Fetch success", ui.fmt_pct(f["success_rate"])),
+    ("Fetch success", ui.fmt_pct(f["success_rate"]), f"of {f['steps']:,} fetch steps"),
     ("Fetch p50 / p95", f"{ui.fmt_ms(f['p50_ms'])} / {ui.fmt_ms(f['p95_ms'])}"),
     ("Feature computations", ui.fmt_int(cp["steps"])),
     ("Feature rows", ui.fmt_int(cp["rows"])),
-    ("Compute success", ui.fmt_pct(cp["success_rate"])),
+    ("Compute success", ui.fmt_pct(cp["success_rate"]), f"of {cp['steps']:,} feature "
+     "computations"),
     ("Compute p50 / p95", f"{ui.fmt_ms(cp['p50_ms'])} / {ui.fmt_ms(cp['p95_ms'])}"),
 ])
 
@@ -304,8 +306,12 @@ c.tiles([
     ("Runs succeeded", ui.fmt_pct(o["run_success_rate"]),
      f"of {o['runs_finished']:,} runs that ran to their end (paused and cancelled runs are "
      "left out)"),
-    ("Symbols enriched without error", ui.fmt_pct(o["task_success_rate"])),
-    ("Fetch steps succeeded", ui.fmt_pct(o["fetch_success_rate"])),
+    ("Symbol tasks without error", ui.fmt_pct(o["task_success_rate"]),
+     f"of {o['tasks_finished']:,} symbol tasks that ended (a task is one symbol in one run, "
+     "so a symbol counts once per run)"),
+    ("Fetch steps succeeded", ui.fmt_pct(o["fetch_success_rate"]),
+     f"of {o['fetch_steps_finished']:,} fetch steps (one dataset of one symbol, or its "
+     "ticker reference)"),
     ("Latest enrichment", ui.fmt_ago(latest["last_success_at"], c.now()),
      "newest successful dataset update"),
 ])

@@ -306,7 +306,7 @@ def test_an_internal_error_line_never_shows_the_api_key(data, monkeypatch, capsy
     def broken(*a, **k):
         raise RuntimeError("GET https://api.example/v2/x?apiKey=sk-test-SECRET-123456 failed")
 
-    monkeypatch.setattr(enrich.views.status, "status_table", broken)
+    monkeypatch.setattr(enrich.views.status, "status_grid", broken)
     assert _main(["status"]) == 1
     err = capsys.readouterr().err
     assert "internal error (RuntimeError" in err and "SECRET" not in err

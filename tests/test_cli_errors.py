@@ -264,7 +264,7 @@ def test_an_internal_error_is_one_line_and_logged(seeded, capsys, monkeypatch):
     def broken(*a, **k):
         raise KeyError("boom")
 
-    monkeypatch.setattr(enrich.views.status, "status_table", broken)
+    monkeypatch.setattr(enrich.views.status, "status_grid", broken)
     assert cli.main(["status"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error (KeyError" in err

@@ -211,7 +211,7 @@ def test_asset_class_decides_datasets(settings, fixed_clock):
     fetched = set(eng.store.catalog.query(
         "SELECT DISTINCT dataset FROM fetch_log WHERE run_id = ?",
         [summary.run_id])["dataset"])
-    assert fetched == {"bars", "news"}
+    assert fetched == {"bars", "news", "reference"}  # and each one's ticker reference, once
 
 
 class Unpublished:

@@ -252,7 +252,7 @@ def test_run_detail_tasks_and_log(populated):
         "SELECT count(*) FROM fetch_log WHERE run_id = ?", [rid])
     errs, n_err = runs_view.run_fetch_log(store.catalog, rid, errors_only=True)
     assert n_err == 3 and set(errs["status"]) == {"failed", "retried"}
-    assert runs_view.run_fetch_log(store.catalog, rid, symbol="AAPL")[1] == 6
+    assert runs_view.run_fetch_log(store.catalog, rid, symbol="AAPL")[1] == 6 + 1  # + reference
     summ = runs_view.run_fetch_summary(store.catalog, rid)
     assert summ.filter(pl.col("dataset") == "news")["failed"][0] == 1
     progress = runs_view.run_progress(store.catalog, rid)

@@ -134,13 +134,15 @@ def _dry_run(engine, params, settings: Settings, as_json: bool) -> int:
 @command("status")
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.symbols import validate_symbol
-    from enrich.views.status import status_table
+    from enrich.views.status import status_grid, symbol_state_counts, symbol_summary
 
     store = _open(settings)
     sym = None
     if not_empty(args.symbol, "--symbol") is not None:
         sym = held_symbols(store.catalog, [validate_symbol(args.symbol.strip())])[0]
-    frame = status_table(store.catalog, sym)
+    # The dashboard's and the API's read model, at the desk's instant: the same symbols
+    # (active ones; any one named), the same rows (never fetched too), the same states.
+    frame = status_grid(store.catalog, settings.now(), sym, active_only=sym is None)
     if args.json:
         print_json(frame)
         return EXIT_OK
@@ -149,8 +151,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     print_table(frame, ["symbol", "dataset", "state", "sessions_behind", "latest_session",
                         "last_success_at", "last_error_class"])
-    counts = frame.group_by("state").len().sort("state")
-    print("\n" + ", ".join(f"{s}: {n}" for s, n in counts.iter_rows()))
+    summary = symbol_summary(frame)
+    worst = {s: n for s, n in symbol_state_counts(summary).items() if n}
+    pairs = frame.group_by("state").len().sort("state")
+    print(f"\nsymbols by most urgent dataset ({summary.height}): "
+          + ", ".join(f"{s} {n}" for s, n in worst.items()))
+    print(f"symbol × dataset rows ({frame.height}): "
+          + ", ".join(f"{s} {n}" for s, n in pairs.iter_rows()))
     return EXIT_OK
 
 

@@ -151,7 +151,7 @@ def cmd_coverage(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     print(f"{args.dataset}: {report['symbols']} symbol(s), sessions "
           f"{report['first_session']} – {report['last_session']} (exchange dates); "
-          + ", ".join(f"{k} {v}" for k, v in report["totals"].items()))
+          "symbol × day cells: " + ", ".join(f"{k} {v}" for k, v in report["totals"].items()))
     _table(report["gaps"], ["symbol", "state", "first_session", "last_session", "sessions",
                             "never_fetched"], "no gap: every expected session is held")
     return EXIT_OK

@@ -320,7 +320,10 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
           + (f" — {prov['message']}" if prov["ok"] is False and prov["message"] else ""))
     print(f"api key      {h['api_key']}")
     fails = h.get("failures_24h") or {}
-    print("failures 24h " + (", ".join(f"{k}: {v}" for k, v in fails.items()) or "none"))
+    # Counted in fetch steps (one dataset of one symbol), as the Health page's table says.
+    print("failures 24h " + ("failed fetch steps by error class: "
+                             + ", ".join(f"{k} {v}" for k, v in fails.items()) if fails
+                             else "none"))
     return EXIT_OK if h["ok"] else EXIT_FAILED
 
 

@@ -659,9 +659,12 @@ class Engine:
                 and utcnow() - checked < identity.RECHECK_AFTER:
             raise UnknownTickerError(row["reference_error"], provider=self.provider.name)
         at = utcnow()
+        perf0 = time.perf_counter()
+        outcome = StepResult(REFERENCE, "ok")
         try:
             ref = self.provider.ticker_reference(symbol)
         except NotFoundError as exc:
+            outcome = StepResult(REFERENCE, "failed", error=exc)
             message = (f"{symbol} is not in {self.provider.name}'s ticker reference ({exc}); "
                        "nothing is fetched for it: fix its spelling (tickers are "
                        "case-sensitive) or remove it (`python -m enrich symbols remove "
@@ -670,14 +673,23 @@ class Engine:
                                                "reference_source": self.provider.name,
                                                "reference_error": message[:1000]})
             raise UnknownTickerError(message, provider=self.provider.name) from exc
-        except NotEntitledError:
+        except NotEntitledError as exc:
+            outcome = StepResult(REFERENCE, "skipped", error=exc)
             return None  # the plan has no reference: history as the provider serves it
+        except Exception as exc:
+            outcome = StepResult(REFERENCE, "failed", error=exc)
+            raise
         finally:
             stats = self.provider.take_requests()
             res.requests += stats.requests
             res.retries += len(stats.retries)
-            # Logged like any dataset's, so fetch_log's retried rows add up to the run's.
+            # Logged like any dataset's, so fetch_log's retried rows and requests add up to
+            # the run's: the reference costs the plan's quota as a dataset's request does.
             self._log_retries(log, run_id, symbol, REFERENCE, "1d", stats, None)
+            if stats.requests:
+                self._log_fetch(log, run_id, symbol, REFERENCE, "1d", at,
+                                (time.perf_counter() - perf0) * 1000, outcome, 0, 0,
+                                1 + len(stats.retries), None, None, None, stats.requests)
         self._keep_reference(log, symbol, identity.to_row(ref, at))
         return ref.identity()
 

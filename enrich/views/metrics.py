@@ -58,10 +58,12 @@ def pipeline_metrics(catalog: Catalog, since: dt.datetime | None = None) -> dict
 
 
 def overall_success(catalog: Catalog) -> dict[str, Any]:
-    """All-time success rates: runs, symbol tasks, fetch steps.
+    """All-time success rates: runs, symbol tasks, fetch steps, each with its denominator
+    (``runs_finished``, ``tasks_finished``, ``fetch_steps_finished``).
 
     A run counts when it ran to its end (succeeded, partial, failed, interrupted, missed):
     a run someone paused or cancelled stopped on request, which says nothing of the desk.
+    A symbol task is one symbol in one run, so a symbol counts once per run.
     """
     with catalog.connect() as con:
         runs = _one(con, """
@@ -81,7 +83,9 @@ def overall_success(catalog: Catalog) -> dict[str, Any]:
     return {
         "runs_finished": int(runs["finished"] or 0),
         "run_success_rate": _ratio(runs["succeeded"], runs["finished"]),
+        "tasks_finished": int(tasks["finished"] or 0),
         "task_success_rate": _ratio(tasks["ok"], tasks["finished"]),
+        "fetch_steps_finished": int(steps["finished"] or 0),
         "fetch_success_rate": _ratio(steps["ok"], steps["finished"]),
     }
 

@@ -1,4 +1,7 @@
-"""Data quality: scores, failing checks, restatements, rebases, the coverage heatmap."""
+"""Data quality: scores, failing checks, restatements, rebases, the coverage heatmap.
+
+Every read over many symbols counts the active symbols of the universe, as the status grid
+does; one symbol's own reads (``quality_scores``, ``symbol_checks``) answer for any symbol."""
 
 from __future__ import annotations
 
@@ -7,6 +10,11 @@ import datetime as dt
 import polars as pl
 
 from enrich.store.catalog import Catalog
+
+# The symbols the desk counts: active ones in the universe (the Overview's, the Symbols
+# list's, the heatmap's and the quality alert's). Checks of a removed or deactivated symbol
+# stay in ``quality_status`` (its data stays in the lake) but are no one's failure to fix.
+_COUNTED = "symbol IN (SELECT symbol FROM symbols WHERE active)"
 
 
 def _weight_sql(col: str = "severity") -> str:
@@ -47,7 +55,7 @@ def symbol_quality(catalog: Catalog) -> pl.DataFrame:
                count(*) AS checks, count(*) FILTER (NOT passed) AS failed,
                string_agg(dataset || '/' || check_name, ', ' ORDER BY dataset, check_name)
                    FILTER (NOT passed) AS failing
-        FROM quality_status GROUP BY symbol ORDER BY symbol""")
+        FROM quality_status WHERE {_COUNTED} GROUP BY symbol ORDER BY symbol""")
 
 
 def worst_quality(catalog: Catalog, dataset: str | None = None,
@@ -56,7 +64,8 @@ def worst_quality(catalog: Catalog, dataset: str | None = None,
     given, else over every dataset): symbol, score, checks, failed, failed_errors, and the
     failing checks as ``dataset/check`` text."""
     w = _weight_sql()
-    where, params = ("WHERE dataset = ?", [dataset]) if dataset else ("", [])
+    where, params = (f"WHERE {_COUNTED} AND dataset = ?", [dataset]) if dataset \
+        else (f"WHERE {_COUNTED}", [])
     return catalog.query(f"""
         SELECT symbol, sum({w} * CAST(passed AS INTEGER)) / sum({w}) AS score,
                count(*) AS checks, count(*) FILTER (NOT passed) AS failed,
@@ -93,7 +102,7 @@ def quality_by_dataset(catalog: Catalog) -> pl.DataFrame:
         WITH s AS (
             SELECT symbol, dataset, sum({w} * CAST(passed AS INTEGER)) / sum({w}) AS score,
                    count(*) FILTER (NOT passed) AS failed
-            FROM quality_status GROUP BY ALL)
+            FROM quality_status WHERE {_COUNTED} GROUP BY ALL)
         SELECT dataset, count(*) AS symbols, avg(score) AS mean_score,
                min(score) AS worst_score,
                count(*) FILTER (failed > 0) AS symbols_failing,
@@ -110,7 +119,7 @@ def quality_by_check(catalog: Catalog) -> pl.DataFrame:
                max(observed) AS worst_observed, any_value(threshold) AS threshold,
                arg_max(symbol || ': ' || detail, checked_at) FILTER (NOT passed)
                    AS last_failure
-        FROM quality_status GROUP BY dataset, check_name
+        FROM quality_status WHERE {_COUNTED} GROUP BY dataset, check_name
         ORDER BY min({_check_order_sql()})""")
 
 
@@ -154,7 +163,7 @@ def failing_checks(catalog: Catalog, dataset: str | None = None,
                    limit: int = 200) -> pl.DataFrame:
     """The checks failing now (latest results), errors first, with their evidence and the
     quality ``score`` of their symbol × dataset."""
-    where, params = "NOT passed", []
+    where, params = f"NOT passed AND {_COUNTED}", []
     if dataset:
         where += " AND dataset = ?"
         params.append(dataset)

@@ -243,6 +243,17 @@ def filter_symbols(summary: pl.DataFrame, search: str | None = None,
     return out.slice(offset, limit), out.height
 
 
+# Most urgent states that ask for the operator: a run fixes the first four; a symbol whose
+# every dataset the plan refused (``not_entitled``) needs the plan changed or the symbol removed.
+ATTENTION_STATES = ("failing", "stale", "never", "late", "not_entitled")
+
+
+def needs_attention(summary: pl.DataFrame, limit: int = 10) -> tuple[pl.DataFrame, int]:
+    """The symbols of ``symbol_summary`` whose most urgent state is one of
+    ``ATTENTION_STATES``: the ``limit`` most urgent, and how many there are."""
+    return filter_symbols(summary.filter(pl.col("state").is_in(ATTENTION_STATES)), limit=limit)
+
+
 def with_quality(summary: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
     """``symbol_summary`` rows with each symbol's ``quality`` score and ``failing_checks``
     (``symbol_quality``), so the list sorts and filters on quality over every symbol."""
@@ -268,8 +279,7 @@ def overview(catalog: Catalog, now: dt.datetime) -> dict[str, Any]:
     before ``now``), all-time success, the latest enrichment and the active runs."""
     grid = status_grid(catalog, now)
     summary = symbol_summary(grid)
-    attention, n_attention = filter_symbols(
-        summary.filter(pl.col("state").is_in(["failing", "stale", "never", "late"])), limit=10)
+    attention, n_attention = needs_attention(summary)
     return {
         "as_of": now, "symbols": summary.height, "states": symbol_state_counts(summary),
         "distribution": state_distribution(grid),
