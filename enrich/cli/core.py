@@ -136,7 +136,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     sym = None
     if not_empty(args.symbol, "--symbol") is not None:
         sym = held_symbols(store.catalog, [validate_symbol(args.symbol.strip())])[0]
-    frame = status_table(store.catalog, sym)
+    frame = status_table(store.catalog, sym, now=settings.now())  # ENRICH_NOW, as the pages
     if args.json:
         print_json(frame)
         return EXIT_OK

@@ -1,0 +1,68 @@
+"""Time zones where times are shown: every instant names its zone, every instant stored is
+UTC, and session dates are dates in the instrument's own calendar (XNYS for US listings,
+UTC days for crypto, UTC days Sunday to Friday for forex: ``enrich.conventions``).
+
+Each test runs with the process in America/Los_Angeles (``la``), so a naive ``now()`` or an
+``astimezone()`` without a zone shows up as an eight-hour shift.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+
+from enrich.cli import main
+from enrich.store.catalog import WriteBatch
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+
+UTC = dt.UTC
+D = dt.date
+# Saturday 2026-03-07 18:00 UTC: Friday's XNYS session (close 21:00 UTC) and Friday's UTC
+# day have both closed; Saturday's UTC day has not.
+SATURDAY = dt.datetime(2026, 3, 7, 18, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def la(monkeypatch):
+    """The process in Los Angeles time for the test (restored after)."""
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def desk(settings, held: dict[str, D], at: dt.datetime) -> Store:
+    """A catalog whose symbols hold their bars up to ``held`` (sample provider: no lag)."""
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [(s, None, s) for s in held])
+    b = WriteBatch()
+    for sym, day in held.items():
+        b.upsert("symbol_status", {"symbol": sym, "dataset": "bars", "latest_session": day,
+                                   "covered_through": day, "last_success_at": at})
+    b.insert("runs", {"run_id": "r1", "kind": "manual", "state": "succeeded",
+                      "provider": "sample", "requested_at": at})
+    store.catalog.write(b)
+    return store
+
+
+def test_cli_status_counts_sessions_at_enrich_now(settings, la, monkeypatch, capsys):
+    """``status`` said AAPL and X:BTCUSD were stale (hundreds of sessions behind) on a desk
+    replaying Saturday 2026-03-07 (``ENRICH_NOW``): it counted to the wall clock, while the
+    dashboard and the API count to ``ENRICH_NOW``. A US stock holding Friday's session and a
+    coin holding Friday's UTC day are fresh on Saturday afternoon."""
+    desk(settings, {"AAPL": D(2026, 3, 6), "X:BTCUSD": D(2026, 3, 6)},
+         dt.datetime(2026, 3, 6, 21, 5, tzinfo=UTC))
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ENRICH_NOW", SATURDAY.isoformat())
+    assert main(["status", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["symbol"], r["state"], r["sessions_behind"]) for r in rows} == {
+        ("AAPL", "fresh", 0), ("X:BTCUSD", "fresh", 0)}
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "2026-03-06 21:05:00 UTC" in out and "stale" not in out
