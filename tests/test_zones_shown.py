@@ -66,3 +66,20 @@ def test_cli_status_counts_sessions_at_enrich_now(settings, la, monkeypatch, cap
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "2026-03-06 21:05:00 UTC" in out and "stale" not in out
+
+
+def test_serve_log_lines_are_stamped_in_utc(la):
+    """``serve`` logged ``2026-03-06 13:00:00,000 INFO …`` for an event at 21:00 UTC: the
+    host's local time, with no zone to tell."""
+    import io
+    import logging
+
+    from enrich.cli.service import log_handler
+
+    stream = io.StringIO()
+    record = logging.LogRecord("enrich.service", logging.INFO, __file__, 1, "fired", None,
+                               None)
+    record.created = dt.datetime(2026, 3, 6, 21, 0, tzinfo=UTC).timestamp()
+    record.msecs = 0.0
+    log_handler(stream).handle(record)
+    assert stream.getvalue().startswith("2026-03-06 21:00:00 UTC INFO enrich.service: fired")
