@@ -259,7 +259,6 @@ def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     print(f"cancel requested: run {args.run_id} stops after its current symbols "
           "(symbols already enriched keep their data)")
     if args.wait:
-
         deadline = time.monotonic() + args.wait
         state: str | None = before
         while time.monotonic() < deadline:
