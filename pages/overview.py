@@ -133,7 +133,7 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
                 if behind["oldest_held"] else "")
         return (f"**{_plural(behind['behind'], 'symbol')} behind** — up to "
                 f"{_plural(behind['max_behind'], 'session')}: {held}the latest expected "
-                f"session is {ui.fmt_session(behind['expected'])} (exchange dates).")
+                f"session is {ui.fmt_sessions(behind['expected'])}.")
     if kind == "failing":
         classes = ", ".join(f"{ui.literal(c)} ×{n}" for c, n in behind["error_classes"][:4])
         return (f"**{_plural(behind['failing'], 'dataset')} failing** on "

@@ -15,9 +15,12 @@ import time
 import pytest
 
 from enrich.cli import main
+from enrich.service import reset_services
 from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
+from enrich.views import status as status_view
+from tests.apptest_kit import open_page, said
 
 UTC = dt.UTC
 D = dt.date
@@ -83,3 +86,57 @@ def test_serve_log_lines_are_stamped_in_utc(la):
     record.msecs = 0.0
     log_handler(stream).handle(record)
     assert stream.getvalue().startswith("2026-03-06 21:00:00 UTC INFO enrich.service: fired")
+
+
+# Monday 2026-03-09 12:00 UTC: XNYS expects Friday 2026-03-06 (Monday's close is 20:00 UTC,
+# daylight time since Sunday), forex expects its Sunday UTC day (2026-03-08), crypto Sunday.
+MONDAY = dt.datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def mixed(settings, monkeypatch):
+    """AAPL one session behind (holds Thursday), C:EURUSD one behind (holds Friday: its
+    Sunday is missing), X:BTCUSD fresh (holds Sunday); the pages at ``MONDAY``."""
+    desk(settings, {"AAPL": D(2026, 3, 5), "C:EURUSD": D(2026, 3, 6),
+                    "X:BTCUSD": D(2026, 3, 8)}, dt.datetime(2026, 3, 6, 21, 5, tzinfo=UTC))
+    store = Store.from_settings(settings)
+    store.catalog.query("DELETE FROM symbol_status WHERE dataset <> 'bars'")
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ENRICH_SCHEDULER", "off")
+    monkeypatch.setenv("ENRICH_NOW", MONDAY.isoformat())
+    yield store
+    reset_services()
+
+
+def test_expected_sessions_are_named_per_calendar(mixed, la):
+    """The pages named one "latest expected session" across calendars, the newest of them:
+    on Monday morning the Symbols list said 2026-03-08 "(XNYS, exchange date)" — a Sunday,
+    forex's UTC day — and the Overview told a stock one session behind that the latest
+    expected session was that Sunday. Each calendar's date is named with its calendar."""
+    grid = status_view.status_grid(mixed.catalog, MONDAY)
+    assert status_view.expected_by_calendar(grid) == {
+        "XNYS": D(2026, 3, 6), "24/7": D(2026, 3, 8), "FX": D(2026, 3, 8)}
+    page = said(open_page("pages/symbols.py"))
+    assert "latest expected session 2026-03-06 (XNYS, exchange date)" in page
+    assert "2026-03-08 (XNYS" not in page and "2026-03-08 (forex, UTC day)" in page
+    overview = said(open_page("pages/overview.py"))
+    assert "2026-03-06 (XNYS, exchange date)" in overview
+    assert "2026-03-08 (forex, UTC day)" in overview
+    assert "(exchange dates)" not in overview
+    fx = said(open_page("pages/symbols.py", symbol="C:EURUSD"))
+    assert ("holds 2026-03-06, the latest expected session is 2026-03-08 (forex, UTC day)"
+            in fx)
+    stock = said(open_page("pages/symbols.py", symbol="AAPL"))
+    assert ("holds 2026-03-05, the latest expected session is 2026-03-06 (XNYS, exchange "
+            "date)" in stock)
+
+
+def test_stale_alert_names_each_calendars_expected_session(mixed, la):
+    """The stale alert's text said "(exchange dates: 2026-03-08)" for a stock behind Friday
+    and a forex pair behind Sunday: one date, forex's UTC day, named an exchange date."""
+    from enrich.alerts.rules import Context, rule_stale
+
+    (cond,) = rule_stale(Context(mixed.catalog, MONDAY, MONDAY))
+    assert "2026-03-06 (XNYS, exchange date)" in cond.detail
+    assert "2026-03-08 (forex, UTC day)" in cond.detail
+    assert "AAPL (1 behind)" in cond.detail and "C:EURUSD (1 behind)" in cond.detail

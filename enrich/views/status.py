@@ -24,10 +24,13 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from enrich.calendars import CALENDARS
+from enrich.conventions import CONVENTIONS
 from enrich.freshness import add_freshness, publication_lag
 from enrich.schemas import SYMBOL_DATASETS, ColumnType
 from enrich.store.catalog import Catalog, frame, utcnow
 from enrich.store.plan_limits import NEXT_DAY_LAG
+from enrich.symbols import calendar_for
 from enrich.views.common import _applies_values
 from enrich.views.metrics import latest_enrichment, overall_success, pipeline_metrics
 from enrich.views.quality import symbol_quality
@@ -148,6 +151,20 @@ def status_grid(catalog: Catalog, now: dt.datetime, symbol: str | None = None,
         .otherwise(pl.col("state")).alias("state"))
     return out.select(list(_GRID_SCHEMA)).cast(
         {"sessions_behind": pl.Int64, "consecutive_failures": pl.Int32})
+
+
+def expected_by_calendar(grid: pl.DataFrame) -> dict[str, dt.date]:
+    """The latest expected session of each calendar among ``grid``'s rows (a status grid), in
+    ``enrich.calendars.CALENDARS`` order. One date across calendars would mix them: on a
+    Monday morning XNYS expects Friday while forex and crypto expect Sunday, a UTC day."""
+    if grid.is_empty():
+        return {}
+    cal = grid["asset_class"].replace_strict(
+        {c: calendar_for(c) for c in CONVENTIONS}, default=calendar_for(""),
+        return_dtype=pl.String)
+    newest = dict(grid.select(cal.alias("calendar"), "expected_session")
+                  .group_by("calendar").agg(pl.col("expected_session").max()).iter_rows())
+    return {c: newest[c] for c in CALENDARS if newest.get(c) is not None}
 
 
 def state_distribution(grid: pl.DataFrame) -> pl.DataFrame:
