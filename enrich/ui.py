@@ -122,6 +122,9 @@ def fmt_session(day: dt.date | None) -> str:
     return day.isoformat()
 
 
+# Whose dates session dates are, where symbols of several calendars are shown together.
+SESSION_DATES = ("session dates: the exchange date for US listings, the UTC day for crypto "
+                 "and forex")
 # How a calendar's session dates are named where they are shown (``enrich.calendars``).
 CALENDAR_DATES = {"XNYS": "XNYS, exchange date", "24/7": "crypto, UTC day",
                   "FX": "forex, UTC day"}

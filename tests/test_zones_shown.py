@@ -140,3 +140,13 @@ def test_stale_alert_names_each_calendars_expected_session(mixed, la):
     assert "2026-03-06 (XNYS, exchange date)" in cond.detail
     assert "2026-03-08 (forex, UTC day)" in cond.detail
     assert "AAPL (1 behind)" in cond.detail and "C:EURUSD (1 behind)" in cond.detail
+
+
+def test_coverage_names_whose_dates_its_sessions_are(mixed, la, capsys):
+    """``coverage`` said "sessions 2026-03-02 – 2026-03-08 (exchange dates)": the window ends
+    on forex's and crypto's Sunday, a UTC day and no exchange date."""
+    assert main(["coverage", "--dataset", "bars", "--sessions", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "sessions 2026-03-02 – 2026-03-08 (" in out, out
+    assert "(exchange dates)" not in out
+    assert "UTC day for crypto and forex" in out
