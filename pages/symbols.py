@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from enrich import diagnosis, palette, ui
 from enrich.quant.snapshots import METHOD_NOTE, describe_inputs
-from enrich.symbols import ASSET_CLASSES
+from enrich.symbols import ASSET_CLASSES, calendar_for
 from enrich.views import quality as quality_view
 from enrich.views import runs as runs_view
 from enrich.views import status as status_view
@@ -447,7 +447,8 @@ def drilldown(symbol: str) -> None:
         shown = in_range(ph, span)
         st.plotly_chart(price_figure(shown, actions, ma200, bb), key="price_chart",
                         config={"displaylogo": False, "scrollZoom": False})
-        st.caption(f"Daily bars by session date (exchange calendar): showing "
+        days = ui.CALENDAR_DATES[calendar_for(info["asset_class"])]
+        st.caption(f"Daily bars by session date ({days}): showing "
                    f"{ui.fmt_session(shown['session'].min())} – "
                    f"{ui.fmt_session(shown['session'].max())} of "
                    f"{ui.fmt_session(ph['session'].min())} – "

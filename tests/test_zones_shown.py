@@ -150,3 +150,26 @@ def test_coverage_names_whose_dates_its_sessions_are(mixed, la, capsys):
     assert "sessions 2026-03-02 – 2026-03-08 (" in out, out
     assert "(exchange dates)" not in out
     assert "UTC day for crypto and forex" in out
+
+
+def test_a_coins_price_chart_says_its_sessions_are_utc_days(settings, la, monkeypatch):
+    """A coin's drill-down said its daily bars were by "session date (exchange calendar)";
+    its sessions are UTC days, and the bar of 2026-03-06 is the newest held on Saturday."""
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.providers.sample.provider import SampleProvider
+
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [("X:BTCUSD", "crypto", "Bitcoin")])
+    clock = lambda: SATURDAY  # noqa: E731
+    summary = Engine(store, SampleProvider(clock=clock), settings, clock=clock).run(
+        RunParams(symbols=["X:BTCUSD"], datasets=["bars"], lookback_days=10), kind="manual")
+    assert summary.state == "succeeded"
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ENRICH_NOW", SATURDAY.isoformat())
+    try:
+        page = said(open_page("pages/symbols.py", symbol="X:BTCUSD"))
+    finally:
+        reset_services()
+    assert "Daily bars by session date (crypto, UTC day)" in page
+    assert "– 2026-03-06 of" in page and "exchange calendar" not in page
