@@ -169,7 +169,7 @@ elif schedule["state"] == "stopped" and schedule["next_fire"] is not None:
 c.fact(facts[0], "Scheduler", palette.markdown(level, word))
 lr = schedule["last_run"]
 c.fact(facts[1], "Last run",
-       f"{ui.run_badge(lr['state'])} {ui.fmt_ago(lr['requested_at'], c.now())}" if lr
+       f"{ui.run_badge(lr['state'])} {ui.fmt_ago(lr['requested_at'], c.clock())}" if lr
        else "none yet", ui.fmt_utc(lr["requested_at"]) if lr else None)
 c.fact(facts[2], "Next daily run", ui.fmt_both(schedule["next_fire"]) if schedule["next_fire"]
        else palette.markdown(palette.BAD, "none scheduled"))
@@ -278,7 +278,7 @@ if not dist.is_empty():
         st.switch_page(c.PAGES["symbols"], query_params={"state": state, "dataset": ds})
 
 # -- pipeline metrics, last 24 hours -----------------------------------------------------------
-since = c.now_minute() - dt.timedelta(hours=24)
+since = c.clock().replace(second=0) - dt.timedelta(hours=24)  # logs: the wall clock's
 m = c.read(metrics_view.pipeline_metrics, since)
 f, cp = m["fetch"], m["compute"]
 st.subheader("Last 24 hours")
@@ -306,7 +306,7 @@ c.tiles([
      "left out)"),
     ("Symbols enriched without error", ui.fmt_pct(o["task_success_rate"])),
     ("Fetch steps succeeded", ui.fmt_pct(o["fetch_success_rate"])),
-    ("Latest enrichment", ui.fmt_ago(latest["last_success_at"], c.now()),
+    ("Latest enrichment", ui.fmt_ago(latest["last_success_at"], c.clock()),
      "newest successful dataset update"),
 ])
 if latest["last_success_at"] is not None:

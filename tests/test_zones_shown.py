@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 
 import pytest
@@ -173,3 +174,36 @@ def test_a_coins_price_chart_says_its_sessions_are_utc_days(settings, la, monkey
         reset_services()
     assert "Daily bars by session date (crypto, UTC day)" in page
     assert "– 2026-03-06 of" in page and "exchange calendar" not in page
+
+
+def test_times_stamped_by_the_wall_clock_are_told_against_it(settings, la, monkeypatch):
+    """Replaying Monday 2026-03-09 (``ENRICH_NOW``: the data's "as of" instant), the Overview
+    said the run that had just finished "succeeded in 2xx days", and "Last 24 hours" on the
+    Overview and the Metrics page counted every fetch since that Monday: runs, logs and
+    heartbeats are stamped by the wall clock, and are told against it."""
+    from enrich.store.catalog import utcnow
+
+    wall = utcnow()
+    store = desk(settings, {"AAPL": D(2026, 3, 6)}, wall)
+    b = WriteBatch()
+    for i, at in enumerate((wall - dt.timedelta(minutes=5), wall - dt.timedelta(days=3))):
+        b.insert("fetch_log", {"run_id": "r1", "symbol": "AAPL", "dataset": "bars",
+                               "timeframe": "1d", "started_at": at, "duration_ms": 10.0 + i,
+                               "records": 1, "received": 1, "rejected": 0, "requests": 1,
+                               "attempt": 1, "status": "ok"})
+    store.catalog.write(b)
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("ENRICH_NOW", MONDAY.isoformat())
+    try:
+        overview = open_page("pages/overview.py")
+        metrics = open_page("pages/metrics.py")
+    finally:
+        reset_services()
+    said_overview = said(overview)
+    assert re.search(r":green-badge\[succeeded\] \d+ (s|min) ago", said_overview)
+    assert " in 2" not in said_overview
+    for at in (overview, metrics):
+        tiles = {m.label: m.value for m in at.metric}
+        assert tiles["Fetch steps"] == "1", tiles
+    view = status_view.overview(store.catalog, MONDAY, wall=wall)
+    assert view["metrics_24h"]["fetch"]["steps"] == 1

@@ -279,10 +279,12 @@ def symbols_page(catalog: Catalog, now: dt.datetime, search: str | None = None,
     return filter_symbols(table, search, state, dataset, asset_class, sort, limit, offset)
 
 
-def overview(catalog: Catalog, now: dt.datetime) -> dict[str, Any]:
+def overview(catalog: Catalog, now: dt.datetime,
+             wall: dt.datetime | None = None) -> dict[str, Any]:
     """What the Overview page shows, in one dict: symbols per worst state, the status
     distribution per dataset, the ten most urgent symbols, 24 h pipeline metrics (the 24 h
-    before ``now``), all-time success, the latest enrichment and the active runs."""
+    before ``wall``, the clock that stamps the logs; default ``now``), all-time success, the
+    latest enrichment and the active runs."""
     grid = status_grid(catalog, now)
     summary = symbol_summary(grid)
     attention, n_attention = filter_symbols(
@@ -293,7 +295,7 @@ def overview(catalog: Catalog, now: dt.datetime) -> dict[str, Any]:
         "needs_attention": {"total": n_attention, "top": attention.select(
             "symbol", "name", "state", "sessions_behind", "last_error_class",
             "last_success_at")},
-        "metrics_24h": pipeline_metrics(catalog, now - dt.timedelta(hours=24)),
+        "metrics_24h": pipeline_metrics(catalog, (wall or now) - dt.timedelta(hours=24)),
         "overall": overall_success(catalog), "latest": latest_enrichment(catalog),
         "active_runs": active_runs(catalog),
     }
