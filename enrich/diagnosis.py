@@ -22,6 +22,7 @@ from enrich import palette
 from enrich.pipeline.scheduler import fires_between, next_fire_after, state_from
 from enrich.store import runs
 from enrich.store.catalog import Catalog
+from enrich.symbols import calendar_for
 
 # Worst freshness states a run can fix (not_entitled needs the plan, not a run).
 BEHIND = ("late", "stale")
@@ -81,12 +82,15 @@ def behind_facts(summary: pl.DataFrame, grid: pl.DataFrame) -> dict[str, Any]:
 
     ``runnable``: symbols whose worst state a run fixes (failing, stale, late), most urgent
     first; ``behind``: of them, those late or stale; ``max_behind`` (sessions),
-    ``newest_held`` and ``expected`` (exchange dates, over the datasets behind);
+    ``newest_held`` (a session date) and ``expected`` (the latest expected session per
+    calendar, over the datasets behind);
     ``failing``: symbol × dataset rows failing with their error classes (most frequent
     first); ``never``: symbols never fetched.
     """
+    from enrich.views.status import expected_by_calendar
+
     empty = {"runnable": [], "behind": 0, "max_behind": 0, "newest_held": None,
-             "oldest_held": None, "expected": None, "failing": 0, "failing_symbols": 0,
+             "oldest_held": None, "expected": {}, "failing": 0, "failing_symbols": 0,
              "error_classes": [], "never": 0, "not_entitled": 0}
     if summary.is_empty():
         return empty
@@ -105,7 +109,7 @@ def behind_facts(summary: pl.DataFrame, grid: pl.DataFrame) -> dict[str, Any]:
                     if behind_rows.height else 0),
         newest_held=behind_rows["latest_session"].max() if behind_rows.height else None,
         oldest_held=behind_rows["latest_session"].min() if behind_rows.height else None,
-        expected=behind_rows["expected_session"].max() if behind_rows.height else None,
+        expected=expected_by_calendar(behind_rows),
         failing=failing.height, failing_symbols=failing["symbol"].n_unique(),
         error_classes=[(c, int(n)) for c, n in classes.iter_rows()],
         never=int((summary["state"] == "never").sum()),
@@ -167,8 +171,9 @@ def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None
     """For one symbol's status rows (``queries.status_grid``): each dataset that is not
     fresh, worst first, with its cause and the action that fixes it.
 
-    ``{dataset, state, level, sessions_behind, latest_session, expected_session,
-    error_class, error_message, error_at, failing_since, failures, action}``;
+    ``{dataset, state, level, sessions_behind, latest_session, expected_session, calendar
+    (whose dates those are), error_class, error_message, error_at, failing_since, failures,
+    action}``;
     ``failing_since`` is the last success (the failures began after it). ``action`` is one of
     ``enrich`` (Enrich now), ``recheck`` (the plan refused it: re-check entitlements),
     ``resume`` (behind while the schedule is paused), ``wait`` (due: publication lag),
@@ -198,6 +203,7 @@ def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None
             "sessions_behind": r.get("sessions_behind"),
             "latest_session": r.get("latest_session"),
             "expected_session": r.get("expected_session"),
+            "calendar": calendar_for(r.get("asset_class") or ""),
             "due_at": r.get("due_at"),
             "error_class": r.get("last_error_class") if state == "failing" else None,
             "error_message": r.get("last_error_message") if state == "failing" else None,

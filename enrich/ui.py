@@ -55,8 +55,9 @@ def run_badge(state: str | None) -> str:
 def freshness_legend() -> str:
     """One line per state, for the pages' legends."""
     return "  \n".join(f"{state_badge(s)} — {STATE_HELP[s]}" for s in STATE_ORDER) + (
-        "  \nSessions follow the exchange calendar (XNYS; every day for crypto): weekends "
-        "and holidays are never late, and a half day closes at 13:00 ET.")
+        "  \nSessions follow the instrument's calendar (XNYS for US listings; every UTC day "
+        "for crypto; UTC days Sunday to Friday for forex): weekends and holidays are never "
+        "late, and a half day closes at 13:00 ET.")
 
 
 DEMO_LABEL = "Demo data — the offline sample provider generates every number shown"
@@ -119,6 +120,21 @@ def fmt_session(day: dt.date | None) -> str:
     if isinstance(day, dt.datetime):
         day = day.date()
     return day.isoformat()
+
+
+# Whose dates session dates are, where symbols of several calendars are shown together.
+SESSION_DATES = ("session dates: the exchange date for US listings, the UTC day for crypto "
+                 "and forex")
+# How a calendar's session dates are named where they are shown (``enrich.calendars``).
+CALENDAR_DATES = {"XNYS": "XNYS, exchange date", "24/7": "crypto, UTC day",
+                  "FX": "forex, UTC day"}
+
+
+def fmt_sessions(by_calendar: dict[str, dt.date]) -> str:
+    """Session dates of several calendars, each named: ``2026-03-06 (XNYS, exchange date),
+    2026-03-08 (forex, UTC day)`` ("—" for none)."""
+    return ", ".join(f"{fmt_session(day)} ({CALENDAR_DATES.get(cal, cal)})"
+                     for cal, day in by_calendar.items()) or "—"
 
 
 def fmt_ago(ts: dt.datetime | None, now: dt.datetime) -> str:

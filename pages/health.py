@@ -65,7 +65,7 @@ if sch.get("paused"):
                + (f": {ui.literal(sch['pause_reason'])}" if sch.get("pause_reason") else ""))
 if sch.get("heartbeat_at"):
     st.caption(f"Heartbeat {ui.fmt_utc(sch['heartbeat_at'], seconds=True)} "
-               f"({ui.fmt_ago(sch['heartbeat_at'], c.now())}) from pid {sch.get('pid')} on "
+               f"({ui.fmt_ago(sch['heartbeat_at'], c.clock())}) from pid {sch.get('pid')} on "
                f"{ui.literal(sch.get('host') or '?')}")
 if last:
     c.run_link(last["run_id"], f"Last run {ui.literal(last['run_id'][:8])}: "

@@ -19,7 +19,7 @@ DAILY = {"rows": ("Rows per day", "rows written"), "requests": ("Requests per da
 
 c.page_header("Metrics", "Days are UTC days; durations are per fetch step (one dataset of one "
                          "symbol, or its ticker reference) that called the provider.")
-now = c.now_minute()
+now = c.clock().replace(second=0)  # the logs are stamped by the wall clock, not ENRICH_NOW
 days = st.segmented_control("Window for the daily charts", [7, 30, 90, 365], default=30,
                             format_func=lambda d: f"{d} days", key="metric_days") or 30
 

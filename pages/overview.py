@@ -133,7 +133,7 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
                 if behind["oldest_held"] else "")
         return (f"**{_plural(behind['behind'], 'symbol')} behind** — up to "
                 f"{_plural(behind['max_behind'], 'session')}: {held}the latest expected "
-                f"session is {ui.fmt_session(behind['expected'])} (exchange dates).")
+                f"session is {ui.fmt_sessions(behind['expected'])}.")
     if kind == "failing":
         classes = ", ".join(f"{ui.literal(c)} ×{n}" for c, n in behind["error_classes"][:4])
         # Symbols counted as symbols; their failing datasets (symbol × dataset) beside them.
@@ -171,7 +171,7 @@ elif schedule["state"] == "stopped" and schedule["next_fire"] is not None:
 c.fact(facts[0], "Scheduler", palette.markdown(level, word))
 lr = schedule["last_run"]
 c.fact(facts[1], "Last run",
-       f"{ui.run_badge(lr['state'])} {ui.fmt_ago(lr['requested_at'], c.now())}" if lr
+       f"{ui.run_badge(lr['state'])} {ui.fmt_ago(lr['requested_at'], c.clock())}" if lr
        else "none yet", ui.fmt_utc(lr["requested_at"]) if lr else None)
 c.fact(facts[2], "Next daily run", ui.fmt_both(schedule["next_fire"]) if schedule["next_fire"]
        else palette.markdown(palette.BAD, "none scheduled"))
@@ -279,7 +279,7 @@ if not dist.is_empty():
         st.switch_page(c.PAGES["symbols"], query_params={"state": state, "dataset": ds})
 
 # -- pipeline metrics, last 24 hours -----------------------------------------------------------
-since = c.now_minute() - dt.timedelta(hours=24)
+since = c.clock().replace(second=0) - dt.timedelta(hours=24)  # logs: the wall clock's
 m = c.read(metrics_view.pipeline_metrics, since)
 f, cp = m["fetch"], m["compute"]
 st.subheader("Last 24 hours")
@@ -312,7 +312,7 @@ c.tiles([
     ("Fetch steps succeeded", ui.fmt_pct(o["fetch_success_rate"]),
      f"of {o['fetch_steps_finished']:,} fetch steps (one dataset of one symbol, or its "
      "ticker reference)"),
-    ("Latest enrichment", ui.fmt_ago(latest["last_success_at"], c.now()),
+    ("Latest enrichment", ui.fmt_ago(latest["last_success_at"], c.clock()),
      "newest successful dataset update"),
 ])
 if latest["last_success_at"] is not None:

@@ -144,8 +144,8 @@ else:
     _apply_selection(event)
     first, last = hm.days[0].item(), hm.days[-1].item()
     st.caption(f"{LEGEND}. {hm.granularity.capitalize()} columns, sessions "
-               f"{ui.fmt_session(first)} – {ui.fmt_session(last)} (exchange dates; the last "
-               "is the latest session whose data is expected now). Drag a box over cells to "
+               f"{ui.fmt_session(first)} – {ui.fmt_session(last)} ({ui.SESSION_DATES}; the "
+               "last is the latest session whose data is expected now). Drag a box over cells to "
                "fill them below." + (f" Showing {len(shown)} of {rows.height} symbols."
                                      if rows.height > len(shown) else ""))
     if dataset == "options_iv":

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from enrich import diagnosis, palette, ui
 from enrich.quant.snapshots import METHOD_NOTE, describe_inputs
-from enrich.symbols import ASSET_CLASSES
+from enrich.symbols import ASSET_CLASSES, calendar_for
 from enrich.views import quality as quality_view
 from enrich.views import runs as runs_view
 from enrich.views import status as status_view
@@ -78,11 +78,11 @@ def symbol_list() -> None:
                                              dataset=None if dataset == ALL else dataset,
                                              asset_class=None if asset == ALL else asset, sort=sort,
                                              limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
-    expected = c.grid().filter(pl.col("asset_class") != "crypto")["expected_session"].max()
+    expected = status_view.expected_by_calendar(c.grid())
     st.caption(f"{total:,} of {summary.height:,} symbols match"
                + (f" · page {page_no} of {pages}" if pages > 1 else "")
-               + (f" · latest expected session {ui.fmt_session(expected)} (XNYS, exchange "
-                  "date)" if expected else ""))
+               + (f" · latest expected session {ui.fmt_sessions(expected)}" if expected
+                  else ""))
     with st.expander("What the states and the quality score mean"):
         st.markdown(ui.freshness_legend())
         st.caption("Quality: the share of the data-quality checks passing on what is stored "
@@ -261,8 +261,8 @@ def cause_text(cause: dict) -> str:
                 f"last {ui.fmt_utc(cause['error_at'])}): {err}")
     elif state in ("late", "stale"):
         body = (f"{head}: holds {ui.fmt_session(cause['latest_session'])}, the latest "
-                f"expected session is {ui.fmt_session(cause['expected_session'])} "
-                "(exchange dates)")
+                "expected session is "
+                + ui.fmt_sessions({cause["calendar"]: cause["expected_session"]}))
     elif state == "due":
         body = (f"{head}: its newest session is expected by "
                 f"{ui.fmt_exchange(cause['due_at'])}")
@@ -323,8 +323,9 @@ def status_table(symbol: str, asset_class: str, g: pl.DataFrame) -> None:
         "sessions_behind": "sessions behind",
         "latest_session": "latest session",
         "expected_session": st.column_config.DateColumn(
-            "expected session", help="The latest session whose data is expected now "
-                                     "(exchange date)"),
+            "expected session", help="The latest session whose data is expected now (in "
+                                     "the symbol's calendar: the exchange date for US "
+                                     "listings, the UTC day for crypto and forex)"),
         "due": st.column_config.TextColumn(
             "due", help="A closed session still within the provider's publication lag, and "
                         "when its data is expected (exchange time)"),
@@ -446,7 +447,8 @@ def drilldown(symbol: str) -> None:
         shown = in_range(ph, span)
         st.plotly_chart(price_figure(shown, actions, ma200, bb), key="price_chart",
                         config={"displaylogo": False, "scrollZoom": False})
-        st.caption(f"Daily bars by session date (exchange calendar): showing "
+        days = ui.CALENDAR_DATES[calendar_for(info["asset_class"])]
+        st.caption(f"Daily bars by session date ({days}): showing "
                    f"{ui.fmt_session(shown['session'].min())} – "
                    f"{ui.fmt_session(shown['session'].max())} of "
                    f"{ui.fmt_session(ph['session'].min())} – "

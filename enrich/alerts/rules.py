@@ -15,6 +15,7 @@ import polars as pl
 from enrich.pipeline.scheduler import SchedulerState, read_state
 from enrich.store import runs
 from enrich.store.catalog import Catalog, host_and_pid
+from enrich.ui import fmt_sessions
 from enrich.views import status as status_view
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def rule_stale(ctx: Context) -> list[Condition]:
                     part.select("symbol", "sessions_behind").iter_rows()]
         lines.append(f"{dataset}: {part.height} symbol(s), {_names(examples)}")
     worst = int(cast(int | None, late["sessions_behind"].max()) or 0)
-    expected = cast(dt.date | None, late["expected_session"].max())
+    expected = fmt_sessions(status_view.expected_by_calendar(late))
     datasets = sorted(set(late["dataset"].to_list()))
     symbols = late["symbol"].n_unique()
     # One incident for all datasets: a missed daily run makes every dataset late at once,
@@ -88,8 +89,8 @@ def rule_stale(ctx: Context) -> list[Condition]:
         key="stale", rule="stale", severity="error" if worst >= 3 else "warning",
         title=f"data not fresh: {', '.join(datasets)} ({symbols} symbol(s))",
         detail=("Sessions behind the latest expected session, whose close plus the "
-                "provider's publication lag has passed (exchange dates: "
-                f"{expected}). " + "; ".join(lines) + "."))]
+                f"provider's publication lag has passed ({expected}). "
+                + "; ".join(lines) + "."))]
 
 
 def rule_run_failed(ctx: Context) -> list[Condition]:

@@ -66,8 +66,9 @@ def create_app(settings: Settings, services: Services) -> FastAPI:
         description="The desk's JSON API: status, runs, metrics, health, backfills, quality, "
                     "coverage and alerts; runs, schedule, backfills, fills and alerts as "
                     "actions. POST needs `Authorization: Bearer <token>` "
-                    "(`python -m enrich api token`). Instants are UTC (ISO 8601, `Z`); session "
-                    "dates are exchange dates.")
+                    "(`python -m enrich api token`). Instants are UTC (ISO 8601, `Z`); "
+                    "session dates are dates in the instrument's calendar: the exchange date "
+                    "for US listings, the UTC day for crypto and forex.")
     _install_errors(app)
     app.add_middleware(_JsonBodies)
     _read_routes(_Routes(app, may_read), desk)

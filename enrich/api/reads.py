@@ -64,7 +64,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/overview", summary="Is everything OK: states, distribution, 24 h metrics, "
                                 "active runs, open alerts")
     def overview() -> _Json:
-        out = status_view.overview(desk.catalog, desk.now())
+        out = status_view.overview(desk.catalog, desk.now(), desk.wall())
         out["open_alerts"] = alerts_view.open_incidents(desk.catalog, desk.wall())
         return _Json(out)
 
@@ -157,7 +157,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/metrics", summary="Pipeline metrics: window totals, per dataset, per hour, "
                                "all time")
     def metrics(hours: Annotated[int, Query(ge=1, le=24 * 365)] = 24) -> _Json:
-        now = desk.now()
+        now = desk.wall()  # the logs' clock (ENRICH_NOW is the data's "as of")
         since = now - dt.timedelta(hours=hours)
         cat = desk.catalog
         return _Json({

@@ -38,6 +38,7 @@ from enrich.cli.common import (
 )
 from enrich.config import Settings
 from enrich.store import runs
+from enrich.ui import SESSION_DATES
 
 FINAL = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",
          "missed")
@@ -150,7 +151,7 @@ def cmd_coverage(args: argparse.Namespace, settings: Settings) -> int:
         print_json({**report, "gaps": report["gaps"].to_dicts()})
         return EXIT_OK
     print(f"{args.dataset}: {report['symbols']} symbol(s), sessions "
-          f"{report['first_session']} – {report['last_session']} (exchange dates); "
+          f"{report['first_session']} – {report['last_session']} ({SESSION_DATES}); "
           "symbol × day cells: " + ", ".join(f"{k} {v}" for k, v in report["totals"].items()))
     _table(report["gaps"], ["symbol", "state", "first_session", "last_session", "sessions",
                             "never_fetched"], "no gap: every expected session is held")

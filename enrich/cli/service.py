@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from enrich.cli.common import (
     EXIT_FAILED,
@@ -111,6 +112,17 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- serve ----------------------------------------------------------------------------------
+def log_handler(stream) -> logging.Handler:
+    """``serve``'s log lines on ``stream``, each stamped with its instant in UTC, the zone
+    named (logging's default is the host's local time, unnamed)."""
+    formatter = logging.Formatter("%(asctime)s UTC %(levelname)s %(name)s: %(message)s",
+                                  datefmt="%Y-%m-%d %H:%M:%S")
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    return handler
+
+
 @command("serve", creates=lambda args: True)
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.service import Services
@@ -121,8 +133,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                          "unset it (or set it to on)")
     if args.heartbeat_s <= 0:
         raise UsageError("--heartbeat-s must be positive")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, handlers=[log_handler(sys.stderr)])
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every URL at INFO
     from enrich.redact import protect_handlers
@@ -248,8 +259,6 @@ def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     print(f"cancel requested: run {args.run_id} stops after its current symbols "
           "(symbols already enriched keep their data)")
     if args.wait:
-        import time
-
         deadline = time.monotonic() + args.wait
         state: str | None = before
         while time.monotonic() < deadline:

@@ -24,10 +24,13 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from enrich.calendars import CALENDARS
+from enrich.conventions import CONVENTIONS
 from enrich.freshness import add_freshness, publication_lag
 from enrich.schemas import SYMBOL_DATASETS, ColumnType
 from enrich.store.catalog import Catalog, frame, utcnow
 from enrich.store.plan_limits import NEXT_DAY_LAG
+from enrich.symbols import calendar_for
 from enrich.views.common import _applies_values
 from enrich.views.metrics import latest_enrichment, overall_success, pipeline_metrics
 from enrich.views.quality import symbol_quality
@@ -148,6 +151,20 @@ def status_grid(catalog: Catalog, now: dt.datetime, symbol: str | None = None,
         .otherwise(pl.col("state")).alias("state"))
     return out.select(list(_GRID_SCHEMA)).cast(
         {"sessions_behind": pl.Int64, "consecutive_failures": pl.Int32})
+
+
+def expected_by_calendar(grid: pl.DataFrame) -> dict[str, dt.date]:
+    """The latest expected session of each calendar among ``grid``'s rows (a status grid), in
+    ``enrich.calendars.CALENDARS`` order. One date across calendars would mix them: on a
+    Monday morning XNYS expects Friday while forex and crypto expect Sunday, a UTC day."""
+    if grid.is_empty():
+        return {}
+    cal = grid["asset_class"].replace_strict(
+        {c: calendar_for(c) for c in CONVENTIONS}, default=calendar_for(""),
+        return_dtype=pl.String)
+    newest = dict(grid.select(cal.alias("calendar"), "expected_session")
+                  .group_by("calendar").agg(pl.col("expected_session").max()).iter_rows())
+    return {c: newest[c] for c in CALENDARS if newest.get(c) is not None}
 
 
 def state_distribution(grid: pl.DataFrame) -> pl.DataFrame:
@@ -273,10 +290,12 @@ def symbols_page(catalog: Catalog, now: dt.datetime, search: str | None = None,
     return filter_symbols(table, search, state, dataset, asset_class, sort, limit, offset)
 
 
-def overview(catalog: Catalog, now: dt.datetime) -> dict[str, Any]:
+def overview(catalog: Catalog, now: dt.datetime,
+             wall: dt.datetime | None = None) -> dict[str, Any]:
     """What the Overview page shows, in one dict: symbols per worst state, the status
     distribution per dataset, the ten most urgent symbols, 24 h pipeline metrics (the 24 h
-    before ``now``), all-time success, the latest enrichment and the active runs."""
+    before ``wall``, the clock that stamps the logs; default ``now``), all-time success, the
+    latest enrichment and the active runs."""
     grid = status_grid(catalog, now)
     summary = symbol_summary(grid)
     attention, n_attention = needs_attention(summary)
@@ -286,7 +305,7 @@ def overview(catalog: Catalog, now: dt.datetime) -> dict[str, Any]:
         "needs_attention": {"total": n_attention, "top": attention.select(
             "symbol", "name", "state", "sessions_behind", "last_error_class",
             "last_success_at")},
-        "metrics_24h": pipeline_metrics(catalog, now - dt.timedelta(hours=24)),
+        "metrics_24h": pipeline_metrics(catalog, (wall or now) - dt.timedelta(hours=24)),
         "overall": overall_success(catalog), "latest": latest_enrichment(catalog),
         "active_runs": active_runs(catalog),
     }
