@@ -142,6 +142,8 @@ def fmt_ago(ts: dt.datetime | None, now: dt.datetime) -> str:
     if ts is None:
         return "—"
     secs = (now - _aware(ts)).total_seconds()
+    if -1 < secs < 0:  # ``now`` read to the second (a page's clock): an instant just past
+        secs = 0.0
     future = secs < 0
     secs = abs(secs)
     if secs < 60:

@@ -459,6 +459,10 @@ def test_times_are_shown_with_their_zone():
     assert ui.fmt_utc(None) == "—"
     assert ui.fmt_ago(winter - dt.timedelta(minutes=5), winter) == "5 min ago"
     assert ui.fmt_ago(winter + dt.timedelta(hours=3), winter) == "in 3.0 h"
+    # A page's clock is read to the second: a run stamped in the same second is 0 s ago, not
+    # "in 0 s" (the Overview said "succeeded in 0 s" of a run that had just ended).
+    assert ui.fmt_ago(winter + dt.timedelta(microseconds=400_000), winter) == "0 s ago"
+    assert ui.fmt_ago(winter + dt.timedelta(seconds=5), winter) == "in 5 s"
     f = pl.DataFrame({"at": [winter], "day": [dt.date(2026, 11, 25)]})
     text = ui.instants_as_text(f)
     assert text["at"][0] == "2026-11-25 22:00 UTC" and text["day"][0] == "2026-11-25"
