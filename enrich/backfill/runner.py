@@ -689,8 +689,7 @@ class _Execution:
                  if f.stem.removeprefix("month=") in months]
         if not files:
             return rows
-        stored = pl.concat([pl.read_parquet(f, columns=["as_of", "contract", "source"])
-                            for f in files])
+        stored = self.lake.read_columns("options_iv", files, ["as_of", "contract", "source"])
         snaps = stored.filter(pl.col("source") != "computed").select("as_of", "contract")
         return rows.join(snaps, on=["as_of", "contract"], how="anti")
 

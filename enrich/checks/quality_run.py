@@ -48,7 +48,7 @@ def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]
     files = lake.files("options_iv", [symbol])
     if not files:
         return lake.read("options_iv", [symbol]), np.array([], dtype="datetime64[D]")
-    newest = lake.read_file(files[-1])
+    newest = lake.read_one("options_iv", files[-1])
     as_of = newest["as_of"].to_numpy().astype("datetime64[D]")
     at_latest = as_of == as_of.max()
     if at_latest.all():  # the usual case: one snapshot in the file
@@ -57,8 +57,8 @@ def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]
         days = np.unique(as_of)
         newest = newest.filter(pl.Series(at_latest))
     if len(files) > 1:
-        older = (pl.scan_parquet([str(f) for f in files[:-1]]).select("as_of").unique()
-                 .collect()["as_of"].to_numpy().astype("datetime64[D]"))
+        older = (lake.read_columns("options_iv", files[:-1], ["as_of"])["as_of"].unique()
+                 .to_numpy().astype("datetime64[D]"))
         days = np.union1d(days, older)
     return newest, days
 

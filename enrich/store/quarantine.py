@@ -129,7 +129,7 @@ def move(lake: Lake, path: Path, reason: str,
         with contextlib.ExitStack() as stack:
             if symbol is not None:
                 stack.enter_context(lake.write_lock(symbol, timeout=lock_timeout))
-            if footer_error(path) is None and _readable(path):
+            if footer_error(path) is None and _readable(path, dataset):
                 raise _Recovered  # replaced by a good file meanwhile: nothing to move
             size = path.stat().st_size
             now = dt.datetime.now(dt.UTC)
@@ -194,12 +194,17 @@ def _append(index: Path, item: Quarantined) -> None:
         os.close(fd)
 
 
-def _readable(path: Path) -> bool:
-    """Whether the whole file decodes (a footer can be intact over damaged pages)."""
+def _readable(path: Path, dataset: str | None) -> bool:
+    """Whether the whole file decodes (a footer can be intact over damaged pages) into the
+    schema of ``dataset`` (a Parquet file of other columns is no file of that dataset)."""
     import polars as pl
 
+    from enrich.schemas import DATASETS, conform
+
     try:
-        pl.read_parquet(path)
+        frame = pl.read_parquet(path)
+        if dataset in DATASETS:
+            conform(frame, DATASETS[dataset])
     except FileNotFoundError:
         return True
     except Exception:  # noqa: BLE001 (any decoding failure means unreadable)

