@@ -14,8 +14,10 @@ say what happened when someone else acted first (the last test).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -157,3 +159,64 @@ def test_a_read_sets_a_bad_file_aside_names_it_and_reads_the_others(data, kind, 
     assert store.lake.read(dataset, ["SPY", "MSFT"], level=_level(dataset)).equals(others)
     store.catalog.sync_quarantine()
     assert store.catalog.query("SELECT original FROM quarantine")["original"].to_list() == [rel]
+
+
+# -- the CLI's reads ----------------------------------------------------------------------------
+READS = [["status"], ["status", "--symbol", "AAPL"], ["status", "--symbol", "SPY", "--json"],
+         ["symbols", "list"], ["runs"], ["runs", "list", "--symbol", "AAPL"],
+         ["entitlements", "list"], ["schedule", "show"], ["backfill", "list"], ["alerts", "list"],
+         ["quality"], ["quality", "--symbol", "AAPL"], ["quality", "--symbol", "SPY"],
+         ["coverage", "--dataset", "bars"], ["coverage", "--dataset", "options_iv"],
+         ["run", "--dry-run"], ["quality", "audit"], ["health"]]
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """``python -m enrich ARGS`` in this process (the environment names the desk)."""
+    from enrich.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def desk_env(data, monkeypatch, tmp_path):
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(data))
+    monkeypatch.setenv("ENRICH_HISTORY_YEARS", "1")
+    monkeypatch.setenv("ENRICH_NOW", FIXED_NOW.isoformat())
+    monkeypatch.chdir(tmp_path)
+    yield data
+    from enrich.service import reset_services
+
+    reset_services()
+
+
+@pytest.mark.parametrize(("kind", "how"), PAIRS)
+def test_every_read_command_finishes_and_names_the_file(desk_env, kind, how):
+    data = desk_env
+    bad = corrupt(data, kind, how)
+    rel = KINDS[kind][1]
+    said, codes = {}, {}
+    for args in READS:
+        code, out, err = cli(*args)
+        said[" ".join(args)], codes[" ".join(args)] = out + err, code
+        assert "Traceback" not in err and "internal error" not in err, (args, err)
+        # A read that meets the bad file is no failure of the desk.
+        assert code == 0 or args == ["health"], (args, code, err)
+    spy = json.loads(said["status --symbol SPY --json"])
+    assert spy and all(r["state"] != "failing" and r["last_error_class"] is None
+                       for r in spy), spy
+    assert "SPY" in said["symbols list"] and "MSFT" in said["status"]
+    if not (data / rel).exists():  # found by a read: set aside, named, with what comes next
+        assert_kept(data, kind, bad)
+        health = said["health"]  # NOT OK until fetched again
+        assert codes["health"] == 1 and f"lake file    {rel} " in health and "next run" in health
+        if kind not in ("features", "vol_summary"):  # the status of the symbol × dataset
+            code, out, _ = cli("status", "--symbol", BAD, "--json")
+            row = next(r for r in json.loads(out) if r["dataset"] == KINDS[kind][0])
+            assert row["state"] == "failing" and row["last_error_message"].startswith(
+                f"corrupt file, re-fetch: {rel} could not be read")
+    else:  # no command read it (only a page or a run reads features and the vol summary)
+        assert (data / rel).read_bytes() == bad and kind in ("features", "vol_summary")
+        assert how == "wrong_schema"  # the others fail health's look at every file's footer

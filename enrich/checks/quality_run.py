@@ -32,6 +32,7 @@ from enrich.checks.quality import (
     check_news,
     check_options,
 )
+from enrich.errors import CorruptFileError
 from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.lake import Lake
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
@@ -200,6 +201,30 @@ def after_fetch(lake: Lake, log_buffer: Any, run_id: str | None, symbol: str,
     return sq
 
 
+# The check an audit reports for a file it found unreadable and set aside (not recorded: the
+# quarantine marks its symbol × dataset failing).
+READABLE = "readable"
+
+
+def _checks_of_readable(lake: Lake, symbol: str, asset_class: str,
+                        datasets: Sequence[str] | None, th: Thresholds,
+                        rows: list[dict[str, Any]]) -> SymbolQuality:
+    """``run_checks`` over what can be read: a file found unreadable is set aside by the read
+    (``CorruptFileError``), reported in ``rows`` as a failed ``readable`` check, and the
+    symbol checked again without it."""
+    for _ in range(MAX_SET_ASIDE):
+        try:
+            return run_checks(lake, symbol, asset_class, datasets, th=th)
+        except CorruptFileError as exc:
+            rows.append({"symbol": symbol, "dataset": exc.dataset, "check": READABLE,
+                         "severity": "error", "passed": False, "observed": None,
+                         "detail": str(exc)})
+    return run_checks(lake, symbol, asset_class, datasets, th=th)
+
+
+MAX_SET_ASIDE = 16  # files of one symbol an audit sets aside before giving up on it
+
+
 def audit(store: Store, symbols: Sequence[str] | None = None,
           datasets: Sequence[str] | None = None, run_id: str | None = None,
           covered_from: dict[str, dt.date] | None = None,
@@ -229,7 +254,7 @@ def audit(store: Store, symbols: Sequence[str] | None = None,
     batch = WriteBatch()
     at = utcnow()
     for sym, cls in universe.iter_rows():
-        sq = run_checks(store.lake, sym, cls, datasets, th=th)
+        sq = _checks_of_readable(store.lake, sym, cls, datasets, th, rows)
         first = {ds: d for (s, ds), d in lowered.items() if s == sym}
         record(batch, sq, run_id, at, first)
         for r in sq.results:
