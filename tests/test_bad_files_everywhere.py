@@ -153,7 +153,13 @@ def test_a_read_sets_a_bad_file_aside_names_it_and_reads_the_others(data, kind, 
         store.lake.read(dataset, [BAD], level=_level(dataset))
     msg = str(err.value)
     assert msg.startswith(f"corrupt file, re-fetch: {rel} could not be read (")
-    assert "the next run fetches AAPL" in msg and "moved to lake/_quarantine/" in msg
+    assert "moved to lake/_quarantine/" in msg
+    if dataset in ("features", "vol_summary"):  # derived: computed again, not fetched
+        assert f"the next run that enriches AAPL computes {dataset} again" in msg
+    elif dataset == "options_iv":  # a snapshot of its moment: the past is backfilled
+        assert "`python -m enrich backfill options --symbol AAPL` computes" in msg
+    else:
+        assert msg.endswith(f"the next run fetches AAPL {dataset} again")
     assert_kept(data, kind, bad)
     assert store.lake.read(dataset, [BAD], level=_level(dataset)).is_empty()  # now: nothing
     assert store.lake.read(dataset, ["SPY", "MSFT"], level=_level(dataset)).equals(others)
@@ -220,3 +226,34 @@ def test_every_read_command_finishes_and_names_the_file(desk_env, kind, how):
     else:  # no command read it (only a page or a run reads features and the vol summary)
         assert (data / rel).read_bytes() == bad and kind in ("features", "vol_summary")
         assert how == "wrong_schema"  # the others fail health's look at every file's footer
+
+
+# -- a refresh ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("kind", "how"), PAIRS)
+def test_a_refresh_refreshes_the_others_and_fetches_the_bad_file_again(data, kind, how):
+    dataset, rel = KINDS[kind]
+    level = _level(dataset)
+    before = Store.from_settings(_settings(data)).lake.read(dataset, [BAD], level=level)
+    bad = corrupt(data, kind, how)
+    first = _engine(data, LATER).run(RunParams(symbols=["AAPL", "SPY"]))
+    tasks = {t.symbol: t for t in first.results}
+    assert tasks["SPY"].state == "ok" and not tasks["SPY"].errors  # the other, fully
+    assert_kept(data, kind, bad)
+    store = Store.from_settings(_settings(data))
+    assert store.lake.read("bars", ["SPY"], level="1d")["session"].max() == LATER.date()
+    if tasks["AAPL"].state != "ok":  # met on the way: the symbol fails, saying why
+        assert first.errors_by_class == {"corrupt": 1}, first.errors_by_class
+        again = _engine(data, LATER).run(RunParams(symbols=["AAPL"]))
+        assert again.state == "succeeded"  # … and the next run fetches it again
+    after = store.lake.read(dataset, [BAD], level=level)
+    if before.is_empty():
+        pass  # AAPL's file held nothing (its first run looked 30 days back)
+    elif dataset == "options_iv":  # a chain is a snapshot of its moment: the new one is
+        assert after["as_of"].unique().to_list() == [LATER.date()]  # (backfill: the past)
+    else:  # what was there is there again (and the new session)
+        key = [k for k in DATASETS[dataset].key if k not in ("symbol", "timeframe")]
+        assert after.height >= before.height > 0, (after.height, before.height)
+        assert before.select(key).join(after.select(key), on=key, how="anti").is_empty()
+    status = store.catalog.query(
+        "SELECT dataset, consecutive_failures FROM symbol_status WHERE symbol = 'AAPL'")
+    assert status["consecutive_failures"].sum() == 0, status

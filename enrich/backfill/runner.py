@@ -44,9 +44,15 @@ from enrich.backfill.plan import (
 )
 from enrich.config import Settings
 from enrich.errors import EnrichError, StateError, error_class_of
-from enrich.pipeline.engine import Engine, LogBuffer, StepResult, SymbolResult
+from enrich.pipeline.engine import (
+    Engine,
+    LogBuffer,
+    StepResult,
+    SymbolResult,
+    store_vol_summary,
+)
 from enrich.providers import Provider
-from enrich.quant import rates, vol_summary
+from enrich.quant import rates
 from enrich.quant.options_history import (
     PAIR_SCHEMA,
     as_traded_closes,
@@ -665,10 +671,7 @@ class _Execution:
             with self.lake.symbol_lock(und):
                 rows = self._without_snapshots(und, rows)
                 self.lake.upsert("options_iv", rows)
-                sessions = rows["as_of"].unique().implode()
-                stored = self.lake.read("options_iv", [und]).filter(
-                    pl.col("as_of").is_in(sessions))
-                self.lake.upsert("vol_summary", vol_summary.summarize(stored))
+                store_vol_summary(self.lake, und, rows["as_of"].unique())
         except Exception as exc:
             for c, _, t0, n in fetched:
                 self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
