@@ -257,3 +257,48 @@ def test_a_refresh_refreshes_the_others_and_fetches_the_bad_file_again(data, kin
     status = store.catalog.query(
         "SELECT dataset, consecutive_failures FROM symbol_status WHERE symbol = 'AAPL'")
     assert status["consecutive_failures"].sum() == 0, status
+
+
+# -- the API's reads ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("kind", "how"), PAIRS)
+def test_every_api_read_answers_and_names_the_file(data, kind, how):
+    from enrich.api.app import create_app
+    from enrich.service import Services
+    from tests.test_api import V1, Api, settings_for
+
+    dataset, rel = KINDS[kind]
+    bad = corrupt(data, kind, how)
+    settings = settings_for(data)
+    svc = Services(settings, alerts=False).start()
+    try:
+        api = Api(create_app(settings, svc))
+        # The file's own rows first (the first read to meet it), then everything else.
+        first = api.get(f"{V1}/symbols/AAPL/{dataset}")
+        assert first.status_code == 200, first.text
+        body = first.json()
+        assert body["rows"] == 0 and len(body["set_aside"]) == 1
+        assert body["set_aside"][0].startswith(f"corrupt file, re-fetch: {rel} could not be")
+        assert_kept(data, kind, bad)
+        paths = ["/overview", "/symbols", "/symbols/AAPL", "/symbols/SPY", "/runs", "/metrics",
+                 "/health", "/schedule", "/backfills", "/alerts", "/quality",
+                 "/quality?symbol=AAPL", "/settings", "/coverage?dataset=bars",
+                 "/coverage?dataset=options_iv"]
+        paths += [f"/symbols/{s}/{d}{f}" for s in ("AAPL", "SPY") for d in DATASETS
+                  for f in ("", "?format=csv")]
+        for path in paths:
+            r = api.get(V1 + path)
+            assert r.status_code == 200, (path, r.status_code, r.text)
+        for other in ("SPY", "MSFT"):  # every row of theirs (none has splits in the year)
+            rows = api.get(f"{V1}/symbols/{other}/{dataset}").json()
+            held = svc.store.lake.read(dataset, [other], level=_level(dataset)).height
+            assert rows["set_aside"] == [] and rows["rows"] == held
+            assert held > 0 or dataset == "splits" or (other, dataset) in (
+                ("SPY", "earnings"), ("MSFT", "dividends"))
+        if dataset in DATASETS and kind not in ("features", "vol_summary"):
+            aapl = api.get(f"{V1}/symbols/AAPL").json()
+            row = next(d for d in aapl["datasets"] if d["dataset"] == dataset)
+            assert row["state"] == "failing" and rel in row["last_error_message"]
+        health = api.get(f"{V1}/health").json()
+        assert [f["original"] for f in health["lake"]["awaiting_refetch"]] == [rel]
+    finally:
+        svc.stop()
