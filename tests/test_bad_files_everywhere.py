@@ -33,6 +33,7 @@ from enrich.providers.sample.provider import SampleProvider
 from enrich.schemas import DATASETS
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
+from tests.apptest_kit import said
 from tests.conftest import FIXED_NOW
 
 SYMS = ["AAPL", "SPY", "MSFT"]
@@ -302,3 +303,67 @@ def test_every_api_read_answers_and_names_the_file(data, kind, how):
         assert [f["original"] for f in health["lake"]["awaiting_refetch"]] == [rel]
     finally:
         svc.stop()
+
+
+# -- the dashboard ------------------------------------------------------------------------------
+PAGES = ["overview", "symbols", "runs", "metrics", "quality", "health", "controls", "backfill",
+         "alerts", "settings"]
+ONE_EACH = [(kind, "wrong_schema" if i % 2 else CORRUPTIONS[i // 2 % 3])
+            for i, kind in enumerate(KINDS)]
+
+
+def _drilldown(at, symbol: str) -> None:
+    at.switch_page("pages/symbols.py")
+    at.query_params.clear()
+    at.query_params["symbol"] = symbol
+    at.run()
+    assert not at.exception, (symbol, [e.value for e in at.exception])
+    assert "unexpected error" not in said(at), symbol
+
+
+@pytest.mark.parametrize(("kind", "how"), ONE_EACH)
+def test_the_drilldown_of_the_symbol_and_of_another_say_what_happened(desk_env, kind, how):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.apptest_kit import APP
+
+    data = desk_env
+    dataset, rel = KINDS[kind]
+    bad = corrupt(data, kind, how)
+    at = AppTest.from_file(APP, default_timeout=60)
+    _drilldown(at, BAD)
+    errors = " ".join(e.value for e in at.error)
+    assert f"corrupt file, re-fetch: {rel} could not be read" in errors, errors
+    assert_kept(data, kind, bad)
+    _drilldown(at, BAD)  # drawn again: the status says it, the rest is drawn
+    _drilldown(at, "SPY")
+    assert "corrupt file" not in said(at)
+    assert at.dataframe, "SPY's tables"
+
+
+def test_every_page_draws_with_every_kind_of_file_bad_at_once(desk_env):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.apptest_kit import APP
+
+    data = desk_env
+    bad = {kind: corrupt(data, kind, how) for kind, how in ONE_EACH}
+    at = AppTest.from_file(APP, default_timeout=60)
+    _drilldown(at, BAD)  # the one page that reads them all
+    shown = said(at)
+    for kind in ("bars", "dividends", "earnings", "news", "option_chain"):
+        assert f"corrupt file, re-fetch: {KINDS[kind][1]}" in shown, kind
+    for page in PAGES:
+        at.switch_page(f"pages/{page}.py")
+        at.query_params.clear()
+        at.run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert "unexpected error" not in said(at), page
+    # Health names every file set aside (the drilldown read them; its look finds the rest).
+    at.switch_page("pages/health.py")
+    at.run()
+    table = pl.concat([pl.from_pandas(d.value) for d in at.dataframe
+                       if "file" in d.value.columns])
+    assert sorted(table["file"].to_list()) == sorted(rel for _, rel in KINDS.values())
+    for kind, b in bad.items():
+        assert_kept(data, kind, b)
