@@ -367,3 +367,35 @@ def test_every_page_draws_with_every_kind_of_file_bad_at_once(desk_env):
     assert sorted(table["file"].to_list()) == sorted(rel for _, rel in KINDS.values())
     for kind, b in bad.items():
         assert_kept(data, kind, b)
+
+
+# -- a backfill ---------------------------------------------------------------------------------
+BACKFILLS = {"bars": ["bars", "--days", "20"], "features": ["bars", "--days", "20"],
+             "dividends": ["dividends", "--since", "2026-01-01"],
+             "splits": ["splits", "--since", "2026-01-01"],
+             "earnings": ["earnings", "--since", "2026-01-01"],
+             "news": ["news", "--since", "2026-11-01"],
+             "option_chain": ["options", "--days", "2", "--monthly", "1"],
+             "vol_summary": ["options", "--days", "2", "--monthly", "1"]}
+
+
+@pytest.mark.parametrize(("kind", "how"), ONE_EACH)
+def test_a_backfill_finishes_the_others_and_names_the_file(desk_env, monkeypatch, kind, how):
+    data = desk_env
+    monkeypatch.setenv("ENRICH_NOW", LATER.isoformat())
+    _, rel = KINDS[kind]
+    bad = corrupt(data, kind, how)
+    code, out, err = cli("backfill", *BACKFILLS[kind], "--symbols", "AAPL,SPY", "--json")
+    assert code in (0, 1) and "Traceback" not in err and "internal error" not in err, err
+    done = json.loads(out)
+    for f in done.get("failures", []):  # AAPL's chunks that met the file: named, and why
+        assert "AAPL" in f["chunk"] and f["error"].startswith(
+            f"corrupt: corrupt file, re-fetch: {rel} could not be read"), f
+    assert_kept(data, kind, bad)
+    if code == 1:  # what to do is said, and doing it finishes the backfill
+        assert "--retry-failed" in done["message"]
+        code, out, err = cli("backfill", "resume", done["backfill_id"], "--retry-failed",
+                             "--json")
+        assert code == 0, (out, err)
+        done = json.loads(out)
+    assert done["failed"] == 0 and done["left"] == 0 and done["done"] == done["total"] > 0
