@@ -399,3 +399,91 @@ def test_a_backfill_finishes_the_others_and_names_the_file(desk_env, monkeypatch
         assert code == 0, (out, err)
         done = json.loads(out)
     assert done["failed"] == 0 and done["left"] == 0 and done["done"] == done["total"] > 0
+
+
+# -- the Backfill card's buttons on a card that changed meanwhile ------------------------------
+@pytest.fixture
+def backfill(tmp_path, monkeypatch):
+    """A dividends backfill of KO, run to the end once; its id and the catalog."""
+    from enrich.backfill import jobs as bfm
+    from enrich.service import reset_services
+
+    data = tmp_path / "data"
+    store = Store(data)
+    for name, value in (("ENRICH_DATA_DIR", str(data)), ("ENRICH_NOW", FIXED_NOW.isoformat()),
+                        ("ENRICH_HISTORY_YEARS", "1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    add_symbols(store.catalog, [("KO", None, None)])
+    bfm.start_in_background(load_settings(dotenv_path=None),
+                            bfm.BackfillRequest("dividends", ("KO",)), store=store)
+    [r] = bfm.backfill_progress_summary(store.catalog)
+    assert bfm.wait_for(r["backfill_id"], 120)
+    yield r["backfill_id"], store.catalog
+    reset_services()
+
+
+def _set(catalog, bid: str, chunks: str | None = None, run: str | None = None,
+         intent: str | None = None) -> None:
+    """Put the backfill's chunks, its last run and its intent in the given states (as another
+    process's pause, resume, cancel or end leaves them)."""
+    from enrich.store.catalog import WriteBatch
+
+    b = WriteBatch()
+    if chunks:
+        b.execute("UPDATE backfill_progress SET state = ? WHERE backfill_id = ?", [chunks, bid])
+    if run:
+        b.execute("UPDATE runs SET state = ?, finished_at = CASE WHEN ? IN ('queued', "
+                  "'running') THEN NULL ELSE finished_at END WHERE run_id = (SELECT "
+                  "last_run_id FROM backfills WHERE backfill_id = ?)", [run, run, bid])
+    if intent:
+        b.execute("UPDATE backfills SET status = ? WHERE backfill_id = ?", [intent, bid])
+    catalog.write(b)
+
+
+def _card_click(bid: str, label: str, meanwhile) -> str:
+    """Open the Backfill page, let ``meanwhile`` happen, click ``label`` on the card as drawn
+    before it; what the page said."""
+    from tests.apptest_kit import elsewhere, open_page
+
+    at = open_page("pages/backfill.py")
+    [button] = [b for b in at.button if b.label == label]
+    elsewhere(meanwhile)
+    button.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return said(at)
+
+
+def test_pause_of_a_backfill_someone_paused_meanwhile_says_who(backfill):
+    from enrich.backfill import jobs as bfm
+
+    bid, catalog = backfill
+    _set(catalog, bid, chunks="pending", run="running")  # running, as the card shows it
+
+    def alice_pauses():
+        bfm.request_stop(catalog, bid, "paused", "alice")
+        _set(catalog, bid, run="cancelled")  # its run stopped between chunks
+
+    text = _card_click(bid, "Pause", alice_pauses)
+    assert "already paused by `alice`" in text, text
+
+
+def test_cancel_of_a_backfill_that_ended_meanwhile_says_how_it_ended(backfill):
+    bid, catalog = backfill
+    _set(catalog, bid, chunks="pending", run="running")
+    text = _card_click(bid, "Cancel", lambda: _set(catalog, bid, chunks="done", run="succeeded"))
+    assert f"`{bid}` is complete: nothing to cancel" in text, text
+
+
+def test_resume_of_a_backfill_someone_resumed_meanwhile_says_so(backfill):
+    bid, catalog = backfill
+    _set(catalog, bid, chunks="pending", intent="paused")
+    text = _card_click(bid, "Resume", lambda: _set(catalog, bid, run="running", intent="running"))
+    assert f"`{bid}` is already running" in text and "someone else" in text, text
+
+
+def test_retry_of_failed_chunks_someone_retried_meanwhile_says_how_it_ended(backfill):
+    bid, catalog = backfill
+    _set(catalog, bid, chunks="failed")
+    text = _card_click(bid, "Retry failed", lambda: _set(catalog, bid, chunks="done"))
+    assert f"`{bid}` is complete" in text and "no failed chunks to retry" in text, text
