@@ -657,8 +657,10 @@ class Lake:
                     old = self._stored(ds, path) if path.exists() else ds.empty()
                     if old.equals(frame):
                         return UpsertResult()
-            except CorruptFileError:  # set aside: the new content replaces it all the same
-                held = 0
+            except CorruptFileError:
+                if path.exists():  # could not be set aside: never written over
+                    raise
+                held = 0  # set aside: the new content replaces it all the same
             self._write_file(frame, path)
         return UpsertResult(inserted=max(frame.height - held, 0),
                             updated=min(frame.height, held), files_written=1)
