@@ -305,6 +305,25 @@ def test_every_api_read_answers_and_names_the_file(data, kind, how):
         svc.stop()
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_download_that_meets_a_bad_file_names_it_in_a_header(data, fmt):
+    from enrich.api.app import create_app
+    from enrich.service import Services
+    from tests.test_api import V1, Api, settings_for
+
+    bad = corrupt(data, "bars", "random_bytes")
+    settings = settings_for(data)
+    svc = Services(settings, alerts=False).start()
+    try:
+        r = Api(create_app(settings, svc)).get(f"{V1}/symbols/AAPL/bars?format={fmt}")
+        assert r.status_code == 200, r.text
+        assert r.headers["x-enrich-set-aside"].startswith(
+            f"corrupt file, re-fetch: {KINDS['bars'][1]} could not be read")
+        assert_kept(data, "bars", bad)
+    finally:
+        svc.stop()
+
+
 # -- the dashboard ------------------------------------------------------------------------------
 PAGES = ["overview", "symbols", "runs", "metrics", "quality", "health", "controls", "backfill",
          "alerts", "settings"]
