@@ -243,6 +243,35 @@ def run_ended_already(run_id: str, state: str | None) -> str:
     return f"Run {literal(run_id[:8])} had already ended{how}: nothing to cancel."
 
 
+def backfill_not_stopped(backfill_id: str, intent: str, status: str,
+                         paused_by: str | None = None,
+                         paused_at: dt.datetime | None = None) -> str:
+    """Markdown: why a pause (``intent`` "paused") or cancel of a backfill changed nothing,
+    from its ``status`` now — someone else paused or cancelled it first (who, when), or it
+    ended meanwhile."""
+    bid = literal(backfill_id)
+    if intent == "paused" and status not in ("complete", "cancelled"):
+        return (f"Backfill {bid} was already paused by {literal(paused_by or '?')} at "
+                f"{fmt_utc(paused_at)}; their pause is kept.")
+    if status in ("complete", "cancelled"):
+        verb = "pause" if intent == "paused" else "cancel"
+        return (f"Backfill {bid} is {status}: nothing to {verb}"
+                + ("." if status == "complete" else "; Resume runs the chunks left."))
+    return f"Backfill {bid} was already being cancelled: it stops after its current chunk."
+
+
+def backfill_not_started(backfill_id: str, retry_failed: bool, status: str,
+                         run_id: str | None = None) -> str:
+    """Markdown: why a resume (or a retry of the failed chunks) of a backfill started
+    nothing, from its ``status`` now — someone else resumed it first, or it ended."""
+    bid = literal(backfill_id)
+    if status == "running":
+        return (f"Backfill {bid} is already running: someone else resumed it"
+                + (f" (run {literal(run_id[:8])})" if run_id else "") + ".")
+    what = "no failed chunks to retry" if retry_failed else "nothing left to do"
+    return f"Backfill {bid} is {status}: {what}."
+
+
 def run_state_label(state: str | None) -> str:
     """A run state in words (its colour is ``palette.run_level``)."""
     return "—" if state is None else state

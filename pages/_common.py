@@ -20,10 +20,11 @@ import streamlit as st
 
 from enrich import palette, ui
 from enrich.config import Settings, load_settings
-from enrich.errors import ConfigError, CorruptFileError, EnrichError
+from enrich.errors import ConfigError, EnrichError
 from enrich.store.store import Store
 from enrich.views import quality as quality_view
 from enrich.views import status as status_view
+from enrich.views.common import despite_bad_files
 
 T = TypeVar("T")
 
@@ -203,13 +204,14 @@ def lake_read(fn: Callable[..., T], *args, **kwargs) -> T:
     page says so and shows what remains, as the next run re-fetches the file.
     """
     key = (_name(fn), fn, str(settings().data_dir))
-    try:
-        return _lake_read(*key, version(), args, tuple(sorted(kwargs.items())))
-    except CorruptFileError as exc:
-        st.error(ui.literal(exc), icon="🩹")
+    kw = tuple(sorted(kwargs.items()))
+    value, set_aside = despite_bad_files(lambda: _lake_read(*key, version(), args, kw))
+    for note in set_aside:
+        st.error(ui.literal(note), icon="🩹")
+    if set_aside:
         store().catalog.sync_quarantine()  # its symbol × dataset now shows failing
         invalidate()
-        return _lake_read(*key, version(), args, tuple(sorted(kwargs.items())))
+    return value
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -9,6 +9,7 @@ priority on the shared rate limiter.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import polars as pl
@@ -16,7 +17,7 @@ import streamlit as st
 
 from enrich import palette, ui
 from enrich.backfill import jobs as bfm
-from enrich.errors import EnrichError
+from enrich.errors import EnrichError, StateError
 from enrich.quant.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
 from enrich.views import universe as universe_view
 from pages import _common as c
@@ -31,6 +32,7 @@ def status_badge(status: str) -> str:
 DEFAULT_LABEL = {"bars": "10 years", "dividends": "10 years", "earnings": "10 years",
                  "splits": "since 2000", "news": "1 year", "options": "30 days"}
 SHOWN = 10
+SAID_S = 30.0  # how long a card says what its button did
 
 
 @st.cache_data(ttl=2, max_entries=64, show_spinner=False)
@@ -73,17 +75,60 @@ def _start(request: bfm.BackfillRequest | None = None, backfill_id: str | None =
     st.toast(f"Backfill started (run {run_id[:8]})", icon="⏮️")
 
 
+def _said(backfill_id: str, level: str, text: str) -> None:
+    """What a card's button did, shown on its card (drawn again every 2 s) for a while."""
+    st.session_state[f"bf_said_{backfill_id}"] = (level, text, time.monotonic() + SAID_S)
+
+
 def _stop(backfill_id: str, intent: str) -> None:
+    """Pause or Cancel (a callback: it runs even when the click lands on a card drawn again
+    without the button, because someone else acted first or the backfill ended) and say what
+    happened."""
+    catalog = c.store().catalog
     try:
-        out = bfm.request_stop(c.store().catalog, backfill_id, intent, c.ACTOR)
+        out = bfm.request_stop(catalog, backfill_id, intent, c.ACTOR)
+    except bfm.BackfillStateError as exc:  # complete or cancelled meanwhile
+        _said(backfill_id, palette.WARN, ui.backfill_not_stopped(backfill_id, intent,
+                                                                 exc.status))
+        return
+    except StateError as exc:  # being cancelled: no pause on top
+        _said(backfill_id, palette.WARN, ui.literal(exc))
+        return
     except EnrichError as exc:
-        c.report_error(("pause" if intent == "paused" else "cancel") + " the backfill", exc)
+        verb = "pause" if intent == "paused" else "cancel"
+        _said(backfill_id, palette.BAD, f"Could not {verb} the backfill: {ui.literal(exc)}")
         return
     c.invalidate()
+    if not out.changed:
+        _said(backfill_id, palette.WARN, ui.backfill_not_stopped(
+            backfill_id, intent, out.status, out.paused_by, out.paused_at))
+        return
     verb = "Pausing" if intent == "paused" else "Cancelling"
-    st.toast(f"Backfill already {intent}" if not out.changed
-             else f"{verb}: the backfill stops after its current chunk" if out.run_id
-             else f"Backfill {intent}")
+    _said(backfill_id, palette.OK, f"{verb}: the backfill stops after its current chunk"
+          if out.run_id else f"Backfill {intent}.")
+
+
+def _resume(backfill_id: str, retry_failed: bool = False) -> None:
+    """Resume or Retry failed (a callback, as ``_stop``) and say what happened: started, or
+    already running (someone else resumed it), or nothing left to run."""
+    try:
+        run_id = bfm.start_in_background(c.settings(), backfill_id=backfill_id,
+                                         retry_failed=retry_failed, store=c.store())
+    except bfm.NothingToDoError as exc:  # it ended meanwhile, or someone retried them
+        _said(backfill_id, palette.WARN, ui.backfill_not_started(backfill_id, retry_failed,
+                                                                 exc.status))
+        return
+    except bfm.BackfillBusyError:  # someone else resumed it first
+        rows = bfm.backfill_progress_summary(c.store().catalog, backfill_id)
+        _said(backfill_id, palette.WARN, ui.backfill_not_started(
+            backfill_id, retry_failed, "running", rows[0]["last_run_id"] if rows else None))
+        return
+    except (EnrichError, ValueError) as exc:
+        _said(backfill_id, palette.BAD, f"Could not resume the backfill: {ui.literal(exc)}")
+        return
+    c.invalidate()
+    _said(backfill_id, palette.OK, f"Backfill resumed (run {ui.literal(run_id[:8])})"
+          + (": only its failed chunks." if retry_failed else "."))
 
 
 # -- new backfill ------------------------------------------------------------------------------
@@ -211,18 +256,21 @@ def _card(r: dict[str, Any]) -> None:
             st.caption(ui.literal(r["run_message"], limit=300))
         acts = st.columns(6)
         if r["status"] == "running":
-            if acts[0].button("Pause", icon="⏸️", key=f"pause_{bid}",
-                              help="Stop after the current chunk; resume later."):
-                _stop(bid, "paused")
-            if acts[1].button("Cancel", icon="⏹️", key=f"cancel_{bid}",
-                              help="Stop after the current chunk; chunks done are kept."):
-                _stop(bid, "cancelled")
+            acts[0].button("Pause", icon="⏸️", key=f"pause_{bid}", on_click=_stop,
+                           args=(bid, "paused"),
+                           help="Stop after the current chunk; resume later.")
+            acts[1].button("Cancel", icon="⏹️", key=f"cancel_{bid}", on_click=_stop,
+                           args=(bid, "cancelled"),
+                           help="Stop after the current chunk; chunks done are kept.")
         elif r["status"] != "complete":
-            if acts[0].button("Resume", icon="▶️", key=f"resume_{bid}"):
-                _start(backfill_id=bid)
-            if r["chunks_failed"] and acts[1].button("Retry failed", icon="🔁",
-                                                     key=f"retry_{bid}"):
-                _start(backfill_id=bid, retry_failed=True)
+            acts[0].button("Resume", icon="▶️", key=f"resume_{bid}", on_click=_resume,
+                           args=(bid,))
+            if r["chunks_failed"]:
+                acts[1].button("Retry failed", icon="🔁", key=f"retry_{bid}",
+                               on_click=_resume, args=(bid, True))
+        said = st.session_state.get(f"bf_said_{bid}")
+        if said and said[2] > time.monotonic():
+            c.alert(said[0], said[1])
         if r["last_run_id"]:
             with acts[2]:
                 c.run_link(r["last_run_id"], "Run →")

@@ -39,8 +39,10 @@ from enrich.views import quality as quality_view
 from enrich.views import runs as runs_view
 from enrich.views import status as status_view
 from enrich.views import symbols as symbols_view
+from enrich.views.common import despite_bad_files
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+SET_ASIDE = "X-Enrich-Set-Aside"  # a CSV or Parquet answer's note of files set aside
 
 
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
@@ -110,20 +112,25 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
         sym = _symbol(desk, symbol)
         if start and end and end < start:
             raise ApiError(400, "invalid_request", f"to ({end}) is before from ({start})")
-        frame = symbols_view.dataset_rows(desk.store.lake, sym, dataset, timeframe, start, end)
+        # A file found unreadable is set aside: the rows that remain, and a note naming it.
+        frame, set_aside = despite_bad_files(lambda: symbols_view.dataset_rows(
+            desk.store.lake, sym, dataset, timeframe, start, end))
         accept = request.headers.get("accept", "")
         fmt = format or ("csv" if "text/csv" in accept else
                          "parquet" if any(t in accept for t in PARQUET_TYPES) else "json")
         name = f"{sym.replace(':', '_')}_{dataset}"
+        # A file body has no room for the note: it goes in a header (ASCII, as headers are).
+        noted = {SET_ASIDE: "; ".join(set_aside).encode("ascii", "backslashreplace").decode()
+                 } if set_aside else {}
         if fmt == "csv":
-            return Response(_scrub(ui.to_csv_bytes(frame)), media_type="text/csv",
-                            headers={"content-disposition": f'attachment; filename="{name}.csv"'})
+            return Response(_scrub(ui.to_csv_bytes(frame)), media_type="text/csv", headers={
+                "content-disposition": f'attachment; filename="{name}.csv"', **noted})
         if fmt == "parquet":
             body = ui.to_parquet_bytes(_scrub_frame(frame))
             return Response(body, media_type=PARQUET, headers={
-                "content-disposition": f'attachment; filename="{name}.parquet"'})
+                "content-disposition": f'attachment; filename="{name}.parquet"', **noted})
         return _Json({"symbol": sym, "dataset": dataset, "from": start, "to": end,
-                      "rows": frame.height, "items": frame})
+                      "rows": frame.height, "items": frame, "set_aside": set_aside})
 
     @r.get("/runs", summary="Run history, newest first, filtered and paged")
     def runs(state: Literal[runs_view.RUN_STATES] | None = None,  # type: ignore[valid-type]

@@ -44,10 +44,16 @@ from enrich.backfill.plan import (
 )
 from enrich.config import Settings
 from enrich.errors import EnrichError, StateError, error_class_of
-from enrich.pipeline.engine import Engine, LogBuffer, StepResult, SymbolResult
+from enrich.pipeline.engine import (
+    Engine,
+    LogBuffer,
+    StepResult,
+    SymbolResult,
+    store_vol_summary,
+)
 from enrich.pipeline.run_model import Halt
 from enrich.providers import Provider
-from enrich.quant import rates, vol_summary
+from enrich.quant import rates
 from enrich.quant.options_history import (
     PAIR_SCHEMA,
     as_traded_closes,
@@ -671,10 +677,7 @@ class _Execution:
             with self.lake.symbol_lock(und):
                 rows = self._without_snapshots(und, rows)
                 self.lake.upsert("options_iv", rows)
-                sessions = rows["as_of"].unique().implode()
-                stored = self.lake.read("options_iv", [und]).filter(
-                    pl.col("as_of").is_in(sessions))
-                self.lake.upsert("vol_summary", vol_summary.summarize(stored))
+                store_vol_summary(self.lake, und, rows["as_of"].unique())
         except Exception as exc:
             for c, _, t0, n in fetched:
                 self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
@@ -695,8 +698,7 @@ class _Execution:
                  if f.stem.removeprefix("month=") in months]
         if not files:
             return rows
-        stored = pl.concat([pl.read_parquet(f, columns=["as_of", "contract", "source"])
-                            for f in files])
+        stored = self.lake.read_columns("options_iv", files, ["as_of", "contract", "source"])
         snaps = stored.filter(pl.col("source") != "computed").select("as_of", "contract")
         return rows.join(snaps, on=["as_of", "contract"], how="anti")
 

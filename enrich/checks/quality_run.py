@@ -32,6 +32,7 @@ from enrich.checks.quality import (
     check_news,
     check_options,
 )
+from enrich.errors import CorruptFileError
 from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.lake import Lake
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
@@ -48,7 +49,7 @@ def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]
     files = lake.files("options_iv", [symbol])
     if not files:
         return lake.read("options_iv", [symbol]), np.array([], dtype="datetime64[D]")
-    newest = lake.read_file(files[-1])
+    newest = lake.read_one("options_iv", files[-1])
     as_of = newest["as_of"].to_numpy().astype("datetime64[D]")
     at_latest = as_of == as_of.max()
     if at_latest.all():  # the usual case: one snapshot in the file
@@ -57,8 +58,8 @@ def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]
         days = np.unique(as_of)
         newest = newest.filter(pl.Series(at_latest))
     if len(files) > 1:
-        older = (pl.scan_parquet([str(f) for f in files[:-1]]).select("as_of").unique()
-                 .collect()["as_of"].to_numpy().astype("datetime64[D]"))
+        older = (lake.read_columns("options_iv", files[:-1], ["as_of"])["as_of"].unique()
+                 .to_numpy().astype("datetime64[D]"))
         days = np.union1d(days, older)
     return newest, days
 
@@ -200,6 +201,30 @@ def after_fetch(lake: Lake, log_buffer: Any, run_id: str | None, symbol: str,
     return sq
 
 
+# The check an audit reports for a file it found unreadable and set aside (not recorded: the
+# quarantine marks its symbol × dataset failing).
+READABLE = "readable"
+
+
+def _checks_of_readable(lake: Lake, symbol: str, asset_class: str,
+                        datasets: Sequence[str] | None, th: Thresholds,
+                        rows: list[dict[str, Any]]) -> SymbolQuality:
+    """``run_checks`` over what can be read: a file found unreadable is set aside by the read
+    (``CorruptFileError``), reported in ``rows`` as a failed ``readable`` check, and the
+    symbol checked again without it."""
+    for _ in range(MAX_SET_ASIDE):
+        try:
+            return run_checks(lake, symbol, asset_class, datasets, th=th)
+        except CorruptFileError as exc:
+            rows.append({"symbol": symbol, "dataset": exc.dataset, "check": READABLE,
+                         "severity": "error", "passed": False, "observed": None,
+                         "detail": str(exc)})
+    return run_checks(lake, symbol, asset_class, datasets, th=th)
+
+
+MAX_SET_ASIDE = 16  # files of one symbol an audit sets aside before giving up on it
+
+
 def audit(store: Store, symbols: Sequence[str] | None = None,
           datasets: Sequence[str] | None = None, run_id: str | None = None,
           covered_from: dict[str, dt.date] | None = None,
@@ -229,7 +254,7 @@ def audit(store: Store, symbols: Sequence[str] | None = None,
     batch = WriteBatch()
     at = utcnow()
     for sym, cls in universe.iter_rows():
-        sq = run_checks(store.lake, sym, cls, datasets, th=th)
+        sq = _checks_of_readable(store.lake, sym, cls, datasets, th, rows)
         first = {ds: d for (s, ds), d in lowered.items() if s == sym}
         record(batch, sq, run_id, at, first)
         for r in sq.results:

@@ -133,6 +133,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     n_sym = results["symbol"].n_unique() if results.height else 0
     print(f"re-checked {n_sym} symbol(s), {results.height} checks in "
           f"{time.monotonic() - t0:.1f}s: {failing.height} failing")
+    for detail in failing.filter(pl.col("check") == quality_run.READABLE)["detail"]:
+        print(detail)  # a file set aside: where it went and what happens next, in full
     if failing.height:
         _table(failing, ["symbol", "dataset", "check", "severity", "observed", "detail"], "")
     return EXIT_OK

@@ -44,6 +44,7 @@ from enrich.checks.validate import check
 from enrich.config import Settings
 from enrich.errors import (
     Cancelled,
+    CorruptFileError,
     EnrichError,
     HistoryLimitError,
     NotEntitledError,
@@ -84,6 +85,7 @@ from enrich.quant.options_history import as_traded_closes
 from enrich.quant.splits import apply_splits
 from enrich.store import plan_limits, runs
 from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
+from enrich.store.lake import Lake
 from enrich.store.store import Store
 from enrich.symbols import calendar_for, validate_symbol
 
@@ -960,11 +962,7 @@ class Engine:
             return
         t0, perf0 = utcnow(), time.perf_counter()
         try:
-            sessions = rows["as_of"].unique()
-            stored = self.store.lake.read("options_iv", [symbol]).filter(
-                pl.col("as_of").is_in(sessions.implode()))
-            written = self.store.lake.upsert("vol_summary",
-                                             vol_summary.summarize(stored)).changed
+            written = store_vol_summary(self.store.lake, symbol, rows["as_of"].unique())
             status, err = "ok", None
         except Exception as exc:  # a summary failure is recorded; the chain stays stored
             written, status, err = 0, "failed", exc
@@ -1073,6 +1071,18 @@ class Engine:
             log.add(lambda b: (b.upsert("symbol_status", row), b.execute(
                 "UPDATE symbol_status SET consecutive_failures = consecutive_failures + 1 "
                 "WHERE symbol = ? AND dataset = ?", [symbol, ds])))
+
+
+def store_vol_summary(lake: Lake, symbol: str, sessions: pl.Series) -> int:
+    """Summarise the ``sessions`` of ``symbol``'s stored option chains into ``vol_summary``
+    (``enrich.quant.vol_summary``); rows changed. A summary file that cannot be read is set
+    aside (quarantined) and rebuilt from every stored chain, so its history is not lost."""
+    stored = lake.read("options_iv", [symbol])
+    try:
+        return lake.upsert("vol_summary", vol_summary.summarize(
+            stored.filter(pl.col("as_of").is_in(sessions.implode())))).changed
+    except CorruptFileError:
+        return lake.upsert("vol_summary", vol_summary.summarize(stored)).changed
 
 
 def _renamed_in(ident: Identity | None, symbol: str, span: tuple[dt.date, dt.date]) -> bool:

@@ -482,16 +482,47 @@ class Lake:
         frame = pl.concat([self._stored(ds, f) for f in files], how="vertical")
         return frame.sort(list(ds.key))
 
+    def read_one(self, dataset: str, path: Path) -> pl.DataFrame:
+        """The rows of one of ``dataset``'s files (``files``) in its schema; a file that cannot
+        be read as one is quarantined and raises ``CorruptFileError`` (see ``read_file``)."""
+        return self._stored(DATASETS[dataset], path)
+
+    def read_columns(self, dataset: str, files: list[Path], columns: list[str]) -> pl.DataFrame:
+        """``columns`` of ``files`` of ``dataset``, reading only those columns; a file that
+        cannot be read is quarantined and raises ``CorruptFileError`` (see ``read_file``)."""
+        try:
+            return pl.scan_parquet([str(f) for f in files]).select(columns).collect()
+        except (pl.exceptions.PolarsError, pa.ArrowException, OSError):
+            # Find which file, and set it aside, as a read of that file alone does.
+            return pl.concat([self.read_one(dataset, f).select(columns) for f in files])
+
     def _stored(self, ds: Dataset, path: Path) -> pl.DataFrame:
         """A file's rows in the dataset's current schema: a file written before a column was
-        added reads with that column null."""
-        frame = self.read_file(path)
-        if self.cache.conforms(path, frame):
-            return frame
-        conformed = _conformed(frame, ds)
-        if conformed is frame:
-            self.cache.mark_conforms(path, frame)
-        return conformed
+        added reads with that column null. A Parquet file whose columns do not fit the
+        dataset's schema (another tool's file, one copied into the wrong folder) cannot be
+        read as the dataset's: it is quarantined like a truncated one (``read_file``)."""
+        for _ in range(2):
+            frame = self.read_file(path)
+            if self.cache.conforms(path, frame):
+                return frame
+            try:
+                conformed = _conformed(frame, ds)
+            except (KeyError, pl.exceptions.PolarsError) as exc:
+                self.cache.forget(path)
+                self._set_aside(path, f"not a {ds.name} file: {quarantine._short(exc)}")
+                continue  # replaced by a readable file meanwhile: read that one
+            if conformed is frame:
+                self.cache.mark_conforms(path, frame)
+            return conformed
+        raise CorruptFileError(f"{quarantine.REFETCH_HINT}: {path} keeps changing as it is read")
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Quarantine the unreadable file at ``path`` and raise ``CorruptFileError`` saying
+        so; returns only if the file turned readable meanwhile (the caller reads it again)."""
+        item = quarantine.move(self, path, reason)
+        if item is not None:
+            raise CorruptFileError(item.message(), path=item.moved_to, dataset=item.dataset,
+                                   symbol=item.symbol)
 
     def read_file(self, path: Path) -> pl.DataFrame:
         """One lake file's rows (from the cache while the file is unchanged).
@@ -510,13 +541,11 @@ class Lake:
             try:
                 frame = pl.read_parquet(path)
             except (pl.exceptions.PolarsError, pa.ArrowException) as exc:
-                item = quarantine.move(self, path, quarantine._short(exc))
-                if item is None:
-                    continue  # replaced by a readable file meanwhile: read that one
-                raise CorruptFileError(item.message(), path=item.moved_to,
-                                       dataset=item.dataset, symbol=item.symbol) from None
-            self.cache.put(path, fid, frame)
-            return frame
+                reason = quarantine._short(exc)
+            else:
+                self.cache.put(path, fid, frame)
+                return frame
+            self._set_aside(path, reason)  # raises, unless replaced by a readable file
         raise CorruptFileError(f"{quarantine.REFETCH_HINT}: {path} keeps changing as it is read")
 
     def cache_forget(self, path: Path) -> None:
@@ -622,11 +651,16 @@ class Lake:
         path = self._file_for(ds, symbol, level, None)
         with self.write_lock(symbol):
             remove_stale_temps(path)
-            held = self._height(ds, path)
-            if held == frame.height:  # else it differs: no need to decode the old file
-                old = self._stored(ds, path) if path.exists() else ds.empty()
-                if old.equals(frame):
-                    return UpsertResult()
+            try:
+                held = self._height(ds, path)
+                if held == frame.height:  # else it differs: no need to decode the old file
+                    old = self._stored(ds, path) if path.exists() else ds.empty()
+                    if old.equals(frame):
+                        return UpsertResult()
+            except CorruptFileError:
+                if path.exists():  # could not be set aside: never written over
+                    raise
+                held = 0  # set aside: the new content replaces it all the same
             self._write_file(frame, path)
         return UpsertResult(inserted=max(frame.height - held, 0),
                             updated=min(frame.height, held), files_written=1)
@@ -664,7 +698,8 @@ class Lake:
 
     def _height(self, ds: Dataset, path: Path) -> int:
         """Rows in the file at ``path`` (0: none), from the cache or the file's footer; a
-        footer that cannot be read is read in full (``read_file``: quarantined, raises)."""
+        footer that cannot be read, or names other columns, is read in full (``_stored``:
+        quarantined, raises)."""
         fid = _file_id(path)
         if fid is None:
             return 0
@@ -672,9 +707,12 @@ class Lake:
         if frame is not None:
             return frame.height
         try:
-            return pq.read_metadata(path).num_rows
+            meta = pq.read_metadata(path)
+            if set(ds.key) <= set(meta.schema.names):  # else no file of this dataset
+                return meta.num_rows
         except (OSError, pa.ArrowException):
-            return self._stored(ds, path).height
+            pass
+        return self._stored(ds, path).height
 
     def _upsert_file(self, ds: Dataset, symbol: str, path: Path, part: pl.DataFrame,
                      in_order: bool = False) -> UpsertResult:

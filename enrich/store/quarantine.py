@@ -54,9 +54,20 @@ class Quarantined:
     def message(self) -> str:
         """What a user reads where the symbol × dataset is shown failing."""
         what = f"{self.symbol} {self.dataset}" if self.symbol else "this dataset"
+        if self.dataset in DERIVED:
+            then = f"the next run that enriches {self.symbol} computes {self.dataset} again"
+        elif self.dataset == "options_iv":  # a chain is a snapshot: only its moment has it
+            then = (f"the next run fetches {what} as of then; `python -m enrich backfill "
+                    f"options --symbol {self.symbol}` computes the sessions it held again")
+        else:
+            then = f"the next run fetches {what} again"
         return (f"{REFETCH_HINT}: {self.original} could not be read ({self.reason}); it was "
-                f"moved to {self.moved_to} and the next run fetches {what} again")
+                f"moved to {self.moved_to} and {then}")
 
+
+# Datasets computed from others (features from bars, the vol summary from the option chains):
+# a file set aside is computed again, not fetched.
+DERIVED = ("features", "vol_summary")
 
 MAGIC = b"PAR1"
 
@@ -110,8 +121,8 @@ def coverage_key(dataset: str | None, level: str | None) -> str | None:
     """The key of ``lake/_coverage/<SYM>.json`` that says how far ``dataset`` was fetched."""
     if dataset == "bars":
         return f"bars:{level or '1d'}"
-    if dataset in (None, "features"):
-        return None  # features are derived: a missing file is recomputed by the next run
+    if dataset is None or dataset in DERIVED:
+        return None  # a missing file is computed again by the next run
     return dataset
 
 
@@ -129,7 +140,7 @@ def move(lake: Lake, path: Path, reason: str,
         with contextlib.ExitStack() as stack:
             if symbol is not None:
                 stack.enter_context(lake.write_lock(symbol, timeout=lock_timeout))
-            if footer_error(path) is None and _readable(path):
+            if footer_error(path) is None and _readable(path, dataset):
                 raise _Recovered  # replaced by a good file meanwhile: nothing to move
             size = path.stat().st_size
             now = dt.datetime.now(dt.UTC)
@@ -194,12 +205,17 @@ def _append(index: Path, item: Quarantined) -> None:
         os.close(fd)
 
 
-def _readable(path: Path) -> bool:
-    """Whether the whole file decodes (a footer can be intact over damaged pages)."""
+def _readable(path: Path, dataset: str | None) -> bool:
+    """Whether the whole file decodes (a footer can be intact over damaged pages) into the
+    schema of ``dataset`` (a Parquet file of other columns is no file of that dataset)."""
     import polars as pl
 
+    from enrich.schemas import DATASETS, conform
+
     try:
-        pl.read_parquet(path)
+        frame = pl.read_parquet(path)
+        if dataset in DATASETS:
+            conform(frame, DATASETS[dataset])
     except FileNotFoundError:
         return True
     except Exception:  # noqa: BLE001 (any decoding failure means unreadable)

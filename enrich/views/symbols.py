@@ -106,7 +106,7 @@ def _latest_options(lake: Lake, symbol: str) -> pl.DataFrame:
     files = lake.files("options_iv", [symbol])
     if not files:
         return lake.read("options_iv", [symbol])
-    chain = lake.read_file(files[-1])
+    chain = lake.read_one("options_iv", files[-1])
     return chain.filter(pl.col("as_of") == chain["as_of"].max())
 
 
