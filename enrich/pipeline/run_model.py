@@ -214,9 +214,8 @@ class Halt:
                 self._streak += 1
                 if self._streak >= UNREACHABLE_STREAK:
                     self.reason = (f"{errors[0]} — the provider could not be reached "
-                                   f"{self._streak} times in a row: check the network (or "
-                                   "MASSIVE_BASE_URL, a proxy), then run again; what is "
-                                   "missing is fetched then")
+                                   f"{self._streak} times in a row; run again once it can "
+                                   "be: what is missing is fetched then")
             if self.reason is not None:
                 self._cancel.set()
 

@@ -848,7 +848,8 @@ class MassiveProvider:
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
             raise ProviderUnreachableError(
                 f"{subject}: cannot reach {self._base.host} ({type(exc).__name__}: "
-                f"{self._scrub(str(exc))})", **ctx,
+                f"{self._scrub(str(exc))}); check the network, MASSIVE_BASE_URL or a proxy",
+                **ctx,
             ) from exc
         except httpx.TimeoutException as exc:
             raise TransientError(f"{subject}: request timed out ({type(exc).__name__})",
