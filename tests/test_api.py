@@ -32,10 +32,12 @@ from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill
 from enrich.config import load_settings
 from enrich.errors import CatalogBusyError
+from enrich.schemas import DATASETS
 from enrich.service import Services
 from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.store import Store
 from enrich.views import status as status_view
+from enrich.views import symbols as symbols_view
 from tests.conftest import FIXED_NOW, subprocess_env
 from tests.test_queries import populate
 
@@ -289,6 +291,13 @@ def test_symbol_rows_as_json_csv_and_parquet(reads):
     assert j["symbol"] == "AAPL" and j["rows"] == 15
     news = desk.api.ok(f"{V1}/symbols/AAPL/news", **{"from": "2026-11-01"})
     assert all(n["published_utc"] >= "2026-11-01" for n in news["items"]) and news["rows"]
+    # Every lake dataset filters by its date: vol_summary by as_of (a from/to was a 500).
+    assert set(symbols_view.DATE_COLUMNS) == set(DATASETS)
+    held = desk.store.lake.read("vol_summary", ["AAPL"])["as_of"].max()
+    vol = desk.api.ok(f"{V1}/symbols/AAPL/vol_summary", **{"to": held.isoformat()})
+    assert vol["rows"] >= 1 and vol["items"][-1]["as_of"] == held.isoformat()
+    after = (held + dt.timedelta(days=1)).isoformat()
+    assert desk.api.ok(f"{V1}/symbols/AAPL/vol_summary", **{"from": after})["rows"] == 0
     r = desk.api.get(f"{V1}/symbols/AAPL/bars", params={"from": "2026-11-20", "to": "2026-11-02"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
     r = desk.api.get(f"{V1}/symbols/AAPL/quotes")

@@ -174,7 +174,7 @@ def vol_history(lake: Lake, symbol: str) -> pl.DataFrame:
 # The date each dataset's rows are placed on (session dates; news: its UTC publication day).
 DATE_COLUMNS = {"bars": "session", "dividends": "ex_date", "splits": "execution_date",
                 "earnings": "period_end", "news": "published_utc", "options_iv": "as_of",
-                "features": "session"}
+                "features": "session", "vol_summary": "as_of", "rates": "date"}
 
 
 def dataset_rows(lake: Lake, symbol: str, dataset: str, timeframe: str = "1d",
