@@ -109,6 +109,11 @@ class RequestLedger:
     def sent(self) -> None:
         self._stats().requests += 1
 
+    def unsent(self) -> None:
+        """The last request ``sent`` never reached the provider (no connection was made): the
+        plan does not count it, so neither does the ledger."""
+        self._stats().requests -= 1
+
     def retried(self, endpoint: str, attempt: int, exc: BaseException, wait: float) -> None:
         self._stats().retries.append(
             Retry(endpoint, attempt, wait, error_class_of(exc), str(exc)[:1000]))

@@ -846,6 +846,7 @@ class MassiveProvider:
             else:
                 response = self._client.get(url, params=params, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:
+            self._ledger.unsent()  # nothing reached the provider: not a request of the plan
             raise ProviderUnreachableError(
                 f"{subject}: cannot reach {self._base.host} ({type(exc).__name__}: "
                 f"{self._scrub(str(exc))}); check the network, MASSIVE_BASE_URL or a proxy",
