@@ -572,7 +572,7 @@ class Engine:
                                     res.steps, coverage, params.timeframe)
 
         res.records = sum(s.records for s in res.steps)
-        if any(s.status == "failed" for s in res.steps):
+        if res.step_failed:  # a plan's limit is not a failure
             res.state = "failed"
         elif all(s.status in ("up_to_date", "skipped") for s in res.steps) and not res.records:
             res.state = "skipped"

@@ -16,7 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from enrich.errors import AuthError, ProviderUnreachableError
+from enrich.errors import (
+    AuthError,
+    NotEntitledError,
+    NotYetAvailableError,
+    ProviderUnreachableError,
+)
 from enrich.providers import MarketRequest, MarketRows
 from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
@@ -67,6 +72,18 @@ class SymbolResult:
     @property
     def errors(self) -> list[BaseException]:
         return [s.error for s in self.steps if s.error is not None]
+
+    @property
+    def step_failed(self) -> bool:
+        """Whether a step failed for a reason other than the plan's limits."""
+        return any(s.status == "failed" and not plan_limited(s.error) for s in self.steps)
+
+
+def plan_limited(error: BaseException | None) -> bool:
+    """Whether a step's error is a limit of the plan — a dataset it does not include, history
+    beyond its window, a session it does not serve yet: facts shown as *not entitled* or
+    *due*, not failures of the symbol or its run."""
+    return isinstance(error, (NotEntitledError, NotYetAvailableError))
 
 
 class LogBuffer:

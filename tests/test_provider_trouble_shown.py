@@ -1,0 +1,70 @@
+"""The operator's moments when the provider is in trouble, as each surface tells them.
+
+Plan limits are facts, not failures (the refresh issue's rule; reference
+massive-refresh-and-correctness.md §0 g, §6): a dataset the plan refuses (HTTP 403
+``NOT_AUTHORIZED``, the loopback fake's ``not_entitled``), history beyond the plan's window and
+today's session before its day ends are shown as *not entitled* / *due*; a run whose only
+"failures" are such refusals is not failed, and opens no ``run_failed`` incident.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import polars as pl
+
+from enrich.alerts import lifecycle as alert_lifecycle
+from enrich.config import load_settings
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams, describe
+from enrich.providers.massive.provider import MassiveProvider
+from enrich.providers.retry import RetryPolicy
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+from enrich.views.status import status_grid
+from tests.fakes.massive_server import FakeMassive
+
+UTC = dt.UTC
+FRIDAY = dt.datetime(2026, 11, 20, 23, 0, tzinfo=UTC)  # after Friday's close
+SYMS = ("AAPL", "MSFT")
+NEWS = "/v2/reference/news"
+
+
+def _desk(tmp_path):
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data")}, dotenv_path=None)
+    settings = settings.with_(provider="massive", history_years=1, max_concurrent_symbols=1)
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [(s, "stocks", None) for s in SYMS])
+    return store, settings
+
+
+def _provider(fake, today: dt.date) -> MassiveProvider:
+    return MassiveProvider(httpx.Client(timeout=30), fake.api_key, fake.base_url, None,
+                           today=lambda: today, owns_client=True,
+                           retry=RetryPolicy(max_retries=1, sleep=lambda s: None))
+
+
+def _run(store, settings, fake, when=FRIDAY, datasets=("bars", "news")):
+    with _provider(fake, when.date()) as p:
+        return Engine(store, p, settings, clock=lambda: when).run(
+            RunParams(datasets=list(datasets)))
+
+
+def test_a_dataset_the_plan_refuses_is_not_a_failed_symbol(tmp_path):
+    store, settings = _desk(tmp_path)
+    with FakeMassive(symbols=SYMS, today=FRIDAY.date(), not_entitled={NEWS}) as fake:
+        summary = _run(store, settings, fake)
+        assert fake.count(NEWS) >= 1 and fake.statuses()[403] >= 1  # it was refused
+    assert summary.failed == 0, [(r.symbol, r.state, r.errors) for r in summary.results]
+    assert summary.state == "succeeded"
+    assert "failed" not in describe(summary)
+    state, failed, message = store.catalog.query(
+        "SELECT state, symbols_failed, message FROM runs WHERE run_id = ?",
+        [summary.run_id]).row(0)
+    assert (state, failed) == ("succeeded", 0), message
+    ev = alert_lifecycle.evaluate(store.catalog, FRIDAY, FRIDAY, channels=False)
+    assert not [a for a in ev.opened if a["rule"] == "run_failed"], ev.opened
+    # The refusal stays visible, as what it is.
+    news = status_grid(store.catalog, FRIDAY).filter(pl.col("dataset") == "news")
+    assert set(news["state"]) == {"not_entitled"}, news.to_dicts()
