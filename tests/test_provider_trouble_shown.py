@@ -5,6 +5,10 @@ massive-refresh-and-correctness.md §0 g, §6): a dataset the plan refuses (HTTP
 ``NOT_AUTHORIZED``, the loopback fake's ``not_entitled``), history beyond the plan's window and
 today's session before its day ends are shown as *not entitled* / *due*; a run whose only
 "failures" are such refusals is not failed, and opens no ``run_failed`` incident.
+
+A run the provider stops (the key refused, HTTP 401, as the fake answers a key it does not
+know — reference massive-rest-api.md, errors table) says it stopped and why on every surface;
+the symbols it did not attempt read as *not attempted*, never as cancelled or failed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from enrich.providers.retry import RetryPolicy
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
 from enrich.views.status import status_grid
-from tests.fakes.massive_server import FakeMassive
+from tests.fakes.massive_server import FakeMassive, market_tickers
 
 UTC = dt.UTC
 FRIDAY = dt.datetime(2026, 11, 20, 23, 0, tzinfo=UTC)  # after Friday's close
@@ -68,3 +72,55 @@ def test_a_dataset_the_plan_refuses_is_not_a_failed_symbol(tmp_path):
     # The refusal stays visible, as what it is.
     news = status_grid(store.catalog, FRIDAY).filter(pl.col("dataset") == "news")
     assert set(news["state"]) == {"not_entitled"}, news.to_dicts()
+
+
+def _halted_by_a_refusal(tmp_path, monkeypatch):
+    """A run of a few symbols side by side whose first own request meets a 401: the others
+    were already started (each waits for the run to stop before it goes on)."""
+    syms = market_tickers(4)
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data")}, dotenv_path=None)
+    settings = settings.with_(provider="massive", history_years=1,
+                              max_concurrent_symbols=len(syms))
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [(s, "stocks", None) for s in syms])
+    first: list[str] = []
+    enrich = Engine.enrich_symbol
+
+    def waits_for_the_stop(self, symbol, asset_class, params, run_id, log, not_entitled,
+                           cancel, fetched):
+        with lock:
+            first.append(symbol)
+            lead = first[0] == symbol
+        if not lead:
+            assert cancel.wait(30)  # the run stops on the lead's refusal
+        return enrich(self, symbol, asset_class, params, run_id, log, not_entitled, cancel,
+                      fetched)
+
+    import threading
+
+    lock = threading.Lock()
+    monkeypatch.setattr(Engine, "enrich_symbol", waits_for_the_stop)
+    with FakeMassive(symbols=syms, today=FRIDAY.date()) as fake:
+        fake.fail("/v2/aggs/ticker/", nth=1, status=401)
+        summary = _run(store, settings, fake, datasets=("bars",))
+    return store, summary, first[0]
+
+
+def test_symbols_a_stopped_run_did_not_attempt_never_read_as_cancelled(tmp_path, monkeypatch):
+    store, summary, lead = _halted_by_a_refusal(tmp_path, monkeypatch)
+    assert summary.stopped and summary.state == "failed"
+    assert summary.failed == 1 and summary.not_attempted == 3
+    tasks = dict(store.catalog.query(
+        "SELECT symbol, state FROM tasks WHERE run_id = ?", [summary.run_id]).rows())
+    assert tasks.pop(lead) == "failed"
+    assert tasks and set(tasks.values()) == {"not_attempted"}, tasks
+
+
+def test_the_run_failed_alert_of_a_stopped_run_says_why(tmp_path, monkeypatch):
+    store, summary, lead = _halted_by_a_refusal(tmp_path, monkeypatch)
+    ev = alert_lifecycle.evaluate(store.catalog, FRIDAY, FRIDAY, channels=False)
+    (alert,) = [a for a in ev.opened if a["rule"] == "run_failed"]
+    text = f"{alert['title']} {alert['detail']}"
+    assert "stopped early" in text and "rejected the API key" in text, text
+    assert "MASSIVE_API_KEY" in text  # what to do
+    assert "3 not attempted" in text, text

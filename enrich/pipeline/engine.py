@@ -342,6 +342,8 @@ class Engine:
                 halt.saw(res.steps)
                 if res.state == "cancelled" and halt.reason is not None:
                     res.state = "not_attempted"  # stopped by the run itself, not a cancel
+                    if res.started_at is not None:  # its task row said cancelled
+                        self.record_task(log, run_id, res)
                 with done_lock:
                     results.append(res)
                     n = len(results)

@@ -166,6 +166,10 @@ class RunSummary:
         return [r.symbol for r in self.results if r.state == "failed"]
 
 
+# How the message of a run that stopped itself (``Halt``) begins.
+STOPPED_EARLY = "stopped early:"
+
+
 def describe(summary: RunSummary) -> str:
     """One plain sentence about a run's outcome."""
     if summary.total == 0 and summary.state in FINAL_STATES and summary.state != "succeeded":
@@ -180,7 +184,7 @@ def describe(summary: RunSummary) -> str:
             errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
             parts.append(f"{summary.failed} failed ({errs})")
         parts.append(f"{summary.not_attempted} not attempted (left as they were)")
-        return (f"stopped early: {summary.stopped}. {summary.records} rows written; "
+        return (f"{STOPPED_EARLY} {summary.stopped}. {summary.records} rows written; "
                 + ", ".join(parts))
     if summary.records == 0 and summary.failed == 0:
         return f"nothing new to fetch: all {summary.total} symbols are up to date"
