@@ -17,6 +17,7 @@ import datetime as dt
 
 import httpx
 import polars as pl
+import pytest
 
 from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.config import load_settings
@@ -124,3 +125,52 @@ def test_the_run_failed_alert_of_a_stopped_run_says_why(tmp_path, monkeypatch):
     assert "stopped early" in text and "rejected the API key" in text, text
     assert "MASSIVE_API_KEY" in text  # what to do
     assert "3 not attempted" in text, text
+
+
+# -- Health's "Test key" when the provider answers, but not with data ------------------------
+@pytest.fixture
+def dashboard_on_fake(monkeypatch, tmp_path):
+    """The dashboard's desk on the Massive client against the loopback fake (no retries)."""
+    from enrich.service import reset_services
+
+    fake = FakeMassive(symbols=SYMS, today=FRIDAY.date()).start()
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENRICH_SCHEDULER", "off")
+    monkeypatch.setenv("ENRICH_NOW", FRIDAY.isoformat())
+    monkeypatch.setenv("ENRICH_PROVIDER", "massive")
+    monkeypatch.setenv("MASSIVE_API_KEY", fake.api_key)
+    monkeypatch.setenv("MASSIVE_BASE_URL", fake.base_url)
+    monkeypatch.setenv("ENRICH_MAX_RETRIES", "0")
+    monkeypatch.chdir(tmp_path)  # no developer .env
+    try:
+        yield fake
+    finally:
+        reset_services()
+        fake.stop()
+
+
+def _test_key(status: int) -> str:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import APP, texts
+
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/health.py")
+    at.run()
+    at.button(key="test_key").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return texts(at)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_provider_that_answers_with_an_error_is_not_called_unreachable(dashboard_on_fake,
+                                                                          status):
+    """A 429 storm (or a 5xx) is the provider answering: the network and MASSIVE_BASE_URL
+    are fine, and the key was not refused."""
+    dashboard_on_fake.fail("/v1/marketstatus/now", nth=1, status=status, retry_after="30")
+    shown = _test_key(status)
+    assert dashboard_on_fake.count("/v1/marketstatus/now") == 1
+    assert "could not be reached" not in shown and "unreachable" not in shown, shown
+    assert f"HTTP {status}" in shown, shown
+    if status == 429:
+        assert "rate limited" in shown and "ENRICH_RATE_LIMIT_PER_MIN" in shown, shown

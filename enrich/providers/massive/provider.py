@@ -705,8 +705,12 @@ class MassiveProvider:
             return ProbeResult(False, _ms(started), "invalid key", exc.message)
         except NotEntitledError as exc:
             return ProbeResult(False, _ms(started), "not entitled", exc.message)
-        except ProviderError as exc:
+        except RateLimitedError as exc:  # it answered: reached, the key not refused
+            return ProbeResult(False, _ms(started), "rate limited", str(exc))
+        except ProviderUnreachableError as exc:
             return ProbeResult(False, _ms(started), "unreachable", str(exc))
+        except ProviderError as exc:  # a 5xx, a malformed answer: reached, but no answer
+            return ProbeResult(False, _ms(started), "provider error", str(exc))
         return ProbeResult(True, latency, "valid", f"key accepted; market {body['market']}")
 
     # ---- transport ------------------------------------------------------------------------
