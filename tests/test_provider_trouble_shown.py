@@ -174,3 +174,18 @@ def test_a_provider_that_answers_with_an_error_is_not_called_unreachable(dashboa
     assert f"HTTP {status}" in shown, shown
     if status == 429:
         assert "rate limited" in shown and "ENRICH_RATE_LIMIT_PER_MIN" in shown, shown
+
+
+def test_a_run_that_met_a_429_storm_says_what_to_do(tmp_path):
+    """Every request answered 429 (the plan's requests per minute used up, reference
+    massive-rest-api.md: rate limits): the run's message says so and what to change."""
+    store, settings = _desk(tmp_path)
+    with FakeMassive(symbols=SYMS, today=FRIDAY.date()) as fake:
+        for n in range(1, 30):
+            fake.fail("/v2/aggs/ticker/", nth=n, status=429)
+        summary = _run(store, settings, fake, datasets=("bars",))
+    assert summary.failed == len(SYMS) and set(summary.errors_by_class) == {"rate_limited"}
+    message = store.catalog.scalar("SELECT message FROM runs WHERE run_id = ?",
+                                   [summary.run_id])
+    assert message == describe(summary)
+    assert "rate_limited" in message and "ENRICH_RATE_LIMIT_PER_MIN" in message, message

@@ -192,7 +192,16 @@ def describe(summary: RunSummary) -> str:
     if summary.failed:
         errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
         parts.append(f"{summary.failed} failed ({errs})")
-    return f"{summary.records} rows written; " + ", ".join(parts)
+    return f"{summary.records} rows written; " + ", ".join(parts) + _advice(summary)
+
+
+def _advice(summary: RunSummary) -> str:
+    """What to do about the failures that say it themselves (none: '')."""
+    if summary.failed and "rate_limited" in summary.errors_by_class:
+        return (". The provider refused requests beyond the plan's rate (HTTP 429) after "
+                "their retries: set ENRICH_RATE_LIMIT_PER_MIN to the plan's requests per "
+                "minute; the next run fetches what is missing")
+    return ""
 
 
 # Symbols (or universe-wide requests) in a row that reached no provider before a run stops.
