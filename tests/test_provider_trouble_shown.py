@@ -189,3 +189,31 @@ def test_a_run_that_met_a_429_storm_says_what_to_do(tmp_path):
                                    [summary.run_id])
     assert message == describe(summary)
     assert "rate_limited" in message and "ENRICH_RATE_LIMIT_PER_MIN" in message, message
+
+
+def test_symbols_a_stopped_run_did_not_attempt_are_not_counted_up_to_date(
+        tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from enrich.service import reset_services
+    from enrich.views import runs as runs_view
+    from tests.test_pages import APP, metric
+
+    store, summary, _ = _halted_by_a_refusal(tmp_path, monkeypatch)
+    d = runs_view.run_detail(store.catalog, summary.run_id)
+    assert (d["symbols_ok"], d["symbols_failed"], d["symbols_skipped"]) == (0, 1, 0), d
+    assert d["symbols_not_attempted"] == 3
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENRICH_SCHEDULER", "off")
+    monkeypatch.setenv("ENRICH_NOW", FRIDAY.isoformat())
+    monkeypatch.chdir(tmp_path)
+    try:
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.switch_page("pages/runs.py")
+        at.query_params["run"] = summary.run_id
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert metric(at, "Up to date") == "0" and metric(at, "Failed") == "1"
+        assert metric(at, "Not attempted") == "3"
+    finally:
+        reset_services()
