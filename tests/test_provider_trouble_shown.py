@@ -217,3 +217,37 @@ def test_symbols_a_stopped_run_did_not_attempt_are_not_counted_up_to_date(
         assert metric(at, "Not attempted") == "3"
     finally:
         reset_services()
+
+
+def test_test_keys_latency_is_the_requests_not_the_wait_for_the_plans_rate(monkeypatch):
+    """After a run on a 5-a-minute plan, Test key waits its turn (up to 12 s); the latency
+    shown (Health page, `enrich health`, GET /health?probe=true) was that wait."""
+    from types import SimpleNamespace
+
+    from enrich.providers.massive import provider as massive
+    from enrich.providers.ratelimit import RateLimiter
+
+    clock = SimpleNamespace(t=1000.0)
+    monkeypatch.setattr(massive, "time", SimpleNamespace(perf_counter=lambda: clock.t))
+
+    class Paced(RateLimiter):
+        def __init__(self):
+            super().__init__(5)
+
+        def acquire(self, priority: int = 0) -> float:
+            clock.t += 12.0  # its turn comes 12 s later
+            return 12.0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        clock.t += 0.004  # the provider answers in 4 ms
+        if request.headers["Authorization"] != "Bearer the-key":
+            return httpx.Response(401, json={"status": "ERROR", "error": "Unknown API Key"})
+        return httpx.Response(200, json={"market": "closed"})
+
+    for key, status in (("the-key", "valid"), ("a-wrong-key", "invalid key")):
+        p = MassiveProvider(httpx.Client(transport=httpx.MockTransport(answer)), key,
+                            "https://api.massive.test", Paced(), today=lambda: FRIDAY.date(),
+                            retry=RetryPolicy(max_retries=0, sleep=lambda s: None))
+        result = p.probe()
+        assert result.status == status
+        assert result.latency_ms == pytest.approx(4.0, abs=0.5), result

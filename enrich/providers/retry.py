@@ -106,8 +106,15 @@ class RequestLedger:
             stats = self._local.stats = RequestStats()
         return stats
 
-    def sent(self) -> None:
+    def sent(self, at: float | None = None) -> None:
+        """A request leaves; ``at``: when (``time.perf_counter``), after any wait for the
+        rate limiter (``last_sent_at``)."""
         self._stats().requests += 1
+        self._local.sent_at = at
+
+    def last_sent_at(self) -> float | None:
+        """When the calling thread's last request left (as passed to ``sent``)."""
+        return getattr(self._local, "sent_at", None)
 
     def retried(self, endpoint: str, attempt: int, exc: BaseException, wait: float) -> None:
         self._stats().retries.append(
