@@ -28,7 +28,7 @@ from enrich.providers.retry import RetryPolicy
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
 from enrich.views.status import status_grid
-from tests.fakes.massive_server import FakeMassive, market_tickers
+from tests.fakes.massive_server import DEFAULT_KEY, FakeMassive, market_tickers
 
 UTC = dt.UTC
 FRIDAY = dt.datetime(2026, 11, 20, 23, 0, tzinfo=UTC)  # after Friday's close
@@ -125,6 +125,22 @@ def test_the_run_failed_alert_of_a_stopped_run_says_why(tmp_path, monkeypatch):
     assert "stopped early" in text and "rejected the API key" in text, text
     assert "MASSIVE_API_KEY" in text  # what to do
     assert "3 not attempted" in text, text
+    message = store.catalog.scalar("SELECT message FROM runs WHERE run_id = ?",
+                                   [summary.run_id])
+    assert DEFAULT_KEY not in text and DEFAULT_KEY not in message
+
+
+def test_a_stopped_run_that_had_started_every_symbol_does_not_say_0_not_attempted():
+    from enrich.pipeline.run_model import RunSummary
+
+    summary = RunSummary(
+        run_id="r", state="failed", total=4, ok=0, failed=4, skipped=0, records=0,
+        requests=5, retries=0, errors_by_class={"unreachable": 23}, started_at=FRIDAY,
+        finished_at=FRIDAY, stopped="cannot reach the host — the provider could not be "
+        "reached 3 times in a row")
+    text = describe(summary)
+    assert text.startswith("stopped early: cannot reach") and "4 failed" in text
+    assert "not attempted" not in text, text
 
 
 # -- Health's "Test key" when the provider answers, but not with data ------------------------

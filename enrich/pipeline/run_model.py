@@ -183,7 +183,8 @@ def describe(summary: RunSummary) -> str:
         if summary.failed:
             errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
             parts.append(f"{summary.failed} failed ({errs})")
-        parts.append(f"{summary.not_attempted} not attempted (left as they were)")
+        if summary.not_attempted:
+            parts.append(f"{summary.not_attempted} not attempted (left as they were)")
         return (f"{STOPPED_EARLY} {summary.stopped}. {summary.records} rows written; "
                 + ", ".join(parts))
     if summary.records == 0 and summary.failed == 0:
