@@ -48,7 +48,8 @@ BACKFILL_LEVEL = {
 SEVERITY_LEVEL = {"error": BAD, "warning": WARN, "info": ACTIVE}
 # Symbol tasks of a run, and fetch-log steps.
 TASK_LEVEL = {"ok": OK, "up_to_date": OK, "skipped": IDLE, "failed": BAD, "retried": WARN,
-              "running": ACTIVE, "cancelled": IDLE, "interrupted": WARN}
+              "running": ACTIVE, "cancelled": IDLE, "interrupted": WARN,
+              "not_attempted": IDLE}
 # Coverage heatmap cells (enrich.backfill.heatmap codes' names).
 CELL_LEVEL = {"present": OK, "failed": WARN, "missing": BAD, "not expected": IDLE}
 

@@ -31,6 +31,12 @@ PROBE_WORDS = {
                                 "Upgrade the plan or leave those datasets out."),
     "unreachable": ("error", "The provider could not be reached. Check the network and "
                              "MASSIVE_BASE_URL."),
+    "rate limited": ("warning", "The provider answered but refuses more requests for now "
+                                "(HTTP 429): the plan's requests per minute are used up. Try "
+                                "again in a minute; if runs meet it too, set "
+                                "ENRICH_RATE_LIMIT_PER_MIN to the plan's rate."),
+    "provider error": ("error", "The provider answered with an error: the network and "
+                                "MASSIVE_BASE_URL are fine. Try again later."),
     "demo": ("info", "The sample provider needs no key: it generates offline demo data."),
 }
 

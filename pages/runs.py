@@ -108,6 +108,8 @@ def run_detail(run_id: str) -> None:
              ("Enriched", ui.fmt_int(d["symbols_ok"])),
              ("Up to date", ui.fmt_int(d["symbols_skipped"])),
              ("Failed", ui.fmt_int(d["symbols_failed"])),
+             *([("Not attempted", ui.fmt_int(d["symbols_not_attempted"]))]
+               if d["symbols_not_attempted"] else []),
              ("Rows written", ui.fmt_int(d["records_written"])),
              ("Requests", ui.fmt_int(d["requests"])),
              ("Retries", ui.fmt_int(d["retries"]))])

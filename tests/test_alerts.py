@@ -264,19 +264,21 @@ def test_each_incident_opens_once_even_from_two_processes(data):
 
 def test_failed_run_opens_until_its_symbols_succeed(tmp_path):
     settings = settings_for(tmp_path / "data")
-    summary = populate(settings)  # SPY's news fails: a partial run
+    # SPY's news fails: a partial run (MSFT's options the plan refuses: not a failure)
+    summary = populate(settings)
     store = Store(settings.data_dir)
-    assert summary.state == "partial"
+    assert summary.state == "partial" and summary.failed_symbols == ["SPY"]
     ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False)
     [inc] = [r for r in ev.opened if r["rule"] == "run_failed"]
     assert inc["dedupe_key"] == f"run_failed:{summary.run_id}"
-    assert "still failing: MSFT, SPY" in inc["detail"] and inc["severity"] == "warning"
+    assert "1 symbol(s) still failing: SPY" in inc["detail"] and inc["severity"] == "warning"
     assert not alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False).opened
-    # Neither an unrelated symbol's success nor one of the two clears it; both do.
-    for symbol in ("AAPL", "SPY"):
+    # Neither an unrelated symbol's success nor one whose only refusal is the plan's clears
+    # it; the failing symbol's does.
+    for symbol in ("AAPL", "MSFT"):
         enrich(settings, symbols=[symbol], lookback_days=5)
         assert not alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False).resolved
-    enrich(settings, symbols=["MSFT"], lookback_days=5)
+    enrich(settings, symbols=["SPY"], lookback_days=5)
     ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, channels=False)
     assert [r["dedupe_key"] for r in ev.resolved] == [inc["dedupe_key"]]
 

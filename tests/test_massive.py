@@ -714,8 +714,10 @@ def test_probe_valid():
 @pytest.mark.parametrize("handler, status", [
     (reply(401, {"status": "ERROR", "error": "Unknown API Key"}), "invalid key"),
     (NOT_ENTITLED, "not entitled"),
-    (reply(503, raw=b"<html>down</html>", content_type="text/html"), "unreachable"),
-    (reply(200, {"status": "OK"}), "unreachable"),
+    # It answered: reached, and the key not refused (a 429, a 5xx, an answer of no use).
+    (reply(429, {"status": "ERROR", "error": "too many requests"}), "rate limited"),
+    (reply(503, raw=b"<html>down</html>", content_type="text/html"), "provider error"),
+    (reply(200, {"status": "OK"}), "provider error"),
 ])
 def test_probe_failures(handler, status):
     result = make(Api({"/v1/marketstatus/now": handler})).probe()

@@ -226,12 +226,13 @@ def test_runs_list_and_detail(populated):
     assert "1 runs match" in texts(at)
 
     at = open_page("pages/runs.py", run=summary.run_id)
-    assert metric(at, "Symbols") == "5" and metric(at, "Failed") == "2"
+    assert metric(at, "Symbols") == "5" and metric(at, "Failed") == "1"  # MSFT: the plan's
     assert metric(at, "Rows written") == f"{summary.records:,}"
     assert any(ch.proto.id.endswith("gantt") for ch in charts(at))
-    assert "Retry the 2 failed symbols" in [b.label for b in at.button]
-    errors = at.dataframe[0].value
-    assert sorted(errors["symbol"]) == ["MSFT", "SPY"]
+    assert "Retry the 1 failed symbol" in [b.label for b in at.button]
+    errors = at.dataframe[0].value  # the plan's refusal stays visible as what it is
+    assert sorted(zip(errors["symbol"], errors["error_class"], strict=True)) == [
+        ("MSFT", "not_entitled"), ("SPY", "transient")]
 
 
 def test_metrics_numbers_match_the_catalog(populated):
@@ -349,8 +350,8 @@ def test_retry_failed_runs_exactly_the_failed_symbols(populated):
     cat = Store(data).catalog
     d = runs_view.run_detail(cat, new_id)
     assert d["kind"] == "retry" and d["parent_run_id"] == summary.run_id
-    assert sorted(runs_view.run_tasks(cat, new_id)["symbol"]) == ["MSFT", "SPY"]
-    assert sorted(d["params"]["symbols"]) == ["MSFT", "SPY"]
+    assert sorted(runs_view.run_tasks(cat, new_id)["symbol"]) == ["SPY"]
+    assert sorted(d["params"]["symbols"]) == ["SPY"]
     at.run()
     assert at.query_params.get("run") == new_id or at.title[0].value.startswith(
         f"Run {new_id[:8]}")

@@ -12,6 +12,7 @@ from typing import cast
 
 import polars as pl
 
+from enrich.pipeline.run_model import STOPPED_EARLY
 from enrich.pipeline.scheduler import SchedulerState, read_state
 from enrich.store import runs
 from enrich.store.catalog import Catalog, host_and_pid
@@ -106,6 +107,8 @@ def rule_run_failed(ctx: Context) -> list[Condition]:
             continue
         what = (f"{len(still)} symbol(s) still failing: {_names(still)}" if still
                 else (r["message"] or "no symbol finished"))
+        if still and (r["message"] or "").startswith(STOPPED_EARLY):  # the reason comes first
+            what = f"{r['message'].rstrip('.')}; {what}"
         out.append(Condition(
             key=f"run_failed:{r['run_id']}", rule="run_failed",
             severity="error" if r["state"] == "failed" else "warning",

@@ -342,6 +342,8 @@ class Engine:
                 halt.saw(res.steps)
                 if res.state == "cancelled" and halt.reason is not None:
                     res.state = "not_attempted"  # stopped by the run itself, not a cancel
+                    if res.started_at is not None:  # its task row said cancelled
+                        self.record_task(log, run_id, res)
                 with done_lock:
                     results.append(res)
                     n = len(results)
@@ -454,7 +456,7 @@ class Engine:
         market_retries = tally.retries if tally else 0
         runs.add_progress(
             b, run_id, ok=c["ok"], failed=c["failed"],
-            skipped=c["skipped"] + c["cancelled"] + c["not_attempted"],
+            skipped=c["skipped"] + c["cancelled"],  # not_attempted: none of these
             records=(tally.records if tally else 0) + sum(r.records for r in results),
             requests=market_requests + sum(r.requests for r in results),
             retries=market_retries + sum(r.retries for r in results))
@@ -572,7 +574,7 @@ class Engine:
                                     res.steps, coverage, params.timeframe)
 
         res.records = sum(s.records for s in res.steps)
-        if any(s.status == "failed" for s in res.steps):
+        if res.step_failed:  # a plan's limit is not a failure
             res.state = "failed"
         elif all(s.status in ("up_to_date", "skipped") for s in res.steps) and not res.records:
             res.state = "skipped"

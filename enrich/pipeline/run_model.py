@@ -16,7 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from enrich.errors import AuthError, ProviderUnreachableError
+from enrich.errors import (
+    AuthError,
+    NotEntitledError,
+    NotYetAvailableError,
+    ProviderUnreachableError,
+)
 from enrich.providers import MarketRequest, MarketRows
 from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
@@ -67,6 +72,18 @@ class SymbolResult:
     @property
     def errors(self) -> list[BaseException]:
         return [s.error for s in self.steps if s.error is not None]
+
+    @property
+    def step_failed(self) -> bool:
+        """Whether a step failed for a reason other than the plan's limits."""
+        return any(s.status == "failed" and not plan_limited(s.error) for s in self.steps)
+
+
+def plan_limited(error: BaseException | None) -> bool:
+    """Whether a step's error is a limit of the plan — a dataset it does not include, history
+    beyond its window, a session it does not serve yet: facts shown as *not entitled* or
+    *due*, not failures of the symbol or its run."""
+    return isinstance(error, (NotEntitledError, NotYetAvailableError))
 
 
 class LogBuffer:
@@ -149,6 +166,10 @@ class RunSummary:
         return [r.symbol for r in self.results if r.state == "failed"]
 
 
+# How the message of a run that stopped itself (``Halt``) begins.
+STOPPED_EARLY = "stopped early:"
+
+
 def describe(summary: RunSummary) -> str:
     """One plain sentence about a run's outcome."""
     if summary.total == 0 and summary.state in FINAL_STATES and summary.state != "succeeded":
@@ -162,8 +183,9 @@ def describe(summary: RunSummary) -> str:
         if summary.failed:
             errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
             parts.append(f"{summary.failed} failed ({errs})")
-        parts.append(f"{summary.not_attempted} not attempted (left as they were)")
-        return (f"stopped early: {summary.stopped}. {summary.records} rows written; "
+        if summary.not_attempted:
+            parts.append(f"{summary.not_attempted} not attempted (left as they were)")
+        return (f"{STOPPED_EARLY} {summary.stopped}. {summary.records} rows written; "
                 + ", ".join(parts))
     if summary.records == 0 and summary.failed == 0:
         return f"nothing new to fetch: all {summary.total} symbols are up to date"
@@ -171,7 +193,16 @@ def describe(summary: RunSummary) -> str:
     if summary.failed:
         errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
         parts.append(f"{summary.failed} failed ({errs})")
-    return f"{summary.records} rows written; " + ", ".join(parts)
+    return f"{summary.records} rows written; " + ", ".join(parts) + _advice(summary)
+
+
+def _advice(summary: RunSummary) -> str:
+    """What to do about the failures that say it themselves (none: '')."""
+    if summary.failed and "rate_limited" in summary.errors_by_class:
+        return (". The provider refused requests beyond the plan's rate (HTTP 429) after "
+                "their retries: set ENRICH_RATE_LIMIT_PER_MIN to the plan's requests per "
+                "minute; the next run fetches what is missing")
+    return ""
 
 
 # Symbols (or universe-wide requests) in a row that reached no provider before a run stops.

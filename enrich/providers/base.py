@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 class ProbeResult:
     ok: bool
     latency_ms: float
-    status: str  # "valid" | "invalid key" | "not entitled" | "unreachable" | "demo"
+    # "valid" | "invalid key" | "not entitled" | "rate limited" | "provider error" |
+    # "unreachable" | "demo"
+    status: str
     message: str
 
 

@@ -106,8 +106,15 @@ class RequestLedger:
             stats = self._local.stats = RequestStats()
         return stats
 
-    def sent(self) -> None:
+    def sent(self, at: float | None = None) -> None:
+        """A request leaves; ``at``: when (``time.perf_counter``), after any wait for the
+        rate limiter (``last_sent_at``)."""
         self._stats().requests += 1
+        self._local.sent_at = at
+
+    def last_sent_at(self) -> float | None:
+        """When the calling thread's last request left (as passed to ``sent``)."""
+        return getattr(self._local, "sent_at", None)
 
     def unsent(self) -> None:
         """The last request ``sent`` never reached the provider (no connection was made): the

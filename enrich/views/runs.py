@@ -144,11 +144,16 @@ def run_progress(catalog: Catalog, run_id: str,
 
 
 def run_detail(catalog: Catalog, run_id: str) -> dict[str, Any] | None:
-    """Every column of a run, with ``params`` and ``error_summary`` parsed from JSON."""
+    """Every column of a run, with ``params`` and ``error_summary`` parsed from JSON, and
+    ``symbols_not_attempted``: of an ended run, the symbols it neither enriched, found up
+    to date nor failed (a run that stopped itself left them as they were)."""
     with catalog.connect() as con:
         r = _one(con, "SELECT * FROM runs WHERE run_id = ?", [run_id])
     if r.get("run_id") is None:
         return None
+    counted = sum(r.get(k) or 0 for k in ("symbols_ok", "symbols_failed", "symbols_skipped"))
+    r["symbols_not_attempted"] = (max(0, (r.get("symbols_total") or 0) - counted)
+                                  if r.get("finished_at") is not None else 0)
     for k in ("params", "error_summary"):
         if isinstance(r.get(k), str):
             with contextlib.suppress(ValueError):

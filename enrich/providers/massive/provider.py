@@ -691,23 +691,33 @@ class MassiveProvider:
                        .with_columns(symbol=pl.lit("UST")), RATES)
 
     def probe(self) -> ProbeResult:
-        """One small request: is the host reachable and does it accept the key?"""
+        """One small request: is the host reachable and does it accept the key? Its latency
+        is the request's own, from when it left: not the wait for the plan's rate limit
+        (seconds after a run on a 5-a-minute plan)."""
         started = time.perf_counter()
         try:
             body = self._get(MARKET_STATUS, self._base_url + MARKET_STATUS, {}, "market status")
-            latency = (time.perf_counter() - started) * 1000
+            latency = self._since_sent(started)
             if not isinstance(body, dict) or "market" not in body:
                 raise MalformedPayloadError(
                     "market status without a 'market' field", provider=PROVIDER,
                     endpoint=MARKET_STATUS, status=200,
                 )
         except AuthError as exc:
-            return ProbeResult(False, _ms(started), "invalid key", exc.message)
+            return ProbeResult(False, self._since_sent(started), "invalid key", exc.message)
         except NotEntitledError as exc:
-            return ProbeResult(False, _ms(started), "not entitled", exc.message)
-        except ProviderError as exc:
-            return ProbeResult(False, _ms(started), "unreachable", str(exc))
+            return ProbeResult(False, self._since_sent(started), "not entitled", exc.message)
+        except RateLimitedError as exc:  # it answered: reached, the key not refused
+            return ProbeResult(False, self._since_sent(started), "rate limited", str(exc))
+        except ProviderUnreachableError as exc:
+            return ProbeResult(False, self._since_sent(started), "unreachable", str(exc))
+        except ProviderError as exc:  # a 5xx, a malformed answer: reached, but no answer
+            return ProbeResult(False, self._since_sent(started), "provider error", str(exc))
         return ProbeResult(True, latency, "valid", f"key accepted; market {body['market']}")
+
+    def _since_sent(self, started: float) -> float:
+        """Milliseconds since this thread's last request left (``started`` if none did)."""
+        return _ms(max(started, self._ledger.last_sent_at() or started))
 
     # ---- transport ------------------------------------------------------------------------
 
@@ -837,7 +847,7 @@ class MassiveProvider:
     ) -> httpx.Response:
         if self._limiter is not None:
             self._limiter.acquire(self._priority)
-        self._ledger.sent()
+        self._ledger.sent(time.perf_counter())
         headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
         ctx: _ErrorContext = {"provider": PROVIDER, "endpoint": endpoint}
         try:
