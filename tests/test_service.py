@@ -21,6 +21,7 @@ from enrich.providers.sample.provider import SampleProvider
 from enrich.service import Services, get_services, reset_services
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
+from enrich.views import runs as runs_view
 from tests.conftest import FIXED_NOW
 
 DATA_METHODS = {"bars", "dividends", "splits", "earnings", "news", "option_chain"}
@@ -176,8 +177,10 @@ def test_cancel_mid_run_keeps_finished_symbols_and_ends_cancelled(svc_settings, 
 
     row = run_row(svc.store, run_id)
     # AAPL finished before the cancel and MSFT was mid-way: both complete; the rest never start.
+    # The two never started are counted nowhere (not "up to date": they were not run).
     assert (row["symbols_total"], row["symbols_ok"], row["symbols_skipped"],
-            row["symbols_failed"]) == (4, 2, 2, 0)
+            row["symbols_failed"]) == (4, 2, 0, 0)
+    assert runs_view.run_detail(svc.store.catalog, run_id)["symbols_not_attempted"] == 2
     assert row["cancel_requested_by"] == "dashboard"
     assert "cancelled after 2 of 4" in row["message"]
     assert set(svc.store.lake.read("bars")["symbol"].unique()) == {"AAPL", "MSFT"}

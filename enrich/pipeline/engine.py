@@ -456,7 +456,9 @@ class Engine:
         market_retries = tally.retries if tally else 0
         runs.add_progress(
             b, run_id, ok=c["ok"], failed=c["failed"],
-            skipped=c["skipped"] + c["cancelled"],  # not_attempted: none of these
+            # Up to date only: symbols a cancel or a stop left unrun are counted nowhere
+            # (``views.runs.run_detail``: not attempted), never as up to date.
+            skipped=c["skipped"],
             records=(tally.records if tally else 0) + sum(r.records for r in results),
             requests=market_requests + sum(r.requests for r in results),
             retries=market_retries + sum(r.retries for r in results))
