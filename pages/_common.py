@@ -21,10 +21,10 @@ import streamlit as st
 from enrich import palette, ui
 from enrich.config import Settings, load_settings
 from enrich.errors import ConfigError, EnrichError
+from enrich.store.quarantine import despite_bad_files
 from enrich.store.store import Store
 from enrich.views import quality as quality_view
 from enrich.views import status as status_view
-from enrich.views.common import despite_bad_files
 
 T = TypeVar("T")
 
@@ -206,8 +206,8 @@ def lake_read(fn: Callable[..., T], *args, **kwargs) -> T:
     key = (_name(fn), fn, str(settings().data_dir))
     kw = tuple(sorted(kwargs.items()))
     value, set_aside = despite_bad_files(lambda: _lake_read(*key, version(), args, kw))
-    for note in set_aside:
-        st.error(ui.literal(note), icon="🩹")
+    for exc in set_aside:
+        st.error(ui.literal(exc), icon="🩹")
     if set_aside:
         store().catalog.sync_quarantine()  # its symbol × dataset now shows failing
         invalidate()

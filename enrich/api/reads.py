@@ -31,6 +31,7 @@ from enrich.api.common import (
 from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill
 from enrich.schemas import DATASETS as LAKE_DATASETS
+from enrich.store.quarantine import despite_bad_files
 from enrich.symbols import ASSET_CLASSES, validate_symbol
 from enrich.views import alerts as alerts_view
 from enrich.views import health as health_view
@@ -39,7 +40,6 @@ from enrich.views import quality as quality_view
 from enrich.views import runs as runs_view
 from enrich.views import status as status_view
 from enrich.views import symbols as symbols_view
-from enrich.views.common import despite_bad_files
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 SET_ASIDE = "X-Enrich-Set-Aside"  # a CSV or Parquet answer's note of files set aside
@@ -113,8 +113,9 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
         if start and end and end < start:
             raise ApiError(400, "invalid_request", f"to ({end}) is before from ({start})")
         # A file found unreadable is set aside: the rows that remain, and a note naming it.
-        frame, set_aside = despite_bad_files(lambda: symbols_view.dataset_rows(
+        frame, errors = despite_bad_files(lambda: symbols_view.dataset_rows(
             desk.store.lake, sym, dataset, timeframe, start, end))
+        set_aside = [str(e) for e in errors]
         accept = request.headers.get("accept", "")
         fmt = format or ("csv" if "text/csv" in accept else
                          "parquet" if any(t in accept for t in PARQUET_TYPES) else "json")

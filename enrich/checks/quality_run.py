@@ -32,9 +32,9 @@ from enrich.checks.quality import (
     check_news,
     check_options,
 )
-from enrich.errors import CorruptFileError
 from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.lake import Lake
+from enrich.store.quarantine import despite_bad_files
 from enrich.symbols import DATASETS_BY_CLASS, calendar_for
 
 if TYPE_CHECKING:
@@ -212,17 +212,12 @@ def _checks_of_readable(lake: Lake, symbol: str, asset_class: str,
     """``run_checks`` over what can be read: a file found unreadable is set aside by the read
     (``CorruptFileError``), reported in ``rows`` as a failed ``readable`` check, and the
     symbol checked again without it."""
-    for _ in range(MAX_SET_ASIDE):
-        try:
-            return run_checks(lake, symbol, asset_class, datasets, th=th)
-        except CorruptFileError as exc:
-            rows.append({"symbol": symbol, "dataset": exc.dataset, "check": READABLE,
-                         "severity": "error", "passed": False, "observed": None,
-                         "detail": str(exc)})
-    return run_checks(lake, symbol, asset_class, datasets, th=th)
-
-
-MAX_SET_ASIDE = 16  # files of one symbol an audit sets aside before giving up on it
+    sq, set_aside = despite_bad_files(
+        lambda: run_checks(lake, symbol, asset_class, datasets, th=th))
+    rows.extend({"symbol": symbol, "dataset": exc.dataset, "check": READABLE,
+                 "severity": "error", "passed": False, "observed": None, "detail": str(exc)}
+                for exc in set_aside)
+    return sq
 
 
 def audit(store: Store, symbols: Sequence[str] | None = None,

@@ -382,7 +382,7 @@ class Engine:
 
     def _fetch_markets(self, plan: RefreshPlan, run_id: str, log: LogBuffer,
                        cancel: threading.Event, tally: _MarketTally,
-                       halt: Halt | None = None) -> list[Fetched]:
+                       halt: Halt) -> list[Fetched]:
         """Make the plan's universe-wide requests, in this thread, one after the other
         (``halt`` is told what each met)."""
         out: list[Fetched] = []
@@ -401,8 +401,7 @@ class Engine:
             self._log_retries(log, run_id, MARKET, request.dataset, "1d", stats,
                               (request.start, request.end))
             step = StepResult(request.dataset, "failed" if error else "ok", error=error)
-            if halt is not None:
-                halt.saw([step])
+            halt.saw([step])
             n = len(request.symbols)
             what = (f"{len(request.sessions)} sessions" if request.dataset == "bars"
                     else f"{request.start.isoformat()}..{request.end.isoformat()}")

@@ -179,21 +179,24 @@ def describe(summary: RunSummary) -> str:
     if summary.state == "cancelled":
         return f"cancelled after {summary.ok + summary.failed} of {summary.total} symbols"
     if summary.stopped:
-        parts = [f"{summary.ok} enriched"]
-        if summary.failed:
-            errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
-            parts.append(f"{summary.failed} failed ({errs})")
+        parts = [f"{summary.ok} enriched", *_failed_part(summary)]
         if summary.not_attempted:
             parts.append(f"{summary.not_attempted} not attempted (left as they were)")
         return (f"{STOPPED_EARLY} {summary.stopped}. {summary.records} rows written; "
                 + ", ".join(parts))
     if summary.records == 0 and summary.failed == 0:
         return f"nothing new to fetch: all {summary.total} symbols are up to date"
-    parts = [f"{summary.ok} enriched", f"{summary.skipped} up to date"]
-    if summary.failed:
-        errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
-        parts.append(f"{summary.failed} failed ({errs})")
+    parts = [f"{summary.ok} enriched", f"{summary.skipped} up to date",
+             *_failed_part(summary)]
     return f"{summary.records} rows written; " + ", ".join(parts) + _advice(summary)
+
+
+def _failed_part(summary: RunSummary) -> list[str]:
+    """``N failed (class: count, …)``, if any symbol failed."""
+    if not summary.failed:
+        return []
+    errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
+    return [f"{summary.failed} failed ({errs})"]
 
 
 def _advice(summary: RunSummary) -> str:

@@ -18,9 +18,10 @@ import contextlib
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -63,6 +64,25 @@ class Quarantined:
             then = f"the next run fetches {what} again"
         return (f"{REFETCH_HINT}: {self.original} could not be read ({self.reason}); it was "
                 f"moved to {self.moved_to} and {then}")
+
+
+T = TypeVar("T")
+MAX_SET_ASIDE = 16  # unreadable files one read may set aside before it gives up
+
+
+def despite_bad_files(read: Callable[[], T]) -> tuple[T, list[CorruptFileError]]:
+    """``read()`` (a read of the lake), again after each file it found unreadable: the read
+    sets such a file aside (``CorruptFileError``), so the next attempt reads what remains.
+    Returns the result and the error of each file set aside (its message says where it went
+    and what happens next); raises the last ``CorruptFileError`` when files keep failing (one
+    that could not be moved aside now)."""
+    set_aside: list[CorruptFileError] = []
+    for _ in range(MAX_SET_ASIDE):
+        try:
+            return read(), set_aside
+        except CorruptFileError as exc:
+            set_aside.append(exc)
+    return read(), set_aside
 
 
 # Datasets computed from others (features from bars, the vol summary from the option chains):

@@ -1,18 +1,13 @@
-"""Helpers the read models share: one row, one count, a ratio, the datasets that apply, a lake
-read despite unreadable files."""
+"""Helpers the read models share: one row, one count, a ratio, the datasets that apply."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 
-from enrich.errors import CorruptFileError
 from enrich.symbols import DATASETS_BY_CLASS
-
-T = TypeVar("T")
-MAX_SET_ASIDE = 16  # unreadable files one read may set aside before it gives up
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> dict:
@@ -37,17 +32,3 @@ def _applies_values(alias: str) -> str:
     pairs = [f"('{c}', '{d}')" for c, ds in DATASETS_BY_CLASS.items() for d in ds]
     return "(VALUES " + ", ".join(pairs) + f") AS {alias}(asset_class, dataset)"
 
-
-def despite_bad_files(read: Callable[[], T]) -> tuple[T, list[str]]:
-    """``read()`` (a read of the lake), again after each file it found unreadable: the read
-    sets such a file aside (``CorruptFileError``), so the next attempt reads what remains.
-    Returns the result and one message per file set aside (where it went, what happens
-    next); raises the last ``CorruptFileError`` when files keep failing (one that could not
-    be moved aside now)."""
-    notes: list[str] = []
-    for _ in range(MAX_SET_ASIDE):
-        try:
-            return read(), notes
-        except CorruptFileError as exc:
-            notes.append(str(exc))
-    return read(), notes
