@@ -24,8 +24,14 @@ write, and every decode of a file the lake's cache does not hold). The steps' su
 Part 2's workers spend per symbol; Part 2 adds the run's own process (universe-wide
 requests, catalog rows).
 
+Part 4, the steady state. Parts 2 and 3 hold one option chain a symbol (the Friday seed's);
+after a year of daily refreshes a symbol holds ~250, in a dozen month files. The same Monday
+refresh of N sample symbols (default 300, one thread as Part 3) from that seed and from a copy
+holding a year of daily chains (the Friday chain re-dated to every session before it, footers
+as the lake writes them), alternating: CPU ms per symbol, medians.
+
     PYTHONPATH=. .venv/bin/python bench/refresh.py [--sizes 50,500,5000] [--cpu 5000]
-                                                   [--repeat 3] [--steps 300]
+                                                   [--repeat 3] [--steps 300] [--held 300]
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import time
 from pathlib import Path
 
 import httpx
+import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -244,6 +251,53 @@ def steps_of_a_symbol(root: Path, n: int) -> None:
           "a daily refresh decodes and re-encodes each file it adds a row to)")
 
 
+def hold_a_year_of_chains(data: Path) -> int:
+    """Give every symbol of the lake at ``data`` a daily chain for each XNYS session of the
+    year before its Friday chain (that chain re-dated, its expirations moved alike), written
+    as the lake writes month files. Returns the sessions added."""
+    from enrich import calendars
+
+    lake = lake_module.Lake(data / "lake")
+    friday = FRIDAY.date()
+    days = [d for d in calendars.sessions("XNYS", friday - dt.timedelta(days=361), friday)
+            if d < friday]
+    for symbol in lake.symbols("options_iv"):
+        base = lake.read("options_iv", [symbol]).filter(pl.col("as_of") == friday)
+        moved = [base.with_columns(as_of=pl.lit(d), **{
+            c: pl.col(c) + (d - friday) for c in ("expiration", "snapshot_at", "quote_at",
+                                                  "trade_at")}) for d in days]
+        lake.upsert("options_iv", pl.concat(moved))
+    return len(days)
+
+
+def steady_state(root: Path, n: int, repeat: int) -> None:
+    symbols = [f"S{i:04d}" for i in range(n)]
+    print(f"\nPart 4: the steady state: a Monday refresh of {n} sample symbols (1 year of bars "
+          "held), universe-wide, one thread, by the option chains held")
+    seed, settings = _store(root, "held-1", symbols)
+    Engine(seed, SampleProvider(clock=lambda: FRIDAY), settings, clock=lambda: FRIDAY).run()
+    shutil.copytree(root / "held-1", root / "held-year")
+    added = hold_a_year_of_chains(root / "held-year")
+    cpu: dict[str, list[float]] = {"held-1": [], "held-year": []}
+    for i in range(repeat):
+        for label in cpu:
+            data = root / f"{label}-{i}"
+            shutil.copytree(root / label, data)
+            s2 = settings.with_(data_dir=data)
+            engine = Engine(Store.from_settings(s2), SampleProvider(clock=lambda: MONDAY), s2,
+                            clock=lambda: MONDAY)
+            engine.process_min_symbols = n + 1
+            c0 = time.process_time()
+            summary = engine.run(RunParams(universe_wide=True), max_workers=1)
+            cpu[label].append((time.process_time() - c0) / n * 1000)
+            assert summary.failed == 0 and summary.ok == n, summary.errors_by_class
+            shutil.rmtree(data)
+    one, year = (statistics.median(cpu[k]) for k in ("held-1", "held-year"))
+    print(f"  one chain held:           {one:6.1f} ms CPU a symbol")
+    print(f"  a year of chains held:    {year:6.1f} ms CPU a symbol ({added + 1} sessions; "
+          f"{year / one:.2f}x the first)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="50,500,5000")
@@ -251,6 +305,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--steps", type=int, default=300,
                     help="sample symbols for part 3 (0: skip)")
+    ap.add_argument("--held", type=int, default=300,
+                    help="sample symbols for part 4 (0: skip)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
     try:
@@ -259,12 +315,16 @@ def main() -> None:
             requests_by_path(root, sizes)
         if args.cpu:
             cpu_by_path(root, args.cpu, args.repeat)
-        if args.steps and os.environ.get("POLARS_MAX_THREADS") == "1":
-            steps_of_a_symbol(root, args.steps)
-        elif args.steps:  # polars takes its thread count when imported: a process of its own
-            sys.stdout.flush()
+        if os.environ.get("POLARS_MAX_THREADS") == "1":
+            if args.steps:
+                steps_of_a_symbol(root, args.steps)
+            if args.held:
+                steady_state(root, args.held, args.repeat)
+        elif args.steps or args.held:  # polars takes its thread count when imported: a
+            sys.stdout.flush()  # process of its own
             subprocess.run([sys.executable, __file__, "--sizes", "", "--cpu", "0",
-                            "--steps", str(args.steps)], check=True,
+                            "--steps", str(args.steps), "--held", str(args.held),
+                            "--repeat", str(args.repeat)], check=True,
                            env={**os.environ, "POLARS_MAX_THREADS": "1"})
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -58,9 +58,8 @@ def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]
         days = np.unique(as_of)
         newest = newest.filter(pl.Series(at_latest))
     if len(files) > 1:
-        older = (lake.read_columns("options_iv", files[:-1], ["as_of"])["as_of"].unique()
-                 .to_numpy().astype("datetime64[D]"))
-        days = np.union1d(days, older)
+        # From the older files' footers (``Lake.dates_held``), not a year of chains decoded.
+        days = np.union1d(days, lake.dates_held("options_iv", files[:-1]))
     return newest, days
 
 

@@ -1080,12 +1080,15 @@ def store_vol_summary(lake: Lake, symbol: str, sessions: pl.Series) -> int:
     """Summarise the ``sessions`` of ``symbol``'s stored option chains into ``vol_summary``
     (``enrich.quant.vol_summary``); rows changed. A summary file that cannot be read is set
     aside (quarantined) and rebuilt from every stored chain, so its history is not lost."""
-    stored = lake.read("options_iv", [symbol])
+    # Only the month files of those sessions: a year of chains is a dozen files to decode.
+    months = {d.strftime("%Y-%m") for d in sessions.to_list() if d is not None}
+    stored = lake.read("options_iv", [symbol], months=months)
     try:
         return lake.upsert("vol_summary", vol_summary.summarize(
             stored.filter(pl.col("as_of").is_in(sessions.implode())))).changed
     except CorruptFileError:
-        return lake.upsert("vol_summary", vol_summary.summarize(stored)).changed
+        return lake.upsert("vol_summary", vol_summary.summarize(
+            lake.read("options_iv", [symbol]))).changed
 
 
 def _renamed_in(ident: Identity | None, symbol: str, span: tuple[dt.date, dt.date]) -> bool:

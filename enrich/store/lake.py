@@ -52,6 +52,10 @@ LOCK_TIMEOUT_S = 120.0
 CACHED_FILES = 64  # about ten symbols' worth of files: the ones being enriched right now
 KNOWN_PATHS = 4096  # symbol folders whose paths are kept built (a few hundred symbols' worth)
 APPEND_OVERLAP = 32  # stored rows an append may repeat (a refresh re-asks its last sessions)
+# In the footer of a month file (``Dataset.month_column``): the distinct dates of that column
+# it holds, comma-separated ISO dates, so the sessions a symbol holds are read from footers
+# (``Lake.dates_held``) instead of decoding a year of option chains.
+DATES_KEY = "enrich.dates"
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,10 @@ def symbol_from_dir_name(name: str) -> str:
     return unquote(name.removeprefix("symbol="))
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half.
+def write_parquet_atomic(frame: pl.DataFrame, path: Path,
+                         metadata: dict[str, str] | None = None) -> None:
+    """Write ``frame`` to ``path`` so that readers see the old file or the new one, never half
+    (``metadata``: key-value pairs for the file's footer).
 
     The data is fsynced before the rename, so the new name never points at unwritten blocks.
     The directory is not fsynced: after a power loss the rename may be lost, leaving the old
@@ -117,7 +123,7 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     # polars writing the path itself, which on a slow disk is most of a small file's cost.
     # lz4: about twice as fast to write as zstd at a modest size cost; every reader reads it.
     buf = io.BytesIO()
-    frame.write_parquet(buf, compression="lz4", statistics=True)
+    frame.write_parquet(buf, compression="lz4", statistics=True, metadata=metadata)
     tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}.part"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -471,10 +477,15 @@ class Lake:
 
     # -- reading --------------------------------------------------------------------------
     def read(self, dataset: str, symbols: Iterable[str] | None = None,
-             level: str | None = None) -> pl.DataFrame:
-        """Stored rows of ``dataset`` (for ``symbols`` / ``level`` when given), sorted by key."""
+             level: str | None = None, months: Iterable[str] | None = None) -> pl.DataFrame:
+        """Stored rows of ``dataset`` (for ``symbols`` / ``level`` when given), sorted by key;
+        of a month-partitioned dataset, ``months`` (``YYYY-MM``) reads only those months'
+        files."""
         ds = DATASETS[dataset]
         files = self.files(dataset, symbols, level)
+        if months is not None and ds.month_column:
+            names = {f"month={m}.parquet" for m in months}
+            files = [f for f in files if f.name in names]
         if not files:
             return ds.empty()
         if len(files) == 1:
@@ -578,10 +589,49 @@ class Lake:
         """Move an unreadable file aside (``enrich.store.quarantine.move``)."""
         return quarantine.move(self, path, reason, lock_timeout)
 
-    def _write_file(self, frame: pl.DataFrame, path: Path) -> None:
-        """Write a frame of its dataset's schema (``conform``-ed) to ``path``."""
-        write_parquet_atomic(frame, path)
+    def _write_file(self, frame: pl.DataFrame, path: Path, ds: Dataset) -> None:
+        """Write a frame of ``ds``'s schema (``conform``-ed) to ``path``; a month file's
+        footer lists the dates it holds (``DATES_KEY``)."""
+        metadata = None
+        if ds.month_column:
+            metadata = {DATES_KEY: ",".join(
+                d.isoformat() for d in frame[ds.month_column].unique().sort().to_list())}
+        write_parquet_atomic(frame, path, metadata)
         self.cache.put(path, _file_id(path), frame, conforms=True)
+
+    def dates_held(self, dataset: str, files: list[Path]) -> np.ndarray:
+        """The distinct dates of ``dataset``'s month column in ``files`` (its files, as
+        ``files`` lists them), ascending ``datetime64[D]``: from a cached frame, else from the
+        file's footer (``DATES_KEY``), else — a file written before footers said, or by
+        another tool — from its column. A file that cannot be read is quarantined and raises
+        ``CorruptFileError`` (``read_columns``)."""
+        ds = DATASETS[dataset]
+        column = ds.month_column
+        if column is None:
+            raise ValueError(f"{dataset} is not month-partitioned")
+        found: list[np.ndarray] = []
+        unsaid: list[Path] = []
+        for path in files:
+            fid = _file_id(path)
+            frame = self.cache.get(path, fid) if fid is not None else None
+            if frame is not None:
+                found.append(frame[column].unique().to_numpy().astype("datetime64[D]"))
+                continue
+            try:
+                said = (pq.read_metadata(path).metadata or {}).get(DATES_KEY.encode())
+            except (OSError, pa.ArrowException):
+                said = None  # unreadable footer: read_columns sets the file aside
+            if said is None:
+                unsaid.append(path)
+            else:
+                found.append(np.array(said.decode().split(",") if said else [],
+                                      dtype="datetime64[D]"))
+        if unsaid:
+            found.append(self.read_columns(dataset, unsaid, [column])[column].unique()
+                         .to_numpy().astype("datetime64[D]"))
+        if not found:
+            return np.array([], dtype="datetime64[D]")
+        return np.unique(np.concatenate(found))
 
     def scan(self, dataset: str) -> pl.LazyFrame:
         files = self.files(dataset)
@@ -661,7 +711,7 @@ class Lake:
                 if path.exists():  # could not be set aside: never written over
                     raise
                 held = 0  # set aside: the new content replaces it all the same
-            self._write_file(frame, path)
+            self._write_file(frame, path, ds)
         return UpsertResult(inserted=max(frame.height - held, 0),
                             updated=min(frame.height, held), files_written=1)
 
@@ -692,7 +742,7 @@ class Lake:
             updated = changed.join(kept.select(key), on=key, how="semi").height
             merged = (pl.concat([kept, frame], how="vertical")
                       .unique(subset=key, keep="last", maintain_order=True).sort(key))
-            self._write_file(merged, path)
+            self._write_file(merged, path, ds)
         return UpsertResult(inserted=changed.height - updated, updated=updated,
                             files_written=1, deleted=removed.height), removed
 
@@ -728,14 +778,14 @@ class Lake:
                     if repeated == part.height:
                         return UpsertResult()
                     self._write_file(pl.concat([old, part.slice(repeated)], how="vertical",
-                                               rechunk=True), path)
+                                               rechunk=True), path, ds)
                     return UpsertResult(inserted=part.height - repeated, files_written=1)
                 added = _inserts(old, part, key) if in_order and not ds.month_column else None
                 if added is not None:  # new rows among the stored ones, the rest as stored
                     merged, inserted = added
                     if merged is None:
                         return UpsertResult()
-                    self._write_file(merged, path)
+                    self._write_file(merged, path, ds)
                     return UpsertResult(inserted=inserted, files_written=1)
                 # Rows of `part` that are new or differ from what is stored.
                 changed = part.join(old, on=list(ds.columns), how="anti", nulls_equal=True)
@@ -750,7 +800,7 @@ class Lake:
             else:
                 merged = part if in_order or in_key_order(part, key) else part.sort(key)
                 inserted, updated = part.height, 0
-            self._write_file(merged, path)
+            self._write_file(merged, path, ds)
         return UpsertResult(inserted=inserted, updated=updated, files_written=1)
 
     # -- coverage ---------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""A daily refresh's cost does not grow with the option history a symbol holds: the chains'
+sessions are read from month files' footers, the volatility summary reads only the months of
+the sessions it summarizes (bench/refresh.py --chains-held shows the CPU)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from enrich.checks import quality_run
+from enrich.errors import CorruptFileError
+from enrich.pipeline.engine import store_vol_summary
+from enrich.schemas import DATASETS, conform
+from enrich.store import lake as lake_module
+from enrich.store.lake import DATES_KEY, Lake
+
+SESSIONS = [dt.date(2026, 9, 30), dt.date(2026, 10, 1), dt.date(2026, 10, 2),
+            dt.date(2026, 11, 20), dt.date(2026, 11, 23)]
+
+
+def chain(symbol: str, as_of: dt.date) -> pl.DataFrame:
+    """A two-expiry, four-strike chain of ``as_of`` in the OPTIONS_IV schema, priced enough
+    for the volatility summary (an IV on every contract)."""
+    rows = []
+    for days in (30, 60):
+        for strike in (90.0, 95.0, 105.0, 110.0):
+            for kind in ("call", "put"):
+                rows.append({"symbol": symbol, "as_of": as_of,
+                             "contract": f"O:{symbol}{days}{kind[0].upper()}{int(strike)}",
+                             "expiration": as_of + dt.timedelta(days=days), "strike": strike,
+                             "contract_type": kind, "underlying_price": 100.0, "iv": 0.25,
+                             "rate": 0.04, "dividend_yield": 0.0, "volume": 10.0,
+                             "open_interest": 100, "adjusted": False, "partial": False,
+                             "source": "snapshot"})
+    return conform(pl.DataFrame(rows), DATASETS["options_iv"])
+
+
+@pytest.fixture()
+def held(tmp_path) -> Lake:
+    lake = Lake(tmp_path / "lake")
+    for day in SESSIONS:
+        lake.upsert("options_iv", chain("AAPL", day))
+    return lake
+
+
+def test_a_month_file_names_the_sessions_it_holds_in_its_footer(held):
+    files = held.files("options_iv", ["AAPL"])
+    assert [f.name for f in files] == ["month=2026-09.parquet", "month=2026-10.parquet",
+                                       "month=2026-11.parquet"]
+    said = [pq.read_metadata(f).metadata[DATES_KEY.encode()].decode() for f in files]
+    assert said == ["2026-09-30", "2026-10-01,2026-10-02", "2026-11-20,2026-11-23"]
+
+
+def test_sessions_held_come_from_footers_without_decoding_a_chain(held, monkeypatch):
+    cold = Lake(held.root)  # another process: nothing cached
+    decoded = []
+    real = lake_module.pl.read_parquet
+    monkeypatch.setattr(lake_module.pl, "read_parquet",
+                        lambda path, *a, **k: decoded.append(path) or real(path, *a, **k))
+    monkeypatch.setattr(cold, "read_columns", lambda *a, **k: pytest.fail("decoded a chain"))
+    files = cold.files("options_iv", ["AAPL"])
+    days = cold.dates_held("options_iv", files)
+    assert days.tolist() == SESSIONS
+    assert decoded == []
+    # The quality check's newest snapshot decodes the newest file alone.
+    newest, every = quality_run._newest_snapshot(cold, "AAPL")
+    assert every.tolist() == SESSIONS
+    assert set(newest["as_of"].to_list()) == {SESSIONS[-1]}
+    assert [p.name for p in decoded] == ["month=2026-11.parquet"]
+
+
+def test_a_month_file_without_the_footer_list_is_read_for_its_sessions(held):
+    # Written before footers listed sessions (or by another tool): its column is read.
+    old = held.files("options_iv", ["AAPL"])[1]
+    frame = pl.read_parquet(old)
+    frame.write_parquet(old)
+    assert DATES_KEY.encode() not in (pq.read_metadata(old).metadata or {})
+    cold = Lake(held.root)
+    assert cold.dates_held("options_iv", cold.files("options_iv", ["AAPL"])).tolist() \
+        == SESSIONS
+    _, every = quality_run._newest_snapshot(cold, "AAPL")
+    assert every.tolist() == SESSIONS
+
+
+def test_an_unreadable_older_month_file_is_still_set_aside(held):
+    old = held.files("options_iv", ["AAPL"])[0]
+    old.write_bytes(b"PAR1 not a parquet file")
+    cold = Lake(held.root)
+    with pytest.raises(CorruptFileError):
+        quality_run._newest_snapshot(cold, "AAPL")
+    assert not old.exists()  # quarantined: the next run fetches it again
+    assert cold.dates_held("options_iv", cold.files("options_iv", ["AAPL"])).tolist() \
+        == SESSIONS[1:]
+
+
+def test_the_summary_of_a_session_reads_only_that_months_chains(held, monkeypatch):
+    cold = Lake(held.root)
+    read = []
+    real = cold.read_file
+    monkeypatch.setattr(cold, "read_file", lambda path: read.append(path.name) or real(path))
+    written = store_vol_summary(cold, "AAPL", pl.Series([SESSIONS[-1]]))
+    assert written == 1
+    assert [n for n in read if n.startswith("month=")] == ["month=2026-11.parquet"]
+    summary = cold.read("vol_summary", ["AAPL"])
+    assert summary["as_of"].to_list() == [SESSIONS[-1]]
+    # Sessions of two months read both months' files, and summarize both sessions.
+    read.clear()
+    assert store_vol_summary(cold, "AAPL", pl.Series([SESSIONS[0], SESSIONS[1]])) == 2
+    assert sorted(n for n in read if n.startswith("month=")) == [
+        "month=2026-09.parquet", "month=2026-10.parquet"]
+
+
+def test_a_summary_file_that_cannot_be_read_is_rebuilt_from_every_month(held):
+    store_vol_summary(held, "AAPL", pl.Series([SESSIONS[-1]]))
+    (summary_file,) = held.files("vol_summary", ["AAPL"])
+    summary_file.write_bytes(b"garbage")
+    cold = Lake(held.root)
+    store_vol_summary(cold, "AAPL", pl.Series([SESSIONS[-1]]))
+    rebuilt = cold.read("vol_summary", ["AAPL"])
+    assert rebuilt["as_of"].to_list() == SESSIONS  # every stored chain, not one month's
+
+
+def test_read_by_month_keeps_key_order_and_ignores_months_for_other_datasets(held):
+    two = held.read("options_iv", ["AAPL"], months=["2026-10", "2026-09"])
+    assert two["as_of"].unique().sort().to_list() == SESSIONS[:3]
+    assert two.equals(two.sort(list(DATASETS["options_iv"].key)))
+    assert held.read("options_iv", ["AAPL"], months=["2025-01"]).is_empty()
+    held.upsert("dividends", conform(pl.DataFrame(
+        {"symbol": ["AAPL"], "ex_date": [dt.date(2026, 11, 6)], "cash_amount": [0.26]}),
+        DATASETS["dividends"]))
+    assert held.read("dividends", ["AAPL"], months=["1999-01"]).height == 1
+    assert np.array_equal(held.dates_held("options_iv", []),
+                          np.array([], dtype="datetime64[D]"))
