@@ -135,3 +135,47 @@ def test_read_by_month_keeps_key_order_and_ignores_months_for_other_datasets(hel
     assert held.read("dividends", ["AAPL"], months=["1999-01"]).height == 1
     assert np.array_equal(held.dates_held("options_iv", []),
                           np.array([], dtype="datetime64[D]"))
+
+
+# -- the risk-free curve, indexed once per stored frame -----------------------------------
+def _curve(day: dt.date, pct: float, **more: float) -> dict:
+    return {"date": day, "yield_3_month": pct, "yield_1_year": pct + 0.5, **more}
+
+
+def test_chains_priced_against_one_stored_curve_index_it_once(monkeypatch):
+    from enrich.quant import rates
+
+    curves = rates.frame([_curve(dt.date(2026, 11, 20), 4.0), _curve(dt.date(2026, 11, 23), 3.0)])
+    indexed = []
+    real = rates._Curves
+    monkeypatch.setattr(rates, "_Curves", lambda *a: indexed.append(1) or real(*a))
+    t = np.array([0.25, 1.0])
+    days = [dt.date(2026, 11, 23)] * 2
+    first = rates.rate_to(curves, days, t, 0.01)
+    second = rates.rate_to(curves, days, t, 0.01)
+    assert len(indexed) == 1
+    assert np.array_equal(first[0], second[0])
+    assert first[0] == pytest.approx(rates.continuous(np.array([3.0, 3.5]), t))
+    assert list(first[1]) == ["treasury", "treasury"]
+
+
+def test_another_curve_frame_is_never_answered_from_the_last_ones_index():
+    from enrich.quant import rates
+
+    day = [dt.date(2026, 11, 23)]
+    t = np.array([0.25])
+    old = rates.frame([_curve(dt.date(2026, 11, 23), 3.0)])
+    assert rates.rate_to(old, day, t, 0.01)[0][0] == pytest.approx(
+        rates.continuous(3.0, 0.25))
+    # The curve file rewritten (a restated yield): a new frame, its own values.
+    new = rates.frame([_curve(dt.date(2026, 11, 23), 5.0)])
+    assert rates.rate_to(new, day, t, 0.01)[0][0] == pytest.approx(
+        rates.continuous(5.0, 0.25))
+    # A frame whose only row has no yield is no curve: the fallback, whatever came before.
+    empty = rates.frame([{"date": dt.date(2026, 11, 23)}])
+    rate, source = rates.rate_to(empty, day, t, 0.01)
+    assert rate[0] == 0.01 and source[0] == "fallback"
+    # Missing tenors are skipped, as a row's present ones are interpolated.
+    partial = rates.frame([{"date": dt.date(2026, 11, 23), "yield_1_year": 4.0}])
+    assert rates.rate_to(partial, day, np.array([2.0]), 0.01)[0][0] == pytest.approx(
+        rates.continuous(4.0, 1.0))

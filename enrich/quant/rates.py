@@ -25,6 +25,7 @@ interpolated linearly in ``r t`` (the log discount factor) between the tenors pr
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -91,13 +92,7 @@ def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarra
     source = np.full(len(days), FALLBACK, dtype=object)
     if curves.is_empty() or len(days) == 0:
         return rate, source
-    # numpy, no polars query: a chain has one or two days, a query costs more than the match.
-    # A row without any yield (every tenor is optional in the spec) is no curve: the one
-    # before it stands.
-    held = np.isfinite(curves.select(c for c in TENORS if c in curves.columns)
-                       .to_numpy().astype(np.float64)).any(axis=1)
-    ust = np.flatnonzero(np.array([s == CURVE for s in curves["symbol"].to_list()], dtype=bool)
-                         & held)
+    held = _index(curves)
     codes = _day_codes(days)
     if (codes == codes[0]).all():  # a chain's one session
         unique, rows = codes[:1], [np.arange(codes.size)]
@@ -109,20 +104,56 @@ def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarra
         rows = [order[bounds[u]:bounds[u + 1]] for u in range(unique.size)]
     # The latest curve on or before each day, at most MAX_CURVE_AGE_DAYS older (a backward
     # as-of match).
-    dates = _day_codes(curves["date"])[ust]
-    by_date = np.argsort(dates, kind="stable")
-    picked = np.searchsorted(dates[by_date], unique, side="right") - 1
+    picked = np.searchsorted(held.dates, unique, side="right") - 1
     for u, i in enumerate(picked):
-        if (unique[u] == _NO_DAY or i < 0 or dates[by_date[i]] == _NO_DAY
-                or unique[u] - dates[by_date[i]] > MAX_CURVE_AGE_DAYS):
+        if (unique[u] == _NO_DAY or i < 0 or held.dates[i] == _NO_DAY
+                or unique[u] - held.dates[i] > MAX_CURVE_AGE_DAYS):
             continue
-        tenors, rates = curve_points(curves.row(int(ust[by_date[i]]), named=True))
+        present = np.isfinite(held.values[i])
+        tenors = held.tenors[present]
         if tenors.size == 0:
             continue
         at = rows[u]
-        rate[at] = interpolate(tenors, rates, t[at])
+        rate[at] = interpolate(tenors, continuous(held.values[i][present], tenors), t[at])
         source[at] = TREASURY
     return rate, source
+
+
+@dataclass(frozen=True)
+class _Curves:
+    """The usable rows of a ``rates`` frame for as-of matching: the ``CURVE``'s rows with at
+    least one yield, by date (stable), as numpy."""
+
+    dates: np.ndarray  # day codes, ascending
+    tenors: np.ndarray  # years, of each column of ``values`` (TENORS order: ascending)
+    values: np.ndarray  # (rows, tenors) yields in percent, NaN where absent
+
+
+# The last frame indexed and its index: every chain of a run prices against the same stored
+# curve (the lake hands out one frame while its file is unchanged), whose thousands of rows
+# cost more to index than a chain to match. Held by reference, so the frame is never
+# mistaken for another.
+_last: tuple[pl.DataFrame, _Curves] | None = None
+
+
+def _index(curves: pl.DataFrame) -> _Curves:
+    global _last
+    hit = _last
+    if hit is not None and hit[0] is curves:
+        return hit[1]
+    # numpy, no polars query per chain. A row without any yield (every tenor is optional in
+    # the spec) is no curve: the one before it stands.
+    cols = [c for c in TENORS if c in curves.columns]
+    values = (curves.select(cols).to_numpy().astype(np.float64) if cols
+              else np.empty((curves.height, 0)))
+    ust = np.flatnonzero((curves["symbol"] == CURVE).fill_null(False).to_numpy()
+                         & np.isfinite(values).any(axis=1))
+    dates = _day_codes(curves["date"])[ust]
+    by_date = np.argsort(dates, kind="stable")
+    index = _Curves(dates[by_date], np.array([TENORS[c] for c in cols], dtype=np.float64),
+                    values[ust[by_date]])
+    _last = (curves, index)
+    return index
 
 
 def _day_codes(days: pl.Series) -> np.ndarray:
