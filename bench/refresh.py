@@ -15,13 +15,13 @@ machine), of which the run's own process (planning, universe-wide requests, the 
 its workers hand back), and symbols/s, medians.
 
 Part 3, where a symbol's time goes. The same universe-wide Monday refresh of N sample symbols
-(default 300) in one thread of a process with one polars thread (as a worker of Part 2 has:
-``enrich.pipeline.worker_boot``), each step the engine takes timed around its call in CPU
-time of that process (its polars threads included; the run's flushes of catalog
-rows, ~3 %, fall into whichever step they overlap): ms per symbol and calls per symbol,
-steps inside other steps marked as such; then the share of the Parquet files alone (every
-write, and every decode of a file the lake's cache does not hold). The steps' sum is what
-Part 2's workers spend per symbol; Part 2 adds the run's own process (universe-wide
+(default 300) in one thread of a process with one polars thread and what a worker of Part 2
+loads before its first symbol (``enrich.pipeline.worker_boot``), each step the engine takes
+timed around its call in CPU time of that process (its polars threads included; the run's
+flushes of catalog rows, ~3 %, fall into whichever step they overlap): ms per symbol and calls
+per symbol, steps inside other steps marked as such; then the share of the Parquet files alone
+(every write, and every decode of a file the lake's cache does not hold). The steps' sum is
+what Part 2's workers spend per symbol; Part 2 adds the run's own process (universe-wide
 requests, catalog rows).
 
 Part 4, the steady state. Parts 2 and 3 hold one option chain a symbol (the Friday seed's);
@@ -209,6 +209,8 @@ STEPS: list[tuple[str, object, str, str]] = [
 
 
 def steps_of_a_symbol(root: Path, n: int) -> None:
+    import enrich.pipeline.worker_boot  # noqa: F401  - warm as a worker is (scipy, kernels)
+
     symbols = [f"S{i:04d}" for i in range(n)]
     print(f"\nPart 3: where a symbol's time goes: a Monday refresh of {n} sample symbols "
           "(1 year held), universe-wide, one thread")

@@ -202,9 +202,10 @@ def test_a_failed_symbol_and_a_plan_refusal_count_the_same_everywhere(faulty, ca
     assert {r["dataset"]: r["state"] for r in rows}["options_iv"] == "not_entitled"
     _, text = overview_tiles()
     assert "**1 symbol failing** (1 of its datasets)" in text  # SPY's news
-    # failed fetch steps by error class: enrich health, GET /health, the Health page
+    # failed fetch steps by error class: enrich health, GET /health, the Health page (the
+    # plan's refusal is no failed step: logged skipped, with its class)
     health = cli_json(capsys, "health", "--no-probe")["failures_24h"]
-    assert health == {"transient": 1, "not_entitled": 1}
+    assert health == {"transient": 1}
     assert "failed fetch steps by error class: " + ", ".join(
         f"{k} {v}" for k, v in health.items()) in run_cli(capsys, "health", "--no-probe")
     with api(faulty) as a:

@@ -192,11 +192,14 @@ def test_pipeline_metrics_match_the_logs(populated):
     assert m["fetch"]["rows"] == cat.scalar("SELECT sum(records) FROM fetch_log") \
         == summary.records
     assert m["fetch"]["requests"] == cat.scalar("SELECT sum(requests) FROM fetch_log")
-    assert m["fetch"]["failed"] == 2  # SPY news, MSFT options
+    assert m["fetch"]["failed"] == 1  # SPY news (MSFT options: the plan's, logged skipped)
     assert m["fetch"]["retries"] == 1  # one retry of SPY news before giving up
-    steps = cat.scalar("SELECT count(*) FROM fetch_log WHERE status <> 'retried'")
+    assert cat.scalar("SELECT count(*) FROM fetch_log WHERE status = 'skipped' AND "
+                      "error_class = 'not_entitled'") == 1
+    steps = cat.scalar("SELECT count(*) FROM fetch_log WHERE status NOT IN "
+                       "('retried', 'skipped')")
     assert m["fetch"]["steps"] == steps
-    assert m["fetch"]["success_rate"] == pytest.approx((steps - 2) / steps)
+    assert m["fetch"]["success_rate"] == pytest.approx((steps - 1) / steps)
     assert m["fetch"]["rejected"] == 1
     assert 0 < m["fetch"]["p50_ms"] <= m["fetch"]["p95_ms"]
     # Features per symbol, a volatility summary per stored chain (AAPL, SPY, KO).
@@ -251,7 +254,10 @@ def test_run_detail_tasks_and_log(populated):
     assert log.height == 3 and n == store.catalog.scalar(
         "SELECT count(*) FROM fetch_log WHERE run_id = ?", [rid])
     errs, n_err = runs_view.run_fetch_log(store.catalog, rid, errors_only=True)
-    assert n_err == 3 and set(errs["status"]) == {"failed", "retried"}
+    # SPY's failed news and its retry, and MSFT's options the plan refused (skipped).
+    assert n_err == 3 and set(errs["status"]) == {"failed", "retried", "skipped"}
+    assert errs.filter(pl.col("status") == "skipped")["error_class"].to_list() == [
+        "not_entitled"]
     assert runs_view.run_fetch_log(store.catalog, rid, symbol="AAPL")[1] == 6 + 1  # + reference
     summ = runs_view.run_fetch_summary(store.catalog, rid)
     assert summ.filter(pl.col("dataset") == "news")["failed"][0] == 1
@@ -299,9 +305,9 @@ def test_metrics_aggregates_match_the_logs(populated):
     assert errs.filter(pl.col("dataset") == "news").row(0, named=True) == {
         "dataset": "news", "error_class": "transient", "failures": 1, "retried": 1}
     fails = metrics_view.failures_by_class(cat)
-    # MSFT options (not entitled) and SPY news (transient)
+    # SPY news (transient); MSFT's options, not entitled, are no failure
     assert dict(zip(fails["error_class"], fails["failures"], strict=True)) == {
-        "transient": 1, "not_entitled": 1}
+        "transient": 1}
     daily = metrics_view.fetch_daily(cat, FIXED_NOW, days=400)
     assert daily["rows"].sum() == by_ds["rows"].sum()
     # Features of the five symbols, and the volatility summary of the three chains stored
@@ -347,7 +353,7 @@ def test_hourly_buckets_the_last_day(populated):
     real_now = dt.datetime.now(UTC)
     h = metrics_view.hourly(store.catalog, real_now)
     assert h["steps"].sum() == store.catalog.scalar(
-        "SELECT count(*) FROM fetch_log WHERE status <> 'retried'")
+        "SELECT count(*) FROM fetch_log WHERE status NOT IN ('retried', 'skipped')")
 
 
 # -- one symbol -------------------------------------------------------------------------

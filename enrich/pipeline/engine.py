@@ -74,6 +74,7 @@ from enrich.pipeline.run_model import (
     SymbolResult,
     describe,
     fetched_for,
+    plan_limited,
     stops_symbol,
 )
 from enrich.pipeline.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
@@ -1040,11 +1041,14 @@ class Engine:
                    requests: int = 0) -> None:
         err = step.error
         message = note if note else (str(err)[:1000] if err else None)
+        # A plan's limit is a fact, not a failure (run_model.plan_limited): logged as skipped,
+        # with its class, like a dataset already known not to be entitled.
+        status = "skipped" if step.status == "failed" and plan_limited(err) else step.status
         row = {
             "run_id": run_id, "symbol": symbol, "dataset": ds,
             "timeframe": timeframe if ds == "bars" else None, "started_at": started,
             "duration_ms": duration_ms, "records": step.records, "received": received,
-            "rejected": rejected, "requests": requests, "attempt": attempt, "status": step.status,
+            "rejected": rejected, "requests": requests, "attempt": attempt, "status": status,
             "error_class": error_class_of(err) if err else
             ("not_entitled" if step.status == "skipped" else None),
             "error_message": message, "window_start": start, "window_end": end,
