@@ -179,3 +179,59 @@ def test_another_curve_frame_is_never_answered_from_the_last_ones_index():
     partial = rates.frame([{"date": dt.date(2026, 11, 23), "yield_1_year": 4.0}])
     assert rates.rate_to(partial, day, np.array([2.0]), 0.01)[0][0] == pytest.approx(
         rates.continuous(4.0, 1.0))
+
+
+# -- a dataset the plan does not serve yet is due, not failing ---------------------------
+class _NewsNotYet:
+    """The sample provider, but AAPL's news window reaches a session the plan serves only
+    after its New York day ends (Massive's 403 "today's data before end of day")."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name, self.is_demo, self.rate_limited = inner.name, True, False
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def with_priority(self, priority):
+        return self
+
+    def news(self, symbol, start, end):
+        if symbol == "AAPL":
+            from enrich.errors import NotYetAvailableError
+
+            raise NotYetAvailableError("news: your plan serves a session only after its day "
+                                       "ends in New York", provider="test", endpoint="news",
+                                       status=403)
+        return self.inner.news(symbol, start, end)
+
+
+def test_a_dataset_not_served_yet_is_no_failure_anywhere(tmp_path):
+    from enrich.config import load_settings
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.providers.sample.provider import SampleProvider
+    from enrich.store.store import Store
+    from enrich.store.universe import add_symbols
+    from enrich.views import status as status_view
+    from tests.conftest import FIXED_NOW
+
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data"),
+                              "ENRICH_HISTORY_YEARS": "1"}, dotenv_path=None)
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [("AAPL", "stocks", None), ("MSFT", "stocks", None)])
+    clock = lambda: FIXED_NOW  # noqa: E731
+    summary = Engine(store, _NewsNotYet(SampleProvider(clock=clock)), settings,
+                     clock=clock).run(RunParams(universe_wide=False))
+    assert summary.failed == 0 and summary.ok == 2
+    row = store.catalog.query(
+        "SELECT status, error_class FROM fetch_log WHERE symbol = 'AAPL' AND dataset = 'news'"
+    ).row(0, named=True)
+    assert row == {"status": "skipped", "error_class": "not_yet_available"}
+    grid = status_view.status_grid(store.catalog, FIXED_NOW)
+    state = dict(zip(grid["symbol"] + "/" + grid["dataset"], grid["state"], strict=True))
+    assert state["AAPL/news"] == "never"  # nothing held yet: asked again next run
+    assert state["MSFT/news"] != "failing" and "failing" not in set(state.values())
+    assert store.catalog.scalar(
+        "SELECT count(*) FROM symbol_status WHERE symbol = 'AAPL' AND dataset = 'news' "
+        "AND last_error_class IS NOT NULL") == 0

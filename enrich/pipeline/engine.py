@@ -838,7 +838,10 @@ class Engine:
             self._log_fetch(log, run_id, symbol, ds, timeframe, t0,
                             (time.perf_counter() - perf0) * 1000, step, 0, rejected,
                             getattr(exc, "attempts", attempts), start, end, note, n_req)
-            if not explicit:  # a failed backfill chunk is reported by its backfill
+            # A failed backfill chunk is reported by its backfill; a session the plan does
+            # not serve yet is due, no failure: the dataset's status stays as it was (its
+            # freshness says due or late), and the next run asks again.
+            if not explicit and not isinstance(exc, NotYetAvailableError):
                 self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
                              not_entitled=isinstance(exc, NotEntitledError))
         return step
