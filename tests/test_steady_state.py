@@ -1,6 +1,6 @@
 """A daily refresh's cost does not grow with the option history a symbol holds: the chains'
 sessions are read from month files' footers, the volatility summary reads only the months of
-the sessions it summarizes (bench/refresh.py --chains-held shows the CPU)."""
+the sessions it summarizes (bench/refresh.py Part 4, --held, shows the CPU)."""
 
 from __future__ import annotations
 
@@ -171,6 +171,14 @@ def test_another_curve_frame_is_never_answered_from_the_last_ones_index():
     new = rates.frame([_curve(dt.date(2026, 11, 23), 5.0)])
     assert rates.rate_to(new, day, t, 0.01)[0][0] == pytest.approx(
         rates.continuous(5.0, 0.25))
+    # Frames made and dropped one after another (their memory, and so their id(), reused):
+    # each is answered from its own yields, never from an index of a frame gone.
+    del old, new
+    for pct in (1.0, 2.0, 3.0, 4.0, 6.0) * 10:
+        curve = rates.frame([_curve(dt.date(2026, 11, 23), pct)])
+        assert rates.rate_to(curve, day, t, 0.01)[0][0] == pytest.approx(
+            rates.continuous(pct, 0.25))
+        del curve
     # A frame whose only row has no yield is no curve: the fallback, whatever came before.
     empty = rates.frame([{"date": dt.date(2026, 11, 23)}])
     rate, source = rates.rate_to(empty, day, t, 0.01)
@@ -197,6 +205,11 @@ class _NewsNotYet:
         return self
 
     def news(self, symbol, start, end):
+        if symbol == "AAPL" and self.inner.fail_news:
+            from enrich.errors import TransientError
+
+            raise TransientError("news: upstream timeout", provider="test", endpoint="news",
+                                 status=504)
         if symbol == "AAPL":
             from enrich.errors import NotYetAvailableError
 
@@ -210,6 +223,7 @@ def test_a_dataset_not_served_yet_is_no_failure_anywhere(tmp_path):
     from enrich.config import load_settings
     from enrich.pipeline.engine import Engine
     from enrich.pipeline.run_model import RunParams
+    from enrich.providers.retry import RetryPolicy
     from enrich.providers.sample.provider import SampleProvider
     from enrich.store.store import Store
     from enrich.store.universe import add_symbols
@@ -221,17 +235,59 @@ def test_a_dataset_not_served_yet_is_no_failure_anywhere(tmp_path):
     store = Store.from_settings(settings)
     add_symbols(store.catalog, [("AAPL", "stocks", None), ("MSFT", "stocks", None)])
     clock = lambda: FIXED_NOW  # noqa: E731
-    summary = Engine(store, _NewsNotYet(SampleProvider(clock=clock)), settings,
+    inner = SampleProvider(clock=clock, retry=RetryPolicy(max_retries=0, sleep=lambda s: None))
+    inner.fail_news = True  # the first run: AAPL's news fails (a failure, shown failing)
+    Engine(store, _NewsNotYet(inner), settings, clock=clock).run(RunParams(universe_wide=False))
+    grid = status_view.status_grid(store.catalog, FIXED_NOW)
+    assert grid.filter((pl.col("symbol") == "AAPL") & (pl.col("dataset") == "news"))[
+        "state"].to_list() == ["failing"]
+    inner.fail_news = False  # the next: the plan does not serve the session yet
+    summary = Engine(store, _NewsNotYet(inner), settings,
                      clock=clock).run(RunParams(universe_wide=False))
-    assert summary.failed == 0 and summary.ok == 2
+    assert summary.failed == 0 and summary.state == "succeeded"
     row = store.catalog.query(
-        "SELECT status, error_class FROM fetch_log WHERE symbol = 'AAPL' AND dataset = 'news'"
-    ).row(0, named=True)
+        "SELECT status, error_class FROM fetch_log WHERE symbol = 'AAPL' AND dataset = 'news' "
+        "AND run_id = ?", [summary.run_id]).row(0, named=True)
     assert row == {"status": "skipped", "error_class": "not_yet_available"}
     grid = status_view.status_grid(store.catalog, FIXED_NOW)
     state = dict(zip(grid["symbol"] + "/" + grid["dataset"], grid["state"], strict=True))
     assert state["AAPL/news"] == "never"  # nothing held yet: asked again next run
     assert state["MSFT/news"] != "failing" and "failing" not in set(state.values())
-    assert store.catalog.scalar(
-        "SELECT count(*) FROM symbol_status WHERE symbol = 'AAPL' AND dataset = 'news' "
-        "AND last_error_class IS NOT NULL") == 0
+    status = store.catalog.query(
+        "SELECT consecutive_failures, last_success_at, last_attempt_at, last_error_at "
+        "FROM symbol_status WHERE symbol = 'AAPL' AND dataset = 'news'").row(0, named=True)
+    # The attempt is recorded, no success claimed; the earlier failure stays on record.
+    assert status["consecutive_failures"] == 0 and status["last_success_at"] is None
+    assert status["last_attempt_at"] > status["last_error_at"]
+
+
+def test_a_backfill_step_the_plan_refused_is_logged_skipped_not_failed(tmp_path, monkeypatch,
+                                                                       capsys):
+    """An options backfill on a plan without option contracts: the listing's 403 is a fact
+    (fetch_log status skipped, class not_entitled), counted by no failure count."""
+    from enrich.cli import main
+    from enrich.config import load_settings
+    from enrich.providers.ratelimit import clear_limiters
+    from enrich.store.store import Store
+    from enrich.views import metrics as metrics_view
+    from tests.fakes.massive_server import FakeMassive
+
+    with FakeMassive(today=dt.date(2026, 11, 25),
+                     not_entitled={"/v3/reference/options/contracts"}) as fake:
+        for k, v in {"ENRICH_DATA_DIR": str(tmp_path / "data"), "ENRICH_PROVIDER": "massive",
+                     "MASSIVE_API_KEY": fake.api_key, "MASSIVE_BASE_URL": fake.base_url,
+                     "ENRICH_RATE_LIMIT_PER_MIN": "100000",
+                     "ENRICH_NOW": "2026-11-25T22:00:00+00:00"}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.chdir(tmp_path)
+        try:
+            main(["backfill", "options", "--symbol", "AAPL", "--json"])
+        finally:
+            clear_limiters()
+    capsys.readouterr()
+    catalog = Store(load_settings(dotenv_path=None).data_dir).catalog
+    rows = catalog.query("SELECT status, error_class FROM fetch_log WHERE dataset LIKE "
+                         "'option%' AND status <> 'retried'")
+    assert rows.height >= 1
+    assert set(rows.iter_rows()) == {("skipped", "not_entitled")}
+    assert metrics_view.failures_by_class(catalog).is_empty()

@@ -838,10 +838,7 @@ class Engine:
             self._log_fetch(log, run_id, symbol, ds, timeframe, t0,
                             (time.perf_counter() - perf0) * 1000, step, 0, rejected,
                             getattr(exc, "attempts", attempts), start, end, note, n_req)
-            # A failed backfill chunk is reported by its backfill; a session the plan does
-            # not serve yet is due, no failure: the dataset's status stays as it was (its
-            # freshness says due or late), and the next run asks again.
-            if not explicit and not isinstance(exc, NotYetAvailableError):
+            if not explicit:  # a failed backfill chunk is reported by its backfill
                 self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
                              not_entitled=isinstance(exc, NotEntitledError))
         return step
@@ -1074,6 +1071,11 @@ class Engine:
             row["sessions_behind"] = calendars.sessions_behind(cal, held, expected)
         if exc is None:
             row.update(last_success_at=now, consecutive_failures=0, not_entitled=False)
+            log.add(lambda b: b.upsert("symbol_status", row))
+        elif isinstance(exc, NotYetAvailableError):
+            # A session the plan does not serve yet: due, no failure (nor a success). The
+            # attempt is recorded; what is held, and so the freshness (due, late), stays.
+            row.update(consecutive_failures=0)
             log.add(lambda b: b.upsert("symbol_status", row))
         else:
             row.update(last_error_class=error_class_of(exc), last_error_message=str(exc)[:1000],

@@ -211,9 +211,8 @@ def run_fetch_log(catalog: Catalog, run_id: str, symbol: str | None = None,
     if symbol:
         where.append("symbol = ?")
         params.append(symbol)
-    if errors_only:  # and what the plan refused: skipped, with its class (not a failure)
-        where.append("(status IN ('failed', 'retried') OR (status = 'skipped' AND "
-                     "error_class IS NOT NULL))")
+    if errors_only:
+        where.append("status IN ('failed', 'retried')")
     w = " AND ".join(where)
     with catalog.connect() as con:
         page = frame(con, f"""
