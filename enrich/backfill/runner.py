@@ -51,7 +51,7 @@ from enrich.pipeline.engine import (
     SymbolResult,
     store_vol_summary,
 )
-from enrich.pipeline.run_model import Halt, plan_limited
+from enrich.pipeline.run_model import Halt, logged_status
 from enrich.providers import Provider
 from enrich.quant import rates
 from enrich.quant.options_history import (
@@ -476,14 +476,12 @@ class _Execution:
         message = note or (str(exc)[:1000] if exc else None)
         if status != "retried" and (notes := self._notes.pop(c.key, None)):
             message = "; ".join([*notes, *([message] if message else [])])
-        if status == "failed" and plan_limited(exc):
-            status = "skipped"  # a plan's limit is a fact, logged as the engine logs it
         row = {
             "run_id": self.run_id, "symbol": c.underlying, "dataset": ds,
             "timeframe": self.timeframe if c.step == "bars" else None, "started_at": started,
             "duration_ms": (utcnow() - started).total_seconds() * 1000, "records": records,
             "received": received, "rejected": rejected, "requests": requests,
-            "attempt": attempt, "status": status,
+            "attempt": attempt, "status": logged_status(status, exc),
             "error_class": error_class_of(exc) if exc else None,
             "error_message": message,
             "window_start": c.window_start, "window_end": c.window_end,

@@ -74,7 +74,7 @@ from enrich.pipeline.run_model import (
     SymbolResult,
     describe,
     fetched_for,
-    plan_limited,
+    logged_status,
     stops_symbol,
 )
 from enrich.pipeline.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
@@ -1041,9 +1041,7 @@ class Engine:
                    requests: int = 0) -> None:
         err = step.error
         message = note if note else (str(err)[:1000] if err else None)
-        # A plan's limit is a fact, not a failure (run_model.plan_limited): logged as skipped,
-        # with its class, like a dataset already known not to be entitled.
-        status = "skipped" if step.status == "failed" and plan_limited(err) else step.status
+        status = logged_status(step.status, err)
         row = {
             "run_id": run_id, "symbol": symbol, "dataset": ds,
             "timeframe": timeframe if ds == "bars" else None, "started_at": started,

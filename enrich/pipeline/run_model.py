@@ -86,6 +86,13 @@ def plan_limited(error: BaseException | None) -> bool:
     return isinstance(error, (NotEntitledError, NotYetAvailableError))
 
 
+def logged_status(status: str, error: BaseException | None) -> str:
+    """A step's status as the fetch log records it: a plan's limit (``plan_limited``) is a
+    fact, not a failure — logged ``skipped``, with its class, as a dataset already known not
+    entitled is."""
+    return "skipped" if status == "failed" and plan_limited(error) else status
+
+
 class LogBuffer:
     """Catalog rows buffered in memory and flushed in batches (never across network I/O)."""
 

@@ -60,10 +60,15 @@ def continuous(yield_pct: np.ndarray | float, tenor: np.ndarray | float) -> np.n
 
 def curve_points(row: dict[str, float | None]) -> tuple[np.ndarray, np.ndarray]:
     """(tenors, continuous rates) of one curve row, tenors present only, ascending."""
-    points = [(tenor, value) for col, tenor in TENORS.items()
-              if (value := row.get(col)) is not None and np.isfinite(value)]
-    tenors = np.array([p[0] for p in points], dtype=np.float64)
-    return tenors, continuous(np.array([p[1] for p in points], dtype=np.float64), tenors)
+    values = [row.get(col) for col in TENORS]
+    return _points(np.array(list(TENORS.values())),
+                   np.array([np.nan if v is None else v for v in values], dtype=np.float64))
+
+
+def _points(tenors: np.ndarray, yields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``curve_points`` of a curve's yields (percent, NaN where absent) at ``tenors``."""
+    present = np.isfinite(yields)
+    return tenors[present], continuous(yields[present], tenors[present])
 
 
 def interpolate(tenors: np.ndarray, rates: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -109,12 +114,11 @@ def rate_to(curves: pl.DataFrame, as_of: pl.Series | list[dt.date], t: np.ndarra
         if (unique[u] == _NO_DAY or i < 0 or held.dates[i] == _NO_DAY
                 or unique[u] - held.dates[i] > MAX_CURVE_AGE_DAYS):
             continue
-        present = np.isfinite(held.values[i])
-        tenors = held.tenors[present]
+        tenors, curve = _points(held.tenors, held.values[i])
         if tenors.size == 0:
             continue
         at = rows[u]
-        rate[at] = interpolate(tenors, continuous(held.values[i][present], tenors), t[at])
+        rate[at] = interpolate(tenors, curve, t[at])
         source[at] = TREASURY
     return rate, source
 
