@@ -773,6 +773,9 @@ class Engine:
             checked = check(ds, frame)
             # Stored history this fetch changes (enrich.checks.restatements), before it is replaced.
             diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
+            # Recorded before the write (journaled): once the lake holds the new rows, no
+            # later run could find the change again.
+            restatements.record(log, run_id, diff, timeframe)
             # A complete answer for the window is what the provider lists for it: stored rows
             # it no longer lists (cancelled, re-dated) go. A partial one only adds.
             column = WINDOW_COLUMN.get(ds)
@@ -782,19 +785,18 @@ class Engine:
                                                 and not _renamed_in(ident, symbol, span))))
             if complete:
                 assert column is not None
-                result, removed = self.store.lake.replace_window(ds, symbol, checked.good,
-                                                                 column, *span)
+                result, removed = self.store.lake.replace_window(
+                    ds, symbol, checked.good, column, *span,
+                    before_removal=lambda removed: restatements.record(
+                        log, run_id, restatements.removal(ds, removed), timeframe))
                 written = result.changed
                 if not removed.is_empty():
-                    restatements.record(log, run_id, restatements.removal(ds, removed),
-                                        timeframe)
                     notes = [*notes, _removed_note(removed, column, span)]
             else:
                 written = self.store.lake.upsert(ds, checked.good).changed
             step = StepResult(ds, "ok", written, window=(start, end))
             if ds == "options_iv":
                 self._summarize_options(symbol, checked.good, run_id, log)
-            restatements.record(log, run_id, diff, timeframe)
             # Bars and options are held through the newest session actually received: a
             # session the provider has not published yet must be asked for again next time.
             # Event datasets (dividends, news, …) are complete for the window they covered.

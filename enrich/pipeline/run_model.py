@@ -23,6 +23,7 @@ from enrich.errors import (
     ProviderUnreachableError,
 )
 from enrich.providers import MarketRequest, MarketRows
+from enrich.store import journal
 from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
 
@@ -104,6 +105,20 @@ class LogBuffer:
     def add(self, fn: Callable[[WriteBatch], None]) -> None:
         with self._lock:
             fn(self._batch)
+
+    def add_durable(self, fn: Callable[[WriteBatch], None]) -> None:
+        """``add`` rows that must outlive a crash before the flush: rows about a lake write
+        still to come (restatements), written to the desk's journal first
+        (``enrich.store.journal``; inserts only)."""
+        part = WriteBatch()
+        fn(part)
+        if part.empty():
+            return
+        if part.upserts or part.statements:
+            raise ValueError("the journal holds inserts only")
+        part.journals.append(journal.write(self.store.catalog.journal_dir, part.inserts))
+        with self._lock:
+            self._batch.extend(part)
 
     def take(self) -> WriteBatch:
         """The buffered rows, leaving the buffer empty (a worker process hands them back)."""

@@ -63,7 +63,7 @@ from enrich.errors import (
     CorruptFileError,
 )
 from enrich.schemas import DATASETS, SYMBOL_DATASETS
-from enrich.store import quarantine
+from enrich.store import journal, quarantine
 from enrich.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -548,13 +548,18 @@ class Catalog:
         (opening the catalog costs more than most batches): its first value is returned, or
         None if it could not be read.
         """
-        if batch.empty():
+        # Rows a process that died left in the journal (enrich.store.journal), applied first.
+        orphans = journal.orphans(self.journal_dir, pid_alive)
+        if batch.empty() and not orphans:
             return self.scalar(*then) if then else None
         # One thread: these statements are small, and DuckDB's idle workers spinning for work
         # cost more CPU than they save (~15% of a flush), on cores the run's workers need.
         with self._connect(threads=1) as con:
+            for path in orphans:
+                self._replay(con, path)
             with transaction(con):
                 batch.apply(con)
+            journal.remove(batch.journals)
             self._refresh_views(con)
             if then is None:
                 return None
@@ -563,6 +568,28 @@ class Catalog:
             except duckdb.Error:  # the batch is committed either way: never report it failed
                 return None
             return row[0] if row else None
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.path.parent / journal.DIRECTORY
+
+    def _replay(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+        """Commit a dead writer's journal file and delete it; one whose rows the catalog
+        refuses is set aside with a warning (it never stops this write)."""
+        inserts = journal.read(path)
+        if inserts is None:
+            return
+        replay = WriteBatch()
+        replay.inserts = inserts
+        try:
+            with transaction(con):
+                replay.apply(con)
+        except (duckdb.Error, ValueError) as exc:
+            journal.set_aside(path, f"the catalog refused its rows: {exc}")
+            return
+        journal.remove([path])
+        log.info("recorded %d catalog rows a process that stopped left in %s",
+                 replay.size(), path.name)
 
 
 _WITH_ENGINES: weakref.WeakSet[Catalog] = weakref.WeakSet()  # catalogs holding instances
@@ -629,6 +656,9 @@ class WriteBatch:
         self.inserts: dict[str, list[dict[str, Any]]] = {}
         self.upserts: dict[str, list[dict[str, Any]]] = {}
         self.statements: list[tuple[str, list[Any]]] = []
+        # Journal files holding some of these rows (enrich.store.journal): deleted once the
+        # batch is committed.
+        self.journals: list[Path] = []
 
     def empty(self) -> bool:
         return not (self.inserts or self.upserts or self.statements)
@@ -648,6 +678,7 @@ class WriteBatch:
         for t, rows in other.upserts.items():
             self.upserts.setdefault(t, []).extend(rows)
         self.statements.extend(other.statements)
+        self.journals.extend(other.journals)
 
     def size(self) -> int:
         return (sum(map(len, self.inserts.values())) + sum(map(len, self.upserts.values()))
@@ -823,13 +854,34 @@ def _insert_rows(con, table: str, rows: list[dict[str, Any]], replace: bool) -> 
         name = f"__rows_{threading.get_ident()}"
         con.register(name, staged)
         try:
-            con.execute(_insert_sql(table, used, cols_types, key, typed, name))
+            con.execute(_insert_sql(table, used, cols_types, key, typed, name,
+                                    None if replace else _REPEATS.get(table)))
         finally:
             con.unregister(name)
 
 
+def _cell_of(alias: str) -> str:
+    return " AND ".join(f'{alias}."{c}" = __new."{c}"'
+                        for c in ("symbol", "dataset", "session", "column_name"))
+
+
+# Inserted rows that repeat what is recorded are skipped (``WHERE NOT`` this, ``__new`` the
+# row): a restatement equal to the latest one of its cell is the same change found again (a
+# journal applied twice, or a change whose lake write a crash prevented, found by the next
+# run: enrich.store.journal).
+_REPEATS: dict[str, str] = {
+    "restatements": (
+        f"EXISTS (SELECT 1 FROM restatements AS __r WHERE {_cell_of('__r')} "
+        "AND __r.old_value IS NOT DISTINCT FROM __new.old_value "
+        "AND __r.new_value IS NOT DISTINCT FROM __new.new_value "
+        "AND __r.detected_at = (SELECT max(__q.detected_at) FROM restatements AS __q "
+        f"WHERE {_cell_of('__q')}))"
+    ),
+}
+
+
 def _insert_sql(table: str, used: tuple[str, ...], types: dict[str, str], key: list[str],
-                typed: bool, source: str) -> str:
+                typed: bool, source: str, repeats: str | None = None) -> str:
     """The statement inserting (or, with a ``key``, upserting) the staged rows.
 
     Typed rows need a CAST only into JSON; inferred ones are CAST into every column. A typed
@@ -851,6 +903,8 @@ def _insert_sql(table: str, used: tuple[str, ...], types: dict[str, str], key: l
         vals = ", ".join(f'__new."{c}"' for c in used)
         return sql + f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({vals})"
     sql = f'INSERT INTO "{table}" ({cols}) SELECT {sel} FROM {source}'
+    if repeats:
+        sql += f" AS __new WHERE NOT {repeats}"
     if key:
         action = (
             "DO UPDATE SET " + ", ".join(f'"{c}" = excluded."{c}"' for c in upd)

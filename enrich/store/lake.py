@@ -32,7 +32,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -716,12 +716,15 @@ class Lake:
                             updated=min(frame.height, held), files_written=1)
 
     def replace_window(self, dataset: str, symbol: str, frame: pl.DataFrame, column: str,
-                       start: dt.date, end: dt.date) -> tuple[UpsertResult, pl.DataFrame]:
+                       start: dt.date, end: dt.date,
+                       before_removal: Callable[[pl.DataFrame], object] | None = None,
+                       ) -> tuple[UpsertResult, pl.DataFrame]:
         """Make ``frame`` the rows of ``symbol`` whose ``column`` lies in [start, end] (a
         complete fetch of that window): stored rows of the window that ``frame`` does not
         hold (by key) are removed, ``frame`` is upserted, rows outside the window are
         untouched; one atomic write of a one-file dataset. Returns the counts and the
-        removed rows."""
+        removed rows; ``before_removal`` is called with them (when there are any) before
+        the write that removes them."""
         ds = DATASETS[dataset]
         if ds.month_column:
             raise ValueError(f"{dataset} is month-partitioned; use upsert")
@@ -742,6 +745,8 @@ class Lake:
             updated = changed.join(kept.select(key), on=key, how="semi").height
             merged = (pl.concat([kept, frame], how="vertical")
                       .unique(subset=key, keep="last", maintain_order=True).sort(key))
+            if before_removal is not None:
+                before_removal(removed)
             self._write_file(merged, path, ds)
         return UpsertResult(inserted=changed.height - updated, updated=updated,
                             files_written=1, deleted=removed.height), removed
