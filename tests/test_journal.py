@@ -25,7 +25,7 @@ from enrich.store import journal
 from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
 from tests.conftest import REPO, subprocess_env
-from tests.test_dropped_events import AMOUNT, FRIDAY, MONDAY, SYM, X, Listed, _Listing, _store
+from tests.test_dropped_events import AMOUNT, FRIDAY, MONDAY, SYM, Listed, X, _Listing, _store
 
 WINDOW = (X - dt.timedelta(days=20), X + dt.timedelta(days=20))
 REMOVED = ("dividends", X, "cash_amount", AMOUNT, None)
