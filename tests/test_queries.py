@@ -485,3 +485,28 @@ def test_number_and_chip_formatting():
     frame = pl.DataFrame({"a": [1, 2]})
     assert pl.read_parquet(ui.to_parquet_bytes(frame)).equals(frame)
     assert ui.to_csv_bytes(frame) == b"a\n1\n2\n"
+
+
+def test_a_news_item_is_dated_by_new_york_on_the_symbol_page_as_on_the_quality_page(tmp_path):
+    """An article published at 02:00 UTC is the evening before in New York, where the news
+    windows, the coverage and the quality checks date it: the symbol page's first/last dates
+    and its downloads by date say the same (they said its UTC day, a day later)."""
+    from enrich.checks.quality_run import run_checks
+    from enrich.schemas import NEWS, conform
+    from enrich.store.lake import Lake
+
+    lake = Lake(tmp_path / "lake")
+    evening = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)  # 21:00 on the 22nd in New York
+    noon = dt.datetime(2026, 11, 23, 17, 0, tzinfo=dt.UTC)  # 12:00 on the 23rd
+    lake.upsert("news", conform(pl.DataFrame({
+        "symbol": ["AAPL", "AAPL"], "id": ["a", "b"], "published_utc": [evening, noon],
+        "title": ["evening", "noon"], "publisher": ["P", "P"]}), NEWS))
+    page = symbols_view.symbol_lake_quality(lake, "AAPL", "stocks").filter(
+        pl.col("dataset") == "news").row(0, named=True)
+    assert (page["first"], page["last"]) == (dt.date(2026, 11, 22), dt.date(2026, 11, 23))
+    quality = run_checks(lake, "AAPL", "stocks", ["news"])
+    cov = quality.coverage["news"]
+    assert (cov.first_session, cov.last_session) == (page["first"], page["last"])
+    day = dt.date(2026, 11, 22)
+    picked = symbols_view.dataset_rows(lake, "AAPL", "news", start=day, end=day)
+    assert picked["title"].to_list() == ["evening"]

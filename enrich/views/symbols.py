@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from enrich import calendars
+from enrich import calendars, conventions
 from enrich.quant import vol_summary
 from enrich.schemas import OPTIONS_IV, conform
 from enrich.store.catalog import Catalog
@@ -171,10 +171,18 @@ def vol_history(lake: Lake, symbol: str) -> pl.DataFrame:
     return out.join(realised, on="as_of", how="left").sort("as_of")
 
 
-# The date each dataset's rows are placed on (session dates; news: its UTC publication day).
+# The date each dataset's rows are placed on: session dates; news, the New York date of its
+# publication instant (``news_date``).
 DATE_COLUMNS = {"bars": "session", "dividends": "ex_date", "splits": "execution_date",
                 "earnings": "period_end", "news": "published_utc", "options_iv": "as_of",
                 "features": "session", "vol_summary": "as_of", "rates": "date"}
+
+
+def news_date(published: pl.Expr | pl.Series):
+    """The date a news item is placed on: its publication's New York date, as the provider's
+    news windows, the coverage watermark and the quality checks count it (not its UTC day:
+    an evening article would show a day later here than on the Quality page)."""
+    return published.dt.convert_time_zone(conventions.NEW_YORK).dt.date()
 
 
 def dataset_rows(lake: Lake, symbol: str, dataset: str, timeframe: str = "1d",
@@ -187,7 +195,7 @@ def dataset_rows(lake: Lake, symbol: str, dataset: str, timeframe: str = "1d",
         return rows
     col = pl.col(DATE_COLUMNS[dataset])
     if rows.schema[DATE_COLUMNS[dataset]] != pl.Date:
-        col = col.dt.date()
+        col = news_date(col)
     if start is not None:
         rows = rows.filter(col >= start)
     if end is not None:
@@ -209,7 +217,7 @@ def symbol_lake_quality(lake: Lake, symbol: str, asset_class: str,
         if not f.is_empty():
             col = f[date_col[ds]]
             if col.dtype != pl.Date:
-                col = col.dt.date()
+                col = news_date(col)
             first, last = col.min(), col.max()
             if ds == "bars" and timeframe == "1d":
                 expected = calendars.session_array(calendar_for(asset_class), first, last)
