@@ -24,7 +24,7 @@ from enrich.pipeline.scheduler import fire_label, in_exchange_time, next_fire_af
 from enrich.providers import Provider
 from enrich.redact import redact
 from enrich.schemas import SYMBOL_DATASETS
-from enrich.store import runs
+from enrich.store import journal, runs
 from enrich.store.catalog import frame, utcnow
 from enrich.store.store import Store
 
@@ -77,7 +77,9 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
     ``probes`` an answer younger than its ``ttl`` is reused), ``failures_24h`` (fetch failures
     by error class),
     ``api_key`` (masked), ``lake`` also lists lake files found unreadable (each quarantined
-    on the spot, see ``enrich.store.quarantine``) and those awaiting a re-fetch, and ``ok``
+    on the spot, see ``enrich.store.quarantine``) and those awaiting a re-fetch, ``journal``
+    the restatement journal's files not recorded yet and those set aside
+    (``enrich.store.journal``: a set-aside file's rows are not in the catalog), and ``ok``
     (catalog reachable, provider fine, scheduler not dead, no lake file unreadable or
     awaiting its re-fetch).
     """
@@ -91,6 +93,8 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
     except OSError:
         size = None
     out["lake"] = {"path": str(store.lake.root.resolve()), "bytes": size, **lake_files}
+    out["journal"] = {"path": _rel(store.catalog.journal_dir, store.data_dir),
+                      **journal.listing(store.catalog.journal_dir)}
     out["provider"] = _provider_part(settings, provider, probe, probes, now)
     sched_state = out.get("scheduler", {}).get("state")
     out["ok"] = bool(out["catalog"]["ok"] and out["provider"]["ok"] is not False

@@ -92,6 +92,15 @@ if cat.get("error"):
     st.error(ui.literal(cat["error"]))
 st.caption(f"Catalog {ui.literal(cat.get('path', ''))} · lake {ui.literal(lake.get('path', ''))}")
 c.repairs()
+jr = h.get("journal") or {}
+for name in jr.get("set_aside", []):
+    st.warning(f"Journal file {ui.literal(jr['path'] + '/' + name)} could not be recorded: "
+               "the restatements a stopped process found before it are not in the catalog "
+               "(the log says why). Delete the file once you have looked at it.")
+if jr.get("pending"):
+    st.caption(f"{len(jr['pending'])} journal file(s) of restatements not recorded yet in "
+               f"{ui.literal(jr['path'])}: the next catalog write records those a stopped "
+               "process left.")
 
 # -- provider ----------------------------------------------------------------------------------
 st.subheader("Provider")

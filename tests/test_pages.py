@@ -472,3 +472,28 @@ def test_large_universe_pages_and_large_run_timeline(populated):
     gantt = [ch for ch in charts(at) if ch.proto.id.endswith("gantt")][0]
     bars = sum(len(t.get("y") or []) for t in json.loads(gantt.proto.spec)["data"])
     assert bars == 300
+
+
+def test_health_names_journal_files_not_recorded(populated, capsys):
+    """A journal file that could not be applied (its restatements are not in the catalog) is
+    named on the Health page and by ``enrich health``; one still pending is counted."""
+    import os
+
+    from enrich.cli import main
+    from enrich.store import journal
+
+    data, _ = populated
+    directory = Store(data).catalog.journal_dir
+    journal.write(directory, {"restatements": []})  # this process's: alive, so pending
+    directory.joinpath("4242-lost.json.unreadable").write_text("{not json")
+    at = open_page("pages/health.py")
+    (warning,) = [w.value for w in at.warning if "Journal file" in w.value]
+    assert "journal/4242-lost.json.unreadable" in warning and "not in the catalog" in warning
+    assert any("1 journal file(s) of restatements not recorded yet" in c.value
+               for c in at.caption)
+    capsys.readouterr()
+    main(["health"])
+    out = capsys.readouterr().out
+    assert "journal      journal/4242-lost.json.unreadable could not be recorded" in out
+    assert "1 file(s) of restatements not recorded yet" in out
+    assert os.listdir(directory)  # reading the health records nothing, moves nothing

@@ -323,6 +323,14 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
         if f["moved_to"] not in shown:
             print(f"lake file    {f['original']} was unreadable ({f['reason']}); quarantined "
                   f"at {_ts(f['quarantined_at'])} in {f['moved_to']}, awaiting the next run")
+    jr = h.get("journal") or {}
+    for name in jr.get("set_aside", []):
+        print(f"journal      {jr['path']}/{name} could not be recorded: the restatements a "
+              "stopped process found before it are not in the catalog (see the log); delete "
+              "the file once looked at")
+    if jr.get("pending"):
+        print(f"journal      {len(jr['pending'])} file(s) of restatements not recorded yet in "
+              f"{jr['path']}: the next catalog write records those a stopped process left")
     probe = (f"{prov['status']} ({prov['latency_ms']} ms)" if prov["ok"] is not None
              else prov["status"])
     print(f"provider     {prov['name']}{' (demo data)' if prov['is_demo'] else ''}: {probe}"

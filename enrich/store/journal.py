@@ -82,6 +82,18 @@ def orphans(directory: Path, alive) -> list[Path]:
     return found
 
 
+def listing(directory: Path) -> dict[str, list[str]]:
+    """The journal's files by state: ``pending`` (rows not recorded yet: a process is
+    writing them, or one that stopped left them for the next catalog write) and
+    ``set_aside`` (files that could not be applied: their rows are not recorded)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        names = []
+    return {"pending": [n for n in names if n.endswith(SUFFIX) and not n.startswith(".")],
+            "set_aside": [n for n in names if n.endswith(SUFFIX + ".unreadable")]}
+
+
 def read(path: Path) -> dict[str, list[dict[str, Any]]] | None:
     """The rows of a journal file; None if it is gone. A file that cannot be read is set
     aside (``.unreadable``) with a warning, and None returned."""
