@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from filelock import FileLock
 
 from enrich.config import Settings
 from enrich.errors import EnrichError
@@ -26,6 +29,7 @@ from enrich.redact import redact
 from enrich.schemas import SYMBOL_DATASETS
 from enrich.store import journal, runs
 from enrich.store.catalog import frame, utcnow
+from enrich.store.lake import write_json_atomic
 from enrich.store.store import Store
 
 FAILURE_WINDOW = dt.timedelta(hours=24)
@@ -44,24 +48,69 @@ class ProbeCache:
     outcome is kept, a failure too (a key refused a second ago is refused still); another
     provider object (new settings, a new key) is probed afresh. ``clock`` is monotonic and
     injectable for tests.
+
+    ``shared``: every process of the desk shares the answer instead (``shared_probes``): it
+    is kept in a file of the data directory under a file lock, so ``enrich health`` run from
+    cron every minute, the API and the dashboard together spend one request a ``ttl``. The
+    file names the provider by ``identity`` (its name, host and a digest of the key, never
+    the key); ``clock`` is then wall time (seconds), as every process reads it alike.
     """
 
     def __init__(self, ttl: float = PROBE_TTL_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] | None = None,
+                 shared: tuple[Path, str] | None = None):
         self.ttl = ttl
-        self._clock = clock
+        self._shared = shared
+        self._clock = clock or (time.time if shared else time.monotonic)
         self._lock = threading.Lock()
         self._last: tuple[object, float, dict[str, Any]] | None = None  # provider, at, part
 
     def get(self, provider: object, probe: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """``probe()``'s answer, fresh or at most ``ttl`` seconds old, with its age."""
         with self._lock:
+            if self._shared is not None:
+                return self._get_shared(*self._shared, probe)
             last = self._last
             if last is None or last[0] is not provider or self._clock() - last[1] >= self.ttl:
                 part = probe()
                 last = self._last = (provider, self._clock(), part)
             age = max(0.0, self._clock() - last[1])
             return {**last[2], "probe_age_s": round(age, 1)}
+
+    def _get_shared(self, path: Path, identity: str,
+                    probe: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):  # a process probing: the others wait for it
+            saved = _read_probe(path)
+            now = self._clock()
+            if (saved is not None and saved.get("identity") == identity
+                    and 0 <= now - saved["at"] < self.ttl):
+                return {**saved["part"], "probe_age_s": round(now - saved["at"], 1)}
+            part = probe()
+            with contextlib.suppress(OSError, TypeError, ValueError):  # then the next asks
+                write_json_atomic({"identity": identity, "at": now,
+                                   "part": {k: v.isoformat() if isinstance(v, dt.datetime)
+                                            else v for k, v in part.items()}}, path)
+            return {**part, "probe_age_s": 0.0}
+
+
+def shared_probes(settings: Settings) -> ProbeCache:
+    """The probe cache every process of ``settings``' desk shares (``locks/probe.json``)."""
+    digest = hashlib.sha256((settings.api_key or "").encode()).hexdigest()[:16]
+    identity = f"{settings.provider} {settings.base_host} {digest}"
+    return ProbeCache(shared=(settings.data_dir / "locks" / "probe.json", identity))
+
+
+def _read_probe(path: Path) -> dict[str, Any] | None:
+    """The shared probe file's answer; None if there is none or it cannot be read."""
+    try:
+        saved = json.loads(path.read_text())
+        part = dict(saved["part"])
+        if part.get("probed_at") is not None:
+            part["probed_at"] = dt.datetime.fromisoformat(part["probed_at"])
+        return {"identity": str(saved["identity"]), "at": float(saved["at"]), "part": part}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def health(settings: Settings, store: Store, provider: Provider | None = None,

@@ -111,9 +111,10 @@ class Services:
         self.store = store or Store.from_settings(settings)
         self.provider = provider or make_provider(settings)
         self.engine = Engine(self.store, self.provider, settings)
-        # The provider probe's answer, reused for a minute: polled health (the API, the
-        # Health page) spends at most one request of the plan's quota a minute on it.
-        self.probes = health_mod.ProbeCache()
+        # The provider probe's answer, reused for a minute by every process of the desk:
+        # polled health (the API, the Health page, `enrich health`) spends at most one
+        # request of the plan's quota a minute on it.
+        self.probes = health_mod.shared_probes(settings)
         self.heartbeat_s = float(heartbeat_s)
         self.poll_s = float(poll_s)
         self.run_workers = int(run_workers)

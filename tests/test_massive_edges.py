@@ -390,6 +390,51 @@ def test_a_failed_probe_is_reused_too_and_the_cache_is_per_provider():
     assert len(calls) == 2
 
 
+def test_processes_of_a_desk_share_the_probe_answer(tmp_path):
+    """Each ``enrich health`` (a new process, say from cron every minute) spent a request of
+    the plan on the probe: the desk's processes now share its answer for ``PROBE_TTL_S``, kept
+    in ``locks/probe.json``, which names the provider without its key; another key is asked
+    afresh, and after the window the provider is asked again."""
+    calls: list = []
+    api = Api({"/v1/marketstatus/now": counted_status(calls)})
+    clock = FakeClock()
+    path = tmp_path / "locks" / "probe.json"
+    one, two = (ProbeCache(clock=clock, shared=(path, "massive host digest-a"))
+                for _ in range(2))  # two processes' caches
+    p = provider(api)
+    first = one.get(p, lambda: {**probe_part(p), "probed_at": dt.datetime.now(dt.UTC)})
+    clock.now += PROBE_TTL_S - 1
+    second = two.get(object(), lambda: pytest.fail("probed again within the window"))
+    assert len(calls) == 1 and second["status"] == first["status"] == "valid"
+    assert second["probed_at"] == first["probed_at"] and second["probe_age_s"] == PROBE_TTL_S - 1
+    assert KEY not in path.read_text()
+    other_key = ProbeCache(clock=clock, shared=(path, "massive host digest-b"))
+    other_key.get(p, lambda: probe_part(p))
+    clock.now += PROBE_TTL_S
+    two.get(p, lambda: probe_part(p))
+    assert len(calls) == 3
+
+
+def test_enrich_health_twice_probes_once(tmp_path, monkeypatch, capsys):
+    from enrich.cli import main
+    from tests.fakes.massive_server import FakeMassive
+
+    with FakeMassive(symbols=("AAPL",), today=TODAY) as fake:
+        for name, value in {"ENRICH_DATA_DIR": str(tmp_path / "data"),
+                            "ENRICH_PROVIDER": "massive", "MASSIVE_API_KEY": fake.api_key,
+                            "MASSIVE_BASE_URL": fake.base_url}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        main(["run", "--dry-run"])  # the desk
+        capsys.readouterr()
+        for _ in range(2):
+            main(["health"])
+        out = capsys.readouterr().out
+        probes = [r for r in fake.requests if r.path == "/v1/marketstatus/now"]
+    assert len(probes) == 1
+    assert out.count("provider     massive: valid") == 2
+
+
 def probe_part(p: MassiveProvider) -> dict:
     res = p.probe()
     return {"ok": res.ok, "status": res.status}

@@ -274,7 +274,7 @@ def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
 # -- health ---------------------------------------------------------------------------------
 @command("health")
 def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
-    from enrich.health import health
+    from enrich.health import health, shared_probes
     from enrich.providers import make_provider
 
     store = _store(settings)
@@ -283,7 +283,15 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     except EnrichError as exc:
         provider = None
         print(f"provider: {exc}", file=sys.stderr)
-    h = health(settings, store, provider, probe=not args.no_probe)
+    # The probe's answer is shared with the desk's other processes for a minute: `health`
+    # from cron every minute spends at most one request of the plan's quota a minute.
+    try:
+        h = health(settings, store, provider, probe=not args.no_probe,
+                   probes=shared_probes(settings))
+    finally:
+        close = getattr(provider, "close", None)  # its connection pool (Massive)
+        if close is not None:
+            close()
     if args.json:
         print_json(h)
         return EXIT_OK if h["ok"] else EXIT_FAILED
@@ -333,6 +341,8 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
               f"{jr['path']}: the next catalog write records those a stopped process left")
     probe = (f"{prov['status']} ({prov['latency_ms']} ms)" if prov["ok"] is not None
              else prov["status"])
+    if prov.get("probe_age_s"):  # another process's probe, shared for a minute
+        probe += f", probed {prov['probe_age_s']:.0f} s ago"
     print(f"provider     {prov['name']}{' (demo data)' if prov['is_demo'] else ''}: {probe}"
           + (f" — {prov['message']}" if prov["ok"] is False and prov["message"] else ""))
     print(f"api key      {h['api_key']}")
