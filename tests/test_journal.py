@@ -180,3 +180,21 @@ def test_journal_rows_are_what_the_step_flushes(tmp_path):
         "dataset", "session", "column_name", "old_value", "new_value").rows() == [REMOVED]
     log.flush()
     assert _journal_files(store) == []
+
+
+def test_a_file_of_an_earlier_process_with_a_reused_pid_is_applied(tmp_path):
+    """A container restarted gives its new process the pid its old one had: a file whose pid
+    is alive but names another start time is a dead writer's."""
+    store, _ = _friday(tmp_path)
+    row = {"run_id": None, "symbol": SYM, "dataset": "dividends", "session": X,
+           "column_name": "cash_amount", "old_value": AMOUNT, "new_value": None,
+           "change": None, "detected_at": dt.datetime.now(dt.UTC)}
+    written = journal.write(store.catalog.journal_dir, {"restatements": [row]})
+    pid, started, rest = written.name.split("-", 2)
+    assert int(pid) == os.getpid() and started.isdigit()  # Linux: the start time is known
+    LogBuffer(store).flush()
+    assert _recorded(store) == []  # this process's own file: in flight
+    written.rename(written.with_name(f"{pid}-{int(started) - 1}-{rest}"))
+    LogBuffer(store).flush()
+    assert _recorded(store) == [REMOVED]
+    assert _journal_files(store) == []

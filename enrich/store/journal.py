@@ -2,9 +2,10 @@
 
 A restatement is the difference between what the lake held and what a fetch brought; once the
 lake holds the new rows, no later run can see that difference again. So the rows recording it
-are first written to a small file in ``<data dir>/journal/`` (``<pid>-<id>.json``, fsynced,
-renamed into place) before the lake changes; they then go to the catalog with the step's other
-rows, and the file is deleted once the catalog has committed them (``Catalog.write``). A
+are first written to a small file in ``<data dir>/journal/`` (``<pid>-<start>-<id>.json``,
+fsynced, renamed into place) before the lake changes; they then go to the catalog with the
+step's other rows, and the file is deleted once the catalog has committed them
+(``Catalog.write``). A
 process that dies in between (killed, out of memory, power cut) leaves its file behind: the
 next catalog write of any process on the desk applies the files whose writer is gone, in its
 own transaction, and deletes them.
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,8 @@ def write(directory: Path, inserts: dict[str, list[dict[str, Any]]]) -> Path:
     """Write ``inserts`` (table → rows) to a new journal file in ``directory``, durably
     (the data and the directory entry are fsynced), and return its path."""
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"{os.getpid()}-{uuid.uuid4().hex}"
+    pid = os.getpid()
+    name = f"{pid}-{_started(pid)}-{uuid.uuid4().hex}"
     path, tmp = directory / f"{name}{SUFFIX}", directory / f".tmp-{name}.part"
     data = json.dumps({"inserts": inserts}, default=_encode).encode()
     try:
@@ -62,17 +65,23 @@ def write(directory: Path, inserts: dict[str, list[dict[str, Any]]]) -> Path:
     return path
 
 
-def orphans(directory: Path, alive) -> list[Path]:
-    """The journal files in ``directory`` whose writing process is gone (``alive(pid)`` is
-    false), oldest name first; a writer's leftover temp file is deleted."""
+def orphans(directory: Path, alive: Callable[[int], bool]) -> list[Path]:
+    """The journal files in ``directory`` whose writing process is gone, oldest name first;
+    a writer's leftover temp file is deleted. A writer is gone when ``alive(pid)`` is false,
+    or when its pid now names a process started at another time (a container restarted
+    gives its new process the pid its old one had)."""
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return []
     found = []
     for name in names:
-        pid_part = name.removeprefix(".tmp-").split("-", 1)[0]
-        if not pid_part.isdigit() or alive(int(pid_part)):
+        pid_part, _, rest = name.removeprefix(".tmp-").partition("-")
+        started = rest.partition("-")[0]
+        if not pid_part.isdigit():
+            continue
+        pid = int(pid_part)
+        if alive(pid) and (not started or _started(pid) in ("", started)):
             continue
         if name.startswith(".tmp-"):
             with contextlib.suppress(FileNotFoundError):
@@ -126,6 +135,17 @@ def remove(paths) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``); "" where
+    that cannot be known (then the pid alone names the writer)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return stat[stat.rindex(b")") + 2:].split()[19].decode()  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return ""
 
 
 def _encode(value: Any) -> Any:
