@@ -226,3 +226,38 @@ def test_both_refresh_paths_leave_the_same_lake_after_a_re_dated_dividend(tmp_pa
     for name in ("bars", "dividends", "splits", "earnings", "news", "features"):
         assert_frame_equal(wide.lake.read(name), each.lake.read(name), check_exact=True)
     assert_frame_equal(_monday_chain(wide), _monday_chain(each), check_exact=True)
+
+
+@pytest.mark.parametrize("universe_wide", [True, False], ids=["universe-wide", "per-symbol"])
+def test_an_event_re_dated_to_before_the_look_back_is_kept_at_its_new_date(tmp_path,
+                                                                          universe_wide):
+    """A dividend whose ex-date moves 60 days back and an income statement whose filing moves
+    30 days back both leave the refresh's look-back window. Before, the window's complete
+    answer removed them and nothing fetched them again at their new dates (the statement was
+    lost until a wider fetch). Now the symbol's last year is asked once before anything is
+    removed: the lake is what a desk told only the final listing holds."""
+    moved = Listed(X - dt.timedelta(days=60), filed=FILED - dt.timedelta(days=30))
+    store, summary = _friday_then_monday(tmp_path, "moved", Listed(X, filed=FILED), moved,
+                                         universe_wide)
+    assert summary.failed == 0
+    control, _ = _friday_then_monday(tmp_path, "control", moved, moved, universe_wide)
+    for ds in ("dividends", "earnings", "features"):
+        assert_frame_equal(store.lake.read(ds), control.lake.read(ds), check_exact=True)
+    statement = store.lake.read("earnings", [SYM]).filter(pl.col("fiscal_year") == 1999)
+    assert statement["filing_date"].to_list() == [FILED - dt.timedelta(days=30)]
+    # The dividend's old date is recorded as removed; the statement kept its key: no row.
+    gone = store.catalog.query(
+        "SELECT dataset, session, old_value, new_value FROM restatements WHERE run_id = ?",
+        [summary.run_id])
+    assert gone.rows() == [("dividends", X, AMOUNT, None)]
+    # One more request each, for AAPL's two datasets only (per symbol: the window's and the
+    # wider one; universe-wide: the wider one, the window came with the market's).
+    asked = dict(store.catalog.query(
+        "SELECT dataset, requests FROM fetch_log WHERE run_id = ? AND symbol = ? "
+        "AND dataset IN ('dividends', 'earnings')", [summary.run_id, SYM]).rows())
+    assert asked == ({"dividends": 1, "earnings": 1} if universe_wide
+                     else {"dividends": 2, "earnings": 2})
+    others = store.catalog.query(
+        "SELECT max(requests) FROM fetch_log WHERE run_id = ? AND symbol = 'KO' "
+        "AND dataset IN ('dividends', 'earnings')", [summary.run_id]).item()
+    assert others == (0 if universe_wide else 1)

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from enrich import calendars, identity
@@ -84,6 +85,7 @@ from enrich.quant import rates, snapshots, vol_summary
 from enrich.quant.features import compute_features, dividends_on_basis
 from enrich.quant.options_history import as_traded_closes
 from enrich.quant.splits import apply_splits
+from enrich.schemas import DATASETS
 from enrich.store import plan_limits, runs
 from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.store.lake import Lake
@@ -100,6 +102,12 @@ MARKET = "*"  # fetch_log.symbol of a universe-wide request
 # symbol's rows dated in it (``Lake.replace_window``). Splits are left out: removing one would
 # have to re-base the bars stored on its basis back, which ``apply_splits`` cannot undo.
 WINDOW_COLUMN = {"dividends": "ex_date", "earnings": "filing_date"}
+# A complete answer that no longer lists a stored row of its window may mean the row was
+# re-dated to before the window (a corrected ex-date, an amended filing): before anything is
+# removed, the symbol's own request asks once for the last WIDER_DAYS (at most the history
+# the desk keeps), so a row re-dated inside them is kept at its new date and only a row that
+# answer lacks too goes.
+WIDER_DAYS = 400
 REFERENCE = "reference"  # fetch_log.dataset of a symbol's ticker-reference request
 
 
@@ -771,11 +779,6 @@ class Engine:
                     self._log_retries(log, run_id, symbol, ds, timeframe, stats, (start, end))
             received = frame.height
             checked = check(ds, frame)
-            # Stored history this fetch changes (enrich.checks.restatements), before it is replaced.
-            diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
-            # Recorded before the write (journaled): once the lake holds the new rows, no
-            # later run could find the change again.
-            restatements.record(log, run_id, diff, timeframe)
             # A complete answer for the window is what the provider lists for it: stored rows
             # it no longer lists (cancelled, re-dated) go. A partial one only adds.
             column = WINDOW_COLUMN.get(ds)
@@ -783,6 +786,31 @@ class Engine:
             complete = (column is not None and not checked.rejected and not notes
                         and (not via_market or (fetched is not None and fetched.complete
                                                 and not _renamed_in(ident, symbol, span))))
+            # (never before the history the desk keeps: ENRICH_HISTORY_YEARS)
+            wide = (span[1] - dt.timedelta(days=min(
+                WIDER_DAYS, int(self.settings.history_years * 365.25))), span[1])
+            if (complete and column is not None and wide[0] < span[0]
+                    and self._no_longer_listed(ds, symbol, checked.good, column, span)):
+                try:
+                    frame, start, end = self._fetch_own(symbol, ds, cal, timeframe, *wide,
+                                                        log, ident)
+                finally:
+                    stats = self.provider.take_requests()
+                    n_req += stats.requests
+                    notes = [*notes, *stats.notes]
+                    attempts += sum(1 for r in stats.retries)
+                    res.requests += stats.requests
+                    res.retries += len(stats.retries)
+                    self._log_retries(log, run_id, symbol, ds, timeframe, stats, wide)
+                received += frame.height
+                checked = check(ds, frame)
+                span = (start, end)
+                complete = not checked.rejected and not notes
+            # Stored history this fetch changes (enrich.checks.restatements), before it is replaced.
+            diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
+            # Recorded before the write (journaled): once the lake holds the new rows, no
+            # later run could find the change again.
+            restatements.record(log, run_id, diff, timeframe)
             if complete:
                 assert column is not None
                 result, removed = self.store.lake.replace_window(
@@ -844,6 +872,22 @@ class Engine:
                 self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
                              not_entitled=isinstance(exc, NotEntitledError))
         return step
+
+    def _no_longer_listed(self, ds: str, symbol: str, frame: pl.DataFrame, column: str,
+                          span: tuple[dt.date, dt.date]) -> bool:
+        """Whether ``symbol``'s stored ``ds`` holds a row dated in ``span`` (by ``column``)
+        whose key ``frame`` lacks: what a complete fetch of the window would remove. Cheap
+        when the window holds nothing stored, the usual day (the read is the file the write
+        then reads, from the lake's cache)."""
+        stored = self.store.lake.read(ds, [symbol])
+        dates = stored.get_column(column).to_numpy()
+        inside = (dates >= np.datetime64(span[0])) & (dates <= np.datetime64(span[1]))
+        if not inside.any():
+            return False
+        key = list(DATASETS[ds].key)
+        held = stored.filter(pl.Series(inside)).select(key)
+        return not held.join(frame.select(key), on=key, how="anti",
+                             nulls_equal=True).is_empty()
 
     def _fetch_own(self, symbol: str, ds: str, cal: str, timeframe: str, start: dt.date,
                    end: dt.date, log: LogBuffer,
