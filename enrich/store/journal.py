@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from enrich.store.lake import write_bytes_atomic
+
 log = logging.getLogger(__name__)
 
 DIRECTORY = "journal"  # under the data directory, next to the catalog
@@ -46,21 +48,7 @@ def write(directory: Path, inserts: dict[str, list[dict[str, Any]]]) -> Path:
     pid = os.getpid()
     name = f"{pid}-{_started(pid)}-{uuid.uuid4().hex}"
     path, tmp = directory / f"{name}{SUFFIX}", directory / f".tmp-{name}.part"
-    data = json.dumps({"inserts": inserts}, default=_encode).encode()
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomic(json.dumps({"inserts": inserts}, default=_encode).encode(), path, tmp)
     _fsync_dir(directory)
     return path
 

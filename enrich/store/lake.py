@@ -124,7 +124,13 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path,
     # lz4: about twice as fast to write as zstd at a modest size cost; every reader reads it.
     buf = io.BytesIO()
     frame.write_parquet(buf, compression="lz4", statistics=True, metadata=metadata)
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}.part"
+    write_bytes_atomic(buf.getbuffer(), path,
+                       path.parent / f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}.part")
+
+
+def write_bytes_atomic(data, path: Path, tmp: Path) -> None:
+    """Write ``data`` (bytes or a buffer) to ``tmp`` with one call, fsync it and rename it to
+    ``path`` (creating the folder if need be); ``tmp`` is removed if anything fails."""
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     except FileNotFoundError:
@@ -132,7 +138,7 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path,
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            view = buf.getbuffer()
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
