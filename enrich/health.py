@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from enrich.config import Settings
 from enrich.errors import EnrichError
@@ -36,6 +36,7 @@ FAILURE_WINDOW = dt.timedelta(hours=24)
 # Lake datasets held per symbol of the universe (the rates curve is not one).
 _FOLLOWED = (*SYMBOL_DATASETS, "features", "vol_summary")
 PROBE_TTL_S = 60.0  # seconds a provider probe's answer is reused (a Massive probe is a request)
+PROBE_LOCK_WAIT_S = 45.0  # waited for another process's probe (longer than a probe's timeout)
 
 
 class ProbeCache:
@@ -80,7 +81,12 @@ class ProbeCache:
     def _get_shared(self, path: Path, identity: str,
                     probe: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):  # a process probing: the others wait for it
+        lock = FileLock(str(path) + ".lock", timeout=PROBE_LOCK_WAIT_S)
+        try:
+            lock.acquire()  # a process probing: the others wait for its answer
+        except Timeout:  # its probe hangs (or it is stopped): never wait on it for ever
+            return {**probe(), "probe_age_s": 0.0}
+        try:
             saved = _read_probe(path)
             now = self._clock()
             if (saved is not None and saved.get("identity") == identity
@@ -92,6 +98,8 @@ class ProbeCache:
                                    "part": {k: v.isoformat() if isinstance(v, dt.datetime)
                                             else v for k, v in part.items()}}, path)
             return {**part, "probe_age_s": 0.0}
+        finally:
+            lock.release()
 
 
 def shared_probes(settings: Settings) -> ProbeCache:

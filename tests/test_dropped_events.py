@@ -261,3 +261,33 @@ def test_an_event_re_dated_to_before_the_look_back_is_kept_at_its_new_date(tmp_p
         "SELECT max(requests) FROM fetch_log WHERE run_id = ? AND symbol = 'KO' "
         "AND dataset IN ('dividends', 'earnings')", [summary.run_id]).item()
     assert others == (0 if universe_wide else 1)
+
+
+class _WiderFails(_Listing):
+    """As ``_Listing``, but a request of AAPL's dividends over more than 100 days fails."""
+
+    def dividends(self, symbol, start, end):
+        if symbol == SYM and (end - start).days > 100:
+            raise ProviderError("dividends: 502 Bad Gateway", provider="sample",
+                                endpoint="dividends", status=502)
+        return super().dividends(symbol, start, end)
+
+
+@pytest.mark.parametrize("universe_wide", [True, False], ids=["universe-wide", "per-symbol"])
+def test_a_failed_wider_check_removes_nothing_and_keeps_the_window(tmp_path, universe_wide):
+    """The wider request is a check: if it fails, the window's answer is stored as a partial
+    one (it only adds), nothing is removed, and the step is not failed."""
+    store, settings = _store(tmp_path, "wider")
+    Engine(store, _Listing(lambda: FRIDAY, Listed(X)), settings, clock=lambda: FRIDAY).run()
+    moved = Listed(X - dt.timedelta(days=60))
+    summary = Engine(store, _WiderFails(lambda: MONDAY, moved), settings,
+                     clock=lambda: MONDAY).run(RunParams(universe_wide=universe_wide))
+    assert summary.failed == 0
+    assert X in store.lake.read("dividends", [SYM])["ex_date"].to_list()
+    step = store.catalog.query(
+        "SELECT status, error_message FROM fetch_log WHERE run_id = ? AND symbol = ? "
+        "AND dataset = 'dividends'", [summary.run_id, SYM]).row(0, named=True)
+    assert step["status"] == "ok"
+    assert "removed nothing: the wider check" in step["error_message"]
+    assert store.catalog.query("SELECT count(*) FROM restatements WHERE run_id = ?",
+                               [summary.run_id]).item() == 0

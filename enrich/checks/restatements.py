@@ -207,9 +207,9 @@ def removal(dataset: str, removed: pl.DataFrame) -> Diff | None:
 def record(log_buffer: Any, run_id: str | None, diff: Diff | None,
            timeframe: str = "1d") -> None:
     """Add a diff to the engine's ``LogBuffer``: restatement rows, and one ``compute_log``
-    row (status ``rebased``) counting the bars that only changed split basis. Call it before
-    the lake write the diff describes: the rows are journaled first (``LogBuffer.add_durable``),
-    so a crash between that write and the catalog's flush does not lose them."""
+    row (status ``rebased``) counting the bars that only changed split basis. Call it with
+    the step's ``Durable`` before the lake write the diff describes: the rows are journaled
+    first, so a crash between that write and the catalog's flush does not lose them."""
     if diff is None or diff.empty:
         return
     at = dt.datetime.now(dt.UTC)

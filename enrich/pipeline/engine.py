@@ -102,11 +102,11 @@ MARKET = "*"  # fetch_log.symbol of a universe-wide request
 # symbol's rows dated in it (``Lake.replace_window``). Splits are left out: removing one would
 # have to re-base the bars stored on its basis back, which ``apply_splits`` cannot undo.
 WINDOW_COLUMN = {"dividends": "ex_date", "earnings": "filing_date"}
-# A complete answer that no longer lists a stored row of its window may mean the row was
-# re-dated to before the window (a corrected ex-date, an amended filing): before anything is
-# removed, the symbol's own request asks once for the last WIDER_DAYS (at most the history
-# the desk keeps), so a row re-dated inside them is kept at its new date and only a row that
-# answer lacks too goes.
+# A refresh's complete answer that no longer lists a stored row of its window may mean the row
+# was re-dated to before the window (a corrected ex-date, an amended filing): before anything
+# is removed, the symbol's own request asks once for the WIDER_DAYS up to the window's end (at
+# most ENRICH_HISTORY_YEARS), so a row re-dated inside them is kept at its new date and only a
+# row that answer lacks too goes. Backfill chunks do not: the chunk of the new date brings it.
 WIDER_DAYS = 400
 REFERENCE = "reference"  # fetch_log.dataset of a symbol's ticker-reference request
 
@@ -786,42 +786,61 @@ class Engine:
             complete = (column is not None and not checked.rejected and not notes
                         and (not via_market or (fetched is not None and fetched.complete
                                                 and not _renamed_in(ident, symbol, span))))
-            # (never before the history the desk keeps: ENRICH_HISTORY_YEARS)
+            # (WIDER_DAYS up to the window's end, at most ENRICH_HISTORY_YEARS)
             wide = (span[1] - dt.timedelta(days=min(
                 WIDER_DAYS, int(self.settings.history_years * 365.25))), span[1])
-            if (complete and column is not None and wide[0] < span[0]
+            if (complete and not explicit and column is not None and wide[0] < span[0]
                     and self._no_longer_listed(ds, symbol, checked.good, column, span)):
                 try:
-                    frame, start, end = self._fetch_own(symbol, ds, cal, timeframe, *wide,
-                                                        log, ident)
+                    frame, wide_start, wide_end = self._fetch_own(
+                        symbol, ds, cal, timeframe, *wide, log, ident)
+                except Cancelled:
+                    raise
+                except Exception as exc:  # the window's answer stays: it only adds
+                    complete = False
+                    notes = [*notes, f"removed nothing: the wider check for rows re-dated "
+                                     f"before the window failed ({exc})"]
+                else:
+                    start = wide_start
+                    received += frame.height
+                    checked = check(ds, frame)
+                    span = (wide_start, wide_end)
+                    complete = not checked.rejected
                 finally:
                     stats = self.provider.take_requests()
                     n_req += stats.requests
-                    notes = [*notes, *stats.notes]
                     attempts += sum(1 for r in stats.retries)
                     res.requests += stats.requests
                     res.retries += len(stats.retries)
                     self._log_retries(log, run_id, symbol, ds, timeframe, stats, wide)
-                received += frame.height
-                checked = check(ds, frame)
-                span = (start, end)
-                complete = not checked.rejected and not notes
-            # Stored history this fetch changes (enrich.checks.restatements), before it is replaced.
+                    if stats.notes:  # a truncated answer: it only adds
+                        complete = False
+                        notes = [*notes, *stats.notes]
+            # Stored history this fetch changes (enrich.checks.restatements), before it is
+            # replaced: journaled before the write, logged once it is done (a crash between
+            # the two loses nothing, and once the lake holds the new rows no later run could
+            # find the change again).
             diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
-            # Recorded before the write (journaled): once the lake holds the new rows, no
-            # later run could find the change again.
-            restatements.record(log, run_id, diff, timeframe)
-            if complete:
-                assert column is not None
-                result, removed = self.store.lake.replace_window(
-                    ds, symbol, checked.good, column, *span,
-                    before_removal=lambda removed: restatements.record(
-                        log, run_id, restatements.removal(ds, removed), timeframe))
-                written = result.changed
-                if not removed.is_empty():
-                    notes = [*notes, _removed_note(removed, column, span)]
-            else:
-                written = self.store.lake.upsert(ds, checked.good).changed
+            durable = log.durable(*(
+                self.store.lake.file_state(ds, symbol, timeframe if ds == "bars" else None)
+                if ds in restatements.TRACKED else (None, None)))
+            restatements.record(durable, run_id, diff, timeframe)
+            try:
+                if complete:
+                    assert column is not None
+                    result, removed = self.store.lake.replace_window(
+                        ds, symbol, checked.good, column, *span,
+                        before_removal=lambda removed: restatements.record(
+                            durable, run_id, restatements.removal(ds, removed), timeframe))
+                    written = result.changed
+                    if not removed.is_empty():
+                        notes = [*notes, _removed_note(removed, column, span)]
+                else:
+                    written = self.store.lake.upsert(ds, checked.good).changed
+            except BaseException:
+                durable.discard()
+                raise
+            durable.commit()
             step = StepResult(ds, "ok", written, window=(start, end))
             if ds == "options_iv":
                 self._summarize_options(symbol, checked.good, run_id, log)

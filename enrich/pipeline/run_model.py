@@ -106,19 +106,10 @@ class LogBuffer:
         with self._lock:
             fn(self._batch)
 
-    def add_durable(self, fn: Callable[[WriteBatch], None]) -> None:
-        """``add`` rows that must outlive a crash before the flush: rows about a lake write
-        still to come (restatements), written to the desk's journal first
-        (``enrich.store.journal``; inserts only)."""
-        part = WriteBatch()
-        fn(part)
-        if part.empty():
-            return
-        if part.upserts or part.statements:
-            raise ValueError("the journal holds inserts only")
-        part.journals.append(journal.write(self.store.catalog.journal_dir, part.inserts))
-        with self._lock:
-            self._batch.extend(part)
+    def durable(self, lake_file: str | None, before: list[int] | None) -> Durable:
+        """Rows about a lake write still to come (restatements), to add once it is done:
+        see ``Durable``."""
+        return Durable(self, lake_file, before)
 
     def take(self) -> WriteBatch:
         """The buffered rows, leaving the buffer empty (a worker process hands them back)."""
@@ -136,6 +127,45 @@ class LogBuffer:
                 batch.extend(self._batch)
                 self._batch = batch
             raise
+
+
+class Durable:
+    """Catalog rows about one lake write, journaled before it (``enrich.store.journal``: a
+    crash between the write and the flush does not lose them) and added to the ``LogBuffer``
+    only once the write is done (``commit``); a write that fails ``discard``s them (nothing
+    changed). ``lake_file`` is the file the write replaces (relative to the lake's root) and
+    ``before`` its identity now (``Lake.file_state``)."""
+
+    def __init__(self, buffer: LogBuffer, lake_file: str | None, before: list[int] | None):
+        self._buffer = buffer
+        self._entry = (lake_file, before)
+        self._parts: list[WriteBatch] = []
+
+    def add_durable(self, fn: Callable[[WriteBatch], None]) -> None:
+        """Journal the rows ``fn`` adds (inserts only) now; add them to the buffer on
+        ``commit``."""
+        part = WriteBatch()
+        fn(part)
+        if part.empty():
+            return
+        if part.upserts or part.statements:
+            raise ValueError("the journal holds inserts only")
+        entry = journal.Entry(part.inserts, *self._entry)
+        part.journals.append(journal.write(self._buffer.store.catalog.journal_dir, entry))
+        self._parts.append(part)
+
+    def commit(self) -> None:
+        parts, self._parts = self._parts, []
+
+        def add(batch: WriteBatch) -> None:
+            for part in parts:
+                batch.extend(part)
+
+        self._buffer.add(add)
+
+    def discard(self) -> None:
+        journal.remove(path for part in self._parts for path in part.journals)
+        self._parts = []
 
 
 FINAL_STATES = ("succeeded", "partial", "failed", "cancelled", "paused", "interrupted",

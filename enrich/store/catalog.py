@@ -548,8 +548,10 @@ class Catalog:
         (opening the catalog costs more than most batches): its first value is returned, or
         None if it could not be read.
         """
-        # Rows a process that died left in the journal (enrich.store.journal), applied first.
-        orphans = journal.orphans(self.journal_dir, pid_alive)
+        # Rows a process that died left in the journal (enrich.store.journal), applied first;
+        # not this batch's own (a worker that handed them over has exited since).
+        own = set(batch.journals)
+        orphans = [p for p in journal.orphans(self.journal_dir, pid_alive) if p not in own]
         if batch.empty() and not orphans:
             return self.scalar(*then) if then else None
         # One thread: these statements are small, and DuckDB's idle workers spinning for work
@@ -574,18 +576,32 @@ class Catalog:
         return self.path.parent / journal.DIRECTORY
 
     def _replay(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
-        """Commit a dead writer's journal file and delete it; one whose rows the catalog
-        refuses is set aside with a warning (it never stops this write)."""
-        inserts = journal.read(path)
-        if inserts is None:
+        """Take a dead writer's journal file (``enrich.store.journal``): commit its rows if
+        its lake write happened, drop them if not, and delete it. A file whose rows the
+        catalog refuses is set aside with a warning; one that fails for another reason (the
+        disk, memory) stays for the next write. Neither stops this write."""
+        entry = journal.read(path)
+        if entry is None:
+            return
+        if entry.lake_file is not None and journal.file_state(
+                self.lake_root / entry.lake_file) == entry.before:
+            journal.remove([path])  # the write never happened: the next run finds it again
+            log.info("dropped %s: its lake write (%s) did not happen", path.name,
+                     entry.lake_file)
             return
         replay = WriteBatch()
-        replay.inserts = inserts
+        replay.inserts = entry.inserts
         try:
             with transaction(con):
                 replay.apply(con)
-        except Exception as exc:  # whatever the rows are, they never stop this write
+        except (ValueError, TypeError, KeyError, pa.ArrowException, duckdb.ConversionException,
+                duckdb.ConstraintException, duckdb.BinderException,
+                duckdb.InvalidInputException, duckdb.CatalogException) as exc:
             journal.set_aside(path, f"the catalog refused its rows: {exc}")
+            return
+        except duckdb.Error as exc:
+            log.warning("journal file %s not recorded now (%s); the next write tries again",
+                        path.name, exc)
             return
         journal.remove([path])
         log.info("recorded %d catalog rows a process that stopped left in %s",
@@ -860,22 +876,16 @@ def _insert_rows(con, table: str, rows: list[dict[str, Any]], replace: bool) -> 
             con.unregister(name)
 
 
-def _cell_of(alias: str) -> str:
-    return " AND ".join(f'{alias}."{c}" = __new."{c}"'
-                        for c in ("symbol", "dataset", "session", "column_name"))
-
-
-# Inserted rows that repeat what is recorded are skipped (``WHERE NOT`` this, ``__new`` the
-# row): a restatement equal to the latest one of its cell is the same change found again (a
-# journal applied twice, or a change whose lake write a crash prevented, found by the next
-# run: enrich.store.journal).
+# Inserted rows identical to one recorded are skipped (``WHERE NOT`` this, ``__new`` the row):
+# a journal file applied again (enrich.store.journal) records nothing twice. The run, the
+# instant of detection, the cell and the values name a restatement row.
 _REPEATS: dict[str, str] = {
     "restatements": (
-        f"EXISTS (SELECT 1 FROM restatements AS __r WHERE {_cell_of('__r')} "
-        "AND __r.old_value IS NOT DISTINCT FROM __new.old_value "
-        "AND __r.new_value IS NOT DISTINCT FROM __new.new_value "
-        "AND __r.detected_at = (SELECT max(__q.detected_at) FROM restatements AS __q "
-        f"WHERE {_cell_of('__q')}))"
+        "EXISTS (SELECT 1 FROM restatements AS __r WHERE "
+        + " AND ".join(f'__r."{c}" IS NOT DISTINCT FROM __new."{c}"'
+                       for c in ("run_id", "symbol", "dataset", "session", "column_name",
+                                 "old_value", "new_value", "detected_at"))
+        + ")"
     ),
 }
 

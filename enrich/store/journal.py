@@ -2,34 +2,39 @@
 
 A restatement is the difference between what the lake held and what a fetch brought; once the
 lake holds the new rows, no later run can see that difference again. So the rows recording it
-are first written to a small file in ``<data dir>/journal/`` (``<pid>-<start>-<id>.json``,
-fsynced, renamed into place) before the lake changes; they then go to the catalog with the
-step's other rows, and the file is deleted once the catalog has committed them
-(``Catalog.write``). A
-process that dies in between (killed, out of memory, power cut) leaves its file behind: the
-next catalog write of any process on the desk applies the files whose writer is gone, in its
-own transaction, and deletes them.
+are first written to a small file in ``<data dir>/journal/`` (fsynced, renamed into place),
+with the lake file the write will replace and that file's identity before it (inode, mtime,
+size). The rows go to the catalog with the step's other rows once the write is done, and the
+file is deleted once the catalog has committed them (``Catalog.write``); a write that fails
+deletes it (nothing changed, nothing to record).
 
-Applying a file twice (a writer killed after the commit, before the delete) or rows whose lake
-write never happened (a writer killed before it: the next run finds the same change and
-records it again) records a restatement once: ``Catalog`` does not insert a restatement equal
-to the latest one recorded for its cell (symbol, dataset, session, column), which is exactly
-the repeat (a value that changed back in between is recorded in between, so a real change
-back and forth is kept).
+A process that dies in between (killed, out of memory, power cut) leaves its file behind: the
+next catalog write of any process on the desk takes the files whose writer is gone. If the
+lake file is no longer the one it was before, the write happened and the rows are recorded;
+if it is the same, the write never happened, the rows are dropped, and the next run finds the
+change again. Recording is idempotent: a row identical to one recorded (same run, instant,
+cell and values) is not inserted twice, so a file applied again (a writer killed after the
+commit, before the delete) changes nothing.
 
-A file that cannot be read is set aside as ``<name>.unreadable`` with a warning: it never
-stops a write.
+A writer is named in the file's name by its host, pid and start time: a file of another host
+is never taken (its writer's state cannot be known here), and a pid a restarted container
+reuses does not keep a dead writer's file pending. A file that cannot be read, or whose rows
+the catalog refuses, is set aside as ``<name>.unreadable`` with a warning (Health names it):
+it never stops a write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
+import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,36 +44,48 @@ log = logging.getLogger(__name__)
 
 DIRECTORY = "journal"  # under the data directory, next to the catalog
 SUFFIX = ".json"
+Inserts = dict[str, list[dict[str, Any]]]
+FileState = list[int] | None  # a lake file's (inode, mtime_ns, size); None: no file
 
 
-def write(directory: Path, inserts: dict[str, list[dict[str, Any]]]) -> Path:
-    """Write ``inserts`` (table → rows) to a new journal file in ``directory``, durably
-    (the data and the directory entry are fsynced), and return its path."""
+@dataclass(frozen=True)
+class Entry:
+    """A journal file's content: catalog rows (table → rows) about a write of ``lake_file``
+    (relative to the lake's root; None: rows about no one file), which was ``before``."""
+
+    inserts: Inserts
+    lake_file: str | None = None
+    before: FileState = None
+
+
+def write(directory: Path, entry: Entry) -> Path:
+    """Write ``entry`` to a new journal file in ``directory``, durably (the data and the
+    directory entry are fsynced), and return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
-    name = f"{pid}-{_started(pid)}-{uuid.uuid4().hex}"
-    path, tmp = directory / f"{name}{SUFFIX}", directory / f".tmp-{name}.part"
-    write_bytes_atomic(json.dumps({"inserts": inserts}, default=_encode).encode(), path, tmp)
+    name = f"{pid}-{_started(pid)}-{HOST}-{uuid.uuid4().hex}"
+    data = json.dumps({"inserts": entry.inserts, "lake_file": entry.lake_file,
+                       "before": entry.before}, default=_encode).encode()
+    path = directory / f"{name}{SUFFIX}"
+    write_bytes_atomic(data, path, directory / f".tmp-{name}.part")
     _fsync_dir(directory)
     return path
 
 
 def orphans(directory: Path, alive: Callable[[int], bool]) -> list[Path]:
-    """The journal files in ``directory`` whose writing process is gone, oldest name first;
-    a writer's leftover temp file is deleted. A writer is gone when ``alive(pid)`` is false,
-    or when its pid now names a process started at another time (a container restarted
-    gives its new process the pid its old one had)."""
+    """The journal files in ``directory`` whose writer is gone (by name); a gone writer's
+    leftover temp file is deleted. A writer of this host is gone when ``alive(pid)`` is false,
+    or when its pid now names a process started at another time."""
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return []
     found = []
     for name in names:
-        pid_part, _, rest = name.removeprefix(".tmp-").partition("-")
-        started = rest.partition("-")[0]
-        if not pid_part.isdigit():
+        parts = name.removeprefix(".tmp-").split("-", 3)
+        if len(parts) < 4 or not parts[0].isdigit() or parts[2] != HOST:
             continue
-        pid = int(pid_part)
+        pid, started = int(parts[0]), parts[1]
         if alive(pid) and (not started or _started(pid) in ("", started)):
             continue
         if name.startswith(".tmp-"):
@@ -91,8 +108,8 @@ def listing(directory: Path) -> dict[str, list[str]]:
             "set_aside": [n for n in names if n.endswith(SUFFIX + ".unreadable")]}
 
 
-def read(path: Path) -> dict[str, list[dict[str, Any]]] | None:
-    """The rows of a journal file; None if it is gone. A file that cannot be read is set
+def read(path: Path) -> Entry | None:
+    """The entry of a journal file; None if it is gone. A file that cannot be read is set
     aside (``.unreadable``) with a warning, and None returned."""
     try:
         data = json.loads(path.read_bytes(), object_hook=_decode)
@@ -101,7 +118,9 @@ def read(path: Path) -> dict[str, list[dict[str, Any]]] | None:
                 isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
                 for rows in inserts.values()):
             raise ValueError("not a table → rows mapping")
-        return inserts
+        before = data.get("before")
+        return Entry(inserts, data.get("lake_file"),
+                     None if before is None else [int(v) for v in before])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -119,10 +138,27 @@ def set_aside(path: Path, why: str) -> None:
                 "(restatements found before a crash) are not recorded", path, aside.name, why)
 
 
-def remove(paths) -> None:
+def file_state(path: Path) -> FileState:
+    """A lake file's identity (inode, mtime_ns, size) as ``Entry.before`` holds it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_ino, st.st_mtime_ns, st.st_size]
+
+
+def remove(paths: Iterable[Path]) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def _host_tag() -> str:
+    """This host, as a file name part (no "-"): a digest of its name."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+HOST = _host_tag()
 
 
 def _started(pid: int) -> str:

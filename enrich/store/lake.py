@@ -128,7 +128,7 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path,
                        path.parent / f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}.part")
 
 
-def write_bytes_atomic(data, path: Path, tmp: Path) -> None:
+def write_bytes_atomic(data: bytes | memoryview, path: Path, tmp: Path) -> None:
     """Write ``data`` (bytes or a buffer) to ``tmp`` with one call, fsync it and rename it to
     ``path`` (creating the folder if need be); ``tmp`` is removed if anything fails."""
     try:
@@ -402,6 +402,15 @@ class Lake:
                 raise ValueError(f"{ds.name} needs a {ds.level_column}")
             base = base / f"{ds.level_column}={level}"
         return base / symbol_dir_name(symbol)
+
+    def file_state(self, dataset: str, symbol: str,
+                   level: str | None = None) -> tuple[str, list[int] | None]:
+        """The file of a one-file dataset's symbol (× level), relative to the lake's root,
+        and its identity now (inode, mtime_ns, size; None: no file): any write replaces it
+        (``enrich.store.journal`` compares it after a crash)."""
+        path = self._file_for(DATASETS[dataset], symbol, level, None)
+        fid = _file_id(path)
+        return str(path.relative_to(self.root)), None if fid is None else list(fid)
 
     def _file_for(self, ds: Dataset, symbol: str, level: str | None, month: str | None) -> Path:
         d = self.symbol_dir(ds, symbol, level)

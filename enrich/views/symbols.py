@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -171,6 +171,7 @@ def vol_history(lake: Lake, symbol: str) -> pl.DataFrame:
     return out.join(realised, on="as_of", how="left").sort("as_of")
 
 
+_Instants = TypeVar("_Instants", pl.Expr, pl.Series)
 # The date each dataset's rows are placed on: session dates; news, the New York date of its
 # publication instant (``news_date``).
 DATE_COLUMNS = {"bars": "session", "dividends": "ex_date", "splits": "execution_date",
@@ -178,7 +179,7 @@ DATE_COLUMNS = {"bars": "session", "dividends": "ex_date", "splits": "execution_
                 "features": "session", "vol_summary": "as_of", "rates": "date"}
 
 
-def news_date(published: pl.Expr | pl.Series):
+def news_date(published: _Instants) -> _Instants:
     """The date a news item is placed on: its publication's New York date, as the provider's
     news windows, the coverage watermark and the quality checks count it (not its UTC day:
     an evening article would show a day later here than on the Quality page)."""
