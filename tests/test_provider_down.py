@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import time
 
 import duckdb
 import httpx
@@ -90,10 +91,18 @@ def test_a_refused_key_stops_the_run_at_the_first_refusal(tmp_path):
     assert store.lake.read("bars", list(SYMS)).is_empty()
 
 
-def test_a_provider_out_of_reach_stops_the_run_after_a_few_in_a_row(tmp_path):
+def _slow(n: int, total: int, res) -> None:
+    """A run's thread slowed down, as on a loaded machine (CI): before, its one worker ran
+    symbols ahead of the stop the run's thread had not taken in yet (10 retries, not 6)."""
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize("progress", [None, _slow], ids=["quiet", "loaded"])
+def test_a_provider_out_of_reach_stops_the_run_after_a_few_in_a_row(tmp_path, progress):
     store, settings = _desk(tmp_path)
     with _provider("some-key", _closed_port()) as p:
-        summary = Engine(store, p, settings, clock=lambda: FRIDAY).run(RunParams())
+        summary = Engine(store, p, settings, clock=lambda: FRIDAY).run(RunParams(),
+                                                                       progress=progress)
     assert summary.state == "failed"
     assert "could not be reached" in summary.stopped
     assert "check the network" in summary.stopped

@@ -344,11 +344,18 @@ class Engine:
             def work(sym: str, cls: str) -> SymbolResult:
                 if cancel.is_set():
                     return SymbolResult(sym, "cancelled")
-                return self.enrich_symbol(sym, cls, params, run_id, log, not_entitled, cancel,
-                                          fetched_for(sym, fetched))
-
-            def done(res: SymbolResult) -> None:
+                res = self.enrich_symbol(sym, cls, params, run_id, log, not_entitled, cancel,
+                                         fetched_for(sym, fetched))
+                # Here, in the worker thread: its next symbol sees a stop at once (told in
+                # the run's thread, a loaded machine let a worker run several symbols ahead).
                 halt.saw(res.steps)
+                return res
+
+            def done(res: SymbolResult) -> None:  # a worker process's symbol
+                halt.saw(res.steps)
+                finish(res)
+
+            def finish(res: SymbolResult) -> None:
                 if res.state == "cancelled" and halt.reason is not None:
                     res.state = "not_attempted"  # stopped by the run itself, not a cancel
                     if res.started_at is not None:  # its task row said cancelled
@@ -376,7 +383,7 @@ class Engine:
                                            thread_name_prefix="enrich") as pool:
                     futures = [pool.submit(work, s, c) for s, c in targets]
                     for fut in cf.as_completed(futures):
-                        done(fut.result())
+                        finish(fut.result())
         finally:
             stop_flusher.set()
             flush_thread.join()
