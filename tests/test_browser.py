@@ -88,6 +88,7 @@ def server(tmp_path):
         "ENRICH_NOW": NOW,
     }
     log_path = tmp_path / "streamlit.log"
+    _DESK[:] = [tmp_path / "data"]
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
     proc = None
     try:
@@ -203,7 +204,37 @@ def wait_metric(page, label: str, want: str, timeout_s: float) -> None:
             if value == want:
                 return
         page.wait_for_timeout(500)
-    raise AssertionError(f"{label} shows {value!r}, expected {want!r}")
+    raise AssertionError(f"{label} shows {value!r}, expected {want!r}\n{desk_state()}")
+
+
+_DESK: list = []  # the server's data directory
+
+
+def desk_state() -> str:
+    """What the desk's catalog and error log say, for a failure's message."""
+    if not _DESK:
+        return ""
+    import duckdb
+
+    data, out = _DESK[0], []
+    try:
+        con = duckdb.connect(str(data / "enrich.duckdb"), read_only=True)
+        try:
+            out.append(repr(con.execute(
+                "SELECT * FROM runs ORDER BY requested_at").fetchall()))
+            out.append(repr(con.execute(
+                "SELECT state, count(*) FROM tasks GROUP BY state").fetchall()))
+            out.append(repr(con.execute(
+                "SELECT dataset, count(*), sum(consecutive_failures), max(last_success_at) "
+                "FROM symbol_status GROUP BY dataset").fetchall()))
+        finally:
+            con.close()
+    except Exception as exc:  # the catalog held by the app: say so
+        out.append(f"catalog not read: {exc}")
+    errors = data / "logs" / "errors.log"
+    if errors.exists():
+        out.append(errors.read_text(errors="replace")[-3000:])
+    return "\n".join(out)
 
 
 def goto_page(page, title: str) -> None:
