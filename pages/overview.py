@@ -25,6 +25,10 @@ TILE_LABELS = {
 
 c.page_header("Overview", "Is everything OK? Symbols that need attention come first.")
 
+# Runs ended as of the numbers below: a run that ends after them reruns the page, even one
+# that started and ended between two polls of the live progress (a fast run on a loaded
+# machine left the page on its numbers from before).
+st.session_state["overview_finished"] = c.read(runs_view.finished_runs)
 summary = c.summary()
 counts = status_view.symbol_state_counts(summary)
 runs_total = c.read(metrics_view.alltime_stats)["runs"]
@@ -46,6 +50,8 @@ def live_progress() -> None:
     st.session_state["overview_active_ids"] = ids
     if before is not None and before != ids and not (pending and before == []):
         st.rerun()  # a run started or finished: every number on the page may change
+    if c.read(runs_view.finished_runs) != st.session_state.get("overview_finished"):
+        st.rerun()  # one ended since the page's numbers were read
     if not ids:
         return
     st.subheader("Running now")

@@ -385,3 +385,43 @@ def test_coverage_heatmap_gap_fill(gap_data, page, shot):
     page.get_by_text("Last fill: 1 run(s) finished").wait_for(timeout=90_000)
     assert page.get_by_text("Last fill: 1 run(s) finished").count() == 1
     shot(page, "quality_filled")
+
+
+# -- a run that ends between two polls still refreshes the overview -----------------------------
+@pytest.fixture
+def one_never_fetched(tmp_path):
+    """Before the server starts: AAPL enriched (sample provider, 120 days); KO in the
+    universe, never fetched."""
+    from enrich.config import load_settings
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.providers.sample.provider import SampleProvider
+    from enrich.store.store import Store
+    from enrich.store.universe import add_symbols
+
+    settings = load_settings({"ENRICH_DATA_DIR": str(tmp_path / "data"),
+                              "ENRICH_SCHEDULER": "off", "ENRICH_NOW": NOW}, dotenv_path=None)
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [("AAPL", "stocks", "Apple Inc."),
+                                ("KO", "stocks", "Coca-Cola Co.")])
+    Engine(store, SampleProvider(clock=settings.now), settings).run(
+        RunParams(symbols=["AAPL"], lookback_days=120))
+
+    def run_ko():
+        return Engine(store, SampleProvider(clock=settings.now), settings).run(
+            RunParams(symbols=["KO"], lookback_days=10))
+
+    return run_ko
+
+
+def test_a_run_that_ends_between_two_polls_refreshes_the_overview(one_never_fetched, page):
+    """A short run from another process (the CLI, the scheduler) can start and end between two
+    of the overview's 2 s polls: the page never saw it running, and kept its numbers from
+    before until someone clicked (CI once waited 240 s on it). It reruns when a run has ended
+    since its numbers were read."""
+    page.get_by_role("heading", name="Overview", level=1).wait_for()
+    wait_metric(page, "Never fetched", "1", 90)
+    settle(page, 0.5)
+    assert one_never_fetched().state == "succeeded"  # one symbol, 10 days: well under 2 s
+    wait_metric(page, "Never fetched", "0", 30)
+    no_exception(page)

@@ -90,6 +90,13 @@ def runs_search(catalog: Catalog, limit: int = 20, offset: int = 0, state: str |
     return page, int(total)
 
 
+def finished_runs(catalog: Catalog) -> int:
+    """How many runs have ended (any final state): it changes when one ends, whatever the
+    clock says (a page compares it with what it rendered)."""
+    return int(catalog.scalar(
+        "SELECT count(*) FROM runs WHERE state NOT IN ('queued', 'running')") or 0)
+
+
 def active_runs(catalog: Catalog, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Queued and running runs with live progress (see ``run_progress``)."""
     rows = catalog.query(
