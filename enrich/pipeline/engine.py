@@ -36,7 +36,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from enrich import calendars, identity
@@ -66,6 +65,7 @@ from enrich.pipeline.refresh import (
     window_for,
 )
 from enrich.pipeline.run_model import (
+    Durable,
     Fetched,
     Halt,
     LogBuffer,
@@ -85,7 +85,6 @@ from enrich.quant import rates, snapshots, vol_summary
 from enrich.quant.features import compute_features, dividends_on_basis
 from enrich.quant.options_history import as_traded_closes
 from enrich.quant.splits import apply_splits
-from enrich.schemas import DATASETS
 from enrich.store import plan_limits, runs
 from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.store.lake import Lake
@@ -793,61 +792,66 @@ class Engine:
             complete = (column is not None and not checked.rejected and not notes
                         and (not via_market or (fetched is not None and fetched.complete
                                                 and not _renamed_in(ident, symbol, span))))
-            # (WIDER_DAYS up to the window's end, at most ENRICH_HISTORY_YEARS)
+            # A removal is first checked over WIDER_DAYS up to the window's end (at most
+            # ENRICH_HISTORY_YEARS): the write stops before removing anything (_ListedLess).
             wide = (span[1] - dt.timedelta(days=min(
                 WIDER_DAYS, int(self.settings.history_years * 365.25))), span[1])
-            if (complete and not explicit and column is not None and wide[0] < span[0]
-                    and self._no_longer_listed(ds, symbol, checked.good, column, span)):
+            widen = complete and not explicit and wide[0] < span[0]
+            while True:
+                # Stored history this fetch changes (enrich.checks.restatements), before it
+                # is replaced: journaled before the write, logged once it is done (a crash
+                # between the two loses nothing, and once the lake holds the new rows no
+                # later run could find the change again).
+                diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
+                durable = log.durable(functools.partial(
+                    self._file_state, ds, symbol, timeframe))
+                restatements.record(durable, run_id, diff, timeframe)
                 try:
-                    frame, wide_start, wide_end = self._fetch_own(
-                        symbol, ds, cal, timeframe, *wide, log, ident)
-                except Cancelled:
-                    raise
-                except Exception as exc:  # the window's answer stays: it only adds
-                    complete = False
-                    notes = [*notes, f"removed nothing: the wider check for rows re-dated "
-                                     f"before the window failed ({exc})"]
-                else:
-                    start = wide_start
-                    received += frame.height
-                    checked = check(ds, frame)
-                    span = (wide_start, wide_end)
-                    complete = not checked.rejected
-                finally:
-                    stats = self.provider.take_requests()
-                    n_req += stats.requests
-                    attempts += sum(1 for r in stats.retries)
-                    res.requests += stats.requests
-                    res.retries += len(stats.retries)
-                    self._log_retries(log, run_id, symbol, ds, timeframe, stats, wide)
-                    if stats.notes:  # a truncated answer: it only adds
+                    if complete:
+                        assert column is not None
+                        result, removed = self.store.lake.replace_window(
+                            ds, symbol, checked.good, column, *span,
+                            before_removal=functools.partial(
+                                _before_removal, durable, run_id, ds, timeframe, widen))
+                        written = result.changed
+                        if not removed.is_empty():
+                            notes = [*notes, _removed_note(removed, column, span)]
+                    else:
+                        written = self.store.lake.upsert(ds, checked.good).changed
+                except _ListedLess:
+                    durable.discard()  # nothing was written
+                    widen = False
+                    try:
+                        frame, wide_start, wide_end = self._fetch_own(
+                            symbol, ds, cal, timeframe, *wide, log, ident)
+                    except Cancelled:
+                        raise
+                    except Exception as exc:  # the window's answer stays: it only adds
                         complete = False
-                        notes = [*notes, *stats.notes]
-            # Stored history this fetch changes (enrich.checks.restatements), before it is
-            # replaced: journaled before the write, logged once it is done (a crash between
-            # the two loses nothing, and once the lake holds the new rows no later run could
-            # find the change again).
-            diff = restatements.detect(self.store.lake, ds, checked.good, timeframe)
-            durable = log.durable(*(
-                self.store.lake.file_state(ds, symbol, timeframe if ds == "bars" else None)
-                if ds in restatements.TRACKED else (None, None)))
-            restatements.record(durable, run_id, diff, timeframe)
-            try:
-                if complete:
-                    assert column is not None
-                    result, removed = self.store.lake.replace_window(
-                        ds, symbol, checked.good, column, *span,
-                        before_removal=lambda removed: restatements.record(
-                            durable, run_id, restatements.removal(ds, removed), timeframe))
-                    written = result.changed
-                    if not removed.is_empty():
-                        notes = [*notes, _removed_note(removed, column, span)]
-                else:
-                    written = self.store.lake.upsert(ds, checked.good).changed
-            except BaseException:
-                durable.discard()
-                raise
-            durable.commit()
+                        notes = [*notes, f"removed nothing: the wider check for rows "
+                                         f"re-dated before the window failed ({exc})"]
+                    else:
+                        start = wide_start
+                        received += frame.height
+                        checked = check(ds, frame)
+                        span = (wide_start, wide_end)
+                        complete = not checked.rejected
+                    finally:
+                        stats = self.provider.take_requests()
+                        n_req += stats.requests
+                        attempts += sum(1 for r in stats.retries)
+                        res.requests += stats.requests
+                        res.retries += len(stats.retries)
+                        self._log_retries(log, run_id, symbol, ds, timeframe, stats, wide)
+                        if stats.notes:  # a truncated answer: it only adds
+                            complete = False
+                            notes = [*notes, *stats.notes]
+                    continue
+                except BaseException:
+                    durable.discard()
+                    raise
+                durable.commit()
+                break
             step = StepResult(ds, "ok", written, window=(start, end))
             if ds == "options_iv":
                 self._summarize_options(symbol, checked.good, run_id, log)
@@ -899,21 +903,13 @@ class Engine:
                              not_entitled=isinstance(exc, NotEntitledError))
         return step
 
-    def _no_longer_listed(self, ds: str, symbol: str, frame: pl.DataFrame, column: str,
-                          span: tuple[dt.date, dt.date]) -> bool:
-        """Whether ``symbol``'s stored ``ds`` holds a row dated in ``span`` (by ``column``)
-        whose key ``frame`` lacks: what a complete fetch of the window would remove. Cheap
-        when the window holds nothing stored, the usual day (the read is the file the write
-        then reads, from the lake's cache)."""
-        stored = self.store.lake.read(ds, [symbol])
-        dates = stored.get_column(column).to_numpy()
-        inside = (dates >= np.datetime64(span[0])) & (dates <= np.datetime64(span[1]))
-        if not inside.any():
-            return False
-        key = list(DATASETS[ds].key)
-        held = stored.filter(pl.Series(inside)).select(key)
-        return not held.join(frame.select(key), on=key, how="anti",
-                             nulls_equal=True).is_empty()
+    def _file_state(self, ds: str, symbol: str,
+                    timeframe: str) -> tuple[str | None, list[int] | None]:
+        """The lake file a step of ``ds`` replaces and its identity now (a restatement's
+        journal entry: ``enrich.store.journal``); none for a dataset of several files."""
+        if ds not in restatements.TRACKED:
+            return None, None
+        return self.store.lake.file_state(ds, symbol, timeframe if ds == "bars" else None)
 
     def _fetch_own(self, symbol: str, ds: str, cal: str, timeframe: str, start: dt.date,
                    end: dt.date, log: LogBuffer,
@@ -1174,6 +1170,19 @@ def _renamed_in(ident: Identity | None, symbol: str, span: tuple[dt.date, dt.dat
     """Whether ``symbol`` traded under another ticker in ``span``: a universe-wide listing is
     read by today's ticker, so it is no complete answer for that span."""
     return ident is not None and any(t != symbol for t, _, _ in ident.pieces(*span))
+
+
+class _ListedLess(Exception):
+    """A complete window answer would remove stored rows: check a wider window first."""
+
+
+def _before_removal(durable: Durable, run_id: str | None, ds: str, timeframe: str,
+                    widen: bool, removed: pl.DataFrame) -> None:
+    """``Lake.replace_window``'s hook, before a write that removes ``removed``: stop it to
+    ask the wider window first (``widen``), or journal the removal's restatement rows."""
+    if widen:
+        raise _ListedLess
+    restatements.record(durable, run_id, restatements.removal(ds, removed), timeframe)
 
 
 def _removed_note(removed: pl.DataFrame, column: str, span: tuple[dt.date, dt.date]) -> str:

@@ -106,10 +106,10 @@ class LogBuffer:
         with self._lock:
             fn(self._batch)
 
-    def durable(self, lake_file: str | None, before: list[int] | None) -> Durable:
+    def durable(self, lake_file: Callable[[], tuple[str | None, list[int] | None]]) -> Durable:
         """Rows about a lake write still to come (restatements), to add once it is done:
         see ``Durable``."""
-        return Durable(self, lake_file, before)
+        return Durable(self, lake_file)
 
     def take(self) -> WriteBatch:
         """The buffered rows, leaving the buffer empty (a worker process hands them back)."""
@@ -133,12 +133,15 @@ class Durable:
     """Catalog rows about one lake write, journaled before it (``enrich.store.journal``: a
     crash between the write and the flush does not lose them) and added to the ``LogBuffer``
     only once the write is done (``commit``); a write that fails ``discard``s them (nothing
-    changed). ``lake_file`` is the file the write replaces (relative to the lake's root) and
-    ``before`` its identity now (``Lake.file_state``)."""
+    changed). ``lake_file()`` says which file the write replaces (relative to the lake's
+    root) and its identity before it (``Lake.file_state``); asked at the first rows (before
+    the write), and only if there are any (most steps have none)."""
 
-    def __init__(self, buffer: LogBuffer, lake_file: str | None, before: list[int] | None):
+    def __init__(self, buffer: LogBuffer,
+                 lake_file: Callable[[], tuple[str | None, list[int] | None]]):
         self._buffer = buffer
-        self._entry = (lake_file, before)
+        self._lake_file = lake_file
+        self._entry: tuple[str | None, list[int] | None] | None = None
         self._parts: list[WriteBatch] = []
 
     def add_durable(self, fn: Callable[[WriteBatch], None]) -> None:
@@ -150,12 +153,16 @@ class Durable:
             return
         if part.upserts or part.statements:
             raise ValueError("the journal holds inserts only")
+        if self._entry is None:
+            self._entry = self._lake_file()
         entry = journal.Entry(part.inserts, *self._entry)
         part.journals.append(journal.write(self._buffer.store.catalog.journal_dir, entry))
         self._parts.append(part)
 
     def commit(self) -> None:
         parts, self._parts = self._parts, []
+        if not parts:
+            return
 
         def add(batch: WriteBatch) -> None:
             for part in parts:
