@@ -700,12 +700,9 @@ class Engine:
             outcome = StepResult(REFERENCE, "failed", error=exc)
             raise
         finally:
-            stats = self.provider.take_requests()
-            res.requests += stats.requests
-            res.retries += len(stats.retries)
             # Logged like any dataset's, so fetch_log's retried rows and requests add up to
             # the run's: the reference costs the plan's quota as a dataset's request does.
-            self._log_retries(log, run_id, symbol, REFERENCE, "1d", stats, None)
+            stats = self._take_requests(log, run_id, symbol, REFERENCE, "1d", res, None)
             if stats.requests:
                 self._log_fetch(log, run_id, symbol, REFERENCE, "1d", at,
                                 (time.perf_counter() - perf0) * 1000, outcome, 0, 0,
@@ -776,13 +773,11 @@ class Engine:
                     frame, start, end = self._fetch_own(symbol, ds, cal, timeframe, start,
                                                         end, log, ident)
                 finally:
-                    stats = self.provider.take_requests()
+                    stats = self._take_requests(log, run_id, symbol, ds, timeframe, res,
+                                                (start, end))
                     n_req = stats.requests
                     notes = stats.notes
-                    attempts = 1 + sum(1 for r in stats.retries)
-                    res.requests += n_req
-                    res.retries += len(stats.retries)
-                    self._log_retries(log, run_id, symbol, ds, timeframe, stats, (start, end))
+                    attempts = 1 + len(stats.retries)
             received = frame.height
             checked = check(ds, frame)
             # A complete answer for the window is what the provider lists for it: stored rows
@@ -837,12 +832,10 @@ class Engine:
                         span = (wide_start, wide_end)
                         complete = not checked.rejected
                     finally:
-                        stats = self.provider.take_requests()
+                        stats = self._take_requests(log, run_id, symbol, ds, timeframe, res,
+                                                    wide)
                         n_req += stats.requests
-                        attempts += sum(1 for r in stats.retries)
-                        res.requests += stats.requests
-                        res.retries += len(stats.retries)
-                        self._log_retries(log, run_id, symbol, ds, timeframe, stats, wide)
+                        attempts += len(stats.retries)
                         if stats.notes:  # a truncated answer: it only adds
                             complete = False
                             notes = [*notes, *stats.notes]
@@ -902,6 +895,17 @@ class Engine:
                 self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
                              not_entitled=isinstance(exc, NotEntitledError))
         return step
+
+    def _take_requests(self, log: LogBuffer, run_id: str | None, symbol: str, ds: str,
+                       timeframe: str, res: SymbolResult,
+                       window: tuple[dt.date, dt.date] | None) -> RequestStats:
+        """The requests the provider made for a step since the last take: counted on the
+        symbol's result, their retries logged."""
+        stats = self.provider.take_requests()
+        res.requests += stats.requests
+        res.retries += len(stats.retries)
+        self._log_retries(log, run_id, symbol, ds, timeframe, stats, window)
+        return stats
 
     def _file_state(self, ds: str, symbol: str,
                     timeframe: str) -> tuple[str | None, list[int] | None]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enrich.store.lake import write_bytes_atomic
+from enrich.store.lake import file_id, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +139,9 @@ def set_aside(path: Path, why: str) -> None:
 
 
 def file_state(path: Path) -> FileState:
-    """A lake file's identity (inode, mtime_ns, size) as ``Entry.before`` holds it."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return [st.st_ino, st.st_mtime_ns, st.st_size]
+    """A lake file's identity (``lake.file_id``) as ``Entry.before`` holds it."""
+    fid = file_id(path)
+    return None if fid is None else list(fid)
 
 
 def remove(paths: Iterable[Path]) -> None:

@@ -296,7 +296,9 @@ def write_json_atomic(obj: object, path: Path) -> None:
 FileId = tuple[int, int, int]  # (inode, mtime_ns, size): changes with every os.replace
 
 
-def _file_id(path: Path) -> FileId | None:
+def file_id(path: Path) -> FileId | None:
+    """A file's identity (inode, mtime_ns, size), which every write (a rename) changes;
+    None if there is no file."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -409,7 +411,7 @@ class Lake:
         and its identity now (inode, mtime_ns, size; None: no file): any write replaces it
         (``enrich.store.journal`` compares it after a crash)."""
         path = self._file_for(DATASETS[dataset], symbol, level, None)
-        fid = _file_id(path)
+        fid = file_id(path)
         return str(path.relative_to(self.root)), None if fid is None else list(fid)
 
     def _file_for(self, ds: Dataset, symbol: str, level: str | None, month: str | None) -> Path:
@@ -558,7 +560,7 @@ class Lake:
         fail, visibly, until the next run has fetched it again.
         """
         for _ in range(2):
-            fid = _file_id(path)
+            fid = file_id(path)
             if fid is None:
                 raise FileNotFoundError(path)
             frame = self.cache.get(path, fid)
@@ -588,7 +590,7 @@ class Lake:
         bad = []
         for name in datasets or DATASETS:
             for path in self.files(name):
-                fid = _file_id(path)
+                fid = file_id(path)
                 if fid is None or self._checked.get(path) == fid:
                     continue
                 reason = quarantine.footer_error(path, deep=deep)
@@ -612,7 +614,7 @@ class Lake:
             metadata = {DATES_KEY: ",".join(
                 d.isoformat() for d in frame[ds.month_column].unique().sort().to_list())}
         write_parquet_atomic(frame, path, metadata)
-        self.cache.put(path, _file_id(path), frame, conforms=True)
+        self.cache.put(path, file_id(path), frame, conforms=True)
 
     def dates_held(self, dataset: str, files: list[Path]) -> np.ndarray:
         """The distinct dates of ``dataset``'s month column in ``files`` (its files, as
@@ -627,7 +629,7 @@ class Lake:
         found: list[np.ndarray] = []
         unsaid: list[Path] = []
         for path in files:
-            fid = _file_id(path)
+            fid = file_id(path)
             frame = self.cache.get(path, fid) if fid is not None else None
             if frame is not None:
                 found.append(frame[column].unique().to_numpy().astype("datetime64[D]"))
@@ -770,7 +772,7 @@ class Lake:
         """Rows in the file at ``path`` (0: none), from the cache or the file's footer; a
         footer that cannot be read, or names other columns, is read in full (``_stored``:
         quarantined, raises)."""
-        fid = _file_id(path)
+        fid = file_id(path)
         if fid is None:
             return 0
         frame = self.cache.get(path, fid)
@@ -831,7 +833,7 @@ class Lake:
         """How far each dataset (``bars:1d``, ``dividends`` …) of ``symbol`` has been fetched
         (parsed again only when the file changed: a run reads it a few times per symbol)."""
         p = self._coverage_path(symbol)
-        fid = _file_id(p)
+        fid = file_id(p)
         if fid is None:
             return {}
         hit = self._coverage.get(p)
@@ -856,7 +858,7 @@ class Lake:
     def write_coverage(self, symbol: str, coverage: dict[str, dt.date]) -> None:
         p = self._coverage_path(symbol)
         write_json_atomic({k: v.isoformat() for k, v in coverage.items()}, p)
-        self._remember_coverage(p, _file_id(p), coverage)
+        self._remember_coverage(p, file_id(p), coverage)
 
     def update_coverage(self, symbol: str, changes: dict[str, dt.date]) -> None:
         """Set only the ``changes`` keys of ``symbol``'s coverage, over what is stored now (a
