@@ -344,7 +344,8 @@ def _pieces(bars: pl.DataFrame, rounds: int, calls: int) -> None:
     alternation with the whole call and TA-Lib's loop: the columns handed to the compiled
     kernel as numpy, the kernel alone (``enrich.quant.feature_kernel.fill``), and the polars
     frame built from its output (one nullable Series over the buffer, a named slice per
-    feature, the keys beside them). The rest of the whole call is its checks and glue."""
+    feature, the keys beside them). The inputs include the log returns, which the kernel
+    takes computed (numpy's vectorised log). The rest of the whole call is its checks and glue."""
     from enrich.quant import feature_kernel
 
     n = bars.height
@@ -352,7 +353,11 @@ def _pieces(bars: pl.DataFrame, rounds: int, calls: int) -> None:
 
     def inputs(frame: pl.DataFrame) -> list[np.ndarray]:
         arrays = [frame.get_column("ts").to_numpy().view(np.int64)]
-        arrays += [frame.get_column(c).to_numpy() for c in ("high", "low", "close", "volume")]
+        high, low, close, volume = (frame.get_column(c).to_numpy() for c in
+                                    ("high", "low", "close", "volume"))
+        log_ratio = np.zeros(n)  # the log returns, which the kernel takes computed
+        np.log(close[1:] / close[:-1], out=log_ratio[1:])
+        arrays += [high, low, close, log_ratio, volume]
         arrays += [np.ones(n, dtype=np.bool_), np.zeros(n), np.full(n, math.sqrt(252))]
         for array in arrays:  # the kernel's one compiled signature: read-only arrays
             array.setflags(write=False)

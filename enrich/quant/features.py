@@ -125,24 +125,24 @@ def compute_features(bars: pl.DataFrame, *, asset_class: str | Mapping[str, str]
     The numbers come from one compiled pass per (symbol, timeframe) group
     (``enrich.quant.feature_kernel``); polars only checks, orders and frames them.
     """
-    frame = _conformed(bars)
-    columns = dict(zip(frame.columns, frame.get_columns(), strict=True))
+    columns = _columns(bars)
     _check(columns)
-    if frame.height == 0:
+    height = bars.height
+    if height == 0:
         return FEATURES.empty()
     if _one_group(columns):
         # The usual case, one lake file: already in ts order, which the kernel checks.
-        features = _features(frame, np.array([0, frame.height]), asset_class, dividends,
-                             columns)
+        features = _features(columns, np.array([0, height]), asset_class, dividends)
         if features is not None:
             return features
-        frame = frame.sort("ts")
-        _refuse_repeats(frame.height - frame.get_column("ts").n_unique())
-        starts = np.array([0, frame.height])
+        frame = pl.DataFrame(list(columns.values())).sort("ts")
+        _refuse_repeats(height - frame.get_column("ts").n_unique())
+        starts = np.array([0, height])
     else:
-        frame = _sorted_with_group_id(frame)
+        frame = _sorted_with_group_id(pl.DataFrame(list(columns.values())))
         starts = _group_starts(frame.get_column(_GID).to_numpy())
-    features = _features(frame, starts, asset_class, dividends)
+    features = _features(dict(zip(frame.columns, frame.get_columns(), strict=True)), starts,
+                         asset_class, dividends)
     assert features is not None  # sorted, without repeats
     return features
 
@@ -163,15 +163,16 @@ def dividends_on_basis(dividends: pl.DataFrame, splits: pl.DataFrame) -> pl.Data
     return out
 
 
-def _conformed(bars: pl.DataFrame) -> pl.DataFrame:
-    """``bars`` if the columns features need have FEATURES' types, else those columns cast."""
+def _columns(bars: pl.DataFrame) -> dict[str, pl.Series]:
+    """The columns features need, by name, with FEATURES' types (cast if not)."""
     dtypes = dict(zip(bars.columns, bars.dtypes, strict=True))
     missing = [c for c in _NEEDED if c not in dtypes]
     if missing:
         raise ValidationError(f"features: bars lack columns {missing}", causes=missing)
+    columns = {c: bars.get_column(c) for c in _NEEDED}
     if all(_same_type(dtypes[c], t) for c, t in _DTYPES.items()):
-        return bars
-    return bars.select(pl.col(c).cast(t) for c, t in _DTYPES.items())
+        return columns
+    return {c: columns[c].cast(t) for c, t in _DTYPES.items()}
 
 
 def _same_type(dtype: pl.DataType, expected: pl.DataType) -> bool:
@@ -181,23 +182,20 @@ def _same_type(dtype: pl.DataType, expected: pl.DataType) -> bool:
         not isinstance(expected, pl.Datetime) or dtype == expected)
 
 
-def _features(frame: pl.DataFrame, starts: np.ndarray,
+def _features(columns: Mapping[str, pl.Series], starts: np.ndarray,
               asset_class: str | Mapping[str, str] | None = None,
-              dividends: pl.DataFrame | None = None,
-              columns: Mapping[str, pl.Series] | None = None) -> pl.DataFrame | None:
-    """``frame``'s keys and the features of its groups ``starts[g] .. starts[g + 1] - 1``;
-    None if ``ts`` does not increase within a group.
+              dividends: pl.DataFrame | None = None) -> pl.DataFrame | None:
+    """The keys and the features of the groups ``starts[g] .. starts[g + 1] - 1`` of the
+    bars' ``columns`` (by name); None if ``ts`` does not increase within a group.
 
     A large frame is computed in runs of whole groups, on polars' threads: the kernel
     releases the GIL, and each group's numbers are its own whichever run computes them, so
     runs change the speed, never a bit. Each run has buffers of its own of at most
     ~15 MB, which the allocator reuses from one call to the next (one buffer for a whole
     universe would be fresh memory, page-faulted in, on every call); the feature columns of
-    such a frame are in as many chunks as there were runs. ``columns`` are ``frame``'s, by
-    name, if the caller has them already.
+    such a frame are in as many chunks as there were runs.
     """
-    if columns is None:
-        columns = dict(zip(frame.columns, frame.get_columns(), strict=True))
+    height = int(starts[-1])
     volume = columns["volume"]
     inputs = [columns["ts"].to_numpy().view(np.int64)]
     inputs += [columns[c].to_numpy() for c in _PRICES]
@@ -205,7 +203,7 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
     inputs.append(
         volume.is_not_null().to_numpy()
         if volume.null_count()
-        else np.ones(frame.height, dtype=np.bool_)
+        else np.ones(height, dtype=np.bool_)
     )
     inputs.append(_dividend_rows(columns, starts, dividends))
     inputs.append(_annual_rows(columns, starts, asset_class))
@@ -215,7 +213,7 @@ def _features(frame: pl.DataFrame, starts: np.ndarray,
         part = _run(inputs, starts)
         if part is None:
             return None
-        flat, n = _flat(part), frame.height
+        flat, n = _flat(part), height
         return symbol.to_frame().hstack([
             *keys, *(flat.slice(i * n, n).alias(name) for i, name in enumerate(FEATURE_COLUMNS))
         ])
@@ -343,10 +341,25 @@ def _run(inputs: list[np.ndarray], starts: np.ndarray) -> np.ndarray | None:
     first, end = starts[0], starts[-1]
     local = starts - first
     local.setflags(write=False)
+    ts, high, low, close, *rest = (a[first:end] for a in inputs)
     values = np.empty((len(FEATURE_COLUMNS), end - first))
-    if _kernel().fill(*(a[first:end] for a in inputs), local, values):
+    if _kernel().fill(ts, high, low, close, _log_ratios(close), *rest, local, values):
         return None
     return values
+
+
+def _log_ratios(close: np.ndarray) -> np.ndarray:
+    """``ln(close[k] / close[k - 1])`` from row 1 (row 0: 0), in numpy's vectorised log (the
+    same bits for a row whatever the array around it). IEEE: a zero price gives an infinity,
+    0 / 0 a NaN, without a warning."""
+    out = np.empty(close.size)
+    if close.size:
+        out[0] = 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(close[1:], close[:-1], out=out[1:])
+            np.log(out[1:], out=out[1:])
+    out.setflags(write=False)
+    return out
 
 
 def load_kernel() -> None:
