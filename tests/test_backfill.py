@@ -680,3 +680,31 @@ def test_a_backfill_chunk_logs_what_the_provider_noted(settings):
         "SELECT status, error_message FROM fetch_log WHERE dataset = 'options_iv' "
         "AND error_message LIKE '%left out%'")
     assert logged.height >= 1 and set(logged["status"]) == {"ok"}
+
+
+def test_a_contract_whose_bars_cannot_be_priced_fails_alone_not_its_batch(settings):
+    """Contracts are priced and written in batches of up to 25. One contract's bars that
+    cannot be priced (here a provider answering them without their session) fail that
+    contract only; the others of its batch, whose requests are spent, are priced and done
+    (before, the whole batch failed and --retry-failed asked every contract again)."""
+    bad: list[str] = []
+
+    class Garbled(SampleProvider):
+        def option_bars(self, contract, start, end):
+            frame = super().option_bars(contract, start, end)
+            if not bad:  # the first contract asked
+                bad.append(contract)
+                return frame.drop("session")
+            return frame
+
+    bf = make(settings, provider=Garbled(clock=lambda: FIXED_NOW))
+    summary = bf.run(bf.plan(BackfillRequest("options", ("AAPL",), days=3)))
+    chunks = backfill_chunks(bf.store.catalog, summary.backfill_id).filter(
+        pl.col("step") == "option_bars")
+    failed = chunks.filter(pl.col("state") == "failed")
+    done = chunks.filter(pl.col("state") == "done")
+    assert failed["symbol"].to_list() == bad
+    assert done.height == chunks.height - 1 >= 2
+    assert summary.state == "partial" and summary.failed == 1
+    priced = set(bf.store.lake.read("options_iv", ["AAPL"])["contract"])
+    assert set(done["symbol"]) <= priced and bad[0] not in priced

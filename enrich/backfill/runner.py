@@ -664,8 +664,16 @@ class _Execution:
                 self._fail(c, exc)
                 continue
             fetched.append((c, bars, t0, c.requests_made - before))
-        if not fetched:
-            return
+        if fetched:
+            self._store_contracts(und, fetched)
+
+    def _store_contracts(self, und: str,
+                         fetched: list[tuple[Chunk, pl.DataFrame, dt.datetime, int]]) -> None:
+        """Compute and write the IV rows of contracts whose bars are fetched; mark each done.
+
+        If the batch cannot be computed or written, each contract is tried alone from the bars
+        already fetched: one contract's bad bars fail that contract only, never the others of
+        its batch, whose requests are spent."""
         try:
             contracts = [c.symbol for c, _, _, _ in fetched]
             pairs = self._pairs_of(und).filter(pl.col("contract").is_in(contracts))
@@ -679,9 +687,13 @@ class _Execution:
                 self.lake.upsert("options_iv", rows)
                 store_vol_summary(self.lake, und, rows["as_of"].unique())
         except Exception as exc:
-            for c, _, t0, n in fetched:
-                self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
-                self._fail(c, exc)
+            if len(fetched) > 1:
+                for one in fetched:
+                    self._store_contracts(und, [one])
+                return
+            c, _, t0, n = fetched[0]
+            self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
+            self._fail(c, exc)
             return
         per_contract = dict(rows.group_by("contract").len().iter_rows())
         for c, bars, t0, n in fetched:
