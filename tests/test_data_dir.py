@@ -223,3 +223,35 @@ def test_worker_processes_of_a_dashboard_run_do_not_run_the_dashboard(tmp_path, 
     assert (summary.state, summary.ok) == ("succeeded", 2), [
         (r.symbol, [str(e) for e in r.errors]) for r in summary.results]
     assert _tree(cwd) == [], _tree(cwd)
+
+
+def test_a_dry_run_where_there_is_no_desk_plans_the_first_run_and_creates_nothing(
+        home, monkeypatch, capsys):
+    """``run --dry-run`` is how a new user previews what the first run will cost: it plans
+    that run (the demo universe the run would start with) in a scratch desk it deletes, and
+    creates nothing where it was pointed, not even at a mistyped path (before, it created a
+    desk there). The run itself then makes exactly the planned requests."""
+    import json
+    import tempfile
+
+    monkeypatch.setenv("ENRICH_NOW", "2026-11-25T22:00:00Z")
+    monkeypatch.setenv("TMPDIR", str(home / "tmp"))
+    (home / "tmp").mkdir()
+    tempfile.tempdir = None  # TMPDIR is read again
+    try:
+        fresh = home / "fresh"
+        assert cli.main(["--data-dir", str(fresh), "run", "--dry-run", "--json"]) == 0
+        out, err = capsys.readouterr()
+        plan = json.loads(out)
+        assert f"no desk at {fresh.resolve()} yet" in err and "nothing was created" in err
+        assert plan["requests"] > 0
+        assert _tree(home) == ["tmp"]  # the scratch desk is gone too
+        assert cli.main(["--data-dir", str(fresh), "run", "--dry-run", "--symbols",
+                         "NOPE"]) == 2
+        assert "NOPE not in the universe" in capsys.readouterr().err
+        assert _tree(home) == ["tmp"]
+        assert cli.main(["--data-dir", str(fresh), "run", "--json"]) == 0
+        ran = json.loads(capsys.readouterr().out)
+        assert ran["requests"] == plan["requests"]
+    finally:
+        tempfile.tempdir = None

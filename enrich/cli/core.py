@@ -80,6 +80,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if handoff is None:
             raise UsageError("--background needs a running `python -m enrich serve`")
         return handoff(argparse.Namespace(params=params), settings)
+    if getattr(args, "dry_run", False):
+        from enrich.store.store import desk_exists
+
+        if not desk_exists(settings.data_dir):
+            return _first_run_plan(args, params, settings)
     engine = _engine(settings)
     try:
         if params.symbols:
@@ -97,6 +102,30 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     finally:  # its connections (a Massive client's), when run in-process (tests, scripts)
         if (close := getattr(engine.provider, "close", None)) is not None:
             close()
+
+
+def _first_run_plan(args: argparse.Namespace, params, settings: Settings) -> int:
+    """``run --dry-run`` where there is no desk yet: the first run's plan, made in a scratch
+    desk that is deleted after, so a preview of the cost (or a mistyped path) creates
+    nothing."""
+    import tempfile
+    from pathlib import Path
+
+    where = settings.data_dir.resolve()
+    with tempfile.TemporaryDirectory(prefix="enrich-dry-run-") as scratch:
+        engine = _engine(settings.with_(data_dir=Path(scratch)))
+        try:
+            if params.symbols:
+                held = held_symbols(engine.store.catalog, list(params.symbols))
+                if params.asset_class:
+                    _some_of_class(engine.store.catalog, held, params.asset_class)
+            print(f"no desk at {where} yet: this is the plan of the first run there, which "
+                  "would start it with the demo universe (nothing was created)",
+                  file=sys.stderr)
+            return _dry_run(engine, params, settings, args.json)
+        finally:
+            if (close := getattr(engine.provider, "close", None)) is not None:
+                close()
 
 
 def _some_of_class(catalog, symbols: list[str], asset_class: str) -> None:

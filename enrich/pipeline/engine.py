@@ -56,11 +56,13 @@ from enrich.errors import (
 )
 from enrich.identity import Identity
 from enrich.pipeline.refresh import (
+    REFERENCE,
     RefreshPlan,
     Target,
     coverage_key,
     datasets_for,
     plan_rates,
+    plan_references,
     plan_refresh,
     window_for,
 )
@@ -107,7 +109,6 @@ WINDOW_COLUMN = {"dividends": "ex_date", "earnings": "filing_date"}
 # most ENRICH_HISTORY_YEARS), so a row re-dated inside them is kept at its new date and only a
 # row that answer lacks too goes. Backfill chunks do not: the chunk of the new date brings it.
 WIDER_DAYS = 400
-REFERENCE = "reference"  # fetch_log.dataset of a symbol's ticker-reference request
 
 
 class _MarketTally:
@@ -245,6 +246,7 @@ class Engine:
             if self.provider.rate_limited else None,
             universe_wide=params.universe_wide,
             options_symbols=self.settings.options_symbols)
+        plan_references(plan, sum(self._asks_reference(s) for s, _ in targets))
         if targets and (rates.CURVE, "rates") not in not_entitled:
             plan_rates(plan, lake.read_coverage(rates.CURVE).get("rates"),
                        calendars.latest_session("XNYS", now),
@@ -659,6 +661,15 @@ class Engine:
         """The identity the catalog holds for ``symbol`` (None: not read yet, or unknown)."""
         row = self.references.get(symbol)
         return identity.from_row(symbol, row) if row else None
+
+    def _asks_reference(self, symbol: str) -> bool:
+        """Whether ``_identity`` would request ``symbol``'s ticker reference now."""
+        row = self.references.get(symbol)
+        if row is None or identity.from_row(symbol, row) is not None:
+            return False
+        checked = row.get("reference_checked_at")
+        return not (row.get("reference_error") and checked is not None
+                    and utcnow() - checked < identity.RECHECK_AFTER)
 
     def _identity(self, symbol: str, log: LogBuffer, res: SymbolResult,
                   run_id: str | None = None) -> Identity | None:

@@ -40,6 +40,7 @@ NEWS_FIRST_DAYS = 365  # a first news fetch reaches back a year, not the whole h
 SHORT_LOOKBACK_DAYS = 3
 EVENT_DATASETS = ("dividends", "splits")  # dated by an ex/execution date, often published late
 FETCH_ORDER = ("splits", "bars", "dividends", "earnings", "news", "rates", "options_iv")
+REFERENCE = "reference"  # a symbol's ticker reference (its identity), read before its data
 
 
 def coverage_key(dataset: str, timeframe: str) -> str:
@@ -181,7 +182,7 @@ class RefreshPlan:
     def rows(self) -> list[dict[str, Any]]:
         """The budget as table rows, in fetch order."""
         out = []
-        for ds in FETCH_ORDER:
+        for ds in (REFERENCE, *FETCH_ORDER):
             b = self.budget.get(ds)
             if b is None:
                 continue
@@ -269,6 +270,15 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
     for (ds, market), units in groups.items():
         _choose(plan, ds, market, units, provider)
     return plan
+
+
+def plan_references(plan: RefreshPlan, symbols: int) -> None:
+    """Add the ticker references a run reads first (one request for each of ``symbols``,
+    those whose identity the catalog does not hold yet: a first enrichment; an unknown
+    ticker is asked again after a week)."""
+    if symbols:
+        b = plan.budget.setdefault(REFERENCE, DatasetBudget(REFERENCE))
+        b.symbols = b.symbol_requests = b.per_symbol_only = symbols
 
 
 def plan_rates(plan: RefreshPlan, covered: dt.date | None, expected: dt.date, *,
