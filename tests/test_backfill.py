@@ -147,6 +147,22 @@ def cli(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+def test_a_first_run_makes_the_requests_its_dry_run_planned(fake_env, capsys):
+    """A first enrichment reads each symbol's ticker reference first (Massive: the details,
+    and for a stock or ETF its ticker events). The dry run, here where no desk exists yet,
+    counts them: the run then makes exactly the planned requests (a plan counting none
+    said 4 for these two symbols' bars, one counting one a symbol 6; the run makes 8)."""
+    args = ["run", "--symbols", "AAPL,SPY", "--datasets", "bars", "--json"]
+    code, out = cli(capsys, *args, "--dry-run")
+    assert code == 0 and fake_env.count() == 0
+    plan = json.loads(out)
+    reference = [r for r in plan["datasets"] if r["dataset"] == "reference"]
+    assert reference and reference[0]["symbols"] == 2 and reference[0]["requests"] == 4
+    code, out = cli(capsys, *args)
+    assert code == 0, out
+    assert json.loads(out)["requests"] == fake_env.count() == plan["requests"]
+
+
 @pytest.mark.parametrize("dataset, span", [
     ("bars", ["--years", "3"]), ("dividends", []), ("splits", []), ("earnings", []),
     ("news", ["--days", "75"]),
@@ -708,3 +724,10 @@ def test_a_contract_whose_bars_cannot_be_priced_fails_alone_not_its_batch(settin
     assert summary.state == "partial" and summary.failed == 1
     priced = set(bf.store.lake.read("options_iv", ["AAPL"])["contract"])
     assert set(done["symbol"]) <= priced and bad[0] not in priced
+    # Each fetch log row of the batch says what happened to it.
+    logged = bf.store.catalog.query(
+        "SELECT status, error_message FROM fetch_log WHERE dataset = 'options_iv' "
+        "AND run_id = ? AND error_message LIKE '%batch of contracts failed%'",
+        [summary.run_id])
+    assert set(logged["status"]) == {"ok"} and logged.height >= 1
+    assert all(m.startswith("priced alone") for m in logged["error_message"])

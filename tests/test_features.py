@@ -586,6 +586,14 @@ def test_a_zero_price_gives_infinities_as_ieee_arithmetic_says():
     assert out["high_52w_dist"][-2] == -1.0
 
 
+def test_a_move_beyond_the_doubles_gives_an_infinite_log_return_without_a_warning():
+    # 1e300 / 1e-300 overflows: the ratio is inf, so is its log (IEEE), and no numpy
+    # overflow warning escapes (the suite turns warnings into errors).
+    out = compute_features(make_bars("X", [1e-300] * 5 + [1e300] * 5))
+    assert out["log_return"].to_list() == [None, 0.0, 0.0, 0.0, 0.0, math.inf, 0.0, 0.0,
+                                           0.0, 0.0]
+
+
 # --- independent reference ---------------------------------------------------------------------
 
 

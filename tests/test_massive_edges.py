@@ -426,7 +426,7 @@ def test_enrich_health_twice_probes_once(tmp_path, monkeypatch, capsys):
                             "MASSIVE_BASE_URL": fake.base_url}.items():
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(tmp_path)
-        main(["run", "--dry-run"])  # the desk
+        main(["symbols", "list", "--seed-demo"])  # the desk
         capsys.readouterr()
         for _ in range(2):
             main(["health"])

@@ -671,17 +671,33 @@ class _Execution:
                          fetched: list[tuple[Chunk, pl.DataFrame, dt.datetime, int]]) -> None:
         """Compute and write the IV rows of contracts whose bars are fetched; mark each done.
 
-        If the batch cannot be computed or written, each contract is tried alone from the bars
-        already fetched: one contract's bad bars fail that contract only, never the others of
-        its batch, whose requests are spent."""
+        What the underlying's contracts share (its listed pairs, closes, dividends, splits and
+        the rates) is read first: if that fails, every contract fails with the reason."""
+        try:
+            shared = (self._pairs_of(und), self._closes_of(und),
+                      self.lake.read("dividends", [und]), self.lake.read("splits", [und]),
+                      self.lake.read("rates", [rates.CURVE]))
+        except Exception as exc:
+            for c, _, t0, n in fetched:
+                self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
+                self._fail(c, exc)
+            return
+        self._price_contracts(und, fetched, shared)
+
+    def _price_contracts(self, und: str,
+                         fetched: list[tuple[Chunk, pl.DataFrame, dt.datetime, int]],
+                         shared: tuple[pl.DataFrame, ...],
+                         batch_error: BaseException | None = None) -> None:
+        """Price ``fetched`` together and write their rows. If that fails for a batch, each
+        contract is priced alone from the bars already fetched: one contract's bad bars fail
+        that contract only, never the others of its batch, whose requests are spent (each
+        one's fetch log then says the batch failed, and why)."""
+        pairs, closes, dividends, splits, curves = shared
         try:
             contracts = [c.symbol for c, _, _, _ in fetched]
-            pairs = self._pairs_of(und).filter(pl.col("contract").is_in(contracts))
             bars = pl.concat([b for _, b, _, _ in fetched], how="vertical")
-            rows = history_iv(pairs, bars, self._closes_of(und),
-                              self.lake.read("dividends", [und]), self.lake.read("splits", [und]),
-                              self.lake.read("rates", [rates.CURVE]),
-                              self.bf.settings.risk_free_rate)
+            rows = history_iv(pairs.filter(pl.col("contract").is_in(contracts)), bars, closes,
+                              dividends, splits, curves, self.bf.settings.risk_free_rate)
             with self.lake.symbol_lock(und):
                 rows = self._without_snapshots(und, rows)
                 self.lake.upsert("options_iv", rows)
@@ -689,16 +705,18 @@ class _Execution:
         except Exception as exc:
             if len(fetched) > 1:
                 for one in fetched:
-                    self._store_contracts(und, [one])
+                    self._price_contracts(und, [one], shared, exc)
                 return
             c, _, t0, n = fetched[0]
             self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
             self._fail(c, exc)
             return
+        note = None if batch_error is None else (
+            f"priced alone: its batch of contracts failed ({str(batch_error)[:500]})")
         per_contract = dict(rows.group_by("contract").len().iter_rows())
         for c, bars, t0, n in fetched:
             got = int(per_contract.get(c.symbol, 0))
-            self._log_fetch(c, "ok", t0, got, bars.height, 0, 1, None, requests=n)
+            self._log_fetch(c, "ok", t0, got, bars.height, 0, 1, None, note=note, requests=n)
             self._done(c, got)
 
     def _without_snapshots(self, underlying: str, rows: pl.DataFrame) -> pl.DataFrame:

@@ -246,7 +246,8 @@ class Engine:
             if self.provider.rate_limited else None,
             universe_wide=params.universe_wide,
             options_symbols=self.settings.options_symbols)
-        plan_references(plan, sum(self._asks_reference(s) for s, _ in targets))
+        plan_references(plan, [c for s, c in targets if self._asks_reference(s, now)],
+                        self.provider)
         if targets and (rates.CURVE, "rates") not in not_entitled:
             plan_rates(plan, lake.read_coverage(rates.CURVE).get("rates"),
                        calendars.latest_session("XNYS", now),
@@ -662,14 +663,14 @@ class Engine:
         row = self.references.get(symbol)
         return identity.from_row(symbol, row) if row else None
 
-    def _asks_reference(self, symbol: str) -> bool:
-        """Whether ``_identity`` would request ``symbol``'s ticker reference now."""
+    def _asks_reference(self, symbol: str, at: dt.datetime) -> bool:
+        """Whether ``_identity`` would request ``symbol``'s ticker reference at ``at``."""
         row = self.references.get(symbol)
         if row is None or identity.from_row(symbol, row) is not None:
             return False
         checked = row.get("reference_checked_at")
         return not (row.get("reference_error") and checked is not None
-                    and utcnow() - checked < identity.RECHECK_AFTER)
+                    and at - checked < identity.RECHECK_AFTER)
 
     def _identity(self, symbol: str, log: LogBuffer, res: SymbolResult,
                   run_id: str | None = None) -> Identity | None:

@@ -272,13 +272,16 @@ def plan_refresh(targets: Iterable[Target], *, now: dt.datetime, provider: Any,
     return plan
 
 
-def plan_references(plan: RefreshPlan, symbols: int) -> None:
-    """Add the ticker references a run reads first (one request for each of ``symbols``,
-    those whose identity the catalog does not hold yet: a first enrichment; an unknown
-    ticker is asked again after a week)."""
-    if symbols:
+def plan_references(plan: RefreshPlan, asset_classes: Sequence[str], provider: Any) -> None:
+    """Add the ticker references a run reads first: those of the symbols of
+    ``asset_classes`` (one item a symbol) whose identity the catalog does not hold yet (a
+    first enrichment; an unknown ticker is asked again after a week), at the provider's
+    ``reference_requests`` each."""
+    if asset_classes:
         b = plan.budget.setdefault(REFERENCE, DatasetBudget(REFERENCE))
-        b.symbols = b.symbol_requests = b.per_symbol_only = symbols
+        b.symbols = len(asset_classes)
+        b.symbol_requests = b.per_symbol_only = sum(
+            provider.reference_requests(c) for c in asset_classes)
 
 
 def plan_rates(plan: RefreshPlan, covered: dt.date | None, expected: dt.date, *,

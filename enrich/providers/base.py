@@ -170,6 +170,10 @@ class Provider(Protocol):
         a ticker it does not know."""
         ...
 
+    def reference_requests(self, asset_class: str) -> int:
+        """Requests ``ticker_reference`` makes for a symbol of ``asset_class`` (the budget)."""
+        ...
+
     def probe(self) -> ProbeResult: ...
 
 

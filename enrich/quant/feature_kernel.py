@@ -16,7 +16,9 @@ if some ``ts`` does not increase within its group, returns how many and computes
 Each group is computed alone, from its own first row, in a fixed order of operations: the
 numbers of a group never depend on the other groups or on where the group sits in the frame
 (the engine's one-symbol call gives exactly that symbol's rows of a whole-universe call), and
-the same input always gives the same bits. Arithmetic is IEEE (numpy's error model: x / 0 is
+the same input always gives the same bits on a given machine (the log returns come from
+numpy, whose vectorised log is chosen by CPU: a machine with AVX-512 and one without differ in
+the last bit of ~4 % of them). Arithmetic is IEEE (numpy's error model: x / 0 is
 inf or NaN, never an exception).
 
 Why a compiled loop: the features are seven recursions (EMAs, Wilder averages) and nine

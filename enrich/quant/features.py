@@ -350,12 +350,13 @@ def _run(inputs: list[np.ndarray], starts: np.ndarray) -> np.ndarray | None:
 
 def _log_ratios(close: np.ndarray) -> np.ndarray:
     """``ln(close[k] / close[k - 1])`` from row 1 (row 0: 0), in numpy's vectorised log (the
-    same bits for a row whatever the array around it). IEEE: a zero price gives an infinity,
-    0 / 0 a NaN, without a warning."""
+    same bits for a row whatever the array around it, on a given machine: numpy picks its
+    SIMD code by CPU). IEEE: a zero price gives an infinity, 0 / 0 a NaN, a ratio beyond
+    the doubles an infinity, without a warning."""
     out = np.empty(close.size)
     if close.size:
         out[0] = 0.0
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             np.divide(close[1:], close[:-1], out=out[1:])
             np.log(out[1:], out=out[1:])
     out.setflags(write=False)

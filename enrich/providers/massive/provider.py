@@ -488,6 +488,10 @@ class MassiveProvider:
             changes = self._ticker_changes(details["ticker"])
         return TickerReference(**details, changes=changes, source=PROVIDER)
 
+    def reference_requests(self, asset_class: str) -> int:
+        """The ticker details, and for a company (a stock or ETF) its ticker events."""
+        return 2 if asset_class in ("stocks", "etfs") else 1
+
     def _ticker_changes(self, ticker: str) -> tuple[TickerChange, ...]:
         subject = f"{ticker} ticker events"
         try:

@@ -394,6 +394,9 @@ class SampleProvider:
                 provider=self.name, endpoint="ticker_reference", status=404)
         return ref
 
+    def reference_requests(self, asset_class: str) -> int:
+        return 1
+
     def probe(self) -> ProbeResult:
         return ProbeResult(ok=True, latency_ms=0.0, status="demo",
                            message="sample provider: offline demo data")
