@@ -119,10 +119,11 @@ def _first_run_plan(args: argparse.Namespace, params, settings: Settings) -> int
                 held = held_symbols(engine.store.catalog, list(params.symbols))
                 if params.asset_class:
                     _some_of_class(engine.store.catalog, held, params.asset_class)
+            code = _dry_run(engine, params, settings, args.json)
             print(f"no desk at {where} yet: this is the plan of the first run there, which "
                   "would start it with the demo universe (nothing was created)",
                   file=sys.stderr)
-            return _dry_run(engine, params, settings, args.json)
+            return code
         finally:
             if (close := getattr(engine.provider, "close", None)) is not None:
                 close()
