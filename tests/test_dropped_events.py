@@ -8,8 +8,11 @@ universe-wide path and a backfill chunk alike; the features' total return and th
 chain's trailing dividend yield then count it once. A partial fetch (a refused row, a failed
 request) keeps the upsert: nothing stored is lost on a flaky API.
 
-The provider is the offline sample with one synthetic dividend and one income statement of
-AAPL listed where each test says (``_Listing``), per symbol and universe-wide alike.
+A split that goes or changes its ratio after it re-based the stored bars takes its bars with
+it: they are fetched again from their first session (a re-based bar cannot be re-based back).
+
+The provider is the offline sample with one synthetic dividend, one income statement and one
+split of AAPL listed where each test says (``_Listing``), per symbol and universe-wide alike.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from enrich.pipeline.engine import Engine
 from enrich.pipeline.run_model import LogBuffer, RunParams, SymbolResult
 from enrich.providers import MarketRequest, MarketRows
 from enrich.providers.sample.provider import SampleProvider
-from enrich.schemas import DIVIDENDS, EARNINGS
+from enrich.schemas import DIVIDENDS, EARNINGS, SPLITS
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
 
@@ -52,6 +55,8 @@ class Listed:
     filed: dt.date | None = None
     refused: bool = False
     fail: bool = False
+    split: dt.date | None = None  # a 2-for-1 split of AAPL executed that day
+    split_to: float = 2.0
 
 
 def _extra_dividends(listed: Listed, start: dt.date, end: dt.date) -> pl.DataFrame:
@@ -77,10 +82,21 @@ def _extra_earnings(listed: Listed, start: dt.date, end: dt.date) -> pl.DataFram
     return pl.DataFrame(rows, schema=EARNINGS.schema)
 
 
+def _extra_splits(listed: Listed, start: dt.date, end: dt.date) -> pl.DataFrame:
+    rows = []
+    if listed.split is not None and start <= listed.split <= end:
+        rows.append({"symbol": SYM, "execution_date": listed.split, "split_from": 1.0,
+                     "split_to": listed.split_to, "adjustment_type": "forward_split"})
+    return pl.DataFrame(rows, schema=SPLITS.schema)
+
+
 def _edit(listed: Listed, ds: str, symbol: str, frame: pl.DataFrame, start: dt.date,
           end: dt.date) -> pl.DataFrame:
-    if symbol != SYM or ds not in ("dividends", "earnings"):
+    if symbol != SYM or ds not in ("dividends", "earnings", "splits"):
         return frame
+    if ds == "splits":
+        extra = _extra_splits(listed, start, end)
+        return frame if extra.is_empty() else pl.concat([frame, extra]).sort("execution_date")
     if ds == "dividends" and listed.fail:
         raise ProviderError("dividends: 502 Bad Gateway", provider="sample",
                             endpoint="dividends", status=502)
@@ -120,6 +136,10 @@ class _Listing(SampleProvider):
 
     def earnings(self, symbol, start, end):
         return _edit(self.listed, "earnings", symbol, super().earnings(symbol, start, end),
+                     start, end)
+
+    def splits(self, symbol, start, end):
+        return _edit(self.listed, "splits", symbol, super().splits(symbol, start, end),
                      start, end)
 
     def market_rows(self, request):
@@ -291,3 +311,83 @@ def test_a_failed_wider_check_removes_nothing_and_keeps_the_window(tmp_path, uni
     assert "removed nothing: the wider check" in step["error_message"]
     assert store.catalog.query("SELECT count(*) FROM restatements WHERE run_id = ?",
                                [summary.run_id]).item() == 0
+
+
+TUESDAY = dt.datetime(2026, 11, 24, 23, 0, tzinfo=UTC)  # after Tuesday's close
+
+
+def _three_days(tmp_path, name: str, monday: Listed, tuesday: Listed, universe_wide: bool):
+    store, settings = _store(tmp_path, name)
+    Engine(store, _Listing(lambda: FRIDAY, Listed()), settings, clock=lambda: FRIDAY).run()
+    for day, listed in ((MONDAY, monday), (TUESDAY, tuesday)):
+        summary = Engine(store, _Listing(lambda d=day: d, listed), settings,
+                         clock=lambda d=day: d).run(RunParams(universe_wide=universe_wide))
+        assert summary.failed == 0
+    return store, summary
+
+
+def _bars(store: Store) -> pl.DataFrame:
+    return store.lake.read("bars", [SYM]).drop("adjusted_asof")
+
+
+@pytest.mark.parametrize("universe_wide", [True, False], ids=["universe-wide", "per-symbol"])
+@pytest.mark.parametrize("tuesday", [Listed(), Listed(split=MONDAY.date(), split_to=3.0)],
+                         ids=["cancelled", "ratio-corrected"])
+def test_a_split_cancelled_or_corrected_after_it_re_based_the_bars_is_taken_back(
+        tmp_path, universe_wide, tuesday):
+    """A 2-for-1 split listed on its execution day (Monday) re-bases the stored bars before
+    it (halved). On Tuesday the provider no longer lists it (cancelled), or lists another
+    ratio. Before, the split stayed and so did the halved bars (splits were only ever added,
+    and a re-based bar cannot be re-based back). Now the split goes (or changes) and the
+    symbol's bars are fetched again, as the provider serves them: after a cancel, the lake is
+    what a desk never told of the split holds."""
+    store, summary = _three_days(tmp_path, "split", Listed(split=MONDAY.date()), tuesday,
+                                 universe_wide)
+    held = store.lake.read("splits", [SYM]).filter(
+        pl.col("execution_date") == MONDAY.date())
+    assert held["split_to"].to_list() == ([3.0] if tuesday.split else [])
+    note = store.catalog.query(
+        "SELECT error_message FROM fetch_log WHERE run_id = ? AND symbol = ? "
+        "AND dataset = 'splits'", [summary.run_id, SYM]).item()
+    assert "bars fetched again" in note and MONDAY.date().isoformat() in note
+    # The bars step asked the whole history again (its own request), only for AAPL.
+    windows = dict(store.catalog.query(
+        "SELECT symbol, window_start FROM fetch_log WHERE run_id = ? AND dataset = 'bars' "
+        "AND symbol IN ('AAPL', 'KO')", [summary.run_id]).rows())
+    assert windows["AAPL"] < FRIDAY.date() - dt.timedelta(days=300) < windows["KO"]
+    if not tuesday.split:
+        control, _ = _three_days(tmp_path, "control", Listed(), Listed(), universe_wide)
+        assert_frame_equal(_bars(store), _bars(control), check_exact=True)
+        for ds in ("splits", "features"):
+            assert_frame_equal(store.lake.read(ds), control.lake.read(ds), check_exact=True)
+
+
+class _BarsFail(_Listing):
+    """As ``_Listing``, but every request of AAPL's bars fails."""
+
+    def bars(self, symbol, *args, **kwargs):
+        if symbol == SYM:
+            raise ProviderError("bars: 502 Bad Gateway", provider="sample", endpoint="bars",
+                                status=502)
+        return super().bars(symbol, *args, **kwargs)
+
+
+def test_a_split_taken_back_while_the_bars_request_fails_is_fetched_again_next_run(tmp_path):
+    """The bars' fetched-through mark moves back before the split goes: when the run's own
+    request for the bars fails (or the process dies before it), the next run still fetches
+    their history again, and the lake ends as a desk never told of the split."""
+    wednesday = TUESDAY + dt.timedelta(days=1)
+    days = [(FRIDAY, _Listing, Listed()), (MONDAY, _Listing, Listed(split=MONDAY.date())),
+            (TUESDAY, _BarsFail, Listed()), (wednesday, _Listing, Listed())]
+    desks = {}
+    for name, edited in (("failed", True), ("control", False)):
+        store, settings = _store(tmp_path, name)
+        for day, provider, listed in days:
+            provider = provider if edited else _Listing
+            summary = Engine(store, provider(lambda d=day: d, listed if edited else Listed()),
+                             settings, clock=lambda d=day: d).run()
+            assert summary.failed == (1 if edited and day == TUESDAY else 0)
+        desks[name] = store
+    assert_frame_equal(_bars(desks["failed"]), _bars(desks["control"]), check_exact=True)
+    assert_frame_equal(desks["failed"].lake.read("features"),
+                       desks["control"].lake.read("features"), check_exact=True)

@@ -100,9 +100,11 @@ _REFERENCE_COLUMNS = ("history_from", "delisted_on", "ticker_spans", "reference_
 FLUSH_INTERVAL_S = 1.0
 MARKET = "*"  # fetch_log.symbol of a universe-wide request
 # Event datasets fetched by a window of this date: a complete fetch of a window replaces the
-# symbol's rows dated in it (``Lake.replace_window``). Splits are left out: removing one would
-# have to re-base the bars stored on its basis back, which ``apply_splits`` cannot undo.
-WINDOW_COLUMN = {"dividends": "ex_date", "earnings": "filing_date"}
+# symbol's rows dated in it (``Lake.replace_window``). A split that goes (cancelled, re-dated)
+# or changes its ratio cannot be taken back from the bars re-based on it (``apply_splits``
+# only goes forward): the symbol's bars are fetched again instead (``Engine._refetch_bars``).
+WINDOW_COLUMN = {"dividends": "ex_date", "earnings": "filing_date",
+                 "splits": "execution_date"}
 # A refresh's complete answer that no longer lists a stored row of its window may mean the row
 # was re-dated to before the window (a corrected ex-date, an amended filing): before anything
 # is removed, the symbol's own request asks once for the WIDER_DAYS up to the window's end (at
@@ -813,13 +815,20 @@ class Engine:
                 durable = log.durable(functools.partial(
                     self._file_state, ds, symbol, timeframe))
                 restatements.record(durable, run_id, diff, timeframe)
+                refetch = None
+                if ds == "splits":
+                    refetch = functools.partial(self._refetch_bars, symbol, cal, expected,
+                                                coverage, new_coverage, notes)
+                    if diff is not None and not diff.restated.is_empty():  # a new ratio
+                        refetch(diff.restated["session"].to_list())
                 try:
                     if complete:
                         assert column is not None
                         result, removed = self.store.lake.replace_window(
                             ds, symbol, checked.good, column, *span,
                             before_removal=functools.partial(
-                                _before_removal, durable, run_id, ds, timeframe, widen))
+                                _before_removal, durable, run_id, ds, timeframe, widen,
+                                refetch))
                         written = result.changed
                         if not removed.is_empty():
                             notes = [*notes, _removed_note(removed, column, span)]
@@ -907,6 +916,43 @@ class Engine:
                 self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
                              not_entitled=isinstance(exc, NotEntitledError))
         return step
+
+    def _refetch_bars(self, symbol: str, cal: str, expected: dt.date,
+                      coverage: dict[str, dt.date], new_coverage: dict[str, dt.date],
+                      notes: list[str], splits: list[dt.date]) -> None:
+        """Stored splits on ``splits`` are going or changing (cancelled, re-dated, a ratio
+        corrected), before the write that does it: the bars re-based on them cannot be
+        re-based back, so the symbol's stored bars of every timeframe are fetched again from
+        their first session (the provider's, adjusted as of now), by this run for its
+        timeframe (its bars step comes after the splits) and by the next run of another. The
+        fetched-through marks move back first, on disk too: a crash before the fetch still
+        fetches them."""
+        lake = self.store.lake
+        marks: dict[str, dt.date | None] = {}
+        for key in [k for k in lake.read_coverage(symbol) if k.startswith("bars:")]:
+            first = lake.read("bars", [symbol], level=key.split(":", 1)[1])["session"].min()
+            marks[key] = self._refetched_from(first, cal, expected) \
+                if isinstance(first, dt.date) else None
+        lake.update_coverage(symbol, {k: m for k, m in marks.items() if m is not None})
+        for key, mark in marks.items():
+            if mark is None:
+                lake.drop_coverage(symbol, key)
+            for held in (coverage, new_coverage):
+                if mark is None:
+                    held.pop(key, None)
+                else:
+                    held[key] = mark
+        dates = ", ".join(sorted({d.isoformat() for d in splits if d is not None}))
+        notes.append(f"bars fetched again: the split of {dates} is no longer listed as stored")
+
+    def _refetched_from(self, first: dt.date, cal: str, expected: dt.date) -> dt.date | None:
+        """The fetched-through mark whose next window (``window_for``, which re-asks the last
+        ``ENRICH_REFETCH_SESSIONS`` held sessions) starts on ``first``; None when that mark
+        would not be behind ``expected`` (then the history is fetched as a first time)."""
+        n = self.settings.refetch_sessions
+        after = calendars.sessions(cal, first, first + dt.timedelta(days=10 * n + 10))
+        mark = after[n - 1] if 0 < n <= len(after) else first - dt.timedelta(days=1)
+        return mark if mark < expected else None
 
     def _take_requests(self, log: LogBuffer, run_id: str | None, symbol: str, ds: str,
                        timeframe: str, res: SymbolResult,
@@ -1193,12 +1239,16 @@ class _ListedLess(Exception):
 
 
 def _before_removal(durable: Durable, run_id: str | None, ds: str, timeframe: str,
-                    widen: bool, removed: pl.DataFrame) -> None:
+                    widen: bool, refetch: Callable[[list[dt.date]], None] | None,
+                    removed: pl.DataFrame) -> None:
     """``Lake.replace_window``'s hook, before a write that removes ``removed``: stop it to
-    ask the wider window first (``widen``), or journal the removal's restatement rows."""
+    ask the wider window first (``widen``), or journal the removal's restatement rows (and,
+    for splits, have the bars fetched again: ``refetch``)."""
     if widen:
         raise _ListedLess
     restatements.record(durable, run_id, restatements.removal(ds, removed), timeframe)
+    if refetch is not None:
+        refetch(removed["execution_date"].to_list())
 
 
 def _removed_note(removed: pl.DataFrame, column: str, span: tuple[dt.date, dt.date]) -> str:
