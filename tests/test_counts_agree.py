@@ -32,7 +32,7 @@ from enrich.store import universe
 from enrich.store.catalog import WriteBatch
 from enrich.store.store import Store
 from enrich.views import status as status_view
-from tests.apptest_kit import open_page, said
+from tests.apptest_kit import elsewhere, open_page, said
 from tests.conftest import FIXED_NOW
 from tests.test_api import TOKEN, V1, Api
 from tests.test_queries import DemoFaults
@@ -395,8 +395,10 @@ def test_open_alerts_count_the_same_everywhere(faulty, capsys):
     lifecycle.evaluate(catalog, FIXED_NOW, channels=False)
     before = open_counts()
     assert before >= 2  # the partial run, KO's missing session
-    universe.remove_symbols(catalog, ["KO"])
-    lifecycle.evaluate(catalog, FIXED_NOW, channels=False)
+    # Another process's writes: the pages' half-second version memo is forgotten, as a user's
+    # next click outlasts it (the Overview showed the count from before, once, in CI).
+    elsewhere(lambda: (universe.remove_symbols(catalog, ["KO"]),
+                       lifecycle.evaluate(catalog, FIXED_NOW, channels=False)))
     assert open_counts() == before - 1
 
 
