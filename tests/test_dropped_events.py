@@ -349,7 +349,8 @@ def test_a_split_cancelled_or_corrected_after_it_re_based_the_bars_is_taken_back
     note = store.catalog.query(
         "SELECT error_message FROM fetch_log WHERE run_id = ? AND symbol = ? "
         "AND dataset = 'splits'", [summary.run_id, SYM]).item()
-    assert "bars fetched again" in note and MONDAY.date().isoformat() in note
+    assert "re-based back off the split" in note and "fetched again" in note
+    assert MONDAY.date().isoformat() in note
     # The bars step asked the whole history again (its own request), only for AAPL.
     windows = dict(store.catalog.query(
         "SELECT symbol, window_start FROM fetch_log WHERE run_id = ? AND dataset = 'bars' "
@@ -391,3 +392,57 @@ def test_a_split_taken_back_while_the_bars_request_fails_is_fetched_again_next_r
     assert_frame_equal(_bars(desks["failed"]), _bars(desks["control"]), check_exact=True)
     assert_frame_equal(desks["failed"].lake.read("features"),
                        desks["control"].lake.read("features"), check_exact=True)
+
+
+def _days(store: Store, settings, days) -> None:
+    for day, listed in days:
+        at = dt.datetime.combine(day, dt.time(23, 0), tzinfo=UTC)
+        summary = Engine(store, _Listing(lambda at=at: at, listed), settings,
+                         clock=lambda at=at: at).run(RunParams(universe_wide=False))
+        assert summary.failed == 0
+
+
+def test_a_split_re_dated_from_before_the_window_into_it_is_not_applied_twice(tmp_path):
+    """A split listed on 2026-10-13 (re-basing the bars before it), then listed on 2026-11-20
+    instead, once its first date has left the 30-day look-back: a split new to the desk is
+    first checked over the wider 400 days, which no longer list the old date, so it goes and
+    the bars are taken back off it. Before, both were stored and the bars before 2026-10-13
+    were re-based twice (a quarter of their price)."""
+    first, moved = dt.date(2026, 10, 13), dt.date(2026, 11, 20)
+    days = [(dt.date(2026, 10, 12), Listed()), (first, Listed(split=first)),
+            (dt.date(2026, 11, 23), Listed(split=first)),
+            (dt.date(2026, 11, 24), Listed(split=moved))]
+    store, settings = _store(tmp_path, "moved")
+    _days(store, settings, days)
+    control, settings = _store(tmp_path, "never")
+    _days(control, settings, [(d, Listed()) for d, _ in days])
+    held = store.lake.read("splits", [SYM]).filter(pl.col("execution_date") > first.replace(
+        month=1))["execution_date"].to_list()
+    assert held == [moved]
+    # The sample's own bars never carry this synthetic split: taken back off it and fetched
+    # again, they are what a desk never told of it holds.
+    assert_frame_equal(_bars(store), _bars(control), check_exact=True)
+
+
+def test_bars_older_than_the_plan_serves_are_taken_back_off_a_cancelled_split(tmp_path):
+    """The plan now serves only the last 200 days of bars: the ones before cannot be fetched
+    again after a cancelled split; they are taken back off it in place (before, 115 of them
+    stayed at half their price)."""
+    from enrich.store import plan_limits
+    from enrich.store.catalog import WriteBatch
+
+    desks = {}
+    for name, monday in (("cancelled", Listed(split=MONDAY.date())), ("control", Listed())):
+        store, settings = _store(tmp_path, name)
+        _days(store, settings, [(FRIDAY.date(), Listed()), (MONDAY.date(), monday)])
+        batch = WriteBatch()
+        plan_limits.record_history(batch, "sample", "bars", "1d", 200, "test")
+        store.catalog.write(batch)
+        _days(store, settings, [(TUESDAY.date(), Listed())])
+        desks[name] = store
+    asked = desks["cancelled"].catalog.query(
+        "SELECT window_start FROM fetch_log WHERE dataset = 'bars' AND symbol = ? "
+        "ORDER BY started_at DESC LIMIT 1", [SYM]).item()
+    held = _bars(desks["cancelled"])
+    assert held["session"].min() < asked  # Tuesday's fetch again could not reach them
+    assert_frame_equal(held, _bars(desks["control"]), check_exact=True)

@@ -4,7 +4,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from enrich.checks.validate import check
-from enrich.quant.splits import apply_splits
+from enrich.quant.splits import apply_splits, unsplit
 from enrich.schemas import BARS, conform
 
 D = dt.date
@@ -60,3 +60,23 @@ def test_apply_splits_two_splits_in_order():
                            "split_from": [1.0, 1.0], "split_to": [2.0, 4.0]})
     out = apply_splits(bars, splits)
     assert out["close"][0] == 10.0 and out["adjusted_asof"][0] == D(2022, 1, 3)
+
+
+def test_unsplit_takes_bars_back_off_the_splits_from_a_date_and_apply_brings_them_on_again():
+    # A bar of 2020 on the basis of a 1:4 split (2021) and a 1:2 split (2022); a bar of 2021
+    # after the first; a bar of 2023 after both.
+    bars = _bars([_row(D(2020, 1, 2), 10, 10, 10, 10, 8, D(2022, 1, 3)),
+                  _row(D(2021, 6, 1), 20, 20, 20, 20, 2, D(2022, 1, 3)),
+                  _row(D(2023, 1, 3), 30, 30, 30, 30, 1, D(2023, 1, 3))])
+    splits = pl.DataFrame({"execution_date": [D(2021, 1, 4), D(2022, 1, 3)],
+                           "split_from": [1.0, 1.0], "split_to": [4.0, 2.0]})
+    back = unsplit(bars, splits, D(2021, 1, 4))
+    assert back["close"].to_list() == [80.0, 20.0, 30.0]  # off both; the later ones untouched
+    assert back["volume"].to_list() == [1.0, 2.0, 1.0]
+    assert back["adjusted_asof"].to_list() == [D(2021, 1, 3), D(2022, 1, 3), D(2023, 1, 3)]
+    assert_frame_equal(unsplit(back, splits, D(2021, 1, 4)), back)  # never twice
+    # The 2021 split cancelled: only the 2022 one is applied again.
+    kept = splits.filter(pl.col("execution_date") == D(2022, 1, 3))
+    again = apply_splits(back, kept)
+    assert again["close"].to_list() == [40.0, 20.0, 30.0]
+    assert again["adjusted_asof"].to_list() == [D(2022, 1, 3)] * 2 + [D(2023, 1, 3)]

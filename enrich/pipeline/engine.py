@@ -86,7 +86,7 @@ from enrich.providers.retry import RequestStats
 from enrich.quant import rates, snapshots, vol_summary
 from enrich.quant.features import compute_features, dividends_on_basis
 from enrich.quant.options_history import as_traded_closes
-from enrich.quant.splits import apply_splits
+from enrich.quant.splits import apply_splits, unsplit
 from enrich.store import plan_limits, runs
 from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.store.lake import Lake
@@ -819,9 +819,14 @@ class Engine:
                 if ds == "splits":
                     refetch = functools.partial(self._refetch_bars, symbol, cal, expected,
                                                 coverage, new_coverage, notes)
-                    if diff is not None and not diff.restated.is_empty():  # a new ratio
-                        refetch(diff.restated["session"].to_list())
                 try:
+                    if ds == "splits" and widen and self._new_rows(ds, symbol, checked.good):
+                        # A split new to the desk may be a stored one re-dated from before
+                        # the window: the wider window is asked first (it removes that one).
+                        raise _ListedLess
+                    if refetch is not None and diff is not None \
+                            and not diff.restated.is_empty():  # a stored split's new ratio
+                        refetch(diff.restated["session"].to_list())
                     if complete:
                         assert column is not None
                         result, removed = self.store.lake.replace_window(
@@ -928,11 +933,20 @@ class Engine:
         fetched-through marks move back first, on disk too: a crash before the fetch still
         fetches them."""
         lake = self.store.lake
+        since = min(d for d in splits if d is not None)
+        stored = lake.read("splits", [symbol])  # as they are before the write: the old ones
         marks: dict[str, dt.date | None] = {}
         for key in [k for k in lake.read_coverage(symbol) if k.startswith("bars:")]:
-            first = lake.read("bars", [symbol], level=key.split(":", 1)[1])["session"].min()
+            bars = lake.read("bars", [symbol], level=key.split(":", 1)[1])
+            first = bars["session"].min()
             marks[key] = self._refetched_from(first, cal, expected) \
                 if isinstance(first, dt.date) else None
+            # Bars the provider may no longer serve (a plan's history floor) are not fetched
+            # again: they go back onto the basis before ``since`` here, and the stored splits
+            # left after the write are applied again by the features step (apply_splits).
+            back = unsplit(bars, stored, since)
+            if not back.equals(bars):
+                lake.upsert("bars", back)
         lake.update_coverage(symbol, {k: m for k, m in marks.items() if m is not None})
         for key, mark in marks.items():
             if mark is None:
@@ -943,7 +957,21 @@ class Engine:
                 else:
                     held[key] = mark
         dates = ", ".join(sorted({d.isoformat() for d in splits if d is not None}))
-        notes.append(f"bars fetched again: the split of {dates} is no longer listed as stored")
+        note = (f"bars re-based back off the split of {dates} and fetched again: it is no "
+                "longer listed as stored (cancelled, re-dated or its ratio corrected)")
+        if note not in notes:
+            notes.append(note)
+
+    def _new_rows(self, ds: str, symbol: str, frame: pl.DataFrame) -> bool:
+        """Whether ``frame`` holds rows of ``symbol``'s ``ds`` that the lake does not (by
+        key); reads the stored file only when ``frame`` has rows."""
+        from enrich.schemas import DATASETS
+
+        if frame.is_empty():
+            return False
+        key = list(DATASETS[ds].key)
+        stored = self.store.lake.read(ds, [symbol]).select(key)
+        return not frame.select(key).join(stored, on=key, how="anti").is_empty()
 
     def _refetched_from(self, first: dt.date, cal: str, expected: dt.date) -> dt.date | None:
         """The fetched-through mark whose next window (``window_for``, which re-asks the last

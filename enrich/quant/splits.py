@@ -3,6 +3,8 @@ them, idempotently (``adjusted_asof`` records the basis a bar is on)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
 
@@ -33,3 +35,30 @@ def apply_splits(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
                .alias("adjusted_asof")]
         )
     return out
+
+
+def unsplit(bars: pl.DataFrame, splits: pl.DataFrame, since: dt.date) -> pl.DataFrame:
+    """Take bars back off every split of ``splits`` executed on or after ``since``: a bar
+    dated before ``since`` whose ``adjusted_asof`` is on or after it is on the basis of each
+    such split executed up to its ``adjusted_asof``; its prices are divided by their
+    ``split_from / split_to`` (its volume multiplied) and its ``adjusted_asof`` becomes the
+    day before ``since``. ``apply_splits`` then brings it onto the splits still stored.
+    Taking back twice changes nothing (the second finds ``adjusted_asof`` before ``since``).
+    """
+    if bars.is_empty():
+        return bars
+    hit = (pl.col("session") < since) & (pl.col("adjusted_asof") >= since)
+    factor: pl.Expr = pl.lit(1.0)
+    for e, s_from, s_to in splits.filter(pl.col("execution_date") >= since).select(
+            "execution_date", "split_from", "split_to").iter_rows():
+        if s_from and s_to:
+            factor = factor * pl.when(pl.col("adjusted_asof") >= e).then(s_to / s_from) \
+                .otherwise(1.0)
+    return bars.with_columns(
+        [pl.when(hit).then(pl.col(c) * factor).otherwise(pl.col(c)).alias(c)
+         for c in ("open", "high", "low", "close", "vwap")]
+        + [pl.when(hit).then(pl.col("volume") / factor).otherwise(pl.col("volume"))
+           .alias("volume"),
+           pl.when(hit).then(pl.lit(since - dt.timedelta(days=1))).otherwise(
+               pl.col("adjusted_asof")).alias("adjusted_asof")]
+    )
