@@ -446,3 +446,67 @@ def test_bars_older_than_the_plan_serves_are_taken_back_off_a_cancelled_split(tm
     held = _bars(desks["cancelled"])
     assert held["session"].min() < asked  # Tuesday's fetch again could not reach them
     assert_frame_equal(held, _bars(desks["control"]), check_exact=True)
+
+
+def test_a_split_re_dated_earlier_re_bases_the_bars_the_plan_no_longer_serves_onto_it(
+        tmp_path):
+    """A split stored on Monday, listed on the Monday before instead on Tuesday, with the plan
+    serving only the last 200 days: bars older than that cannot be fetched again; they are
+    taken back off Monday's date and put on the new one (half the price of a desk never told
+    of a split, on its basis), the ones fetched again are as served."""
+    from enrich.store import plan_limits
+    from enrich.store.catalog import WriteBatch
+
+    earlier = MONDAY.date() - dt.timedelta(days=7)
+    desks = {}
+    for name, monday, tuesday in (("moved", Listed(split=MONDAY.date()), Listed(split=earlier)),
+                                  ("never", Listed(), Listed())):
+        store, settings = _store(tmp_path, name)
+        _days(store, settings, [(FRIDAY.date(), Listed()), (MONDAY.date(), monday)])
+        batch = WriteBatch()
+        plan_limits.record_history(batch, "sample", "bars", "1d", 200, "test")
+        store.catalog.write(batch)
+        _days(store, settings, [(TUESDAY.date(), tuesday)])
+        desks[name] = store
+    served = desks["moved"].catalog.query(
+        "SELECT window_start FROM fetch_log WHERE dataset = 'bars' AND symbol = ? "
+        "ORDER BY started_at DESC LIMIT 1", [SYM]).item()
+    moved = desks["moved"].lake.read("bars", [SYM])
+    never = desks["never"].lake.read("bars", [SYM])
+    old = moved.filter(pl.col("session") < served)
+    assert old.height > 0 and set(old["adjusted_asof"]) == {earlier}
+    ratio = old["close"] / never.filter(pl.col("session") < served)["close"]
+    assert ratio.to_list() == [0.5] * old.height
+    assert_frame_equal(moved.filter(pl.col("session") >= served).drop("adjusted_asof"),
+                       never.filter(pl.col("session") >= served).drop("adjusted_asof"),
+                       check_exact=True)
+
+
+class _SplitsWiderFails(_Listing):
+    """As ``_Listing``, but a request of AAPL's splits over more than 100 days fails."""
+
+    def splits(self, symbol, start, end):
+        if symbol == SYM and (end - start).days > 100:
+            raise ProviderError("splits: 502 Bad Gateway", provider="sample",
+                                endpoint="splits", status=502)
+        return super().splits(symbol, start, end)
+
+
+def test_a_new_split_is_held_back_until_the_wider_check_confirms_it(tmp_path):
+    """The wider check a new split asks for fails: the split is not stored yet (stored next to
+    an old date it may replace, the bars would be re-based twice, and no later run would look
+    again), the step says so and is not failed; the next run asks again and stores it."""
+    store, settings = _store(tmp_path, "held")
+    _days(store, settings, [(FRIDAY.date(), Listed())])
+    at = TUESDAY
+    summary = Engine(store, _SplitsWiderFails(lambda: at, Listed(split=MONDAY.date())),
+                     settings, clock=lambda: at).run(RunParams(universe_wide=False))
+    assert summary.failed == 0
+    step = store.catalog.query(
+        "SELECT status, error_message FROM fetch_log WHERE run_id = ? AND symbol = ? "
+        "AND dataset = 'splits'", [summary.run_id, SYM]).row(0, named=True)
+    assert step["status"] == "ok" and "held back the splits new to the desk" in step[
+        "error_message"]
+    assert MONDAY.date() not in store.lake.read("splits", [SYM])["execution_date"].to_list()
+    _days(store, settings, [(TUESDAY.date() + dt.timedelta(days=1), Listed(split=MONDAY.date()))])
+    assert MONDAY.date() in store.lake.read("splits", [SYM])["execution_date"].to_list()

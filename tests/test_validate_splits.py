@@ -71,12 +71,18 @@ def test_unsplit_takes_bars_back_off_the_splits_from_a_date_and_apply_brings_the
     splits = pl.DataFrame({"execution_date": [D(2021, 1, 4), D(2022, 1, 3)],
                            "split_from": [1.0, 1.0], "split_to": [4.0, 2.0]})
     back = unsplit(bars, splits, D(2021, 1, 4))
-    assert back["close"].to_list() == [80.0, 20.0, 30.0]  # off both; the later ones untouched
-    assert back["volume"].to_list() == [1.0, 2.0, 1.0]
-    assert back["adjusted_asof"].to_list() == [D(2021, 1, 3), D(2022, 1, 3), D(2023, 1, 3)]
+    # 2020 off both, 2021 off the 2022 split only (it came after the first), 2023 untouched.
+    assert back["close"].to_list() == [80.0, 40.0, 30.0]
+    assert back["volume"].to_list() == [1.0, 1.0, 1.0]
+    assert back["adjusted_asof"].to_list() == [D(2021, 1, 3)] * 2 + [D(2023, 1, 3)]
     assert_frame_equal(unsplit(back, splits, D(2021, 1, 4)), back)  # never twice
     # The 2021 split cancelled: only the 2022 one is applied again.
     kept = splits.filter(pl.col("execution_date") == D(2022, 1, 3))
     again = apply_splits(back, kept)
     assert again["close"].to_list() == [40.0, 20.0, 30.0]
     assert again["adjusted_asof"].to_list() == [D(2022, 1, 3)] * 2 + [D(2023, 1, 3)]
+    # Re-dated earlier instead (2021 → 2020-06-01): the 2020 bar takes it, the 2021 one not.
+    moved = pl.DataFrame({"execution_date": [D(2020, 6, 1), D(2022, 1, 3)],
+                          "split_from": [1.0, 1.0], "split_to": [4.0, 2.0]})
+    earlier = apply_splits(unsplit(bars, splits, D(2020, 6, 1)), moved)
+    assert earlier["close"].to_list() == [10.0, 20.0, 30.0]

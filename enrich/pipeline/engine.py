@@ -40,7 +40,7 @@ import polars as pl
 
 from enrich import calendars, identity
 from enrich.checks import quality_run, restatements
-from enrich.checks.validate import check
+from enrich.checks.validate import Checked, check
 from enrich.config import Settings
 from enrich.errors import (
     Cancelled,
@@ -815,14 +815,15 @@ class Engine:
                 durable = log.durable(functools.partial(
                     self._file_state, ds, symbol, timeframe))
                 restatements.record(durable, run_id, diff, timeframe)
-                refetch = None
+                refetch, confirming = None, False
                 if ds == "splits":
                     refetch = functools.partial(self._refetch_bars, symbol, cal, expected,
-                                                coverage, new_coverage, notes)
+                                                coverage, new_coverage, notes, checked.good)
                 try:
                     if ds == "splits" and widen and self._new_rows(ds, symbol, checked.good):
                         # A split new to the desk may be a stored one re-dated from before
                         # the window: the wider window is asked first (it removes that one).
+                        confirming = True
                         raise _ListedLess
                     if refetch is not None and diff is not None \
                             and not diff.restated.is_empty():  # a stored split's new ratio
@@ -840,7 +841,7 @@ class Engine:
                     else:
                         written = self.store.lake.upsert(ds, checked.good).changed
                 except _ListedLess:
-                    durable.discard()  # nothing was written
+                    durable.discard()  # the dataset's file was not written
                     widen = False
                     try:
                         frame, wide_start, wide_end = self._fetch_own(
@@ -850,7 +851,7 @@ class Engine:
                     except Exception as exc:  # the window's answer stays: it only adds
                         complete = False
                         notes = [*notes, f"removed nothing: the wider check for rows "
-                                         f"re-dated before the window failed ({exc})"]
+                                         f"re-dated before or into the window failed ({exc})"]
                     else:
                         start = wide_start
                         received += frame.height
@@ -865,6 +866,14 @@ class Engine:
                         if stats.notes:  # a truncated answer: it only adds
                             complete = False
                             notes = [*notes, *stats.notes]
+                    if confirming and not complete:
+                        # The new split is held back until a wider answer confirms it (the
+                        # next run asks again: it is still in the look-back window); stored
+                        # next to an old date it may replace, the bars would be re-based twice.
+                        checked = Checked(self._stored_only(ds, symbol, checked.good),
+                                          checked.rejected, checked.causes)
+                        notes = [*notes, "held back the splits new to the desk until a "
+                                         "wider check confirms them (asked again next run)"]
                     continue
                 except BaseException:
                     durable.discard()
@@ -924,7 +933,7 @@ class Engine:
 
     def _refetch_bars(self, symbol: str, cal: str, expected: dt.date,
                       coverage: dict[str, dt.date], new_coverage: dict[str, dt.date],
-                      notes: list[str], splits: list[dt.date]) -> None:
+                      notes: list[str], answer: pl.DataFrame, splits: list[dt.date]) -> None:
         """Stored splits on ``splits`` are going or changing (cancelled, re-dated, a ratio
         corrected), before the write that does it: the bars re-based on them cannot be
         re-based back, so the symbol's stored bars of every timeframe are fetched again from
@@ -933,8 +942,12 @@ class Engine:
         fetched-through marks move back first, on disk too: a crash before the fetch still
         fetches them."""
         lake = self.store.lake
-        since = min(d for d in splits if d is not None)
         stored = lake.read("splits", [symbol])  # as they are before the write: the old ones
+        # From the earliest split that changes: a removed or re-rated one, or one the answer
+        # adds (a split re-dated earlier must be applied to the bars before its new date).
+        added = answer.join(stored.select("symbol", "execution_date"),
+                            on=["symbol", "execution_date"], how="anti")["execution_date"]
+        since = min(d for d in [*splits, *added.to_list()] if d is not None)
         marks: dict[str, dt.date | None] = {}
         for key in [k for k in lake.read_coverage(symbol) if k.startswith("bars:")]:
             bars = lake.read("bars", [symbol], level=key.split(":", 1)[1])
@@ -961,6 +974,14 @@ class Engine:
                 "longer listed as stored (cancelled, re-dated or its ratio corrected)")
         if note not in notes:
             notes.append(note)
+
+    def _stored_only(self, ds: str, symbol: str, frame: pl.DataFrame) -> pl.DataFrame:
+        """The rows of ``frame`` whose key ``symbol``'s stored ``ds`` holds already."""
+        from enrich.schemas import DATASETS
+
+        key = list(DATASETS[ds].key)
+        stored = self.store.lake.read(ds, [symbol]).select(key)
+        return frame.join(stored, on=key, how="semi", nulls_equal=True)
 
     def _new_rows(self, ds: str, symbol: str, frame: pl.DataFrame) -> bool:
         """Whether ``frame`` holds rows of ``symbol``'s ``ds`` that the lake does not (by

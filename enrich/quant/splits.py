@@ -38,22 +38,24 @@ def apply_splits(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
 
 
 def unsplit(bars: pl.DataFrame, splits: pl.DataFrame, since: dt.date) -> pl.DataFrame:
-    """Take bars back off every split of ``splits`` executed on or after ``since``: a bar
-    dated before ``since`` whose ``adjusted_asof`` is on or after it is on the basis of each
-    such split executed up to its ``adjusted_asof``; its prices are divided by their
-    ``split_from / split_to`` (its volume multiplied) and its ``adjusted_asof`` becomes the
-    day before ``since``. ``apply_splits`` then brings it onto the splits still stored.
-    Taking back twice changes nothing (the second finds ``adjusted_asof`` before ``since``).
+    """Take bars back off every split of ``splits`` executed on or after ``since``: a bar is on
+    the basis of such a split executed on ``e`` when it is dated before ``e`` and its
+    ``adjusted_asof`` is on or after ``e``; its prices are divided by that split's
+    ``split_from / split_to`` (its volume multiplied), and a bar taken back off any gets the
+    ``adjusted_asof`` of the day before ``since``. ``apply_splits`` then brings it onto the
+    splits still stored. Taking back twice changes nothing (the second finds every
+    ``adjusted_asof`` before ``since``).
     """
     if bars.is_empty():
         return bars
-    hit = (pl.col("session") < since) & (pl.col("adjusted_asof") >= since)
+    hit: pl.Expr = pl.lit(False)
     factor: pl.Expr = pl.lit(1.0)
     for e, s_from, s_to in splits.filter(pl.col("execution_date") >= since).select(
             "execution_date", "split_from", "split_to").iter_rows():
         if s_from and s_to:
-            factor = factor * pl.when(pl.col("adjusted_asof") >= e).then(s_to / s_from) \
-                .otherwise(1.0)
+            on = (pl.col("session") < e) & (pl.col("adjusted_asof") >= e)
+            hit = hit | on.fill_null(False)
+            factor = factor * pl.when(on).then(s_to / s_from).otherwise(1.0)
     return bars.with_columns(
         [pl.when(hit).then(pl.col(c) * factor).otherwise(pl.col(c)).alias(c)
          for c in ("open", "high", "low", "close", "vwap")]
