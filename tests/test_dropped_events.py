@@ -284,13 +284,23 @@ def test_an_event_re_dated_to_before_the_look_back_is_kept_at_its_new_date(tmp_p
 
 
 class _WiderFails(_Listing):
-    """As ``_Listing``, but a request of AAPL's dividends over more than 100 days fails."""
+    """As ``_Listing``, but a request of AAPL's ``failing`` dataset (dividends or splits) over
+    more than 100 days fails."""
+
+    failing = "dividends"
+
+    def _refuse_wide(self, ds: str, symbol: str, start: dt.date, end: dt.date) -> None:
+        if ds == self.failing and symbol == SYM and (end - start).days > 100:
+            raise ProviderError(f"{ds}: 502 Bad Gateway", provider="sample", endpoint=ds,
+                                status=502)
 
     def dividends(self, symbol, start, end):
-        if symbol == SYM and (end - start).days > 100:
-            raise ProviderError("dividends: 502 Bad Gateway", provider="sample",
-                                endpoint="dividends", status=502)
+        self._refuse_wide("dividends", symbol, start, end)
         return super().dividends(symbol, start, end)
+
+    def splits(self, symbol, start, end):
+        self._refuse_wide("splits", symbol, start, end)
+        return super().splits(symbol, start, end)
 
 
 @pytest.mark.parametrize("universe_wide", [True, False], ids=["universe-wide", "per-symbol"])
@@ -482,14 +492,8 @@ def test_a_split_re_dated_earlier_re_bases_the_bars_the_plan_no_longer_serves_on
                        check_exact=True)
 
 
-class _SplitsWiderFails(_Listing):
-    """As ``_Listing``, but a request of AAPL's splits over more than 100 days fails."""
-
-    def splits(self, symbol, start, end):
-        if symbol == SYM and (end - start).days > 100:
-            raise ProviderError("splits: 502 Bad Gateway", provider="sample",
-                                endpoint="splits", status=502)
-        return super().splits(symbol, start, end)
+class _SplitsWiderFails(_WiderFails):
+    failing = "splits"
 
 
 def test_a_new_split_is_held_back_until_the_wider_check_confirms_it(tmp_path):

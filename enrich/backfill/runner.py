@@ -678,11 +678,15 @@ class _Execution:
                       self.lake.read("dividends", [und]), self.lake.read("splits", [und]),
                       self.lake.read("rates", [rates.CURVE]))
         except Exception as exc:
-            for c, _, t0, n in fetched:
-                self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
-                self._fail(c, exc)
+            self._fail_fetched(fetched, exc)
             return
         self._price_contracts(und, fetched, shared)
+
+    def _fail_fetched(self, fetched: list[tuple[Chunk, pl.DataFrame, dt.datetime, int]],
+                      exc: BaseException) -> None:
+        for c, _, t0, n in fetched:
+            self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
+            self._fail(c, exc)
 
     def _price_contracts(self, und: str,
                          fetched: list[tuple[Chunk, pl.DataFrame, dt.datetime, int]],
@@ -706,10 +710,8 @@ class _Execution:
             if len(fetched) > 1:
                 for one in fetched:
                     self._price_contracts(und, [one], shared, exc)
-                return
-            c, _, t0, n = fetched[0]
-            self._log_fetch(c, "failed", t0, 0, 0, 0, 1, exc, requests=n)
-            self._fail(c, exc)
+            else:
+                self._fail_fetched(fetched, exc)
             return
         note = None if batch_error is None else (
             f"priced alone: its batch of contracts failed ({str(batch_error)[:500]})")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -80,50 +85,45 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if handoff is None:
             raise UsageError("--background needs a running `python -m enrich serve`")
         return handoff(argparse.Namespace(params=params), settings)
-    if getattr(args, "dry_run", False):
-        from enrich.store.store import desk_exists
-
-        if not desk_exists(settings.data_dir):
-            return _first_run_plan(args, params, settings)
-    engine = _engine(settings)
-    try:
+    dry_run = getattr(args, "dry_run", False)
+    first = dry_run and not _desk_exists(settings)
+    with _run_engine(settings, scratch=first) as engine:
         if params.symbols:
             held = held_symbols(engine.store.catalog, list(params.symbols))  # refuses unknowns
             if params.asset_class:
                 _some_of_class(engine.store.catalog, held, params.asset_class)
-        if getattr(args, "dry_run", False):
-            return _dry_run(engine, params, settings, args.json)
+        if dry_run:
+            code = _dry_run(engine, params, settings, args.json)
+            if first:
+                print(f"no desk at {settings.data_dir.resolve()} yet: this is the plan of the "
+                      "first run there, which would start it with the demo universe (nothing "
+                      "was created)", file=sys.stderr)
+            return code
         if settings.provider == "sample" and not args.json:
             print("provider: sample (offline demo data)", file=sys.stderr)
         progress = None if args.json else TerminalProgress().symbol_done
         summary = run_in_foreground(engine, params, "cli", engine.create_run(params, "cli"),
                                     progress)
         return report_run(summary, args.json)
-    finally:  # its connections (a Massive client's), when run in-process (tests, scripts)
-        if (close := getattr(engine.provider, "close", None)) is not None:
-            close()
 
 
-def _first_run_plan(args: argparse.Namespace, params, settings: Settings) -> int:
-    """``run --dry-run`` where there is no desk yet: the first run's plan, made in a scratch
-    desk that is deleted after, so a preview of the cost (or a mistyped path) creates
-    nothing."""
-    import tempfile
-    from pathlib import Path
+def _desk_exists(settings: Settings) -> bool:
+    from enrich.store.store import desk_exists
 
-    where = settings.data_dir.resolve()
-    with tempfile.TemporaryDirectory(prefix="enrich-dry-run-") as scratch:
-        engine = _engine(settings.with_(data_dir=Path(scratch)))
+    return desk_exists(settings.data_dir)
+
+
+@contextlib.contextmanager
+def _run_engine(settings: Settings, scratch: bool) -> Iterator[Any]:
+    """The run's engine; with ``scratch``, on a scratch desk deleted after (a dry run where
+    there is no desk yet plans the first run there, so a preview of the cost, or a mistyped
+    path, creates nothing). Its provider's connections (a Massive client's) are closed
+    after, when run in-process (tests, scripts)."""
+    with tempfile.TemporaryDirectory(prefix="enrich-dry-run-") if scratch \
+            else contextlib.nullcontext() as where:
+        engine = _engine(settings.with_(data_dir=Path(where)) if where else settings)
         try:
-            if params.symbols:
-                held = held_symbols(engine.store.catalog, list(params.symbols))
-                if params.asset_class:
-                    _some_of_class(engine.store.catalog, held, params.asset_class)
-            code = _dry_run(engine, params, settings, args.json)
-            print(f"no desk at {where} yet: this is the plan of the first run there, which "
-                  "would start it with the demo universe (nothing was created)",
-                  file=sys.stderr)
-            return code
+            yield engine
         finally:
             if (close := getattr(engine.provider, "close", None)) is not None:
                 close()

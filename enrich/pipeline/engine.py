@@ -688,9 +688,7 @@ class Engine:
         known = identity.from_row(symbol, row)
         if known is not None:
             return known
-        checked = row.get("reference_checked_at")
-        if row.get("reference_error") and checked is not None \
-                and utcnow() - checked < identity.RECHECK_AFTER:
+        if not self._asks_reference(symbol, utcnow()):  # unknown, checked within the week
             raise UnknownTickerError(row["reference_error"], provider=self.provider.name)
         at = utcnow()
         perf0 = time.perf_counter()
@@ -935,12 +933,13 @@ class Engine:
                       coverage: dict[str, dt.date], new_coverage: dict[str, dt.date],
                       notes: list[str], answer: pl.DataFrame, splits: list[dt.date]) -> None:
         """Stored splits on ``splits`` are going or changing (cancelled, re-dated, a ratio
-        corrected), before the write that does it: the bars re-based on them cannot be
-        re-based back, so the symbol's stored bars of every timeframe are fetched again from
-        their first session (the provider's, adjusted as of now), by this run for its
-        timeframe (its bars step comes after the splits) and by the next run of another. The
-        fetched-through marks move back first, on disk too: a crash before the fetch still
-        fetches them."""
+        corrected), before the write that does it: the symbol's stored bars of every
+        timeframe are taken back off the changed splits in place (``unsplit``; the features
+        step applies the stored ones again), then their fetched-through marks move back on
+        disk so that they are fetched again from their first session (the provider's,
+        adjusted as of now), by this run for its timeframe (its bars step comes after the
+        splits) and by the next run of another. Both before the splits are written: a crash
+        before the fetch still fetches them, and a second take-back changes nothing."""
         lake = self.store.lake
         stored = lake.read("splits", [symbol])  # as they are before the write: the old ones
         # From the earliest split that changes: a removed or re-rated one, or one the answer
@@ -948,8 +947,9 @@ class Engine:
         added = answer.join(stored.select("symbol", "execution_date"),
                             on=["symbol", "execution_date"], how="anti")["execution_date"]
         since = min(d for d in [*splits, *added.to_list()] if d is not None)
+        on_disk = lake.read_coverage(symbol)
         marks: dict[str, dt.date | None] = {}
-        for key in [k for k in lake.read_coverage(symbol) if k.startswith("bars:")]:
+        for key in [k for k in on_disk if k.startswith("bars:")]:
             bars = lake.read("bars", [symbol], level=key.split(":", 1)[1])
             first = bars["session"].min()
             marks[key] = self._refetched_from(first, cal, expected) \
@@ -960,15 +960,13 @@ class Engine:
             back = unsplit(bars, stored, since)
             if not back.equals(bars):
                 lake.upsert("bars", back)
-        lake.update_coverage(symbol, {k: m for k, m in marks.items() if m is not None})
-        for key, mark in marks.items():
-            if mark is None:
-                lake.drop_coverage(symbol, key)
-            for held in (coverage, new_coverage):
+        for held in (on_disk, coverage, new_coverage):
+            for key, mark in marks.items():
                 if mark is None:
                     held.pop(key, None)
                 else:
                     held[key] = mark
+        lake.write_coverage(symbol, on_disk)
         dates = ", ".join(sorted({d.isoformat() for d in splits if d is not None}))
         note = (f"bars re-based back off the split of {dates} and fetched again: it is no "
                 "longer listed as stored (cancelled, re-dated or its ratio corrected)")
