@@ -196,8 +196,8 @@ STEPS: list[tuple[str, object, str, str]] = [
     ("features file (replace)", lake_module.Lake, "replace_symbol", "features step"),
     ("parquet write + fsync (every file)", lake_module, "write_parquet_atomic",
      "upserts, replace"),
-    # The lake calls polars' reader only for a file its cache does not hold.
-    ("parquet decode (a file not in the cache)", lake_module.pl, "read_parquet",
+    # The lake decodes (``decode_file``) only a file its cache does not hold.
+    ("parquet decode (a file not in the cache)", lake_module, "decode_file",
      "upserts, reads"),
     ("features step (rebase, compute, write)", Engine, "derive_step", ""),
     ("features: compute_features", engine_module, "compute_features", "features step"),

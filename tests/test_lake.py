@@ -169,3 +169,50 @@ def test_the_cache_never_serves_a_replaced_file(tmp_path):
     # Any rewrite of the file in place, too.
     write_parquet_atomic(rows, path)
     assert lake.read("splits").height == 1
+
+
+earnings_rows = st.lists(st.tuples(st.integers(2019, 2021), st.sampled_from([1, 2, 3, 4]),
+                                   st.one_of(st.none(), DATES)), max_size=25)
+
+
+def _earnings(rows):
+    return pl.DataFrame({"symbol": "AAPL", "fiscal_year": [r[0] for r in rows],
+                         "fiscal_quarter": [r[1] for r in rows],
+                         "filing_date": [r[2] for r in rows]},
+                        schema={"symbol": pl.String, "fiscal_year": pl.Int64,
+                                "fiscal_quarter": pl.Int64, "filing_date": pl.Date}
+                        ).unique(["fiscal_year", "fiscal_quarter"], keep="last")
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(stored=earnings_rows, answer=earnings_rows, start=DATES, days=st.integers(0, 60))
+def test_a_window_replacement_removes_what_a_filter_and_an_anti_join_would(
+        tmp_path_factory, stored, answer, start, days):
+    # The window's stored rows the answer no longer lists (found without a polars query, as a
+    # refresh's few rows are) are exactly the filter-and-anti-join's (a null filing date is
+    # never in the window); the file then holds the rows kept and the answer.
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    old, new = _earnings(stored), _earnings(answer)
+    end = start + dt.timedelta(days=days)
+    if not old.is_empty():
+        lake.upsert("earnings", old)
+    held = lake.read("earnings", ["AAPL"])
+    key = list(DATASETS["earnings"].key)
+    expected = (held.filter(pl.col("filing_date").is_between(start, end))
+                .join(new.select(key), on=key, how="anti", nulls_equal=True))
+    result, removed = lake.replace_window("earnings", "AAPL", new, "filing_date", start, end)
+    assert_frame_equal(removed, expected)
+    assert result.deleted == expected.height
+    kept = held.join(expected.select(key), on=key, how="anti", nulls_equal=True)
+    model = _expected([kept.select(new.columns), new], key)
+    out = lake.read("earnings", ["AAPL"]).select(new.columns)
+    assert {tuple(row[k] for k in key): row for row in out.iter_rows(named=True)} == model
+
+
+def test_a_window_replacement_wants_a_date_column(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    f = _earnings([(2020, 1, dt.date(2020, 2, 1))])
+    with pytest.raises(ValueError, match="fiscal_year is not a date column"):
+        lake.replace_window("earnings", "AAPL", f, "fiscal_year", dt.date(2020, 1, 1),
+                            dt.date(2020, 3, 1))

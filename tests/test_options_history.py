@@ -8,6 +8,8 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from enrich import calendars
@@ -70,6 +72,40 @@ def test_as_traded_closes_undo_splits_after_each_session():
     # A bar not yet adjusted for the split (adjusted_asof before it) is as traded already.
     stale = bars.with_columns(adjusted_asof=pl.lit(D(2022, 8, 24)))
     assert as_traded_closes(stale, splits)["close"].to_list() == [100.0, 101.0, 102.0]
+
+
+def _closes_by_polars(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
+    """``as_traded_closes`` as polars expressions (its definition before it moved to numpy)."""
+    factor = pl.lit(1.0)
+    for e, s_from, s_to in splits.select("execution_date", "split_from",
+                                         "split_to").iter_rows():
+        if s_from and s_to:
+            at = pl.lit(e, dtype=pl.Date)  # a null date: a null condition, "otherwise"
+            applied = (pl.col("session") < at) & (pl.col("adjusted_asof") >= at)
+            factor = factor * pl.when(applied).then(s_to / s_from).otherwise(1.0)
+    return (bars.with_columns(close=pl.col("close") * factor)
+            .select("session", "close").unique("session", keep="last").sort("session"))
+
+
+DAYS = st.one_of(st.none(), st.dates(D(2022, 1, 1), D(2022, 1, 6)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.lists(st.tuples(DAYS, st.one_of(st.none(), st.floats(1, 500)), DAYS),
+                     max_size=12),
+       sorted_=st.booleans(),
+       split_rows=st.lists(st.tuples(DAYS, st.sampled_from([0.0, 1.0, 2.0, 3.0]),
+                                     st.sampled_from([1.0, 3.0, 4.0, 10.0])), max_size=3))
+def test_as_traded_closes_are_the_polars_expressions_bit_for_bit(rows, sorted_, split_rows):
+    # Repeated and null sessions, null closes and dates, a zero ratio, in or out of order.
+    if sorted_:
+        rows = sorted({r[0]: r for r in rows if r[0] is not None}.values())
+    bars = pl.DataFrame(rows, schema={"session": pl.Date, "close": pl.Float64,
+                                      "adjusted_asof": pl.Date}, orient="row")
+    splits = pl.DataFrame(split_rows, schema={"execution_date": pl.Date,
+                                              "split_from": pl.Float64,
+                                              "split_to": pl.Float64}, orient="row")
+    assert_frame_equal(as_traded_closes(bars, splits), _closes_by_polars(bars, splits))
 
 
 def _listed(as_of: dt.date) -> pl.DataFrame:

@@ -58,9 +58,9 @@ def test_a_month_file_names_the_sessions_it_holds_in_its_footer(held):
 def test_sessions_held_come_from_footers_without_decoding_a_chain(held, monkeypatch):
     cold = Lake(held.root)  # another process: nothing cached
     decoded = []
-    real = lake_module.pl.read_parquet
-    monkeypatch.setattr(lake_module.pl, "read_parquet",
-                        lambda path, *a, **k: decoded.append(path) or real(path, *a, **k))
+    real = lake_module.decode_file
+    monkeypatch.setattr(lake_module, "decode_file",
+                        lambda path: decoded.append(path) or real(path))
     monkeypatch.setattr(cold, "read_columns", lambda *a, **k: pytest.fail("decoded a chain"))
     files = cold.files("options_iv", ["AAPL"])
     days = cold.dates_held("options_iv", files)

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from enrich import calendars, identity
@@ -83,7 +84,7 @@ from enrich.pipeline.run_model import (
 from enrich.pipeline.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
 from enrich.providers import Provider
 from enrich.providers.retry import RequestStats
-from enrich.quant import rates, snapshots, vol_summary
+from enrich.quant import columns, rates, snapshots, vol_summary
 from enrich.quant.features import compute_features, dividends_on_basis
 from enrich.quant.options_history import as_traded_closes
 from enrich.quant.splits import apply_splits, unsplit
@@ -1119,14 +1120,20 @@ class Engine:
         as_of, _ = calendars.snapshot_session(cal, now)
         lake = self.store.lake
         bars = lake.read("bars", [symbol], level="1d")
-        # The newest stored close: the chain's strikes are asked around it.
-        latest = None if bars.is_empty() else float(bars.sort("session")["close"][-1])
+        # Sessions read into numpy (``enrich.quant.columns``): a polars query on one symbol's
+        # bars costs more than finding a row.
+        sessions, _ = columns.values(bars.get_column("session"))
+        # The newest stored close (the last bar of the newest session): the chain's strikes
+        # are asked around it.
+        latest = None if bars.is_empty() else float(
+            bars.get_column("close")[int(np.flatnonzero(sessions == np.nanmax(sessions))[-1])])
         chain = self.provider.option_chain(symbol, as_of, latest)
         if chain.is_empty():
             return chain
         splits = lake.read("splits", [symbol])
         # The session's close as traded that day (one row: each row's basis is its own).
-        closes = as_traded_closes(bars.filter(pl.col("session") == as_of), splits)["close"]
+        closes = as_traded_closes(columns.rows_where(bars, sessions == columns.day(as_of)),
+                                  splits)["close"]
         return snapshots.price_chain(
             chain, curves=lake.read("rates", [rates.CURVE]),
             dividends=lake.read("dividends", [symbol]), splits=splits,
@@ -1267,9 +1274,12 @@ def store_vol_summary(lake: Lake, symbol: str, sessions: pl.Series) -> int:
     # Only the month files of those sessions: a year of chains is a dozen files to decode.
     months = {d.strftime("%Y-%m") for d in sessions.to_list() if d is not None}
     stored = lake.read("options_iv", [symbol], months=months)
+    # The sessions' rows (a file holds its chains in as_of order: one slice for one session).
+    days = [columns.day(d) for d in sessions.to_list() if d is not None]
+    held, _ = columns.values(stored.get_column("as_of"))
     try:
         return lake.upsert("vol_summary", vol_summary.summarize(
-            stored.filter(pl.col("as_of").is_in(sessions.implode())))).changed
+            columns.rows_where(stored, np.isin(held, days)))).changed
     except CorruptFileError:
         return lake.upsert("vol_summary", vol_summary.summarize(
             lake.read("options_iv", [symbol]))).changed

@@ -39,6 +39,24 @@ def values(s: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     return out, s.is_null().to_numpy()
 
 
+def day(d: dt.date) -> float:
+    """A date as :func:`values` reads a Date column: days since the epoch."""
+    return float((d - _EPOCH.date()).days)
+
+
+def rows_where(frame: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
+    """The rows of ``frame`` where ``mask`` is True, in order (``frame.filter``): none, all or
+    one contiguous run of them (rows picked by a key column a file is sorted on) are a slice,
+    without a query or a copy."""
+    hits = np.flatnonzero(mask)
+    if hits.size == 0:
+        return frame.clear()
+    first, end = int(hits[0]), int(hits[-1]) + 1
+    if end - first == hits.size:
+        return frame.slice(first, end - first)
+    return frame.filter(pl.Series(mask, dtype=pl.Boolean))
+
+
 def flags(s: pl.Series) -> np.ndarray:
     """A Boolean column as a mask, null as False."""
     if not s.null_count():

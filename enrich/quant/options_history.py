@@ -30,8 +30,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
+from enrich.quant import columns
 from enrich.quant.snapshots import CLOSE, flag_adjusted, solve
 from enrich.schemas import OPTIONS_IV, UTC_TS, conform
 
@@ -82,17 +84,23 @@ def as_traded_closes(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
     multiplied by ``split_to / split_from`` of each. Bars without ``adjusted_asof`` are taken
     as already as traded.
     """
-    out = bars.select("session", "close", "adjusted_asof")
-    factor = pl.lit(1.0)
-    if not splits.is_empty():
-        for e, s_from, s_to in splits.select(
-                "execution_date", "split_from", "split_to").iter_rows():
-            if not s_from or not s_to:
-                continue
-            applied = (pl.col("session") < e) & (pl.col("adjusted_asof") >= e)
-            factor = factor * pl.when(applied).then(s_to / s_from).otherwise(1.0)
-    return (out.with_columns(close=pl.col("close") * factor)
-            .select("session", "close").unique("session", keep="last").sort("session"))
+    # numpy over the columns (``enrich.quant.columns``): the engine asks one session's close,
+    # where each polars query would cost more than the arithmetic. A null date compares
+    # false, as polars' null condition takes the ``otherwise`` branch.
+    session, _ = columns.values(bars.get_column("session"))
+    asof, _ = columns.values(bars.get_column("adjusted_asof"))
+    factor = np.ones(bars.height)
+    for e, s_from, s_to in zip(*(splits.get_column(c).to_list() for c in (
+            "execution_date", "split_from", "split_to")), strict=True):
+        if not s_from or not s_to or e is None:
+            continue
+        day = columns.day(e)
+        factor = factor * np.where((session < day) & (asof >= day), s_to / s_from, 1.0)
+    close = bars.get_column("close").to_numpy() * factor
+    out = pl.DataFrame([bars.get_column("session"), columns.floats("close", close)])
+    if bars.height > 1 and not (np.diff(session) > 0).all():  # else in order, no repeat
+        out = out.unique("session", keep="last").sort("session")
+    return out
 
 
 def choose_contracts(
