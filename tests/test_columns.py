@@ -7,6 +7,8 @@ import datetime as dt
 
 import numpy as np
 import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 
 from enrich.quant import columns, snapshots
@@ -111,3 +113,18 @@ def test_time_to_expiry_is_polars_constant_division_to_the_last_bit():
     by_polars = days.to_frame("d").select(pl.col("d").cast(pl.Float64) / 365.0)["d"].to_numpy()
     assert (np.arange(0, 4_000) * (1 / 365.0) == by_polars).all()
     assert (np.arange(0, 4_000) / 365.0 != by_polars).any()  # why it matters
+
+
+@given(mask=st.lists(st.booleans(), max_size=12))
+def test_rows_where_is_a_filter_and_a_slice_where_it_can_be(mask):
+    frame = pl.DataFrame({"i": range(len(mask)), "s": [f"r{i}" for i in range(len(mask))]})
+    got = columns.rows_where(frame, np.array(mask, dtype=bool))
+    assert_frame_equal(got, frame.filter(pl.Series(mask, dtype=pl.Boolean)))
+    assert columns.day(dt.date(1970, 1, 11)) == 10.0
+
+
+@given(rows=st.lists(st.integers(0, 7), max_size=10))
+def test_take_is_a_gather_and_a_slice_where_it_can_be(rows):
+    frame = pl.DataFrame({"i": range(8), "s": [f"r{i}" for i in range(8)]})
+    at = np.array(rows, dtype=np.int64)
+    assert_frame_equal(columns.take(frame, at), frame[at])

@@ -32,6 +32,7 @@ from enrich.checks.quality import (
     check_news,
     check_options,
 )
+from enrich.quant import columns
 from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.lake import Lake
 from enrich.store.quarantine import despite_bad_files
@@ -56,7 +57,7 @@ def _newest_snapshot(lake: Lake, symbol: str) -> tuple[pl.DataFrame, np.ndarray]
         days = as_of[:1]
     else:
         days = np.unique(as_of)
-        newest = newest.filter(pl.Series(at_latest))
+        newest = columns.rows_where(newest, at_latest)  # a file is in as_of order: a slice
     if len(files) > 1:
         # From the older files' footers (``Lake.dates_held``), not a year of chains decoded.
         days = np.union1d(days, lake.dates_held("options_iv", files[:-1]))

@@ -57,6 +57,14 @@ def rows_where(frame: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
     return frame.filter(pl.Series(mask, dtype=pl.Boolean))
 
 
+def take(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
+    """``frame[rows]`` (row numbers), a slice when they are one ascending run."""
+    if rows.size and int(rows[-1]) - int(rows[0]) == rows.size - 1 and (
+            rows.size < 3 or (np.diff(rows) == 1).all()):
+        return frame.slice(int(rows[0]), rows.size)
+    return frame[rows]
+
+
 def flags(s: pl.Series) -> np.ndarray:
     """A Boolean column as a mask, null as False."""
     if not s.null_count():

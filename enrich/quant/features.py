@@ -151,7 +151,11 @@ def dividends_on_basis(dividends: pl.DataFrame, splits: pl.DataFrame) -> pl.Data
     """Cash dividends (as declared, per then-current share) on the share basis of bars
     adjusted for every split in ``splits``: each amount times ``split_from / split_to`` of
     every split executed after its ex-date. Columns: symbol, ex_date, cash_amount."""
-    out = dividends.select("symbol", "ex_date", "cash_amount").drop_nulls()
+    # Columns picked and nulls looked for without a query (each costs ~0.2 ms; a symbol's
+    # dividends are a few dozen rows, usually without a null).
+    out = pl.DataFrame([dividends.get_column(c) for c in ("symbol", "ex_date", "cash_amount")])
+    if any(s.null_count() for s in out.get_columns()):
+        out = out.drop_nulls()
     if out.is_empty() or splits.is_empty():
         return out
     for e, s_from, s_to, sym in splits.select("execution_date", "split_from", "split_to",

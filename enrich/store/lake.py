@@ -261,7 +261,8 @@ def _inserts(old: pl.DataFrame, part: pl.DataFrame, key: list[str]
     at = np.searchsorted(held, asked)
     stored = at < len(held)
     stored[stored] = held[at[stored]] == asked[stored]
-    if stored.any() and not old[at[stored]].equals(part.filter(pl.Series(stored))):
+    if stored.any() and not columns.take(old, at[stored]).equals(
+            columns.rows_where(part, stored)):
         return None
     new = np.flatnonzero(~stored)
     if not len(new):
