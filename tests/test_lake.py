@@ -119,8 +119,8 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "write", boom)  # the temp file is created, its bytes fail
+    with pytest.raises(OSError, match="disk full"):
         write_parquet_atomic(pl.DataFrame({"a": [3]}), path)
     monkeypatch.undo()
     assert_frame_equal(pl.read_parquet(path), old)

@@ -1123,10 +1123,12 @@ class Engine:
         # Sessions read into numpy (``enrich.quant.columns``): a polars query on one symbol's
         # bars costs more than finding a row.
         sessions, _ = columns.values(bars.get_column("session"))
-        # The newest stored close (the last bar of the newest session): the chain's strikes
-        # are asked around it.
-        latest = None if bars.is_empty() else float(
-            bars.get_column("close")[int(np.flatnonzero(sessions == np.nanmax(sessions))[-1])])
+        # The newest stored close (the last bar of the newest session; without a session,
+        # the last bar): the chain's strikes are asked around it.
+        latest = None
+        if bars.height:
+            newest = np.flatnonzero(sessions == np.fmax.reduce(sessions))  # NaN: no session
+            latest = float(bars.get_column("close")[int(newest[-1]) if newest.size else -1])
         chain = self.provider.option_chain(symbol, as_of, latest)
         if chain.is_empty():
             return chain
