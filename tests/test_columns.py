@@ -117,9 +117,11 @@ def test_time_to_expiry_is_polars_constant_division_to_the_last_bit():
 
 @given(mask=st.lists(st.booleans(), max_size=12))
 def test_rows_where_is_a_filter_and_a_slice_where_it_can_be(mask):
-    frame = pl.DataFrame({"i": range(len(mask)), "s": [f"r{i}" for i in range(len(mask))]})
+    frame = pl.DataFrame({"i": range(len(mask)),
+                          "s": [f"r{i}" if i % 3 else None for i in range(len(mask))]},
+                         schema={"i": pl.Int64, "s": pl.String})
     got = columns.rows_where(frame, np.array(mask, dtype=bool))
-    assert_frame_equal(got, frame.filter(pl.Series(mask, dtype=pl.Boolean)))
+    assert_frame_equal(got, frame.filter(pl.Series(mask, dtype=pl.Boolean)), check_exact=True)
     assert columns.day(dt.date(1970, 1, 11)) == 10.0
 
 

@@ -91,13 +91,15 @@ DAYS = st.one_of(st.none(), st.dates(D(2022, 1, 1), D(2022, 1, 6)))
 
 
 @settings(max_examples=80, deadline=None)
-@given(rows=st.lists(st.tuples(DAYS, st.one_of(st.none(), st.floats(1, 500)), DAYS),
-                     max_size=12),
+@given(rows=st.lists(st.tuples(DAYS, st.one_of(st.none(), st.just(float("nan")),
+                                               st.floats(1, 500)), DAYS), max_size=12),
        sorted_=st.booleans(),
-       split_rows=st.lists(st.tuples(DAYS, st.sampled_from([0.0, 1.0, 2.0, 3.0]),
-                                     st.sampled_from([1.0, 3.0, 4.0, 10.0])), max_size=3))
+       split_rows=st.lists(st.tuples(DAYS, st.sampled_from([0.0, 1.0, 2.0, 3.0, None]),
+                                     st.sampled_from([1.0, 3.0, 4.0, 10.0, float("nan")])),
+                           max_size=3))
 def test_as_traded_closes_are_the_polars_expressions_bit_for_bit(rows, sorted_, split_rows):
-    # Repeated and null sessions, null closes and dates, a zero ratio, in or out of order.
+    # Repeated and null sessions, null and NaN closes (a file another tool wrote), null
+    # dates, zero, null and NaN ratios, in or out of order.
     if sorted_:
         rows = sorted({r[0]: r for r in rows if r[0] is not None}.values())
     bars = pl.DataFrame(rows, schema={"session": pl.Date, "close": pl.Float64,
@@ -105,7 +107,8 @@ def test_as_traded_closes_are_the_polars_expressions_bit_for_bit(rows, sorted_, 
     splits = pl.DataFrame(split_rows, schema={"execution_date": pl.Date,
                                               "split_from": pl.Float64,
                                               "split_to": pl.Float64}, orient="row")
-    assert_frame_equal(as_traded_closes(bars, splits), _closes_by_polars(bars, splits))
+    assert_frame_equal(as_traded_closes(bars, splits), _closes_by_polars(bars, splits),
+                       check_exact=True)
 
 
 def _listed(as_of: dt.date) -> pl.DataFrame:

@@ -96,8 +96,12 @@ def as_traded_closes(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
             continue
         day = columns.day(e)
         factor = factor * np.where((session < day) & (asof >= day), s_to / s_from, 1.0)
-    close = bars.get_column("close").to_numpy() * factor
-    out = pl.DataFrame([bars.get_column("session"), columns.floats("close", close)])
+    close, missing = columns.values(bars.get_column("close"))
+    adjusted = pl.Series("close", close * factor)  # a NaN close or ratio stays NaN
+    if missing.any():  # null where the close is
+        adjusted = adjusted.zip_with(pl.Series(~missing), pl.Series([None], dtype=pl.Float64)
+                                     .new_from_index(0, bars.height))
+    out = pl.DataFrame([bars.get_column("session"), adjusted])
     if bars.height > 1 and not (np.diff(session) > 0).all():  # else in order, no repeat
         out = out.unique("session", keep="last").sort("session")
     return out
