@@ -8,7 +8,7 @@ Every optionable demo symbol's chain of ``--day`` (snapshot after the close), ea
 in CPU ms per chain; the steps alternate chain by chain, ``--repeats`` rounds, medians. One
 thread. Before the compiled solver (commit f62721f) ``price_chain`` took ~40-50 ms per chain
 of this size on this machine. Before the per-chain glue moved from ~20 small polars queries
-to numpy (``enrich.quant.columns``; the commit after 8ae5d48) ``price_chain`` took ~11.6 ms and
+to numpy (``enrich.columns``; the commit after 8ae5d48) ``price_chain`` took ~11.6 ms and
 ``summarize`` ~2.8 ms; after it ~5.0 and ~1.1 ms (this bench, the two alternated, load ~5 on
 2 CPUs), of which the compiled solver is ~2.7 ms. Also the kernel's cold compile time (an
 empty numba cache, in a subprocess) and its load time from the cache.

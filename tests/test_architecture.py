@@ -273,7 +273,8 @@ def test_walker_names_the_cycle(tmp_path):
 FOLDERS = ("providers", "checks", "store", "pipeline", "backfill", "quant", "views", "alerts",
            "api", "cli")
 FOUNDATION = {"errors", "redact", "schemas", "conventions", "calendars", "symbols", "config",
-              "identity", "freshness", "palette", "ui", "errorlog", "api_token", "channels"}
+              "identity", "freshness", "palette", "ui", "errorlog", "api_token", "channels",
+              "columns"}
 APPLICATION = {"service", "health", "diagnosis"}
 ENTRY = {"enrich", "enrich.__main__"}
 

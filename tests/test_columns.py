@@ -1,4 +1,4 @@
-"""Chain pricing in numpy over columns read without polars queries (``enrich.quant.columns``)
+"""Chain pricing in numpy over columns read without polars queries (``enrich.columns``)
 gives what the polars expressions it replaced gave, nulls, NaN and the last bit included."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 
-from enrich.quant import columns, snapshots
+from enrich import columns
+from enrich.quant import snapshots
 from enrich.schemas import UTC_TS
 
 OPEN = dt.datetime(2025, 6, 18, 13, 30, tzinfo=dt.UTC)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from enrich import columns
 from enrich.checks.quality import (
     CHECKED_DATASETS,
     EXCHANGE,
@@ -32,7 +33,6 @@ from enrich.checks.quality import (
     check_news,
     check_options,
 )
-from enrich.quant import columns
 from enrich.store.catalog import WriteBatch, utcnow
 from enrich.store.lake import Lake
 from enrich.store.quarantine import despite_bad_files

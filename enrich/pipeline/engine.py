@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from enrich import calendars, identity
+from enrich import calendars, columns, identity
 from enrich.checks import quality_run, restatements
 from enrich.checks.validate import Checked, check
 from enrich.config import Settings
@@ -84,7 +84,7 @@ from enrich.pipeline.run_model import (
 from enrich.pipeline.workers import MIN_SYMBOLS, Job, process_count, run_in_processes
 from enrich.providers import Provider
 from enrich.providers.retry import RequestStats
-from enrich.quant import columns, rates, snapshots, vol_summary
+from enrich.quant import rates, snapshots, vol_summary
 from enrich.quant.features import compute_features, dividends_on_basis
 from enrich.quant.options_history import as_traded_closes
 from enrich.quant.splits import apply_splits, unsplit
@@ -1120,7 +1120,7 @@ class Engine:
         as_of, _ = calendars.snapshot_session(cal, now)
         lake = self.store.lake
         bars = lake.read("bars", [symbol], level="1d")
-        # Sessions read into numpy (``enrich.quant.columns``): a polars query on one symbol's
+        # Sessions read into numpy (``enrich.columns``): a polars query on one symbol's
         # bars costs more than finding a row.
         sessions, _ = columns.values(bars.get_column("session"))
         # The newest stored close (the last bar of the newest session; without a session,

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from enrich.quant import columns
+from enrich import columns
 from enrich.quant.snapshots import CLOSE, flag_adjusted, solve
 from enrich.schemas import OPTIONS_IV, UTC_TS, conform
 
@@ -84,7 +84,7 @@ def as_traded_closes(bars: pl.DataFrame, splits: pl.DataFrame) -> pl.DataFrame:
     multiplied by ``split_to / split_from`` of each. Bars without ``adjusted_asof`` are taken
     as already as traded.
     """
-    # numpy over the columns (``enrich.quant.columns``): the engine asks one session's close,
+    # numpy over the columns (``enrich.columns``): the engine asks one session's close,
     # where each polars query would cost more than the arithmetic. A null date compares
     # false, as polars' null condition takes the ``otherwise`` branch.
     session, _ = columns.values(bars.get_column("session"))

@@ -43,7 +43,8 @@ import math
 import numpy as np
 import polars as pl
 
-from enrich.quant import columns, dividend_yield, rates
+from enrich import columns
+from enrich.quant import dividend_yield, rates
 from enrich.quant.american import american_iv_greeks
 from enrich.quant.bsm import to_market_units
 from enrich.quant.iv import GREEKS, NullReason
@@ -162,7 +163,7 @@ def price_chain(chain: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.Data
     taken, for rows the provider did not stamp."""
     if chain.is_empty():
         return OPTIONS_IV.empty()
-    # numpy over columns, no polars query (``enrich.quant.columns``: each would cost more
+    # numpy over columns, no polars query (``enrich.columns``: each would cost more
     # than its arithmetic on a chain).
     frame = conform(chain, OPTIONS_IV)
     n = frame.height
@@ -201,7 +202,7 @@ def solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
 def _solve(frame: pl.DataFrame, *, curves: pl.DataFrame, dividends: pl.DataFrame,
            splits: pl.DataFrame, fallback_rate: float, parity: bool) -> pl.DataFrame:
     """:func:`solve` of a non-empty frame, its columns filled (new ones last), not conformed."""
-    # Every column read once into numpy (``enrich.quant.columns``), no polars query.
+    # Every column read once into numpy (``enrich.columns``), no polars query.
     as_of, as_of_null = columns.values(frame["as_of"])
     expiration, expiration_null = columns.values(frame["expiration"])
     t = (expiration - as_of) * (1 / 365.0)  # as polars divides by a constant (bit for bit)

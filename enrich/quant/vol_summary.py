@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 from scipy.special import ndtr
 
-from enrich.quant import columns
+from enrich import columns
 from enrich.schemas import VOL_SUMMARY
 
 TARGET_DAYS = 30
@@ -40,7 +40,7 @@ def summarize(options: pl.DataFrame) -> pl.DataFrame:
     """VOL_SUMMARY rows, one per (symbol, as_of) of ``options`` (OPTIONS_IV rows)."""
     if options.is_empty():
         return VOL_SUMMARY.empty()
-    # numpy over the columns, read without a polars query (``enrich.quant.columns``: on a
+    # numpy over the columns, read without a polars query (``enrich.columns``: on a
     # single chain each query would cost more than its arithmetic), sorted by symbol, as_of,
     # expiration and strike (nulls first, as polars sorts); then contiguous groups.
     keep = np.flatnonzero(~columns.flags(options["adjusted"]))

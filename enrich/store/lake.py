@@ -43,8 +43,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
 
+from enrich import columns
 from enrich.errors import CorruptFileError
-from enrich.quant import columns
 from enrich.schemas import DATASETS, Dataset, conform
 from enrich.store import quarantine
 
