@@ -48,7 +48,7 @@ import talib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from enrich.quant.features import compute_features  # noqa: E402
+from enrich.quant.features import _log_ratios, compute_features  # noqa: E402
 from enrich.schemas import BARS, FEATURE_COLUMNS  # noqa: E402
 
 TOLERANCE = 1e-9
@@ -355,8 +355,7 @@ def _pieces(bars: pl.DataFrame, rounds: int, calls: int) -> None:
         arrays = [frame.get_column("ts").to_numpy().view(np.int64)]
         high, low, close, volume = (frame.get_column(c).to_numpy() for c in
                                     ("high", "low", "close", "volume"))
-        log_ratio = np.zeros(n)  # the log returns, which the kernel takes computed
-        np.log(close[1:] / close[:-1], out=log_ratio[1:])
+        log_ratio = _log_ratios(close)  # the log returns, which the kernel takes computed
         arrays += [high, low, close, log_ratio, volume]
         arrays += [np.ones(n, dtype=np.bool_), np.zeros(n), np.full(n, math.sqrt(252))]
         for array in arrays:  # the kernel's one compiled signature: read-only arrays

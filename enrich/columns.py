@@ -45,22 +45,17 @@ def day(d: dt.date) -> float:
 
 
 def rows_where(frame: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
-    """The rows of ``frame`` where ``mask`` is True, in order (``frame.filter``): none, all or
-    one contiguous run of them (rows picked by a key column a file is sorted on) are a slice,
-    without a query or a copy."""
-    hits = np.flatnonzero(mask)
-    if hits.size == 0:
-        return frame.clear()
-    first, end = int(hits[0]), int(hits[-1]) + 1
-    if end - first == hits.size:
-        return frame.slice(first, end - first)
-    return frame.filter(pl.Series(mask, dtype=pl.Boolean))
+    """The rows of ``frame`` where ``mask`` is True, in order (``frame.filter``), by
+    :func:`take`."""
+    return take(frame, np.flatnonzero(mask))
 
 
 def take(frame: pl.DataFrame, rows: np.ndarray) -> pl.DataFrame:
-    """``frame[rows]`` (row numbers), a slice when they are one ascending run."""
-    if rows.size and int(rows[-1]) - int(rows[0]) == rows.size - 1 and (
-            rows.size < 3 or (np.diff(rows) == 1).all()):
+    """``frame[rows]`` (row numbers); one ascending run of them (rows picked by a key column
+    a file is sorted on), or none, is a slice, without a query or a copy."""
+    if not rows.size:
+        return frame.clear()
+    if (np.diff(rows) == 1).all():
         return frame.slice(int(rows[0]), rows.size)
     return frame[rows]
 

@@ -819,7 +819,9 @@ class Engine:
                     refetch = functools.partial(self._refetch_bars, symbol, cal, expected,
                                                 coverage, new_coverage, notes, checked.good)
                 try:
-                    if ds == "splits" and widen and self._new_rows(ds, symbol, checked.good):
+                    if refetch is not None and widen and checked.good.height and \
+                            self._stored_only(ds, symbol, checked.good).height \
+                            < checked.good.height:
                         # A split new to the desk may be a stored one re-dated from before
                         # the window: the wider window is asked first (it removes that one).
                         confirming = True
@@ -981,17 +983,6 @@ class Engine:
         key = list(DATASETS[ds].key)
         stored = self.store.lake.read(ds, [symbol]).select(key)
         return frame.join(stored, on=key, how="semi", nulls_equal=True)
-
-    def _new_rows(self, ds: str, symbol: str, frame: pl.DataFrame) -> bool:
-        """Whether ``frame`` holds rows of ``symbol``'s ``ds`` that the lake does not (by
-        key); reads the stored file only when ``frame`` has rows."""
-        from enrich.schemas import DATASETS
-
-        if frame.is_empty():
-            return False
-        key = list(DATASETS[ds].key)
-        stored = self.store.lake.read(ds, [symbol]).select(key)
-        return not frame.select(key).join(stored, on=key, how="anti").is_empty()
 
     def _refetched_from(self, first: dt.date, cal: str, expected: dt.date) -> dt.date | None:
         """The fetched-through mark whose next window (``window_for``, which re-asks the last
@@ -1274,14 +1265,13 @@ def store_vol_summary(lake: Lake, symbol: str, sessions: pl.Series) -> int:
     (``enrich.quant.vol_summary``); rows changed. A summary file that cannot be read is set
     aside (quarantined) and rebuilt from every stored chain, so its history is not lost."""
     # Only the month files of those sessions: a year of chains is a dozen files to decode.
-    months = {d.strftime("%Y-%m") for d in sessions.to_list() if d is not None}
-    stored = lake.read("options_iv", [symbol], months=months)
+    days = [d for d in sessions.to_list() if d is not None]
+    stored = lake.read("options_iv", [symbol], months={d.strftime("%Y-%m") for d in days})
     # The sessions' rows (a file holds its chains in as_of order: one slice for one session).
-    days = [columns.day(d) for d in sessions.to_list() if d is not None]
     held, _ = columns.values(stored.get_column("as_of"))
     try:
         return lake.upsert("vol_summary", vol_summary.summarize(
-            columns.rows_where(stored, np.isin(held, days)))).changed
+            columns.rows_where(stored, np.isin(held, [columns.day(d) for d in days])))).changed
     except CorruptFileError:
         return lake.upsert("vol_summary", vol_summary.summarize(
             lake.read("options_iv", [symbol]))).changed

@@ -56,11 +56,10 @@ def unsplit(bars: pl.DataFrame, splits: pl.DataFrame, since: dt.date) -> pl.Data
             on = (pl.col("session") < e) & (pl.col("adjusted_asof") >= e)
             hit = hit | on.fill_null(False)
             factor = factor * pl.when(on).then(s_to / s_from).otherwise(1.0)
+    # ``factor`` is 1.0 wherever nothing was undone: the prices and volume as they were.
     return bars.with_columns(
-        [pl.when(hit).then(pl.col(c) * factor).otherwise(pl.col(c)).alias(c)
-         for c in ("open", "high", "low", "close", "vwap")]
-        + [pl.when(hit).then(pl.col("volume") / factor).otherwise(pl.col("volume"))
-           .alias("volume"),
+        [(pl.col(c) * factor).alias(c) for c in ("open", "high", "low", "close", "vwap")]
+        + [(pl.col("volume") / factor).alias("volume"),
            pl.when(hit).then(pl.lit(since - dt.timedelta(days=1))).otherwise(
                pl.col("adjusted_asof")).alias("adjusted_asof")]
     )
