@@ -119,6 +119,26 @@ def test_a_gap_shows_as_missing_and_plans_a_backfill_of_exactly_it(store):
                          hm.days[-1].item()).empty
 
 
+def test_a_quarantined_file_is_missing_and_fill_plans_it_before_and_after_an_audit(store):
+    # Found by a QA pass: the unreadable file was moved aside, but the heatmap, ``coverage``
+    # and ``fill`` read the coverage recorded before and said every session was held.
+    path = store.lake.root / "bars" / "timeframe=1d" / "symbol=AAPL" / "data.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    store.catalog.refresh_views()  # finds the file, moves it aside and records it
+    assert not path.exists()
+    for audited in (False, True):
+        if audited:
+            quality_run.audit(store, ["AAPL", "MSFT"], ["bars"])
+        hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=60)
+        aapl, msft = cells(hm, "AAPL"), cells(hm, "MSFT")
+        assert sum(v == cov.MISSING for v in aapl.values()) == 60, audited
+        assert sum(v == cov.PRESENT for v in aapl.values()) == 0
+        assert sum(v == cov.PRESENT for v in msft.values()) == 60  # its file is untouched
+        plan = cov.plan_fill(hm, ["AAPL", "MSFT"], hm.days[0].item(), hm.days[-1].item())
+        assert plan.cells == 60 and [b[0] for b in plan.backfills] == [("AAPL",)]
+
+
 def test_before_listing_is_not_expected(store):
     bars = store.lake.read("bars", ["MSFT"], level="1d")
     drop_sessions(store, "MSFT", bars["session"].to_list()[:-20])  # listed 20 sessions ago

@@ -209,6 +209,7 @@ def heatmap(catalog: Catalog, dataset: str, now: dt.datetime, sessions: int = 60
             SELECT s.symbol, s.asset_class, s.listed_since,
                    b.first_session AS bars_first, b.covered_from AS bars_from,
                    c.first_session, c.last_session, c.through_session, c.covered_from,
+                   c.symbol IS NOT NULL AS has_coverage,
                    CAST(c.gaps AS VARCHAR) AS gaps,
                    CAST(c.failed_sessions AS VARCHAR) AS failed,
                    st.covered_through AS status_through, st.latest_session AS status_latest,
@@ -269,7 +270,11 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     # before the window was recorded, when a first fetch always asked the whole history).
     listing = np.where(np.isnat(listed), _evidenced(bars_first, bars_from, cal),
                        np.where(np.isnat(bars_first), listed, np.minimum(listed, bars_first)))
-    checked = ~np.isnat(first) | ~np.isnat(through)
+    # Checked: the quality checks recorded what the symbol holds (a row in session_coverage,
+    # empty when nothing is held, e.g. a file quarantined): that is the truth, whatever
+    # symbol_status last saw.
+    checked = (rows["has_coverage"].to_numpy().astype(bool)
+               if n and "has_coverage" in rows.columns else ~np.isnat(first) | ~np.isnat(through))
     never = ~checked & np.isnat(st_held)  # this dataset was never fetched for the symbol
     # Data fetched before the checks existed has no coverage row: held from the listing
     # (or as far back as we know nothing) to what ``symbol_status`` says.

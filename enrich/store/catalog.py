@@ -145,6 +145,16 @@ def record_quarantined(con: duckdb.DuckDBPyConnection, item: quarantine.Quaranti
     if item.symbol is None or item.dataset not in _STATUS_DATASETS or \
             (item.dataset == "bars" and item.level not in (None, "1d")):
         return
+    if not DATASETS[item.dataset].month_column:
+        # The symbol's one file of the dataset is gone: it holds nothing until a fetch (the
+        # coverage heatmap, ``coverage`` and ``fill`` read this row) — unless checks after a
+        # fetch have recorded it since.
+        con.execute(
+            "UPDATE session_coverage SET first_session = NULL, last_session = NULL, "
+            "through_session = NULL, covered_from = NULL, sessions_held = 0, gaps = '[]', "
+            "failed_sessions = '[]', checked_at = ? WHERE symbol = ? AND dataset = ? "
+            "AND (checked_at IS NULL OR checked_at < ?)",
+            [item.quarantined_at, item.symbol, item.dataset, item.quarantined_at])
     con.execute(
         "INSERT INTO symbol_status (symbol, dataset, last_attempt_at, consecutive_failures, "
         "last_error_class, last_error_message, last_error_at) "
