@@ -17,6 +17,7 @@ import streamlit as st
 
 from enrich import palette, ui
 from enrich.backfill import jobs as bfm
+from enrich.config import MAX_BACKFILL_DAYS
 from enrich.errors import EnrichError, StateError
 from enrich.quant.options_history import DEFAULT_MONEYNESS, DEFAULT_MONTHLY
 from enrich.views import universe as universe_view
@@ -151,8 +152,8 @@ with st.form("backfill_new"):
                                                          "years": "years back",
                                                          "days": "days back",
                                                          "since": "since a date"}[s])
-    amount = span_cols[1].number_input("Years / days back", min_value=1, max_value=10_000,
-                                       value=1, key="bf_amount")
+    amount = span_cols[1].number_input("Years / days back", min_value=1,
+                                       max_value=MAX_BACKFILL_DAYS, value=1, key="bf_amount")
     since = span_cols[2].date_input("Since", value=dt.date(2020, 1, 1), key="bf_since",
                                     min_value=dt.date(2000, 1, 1))
     timeframe = span_cols[3].selectbox("Bars timeframe", ["1d", "1h", "5m"], key="bf_tf")

@@ -118,6 +118,9 @@ def test_plan_cuts_each_dataset_into_one_request_chunks(settings):
     (BackfillRequest("prices", ("AAPL",)), "unknown dataset"),
     (BackfillRequest("bars", ("AAPL",), years=2, days=3), "at most one"),
     (BackfillRequest("bars", ("AAPL",), days=0), "at least 1"),
+    # Found by a QA pass: 10,000 years back from the page raised "year -7974 is out of range".
+    (BackfillRequest("bars", ("AAPL",), years=10_000), "10,000 years back is out of range"),
+    (BackfillRequest("bars", ("AAPL",), days=36_601), "use 1 to 36,600"),
     (BackfillRequest("bars", ("AAPL",), timeframe="5m", chunk_days=90), "too large"),
     (BackfillRequest("bars", ("AAPL",), expirations=(D(2026, 12, 18),)), "options only"),
     (BackfillRequest("options", ("AAPL",), moneyness=(1.1, 1.2)), "moneyness"),
@@ -513,6 +516,32 @@ def test_a_split_brought_by_a_backfill_rebases_bars_and_features(settings):
     assert feats.height == bars.height
     rebased = backfill_rebases(bf.store.catalog, summary.backfill_id)
     assert rebased.height == 1 and rebased["records"][0] == bars.height
+
+
+def test_an_hourly_backfill_leaves_the_daily_bars_status_alone(settings):
+    # Found by a QA pass: a 1h backfill of old history wrote the bars row of symbol_status
+    # (the daily bars'), so fresh symbols read "stale 735 sessions" and a stale alert opened.
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+
+    bf = make(settings)
+    clock = lambda: FIXED_NOW  # noqa: E731
+    Engine(bf.store, SampleProvider(clock=clock), settings, clock=clock).run(
+        RunParams(symbols=["AAPL"]))
+
+    def status() -> dict:
+        return bf.store.catalog.query(
+            "SELECT latest_session, covered_through, sessions_behind, consecutive_failures "
+            "FROM symbol_status WHERE symbol = 'AAPL' AND dataset = 'bars'").row(0, named=True)
+
+    daily = status()
+    assert daily["sessions_behind"] == 0
+    old = FIXED_NOW.date() - dt.timedelta(days=400)
+    summary = bf.run(bf.plan(BackfillRequest("bars", ("AAPL",), since=old - dt.timedelta(
+        days=20), until=old, timeframe="1h")))
+    assert summary.state == "succeeded"
+    assert not bf.store.lake.read("bars", ["AAPL"], level="1h").is_empty()
+    assert status() == daily
 
 
 # -- priority on the shared limiter -----------------------------------------------------------

@@ -48,7 +48,7 @@ from typing import Any
 import polars as pl
 
 from enrich import calendars
-from enrich.config import Settings
+from enrich.config import MAX_BACKFILL_DAYS, MAX_BACKFILL_YEARS, Settings
 from enrich.errors import ConfigError
 from enrich.providers import Provider
 from enrich.quant import rates
@@ -104,6 +104,10 @@ class BackfillRequest:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+        for name, most in (("years", MAX_BACKFILL_YEARS), ("days", MAX_BACKFILL_DAYS)):
+            v = getattr(self, name)
+            if v is not None and v > most:
+                raise ConfigError(f"{v:,} {name} back is out of range: use 1 to {most:,}")
         if self.timeframe not in TIMEFRAMES:
             raise ConfigError(f"unknown timeframe {self.timeframe!r}; choose from "
                               f"{', '.join(TIMEFRAMES)}")

@@ -750,7 +750,8 @@ class Engine:
             self._log_fetch(log, run_id, symbol, ds, params.timeframe, utcnow(), 0.0, step, 0,
                             0, 1, None, None, None)
             self._status(log, symbol, ds, cal, expected,
-                         coverage.get(coverage_key(ds, params.timeframe)), step, exc)
+                         coverage.get(coverage_key(ds, params.timeframe)), step, exc,
+                         timeframe=params.timeframe)
         res.state = "failed"
         return self.record_task(log, run_id, res)
 
@@ -767,7 +768,8 @@ class Engine:
             step = StepResult(ds, "up_to_date")
             self._log_fetch(log, run_id, symbol, ds, timeframe, t0, 0.0, step, 0, 0, 1,
                             None, None, None)
-            self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, None)
+            self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, None,
+                         timeframe=timeframe)
             return step
         start, end = window
         perf0 = time.perf_counter()
@@ -915,7 +917,7 @@ class Engine:
                             checked.rejected, attempts, start, end, note, n_req)
             if not explicit or covered != previous:  # a backfill of old history: no news
                 self._status(log, symbol, ds, cal, expected, latest, step, None,
-                             covered=covered)
+                             covered=covered, timeframe=timeframe)
         except Exception as exc:
             if isinstance(exc, Cancelled):
                 raise
@@ -929,7 +931,8 @@ class Engine:
                             getattr(exc, "attempts", attempts), start, end, note, n_req)
             if not explicit:  # a failed backfill chunk is reported by its backfill
                 self._status(log, symbol, ds, cal, expected, coverage.get(ckey), step, exc,
-                             not_entitled=isinstance(exc, NotEntitledError))
+                             not_entitled=isinstance(exc, NotEntitledError),
+                             timeframe=timeframe)
         return step
 
     def _refetch_bars(self, symbol: str, cal: str, expected: dt.date,
@@ -1231,7 +1234,12 @@ class Engine:
         log.add(lambda b: b.insert("fetch_log", row))
 
     def _status(self, log, symbol, ds, cal, expected, latest, step: StepResult, exc,
-                covered: dt.date | None = None, not_entitled: bool = False) -> None:
+                covered: dt.date | None = None, not_entitled: bool = False,
+                timeframe: str = "1d") -> None:
+        if ds == "bars" and timeframe != "1d":
+            # symbol_status says how fresh the daily bars are: intraday bars (a run or a
+            # backfill of 1h history) have their own watermark and fetch log, not this row.
+            return
         now = utcnow()
         row: dict[str, Any] = {
             "symbol": symbol, "dataset": ds, "last_attempt_at": now,
