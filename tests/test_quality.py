@@ -285,6 +285,31 @@ def test_a_bad_iv_fails_iv_range_only_and_bad_greeks_fail_greeks(copy):
     assert failing(copy, "AAPL") == {("options_iv", "greeks"): 1.0}
 
 
+def test_a_call_delta_above_one_passes_where_a_negative_yield_allows_it():
+    # Found by a QA pass: the desk's own greeks failed its check on demo data. A parity-
+    # implied yield q < 0 makes a deep call's delta e^(-qT) N(d1) > 1 (the chains below:
+    # S0067 and S0117 of 2026-12-04, priced with q = -0.0855 and -0.000714).
+    from enrich.checks.quality import check_options
+
+    def chain(delta: float, q: float | None, days: int) -> pl.DataFrame:
+        return pl.DataFrame({
+            "as_of": [dt.date(2026, 12, 4)],
+            "expiration": [dt.date(2026, 12, 4) + dt.timedelta(days=days)],
+            "contract": ["O:X"], "contract_type": ["call"], "iv": [0.4], "delta": [delta],
+            "gamma": [0.01], "dividend_yield": [q]})
+
+    def greeks_ok(frame: pl.DataFrame) -> bool:
+        return {r.check: r.passed for r in check_options(frame)}["greeks"]
+
+    assert greeks_ok(chain(1.00252, -0.0855, 27))  # e^(0.0855 * 27 / 365) = 1.00634
+    assert greeks_ok(chain(1.00001, -0.000714, 7))  # 1.0000137
+    assert not greeks_ok(chain(1.00252, 0.01, 27))  # q > 0: at most 1
+    assert not greeks_ok(chain(1.00252, None, 27))
+    assert not greeks_ok(chain(1.00700, -0.0855, 27))  # beyond e^(-qT)
+    put = chain(-1.00252, -0.0855, 27).with_columns(contract_type=pl.lit("put"))
+    assert greeks_ok(put) and not greeks_ok(put.with_columns(dividend_yield=pl.lit(0.0)))
+
+
 def test_dividend_defects(copy):
     divs = copy.lake.read("dividends", ["KO"])
     assert divs.height >= 3

@@ -60,8 +60,12 @@ The checks (every threshold lives in ``THRESHOLDS``; ``observed`` is what the ro
                                               (0, iv_max]
     options_iv  greeks              error     contracts whose delta or gamma    > 0
                                               contradicts the type (call delta
-                                              in [0, 1], put in [-1, 0],
-                                              gamma >= 0)
+                                              in [0, m], put in [-m, 0],
+                                              gamma >= 0; m = max(1, e^(-qT)),
+                                              q the contract's dividend yield,
+                                              T its years to expiry: a negative
+                                              q, implied by parity, lifts a
+                                              delta above 1)
 
 A ticker-reuse break accounts for its gap and its move: they are not counted again by
 ``missing_sessions`` and ``jump``, so each defect fails exactly one check.
@@ -737,8 +741,14 @@ def check_options(chain: pl.DataFrame, th: Thresholds = THRESHOLDS) -> list[Chec
         bad_iv = ~((iv > 0) & (iv <= th.iv_max))
         if chain["iv"].null_count():
             bad_iv &= ~chain["iv"].is_null().to_numpy()
-        wrong = ((call & ((delta < 0) | (delta > 1))) | (put & ((delta < -1) | (delta > 0)))
-                 | (gamma < 0))
+        # |delta| <= e^(-qT) in the model the chain was priced with (1 for q >= 0), and
+        # rounding in the last digits of it.
+        q = np.nan_to_num(num("dividend_yield"))
+        years = (chain["expiration"].to_numpy() - chain["as_of"].to_numpy()).astype(
+            "timedelta64[D]").astype(np.float64) / 365.0
+        most = np.maximum(1.0, np.exp(-q * np.nan_to_num(np.maximum(years, 0.0)))) * (1 + 1e-9)
+        wrong = ((call & ((delta < 0) | (delta > most)))
+                 | (put & ((delta < -most) | (delta > 0))) | (gamma < 0))
     out = []
     for name, mask, noun, fmt, limit in (
         ("iv_range", bad_iv, f"contracts with IV outside (0, {th.iv_max:g}]",
