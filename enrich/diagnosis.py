@@ -26,7 +26,7 @@ from enrich.symbols import calendar_for
 
 # Worst freshness states a run can fix (not_entitled needs the plan, not a run).
 BEHIND = ("late", "stale")
-RUNNABLE = ("failing", "stale", "late")
+RUNNABLE = ("failing", "stale", "never", "late")
 MISSED_SHOWN = 30  # days of daily fires looked back on
 
 
@@ -80,8 +80,8 @@ def schedule_facts(catalog: Catalog, schedule_utc: dt.time, now: dt.datetime,
 def behind_facts(summary: pl.DataFrame, grid: pl.DataFrame) -> dict[str, Any]:
     """How far behind the store is, from the status grid and its per-symbol summary.
 
-    ``runnable``: symbols whose worst state a run fixes (failing, stale, late), most urgent
-    first; ``behind``: of them, those late or stale; ``max_behind`` (sessions),
+    ``runnable``: symbols whose worst state a run fixes (failing, stale, never fetched,
+    late), most urgent first; ``behind``: of them, those late or stale; ``max_behind`` (sessions),
     ``newest_held`` (a session date) and ``expected`` (the latest expected session per
     calendar, over the datasets behind);
     ``failing``: symbol × dataset rows failing with their error classes (most frequent
@@ -157,6 +157,8 @@ def overview_causes(schedule: dict[str, Any], behind: dict[str, Any],
                        else palette.WARN})
     if behind["failing"]:
         causes.append({"kind": "failing", "level": palette.BAD})
+    if behind["never"]:
+        causes.append({"kind": "never", "level": palette.WARN})
     if open_alerts:
         causes.append({"kind": "alerts", "level": palette.BAD if alert_errors
                        else palette.WARN, "open": open_alerts, "errors": alert_errors})

@@ -25,9 +25,10 @@ A holiday is not a session, so it never makes anything late; a half day closes e
 its data is expected earlier.
 
 What counts as held: the newest session stored for per-session datasets (bars, option
-snapshots) — a fetch that returned nothing for a session does not make it fresh — and the
-end of the fetched window for event datasets (dividends, splits, earnings, news), which
-may have no event for weeks.
+snapshots) — a fetch that returned nothing for a session does not make it fresh, but for
+an option chain with no contract listed (nothing exists to hold: held through the session
+asked) — and the end of the fetched window for event datasets (dividends, splits, earnings,
+news), which may have no event for weeks.
 """
 
 from __future__ import annotations

@@ -147,6 +147,9 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
         return (f"**{_plural(behind['failing_symbols'], 'symbol')} failing** "
                 f"({behind['failing']:,} of {whose} datasets): the last attempt ended in "
                 f"{classes}. Each symbol's page leads with its error.")
+    if kind == "never":
+        return (f"**{_plural(behind['never'], 'symbol')} never fetched** — in the universe, "
+                "nothing held yet: a run fetches their history (the daily one, or now).")
     if kind == "alerts":
         errs = f", {cause['errors']} at error level" if cause["errors"] else ""
         return f"**{_plural(cause['open'], 'open alert')}**{errs} (listed below)."
@@ -194,8 +197,9 @@ for cause in causes:
 acts = st.columns([2, 2, 3])
 if behind["runnable"]:
     n = len(behind["runnable"])
-    if acts[0].button(f"Run the {n:,} stale now", type="primary", icon="⚡", key="run_stale",
-                      help="Enrich now every symbol late, stale or failing: "
+    if acts[0].button(f"Run the {n:,} not fresh now", type="primary", icon="⚡",
+                      key="run_stale",
+                      help="Enrich now every symbol late, stale, failing or never fetched: "
                            + ui.literal(", ".join(behind["runnable"][:20])
                                         + (" …" if n > 20 else ""))):
         c.start_run(symbols=behind["runnable"], kind="manual")

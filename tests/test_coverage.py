@@ -139,6 +139,36 @@ def test_a_quarantined_file_is_missing_and_fill_plans_it_before_and_after_an_aud
         assert plan.cells == 60 and [b[0] for b in plan.backfills] == [("AAPL",)]
 
 
+def test_a_symbol_without_options_is_fresh_and_its_chain_not_expected(store):
+    # Found by a QA pass: a preferred share's empty chain (no contract listed) left options_iv
+    # "never fetched" after every successful fetch, counted on the Overview for good.
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.providers.sample.provider import SampleProvider
+    from enrich.views import status as status_view
+
+    add_symbols(store.catalog, [("KIMpL", "stocks", None)])
+    settings = settings_for(store.data_dir)
+    friday = FIXED_NOW + dt.timedelta(days=2)
+    for now in (FIXED_NOW, friday):
+        clock = lambda now=now: now  # noqa: E731
+        summary = Engine(store, SampleProvider(clock=clock), settings, clock=clock).run(
+            RunParams(symbols=["KIMpL"]))
+        assert summary.state == "succeeded"
+        assert store.lake.read("options_iv", ["KIMpL"]).is_empty()
+        grid = status_view.status_grid(store.catalog, now, "KIMpL")
+        state = dict(zip(grid["dataset"], grid["state"], strict=True))
+        assert state["options_iv"] == "fresh" and state["bars"] == "fresh", state
+        requests = store.catalog.scalar(
+            "SELECT sum(requests) FROM fetch_log WHERE symbol = 'KIMpL' AND dataset = "
+            "'options_iv' AND run_id = ?", [summary.run_id])
+        assert requests == 1  # asked once a session, as every other chain
+    hm = cov.heatmap(store.catalog, "options_iv", friday, sessions=20)
+    assert set(cells(hm, "KIMpL").values()) == {cov.NOT_EXPECTED}
+    aapl = cells(hm, "AAPL")
+    assert cov.PRESENT in aapl.values()  # a chain held is still what it was
+
+
 def test_before_listing_is_not_expected(store):
     bars = store.lake.read("bars", ["MSFT"], level="1d")
     drop_sessions(store, "MSFT", bars["session"].to_list()[:-20])  # listed 20 sessions ago

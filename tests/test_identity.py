@@ -212,6 +212,18 @@ def test_an_unknown_ticker_that_came_in_otherwise_fetches_nothing(settings):
     again = Engine(store, provider, settings, clock=lambda: FIXED_NOW).run(
         RunParams(symbols=["NOPE"]))
     assert again.results[0].requests == 0  # refused from the record for a week
+    # Nor does a backfill (found by a QA pass: an hourly bars backfill stored NOPE's bars).
+    from enrich.backfill.jobs import Backfiller, BackfillRequest
+
+    bf = Backfiller(store, provider, settings, clock=lambda: FIXED_NOW)
+    done = bf.run(bf.plan(BackfillRequest("bars", ("NOPE", "MSFT"), days=30, timeframe="1h")))
+    assert done.state != "succeeded"
+    assert store.lake.read("bars", ["NOPE"], level="1h").is_empty()
+    assert not store.lake.read("bars", ["MSFT"], level="1h").is_empty()
+    assert store.lake.read_coverage("NOPE") == {}
+    failed = store.catalog.query("SELECT error_class FROM fetch_log WHERE symbol = 'NOPE' AND "
+                                 "run_id = ?", [done.run_id])["error_class"].to_list()
+    assert failed and set(failed) == {"unknown_ticker"}
 
 
 def test_add_verified_refuses_a_class_the_reference_contradicts(settings):

@@ -152,8 +152,8 @@ def test_paused_and_a_week_behind_the_overview_names_both_causes(populated, monk
     [run] = [b for b in at.button if b.label.startswith("Run the ")]
     grid = status_view.status_grid(cat, FIXED_NOW + dt.timedelta(days=7))
     n = len(status_view.symbol_summary(grid)
-            .filter(pl.col("state").is_in(["failing", "stale", "late"])))
-    assert run.label == f"Run the {n} stale now" and n > 0
+            .filter(pl.col("state").is_in(["failing", "stale", "never", "late"])))
+    assert run.label == f"Run the {n} not fresh now" and n > 0
     facts = texts(at)
     assert "**Scheduler**  \n:red-badge[paused]" in facts
 
@@ -164,6 +164,21 @@ def test_the_overview_names_a_failing_dataset_and_a_missing_scheduler(populated)
     # The populated store has a failing dataset and no scheduler: both said, as causes.
     assert any("failing" in e.value for e in at.error)
     assert any("No scheduler is running" in w.value for w in [*at.warning, *at.error])
+
+
+def test_the_overview_names_symbols_never_fetched_and_runs_them(populated):
+    # Found by a QA pass: symbols added and never fetched left "Nothing needs you" on the
+    # Overview, with no cause and no button.
+    data, _ = populated
+    cat = Store(data).catalog
+    cat.query("UPDATE symbols SET active = symbol IN ('AAPL', 'MSFT')")
+    cat.query("DELETE FROM symbol_status WHERE symbol = 'MSFT'")
+    add_symbols(cat, [("S0042", "stocks", None)])
+    at = open_page("pages/overview.py")
+    said = [w.value for w in at.warning if "never fetched" in w.value]
+    assert said and said[0].startswith("**2 symbols never fetched**"), said
+    [run] = [b for b in at.button if b.label.startswith("Run the ")]
+    assert run.label.endswith(" not fresh now") and "MSFT" in run.help and "S0042" in run.help
 
 
 # -- universe edits never lose data -------------------------------------------------------------

@@ -9,7 +9,8 @@ the universe — so it costs the same for 5,000 symbols as for 5: no lake file i
 A cell is one day for the symbol, coded:
 
     NOT_EXPECTED  no session that day on the symbol's calendar (weekend, holiday), before
-                  its listing, or a dataset the provider plan does not include. The listing
+                  its listing, a dataset the provider plan does not include, or one with
+                  nothing to hold (an option chain fetched with no contract listed). The listing
                   is a real date only: ``symbols.listed_since``, or the first stored bar
                   when the provider was asked for earlier sessions and had none (the bars'
                   fetched window starts before it). History before a fetched window that
@@ -276,6 +277,10 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     checked = (rows["has_coverage"].to_numpy().astype(bool)
                if n and "has_coverage" in rows.columns else ~np.isnat(first) | ~np.isnat(through))
     never = ~checked & np.isnat(st_held)  # this dataset was never fetched for the symbol
+    # Fetched through a session without a row ever held (an option chain with no contract
+    # listed): nothing exists to hold, so nothing is expected.
+    none_exist = (checked & np.isnat(first) & ~np.isnat(through)
+                  if dataset in SESSION_DATASETS else np.zeros(n, dtype=bool))
     # Data fetched before the checks existed has no coverage row: held from the listing
     # (or as far back as we know nothing) to what ``symbol_status`` says.
     early = np.where(np.isnat(listing), np.datetime64("1900-01-01"), listing)
@@ -292,7 +297,7 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
                else np.zeros((0, n_days), dtype=bool))
     with np.errstate(invalid="ignore"):
         after_listing = np.isnat(listing)[:, None] | (day >= listing[:, None])
-        expected = (session & after_listing & ~not_entitled[:, None]
+        expected = (session & after_listing & ~(not_entitled | none_exist)[:, None]
                     & (day <= sym_end[:, None]))
         present = expected & (day >= lo[:, None]) & (day <= hi[:, None])
     day_codes = np.zeros((n, n_days), dtype=np.int8)

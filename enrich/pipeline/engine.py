@@ -609,7 +609,8 @@ class Engine:
         backfill chunk or a heatmap fill): validate, record restatements, upsert, check
         quality, move the fetched-through watermark when the window reaches past it (and
         starts no later than the day after it), log. Bars and splits are not re-derived here:
-        the caller re-bases and recomputes features once its bars are in."""
+        the caller re-bases and recomputes features once its bars are in. Raises
+        ``UnknownTickerError`` for a ticker the reference said it does not know."""
         cal = calendar_for(asset_class)
         expected = calendars.latest_session(cal, self.clock())
         # The identity the catalog holds (``symbols add`` or the symbol's first run): a
@@ -617,6 +618,11 @@ class Engine:
         if symbol not in self.references and self.reads_catalog:
             self._load_reference(symbol)
         ident = self.known_identity(symbol)
+        row = self.references.get(symbol)
+        if ident is None and row and row.get("reference_error"):
+            # The reference does not know the ticker (a run asked it): a backfill fetches
+            # nothing for it either, as a run does not.
+            raise UnknownTickerError(row["reference_error"], provider=self.provider.name)
         span: tuple[dt.date, dt.date] | None = window
         if ident is not None:
             span = ident.clamp(*window)  # never before the listing, after the delisting
@@ -893,6 +899,11 @@ class Engine:
             covered: dt.date | None = end
             if ds in ("bars", "options_iv", "rates"):
                 covered = self._latest_of(ds, checked.good, previous, end)
+            if ds == "options_iv" and received == 0:
+                # No contract listed (a preferred share, a fund without options): the answer
+                # is complete for the session, as an event dataset's empty window is. Held
+                # through it, asked again the next session; not "never fetched" for good.
+                covered = end
             if ds == "options_iv" and covered is not None and covered > end:
                 # A snapshot of the session in progress is stored (partial) but does not
                 # count as held: the next run after the close takes the session's final state.
