@@ -212,6 +212,28 @@ def test_ctrl_c_during_a_run_leaves_no_run_running(data, argv, monkeypatch, caps
     assert last[0][0] == "interrupted" and "Ctrl-C" in last[0][1]
 
 
+def test_sigterm_during_a_run_closes_it_as_ctrl_c_does(data, monkeypatch, capsys):
+    """Found by a QA pass: `kill <pid>` of a run exited 143 but left the run `running` (and,
+    with worker processes, its workers alive); now it is handled as Ctrl-C is."""
+    import os
+    import signal
+
+    from enrich.cli import progress
+
+    def terminate(self, done, total, res):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(progress.TerminalProgress, "symbol_done", terminate)
+    assert _main(["run", "--symbols", "MSFT,AAPL"]) == 143
+    assert capsys.readouterr().err.strip().endswith("terminated")
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the run's alone
+    assert _query(data, "SELECT count(*) FROM runs WHERE state IN ('queued', 'running')") \
+        == [(0,)]
+    last = _query(data, "SELECT state, message FROM runs ORDER BY requested_at DESC LIMIT 1")
+    assert last[0][0] == "interrupted" and "SIGTERM" in last[0][1]
+
+
 def test_ctrl_c_while_a_run_plans_is_no_failure(data, monkeypatch, capsys):
     """Ctrl-C before the first fetch (the plan, the reference reads) recorded the run
     `failed` with an empty message (str() of a KeyboardInterrupt)."""

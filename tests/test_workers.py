@@ -3,9 +3,14 @@ cancel."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,7 @@ from enrich.providers.sample.provider import SampleProvider
 from enrich.schemas import DATASETS
 from enrich.store.store import Store
 from enrich.store.universe import add_symbols
+from tests.conftest import REPO, subprocess_env
 
 UNIVERSE = [("AAPL", "stocks", "Apple"), ("SPY", "etfs", "SPDR S&P 500"),
             ("NVDA", "stocks", "NVIDIA"), ("X:BTCUSD", "crypto", "Bitcoin"),
@@ -109,6 +115,71 @@ def test_a_dead_worker_fails_only_the_symbols_in_hand(settings, fixed_clock, tmp
     assert "AAAA" in failed["symbol"].to_list() and failed.height == summary.failed
     ok = [r.symbol for r in summary.results if r.state == "ok"]
     assert set(eng.store.lake.read("bars")["symbol"].unique()) == set(ok)
+
+
+class StuckProvider(MarkedProvider):
+    """Marks its process, then never answers for bars: workers stay busy until stopped."""
+
+    def bars(self, symbol, timeframe, start, end):
+        time.sleep(600)
+        return super().bars(symbol, timeframe, start, end)
+
+    def process_factory(self):
+        return functools.partial(StuckProvider, self.marks)
+
+
+_KILLED_RUN = """
+import datetime as dt, sys
+from enrich.config import load_settings
+from enrich.pipeline.engine import Engine
+from enrich.pipeline.run_model import RunParams
+from enrich.store.store import Store
+from enrich.store.universe import add_symbols
+from tests.test_workers import UNIVERSE, StuckProvider
+settings = load_settings({"ENRICH_DATA_DIR": sys.argv[1], "ENRICH_SCHEDULER": "off"},
+                         dotenv_path=None).with_(max_concurrent_symbols=2)
+store = Store.from_settings(settings)
+add_symbols(store.catalog, UNIVERSE[:-1])
+clock = lambda: dt.datetime(2026, 11, 25, 22, tzinfo=dt.UTC)
+eng = Engine(store, StuckProvider(sys.argv[2], clock=clock), settings, clock=clock)
+eng.process_min_symbols = 2
+eng.run(RunParams())
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie, not reaped yet, counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc (Linux)")
+def test_workers_exit_when_the_run_process_is_killed(tmp_path):
+    # Found by a QA pass: `kill -9` of a run left its forkserver's workers running for good.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(tmp_path / "data"),
+                            str(marks)], env=subprocess_env(tmp_path / "data"), cwd=REPO,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120  # a generous bound for a loaded machine
+        while len(worker_pids(marks) - {run.pid}) < 2:
+            assert run.poll() is None and time.monotonic() < deadline, "no workers started"
+            time.sleep(0.05)
+        workers = worker_pids(marks) - {run.pid}
+        assert not any(_gone(pid) for pid in workers)
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 60
+        while not all(_gone(pid) for pid in workers):
+            assert time.monotonic() < deadline, "workers outlived their run"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)  # whatever is left: the forkserver, workers
+        run.wait()
 
 
 def test_cancel_stops_handing_out_symbols(settings, fixed_clock, tmp_path):

@@ -29,6 +29,7 @@ from enrich.cli.common import (  # noqa: F401  (EXIT_* and COMMANDS: the package
     EXTENDERS,
     Parser,
     PlainText,
+    Terminated,
     UsageError,
 )
 from enrich.config import Settings, load_settings
@@ -96,7 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_FAILED)
     except EnrichError as exc:
         return _fail(exc, EXIT_FAILED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            print("terminated", file=sys.stderr)
+            return 143
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a path or permission of this machine: say which, no traceback

@@ -9,7 +9,9 @@ import contextlib
 import datetime as dt
 import getpass
 import json
+import signal
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -104,21 +106,37 @@ def command(name: str, creates: Creates = never) -> Callable[[Handler], Handler]
     return deco
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a service manager) during a foreground run: handled as Ctrl-C is,
+    exit 143."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def run_in_foreground(engine, params, kind: str, run_id: str, progress) -> Any:
-    """``engine.run`` of the run ``run_id`` (already recorded). On Ctrl-C the run is closed
-    ``interrupted`` before the interrupt goes on (to exit 130): left ``running``, it would show
-    as going until a later run noticed its process gone."""
+    """``engine.run`` of the run ``run_id`` (already recorded). On Ctrl-C or SIGTERM the run
+    is closed ``interrupted`` before the interrupt goes on (to exit 130, or 143), and its
+    workers stop: left ``running``, it would show as going until a later run noticed its
+    process gone."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         return engine.run(params, kind=kind, run_id=run_id, progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         from enrich.store import runs
         from enrich.store.catalog import utcnow
 
+        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         with contextlib.suppress(Exception):  # a busy catalog: the next run closes it then
             runs.finish_runs(engine.store.catalog, [run_id], "interrupted",
-                             "stopped by Ctrl-C; symbols already enriched keep their data",
+                             f"stopped by {how}; symbols already enriched keep their data",
                              utcnow())
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def report_run(summary, as_json: bool, **extra: Any) -> int:

@@ -11,7 +11,10 @@ more than the cores), one symbol per task, with the very same ``Engine.enrich_sy
 - workers never open the catalog: each returns its log rows (a ``WriteBatch``) with the
   symbol's result, and the run's process buffers and flushes them like its threads' rows;
 - a cancel stops handing out symbols; those never started end ``cancelled``, as with threads;
-- a worker that dies fails only the symbols then in the workers' hands; a new pool goes on.
+- a worker that dies fails only the symbols then in the workers' hands; a new pool goes on;
+- a worker whose run's process is gone (killed, even by SIGKILL) exits at once: nothing is
+  left running for a run that no longer exists (its lake writes are atomic, and it writes
+  no catalog row).
 
 Workers are forked from a forkserver that imported the engine once (spawned where forkserver
 is missing), never from the run's process: it has threads, and polars must not be forked
@@ -26,7 +29,9 @@ import datetime as dt
 import multiprocessing as mp
 import os
 import pickle
+import select
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -58,6 +63,7 @@ class Job:
     # The engine class a worker builds (``enrich.pipeline.engine.Engine``), passed rather than
     # imported so that this module stays below the engine.
     engine_factory: Callable[..., Any] = field(kw_only=True)
+    run_pid: int = field(default_factory=os.getpid)  # the run's process, which built the job
 
 
 def usable_cpus() -> int:
@@ -95,6 +101,7 @@ _worker: dict[str, Any] = {}
 
 
 def _init(job: Job) -> None:
+    _exit_with(job.run_pid)
     now: dict[str, dt.datetime] = {}
 
     def clock() -> dt.datetime:
@@ -106,6 +113,34 @@ def _init(job: Job) -> None:
     engine.reads_catalog = False
     engine.references.update(job.references)
     _worker.update(job=job, engine=engine, now=now)
+
+
+def _exit_with(pid: int) -> None:
+    """End this worker as soon as process ``pid`` (the run's) ends, however it ends: a
+    worker is a child of the forkserver, not of the run, so no signal tells it."""
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)  # Linux: readable once the process has ended
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _alive(pid):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-run", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _enrich(symbol: str, asset_class: str, now: dt.datetime) -> tuple[Any, WriteBatch]:
