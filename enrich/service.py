@@ -572,6 +572,8 @@ class Services:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.heartbeat_s
                     self._beat()
+                    if self._owner:  # a run (CLI, backfill) killed since: not running
+                        runs.close_dead_runs(self.store)
                 if self._owner:
                     self._pick_up_handoffs()
             except Exception as exc:  # a busy catalog: try again next round

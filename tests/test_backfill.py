@@ -289,6 +289,27 @@ def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_lake(tmp_
     assert bars["adjusted_asof"].min() >= D(2024, 6, 10)  # all on the post-split basis
 
 
+def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
+    # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
+    # pause / cancel answered "stops after its current chunk" and changed nothing.
+    data = tmp_path / "killed"
+    _killed_after(data, 3)
+
+    def cli_(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "enrich", "backfill", *args], cwd=REPO,
+                              env=subprocess_env(data, ENRICH_NOW=NOW), capture_output=True,
+                              text=True, timeout=120)
+
+    [row] = json.loads(cli_("list", "--json").stdout)
+    assert row["status"] != "running", row
+    out = cli_("cancel", row["backfill_id"])
+    assert out.returncode == 0 and "it was not running" in out.stdout, out.stdout
+    [row] = json.loads(cli_("list", "--json").stdout)
+    assert row["status"] == "cancelled"
+    cat = Catalog(data / "enrich.duckdb")
+    assert cat.scalar("SELECT count(*) FROM runs WHERE state IN ('running', 'queued')") == 0
+
+
 # -- failures, retry, resume, pause -----------------------------------------------------------
 class Flaky:
     """The sample provider, with bars of some windows answering 503 while ``failing`` (each

@@ -234,6 +234,34 @@ def test_sigterm_during_a_run_closes_it_as_ctrl_c_does(data, monkeypatch, capsys
     assert last[0][0] == "interrupted" and "SIGTERM" in last[0][1]
 
 
+def test_runs_and_health_show_a_killed_run_interrupted_but_never_their_own(data, capsys):
+    """Found by a QA pass: a run whose process was killed read `running` (its duration
+    growing) to `runs`, `health` and the API until the next run or `serve` started."""
+    import datetime as dt
+    import subprocess
+    import sys
+
+    from enrich.store import runs
+    from enrich.store.catalog import host_and_pid
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that is no process now
+    host, me = host_and_pid()
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    with Store(data).catalog.connect() as con:
+        for run_id, pid in (("00000000-0000-4000-8000-00000000000a", gone.pid),
+                            ("00000000-0000-4000-8000-00000000000b", me)):
+            con.execute("INSERT INTO runs (run_id, kind, state, params, requested_at, pid, "
+                        "host, heartbeat_at) VALUES (?, 'cli', 'running', '{}', ?, ?, ?, ?)",
+                        [run_id, old, pid, host, old])
+    assert _main(["runs", "--json"]) == 0
+    shown = {r["run_id"][-1]: r["state"] for r in json.loads(capsys.readouterr().out)}
+    assert shown["a"] == "interrupted"
+    assert shown["b"] == "running"  # this process's own: a reader never closes it
+    runs.close_dead_runs(Store(data))
+    assert _query(data, "SELECT state FROM runs WHERE run_id LIKE '%b'") == [("running",)]
+
+
 def test_ctrl_c_while_a_run_plans_is_no_failure(data, monkeypatch, capsys):
     """Ctrl-C before the first fetch (the plan, the reference reads) recorded the run
     `failed` with an empty message (str() of a KeyboardInterrupt)."""

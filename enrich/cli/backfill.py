@@ -201,9 +201,13 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
         backfill_steps,
         request_stop,
     )
+    from enrich.store import runs
     from enrich.store.store import Store
 
     action = args.dataset
+    # A backfill whose process was killed is not running: its run is closed first, so that
+    # list and show say so, and pause or cancel take effect at once.
+    runs.close_dead_runs(Store.from_settings(settings))
     if action == "list":
         rows = backfill_progress_summary(Store.from_settings(settings).catalog)
         if args.json:

@@ -200,12 +200,14 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
         if handler is None:
             raise UsageError(f"unknown runs command {sub!r}")
         return handler(args, settings)
+    from enrich.store import runs
     from enrich.symbols import validate_symbol
     from enrich.views.runs import runs_table
 
     not_empty(getattr(args, "symbol", None), "--symbol")
     not_empty(getattr(args, "since", None), "--since")
     store = _open(settings)
+    runs.close_dead_runs(store)  # a killed run's process is gone: shown interrupted
     since = None
     if getattr(args, "since", None):
         try:

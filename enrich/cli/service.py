@@ -247,6 +247,7 @@ def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.pipeline.requests import UnknownRunError, request_cancel
 
     store = _store(settings)
+    runs.close_dead_runs(store)  # a run whose process is gone is not cancelled: it ended
     try:
         before = request_cancel(store.catalog, args.run_id, args.by or who(), utcnow())
     except UnknownRunError as exc:
@@ -278,6 +279,7 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.providers import make_provider
 
     store = _store(settings)
+    runs.close_dead_runs(store)  # a killed run's process is gone: shown interrupted
     try:
         provider = make_provider(settings)
     except EnrichError as exc:

@@ -13,6 +13,7 @@ interrupted`` (``paused`` for a backfill, ``missed`` for a scheduled fire no pro
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -175,8 +176,10 @@ def schedule_history(con: duckdb.DuckDBPyConnection, since: dt.datetime) -> dict
             "missed": missed, "newest_fire": newest_sched}
 
 def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
-                          live_run_ids: Sequence[str] = ()) -> list[str]:
-    """Runs left ``running``/``queued`` by a dead process become ``interrupted``."""
+                          live_run_ids: Sequence[str] = (), others_only: bool = False
+                          ) -> list[str]:
+    """Runs left ``running``/``queued`` by a dead process become ``interrupted``
+    (``others_only``: never this process's own, whatever their heartbeat: a reader's check)."""
     host, me = host_and_pid()
     rows = store.catalog.query(
         "SELECT run_id, pid, host, heartbeat_at FROM runs WHERE state IN ('running', 'queued')"
@@ -184,7 +187,7 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
     now = utcnow()
     dead = []
     for run_id, pid, rhost, hb in rows.iter_rows():
-        if run_id in live_run_ids:
+        if run_id in live_run_ids or (others_only and rhost == host and pid == me):
             continue
         if rhost == host:
             gone = pid is None or (pid != me and not pid_alive(pid))
@@ -206,6 +209,14 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
             f"WHERE run_id IN ({ph}) AND state = 'running'", [now, *dead])
         store.catalog.write(b)
     return dead
+
+
+def close_dead_runs(store: Store) -> None:
+    """What a reader does before it shows runs: runs of processes that are gone (killed)
+    become ``interrupted`` (``mark_interrupted_runs``), not ``running`` with a growing
+    duration. Best effort: a busy or read-only catalog shows them as they are."""
+    with contextlib.suppress(Exception):
+        mark_interrupted_runs(store, others_only=True)
 
 
 # -- writes -----------------------------------------------------------------------------------
