@@ -212,6 +212,30 @@ def test_ctrl_c_during_a_run_leaves_no_run_running(data, argv, monkeypatch, caps
     assert last[0][0] == "interrupted" and "Ctrl-C" in last[0][1]
 
 
+def test_a_symbol_done_before_ctrl_c_is_in_the_catalog_at_once(data, monkeypatch, capsys):
+    """Found by a QA pass: after Ctrl-C, the symbols already reported ok (their data in the
+    lake) had no task and no status row until the next run: `status` said `never`."""
+    from enrich.cli import progress
+
+    done: list[str] = []
+
+    def interrupt(self, n, total, res):
+        done.append(res.symbol)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.TerminalProgress, "symbol_done", interrupt)
+    assert _main(["run", "--symbols", "MSFT", "--datasets", "bars"]) == 130
+    [sym] = done
+    last = "(SELECT run_id FROM runs ORDER BY requested_at DESC LIMIT 1)"
+    assert _query(data, f"SELECT symbol, state FROM tasks WHERE run_id = {last}") == \
+        [(sym, "ok")]
+    assert _query(data, f"SELECT symbols_ok, state FROM runs WHERE run_id = {last}") == \
+        [(1, "interrupted")]
+    assert _query(data, "SELECT count(*) FROM symbol_status WHERE symbol = 'MSFT' AND "
+                        "dataset = 'bars' AND last_success_at >= (SELECT requested_at FROM "
+                        f"runs WHERE run_id = {last})") == [(1,)]
+
+
 def test_sigterm_during_a_run_closes_it_as_ctrl_c_does(data, monkeypatch, capsys):
     """Found by a QA pass: `kill <pid>` of a run exited 143 but left the run `running` (and,
     with worker processes, its workers alive); now it is handled as Ctrl-C is."""

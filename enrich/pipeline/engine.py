@@ -26,6 +26,7 @@ the data, so a crash between the lake and the catalog can only cause an idempote
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -389,6 +390,19 @@ class Engine:
                     futures = [pool.submit(work, s, c) for s, c in targets]
                     for fut in cf.as_completed(futures):
                         finish(fut.result())
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM) or failed: the rows of the symbols already done
+            # (tasks, statuses, logs) are written with them, so the catalog agrees with the
+            # lake at once (not only after the next run); the caller closes the run.
+            stop_flusher.set()
+            flush_thread.join()
+            with done_lock:
+                snapshot = list(results)
+            log.add(functools.partial(self._progress_row, run_id=run_id, results=snapshot,
+                                      tally=tally))
+            with contextlib.suppress(Exception):
+                log.flush()
+            raise
         finally:
             stop_flusher.set()
             flush_thread.join()
