@@ -166,6 +166,24 @@ def test_two_overlapping_runs_never_enrich_a_symbol_at_once(svc_settings, servic
     assert svc.store.lake.read("bars")["symbol"].unique().sort().to_list() == sorted(SYMS)
 
 
+def test_a_cancelled_runs_message_counts_every_symbol_that_ended():
+    # Found by a QA pass: "cancelled after 192 of 341 symbols" beside 191 enriched, 24 up to
+    # date and 1 failed: the up-to-date ones were left out.
+    import datetime as dt
+
+    from enrich.pipeline.run_model import RunSummary, SymbolResult, describe
+
+    now = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    results = [SymbolResult(f"S{i:04d}", state) for i, state in enumerate(
+        ["ok"] * 191 + ["skipped"] * 24 + ["failed"] + ["cancelled"] * 125)]
+    summary = RunSummary(run_id="r", state="cancelled", total=341, ok=191, failed=1,
+                         skipped=149, records=5, requests=9, retries=0,
+                         errors_by_class={"provider": 1}, started_at=now, finished_at=now,
+                         results=results)
+    assert describe(summary) == ("cancelled after 216 of 341 symbols: 191 enriched, 24 up to "
+                                 "date, 1 failed (provider: 1); 125 not started")
+
+
 def test_cancel_mid_run_keeps_finished_symbols_and_ends_cancelled(svc_settings, services):
     gate = Gate("MSFT")  # the second of four symbols, one at a time
     svc = services(svc_settings.with_(max_concurrent_symbols=1), gate)
@@ -182,7 +200,8 @@ def test_cancel_mid_run_keeps_finished_symbols_and_ends_cancelled(svc_settings, 
             row["symbols_failed"]) == (4, 2, 0, 0)
     assert runs_view.run_detail(svc.store.catalog, run_id)["symbols_not_attempted"] == 2
     assert row["cancel_requested_by"] == "dashboard"
-    assert "cancelled after 2 of 4" in row["message"]
+    assert "cancelled after 2 of 4 symbols: 2 enriched, 0 up to date; 2 not started" \
+        in row["message"]
     assert set(svc.store.lake.read("bars")["symbol"].unique()) == {"AAPL", "MSFT"}
     assert set(tasks_of(svc.store, run_id)["state"]) == {"ok"}
     assert svc.cancel(run_id) is False  # already ended

@@ -236,7 +236,15 @@ def describe(summary: RunSummary) -> str:
     if summary.total == 0:
         return "no symbols to enrich: add some with `python -m enrich symbols add`"
     if summary.state == "cancelled":
-        return f"cancelled after {summary.ok + summary.failed} of {summary.total} symbols"
+        # Every symbol that ended counts, an up-to-date one too (the Runs page's tiles add
+        # them up: "192 of 341" beside 191 enriched, 24 up to date and 1 failed was wrong).
+        # (``skipped`` counts the symbols the cancel left unrun too.)
+        up_to_date = sum(r.state == "skipped" for r in summary.results)
+        ended = summary.ok + up_to_date + summary.failed
+        parts = [f"{summary.ok} enriched", f"{up_to_date} up to date",
+                 *_failed_part(summary)]
+        return (f"cancelled after {ended} of {summary.total} symbols: " + ", ".join(parts)
+                + f"; {summary.total - ended} not started")
     if summary.stopped:
         parts = [f"{summary.ok} enriched", *_failed_part(summary)]
         if summary.not_attempted:
