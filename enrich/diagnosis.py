@@ -168,8 +168,8 @@ def overview_causes(schedule: dict[str, Any], behind: dict[str, Any],
     return causes
 
 
-def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None
-                   ) -> list[dict[str, Any]]:
+def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None,
+                   delisted: dt.date | None = None) -> list[dict[str, Any]]:
     """For one symbol's status rows (``queries.status_grid``): each dataset that is not
     fresh, worst first, with its cause and the action that fixes it.
 
@@ -179,7 +179,8 @@ def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None
     ``failing_since`` is the last success (the failures began after it). ``action`` is one of
     ``enrich`` (Enrich now), ``recheck`` (the plan refused it: re-check entitlements),
     ``resume`` (behind while the schedule is paused), ``wait`` (due: publication lag),
-    ``activate`` (not expected: deactivated).
+    ``activate`` (not expected: deactivated), ``delisted`` (not expected: the symbol stopped
+    trading on ``delisted``, its history is kept and nothing more is fetched).
     """
     from enrich.views.status import GRID_STATES
 
@@ -195,7 +196,7 @@ def dataset_causes(grid: pl.DataFrame, schedule: dict[str, Any] | None = None
         elif state == "due":
             action = "wait"
         elif state == "not_expected":
-            action = "activate"
+            action = "delisted" if delisted is not None else "activate"
         elif state in BEHIND and paused:
             action = "resume"
         else:

@@ -244,6 +244,8 @@ ACTION_WORDS = {
     "recheck": "the provider plan refused it: Health → *Re-check entitlements* asks again",
     "wait": "nothing to do: the provider publishes it after its lag",
     "activate": "the symbol is deactivated: activate it under Settings",
+    "delisted": "nothing to do: the symbol is delisted; its history up to its last trading "
+                "day is kept, and nothing more is fetched",
 }
 
 
@@ -273,10 +275,10 @@ def cause_text(cause: dict) -> str:
     return f"{body}. → {ACTION_WORDS[cause['action']]}."
 
 
-def causes_block(symbol: str, grid: pl.DataFrame) -> None:
+def causes_block(symbol: str, grid: pl.DataFrame, delisted=None) -> None:
     """What is wrong with this symbol and why, before any table: one line per dataset that
     is not fresh, worst first, in its state's colour."""
-    causes = diagnosis.dataset_causes(grid, c.schedule_facts())
+    causes = diagnosis.dataset_causes(grid, c.schedule_facts(), delisted)
     if not causes:
         st.success(f"Every dataset of {ui.literal(symbol)} holds the latest expected "
                    "session.")
@@ -426,7 +428,7 @@ def drilldown(symbol: str) -> None:
         symbol_run_progress(symbol)
 
     g = c.read(status_view.status_grid, c.now_minute(), symbol=symbol, active_only=False)
-    causes_block(symbol, g)
+    causes_block(symbol, g, info.get("delisted_on"))
     st.subheader("Status per dataset")
     status_table(symbol, info["asset_class"], g)
     with st.expander("What the states mean"):

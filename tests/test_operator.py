@@ -112,6 +112,19 @@ def test_quality_and_status_chips_are_coloured_by_value(populated):
         palette.HEX[palette.OK], palette.HEX[palette.WARN], palette.HEX[palette.BAD]}
 
 
+def test_a_delisted_symbol_is_not_told_to_activate(populated):
+    # Found by a QA pass: an active, delisted symbol read "the symbol is deactivated:
+    # activate it under Settings" on every dataset.
+    data, _ = populated
+    cat = Store(data).catalog
+    cat.query("UPDATE symbols SET delisted_on = DATE '2026-10-30' WHERE symbol = 'AAPL'")
+    cat.query("UPDATE symbols SET active = false WHERE symbol = 'MSFT'")
+    said = texts(open_page("pages/symbols.py", symbol="AAPL"))
+    assert "the symbol is delisted" in said and "activate it under Settings" not in said
+    said = texts(open_page("pages/symbols.py", symbol="MSFT"))
+    assert "activate it under Settings" in said and "the symbol is delisted" not in said
+
+
 def test_the_state_palette_is_one_colour_per_level():
     assert ui.STATE_COLOR["fresh"] == palette.HEX[palette.OK]
     assert ui.STATE_COLOR["due"] == ui.STATE_COLOR["late"] == palette.HEX[palette.WARN]
