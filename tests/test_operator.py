@@ -236,6 +236,15 @@ def test_import_reports_added_present_and_refused_apart(populated):
     assert report.added == ["NEWX"] and report.present == ["AAPL"]
     assert [n for n, _ in report.errors] == [4]
     assert _aapl(data) == before
+    # Found by a QA pass: extra fields were dropped silently ("S0014,stocks,a,b,c,d" stored
+    # the name "a"; an unquoted "Acme, Inc." would store "Acme"). Trailing empty ones pass.
+    report = import_csv(Store(data).catalog, 'S0014,stocks,a,b,c,d\nS0015,stocks,Acme, Inc.\n'
+                                             'S0016,stocks,"Acme, Inc."\nS0017,stocks,Ok,,\n')
+    assert report.added == ["S0016", "S0017"]
+    assert [n for n, _ in report.errors] == [1, 2]
+    assert "at most 3 expected" in report.errors[0][1]
+    assert Store(data).catalog.scalar("SELECT name FROM symbols WHERE symbol = 'S0016'") == \
+        "Acme, Inc."
 
 
 def test_settings_add_and_import_say_already_present_and_offer_fetch_these_now(populated):

@@ -279,8 +279,9 @@ def import_csv(catalog: Catalog, text: str) -> ImportReport:
     """Import ``symbol[,asset_class[,name]]`` lines (a header line is optional).
 
     Valid lines are added; symbols already in the universe are left as they are (name and
-    added date kept) and reported apart; every invalid line is refused and reported with its
-    line number and cause. Text that is not a CSV of symbols at all (a field over 128 KiB, a
+    added date kept) and reported apart; every invalid line (more than three fields among
+    them: an unquoted comma in a name would cut it) is refused and reported with its line
+    number and cause. Text that is not a CSV of symbols at all (a field over 128 KiB, a
     NUL byte) raises ``InputError`` and adds nothing.
     """
     items, errors, seen = [], [], set()
@@ -295,6 +296,11 @@ def import_csv(catalog: Catalog, text: str) -> ImportReport:
         if not fields or not any(fields) or fields[0].startswith("#"):
             continue
         if lineno == 1 and fields[0].lower() == "symbol":
+            continue
+        if any(fields[3:]):  # a name's comma unquoted, or another file's columns
+            errors.append((lineno, f"{len(fields)} fields, at most 3 expected "
+                                   "(symbol,asset_class,name): quote a name that holds a "
+                                   'comma ("Acme, Inc.")'))
             continue
         sym, cls, name = (fields + ["", ""])[:3]
         try:
