@@ -518,11 +518,12 @@ def drilldown(symbol: str) -> None:
         hfig.add_trace(go.Scatter(x=days, y=history["atm_iv_30d"].to_list(),
                                   name="30-day ATM implied", mode="lines+markers"))
         hfig.add_trace(go.Scatter(x=days, y=history["volatility_20d"].to_list(),
-                                  name="20-day realised", mode="lines"))
+                                  name="20-day realised", mode="lines+markers"))
         hfig.update_layout(height=320, margin=dict(l=0, r=0, t=30, b=0),
                            title="Implied vs realised volatility",
                            legend=dict(orientation="h"))
         hfig.update_yaxes(tickformat=".0%")
+        c.day_axis(hfig, days)  # one session: whole days, not milliseconds
         hc[0].plotly_chart(hfig, key="iv_history")
         sfig = go.Figure()
         sfig.add_trace(go.Scatter(x=days, y=history["rr25_30d"].to_list(),
@@ -532,6 +533,7 @@ def drilldown(symbol: str) -> None:
         sfig.update_layout(height=320, margin=dict(l=0, r=0, t=30, b=0),
                            title="Skew and wings at 30 days", legend=dict(orientation="h"))
         sfig.update_yaxes(tickformat=".1%")
+        c.day_axis(sfig, days)
         hc[1].plotly_chart(sfig, key="iv_skew")
         latest = history.row(-1, named=True)
         ratios = ", ".join(f"{label} {value:.2f}" for label, value in (

@@ -185,6 +185,12 @@ def test_symbols_table_filters_and_drilldown(populated):
     assert set(history) == {"30-day ATM implied", "20-day realised"}
     assert 0.05 < history["30-day ATM implied"]["y"][-1] < 1.5
     assert 0.05 < history["20-day realised"]["y"][-1] < 1.5
+    # Found by a QA pass: with one session, plotly zoomed to milliseconds ("23:59:59.9995")
+    # and the realised series, drawn as lines only, did not show. Whole days, and markers.
+    for chart in charts(at)[3:5]:
+        spec = json.loads(chart.proto.spec)
+        assert spec["layout"]["xaxis"]["dtick"] == 86_400_000
+        assert all("markers" in t["mode"] for t in spec["data"])
     words = texts(at)
     assert "American model" in words and "out-of-the-money options only" in words
     assert "Rate: Treasury curve 100%" in words and "closing state" in words
