@@ -551,8 +551,8 @@ def drilldown(symbol: str) -> None:
         downloads(symbol, info["asset_class"])
 
 
-symbol_param = c.query_param("symbol")
+symbol_param = (c.query_param("symbol") or "").strip()  # "?symbol=%20" is no symbol
 if symbol_param:
-    drilldown(symbol_param.strip())  # tickers are case-sensitive (KIMpL)
+    drilldown(symbol_param)  # tickers are case-sensitive (KIMpL)
 else:
     symbol_list()

@@ -219,6 +219,8 @@ def test_symbols_table_filters_and_drilldown(populated):
     assert "failing" in cause and "upstream timeout" in cause and "Enrich now" in cause
     at = open_page("pages/symbols.py", symbol="NOPE")
     assert "not in the universe" in texts(at)
+    at = open_page("pages/symbols.py", symbol=" ")  # found by a QA pass: "  is not in …"
+    assert "not in the universe" not in texts(at) and at.dataframe  # the list
 
 
 def test_runs_list_and_detail(populated):
