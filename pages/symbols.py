@@ -157,9 +157,12 @@ def in_range(ph: pl.DataFrame, span: str) -> pl.DataFrame:
 
 def price_figure(ph: pl.DataFrame, actions: pl.DataFrame, show_ma200: bool,
                  show_bb: bool) -> go.Figure:
+    no_volume = ph["volume"].null_count() == ph.height  # an index: none is traded
     fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.03,
                         row_heights=[0.52, 0.16, 0.16, 0.16],
-                        subplot_titles=("Price (split-adjusted)", "Volume",
+                        subplot_titles=("Price (split-adjusted)",
+                                        "Volume: none (an index is not traded)" if no_volume
+                                        else "Volume",
                                         "Volatility (20 sessions, annualised)", "RSI (14)"))
     x = ph["session"].to_list()
     fig.add_trace(go.Candlestick(x=x, open=ph["open"], high=ph["high"], low=ph["low"],
@@ -194,8 +197,9 @@ def price_figure(ph: pl.DataFrame, actions: pl.DataFrame, show_ma200: bool,
                 # plotly reads tags (<a href=…>) in hover text: show provider text as text
                 text=[html.escape(t or "") for t in part["detail"].to_list()],
                 hovertemplate="%{x}<br>%{text}<extra>" + kind + "</extra>"), row=1, col=1)
-    fig.add_trace(go.Bar(x=x, y=ph["volume"], name="volume", marker_color="#90a4ae",
-                         showlegend=False, hovertemplate="%{y:,.0f}"), row=2, col=1)
+    if not no_volume:
+        fig.add_trace(go.Bar(x=x, y=ph["volume"], name="volume", marker_color="#90a4ae",
+                             showlegend=False, hovertemplate="%{y:,.0f}"), row=2, col=1)
     fig.add_trace(go.Scatter(x=x, y=ph["volatility_20d"], name="volatility",
                              line=dict(color="#ef6c00"), showlegend=False), row=3, col=1)
     fig.add_trace(go.Scatter(x=x, y=ph["rsi14"], name="RSI", line=dict(color="#5e35b1"),

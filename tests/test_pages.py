@@ -162,6 +162,21 @@ def test_overview_numbers_match_the_catalog(populated):
     assert len(charts(at)) == 1  # status per dataset
 
 
+def test_an_index_drilldown_says_it_has_no_volume(populated):
+    # Found by a QA pass: I:SPX showed an empty "Volume" panel with a 0-4 axis.
+    data, _ = populated
+    assert populate(load_settings({"ENRICH_DATA_DIR": str(data), "ENRICH_SCHEDULER": "off"},
+                                  dotenv_path=None), symbols=["I:SPX"]).ok == 1
+    at = open_page("pages/symbols.py", symbol="I:SPX")
+    spec = json.loads(charts(at)[0].proto.spec)
+    titles = [a.get("text") for a in spec["layout"].get("annotations", [])]
+    assert "Volume: none (an index is not traded)" in titles
+    assert "volume" not in {t.get("name") for t in spec["data"]}
+    at = open_page("pages/symbols.py", symbol="AAPL")
+    spec = json.loads(charts(at)[0].proto.spec)
+    assert "volume" in {t.get("name") for t in spec["data"]}
+
+
 def test_symbols_table_filters_and_drilldown(populated):
     at = open_page("pages/symbols.py")
     table = at.dataframe[0].value
