@@ -81,9 +81,9 @@ def behind_facts(summary: pl.DataFrame, grid: pl.DataFrame) -> dict[str, Any]:
     """How far behind the store is, from the status grid and its per-symbol summary.
 
     ``runnable``: symbols whose worst state a run fixes (failing, stale, never fetched,
-    late), most urgent first; ``behind``: of them, those late or stale; ``max_behind`` (sessions),
-    ``newest_held`` (a session date) and ``expected`` (the latest expected session per
-    calendar, over the datasets behind);
+    late; not a ticker the reference does not know), most urgent first; ``behind``: of
+    them, those late or stale; ``max_behind`` (sessions), ``newest_held`` (a session date)
+    and ``expected`` (the latest expected session per calendar, over the datasets behind);
     ``failing``: symbol × dataset rows failing with their error classes (most frequent
     first); ``never``: symbols never fetched.
     """
@@ -94,7 +94,12 @@ def behind_facts(summary: pl.DataFrame, grid: pl.DataFrame) -> dict[str, Any]:
              "error_classes": [], "never": 0, "not_entitled": 0}
     if summary.is_empty():
         return empty
-    runnable = summary.filter(pl.col("state").is_in(RUNNABLE)).sort(
+    # A ticker the provider's reference does not know fails every run the same way: no run
+    # fixes it (its page says to fix the spelling or remove it).
+    unknown = grid.filter((pl.col("state") == "failing")
+                          & (pl.col("last_error_class") == "unknown_ticker"))["symbol"]
+    runnable = summary.filter(pl.col("state").is_in(RUNNABLE)
+                              & ~pl.col("symbol").is_in(unknown.implode())).sort(
         ["urgency", "sessions_behind", "symbol"], descending=[False, True, False],
         nulls_last=True)
     behind_rows = grid.filter(pl.col("state").is_in(BEHIND))
