@@ -62,13 +62,24 @@ def live_progress() -> None:
         c.run_link(p["run_id"])
 
 
+def _demo_classes() -> str:
+    """What the demo universe holds, by class: "18 US stocks, 7 ETFs, 2 crypto pairs, …"."""
+    words = {"stocks": ("US stock", "US stocks"), "etfs": ("ETF", "ETFs"),
+             "crypto": ("crypto pair", "crypto pairs"), "fx": ("currency pair", "currency pairs"),
+             "indices": ("index", "indices")}
+    counts: dict[str, int] = {}
+    for s in DEMO_UNIVERSE:
+        counts[s.asset_class] = counts.get(s.asset_class, 0) + 1
+    return ", ".join(f"{n} {words.get(cls, (cls, cls))[n > 1]}" for cls, n in counts.items())
+
+
 def first_launch() -> None:
     """An empty store: one obvious button that starts the first enrichment."""
     with st.container(border=True):
         st.subheader("No data yet")
         if summary.is_empty():
             n = len(DEMO_UNIVERSE)
-            what = (f"the demo universe ({n} US stocks, ETFs and bitcoin)" if c.is_demo()
+            what = (f"the demo universe ({n} symbols: {_demo_classes()})" if c.is_demo()
                     else f"the demo universe of {n} symbols (or add your own under Settings)")
         else:
             what = f"the {summary.height} symbols of your universe"

@@ -126,6 +126,10 @@ def test_empty_overview_offers_the_first_enrichment_only(env):
     at = open_page("pages/overview.py")
     assert [b.label for b in at.button] == ["Start the first enrichment"]
     assert "No data yet" in [s.value for s in at.subheader]
+    # What the demo universe holds, counted (found by a QA pass: "29 US stocks, ETFs and
+    # bitcoin" while it holds ether, a currency pair and an index too).
+    assert "(29 symbols: 18 US stocks, 7 ETFs, 2 crypto pairs, 1 currency pair, 1 index)" \
+        in texts(at)
     assert not at.metric  # no wall of zeros before anything ran
 
 
