@@ -66,6 +66,11 @@ DEMO_LABEL = "Demo data — the offline sample provider generates every number s
 _BACKTICKS = re.compile(r"`+")
 
 
+def plural(n: int, word: str) -> str:
+    """``n`` (thousands separated) and ``word``, with an ``s`` unless one: "1 run", "2 runs"."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def literal(text: object, limit: int | None = None) -> str:
     """Markdown that shows ``text`` exactly as written: an inline code span.
 

@@ -105,10 +105,6 @@ if runs_total == 0 and not c.read(runs_view.active_runs) and not _pending_run():
 
 
 # -- why: the causes before the symptoms (enrich.diagnosis) ------------------------------------
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
 def _since(fires: list, schedule: dict) -> str:
     last = schedule["last_scheduled"]
     if last:
@@ -124,7 +120,7 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
         who = ui.literal(schedule["paused_by"] or "?")
         why = f": {ui.literal(schedule['pause_reason'], limit=200)}" \
             if schedule["pause_reason"] else ""
-        skipped = (f" {_plural(cause['skipped'], 'daily run')} did not run "
+        skipped = (f" {ui.plural(cause['skipped'], 'daily run')} did not run "
                    f"{_since(fires, schedule)}." if cause["skipped"] else "")
         return (f"**The daily schedule is paused** — by {who} since "
                 f"{ui.fmt_utc(schedule['paused_at'])}{why}.{skipped} Resume it on Controls.")
@@ -132,13 +128,13 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
         how = ("its process stopped without a clean stop" if cause["dead"]
                else "no dashboard or `python -m enrich serve` runs the schedule"
                + ("" if schedule["scheduler_here"] else " (ENRICH_SCHEDULER=off here)"))
-        skipped = (f": {_plural(cause['skipped'], 'daily run')} did not happen "
+        skipped = (f": {ui.plural(cause['skipped'], 'daily run')} did not happen "
                    f"{_since(fires, schedule)}" if cause["skipped"] else "")
         return (f"**No scheduler is running** — {how}{skipped}. Nothing refreshes the data "
                 "until one runs; start `python -m enrich serve` (or a dashboard with "
                 "ENRICH_SCHEDULER=on), or run now.")
     if kind == "missed":
-        return (f"**{_plural(cause['skipped'], 'daily run')} missed** — no scheduler was "
+        return (f"**{ui.plural(cause['skipped'], 'daily run')} missed** — no scheduler was "
                 "running at their time; the Runs page lists them as *missed*.")
     if kind == "last_run":
         lr = schedule["last_run"]
@@ -148,26 +144,26 @@ def cause_text(cause: dict, schedule: dict, behind: dict, quality: dict) -> str:
     if kind == "behind":
         held = (f"the oldest holds {ui.fmt_session(behind['oldest_held'])}, "
                 if behind["oldest_held"] else "")
-        return (f"**{_plural(behind['behind'], 'symbol')} behind** — up to "
-                f"{_plural(behind['max_behind'], 'session')}: {held}the latest expected "
+        return (f"**{ui.plural(behind['behind'], 'symbol')} behind** — up to "
+                f"{ui.plural(behind['max_behind'], 'session')}: {held}the latest expected "
                 f"session is {ui.fmt_sessions(behind['expected'])}.")
     if kind == "failing":
         classes = ", ".join(f"{ui.literal(c)} ×{n}" for c, n in behind["error_classes"][:4])
         # Symbols counted as symbols; their failing datasets (symbol × dataset) beside them.
         whose = "its" if behind["failing_symbols"] == 1 else "their"
-        return (f"**{_plural(behind['failing_symbols'], 'symbol')} failing** "
+        return (f"**{ui.plural(behind['failing_symbols'], 'symbol')} failing** "
                 f"({behind['failing']:,} of {whose} datasets): the last attempt ended in "
                 f"{classes}. Each symbol's page leads with its error.")
     if kind == "never":
-        return (f"**{_plural(behind['never'], 'symbol')} never fetched** — in the universe, "
+        return (f"**{ui.plural(behind['never'], 'symbol')} never fetched** — in the universe, "
                 "nothing held yet: a run fetches their history (the daily one, or now).")
     if kind == "alerts":
         errs = f", {cause['errors']} at error level" if cause["errors"] else ""
-        return f"**{_plural(cause['open'], 'open alert')}**{errs} (listed below)."
+        return f"**{ui.plural(cause['open'], 'open alert')}**{errs} (listed below)."
     if kind == "quality":
         errs = f", {quality['errors']} at error level" if quality.get("errors") else ""
-        return (f"**{_plural(quality['checks'], 'quality check')} failing** on "
-                f"{_plural(quality['symbols'], 'symbol')}{errs}.")
+        return (f"**{ui.plural(quality['checks'], 'quality check')} failing** on "
+                f"{ui.plural(quality['symbols'], 'symbol')}{errs}.")
     return kind
 
 

@@ -159,7 +159,7 @@ def run_detail(run_id: str) -> None:
             st.plotly_chart(fig, key="gantt")
         errs = tasks.filter(pl.col("error_class").is_not_null())
         if errs.height:
-            st.subheader(f"Errors ({errs.height:,} symbols)")
+            st.subheader(f"Errors ({ui.plural(errs.height, 'symbol')})")
             pages = max(1, -(-errs.height // TASK_PAGE))  # every symbol may have failed
             page = min(int(st.session_state.get("err_page", 1) or 1), pages)
             if pages > 1:
@@ -245,7 +245,8 @@ def run_list() -> None:
         page = pages
         rows, total = c.read(runs_view.runs_search, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                              now=at, **filters)
-    st.caption(f"{total:,} runs match" + (f" · page {page} of {pages}" if pages > 1 else ""))
+    st.caption(f"{ui.plural(total, 'run')} match{'es' if total == 1 else ''}"
+               + (f" · page {page} of {pages}" if pages > 1 else ""))
     if rows.is_empty():
         st.info("No runs yet. Start one under Controls (or the first enrichment on the "
                 "Overview)." if total == 0 and not any(filters.values())

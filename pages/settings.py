@@ -104,7 +104,8 @@ def added_report(report: uv.AddReport | uv.ImportReport) -> None:
     new = [*report.added, *report.reactivated]
     if not (new or report.present or errors):
         st.info("Nothing to import.")
-    if new and st.button(f"Fetch these {len(new):,} now", type="primary", icon="⚡",
+    if new and st.button("Fetch it now" if len(new) == 1 else f"Fetch these {len(new):,} now",
+                         type="primary", icon="⚡",
                          key="fetch_added",
                          help="Start a run for exactly these symbols: their history from the "
                               "configured start, then the daily refresh keeps them fresh."):

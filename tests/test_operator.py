@@ -263,7 +263,7 @@ def test_settings_add_and_import_say_already_present_and_offer_fetch_these_now(p
     assert any("Already present 1" in i.value and "`AAPL`" in i.value for i in at.info)
     assert not any("Added" in s.value for s in at.success)
     assert _aapl(data) == before
-    assert not [b for b in at.button if b.label.startswith("Fetch these")]
+    assert not [b for b in at.button if b.label.startswith("Fetch ")]
 
     at.text_area(key="import_text").set_value("AAPL,stocks,Renamed\nNEWX,stocks\nbad sym\n")
     at.button(key="import").click().run()
@@ -274,7 +274,7 @@ def test_settings_add_and_import_say_already_present_and_offer_fetch_these_now(p
     assert _aapl(data) == before
     # The universe table above shows the new symbol at once.
     assert "NEWX" in set(at.dataframe[1].value["symbol"])
-    [fetch] = [b for b in at.button if b.label == "Fetch these 1 now"]
+    [fetch] = [b for b in at.button if b.label == "Fetch it now"]
     fetch.click().run()
     assert not at.exception
     run_id = at.session_state["last_run_id"]

@@ -245,12 +245,12 @@ def test_symbols_table_filters_and_drilldown(populated):
 def test_runs_list_and_detail(populated):
     data, summary = populated
     at = open_page("pages/runs.py")
-    assert "1 runs match" in texts(at)
+    assert "1 run matches" in texts(at)
     assert len(at.dataframe[0].value) == 1
     at = open_page("pages/runs.py", run_state="succeeded")
     assert "0 runs match" in texts(at)
     at = open_page("pages/runs.py", run_symbol="SPY")
-    assert "1 runs match" in texts(at)
+    assert "1 run matches" in texts(at)
 
     at = open_page("pages/runs.py", run=summary.run_id)
     assert metric(at, "Symbols") == "5" and metric(at, "Failed") == "1"  # MSFT: the plan's

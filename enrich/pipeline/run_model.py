@@ -249,13 +249,14 @@ def describe(summary: RunSummary) -> str:
         parts = [f"{summary.ok} enriched", *_failed_part(summary)]
         if summary.not_attempted:
             parts.append(f"{summary.not_attempted} not attempted (left as they were)")
-        return (f"{STOPPED_EARLY} {summary.stopped}. {summary.records} rows written; "
+        return (f"{STOPPED_EARLY} {summary.stopped}. {summary.records:,} rows written; "
                 + ", ".join(parts))
     if summary.records == 0 and summary.failed == 0:
-        return f"nothing new to fetch: all {summary.total} symbols are up to date"
+        return ("nothing new to fetch: the symbol is up to date" if summary.total == 1 else
+                f"nothing new to fetch: all {summary.total:,} symbols are up to date")
     parts = [f"{summary.ok} enriched", f"{summary.skipped} up to date",
              *_failed_part(summary)]
-    return f"{summary.records} rows written; " + ", ".join(parts) + _advice(summary)
+    return f"{summary.records:,} rows written; " + ", ".join(parts) + _advice(summary)
 
 
 def _failed_part(summary: RunSummary) -> list[str]:
