@@ -105,6 +105,19 @@ def test_status_of_a_symbol_typed_in_another_case(data, capsys):
     assert rows and {r["symbol"] for r in rows} == {"AAPL"}
 
 
+def test_activate_says_the_symbol_as_held_and_symbols_help_lists_every_action(data, capsys):
+    # Found by a QA pass: `symbols activate aapl` printed "activated aapl", and `symbols
+    # --help` listed only `import` (the other actions had no help text).
+    assert _main(["symbols", "deactivate", "aapl"]) == 0
+    assert capsys.readouterr().out.strip() == "deactivated AAPL"
+    assert _main(["symbols", "activate", "aapl"]) == 0
+    assert capsys.readouterr().out.strip() == "activated AAPL"
+    assert _main(["symbols", "--help"]) == 0
+    listed = capsys.readouterr().out
+    for action in ("list", "add", "remove", "activate", "deactivate", "import"):
+        assert f"\n    {action} " in listed or f"\n    {action}\n" in listed, action
+
+
 def test_status_of_a_symbol_not_in_the_universe_is_refused(data, capsys):
     """It said "no status yet: run …" and exited 0."""
     _refused(["status", "--symbol", "NOPE"], "NOPE not in the universe", capsys)

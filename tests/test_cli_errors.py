@@ -126,6 +126,10 @@ CASES: dict[str, Case] = {
     "data dir is a file": Case(["status"], "exists and is not a directory",
                                env={"ENRICH_DATA_DIR": "{tmp}/afile"},
                                setup=_write("afile", b"x")),
+    # Found by a QA pass: the option named what the user did not type (ENRICH_DATA_DIR).
+    "--data-dir is a file": Case(["--data-dir", "{tmp}/afile", "status"],
+                                 "afile' exists and is not a directory: name the data",
+                                 setup=_write("afile", b"x")),
     "lake is a file": Case(["status"], "lake is a file", setup=_file_at("lake")),
     "locks is a file": Case(["run", "--symbols", "AAPL"], "locks is a file",
                             setup=_file_at("locks")),

@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from enrich.cli import alerts, backfill, core, quality, service  # noqa: F401  (register commands)
 from enrich.cli.common import (  # noqa: F401  (EXIT_* and COMMANDS: the package's interface)
@@ -83,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--data-dir is empty: name the data directory, or leave "
                                  "--data-dir out to use ENRICH_DATA_DIR")
             env = dict(os.environ, ENRICH_DATA_DIR=args.data_dir)
+            if Path(args.data_dir.strip()).expanduser().exists() and \
+                    not Path(args.data_dir.strip()).expanduser().is_dir():
+                raise UsageError(f"--data-dir {args.data_dir!r} exists and is not a "
+                                 "directory: name the data directory")
         settings = load_settings(env)
         if not CREATES[args.cmd](args):
             _need_desk(settings, "--data-dir" if env is not None else "ENRICH_DATA_DIR")

@@ -276,8 +276,8 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
         print(f"removed {n} symbol(s); their data stays in the lake")
         return EXIT_OK
     if args.symbols_cmd in ("deactivate", "activate"):
-        universe.set_active(store.catalog, args.symbol, args.symbols_cmd == "activate")
-        print(f"{args.symbols_cmd}d {', '.join(args.symbol)}")
+        held = universe.set_active(store.catalog, args.symbol, args.symbols_cmd == "activate")
+        print(f"{args.symbols_cmd}d {', '.join(held)}")  # as held: `aapl` is AAPL
         return EXIT_OK
     if args.symbols_cmd == "import":
         try:
@@ -374,16 +374,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     sy = sub.add_parser("symbols", help="manage the universe")
     ssub = sy.add_subparsers(dest="symbols_cmd", metavar="ACTION")
-    sl = ssub.add_parser("list")
+    sl = ssub.add_parser("list", help="the universe: symbols, classes, names, active")
     sl.add_argument("--json", action="store_true")
     sl.add_argument("--seed-demo", action="store_true", help="seed the demo universe if empty")
-    sa = ssub.add_parser("add")
+    sa = ssub.add_parser("add", help="add symbols, checked against the provider's "
+                                     "ticker reference")
     sa.add_argument("symbol", nargs="+")
     sa.add_argument("--asset-class", choices=["stocks", "etfs", "crypto", "fx", "indices"])
     sa.add_argument("--name")
     sa.add_argument("--json", action="store_true")
-    for name in ("remove", "activate", "deactivate"):
-        x = ssub.add_parser(name)
+    for name, what in (("remove", "remove symbols from the universe (their data is kept)"),
+                       ("activate", "enrich these symbols again in runs"),
+                       ("deactivate", "leave these symbols out of runs (data kept)")):
+        x = ssub.add_parser(name, help=what)
         x.add_argument("symbol", nargs="+")
     si = ssub.add_parser("import", help="CSV lines: symbol[,asset_class[,name]]")
     si.add_argument("file", help="path to a CSV file, or - for standard input")

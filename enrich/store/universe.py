@@ -256,7 +256,8 @@ def remove_symbols(catalog: Catalog, symbols: list[str]) -> int:
     return len(syms)
 
 
-def set_active(catalog: Catalog, symbols: list[str], active: bool) -> None:
+def set_active(catalog: Catalog, symbols: list[str], active: bool) -> list[str]:
+    """(De)activate ``symbols`` (any case finds the held one); returns them as held."""
     syms = _known(catalog, symbols)
     batch = WriteBatch()
     batch.execute(
@@ -264,6 +265,7 @@ def set_active(catalog: Catalog, symbols: list[str], active: bool) -> None:
         [active, *syms],
     )
     catalog.write(batch)
+    return syms
 
 
 def decode_csv(data: bytes, name: str = "the file") -> str:
