@@ -182,6 +182,29 @@ def test_without_a_curve_ivs_use_the_configured_rate_and_say_so(settings):
     assert set(chain["rate_source"]) == {"fallback"} and set(chain["rate"]) == {0.031}
 
 
+def test_a_failed_curve_fetch_is_said_by_the_run_not_hidden(settings):
+    # Found by a QA pass: the Treasury request answered 400, the run said "succeeded" with
+    # no error, and every IV took the fallback rate without a word.
+    from enrich.errors import ProviderError
+
+    store = Store.from_settings(settings)
+    ensure_demo_universe(store.catalog)
+    clock = lambda: FIXED_NOW  # noqa: E731
+
+    class BadCurve(SampleProvider):
+        def treasury_yields(self, start, end):
+            raise ProviderError("400 Bad Request: treasury-yields")
+
+    summary = Engine(store, BadCurve(clock=clock), settings, clock=clock).run(
+        RunParams(symbols=["AAPL"]))
+    assert summary.errors_by_class == {"provider": 1} and summary.failed == 0
+    message = store.catalog.scalar("SELECT message FROM runs WHERE run_id = ?",
+                                   [summary.run_id])
+    assert "the Treasury curve was not fetched (provider: 400 Bad Request" in message
+    assert "ENRICH_RISK_FREE_RATE" in message
+    assert set(store.lake.read("options_iv", ["AAPL"])["rate_source"]) == {"fallback"}
+
+
 def test_rate_to_falls_back_for_a_row_without_a_session():
     curves = rates.frame([{"date": D(2024, 6, 10), **flat(5.0)}])
     as_of = pl.Series([None, D(2024, 6, 10)], dtype=pl.Date)

@@ -324,6 +324,7 @@ class Engine:
                               failed=0, skipped=0, records=0, requests=0, retries=0,
                               errors_by_class={}, started_at=now, finished_at=now)
         results: list[SymbolResult] = []
+        curve_error: BaseException | None = None  # the Treasury curve's fetch failed (run-wide)
         done_lock = threading.Lock()
         stop_flusher = threading.Event()
 
@@ -345,6 +346,8 @@ class Engine:
         try:
             step = self._refresh_rates(plan.rates, run_id, log, tally)
             halt.saw([step] if step is not None else [])
+            if step is not None and step.status == "failed" and step.error is not None:
+                curve_error = step.error
             fetched = self._fetch_markets(plan, run_id, log, cancel, tally, halt)
 
             def work(sym: str, cls: str) -> SymbolResult:
@@ -411,7 +414,7 @@ class Engine:
         if halt.reason is not None:  # it stopped itself: failed, with why
             state = "failed"
         summary = self._finish_run(log, run_id, started, results, state, None, tally,
-                                   stopped=halt.reason)
+                                   stopped=halt.reason, curve_error=curve_error)
         summary.requests_planned, summary.plan = plan.requests, plan
         return summary
 
@@ -500,9 +503,12 @@ class Engine:
     def _finish_run(self, log: LogBuffer, run_id: str, started: dt.datetime,
                     results: list[SymbolResult], state: str, message: str | None,
                     tally: _MarketTally | None = None,
-                    only_active: bool = False, stopped: str | None = None) -> RunSummary:
+                    only_active: bool = False, stopped: str | None = None,
+                    curve_error: BaseException | None = None) -> RunSummary:
         finished = utcnow()
         errors = Counter(error_class_of(e) for r in results for e in r.errors)
+        if curve_error is not None:  # every symbol's IVs took a fallback rate: said too
+            errors[error_class_of(curve_error)] += 1
         summary = RunSummary(
             run_id=run_id, state=state, total=len(results),
             ok=sum(r.state == "ok" for r in results),
@@ -514,6 +520,8 @@ class Engine:
             errors_by_class=dict(errors), started_at=started, finished_at=finished,
             results=results, stopped=stopped,
             not_attempted=sum(r.state == "not_attempted" for r in results),
+            curve_error=(f"{error_class_of(curve_error)}: {curve_error}"[:300]
+                         if curve_error is not None else None),
         )
         if message is None:
             message = describe(summary)

@@ -219,6 +219,7 @@ class RunSummary:
     plan: RefreshPlan | None = None
     stopped: str | None = None  # why the run stopped before its last symbols (``Halt``)
     not_attempted: int = 0  # symbols it then left as they were
+    curve_error: str | None = None  # the Treasury curve's fetch failed: "class: message"
 
     @property
     def failed_symbols(self) -> list[str]:
@@ -230,7 +231,16 @@ STOPPED_EARLY = "stopped early:"
 
 
 def describe(summary: RunSummary) -> str:
-    """One plain sentence about a run's outcome."""
+    """One plain sentence about a run's outcome (and the Treasury curve's failure, if any:
+    option IVs then took the newest stored curve or ``ENRICH_RISK_FREE_RATE``)."""
+    said = _describe(summary)
+    if summary.curve_error:
+        said += (f"; the Treasury curve was not fetched ({summary.curve_error}): option IVs "
+                 "used the newest stored curve or ENRICH_RISK_FREE_RATE")
+    return said
+
+
+def _describe(summary: RunSummary) -> str:
     if summary.total == 0 and summary.state in FINAL_STATES and summary.state != "succeeded":
         return f"{summary.state} before it started: nothing was fetched"
     if summary.total == 0:
