@@ -126,6 +126,8 @@ with tab_add:
         name = st.text_input("Name (for a single symbol)", key="add_name")
         submitted = st.form_submit_button("Add", icon="➕")
     if submitted:
+        # A new submission: the report of the previous one no longer stands beside it.
+        st.session_state.pop("universe_report", None)
         items = [s for s in raw.replace(",", " ").split() if s]
         if not items:
             st.error("Type at least one symbol.")
@@ -148,6 +150,7 @@ with tab_import:
     upload = st.file_uploader("CSV file", type=["csv", "txt"], key="import_file")
     pasted = st.text_area("…or paste lines", key="import_text", height=120)
     if st.button("Import", icon="📥", key="import"):
+        st.session_state.pop("universe_report", None)
         try:
             text = uv.decode_csv(upload.getvalue(), upload.name) if upload else pasted
             if not text.strip():

@@ -451,6 +451,14 @@ def test_universe_management(populated):
     added = syms.filter(pl.col("symbol").is_in(["S0042", "TWTR"]))
     assert dict(added.select("symbol", "asset_class").iter_rows()) == {
         "S0042": "stocks", "TWTR": "stocks"}
+    assert any("Added 2" in x.value for x in at.success)
+    # A refused addition next: its error alone (found by a QA pass: the earlier "Added 2 …"
+    # and its "Fetch these 2 now" stayed under it).
+    at.text_input(key="add_raw").set_value("ZZZU")
+    at.button(key="FormSubmitter:add_symbols-Add").click().run()
+    assert any("ZZZU is not a ticker sample knows" in e.value for e in at.error)
+    assert not any("Added" in x.value for x in at.success)
+    assert not [b for b in at.button if b.label.startswith("Fetch ")]
 
     at.text_area(key="import_text").set_value("symbol,asset_class\nQQQQ,etfs\nbad sym\n"
                                              "X:ETHUSD,crypto\nFOO,planets\n")
