@@ -69,9 +69,27 @@ def live(run_id: str) -> None:
         c.progress_block(p, key=f"run-{run_id}")
         st.button("Cancel this run", icon="⏹️", key="cancel_run", on_click=_cancel,
                   args=(run_id,))
+        # The counts go with the progress line: drawn once beside it, they said "Enriched
+        # 2" under "117 / 341 symbols" until the run ended.
+        d = c.read(runs_view.run_detail, run_id)
+        if d is not None:
+            _tiles(d)
         st.session_state[f"run_live_{run_id}"] = True
     elif st.session_state.pop(f"run_live_{run_id}", False):
         st.rerun()  # it just finished: refresh the whole detail
+
+
+def _tiles(d: dict) -> None:
+    """A run's counts (``runs_view.run_detail``)."""
+    c.tiles([("Symbols", ui.fmt_int(d["symbols_total"])),
+             ("Enriched", ui.fmt_int(d["symbols_ok"])),
+             ("Up to date", ui.fmt_int(d["symbols_skipped"])),
+             ("Failed", ui.fmt_int(d["symbols_failed"])),
+             *([("Not attempted", ui.fmt_int(d["symbols_not_attempted"]))]
+               if d["symbols_not_attempted"] else []),
+             ("Rows written", ui.fmt_int(d["records_written"])),
+             ("Requests", ui.fmt_int(d["requests"])),
+             ("Retries", ui.fmt_int(d["retries"]))])
 
 
 def run_detail(run_id: str) -> None:
@@ -104,15 +122,8 @@ def run_detail(run_id: str) -> None:
                       f"{ui.fmt_exchange(d['started_at'])}")
     times[2].markdown(f"**Finished** {ui.fmt_utc(d['finished_at'], True)}  \n"
                       f"{ui.fmt_exchange(d['finished_at'])}")
-    c.tiles([("Symbols", ui.fmt_int(d["symbols_total"])),
-             ("Enriched", ui.fmt_int(d["symbols_ok"])),
-             ("Up to date", ui.fmt_int(d["symbols_skipped"])),
-             ("Failed", ui.fmt_int(d["symbols_failed"])),
-             *([("Not attempted", ui.fmt_int(d["symbols_not_attempted"]))]
-               if d["symbols_not_attempted"] else []),
-             ("Rows written", ui.fmt_int(d["records_written"])),
-             ("Requests", ui.fmt_int(d["requests"])),
-             ("Retries", ui.fmt_int(d["retries"]))])
+    if d["state"] not in runs_view.ACTIVE_RUN_STATES:  # a running one's: in ``live``
+        _tiles(d)
     if d.get("parent_run_id"):
         c.run_link(d["parent_run_id"], f"Retry of run {ui.literal(d['parent_run_id'][:8])} →")
     with st.expander("Parameters"):

@@ -63,6 +63,30 @@ def record_run(data, state: str, message: str, kind: str = "manual") -> str:
     return run_id
 
 
+def test_a_running_runs_counts_are_drawn_with_its_live_progress(populated):
+    # Found by a QA pass: the tiles were drawn once, outside the refreshing fragment, so a
+    # running run read "Enriched 2" under "117 / 341 symbols" until it ended. Now they are
+    # drawn by the fragment while the run is active (AppTest cannot rerun a fragment alone:
+    # this asserts they are there, once, with the run's counts; not the refresh itself).
+    from enrich.store.catalog import host_and_pid
+
+    data, _ = populated
+    host, pid = host_and_pid()
+    run_id = str(uuid.uuid4())
+    now = dt.datetime.now(dt.UTC)
+    b = WriteBatch()
+    b.insert("runs", {"run_id": run_id, "kind": "manual", "state": "running",
+                      "params": json.dumps({"symbols": None}), "provider": "sample",
+                      "requested_at": now, "started_at": now, "heartbeat_at": now,
+                      "pid": pid, "host": host, "symbols_total": 341, "symbols_ok": 117,
+                      "symbols_skipped": 24, "symbols_failed": 1, "records_written": 5})
+    Store(data).catalog.write(b)
+    at = open_page("pages/runs.py", run=run_id)
+    shown = [(m.label, m.value) for m in at.metric]
+    assert ("Enriched", "117") in shown and ("Up to date", "24") in shown
+    assert sum(label == "Enriched" for label, _ in shown) == 1  # drawn once, in the fragment
+
+
 # -- colour that means state -------------------------------------------------------------------
 @pytest.mark.parametrize(("state", "kind"), [("failed", "error"), ("partial", "warning"),
                                              ("succeeded", "success")])
