@@ -207,9 +207,10 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
     action = args.dataset
     # A backfill whose process was killed is not running: its run is closed first, so that
     # list and show say so, and pause or cancel take effect at once.
-    runs.close_dead_runs(Store.from_settings(settings))
+    store = Store.from_settings(settings)
+    runs.close_dead_runs(store)
     if action == "list":
-        rows = backfill_progress_summary(Store.from_settings(settings).catalog)
+        rows = backfill_progress_summary(store.catalog)
         if args.json:
             print_json(rows)
             return EXIT_OK
@@ -223,7 +224,6 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"`backfill {action}` needs a backfill id (see `backfill list`)")
     bid = args.backfill_id
     if action == "show":
-        store = Store.from_settings(settings)
         rows = backfill_progress_summary(store.catalog, bid)
         if not rows:
             raise UsageError(f"no backfill {bid}; see `python -m enrich backfill list`")
@@ -239,7 +239,7 @@ def _do_action(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if action in ("pause", "cancel"):  # complete or cancelled: BackfillStateError, exit 2
         intent = "paused" if action == "pause" else "cancelled"
-        out = request_stop(Store.from_settings(settings).catalog, bid, intent, who())
+        out = request_stop(store.catalog, bid, intent, who())
         if not out.changed:
             by = (f" by {out.paused_by} at "
                   f"{out.paused_at.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}"

@@ -40,7 +40,7 @@ from enrich.config import Settings
 from enrich.errors import EnrichError
 from enrich.pipeline.run_model import LogBuffer, StepResult, SymbolResult, fetched_for
 from enrich.providers import Provider
-from enrich.store.catalog import WriteBatch
+from enrich.store.catalog import WriteBatch, pid_alive
 from enrich.store.store import Store
 
 # Below this many symbols, starting processes (~1 s) costs more than threads lose.
@@ -126,21 +126,11 @@ def _exit_with(pid: int) -> None:
         if fd is not None:
             select.select([fd], [], [])
         else:
-            while _alive(pid):
+            while pid_alive(pid):
                 time.sleep(1.0)
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-run", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _enrich(symbol: str, asset_class: str, now: dt.datetime) -> tuple[Any, WriteBatch]:
