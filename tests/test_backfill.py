@@ -565,6 +565,29 @@ def test_an_hourly_backfill_leaves_the_daily_bars_status_alone(settings):
     assert status() == daily
 
 
+def test_a_dividends_backfill_recomputes_the_total_return_close(settings):
+    # Found by a QA pass: KO's tr_close kept only the first run's dividends after a
+    # backfill of ten years of them (up to 23 % off) until the next day's refresh.
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+    from enrich.quant.features import compute_features, dividends_on_basis
+
+    bf = make(settings)
+    clock = lambda: FIXED_NOW  # noqa: E731
+    Engine(bf.store, SampleProvider(clock=clock), settings.with_(history_years=3),
+           clock=clock).run(RunParams(symbols=["KO"]))
+    lake = bf.store.lake
+    assert bf.run(bf.plan(BackfillRequest("bars", ("KO",), years=10))).state == "succeeded"
+    before = lake.read("dividends", ["KO"]).height
+    summary = bf.run(bf.plan(BackfillRequest("dividends", ("KO",), since=D(2016, 1, 1))))
+    assert summary.state == "succeeded" and lake.read("dividends", ["KO"]).height > before
+    bars = lake.read("bars", ["KO"], level="1d")
+    want = compute_features(bars, dividends=dividends_on_basis(
+        lake.read("dividends", ["KO"]), lake.read("splits", ["KO"])))
+    got = lake.read("features", ["KO"], level="1d")
+    assert got["tr_close"].to_list() == want["tr_close"].to_list()
+
+
 # -- priority on the shared limiter -----------------------------------------------------------
 def test_backfill_requests_queue_behind_a_runs_requests(settings):
     order: list[str] = []
@@ -694,7 +717,8 @@ def test_page_plans_starts_watches_pauses_and_resumes(page_env):
     assert wait_for(r["backfill_id"], TIMEOUT)
     _rerun(at)
     assert ":green-badge[complete]" in _text(at)
-    assert [m.value for m in at.metric if m.label == "Chunks done"] == ["2 / 2"]
+    # Each symbol's dividends, then its features (tr_close takes the dividends in).
+    assert [m.value for m in at.metric if m.label == "Chunks done"] == ["4 / 4"]
 
     # A running backfill (held on its bars requests) shows Pause; then Resume finishes it.
     class Held(SampleProvider):

@@ -359,7 +359,10 @@ def _symbol_chunks(request: BackfillRequest, symbol: str, asset_class: str, star
     elif ds == "splits":
         add("splits", _windows(start, end, "all", cd))
         add("features", [(start, end)])
-    elif ds in ("dividends", "earnings"):
+    elif ds == "dividends":
+        add(ds, _windows(start, end, "all", cd))
+        add("features", [(start, end)])  # tr_close reinvests every stored dividend
+    elif ds == "earnings":
         add(ds, _windows(start, end, "all", cd))
     elif ds == "news":
         add("news", _windows(start, end, "month", cd))

@@ -8,9 +8,10 @@ only after its data is in the lake; lake writes are idempotent upserts, so a pro
 at any moment redoes at most the chunks whose marks were not flushed yet (at most
 ``FLUSH_S`` seconds of work), and the result equals an uninterrupted backfill. A chunk that
 keeps failing (after the provider's retries) is marked failed with its attempts and last
-error; ``retry_failed`` runs only those. Bars and splits chunks are followed by the symbol's
-``features`` chunk, which calls the engine's own derive step: bars are re-based on every
-stored split (logged in ``compute_log`` with status ``rebased``) and features recomputed.
+error; ``retry_failed`` runs only those. Bars, splits and dividends chunks are followed by
+the symbol's ``features`` chunk (dividends: ``tr_close`` reinvests them), which calls the
+engine's own derive step: bars are re-based on every stored split (logged in
+``compute_log`` with status ``rebased``) and features recomputed.
 Options chunks list contracts per session, then fetch each chosen contract's bars and write
 IV rows (``enrich.quant.options_history``). Cancellation (pause or cancel, from any process
 through the catalog) stops between chunks.
@@ -540,7 +541,8 @@ class _Execution:
         return self._classes.get(symbol) or asset_class_of(symbol)
 
     def _requeue_features(self, symbol: str) -> None:
-        """Bars or splits of ``symbol`` changed: its features chunk must run (again)."""
+        """Bars, splits or dividends of ``symbol`` changed: its features chunk must run
+        (again)."""
         chunk = next((c for c in self.plan.chunks
                       if c.step == "features" and c.underlying == symbol), None)
         if chunk is None or chunk in self.queue:
