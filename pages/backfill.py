@@ -76,9 +76,12 @@ def _start(request: bfm.BackfillRequest | None = None, backfill_id: str | None =
     st.toast(f"Backfill started (run {run_id[:8]})", icon="⏮️")
 
 
-def _said(backfill_id: str, level: str, text: str) -> None:
-    """What a card's button did, shown on its card (drawn again every 2 s) for a while."""
-    st.session_state[f"bf_said_{backfill_id}"] = (level, text, time.monotonic() + SAID_S)
+def _said(backfill_id: str, level: str, text: str, while_running: bool = False) -> None:
+    """What a card's button did, shown on its card (drawn again every 2 s) for a while
+    (``while_running``: only while the backfill still runs — "Pausing …" is over once it
+    stopped)."""
+    st.session_state[f"bf_said_{backfill_id}"] = (level, text, time.monotonic() + SAID_S,
+                                                  while_running)
 
 
 def _stop(backfill_id: str, intent: str) -> None:
@@ -106,7 +109,7 @@ def _stop(backfill_id: str, intent: str) -> None:
         return
     verb = "Pausing" if intent == "paused" else "Cancelling"
     _said(backfill_id, palette.OK, f"{verb}: the backfill stops after its current chunk"
-          if out.run_id else f"Backfill {intent}.")
+          if out.run_id else f"Backfill {intent}.", while_running=bool(out.run_id))
 
 
 def _resume(backfill_id: str, retry_failed: bool = False) -> None:
@@ -270,7 +273,7 @@ def _card(r: dict[str, Any]) -> None:
                 acts[1].button("Retry failed", icon="🔁", key=f"retry_{bid}",
                                on_click=_resume, args=(bid, True))
         said = st.session_state.get(f"bf_said_{bid}")
-        if said and said[2] > time.monotonic():
+        if said and said[2] > time.monotonic() and not (said[3] and r["status"] != "running"):
             c.alert(said[0], said[1])
         if r["last_run_id"]:
             with acts[2]:

@@ -740,11 +740,15 @@ def test_page_plans_starts_watches_pauses_and_resumes(page_env):
         assert ":blue-badge[running]" in _text(at)
         assert "`1d` bars for `KO`" in _text(at)  # the timeframe is on the card
         _press(at, "Pause")
+        assert any("Pausing: the backfill stops after its current chunk" in x.value
+                   for x in at.success)
     finally:
         held.gate.set()
     assert wait_for(bid, TIMEOUT)
     _rerun(at)
     assert ":gray-badge[paused]" in _text(at) and "resume" in _text(at)
+    # Found by a QA pass: "Pausing …" stayed on the card ~30 s after it read paused.
+    assert not any("Pausing" in x.value for x in at.success)
     _press(at, "Resume")
     assert wait_for(bid, TIMEOUT)
     _rerun(at)
