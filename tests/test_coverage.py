@@ -169,6 +169,20 @@ def test_a_symbol_without_options_is_fresh_and_its_chain_not_expected(store):
     assert cov.PRESENT in aapl.values()  # a chain held is still what it was
 
 
+def test_after_delisting_is_not_expected_and_fill_plans_nothing(store):
+    # Found by a QA pass: TWTR (delisted 2022) showed 60 missing sessions, and a fill
+    # "succeeded" with no request while the gap stayed.
+    msft = cells(cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=20), "MSFT")
+    last = sorted(d for d, v in msft.items() if v == cov.PRESENT)[9]  # its last trading day
+    store.catalog.query("UPDATE symbols SET delisted_on = ? WHERE symbol = 'MSFT'", [last])
+    drop_sessions(store, "MSFT", [d for d in msft if d > last])  # nothing held after it
+    hm = cov.heatmap(store.catalog, "bars", FIXED_NOW, sessions=20)
+    after = {d: v for d, v in cells(hm, "MSFT").items() if d > last}
+    assert after and set(after.values()) == {cov.NOT_EXPECTED}
+    assert cells(hm, "MSFT")[last] == cov.PRESENT
+    assert cov.plan_fill(hm, ["MSFT"], hm.days[0].item(), hm.days[-1].item()).empty
+
+
 def test_before_listing_is_not_expected(store):
     bars = store.lake.read("bars", ["MSFT"], level="1d")
     drop_sessions(store, "MSFT", bars["session"].to_list()[:-20])  # listed 20 sessions ago

@@ -9,8 +9,9 @@ the universe — so it costs the same for 5,000 symbols as for 5: no lake file i
 A cell is one day for the symbol, coded:
 
     NOT_EXPECTED  no session that day on the symbol's calendar (weekend, holiday), before
-                  its listing, a dataset the provider plan does not include, or one with
-                  nothing to hold (an option chain fetched with no contract listed). The listing
+                  its listing or after its delisting, a dataset the provider plan does not
+                  include, or one with nothing to hold (an option chain fetched with no
+                  contract listed). The listing
                   is a real date only: ``symbols.listed_since``, or the first stored bar
                   when the provider was asked for earlier sessions and had none (the bars'
                   fetched window starts before it). History before a fetched window that
@@ -207,7 +208,7 @@ def heatmap(catalog: Catalog, dataset: str, now: dt.datetime, sessions: int = 60
         params.extend(symbols)
     with catalog.connect() as con:
         rows = frame(con, f"""
-            SELECT s.symbol, s.asset_class, s.listed_since,
+            SELECT s.symbol, s.asset_class, s.listed_since, s.delisted_on,
                    b.first_session AS bars_first, b.covered_from AS bars_from,
                    c.first_session, c.last_session, c.through_session, c.covered_from,
                    c.symbol IS NOT NULL AS has_coverage,
@@ -237,6 +238,9 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     end = max(ends.values())
     # A session not expected yet on a symbol's calendar (crypto's day runs to UTC midnight).
     sym_end = np.array([ends[c] for c in cal], dtype="datetime64[D]")
+    if n and "delisted_on" in rows.columns:  # nothing trades after its last trading day
+        delisted = _date_list(rows["delisted_on"])
+        sym_end = np.where(np.isnat(delisted), sym_end, np.minimum(sym_end, delisted))
     xnys_end = freshness.expected_session("XNYS", now, lag)
     xnys = calendars.session_array("XNYS", xnys_end - dt.timedelta(days=sessions * 2 + 30),
                                    xnys_end)
