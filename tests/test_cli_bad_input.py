@@ -299,6 +299,28 @@ def test_runs_and_health_show_a_killed_run_interrupted_but_never_their_own(data,
     assert _query(data, "SELECT state FROM runs WHERE run_id LIKE '%b'") == [("running",)]
 
 
+def test_schedule_show_says_the_running_owners_fire_not_this_shells(data, capsys):
+    """Found by a QA pass: with `serve` firing at 07:46, `schedule show` in a shell without
+    ENRICH_SCHEDULE_UTC said "daily at 01:30 UTC … next fire … 01:30"."""
+    import datetime as dt
+
+    from enrich.pipeline import scheduler as sched
+    from enrich.store.catalog import utcnow
+
+    now = utcnow()
+    fire = (now + dt.timedelta(days=1)).replace(hour=7, minute=46, second=0, microsecond=0)
+    assert sched.beat(Store(data).catalog, now, 30.0, now, fire).owner
+    assert _main(["schedule", "show"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("daily at 07:46 UTC") and "01:30 UTC" not in out.splitlines()[1]
+    assert "this shell's ENRICH_SCHEDULE_UTC says 01:30" in out
+    assert f"next fire {sched.fire_label(fire)}" in out
+    assert _main(["schedule", "show", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["schedule_utc"] == "07:46" and shown["next_fire_utc"].startswith(
+        fire.strftime("%Y-%m-%dT07:46"))
+
+
 def test_ctrl_c_while_a_run_plans_is_no_failure(data, monkeypatch, capsys):
     """Ctrl-C before the first fetch (the plan, the reference reads) recorded the run
     `failed` with an empty message (str() of a KeyboardInterrupt)."""

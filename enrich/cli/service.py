@@ -82,10 +82,15 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     state = sched.read_state(store.catalog)
     live = state.liveness(now)
-    upcoming = None if state.paused else sched.next_fire_after(settings.schedule_utc, now)
+    # The running owner's next fire (its own ENRICH_SCHEDULE_UTC, which this shell's may not
+    # be); else what this shell's setting gives.
+    owners = live == "running" and state.next_fire_at is not None and state.next_fire_at > now
+    upcoming = None if state.paused else (
+        state.next_fire_at if owners else sched.next_fire_after(settings.schedule_utc, now))
     if args.json:
         print_json({
-            "schedule_utc": settings.schedule_utc.strftime("%H:%M"), "state": live,
+            "schedule_utc": (upcoming.astimezone(dt.UTC) if owners and upcoming else
+                             settings.schedule_utc).strftime("%H:%M"), "state": live,
             "paused": state.paused, "paused_by": state.paused_by, "paused_at": state.paused_at,
             "pause_reason": state.pause_reason, "resumed_by": state.resumed_by,
             "resumed_at": state.resumed_at, "pid": state.pid, "host": state.host,
@@ -93,9 +98,11 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
             "next_fire_exchange": sched.in_exchange_time(upcoming) if upcoming else None,
         })
         return EXIT_OK
-    local = sched.in_exchange_time(sched.next_fire_after(settings.schedule_utc, now))
-    print(f"daily at {settings.schedule_utc:%H:%M} UTC "
-          f"({local:%H:%M} {local.tzname()} in New York)")
+    daily = upcoming.astimezone(dt.UTC).time() if owners and upcoming else settings.schedule_utc
+    local = sched.in_exchange_time(sched.next_fire_after(daily, now))
+    print(f"daily at {daily:%H:%M} UTC ({local:%H:%M} {local.tzname()} in New York)"
+          + (f"; this shell's ENRICH_SCHEDULE_UTC says {settings.schedule_utc:%H:%M}, the "
+             "running scheduler's own setting holds" if daily != settings.schedule_utc else ""))
     if state.paused:
         print(f"paused by {state.paused_by} at {_ts(state.paused_at)}"
               + (f": {state.pause_reason}" if state.pause_reason else ""))
