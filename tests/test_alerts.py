@@ -301,6 +301,39 @@ def test_scheduler_heartbeat_lost_opens_and_resolves(data):
     assert [r["dedupe_key"] for r in ev.resolved] == ["scheduler:dead"]
 
 
+def test_an_incident_opened_without_channels_is_sent_by_a_process_with_them(data):
+    """Found by a QA pass: a shell's `alerts check` (no ENRICH_ALERT_URLS) opened a failed
+    run's incident as `no_channel` for good: `serve`, with channels, never sent it; and an
+    incident that came and went unseen was later announced only as "resolved"."""
+    store = Store(data)
+    now = utcnow()
+
+    def owner(beat: dt.datetime) -> None:
+        b = WriteBatch()
+        b.execute("UPDATE scheduler_state SET pid = 4242, host = 'elsewhere', heartbeat_at = ?, "
+                  "heartbeat_interval_s = 5, stopped_at = NULL WHERE id = 1", [beat])
+        store.catalog.write(b)
+
+    def delivery() -> list[tuple[str, str]]:
+        return [(r["event"], r["delivery"]) for r in rows(store)]
+
+    owner(now - dt.timedelta(minutes=5))  # dead
+    [inc] = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=False).opened
+    assert delivery() == [("opened", "no_channel")]
+    # A process with channels sees it still open: it sends it.
+    assert not alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=True).opened
+    assert delivery() == [("opened", "pending")]
+    owner(now)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=True)
+    assert [r["delivery"] for r in ev.resolved] == ["pending"]  # it was announced: its end too
+    # Opened and resolved while no channel saw it: no "resolved" out of the blue.
+    owner(now - dt.timedelta(minutes=5))
+    alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=False)
+    owner(now)
+    ev = alert_lifecycle.evaluate(store.catalog, FIXED_NOW, now, channels=True)
+    assert [r["delivery"] for r in ev.resolved] == ["no_channel"]
+
+
 def ticking_clock() -> Callable[[], dt.datetime]:
     """A wall clock that moves one microsecond a reading: no heartbeat can age past the dead
     threshold however slowly a loaded machine schedules the threads (liveness compares a

@@ -112,14 +112,26 @@ def evaluate(catalog: Catalog, now: dt.datetime, wall: dt.datetime | None = None
                     # The snooze ended and the incident is still open: send it now.
                     b.execute("UPDATE alerts SET delivery = ? WHERE alert_id = ?",
                               [pending, o["alert_id"]])
+                elif o["delivery"] == "no_channel" and channels:
+                    # Opened by a process without channels (a shell's `alerts check`, a
+                    # dashboard started without ENRICH_ALERT_URLS): this one has them, and
+                    # the incident is still open: send it now.
+                    b.execute("UPDATE alerts SET delivery = 'pending' WHERE alert_id = ?",
+                              [o["alert_id"]])
                 continue
-            quiet = o["delivery"] == "snoozed" or bool({o["rule"], key} & snoozed)
+            # An incident never announced (snoozed, or no channel anywhere while it was
+            # open) is not announced as resolved either: a "resolved" for something never
+            # seen open.
+            if o["delivery"] in ("snoozed", "no_channel"):
+                delivery = o["delivery"]
+            else:
+                delivery = "snoozed" if {o["rule"], key} & snoozed else pending
             title = frame(con, "SELECT title, severity FROM alerts WHERE alert_id = ?",
                           [o["alert_id"]]).row(0, named=True)
             row = {"alert_id": _new_id(), "incident_id": o["incident_id"], "event": "resolved",
                    "rule": o["rule"], "dedupe_key": key, "severity": title["severity"],
                    "title": title["title"], "detail": "the condition cleared",
-                   "event_at": wall, "delivery": "snoozed" if quiet else pending}
+                   "event_at": wall, "delivery": delivery}
             b.insert("alerts", row)
             result.resolved.append(row)
         if not b.empty():
