@@ -334,6 +334,29 @@ def test_an_incident_opened_without_channels_is_sent_by_a_process_with_them(data
     assert [r["delivery"] for r in ev.resolved] == ["no_channel"]
 
 
+def test_an_open_stale_incident_grows_worse_and_is_sent_again(data):
+    """Found by a QA pass: a stale incident opened at one session behind (a warning) stayed
+    a warning saying "1 behind" when every symbol was 4 sessions behind (an error)."""
+    store = Store(data)
+    wall = utcnow()
+    one_behind = FIXED_NOW + dt.timedelta(days=1)  # Thursday is Thanksgiving: Wednesday's
+    [inc] = alert_lifecycle.evaluate(store.catalog, one_behind + dt.timedelta(days=1), wall,
+                                     channels=True).opened
+    assert (inc["rule"], inc["severity"]) == ("stale", "warning") and "(1 behind)" in inc["detail"]
+    b = WriteBatch()
+    b.execute("UPDATE alerts SET delivery = 'sent' WHERE alert_id = ?", [inc["alert_id"]])
+    store.catalog.write(b)
+    ev = alert_lifecycle.evaluate(store.catalog, LATER, wall, channels=True)
+    assert not ev.opened and not ev.resolved
+    [worse] = ev.escalated
+    assert worse["incident_id"] == inc["incident_id"] and worse["severity"] == "error"
+    [row] = [r for r in rows(store) if r["alert_id"] == inc["alert_id"]]
+    assert (row["severity"], row["delivery"]) == ("error", "pending")
+    assert "(4 behind)" in row["detail"]
+    # Not worse again: nothing more.
+    assert not alert_lifecycle.evaluate(store.catalog, LATER, wall, channels=True).escalated
+
+
 def ticking_clock() -> Callable[[], dt.datetime]:
     """A wall clock that moves one microsecond a reading: no heartbeat can age past the dead
     threshold however slowly a loaded machine schedules the threads (liveness compares a

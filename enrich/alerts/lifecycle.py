@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 CLAIM_TIMEOUT = dt.timedelta(minutes=10)  # a sender that died: another may send after this
+_RANK = {"info": 0, "warning": 1, "error": 2}  # an open incident's severity only rises
 
 
 EVENTS = ("opened", "resolved", "test")
@@ -40,7 +41,7 @@ class IncidentResolvedError(StateError):
 
 
 _OPEN_SQL = """
-    SELECT o.alert_id, o.incident_id, o.rule, o.dedupe_key, o.delivery
+    SELECT o.alert_id, o.incident_id, o.rule, o.dedupe_key, o.delivery, o.severity
     FROM alerts o
     WHERE o.event = 'opened' AND NOT EXISTS (
         SELECT 1 FROM alerts r WHERE r.incident_id = o.incident_id AND r.event = 'resolved')
@@ -60,6 +61,7 @@ def _snoozed(con, now: dt.datetime) -> set[str]:
 class Evaluation:
     opened: list[dict[str, Any]] = field(default_factory=list)
     resolved: list[dict[str, Any]] = field(default_factory=list)
+    escalated: list[dict[str, Any]] = field(default_factory=list)  # open, now more severe
     failed_rules: dict[str, str] = field(default_factory=dict)
 
 
@@ -108,6 +110,16 @@ def evaluate(catalog: Catalog, now: dt.datetime, wall: dt.datetime | None = None
             if o["rule"] not in evaluated:
                 continue
             if key in found:
+                c = found[key]
+                if _RANK.get(c.severity, 0) > _RANK.get(o["severity"], 0):
+                    # Worse now (late → stale: warning → error): the incident says so, and
+                    # is sent again where it was sent (an escalation, not a new incident).
+                    b.execute("UPDATE alerts SET severity = ?, title = ?, detail = ?, "
+                              "delivery = CASE WHEN delivery IN ('snoozed', 'no_channel') "
+                              "THEN delivery ELSE ? END WHERE alert_id = ?",
+                              [c.severity, c.title, c.detail, pending, o["alert_id"]])
+                    result.escalated.append({**o, "severity": c.severity, "title": c.title,
+                                             "detail": c.detail})
                 if o["delivery"] == "snoozed" and not {o["rule"], key} & snoozed:
                     # The snooze ended and the incident is still open: send it now.
                     b.execute("UPDATE alerts SET delivery = ? WHERE alert_id = ?",

@@ -184,15 +184,18 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     sent = alert_lifecycle.deliver_pending(catalog, channels) if channels else []
     if getattr(args, "json", False):
         print_json({"opened": result.opened, "resolved": result.resolved,
-                    "failed_rules": result.failed_rules, "delivered": sent})
+                    "escalated": result.escalated, "failed_rules": result.failed_rules,
+                    "delivered": sent})
         return EXIT_OK
     for r in result.opened:
         print(f"opened   {r['incident_id']} {r['rule']}: {r['title']}")
     for r in result.resolved:
         print(f"resolved {r['incident_id']} {r['rule']}: {r['title']}")
+    for r in result.escalated:
+        print(f"worse    {r['incident_id']} {r['rule']}: now {r['severity']}: {r['title']}")
     for name, err in result.failed_rules.items():
         print(f"rule {name} could not be evaluated: {err}", file=sys.stderr)
-    if not (result.opened or result.resolved):
+    if not (result.opened or result.resolved or result.escalated):
         print("nothing changed")
     return EXIT_OK
 
