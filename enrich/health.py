@@ -265,7 +265,9 @@ def _schedule_part(settings: Settings, next_fire: dt.datetime | None,
         "time_exchange": f"{local:%H:%M} {local.tzname()}",
         "exchange_tz": "America/New_York",
         "next_fire_utc": next_fire,
-        "next_fire_exchange": in_exchange_time(next_fire) if next_fire else None,
+        # A string with its offset: the API writes every instant in UTC, which would make
+        # this the same value as next_fire_utc.
+        "next_fire_exchange": in_exchange_time(next_fire).isoformat() if next_fire else None,
         "next_fire_label": fire_label(next_fire),
     }
 

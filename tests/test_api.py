@@ -393,6 +393,18 @@ def test_health_is_200_when_healthy_503_with_the_reason(desk, monkeypatch):
                                    "program (PID 1)"]
 
 
+def test_the_next_fire_in_exchange_time_keeps_its_offset_in_json():
+    # Found by a QA pass: the API wrote `next_fire_exchange` in UTC, the same value as
+    # `next_fire_utc` ("2026-12-07T07:46:00Z" for 02:46 in New York).
+    from enrich.api.common import plain
+    from enrich.health import _schedule_part
+
+    fire = dt.datetime(2026, 12, 7, 7, 46, tzinfo=dt.UTC)
+    part = plain(_schedule_part(load_settings({}, dotenv_path=None), fire, fire))
+    assert part["next_fire_utc"] == "2026-12-07T07:46:00Z"
+    assert part["next_fire_exchange"] == "2026-12-07T02:46:00-05:00"
+
+
 # -- actions ----------------------------------------------------------------------------------
 def test_post_run_returns_202_and_the_run_ends(desk):
     r = desk.api.post(f"{V1}/runs", json={"symbols": ["aapl"], "datasets": ["bars"],
