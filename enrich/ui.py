@@ -7,8 +7,10 @@ America/New_York) with its zone written out; a session date is shown as a bare d
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import json
 import math
 import re
 from zoneinfo import ZoneInfo
@@ -64,6 +66,18 @@ DEMO_LABEL = "Demo data — the offline sample provider generates every number s
 
 
 _BACKTICKS = re.compile(r"`+")
+
+
+def json_rows(frame: pl.DataFrame, *cols: str) -> list[dict]:
+    """``frame``'s rows with the JSON text of ``cols`` (a catalog JSON column: a run's
+    params, an alert's deliveries) decoded, so JSON output nests it instead of a string."""
+    rows = frame.to_dicts()
+    for r in rows:
+        for c in cols:
+            if isinstance(r.get(c), str):
+                with contextlib.suppress(ValueError):
+                    r[c] = json.loads(r[c])
+    return rows
 
 
 def plural(n: int, word: str) -> str:

@@ -321,6 +321,31 @@ def test_schedule_show_says_the_running_owners_fire_not_this_shells(data, capsys
         fire.strftime("%Y-%m-%dT07:46"))
 
 
+def test_json_output_nests_json_columns_as_the_api_does(data, capsys):
+    """Found by a QA pass: `runs --json` gave a run's params, and `alerts list --json` an
+    incident's deliveries, as JSON text inside a string (the API nests them)."""
+    import datetime as dt
+
+    from enrich.store.catalog import WriteBatch
+
+    assert _main(["runs", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert runs and all(isinstance(r["params"], dict) for r in runs)
+    b = WriteBatch()
+    b.insert("alerts", {"alert_id": "a1", "incident_id": "a1", "event": "opened",
+                        "rule": "stale", "dedupe_key": "stale", "severity": "warning",
+                        "title": "data not fresh", "detail": "x", "delivery": "sent",
+                        "event_at": dt.datetime.now(dt.UTC),
+                        "deliveries": json.dumps([{"channel": "json://host/hook", "ok": True}])})
+    Store(data).catalog.write(b)
+    assert _main(["alerts", "list", "--json"]) == 0
+    [item] = json.loads(capsys.readouterr().out)["items"]
+    assert item["deliveries"] == [{"channel": "json://host/hook", "ok": True}]
+    assert _main(["alerts", "show", "a1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["events"][0]["deliveries"][0]["ok"] is True
+
+
 def test_ctrl_c_while_a_run_plans_is_no_failure(data, monkeypatch, capsys):
     """Ctrl-C before the first fetch (the plan, the reference reads) recorded the run
     `failed` with an empty message (str() of a KeyboardInterrupt)."""

@@ -4,7 +4,6 @@ responses scrubbed of every secret, paging, the desk the routes work on, and who
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -213,16 +212,6 @@ class _Json(JSONResponse):
 
 def _page(items: pl.DataFrame | list, total: int, limit: int, offset: int) -> dict[str, Any]:
     return {"total": total, "limit": limit, "offset": offset, "items": items}
-
-
-def _json_cols(frame: pl.DataFrame, *cols: str) -> list[dict[str, Any]]:
-    rows = frame.to_dicts()
-    for r in rows:
-        for c in cols:
-            if isinstance(r.get(c), str):
-                with contextlib.suppress(ValueError):
-                    r[c] = json.loads(r[c])
-    return rows
 
 
 class _Desk:

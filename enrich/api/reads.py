@@ -21,7 +21,6 @@ from enrich.api.common import (
     ApiError,
     _Desk,
     _Json,
-    _json_cols,
     _page,
     _Routes,
     _scrub,
@@ -146,7 +145,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
         page, total = runs_view.runs_search(
             desk.catalog, limit, offset, state, validate_symbol(symbol) if symbol else None,
             kind, since, until)
-        return _Json(_page(_json_cols(page, "params", "error_summary"), total, limit, offset))
+        return _Json(_page(ui.json_rows(page, "params", "error_summary"), total, limit, offset))
 
     @r.get("/runs/{run_id}", summary="One run: progress, tasks, fetch summary, errors")
     def run(run_id: str) -> _Json:
@@ -222,7 +221,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
                    rule: Literal[(*alert_rules.RULE_NAMES, "test")] | None = None,  # type: ignore[valid-type]
                    limit: Limit = 50, offset: Offset = 0) -> _Json:
         page, total = alerts_view.incidents(desk.catalog, desk.wall(), state, rule, limit, offset)
-        return _Json({**_page(_json_cols(page, "deliveries"), total, limit, offset),
+        return _Json({**_page(ui.json_rows(page, "deliveries"), total, limit, offset),
                       "snoozes": alerts_view.active_snoozes(desk.catalog, desk.wall()),
                       "channels": desk.channels.labels})
 
@@ -232,8 +231,8 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
         if ev.is_empty():
             raise ApiError(404, "unknown_alert", f"no alert {incident_id}")
         inc, _ = alerts_view.incidents(desk.catalog, desk.wall(), incident_id=incident_id)
-        return _Json({**(_json_cols(inc, "deliveries")[0] if inc.height else {}),
-                      "events": _json_cols(ev, "deliveries")})
+        return _Json({**(ui.json_rows(inc, "deliveries")[0] if inc.height else {}),
+                      "events": ui.json_rows(ev, "deliveries")})
 
     @r.get("/quality", summary="Quality checks and scores (of a symbol; only failing ones)")
     def quality(symbol: str | None = None, failing: bool = False,

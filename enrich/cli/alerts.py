@@ -22,6 +22,7 @@ import sys
 
 import polars as pl
 
+from enrich import ui
 from enrich.alerts import lifecycle as alert_lifecycle
 from enrich.alerts import rules as alert_rules
 from enrich.cli.common import (
@@ -71,7 +72,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
                                         getattr(args, "rule", None), getattr(args, "limit", 50))
     snoozes = alerts_view.active_snoozes(catalog, now)
     if getattr(args, "json", False):
-        print_json({"total": total, "items": page.to_dicts(), "snoozes": snoozes.to_dicts()})
+        print_json({"total": total, "items": ui.json_rows(page, "deliveries"),
+                    "snoozes": snoozes.to_dicts()})
         return EXIT_OK
     if page.is_empty():
         print("no alerts" + (" matching" if getattr(args, "state", None) else " yet"))
@@ -94,9 +96,10 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     ev = alerts_view.events(catalog, args.target)
     if ev.is_empty():
         raise alert_lifecycle.UnknownAlertError(f"no alert {args.target}")
-    inc = alerts_view.incidents(catalog, utcnow(), incident_id=args.target)[0].to_dicts()
+    inc = ui.json_rows(alerts_view.incidents(catalog, utcnow(), incident_id=args.target)[0],
+                       "deliveries")
     if args.json:
-        print_json({**(inc[0] if inc else {}), "events": ev.to_dicts()})
+        print_json({**(inc[0] if inc else {}), "events": ui.json_rows(ev, "deliveries")})
         return EXIT_OK
     if inc:
         i = inc[0]

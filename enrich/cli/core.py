@@ -200,6 +200,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
         if handler is None:
             raise UsageError(f"unknown runs command {sub!r}")
         return handler(args, settings)
+    from enrich import ui
     from enrich.store import runs
     from enrich.symbols import validate_symbol
     from enrich.views.runs import runs_table
@@ -219,8 +220,8 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     frame = runs_table(store.catalog, limit=args.limit, state=getattr(args, "state", None),
                        symbol=validate_symbol(args.symbol) if getattr(args, "symbol", None)
                        else None, since=since)
-    if args.json:
-        print_json(frame)
+    if args.json:  # as the API: a run's params and errors nested, not JSON in a string
+        print_json(ui.json_rows(frame, "params", "error_summary"))
         return EXIT_OK
     if frame.is_empty():
         filtered = any(getattr(args, k, None) for k in ("state", "symbol", "since"))
