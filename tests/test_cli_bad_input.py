@@ -344,6 +344,13 @@ def test_json_output_nests_json_columns_as_the_api_does(data, capsys):
     assert _main(["alerts", "show", "a1", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["events"][0]["deliveries"][0]["ok"] is True
+    # Its text form says who acknowledged it (found by the same pass: it never did).
+    assert _main(["alerts", "ack", "a1", "--by", "ops"]) == 0
+    capsys.readouterr()
+    assert _main(["alerts", "show", "a1"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.startswith("a1 open · stale · warning · acknowledged by ops at ") and \
+        head.endswith(" UTC")
 
 
 def test_ctrl_c_while_a_run_plans_is_no_failure(data, monkeypatch, capsys):

@@ -103,7 +103,11 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if inc:
         i = inc[0]
-        print(f"{i['incident_id']} {i['state']} · {i['rule']} · {i['severity']}")
+        print(f"{i['incident_id']} {i['state']} · {i['rule']} · {i['severity']}"
+              + (f" · acknowledged by {i['acked_by']} at {fmt_ts(i['acked_at'])}"
+                 if i.get("acked_by") else "")
+              + (f" · snoozed until {fmt_ts(i['snoozed_until'])}"
+                 if i.get("snoozed_until") else ""))
         print(i["title"])
         print(i["detail"] or "")
     print()
