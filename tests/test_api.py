@@ -472,6 +472,8 @@ def test_schedule_pause_and_resume(desk):
     row = desk.sql("SELECT paused, paused_by, pause_reason FROM scheduler_state").row(0)
     assert row == (True, "api (127.0.0.1)", "provider maintenance")
     assert desk.api.ok(f"{V1}/schedule")["paused"] is True
+    # Its liveness, as `schedule show --json` says it (found by a QA pass: missing here).
+    assert desk.api.ok(f"{V1}/schedule")["state"] == "stopped"  # ENRICH_SCHEDULER=off
     r = desk.api.post(f"{V1}/schedule/resume")
     assert r.status_code == 200 and r.json()["paused"] is False
     assert desk.one("SELECT paused FROM scheduler_state") is False

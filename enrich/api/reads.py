@@ -197,8 +197,13 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
 
     @r.get("/schedule", summary="The daily schedule: paused or not, owner, next fire")
     def schedule() -> _Json:
+        from enrich.pipeline import scheduler as sched
+
         state = health_view.scheduler_state(desk.catalog)
-        return _Json({**state, "schedule_utc": desk.settings.schedule_utc.strftime("%H:%M"),
+        # running | paused | stopped | dead, as `schedule show --json` says it
+        live = sched.read_state(desk.catalog).liveness(desk.wall())
+        return _Json({**state, "state": live,
+                      "schedule_utc": desk.settings.schedule_utc.strftime("%H:%M"),
                       "next_fire_utc": desk.svc.next_fire_time()})
 
     @r.get("/backfills", summary="Backfills, newest first, with progress and throughput")
