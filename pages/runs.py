@@ -110,6 +110,8 @@ def run_detail(run_id: str) -> None:
                   f"provider {ui.literal(d.get('provider') or '?')} · id {ui.literal(run_id)}")
     if said := st.session_state.get("cancel_said"):
         c.alert(*said)
+    if d["state"] in runs_view.ACTIVE_RUN_STATES:  # drawn as running: rerun when it ends
+        st.session_state[f"run_live_{run_id}"] = True
     live(run_id)  # reruns the page when the run just ended: the message is shown again
     st.session_state.pop("cancel_said", None)
     if d["state"] not in runs_view.ACTIVE_RUN_STATES:

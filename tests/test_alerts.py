@@ -355,6 +355,15 @@ def test_an_open_stale_incident_grows_worse_and_is_sent_again(data):
     assert "(4 behind)" in row["detail"]
     # Not worse again: nothing more.
     assert not alert_lifecycle.evaluate(store.catalog, LATER, wall, channels=True).escalated
+    # Found by a review: a process without channels that sees it grow worse leaves it for
+    # one that has them (marked no_channel, its resolution would never be sent).
+    b = WriteBatch()
+    b.execute("UPDATE alerts SET delivery = 'sent', severity = 'warning' WHERE alert_id = ?",
+              [inc["alert_id"]])
+    store.catalog.write(b)
+    assert alert_lifecycle.evaluate(store.catalog, LATER, wall, channels=False).escalated
+    [row] = [r for r in rows(store) if r["alert_id"] == inc["alert_id"]]
+    assert row["delivery"] == "pending"
 
 
 def ticking_clock() -> Callable[[], dt.datetime]:

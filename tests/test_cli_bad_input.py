@@ -299,6 +299,31 @@ def test_runs_and_health_show_a_killed_run_interrupted_but_never_their_own(data,
     assert _query(data, "SELECT state FROM runs WHERE run_id LIKE '%b'") == [("running",)]
 
 
+def test_a_run_that_ends_while_checked_is_not_marked_interrupted(data, monkeypatch):
+    """Found by a review: a reader saw a run running, its process then finished it and
+    exited, and the reader wrote `interrupted` over `succeeded`."""
+    import datetime as dt
+
+    from enrich.store import runs
+
+    run_id = "00000000-0000-4000-8000-00000000000c"
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    with Store(data).catalog.connect() as con:
+        con.execute("INSERT INTO runs (run_id, kind, state, params, requested_at, pid, host, "
+                    "heartbeat_at) VALUES (?, 'cli', 'running', '{}', ?, 999999, ?, ?)",
+                    [run_id, old, runs.host_and_pid()[0], old])
+
+    def ends_then_gone(pid: int) -> bool:  # the run's process finishes it, then exits
+        with Store(data).catalog.connect() as con:
+            con.execute("UPDATE runs SET state = 'succeeded' WHERE run_id = ?", [run_id])
+        return False
+
+    monkeypatch.setattr(runs, "pid_alive", ends_then_gone)
+    runs.close_dead_runs(Store(data))
+    assert _query(data, f"SELECT state FROM runs WHERE run_id = '{run_id}'") == \
+        [("succeeded",)]
+
+
 def test_schedule_show_says_the_running_owners_fire_not_this_shells(data, capsys):
     """Found by a QA pass: with `serve` firing at 07:46, `schedule show` in a shell without
     ENRICH_SCHEDULE_UTC said "daily at 01:30 UTC … next fire … 01:30"."""
@@ -351,6 +376,38 @@ def test_json_output_nests_json_columns_as_the_api_does(data, capsys):
     head = capsys.readouterr().out.splitlines()[0]
     assert head.startswith("a1 open · stale · warning · acknowledged by ops at ") and \
         head.endswith(" UTC")
+
+
+def test_sigterm_stops_handing_out_symbols_and_the_counts_agree(data, monkeypatch, capsys):
+    """Found by a review: SIGTERM (or Ctrl-C) in a threaded run let every queued symbol run
+    before the process ended (a service manager's stop took a whole run), and the run said
+    1 enriched beside 6 task rows `ok`. Now the symbols in hand finish, the rest end
+    cancelled, and the run's counts are its tasks'."""
+    import os
+    import signal
+
+    from enrich.cli import progress
+
+    monkeypatch.setenv("ENRICH_MAX_CONCURRENT_SYMBOLS", "1")
+    sent: list[str] = []
+
+    def terminate_once(self, done, total, res):
+        if not sent:
+            sent.append(res.symbol)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(progress.TerminalProgress, "symbol_done", terminate_once)
+    syms = ["MSFT", "AAPL", "SPY", "KO", "NVDA", "X:BTCUSD"]
+    add_symbols(Store(data).catalog, [(s, None, None) for s in syms[2:]])
+    assert _main(["run", "--symbols", ",".join(syms), "--datasets", "bars"]) == 143
+    last = "(SELECT run_id FROM runs ORDER BY requested_at DESC LIMIT 1)"
+    tasks = dict(_query(data, f"SELECT state, count(*) FROM tasks WHERE run_id = {last} "
+                              "GROUP BY state"))
+    [(ok, state)] = _query(data, f"SELECT symbols_ok, state FROM runs WHERE run_id = {last}")
+    assert state == "interrupted" and tasks.get("ok", 0) == ok
+    assert 1 <= ok <= 2  # the first, and at most the one then in hand
+    # AAPL is up to date (skipped at once): the rest but the one in hand never started
+    assert sum(tasks.values()) <= 4
 
 
 def test_ctrl_c_while_a_run_plans_is_no_failure(data, monkeypatch, capsys):

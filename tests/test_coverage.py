@@ -165,6 +165,21 @@ def test_a_symbol_without_options_is_fresh_and_its_chain_not_expected(store):
         assert requests == 1  # asked once a session, as every other chain
     hm = cov.heatmap(store.catalog, "options_iv", friday, sessions=20)
     assert set(cells(hm, "KIMpL").values()) == {cov.NOT_EXPECTED}
+    # Found by a review: a symbol whose chains are held, answering empty once (a hiccup),
+    # is not "held" by it: it stays behind and is asked again.
+    from enrich.schemas import OPTIONS_IV
+
+    class Hiccup(SampleProvider):
+        def option_chain(self, symbol, as_of, close=None):
+            return OPTIONS_IV.empty()
+
+    monday = friday + dt.timedelta(days=3)
+    clock = lambda: monday  # noqa: E731
+    Engine(store, Hiccup(clock=clock), settings, clock=clock).run(
+        RunParams(symbols=["AAPL"], datasets=["options_iv"]))
+    grid = status_view.status_grid(store.catalog, monday, "AAPL")
+    state = dict(zip(grid["dataset"], grid["state"], strict=True))
+    assert state["options_iv"] != "fresh"
     aapl = cells(hm, "AAPL")
     assert cov.PRESENT in aapl.values()  # a chain held is still what it was
 

@@ -224,6 +224,16 @@ def test_an_unknown_ticker_that_came_in_otherwise_fetches_nothing(settings):
     failed = store.catalog.query("SELECT error_class FROM fetch_log WHERE symbol = 'NOPE' AND "
                                  "run_id = ?", [done.run_id])["error_class"].to_list()
     assert failed and set(failed) == {"unknown_ticker"}
+    # A refusal older than a week is no refusal (a run asks the reference again then): the
+    # backfill asks the provider (found by a review: it refused for good).
+    store.catalog.query("UPDATE symbols SET reference_checked_at = reference_checked_at - "
+                        "INTERVAL 8 DAY WHERE symbol = 'NOPE'")
+    bf = Backfiller(store, provider, settings, clock=lambda: FIXED_NOW)
+    again = bf.run(bf.plan(BackfillRequest("bars", ("NOPE",), days=30, timeframe="1h")))
+    classes = set(store.catalog.query(
+        "SELECT error_class FROM fetch_log WHERE symbol = 'NOPE' AND run_id = ?",
+        [again.run_id])["error_class"].to_list())
+    assert classes and "unknown_ticker" not in classes  # the provider was asked
 
 
 def test_add_verified_refuses_a_class_the_reference_contradicts(settings):

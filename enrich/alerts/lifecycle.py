@@ -114,10 +114,12 @@ def evaluate(catalog: Catalog, now: dt.datetime, wall: dt.datetime | None = None
                 if _RANK.get(c.severity, 0) > _RANK.get(o["severity"], 0):
                     # Worse now (late → stale: warning → error): the incident says so, and
                     # is sent again where it was sent (an escalation, not a new incident).
+                    # Pending whatever this process's channels: a process that has them
+                    # sends it (marked no_channel here, its resolution would go unsent).
                     b.execute("UPDATE alerts SET severity = ?, title = ?, detail = ?, "
                               "delivery = CASE WHEN delivery IN ('snoozed', 'no_channel') "
-                              "THEN delivery ELSE ? END WHERE alert_id = ?",
-                              [c.severity, c.title, c.detail, pending, o["alert_id"]])
+                              "THEN delivery ELSE 'pending' END WHERE alert_id = ?",
+                              [c.severity, c.title, c.detail, o["alert_id"]])
                     result.escalated.append({**o, "severity": c.severity, "title": c.title,
                                              "detail": c.detail})
                 if o["delivery"] == "snoozed" and not {o["rule"], key} & snoozed:

@@ -284,7 +284,7 @@ def build(rows: pl.DataFrame, dataset: str, now: dt.datetime, sessions: int = 60
     # Fetched through a session without a row ever held (an option chain with no contract
     # listed): nothing exists to hold, so nothing is expected.
     none_exist = (checked & np.isnat(first) & ~np.isnat(through)
-                  if dataset in SESSION_DATASETS else np.zeros(n, dtype=bool))
+                  if dataset == "options_iv" else np.zeros(n, dtype=bool))
     # Data fetched before the checks existed has no coverage row: held from the listing
     # (or as far back as we know nothing) to what ``symbol_status`` says.
     early = np.where(np.isnat(listing), np.datetime64("1900-01-01"), listing)

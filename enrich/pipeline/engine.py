@@ -305,7 +305,8 @@ class Engine:
             # cancelled while queued (by any process, at any instant) stays cancelled.
             if isinstance(exc, KeyboardInterrupt):  # str() of it is empty; it failed nothing
                 self._finish_run(log, run_id, started, [], "interrupted",
-                                 "stopped by Ctrl-C before any symbol was fetched", tally,
+                                 "stopped (Ctrl-C or SIGTERM) before any symbol was "
+                                 "fetched", tally,
                                  only_active=True)
             else:
                 self._finish_run(log, run_id, started, [], "failed", str(exc), tally,
@@ -390,9 +391,22 @@ class Engine:
             else:
                 with cf.ThreadPoolExecutor(max_workers=workers,
                                            thread_name_prefix="enrich") as pool:
-                    futures = [pool.submit(work, s, c) for s, c in targets]
-                    for fut in cf.as_completed(futures):
-                        finish(fut.result())
+                    left = {pool.submit(work, s, c) for s, c in targets}
+
+                    def drain() -> None:
+                        for fut in cf.as_completed(left):
+                            left.discard(fut)
+                            finish(fut.result())
+
+                    try:
+                        drain()
+                    except KeyboardInterrupt:
+                        # Ctrl-C or SIGTERM: as a cancel, the symbols in hand finish and
+                        # the queued ones end cancelled (fast); then the interrupt goes on.
+                        # A second interrupt stops the wait.
+                        cancel.set()
+                        drain()
+                        raise
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM) or failed: the rows of the symbols already done
             # (tasks, statuses, logs) are written with them, so the catalog agrees with the
@@ -641,9 +655,10 @@ class Engine:
             self._load_reference(symbol)
         ident = self.known_identity(symbol)
         row = self.references.get(symbol)
-        if ident is None and row and row.get("reference_error"):
-            # The reference does not know the ticker (a run asked it): a backfill fetches
-            # nothing for it either, as a run does not.
+        if ident is None and row and row.get("reference_error") and \
+                not self._asks_reference(symbol, utcnow()):
+            # The reference does not know the ticker (a run asked it within the week): a
+            # backfill fetches nothing for it either, as a run does not.
             raise UnknownTickerError(row["reference_error"], provider=self.provider.name)
         span: tuple[dt.date, dt.date] | None = window
         if ident is not None:
@@ -921,10 +936,13 @@ class Engine:
             covered: dt.date | None = end
             if ds in ("bars", "options_iv", "rates"):
                 covered = self._latest_of(ds, checked.good, previous, end)
-            if ds == "options_iv" and received == 0:
-                # No contract listed (a preferred share, a fund without options): the answer
-                # is complete for the session, as an event dataset's empty window is. Held
-                # through it, asked again the next session; not "never fetched" for good.
+            if ds == "options_iv" and received == 0 and \
+                    not self.store.lake.files("options_iv", [symbol]):
+                # No contract listed, ever (a preferred share, a fund without options): the
+                # answer is complete for the session, as an event dataset's empty window is.
+                # Held through it, asked again the next session; not "never fetched" for
+                # good. (A symbol with chains held that answers empty once stays behind,
+                # and is asked again: that is a hiccup, not the truth.)
                 covered = end
             if ds == "options_iv" and covered is not None and covered > end:
                 # A snapshot of the session in progress is stored (partial) but does not

@@ -30,6 +30,7 @@ import multiprocessing as mp
 import os
 import pickle
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -101,6 +102,9 @@ _worker: dict[str, Any] = {}
 
 
 def _init(job: Job) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the run's process decides (it
+    # lets the symbols in hand finish), and a worker ends with it (``_exit_with``).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with(job.run_pid)
     now: dict[str, dt.datetime] = {}
 
@@ -217,21 +221,33 @@ def _drive_pool(engine: Any, pending: collections.deque, job: Job, processes: in
                 pending.popleft()
                 return
 
+        def drain() -> None:
+            nonlocal broken
+            while running:
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    sym = running.pop(fut)
+                    try:
+                        res, batch = fut.result()
+                    except cf.process.BrokenProcessPool as exc:  # killed, out of memory
+                        broken = exc
+                        res = lost(sym, exc)
+                    except Exception as exc:  # e.g. a result that would not pickle
+                        res = lost(sym, exc)
+                    else:
+                        log.add(lambda b, batch=batch: b.extend(batch))
+                    on_done(res)
+                    submit_next()
+
         for _ in range(2 * processes):  # a little queued work keeps every worker busy
             submit_next()
-        while running:
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                sym = running.pop(fut)
-                try:
-                    res, batch = fut.result()
-                except cf.process.BrokenProcessPool as exc:  # killed, out of memory
-                    broken = exc
-                    res = lost(sym, exc)
-                except Exception as exc:  # e.g. a result that would not pickle
-                    res = lost(sym, exc)
-                else:
-                    log.add(lambda b, batch=batch: b.extend(batch))
-                on_done(res)
-                submit_next()
+        try:
+            drain()
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM in the run's process: as a cancel, the symbols in the
+            # workers' hands finish (workers ignore Ctrl-C) and are recorded, the rest end
+            # cancelled; then the interrupt goes on. A second interrupt stops the wait.
+            cancel.set()
+            drain()
+            raise
     return broken

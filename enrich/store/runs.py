@@ -203,7 +203,7 @@ def mark_interrupted_runs(store: Store, stale_after_s: float = 600.0,
         b.execute(
             f"UPDATE runs SET state = 'interrupted', finished_at = coalesce(finished_at, ?), "
             f"message = coalesce(message, 'the process running it stopped') "
-            f"WHERE run_id IN ({ph})", [now, *dead])
+            f"WHERE run_id IN ({ph}) AND state IN ('running', 'queued')", [now, *dead])
         b.execute(
             f"UPDATE tasks SET state = 'interrupted', finished_at = coalesce(finished_at, ?) "
             f"WHERE run_id IN ({ph}) AND state = 'running'", [now, *dead])
