@@ -78,6 +78,7 @@ from enrich.pipeline.run_model import (
     StepResult,
     SymbolResult,
     describe,
+    drain_as_a_cancel,
     fetched_for,
     logged_status,
     stops_symbol,
@@ -398,15 +399,7 @@ class Engine:
                             left.discard(fut)
                             finish(fut.result())
 
-                    try:
-                        drain()
-                    except KeyboardInterrupt:
-                        # Ctrl-C or SIGTERM: as a cancel, the symbols in hand finish and
-                        # the queued ones end cancelled (fast); then the interrupt goes on.
-                        # A second interrupt stops the wait.
-                        cancel.set()
-                        drain()
-                        raise
+                    drain_as_a_cancel(drain, cancel)
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM) or failed: the rows of the symbols already done
             # (tasks, statuses, logs) are written with them, so the catalog agrees with the

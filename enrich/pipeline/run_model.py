@@ -94,6 +94,19 @@ def logged_status(status: str, error: BaseException | None) -> str:
     return "skipped" if status == "failed" and plan_limited(error) else status
 
 
+def drain_as_a_cancel(drain: Callable[[], None], cancel: threading.Event) -> None:
+    """``drain()`` (wait for a run's symbols and take their results); on Ctrl-C or SIGTERM
+    (``KeyboardInterrupt``) act as a cancel: set ``cancel`` so no symbol more starts, drain
+    again (those in hand finish and are recorded, the queued ones end cancelled), then let
+    the interrupt go on. A second interrupt stops the wait."""
+    try:
+        drain()
+    except KeyboardInterrupt:
+        cancel.set()
+        drain()
+        raise
+
+
 class LogBuffer:
     """Catalog rows buffered in memory and flushed in batches (never across network I/O)."""
 

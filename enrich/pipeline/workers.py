@@ -39,7 +39,13 @@ from typing import Any
 
 from enrich.config import Settings
 from enrich.errors import EnrichError
-from enrich.pipeline.run_model import LogBuffer, StepResult, SymbolResult, fetched_for
+from enrich.pipeline.run_model import (
+    LogBuffer,
+    StepResult,
+    SymbolResult,
+    drain_as_a_cancel,
+    fetched_for,
+)
 from enrich.providers import Provider
 from enrich.store.catalog import WriteBatch, pid_alive
 from enrich.store.store import Store
@@ -241,13 +247,7 @@ def _drive_pool(engine: Any, pending: collections.deque, job: Job, processes: in
 
         for _ in range(2 * processes):  # a little queued work keeps every worker busy
             submit_next()
-        try:
-            drain()
-        except KeyboardInterrupt:
-            # Ctrl-C or SIGTERM in the run's process: as a cancel, the symbols in the
-            # workers' hands finish (workers ignore Ctrl-C) and are recorded, the rest end
-            # cancelled; then the interrupt goes on. A second interrupt stops the wait.
-            cancel.set()
-            drain()
-            raise
+        # Ctrl-C or SIGTERM: the symbols in the workers' hands finish (workers ignore
+        # Ctrl-C) and are recorded, the rest end cancelled.
+        drain_as_a_cancel(drain, cancel)
     return broken
