@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 
 import plotly.graph_objects as go
 import polars as pl
@@ -67,9 +68,7 @@ def _demo_classes() -> str:
     words = {"stocks": ("US stock", "US stocks"), "etfs": ("ETF", "ETFs"),
              "crypto": ("crypto pair", "crypto pairs"), "fx": ("currency pair", "currency pairs"),
              "indices": ("index", "indices")}
-    counts: dict[str, int] = {}
-    for s in DEMO_UNIVERSE:
-        counts[s.asset_class] = counts.get(s.asset_class, 0) + 1
+    counts = Counter(s.asset_class for s in DEMO_UNIVERSE)
     return ", ".join(f"{n} {words.get(cls, (cls, cls))[n > 1]}" for cls, n in counts.items())
 
 

@@ -87,10 +87,11 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     owners = live == "running" and state.next_fire_at is not None and state.next_fire_at > now
     upcoming = None if state.paused else (
         state.next_fire_at if owners else sched.next_fire_after(settings.schedule_utc, now))
+    daily = (state.next_fire_at.astimezone(dt.UTC).time() if owners and state.next_fire_at
+             else settings.schedule_utc)
     if args.json:
         print_json({
-            "schedule_utc": (upcoming.astimezone(dt.UTC) if owners and upcoming else
-                             settings.schedule_utc).strftime("%H:%M"), "state": live,
+            "schedule_utc": daily.strftime("%H:%M"), "state": live,
             "paused": state.paused, "paused_by": state.paused_by, "paused_at": state.paused_at,
             "pause_reason": state.pause_reason, "resumed_by": state.resumed_by,
             "resumed_at": state.resumed_at, "pid": state.pid, "host": state.host,
@@ -98,7 +99,6 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
             "next_fire_exchange": sched.in_exchange_time(upcoming) if upcoming else None,
         })
         return EXIT_OK
-    daily = upcoming.astimezone(dt.UTC).time() if owners and upcoming else settings.schedule_utc
     local = sched.in_exchange_time(sched.next_fire_after(daily, now))
     print(f"daily at {daily:%H:%M} UTC ({local:%H:%M} {local.tzname()} in New York)"
           + (f"; this shell's ENRICH_SCHEDULE_UTC says {settings.schedule_utc:%H:%M}, the "
