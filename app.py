@@ -52,7 +52,8 @@ def main() -> None:
         _sidebar_status(settings, svc)
         st.caption(f"Data: {ui.literal(settings.data_dir.resolve())}")
     try:
-        nav.run()
+        with c.toasts_after():  # what the page's buttons said, once its run ends
+            nav.run()
         c.warm_imports()  # after the page: the first one drawn is not slowed by it
     except Exception as exc:  # st.stop and st.rerun are not Exceptions: they pass through
         c.page_failed(exc)

@@ -73,7 +73,7 @@ def _start(request: bfm.BackfillRequest | None = None, backfill_id: str | None =
         c.report_error("start the backfill", exc)
         return
     c.invalidate()
-    st.toast(f"Backfill started (run {run_id[:8]})", icon="⏮️")
+    c.toast(f"Backfill started (run {run_id[:8]})", icon="⏮️")
 
 
 def _said(backfill_id: str, level: str, text: str, while_running: bool = False) -> None:

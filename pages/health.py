@@ -156,7 +156,7 @@ if (refused or limits) and st.button("Re-check entitlements", icon="🔁", key="
 
     n = recheck(c.store().catalog, settings.provider)
     c.invalidate()
-    st.toast(f"Cleared {n} refusal(s); the next run asks again", icon="🔁")
+    c.toast(f"Cleared {n} refusal(s); the next run asks again", icon="🔁")
     st.rerun()
 
 # -- symbols and failures ----------------------------------------------------------------------

@@ -191,7 +191,7 @@ if st.button(f"Fill {plan.cells:,} missing cells" if plan.cells else "Fill the g
         c.invalidate()
         st.session_state["fill_runs"] = ids
         st.session_state["fill_last"] = ids
-        st.toast(f"Filling {plan.cells:,} cells: {len(ids)} run(s) started", icon="🩹")
+        c.toast(f"Filling {plan.cells:,} cells: {len(ids)} run(s) started", icon="🩹")
 
 
 @st.fragment(run_every=2)
@@ -285,7 +285,7 @@ if st.button("Re-check stored data", icon="🔁", key="recheck",
         st.error("The run service is not available in this installation, so nothing can be "
                  "re-checked from here; run `python -m enrich quality audit` instead.")
     elif svc.audit():
-        st.toast("Re-checking every active symbol in the background", icon="🔁")
+        c.toast("Re-checking every active symbol in the background", icon="🔁")
     else:
         st.info("A re-check is still running; its results appear here when it ends.",
                 icon="⏳")

@@ -52,7 +52,7 @@ def _cancel(run_id: str) -> None:
         return
     c.invalidate()
     if ok:
-        st.toast("Cancelling: the run stops after the symbols in flight", icon="⏹️")
+        c.toast("Cancelling: the run stops after the symbols in flight", icon="⏹️")
         return
     p = runs_view.run_progress(c.store().catalog, run_id)
     st.session_state["cancel_said"] = (palette.WARN, ui.run_ended_already(
@@ -147,8 +147,8 @@ def run_detail(run_id: str) -> None:
                 else:
                     c.invalidate()
                     st.session_state["last_run_id"] = new_id
-                    st.toast(f"Retry run {ui.literal(new_id[:8])} started for {len(failed)} "
-                             "symbols", icon="🔁")
+                    c.toast(f"Retry run {ui.literal(new_id[:8])} started for {len(failed)} "
+                            "symbols", icon="🔁")
                     _open(new_id)
                     st.rerun()
 

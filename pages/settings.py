@@ -76,7 +76,7 @@ if pages > 1:
 
 def _done(message: str) -> None:
     c.invalidate()
-    st.toast(message, icon="✅")
+    c.toast(message, icon="✅")
 
 
 def _names(syms: list[str], limit: int = 30) -> str:

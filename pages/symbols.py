@@ -237,9 +237,8 @@ def symbol_run_progress(symbol: str) -> None:
         c.run_link(run_id)
         return
     st.session_state.pop(f"enrich_run_{symbol}", None)
-    st.toast(f"{ui.literal(symbol)}: run {ui.run_state_label(p['state'])} — "
-             f"{ui.literal(p['message'] or '', limit=200)}")
-    st.rerun()
+    c.rerun_with_toast(f"{ui.literal(symbol)}: run {ui.run_state_label(p['state'])} — "
+                       f"{ui.literal(p['message'] or '', limit=200)}")
 
 
 ACTION_WORDS = {

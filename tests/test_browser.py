@@ -77,6 +77,15 @@ def server(tmp_path):
     The desk's clock is fixed (``ENRICH_NOW``, as every store the tests build): on the real
     clock a session that closed between the run and a look at the numbers made symbols
     "late", so "Fresh" never reached the universe when a test ran across a close."""
+    _DESK[:] = [tmp_path / "data"]
+    with streamlit_server("app.py", tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def streamlit_server(script: str, tmp_path: Path):
+    """``streamlit run <script>`` (from the repository) on a free port with the desk in
+    ``tmp_path / "data"``; yields its URL; the whole process group dies afterwards."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
@@ -88,7 +97,6 @@ def server(tmp_path):
         "ENRICH_NOW": NOW,
     }
     log_path = tmp_path / "streamlit.log"
-    _DESK[:] = [tmp_path / "data"]
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
     proc = None
     try:
@@ -97,7 +105,7 @@ def server(tmp_path):
             # does (it starts for seconds): then streamlit exits, and a new port is tried.
             port = _free_port()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port",
+                [sys.executable, "-m", "streamlit", "run", script, "--server.port",
                  str(port), "--server.headless", "true"],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             url = f"http://127.0.0.1:{port}"
@@ -121,7 +129,7 @@ def server(tmp_path):
                 proc.wait(timeout=5)
         log.close()
         if os.environ.get("CI"):
-            sys.stderr.write((tmp_path / "streamlit.log").read_text(errors="replace")[-4000:])
+            sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
 
 
 @pytest.fixture
