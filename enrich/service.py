@@ -280,6 +280,8 @@ class Services:
                 job.cancel_by = by
                 job.cancel.set()
                 return True
+        # A run whose process was killed is not running: it ended, interrupted.
+        runs.close_dead_runs(self.store)
         # Who asked is in the catalog before the run can see the request: a run that stops
         # for it (or ends first) is never recorded cancelled without its requester.
         state = request_cancel(self.store.catalog, run_id, by, self.clock())

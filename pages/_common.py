@@ -143,6 +143,12 @@ def is_demo() -> bool:
 # -- cached reads ------------------------------------------------------------------------------
 @st.cache_data(ttl=0.5, show_spinner=False)
 def _version(data_dir: str) -> int:
+    """The catalog's data version, read at most twice a second — after closing the runs whose
+    process is gone (``runs.close_dead_runs``): a killed CLI run reads interrupted on every
+    page, not running with a growing duration, even where no scheduler owner runs."""
+    from enrich.store import runs
+
+    runs.close_dead_runs(store())
     return store().catalog.data_version()
 
 

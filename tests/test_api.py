@@ -34,7 +34,7 @@ from enrich.config import load_settings
 from enrich.errors import CatalogBusyError
 from enrich.schemas import DATASETS
 from enrich.service import Services
-from enrich.store.catalog import WriteBatch, utcnow
+from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.store.store import Store
 from enrich.views import status as status_view
 from enrich.views import symbols as symbols_view
@@ -464,6 +464,36 @@ def test_cancel_and_retry_failed(desk, template):
     r = desk.api.post(f"{V1}/runs/{run_id}/cancel")
     assert r.status_code == 409 and r.json()["error"]["code"] == "run_finished"
     assert r.json()["error"]["state"] == "cancelled"
+
+
+def test_a_killed_runs_reads_interrupted_and_its_cancel_is_refused(desk):
+    """Found by a QA pass: the API showed a run whose process was killed as `running` and
+    answered its cancel 202 "cancel requested" (nothing left to act on it) until the
+    schedule owner's next heartbeat closed it."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that is no process now
+    run_id = "00000000-0000-4000-8000-0000000000d1"
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    with desk.catalog.connect() as con:
+        con.execute("INSERT INTO runs (run_id, kind, state, params, requested_at, pid, host, "
+                    "heartbeat_at) VALUES (?, 'cli', 'running', '{}', ?, ?, ?, ?)",
+                    [run_id, old, gone.pid, host_and_pid()[0], old])
+    r = desk.api.post(f"{V1}/runs/{run_id}/cancel")
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "run_finished"
+    assert r.json()["error"]["state"] == "interrupted"
+    assert desk.one("SELECT cancel_requested_by FROM runs WHERE run_id = ?", [run_id]) is None
+    assert desk.api.ok(f"{V1}/runs/{run_id}")["state"] == "interrupted"
+    with desk.catalog.connect() as con:  # killed again, as another reader would find it
+        con.execute("UPDATE runs SET state = 'running' WHERE run_id = ?", [run_id])
+    assert desk.api.ok(f"{V1}/runs/{run_id}")["state"] == "interrupted"
+    with desk.catalog.connect() as con:
+        con.execute("UPDATE runs SET state = 'running' WHERE run_id = ?", [run_id])
+    listed = desk.api.ok(f"{V1}/runs", state="running")
+    assert run_id not in [x["run_id"] for x in listed["items"]]
+    with desk.catalog.connect() as con:
+        con.execute("UPDATE runs SET state = 'running' WHERE run_id = ?", [run_id])
+    assert run_id not in [x["run_id"] for x in desk.api.ok(f"{V1}/overview")["active_runs"]]
 
 
 def test_schedule_pause_and_resume(desk):

@@ -6,6 +6,7 @@ forgets them."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -170,3 +171,30 @@ def test_the_symbol_page_shows_a_removed_dividend_as_removed(data):
     [table] = [d.value for d in at.dataframe if "column_name" in d.value.columns]
     removed = table[table["session"].astype(str) == "2026-06-13"]
     assert list(removed["what"]) == ["removed"], table
+
+
+# -- a run whose process was killed -------------------------------------------------------------
+def test_a_killed_run_reads_interrupted_on_the_runs_page_without_a_scheduler(data):
+    """Found by a QA pass: with no schedule owner running (the dashboard with
+    ENRICH_SCHEDULER=off, no `serve`), a CLI run killed with SIGKILL read "running" on the
+    Runs page and in the Overview's live runs for good."""
+    import subprocess
+    import sys
+
+    from enrich.store.catalog import host_and_pid
+
+    open_page("pages/overview.py")  # the dashboard is up (its start closes runs dead before)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that is no process now: the run was killed after the start
+    run_id = "00000000-0000-4000-8000-0000000000e1"
+    old = wall() - dt.timedelta(hours=1)
+    with Store(data).catalog.connect() as con:
+        con.execute("INSERT INTO runs (run_id, kind, state, params, requested_at, pid, host, "
+                    "heartbeat_at) VALUES (?, 'cli', 'running', '{}', ?, ?, ?, ?)",
+                    [run_id, old, gone.pid, host_and_pid()[0], old])
+    time.sleep(0.6)  # the page memoises the data version for half a second
+    at = open_page("pages/runs.py", run=run_id)
+    assert "Cancel this run" not in [b.label for b in at.button]
+    assert Store(data).catalog.scalar("SELECT state FROM runs WHERE run_id = ?",
+                                      [run_id]) == "interrupted"
+    assert "interrupted" in said(at).lower()

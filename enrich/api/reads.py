@@ -30,6 +30,7 @@ from enrich.api.common import (
 from enrich.backfill import heatmap as coverage
 from enrich.backfill import jobs as backfill
 from enrich.schemas import DATASETS as LAKE_DATASETS
+from enrich.store import runs as runs_store
 from enrich.store.quarantine import despite_bad_files
 from enrich.symbols import ASSET_CLASSES, validate_symbol
 from enrich.views import alerts as alerts_view
@@ -65,6 +66,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
     @r.get("/overview", summary="Is everything OK: states, distribution, 24 h metrics, "
                                 "active runs, open alerts")
     def overview() -> _Json:
+        runs_store.close_dead_runs(desk.store)  # a killed run's process is gone: interrupted
         out = status_view.overview(desk.catalog, desk.now(), desk.wall())
         out["open_alerts"] = alerts_view.open_incidents(desk.catalog, desk.wall())
         return _Json(out)
@@ -142,6 +144,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
         if since and until and until < since:
             raise ApiError(400, "invalid_request", f"until ({plain(until)}) is before since "
                            f"({plain(since)})")
+        runs_store.close_dead_runs(desk.store)
         page, total = runs_view.runs_search(
             desk.catalog, limit, offset, state, validate_symbol(symbol) if symbol else None,
             kind, since, until)
@@ -149,6 +152,7 @@ def _read_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route per
 
     @r.get("/runs/{run_id}", summary="One run: progress, tasks, fetch summary, errors")
     def run(run_id: str) -> _Json:
+        runs_store.close_dead_runs(desk.store)
         detail = runs_view.run_detail(desk.catalog, run_id)
         if detail is None:
             if run_id in desk.svc.active_runs():  # queued: its row is being written
