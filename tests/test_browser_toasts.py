@@ -8,7 +8,8 @@ lines): 7 and 9 toasts of 10 shown; this test with ``st.toast`` in place of ``c.
 once failed the heatmap fill's browser test so.
 The pages hand their toasts to ``pages._common.toast``; ``app.py`` shows them when the run
 ends, through ``toasts_after`` as this script does (a rerun carries them to the next run's
-end). ``tests/test_pages.py`` sees a button's toast through ``app.py`` itself.
+end). Outside it (AppTest runs a page's file on its own after ``switch_page``; a fragment's
+own run) a toast shows at once, as ``tests/test_pages.py`` sees.
 """
 
 from __future__ import annotations
