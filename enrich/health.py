@@ -127,7 +127,8 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
     """One dict describing the desk's health (instants are UTC-aware datetimes).
 
     Keys: ``checked_at``, ``scheduler`` (state running | paused | stopped | dead, pause and
-    heartbeat details), ``schedule`` (configured time, next fire in UTC and in New York time),
+    heartbeat details), ``schedule`` (configured time, next fire in UTC and in New York time,
+    ``missed_fires``: the daily fires of the last 30 days that did not run),
     ``last_run`` and ``last_scheduled_run``, ``catalog`` (ok, open-and-query ms), ``lake``
     (bytes on disk), ``provider`` (probe result and latency, ``probed_at`` and
     ``probe_age_s``; ``probe=False`` skips the call, which for Massive costs one request; with
@@ -145,6 +146,8 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
                            "api_key": settings.key_masked}
     lake_files = _lake_files_part(store)  # first: it may quarantine, which the catalog records
     out.update(_catalog_part(settings, store, now))
+    if out["catalog"]["ok"]:
+        out["schedule"]["missed_fires"] = _missed_fires(settings, store, now)
     try:
         size = store.lake.size_bytes()
     except OSError:
@@ -252,6 +255,16 @@ def _catalog_part(settings: Settings, store: Store, now: dt.datetime) -> dict[st
         "retries_24h": int(retries),
     }
 
+
+
+def _missed_fires(settings: Settings, store: Store, now: dt.datetime) -> list[dt.datetime]:
+    """The daily fires of the last ``MISSED_SHOWN`` days that did not run — no run since the
+    last scheduled one (paused, or no scheduler running), or recorded ``missed`` — as the
+    Overview's "Daily runs missed" counts them (``diagnosis.schedule_facts``); oldest first."""
+    from enrich.diagnosis import schedule_facts
+
+    facts = schedule_facts(store.catalog, settings.schedule_utc, now, settings.scheduler)
+    return sorted(facts["unrun_fires"] + facts["missed_runs"])
 
 
 def _schedule_part(settings: Settings, next_fire: dt.datetime | None,

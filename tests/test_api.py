@@ -372,9 +372,18 @@ def test_quality_matches_the_checks(reads):
 
 
 def test_health_is_200_when_healthy_503_with_the_reason(desk, monkeypatch):
+    b = WriteBatch()  # the desk's runs two days older: the daily fires since did not run
+    b.execute("UPDATE runs SET requested_at = requested_at - INTERVAL 2 DAY")
+    desk.catalog.write(b)
     r = desk.api.get(f"{V1}/health")
     assert r.status_code == 200 and r.json()["ok"] is True and r.json()["reasons"] == []
     assert r.json()["catalog"]["ok"] is True
+    from enrich.diagnosis import schedule_facts  # what the Overview counts as missed
+
+    facts = schedule_facts(desk.catalog, desk.settings.schedule_utc,
+                           ts(r.json()["checked_at"]), False)  # the runs' clock: the wall
+    missed = sorted(facts["unrun_fires"] + facts["missed_runs"])
+    assert [ts(x) for x in r.json()["schedule"]["missed_fires"]] == missed and len(missed) >= 2
     b = WriteBatch()
     b.execute("UPDATE scheduler_state SET pid = 4242, host = 'elsewhere', heartbeat_at = ?, "
               "heartbeat_interval_s = 5 WHERE id = 1", [utcnow() - dt.timedelta(minutes=5)])

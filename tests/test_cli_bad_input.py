@@ -526,3 +526,28 @@ def test_background_run_of_a_symbol_typed_in_another_case(data, capsys):
     where the foreground run finds AAPL. Without a live `serve` it is refused for that."""
     _refused(["run", "--background", "--symbols", "aapl"], "no live `python -m enrich serve`",
              capsys)
+
+
+def test_health_counts_the_daily_runs_missed_as_the_overview_does(data, monkeypatch, capsys):
+    """Found by a QA pass: the Overview said "Daily runs missed 3" while `health --json` and
+    the API's /health had no word of it, so a script watching health never learned that no
+    scheduler had run for days."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    first = dt.datetime.combine(today - dt.timedelta(days=3), dt.time(10), tzinfo=dt.UTC)
+    with duckdb.connect(str(data / "enrich.duckdb")) as con:  # the only run, 3 days ago
+        con.execute("UPDATE runs SET requested_at = ?, started_at = ?, finished_at = ?",
+                    [first, first, first])
+    monkeypatch.setenv("ENRICH_SCHEDULE_UTC", "01:30")
+    assert _main(["health", "--no-probe", "--json"]) == 0
+    h = json.loads(capsys.readouterr().out)
+    checked = dt.datetime.fromisoformat(h["checked_at"])
+    fires = [dt.datetime.combine(today - dt.timedelta(days=n), dt.time(1, 30), tzinfo=dt.UTC)
+             for n in (2, 1, 0)]  # each day's 01:30 after the run, up to the check
+    want = [f.isoformat() for f in fires if f <= checked]
+    assert h["schedule"]["missed_fires"] == want and len(want) >= 2
+    assert _main(["health", "--no-probe"]) == 0
+    out = capsys.readouterr().out
+    assert f"missed       {len(want)} daily runs in 30 days" in out
+    assert f"last {want[-1][:10]} 01:30:00 UTC" in out

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+from enrich import ui
 from enrich.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -319,6 +320,10 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
             print(f"paused       by {s['paused_by']} at {_ts(s['paused_at'])}"
                   + (f": {s['pause_reason']}" if s["pause_reason"] else ""))
         print(f"next fire    {h['schedule']['next_fire_label']}")
+        missed = h["schedule"].get("missed_fires") or []
+        if missed:
+            print(f"missed       {ui.plural(len(missed), 'daily run')} in 30 days (paused, or "
+                  f"no scheduler running; last {_ts(missed[-1])})")
         last = h.get("last_run")
         if last:
             print(f"last run     {last['state']} ({last['kind']}, {_ts(last['requested_at'])}): "
