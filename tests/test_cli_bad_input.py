@@ -458,6 +458,19 @@ def test_runs_filtered_to_nothing_does_not_say_there_are_no_runs(data, capsys):
     assert "no runs yet" not in out and "no run matches" in out
 
 
+def test_runs_of_a_symbol_nobody_holds_is_refused_and_any_case_finds_the_held_one(data, capsys):
+    """Found by a QA pass: `runs --symbol NOPE` answered "no run matches" with exit 0, as for
+    a held symbol never run, and `runs --symbol aapl` missed AAPL's runs."""
+    _refused(["runs", "--symbol", "NOPE"], "--symbol NOPE: no run ever enriched it and it is "
+             "not in the universe", capsys)
+    assert _main(["runs", "--symbol", "aapl", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1  # the template's AAPL run
+    assert _main(["symbols", "remove", "AAPL"]) == 0
+    capsys.readouterr()
+    assert _main(["runs", "--symbol", "AAPL", "--json"]) == 0  # removed: its runs remain
+    assert len(json.loads(capsys.readouterr().out)) == 1
+
+
 # -- text from users and providers ------------------------------------------------------------
 def test_control_characters_in_stored_text_do_not_reach_the_terminal(data, tmp_path, capsys):
     """A name imported from a CSV or a pause reason holding ESC sequences was printed raw:

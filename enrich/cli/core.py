@@ -217,9 +217,19 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"--since {args.since!r}: use YYYY-MM-DD or an ISO time") from None
         if since.tzinfo is None:
             since = since.replace(tzinfo=dt.UTC)
+    sym, held = None, False
+    if getattr(args, "symbol", None):
+        from enrich.store.universe import match_symbols
+
+        found, _ = match_symbols(store.catalog, [validate_symbol(args.symbol.strip())])
+        # As the universe spells it (any case); one removed from it keeps its runs.
+        sym, held = (found[0], True) if found else (validate_symbol(args.symbol.strip()), False)
     frame = runs_table(store.catalog, limit=args.limit, state=getattr(args, "state", None),
-                       symbol=validate_symbol(args.symbol) if getattr(args, "symbol", None)
-                       else None, since=since)
+                       symbol=sym, since=since)
+    if frame.is_empty() and sym is not None and not held and not runs_table(
+            store.catalog, limit=1, symbol=sym).height:
+        raise UsageError(f"--symbol {sym}: no run ever enriched it and it is not in the "
+                         "universe (`python -m enrich symbols list`)")
     if args.json:  # as the API: a run's params and errors nested, not JSON in a string
         print_json(ui.json_rows(frame, "params", "error_summary"))
         return EXIT_OK
