@@ -105,6 +105,31 @@ def test_status_of_a_symbol_typed_in_another_case(data, capsys):
     assert rows and {r["symbol"] for r in rows} == {"AAPL"}
 
 
+def test_status_text_names_an_error_only_until_a_success_answers_it(data, capsys):
+    """Found by a QA pass: `status` printed AAPL's bars "fresh" beside last error "transient"
+    from a failure a later run had repaired; `--json` keeps the history."""
+    import datetime as dt
+
+    with duckdb.connect(str(data / "enrich.duckdb")) as con:
+        ok = con.execute("SELECT last_success_at FROM symbol_status WHERE symbol = 'AAPL' "
+                         "AND dataset = 'bars'").fetchall()[0][0]
+        con.execute("UPDATE symbol_status SET last_error_class = 'transient', "
+                    "last_error_at = ? WHERE symbol = 'AAPL' AND dataset = 'bars'",
+                    [ok - dt.timedelta(days=1)])
+    assert _main(["status", "--symbol", "AAPL"]) == 0
+    bars = next(ln for ln in capsys.readouterr().out.splitlines() if " bars " in ln)
+    assert "fresh" in bars and "transient" not in bars
+    assert _main(["status", "--symbol", "AAPL", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert next(r for r in rows if r["dataset"] == "bars")["last_error_class"] == "transient"
+    with duckdb.connect(str(data / "enrich.duckdb")) as con:  # failing since the success
+        con.execute("UPDATE symbol_status SET last_error_at = ? WHERE symbol = 'AAPL' AND "
+                    "dataset = 'bars'", [ok + dt.timedelta(minutes=1)])
+    assert _main(["status", "--symbol", "AAPL"]) == 0
+    bars = next(ln for ln in capsys.readouterr().out.splitlines() if " bars " in ln)
+    assert "transient" in bars
+
+
 def test_activate_says_the_symbol_as_held_and_symbols_help_lists_every_action(data, capsys):
     # Found by a QA pass: `symbols activate aapl` printed "activated aapl", and `symbols
     # --help` listed only `import` (the other actions had no help text).

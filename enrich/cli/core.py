@@ -179,7 +179,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if frame.is_empty():
         print("no status yet: run `python -m enrich run` to enrich the universe")
         return EXIT_OK
-    print_table(frame, ["symbol", "dataset", "state", "sessions_behind", "latest_session",
+    # An error a later success answered is history (`--json` keeps it): not beside "fresh".
+    shown = frame.with_columns(pl.when(
+        pl.col("last_error_at").is_not_null()
+        & (pl.col("last_success_at").is_null()
+           | (pl.col("last_error_at") > pl.col("last_success_at"))))
+        .then(pl.col("last_error_class")).alias("last_error_class"))
+    print_table(shown, ["symbol", "dataset", "state", "sessions_behind", "latest_session",
                         "last_success_at", "last_error_class"])
     summary = symbol_summary(frame)
     worst = {s: n for s, n in symbol_state_counts(summary).items() if n}
