@@ -80,6 +80,7 @@ def test_plan_cuts_each_dataset_into_one_request_chunks(settings):
     aapl = [(c.step, c.window_start, c.window_end) for c in bars.chunks if c.underlying == "AAPL"]
     assert aapl == [
         ("splits", D(2023, 11, 25), D(2026, 11, 25)),  # re-base on every split to today
+        ("dividends", D(2023, 11, 25), D(2026, 11, 25)),  # tr_close reinvests them
         ("bars", D(2023, 11, 25), D(2023, 12, 31)),  # calendar years
         ("bars", D(2024, 1, 1), D(2024, 12, 31)),
         ("bars", D(2025, 1, 1), D(2025, 12, 31)),
@@ -87,7 +88,7 @@ def test_plan_cuts_each_dataset_into_one_request_chunks(settings):
         ("features", D(2023, 11, 25), D(2026, 11, 25)),  # no request
     ]
     assert [c.step for c in bars.chunks if c.underlying == "X:BTCUSD"][0] == "bars"  # no splits
-    assert bars.requests_expected() == 5 + 4 and bars.eta_s() == 9 * 60 / 5
+    assert bars.requests_expected() == 6 + 4 and bars.eta_s() == 10 * 60 / 5
     assert {c.requests_expected for c in bars.chunks if c.step != "features"} == {1}
     assert not bars.exists and bars.backfill_id.startswith("bf-")
 
@@ -289,6 +290,26 @@ def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_lake(tmp_
     assert bars["adjusted_asof"].min() >= D(2024, 6, 10)  # all on the post-split basis
 
 
+def test_a_bars_backfill_fetches_the_dividends_its_total_return_reinvests(settings):
+    """Found by a QA pass: a bars backfill fetched the window's splits but not its dividends,
+    so the backfilled years' tr_close read as the price return (KO's dividends left out)."""
+    bf = make(settings)
+    assert bf.run(bf.plan(BackfillRequest("bars", ("KO",), years=3))).state == "succeeded"
+    divs = bf.store.lake.read("dividends", ["KO"])
+    first_year = divs.filter(pl.col("ex_date") < D(2024, 11, 25))
+    assert first_year.height >= 4, divs  # quarterly payer: the window's first year is held
+    feats = bf.store.lake.read("features", ["KO"], level="1d").join(
+        bf.store.lake.read("bars", ["KO"], level="1d").select("session", "close"), on="session")
+    early = feats.sort("session").filter(pl.col("session") <= D(2024, 11, 25))
+    ratio = (early["tr_close"] / early["close"]).to_numpy()
+    # Each ex-date in the first year steps tr_close / close: reinvested, not left out.
+    assert (abs(ratio[1:] / ratio[:-1] - 1) > 1e-6).sum() >= first_year.height
+    # Dividends held over a window (their coverage watermark) are not asked for again: a
+    # fill of bars inside it costs what it did.
+    inside = bf.plan(BackfillRequest("bars", ("KO",), since=D(2024, 6, 1)))
+    assert [c.step for c in inside.chunks] == ["splits", "bars", "bars", "bars", "features"]
+
+
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
     # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
     # pause / cancel answered "stops after its current chunk" and changed nothing.
@@ -474,7 +495,7 @@ def test_pause_then_resume_from_the_background(settings):
     assert metrics_view.overall_success(store.catalog)["runs_finished"] == 0
     assert paused["chunks_pending"] > 0 and "resume" in paused["run_message"]
     steps = backfill_steps(store.catalog, bid)
-    assert steps["step"].to_list() == ["splits", "bars", "features"]
+    assert steps["step"].to_list() == ["splits", "dividends", "bars", "features"]
 
     run2 = start_in_background(s, backfill_id=bid, store=store, provider=provider)
     assert wait_for(bid, TIMEOUT) and run2 != run_id

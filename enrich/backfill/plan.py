@@ -10,7 +10,7 @@ one request** (``requests_for``). The chunk sizes are what make it hold:
 
     step              one chunk is                            one request because
     splits            the window (bars/options: to today)     a few rows; limit 5,000
-    dividends         the window                              ~4 a year; limit 5,000
+    dividends         the window (bars 1d too: tr_close)      ~4 a year; limit 5,000
     earnings          the window                              4 a year; limit 1,000
     bars (1d)         a calendar year                         <= 253 rows; limit 50,000
     bars (1h, 5m)     a calendar month                        <= ~20,000 minute aggregates
@@ -340,7 +340,8 @@ def _windows(start: dt.date, end: dt.date, unit: str, chunk_days: int | None
 
 
 def _symbol_chunks(request: BackfillRequest, symbol: str, asset_class: str, start: dt.date,
-                   end: dt.date, today: dt.date) -> tuple[list[Chunk], str | None]:
+                   end: dt.date, today: dt.date, dividends_held: bool = False
+                   ) -> tuple[list[Chunk], str | None]:
     ds = request.dataset
     applicable = DATASETS_BY_CLASS.get(asset_class, ("bars",))
     if (ds if ds != "options" else "options_iv") not in applicable:
@@ -354,6 +355,10 @@ def _symbol_chunks(request: BackfillRequest, symbol: str, asset_class: str, star
     if ds == "bars":
         if "splits" in applicable:  # bars are re-based on every split up to today
             add("splits", [(start, today)])
+        if request.timeframe == "1d" and "dividends" in applicable and not dividends_held:
+            # The daily features' tr_close reinvests the window's dividends: without them
+            # the backfilled years' total return read as price return.
+            add("dividends", [(start, end)])
         add("bars", _windows(start, end, "year" if request.timeframe == "1d" else "month", cd))
         add("features", [(start, end)])
     elif ds == "splits":
@@ -412,8 +417,10 @@ def plan_backfill(store: Store, settings: Settings, request: BackfillRequest,
                           "--since/--until are the wrong way round")
     chunks: list[Chunk] = []
     notes: list[str] = []
+    held = _dividends_held(store.catalog, start, end) \
+        if request.dataset == "bars" and request.timeframe == "1d" else set()
     for sym, cls in targets:
-        got, note = _symbol_chunks(request, sym, cls, start, end, today)
+        got, note = _symbol_chunks(request, sym, cls, start, end, today, sym in held)
         chunks.extend(got)
         if note:
             notes.append(note)
@@ -428,6 +435,14 @@ def plan_backfill(store: Store, settings: Settings, request: BackfillRequest,
                 rate_limit_per_min=settings.rate_limit_per_min, notes=notes)
     _merge_stored(store.catalog, plan)
     return plan
+
+
+def _dividends_held(catalog: Catalog, start: dt.date, end: dt.date) -> set[str]:
+    """The symbols whose dividends were fetched over all of [start, end] (their coverage
+    watermark): a bars backfill or fill of those sessions need not ask for them again."""
+    return set(catalog.query(
+        "SELECT symbol FROM session_coverage WHERE dataset = 'dividends' "
+        "AND covered_from <= ? AND through_session >= ?", [start, end])["symbol"].to_list())
 
 
 def _merge_stored(catalog: Catalog, plan: Plan) -> None:
