@@ -177,6 +177,15 @@ def seen(page) -> bool:
     return page.evaluate("window.__enrichSeen") is True
 
 
+def wait_seen(page, what: str, timeout_ms: int = 30_000) -> None:
+    """Wait until ``watch_text``'s text has shown (a toast shows when the script run that
+    asked for it ends, after what the run drew)."""
+    try:
+        page.wait_for_function("window.__enrichSeen === true", timeout=timeout_ms)
+    except Exception as exc:  # playwright's TimeoutError: say what was not shown
+        raise AssertionError(f"no {what} was shown within {timeout_ms / 1000:g} s") from exc
+
+
 def settle(page, seconds: float = 1.5) -> None:
     """Let the script run finish (and charts draw) before looking or shooting."""
     page.wait_for_timeout(300)
@@ -278,7 +287,7 @@ def test_dashboard_end_to_end(page, shot):
     watch_text(page, r"Run [0-9a-f]{8} started")  # a toast: it may be gone before a poll
     page.get_by_role("button", name="Run now").click()
     page.get_by_role("link", name=re.compile(r"Follow run [0-9a-f]{8}")).first.wait_for()
-    assert seen(page), "no 'Run … started' toast was shown"
+    wait_seen(page, "'Run … started' toast")
     settle(page, 0.5)
     shot(page, "controls")
     page.get_by_role("link", name=re.compile(r"Follow run [0-9a-f]{8}")).first.click()
@@ -388,7 +397,7 @@ def test_coverage_heatmap_gap_fill(gap_data, page, shot):
     wait_metric(page, "Missing cells", "0", RUN_TIMEOUT_MS / 1000)
     settle(page)
     no_exception(page)
-    assert seen(page), "no 'Filling 3 cells' toast was shown"
+    wait_seen(page, "'Filling 3 cells' toast")
     # The caption follows the fill's own fragment, which may draw after the metric did.
     page.get_by_text("Last fill: 1 run(s) finished").wait_for(timeout=90_000)
     assert page.get_by_text("Last fill: 1 run(s) finished").count() == 1

@@ -21,9 +21,9 @@ from tests.test_browser import (
     CHROMIUM_ARGS,
     VIEWPORT,
     no_exception,
-    seen,
     settle,
     streamlit_server,
+    wait_seen,
     watch_text,
 )
 
@@ -69,9 +69,11 @@ def test_every_toast_a_rerun_follows_is_shown(tmp_path):
             for n in range(1, CLICKS + 1):
                 watch_text(page, rf"Toast number {n} shown")
                 page.get_by_role("button", name="Toast then rerun").click()
-                settle(page, 1)  # the run's end, and a second: a toast lives ~4 s
-                if not seen(page):
+                try:  # shown when the run that asked for it ends; it lives ~4 s
+                    wait_seen(page, f"toast {n}", timeout_ms=15_000)
+                except AssertionError:
                     missed.append(n)
+                settle(page, 0.5)
             no_exception(page)
         finally:
             browser.close()
