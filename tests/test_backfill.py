@@ -310,6 +310,24 @@ def test_a_bars_backfill_fetches_the_dividends_its_total_return_reinvests(settin
     assert [c.step for c in inside.chunks] == ["splits", "bars", "bars", "bars", "features"]
 
 
+def test_a_year_ending_on_a_weekend_is_no_hole_for_the_fetched_through_mark(settings):
+    """Found by a QA pass: `backfill bars --all --years 10` left 27 of 29 symbols "stale,
+    2495 sessions behind" with every session held: the mark stopped at the first year that
+    ended on a weekend or holiday (Friday 29 December 2023, then a window from Monday
+    1 January, a holiday: "a hole"), so alerts opened and the next run planned it all again."""
+    bf = make(settings)
+    assert bf.run(bf.plan(BackfillRequest("bars", ("AAPL",), years=3))).state == "succeeded"
+    row = bf.store.catalog.query("SELECT covered_through, sessions_behind FROM symbol_status "
+                                 "WHERE symbol = 'AAPL' AND dataset = 'bars'").row(0)
+    assert row == (D(2026, 11, 25), 0)
+    # Hourly bars cut by month: November 2023 ends on a Thursday (30th), December 2023's
+    # window starts Friday the 1st; September 2024 ends on Monday 30th after a weekend.
+    hourly = bf.run(bf.plan(BackfillRequest("bars", ("AAPL",), since=D(2024, 8, 20),
+                                            timeframe="1h")))
+    assert hourly.state == "succeeded"
+    assert bf.store.lake.read_coverage("AAPL").get("bars:1h") == D(2026, 11, 25)
+
+
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
     # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
     # pause / cancel answered "stops after its current chunk" and changed nothing.

@@ -941,7 +941,8 @@ class Engine:
                 # A snapshot of the session in progress is stored (partial) but does not
                 # count as held: the next run after the close takes the session's final state.
                 covered = end
-            if explicit and previous is not None and start > previous + dt.timedelta(days=1):
+            if explicit and previous is not None and self._after_a_hole(ds, cal, previous,
+                                                                        start):
                 covered = previous  # a window after a hole: the watermark cannot jump it
             if covered is not None and (previous is None or covered >= previous):
                 new_coverage[ckey] = covered
@@ -978,6 +979,19 @@ class Engine:
                              not_entitled=isinstance(exc, NotEntitledError),
                              timeframe=timeframe)
         return step
+
+    @staticmethod
+    def _after_a_hole(ds: str, cal: str, previous: dt.date, start: dt.date) -> bool:
+        """Whether a window starting ``start`` leaves something unfetched after the watermark
+        ``previous``: a day, for event datasets (news is published on a Saturday too); a
+        session, for bars and chains held through a session (a year's bars ending on Friday
+        30 December and the next year's from Sunday 1 January leave no hole)."""
+        if start <= previous + dt.timedelta(days=1):
+            return False
+        if ds not in ("bars", "options_iv"):
+            return True
+        nxt = calendars.next_session(cal, previous)
+        return nxt is not None and start > nxt
 
     def _refetch_bars(self, symbol: str, cal: str, expected: dt.date,
                       coverage: dict[str, dt.date], new_coverage: dict[str, dt.date],
