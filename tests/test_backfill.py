@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from enrich import calendars
 from enrich.backfill.jobs import (
     BACKFILL_PRIORITY,
     Backfiller,
@@ -79,6 +80,7 @@ def test_plan_cuts_each_dataset_into_one_request_chunks(settings):
     assert bars.window_end == D(2026, 11, 25)  # the latest completed session
     aapl = [(c.step, c.window_start, c.window_end) for c in bars.chunks if c.underlying == "AAPL"]
     assert aapl == [
+        ("reference", D(2023, 11, 25), D(2026, 11, 25)),  # never identified: asked first
         ("splits", D(2023, 11, 25), D(2026, 11, 25)),  # re-base on every split to today
         ("dividends", D(2023, 11, 25), D(2026, 11, 25)),  # tr_close reinvests them
         ("bars", D(2023, 11, 25), D(2023, 12, 31)),  # calendar years
@@ -87,20 +89,22 @@ def test_plan_cuts_each_dataset_into_one_request_chunks(settings):
         ("bars", D(2026, 1, 1), D(2026, 11, 25)),
         ("features", D(2023, 11, 25), D(2026, 11, 25)),  # no request
     ]
-    assert [c.step for c in bars.chunks if c.underlying == "X:BTCUSD"][0] == "bars"  # no splits
-    assert bars.requests_expected() == 6 + 4 and bars.eta_s() == 10 * 60 / 5
+    btc = [c.step for c in bars.chunks if c.underlying == "X:BTCUSD"]
+    assert btc[:2] == ["reference", "bars"]  # no splits, no dividends
+    assert bars.requests_expected() == 7 + 5 and bars.eta_s() == 12 * 60 / 5
     assert {c.requests_expected for c in bars.chunks if c.step != "features"} == {1}
     assert not bars.exists and bars.backfill_id.startswith("bf-")
 
     news = bf.plan(BackfillRequest("news", ("AAPL",)))  # default: one year, by month
-    assert news.window_start == D(2025, 11, 25) and len(news.chunks) == 13
-    assert news.chunks[1].window_start == D(2025, 12, 1)
-    assert news.chunks[1].window_end == D(2025, 12, 31)
+    assert news.window_start == D(2025, 11, 25) and len(news.chunks) == 1 + 13
+    assert news.chunks[2].window_start == D(2025, 12, 1)
+    assert news.chunks[2].window_end == D(2025, 12, 31)
     splits = bf.plan(BackfillRequest("splits", ("AAPL",)))
     assert splits.window_start == D(2000, 1, 1)
-    assert [c.step for c in splits.chunks] == ["splits", "features"]
+    assert [c.step for c in splits.chunks] == ["reference", "splits", "features"]
     earn = bf.plan(BackfillRequest("earnings", ("AAPL", "SPY")))
-    assert [c.symbol for c in earn.chunks] == ["AAPL"]
+    assert [(c.step, c.symbol) for c in earn.chunks] == [("reference", "AAPL"),
+                                                         ("earnings", "AAPL")]
     assert earn.window_start == D(2016, 11, 25) and "SPY" in earn.notes[0]
     hourly = bf.plan(BackfillRequest("bars", ("AAPL",), days=70, timeframe="1h"))
     assert [c.window_start.day for c in hourly.chunks if c.step == "bars"] == [16, 1, 1]
@@ -328,6 +332,32 @@ def test_a_year_ending_on_a_weekend_is_no_hole_for_the_fetched_through_mark(sett
     assert bf.store.lake.read_coverage("AAPL").get("bars:1h") == D(2026, 11, 25)
 
 
+def test_a_backfill_of_a_symbol_never_identified_asks_its_reference_first(settings):
+    """Found by a QA pass: `backfill bars --symbol META --years 6` on the demo universe (no
+    reference asked yet) stored the earlier company that used the ticker before 2022 (close
+    32.5 on 2020-12-04), then a gap, then Meta, and its ticker_reuse check failed; a run asks
+    the reference first and stores FB's history under META."""
+    bf = make(settings)
+    plan = bf.plan(BackfillRequest("bars", ("META",), years=6))
+    assert [c.step for c in plan.chunks][:2] == ["reference", "splits"]
+    assert plan.chunks[0].requests_expected == 1  # the sample provider's reference
+    assert bf.run(plan).state == "succeeded"
+    bars = bf.store.lake.read("bars", ["META"], level="1d")
+    may_2022 = bars.filter(pl.col("session").is_between(D(2022, 5, 1), D(2022, 6, 10)))
+    # Every session, across the ticker change (FB → META, June 2022).
+    assert may_2022["session"].to_list() == calendars.sessions("XNYS", D(2022, 5, 1),
+                                                               D(2022, 6, 10))
+    fb = SampleProvider(clock=lambda: FIXED_NOW).bars("FB", "1d", D(2020, 12, 4),
+                                                      D(2020, 12, 4))
+    held = bars.filter(pl.col("session") == D(2020, 12, 4))["close"].item()
+    assert held == pytest.approx(fb["close"].item(), rel=1e-12)  # FB's, not another's
+    failing = bf.store.catalog.query("SELECT check_name FROM quality_status WHERE symbol = "
+                                     "'META' AND NOT passed")["check_name"].to_list()
+    assert "ticker_reuse" not in failing
+    again = bf.plan(BackfillRequest("bars", ("META",), years=7))  # identified now
+    assert "reference" not in [c.step for c in again.chunks]
+
+
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
     # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
     # pause / cancel answered "stops after its current chunk" and changed nothing.
@@ -513,7 +543,7 @@ def test_pause_then_resume_from_the_background(settings):
     assert metrics_view.overall_success(store.catalog)["runs_finished"] == 0
     assert paused["chunks_pending"] > 0 and "resume" in paused["run_message"]
     steps = backfill_steps(store.catalog, bid)
-    assert steps["step"].to_list() == ["splits", "dividends", "bars", "features"]
+    assert steps["step"].to_list() == ["reference", "splits", "dividends", "bars", "features"]
 
     run2 = start_in_background(s, backfill_id=bid, store=store, provider=provider)
     assert wait_for(bid, TIMEOUT) and run2 != run_id
@@ -676,7 +706,8 @@ def test_cli_usage_list_show_pause_and_resume(tmp_path, monkeypatch, capsys):
     assert main(["backfill", "bars", "--symbol", "AAPL", "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     code, out = cli(capsys, "backfill", "dividends", "--symbol", "KO", "--dry-run")
-    assert code == 0 and "requests expected: 1" in out and "ETA at 5 requests/min" in out
+    # KO's ticker reference (the desk never identified it) and its dividends.
+    assert code == 0 and "requests expected: 2" in out and "ETA at 5 requests/min" in out
     code, out = cli(capsys, "backfill", "dividends", "--symbol", "KO")
     assert code == 0 and "succeeded" in out
     bid = re.search(r"backfill (bf-\w+)", out).group(1)
@@ -750,14 +781,16 @@ def test_page_plans_starts_watches_pauses_and_resumes(page_env):
     at.selectbox(key="bf_dataset").set_value("dividends")
     at.multiselect(key="bf_symbols").set_value(["KO", "PG"])
     _press(at, "Preview plan")
-    assert "2 requests" in _text(at) and not backfill_progress_summary(store.catalog)
+    # Each symbol's ticker reference (never identified yet) and its dividends.
+    assert "4 requests" in _text(at) and not backfill_progress_summary(store.catalog)
     _press(at, "Start backfill")
     [r] = backfill_progress_summary(store.catalog)
     assert wait_for(r["backfill_id"], TIMEOUT)
     _rerun(at)
     assert ":green-badge[complete]" in _text(at)
-    # Each symbol's dividends, then its features (tr_close takes the dividends in).
-    assert [m.value for m in at.metric if m.label == "Chunks done"] == ["4 / 4"]
+    # Each symbol's ticker reference and dividends, then its features (tr_close takes the
+    # dividends in).
+    assert [m.value for m in at.metric if m.label == "Chunks done"] == ["6 / 6"]
 
     # A running backfill (held on its bars requests) shows Pause; then Resume finishes it.
     class Held(SampleProvider):

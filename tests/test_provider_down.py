@@ -153,9 +153,9 @@ def test_a_backfill_stops_at_a_refused_key_and_resumes_with_the_right_one(tmp_pa
             bf = Backfiller(store, p, settings, clock=lambda: FRIDAY)
             resumed = bf.run(bf.plan(request), retry_failed=True)
             rest = bf.run(bf.plan(request))
-    # The failed chunk, then its symbol's features (tr_close takes the dividends in); the
-    # rest: every other chunk, that symbol's features again after its later dividends.
-    assert resumed.state == "succeeded" and resumed.done == 2
+    # The failed chunk (the first symbol's ticker reference: none is held yet); the rest:
+    # every other chunk, each symbol's features after its dividends.
+    assert resumed.state == "succeeded" and resumed.done == 1
     assert rest.state == "succeeded" and rest.done == stopped.total - 1
 
 

@@ -179,7 +179,8 @@ def backfill_steps(catalog: Catalog, backfill_id: str) -> pl.DataFrame:
              AND u.contract = p.symbol
         WHERE p.backfill_id = ?
         GROUP BY ALL ORDER BY 1, min(CASE p.dataset
-            WHEN 'splits' THEN 0 WHEN 'dividends' THEN 1 WHEN 'earnings' THEN 2
+            WHEN 'reference' THEN -1 WHEN 'splits' THEN 0 WHEN 'dividends' THEN 1
+            WHEN 'earnings' THEN 2
             WHEN 'news' THEN 3 WHEN 'bars' THEN 4 WHEN 'features' THEN 5 WHEN 'rates' THEN 5
             WHEN 'option_contracts' THEN 6 ELSE 7 END)""", [backfill_id, backfill_id])
 

@@ -9,6 +9,7 @@ The request-count model, shared by the planner and the executor: **each fetch ch
 one request** (``requests_for``). The chunk sizes are what make it hold:
 
     step              one chunk is                            one request because
+    reference         the ticker (a symbol never identified)  details (+ events: Massive)
     splits            the window (bars/options: to today)     a few rows; limit 5,000
     dividends         the window (bars 1d too: tr_close)      ~4 a year; limit 5,000
     earnings          the window                              4 a year; limit 1,000
@@ -64,10 +65,10 @@ REQUESTS_PER_CHUNK = 1  # per fetch chunk; see the module docstring
 MAX_INTRADAY_CHUNK_DAYS = 31
 
 # Steps (backfill_progress.dataset) in the order they run for one symbol.
-STEP_ORDER = {"splits": 0, "dividends": 1, "earnings": 2, "news": 3, "bars": 4, "features": 5,
-              "rates": 5, "option_contracts": 6, "option_bars": 7}
-FETCH_STEPS = ("splits", "dividends", "earnings", "news", "bars", "rates", "option_contracts",
-               "option_bars")
+STEP_ORDER = {"reference": -1, "splits": 0, "dividends": 1, "earnings": 2, "news": 3, "bars": 4,
+              "features": 5, "rates": 5, "option_contracts": 6, "option_bars": 7}
+FETCH_STEPS = ("reference", "splits", "dividends", "earnings", "news", "bars", "rates",
+               "option_contracts", "option_bars")
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -419,8 +420,15 @@ def plan_backfill(store: Store, settings: Settings, request: BackfillRequest,
     notes: list[str] = []
     held = _dividends_held(store.catalog, start, end) \
         if request.dataset == "bars" and request.timeframe == "1d" else set()
+    unidentified = _never_identified(store.catalog)
     for sym, cls in targets:
         got, note = _symbol_chunks(request, sym, cls, start, end, today, sym in held)
+        if got and sym in unidentified:
+            # Its ticker reference first, as a run's first enrichment asks it: history is
+            # fetched from the listing or the first ticker change, never an earlier
+            # security's that used the ticker (META before 2022 was another company).
+            got.insert(0, Chunk("reference", sym, start, end,
+                                provider.reference_requests(cls), sym))
         chunks.extend(got)
         if note:
             notes.append(note)
@@ -435,6 +443,13 @@ def plan_backfill(store: Store, settings: Settings, request: BackfillRequest,
                 rate_limit_per_min=settings.rate_limit_per_min, notes=notes)
     _merge_stored(store.catalog, plan)
     return plan
+
+
+def _never_identified(catalog: Catalog) -> set[str]:
+    """The symbols whose ticker reference was never asked (``symbols import``, the demo
+    universe): their first chunk asks it."""
+    return set(catalog.query("SELECT symbol FROM symbols WHERE reference_checked_at IS NULL")
+               ["symbol"].to_list())
 
 
 def _dividends_held(catalog: Catalog, start: dt.date, end: dt.date) -> set[str]:

@@ -44,7 +44,7 @@ from enrich.backfill.plan import (
     plan_backfill,
 )
 from enrich.config import Settings
-from enrich.errors import EnrichError, StateError, error_class_of
+from enrich.errors import Cancelled, EnrichError, StateError, error_class_of
 from enrich.pipeline.engine import (
     Engine,
     LogBuffer,
@@ -499,6 +499,9 @@ class _Execution:
                 records = self._derive(c)
                 self._done(c, records)
                 return
+            if c.step == "reference":
+                self._identify(c)
+                return
             if c.step != "option_contracts":
                 step = self._fetch(c)  # the engine logs the fetch
                 if step.error is not None:
@@ -520,6 +523,23 @@ class _Execution:
         self._done(c, records)
         if c.step == "option_contracts":
             self._maybe_plan_contract_bars(c.underlying)
+
+    def _identify(self, c: Chunk) -> None:
+        """The symbol's ticker reference, asked and kept as a run's first enrichment does
+        (``Engine.identify``, which logs the request); its later chunks are clamped to the
+        identity (listing, first ticker change, delisting). An unknown ticker fails this
+        chunk, and its other chunks fetch nothing."""
+        res = SymbolResult(c.symbol, "ok")
+        try:
+            self.bf.engine.identify(c.symbol, self.log, res, self.run_id)
+        except Exception as exc:
+            if isinstance(exc, Cancelled):
+                raise
+            self._count(c, res.requests, res.retries)
+            self._fail(c, exc)
+            return
+        self._count(c, res.requests, res.retries)
+        self._done(c, 0)
 
     def _fetch(self, c: Chunk) -> StepResult:
         """One chunk through the engine's fetch pipeline (``Engine.fetch_window``)."""

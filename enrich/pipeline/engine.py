@@ -642,8 +642,8 @@ class Engine:
         ``UnknownTickerError`` for a ticker the reference said it does not know."""
         cal = calendar_for(asset_class)
         expected = calendars.latest_session(cal, self.clock())
-        # The identity the catalog holds (``symbols add`` or the symbol's first run): a
-        # backfill's requests are planned exactly, so it asks no reference itself.
+        # The identity the catalog holds (``symbols add``, the symbol's first run, or the
+        # backfill's own reference chunk, planned first for a symbol never identified).
         if symbol not in self.references and self.reads_catalog:
             self._load_reference(symbol)
         ident = self.known_identity(symbol)
@@ -710,6 +710,13 @@ class Engine:
         checked = row.get("reference_checked_at")
         return not (row.get("reference_error") and checked is not None
                     and at - checked < identity.RECHECK_AFTER)
+
+    def identify(self, symbol: str, log: LogBuffer, res: SymbolResult,
+                 run_id: str | None = None) -> Identity | None:
+        """``_identity`` for a backfill's reference chunk (the catalog's row read first)."""
+        if symbol not in self.references and self.reads_catalog:
+            self._load_reference(symbol)
+        return self._identity(symbol, log, res, run_id)
 
     def _identity(self, symbol: str, log: LogBuffer, res: SymbolResult,
                   run_id: str | None = None) -> Identity | None:
