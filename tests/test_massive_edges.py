@@ -658,3 +658,46 @@ def test_a_listing_whose_next_url_repeats_is_noted_as_incomplete():
     assert frame["ex_date"].to_list() == [D(2025, 8, 11)]
     notes = p.take_requests().notes
     assert len(notes) == 1 and "repeated" in notes[0] and "incomplete" in notes[0]
+
+
+# ---- pages that are not Massive's JSON: a proxy's 404, a firewall's 403 -----------------------
+# REF massive-refresh-and-correctness.md §0 c: an unknown ticker is HTTP 404 with
+# {"status":"NOT_FOUND",…} (reported); a plan's refusal is a 403 with NOT_AUTHORIZED (§6).
+NGINX_404 = httpx.Response(404, content=b"<html><body><h1>404 Not Found</h1>nginx</body></html>",
+                           headers={"content-type": "text/html"})
+WAF_403 = httpx.Response(403, content=b"<html>Request blocked by WAF</html>",
+                         headers={"content-type": "text/html"})
+
+
+@pytest.mark.parametrize("page", [NGINX_404, WAF_403], ids=["404 html", "403 html"])
+def test_a_page_that_is_not_massive_json_is_a_failure_not_a_fact(page):
+    """Found by a QA pass: one HTML 404 from a proxy (or a wrong MASSIVE_BASE_URL) marked every
+    symbol "not in massive's ticker reference" for a week — after the cause was fixed a run
+    made 0 requests and failed them all; a firewall's HTML 403 marked options "not included
+    in the plan" for a week and the run read succeeded. Either is a ProviderError now: the
+    step fails, the run says so, the next run asks again."""
+    from enrich.errors import NotEntitledError, NotFoundError, ProviderError
+
+    p = make(Api({META_DETAILS: lambda r: page}))
+    with pytest.raises(ProviderError, match="other than Massive's API") as caught:
+        p.ticker_reference("META")
+    assert not isinstance(caught.value, NotFoundError | NotEntitledError)
+    assert "text/html" in str(caught.value) and "MASSIVE_BASE_URL" in str(caught.value)
+
+
+def test_an_unknown_ticker_is_still_massives_json_404():
+    from enrich.errors import NotFoundError
+
+    p = make(Api({META_DETAILS: lambda r: _json(404, {
+        "status": "NOT_FOUND", "request_id": "r1", "message": "Ticker not found."})}))
+    with pytest.raises(NotFoundError, match="Ticker not found"):
+        p.ticker_reference("META")
+
+
+def test_ticker_details_without_their_results_object_are_malformed_not_unknown():
+    from enrich.errors import MalformedPayloadError, NotFoundError
+
+    p = make(Api({META_DETAILS: lambda r: _json(200, {"status": "OK", "request_id": "r2"})}))
+    with pytest.raises(MalformedPayloadError, match="no ticker details") as caught:
+        p.ticker_reference("META")
+    assert not isinstance(caught.value, NotFoundError)

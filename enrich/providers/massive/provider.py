@@ -15,10 +15,13 @@ Errors are translated once, in ``_send`` / ``_decode``, into ``enrich.errors``:
       "today's data before end of day"    NotYetAvailableError  (due: asked after midnight ET)
       "doesn't include … data timeframe"  HistoryLimitError     (beyond the plan's history)
     404                                   NotFoundError
+    403 or 404 whose body is not JSON     ProviderError         (a proxy, a firewall, or
+                                                                 MASSIVE_BASE_URL elsewhere)
     429                                   RateLimitedError      (retry_after from Retry-After;
                                                                  the shared limiter holds)
     408, 499, 5xx, timeouts, transport    TransientError
-    200 but not JSON / wrong envelope     MalformedPayloadError
+    200 but not JSON / wrong envelope     MalformedPayloadError (ticker details without
+                                                                 their results object too)
     any other status                      ProviderError
     rows that do not fit the schema       ValidationError       (nothing partial is returned)
 
@@ -476,9 +479,12 @@ class MassiveProvider:
                          {}, subject)
         results = body.get("results")
         if not isinstance(results, dict):
-            raise NotFoundError(f"{subject}: not found (no results)", provider=PROVIDER,
-                                endpoint=TICKER_DETAILS, status=200,
-                                request_id=_request_id(body))
+            # An unknown ticker is a 404 (NOT_FOUND): an answer without the details object is
+            # a malformed one, asked again next run — not "unknown" for a week.
+            raise MalformedPayloadError(f"{subject}: the answer holds no ticker details "
+                                        "(no results object)", provider=PROVIDER,
+                                        endpoint=TICKER_DETAILS, status=200,
+                                        request_id=_request_id(body))
         check = _Check(subject, 1)
         details = check.row(0, results, _ticker_details)
         check.done()  # raises when the row was refused
@@ -900,6 +906,16 @@ class MassiveProvider:
         if status == 401:
             raise AuthError(f"{subject}: Massive rejected the API key{detail}; "
                             "check MASSIVE_API_KEY", **ctx)
+        if status in (403, 404) and not isinstance(body, dict):
+            # Massive answers both in JSON (reference §0 c, §6); a page that is not is a
+            # proxy's, a firewall's or a wrong base URL's: a failure asked again next run,
+            # never a plan's refusal or an unknown ticker remembered for a week.
+            kind = self._scrub(
+                response.headers.get("content-type", "no content type").split(";")[0])
+            raise ProviderError(
+                f"{subject}: HTTP {status} {reason} answered by something other than Massive's "
+                f"API ({kind}, not its JSON): a proxy or firewall in the way, or "
+                "MASSIVE_BASE_URL pointing elsewhere", **ctx)
         if status == 403 or body_status == "NOT_AUTHORIZED":
             # The 403 texts tell a plan's limits apart (reference §0 g, §6).
             lowered = text.lower()
