@@ -358,6 +358,20 @@ def test_a_backfill_of_a_symbol_never_identified_asks_its_reference_first(settin
     assert "reference" not in [c.step for c in again.chunks]
 
 
+def test_the_bars_checks_see_the_bars_as_re_based_after_a_split(settings):
+    """Found by a QA pass: after `backfill bars --all --years 10` the lake was right, but
+    `quality --failing` still failed AAPL on a -76 % "jump" across its 2020 split: the checks
+    ran on the chunks as fetched, before the features chunk re-based them."""
+    bf = make(settings)
+    summary = bf.run(bf.plan(BackfillRequest("bars", ("AAPL",), years=10)))
+    assert summary.state == "succeeded"
+    assert not backfill_rebases(bf.store.catalog, summary.backfill_id).is_empty()
+    failing = bf.store.catalog.query(
+        "SELECT check_name, detail FROM quality_status WHERE symbol = 'AAPL' "
+        "AND dataset = 'bars' AND NOT passed")
+    assert failing.is_empty(), failing
+
+
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
     # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
     # pause / cancel answered "stops after its current chunk" and changed nothing.
@@ -722,6 +736,22 @@ def test_cli_usage_list_show_pause_and_resume(tmp_path, monkeypatch, capsys):
     assert main(["backfill", "resume", "bf-nope"]) == 2
     assert main(["backfill", "pause", "bf-nope"]) == 2
     assert "no backfill bf-nope" in capsys.readouterr().err
+
+
+def test_a_dataset_a_symbol_does_not_have_is_said_not_skipped_silently(tmp_path, monkeypatch,
+                                                                        capsys):
+    """Found by a QA pass: `backfill dividends --symbol X:BTCUSD` said "nothing left to do"
+    (exit 0); with `X:BTCUSD,KO` the pair was never mentioned."""
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENRICH_NOW", NOW)
+    monkeypatch.chdir(tmp_path)
+    assert main(["backfill", "dividends", "--symbol", "X:BTCUSD"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: nothing to backfill: X:BTCUSD: crypto have no dividends")
+    code = main(["backfill", "dividends", "--symbol", "X:BTCUSD,KO"])
+    said = capsys.readouterr()
+    assert code == 0 and "succeeded" in said.out
+    assert "note: X:BTCUSD: crypto have no dividends; skipped" in said.err
 
 
 # -- the dashboard page -----------------------------------------------------------------------

@@ -128,6 +128,11 @@ def _execute(bf, plan, args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         _print_plan(plan, retry_failed, args.json)
         return EXIT_OK
+    if not plan.chunks and plan.notes:  # every symbol asked for has no such dataset
+        raise UsageError("nothing to backfill: " + "; ".join(plan.notes))
+    if not args.json:
+        for note in plan.notes:  # a symbol skipped (crypto have no dividends, …)
+            print(f"note: {note}", file=sys.stderr)
     todo = plan.todo(retry_failed)
     if not todo and not plan.awaiting_listings:
         what = "no failed chunks to retry" if retry_failed else "nothing left to do"
