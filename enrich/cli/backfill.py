@@ -150,7 +150,8 @@ def _execute(bf, plan, args: argparse.Namespace, settings: Settings) -> int:
               f"{plan.requests_expected(retry_failed)} requests"
               + (f", about {fmt_duration(plan.eta_s(retry_failed), compact=True)} at "
                  f"{settings.rate_limit_per_min:g} requests/min" if plan.rate_limited else "")
-              + "; Ctrl-C stops it, the same command resumes it",
+              + f"; Ctrl-C stops it, `python -m enrich backfill resume {plan.backfill_id}` "
+              "resumes it (the same command does so the same day; with --resume, any day)",
               file=sys.stderr, flush=True)
     summary = bf.execute(plan, run_id, retry_failed=retry_failed,
                          progress=None if args.json else TerminalProgress())
