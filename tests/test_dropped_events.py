@@ -446,7 +446,7 @@ def test_bars_older_than_the_plan_serves_are_taken_back_off_a_cancelled_split(tm
         store, settings = _store(tmp_path, name)
         _days(store, settings, [(FRIDAY.date(), Listed()), (MONDAY.date(), monday)])
         batch = WriteBatch()
-        plan_limits.record_history(batch, "sample", "bars", "1d", 200, "test")
+        plan_limits.record_history(batch, "sample", "stocks", "bars", "1d", 200, "test")
         store.catalog.write(batch)
         _days(store, settings, [(TUESDAY.date(), Listed())])
         desks[name] = store
@@ -474,7 +474,7 @@ def test_a_split_re_dated_earlier_re_bases_the_bars_the_plan_no_longer_serves_on
         store, settings = _store(tmp_path, name)
         _days(store, settings, [(FRIDAY.date(), Listed()), (MONDAY.date(), monday)])
         batch = WriteBatch()
-        plan_limits.record_history(batch, "sample", "bars", "1d", 200, "test")
+        plan_limits.record_history(batch, "sample", "stocks", "bars", "1d", 200, "test")
         store.catalog.write(batch)
         _days(store, settings, [(TUESDAY.date(), tuesday)])
         desks[name] = store

@@ -81,7 +81,7 @@ def test_history_beyond_the_plan_is_probed_once_then_stored_from_its_window(tmp_
     # start inside the window at once.
     assert len(refused) == 3 and len(aggs) == 3 + 1 + 1 + 2
     limits = plan_limits.read(store.catalog, "massive")
-    days = limits.history["history:bars:1d"]
+    days = limits.history["history:stocks:bars:1d"]
     assert 729 <= days <= 731
     bars = store.lake.read("bars", level="1d")
     first = bars.group_by("symbol").agg(pl.col("session").min())
@@ -221,3 +221,16 @@ def test_options_symbols_limit_which_underlyings_get_a_chain(tmp_path):
                 RunParams(datasets=["options_iv"]))
         assert fake.count("/v3/snapshot/options/") == 1
         assert fake.count("/v3/snapshot/options/SPY") == 1
+
+
+def test_a_history_window_learned_for_one_market_never_bounds_another():
+    """Found by a QA pass: a 2-year window learned from a stock's refusal cut X:BTCUSD's
+    first enrichment to 2 years (730 rows instead of 5 years, "succeeded", no note): plans
+    are sold per market (reference §6). An ETF's is the stocks plan."""
+    limits = plan_limits.Limits({plan_limits.history_key("stocks", "bars", "1d"): 730})
+    today = dt.date(2026, 12, 4)
+    assert limits.floor("stocks", "bars", "1d", today) == dt.date(2024, 12, 4)
+    assert limits.floor("etfs", "bars", "1d", today) == dt.date(2024, 12, 4)
+    for market in ("crypto", "forex", "indices"):
+        assert limits.floor(market, "bars", "1d", today) is None
+    assert limits.floor("stocks", "bars", "1h", today) is None  # per timeframe, as before

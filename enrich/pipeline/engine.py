@@ -94,7 +94,7 @@ from enrich.store import plan_limits, runs
 from enrich.store.catalog import WriteBatch, host_and_pid, utcnow
 from enrich.store.lake import Lake
 from enrich.store.store import Store
-from enrich.symbols import calendar_for, validate_symbol
+from enrich.symbols import asset_class_of, calendar_for, validate_symbol
 
 # Datasets fetched per ticker as traded: a renamed company's older tickers serve their spans.
 BY_TICKER = ("bars", "dividends", "splits", "earnings", "news")
@@ -173,17 +173,17 @@ class Engine:
                 self._limits = plan_limits.read(self.store.catalog, self.provider.name)
             return self._limits
 
-    def _learn_history(self, log: LogBuffer, ds: str, timeframe: str | None, edge: dt.date,
-                       end: dt.date, exc: BaseException) -> None:
+    def _learn_history(self, log: LogBuffer, market: str, ds: str, timeframe: str | None,
+                       edge: dt.date, end: dt.date, exc: BaseException) -> None:
         days = (end - edge).days
-        key = plan_limits.history_key(ds, timeframe)
+        key = plan_limits.history_key(market, ds, timeframe)
         with self._limits_lock:
             old = self._limits or plan_limits.Limits({})
             self._limits = plan_limits.Limits({**old.history, key: days}, old.next_day)
         detail = (f"probed: served from {edge.isoformat()} ({days} days back) on "
                   f"{end.isoformat()}; refused before: {exc}")
-        log.add(lambda b: plan_limits.record_history(b, self.provider.name, ds, timeframe,
-                                                     days, detail))
+        log.add(lambda b: plan_limits.record_history(b, self.provider.name, market, ds,
+                                                     timeframe, days, detail))
 
     def _learn_next_day(self, log: LogBuffer, detail: str) -> None:
         with self._limits_lock:
@@ -1087,14 +1087,15 @@ class Engine:
         reaches past the plan's history starts where the plan does (found by probing once,
         then remembered); a session the plan does not serve yet is left for later (due).
         Returns the rows and the window actually fetched."""
-        floor = self.limits().floor(ds, timeframe, end)
+        market = asset_class_of(symbol)  # the plan its data is sold under
+        floor = self.limits().floor(market, ds, timeframe, end)
         if floor is not None and start < floor:
             start = min(floor, end)
         try:
             return (self._call_provider(symbol, ds, timeframe, ident, start, end, cal),
                     start, end)
         except HistoryLimitError as exc:
-            key = plan_limits.history_key(ds, timeframe)
+            key = plan_limits.history_key(market, ds, timeframe)
             with self._limits_lock:
                 known = (self._limits or plan_limits.Limits({})).history.get(key)
             edge: dt.date | None
@@ -1106,7 +1107,7 @@ class Engine:
                     start, end)
                 if edge is None:
                     raise
-                self._learn_history(log, ds, timeframe, edge, end, exc)
+                self._learn_history(log, market, ds, timeframe, edge, end, exc)
             return self._call_provider(symbol, ds, timeframe, ident, edge, end), edge, end
         except NotYetAvailableError as exc:
             if ds != "bars":

@@ -2,8 +2,10 @@
 
 Owner of the ``plan_limits`` table. Two kinds of limit, both facts rather than failures:
 
-- **history** (``history:<dataset>[:<timeframe>]``): the plan serves a dataset only back to a
-  rolling window (Massive Basic: 2 years; "Your plan doesn't include this data timeframe").
+- **history** (``history:<market>:<dataset>[:<timeframe>]``): the plan serves a dataset only
+  back to a rolling window (Massive Basic: 2 years; "Your plan doesn't include this data
+  timeframe"). Plans are sold per market (stocks with ETFs, indices, crypto, forex; reference
+  §6), so a window learned for one never bounds another.
   Found by probing the usual plan depths once (``probe_history``); every later fetch starts
   inside it, so history is stored from the window's start instead of failing.
 - **publication** (``publication`` = ``next_day``): the plan serves a session only after its
@@ -38,16 +40,23 @@ class Limits:
     history: dict[str, int]
     next_day: bool = False
 
-    def floor(self, dataset: str, timeframe: str | None, today: dt.date) -> dt.date | None:
-        """The first date the plan serves for ``dataset`` on ``today`` (None: no limit
-        known)."""
-        days = self.history.get(history_key(dataset, timeframe))
+    def floor(self, market: str, dataset: str, timeframe: str | None,
+              today: dt.date) -> dt.date | None:
+        """The first date the plan serves for ``dataset`` of ``market`` on ``today`` (None:
+        no limit known)."""
+        days = self.history.get(history_key(market, dataset, timeframe))
         return None if days is None else today - dt.timedelta(days=days)
 
 
-def history_key(dataset: str, timeframe: str | None) -> str:
-    return f"history:{dataset}:{timeframe}" if dataset == "bars" and timeframe else \
-        f"history:{dataset}"
+# The plan a symbol's data is sold under, by asset class: an ETF's is the stocks plan.
+MARKETS = {"stocks": "stocks", "etfs": "stocks", "indices": "indices", "crypto": "crypto",
+           "forex": "forex"}
+
+
+def history_key(market: str, dataset: str, timeframe: str | None) -> str:
+    market = MARKETS.get(market, market)
+    return f"history:{market}:{dataset}:{timeframe}" if dataset == "bars" and timeframe else \
+        f"history:{market}:{dataset}"
 
 
 def read(catalog: Catalog, provider: str) -> Limits:
@@ -64,9 +73,10 @@ def table(catalog: Catalog) -> list[dict]:
                          "FROM plan_limits ORDER BY provider, limit_key").to_dicts()
 
 
-def record_history(b: WriteBatch, provider: str, dataset: str, timeframe: str | None,
-                   days: int, detail: str) -> None:
-    b.upsert("plan_limits", {"provider": provider, "limit_key": history_key(dataset, timeframe),
+def record_history(b: WriteBatch, provider: str, market: str, dataset: str,
+                   timeframe: str | None, days: int, detail: str) -> None:
+    b.upsert("plan_limits", {"provider": provider,
+                             "limit_key": history_key(market, dataset, timeframe),
                              "history_days": days, "value": None, "detail": detail[:1000],
                              "found_at": utcnow()})
 
