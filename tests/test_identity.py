@@ -244,6 +244,32 @@ def test_add_verified_refuses_a_class_the_reference_contradicts(settings):
     assert added.references[0].reference.type == "ETF"  # stocks and etfs are one kind of listing
 
 
+def test_a_run_corrects_an_imported_class_the_reference_contradicts(settings):
+    """Found by a QA pass: `symbols import` of `X:SOLUSD,stocks` kept the class; the run
+    asked splits, dividends, earnings, news and option chains of the pair, stored its bars on
+    the exchange's sessions and failed `off_calendar` on 114 of them — "succeeded"."""
+    store = Store.from_settings(settings)
+    add_symbols(store.catalog, [("X:BTCUSD", "stocks", None), ("MSFT", "stocks", None)])
+    provider = SampleProvider(clock=lambda: FIXED_NOW)
+    first = Engine(store, provider, settings.with_(history_years=1),
+                   clock=lambda: FIXED_NOW).run(RunParams())
+    by = {r.symbol: r for r in first.results}
+    assert by["MSFT"].state == "ok" and by["X:BTCUSD"].state == "failed"
+    errors = by["X:BTCUSD"].errors  # each dataset it was asked for, failed with it
+    error = errors[0]
+    assert {type(e) for e in errors} == {InputError} and "X:BTCUSD is crypto" in str(error)
+    assert "corrected to crypto" in str(error)
+    assert store.lake.read("bars", ["X:BTCUSD"]).is_empty()  # nothing fetched as a stock
+    assert store.catalog.scalar("SELECT asset_class FROM symbols WHERE symbol = "
+                                "'X:BTCUSD'") == "crypto"
+    again = Engine(store, provider, settings.with_(history_years=1),
+                   clock=lambda: FIXED_NOW).run(RunParams(symbols=["X:BTCUSD"]))
+    assert again.state == "succeeded"
+    bars = store.lake.read("bars", ["X:BTCUSD"], level="1d")
+    assert bars["session"].dt.weekday().max() == 7  # every UTC day: weekends too
+    assert store.lake.read("dividends", ["X:BTCUSD"]).is_empty()
+
+
 def test_the_demo_universe_holds_metas_linked_history_without_a_break(settings):
     """The demo universe is seeded without `symbols add`: the engine reads each symbol's
     reference before its first history fetch."""

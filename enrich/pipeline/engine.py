@@ -49,6 +49,7 @@ from enrich.errors import (
     CorruptFileError,
     EnrichError,
     HistoryLimitError,
+    InputError,
     NotEntitledError,
     NotFoundError,
     NotYetAvailableError,
@@ -574,7 +575,7 @@ class Engine:
         expected = calendars.latest_session(cal, self.clock())
         fetched = fetched or {}
         try:
-            ident = self._identity(symbol, log, res, run_id)
+            ident = self._identity(symbol, log, res, run_id, asset_class)
         except Exception as exc:  # unknown ticker, or the reference failed: fetch nothing
             if isinstance(exc, Cancelled):
                 raise
@@ -719,11 +720,14 @@ class Engine:
         return self._identity(symbol, log, res, run_id)
 
     def _identity(self, symbol: str, log: LogBuffer, res: SymbolResult,
-                  run_id: str | None = None) -> Identity | None:
+                  run_id: str | None = None, asset_class: str | None = None
+                  ) -> Identity | None:
         """``symbol``'s identity, read from the provider's reference the first time (its
         requests count as the symbol's). None: no reference is held and none can be read (a
         symbol outside the universe, a plan without the reference). Raises
-        ``UnknownTickerError`` for a ticker the reference does not know."""
+        ``UnknownTickerError`` for a ticker the reference does not know, and ``InputError``
+        when it is of another class than ``asset_class`` (the universe's, from a CSV import):
+        the class is corrected to the reference's, and the next run fetches it as such."""
         row = self.references.get(symbol)
         if row is None and self.reads_catalog:
             row = self._load_reference(symbol)
@@ -763,7 +767,19 @@ class Engine:
                 self._log_fetch(log, run_id, symbol, REFERENCE, "1d", at,
                                 (time.perf_counter() - perf0) * 1000, outcome, 0, 0,
                                 1 + len(stats.retries), None, None, None, stats.requests)
-        self._keep_reference(log, symbol, identity.to_row(ref, at))
+        kept = identity.to_row(ref, at)
+        if asset_class and ref.asset_class != asset_class and \
+                {asset_class, ref.asset_class} != {"stocks", "etfs"}:
+            # Nothing fetched yet (the reference comes first): the wrong calendar and
+            # datasets (a crypto pair's "dividends", its bars on the exchange's sessions)
+            # are never stored. ``symbols add`` refuses the same contradiction.
+            self._keep_reference(log, symbol, {**kept, "asset_class": ref.asset_class})
+            raise InputError(
+                f"{symbol} is {ref.asset_class} ({ref.market} market) in "
+                f"{self.provider.name}'s ticker reference, not {asset_class} as the universe "
+                f"said: its class is corrected to {ref.asset_class}, and the next run fetches "
+                "it as such (nothing was fetched for it now)")
+        self._keep_reference(log, symbol, kept)
         return ref.identity()
 
     def _load_reference(self, symbol: str) -> dict[str, Any] | None:
