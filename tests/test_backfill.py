@@ -44,6 +44,7 @@ from enrich.store.catalog import Catalog
 from enrich.store.lake import Lake
 from enrich.store.store import Store
 from enrich.store.universe import ensure_demo_universe
+from enrich.symbols import calendar_for
 from enrich.views import metrics as metrics_view
 from tests.conftest import FIXED_NOW, REPO, subprocess_env
 from tests.fakes.massive_server import FakeMassive
@@ -370,6 +371,25 @@ def test_the_bars_checks_see_the_bars_as_re_based_after_a_split(settings):
         "SELECT check_name, detail FROM quality_status WHERE symbol = 'AAPL' "
         "AND dataset = 'bars' AND NOT passed")
     assert failing.is_empty(), failing
+
+
+def test_a_fill_that_closes_a_hole_counts_the_sessions_held_after_it(settings):
+    """Found by a QA pass: X:BTCUSD backfilled 11-01..11-10 and from 11-20, then the hole
+    filled: the heatmap was whole, yet `status` said stale, latest 11-19 — the fill moved the
+    fetched-through mark to its own end, not over the sessions held after it."""
+    bf = make(settings)
+    sym = ("X:BTCUSD",)
+    for since, until in ((D(2026, 11, 1), D(2026, 11, 10)), (D(2026, 11, 20), None),
+                         (D(2026, 11, 11), D(2026, 11, 19))):
+        done = bf.run(bf.plan(BackfillRequest("bars", sym, since=since, until=until)))
+        assert done.state == "succeeded"
+        if until is None:  # after the hole: the mark waits at its edge
+            assert bf.store.lake.read_coverage("X:BTCUSD")["bars:1d"] == D(2026, 11, 10)
+    latest = calendars.latest_session(calendar_for("crypto"), FIXED_NOW)
+    assert bf.store.lake.read_coverage("X:BTCUSD")["bars:1d"] == latest
+    row = bf.store.catalog.query("SELECT covered_through, sessions_behind FROM symbol_status "
+                                 "WHERE symbol = 'X:BTCUSD' AND dataset = 'bars'").row(0)
+    assert row == (latest, 0)
 
 
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):

@@ -967,6 +967,12 @@ class Engine:
             if explicit and previous is not None and self._after_a_hole(ds, cal, previous,
                                                                         start):
                 covered = previous  # a window after a hole: the watermark cannot jump it
+            elif explicit and ds == "bars" and timeframe == "1d" and covered is not None \
+                    and (previous is None or covered > previous) and covered < expected:
+                # A fill that closed the hole: the sessions held after it (a backfill of
+                # later history, fetched while the hole was open) count again. (Daily bars:
+                # one small file; an intraday hole's later months are asked again.)
+                covered = self._held_through(symbol, cal, timeframe, covered, expected)
             if covered is not None and (previous is None or covered >= previous):
                 new_coverage[ckey] = covered
             else:
@@ -1002,6 +1008,21 @@ class Engine:
                              not_entitled=isinstance(exc, NotEntitledError),
                              timeframe=timeframe)
         return step
+
+    def _held_through(self, symbol: str, cal: str, timeframe: str, covered: dt.date,
+                      expected: dt.date) -> dt.date:
+        """The last session of the unbroken run of stored bars sessions that follows
+        ``covered`` (``covered`` itself when the next session is not held)."""
+        held = self.store.lake.read("bars", [symbol], level=timeframe)
+        if held.is_empty():
+            return covered
+        days = set(held.get_column("session").filter(held.get_column("session") > covered)
+                   .to_list())
+        for day in calendars.sessions(cal, covered + dt.timedelta(days=1), expected):
+            if day not in days:
+                break
+            covered = day
+        return covered
 
     @staticmethod
     def _after_a_hole(ds: str, cal: str, previous: dt.date, start: dt.date) -> bool:
