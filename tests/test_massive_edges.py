@@ -701,3 +701,42 @@ def test_ticker_details_without_their_results_object_are_malformed_not_unknown()
     with pytest.raises(MalformedPayloadError, match="no ticker details") as caught:
         p.ticker_reference("META")
     assert not isinstance(caught.value, NotFoundError)
+
+
+# ---- intraday history: as many pages as the window's minutes need ---------------------------
+class PagedHours(Api):
+    """Hourly aggregates of X:BTCUSD, one bar a page, ``pages`` pages chained by ``next_url``
+    (REF massive-rest-api.md §1: ``limit`` counts the minute aggregates scanned, so ten years
+    of a crypto pair's hours are ~105 pages of 50,000 minutes)."""
+
+    def __init__(self, pages: int):
+        super().__init__({})
+        self.pages = pages
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        assert request.headers.get("authorization") == f"Bearer {KEY}"
+        k = int(request.url.params.get("cursor", "0"))
+        t = 1481587200000 + k * 3_600_000  # 2016-12-13 00:00 UTC, then an hour a page
+        body = {"status": "OK", "request_id": f"r{k}", "ticker": "X:BTCUSD",
+                "queryCount": 1, "resultsCount": 1,
+                "results": [{"o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1.0, "vw": 1.0,
+                             "n": 1, "t": t}]}
+        if k + 1 < self.pages:
+            body["next_url"] = (f"https://api.massive.com{request.url.path}"
+                                f"?cursor={k + 1}")
+        return _json(200, body)
+
+
+def test_ten_years_of_a_crypto_pairs_hours_page_to_the_end():
+    """Found by a QA pass: a first `run --timeframe 1h` of X:BTCUSD (10 years, the default
+    history) failed "still more pages after 50" on every run, 50 requests each time."""
+    api = PagedHours(105)
+    frame = make(api).bars("X:BTCUSD", "1h", D(2016, 12, 13), D(2026, 12, 3))
+    assert len(api.requests) == 105 and frame.height == 105
+    # The bound follows the window: a listing that never ends still stops.
+    short = PagedHours(10_000)
+    from enrich.errors import MalformedPayloadError
+
+    with pytest.raises(MalformedPayloadError, match="still more pages after 50"):
+        make(short).bars("X:BTCUSD", "1h", D(2026, 11, 1), D(2026, 11, 30))
