@@ -535,6 +535,23 @@ def test_news_days_are_new_york_days():
     assert frame["id"].to_list() == ["late"]
 
 
+def test_news_text_a_server_echoes_the_key_in_is_stored_without_it():
+    """Found by a QA pass: a server echoing the key in an article's title and URL (or a
+    lower-cased piece of it) had it stored in the lake and the catalog's news table, and
+    served by GET /symbols/{symbol}/news. The README promises such text is scrubbed."""
+    echo = {**NEWS_ROW, "title": f"title with {KEY}",
+            "article_url": f"https://example.com/a?apiKey={KEY.lower()}",
+            "publisher": {"name": f"by {KEY[3:15]}"},
+            "insights": [{"ticker": "XYZ", "sentiment": "positive",
+                          "sentiment_reasoning": f"key {KEY.upper()} inside"}]}
+    frame = make(Api({"/v2/reference/news": ok([echo])})).news("XYZ", D(2025, 3, 1),
+                                                                 D(2025, 3, 2))
+    row = frame.row(0, named=True)
+    for field in ("title", "url", "publisher", "sentiment_reasoning"):
+        assert "SECRET" not in row[field].upper() and "***" in row[field], (field, row[field])
+    assert row["title"].startswith("title with ")
+
+
 def test_news_without_id_or_time_is_refused():
     rows = [{**NEWS_ROW, "id": None}, {**NEWS_ROW, "published_utc": "yesterday"}]
     api = Api({"/v2/reference/news": ok(rows)})

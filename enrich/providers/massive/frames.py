@@ -106,11 +106,19 @@ def _earnings_frame(symbol: str, rows: list, parse: Callable[[dict], Any],
     return pl.concat([conform(frame, EARNINGS), conform(unusable, EARNINGS)])
 
 
+# The news text a server writes: stored and served as given, so never with the key in it.
+_NEWS_TEXT = ("title", "publisher", "url", "sentiment_reasoning")
+
+
 def _news_frame(symbol: str, rows: list, start: dt.date, end: dt.date,
-                subject: str) -> pl.DataFrame:
+                subject: str, scrub: Callable[[str | None], str | None] = lambda t: t
+                ) -> pl.DataFrame:
     check = _Check(subject, len(rows))
     parsed = [r for i, raw in enumerate(rows) if (r := check.row(i, raw, _news_row, symbol))]
     check.done()
+    for r in parsed:  # a server echoing the key in an article's fields (any case, a piece)
+        for k in _NEWS_TEXT:
+            r[k] = scrub(r[k])
     frame = pl.DataFrame(parsed, schema=_NEWS_ROW_SCHEMA)
     frame = (
         frame.filter(

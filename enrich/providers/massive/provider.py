@@ -447,7 +447,7 @@ class MassiveProvider:
         sentiment is the insight whose ticker is ``symbol``."""
         subject = f"{symbol} news"
         rows, _ = self._listing("news", symbol, start, end, subject)
-        return _news_frame(symbol, rows, start, end, subject)
+        return _news_frame(symbol, rows, start, end, subject, self._scrub)
 
     def _listing(self, dataset: str, ticker: str | None, start: dt.date, end: dt.date,
                  subject: str, max_pages: int | None = None) -> tuple[list, Listing]:
@@ -591,7 +591,7 @@ class MassiveProvider:
             rows, _ = self._listing("news", None, start, end, subject, pages)
             return MassiveMarketRows.build(
                 NEWS, _by_ticker(rows, syms, "tickers"),
-                lambda sym, rs: _news_frame(sym, rs, start, end, f"{sym} news"))
+                lambda sym, rs: _news_frame(sym, rs, start, end, f"{sym} news", self._scrub))
         raise ValueError(f"no universe-wide request for {r.dataset!r}")
 
     def option_chain(self, symbol: str, as_of: dt.date,
