@@ -392,6 +392,29 @@ def test_a_fill_that_closes_a_hole_counts_the_sessions_held_after_it(settings):
     assert row == (latest, 0)
 
 
+def test_an_options_backfill_shows_on_the_heatmap_and_a_fill_plans_its_hole(settings):
+    """Found by a QA pass: SPY's options history backfilled for 11-02..11-06 and 11-16..11-20
+    showed "0 present, never fetched" on the options heatmap, and a fill of 11-02..11-20
+    took one snapshot of today (outside the range) and reported succeeded."""
+    from enrich.backfill import heatmap as cov
+
+    bf = make(settings)
+    for since, until in ((D(2026, 11, 2), D(2026, 11, 6)), (D(2026, 11, 16), D(2026, 11, 20))):
+        done = bf.run(bf.plan(BackfillRequest("options", ("SPY",), since=since, until=until)))
+        assert done.state == "succeeded", done.message
+    hm = cov.heatmap(bf.store.catalog, "options_iv", FIXED_NOW, sessions=30)
+    i = hm.symbols.index("SPY")
+    spy = dict(zip(hm.days.astype(object).tolist(), hm.day_codes[i].tolist(), strict=True))
+    held = calendars.sessions("XNYS", D(2026, 11, 2), D(2026, 11, 6)) + \
+        calendars.sessions("XNYS", D(2026, 11, 16), D(2026, 11, 20))
+    assert all(spy[d] == cov.PRESENT for d in held), spy
+    hole = calendars.sessions("XNYS", D(2026, 11, 9), D(2026, 11, 13))
+    assert all(spy[d] == cov.MISSING for d in hole), spy
+    assert not hm.never_fetched[i]
+    plan = cov.plan_fill(hm, ["SPY"], D(2026, 11, 2), D(2026, 11, 20))
+    assert plan.first_runs == [] and plan.backfills == [(("SPY",), hole[0], hole[-1])]
+
+
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
     # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
     # pause / cancel answered "stops after its current chunk" and changed nothing.

@@ -295,6 +295,7 @@ class _Execution:
         self._pairs: dict[str, pl.DataFrame] = {}
         self._notes: dict[tuple, list[str]] = {}  # a chunk's provider notes, for its log row
         self._classes: dict[str, str] | None = None
+        self._priced: dict[str, tuple[dt.date, dt.date]] = {}  # underlying: IV sessions written
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> BackfillSummary:
@@ -735,6 +736,12 @@ class _Execution:
                 rows = self._without_snapshots(und, rows)
                 self.lake.upsert("options_iv", rows)
                 store_vol_summary(self.lake, und, rows["as_of"].unique())
+            if not rows.is_empty():
+                days: list[dt.date] = rows["as_of"].unique().to_list()
+                seen = self._priced.get(und)
+                if seen is not None:
+                    days += list(seen)
+                self._priced[und] = (min(days), max(days))
         except Exception as exc:
             if len(fetched) > 1:
                 for one in fetched:
@@ -764,7 +771,21 @@ class _Execution:
         return rows.join(snaps, on=["as_of", "contract"], how="anti")
 
     # -- the end ---------------------------------------------------------------------------------
+    def _check_priced(self) -> None:
+        """The options checks of each underlying whose IV rows this run wrote, once, as a
+        run's fetch runs them: what it holds (``session_coverage``) is what the coverage
+        heatmap and a fill read — before, a backfilled history showed "never fetched" and a
+        fill of it took today's snapshot instead."""
+        for und, window in self._priced.items():
+            with self.lake.symbol_lock(und):
+                quality_run.after_fetch(self.lake, self.log, self.run_id, und,
+                                        self._asset_class(und),
+                                        [StepResult("options_iv", "ok", window=window)],
+                                        self.lake.read_coverage(und))
+        self._priced.clear()
+
     def _finish(self, state: str | None, message: str | None) -> BackfillSummary:
+        self._check_priced()
         self._close_task()
         left = sum(1 for c in self.plan.chunks if c.state in ("pending", "running"))
         stop = None
