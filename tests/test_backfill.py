@@ -413,6 +413,12 @@ def test_an_options_backfill_shows_on_the_heatmap_and_a_fill_plans_its_hole(sett
     assert not hm.never_fetched[i]
     plan = cov.plan_fill(hm, ["SPY"], D(2026, 11, 2), D(2026, 11, 20))
     assert plan.first_runs == [] and plan.backfills == [(("SPY",), hole[0], hole[-1])]
+    # Found by the same pass: a fill across a held stretch listed contracts for it too (15
+    # sessions for 10 missing, 139 requests): one window per stretch of missing sessions.
+    before = calendars.sessions("XNYS", D(2026, 10, 26), D(2026, 10, 30))
+    plan = cov.plan_fill(hm, ["SPY"], D(2026, 10, 26), D(2026, 11, 13))
+    assert plan.cells == len(before) + len(hole)
+    assert plan.backfills == [(("SPY",), before[0], before[-1]), (("SPY",), hole[0], hole[-1])]
 
 
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):

@@ -428,6 +428,20 @@ def first_fetch_days(dataset: str, history_years: int) -> int:
     return NEWS_FIRST_DAYS if dataset == "news" else int(history_years * 365.25)
 
 
+def _stretches(ix: np.ndarray, codes: np.ndarray) -> list[np.ndarray]:
+    """The wanted cell indices ``ix`` cut where a held cell (present, or failed but not
+    wanted) lies between two of them; days with nothing expected do not cut."""
+    out: list[np.ndarray] = []
+    start = 0
+    for k in range(1, len(ix)):
+        between = codes[ix[k - 1] + 1:ix[k]]
+        if ((between != NOT_EXPECTED) & (between != MISSING)).any():
+            out.append(ix[start:k])
+            start = k
+    out.append(ix[start:])
+    return out
+
+
 def plan_fill(hm: Heatmap, symbols: Sequence[str], start: dt.date, end: dt.date,
               today: dt.date | None = None, include_failed: bool = False,
               history_years: int | None = None) -> FillPlan:
@@ -453,6 +467,12 @@ def plan_fill(hm: Heatmap, symbols: Sequence[str], start: dt.date, end: dt.date,
         if sub.never_fetched[i]:
             plan.first_runs.append(sym)
             first_from.append(a)
+        elif hm.dataset == "options_iv":
+            # An options backfill pays per session (its listing, its contracts' bars): one
+            # window per stretch of missing sessions, never over the sessions held between.
+            for seg in _stretches(ix, sub.day_codes[i]):
+                windows.setdefault((sub.days[seg[0]].item(), sub.days[seg[-1]].item()),
+                                   []).append(sym)
         else:
             windows.setdefault((a, z), []).append(sym)
     plan.backfills = [(tuple(syms), a, z) for (a, z), syms in sorted(windows.items())]
