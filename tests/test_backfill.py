@@ -488,9 +488,15 @@ def test_failed_chunks_keep_attempts_and_error_and_retry_failed_runs_only_them(
     assert plan.todo(retry_failed=True) == failed
 
     flaky.failing = False
-    again = bf.run(plan, retry_failed=True)
+    said = []
+    again = bf.run(plan, retry_failed=True, progress=lambda p: p.chunk is not None and
+                   p.chunk.state == "done" and p.chunk.step == "bars" and said.append(
+                       (p.chunk.requests_this_run, p.chunk.requests_made)))
     # The two chunks, and each symbol's features chunk after them (bars changed).
     assert again.state == "succeeded" and again.requests == 2 and again.total == 4
+    # A QA pass: the progress line said "5 req" (the chunk's requests over every run); this
+    # run's are what it made.
+    assert said == [(1, 2 + settings.max_retries)] * 2
     final = backfill_progress_summary(bf.store.catalog, plan.backfill_id)[0]
     assert final["status"] == "complete"
     clean = make(load_settings({"ENRICH_DATA_DIR": str(tmp_path / "clean")}, dotenv_path=None))

@@ -204,9 +204,10 @@ class Chunk:
     underlying: str
     state: str = "pending"
     attempts: int = 0
-    requests_made: int = 0
+    requests_made: int = 0  # over every run of the backfill (stored)
     records: int = 0
     last_error: str | None = None
+    requests_this_run: int = 0  # by the run executing it now (not stored)
 
     @property
     def key(self) -> tuple[str, str, dt.date]:

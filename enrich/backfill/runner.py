@@ -447,6 +447,7 @@ class _Execution:
 
     def _count(self, c: Chunk, requests: int, retries: int) -> None:
         c.requests_made += requests
+        c.requests_this_run += requests
         c.attempts += retries
         self.requests += requests
         self.retries += retries

@@ -69,4 +69,4 @@ class TerminalProgress:
         elif c is not None:
             extra = f" ({c.last_error[:160]})" if c.state == "failed" and c.last_error else ""
             self._line(f"{finished}/{p.total} {c.label} {c.state} {c.records} rows "
-                       f"{c.requests_made} req · {rate_s} · ETA {eta}{extra}")
+                       f"{c.requests_this_run} req · {rate_s} · ETA {eta}{extra}")
