@@ -135,6 +135,17 @@ def test_a_huge_backfill_span_is_a_4xx_naming_the_field(desk, field, value):
     assert desk.one("SELECT count(*) FROM backfills") == 0
 
 
+def test_a_fill_of_the_future_or_backwards_is_refused_as_the_cli_refuses_it(desk):
+    """Found by a QA pass: `enrich fill --from <future>` exits 2, while POST /fills answered
+    200 "nothing to fill" — a script could not tell a typo from a whole desk."""
+    for start, end, says in (("2036-11-01", "2036-11-05", "is in the future"),
+                             ("2026-11-05", "2026-11-02", "is before from")):
+        err = clean(desk.api.post(f"{V1}/fills", json={"dataset": "bars", "symbols": ["AAPL"],
+                                                       "from": start, "to": end}))
+        assert err["code"] == "invalid_request" and says in err["message"], err
+    assert desk.svc.active_runs() == [] and runs_in(desk) == 0
+
+
 def test_the_wrong_method_says_which_one_to_use(desk):
     r = desk.api.get(f"{V1}/schedule/resume")
     err = clean(r)

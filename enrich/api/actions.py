@@ -209,6 +209,14 @@ def _action_routes(r: _Routes, desk: _Desk) -> None:  # noqa: C901 - one route p
             summary="Fill exactly the missing sessions of symbols × a date range (what the "
                     "heatmap's drag-to-fill does)")
     def fill(body: FillRequest) -> _Json:
+        # As `enrich fill` refuses them (exit 2): a 400 saying what to fix, not "nothing to fill".
+        if body.end < body.start:
+            raise ApiError(400, "invalid_request", f"to ({body.end}) is before from "
+                                                   f"({body.start})")
+        today = desk.now().date()  # UTC: never before the exchange's date
+        if body.start > today:
+            raise ApiError(400, "invalid_request", f"from ({body.start}) is in the future "
+                           f"(today is {today} UTC): no session there can be filled yet")
         syms = _known(desk, body.symbols) or []
         plan = coverage.plan_range(desk.catalog, body.dataset, syms, body.start, body.end,
                                    desk.now(), body.include_failed,
