@@ -569,8 +569,9 @@ def test_terminal_progress_bar_and_plain_lines():
         def isatty(self):
             return True
 
+    # Retried: 3 requests over its runs, 1 by this one (the line says this run's).
     c = Chunk("bars", "AAPL", D(2024, 1, 1), D(2024, 12, 31), 1, "AAPL", state="done",
-              records=252, requests_made=1)
+              records=252, requests_made=3, requests_this_run=1)
     p = Progress("bf-x", "run", c, done=5, failed=0, total=10, requests=5, requests_left=5,
                  elapsed_s=60.0)
     tty, plain = Tty(), io.StringIO()
@@ -807,6 +808,40 @@ def test_a_dataset_a_symbol_does_not_have_is_said_not_skipped_silently(tmp_path,
     said = capsys.readouterr()
     assert code == 0 and "succeeded" in said.out
     assert "note: X:BTCUSD: crypto have no dividends; skipped" in said.err
+
+
+def test_sigterm_stops_a_backfill_as_ctrl_c_does_and_it_resumes(tmp_path, monkeypatch,
+                                                                 capsys):
+    """Found by a QA pass: SIGTERM killed a CLI backfill outright (no close: found
+    "interrupted" later by a reader), and Ctrl-C closed its run "cancelled" though nobody
+    cancelled it (a run's Ctrl-C is "interrupted")."""
+    import os
+    import signal
+
+    from enrich.cli import progress
+
+    monkeypatch.setenv("ENRICH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ENRICH_NOW", NOW)
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def terminate(self, p):
+        calls.append(p.done)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(progress.TerminalProgress, "__call__", terminate)
+    assert main(["backfill", "bars", "--symbol", "KO", "--years", "3"]) == 143
+    assert capsys.readouterr().err.strip().endswith("terminated")
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler was the backfill's alone
+    [row] = backfill_progress_summary(Store(tmp_path / "data").catalog)
+    assert row["run_state"] == "interrupted" and row["status"] == "interrupted"
+    assert row["run_message"].startswith("stopped by SIGTERM")
+    monkeypatch.setattr(progress.TerminalProgress, "__call__", lambda self, p: None)
+    assert main(["backfill", "resume", row["backfill_id"]]) == 0
+    [row] = backfill_progress_summary(Store(tmp_path / "data").catalog)
+    assert row["status"] == "complete"
 
 
 # -- the dashboard page -----------------------------------------------------------------------

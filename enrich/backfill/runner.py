@@ -323,8 +323,11 @@ class _Execution:
                 if c.state == "running":
                     c.state = "pending"
                     self._mark(c)
-            state = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-            message = ("stopped by Ctrl-C" if isinstance(exc, KeyboardInterrupt)
+            # An interrupt (Ctrl-C, or SIGTERM from the CLI) closes it "interrupted", as a
+            # run; its chunks left pending are resumable.
+            state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            how = "SIGTERM" if type(exc).__name__ == "Terminated" else "Ctrl-C"
+            message = (f"stopped by {how}" if isinstance(exc, KeyboardInterrupt)
                        else f"{type(exc).__name__}: {exc}") + \
                 f"; resume with `python -m enrich backfill resume {self.bid}`"
             self._finish(state, message)

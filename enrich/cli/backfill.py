@@ -32,6 +32,7 @@ from enrich.cli.common import (
     held_symbols,
     print_json,
     print_table,
+    sigterm_as_interrupt,
     who,
 )
 from enrich.cli.progress import TerminalProgress
@@ -153,8 +154,9 @@ def _execute(bf, plan, args: argparse.Namespace, settings: Settings) -> int:
               + f"; Ctrl-C stops it, `python -m enrich backfill resume {plan.backfill_id}` "
               "resumes it (the same command does so the same day; with --resume, any day)",
               file=sys.stderr, flush=True)
-    summary = bf.execute(plan, run_id, retry_failed=retry_failed,
-                         progress=None if args.json else TerminalProgress())
+    with sigterm_as_interrupt():  # SIGTERM stops it as Ctrl-C does: closed, resumable
+        summary = bf.execute(plan, run_id, retry_failed=retry_failed,
+                             progress=None if args.json else TerminalProgress())
     if args.json:
         print_json(summary.to_json())
     else:

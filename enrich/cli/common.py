@@ -12,7 +12,7 @@ import json
 import signal
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import polars as pl
@@ -115,28 +115,37 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside: SIGTERM raises ``Terminated`` (a ``KeyboardInterrupt``) in the main
+    thread, so a foreground run or backfill stops as on Ctrl-C (exit 143)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_in_foreground(engine, params, kind: str, run_id: str, progress) -> Any:
     """``engine.run`` of the run ``run_id`` (already recorded). On Ctrl-C or SIGTERM the run
     is closed ``interrupted`` before the interrupt goes on (to exit 130, or 143), and its
     workers stop: left ``running``, it would show as going until a later run noticed its
     process gone."""
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
-    try:
-        return engine.run(params, kind=kind, run_id=run_id, progress=progress)
-    except KeyboardInterrupt as exc:
-        from enrich.store import runs
-        from enrich.store.catalog import utcnow
+    with sigterm_as_interrupt():
+        try:
+            return engine.run(params, kind=kind, run_id=run_id, progress=progress)
+        except KeyboardInterrupt as exc:
+            from enrich.store import runs
+            from enrich.store.catalog import utcnow
 
-        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
-        with contextlib.suppress(Exception):  # a busy catalog: the next run closes it then
-            runs.finish_runs(engine.store.catalog, [run_id], "interrupted",
-                             f"stopped by {how}; symbols already enriched keep their data",
-                             utcnow())
-        raise
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
+            how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+            with contextlib.suppress(Exception):  # a busy catalog: the next run closes it
+                runs.finish_runs(engine.store.catalog, [run_id], "interrupted",
+                                 f"stopped by {how}; symbols already enriched keep their "
+                                 "data", utcnow())
+            raise
 
 
 def report_run(summary, as_json: bool, **extra: Any) -> int:
