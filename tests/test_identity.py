@@ -206,6 +206,11 @@ def test_an_unknown_ticker_that_came_in_otherwise_fetches_nothing(settings):
     assert by["MSFT"].state == "ok" and by["NOPE"].state == "failed"
     assert by["NOPE"].requests == 1  # the reference, and no history
     assert {type(e).__name__ for e in by["NOPE"].errors} == {"UnknownTickerError"}
+    # Counted in symbols, as the number before it (a QA pass: "1 failed (unknown_ticker: 5)"
+    # counted its datasets).
+    from enrich.pipeline.run_model import describe
+
+    assert "1 failed (unknown_ticker: 1)" in describe(summary)
     assert store.lake.read("bars", ["NOPE"]).is_empty()
     error = store.catalog.scalar("SELECT reference_error FROM symbols WHERE symbol = 'NOPE'")
     assert "not in sample's ticker reference" in error and "symbols remove NOPE" in error

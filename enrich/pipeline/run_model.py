@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from enrich.errors import (
     NotEntitledError,
     NotYetAvailableError,
     ProviderUnreachableError,
+    error_class_of,
 )
 from enrich.providers import MarketRequest, MarketRows
 from enrich.store import journal
@@ -283,10 +285,16 @@ def _describe(summary: RunSummary) -> str:
 
 
 def _failed_part(summary: RunSummary) -> list[str]:
-    """``N failed (class: count, …)``, if any symbol failed."""
+    """``N failed (class: count, …)``, if any symbol failed: the failed symbols each error
+    class failed (a symbol with two steps failing alike counts once; it said "4 failed
+    (unknown_ticker: 7)", steps beside symbols). Without the results: the steps by class."""
     if not summary.failed:
         return []
-    errs = ", ".join(f"{k}: {v}" for k, v in sorted(summary.errors_by_class.items()))
+    failed = [r for r in summary.results if r.state == "failed"]
+    by_class = Counter(c for r in failed for c in {error_class_of(e) for e in r.errors})
+    if not by_class:  # results without their errors (a worker's): the steps by class
+        by_class = Counter(summary.errors_by_class)
+    errs = ", ".join(f"{k}: {v}" for k, v in sorted(by_class.items()))
     return [f"{summary.failed} failed ({errs})"]
 
 
