@@ -844,6 +844,19 @@ def test_sigterm_stops_a_backfill_as_ctrl_c_does_and_it_resumes(tmp_path, monkey
     assert row["status"] == "complete"
 
 
+def test_a_dry_run_where_there_is_no_desk_creates_nothing(tmp_path, monkeypatch, capsys):
+    """Found by a QA pass: `--data-dir <a typo> backfill bars … --dry-run` created a catalog,
+    a lake and the demo universe there (`run --dry-run` creates nothing)."""
+    where = tmp_path / "typo_dir"
+    monkeypatch.chdir(tmp_path)
+    code = main(["--data-dir", str(where), "backfill", "bars", "--symbol", "AAPL", "--days",
+                 "5", "--dry-run"])
+    said = capsys.readouterr()
+    assert code == 0 and "requests expected:" in said.out
+    assert "nothing was created" in said.err
+    assert not where.exists() and list(tmp_path.iterdir()) == []
+
+
 # -- the dashboard page -----------------------------------------------------------------------
 APP = str(REPO + "/app.py")
 

@@ -15,9 +15,12 @@ with the request rate and ETA on a terminal, one line per chunk otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -92,15 +95,33 @@ def _backfiller(settings: Settings):
     return Backfiller(store, make_provider(settings), settings)
 
 
-@command("backfill", creates=lambda args: args.dataset not in ACTIONS)  # a new one creates
+@command("backfill", creates=lambda args: args.dataset not in ACTIONS)  # a new one creates;
+# a dry run plans on a scratch desk where there is none (``cmd_backfill``)
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     if args.dataset in ACTIONS:
         return _action(args, settings)
     if args.backfill_id is not None:
         raise UsageError(f"unexpected {args.backfill_id!r}: symbols go after --symbol")
-    from enrich.backfill.jobs import backfill_request, find_resumable
 
     request = _request(args)  # checked before anything is opened or written
+    from enrich.store.store import desk_exists
+
+    # A dry run where there is no desk yet plans on a scratch one, deleted after, as `run
+    # --dry-run` does: a preview, or a mistyped --data-dir, creates nothing.
+    scratch = args.dry_run and not desk_exists(settings.data_dir)
+    with tempfile.TemporaryDirectory(prefix="enrich-dry-run-") if scratch \
+            else contextlib.nullcontext() as where:
+        code = _plan_and_execute(args, settings.with_(data_dir=Path(where)) if where
+                                 else settings, request)
+        if scratch:
+            print(f"no desk at {settings.data_dir.resolve()} yet: this is the plan there, with "
+                  "the demo universe (nothing was created)", file=sys.stderr)
+        return code
+
+
+def _plan_and_execute(args: argparse.Namespace, settings: Settings, request) -> int:
+    from enrich.backfill.jobs import backfill_request, find_resumable
+
     bf = _backfiller(settings)
     try:
         # The held spelling (`aapl` finds AAPL), as the API and the other commands do.
