@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from enrich.store import journal, runs
 from enrich.store.catalog import frame, utcnow
 from enrich.store.lake import write_json_atomic
 from enrich.store.store import Store
+
+log = logging.getLogger(__name__)
 
 FAILURE_WINDOW = dt.timedelta(hours=24)
 # Lake datasets held per symbol of the universe (the rates curve is not one).
@@ -147,7 +150,11 @@ def health(settings: Settings, store: Store, provider: Provider | None = None,
     lake_files = _lake_files_part(store)  # first: it may quarantine, which the catalog records
     out.update(_catalog_part(settings, store, now))
     if out["catalog"]["ok"]:
-        out["schedule"]["missed_fires"] = _missed_fires(settings, store, now)
+        try:  # health reports; it never raises (a catalog busy since the read above)
+            out["schedule"]["missed_fires"] = _missed_fires(settings, store, now)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("health: the missed daily fires could not be read: %s", exc)
+            out["schedule"]["missed_fires"] = None
     try:
         size = store.lake.size_bytes()
     except OSError:

@@ -421,6 +421,39 @@ def test_an_options_backfill_shows_on_the_heatmap_and_a_fill_plans_its_hole(sett
     assert plan.backfills == [(("SPY",), before[0], before[-1]), (("SPY",), hole[0], hole[-1])]
 
 
+def test_a_reference_chunk_that_fails_leaves_its_symbol_unfetched(settings):
+    """Found by a review: only an unknown ticker stopped a symbol's later chunks; a reference
+    that failed otherwise (a proxy's HTML 404, a 5xx) let them fetch unclamped — META's
+    earlier company again — and a class the reference contradicts was never corrected by a
+    backfill (and then by no run, the identity being held)."""
+    from enrich.errors import TransientError
+
+    class NoReference(SampleProvider):
+        def ticker_reference(self, symbol):
+            raise TransientError(f"{symbol} ticker details: server error 502")
+
+    bf = make(settings, provider=NoReference(clock=lambda: FIXED_NOW))
+    bf.store.catalog.query("UPDATE symbols SET asset_class = 'stocks' "  # a CSV import's
+                           "WHERE symbol = 'X:ETHUSD'")                   # mistake
+    done = bf.run(bf.plan(BackfillRequest("bars", ("META",), years=6)))
+    assert done.state in ("partial", "failed")  # its features chunk found nothing to do
+    assert bf.store.lake.read("bars", ["META"]).is_empty()
+    chunks = backfill_chunks(bf.store.catalog, done.backfill_id)
+    assert set(chunks.filter(pl.col("step") == "bars")["state"]) == {"failed"}
+    assert "ticker reference was not read" in chunks.filter(
+        pl.col("step") == "bars")["last_error"][0]
+    bf = make(settings)  # the reference answers again: the failed chunks resume
+    again = bf.run(bf.plan(BackfillRequest("bars", ("META",), years=6)), retry_failed=True)
+    assert again.state == "succeeded"
+    assert bf.store.lake.read("bars", ["META"], level="1d").filter(
+        pl.col("session") == D(2020, 12, 4))["close"].item() > 100  # FB's, not 32.5
+    wrong = bf.run(bf.plan(BackfillRequest("bars", ("X:ETHUSD",), days=30)))
+    assert wrong.state in ("partial", "failed"), wrong.message
+    assert bf.store.lake.read("bars", ["X:ETHUSD"]).is_empty()
+    assert bf.store.catalog.scalar("SELECT asset_class FROM symbols WHERE symbol = "
+                                   "'X:ETHUSD'") == "crypto"
+
+
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
     # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
     # pause / cancel answered "stops after its current chunk" and changed nothing.

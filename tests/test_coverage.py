@@ -474,3 +474,13 @@ def test_page_recheck_and_other_datasets(app_env):
             t.join(60)
     at = open_quality(cov_dataset="options_iv")
     assert not at.exception
+
+
+def test_missing_stretches_are_cut_by_held_cells_not_by_days_without_a_session():
+    """The windows of an options fill (``_stretches``): a weekend between two missing days
+    does not cut the stretch; a held (or failing, not asked for) session does."""
+    m, p, x, f = cov.MISSING, cov.PRESENT, cov.NOT_EXPECTED, cov.FAILED
+    codes = np.array([m, m, x, x, m, p, m, f, m, x, m], dtype=np.int8)
+    ix = np.nonzero(codes == m)[0]
+    assert [s.tolist() for s in cov._stretches(ix, codes)] == [[0, 1, 4], [6], [8, 10]]
+    assert [s.tolist() for s in cov._stretches(ix[:1], codes)] == [[0]]

@@ -231,6 +231,32 @@ def test_a_history_window_learned_for_one_market_never_bounds_another():
     today = dt.date(2026, 12, 4)
     assert limits.floor("stocks", "bars", "1d", today) == dt.date(2024, 12, 4)
     assert limits.floor("etfs", "bars", "1d", today) == dt.date(2024, 12, 4)
-    for market in ("crypto", "forex", "indices"):
+    for market in ("crypto", "fx", "indices"):
         assert limits.floor(market, "bars", "1d", today) is None
     assert limits.floor("stocks", "bars", "1h", today) is None  # per timeframe, as before
+
+
+def test_history_limits_learned_for_every_market_are_forgotten_by_the_migration(
+        tmp_path, monkeypatch):
+    """A review: the keys of limits learned before (``history:bars:1d``, from whichever
+    symbol was refused first, applied to every market) were never read again but still
+    shown on Health; migration 11 forgets them, and keeps the per-market ones."""
+    from enrich.store import catalog as catalog_mod
+    from enrich.store.catalog import Catalog, WriteBatch
+    from enrich.store.migrations import MIGRATIONS
+
+    assert MIGRATIONS[-1][0] == 11
+    cat = Catalog(tmp_path / "enrich.duckdb")
+    monkeypatch.setattr(catalog_mod, "MIGRATIONS", MIGRATIONS[:-1])
+    cat.migrate()
+    b = WriteBatch()
+    for key in ("history:bars:1d", "history:dividends", "history:stocks:bars:1d",
+                "history:fx:bars:1h", "publication"):
+        b.upsert("plan_limits", {"provider": "massive", "limit_key": key, "history_days": 730,
+                                 "value": None, "detail": "t", "found_at": dt.datetime.now(
+                                     dt.UTC)})
+    cat.write(b)
+    monkeypatch.setattr(catalog_mod, "MIGRATIONS", MIGRATIONS)
+    assert cat.migrate() == [11]
+    kept = sorted(cat.query("SELECT limit_key FROM plan_limits")["limit_key"].to_list())
+    assert kept == ["history:fx:bars:1h", "history:stocks:bars:1d", "publication"]

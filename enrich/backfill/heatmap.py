@@ -428,6 +428,9 @@ def first_fetch_days(dataset: str, history_years: int) -> int:
     return NEWS_FIRST_DAYS if dataset == "news" else int(history_years * 365.25)
 
 
+MAX_STRETCHES = 4  # an options fill's windows for one symbol; more: one window over them
+
+
 def _stretches(ix: np.ndarray, codes: np.ndarray) -> list[np.ndarray]:
     """The wanted cell indices ``ix`` cut where a held cell (present, or failed but not
     wanted) lies between two of them; days with nothing expected do not cut."""
@@ -467,10 +470,12 @@ def plan_fill(hm: Heatmap, symbols: Sequence[str], start: dt.date, end: dt.date,
         if sub.never_fetched[i]:
             plan.first_runs.append(sym)
             first_from.append(a)
-        elif hm.dataset == "options_iv":
+        elif hm.dataset == "options_iv" and \
+                len(stretches := _stretches(ix, sub.day_codes[i])) <= MAX_STRETCHES:
             # An options backfill pays per session (its listing, its contracts' bars): one
-            # window per stretch of missing sessions, never over the sessions held between.
-            for seg in _stretches(ix, sub.day_codes[i]):
+            # window per stretch of missing sessions, never over the sessions held between
+            # (up to a few: each is a backfill of its own, with its own Treasury curve).
+            for seg in stretches:
                 windows.setdefault((sub.days[seg[0]].item(), sub.days[seg[-1]].item()),
                                    []).append(sym)
         else:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 import threading
 import time
 import uuid
@@ -69,6 +70,8 @@ from enrich.store.store import Store
 from enrich.symbols import asset_class_of
 
 BACKFILL_PRIORITY = -1  # below every run's requests (the engine's provider queues at >= 0)
+log = logging.getLogger(__name__)
+
 FLUSH_S = 1.0  # buffered chunk marks and log rows reach the catalog this often
 CANCEL_POLL_S = 2.0  # how often a running backfill looks for a cancel request
 OPTION_BATCH = 25  # contracts whose IV rows are computed and written together
@@ -296,6 +299,7 @@ class _Execution:
         self._notes: dict[tuple, list[str]] = {}  # a chunk's provider notes, for its log row
         self._classes: dict[str, str] | None = None
         self._priced: dict[str, tuple[dt.date, dt.date]] = {}  # underlying: IV sessions written
+        self._unidentified: dict[str, BaseException] = {}  # whose reference chunk failed
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> BackfillSummary:
@@ -330,7 +334,7 @@ class _Execution:
             message = (f"stopped by {how}" if isinstance(exc, KeyboardInterrupt)
                        else f"{type(exc).__name__}: {exc}") + \
                 f"; resume with `python -m enrich backfill resume {self.bid}`"
-            self._finish(state, message)
+            self._finish(state, message, interrupted=isinstance(exc, KeyboardInterrupt))
             raise
         return self._finish(state, message)
 
@@ -508,6 +512,12 @@ class _Execution:
             if c.step == "reference":
                 self._identify(c)
                 return
+            why = self._unidentified.get(c.underlying)
+            if why is not None:
+                raise EnrichError(f"{c.underlying}: its ticker reference was not read "
+                                  f"({str(why)[:300]}), so nothing of it is fetched; resume "
+                                  f"with `python -m enrich backfill resume {self.bid} "
+                                  "--retry-failed` once it can be")
             if c.step != "option_contracts":
                 step = self._fetch(c)  # the engine logs the fetch
                 if step.error is not None:
@@ -532,16 +542,21 @@ class _Execution:
 
     def _identify(self, c: Chunk) -> None:
         """The symbol's ticker reference, asked and kept as a run's first enrichment does
-        (``Engine.identify``, which logs the request); its later chunks are clamped to the
-        identity (listing, first ticker change, delisting). An unknown ticker fails this
-        chunk, and its other chunks fetch nothing."""
+        (``Engine.identify``, which logs the request and corrects a class the reference
+        contradicts); its later chunks are clamped to the identity (listing, first ticker
+        change, delisting). If it cannot be read — an unknown ticker, a corrected class, a
+        failed request — this chunk fails, and so does each later chunk of the symbol without
+        a request: fetched unclamped, a recycled ticker's history would be another
+        security's (retry with --retry-failed)."""
         res = SymbolResult(c.symbol, "ok")
         try:
-            self.bf.engine.identify(c.symbol, self.log, res, self.run_id)
+            self.bf.engine.identify(c.symbol, self._asset_class(c.symbol), self.log, res,
+                                    self.run_id)
         except Exception as exc:
             if isinstance(exc, Cancelled):
                 raise
             self._count(c, res.requests, res.retries)
+            self._unidentified[c.symbol] = exc
             self._fail(c, exc)
             return
         self._count(c, res.requests, res.retries)
@@ -781,15 +796,21 @@ class _Execution:
         heatmap and a fill read — before, a backfilled history showed "never fetched" and a
         fill of it took today's snapshot instead."""
         for und, window in self._priced.items():
-            with self.lake.symbol_lock(und):
-                quality_run.after_fetch(self.lake, self.log, self.run_id, und,
-                                        self._asset_class(und),
-                                        [StepResult("options_iv", "ok", window=window)],
-                                        self.lake.read_coverage(und))
+            try:  # never in the way of the run's final record
+                with self.lake.symbol_lock(und):
+                    quality_run.after_fetch(self.lake, self.log, self.run_id, und,
+                                            self._asset_class(und),
+                                            [StepResult("options_iv", "ok", window=window)],
+                                            self.lake.read_coverage(und))
+            except Exception as exc:  # noqa: BLE001 - an audit repairs what is not checked
+                log.warning("backfill %s: the options checks of %s failed: %s", self.bid, und,
+                            exc)
         self._priced.clear()
 
-    def _finish(self, state: str | None, message: str | None) -> BackfillSummary:
-        self._check_priced()
+    def _finish(self, state: str | None, message: str | None,
+                interrupted: bool = False) -> BackfillSummary:
+        if not interrupted:  # Ctrl-C or SIGTERM: close the run first and at once
+            self._check_priced()
         self._close_task()
         left = sum(1 for c in self.plan.chunks if c.state in ("pending", "running"))
         stop = None

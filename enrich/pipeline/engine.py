@@ -712,12 +712,10 @@ class Engine:
         return not (row.get("reference_error") and checked is not None
                     and at - checked < identity.RECHECK_AFTER)
 
-    def identify(self, symbol: str, log: LogBuffer, res: SymbolResult,
+    def identify(self, symbol: str, asset_class: str, log: LogBuffer, res: SymbolResult,
                  run_id: str | None = None) -> Identity | None:
-        """``_identity`` for a backfill's reference chunk (the catalog's row read first)."""
-        if symbol not in self.references and self.reads_catalog:
-            self._load_reference(symbol)
-        return self._identity(symbol, log, res, run_id)
+        """``_identity`` for a backfill's reference chunk (its class checked as a run's)."""
+        return self._identity(symbol, log, res, run_id, asset_class)
 
     def _identity(self, symbol: str, log: LogBuffer, res: SymbolResult,
                   run_id: str | None = None, asset_class: str | None = None

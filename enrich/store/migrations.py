@@ -344,4 +344,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE backfills ADD COLUMN paused_at TIMESTAMPTZ;
         """,
     ),
+    (
+        11,
+        "plan history limits per market: the limits learned for every market are forgotten",
+        """
+        -- history:<dataset>[:<timeframe>] was learned from whichever symbol was refused
+        -- first and applied to every market; history:<market>:… is probed again per market.
+        DELETE FROM plan_limits WHERE limit_key LIKE 'history:%'
+            AND split_part(limit_key, ':', 2) NOT IN ('stocks', 'indices', 'crypto', 'fx');
+        """,
+    ),
 ]

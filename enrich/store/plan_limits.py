@@ -4,7 +4,7 @@ Owner of the ``plan_limits`` table. Two kinds of limit, both facts rather than f
 
 - **history** (``history:<market>:<dataset>[:<timeframe>]``): the plan serves a dataset only
   back to a rolling window (Massive Basic: 2 years; "Your plan doesn't include this data
-  timeframe"). Plans are sold per market (stocks with ETFs, indices, crypto, forex; reference
+  timeframe"). Plans are sold per market (stocks with ETFs, indices, crypto, fx; reference
   §6), so a window learned for one never bounds another.
   Found by probing the usual plan depths once (``probe_history``); every later fetch starts
   inside it, so history is stored from the window's start instead of failing.
@@ -50,7 +50,7 @@ class Limits:
 
 # The plan a symbol's data is sold under, by asset class: an ETF's is the stocks plan.
 MARKETS = {"stocks": "stocks", "etfs": "stocks", "indices": "indices", "crypto": "crypto",
-           "forex": "forex"}
+           "fx": "fx"}
 
 
 def history_key(market: str, dataset: str, timeframe: str | None) -> str:
