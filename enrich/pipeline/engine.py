@@ -1010,8 +1010,12 @@ class Engine:
     def _held_through(self, symbol: str, cal: str, timeframe: str, covered: dt.date,
                       expected: dt.date) -> dt.date:
         """The last session of the unbroken run of stored bars sessions that follows
-        ``covered`` (``covered`` itself when the next session is not held)."""
-        held = self.store.lake.read("bars", [symbol], level=timeframe)
+        ``covered`` (``covered`` itself when the next session is not held, or the stored
+        bars cannot be read: the next run's audit sets aside what is unreadable)."""
+        try:
+            held = self.store.lake.read("bars", [symbol], level=timeframe)
+        except CorruptFileError:
+            return covered
         if held.is_empty():
             return covered
         days = set(held.get_column("session").filter(held.get_column("session") > covered)
