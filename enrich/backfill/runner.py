@@ -282,6 +282,8 @@ class _Execution:
         self.lake = bf.store.lake
         self.log = LogBuffer(bf.store)
         self.queue: list[Chunk] = plan.todo(retry_failed)
+        for c in plan.chunks:  # a plan executed again: its chunks' counts are this run's
+            c.requests_this_run = 0
         self.total = len(self.queue)
         self.done = 0
         self.failed = 0
