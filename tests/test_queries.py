@@ -286,6 +286,16 @@ def test_run_progress_of_a_running_run(settings):
     assert p["done"] == 4 and p["total"] == 10 and p["current"] == ["E", "F"]
     assert p["eta_s"] == pytest.approx(40 / 4 * 6) and p["fraction"] == 0.4
     assert [r["run_id"] for r in runs_view.active_runs(store.catalog)] == ["r1"]
+    # Found by a QA pass: symbols found up to date end at once, so a run of 3,850 symbols (1,000
+    # new) read 80 % done, 3 s left, with 1,561 of its 7,000 planned requests made. Without a
+    # rate limit the requests still measure the work.
+    store.catalog.query("UPDATE runs SET symbols_total = 3850, requests_planned = 7000, "
+                        "requests = 1561 WHERE run_id = 'r1'")
+    store.catalog.query("INSERT INTO tasks (run_id, symbol, state, started_at) SELECT 'r1', "
+                        "'U' || i, 'skipped', ? FROM range(3069) t(i)", [t0])
+    p = runs_view.run_progress(store.catalog, "r1", now=t0 + dt.timedelta(seconds=13))
+    assert p["done"] == 3073 and p["fraction"] == pytest.approx(1561 / 7000)
+    assert p["eta_s"] == pytest.approx(13 / 1561 * (7000 - 1561))
 
 
 # -- metrics -----------------------------------------------------------------------------------
