@@ -871,6 +871,13 @@ def test_sigterm_stops_a_backfill_as_ctrl_c_does_and_it_resumes(tmp_path, monkey
     [row] = backfill_progress_summary(Store(tmp_path / "data").catalog)
     assert row["run_state"] == "interrupted" and row["status"] == "interrupted"
     assert row["run_message"].startswith("stopped by SIGTERM")
+    # KO's chunks were not all done: its task is no "ok" (a QA pass: an interrupted backfill
+    # counted the symbol it was working on enriched).
+    cat = Store(tmp_path / "data").catalog
+    assert cat.query("SELECT symbol, state FROM tasks WHERE run_id = ?",
+                     [row["last_run_id"]]).rows() == [("KO", "interrupted")]
+    assert cat.scalar("SELECT symbols_ok FROM runs WHERE run_id = ?",
+                      [row["last_run_id"]]) == 0
     monkeypatch.setattr(progress.TerminalProgress, "__call__", lambda self, p: None)
     assert main(["backfill", "resume", row["backfill_id"]]) == 0
     [row] = backfill_progress_summary(Store(tmp_path / "data").catalog)

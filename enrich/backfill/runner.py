@@ -147,6 +147,7 @@ class _Task:
     failed: int = 0
     error: str | None = None
     error_class: str | None = None
+    unfinished: bool = False  # the run stopped with chunks of it still to do
 
 
 class Backfiller:
@@ -364,10 +365,11 @@ class _Execution:
                 raise  # the rows stay buffered; the caller decides
 
     def _run_row(self, b: WriteBatch) -> None:
-        ok = sum(1 for t in self.tasks.values() if not t.failed)
+        ok = sum(1 for t in self.tasks.values() if not t.failed and not t.unfinished)
         runs.add_backfill_progress(
             b, self.run_id, requests=self.requests, records=self.records, retries=self.retries,
-            ok=ok, failed=len(self.tasks) - ok, message=self._progress_text())
+            ok=ok, failed=sum(1 for t in self.tasks.values() if t.failed),
+            message=self._progress_text())
 
     def _progress_text(self) -> str:
         """The backfill's chunks as its card counts them (every chunk of the backfill, done
@@ -402,14 +404,20 @@ class _Execution:
             "run_id": self.run_id, "symbol": symbol, "state": "running",
             "started_at": task.started_at}))
 
-    def _close_task(self) -> None:
+    def _close_task(self, final: bool = False) -> None:
         t = self.current_task
         if t is None:
             return
         self.current_task = None
+        # The run's end (stopped: Ctrl-C, SIGTERM, pause, cancel) with chunks of the symbol
+        # still to do: not "ok" (a QA pass: an interrupted backfill counted it enriched).
+        t.unfinished = final and any(c.underlying == t.symbol and c.state in ("pending",
+                                                                             "running")
+                                     for c in self.plan.chunks)
+        state = "failed" if t.failed else "interrupted" if t.unfinished else "ok"
         self.log.add(lambda b: runs.add_task(b, {
             "run_id": self.run_id, "symbol": t.symbol,
-            "state": "failed" if t.failed else "ok", "started_at": t.started_at,
+            "state": state, "started_at": t.started_at,
             "finished_at": utcnow(), "records": t.records, "requests": t.requests,
             "retries": t.retries, "error_class": t.error_class,
             "error_message": t.error}))
@@ -813,7 +821,7 @@ class _Execution:
                 interrupted: bool = False) -> BackfillSummary:
         if not interrupted:  # Ctrl-C or SIGTERM: close the run first and at once
             self._check_priced()
-        self._close_task()
+        self._close_task(final=True)
         left = sum(1 for c in self.plan.chunks if c.state in ("pending", "running"))
         stop = None
         if self.halt.reason is not None:  # it stopped itself: failed, with why, resumable
