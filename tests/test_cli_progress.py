@@ -32,3 +32,15 @@ def test_a_runs_symbols_draw_the_bar_on_a_terminal_and_lines_elsewhere():
         "1/2 AAPL ok 252 rows",
         "2/2 MSFT failed 0 rows (ProviderError: HTTP 503 from the provider)",
     ]
+
+
+def test_symbols_a_cancel_left_unstarted_print_no_line_each():
+    """Found by a QA pass: Ctrl-C of a 3,000-symbol run printed 1,862 lines "NNNN/3000 S11xx
+    cancelled 0 rows" before the symbols in hand; the run's last line counts them."""
+    plain = io.StringIO()
+    bar = TerminalProgress(plain)
+    bar.symbol_done(1, 4, SymbolResult("AAPL", "ok", records=252))
+    for i, sym in enumerate(("MSFT", "SPY"), start=2):
+        bar.symbol_done(i, 4, SymbolResult(sym, "cancelled"))
+    bar.symbol_done(4, 4, SymbolResult("KO", "ok", records=10))
+    assert plain.getvalue().splitlines() == ["1/4 AAPL ok 252 rows", "4/4 KO ok 10 rows"]

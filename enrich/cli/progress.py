@@ -49,6 +49,8 @@ class TerminalProgress:
         if self.tty:
             self._bar(done, total, f"symbols · {rate:.1f} sym/s · ETA {eta}  {res.symbol:<10}")
             return
+        if res.state == "cancelled":  # never started (a cancel, an interrupt): the run's
+            return                    # last line counts them, not a line each
         extra = ""
         if res.state == "failed" and res.errors:
             extra = f" ({res.errors[0].__class__.__name__}: {str(res.errors[0])[:120]})"
