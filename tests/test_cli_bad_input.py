@@ -130,6 +130,16 @@ def test_status_text_names_an_error_only_until_a_success_answers_it(data, capsys
     assert "transient" in bars
 
 
+def test_symbols_actions_take_a_comma_list_as_run_does(data, capsys):
+    """Found by a QA pass: `symbols deactivate S2900,S2901` was refused ("invalid symbol
+    'S2900,S2901'"), while `run --symbols` and `backfill --symbols` take commas."""
+    assert _main(["symbols", "deactivate", "aapl,MSFT"]) == 0
+    assert capsys.readouterr().out.strip() == "deactivated AAPL, MSFT"
+    assert _main(["symbols", "activate", "AAPL,", "msft"]) == 0
+    assert capsys.readouterr().out.strip() == "activated AAPL, MSFT"
+    _refused(["symbols", "remove", ","], "no symbol given", capsys)
+
+
 def test_activate_says_the_symbol_as_held_and_symbols_help_lists_every_action(data, capsys):
     # Found by a QA pass: `symbols activate aapl` printed "activated aapl", and `symbols
     # --help` listed only `import` (the other actions had no help text).

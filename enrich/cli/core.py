@@ -256,6 +256,10 @@ def cmd_symbols(args: argparse.Namespace, settings: Settings) -> int:
     from enrich.store import universe
 
     store = _open(settings)
+    if getattr(args, "symbol", None):  # `AAPL MSFT` or `AAPL,MSFT`, as run --symbols takes
+        args.symbol = [s.strip() for a in args.symbol for s in a.split(",") if s.strip()]
+        if not args.symbol:
+            raise UsageError("no symbol given: `symbols remove AAPL MSFT` or `AAPL,MSFT`")
     if args.symbols_cmd == "list":
         universe.ensure_demo_universe(store.catalog) if args.seed_demo else None
         frame = universe.list_symbols(store.catalog)
