@@ -454,6 +454,24 @@ def test_a_reference_chunk_that_fails_leaves_its_symbol_unfetched(settings):
                                    "'X:ETHUSD'") == "crypto"
 
 
+def test_a_cancelled_bars_backfill_leaves_history_on_one_split_basis(settings):
+    """Found by a QA pass: NVDA's bars backfill paused then cancelled left its history on two
+    split bases (1517.6 on 2016-09-01, 48.93 on 2016-12-05: ×31) — the re-basing waited in
+    the features chunk a cancel never reaches — and the daily run never repaired it."""
+    bf = make(settings)
+    cancel = threading.Event()
+    plan = bf.plan(BackfillRequest("bars", ("NVDA",), years=12, chunk_days=90))
+    done = bf.run(plan, cancel=cancel, progress=lambda p: p.chunk is not None and
+                  p.chunk.step == "bars" and p.chunk.state == "done" and p.done >= 8 and
+                  cancel.set())
+    assert done.state == "cancelled" and done.left > 0
+    bars = bf.store.lake.read("bars", ["NVDA"], level="1d")
+    assert bars.height > 90
+    assert bars["adjusted_asof"].min() >= D(2024, 6, 10)  # all on the post-split basis
+    feats = bf.store.lake.read("features", ["NVDA"], level="1d")
+    assert feats.height == bars.height  # and its features computed from them
+
+
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
     # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
     # pause / cancel answered "stops after its current chunk" and changed nothing.

@@ -303,6 +303,7 @@ class _Execution:
         self._classes: dict[str, str] | None = None
         self._priced: dict[str, tuple[dt.date, dt.date]] = {}  # underlying: IV sessions written
         self._unidentified: dict[str, BaseException] = {}  # whose reference chunk failed
+        self._changed: set[str] = set()  # whose bars, splits or dividends this run fetched
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> BackfillSummary:
@@ -312,6 +313,7 @@ class _Execution:
         try:
             while self.queue:
                 if self._should_stop():
+                    self._derive_before_stopping()
                     break
                 head = self.queue.pop(0)
                 self._enter_task(head.underlying)
@@ -582,6 +584,7 @@ class _Execution:
         self._count(c, res.requests, res.retries)
         if c.step in ("bars", "splits", "dividends") and step.error is None:  # tr_close too
             self._closes.pop(sym, None)
+            self._changed.add(sym)
             self._requeue_features(sym)
         return step
 
@@ -590,6 +593,17 @@ class _Execution:
             self._classes = dict(self.bf.store.catalog.query(
                 "SELECT symbol, asset_class FROM symbols").iter_rows())
         return self._classes.get(symbol) or asset_class_of(symbol)
+
+    def _derive_before_stopping(self) -> None:
+        """A pause or a cancel between chunks: the symbols whose bars, splits or dividends
+        this run fetched are re-based and their features recomputed now (no request). Left
+        for a resume, NVDA's history read ×31 across its splits until then — for good after
+        a cancel, which never comes back to it."""
+        for c in [q for q in self.queue if q.step == "features" and q.underlying in
+                  self._changed]:
+            self.queue.remove(c)
+            self._enter_task(c.underlying)
+            self._run_chunk(c)
 
     def _requeue_features(self, symbol: str) -> None:
         """Bars, splits or dividends of ``symbol`` changed: its features chunk must run
