@@ -472,6 +472,27 @@ def test_a_cancelled_bars_backfill_leaves_history_on_one_split_basis(settings):
     assert feats.height == bars.height  # and its features computed from them
 
 
+def test_a_backfill_over_held_history_records_no_restatement_of_the_split_basis(settings):
+    """Found by a QA pass: a run of AAPL, then a 12-year bars backfill, logged 4,638
+    "restatements" of +300 % (48.26 → 193.04 on 2019-12-31): the chunk over the held year came
+    on its window's split basis, older than the stored one, and only a newer basis was taken
+    for a re-basing."""
+    from enrich.pipeline.engine import Engine
+    from enrich.pipeline.run_model import RunParams
+
+    bf = make(settings)
+    Engine(bf.store, SampleProvider(clock=lambda: FIXED_NOW), settings.with_(history_years=1),
+           clock=lambda: FIXED_NOW).run(RunParams(symbols=["AAPL"], datasets=["bars"]))
+    for years in (12, 13):  # the second over history the first stored and re-based
+        done = bf.run(bf.plan(BackfillRequest("bars", ("AAPL",), years=years)))
+        assert done.state == "succeeded"
+    restated = bf.store.catalog.scalar(
+        "SELECT count(*) FROM restatements WHERE symbol = 'AAPL' AND dataset = 'bars'")
+    assert restated == 0
+    bars = bf.store.lake.read("bars", ["AAPL"], level="1d")
+    assert bars["adjusted_asof"].min() >= D(2020, 8, 31)  # all on the post-split basis
+
+
 def test_a_killed_backfill_reads_stopped_and_cancel_takes_effect_at_once(tmp_path):
     # Found by a QA pass: after kill -9, `list` said "running" with a growing ETA, and
     # pause / cancel answered "stops after its current chunk" and changed nothing.
@@ -570,7 +591,8 @@ def test_resume_finds_the_unfinished_backfill_after_its_window_moved(settings):
 
     plan = bf.plan(req)
     first = bf.run(plan, cancel=cancel, progress=stop_after_three)
-    assert first.state == "cancelled" and first.done == 3 and first.left > 0
+    # Three chunks, then AAPL's features chunk: what it fetched is re-based before it stops.
+    assert first.state == "cancelled" and first.done == 4 and first.left > 0
     run = bf.store.catalog.query("SELECT kind, state, message FROM runs").row(0, named=True)
     assert run["kind"] == "backfill" and run["state"] == "cancelled"
 
@@ -581,7 +603,7 @@ def test_resume_finds_the_unfinished_backfill_after_its_window_moved(settings):
     assert found == plan.backfill_id
     resumed = later.plan(backfill_request(later.store.catalog, found))
     assert resumed.backfill_id == plan.backfill_id and resumed.exists
-    assert len(resumed.todo()) == len(plan.chunks) - 3
+    assert len(resumed.todo()) == len(plan.chunks) - 4
     assert later.run(resumed).state == "succeeded"
     assert find_resumable(later.store.catalog, req) is None
 
@@ -677,7 +699,9 @@ def test_pause_then_resume_from_the_background(settings):
     assert done["run_message"].startswith(f"backfill {bid}: {total} of {total} chunks done (")
     assert metrics_view.overall_success(store.catalog)["runs_finished"] == 1
     chunks = backfill_chunks(store.catalog, bid)
-    assert (chunks["attempts"] == 1).all()  # a pause never redoes a finished chunk
+    # A pause never redoes a fetched chunk (the features chunk, no request, ran at the pause
+    # on what was fetched, and again after the rest).
+    assert (chunks.filter(pl.col("step") != "features")["attempts"] == 1).all()
 
 
 def test_a_backfill_is_live_until_its_on_done_has_run(settings):

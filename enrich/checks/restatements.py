@@ -72,19 +72,25 @@ _RESTATED_SCHEMA = pl.Schema({"session": pl.Date, "column_name": pl.String,
 
 def _rebase_factor(joined: pl.DataFrame, splits: pl.DataFrame) -> pl.Series:
     """Per joined row: the price factor that brings the stored bar from its ``adjusted_asof``
-    to the fetched bar's (product of split_from/split_to of splits executed after the bar's
-    session, in (old asof, new asof])."""
+    to the fetched bar's: the product of split_from/split_to of the splits executed after the
+    bar's session in (old asof, new asof] — or its inverse over (new asof, old asof] when the
+    fetched bar is on an older basis (a backfill's chunk, adjusted as of its window's end,
+    over history the desk holds on today's: it is re-based after, no restatement)."""
     n = joined.height
     if splits.is_empty():
         return pl.Series("factor", [1.0] * n)
+    old = pl.col("_old_asof").fill_null(dt.date.min)
+    new = pl.col("_new_asof")
     f = (joined.select("_i", "session", "_old_asof", "_new_asof")
          .join(splits.select("execution_date", "split_from", "split_to"), how="cross")
          .filter((pl.col("execution_date") > pl.col("session"))
-                 & (pl.col("execution_date") > pl.col("_old_asof").fill_null(dt.date.min))
-                 & (pl.col("execution_date") <= pl.col("_new_asof")))
+                 & (pl.col("execution_date") > pl.min_horizontal(old, new))
+                 & (pl.col("execution_date") <= pl.max_horizontal(old, new)))
          .group_by("_i").agg((pl.col("split_from") / pl.col("split_to")).product()
-                             .alias("factor")))
-    return (joined.select("_i").join(f, on="_i", how="left")
+                             .alias("factor"), (new < old).first().alias("_older")))
+    f = f.with_columns(pl.when(pl.col("_older")).then(1.0 / pl.col("factor"))
+                       .otherwise(pl.col("factor")).alias("factor"))
+    return (joined.select("_i").join(f.select("_i", "factor"), on="_i", how="left")
             .sort("_i")["factor"].fill_null(1.0))
 
 
@@ -151,7 +157,7 @@ def _detect(lake: Lake, dataset: str, incoming: pl.DataFrame, timeframe: str,
                                      pl.col("adjusted_asof").alias("_new_asof"))
         basis_moved = (pl.col("_new_asof").is_not_null()
                        & (pl.col("_old_asof").is_null()
-                          | (pl.col("_new_asof") > pl.col("_old_asof"))))
+                          | (pl.col("_new_asof") != pl.col("_old_asof"))))
         factor = _rebase_factor(joined, lake.read("splits", [symbol]))
         joined = joined.with_columns(factor.alias("_f"), basis_moved.alias("_moved"))
         joined = joined.with_columns(
