@@ -310,6 +310,9 @@ def day_axis(fig: Any, days: Iterable[Any], **axis: Any) -> None:
             pad = dt.timedelta(days=max(1, (7 - (hi - lo).days) // 2))
             axis.setdefault("range", [(lo - pad).isoformat(), (hi + pad).isoformat()])
             axis.setdefault("dtick", 86_400_000)
+    # A bar a day, most of a day wide: plotly sizes bars by the closest pair, and one day of
+    # data (a new desk's Metrics) drew them 0 px wide.
+    fig.update_traces(width=86_400_000 * 0.8, selector=dict(type="bar"))
     fig.update_xaxes(type="date", tickformat="%b %d\n%Y", **axis)
 
 

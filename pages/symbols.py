@@ -525,7 +525,7 @@ def drilldown(symbol: str) -> None:
         hfig.update_layout(height=320, margin=dict(l=0, r=0, t=30, b=0),
                            title="Implied vs realised volatility",
                            legend=dict(orientation="h"))
-        hfig.update_yaxes(tickformat=".0%")
+        hfig.update_yaxes(tickformat=".1%")  # ".0%" drew six "16%" ticks over 15.6-16.4 %
         c.day_axis(hfig, days)  # one session: whole days, not milliseconds
         hc[0].plotly_chart(hfig, key="iv_history")
         sfig = go.Figure()

@@ -198,3 +198,20 @@ def test_a_killed_run_reads_interrupted_on_the_runs_page_without_a_scheduler(dat
     assert Store(data).catalog.scalar("SELECT state FROM runs WHERE run_id = ?",
                                       [run_id]) == "interrupted"
     assert "interrupted" in said(at).lower()
+
+
+# -- charts of one day ---------------------------------------------------------------------------
+def test_a_day_axis_draws_a_bar_of_one_day_most_of_a_day_wide():
+    """Found by a QA pass: a new desk's Metrics "per day" bars (one day of data) were drawn
+    0 px wide — plotly sizes bars by the closest pair of x values."""
+    import polars as pl
+
+    from pages import _charts as charts
+    from pages import _common as c
+
+    day = dt.date(2026, 12, 6)
+    fig = charts.series(pl.DataFrame({"day": [day, day], "rows": [5, 7],
+                                      "dataset": ["bars", "news"]}),
+                        "day", "rows", "dataset", labels={"day": "day (UTC)"})
+    c.day_axis(fig, [day])
+    assert [t.width for t in fig.data] == [86_400_000 * 0.8] * 2
