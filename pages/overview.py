@@ -98,9 +98,13 @@ def first_launch() -> None:
 live_progress()
 c.repairs()  # a catalog rebuilt, lake files quarantined: before anything says "fresh"
 
-if runs_total == 0 and not c.read(runs_view.active_runs) and not _pending_run():
+# Nothing has run yet — or only runs of an empty universe (a daily fire before the first
+# enrichment: it "succeeded" with 0 symbols, and the button was gone for good).
+nothing_yet = runs_total == 0 or (summary.is_empty() and not c.store().catalog.scalar(
+    "SELECT count(*) FROM symbols"))
+if nothing_yet and not c.read(runs_view.active_runs) and not _pending_run():
     first_launch()
-    st.stop()  # nothing has run yet: the button is the one thing to do
+    st.stop()  # the button is the one thing to do
 
 
 # -- why: the causes before the symptoms (enrich.diagnosis) ------------------------------------

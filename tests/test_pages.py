@@ -317,6 +317,19 @@ def test_first_enrichment_button_starts_a_run_that_fills_the_overview(env):
     assert metric(at, "Never fetched") == "0"
 
 
+def test_a_daily_fire_before_the_first_enrichment_leaves_its_button(env):
+    """Found by a QA pass: the scheduler fired on the new desk's empty universe before the
+    analyst clicked — a run of 0 symbols, "succeeded" — and the Overview said "Nothing needs
+    you" with no button, while every other page pointed at it."""
+    store = Store(env)
+    now = dt.datetime.now(dt.UTC)
+    store.catalog.query("INSERT INTO runs (run_id, kind, state, params, requested_at, "
+                        "started_at, finished_at, symbols_total) VALUES ('r0', 'scheduled', "
+                        "'succeeded', '{}', ?, ?, ?, 0)", [now, now, now])
+    at = open_page("pages/overview.py")
+    assert "Start the first enrichment" in [b.label for b in at.button]
+
+
 def test_run_now_creates_a_run_with_the_chosen_parameters(populated):
     data, _ = populated
     at = open_page("pages/controls.py")
