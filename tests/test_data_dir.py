@@ -108,9 +108,12 @@ def test_the_commands_that_start_a_desk_still_create_it(home, monkeypatch, capsy
     seeded = home / "seeded"
     assert cli.main(["--data-dir", str(seeded), "symbols", "list", "--seed-demo"]) == 0
     assert (seeded / "enrich.duckdb").is_file()
-    planned = home / "planned"
+    planned = home / "planned"  # a dry run plans on a scratch desk, as `run --dry-run` does
     assert cli.main(["--data-dir", str(planned), "backfill", "bars", "--symbol", "AAPL",
-                     "--years", "1", "--dry-run"]) == 0
+                     "--days", "5", "--dry-run"]) == 0
+    assert not planned.exists()
+    assert cli.main(["--data-dir", str(planned), "backfill", "bars", "--symbol", "AAPL",
+                     "--days", "5"]) == 0
     assert (planned / "enrich.duckdb").is_file()
     capsys.readouterr()
     # …and a read of the desk so made answers.
